@@ -1,0 +1,106 @@
+# murmur: build, test and install.
+#
+#   make            build build/murmur (warnings are errors)
+#   make deps       install the Debian packages murmur needs (idempotent)
+#   make test       C unit tests, busted specs, end-to-end specs; last line "N passed, N failed"
+#   make check      the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz       build the libFuzzer targets and run each for FUZZ_SECONDS
+#   make bench      print throughput figures (events/s, ns/event, writes/event, RSS)
+#   make install    PREFIX=/usr/local (LuaRocks uses its own tree instead)
+
+CC        ?= cc
+BUILD     ?= build
+SANITIZE  ?=
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+LUADIR    ?= $(PREFIX)/share/lua/5.1
+FUZZ_SECONDS ?= 20
+
+PKGS      := luajit libuv lmdb
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ifeq ($(PKG_LIBS),)
+PKG_CFLAGS := -I/usr/include/luajit-2.1
+PKG_LIBS   := -lluajit-5.1 -luv -llmdb
+endif
+
+OPT       ?= -O2
+WARN      := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
+MM_CFLAGS := -std=gnu11 $(OPT) -g $(WARN) -fno-strict-aliasing $(PKG_CFLAGS) $(CFLAGS)
+MM_LDFLAGS := $(LDFLAGS)
+ifneq ($(SANITIZE),)
+MM_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+MM_LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+LIBS      := $(PKG_LIBS) -lpthread -lm -ldl
+
+ENGINE_SRC := $(sort $(shell find engine -name '*.c' ! -name main.c))
+PURE_SRC   := $(filter engine/lib/% engine/monoid/% engine/codec/%,$(ENGINE_SRC))
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+PURE_OBJ   := $(PURE_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+HELPER_SRC := $(sort $(wildcard tests/helpers/*.c))
+HELPER_BIN := $(HELPER_SRC:tests/helpers/%.c=$(BUILD)/helpers/%)
+FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+
+.PHONY: all rock deps test check fuzz bench install clean unit spec format
+
+all: $(BUILD)/murmur $(UNIT_BIN) $(HELPER_BIN)
+
+# LuaRocks builds only the binary (see murmur-dev-1.rockspec).
+rock: $(BUILD)/murmur
+
+$(BUILD)/murmur: $(BUILD)/engine/main.o $(BUILD)/libmurmur.a
+	$(CC) $(MM_LDFLAGS) -rdynamic -o $@ $< -Wl,--whole-archive $(BUILD)/libmurmur.a -Wl,--no-whole-archive $(LIBS)
+
+$(BUILD)/libmurmur.a: $(ENGINE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(MM_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmurmur.a tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -Iengine -o $@ $< $(BUILD)/libmurmur.a $(LIBS)
+
+$(BUILD)/helpers/%: tests/helpers/%.c $(BUILD)/libmurmur.a
+	@mkdir -p $(dir $@)
+	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -Iengine -o $@ $< $(BUILD)/libmurmur.a $(LIBS)
+
+-include $(ENGINE_OBJ:.o=.d) $(BUILD)/engine/main.d
+
+deps:
+	@sh tests/deps.sh
+
+# The README's test command. tests/run prints "N passed, N failed" last.
+test: all
+	@BUILD=$(BUILD) sh tests/run
+
+unit: all
+	@BUILD=$(BUILD) sh tests/run unit
+
+spec: all
+	@BUILD=$(BUILD) sh tests/run spec
+
+check:
+	$(MAKE) BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test
+
+fuzz:
+	@BUILD=build/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh $(FUZZ_SRC)
+
+bench: all
+	@BUILD=$(BUILD) sh tests/bench/run.sh
+
+install: $(BUILD)/murmur
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/murmur
+	install -m 755 $(BUILD)/murmur $(DESTDIR)$(BINDIR)/murmur
+	install -m 644 lua/murmur/*.lua $(DESTDIR)$(LUADIR)/murmur/
+
+format:
+	clang-format -i $$(find engine tests/unit tests/fuzz tests/helpers -name '*.[ch]')
+
+clean:
+	rm -rf build

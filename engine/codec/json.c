@@ -1,0 +1,896 @@
+/*
+ * json.c: the strict JSON scanner, the SAX walk and the string/number helpers.
+ *
+ * Design. One validating state machine (walk) serves both mm_json_scan and
+ * mm_json_parse: it is always inlined, and scan calls it with no visitor so
+ * the compiler drops every callback branch from the hot path. The machine is
+ * iterative: containers are pushed on a 64-bit stack (bit d set = the
+ * container at depth d+1 is an object), which is why MM_JSON_MAX_DEPTH may not
+ * exceed 64 and why deep hostile documents cost no C stack.
+ *
+ * Strings are the bulk of an event, so their bodies are skipped a block at a
+ * time (16 bytes with SSE2, 8 with a portable SWAR test): one mask flags every
+ * byte that is '"', '\\', a control character (< 0x20) or non-ASCII
+ * (>= 0x80), the scanner jumps to the first flagged byte, and when that byte
+ * is the closing quote (the common case) the string is done without looking
+ * at it again. Fewer than a block of bytes before the end of the document
+ * are tested by re-reading the document's last block and shifting the mask,
+ * so short strings near the end need no byte loop either. UTF-8 is checked
+ * only for bytes >= 0x80, against the well-formed byte sequences of Unicode
+ * table 3-7, which excludes overlongs, encoded surrogates, code points above
+ * U+10FFFF and truncated sequences.
+ *
+ * Requested fields are matched on top-level keys only: by length and memcmp
+ * when the key has no backslash, otherwise by decoding its escapes on the fly
+ * against the wanted name, so nothing is ever allocated during a scan. A
+ * requested member seen twice is an error: the event would be ambiguous.
+ *
+ * Errors carry the byte offset of the offending byte in the diag detail, e.g.
+ * "json: unexpected character 'x' at offset 17".
+ */
+#define _GNU_SOURCE /* strtod_l */
+#include "json.h"
+
+#include <locale.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/error.h"
+
+_Static_assert(MM_JSON_MAX_DEPTH <= 64, "the container stack is one uint64_t");
+
+/* Byte classes inside a string body; 0 is "copy as is". */
+enum { C_PLAIN = 0, C_QUOTE, C_BSLASH, C_CTRL, C_HIGH };
+
+static const unsigned char str_class[256] = {
+	[0x00 ... 0x1f] = C_CTRL,
+	['"'] = C_QUOTE,
+	['\\'] = C_BSLASH,
+	[0x80 ... 0xff] = C_HIGH,
+};
+
+/*
+ * special_mask(p, &quotes) looks at one block of BLOCK bytes and returns a
+ * mask flagging the bytes that need attention in a string body ('"', '\\',
+ * < 0x20, >= 0x80), and in *quotes the bytes equal to '"'. Bit i << MASK_SHIFT
+ * stands for byte i. With SSE2 (every x86-64) a block is 16 bytes: a signed
+ * compare with 0x20 catches both control and non-ASCII bytes. Elsewhere it is
+ * a 64-bit SWAR test, where the zero-byte trick flags the lowest matching
+ * byte exactly (its borrows only ever run towards higher bytes), which is all
+ * the scanner uses.
+ */
+#if defined(__SSE2__) && !defined(MM_JSON_PORTABLE) /* the latter to test the SWAR path */
+#include <emmintrin.h>
+
+#define BLOCK 16
+#define MASK_SHIFT 0
+
+static inline uint64_t special_mask(const unsigned char *p, uint64_t *quotes)
+{
+	__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i q = _mm_cmpeq_epi8(x, _mm_set1_epi8('"'));
+	__m128i o = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('\\')),
+				 _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)));
+
+	*quotes = (unsigned)_mm_movemask_epi8(q);
+	return *quotes | (unsigned)_mm_movemask_epi8(o);
+}
+#else
+#define BLOCK 8
+#define MASK_SHIFT 3
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+static inline uint64_t special_mask(const unsigned char *p, uint64_t *quotes)
+{
+	uint64_t x, q, b;
+
+	memcpy(&x, p, 8);
+	q = x ^ (ONES * '"');
+	b = x ^ (ONES * '\\');
+	*quotes = (q - ONES) & ~q & HIGHS;
+	return (*quotes | ((b - ONES) & ~b) | ((x - ONES * 0x20) & ~x) | x) & HIGHS;
+}
+#endif
+
+static inline int is_digit(unsigned char c)
+{
+	return (unsigned)(c - '0') < 10;
+}
+
+static inline int hex_value(unsigned char c)
+{
+	if (is_digit(c))
+		return c - '0';
+	c |= 0x20;
+	if ((unsigned)(c - 'a') < 6)
+		return c - 'a' + 10;
+	return -1;
+}
+
+/*
+ * Checks the UTF-8 sequence starting at p (p[0] >= 0x80), with avail bytes
+ * readable. Returns its length (2..4) when well formed, otherwise minus the
+ * length of its maximal ill-formed prefix (the lead byte and the continuation
+ * bytes that were still acceptable), which is what one U+FFFD replaces.
+ */
+static int utf8_check(const unsigned char *p, size_t avail)
+{
+	unsigned c = p[0], lo = 0x80, hi = 0xbf;
+	size_t need, i;
+
+	if (c >= 0xc2 && c <= 0xdf) {
+		need = 1;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		need = 2;
+		if (c == 0xe0)
+			lo = 0xa0; /* overlong */
+		else if (c == 0xed)
+			hi = 0x9f; /* surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		need = 3;
+		if (c == 0xf0)
+			lo = 0x90; /* overlong */
+		else if (c == 0xf4)
+			hi = 0x8f; /* above U+10FFFF */
+	} else {
+		return -1;
+	}
+	for (i = 1; i <= need; i++) {
+		if (i >= avail || p[i] < lo || p[i] > hi)
+			return -(int)i;
+		lo = 0x80;
+		hi = 0xbf;
+	}
+	return (int)need + 1;
+}
+
+static size_t utf8_put(char *out, uint32_t cp)
+{
+	if (cp < 0x80) {
+		out[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		out[0] = (char)(0xc0 | (cp >> 6));
+		out[1] = (char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		out[0] = (char)(0xe0 | (cp >> 12));
+		out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		out[2] = (char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	out[0] = (char)(0xf0 | (cp >> 18));
+	out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+	out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+	out[3] = (char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/* Why decode_escape rejected an escape; the caller turns it into a message. */
+enum { ESC_TRUNCATED = -1, ESC_BAD = -2, ESC_BAD_HEX = -3, ESC_LONE = -4 };
+
+static int hex4(const unsigned char *p, uint32_t *out)
+{
+	int a = hex_value(p[0]), b = hex_value(p[1]), c = hex_value(p[2]), d = hex_value(p[3]);
+
+	if ((a | b | c | d) < 0)
+		return -1;
+	*out = (uint32_t)(a << 12 | b << 8 | c << 4 | d);
+	return 0;
+}
+
+/*
+ * Decodes the escape at p (p[0] == '\\'), reading no further than end. On
+ * success writes its UTF-8 (1..4 bytes) to out, sets *next past the escape
+ * (a surrogate pair is one escape of 12 bytes) and returns the byte count;
+ * otherwise returns an ESC_* code.
+ */
+static int decode_escape(const unsigned char *p, const unsigned char *end, char out[4],
+			 const unsigned char **next)
+{
+	uint32_t cp, lo;
+
+	if (end - p < 2)
+		return ESC_TRUNCATED;
+	switch (p[1]) {
+	case '"':
+	case '\\':
+	case '/':
+		out[0] = (char)p[1];
+		break;
+	case 'b':
+		out[0] = '\b';
+		break;
+	case 'f':
+		out[0] = '\f';
+		break;
+	case 'n':
+		out[0] = '\n';
+		break;
+	case 'r':
+		out[0] = '\r';
+		break;
+	case 't':
+		out[0] = '\t';
+		break;
+	case 'u':
+		if (end - p < 6)
+			return ESC_TRUNCATED;
+		if (hex4(p + 2, &cp))
+			return ESC_BAD_HEX;
+		if (cp >= 0xdc00 && cp <= 0xdfff)
+			return ESC_LONE;
+		if (cp < 0xd800 || cp > 0xdbff) {
+			*next = p + 6;
+			return (int)utf8_put(out, cp);
+		}
+		/* A high surrogate must be followed at once by a low one. */
+		if (end - p < 12 || p[6] != '\\' || p[7] != 'u' || hex4(p + 8, &lo) ||
+		    lo < 0xdc00 || lo > 0xdfff)
+			return ESC_LONE;
+		*next = p + 12;
+		return (int)utf8_put(out, 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00));
+	default:
+		return ESC_BAD;
+	}
+	*next = p + 2;
+	return 1;
+}
+
+/* Formats "unexpected ..." for the byte at q (or the end of input). */
+static int fail_at(const char *base, const unsigned char *q, const unsigned char *end)
+{
+	size_t off = (size_t)((const char *)q - base);
+
+	if (q >= end)
+		return mm_diag_set(MM_EJSON, "json: unexpected end of input at offset %zu", off);
+	if (*q > 0x20 && *q < 0x7f)
+		return mm_diag_set(MM_EJSON, "json: unexpected character '%c' at offset %zu", *q, off);
+	return mm_diag_set(MM_EJSON, "json: unexpected byte 0x%02x at offset %zu", *q, off);
+}
+
+static int fail_escape(int why, const char *base, const unsigned char *q)
+{
+	size_t off = (size_t)((const char *)q - base);
+
+	switch (why) {
+	case ESC_TRUNCATED:
+		return mm_diag_set(MM_EJSON, "json: truncated escape at offset %zu", off);
+	case ESC_BAD_HEX:
+		return mm_diag_set(MM_EJSON, "json: \\u needs 4 hex digits at offset %zu", off);
+	case ESC_LONE:
+		return mm_diag_set(MM_EJSON, "json: lone surrogate escape at offset %zu", off);
+	default:
+		return mm_diag_set(MM_EJSON, "json: invalid escape at offset %zu", off);
+	}
+}
+
+/*
+ * special_mask for the last 1..BLOCK-1 bytes of the document, p[0..end-p).
+ * Bits past the end are never set, so a zero mask means the string is not
+ * terminated. With SSE2 the document's last block is re-read and the bytes
+ * before p shifted out: byte compares cannot leak into their neighbours. The
+ * SWAR test can (a borrow from a '"' just before p would flag the byte after
+ * it), so it, and documents shorter than a block, test a padded copy.
+ */
+static inline uint64_t tail_mask(const char *base, const unsigned char *p,
+				 const unsigned char *end, uint64_t *quotes)
+{
+	unsigned char pad[BLOCK];
+	uint64_t m;
+
+#if BLOCK == 16
+	if (end - (const unsigned char *)base >= BLOCK) {
+		int skip = BLOCK - (int)(end - p);
+
+		m = special_mask(end - BLOCK, quotes) >> skip;
+		*quotes >>= skip;
+		return m;
+	}
+#else
+	(void)base;
+#endif
+	/* Spaces are plain string bytes. */
+	memset(pad, ' ', BLOCK);
+	memcpy(pad, p, (size_t)(end - p));
+	m = special_mask(pad, quotes);
+	return m & ((1ULL << ((end - p) << MASK_SHIFT)) - 1);
+}
+
+/*
+ * The rare cases of a string body: the byte at p is a backslash, a control
+ * character or non-ASCII. Validates it and returns the position after it, or
+ * NULL after setting the diag.
+ */
+static __attribute__((noinline)) const unsigned char *
+string_special(const char *base, const unsigned char *p, const unsigned char *end, int *escaped,
+	       int *rc)
+{
+	const unsigned char *next;
+	char tmp[4];
+	int r;
+
+	switch (str_class[*p]) {
+	case C_BSLASH:
+		r = decode_escape(p, end, tmp, &next);
+		if (r < 0) {
+			*rc = fail_escape(r, base, p);
+			return NULL;
+		}
+		*escaped = 1;
+		return next;
+	case C_CTRL:
+		*rc = mm_diag_set(MM_EJSON, "json: control character 0x%02x in string at offset %zu",
+				  *p, (size_t)((const char *)p - base));
+		return NULL;
+	default:
+		r = utf8_check(p, (size_t)(end - p));
+		if (r < 0) {
+			*rc = mm_diag_set(MM_EUTF8, "json: invalid UTF-8 at offset %zu",
+					  (size_t)((const char *)p - base));
+			return NULL;
+		}
+		return p + r;
+	}
+}
+
+/*
+ * Validates a string body that starts at *pp (just after the opening quote).
+ * On success sets *pp to the closing quote, sets *escaped when a backslash
+ * was seen and returns 0. Inlined: this loop is most of a scan's time, and
+ * the common case (plain ASCII up to the quote) must not pay for a call.
+ */
+static inline __attribute__((always_inline)) int
+scan_string(const char *base, const unsigned char **pp, const unsigned char *end, int *escaped)
+{
+	const unsigned char *p = *pp;
+	uint64_t m, quotes;
+	int rc = 0;
+
+	for (;;) {
+		if (end - p >= BLOCK) {
+			m = special_mask(p, &quotes);
+			if (m == 0) {
+				p += BLOCK;
+				continue;
+			}
+		} else {
+			m = p < end ? tail_mask(base, p, end, &quotes) : 0;
+			if (m == 0)
+				return fail_at(base, end, end);
+		}
+		p += __builtin_ctzll(m) >> MASK_SHIFT;
+		/* When the first special byte is the quote we are done without
+		 * reloading it. */
+		if (m & (0 - m) & quotes) {
+			*pp = p;
+			return 0;
+		}
+		p = string_special(base, p, end, escaped, &rc);
+		if (p == NULL)
+			return rc;
+	}
+}
+
+/* Returns the end of the number token at p, or NULL when it is malformed (then
+ * *bad is the offending position, possibly end). */
+static inline const unsigned char *scan_number(const unsigned char *p, const unsigned char *end,
+					       const unsigned char **bad)
+{
+	if (*p == '-')
+		p++;
+	if (p < end && *p == '0') {
+		p++;
+	} else if (p < end && is_digit(*p)) {
+		while (++p < end && is_digit(*p))
+			;
+	} else {
+		*bad = p;
+		return NULL;
+	}
+	if (p < end && *p == '.') {
+		if (++p == end || !is_digit(*p)) {
+			*bad = p;
+			return NULL;
+		}
+		while (++p < end && is_digit(*p))
+			;
+	}
+	if (p < end && (*p | 0x20) == 'e') {
+		if (++p < end && (*p == '+' || *p == '-'))
+			p++;
+		if (p == end || !is_digit(*p)) {
+			*bad = p;
+			return NULL;
+		}
+		while (++p < end && is_digit(*p))
+			;
+	}
+	return p;
+}
+
+/* Matches the literal lit at p; returns the end or NULL with *bad set. */
+static inline const unsigned char *scan_literal(const unsigned char *p, const unsigned char *end,
+						const char *lit, size_t len,
+						const unsigned char **bad)
+{
+	size_t i;
+
+	if ((size_t)(end - p) >= len && memcmp(p, lit, len) == 0)
+		return p + len;
+	for (i = 0; p + i < end && p[i] == (unsigned char)lit[i]; i++)
+		;
+	*bad = p + i;
+	return NULL;
+}
+
+static inline const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
+{
+	while (p < end && *p <= ' ' && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+		p++;
+	return p;
+}
+
+/* memcmp(a, b, n) == 0 for the short names events use, without a call:
+ * two overlapping loads cover any length from 4 to 16. */
+static inline int mem_eq(const void *a, const void *b, size_t n)
+{
+	const unsigned char *x = a, *y = b;
+	uint64_t a8, b8, a8e, b8e;
+	uint32_t a4, b4, a4e, b4e;
+
+	if (n >= 8 && n <= 16) {
+		memcpy(&a8, x, 8);
+		memcpy(&b8, y, 8);
+		memcpy(&a8e, x + n - 8, 8);
+		memcpy(&b8e, y + n - 8, 8);
+		return ((a8 ^ b8) | (a8e ^ b8e)) == 0;
+	}
+	if (n >= 4 && n < 8) {
+		memcpy(&a4, x, 4);
+		memcpy(&b4, y, 4);
+		memcpy(&a4e, x + n - 4, 4);
+		memcpy(&b4e, y + n - 4, 4);
+		return ((a4 ^ b4) | (a4e ^ b4e)) == 0;
+	}
+	if (n < 4)
+		return n == 0 || (x[0] == y[0] && x[n / 2] == y[n / 2] && x[n - 1] == y[n - 1]);
+	return memcmp(x, y, n) == 0;
+}
+
+/* Compares the escaped key body k[0..klen) (already validated) with name. */
+static int key_equal_escaped(const unsigned char *k, size_t klen, const char *name, size_t nlen)
+{
+	const unsigned char *end = k + klen, *next;
+	size_t j = 0;
+	char tmp[4];
+	int r;
+
+	while (k < end) {
+		if (*k != '\\') {
+			if (j == nlen || (unsigned char)name[j] != *k)
+				return 0;
+			j++;
+			k++;
+			continue;
+		}
+		r = decode_escape(k, end, tmp, &next);
+		if (r < 0 || nlen - j < (size_t)r || memcmp(name + j, tmp, (size_t)r) != 0)
+			return 0;
+		j += (size_t)r;
+		k = next;
+	}
+	return j == nlen;
+}
+
+/* Delivers a string body to a visitor callback, unescaped. */
+static int deliver(int (*cb)(void *, const char *, size_t), void *ud, const unsigned char *s,
+		   size_t len, int escaped, mm_buf_t *scratch)
+{
+	int rc;
+
+	if (!escaped)
+		return cb(ud, (const char *)s, len);
+	scratch->len = 0;
+	rc = mm_json_unescape((const char *)s, len, scratch);
+	if (rc)
+		return rc;
+	return cb(ud, (const char *)scratch->p, scratch->len);
+}
+
+static inline enum mm_json_type token_type(unsigned char c)
+{
+	switch (c) {
+	case '{':
+		return MM_JSON_OBJECT;
+	case '[':
+		return MM_JSON_ARRAY;
+	case '"':
+		return MM_JSON_STRING;
+	case 't':
+		return MM_JSON_TRUE;
+	case 'f':
+		return MM_JSON_FALSE;
+	case 'n':
+		return MM_JSON_NULL;
+	default:
+		return MM_JSON_NUMBER;
+	}
+}
+
+#define EMIT(cb, ...)                                  \
+	do {                                           \
+		if (v != NULL && v->cb != NULL) {      \
+			rc = v->cb(__VA_ARGS__);       \
+			if (rc)                        \
+				return rc;             \
+		}                                      \
+	} while (0)
+
+/*
+ * The state machine. With v == NULL it only validates and fills fields (scan);
+ * with a visitor it reports every token (parse). *first is set to the first
+ * byte of the top-level value so that scan can tell objects from the rest.
+ */
+static inline __attribute__((always_inline)) int
+walk(const char *doc, size_t n, mm_json_field_t *fields, int nfields,
+     const mm_json_visitor_t *v, void *ud, mm_buf_t *scratch, unsigned char *first)
+{
+	const unsigned char *p = (const unsigned char *)doc, *end = p + n;
+	const unsigned char *tok, *bad = NULL, *vstart = NULL;
+	uint64_t stack = 0;
+	int depth = 0, in_obj = 0, escaped = 0, cur = -1, rc, i;
+
+	p = skip_ws(p, end);
+	*first = p < end ? *p : 0;
+
+	/* Every jump to value or key has skipped whitespace already. */
+value:
+	if (p == end)
+		return fail_at(doc, p, end);
+	if (depth == 1)
+		vstart = p;
+	switch (*p) {
+	case '{':
+	case '[':
+		if (depth == MM_JSON_MAX_DEPTH)
+			return mm_diag_set(MM_EJSON, "json: nesting deeper than %d at offset %zu",
+					   MM_JSON_MAX_DEPTH, (size_t)((const char *)p - doc));
+		in_obj = *p == '{';
+		stack = (stack & ~(1ULL << depth)) | ((uint64_t)in_obj << depth);
+		depth++;
+		EMIT(on_begin, ud, in_obj);
+		p = skip_ws(p + 1, end);
+		if (p < end && *p == (in_obj ? '}' : ']'))
+			goto close;
+		if (in_obj)
+			goto key;
+		goto value;
+	case '"':
+		tok = ++p;
+		escaped = 0;
+		rc = scan_string(doc, &p, end, &escaped);
+		if (rc)
+			return rc;
+		if (v != NULL && v->on_string != NULL) {
+			rc = deliver(v->on_string, ud, tok, (size_t)(p - tok), escaped, scratch);
+			if (rc)
+				return rc;
+		}
+		p++;
+		goto next;
+	case 't':
+		if ((p = scan_literal(p, end, "true", 4, &bad)) == NULL)
+			return fail_at(doc, bad, end);
+		EMIT(on_bool, ud, 1);
+		goto next;
+	case 'f':
+		if ((p = scan_literal(p, end, "false", 5, &bad)) == NULL)
+			return fail_at(doc, bad, end);
+		EMIT(on_bool, ud, 0);
+		goto next;
+	case 'n':
+		if ((p = scan_literal(p, end, "null", 4, &bad)) == NULL)
+			return fail_at(doc, bad, end);
+		EMIT(on_null, ud);
+		goto next;
+	case '-':
+	case '0' ... '9':
+		tok = p;
+		if ((p = scan_number(tok, end, &bad)) == NULL)
+			return fail_at(doc, bad, end);
+		EMIT(on_number, ud, (const char *)tok, (size_t)(p - tok));
+		goto next;
+	default:
+		return fail_at(doc, p, end);
+	}
+
+close:
+	depth--;
+	EMIT(on_end, ud, in_obj);
+	in_obj = depth > 0 && (stack >> (depth - 1) & 1);
+	p++;
+	/* fall through to next */
+
+next:
+	/* A value just ended; a top-level member's value ends at depth 1. */
+	if (depth == 1 && cur >= 0) {
+		mm_json_field_t *f = &fields[cur];
+
+		f->type = token_type(*vstart);
+		if (f->type == MM_JSON_STRING) {
+			f->p = (const char *)vstart + 1;
+			f->len = (size_t)(p - vstart) - 2;
+			f->escaped = escaped;
+		} else {
+			f->p = (const char *)vstart;
+			f->len = (size_t)(p - vstart);
+		}
+		/* The caller may have asked for the same name twice. */
+		for (i = cur + 1; i < nfields; i++)
+			if (fields[i].name_len == f->name_len &&
+			    mem_eq(fields[i].name, f->name, f->name_len)) {
+				fields[i].type = f->type;
+				fields[i].p = f->p;
+				fields[i].len = f->len;
+				fields[i].escaped = f->escaped;
+			}
+		cur = -1;
+	}
+	if (depth == 0)
+		goto done;
+	p = skip_ws(p, end);
+	if (p < end && *p == ',') {
+		p = skip_ws(p + 1, end);
+		if (in_obj)
+			goto key;
+		goto value;
+	}
+	if (p < end && *p == (in_obj ? '}' : ']'))
+		goto close;
+	return fail_at(doc, p, end);
+
+key:
+	if (p == end || *p != '"')
+		return fail_at(doc, p, end);
+	tok = ++p;
+	escaped = 0;
+	rc = scan_string(doc, &p, end, &escaped);
+	if (rc)
+		return rc;
+	if (v != NULL && v->on_key != NULL) {
+		rc = deliver(v->on_key, ud, tok, (size_t)(p - tok), escaped, scratch);
+		if (rc)
+			return rc;
+	}
+	if (depth == 1) {
+		size_t klen = (size_t)(p - tok);
+
+		for (i = 0; i < nfields; i++) {
+			if (escaped ? !key_equal_escaped(tok, klen, fields[i].name, fields[i].name_len)
+				    : fields[i].name_len != klen || !mem_eq(fields[i].name, tok, klen))
+				continue;
+			if (fields[i].type != MM_JSON_ABSENT)
+				return mm_diag_set(MM_EJSON,
+						   "json: duplicate key \"%.*s\" at offset %zu",
+						   (int)(klen < 64 ? klen : 64), (const char *)tok,
+						   (size_t)((const char *)tok - doc) - 1);
+			cur = i;
+			break;
+		}
+	}
+	p = skip_ws(p + 1, end);
+	if (p == end || *p != ':')
+		return fail_at(doc, p, end);
+	p = skip_ws(p + 1, end);
+	goto value;
+
+done:
+	p = skip_ws(p, end);
+	if (p != end)
+		return fail_at(doc, p, end);
+	return 0;
+}
+
+int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields)
+{
+	unsigned char first;
+	int i, rc;
+
+	if ((p == NULL && n > 0) || nfields < 0 || (fields == NULL && nfields > 0))
+		return mm_diag_set(MM_EINVAL, "json: bad scan arguments");
+	for (i = 0; i < nfields; i++) {
+		fields[i].type = MM_JSON_ABSENT;
+		fields[i].p = NULL;
+		fields[i].len = 0;
+		fields[i].escaped = 0;
+	}
+	rc = walk(p, n, fields, nfields, NULL, NULL, NULL, &first);
+	if (rc)
+		return rc;
+	if (first != '{')
+		return mm_diag_set(MM_ENOTOBJ, "json: top-level value is not an object");
+	return 0;
+}
+
+int mm_json_parse_buf(const char *p, size_t n, const mm_json_visitor_t *v, void *ud,
+		      mm_buf_t *scratch)
+{
+	unsigned char first;
+
+	if ((p == NULL && n > 0) || v == NULL || scratch == NULL)
+		return mm_diag_set(MM_EINVAL, "json: bad parse arguments");
+	return walk(p, n, NULL, 0, v, ud, scratch, &first);
+}
+
+int mm_json_parse(const char *p, size_t n, const mm_json_visitor_t *v, void *ud)
+{
+	mm_buf_t scratch = {0};
+	int rc = mm_json_parse_buf(p, n, v, ud, &scratch);
+
+	mm_buf_free(&scratch);
+	return rc;
+}
+
+int mm_json_unescape(const char *p, size_t len, mm_buf_t *out)
+{
+	const unsigned char *s = (const unsigned char *)p, *end = s + len, *bs, *next;
+	char tmp[4];
+	int r, rc;
+
+	if (p == NULL && len > 0)
+		return mm_diag_set(MM_EINVAL, "json: bad unescape arguments");
+	/* The result is never longer than the input, so one reserve suffices. */
+	if ((rc = mm_buf_reserve(out, len)) != 0)
+		return rc;
+	while (s < end) {
+		bs = memchr(s, '\\', (size_t)(end - s));
+		if (bs == NULL)
+			bs = end;
+		memcpy(out->p + out->len, s, (size_t)(bs - s));
+		out->len += (size_t)(bs - s);
+		if (bs == end)
+			break;
+		r = decode_escape(bs, end, tmp, &next);
+		if (r < 0)
+			return fail_escape(r, p, bs);
+		memcpy(out->p + out->len, tmp, (size_t)r);
+		out->len += (size_t)r;
+		s = next;
+	}
+	return 0;
+}
+
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+static locale_t c_locale;
+
+static void c_locale_init(void)
+{
+	c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+/* strtod in the C locale, whatever setlocale() the embedding program (or a
+ * Lua script through os.setlocale) chose: JSON's decimal point is always '.'. */
+static double strtod_c(const char *s)
+{
+	pthread_once(&c_locale_once, c_locale_init);
+	if (c_locale != (locale_t)0)
+		return strtod_l(s, NULL, c_locale);
+	return strtod(s, NULL);
+}
+
+int mm_json_number(const char *p, size_t len, int *is_int, int64_t *i, double *d)
+{
+	const unsigned char *s = (const unsigned char *)p, *end = s + len, *bad, *q;
+	char local[128], *copy = local;
+	uint64_t acc = 0;
+	int neg, overflow = 0;
+
+	if (p == NULL || is_int == NULL || i == NULL || d == NULL)
+		return mm_diag_set(MM_EINVAL, "json: bad number arguments");
+	*is_int = 0;
+	*i = 0;
+	*d = 0;
+	if (len == 0 || scan_number(s, end, &bad) != end)
+		return mm_diag_set(MM_EJSON, "json: invalid number \"%.*s\"",
+				   (int)(len < 64 ? len : 64), p);
+	neg = *s == '-';
+	for (q = s + neg; q < end && is_digit(*q); q++) {
+		unsigned digit = (unsigned)(*q - '0');
+
+		if (acc > (UINT64_MAX - digit) / 10)
+			overflow = 1;
+		else
+			acc = acc * 10 + digit;
+	}
+	if (q == end && !overflow && acc <= (uint64_t)INT64_MAX + neg) {
+		*is_int = 1;
+		*i = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+		*d = neg && acc == 0 ? -0.0 : (double)*i;
+		return 0;
+	}
+	/* strtod needs a terminated string; the token is not. Tokens longer than
+	 * the local buffer (hundreds of digits) are legal and rare. */
+	if (len >= sizeof(local) && (copy = malloc(len + 1)) == NULL)
+		return mm_diag_set(MM_ENOMEM, "json: cannot copy a %zu-byte number", len);
+	memcpy(copy, p, len);
+	copy[len] = '\0';
+	*d = strtod_c(copy);
+	if (copy != local)
+		free(copy);
+	if (isinf(*d))
+		return mm_diag_set(MM_ERANGE, "json: number \"%.*s\" overflows a double",
+				   (int)(len < 64 ? len : 64), p);
+	return 0;
+}
+
+int mm_json_quote(const char *s, size_t len, mm_buf_t *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s, *end = p + len, *run;
+	char esc[6];
+	size_t elen;
+	int r, rc;
+
+	if (s == NULL && len > 0)
+		return mm_diag_set(MM_EINVAL, "json: bad quote arguments");
+	if ((rc = mm_buf_reserve(out, len + 2)) != 0)
+		return rc;
+	out->p[out->len++] = '"';
+	while (p < end) {
+		/* Plain ASCII and well-formed UTF-8 go out in one append. */
+		run = p;
+		for (;;) {
+			while (p < end && str_class[*p] == C_PLAIN)
+				p++;
+			if (p == end || str_class[*p] != C_HIGH ||
+			    (r = utf8_check(p, (size_t)(end - p))) < 0)
+				break;
+			p += r;
+		}
+		if ((rc = mm_buf_append(out, run, (size_t)(p - run))) != 0)
+			return rc;
+		if (p == end)
+			break;
+		switch (*p) {
+		case '"':
+		case '\\':
+			esc[0] = '\\';
+			esc[1] = (char)*p;
+			elen = 2;
+			p++;
+			break;
+		case '\b':
+		case '\f':
+		case '\n':
+		case '\r':
+		case '\t':
+			esc[0] = '\\';
+			esc[1] = *p == '\b' ? 'b' : *p == '\f' ? 'f' : *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't';
+			elen = 2;
+			p++;
+			break;
+		default:
+			if (*p < 0x20) {
+				memcpy(esc, "\\u00", 4);
+				esc[4] = hex[*p >> 4];
+				esc[5] = hex[*p & 15];
+				p++;
+			} else {
+				/* One U+FFFD per maximal ill-formed subsequence. */
+				memcpy(esc, "\\ufffd", 6);
+				p += -utf8_check(p, (size_t)(end - p));
+			}
+			elen = 6;
+			break;
+		}
+		if ((rc = mm_buf_append(out, esc, elen)) != 0)
+			return rc;
+	}
+	return mm_buf_append(out, "\"", 1);
+}

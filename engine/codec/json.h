@@ -1,0 +1,95 @@
+/*
+ * json.h: a strict, allocation-free JSON scanner for the event hot path.
+ *
+ * mm_json_scan validates a whole document against RFC 8259 (no trailing
+ * commas, no comments, no leading zeros, no control characters in strings,
+ * UTF-8 checked including overlongs/surrogates, \u escapes checked, lone
+ * surrogate escapes rejected, nesting depth limited) and, in the same pass,
+ * records where the requested top-level members are. Nothing is copied or
+ * allocated; spans point into the input. This is the C fast path: the runtime
+ * extracts key/value/time/id fields without building any Lua table.
+ *
+ * mm_json_parse walks a document and reports tokens to callbacks, for the
+ * binding layer that turns events into Lua tables (the slow path).
+ *
+ * Pure C, no global state: any thread.
+ */
+#ifndef MM_JSON_H
+#define MM_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../lib/buf.h"
+
+enum mm_json_type {
+	MM_JSON_ABSENT = 0,
+	MM_JSON_NULL,
+	MM_JSON_FALSE,
+	MM_JSON_TRUE,
+	MM_JSON_NUMBER,
+	MM_JSON_STRING,
+	MM_JSON_ARRAY,
+	MM_JSON_OBJECT,
+};
+
+#define MM_JSON_MAX_DEPTH 64
+
+/* A top-level member the caller wants located. */
+typedef struct mm_json_field {
+	const char *name;    /* in: member name (unescaped form) */
+	size_t name_len;     /* in */
+	int type;            /* out: enum mm_json_type, ABSENT if not present */
+	const char *p;       /* out: for STRING the bytes between the quotes (still
+	                      * escaped if `escaped`); otherwise the raw token */
+	size_t len;          /* out */
+	int escaped;         /* out: STRING contains backslash escapes */
+} mm_json_field_t;
+
+/*
+ * Validates p[0..n) as one JSON object (surrounding whitespace allowed) and
+ * fills `fields`. Returns 0, MM_ENOTOBJ when the document is valid JSON but
+ * not an object, MM_EUTF8 for invalid UTF-8, MM_EJSON for anything else
+ * (syntax, depth over MM_JSON_MAX_DEPTH, a requested member present twice);
+ * the diag detail names the byte offset.
+ */
+int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields);
+
+/* Appends the unescaped UTF-8 of a STRING span (as returned by scan) to out.
+ * Returns 0, MM_EJSON on a bad escape, MM_ENOMEM. */
+int mm_json_unescape(const char *p, size_t len, mm_buf_t *out);
+
+/* Parses a NUMBER token. Sets *is_int and *i when it is an integer that fits
+ * in int64; always sets *d. Returns 0 or MM_ERANGE when the value overflows a
+ * double (1e999). */
+int mm_json_number(const char *p, size_t len, int *is_int, int64_t *i, double *d);
+
+/* Appends s as a JSON string literal (with quotes), escaping as needed.
+ * Invalid UTF-8 bytes are emitted as \ufffd. */
+int mm_json_quote(const char *s, size_t len, mm_buf_t *out);
+
+/* SAX-style walk used by the Lua binding. Every callback returns 0 to go on or
+ * a negative code to abort (returned by mm_json_parse). Strings and keys are
+ * delivered unescaped in a scratch buffer valid only during the callback. */
+typedef struct mm_json_visitor {
+	int (*on_null)(void *ud);
+	int (*on_bool)(void *ud, int v);
+	int (*on_number)(void *ud, const char *raw, size_t len);
+	int (*on_string)(void *ud, const char *s, size_t len);
+	int (*on_key)(void *ud, const char *s, size_t len);
+	int (*on_begin)(void *ud, int is_object);
+	int (*on_end)(void *ud, int is_object);
+} mm_json_visitor_t;
+
+/* Validates and walks any JSON value (not only objects). Same errors as scan. */
+int mm_json_parse(const char *p, size_t n, const mm_json_visitor_t *v, void *ud);
+
+/* As mm_json_parse, but unescapes into the caller's scratch buffer (its
+ * contents are overwritten, its capacity kept) instead of a private one. For
+ * callers whose callbacks may longjmp (the Lua binding: lua_pushlstring raises
+ * on out-of-memory), so that every allocation has an owner that survives the
+ * jump, and so that a reused scratch saves a malloc per document. */
+int mm_json_parse_buf(const char *p, size_t n, const mm_json_visitor_t *v, void *ud,
+		      mm_buf_t *scratch);
+
+#endif

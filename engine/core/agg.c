@@ -1,0 +1,187 @@
+/*
+ * agg.c: pre-aggregation hash table (see agg.h).
+ *
+ * The hash mixes the entity's MurmurHash64A with the bucket, so one entity's
+ * daily buckets spread over the table. Entity bytes go to an arena of 64 KiB
+ * chunks (bigger keys get a chunk of their own), which makes reset() O(slots)
+ * with no per-key free.
+ */
+#include "agg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/error.h"
+#include "../lib/hash.h"
+
+#define MM_AGG_CHUNK 65536
+
+struct mm_agg_chunk {
+	mm_agg_chunk_t *next;
+	size_t used;
+	size_t size;
+	char data[];
+};
+
+void mm_agg_init(mm_agg_t *a, const mm_monoid_t *m)
+{
+	memset(a, 0, sizeof(*a));
+	a->m = m;
+}
+
+static uint64_t agg_hash(const char *key, size_t klen, int64_t bucket)
+{
+	uint64_t h = mm_hash64(key, klen, 0x9e3779b97f4a7c15ULL);
+
+	return h ^ ((uint64_t)bucket * 0xff51afd7ed558ccdULL);
+}
+
+static const char *arena_copy(mm_agg_t *a, const char *key, size_t klen)
+{
+	mm_agg_chunk_t *c = a->chunks;
+	char *dst;
+
+	if (c == NULL || c->size - c->used < klen) {
+		size_t size = klen > MM_AGG_CHUNK ? klen : MM_AGG_CHUNK;
+
+		/* Keep a partly used chunk in front when a huge key gets its own. */
+		c = malloc(sizeof(*c) + size);
+		if (c == NULL)
+			return NULL;
+		c->used = 0;
+		c->size = size;
+		if (klen > MM_AGG_CHUNK && a->chunks) {
+			c->next = a->chunks->next;
+			a->chunks->next = c;
+		} else {
+			c->next = a->chunks;
+			a->chunks = c;
+		}
+	}
+	dst = c->data + c->used;
+	memcpy(dst, key, klen);
+	c->used += klen;
+	a->key_bytes += klen;
+	return dst;
+}
+
+static int agg_grow(mm_agg_t *a)
+{
+	size_t ncap = a->cap ? a->cap * 2 : 64;
+	mm_agg_entry_t *ns = calloc(ncap, sizeof(*ns));
+
+	if (ns == NULL)
+		return mm_diag_set(MM_ENOMEM, "aggregation table: cannot grow to %zu slots", ncap);
+	for (size_t i = 0; i < a->cap; i++) {
+		mm_agg_entry_t *e = &a->slots[i];
+		size_t j;
+
+		if (e->key == NULL)
+			continue;
+		j = e->hash & (ncap - 1);
+		while (ns[j].key)
+			j = (j + 1) & (ncap - 1);
+		ns[j] = *e;
+	}
+	free(a->slots);
+	a->slots = ns;
+	a->cap = ncap;
+	return 0;
+}
+
+static mm_agg_entry_t *agg_probe(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+				 uint64_t h)
+{
+	size_t j = h & (a->cap - 1);
+
+	for (;;) {
+		mm_agg_entry_t *e = &a->slots[j];
+
+		if (e->key == NULL)
+			return e;
+		if (e->hash == h && e->bucket == bucket && e->klen == klen &&
+		    memcmp(e->key, key, klen) == 0)
+			return e;
+		j = (j + 1) & (a->cap - 1);
+	}
+}
+
+mm_agg_entry_t *mm_agg_find(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket)
+{
+	mm_agg_entry_t *e;
+
+	if (a->cap == 0)
+		return NULL;
+	e = agg_probe(a, key, klen, bucket, agg_hash(key, klen, bucket));
+	return e->key ? e : NULL;
+}
+
+mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+			      int *created)
+{
+	uint64_t h = agg_hash(key, klen, bucket);
+	mm_agg_entry_t *e;
+
+	if ((a->count + 1) * 2 > a->cap && agg_grow(a) != 0)
+		return NULL;
+	e = agg_probe(a, key, klen, bucket, h);
+	if (e->key) {
+		*created = 0;
+		return e;
+	}
+	e->key = arena_copy(a, key, klen);
+	if (e->key == NULL) {
+		mm_diag_set(MM_ENOMEM, "aggregation table: cannot copy a %zu-byte key", klen);
+		return NULL;
+	}
+	e->klen = (uint32_t)klen;
+	e->hash = h;
+	e->bucket = bucket;
+	e->expire_ms = 0;
+	if (a->m)
+		a->m->vt->init(a->m, e->state);
+	a->count++;
+	*created = 1;
+	return e;
+}
+
+void mm_agg_reset(mm_agg_t *a)
+{
+	mm_agg_chunk_t *c = a->chunks;
+
+	for (size_t i = 0; i < a->cap && a->count; i++) {
+		mm_agg_entry_t *e = &a->slots[i];
+
+		if (e->key == NULL)
+			continue;
+		if (a->m)
+			a->m->vt->destroy(a->m, e->state);
+		e->key = NULL;
+		a->count--;
+	}
+	/* Keep one chunk for reuse; large keys were one-offs. */
+	if (c) {
+		mm_agg_chunk_t *rest = c->next;
+
+		c->next = NULL;
+		c->used = 0;
+		while (rest) {
+			mm_agg_chunk_t *n = rest->next;
+
+			free(rest);
+			rest = n;
+		}
+	}
+	a->key_bytes = 0;
+	a->count = 0;
+}
+
+void mm_agg_free(mm_agg_t *a)
+{
+	mm_agg_reset(a);
+	free(a->chunks);
+	free(a->slots);
+	a->chunks = NULL;
+	a->slots = NULL;
+	a->cap = 0;
+}

@@ -1,0 +1,64 @@
+/*
+ * agg.h: the pre-aggregation table, one per pipeline and flush generation.
+ *
+ * Maps (entity bytes, bucket) to a monoid state holding the delta gathered
+ * since the last flush. Open addressing with linear probing over a power-of-two
+ * slot array kept at most half full; entity bytes are copied into an arena
+ * owned by the table, so callers may pass borrowed record memory. A table
+ * built with a NULL monoid is a plain key set (used for pending dedup ids,
+ * with the bucket field holding the mark's expiry).
+ *
+ * Ownership: the table owns its slots, arena and every state; mm_agg_reset
+ * destroys the states and forgets the keys but keeps the memory for reuse.
+ * Loop thread only, except that a detached table may be read by a store's
+ * worker thread while no one writes it.
+ */
+#ifndef MM_AGG_H
+#define MM_AGG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../monoid/monoid.h"
+
+typedef struct mm_agg_entry {
+	const char *key;      /* NULL = empty slot */
+	uint32_t klen;
+	uint32_t pad;
+	uint64_t hash;
+	int64_t bucket;
+	int64_t expire_ms;
+	_Alignas(16) unsigned char state[MM_STATE_MAX];
+} mm_agg_entry_t;
+
+typedef struct mm_agg_chunk mm_agg_chunk_t;
+
+typedef struct mm_agg {
+	const mm_monoid_t *m;   /* NULL: key set */
+	mm_agg_entry_t *slots;
+	size_t cap;             /* power of two, or 0 before the first insert */
+	size_t count;
+	size_t key_bytes;       /* arena bytes in use */
+	mm_agg_chunk_t *chunks; /* arena */
+} mm_agg_t;
+
+/* A zeroed struct with m set is a valid empty table; this says it in code. */
+void mm_agg_init(mm_agg_t *a, const mm_monoid_t *m);
+
+/* Finds the entry for (key, bucket), creating it (state = identity) when
+ * absent. *created tells which. Returns NULL on allocation failure (diag set). */
+mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+			      int *created);
+
+/* Finds an entry without creating it; NULL if absent. */
+mm_agg_entry_t *mm_agg_find(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket);
+
+/* Destroys every state and empties the table, keeping slots and arena. */
+void mm_agg_reset(mm_agg_t *a);
+
+/* Releases everything. */
+void mm_agg_free(mm_agg_t *a);
+
+/* Iteration: for (i = 0; i < a->cap; i++) if (a->slots[i].key) ... */
+
+#endif

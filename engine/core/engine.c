@@ -1,0 +1,632 @@
+/*
+ * engine.c: the loop, batch dispatch, flushes and shutdown (see engine.h).
+ */
+#include "engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "../lib/error.h"
+#include "../monoid/window.h"
+#include "log.h"
+
+#define MM_RETRY_MIN_MS 100
+#define MM_RETRY_MAX_MS 30000
+#define MM_PURGE_EVERY_MS 3600000
+
+/* One flush in flight: owns copies of everything the store reads. */
+struct mm_flush_job {
+	mm_engine_t *ctx;
+	mm_flush_t f;
+	mm_buf_t posdata;        /* concatenated position bytes */
+	size_t *pos_src;         /* engine source index of positions[i] */
+	uint64_t started_ns;
+	uint64_t records;        /* accepted records covered by this flush */
+	int attempts;
+};
+
+static void engine_maybe_flush(mm_engine_t *ctx, int force);
+static void engine_continue_stop(mm_engine_t *ctx);
+
+int64_t mm_now_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* ---- sources ---- */
+
+static mm_engine_source_t *engine_source_of(mm_engine_t *ctx, mm_source_t *src)
+{
+	for (int i = 0; i < ctx->nsrcs; i++)
+		if (ctx->srcs[i].src == src)
+			return &ctx->srcs[i];
+	return NULL;
+}
+
+static void engine_pause(mm_engine_t *ctx)
+{
+	if (ctx->paused)
+		return;
+	ctx->paused = 1;
+	ctx->stats.pauses++;
+	for (int i = 0; i < ctx->nsrcs; i++)
+		if (!ctx->srcs[i].closed)
+			ctx->srcs[i].src->vt->pause(ctx->srcs[i].src);
+}
+
+static void engine_resume(mm_engine_t *ctx)
+{
+	if (!ctx->paused || ctx->stopping)
+		return;
+	ctx->paused = 0;
+	for (int i = 0; i < ctx->nsrcs; i++)
+		if (!ctx->srcs[i].closed)
+			ctx->srcs[i].src->vt->resume(ctx->srcs[i].src);
+}
+
+static void on_deliver(void *arg, mm_batch_t *b)
+{
+	mm_engine_t *ctx = arg;
+	mm_engine_source_t *es = engine_source_of(ctx, b->src);
+	mm_pipeline_t *lua_pipes[64];
+	int nlua = 0;
+
+	if (es == NULL)
+		return;
+	ctx->stats.batches++;
+	ctx->stats.records += b->n;
+	for (int i = 0; i < es->npipes; i++) {
+		mm_pipeline_t *p = es->pipes[i];
+
+		if (p->uses_lua && nlua < 64)
+			lua_pipes[nlua++] = p;
+		else
+			mm_pipeline_process_batch(p, b);
+	}
+	if (nlua && ctx->lua_batch) {
+		for (int i = 0; i < nlua; i++)
+			lua_pipes[i]->batch = b;
+		ctx->lua_batch(ctx->lua_ud, b, lua_pipes, nlua);
+		for (int i = 0; i < nlua; i++)
+			lua_pipes[i]->batch = NULL;
+	}
+	es->pos.len = 0;
+	if (mm_buf_append(&es->pos, b->end_pos, b->end_pos_len) == 0)
+		es->has_pos = 1;
+	engine_maybe_flush(ctx, 0);
+}
+
+static void on_source_eof(void *arg, mm_source_t *src)
+{
+	mm_engine_t *ctx = arg;
+	mm_engine_source_t *es = engine_source_of(ctx, src);
+	int all = 1;
+
+	if (es)
+		es->eof = 1;
+	mm_log(MM_LOG_INFO, "engine", "source %s reached the end of its input", src->id);
+	for (int i = 0; i < ctx->nsrcs; i++)
+		all &= ctx->srcs[i].eof;
+	if (all && ctx->once)
+		mm_engine_stop(ctx);
+}
+
+static void on_source_error(void *arg, mm_source_t *src, int err, const char *detail)
+{
+	mm_engine_t *ctx = arg;
+
+	mm_log(MM_LOG_ERROR, "engine", "source %s failed: %s: %s", src->id, mm_err_name(err), detail);
+	ctx->exit_code = 1;
+	mm_engine_stop(ctx);
+}
+
+int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t *kv, size_t nkv,
+			    mm_pipeline_t *pipe)
+{
+	const mm_source_vtable_t *vt = mm_source_find(backend);
+	mm_source_sink_t sink = {ctx, on_deliver, on_source_eof, on_source_error};
+	mm_engine_source_t *es = NULL, *grown;
+	mm_source_t *src;
+	mm_pipeline_t **pipes;
+	int rc;
+
+	if (vt == NULL)
+		return mm_diag_set(MM_ENOTFOUND, "unknown source type '%s'", backend);
+	rc = vt->open(ctx->loop, kv, nkv, &sink, &src);
+	if (rc)
+		return rc;
+	for (int i = 0; i < ctx->nsrcs; i++)
+		if (strcmp(ctx->srcs[i].src->id, src->id) == 0)
+			es = &ctx->srcs[i];
+	if (es) {
+		/* Same input named twice: share the open source, drop the new one. */
+		src->vt->close(src, NULL, NULL);
+	} else {
+		grown = realloc(ctx->srcs, sizeof(*grown) * (size_t)(ctx->nsrcs + 1));
+		if (grown == NULL) {
+			src->vt->close(src, NULL, NULL);
+			return mm_diag_set(MM_ENOMEM, "cannot add source");
+		}
+		ctx->srcs = grown;
+		es = &ctx->srcs[ctx->nsrcs++];
+		memset(es, 0, sizeof(*es));
+		es->src = src;
+		ctx->sources_open++;
+	}
+	pipes = realloc(es->pipes, sizeof(*pipes) * (size_t)(es->npipes + 1));
+	if (pipes == NULL)
+		return mm_diag_set(MM_ENOMEM, "cannot attach pipeline");
+	es->pipes = pipes;
+	es->pipes[es->npipes++] = pipe;
+	if (pipe->cfg.max_record > es->max_record)
+		es->max_record = pipe->cfg.max_record;
+	return 0;
+}
+
+/* ---- pipelines ---- */
+
+int mm_engine_add_pipeline(mm_engine_t *ctx, mm_pipeline_config_t *cfg, mm_pipeline_t **out)
+{
+	mm_pipeline_t *p = NULL, **grown;
+	mm_buf_t meta = {0};
+	size_t clen;
+	int rc;
+
+	for (int i = 0; i < ctx->npipes; i++)
+		if (strcmp(ctx->pipes[i]->cfg.name, cfg->name) == 0) {
+			rc = mm_diag_set(MM_EEXIST, "pipeline '%s' is defined twice", cfg->name);
+			goto fail;
+		}
+	clen = strlen(cfg->compat);
+	rc = mm_store_get_meta(ctx->st, cfg->name, &meta);
+	if (rc == 0) {
+		const char *nl = memchr(meta.p, '\n', meta.len);
+		size_t old = nl ? (size_t)(nl - (const char *)meta.p) : meta.len;
+
+		if (old != clen || memcmp(meta.p, cfg->compat, clen) != 0) {
+			rc = mm_diag_set(MM_EINCOMPAT,
+					 "pipeline '%s' already has state as %.*s; this definition "
+					 "is %s (use a new pipeline name, or remove the old state)",
+					 cfg->name, (int)old, (const char *)meta.p, cfg->compat);
+			goto fail;
+		}
+	} else if (rc != MM_ENOTFOUND) {
+		goto fail;
+	}
+	meta.len = 0;
+	if (mm_buf_printf(&meta, "%s\n%s", cfg->compat, cfg->meta ? cfg->meta : "{}") != 0) {
+		rc = MM_ENOMEM;
+		goto fail;
+	}
+	rc = mm_store_put_meta(ctx->st, cfg->name, meta.p, meta.len);
+	if (rc)
+		goto fail;
+	p = calloc(1, sizeof(*p));
+	grown = realloc(ctx->pipes, sizeof(*grown) * (size_t)(ctx->npipes + 1));
+	if (p == NULL || grown == NULL) {
+		free(p);
+		if (grown)
+			ctx->pipes = grown;
+		rc = mm_diag_set(MM_ENOMEM, "cannot add pipeline");
+		goto fail;
+	}
+	ctx->pipes = grown;
+	mm_pipeline_init(p, ctx, cfg);
+	p->index = ctx->npipes;
+	ctx->pipes[ctx->npipes++] = p;
+	*out = p;
+	mm_buf_free(&meta);
+	return 0;
+fail:
+	mm_buf_free(&meta);
+	mm_pipeline_config_free(cfg);
+	return rc;
+}
+
+void mm_engine_set_lua_batch(mm_engine_t *ctx, mm_lua_batch_fn fn, void *ud)
+{
+	ctx->lua_batch = fn;
+	ctx->lua_ud = ud;
+}
+
+/* ---- flushing ---- */
+
+static int pipe_due(const mm_pipeline_t *p, int hard)
+{
+	uint64_t mul = hard ? 2 : 1;
+
+	return p->pending_records >= p->cfg.flush_events * mul ||
+	       p->agg[p->cur].count >= p->cfg.flush_keys * mul;
+}
+
+static void job_free(struct mm_flush_job *job)
+{
+	free(job->f.deltas);
+	free(job->f.marks);
+	free(job->f.purges);
+	free(job->f.positions);
+	free(job->pos_src);
+	mm_buf_free(&job->posdata);
+	free(job);
+}
+
+static void on_flush_done(void *arg, int status, const char *detail);
+
+static void flush_submit(mm_engine_t *ctx)
+{
+	struct mm_flush_job *job = ctx->job;
+	int rc = 0;
+
+	job->attempts++;
+	job->started_ns = uv_hrtime();
+	job->f.now_ms = mm_now_ms();
+	for (int i = 0; i < ctx->npipes && rc == 0; i++)
+		rc = mm_pipeline_sync_dead_letters(ctx->pipes[i]);
+	if (rc == 0)
+		rc = mm_store_apply(ctx->st, &job->f, on_flush_done, job);
+	if (rc) {
+		/* A failure to submit is handled like a failed flush: retry later. */
+		on_flush_done(job, rc, mm_diag_msg());
+	}
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+	mm_engine_t *ctx = t->data;
+
+	if (ctx->job)
+		flush_submit(ctx);
+}
+
+static void on_flush_done(void *arg, int status, const char *detail)
+{
+	struct mm_flush_job *job = arg;
+	mm_engine_t *ctx = job->ctx;
+	uint64_t ns = uv_hrtime() - job->started_ns;
+
+	if (status) {
+		ctx->stats.flush_failures++;
+		engine_pause(ctx);
+		mm_log(MM_LOG_ERROR, "engine",
+		       "flush of %zu deltas failed (attempt %d): %s: %s; sources paused, retrying in %lld ms",
+		       job->f.ndeltas, job->attempts, mm_err_name(status), detail,
+		       (long long)ctx->retry_delay_ms);
+		uv_timer_start(&ctx->retry_timer, on_retry_timer, (uint64_t)ctx->retry_delay_ms, 0);
+		ctx->retry_delay_ms *= 2;
+		if (ctx->retry_delay_ms > MM_RETRY_MAX_MS)
+			ctx->retry_delay_ms = MM_RETRY_MAX_MS;
+		return;
+	}
+	if (job->attempts > 1)
+		mm_log(MM_LOG_INFO, "engine", "flush succeeded after %d attempts; resuming",
+		       job->attempts);
+	ctx->retry_delay_ms = MM_RETRY_MIN_MS;
+	ctx->stats.flushes++;
+	ctx->stats.store_writes += job->f.writes;
+	ctx->stats.purged += job->f.purged;
+	ctx->stats.flush_ns_total += ns;
+	if (ns > ctx->stats.flush_ns_max)
+		ctx->stats.flush_ns_max = ns;
+	for (int i = 0; i < ctx->npipes; i++) {
+		mm_pipeline_t *p = ctx->pipes[i];
+
+		p->stats.deltas_flushed += p->agg[!p->cur].count;
+		mm_agg_reset(&p->agg[!p->cur]);
+		mm_agg_reset(&p->ids[!p->cur]);
+	}
+	for (size_t i = 0; i < job->f.npositions; i++) {
+		mm_engine_source_t *es = &ctx->srcs[job->pos_src[i]];
+
+		if (!es->closed)
+			es->src->vt->ack(es->src, job->f.positions[i].pos, job->f.positions[i].len);
+	}
+	mm_log(MM_LOG_DEBUG, "engine", "flushed %zu deltas, %zu marks, %zu positions in %.2f ms",
+	       job->f.ndeltas, job->f.nmarks, job->f.npositions, ns / 1e6);
+	ctx->job = NULL;
+	job_free(job);
+	ctx->last_flush_ms = mm_now_ms();
+	if (ctx->stopping) {
+		engine_continue_stop(ctx);
+		return;
+	}
+	engine_resume(ctx);
+	if (ctx->flush_wanted) {
+		ctx->flush_wanted = 0;
+		engine_maybe_flush(ctx, 0);
+	}
+}
+
+static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
+{
+	size_t nd = 0, nm = 0, np = 0;
+	int64_t now = mm_now_ms();
+
+	for (int i = 0; i < ctx->npipes; i++) {
+		mm_pipeline_t *p = ctx->pipes[i];
+
+		nd += p->agg[!p->cur].count;
+		nm += p->ids[!p->cur].count;
+	}
+	job->f.deltas = calloc(nd ? nd : 1, sizeof(mm_delta_t));
+	job->f.marks = calloc(nm ? nm : 1, sizeof(mm_mark_t));
+	job->f.purges = calloc((size_t)ctx->npipes + 1, sizeof(mm_purge_t));
+	job->f.positions = calloc((size_t)ctx->nsrcs + 1, sizeof(mm_position_t));
+	job->pos_src = calloc((size_t)ctx->nsrcs + 1, sizeof(size_t));
+	if (!job->f.deltas || !job->f.marks || !job->f.purges || !job->f.positions || !job->pos_src)
+		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
+	for (int i = 0; i < ctx->npipes; i++) {
+		mm_pipeline_t *p = ctx->pipes[i];
+		mm_agg_t *a = &p->agg[!p->cur], *ids = &p->ids[!p->cur];
+
+		for (size_t s = 0; s < a->cap; s++) {
+			mm_agg_entry_t *e = &a->slots[s];
+
+			if (e->key == NULL || p->cfg.monoid.vt->is_identity(&p->cfg.monoid, e->state))
+				continue;
+			job->f.deltas[job->f.ndeltas++] = (mm_delta_t){
+				.ns = &p->ns,
+				.key = {e->key, e->klen, e->bucket},
+				.expire_ms = e->expire_ms,
+				.state = e->state,
+			};
+		}
+		for (size_t s = 0; s < ids->cap; s++) {
+			mm_agg_entry_t *e = &ids->slots[s];
+
+			if (e->key)
+				job->f.marks[job->f.nmarks++] = (mm_mark_t){&p->ns, e->key, e->klen,
+									    e->expire_ms};
+		}
+		if (p->cfg.gran_ms && p->cfg.retention_ms && now >= p->next_purge_ms) {
+			job->f.purges[job->f.npurges++] = (mm_purge_t){
+				&p->ns,
+				mm_window_oldest_kept(p->cfg.gran_ms, p->cfg.retention_ms, now)};
+			p->next_purge_ms = now + MM_PURGE_EVERY_MS;
+		}
+	}
+	for (int i = 0; i < ctx->nsrcs; i++) {
+		mm_engine_source_t *es = &ctx->srcs[i];
+
+		if (!es->has_pos)
+			continue;
+		job->pos_src[np] = (size_t)i;
+		job->f.positions[np].source = es->src->id;
+		job->f.positions[np].len = es->pos.len;
+		/* Offsets first: posdata may move while it grows. */
+		job->f.positions[np].pos = (const uint8_t *)(uintptr_t)job->posdata.len;
+		if (mm_buf_append(&job->posdata, es->pos.p, es->pos.len))
+			return MM_ENOMEM;
+		np++;
+	}
+	for (size_t i = 0; i < np; i++)
+		job->f.positions[i].pos = job->posdata.p + (uintptr_t)job->f.positions[i].pos;
+	job->f.npositions = np;
+	return 0;
+}
+
+static int engine_has_work(const mm_engine_t *ctx)
+{
+	for (int i = 0; i < ctx->npipes; i++)
+		if (ctx->pipes[i]->agg[ctx->pipes[i]->cur].count ||
+		    ctx->pipes[i]->ids[ctx->pipes[i]->cur].count)
+			return 1;
+	for (int i = 0; i < ctx->nsrcs; i++)
+		if (ctx->srcs[i].has_pos)
+			return 1;
+	return 0;
+}
+
+static void engine_start_flush(mm_engine_t *ctx)
+{
+	struct mm_flush_job *job = calloc(1, sizeof(*job));
+
+	if (job == NULL) {
+		mm_log(MM_LOG_ERROR, "engine", "out of memory starting a flush; pausing");
+		engine_pause(ctx);
+		return;
+	}
+	job->ctx = ctx;
+	for (int i = 0; i < ctx->npipes; i++) {
+		mm_pipeline_t *p = ctx->pipes[i];
+
+		p->cur = !p->cur;
+		job->records += p->pending_records;
+		p->pending_records = 0;
+	}
+	if (job_build(ctx, job) != 0) {
+		/* Nothing was handed over yet: swap back so no delta is lost. */
+		for (int i = 0; i < ctx->npipes; i++)
+			ctx->pipes[i]->cur = !ctx->pipes[i]->cur;
+		job_free(job);
+		mm_log(MM_LOG_ERROR, "engine", "cannot build a flush: %s; pausing", mm_diag_msg());
+		engine_pause(ctx);
+		return;
+	}
+	for (int i = 0; i < ctx->nsrcs; i++)
+		ctx->srcs[i].has_pos = 0;
+	ctx->job = job;
+	flush_submit(ctx);
+}
+
+static void engine_maybe_flush(mm_engine_t *ctx, int force)
+{
+	int due = force, hard = 0;
+
+	for (int i = 0; i < ctx->npipes; i++) {
+		due |= pipe_due(ctx->pipes[i], 0);
+		hard |= pipe_due(ctx->pipes[i], 1);
+	}
+	if (!due)
+		return;
+	if (ctx->job) {
+		ctx->flush_wanted = 1;
+		if (hard)
+			engine_pause(ctx);
+		return;
+	}
+	if (engine_has_work(ctx))
+		engine_start_flush(ctx);
+}
+
+static void on_flush_timer(uv_timer_t *t)
+{
+	mm_engine_t *ctx = t->data;
+	int64_t now = mm_now_ms(), interval = INT64_MAX;
+
+	for (int i = 0; i < ctx->npipes; i++)
+		if (ctx->pipes[i]->cfg.flush_interval_ms < interval)
+			interval = ctx->pipes[i]->cfg.flush_interval_ms;
+	if (now - ctx->last_flush_ms >= interval && ctx->job == NULL && engine_has_work(ctx))
+		engine_start_flush(ctx);
+}
+
+/* ---- lifecycle ---- */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	mm_engine_t *ctx = h->data;
+
+	if (ctx->stopping) {
+		mm_log(MM_LOG_WARN, "engine", "second signal %d: exiting without the final flush "
+		       "(unflushed records will be read again on restart)", signum);
+		exit(130);
+	}
+	mm_log(MM_LOG_INFO, "engine", "signal %d: stopping (flush, checkpoint, exit)", signum);
+	mm_engine_stop(ctx);
+}
+
+int mm_engine_new(mm_store_t *st, uv_loop_t *loop, const char *data_dir, mm_engine_t **out)
+{
+	mm_engine_t *ctx = calloc(1, sizeof(*ctx));
+
+	if (ctx == NULL)
+		return mm_diag_set(MM_ENOMEM, "cannot allocate the engine");
+	ctx->loop = loop;
+	ctx->st = st;
+	ctx->data_dir = data_dir ? strdup(data_dir) : NULL;
+	ctx->retry_delay_ms = MM_RETRY_MIN_MS;
+	*out = ctx;
+	return 0;
+}
+
+static void on_source_closed(void *arg)
+{
+	mm_engine_source_t *es = arg;
+
+	es->closed = 1;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void engine_close_all(mm_engine_t *ctx)
+{
+	if (ctx->stopped)
+		return;
+	ctx->stopped = 1;
+	for (int i = 0; i < ctx->nsrcs; i++)
+		ctx->srcs[i].src->vt->close(ctx->srcs[i].src, on_source_closed, &ctx->srcs[i]);
+	uv_close((uv_handle_t *)&ctx->flush_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&ctx->retry_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&ctx->sigint, on_handle_closed);
+	uv_close((uv_handle_t *)&ctx->sigterm, on_handle_closed);
+}
+
+static void engine_continue_stop(mm_engine_t *ctx)
+{
+	if (ctx->job)
+		return; /* on_flush_done calls back here */
+	if (engine_has_work(ctx)) {
+		engine_start_flush(ctx);
+		return;
+	}
+	engine_close_all(ctx);
+}
+
+void mm_engine_stop(mm_engine_t *ctx)
+{
+	if (ctx->stopping)
+		return;
+	ctx->stopping = 1;
+	for (int i = 0; i < ctx->nsrcs; i++)
+		ctx->srcs[i].src->vt->stop(ctx->srcs[i].src);
+	engine_continue_stop(ctx);
+}
+
+int mm_engine_run(mm_engine_t *ctx, int once)
+{
+	int64_t interval = INT64_MAX;
+	mm_buf_t pos = {0};
+	int rc;
+
+	ctx->once = once;
+	ctx->last_flush_ms = mm_now_ms();
+	uv_timer_init(ctx->loop, &ctx->flush_timer);
+	uv_timer_init(ctx->loop, &ctx->retry_timer);
+	uv_signal_init(ctx->loop, &ctx->sigint);
+	uv_signal_init(ctx->loop, &ctx->sigterm);
+	ctx->flush_timer.data = ctx->retry_timer.data = ctx;
+	ctx->sigint.data = ctx->sigterm.data = ctx;
+	uv_signal_start(&ctx->sigint, on_signal, SIGINT);
+	uv_signal_start(&ctx->sigterm, on_signal, SIGTERM);
+	for (int i = 0; i < ctx->npipes; i++)
+		if (ctx->pipes[i]->cfg.flush_interval_ms < interval)
+			interval = ctx->pipes[i]->cfg.flush_interval_ms;
+	if (interval == INT64_MAX || interval <= 0)
+		interval = 1000;
+	/* Check four times per interval so a flush is at most 25% late. */
+	uv_timer_start(&ctx->flush_timer, on_flush_timer, (uint64_t)(interval / 4 + 1),
+		       (uint64_t)(interval / 4 + 1));
+	for (int i = 0; i < ctx->nsrcs; i++) {
+		mm_engine_source_t *es = &ctx->srcs[i];
+
+		es->src->max_record = es->max_record;
+		pos.len = 0;
+		rc = mm_store_get_position(ctx->st, es->src->id, &pos);
+		if (rc == MM_ENOTFOUND || rc == MM_ENOTSUP) {
+			rc = es->src->vt->start(es->src, NULL, 0);
+		} else if (rc == 0) {
+			mm_log(MM_LOG_INFO, "engine", "source %s resumes from its checkpoint",
+			       es->src->id);
+			rc = es->src->vt->start(es->src, pos.p, pos.len);
+		}
+		if (rc) {
+			mm_log(MM_LOG_ERROR, "engine", "cannot start source %s: %s", es->src->id,
+			       mm_diag_msg());
+			ctx->exit_code = 1;
+			mm_engine_stop(ctx);
+			break;
+		}
+	}
+	mm_buf_free(&pos);
+	if (ctx->nsrcs == 0 && once)
+		mm_engine_stop(ctx);
+	uv_run(ctx->loop, UV_RUN_DEFAULT);
+	return ctx->exit_code;
+}
+
+void mm_engine_free(mm_engine_t *ctx)
+{
+	if (ctx == NULL)
+		return;
+	if (ctx->job)
+		job_free(ctx->job);
+	for (int i = 0; i < ctx->npipes; i++) {
+		mm_pipeline_free(ctx->pipes[i]);
+		free(ctx->pipes[i]);
+	}
+	for (int i = 0; i < ctx->nsrcs; i++) {
+		free(ctx->srcs[i].pipes);
+		mm_buf_free(&ctx->srcs[i].pos);
+	}
+	free(ctx->srcs);
+	free(ctx->pipes);
+	free(ctx->data_dir);
+	free(ctx);
+}

@@ -1,0 +1,113 @@
+/*
+ * engine.h: the runtime on one libuv loop: sources in, pipelines, flushes to
+ * the store with source positions, shutdown.
+ *
+ * Data path: a source delivers a batch -> every pipeline attached to that
+ * source processes it (C fast path, or one Lua call for all Lua-path
+ * pipelines) -> deltas accumulate per (entity, bucket) -> when a pipeline's
+ * size or age limit is reached, ONE flush takes every pipeline's pending
+ * deltas, dedup marks, due purges and every source's position and applies
+ * them to the store as one unit. Only one flush is in flight; new records go
+ * to fresh tables meanwhile (double buffering). If pending deltas reach twice
+ * the limit while a flush is in flight, or a flush fails, sources are paused;
+ * a failed flush is retried with exponential backoff until it succeeds, so
+ * accepted data is never dropped and positions never move past it. After a
+ * successful flush the positions are acknowledged to the sources.
+ *
+ * Shutdown (SIGINT/SIGTERM, mm_engine_stop, or end of input with once):
+ * stop the sources, finish the in-flight flush, flush what is pending, close
+ * sources and store, run the loop until empty, uv_loop_close.
+ *
+ * Threads: everything here runs on the loop thread.
+ */
+#ifndef MM_ENGINE_H
+#define MM_ENGINE_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "../source/source.h"
+#include "../store/store.h"
+#include "pipeline.h"
+
+typedef struct mm_engine_stats {
+	uint64_t batches;
+	uint64_t records;
+	uint64_t flushes;
+	uint64_t flush_failures;
+	uint64_t store_writes;
+	uint64_t pauses;
+	uint64_t flush_ns_max;
+	uint64_t flush_ns_total;
+	uint64_t purged;
+} mm_engine_stats_t;
+
+/* Called once per batch with the Lua-path pipelines that must process it. */
+typedef void (*mm_lua_batch_fn)(void *ud, mm_batch_t *b, mm_pipeline_t **pipes, int n);
+
+typedef struct mm_engine_source {
+	mm_source_t *src;
+	mm_pipeline_t **pipes;
+	int npipes;
+	mm_buf_t pos;      /* position after the last delivered batch */
+	int has_pos;
+	int eof;
+	int closed;
+	uint64_t max_record;
+} mm_engine_source_t;
+
+struct mm_engine {
+	uv_loop_t *loop;
+	mm_store_t *st;
+	mm_pipeline_t **pipes;
+	int npipes;
+	mm_engine_source_t *srcs;
+	int nsrcs;
+	int once;               /* stop when every source reached EOF */
+	int stopping;
+	int stopped;
+	int paused;
+	int exit_code;
+	char *data_dir;         /* owned */
+	mm_lua_batch_fn lua_batch;
+	void *lua_ud;
+	/* flushing */
+	struct mm_flush_job *job; /* in flight, or NULL */
+	int flush_wanted;
+	int64_t last_flush_ms;
+	uv_timer_t flush_timer;   /* age limit */
+	uv_timer_t retry_timer;   /* backoff after a failed flush */
+	int64_t retry_delay_ms;
+	uv_signal_t sigint, sigterm;
+	mm_engine_stats_t stats;
+	uint64_t sources_open;
+};
+
+/* Creates an engine with its own loop and the given store (owned from now on). */
+int mm_engine_new(mm_store_t *st, uv_loop_t *loop, const char *data_dir, mm_engine_t **out);
+
+/* Adds a pipeline (takes ownership of cfg's strings even on failure). Checks
+ * the pipeline against the state already in the store: MM_EINCOMPAT if the
+ * store holds this pipeline with another monoid, parameters or window. */
+int mm_engine_add_pipeline(mm_engine_t *ctx, mm_pipeline_config_t *cfg, mm_pipeline_t **out);
+
+/* Opens a source (or finds the open one with the same id) and attaches pipe. */
+int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t *kv, size_t nkv,
+			    mm_pipeline_t *pipe);
+
+void mm_engine_set_lua_batch(mm_engine_t *ctx, mm_lua_batch_fn fn, void *ud);
+
+/* Starts sources from their stored positions, runs until stopped; returns the
+ * process exit code (0 clean, non-zero on fatal source/store errors). */
+int mm_engine_run(mm_engine_t *ctx, int once);
+
+/* Asks for a graceful stop (safe to call from a callback). */
+void mm_engine_stop(mm_engine_t *ctx);
+
+/* Frees everything (after run returned, or if run was never called). */
+void mm_engine_free(mm_engine_t *ctx);
+
+/* Wall clock in ms. */
+int64_t mm_now_ms(void);
+
+#endif

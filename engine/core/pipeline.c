@@ -1,0 +1,511 @@
+/*
+ * pipeline.c: turning records into deltas (see pipeline.h).
+ *
+ * The fast path scans each record once with mm_json_scan for every field the
+ * pipeline names (keys, value, event time, event id), so a declarative
+ * pipeline costs one validating pass over the bytes plus one table update per
+ * key. Every way a record can be refused ends in mm_pipeline_reject, which
+ * counts it by reason and appends a JSON Lines dead letter.
+ */
+#include "pipeline.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../codec/json.h"
+#include "../lib/error.h"
+#include "../lib/text.h"
+#include "../monoid/window.h"
+#include "engine.h"
+#include "log.h"
+
+static const char *const reject_names[MM_REJ__COUNT] = {
+	"json", "utf8", "not_object", "missing_field", "wrong_type", "too_big", "out_of_range", "lua_error",
+};
+
+const char *mm_reject_reason_name(int reason)
+{
+	return reason >= 0 && reason < MM_REJ__COUNT ? reject_names[reason] : "unknown";
+}
+
+void mm_pipeline_config_free(mm_pipeline_config_t *cfg)
+{
+	free(cfg->name);
+	for (int i = 0; i < cfg->nkeys; i++)
+		free(cfg->keys[i]);
+	free(cfg->value_field);
+	free(cfg->time_field);
+	free(cfg->id_field);
+	free(cfg->dead_letter);
+	free(cfg->compat);
+	free(cfg->meta);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+int mm_pipeline_init(mm_pipeline_t *p, mm_engine_t *ctx, mm_pipeline_config_t *cfg)
+{
+	memset(p, 0, sizeof(*p));
+	p->ctx = ctx;
+	p->cfg = *cfg;
+	memset(cfg, 0, sizeof(*cfg));
+	p->ns.name = p->cfg.name;
+	p->ns.m = &p->cfg.monoid;
+	p->uses_lua = p->cfg.key_kind == MM_PART_LUA || p->cfg.value_kind == MM_PART_LUA ||
+		      p->cfg.time_kind == MM_PART_LUA || p->cfg.id_kind == MM_PART_LUA;
+	for (int g = 0; g < 2; g++) {
+		mm_agg_init(&p->agg[g], &p->cfg.monoid);
+		mm_agg_init(&p->ids[g], NULL);
+	}
+	return 0;
+}
+
+void mm_pipeline_free(mm_pipeline_t *p)
+{
+	for (int g = 0; g < 2; g++) {
+		mm_agg_free(&p->agg[g]);
+		mm_agg_free(&p->ids[g]);
+	}
+	if (p->dlq)
+		fclose(p->dlq);
+	mm_buf_free(&p->scratch);
+	mm_pipeline_config_free(&p->cfg);
+}
+
+/* ---- dead letters ---- */
+
+static int dlq_open(mm_pipeline_t *p)
+{
+	if (p->dlq)
+		return 0;
+	p->dlq = fopen(p->cfg.dead_letter, "a");
+	if (p->dlq == NULL)
+		return mm_diag_set(MM_EIO, "cannot open dead-letter file %s: %s", p->cfg.dead_letter,
+				   strerror(errno));
+	return 0;
+}
+
+void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int code,
+			const char *detail)
+{
+	mm_buf_t *b = &p->scratch;
+	char ts[32];
+	mm_source_t *src = p->batch ? p->batch->src : NULL;
+	int rc = 0;
+
+	p->stats.rejected[reason]++;
+	if (p->cfg.dead_letter == NULL)
+		return;
+	b->len = 0;
+	mm_time_format(mm_now_ms(), ts);
+	rc |= mm_buf_printf(b, "{\"time\":\"%s\",\"pipeline\":", ts);
+	rc |= mm_json_quote(p->cfg.name, strlen(p->cfg.name), b);
+	rc |= mm_buf_printf(b, ",\"reason\":\"%s\",\"code\":\"%s\",\"error\":",
+			    mm_reject_reason_name(reason), mm_err_name(code));
+	rc |= mm_json_quote(detail, strlen(detail), b);
+	rc |= mm_buf_printf(b, ",\"source\":");
+	rc |= src ? mm_json_quote(src->id, strlen(src->id), b) : mm_buf_printf(b, "null");
+	rc |= mm_buf_printf(b, ",\"offset\":%llu", (unsigned long long)r->offset);
+	if (r->flags & MM_REC_TOOBIG)
+		rc |= mm_buf_printf(b, ",\"size\":%llu,\"truncated\":true",
+				    (unsigned long long)r->orig_len);
+	if (mm_utf8_valid(r->p, r->len)) {
+		rc |= mm_buf_printf(b, ",\"record\":");
+		rc |= mm_json_quote(r->p, r->len, b);
+	} else {
+		rc |= mm_buf_printf(b, ",\"record_base64\":\"");
+		rc |= mm_base64_encode(r->p, r->len, b);
+		rc |= mm_buf_printf(b, "\"");
+	}
+	rc |= mm_buf_printf(b, "}\n");
+	if (rc == 0)
+		rc = dlq_open(p);
+	if (rc == 0 && fwrite(b->p, 1, b->len, p->dlq) != b->len)
+		rc = mm_diag_set(MM_EIO, "dead-letter write to %s failed", p->cfg.dead_letter);
+	if (rc) {
+		p->stats.dead_letter_errors++;
+		mm_log(MM_LOG_ERROR, p->cfg.name, "dead letter not written: %s", mm_diag_msg());
+		return;
+	}
+	p->dlq_dirty = 1;
+	p->stats.dead_letters++;
+	mm_log(MM_LOG_DEBUG, p->cfg.name, "rejected record at offset %llu: %s",
+	       (unsigned long long)r->offset, detail);
+}
+
+int mm_pipeline_sync_dead_letters(mm_pipeline_t *p)
+{
+	if (!p->dlq_dirty)
+		return 0;
+	if (fflush(p->dlq) != 0 || fdatasync(fileno(p->dlq)) != 0)
+		return mm_diag_set(MM_EIO, "cannot sync dead-letter file %s: %s", p->cfg.dead_letter,
+				   strerror(errno));
+	p->dlq_dirty = 0;
+	return 0;
+}
+
+/* ---- shared per-record steps (fast path and FFI) ---- */
+
+static int reason_of(int code)
+{
+	switch (code) {
+	case MM_EUTF8:
+		return MM_REJ_UTF8;
+	case MM_ENOTOBJ:
+		return MM_REJ_NOTOBJ;
+	case MM_EMISSING:
+		return MM_REJ_MISSING;
+	case MM_ETYPE:
+		return MM_REJ_TYPE;
+	case MM_ETOOBIG:
+		return MM_REJ_TOOBIG;
+	case MM_ERANGE:
+		return MM_REJ_RANGE;
+	case MM_ELUA:
+		return MM_REJ_LUA;
+	default:
+		return MM_REJ_JSON;
+	}
+}
+
+/* Maps an event time to its bucket, enforcing the window and retention. */
+static int pipe_bucket(mm_pipeline_t *p, int64_t ts_ms, int64_t now_ms, int64_t *bucket,
+		       int64_t *expire_ms)
+{
+	const mm_pipeline_config_t *c = &p->cfg;
+	int64_t b;
+
+	if (c->gran_ms == 0) {
+		*bucket = 0;
+		*expire_ms = 0;
+		return 0;
+	}
+	b = mm_window_bucket(c->gran_ms, ts_ms);
+	if (b <= 0)
+		return mm_diag_set(MM_ERANGE, "event time %lld ms is before the first window",
+				   (long long)ts_ms);
+	if (c->retention_ms > 0) {
+		if (b < mm_window_oldest_kept(c->gran_ms, c->retention_ms, now_ms))
+			return mm_diag_set(MM_ERANGE, "event time %lld ms is older than the retention",
+					   (long long)ts_ms);
+		*expire_ms = mm_window_bucket_start_ms(c->gran_ms, b + 1) + c->retention_ms;
+	} else {
+		*expire_ms = 0;
+	}
+	*bucket = b;
+	return 0;
+}
+
+static int pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t bucket, int64_t expire_ms,
+		    const mm_value_t *v)
+{
+	mm_agg_entry_t *e;
+	int created, rc;
+
+	if (klen == 0 || klen > 1024)
+		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klen);
+	e = mm_agg_upsert(&p->agg[p->cur], key, klen, bucket, &created);
+	if (e == NULL)
+		return MM_ENOMEM;
+	e->expire_ms = expire_ms;
+	rc = p->cfg.monoid.vt->add(&p->cfg.monoid, e->state, v);
+	return rc;
+}
+
+static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
+{
+	int rc;
+
+	if (mm_agg_find(&p->ids[p->cur], id, len, 0) || mm_agg_find(&p->ids[!p->cur], id, len, 0))
+		return 1;
+	rc = mm_store_seen(p->ctx->st, &p->ns, id, len, mm_now_ms());
+	return rc == MM_ENOTSUP ? 0 : rc;
+}
+
+static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, int64_t now_ms)
+{
+	mm_agg_entry_t *e;
+	int created;
+
+	e = mm_agg_upsert(&p->ids[p->cur], id, len, 0, &created);
+	if (e == NULL)
+		return MM_ENOMEM;
+	e->expire_ms = now_ms + p->cfg.dedup_ttl_ms;
+	return 0;
+}
+
+/* ---- fast path ---- */
+
+enum { F_VALUE = MM_MAX_KEYS, F_TIME, F_ID, F_COUNT };
+
+/* Reads a JSON scalar as a key/element string: strings unescaped, numbers as written. */
+static int field_string(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp, const char **s,
+			size_t *len, const char *what)
+{
+	if (f->type == MM_JSON_ABSENT)
+		return mm_diag_set(MM_EMISSING, "missing %s field '%.*s'", what, (int)f->name_len,
+				   f->name);
+	if (f->type == MM_JSON_NUMBER) {
+		*s = f->p;
+		*len = f->len;
+		return 0;
+	}
+	if (f->type != MM_JSON_STRING)
+		return mm_diag_set(MM_ETYPE, "%s field '%.*s' must be a string or a number", what,
+				   (int)f->name_len, f->name);
+	if (!f->escaped) {
+		*s = f->p;
+		*len = f->len;
+		return 0;
+	}
+	size_t start = tmp->len;
+	int rc = mm_json_unescape(f->p, f->len, tmp);
+
+	if (rc)
+		return rc;
+	*s = (const char *)tmp->p + start;
+	*len = tmp->len - start;
+	return 0;
+}
+
+static int field_time(const mm_pipeline_t *p, const mm_json_field_t *f, int64_t *ts_ms)
+{
+	if (f->type == MM_JSON_ABSENT)
+		return mm_diag_set(MM_EMISSING, "missing event-time field '%s'", p->cfg.time_field);
+	if (f->type == MM_JSON_NUMBER) {
+		int is_int;
+		int64_t i;
+		double d;
+		int rc = mm_json_number(f->p, f->len, &is_int, &i, &d);
+
+		if (rc)
+			return rc;
+		return mm_time_from_epoch(d, p->cfg.time_unit, ts_ms);
+	}
+	if (f->type == MM_JSON_STRING && !f->escaped)
+		return mm_time_parse_rfc3339(f->p, f->len, ts_ms);
+	return mm_diag_set(MM_ETYPE, "event-time field '%s' must be RFC 3339 text or epoch number",
+			   p->cfg.time_field);
+}
+
+static int field_value(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp, mm_value_t *v)
+{
+	int kind = p->cfg.monoid.vt->value_kind;
+
+	if (kind == MM_VK_NONE)
+		return 0;
+	if (f->type == MM_JSON_ABSENT)
+		return mm_diag_set(MM_EMISSING, "missing value field '%s'", p->cfg.value_field);
+	if (f->type == MM_JSON_NUMBER && kind != MM_VK_STRING) {
+		int is_int, rc = mm_json_number(f->p, f->len, &is_int, &v->i, &v->d);
+
+		if (rc)
+			return rc;
+		v->type = is_int ? MM_VAL_INT : MM_VAL_DOUBLE;
+		return 0;
+	}
+	if (kind == MM_VK_NUMBER)
+		return mm_diag_set(MM_ETYPE, "value field '%s' must be a number for %s",
+				   p->cfg.value_field, p->cfg.monoid.vt->name);
+	v->type = MM_VAL_STRING;
+	return field_string(p, f, tmp, &v->s, &v->len, "value");
+}
+
+static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms,
+			  mm_json_field_t *fields, mm_buf_t *tmp)
+{
+	const mm_pipeline_config_t *c = &p->cfg;
+	mm_value_t v = {0};
+	const char *id = NULL;
+	size_t idlen = 0;
+	int64_t bucket, expire_ms;
+	int rc;
+
+	if (r->flags & MM_REC_TOOBIG)
+		return mm_diag_set(MM_ETOOBIG, "record of %llu bytes exceeds max_record %llu",
+				   (unsigned long long)r->orig_len, (unsigned long long)c->max_record);
+	if (r->len > c->max_record)
+		return mm_diag_set(MM_ETOOBIG, "record of %u bytes exceeds max_record %llu", r->len,
+				   (unsigned long long)c->max_record);
+	for (int i = 0; i < F_COUNT; i++)
+		fields[i].type = MM_JSON_ABSENT;
+	rc = mm_json_scan(r->p, r->len, fields, F_COUNT);
+	if (rc)
+		return rc;
+	/* Unescaped strings are never longer than the record, so reserving its
+	 * length once keeps every pointer into tmp valid for this record. */
+	tmp->len = 0;
+	rc = mm_buf_reserve(tmp, r->len);
+	if (rc)
+		return rc;
+	if (c->id_kind == MM_PART_FIELD && fields[F_ID].type != MM_JSON_ABSENT) {
+		rc = field_string(p, &fields[F_ID], tmp, &id, &idlen, "event id");
+		if (rc)
+			return rc;
+		rc = pipe_seen(p, id, idlen);
+		if (rc < 0)
+			return rc;
+		if (rc == 1)
+			return 1;
+	}
+	v.ts_ms = now_ms;
+	if (c->time_kind == MM_PART_FIELD) {
+		rc = field_time(p, &fields[F_TIME], &v.ts_ms);
+		if (rc)
+			return rc == MM_EINVAL ? MM_ETYPE : rc;
+	} else if (c->time_kind == MM_PART_SOURCE && r->ts_ms > 0) {
+		v.ts_ms = r->ts_ms;
+	}
+	rc = pipe_bucket(p, v.ts_ms, now_ms, &bucket, &expire_ms);
+	if (rc)
+		return rc;
+	if (c->value_kind == MM_PART_FIELD) {
+		rc = field_value(p, &fields[F_VALUE], tmp, &v);
+	} else if (c->value_kind == MM_PART_CONST) {
+		v.type = MM_VAL_DOUBLE;
+		v.d = c->value_const;
+		if (v.d == (double)(int64_t)v.d) {
+			v.type = MM_VAL_INT;
+			v.i = (int64_t)v.d;
+		}
+	}
+	if (rc)
+		return rc;
+	for (int k = 0; k < c->nkeys; k++) {
+		const char *key = c->keys[k];
+		size_t klen;
+
+		if (c->key_kind == MM_PART_FIELD) {
+			rc = field_string(p, &fields[k], tmp, &key, &klen, "key");
+			if (rc)
+				return rc;
+		} else {
+			klen = strlen(key);
+		}
+		rc = pipe_add(p, key, klen, bucket, expire_ms, &v);
+		if (rc)
+			return rc;
+	}
+	if (id) {
+		rc = pipe_remember(p, id, idlen, now_ms);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
+{
+	const mm_pipeline_config_t *c = &p->cfg;
+	mm_json_field_t fields[F_COUNT];
+	mm_buf_t tmp = {0};
+
+	memset(fields, 0, sizeof(fields));
+	if (c->key_kind == MM_PART_FIELD)
+		for (int k = 0; k < c->nkeys; k++) {
+			fields[k].name = c->keys[k];
+			fields[k].name_len = strlen(c->keys[k]);
+		}
+	/* An unused slot keeps a NULL name; the scanner skips zero-length names. */
+	if (c->value_kind == MM_PART_FIELD) {
+		fields[F_VALUE].name = c->value_field;
+		fields[F_VALUE].name_len = strlen(c->value_field);
+	}
+	if (c->time_kind == MM_PART_FIELD) {
+		fields[F_TIME].name = c->time_field;
+		fields[F_TIME].name_len = strlen(c->time_field);
+	}
+	if (c->id_kind == MM_PART_FIELD) {
+		fields[F_ID].name = c->id_field;
+		fields[F_ID].name_len = strlen(c->id_field);
+	}
+	p->batch = b;
+	for (size_t i = 0; i < b->n; i++) {
+		const mm_record_t *r = &b->recs[i];
+		int rc = process_record(p, r, b->now_ms, fields, &tmp);
+
+		p->stats.records++;
+		if (rc == 0) {
+			p->stats.accepted++;
+			p->pending_records++;
+		} else if (rc == 1) {
+			p->stats.duplicates++;
+		} else {
+			mm_pipeline_reject(p, r, reason_of(rc), rc, mm_diag_msg());
+		}
+	}
+	p->batch = NULL;
+	mm_buf_free(&tmp);
+}
+
+/* ---- FFI for the Lua path ---- */
+
+int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, uint32_t *flags,
+		   int64_t *ts_ms)
+{
+	const mm_record_t *r;
+
+	if (p->batch == NULL || i < 0 || (size_t)i >= p->batch->n)
+		return mm_diag_set(MM_EINVAL, "record %d is not in the current batch", i);
+	r = &p->batch->recs[i];
+	*data = r->p;
+	*len = r->len;
+	*flags = r->flags;
+	*ts_ms = r->ts_ms;
+	p->stats.records++;
+	if (r->flags & MM_REC_TOOBIG || r->len > p->cfg.max_record)
+		return mm_diag_set(MM_ETOOBIG, "record of %llu bytes exceeds max_record %llu",
+				   (unsigned long long)r->orig_len,
+				   (unsigned long long)p->cfg.max_record);
+	return 0;
+}
+
+int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
+{
+	return pipe_seen(p, id, len);
+}
+
+int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, int vtype, double num,
+		const char *s, size_t slen)
+{
+	int64_t now = p->batch ? p->batch->now_ms : mm_now_ms();
+	int64_t bucket, expire_ms;
+	mm_value_t v = {.type = vtype, .d = num, .s = s, .len = slen};
+	int rc;
+
+	v.ts_ms = ts_ms < 0 ? now : ts_ms;
+	if (vtype == MM_VAL_INT)
+		v.i = (int64_t)num;
+	rc = pipe_bucket(p, v.ts_ms, now, &bucket, &expire_ms);
+	if (rc)
+		return rc;
+	return pipe_add(p, key, klen, bucket, expire_ms, &v);
+}
+
+int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)
+{
+	p->stats.accepted++;
+	p->pending_records++;
+	if (id && len)
+		return pipe_remember(p, id, len, p->batch ? p->batch->now_ms : mm_now_ms());
+	return 0;
+}
+
+void mm_pipe_reject(mm_pipeline_t *p, int i, int reason, int code, const char *detail)
+{
+	if (p->batch == NULL || i < 0 || (size_t)i >= p->batch->n || reason < 0 ||
+	    reason >= MM_REJ__COUNT)
+		return;
+	mm_pipeline_reject(p, &p->batch->recs[i], reason, code, detail);
+}
+
+void mm_pipe_duplicate(mm_pipeline_t *p, int i)
+{
+	p->stats.duplicates++;
+}
+
+const char *mm_pipe_last_error(void)
+{
+	return mm_diag_msg();
+}

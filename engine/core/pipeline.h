@@ -1,0 +1,155 @@
+/*
+ * pipeline.h: one pipeline's runtime: how a record becomes keys, a value and
+ * a bucket, the pending deltas, dedup ids, counters and dead letters.
+ *
+ * The declarative parts of a pipeline (key/value/time/id given as field names
+ * or constants) run entirely in C: mm_pipeline_process_batch scans each JSON
+ * record once for all the fields it needs and updates the aggregation table,
+ * with no Lua call. When any part is a Lua function the pipeline is on the
+ * Lua path: the engine calls Lua once per batch and the Lua side feeds the
+ * results back through the FFI functions below (mm_pipe_*), which are the
+ * only functions Lua calls per record.
+ *
+ * Ownership: the engine owns pipelines; a pipeline owns its config strings,
+ * tables and dead-letter file. Loop thread only.
+ */
+#ifndef MM_PIPELINE_H
+#define MM_PIPELINE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../source/source.h"
+#include "../store/store.h"
+#include "agg.h"
+
+enum mm_part_kind {
+	MM_PART_NONE = 0, /* value: none (count); time: processing time; id: no dedup */
+	MM_PART_FIELD,    /* a top-level JSON member named by the script */
+	MM_PART_CONST,    /* key: a literal key; value: a literal number */
+	MM_PART_LUA,      /* computed by a Lua function */
+	MM_PART_SOURCE,   /* time: the source's record timestamp (Kafka) */
+};
+
+#define MM_MAX_KEYS 16
+
+/* Counters, reported by `murmur status` and the logs. Rejections by reason. */
+enum mm_reject_reason {
+	MM_REJ_JSON,      /* malformed JSON */
+	MM_REJ_UTF8,      /* invalid UTF-8 */
+	MM_REJ_NOTOBJ,    /* valid JSON, not an object */
+	MM_REJ_MISSING,   /* key/value/time field missing */
+	MM_REJ_TYPE,      /* field of the wrong type, or a value the monoid refuses */
+	MM_REJ_TOOBIG,    /* over max_record */
+	MM_REJ_RANGE,     /* event time unusable or older than retention */
+	MM_REJ_LUA,       /* a user function raised an error */
+	MM_REJ__COUNT
+};
+
+typedef struct mm_pipeline_stats {
+	uint64_t records;     /* records seen */
+	uint64_t accepted;    /* records whose deltas were aggregated */
+	uint64_t duplicates;  /* records skipped by dedup */
+	uint64_t rejected[MM_REJ__COUNT];
+	uint64_t deltas_flushed;
+	uint64_t dead_letters;
+	uint64_t dead_letter_errors;
+} mm_pipeline_stats_t;
+
+typedef struct mm_pipeline_config {
+	char *name;                 /* owned */
+	mm_monoid_t monoid;
+	int key_kind;               /* FIELD, CONST or LUA */
+	char *keys[MM_MAX_KEYS];    /* field names (FIELD) or literal keys (CONST); owned */
+	int nkeys;
+	int value_kind;             /* NONE, FIELD, CONST or LUA */
+	char *value_field;
+	double value_const;
+	int time_kind;              /* NONE, FIELD, LUA or SOURCE */
+	char *time_field;
+	char time_unit;             /* 'a' auto, 's', 'm' (ms) */
+	int64_t gran_ms;            /* 0 = all-time only */
+	int64_t retention_ms;       /* 0 = forever */
+	int id_kind;                /* NONE, FIELD or LUA */
+	char *id_field;
+	int64_t dedup_ttl_ms;
+	uint64_t max_record;        /* bytes */
+	uint64_t flush_events;      /* flush after this many accepted records */
+	uint64_t flush_keys;        /* ... or this many pending deltas */
+	int64_t flush_interval_ms;  /* ... or this age */
+	char *dead_letter;          /* path of the JSON Lines dead-letter file; owned */
+	char *compat;               /* what must match existing state (monoid + window) */
+	char *meta;                 /* descriptor saved in the store for queries */
+} mm_pipeline_config_t;
+
+typedef struct mm_engine mm_engine_t;
+
+typedef struct mm_pipeline {
+	mm_engine_t *ctx;
+	mm_pipeline_config_t cfg;
+	mm_ns_t ns;
+	int index;                  /* position in the engine's list */
+	int uses_lua;
+	mm_agg_t agg[2];            /* pending deltas: [cur] fills, [!cur] is flushing */
+	mm_agg_t ids[2];            /* pending dedup ids, same generations */
+	int cur;
+	uint64_t pending_records;   /* accepted since the last flush began */
+	mm_pipeline_stats_t stats;
+	FILE *dlq;                  /* dead-letter file, opened on first use */
+	int dlq_dirty;              /* written since the last sync */
+	int64_t next_purge_ms;
+	/* The batch being processed (valid during process_batch / the Lua call). */
+	mm_batch_t *batch;
+	mm_buf_t scratch;
+} mm_pipeline_t;
+
+/* Takes ownership of cfg's strings. */
+int mm_pipeline_init(mm_pipeline_t *p, mm_engine_t *ctx, mm_pipeline_config_t *cfg);
+void mm_pipeline_free(mm_pipeline_t *p);
+void mm_pipeline_config_free(mm_pipeline_config_t *cfg);
+
+/* The C fast path over a whole batch (pipelines with uses_lua == 0). */
+void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b);
+
+/* Writes one dead-letter line for record i of the current batch and counts it. */
+void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int code,
+			const char *detail);
+
+/* Flushes the dead-letter file to disk if written since the last call. */
+int mm_pipeline_sync_dead_letters(mm_pipeline_t *p);
+
+/* Names of reject reasons ("json", "utf8", ...), for counters. */
+const char *mm_reject_reason_name(int reason);
+
+/*
+ * FFI, for the Lua path (called by lua/murmur/runtime.lua per record; never
+ * touch lua_State). All return 0 or a negative MM_E* code; on error the diag
+ * slot holds the detail and nothing was changed.
+ */
+
+/* Number of records in the current batch, and record i's bytes/flags. */
+int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, uint32_t *flags,
+		   int64_t *ts_ms);
+
+/* Dedup check for id: 1 = already seen (skip the record), 0 = new. */
+int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len);
+
+/* Adds one (key, value) of record i. vtype is enum mm_value_type; ts_ms < 0
+ * means processing time. Returns MM_ERANGE for a time outside the window or
+ * retention, MM_ETYPE/MM_ERANGE when the monoid refuses the value. */
+int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, int vtype,
+		double num, const char *s, size_t slen);
+
+/* Record i is done: counts it accepted and remembers its dedup id (if any). */
+int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len);
+
+/* Record i is rejected: reason is enum mm_reject_reason, code an MM_E* code. */
+void mm_pipe_reject(mm_pipeline_t *p, int i, int reason, int code, const char *detail);
+
+/* Counts record i as a duplicate. */
+void mm_pipe_duplicate(mm_pipeline_t *p, int i);
+
+/* The detail of the last error on the loop thread (for Lua messages). */
+const char *mm_pipe_last_error(void);
+
+#endif

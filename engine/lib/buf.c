@@ -1,0 +1,95 @@
+/* buf.c: growable byte buffer. Capacity doubles so appends are amortised O(1). */
+#include "buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "error.h"
+
+int mm_buf_reserve(mm_buf_t *b, size_t extra)
+{
+	size_t need = b->len + extra;
+	size_t cap = b->cap ? b->cap : 64;
+	uint8_t *p;
+
+	if (need < b->len)
+		return mm_diag_set(MM_ENOMEM, "buffer size overflow");
+	if (need <= b->cap)
+		return 0;
+	while (cap < need)
+		cap *= 2;
+	p = realloc(b->p, cap);
+	if (p == NULL)
+		return mm_diag_set(MM_ENOMEM, "cannot grow buffer to %zu bytes", cap);
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+int mm_buf_append(mm_buf_t *b, const void *p, size_t n)
+{
+	int rc = mm_buf_reserve(b, n);
+
+	if (rc)
+		return rc;
+	if (n)
+		memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+int mm_buf_printf(mm_buf_t *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n, rc;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return mm_diag_set(MM_EINVAL, "bad format string");
+	rc = mm_buf_reserve(b, (size_t)n + 1);
+	if (rc)
+		return rc;
+	va_start(ap, fmt);
+	vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+	return 0;
+}
+
+int mm_buf_put_u8(mm_buf_t *b, uint8_t v)
+{
+	return mm_buf_append(b, &v, 1);
+}
+
+int mm_buf_put_u16le(mm_buf_t *b, uint16_t v)
+{
+	uint8_t t[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+
+	return mm_buf_append(b, t, 2);
+}
+
+int mm_buf_put_u32le(mm_buf_t *b, uint32_t v)
+{
+	uint8_t t[4];
+
+	mm_set_u32le(t, v);
+	return mm_buf_append(b, t, 4);
+}
+
+int mm_buf_put_u64le(mm_buf_t *b, uint64_t v)
+{
+	uint8_t t[8];
+
+	mm_set_u64le(t, v);
+	return mm_buf_append(b, t, 8);
+}
+
+void mm_buf_free(mm_buf_t *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}

@@ -1,0 +1,951 @@
+/*
+ * core_lua.c: the `murmur.core` module, murmur's classic Lua/C API tier.
+ *
+ * Lifecycle and asynchronous objects live here as userdata with metatables
+ * (luv style): the engine (loop + store + pipelines + sources), stores opened
+ * for queries, and monoid states for scripts and specs. The per-record calls
+ * of the Lua path do not come through here: lua/murmur/runtime.lua reaches
+ * the mm_pipe_* functions through the FFI (see lua/murmur/cdef.lua).
+ *
+ * Failures are returned as `nil, "ENAME: message", "ENAME"`; raising is kept
+ * for programmer errors (wrong argument types).
+ */
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "../core/engine.h"
+#include "../core/log.h"
+#include "../lib/error.h"
+#include "../monoid/window.h"
+#include "funnel.h"
+#include "json_lua.h"
+
+#define MM_VERSION "0.1.0"
+/* Version of the FFI declarations in lua/murmur/cdef.lua (bump together). */
+#define MM_FFI_ABI 1
+#define ENGINE_MT "murmur.engine"
+#define STORE_MT "murmur.store"
+#define STATE_MT "murmur.state"
+
+static int push_fail(lua_State *L, int err, const char *detail)
+{
+	lua_pushnil(L);
+	lua_pushfstring(L, "%s: %s", mm_err_name(err), detail && *detail ? detail : mm_strerror(err));
+	lua_pushstring(L, mm_err_name(err));
+	return 3;
+}
+
+static int push_diag(lua_State *L, int err)
+{
+	return push_fail(L, err, mm_diag_code() == err ? mm_diag_msg() : mm_strerror(err));
+}
+
+/* ---- helpers reading option tables ---- */
+
+static const char *opt_string(lua_State *L, int t, const char *k, const char *def)
+{
+	const char *v;
+
+	lua_getfield(L, t, k);
+	v = lua_isnil(L, -1) ? def : luaL_checkstring(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+static char *opt_strdup(lua_State *L, int t, const char *k)
+{
+	const char *v = opt_string(L, t, k, NULL);
+
+	return v ? strdup(v) : NULL;
+}
+
+static double opt_number(lua_State *L, int t, const char *k, double def)
+{
+	double v;
+
+	lua_getfield(L, t, k);
+	v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+static int part_kind(const char *s)
+{
+	static const char *const names[] = {"none", "field", "const", "lua", "source"};
+
+	for (int i = 0; i < 5; i++)
+		if (s && strcmp(s, names[i]) == 0)
+			return i;
+	return MM_PART_NONE;
+}
+
+/* Reads {key = value, ...} (string keys, scalar values) into a kv array. The
+ * strings are kept alive by the table, which the caller keeps on the stack. */
+static int read_kv(lua_State *L, int t, mm_kv_t *kv, size_t max, size_t *n)
+{
+	*n = 0;
+	if (lua_isnoneornil(L, t))
+		return 0;
+	luaL_checktype(L, t, LUA_TTABLE);
+	lua_pushnil(L);
+	while (lua_next(L, t)) {
+		if (lua_type(L, -2) != LUA_TSTRING || *n == max) {
+			lua_pop(L, 2);
+			return luaL_error(L, "options must be a table of string keys (at most %d)",
+					  (int)max);
+		}
+		if (lua_type(L, -1) == LUA_TBOOLEAN) {
+			lua_pushstring(L, lua_toboolean(L, -1) ? "true" : "false");
+			lua_replace(L, -2);
+			lua_pushvalue(L, -2);
+			lua_pushvalue(L, -2);
+			lua_settable(L, t); /* keep the string alive in the table */
+		}
+		kv[*n].key = lua_tostring(L, -2);
+		kv[*n].value = lua_tostring(L, -1);
+		if (kv[*n].value == NULL)
+			return luaL_error(L, "option '%s' must be a string, number or boolean",
+					  kv[*n].key);
+		(*n)++;
+		lua_pop(L, 1);
+	}
+	return 0;
+}
+
+/* Reads a monoid spec {name=..., k=..., capacity=..., fpr=..., max_size=..., float=...}. */
+static int read_monoid(lua_State *L, int t, mm_monoid_t *m)
+{
+	mm_monoid_params_t p = {0};
+	const char *name;
+
+	luaL_checktype(L, t, LUA_TTABLE);
+	name = opt_string(L, t, "name", NULL);
+	if (name == NULL)
+		return mm_diag_set(MM_EINVAL, "monoid spec has no name");
+	lua_getfield(L, t, "float");
+	p.is_float = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	p.k = (uint32_t)opt_number(L, t, "k", 0);
+	p.max_size = (uint32_t)opt_number(L, t, "max_size", 0);
+	p.capacity = (uint64_t)opt_number(L, t, "capacity", 0);
+	p.fpr = opt_number(L, t, "fpr", 0);
+	return mm_monoid_init(m, name, &p);
+}
+
+/* ---- engine ---- */
+
+typedef struct lua_engine {
+	mm_engine_t *ctx;
+	uv_loop_t *loop;
+	lua_State *L;
+	int batch_ref;
+} lua_engine_t;
+
+static lua_engine_t *check_engine(lua_State *L)
+{
+	lua_engine_t *e = luaL_checkudata(L, 1, ENGINE_MT);
+
+	if (e->ctx == NULL)
+		luaL_error(L, "engine is closed");
+	return e;
+}
+
+static int l_engine_open(lua_State *L)
+{
+	const char *backend, *data;
+	mm_kv_t kv[32];
+	size_t nkv;
+	mm_store_t *st = NULL;
+	lua_engine_t *e;
+	int rc;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	backend = opt_string(L, 1, "store", "lmdb");
+	data = opt_string(L, 1, "data", NULL);
+	lua_getfield(L, 1, "store_options");
+	read_kv(L, lua_gettop(L), kv, 32, &nkv);
+	e = lua_newuserdata(L, sizeof(*e));
+	memset(e, 0, sizeof(*e));
+	e->batch_ref = LUA_NOREF;
+	e->L = L;
+	luaL_getmetatable(L, ENGINE_MT);
+	lua_setmetatable(L, -2);
+	e->loop = malloc(sizeof(*e->loop));
+	if (e->loop == NULL || uv_loop_init(e->loop) != 0) {
+		free(e->loop);
+		e->loop = NULL;
+		return push_fail(L, MM_ENOMEM, "cannot create the event loop");
+	}
+	rc = mm_store_open(backend, e->loop, kv, nkv, 0, &st);
+	if (rc == 0)
+		rc = mm_engine_new(st, e->loop, data, &e->ctx);
+	if (rc) {
+		if (st)
+			mm_store_close(st);
+		return push_diag(L, rc);
+	}
+	return 1;
+}
+
+static int l_engine_add_pipeline(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	mm_pipeline_config_t cfg;
+	mm_pipeline_t *p;
+	int rc;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	memset(&cfg, 0, sizeof(cfg));
+	lua_getfield(L, 2, "monoid");
+	rc = read_monoid(L, lua_gettop(L), &cfg.monoid);
+	lua_pop(L, 1);
+	if (rc)
+		return push_diag(L, rc);
+	cfg.name = opt_strdup(L, 2, "name");
+	cfg.key_kind = part_kind(opt_string(L, 2, "key_kind", "field"));
+	lua_getfield(L, 2, "keys");
+	if (lua_istable(L, -1)) {
+		int n = (int)lua_objlen(L, -1);
+
+		for (int i = 1; i <= n && cfg.nkeys < MM_MAX_KEYS; i++) {
+			lua_rawgeti(L, -1, i);
+			cfg.keys[cfg.nkeys++] = strdup(luaL_checkstring(L, -1));
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 1);
+	cfg.value_kind = part_kind(opt_string(L, 2, "value_kind", "none"));
+	cfg.value_field = opt_strdup(L, 2, "value_field");
+	cfg.value_const = opt_number(L, 2, "value_const", 1);
+	cfg.time_kind = part_kind(opt_string(L, 2, "time_kind", "none"));
+	cfg.time_field = opt_strdup(L, 2, "time_field");
+	cfg.time_unit = opt_string(L, 2, "time_unit", "a")[0];
+	cfg.gran_ms = (int64_t)opt_number(L, 2, "granularity_ms", 0);
+	cfg.retention_ms = (int64_t)opt_number(L, 2, "retention_ms", 0);
+	cfg.id_kind = part_kind(opt_string(L, 2, "id_kind", "none"));
+	cfg.id_field = opt_strdup(L, 2, "id_field");
+	cfg.dedup_ttl_ms = (int64_t)opt_number(L, 2, "dedup_ttl_ms", 86400000.0);
+	cfg.max_record = (uint64_t)opt_number(L, 2, "max_record", 1048576);
+	cfg.flush_events = (uint64_t)opt_number(L, 2, "flush_events", 100000);
+	cfg.flush_keys = (uint64_t)opt_number(L, 2, "flush_keys", 50000);
+	cfg.flush_interval_ms = (int64_t)opt_number(L, 2, "flush_interval_ms", 1000);
+	cfg.dead_letter = opt_strdup(L, 2, "dead_letter");
+	cfg.compat = opt_strdup(L, 2, "compat");
+	cfg.meta = opt_strdup(L, 2, "meta");
+	if (cfg.name == NULL || cfg.compat == NULL || cfg.nkeys == 0) {
+		mm_pipeline_config_free(&cfg);
+		return luaL_error(L, "add_pipeline: name, compat and keys are required");
+	}
+	rc = mm_engine_add_pipeline(e->ctx, &cfg, &p);
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushlightuserdata(L, p);
+	return 1;
+}
+
+static int l_engine_attach(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	mm_pipeline_t *p = lua_touserdata(L, 2);
+	const char *backend = luaL_checkstring(L, 3);
+	mm_kv_t kv[32];
+	size_t nkv;
+	int rc;
+
+	luaL_checktype(L, 2, LUA_TLIGHTUSERDATA);
+	read_kv(L, 4, kv, 32, &nkv);
+	rc = mm_engine_attach_source(e->ctx, backend, kv, nkv, p);
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* The Lua batch handler: one call per batch through the funnel. */
+static void engine_lua_batch(void *ud, mm_batch_t *b, mm_pipeline_t **pipes, int n)
+{
+	lua_engine_t *e = ud;
+	lua_State *L = e->L;
+
+	if (!lua_checkstack(L, n + 3))
+		return;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->batch_ref);
+	lua_pushinteger(L, (lua_Integer)b->n);
+	for (int i = 0; i < n; i++)
+		lua_pushlightuserdata(L, pipes[i]);
+	if (mm_lua_call(L, n + 1, 0, "batch handler") != 0) {
+		/* The handler itself failed (not a user function, those are caught
+		 * per record): reject every record so none is silently lost. */
+		for (int i = 0; i < n; i++)
+			for (size_t r = 0; r < b->n; r++)
+				mm_pipeline_reject(pipes[i], &b->recs[r], MM_REJ_LUA, MM_ELUA,
+						   mm_lua_last_error());
+	}
+}
+
+static int l_engine_on_batch(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	luaL_unref(L, LUA_REGISTRYINDEX, e->batch_ref);
+	lua_pushvalue(L, 2);
+	e->batch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	mm_engine_set_lua_batch(e->ctx, engine_lua_batch, e);
+	return 0;
+}
+
+static int l_engine_run(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	int once = lua_toboolean(L, 2);
+
+	e->L = L;
+	lua_pushinteger(L, mm_engine_run(e->ctx, once));
+	return 1;
+}
+
+static int l_engine_stop(lua_State *L)
+{
+	mm_engine_stop(check_engine(L)->ctx);
+	return 0;
+}
+
+#define SET_NUM(name, v)                                  \
+	do {                                              \
+		lua_pushnumber(L, (lua_Number)(v));       \
+		lua_setfield(L, -2, name);                \
+	} while (0)
+
+static int l_engine_stats(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	mm_engine_t *ctx = e->ctx;
+	const char *ops[] = {"apply", "get_many", "position", "seen"};
+
+	lua_newtable(L);
+	SET_NUM("batches", ctx->stats.batches);
+	SET_NUM("records", ctx->stats.records);
+	SET_NUM("flushes", ctx->stats.flushes);
+	SET_NUM("flush_failures", ctx->stats.flush_failures);
+	SET_NUM("store_writes", ctx->stats.store_writes);
+	SET_NUM("pauses", ctx->stats.pauses);
+	SET_NUM("purged", ctx->stats.purged);
+	SET_NUM("flush_ms_max", ctx->stats.flush_ns_max / 1e6);
+	SET_NUM("flush_ms_total", ctx->stats.flush_ns_total / 1e6);
+	SET_NUM("lua_errors", mm_lua_errors());
+	{
+		struct rusage ru;
+
+		getrusage(RUSAGE_SELF, &ru);
+		SET_NUM("max_rss_kb", ru.ru_maxrss);
+		SET_NUM("cpu_user_s", ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6);
+		SET_NUM("cpu_sys_s", ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
+	}
+	lua_newtable(L);
+	for (int i = 0; i < 4; i++) {
+		lua_newtable(L);
+		SET_NUM("ops", ctx->st->stats.ops[i]);
+		SET_NUM("errors", ctx->st->stats.errors[i]);
+		SET_NUM("ms_total", ctx->st->stats.ns_total[i] / 1e6);
+		SET_NUM("ms_max", ctx->st->stats.ns_max[i] / 1e6);
+		lua_setfield(L, -2, ops[i]);
+	}
+	lua_setfield(L, -2, "store");
+	lua_newtable(L);
+	for (int i = 0; i < ctx->npipes; i++) {
+		mm_pipeline_t *p = ctx->pipes[i];
+
+		lua_newtable(L);
+		SET_NUM("records", p->stats.records);
+		SET_NUM("accepted", p->stats.accepted);
+		SET_NUM("duplicates", p->stats.duplicates);
+		SET_NUM("deltas_flushed", p->stats.deltas_flushed);
+		SET_NUM("dead_letters", p->stats.dead_letters);
+		SET_NUM("dead_letter_errors", p->stats.dead_letter_errors);
+		lua_newtable(L);
+		for (int r = 0; r < MM_REJ__COUNT; r++)
+			SET_NUM(mm_reject_reason_name(r), p->stats.rejected[r]);
+		lua_setfield(L, -2, "rejected");
+		lua_setfield(L, -2, p->cfg.name);
+	}
+	lua_setfield(L, -2, "pipelines");
+	lua_newtable(L);
+	for (int i = 0; i < ctx->nsrcs; i++) {
+		lua_newtable(L);
+		SET_NUM("records", ctx->srcs[i].src->records);
+		SET_NUM("bytes", ctx->srcs[i].src->bytes);
+		lua_setfield(L, -2, ctx->srcs[i].src->id);
+	}
+	lua_setfield(L, -2, "sources");
+	return 1;
+}
+
+static int l_engine_close(lua_State *L)
+{
+	lua_engine_t *e = luaL_checkudata(L, 1, ENGINE_MT);
+
+	if (e->ctx) {
+		mm_engine_free(e->ctx);
+		e->ctx = NULL;
+	}
+	if (e->loop) {
+		uv_run(e->loop, UV_RUN_DEFAULT);
+		if (uv_loop_close(e->loop) != 0)
+			mm_log(MM_LOG_WARN, "engine", "event loop closed with handles still open");
+		free(e->loop);
+		e->loop = NULL;
+	}
+	luaL_unref(L, LUA_REGISTRYINDEX, e->batch_ref);
+	e->batch_ref = LUA_NOREF;
+	return 0;
+}
+
+/* ---- stores for queries ---- */
+
+typedef struct lua_store {
+	mm_store_t *st;
+	uv_loop_t loop;
+	int loop_ok;
+} lua_store_t;
+
+static lua_store_t *check_store(lua_State *L)
+{
+	lua_store_t *s = luaL_checkudata(L, 1, STORE_MT);
+
+	if (s->st == NULL)
+		luaL_error(L, "store is closed");
+	return s;
+}
+
+static int l_store_open(lua_State *L)
+{
+	const char *backend = luaL_checkstring(L, 1);
+	int ro = lua_toboolean(L, 3);
+	mm_kv_t kv[32];
+	size_t nkv;
+	lua_store_t *s;
+	int rc;
+
+	read_kv(L, 2, kv, 32, &nkv);
+	s = lua_newuserdata(L, sizeof(*s));
+	memset(s, 0, sizeof(*s));
+	luaL_getmetatable(L, STORE_MT);
+	lua_setmetatable(L, -2);
+	if (uv_loop_init(&s->loop) != 0)
+		return push_fail(L, MM_ENOMEM, "cannot create the event loop");
+	s->loop_ok = 1;
+	rc = mm_store_open(backend, &s->loop, kv, nkv, ro, &s->st);
+	if (rc)
+		return push_diag(L, rc);
+	return 1;
+}
+
+struct get_wait {
+	int done, status;
+	char detail[512];
+};
+
+static void on_get_done(void *arg, int status, const char *detail)
+{
+	struct get_wait *w = arg;
+
+	w->done = 1;
+	w->status = status;
+	snprintf(w->detail, sizeof(w->detail), "%s", detail ? detail : "");
+}
+
+/* st:get(ns_name, spec, entity, {bucket, ...}) -> merged encoding or nil, nfound */
+static int l_store_get(lua_State *L)
+{
+	lua_store_t *s = check_store(L);
+	mm_ns_t ns;
+	mm_monoid_t m;
+	size_t elen, n;
+	const char *entity;
+	mm_key_t *keys = NULL;
+	unsigned char *states = NULL, acc[MM_STATE_MAX] __attribute__((aligned(16)));
+	uint8_t *found = NULL;
+	struct get_wait w = {0};
+	mm_buf_t out = {0};
+	int rc, nfound = 0, nret;
+
+	ns.name = luaL_checkstring(L, 2);
+	rc = read_monoid(L, 3, &m);
+	if (rc)
+		return push_diag(L, rc);
+	ns.m = &m;
+	entity = luaL_checklstring(L, 4, &elen);
+	luaL_checktype(L, 5, LUA_TTABLE);
+	n = lua_objlen(L, 5);
+	if (n == 0)
+		return luaL_error(L, "get: no buckets");
+	keys = calloc(n, sizeof(*keys));
+	states = aligned_alloc(16, n * MM_STATE_MAX);
+	found = calloc(n, 1);
+	if (!keys || !states || !found) {
+		nret = push_fail(L, MM_ENOMEM, "get: out of memory");
+		goto done;
+	}
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, 5, (int)i + 1);
+		keys[i] = (mm_key_t){entity, elen, (int64_t)luaL_checknumber(L, -1)};
+		lua_pop(L, 1);
+		m.vt->init(&m, states + i * MM_STATE_MAX);
+	}
+	rc = mm_store_get_many(s->st, &ns, keys, n, states, found, on_get_done, &w);
+	while (rc == 0 && !w.done)
+		uv_run(&s->loop, UV_RUN_ONCE);
+	if (rc == 0 && w.status) {
+		nret = push_fail(L, w.status, w.detail);
+		goto done_states;
+	}
+	if (rc) {
+		nret = push_diag(L, rc);
+		goto done_states;
+	}
+	m.vt->init(&m, acc);
+	for (size_t i = 0; i < n && rc == 0; i++)
+		if (found[i]) {
+			nfound++;
+			rc = m.vt->merge(&m, acc, states + i * MM_STATE_MAX);
+		}
+	if (rc == 0)
+		rc = m.vt->encode(&m, acc, &out);
+	m.vt->destroy(&m, acc);
+	if (rc) {
+		nret = push_diag(L, rc);
+		goto done_states;
+	}
+	if (nfound)
+		lua_pushlstring(L, (const char *)out.p, out.len);
+	else
+		lua_pushnil(L);
+	lua_pushinteger(L, nfound);
+	nret = 2;
+done_states:
+	for (size_t i = 0; i < n; i++)
+		m.vt->destroy(&m, states + i * MM_STATE_MAX);
+done:
+	mm_buf_free(&out);
+	free(keys);
+	free(states);
+	free(found);
+	return nret;
+}
+
+static int l_store_meta(lua_State *L)
+{
+	lua_store_t *s = check_store(L);
+	mm_buf_t b = {0};
+	int rc = mm_store_get_meta(s->st, luaL_checkstring(L, 2), &b);
+
+	if (rc == MM_ENOTFOUND) {
+		lua_pushnil(L);
+		return 1;
+	}
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushlstring(L, (const char *)b.p, b.len);
+	mm_buf_free(&b);
+	return 1;
+}
+
+static int l_store_list(lua_State *L)
+{
+	lua_store_t *s = check_store(L);
+	mm_buf_t b = {0};
+	int rc = mm_store_list_meta(s->st, &b), n = 0;
+
+	if (rc)
+		return push_diag(L, rc);
+	lua_newtable(L);
+	for (size_t i = 0; i < b.len;) {
+		size_t l = strnlen((const char *)b.p + i, b.len - i);
+
+		lua_pushlstring(L, (const char *)b.p + i, l);
+		lua_rawseti(L, -2, ++n);
+		i += l + 1;
+	}
+	mm_buf_free(&b);
+	return 1;
+}
+
+static int l_store_position(lua_State *L)
+{
+	lua_store_t *s = check_store(L);
+	mm_buf_t b = {0};
+	int rc = mm_store_get_position(s->st, luaL_checkstring(L, 2), &b);
+
+	if (rc == MM_ENOTFOUND) {
+		lua_pushnil(L);
+		return 1;
+	}
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushlstring(L, (const char *)b.p, b.len);
+	mm_buf_free(&b);
+	return 1;
+}
+
+static int l_store_close(lua_State *L)
+{
+	lua_store_t *s = luaL_checkudata(L, 1, STORE_MT);
+
+	if (s->st) {
+		mm_store_close(s->st);
+		s->st = NULL;
+	}
+	if (s->loop_ok) {
+		uv_run(&s->loop, UV_RUN_DEFAULT);
+		uv_loop_close(&s->loop);
+		s->loop_ok = 0;
+	}
+	return 0;
+}
+
+/* ---- monoid states ---- */
+
+typedef struct lua_state {
+	mm_monoid_t m;
+	unsigned char st[MM_STATE_MAX] __attribute__((aligned(16)));
+	int live;
+} lua_state_t;
+
+static lua_state_t *check_state(lua_State *L, int i)
+{
+	return luaL_checkudata(L, i, STATE_MT);
+}
+
+/* core.state(spec [, bytes]) -> a fresh identity state, or decoded bytes. */
+static int l_state_new(lua_State *L)
+{
+	size_t n = 0;
+	const char *bytes = luaL_optlstring(L, 2, NULL, &n);
+	lua_state_t *s;
+	int rc;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	s = lua_newuserdata(L, sizeof(*s));
+	memset(s, 0, sizeof(*s));
+	luaL_getmetatable(L, STATE_MT);
+	lua_setmetatable(L, -2);
+	rc = read_monoid(L, 1, &s->m);
+	if (rc)
+		return push_diag(L, rc);
+	s->m.vt->init(&s->m, s->st);
+	s->live = 1;
+	if (bytes) {
+		rc = s->m.vt->decode(&s->m, s->st, (const uint8_t *)bytes, n);
+		if (rc)
+			return push_diag(L, rc);
+	}
+	return 1;
+}
+
+/* s:add(value [, ts_ms]) -> true | nil, err, code */
+static int l_state_add(lua_State *L)
+{
+	lua_state_t *s = check_state(L, 1);
+	mm_value_t v = {0};
+	int rc;
+
+	v.ts_ms = (int64_t)luaL_optnumber(L, 3, 0);
+	switch (lua_type(L, 2)) {
+	case LUA_TNUMBER:
+		v.d = lua_tonumber(L, 2);
+		v.type = MM_VAL_DOUBLE;
+		if (v.d == (double)(int64_t)v.d && v.d >= -9.2e18 && v.d <= 9.2e18) {
+			v.type = MM_VAL_INT;
+			v.i = (int64_t)v.d;
+		}
+		break;
+	case LUA_TSTRING:
+		v.type = MM_VAL_STRING;
+		v.s = lua_tolstring(L, 2, &v.len);
+		break;
+	case LUA_TNONE:
+	case LUA_TNIL:
+		break;
+	default:
+		return push_fail(L, MM_ETYPE, "value must be a number, a string or nil");
+	}
+	rc = s->m.vt->add(&s->m, s->st, &v);
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_state_merge(lua_State *L)
+{
+	lua_state_t *a = check_state(L, 1), *b = check_state(L, 2);
+	int rc;
+
+	if (a->m.vt != b->m.vt)
+		return push_fail(L, MM_EINVAL, "cannot merge states of different monoids");
+	rc = a->m.vt->merge(&a->m, a->st, b->st);
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int push_buf_result(lua_State *L, int rc, mm_buf_t *b)
+{
+	if (rc) {
+		mm_buf_free(b);
+		return push_diag(L, rc);
+	}
+	lua_pushlstring(L, (const char *)b->p, b->len);
+	mm_buf_free(b);
+	return 1;
+}
+
+static int l_state_encode(lua_State *L)
+{
+	lua_state_t *s = check_state(L, 1);
+	mm_buf_t b = {0};
+
+	return push_buf_result(L, s->m.vt->encode(&s->m, s->st, &b), &b);
+}
+
+static int l_state_json(lua_State *L)
+{
+	lua_state_t *s = check_state(L, 1);
+	mm_buf_t b = {0};
+
+	return push_buf_result(L, s->m.vt->to_json(&s->m, s->st, &b), &b);
+}
+
+static int l_state_is_identity(lua_State *L)
+{
+	lua_state_t *s = check_state(L, 1);
+
+	lua_pushboolean(L, s->m.vt->is_identity(&s->m, s->st));
+	return 1;
+}
+
+static int l_state_gc(lua_State *L)
+{
+	lua_state_t *s = check_state(L, 1);
+
+	if (s->live) {
+		s->m.vt->destroy(&s->m, s->st);
+		s->live = 0;
+	}
+	return 0;
+}
+
+/* core.describe_monoid(spec) -> "topk(k=32)" */
+static int l_describe_monoid(lua_State *L)
+{
+	mm_monoid_t m;
+	mm_buf_t b = {0};
+	int rc = read_monoid(L, 1, &m);
+
+	if (rc)
+		return push_diag(L, rc);
+	return push_buf_result(L, mm_monoid_describe(&m, &b), &b);
+}
+
+/* ---- time and misc ---- */
+
+static int l_parse_time(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	int64_t ms;
+	int rc = mm_time_parse_rfc3339(s, n, &ms);
+
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushnumber(L, (lua_Number)ms);
+	return 1;
+}
+
+static int l_parse_duration(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	int64_t ms;
+	int rc = mm_duration_parse(s, n, &ms);
+
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushnumber(L, (lua_Number)ms);
+	return 1;
+}
+
+static int l_format_time(lua_State *L)
+{
+	char buf[40];
+	size_t n = mm_time_format((int64_t)luaL_checknumber(L, 1), buf);
+
+	lua_pushlstring(L, buf, n);
+	return 1;
+}
+
+static int l_bucket(lua_State *L)
+{
+	lua_pushnumber(L, (lua_Number)mm_window_bucket((int64_t)luaL_checknumber(L, 1),
+						       (int64_t)luaL_checknumber(L, 2)));
+	return 1;
+}
+
+static int l_bucket_start(lua_State *L)
+{
+	lua_pushnumber(L, (lua_Number)mm_window_bucket_start_ms((int64_t)luaL_checknumber(L, 1),
+								(int64_t)luaL_checknumber(L, 2)));
+	return 1;
+}
+
+static int l_oldest_kept(lua_State *L)
+{
+	int64_t b = mm_window_oldest_kept((int64_t)luaL_checknumber(L, 1),
+					  (int64_t)luaL_checknumber(L, 2),
+					  (int64_t)luaL_checknumber(L, 3));
+
+	lua_pushnumber(L, b == INT64_MIN ? -1 : (lua_Number)b);
+	return 1;
+}
+
+static int l_now_ms(lua_State *L)
+{
+	lua_pushnumber(L, (lua_Number)mm_now_ms());
+	return 1;
+}
+
+static int l_log(lua_State *L)
+{
+	static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
+	int level = luaL_checkoption(L, 1, "info", levels);
+
+	mm_log(level, luaL_optstring(L, 2, NULL), "%s", luaL_checkstring(L, 3));
+	return 0;
+}
+
+static int l_set_log_level(lua_State *L)
+{
+	int level = mm_log_parse_level(luaL_checkstring(L, 1));
+
+	if (level < 0)
+		return push_fail(L, MM_EINVAL, "log level must be error, warn, info or debug");
+	mm_log_set_level(level);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.mkdir_p(path) -> true | nil, err, code: creates path and its parents. */
+static int l_mkdir_p(lua_State *L)
+{
+	size_t n;
+	const char *path = luaL_checklstring(L, 1, &n);
+	char buf[4096];
+
+	if (n == 0 || n >= sizeof(buf))
+		return push_fail(L, MM_EINVAL, "bad directory path");
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return push_fail(L, MM_EIO, strerror(errno));
+		buf[i] = path[i];
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_strerror(lua_State *L)
+{
+	int err = (int)luaL_checkinteger(L, 1);
+
+	lua_pushstring(L, mm_err_name(err));
+	lua_pushstring(L, mm_strerror(err));
+	return 2;
+}
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
+{
+	luaL_newmetatable(L, name);
+	lua_newtable(L);
+	luaL_register(L, NULL, methods);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pop(L, 1);
+}
+
+int luaopen_murmur_core(lua_State *L)
+{
+	static const luaL_Reg engine_methods[] = {
+		{"add_pipeline", l_engine_add_pipeline},
+		{"attach", l_engine_attach},
+		{"on_batch", l_engine_on_batch},
+		{"run", l_engine_run},
+		{"stop", l_engine_stop},
+		{"stats", l_engine_stats},
+		{"close", l_engine_close},
+		{NULL, NULL},
+	};
+	static const luaL_Reg store_methods[] = {
+		{"get", l_store_get},
+		{"meta", l_store_meta},
+		{"list", l_store_list},
+		{"position", l_store_position},
+		{"close", l_store_close},
+		{NULL, NULL},
+	};
+	static const luaL_Reg state_methods[] = {
+		{"add", l_state_add},
+		{"merge", l_state_merge},
+		{"encode", l_state_encode},
+		{"json", l_state_json},
+		{"is_identity", l_state_is_identity},
+		{NULL, NULL},
+	};
+	static const luaL_Reg funcs[] = {
+		{"engine_open", l_engine_open},
+		{"store_open", l_store_open},
+		{"state", l_state_new},
+		{"describe_monoid", l_describe_monoid},
+		{"parse_time", l_parse_time},
+		{"parse_duration", l_parse_duration},
+		{"format_time", l_format_time},
+		{"bucket", l_bucket},
+		{"bucket_start", l_bucket_start},
+		{"oldest_kept", l_oldest_kept},
+		{"now_ms", l_now_ms},
+		{"log", l_log},
+		{"set_log_level", l_set_log_level},
+		{"strerror", l_strerror},
+		{"mkdir_p", l_mkdir_p},
+		{NULL, NULL},
+	};
+
+	new_class(L, ENGINE_MT, engine_methods, l_engine_close);
+	new_class(L, STORE_MT, store_methods, l_store_close);
+	new_class(L, STATE_MT, state_methods, l_state_gc);
+	lua_newtable(L);
+	luaL_register(L, NULL, funcs);
+	mm_lua_json_register(L);
+	lua_newtable(L);
+#define MM__ERR_FIELD(name, retriable, msg)      \
+	lua_pushinteger(L, MM_##name);            \
+	lua_setfield(L, -2, #name);
+	MM_ERRNO_MAP(MM__ERR_FIELD)
+#undef MM__ERR_FIELD
+	lua_setfield(L, -2, "errors");
+	lua_pushstring(L, MM_VERSION);
+	lua_setfield(L, -2, "version");
+	lua_pushinteger(L, MM_FFI_ABI);
+	lua_setfield(L, -2, "abi_version");
+	return 1;
+}

@@ -1,0 +1,96 @@
+/*
+ * main.c: the murmur executable. It hosts one LuaJIT state, registers the
+ * `murmur.core` C module, points package.path at murmur's Lua modules and
+ * hands the command line to lua/murmur/cli.lua, whose return value is the
+ * exit code. Every C->Lua entry goes through the funnel (engine/lua/funnel.c).
+ *
+ * Lua modules are looked up, in order, in $MURMUR_LUA_DIR, next to the
+ * binary in a source checkout (build/murmur -> lua/), and in an installed
+ * tree (bin/murmur -> share/lua/5.1/), then on LuaJIT's default path.
+ */
+#include <lauxlib.h>
+#include <limits.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lua/funnel.h"
+
+int luaopen_murmur_core(lua_State *L);
+
+static void add_path(luaL_Buffer *b, const char *dir)
+{
+	luaL_addstring(b, dir);
+	luaL_addstring(b, "/?.lua;");
+	luaL_addstring(b, dir);
+	luaL_addstring(b, "/?/init.lua;");
+}
+
+static void set_package_path(lua_State *L)
+{
+	char exe[PATH_MAX], dir[PATH_MAX + 32];
+	const char *env = getenv("MURMUR_LUA_DIR");
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	luaL_Buffer b;
+
+	luaL_buffinit(L, &b);
+	if (env && *env)
+		add_path(&b, env);
+	if (n > 0) {
+		char *slash;
+
+		exe[n] = '\0';
+		slash = strrchr(exe, '/');
+		if (slash)
+			*slash = '\0';
+		snprintf(dir, sizeof(dir), "%s/../lua", exe);
+		add_path(&b, dir);
+		snprintf(dir, sizeof(dir), "%s/../share/lua/5.1", exe);
+		add_path(&b, dir);
+	}
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "path");
+	luaL_addvalue(&b);
+	luaL_pushresult(&b);
+	lua_setfield(L, -2, "path");
+	lua_getfield(L, -1, "preload");
+	lua_pushcfunction(L, luaopen_murmur_core);
+	lua_setfield(L, -2, "murmur.core");
+	lua_pop(L, 2);
+}
+
+int main(int argc, char **argv)
+{
+	lua_State *L = luaL_newstate();
+	int code = 2;
+
+	if (L == NULL) {
+		fprintf(stderr, "murmur: cannot create a Lua state\n");
+		return 2;
+	}
+	luaL_openlibs(L);
+	set_package_path(L);
+	lua_createtable(L, argc, 1);
+	for (int i = 0; i < argc; i++) {
+		lua_pushstring(L, argv[i]);
+		lua_rawseti(L, -2, i);
+	}
+	lua_setglobal(L, "arg");
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "murmur.cli");
+	if (mm_lua_call(L, 1, 1, "loading murmur.cli") == 0) {
+		lua_getfield(L, -1, "main");
+		lua_remove(L, -2);
+		for (int i = 1; i < argc; i++)
+			lua_pushstring(L, argv[i]);
+		if (mm_lua_call(L, argc - 1, 1, "murmur") == 0) {
+			code = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+			lua_pop(L, 1);
+		}
+	}
+	lua_close(L);
+	return code;
+}

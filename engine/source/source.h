@@ -1,0 +1,108 @@
+/*
+ * source.h: the source interface. Every backend (file.c now; kafka.c,
+ * kinesis.c, lambda.c later) implements one const mm_source_vtable_t listed
+ * in registry.c. A source reads records and hands them to its sink in
+ * batches on the loop thread; the sink (the engine) processes a batch fully
+ * before deliver() returns, so the source may reuse the batch memory after.
+ *
+ * Positions. Every batch carries the opaque position just after its last
+ * record (file: inode + byte offset; Kafka: partition offsets). The engine
+ * stores positions in the same store transaction as the states they produced
+ * and later calls ack() with a position once everything before it is durable
+ * (Kafka commits there). On start the engine passes the last durable
+ * position, or NULL to start from the beginning / the configured start.
+ *
+ * Flow control. pause()/resume() may be called at any time on the loop
+ * thread; a paused source delivers nothing until resumed (a batch already
+ * being delivered completes). Rebalances (Kafka) will use sink->revoke
+ * (flush-then-commit before releasing partitions) — added with that backend.
+ *
+ * Threads: every function and callback runs on the loop thread. Sources that
+ * use threads (librdkafka, the libuv thread pool) signal the loop and deliver
+ * from it.
+ */
+#ifndef MM_SOURCE_H
+#define MM_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../lib/buf.h"
+#include "../lib/options.h"
+
+typedef struct mm_source mm_source_t;
+
+enum {
+	MM_REC_TOOBIG = 1, /* longer than max_record: p/len hold only the first
+	                    * MM_REC_PREFIX bytes, orig_len the true length */
+};
+
+#define MM_REC_PREFIX 4096
+
+typedef struct mm_record {
+	const char *p;       /* record bytes (no trailing newline), borrowed */
+	uint32_t len;
+	uint32_t flags;      /* MM_REC_* */
+	uint64_t orig_len;   /* true length (== len unless TOOBIG) */
+	uint64_t offset;     /* source-specific position of the record, for dead letters
+	                      * (file: byte offset of the line; Kafka: offset) */
+	int64_t ts_ms;       /* source timestamp (Kafka record time), 0 if none */
+} mm_record_t;
+
+typedef struct mm_batch {
+	mm_source_t *src;
+	mm_record_t *recs;
+	size_t n;
+	const uint8_t *end_pos; /* position after the last record, borrowed */
+	size_t end_pos_len;
+	int64_t now_ms;         /* processing time of the batch */
+} mm_batch_t;
+
+/* What a source calls on its consumer (the engine). */
+typedef struct mm_source_sink {
+	void *ctx;
+	/* A batch of records; processed fully before returning. */
+	void (*deliver)(void *ctx, mm_batch_t *b);
+	/* No more records will come (end of input with follow off). */
+	void (*eof)(void *ctx, mm_source_t *src);
+	/* The source failed and stopped; err is an MM_E* code, detail is text. */
+	void (*error)(void *ctx, mm_source_t *src, int err, const char *detail);
+} mm_source_sink_t;
+
+typedef struct mm_source_vtable {
+	const char *name;            /* "file", "stdin" */
+	const mm_option_t *options;  /* rows for open() and docs */
+	/* Creates a source; kv are user options checked against `options`.
+	 * The id (for positions) is derived from the options, e.g. "file:/abs/path". */
+	int (*open)(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, const mm_source_sink_t *sink,
+		    mm_source_t **out);
+	/* Starts reading after pos (NULL: from the beginning). */
+	int (*start)(mm_source_t *src, const uint8_t *pos, size_t len);
+	void (*pause)(mm_source_t *src);
+	void (*resume)(mm_source_t *src);
+	/* Everything up to and including pos is durable. */
+	void (*ack)(mm_source_t *src, const uint8_t *pos, size_t len);
+	/* Stops reading: no deliver() after this returns. Idempotent. */
+	void (*stop)(mm_source_t *src);
+	/* Closes handles and frees src; done(arg) runs on the loop when it is gone. */
+	void (*close)(mm_source_t *src, void (*done)(void *arg), void *arg);
+	/* Appends a human-readable description of a record position ("offset 123"). */
+	int (*describe)(mm_source_t *src, const mm_record_t *r, mm_buf_t *out);
+} mm_source_vtable_t;
+
+/* Common head of every backend's source struct (embed as the first member). */
+struct mm_source {
+	const mm_source_vtable_t *vt;
+	uv_loop_t *loop;
+	mm_source_sink_t sink;
+	char id[512];          /* stable id used as the position key */
+	uint64_t max_record;   /* records longer than this are delivered TOOBIG */
+	uint64_t records;      /* delivered so far (stats) */
+	uint64_t bytes;
+};
+
+extern const mm_source_vtable_t *const mm_source_registry[];
+const mm_source_vtable_t *mm_source_find(const char *name);
+
+#endif

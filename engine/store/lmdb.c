@@ -1,0 +1,1136 @@
+/*
+ * lmdb.c: the embedded default store, the source of truth on one machine.
+ *
+ * Layout. One LMDB environment in the directory `path`, with four named
+ * databases. Integers inside keys are big-endian so that LMDB's bytewise key
+ * order is numeric order; integers inside values are little-endian like every
+ * other encoding in murmur.
+ *
+ *   "state" key   u8 ns_len, ns, u16 BE entity_len, ENTITY, BUCKET [, SEQ]
+ *           value u64 LE expire_ms (0 = never) [, entity bytes], monoid encoding
+ *   "seen"  key   u8 ns_len, ns, u16 BE id_len, ID [, SEQ]
+ *           value u64 LE expire_ms [, id bytes]
+ *   "pos"   key   source id (without its NUL)   value  position bytes
+ *   "meta"  key   namespace name                value  metadata bytes
+ *   main    key   "murmur.format"               value  u32 LE format version, 1
+ *
+ * BUCKET is the bucket id as 8 big-endian bytes with the sign bit flipped, so
+ * state keys sort by (ns, entity, bucket) and the buckets of one entity are
+ * contiguous, oldest first. A purge therefore seeks to (ns, entity, 1),
+ * deletes forward while the bucket is below before_bucket, and seeks past the
+ * entity: it reads what it deletes plus one seek per entity.
+ *
+ * Long identifiers. LMDB keys have at most 511 bytes (MDB_MAXKEYSIZE, the
+ * default that Debian's build keeps) while entities and dedup ids may have
+ * 1024. An identifier whose key would be longer is stored in hashed form:
+ * ENTITY/ID is mm_hash64(bytes, LMDB_HASH_SEED) as 8 big-endian bytes, and the
+ * key ends (after BUCKET for states) with SEQ, a u16 BE that tells apart
+ * identifiers whose hashes collide. The full identifier is kept in the value
+ * right after expire_ms and compared on every lookup, so a collision costs a
+ * second record and never a wrong answer. The form is a function of the
+ * lengths alone (inline iff the inline key fits in 511 bytes), so an
+ * identifier always takes the same form, and the two forms cannot share a key
+ * because their length fields differ.
+ *
+ * Expiry. A state with expire_ms != 0 and expire_ms <= now is absent (now is
+ * the flush's now_ms for apply, the wall clock at the call for get_many):
+ * reads report it missing and an apply replaces it instead of merging into
+ * it. A mark is seen while expire_ms > now_ms. Purges delete old buckets;
+ * expired marks of a purged namespace are swept in the same transaction, at
+ * most LMDB_SWEEP_MAX looked at per purge, resuming where the previous sweep
+ * of that namespace stopped.
+ *
+ * Threads and transactions. The environment is opened with MDB_NOTLS, so a
+ * read transaction is not tied to the thread that began it. apply() runs one
+ * write transaction on a libuv pool thread (uv_queue_work) and completes on
+ * the loop thread; get_many() does the same with one read transaction. The
+ * synchronous calls run short transactions on the loop thread; put_meta()'s
+ * write transaction waits for an apply in flight to commit, so it is meant
+ * for start-up. Every apply() is one transaction: all of it commits or none.
+ *
+ * Durability. sync = true fsyncs every commit. sync = false (MDB_NOSYNC)
+ * leaves write-back to the kernel: a process crash loses nothing committed,
+ * but a power loss or kernel crash loses the last commits (and LMDB only
+ * promises consistency if the filesystem preserves write order).
+ *
+ * Several processes may share a store: one writer and any number of
+ * read-only openers (queries), each read seeing the last committed
+ * transaction. A reader maps the size the writer recorded; if the writer
+ * later reopens with a larger map_size and the data outgrows the reader's
+ * map, reads fail with MM_EAGAIN until the reader reopens. A process must not
+ * open the same directory twice (LMDB's rule: closing one environment drops
+ * the other's file locks), which is why the tests read from a child process.
+ *
+ * Error injection (tests only, compiled in when MM_ERRINJ is defined): the
+ * environment variable MURMUR_ERRINJ_STORE_APPLY=N makes the next N apply()
+ * calls fail with MM_ENOSPC before any transaction begins; each injected
+ * failure decrements the variable.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "../lib/error.h"
+#include "../lib/hash.h"
+#include "store.h"
+
+#define LMDB_FORMAT 1
+#define LMDB_FORMAT_KEY "murmur.format"
+#define LMDB_KEY_MAX 511
+#define LMDB_NS_MAX 128
+#define LMDB_HASH_SEED 0x6d757275726d6462ULL /* "murmurdb" */
+#define LMDB_SWEEP_MAX 1024
+#define LMDB_MAP_MIN (64 * 1024)
+#define LMDB_READERS_MAX 65536
+#define LMDB_SIGN (1ULL << 63)
+
+typedef struct lmdb_cfg {
+	const char *path;
+	uint64_t map_size;
+	int sync;
+	int64_t max_readers;
+} lmdb_cfg_t;
+
+static const mm_option_t lmdb_options[] = {
+	{MM_OPT_STRING, "path", NULL, offsetof(lmdb_cfg_t, path),
+	 "Directory of the store (required); created like mkdir -p unless opened read-only."},
+	{MM_OPT_SIZE, "map_size", "8g", offsetof(lmdb_cfg_t, map_size),
+	 "Largest size the data file may reach. A flush that needs more fails with ENOSPC "
+	 "(retriable) and writes nothing; reopen with a larger map_size to go on. Read-only "
+	 "openers use the writer's."},
+	{MM_OPT_BOOL, "sync", "true", offsetof(lmdb_cfg_t, sync),
+	 "fsync every commit. false survives a process crash but may lose the last commits on "
+	 "power loss."},
+	{MM_OPT_INT, "max_readers", "126", offsetof(lmdb_cfg_t, max_readers),
+	 "Most read transactions open at once across every process sharing the store."},
+	{0},
+};
+
+/* Defined at the end of this file; open() stores it in the store's head. */
+extern const mm_store_vtable_t mm_store_lmdb_vtable;
+
+typedef struct mm_lmdb {
+	mm_store_t base;
+	MDB_env *env;
+	MDB_dbi dbi_state, dbi_pos, dbi_seen, dbi_meta;
+	int read_only;
+	unsigned inflight;
+	/* Per namespace, the "seen" key where the next mark sweep starts; each
+	 * begins with the namespace prefix. Only the apply in flight (at most
+	 * one) touches them, on its pool thread. */
+	mm_buf_t *sweep;
+	size_t nsweep;
+} mm_lmdb_t;
+
+/* One apply() or get_many() on its way through the thread pool. */
+typedef struct lmdb_work {
+	uv_work_t req;
+	mm_lmdb_t *st;
+	mm_store_cb cb;
+	void *arg;
+	mm_flush_t *f;          /* apply */
+	int inject;             /* apply: fail with an injected MM_ENOSPC */
+	const mm_ns_t *ns;      /* get_many */
+	const mm_key_t *keys;
+	size_t n;
+	void *states;
+	uint8_t *found;
+	int64_t now_ms;
+	int status;             /* set on the pool thread, read in after_work */
+	char detail[512];
+} lmdb_work_t;
+
+/*
+ * A key under construction. For a hashed identifier `len` stops before SEQ,
+ * which lmdb_find appends once it knows which record is the identifier's.
+ */
+typedef struct lmdb_key {
+	uint8_t b[LMDB_KEY_MAX];
+	size_t len;
+	int hashed;
+	const char *ns;         /* for messages */
+	const uint8_t *id;      /* the entity or dedup id */
+	size_t idlen;
+	int has_bucket;
+	int64_t bucket;
+} lmdb_key_t;
+
+static int lmdb_fail(int mrc, const char *what)
+{
+	int err;
+
+	switch (mrc) {
+	case MDB_MAP_FULL:
+	case ENOSPC:
+	case EDQUOT:
+		err = MM_ENOSPC;
+		break;
+	case EIO:
+		err = MM_EIO;
+		break;
+	case ENOMEM:
+		err = MM_ENOMEM;
+		break;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_INVALID:
+	case MDB_VERSION_MISMATCH:
+	case MDB_INCOMPATIBLE:
+		err = MM_ECORRUPT;
+		break;
+	case MDB_READERS_FULL:
+	case MDB_MAP_RESIZED:
+		err = MM_EAGAIN;
+		break;
+	default:
+		err = MM_ESTORE;
+		break;
+	}
+	return mm_diag_set(err, "lmdb: %s: %s", what, mdb_strerror(mrc));
+}
+
+static int64_t lmdb_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void put_u16be(uint8_t *p, size_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static size_t get_u16be(const uint8_t *p)
+{
+	return (size_t)p[0] << 8 | p[1];
+}
+
+static void put_u64be(uint8_t *p, uint64_t v)
+{
+	int i;
+
+	for (i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t get_u64be(const uint8_t *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void put_bucket(uint8_t *p, int64_t bucket)
+{
+	put_u64be(p, (uint64_t)bucket ^ LMDB_SIGN);
+}
+
+static int64_t get_bucket(const uint8_t *p)
+{
+	return (int64_t)(get_u64be(p) ^ LMDB_SIGN);
+}
+
+/* Writes the namespace prefix (u8 length, name) and returns its length. */
+static size_t ns_prefix(uint8_t *p, const char *name)
+{
+	size_t n = strlen(name);
+
+	p[0] = (uint8_t)n;
+	memcpy(p + 1, name, n);
+	return 1 + n;
+}
+
+/* Whether an identifier of len bytes is hashed in a key whose namespace
+ * prefix has nsl bytes and that ends with `tail` more bytes. */
+static int ident_hashed(size_t nsl, size_t len, size_t tail)
+{
+	return nsl + 2 + len + tail > LMDB_KEY_MAX;
+}
+
+static void key_ident(lmdb_key_t *k, const char *ns, const void *id, size_t len, size_t tail)
+{
+	size_t nsl = ns_prefix(k->b, ns);
+
+	k->ns = ns;
+	k->id = id;
+	k->idlen = len;
+	put_u16be(k->b + nsl, len);
+	k->len = nsl + 2;
+	k->hashed = ident_hashed(nsl, len, tail);
+	if (k->hashed) {
+		put_u64be(k->b + k->len, mm_hash64(id, len, LMDB_HASH_SEED));
+		k->len += 8;
+	} else {
+		memcpy(k->b + k->len, id, len);
+		k->len += len;
+	}
+}
+
+static void state_key(lmdb_key_t *k, const char *ns, const mm_key_t *key)
+{
+	key_ident(k, ns, key->entity, key->len, 8);
+	k->has_bucket = 1;
+	k->bucket = key->bucket;
+	put_bucket(k->b + k->len, key->bucket);
+	k->len += 8;
+}
+
+static void mark_key(lmdb_key_t *k, const char *ns, const char *id, size_t len)
+{
+	key_ident(k, ns, id, len, 0);
+	k->has_bucket = 0;
+}
+
+/* Names a key in messages: printable bytes as they are, others as \xHH,
+ * the first 48 bytes at most. */
+static void key_describe(const lmdb_key_t *k, char *out, size_t cap)
+{
+	char esc[48 * 4 + 4];
+	size_t i, o = 0;
+
+	for (i = 0; i < k->idlen && i < 48; i++) {
+		uint8_t c = k->id[i];
+
+		if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\')
+			esc[o++] = (char)c;
+		else
+			o += (size_t)snprintf(esc + o, sizeof(esc) - o, "\\x%02x", c);
+	}
+	if (i < k->idlen)
+		o += (size_t)snprintf(esc + o, sizeof(esc) - o, "...");
+	esc[o] = '\0';
+	if (k->has_bucket)
+		snprintf(out, cap, "ns '%s' entity '%s' bucket %lld", k->ns, esc,
+			 (long long)k->bucket);
+	else
+		snprintf(out, cap, "ns '%s' id '%s'", k->ns, esc);
+}
+
+static int lmdb_corrupt(const lmdb_key_t *k, const char *why)
+{
+	char what[300];
+
+	key_describe(k, what, sizeof(what));
+	return mm_diag_set(MM_ECORRUPT, "lmdb: corrupt record for %s: %s", what, why);
+}
+
+/*
+ * Looks the record of key k up in txn. A hashed key matches every record
+ * whose key is k plus a SEQ; the one whose value holds the identifier right
+ * after expire_ms is the identifier's. When none does, k gets the SEQ after
+ * the last candidate, where a put disturbs no other identifier.
+ * On return k is complete, *found tells whether val holds the record (valid
+ * until the next write in txn). Returns 0 or an MM_E* code.
+ */
+static int lmdb_find(MDB_txn *txn, MDB_dbi dbi, lmdb_key_t *k, MDB_val *val, int *found)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val key = {k->len, k->b};
+	MDB_cursor_op op = MDB_SET_RANGE;
+	size_t next = 0;
+	int rc = 0, mrc;
+
+	*found = 0;
+	if (!k->hashed) {
+		mrc = mdb_get(txn, dbi, &key, val);
+		if (mrc == 0)
+			*found = 1;
+		else if (mrc != MDB_NOTFOUND)
+			return lmdb_fail(mrc, "get");
+		return 0;
+	}
+	put_u16be(k->b + k->len, 0);
+	key.mv_size = k->len + 2;
+	if ((mrc = mdb_cursor_open(txn, dbi, &cur)))
+		return lmdb_fail(mrc, "open cursor");
+	for (;; op = MDB_NEXT) {
+		const uint8_t *kp;
+
+		mrc = mdb_cursor_get(cur, &key, val, op);
+		if (mrc == MDB_NOTFOUND)
+			break;
+		if (mrc) {
+			rc = lmdb_fail(mrc, "cursor");
+			goto out;
+		}
+		kp = key.mv_data;
+		if (key.mv_size < k->len || memcmp(kp, k->b, k->len) != 0)
+			break;
+		if (key.mv_size != k->len + 2) {
+			rc = lmdb_corrupt(k, "hashed key of the wrong length");
+			goto out;
+		}
+		if (val->mv_size < 8 + k->idlen) {
+			rc = lmdb_corrupt(k, "value too short for a hashed identifier");
+			goto out;
+		}
+		next = get_u16be(kp + k->len) + 1;
+		if (memcmp((const uint8_t *)val->mv_data + 8, k->id, k->idlen) == 0) {
+			*found = 1;
+			break;
+		}
+	}
+	if (!*found) {
+		if (next > 0xffff) {
+			rc = mm_diag_set(MM_ERANGE,
+					 "lmdb: 65536 identifiers of ns '%s' share a hash", k->ns);
+			goto out;
+		}
+		put_u16be(k->b + k->len, next);
+	} else {
+		put_u16be(k->b + k->len, next - 1);
+	}
+	k->len += 2;
+out:
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+/*
+ * Decodes a stored state into state (which is init()ed). Returns 1 if it was
+ * decoded, 0 if it has expired at now_ms (state stays the identity), or
+ * MM_ECORRUPT naming the key. A value that fails to decode is never treated
+ * as absent: overwriting it would silently lose everything merged into it.
+ */
+static int state_decode(const lmdb_key_t *k, const MDB_val *val, int64_t now_ms,
+			const mm_monoid_t *m, void *state)
+{
+	size_t hdr = 8 + (k->hashed ? k->idlen : 0);
+	const uint8_t *p = val->mv_data;
+	char why[300];
+	int64_t expire;
+	int rc;
+
+	if (val->mv_size < hdr)
+		return lmdb_corrupt(k, "value shorter than its header");
+	expire = (int64_t)mm_get_u64le(p);
+	if (expire != 0 && expire <= now_ms)
+		return 0;
+	rc = m->vt->decode(m, state, p + hdr, val->mv_size - hdr);
+	if (rc == 0)
+		return 1;
+	if (rc == MM_ENOMEM)
+		return rc;
+	snprintf(why, sizeof(why), "%s", mm_diag_msg());
+	return lmdb_corrupt(k, why);
+}
+
+/* Merges one delta into its stored state. The caller's delta is only read:
+ * the stored state is decoded into a scratch state that takes the merge. */
+static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, const mm_delta_t *d, int64_t now_ms,
+		       mm_buf_t *vb)
+{
+	const mm_monoid_t *m = d->ns->m;
+	_Alignas(16) unsigned char scratch[MM_STATE_MAX];
+	lmdb_key_t k;
+	MDB_val key, val;
+	int found, rc, mrc;
+
+	state_key(&k, d->ns->name, &d->key);
+	if ((rc = lmdb_find(txn, st->dbi_state, &k, &val, &found)))
+		return rc;
+	m->vt->init(m, scratch);
+	if (found && (rc = state_decode(&k, &val, now_ms, m, scratch)) < 0)
+		goto out;
+	if ((rc = m->vt->merge(m, scratch, d->state)))
+		goto out;
+	vb->len = 0;
+	if ((rc = mm_buf_put_u64le(vb, (uint64_t)d->expire_ms)) ||
+	    (k.hashed && (rc = mm_buf_append(vb, k.id, k.idlen))) ||
+	    (rc = m->vt->encode(m, scratch, vb)))
+		goto out;
+	key.mv_size = k.len;
+	key.mv_data = k.b;
+	val.mv_size = vb->len;
+	val.mv_data = vb->p;
+	if ((mrc = mdb_put(txn, st->dbi_state, &key, &val, 0)))
+		rc = lmdb_fail(mrc, "put state");
+out:
+	m->vt->destroy(m, scratch);
+	return rc;
+}
+
+/* Stores a dedup mark, keeping the later expiry if the id is already marked. */
+static int apply_mark(mm_lmdb_t *st, MDB_txn *txn, const mm_mark_t *mk, mm_buf_t *vb)
+{
+	int64_t expire = mk->expire_ms;
+	lmdb_key_t k;
+	MDB_val key, val;
+	int found, rc, mrc;
+
+	mark_key(&k, mk->ns->name, mk->id, mk->len);
+	if ((rc = lmdb_find(txn, st->dbi_seen, &k, &val, &found)))
+		return rc;
+	if (found) {
+		if (val.mv_size < 8)
+			return lmdb_corrupt(&k, "mark shorter than its expiry");
+		if ((int64_t)mm_get_u64le(val.mv_data) > expire)
+			expire = (int64_t)mm_get_u64le(val.mv_data);
+	}
+	vb->len = 0;
+	if ((rc = mm_buf_put_u64le(vb, (uint64_t)expire)) ||
+	    (k.hashed && (rc = mm_buf_append(vb, k.id, k.idlen))))
+		return rc;
+	key.mv_size = k.len;
+	key.mv_data = k.b;
+	val.mv_size = vb->len;
+	val.mv_data = vb->p;
+	if ((mrc = mdb_put(txn, st->dbi_seen, &key, &val, 0)))
+		return lmdb_fail(mrc, "put mark");
+	return 0;
+}
+
+/* Parses a state key whose namespace prefix has nsl bytes into the length of
+ * its (namespace, identifier) prefix and its bucket. */
+static int state_key_parse(const MDB_val *key, size_t nsl, size_t *plen, int64_t *bucket)
+{
+	const uint8_t *p = key->mv_data;
+	size_t len;
+	int hashed;
+
+	if (key->mv_size < nsl + 2)
+		goto bad;
+	len = get_u16be(p + nsl);
+	hashed = ident_hashed(nsl, len, 8);
+	*plen = nsl + 2 + (hashed ? 8 : len);
+	if (key->mv_size != *plen + 8 + (hashed ? 2 : 0))
+		goto bad;
+	*bucket = get_bucket(p + *plen);
+	return 0;
+bad:
+	return mm_diag_set(MM_ECORRUPT, "lmdb: malformed state key of %zu bytes",
+			   key->mv_size);
+}
+
+/* Turns the prefix p[0..n) into the smallest key above every key that starts
+ * with it and returns its length. Prefixes end in an identifier after a u16
+ * length whose high byte is at most 4, so the carry stops before it. */
+static size_t key_successor(uint8_t *p, size_t n)
+{
+	while (p[n - 1] == 0xff)
+		n--;
+	p[n - 1]++;
+	return n;
+}
+
+/* Deletes every state of the namespace whose bucket is in [1, before). */
+static int purge_states(mm_lmdb_t *st, MDB_txn *txn, const mm_purge_t *pg, size_t *purged)
+{
+	uint8_t ns[1 + LMDB_NS_MAX], seek[LMDB_KEY_MAX];
+	MDB_cursor *cur;
+	MDB_cursor_op op = MDB_SET_RANGE;
+	MDB_val key, val;
+	size_t nsl, plen = 0;
+	int64_t bucket = 0;
+	int rc = 0, mrc;
+
+	if (pg->before_bucket <= 1)
+		return 0;
+	nsl = ns_prefix(ns, pg->ns->name);
+	if ((mrc = mdb_cursor_open(txn, st->dbi_state, &cur)))
+		return lmdb_fail(mrc, "open cursor");
+	key.mv_size = nsl;
+	key.mv_data = ns;
+	for (;;) {
+		mrc = mdb_cursor_get(cur, &key, &val, op);
+		if (mrc) {
+			if (mrc != MDB_NOTFOUND)
+				rc = lmdb_fail(mrc, "purge");
+			break;
+		}
+		if (key.mv_size < nsl || memcmp(key.mv_data, ns, nsl) != 0)
+			break;
+		if ((rc = state_key_parse(&key, nsl, &plen, &bucket)))
+			break;
+		if (bucket >= 1 && bucket < pg->before_bucket) {
+			/* After a delete the cursor already rests on the next
+			 * record, and MDB_NEXT returns that one. */
+			if ((mrc = mdb_cursor_del(cur, 0))) {
+				rc = lmdb_fail(mrc, "purge delete");
+				break;
+			}
+			(*purged)++;
+			op = MDB_NEXT;
+			continue;
+		}
+		memcpy(seek, key.mv_data, plen);
+		if (bucket < 1) {
+			/* All-time and negative buckets sort first: skip to bucket 1. */
+			put_bucket(seek + plen, 1);
+			key.mv_size = plen + 8;
+		} else {
+			/* The rest of this entity's buckets are kept. */
+			key.mv_size = key_successor(seek, plen);
+		}
+		key.mv_data = seek;
+		op = MDB_SET_RANGE;
+	}
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+/* The sweep position of a namespace, added (at the namespace's start) if new. */
+static mm_buf_t *sweep_slot(mm_lmdb_t *st, const uint8_t *ns, size_t nsl)
+{
+	mm_buf_t *slot, *grown;
+	size_t i;
+
+	for (i = 0; i < st->nsweep; i++)
+		if (st->sweep[i].len >= nsl && memcmp(st->sweep[i].p, ns, nsl) == 0)
+			return &st->sweep[i];
+	grown = realloc(st->sweep, (st->nsweep + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return NULL;
+	st->sweep = grown;
+	slot = &st->sweep[st->nsweep];
+	memset(slot, 0, sizeof(*slot));
+	if (mm_buf_append(slot, ns, nsl))
+		return NULL;
+	st->nsweep++;
+	return slot;
+}
+
+/*
+ * Deletes expired dedup marks of a namespace, looking at LMDB_SWEEP_MAX
+ * marks at most so that a flush stays short however many marks there are;
+ * the next sweep resumes after the last mark looked at and wraps around at
+ * the end of the namespace.
+ */
+static int sweep_marks(mm_lmdb_t *st, MDB_txn *txn, const mm_ns_t *mns, int64_t now_ms)
+{
+	uint8_t ns[1 + LMDB_NS_MAX];
+	MDB_cursor *cur;
+	MDB_cursor_op op = MDB_SET_RANGE;
+	MDB_val key, val;
+	mm_buf_t *pos;
+	size_t nsl, n;
+	int rc = 0, mrc;
+
+	nsl = ns_prefix(ns, mns->name);
+	pos = sweep_slot(st, ns, nsl);
+	if (pos == NULL)
+		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a sweep position");
+	if ((mrc = mdb_cursor_open(txn, st->dbi_seen, &cur)))
+		return lmdb_fail(mrc, "open cursor");
+	key.mv_size = pos->len;
+	key.mv_data = pos->p;
+	for (n = 0;; n++) {
+		mrc = mdb_cursor_get(cur, &key, &val, op);
+		if (mrc == MDB_NOTFOUND ||
+		    (mrc == 0 && (key.mv_size < nsl || memcmp(key.mv_data, ns, nsl) != 0))) {
+			pos->len = nsl;
+			break;
+		}
+		if (mrc) {
+			rc = lmdb_fail(mrc, "sweep");
+			break;
+		}
+		if (n == LMDB_SWEEP_MAX) {
+			pos->len = nsl;
+			rc = mm_buf_append(pos, (const uint8_t *)key.mv_data + nsl,
+					   key.mv_size - nsl);
+			break;
+		}
+		op = MDB_NEXT;
+		if (val.mv_size >= 8 && (int64_t)mm_get_u64le(val.mv_data) <= now_ms &&
+		    (mrc = mdb_cursor_del(cur, 0))) {
+			rc = lmdb_fail(mrc, "sweep delete");
+			break;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+static int put_position(mm_lmdb_t *st, MDB_txn *txn, const mm_position_t *p)
+{
+	MDB_val key = {strlen(p->source), (void *)p->source};
+	MDB_val val = {p->len, (void *)p->pos};
+	int mrc;
+
+	if ((mrc = mdb_put(txn, st->dbi_pos, &key, &val, 0)))
+		return lmdb_fail(mrc, "put position");
+	return 0;
+}
+
+/* Records the outcome of pool work; the detail is copied now because the
+ * diagnostics slot belongs to the pool thread. */
+static void lmdb_work_finish(lmdb_work_t *w, int rc)
+{
+	w->status = rc;
+	if (rc)
+		snprintf(w->detail, sizeof(w->detail), "%s", mm_diag_msg());
+	else
+		w->detail[0] = '\0';
+}
+
+static void lmdb_apply_work(uv_work_t *req)
+{
+	lmdb_work_t *w = (lmdb_work_t *)req;
+	mm_lmdb_t *st = w->st;
+	mm_flush_t *f = w->f;
+	MDB_txn *txn = NULL;
+	mm_buf_t vb = {0};
+	size_t i, purged = 0;
+	int rc = 0, mrc;
+
+	if (w->inject) {
+		rc = mm_diag_set(MM_ENOSPC, "lmdb: injected failure (MURMUR_ERRINJ_STORE_APPLY)");
+		goto out;
+	}
+	if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn))) {
+		rc = lmdb_fail(mrc, "begin write transaction");
+		goto out;
+	}
+	for (i = 0; i < f->ndeltas && rc == 0; i++)
+		rc = apply_delta(st, txn, &f->deltas[i], f->now_ms, &vb);
+	for (i = 0; i < f->nmarks && rc == 0; i++)
+		rc = apply_mark(st, txn, &f->marks[i], &vb);
+	for (i = 0; i < f->npurges && rc == 0; i++)
+		if ((rc = purge_states(st, txn, &f->purges[i], &purged)) == 0)
+			rc = sweep_marks(st, txn, f->purges[i].ns, f->now_ms);
+	for (i = 0; i < f->npositions && rc == 0; i++)
+		rc = put_position(st, txn, &f->positions[i]);
+	if (rc)
+		goto out;
+	mrc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (mrc) {
+		rc = lmdb_fail(mrc, "commit");
+		goto out;
+	}
+	f->writes = f->ndeltas;
+	f->purged = purged;
+out:
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	mm_buf_free(&vb);
+	lmdb_work_finish(w, rc);
+}
+
+static void lmdb_get_work(uv_work_t *req)
+{
+	lmdb_work_t *w = (lmdb_work_t *)req;
+	const mm_monoid_t *m = w->ns->m;
+	MDB_txn *txn;
+	size_t i;
+	int rc = 0, mrc;
+
+	memset(w->found, 0, w->n);
+	if ((mrc = mdb_txn_begin(w->st->env, NULL, MDB_RDONLY, &txn))) {
+		lmdb_work_finish(w, lmdb_fail(mrc, "begin read transaction"));
+		return;
+	}
+	for (i = 0; i < w->n; i++) {
+		lmdb_key_t k;
+		MDB_val val;
+		int found;
+
+		state_key(&k, w->ns->name, &w->keys[i]);
+		if ((rc = lmdb_find(txn, w->st->dbi_state, &k, &val, &found)))
+			break;
+		if (!found)
+			continue;
+		rc = state_decode(&k, &val, w->now_ms, m, (char *)w->states + i * MM_STATE_MAX);
+		if (rc < 0)
+			break;
+		w->found[i] = (uint8_t)rc;
+		rc = 0;
+	}
+	mdb_txn_abort(txn);
+	lmdb_work_finish(w, rc);
+}
+
+/* Loop thread: hands the result to the caller. The work item is freed first
+ * thing after, as the callback may close the store. */
+static void lmdb_after_work(uv_work_t *req, int status)
+{
+	lmdb_work_t *w = (lmdb_work_t *)req;
+
+	w->st->inflight--;
+	w->cb(w->arg, w->status, w->detail);
+	free(w);
+}
+
+static int lmdb_queue(mm_lmdb_t *st, lmdb_work_t *w, uv_work_cb work)
+{
+	int rc = uv_queue_work(st->base.loop, &w->req, work, lmdb_after_work);
+
+	if (rc) {
+		free(w);
+		return mm_diag_set(MM_EINVAL, "lmdb: uv_queue_work: %s", uv_strerror(rc));
+	}
+	st->inflight++;
+	return 0;
+}
+
+#ifdef MM_ERRINJ
+/* Consumes one injected apply failure, if any is pending. Loop thread. */
+static int lmdb_errinj_apply(void)
+{
+	const char *v = getenv("MURMUR_ERRINJ_STORE_APPLY");
+	char left[24];
+	long n;
+
+	if (v == NULL || (n = strtol(v, NULL, 10)) <= 0)
+		return 0;
+	snprintf(left, sizeof(left), "%ld", n - 1);
+	setenv("MURMUR_ERRINJ_STORE_APPLY", left, 1);
+	return 1;
+}
+#endif
+
+static int lmdb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+	lmdb_work_t *w;
+
+	if (st->read_only)
+		return mm_diag_set(MM_ENOTSUP, "lmdb: apply on a store opened read-only");
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate an apply");
+	w->st = st;
+	w->cb = cb;
+	w->arg = arg;
+	w->f = f;
+#ifdef MM_ERRINJ
+	w->inject = lmdb_errinj_apply();
+#endif
+	return lmdb_queue(st, w, lmdb_apply_work);
+}
+
+static int lmdb_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+			 void *states, uint8_t *found, mm_store_cb cb, void *arg)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+	lmdb_work_t *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a get_many");
+	w->st = st;
+	w->cb = cb;
+	w->arg = arg;
+	w->ns = ns;
+	w->keys = keys;
+	w->n = n;
+	w->states = states;
+	w->found = found;
+	w->now_ms = lmdb_now_ms();
+	return lmdb_queue(st, w, lmdb_get_work);
+}
+
+static int lmdb_read_begin(mm_lmdb_t *st, MDB_txn **txn)
+{
+	int mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
+
+	return mrc ? lmdb_fail(mrc, "begin read transaction") : 0;
+}
+
+/* Reads one record of dbi into out (appending); MM_ENOTFOUND if absent. */
+static int lmdb_get_bytes(mm_lmdb_t *st, MDB_dbi dbi, const char *name, const char *what,
+			  mm_buf_t *out)
+{
+	MDB_val key = {strlen(name), (void *)name}, val;
+	MDB_txn *txn;
+	int rc, mrc;
+
+	if ((rc = lmdb_read_begin(st, &txn)))
+		return rc;
+	mrc = mdb_get(txn, dbi, &key, &val);
+	if (mrc == MDB_NOTFOUND)
+		rc = mm_diag_set(MM_ENOTFOUND, "lmdb: no %s for '%s'", what, name);
+	else if (mrc)
+		rc = lmdb_fail(mrc, what);
+	else
+		rc = mm_buf_append(out, val.mv_data, val.mv_size);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+static int lmdb_get_position(mm_store_t *base, const char *source, mm_buf_t *out)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+
+	return lmdb_get_bytes(st, st->dbi_pos, source, "position", out);
+}
+
+static int lmdb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+
+	return lmdb_get_bytes(st, st->dbi_meta, ns_name, "metadata", out);
+}
+
+static int lmdb_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
+		     int64_t now_ms)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+	lmdb_key_t k;
+	MDB_txn *txn;
+	MDB_val val;
+	int found, rc;
+
+	if ((rc = lmdb_read_begin(st, &txn)))
+		return rc;
+	mark_key(&k, ns->name, id, len);
+	rc = lmdb_find(txn, st->dbi_seen, &k, &val, &found);
+	if (rc == 0 && found) {
+		if (val.mv_size < 8)
+			rc = lmdb_corrupt(&k, "mark shorter than its expiry");
+		else
+			rc = (int64_t)mm_get_u64le(val.mv_data) > now_ms;
+	}
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+static int lmdb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+	MDB_val key = {strlen(ns_name), (void *)ns_name}, val = {n, (void *)p};
+	MDB_txn *txn;
+	int mrc;
+
+	if (st->read_only)
+		return mm_diag_set(MM_ENOTSUP, "lmdb: put_meta on a store opened read-only");
+	if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)))
+		return lmdb_fail(mrc, "begin write transaction");
+	if ((mrc = mdb_put(txn, st->dbi_meta, &key, &val, 0))) {
+		mdb_txn_abort(txn);
+		return lmdb_fail(mrc, "put metadata");
+	}
+	if ((mrc = mdb_txn_commit(txn)))
+		return lmdb_fail(mrc, "commit");
+	return 0;
+}
+
+static int lmdb_list_meta(mm_store_t *base, mm_buf_t *out)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+	MDB_cursor *cur = NULL;
+	MDB_cursor_op op = MDB_FIRST;
+	MDB_val key, val;
+	MDB_txn *txn;
+	int rc, mrc;
+
+	if ((rc = lmdb_read_begin(st, &txn)))
+		return rc;
+	if ((mrc = mdb_cursor_open(txn, st->dbi_meta, &cur))) {
+		rc = lmdb_fail(mrc, "open cursor");
+		goto out;
+	}
+	for (;; op = MDB_NEXT) {
+		mrc = mdb_cursor_get(cur, &key, &val, op);
+		if (mrc == MDB_NOTFOUND)
+			break;
+		if (mrc) {
+			rc = lmdb_fail(mrc, "list metadata");
+			break;
+		}
+		if ((rc = mm_buf_append(out, key.mv_data, key.mv_size)) ||
+		    (rc = mm_buf_put_u8(out, 0)))
+			break;
+	}
+out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+/* mkdir -p: creates every missing directory of path. */
+static int lmdb_mkdir_p(const char *path)
+{
+	char dir[PATH_MAX], what[PATH_MAX + 32];
+	size_t len = strlen(path), i;
+
+	if (len >= sizeof(dir))
+		return mm_diag_set(MM_EINVAL, "lmdb: path longer than %d bytes", PATH_MAX - 1);
+	memcpy(dir, path, len + 1);
+	for (i = 1; i <= len; i++) {
+		char c = dir[i];
+
+		if (c != '/' && c != '\0')
+			continue;
+		dir[i] = '\0';
+		if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+			snprintf(what, sizeof(what), "cannot create directory '%s'", dir);
+			return lmdb_fail(errno, what);
+		}
+		dir[i] = c;
+	}
+	return 0;
+}
+
+/*
+ * Opens the four databases and checks the format version. A new (empty)
+ * environment gets the version; a non-empty one without it belongs to
+ * something else and is left alone.
+ */
+static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
+{
+	static const char *const names[] = {"state", "pos", "seen", "meta"};
+	MDB_dbi *dbis[] = {&st->dbi_state, &st->dbi_pos, &st->dbi_seen, &st->dbi_meta};
+	MDB_val key = {sizeof(LMDB_FORMAT_KEY) - 1, LMDB_FORMAT_KEY}, val;
+	uint8_t version[4];
+	MDB_stat stat;
+	MDB_dbi main;
+	MDB_txn *txn;
+	size_t i;
+	int rc = 0, mrc;
+
+	if ((mrc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn)))
+		return lmdb_fail(mrc, "begin transaction");
+	if ((mrc = mdb_dbi_open(txn, NULL, 0, &main)) || (mrc = mdb_stat(txn, main, &stat))) {
+		rc = lmdb_fail(mrc, "open main database");
+		goto out;
+	}
+	mrc = mdb_get(txn, main, &key, &val);
+	if (mrc == MDB_NOTFOUND && stat.ms_entries == 0 && !st->read_only) {
+		mm_set_u32le(version, LMDB_FORMAT);
+		val.mv_size = sizeof(version);
+		val.mv_data = version;
+		if ((mrc = mdb_put(txn, main, &key, &val, 0))) {
+			rc = lmdb_fail(mrc, "write format version");
+			goto out;
+		}
+	} else if (mrc == MDB_NOTFOUND) {
+		rc = mm_diag_set(MM_EINCOMPAT, "lmdb: '%s' is not a murmur store", path);
+		goto out;
+	} else if (mrc) {
+		rc = lmdb_fail(mrc, "read format version");
+		goto out;
+	} else if (val.mv_size != 4 || mm_get_u32le(val.mv_data) != LMDB_FORMAT) {
+		rc = mm_diag_set(MM_EINCOMPAT,
+				 "lmdb: '%s' has store format %u, this build reads %d", path,
+				 val.mv_size == 4 ? mm_get_u32le(val.mv_data) : 0, LMDB_FORMAT);
+		goto out;
+	}
+	for (i = 0; i < 4; i++) {
+		mrc = mdb_dbi_open(txn, names[i], st->read_only ? 0 : MDB_CREATE, dbis[i]);
+		if (mrc) {
+			rc = lmdb_fail(mrc, "open database");
+			goto out;
+		}
+	}
+	/* Committing (even a read-only transaction) keeps the handles. */
+	mrc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (mrc)
+		rc = lmdb_fail(mrc, "commit");
+out:
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	return rc;
+}
+
+static int lmdb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only,
+		     mm_store_t **out)
+{
+	unsigned flags = MDB_NOTLS;
+	mm_lmdb_t *st = NULL;
+	MDB_env *env = NULL;
+	lmdb_cfg_t cfg;
+	int rc, mrc;
+
+	memset(&cfg, 0, sizeof(cfg));
+	if ((rc = mm_options_apply(lmdb_options, "lmdb", kv, nkv, &cfg)))
+		return rc;
+	if (cfg.path == NULL || cfg.path[0] == '\0')
+		return mm_diag_set(MM_EINVAL, "lmdb: option 'path' is required");
+	if (cfg.map_size < LMDB_MAP_MIN || cfg.map_size > SIZE_MAX)
+		return mm_diag_set(MM_EINVAL, "lmdb: option 'map_size' must be at least 64k");
+	if (cfg.max_readers < 1 || cfg.max_readers > LMDB_READERS_MAX)
+		return mm_diag_set(MM_EINVAL, "lmdb: option 'max_readers' must be in 1..%d",
+				   LMDB_READERS_MAX);
+	if (!read_only && (rc = lmdb_mkdir_p(cfg.path)))
+		return rc;
+	if ((mrc = mdb_env_create(&env)))
+		return lmdb_fail(mrc, "create environment");
+	/* A read-only opener maps the size the writer recorded, so that it can
+	 * read however far the writer's map_size lets the data grow. */
+	if ((mrc = mdb_env_set_maxdbs(env, 4)) ||
+	    (!read_only && (mrc = mdb_env_set_mapsize(env, (size_t)cfg.map_size))) ||
+	    (mrc = mdb_env_set_maxreaders(env, (unsigned)cfg.max_readers))) {
+		rc = lmdb_fail(mrc, "configure environment");
+		goto fail;
+	}
+	if (read_only)
+		flags |= MDB_RDONLY;
+	if (!cfg.sync)
+		flags |= MDB_NOSYNC;
+	mrc = mdb_env_open(env, cfg.path, flags, 0644);
+	if (mrc == ENOENT) {
+		rc = mm_diag_set(MM_ENOTFOUND, "lmdb: no store at '%s'", cfg.path);
+		goto fail;
+	}
+	if (mrc) {
+		rc = lmdb_fail(mrc, "open environment");
+		goto fail;
+	}
+	if (mdb_env_get_maxkeysize(env) < LMDB_KEY_MAX) {
+		rc = mm_diag_set(MM_ENOTSUP,
+				 "lmdb: liblmdb takes keys of %d bytes, murmur needs %d",
+				 mdb_env_get_maxkeysize(env), LMDB_KEY_MAX);
+		goto fail;
+	}
+	st = calloc(1, sizeof(*st));
+	if (st == NULL) {
+		rc = mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate the store");
+		goto fail;
+	}
+	st->base.vt = &mm_store_lmdb_vtable;
+	st->base.loop = loop;
+	st->env = env;
+	st->read_only = read_only;
+	if ((rc = lmdb_open_dbs(st, cfg.path)))
+		goto fail;
+	*out = &st->base;
+	return 0;
+fail:
+	free(st);
+	mdb_env_close(env);
+	return rc;
+}
+
+static void lmdb_close(mm_store_t *base)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+	size_t i;
+
+	assert(st->inflight == 0);
+	mdb_env_close(st->env);
+	for (i = 0; i < st->nsweep; i++)
+		mm_buf_free(&st->sweep[i]);
+	free(st->sweep);
+	free(st);
+}
+
+const mm_store_vtable_t mm_store_lmdb_vtable = {
+	.name = "lmdb",
+	.options = lmdb_options,
+	.atomic_flush = 1,
+	.open = lmdb_open,
+	.apply = lmdb_apply,
+	.get_many = lmdb_get_many,
+	.get_position = lmdb_get_position,
+	.seen = lmdb_seen,
+	.get_meta = lmdb_get_meta,
+	.put_meta = lmdb_put_meta,
+	.list_meta = lmdb_list_meta,
+	.close = lmdb_close,
+};

@@ -1,0 +1,368 @@
+/*
+ * store.c: the mm_store_* wrappers that every caller goes through.
+ *
+ * This file is the one place that checks arguments, so backends can trust
+ * theirs and a bad call fails the same way whatever the backend. It is also
+ * the one place that measures: every operation is counted in st->stats with
+ * its latency from uv_hrtime. For apply() and get_many() the latency runs
+ * from the call to the callback, so the user's callback is wrapped in a small
+ * heap context (mm_store_call_t) that the wrapper's own callback frees. When
+ * the backend refuses a call, the context is freed at once and no callback
+ * ever runs, which is libuv's contract and the one store.h promises.
+ *
+ * Limits checked here, beyond what the types say: namespace names match
+ * [A-Za-z0-9_.-]{1,128}; entities and dedup ids are 1..1024 bytes; source
+ * ids are 1..255 bytes (they are keys in every backend, and the engine makes
+ * them short: "kafka:orders:3").
+ *
+ * Threads: loop thread only, like every mm_store_* function.
+ */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/error.h"
+
+#define MM_STORE_KEY_MAX 1024
+#define MM_STORE_NS_MAX 128
+#define MM_STORE_SOURCE_MAX 255
+
+/* The wrapper's context for one asynchronous operation. */
+typedef struct mm_store_call {
+	mm_store_t *st;
+	int op;
+	uint64_t t0;
+	mm_store_cb cb;
+	void *arg;
+} mm_store_call_t;
+
+const mm_store_vtable_t *mm_store_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; mm_store_registry[i] != NULL; i++)
+		if (strcmp(mm_store_registry[i]->name, name) == 0)
+			return mm_store_registry[i];
+	return NULL;
+}
+
+static void mm_store_count(mm_store_t *st, int op, uint64_t t0, int failed)
+{
+	uint64_t ns = uv_hrtime() - t0;
+
+	st->stats.ops[op]++;
+	if (failed)
+		st->stats.errors[op]++;
+	st->stats.ns_total[op] += ns;
+	if (ns > st->stats.ns_max[op])
+		st->stats.ns_max[op] = ns;
+}
+
+static int mm_store_check_ns_name(const char *name)
+{
+	size_t i;
+
+	if (name == NULL)
+		return mm_diag_set(MM_EINVAL, "store: namespace name is NULL");
+	for (i = 0; name[i] != '\0'; i++) {
+		char c = name[i];
+
+		if (i == MM_STORE_NS_MAX)
+			return mm_diag_set(MM_EINVAL, "store: namespace name longer than %d bytes",
+					   MM_STORE_NS_MAX);
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '-'))
+			return mm_diag_set(MM_EINVAL,
+					   "store: namespace name '%s' has a character outside "
+					   "[A-Za-z0-9_.-]",
+					   name);
+	}
+	if (i == 0)
+		return mm_diag_set(MM_EINVAL, "store: namespace name is empty");
+	return 0;
+}
+
+static int mm_store_check_ns(const mm_ns_t *ns)
+{
+	if (ns == NULL)
+		return mm_diag_set(MM_EINVAL, "store: namespace is NULL");
+	if (ns->m == NULL || ns->m->vt == NULL)
+		return mm_diag_set(MM_EINVAL, "store: namespace '%s' has no monoid",
+				   ns->name ? ns->name : "(null)");
+	return mm_store_check_ns_name(ns->name);
+}
+
+static int mm_store_check_bytes(const char *what, size_t i, const void *p, size_t len)
+{
+	if (p == NULL)
+		return mm_diag_set(MM_EINVAL, "store: %s %zu is NULL", what, i);
+	if (len < 1 || len > MM_STORE_KEY_MAX)
+		return mm_diag_set(MM_EINVAL, "store: %s %zu has %zu bytes, expected 1..%d", what,
+				   i, len, MM_STORE_KEY_MAX);
+	return 0;
+}
+
+static int mm_store_check_array(const char *what, const void *p, size_t n)
+{
+	if (n > 0 && p == NULL)
+		return mm_diag_set(MM_EINVAL, "store: %zu %s but the array is NULL", n, what);
+	return 0;
+}
+
+static int mm_store_check_source(const char *source)
+{
+	size_t len;
+
+	if (source == NULL)
+		return mm_diag_set(MM_EINVAL, "store: source id is NULL");
+	len = strnlen(source, MM_STORE_SOURCE_MAX + 1);
+	if (len < 1 || len > MM_STORE_SOURCE_MAX)
+		return mm_diag_set(MM_EINVAL, "store: source id must have 1..%d bytes",
+				   MM_STORE_SOURCE_MAX);
+	return 0;
+}
+
+/*
+ * Checks a whole flush before any of it reaches the backend, so a backend
+ * never starts a transaction it would have to abort for a malformed entry.
+ * Deltas of one flush almost always share a namespace, so the last namespace
+ * that passed is remembered instead of re-scanning its name per delta.
+ */
+static int mm_store_check_flush(const mm_flush_t *f)
+{
+	const mm_ns_t *ok = NULL;
+	size_t i;
+	int rc;
+
+	if ((rc = mm_store_check_array("deltas", f->deltas, f->ndeltas)) ||
+	    (rc = mm_store_check_array("marks", f->marks, f->nmarks)) ||
+	    (rc = mm_store_check_array("purges", f->purges, f->npurges)) ||
+	    (rc = mm_store_check_array("positions", f->positions, f->npositions)))
+		return rc;
+	for (i = 0; i < f->ndeltas; i++) {
+		const mm_delta_t *d = &f->deltas[i];
+
+		if (d->ns != ok && (rc = mm_store_check_ns(d->ns)))
+			return rc;
+		ok = d->ns;
+		if ((rc = mm_store_check_bytes("delta entity", i, d->key.entity, d->key.len)))
+			return rc;
+		if (d->state == NULL)
+			return mm_diag_set(MM_EINVAL, "store: delta %zu has no state", i);
+		if (d->expire_ms < 0)
+			return mm_diag_set(MM_EINVAL, "store: delta %zu has a negative expiry", i);
+	}
+	for (i = 0; i < f->nmarks; i++) {
+		const mm_mark_t *mk = &f->marks[i];
+
+		if (mk->ns != ok && (rc = mm_store_check_ns(mk->ns)))
+			return rc;
+		ok = mk->ns;
+		if ((rc = mm_store_check_bytes("mark id", i, mk->id, mk->len)))
+			return rc;
+	}
+	for (i = 0; i < f->npurges; i++)
+		if ((rc = mm_store_check_ns(f->purges[i].ns)))
+			return rc;
+	for (i = 0; i < f->npositions; i++) {
+		const mm_position_t *p = &f->positions[i];
+
+		if ((rc = mm_store_check_source(p->source)))
+			return rc;
+		if (p->len > 0 && p->pos == NULL)
+			return mm_diag_set(MM_EINVAL, "store: position %zu has %zu bytes at NULL",
+					   i, p->len);
+	}
+	return 0;
+}
+
+int mm_store_open(const char *backend, uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
+		  int read_only, mm_store_t **out)
+{
+	const mm_store_vtable_t *vt;
+	size_t i;
+
+	if (out == NULL)
+		return mm_diag_set(MM_EINVAL, "store: open without an out pointer");
+	*out = NULL;
+	if (backend == NULL || loop == NULL)
+		return mm_diag_set(MM_EINVAL, "store: open needs a backend name and a loop");
+	if (nkv > 0 && kv == NULL)
+		return mm_diag_set(MM_EINVAL, "store: %zu options but the array is NULL", nkv);
+	for (i = 0; i < nkv; i++)
+		if (kv[i].key == NULL || kv[i].value == NULL)
+			return mm_diag_set(MM_EINVAL, "store: option %zu has a NULL key or value",
+					   i);
+	vt = mm_store_find(backend);
+	if (vt == NULL) {
+		char names[256] = "";
+		size_t len = 0;
+
+		for (i = 0; mm_store_registry[i] != NULL && len < sizeof(names); i++)
+			len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s",
+						i ? ", " : "", mm_store_registry[i]->name);
+		return mm_diag_set(MM_ENOTFOUND,
+				   "store: unknown backend '%s' (expected one of: %s)", backend,
+				   names);
+	}
+	return vt->open(loop, kv, nkv, read_only ? 1 : 0, out);
+}
+
+/* Runs on the loop thread when the backend completes: count, then hand the
+ * result on. The context is freed before the user's callback runs because
+ * that callback may well close the store or start the next operation. */
+static void mm_store_done(void *arg, int status, const char *detail)
+{
+	mm_store_call_t *call = arg;
+	mm_store_cb cb = call->cb;
+	void *user = call->arg;
+
+	mm_store_count(call->st, call->op, call->t0, status != 0);
+	free(call);
+	cb(user, status, detail);
+}
+
+static mm_store_call_t *mm_store_call_new(mm_store_t *st, int op, uint64_t t0, mm_store_cb cb,
+					  void *arg)
+{
+	mm_store_call_t *call = malloc(sizeof(*call));
+
+	if (call == NULL)
+		return NULL;
+	call->st = st;
+	call->op = op;
+	call->t0 = t0;
+	call->cb = cb;
+	call->arg = arg;
+	return call;
+}
+
+int mm_store_apply(mm_store_t *st, mm_flush_t *f, mm_store_cb cb, void *arg)
+{
+	uint64_t t0 = uv_hrtime();
+	mm_store_call_t *call = NULL;
+	int rc;
+
+	if (st == NULL)
+		return mm_diag_set(MM_EINVAL, "store: apply on a NULL store");
+	if (f == NULL || cb == NULL) {
+		rc = mm_diag_set(MM_EINVAL, "store: apply needs a flush and a callback");
+		goto fail;
+	}
+	if ((rc = mm_store_check_flush(f)))
+		goto fail;
+	f->writes = 0;
+	f->purged = 0;
+	call = mm_store_call_new(st, MM_STORE_OP_APPLY, t0, cb, arg);
+	if (call == NULL) {
+		rc = mm_diag_set(MM_ENOMEM, "store: cannot allocate an apply context");
+		goto fail;
+	}
+	if ((rc = st->vt->apply(st, f, mm_store_done, call)))
+		goto fail;
+	return 0;
+fail:
+	free(call);
+	mm_store_count(st, MM_STORE_OP_APPLY, t0, 1);
+	return rc;
+}
+
+int mm_store_get_many(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+		      void *states, uint8_t *found, mm_store_cb cb, void *arg)
+{
+	uint64_t t0 = uv_hrtime();
+	mm_store_call_t *call = NULL;
+	size_t i;
+	int rc;
+
+	if (st == NULL)
+		return mm_diag_set(MM_EINVAL, "store: get_many on a NULL store");
+	if (n == 0 || keys == NULL || states == NULL || found == NULL || cb == NULL) {
+		rc = mm_diag_set(MM_EINVAL,
+				 "store: get_many needs n > 0 keys, states, found and a callback");
+		goto fail;
+	}
+	if ((rc = mm_store_check_ns(ns)))
+		goto fail;
+	for (i = 0; i < n; i++)
+		if ((rc = mm_store_check_bytes("key entity", i, keys[i].entity, keys[i].len)))
+			goto fail;
+	call = mm_store_call_new(st, MM_STORE_OP_GET_MANY, t0, cb, arg);
+	if (call == NULL) {
+		rc = mm_diag_set(MM_ENOMEM, "store: cannot allocate a get_many context");
+		goto fail;
+	}
+	if ((rc = st->vt->get_many(st, ns, keys, n, states, found, mm_store_done, call)))
+		goto fail;
+	return 0;
+fail:
+	free(call);
+	mm_store_count(st, MM_STORE_OP_GET_MANY, t0, 1);
+	return rc;
+}
+
+int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out)
+{
+	uint64_t t0 = uv_hrtime();
+	int rc;
+
+	if (st == NULL)
+		return mm_diag_set(MM_EINVAL, "store: get_position on a NULL store");
+	if (out == NULL)
+		rc = mm_diag_set(MM_EINVAL, "store: get_position without an out buffer");
+	else if ((rc = mm_store_check_source(source)) == 0)
+		rc = st->vt->get_position(st, source, out);
+	/* A missing position is the normal state of a new source, not a failure. */
+	mm_store_count(st, MM_STORE_OP_POSITION, t0, rc != 0 && rc != MM_ENOTFOUND);
+	return rc;
+}
+
+int mm_store_seen(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len, int64_t now_ms)
+{
+	uint64_t t0 = uv_hrtime();
+	int rc;
+
+	if (st == NULL)
+		return mm_diag_set(MM_EINVAL, "store: seen on a NULL store");
+	if ((rc = mm_store_check_ns(ns)) == 0 && (rc = mm_store_check_bytes("id", 0, id, len)) == 0)
+		rc = st->vt->seen(st, ns, id, len, now_ms);
+	mm_store_count(st, MM_STORE_OP_SEEN, t0, rc < 0);
+	return rc;
+}
+
+int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out)
+{
+	int rc;
+
+	if (st == NULL || out == NULL)
+		return mm_diag_set(MM_EINVAL, "store: get_meta needs a store and an out buffer");
+	if ((rc = mm_store_check_ns_name(ns_name)))
+		return rc;
+	return st->vt->get_meta(st, ns_name, out);
+}
+
+int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n)
+{
+	int rc;
+
+	if (st == NULL || (n > 0 && p == NULL))
+		return mm_diag_set(MM_EINVAL, "store: put_meta needs a store and n bytes at p");
+	if ((rc = mm_store_check_ns_name(ns_name)))
+		return rc;
+	return st->vt->put_meta(st, ns_name, p, n);
+}
+
+int mm_store_list_meta(mm_store_t *st, mm_buf_t *out)
+{
+	if (st == NULL || out == NULL)
+		return mm_diag_set(MM_EINVAL, "store: list_meta needs a store and an out buffer");
+	return st->vt->list_meta(st, out);
+}
+
+void mm_store_close(mm_store_t *st)
+{
+	if (st != NULL)
+		st->vt->close(st);
+}

@@ -1,0 +1,166 @@
+/*
+ * store.h: the store interface. Every backend (lmdb.c, memory.c, later
+ * dynamodb.c) implements one const mm_store_vtable_t, listed once in
+ * registry.c; the runtime and the CLI only use the mm_store_* wrappers below,
+ * which validate arguments and time and count every operation (stats).
+ *
+ * Data model. A store holds, per namespace (one pipeline), monoid states keyed
+ * by (entity, bucket); bucket 0 is all-time. Beside the states it keeps
+ * source positions (opaque bytes per source id), dedup marks (ids with an
+ * expiry) and namespace metadata (opaque bytes per namespace, the pipeline's
+ * descriptor).
+ *
+ * Asynchrony. apply() and get_many() complete through a callback that always
+ * runs later on the loop thread, never inside the call (libuv's contract); a
+ * call that returns an error never calls the callback. Backends with blocking
+ * I/O (LMDB) run the work on the libuv thread pool; network backends
+ * (DynamoDB, Valkey) will run it on the loop through curl/hiredis. At most
+ * one apply() is in flight per store: the runtime serialises flushes so that
+ * positions only move forward.
+ *
+ * Atomicity. An apply() is one unit: either every delta, mark, purge and
+ * position in it becomes durable, or none does (LMDB: one write transaction).
+ * Backends that cannot promise that (DynamoDB) say so in `atomic_flush = 0`,
+ * and the runtime then acknowledges a source position only after every key
+ * the records touched is durable.
+ *
+ * Threads: all mm_store_* functions are called on the loop thread. The monoid
+ * states handed to apply() are owned by the caller and must stay untouched
+ * until the callback runs.
+ */
+#ifndef MM_STORE_H
+#define MM_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../lib/buf.h"
+#include "../lib/options.h"
+#include "../monoid/monoid.h"
+
+typedef struct mm_store mm_store_t;
+
+/* One pipeline's namespace in a store. Owned by the runtime, outlives every
+ * operation that names it. */
+typedef struct mm_ns {
+	const char *name;       /* pipeline name, [A-Za-z0-9_.-]{1,128} */
+	const mm_monoid_t *m;   /* the monoid of its states */
+} mm_ns_t;
+
+typedef struct mm_key {
+	const char *entity;     /* bytes, not NUL-terminated, 1..1024 bytes */
+	size_t len;
+	int64_t bucket;         /* 0 = all-time, else a window bucket id */
+} mm_key_t;
+
+/* One pre-aggregated delta to merge into the stored state. */
+typedef struct mm_delta {
+	const mm_ns_t *ns;
+	mm_key_t key;
+	int64_t expire_ms;      /* when the bucket leaves retention (ms since epoch); 0 = never */
+	void *state;            /* MM_STATE_MAX bytes holding a state of ns->m */
+} mm_delta_t;
+
+/* A source's position, stored with the states it produced. */
+typedef struct mm_position {
+	const char *source;     /* source id, NUL-terminated */
+	const uint8_t *pos;
+	size_t len;
+} mm_position_t;
+
+/* A dedup mark: id seen in namespace ns, forgotten after expire_ms. */
+typedef struct mm_mark {
+	const mm_ns_t *ns;
+	const char *id;
+	size_t len;
+	int64_t expire_ms;
+} mm_mark_t;
+
+/* Remove every state of ns whose bucket is in [1, before_bucket). */
+typedef struct mm_purge {
+	const mm_ns_t *ns;
+	int64_t before_bucket;
+} mm_purge_t;
+
+/* Everything one flush makes durable, as one unit. */
+typedef struct mm_flush {
+	mm_delta_t *deltas;
+	size_t ndeltas;
+	mm_mark_t *marks;
+	size_t nmarks;
+	mm_purge_t *purges;
+	size_t npurges;
+	mm_position_t *positions;
+	size_t npositions;
+	int64_t now_ms;         /* wall clock of the flush; expired marks may be dropped */
+	/* Filled by the backend: */
+	size_t writes;          /* state records written (for "store writes per event") */
+	size_t purged;          /* states removed by purges */
+} mm_flush_t;
+
+/* Completion: status is 0 or a negative MM_E* code (mm_err_retriable tells
+ * whether a retry may succeed); the diag detail was copied to `detail`. */
+typedef void (*mm_store_cb)(void *arg, int status, const char *detail);
+
+typedef struct mm_store_stats {
+	uint64_t ops[4];        /* apply, get_many, get_position, seen */
+	uint64_t errors[4];
+	uint64_t ns_total[4];   /* summed latency */
+	uint64_t ns_max[4];
+} mm_store_stats_t;
+
+enum { MM_STORE_OP_APPLY, MM_STORE_OP_GET_MANY, MM_STORE_OP_POSITION, MM_STORE_OP_SEEN };
+
+typedef struct mm_store_vtable {
+	const char *name;               /* "lmdb", "memory" */
+	const mm_option_t *options;     /* option rows, for open() and docs */
+	int atomic_flush;               /* 1 if apply() is all-or-nothing */
+	/* Opens a store. kv are the user's options (validated against `options`).
+	 * read_only: open for queries beside a running writer. */
+	int (*open)(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only,
+		    mm_store_t **out);
+	int (*apply)(mm_store_t *st, mm_flush_t *f, mm_store_cb cb, void *arg);
+	/* For each key i: decodes the stored state into states + i*MM_STATE_MAX
+	 * (which the caller has init()ed with ns->m) and sets found[i] = 1, or
+	 * leaves the identity and found[i] = 0. Expired buckets (expire_ms <= now)
+	 * are reported as absent. */
+	int (*get_many)(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+			void *states, uint8_t *found, mm_store_cb cb, void *arg);
+	/* Synchronous reads, used at start-up and on the embedded hot path.
+	 * Backends that cannot answer synchronously return MM_ENOTSUP. */
+	int (*get_position)(mm_store_t *st, const char *source, mm_buf_t *out); /* MM_ENOTFOUND if none */
+	int (*seen)(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len, int64_t now_ms); /* 1 seen, 0 not */
+	int (*get_meta)(mm_store_t *st, const char *ns_name, mm_buf_t *out);    /* MM_ENOTFOUND if none */
+	int (*put_meta)(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n);
+	/* Lists namespaces that have metadata: appends "name\0name\0...". */
+	int (*list_meta)(mm_store_t *st, mm_buf_t *out);
+	/* Closes the store; no operation may be in flight. Frees st. */
+	void (*close)(mm_store_t *st);
+} mm_store_vtable_t;
+
+/* Common head of every backend's store struct (embed as the first member). */
+struct mm_store {
+	const mm_store_vtable_t *vt;
+	uv_loop_t *loop;
+	mm_store_stats_t stats;
+};
+
+/* The registry: NULL-terminated, in registry.c. */
+extern const mm_store_vtable_t *const mm_store_registry[];
+const mm_store_vtable_t *mm_store_find(const char *name);
+
+/* Wrappers: validate, time, count, then call the backend. Same contracts. */
+int mm_store_open(const char *backend, uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
+		  int read_only, mm_store_t **out);
+int mm_store_apply(mm_store_t *st, mm_flush_t *f, mm_store_cb cb, void *arg);
+int mm_store_get_many(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+		      void *states, uint8_t *found, mm_store_cb cb, void *arg);
+int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out);
+int mm_store_seen(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len, int64_t now_ms);
+int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out);
+int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n);
+int mm_store_list_meta(mm_store_t *st, mm_buf_t *out);
+void mm_store_close(mm_store_t *st);
+
+#endif

@@ -1,0 +1,256 @@
+-- murmur.cli: the command line. main(...) returns the process exit code.
+--
+-- Exit codes: 0 success; 1 runtime failure (a source or the store failed);
+-- 2 usage error; 3 invalid pipeline script; 4 nothing found (query).
+local core = require("murmur.core")
+
+local M = {}
+
+local EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SCRIPT, EXIT_NOTFOUND = 0, 1, 2, 3, 4
+
+local HELP = {
+  main = [[
+usage: murmur <command> [options]
+
+commands:
+  run SCRIPT...          run pipelines until stopped (or end of input with --once)
+  query TARGET ENTITY    print an entity's aggregate (TARGET: script or pipeline name)
+  check SCRIPT...        validate pipeline scripts without running them
+  test [BUSTED ARGS]     run busted specs inside murmur (murmur.core available)
+  lua FILE [ARGS]        run a Lua file inside murmur (benchmarks, tools)
+  version                print the version
+  help [COMMAND]         show help for a command
+
+Run `murmur <command> --help` for the options of a command.
+]],
+  run = [[
+usage: murmur run SCRIPT... [options]
+
+Runs every pipeline the scripts define, on one event loop.
+  --data DIR         data directory (default $MURMUR_DATA or ./murmur-data)
+  --input FILE       input of murmur.input() sources: a JSON Lines file, or - for
+                     stdin (default $MURMUR_INPUT or stdin)
+  --follow           keep reading FILE as it grows and across rotation (tail -F)
+  --once             stop at the end of the input (flush, checkpoint, exit 0)
+  --store KIND       lmdb (default, durable) or memory (tests; nothing persists)
+  --log-level LEVEL  error, warn, info (default) or debug
+  --stats            print the counters as JSON on stdout when stopping
+SIGINT/SIGTERM stop gracefully: stop reading, flush, checkpoint, exit 0.
+]],
+  query = [[
+usage: murmur query SCRIPT|PIPELINE ENTITY [options]
+
+Reads the store (also while `murmur run` is writing it) and prints the
+aggregate of ENTITY. For windowed pipelines the default is every bucket still
+inside the retention.
+  --window N         the last N of time, e.g. 7d = today and the 6 days before
+  --from T --to T    an inclusive range of RFC 3339 times or dates (2026-11-01)
+  --at T             evaluate windows as if now were T (default: now)
+  --pipeline NAME    which pipeline, when SCRIPT defines several
+  --data DIR         data directory; repeat to merge several workers' stores
+  --json             print JSON instead of text
+  --top N            print only the first N Top-K items (default all)
+]],
+  check = [[
+usage: murmur check SCRIPT...
+
+Loads and validates the scripts exactly as `run` would, without reading input
+or opening the store. Prints each pipeline, or file:line and the problem.
+Exit 0 when valid, 3 otherwise.
+]],
+  test = [[
+usage: murmur test [BUSTED ARGS]
+
+Runs busted (Debian's lua-busted) inside the murmur binary, so specs can
+require("murmur.core") and the FFI symbols resolve. Arguments go to busted,
+e.g. `murmur test -o TAP tests/spec`.
+]],
+  version = "usage: murmur version\n",
+  lua = "usage: murmur lua FILE [ARGS]\n\nRuns FILE with murmur.core available; `arg` holds ARGS; its return value (a number) is the exit code.\n",
+}
+
+local function eprintf(fmt, ...)
+  io.stderr:write(string.format(fmt, ...))
+end
+
+-- Parses flags: spec maps flag name -> "value" | "flag" | "multi".
+local function parse_args(args, spec)
+  local opts, pos = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--help" or a == "-h" then
+      opts.help = true
+    elseif a:sub(1, 2) == "--" then
+      local name, inline = a:match("^%-%-([%w-]+)=(.*)$")
+      name = name or a:sub(3)
+      local key = name:gsub("-", "_")
+      local kind = spec[key]
+      if not kind then return nil, ("unknown option --%s"):format(name) end
+      if kind == "flag" then
+        opts[key] = true
+      else
+        local v = inline
+        if not v then
+          i = i + 1
+          v = args[i]
+          if v == nil then return nil, ("option --%s needs a value"):format(name) end
+        end
+        if kind == "multi" then
+          opts[key] = opts[key] or {}
+          table.insert(opts[key], v)
+        else
+          opts[key] = v
+        end
+      end
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return opts, pos
+end
+
+local function usage_error(cmd, msg)
+  eprintf("murmur %s: %s\n%s", cmd, msg, HELP[cmd] or HELP.main)
+  return EXIT_USAGE
+end
+
+-- run ---------------------------------------------------------------------
+
+local function cmd_run(args)
+  local opts, scripts = parse_args(args, {
+    data = "value", input = "value", follow = "flag", once = "flag", store = "value",
+    log_level = "value", stats = "flag",
+  })
+  if not opts then return usage_error("run", scripts) end
+  if opts.help then io.write(HELP.run) return EXIT_OK end
+  if #scripts == 0 then return usage_error("run", "no pipeline script given") end
+  if opts.log_level then
+    local ok, err = core.set_log_level(opts.log_level)
+    if not ok then return usage_error("run", err) end
+  end
+  local specs, err = require("murmur.loader").load_all(scripts)
+  if not specs then
+    eprintf("murmur run: %s\n", err)
+    return EXIT_SCRIPT
+  end
+  local engine
+  engine, err = require("murmur.runner").build(specs, opts)
+  if not engine then
+    eprintf("murmur run: %s\n", err)
+    return err:find("EINCOMPAT", 1, true) and EXIT_SCRIPT or EXIT_RUNTIME
+  end
+  local names = {}
+  for _, s in ipairs(specs) do names[#names + 1] = s.name end
+  core.log("info", "engine", ("running %d pipeline(s): %s"):format(#specs, table.concat(names, ", ")))
+  local code = engine:run(opts.once)
+  local stats = engine:stats()
+  for name, p in pairs(stats.pipelines) do
+    local rejected = 0
+    for _, n in pairs(p.rejected) do rejected = rejected + n end
+    core.log("info", name, ("records %d, accepted %d, duplicates %d, rejected %d, deltas flushed %d")
+      :format(p.records, p.accepted, p.duplicates, rejected, p.deltas_flushed))
+  end
+  core.log("info", "engine", ("stopped: %d flushes (%d failed), %d store writes")
+    :format(stats.flushes, stats.flush_failures, stats.store_writes))
+  if opts.stats then io.write(core.json_encode(stats), "\n") end
+  engine:close()
+  return code
+end
+
+-- check -------------------------------------------------------------------
+
+local function cmd_check(args)
+  local opts, scripts = parse_args(args, {})
+  if not opts then return usage_error("check", scripts) end
+  if opts.help then io.write(HELP.check) return EXIT_OK end
+  if #scripts == 0 then return usage_error("check", "no pipeline script given") end
+  local specs, err = require("murmur.loader").load_all(scripts)
+  if not specs then
+    eprintf("%s\n", err)
+    return EXIT_SCRIPT
+  end
+  for _, s in ipairs(specs) do
+    local window = s.granularity_ms == 0 and "all-time"
+      or (("%s buckets, retention %s"):format(({ [60000] = "minute", [3600000] = "hour", [86400000] = "day" })[s.granularity_ms],
+        s.retention_ms == 0 and "forever" or (s.retention_ms / 86400000) .. "d"))
+    io.write(("%s: ok: pipeline '%s': %s of %s by %s, %s%s\n"):format(s.where, s.name, s.monoid.describe,
+      s.value_kind == "field" and s.value_field or s.value_kind,
+      s.key_kind == "lua" and "a Lua key function" or table.concat(s.keys, ","), window,
+      s.id_kind ~= "none" and ", dedup" or ""))
+  end
+  return EXIT_OK
+end
+
+-- query -------------------------------------------------------------------
+
+local query = require("murmur.query")
+
+local function cmd_query(args)
+  local opts, pos = parse_args(args, {
+    data = "multi", window = "value", from = "value", to = "value", at = "value",
+    pipeline = "value", json = "flag", top = "value",
+  })
+  if not opts then return usage_error("query", pos) end
+  if opts.help then io.write(HELP.query) return EXIT_OK end
+  if #pos ~= 2 then return usage_error("query", "expected TARGET and ENTITY") end
+  local result, err, code = query.run(pos[1], pos[2], opts)
+  if not result then
+    eprintf("murmur query: %s\n", err)
+    return code or EXIT_RUNTIME
+  end
+  if opts.json then
+    io.write(core.json_encode(result), "\n")
+  else
+    io.write(query.format(result, tonumber(opts.top)))
+  end
+  return result.found and EXIT_OK or EXIT_NOTFOUND
+end
+
+-- test --------------------------------------------------------------------
+
+local function cmd_test(args)
+  if args[1] == "--help" then io.write(HELP.test) return EXIT_OK end
+  -- busted reads the global `arg`; give it ours minus the subcommand.
+  local a = { [0] = "murmur test" }
+  for i, v in ipairs(args) do a[i] = v end
+  _G.arg = a
+  require("busted.runner")({ standalone = false })
+  return EXIT_OK
+end
+
+local function cmd_lua(args)
+  if args[1] == nil or args[1] == "--help" then io.write(HELP.lua) return args[1] and EXIT_OK or EXIT_USAGE end
+  local chunk, err = loadfile(args[1])
+  if not chunk then eprintf("murmur lua: %s\n", err) return EXIT_SCRIPT end
+  local a = { [0] = args[1] }
+  for i = 2, #args do a[i - 1] = args[i] end
+  _G.arg = a
+  local rc = chunk(unpack(a))
+  return type(rc) == "number" and rc or EXIT_OK
+end
+
+function M.main(...)
+  local args = { ... }
+  local cmd = table.remove(args, 1)
+  if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
+    local topic = cmd == "help" and args[1] or nil
+    io.write(HELP[topic or "main"] or HELP.main)
+    return cmd == nil and EXIT_USAGE or EXIT_OK
+  end
+  if cmd == "version" or cmd == "--version" then
+    io.write(("murmur %s (%s)\n"):format(core.version, jit and jit.version or _VERSION))
+    return EXIT_OK
+  end
+  local commands = { run = cmd_run, check = cmd_check, query = cmd_query, test = cmd_test, lua = cmd_lua }
+  local f = commands[cmd]
+  if not f then
+    eprintf("murmur: unknown command '%s'\n%s", cmd, HELP.main)
+    return EXIT_USAGE
+  end
+  return f(args)
+end
+
+M.EXIT = { OK = EXIT_OK, RUNTIME = EXIT_RUNTIME, USAGE = EXIT_USAGE, SCRIPT = EXIT_SCRIPT, NOTFOUND = EXIT_NOTFOUND }
+return M

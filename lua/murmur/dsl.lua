@@ -1,0 +1,352 @@
+-- murmur.dsl: the pipeline language scripts are written in.
+--
+-- A script declares pipelines by calling murmur.pipeline{...} once per
+-- pipeline. Every declaration is validated on the spot: a mistake raises an
+-- error naming the script's file:line and what was expected, before anything
+-- runs. The result of a declaration is a plain "spec" table that the runner
+-- (murmur.runner) hands to the engine; fields given as names or constants stay
+-- declarative so the engine evaluates them in C without calling Lua.
+local core = require("murmur.core")
+
+local M = {}
+
+local function where(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  if not info or info.currentline < 0 then return "?" end
+  return info.short_src .. ":" .. info.currentline
+end
+
+local function fail(loc, fmt, ...)
+  error(loc .. ": " .. string.format(fmt, ...), 0)
+end
+
+local function keys_of(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = k end
+  table.sort(ks)
+  return table.concat(ks, ", ")
+end
+
+local function check_options(loc, what, given, allowed)
+  for k in pairs(given) do
+    if not allowed[k] then
+      fail(loc, "%s: unknown option '%s' (expected one of: %s)", what, tostring(k), keys_of(allowed))
+    end
+  end
+end
+
+local function duration(loc, what, v)
+  if type(v) == "number" then
+    if v < 0 then fail(loc, "%s must not be negative", what) end
+    return v * 1000
+  end
+  if type(v) ~= "string" then fail(loc, "%s must be a duration such as \"30d\" or \"1s\", got %s", what, type(v)) end
+  local ms, err = core.parse_duration(v)
+  if not ms then fail(loc, "%s: %s", what, err) end
+  return ms
+end
+
+local function size(loc, what, v)
+  if type(v) == "number" then return v end
+  if type(v) == "string" then
+    local n, unit = v:match("^(%d+)([kKmMgG]?)[iI]?[bB]?$")
+    if n then
+      local mul = ({ [""] = 1, k = 1024, m = 1048576, g = 1073741824 })[unit:lower()]
+      return tonumber(n) * mul
+    end
+  end
+  fail(loc, "%s must be a size such as 1048576 or \"1m\"", what)
+end
+
+-- Monoids -----------------------------------------------------------------
+
+local monoid_mt = { __murmur = "monoid" }
+
+local MONOIDS = {
+  sum = { float = "boolean" },
+  count = {},
+  min = {}, max = {}, first = {}, last = {},
+  set = { max_size = "number" },
+  hll = {},
+  topk = { k = "number" },
+  bloom = { capacity = "number", fpr = "number" },
+}
+
+local function monoid(name, params, level)
+  local loc = where(level + 1)
+  params = params or {}
+  if type(params) ~= "table" then fail(loc, "murmur.%s expects a table of parameters", name) end
+  local allowed = MONOIDS[name]
+  local spec = { name = name }
+  for k, v in pairs(params) do
+    if not allowed[k] then
+      fail(loc, "murmur.%s: unknown parameter '%s'%s", name, tostring(k),
+        next(allowed) and (" (expected one of: " .. keys_of(allowed) .. ")") or " (it takes none)")
+    end
+    if type(v) ~= allowed[k] then fail(loc, "murmur.%s: parameter '%s' must be a %s", name, k, allowed[k]) end
+    spec[k] = v
+  end
+  local desc, err = core.describe_monoid(spec)
+  if not desc then fail(loc, "murmur.%s: %s", name, (err:gsub("^EINVAL: ", ""))) end
+  spec.describe = desc
+  return setmetatable(spec, monoid_mt)
+end
+
+for name in pairs(MONOIDS) do
+  M[name] = function(params) return monoid(name, params, 2) end
+end
+
+-- Windows -----------------------------------------------------------------
+
+local window_mt = { __murmur = "window" }
+local GRANULARITY = { minute = 60000, hour = 3600000, day = 86400000 }
+
+local function window(granularity, opts, level)
+  local loc = where(level + 1)
+  opts = opts or {}
+  if type(opts) ~= "table" then fail(loc, "window options must be a table") end
+  check_options(loc, "window", opts, { retention = true, granularity = true })
+  local g = GRANULARITY[opts.granularity or granularity]
+  if not g then fail(loc, "window granularity must be minute, hour or day") end
+  local w = { granularity_ms = g, retention_ms = 0 }
+  if opts.retention ~= nil then w.retention_ms = duration(loc, "window retention", opts.retention) end
+  return setmetatable(w, window_mt)
+end
+
+function M.minutely(opts) return window("minute", opts, 2) end
+function M.hourly(opts) return window("hour", opts, 2) end
+function M.daily(opts) return window("day", opts, 2) end
+function M.window(opts) return window(nil, opts, 2) end
+
+-- Keys and sources --------------------------------------------------------
+
+local literal_mt = { __murmur = "literal" }
+
+-- A constant key: every event goes to the entity named `s`.
+function M.literal(s)
+  if type(s) ~= "string" or #s == 0 or #s > 1024 then
+    fail(where(2), "murmur.literal expects a string of 1..1024 bytes")
+  end
+  return setmetatable({ value = s }, literal_mt)
+end
+
+local source_mt = { __murmur = "source" }
+
+local function source(kind, opts, allowed, level)
+  local loc = where(level + 1)
+  opts = opts or {}
+  if type(opts) ~= "table" then fail(loc, "murmur.%s expects a table of options", kind) end
+  check_options(loc, "murmur." .. kind, opts, allowed)
+  local s = { type = kind, options = {} }
+  for k, v in pairs(opts) do s.options[k] = v end
+  return setmetatable(s, source_mt)
+end
+
+-- The input chosen on the command line (--input FILE, --follow), stdin by default.
+function M.input(opts) return source("input", opts, { batch = true }, 2) end
+function M.file(opts)
+  local s = source("file", opts, { path = true, follow = true, batch = true, read_size = true }, 2)
+  if type(s.options.path) ~= "string" then fail(where(2), "murmur.file needs a path") end
+  return s
+end
+function M.stdin(opts) return source("stdin", opts, { batch = true, read_size = true }, 2) end
+
+local store_mt = { __murmur = "store" }
+function M.store(kind, opts)
+  if kind ~= "lmdb" and kind ~= "memory" then
+    fail(where(2), "murmur.store: unknown store '%s' (expected lmdb or memory)", tostring(kind))
+  end
+  return setmetatable({ type = kind, options = opts or {} }, store_mt)
+end
+
+-- Pipelines ---------------------------------------------------------------
+
+local PIPELINE_OPTIONS = {
+  name = true, description = true, key = true, value = true, monoid = true, window = true,
+  time = true, time_unit = true, dedup = true, source = true, sources = true, store = true,
+  flush = true, dead_letter = true, max_record = true,
+}
+
+local function is(v, kind)
+  local mt = getmetatable(v)
+  return type(v) == "table" and mt ~= nil and mt.__murmur == kind
+end
+
+local function field_name(loc, what, v)
+  if type(v) ~= "string" or not v:match("^[^%c]+$") or #v > 256 then
+    fail(loc, "%s must be a field name (a non-empty string), got %s", what, type(v))
+  end
+  return v
+end
+
+local function parse_key(loc, spec, key)
+  if key == nil then fail(loc, "pipeline '%s': 'key' is required (a field name, murmur.literal(\"...\"), a list of them, or a function)", spec.name) end
+  if type(key) == "function" then
+    spec.key_kind, spec.key_fn, spec.keys = "lua", key, { "<lua>" }
+  elseif is(key, "literal") then
+    spec.key_kind, spec.keys = "const", { key.value }
+  elseif type(key) == "string" then
+    spec.key_kind, spec.keys = "field", { field_name(loc, "key", key) }
+  elseif type(key) == "table" and #key > 0 then
+    local kind
+    spec.keys = {}
+    if #key > 16 then fail(loc, "at most 16 keys per event") end
+    for i, k in ipairs(key) do
+      local this = is(k, "literal") and "const" or "field"
+      if kind and kind ~= this then
+        fail(loc, "a key list must be all field names or all murmur.literal values (use a function to mix)")
+      end
+      kind = this
+      spec.keys[i] = this == "const" and k.value or field_name(loc, "key " .. i, k)
+    end
+    spec.key_kind = kind
+  else
+    fail(loc, "pipeline '%s': 'key' must be a field name, murmur.literal(\"...\"), a list of them, or a function", spec.name)
+  end
+end
+
+local function parse_value(loc, spec, value)
+  local kind = spec.monoid.name
+  if kind == "count" then
+    if value ~= nil then fail(loc, "pipeline '%s': murmur.count() takes no 'value'", spec.name) end
+    spec.value_kind = "none"
+  elseif value == nil then
+    if kind == "sum" then
+      spec.value_kind, spec.value_const = "const", 1
+    else
+      fail(loc, "pipeline '%s': 'value' is required for murmur.%s (a field name or a function)", spec.name, kind)
+    end
+  elseif type(value) == "function" then
+    spec.value_kind, spec.value_fn = "lua", value
+  elseif type(value) == "number" then
+    if kind ~= "sum" and kind ~= "min" and kind ~= "max" then
+      fail(loc, "pipeline '%s': a constant value only makes sense for sum/min/max", spec.name)
+    end
+    spec.value_kind, spec.value_const = "const", value
+  else
+    spec.value_kind, spec.value_field = "field", field_name(loc, "value", value)
+  end
+end
+
+local function parse_time(loc, spec, time, unit)
+  if time == nil then
+    spec.time_kind = "none"
+  elseif type(time) == "function" then
+    spec.time_kind, spec.time_fn = "lua", time
+  else
+    spec.time_kind, spec.time_field = "field", field_name(loc, "time", time)
+  end
+  local units = { auto = "a", s = "s", seconds = "s", ms = "m", milliseconds = "m" }
+  if unit ~= nil and not units[unit] then
+    fail(loc, "time_unit must be \"auto\", \"s\" or \"ms\"")
+  end
+  spec.time_unit = units[unit or "auto"]
+end
+
+local function parse_dedup(loc, spec, dedup)
+  spec.id_kind, spec.dedup_ttl_ms = "none", 86400000
+  if dedup == nil then return end
+  if type(dedup) == "string" or type(dedup) == "function" then dedup = { id = dedup } end
+  if type(dedup) ~= "table" then fail(loc, "dedup must be a field name, a function or { id = ..., ttl = ... }") end
+  check_options(loc, "dedup", dedup, { id = true, ttl = true })
+  if type(dedup.id) == "function" then
+    spec.id_kind, spec.id_fn = "lua", dedup.id
+  else
+    spec.id_kind, spec.id_field = "field", field_name(loc, "dedup id", dedup.id)
+  end
+  if dedup.ttl ~= nil then spec.dedup_ttl_ms = duration(loc, "dedup ttl", dedup.ttl) end
+  if spec.dedup_ttl_ms <= 0 then fail(loc, "dedup ttl must be positive") end
+end
+
+local function parse_flush(loc, spec, flush)
+  spec.flush_events, spec.flush_keys, spec.flush_interval_ms = 100000, 50000, 1000
+  if flush == nil then return end
+  if type(flush) ~= "table" then fail(loc, "flush must be a table { events = ..., keys = ..., interval = ... }") end
+  check_options(loc, "flush", flush, { events = true, keys = true, interval = true })
+  for _, k in ipairs({ "events", "keys" }) do
+    if flush[k] ~= nil then
+      if type(flush[k]) ~= "number" or flush[k] < 1 then fail(loc, "flush.%s must be a positive number", k) end
+      spec["flush_" .. k] = flush[k]
+    end
+  end
+  if flush.interval ~= nil then
+    spec.flush_interval_ms = duration(loc, "flush interval", flush.interval)
+    if spec.flush_interval_ms < 1 then fail(loc, "flush interval must be at least 1ms") end
+  end
+end
+
+-- Builds the "compat" string: what must stay the same for existing state.
+local function compat_of(spec)
+  return ("%s;window=%d"):format(spec.monoid.describe, spec.granularity_ms)
+end
+
+function M._new_collector()
+  return { pipelines = {}, by_name = {} }
+end
+
+-- Returns a DSL module bound to a collector (each script load gets its own).
+function M.bind(collector)
+  local dsl = setmetatable({}, { __index = M })
+  function dsl.pipeline(t)
+    local loc = where(2)
+    if type(t) ~= "table" then fail(loc, "murmur.pipeline expects a table") end
+    check_options(loc, "pipeline", t, PIPELINE_OPTIONS)
+    if type(t.name) ~= "string" or not t.name:match("^[%w_.-]+$") or #t.name > 128 then
+      fail(loc, "pipeline 'name' must be 1..128 characters of letters, digits, '_', '.' or '-'")
+    end
+    if collector.by_name[t.name] then
+      fail(loc, "pipeline '%s' is already defined at %s", t.name, collector.by_name[t.name].where)
+    end
+    local spec = { name = t.name, where = loc, description = t.description }
+    if not is(t.monoid, "monoid") then
+      fail(loc, "pipeline '%s': 'monoid' must be one of murmur.sum{}, count(), min(), max(), first(), last(), set{}, hll(), topk{}, bloom{}", t.name)
+    end
+    spec.monoid = t.monoid
+    parse_key(loc, spec, t.key)
+    parse_value(loc, spec, t.value)
+    if t.window == nil then
+      spec.granularity_ms, spec.retention_ms = 0, 0
+    elseif is(t.window, "window") then
+      spec.granularity_ms, spec.retention_ms = t.window.granularity_ms, t.window.retention_ms
+    else
+      fail(loc, "pipeline '%s': 'window' must be murmur.minutely{}, hourly{} or daily{}", t.name)
+    end
+    parse_time(loc, spec, t.time, t.time_unit)
+    if spec.time_kind ~= "none" and spec.granularity_ms == 0 then
+      fail(loc, "pipeline '%s': 'time' needs a 'window' (event time only places events in buckets)", t.name)
+    end
+    parse_dedup(loc, spec, t.dedup)
+    parse_flush(loc, spec, t.flush)
+    spec.max_record = t.max_record and size(loc, "max_record", t.max_record) or 1048576
+    if t.dead_letter ~= nil and type(t.dead_letter) ~= "string" then
+      fail(loc, "dead_letter must be a file path")
+    end
+    spec.dead_letter = t.dead_letter
+    local sources = t.sources or (t.source and { t.source }) or { M.input() }
+    if type(sources) ~= "table" or #sources == 0 then fail(loc, "sources must be a non-empty list") end
+    for i, s in ipairs(sources) do
+      if not is(s, "source") then fail(loc, "source %d must be murmur.input(), murmur.file{} or murmur.stdin()", i) end
+    end
+    spec.sources = sources
+    if t.store ~= nil and not is(t.store, "store") then fail(loc, "store must be murmur.store(\"lmdb\"|\"memory\", {...})") end
+    spec.store = t.store
+    spec.compat = compat_of(spec)
+    collector.pipelines[#collector.pipelines + 1] = spec
+    collector.by_name[spec.name] = spec
+    return spec
+  end
+  -- Scripts opt in to dangerous globals explicitly: murmur.allow("io", "os").
+  function dsl.allow(...)
+    collector.allow = collector.allow or {}
+    for i = 1, select("#", ...) do
+      local lib = select(i, ...)
+      if lib ~= "io" and lib ~= "os" then fail(where(2), "murmur.allow: only \"io\" and \"os\" can be allowed") end
+      collector.allow[lib] = true
+    end
+  end
+  return dsl
+end
+
+M._where = where
+M._fail = fail
+return M

@@ -1,0 +1,118 @@
+-- murmur.loader: loads pipeline scripts in a sandbox and returns their specs.
+--
+-- Each load gets a fresh environment and a fresh collector, so loading a
+-- script twice (check, then run; later hot reload) never mixes state. The
+-- environment offers the pure parts of the standard library; `io`, `os.exit`,
+-- `os.execute`, `io.popen`, `loadfile`, `dofile` and the debug library are
+-- absent unless the script calls murmur.allow("io", "os"). `require` resolves
+-- "murmur" to the DSL bound to this load and other names to modules in the
+-- script's directory, loaded into the same sandbox (and re-read on every load).
+local dsl = require("murmur.dsl")
+
+local M = {}
+
+local SAFE = {
+  "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber", "tostring",
+  "type", "unpack", "xpcall", "rawequal", "rawget", "rawset", "setmetatable", "getmetatable",
+  "print",
+}
+local SAFE_LIBS = { "string", "table", "math", "bit" }
+local SAFE_OS = { "time", "clock", "date", "difftime", "getenv" }
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local function dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function new_env(collector, dir, loaded)
+  local env = {}
+  for _, k in ipairs(SAFE) do env[k] = _G[k] end
+  for _, k in ipairs(SAFE_LIBS) do env[k] = copy(_G[k]) end
+  local safe_os = {}
+  for _, k in ipairs(SAFE_OS) do safe_os[k] = os[k] end
+  local murmur = dsl.bind(collector)
+  env.require = function(name)
+    if type(name) ~= "string" then error("require expects a module name", 2) end
+    if name == "murmur" then return murmur end
+    if loaded[name] ~= nil then return loaded[name] end
+    if not name:match("^[%w_.]+$") then error(("module name '%s' is not allowed"):format(name), 2) end
+    local path = dir .. "/" .. name:gsub("%.", "/") .. ".lua"
+    local src = read_file(path)
+    if not src then
+      error(("module '%s' not found (pipeline scripts can require murmur and modules next to them: %s)"):format(name, path), 2)
+    end
+    local chunk, err = loadstring(src, "@" .. path)
+    if not chunk then error(err, 0) end
+    setfenv(chunk, env)
+    loaded[name] = true -- guards against require cycles
+    local result = chunk(name)
+    if result == nil then result = true end
+    loaded[name] = result
+    collector.modules[#collector.modules + 1] = path
+    return result
+  end
+  return setmetatable(env, {
+    __index = function(_, k)
+      local allow = collector.allow or {}
+      if k == "os" then return allow.os and os or safe_os end
+      if k == "io" and allow.io then return io end
+      if k == "murmur" then return murmur end
+      return nil
+    end,
+  })
+end
+
+-- Loads one script. Returns the collector { pipelines = {spec...}, modules = {path...},
+-- path, source } or nil, "file:line: message".
+function M.load(path)
+  local src, err = read_file(path)
+  if not src then return nil, ("%s: cannot read the script: %s"):format(path, err) end
+  local collector = dsl._new_collector()
+  collector.modules, collector.path, collector.source = {}, path, src
+  local chunk
+  chunk, err = loadstring(src, "@" .. path)
+  if not chunk then return nil, err end
+  setfenv(chunk, new_env(collector, dirname(path), {}))
+  local ok, perr = xpcall(chunk, function(e)
+    if type(e) ~= "string" then e = tostring(e) end
+    return e
+  end)
+  if not ok then return nil, perr end
+  if #collector.pipelines == 0 then
+    return nil, ("%s: the script defines no pipeline (call murmur.pipeline{...})"):format(path)
+  end
+  return collector
+end
+
+-- Loads several scripts; pipeline names must be unique across them.
+function M.load_all(paths)
+  local all, seen = {}, {}
+  for _, path in ipairs(paths) do
+    local c, err = M.load(path)
+    if not c then return nil, err end
+    for _, spec in ipairs(c.pipelines) do
+      if seen[spec.name] then
+        return nil, ("%s: pipeline '%s' is already defined at %s"):format(spec.where, spec.name, seen[spec.name].where)
+      end
+      seen[spec.name] = spec
+      spec.script = path
+      all[#all + 1] = spec
+    end
+  end
+  return all
+end
+
+return M

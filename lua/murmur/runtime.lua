@@ -1,0 +1,172 @@
+-- murmur.runtime: the Lua path, for pipelines whose key, value, time or id is
+-- a Lua function.
+--
+-- The engine calls the handler returned by M.handler once per batch with the
+-- batch size and the pipelines that need Lua. For each record the handler
+-- pulls the bytes through the FFI, decodes the JSON into a table (in C), runs
+-- the user's functions under pcall and hands the results back through the FFI.
+-- An error raised by a user function rejects that record (dead letter with the
+-- script's file:line) and the batch goes on.
+local ffi = require("ffi")
+local core = require("murmur.core")
+local cdef = require("murmur.cdef")
+
+local C = cdef.C
+local json_decode, null = core.json_decode, core.null
+local E = core.errors
+
+local M = {}
+
+local data_p = ffi.new("const char *[1]")
+local len_p = ffi.new("uint32_t[1]")
+local flags_p = ffi.new("uint32_t[1]")
+local ts_p = ffi.new("int64_t[1]")
+
+local REASON_OF = {
+  EJSON = cdef.REJ_JSON, EUTF8 = cdef.REJ_UTF8, ENOTOBJ = cdef.REJ_NOTOBJ,
+  EMISSING = cdef.REJ_MISSING, ETYPE = cdef.REJ_TYPE, ETOOBIG = cdef.REJ_TOOBIG,
+  ERANGE = cdef.REJ_RANGE, ELUA = cdef.REJ_LUA,
+}
+
+local function reject(p, i, code_name, msg)
+  C.mm_pipe_reject(p, i, REASON_OF[code_name] or cdef.REJ_JSON, E[code_name] or E.EJSON, msg)
+end
+
+-- Turns a field value into the string form keys and elements use.
+local function as_string(v)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then
+    if v == math.floor(v) and v > -2^53 and v < 2^53 then return ("%d"):format(v) end
+    return ("%.17g"):format(v)
+  end
+  return nil
+end
+
+local function get_time(spec, ev, src_ts)
+  local v
+  if spec.time_kind == "lua" then
+    v = spec.time_fn(ev)
+  elseif spec.time_kind == "field" then
+    v = ev[spec.time_field]
+    if v == nil then error({ code = "EMISSING", msg = "missing event-time field '" .. spec.time_field .. "'" }) end
+  elseif spec.time_kind == "source" and src_ts > 0 then
+    return src_ts
+  else
+    return -1
+  end
+  if type(v) == "number" then
+    if spec.time_unit == "s" or (spec.time_unit == "a" and math.abs(v) < 1e11) then return v * 1000 end
+    return v
+  elseif type(v) == "string" then
+    local ms, err = core.parse_time(v)
+    if not ms then error({ code = "ETYPE", msg = err }) end
+    return ms
+  end
+  error({ code = "ETYPE", msg = "event time must be RFC 3339 text or an epoch number" })
+end
+
+local function get_value(spec, ev)
+  local v
+  if spec.value_kind == "none" then return cdef.VAL_NONE, 0, nil end
+  if spec.value_kind == "const" then v = spec.value_const
+  elseif spec.value_kind == "lua" then v = spec.value_fn(ev)
+  else
+    v = ev[spec.value_field]
+    if v == nil then error({ code = "EMISSING", msg = "missing value field '" .. spec.value_field .. "'" }) end
+  end
+  if type(v) == "number" then
+    if v == math.floor(v) and v > -2^63 and v < 2^63 then return cdef.VAL_INT, v, nil end
+    return cdef.VAL_DOUBLE, v, nil
+  elseif type(v) == "string" then
+    return cdef.VAL_STRING, 0, v
+  end
+  error({ code = "ETYPE", msg = "value must be a number or a string, got " .. (v == null and "null" or type(v)) })
+end
+
+local function get_keys(spec, ev)
+  if spec.key_kind == "const" then return spec.keys end
+  if spec.key_kind == "field" then
+    local out = {}
+    for i, f in ipairs(spec.keys) do
+      local v = ev[f]
+      if v == nil then error({ code = "EMISSING", msg = "missing key field '" .. f .. "'" }) end
+      out[i] = as_string(v) or error({ code = "ETYPE", msg = "key field '" .. f .. "' must be a string or a number" })
+    end
+    return out
+  end
+  local k = spec.key_fn(ev)
+  if type(k) == "table" then
+    local out = {}
+    for i, v in ipairs(k) do
+      out[i] = as_string(v) or error({ code = "ETYPE", msg = "key function returned a " .. type(v) })
+    end
+    return out
+  end
+  local s = as_string(k)
+  if s == nil then error({ code = "ETYPE", msg = "key function returned a " .. type(k) }) end
+  return { s }
+end
+
+local function get_id(spec, ev)
+  if spec.id_kind == "none" then return nil end
+  local v
+  if spec.id_kind == "lua" then v = spec.id_fn(ev) else v = ev[spec.id_field] end
+  if v == nil or v == null then return nil end
+  return as_string(v) or error({ code = "ETYPE", msg = "event id must be a string or a number" })
+end
+
+-- Runs the user's functions for one decoded event; raises on any problem.
+local function process(spec, p, i, ev)
+  local id = get_id(spec, ev)
+  if id then
+    local seen = C.mm_pipe_seen(p, id, #id)
+    if seen == 1 then C.mm_pipe_duplicate(p, i) return end
+    if seen < 0 then error({ code = "EIO", msg = ffi.string(C.mm_pipe_last_error()) }) end
+  end
+  local ts = get_time(spec, ev, tonumber(ts_p[0]))
+  local vtype, num, str = get_value(spec, ev)
+  local keys = get_keys(spec, ev)
+  if #keys == 0 then error({ code = "EMISSING", msg = "key function returned no key" }) end
+  for _, k in ipairs(keys) do
+    local rc = C.mm_pipe_add(p, k, #k, ts, vtype, num, str, str and #str or 0)
+    if rc ~= 0 then
+      local name = core.strerror(rc)
+      error({ code = name, msg = ffi.string(C.mm_pipe_last_error()) })
+    end
+  end
+  C.mm_pipe_accept(p, i, id, id and #id or 0)
+end
+
+local function traceback(e)
+  if type(e) == "table" then return e end
+  return { code = "ELUA", msg = tostring(e) }
+end
+
+-- specs_by_ptr maps a pipeline's lightuserdata to its spec.
+function M.handler(specs_by_ptr)
+  return function(n, ...)
+    for j = 1, select("#", ...) do
+      local lud = select(j, ...)
+      local spec = specs_by_ptr[lud]
+      local p = ffi.cast("mm_pipeline_t *", lud)
+      for i = 0, n - 1 do
+        if C.mm_pipe_record(p, i, data_p, len_p, flags_p, ts_p) ~= 0 then
+          reject(p, i, "ETOOBIG", ffi.string(C.mm_pipe_last_error()))
+        else
+          local ev, err, code = json_decode(ffi.string(data_p[0], len_p[0]))
+          if ev == nil then
+            reject(p, i, code, err)
+          elseif type(ev) ~= "table" or getmetatable(ev) == core.array_mt then
+            reject(p, i, "ENOTOBJ", "JSON value is not an object")
+          else
+            local ok, e = xpcall(process, traceback, spec, p, i, ev)
+            if not ok then reject(p, i, e.code, e.msg) end
+          end
+        end
+      end
+    end
+  end
+end
+
+return M

@@ -1,0 +1,39 @@
+-- LuaRocks packaging: `luarocks make murmur-dev-1.rockspec` builds the murmur
+-- binary with the Makefile and installs it with the Lua modules into the tree.
+-- No rock dependencies (works offline with Debian's luarocks 3.8); the C
+-- libraries come from Debian packages (`make deps`).
+rockspec_format = "3.0"
+package = "murmur"
+version = "dev-1"
+source = { url = "git+https://example.invalid/murmur.git" }
+description = {
+  summary = "Streaming aggregation engine in C with LuaJIT pipeline scripts",
+  detailed = "Monoid aggregations (sum, count, min, max, first, last, set, HyperLogLog, Top-K, Bloom) over tumbling windows, fed by sources and kept in an embedded LMDB store.",
+  license = "MIT",
+}
+dependencies = { "lua >= 5.1" }
+external_dependencies = {
+  LUAJIT = { header = "luajit-2.1/luajit.h", library = "luajit-5.1" },
+  LIBUV = { header = "uv.h", library = "uv" },
+  LMDB = { header = "lmdb.h", library = "lmdb" },
+}
+build = {
+  type = "make",
+  build_target = "rock",
+  build_variables = { CFLAGS = "$(CFLAGS)", BUILD = "build/rock" },
+  install_pass = false,
+  install = {
+    bin = { murmur = "build/rock/murmur" },
+    lua = {
+      ["murmur.init"] = "lua/murmur/init.lua",
+      ["murmur.cdef"] = "lua/murmur/cdef.lua",
+      ["murmur.cli"] = "lua/murmur/cli.lua",
+      ["murmur.dsl"] = "lua/murmur/dsl.lua",
+      ["murmur.loader"] = "lua/murmur/loader.lua",
+      ["murmur.query"] = "lua/murmur/query.lua",
+      ["murmur.runner"] = "lua/murmur/runner.lua",
+      ["murmur.runtime"] = "lua/murmur/runtime.lua",
+    },
+  },
+}
+test = { type = "command", command = "make test" }

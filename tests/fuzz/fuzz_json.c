@@ -1,0 +1,163 @@
+/*
+ * fuzz_json.c: arbitrary bytes into the JSON scanner, the SAX walk and the
+ * string helpers.
+ *
+ * Checked on every input (a violation aborts, so libFuzzer reports it along
+ * with ASan/UBSan findings):
+ *   - scan returns 0 or one of ENOTOBJ, EJSON, EUTF8, and the SAX walk agrees
+ *     with it (parse accepts any value, so ENOTOBJ means parse succeeds);
+ *   - scan with three requested fields differs from a plain scan only by a
+ *     duplicate-key error; found spans lie inside the input, strings
+ *     unescape, numbers convert (or overflow with ERANGE);
+ *   - the walk's begin/end callbacks balance and never nest past the limit;
+ *   - quoting the input always yields a JSON string that scans and
+ *     unescapes.
+ */
+#define _GNU_SOURCE /* memmem */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/json.h"
+#include "lib/buf.h"
+#include "lib/error.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+struct counts {
+	long tokens;
+	int depth, max_depth;
+};
+
+static int c_null(void *ud)
+{
+	((struct counts *)ud)->tokens++;
+	return 0;
+}
+
+static int c_bool(void *ud, int v)
+{
+	((struct counts *)ud)->tokens++;
+	return 0;
+}
+
+static int c_number(void *ud, const char *raw, size_t len)
+{
+	int is_int, rc;
+	int64_t i;
+	double d;
+
+	rc = mm_json_number(raw, len, &is_int, &i, &d);
+	if (rc != 0 && rc != MM_ERANGE)
+		abort();
+	((struct counts *)ud)->tokens++;
+	return 0;
+}
+
+static int c_string(void *ud, const char *s, size_t len)
+{
+	((struct counts *)ud)->tokens++;
+	return 0;
+}
+
+static int c_begin(void *ud, int is_object)
+{
+	struct counts *c = ud;
+
+	if (++c->depth > c->max_depth)
+		c->max_depth = c->depth;
+	c->tokens++;
+	return 0;
+}
+
+static int c_end(void *ud, int is_object)
+{
+	struct counts *c = ud;
+
+	if (--c->depth < 0)
+		abort();
+	return 0;
+}
+
+static const mm_json_visitor_t counter = {
+	.on_null = c_null,
+	.on_bool = c_bool,
+	.on_number = c_number,
+	.on_string = c_string,
+	.on_key = c_string,
+	.on_begin = c_begin,
+	.on_end = c_end,
+};
+
+static void check_field(const mm_json_field_t *f, const uint8_t *data, size_t size, mm_buf_t *tmp)
+{
+	int is_int, rc;
+	int64_t i;
+	double d;
+
+	if (f->type == MM_JSON_ABSENT)
+		return;
+	if (f->p < (const char *)data || f->p + f->len > (const char *)data + size)
+		abort();
+	switch (f->type) {
+	case MM_JSON_STRING:
+		tmp->len = 0;
+		if (mm_json_unescape(f->p, f->len, tmp) != 0 || (!f->escaped && tmp->len != f->len))
+			abort();
+		break;
+	case MM_JSON_NUMBER:
+		rc = mm_json_number(f->p, f->len, &is_int, &i, &d);
+		if (rc != 0 && rc != MM_ERANGE)
+			abort();
+		break;
+	default:
+		break;
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	mm_json_field_t f[3] = {
+		{.name = "entity_id", .name_len = 9},
+		{.name = "user_id", .name_len = 7},
+		{.name = "ts", .name_len = 2},
+	};
+	struct counts c = {0, 0, 0};
+	mm_buf_t tmp = {0}, q = {0};
+	mm_json_field_t k = {.name = "k", .name_len = 1};
+	int plain, fields, parse, i;
+
+	plain = mm_json_scan((const char *)data, size, NULL, 0);
+	if (plain != 0 && plain != MM_ENOTOBJ && plain != MM_EJSON && plain != MM_EUTF8)
+		abort();
+	fields = mm_json_scan((const char *)data, size, f, 3);
+	if (fields != plain && !(fields == MM_EJSON && strstr(mm_diag_msg(), "duplicate")))
+		abort();
+	if (fields == 0)
+		for (i = 0; i < 3; i++)
+			check_field(&f[i], data, size, &tmp);
+
+	parse = mm_json_parse((const char *)data, size, &counter, &c);
+	if (parse != (plain == MM_ENOTOBJ ? 0 : plain))
+		abort();
+	if (parse == 0 && (c.depth != 0 || c.max_depth > MM_JSON_MAX_DEPTH || c.tokens == 0))
+		abort();
+
+	/* Any bytes quote into a valid JSON string. */
+	if (mm_buf_append(&q, "{\"k\":", 5) || mm_json_quote((const char *)data, size, &q) ||
+	    mm_buf_append(&q, "}", 1))
+		abort();
+	if (mm_json_scan((const char *)q.p, q.len, &k, 1) != 0 || k.type != MM_JSON_STRING)
+		abort();
+	tmp.len = 0;
+	if (mm_json_unescape(k.p, k.len, &tmp) != 0)
+		abort();
+	/* Valid UTF-8 comes back unchanged. Whether the input is valid UTF-8
+	 * is read from the quoting: no replacement character was needed. */
+	if (memmem(q.p, q.len, "\\ufffd", 6) == NULL &&
+	    (tmp.len != size || (size && memcmp(tmp.p, data, size) != 0)))
+		abort();
+	mm_buf_free(&tmp);
+	mm_buf_free(&q);
+	return 0;
+}

@@ -1,0 +1,114 @@
+-- Helpers shared by the specs: paths, temporary directories, running the
+-- murmur binary and helper programs, and reading back files.
+local M = {}
+
+M.build = os.getenv("MURMUR_BUILD") or "build"
+M.root = os.getenv("PWD") or "."
+M.murmur = M.root .. "/" .. M.build .. "/murmur"
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.quote = quote
+
+-- Runs a shell command; returns exit code, stdout, stderr.
+function M.exec(cmd)
+  local err = os.tmpname()
+  local p = assert(io.popen("(" .. cmd .. ") 2>" .. err .. "; echo \"__rc=$?\""))
+  local out = p:read("*a")
+  p:close()
+  local f = io.open(err, "rb")
+  local stderr = f and f:read("*a") or ""
+  if f then f:close() end
+  os.remove(err)
+  local code = tonumber(out:match("__rc=(%d+)%s*$"))
+  out = out:gsub("__rc=%d+%s*$", "")
+  return code, out, stderr
+end
+
+-- Runs murmur with arguments (a list, quoted here); returns code, stdout, stderr.
+function M.murmur_run(args, stdin_file)
+  local parts = { quote(M.murmur) }
+  for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
+  local cmd = table.concat(parts, " ")
+  if stdin_file then cmd = cmd .. " < " .. quote(stdin_file) end
+  return M.exec(cmd)
+end
+
+function M.tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(os.execute("mkdir -p " .. quote(p)) == 0)
+  return p
+end
+
+function M.rm_rf(p)
+  if p and #p > 5 then os.execute("rm -rf " .. quote(p)) end
+end
+
+function M.write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+function M.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function M.lines(path)
+  local out = {}
+  local f = io.open(path, "rb")
+  if not f then return out end
+  for l in f:lines() do out[#out + 1] = l end
+  f:close()
+  return out
+end
+
+-- Generates Zipf events with the gen_events helper.
+function M.gen_events(path, count, entities, exponent, seed)
+  local cmd = ("%s/%s/helpers/gen_events %d %d %s %d > %s"):format(M.root, M.build, count,
+    entities or 100000, exponent or 1.1, seed or 42, quote(path))
+  local code, _, err = M.exec(cmd)
+  assert(code == 0, "gen_events failed: " .. err)
+end
+
+-- Starts a background command (exec'ed, so the pid is the program's own);
+-- returns a handle { pid = ..., rcfile = ... }. The exit code is written to
+-- rcfile by a waiting subshell, so no zombie reaping is needed to learn it.
+function M.spawn(cmd, log)
+  local rcfile = os.tmpname()
+  os.remove(rcfile)
+  local p = assert(io.popen(("( (exec %s) > %s 2>&1 & pid=$!; echo $pid; wait $pid; echo $? > %s ) &")
+    :format(cmd, quote(log or "/dev/null"), quote(rcfile))))
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  return { pid = pid, rcfile = rcfile }
+end
+
+-- Waits up to `seconds` for a spawned process; returns its exit code or nil.
+function M.wait_exit(h, seconds)
+  for _ = 1, math.floor(seconds * 20) do
+    local s = M.read_file(h.rcfile)
+    if s and s:match("%d") then
+      os.remove(h.rcfile)
+      return tonumber(s:match("%d+"))
+    end
+    M.exec("sleep 0.05")
+  end
+  return nil
+end
+
+function M.kill(h, sig)
+  M.exec(("kill -%s %d"):format(sig or "TERM", h.pid))
+end
+
+function M.sleep(s)
+  M.exec("sleep " .. s)
+end
+
+return M

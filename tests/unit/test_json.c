@@ -1,0 +1,1237 @@
+/*
+ * test_json.c: the strict JSON scanner and its helpers.
+ *
+ * A table of documents with the code each must produce covers the grammar
+ * rule by rule (RFC 8259 plus UTF-8 well-formedness), then field extraction,
+ * numbers, quote/unescape round trips and the SAX walk. A small recursive
+ * reference validator, written independently of the state machine, is
+ * compared with mm_json_scan and mm_json_parse on random documents and on
+ * random mutations of them (fixed seed).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/json.h"
+#include "lib/buf.h"
+#include "lib/error.h"
+#include "unit.h"
+
+struct doc_case {
+	const char *doc;
+	size_t len;
+	int rc;
+};
+
+#define OK(s) { s, sizeof(s) - 1, 0 }
+#define NOTOBJ(s) { s, sizeof(s) - 1, MM_ENOTOBJ }
+#define BAD(s) { s, sizeof(s) - 1, MM_EJSON }
+#define BADUTF8(s) { s, sizeof(s) - 1, MM_EUTF8 }
+
+static const struct doc_case cases[] = {
+	/* Objects, whitespace, nesting. */
+	OK("{}"),
+	OK(" \t\n\r{ \t\n\r} \t\n\r"),
+	OK("{\"a\":1}"),
+	OK("{ \"a\" : 1 , \"b\" : [ 1 , 2 ] }"),
+	OK("{\"\":\"\"}"),
+	OK("{\"a\":[]}"),
+	OK("{\"a\":{}}"),
+	OK("{\"a\":[1,[2,[3,[]]],{\"b\":{\"c\":null}}]}"),
+	OK("{\"a\":true,\"b\":false,\"c\":null}"),
+	OK("{\"a\":1,\"a\":2}"), /* duplicates are fine unless requested */
+	/* Numbers. */
+	OK("{\"a\":0}"),
+	OK("{\"a\":-0}"),
+	OK("{\"a\":-0.0}"),
+	OK("{\"a\":12345}"),
+	OK("{\"a\":-1.5e+10}"),
+	OK("{\"a\":1E5}"),
+	OK("{\"a\":1e-5}"),
+	OK("{\"a\":0.5}"),
+	OK("{\"a\":0e0}"),
+	OK("{\"a\":123456789012345678901234567890}"),
+	OK("{\"a\":1e400}"), /* the grammar has no range */
+	OK("{\"a\":[0,-0,1,-1]}"),
+	/* Strings and escapes. */
+	OK("{\"a\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}"),
+	OK("{\"a\":\"\\u0000\"}"), /* escaped NUL is JSON; consumers decide */
+	OK("{\"a\":\"\\u0041\\u00e9\\u20AC\\uFFFF\"}"),
+	OK("{\"a\":\"\\ud83d\\ude00\"}"),
+	OK("{\"a\":\"\\uD83D\\uDE00\"}"),
+	OK("{\"a\":\"\\udbff\\udfff\"}"),
+	OK("{\"\\u0061\":1}"),
+	OK("{\"a\":\"\x7f\"}"),
+	OK("{\"a\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}"),
+	OK("{\"a\":\"\xc2\x80\xdf\xbf\"}"),
+	OK("{\"a\":\"\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80\xef\xbf\xbf\"}"),
+	OK("{\"a\":\"\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\"}"),
+	OK("{\"a\":\"0123456789abcdef0123456789abcdef\\n0123456789abcdef\"}"),
+	/* Valid JSON, not an object. */
+	NOTOBJ("[]"),
+	NOTOBJ(" [1,2] "),
+	NOTOBJ("1"),
+	NOTOBJ("-0"),
+	NOTOBJ("\"x\""),
+	NOTOBJ("\"\\u0000\""),
+	NOTOBJ("null"),
+	NOTOBJ("true"),
+	NOTOBJ("false"),
+	/* Structure. */
+	BAD(""),
+	BAD(" \t\r\n"),
+	BAD("{"),
+	BAD("}"),
+	BAD("{\"a\"}"),
+	BAD("{\"a\":}"),
+	BAD("{\"a\" 1}"),
+	BAD("{\"a\":1,}"),
+	BAD("{,}"),
+	BAD("{\"a\":1 \"b\":2}"),
+	BAD("{\"a\":1,,\"b\":2}"),
+	BAD("{a:1}"),
+	BAD("{'a':1}"),
+	BAD("{1:1}"),
+	BAD("{\"a\":[1,]}"),
+	BAD("[1,]"), /* malformed non-objects are EJSON, not ENOTOBJ */
+	BAD("[1 2]"),
+	BAD("{\"a\":[1}"),
+	BAD("{\"a\":{]}"),
+	BAD("{\"a\":1]"),
+	BAD("{}x"),
+	BAD("{}{}"),
+	BAD("{} 1"),
+	BAD("{}]"),
+	BAD("\xef\xbb\xbf{}"), /* BOM */
+	BAD("{/*c*/}"),
+	BAD("{\"a\":1}//"),
+	BAD("{\f}"),
+	BAD("{\v}"),
+	BAD("{\xc2\xa0}"),
+	BAD("{\xc3\xa9:1}"),
+	/* NUL bytes. */
+	BAD("\0{}"),
+	BAD("{\0}"),
+	BAD("{}\0"),
+	BAD("{\"a\":\"\0\"}"),
+	BAD("{\"a\0\":1}"),
+	/* Numbers. */
+	BAD("{\"a\":01}"),
+	BAD("{\"a\":-01}"),
+	BAD("{\"a\":00}"),
+	BAD("{\"a\":+1}"),
+	BAD("{\"a\":.5}"),
+	BAD("{\"a\":-.5}"),
+	BAD("{\"a\":1.}"),
+	BAD("{\"a\":1.e5}"),
+	BAD("{\"a\":1e}"),
+	BAD("{\"a\":1e+}"),
+	BAD("{\"a\":1E-}"),
+	BAD("{\"a\":-}"),
+	BAD("{\"a\":--1}"),
+	BAD("{\"a\":0x10}"),
+	BAD("{\"a\":1_000}"),
+	BAD("{\"a\":Infinity}"),
+	BAD("{\"a\":-Infinity}"),
+	BAD("{\"a\":NaN}"),
+	BAD("-"),
+	BAD("1."),
+	/* Literals. */
+	BAD("{\"a\":tru}"),
+	BAD("{\"a\":True}"),
+	BAD("{\"a\":nul}"),
+	BAD("{\"a\":nulll}"),
+	BAD("{\"a\":falsey}"),
+	BAD("{\"a\":undefined}"),
+	BAD("nul"),
+	/* Strings. */
+	BAD("{\"a\":\"abc"),
+	BAD("{\"a\":\"abc\\\"}"),
+	BAD("{\"a\":\"\n\"}"),
+	BAD("{\"a\":\"\t\"}"),
+	BAD("{\"a\":\"\x1f\"}"),
+	BAD("{\"a\":\"\\x41\"}"),
+	BAD("{\"a\":\"\\'\"}"),
+	BAD("{\"a\":\"\\U0041\"}"),
+	BAD("{\"a\":\"\\u12\"}"),
+	BAD("{\"a\":\"\\u12G4\"}"),
+	BAD("{\"a\":\"\\u"),
+	BAD("{\"a\":\"\\"),
+	BAD("{\"a\":\"\\ud800\"}"),
+	BAD("{\"a\":\"\\udc00\"}"),
+	BAD("{\"a\":\"\\uDFFF\"}"),
+	BAD("{\"a\":\"\\ud800x\"}"),
+	BAD("{\"a\":\"\\ud800\\u0041\"}"),
+	BAD("{\"a\":\"\\ud800\\ud800\"}"),
+	BAD("{\"a\":\"\\udc00\\ud800\"}"),
+	BAD("{\"a\":\"\\ud800\\n\"}"),
+	BAD("{\"\\ud800\":1}"),
+	/* UTF-8. */
+	BADUTF8("{\"a\":\"\xc0\xaf\"}"),         /* overlong '/' */
+	BADUTF8("{\"a\":\"\xe0\x80\xaf\"}"),     /* overlong '/', 3 bytes */
+	BADUTF8("{\"a\":\"\xf0\x80\x80\xaf\"}"), /* overlong '/', 4 bytes */
+	BADUTF8("{\"a\":\"\xc1\xbf\"}"),
+	BADUTF8("{\"a\":\"\xe0\x9f\xbf\"}"),
+	BADUTF8("{\"a\":\"\xf0\x8f\xbf\xbf\"}"),
+	BADUTF8("{\"a\":\"\xed\xa0\x80\"}"), /* U+D800 encoded */
+	BADUTF8("{\"a\":\"\xed\xbf\xbf\"}"), /* U+DFFF encoded */
+	BADUTF8("{\"a\":\"\xf4\x90\x80\x80\"}"), /* U+110000 */
+	BADUTF8("{\"a\":\"\xf5\x80\x80\x80\"}"),
+	BADUTF8("{\"a\":\"\xf8\x88\x80\x80\x80\"}"),
+	BADUTF8("{\"a\":\"\x80\"}"),
+	BADUTF8("{\"a\":\"\xbf\"}"),
+	BADUTF8("{\"a\":\"\xfe\xff\"}"),
+	BADUTF8("{\"a\":\"\xc3\"}"),
+	BADUTF8("{\"a\":\"\xe2\x82\"}"),
+	BADUTF8("{\"a\":\"\xf0\x9f\x98\"}"),
+	BADUTF8("{\"a\":\"\xc3"),         /* truncated at the end of input */
+	BADUTF8("{\"a\":\"\xf0\x9f\x98"), /* truncated at the end of input */
+	BADUTF8("{\"\xff\":1}"),
+	BADUTF8("{\"a\":\"0123456789abcdef\xe9t\xc3\xa9\"}"),
+};
+
+TEST(table)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		rc = mm_json_scan(cases[i].doc, cases[i].len, NULL, 0);
+		if (rc != cases[i].rc) {
+			printf("#   case %zu: got %s (%s), want %s\n", i, mm_err_name(rc),
+			       mm_diag_msg(), mm_err_name(cases[i].rc));
+			CHECK(rc == cases[i].rc);
+		}
+	}
+	CHECK(sizeof(cases) / sizeof(cases[0]) >= 80);
+}
+
+/* Every document of the table through the SAX walk: same verdict, except that
+ * parse takes any value. */
+TEST(table_parse)
+{
+	static const mm_json_visitor_t none = {0};
+	size_t i;
+	int rc, want;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		rc = mm_json_parse(cases[i].doc, cases[i].len, &none, NULL);
+		want = cases[i].rc == MM_ENOTOBJ ? 0 : cases[i].rc;
+		if (rc != want) {
+			printf("#   case %zu: got %s (%s), want %s\n", i, mm_err_name(rc),
+			       mm_diag_msg(), mm_err_name(want));
+			CHECK(rc == want);
+		}
+	}
+}
+
+static int scan_str(const char *doc)
+{
+	return mm_json_scan(doc, strlen(doc), NULL, 0);
+}
+
+TEST(error_details)
+{
+	CHECK_EQ_INT(scan_str("{\"a\":1,x}"), MM_EJSON);
+	CHECK(strcmp(mm_diag_msg(), "json: unexpected character 'x' at offset 7") == 0);
+	CHECK_EQ_INT(scan_str("{\"a\":"), MM_EJSON);
+	CHECK(strcmp(mm_diag_msg(), "json: unexpected end of input at offset 5") == 0);
+	CHECK_EQ_INT(scan_str("{\"a\":\"abc"), MM_EJSON);
+	CHECK(strcmp(mm_diag_msg(), "json: unexpected end of input at offset 9") == 0);
+	CHECK_EQ_INT(scan_str("{\"a\":\"0123456789abcdef0123"), MM_EJSON);
+	CHECK(strcmp(mm_diag_msg(), "json: unexpected end of input at offset 26") == 0);
+	CHECK_EQ_INT(mm_json_scan("{}\0", 3, NULL, 0), MM_EJSON);
+	CHECK(strcmp(mm_diag_msg(), "json: unexpected byte 0x00 at offset 2") == 0);
+	CHECK_EQ_INT(scan_str("{\"a\":\"x\ny\"}"), MM_EJSON);
+	CHECK(strstr(mm_diag_msg(), "control character 0x0a") != NULL);
+	CHECK(strstr(mm_diag_msg(), "offset 7") != NULL);
+	CHECK_EQ_INT(scan_str("{\"a\":\"\\ud800\"}"), MM_EJSON);
+	CHECK(strstr(mm_diag_msg(), "surrogate") != NULL);
+	CHECK(strstr(mm_diag_msg(), "offset 6") != NULL);
+	CHECK_EQ_INT(scan_str("{\"a\":\"xy\xc0\xaf\"}"), MM_EUTF8);
+	CHECK(strcmp(mm_diag_msg(), "json: invalid UTF-8 at offset 8") == 0);
+	CHECK_EQ_INT(scan_str("{\"a\":01}"), MM_EJSON);
+	CHECK(strcmp(mm_diag_msg(), "json: unexpected character '1' at offset 6") == 0);
+	CHECK_EQ_INT(scan_str("[1]"), MM_ENOTOBJ);
+	CHECK(strstr(mm_diag_msg(), "not an object") != NULL);
+}
+
+TEST(bad_arguments)
+{
+	mm_json_field_t f = {.name = "a", .name_len = 1};
+
+	CHECK_EQ_INT(mm_json_scan(NULL, 2, NULL, 0), MM_EINVAL);
+	CHECK_EQ_INT(mm_json_scan("{}", 2, NULL, 1), MM_EINVAL);
+	CHECK_EQ_INT(mm_json_scan("{}", 2, &f, -1), MM_EINVAL);
+	CHECK_EQ_INT(mm_json_scan(NULL, 0, NULL, 0), MM_EJSON);
+	CHECK_EQ_INT(mm_json_parse("{}", 2, NULL, NULL), MM_EINVAL);
+}
+
+/* Builds depth levels of '[' inside a top-level object. */
+static char *nested(int depth, size_t *len)
+{
+	char *s = malloc((size_t)depth * 2 + 8);
+	size_t n = 0;
+	int i;
+
+	s[n++] = '{';
+	s[n++] = '"';
+	s[n++] = 'a';
+	s[n++] = '"';
+	s[n++] = ':';
+	for (i = 1; i < depth; i++)
+		s[n++] = '[';
+	for (i = 1; i < depth; i++)
+		s[n++] = ']';
+	s[n++] = '}';
+	*len = n;
+	return s;
+}
+
+TEST(depth)
+{
+	size_t len;
+	char *s;
+
+	s = nested(MM_JSON_MAX_DEPTH, &len);
+	CHECK_EQ_INT(mm_json_scan(s, len, NULL, 0), 0);
+	free(s);
+	s = nested(MM_JSON_MAX_DEPTH + 1, &len);
+	CHECK_EQ_INT(mm_json_scan(s, len, NULL, 0), MM_EJSON);
+	CHECK(strcmp(mm_diag_msg(), "json: nesting deeper than 64 at offset 68") == 0);
+	free(s);
+	s = nested(10000, &len);
+	CHECK_EQ_INT(mm_json_scan(s, len, NULL, 0), MM_EJSON);
+	CHECK(strstr(mm_diag_msg(), "nesting deeper than 64") != NULL);
+	CHECK_EQ_INT(mm_json_parse(s, len, &(mm_json_visitor_t){0}, NULL), MM_EJSON);
+	free(s);
+	/* Unbalanced deep input ends in an error, not in a crash. */
+	s = malloc(10000);
+	memset(s, '[', 10000);
+	CHECK_EQ_INT(mm_json_scan(s, 10000, NULL, 0), MM_EJSON);
+	memset(s, '{', 10000);
+	CHECK_EQ_INT(mm_json_scan(s, 10000, NULL, 0), MM_EJSON);
+	free(s);
+}
+
+TEST(big_documents)
+{
+	const size_t big = 10u << 20;
+	mm_json_field_t f[2] = {{.name = "s", .name_len = 1}, {.name = "n", .name_len = 1}};
+	mm_buf_t b = {0};
+	size_t i, slen;
+
+	/* One 10 MB string with a sprinkle of escapes and UTF-8. */
+	REQUIRE(mm_buf_append(&b, "{\"n\":1,\"s\":\"", 12) == 0);
+	while (b.len < big)
+		REQUIRE(mm_buf_append(&b, "abcdefghij\\n\xc3\xa9 0123456789ABCDEF-", 32) == 0);
+	slen = b.len - 12;
+	REQUIRE(mm_buf_append(&b, "\"}", 2) == 0);
+	CHECK_EQ_INT(mm_json_scan((char *)b.p, b.len, f, 2), 0);
+	CHECK_EQ_INT(f[0].type, MM_JSON_STRING);
+	CHECK_EQ_INT(f[0].len, slen);
+	CHECK_EQ_INT(f[0].escaped, 1);
+	CHECK_EQ_INT(f[1].type, MM_JSON_NUMBER);
+	/* The same with its closing quote missing. */
+	CHECK_EQ_INT(mm_json_scan((char *)b.p, b.len - 2, f, 2), MM_EJSON);
+
+	/* A 10 MB array of numbers and small objects. */
+	b.len = 0;
+	REQUIRE(mm_buf_append(&b, "{\"a\":[", 6) == 0);
+	for (i = 0; b.len < big; i++)
+		REQUIRE(mm_buf_printf(&b, "%zu,-%zu.5e-3,{\"k\":[true,null]},", i, i) == 0);
+	REQUIRE(mm_buf_append(&b, "0],\"n\":7}", 9) == 0);
+	CHECK_EQ_INT(mm_json_scan((char *)b.p, b.len, f, 2), 0);
+	CHECK_EQ_INT(f[1].type, MM_JSON_NUMBER);
+	CHECK(f[1].len == 1 && f[1].p[0] == '7');
+	CHECK_EQ_INT(mm_json_parse((char *)b.p, b.len, &(mm_json_visitor_t){0}, NULL), 0);
+	mm_buf_free(&b);
+}
+
+/*
+ * Strings of every length up to a few blocks, with one special sequence at
+ * every position and the document ending 0..17 bytes after the string: this
+ * walks each boundary of the block-at-a-time scan and of its tail handling.
+ */
+TEST(string_blocks)
+{
+	static const struct {
+		const char *s;
+		int rc;
+	} specials[] = {
+		{"#", 0},          {"\\n", 0},      {"\\u00e9", 0}, {"\xc3\xa9", 0},
+		{"\xf0\x9f\x98\x80", 0}, {"\\\"", 0}, {"\x1f", MM_EJSON}, {"\xc3", MM_EUTF8},
+		{"\\q", MM_EJSON}, {"\xe2\x82", MM_EUTF8},
+	};
+	mm_json_field_t f = {.name = "k", .name_len = 1};
+	char doc[128];
+	size_t sp, len, pos, pad, n, slen;
+	int rc, bad = 0;
+
+	for (sp = 0; sp < sizeof(specials) / sizeof(specials[0]); sp++)
+		for (len = 0; len <= 40; len++)
+			for (pos = 0; pos <= len; pos++)
+				for (pad = 0; pad <= 17; pad++) {
+					n = 0;
+					memcpy(doc, "{\"k\":\"", 6);
+					n = 6;
+					memset(doc + n, 'a', pos);
+					n += pos;
+					slen = strlen(specials[sp].s);
+					memcpy(doc + n, specials[sp].s, slen);
+					n += slen;
+					memset(doc + n, 'b', len - pos);
+					n += len - pos;
+					slen = n - 6;
+					doc[n++] = '"';
+					memset(doc + n, ' ', pad);
+					n += pad;
+					doc[n++] = '}';
+					rc = mm_json_scan(doc, n, &f, 1);
+					if (rc != specials[sp].rc ||
+					    (rc == 0 && (f.type != MM_JSON_STRING || f.len != slen))) {
+						if (bad++ < 5)
+							printf("#   %.*s: %s\n", (int)n, doc, mm_err_name(rc));
+					}
+					/* The same document cut inside the string. */
+					rc = mm_json_scan(doc, 6 + pos, &f, 1);
+					if (rc != MM_EJSON && bad++ < 5)
+						printf("#   cut %.*s: %s\n", (int)(6 + pos), doc,
+						       mm_err_name(rc));
+				}
+	CHECK_EQ_INT(bad, 0);
+}
+
+static int field_eq(const mm_json_field_t *f, int type, const char *raw)
+{
+	return f->type == type && f->len == strlen(raw) && memcmp(f->p, raw, f->len) == 0;
+}
+
+TEST(fields_basic)
+{
+	const char *ev = "{\"entity_id\":\"p96284\",\"user_id\":\"u224920\",\"source\":\"kafka\"}";
+	mm_json_field_t f[3] = {
+		{.name = "entity_id", .name_len = 9},
+		{.name = "user_id", .name_len = 7},
+		{.name = "ts", .name_len = 2},
+	};
+
+	REQUIRE(mm_json_scan(ev, strlen(ev), f, 3) == 0);
+	CHECK(field_eq(&f[0], MM_JSON_STRING, "p96284"));
+	CHECK(f[0].escaped == 0);
+	CHECK(field_eq(&f[1], MM_JSON_STRING, "u224920"));
+	CHECK_EQ_INT(f[2].type, MM_JSON_ABSENT);
+	CHECK(f[2].p == NULL && f[2].len == 0);
+
+	/* Fields are reset by every scan. */
+	REQUIRE(mm_json_scan("{\"ts\":5}", 8, f, 3) == 0);
+	CHECK_EQ_INT(f[0].type, MM_JSON_ABSENT);
+	CHECK_EQ_INT(f[1].type, MM_JSON_ABSENT);
+	CHECK(field_eq(&f[2], MM_JSON_NUMBER, "5"));
+}
+
+TEST(fields_types)
+{
+	const char *doc = "{ \"n\" : -1.5e3 , \"t\":true,\"f\":false,\"z\":null,"
+			  "\"a\":[1, {\"n\":2}] ,\"o\":{\"x\":[]},\"s\":\"\",\"e\":{}}";
+	mm_json_field_t f[8] = {
+		{.name = "n", .name_len = 1}, {.name = "t", .name_len = 1},
+		{.name = "f", .name_len = 1}, {.name = "z", .name_len = 1},
+		{.name = "a", .name_len = 1}, {.name = "o", .name_len = 1},
+		{.name = "s", .name_len = 1}, {.name = "e", .name_len = 1},
+	};
+
+	REQUIRE(mm_json_scan(doc, strlen(doc), f, 8) == 0);
+	CHECK(field_eq(&f[0], MM_JSON_NUMBER, "-1.5e3"));
+	CHECK(field_eq(&f[1], MM_JSON_TRUE, "true"));
+	CHECK(field_eq(&f[2], MM_JSON_FALSE, "false"));
+	CHECK(field_eq(&f[3], MM_JSON_NULL, "null"));
+	CHECK(field_eq(&f[4], MM_JSON_ARRAY, "[1, {\"n\":2}]"));
+	CHECK(field_eq(&f[5], MM_JSON_OBJECT, "{\"x\":[]}"));
+	CHECK(field_eq(&f[6], MM_JSON_STRING, ""));
+	CHECK(field_eq(&f[7], MM_JSON_OBJECT, "{}"));
+}
+
+TEST(fields_escapes)
+{
+	mm_json_field_t f[4] = {
+		{.name = "entity_id", .name_len = 9},
+		{.name = "\xc3\xa9", .name_len = 2},
+		{.name = "\xf0\x9f\x98\x80", .name_len = 4},
+		{.name = "a\"b", .name_len = 3},
+	};
+	const char *doc = "{\"entity\\u005fid\":\"x\\\"y\",\"\\u00e9\":1,\"\\ud83d\\ude00\":2,"
+			  "\"a\\\"b\":3}";
+	mm_buf_t b = {0};
+
+	REQUIRE(mm_json_scan(doc, strlen(doc), f, 4) == 0);
+	CHECK(field_eq(&f[0], MM_JSON_STRING, "x\\\"y"));
+	CHECK_EQ_INT(f[0].escaped, 1);
+	REQUIRE(mm_json_unescape(f[0].p, f[0].len, &b) == 0);
+	CHECK(b.len == 3 && memcmp(b.p, "x\"y", 3) == 0);
+	CHECK(field_eq(&f[1], MM_JSON_NUMBER, "1"));
+	CHECK(field_eq(&f[2], MM_JSON_NUMBER, "2"));
+	CHECK(field_eq(&f[3], MM_JSON_NUMBER, "3"));
+	mm_buf_free(&b);
+
+	/* Escaped keys that are a prefix, an extension or a near miss. */
+	f[0].name = "abc";
+	f[0].name_len = 3;
+	doc = "{\"a\\u0062\":1,\"a\\u0062cd\":2,\"\\u0061bd\":3,\"ab\\u0063\":4}";
+	REQUIRE(mm_json_scan(doc, strlen(doc), f, 1) == 0);
+	CHECK(field_eq(&f[0], MM_JSON_NUMBER, "4"));
+	/* Raw keys of the same length that differ in one byte. */
+	f[0].name = "entity_id";
+	f[0].name_len = 9;
+	doc = "{\"entity_ie\":1,\"fntity_id\":2,\"entity\\u005fid\":3}";
+	REQUIRE(mm_json_scan(doc, strlen(doc), f, 1) == 0);
+	CHECK(field_eq(&f[0], MM_JSON_NUMBER, "3"));
+}
+
+TEST(fields_nested_and_duplicates)
+{
+	mm_json_field_t f[3] = {
+		{.name = "k", .name_len = 1},
+		{.name = "x", .name_len = 1},
+		{.name = "k", .name_len = 1},
+	};
+	const char *doc;
+
+	doc = "{\"x\":{\"k\":1,\"x\":[{\"k\":0}]},\"k\":2}";
+	REQUIRE(mm_json_scan(doc, strlen(doc), f, 3) == 0);
+	CHECK(field_eq(&f[0], MM_JSON_NUMBER, "2"));
+	CHECK(field_eq(&f[1], MM_JSON_OBJECT, "{\"k\":1,\"x\":[{\"k\":0}]}"));
+	CHECK(field_eq(&f[2], MM_JSON_NUMBER, "2")); /* asked twice, filled twice */
+
+	doc = "{\"x\":{\"k\":1}}";
+	REQUIRE(mm_json_scan(doc, strlen(doc), f, 3) == 0);
+	CHECK_EQ_INT(f[0].type, MM_JSON_ABSENT);
+
+	doc = "{\"k\":1,\"y\":0,\"k\":2}";
+	CHECK_EQ_INT(mm_json_scan(doc, strlen(doc), f, 1), MM_EJSON);
+	CHECK(strcmp(mm_diag_msg(), "json: duplicate key \"k\" at offset 13") == 0);
+	doc = "{\"k\":1,\"\\u006b\":2}";
+	CHECK_EQ_INT(mm_json_scan(doc, strlen(doc), f, 1), MM_EJSON);
+	CHECK(strstr(mm_diag_msg(), "duplicate key") != NULL);
+	/* A duplicate that nobody asked for is not an error. */
+	CHECK_EQ_INT(mm_json_scan(doc, strlen(doc), &f[1], 1), 0);
+	/* Nor is the same name at another depth. */
+	doc = "{\"k\":{\"k\":{\"k\":1}}}";
+	CHECK_EQ_INT(mm_json_scan(doc, strlen(doc), f, 1), 0);
+	CHECK(field_eq(&f[0], MM_JSON_OBJECT, "{\"k\":{\"k\":1}}"));
+	/* The empty name matches the empty key. */
+	f[0].name = "";
+	f[0].name_len = 0;
+	REQUIRE(mm_json_scan("{\"a\":1,\"\":2}", 12, f, 1) == 0);
+	CHECK(field_eq(&f[0], MM_JSON_NUMBER, "2"));
+	/* Fields of an invalid document do not matter, but the error does. */
+	f[0].name = "a";
+	f[0].name_len = 1;
+	CHECK_EQ_INT(mm_json_scan("{\"a\":1,\"b\":01}", 14, f, 1), MM_EJSON);
+}
+
+static int number(const char *s, int *is_int, int64_t *i, double *d)
+{
+	return mm_json_number(s, strlen(s), is_int, i, d);
+}
+
+TEST(numbers)
+{
+	char big[300];
+	int is_int;
+	int64_t i;
+	double d;
+
+	CHECK(number("0", &is_int, &i, &d) == 0 && is_int && i == 0 && d == 0 && !signbit(d));
+	CHECK(number("-0", &is_int, &i, &d) == 0 && is_int && i == 0 && d == 0 && signbit(d));
+	CHECK(number("-0.0", &is_int, &i, &d) == 0 && !is_int && d == 0 && signbit(d));
+	CHECK(number("42", &is_int, &i, &d) == 0 && is_int && i == 42 && d == 42.0);
+	CHECK(number("-17", &is_int, &i, &d) == 0 && is_int && i == -17 && d == -17.0);
+	CHECK(number("9223372036854775807", &is_int, &i, &d) == 0 && is_int && i == INT64_MAX);
+	CHECK(number("-9223372036854775808", &is_int, &i, &d) == 0 && is_int && i == INT64_MIN &&
+	      d == -9223372036854775808.0);
+	CHECK(number("9223372036854775808", &is_int, &i, &d) == 0 && !is_int &&
+	      d == 9223372036854775808.0);
+	CHECK(number("-9223372036854775809", &is_int, &i, &d) == 0 && !is_int &&
+	      d == -9223372036854775808.0);
+	CHECK(number("18446744073709551615", &is_int, &i, &d) == 0 && !is_int &&
+	      d == 18446744073709551615.0);
+	CHECK(number("18446744073709551616", &is_int, &i, &d) == 0 && !is_int &&
+	      d == 18446744073709551616.0);
+	CHECK(number("123456789012345678901234567890", &is_int, &i, &d) == 0 && !is_int &&
+	      d == 123456789012345678901234567890.0);
+	CHECK(number("9007199254740993", &is_int, &i, &d) == 0 && is_int &&
+	      i == 9007199254740993LL);
+	CHECK(number("1.5", &is_int, &i, &d) == 0 && !is_int && d == 1.5);
+	CHECK(number("0.1", &is_int, &i, &d) == 0 && !is_int && d == 0.1);
+	CHECK(number("1e2", &is_int, &i, &d) == 0 && !is_int && d == 100.0);
+	CHECK(number("1.0", &is_int, &i, &d) == 0 && !is_int && d == 1.0);
+	CHECK(number("-2.5E-3", &is_int, &i, &d) == 0 && d == -2.5e-3);
+	CHECK(number("1.7976931348623157e308", &is_int, &i, &d) == 0 && d == 1.7976931348623157e308);
+	CHECK(number("4.9e-324", &is_int, &i, &d) == 0 && d == 4.9e-324);
+	CHECK(number("1e-400", &is_int, &i, &d) == 0 && d == 0); /* underflow is fine */
+	CHECK_EQ_INT(number("1e999", &is_int, &i, &d), MM_ERANGE);
+	CHECK(strstr(mm_diag_msg(), "1e999") != NULL);
+	CHECK(isinf(d) && !is_int);
+	CHECK_EQ_INT(number("-1e400", &is_int, &i, &d), MM_ERANGE);
+	CHECK_EQ_INT(number("1.8e308", &is_int, &i, &d), MM_ERANGE);
+	/* Longer than the local copy: 1 followed by 250 zeros, then a fraction. */
+	memset(big, '0', sizeof(big));
+	big[0] = '1';
+	memcpy(big + 251, ".25", 4);
+	CHECK(number(big, &is_int, &i, &d) == 0 && !is_int && d == 1e250);
+	/* Only a token that scan would accept, exactly. */
+	CHECK_EQ_INT(number("", &is_int, &i, &d), MM_EJSON);
+	CHECK_EQ_INT(number("01", &is_int, &i, &d), MM_EJSON);
+	CHECK_EQ_INT(number("+1", &is_int, &i, &d), MM_EJSON);
+	CHECK_EQ_INT(number("1.", &is_int, &i, &d), MM_EJSON);
+	CHECK_EQ_INT(number(".5", &is_int, &i, &d), MM_EJSON);
+	CHECK_EQ_INT(number("1e", &is_int, &i, &d), MM_EJSON);
+	CHECK_EQ_INT(number("1 ", &is_int, &i, &d), MM_EJSON);
+	CHECK_EQ_INT(number("-", &is_int, &i, &d), MM_EJSON);
+	CHECK_EQ_INT(number("nan", &is_int, &i, &d), MM_EJSON);
+	/* A token inside a larger buffer is read to len only. */
+	CHECK(mm_json_number("12345", 2, &is_int, &i, &d) == 0 && is_int && i == 12);
+	CHECK(mm_json_number("1.5e3", 3, &is_int, &i, &d) == 0 && !is_int && d == 1.5);
+}
+
+static int quote_is(const char *in, size_t len, const char *want)
+{
+	mm_buf_t b = {0};
+	int ok;
+
+	if (mm_json_quote(in, len, &b) != 0)
+		return 0;
+	ok = b.len == strlen(want) && memcmp(b.p, want, b.len) == 0;
+	if (!ok)
+		printf("#   quote gave %.*s, want %s\n", (int)b.len, (char *)b.p, want);
+	mm_buf_free(&b);
+	return ok;
+}
+
+#define QUOTE_IS(lit, want) quote_is(lit, sizeof(lit) - 1, want)
+
+TEST(quote)
+{
+	CHECK(QUOTE_IS("", "\"\""));
+	CHECK(QUOTE_IS("abc", "\"abc\""));
+	CHECK(QUOTE_IS("a\"b\\c/", "\"a\\\"b\\\\c/\""));
+	CHECK(QUOTE_IS("\b\f\n\r\t", "\"\\b\\f\\n\\r\\t\""));
+	CHECK(QUOTE_IS("\x01\x1f\0\x7f", "\"\\u0001\\u001f\\u0000\x7f\""));
+	CHECK(QUOTE_IS("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\""));
+	CHECK(QUOTE_IS("\xff", "\"\\ufffd\""));
+	CHECK(QUOTE_IS("a\x80z", "\"a\\ufffdz\""));
+	CHECK(QUOTE_IS("\xe2\x82", "\"\\ufffd\""));   /* truncated: one U+FFFD */
+	CHECK(QUOTE_IS("\xe2\x82z", "\"\\ufffdz\""));
+	CHECK(QUOTE_IS("\xf0\x9f\x98", "\"\\ufffd\""));
+	CHECK(QUOTE_IS("\xc0\xaf", "\"\\ufffd\\ufffd\"")); /* overlong */
+	CHECK(QUOTE_IS("\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\"")); /* surrogate */
+	CHECK(QUOTE_IS("\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""));
+	CHECK(QUOTE_IS("\xc3\xa9\xff\xc3\xa9", "\"\xc3\xa9\\ufffd\xc3\xa9\""));
+
+	/* Appends to what the buffer holds. */
+	{
+		mm_buf_t b = {0};
+
+		REQUIRE(mm_buf_append(&b, "x=", 2) == 0);
+		REQUIRE(mm_json_quote("y", 1, &b) == 0);
+		CHECK(b.len == 5 && memcmp(b.p, "x=\"y\"", 5) == 0);
+		mm_buf_free(&b);
+	}
+}
+
+static int unescape_is(const char *in, const char *want, size_t want_len)
+{
+	mm_buf_t b = {0};
+	int ok;
+
+	if (mm_json_unescape(in, strlen(in), &b) != 0)
+		return 0;
+	ok = b.len == want_len && (want_len == 0 || memcmp(b.p, want, want_len) == 0);
+	mm_buf_free(&b);
+	return ok;
+}
+
+#define UNESCAPE_IS(in, lit) unescape_is(in, lit, sizeof(lit) - 1)
+
+TEST(unescape)
+{
+	mm_buf_t b = {0};
+
+	CHECK(UNESCAPE_IS("", ""));
+	CHECK(UNESCAPE_IS("plain", "plain"));
+	CHECK(UNESCAPE_IS("\\\"\\\\\\/\\b\\f\\n\\r\\t", "\"\\/\b\f\n\r\t"));
+	CHECK(UNESCAPE_IS("a\\u0000b", "a\0b"));
+	CHECK(UNESCAPE_IS("\\u0041\\u00e9\\u20ac\\uFFFF", "A\xc3\xa9\xe2\x82\xac\xef\xbf\xbf"));
+	CHECK(UNESCAPE_IS("\\ud83d\\ude00!", "\xf0\x9f\x98\x80!"));
+	CHECK(UNESCAPE_IS("\\uDBFF\\uDFFF", "\xf4\x8f\xbf\xbf"));
+	CHECK(UNESCAPE_IS("\xc3\xa9\\n\xc3\xa9", "\xc3\xa9\n\xc3\xa9"));
+	CHECK_EQ_INT(mm_json_unescape("\\", 1, &b), MM_EJSON);
+	CHECK_EQ_INT(mm_json_unescape("\\x", 2, &b), MM_EJSON);
+	CHECK_EQ_INT(mm_json_unescape("\\u12", 4, &b), MM_EJSON);
+	CHECK_EQ_INT(mm_json_unescape("\\u12g4", 6, &b), MM_EJSON);
+	CHECK_EQ_INT(mm_json_unescape("\\ud800", 6, &b), MM_EJSON);
+	CHECK_EQ_INT(mm_json_unescape("\\udc00", 6, &b), MM_EJSON);
+	CHECK_EQ_INT(mm_json_unescape("\\ud800\\u0041", 12, &b), MM_EJSON);
+	/* The span ends where len says, even inside an escape. */
+	CHECK_EQ_INT(mm_json_unescape("\\u0041", 5, &b), MM_EJSON);
+	/* Appends. */
+	b.len = 0;
+	REQUIRE(mm_buf_append(&b, "<", 1) == 0);
+	REQUIRE(mm_json_unescape("\\t>", 3, &b) == 0);
+	CHECK(b.len == 3 && memcmp(b.p, "<\t>", 3) == 0);
+	mm_buf_free(&b);
+}
+
+/* xorshift64: the fixed-seed generator of the random tests. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static size_t put_utf8(uint8_t *out, uint32_t cp)
+{
+	if (cp < 0x80) {
+		out[0] = (uint8_t)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		out[0] = (uint8_t)(0xc0 | cp >> 6);
+		out[1] = (uint8_t)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		out[0] = (uint8_t)(0xe0 | cp >> 12);
+		out[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3f));
+		out[2] = (uint8_t)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	out[0] = (uint8_t)(0xf0 | cp >> 18);
+	out[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3f));
+	out[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3f));
+	out[3] = (uint8_t)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/* A random Unicode scalar value, biased towards ASCII and edge cases. */
+static uint32_t rnd_cp(void)
+{
+	static const uint32_t edges[] = {0,      0x1f,   0x20,   '"',     '\\',    0x7f,
+					 0x80,   0x7ff,  0x800,  0xd7ff,  0xe000,  0xfffd,
+					 0xffff, 0x10000, 0x10ffff, 0x2028, 0xfeff};
+
+	switch (rnd() % 4) {
+	case 0:
+		return edges[rnd() % (sizeof(edges) / sizeof(edges[0]))];
+	case 1: {
+		uint32_t cp = (uint32_t)(rnd() % 0x110000);
+
+		return cp >= 0xd800 && cp <= 0xdfff ? cp - 0x800 : cp;
+	}
+	default:
+		return (uint32_t)(0x20 + rnd() % 0x5f);
+	}
+}
+
+/* Quote then unescape gives back any valid UTF-8; quote's output of any bytes
+ * is a valid JSON string. */
+TEST(quote_unescape_round_trip)
+{
+	mm_json_field_t f = {.name = "k", .name_len = 1};
+	uint8_t in[512];
+	mm_buf_t doc = {0}, out = {0};
+	size_t n, k;
+	int iter, ok = 1;
+
+	for (iter = 0; iter < 20000 && ok; iter++) {
+		n = 0;
+		if (iter % 2 == 0) {
+			for (k = rnd() % 40; k > 0; k--)
+				n += put_utf8(in + n, rnd_cp());
+		} else {
+			for (k = rnd() % 64; k > 0; k--)
+				in[n++] = (uint8_t)rnd();
+		}
+		doc.len = 0;
+		REQUIRE(mm_buf_append(&doc, "{\"k\":", 5) == 0);
+		REQUIRE(mm_json_quote((char *)in, n, &doc) == 0);
+		REQUIRE(mm_buf_append(&doc, "}", 1) == 0);
+		if (mm_json_scan((char *)doc.p, doc.len, &f, 1) != 0 || f.type != MM_JSON_STRING) {
+			printf("#   iter %d: %s\n", iter, mm_diag_msg());
+			ok = 0;
+			break;
+		}
+		out.len = 0;
+		REQUIRE(mm_json_unescape(f.p, f.len, &out) == 0);
+		if (iter % 2 == 0 && (out.len != n || memcmp(out.p, in, n) != 0))
+			ok = 0;
+	}
+	CHECK(ok);
+	mm_buf_free(&doc);
+	mm_buf_free(&out);
+}
+
+/* The SAX walk, recorded as a trace. */
+struct trace {
+	mm_buf_t b;
+	int abort_on_number;
+};
+
+static int t_null(void *ud)
+{
+	return mm_buf_append(&((struct trace *)ud)->b, "N ", 2);
+}
+
+static int t_bool(void *ud, int v)
+{
+	return mm_buf_append(&((struct trace *)ud)->b, v ? "T " : "F ", 2);
+}
+
+static int t_number(void *ud, const char *raw, size_t len)
+{
+	struct trace *t = ud;
+
+	if (t->abort_on_number)
+		return mm_diag_set(MM_ETYPE, "no numbers here");
+	return mm_buf_printf(&t->b, "#%.*s ", (int)len, raw);
+}
+
+static int t_string(void *ud, const char *s, size_t len)
+{
+	return mm_buf_printf(&((struct trace *)ud)->b, "s<%.*s> ", (int)len, s);
+}
+
+static int t_key(void *ud, const char *s, size_t len)
+{
+	return mm_buf_printf(&((struct trace *)ud)->b, "k<%.*s> ", (int)len, s);
+}
+
+static int t_begin(void *ud, int is_object)
+{
+	return mm_buf_append(&((struct trace *)ud)->b, is_object ? "{ " : "[ ", 2);
+}
+
+static int t_end(void *ud, int is_object)
+{
+	return mm_buf_append(&((struct trace *)ud)->b, is_object ? "} " : "] ", 2);
+}
+
+static const mm_json_visitor_t tracer = {
+	.on_null = t_null,
+	.on_bool = t_bool,
+	.on_number = t_number,
+	.on_string = t_string,
+	.on_key = t_key,
+	.on_begin = t_begin,
+	.on_end = t_end,
+};
+
+static int trace_is(const char *doc, const char *want)
+{
+	struct trace t = {{0}, 0};
+	int ok;
+
+	if (mm_json_parse(doc, strlen(doc), &tracer, &t) != 0) {
+		mm_buf_free(&t.b);
+		return 0;
+	}
+	ok = t.b.len == strlen(want) && memcmp(t.b.p, want, t.b.len) == 0;
+	if (!ok)
+		printf("#   trace %.*s\n", (int)t.b.len, (char *)t.b.p);
+	mm_buf_free(&t.b);
+	return ok;
+}
+
+TEST(parse)
+{
+	struct trace t = {{0}, 1};
+	mm_buf_t scratch = {0};
+
+	CHECK(trace_is("{\"a\":[1,\"x\\ny\",true,null,{},[]],\"b\\u0021\":false}",
+		       "{ k<a> [ #1 s<x\ny> T N { } [ ] ] k<b!> F } "));
+	CHECK(trace_is(" [ -1.5e3 , \"\\ud83d\\ude00\" ] ", "[ #-1.5e3 s<\xf0\x9f\x98\x80> ] "));
+	CHECK(trace_is("\"s\"", "s<s> "));
+	CHECK(trace_is("0", "#0 "));
+	CHECK(trace_is("null", "N "));
+	CHECK(trace_is("{\"\":{\"\":[[]]}}", "{ k<> { k<> [ [ ] ] } } "));
+	/* A callback's error stops the walk and is returned as is. */
+	CHECK_EQ_INT(mm_json_parse("[\"a\",1,2]", 9, &tracer, &t), MM_ETYPE);
+	CHECK(t.b.len == 7 && memcmp(t.b.p, "[ s<a> ", 7) == 0);
+	mm_buf_free(&t.b);
+	/* Errors are those of scan, found after the tokens before them. */
+	t.abort_on_number = 0;
+	CHECK_EQ_INT(mm_json_parse("[1,2,]", 6, &tracer, &t), MM_EJSON);
+	CHECK(t.b.len == 8 && memcmp(t.b.p, "[ #1 #2 ", 8) == 0);
+	mm_buf_free(&t.b);
+	/* With a caller's scratch buffer, which keeps its capacity. */
+	REQUIRE(mm_json_parse_buf("[\"a\\tb\"]", 8, &tracer, &t, &scratch) == 0);
+	CHECK(t.b.len == 11 && memcmp(t.b.p, "[ s<a\tb> ] ", 11) == 0);
+	CHECK(scratch.cap > 0);
+	mm_buf_free(&t.b);
+	mm_buf_free(&scratch);
+}
+
+/*
+ * An independent recursive-descent validator used as the reference: it
+ * returns 1 when p[0..n) is one valid JSON value with surrounding whitespace.
+ * It decodes UTF-8 into code points and checks their ranges, where the
+ * scanner uses byte-range tables.
+ */
+struct ref {
+	const uint8_t *p, *end;
+	int depth;
+};
+
+static void ref_ws(struct ref *r)
+{
+	while (r->p < r->end && strchr(" \t\n\r", *r->p) != NULL && *r->p != 0)
+		r->p++;
+}
+
+static int ref_lit(struct ref *r, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if ((size_t)(r->end - r->p) < n || memcmp(r->p, lit, n) != 0)
+		return 0;
+	r->p += n;
+	return 1;
+}
+
+static int ref_digits(struct ref *r)
+{
+	const uint8_t *s = r->p;
+
+	while (r->p < r->end && *r->p >= '0' && *r->p <= '9')
+		r->p++;
+	return r->p > s;
+}
+
+static int ref_number(struct ref *r)
+{
+	if (r->p < r->end && *r->p == '-')
+		r->p++;
+	if (r->p < r->end && *r->p == '0')
+		r->p++;
+	else if (!(r->p < r->end && *r->p >= '1' && *r->p <= '9') || !ref_digits(r))
+		return 0;
+	if (r->p < r->end && *r->p == '.') {
+		r->p++;
+		if (!ref_digits(r))
+			return 0;
+	}
+	if (r->p < r->end && (*r->p == 'e' || *r->p == 'E')) {
+		r->p++;
+		if (r->p < r->end && (*r->p == '+' || *r->p == '-'))
+			r->p++;
+		if (!ref_digits(r))
+			return 0;
+	}
+	return 1;
+}
+
+static long ref_hex4(struct ref *r)
+{
+	long v = 0;
+	int i;
+
+	if (r->end - r->p < 4)
+		return -1;
+	for (i = 0; i < 4; i++) {
+		int c = r->p[i];
+
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v |= c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v |= c - 'A' + 10;
+		else
+			return -1;
+	}
+	r->p += 4;
+	return v;
+}
+
+static int ref_string(struct ref *r)
+{
+	r->p++;
+	while (r->p < r->end) {
+		uint32_t c = *r->p++, cp, min;
+		int extra, i;
+
+		if (c == '"')
+			return 1;
+		if (c < 0x20)
+			return 0;
+		if (c == '\\') {
+			long u, lo;
+
+			if (r->p == r->end)
+				return 0;
+			c = *r->p++;
+			if (c != 'u') {
+				if (strchr("\"\\/bfnrt", (int)c) == NULL || c == 0)
+					return 0;
+				continue;
+			}
+			if ((u = ref_hex4(r)) < 0 || (u >= 0xdc00 && u <= 0xdfff))
+				return 0;
+			if (u >= 0xd800 && u <= 0xdbff) {
+				if (!ref_lit(r, "\\u") || (lo = ref_hex4(r)) < 0xdc00 || lo > 0xdfff)
+					return 0;
+			}
+			continue;
+		}
+		if (c < 0x80)
+			continue;
+		if ((c & 0xe0) == 0xc0)
+			extra = 1, cp = c & 0x1f, min = 0x80;
+		else if ((c & 0xf0) == 0xe0)
+			extra = 2, cp = c & 0x0f, min = 0x800;
+		else if ((c & 0xf8) == 0xf0)
+			extra = 3, cp = c & 0x07, min = 0x10000;
+		else
+			return 0;
+		for (i = 0; i < extra; i++) {
+			if (r->p == r->end || (*r->p & 0xc0) != 0x80)
+				return 0;
+			cp = cp << 6 | (*r->p++ & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+	}
+	return 0;
+}
+
+static int ref_value(struct ref *r)
+{
+	int first = 1, ok;
+
+	ref_ws(r);
+	if (r->p == r->end)
+		return 0;
+	switch (*r->p) {
+	case '{':
+	case '[': {
+		int obj = *r->p == '{';
+
+		if (++r->depth > MM_JSON_MAX_DEPTH)
+			return 0;
+		r->p++;
+		for (;;) {
+			ref_ws(r);
+			if (r->p < r->end && *r->p == (obj ? '}' : ']') && first)
+				break;
+			if (!first) {
+				if (r->p == r->end)
+					return 0;
+				if (*r->p == (obj ? '}' : ']'))
+					break;
+				if (*r->p != ',')
+					return 0;
+				r->p++;
+				ref_ws(r);
+			}
+			first = 0;
+			if (obj) {
+				if (r->p == r->end || *r->p != '"' || !ref_string(r))
+					return 0;
+				ref_ws(r);
+				if (r->p == r->end || *r->p != ':')
+					return 0;
+				r->p++;
+			}
+			if (!ref_value(r))
+				return 0;
+			ref_ws(r);
+		}
+		r->p++;
+		r->depth--;
+		return 1;
+	}
+	case '"':
+		return ref_string(r);
+	case 't':
+		return ref_lit(r, "true");
+	case 'f':
+		return ref_lit(r, "false");
+	case 'n':
+		return ref_lit(r, "null");
+	default:
+		ok = ref_number(r);
+		return ok;
+	}
+}
+
+static int ref_valid(const uint8_t *p, size_t n)
+{
+	struct ref r = {p, p + n, 0};
+
+	if (!ref_value(&r))
+		return 0;
+	ref_ws(&r);
+	return r.p == r.end;
+}
+
+/* Appends a random JSON value of bounded depth. */
+static void gen_value(mm_buf_t *b, int depth)
+{
+	static const char *const ws[] = {"", "", "", " ", "\n\t", "\r "};
+	static const char *const nums[] = {"0", "-0", "12", "-3.25", "1e10", "2E-3", "0.5e+7",
+					   "123456789012345678901"};
+	static const char *const escs[] = {"\\n", "\\\"", "\\\\", "\\/", "\\u00e9", "\\ud83d\\ude00",
+					   "\\u0000", "\\uFFFF"};
+	uint8_t u[4];
+	int i, n;
+
+	mm_buf_printf(b, "%s", ws[rnd() % 6]);
+	switch (depth >= 5 ? 2 + rnd() % 5 : rnd() % 7) {
+	case 0:
+	case 1: {
+		int obj = (int)(rnd() % 2);
+
+		mm_buf_append(b, obj ? "{" : "[", 1);
+		n = (int)(rnd() % 5);
+		for (i = 0; i < n; i++) {
+			if (i)
+				mm_buf_append(b, ",", 1);
+			if (obj) {
+				mm_buf_printf(b, "\"k%d\"", (int)(rnd() % 4));
+				mm_buf_append(b, ":", 1);
+			}
+			gen_value(b, depth + 1);
+		}
+		mm_buf_append(b, obj ? "}" : "]", 1);
+		break;
+	}
+	case 2:
+	case 3:
+		mm_buf_append(b, "\"", 1);
+		for (n = (int)(rnd() % 24); n > 0; n--) {
+			uint32_t cp = rnd_cp();
+
+			if (rnd() % 4 == 0) {
+				const char *e = escs[rnd() % 8];
+
+				mm_buf_append(b, e, strlen(e));
+			} else if (cp >= 0x20 && cp != '"' && cp != '\\') {
+				mm_buf_append(b, u, put_utf8(u, cp));
+			}
+		}
+		mm_buf_append(b, "\"", 1);
+		break;
+	case 4:
+		mm_buf_printf(b, "%s", nums[rnd() % 8]);
+		break;
+	default:
+		mm_buf_printf(b, "%s", (const char *[]){"true", "false", "null"}[rnd() % 3]);
+		break;
+	}
+	mm_buf_printf(b, "%s", ws[rnd() % 6]);
+}
+
+static void mutate(mm_buf_t *b)
+{
+	static const char alphabet[] = "{}[]\",:\\u0123456789-+.eEtrfalsn \t\n\x80\xa0\xbf\xc0\xc3\xe0\xed\xf0\xf4\0";
+	size_t pos = b->len ? rnd() % b->len : 0;
+
+	switch (rnd() % 4) {
+	case 0: /* replace a byte */
+		if (b->len)
+			b->p[pos] = (uint8_t)alphabet[rnd() % (sizeof(alphabet) - 1)];
+		break;
+	case 1: /* delete a byte */
+		if (b->len) {
+			memmove(b->p + pos, b->p + pos + 1, b->len - pos - 1);
+			b->len--;
+		}
+		break;
+	case 2: /* insert a byte */
+		if (mm_buf_reserve(b, 1) == 0) {
+			memmove(b->p + pos + 1, b->p + pos, b->len - pos);
+			b->p[pos] = (uint8_t)alphabet[rnd() % (sizeof(alphabet) - 1)];
+			b->len++;
+		}
+		break;
+	default: /* truncate */
+		b->len = pos;
+		break;
+	}
+}
+
+TEST(random_against_reference)
+{
+	static const mm_json_visitor_t none = {0};
+	mm_json_field_t f[3] = {
+		{.name = "k0", .name_len = 2}, {.name = "k1", .name_len = 2}, {.name = "k2", .name_len = 2},
+	};
+	mm_buf_t b = {0};
+	int iter, m, want, scan, scan_f, parse, valid_seen = 0, invalid_seen = 0, mismatches = 0;
+
+	for (iter = 0; iter < 40000 && mismatches < 5; iter++) {
+		b.len = 0;
+		if (iter % 3 == 0) {
+			mm_buf_append(&b, "{", 1);
+			mm_buf_append(&b, "\"k1\":", 5);
+			gen_value(&b, 1);
+			mm_buf_append(&b, "}", 1);
+		} else {
+			gen_value(&b, 0);
+		}
+		for (m = (int)(rnd() % 3); m > 0 && iter % 2; m--)
+			mutate(&b);
+		want = ref_valid(b.p, b.len);
+		scan = mm_json_scan((char *)b.p, b.len, NULL, 0);
+		parse = mm_json_parse((char *)b.p, b.len, &none, NULL);
+		/* Requested fields may only add a duplicate-key error (which
+		 * may come before another error). */
+		scan_f = mm_json_scan((char *)b.p, b.len, f, 3);
+		if ((scan == 0 || scan == MM_ENOTOBJ) != want || (parse == 0) != want ||
+		    (scan != MM_ENOTOBJ && scan != parse) ||
+		    (scan_f != scan &&
+		     !(scan_f == MM_EJSON && strstr(mm_diag_msg(), "duplicate") != NULL))) {
+			printf("#   iter %d: ref %d scan %s parse %s fields %s: %.*s\n", iter, want,
+			       mm_err_name(scan), mm_err_name(parse), mm_err_name(scan_f),
+			       (int)b.len, (char *)b.p);
+			mismatches++;
+		}
+		if (want)
+			valid_seen++;
+		else
+			invalid_seen++;
+	}
+	CHECK_EQ_INT(mismatches, 0);
+	CHECK(valid_seen > 1000);
+	CHECK(invalid_seen > 1000);
+	mm_buf_free(&b);
+}
+
+int main(void)
+{
+	RUN(table);
+	RUN(table_parse);
+	RUN(error_details);
+	RUN(bad_arguments);
+	RUN(depth);
+	RUN(big_documents);
+	RUN(string_blocks);
+	RUN(fields_basic);
+	RUN(fields_types);
+	RUN(fields_escapes);
+	RUN(fields_nested_and_duplicates);
+	RUN(numbers);
+	RUN(quote);
+	RUN(unescape);
+	RUN(quote_unescape_round_trip);
+	RUN(parse);
+	RUN(random_against_reference);
+	UNIT_DONE();
+}
