@@ -72,6 +72,8 @@ local MONOIDS = {
   bloom = { capacity = "number", fpr = "number" },
 }
 
+local INTEGER_PARAMS = { k = true, max_size = true, capacity = true }
+
 local function monoid(name, params, level)
   local loc = where(level + 1)
   params = params or {}
@@ -84,6 +86,9 @@ local function monoid(name, params, level)
         next(allowed) and (" (expected one of: " .. keys_of(allowed) .. ")") or " (it takes none)")
     end
     if type(v) ~= allowed[k] then fail(loc, "murmur.%s: parameter '%s' must be a %s", name, k, allowed[k]) end
+    if INTEGER_PARAMS[k] and (v ~= math.floor(v) or v < 1 or v > 2^32) then
+      fail(loc, "murmur.%s: parameter '%s' must be a positive integer, got %s", name, k, tostring(v))
+    end
     spec[k] = v
   end
   local desc, err = core.describe_monoid(spec)
@@ -92,8 +97,13 @@ local function monoid(name, params, level)
   return setmetatable(spec, monoid_mt)
 end
 
+-- Constructors keep a local before returning: a tail call would drop the
+-- caller's frame and with it the script's file:line in error messages.
 for name in pairs(MONOIDS) do
-  M[name] = function(params) return monoid(name, params, 2) end
+  M[name] = function(params)
+    local m = monoid(name, params, 2)
+    return m
+  end
 end
 
 -- Windows -----------------------------------------------------------------
@@ -113,10 +123,10 @@ local function window(granularity, opts, level)
   return setmetatable(w, window_mt)
 end
 
-function M.minutely(opts) return window("minute", opts, 2) end
-function M.hourly(opts) return window("hour", opts, 2) end
-function M.daily(opts) return window("day", opts, 2) end
-function M.window(opts) return window(nil, opts, 2) end
+function M.minutely(opts) local w = window("minute", opts, 2) return w end
+function M.hourly(opts) local w = window("hour", opts, 2) return w end
+function M.daily(opts) local w = window("day", opts, 2) return w end
+function M.window(opts) local w = window(nil, opts, 2) return w end
 
 -- Keys and sources --------------------------------------------------------
 
@@ -143,13 +153,13 @@ local function source(kind, opts, allowed, level)
 end
 
 -- The input chosen on the command line (--input FILE, --follow), stdin by default.
-function M.input(opts) return source("input", opts, { batch = true }, 2) end
+function M.input(opts) local s = source("input", opts, { batch = true }, 2) return s end
 function M.file(opts)
   local s = source("file", opts, { path = true, follow = true, batch = true, read_size = true }, 2)
   if type(s.options.path) ~= "string" then fail(where(2), "murmur.file needs a path") end
   return s
 end
-function M.stdin(opts) return source("stdin", opts, { batch = true, read_size = true }, 2) end
+function M.stdin(opts) local s = source("stdin", opts, { batch = true, read_size = true }, 2) return s end
 
 local store_mt = { __murmur = "store" }
 function M.store(kind, opts)
