@@ -5,7 +5,8 @@
  * exit code. Every C->Lua entry goes through the funnel (engine/lua/funnel.c).
  *
  * Lua modules are looked up, in order, in $MURMUR_LUA_DIR, next to the
- * binary in a source checkout (build/murmur -> lua/), and in an installed
+ * binary in a source checkout (build/murmur or build/<variant>/murmur -> lua/),
+ * and in an installed
  * tree (bin/murmur -> share/lua/5.1/), then on LuaJIT's default path.
  */
 #include <lauxlib.h>
@@ -47,6 +48,8 @@ static void set_package_path(lua_State *L)
 		if (slash)
 			*slash = '\0';
 		snprintf(dir, sizeof(dir), "%s/../lua", exe);
+		add_path(&b, dir);
+		snprintf(dir, sizeof(dir), "%s/../../lua", exe); /* build/asan, build/rock */
 		add_path(&b, dir);
 		snprintf(dir, sizeof(dir), "%s/../share/lua/5.1", exe);
 		add_path(&b, dir);

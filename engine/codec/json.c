@@ -710,7 +710,7 @@ int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields)
 		fields[i].len = 0;
 		fields[i].escaped = 0;
 	}
-	rc = walk(p, n, fields, nfields, NULL, NULL, NULL, &first);
+	rc = walk(p ? p : "", n, fields, nfields, NULL, NULL, NULL, &first);
 	if (rc)
 		return rc;
 	if (first != '{')
@@ -725,7 +725,7 @@ int mm_json_parse_buf(const char *p, size_t n, const mm_json_visitor_t *v, void 
 
 	if ((p == NULL && n > 0) || v == NULL || scratch == NULL)
 		return mm_diag_set(MM_EINVAL, "json: bad parse arguments");
-	return walk(p, n, NULL, 0, v, ud, scratch, &first);
+	return walk(p ? p : "", n, NULL, 0, v, ud, scratch, &first);
 }
 
 int mm_json_parse(const char *p, size_t n, const mm_json_visitor_t *v, void *ud)
@@ -739,15 +739,21 @@ int mm_json_parse(const char *p, size_t n, const mm_json_visitor_t *v, void *ud)
 
 int mm_json_unescape(const char *p, size_t len, mm_buf_t *out)
 {
-	const unsigned char *s = (const unsigned char *)p, *end = s + len, *bs, *next;
+	const unsigned char *s, *end, *bs, *next;
+	size_t start;
 	char tmp[4];
 	int r, rc;
 
-	if (p == NULL && len > 0)
+	if ((p == NULL && len > 0) || out == NULL)
 		return mm_diag_set(MM_EINVAL, "json: bad unescape arguments");
+	if (len == 0)
+		return 0;
 	/* The result is never longer than the input, so one reserve suffices. */
 	if ((rc = mm_buf_reserve(out, len)) != 0)
 		return rc;
+	s = (const unsigned char *)p;
+	end = s + len;
+	start = out->len;
 	while (s < end) {
 		bs = memchr(s, '\\', (size_t)(end - s));
 		if (bs == NULL)
@@ -757,8 +763,10 @@ int mm_json_unescape(const char *p, size_t len, mm_buf_t *out)
 		if (bs == end)
 			break;
 		r = decode_escape(bs, end, tmp, &next);
-		if (r < 0)
+		if (r < 0) {
+			out->len = start; /* all or nothing */
 			return fail_escape(r, p, bs);
+		}
 		memcpy(out->p + out->len, tmp, (size_t)r);
 		out->len += (size_t)r;
 		s = next;
@@ -832,15 +840,18 @@ int mm_json_number(const char *p, size_t len, int *is_int, int64_t *i, double *d
 int mm_json_quote(const char *s, size_t len, mm_buf_t *out)
 {
 	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)s, *end = p + len, *run;
+	const unsigned char *p, *end, *run;
+	size_t elen, start;
 	char esc[6];
-	size_t elen;
 	int r, rc;
 
-	if (s == NULL && len > 0)
+	if ((s == NULL && len > 0) || out == NULL)
 		return mm_diag_set(MM_EINVAL, "json: bad quote arguments");
 	if ((rc = mm_buf_reserve(out, len + 2)) != 0)
 		return rc;
+	p = (const unsigned char *)(len ? s : "");
+	end = p + len;
+	start = out->len;
 	out->p[out->len++] = '"';
 	while (p < end) {
 		/* Plain ASCII and well-formed UTF-8 go out in one append. */
@@ -854,7 +865,7 @@ int mm_json_quote(const char *s, size_t len, mm_buf_t *out)
 			p += r;
 		}
 		if ((rc = mm_buf_append(out, run, (size_t)(p - run))) != 0)
-			return rc;
+			goto fail;
 		if (p == end)
 			break;
 		switch (*p) {
@@ -890,7 +901,12 @@ int mm_json_quote(const char *s, size_t len, mm_buf_t *out)
 			break;
 		}
 		if ((rc = mm_buf_append(out, esc, elen)) != 0)
-			return rc;
+			goto fail;
 	}
-	return mm_buf_append(out, "\"", 1);
+	if ((rc = mm_buf_append(out, "\"", 1)) != 0)
+		goto fail;
+	return 0;
+fail:
+	out->len = start; /* all or nothing */
+	return rc;
 }

@@ -3,6 +3,7 @@
  */
 #include "engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -515,9 +516,7 @@ int mm_engine_new(mm_store_t *st, uv_loop_t *loop, const char *data_dir, mm_engi
 
 static void on_source_closed(void *arg)
 {
-	mm_engine_source_t *es = arg;
-
-	es->closed = 1;
+	(void)arg;
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -530,8 +529,16 @@ static void engine_close_all(mm_engine_t *ctx)
 	if (ctx->stopped)
 		return;
 	ctx->stopped = 1;
-	for (int i = 0; i < ctx->nsrcs; i++)
-		ctx->srcs[i].src->vt->close(ctx->srcs[i].src, on_source_closed, &ctx->srcs[i]);
+	for (int i = 0; i < ctx->nsrcs; i++) {
+		mm_engine_source_t *es = &ctx->srcs[i];
+
+		snprintf(es->id, sizeof(es->id), "%s", es->src->id);
+		es->records = es->src->records;
+		es->bytes = es->src->bytes;
+		es->closed = 1;
+		es->src->vt->close(es->src, on_source_closed, es);
+		es->src = NULL;
+	}
 	uv_close((uv_handle_t *)&ctx->flush_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->retry_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigint, on_handle_closed);
@@ -617,6 +624,15 @@ void mm_engine_free(mm_engine_t *ctx)
 		return;
 	if (ctx->job)
 		job_free(ctx->job);
+	if (!ctx->stopped) {
+		/* run() was never called: the sources were opened but not started. */
+		for (int i = 0; i < ctx->nsrcs; i++)
+			if (ctx->srcs[i].src)
+				ctx->srcs[i].src->vt->close(ctx->srcs[i].src, NULL, NULL);
+		uv_run(ctx->loop, UV_RUN_DEFAULT);
+	}
+	if (ctx->st)
+		mm_store_close(ctx->st);
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_free(ctx->pipes[i]);
 		free(ctx->pipes[i]);

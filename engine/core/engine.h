@@ -52,8 +52,11 @@ typedef struct mm_engine_source {
 	mm_buf_t pos;      /* position after the last delivered batch */
 	int has_pos;
 	int eof;
-	int closed;
+	int closed;          /* close requested: src must not be used any more */
 	uint64_t max_record;
+	/* Copied from src when it closes, so stats outlive the source. */
+	char id[512];
+	uint64_t records, bytes;
 } mm_engine_source_t;
 
 struct mm_engine {

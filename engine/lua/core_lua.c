@@ -377,10 +377,12 @@ static int l_engine_stats(lua_State *L)
 	lua_setfield(L, -2, "pipelines");
 	lua_newtable(L);
 	for (int i = 0; i < ctx->nsrcs; i++) {
+		mm_engine_source_t *es = &ctx->srcs[i];
+
 		lua_newtable(L);
-		SET_NUM("records", ctx->srcs[i].src->records);
-		SET_NUM("bytes", ctx->srcs[i].src->bytes);
-		lua_setfield(L, -2, ctx->srcs[i].src->id);
+		SET_NUM("records", es->src ? es->src->records : es->records);
+		SET_NUM("bytes", es->src ? es->src->bytes : es->bytes);
+		lua_setfield(L, -2, es->src ? es->src->id : es->id);
 	}
 	lua_setfield(L, -2, "sources");
 	return 1;
@@ -613,7 +615,7 @@ static int l_store_close(lua_State *L)
 
 typedef struct lua_state {
 	mm_monoid_t m;
-	unsigned char st[MM_STATE_MAX] __attribute__((aligned(16)));
+	unsigned char st[MM_STATE_MAX] __attribute__((aligned(8))); /* Lua userdata is 8-byte aligned */
 	int live;
 } lua_state_t;
 
