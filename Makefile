@@ -2,6 +2,7 @@
 #
 #   make            build build/murmur (warnings are errors)
 #   make deps       install the Debian packages murmur needs (idempotent)
+#   make demo       deps + build + run recently_interacted on sample events + query
 #   make test       C unit tests, busted specs, end-to-end specs; last line "N passed, N failed"
 #   make check      the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz       build the libFuzzer targets and run each for FUZZ_SECONDS
@@ -44,7 +45,7 @@ HELPER_SRC := $(sort $(wildcard tests/helpers/*.c))
 HELPER_BIN := $(HELPER_SRC:tests/helpers/%.c=$(BUILD)/helpers/%)
 FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
-.PHONY: all rock deps test check fuzz bench install clean unit spec format
+.PHONY: all demo rock deps test check fuzz bench install clean unit spec format
 
 all: $(BUILD)/murmur $(UNIT_BIN) $(HELPER_BIN)
 
@@ -74,6 +75,10 @@ $(BUILD)/helpers/%: tests/helpers/%.c $(BUILD)/libmurmur.a
 
 deps:
 	@sh tests/deps.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh tools/demo.sh
 
 # The README's test command. tests/run prints "N passed, N failed" last.
 test: all

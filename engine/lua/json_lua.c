@@ -284,7 +284,8 @@ static int fmt_number(lua_Number v, char *buf)
 		return snprintf(buf, 32, "%lld", (long long)v);
 	}
 	len = snprintf(buf, 32, "%.17g", v);
-	/* printf honours the C locale's decimal point, JSON does not. */
+	/* printf follows the current locale's decimal point (a comma in many
+	 * locales, after os.setlocale); JSON's is always a dot. */
 	for (i = 0; i < len; i++)
 		if (buf[i] == ',')
 			buf[i] = '.';

@@ -43,8 +43,10 @@ int mm_lua_json_decode(lua_State *L);
 /* json_encode(v): encodes v as JSON text. Returns the string, or nil, msg,
  * code: ETYPE for values JSON cannot hold (functions, userdata, keys that are
  * neither strings nor numbers), ERANGE for NaN and infinities, EJSON for
- * nesting deeper than MM_JSON_MAX_DEPTH, EINVAL for cycles, overly sparse
- * arrays and keys that collide once converted to strings ([1] and ["1"]). */
+ * nesting deeper than MM_JSON_MAX_DEPTH, EINVAL for cycles, for tables with
+ * the array metatable that have a non-index key or are overly sparse (more
+ * than 2n+16 slots for n elements; holes are written as null), and for keys
+ * that collide once converted to strings ([1] and ["1"]). */
 int mm_lua_json_encode(lua_State *L);
 
 /* Pushes the null sentinel (a NULL lightuserdata). */

@@ -637,6 +637,9 @@ TEST(quote)
 		REQUIRE(mm_buf_append(&b, "x=", 2) == 0);
 		REQUIRE(mm_json_quote("y", 1, &b) == 0);
 		CHECK(b.len == 5 && memcmp(b.p, "x=\"y\"", 5) == 0);
+		REQUIRE(mm_json_quote(NULL, 0, &b) == 0);
+		CHECK(b.len == 7 && memcmp(b.p, "x=\"y\"\"\"", 7) == 0);
+		CHECK_EQ_INT(mm_json_quote(NULL, 1, &b), MM_EINVAL);
 		mm_buf_free(&b);
 	}
 }
@@ -676,11 +679,16 @@ TEST(unescape)
 	CHECK_EQ_INT(mm_json_unescape("\\ud800\\u0041", 12, &b), MM_EJSON);
 	/* The span ends where len says, even inside an escape. */
 	CHECK_EQ_INT(mm_json_unescape("\\u0041", 5, &b), MM_EJSON);
-	/* Appends. */
+	/* Appends, all or nothing. */
 	b.len = 0;
 	REQUIRE(mm_buf_append(&b, "<", 1) == 0);
 	REQUIRE(mm_json_unescape("\\t>", 3, &b) == 0);
 	CHECK(b.len == 3 && memcmp(b.p, "<\t>", 3) == 0);
+	CHECK_EQ_INT(mm_json_unescape("ab\\n\\x", 6, &b), MM_EJSON);
+	CHECK_EQ_INT(b.len, 3);
+	CHECK_EQ_INT(mm_json_unescape(NULL, 0, &b), 0);
+	CHECK_EQ_INT(b.len, 3);
+	CHECK_EQ_INT(mm_json_unescape(NULL, 1, &b), MM_EINVAL);
 	mm_buf_free(&b);
 }
 
