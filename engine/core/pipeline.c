@@ -9,14 +9,11 @@
  */
 #include "pipeline.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../codec/json.h"
 #include "../lib/error.h"
-#include "../lib/text.h"
 #include "../monoid/window.h"
 #include "engine.h"
 #include "log.h"
@@ -38,7 +35,8 @@ void mm_pipeline_config_free(mm_pipeline_config_t *cfg)
 	free(cfg->value_field);
 	free(cfg->time_field);
 	free(cfg->id_field);
-	free(cfg->dead_letter);
+	if (cfg->dlq)
+		cfg->dlq->vt->close(cfg->dlq);
 	free(cfg->compat);
 	free(cfg->meta);
 	memset(cfg, 0, sizeof(*cfg));
@@ -67,68 +65,39 @@ void mm_pipeline_free(mm_pipeline_t *p)
 		mm_agg_free(&p->agg[g]);
 		mm_agg_free(&p->ids[g]);
 	}
-	if (p->dlq)
-		fclose(p->dlq);
 	mm_buf_free(&p->scratch);
 	mm_pipeline_config_free(&p->cfg);
 }
 
 /* ---- dead letters ---- */
 
-static int dlq_open(mm_pipeline_t *p)
-{
-	if (p->dlq)
-		return 0;
-	p->dlq = fopen(p->cfg.dead_letter, "a");
-	if (p->dlq == NULL)
-		return mm_diag_set(MM_EIO, "cannot open dead-letter file %s: %s", p->cfg.dead_letter,
-				   strerror(errno));
-	return 0;
-}
-
 void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int code,
 			const char *detail)
 {
-	mm_buf_t *b = &p->scratch;
-	char ts[32];
 	mm_source_t *src = p->batch ? p->batch->src : NULL;
-	int rc = 0;
+	mm_dead_letter_entry_t e = {
+		.pipeline = p->cfg.name,
+		.reason = mm_reject_reason_name(reason),
+		.code = mm_err_name(code),
+		.error = detail,
+		.source = src ? src->id : NULL,
+		.offset = r->offset,
+		.record = r->p,
+		.len = r->len,
+		.orig_len = r->orig_len,
+		.truncated = (r->flags & MM_REC_TOOBIG) != 0,
+		.time_ms = mm_now_ms(),
+	};
 
 	p->stats.rejected[reason]++;
-	if (p->cfg.dead_letter == NULL)
+	if (p->cfg.dlq == NULL)
 		return;
-	b->len = 0;
-	mm_time_format(mm_now_ms(), ts);
-	rc |= mm_buf_printf(b, "{\"time\":\"%s\",\"pipeline\":", ts);
-	rc |= mm_json_quote(p->cfg.name, strlen(p->cfg.name), b);
-	rc |= mm_buf_printf(b, ",\"reason\":\"%s\",\"code\":\"%s\",\"error\":",
-			    mm_reject_reason_name(reason), mm_err_name(code));
-	rc |= mm_json_quote(detail, strlen(detail), b);
-	rc |= mm_buf_printf(b, ",\"source\":");
-	rc |= src ? mm_json_quote(src->id, strlen(src->id), b) : mm_buf_printf(b, "null");
-	rc |= mm_buf_printf(b, ",\"offset\":%llu", (unsigned long long)r->offset);
-	if (r->flags & MM_REC_TOOBIG)
-		rc |= mm_buf_printf(b, ",\"size\":%llu,\"truncated\":true",
-				    (unsigned long long)r->orig_len);
-	if (mm_utf8_valid(r->p, r->len)) {
-		rc |= mm_buf_printf(b, ",\"record\":");
-		rc |= mm_json_quote(r->p, r->len, b);
-	} else {
-		rc |= mm_buf_printf(b, ",\"record_base64\":\"");
-		rc |= mm_base64_encode(r->p, r->len, b);
-		rc |= mm_buf_printf(b, "\"");
-	}
-	rc |= mm_buf_printf(b, "}\n");
-	if (rc == 0)
-		rc = dlq_open(p);
-	if (rc == 0 && fwrite(b->p, 1, b->len, p->dlq) != b->len)
-		rc = mm_diag_set(MM_EIO, "dead-letter write to %s failed", p->cfg.dead_letter);
-	if (rc) {
+	if (p->cfg.dlq->vt->write(p->cfg.dlq, &e) != 0) {
 		p->stats.dead_letter_errors++;
-		mm_log(MM_LOG_ERROR, p->cfg.name, "dead letter not written: %s", mm_diag_msg());
+		mm_log(MM_LOG_ERROR, p->cfg.name, "dead letter not written to %s: %s",
+		       p->cfg.dlq->target, mm_diag_msg());
 		return;
 	}
-	p->dlq_dirty = 1;
 	p->stats.dead_letters++;
 	mm_log(MM_LOG_DEBUG, p->cfg.name, "rejected record at offset %llu: %s",
 	       (unsigned long long)r->offset, detail);
@@ -136,13 +105,7 @@ void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int 
 
 int mm_pipeline_sync_dead_letters(mm_pipeline_t *p)
 {
-	if (!p->dlq_dirty)
-		return 0;
-	if (fflush(p->dlq) != 0 || fdatasync(fileno(p->dlq)) != 0)
-		return mm_diag_set(MM_EIO, "cannot sync dead-letter file %s: %s", p->cfg.dead_letter,
-				   strerror(errno));
-	p->dlq_dirty = 0;
-	return 0;
+	return p->cfg.dlq ? p->cfg.dlq->vt->sync(p->cfg.dlq) : 0;
 }
 
 /* ---- shared per-record steps (fast path and FFI) ---- */

@@ -17,8 +17,8 @@
 #define MM_PIPELINE_H
 
 #include <stdint.h>
-#include <stdio.h>
 
+#include "../deadletter/deadletter.h"
 #include "../source/source.h"
 #include "../store/store.h"
 #include "agg.h"
@@ -77,7 +77,7 @@ typedef struct mm_pipeline_config {
 	uint64_t flush_events;      /* flush after this many accepted records */
 	uint64_t flush_keys;        /* ... or this many pending deltas */
 	int64_t flush_interval_ms;  /* ... or this age */
-	char *dead_letter;          /* path of the JSON Lines dead-letter file; owned */
+	mm_dead_letter_t *dlq;      /* where rejected records go; owned, may be NULL */
 	char *compat;               /* what must match existing state (monoid + window) */
 	char *meta;                 /* descriptor saved in the store for queries */
 } mm_pipeline_config_t;
@@ -95,8 +95,6 @@ typedef struct mm_pipeline {
 	int cur;
 	uint64_t pending_records;   /* accepted since the last flush began */
 	mm_pipeline_stats_t stats;
-	FILE *dlq;                  /* dead-letter file, opened on first use */
-	int dlq_dirty;              /* written since the last sync */
 	int64_t next_purge_ms;
 	/* The batch being processed (valid during process_batch / the Lua call). */
 	mm_batch_t *batch;
@@ -115,7 +113,7 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b);
 void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int code,
 			const char *detail);
 
-/* Flushes the dead-letter file to disk if written since the last call. */
+/* Makes the dead letters written so far durable (before a flush commits). */
 int mm_pipeline_sync_dead_letters(mm_pipeline_t *p);
 
 /* Names of reject reasons ("json", "utf8", ...), for counters. */

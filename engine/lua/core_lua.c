@@ -234,7 +234,25 @@ static int l_engine_add_pipeline(lua_State *L)
 	cfg.flush_events = (uint64_t)opt_number(L, 2, "flush_events", 100000);
 	cfg.flush_keys = (uint64_t)opt_number(L, 2, "flush_keys", 50000);
 	cfg.flush_interval_ms = (int64_t)opt_number(L, 2, "flush_interval_ms", 1000);
-	cfg.dead_letter = opt_strdup(L, 2, "dead_letter");
+	{
+		const char *backend = opt_string(L, 2, "dead_letter_type", NULL);
+
+		if (backend) {
+			const mm_dead_letter_vtable_t *dvt = mm_dead_letter_find(backend);
+			mm_kv_t kv[32];
+			size_t nkv;
+
+			lua_getfield(L, 2, "dead_letter_options");
+			read_kv(L, lua_gettop(L), kv, 32, &nkv);
+			rc = dvt ? dvt->open(e->loop, kv, nkv, &cfg.dlq)
+				 : mm_diag_set(MM_ENOTFOUND, "unknown dead-letter type '%s'", backend);
+			lua_pop(L, 1);
+			if (rc) {
+				mm_pipeline_config_free(&cfg);
+				return push_diag(L, rc);
+			}
+		}
+	}
 	cfg.compat = opt_strdup(L, 2, "compat");
 	cfg.meta = opt_strdup(L, 2, "meta");
 	if (cfg.name == NULL || cfg.compat == NULL || cfg.nkeys == 0) {

@@ -78,7 +78,8 @@ function M.build(specs, opts)
       id_kind = spec.id_kind, id_field = spec.id_field, dedup_ttl_ms = spec.dedup_ttl_ms,
       max_record = spec.max_record, flush_events = spec.flush_events,
       flush_keys = spec.flush_keys, flush_interval_ms = spec.flush_interval_ms,
-      dead_letter = spec.dead_letter or (data .. "/dead-letter/" .. spec.name .. ".jsonl"),
+      dead_letter_type = "file",
+      dead_letter_options = { path = spec.dead_letter or (data .. "/dead-letter/" .. spec.name .. ".jsonl") },
       compat = spec.compat, meta = meta_of(spec),
     }
     local p, perr = engine:add_pipeline(cfg)

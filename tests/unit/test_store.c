@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <lmdb.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -944,11 +945,20 @@ TEST(lmdb_readonly_process)
 	add_delta(&b, &NS, S("k"), 0, 1, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	REQUIRE(pipe(to_child) == 0 && pipe(to_parent) == 0);
+	/* A dead child must fail the test, not kill the runner with SIGPIPE. */
+	signal(SIGPIPE, SIG_IGN);
 	fflush(stdout);
 	pid = fork();
 	REQUIRE(pid >= 0);
-	if (pid == 0)
+	if (pid == 0) {
+		close(to_child[1]);
+		close(to_parent[0]);
 		_exit(reader_child(fx.path, to_child[0], to_parent[1]));
+	}
+	/* With only the child holding the write end, a child that dies early
+	 * ends the read instead of hanging it. */
+	close(to_child[0]);
+	close(to_parent[1]);
 	CHECK(read(to_parent[0], &c, 1) == 1 && c == 'r');
 	batch_init(&b, now_ms());
 	add_delta(&b, &NS, S("k"), 0, 2, 0);
@@ -958,10 +968,8 @@ TEST(lmdb_readonly_process)
 	CHECK(waitpid(pid, &status, 0) == pid);
 	CHECK(WIFEXITED(status));
 	CHECK_EQ_INT(WEXITSTATUS(status), 0);
-	close(to_child[0]);
 	close(to_child[1]);
 	close(to_parent[0]);
-	close(to_parent[1]);
 	fx_fini(&fx);
 }
 
@@ -1002,7 +1010,7 @@ TEST(lmdb_errinj)
 TEST(lmdb_map_full)
 {
 	static batch_t b;
-	static char e[400][NPER][100];
+	static char e[400][NPER][104];
 	mm_buf_t out = {0};
 	int rounds = 0, rc = 0, r, i;
 	char pos[16];
@@ -1234,7 +1242,7 @@ TEST(lmdb_key_format)
 TEST(lmdb_sweep_marks)
 {
 	static batch_t b;
-	static char ids[1500][8];
+	static char ids[1500][12];
 	int64_t t = now_ms();
 	int i, j;
 	fx_t fx;
