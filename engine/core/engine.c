@@ -25,10 +25,12 @@ struct mm_flush_job {
 	uint64_t started_ns;
 	uint64_t records;        /* accepted records covered by this flush */
 	int attempts;
+	mm_flush_waiter_t *waiters; /* told when this flush is durable */
 };
 
 static void engine_maybe_flush(mm_engine_t *ctx, int force);
 static void engine_continue_stop(mm_engine_t *ctx);
+static void on_sink_flush(void *arg, mm_source_t *src, void (*done)(void *, int), void *done_arg);
 
 int64_t mm_now_ms(void)
 {
@@ -129,7 +131,7 @@ int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t
 			    mm_pipeline_t *pipe)
 {
 	const mm_source_vtable_t *vt = mm_source_find(backend);
-	mm_source_sink_t sink = {ctx, on_deliver, on_source_eof, on_source_error};
+	mm_source_sink_t sink = {ctx, on_deliver, on_source_eof, on_source_error, on_sink_flush};
 	mm_engine_source_t *es = NULL, *grown;
 	mm_source_t *src;
 	mm_pipeline_t **pipes;
@@ -244,8 +246,21 @@ static int pipe_due(const mm_pipeline_t *p, int hard)
 	       p->agg[p->cur].count >= p->cfg.flush_keys * mul;
 }
 
+static void waiters_notify(mm_flush_waiter_t *w, int status)
+{
+	while (w) {
+		mm_flush_waiter_t *next = w->next;
+
+		w->done(w->arg, status);
+		free(w);
+		w = next;
+	}
+}
+
 static void job_free(struct mm_flush_job *job)
 {
+	free(job->f.delta_done);
+	free(job->f.mark_done);
 	free(job->f.deltas);
 	free(job->f.marks);
 	free(job->f.purges);
@@ -328,6 +343,8 @@ static void on_flush_done(void *arg, int status, const char *detail)
 	mm_log(MM_LOG_DEBUG, "engine", "flushed %zu deltas, %zu marks, %zu positions in %.2f ms",
 	       job->f.ndeltas, job->f.nmarks, job->f.npositions, ns / 1e6);
 	ctx->job = NULL;
+	waiters_notify(job->waiters, 0);
+	job->waiters = NULL;
 	job_free(job);
 	ctx->last_flush_ms = mm_now_ms();
 	if (ctx->stopping) {
@@ -335,9 +352,9 @@ static void on_flush_done(void *arg, int status, const char *detail)
 		return;
 	}
 	engine_resume(ctx);
-	if (ctx->flush_wanted) {
+	if (ctx->flush_wanted || ctx->waiters) {
 		ctx->flush_wanted = 0;
-		engine_maybe_flush(ctx, 0);
+		engine_maybe_flush(ctx, ctx->waiters != NULL);
 	}
 }
 
@@ -390,7 +407,10 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 	job->f.purges = calloc((size_t)ctx->npipes + 1, sizeof(mm_purge_t));
 	job->f.positions = calloc((size_t)ctx->nsrcs + 1, sizeof(mm_position_t));
 	job->pos_src = calloc((size_t)ctx->nsrcs + 1, sizeof(size_t));
-	if (!job->f.deltas || !job->f.marks || !job->f.purges || !job->f.positions || !job->pos_src)
+	job->f.delta_done = calloc(nd ? nd : 1, 1);
+	job->f.mark_done = calloc(nm ? nm : 1, 1);
+	if (!job->f.deltas || !job->f.marks || !job->f.purges || !job->f.positions || !job->pos_src ||
+	    !job->f.delta_done || !job->f.mark_done)
 		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_t *p = ctx->pipes[i];
@@ -484,6 +504,8 @@ static void engine_start_flush(mm_engine_t *ctx)
 	}
 	for (int i = 0; i < ctx->nsrcs; i++)
 		ctx->srcs[i].has_pos = 0;
+	job->waiters = ctx->waiters;
+	ctx->waiters = NULL;
 	ctx->job = job;
 	flush_submit(ctx);
 }
@@ -504,8 +526,27 @@ static void engine_maybe_flush(mm_engine_t *ctx, int force)
 			engine_pause(ctx);
 		return;
 	}
-	if (engine_has_work(ctx))
+	/* Waiters need a flush even when nothing is pending: its completion is
+	 * what tells them that everything before their call is durable. */
+	if (engine_has_work(ctx) || ctx->waiters)
 		engine_start_flush(ctx);
+}
+
+static void on_sink_flush(void *arg, mm_source_t *src, void (*done)(void *, int), void *done_arg)
+{
+	mm_engine_t *ctx = arg;
+	mm_flush_waiter_t *w = calloc(1, sizeof(*w)), **tail = &ctx->waiters;
+
+	if (w == NULL) {
+		mm_log(MM_LOG_ERROR, "engine", "out of memory queueing a flush for %s", src->id);
+		return;
+	}
+	w->done = done;
+	w->arg = done_arg;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = w;
+	engine_maybe_flush(ctx, 1);
 }
 
 static void on_flush_timer(uv_timer_t *t)
@@ -657,8 +698,11 @@ void mm_engine_free(mm_engine_t *ctx)
 {
 	if (ctx == NULL)
 		return;
-	if (ctx->job)
+	if (ctx->job) {
+		waiters_notify(ctx->job->waiters, MM_ECLOSED);
 		job_free(ctx->job);
+	}
+	waiters_notify(ctx->waiters, MM_ECLOSED);
 	if (!ctx->stopped) {
 		/* run() was never called: the sources were opened but not started. */
 		for (int i = 0; i < ctx->nsrcs; i++)

@@ -59,6 +59,13 @@ typedef struct mm_engine_source {
 	uint64_t records, bytes;
 } mm_engine_source_t;
 
+/* Someone waiting for the next flush to be durable (sink->flush). */
+typedef struct mm_flush_waiter {
+	void (*done)(void *arg, int status);
+	void *arg;
+	struct mm_flush_waiter *next;
+} mm_flush_waiter_t;
+
 struct mm_engine {
 	uv_loop_t *loop;
 	mm_store_t *st;
@@ -77,6 +84,7 @@ struct mm_engine {
 	/* flushing */
 	struct mm_flush_job *job; /* in flight, or NULL */
 	int flush_wanted;
+	mm_flush_waiter_t *waiters; /* for the next flush to start */
 	int64_t last_flush_ms;
 	uv_timer_t flush_timer;   /* age limit */
 	uv_timer_t retry_timer;   /* backoff after a failed flush */

@@ -317,7 +317,8 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 		rc = field_time(p, &fields[F_TIME], &v.ts_ms);
 		if (rc)
 			return rc == MM_EINVAL ? MM_ETYPE : rc;
-	} else if (c->time_kind == MM_PART_SOURCE && r->ts_ms > 0) {
+	} else if (r->ts_ms > 0) {
+		/* No time field: the source's record time (Kafka), if it has one. */
 		v.ts_ms = r->ts_ms;
 	}
 	rc = pipe_bucket(p, v.ts_ms, now_ms, &bucket, &expire_ms);

@@ -14,8 +14,13 @@
  *
  * Flow control. pause()/resume() may be called at any time on the loop
  * thread; a paused source delivers nothing until resumed (a batch already
- * being delivered completes). Rebalances (Kafka) will use sink->revoke
- * (flush-then-commit before releasing partitions) — added with that backend.
+ * being delivered completes).
+ *
+ * Rebalances. A source about to give up part of its input (Kafka partitions
+ * revoked) calls sink->flush and waits for done(): everything it delivered
+ * before the call is then durable in the store, its positions were acked,
+ * and it may commit and release. Time: a record's ts_ms (Kafka's record
+ * timestamp) is the event time of pipelines that name no time field.
  *
  * Threads: every function and callback runs on the loop thread. Sources that
  * use threads (librdkafka, the libuv thread pool) signal the loop and deliver
@@ -68,6 +73,10 @@ typedef struct mm_source_sink {
 	void (*eof)(void *ctx, mm_source_t *src);
 	/* The source failed and stopped; err is an MM_E* code, detail is text. */
 	void (*error)(void *ctx, mm_source_t *src, int err, const char *detail);
+	/* Makes everything delivered so far durable, then calls done(arg, status)
+	 * on the loop thread (never inside this call). status is 0, or an MM_E*
+	 * code if the engine is stopping before the flush could succeed. */
+	void (*flush)(void *ctx, mm_source_t *src, void (*done)(void *arg, int status), void *arg);
 } mm_source_sink_t;
 
 typedef struct mm_source_vtable {
@@ -89,6 +98,9 @@ typedef struct mm_source_vtable {
 	void (*close)(mm_source_t *src, void (*done)(void *arg), void *arg);
 	/* Appends a human-readable description of a record position ("offset 123"). */
 	int (*describe)(mm_source_t *src, const mm_record_t *r, mm_buf_t *out);
+	/* Optional (may be NULL): appends a JSON object with the source's own
+	 * metrics (Kafka: per-partition lag, rate, committed offset) for status. */
+	int (*status)(mm_source_t *src, mm_buf_t *out);
 } mm_source_vtable_t;
 
 /* Common head of every backend's source struct (embed as the first member). */

@@ -94,6 +94,13 @@ typedef struct mm_flush {
 	mm_position_t *positions;
 	size_t npositions;
 	int64_t now_ms;         /* wall clock of the flush; expired marks may be dropped */
+	/* Per-item completion flags (ndeltas and nmarks bytes), zeroed by the
+	 * engine when the flush is built and kept across retries of the same
+	 * flush. Stores that are not atomic (atomic_flush = 0) set a flag once
+	 * that item is durable and skip flagged items when the flush is retried,
+	 * so a retry never applies an item twice. Atomic stores may ignore them. */
+	uint8_t *delta_done;
+	uint8_t *mark_done;
 	/* Filled by the backend: */
 	size_t writes;          /* state records written (for "store writes per event") */
 	size_t purged;          /* states removed by purges */

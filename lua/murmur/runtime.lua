@@ -50,8 +50,8 @@ local function get_time(spec, ev, src_ts)
   elseif spec.time_kind == "field" then
     v = ev[spec.time_field]
     if v == nil then error({ code = "EMISSING", msg = "missing event-time field '" .. spec.time_field .. "'" }) end
-  elseif spec.time_kind == "source" and src_ts > 0 then
-    return src_ts
+  elseif src_ts > 0 then
+    return src_ts -- no time field: the source's record time (Kafka), if any
   else
     return -1
   end
