@@ -26,9 +26,15 @@ PKG_LIBS   := -lluajit-5.1 -luv -llmdb
 endif
 
 OPT       ?= -O2
+# Error-injection points (tarantool errinj style) are compiled into every
+# build the tests use; the LuaRocks build turns them off (ERRINJ=0).
+ERRINJ    ?= 1
 WARN      := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
 MM_CFLAGS := -std=gnu11 $(OPT) -g $(WARN) -fno-strict-aliasing $(PKG_CFLAGS) $(CFLAGS)
 MM_LDFLAGS := $(LDFLAGS)
+ifeq ($(ERRINJ),1)
+MM_CFLAGS  += -DMM_ERRINJ
+endif
 ifneq ($(SANITIZE),)
 MM_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 MM_LDFLAGS += -fsanitize=$(SANITIZE)

@@ -20,7 +20,7 @@ external_dependencies = {
 build = {
   type = "make",
   build_target = "rock",
-  build_variables = { CFLAGS = "$(CFLAGS)", BUILD = "build/rock" },
+  build_variables = { CFLAGS = "$(CFLAGS)", BUILD = "build/rock", ERRINJ = "0" },
   install_pass = false,
   install = {
     bin = { murmur = "build/rock/murmur" },

@@ -358,39 +358,6 @@ static void on_flush_done(void *arg, int status, const char *detail)
 	}
 }
 
-/*
- * Deltas and marks go to the store sorted the way an ordered store keys them
- * (namespace, then length, then bytes, then bucket): B-tree inserts in key
- * order touch each page once, which made a 100k-mark LMDB flush several times
- * faster than inserting in hash-table order.
- */
-static int cmp_bytes(const char *a, size_t alen, const char *b, size_t blen)
-{
-	if (alen != blen)
-		return alen < blen ? -1 : 1;
-	return memcmp(a, b, alen);
-}
-
-static int cmp_delta(const void *x, const void *y)
-{
-	const mm_delta_t *a = x, *b = y;
-	int c = a->ns == b->ns ? 0 : strcmp(a->ns->name, b->ns->name);
-
-	if (c == 0)
-		c = cmp_bytes(a->key.entity, a->key.len, b->key.entity, b->key.len);
-	if (c == 0 && a->key.bucket != b->key.bucket)
-		c = a->key.bucket < b->key.bucket ? -1 : 1;
-	return c;
-}
-
-static int cmp_mark(const void *x, const void *y)
-{
-	const mm_mark_t *a = x, *b = y;
-	int c = a->ns == b->ns ? 0 : strcmp(a->ns->name, b->ns->name);
-
-	return c ? c : cmp_bytes(a->id, a->len, b->id, b->len);
-}
-
 static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 {
 	size_t nd = 0, nm = 0, np = 0;
@@ -459,8 +426,6 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 	for (size_t i = 0; i < np; i++)
 		job->f.positions[i].pos = job->posdata.p + (uintptr_t)job->f.positions[i].pos;
 	job->f.npositions = np;
-	qsort(job->f.deltas, job->f.ndeltas, sizeof(mm_delta_t), cmp_delta);
-	qsort(job->f.marks, job->f.nmarks, sizeof(mm_mark_t), cmp_mark);
 	return 0;
 }
 

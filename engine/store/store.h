@@ -26,7 +26,8 @@
  *
  * Threads: all mm_store_* functions are called on the loop thread. The monoid
  * states handed to apply() are owned by the caller and must stay untouched
- * until the callback runs.
+ * until the callback runs; apply() may reorder f->deltas and f->marks (an
+ * ordered store sorts them into key order) but does not change the items.
  */
 #ifndef MM_STORE_H
 #define MM_STORE_H
