@@ -33,7 +33,7 @@ static uint64_t agg_hash(const char *key, size_t klen, int64_t bucket)
 {
 	uint64_t h = mm_hash64(key, klen, 0x9e3779b97f4a7c15ULL);
 
-	return h ^ ((uint64_t)bucket * 0xff51afd7ed558ccdULL);
+	return (h ^ ((uint64_t)bucket * 0xff51afd7ed558ccdULL)) | 1;
 }
 
 static const char *arena_copy(mm_agg_t *a, const char *key, size_t klen)
@@ -68,10 +68,16 @@ static const char *arena_copy(mm_agg_t *a, const char *key, size_t klen)
 static int agg_grow(mm_agg_t *a)
 {
 	size_t ncap = a->cap ? a->cap * 2 : 64;
-	mm_agg_entry_t *ns = calloc(ncap, sizeof(*ns));
+	mm_agg_entry_t *ns = malloc(ncap * sizeof(*ns));
+	uint64_t *nh = calloc(ncap, sizeof(*nh));
 
-	if (ns == NULL)
+	if (ns == NULL || nh == NULL) {
+		free(ns);
+		free(nh);
 		return mm_diag_set(MM_ENOMEM, "aggregation table: cannot grow to %zu slots", ncap);
+	}
+	for (size_t i = 0; i < ncap; i++)
+		ns[i].key = NULL;
 	for (size_t i = 0; i < a->cap; i++) {
 		mm_agg_entry_t *e = &a->slots[i];
 		size_t j;
@@ -79,12 +85,15 @@ static int agg_grow(mm_agg_t *a)
 		if (e->key == NULL)
 			continue;
 		j = e->hash & (ncap - 1);
-		while (ns[j].key)
+		while (nh[j])
 			j = (j + 1) & (ncap - 1);
 		ns[j] = *e;
+		nh[j] = e->hash;
 	}
 	free(a->slots);
+	free(a->hashes);
 	a->slots = ns;
+	a->hashes = nh;
 	a->cap = ncap;
 	return 0;
 }
@@ -95,13 +104,16 @@ static mm_agg_entry_t *agg_probe(const mm_agg_t *a, const char *key, size_t klen
 	size_t j = h & (a->cap - 1);
 
 	for (;;) {
-		mm_agg_entry_t *e = &a->slots[j];
+		uint64_t sh = a->hashes[j];
 
-		if (e->key == NULL)
-			return e;
-		if (e->hash == h && e->bucket == bucket && e->klen == klen &&
-		    memcmp(e->key, key, klen) == 0)
-			return e;
+		if (sh == 0)
+			return &a->slots[j];
+		if (sh == h) {
+			mm_agg_entry_t *e = &a->slots[j];
+
+			if (e->bucket == bucket && e->klen == klen && memcmp(e->key, key, klen) == 0)
+				return e;
+		}
 		j = (j + 1) & (a->cap - 1);
 	}
 }
@@ -136,6 +148,7 @@ mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t
 	}
 	e->klen = (uint32_t)klen;
 	e->hash = h;
+	a->hashes[e - a->slots] = h;
 	e->bucket = bucket;
 	e->expire_ms = 0;
 	if (a->m)
@@ -157,6 +170,7 @@ void mm_agg_reset(mm_agg_t *a)
 		if (a->m)
 			a->m->vt->destroy(a->m, e->state);
 		e->key = NULL;
+		a->hashes[i] = 0;
 		a->count--;
 	}
 	/* Keep one chunk for reuse; large keys were one-offs. */
@@ -181,7 +195,9 @@ void mm_agg_free(mm_agg_t *a)
 	mm_agg_reset(a);
 	free(a->chunks);
 	free(a->slots);
+	free(a->hashes);
 	a->chunks = NULL;
 	a->slots = NULL;
+	a->hashes = NULL;
 	a->cap = 0;
 }

@@ -182,7 +182,7 @@ static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 
 	if (mm_agg_find(&p->ids[p->cur], id, len, 0) || mm_agg_find(&p->ids[!p->cur], id, len, 0))
 		return 1;
-	rc = mm_store_seen(p->ctx->st, &p->ns, id, len, mm_now_ms());
+	rc = mm_store_seen(p->ctx->st, &p->ns, id, len, p->batch ? p->batch->now_ms : mm_now_ms());
 	return rc == MM_ENOTSUP ? 0 : rc;
 }
 

@@ -1,17 +1,19 @@
 /*
  * gen_events: writes Zipf-distributed JSON Lines interaction events.
  *
- *   gen_events COUNT [ENTITIES [EXPONENT [SEED]]]
+ *   gen_events COUNT [ENTITIES [EXPONENT [SEED [noid]]]]
  *
  * entity_id/page_id follow Zipf(EXPONENT) over ENTITIES ids (rank -> id
  * through a fixed random permutation, so hot ids are not the shortest
  * strings); user_id is uniform over 1 000 000; event_id is unique. Defaults:
- * 100000 entities, exponent 1.1, seed 42. xorshift64* keeps it reproducible.
+ * 100000 entities, exponent 1.1, seed 42. "noid" leaves event_id out (the
+ * shape of measurements.md's input). xorshift64* keeps it reproducible.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static uint64_t rng_state;
 
@@ -34,6 +36,7 @@ int main(int argc, char **argv)
 	long n = argc > 2 ? atol(argv[2]) : 100000;
 	double s = argc > 3 ? atof(argv[3]) : 1.1;
 	uint64_t seed = argc > 4 ? strtoull(argv[4], NULL, 10) : 42;
+	int with_id = !(argc > 5 && strcmp(argv[5], "noid") == 0);
 	double *cdf = malloc(sizeof(double) * (size_t)n);
 	long *perm = malloc(sizeof(long) * (size_t)n);
 	double total = 0;
@@ -68,9 +71,13 @@ int main(int argc, char **argv)
 			else
 				hi = mid;
 		}
-		printf("{\"event_id\":\"e%ld\",\"entity_id\":\"p%ld\",\"page_id\":\"p%ld\","
-		       "\"user_id\":\"u%llu\",\"source\":\"kafka\"}\n",
-		       e, perm[lo], perm[lo], (unsigned long long)(rng() % 1000000));
+		if (with_id)
+			printf("{\"event_id\":\"e%ld\",", e);
+		else
+			putchar('{');
+		printf("\"entity_id\":\"p%ld\",\"page_id\":\"p%ld\",\"user_id\":\"u%llu\","
+		       "\"source\":\"kafka\"}\n",
+		       perm[lo], perm[lo], (unsigned long long)(rng() % 1000000));
 	}
 	free(cdf);
 	free(perm);
