@@ -17,12 +17,12 @@ BINDIR    ?= $(PREFIX)/bin
 LUADIR    ?= $(PREFIX)/share/lua/5.1
 FUZZ_SECONDS ?= 20
 
-PKGS      := luajit libuv lmdb
+PKGS      := luajit libuv lmdb rdkafka hiredis libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ifeq ($(PKG_LIBS),)
 PKG_CFLAGS := -I/usr/include/luajit-2.1
-PKG_LIBS   := -lluajit-5.1 -luv -llmdb
+PKG_LIBS   := -lluajit-5.1 -luv -llmdb -lrdkafka -lhiredis -lcurl
 endif
 
 OPT       ?= -O2

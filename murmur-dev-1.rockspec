@@ -16,6 +16,9 @@ external_dependencies = {
   LUAJIT = { header = "luajit-2.1/luajit.h", library = "luajit-5.1" },
   LIBUV = { header = "uv.h", library = "uv" },
   LMDB = { header = "lmdb.h", library = "lmdb" },
+  RDKAFKA = { header = "librdkafka/rdkafka.h", library = "rdkafka" },
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
+  CURL = { library = "curl" }, -- its header is in the multiarch dir luarocks 3.8 does not search
 }
 build = {
   type = "make",

@@ -3,7 +3,8 @@
 # asks apt only for what dpkg says is missing, so a second run is a no-op.
 set -eu
 PKGS="build-essential pkg-config luajit libluajit-5.1-dev libuv1-dev liblmdb-dev
-lua-busted luarocks clang libclang-rt-14-dev"
+librdkafka-dev libhiredis-dev libcurl4-openssl-dev lua-busted luarocks clang
+libclang-rt-14-dev kcat redis-server"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
