@@ -1,0 +1,99 @@
+#!/bin/sh
+# make fuzz: build every libFuzzer target and run each for a bounded time.
+#
+#   BUILD=build/fuzz FUZZ_SECONDS=20 sh tests/fuzz/run.sh tests/fuzz/fuzz_*.c
+#
+# The targets link only the engine's pure layers (engine/lib, engine/monoid,
+# engine/codec: no libuv, no Lua, no LMDB), compiled here with clang and
+# coverage instrumentation into $BUILD. Each target starts from a scratch
+# copy of its seed corpus tests/fuzz/corpus/<name>/ because libFuzzer adds
+# the inputs it finds to the first corpus directory it is given, and the
+# committed corpus must stay as reviewed. Crash, leak and timeout
+# reproducers go to $BUILD/artifacts/; any of them fails the run.
+#
+# One summary line per target: executions, execs/s, coverage (edges and
+# features), corpus size, peak RSS. Exit status 1 if any target failed.
+set -eu
+
+BUILD=${BUILD:-build/fuzz}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+CLANG=${CLANG:-clang}
+[ $# -gt 0 ] || set -- tests/fuzz/fuzz_*.c
+
+if ! command -v "$CLANG" >/dev/null 2>&1; then
+	echo "fuzz: $CLANG not found (Debian: apt-get install clang)" >&2
+	exit 1
+fi
+
+# Sanitizer failures must stop the target: UBSan reports are fatal so
+# libFuzzer records them as crashes instead of printing and going on.
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+CFLAGS="-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -fno-strict-aliasing -DMM_FUZZ -Iengine $SAN"
+
+mkdir -p "$BUILD/obj" "$BUILD/artifacts"
+lib="$BUILD/libmurmur_pure.a"
+objs=
+for src in $(find engine/lib engine/monoid engine/codec -name '*.c' | sort); do
+	obj="$BUILD/obj/$(echo "$src" | tr / _ | sed 's/\.c$/.o/')"
+	# fuzzer-no-link: coverage instrumentation without libFuzzer's main.
+	# Always rebuilt: a dozen files at -O1 take seconds, and no stale
+	# object can hide a fixed or a new bug.
+	$CLANG $CFLAGS -fsanitize=fuzzer-no-link -c -o "$obj" "$src"
+	objs="$objs $obj"
+done
+rm -f "$lib"
+ar rcs "$lib" $objs
+
+failed=0
+summary=
+for src in "$@"; do
+	name=$(basename "$src" .c)
+	name=${name#fuzz_}
+	bin="$BUILD/fuzz_$name"
+	log="$BUILD/fuzz_$name.log"
+	work="$BUILD/corpus/$name"
+
+	$CLANG $CFLAGS -fsanitize=fuzzer -o "$bin" "$src" "$lib" -lm
+
+	rm -rf "$work"
+	mkdir -p "$work"
+	if [ -d "tests/fuzz/corpus/$name" ]; then
+		cp tests/fuzz/corpus/"$name"/* "$work"/
+	else
+		echo "fuzz: warning: no seed corpus tests/fuzz/corpus/$name" >&2
+	fi
+	seeds=$(ls "$work" | wc -l)
+
+	echo "# fuzz_$name: ${FUZZ_SECONDS}s from $seeds seeds"
+	rc=0
+	"$bin" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+		-print_final_stats=1 -artifact_prefix="$BUILD/artifacts/$name-" \
+		"$work" >"$log" 2>&1 || rc=$?
+
+	# The last status line ("#N DONE cov: E ft: F corp: C/S ...") gives
+	# coverage; the final stats give executions, speed and memory.
+	status=$(grep -E '^#[0-9]+' "$log" | tail -n 1)
+	cov=$(echo "$status" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
+	ft=$(echo "$status" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
+	corp=$(echo "$status" | sed -n 's/.* corp: \([0-9]*\).*/\1/p')
+	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+	speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+	rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log")
+	if [ "$rc" -eq 0 ]; then
+		verdict=ok
+	else
+		verdict="FAILED (exit $rc, log $log)"
+		failed=1
+		# Show the report: the sanitizer or abort message and the stack.
+		grep -E -A 30 '^==[0-9]+==|runtime error|deadly signal|ERROR: libFuzzer' "$log" | head -n 60 >&2 || true
+	fi
+	line=$(printf 'fuzz_%-7s %s  execs=%s (%s/s) cov=%s ft=%s corpus=%s seeds=%s rss=%sMB' \
+		"$name" "$verdict" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$seeds" "${rss:-?}")
+	echo "$line"
+	summary="$summary$line
+"
+done
+
+echo "# fuzz summary (${FUZZ_SECONDS}s per target):"
+printf '%s' "$summary"
+exit "$failed"
