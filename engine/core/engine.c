@@ -31,6 +31,7 @@ struct mm_flush_job {
 static void engine_maybe_flush(mm_engine_t *ctx, int force);
 static void engine_continue_stop(mm_engine_t *ctx);
 static void on_sink_flush(void *arg, mm_source_t *src, void (*done)(void *, int), void *done_arg);
+static void engine_close_source(mm_engine_source_t *es);
 
 int64_t mm_now_ms(void)
 {
@@ -63,7 +64,7 @@ static void engine_pause(mm_engine_t *ctx)
 
 static void engine_resume(mm_engine_t *ctx)
 {
-	if (!ctx->paused || ctx->stopping)
+	if (!ctx->paused || ctx->stopping || ctx->holds > 0 || ctx->job_failed)
 		return;
 	ctx->paused = 0;
 	for (int i = 0; i < ctx->nsrcs; i++)
@@ -127,6 +128,29 @@ static void on_source_error(void *arg, mm_source_t *src, int err, const char *de
 	mm_engine_stop(ctx);
 }
 
+/* Starts a source after its stored position (or from the beginning). */
+static int engine_start_source(mm_engine_t *ctx, mm_engine_source_t *es)
+{
+	mm_buf_t pos = {0};
+	int rc;
+
+	es->src->max_record = es->max_record;
+	rc = mm_store_get_position(ctx->st, es->src->id, &pos);
+	if (rc == MM_ENOTFOUND || rc == MM_ENOTSUP) {
+		rc = es->src->vt->start(es->src, NULL, 0);
+	} else if (rc == 0) {
+		mm_log(MM_LOG_INFO, "engine", "source %s resumes from its checkpoint", es->src->id);
+		rc = es->src->vt->start(es->src, pos.p, pos.len);
+	}
+	mm_buf_free(&pos);
+	if (rc == 0) {
+		es->started = 1;
+		if (ctx->paused)
+			es->src->vt->pause(es->src);
+	}
+	return rc;
+}
+
 int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t *kv, size_t nkv,
 			    mm_pipeline_t *pipe)
 {
@@ -143,7 +167,7 @@ int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t
 	if (rc)
 		return rc;
 	for (int i = 0; i < ctx->nsrcs; i++)
-		if (strcmp(ctx->srcs[i].src->id, src->id) == 0)
+		if (ctx->srcs[i].src && strcmp(ctx->srcs[i].src->id, src->id) == 0)
 			es = &ctx->srcs[i];
 	if (es) {
 		/* Same input named twice: share the open source, drop the new one. */
@@ -167,6 +191,8 @@ int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t
 	es->pipes[es->npipes++] = pipe;
 	if (pipe->cfg.max_record > es->max_record)
 		es->max_record = pipe->cfg.max_record;
+	if (ctx->running && !es->started)
+		return engine_start_source(ctx, es);
 	return 0;
 }
 
@@ -306,6 +332,7 @@ static void on_flush_done(void *arg, int status, const char *detail)
 
 	if (status) {
 		ctx->stats.flush_failures++;
+		ctx->job_failed = 1;
 		engine_pause(ctx);
 		mm_log(MM_LOG_ERROR, "engine",
 		       "flush of %zu deltas failed (attempt %d): %s: %s; sources paused, retrying in %lld ms",
@@ -321,6 +348,7 @@ static void on_flush_done(void *arg, int status, const char *detail)
 		mm_log(MM_LOG_INFO, "engine", "flush succeeded after %d attempts; resuming",
 		       job->attempts);
 	ctx->retry_delay_ms = MM_RETRY_MIN_MS;
+	ctx->job_failed = 0;
 	ctx->stats.flushes++;
 	ctx->stats.store_writes += job->f.writes;
 	ctx->stats.purged += job->f.purged;
@@ -497,21 +525,128 @@ static void engine_maybe_flush(mm_engine_t *ctx, int force)
 		engine_start_flush(ctx);
 }
 
-static void on_sink_flush(void *arg, mm_source_t *src, void (*done)(void *, int), void *done_arg)
+int mm_engine_flush(mm_engine_t *ctx, void (*done)(void *arg, int status), void *arg)
 {
-	mm_engine_t *ctx = arg;
-	mm_flush_waiter_t *w = calloc(1, sizeof(*w)), **tail = &ctx->waiters;
+	mm_flush_waiter_t *w, **tail = &ctx->waiters;
 
-	if (w == NULL) {
-		mm_log(MM_LOG_ERROR, "engine", "out of memory queueing a flush for %s", src->id);
-		return;
-	}
+	if (ctx->stopped)
+		return mm_diag_set(MM_ECLOSED, "the engine has stopped");
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return mm_diag_set(MM_ENOMEM, "out of memory queueing a flush");
 	w->done = done;
-	w->arg = done_arg;
+	w->arg = arg;
 	while (*tail)
 		tail = &(*tail)->next;
 	*tail = w;
 	engine_maybe_flush(ctx, 1);
+	return 0;
+}
+
+static void on_sink_flush(void *arg, mm_source_t *src, void (*done)(void *, int), void *done_arg)
+{
+	mm_engine_t *ctx = arg;
+
+	if (mm_engine_flush(ctx, done, done_arg) != 0) {
+		mm_log(MM_LOG_ERROR, "engine", "cannot queue a flush for %s: %s", src->id,
+		       mm_diag_msg());
+		done(done_arg, mm_diag_code());
+	}
+}
+
+void mm_engine_hold(mm_engine_t *ctx, int on)
+{
+	if (on) {
+		ctx->holds++;
+		engine_pause(ctx);
+	} else if (ctx->holds > 0 && --ctx->holds == 0) {
+		engine_resume(ctx);
+	}
+}
+
+void mm_engine_on_stop(mm_engine_t *ctx, void (*fn)(void *ud), void *ud)
+{
+	ctx->on_stop = fn;
+	ctx->on_stop_ud = ud;
+}
+
+static int pipe_idle(const mm_pipeline_t *p)
+{
+	return p->agg[0].count == 0 && p->agg[1].count == 0 && p->ids[0].count == 0 &&
+	       p->ids[1].count == 0;
+}
+
+static void engine_detach(mm_engine_t *ctx, mm_pipeline_t *p)
+{
+	for (int i = 0; i < ctx->nsrcs; i++) {
+		mm_engine_source_t *es = &ctx->srcs[i];
+		int n = 0;
+
+		for (int j = 0; j < es->npipes; j++)
+			if (es->pipes[j] != p)
+				es->pipes[n++] = es->pipes[j];
+		es->npipes = n;
+	}
+}
+
+int mm_engine_update_pipeline(mm_engine_t *ctx, mm_pipeline_t *p, mm_pipeline_config_t *cfg)
+{
+	mm_pipeline_config_t old;
+	int rc = 0;
+
+	if (strcmp(p->cfg.name, cfg->name) != 0 || strcmp(p->cfg.compat, cfg->compat) != 0)
+		rc = mm_diag_set(MM_EINCOMPAT, "pipeline '%s' is %s; the new definition is %s",
+				 p->cfg.name, p->cfg.compat, cfg->compat);
+	else if (ctx->job || !pipe_idle(p))
+		rc = mm_diag_set(MM_EAGAIN, "pipeline '%s' still has deltas to flush", p->cfg.name);
+	if (rc) {
+		mm_pipeline_config_free(cfg);
+		return rc;
+	}
+	/* The monoid is the same (compat matched), so the states, the namespace
+	 * and the tables that point at p->cfg.monoid stay valid. */
+	old = p->cfg;
+	p->cfg = *cfg;
+	p->cfg.monoid = old.monoid;
+	memset(cfg, 0, sizeof(*cfg));
+	old.monoid = p->cfg.monoid;
+	mm_pipeline_config_free(&old);
+	p->ns.name = p->cfg.name;
+	p->uses_lua = p->cfg.key_kind == MM_PART_LUA || p->cfg.value_kind == MM_PART_LUA ||
+		      p->cfg.time_kind == MM_PART_LUA || p->cfg.id_kind == MM_PART_LUA;
+	engine_detach(ctx, p);
+	return 0;
+}
+
+int mm_engine_remove_pipeline(mm_engine_t *ctx, mm_pipeline_t *p)
+{
+	int n = 0;
+
+	if (ctx->job || !pipe_idle(p))
+		return mm_diag_set(MM_EAGAIN, "pipeline '%s' still has deltas to flush", p->cfg.name);
+	engine_detach(ctx, p);
+	for (int i = 0; i < ctx->npipes; i++)
+		if (ctx->pipes[i] != p) {
+			ctx->pipes[i]->index = n;
+			ctx->pipes[n++] = ctx->pipes[i];
+		}
+	ctx->npipes = n;
+	mm_pipeline_free(p);
+	free(p);
+	return 0;
+}
+
+void mm_engine_close_idle_sources(mm_engine_t *ctx)
+{
+	for (int i = 0; i < ctx->nsrcs; i++) {
+		mm_engine_source_t *es = &ctx->srcs[i];
+
+		if (es->src && es->npipes == 0) {
+			mm_log(MM_LOG_INFO, "engine", "source %s is no longer used; closing it",
+			       es->src->id);
+			engine_close_source(es);
+		}
+	}
 }
 
 static void on_flush_timer(uv_timer_t *t)
@@ -565,21 +700,30 @@ static void on_handle_closed(uv_handle_t *h)
 	(void)h;
 }
 
+/* Closes one source, keeping its counters for stats. */
+static void engine_close_source(mm_engine_source_t *es)
+{
+	if (es->src == NULL)
+		return;
+	snprintf(es->id, sizeof(es->id), "%s", es->src->id);
+	es->records = es->src->records;
+	es->bytes = es->src->bytes;
+	es->closed = 1;
+	es->has_pos = 0;
+	es->src->vt->stop(es->src);
+	es->src->vt->close(es->src, on_source_closed, es);
+	es->src = NULL;
+}
+
 static void engine_close_all(mm_engine_t *ctx)
 {
 	if (ctx->stopped)
 		return;
 	ctx->stopped = 1;
-	for (int i = 0; i < ctx->nsrcs; i++) {
-		mm_engine_source_t *es = &ctx->srcs[i];
-
-		snprintf(es->id, sizeof(es->id), "%s", es->src->id);
-		es->records = es->src->records;
-		es->bytes = es->src->bytes;
-		es->closed = 1;
-		es->src->vt->close(es->src, on_source_closed, es);
-		es->src = NULL;
-	}
+	for (int i = 0; i < ctx->nsrcs; i++)
+		engine_close_source(&ctx->srcs[i]);
+	if (ctx->on_stop)
+		ctx->on_stop(ctx->on_stop_ud);
 	uv_close((uv_handle_t *)&ctx->flush_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->retry_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigint, on_handle_closed);
@@ -603,14 +747,14 @@ void mm_engine_stop(mm_engine_t *ctx)
 		return;
 	ctx->stopping = 1;
 	for (int i = 0; i < ctx->nsrcs; i++)
-		ctx->srcs[i].src->vt->stop(ctx->srcs[i].src);
+		if (ctx->srcs[i].src)
+			ctx->srcs[i].src->vt->stop(ctx->srcs[i].src);
 	engine_continue_stop(ctx);
 }
 
 int mm_engine_run(mm_engine_t *ctx, int once)
 {
 	int64_t interval = INT64_MAX;
-	mm_buf_t pos = {0};
 	int rc;
 
 	ctx->once = once;
@@ -631,19 +775,13 @@ int mm_engine_run(mm_engine_t *ctx, int once)
 	/* Check four times per interval so a flush is at most 25% late. */
 	uv_timer_start(&ctx->flush_timer, on_flush_timer, (uint64_t)(interval / 4 + 1),
 		       (uint64_t)(interval / 4 + 1));
+	ctx->running = 1;
 	for (int i = 0; i < ctx->nsrcs; i++) {
 		mm_engine_source_t *es = &ctx->srcs[i];
 
-		es->src->max_record = es->max_record;
-		pos.len = 0;
-		rc = mm_store_get_position(ctx->st, es->src->id, &pos);
-		if (rc == MM_ENOTFOUND || rc == MM_ENOTSUP) {
-			rc = es->src->vt->start(es->src, NULL, 0);
-		} else if (rc == 0) {
-			mm_log(MM_LOG_INFO, "engine", "source %s resumes from its checkpoint",
-			       es->src->id);
-			rc = es->src->vt->start(es->src, pos.p, pos.len);
-		}
+		if (es->closed || es->started)
+			continue;
+		rc = engine_start_source(ctx, es);
 		if (rc) {
 			mm_log(MM_LOG_ERROR, "engine", "cannot start source %s: %s", es->src->id,
 			       mm_diag_msg());
@@ -652,7 +790,6 @@ int mm_engine_run(mm_engine_t *ctx, int once)
 			break;
 		}
 	}
-	mm_buf_free(&pos);
 	if (ctx->nsrcs == 0 && once)
 		mm_engine_stop(ctx);
 	uv_run(ctx->loop, UV_RUN_DEFAULT);

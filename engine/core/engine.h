@@ -52,6 +52,7 @@ typedef struct mm_engine_source {
 	mm_buf_t pos;      /* position after the last delivered batch */
 	int has_pos;
 	int eof;
+	int started;
 	int closed;          /* close requested: src must not be used any more */
 	uint64_t max_record;
 	/* Copied from src when it closes, so stats outlive the source. */
@@ -74,6 +75,10 @@ struct mm_engine {
 	mm_engine_source_t *srcs;
 	int nsrcs;
 	int once;               /* stop when every source reached EOF */
+	int running;            /* run() started the sources */
+	int holds;              /* mm_engine_hold() count: sources stay paused while > 0 */
+	void (*on_stop)(void *ud); /* told when the engine closes its handles */
+	void *on_stop_ud;
 	int stopping;
 	int stopped;
 	int paused;
@@ -84,6 +89,7 @@ struct mm_engine {
 	/* flushing */
 	struct mm_flush_job *job; /* in flight, or NULL */
 	int flush_wanted;
+	int job_failed;         /* the flush in flight failed and waits for a retry */
 	mm_flush_waiter_t *waiters; /* for the next flush to start */
 	int64_t last_flush_ms;
 	uv_timer_t flush_timer;   /* age limit */
@@ -114,6 +120,32 @@ int mm_engine_run(mm_engine_t *ctx, int once);
 
 /* Asks for a graceful stop (safe to call from a callback). */
 void mm_engine_stop(mm_engine_t *ctx);
+
+/* Calls done(arg, 0) once everything accepted so far is durable (a flush is
+ * started if needed), or done(arg, MM_ECLOSED) if the engine goes away first. */
+int mm_engine_flush(mm_engine_t *ctx, void (*done)(void *arg, int status), void *arg);
+
+/* hold(ctx, 1) pauses every source until a matching hold(ctx, 0); holds nest
+ * and combine with the engine's own backpressure pauses. */
+void mm_engine_hold(mm_engine_t *ctx, int on);
+
+/*
+ * Hot reload primitives, called between batches (never from inside one).
+ * update: replaces p's definition with cfg (same name; cfg->compat must equal
+ * the running one, else MM_EINCOMPAT) and detaches p from its sources — the
+ * caller re-attaches it with mm_engine_attach_source. An unchanged source is
+ * found by its id and keeps running, with no reconnect and no rewind.
+ * remove: detaches and frees p. Both require p to hold no pending deltas
+ * (flush first). close_idle_sources stops and closes sources that no
+ * pipeline uses any more (their last position was flushed with the state).
+ */
+int mm_engine_update_pipeline(mm_engine_t *ctx, mm_pipeline_t *p, mm_pipeline_config_t *cfg);
+int mm_engine_remove_pipeline(mm_engine_t *ctx, mm_pipeline_t *p);
+void mm_engine_close_idle_sources(mm_engine_t *ctx);
+
+/* Called when the engine stops and closes its handles, so owners of extra
+ * handles on the loop (the Lua binding's timers and watchers) close theirs. */
+void mm_engine_on_stop(mm_engine_t *ctx, void (*fn)(void *ud), void *ud);
 
 /* Frees everything (after run returned, or if run was never called). */
 void mm_engine_free(mm_engine_t *ctx);

@@ -14,6 +14,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -139,12 +140,35 @@ static int read_monoid(lua_State *L, int t, mm_monoid_t *m)
 
 /* ---- engine ---- */
 
+typedef struct lua_handle lua_handle_t;
+
 typedef struct lua_engine {
 	mm_engine_t *ctx;
 	uv_loop_t *loop;
 	lua_State *L;
 	int batch_ref;
+	lua_handle_t *handles; /* timers, watchers, signals owned by Lua callbacks */
 } lua_engine_t;
+
+/*
+ * A libuv handle whose callback is a Lua function (kept in the registry).
+ * Handles live in a list on the engine; all are closed when the engine stops
+ * (or when Lua calls h:close()), and freed in their close callback.
+ */
+struct lua_handle {
+	union {
+		uv_handle_t h;
+		uv_timer_t timer;
+		uv_fs_event_t fs;
+		uv_signal_t sig;
+	} u;
+	lua_engine_t *e;
+	int ref;
+	int closing;
+	lua_handle_t *next;
+};
+
+static void engine_close_handles(void *ud);
 
 static lua_engine_t *check_engine(lua_State *L)
 {
@@ -184,6 +208,8 @@ static int l_engine_open(lua_State *L)
 	rc = mm_store_open(backend, e->loop, kv, nkv, 0, &st);
 	if (rc == 0)
 		rc = mm_engine_new(st, e->loop, data, &e->ctx);
+	if (rc == 0)
+		mm_engine_on_stop(e->ctx, engine_close_handles, e);
 	if (rc) {
 		if (st)
 			mm_store_close(st);
@@ -192,11 +218,14 @@ static int l_engine_open(lua_State *L)
 	return 1;
 }
 
-static int l_engine_add_pipeline(lua_State *L)
+/*
+ * Reads a pipeline definition table (built by lua/murmur/runner.lua from a
+ * validated spec) at index 2 into cfg. Returns 0, or pushes the luv-style
+ * failure triple and returns its count (cfg is then freed).
+ */
+static int read_pipeline_config(lua_State *L, lua_engine_t *e, mm_pipeline_config_t *c)
 {
-	lua_engine_t *e = check_engine(L);
 	mm_pipeline_config_t cfg;
-	mm_pipeline_t *p;
 	int rc;
 
 	luaL_checktype(L, 2, LUA_TTABLE);
@@ -259,6 +288,19 @@ static int l_engine_add_pipeline(lua_State *L)
 		mm_pipeline_config_free(&cfg);
 		return luaL_error(L, "add_pipeline: name, compat and keys are required");
 	}
+	*c = cfg;
+	return 0;
+}
+
+static int l_engine_add_pipeline(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	mm_pipeline_config_t cfg;
+	mm_pipeline_t *p;
+	int rc, n = read_pipeline_config(L, e, &cfg);
+
+	if (n)
+		return n;
 	rc = mm_engine_add_pipeline(e->ctx, &cfg, &p);
 	if (rc)
 		return push_diag(L, rc);
@@ -331,6 +373,242 @@ static int l_engine_run(lua_State *L)
 static int l_engine_stop(lua_State *L)
 {
 	mm_engine_stop(check_engine(L)->ctx);
+	return 0;
+}
+
+
+/* ---- Lua-driven handles (hot reload: watchers, debounce timers, SIGHUP) ---- */
+
+#define HANDLE_MT "murmur.handle"
+
+static void handle_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void handle_close(lua_handle_t *lh)
+{
+	lua_engine_t *e = lh->e;
+	lua_handle_t **pp;
+
+	if (lh->closing)
+		return;
+	lh->closing = 1;
+	for (pp = &e->handles; *pp; pp = &(*pp)->next)
+		if (*pp == lh) {
+			*pp = lh->next;
+			break;
+		}
+	luaL_unref(e->L, LUA_REGISTRYINDEX, lh->ref);
+	lh->ref = LUA_NOREF;
+	uv_close(&lh->u.h, handle_closed);
+}
+
+static void engine_close_handles(void *ud)
+{
+	lua_engine_t *e = ud;
+
+	while (e->handles)
+		handle_close(e->handles);
+}
+
+static lua_handle_t *handle_new(lua_State *L, lua_engine_t *e, int fn_index)
+{
+	lua_handle_t *lh = calloc(1, sizeof(*lh));
+	lua_handle_t **ud;
+
+	if (lh == NULL) {
+		luaL_error(L, "out of memory");
+		return NULL;
+	}
+	luaL_checktype(L, fn_index, LUA_TFUNCTION);
+	lua_pushvalue(L, fn_index);
+	lh->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lh->e = e;
+	lh->u.h.data = lh;
+	lh->next = e->handles;
+	e->handles = lh;
+	ud = lua_newuserdata(L, sizeof(*ud));
+	*ud = lh;
+	luaL_getmetatable(L, HANDLE_MT);
+	lua_setmetatable(L, -2);
+	return lh;
+}
+
+/* Calls the handle's Lua function with nargs arguments already pushed. */
+static void handle_call(lua_handle_t *lh, int nargs, const char *what)
+{
+	lua_State *L = lh->e->L;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lh->ref);
+	lua_insert(L, -1 - nargs);
+	mm_lua_call(L, nargs, 0, what);
+}
+
+static void on_lua_timer(uv_timer_t *t)
+{
+	lua_handle_t *lh = t->data;
+
+	handle_call(lh, 0, "timer callback");
+}
+
+/* e:timer(ms, repeat_ms, fn) -> handle; repeat_ms 0 = once. */
+static int l_engine_timer(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	uint64_t ms = (uint64_t)luaL_checknumber(L, 2), rep = (uint64_t)luaL_checknumber(L, 3);
+	lua_handle_t *lh = handle_new(L, e, 4);
+
+	uv_timer_init(e->loop, &lh->u.timer);
+	uv_timer_start(&lh->u.timer, on_lua_timer, ms, rep);
+	return 1;
+}
+
+static void on_lua_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+	lua_handle_t *lh = h->data;
+	lua_State *L = lh->e->L;
+
+	lua_pushstring(L, filename ? filename : "");
+	lua_pushinteger(L, status);
+	handle_call(lh, 2, "file watch callback");
+}
+
+/* e:watch(dir, fn(filename, status)) -> handle (inotify on a directory, so
+ * editors' write-then-rename saves are seen too). */
+static int l_engine_watch(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	const char *dir = luaL_checkstring(L, 2);
+	lua_handle_t *lh = handle_new(L, e, 3);
+	int rc;
+
+	uv_fs_event_init(e->loop, &lh->u.fs);
+	rc = uv_fs_event_start(&lh->u.fs, on_lua_fs_event, dir, 0);
+	if (rc) {
+		handle_close(lh);
+		return push_fail(L, MM_EIO, uv_strerror(rc));
+	}
+	return 1;
+}
+
+static void on_lua_signal(uv_signal_t *h, int signum)
+{
+	lua_handle_t *lh = h->data;
+
+	lua_pushinteger(lh->e->L, signum);
+	handle_call(lh, 1, "signal callback");
+}
+
+/* e:signal("hup", fn(signum)) -> handle */
+static int l_engine_signal(lua_State *L)
+{
+	static const char *const names[] = {"hup", "usr1", "usr2", NULL};
+	static const int nums[] = {SIGHUP, SIGUSR1, SIGUSR2};
+	lua_engine_t *e = check_engine(L);
+	int which = luaL_checkoption(L, 2, NULL, names);
+	lua_handle_t *lh = handle_new(L, e, 3);
+
+	uv_signal_init(e->loop, &lh->u.sig);
+	uv_signal_start(&lh->u.sig, on_lua_signal, nums[which]);
+	return 1;
+}
+
+static int l_handle_close(lua_State *L)
+{
+	lua_handle_t **ud = luaL_checkudata(L, 1, HANDLE_MT);
+
+	if (*ud) {
+		handle_close(*ud);
+		*ud = NULL;
+	}
+	return 0;
+}
+
+/* Keeps a reference to the engine's flush callback until it runs. */
+typedef struct flush_wait {
+	lua_engine_t *e;
+	int ref;
+} flush_wait_t;
+
+static void on_lua_flush(void *arg, int status)
+{
+	flush_wait_t *w = arg;
+	lua_State *L = w->e->L;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+	lua_pushinteger(L, status);
+	mm_lua_call(L, 1, 0, "flush callback");
+	free(w);
+}
+
+/* e:flush(fn(status)): fn runs once everything accepted so far is durable. */
+static int l_engine_flush(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	flush_wait_t *w;
+	int rc;
+
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	w = malloc(sizeof(*w));
+	if (w == NULL)
+		return push_fail(L, MM_ENOMEM, "out of memory");
+	w->e = e;
+	lua_pushvalue(L, 2);
+	w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	rc = mm_engine_flush(e->ctx, on_lua_flush, w);
+	if (rc) {
+		luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+		free(w);
+		return push_diag(L, rc);
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_engine_hold(lua_State *L)
+{
+	mm_engine_hold(check_engine(L)->ctx, lua_toboolean(L, 2));
+	return 0;
+}
+
+/* e:update_pipeline(ptr, cfg) -> true | nil, err, code */
+static int l_engine_update_pipeline(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	mm_pipeline_t *p = lua_touserdata(L, 2);
+	mm_pipeline_config_t cfg;
+	int rc, n;
+
+	luaL_checktype(L, 2, LUA_TLIGHTUSERDATA);
+	lua_remove(L, 2); /* the definition table moves to index 2 */
+	n = read_pipeline_config(L, e, &cfg);
+	if (n)
+		return n;
+	rc = mm_engine_update_pipeline(e->ctx, p, &cfg);
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_engine_remove_pipeline(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	int rc;
+
+	luaL_checktype(L, 2, LUA_TLIGHTUSERDATA);
+	rc = mm_engine_remove_pipeline(e->ctx, lua_touserdata(L, 2));
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_engine_close_idle_sources(lua_State *L)
+{
+	mm_engine_close_idle_sources(check_engine(L)->ctx);
 	return 0;
 }
 
@@ -410,6 +688,7 @@ static int l_engine_close(lua_State *L)
 {
 	lua_engine_t *e = luaL_checkudata(L, 1, ENGINE_MT);
 
+	engine_close_handles(e);
 	if (e->ctx) {
 		mm_engine_free(e->ctx);
 		e->ctx = NULL;
@@ -913,6 +1192,18 @@ int luaopen_murmur_core(lua_State *L)
 		{"stop", l_engine_stop},
 		{"stats", l_engine_stats},
 		{"close", l_engine_close},
+		{"timer", l_engine_timer},
+		{"watch", l_engine_watch},
+		{"signal", l_engine_signal},
+		{"flush", l_engine_flush},
+		{"hold", l_engine_hold},
+		{"update_pipeline", l_engine_update_pipeline},
+		{"remove_pipeline", l_engine_remove_pipeline},
+		{"close_idle_sources", l_engine_close_idle_sources},
+		{NULL, NULL},
+	};
+	static const luaL_Reg handle_methods[] = {
+		{"close", l_handle_close},
 		{NULL, NULL},
 	};
 	static const luaL_Reg store_methods[] = {
@@ -953,6 +1244,11 @@ int luaopen_murmur_core(lua_State *L)
 	new_class(L, ENGINE_MT, engine_methods, l_engine_close);
 	new_class(L, STORE_MT, store_methods, l_store_close);
 	new_class(L, STATE_MT, state_methods, l_state_gc);
+	luaL_newmetatable(L, HANDLE_MT);
+	lua_newtable(L);
+	luaL_register(L, NULL, handle_methods);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
 	lua_newtable(L);
 	luaL_register(L, NULL, funcs);
 	mm_lua_json_register(L);
