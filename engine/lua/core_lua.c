@@ -18,10 +18,12 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../core/engine.h"
 #include "../core/log.h"
 #include "../lib/error.h"
+#include "../lib/hash.h"
 #include "../monoid/window.h"
 #include "funnel.h"
 #include "json_lua.h"
@@ -606,6 +608,24 @@ static int l_engine_remove_pipeline(lua_State *L)
 	return 1;
 }
 
+/* e:meta(name) -> the stored descriptor of a pipeline, or nil */
+static int l_engine_meta(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	mm_buf_t b = {0};
+	int rc = mm_store_get_meta(e->ctx->st, luaL_checkstring(L, 2), &b);
+
+	if (rc == MM_ENOTFOUND) {
+		lua_pushnil(L);
+		return 1;
+	}
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushlstring(L, (const char *)b.p, b.len);
+	mm_buf_free(&b);
+	return 1;
+}
+
 static int l_engine_close_idle_sources(lua_State *L)
 {
 	mm_engine_close_idle_sources(check_engine(L)->ctx);
@@ -678,6 +698,17 @@ static int l_engine_stats(lua_State *L)
 		lua_newtable(L);
 		SET_NUM("records", es->src ? es->src->records : es->records);
 		SET_NUM("bytes", es->src ? es->src->bytes : es->bytes);
+		lua_pushboolean(L, es->src == NULL);
+		lua_setfield(L, -2, "closed");
+		if (es->src && es->src->vt->status) {
+			mm_buf_t b = {0};
+
+			if (es->src->vt->status(es->src, &b) == 0) {
+				lua_pushlstring(L, (const char *)b.p, b.len);
+				lua_setfield(L, -2, "status_json");
+			}
+			mm_buf_free(&b);
+		}
 		lua_setfield(L, -2, es->src ? es->src->id : es->id);
 	}
 	lua_setfield(L, -2, "sources");
@@ -1162,6 +1193,40 @@ static int l_mkdir_p(lua_State *L)
 	return 1;
 }
 
+/* core.hash64(s) -> 16 hex digits of MurmurHash64A (script versions in status). */
+static int l_hash64(lua_State *L)
+{
+	size_t n;
+	const char *str = luaL_checklstring(L, 1, &n);
+	char hex[17];
+
+	snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)mm_hash64(str, n, 0));
+	lua_pushstring(L, hex);
+	return 1;
+}
+
+static int l_getpid(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)getpid());
+	return 1;
+}
+
+/* core.kill(pid, "hup"|"term"|"int"|"kill"|0) -> true | nil, err, code */
+static int l_kill(lua_State *L)
+{
+	static const char *const names[] = {"hup", "term", "int", "kill", "zero", NULL};
+	static const int nums[] = {SIGHUP, SIGTERM, SIGINT, SIGKILL, 0};
+	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+	int sig = nums[luaL_checkoption(L, 2, "zero", names)];
+
+	if (pid <= 0)
+		return push_fail(L, MM_EINVAL, "bad pid");
+	if (kill(pid, sig) != 0)
+		return push_fail(L, errno == ESRCH ? MM_ENOTFOUND : MM_EIO, strerror(errno));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 static int l_strerror(lua_State *L)
 {
 	int err = (int)luaL_checkinteger(L, 1);
@@ -1200,6 +1265,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"update_pipeline", l_engine_update_pipeline},
 		{"remove_pipeline", l_engine_remove_pipeline},
 		{"close_idle_sources", l_engine_close_idle_sources},
+		{"meta", l_engine_meta},
 		{NULL, NULL},
 	};
 	static const luaL_Reg handle_methods[] = {
@@ -1238,6 +1304,9 @@ int luaopen_murmur_core(lua_State *L)
 		{"set_log_level", l_set_log_level},
 		{"strerror", l_strerror},
 		{"mkdir_p", l_mkdir_p},
+		{"hash64", l_hash64},
+		{"getpid", l_getpid},
+		{"kill", l_kill},
 		{NULL, NULL},
 	};
 

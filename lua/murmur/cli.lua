@@ -16,6 +16,8 @@ commands:
   run SCRIPT...          run pipelines until stopped (or end of input with --once)
   query TARGET ENTITY    print an entity's aggregate (TARGET: script or pipeline name)
   check SCRIPT...        validate pipeline scripts without running them
+  status [--data DIR]    show a running instance's counters, reloads and sources
+  reload [--data DIR]    ask a running instance to reload its scripts (SIGHUP)
   test [BUSTED ARGS]     run busted specs inside murmur (murmur.core available)
   lua FILE [ARGS]        run a Lua file inside murmur (benchmarks, tools)
   version                print the version
@@ -36,6 +38,9 @@ Runs every pipeline the scripts define, on one event loop.
   --log-level LEVEL  error, warn, info (default) or debug
   --stats            print the counters as JSON on stdout when stopping
 SIGINT/SIGTERM stop gracefully: stop reading, flush, checkpoint, exit 0.
+Saving a script (or a module it requires), SIGHUP or `murmur reload` reloads
+it without stopping; an invalid version is refused and the old one keeps
+running.
 ]],
   query = [[
 usage: murmur query SCRIPT|PIPELINE ENTITY [options]
@@ -66,6 +71,22 @@ require("murmur.core") and the FFI symbols resolve. Arguments go to busted,
 e.g. `murmur test -o TAP tests/spec`.
 ]],
   version = "usage: murmur version\n",
+  status = [[
+usage: murmur status [--data DIR] [--json]
+
+Prints the counters of the instance running on DIR (default $MURMUR_DATA or
+./murmur-data) from DIR/status.json, which a running `murmur run` rewrites
+every second: records, accepted, duplicates, rejections by reason, dead
+letters, flushes, reloads (ok/failed/last error/script version), sources.
+Exit 0, or 4 when there is no status file.
+]],
+  reload = [[
+usage: murmur reload [--data DIR]
+
+Sends SIGHUP to the instance running on DIR (its pid is in DIR/murmur.pid),
+which reloads its scripts; the outcome shows in `murmur status`.
+Exit 0 when signalled, 4 when no instance runs there.
+]],
   lua = "usage: murmur lua FILE [ARGS]\n\nRuns FILE with murmur.core available; `arg` holds ARGS; its return value (a number) is the exit code.\n",
 }
 
@@ -130,13 +151,14 @@ local function cmd_run(args)
     local ok, err = core.set_log_level(opts.log_level)
     if not ok then return usage_error("run", err) end
   end
-  local specs, err = require("murmur.loader").load_all(scripts)
+  local specs, err, modules = require("murmur.loader").load_all(scripts)
   if not specs then
     eprintf("murmur run: %s\n", err)
     return EXIT_SCRIPT
   end
-  local engine
-  engine, err = require("murmur.runner").build(specs, opts)
+  local engine, lua_specs
+  engine, lua_specs = require("murmur.runner").build(specs, opts)
+  err = lua_specs
   if not engine then
     eprintf("murmur run: %s\n", err)
     return err:find("EINCOMPAT", 1, true) and EXIT_SCRIPT or EXIT_RUNTIME
@@ -144,7 +166,22 @@ local function cmd_run(args)
   local names = {}
   for _, s in ipairs(specs) do names[#names + 1] = s.name end
   core.log("info", "engine", ("running %d pipeline(s): %s"):format(#specs, table.concat(names, ", ")))
+  local status = require("murmur.status")
+  local inst = {
+    engine = engine, lua_specs = lua_specs, specs = specs, paths = scripts, opts = opts,
+    data = require("murmur.runner").data_dir(opts), modules = modules,
+    started = core.format_time(core.now_ms()),
+  }
+  local reloader = require("murmur.reload").new(inst)
+  reloader:watch()
+  reloader.on_reload = function() status.write(inst, reloader) end
+  engine:timer(1000, 1000, function() status.write(inst, reloader) end)
+  status.write(inst, reloader)
+  local pidfile = status.pid_path(inst.data)
+  if not os.getenv("MURMUR_SUPERVISOR_PID") then status.write_atomic(pidfile, tostring(core.getpid()) .. "\n") end
   local code = engine:run(opts.once)
+  status.write(inst, reloader)
+  if not os.getenv("MURMUR_SUPERVISOR_PID") then os.remove(pidfile) end
   local stats = engine:stats()
   for name, p in pairs(stats.pipelines) do
     local rejected = 0
@@ -226,6 +263,53 @@ local function cmd_test(args)
   return EXIT_OK
 end
 
+local function cmd_status(args)
+  local opts, pos = parse_args(args, { data = "value", json = "flag" })
+  if not opts then return usage_error("status", pos) end
+  if opts.help then io.write(HELP.status) return EXIT_OK end
+  local status = require("murmur.status")
+  local data = require("murmur.runner").data_dir(opts)
+  local f = io.open(status.path(data), "rb")
+  if not f then
+    eprintf("murmur status: no status in %s (is `murmur run --data %s` running?)\n", data, data)
+    return EXIT_NOTFOUND
+  end
+  local raw = f:read("*a")
+  f:close()
+  if opts.json then io.write(raw, "\n") return EXIT_OK end
+  local st = core.json_decode(raw)
+  if not st then eprintf("murmur status: unreadable %s\n", status.path(data)) return EXIT_RUNTIME end
+  local sup = io.open(data .. "/supervisor.json", "rb")
+  if sup then
+    st.supervisor = core.json_decode(sup:read("*a"))
+    sup:close()
+  end
+  io.write(status.format(st))
+  return EXIT_OK
+end
+
+local function cmd_reload(args)
+  local opts, pos = parse_args(args, { data = "value" })
+  if not opts then return usage_error("reload", pos) end
+  if opts.help then io.write(HELP.reload) return EXIT_OK end
+  local status = require("murmur.status")
+  local data = require("murmur.runner").data_dir(opts)
+  local f = io.open(status.pid_path(data), "rb")
+  local pid = f and tonumber(f:read("*l"))
+  if f then f:close() end
+  if not pid then
+    eprintf("murmur reload: no running instance in %s\n", data)
+    return EXIT_NOTFOUND
+  end
+  local ok, err = core.kill(pid, "hup")
+  if not ok then
+    eprintf("murmur reload: cannot signal pid %d: %s\n", pid, err)
+    return EXIT_NOTFOUND
+  end
+  io.write(("murmur reload: signalled pid %d; see `murmur status --data %s`\n"):format(pid, data))
+  return EXIT_OK
+end
+
 local function cmd_lua(args)
   if args[1] == nil or args[1] == "--help" then io.write(HELP.lua) return args[1] and EXIT_OK or EXIT_USAGE end
   local chunk, err = loadfile(args[1])
@@ -249,7 +333,8 @@ function M.main(...)
     io.write(("murmur %s (%s)\n"):format(core.version, jit and jit.version or _VERSION))
     return EXIT_OK
   end
-  local commands = { run = cmd_run, check = cmd_check, query = cmd_query, test = cmd_test, lua = cmd_lua }
+  local commands = { run = cmd_run, check = cmd_check, query = cmd_query, test = cmd_test, lua = cmd_lua,
+    status = cmd_status, reload = cmd_reload }
   local f = commands[cmd]
   if not f then
     eprintf("murmur: unknown command '%s'\n%s", cmd, HELP.main)

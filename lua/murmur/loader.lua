@@ -11,6 +11,31 @@ local dsl = require("murmur.dsl")
 
 local M = {}
 
+-- A script's definition must finish within this many seconds of CPU time
+-- (MURMUR_LOAD_TIMEOUT overrides). With the JIT on, LuaJIT's count hooks do
+-- not fire inside compiled traces, so definitions run with the JIT off; the
+-- hook keeps raising once the deadline has passed, so a pcall in the script
+-- cannot swallow it.
+M.LOAD_TIMEOUT = tonumber(os.getenv("MURMUR_LOAD_TIMEOUT") or "") or 2
+
+local function run_limited(chunk, path)
+  local deadline = os.clock() + M.LOAD_TIMEOUT
+  local jit_on = jit and jit.status()
+  if jit then jit.off() end
+  debug.sethook(function()
+    if os.clock() > deadline then
+      error(("script definition took longer than %gs of CPU time (%s)"):format(M.LOAD_TIMEOUT, path), 2)
+    end
+  end, "", 1000)
+  local ok, err = xpcall(chunk, function(e)
+    if type(e) ~= "string" then e = tostring(e) end
+    return e
+  end)
+  debug.sethook()
+  if jit_on then jit.on() end
+  return ok, err
+end
+
 local SAFE = {
   "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber", "tostring",
   "type", "unpack", "xpcall", "rawequal", "rawget", "rawset", "setmetatable", "getmetatable",
@@ -86,10 +111,7 @@ function M.load(path)
   chunk, err = loadstring(src, "@" .. path)
   if not chunk then return nil, err end
   setfenv(chunk, new_env(collector, dirname(path), {}))
-  local ok, perr = xpcall(chunk, function(e)
-    if type(e) ~= "string" then e = tostring(e) end
-    return e
-  end)
+  local ok, perr = run_limited(chunk, path)
   if not ok then return nil, perr end
   if #collector.pipelines == 0 then
     return nil, ("%s: the script defines no pipeline (call murmur.pipeline{...})"):format(path)
@@ -98,11 +120,13 @@ function M.load(path)
 end
 
 -- Loads several scripts; pipeline names must be unique across them.
+-- Returns specs, nil, modules (the paths of required modules) or nil, message.
 function M.load_all(paths)
-  local all, seen = {}, {}
+  local all, seen, modules = {}, {}, {}
   for _, path in ipairs(paths) do
     local c, err = M.load(path)
     if not c then return nil, err end
+    for _, m in ipairs(c.modules) do modules[#modules + 1] = m end
     for _, spec in ipairs(c.pipelines) do
       if seen[spec.name] then
         return nil, ("%s: pipeline '%s' is already defined at %s"):format(spec.where, spec.name, seen[spec.name].where)
@@ -112,7 +136,7 @@ function M.load_all(paths)
       all[#all + 1] = spec
     end
   end
-  return all
+  return all, nil, modules
 end
 
 return M

@@ -59,7 +59,39 @@ local function store_config(specs, opts, data)
   return kind, options
 end
 
--- Builds the engine. Returns engine or nil, message.
+-- The engine's definition table for a spec.
+function M.cfg_of(spec, data)
+  return {
+    name = spec.name, monoid = spec.monoid, key_kind = spec.key_kind, keys = spec.keys,
+    value_kind = spec.value_kind, value_field = spec.value_field, value_const = spec.value_const,
+    time_kind = spec.time_kind, time_field = spec.time_field, time_unit = spec.time_unit,
+    granularity_ms = spec.granularity_ms, retention_ms = spec.retention_ms,
+    id_kind = spec.id_kind, id_field = spec.id_field, dedup_ttl_ms = spec.dedup_ttl_ms,
+    max_record = spec.max_record, flush_events = spec.flush_events,
+    flush_keys = spec.flush_keys, flush_interval_ms = spec.flush_interval_ms,
+    dead_letter_type = "file",
+    dead_letter_options = { path = spec.dead_letter or (data .. "/dead-letter/" .. spec.name .. ".jsonl") },
+    compat = spec.compat, meta = meta_of(spec),
+  }
+end
+
+function M.uses_lua(spec)
+  return spec.key_kind == "lua" or spec.value_kind == "lua" or spec.time_kind == "lua" or spec.id_kind == "lua"
+end
+
+-- Attaches a pipeline to each of its sources (an already open source with the
+-- same id is shared and keeps running). Returns true or nil, message.
+function M.attach(engine, spec, opts)
+  for _, src in ipairs(spec.sources) do
+    local backend, o = source_config(src, opts)
+    local ok, serr = engine:attach(spec.ptr, backend, o)
+    if not ok then return nil, ("%s: source: %s"):format(spec.where, serr) end
+  end
+  return true
+end
+
+-- Builds the engine. Returns engine, lua_specs (pipeline pointer -> spec, the
+-- table the Lua path reads; hot reload updates it in place) or nil, message.
 function M.build(specs, opts)
   local data = M.data_dir(opts)
   local ok, merr = core.mkdir_p(data .. "/dead-letter")
@@ -70,38 +102,21 @@ function M.build(specs, opts)
   if not engine then return nil, err end
   local lua_specs = {}
   for _, spec in ipairs(specs) do
-    local cfg = {
-      name = spec.name, monoid = spec.monoid, key_kind = spec.key_kind, keys = spec.keys,
-      value_kind = spec.value_kind, value_field = spec.value_field, value_const = spec.value_const,
-      time_kind = spec.time_kind, time_field = spec.time_field, time_unit = spec.time_unit,
-      granularity_ms = spec.granularity_ms, retention_ms = spec.retention_ms,
-      id_kind = spec.id_kind, id_field = spec.id_field, dedup_ttl_ms = spec.dedup_ttl_ms,
-      max_record = spec.max_record, flush_events = spec.flush_events,
-      flush_keys = spec.flush_keys, flush_interval_ms = spec.flush_interval_ms,
-      dead_letter_type = "file",
-      dead_letter_options = { path = spec.dead_letter or (data .. "/dead-letter/" .. spec.name .. ".jsonl") },
-      compat = spec.compat, meta = meta_of(spec),
-    }
-    local p, perr = engine:add_pipeline(cfg)
+    local p, perr = engine:add_pipeline(M.cfg_of(spec, data))
     if not p then
       engine:close()
       return nil, ("%s: %s"):format(spec.where, perr)
     end
     spec.ptr = p
-    if spec.key_kind == "lua" or spec.value_kind == "lua" or spec.time_kind == "lua" or spec.id_kind == "lua" then
-      lua_specs[p] = spec
-    end
-    for _, src in ipairs(spec.sources) do
-      local backend, o = source_config(src, opts)
-      local ok, serr = engine:attach(p, backend, o)
-      if not ok then
-        engine:close()
-        return nil, ("%s: source: %s"):format(spec.where, serr)
-      end
+    if M.uses_lua(spec) then lua_specs[p] = spec end
+    local aok, aerr = M.attach(engine, spec, opts)
+    if not aok then
+      engine:close()
+      return nil, aerr
     end
   end
-  if next(lua_specs) then engine:on_batch(runtime.handler(lua_specs)) end
-  return engine
+  engine:on_batch(runtime.handler(lua_specs))
+  return engine, lua_specs
 end
 
 return M

@@ -1,0 +1,706 @@
+/*
+ * sigv4.c: SHA-256, HMAC-SHA256 and AWS Signature Version 4 (see sigv4.h).
+ *
+ * SHA-256 follows FIPS 180-4 section 6.2 literally: 64-byte blocks, the
+ * message schedule W[0..63], eight working variables, big-endian length
+ * padding. HMAC follows RFC 2104 with a 64-byte block (keys longer than a
+ * block are hashed first).
+ *
+ * Canonicalisation rules, as the AWS reference and its test suite state them:
+ *  - URI: with normalize_path, dot segments and empty segments are removed
+ *    ("//a/./b/../" -> "/a/"), a trailing slash is kept; every byte outside
+ *    the RFC 3986 unreserved set (A-Z a-z 0-9 - _ . ~) except '/' is
+ *    percent-encoded with upper-case hex. A '%' already in the path is
+ *    encoded again (%25), which is the double encoding AWS asks of every
+ *    service but S3.
+ *  - Query: each parameter is split at the first '=', percent-decoded and
+ *    re-encoded with the same unreserved set (so "%E1%88%B4" and the raw
+ *    UTF-8 it stands for give the same text), and the list is sorted by
+ *    encoded name, then encoded value.
+ *  - Headers: names lower-cased, values trimmed with every run of white
+ *    space (folded continuation lines included) collapsed to one space,
+ *    repeated headers joined with ',' in the order given, sorted by name.
+ * Byte-wise ordering is what AWS specifies (it equals code-point order for
+ * UTF-8), so memcmp is the comparison throughout.
+ */
+#include "sigv4.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../lib/error.h"
+
+/* ---- SHA-256 ---- */
+
+static const uint32_t sha256_k[64] = {
+	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+	0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+	0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+	0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+	0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+	0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+	0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+	0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+	0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+	0xc67178f2,
+};
+
+static inline uint32_t ror32(uint32_t x, unsigned n)
+{
+	return (x >> n) | (x << (32 - n));
+}
+
+static void sha256_block(uint32_t h[8], const uint8_t *p)
+{
+	uint32_t w[64], a, b, c, d, e, f, g, hh;
+	int i;
+
+	for (i = 0; i < 16; i++)
+		w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+		       (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+	for (i = 16; i < 64; i++) {
+		uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
+		uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
+
+		w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+	}
+	a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+	for (i = 0; i < 64; i++) {
+		uint32_t t1 = hh + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) +
+			      sha256_k[i] + w[i];
+		uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+
+		hh = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+	}
+	h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
+}
+
+void mm_sha256_init(mm_sha256_t *c)
+{
+	static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+				       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+
+	memcpy(c->h, iv, sizeof(iv));
+	c->total = 0;
+	c->nblock = 0;
+}
+
+void mm_sha256_update(mm_sha256_t *c, const void *data, size_t n)
+{
+	const uint8_t *p = data;
+
+	c->total += n;
+	if (c->nblock) {
+		size_t take = 64 - c->nblock < n ? 64 - c->nblock : n;
+
+		memcpy(c->block + c->nblock, p, take);
+		c->nblock += take;
+		p += take;
+		n -= take;
+		if (c->nblock < 64)
+			return;
+		sha256_block(c->h, c->block);
+		c->nblock = 0;
+	}
+	for (; n >= 64; p += 64, n -= 64)
+		sha256_block(c->h, p);
+	memcpy(c->block, p, n);
+	c->nblock = n;
+}
+
+void mm_sha256_final(mm_sha256_t *c, uint8_t out[32])
+{
+	uint64_t bits = c->total * 8;
+	int i;
+
+	c->block[c->nblock++] = 0x80;
+	if (c->nblock > 56) {
+		memset(c->block + c->nblock, 0, 64 - c->nblock);
+		sha256_block(c->h, c->block);
+		c->nblock = 0;
+	}
+	memset(c->block + c->nblock, 0, 56 - c->nblock);
+	for (i = 0; i < 8; i++)
+		c->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+	sha256_block(c->h, c->block);
+	for (i = 0; i < 8; i++) {
+		out[4 * i] = (uint8_t)(c->h[i] >> 24);
+		out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
+		out[4 * i + 2] = (uint8_t)(c->h[i] >> 8);
+		out[4 * i + 3] = (uint8_t)c->h[i];
+	}
+}
+
+void mm_sha256(const void *p, size_t n, uint8_t out[32])
+{
+	mm_sha256_t c;
+
+	mm_sha256_init(&c);
+	mm_sha256_update(&c, p, n);
+	mm_sha256_final(&c, out);
+}
+
+void mm_hmac_sha256(const void *key, size_t klen, const void *msg, size_t n, uint8_t out[32])
+{
+	uint8_t k[64] = {0}, pad[64], inner[32];
+	mm_sha256_t c;
+	int i;
+
+	if (klen > 64)
+		mm_sha256(key, klen, k);
+	else
+		memcpy(k, key, klen);
+	for (i = 0; i < 64; i++)
+		pad[i] = k[i] ^ 0x36;
+	mm_sha256_init(&c);
+	mm_sha256_update(&c, pad, 64);
+	mm_sha256_update(&c, msg, n);
+	mm_sha256_final(&c, inner);
+	for (i = 0; i < 64; i++)
+		pad[i] = k[i] ^ 0x5c;
+	mm_sha256_init(&c);
+	mm_sha256_update(&c, pad, 64);
+	mm_sha256_update(&c, inner, 32);
+	mm_sha256_final(&c, out);
+}
+
+void mm_hex_lower(const uint8_t *p, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* ---- canonicalisation ---- */
+
+typedef struct sig_hdr {
+	const char *name;
+	size_t name_len;
+	const char *value;
+	size_t value_len;
+	size_t order;  /* position in the input, so repeated headers keep their order */
+} sig_hdr_t;
+
+/* A query parameter: offsets of its encoded key and value in s->scratch
+ * (which may move while parameters are added), then pointers for sorting. */
+typedef struct sig_param {
+	size_t koff, klen, voff, vlen;
+	const uint8_t *k, *v;
+} sig_param_t;
+
+static int is_unreserved(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '_' || c == '.' || c == '~';
+}
+
+static int is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Appends p[0..n) percent-encoded; '/' is kept when keep_slash. */
+static int uri_encode(mm_buf_t *out, const char *p, size_t n, int keep_slash)
+{
+	static const char digits[] = "0123456789ABCDEF";
+	size_t i;
+	int rc;
+
+	if ((rc = mm_buf_reserve(out, n * 3)))
+		return rc;
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+
+		if (is_unreserved(c) || (keep_slash && c == '/')) {
+			out->p[out->len++] = c;
+		} else {
+			out->p[out->len++] = '%';
+			out->p[out->len++] = (uint8_t)digits[c >> 4];
+			out->p[out->len++] = (uint8_t)digits[c & 15];
+		}
+	}
+	return 0;
+}
+
+/* Appends p[0..n) percent-decoded, then encoded again: the canonical form of
+ * one query component, whichever way the caller escaped it. */
+static int query_component(mm_buf_t *out, const char *p, size_t n)
+{
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++) {
+		int hi, lo;
+		char c = p[i];
+
+		if (c == '%' && i + 2 < n && (hi = hex_value(p[i + 1])) >= 0 &&
+		    (lo = hex_value(p[i + 2])) >= 0) {
+			c = (char)(hi << 4 | lo);
+			i += 2;
+		}
+		rc = uri_encode(out, &c, 1, 0);
+	}
+	return rc;
+}
+
+/* Appends the canonical URI of path[0..n). */
+static int canonical_uri(mm_buf_t *out, const char *path, size_t n, int normalize)
+{
+	size_t segs[512][2], nseg = 0, i = 0;
+	int rc, trailing;
+
+	if (n == 0)
+		return mm_buf_append(out, "/", 1);
+	if (!normalize)
+		return uri_encode(out, path, n, 1);
+	/* Walk the segments, keeping a stack of the ones that survive. */
+	trailing = path[n - 1] == '/';
+	while (i < n) {
+		size_t start, len;
+
+		while (i < n && path[i] == '/')
+			i++;
+		start = i;
+		while (i < n && path[i] != '/')
+			i++;
+		len = i - start;
+		if (len == 0 || (len == 1 && path[start] == '.'))
+			continue;
+		if (len == 2 && path[start] == '.' && path[start + 1] == '.') {
+			if (nseg > 0)
+				nseg--;
+			continue;
+		}
+		if (nseg == sizeof(segs) / sizeof(segs[0]))
+			return mm_diag_set(MM_EINVAL, "sigv4: path has more than %zu segments",
+					   nseg);
+		segs[nseg][0] = start;
+		segs[nseg][1] = len;
+		nseg++;
+	}
+	if (nseg == 0)
+		return mm_buf_append(out, "/", 1);
+	for (i = 0; i < nseg; i++) {
+		if ((rc = mm_buf_append(out, "/", 1)) ||
+		    (rc = uri_encode(out, path + segs[i][0], segs[i][1], 0)))
+			return rc;
+	}
+	return trailing ? mm_buf_append(out, "/", 1) : 0;
+}
+
+static int grow(void **arr, size_t *cap, size_t need, size_t size)
+{
+	void *p;
+	size_t n = *cap ? *cap : 16;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	p = realloc(*arr, n * size);
+	if (p == NULL)
+		return mm_diag_set(MM_ENOMEM, "sigv4: out of memory");
+	*arr = p;
+	*cap = n;
+	return 0;
+}
+
+static int bytes_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
+{
+	int c = memcmp(a, b, an < bn ? an : bn);
+
+	if (c == 0 && an != bn)
+		return an < bn ? -1 : 1;
+	return c;
+}
+
+static int param_cmp(const void *a, const void *b)
+{
+	const sig_param_t *x = a, *y = b;
+	int c = bytes_cmp(x->k, x->klen, y->k, y->klen);
+
+	return c ? c : bytes_cmp(x->v, x->vlen, y->v, y->vlen);
+}
+
+/* Adds one parameter; key and value are encoded into s->scratch. When raw is
+ * set they are taken as written and canonicalised; else they are plain text. */
+static int add_param(mm_sigv4_t *s, size_t *np, const char *k, size_t kl, const char *v,
+		     size_t vl, int raw)
+{
+	sig_param_t *pa;
+	int rc;
+
+	if ((rc = grow(&s->params, &s->params_cap, *np + 1, sizeof(sig_param_t))))
+		return rc;
+	pa = (sig_param_t *)s->params + *np;
+	pa->koff = s->scratch.len;
+	rc = raw ? query_component(&s->scratch, k, kl) : uri_encode(&s->scratch, k, kl, 0);
+	if (rc)
+		return rc;
+	pa->klen = s->scratch.len - pa->koff;
+	pa->voff = s->scratch.len;
+	rc = raw ? query_component(&s->scratch, v, vl) : uri_encode(&s->scratch, v, vl, 0);
+	if (rc)
+		return rc;
+	pa->vlen = s->scratch.len - pa->voff;
+	(*np)++;
+	return 0;
+}
+
+/* Splits the request's query into s->params (not yet sorted). */
+static int parse_query(mm_sigv4_t *s, const mm_sigv4_request_t *req, size_t *np)
+{
+	const char *q = req->query;
+	size_t n = req->query ? req->query_len : 0, i = 0;
+	int rc;
+
+	while (i < n) {
+		size_t start = i, eq;
+
+		while (i < n && q[i] != '&')
+			i++;
+		if (i > start) {
+			for (eq = start; eq < i && q[eq] != '='; eq++)
+				;
+			rc = add_param(s, np, q + start, eq - start, q + eq + (eq < i),
+				       i - eq - (eq < i), 1);
+			if (rc)
+				return rc;
+		}
+		i++;
+	}
+	return 0;
+}
+
+/* Appends the sorted parameters as "k=v&k=v". */
+static int emit_query(mm_sigv4_t *s, size_t np, mm_buf_t *out)
+{
+	sig_param_t *pa = s->params;
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < np; i++) {
+		pa[i].k = s->scratch.p + pa[i].koff;
+		pa[i].v = s->scratch.p + pa[i].voff;
+	}
+	if (np > 1)
+		qsort(pa, np, sizeof(*pa), param_cmp);
+	for (i = 0; i < np && rc == 0; i++) {
+		if (i > 0)
+			rc = mm_buf_append(out, "&", 1);
+		if (rc == 0)
+			rc = mm_buf_append(out, pa[i].k, pa[i].klen);
+		if (rc == 0)
+			rc = mm_buf_append(out, "=", 1);
+		if (rc == 0)
+			rc = mm_buf_append(out, pa[i].v, pa[i].vlen);
+	}
+	return rc;
+}
+
+static int name_cmp(const char *a, size_t an, const char *b, size_t bn)
+{
+	size_t i, n = an < bn ? an : bn;
+
+	for (i = 0; i < n; i++) {
+		unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+
+		if (x >= 'A' && x <= 'Z')
+			x = (unsigned char)(x + 32);
+		if (y >= 'A' && y <= 'Z')
+			y = (unsigned char)(y + 32);
+		if (x != y)
+			return x < y ? -1 : 1;
+	}
+	return an == bn ? 0 : (an < bn ? -1 : 1);
+}
+
+static int hdr_cmp(const void *a, const void *b)
+{
+	const sig_hdr_t *x = a, *y = b;
+	int c = name_cmp(x->name, x->name_len, y->name, y->name_len);
+
+	if (c)
+		return c;
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Appends a header value trimmed, with white-space runs collapsed. */
+static int put_value(mm_buf_t *out, const char *v, size_t n)
+{
+	size_t i = 0, end = n;
+	int rc, gap = 0;
+
+	while (i < end && is_space(v[i]))
+		i++;
+	while (end > i && is_space(v[end - 1]))
+		end--;
+	if ((rc = mm_buf_reserve(out, end - i)))
+		return rc;
+	for (; i < end; i++) {
+		if (is_space(v[i])) {
+			gap = 1;
+			continue;
+		}
+		if (gap)
+			out->p[out->len++] = ' ';
+		gap = 0;
+		out->p[out->len++] = (uint8_t)v[i];
+	}
+	return 0;
+}
+
+static int put_lower(mm_buf_t *out, const char *p, size_t n)
+{
+	size_t i;
+	int rc;
+
+	if ((rc = mm_buf_reserve(out, n)))
+		return rc;
+	for (i = 0; i < n; i++) {
+		char c = p[i];
+
+		out->p[out->len++] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+	}
+	return 0;
+}
+
+/*
+ * Builds s->headers_text ("name:value\n" lines) and s->signed_headers from the
+ * request's headers plus `extra` (x-amz-* ones the signer adds).
+ */
+static int canonical_headers(mm_sigv4_t *s, const mm_sigv4_request_t *req,
+			     const mm_sigv4_header_t *extra, size_t nextra)
+{
+	size_t n = req->nheaders + nextra, i, j;
+	sig_hdr_t *h;
+	int rc, has_host = 0;
+
+	if ((rc = grow(&s->hdrs, &s->hdrs_cap, n, sizeof(sig_hdr_t))))
+		return rc;
+	h = s->hdrs;
+	for (i = 0; i < n; i++) {
+		const mm_sigv4_header_t *src =
+			i < req->nheaders ? &req->headers[i] : &extra[i - req->nheaders];
+
+		h[i] = (sig_hdr_t){src->name, src->name_len, src->value, src->value_len, i};
+		if (name_cmp(src->name, src->name_len, "host", 4) == 0)
+			has_host = 1;
+	}
+	if (!has_host)
+		return mm_diag_set(MM_EINVAL, "sigv4: the request has no Host header");
+	qsort(h, n, sizeof(*h), hdr_cmp);
+	s->headers_text.len = 0;
+	s->signed_headers.len = 0;
+	for (i = 0; i < n; i = j) {
+		if ((i > 0 && (rc = mm_buf_append(&s->signed_headers, ";", 1))) ||
+		    (rc = put_lower(&s->signed_headers, h[i].name, h[i].name_len)) ||
+		    (rc = put_lower(&s->headers_text, h[i].name, h[i].name_len)) ||
+		    (rc = mm_buf_append(&s->headers_text, ":", 1)))
+			return rc;
+		for (j = i; j < n && name_cmp(h[i].name, h[i].name_len, h[j].name,
+					      h[j].name_len) == 0; j++) {
+			if ((j > i && (rc = mm_buf_append(&s->headers_text, ",", 1))) ||
+			    (rc = put_value(&s->headers_text, h[j].value, h[j].value_len)))
+				return rc;
+		}
+		if ((rc = mm_buf_append(&s->headers_text, "\n", 1)))
+			return rc;
+	}
+	return 0;
+}
+
+static int check_params(const mm_sigv4_request_t *req, const mm_sigv4_params_t *p)
+{
+	if (req == NULL || p == NULL || req->method == NULL || (req->path_len && !req->path) ||
+	    (req->nheaders && !req->headers) || (req->body_len && !req->body))
+		return mm_diag_set(MM_EINVAL, "sigv4: incomplete request");
+	if (!p->access_key || !p->secret_key || !p->region || !p->service || !*p->access_key)
+		return mm_diag_set(MM_EINVAL, "sigv4: credentials, region and service are required");
+	if (p->time_s < 0 || p->time_s > 253402300799LL)
+		return mm_diag_set(MM_EINVAL, "sigv4: signing time out of range");
+	return 0;
+}
+
+/* Sets amz_date and content_sha256, and returns the scope in scope[]. */
+static int prepare(mm_sigv4_t *s, const mm_sigv4_request_t *req, const mm_sigv4_params_t *p,
+		   char *scope, size_t scope_len)
+{
+	time_t t = (time_t)p->time_s;
+	struct tm tm;
+	uint8_t digest[32];
+	int n;
+
+	if (gmtime_r(&t, &tm) == NULL)
+		return mm_diag_set(MM_EINVAL, "sigv4: cannot convert the signing time");
+	strftime(s->amz_date, sizeof(s->amz_date), "%Y%m%dT%H%M%SZ", &tm);
+	n = snprintf(scope, scope_len, "%.8s/%s/%s/aws4_request", s->amz_date, p->region,
+		     p->service);
+	if (n < 0 || (size_t)n >= scope_len)
+		return mm_diag_set(MM_EINVAL, "sigv4: region or service name too long");
+	mm_sha256(req->body_len ? req->body : "", req->body_len, digest);
+	mm_hex_lower(digest, 32, s->content_sha256);
+	return 0;
+}
+
+/* Canonical request -> string to sign -> signature, with the cached key. */
+static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
+{
+	uint8_t digest[32], secret_hash[32], k[32];
+	char hex[65];
+	int rc;
+
+	mm_sha256(s->canonical.p, s->canonical.len, digest);
+	mm_hex_lower(digest, 32, hex);
+	s->string_to_sign.len = 0;
+	if ((rc = mm_buf_printf(&s->string_to_sign, "AWS4-HMAC-SHA256\n%s\n%s\n%s", s->amz_date,
+				scope, hex)))
+		return rc;
+	mm_sha256(p->secret_key, strlen(p->secret_key), secret_hash);
+	if (!s->key_valid || strcmp(s->key_scope, scope) != 0 ||
+	    memcmp(s->key_secret, secret_hash, 32) != 0) {
+		size_t sl = strlen(p->secret_key);
+		char *kin = malloc(sl + 5);
+
+		if (kin == NULL)
+			return mm_diag_set(MM_ENOMEM, "sigv4: out of memory");
+		memcpy(kin, "AWS4", 4);
+		memcpy(kin + 4, p->secret_key, sl);
+		mm_hmac_sha256(kin, sl + 4, s->amz_date, 8, k);
+		memset(kin, 0, sl + 4);
+		free(kin);
+		mm_hmac_sha256(k, 32, p->region, strlen(p->region), k);
+		mm_hmac_sha256(k, 32, p->service, strlen(p->service), k);
+		mm_hmac_sha256(k, 32, "aws4_request", 12, s->key);
+		snprintf(s->key_scope, sizeof(s->key_scope), "%s", scope);
+		memcpy(s->key_secret, secret_hash, 32);
+		s->key_valid = 1;
+	}
+	mm_hmac_sha256(s->key, 32, s->string_to_sign.p, s->string_to_sign.len, digest);
+	mm_hex_lower(digest, 32, s->signature);
+	return 0;
+}
+
+static int canonical_head(mm_sigv4_t *s, const mm_sigv4_request_t *req,
+			  const mm_sigv4_params_t *p)
+{
+	int rc;
+
+	s->canonical.len = 0;
+	if ((rc = mm_buf_printf(&s->canonical, "%s\n", req->method)) ||
+	    (rc = canonical_uri(&s->canonical, req->path, req->path_len, p->normalize_path)))
+		return rc;
+	return mm_buf_append(&s->canonical, "\n", 1);
+}
+
+static int canonical_tail(mm_sigv4_t *s)
+{
+	int rc;
+
+	if ((rc = mm_buf_append(&s->canonical, "\n", 1)) ||
+	    (rc = mm_buf_append(&s->canonical, s->headers_text.p, s->headers_text.len)) ||
+	    (rc = mm_buf_append(&s->canonical, "\n", 1)) ||
+	    (rc = mm_buf_append(&s->canonical, s->signed_headers.p, s->signed_headers.len)) ||
+	    (rc = mm_buf_append(&s->canonical, "\n", 1)))
+		return rc;
+	return mm_buf_append(&s->canonical, s->content_sha256, 64);
+}
+
+#define HDR(n, v) ((mm_sigv4_header_t){(n), sizeof(n) - 1, (v), strlen(v)})
+
+int mm_sigv4_sign_headers(mm_sigv4_t *s, const mm_sigv4_request_t *req,
+			  const mm_sigv4_params_t *p)
+{
+	mm_sigv4_header_t extra[3];
+	size_t nextra = 0, np = 0;
+	char scope[160];
+	int rc;
+
+	if ((rc = check_params(req, p)) || (rc = prepare(s, req, p, scope, sizeof(scope))))
+		return rc;
+	extra[nextra++] = HDR("x-amz-date", s->amz_date);
+	if (p->session_token && *p->session_token && !p->omit_session_token)
+		extra[nextra++] = HDR("x-amz-security-token", p->session_token);
+	if (p->sign_body)
+		extra[nextra++] = HDR("x-amz-content-sha256", s->content_sha256);
+	s->scratch.len = 0;
+	if ((rc = canonical_headers(s, req, extra, nextra)) || (rc = canonical_head(s, req, p)) ||
+	    (rc = parse_query(s, req, &np)) || (rc = emit_query(s, np, &s->canonical)) ||
+	    (rc = canonical_tail(s)) || (rc = finish(s, p, scope)))
+		return rc;
+	s->authorization.len = 0;
+	if ((rc = mm_buf_printf(&s->authorization, "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=",
+				p->access_key, scope)) ||
+	    (rc = mm_buf_append(&s->authorization, s->signed_headers.p, s->signed_headers.len)) ||
+	    (rc = mm_buf_printf(&s->authorization, ", Signature=%s", s->signature)))
+		return rc;
+	return 0;
+}
+
+int mm_sigv4_sign_query(mm_sigv4_t *s, const mm_sigv4_request_t *req,
+			const mm_sigv4_params_t *p)
+{
+	char scope[160], cred[400], expires[24];
+	size_t np = 0;
+	int rc;
+
+	if ((rc = check_params(req, p)) || (rc = prepare(s, req, p, scope, sizeof(scope))))
+		return rc;
+	if (p->expires_s < 1 || p->expires_s > 604800)
+		return mm_diag_set(MM_EINVAL, "sigv4: X-Amz-Expires must be 1..604800 seconds");
+	snprintf(cred, sizeof(cred), "%s/%s", p->access_key, scope);
+	snprintf(expires, sizeof(expires), "%lld", (long long)p->expires_s);
+	s->scratch.len = 0;
+	if ((rc = canonical_headers(s, req, NULL, 0)) || (rc = canonical_head(s, req, p)) ||
+	    (rc = parse_query(s, req, &np)) ||
+	    (rc = add_param(s, &np, "X-Amz-Algorithm", 15, "AWS4-HMAC-SHA256", 16, 0)) ||
+	    (rc = add_param(s, &np, "X-Amz-Credential", 16, cred, strlen(cred), 0)) ||
+	    (rc = add_param(s, &np, "X-Amz-Date", 10, s->amz_date, 16, 0)) ||
+	    (rc = add_param(s, &np, "X-Amz-Expires", 13, expires, strlen(expires), 0)))
+		return rc;
+	if (p->session_token && *p->session_token && !p->omit_session_token &&
+	    (rc = add_param(s, &np, "X-Amz-Security-Token", 20, p->session_token,
+			    strlen(p->session_token), 0)))
+		return rc;
+	if ((rc = add_param(s, &np, "X-Amz-SignedHeaders", 19, (const char *)s->signed_headers.p,
+			    s->signed_headers.len, 0)))
+		return rc;
+	s->authorization.len = 0;
+	if ((rc = emit_query(s, np, &s->canonical)) || (rc = canonical_tail(s)) ||
+	    (rc = finish(s, p, scope)) || (rc = emit_query(s, np, &s->authorization)))
+		return rc;
+	return mm_buf_printf(&s->authorization, "&X-Amz-Signature=%s", s->signature);
+}
+
+void mm_sigv4_free(mm_sigv4_t *s)
+{
+	if (s == NULL)
+		return;
+	mm_buf_free(&s->canonical);
+	mm_buf_free(&s->string_to_sign);
+	mm_buf_free(&s->signed_headers);
+	mm_buf_free(&s->authorization);
+	mm_buf_free(&s->scratch);
+	mm_buf_free(&s->headers_text);
+	free(s->hdrs);
+	free(s->params);
+	memset(s, 0, sizeof(*s));
+}
