@@ -28,14 +28,16 @@ build = {
   install = {
     bin = { murmur = "build/rock/murmur" },
     lua = {
-      ["murmur.init"] = "lua/murmur/init.lua",
       ["murmur.cdef"] = "lua/murmur/cdef.lua",
       ["murmur.cli"] = "lua/murmur/cli.lua",
       ["murmur.dsl"] = "lua/murmur/dsl.lua",
+      ["murmur.init"] = "lua/murmur/init.lua",
       ["murmur.loader"] = "lua/murmur/loader.lua",
       ["murmur.query"] = "lua/murmur/query.lua",
+      ["murmur.reload"] = "lua/murmur/reload.lua",
       ["murmur.runner"] = "lua/murmur/runner.lua",
       ["murmur.runtime"] = "lua/murmur/runtime.lua",
+      ["murmur.status"] = "lua/murmur/status.lua",
     },
   },
 }

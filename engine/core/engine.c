@@ -11,6 +11,7 @@
 #include "../lib/error.h"
 #include "../monoid/window.h"
 #include "log.h"
+#include "progress.h"
 
 #define MM_RETRY_MIN_MS 100
 #define MM_RETRY_MAX_MS 30000
@@ -83,6 +84,11 @@ static void on_deliver(void *arg, mm_batch_t *b)
 		return;
 	ctx->stats.batches++;
 	ctx->stats.records += b->n;
+	mm_progress_batch(b->src->id);
+	if (mm_poison_count() > 0)
+		for (size_t i = 0; i < b->n; i++)
+			if (mm_poison_has(b->src->id, b->recs[i].offset))
+				b->recs[i].flags |= MM_REC_POISON;
 	for (int i = 0; i < es->npipes; i++) {
 		mm_pipeline_t *p = es->pipes[i];
 
@@ -98,6 +104,7 @@ static void on_deliver(void *arg, mm_batch_t *b)
 		for (int i = 0; i < nlua; i++)
 			lua_pipes[i]->batch = NULL;
 	}
+	mm_progress_idle();
 	es->pos.len = 0;
 	if (mm_buf_append(&es->pos, b->end_pos, b->end_pos_len) == 0)
 		es->has_pos = 1;
@@ -649,6 +656,12 @@ void mm_engine_close_idle_sources(mm_engine_t *ctx)
 	}
 }
 
+static void on_heartbeat(uv_timer_t *t)
+{
+	if (mm_progress)
+		mm_progress->heartbeat_ms = mm_now_ms();
+}
+
 static void on_flush_timer(uv_timer_t *t)
 {
 	mm_engine_t *ctx = t->data;
@@ -725,6 +738,7 @@ static void engine_close_all(mm_engine_t *ctx)
 	if (ctx->on_stop)
 		ctx->on_stop(ctx->on_stop_ud);
 	uv_close((uv_handle_t *)&ctx->flush_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&ctx->heartbeat, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->retry_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigint, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigterm, on_handle_closed);
@@ -761,6 +775,13 @@ int mm_engine_run(mm_engine_t *ctx, int once)
 	ctx->last_flush_ms = mm_now_ms();
 	uv_timer_init(ctx->loop, &ctx->flush_timer);
 	uv_timer_init(ctx->loop, &ctx->retry_timer);
+	uv_timer_init(ctx->loop, &ctx->heartbeat);
+	if (mm_progress) {
+		/* The supervisor's watchdog reads this stamp: it stops when the loop
+		 * thread is stuck (in a user function that never returns). */
+		on_heartbeat(&ctx->heartbeat);
+		uv_timer_start(&ctx->heartbeat, on_heartbeat, 100, 100);
+	}
 	uv_signal_init(ctx->loop, &ctx->sigint);
 	uv_signal_init(ctx->loop, &ctx->sigterm);
 	ctx->flush_timer.data = ctx->retry_timer.data = ctx;

@@ -94,6 +94,7 @@ struct mm_engine {
 	int64_t last_flush_ms;
 	uv_timer_t flush_timer;   /* age limit */
 	uv_timer_t retry_timer;   /* backoff after a failed flush */
+	uv_timer_t heartbeat;     /* stamps the supervisor's progress page */
 	int64_t retry_delay_ms;
 	uv_signal_t sigint, sigterm;
 	mm_engine_stats_t stats;

@@ -9,6 +9,8 @@
  */
 #include "pipeline.h"
 
+#include <stdint.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,9 +19,11 @@
 #include "../monoid/window.h"
 #include "engine.h"
 #include "log.h"
+#include "progress.h"
 
 static const char *const reject_names[MM_REJ__COUNT] = {
 	"json", "utf8", "not_object", "missing_field", "wrong_type", "too_big", "out_of_range", "lua_error",
+	"poison",
 };
 
 const char *mm_reject_reason_name(int reason)
@@ -75,6 +79,9 @@ void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int 
 			const char *detail)
 {
 	mm_source_t *src = p->batch ? p->batch->src : NULL;
+	/* A record over this pipeline's own limit (below its source's) is kept
+	 * like one the source truncated: its first MM_REC_PREFIX bytes. */
+	int cut = !(r->flags & MM_REC_TOOBIG) && r->len > p->cfg.max_record && r->len > MM_REC_PREFIX;
 	mm_dead_letter_entry_t e = {
 		.pipeline = p->cfg.name,
 		.reason = mm_reject_reason_name(reason),
@@ -83,9 +90,9 @@ void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int 
 		.source = src ? src->id : NULL,
 		.offset = r->offset,
 		.record = r->p,
-		.len = r->len,
+		.len = cut ? MM_REC_PREFIX : r->len,
 		.orig_len = r->orig_len,
-		.truncated = (r->flags & MM_REC_TOOBIG) != 0,
+		.truncated = (r->flags & MM_REC_TOOBIG) != 0 || cut,
 		.time_ms = mm_now_ms(),
 	};
 
@@ -127,6 +134,8 @@ static int reason_of(int code)
 		return MM_REJ_RANGE;
 	case MM_ELUA:
 		return MM_REJ_LUA;
+	case MM_ECORRUPT:
+		return MM_REJ_POISON;
 	default:
 		return MM_REJ_JSON;
 	}
@@ -280,11 +289,13 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 {
 	const mm_pipeline_config_t *c = &p->cfg;
 	mm_value_t v = {0};
-	const char *id = NULL;
-	size_t idlen = 0;
+	const char *id = NULL, *keys[MM_MAX_KEYS];
+	size_t idlen = 0, klens[MM_MAX_KEYS];
 	int64_t bucket, expire_ms;
 	int rc;
 
+	if (r->flags & MM_REC_POISON)
+		return mm_diag_set(MM_ECORRUPT, "the record stalled or crashed the worker twice");
 	if (r->flags & MM_REC_TOOBIG)
 		return mm_diag_set(MM_ETOOBIG, "record of %llu bytes exceeds max_record %llu",
 				   (unsigned long long)r->orig_len, (unsigned long long)c->max_record);
@@ -336,18 +347,22 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	}
 	if (rc)
 		return rc;
+	/* Every key is read and checked before any is added, so a record that
+	 * is rejected for one key adds nothing under the others. */
 	for (int k = 0; k < c->nkeys; k++) {
-		const char *key = c->keys[k];
-		size_t klen;
-
+		keys[k] = c->keys[k];
 		if (c->key_kind == MM_PART_FIELD) {
-			rc = field_string(p, &fields[k], tmp, &key, &klen, "key");
+			rc = field_string(p, &fields[k], tmp, &keys[k], &klens[k], "key");
 			if (rc)
 				return rc;
 		} else {
-			klen = strlen(key);
+			klens[k] = strlen(keys[k]);
 		}
-		rc = pipe_add(p, key, klen, bucket, expire_ms, &v);
+		if (klens[k] == 0 || klens[k] > 1024)
+			return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klens[k]);
+	}
+	for (int k = 0; k < c->nkeys; k++) {
+		rc = pipe_add(p, keys[k], klens[k], bucket, expire_ms, &v);
 		if (rc)
 			return rc;
 	}
@@ -387,7 +402,10 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 	p->batch = b;
 	for (size_t i = 0; i < b->n; i++) {
 		const mm_record_t *r = &b->recs[i];
-		int rc = process_record(p, r, b->now_ms, fields, &tmp);
+		int rc;
+
+		mm_progress_record(r->offset);
+		rc = process_record(p, r, b->now_ms, fields, &tmp);
 
 		p->stats.records++;
 		if (rc == 0) {
@@ -418,10 +436,18 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 	*flags = r->flags;
 	*ts_ms = r->ts_ms;
 	p->stats.records++;
-	if (r->flags & MM_REC_TOOBIG || r->len > p->cfg.max_record)
-		return mm_diag_set(MM_ETOOBIG, "record of %llu bytes exceeds max_record %llu",
-				   (unsigned long long)r->orig_len,
-				   (unsigned long long)p->cfg.max_record);
+	mm_progress_record(r->offset);
+	if (r->flags & MM_REC_POISON) {
+		mm_pipeline_reject(p, r, MM_REJ_POISON, MM_ECORRUPT,
+				   "the record stalled or crashed the worker twice");
+		return 1;
+	}
+	if (r->flags & MM_REC_TOOBIG || r->len > p->cfg.max_record) {
+		mm_diag_set(MM_ETOOBIG, "record of %llu bytes exceeds max_record %llu",
+			    (unsigned long long)r->orig_len, (unsigned long long)p->cfg.max_record);
+		mm_pipeline_reject(p, r, MM_REJ_TOOBIG, MM_ETOOBIG, mm_diag_msg());
+		return 1;
+	}
 	return 0;
 }
 
@@ -438,12 +464,14 @@ int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, i
 	mm_value_t v = {.type = vtype, .d = num, .s = s, .len = slen};
 	int rc;
 
-	v.ts_ms = ts_ms < 0 ? now : ts_ms;
+	v.ts_ms = ts_ms == INT64_MIN ? now : ts_ms;
 	if (vtype == MM_VAL_INT)
 		v.i = (int64_t)num;
 	rc = pipe_bucket(p, v.ts_ms, now, &bucket, &expire_ms);
 	if (rc)
 		return rc;
+	if (klen == 0 || klen > 1024)
+		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klen);
 	return pipe_add(p, key, klen, bucket, expire_ms, &v);
 }
 

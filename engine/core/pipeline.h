@@ -43,6 +43,7 @@ enum mm_reject_reason {
 	MM_REJ_TOOBIG,    /* over max_record */
 	MM_REJ_RANGE,     /* event time unusable or older than retention */
 	MM_REJ_LUA,       /* a user function raised an error */
+	MM_REJ_POISON,    /* the record stalled or crashed the worker twice */
 	MM_REJ__COUNT
 };
 
@@ -125,15 +126,16 @@ const char *mm_reject_reason_name(int reason);
  * slot holds the detail and nothing was changed.
  */
 
-/* Number of records in the current batch, and record i's bytes/flags. */
+/* Record i's bytes, flags and source time. Returns 0, or 1 when the record
+ * was already rejected here (too big, or poison) and must be skipped. */
 int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, uint32_t *flags,
 		   int64_t *ts_ms);
 
 /* Dedup check for id: 1 = already seen (skip the record), 0 = new. */
 int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len);
 
-/* Adds one (key, value) of record i. vtype is enum mm_value_type; ts_ms < 0
- * means processing time. Returns MM_ERANGE for a time outside the window or
+/* Adds one (key, value) of record i. vtype is enum mm_value_type; ts_ms ==
+ * INT64_MIN means processing time. Returns MM_ERANGE for a time outside the window or
  * retention, MM_ETYPE/MM_ERANGE when the monoid refuses the value. */
 int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, int vtype,
 		double num, const char *s, size_t slen);

@@ -35,6 +35,10 @@ typedef struct mm_dead_letter_entry {
 	uint64_t orig_len;      /* true size */
 	int truncated;
 	int64_t time_ms;        /* when it was rejected */
+	/* The record's identity in its source (mm_record_t.id with MM_REC_ID,
+	 * Kafka: "topic:partition:offset"), or NULL. */
+	const char *record_id;
+	size_t record_id_len;
 } mm_dead_letter_entry_t;
 
 typedef struct mm_dead_letter_vtable {

@@ -16,12 +16,15 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "../core/engine.h"
 #include "../core/log.h"
+#include "../core/progress.h"
+#include "../core/supervisor.h"
 #include "../lib/error.h"
 #include "../lib/hash.h"
 #include "../monoid/window.h"
@@ -1227,6 +1230,62 @@ static int l_kill(lua_State *L)
 	return 1;
 }
 
+/* core.supervise(argv_table, data_dir, watchdog_ms) -> exit code */
+static int l_supervise(lua_State *L)
+{
+	mm_supervisor_config_t cfg;
+	int n, code;
+	char **argv;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	n = (int)lua_objlen(L, 1);
+	argv = calloc((size_t)n + 2, sizeof(*argv));
+	if (argv == NULL)
+		return luaL_error(L, "out of memory");
+	for (int i = 0; i <= n; i++) {
+		lua_rawgeti(L, 1, i);
+		argv[i] = (char *)lua_tostring(L, -1);
+		lua_pop(L, 1);
+		if (argv[i] == NULL) {
+			free(argv);
+			return luaL_error(L, "supervise: argument %d is not a string", i);
+		}
+	}
+	cfg.argv = argv;
+	cfg.data_dir = luaL_checkstring(L, 2);
+	cfg.watchdog_ms = (int64_t)luaL_checknumber(L, 3);
+	code = mm_supervise(&cfg);
+	free(argv);
+	lua_pushinteger(L, code);
+	return 1;
+}
+
+/* core.worker_init(data_dir) -> number of poison records | nil, err, code.
+ * Maps the supervisor's progress page, dies with the supervisor, loads the
+ * poison list. A no-op outside a supervised worker. */
+static int l_worker_init(lua_State *L)
+{
+	char path[4096];
+	int rc;
+
+	if (getenv("MURMUR_PROGRESS") == NULL) {
+		lua_pushinteger(L, 0);
+		return 1;
+	}
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() == 1)
+		return push_fail(L, MM_ECLOSED, "the supervisor is gone");
+	rc = mm_progress_attach();
+	if (rc == 0) {
+		snprintf(path, sizeof(path), "%s/poison.jsonl", luaL_checkstring(L, 1));
+		rc = mm_poison_load(path);
+	}
+	if (rc)
+		return push_diag(L, rc);
+	lua_pushinteger(L, mm_poison_count());
+	return 1;
+}
+
 static int l_strerror(lua_State *L)
 {
 	int err = (int)luaL_checkinteger(L, 1);
@@ -1306,6 +1365,8 @@ int luaopen_murmur_core(lua_State *L)
 		{"mkdir_p", l_mkdir_p},
 		{"hash64", l_hash64},
 		{"getpid", l_getpid},
+		{"supervise", l_supervise},
+		{"worker_init", l_worker_init},
 		{"kill", l_kill},
 		{NULL, NULL},
 	};

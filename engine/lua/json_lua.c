@@ -166,11 +166,21 @@ static int dec_string(void *ud, const char *s, size_t len)
 	return dec_store(d);
 }
 
+/* Duplicate member names are refused, as the C fast path refuses a duplicated
+ * field it reads: otherwise one record could mean two things depending on
+ * whether a pipeline reads it in C or in Lua. */
 static int dec_key(void *ud, const char *s, size_t len)
 {
 	struct dec *d = ud;
 
 	lua_pushlstring(d->L, s, len);
+	lua_pushvalue(d->L, -1);
+	lua_rawget(d->L, -3);
+	if (!lua_isnil(d->L, -1)) {
+		lua_pop(d->L, 1);
+		return mm_diag_set(MM_EJSON, "json: duplicate key \"%.*s\"", (int)(len < 64 ? len : 64), s);
+	}
+	lua_pop(d->L, 1);
 	return 0;
 }
 

@@ -41,6 +41,9 @@ typedef struct mm_source mm_source_t;
 enum {
 	MM_REC_TOOBIG = 1, /* longer than max_record: p/len hold only the first
 	                    * MM_REC_PREFIX bytes, orig_len the true length */
+	MM_REC_POISON = 2, /* set by the engine: this record stalled or crashed
+	                    * a worker twice and goes to the dead-letter destination */
+	MM_REC_ID = 4,     /* id/id_len hold the record's identity in its source */
 };
 
 #define MM_REC_PREFIX 4096
@@ -53,6 +56,12 @@ typedef struct mm_record {
 	uint64_t offset;     /* source-specific position of the record, for dead letters
 	                      * (file: byte offset of the line; Kafka: offset) */
 	int64_t ts_ms;       /* source timestamp (Kafka record time), 0 if none */
+	/* Valid only with MM_REC_ID (sources that never set the flag leave these
+	 * untouched): the record's identity in its source, borrowed like p
+	 * (Kafka: "topic:partition:offset"). It is the default dedup id and names
+	 * the record's origin in dead letters. */
+	const char *id;
+	uint32_t id_len;
 } mm_record_t;
 
 typedef struct mm_batch {

@@ -37,6 +37,9 @@ Runs every pipeline the scripts define, on one event loop.
   --store KIND       lmdb (default, durable) or memory (tests; nothing persists)
   --log-level LEVEL  error, warn, info (default) or debug
   --stats            print the counters as JSON on stdout when stopping
+  --watchdog DUR     restart the worker when it stalls this long (default 10s)
+  --lua-memory SIZE  Lua heap limit of the worker (default 1g)
+  --no-supervisor    run the pipelines in this process (no watchdog)
 SIGINT/SIGTERM stop gracefully: stop reading, flush, checkpoint, exit 0.
 Saving a script (or a module it requires), SIGHUP or `murmur reload` reloads
 it without stopping; an invalid version is refused and the old one keeps
@@ -142,7 +145,8 @@ end
 local function cmd_run(args)
   local opts, scripts = parse_args(args, {
     data = "value", input = "value", follow = "flag", once = "flag", store = "value",
-    log_level = "value", stats = "flag",
+    log_level = "value", stats = "flag", watchdog = "value", lua_memory = "value",
+    no_supervisor = "flag",
   })
   if not opts then return usage_error("run", scripts) end
   if opts.help then io.write(HELP.run) return EXIT_OK end
@@ -150,6 +154,30 @@ local function cmd_run(args)
   if opts.log_level then
     local ok, err = core.set_log_level(opts.log_level)
     if not ok then return usage_error("run", err) end
+  end
+  local watchdog_ms = core.parse_duration(opts.watchdog or "10s")
+  if not watchdog_ms or watchdog_ms < 100 then return usage_error("run", "--watchdog must be a duration of at least 100ms") end
+  if opts.lua_memory then
+    local n, unit = opts.lua_memory:match("^(%d+)([kKmMgG]?)$")
+    if not n then return usage_error("run", "--lua-memory must be a size such as 512m or 2g") end
+    require("murmur.runtime").memory_limit_kb = tonumber(n) * ({ [""] = 1 / 1024, k = 1, m = 1024, g = 1048576 })[unit:lower()]
+  end
+  local data = require("murmur.runner").data_dir(opts)
+  if not os.getenv("MURMUR_WORKER") and not opts.no_supervisor then
+    -- The supervisor: runs this same command line as a worker process and
+    -- restarts it when it crashes or stalls (see engine/core/supervisor.h).
+    local ok, merr = core.mkdir_p(data)
+    if not ok then eprintf("murmur run: %s\n", merr) return EXIT_RUNTIME end
+    local status = require("murmur.status")
+    status.write_atomic(status.pid_path(data), tostring(core.getpid()) .. "\n")
+    local code = core.supervise(_G.arg, data, watchdog_ms)
+    os.remove(status.pid_path(data))
+    return code
+  end
+  local npoison, werr = core.worker_init(data)
+  if not npoison then eprintf("murmur run: %s\n", werr) return EXIT_RUNTIME end
+  if npoison > 0 then
+    core.log("warn", "engine", ("%d poison record(s) from earlier crashes or stalls will go to the dead-letter destination"):format(npoison))
   end
   local specs, err, modules = require("murmur.loader").load_all(scripts)
   if not specs then

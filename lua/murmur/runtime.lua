@@ -17,6 +17,13 @@ local E = core.errors
 
 local M = {}
 
+-- The Lua heap a worker may use (MiB; --lua-memory): past it the worker exits
+-- with EXIT_MEMORY inside the record that was running, so its supervisor
+-- blames that record and restarts from the last checkpoint. LuaJIT's own
+-- "not enough memory" error in a user function is handled the same way.
+M.memory_limit_kb = 1024 * 1024
+M.EXIT_MEMORY = 70
+
 local data_p = ffi.new("const char *[1]")
 local len_p = ffi.new("uint32_t[1]")
 local flags_p = ffi.new("uint32_t[1]")
@@ -27,6 +34,16 @@ local REASON_OF = {
   EMISSING = cdef.REJ_MISSING, ETYPE = cdef.REJ_TYPE, ETOOBIG = cdef.REJ_TOOBIG,
   ERANGE = cdef.REJ_RANGE, ELUA = cdef.REJ_LUA,
 }
+
+-- Errors raised by this module carry this metatable, so a table a user
+-- function raises (error({})) is never mistaken for one of ours.
+local Failure = {}
+local function failure(code, msg) return setmetatable({ code = code, msg = msg }, Failure) end
+
+-- mm_pipe_add's "no event time: use processing time" (INT64_MIN).
+local PROCESSING_TIME = -2 ^ 63
+-- Event times outside +-2^53 ms cannot be represented exactly; none is sane.
+local MAX_TIME_MS = 2 ^ 53
 
 local function reject(p, i, code_name, msg)
   C.mm_pipe_reject(p, i, REASON_OF[code_name] or cdef.REJ_JSON, E[code_name] or E.EJSON, msg)
@@ -49,21 +66,24 @@ local function get_time(spec, ev, src_ts)
     v = spec.time_fn(ev)
   elseif spec.time_kind == "field" then
     v = ev[spec.time_field]
-    if v == nil then error({ code = "EMISSING", msg = "missing event-time field '" .. spec.time_field .. "'" }) end
+    if v == nil then error(failure("EMISSING", "missing event-time field '" .. spec.time_field .. "'")) end
   elseif src_ts > 0 then
     return src_ts -- no time field: the source's record time (Kafka), if any
   else
-    return -1
+    return PROCESSING_TIME
   end
   if type(v) == "number" then
-    if spec.time_unit == "s" or (spec.time_unit == "a" and math.abs(v) < 1e11) then return v * 1000 end
-    return v
+    if spec.time_unit == "s" or (spec.time_unit == "a" and math.abs(v) < 1e11) then v = v * 1000 end
+    if v ~= v or v <= -MAX_TIME_MS or v >= MAX_TIME_MS then
+      error(failure("ERANGE", "event time " .. tostring(v) .. " ms is out of range"))
+    end
+    return math.floor(v)
   elseif type(v) == "string" then
     local ms, err = core.parse_time(v)
-    if not ms then error({ code = "ETYPE", msg = err }) end
+    if not ms then error(failure("ETYPE", err)) end
     return ms
   end
-  error({ code = "ETYPE", msg = "event time must be RFC 3339 text or an epoch number" })
+  error(failure("ETYPE", "event time must be RFC 3339 text or an epoch number"))
 end
 
 local function get_value(spec, ev)
@@ -73,7 +93,7 @@ local function get_value(spec, ev)
   elseif spec.value_kind == "lua" then v = spec.value_fn(ev)
   else
     v = ev[spec.value_field]
-    if v == nil then error({ code = "EMISSING", msg = "missing value field '" .. spec.value_field .. "'" }) end
+    if v == nil then error(failure("EMISSING", "missing value field '" .. spec.value_field .. "'")) end
   end
   if type(v) == "number" then
     if v == math.floor(v) and v > -2^63 and v < 2^63 then return cdef.VAL_INT, v, nil end
@@ -81,7 +101,7 @@ local function get_value(spec, ev)
   elseif type(v) == "string" then
     return cdef.VAL_STRING, 0, v
   end
-  error({ code = "ETYPE", msg = "value must be a number or a string, got " .. (v == null and "null" or type(v)) })
+  error(failure("ETYPE", "value must be a number or a string, got " .. (v == null and "null" or type(v))))
 end
 
 local function get_keys(spec, ev)
@@ -90,8 +110,8 @@ local function get_keys(spec, ev)
     local out = {}
     for i, f in ipairs(spec.keys) do
       local v = ev[f]
-      if v == nil then error({ code = "EMISSING", msg = "missing key field '" .. f .. "'" }) end
-      out[i] = as_string(v) or error({ code = "ETYPE", msg = "key field '" .. f .. "' must be a string or a number" })
+      if v == nil then error(failure("EMISSING", "missing key field '" .. f .. "'")) end
+      out[i] = as_string(v) or error(failure("ETYPE", "key field '" .. f .. "' must be a string or a number"))
     end
     return out
   end
@@ -99,12 +119,12 @@ local function get_keys(spec, ev)
   if type(k) == "table" then
     local out = {}
     for i, v in ipairs(k) do
-      out[i] = as_string(v) or error({ code = "ETYPE", msg = "key function returned a " .. type(v) })
+      out[i] = as_string(v) or error(failure("ETYPE", "key function returned a " .. type(v)))
     end
     return out
   end
   local s = as_string(k)
-  if s == nil then error({ code = "ETYPE", msg = "key function returned a " .. type(k) }) end
+  if s == nil then error(failure("ETYPE", "key function returned a " .. type(k))) end
   return { s }
 end
 
@@ -113,7 +133,7 @@ local function get_id(spec, ev)
   local v
   if spec.id_kind == "lua" then v = spec.id_fn(ev) else v = ev[spec.id_field] end
   if v == nil or v == null then return nil end
-  return as_string(v) or error({ code = "ETYPE", msg = "event id must be a string or a number" })
+  return as_string(v) or error(failure("ETYPE", "event id must be a string or a number"))
 end
 
 -- Runs the user's functions for one decoded event; raises on any problem.
@@ -122,25 +142,38 @@ local function process(spec, p, i, ev)
   if id then
     local seen = C.mm_pipe_seen(p, id, #id)
     if seen == 1 then C.mm_pipe_duplicate(p, i) return end
-    if seen < 0 then error({ code = "EIO", msg = ffi.string(C.mm_pipe_last_error()) }) end
+    if seen < 0 then error(failure("EIO", ffi.string(C.mm_pipe_last_error()))) end
   end
   local ts = get_time(spec, ev, tonumber(ts_p[0]))
   local vtype, num, str = get_value(spec, ev)
   local keys = get_keys(spec, ev)
-  if #keys == 0 then error({ code = "EMISSING", msg = "key function returned no key" }) end
+  if #keys == 0 then error(failure("EMISSING", "key function returned no key")) end
+  -- All keys are checked before any is added: a rejected record adds nothing.
+  for _, k in ipairs(keys) do
+    if #k == 0 or #k > 1024 then error(failure("ERANGE", ("key is %d bytes (must be 1..1024)"):format(#k))) end
+  end
   for _, k in ipairs(keys) do
     local rc = C.mm_pipe_add(p, k, #k, ts, vtype, num, str, str and #str or 0)
     if rc ~= 0 then
-      local name = core.strerror(rc)
-      error({ code = name, msg = ffi.string(C.mm_pipe_last_error()) })
+      error(failure(core.strerror(rc), ffi.string(C.mm_pipe_last_error())))
     end
   end
   C.mm_pipe_accept(p, i, id, id and #id or 0)
 end
 
 local function traceback(e)
-  if type(e) == "table" then return e end
-  return { code = "ELUA", msg = tostring(e) }
+  if getmetatable(e) == Failure then return e end
+  if type(e) ~= "string" then
+    local ok, s = pcall(tostring, e)
+    e = ("a user function raised a %s value%s"):format(type(e), ok and (": " .. s) or "")
+  end
+  return failure("ELUA", e)
+end
+
+function M.out_of_memory(spec)
+  core.log("error", spec.name, ("the Lua heap exceeds its limit (%d MiB): the worker exits so its supervisor can restart it; the record being processed is blamed")
+    :format(M.memory_limit_kb / 1024))
+  os.exit(M.EXIT_MEMORY, false)
 end
 
 -- specs_by_ptr maps a pipeline's lightuserdata to its spec.
@@ -151,9 +184,7 @@ function M.handler(specs_by_ptr)
       local spec = specs_by_ptr[lud]
       local p = ffi.cast("mm_pipeline_t *", lud)
       for i = 0, n - 1 do
-        if C.mm_pipe_record(p, i, data_p, len_p, flags_p, ts_p) ~= 0 then
-          reject(p, i, "ETOOBIG", ffi.string(C.mm_pipe_last_error()))
-        else
+        if C.mm_pipe_record(p, i, data_p, len_p, flags_p, ts_p) == 0 then
           local ev, err, code = json_decode(ffi.string(data_p[0], len_p[0]))
           if ev == nil then
             reject(p, i, code, err)
@@ -161,7 +192,14 @@ function M.handler(specs_by_ptr)
             reject(p, i, "ENOTOBJ", "JSON value is not an object")
           else
             local ok, e = xpcall(process, traceback, spec, p, i, ev)
-            if not ok then reject(p, i, e.code, e.msg) end
+            if not ok then
+              if e.msg == "not enough memory" then M.out_of_memory(spec) end
+              reject(p, i, e.code, e.msg)
+            end
+          end
+          if collectgarbage("count") > M.memory_limit_kb then
+            collectgarbage()
+            if collectgarbage("count") > M.memory_limit_kb then M.out_of_memory(spec) end
           end
         end
       end

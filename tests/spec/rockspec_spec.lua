@@ -15,6 +15,14 @@ describe("#rock luarocks make", function()
     S.rm_rf(data)
   end)
 
+  it("lists every Lua module of lua/murmur", function()
+    local spec = assert(S.read_file("murmur-dev-1.rockspec"))
+    local _, out = S.exec("ls lua/murmur")
+    for f in out:gmatch("([%w_]+)%.lua") do
+      assert.truthy(spec:find(('["murmur.%s"] = "lua/murmur/%s.lua"'):format(f, f), 1, true), f .. " missing")
+    end
+  end)
+
   it("installs murmur into a tree and the installed binary runs a pipeline", function()
     if S.exec("command -v luarocks >/dev/null") ~= 0 then
       pending("luarocks is not installed")

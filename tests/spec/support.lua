@@ -83,7 +83,9 @@ end
 function M.spawn(cmd, log)
   local rcfile = os.tmpname()
   os.remove(rcfile)
-  local p = assert(io.popen(("( (exec %s) > %s 2>&1 & pid=$!; echo $pid; wait $pid; echo $? > %s ) &")
+  -- The outer subshell's stderr is dropped: it would only report "Killed"
+  -- when a spec kills the program with SIGKILL.
+  local p = assert(io.popen(("( (exec %s) > %s 2>&1 & pid=$!; echo $pid; wait $pid; echo $? > %s ) 2>/dev/null &")
     :format(cmd, quote(log or "/dev/null"), quote(rcfile))))
   local pid = tonumber(p:read("*l"))
   p:close()

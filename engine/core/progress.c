@@ -1,0 +1,92 @@
+/* progress.c: the worker side of the supervisor's shared page, and the
+ * poison list (see progress.h). */
+#include "progress.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../lib/error.h"
+
+mm_progress_t *mm_progress;
+
+typedef struct poison {
+	char *source;
+	uint64_t offset;
+} poison_t;
+
+static poison_t *poisons;
+static int npoisons;
+
+int mm_progress_attach(void)
+{
+	const char *path = getenv("MURMUR_PROGRESS");
+	void *p;
+	int fd;
+
+	if (path == NULL || *path == '\0')
+		return 0;
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return mm_diag_set(MM_EIO, "cannot open progress page %s: %s", path, strerror(errno));
+	p = mmap(NULL, sizeof(mm_progress_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return mm_diag_set(MM_EIO, "cannot map progress page %s: %s", path, strerror(errno));
+	mm_progress = p;
+	return 0;
+}
+
+void mm_progress_batch(const char *source_id)
+{
+	if (mm_progress)
+		snprintf(mm_progress->source, sizeof(mm_progress->source), "%s", source_id);
+}
+
+/* Reads lines {"source":"...","offset":N,...}; anything else is skipped. */
+int mm_poison_load(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char line[1024];
+
+	if (f == NULL)
+		return errno == ENOENT ? 0 : mm_diag_set(MM_EIO, "cannot read %s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		char *s = strstr(line, "\"source\":\""), *e, *o = strstr(line, "\"offset\":");
+		poison_t *grown;
+
+		if (s == NULL || o == NULL)
+			continue;
+		s += 10;
+		e = strchr(s, '"');
+		if (e == NULL)
+			continue;
+		grown = realloc(poisons, sizeof(*poisons) * (size_t)(npoisons + 1));
+		if (grown == NULL)
+			break;
+		poisons = grown;
+		poisons[npoisons].source = strndup(s, (size_t)(e - s));
+		poisons[npoisons].offset = strtoull(o + 9, NULL, 10);
+		if (poisons[npoisons].source)
+			npoisons++;
+	}
+	fclose(f);
+	return 0;
+}
+
+int mm_poison_has(const char *source_id, uint64_t offset)
+{
+	for (int i = 0; i < npoisons; i++)
+		if (poisons[i].offset == offset && strcmp(poisons[i].source, source_id) == 0)
+			return 1;
+	return 0;
+}
+
+int mm_poison_count(void)
+{
+	return npoisons;
+}

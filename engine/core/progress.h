@@ -1,0 +1,67 @@
+/*
+ * progress.h: what a worker tells its supervisor without a system call.
+ *
+ * The supervisor (supervisor.c) maps a small file shared with the worker it
+ * runs. The worker's loop thread stamps a heartbeat a few times a second and
+ * records which record it is processing (source id and offset) around every
+ * record; the supervisor reads the page. A worker stuck in a user function
+ * (JIT-compiled loops cannot be interrupted from inside) stops stamping, and
+ * the page then names the record to blame. A record that stalls or crashes
+ * the worker twice is put on the poison list (a JSON Lines file the worker
+ * reads at start) and rejected as a dead letter on the next run.
+ *
+ * Layout: fixed, versioned; single writer (the worker), single reader.
+ * Plain stores are enough: the reader tolerates a torn source id, which at
+ * worst blames the right offset of a garbled id and is never acted on alone.
+ */
+#ifndef MM_PROGRESS_H
+#define MM_PROGRESS_H
+
+#include <stdint.h>
+
+#define MM_PROGRESS_MAGIC 0x4d4d5047u /* "MMPG" */
+
+typedef struct mm_progress {
+	uint32_t magic;
+	uint32_t version;                /* 1 */
+	volatile int64_t heartbeat_ms;   /* last loop-thread stamp, 0 before the first */
+	volatile int32_t in_record;      /* 1 while a record is being processed */
+	volatile int32_t pad;
+	volatile uint64_t offset;        /* the record's offset in its source */
+	volatile uint64_t records;       /* records started so far */
+	char source[256];                /* id of the source of the current batch */
+} mm_progress_t;
+
+/* The worker's page, or NULL when not supervised. Loop thread only. */
+extern mm_progress_t *mm_progress;
+
+/* Maps the page named by $MURMUR_PROGRESS (set by the supervisor). 0 when
+ * unsupervised or mapped; MM_EIO if the file cannot be mapped. */
+int mm_progress_attach(void);
+
+/* Marks the start of a batch from source_id. */
+void mm_progress_batch(const char *source_id);
+
+static inline void mm_progress_record(uint64_t offset)
+{
+	if (mm_progress) {
+		mm_progress->offset = offset;
+		mm_progress->records++;
+		mm_progress->in_record = 1;
+	}
+}
+
+static inline void mm_progress_idle(void)
+{
+	if (mm_progress)
+		mm_progress->in_record = 0;
+}
+
+/* Poison list: records that stalled or crashed a worker twice. */
+int mm_poison_load(const char *path);
+/* 1 if (source_id, offset) is on the poison list. */
+int mm_poison_has(const char *source_id, uint64_t offset);
+/* Number of entries loaded. */
+int mm_poison_count(void);
+
+#endif

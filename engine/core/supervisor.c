@@ -1,0 +1,320 @@
+/*
+ * supervisor.c: runs and watches the worker process (see supervisor.h).
+ *
+ * Everything happens on a private libuv loop: uv_spawn for the worker,
+ * uv_signal for forwarding, one uv_timer that checks the heartbeat every
+ * quarter of the watchdog deadline (it reads a shared page; there is nothing
+ * else to wait on), and a timer for restart backoff. Bookkeeping is written
+ * to DATA/supervisor.json (restarts, crashes, stalls, poison records) and the
+ * poison list to DATA/poison.jsonl, both read by `murmur status` and the
+ * worker.
+ */
+#include "supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "../codec/json.h"
+#include "../lib/buf.h"
+#include "engine.h"
+#include "log.h"
+#include "progress.h"
+
+#define SUSPECTS_MAX 64
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 10000
+
+typedef struct suspect {
+	char source[256];
+	uint64_t offset;
+	int count;
+} suspect_t;
+
+typedef struct supervisor {
+	const mm_supervisor_config_t *cfg;
+	uv_loop_t loop;
+	uv_process_t proc;
+	uv_timer_t watchdog, backoff;
+	uv_signal_t sigs[3];
+	mm_progress_t *page;
+	char page_path[PATH_MAX];
+	char poison_path[PATH_MAX];
+	int running, stopping, exit_code, done;
+	int64_t started_ms, backoff_ms;
+	uint64_t restarts, crashes, stalls, poisoned;
+	int worker_stalled;
+	suspect_t suspects[SUSPECTS_MAX];
+	int nsuspects;
+} supervisor_t;
+
+static void spawn_worker(supervisor_t *sv);
+
+static void write_state(supervisor_t *sv)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/supervisor.json", sv->cfg->data_dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (f == NULL)
+		return;
+	fprintf(f,
+		"{\"pid\":%d,\"worker_pid\":%d,\"restarts\":%llu,\"crashes\":%llu,\"stalls\":%llu,"
+		"\"poison\":%llu,\"watchdog_ms\":%lld}\n",
+		(int)getpid(), sv->running ? sv->proc.pid : 0, (unsigned long long)sv->restarts,
+		(unsigned long long)sv->crashes, (unsigned long long)sv->stalls,
+		(unsigned long long)sv->poisoned, (long long)sv->cfg->watchdog_ms);
+	fclose(f);
+	rename(tmp, path);
+}
+
+/* Blames the record the worker was processing; twice blamed = poison. */
+static void blame(supervisor_t *sv, const char *why)
+{
+	suspect_t *s = NULL;
+	mm_buf_t line = {0};
+	FILE *f;
+
+	if (!sv->page->in_record || sv->page->source[0] == '\0') {
+		mm_log(MM_LOG_WARN, "supervisor", "worker %s outside any record", why);
+		return;
+	}
+	for (int i = 0; i < sv->nsuspects; i++)
+		if (sv->suspects[i].offset == sv->page->offset &&
+		    strncmp(sv->suspects[i].source, sv->page->source, sizeof(s->source)) == 0)
+			s = &sv->suspects[i];
+	if (s == NULL) {
+		s = &sv->suspects[sv->nsuspects < SUSPECTS_MAX ? sv->nsuspects++ : SUSPECTS_MAX - 1];
+		memcpy(s->source, sv->page->source, sizeof(s->source));
+		s->source[sizeof(s->source) - 1] = '\0';
+		s->offset = sv->page->offset;
+		s->count = 0;
+	}
+	s->count++;
+	mm_log(MM_LOG_WARN, "supervisor", "worker %s on the record at offset %llu of %s (%d time%s)",
+	       why, (unsigned long long)s->offset, s->source, s->count, s->count > 1 ? "s" : "");
+	if (s->count != 2)
+		return;
+	mm_buf_printf(&line, "{\"source\":");
+	mm_json_quote(s->source, strlen(s->source), &line);
+	mm_buf_printf(&line, ",\"offset\":%llu,\"reason\":\"%s twice\"}\n",
+		      (unsigned long long)s->offset, why);
+	f = fopen(sv->poison_path, "a");
+	if (f) {
+		fwrite(line.p, 1, line.len, f);
+		fflush(f);
+		fdatasync(fileno(f));
+		fclose(f);
+		sv->poisoned++;
+		mm_log(MM_LOG_ERROR, "supervisor",
+		       "the record at offset %llu of %s %s the worker twice: it goes to the "
+		       "dead-letter destination and the pipeline moves on",
+		       (unsigned long long)s->offset, s->source, why);
+	}
+	mm_buf_free(&line);
+}
+
+static void on_backoff(uv_timer_t *t)
+{
+	supervisor_t *sv = t->data;
+
+	if (!sv->stopping)
+		spawn_worker(sv);
+}
+
+static void on_proc_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
+{
+	supervisor_t *sv = p->data;
+	int started = sv->page->heartbeat_ms != 0;
+	int64_t lived = mm_now_ms() - sv->started_ms;
+
+	sv->running = 0;
+	uv_close((uv_handle_t *)p, on_proc_closed);
+	if (sv->stopping || (term_signal == 0 && status == 0)) {
+		sv->exit_code = term_signal ? 128 + term_signal : (int)status;
+		sv->done = 1;
+		uv_stop(&sv->loop);
+		return;
+	}
+	if (term_signal == 0 && !started && (status == 2 || status == 3)) {
+		/* A usage or script error: restarting would fail the same way. */
+		sv->exit_code = (int)status;
+		sv->done = 1;
+		uv_stop(&sv->loop);
+		return;
+	}
+	if (sv->worker_stalled) {
+		sv->stalls++;
+		sv->worker_stalled = 0;
+	} else {
+		sv->crashes++;
+		if (term_signal)
+			mm_log(MM_LOG_ERROR, "supervisor", "worker died from signal %d", term_signal);
+		else
+			mm_log(MM_LOG_ERROR, "supervisor", "worker exited with status %lld",
+			       (long long)status);
+		blame(sv, "crashed");
+	}
+	sv->restarts++;
+	/* Back off only when the worker keeps dying young. */
+	sv->backoff_ms = lived > 10000 ? BACKOFF_MIN_MS : sv->backoff_ms * 2;
+	if (sv->backoff_ms > BACKOFF_MAX_MS)
+		sv->backoff_ms = BACKOFF_MAX_MS;
+	mm_log(MM_LOG_INFO, "supervisor", "restarting the worker from its last checkpoint in %lld ms",
+	       (long long)sv->backoff_ms);
+	write_state(sv);
+	uv_timer_start(&sv->backoff, on_backoff, (uint64_t)sv->backoff_ms, 0);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+	supervisor_t *sv = t->data;
+	int64_t hb = sv->page->heartbeat_ms;
+
+	if (!sv->running || hb == 0 || sv->worker_stalled)
+		return;
+	if (mm_now_ms() - hb > sv->cfg->watchdog_ms) {
+		mm_log(MM_LOG_ERROR, "supervisor", "worker %d stalled: no heartbeat for %lld ms; killing it",
+		       sv->proc.pid, (long long)(mm_now_ms() - hb));
+		blame(sv, "stalled");
+		sv->worker_stalled = 1;
+		uv_process_kill(&sv->proc, SIGKILL);
+	}
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	supervisor_t *sv = h->data;
+
+	if (signum != SIGHUP)
+		sv->stopping = 1;
+	if (sv->running) {
+		uv_process_kill(&sv->proc, signum);
+	} else if (sv->stopping) {
+		/* Between restarts: nothing runs, so there is nothing to flush. */
+		uv_timer_stop(&sv->backoff);
+		sv->done = 1;
+		uv_stop(&sv->loop);
+	}
+}
+
+static void spawn_worker(supervisor_t *sv)
+{
+	static char env_progress[PATH_MAX + 32], env_sup[64];
+	uv_process_options_t o;
+	uv_stdio_container_t stdio[3];
+	extern char **environ;
+	char **env;
+	size_t n = 0;
+	int rc;
+
+	while (environ[n])
+		n++;
+	env = calloc(n + 4, sizeof(*env));
+	if (env == NULL)
+		return;
+	memcpy(env, environ, n * sizeof(*env));
+	snprintf(env_progress, sizeof(env_progress), "MURMUR_PROGRESS=%s", sv->page_path);
+	snprintf(env_sup, sizeof(env_sup), "MURMUR_SUPERVISOR_PID=%d", (int)getpid());
+	env[n++] = env_progress;
+	env[n++] = env_sup;
+	env[n++] = "MURMUR_WORKER=1";
+	memset(sv->page, 0, sizeof(*sv->page));
+	sv->page->magic = MM_PROGRESS_MAGIC;
+	sv->page->version = 1;
+	memset(&o, 0, sizeof(o));
+	for (int i = 0; i < 3; i++) {
+		stdio[i].flags = UV_INHERIT_FD;
+		stdio[i].data.fd = i;
+	}
+	o.file = "/proc/self/exe";
+	o.args = sv->cfg->argv;
+	o.env = env;
+	o.stdio = stdio;
+	o.stdio_count = 3;
+	o.exit_cb = on_exit_cb;
+	sv->proc.data = sv;
+	rc = uv_spawn(&sv->loop, &sv->proc, &o);
+	free(env);
+	if (rc) {
+		mm_log(MM_LOG_ERROR, "supervisor", "cannot start the worker: %s", uv_strerror(rc));
+		sv->exit_code = 1;
+		sv->done = 1;
+		uv_close((uv_handle_t *)&sv->proc, on_proc_closed);
+		uv_stop(&sv->loop);
+		return;
+	}
+	sv->running = 1;
+	sv->started_ms = mm_now_ms();
+	write_state(sv);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+int mm_supervise(const mm_supervisor_config_t *cfg)
+{
+	static const int signums[3] = {SIGINT, SIGTERM, SIGHUP};
+	supervisor_t *sv = calloc(1, sizeof(*sv));
+	int fd, code;
+
+	if (sv == NULL)
+		return 1;
+	sv->cfg = cfg;
+	sv->backoff_ms = BACKOFF_MIN_MS;
+	snprintf(sv->page_path, sizeof(sv->page_path), "%s/worker.progress", cfg->data_dir);
+	snprintf(sv->poison_path, sizeof(sv->poison_path), "%s/poison.jsonl", cfg->data_dir);
+	fd = open(sv->page_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0 || ftruncate(fd, sizeof(mm_progress_t)) != 0) {
+		mm_log(MM_LOG_ERROR, "supervisor", "cannot create %s: %s", sv->page_path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		free(sv);
+		return 1;
+	}
+	sv->page = mmap(NULL, sizeof(mm_progress_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (sv->page == MAP_FAILED) {
+		free(sv);
+		return 1;
+	}
+	uv_loop_init(&sv->loop);
+	uv_timer_init(&sv->loop, &sv->watchdog);
+	uv_timer_init(&sv->loop, &sv->backoff);
+	sv->watchdog.data = sv->backoff.data = sv;
+	for (int i = 0; i < 3; i++) {
+		uv_signal_init(&sv->loop, &sv->sigs[i]);
+		sv->sigs[i].data = sv;
+		uv_signal_start(&sv->sigs[i], on_signal, signums[i]);
+	}
+	uv_timer_start(&sv->watchdog, on_watchdog, (uint64_t)(cfg->watchdog_ms / 4 + 1),
+		       (uint64_t)(cfg->watchdog_ms / 4 + 1));
+	spawn_worker(sv);
+	while (!sv->done)
+		uv_run(&sv->loop, UV_RUN_DEFAULT);
+	write_state(sv);
+	uv_walk(&sv->loop, close_walk, NULL);
+	uv_run(&sv->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&sv->loop);
+	munmap(sv->page, sizeof(mm_progress_t));
+	code = sv->exit_code;
+	free(sv);
+	return code;
+}

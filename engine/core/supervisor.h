@@ -1,0 +1,30 @@
+/*
+ * supervisor.h: `murmur run` as a supervisor of one worker process.
+ *
+ * With the JIT on, a user function that never returns cannot be interrupted
+ * from inside the worker (count hooks do not fire in compiled traces), so
+ * murmur runs its pipelines in a child process and watches it from outside:
+ * the supervisor restarts the worker when it crashes or when its heartbeat
+ * (progress.h) is older than the watchdog deadline, and a record blamed twice
+ * goes on the poison list, which the next worker sends to the dead-letter
+ * destination instead of processing. Restarts resume from the last checkpoint,
+ * so nothing accepted is lost. Signals: SIGINT/SIGTERM/SIGHUP are forwarded;
+ * the supervisor exits with the worker's exit code once the worker exits
+ * cleanly (or fails at start-up: exit codes 2 and 3 are not retried).
+ */
+#ifndef MM_SUPERVISOR_H
+#define MM_SUPERVISOR_H
+
+#include <stdint.h>
+
+typedef struct mm_supervisor_config {
+	const char *data_dir;     /* progress page, poison list, pid and status files */
+	int64_t watchdog_ms;      /* heartbeat age that counts as a stall */
+	char **argv;              /* the worker's command line (argv[0] is ignored:
+	                           * the worker is /proc/self/exe) */
+} mm_supervisor_config_t;
+
+/* Runs the supervisor until the worker is done; returns the exit code. */
+int mm_supervise(const mm_supervisor_config_t *cfg);
+
+#endif

@@ -1,0 +1,505 @@
+/*
+ * http.c: libcurl's multi interface on a libuv loop (see http.h).
+ *
+ * Objects and lifetimes:
+ *  - http_sock_t: one per socket libcurl asks us to watch, holding its
+ *    uv_poll_t. Created on the first CURLMOPT_SOCKETFUNCTION call for the
+ *    socket, attached to it with curl_multi_assign, closed on CURL_POLL_REMOVE
+ *    (before libcurl closes the descriptor) and freed in the poll's close
+ *    callback.
+ *  - http_xfer_t: one per request in flight, owning its easy handle, its
+ *    header list and its response buffer. Finished transfers go back to a
+ *    small pool with their easy handle reset, so a steady stream of requests
+ *    allocates nothing per request beyond libcurl's own copies.
+ *  - mm_http_t: freed when the last of its libuv handles (the timer and
+ *    every socket poll) has been closed after mm_http_close.
+ *
+ * Completion: after every curl_multi_socket_action we drain
+ * curl_multi_info_read and call each finished transfer's callback. A
+ * callback may start requests (curl_multi_add_handle is legal here, we are
+ * not inside libcurl) or close the client, after which nothing of the multi
+ * handle is touched again.
+ */
+#include "http.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/error.h"
+
+#define HTTP_POOL_MAX 64
+#define HTTP_BODY_MAX ((size_t)64 << 20) /* DynamoDB answers at most 16 MB */
+
+typedef struct http_sock {
+	uv_poll_t poll;
+	mm_http_t *h;
+	curl_socket_t fd;
+	int closing;
+	struct http_sock *prev, *next;
+} http_sock_t;
+
+typedef struct http_xfer {
+	mm_http_t *h;
+	CURL *easy;
+	struct curl_slist *hdrs;
+	mm_buf_t resp;
+	mm_http_cb cb;
+	void *arg;
+	uint64_t t0;
+	size_t body_len;
+	char errbuf[CURL_ERROR_SIZE];
+	struct http_xfer *prev, *next;
+} http_xfer_t;
+
+struct mm_http {
+	uv_loop_t *loop;
+	CURLM *multi;
+	uv_timer_t timer;
+	long connect_timeout_ms;
+	int closing;
+	size_t open_handles;   /* libuv handles not yet closed */
+	size_t inflight;
+	http_sock_t *socks;
+	http_xfer_t *xfers;    /* in flight */
+	http_xfer_t *pool;     /* idle, singly linked through next */
+	size_t npool;
+	mm_http_stats_t stats;
+};
+
+static pthread_once_t http_once = PTHREAD_ONCE_INIT;
+static CURLcode http_global_rc;
+
+static void http_global_init(void)
+{
+	http_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static int http_init_curl(void)
+{
+	pthread_once(&http_once, http_global_init);
+	if (http_global_rc != CURLE_OK)
+		return mm_diag_set(MM_EIO, "http: curl_global_init: %s",
+				   curl_easy_strerror(http_global_rc));
+	return 0;
+}
+
+/* ---- libuv handles ---- */
+
+static void http_maybe_free(mm_http_t *h)
+{
+	if (h->closing && h->open_handles == 0)
+		free(h);
+}
+
+static void on_sock_closed(uv_handle_t *handle)
+{
+	http_sock_t *sk = handle->data;
+	mm_http_t *h = sk->h;
+
+	free(sk);
+	h->open_handles--;
+	http_maybe_free(h);
+}
+
+static void sock_close(http_sock_t *sk)
+{
+	mm_http_t *h = sk->h;
+
+	if (sk->closing)
+		return;
+	sk->closing = 1;
+	if (sk->prev)
+		sk->prev->next = sk->next;
+	else
+		h->socks = sk->next;
+	if (sk->next)
+		sk->next->prev = sk->prev;
+	uv_close((uv_handle_t *)&sk->poll, on_sock_closed);
+}
+
+static void on_timer_closed(uv_handle_t *handle)
+{
+	mm_http_t *h = handle->data;
+
+	h->open_handles--;
+	http_maybe_free(h);
+}
+
+/* ---- completion ---- */
+
+static void xfer_unlink(http_xfer_t *x)
+{
+	mm_http_t *h = x->h;
+
+	if (x->prev)
+		x->prev->next = x->next;
+	else
+		h->xfers = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
+	x->prev = x->next = NULL;
+}
+
+static void xfer_free(http_xfer_t *x)
+{
+	if (x->easy)
+		curl_easy_cleanup(x->easy);
+	curl_slist_free_all(x->hdrs);
+	mm_buf_free(&x->resp);
+	free(x);
+}
+
+/* Returns a finished transfer to the pool (or frees it when the pool is full). */
+static void xfer_recycle(mm_http_t *h, http_xfer_t *x)
+{
+	curl_slist_free_all(x->hdrs);
+	x->hdrs = NULL;
+	if (h->npool >= HTTP_POOL_MAX || h->closing) {
+		xfer_free(x);
+		return;
+	}
+	curl_easy_reset(x->easy);
+	x->resp.len = 0;
+	if (x->resp.cap > 1 << 20) /* keep the pool small after a huge answer */
+		mm_buf_free(&x->resp);
+	x->next = h->pool;
+	h->pool = x;
+	h->npool++;
+}
+
+static void http_check_done(mm_http_t *h)
+{
+	CURLMsg *msg;
+	int left;
+
+	while (!h->closing && (msg = curl_multi_info_read(h->multi, &left)) != NULL) {
+		http_xfer_t *x;
+		mm_http_response_t res = {0};
+		long connects = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+		curl_multi_remove_handle(h->multi, x->easy);
+		xfer_unlink(x);
+		h->inflight--;
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &res.code);
+		curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
+		h->stats.requests++;
+		h->stats.connects += (uint64_t)connects;
+		h->stats.bytes_out += x->body_len;
+		h->stats.bytes_in += x->resp.len;
+		res.body = x->resp.p;
+		res.len = x->resp.len;
+		res.error = "";
+		res.ns = uv_hrtime() - x->t0;
+		if (msg->data.result != CURLE_OK) {
+			h->stats.failures++;
+			res.status = msg->data.result == CURLE_OPERATION_TIMEDOUT ? MM_ETIMEDOUT
+										   : MM_EIO;
+			res.error = x->errbuf[0] ? x->errbuf : curl_easy_strerror(msg->data.result);
+		}
+		x->cb(x->arg, &res);
+		xfer_recycle(h, x);
+	}
+}
+
+/* ---- libcurl callbacks ---- */
+
+static void on_poll(uv_poll_t *handle, int status, int events)
+{
+	http_sock_t *sk = handle->data;
+	mm_http_t *h = sk->h;
+	curl_socket_t fd = sk->fd;
+	int flags = 0, running;
+
+	if (status < 0)
+		flags = CURL_CSELECT_ERR;
+	if (events & UV_READABLE)
+		flags |= CURL_CSELECT_IN;
+	if (events & UV_WRITABLE)
+		flags |= CURL_CSELECT_OUT;
+	/* sk may be closed inside this call (CURL_POLL_REMOVE): use fd only. */
+	curl_multi_socket_action(h->multi, fd, flags, &running);
+	http_check_done(h);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	mm_http_t *h = t->data;
+	int running;
+
+	curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	http_check_done(h);
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+	mm_http_t *h = userp;
+
+	if (h->closing)
+		return 0;
+	if (timeout_ms < 0)
+		uv_timer_stop(&h->timer);
+	else
+		uv_timer_start(&h->timer, on_timer, (uint64_t)timeout_ms, 0);
+	return 0;
+}
+
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	mm_http_t *h = userp;
+	http_sock_t *sk = socketp;
+	int events = 0;
+
+	if (what == CURL_POLL_REMOVE) {
+		if (sk) {
+			curl_multi_assign(h->multi, fd, NULL);
+			sock_close(sk);
+		}
+		return 0;
+	}
+	if (h->closing)
+		return 0;
+	if (sk == NULL) {
+		sk = calloc(1, sizeof(*sk));
+		if (sk == NULL)
+			return -1;
+		if (uv_poll_init_socket(h->loop, &sk->poll, fd) != 0) {
+			free(sk);
+			return -1;
+		}
+		sk->h = h;
+		sk->fd = fd;
+		sk->poll.data = sk;
+		sk->next = h->socks;
+		if (h->socks)
+			h->socks->prev = sk;
+		h->socks = sk;
+		h->open_handles++;
+		curl_multi_assign(h->multi, fd, sk);
+	}
+	if (what & CURL_POLL_IN)
+		events |= UV_READABLE;
+	if (what & CURL_POLL_OUT)
+		events |= UV_WRITABLE;
+	return uv_poll_start(&sk->poll, events, on_poll) == 0 ? 0 : -1;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+	mm_buf_t *b = arg;
+	size_t len = size * n;
+
+	if (b->len + len > HTTP_BODY_MAX || mm_buf_append(b, p, len) != 0)
+		return 0; /* makes libcurl fail the transfer with CURLE_WRITE_ERROR */
+	return len;
+}
+
+/* ---- requests ---- */
+
+/* Sets the options both the async and the blocking path use. */
+static int http_setup(CURL *easy, const mm_http_request_t *req, struct curl_slist **hdrs,
+		      mm_buf_t *resp, char *errbuf, long connect_timeout_ms)
+{
+	struct curl_slist *l = NULL, *next;
+	size_t i;
+	int bad = 0;
+
+	for (i = 0; i < req->nheaders && !bad; i++) {
+		next = curl_slist_append(l, req->headers[i]);
+		bad = next == NULL;
+		l = next ? next : l;
+	}
+	if (!bad) {
+		next = curl_slist_append(l, "Expect:");
+		bad = next == NULL;
+		l = next ? next : l;
+	}
+	*hdrs = l;
+	if (bad)
+		return mm_diag_set(MM_ENOMEM, "http: cannot build the header list");
+	errbuf[0] = '\0';
+	bad |= curl_easy_setopt(easy, CURLOPT_URL, req->url) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_HTTPHEADER, l) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_WRITEDATA, resp) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, req->timeout_ms) != CURLE_OK;
+	if (req->body_len > 0 || strcmp(req->method, "POST") == 0) {
+		bad |= curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+					(curl_off_t)req->body_len) != CURLE_OK;
+		bad |= curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS,
+					req->body_len ? req->body : "") != CURLE_OK;
+	}
+	if (strcmp(req->method, "GET") == 0 && req->body_len == 0)
+		bad |= curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+	else if (strcmp(req->method, "POST") != 0)
+		bad |= curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method) != CURLE_OK;
+	if (bad)
+		return mm_diag_set(MM_EINVAL, "http: libcurl refused an option for %s %s",
+				   req->method, req->url);
+	return 0;
+}
+
+static int http_check_request(const mm_http_request_t *req)
+{
+	if (req == NULL || req->method == NULL || req->url == NULL ||
+	    (req->nheaders > 0 && req->headers == NULL) || (req->body_len > 0 && !req->body) ||
+	    req->timeout_ms < 0)
+		return mm_diag_set(MM_EINVAL, "http: incomplete request");
+	return 0;
+}
+
+int mm_http_open(uv_loop_t *loop, const mm_http_options_t *opt, mm_http_t **out)
+{
+	long maxconn = opt && opt->max_connections > 0 ? opt->max_connections : 32;
+	mm_http_t *h;
+	int rc;
+
+	*out = NULL;
+	if ((rc = http_init_curl()))
+		return rc;
+	h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		return mm_diag_set(MM_ENOMEM, "http: cannot allocate the client");
+	h->multi = curl_multi_init();
+	if (h->multi == NULL) {
+		free(h);
+		return mm_diag_set(MM_ENOMEM, "http: curl_multi_init failed");
+	}
+	h->loop = loop;
+	h->connect_timeout_ms = opt && opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : 5000;
+	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+	curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxconn);
+	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, maxconn);
+	uv_timer_init(loop, &h->timer);
+	h->timer.data = h;
+	h->open_handles = 1;
+	*out = h;
+	return 0;
+}
+
+int mm_http_request(mm_http_t *h, const mm_http_request_t *req, mm_http_cb cb, void *arg)
+{
+	http_xfer_t *x;
+	int rc;
+
+	if (h == NULL || cb == NULL)
+		return mm_diag_set(MM_EINVAL, "http: request needs a client and a callback");
+	if ((rc = http_check_request(req)))
+		return rc;
+	if (h->closing)
+		return mm_diag_set(MM_ECLOSED, "http: the client is closing");
+	if (h->pool) {
+		x = h->pool;
+		h->pool = x->next;
+		h->npool--;
+		x->next = NULL;
+	} else {
+		x = calloc(1, sizeof(*x));
+		if (x == NULL || (x->easy = curl_easy_init()) == NULL) {
+			free(x);
+			return mm_diag_set(MM_ENOMEM, "http: cannot allocate a transfer");
+		}
+		x->h = h;
+	}
+	if ((rc = http_setup(x->easy, req, &x->hdrs, &x->resp, x->errbuf,
+			     h->connect_timeout_ms)))
+		goto fail;
+	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (char *)x);
+	x->cb = cb;
+	x->arg = arg;
+	x->t0 = uv_hrtime();
+	x->body_len = req->body_len;
+	if (curl_multi_add_handle(h->multi, x->easy) != CURLM_OK) {
+		rc = mm_diag_set(MM_EIO, "http: curl_multi_add_handle failed");
+		goto fail;
+	}
+	x->next = h->xfers;
+	if (h->xfers)
+		h->xfers->prev = x;
+	h->xfers = x;
+	h->inflight++;
+	return 0;
+fail:
+	xfer_free(x);
+	return rc;
+}
+
+size_t mm_http_inflight(const mm_http_t *h)
+{
+	return h ? h->inflight : 0;
+}
+
+void mm_http_get_stats(const mm_http_t *h, mm_http_stats_t *out)
+{
+	*out = h->stats;
+}
+
+void mm_http_close(mm_http_t *h)
+{
+	http_xfer_t *x;
+
+	if (h == NULL || h->closing)
+		return;
+	h->closing = 1;
+	/* Stop watching first, so libcurl closing its descriptors below can
+	 * never leave a poll handle on a dead descriptor. */
+	while (h->socks)
+		sock_close(h->socks);
+	while ((x = h->xfers) != NULL) {
+		xfer_unlink(x);
+		curl_multi_remove_handle(h->multi, x->easy);
+		xfer_free(x);
+	}
+	h->inflight = 0;
+	while ((x = h->pool) != NULL) {
+		h->pool = x->next;
+		xfer_free(x);
+	}
+	h->npool = 0;
+	curl_multi_cleanup(h->multi);
+	h->multi = NULL;
+	uv_close((uv_handle_t *)&h->timer, on_timer_closed);
+}
+
+int mm_http_fetch(const mm_http_request_t *req, long *code, mm_buf_t *body)
+{
+	struct curl_slist *hdrs = NULL;
+	char errbuf[CURL_ERROR_SIZE];
+	CURLcode cc;
+	CURL *easy;
+	int rc;
+
+	if ((rc = http_check_request(req)) || (rc = http_init_curl()))
+		return rc;
+	if (code == NULL || body == NULL)
+		return mm_diag_set(MM_EINVAL, "http: fetch needs a code and a body buffer");
+	easy = curl_easy_init();
+	if (easy == NULL)
+		return mm_diag_set(MM_ENOMEM, "http: curl_easy_init failed");
+	if ((rc = http_setup(easy, req, &hdrs, body, errbuf, 5000)))
+		goto out;
+	cc = curl_easy_perform(easy);
+	if (cc != CURLE_OK) {
+		rc = mm_diag_set(cc == CURLE_OPERATION_TIMEDOUT ? MM_ETIMEDOUT : MM_EIO,
+				 "http: %s %s: %s", req->method, req->url,
+				 errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		goto out;
+	}
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, code);
+out:
+	curl_easy_cleanup(easy);
+	curl_slist_free_all(hdrs);
+	return rc;
+}

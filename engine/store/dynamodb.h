@@ -1,0 +1,126 @@
+/*
+ * dynamodb.h: what the DynamoDB store offers beyond the store interface.
+ *
+ * The store itself is mm_store_dynamodb_vtable (registered in registry.c,
+ * opened by name "dynamodb"); its design, table schema and delivery
+ * guarantees are described at the top of dynamodb.c and in doc/dynamodb.md.
+ * This header adds:
+ *
+ *  - The dedup primitives for a store shared by several workers. An event id
+ *    is claimed (pending, with an owner and a lease) before its effect is
+ *    aggregated, confirmed once the flush that carries the effect is durable,
+ *    and released when that flush is abandoned. A pending claim whose lease
+ *    has run out (its owner died) may be taken over. So a record is never
+ *    skipped as a duplicate unless its effect is durable (the Go original's
+ *    loss: it marked ids seen before the merge, and a failed merge left the
+ *    record marked and uncounted).
+ *  - Per-request statistics.
+ *  - Synchronous administration for `murmur ddb` (create the table, claim
+ *    from the command line).
+ *
+ * Threads: loop thread, like every store function, except mm_ddb_admin
+ * which runs its own loop on the calling thread.
+ */
+#ifndef MM_DYNAMODB_H
+#define MM_DYNAMODB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+/* Per-id outcomes (mm_ddb_claim_t.result); negative values are MM_E* codes
+ * for ids whose request failed after its retries. */
+enum mm_ddb_result {
+	MM_DDB_WON = 1,       /* claim: the id was free; the caller owns it, pending */
+	MM_DDB_STOLEN,        /* claim: taken over from an owner whose lease ran out */
+	MM_DDB_DUPLICATE,     /* claim: already confirmed, i.e. counted: skip it */
+	MM_DDB_BUSY,          /* claim: pending under another owner's live lease;
+	                       * ask again after lease_until_ms */
+	MM_DDB_CONFIRMED,     /* confirm: the id is marked seen until its ttl */
+	MM_DDB_RELEASED,      /* release: the pending claim was deleted */
+	MM_DDB_NOT_OWNER,     /* confirm/release: the id is not (or no longer) ours */
+};
+
+typedef struct mm_ddb_claim {
+	const char *id;         /* in: 1..1024 bytes, owned by the caller */
+	size_t len;
+	int result;             /* out: enum mm_ddb_result or a negative MM_E* */
+	int64_t lease_until_ms; /* out, BUSY: when the holder's lease ends */
+} mm_ddb_claim_t;
+
+/*
+ * Claims every id of ns for this store's owner, concurrently, with a lease of
+ * lease_ms and a mark lifetime of ttl_ms (the dedup window). cb runs once
+ * every id has its result; its status is 0, or the first failure when some
+ * ids failed (their result holds the code). The array must stay valid until
+ * then. Returns MM_EINVAL (not a DynamoDB store, bad arguments), MM_ENOTSUP
+ * (read-only) or MM_ENOMEM without calling cb.
+ */
+int mm_ddb_claim(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+		 int64_t lease_ms, int64_t ttl_ms, mm_store_cb cb, void *arg);
+
+/* Confirms our pending claims (CONFIRMED or NOT_OWNER) and keeps each mark
+ * for ttl_ms from now. Same conventions. */
+int mm_ddb_confirm(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+		   int64_t ttl_ms, mm_store_cb cb, void *arg);
+
+/* Deletes our pending claims (RELEASED or NOT_OWNER), so the records can be
+ * claimed again at once. Same conventions. */
+int mm_ddb_release(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+		   mm_store_cb cb, void *arg);
+
+/* This store's owner id (option `owner`, else random per open). */
+const char *mm_ddb_owner(const mm_store_t *st);
+
+enum mm_ddb_op {
+	MM_DDB_OP_GET_ITEM,
+	MM_DDB_OP_PUT_ITEM,
+	MM_DDB_OP_UPDATE_ITEM,
+	MM_DDB_OP_DELETE_ITEM,
+	MM_DDB_OP_BATCH_GET_ITEM,
+	MM_DDB_OP_OTHER,
+	MM_DDB_NOPS
+};
+
+typedef struct mm_ddb_stats {
+	uint64_t requests[MM_DDB_NOPS];  /* HTTP requests sent, retries included */
+	uint64_t ns_total[MM_DDB_NOPS];  /* summed latency */
+	uint64_t ns_max[MM_DDB_NOPS];
+	uint64_t retries;          /* requests re-sent after a retriable failure */
+	uint64_t throttled;        /* ProvisionedThroughputExceeded, Throttling, RequestLimit */
+	uint64_t server_errors;    /* HTTP 5xx */
+	uint64_t transport_errors; /* no HTTP answer: refused, reset, timed out */
+	uint64_t cas_conflicts;    /* conditional writes that lost a race and re-read */
+	uint64_t replays_skipped;  /* deltas found already applied on a retried flush */
+	uint64_t unprocessed_keys; /* BatchGetItem keys returned unprocessed */
+	uint64_t mark_conflicts;   /* flush marks found claimed by another owner */
+	uint64_t applies;          /* completed apply() calls */
+	uint64_t apply_ns_p50;     /* apply() latency percentiles (from a histogram) */
+	uint64_t apply_ns_p99;
+	uint64_t apply_ns_max;
+} mm_ddb_stats_t;
+
+/* Copies the statistics; MM_EINVAL if st is not a DynamoDB store. */
+int mm_ddb_get_stats(const mm_store_t *st, mm_ddb_stats_t *out);
+
+/*
+ * Synchronous administration, for the `murmur ddb` command: opens a store
+ * with kv (the store's options), runs `cmd` on a private loop, closes the
+ * store, and writes a one-line JSON result to *out (malloc'ed, free with
+ * mm_ddb_free). Commands and their extra keys (removed from kv before the
+ * store sees them):
+ *   "create-table"                       create the table, wait until ACTIVE,
+ *                                        enable TTL on `ttl` where supported
+ *   "claim" ns= id= [lease=] [ttl=]      one claim, result "won"/"stolen"/
+ *                                        "duplicate"/"busy"
+ *   "confirm" ns= id= [ttl=]             "confirmed"/"not_owner"
+ *   "release" ns= id=                    "released"/"not_owner"
+ *   "get" ns= entity= [bucket=]          the raw item, or {} when absent
+ * Returns 0 or a negative MM_E* code with the detail in the diag slot (and
+ * *out NULL). Exported for the Lua FFI, so it uses plain C types.
+ */
+int mm_ddb_admin(const char *cmd, const char *const *kv, size_t nkv, char **out);
+void mm_ddb_free(void *p);
+
+#endif

@@ -1,0 +1,483 @@
+/*
+ * test_http.c: the libcurl-on-libuv HTTP client against a small HTTP/1.1
+ * server that runs on its own thread and loop in this process.
+ *
+ * The server keeps connections open (keep-alive) and counts them, so the
+ * tests can check that many concurrent requests share a bounded number of
+ * connections and that later requests reuse them. Paths:
+ *   /echo         200, the request body back, X-Seen-Target echoes X-Amz-Target
+ *   /status/NNN   that status, body "status NNN"
+ *   /slow         answers after 1.5 s
+ *   /drop         closes the connection without answering
+ * Every test ends with uv_loop_close() == 0, so a leaked handle fails.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "http/http.h"
+#include "lib/error.h"
+#include "unit.h"
+
+/* ---- the server ---- */
+
+typedef struct srv {
+	uv_loop_t loop;
+	uv_tcp_t listener;
+	uv_async_t stop;
+	pthread_t thread;
+	int port;
+	int connections;     /* accepted so far (read by tests after requests finish) */
+	pthread_mutex_t mu;
+	uv_sem_t ready;
+} srv_t;
+
+typedef struct conn {
+	uv_tcp_t tcp;
+	srv_t *s;
+	char *in;
+	size_t len, cap;
+	uv_timer_t slow;
+	int handles;   /* open libuv handles: the tcp and the timer */
+} conn_t;
+
+typedef struct wreq {
+	uv_write_t w;
+	char *data;
+} wreq_t;
+
+static void on_written(uv_write_t *w, int status)
+{
+	wreq_t *r = (wreq_t *)w;
+
+	free(r->data);
+	free(r);
+}
+
+static void conn_send(conn_t *c, int status, const char *extra, const char *body, size_t blen)
+{
+	wreq_t *r = malloc(sizeof(*r));
+	size_t cap = 256 + blen + (extra ? strlen(extra) : 0);
+	int n;
+	uv_buf_t b;
+
+	r->data = malloc(cap);
+	n = snprintf(r->data, cap, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n%s\r\n", status, blen,
+		     extra ? extra : "");
+	memcpy(r->data + n, body, blen);
+	b = uv_buf_init(r->data, (unsigned)(n + (int)blen));
+	uv_write(&r->w, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+	conn_t *c = h->data;
+
+	if (--c->handles == 0) {
+		free(c->in);
+		free(c);
+	}
+}
+
+static void conn_close(conn_t *c)
+{
+	if (uv_is_closing((uv_handle_t *)&c->tcp))
+		return;
+	uv_close((uv_handle_t *)&c->slow, on_conn_closed);
+	uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void on_slow(uv_timer_t *t)
+{
+	conn_t *c = t->data;
+
+	conn_send(c, 200, NULL, "slow", 4);
+}
+
+/* Handles every complete request in the input buffer. */
+static void conn_process(conn_t *c)
+{
+	for (;;) {
+		char *end = memmem(c->in, c->len, "\r\n\r\n", 4), *cl, *tgt, path[128] = "";
+		char extra[300] = "";
+		size_t head, body = 0, total;
+
+		if (end == NULL)
+			return;
+		head = (size_t)(end - c->in) + 4;
+		c->in[head - 2] = '\0';
+		cl = strcasestr(c->in, "\r\ncontent-length:");
+		if (cl)
+			body = strtoul(cl + 17, NULL, 10);
+		total = head + body;
+		if (c->len < total) {
+			c->in[head - 2] = '\r';
+			return;
+		}
+		sscanf(c->in, "%*s %127s", path);
+		tgt = strcasestr(c->in, "\r\nx-amz-target:");
+		if (tgt) {
+			char v[200] = "";
+
+			sscanf(tgt + 15, " %199[^\r]", v);
+			snprintf(extra, sizeof(extra), "X-Seen-Target: %s\r\n", v);
+		}
+		if (strcmp(path, "/echo") == 0) {
+			conn_send(c, 200, extra, c->in + head, body);
+		} else if (strncmp(path, "/status/", 8) == 0) {
+			char msg[32];
+			int st = atoi(path + 8);
+
+			snprintf(msg, sizeof(msg), "status %d", st);
+			conn_send(c, st, NULL, msg, strlen(msg));
+		} else if (strcmp(path, "/slow") == 0) {
+			uv_timer_start(&c->slow, on_slow, 1500, 0);
+		} else if (strcmp(path, "/drop") == 0) {
+			conn_close(c);
+			return;
+		} else {
+			conn_send(c, 404, NULL, "", 0);
+		}
+		memmove(c->in, c->in + total, c->len - total);
+		c->len -= total;
+	}
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	conn_t *c = h->data;
+
+	if (c->cap - c->len < 65536) {
+		c->cap = c->cap * 2 + 65536;
+		c->in = realloc(c->in, c->cap);
+	}
+	*buf = uv_buf_init(c->in + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+	conn_t *c = st->data;
+
+	if (n < 0) {
+		conn_close(c);
+		return;
+	}
+	c->len += (size_t)n;
+	conn_process(c);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	srv_t *s = server->data;
+	conn_t *c = calloc(1, sizeof(*c));
+
+	c->s = s;
+	c->handles = 2;
+	uv_tcp_init(&s->loop, &c->tcp);
+	uv_timer_init(&s->loop, &c->slow);
+	c->tcp.data = c->slow.data = c;
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+		conn_close(c);
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->connections++;
+	pthread_mutex_unlock(&s->mu);
+	uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+	if (uv_is_closing(h))
+		return;
+	if (h->type == UV_TCP && h->data != arg && h->data != NULL)
+		conn_close(h->data);
+	else if (h->type != UV_TIMER)
+		uv_close(h, NULL);
+}
+
+static void on_stop(uv_async_t *a)
+{
+	srv_t *s = a->data;
+
+	uv_walk(&s->loop, close_any, s);
+}
+
+static void *srv_main(void *arg)
+{
+	srv_t *s = arg;
+	struct sockaddr_in addr;
+	struct sockaddr_storage got;
+	int len = sizeof(got);
+
+	uv_loop_init(&s->loop);
+	uv_tcp_init(&s->loop, &s->listener);
+	s->listener.data = s;
+	uv_async_init(&s->loop, &s->stop, on_stop);
+	s->stop.data = s;
+	uv_ip4_addr("127.0.0.1", 0, &addr);
+	uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+	uv_listen((uv_stream_t *)&s->listener, 256, on_connection);
+	uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len);
+	s->port = ntohs(((struct sockaddr_in *)&got)->sin_port);
+	uv_sem_post(&s->ready);
+	uv_run(&s->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&s->loop);
+	return NULL;
+}
+
+static void srv_start(srv_t *s)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->mu, NULL);
+	uv_sem_init(&s->ready, 0);
+	pthread_create(&s->thread, NULL, srv_main, s);
+	uv_sem_wait(&s->ready);
+}
+
+static void srv_stop(srv_t *s)
+{
+	uv_async_send(&s->stop);
+	pthread_join(s->thread, NULL);
+	uv_sem_destroy(&s->ready);
+	pthread_mutex_destroy(&s->mu);
+}
+
+static int srv_connections(srv_t *s)
+{
+	int n;
+
+	pthread_mutex_lock(&s->mu);
+	n = s->connections;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+/* ---- the tests ---- */
+
+typedef struct result {
+	int done, status;
+	long code;
+	char body[128];
+	size_t len;
+	int *inside;   /* set while mm_http_request runs: the callback must not see it */
+	int reentered;
+} result_t;
+
+static void on_result(void *arg, const mm_http_response_t *res)
+{
+	result_t *r = arg;
+
+	r->done++;
+	r->status = res->status;
+	r->code = res->code;
+	r->len = res->len;
+	snprintf(r->body, sizeof(r->body), "%.*s", (int)res->len, (const char *)res->body);
+	if (r->inside && *r->inside)
+		r->reentered = 1;
+}
+
+static char url[128];
+
+static void set_url(srv_t *s, const char *path)
+{
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", s->port, path);
+}
+
+TEST(concurrent_requests_share_connections)
+{
+	enum { N = 200 };
+	static result_t res[N];
+	static char bodies[N][32];
+	const char *hdrs[] = {"X-Amz-Target: DynamoDB_20120810.GetItem",
+			      "Content-Type: application/x-amz-json-1.0"};
+	mm_http_options_t opt = {.max_connections = 8};
+	mm_http_stats_t st;
+	mm_http_t *h;
+	srv_t s;
+	uv_loop_t loop;
+	int inside = 0, ok = 1, before;
+
+	srv_start(&s);
+	set_url(&s, "/echo");
+	uv_loop_init(&loop);
+	REQUIRE(mm_http_open(&loop, &opt, &h) == 0);
+	for (int i = 0; i < N; i++) {
+		mm_http_request_t req = {.method = "POST", .url = url, .headers = hdrs,
+					 .nheaders = 2, .timeout_ms = 5000};
+
+		snprintf(bodies[i], sizeof(bodies[i]), "{\"i\":%d}", i);
+		req.body = bodies[i];
+		req.body_len = strlen(bodies[i]);
+		memset(&res[i], 0, sizeof(res[i]));
+		res[i].inside = &inside;
+		inside = 1;
+		CHECK(mm_http_request(h, &req, on_result, &res[i]) == 0);
+		inside = 0;
+	}
+	CHECK_EQ_INT(mm_http_inflight(h), N);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	for (int i = 0; i < N; i++) {
+		ok &= res[i].done == 1 && res[i].status == 0 && res[i].code == 200 &&
+		      strcmp(res[i].body, bodies[i]) == 0 && !res[i].reentered;
+	}
+	CHECK(ok);
+	CHECK_EQ_INT(mm_http_inflight(h), 0);
+	before = srv_connections(&s);
+	CHECK(before >= 1 && before <= 8);
+	/* A second wave, one at a time, reuses the open connections. */
+	for (int i = 0; i < 50; i++) {
+		mm_http_request_t req = {.method = "POST", .url = url, .body = "x", .body_len = 1};
+
+		memset(&res[0], 0, sizeof(res[0]));
+		REQUIRE(mm_http_request(h, &req, on_result, &res[0]) == 0);
+		uv_run(&loop, UV_RUN_DEFAULT);
+		CHECK(res[0].done == 1 && strcmp(res[0].body, "x") == 0);
+	}
+	CHECK_EQ_INT(srv_connections(&s), before);
+	mm_http_get_stats(h, &st);
+	CHECK_EQ_INT(st.requests, N + 50);
+	CHECK_EQ_INT(st.connects, before);
+	CHECK_EQ_INT(st.failures, 0);
+	mm_http_close(h);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(uv_loop_close(&loop) == 0);
+	srv_stop(&s);
+}
+
+TEST(status_codes_and_transport_errors)
+{
+	mm_http_t *h;
+	srv_t s;
+	uv_loop_t loop;
+	result_t r503 = {0}, rdrop = {0}, rslow = {0}, rrefused = {0};
+	mm_http_request_t req = {.method = "GET", .url = url};
+	char refused[64];
+
+	srv_start(&s);
+	uv_loop_init(&loop);
+	REQUIRE(mm_http_open(&loop, NULL, &h) == 0);
+	set_url(&s, "/status/503");
+	REQUIRE(mm_http_request(h, &req, on_result, &r503) == 0);
+	set_url(&s, "/drop");
+	REQUIRE(mm_http_request(h, &req, on_result, &rdrop) == 0);
+	set_url(&s, "/slow");
+	req.timeout_ms = 200;
+	REQUIRE(mm_http_request(h, &req, on_result, &rslow) == 0);
+	/* Port 1 on loopback: nothing listens there. */
+	snprintf(refused, sizeof(refused), "http://127.0.0.1:1/");
+	req.url = refused;
+	req.timeout_ms = 0;
+	REQUIRE(mm_http_request(h, &req, on_result, &rrefused) == 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(r503.done == 1 && r503.status == 0 && r503.code == 503);
+	CHECK(strcmp(r503.body, "status 503") == 0);
+	CHECK(rdrop.done == 1 && rdrop.status == MM_EIO);
+	CHECK(rslow.done == 1 && rslow.status == MM_ETIMEDOUT);
+	CHECK(rrefused.done == 1 && rrefused.status == MM_EIO && rrefused.code == 0);
+	mm_http_close(h);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(uv_loop_close(&loop) == 0);
+	srv_stop(&s);
+}
+
+/* A callback that chains the next request, then closes the client from the
+ * last callback while another request is still in flight. */
+typedef struct chain {
+	mm_http_t *h;
+	int n, limit;
+	result_t slow;
+} chain_t;
+
+static void on_chain(void *arg, const mm_http_response_t *res)
+{
+	chain_t *c = arg;
+	mm_http_request_t req = {.method = "POST", .url = url, .body = "c", .body_len = 1};
+
+	if (res->status != 0 || res->code != 200)
+		return;
+	if (++c->n < c->limit) {
+		if (mm_http_request(c->h, &req, on_chain, c) != 0)
+			c->n = -1000;
+		return;
+	}
+	mm_http_close(c->h); /* the /slow request is abandoned: no callback */
+}
+
+TEST(chaining_and_close_from_callback)
+{
+	static char slow_url[128];
+	chain_t c = {.limit = 20};
+	srv_t s;
+	uv_loop_t loop;
+	mm_http_request_t req = {.method = "POST", .url = url, .body = "c", .body_len = 1};
+	mm_http_request_t slow = {.method = "GET", .url = slow_url};
+
+	srv_start(&s);
+	uv_loop_init(&loop);
+	REQUIRE(mm_http_open(&loop, NULL, &c.h) == 0);
+	snprintf(slow_url, sizeof(slow_url), "http://127.0.0.1:%d/slow", s.port);
+	set_url(&s, "/echo");
+	REQUIRE(mm_http_request(c.h, &slow, on_result, &c.slow) == 0);
+	REQUIRE(mm_http_request(c.h, &req, on_chain, &c) == 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK_EQ_INT(c.n, 20);
+	CHECK_EQ_INT(c.slow.done, 0);
+	CHECK(uv_loop_close(&loop) == 0);
+	srv_stop(&s);
+}
+
+TEST(bad_arguments_never_call_back)
+{
+	mm_http_t *h;
+	uv_loop_t loop;
+	result_t r = {0};
+	mm_http_request_t req = {.method = "GET", .url = NULL};
+
+	uv_loop_init(&loop);
+	REQUIRE(mm_http_open(&loop, NULL, &h) == 0);
+	CHECK(mm_http_request(h, &req, on_result, &r) == MM_EINVAL);
+	req.url = "http://127.0.0.1:1/";
+	req.timeout_ms = -1;
+	CHECK(mm_http_request(h, &req, on_result, &r) == MM_EINVAL);
+	CHECK(mm_http_request(h, NULL, on_result, &r) == MM_EINVAL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK_EQ_INT(r.done, 0);
+	mm_http_close(h);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST(blocking_fetch)
+{
+	srv_t s;
+	mm_buf_t body = {0};
+	long code = 0;
+	const char *hdrs[] = {"X-Amz-Target: T.Op"};
+	mm_http_request_t req = {.method = "POST", .url = url, .headers = hdrs, .nheaders = 1,
+				 .body = "hello", .body_len = 5, .timeout_ms = 2000};
+
+	srv_start(&s);
+	set_url(&s, "/echo");
+	CHECK(mm_http_fetch(&req, &code, &body) == 0);
+	CHECK(code == 200 && body.len == 5 && memcmp(body.p, "hello", 5) == 0);
+	body.len = 0;
+	set_url(&s, "/slow");
+	req.timeout_ms = 100;
+	CHECK(mm_http_fetch(&req, &code, &body) == MM_ETIMEDOUT);
+	mm_buf_free(&body);
+	srv_stop(&s);
+}
+
+int main(void)
+{
+	RUN(concurrent_requests_share_connections);
+	RUN(status_codes_and_transport_errors);
+	RUN(chaining_and_close_from_callback);
+	RUN(bad_arguments_never_call_back);
+	RUN(blocking_fetch);
+	UNIT_DONE();
+}
