@@ -145,6 +145,11 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
 	sv->running = 0;
 	uv_close((uv_handle_t *)p, on_proc_closed);
 	if (sv->stopping || (term_signal == 0 && status == 0)) {
+		/* The poison list names records by source id and offset, which a
+		 * later run (a rotated file, new stdin) may reuse: it lives for one
+		 * supervised run and goes once the worker finished cleanly. */
+		if (term_signal == 0 && status == 0)
+			unlink(sv->poison_path);
 		sv->exit_code = term_signal ? 128 + term_signal : (int)status;
 		sv->done = 1;
 		uv_stop(&sv->loop);

@@ -70,6 +70,17 @@ local function wait_committed(data, pipeline, entity, want, h, log)
   error(("%s %s: %d committed after 60 s, want %d"):format(pipeline, entity, got, want))
 end
 
+-- SIGTERM is handled (flush, checkpoint, exit 0) once the engine runs; a
+-- process still loading its scripts dies of it. Waits for the start-up log
+-- line (the log is removed before each start), then a little more.
+local function wait_running(log)
+  for _ = 1, 200 do
+    if (S.read_file(log) or ""):find("running %d+ pipeline") then break end
+    S.sleep(0.05)
+  end
+  S.sleep(0.1)
+end
+
 describe("#crash kill -9", function()
   local dir
 
@@ -165,6 +176,7 @@ murmur.pipeline {
 ]]
 
     local function start(cmd, log)
+      os.remove(log)
       return S.spawn(cmd, log)
     end
 
@@ -249,6 +261,7 @@ murmur.pipeline {
         h = start(cmd, log)
       end
       local lag = wait_committed(data, "lines_total", "all", written, h, log)
+      wait_running(log)
       S.kill(h, "TERM")
       assert.are.equal(0, S.wait_exit(h, 30), (S.read_file(log) or ""):sub(-2000))
       local nfiles = NFILES + (S.read_file(path) and 1 or 0)
@@ -276,6 +289,7 @@ murmur.pipeline {
       S.write_file(path, lines(1000, "a"))
       local h = start(cmd, log)
       wait_committed(data, "lines_total", "all", 1000, h, log)
+      wait_running(log)
       S.kill(h, "TERM")
       assert.are.equal(0, S.wait_exit(h, 30))
       -- While murmur is down: 500 more lines, then rotation and a new file.
@@ -287,6 +301,7 @@ murmur.pipeline {
       h = start(cmd, log)
       wait_committed(data, "lines_total", "all", 1700, h, log)
       S.sleep(0.3) -- nothing else arrives
+      wait_running(log)
       S.kill(h, "TERM")
       assert.are.equal(0, S.wait_exit(h, 30))
       assert.are.equal(1000 + 700, value(data, "lines_total", "all"))

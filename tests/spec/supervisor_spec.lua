@@ -1,0 +1,142 @@
+-- The supervisor: a worker stuck in a user function that never returns, one
+-- that crashes, or one whose Lua heap grows past its limit is restarted from
+-- the last checkpoint; a record that does it twice goes to the dead-letter
+-- file and the pipeline moves on with every other record counted exactly.
+local S = require("spec.support")
+local core = require("murmur.core")
+
+local dir
+
+local function script(body)
+  local path = dir .. "/p.lua"
+  S.write_file(path, body)
+  return path
+end
+
+local function run(p, lines, extra)
+  S.write_file(dir .. "/in.jsonl", table.concat(lines, "\n") .. "\n")
+  local args = { "run", "--once", "--watchdog", "1s", "--data", dir .. "/d", "--input", dir .. "/in.jsonl" }
+  for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+  args[#args + 1] = p
+  return S.murmur_run(args)
+end
+
+local function count(entity)
+  local code, out = S.murmur_run({ "query", "c", entity, "--json", "--data", dir .. "/d" })
+  if code ~= 0 then return 0 end
+  return core.json_decode(out).result.value
+end
+
+local function dead_letters()
+  local out = {}
+  for _, l in ipairs(S.lines(dir .. "/d/dead-letter/c.jsonl")) do out[#out + 1] = core.json_decode(l) end
+  return out
+end
+
+local function supervisor_state()
+  return core.json_decode(S.read_file(dir .. "/d/supervisor.json"))
+end
+
+describe("#supervisor murmur run", function()
+  before_each(function() dir = S.tmpdir() end)
+  after_each(function() S.rm_rf(dir) end)
+
+  it("restarts a stalled worker and dead-letters the record that stalls it twice", function()
+    local p = script([[
+      local murmur = require("murmur")
+      murmur.pipeline { name = "c", monoid = murmur.count(), key = function(ev)
+        if ev.k == "hang" then while true do end end
+        return ev.k
+      end }
+    ]])
+    local code, _, err = run(p, { '{"k":"a"}', '{"k":"hang"}', '{"k":"a"}', '{"k":"b"}' })
+    assert.are.equal(0, code, err)
+    assert.are.equal(2, count("a"))
+    assert.are.equal(1, count("b"))
+    local dl = dead_letters()
+    assert.are.equal(1, #dl)
+    assert.are.equal("poison", dl[1].reason)
+    assert.are.equal('{"k":"hang"}', dl[1].record)
+    local st = supervisor_state()
+    assert.are.equal(2, st.stalls)
+    assert.are.equal(1, st.poison)
+    assert.matches("stalled the worker twice", err)
+  end)
+
+  it("restarts a crashed worker and dead-letters the record that crashes it twice", function()
+    local p = script([[
+      local murmur = require("murmur")
+      murmur.allow("os")
+      murmur.pipeline { name = "c", monoid = murmur.count(), key = function(ev)
+        if ev.k == "crash" then os.exit(9) end
+        return ev.k
+      end }
+    ]])
+    local code, _, err = run(p, { '{"k":"a"}', '{"k":"crash"}', '{"k":"b"}' })
+    assert.are.equal(0, code, err)
+    assert.are.equal(1, count("a"))
+    assert.are.equal(1, count("b"))
+    local dl = dead_letters()
+    assert.are.equal(1, #dl)
+    assert.are.equal('{"k":"crash"}', dl[1].record)
+    assert.are.equal(2, supervisor_state().crashes)
+  end)
+
+  it("stops a script whose Lua heap grows past --lua-memory", function()
+    local p = script([[
+      local murmur = require("murmur")
+      local hoard = {}
+      murmur.pipeline { name = "c", monoid = murmur.count(), key = function(ev)
+        if ev.k == "grow" then
+          for i = 1, 100 do hoard[#hoard + 1] = ("x"):rep(1000000) .. i end
+        end
+        return ev.k
+      end }
+    ]])
+    local code, _, err = run(p, { '{"k":"a"}', '{"k":"grow"}', '{"k":"b"}' }, { "--lua-memory", "48m" })
+    assert.are.equal(0, code, err)
+    assert.matches("Lua heap exceeds its limit", err)
+    assert.are.equal(1, count("a"))
+    assert.are.equal(1, count("b"))
+    assert.are.equal('{"k":"grow"}', dead_letters()[1].record)
+  end)
+
+  it("forwards SIGTERM to the worker, which flushes and exits 0", function()
+    local p = script([[
+      local murmur = require("murmur")
+      murmur.pipeline { name = "c", monoid = murmur.count(), key = "k", flush = { interval = "1h", events = 1000000 } }
+    ]])
+    S.write_file(dir .. "/in.jsonl", string.rep('{"k":"a"}\n', 500))
+    local h = S.spawn(("%s run --follow --data %s --input %s %s"):format(S.murmur, dir .. "/d", dir .. "/in.jsonl", p), dir .. "/log")
+    for _ = 1, 100 do
+      local st = S.read_file(dir .. "/d/status.json")
+      if st and core.json_decode(st).engine.records == 500 then break end
+      S.sleep(0.05)
+    end
+    S.kill(h, "TERM")
+    assert.are.equal(0, S.wait_exit(h, 10))
+    assert.are.equal(500, count("a"))
+  end)
+
+  it("a worker dies with its supervisor (kill -9), and a restart resumes exactly", function()
+    local p = script([[
+      local murmur = require("murmur")
+      murmur.pipeline { name = "c", monoid = murmur.count(), key = "k" }
+    ]])
+    S.write_file(dir .. "/in.jsonl", string.rep('{"k":"a"}\n', 300))
+    local h = S.spawn(("%s run --follow --data %s --input %s %s"):format(S.murmur, dir .. "/d", dir .. "/in.jsonl", p), dir .. "/log")
+    S.sleep(1)
+    local sup = supervisor_state()
+    S.kill(h, "KILL")
+    S.wait_exit(h, 5)
+    local gone = false
+    for _ = 1, 40 do
+      if not core.kill(sup.worker_pid, "zero") then gone = true break end
+      S.sleep(0.05)
+    end
+    assert.is_true(gone, "the worker outlived its supervisor")
+    local code = S.murmur_run({ "run", "--once", "--data", dir .. "/d", "--input", dir .. "/in.jsonl", p })
+    assert.are.equal(0, code)
+    assert.are.equal(300, count("a"))
+  end)
+end)
