@@ -106,10 +106,11 @@ int mm_ddb_get_stats(const mm_store_t *st, mm_ddb_stats_t *out);
 
 /*
  * Synchronous administration, for the `murmur ddb` command: opens a store
- * with kv (the store's options), runs `cmd` on a private loop, closes the
- * store, and writes a one-line JSON result to *out (malloc'ed, free with
- * mm_ddb_free). Commands and their extra keys (removed from kv before the
- * store sees them):
+ * with the options in kv (nkv key/value pairs, 2 * nkv strings), runs `cmd`
+ * on a private loop, closes the store, and writes to *out a one-line JSON
+ * result, or the error message when it fails (malloc'ed either way; free
+ * with mm_ddb_free). Commands and their extra keys (taken out of kv before
+ * the store sees them):
  *   "create-table"                       create the table, wait until ACTIVE,
  *                                        enable TTL on `ttl` where supported
  *   "claim" ns= id= [lease=] [ttl=]      one claim, result "won"/"stolen"/
@@ -117,8 +118,8 @@ int mm_ddb_get_stats(const mm_store_t *st, mm_ddb_stats_t *out);
  *   "confirm" ns= id= [ttl=]             "confirmed"/"not_owner"
  *   "release" ns= id=                    "released"/"not_owner"
  *   "get" ns= entity= [bucket=]          the raw item, or {} when absent
- * Returns 0 or a negative MM_E* code with the detail in the diag slot (and
- * *out NULL). Exported for the Lua FFI, so it uses plain C types.
+ * Returns 0 or a negative MM_E* code. Exported for the Lua FFI (lua/murmur/
+ * ddb.lua), so it uses plain C types only.
  */
 int mm_ddb_admin(const char *cmd, const char *const *kv, size_t nkv, char **out);
 void mm_ddb_free(void *p);

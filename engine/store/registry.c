@@ -5,12 +5,14 @@
  */
 #include "store.h"
 
-/* Defined in lmdb.c and memory.c; only this file needs to name them. */
+/* Defined in lmdb.c, memory.c and dynamodb.c; only this file needs to name them. */
 extern const mm_store_vtable_t mm_store_lmdb_vtable;
 extern const mm_store_vtable_t mm_store_memory_vtable;
+extern const mm_store_vtable_t mm_store_dynamodb_vtable;
 
 const mm_store_vtable_t *const mm_store_registry[] = {
 	&mm_store_lmdb_vtable,
 	&mm_store_memory_vtable,
+	&mm_store_dynamodb_vtable,
 	NULL,
 };

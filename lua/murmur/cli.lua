@@ -18,6 +18,7 @@ commands:
   check SCRIPT...        validate pipeline scripts without running them
   status [--data DIR]    show a running instance's counters, reloads and sources
   reload [--data DIR]    ask a running instance to reload its scripts (SIGHUP)
+  ddb COMMAND            DynamoDB store administration (create-table, claims)
   test [BUSTED ARGS]     run busted specs inside murmur (murmur.core available)
   lua FILE [ARGS]        run a Lua file inside murmur (benchmarks, tools)
   version                print the version
@@ -34,7 +35,8 @@ Runs every pipeline the scripts define, on one event loop.
                      stdin (default $MURMUR_INPUT or stdin)
   --follow           keep reading FILE as it grows and across rotation (tail -F)
   --once             stop at the end of the input (flush, checkpoint, exit 0)
-  --store KIND       lmdb (default, durable) or memory (tests; nothing persists)
+  --store KIND       lmdb (default, durable), dynamodb (shared; doc/dynamodb.md)
+                     or memory (tests; nothing persists)
   --log-level LEVEL  error, warn, info (default) or debug
   --stats            print the counters as JSON on stdout when stopping
   --watchdog DUR     restart the worker when it stalls this long (default 10s)
@@ -56,6 +58,8 @@ inside the retention.
   --at T             evaluate windows as if now were T (default: now)
   --pipeline NAME    which pipeline, when SCRIPT defines several
   --data DIR         data directory; repeat to merge several workers' stores
+  --store KIND       lmdb (default) or dynamodb (options from the script's
+                     murmur.store{} and the environment, doc/dynamodb.md)
   --json             print JSON instead of text
   --top N            print only the first N Top-K items (default all)
 ]],
@@ -255,7 +259,7 @@ local query = require("murmur.query")
 local function cmd_query(args)
   local opts, pos = parse_args(args, {
     data = "multi", window = "value", from = "value", to = "value", at = "value",
-    pipeline = "value", json = "flag", top = "value",
+    pipeline = "value", json = "flag", top = "value", store = "value",
   })
   if not opts then return usage_error("query", pos) end
   if opts.help then io.write(HELP.query) return EXIT_OK end
@@ -354,6 +358,7 @@ function M.main(...)
   local cmd = table.remove(args, 1)
   if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
     local topic = cmd == "help" and args[1] or nil
+    if topic == "ddb" then io.write(require("murmur.ddb").HELP) return EXIT_OK end
     io.write(HELP[topic or "main"] or HELP.main)
     return cmd == nil and EXIT_USAGE or EXIT_OK
   end
@@ -362,7 +367,7 @@ function M.main(...)
     return EXIT_OK
   end
   local commands = { run = cmd_run, check = cmd_check, query = cmd_query, test = cmd_test, lua = cmd_lua,
-    status = cmd_status, reload = cmd_reload }
+    status = cmd_status, reload = cmd_reload, ddb = function(a) return require("murmur.ddb").main(a) end }
   local f = commands[cmd]
   if not f then
     eprintf("murmur: unknown command '%s'\n%s", cmd, HELP.main)

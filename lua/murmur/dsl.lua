@@ -163,8 +163,8 @@ function M.stdin(opts) local s = source("stdin", opts, { batch = true, read_size
 
 local store_mt = { __murmur = "store" }
 function M.store(kind, opts)
-  if kind ~= "lmdb" and kind ~= "memory" then
-    fail(where(2), "murmur.store: unknown store '%s' (expected lmdb or memory)", tostring(kind))
+  if kind ~= "lmdb" and kind ~= "memory" and kind ~= "dynamodb" then
+    fail(where(2), "murmur.store: unknown store '%s' (expected lmdb, memory or dynamodb)", tostring(kind))
   end
   return setmetatable({ type = kind, options = opts or {} }, store_mt)
 end
@@ -338,7 +338,7 @@ function M.bind(collector)
       if not is(s, "source") then fail(loc, "source %d must be murmur.input(), murmur.file{} or murmur.stdin()", i) end
     end
     spec.sources = sources
-    if t.store ~= nil and not is(t.store, "store") then fail(loc, "store must be murmur.store(\"lmdb\"|\"memory\", {...})") end
+    if t.store ~= nil and not is(t.store, "store") then fail(loc, "store must be murmur.store(\"lmdb\"|\"memory\"|\"dynamodb\", {...})") end
     spec.store = t.store
     spec.compat = compat_of(spec)
     collector.pipelines[#collector.pipelines + 1] = spec

@@ -18,6 +18,7 @@ local function parse_when(s)
   return core.parse_time(s)
 end
 
+-- Returns the pipeline name and, for a script, the murmur.store{} it names.
 local function resolve_name(target, opts)
   if not (target:match("%.lua$") or target:find("/", 1, true)) then return target end
   local c, err = require("murmur.loader").load(target)
@@ -26,7 +27,7 @@ local function resolve_name(target, opts)
     if not c.by_name[opts.pipeline] then
       return nil, ("%s defines no pipeline '%s'"):format(target, opts.pipeline), EXIT_NOTFOUND
     end
-    return opts.pipeline
+    return opts.pipeline, nil, nil, c.by_name[opts.pipeline].store
   end
   if #c.pipelines > 1 then
     local names = {}
@@ -34,7 +35,7 @@ local function resolve_name(target, opts)
     return nil, ("%s defines several pipelines (%s): choose one with --pipeline"):format(target,
       table.concat(names, ", ")), EXIT_USAGE
   end
-  return c.pipelines[1].name
+  return c.pipelines[1].name, nil, nil, c.pipelines[1].store
 end
 
 local function buckets_for(meta, opts)
@@ -75,13 +76,21 @@ end
 
 -- Returns a result table, or nil, message, exit code.
 function M.run(target, entity, opts)
-  local name, err, code = resolve_name(target, opts)
+  local name, err, code, script_store = resolve_name(target, opts)
   if not name then return nil, err, code end
-  local dirs = opts.data or { require("murmur.runner").data_dir({}) }
+  -- The store: lmdb under each --data directory, or one shared store
+  -- (dynamodb) configured like `murmur run` does (script, then environment).
+  local kind = opts.store or os.getenv("MURMUR_STORE") or (script_store and script_store.type) or "lmdb"
+  local dirs = kind == "lmdb" and (opts.data or { require("murmur.runner").data_dir({}) }) or { kind }
   local stores, meta = {}, nil
   local function close_all() for _, s in ipairs(stores) do s:close() end end
   for _, dir in ipairs(dirs) do
-    local st, serr = core.store_open("lmdb", { path = dir .. "/store" }, true)
+    local st, serr
+    if kind == "lmdb" then
+      st, serr = core.store_open("lmdb", { path = dir .. "/store" }, true)
+    else
+      st, serr = core.store_open(kind, script_store and script_store.type == kind and script_store.options or {}, true)
+    end
     if not st then close_all() return nil, ("%s: %s"):format(dir, serr), 1 end
     stores[#stores + 1] = st
     local raw = st:meta(name)

@@ -1,0 +1,1718 @@
+/*
+ * kafka.c: the "kafka" source, a consumer-group member on librdkafka.
+ *
+ * Loop integration. librdkafka runs its own threads; the loop thread only
+ * serves the consumer queue. Every client queue (logs, errors, commit results,
+ * rebalances) is forwarded to that one queue, and rd_kafka_queue_io_event_enable
+ * makes librdkafka write a byte to a pipe whenever the queue goes from empty
+ * to non-empty. A uv_poll on the pipe's read end wakes the loop; the handler
+ * first empties the pipe, then serves the queue in bounded chunks of
+ * `batch` messages (rd_kafka_consume_batch_queue, which also runs the
+ * rebalance and commit callbacks). After `drain` chunks it yields to the loop
+ * with a uv_idle handle and continues on the next iteration, until the queue
+ * is empty: the pipe only signals the empty -> non-empty edge, so a drain
+ * that stops early must reschedule itself. Reading the pipe before serving
+ * the queue means a wake-up is never lost. No timer polls the queue.
+ *
+ * Records. Each message becomes one record: its value (a NULL value is an
+ * empty record), offset, timestamp (ts_ms, 0 when the broker has none) and
+ * its identity "topic:partition:offset" (MM_REC_ID), which is the default
+ * dedup id and names the record in dead letters. A value longer than
+ * max_record is delivered as MM_REC_TOOBIG with its first MM_REC_PREFIX
+ * bytes, like the file source.
+ *
+ * Positions (batch->end_pos, start(), ack()), little-endian:
+ *   u32 magic "MKP1", u32 count, then count times
+ *   { u16 topic length, topic bytes, i32 partition, i64 next offset }
+ * The next offset of every partition this worker has read (assigned or not)
+ * is kept, so the position stored with the state says how far this store
+ * has counted each partition. On assignment a partition starts at
+ * max(offset in our store, group's committed offset): ours is larger when we
+ * crashed after a durable flush but before its commit (so nothing is counted
+ * twice), the group's when another worker went further meanwhile (its store
+ * has those effects). The committed offsets are fetched on the thread pool
+ * (rd_kafka_committed blocks), and the partitions are assigned when they
+ * arrive; librdkafka waits for the assign call.
+ *
+ * Commits. librdkafka never commits on its own (enable.auto.commit=false).
+ * ack(pos) marks each partition's offset in pos durable (it is the offset of
+ * the next record to read, i.e. the last processed offset + 1, which is what
+ * Kafka commits) and commits the durable offsets of the assigned partitions
+ * asynchronously, one commit in flight at a time, so committed offsets never
+ * pass data that is not in the store and never go backwards. Failed commits
+ * are retried with backoff; a commit refused because the group is
+ * rebalancing is retried after the rebalance, since committing with a stale
+ * generation makes librdkafka consider the assignment lost.
+ *
+ * Rebalances run one at a time, in the order librdkafka reports them.
+ * Revoke: pause the partitions (messages already queued for them are
+ * dropped), sink->flush, and in its done callback commit their durable
+ * offsets (unless the assignment was lost: another member may own them),
+ * then unassign (rd_kafka_incremental_unassign, or rd_kafka_assign(NULL) for
+ * eager assignors). Assign: fetch committed offsets, choose the start offsets
+ * above, assign. The default assignor is cooperative-sticky: only partitions
+ * that move are revoked, and they are revoked while the group is stable, so
+ * the revoke commit is accepted. (Eager assignors revoke everything while
+ * the group is rebalancing; some brokers, librdkafka's mock among them,
+ * refuse that commit, and a partition moving to another worker is then
+ * replayed from the previous commit: at-least-once.)
+ *
+ * librdkafka 2.0.2 aborts in rd_kafka_destroy when a cooperative-sticky
+ * consumer joined a group but never received its first assignment
+ * (confluentinc/librdkafka#4312). close() therefore waits for that first
+ * assignment (at most session.timeout.ms + 5 s) before leaving the group,
+ * and if it still has none, keeps the handle instead of destroying it.
+ *
+ * Flow control. pause() pauses every assigned partition in librdkafka
+ * (rd_kafka_pause_partitions: fetching stops, queued messages are dropped and
+ * fetched again after resume() from the last one delivered), so memory stays
+ * bounded by one batch. The queue is still served for rebalances and commit
+ * results; a message that arrives anyway is held and delivered first on
+ * resume. While paused a timer serves the queue every max.poll.interval.ms / 3
+ * so librdkafka does not consider the worker stuck and evict it.
+ *
+ * Shutdown. stop() drops further messages and pauses fetching. close() waits
+ * for the rebalance step in progress (a pending flush counts as done: the
+ * engine closes sources after its last flush), then
+ * rd_kafka_consumer_close_queue: librdkafka revokes the assignment through
+ * the rebalance callback (which commits the durable offsets) and leaves the
+ * group. Once rd_kafka_consumer_closed() the handle is destroyed on the
+ * thread pool, the handles are closed and done() runs.
+ *
+ * Threads: the loop thread, except rd_kafka_committed and rd_kafka_destroy
+ * (thread pool) and the log callback (librdkafka threads; mm_log is
+ * thread-safe).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "../core/log.h"
+#include "../lib/error.h"
+#include "source.h"
+
+#define MM_KSRC_POS_MAGIC 0x31504b4du /* "MKP1" */
+#define MM_KSRC_BATCH_MAX 65536
+#define MM_KSRC_MAX_RECORD_DEFAULT (1ULL << 20)
+#define MM_KSRC_COMMITTED_TIMEOUT_MS 10000
+#define MM_KSRC_RETRY_MIN_MS 100
+#define MM_KSRC_RETRY_MAX_MS 5000
+#define MM_KSRC_REVOKE_COMMIT_TRIES 5
+#define MM_KSRC_RATE_WINDOW_MS 1000
+#define MM_KSRC_PREFIX "rdkafka."
+
+extern const mm_source_vtable_t mm_source_kafka_vtable;
+
+struct mm_ksrc_cfg {
+	const char *brokers;
+	const char *topics;
+	const char *group;
+	const char *start;
+	int64_t batch;
+	int64_t drain;
+};
+
+enum mm_kpart_state {
+	MM_KP_IDLE,     /* known (read before, or in the stored position), not ours */
+	MM_KP_ACTIVE,   /* assigned: its records are delivered */
+	MM_KP_REVOKING, /* being revoked: paused, its records are dropped */
+};
+
+/* One partition this worker has read or been assigned. */
+typedef struct mm_kpart {
+	char *topic;           /* owned */
+	int32_t partition;
+	int state;             /* enum mm_kpart_state */
+	int fetch_paused;      /* paused in librdkafka by us */
+	const rd_kafka_topic_t *rkt; /* last seen topic handle, for fast lookup */
+	int64_t next;          /* next offset to deliver, -1 unknown */
+	int64_t stored;        /* offset in our store when we started, -1 none */
+	int64_t acked;         /* durable in our store (ack), -1 none */
+	int64_t committed;     /* confirmed by the group coordinator, -1 unknown */
+	uint64_t records;      /* delivered */
+	uint64_t rate_records; /* records at rate_ms */
+	int64_t rate_ms;       /* start of the current rate window */
+	double rate;           /* records/s over the last complete window */
+} mm_kpart_t;
+
+enum mm_krebal_kind { MM_KR_ASSIGN, MM_KR_REVOKE, MM_KR_RESET };
+
+/* A rebalance librdkafka reported, handled in order. */
+typedef struct mm_krebal {
+	int kind;                                /* enum mm_krebal_kind */
+	int lost;                                /* revoke: the assignment was lost */
+	rd_kafka_topic_partition_list_t *parts;  /* owned copy */
+	rd_kafka_resp_err_t werr;                /* committed-offset fetch result */
+	int attempts;
+	struct mm_krebal *next;
+} mm_krebal_t;
+
+typedef struct mm_ksrc mm_ksrc_t;
+
+/* The argument of a sink->flush issued for a revoke. It outlives the source
+ * if the engine calls back after close (owner is then NULL). */
+typedef struct mm_kflush {
+	mm_ksrc_t *owner;
+} mm_kflush_t;
+
+enum mm_ksrc_phase {
+	MM_KS_INIT,    /* opened, not started */
+	MM_KS_RUN,     /* subscribed, delivering */
+	MM_KS_STOP,    /* stop(): no more deliveries, rebalances still served */
+	MM_KS_CLOSE,   /* close(): leaving the group */
+	MM_KS_DESTROY, /* the handle is being destroyed, handles closing */
+};
+
+struct mm_ksrc {
+	mm_source_t base; /* first: what the engine sees */
+
+	rd_kafka_t *rk;
+	rd_kafka_queue_t *rkqu;  /* the consumer queue, everything forwarded to it */
+	rd_kafka_topic_partition_list_t *topics;
+	char *group;
+	int fds[2];              /* io-event pipe: librdkafka writes, the loop reads */
+	int phase;               /* enum mm_ksrc_phase */
+	int paused;              /* pause() by the engine */
+	int cooperative;         /* the group uses the cooperative protocol */
+	int ever_assigned;       /* the group gave us an assignment once */
+	int64_t poll_interval_ms; /* max.poll.interval.ms */
+	int64_t session_ms;      /* session.timeout.ms */
+
+	size_t batch_max, drain_max;
+	rd_kafka_message_t **msgs;  /* batch_max */
+	mm_record_t *recs;          /* batch_max */
+	mm_buf_t ids;               /* "topic:partition:offset" of each record */
+	mm_buf_t pos;               /* the end position of the batch */
+	rd_kafka_message_t **held;  /* served while paused, delivered on resume */
+	size_t nheld, capheld;
+
+	mm_kpart_t *parts;
+	size_t nparts, capparts;
+	size_t last_part;           /* lookup cache */
+
+	/* Rebalances: the one being handled is the head. */
+	mm_krebal_t *rebal, **rebal_tail;
+	int rebal_busy;             /* a step of the head is in progress */
+	mm_kflush_t *flush_wait;    /* the revoke's flush not yet done */
+	uv_work_t work;             /* committed-offset fetch */
+	int work_busy;
+
+	/* Regular commits. */
+	int commit_busy;
+	int commit_again;
+	int commit_hold;            /* refused for a rebalance: wait for it */
+	int64_t commit_retry_ms;
+
+	/* Statistics for status(). */
+	uint64_t commits, commit_failures, rebalances, errors;
+
+	/* Shutdown. */
+	int close_started;          /* rd_kafka_consumer_close_queue was called */
+	int close_waiting;          /* waiting for the first assignment */
+	int close_waited;           /* ... and gave up */
+	int keep_handle;            /* librdkafka would abort in destroy: keep it */
+	unsigned closes;
+	void (*done)(void *arg);
+	void *done_arg;
+
+	uv_poll_t poll;
+	uv_idle_t idle;
+	uv_timer_t commit_timer;    /* commit retry backoff */
+	uv_timer_t rebal_timer;     /* rebalance retries, close wait bound */
+	uv_timer_t alive_timer;     /* serves the queue while paused */
+};
+
+static void mm_ksrc_rebal_next(mm_ksrc_t *ks);
+static void mm_ksrc_close_step(mm_ksrc_t *ks);
+static void mm_ksrc_commit(mm_ksrc_t *ks);
+
+static int64_t mm_ksrc_now_ms(void)
+{
+	uv_timeval64_t tv;
+
+	if (uv_gettimeofday(&tv) != 0)
+		return 0;
+	return tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void mm_ksrc_fail(mm_ksrc_t *ks, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Reports a fatal error; the engine stops the source and closes it. */
+static void mm_ksrc_fail(mm_ksrc_t *ks, int err, const char *fmt, ...)
+{
+	char what[512], detail[1040];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	snprintf(detail, sizeof(detail), "%s: %s", ks->base.id, what);
+	mm_diag_set(err, "%s", detail);
+	if (ks->phase == MM_KS_RUN)
+		ks->base.sink.error(ks->base.sink.ctx, &ks->base, err, detail);
+	else
+		mm_log(MM_LOG_ERROR, "kafka", "%s", detail);
+}
+
+/* ---- partitions ---- */
+
+static mm_kpart_t *mm_ksrc_part_find(mm_ksrc_t *ks, const char *topic, int32_t partition)
+{
+	for (size_t i = 0; i < ks->nparts; i++)
+		if (ks->parts[i].partition == partition && strcmp(ks->parts[i].topic, topic) == 0)
+			return &ks->parts[i];
+	return NULL;
+}
+
+/* Finds or adds a partition; NULL when out of memory. */
+static mm_kpart_t *mm_ksrc_part_get(mm_ksrc_t *ks, const char *topic, int32_t partition)
+{
+	mm_kpart_t *kp = mm_ksrc_part_find(ks, topic, partition), *grown;
+
+	if (kp)
+		return kp;
+	if (ks->nparts == ks->capparts) {
+		size_t cap = ks->capparts ? ks->capparts * 2 : 16;
+
+		grown = realloc(ks->parts, cap * sizeof(*grown));
+		if (grown == NULL)
+			return NULL;
+		ks->parts = grown;
+		ks->capparts = cap;
+	}
+	kp = &ks->parts[ks->nparts];
+	memset(kp, 0, sizeof(*kp));
+	kp->topic = strdup(topic);
+	if (kp->topic == NULL)
+		return NULL;
+	kp->partition = partition;
+	kp->next = kp->stored = kp->acked = kp->committed = -1;
+	kp->rate_ms = mm_ksrc_now_ms();
+	ks->nparts++;
+	return kp;
+}
+
+/* The partition of a message, by its topic handle first (one pointer
+ * comparison for consecutive messages of a partition). */
+static mm_kpart_t *mm_ksrc_part_of(mm_ksrc_t *ks, const rd_kafka_message_t *m)
+{
+	mm_kpart_t *kp;
+
+	if (ks->last_part < ks->nparts) {
+		kp = &ks->parts[ks->last_part];
+		if (kp->rkt == m->rkt && kp->partition == m->partition)
+			return kp;
+	}
+	for (size_t i = 0; i < ks->nparts; i++) {
+		kp = &ks->parts[i];
+		if (kp->partition == m->partition &&
+		    (kp->rkt == m->rkt || strcmp(kp->topic, rd_kafka_topic_name(m->rkt)) == 0)) {
+			kp->rkt = m->rkt;
+			ks->last_part = i;
+			return kp;
+		}
+	}
+	return NULL;
+}
+
+/* The durable offset of a partition in our store, -1 if none. */
+static int64_t mm_ksrc_part_durable(const mm_kpart_t *kp)
+{
+	return kp->acked > kp->stored ? kp->acked : kp->stored;
+}
+
+static void mm_ksrc_rate(mm_kpart_t *kp, int64_t now)
+{
+	int64_t dt = now - kp->rate_ms;
+
+	if (dt < MM_KSRC_RATE_WINDOW_MS)
+		return;
+	/* After an idle window the rate is what that window saw: zero. */
+	kp->rate = (double)(kp->records - kp->rate_records) * 1000.0 / (double)dt;
+	kp->rate_records = kp->records;
+	kp->rate_ms = now;
+}
+
+/* Builds a list of the partitions in the given state (enum mm_kpart_state). */
+static rd_kafka_topic_partition_list_t *mm_ksrc_list(mm_ksrc_t *ks, int state)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)ks->nparts + 1);
+
+	for (size_t i = 0; i < ks->nparts; i++)
+		if (ks->parts[i].state == state)
+			rd_kafka_topic_partition_list_add(l, ks->parts[i].topic,
+							  ks->parts[i].partition);
+	return l;
+}
+
+/* Pauses (or resumes) fetching the partitions of l in librdkafka. */
+static void mm_ksrc_fetch_pause(mm_ksrc_t *ks, rd_kafka_topic_partition_list_t *l, int pause)
+{
+	rd_kafka_resp_err_t err;
+
+	if (l->cnt == 0)
+		return;
+	err = pause ? rd_kafka_pause_partitions(ks->rk, l) : rd_kafka_resume_partitions(ks->rk, l);
+	if (err)
+		mm_log(MM_LOG_WARN, "kafka", "%s: cannot %s %d partition(s): %s", ks->base.id,
+		       pause ? "pause" : "resume", l->cnt, rd_kafka_err2str(err));
+	for (int i = 0; i < l->cnt; i++) {
+		mm_kpart_t *kp = mm_ksrc_part_find(ks, l->elems[i].topic, l->elems[i].partition);
+
+		if (kp)
+			kp->fetch_paused = pause;
+	}
+}
+
+/* ---- positions ---- */
+
+/* Encodes the next offset of every partition that has one into ks->pos. */
+static int mm_ksrc_pos_encode(mm_ksrc_t *ks)
+{
+	uint32_t count = 0;
+	int rc;
+
+	ks->pos.len = 0;
+	rc = mm_buf_put_u32le(&ks->pos, MM_KSRC_POS_MAGIC);
+	rc |= mm_buf_put_u32le(&ks->pos, 0);
+	for (size_t i = 0; i < ks->nparts && rc == 0; i++) {
+		const mm_kpart_t *kp = &ks->parts[i];
+		size_t tlen = strlen(kp->topic);
+
+		if (kp->next < 0)
+			continue;
+		rc |= mm_buf_put_u16le(&ks->pos, (uint16_t)tlen);
+		rc |= mm_buf_append(&ks->pos, kp->topic, tlen);
+		rc |= mm_buf_put_u32le(&ks->pos, (uint32_t)kp->partition);
+		rc |= mm_buf_put_u64le(&ks->pos, (uint64_t)kp->next);
+		count++;
+	}
+	if (rc)
+		return MM_ENOMEM;
+	mm_set_u32le(ks->pos.p + 4, count);
+	return 0;
+}
+
+typedef void (*mm_ksrc_pos_fn)(mm_ksrc_t *ks, mm_kpart_t *kp, int64_t offset);
+
+/* Decodes a position and calls fn for each partition in it (creating the
+ * partitions it names). Returns 0, MM_ECORRUPT or MM_ENOMEM. */
+static int mm_ksrc_pos_decode(mm_ksrc_t *ks, const uint8_t *p, size_t len, mm_ksrc_pos_fn fn)
+{
+	const uint8_t *end = p + len;
+	char topic[256];
+	uint32_t count;
+
+	if (len < 8 || mm_get_u32le(p) != MM_KSRC_POS_MAGIC)
+		return mm_diag_set(MM_ECORRUPT, "%s: position is not a Kafka position", ks->base.id);
+	count = mm_get_u32le(p + 4);
+	p += 8;
+	for (uint32_t i = 0; i < count; i++) {
+		size_t tlen;
+		int32_t partition;
+		int64_t offset;
+		mm_kpart_t *kp;
+
+		if (end - p < 2)
+			goto corrupt;
+		tlen = mm_get_u16le(p);
+		if (tlen == 0 || tlen >= sizeof(topic) || (size_t)(end - p) < 2 + tlen + 12)
+			goto corrupt;
+		memcpy(topic, p + 2, tlen);
+		topic[tlen] = '\0';
+		p += 2 + tlen;
+		partition = (int32_t)mm_get_u32le(p);
+		offset = (int64_t)mm_get_u64le(p + 4);
+		p += 12;
+		if (partition < 0 || offset < 0 || memchr(topic, '\0', tlen) != NULL)
+			goto corrupt;
+		kp = mm_ksrc_part_get(ks, topic, partition);
+		if (kp == NULL)
+			return mm_diag_set(MM_ENOMEM, "%s: out of memory", ks->base.id);
+		fn(ks, kp, offset);
+	}
+	if (p != end)
+		goto corrupt;
+	return 0;
+corrupt:
+	return mm_diag_set(MM_ECORRUPT, "%s: position of %zu bytes is truncated or corrupt",
+			   ks->base.id, len);
+}
+
+static void mm_ksrc_pos_stored(mm_ksrc_t *ks, mm_kpart_t *kp, int64_t offset)
+{
+	kp->stored = offset;
+	kp->next = offset;
+}
+
+static void mm_ksrc_pos_acked(mm_ksrc_t *ks, mm_kpart_t *kp, int64_t offset)
+{
+	if (offset > kp->acked)
+		kp->acked = offset;
+}
+
+/* ---- delivery ---- */
+
+static size_t mm_ksrc_utoa(char *out, uint64_t v)
+{
+	char tmp[24];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	return n;
+}
+
+/* Handles a message carrying an error instead of a record. */
+static void mm_ksrc_msg_error(mm_ksrc_t *ks, const rd_kafka_message_t *m)
+{
+	char fatal[512];
+
+	if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+		return;
+	ks->errors++;
+	if (rd_kafka_fatal_error(ks->rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		mm_ksrc_fail(ks, MM_EIO, "fatal consumer error: %s", fatal);
+		return;
+	}
+	mm_log(MM_LOG_WARN, "kafka", "%s: consumer error on %s[%d]: %s", ks->base.id,
+	       m->rkt ? rd_kafka_topic_name(m->rkt) : "-", (int)m->partition,
+	       rd_kafka_message_errstr(m));
+}
+
+/* Turns messages into records and delivers them as one batch. The messages
+ * are not destroyed here. */
+static void mm_ksrc_deliver(mm_ksrc_t *ks, rd_kafka_message_t **msgs, size_t n)
+{
+	int64_t now = mm_ksrc_now_ms();
+	size_t nrec = 0;
+	mm_batch_t b;
+
+	ks->ids.len = 0;
+	for (size_t i = 0; i < n; i++) {
+		const rd_kafka_message_t *m = msgs[i];
+		rd_kafka_timestamp_type_t tstype;
+		mm_record_t *r;
+		mm_kpart_t *kp;
+		const char *topic;
+		size_t tlen, at;
+		int64_t ts;
+		char *w;
+
+		if (m->err) {
+			mm_ksrc_msg_error(ks, m);
+			continue;
+		}
+		kp = mm_ksrc_part_of(ks, m);
+		/* Records of a partition being revoked (or not ours) belong to
+		 * whoever gets it next: drop them. */
+		if (kp == NULL || kp->state != MM_KP_ACTIVE)
+			continue;
+		topic = rd_kafka_topic_name(m->rkt);
+		tlen = strlen(topic);
+		at = ks->ids.len;
+		if (mm_buf_reserve(&ks->ids, tlen + 2 + 11 + 20) != 0) {
+			mm_ksrc_fail(ks, MM_ENOMEM, "out of memory building record ids");
+			return;
+		}
+		w = (char *)ks->ids.p + at;
+		memcpy(w, topic, tlen);
+		w += tlen;
+		*w++ = ':';
+		w += mm_ksrc_utoa(w, (uint64_t)m->partition);
+		*w++ = ':';
+		w += mm_ksrc_utoa(w, (uint64_t)m->offset);
+		ks->ids.len = (size_t)(w - (char *)ks->ids.p);
+
+		r = &ks->recs[nrec++];
+		r->p = m->payload ? (const char *)m->payload : "";
+		r->orig_len = m->len;
+		r->flags = MM_REC_ID;
+		if (m->len > ks->base.max_record) {
+			r->flags |= MM_REC_TOOBIG;
+			r->len = m->len < MM_REC_PREFIX ? (uint32_t)m->len : MM_REC_PREFIX;
+		} else {
+			r->len = (uint32_t)m->len;
+		}
+		r->offset = (uint64_t)m->offset;
+		ts = rd_kafka_message_timestamp(m, &tstype);
+		r->ts_ms = tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE || ts < 0 ? 0 : ts;
+		/* The buffer may still move: keep the offset, fix up below. */
+		r->id = (const char *)(uintptr_t)at;
+		r->id_len = (uint32_t)(ks->ids.len - at);
+		kp->next = m->offset + 1;
+		kp->records++;
+		ks->base.bytes += m->len;
+	}
+	if (nrec == 0)
+		return;
+	for (size_t i = 0; i < nrec; i++)
+		ks->recs[i].id = (const char *)ks->ids.p + (uintptr_t)ks->recs[i].id;
+	if (mm_ksrc_pos_encode(ks) != 0) {
+		mm_ksrc_fail(ks, MM_ENOMEM, "out of memory encoding the position");
+		return;
+	}
+	b.src = &ks->base;
+	b.recs = ks->recs;
+	b.n = nrec;
+	b.end_pos = ks->pos.p;
+	b.end_pos_len = ks->pos.len;
+	b.now_ms = now;
+	ks->base.records += nrec;
+	ks->base.sink.deliver(ks->base.sink.ctx, &b);
+}
+
+static void mm_ksrc_destroy_msgs(rd_kafka_message_t **msgs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		rd_kafka_message_destroy(msgs[i]);
+}
+
+/* Keeps messages served while paused, to deliver them first on resume. */
+static int mm_ksrc_hold(mm_ksrc_t *ks, rd_kafka_message_t **msgs, size_t n)
+{
+	if (ks->nheld + n > ks->capheld) {
+		size_t cap = ks->capheld ? ks->capheld : ks->batch_max;
+		rd_kafka_message_t **grown;
+
+		while (cap < ks->nheld + n)
+			cap *= 2;
+		grown = realloc(ks->held, cap * sizeof(*grown));
+		if (grown == NULL)
+			return MM_ENOMEM;
+		ks->held = grown;
+		ks->capheld = cap;
+	}
+	memcpy(ks->held + ks->nheld, msgs, n * sizeof(*msgs));
+	ks->nheld += n;
+	return 0;
+}
+
+/* Delivers what was held while paused, batch by batch, unless paused again. */
+static void mm_ksrc_deliver_held(mm_ksrc_t *ks)
+{
+	size_t done = 0;
+
+	while (done < ks->nheld && ks->phase == MM_KS_RUN && !ks->paused) {
+		size_t n = ks->nheld - done < ks->batch_max ? ks->nheld - done : ks->batch_max;
+
+		mm_ksrc_deliver(ks, ks->held + done, n);
+		mm_ksrc_destroy_msgs(ks->held + done, n);
+		done += n;
+	}
+	if (ks->phase != MM_KS_RUN) {
+		mm_ksrc_destroy_msgs(ks->held + done, ks->nheld - done);
+		done = ks->nheld;
+	}
+	memmove(ks->held, ks->held + done, (ks->nheld - done) * sizeof(*ks->held));
+	ks->nheld -= done;
+}
+
+static void mm_ksrc_on_idle(uv_idle_t *h);
+
+/* Serves the queue: up to drain_max chunks, then yields to the loop. */
+static void mm_ksrc_drain(mm_ksrc_t *ks)
+{
+	size_t budget = ks->drain_max;
+
+	uv_idle_stop(&ks->idle);
+	if (ks->phase >= MM_KS_DESTROY)
+		return;
+	if (ks->nheld && ks->phase == MM_KS_RUN && !ks->paused)
+		mm_ksrc_deliver_held(ks);
+	while (budget-- > 0 && ks->phase < MM_KS_DESTROY) {
+		ssize_t n = rd_kafka_consume_batch_queue(ks->rkqu, 0, ks->msgs, ks->batch_max);
+
+		if (n < 0) {
+			mm_ksrc_fail(ks, MM_EIO, "cannot read the consumer queue: %s",
+				     rd_kafka_err2str(rd_kafka_last_error()));
+			return;
+		}
+		if (n == 0)
+			break;
+		if (ks->phase == MM_KS_RUN && !ks->paused && ks->nheld == 0) {
+			mm_ksrc_deliver(ks, ks->msgs, (size_t)n);
+		} else if (ks->phase == MM_KS_RUN && mm_ksrc_hold(ks, ks->msgs, (size_t)n) == 0) {
+			continue; /* held: not destroyed */
+		}
+		mm_ksrc_destroy_msgs(ks->msgs, (size_t)n);
+		if (budget == 0) {
+			/* The queue may hold more: continue on the next iteration. */
+			uv_idle_start(&ks->idle, mm_ksrc_on_idle);
+			break;
+		}
+	}
+	if (ks->phase == MM_KS_CLOSE)
+		mm_ksrc_close_step(ks);
+}
+
+static void mm_ksrc_on_idle(uv_idle_t *h)
+{
+	mm_ksrc_drain(h->data);
+}
+
+static void mm_ksrc_on_poll(uv_poll_t *h, int status, int events)
+{
+	mm_ksrc_t *ks = h->data;
+	char buf[256];
+
+	/* Empty the pipe first: an enqueue after this point writes again. */
+	while (read(ks->fds[0], buf, sizeof(buf)) > 0)
+		;
+	mm_ksrc_drain(ks);
+}
+
+static void mm_ksrc_on_alive(uv_timer_t *h)
+{
+	mm_ksrc_drain(h->data);
+}
+
+/* ---- commits ---- */
+
+static int mm_ksrc_commit_refused(rd_kafka_resp_err_t err)
+{
+	return err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+	       err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+	       err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID;
+}
+
+/* Records the partitions a commit confirmed. */
+static void mm_ksrc_committed_parts(mm_ksrc_t *ks, rd_kafka_topic_partition_list_t *offsets)
+{
+	for (int i = 0; offsets && i < offsets->cnt; i++) {
+		const rd_kafka_topic_partition_t *e = &offsets->elems[i];
+		mm_kpart_t *kp;
+
+		if (e->err || e->offset < 0)
+			continue;
+		kp = mm_ksrc_part_find(ks, e->topic, e->partition);
+		if (kp && e->offset > kp->committed)
+			kp->committed = e->offset;
+	}
+}
+
+static void mm_ksrc_on_commit_timer(uv_timer_t *h)
+{
+	mm_ksrc_commit(h->data);
+}
+
+static void mm_ksrc_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	mm_ksrc_t *ks = opaque;
+
+	ks->commit_busy = 0;
+	mm_ksrc_committed_parts(ks, offsets);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
+		ks->commits++;
+		ks->commit_retry_ms = MM_KSRC_RETRY_MIN_MS;
+	} else if (mm_ksrc_commit_refused(err)) {
+		/* Committing again before the rebalance completes would be refused
+		 * too, or make librdkafka drop the assignment. */
+		ks->commit_failures++;
+		ks->commit_hold = 1;
+		mm_log(MM_LOG_INFO, "kafka", "%s: commit refused (%s); committing after the rebalance",
+		       ks->base.id, rd_kafka_err2name(err));
+	} else {
+		ks->commit_failures++;
+		mm_log(MM_LOG_WARN, "kafka", "%s: commit failed: %s; retrying in %" PRId64 " ms",
+		       ks->base.id, rd_kafka_err2str(err), ks->commit_retry_ms);
+		if (ks->phase < MM_KS_CLOSE)
+			uv_timer_start(&ks->commit_timer, mm_ksrc_on_commit_timer,
+				       (uint64_t)ks->commit_retry_ms, 0);
+		ks->commit_retry_ms *= 2;
+		if (ks->commit_retry_ms > MM_KSRC_RETRY_MAX_MS)
+			ks->commit_retry_ms = MM_KSRC_RETRY_MAX_MS;
+		ks->commit_again = 0;
+	}
+	if (ks->commit_again && !ks->commit_hold) {
+		ks->commit_again = 0;
+		mm_ksrc_commit(ks);
+	}
+	if (ks->phase == MM_KS_CLOSE)
+		mm_ksrc_close_step(ks);
+}
+
+/* Commits the durable offsets of the assigned partitions that moved since
+ * their last commit. One commit is in flight at a time. */
+static void mm_ksrc_commit(mm_ksrc_t *ks)
+{
+	rd_kafka_topic_partition_list_t *l;
+	rd_kafka_resp_err_t err;
+
+	if (ks->phase >= MM_KS_CLOSE || ks->commit_hold)
+		return;
+	if (ks->commit_busy) {
+		ks->commit_again = 1;
+		return;
+	}
+	uv_timer_stop(&ks->commit_timer);
+	l = rd_kafka_topic_partition_list_new((int)ks->nparts + 1);
+	for (size_t i = 0; i < ks->nparts; i++) {
+		const mm_kpart_t *kp = &ks->parts[i];
+
+		if (kp->state == MM_KP_ACTIVE && kp->acked > kp->committed)
+			rd_kafka_topic_partition_list_add(l, kp->topic, kp->partition)->offset =
+			    kp->acked;
+	}
+	if (l->cnt > 0) {
+		err = rd_kafka_commit_queue(ks->rk, l, ks->rkqu, mm_ksrc_on_commit, ks);
+		if (err) {
+			ks->commit_failures++;
+			mm_log(MM_LOG_WARN, "kafka", "%s: cannot commit: %s", ks->base.id,
+			       rd_kafka_err2str(err));
+			uv_timer_start(&ks->commit_timer, mm_ksrc_on_commit_timer,
+				       (uint64_t)ks->commit_retry_ms, 0);
+		} else {
+			ks->commit_busy = 1;
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* ---- rebalances ---- */
+
+static void mm_ksrc_rebal_free(mm_krebal_t *op)
+{
+	rd_kafka_topic_partition_list_destroy(op->parts);
+	free(op);
+}
+
+/* The head rebalance is handled: start the next one. */
+static void mm_ksrc_rebal_done(mm_ksrc_t *ks)
+{
+	mm_krebal_t *op = ks->rebal;
+
+	ks->rebal = op->next;
+	if (ks->rebal == NULL)
+		ks->rebal_tail = &ks->rebal;
+	ks->rebal_busy = 0;
+	mm_ksrc_rebal_free(op);
+	ks->rebalances++;
+	mm_ksrc_rebal_next(ks);
+	if (ks->phase == MM_KS_CLOSE)
+		mm_ksrc_close_step(ks);
+}
+
+/* Hands the assignment in op->parts (offsets chosen) to librdkafka. */
+static void mm_ksrc_assign_apply(mm_ksrc_t *ks, mm_krebal_t *op)
+{
+	rd_kafka_topic_partition_list_t *mine;
+	rd_kafka_error_t *error = NULL;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+	if (ks->cooperative)
+		error = rd_kafka_incremental_assign(ks->rk, op->parts);
+	else
+		err = rd_kafka_assign(ks->rk, op->parts);
+	if (error) {
+		mm_log(MM_LOG_ERROR, "kafka", "%s: incremental assign failed: %s", ks->base.id,
+		       rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+	} else if (err) {
+		mm_log(MM_LOG_ERROR, "kafka", "%s: assign failed: %s", ks->base.id,
+		       rd_kafka_err2str(err));
+	}
+	ks->ever_assigned = 1;
+	for (int i = 0; i < op->parts->cnt; i++) {
+		const rd_kafka_topic_partition_t *e = &op->parts->elems[i];
+		mm_kpart_t *kp = mm_ksrc_part_get(ks, e->topic, e->partition);
+
+		if (kp == NULL) {
+			mm_ksrc_fail(ks, MM_ENOMEM, "out of memory assigning partitions");
+			break;
+		}
+		kp->state = MM_KP_ACTIVE;
+		kp->fetch_paused = 0;
+		kp->next = e->offset >= 0 ? e->offset : -1;
+	}
+	/* New partitions of a paused or stopped source must not be fetched. */
+	if (ks->paused || ks->phase != MM_KS_RUN) {
+		mine = rd_kafka_topic_partition_list_copy(op->parts);
+		mm_ksrc_fetch_pause(ks, mine, 1);
+		rd_kafka_topic_partition_list_destroy(mine);
+	}
+}
+
+static void mm_ksrc_on_rebal_timer(uv_timer_t *h);
+
+/* Chooses where each assigned partition starts, from our store's offsets and
+ * the group's committed offsets in op->parts. */
+static void mm_ksrc_assign_offsets(mm_ksrc_t *ks, mm_krebal_t *op)
+{
+	for (int i = 0; i < op->parts->cnt; i++) {
+		rd_kafka_topic_partition_t *e = &op->parts->elems[i];
+		mm_kpart_t *kp = mm_ksrc_part_get(ks, e->topic, e->partition);
+		int64_t group = e->offset >= 0 ? e->offset : -1;
+		int64_t ours = kp ? mm_ksrc_part_durable(kp) : -1;
+		int64_t start = group > ours ? group : ours;
+
+		if (kp)
+			kp->committed = group;
+		e->offset = start >= 0 ? start : RD_KAFKA_OFFSET_INVALID;
+		mm_log(MM_LOG_INFO, "kafka", "%s: assigned %s[%d] from %s%" PRId64
+		       " (this store: %" PRId64 ", group: %" PRId64 ")",
+		       ks->base.id, e->topic, (int)e->partition, start >= 0 ? "offset " : "",
+		       start >= 0 ? start : (int64_t)-1, ours, group);
+	}
+}
+
+static void mm_ksrc_committed_work(uv_work_t *req)
+{
+	mm_ksrc_t *ks = req->data;
+	mm_krebal_t *op = ks->rebal;
+
+	op->werr = rd_kafka_committed(ks->rk, op->parts, MM_KSRC_COMMITTED_TIMEOUT_MS);
+	for (int i = 0; op->werr == RD_KAFKA_RESP_ERR_NO_ERROR && i < op->parts->cnt; i++)
+		if (op->parts->elems[i].err)
+			op->werr = op->parts->elems[i].err;
+}
+
+static void mm_ksrc_committed_done(uv_work_t *req, int status)
+{
+	mm_ksrc_t *ks = req->data;
+	mm_krebal_t *op = ks->rebal;
+	int64_t delay;
+
+	ks->work_busy = 0;
+	if (ks->phase >= MM_KS_CLOSE) {
+		/* Leaving: the offsets do not matter, nothing will be read. */
+		for (int i = 0; i < op->parts->cnt; i++)
+			op->parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+		mm_ksrc_assign_apply(ks, op);
+		mm_ksrc_rebal_done(ks);
+		return;
+	}
+	if (status != 0 || op->werr) {
+		op->attempts++;
+		delay = MM_KSRC_RETRY_MIN_MS << (op->attempts < 6 ? op->attempts : 6);
+		if (delay > MM_KSRC_RETRY_MAX_MS)
+			delay = MM_KSRC_RETRY_MAX_MS;
+		mm_log(MM_LOG_WARN, "kafka", "%s: cannot fetch committed offsets: %s; retrying in %" PRId64
+		       " ms", ks->base.id, status ? uv_strerror(status) : rd_kafka_err2str(op->werr),
+		       delay);
+		uv_timer_start(&ks->rebal_timer, mm_ksrc_on_rebal_timer, (uint64_t)delay, 0);
+		return;
+	}
+	mm_ksrc_assign_offsets(ks, op);
+	mm_ksrc_assign_apply(ks, op);
+	mm_ksrc_rebal_done(ks);
+}
+
+/* Fetches the group's committed offsets of op->parts on the thread pool. */
+static void mm_ksrc_assign_fetch(mm_ksrc_t *ks)
+{
+	mm_krebal_t *op = ks->rebal;
+	int rc;
+
+	for (int i = 0; i < op->parts->cnt; i++)
+		op->parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+	op->werr = RD_KAFKA_RESP_ERR_NO_ERROR;
+	ks->work.data = ks;
+	rc = uv_queue_work(ks->base.loop, &ks->work, mm_ksrc_committed_work, mm_ksrc_committed_done);
+	if (rc < 0) {
+		mm_ksrc_fail(ks, MM_EIO, "cannot queue the committed-offset fetch: %s", uv_strerror(rc));
+		return;
+	}
+	ks->work_busy = 1;
+}
+
+static void mm_ksrc_unassign(mm_ksrc_t *ks)
+{
+	mm_krebal_t *op = ks->rebal;
+	rd_kafka_error_t *error = NULL;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+	if (ks->cooperative)
+		error = rd_kafka_incremental_unassign(ks->rk, op->parts);
+	else
+		err = rd_kafka_assign(ks->rk, NULL);
+	if (error) {
+		mm_log(MM_LOG_ERROR, "kafka", "%s: incremental unassign failed: %s", ks->base.id,
+		       rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+	} else if (err) {
+		mm_log(MM_LOG_ERROR, "kafka", "%s: unassign failed: %s", ks->base.id,
+		       rd_kafka_err2str(err));
+	}
+	for (int i = 0; i < op->parts->cnt; i++) {
+		mm_kpart_t *kp = mm_ksrc_part_find(ks, op->parts->elems[i].topic,
+						   op->parts->elems[i].partition);
+
+		if (kp) {
+			kp->state = MM_KP_IDLE;
+			kp->fetch_paused = 0;
+		}
+	}
+	if (!ks->cooperative)
+		for (size_t i = 0; i < ks->nparts; i++)
+			ks->parts[i].state = MM_KP_IDLE;
+	mm_ksrc_rebal_done(ks);
+}
+
+static void mm_ksrc_on_revoke_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+				     rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	mm_ksrc_t *ks = opaque;
+	mm_krebal_t *op = ks->rebal;
+	int retry = err == RD_KAFKA_RESP_ERR_NOT_COORDINATOR ||
+		    err == RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE ||
+		    err == RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS ||
+		    err == RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT ||
+		    err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+		    err == RD_KAFKA_RESP_ERR__WAIT_COORD;
+
+	mm_ksrc_committed_parts(ks, offsets);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
+		ks->commits++;
+		mm_log(MM_LOG_INFO, "kafka", "%s: committed %d revoked partition(s)", ks->base.id,
+		       offsets ? offsets->cnt : 0);
+		mm_ksrc_unassign(ks);
+		return;
+	}
+	ks->commit_failures++;
+	if (retry && ++op->attempts < MM_KSRC_REVOKE_COMMIT_TRIES) {
+		mm_log(MM_LOG_WARN, "kafka", "%s: commit of revoked partitions failed: %s; retrying",
+		       ks->base.id, rd_kafka_err2str(err));
+		uv_timer_start(&ks->rebal_timer, mm_ksrc_on_rebal_timer,
+			       (uint64_t)(MM_KSRC_RETRY_MIN_MS * op->attempts), 0);
+		return;
+	}
+	mm_log(MM_LOG_WARN, "kafka", "%s: commit of revoked partitions failed: %s; releasing them "
+	       "uncommitted (their next owner replays from the previous commit)",
+	       ks->base.id, rd_kafka_err2str(err));
+	mm_ksrc_unassign(ks);
+}
+
+/* Commits the durable offsets of the revoked partitions, then unassigns. */
+static void mm_ksrc_revoke_commit(mm_ksrc_t *ks)
+{
+	mm_krebal_t *op = ks->rebal;
+	rd_kafka_topic_partition_list_t *l;
+	rd_kafka_resp_err_t err;
+
+	if (op->lost) {
+		mm_log(MM_LOG_WARN, "kafka", "%s: %d partition(s) lost (session timeout or fenced): "
+		       "released without committing", ks->base.id, op->parts->cnt);
+		mm_ksrc_unassign(ks);
+		return;
+	}
+	l = rd_kafka_topic_partition_list_new(op->parts->cnt + 1);
+	for (int i = 0; i < op->parts->cnt; i++) {
+		const mm_kpart_t *kp = mm_ksrc_part_find(ks, op->parts->elems[i].topic,
+							 op->parts->elems[i].partition);
+
+		if (kp && kp->acked > kp->committed)
+			rd_kafka_topic_partition_list_add(l, kp->topic, kp->partition)->offset =
+			    kp->acked;
+	}
+	if (l->cnt == 0) {
+		rd_kafka_topic_partition_list_destroy(l);
+		mm_ksrc_unassign(ks);
+		return;
+	}
+	err = rd_kafka_commit_queue(ks->rk, l, ks->rkqu, mm_ksrc_on_revoke_commit, ks);
+	rd_kafka_topic_partition_list_destroy(l);
+	if (err)
+		mm_ksrc_on_revoke_commit(ks->rk, err, NULL, ks);
+}
+
+static void mm_ksrc_on_revoke_flushed(void *arg, int status)
+{
+	mm_kflush_t *fw = arg;
+	mm_ksrc_t *ks = fw->owner;
+
+	free(fw);
+	if (ks == NULL)
+		return; /* the source closed without waiting for this flush */
+	ks->flush_wait = NULL;
+	if (status != 0) {
+		mm_log(MM_LOG_WARN, "kafka", "%s: flush before revoke failed (%s): releasing the "
+		       "partitions uncommitted", ks->base.id, mm_err_name(status));
+		mm_ksrc_unassign(ks);
+		return;
+	}
+	mm_ksrc_revoke_commit(ks);
+}
+
+/* Revoke: stop the partitions, make what was delivered durable, commit. */
+static void mm_ksrc_revoke_begin(mm_ksrc_t *ks)
+{
+	mm_krebal_t *op = ks->rebal;
+	mm_kflush_t *fw;
+
+	for (int i = 0; i < op->parts->cnt; i++) {
+		mm_kpart_t *kp = mm_ksrc_part_find(ks, op->parts->elems[i].topic,
+						   op->parts->elems[i].partition);
+
+		if (kp)
+			kp->state = MM_KP_REVOKING;
+	}
+	mm_ksrc_fetch_pause(ks, op->parts, 1);
+	mm_log(MM_LOG_INFO, "kafka", "%s: %d partition(s) revoked%s: flushing before release",
+	       ks->base.id, op->parts->cnt, op->lost ? " (lost)" : "");
+	if (ks->phase >= MM_KS_CLOSE) {
+		/* The engine closes sources after its last flush: what was
+		 * delivered is durable and acked. */
+		mm_ksrc_revoke_commit(ks);
+		return;
+	}
+	fw = malloc(sizeof(*fw));
+	if (fw == NULL) {
+		mm_ksrc_fail(ks, MM_ENOMEM, "out of memory revoking partitions");
+		mm_ksrc_unassign(ks);
+		return;
+	}
+	fw->owner = ks;
+	ks->flush_wait = fw;
+	ks->base.sink.flush(ks->base.sink.ctx, &ks->base, mm_ksrc_on_revoke_flushed, fw);
+}
+
+static void mm_ksrc_on_rebal_timer(uv_timer_t *h)
+{
+	mm_ksrc_t *ks = h->data;
+	mm_krebal_t *op = ks->rebal;
+
+	if (ks->close_waiting) {
+		/* The first assignment did not come in time. */
+		ks->close_waiting = 0;
+		ks->close_waited = 1;
+		mm_ksrc_close_step(ks);
+		return;
+	}
+	if (op == NULL)
+		return;
+	if (op->kind == MM_KR_ASSIGN)
+		mm_ksrc_assign_fetch(ks);
+	else if (op->kind == MM_KR_REVOKE)
+		mm_ksrc_revoke_commit(ks);
+}
+
+/* Starts handling the head rebalance, if none is in progress. */
+static void mm_ksrc_rebal_next(mm_ksrc_t *ks)
+{
+	mm_krebal_t *op = ks->rebal;
+
+	if (op == NULL || ks->rebal_busy || ks->phase >= MM_KS_DESTROY)
+		return;
+	ks->rebal_busy = 1;
+	switch (op->kind) {
+	case MM_KR_ASSIGN:
+		if (ks->phase >= MM_KS_CLOSE) {
+			mm_ksrc_assign_apply(ks, op);
+			mm_ksrc_rebal_done(ks);
+		} else {
+			mm_ksrc_assign_fetch(ks);
+		}
+		break;
+	case MM_KR_REVOKE:
+		mm_ksrc_revoke_begin(ks);
+		break;
+	default:
+		rd_kafka_assign(ks->rk, NULL);
+		for (size_t i = 0; i < ks->nparts; i++)
+			ks->parts[i].state = MM_KP_IDLE;
+		mm_ksrc_rebal_done(ks);
+		break;
+	}
+}
+
+static void mm_ksrc_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+				 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	mm_ksrc_t *ks = opaque;
+	const char *proto = rd_kafka_rebalance_protocol(rk);
+	mm_krebal_t *op = calloc(1, sizeof(*op));
+
+	if (op == NULL || (op->parts = rd_kafka_topic_partition_list_copy(parts)) == NULL) {
+		free(op);
+		mm_ksrc_fail(ks, MM_ENOMEM, "out of memory handling a rebalance");
+		rd_kafka_assign(rk, NULL);
+		return;
+	}
+	ks->cooperative = proto != NULL && strcmp(proto, "COOPERATIVE") == 0;
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		op->kind = MM_KR_ASSIGN;
+	} else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+		op->kind = MM_KR_REVOKE;
+		op->lost = rd_kafka_assignment_lost(rk);
+	} else {
+		op->kind = MM_KR_RESET;
+		mm_log(MM_LOG_WARN, "kafka", "%s: rebalance error: %s", ks->base.id,
+		       rd_kafka_err2str(err));
+	}
+	/* The rebalance ended: commits are accepted again. */
+	if (ks->commit_hold) {
+		ks->commit_hold = 0;
+		ks->commit_again = 1;
+	}
+	*ks->rebal_tail = op;
+	ks->rebal_tail = &op->next;
+	mm_ksrc_rebal_next(ks);
+	if (ks->commit_again && !ks->commit_busy) {
+		ks->commit_again = 0;
+		mm_ksrc_commit(ks);
+	}
+}
+
+/* ---- librdkafka callbacks ---- */
+
+static void mm_ksrc_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	int ours = level <= 3 ? MM_LOG_ERROR : level == 4 ? MM_LOG_WARN
+				   : level <= 6 ? MM_LOG_INFO : MM_LOG_DEBUG;
+
+	mm_log(ours, "kafka", "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+static void mm_ksrc_on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	mm_ksrc_t *ks = opaque;
+	char fatal[512];
+
+	ks->errors++;
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+		mm_ksrc_fail(ks, MM_EIO, "fatal error: %s", fatal);
+		return;
+	}
+	mm_log(MM_LOG_WARN, "kafka", "%s: %s: %s", ks->base.id,
+	       rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+/* ---- shutdown ---- */
+
+static void mm_ksrc_free(mm_ksrc_t *ks)
+{
+	mm_krebal_t *op, *next;
+
+	for (op = ks->rebal; op; op = next) {
+		next = op->next;
+		mm_ksrc_rebal_free(op);
+	}
+	for (size_t i = 0; i < ks->nparts; i++)
+		free(ks->parts[i].topic);
+	if (ks->topics)
+		rd_kafka_topic_partition_list_destroy(ks->topics);
+	free(ks->parts);
+	free(ks->held);
+	free(ks->msgs);
+	free(ks->recs);
+	free(ks->group);
+	mm_buf_free(&ks->ids);
+	mm_buf_free(&ks->pos);
+	free(ks);
+}
+
+static void mm_ksrc_on_closed(uv_handle_t *h)
+{
+	mm_ksrc_t *ks = h->data;
+	void (*done)(void *) = ks->done;
+	void *arg = ks->done_arg;
+
+	if (--ks->closes > 0)
+		return;
+	if (ks->fds[0] >= 0)
+		close(ks->fds[0]);
+	if (ks->fds[1] >= 0)
+		close(ks->fds[1]);
+	mm_ksrc_free(ks);
+	if (done)
+		done(arg);
+}
+
+static void mm_ksrc_close_handles(mm_ksrc_t *ks)
+{
+	ks->closes = 5;
+	uv_close((uv_handle_t *)&ks->poll, mm_ksrc_on_closed);
+	uv_close((uv_handle_t *)&ks->idle, mm_ksrc_on_closed);
+	uv_close((uv_handle_t *)&ks->commit_timer, mm_ksrc_on_closed);
+	uv_close((uv_handle_t *)&ks->rebal_timer, mm_ksrc_on_closed);
+	uv_close((uv_handle_t *)&ks->alive_timer, mm_ksrc_on_closed);
+}
+
+static void mm_ksrc_destroy_work(uv_work_t *req)
+{
+	mm_ksrc_t *ks = req->data;
+
+	rd_kafka_destroy(ks->rk);
+}
+
+static void mm_ksrc_destroy_done(uv_work_t *req, int status)
+{
+	mm_ksrc_t *ks = req->data;
+
+	ks->rk = NULL;
+	mm_ksrc_close_handles(ks);
+}
+
+/* The consumer has left the group: release librdkafka, then the handles. */
+static void mm_ksrc_destroy(mm_ksrc_t *ks)
+{
+	const char *proto;
+
+	ks->phase = MM_KS_DESTROY;
+	uv_poll_stop(&ks->poll);
+	uv_idle_stop(&ks->idle);
+	uv_timer_stop(&ks->commit_timer);
+	uv_timer_stop(&ks->rebal_timer);
+	uv_timer_stop(&ks->alive_timer);
+	mm_ksrc_destroy_msgs(ks->held, ks->nheld);
+	ks->nheld = 0;
+	rd_kafka_queue_io_event_enable(ks->rkqu, -1, NULL, 0);
+	rd_kafka_queue_destroy(ks->rkqu);
+	ks->rkqu = NULL;
+	proto = rd_kafka_rebalance_protocol(ks->rk);
+	if (proto && strcmp(proto, "COOPERATIVE") == 0 && !ks->ever_assigned) {
+		/* librdkafka 2.0.2 asserts in rd_kafka_destroy here (#4312). */
+		mm_log(MM_LOG_WARN, "kafka", "%s: left the group before its first assignment; "
+		       "keeping the librdkafka handle (destroying it would abort)", ks->base.id);
+		ks->keep_handle = 1;
+		ks->rk = NULL;
+		mm_ksrc_close_handles(ks);
+		return;
+	}
+	ks->work.data = ks;
+	if (uv_queue_work(ks->base.loop, &ks->work, mm_ksrc_destroy_work, mm_ksrc_destroy_done) < 0) {
+		rd_kafka_destroy(ks->rk);
+		ks->rk = NULL;
+		mm_ksrc_close_handles(ks);
+	}
+}
+
+/* Advances close() as far as the state allows; called again by every event
+ * that may unblock it. */
+static void mm_ksrc_close_step(mm_ksrc_t *ks)
+{
+	const char *proto;
+	rd_kafka_error_t *error;
+
+	if (ks->phase != MM_KS_CLOSE)
+		return;
+	if (!ks->close_started) {
+		if (ks->work_busy || ks->commit_busy)
+			return; /* their callbacks call back here */
+		if (ks->rebal && ks->rebal_busy && ks->flush_wait) {
+			/* The engine will not flush again: this revoke's flush is
+			 * the last one, already done. */
+			ks->flush_wait->owner = NULL;
+			ks->flush_wait = NULL;
+			mm_ksrc_revoke_commit(ks);
+			return;
+		}
+		if (ks->rebal)
+			return;
+		proto = rd_kafka_rebalance_protocol(ks->rk);
+		if (proto && strcmp(proto, "COOPERATIVE") == 0 && !ks->ever_assigned &&
+		    !ks->close_waited) {
+			/* Wait for the first assignment (see the top). */
+			if (!ks->close_waiting) {
+				ks->close_waiting = 1;
+				uv_timer_start(&ks->rebal_timer, mm_ksrc_on_rebal_timer,
+					       (uint64_t)ks->session_ms + 5000, 0);
+				mm_log(MM_LOG_INFO, "kafka", "%s: waiting for the first assignment "
+				       "before leaving the group", ks->base.id);
+			}
+			return;
+		}
+		uv_timer_stop(&ks->rebal_timer);
+		ks->close_waiting = 0;
+		ks->close_started = 1;
+		error = rd_kafka_consumer_close_queue(ks->rk, ks->rkqu);
+		if (error) {
+			mm_log(MM_LOG_WARN, "kafka", "%s: close: %s", ks->base.id,
+			       rd_kafka_error_string(error));
+			rd_kafka_error_destroy(error);
+		}
+		/* The close's events arrive on the queue; serve what is there. */
+		uv_idle_start(&ks->idle, mm_ksrc_on_idle);
+		return;
+	}
+	if (ks->rebal == NULL && !ks->work_busy && rd_kafka_consumer_closed(ks->rk))
+		mm_ksrc_destroy(ks);
+}
+
+/* ---- vtable ---- */
+
+/* Sets one librdkafka property, with the error text in the diag slot. */
+static int mm_ksrc_conf(rd_kafka_conf_t *conf, const char *id, const char *key, const char *value)
+{
+	char errstr[512];
+
+	if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+		return mm_diag_set(MM_EINVAL, "%s: librdkafka property '%s': %s", id, key, errstr);
+	return 0;
+}
+
+static int64_t mm_ksrc_conf_int(rd_kafka_t *rk, const char *key, int64_t def)
+{
+	char buf[64];
+	size_t n = sizeof(buf);
+
+	if (rd_kafka_conf_get(rd_kafka_conf(rk), key, buf, &n) != RD_KAFKA_CONF_OK)
+		return def;
+	return strtoll(buf, NULL, 10);
+}
+
+static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
+			const mm_source_sink_t *sink, mm_source_t **out)
+{
+	struct mm_ksrc_cfg cfg;
+	rd_kafka_conf_t *conf = NULL;
+	mm_kv_t *ours = NULL;
+	mm_ksrc_t *ks = NULL;
+	char errstr[512], *topics = NULL, *save = NULL, *tok;
+	size_t nours = 0, plen = strlen(MM_KSRC_PREFIX);
+	int has_bootstrap = 0, has_strategy = 0, rc;
+
+	ours = calloc(nkv + 1, sizeof(*ours));
+	if (ours == NULL)
+		return mm_diag_set(MM_ENOMEM, "kafka: out of memory");
+	for (size_t i = 0; i < nkv; i++)
+		if (strncmp(kv[i].key, MM_KSRC_PREFIX, plen) != 0)
+			ours[nours++] = kv[i];
+	memset(&cfg, 0, sizeof(cfg));
+	rc = mm_options_apply(mm_source_kafka_vtable.options, "kafka", ours, nours, &cfg);
+	if (rc)
+		goto fail;
+	if (cfg.topics == NULL || cfg.topics[0] == '\0' || cfg.group == NULL || cfg.group[0] == '\0') {
+		rc = mm_diag_set(MM_EINVAL, "kafka: options 'topics' and 'group' are required");
+		goto fail;
+	}
+	if (strcmp(cfg.start, "earliest") != 0 && strcmp(cfg.start, "latest") != 0) {
+		rc = mm_diag_set(MM_EINVAL, "kafka: option 'start': expected earliest or latest, got '%s'",
+				 cfg.start);
+		goto fail;
+	}
+	if (cfg.batch < 1 || cfg.batch > MM_KSRC_BATCH_MAX || cfg.drain < 1 || cfg.drain > 1024) {
+		rc = mm_diag_set(MM_EINVAL, "kafka: 'batch' must be 1..%d and 'drain' 1..1024",
+				 MM_KSRC_BATCH_MAX);
+		goto fail;
+	}
+	ks = calloc(1, sizeof(*ks));
+	if (ks == NULL) {
+		rc = mm_diag_set(MM_ENOMEM, "kafka: out of memory");
+		goto fail;
+	}
+	ks->fds[0] = ks->fds[1] = -1;
+	ks->rebal_tail = &ks->rebal;
+	ks->batch_max = (size_t)cfg.batch;
+	ks->drain_max = (size_t)cfg.drain;
+	ks->commit_retry_ms = MM_KSRC_RETRY_MIN_MS;
+	if ((size_t)snprintf(ks->base.id, sizeof(ks->base.id), "kafka:%s/%s", cfg.group,
+			     cfg.topics) >= sizeof(ks->base.id)) {
+		rc = mm_diag_set(MM_EINVAL, "kafka: group and topic names are too long");
+		goto fail;
+	}
+	ks->group = strdup(cfg.group);
+	topics = strdup(cfg.topics);
+	ks->msgs = malloc(ks->batch_max * sizeof(*ks->msgs));
+	ks->recs = malloc(ks->batch_max * sizeof(*ks->recs));
+	ks->topics = rd_kafka_topic_partition_list_new(4);
+	if (ks->group == NULL || topics == NULL || ks->msgs == NULL || ks->recs == NULL) {
+		rc = mm_diag_set(MM_ENOMEM, "kafka: out of memory");
+		goto fail;
+	}
+	for (tok = strtok_r(topics, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
+		rd_kafka_topic_partition_list_add(ks->topics, tok, RD_KAFKA_PARTITION_UA);
+	if (ks->topics->cnt == 0) {
+		rc = mm_diag_set(MM_EINVAL, "kafka: option 'topics' names no topic");
+		goto fail;
+	}
+
+	conf = rd_kafka_conf_new();
+	rc = mm_ksrc_conf(conf, ks->base.id, "client.id", "murmur");
+	/* librdkafka must never commit or store an offset on its own: only
+	 * durable offsets are committed, by ack(). */
+	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "enable.auto.commit", "false");
+	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "enable.auto.offset.store", "false");
+	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "group.id", cfg.group);
+	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "auto.offset.reset", cfg.start);
+	if (rc == 0 && cfg.brokers && cfg.brokers[0]) {
+		rc = mm_ksrc_conf(conf, ks->base.id, "bootstrap.servers", cfg.brokers);
+		has_bootstrap = 1;
+	}
+	for (size_t i = 0; rc == 0 && i < nkv; i++) {
+		const char *key = kv[i].key + plen;
+
+		if (strncmp(kv[i].key, MM_KSRC_PREFIX, plen) != 0)
+			continue;
+		if (strcmp(key, "enable.auto.commit") == 0 ||
+		    strcmp(key, "enable.auto.offset.store") == 0 || strcmp(key, "group.id") == 0 ||
+		    strcmp(key, "auto.offset.reset") == 0) {
+			rc = mm_diag_set(MM_EINVAL, "kafka: librdkafka property '%s' is set by murmur "
+					 "(use the group and start options)", key);
+			break;
+		}
+		has_bootstrap |= strcmp(key, "bootstrap.servers") == 0 ||
+				 strcmp(key, "metadata.broker.list") == 0 ||
+				 strcmp(key, "test.mock.num.brokers") == 0;
+		has_strategy |= strcmp(key, "partition.assignment.strategy") == 0;
+		rc = mm_ksrc_conf(conf, ks->base.id, key, kv[i].value);
+	}
+	if (rc == 0 && !has_strategy)
+		rc = mm_ksrc_conf(conf, ks->base.id, "partition.assignment.strategy",
+				  "cooperative-sticky");
+	if (rc == 0 && !has_bootstrap)
+		rc = mm_diag_set(MM_EINVAL, "kafka: option 'brokers' is required");
+	if (rc)
+		goto fail;
+	rd_kafka_conf_set_opaque(conf, ks);
+	rd_kafka_conf_set_rebalance_cb(conf, mm_ksrc_on_rebalance);
+	rd_kafka_conf_set_error_cb(conf, mm_ksrc_on_error);
+	rd_kafka_conf_set_log_cb(conf, mm_ksrc_on_log);
+	ks->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (ks->rk == NULL) {
+		rc = mm_diag_set(MM_EINVAL, "%s: %s", ks->base.id, errstr);
+		goto fail;
+	}
+	conf = NULL; /* owned by rk now */
+	ks->poll_interval_ms = mm_ksrc_conf_int(ks->rk, "max.poll.interval.ms", 300000);
+	ks->session_ms = mm_ksrc_conf_int(ks->rk, "session.timeout.ms", 45000);
+	/* Logs, errors and commit results all arrive on the consumer queue. */
+	rd_kafka_poll_set_consumer(ks->rk);
+	ks->rkqu = rd_kafka_queue_get_consumer(ks->rk);
+	if (pipe2(ks->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+		rc = mm_diag_set(MM_EIO, "%s: pipe: %s", ks->base.id, strerror(errno));
+		goto fail;
+	}
+	rc = uv_poll_init(loop, &ks->poll, ks->fds[0]);
+	if (rc < 0) {
+		rc = mm_diag_set(MM_EIO, "%s: uv_poll_init: %s", ks->base.id, uv_strerror(rc));
+		goto fail;
+	}
+	/* Nothing below may fail: the handles must be closed from here on. */
+	uv_idle_init(loop, &ks->idle);
+	uv_timer_init(loop, &ks->commit_timer);
+	uv_timer_init(loop, &ks->rebal_timer);
+	uv_timer_init(loop, &ks->alive_timer);
+	ks->poll.data = ks->idle.data = ks->commit_timer.data = ks;
+	ks->rebal_timer.data = ks->alive_timer.data = ks;
+	ks->base.vt = &mm_source_kafka_vtable;
+	ks->base.loop = loop;
+	ks->base.sink = *sink;
+	ks->base.max_record = MM_KSRC_MAX_RECORD_DEFAULT;
+	ks->phase = MM_KS_INIT;
+	free(topics);
+	free(ours);
+	*out = &ks->base;
+	return 0;
+
+fail:
+	if (conf)
+		rd_kafka_conf_destroy(conf);
+	if (ks) {
+		if (ks->rkqu)
+			rd_kafka_queue_destroy(ks->rkqu);
+		if (ks->rk)
+			rd_kafka_destroy(ks->rk);
+		if (ks->fds[0] >= 0) {
+			close(ks->fds[0]);
+			close(ks->fds[1]);
+		}
+		mm_ksrc_free(ks);
+	}
+	free(topics);
+	free(ours);
+	return rc;
+}
+
+static int mm_ksrc_start(mm_source_t *src, const uint8_t *pos, size_t len)
+{
+	mm_ksrc_t *ks = (mm_ksrc_t *)src;
+	rd_kafka_resp_err_t err;
+	int rc;
+
+	if (ks->phase != MM_KS_INIT)
+		return mm_diag_set(MM_EINVAL, "%s: already started", src->id);
+	if (pos != NULL && len != 0) {
+		rc = mm_ksrc_pos_decode(ks, pos, len, mm_ksrc_pos_stored);
+		if (rc)
+			return rc;
+	}
+	if (src->max_record > UINT32_MAX)
+		src->max_record = UINT32_MAX; /* mm_record_t.len is 32 bits */
+	rc = uv_poll_start(&ks->poll, UV_READABLE, mm_ksrc_on_poll);
+	if (rc < 0)
+		return mm_diag_set(MM_EIO, "%s: uv_poll_start: %s", src->id, uv_strerror(rc));
+	/* Enabled before subscribing, so the first event already signals. */
+	rd_kafka_queue_io_event_enable(ks->rkqu, ks->fds[1], "1", 1);
+	err = rd_kafka_subscribe(ks->rk, ks->topics);
+	if (err) {
+		rd_kafka_queue_io_event_enable(ks->rkqu, -1, NULL, 0);
+		uv_poll_stop(&ks->poll);
+		return mm_diag_set(MM_EINVAL, "%s: subscribe: %s", src->id, rd_kafka_err2str(err));
+	}
+	ks->phase = MM_KS_RUN;
+	mm_log(MM_LOG_INFO, "kafka", "%s: joining group %s", src->id, ks->group);
+	/* Anything queued before the pipe was attached is served now. */
+	uv_idle_start(&ks->idle, mm_ksrc_on_idle);
+	return 0;
+}
+
+static void mm_ksrc_pause(mm_source_t *src)
+{
+	mm_ksrc_t *ks = (mm_ksrc_t *)src;
+	rd_kafka_topic_partition_list_t *l;
+	uint64_t every;
+
+	if (ks->paused || ks->phase != MM_KS_RUN)
+		return;
+	ks->paused = 1;
+	l = mm_ksrc_list(ks, MM_KP_ACTIVE);
+	mm_ksrc_fetch_pause(ks, l, 1);
+	rd_kafka_topic_partition_list_destroy(l);
+	every = ks->poll_interval_ms > 3 ? (uint64_t)ks->poll_interval_ms / 3 : 1;
+	uv_timer_start(&ks->alive_timer, mm_ksrc_on_alive, every, every);
+}
+
+static void mm_ksrc_resume(mm_source_t *src)
+{
+	mm_ksrc_t *ks = (mm_ksrc_t *)src;
+	rd_kafka_topic_partition_list_t *l;
+
+	if (!ks->paused || ks->phase != MM_KS_RUN)
+		return;
+	ks->paused = 0;
+	uv_timer_stop(&ks->alive_timer);
+	l = mm_ksrc_list(ks, MM_KP_ACTIVE);
+	mm_ksrc_fetch_pause(ks, l, 0);
+	rd_kafka_topic_partition_list_destroy(l);
+	/* Never deliver from inside the caller: continue on the loop. */
+	uv_idle_start(&ks->idle, mm_ksrc_on_idle);
+}
+
+static void mm_ksrc_ack(mm_source_t *src, const uint8_t *pos, size_t len)
+{
+	mm_ksrc_t *ks = (mm_ksrc_t *)src;
+
+	if (mm_ksrc_pos_decode(ks, pos, len, mm_ksrc_pos_acked) != 0) {
+		mm_log(MM_LOG_ERROR, "kafka", "%s: ack: %s", src->id, mm_diag_msg());
+		return;
+	}
+	mm_ksrc_commit(ks);
+}
+
+static void mm_ksrc_stop(mm_source_t *src)
+{
+	mm_ksrc_t *ks = (mm_ksrc_t *)src;
+	rd_kafka_topic_partition_list_t *l;
+
+	if (ks->phase != MM_KS_RUN)
+		return;
+	ks->phase = MM_KS_STOP;
+	uv_timer_stop(&ks->alive_timer);
+	l = mm_ksrc_list(ks, MM_KP_ACTIVE);
+	mm_ksrc_fetch_pause(ks, l, 1);
+	rd_kafka_topic_partition_list_destroy(l);
+	mm_ksrc_destroy_msgs(ks->held, ks->nheld);
+	ks->nheld = 0;
+}
+
+static void mm_ksrc_close(mm_source_t *src, void (*done)(void *arg), void *arg)
+{
+	mm_ksrc_t *ks = (mm_ksrc_t *)src;
+
+	mm_ksrc_stop(src);
+	ks->done = done;
+	ks->done_arg = arg;
+	ks->phase = MM_KS_CLOSE;
+	uv_timer_stop(&ks->commit_timer);
+	if (uv_is_active((uv_handle_t *)&ks->poll) == 0)
+		uv_poll_start(&ks->poll, UV_READABLE, mm_ksrc_on_poll);
+	rd_kafka_queue_io_event_enable(ks->rkqu, ks->fds[1], "1", 1);
+	mm_ksrc_close_step(ks);
+}
+
+static int mm_ksrc_describe(mm_source_t *src, const mm_record_t *r, mm_buf_t *out)
+{
+	if (r->flags & MM_REC_ID)
+		return mm_buf_printf(out, "record %.*s (topic:partition:offset) of %s", (int)r->id_len,
+				     r->id, src->id);
+	return mm_buf_printf(out, "offset %" PRIu64 " of %s", r->offset, src->id);
+}
+
+static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
+{
+	mm_ksrc_t *ks = (mm_ksrc_t *)src;
+	static const char *const states[] = {"idle", "assigned", "revoking"};
+	int64_t now = mm_ksrc_now_ms();
+	const char *proto = ks->rk ? rd_kafka_rebalance_protocol(ks->rk) : NULL;
+	int rc, first = 1;
+
+	rc = mm_buf_printf(out, "{\"group\":\"%s\",\"protocol\":\"%s\",\"paused\":%s,"
+			   "\"rebalances\":%" PRIu64 ",\"commits\":%" PRIu64
+			   ",\"commit_failures\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"partitions\":[",
+			   ks->group, proto ? proto : "NONE", ks->paused ? "true" : "false",
+			   ks->rebalances, ks->commits, ks->commit_failures, ks->errors);
+	for (size_t i = 0; i < ks->nparts && rc == 0; i++) {
+		mm_kpart_t *kp = &ks->parts[i];
+		int64_t lo = -1, hi = -1;
+
+		if (kp->state == MM_KP_IDLE && kp->records == 0)
+			continue;
+		mm_ksrc_rate(kp, now);
+		if (now - kp->rate_ms >= 2 * MM_KSRC_RATE_WINDOW_MS)
+			kp->rate = 0;
+		if (ks->rk)
+			rd_kafka_get_watermark_offsets(ks->rk, kp->topic, kp->partition, &lo, &hi);
+		rc = mm_buf_printf(out, "%s{\"topic\":\"%s\",\"partition\":%d,\"state\":\"%s\","
+				   "\"position\":%" PRId64 ",\"high_watermark\":%" PRId64
+				   ",\"lag\":%" PRId64 ",\"committed\":%" PRId64
+				   ",\"durable\":%" PRId64 ",\"records\":%" PRIu64
+				   ",\"records_per_s\":%.1f}",
+				   first ? "" : ",", kp->topic, (int)kp->partition, states[kp->state],
+				   kp->next, hi, hi >= 0 && kp->next >= 0 ? hi - kp->next : -1,
+				   kp->committed, mm_ksrc_part_durable(kp), kp->records, kp->rate);
+		first = 0;
+	}
+	if (rc == 0)
+		rc = mm_buf_printf(out, "]}");
+	return rc ? MM_ENOMEM : 0;
+}
+
+static const mm_option_t mm_ksrc_options[] = {
+	{MM_OPT_STRING, "brokers", NULL, offsetof(struct mm_ksrc_cfg, brokers),
+	 "Bootstrap brokers, host:port[,host:port...] (librdkafka bootstrap.servers); required "
+	 "unless rdkafka.bootstrap.servers is given."},
+	{MM_OPT_STRING, "topics", NULL, offsetof(struct mm_ksrc_cfg, topics),
+	 "Topics to subscribe to, comma-separated; a name starting with ^ is a regular "
+	 "expression (required)."},
+	{MM_OPT_STRING, "group", NULL, offsetof(struct mm_ksrc_cfg, group),
+	 "Consumer group id (required). Workers with the same group split the partitions."},
+	{MM_OPT_STRING, "start", "earliest", offsetof(struct mm_ksrc_cfg, start),
+	 "Where a partition starts when neither this store nor the group has an offset for it: "
+	 "earliest or latest."},
+	{MM_OPT_INT, "batch", "4096", offsetof(struct mm_ksrc_cfg, batch),
+	 "Maximum records per batch."},
+	{MM_OPT_INT, "drain", "8", offsetof(struct mm_ksrc_cfg, drain),
+	 "Batches delivered per loop iteration before other events run."},
+	{0},
+};
+
+const mm_source_vtable_t mm_source_kafka_vtable = {
+	.name = "kafka",
+	.options = mm_ksrc_options,
+	.open = mm_ksrc_open,
+	.start = mm_ksrc_start,
+	.pause = mm_ksrc_pause,
+	.resume = mm_ksrc_resume,
+	.ack = mm_ksrc_ack,
+	.stop = mm_ksrc_stop,
+	.close = mm_ksrc_close,
+	.describe = mm_ksrc_describe,
+	.status = mm_ksrc_status,
+};
