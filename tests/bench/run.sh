@@ -10,4 +10,4 @@ trap 'rm -rf "$dir"' EXIT
 "$BUILD"/helpers/gen_events "$EVENTS" 100000 1.1 42 >"$dir/events-with-ids.jsonl"
 echo "bench: $EVENTS Zipf(1.1) events over 100000 entities, $(wc -c <"$dir/events.jsonl") bytes ($(wc -c <"$dir/events-with-ids.jsonl") with event ids), $(nproc) cores"
 echo "each case: murmur run --once from a file into a fresh LMDB store (fsync'd commits); events/s is wall clock"
-MURMUR="$BUILD/murmur" exec "$BUILD"/murmur lua tests/bench/bench.lua "$dir"
+MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/bench.lua "$dir" "$EVENTS"
