@@ -94,6 +94,8 @@ void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int 
 		.orig_len = r->orig_len,
 		.truncated = (r->flags & MM_REC_TOOBIG) != 0 || cut,
 		.time_ms = mm_now_ms(),
+		.record_id = (r->flags & MM_REC_ID) ? r->id : NULL,
+		.record_id_len = (r->flags & MM_REC_ID) ? r->id_len : 0,
 	};
 
 	p->stats.rejected[reason]++;
@@ -209,7 +211,24 @@ static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, int64_t n
 
 /* ---- fast path ---- */
 
-enum { F_VALUE = MM_MAX_KEYS, F_TIME, F_ID, F_COUNT };
+/* The fields one scan looks for: the key fields first, then value, time and
+ * id where the pipeline names them; unused parts have index -1. Only the
+ * used slots are passed to the scanner. */
+typedef struct scan_plan {
+	mm_json_field_t f[MM_MAX_KEYS + 3];
+	int n;
+	int value, time, id;
+} scan_plan_t;
+
+static const mm_json_field_t absent = {.type = MM_JSON_ABSENT};
+
+static void plan_add(scan_plan_t *sp, int *slot, const char *name)
+{
+	*slot = sp->n;
+	sp->f[sp->n].name = name;
+	sp->f[sp->n].name_len = strlen(name);
+	sp->n++;
+}
 
 /* Reads a JSON scalar as a key/element string: strings unescaped, numbers as written. */
 static int field_string(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp, const char **s,
@@ -284,8 +303,8 @@ static int field_value(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp
 	return field_string(p, f, tmp, &v->s, &v->len, "value");
 }
 
-static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms,
-			  mm_json_field_t *fields, mm_buf_t *tmp)
+static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms, scan_plan_t *sp,
+			  mm_buf_t *tmp)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
 	mm_value_t v = {0};
@@ -302,9 +321,11 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	if (r->len > c->max_record)
 		return mm_diag_set(MM_ETOOBIG, "record of %u bytes exceeds max_record %llu", r->len,
 				   (unsigned long long)c->max_record);
-	for (int i = 0; i < F_COUNT; i++)
+	mm_json_field_t *fields = sp->f;
+
+	for (int i = 0; i < sp->n; i++)
 		fields[i].type = MM_JSON_ABSENT;
-	rc = mm_json_scan(r->p, r->len, fields, F_COUNT);
+	rc = mm_json_scan(r->p, r->len, fields, sp->n);
 	if (rc)
 		return rc;
 	/* Unescaped strings are never longer than the record, so reserving its
@@ -313,8 +334,8 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	rc = mm_buf_reserve(tmp, r->len);
 	if (rc)
 		return rc;
-	if (c->id_kind == MM_PART_FIELD && fields[F_ID].type != MM_JSON_ABSENT) {
-		rc = field_string(p, &fields[F_ID], tmp, &id, &idlen, "event id");
+	if (sp->id >= 0 && fields[sp->id].type != MM_JSON_ABSENT) {
+		rc = field_string(p, &fields[sp->id], tmp, &id, &idlen, "event id");
 		if (rc)
 			return rc;
 		rc = pipe_seen(p, id, idlen);
@@ -325,7 +346,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	}
 	v.ts_ms = now_ms;
 	if (c->time_kind == MM_PART_FIELD) {
-		rc = field_time(p, &fields[F_TIME], &v.ts_ms);
+		rc = field_time(p, &fields[sp->time], &v.ts_ms);
 		if (rc)
 			return rc == MM_EINVAL ? MM_ETYPE : rc;
 	} else if (r->ts_ms > 0) {
@@ -336,7 +357,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	if (rc)
 		return rc;
 	if (c->value_kind == MM_PART_FIELD) {
-		rc = field_value(p, &fields[F_VALUE], tmp, &v);
+		rc = field_value(p, sp->value >= 0 ? &fields[sp->value] : &absent, tmp, &v);
 	} else if (c->value_kind == MM_PART_CONST) {
 		v.type = MM_VAL_DOUBLE;
 		v.d = c->value_const;
@@ -377,35 +398,30 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
-	mm_json_field_t fields[F_COUNT];
+	scan_plan_t sp;
 	mm_buf_t tmp = {0};
 
-	memset(fields, 0, sizeof(fields));
+	memset(&sp, 0, sizeof(sp));
+	sp.value = sp.time = sp.id = -1;
 	if (c->key_kind == MM_PART_FIELD)
 		for (int k = 0; k < c->nkeys; k++) {
-			fields[k].name = c->keys[k];
-			fields[k].name_len = strlen(c->keys[k]);
+			int slot;
+
+			plan_add(&sp, &slot, c->keys[k]);
 		}
-	/* An unused slot keeps a NULL name; the scanner skips zero-length names. */
-	if (c->value_kind == MM_PART_FIELD) {
-		fields[F_VALUE].name = c->value_field;
-		fields[F_VALUE].name_len = strlen(c->value_field);
-	}
-	if (c->time_kind == MM_PART_FIELD) {
-		fields[F_TIME].name = c->time_field;
-		fields[F_TIME].name_len = strlen(c->time_field);
-	}
-	if (c->id_kind == MM_PART_FIELD) {
-		fields[F_ID].name = c->id_field;
-		fields[F_ID].name_len = strlen(c->id_field);
-	}
+	if (c->value_kind == MM_PART_FIELD)
+		plan_add(&sp, &sp.value, c->value_field);
+	if (c->time_kind == MM_PART_FIELD)
+		plan_add(&sp, &sp.time, c->time_field);
+	if (c->id_kind == MM_PART_FIELD)
+		plan_add(&sp, &sp.id, c->id_field);
 	p->batch = b;
 	for (size_t i = 0; i < b->n; i++) {
 		const mm_record_t *r = &b->recs[i];
 		int rc;
 
 		mm_progress_record(r->offset);
-		rc = process_record(p, r, b->now_ms, fields, &tmp);
+		rc = process_record(p, r, b->now_ms, &sp, &tmp);
 
 		p->stats.records++;
 		if (rc == 0) {
