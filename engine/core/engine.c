@@ -3,6 +3,7 @@
  */
 #include "engine.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,6 +363,11 @@ static void on_flush_done(void *arg, int status, const char *detail)
 	ctx->stats.flush_ns_total += ns;
 	if (ns > ctx->stats.flush_ns_max)
 		ctx->stats.flush_ns_max = ns;
+	for (size_t i = 0; i < job->f.ndeltas && job->f.rejected; i++)
+		if (job->f.delta_done[i] == MM_DELTA_REJECTED)
+			mm_pipeline_reject_delta(
+				(mm_pipeline_t *)((char *)job->f.deltas[i].ns - offsetof(mm_pipeline_t, ns)),
+				&job->f.deltas[i], job->f.reject_detail);
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_t *p = ctx->pipes[i];
 

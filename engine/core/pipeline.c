@@ -23,7 +23,7 @@
 
 static const char *const reject_names[MM_REJ__COUNT] = {
 	"json", "utf8", "not_object", "missing_field", "wrong_type", "too_big", "out_of_range", "lua_error",
-	"poison",
+	"poison", "merge_failed",
 };
 
 const char *mm_reject_reason_name(int reason)
@@ -110,6 +110,27 @@ void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int 
 	p->stats.dead_letters++;
 	mm_log(MM_LOG_DEBUG, p->cfg.name, "rejected record at offset %llu: %s",
 	       (unsigned long long)r->offset, detail);
+}
+
+void mm_pipeline_reject_delta(mm_pipeline_t *p, const mm_delta_t *d, const char *detail)
+{
+	mm_buf_t desc = {0};
+	mm_record_t r = {0};
+	int rc = mm_buf_printf(&desc, "{\"entity\":");
+
+	rc |= mm_json_quote(d->key.entity, d->key.len, &desc);
+	rc |= mm_buf_printf(&desc, ",\"bucket\":%lld,\"delta\":", (long long)d->key.bucket);
+	rc |= p->cfg.monoid.vt->to_json(&p->cfg.monoid, d->state, &desc);
+	rc |= mm_buf_printf(&desc, "}");
+	if (rc == 0) {
+		r.p = (const char *)desc.p;
+		r.len = (uint32_t)desc.len;
+		r.orig_len = desc.len;
+		mm_pipeline_reject(p, &r, MM_REJ_MERGE, MM_ERANGE, detail);
+	}
+	mm_log(MM_LOG_ERROR, p->cfg.name, "delta for '%.*s' (bucket %lld) could not be merged: %s",
+	       (int)d->key.len, d->key.entity, (long long)d->key.bucket, detail);
+	mm_buf_free(&desc);
 }
 
 int mm_pipeline_sync_dead_letters(mm_pipeline_t *p)

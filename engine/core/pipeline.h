@@ -44,6 +44,7 @@ enum mm_reject_reason {
 	MM_REJ_RANGE,     /* event time unusable or older than retention */
 	MM_REJ_LUA,       /* a user function raised an error */
 	MM_REJ_POISON,    /* the record stalled or crashed the worker twice */
+	MM_REJ_MERGE,     /* a flushed delta the store could not merge (overflow) */
 	MM_REJ__COUNT
 };
 
@@ -113,6 +114,10 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b);
 /* Writes one dead-letter line for record i of the current batch and counts it. */
 void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int code,
 			const char *detail);
+
+/* Dead-letters a flushed delta the store rejected (MM_DELTA_REJECTED): the
+ * record is a JSON description of the key and the delta. */
+void mm_pipeline_reject_delta(mm_pipeline_t *p, const mm_delta_t *d, const char *detail);
 
 /* Makes the dead letters written so far durable (before a flush commits). */
 int mm_pipeline_sync_dead_letters(mm_pipeline_t *p);

@@ -765,8 +765,18 @@ static void lmdb_apply_work(uv_work_t *req)
 		rc = lmdb_fail(mrc, "begin write transaction");
 		goto out;
 	}
-	for (i = 0; i < f->ndeltas && rc == 0; i++)
+	for (i = 0; i < f->ndeltas && rc == 0; i++) {
 		rc = apply_delta(st, txn, &f->deltas[i], f->now_ms, &vb);
+		if (rc == MM_ERANGE && f->delta_done) {
+			/* The merge itself is impossible (a sum would overflow): no retry
+			 * can help, so this delta is handed back rejected and the rest
+			 * of the flush goes on. */
+			f->delta_done[i] = MM_DELTA_REJECTED;
+			if (f->rejected++ == 0)
+				snprintf(f->reject_detail, sizeof(f->reject_detail), "%s", mm_diag_msg());
+			rc = 0;
+		}
+	}
 	for (i = 0; i < f->nmarks && rc == 0; i++)
 		rc = apply_mark(st, txn, &f->marks[i], &vb);
 	for (i = 0; i < f->npurges && rc == 0; i++)

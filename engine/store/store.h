@@ -102,10 +102,20 @@ typedef struct mm_flush {
 	 * so a retry never applies an item twice. Atomic stores may ignore them. */
 	uint8_t *delta_done;
 	uint8_t *mark_done;
+	/* A delta that can never be merged (MM_ERANGE: the monoid refuses the
+	 * combination, e.g. an int64 sum that would overflow) is not retried:
+	 * the store sets delta_done[i] = MM_DELTA_REJECTED, writes nothing for
+	 * it, counts it here and keeps the first reason; the flush succeeds and
+	 * the engine sends the rejected deltas to their pipeline's dead letters. */
+	size_t rejected;
+	char reject_detail[256];
 	/* Filled by the backend: */
 	size_t writes;          /* state records written (for "store writes per event") */
 	size_t purged;          /* states removed by purges */
 } mm_flush_t;
+
+#define MM_DELTA_DONE 1
+#define MM_DELTA_REJECTED 2
 
 /* Completion: status is 0 or a negative MM_E* code (mm_err_retriable tells
  * whether a retry may succeed); the diag detail was copied to `detail`. */

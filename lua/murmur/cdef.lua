@@ -37,5 +37,5 @@ return {
   VAL_NONE = 0, VAL_INT = 1, VAL_DOUBLE = 2, VAL_STRING = 3,
   -- enum mm_reject_reason
   REJ_JSON = 0, REJ_UTF8 = 1, REJ_NOTOBJ = 2, REJ_MISSING = 3, REJ_TYPE = 4,
-  REJ_TOOBIG = 5, REJ_RANGE = 6, REJ_LUA = 7, REJ_POISON = 8,
+  REJ_TOOBIG = 5, REJ_RANGE = 6, REJ_LUA = 7, REJ_POISON = 8, REJ_MERGE = 9,
 }
