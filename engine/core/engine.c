@@ -190,7 +190,6 @@ int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t
 		es = &ctx->srcs[ctx->nsrcs++];
 		memset(es, 0, sizeof(*es));
 		es->src = src;
-		ctx->sources_open++;
 	}
 	pipes = realloc(es->pipes, sizeof(*pipes) * (size_t)(es->npipes + 1));
 	if (pipes == NULL)
@@ -695,7 +694,7 @@ static void on_signal(uv_signal_t *h, int signum)
 	mm_engine_stop(ctx);
 }
 
-int mm_engine_new(mm_store_t *st, uv_loop_t *loop, const char *data_dir, mm_engine_t **out)
+int mm_engine_new(mm_store_t *st, uv_loop_t *loop, mm_engine_t **out)
 {
 	mm_engine_t *ctx = calloc(1, sizeof(*ctx));
 
@@ -703,12 +702,12 @@ int mm_engine_new(mm_store_t *st, uv_loop_t *loop, const char *data_dir, mm_engi
 		return mm_diag_set(MM_ENOMEM, "cannot allocate the engine");
 	ctx->loop = loop;
 	ctx->st = st;
-	ctx->data_dir = data_dir ? strdup(data_dir) : NULL;
 	ctx->retry_delay_ms = MM_RETRY_MIN_MS;
 	*out = ctx;
 	return 0;
 }
 
+/* Sources free themselves; nothing is left to do when one is gone. */
 static void on_source_closed(void *arg)
 {
 	(void)arg;
@@ -851,6 +850,5 @@ void mm_engine_free(mm_engine_t *ctx)
 	}
 	free(ctx->srcs);
 	free(ctx->pipes);
-	free(ctx->data_dir);
 	free(ctx);
 }

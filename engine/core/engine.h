@@ -83,7 +83,6 @@ struct mm_engine {
 	int stopped;
 	int paused;
 	int exit_code;
-	char *data_dir;         /* owned */
 	mm_lua_batch_fn lua_batch;
 	void *lua_ud;
 	/* flushing */
@@ -98,11 +97,10 @@ struct mm_engine {
 	int64_t retry_delay_ms;
 	uv_signal_t sigint, sigterm;
 	mm_engine_stats_t stats;
-	uint64_t sources_open;
 };
 
-/* Creates an engine with its own loop and the given store (owned from now on). */
-int mm_engine_new(mm_store_t *st, uv_loop_t *loop, const char *data_dir, mm_engine_t **out);
+/* Creates an engine on loop with the given store (owned from now on). */
+int mm_engine_new(mm_store_t *st, uv_loop_t *loop, mm_engine_t **out);
 
 /* Adds a pipeline (takes ownership of cfg's strings even on failure). Checks
  * the pipeline against the state already in the store: MM_EINCOMPAT if the
