@@ -2,14 +2,38 @@
  * file.c: the JSON Lines dead-letter file, one object per rejected record:
  *   {"time":..,"pipeline":..,"reason":..,"code":..,"error":..,"source":..,
  *    "offset":N,["size":N,"truncated":true,]"record":"<raw>"|"record_base64":".."}
- * The file is opened lazily (no file for a pipeline that rejects nothing),
- * in append mode, and fdatasync'd by sync() before each flush commits.
+ *
+ * Writing. write() formats the line into a pending buffer owned here, not a
+ * stdio one: stdio drops its buffer when a write fails, so a full disk would
+ * silently lose the lines of that moment (and a line split across two
+ * buffer flushes could be cut by a crash). sync(), which the engine calls
+ * before each flush commits, appends the pending bytes with write(2) and
+ * fdatasyncs them. A failed or short write keeps whatever was not written,
+ * and sync() returns MM_ENOSPC or MM_EIO (retriable): the engine then
+ * retries the flush, so source positions never move past a dead letter that
+ * is not durable, and a retry finishes the very line a short write cut.
+ * Pending bytes are written early (not synced) past PENDING_HIGH_WATER, to
+ * bound memory; the engine pauses its sources while flushes fail, so the
+ * buffer does not grow without limit meanwhile.
+ *
+ * Torn tails. A crash or power loss during a write can leave the file ending
+ * in part of a line. Every such line belongs to a record whose position was
+ * not committed (sync precedes the commit), so the record is read and
+ * rejected again after the restart. The file is therefore opened (lazily:
+ * no file for a pipeline that rejects nothing) in append mode, and a last
+ * line without its '\n' is truncated away first, so that the file always
+ * holds whole JSON lines.
+ *
+ * Delivery is at least once: a record rejected after the last commit and
+ * before a crash is written again when it is read again.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../codec/json.h"
@@ -18,11 +42,15 @@
 #include "../monoid/window.h"
 #include "deadletter.h"
 
+#define PENDING_HIGH_WATER (1u << 20)
+#define TAIL_CHUNK 4096
+
 typedef struct file_dlq {
 	mm_dead_letter_t base;
-	FILE *f;
-	int dirty;
-	mm_buf_t line;
+	int fd;            /* -1 until the first write() */
+	mm_buf_t pending;  /* whole lines not yet handed to the kernel... */
+	size_t done;       /* ...except its first `done` bytes (a short write) */
+	int unsynced;      /* written since the last fdatasync */
 	char *path;
 } file_dlq_t;
 
@@ -66,6 +94,76 @@ int mm_dead_letter_json(const mm_dead_letter_entry_t *e, mm_buf_t *b)
 	return rc ? MM_ENOMEM : 0;
 }
 
+/* A failed write or sync: full disks are told apart from other I/O errors;
+ * both are retriable. */
+static int file_io_error(const file_dlq_t *d, const char *what, int err)
+{
+	int code = err == ENOSPC || err == EDQUOT || err == EFBIG ? MM_ENOSPC : MM_EIO;
+
+	return mm_diag_set(code, "dead-letter file %s: %s: %s", d->path, what, strerror(err));
+}
+
+/* Finds where the last line of the file's first `end` bytes ends: just
+ * after its last '\n', or 0 if there is none. */
+static int file_whole_lines_end(file_dlq_t *d, off_t end, off_t *out)
+{
+	char chunk[TAIL_CHUNK];
+	off_t at = end;
+
+	while (at > 0) {
+		size_t want = at < TAIL_CHUNK ? (size_t)at : TAIL_CHUNK;
+		ssize_t n = pread(d->fd, chunk, want, at - (off_t)want);
+
+		if (n != (ssize_t)want)
+			return file_io_error(d, "read", n < 0 ? errno : EIO);
+		at -= (off_t)want;
+		for (size_t i = want; i > 0; i--)
+			if (chunk[i - 1] == '\n') {
+				*out = at + (off_t)i;
+				return 0;
+			}
+	}
+	*out = 0;
+	return 0;
+}
+
+/* Truncates a last line that lacks its '\n' (see the design comment). */
+static int file_trim_tail(file_dlq_t *d)
+{
+	struct stat st;
+	off_t keep;
+	int rc;
+
+	if (fstat(d->fd, &st) != 0)
+		return file_io_error(d, "fstat", errno);
+	if (!S_ISREG(st.st_mode) || st.st_size == 0)
+		return 0;
+	rc = file_whole_lines_end(d, st.st_size, &keep);
+	if (rc == 0 && keep != st.st_size && ftruncate(d->fd, keep) != 0)
+		rc = file_io_error(d, "truncate a partly written last line", errno);
+	return rc;
+}
+
+/* Hands the pending bytes to the kernel. Returns 0 or a retriable error,
+ * keeping what was not written. */
+static int file_drain(file_dlq_t *d)
+{
+	while (d->done < d->pending.len) {
+		ssize_t n = write(d->fd, d->pending.p + d->done, d->pending.len - d->done);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return file_io_error(d, "write", errno);
+		}
+		d->done += (size_t)n;
+		d->unsynced = 1;
+	}
+	d->pending.len = 0;
+	d->done = 0;
+	return 0;
+}
+
 static int file_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, mm_dead_letter_t **out)
 {
 	file_dlq_config_t cfg;
@@ -81,6 +179,7 @@ static int file_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, mm_dead_let
 		free(d);
 		return mm_diag_set(MM_ENOMEM, "dead letter file: out of memory");
 	}
+	d->fd = -1;
 	d->base.vt = &mm_dead_letter_file_vtable;
 	snprintf(d->base.target, sizeof(d->base.target), "%s", cfg.path);
 	*out = &d->base;
@@ -90,37 +189,52 @@ static int file_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, mm_dead_let
 static int file_write(mm_dead_letter_t *base, const mm_dead_letter_entry_t *e)
 {
 	file_dlq_t *d = (file_dlq_t *)base;
+	size_t mark = d->pending.len;
 	int rc;
 
-	if (d->f == NULL) {
-		d->f = fopen(d->path, "a");
-		if (d->f == NULL)
+	/* A file that cannot be opened (a missing directory, no permission)
+	 * is a configuration error, not a full disk: the entry is refused, and
+	 * the pipeline counts and logs it, rather than holding up flushes. */
+	if (d->fd < 0) {
+		d->fd = open(d->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+		if (d->fd < 0)
 			return mm_diag_set(MM_EIO, "cannot open dead-letter file %s: %s", d->path,
 					   strerror(errno));
+		rc = file_trim_tail(d);
+		if (rc) {
+			close(d->fd);
+			d->fd = -1;
+			return rc;
+		}
 	}
-	d->line.len = 0;
-	rc = mm_dead_letter_json(e, &d->line);
+	rc = mm_dead_letter_json(e, &d->pending);
 	if (rc == 0)
-		rc = mm_buf_append(&d->line, "\n", 1);
-	if (rc)
+		rc = mm_buf_append(&d->pending, "\n", 1);
+	if (rc) {
+		d->pending.len = mark; /* never leave part of a line pending */
 		return rc;
-	if (fwrite(d->line.p, 1, d->line.len, d->f) != d->line.len)
-		return mm_diag_set(MM_EIO, "dead-letter write to %s failed: %s", d->path,
-				   strerror(errno));
-	d->dirty = 1;
+	}
+	/* An error here is reported by the next sync(), which retries. */
+	if (d->pending.len - d->done >= PENDING_HIGH_WATER)
+		(void)file_drain(d);
 	return 0;
 }
 
 static int file_sync(mm_dead_letter_t *base)
 {
 	file_dlq_t *d = (file_dlq_t *)base;
+	int rc;
 
-	if (!d->dirty)
+	if (d->fd < 0)
 		return 0;
-	if (fflush(d->f) != 0 || fdatasync(fileno(d->f)) != 0)
-		return mm_diag_set(MM_EIO, "cannot sync dead-letter file %s: %s", d->path,
-				   strerror(errno));
-	d->dirty = 0;
+	rc = file_drain(d);
+	if (rc)
+		return rc;
+	if (d->unsynced) {
+		if (fdatasync(d->fd) != 0)
+			return file_io_error(d, "fdatasync", errno);
+		d->unsynced = 0;
+	}
 	return 0;
 }
 
@@ -128,9 +242,13 @@ static void file_close(mm_dead_letter_t *base)
 {
 	file_dlq_t *d = (file_dlq_t *)base;
 
-	if (d->f)
-		fclose(d->f);
-	mm_buf_free(&d->line);
+	if (d->fd >= 0) {
+		/* The engine syncs before it closes; this only matters when it
+		 * could not, and then a last attempt costs nothing. */
+		(void)file_drain(d);
+		close(d->fd);
+	}
+	mm_buf_free(&d->pending);
 	free(d->path);
 	free(d);
 }

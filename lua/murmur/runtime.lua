@@ -187,7 +187,7 @@ function M.handler(specs_by_ptr)
         if C.mm_pipe_record(p, i, data_p, len_p, flags_p, ts_p) == 0 then
           local ev, err, code = json_decode(ffi.string(data_p[0], len_p[0]))
           if ev == nil then
-            reject(p, i, code, err)
+            reject(p, i, code, (err:gsub("^%u+: ", ""))) -- the code has its own field
           elseif type(ev) ~= "table" or getmetatable(ev) == core.array_mt then
             reject(p, i, "ENOTOBJ", "JSON value is not an object")
           else

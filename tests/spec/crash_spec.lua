@@ -7,7 +7,9 @@
 --    run with --once and killed at seeded random instants until at least
 --    MIN_KILLS kills landed; the final results equal exact answers computed
 --    here (page_views for every page; recently_interacted's n, and its
---    Misra-Gries bounds against the true counts).
+--    Misra-Gries bounds against the true counts). The input also holds
+--    malformed lines: each is dead-lettered at least once, and every line of
+--    the dead-letter files is whole JSON.
 -- 2. The same while following a file that a writer appends to and rotates
 --    (rename, then a new file at the same path), murmur being killed and
 --    restarted throughout.
@@ -92,13 +94,25 @@ describe("#crash kill -9", function()
     local MIN_KILLS = ASAN and 8 or 20
     local K = 32
     local input = dir .. "/events.jsonl"
-    S.gen_events(input, N, 5000, 1.1, SEED % 1000)
-    local truth, pages = {}, {}
+    S.gen_events(dir .. "/valid.jsonl", N, 5000, 1.1, SEED % 1000)
+    -- One malformed line after every 5000th event: its dead letters must
+    -- survive the kills too (at least once, every line whole).
+    assert(S.exec(("awk '{ print } NR %% 5000 == 0 { print \"{junk \" NR }' %s > %s")
+      :format(S.quote(dir .. "/valid.jsonl"), S.quote(input))) == 0)
+    os.remove(dir .. "/valid.jsonl")
+    local truth, pages, junk, offset, njunk = {}, {}, {}, 0, 0
     for line in io.lines(input) do
       local p = line:match('"page_id":"([^"]+)"')
-      if not truth[p] then pages[#pages + 1] = p end
-      truth[p] = (truth[p] or 0) + 1
+      if p then
+        if not truth[p] then pages[#pages + 1] = p end
+        truth[p] = (truth[p] or 0) + 1
+      else
+        junk[offset] = true
+        njunk = njunk + 1
+      end
+      offset = offset + #line + 1
     end
+    assert.are.equal(N / 5000, njunk)
     local flush = "{ events = 5000 }"
     local scripts = copy_pipeline("page_views", dir, flush) .. " " .. copy_pipeline("recently_interacted", dir, flush)
     local data = dir .. "/data"
@@ -164,6 +178,19 @@ describe("#crash kill -9", function()
     for _, p in ipairs(pages) do
       assert.are.equal(truth[p], value(data, "page_views", p), "page_views " .. p)
     end
+    local again = 0
+    for _, name in ipairs({ "page_views", "recently_interacted" }) do
+      local seen = {}
+      for _, l in ipairs(S.lines(data .. "/dead-letter/" .. name .. ".jsonl")) do
+        local e = core.json_decode(l)
+        assert.is_table(e, name .. ": a dead-letter line that is not whole JSON: " .. l:sub(1, 100))
+        assert.is_true(junk[e.offset], name .. ": a dead letter for a valid line at " .. tostring(e.offset))
+        if seen[e.offset] then again = again + 1 end
+        seen[e.offset] = true
+      end
+      for off in pairs(junk) do assert.is_true(seen[off], name .. ": no dead letter for the bad line at " .. off) end
+    end
+    print(("# crash: %d bad lines, each dead-lettered (%d written again after a kill)"):format(njunk, again))
   end)
 
   describe("while following a file that is appended to and rotated", function()
