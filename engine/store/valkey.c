@@ -19,7 +19,12 @@
  * `backoff_max`, with jitter; meanwhile reads and writes go to the backing
  * store alone. Operations issued before the very first handshake completes
  * wait for it (a query process asks right after opening); later ones never
- * wait. Scripts are loaded at the handshake and called with EVALSHA.
+ * wait. Scripts are loaded at the handshake and called with EVALSHA. The
+ * connection's poll handle and the background timers do not keep the loop
+ * alive (the engine's loop ends when its own handles close); a command in
+ * flight does, through its deadline timer. close() disconnects gracefully:
+ * what is queued (a query's fills, sent right after its answer) is sent and
+ * answered first, under the same deadline.
  *
  * Keys (P = option `prefix`, default "murmur:"; NS has no ':', so the
  * entity, which may hold any bytes, is unambiguous at the end):
@@ -34,10 +39,13 @@
  * Values. count and integer sum: the decimal integer, so INCRBY applies a
  * delta. hll: our encoding, which is Valkey's own HYLL string, so PFMERGE
  * applies a delta and PFCOUNT over several buckets answers a multi-day
- * unique count (mm_valkey_count); a bucket the store lacks is cached as an
- * empty sketch, which no stored HLL state is, so such an entry reads back
- * as absent. Everything else (top-k, set, bloom, first, last, min, max,
- * float sum): the monoid's encoding, updated by compare-and-set (below).
+ * unique count (mm_valkey_count). Everything else (top-k, set, bloom,
+ * first, last, min, max, float sum): the monoid's encoding, updated by
+ * compare-and-set (below). A bucket the store lacks is cached too, so that
+ * windows with empty days are answered by the cache: as the identity state
+ * (which no stored state is, as every delta holds an event; updates merge
+ * into it), or for sums, which may add up to zero, as an empty string that
+ * every update refuses and so deletes.
  *
  * Consistency protocol. The danger is a reader filling the cache with a
  * value read from the store just before a write, after that write's cache
@@ -51,7 +59,10 @@
  *    and unexpired, applies the delta to every key that EXISTS (INCRBY,
  *    PFMERGE, or compare-and-set) and never creates one; with the last
  *    batch it removes its lease and increments the epoch. A lost lease
- *    (expired, or wiped by a FLUSHALL) turns the update into DEL.
+ *    (expired, or wiped by a FLUSHALL) turns the update into DEL. HLL and
+ *    byte-valued batches are checked first (which entries exist; for bytes
+ *    their values), so that deltas of kilobytes travel only to entries that
+ *    take them; the lease keeps fills away between check and update.
  *  - A reader reads the entry and the epoch together (MGET). On a miss it
  *    reads the store, then fills with a script that writes only if the
  *    epoch is unchanged and no unexpired lease is present.
@@ -198,6 +209,7 @@ enum {
 	VK_S_LEASE,
 	VK_S_POST,
 	VK_S_CASREAD,
+	VK_S_EXISTS,
 	VK_S_INVAL,
 	VK_S_FILL,
 	VK_S_COUNT,
@@ -274,6 +286,11 @@ static const char *const vk_scripts[VK_S_MAX] = {
 	"    r[2 * i] = false\n"
 	"  end\n"
 	"end\n"
+	"return r\n",
+
+	/* KEYS: entries. Returns 1 or 0 per entry. */
+	[VK_S_EXISTS] = "local r = {}\n"
+	"for i = 1, #KEYS do r[i] = redis.call('EXISTS', KEYS[i]) end\n"
 	"return r\n",
 
 	/* KEYS: epoch, entries. ARGV: epoch seed, epoch ttl. */
@@ -359,6 +376,7 @@ static const char *const vk_scripts[VK_S_MAX] = {
 /* ---- types --------------------------------------------------------------- */
 
 enum { VK_INT, VK_HLL, VK_BYTES };            /* how a namespace's values are cached */
+enum { VK_NEG_IDENTITY = 1, VK_NEG_EMPTY };    /* how absent buckets are */
 enum { VK_DOWN, VK_CONNECTING, VK_READY };    /* connection state */
 
 typedef struct mm_valkey mm_valkey_t;
@@ -369,6 +387,7 @@ typedef struct vk_ns {
 	mm_monoid_t m;
 	mm_ns_t ns;             /* {name, &m}, handed to the backing store */
 	int kind;
+	int negative;           /* how absent buckets are cached: VK_NEG_* */
 	int window;             /* 0 not read yet, 1 known, -1 unknown */
 	int64_t gran_ms, retention_ms;
 } vk_ns_t;
@@ -443,6 +462,7 @@ struct mm_valkey {
 	int64_t timeout_ms, cache_ttl_ms, lease_ms, check_ms, backoff_max_ms;
 	/* The server. */
 	char *host, *user, *password, *prefix;
+	size_t prefix_len;
 	int port, db;
 	char ip[INET6_ADDRSTRLEN];
 	/* The asynchronous connection. */
@@ -452,16 +472,19 @@ struct mm_valkey {
 	int checking;           /* a generation check is in flight */
 	int scanning;
 	int replaying;          /* dirty keys are being invalidated */
-	uint64_t replay_seq;
 	char scan_cursor[32];
 	int hs_left;
 	vk_hsref_t hsref[VK_S_MAX];
 	char sha[VK_S_MAX][41];
 	char run_id[41];
-	char gen[96];
+	char gen[96];           /* the generation this store trusts */
 	int have_gen;
+	char hs_gen[96];        /* the generation the handshake read */
+	int hs_has_gen;
+	int repop_pending;      /* rebuild the hot keys once ready */
 	int64_t backoff_ms;
 	uv_getaddrinfo_t gai;
+	int resolving;
 	uv_timer_t retry, tick, deadline, later_timer;
 	vk_cmd_t *cmd_head, *cmd_tail;
 	vk_op_t *waiting, **waiting_tail;
@@ -485,10 +508,11 @@ struct mm_valkey {
 	redisContext *sc;
 	uint64_t sc_retry_at;
 	int64_t sc_backoff_ms;
-	/* Lifetime: one reference while open, one per open handle, pending
-	 * address lookup and backing-store job; the memory goes at zero. */
+	/* Lifetime: one reference while open, one per open handle, address
+	 * lookup and operation in progress; the memory goes at zero. */
 	int refs;
 	int closing;
+	int deadline_closed;
 };
 
 static void vk_unref(mm_valkey_t *st);
@@ -502,14 +526,6 @@ static void vk_repopulate_hot(mm_valkey_t *st);
 static void vk_close(mm_store_t *base);
 
 /* ---- small helpers -------------------------------------------------------- */
-
-static int64_t vk_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint64_t vk_rand(mm_valkey_t *st)
 {
@@ -575,13 +591,6 @@ static int vk_list_str(vk_list_t *l, const char *s)
 	return vk_list_add(l, s, strlen(s));
 }
 
-static int vk_list_i64(vk_list_t *l, int64_t v)
-{
-	char num[24];
-
-	return vk_list_add(l, num, (size_t)snprintf(num, sizeof(num), "%" PRId64, v));
-}
-
 static void vk_list_reset(vk_list_t *l)
 {
 	l->b.len = 0;
@@ -603,34 +612,71 @@ static const char *vk_list_at(const vk_list_t *l, size_t i, size_t *len)
 	return (const char *)l->b.p + start;
 }
 
+/* Appends v in decimal. Keys are built per read and write, many at a time,
+ * so they are assembled with plain appends rather than printf. */
+static int vk_put_i64(mm_buf_t *b, int64_t v)
+{
+	char num[24], *p = num + sizeof(num);
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+
+	do
+		*--p = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--p = '-';
+	return mm_buf_append(b, p, (size_t)(num + sizeof(num) - p));
+}
+
+/* Appends PREFIX, the kind ("s:"), NS and ':' to l's current string. */
+static int vk_key_head(const mm_valkey_t *st, vk_list_t *l, const char *kind, const char *ns)
+{
+	int rc;
+
+	if ((rc = mm_buf_append(&l->b, st->prefix, st->prefix_len)) ||
+	    (rc = mm_buf_append(&l->b, kind, 2)) || (rc = mm_buf_append(&l->b, ns, strlen(ns))))
+		return rc;
+	return mm_buf_put_u8(&l->b, ':');
+}
+
+static int vk_list_i64(vk_list_t *l, int64_t v)
+{
+	int rc = vk_put_i64(&l->b, v);
+
+	return rc ? rc : vk_list_mark(l);
+}
+
 /* Appends "P s:NS:BUCKET:ENTITY" and closes it as one string of l. */
 static int vk_state_key(const mm_valkey_t *st, vk_list_t *l, const char *ns, int64_t bucket,
 			const char *entity, size_t len)
 {
-	int rc = mm_buf_printf(&l->b, "%ss:%s:%" PRId64 ":", st->prefix, ns, bucket);
+	int rc;
 
-	if (rc == 0)
-		rc = mm_buf_append(&l->b, entity, len);
-	return rc ? rc : vk_list_mark(l);
+	if ((rc = vk_key_head(st, l, "s:", ns)) || (rc = vk_put_i64(&l->b, bucket)) ||
+	    (rc = mm_buf_put_u8(&l->b, ':')) || (rc = mm_buf_append(&l->b, entity, len)))
+		return rc;
+	return vk_list_mark(l);
 }
 
 /* Appends "P <kind>:NS:BUCKET" (kind 'e' epoch, 'l' leases). */
 static int vk_coord_key(const mm_valkey_t *st, vk_list_t *l, char kind, const char *ns,
 			int64_t bucket)
 {
-	int rc = mm_buf_printf(&l->b, "%s%c:%s:%" PRId64, st->prefix, kind, ns, bucket);
+	const char k[2] = {kind, ':'};
+	int rc;
 
-	return rc ? rc : vk_list_mark(l);
+	if ((rc = vk_key_head(st, l, k, ns)) || (rc = vk_put_i64(&l->b, bucket)))
+		return rc;
+	return vk_list_mark(l);
 }
 
 static int vk_mark_key(const mm_valkey_t *st, vk_list_t *l, const char *ns, const char *id,
 		       size_t len)
 {
-	int rc = mm_buf_printf(&l->b, "%sd:%s:", st->prefix, ns);
+	int rc;
 
-	if (rc == 0)
-		rc = mm_buf_append(&l->b, id, len);
-	return rc ? rc : vk_list_mark(l);
+	if ((rc = vk_key_head(st, l, "d:", ns)) || (rc = mm_buf_append(&l->b, id, len)))
+		return rc;
+	return vk_list_mark(l);
 }
 
 /* ---- namespaces and value conversions ------------------------------------ */
@@ -644,6 +690,27 @@ static int vk_kind_of(const mm_monoid_t *m)
 	return VK_BYTES;
 }
 
+/*
+ * How a bucket the store lacks is cached, so that a window's empty buckets
+ * are answered by the cache too. As the identity state when no stored state
+ * is ever the identity (deltas always hold at least one event, so that is
+ * every monoid but sums): updates then merge into it like into any entry.
+ * Sums can add up to zero, so for them an empty string stands for
+ * "absent": no update accepts it (INCRBY and decode fail), so a write
+ * deletes it and the next read fills the real value.
+ */
+static int vk_negative_of(const mm_monoid_t *m)
+{
+	return m->vt == &mm_monoid_sum_vtable ? VK_NEG_EMPTY : VK_NEG_IDENTITY;
+}
+
+static int vk_same_monoid(const mm_monoid_t *a, const mm_monoid_t *b)
+{
+	return a->vt == b->vt && a->p.is_float == b->p.is_float && a->p.k == b->p.k &&
+	       a->p.max_size == b->p.max_size && a->p.capacity == b->p.capacity &&
+	       a->p.fpr == b->p.fpr;
+}
+
 /* The copy of ns this store keeps (made on first sight). */
 static vk_ns_t *vk_ns_get(mm_valkey_t *st, const mm_ns_t *ns)
 {
@@ -653,11 +720,12 @@ static vk_ns_t *vk_ns_get(mm_valkey_t *st, const mm_ns_t *ns)
 	for (i = 0; i < st->nns; i++) {
 		vn = st->nss[i];
 		if (strcmp(vn->name, ns->name) == 0) {
-			/* A namespace redefined with another monoid takes the new one;
-			 * its cached values are then refused by decode and replaced. */
-			if (vn->m.vt != ns->m->vt || memcmp(&vn->m.p, &ns->m->p, sizeof(vn->m.p))) {
+			/* A namespace redefined with other parameters takes them (the
+			 * runtime refuses such changes while state exists). */
+			if (!vk_same_monoid(&vn->m, ns->m)) {
 				vn->m = *ns->m;
 				vn->kind = vk_kind_of(&vn->m);
+				vn->negative = vk_negative_of(&vn->m);
 			}
 			return vn;
 		}
@@ -675,6 +743,7 @@ static vk_ns_t *vk_ns_get(mm_valkey_t *st, const mm_ns_t *ns)
 	vn->ns.name = vn->name;
 	vn->ns.m = &vn->m;
 	vn->kind = vk_kind_of(&vn->m);
+	vn->negative = vk_negative_of(&vn->m);
 	st->nss[st->nns++] = vn;
 	return vn;
 }
@@ -719,7 +788,6 @@ static void vk_ns_window(mm_valkey_t *st, vk_ns_t *vn)
 	vn->retention_ms = v[1];
 	vn->window = 1;
 out:
-	mm_diag_clear();
 	mm_buf_free(&meta);
 }
 
@@ -734,40 +802,43 @@ static int64_t vk_ns_expire(mm_valkey_t *st, vk_ns_t *vn, int64_t bucket)
 	return mm_window_bucket_start_ms(vn->gran_ms, bucket + 1) + vn->retention_ms;
 }
 
-/* The 8-byte integer encoding of count and integer sum, as an int64. */
-static int vk_int_of(const vk_ns_t *vn, const void *state, mm_buf_t *tmp, int64_t *out)
+/* The value of an 8-byte count or integer sum encoding, for INCRBY. */
+static int vk_int_value(const vk_ns_t *vn, const uint8_t *enc, size_t n, int64_t *out)
 {
 	uint64_t u;
-	int rc;
 
-	tmp->len = 0;
-	if ((rc = vn->m.vt->encode(&vn->m, state, tmp)))
-		return rc;
-	if (tmp->len != 8)
-		return mm_diag_set(MM_ECORRUPT, "valkey: %s encodes to %zu bytes, expected 8",
-				   vn->m.vt->name, tmp->len);
-	u = mm_get_u64le(tmp->p);
-	if (vn->m.vt == &mm_monoid_count_vtable && u > (uint64_t)INT64_MAX)
-		return mm_diag_set(MM_ERANGE, "valkey: count %" PRIu64 " does not fit INCRBY", u);
-	*out = (int64_t)u;
-	return 0;
-}
-
-/* Appends the cache form of the monoid encoding enc[0..n) to l as one string. */
-static int vk_cache_value(const vk_ns_t *vn, const uint8_t *enc, size_t n, vk_list_t *l)
-{
-	uint64_t u;
-	char num[24];
-
-	if (vn->kind != VK_INT)
-		return vk_list_add(l, enc, n);
 	if (n != 8)
 		return mm_diag_set(MM_ECORRUPT, "valkey: %s encodes to %zu bytes, expected 8",
 				   vn->m.vt->name, n);
 	u = mm_get_u64le(enc);
 	if (vn->m.vt == &mm_monoid_count_vtable && u > (uint64_t)INT64_MAX)
 		return mm_diag_set(MM_ERANGE, "valkey: count %" PRIu64 " does not fit INCRBY", u);
-	return vk_list_add(l, num, (size_t)snprintf(num, sizeof(num), "%" PRId64, (int64_t)u));
+	*out = (int64_t)u;
+	return 0;
+}
+
+/* The INCRBY amount of a count or integer sum delta. */
+static int vk_int_of(const vk_ns_t *vn, const void *state, mm_buf_t *tmp, int64_t *out)
+{
+	int rc;
+
+	tmp->len = 0;
+	if ((rc = vn->m.vt->encode(&vn->m, state, tmp)))
+		return rc;
+	return vk_int_value(vn, tmp->p, tmp->len, out);
+}
+
+/* Appends the cache form of the monoid encoding enc[0..n) to l as one string. */
+static int vk_cache_value(const vk_ns_t *vn, const uint8_t *enc, size_t n, vk_list_t *l)
+{
+	int64_t v;
+	int rc;
+
+	if (vn->kind != VK_INT)
+		return vk_list_add(l, enc, n);
+	if ((rc = vk_int_value(vn, enc, n, &v)))
+		return rc;
+	return vk_list_i64(l, v);
 }
 
 /* Decodes a cached value into state (init()ed). MM_ECORRUPT if it is not
@@ -987,11 +1058,13 @@ static void vk_release_waiting(mm_valkey_t *st)
 
 /* ---- commands ---------------------------------------------------------------- */
 
+static void vk_deadline_cb(uv_timer_t *t);
+
 static void vk_arm_deadline(mm_valkey_t *st)
 {
 	uint64_t now, due;
 
-	if (st->closing)
+	if (st->deadline_closed)
 		return;
 	if (st->cmd_head == NULL) {
 		uv_timer_stop(&st->deadline);
@@ -999,8 +1072,8 @@ static void vk_arm_deadline(mm_valkey_t *st)
 	}
 	now = uv_hrtime();
 	due = st->cmd_head->t0 + (uint64_t)st->timeout_ms * 1000000u;
-	uv_timer_start(&st->deadline, NULL == st ? NULL : st->deadline.timer_cb,
-		       due > now ? (due - now) / 1000000u + 1 : 0, 0);
+	uv_timer_start(&st->deadline, vk_deadline_cb, due > now ? (due - now) / 1000000u + 1 : 0,
+		       0);
 }
 
 static void vk_deadline_cb(uv_timer_t *t)
@@ -1064,7 +1137,7 @@ static int vk_send(mm_valkey_t *st, int op, vk_reply_fn fn, void *ctx, int argc,
 {
 	vk_cmd_t *cmd;
 
-	if (st->ac == NULL)
+	if (st->ac == NULL || st->closing)
 		return mm_diag_set(MM_ECLOSED, "valkey: not connected");
 	cmd = malloc(sizeof(*cmd));
 	if (cmd == NULL)
@@ -1178,20 +1251,25 @@ static void vk_schedule_retry(mm_valkey_t *st)
  * itself or is being told to. Idempotent. Cache use stops until the next
  * handshake; waiting operations go on without the cache.
  */
+static void vk_close_deadline(mm_valkey_t *st);
+
 static void vk_lost(mm_valkey_t *st, redisAsyncContext *ac, const char *why)
 {
 	if (ac == NULL || st->ac != ac)
 		return;
 	st->ac = NULL;
-	st->vs.disconnects++;
 	st->state = VK_DOWN;
 	st->checking = st->scanning = st->replaying = 0;
-	uv_timer_stop(&st->tick);
-	if (!st->closing) {
-		mm_log(MM_LOG_WARN, VK_LOG, "%s:%d: %s; reads and writes use the store alone, "
-		       "retrying in about %" PRId64 " ms", st->host, st->port, why, st->backoff_ms);
-		vk_schedule_retry(st);
+	if (st->closing) {
+		/* The graceful disconnect of close() is over. */
+		vk_close_deadline(st);
+		return;
 	}
+	st->vs.disconnects++;
+	uv_timer_stop(&st->tick);
+	mm_log(MM_LOG_WARN, VK_LOG, "%s:%d: %s; reads and writes use the store alone, "
+	       "retrying in about %" PRId64 " ms", st->host, st->port, why, st->backoff_ms);
+	vk_schedule_retry(st);
 	vk_release_waiting(st);
 }
 
@@ -1234,40 +1312,34 @@ static void vk_on_disconnect(const redisAsyncContext *c, int status)
 {
 	mm_valkey_t *st = c->data;
 
+	const char *why = c->errstr ? c->errstr : "disconnected";
+
 	vk_lost(st, (redisAsyncContext *)(uintptr_t)c,
-		status == REDIS_OK ? "connection closed" : (c->errstr ? c->errstr : "disconnected"));
+		status == REDIS_OK ? "connection closed" : why);
 }
 
 static void vk_hs_step(mm_valkey_t *st)
 {
-	int lost = 0;
-	const char *g;
+	size_t rl = strlen(st->run_id);
+	const char *why = NULL;
 
 	if (--st->hs_left > 0 || st->ac == NULL)
 		return;
-	/* Every reply is in: decide whether the cache can be trusted. */
-	g = st->gen;
-	if (!st->have_gen)
-		g = "";
-	(void)g;
-	lost = 1;
-	if (st->scan_cursor[0] == 'g') {
-		/* The generation was read into scan_cursor + 1 by vk_hs_gen. */
-		const char *seen = st->scan_cursor + 1;
-		size_t rl = strlen(st->run_id);
-
-		lost = !(strncmp(seen, st->run_id, rl) == 0 && seen[rl] == ':') ||
-		       (st->have_gen && strcmp(seen, st->gen) != 0);
-		if (!lost) {
-			snprintf(st->gen, sizeof(st->gen), "%s", seen);
-			st->have_gen = 1;
-		}
-	}
-	st->scan_cursor[0] = '\0';
-	if (lost)
-		vk_loss(st, st->have_gen ? "the cache generation changed" : NULL);
-	else
+	/* Every reply is in: can what the server holds be trusted? */
+	if (!st->hs_has_gen)
+		why = st->have_gen ? "the cache generation is gone (FLUSHALL, restart or eviction)"
+				   : NULL;
+	else if (strncmp(st->hs_gen, st->run_id, rl) != 0 || st->hs_gen[rl] != ':')
+		why = "the server restarted or is another one (its run_id changed)";
+	else if (st->have_gen && strcmp(st->hs_gen, st->gen) != 0)
+		why = "the cache generation changed";
+	if (why == NULL && st->hs_has_gen) {
+		snprintf(st->gen, sizeof(st->gen), "%s", st->hs_gen);
+		st->have_gen = 1;
 		vk_replay_dirty(st);
+		return;
+	}
+	vk_loss(st, why);
 }
 
 static void vk_hs_simple(void *ctx, redisReply *r)
@@ -1293,7 +1365,8 @@ static void vk_hs_script(void *ctx, redisReply *r)
 	if (r == NULL)
 		return;
 	if (r->type != REDIS_REPLY_STRING || r->len != 40) {
-		vk_drop(st, r->type == REDIS_REPLY_ERROR ? r->str : "SCRIPT LOAD: unexpected reply");
+		vk_drop(st, r->type == REDIS_REPLY_ERROR ? r->str
+							 : "SCRIPT LOAD: unexpected reply");
 		return;
 	}
 	memcpy(st->sha[ref->script], r->str, 40);
@@ -1324,11 +1397,12 @@ static void vk_hs_gen(void *ctx, redisReply *r)
 
 	if (r == NULL)
 		return;
-	if (r->type == REDIS_REPLY_STRING && r->len < sizeof(st->scan_cursor) - 1 &&
-	    memchr(r->str, '\0', r->len) == NULL)
-		snprintf(st->scan_cursor, sizeof(st->scan_cursor), "g%s", r->str);
-	else
-		st->scan_cursor[0] = '\0';
+	st->hs_has_gen = r->type == REDIS_REPLY_STRING && r->len < sizeof(st->hs_gen) &&
+			 memchr(r->str, '\0', r->len) == NULL;
+	if (st->hs_has_gen) {
+		memcpy(st->hs_gen, r->str, r->len);
+		st->hs_gen[r->len] = '\0';
+	}
 	vk_hs_step(st);
 }
 
@@ -1340,10 +1414,11 @@ static void vk_handshake(mm_valkey_t *st)
 	int i, rc = 0;
 
 	st->hs_left = VK_S_MAX + 2 + (st->password != NULL) + (st->db != 0);
-	st->scan_cursor[0] = '\0';
+	st->hs_has_gen = 0;
 	if (st->password != NULL) {
 		vk_list_reset(l);
-		if ((rc = vk_list_str(l, "AUTH")) || (st->user && (rc = vk_list_str(l, st->user))) ||
+		if ((rc = vk_list_str(l, "AUTH")) ||
+		    (st->user && (rc = vk_list_str(l, st->user))) ||
 		    (rc = vk_list_str(l, st->password)) ||
 		    (rc = vk_command(st, MM_VALKEY_OP_CHECK, l, vk_hs_simple, st)))
 			goto fail;
@@ -1377,6 +1452,57 @@ fail:
 	vk_drop(st, mm_diag_msg());
 }
 
+/*
+ * hiredis 0.14's libuv adapter ignores a poll error: libuv reports POLLERR
+ * (a refused connect, a reset connection) as status UV_EBADF and stops the
+ * handle, so hiredis would never learn of it and the failure would only
+ * show when a deadline passed. These hooks wrap the adapter's and give the
+ * handle a callback that passes errors on as the events hiredis waits for,
+ * where its read or write fails and reports the error.
+ */
+static void vk_poll_cb(uv_poll_t *handle, int status, int events)
+{
+	redisLibuvEvents *p = handle->data;
+	int ev = status ? p->events : events;
+
+	if (p->context != NULL && (ev & UV_READABLE))
+		redisAsyncHandleRead(p->context);
+	if (p->context != NULL && (ev & UV_WRITABLE))
+		redisAsyncHandleWrite(p->context);
+}
+
+static void vk_poll_restart(void *privdata)
+{
+	redisLibuvEvents *p = privdata;
+
+	if (p->events)
+		uv_poll_start(&p->handle, p->events, vk_poll_cb);
+}
+
+static void vk_add_read(void *privdata)
+{
+	redisLibuvAddRead(privdata);
+	vk_poll_restart(privdata);
+}
+
+static void vk_del_read(void *privdata)
+{
+	redisLibuvDelRead(privdata);
+	vk_poll_restart(privdata);
+}
+
+static void vk_add_write(void *privdata)
+{
+	redisLibuvAddWrite(privdata);
+	vk_poll_restart(privdata);
+}
+
+static void vk_del_write(void *privdata)
+{
+	redisLibuvDelWrite(privdata);
+	vk_poll_restart(privdata);
+}
+
 static void vk_connect_ip(mm_valkey_t *st, const char *ip)
 {
 	redisAsyncContext *ac = redisAsyncConnect(ip, st->port);
@@ -1398,6 +1524,14 @@ static void vk_connect_ip(mm_valkey_t *st, const char *ip)
 		vk_connect_failed(st, "cannot attach to the loop");
 		return;
 	}
+	/* An idle connection must not keep the loop alive (the engine's loop
+	 * ends when its own handles are closed); a command in flight does,
+	 * through the deadline timer. */
+	uv_unref((uv_handle_t *)&((redisLibuvEvents *)ac->ev.data)->handle);
+	ac->ev.addRead = vk_add_read;
+	ac->ev.delRead = vk_del_read;
+	ac->ev.addWrite = vk_add_write;
+	ac->ev.delWrite = vk_del_write;
 	redisAsyncSetConnectCallback(ac, vk_on_connect);
 	redisAsyncSetDisconnectCallback(ac, vk_on_disconnect);
 	st->ac = ac;
@@ -1410,6 +1544,7 @@ static void vk_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	const void *addr = NULL;
 	char why[160];
 
+	st->resolving = 0;
 	if (!st->closing && status == 0 && res != NULL) {
 		if (res->ai_family == AF_INET)
 			addr = &((struct sockaddr_in *)(void *)res->ai_addr)->sin_addr;
@@ -1447,6 +1582,7 @@ static void vk_connect(mm_valkey_t *st)
 		vk_connect_failed(st, uv_strerror(rc));
 		return;
 	}
+	st->resolving = 1;
 	st->refs++;
 }
 
@@ -1466,6 +1602,10 @@ static void vk_ready(mm_valkey_t *st)
 	       st->host, st->port, st->gen);
 	uv_timer_start(&st->tick, vk_tick_cb, (uint64_t)st->check_ms, (uint64_t)st->check_ms);
 	vk_release_waiting(st);
+	if (st->repop_pending) {
+		st->repop_pending = 0;
+		vk_repopulate_hot(st);
+	}
 }
 
 static void vk_gen_adopted(void *ctx, redisReply *r)
@@ -1483,8 +1623,6 @@ static void vk_gen_adopted(void *ctx, redisReply *r)
 	st->have_gen = 1;
 	st->scanning = 0;
 	vk_replay_dirty(st);
-	if (st->hot.n > 0)
-		vk_repopulate_hot(st);
 }
 
 static void vk_ignore(void *ctx, redisReply *r)
@@ -1505,11 +1643,6 @@ static void vk_new_gen(mm_valkey_t *st)
 	    (rc = vk_list_mark(l)) || (rc = vk_list_str(l, gen)) || (rc = vk_list_str(l, "NX")) ||
 	    (rc = vk_command(st, MM_VALKEY_OP_CHECK, l, vk_ignore, st)))
 		goto fail;
-	l->n = 2;
-	l->b.len = l->end[1];
-	memcpy(l->b.p, "GET", 3);
-	l->end[0] = 3;
-	/* Rebuild "GET <prefix>gen" cleanly rather than patching the SET. */
 	vk_list_reset(l);
 	if ((rc = vk_list_str(l, "GET")) || (rc = mm_buf_printf(&l->b, "%sgen", st->prefix)) ||
 	    (rc = vk_list_mark(l)) ||
@@ -1572,14 +1705,6 @@ static void vk_scan_next(mm_valkey_t *st)
 	    (rc = vk_list_str(l, "MATCH")))
 		goto fail;
 	/* The prefix is matched literally: glob characters are escaped. */
-	for (p = st->prefix; *p && rc == 0; p++)
-		if (strchr("*?[]\\", *p))
-			rc = mm_buf_put_u8(&l->b, '\\');
-		else if (rc == 0)
-			rc = 0;
-	if (rc)
-		goto fail;
-	l->b.len = l->n ? l->end[l->n - 1] : 0;
 	for (p = st->prefix; *p && rc == 0; p++) {
 		if (strchr("*?[]\\", *p))
 			rc = mm_buf_put_u8(&l->b, '\\');
@@ -1606,6 +1731,7 @@ static void vk_loss(mm_valkey_t *st, const char *why)
 {
 	if (why != NULL) {
 		st->vs.data_losses++;
+		st->repop_pending = 1;
 		mm_log(MM_LOG_WARN, VK_LOG, "%s:%d: %s: dropping cached states and rebuilding",
 		       st->host, st->port, why);
 	}
@@ -1634,6 +1760,10 @@ static void vk_replay_done(vk_replay_t *rp)
 		st->vs.dirty = st->dirty.n;
 		if (st->state == VK_CONNECTING && st->ac != NULL)
 			vk_ready(st);
+	} else {
+		/* The server refused (out of memory?): reconnect and try again
+		 * after a backoff rather than trust it. */
+		vk_drop(st, "cannot delete dirty keys");
 	}
 	free(rp);
 }
@@ -1650,9 +1780,8 @@ static void vk_replay_reply(void *ctx, redisReply *r)
 		vk_replay_done(rp);
 }
 
-/* Sends INVAL for keys[first..] of one (ns, bucket) run of the dirty list. */
-static int vk_inval_batch(mm_valkey_t *st, vk_ns_t *vn, int64_t bucket, vk_list_t *k,
-			  vk_list_t *a, vk_reply_fn fn, void *ctx)
+/* Sends INVAL for the keys k (epoch first) with a fresh seed. */
+static int vk_inval_batch(mm_valkey_t *st, vk_list_t *k, vk_list_t *a, vk_reply_fn fn, void *ctx)
 {
 	int rc;
 
@@ -1660,8 +1789,6 @@ static int vk_inval_batch(mm_valkey_t *st, vk_ns_t *vn, int64_t bucket, vk_list_
 	if ((rc = vk_list_i64(a, (int64_t)(vk_rand(st) >> 16))) ||
 	    (rc = vk_list_i64(a, st->cache_ttl_ms)))
 		return rc;
-	(void)vn;
-	(void)bucket;
 	return vk_eval(st, MM_VALKEY_OP_INVALIDATE, VK_S_INVAL, k, a, fn, ctx);
 }
 
@@ -1706,8 +1833,7 @@ static void vk_replay_dirty(mm_valkey_t *st)
 				   g->bucket == e->bucket;
 		     g = g->newer, n++)
 			rc = vk_state_key(st, &k, g->ns->name, g->bucket, g->entity, g->len);
-		if (rc == 0 && (rc = vk_inval_batch(st, e->ns, e->bucket, &k, &a, vk_replay_reply,
-						   rp)) == 0)
+		if (rc == 0 && (rc = vk_inval_batch(st, &k, &a, vk_replay_reply, rp)) == 0)
 			rp->pending++;
 		e = g;
 	}
@@ -1718,8 +1844,6 @@ static void vk_replay_dirty(mm_valkey_t *st)
 		rp->failed = 1;
 	if (rp->pending == 0)
 		vk_replay_done(rp);
-	if (rc)
-		vk_drop(st, mm_diag_msg());
 }
 
 static void vk_check_reply(void *ctx, redisReply *r)
@@ -1761,27 +1885,29 @@ static void vk_tick_cb(uv_timer_t *t)
 
 /* ---- reads: get_many and repopulate ------------------------------------------- */
 
+enum { VK_R_HIT = 1, VK_R_SEEN = 2, VK_R_CORRUPT = 4 };
+
 typedef struct vk_read {
 	vk_op_t op;
 	vk_ns_t *ns;
 	const mm_key_t *keys;
 	size_t n;
-	void *states;
+	void *states;           /* the caller's (get_many); NULL for repopulate */
 	uint8_t *found;
 	int repop;              /* repopulate: every key is read from the store */
-	uint8_t *seen;          /* per key: epoch observed (1), fill allowed */
-	uint8_t *corrupt;       /* per key: the cached value failed to decode */
+	uint8_t *flags;         /* per key: VK_R_* */
 	vk_list_t keystr;       /* per key: entry, epoch, lease set */
-	vk_list_t epochs;       /* per key: "n" or "v<epoch>" */
+	vk_list_t epochs;       /* per key: "n" (none), "v<epoch>", or "" (not seen) */
+	int nofill;             /* the epoch list could not be built */
 	size_t next_chunk;
-	int pending, sending, failed;
+	int pending, sending;
 	/* Misses, read from the backing store. */
 	size_t *miss, nmiss;
 	mm_key_t *mkeys;
 	unsigned char *mstates;
 	uint8_t *mfound;
-	vk_list_t fill;         /* per miss: cache value ("" when absent) */
-	/* repopulate: owned copies */
+	vk_list_t fill;         /* per miss: its cache value */
+	/* repopulate: owned copies of the keys */
 	mm_key_t *own_keys;
 	char *own_bytes;
 } vk_read_t;
@@ -1794,8 +1920,7 @@ static void vk_read_free(vk_read_t *rd)
 	if (rd->mstates != NULL)
 		for (j = 0; j < rd->nmiss; j++)
 			rd->ns->m.vt->destroy(&rd->ns->m, rd->mstates + j * MM_STATE_MAX);
-	free(rd->seen);
-	free(rd->corrupt);
+	free(rd->flags);
 	vk_list_free(&rd->keystr);
 	vk_list_free(&rd->epochs);
 	free(rd->miss);
@@ -1809,6 +1934,7 @@ static void vk_read_free(vk_read_t *rd)
 	vk_unref(st);
 }
 
+/* Answers the caller once (get_many answers before its fill). */
 static void vk_read_complete(vk_read_t *rd, int status, const char *detail)
 {
 	mm_store_cb cb = rd->op.cb;
@@ -1818,85 +1944,92 @@ static void vk_read_complete(vk_read_t *rd, int status, const char *detail)
 		cb(rd->op.arg, status, detail);
 }
 
+static void vk_read_end(vk_read_t *rd, int status, const char *detail)
+{
+	vk_read_complete(rd, status, detail);
+	vk_read_free(rd);
+}
+
 static void vk_fill_reply(void *ctx, redisReply *r)
 {
 	vk_read_t *rd = ctx;
 	mm_valkey_t *st = rd->op.st;
-	size_t cnt = rd->next_chunk;
 
-	rd->next_chunk = 0;
-	(void)cnt;
 	if (vk_reply_ok(r) && r->type == REDIS_REPLY_INTEGER) {
 		st->vs.fills += (uint64_t)r->integer;
 		if (rd->repop)
 			st->vs.repopulated += (uint64_t)r->integer;
 	}
-	if (--rd->pending > 0 || rd->sending)
-		return;
-	vk_read_complete(rd, 0, "");
-	vk_read_free(rd);
+	if (--rd->pending == 0 && !rd->sending)
+		vk_read_end(rd, 0, "");
 }
 
-/* Writes the values read from the store into the cache, guarded. */
+/* Appends one key's FILL arguments (entry, epoch, lease; value, epoch
+ * seen, expiry, nx). */
+static int vk_fill_args(vk_read_t *rd, size_t i, size_t j, vk_list_t *k, vk_list_t *a)
+{
+	mm_valkey_t *st = rd->op.st;
+	const char *p;
+	size_t len, x;
+	int rc = 0;
+
+	for (x = 0; x < 3 && rc == 0; x++) {
+		p = vk_list_at(&rd->keystr, 3 * i + x, &len);
+		rc = vk_list_add(k, p, len);
+	}
+	if (rc)
+		return rc;
+	p = vk_list_at(&rd->fill, j, &len);
+	if ((rc = vk_list_add(a, p, len)))
+		return rc;
+	p = vk_list_at(&rd->epochs, i, &len);
+	if ((rc = vk_list_add(a, p, len)) ||
+	    (rc = vk_list_i64(a, vk_ns_expire(st, rd->ns, rd->keys[i].bucket))))
+		return rc;
+	return vk_list_str(a, rd->repop || (rd->flags[i] & VK_R_CORRUPT) ? "0" : "1");
+}
+
+/* Writes the values read from the store into the cache, guarded by the
+ * epochs seen before the store was read. */
 static void vk_read_fill(vk_read_t *rd)
 {
 	mm_valkey_t *st = rd->op.st;
 	vk_list_t k = {0}, a = {0};
-	size_t j, batch = 0, total = 0;
+	size_t j, batch = 0;
 	int rc = 0;
 
 	rd->sending = 1;
-	for (j = 0; j < rd->nmiss && rc == 0 && vk_usable(st); j++) {
-		size_t i = rd->miss[j], len;
-		const char *p;
+	for (j = 0; j < rd->nmiss && rc == 0 && !rd->nofill && vk_usable(st); j++) {
+		size_t i = rd->miss[j];
 
-		if (!rd->seen[i] || rd->fill.end == NULL)
-			continue;
-		p = vk_list_at(&rd->fill, j, &len);
-		if (!rd->mfound[j] && rd->ns->kind != VK_HLL)
+		if (!(rd->flags[i] & VK_R_SEEN))
 			continue;
 		if (batch == 0) {
 			vk_list_reset(&k);
 			vk_list_reset(&a);
 			rc = vk_list_i64(&a, st->cache_ttl_ms);
 		}
-		for (size_t x = 0; x < 3 && rc == 0; x++) {
-			size_t kl;
-			const char *kp = vk_list_at(&rd->keystr, 3 * i + x, &kl);
-
-			rc = vk_list_add(&k, kp, kl);
-		}
-		if (rc == 0) {
-			size_t el;
-			const char *ep = vk_list_at(&rd->epochs, i, &el);
-
-			if ((rc = vk_list_add(&a, p, len)) || (rc = vk_list_add(&a, ep, el)) ||
-			    (rc = vk_list_i64(&a, vk_ns_expire(st, rd->ns, rd->keys[i].bucket))) ||
-			    (rc = vk_list_str(&a, rd->repop || rd->corrupt[i] ? "0" : "1")))
-				break;
-		}
-		total++;
+		if (rc == 0)
+			rc = vk_fill_args(rd, i, j, &k, &a);
 		if (rc == 0 && ++batch == VK_CHUNK) {
-			if ((rc = vk_eval(st, MM_VALKEY_OP_FILL, VK_S_FILL, &k, &a, vk_fill_reply,
-					  rd)) == 0)
+			if (vk_eval(st, MM_VALKEY_OP_FILL, VK_S_FILL, &k, &a, vk_fill_reply,
+				    rd) == 0)
 				rd->pending++;
 			batch = 0;
 		}
 	}
 	if (rc == 0 && batch > 0 &&
-	    (rc = vk_eval(st, MM_VALKEY_OP_FILL, VK_S_FILL, &k, &a, vk_fill_reply, rd)) == 0)
+	    vk_eval(st, MM_VALKEY_OP_FILL, VK_S_FILL, &k, &a, vk_fill_reply, rd) == 0)
 		rd->pending++;
 	vk_list_free(&k);
 	vk_list_free(&a);
-	(void)total;
 	rd->sending = 0;
-	if (rd->pending == 0) {
-		vk_read_complete(rd, 0, "");
-		vk_read_free(rd);
-	}
+	if (rd->pending == 0)
+		vk_read_end(rd, 0, "");
 }
 
-/* The backing store answered the misses. */
+/* The backing store answered the misses: hand the states over (decoded
+ * from the bytes the cache will get), answer, then fill. */
 static void vk_read_stored(void *arg, int status, const char *detail)
 {
 	vk_read_t *rd = arg;
@@ -1908,18 +2041,20 @@ static void vk_read_stored(void *arg, int status, const char *detail)
 	int rc = 0;
 
 	if (status != 0 || st->closing) {
-		vk_read_complete(rd, status ? status : MM_ECLOSED, detail);
-		vk_read_free(rd);
+		vk_read_end(rd, status ? status : MM_ECLOSED, status ? detail : "valkey: closing");
 		return;
 	}
 	for (j = 0; j < rd->nmiss && rc == 0; j++) {
 		size_t i = rd->miss[j];
-		void *ms = rd->mstates + j * MM_STATE_MAX;
 
 		enc.len = 0;
-		if ((rc = m->vt->encode(m, ms, &enc)))
-			break;
-		if ((rc = vk_cache_value(rd->ns, enc.p, enc.len, &rd->fill)))
+		if (!rd->mfound[j] && rd->ns->negative == VK_NEG_EMPTY) {
+			if ((rc = vk_list_add(&rd->fill, "", 0)))
+				break;
+			continue;
+		}
+		if ((rc = m->vt->encode(m, rd->mstates + j * MM_STATE_MAX, &enc)) ||
+		    (rc = vk_cache_value(rd->ns, enc.p, enc.len, &rd->fill)))
 			break;
 		if (rd->repop || !rd->mfound[j])
 			continue;
@@ -1929,151 +2064,139 @@ static void vk_read_stored(void *arg, int status, const char *detail)
 	}
 	mm_buf_free(&enc);
 	if (rc) {
-		/* The backing store's own state did not survive re-encoding here:
-		 * report it, the cache is left alone. */
 		snprintf(why, sizeof(why), "%s", mm_diag_msg());
-		vk_read_complete(rd, rc, why);
-		vk_read_free(rd);
+		vk_read_end(rd, rc, why);
 		return;
 	}
-	st->vs.misses += rd->repop ? 0 : rd->nmiss;
-	/* The caller has its answer; the fill goes on without it. */
-	if (!rd->repop)
+	if (!rd->repop) {
+		st->vs.misses += rd->nmiss;
 		vk_read_complete(rd, 0, "");
+	}
 	vk_read_fill(rd);
 }
 
+/* Every lookup is in: read what the cache did not answer from the store. */
 static void vk_read_looked(vk_read_t *rd)
 {
 	mm_valkey_t *st = rd->op.st;
+	char why[512];
 	size_t i, j;
 	int rc;
 
 	for (i = 0; i < rd->n; i++)
-		if (rd->repop || !rd->found[i])
+		if (!(rd->flags[i] & VK_R_HIT))
 			rd->nmiss++;
 	if (rd->nmiss == 0) {
-		vk_read_complete(rd, 0, "");
-		vk_read_free(rd);
+		vk_read_end(rd, 0, "");
 		return;
 	}
 	rd->miss = malloc(rd->nmiss * sizeof(*rd->miss));
 	rd->mkeys = malloc(rd->nmiss * sizeof(*rd->mkeys));
-	rd->mstates = aligned_alloc(16, rd->nmiss * MM_STATE_MAX);
 	rd->mfound = calloc(rd->nmiss, 1);
-	if (!rd->miss || !rd->mkeys || !rd->mstates || !rd->mfound) {
-		free(rd->mstates);
-		rd->mstates = NULL;
-		vk_read_complete(rd, MM_ENOMEM, "valkey: cannot allocate the misses of a read");
-		vk_read_free(rd);
+	if (rd->miss && rd->mkeys && rd->mfound)
+		rd->mstates = aligned_alloc(16, rd->nmiss * MM_STATE_MAX);
+	if (rd->mstates == NULL) {
+		vk_read_end(rd, MM_ENOMEM, "valkey: cannot allocate the misses of a read");
 		return;
 	}
 	for (i = 0, j = 0; i < rd->n; i++)
-		if (rd->repop || !rd->found[i]) {
+		if (!(rd->flags[i] & VK_R_HIT)) {
 			rd->miss[j] = i;
 			rd->mkeys[j] = rd->keys[i];
 			rd->ns->m.vt->init(&rd->ns->m, rd->mstates + j * MM_STATE_MAX);
 			j++;
 		}
-	st->refs++;
 	rc = mm_store_get_many(st->backing, &rd->ns->ns, rd->mkeys, rd->nmiss, rd->mstates,
 			       rd->mfound, vk_read_stored, rd);
 	if (rc) {
-		char why[512];
-
-		st->refs--;
 		snprintf(why, sizeof(why), "%s", mm_diag_msg());
-		vk_read_complete(rd, rc, why);
-		vk_read_free(rd);
-		return;
+		vk_read_end(rd, rc, why);
 	}
-	/* vk_read_free drops the reference vk_read_stored's job holds. */
-	st->refs--;
+}
+
+/* Notes the epoch a lookup saw for key i (e NULL: the lookup failed). The
+ * list gets exactly one string per key, in order. */
+static void vk_read_epoch(vk_read_t *rd, size_t i, const redisReply *e)
+{
+	int rc = 0, seen = 0;
+
+	if (e != NULL && e->type == REDIS_REPLY_STRING) {
+		seen = 1;
+		if ((rc = mm_buf_put_u8(&rd->epochs.b, 'v')) == 0)
+			rc = mm_buf_append(&rd->epochs.b, e->str, e->len);
+	} else if (e != NULL && e->type == REDIS_REPLY_NIL) {
+		seen = 1;
+		rc = mm_buf_put_u8(&rd->epochs.b, 'n');
+	}
+	if (rc == 0)
+		rc = vk_list_mark(&rd->epochs);
+	if (rc)
+		rd->nofill = 1;
+	else if (seen)
+		rd->flags[i] |= VK_R_SEEN;
 }
 
 static void vk_read_mget(void *ctx, redisReply *r)
 {
 	vk_read_t *rd = ctx;
 	mm_valkey_t *st = rd->op.st;
+	const mm_monoid_t *m = &rd->ns->m;
 	size_t first = rd->next_chunk, cnt, x;
+	int ok;
 
 	cnt = rd->n - first < VK_READ_CHUNK ? rd->n - first : VK_READ_CHUNK;
 	rd->next_chunk += cnt;
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 * cnt) {
-		rd->failed = 1;
-	} else {
-		for (x = 0; x < cnt; x++) {
-			size_t i = first + x;
-			redisReply *v = r->element[2 * x], *e = r->element[2 * x + 1];
-			void *state = (char *)rd->states + i * MM_STATE_MAX;
-			int rc;
+	ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 * cnt;
+	for (x = 0; x < cnt; x++) {
+		size_t i = first + x;
+		const redisReply *v;
+		void *state;
 
-			/* The epoch as seen, for the fill's guard. */
-			if (e->type == REDIS_REPLY_STRING) {
-				if (mm_buf_put_u8(&rd->epochs.b, 'v') ||
-				    mm_buf_append(&rd->epochs.b, e->str, e->len))
-					continue;
-			} else if (e->type != REDIS_REPLY_NIL || mm_buf_put_u8(&rd->epochs.b, 'n')) {
-				continue;
-			}
-			/* Epoch strings must line up with keys: mark (i + 1) strings. */
-			while (rd->epochs.n < i)
-				if (vk_list_mark(&rd->epochs))
-					break;
-			if (vk_list_mark(&rd->epochs))
-				continue;
-			rd->seen[i] = 1;
-			if (rd->repop || v->type != REDIS_REPLY_STRING)
-				continue;
-			rc = vk_from_cache(rd->ns, v->str, v->len, state);
-			if (rc == 0 && rd->ns->kind == VK_HLL &&
-			    rd->ns->m.vt->is_identity(&rd->ns->m, state)) {
-				/* An empty sketch stands for a bucket the store lacks. */
-				st->vs.hits++;
-				rd->seen[i] = 0;
-				rd->found[i] = 2;
-				continue;
-			}
-			if (rc == 0) {
-				rd->found[i] = 1;
-				st->vs.hits++;
-			} else {
-				st->vs.corrupt++;
-				rd->corrupt[i] = 1;
-				rd->ns->m.vt->destroy(&rd->ns->m, state);
-				rd->ns->m.vt->init(&rd->ns->m, state);
-			}
+		vk_read_epoch(rd, i, ok ? r->element[2 * x + 1] : NULL);
+		if (!ok || rd->repop)
+			continue;
+		v = r->element[2 * x];
+		if (v->type != REDIS_REPLY_STRING)
+			continue;
+		if (v->len == 0 && rd->ns->negative == VK_NEG_EMPTY) {
+			/* The marker of a bucket the store lacks. */
+			st->vs.hits++;
+			rd->flags[i] |= VK_R_HIT;
+			continue;
 		}
+		state = (char *)rd->states + i * MM_STATE_MAX;
+		if (vk_from_cache(rd->ns, v->str, v->len, state) != 0) {
+			/* Refilled from the store, replacing the bad value. */
+			st->vs.corrupt++;
+			rd->flags[i] |= VK_R_CORRUPT;
+			m->vt->destroy(m, state);
+			m->vt->init(m, state);
+			continue;
+		}
+		st->vs.hits++;
+		rd->flags[i] |= VK_R_HIT;
+		rd->found[i] = !(rd->ns->negative == VK_NEG_IDENTITY &&
+				 m->vt->is_identity(m, state));
 	}
-	if (--rd->pending > 0 || rd->sending)
-		return;
-	/* Line the epoch list up with every key (keys of failed chunks were
-	 * not observed: no fill for them). */
-	while (rd->epochs.n < rd->n)
-		if (vk_list_mark(&rd->epochs)) {
-			memset(rd->seen, 0, rd->n);
-			break;
-		}
-	if (!rd->repop)
-		for (x = 0; x < rd->n; x++)
-			if (rd->found[x] == 2)
-				rd->found[x] = 0, rd->seen[x] = 0;
-	vk_read_looked(rd);
+	if (--rd->pending == 0 && !rd->sending)
+		vk_read_looked(rd);
 }
 
-/* Sends the lookups (MGET of entry and epoch per key). 0, or an error with
- * nothing sent. */
+/* Sends the lookups: MGET of entry and epoch per key, in chunks. 0 once
+ * something is on its way (unsent chunks are completed as failures), or an
+ * error with nothing sent. */
 static int vk_read_send(vk_read_t *rd)
 {
 	mm_valkey_t *st = rd->op.st;
 	vk_list_t *l = &st->sa;
-	size_t i, x;
+	size_t i, x, cnt, sent = 0;
 	int rc = 0;
 
 	for (i = 0; i < rd->n && rc == 0; i++) {
 		const mm_key_t *k = &rd->keys[i];
 
-		if ((rc = vk_state_key(st, &rd->keystr, rd->ns->name, k->bucket, k->entity, k->len)) ||
+		if ((rc = vk_state_key(st, &rd->keystr, rd->ns->name, k->bucket, k->entity,
+				       k->len)) ||
 		    (rc = vk_coord_key(st, &rd->keystr, 'e', rd->ns->name, k->bucket)))
 			break;
 		rc = vk_coord_key(st, &rd->keystr, 'l', rd->ns->name, k->bucket);
@@ -2081,9 +2204,8 @@ static int vk_read_send(vk_read_t *rd)
 	if (rc)
 		return rc;
 	rd->sending = 1;
-	for (i = 0; i < rd->n && rc == 0; i += VK_READ_CHUNK) {
-		size_t cnt = rd->n - i < VK_READ_CHUNK ? rd->n - i : VK_READ_CHUNK;
-
+	for (i = 0; i < rd->n && rc == 0; i += cnt) {
+		cnt = rd->n - i < VK_READ_CHUNK ? rd->n - i : VK_READ_CHUNK;
 		vk_list_reset(l);
 		rc = vk_list_str(l, "MGET");
 		for (x = 0; x < cnt && rc == 0; x++) {
@@ -2094,13 +2216,18 @@ static int vk_read_send(vk_read_t *rd)
 			if ((rc = vk_list_add(l, kp, kl)) == 0)
 				rc = vk_list_add(l, ep, el);
 		}
-		if (rc == 0 && (rc = vk_command(st, MM_VALKEY_OP_GET, l, vk_read_mget, rd)) == 0)
+		if (rc == 0 && (rc = vk_command(st, MM_VALKEY_OP_GET, l, vk_read_mget, rd)) == 0) {
 			rd->pending++;
+			sent += cnt;
+		}
 	}
 	rd->sending = 0;
 	if (rd->pending == 0)
 		return rc ? rc : mm_diag_set(MM_ECLOSED, "valkey: nothing sent");
-	/* Chunks that could not be sent count as failed lookups. */
+	/* Keys of chunks that could not go were not looked up. */
+	for (i = sent; i < rd->n; i++)
+		vk_read_epoch(rd, i, NULL);
+	rd->next_chunk = 0;
 	return 0;
 }
 
@@ -2110,11 +2237,8 @@ static vk_read_t *vk_read_new(mm_valkey_t *st, vk_ns_t *vn, size_t n)
 
 	if (rd == NULL)
 		return NULL;
-	rd->seen = calloc(n, 1);
-	rd->corrupt = calloc(n, 1);
-	if (rd->seen == NULL || rd->corrupt == NULL) {
-		free(rd->seen);
-		free(rd->corrupt);
+	rd->flags = calloc(n, 1);
+	if (rd->flags == NULL) {
 		free(rd);
 		return NULL;
 	}
@@ -2125,7 +2249,7 @@ static vk_read_t *vk_read_new(mm_valkey_t *st, vk_ns_t *vn, size_t n)
 	return rd;
 }
 
-/* Starts a read that may have waited; errors go to the callback. */
+/* Starts a read that waited for the first handshake. */
 static void vk_read_run(vk_op_t *op)
 {
 	vk_read_t *rd = (vk_read_t *)op;
@@ -2136,17 +2260,17 @@ static void vk_read_run(vk_op_t *op)
 	if (!st->closing && vk_usable(st) && vk_read_send(rd) == 0)
 		return;
 	if (rd->repop || st->closing) {
-		vk_read_complete(rd, MM_EAGAIN, "valkey: the cache is unavailable");
-		vk_read_free(rd);
+		vk_read_end(rd, MM_EAGAIN, "valkey: the cache is unavailable");
 		return;
 	}
-	/* The cache is unavailable: the store answers alone. */
+	/* The cache is unavailable: the store answers alone, to the caller. */
 	st->vs.bypassed++;
 	rc = mm_store_get_many(st->backing, &rd->ns->ns, rd->keys, rd->n, rd->states, rd->found,
 			       op->cb, op->arg);
 	if (rc) {
 		snprintf(why, sizeof(why), "%s", mm_diag_msg());
-		vk_read_complete(rd, rc, why);
+		vk_read_end(rd, rc, why);
+		return;
 	}
 	rd->op.cb = NULL;
 	vk_read_free(rd);
@@ -2159,47 +2283,41 @@ static int vk_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys
 	vk_ns_t *vn = vk_ns_need(st, ns);
 	vk_read_t *rd;
 	size_t i;
-	int rc;
 
 	if (vn == NULL)
 		return MM_ENOMEM;
 	for (i = 0; i < n; i++)
 		vk_remember(st, &st->hot, vn, &keys[i]);
 	memset(found, 0, n);
-	if (!vk_usable(st) && !vk_should_wait(st)) {
-		st->vs.bypassed++;
-		return mm_store_get_many(st->backing, &vn->ns, keys, n, states, found, cb, arg);
+	if (vk_usable(st) || vk_should_wait(st)) {
+		rd = vk_read_new(st, vn, n);
+		if (rd == NULL)
+			return mm_diag_set(MM_ENOMEM, "valkey: cannot allocate a read");
+		rd->keys = keys;
+		rd->states = states;
+		rd->found = found;
+		rd->op.cb = cb;
+		rd->op.arg = arg;
+		if (vk_should_wait(st)) {
+			vk_wait(&rd->op, vk_read_run);
+			return 0;
+		}
+		if (vk_read_send(rd) == 0)
+			return 0;
+		rd->op.cb = NULL;
+		vk_read_free(rd);
 	}
-	rd = vk_read_new(st, vn, n);
-	if (rd == NULL)
-		return mm_diag_set(MM_ENOMEM, "valkey: cannot allocate a read");
-	rd->keys = keys;
-	rd->states = states;
-	rd->found = found;
-	rd->op.cb = cb;
-	rd->op.arg = arg;
-	if (vk_should_wait(st)) {
-		vk_wait(&rd->op, vk_read_run);
-		return 0;
-	}
-	if (vk_read_send(rd) == 0)
-		return 0;
 	st->vs.bypassed++;
-	rc = mm_store_get_many(st->backing, &vn->ns, keys, n, states, found, cb, arg);
-	rd->op.cb = NULL;
-	vk_read_free(rd);
-	return rc;
+	return mm_store_get_many(st->backing, &vn->ns, keys, n, states, found, cb, arg);
 }
 
 static void vk_repop_fail(vk_op_t *op)
 {
-	vk_read_t *rd = (vk_read_t *)op;
-
-	vk_read_complete(rd, MM_EAGAIN, "valkey: the cache is unavailable");
-	vk_read_free(rd);
+	vk_read_end((vk_read_t *)op, MM_EAGAIN, "valkey: the cache is unavailable");
 }
 
-/* A read that rebuilds keys (copied) from the store. */
+/* A read that rebuilds keys (copied) from the store. Always completes
+ * through cb. */
 static int vk_repop_start(mm_valkey_t *st, vk_ns_t *vn, const mm_key_t *keys, size_t n,
 			  mm_store_cb cb, void *arg)
 {
@@ -2235,15 +2353,15 @@ static int vk_repop_start(mm_valkey_t *st, vk_ns_t *vn, const mm_key_t *keys, si
 
 static void vk_repop_hot_done(void *arg, int status, const char *detail)
 {
-	if (status != 0)
+	if (status != 0 && status != MM_ECLOSED)
 		mm_log(MM_LOG_WARN, VK_LOG, "rebuilding the cache: %s", detail);
 }
 
 /* After a data loss: rebuild the keys this store used last, one read per
- * namespace, newest keys first. */
+ * namespace. */
 static void vk_repopulate_hot(mm_valkey_t *st)
 {
-	mm_key_t *keys = malloc(st->hot.n * sizeof(*keys));
+	mm_key_t *keys = malloc((st->hot.n ? st->hot.n : 1) * sizeof(*keys));
 	size_t i, n;
 	vk_kent_t *e;
 
@@ -2428,11 +2546,24 @@ static int vk_post_head(vk_apply_t *ap, vk_group_t *g, int last, vk_list_t *k, v
 	return vk_list_i64(a, st->cache_ttl_ms);
 }
 
+/* An entry's POST operation without operands: "d" deletes, "c" with an
+ * empty SHA-1 never matches an existing entry (it is only deleted if the
+ * lease was lost). */
+static int vk_post_noop(vk_list_t *a, const char *op)
+{
+	int rc;
+
+	if ((rc = vk_list_str(a, op)) || (rc = vk_list_add(a, "", 0)) ||
+	    (rc = vk_list_add(a, "", 0)))
+		return rc;
+	return vk_list_str(a, "0");
+}
+
 /* One entry's POST operation for an INT or HLL delta. */
 static int vk_post_op(vk_apply_t *ap, const vk_item_t *it, vk_list_t *a, mm_buf_t *tmp)
 {
 	const vk_ns_t *vn = it->ns;
-	int64_t v;
+	int64_t v = 0;
 	int rc;
 
 	if (vn->kind == VK_INT) {
@@ -2451,10 +2582,10 @@ static int vk_post_op(vk_apply_t *ap, const vk_item_t *it, vk_list_t *a, mm_buf_
 }
 
 /*
- * Sends a group's POST batches. ops says what each entry gets: NULL = the
- * delta itself (INT/HLL update), "d" = delete every entry; the CAS path
- * builds its own batches in vk_cas_reply. With count == 0 it only releases
- * the lease (and bumps the epoch).
+ * Sends a group's POST batches: each entry gets its delta (INT and HLL; the
+ * CAS path builds its batches in vk_cas_reply), or is deleted when
+ * delete_all. With count == 0 it only releases the lease and bumps the
+ * epoch.
  */
 static void vk_group_post(vk_apply_t *ap, vk_group_t *g, int delete_all)
 {
@@ -2479,9 +2610,7 @@ static void vk_group_post(vk_apply_t *ap, vk_group_t *g, int delete_all)
 			rc = vk_state_key(st, &k, it->ns->name, it->key.bucket, it->key.entity,
 					  it->key.len);
 			if (rc == 0 && delete_all) {
-				if ((rc = vk_list_str(&a, "d")) == 0 && (rc = vk_list_add(&a, "", 0)) == 0 &&
-				    (rc = vk_list_add(&a, "", 0)) == 0)
-					rc = vk_list_str(&a, "0");
+				rc = vk_post_noop(&a, "d");
 			} else if (rc == 0) {
 				rc = vk_post_op(ap, it, &a, &tmp);
 			}
@@ -2515,7 +2644,7 @@ static void vk_group_inval(vk_apply_t *ap, vk_group_t *g)
 	size_t i, x, cnt;
 	int rc = 0;
 
-	for (i = 0; i < g->count && rc == 0; i += cnt) {
+	for (i = 0; i < g->count; i += cnt) {
 		vk_batch_t *b;
 
 		cnt = g->count - i < VK_CHUNK ? g->count - i : VK_CHUNK;
@@ -2529,13 +2658,12 @@ static void vk_group_inval(vk_apply_t *ap, vk_group_t *g)
 		}
 		if (rc || (b = vk_batch_new(ap, g, g->first + i, cnt, 0)) == NULL)
 			break;
-		vk_list_reset(&a);
-		if ((rc = vk_list_i64(&a, (int64_t)(vk_rand(st) >> 16))) ||
-		    (rc = vk_list_i64(&a, st->cache_ttl_ms))) {
+		if (vk_inval_batch(st, &k, &a, vk_inval_reply, b) == 0) {
+			ap->pending++;
+		} else {
+			vk_batch_dirty(b);
 			free(b);
-			break;
 		}
-		vk_batch_send(b, VK_S_INVAL, &k, &a, vk_inval_reply);
 	}
 	if (i < g->count) {
 		vk_batch_t b = {ap, g, g->first + i, g->count - i, 0};
@@ -2546,87 +2674,98 @@ static void vk_group_inval(vk_apply_t *ap, vk_group_t *g)
 	vk_list_free(&a);
 }
 
-/* CAS path: the current values (with SHA-1) of a batch arrived; merge the
- * deltas in C and send the conditional update. */
-static void vk_cas_reply(void *ctx, redisReply *r)
+/* The entry of one item of a checked batch, from the check's reply: HLL
+ * (EXISTS: 1 or 0 per entry) or bytes (value and SHA-1, or nils). Appends
+ * its POST operation: the delta or the merged value for a cached entry, a
+ * delete (a no-op for an absent one) otherwise. */
+static int vk_checked_op(vk_apply_t *ap, const vk_item_t *it, const redisReply *r, size_t x,
+			 vk_list_t *a, mm_buf_t *enc)
+{
+	mm_valkey_t *st = ap->op.st;
+	const mm_monoid_t *m = &it->ns->m;
+	const redisReply *v, *sha;
+	_Alignas(16) unsigned char scratch[MM_STATE_MAX];
+	int rc;
+
+	if (it->ns->kind == VK_HLL) {
+		if (r->element[x]->type == REDIS_REPLY_INTEGER && r->element[x]->integer == 1)
+			return vk_post_op(ap, it, a, enc);
+		return vk_post_noop(a, "d");
+	}
+	v = r->element[2 * x];
+	sha = r->element[2 * x + 1];
+	/* Absent, or the marker of an absent bucket: the entry must go. */
+	if (v->type != REDIS_REPLY_STRING || sha->type != REDIS_REPLY_STRING || v->len == 0)
+		return vk_post_noop(a, "d");
+	m->vt->init(m, scratch);
+	enc->len = 0;
+	rc = m->vt->decode(m, scratch, (const uint8_t *)v->str, v->len);
+	if (rc == MM_ECORRUPT)
+		st->vs.corrupt++;
+	if (rc == 0)
+		rc = m->vt->merge(m, scratch, it->state);
+	if (rc == 0)
+		rc = m->vt->encode(m, scratch, enc);
+	m->vt->destroy(m, scratch);
+	if (rc != 0)
+		return vk_post_noop(a, "d");
+	if ((rc = vk_list_str(a, "c")) || (rc = vk_list_add(a, sha->str, sha->len)) ||
+	    (rc = vk_list_add(a, enc->p, enc->len)))
+		return rc;
+	return vk_list_i64(a, it->expire_ms);
+}
+
+/* Two-phase update: a batch's check arrived; send the conditional update. */
+static void vk_checked_reply(void *ctx, redisReply *r)
 {
 	vk_batch_t *b = ctx;
 	vk_apply_t *ap = b->ap;
 	mm_valkey_t *st = ap->op.st;
+	size_t per = b->g->ns->kind == VK_HLL ? 1 : 2, x;
 	vk_list_t k = {0}, a = {0};
 	mm_buf_t enc = {0};
-	size_t x;
+	vk_batch_t *nb = NULL;
 	int rc;
 
-	if (!vk_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 * b->count) {
-		/* Unknown state: the lease still blocks fills; the entries must go. */
+	if (!vk_reply_ok(r) || r->type != REDIS_REPLY_ARRAY || r->elements != per * b->count) {
+		/* Unknown state: the entries must go (the lease, if this batch
+		 * was to release it, expires by itself). */
 		vk_batch_dirty(b);
-		if (b->last) {
-			/* The lease expires by itself. */
-		}
-		vk_apply_step(ap);
-		free(b);
-		return;
+		goto out;
 	}
 	rc = vk_post_head(ap, b->g, b->last, &k, &a);
 	for (x = 0; x < b->count && rc == 0; x++) {
 		const vk_item_t *it = &ap->items[b->first + x];
-		const mm_monoid_t *m = &it->ns->m;
-		redisReply *v = r->element[2 * x], *sha = r->element[2 * x + 1];
-		_Alignas(16) unsigned char scratch[MM_STATE_MAX];
-		int drc;
 
 		if ((rc = vk_state_key(st, &k, it->ns->name, it->key.bucket, it->key.entity,
-				       it->key.len)))
-			break;
-		if (v->type != REDIS_REPLY_STRING || sha->type != REDIS_REPLY_STRING) {
-			/* Not cached: nothing to update (the script skips absent keys). */
-			if ((rc = vk_list_str(&a, "c")) || (rc = vk_list_add(&a, "", 0)) ||
-			    (rc = vk_list_add(&a, "", 0)) || (rc = vk_list_str(&a, "0")))
-				break;
-			continue;
-		}
-		m->vt->init(m, scratch);
-		enc.len = 0;
-		drc = m->vt->decode(m, scratch, (const uint8_t *)v->str, v->len);
-		if (drc == 0)
-			drc = m->vt->merge(m, scratch, it->state);
-		if (drc == 0)
-			drc = m->vt->encode(m, scratch, &enc);
-		m->vt->destroy(m, scratch);
-		if (drc != 0) {
-			if (drc == MM_ECORRUPT)
-				st->vs.corrupt++;
-			rc = vk_list_str(&a, "d");
-			if (rc == 0 && (rc = vk_list_add(&a, "", 0)) == 0 && (rc = vk_list_add(&a, "", 0)) == 0)
-				rc = vk_list_str(&a, "0");
-			continue;
-		}
-		if ((rc = vk_list_str(&a, "c")) || (rc = vk_list_add(&a, sha->str, sha->len)) ||
-		    (rc = vk_list_add(&a, enc.p, enc.len)) || (rc = vk_list_i64(&a, it->expire_ms)))
-			break;
+				       it->key.len)) == 0)
+			rc = vk_checked_op(ap, it, r, x, &a, &enc);
 	}
-	mm_buf_free(&enc);
-	if (rc == 0) {
-		vk_batch_t *nb = vk_batch_new(ap, b->g, b->first, b->count, b->last);
-
-		if (nb != NULL)
-			vk_batch_send(nb, VK_S_POST, &k, &a, vk_post_reply);
-		else
-			vk_batch_dirty(b);
-	} else {
+	if (rc == 0)
+		nb = vk_batch_new(ap, b->g, b->first, b->count, b->last);
+	if (nb != NULL)
+		vk_batch_send(nb, VK_S_POST, &k, &a, vk_post_reply);
+	else
 		vk_batch_dirty(b);
-	}
+out:
+	mm_buf_free(&enc);
 	vk_list_free(&k);
 	vk_list_free(&a);
 	vk_apply_step(ap);
 	free(b);
 }
 
-/* CAS path: read the group's entries with their SHA-1, batch by batch. */
-static void vk_group_cas(vk_apply_t *ap, vk_group_t *g)
+/*
+ * Two-phase update of HLL and byte-valued groups: first which entries are
+ * cached (HLL: EXISTS, so that deltas of a few KiB go only where they are
+ * merged; bytes: the values with their SHA-1, to merge in C), batch by
+ * batch, then the conditional update. The lease keeps fills away between
+ * the two, so an entry absent at the check is still absent at the update.
+ */
+static void vk_group_checked(vk_apply_t *ap, vk_group_t *g)
 {
 	mm_valkey_t *st = ap->op.st;
+	int script = g->ns->kind == VK_HLL ? VK_S_EXISTS : VK_S_CASREAD;
 	vk_list_t k = {0};
 	size_t i, x, cnt;
 	int rc = 0;
@@ -2644,7 +2783,7 @@ static void vk_group_cas(vk_apply_t *ap, vk_group_t *g)
 		}
 		if (rc || (b = vk_batch_new(ap, g, g->first + i, cnt, i + cnt == g->count)) == NULL)
 			break;
-		if (vk_eval(st, MM_VALKEY_OP_UPDATE, VK_S_CASREAD, &k, NULL, vk_cas_reply, b) == 0) {
+		if (vk_eval(st, MM_VALKEY_OP_UPDATE, script, &k, NULL, vk_checked_reply, b) == 0) {
 			ap->pending++;
 		} else {
 			vk_batch_dirty(b);
@@ -2665,13 +2804,14 @@ static void vk_mark_reply(void *ctx, redisReply *r)
 }
 
 /* dedup = valkey: the flush is durable, its marks go to Valkey. A mark that
- * cannot be written is lost (counted as a cache_mark error). */
+ * cannot be written is lost (counted as a cache_mark error): the weaker
+ * guarantee of marks kept outside the store. */
 static void vk_send_marks(vk_apply_t *ap)
 {
 	mm_valkey_t *st = ap->op.st;
-	mm_flush_t *f = ap->f;
+	const mm_flush_t *f = ap->f;
 	vk_list_t k = {0}, a = {0};
-	size_t i, n = 0;
+	size_t i;
 	int rc = 0;
 
 	for (i = 0; i < ap->nmarks && rc == 0; i++) {
@@ -2682,21 +2822,19 @@ static void vk_send_marks(vk_apply_t *ap)
 		if ((rc = vk_mark_key(st, &k, mk->ns->name, mk->id, mk->len)) ||
 		    (rc = vk_list_i64(&a, mk->expire_ms)))
 			break;
-		if (++n == VK_CHUNK || i + 1 == ap->nmarks) {
-			if (vk_eval(st, MM_VALKEY_OP_MARK, VK_S_MARK, &k, &a, vk_mark_reply, ap) == 0)
+		if (k.n == VK_CHUNK) {
+			if ((rc = vk_eval(st, MM_VALKEY_OP_MARK, VK_S_MARK, &k, &a, vk_mark_reply,
+					  ap)) == 0)
 				ap->pending++;
-			else
-				st->vs.errors[MM_VALKEY_OP_MARK]++;
 			vk_list_reset(&k);
 			vk_list_reset(&a);
-			n = 0;
 		}
 	}
-	if (n > 0 && vk_eval(st, MM_VALKEY_OP_MARK, VK_S_MARK, &k, &a, vk_mark_reply, ap) == 0)
+	if (rc == 0 && k.n > 0 &&
+	    (rc = vk_eval(st, MM_VALKEY_OP_MARK, VK_S_MARK, &k, &a, vk_mark_reply, ap)) == 0)
 		ap->pending++;
-	for (i = 0; i < ap->nmarks && (st->state == VK_READY); i++)
-		if (f->mark_done)
-			f->mark_done[i] = 1;
+	if (rc)
+		st->vs.errors[MM_VALKEY_OP_MARK]++;
 	vk_list_free(&k);
 	vk_list_free(&a);
 }
@@ -2710,13 +2848,18 @@ static void vk_apply_stored(void *arg, int status, const char *detail)
 	int atomic = st->backing->vt->atomic_flush;
 	size_t i;
 
-	ap->f->nmarks = ap->nmarks;
+	if (st->dedup_valkey)
+		ap->f->nmarks = ap->nmarks;
 	ap->status = status;
 	snprintf(ap->detail, sizeof(ap->detail), "%s", status ? detail : "");
 	ap->sending = 1;
 	ap->pending = 1;
-	if (status == 0 && st->dedup_valkey && ap->nmarks > 0 && st->state == VK_READY)
-		vk_send_marks(ap);
+	if (status == 0 && st->dedup_valkey && ap->nmarks > 0) {
+		if (st->state == VK_READY)
+			vk_send_marks(ap);
+		else
+			st->vs.errors[MM_VALKEY_OP_MARK]++;
+	}
 	for (i = 0; i < ap->ngroups; i++) {
 		vk_group_t *g = &ap->groups[i];
 		int mode;
@@ -2741,10 +2884,10 @@ static void vk_apply_stored(void *arg, int status, const char *detail)
 		}
 		switch (mode) {
 		case VK_G_UPDATE:
-			if (g->ns->kind == VK_BYTES)
-				vk_group_cas(ap, g);
-			else
+			if (g->ns->kind == VK_INT)
 				vk_group_post(ap, g, 0);
+			else
+				vk_group_checked(ap, g);
 			break;
 		case VK_G_DELETE:
 			vk_group_post(ap, g, 1);
@@ -2767,7 +2910,9 @@ static void vk_apply_stored(void *arg, int status, const char *detail)
 	vk_apply_step(ap);
 }
 
-static void vk_apply_backing(vk_apply_t *ap)
+/* Hands the flush to the backing store, keeping the marks from it when
+ * they live in Valkey. 0, or the backing store's refusal (nothing sent). */
+static int vk_apply_backing(vk_apply_t *ap)
 {
 	mm_valkey_t *st = ap->op.st;
 	int rc;
@@ -2777,10 +2922,9 @@ static void vk_apply_backing(vk_apply_t *ap)
 		ap->f->nmarks = 0;
 	}
 	rc = mm_store_apply(st->backing, ap->f, vk_apply_stored, ap);
-	if (rc) {
+	if (rc && st->dedup_valkey)
 		ap->f->nmarks = ap->nmarks;
-		vk_apply_stored(ap, rc, mm_diag_msg());
-	}
+	return rc;
 }
 
 static void vk_lease_reply(void *ctx, redisReply *r)
@@ -2788,6 +2932,7 @@ static void vk_lease_reply(void *ctx, redisReply *r)
 	vk_batch_t *b = ctx;
 	vk_apply_t *ap = b->ap;
 	size_t i;
+	int rc;
 
 	if (vk_reply_ok(r) && r->type == REDIS_REPLY_INTEGER)
 		for (i = 0; i < b->count; i++)
@@ -2795,7 +2940,8 @@ static void vk_lease_reply(void *ctx, redisReply *r)
 	free(b);
 	if (--ap->pending > 0 || ap->sending)
 		return;
-	vk_apply_backing(ap);
+	if ((rc = vk_apply_backing(ap)))
+		vk_apply_stored(ap, rc, mm_diag_msg());
 }
 
 /* Takes the leases of every group (batches of groups). */
@@ -2897,14 +3043,8 @@ static int vk_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg)
 		return 0;
 	/* No leases: the store is written now; the entries are deleted (or
 	 * remembered as dirty) afterwards. */
-	if (st->dedup_valkey) {
-		ap->nmarks = f->nmarks;
-		f->nmarks = 0;
-	}
-	rc = mm_store_apply(st->backing, f, vk_apply_stored, ap);
-	if (rc == 0)
+	if ((rc = vk_apply_backing(ap)) == 0)
 		return 0;
-	f->nmarks = st->dedup_valkey ? ap->nmarks : f->nmarks;
 fail:
 	vk_apply_free(ap);
 	return rc;
@@ -2912,19 +3052,27 @@ fail:
 
 /* ---- cardinality, claims -------------------------------------------------------- */
 
+/* Count and claims are built when called (the caller's arrays may go) and
+ * sent from the deferred queue, so they complete the same way whether or
+ * not the cache answers. */
 typedef struct vk_count {
 	vk_op_t op;
+	vk_list_t k, a;
 	uint64_t *count, *nonempty;
 	int *cached;
+	size_t n;
 } vk_count_t;
 
 static void vk_count_done(vk_op_t *op)
 {
+	vk_count_t *c = (vk_count_t *)op;
 	mm_valkey_t *st = op->st;
 	mm_store_cb cb = op->cb;
 	void *arg = op->arg;
 
-	free(op);
+	vk_list_free(&c->k);
+	vk_list_free(&c->a);
+	free(c);
 	vk_unref(st);
 	cb(arg, 0, "");
 }
@@ -2934,21 +3082,31 @@ static void vk_count_reply(void *ctx, redisReply *r)
 	vk_count_t *c = ctx;
 
 	if (vk_reply_ok(r) && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-	    r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER &&
-	    r->element[0]->integer >= 0) {
+	    r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0 &&
+	    r->element[1]->type == REDIS_REPLY_INTEGER) {
 		*c->count = (uint64_t)r->element[0]->integer;
 		*c->nonempty = (uint64_t)r->element[1]->integer;
 		*c->cached = 1;
-		c->op.st->vs.hits++;
+		c->op.st->vs.hits += c->n;
 	}
 	vk_count_done(&c->op);
+}
+
+static void vk_count_run(vk_op_t *op)
+{
+	vk_count_t *c = (vk_count_t *)op;
+	mm_valkey_t *st = op->st;
+
+	if (!st->closing && vk_usable(st) &&
+	    vk_eval(st, MM_VALKEY_OP_COUNT, VK_S_COUNT, &c->k, &c->a, vk_count_reply, c) == 0)
+		return;
+	vk_count_done(op);
 }
 
 int mm_valkey_count(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
 		    uint64_t *count, uint64_t *nonempty, int *cached, mm_store_cb cb, void *arg)
 {
 	mm_valkey_t *st = vk_of(base);
-	vk_list_t k = {0}, a = {0};
 	vk_count_t *c;
 	vk_ns_t *vn;
 	size_t i;
@@ -2956,17 +3114,30 @@ int mm_valkey_count(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, s
 
 	if (st == NULL)
 		return mm_diag_set(MM_EINVAL, "valkey: count needs a store opened as \"valkey\"");
-	if (ns == NULL || ns->m == NULL || ns->m->vt != &mm_monoid_hll_vtable || ns->name == NULL ||
+	if (ns == NULL || ns->name == NULL || ns->m == NULL || ns->m->vt != &mm_monoid_hll_vtable ||
 	    strlen(ns->name) > VK_NS_MAX)
 		return mm_diag_set(MM_EINVAL, "valkey: count needs an hll namespace");
 	if (n == 0 || keys == NULL || count == NULL || nonempty == NULL || cached == NULL ||
 	    cb == NULL)
 		return mm_diag_set(MM_EINVAL, "valkey: count needs keys, outputs and a callback");
+	for (i = 0; i < n; i++)
+		if (keys[i].entity == NULL || keys[i].len < 1 || keys[i].len > 1024)
+			return mm_diag_set(MM_EINVAL, "valkey: count key %zu is malformed", i);
 	if ((vn = vk_ns_need(st, ns)) == NULL)
 		return MM_ENOMEM;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return mm_diag_set(MM_ENOMEM, "valkey: cannot allocate a count");
+	for (i = 0; i < n && rc == 0 && n <= VK_COUNT_MAX; i++)
+		rc = vk_state_key(st, &c->k, vn->name, keys[i].bucket, keys[i].entity, keys[i].len);
+	if (rc == 0)
+		rc = vk_list_i64(&c->a, (int64_t)st->empty_hll_len);
+	if (rc) {
+		vk_list_free(&c->k);
+		vk_list_free(&c->a);
+		free(c);
+		return rc;
+	}
 	st->refs++;
 	c->op.st = st;
 	c->op.cb = cb;
@@ -2974,34 +3145,27 @@ int mm_valkey_count(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, s
 	c->count = count;
 	c->nonempty = nonempty;
 	c->cached = cached;
+	c->n = n;
 	*cached = 0;
 	for (i = 0; i < n; i++)
 		vk_remember(st, &st->hot, vn, &keys[i]);
-	if (!vk_usable(st) || n > VK_COUNT_MAX) {
-		if (vk_should_wait(st))
-			st->vs.bypassed += 0;
+	/* More keys than one script takes: the caller reads and merges. */
+	if (n > VK_COUNT_MAX)
 		vk_later(&c->op, vk_count_done);
-		return 0;
-	}
-	for (i = 0; i < n && rc == 0; i++)
-		rc = vk_state_key(st, &k, vn->name, keys[i].bucket, keys[i].entity, keys[i].len);
-	if (rc == 0)
-		rc = vk_list_i64(&a, (int64_t)st->empty_hll_len);
-	if (rc == 0 && vk_eval(st, MM_VALKEY_OP_COUNT, VK_S_COUNT, &k, &a, vk_count_reply, c) == 0)
-		c = NULL;
-	vk_list_free(&k);
-	vk_list_free(&a);
-	if (c != NULL)
-		vk_later(&c->op, vk_count_done);
+	else if (vk_should_wait(st))
+		vk_wait(&c->op, vk_count_run);
+	else
+		vk_later(&c->op, vk_count_run);
 	return 0;
 }
 
 typedef struct vk_claim {
 	vk_op_t op;
-	uint8_t *won;
-	size_t n;
+	vk_list_t *k, *a;       /* per batch of VK_CHUNK marks */
+	size_t nbatch;
+	uint8_t *won;           /* NULL: a release */
+	size_t n, next;
 	int pending, sending, status;
-	size_t next;
 } vk_claim_t;
 
 static void vk_claim_done(vk_op_t *op)
@@ -3011,10 +3175,17 @@ static void vk_claim_done(vk_op_t *op)
 	mm_store_cb cb = op->cb;
 	void *arg = op->arg;
 	int status = c->status;
+	size_t i;
 
+	for (i = 0; i < c->nbatch; i++) {
+		vk_list_free(&c->k[i]);
+		vk_list_free(&c->a[i]);
+	}
+	free(c->k);
+	free(c->a);
 	free(c);
 	vk_unref(st);
-	cb(arg, status, status ? "valkey: the claim could not be checked" : "");
+	cb(arg, status, status ? "valkey: the cache is unavailable" : "");
 }
 
 static void vk_claim_reply(void *ctx, redisReply *r)
@@ -3023,30 +3194,44 @@ static void vk_claim_reply(void *ctx, redisReply *r)
 	size_t first = c->next, cnt = c->n - first < VK_CHUNK ? c->n - first : VK_CHUNK, i;
 
 	c->next += cnt;
-	if (vk_reply_ok(r) && r->type == REDIS_REPLY_ARRAY && r->elements == cnt && c->won) {
+	if (!vk_reply_ok(r))
+		c->status = MM_EAGAIN;
+	else if (c->won != NULL && (r->type != REDIS_REPLY_ARRAY || r->elements != cnt))
+		c->status = MM_EAGAIN;
+	else if (c->won != NULL)
 		for (i = 0; i < cnt; i++)
 			c->won[first + i] = r->element[i]->type == REDIS_REPLY_INTEGER &&
 					    r->element[i]->integer == 1;
-	} else if (!vk_reply_ok(r) || (c->won && r->type != REDIS_REPLY_ARRAY)) {
-		c->status = MM_EAGAIN;
-	}
 	if (--c->pending == 0 && !c->sending)
 		vk_claim_done(&c->op);
 }
 
-static void vk_claim_unavailable(vk_op_t *op)
+static void vk_claim_run(vk_op_t *op)
 {
-	((vk_claim_t *)op)->status = MM_EAGAIN;
-	vk_claim_done(op);
+	vk_claim_t *c = (vk_claim_t *)op;
+	mm_valkey_t *st = op->st;
+	size_t i;
+
+	c->sending = 1;
+	for (i = 0; i < c->nbatch && !st->closing && st->state == VK_READY; i++) {
+		if (vk_eval(st, MM_VALKEY_OP_CLAIM, c->won ? VK_S_CLAIM : VK_S_RELEASE, &c->k[i],
+			    &c->a[i], vk_claim_reply, c) != 0)
+			break;
+		c->pending++;
+	}
+	c->sending = 0;
+	if (i < c->nbatch)
+		c->status = MM_EAGAIN;
+	if (c->pending == 0)
+		vk_claim_done(op);
 }
 
 static int vk_claims(mm_store_t *base, const mm_mark_t *marks, size_t n, uint8_t *won,
 		     mm_store_cb cb, void *arg)
 {
 	mm_valkey_t *st = vk_of(base);
-	vk_list_t k = {0}, a = {0};
 	vk_claim_t *c;
-	size_t i, x, cnt;
+	size_t i;
 	int rc = 0;
 
 	if (st == NULL)
@@ -3055,52 +3240,52 @@ static int vk_claims(mm_store_t *base, const mm_mark_t *marks, size_t n, uint8_t
 		return mm_diag_set(MM_EINVAL, "valkey: claims need marks and a callback");
 	for (i = 0; i < n; i++)
 		if (marks[i].ns == NULL || marks[i].ns->name == NULL || marks[i].id == NULL ||
-		    marks[i].len < 1 || marks[i].len > 1024 || strlen(marks[i].ns->name) > VK_NS_MAX)
+		    marks[i].len < 1 || marks[i].len > 1024 ||
+		    strlen(marks[i].ns->name) > VK_NS_MAX)
 			return mm_diag_set(MM_EINVAL, "valkey: claim %zu is malformed", i);
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return mm_diag_set(MM_ENOMEM, "valkey: cannot allocate a claim");
+	c->nbatch = (n + VK_CHUNK - 1) / VK_CHUNK;
+	c->k = calloc(c->nbatch, sizeof(*c->k));
+	c->a = calloc(c->nbatch, sizeof(*c->a));
+	if (c->k == NULL || c->a == NULL)
+		rc = mm_diag_set(MM_ENOMEM, "valkey: cannot allocate a claim");
+	for (i = 0; i < n && rc == 0; i++) {
+		vk_list_t *k = &c->k[i / VK_CHUNK], *a = &c->a[i / VK_CHUNK];
+
+		if (i % VK_CHUNK == 0)
+			rc = vk_list_str(a, st->token);
+		if (rc == 0)
+			rc = vk_mark_key(st, k, marks[i].ns->name, marks[i].id, marks[i].len);
+		if (rc == 0 && won != NULL)
+			rc = vk_list_i64(a, marks[i].expire_ms);
+	}
 	st->refs++;
 	c->op.st = st;
 	c->op.cb = cb;
 	c->op.arg = arg;
 	c->won = won;
 	c->n = n;
-	if (won)
-		memset(won, 0, n);
-	if (!vk_usable(st) && st->state != VK_READY) {
-		if (vk_should_wait(st))
-			vk_wait(&c->op, vk_claim_unavailable);
-		else
-			vk_later(&c->op, vk_claim_unavailable);
-		return 0;
-	}
-	c->sending = 1;
-	for (i = 0; i < n && rc == 0; i += cnt) {
-		cnt = n - i < VK_CHUNK ? n - i : VK_CHUNK;
-		vk_list_reset(&k);
-		vk_list_reset(&a);
-		rc = vk_list_str(&a, st->token);
-		for (x = 0; x < cnt && rc == 0; x++) {
-			const mm_mark_t *mk = &marks[i + x];
-
-			rc = vk_mark_key(st, &k, mk->ns->name, mk->id, mk->len);
-			if (rc == 0 && won)
-				rc = vk_list_i64(&a, mk->expire_ms);
+	if (rc) {
+		c->op.cb = NULL;
+		/* Frees through the common path; cb is not called. */
+		for (i = 0; c->k && c->a && i < c->nbatch; i++) {
+			vk_list_free(&c->k[i]);
+			vk_list_free(&c->a[i]);
 		}
-		if (rc == 0)
-			rc = vk_eval(st, MM_VALKEY_OP_CLAIM, won ? VK_S_CLAIM : VK_S_RELEASE, &k, &a,
-				     vk_claim_reply, c);
-		if (rc == 0)
-			c->pending++;
+		free(c->k);
+		free(c->a);
+		free(c);
+		vk_unref(st);
+		return rc;
 	}
-	vk_list_free(&k);
-	vk_list_free(&a);
-	c->sending = 0;
-	if (rc)
-		c->status = MM_EAGAIN;
-	if (c->pending == 0)
-		vk_later(&c->op, vk_claim_done);
+	if (won != NULL)
+		memset(won, 0, n);
+	if (vk_should_wait(st))
+		vk_wait(&c->op, vk_claim_run);
+	else
+		vk_later(&c->op, vk_claim_run);
 	return 0;
 }
 
@@ -3126,10 +3311,12 @@ int mm_valkey_repopulate(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *ke
 	size_t i;
 
 	if (st == NULL)
-		return mm_diag_set(MM_EINVAL, "valkey: repopulate needs a store opened as \"valkey\"");
+		return mm_diag_set(MM_EINVAL,
+				   "valkey: repopulate needs a store opened as \"valkey\"");
 	if (ns == NULL || ns->name == NULL || ns->m == NULL || strlen(ns->name) > VK_NS_MAX ||
 	    n == 0 || keys == NULL || cb == NULL)
-		return mm_diag_set(MM_EINVAL, "valkey: repopulate needs a namespace, keys and a callback");
+		return mm_diag_set(MM_EINVAL,
+				   "valkey: repopulate needs a namespace, keys and a callback");
 	for (i = 0; i < n; i++)
 		if (keys[i].entity == NULL || keys[i].len < 1 || keys[i].len > 1024)
 			return mm_diag_set(MM_EINVAL, "valkey: repopulate key %zu is malformed", i);
@@ -3218,12 +3405,22 @@ static int vk_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t l
 	vk_list_reset(&st->sk);
 	if (vk_mark_key(st, &st->sk, ns->name, id, len))
 		return MM_ENOMEM;
-	if (st->sc != NULL || vk_sync_connect(st, t0) == 0) {
-		argv[0] = "EXISTS";
-		alen[0] = 6;
-		argv[1] = vk_list_at(&st->sk, 0, &alen[1]);
+	argv[0] = "EXISTS";
+	alen[0] = 6;
+	argv[1] = vk_list_at(&st->sk, 0, &alen[1]);
+	if (st->sc != NULL) {
 		rc = vk_sync_command(st->sc, 2, argv, alen, &n);
-		if (rc)
+		if (rc != 0) {
+			/* Maybe just stale (the server restarted): one fresh
+			 * connection is tried at once before the id counts as new. */
+			redisFree(st->sc);
+			st->sc = NULL;
+			st->sc_retry_at = 0;
+		}
+	}
+	if (rc != 0 && vk_sync_connect(st, t0) == 0) {
+		rc = vk_sync_command(st->sc, 2, argv, alen, &n);
+		if (rc != 0)
 			vk_sync_failed(st, t0);
 	}
 	dt = uv_hrtime() - t0;
@@ -3292,7 +3489,8 @@ int mm_valkey_stats(const mm_store_t *base, mm_valkey_stats_t *out)
 	const mm_valkey_t *st = vk_of(base);
 
 	if (st == NULL || out == NULL)
-		return mm_diag_set(MM_EINVAL, "valkey: stats need a \"valkey\" store and an output");
+		return mm_diag_set(MM_EINVAL,
+				   "valkey: stats need a \"valkey\" store and an output");
 	*out = st->vs;
 	out->dirty = st->dirty.n;
 	out->connected = st->state == VK_READY;
@@ -3313,16 +3511,16 @@ static int vk_parse_url(mm_valkey_t *st, const char *url)
 	else if (strncmp(p, "valkey://", 9) == 0)
 		p += 9;
 	else
-		return mm_diag_set(MM_EINVAL, "valkey: url '%s' must start with redis:// or valkey://",
-				   url);
+		return mm_diag_set(MM_EINVAL,
+				   "valkey: url '%s' must start with redis:// or valkey://", url);
 	slash = strchr(p, '/');
 	end = slash ? slash : p + strlen(p);
 	at = memchr(p, '@', (size_t)(end - p));
 	if (at != NULL) {
 		colon = memchr(p, ':', (size_t)(at - p));
 		if (colon == NULL)
-			return mm_diag_set(MM_EINVAL, "valkey: url '%s': userinfo needs ':password'",
-					   url);
+			return mm_diag_set(MM_EINVAL,
+					   "valkey: url '%s': userinfo needs ':password'", url);
 		if (colon > p && (st->user = strndup(p, (size_t)(colon - p))) == NULL)
 			return MM_ENOMEM;
 		if ((st->password = strndup(colon + 1, (size_t)(at - colon - 1))) == NULL)
@@ -3417,7 +3615,8 @@ static int vk_split_options(const mm_kv_t *kv, size_t nkv, mm_kv_t *own, size_t 
 	for (i = 0; i < nkv; i++) {
 		if (strncmp(kv[i].key, "backing.", 8) == 0) {
 			if (kv[i].key[8] == '\0')
-				return mm_diag_set(MM_EINVAL, "valkey: option 'backing.' names no option");
+				return mm_diag_set(MM_EINVAL,
+						   "valkey: option 'backing.' names no option");
 			back[(*nback)++] = (mm_kv_t){kv[i].key + 8, kv[i].value};
 		} else {
 			own[(*nown)++] = kv[i];
@@ -3454,14 +3653,16 @@ static int vk_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only
 		goto fail;
 	}
 	if (strcmp(cfg.dedup, "store") != 0 && strcmp(cfg.dedup, "valkey") != 0) {
-		rc = mm_diag_set(MM_EINVAL, "valkey: option 'dedup' must be store or valkey, not '%s'",
+		rc = mm_diag_set(MM_EINVAL,
+				 "valkey: option 'dedup' must be store or valkey, not '%s'",
 				 cfg.dedup);
 		goto fail;
 	}
 	if (cfg.timeout_ms < 1 || cfg.cache_ttl_ms < 1 || cfg.lease_ms < 1 || cfg.check_ms < 1 ||
 	    cfg.backoff_max_ms < VK_BACKOFF_MIN_MS || cfg.hot_keys < 0) {
-		rc = mm_diag_set(MM_EINVAL, "valkey: timeout, cache_ttl, lease and check_interval must "
-					    "be positive, backoff_max at least 100ms, hot_keys >= 0");
+		rc = mm_diag_set(MM_EINVAL,
+				 "valkey: timeout, cache_ttl, lease and check_interval must be "
+				 "positive, backoff_max at least 100ms, hot_keys >= 0");
 		goto fail;
 	}
 	st = calloc(1, sizeof(*st));
@@ -3471,6 +3672,7 @@ static int vk_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only
 	}
 	if ((rc = vk_parse_url(st, cfg.url)))
 		goto fail;
+	st->prefix_len = strlen(cfg.prefix);
 	if ((st->prefix = vk_strdup(cfg.prefix)) == NULL) {
 		rc = mm_diag_set(MM_ENOMEM, "valkey: cannot allocate the store");
 		goto fail;
@@ -3516,7 +3718,9 @@ static int vk_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only
 		uv_timer_init(loop, timers[i]);
 		timers[i]->data = st;
 	}
-	st->deadline.timer_cb = vk_deadline_cb;
+	/* Background work (reconnecting, checking) does not keep a loop alive. */
+	uv_unref((uv_handle_t *)&st->retry);
+	uv_unref((uv_handle_t *)&st->tick);
 	*out = &st->base;
 	free(own);
 	free(back);
@@ -3530,27 +3734,43 @@ fail:
 	return rc;
 }
 
+static void vk_close_deadline(mm_valkey_t *st)
+{
+	if (st->deadline_closed)
+		return;
+	st->deadline_closed = 1;
+	uv_close((uv_handle_t *)&st->deadline, vk_handle_closed);
+}
+
+/*
+ * Closes the store. The connection is closed gracefully: what hiredis has
+ * not sent yet (a query's fills, typically: it closes right after its
+ * answer) is sent and answered first, still under the deadline, which
+ * forces the connection closed if the server does not answer. The deadline
+ * timer goes with the connection; the memory goes with the last reference.
+ */
 static void vk_close(mm_store_t *base)
 {
 	mm_valkey_t *st = (mm_valkey_t *)base;
-	redisAsyncContext *ac = st->ac;
 
 	st->closing = 1;
-	if (ac != NULL) {
-		st->ac = NULL;
-		st->state = VK_DOWN;
-		/* Pending callbacks run now with NULL replies and finish their
-		 * operations without the cache. */
-		redisAsyncFree(ac);
-	}
 	if (st->sc != NULL) {
 		redisFree(st->sc);
 		st->sc = NULL;
 	}
 	vk_release_waiting(st);
+	if (st->resolving)
+		uv_cancel((uv_req_t *)&st->gai);
 	uv_close((uv_handle_t *)&st->retry, vk_handle_closed);
 	uv_close((uv_handle_t *)&st->tick, vk_handle_closed);
-	uv_close((uv_handle_t *)&st->deadline, vk_handle_closed);
+	if (st->ac != NULL) {
+		st->state = VK_DOWN;
+		/* Ends in vk_lost (from the disconnect or connect callback, or
+		 * from the deadline's forced free), which closes the deadline. */
+		redisAsyncDisconnect(st->ac);
+	} else {
+		vk_close_deadline(st);
+	}
 	vk_unref(st);
 }
 
