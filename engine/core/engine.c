@@ -263,6 +263,42 @@ fail:
 	return rc;
 }
 
+void mm_engine_set_merged(mm_engine_t *ctx, mm_merged_fn fn, void *ud)
+{
+	ctx->merged = fn;
+	ctx->merged_ud = ud;
+}
+
+void mm_engine_fail(mm_engine_t *ctx, int code)
+{
+	ctx->exit_code = code;
+	mm_engine_stop(ctx);
+}
+
+/* Hands each hooked pipeline its durable deltas (not the rejected ones). */
+static void engine_run_hooks(mm_engine_t *ctx, struct mm_flush_job *job)
+{
+	const mm_delta_t **list = NULL;
+
+	for (int i = 0; i < ctx->npipes && ctx->merged; i++) {
+		mm_pipeline_t *p = ctx->pipes[i];
+		size_t n = 0;
+
+		if (!p->cfg.on_merge)
+			continue;
+		if (list == NULL && (list = calloc(job->f.ndeltas + 1, sizeof(*list))) == NULL) {
+			mm_log(MM_LOG_ERROR, p->cfg.name, "out of memory: on-merge hooks skipped");
+			return;
+		}
+		for (size_t d = 0; d < job->f.ndeltas; d++)
+			if (job->f.deltas[d].ns == &p->ns && job->f.delta_done[d] != MM_DELTA_REJECTED)
+				list[n++] = &job->f.deltas[d];
+		if (n)
+			ctx->merged(ctx->merged_ud, p, list, n);
+	}
+	free(list);
+}
+
 void mm_engine_set_lua_batch(mm_engine_t *ctx, mm_lua_batch_fn fn, void *ud)
 {
 	ctx->lua_batch = fn;
@@ -362,6 +398,7 @@ static void on_flush_done(void *arg, int status, const char *detail)
 	ctx->stats.flush_ns_total += ns;
 	if (ns > ctx->stats.flush_ns_max)
 		ctx->stats.flush_ns_max = ns;
+	engine_run_hooks(ctx, job);
 	for (size_t i = 0; i < job->f.ndeltas && job->f.rejected; i++)
 		if (job->f.delta_done[i] == MM_DELTA_REJECTED)
 			mm_pipeline_reject_delta(

@@ -45,6 +45,10 @@ typedef struct mm_engine_stats {
 /* Called once per batch with the Lua-path pipelines that must process it. */
 typedef void (*mm_lua_batch_fn)(void *ud, mm_batch_t *b, mm_pipeline_t **pipes, int n);
 
+/* Called once per flush and pipeline with an on-merge hook, after the flush
+ * is durable, with that pipeline's merged deltas (the hooks' input). */
+typedef void (*mm_merged_fn)(void *ud, mm_pipeline_t *p, const mm_delta_t *const *deltas, size_t n);
+
 typedef struct mm_engine_source {
 	mm_source_t *src;
 	mm_pipeline_t **pipes;
@@ -84,6 +88,8 @@ struct mm_engine {
 	int paused;
 	int exit_code;
 	mm_lua_batch_fn lua_batch;
+	mm_merged_fn merged;
+	void *merged_ud;
 	void *lua_ud;
 	/* flushing */
 	struct mm_flush_job *job; /* in flight, or NULL */
@@ -112,6 +118,10 @@ int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t
 			    mm_pipeline_t *pipe);
 
 void mm_engine_set_lua_batch(mm_engine_t *ctx, mm_lua_batch_fn fn, void *ud);
+void mm_engine_set_merged(mm_engine_t *ctx, mm_merged_fn fn, void *ud);
+
+/* Stops gracefully and makes run() return code (a propagated hook failure). */
+void mm_engine_fail(mm_engine_t *ctx, int code);
 
 /* Starts sources from their stored positions, runs until stopped; returns the
  * process exit code (0 clean, non-zero on fatal source/store errors). */

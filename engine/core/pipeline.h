@@ -80,6 +80,7 @@ typedef struct mm_pipeline_config {
 	uint64_t flush_keys;        /* ... or this many pending deltas */
 	int64_t flush_interval_ms;  /* ... or this age */
 	mm_dead_letter_t *dlq;      /* where rejected records go; owned, may be NULL */
+	int on_merge;               /* the script declared an on-merge hook */
 	char *compat;               /* what must match existing state (monoid + window) */
 	char *meta;                 /* descriptor saved in the store for queries */
 } mm_pipeline_config_t;

@@ -224,6 +224,7 @@ function Reloader:apply(specs)
       local ok, err = engine:remove_pipeline(old.ptr)
       if ok then
         inst.lua_specs[old.ptr] = nil
+        inst.hook_specs[old.ptr] = nil
         self:log("info", "pipeline '%s' removed (its stored state is kept)", name)
       else
         errors[#errors + 1] = err
@@ -248,6 +249,7 @@ function Reloader:apply(specs)
     end
     if ok then
       if runner.uses_lua(s) then inst.lua_specs[s.ptr] = s end
+      inst.hook_specs[s.ptr] = s.on_merge and s or nil
       local aok, aerr = runner.attach(engine, s, inst.opts)
       if not aok then errors[#errors + 1] = aerr end
     else
