@@ -198,6 +198,17 @@ void mm_jtree_free(mm_jtree_t *t)
 	memset(t, 0, sizeof(*t));
 }
 
+void mm_jtree_trim(mm_jtree_t *t, size_t max_bytes)
+{
+	size_t total = t->scratch.cap;
+	mm_jchunk_t *c;
+
+	for (c = t->chunks; c != NULL; c = c->next)
+		total += c->cap;
+	if (total > max_bytes)
+		mm_jtree_free(t);
+}
+
 const mm_jnode_t *mm_jnode_get(const mm_jnode_t *obj, const char *key)
 {
 	const mm_jnode_t *c;
@@ -256,6 +267,10 @@ int mm_aws_base64_decode(const char *p, size_t n, mm_buf_t *out)
 
 		if (a < 0 || b < 0 || c < 0 || d < 0 || (p[i + 2] == '=' && p[i + 3] != '='))
 			return mm_diag_set(MM_ECORRUPT, "base64: bad character at offset %zu", i);
+		/* Canonical only: the bits a padded block leaves unused must be 0,
+		 * so every byte string has exactly one accepted encoding. */
+		if (i + 4 == n && ((pad == 2 && (b & 15)) || (pad == 1 && (c & 3))))
+			return mm_diag_set(MM_ECORRUPT, "base64: non-canonical padding at offset %zu", i);
 		v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
 		out->p[out->len++] = (uint8_t)(v >> 16);
 		if (i + 4 < n || pad < 2)

@@ -49,6 +49,11 @@ int mm_jtree_parse(mm_jtree_t *t, const char *p, size_t n);
 /* Releases the arena. */
 void mm_jtree_free(mm_jtree_t *t);
 
+/* Releases the arena if it holds more than max_bytes (after one huge answer),
+ * so a long-lived tree keeps only what typical answers need. Invalidates the
+ * nodes when it does. */
+void mm_jtree_trim(mm_jtree_t *t, size_t max_bytes);
+
 /* The member `key` of an object node, or NULL (also when obj is NULL or not
  * an object). */
 const mm_jnode_t *mm_jnode_get(const mm_jnode_t *obj, const char *key);
@@ -57,7 +62,8 @@ const mm_jnode_t *mm_jnode_get(const mm_jnode_t *obj, const char *key);
 int mm_jnode_is(const mm_jnode_t *node, const char *s);
 
 /* Decodes standard padded base64 (RFC 4648) and appends the bytes to out.
- * Returns 0, MM_ECORRUPT for anything else, or MM_ENOMEM. */
+ * Only the canonical encoding is accepted (the unused bits of a padded
+ * block are zero). Returns 0, MM_ECORRUPT for anything else, or MM_ENOMEM. */
 int mm_aws_base64_decode(const char *p, size_t n, mm_buf_t *out);
 
 #endif

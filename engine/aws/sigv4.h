@@ -105,9 +105,11 @@ typedef struct mm_sigv4 {
 	void *params;               /* sorted query parameters */
 	size_t params_cap;
 	char key_scope[160];        /* date/region/service the key was derived for */
-	uint8_t key_secret[32];     /* SHA-256 of the secret it was derived from */
+	char *key_secret;           /* the secret it was derived from (a copy) */
 	uint8_t key[32];
 	int key_valid;
+	int64_t date_time;          /* the time amz_date was formatted for */
+	int date_valid;
 } mm_sigv4_t;
 
 /*

@@ -45,6 +45,7 @@ typedef struct http_xfer {
 	mm_http_t *h;
 	CURL *easy;
 	struct curl_slist *hdrs;
+	mm_buf_t req;           /* the request body: libcurl reads it in place */
 	mm_buf_t resp;
 	mm_http_cb cb;
 	void *arg;
@@ -148,11 +149,14 @@ static void xfer_free(http_xfer_t *x)
 	if (x->easy)
 		curl_easy_cleanup(x->easy);
 	curl_slist_free_all(x->hdrs);
+	mm_buf_free(&x->req);
 	mm_buf_free(&x->resp);
 	free(x);
 }
 
-/* Returns a finished transfer to the pool (or frees it when the pool is full). */
+/* Returns a finished transfer to the pool (or frees it when the pool is
+ * full). The easy handle keeps its options: http_setup sets every option a
+ * request may change, so a reused handle needs no curl_easy_reset. */
 static void xfer_recycle(mm_http_t *h, http_xfer_t *x)
 {
 	curl_slist_free_all(x->hdrs);
@@ -161,10 +165,11 @@ static void xfer_recycle(mm_http_t *h, http_xfer_t *x)
 		xfer_free(x);
 		return;
 	}
-	curl_easy_reset(x->easy);
 	x->resp.len = 0;
 	if (x->resp.cap > 1 << 20) /* keep the pool small after a huge answer */
 		mm_buf_free(&x->resp);
+	if (x->req.cap > 1 << 20)
+		mm_buf_free(&x->req);
 	x->next = h->pool;
 	h->pool = x;
 	h->npool++;
@@ -301,13 +306,33 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 
 /* ---- requests ---- */
 
-/* Sets the options both the async and the blocking path use. */
+/* Options that never change for an easy handle: set once when it is made. */
+static int http_setup_handle(CURL *easy, mm_buf_t *resp, char *errbuf, long connect_timeout_ms)
+{
+	int bad = 0;
+
+	bad |= curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_WRITEDATA, resp) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+	bad |= curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms) != CURLE_OK;
+	if (bad)
+		return mm_diag_set(MM_EIO, "http: libcurl refused a handle option");
+	return 0;
+}
+
+/*
+ * Sets everything one request may change (so a handle from the pool needs no
+ * reset): URL, headers, method, body, time limit. The body is read from
+ * `body`, which must stay unchanged until the transfer ends.
+ */
 static int http_setup(CURL *easy, const mm_http_request_t *req, struct curl_slist **hdrs,
-		      mm_buf_t *resp, char *errbuf, long connect_timeout_ms)
+		      const mm_buf_t *body, char *errbuf)
 {
 	struct curl_slist *l = NULL, *next;
 	size_t i;
-	int bad = 0;
+	int bad = 0, post = strcmp(req->method, "POST") == 0;
 
 	for (i = 0; i < req->nheaders && !bad; i++) {
 		next = curl_slist_append(l, req->headers[i]);
@@ -325,23 +350,19 @@ static int http_setup(CURL *easy, const mm_http_request_t *req, struct curl_slis
 	errbuf[0] = '\0';
 	bad |= curl_easy_setopt(easy, CURLOPT_URL, req->url) != CURLE_OK;
 	bad |= curl_easy_setopt(easy, CURLOPT_HTTPHEADER, l) != CURLE_OK;
-	bad |= curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
-	bad |= curl_easy_setopt(easy, CURLOPT_WRITEDATA, resp) != CURLE_OK;
-	bad |= curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK;
-	bad |= curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-	bad |= curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
-	bad |= curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms) != CURLE_OK;
 	bad |= curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, req->timeout_ms) != CURLE_OK;
-	if (req->body_len > 0 || strcmp(req->method, "POST") == 0) {
+	if (body->len > 0 || post) {
 		bad |= curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-					(curl_off_t)req->body_len) != CURLE_OK;
-		bad |= curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS,
-					req->body_len ? req->body : "") != CURLE_OK;
-	}
-	if (strcmp(req->method, "GET") == 0 && req->body_len == 0)
+					(curl_off_t)body->len) != CURLE_OK;
+		bad |= curl_easy_setopt(easy, CURLOPT_POSTFIELDS,
+					body->len ? (const char *)body->p : "") != CURLE_OK;
+		bad |= curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST,
+					post ? NULL : req->method) != CURLE_OK;
+	} else {
 		bad |= curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L) != CURLE_OK;
-	else if (strcmp(req->method, "POST") != 0)
-		bad |= curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method) != CURLE_OK;
+		bad |= curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST,
+					strcmp(req->method, "GET") == 0 ? NULL : req->method) != CURLE_OK;
+	}
 	if (bad)
 		return mm_diag_set(MM_EINVAL, "http: libcurl refused an option for %s %s",
 				   req->method, req->url);
@@ -412,11 +433,14 @@ int mm_http_request(mm_http_t *h, const mm_http_request_t *req, mm_http_cb cb, v
 			return mm_diag_set(MM_ENOMEM, "http: cannot allocate a transfer");
 		}
 		x->h = h;
+		curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (char *)x);
+		if ((rc = http_setup_handle(x->easy, &x->resp, x->errbuf, h->connect_timeout_ms)))
+			goto fail;
 	}
-	if ((rc = http_setup(x->easy, req, &x->hdrs, &x->resp, x->errbuf,
-			     h->connect_timeout_ms)))
+	x->req.len = 0;
+	if ((rc = mm_buf_append(&x->req, req->body, req->body_len)) ||
+	    (rc = http_setup(x->easy, req, &x->hdrs, &x->req, x->errbuf)))
 		goto fail;
-	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (char *)x);
 	x->cb = cb;
 	x->arg = arg;
 	x->t0 = uv_hrtime();
@@ -477,6 +501,7 @@ int mm_http_fetch(const mm_http_request_t *req, long *code, mm_buf_t *body)
 {
 	struct curl_slist *hdrs = NULL;
 	char errbuf[CURL_ERROR_SIZE];
+	mm_buf_t reqbody;
 	CURLcode cc;
 	CURL *easy;
 	int rc;
@@ -488,7 +513,9 @@ int mm_http_fetch(const mm_http_request_t *req, long *code, mm_buf_t *body)
 	easy = curl_easy_init();
 	if (easy == NULL)
 		return mm_diag_set(MM_ENOMEM, "http: curl_easy_init failed");
-	if ((rc = http_setup(easy, req, &hdrs, body, errbuf, 5000)))
+	reqbody = (mm_buf_t){.p = (uint8_t *)(uintptr_t)req->body, .len = req->body_len};
+	if ((rc = http_setup_handle(easy, body, errbuf, 5000)) ||
+	    (rc = http_setup(easy, req, &hdrs, &reqbody, errbuf)))
 		goto out;
 	cc = curl_easy_perform(easy);
 	if (cc != CURLE_OK) {

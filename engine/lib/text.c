@@ -54,7 +54,7 @@ int mm_base64_encode(const void *src, size_t n, mm_buf_t *out)
 	char *o;
 	int rc = mm_buf_reserve(out, olen);
 
-	if (rc)
+	if (rc || n == 0)
 		return rc;
 	o = (char *)out->p + out->len;
 	for (size_t i = 0; i < n; i += 3) {

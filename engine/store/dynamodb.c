@@ -33,11 +33,14 @@
  *   min, max    UpdateItem "SET v = :x", condition "attribute_not_exists(v)
  *               OR v > :x" (min) / "v < :x" (max); a failed condition means
  *               the stored value already wins. Idempotent by nature.
- *   the rest    GetItem (consistent) -> decode -> merge -> encode ->
+ *   the rest    read (consistent) -> decode -> merge -> encode ->
  *               UpdateItem "SET v, ver = ver + 1, ttl, w_me" conditional on
  *               the version read ("attribute_not_exists(ver)" for a new
- *               item); a lost race (ConditionalCheckFailed) re-reads after a
- *               jittered pause.
+ *               item); a lost race (ConditionalCheckFailed) re-reads with
+ *               GetItem after a jittered pause. The reads are batched: the
+ *               keys are cut into chunks (one per slot while there are few,
+ *               at most 100), a slot reads its chunk with one BatchGetItem
+ *               and then writes the chunk's keys one by one.
  * Throttling (ProvisionedThroughputExceeded, ThrottlingException,
  * RequestLimitExceeded), HTTP 5xx and transport failures are retried with
  * full-jitter exponential backoff (backoff_base * 2^n, capped at backoff_max)
@@ -58,14 +61,16 @@
  * did to the item meanwhile. The read-merge-write path checks the token it
  * read the same way. This needs at most one delta per (ns, entity, bucket) in
  * a flush, which the engine's pre-aggregation guarantees. Tokens older than
- * token_ttl are removed opportunistically (the sum/count path asks for the
- * item back and removes them with a conditional REMOVE; the read-merge-write
- * path removes them in its write), so items do not grow with restarts; the
+ * token_ttl are removed opportunistically (one sum/count write in eight asks
+ * for the item back and removes them with a conditional REMOVE; the
+ * read-merge-write path removes them in its write), so items do not grow with restarts; the
  * idempotency window of a flush retry is therefore token_ttl (1 day).
  *
- * Dedup marks of a flush are written after its deltas' requests were issued
- * as "confirmed" (condition: absent, ours, or expired), which is the confirm
- * step of the claim protocol in dynamodb.h. Purges are no-ops: windowed
+ * An apply runs in phases: deltas, then the flush's dedup marks, then the
+ * positions, each phase only once the previous one is entirely durable. Marks
+ * are written as "confirmed" (condition: absent, ours, or expired), which is
+ * the confirm step of the claim protocol in dynamodb.h, so a confirmed id
+ * always has its effect in the table. Purges are no-ops: windowed
  * buckets carry a ttl and expire natively (DynamoDB deletes them within days;
  * reads treat an item whose ttl has passed as absent). Positions are written
  * as items after every delta and mark of the flush is durable (option
@@ -88,8 +93,9 @@
  * refreshed on the loop five minutes before they expire.
  *
  * Memory: a fixed array of max_inflight request slots, each with its own
- * buffers, response tree and backoff timer, reused for every request, so the
- * steady state allocates only inside libcurl.
+ * buffers, answer trees and backoff timer, reused for every request, so the
+ * steady state allocates only inside libcurl; a slot gives back answer trees
+ * larger than 1 MiB when it goes idle (batched reads of big sketches).
  */
 #define _GNU_SOURCE /* qsort_r */
 #include "dynamodb.h"
@@ -115,6 +121,8 @@
 #define DDB_BATCH_MAX 100       /* keys per BatchGetItem */
 #define DDB_CAS_MAX 64          /* lost races per delta before the apply fails */
 #define DDB_PRUNE_MAX 16        /* stale tokens removed per request */
+#define DDB_PRUNE_EVERY 8       /* one ADD in 8 asks for the item, to prune */
+#define DDB_TREE_KEEP (1 << 20) /* answer trees kept per slot between requests */
 #define DDB_SK_MARK (-1)
 #define DDB_SK_META (-2)
 #define DDB_SK_POS (-3)
@@ -151,7 +159,7 @@ static const mm_option_t ddb_options[] = {
 	 "AWS region. Default $AWS_REGION, then $AWS_DEFAULT_REGION, then us-east-1."},
 	{MM_OPT_STRING, "endpoint", NULL, offsetof(ddb_cfg_t, endpoint),
 	 "Endpoint URL, e.g. http://127.0.0.1:8000 for an emulator. Default "
-	 "$MURMUR_DYNAMODB_ENDPOINT, then https://dynamodb.<region>.amazonaws.com."},
+	 "$MURMUR_DYNAMODB_ENDPOINT, then https://dynamodb.REGION.amazonaws.com."},
 	{MM_OPT_INT, "max_inflight", "32", offsetof(ddb_cfg_t, max_inflight),
 	 "Requests in flight at once (1..1024); also the HTTP connections kept open."},
 	{MM_OPT_INT, "max_attempts", "10", offsetof(ddb_cfg_t, max_attempts),
@@ -189,6 +197,7 @@ enum ddb_kind {
 	K_MINMAX,     /* conditional SET */
 	K_CAS_GET,    /* read of read-merge-write */
 	K_CAS_PUT,    /* conditional write of read-merge-write */
+	K_CAS_BATCH,  /* the batched read of a chunk of read-merge-writes */
 	K_MARK,       /* flush mark: confirm-or-create */
 	K_POS,        /* position PutItem */
 	K_BATCH_GET,
@@ -196,11 +205,17 @@ enum ddb_kind {
 	K_CLAIM_GET,  /* classify a failed claim */
 	K_CONFIRM,
 	K_RELEASE,
+	K_RENEW,
 };
 
-enum ddb_job_kind { J_APPLY, J_GET, J_CLAIM, J_CONFIRM, J_RELEASE };
+enum ddb_job_kind { J_APPLY, J_GET, J_CLAIM, J_CONFIRM, J_RELEASE, J_RENEW };
 
 enum ddb_mkind { M_ADD_INT, M_ADD_UINT, M_ADD_FLOAT, M_MIN, M_MAX, M_BYTES };
+
+/* An apply runs in phases, each starting when the previous one is durable:
+ * a mark (a confirmed dedup id) must never be durable without its effect, and
+ * a position never before the records it covers. */
+enum ddb_phase { P_DELTAS, P_MARKS, P_POSITIONS, P_DONE };
 
 typedef struct ddb_job {
 	struct ddb_job *next;
@@ -216,8 +231,12 @@ typedef struct ddb_job {
 	/* apply */
 	mm_flush_t *f;
 	uint64_t seq;
-	int phase;              /* 0: deltas and marks, 1: positions */
+	int phase;              /* enum ddb_phase */
 	size_t writes;
+	/* The deltas phase's work units: single deltas (one request chain
+	 * each), then chunks of read-merge-write deltas read together. */
+	size_t *single, nsingle;
+	size_t *cas, ncas, chunk;
 	/* get_many */
 	const mm_ns_t *ns;
 	const mm_key_t *keys;
@@ -255,6 +274,15 @@ typedef struct ddb_slot {
 	/* BatchGetItem: groups of the job still to fetch */
 	size_t keys[DDB_BATCH_MAX];
 	size_t nkeys;
+	/* A chunk of read-merge-writes: its deltas, what the batched read found
+	 * for each (kept in batch_tree while the writes go out one by one), and
+	 * the next one to write. */
+	int in_chunk;
+	size_t cas_idx[DDB_BATCH_MAX];
+	const mm_jnode_t *cas_item[DDB_BATCH_MAX];
+	uint8_t cas_read[DDB_BATCH_MAX];
+	size_t ncas, cas_pos;
+	mm_jtree_t batch_tree;
 } ddb_slot_t;
 
 struct mm_ddb {
@@ -275,6 +303,7 @@ struct mm_ddb {
 	mm_sigv4_t sig;
 	mm_http_t *http;
 	uint64_t rng;
+	uint64_t adds;          /* ADD requests built, to ask for every 8th item back */
 	/* flush sequence and the flush being retried */
 	uint64_t last_seq;
 	const mm_flush_t *retry_flush;
@@ -325,10 +354,35 @@ static void ddb_free_str(char **p)
 
 #define PUT(b, lit) mm_buf_append((b), (lit), sizeof(lit) - 1)
 
+/* Appends a NUL-terminated string. The request builders below run once per
+ * request, so they append pieces instead of formatting with printf. */
+static int put_str(mm_buf_t *b, const char *s)
+{
+	return mm_buf_append(b, s, strlen(s));
+}
+
+/* Appends v in decimal. */
+static int put_int(mm_buf_t *b, int64_t v)
+{
+	char tmp[24], *p = tmp + sizeof(tmp);
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+
+	do
+		*--p = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--p = '-';
+	return mm_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
 /* A DynamoDB number attribute value: {"N":"<v>"}. */
 static int put_n(mm_buf_t *b, int64_t v)
 {
-	return mm_buf_printf(b, "{\"N\":\"%" PRId64 "\"}", v);
+	int rc;
+
+	if ((rc = PUT(b, "{\"N\":\"")) || (rc = put_int(b, v)))
+		return rc;
+	return PUT(b, "\"}");
 }
 
 /* Shortest text that reads back as exactly d ("0.1", not 0.10000000000000001). */
@@ -718,7 +772,8 @@ out:
 
 static void on_cred_timer(uv_timer_t *t);
 
-/* Arms the refresh five minutes before expiry (at least 10 s from now). */
+/* Arms the refresh five minutes before expiry (at least a second from now,
+ * so credentials that are already short-lived cannot make us spin). */
 static void cred_arm(mm_ddb_t *st)
 {
 	int64_t delay;
@@ -726,8 +781,8 @@ static void cred_arm(mm_ddb_t *st)
 	if (st->closing || st->cred_url == NULL || st->cred_expires_ms == 0)
 		return;
 	delay = st->cred_expires_ms - 300000 - ddb_now_ms();
-	if (delay < 10000)
-		delay = 10000;
+	if (delay < 1000)
+		delay = 1000;
 	uv_timer_start(&st->cred_timer, on_cred_timer, (uint64_t)delay, 0);
 }
 
@@ -811,7 +866,8 @@ static int ddb_sign(mm_ddb_t *st, const char *target, const mm_buf_t *body, mm_b
 		.normalize_path = 1,
 	};
 
-	snprintf(tgt, sizeof(tgt), DDB_TARGET "%s", target);
+	memcpy(tgt, DDB_TARGET, sizeof(DDB_TARGET) - 1);
+	snprintf(tgt + sizeof(DDB_TARGET) - 1, sizeof(tgt) - sizeof(DDB_TARGET) + 1, "%s", target);
 	sh[0] = (mm_sigv4_header_t){"host", 4, st->host, strlen(st->host)};
 	sh[1] = (mm_sigv4_header_t){"content-type", 12, DDB_CT, sizeof(DDB_CT) - 1};
 	sh[2] = (mm_sigv4_header_t){"x-amz-target", 12, tgt, strlen(tgt)};
@@ -820,20 +876,20 @@ static int ddb_sign(mm_ddb_t *st, const char *target, const mm_buf_t *body, mm_b
 	if ((rc = mm_sigv4_sign_headers(&st->sig, &req, &p)))
 		return rc;
 	hdr->len = 0;
-#define HLINE(...)                                                                 \
+#define HLINE(name_, v_, n_)                                                       \
 	do {                                                                       \
 		off[n++] = hdr->len;                                               \
-		if ((rc = mm_buf_printf(hdr, __VA_ARGS__)) || (rc = mm_buf_put_u8(hdr, 0))) \
+		if ((rc = PUT(hdr, name_ ": ")) || (rc = mm_buf_append(hdr, (v_), (n_))) || \
+		    (rc = mm_buf_put_u8(hdr, 0)))                                  \
 			return rc;                                                 \
 	} while (0)
-	HLINE("Host: %s", st->host);
-	HLINE("Content-Type: " DDB_CT);
-	HLINE("X-Amz-Target: %s", tgt);
-	HLINE("X-Amz-Date: %s", st->sig.amz_date);
-	HLINE("Authorization: %.*s", (int)st->sig.authorization.len,
-	      (const char *)st->sig.authorization.p);
+	HLINE("Host", st->host, strlen(st->host));
+	HLINE("Content-Type", DDB_CT, sizeof(DDB_CT) - 1);
+	HLINE("X-Amz-Target", tgt, strlen(tgt));
+	HLINE("X-Amz-Date", st->sig.amz_date, strlen(st->sig.amz_date));
+	HLINE("Authorization", st->sig.authorization.p, st->sig.authorization.len);
 	if (st->token)
-		HLINE("X-Amz-Security-Token: %s", st->token);
+		HLINE("X-Amz-Security-Token", st->token, strlen(st->token));
 #undef HLINE
 	for (i = 0; i < n; i++)
 		ptrs[i] = (const char *)hdr->p + off[i];
@@ -926,6 +982,10 @@ static void slot_finish(ddb_slot_t *sl, int rc, const char *detail)
 	sl->job = NULL;
 	sl->next_free = st->free_slots;
 	st->free_slots = sl;
+	/* A batch of big sketches can leave megabytes in the answer trees: keep
+	 * an idle slot's memory to what ordinary answers need. */
+	mm_jtree_trim(&sl->batch_tree, DDB_TREE_KEEP);
+	mm_jtree_trim(&sl->tree, DDB_TREE_KEEP);
 }
 
 /* Sends the slot's body to its target. Errors here are final for the item. */
@@ -982,16 +1042,44 @@ static void slot_retry(ddb_slot_t *sl, const char *detail)
 		return;
 	}
 	st->stats.retries++;
+	if (mm_log_get_level() >= MM_LOG_DEBUG)
+		mm_log(MM_LOG_DEBUG, "dynamodb", "%s: %s; retry %d", sl->target, detail, sl->attempts);
 	uv_timer_start(&sl->timer, on_backoff, backoff_ms(st, sl->attempts), 0);
 }
 
 static int job_item_done(const ddb_job_t *job, size_t i)
 {
-	if (job->kind != J_APPLY || job->phase != 0)
+	if (job->kind != J_APPLY)
 		return 0;
-	if (i < job->f->ndeltas)
-		return job->f->delta_done[i];
-	return job->f->mark_done[i - job->f->ndeltas];
+	if (job->phase == P_DELTAS) {
+		size_t k, end;
+
+		if (i < job->nsingle)
+			return job->f->delta_done[job->single[i]];
+		k = (i - job->nsingle) * job->chunk;
+		end = k + job->chunk < job->ncas ? k + job->chunk : job->ncas;
+		for (; k < end; k++)
+			if (!job->f->delta_done[job->cas[k]])
+				return 0;
+		return 1;
+	}
+	if (job->phase == P_MARKS)
+		return job->f->mark_done[i];
+	return 0;
+}
+
+/* Moves an apply to its next phase with work; 0 when none is left. */
+static int job_next_phase(mm_ddb_t *st, ddb_job_t *job)
+{
+	while (++job->phase < P_DONE) {
+		job->next_item = 0;
+		job->nitems = job->phase == P_MARKS ? job->f->nmarks
+			      : st->cfg.positions ? job->f->npositions
+						  : 0;
+		if (job->nitems > 0)
+			return 1;
+	}
+	return 0;
 }
 
 static void job_complete(mm_ddb_t *st, ddb_job_t *job)
@@ -1017,6 +1105,8 @@ static void job_free(ddb_job_t *job)
 {
 	free(job->idx);
 	free(job->grp);
+	free(job->single);
+	free(job->cas);
 	free(job);
 }
 
@@ -1024,7 +1114,7 @@ static void ddb_pump(mm_ddb_t *st)
 {
 	ddb_job_t *job, *next, **pp;
 
-	for (pp = &st->jobs; (job = *pp) != NULL && !st->closing;) {
+	for (pp = &st->jobs; !st->closing && (job = *pp) != NULL;) {
 		while (!job->stop && st->free_slots) {
 			ddb_slot_t *sl;
 			int rc;
@@ -1039,6 +1129,7 @@ static void ddb_pump(mm_ddb_t *st)
 			sl->item = job->next_item++;
 			sl->attempts = 0;
 			sl->conflicts = 0;
+			sl->in_chunk = 0;
 			job->outstanding++;
 			if ((rc = slot_start_item(sl)))
 				slot_finish(sl, rc, NULL);
@@ -1047,14 +1138,8 @@ static void ddb_pump(mm_ddb_t *st)
 			pp = &job->next;
 			continue;
 		}
-		if (job->kind == J_APPLY && job->phase == 0 && job->rc == 0 &&
-		    st->cfg.positions && job->f->npositions > 0) {
-			/* Every delta and mark is durable: now the positions. */
-			job->phase = 1;
-			job->next_item = 0;
-			job->nitems = job->f->npositions;
+		if (job->kind == J_APPLY && job->rc == 0 && job_next_phase(st, job))
 			continue;
-		}
 		next = job->next;
 		*pp = next;
 		job_complete(st, job);
@@ -1065,7 +1150,12 @@ static void ddb_pump(mm_ddb_t *st)
 
 /* ---- apply ---- */
 
-/* UpdateItem ADD for sum/count. */
+/*
+ * UpdateItem ADD for sum/count. Every DDB_PRUNE_EVERY-th write (the first of
+ * a store included) asks for the item back (ALL_NEW) to find stale replay
+ * tokens to remove; the others need no answer, which keeps requests and
+ * their parsing cheap.
+ */
 static int build_add(mm_ddb_t *st, ddb_slot_t *sl, const mm_delta_t *d, uint64_t seq)
 {
 	mm_buf_t *b = &sl->body;
@@ -1075,18 +1165,20 @@ static int build_add(mm_ddb_t *st, ddb_slot_t *sl, const mm_delta_t *d, uint64_t
 	if ((rc = state_number(d->ns->m, d->state, &sl->val, num, sizeof(num))) ||
 	    (rc = make_pk(&sl->pk, d->ns->name, d->key.entity, d->key.len)) ||
 	    (rc = put_head(st, b, &sl->pk, d->key.bucket)) ||
-	    (rc = mm_buf_printf(b, ",\"UpdateExpression\":\"ADD #v :d SET #w = :s%s\"",
-				ttl ? ", #t = :t" : "")) ||
-	    (rc = PUT(b, ",\"ConditionExpression\":\"attribute_not_exists(#w) OR #w < :s\"")) ||
-	    (rc = mm_buf_printf(b, ",\"ExpressionAttributeNames\":{\"#v\":\"v\",\"#w\":\"%s\"%s}",
-				st->writer_attr, ttl ? ",\"#t\":\"ttl\"" : "")) ||
-	    (rc = mm_buf_printf(b, ",\"ExpressionAttributeValues\":{\":d\":{\"N\":\"%s\"},"
-				   "\":s\":{\"N\":\"%" PRIu64 "\"}",
-				num, seq)))
+	    (rc = PUT(b, ",\"UpdateExpression\":\"ADD #v :d SET #w = :s")) ||
+	    (ttl && (rc = PUT(b, ", #t = :t"))) ||
+	    (rc = PUT(b, "\",\"ConditionExpression\":\"attribute_not_exists(#w) OR #w < :s\""
+			 ",\"ExpressionAttributeNames\":{\"#v\":\"v\",\"#w\":\"")) ||
+	    (rc = put_str(b, st->writer_attr)) || (rc = PUT(b, "\"")) ||
+	    (ttl && (rc = PUT(b, ",\"#t\":\"ttl\""))) ||
+	    (rc = PUT(b, "},\"ExpressionAttributeValues\":{\":d\":{\"N\":\"")) ||
+	    (rc = put_str(b, num)) || (rc = PUT(b, "\"},\":s\":")) || (rc = put_n(b, (int64_t)seq)))
 		return rc;
 	if (ttl && ((rc = PUT(b, ",\":t\":")) || (rc = put_n(b, ttl_of(d->expire_ms)))))
 		return rc;
-	return PUT(b, "},\"ReturnValues\":\"ALL_NEW\"}");
+	if (st->adds++ % DDB_PRUNE_EVERY == 0)
+		return PUT(b, "},\"ReturnValues\":\"ALL_NEW\"}");
+	return PUT(b, "}}");
 }
 
 static int build_minmax(mm_ddb_t *st, ddb_slot_t *sl, const mm_delta_t *d)
@@ -1156,9 +1248,140 @@ static int build_pos(mm_ddb_t *st, ddb_slot_t *sl, const mm_position_t *pos)
 	    (rc = PUT(b, ",\"Item\":{\"pk\":{\"S\":")) ||
 	    (rc = mm_json_quote((const char *)sl->pk.p, sl->pk.len, b)) ||
 	    (rc = PUT(b, "},\"sk\":")) || (rc = put_n(b, DDB_SK_POS)) ||
-	    (rc = PUT(b, ",\"v\":{\"B\":\"")) || (rc = mm_base64_encode(pos->pos, pos->len, b)))
+	    (rc = PUT(b, ",\"v\":{\"B\":\"")) ||
+	    (pos->len > 0 && (rc = mm_base64_encode(pos->pos, pos->len, b))))
 		return rc;
 	return PUT(b, "\"}}}");
+}
+
+static int cas_write(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item);
+
+/*
+ * Starts chunk k of the read-merge-write deltas: one consistent BatchGetItem
+ * for every delta of the chunk not yet durable. The writes follow one by one
+ * from cas_next, each conditional on the version read, so a batched read is
+ * exactly as safe as a GetItem per delta and saves a request per delta.
+ */
+static int start_cas_chunk(ddb_slot_t *sl, size_t k)
+{
+	mm_ddb_t *st = sl->st;
+	ddb_job_t *job = sl->job;
+	mm_buf_t *b = &sl->body;
+	size_t i, end = (k + 1) * job->chunk < job->ncas ? (k + 1) * job->chunk : job->ncas;
+	int rc;
+
+	sl->in_chunk = 1;
+	sl->ncas = 0;
+	sl->cas_pos = 0;
+	for (i = k * job->chunk; i < end; i++)
+		if (!job->f->delta_done[job->cas[i]])
+			sl->cas_idx[sl->ncas++] = job->cas[i];
+	sl->kind = K_CAS_BATCH;
+	sl->target = "BatchGetItem";
+	b->len = 0;
+	if ((rc = PUT(b, "{\"RequestItems\":{")) || (rc = put_str(b, st->table_json)) ||
+	    (rc = PUT(b, ":{\"Keys\":[")))
+		return rc;
+	for (i = 0; i < sl->ncas; i++) {
+		const mm_delta_t *d = &job->f->deltas[sl->cas_idx[i]];
+
+		sl->cas_item[i] = NULL;
+		sl->cas_read[i] = 0;
+		if ((i && (rc = PUT(b, ","))) ||
+		    (rc = make_pk(&sl->pk, d->ns->name, d->key.entity, d->key.len)) ||
+		    (rc = put_key_obj(b, &sl->pk, d->key.bucket)))
+			return rc;
+	}
+	if ((rc = PUT(b, "],\"ConsistentRead\":true}}}")))
+		return rc;
+	return slot_send(sl);
+}
+
+/* Writes the chunk's next delta that is not durable yet; finishes the slot's
+ * item when none is left. */
+static void cas_next(ddb_slot_t *sl)
+{
+	mm_ddb_t *st = sl->st;
+	ddb_job_t *job = sl->job;
+	int rc = 0;
+
+	for (; sl->cas_pos < sl->ncas; sl->cas_pos++) {
+		const mm_delta_t *d;
+
+		sl->item = sl->cas_idx[sl->cas_pos];
+		if (job->f->delta_done[sl->item])
+			continue;
+		d = &job->f->deltas[sl->item];
+		sl->attempts = 0;
+		sl->conflicts = 0;
+		if ((rc = make_pk(&sl->pk, d->ns->name, d->key.entity, d->key.len)))
+			break;
+		if (!sl->cas_read[sl->cas_pos]) {
+			/* Left unprocessed by the batch: read it alone. */
+			sl->kind = K_CAS_GET;
+			if ((rc = build_get(st, sl, &sl->pk, d->key.bucket)) == 0)
+				rc = slot_send(sl);
+		} else {
+			rc = cas_write(st, sl, sl->cas_item[sl->cas_pos]);
+			if (rc == 1) {
+				job->f->delta_done[sl->item] = 1;
+				st->stats.replays_skipped++;
+				continue;
+			}
+		}
+		if (rc)
+			break;
+		return;
+	}
+	slot_finish(sl, sl->cas_pos < sl->ncas ? rc : 0, NULL);
+}
+
+/* The chunk's batched read arrived (in sl->tree): keep it in batch_tree, note
+ * what it found for each delta, and start the writes. */
+static void cas_batch_answer(ddb_slot_t *sl)
+{
+	mm_ddb_t *st = sl->st;
+	ddb_job_t *job = sl->job;
+	const mm_jnode_t *items, *unproc, *it;
+	mm_jtree_t tmp = sl->batch_tree;
+	size_t i;
+
+	sl->batch_tree = sl->tree;
+	sl->tree = tmp;
+	items = mm_jnode_get(mm_jnode_get(sl->batch_tree.root, "Responses"), st->table);
+	unproc = mm_jnode_get(mm_jnode_get(mm_jnode_get(sl->batch_tree.root, "UnprocessedKeys"),
+					   st->table), "Keys");
+	for (i = 0; i < sl->ncas; i++) {
+		const mm_delta_t *d = &job->f->deltas[sl->cas_idx[i]];
+		int listed = 0;
+
+		if (make_pk(&sl->pk, d->ns->name, d->key.entity, d->key.len)) {
+			slot_finish(sl, MM_ENOMEM, NULL);
+			return;
+		}
+		for (it = items ? items->child : NULL; it; it = it->next) {
+			const mm_jnode_t *pk = attr_s(it, "pk");
+			int ok = 0;
+
+			if (pk && pk->len == sl->pk.len && memcmp(pk->s, sl->pk.p, pk->len) == 0 &&
+			    attr_i64(it, "sk", &ok) == d->key.bucket && ok) {
+				sl->cas_item[i] = it;
+				break;
+			}
+		}
+		for (it = unproc ? unproc->child : NULL; it && !sl->cas_item[i]; it = it->next) {
+			const mm_jnode_t *pk = attr_s(it, "pk");
+			int ok = 0;
+
+			if (pk && pk->len == sl->pk.len && memcmp(pk->s, sl->pk.p, pk->len) == 0 &&
+			    attr_i64(it, "sk", &ok) == d->key.bucket && ok)
+				listed = 1;
+		}
+		/* Absent from both lists: the item does not exist (NULL item). */
+		sl->cas_read[i] = !listed;
+		st->stats.unprocessed_keys += (uint64_t)listed;
+	}
+	cas_next(sl);
 }
 
 /* Starts the item of an apply job that sl was given. */
@@ -1169,18 +1392,23 @@ static int start_apply_item(ddb_slot_t *sl)
 	mm_flush_t *f = job->f;
 	int rc;
 
-	if (job->phase == 1) {
+	if (job->phase == P_POSITIONS) {
 		sl->kind = K_POS;
 		sl->target = "PutItem";
 		rc = build_pos(st, sl, &f->positions[sl->item]);
-	} else if (sl->item >= f->ndeltas) {
+	} else if (job->phase == P_MARKS) {
 		sl->kind = K_MARK;
 		sl->target = "UpdateItem";
-		rc = build_mark(st, sl, &f->marks[sl->item - f->ndeltas], job->now_ms);
+		rc = build_mark(st, sl, &f->marks[sl->item], job->now_ms);
+	} else if (sl->item >= job->nsingle) {
+		return start_cas_chunk(sl, sl->item - job->nsingle);
 	} else {
-		const mm_delta_t *d = &f->deltas[sl->item];
-		int mk = ddb_mkind(d->ns->m);
+		const mm_delta_t *d;
+		int mk;
 
+		sl->item = job->single[sl->item];
+		d = &f->deltas[sl->item];
+		mk = ddb_mkind(d->ns->m);
 		if (mk == M_ADD_INT || mk == M_ADD_UINT || mk == M_ADD_FLOAT) {
 			sl->kind = K_ADD;
 			sl->target = "UpdateItem";
@@ -1380,21 +1608,32 @@ static void apply_answer(ddb_slot_t *sl, int cond)
 		job->writes += !cond;
 		slot_finish(sl, 0, NULL);
 		return;
+	case K_CAS_BATCH:
+		cas_batch_answer(sl);
+		return;
 	case K_CAS_GET:
 		rc = cas_write(st, sl, mm_jnode_get(sl->tree.root, "Item"));
 		if (rc == 1) {
 			f->delta_done[sl->item] = 1;
 			st->stats.replays_skipped++;
-			slot_finish(sl, 0, NULL);
-		} else if (rc < 0) {
-			slot_finish(sl, rc, NULL);
+		}
+		if (rc == 1 && sl->in_chunk) {
+			sl->cas_pos++;
+			cas_next(sl);
+		} else if (rc != 0) {
+			slot_finish(sl, rc == 1 ? 0 : rc, NULL);
 		}
 		return;
 	case K_CAS_PUT:
 		if (!cond) {
 			f->delta_done[sl->item] = 1;
 			job->writes++;
-			slot_finish(sl, 0, NULL);
+			if (sl->in_chunk) {
+				sl->cas_pos++;
+				cas_next(sl);
+			} else {
+				slot_finish(sl, 0, NULL);
+			}
 			return;
 		}
 		st->stats.cas_conflicts++;
@@ -1412,14 +1651,57 @@ static void apply_answer(ddb_slot_t *sl, int cond)
 		uv_timer_start(&sl->timer, on_backoff, backoff_ms(st, sl->conflicts < 4 ? sl->conflicts : 4), 0);
 		return;
 	case K_MARK:
-		f->mark_done[sl->item - f->ndeltas] = 1;
-		st->stats.mark_conflicts += (uint64_t)cond;
+		f->mark_done[sl->item] = 1;
+		if (cond) {
+			const mm_mark_t *mk = &f->marks[sl->item];
+
+			/* Another owner holds the id: with claims wired, our lease ran out
+			 * and the record may have been counted by the new owner too. */
+			st->stats.mark_conflicts++;
+			mm_log(MM_LOG_WARN, mk->ns->name,
+			       "dedup id of %zu bytes is held by another owner; it may be counted twice",
+			       mk->len);
+		}
 		slot_finish(sl, 0, NULL);
 		return;
 	case K_POS:
 		slot_finish(sl, 0, NULL);
 		return;
 	}
+}
+
+/*
+ * Splits the deltas into work units: sums, counts, min and max are single
+ * requests; read-merge-writes are read in chunks, sized so that the chunks
+ * still keep every slot busy (one chunk per slot when there are few; at most
+ * 100 keys, BatchGetItem's limit). With a chunk of one the plain GetItem path
+ * is used.
+ */
+static int apply_plan(mm_ddb_t *st, ddb_job_t *job)
+{
+	const mm_flush_t *f = job->f;
+	size_t i, n = f->ndeltas ? f->ndeltas : 1, ncas = 0;
+
+	job->single = malloc(n * sizeof(size_t));
+	job->cas = malloc(n * sizeof(size_t));
+	if (job->single == NULL || job->cas == NULL) {
+		free(job->single);
+		free(job->cas);
+		return -1;
+	}
+	for (i = 0; i < f->ndeltas; i++)
+		ncas += ddb_mkind(f->deltas[i].ns->m) == M_BYTES;
+	job->chunk = (ncas + st->nslots - 1) / st->nslots;
+	if (job->chunk > DDB_BATCH_MAX)
+		job->chunk = DDB_BATCH_MAX;
+	for (i = 0; i < f->ndeltas; i++) {
+		if (job->chunk > 1 && ddb_mkind(f->deltas[i].ns->m) == M_BYTES)
+			job->cas[job->ncas++] = i;
+		else
+			job->single[job->nsingle++] = i;
+	}
+	job->nitems = job->nsingle + (job->chunk > 1 ? (job->ncas + job->chunk - 1) / job->chunk : 0);
+	return 0;
 }
 
 static int ddb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg)
@@ -1440,7 +1722,12 @@ static int ddb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg)
 	job->t0 = uv_hrtime();
 	job->f = f;
 	job->now_ms = f->now_ms ? f->now_ms : ddb_now_ms();
-	job->nitems = f->ndeltas + f->nmarks;
+	job->phase = P_DELTAS;
+	if (apply_plan(st, job)) {
+		free(job);
+		return mm_diag_set(MM_ENOMEM, "dynamodb: cannot plan an apply of %zu deltas",
+				   f->ndeltas);
+	}
 	if (f == st->retry_flush) {
 		job->seq = st->retry_seq;
 	} else {
@@ -1684,30 +1971,46 @@ static int build_claim(mm_ddb_t *st, ddb_slot_t *sl)
 	return PUT(b, "},\"ReturnValues\":\"ALL_OLD\"}");
 }
 
-static int build_confirm(mm_ddb_t *st, ddb_slot_t *sl, int release)
+/* Confirm, release or renew one of our claims: conditional on owning it. */
+static int build_owned(mm_ddb_t *st, ddb_slot_t *sl)
 {
 	ddb_job_t *job = sl->job;
 	const mm_ddb_claim_t *c = &job->claims[sl->item];
 	mm_buf_t *b = &sl->body;
+	int64_t now = ddb_now_ms();
 	int rc;
 
-	sl->kind = release ? K_RELEASE : K_CONFIRM;
-	sl->target = release ? "DeleteItem" : "UpdateItem";
+	sl->target = job->kind == J_RELEASE ? "DeleteItem" : "UpdateItem";
+	sl->kind = job->kind == J_RELEASE ? K_RELEASE : job->kind == J_RENEW ? K_RENEW : K_CONFIRM;
 	if ((rc = make_pk(&sl->pk, job->ns->name, c->id, c->len)) ||
 	    (rc = put_head(st, b, &sl->pk, DDB_SK_MARK)))
 		return rc;
-	if (release)
+	switch (sl->kind) {
+	case K_RELEASE:
 		rc = PUT(b, ",\"ConditionExpression\":\"#own = :me AND #st = :p\","
 			    "\"ExpressionAttributeNames\":{\"#own\":\"own\",\"#st\":\"st\"},"
 			    "\"ExpressionAttributeValues\":{\":p\":{\"S\":\"P\"},\":me\":{\"S\":");
-	else
+		break;
+	case K_RENEW:
+		rc = PUT(b, ",\"UpdateExpression\":\"SET #ls = :ls\","
+			    "\"ConditionExpression\":\"#own = :me AND #st = :p\","
+			    "\"ExpressionAttributeNames\":{\"#own\":\"own\",\"#st\":\"st\",\"#ls\":\"ls\"},"
+			    "\"ExpressionAttributeValues\":{\":p\":{\"S\":\"P\"},\":me\":{\"S\":");
+		break;
+	default:
 		rc = PUT(b, ",\"UpdateExpression\":\"SET #st = :c, #t = :t REMOVE #ls\","
 			    "\"ConditionExpression\":\"#own = :me\","
 			    "\"ExpressionAttributeNames\":{\"#own\":\"own\",\"#st\":\"st\",\"#t\":\"ttl\","
 			    "\"#ls\":\"ls\"},\"ExpressionAttributeValues\":{\":c\":{\"S\":\"C\"},\":me\":{\"S\":");
+		break;
+	}
 	if (rc || (rc = mm_json_quote(st->owner, strlen(st->owner), b)) || (rc = PUT(b, "}")))
 		return rc;
-	if (!release && ((rc = PUT(b, ",\":t\":")) || (rc = put_n(b, ttl_of(ddb_now_ms() + job->ttl_ms)))))
+	if (sl->kind == K_CONFIRM &&
+	    ((rc = PUT(b, ",\":t\":")) || (rc = put_n(b, ttl_of(now + job->ttl_ms)))))
+		return rc;
+	if (sl->kind == K_RENEW &&
+	    ((rc = PUT(b, ",\":ls\":")) || (rc = put_n(b, now + job->lease_ms))))
 		return rc;
 	return PUT(b, "}}");
 }
@@ -1720,7 +2023,7 @@ static int start_claim_item(ddb_slot_t *sl)
 	if (job->kind == J_CLAIM)
 		rc = build_claim(sl->st, sl);
 	else
-		rc = build_confirm(sl->st, sl, job->kind == J_RELEASE);
+		rc = build_owned(sl->st, sl);
 	return rc ? rc : slot_send(sl);
 }
 
@@ -1782,6 +2085,10 @@ static void claim_answer(ddb_slot_t *sl, int cond)
 		return;
 	case K_RELEASE:
 		c->result = cond ? MM_DDB_NOT_OWNER : MM_DDB_RELEASED;
+		slot_finish(sl, 0, NULL);
+		return;
+	case K_RENEW:
+		c->result = cond ? MM_DDB_NOT_OWNER : MM_DDB_RENEWED;
 		slot_finish(sl, 0, NULL);
 		return;
 	}
@@ -1977,7 +2284,7 @@ static int ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p,
 	    (rc = PUT(b, ",\"Item\":{\"pk\":{\"S\":")) ||
 	    (rc = mm_json_quote(ns_name, strlen(ns_name), b)) || (rc = PUT(b, "},\"sk\":")) ||
 	    (rc = put_n(b, DDB_SK_META)) || (rc = PUT(b, ",\"v\":{\"B\":\"")) ||
-	    (rc = mm_base64_encode(p, n, b)) || (rc = PUT(b, "\"}}}")) ||
+	    (n > 0 && (rc = mm_base64_encode(p, n, b))) || (rc = PUT(b, "\"}}}")) ||
 	    (rc = ddb_call_sync(st, "PutItem")))
 		return rc;
 	/* Then the registry that list_meta reads: ADD to a string set. */
@@ -2153,6 +2460,7 @@ static void ddb_free(mm_ddb_t *st)
 		mm_buf_free(&sl->val);
 		mm_buf_free(&sl->hdr);
 		mm_jtree_free(&sl->tree);
+		mm_jtree_free(&sl->batch_tree);
 	}
 	free(st->slots);
 	mm_sigv4_free(&st->sig);
@@ -2205,12 +2513,14 @@ static void ddb_close_handles(mm_ddb_t *st)
 		uv_close((uv_handle_t *)&st->slots[i].timer, on_slot_timer_closed);
 }
 
+/* One line of counters when the store closes: INFO for a store that flushed,
+ * DEBUG for queries and administration. */
 static void ddb_log_stats(mm_ddb_t *st)
 {
 	static const char *const names[MM_DDB_NOPS] = {"GetItem", "PutItem", "UpdateItem",
 						       "DeleteItem", "BatchGetItem", "other"};
 	mm_ddb_stats_t s;
-	char ops[256] = "";
+	char ops[256] = "", lat[128] = "";
 	size_t len = 0;
 	uint64_t total = 0;
 	int i;
@@ -2224,14 +2534,16 @@ static void ddb_log_stats(mm_ddb_t *st)
 	}
 	if (total == 0)
 		return;
-	mm_log(MM_LOG_INFO, "dynamodb",
+	if (s.applies)
+		snprintf(lat, sizeof(lat), "; %" PRIu64 " applies, p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+			 s.applies, s.apply_ns_p50 / 1e6, s.apply_ns_p99 / 1e6,
+			 s.apply_ns_max / 1e6);
+	mm_log(s.applies ? MM_LOG_INFO : MM_LOG_DEBUG, "dynamodb",
 	       "%" PRIu64 " requests (%s); %" PRIu64 " retries, %" PRIu64 " throttled, %" PRIu64
 	       " 5xx, %" PRIu64 " transport errors, %" PRIu64 " CAS conflicts, %" PRIu64
-	       " replays skipped, %" PRIu64 " unprocessed keys; %" PRIu64
-	       " applies, p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+	       " replays skipped, %" PRIu64 " unprocessed keys%s",
 	       total, ops, s.retries, s.throttled, s.server_errors, s.transport_errors,
-	       s.cas_conflicts, s.replays_skipped, s.unprocessed_keys, s.applies,
-	       s.apply_ns_p50 / 1e6, s.apply_ns_p99 / 1e6, s.apply_ns_max / 1e6);
+	       s.cas_conflicts, s.replays_skipped, s.unprocessed_keys, lat);
 }
 
 static void ddb_close(mm_store_t *base)
@@ -2420,6 +2732,12 @@ int mm_ddb_release(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_
 	return claim_job(st, J_RELEASE, ns, ids, n, 0, 0, cb, arg);
 }
 
+int mm_ddb_renew(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+		 int64_t lease_ms, mm_store_cb cb, void *arg)
+{
+	return claim_job(st, J_RENEW, ns, ids, n, lease_ms, 0, cb, arg);
+}
+
 const char *mm_ddb_owner(const mm_store_t *base)
 {
 	mm_ddb_t *st = ddb_of(base);
@@ -2474,6 +2792,8 @@ static const char *result_name(int r)
 		return "confirmed";
 	case MM_DDB_RELEASED:
 		return "released";
+	case MM_DDB_RENEWED:
+		return "renewed";
 	case MM_DDB_NOT_OWNER:
 		return "not_owner";
 	default:
@@ -2493,6 +2813,8 @@ static int admin_claim(mm_ddb_t *st, const char *cmd, const mm_ns_t *ns, const c
 		rc = mm_ddb_claim(&st->base, ns, &c, 1, lease_ms, ttl_ms, on_admin_done, &w);
 	else if (strcmp(cmd, "confirm") == 0)
 		rc = mm_ddb_confirm(&st->base, ns, &c, 1, ttl_ms, on_admin_done, &w);
+	else if (strcmp(cmd, "renew") == 0)
+		rc = mm_ddb_renew(&st->base, ns, &c, 1, lease_ms, on_admin_done, &w);
 	else
 		rc = mm_ddb_release(&st->base, ns, &c, 1, on_admin_done, &w);
 	while (rc == 0 && !w.done)
@@ -2586,7 +2908,7 @@ int mm_ddb_admin(const char *cmd, const char *const *kv, size_t nkv, char **out)
 			rc = mm_buf_printf(&res, ",\"created\":%s,\"status\":\"ACTIVE\",\"ttl\":\"%s\"}",
 					   st->created ? "true" : "false", st->ttl_state);
 	} else if (strcmp(cmd, "claim") == 0 || strcmp(cmd, "confirm") == 0 ||
-		   strcmp(cmd, "release") == 0) {
+		   strcmp(cmd, "release") == 0 || strcmp(cmd, "renew") == 0) {
 		mm_monoid_t m;
 		mm_ns_t ns = {ns_name, &m};
 

@@ -8,12 +8,13 @@
  *
  *  - The dedup primitives for a store shared by several workers. An event id
  *    is claimed (pending, with an owner and a lease) before its effect is
- *    aggregated, confirmed once the flush that carries the effect is durable,
- *    and released when that flush is abandoned. A pending claim whose lease
- *    has run out (its owner died) may be taken over. So a record is never
- *    skipped as a duplicate unless its effect is durable (the Go original's
- *    loss: it marked ids seen before the merge, and a failed merge left the
- *    record marked and uncounted).
+ *    aggregated, confirmed once the flush that carries the effect is durable
+ *    (apply() does this for the flush's marks, after its deltas), renewed
+ *    while a flush is being retried, and released when the effect is
+ *    abandoned. A pending claim whose lease has run out (its owner died) may
+ *    be taken over. So a record is never skipped as a duplicate unless its
+ *    effect is durable (the Go original's loss: it marked ids seen before the
+ *    merge, and a failed merge left the record marked and uncounted).
  *  - Per-request statistics.
  *  - Synchronous administration for `murmur ddb` (create the table, claim
  *    from the command line).
@@ -39,7 +40,9 @@ enum mm_ddb_result {
 	                       * ask again after lease_until_ms */
 	MM_DDB_CONFIRMED,     /* confirm: the id is marked seen until its ttl */
 	MM_DDB_RELEASED,      /* release: the pending claim was deleted */
-	MM_DDB_NOT_OWNER,     /* confirm/release: the id is not (or no longer) ours */
+	MM_DDB_RENEWED,       /* renew: the lease was extended */
+	MM_DDB_NOT_OWNER,     /* confirm/release/renew: the id is not (or no longer) ours
+	                       * or not pending */
 };
 
 typedef struct mm_ddb_claim {
@@ -69,6 +72,12 @@ int mm_ddb_confirm(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_
  * claimed again at once. Same conventions. */
 int mm_ddb_release(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
 		   mm_store_cb cb, void *arg);
+
+/* Extends the leases of our pending claims to lease_ms from now (RENEWED or
+ * NOT_OWNER), for a flush that takes longer than the lease (a store outage):
+ * an expired lease lets another worker take the record over and count it. */
+int mm_ddb_renew(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+		 int64_t lease_ms, mm_store_cb cb, void *arg);
 
 /* This store's owner id (option `owner`, else random per open). */
 const char *mm_ddb_owner(const mm_store_t *st);
@@ -117,6 +126,7 @@ int mm_ddb_get_stats(const mm_store_t *st, mm_ddb_stats_t *out);
  *                                        "duplicate"/"busy"
  *   "confirm" ns= id= [ttl=]             "confirmed"/"not_owner"
  *   "release" ns= id=                    "released"/"not_owner"
+ *   "renew" ns= id= [lease=]             "renewed"/"not_owner"
  *   "get" ns= entity= [bucket=]          the raw item, or {} when absent
  * Returns 0 or a negative MM_E* code. Exported for the Lua FFI (lua/murmur/
  * ddb.lua), so it uses plain C types only.

@@ -5,14 +5,17 @@
  */
 #include "store.h"
 
-/* Defined in lmdb.c, memory.c and dynamodb.c; only this file needs to name them. */
+/* Defined in lmdb.c, memory.c, dynamodb.c and valkey.c; only this file needs to
+ * name them. */
 extern const mm_store_vtable_t mm_store_lmdb_vtable;
 extern const mm_store_vtable_t mm_store_memory_vtable;
 extern const mm_store_vtable_t mm_store_dynamodb_vtable;
+extern const mm_store_vtable_t mm_store_valkey_vtable;
 
 const mm_store_vtable_t *const mm_store_registry[] = {
 	&mm_store_lmdb_vtable,
 	&mm_store_memory_vtable,
 	&mm_store_dynamodb_vtable,
+	&mm_store_valkey_vtable,
 	NULL,
 };

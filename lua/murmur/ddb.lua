@@ -17,6 +17,7 @@ Administration of the DynamoDB store (doc/dynamodb.md).
                                or busy
   confirm --ns NS ID           confirm our pending claim: confirmed or not_owner
   release --ns NS ID           delete our pending claim: released or not_owner
+  renew --ns NS ID             extend our pending claim's lease: renewed or not_owner
   get --ns NS ENTITY           print the raw item of ENTITY (--bucket N, default 0)
 
 Options (default from the environment, like `murmur run --store dynamodb`):
@@ -32,7 +33,8 @@ Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
 AWS_SESSION_TOKEN or the container credentials endpoint.
 ]]
 
-local COMMANDS = { ["create-table"] = true, claim = true, confirm = true, release = true, get = true }
+local COMMANDS = { ["create-table"] = true, claim = true, confirm = true, release = true, renew = true,
+  get = true }
 local VALUED = { table = true, region = true, endpoint = true, owner = true, lease = true, ttl = true,
   ns = true, bucket = true, option = true }
 

@@ -1,0 +1,98 @@
+-- DynamoDB benchmark (make bench, when node and tests/node are installed):
+-- `murmur run --once` from the generated Zipf files into dynalite, one fresh
+-- table per case, flushing by interval with large batches as a production
+-- deployment would. Prints events/s (wall), store requests per event, the
+-- apply (flush) latency p50/p99 measured by the store, and how the CPU time
+-- splits between murmur and the emulator: when dynalite is busy and murmur
+-- is not, the emulator is the limit.
+--
+-- usage: murmur lua tests/bench/dynamodb.lua DIR EVENTS
+-- DIR holds events.jsonl (no ids) from run.sh.
+local core = require("murmur.core")
+
+local dir = arg[1]
+local murmur = os.getenv("MURMUR") or "build/murmur"
+local input = dir .. "/events.jsonl"
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- CPU seconds (user + system) a process has used so far, from /proc.
+local function cpu_of(pid)
+  local stat = read("/proc/" .. pid .. "/stat")
+  if not stat then return 0 end
+  local fields = {}
+  for x in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = x end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime, stime (clock ticks)
+end
+
+-- dynalite on a free port, in memory.
+local dlog = dir .. "/dynalite.log"
+os.remove(dlog)
+os.execute(("node tests/node/dynalite_server.js > %s 2>&1 & echo $! > %s/dynalite.pid"):format(dlog, dir))
+local dpid = tonumber(read(dir .. "/dynalite.pid"))
+local port
+for _ = 1, 200 do
+  port = (read(dlog) or ""):match("listening (%d+)")
+  if port then break end
+  os.execute("sleep 0.05")
+end
+assert(port, "dynalite did not start: " .. (read(dlog) or ""))
+
+local env = ("AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%s")
+  :format(port)
+local cases = 0
+
+local function run_case(name, pipeline, body)
+  cases = cases + 1
+  local table_name = "bench_" .. cases
+  local script = ("%s/%s.lua"):format(dir, table_name)
+  local f = assert(io.open(script, "w"))
+  f:write('local murmur = require("murmur")\nmurmur.pipeline {\n  name = "', pipeline, '",\n', body, "\n}\n")
+  f:close()
+  sh(("env %s MURMUR_DYNAMODB_TABLE=%s %s ddb create-table 2>&1"):format(env, table_name, murmur))
+  local errlog = dir .. "/" .. table_name .. ".log"
+  local cmd = ("env %s MURMUR_DYNAMODB_TABLE=%s %s run --once --no-supervisor --stats --store dynamodb "
+    .. "--log-level info --data %s/data-%s --input %s %s 2>%s"):format(env, table_name, murmur, dir,
+    table_name, input, script, errlog)
+  local d0, t0 = cpu_of(dpid), core.now_ms()
+  local out = sh(cmd)
+  local wall = (core.now_ms() - t0) / 1000
+  local dcpu = cpu_of(dpid) - d0
+  local stats = core.json_decode(out)
+  local log = read(errlog) or ""
+  if not stats then error("bench case " .. name .. " failed: " .. out .. log) end
+  local requests = tonumber(log:match("%[dynamodb%] (%d+) requests")) or 0
+  local p50, p99 = log:match("p50 ([%d.]+) ms, p99 ([%d.]+) ms")
+  local mcpu = stats.cpu_user_s + stats.cpu_sys_s
+  print(("%-34s %9.0f events/s  %.6f requests/event (%d)  %3d flushes  flush p50 %s ms p99 %s ms  "
+    .. "cpu: murmur %.1f s, dynalite %.1f s (murmur %.0f%% of the pair), wall %.1f s")
+    :format(name, stats.records / wall, requests / stats.records, requests, stats.flushes, p50 or "-",
+      p99 or "-", mcpu, dcpu, 100 * mcpu / math.max(mcpu + dcpu, 1e-9), wall))
+end
+
+print(("dynamodb bench: dynalite 4.0.0 (in memory) on 127.0.0.1:%s, max_inflight 32, one flush per 30 s or 10M events (so one per file)")
+  :format(port))
+run_case("recently_interacted (Top-K, 1 key)", "recently_interacted", [[
+  key = murmur.literal("global"), value = "entity_id", monoid = murmur.topk { k = 32 },
+  window = murmur.daily { retention = "30d" },
+  flush = { events = 10000000, keys = 10000000, interval = "30s" },]])
+run_case("page_views (sum per page)", "page_views", [[
+  key = "page_id", monoid = murmur.sum {}, value = 1, window = murmur.daily { retention = "90d" },
+  flush = { events = 10000000, keys = 10000000, interval = "30s" },]])
+run_case("unique_visitors (HLL per page)", "unique_visitors", [[
+  key = "page_id", value = "user_id", monoid = murmur.hll {}, window = murmur.daily { retention = "90d" },
+  flush = { events = 10000000, keys = 10000000, interval = "30s" },]])
+os.execute("kill " .. dpid)

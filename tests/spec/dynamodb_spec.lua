@@ -1,0 +1,426 @@
+-- DynamoDB store end to end: `murmur run`, `murmur query` and `murmur ddb`
+-- against dynalite, most runs through the fault-injecting proxy, which also
+-- recomputes every request's SigV4 signature (tests/node/fault_proxy.js).
+-- Both services are started here on 127.0.0.1 and stopped at the end;
+-- without node or tests/node/node_modules (make deps) the spec is pending.
+--
+-- Exact answers are computed here from the generated input files, and the
+-- stored values are read back in this process through murmur.core (the same
+-- store code, read-only) or compared with the embedded LMDB store's answer
+-- on the same input.
+local S = require("spec.support")
+local core = require("murmur.core")
+local ffi = require("ffi")
+
+ffi.cdef [[ int setenv(const char *name, const char *value, int overwrite); ]]
+
+local SECRET = "spec-secret"
+local have_node = S.exec("node --version")
+  == 0 and io.open("tests/node/node_modules/dynalite/package.json") ~= nil
+
+local function wait_port(log, seconds)
+  for _ = 1, seconds * 20 do
+    local s = S.read_file(log)
+    local port = s and s:match("listening (%d+)")
+    if port then return tonumber(port) end
+    S.sleep(0.05)
+  end
+  error("service did not start: " .. (S.read_file(log) or ""))
+end
+
+local d = have_node and describe or pending
+
+d("#dynamodb DynamoDB store against dynalite", function()
+  local dir, dyn, proxy, dyn_port, proxy_port, dbpath
+  local tables = 0
+
+  local function start_dynalite(port)
+    local log = dir .. "/dynalite-" .. os.time() .. math.random(1e6) .. ".log"
+    dyn = S.spawn(("node tests/node/dynalite_server.js --path %s%s"):format(S.quote(dbpath),
+      port and (" --port " .. port) or ""), log)
+    return wait_port(log, 10)
+  end
+
+  local function faults(rules)
+    local doc = core.json_encode({ verify_secret = SECRET, rules = rules or {} })
+    local code, out = S.exec(("curl -s -X POST --data-binary %s http://127.0.0.1:%d/__faults")
+      :format(S.quote(doc), proxy_port))
+    assert(code == 0 and out:find("ok"), "cannot configure the proxy: " .. out)
+  end
+
+  local function proxy_stats()
+    local _, out = S.exec(("curl -s http://127.0.0.1:%d/__stats"):format(proxy_port))
+    return core.json_decode(out)
+  end
+
+  setup(function()
+    dir = S.tmpdir()
+    dbpath = dir .. "/dynalite-db"
+    dyn_port = start_dynalite()
+    local plog = dir .. "/proxy.log"
+    proxy = S.spawn(("node tests/node/fault_proxy.js --target %d"):format(dyn_port), plog)
+    proxy_port = wait_port(plog, 10)
+    -- This process reads the store back through murmur.core: same credentials.
+    ffi.C.setenv("AWS_ACCESS_KEY_ID", "AKIDSPEC", 1)
+    ffi.C.setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1)
+    faults()
+  end)
+
+  teardown(function()
+    if proxy then S.kill(proxy, "TERM") S.wait_exit(proxy, 5) end
+    if dyn then S.kill(dyn, "TERM") S.wait_exit(dyn, 5) end
+    S.rm_rf(dir)
+  end)
+
+  local function endpoint(direct)
+    return ("http://127.0.0.1:%d"):format(direct and dyn_port or proxy_port)
+  end
+
+  -- Runs murmur with the DynamoDB environment; returns code, stdout, stderr.
+  local function mm(table_name, args, direct, extra_env)
+    local env = ("env AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=%s MURMUR_STORE=dynamodb "
+      .. "MURMUR_DYNAMODB_TABLE=%s MURMUR_DYNAMODB_ENDPOINT=%s %s"):format(SECRET, table_name,
+      endpoint(direct), extra_env or "")
+    local parts = { env, S.quote(S.murmur) }
+    for _, a in ipairs(args) do parts[#parts + 1] = S.quote(a) end
+    return S.exec(table.concat(parts, " "))
+  end
+
+  local function new_table()
+    tables = tables + 1
+    local name = ("spec_%d_%d"):format(os.time() % 100000, tables)
+    local code, out, err = mm(name, { "ddb", "create-table" })
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find('"created":true', 1, true))
+    return name
+  end
+
+  -- A pipeline script in the temporary directory.
+  local function script(name, body)
+    local path = dir .. "/" .. name .. ".lua"
+    S.write_file(path, 'local murmur = require("murmur")\nmurmur.pipeline {\n  name = "' .. name
+      .. '",\n' .. body .. "\n}\n")
+    return path
+  end
+
+  -- Reads stored values back in this process: entity -> decoded JSON.
+  local function read_values(table_name, pipeline, entities, buckets, direct)
+    local st = assert(core.store_open("dynamodb", { table = table_name, endpoint = endpoint(direct) }, true))
+    local raw = assert(st:meta(pipeline), "no metadata for " .. pipeline)
+    local meta = core.json_decode(raw:match("\n(.*)$"))
+    local out = {}
+    for _, e in ipairs(entities) do
+      local b = buckets or { meta.granularity_ms == 0 and 0 or core.bucket(meta.granularity_ms, core.now_ms()) }
+      local bytes, n = st:get(pipeline, meta.monoid, e, b)
+      assert(n ~= nil and type(n) == "number", tostring(n))
+      out[e] = bytes and core.json_decode(assert(core.state(meta.monoid, bytes)):json()) or false
+    end
+    st:close()
+    return out
+  end
+
+  -- gen_events with event ids left out ("noid"), so no dedup marks are written.
+  local function gen_noid(path, count, entities, seed)
+    local code, _, err = S.exec(("%s/%s/helpers/gen_events %d %d 1.1 %d noid > %s"):format(S.root, S.build,
+      count, entities, seed, S.quote(path)))
+    assert(code == 0, err)
+  end
+
+  local function count_field(path, field)
+    local counts, keys = {}, {}
+    for line in io.lines(path) do
+      local v = line:match('"' .. field .. '":"([^"]+)"')
+      if v then
+        if not counts[v] then keys[#keys + 1] = v end
+        counts[v] = (counts[v] or 0) + 1
+      end
+    end
+    table.sort(keys)
+    return counts, keys
+  end
+
+  -- Every stored page_views sum must equal the exact count.
+  local function assert_sums(table_name, pipeline, path, direct)
+    local counts, keys = count_field(path, "page_id")
+    local got = read_values(table_name, pipeline, keys, nil, direct)
+    local bad = {}
+    for _, k in ipairs(keys) do
+      local v = got[k] and got[k].value or 0
+      if v ~= counts[k] then bad[#bad + 1] = ("%s: %s, expected %d"):format(k, tostring(v), counts[k]) end
+    end
+    assert.are.same({}, bad)
+    return #keys
+  end
+
+  local function log_figure(stderr, name)
+    local n = stderr:match("(%d+) " .. name)
+    return tonumber(n or 0)
+  end
+
+  it("creates the table with `murmur ddb create-table` (idempotent; dynalite has no TTL)", function()
+    local t = new_table()
+    local code, out, err = mm(t, { "ddb", "create-table" })
+    assert.are.equal(0, code, err)
+    local r = core.json_decode(out)
+    assert.are.equal(false, r.created)
+    assert.are.equal("ACTIVE", r.status)
+    assert.are.equal("unsupported", r.ttl)
+    -- Without the supervisor: a worker that cannot start is not restarted.
+    code, _, err = mm("no_such_table", { "run", "--once", "--no-supervisor", "--input", "/dev/null",
+      "pipelines/page_views.lua" })
+    assert.are.equal(1, code)
+    assert.truthy(err:find("create%-table"))
+  end)
+
+  it("stores exact page_views sums through run, query and a signed, verified request path", function()
+    local t = new_table()
+    local input = dir .. "/pv.jsonl"
+    S.gen_events(input, 20000, 2000, 1.1, 11)
+    local code, _, err = mm(t, { "run", "--once", "--data", dir .. "/d1", "--input", input, "pipelines/page_views.lua" })
+    assert.are.equal(0, code, err)
+    local n = assert_sums(t, "page_views", input)
+    assert.is_true(n > 1000)
+    local counts, keys = count_field(input, "page_id")
+    local hot = keys[1]
+    for _, k in ipairs(keys) do if counts[k] > counts[hot] then hot = k end end
+    local qout
+    code, qout, err = mm(t, { "query", "--json", "pipelines/page_views.lua", hot })
+    assert.are.equal(0, code, err)
+    assert.are.equal(counts[hot], core.json_decode(qout).result.value)
+    assert.is_true(proxy_stats().signatures_checked > 0)
+  end)
+
+  it("keeps recently_interacted's Top-K identical to the embedded store's on the same file", function()
+    local t = new_table()
+    local input = dir .. "/ri.jsonl"
+    gen_noid(input, 30000, 5000, 12)
+    -- One flush at the end of input in both runs, so both merge the same delta.
+    local path = script("ri_once", [[
+  key = murmur.literal("global"), value = "entity_id", monoid = murmur.topk { k = 32 },
+  window = murmur.daily { retention = "30d" }, flush = { events = 10000000, keys = 10000000, interval = "1h" },]])
+    local code, _, err = mm(t, { "run", "--once", "--data", dir .. "/d2", "--input", input, path })
+    assert.are.equal(0, code, err)
+    code, _, err = S.murmur_run({ "run", "--once", "--store", "lmdb", "--data", dir .. "/lmdb2", "--input", input, path })
+    assert.are.equal(0, code, err)
+    local qd, ql
+    code, qd, err = mm(t, { "query", "--json", path, "global" })
+    assert.are.equal(0, code, err)
+    code, ql, err = S.murmur_run({ "query", "--json", "--store", "lmdb", "--data", dir .. "/lmdb2", path, "global" })
+    assert.are.equal(0, code, err)
+    local a, b = core.json_decode(qd).result, core.json_decode(ql).result
+    assert.are.equal(30000, a.n)
+    assert.are.same(b, a)
+  end)
+
+  it("merges concurrent writers on one hot Top-K and HLL key without losing an update (CAS)", function()
+    local t = new_table()
+    local input = dir .. "/hot.jsonl"
+    -- 20 distinct items <= K: Misra-Gries stays exact, so any lost update shows.
+    gen_noid(input, 24000, 20, 13)
+    local tk = script("hot_topk", [[
+  key = murmur.literal("global"), value = "entity_id", monoid = murmur.topk { k = 32 },
+  flush = { events = 300, interval = "50ms" },]])
+    local hll = script("hot_hll", [[
+  key = murmur.literal("global"), value = "user_id", monoid = murmur.hll {},
+  flush = { events = 300, interval = "50ms" },]])
+    -- Four writers, each a quarter of the file, started together.
+    S.exec(("split -n l/4 -d %s %s/part"):format(S.quote(input), dir))
+    local procs = {}
+    for i = 0, 3 do
+      local part = ("%s/part%02d"):format(dir, i)
+      local env = ("env AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=%s MURMUR_STORE=dynamodb "
+        .. "MURMUR_DYNAMODB_TABLE=%s MURMUR_DYNAMODB_ENDPOINT=%s"):format(SECRET, t, endpoint())
+      procs[#procs + 1] = S.spawn(("%s %s run --once --data %s/w%d --input %s %s %s"):format(env,
+        S.quote(S.murmur), dir, i, part, tk, hll), ("%s/w%d.log"):format(dir, i))
+    end
+    local conflicts = 0
+    for i, p in ipairs(procs) do
+      assert.are.equal(0, S.wait_exit(p, 120))
+      conflicts = conflicts + log_figure(S.read_file(("%s/w%d.log"):format(dir, i - 1)), "CAS conflicts")
+    end
+    local counts, keys = count_field(input, "entity_id")
+    local got = read_values(t, "hot_topk", { "global" }, { 0 }).global
+    assert.are.equal(24000, got.n)
+    assert.are.equal(0, got.error)
+    local stored = {}
+    for _, item in ipairs(got.items) do stored[item.item] = item.count end
+    for _, k in ipairs(keys) do assert.are.equal(counts[k], stored[k], k) end
+    -- The HLL union of the four writers equals one writer's sketch.
+    local code, _, err = S.murmur_run({ "run", "--once", "--store", "lmdb", "--data", dir .. "/lmdb4", "--input", input, hll })
+    assert.are.equal(0, code, err)
+    local ql, qd
+    code, ql, err = S.murmur_run({ "query", "--json", "--store", "lmdb", "--data", dir .. "/lmdb4", hll, "global" })
+    assert.are.equal(0, code, err)
+    code, qd, err = mm(t, { "query", "--json", hll, "global" })
+    assert.are.equal(0, code, err)
+    assert.are.same(core.json_decode(ql).result, core.json_decode(qd).result)
+    print(("# concurrent writers: %d CAS conflicts resolved"):format(conflicts))
+    assert.is_true(conflicts > 0)
+  end)
+
+  it("reads 250 buckets in chunks of 100 and retries injected UnprocessedKeys", function()
+    local t = new_table()
+    local path = script("minutes", [[
+  key = "page_id", monoid = murmur.sum {}, value = "n", time = "ts",
+  window = murmur.minutely { retention = "300m" },]])
+    local input = dir .. "/minutes.jsonl"
+    local f = assert(io.open(input, "w"))
+    local now, total = core.now_ms(), 0
+    for i = 0, 249 do
+      f:write(('{"page_id":"p","n":%d,"ts":%d}\n'):format(i + 1, now - i * 60000))
+      total = total + i + 1
+    end
+    f:close()
+    local code, _, err = mm(t, { "run", "--once", "--data", dir .. "/d5", "--input", input, path })
+    assert.are.equal(0, code, err)
+    local before = proxy_stats()
+    faults({ { op = "BatchGetItem", action = "unprocessed", keep = 40 } })
+    local out
+    code, out, err = mm(t, { "query", "--json", "--window", "250m", path, "p" })
+    faults()
+    assert.are.equal(0, code, err)
+    local r = core.json_decode(out)
+    assert.are.equal(total, r.result.value)
+    assert.are.equal(250, r.buckets_found)
+    local after = proxy_stats()
+    local batches = (after.requests.BatchGetItem or 0) - (before.requests.BatchGetItem or 0)
+    local injected = (after.injected.unprocessed or 0) - (before.injected.unprocessed or 0)
+    print(("# 250 keys: %d BatchGetItem requests, %d answers with UnprocessedKeys"):format(batches, injected))
+    assert.is_true(batches >= 7) -- 3 chunks (100, 100, 50), each served 40 keys at a time
+    assert.is_true(injected >= 4)
+  end)
+
+  it("retries injected throttling and 5xx answers and loses nothing", function()
+    local t = new_table()
+    local input = dir .. "/thr.jsonl"
+    S.gen_events(input, 10000, 1500, 1.1, 14)
+    faults({
+      { op = "UpdateItem", action = "throttle", rate = 0.15 },
+      { op = "UpdateItem", action = "throttling", rate = 0.05 },
+      { op = "UpdateItem", action = "error500", rate = 0.1 },
+      { op = "UpdateItem", action = "error503", rate = 0.05 },
+    })
+    local code, _, err = mm(t, { "run", "--once", "--data", dir .. "/d6", "--input", input, "pipelines/page_views.lua" },
+      false, "") -- default max_attempts (10)
+    faults()
+    assert.are.equal(0, code, err)
+    assert_sums(t, "page_views", input)
+    local throttled, e5 = log_figure(err, "throttled"), log_figure(err, "5xx")
+    print(("# injected faults: %d throttled and %d 5xx answers retried"):format(throttled, e5))
+    assert.is_true(throttled > 0 and e5 > 0)
+  end)
+
+  it("does not count an ADD twice when its response is lost after DynamoDB applied it", function()
+    local t = new_table()
+    local input = dir .. "/lost.jsonl"
+    S.gen_events(input, 10000, 800, 1.1, 15)
+    -- Skip put_meta's registry update, then drop 25 answers of applied writes.
+    faults({ { op = "UpdateItem", action = "drop_response", after = 1, count = 25 } })
+    local code, _, err = mm(t, { "run", "--once", "--data", dir .. "/d7", "--input", input, "pipelines/page_views.lua" })
+    faults()
+    assert.are.equal(0, code, err)
+    assert_sums(t, "page_views", input)
+    local replays = log_figure(err, "replays skipped")
+    print(("# 25 lost responses: %d replays recognised by their token"):format(replays))
+    assert.is_true(replays > 0)
+  end)
+
+  it("pauses the sources while dynalite is down and resumes with exact results", function()
+    local t = new_table()
+    local input = dir .. "/restart.jsonl"
+    S.gen_events(input, 60000, 40000, 0.9, 16)
+    local log = dir .. "/restart.log"
+    local env = ("env AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=%s MURMUR_STORE=dynamodb "
+      .. "MURMUR_DYNAMODB_TABLE=%s MURMUR_DYNAMODB_ENDPOINT=%s"):format(SECRET, t, endpoint(true))
+    -- Few, short request retries, so the outage fails flushes (the engine then
+    -- pauses the sources and retries whole flushes) instead of being ridden
+    -- out by the store's own retries.
+    local path = script("pv_small_flushes", [[
+  key = "page_id", monoid = murmur.sum {}, value = 1, window = murmur.daily { retention = "90d" },
+  flush = { events = 15000, interval = "5s" },
+  store = murmur.store("dynamodb", { max_attempts = 2, backoff_max = "50ms" }),]])
+    local run = S.spawn(("%s %s run --once --data %s/d8 --input %s %s"):format(env, S.quote(S.murmur), dir, input, path), log)
+    -- Let the first flushes start, then kill dynalite outright.
+    for _ = 1, 100 do
+      if (S.read_file(log) or ""):find("running") then break end
+      S.sleep(0.05)
+    end
+    S.sleep(1.0)
+    S.kill(dyn, "KILL")
+    S.wait_exit(dyn, 5)
+    S.sleep(2.5)
+    dyn_port = start_dynalite(dyn_port)
+    assert.are.equal(0, S.wait_exit(run, 120))
+    local err = S.read_file(log)
+    assert.truthy(err:find("sources paused", 1, true))
+    assert.truthy(err:find("flush succeeded after", 1, true))
+    assert_sums(t, "pv_small_flushes", input, true)
+  end)
+
+  it("lets exactly one of 16 racing processes claim an id", function()
+    local t = new_table()
+    local outs = {}
+    local cmd = {}
+    for i = 1, 16 do
+      outs[i] = ("%s/claim%d.out"):format(dir, i)
+      cmd[#cmd + 1] = ("(env AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=%s MURMUR_DYNAMODB_TABLE=%s "
+        .. "MURMUR_DYNAMODB_ENDPOINT=%s %s ddb claim --ns race --owner w%d event-42 > %s 2>&1 &)")
+        :format(SECRET, t, endpoint(), S.quote(S.murmur), i, outs[i])
+    end
+    S.exec(table.concat(cmd, "; "))
+    local won, busy, winner = 0, 0, nil
+    for _ = 1, 200 do
+      local done = 0
+      for i = 1, 16 do if (S.read_file(outs[i]) or ""):find("%a") then done = done + 1 end end
+      if done == 16 then break end
+      S.sleep(0.05)
+    end
+    for i = 1, 16 do
+      local r = S.read_file(outs[i]) or ""
+      if r:match("^won") then won = won + 1 winner = i
+      elseif r:match("^busy") then busy = busy + 1 end
+    end
+    assert.are.equal(1, won)
+    assert.are.equal(15, busy)
+    local code, out = mm(t, { "ddb", "confirm", "--ns", "race", "--owner", "w" .. winner, "event-42" })
+    assert.are.equal(0, code)
+    assert.are.equal("confirmed\n", out)
+    code, out = mm(t, { "ddb", "claim", "--ns", "race", "--owner", "late", "event-42" })
+    assert.are.equal("duplicate\n", out)
+  end)
+
+  it("never skips a record whose merge failed: release, or lease expiry, frees its id", function()
+    local t = new_table()
+    local function ddb(...)
+      local code, out, err = mm(t, { "ddb", ... })
+      assert.are.equal(0, code, err)
+      return (out:gsub("\n$", ""))
+    end
+    -- Worker A claims, its merge fails and it releases: B counts the redelivery.
+    assert.are.equal("won", ddb("claim", "--ns", "loss", "--owner", "A", "r1"))
+    assert.are.equal("busy", ddb("claim", "--ns", "loss", "--owner", "B", "r1"))
+    assert.are.equal("released", ddb("release", "--ns", "loss", "--owner", "A", "r1"))
+    assert.are.equal("won", ddb("claim", "--ns", "loss", "--owner", "B", "r1"))
+    assert.are.equal("confirmed", ddb("confirm", "--ns", "loss", "--owner", "B", "r1"))
+    assert.are.equal("duplicate", ddb("claim", "--ns", "loss", "--owner", "C", "r1"))
+    -- Worker A dies holding r2: after its lease, B takes it over.
+    assert.are.equal("won", ddb("claim", "--ns", "loss", "--owner", "A", "--lease", "1s", "r2"))
+    S.sleep(1.1)
+    assert.are.equal("stolen", ddb("claim", "--ns", "loss", "--owner", "B", "r2"))
+    assert.are.equal("not_owner", ddb("confirm", "--ns", "loss", "--owner", "A", "r2"))
+    assert.are.equal("confirmed", ddb("confirm", "--ns", "loss", "--owner", "B", "r2"))
+  end)
+
+  it("confirms a flush's dedup ids only with their effect (flush marks)", function()
+    local t = new_table()
+    local input = dir .. "/ids.jsonl"
+    S.gen_events(input, 300, 50, 1.1, 17)
+    local code, _, err = mm(t, { "run", "--once", "--data", dir .. "/d9", "--input", input, "pipelines/recently_interacted.lua" })
+    assert.are.equal(0, code, err)
+    local out
+    code, out = mm(t, { "ddb", "claim", "--ns", "recently_interacted", "e17" })
+    assert.are.equal("duplicate\n", out)
+    code, out = mm(t, { "ddb", "claim", "--ns", "recently_interacted", "e300" })
+    assert.are.equal("won\n", out)
+  end)
+end)
