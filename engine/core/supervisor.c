@@ -51,6 +51,7 @@ typedef struct supervisor {
 	int64_t started_ms, backoff_ms;
 	uint64_t restarts, crashes, stalls, poisoned;
 	int worker_stalled;
+	int startup_crashes;     /* consecutive deaths by signal before a heartbeat */
 	suspect_t suspects[SUSPECTS_MAX];
 	int nsuspects;
 } supervisor_t;
@@ -155,13 +156,16 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
 		uv_stop(&sv->loop);
 		return;
 	}
-	if (term_signal == 0 && !started && (status == 2 || status == 3)) {
-		/* A usage or script error: restarting would fail the same way. */
-		sv->exit_code = (int)status;
+	if (!started && (term_signal == 0 || ++sv->startup_crashes >= 5)) {
+		/* The worker failed before its loop ran (a script error, a store
+		 * that cannot be opened, ...): restarting would fail the same way. */
+		sv->exit_code = term_signal ? 1 : (int)status;
 		sv->done = 1;
 		uv_stop(&sv->loop);
 		return;
 	}
+	if (started)
+		sv->startup_crashes = 0;
 	if (sv->worker_stalled) {
 		sv->stalls++;
 		sv->worker_stalled = 0;

@@ -10,7 +10,8 @@
  * destination instead of processing. Restarts resume from the last checkpoint,
  * so nothing accepted is lost. Signals: SIGINT/SIGTERM/SIGHUP are forwarded;
  * the supervisor exits with the worker's exit code once the worker exits
- * cleanly (or fails at start-up: exit codes 2 and 3 are not retried).
+ * cleanly, or fails before its event loop runs (not retried: a script
+ * error or a store that cannot be opened would fail the same way again).
  */
 #ifndef MM_SUPERVISOR_H
 #define MM_SUPERVISOR_H
