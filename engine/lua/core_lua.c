@@ -25,6 +25,7 @@
 #include "../core/log.h"
 #include "../core/progress.h"
 #include "../core/supervisor.h"
+#include "../store/valkey.h"
 #include "../lib/error.h"
 #include "../lib/hash.h"
 #include "../monoid/window.h"
@@ -152,6 +153,7 @@ typedef struct lua_engine {
 	uv_loop_t *loop;
 	lua_State *L;
 	int batch_ref;
+	int merged_ref;
 	lua_handle_t *handles; /* timers, watchers, signals owned by Lua callbacks */
 } lua_engine_t;
 
@@ -186,7 +188,7 @@ static lua_engine_t *check_engine(lua_State *L)
 
 static int l_engine_open(lua_State *L)
 {
-	const char *backend, *data;
+	const char *backend;
 	mm_kv_t kv[32];
 	size_t nkv;
 	mm_store_t *st = NULL;
@@ -195,12 +197,12 @@ static int l_engine_open(lua_State *L)
 
 	luaL_checktype(L, 1, LUA_TTABLE);
 	backend = opt_string(L, 1, "store", "lmdb");
-	data = opt_string(L, 1, "data", NULL);
 	lua_getfield(L, 1, "store_options");
 	read_kv(L, lua_gettop(L), kv, 32, &nkv);
 	e = lua_newuserdata(L, sizeof(*e));
 	memset(e, 0, sizeof(*e));
 	e->batch_ref = LUA_NOREF;
+	e->merged_ref = LUA_NOREF;
 	e->L = L;
 	luaL_getmetatable(L, ENGINE_MT);
 	lua_setmetatable(L, -2);
@@ -212,7 +214,7 @@ static int l_engine_open(lua_State *L)
 	}
 	rc = mm_store_open(backend, e->loop, kv, nkv, 0, &st);
 	if (rc == 0)
-		rc = mm_engine_new(st, e->loop, data, &e->ctx);
+		rc = mm_engine_new(st, e->loop, &e->ctx);
 	if (rc == 0)
 		mm_engine_on_stop(e->ctx, engine_close_handles, e);
 	if (rc) {
@@ -287,6 +289,9 @@ static int read_pipeline_config(lua_State *L, lua_engine_t *e, mm_pipeline_confi
 			}
 		}
 	}
+	lua_getfield(L, 2, "on_merge");
+	cfg.on_merge = lua_toboolean(L, -1);
+	lua_pop(L, 1);
 	cfg.compat = opt_strdup(L, 2, "compat");
 	cfg.meta = opt_strdup(L, 2, "meta");
 	if (cfg.name == NULL || cfg.compat == NULL || cfg.nkeys == 0) {
@@ -375,9 +380,59 @@ static int l_engine_run(lua_State *L)
 	return 1;
 }
 
+/* e:stop([code]): graceful stop; run() then returns code if given. */
 static int l_engine_stop(lua_State *L)
 {
-	mm_engine_stop(check_engine(L)->ctx);
+	lua_engine_t *e = check_engine(L);
+
+	if (lua_isnumber(L, 2))
+		mm_engine_fail(e->ctx, (int)lua_tointeger(L, 2));
+	else
+		mm_engine_stop(e->ctx);
+	return 0;
+}
+
+/* One funnel call per hooked pipeline and flush: fn(ptr, {{entity, bucket, delta_json}, ...}). */
+static void engine_lua_merged(void *ud, mm_pipeline_t *p, const mm_delta_t *const *deltas, size_t n)
+{
+	lua_engine_t *e = ud;
+	lua_State *L = e->L;
+	mm_buf_t b = {0};
+
+	if (!lua_checkstack(L, 8))
+		return;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->merged_ref);
+	lua_pushlightuserdata(L, p);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		const mm_delta_t *d = deltas[i];
+
+		lua_createtable(L, 3, 0);
+		lua_pushlstring(L, d->key.entity, d->key.len);
+		lua_rawseti(L, -2, 1);
+		lua_pushnumber(L, (lua_Number)d->key.bucket);
+		lua_rawseti(L, -2, 2);
+		b.len = 0;
+		if (p->cfg.monoid.vt->to_json(&p->cfg.monoid, d->state, &b) == 0)
+			lua_pushlstring(L, (const char *)b.p, b.len);
+		else
+			lua_pushnil(L);
+		lua_rawseti(L, -2, 3);
+		lua_rawseti(L, -2, (int)i + 1);
+	}
+	mm_buf_free(&b);
+	mm_lua_call(L, 2, 0, "on-merge hooks");
+}
+
+static int l_engine_on_merged(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	luaL_unref(L, LUA_REGISTRYINDEX, e->merged_ref);
+	lua_pushvalue(L, 2);
+	e->merged_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	mm_engine_set_merged(e->ctx, engine_lua_merged, e);
 	return 0;
 }
 
@@ -676,6 +731,40 @@ static int l_engine_stats(lua_State *L)
 		lua_setfield(L, -2, ops[i]);
 	}
 	lua_setfield(L, -2, "store");
+	/* The contract's instrumentation names: store operations by pipeline
+	 * (one merge_update per flushed delta, timed as part of its flush) and,
+	 * with a Valkey cache, every cache_* command kind. */
+	lua_newtable(L);
+	for (int i = 0; i < ctx->npipes; i++) {
+		mm_pipeline_t *p = ctx->pipes[i];
+		char name[160];
+
+		snprintf(name, sizeof(name), "%s:store_merge_update", p->cfg.name);
+		lua_newtable(L);
+		SET_NUM("ops", p->stats.deltas_flushed);
+		SET_NUM("errors", p->stats.rejected[MM_REJ_MERGE]);
+		SET_NUM("flushes_ms_total", ctx->st->stats.ns_total[MM_STORE_OP_APPLY] / 1e6);
+		lua_setfield(L, -2, name);
+		snprintf(name, sizeof(name), "%s:store_seen", p->cfg.name);
+		lua_newtable(L);
+		SET_NUM("ops", ctx->st->stats.ops[MM_STORE_OP_SEEN]);
+		SET_NUM("errors", ctx->st->stats.errors[MM_STORE_OP_SEEN]);
+		lua_setfield(L, -2, name);
+	}
+	{
+		mm_valkey_stats_t vs;
+
+		if (ctx->st->vt == &mm_store_valkey_vtable && mm_valkey_stats(ctx->st, &vs) == 0)
+			for (int op = 0; op < MM_VALKEY_OP_MAX; op++) {
+				lua_newtable(L);
+				SET_NUM("ops", vs.ops[op]);
+				SET_NUM("errors", vs.errors[op]);
+				SET_NUM("ms_total", vs.ns_total[op] / 1e6);
+				SET_NUM("ms_max", vs.ns_max[op] / 1e6);
+				lua_setfield(L, -2, mm_valkey_op_name(op));
+			}
+	}
+	lua_setfield(L, -2, "instrumentation");
 	lua_newtable(L);
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_t *p = ctx->pipes[i];
@@ -735,7 +824,8 @@ static int l_engine_close(lua_State *L)
 		e->loop = NULL;
 	}
 	luaL_unref(L, LUA_REGISTRYINDEX, e->batch_ref);
-	e->batch_ref = LUA_NOREF;
+	luaL_unref(L, LUA_REGISTRYINDEX, e->merged_ref);
+	e->batch_ref = e->merged_ref = LUA_NOREF;
 	return 0;
 }
 
@@ -870,6 +960,60 @@ done:
 	free(states);
 	free(found);
 	return nret;
+}
+
+/*
+ * st:count(ns_name, spec, entity, {bucket, ...}) -> cardinality, nonempty
+ * when the store is a Valkey cache that holds every bucket of an HLL
+ * pipeline (answered by one PFCOUNT; nonempty = buckets with data), else
+ * nil: the caller then reads with st:get, which also fills the cache.
+ */
+static int l_store_count(lua_State *L)
+{
+	lua_store_t *s = check_store(L);
+	uint64_t count = 0, nonempty = 0;
+	struct get_wait w = {0};
+	mm_key_t *keys;
+	mm_monoid_t m;
+	mm_ns_t ns;
+	const char *entity;
+	size_t elen, n;
+	int rc, cached = 0;
+
+	ns.name = luaL_checkstring(L, 2);
+	if ((rc = read_monoid(L, 3, &m)))
+		return push_diag(L, rc);
+	ns.m = &m;
+	entity = luaL_checklstring(L, 4, &elen);
+	luaL_checktype(L, 5, LUA_TTABLE);
+	n = lua_objlen(L, 5);
+	if (n == 0 || strcmp(s->st->vt->name, "valkey") != 0 || m.vt != &mm_monoid_hll_vtable) {
+		lua_pushnil(L);
+		return 1;
+	}
+	keys = calloc(n, sizeof(*keys));
+	if (keys == NULL)
+		return push_fail(L, MM_ENOMEM, "count: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, 5, (int)i + 1);
+		keys[i] = (mm_key_t){entity, elen, (int64_t)luaL_checknumber(L, -1)};
+		lua_pop(L, 1);
+	}
+	rc = mm_valkey_count(s->st, &ns, keys, n, &count, &nonempty, &cached, on_get_done, &w);
+	free(keys);
+	while (rc == 0 && !w.done)
+		uv_run(&s->loop, UV_RUN_ONCE);
+	if (rc)
+		return push_diag(L, rc);
+	if (w.status)
+		return push_fail(L, w.status, w.detail);
+	if (!cached) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_pushnumber(L, (lua_Number)count);
+	lua_pushnumber(L, (lua_Number)nonempty);
+	return 2;
 }
 
 static int l_store_meta(lua_State *L)
@@ -1314,6 +1458,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"on_batch", l_engine_on_batch},
 		{"run", l_engine_run},
 		{"stop", l_engine_stop},
+		{"on_merged", l_engine_on_merged},
 		{"stats", l_engine_stats},
 		{"close", l_engine_close},
 		{"timer", l_engine_timer},
@@ -1333,6 +1478,7 @@ int luaopen_murmur_core(lua_State *L)
 	};
 	static const luaL_Reg store_methods[] = {
 		{"get", l_store_get},
+		{"count", l_store_count},
 		{"meta", l_store_meta},
 		{"list", l_store_list},
 		{"position", l_store_position},
