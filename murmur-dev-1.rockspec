@@ -30,6 +30,7 @@ build = {
     lua = {
       ["murmur.cdef"] = "lua/murmur/cdef.lua",
       ["murmur.cli"] = "lua/murmur/cli.lua",
+      ["murmur.ddb"] = "lua/murmur/ddb.lua",
       ["murmur.dsl"] = "lua/murmur/dsl.lua",
       ["murmur.init"] = "lua/murmur/init.lua",
       ["murmur.loader"] = "lua/murmur/loader.lua",

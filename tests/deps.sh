@@ -1,7 +1,33 @@
 #!/bin/sh
 # Installs the Debian packages murmur builds and tests with. Idempotent: it
 # asks apt only for what dpkg says is missing, so a second run is a no-op.
+# Then the npm packages of tests/node (dynalite for the DynamoDB tests),
+# pinned by tests/node/package-lock.json and skipped when already complete.
 set -eu
+
+# tests/node/node_modules holds every package of the lock file: nothing to do.
+node_modules_complete() {
+	[ -d tests/node/node_modules ] || return 1
+	node -e '
+		const lock = require("./tests/node/package-lock.json");
+		const fs = require("fs");
+		for (const p of Object.keys(lock.packages || {}))
+			if (p && !fs.existsSync("tests/node/" + p + "/package.json")) process.exit(1);
+	' 2>/dev/null
+}
+
+node_deps() {
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+		echo "deps: node/npm not found: the DynamoDB tests will be skipped"
+		return 0
+	fi
+	if node_modules_complete; then
+		echo "deps: tests/node packages present"
+		return 0
+	fi
+	echo "deps: installing tests/node packages (npm ci)"
+	(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+}
 PKGS="build-essential pkg-config luajit libluajit-5.1-dev libuv1-dev liblmdb-dev
 librdkafka-dev libhiredis-dev libcurl4-openssl-dev lua-busted luarocks clang
 libclang-rt-14-dev kcat redis-server"
@@ -11,6 +37,7 @@ for p in $PKGS; do
 done
 if [ -z "$missing" ]; then
 	echo "deps: all Debian packages present"
+	node_deps
 	exit 0
 fi
 echo "deps: installing$missing"
@@ -18,3 +45,4 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+node_deps

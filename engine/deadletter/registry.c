@@ -4,9 +4,11 @@
 #include "deadletter.h"
 
 extern const mm_dead_letter_vtable_t mm_dead_letter_file_vtable;
+extern const mm_dead_letter_vtable_t mm_dead_letter_kafka_vtable;
 
 const mm_dead_letter_vtable_t *const mm_dead_letter_registry[] = {
 	&mm_dead_letter_file_vtable,
+	&mm_dead_letter_kafka_vtable,
 	NULL,
 };
 

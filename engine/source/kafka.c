@@ -12,14 +12,15 @@
  * with a uv_idle handle and continues on the next iteration, until the queue
  * is empty: the pipe only signals the empty -> non-empty edge, so a drain
  * that stops early must reschedule itself. Reading the pipe before serving
- * the queue means a wake-up is never lost. No timer polls the queue.
+ * the queue means a wake-up is never lost. No timer polls for data.
  *
  * Records. Each message becomes one record: its value (a NULL value is an
  * empty record), offset, timestamp (ts_ms, 0 when the broker has none) and
- * its identity "topic:partition:offset" (MM_REC_ID), which is the default
- * dedup id and names the record in dead letters. A value longer than
- * max_record is delivered as MM_REC_TOOBIG with its first MM_REC_PREFIX
- * bytes, like the file source.
+ * its identity "topic:partition:offset" (MM_REC_ID), an event id for dedup
+ * that needs no field, which also names the record in dead letters. A value
+ * longer than
+ * max_record is delivered as MM_REC_TOOBIG with its first MM_REC_PREFIX bytes,
+ * like the file source.
  *
  * Positions (batch->end_pos, start(), ack()), little-endian:
  *   u32 magic "MKP1", u32 count, then count times
@@ -34,15 +35,18 @@
  * (rd_kafka_committed blocks), and the partitions are assigned when they
  * arrive; librdkafka waits for the assign call.
  *
- * Commits. librdkafka never commits on its own (enable.auto.commit=false).
- * ack(pos) marks each partition's offset in pos durable (it is the offset of
- * the next record to read, i.e. the last processed offset + 1, which is what
- * Kafka commits) and commits the durable offsets of the assigned partitions
- * asynchronously, one commit in flight at a time, so committed offsets never
- * pass data that is not in the store and never go backwards. Failed commits
- * are retried with backoff; a commit refused because the group is
- * rebalancing is retried after the rebalance, since committing with a stale
- * generation makes librdkafka consider the assignment lost.
+ * Commits. librdkafka never stores an offset on its own
+ * (enable.auto.offset.store=false). ack(pos) marks each partition's offset in
+ * pos durable (it is the offset of the next record to read, i.e. the last
+ * processed offset + 1, which is what Kafka commits) and stores the durable
+ * offsets of the assigned partitions (rd_kafka_offsets_store, taken as is);
+ * librdkafka's auto-commit sends them every auto.commit.interval.ms (200 by
+ * default here) and again on unassign. So a committed offset never passes
+ * data that is not in the store, and is retried until it succeeds. Explicit
+ * commits would be simpler to follow but are unsafe in librdkafka 2.0.2: one
+ * sent while this member is rejoining a cooperative rebalance fails with
+ * ILLEGAL_GENERATION and librdkafka then drops the whole assignment as lost
+ * (confluentinc/librdkafka#4059); the auto-commit timer skips rebalances.
  *
  * Rebalances run one at a time, in the order librdkafka reports them.
  * Revoke: pause the partitions (messages already queued for them are
@@ -53,9 +57,9 @@
  * above, assign. The default assignor is cooperative-sticky: only partitions
  * that move are revoked, and they are revoked while the group is stable, so
  * the revoke commit is accepted. (Eager assignors revoke everything while
- * the group is rebalancing; some brokers, librdkafka's mock among them,
- * refuse that commit, and a partition moving to another worker is then
- * replayed from the previous commit: at-least-once.)
+ * the group is rebalancing. Apache Kafka accepts that commit; librdkafka's
+ * mock refuses every commit while a group is joining, and a partition moving
+ * to another worker is then replayed from the previous commit.)
  *
  * librdkafka 2.0.2 aborts in rd_kafka_destroy when a cooperative-sticky
  * consumer joined a group but never received its first assignment
@@ -63,13 +67,22 @@
  * assignment (at most session.timeout.ms + 5 s) before leaving the group,
  * and if it still has none, keeps the handle instead of destroying it.
  *
- * Flow control. pause() pauses every assigned partition in librdkafka
- * (rd_kafka_pause_partitions: fetching stops, queued messages are dropped and
- * fetched again after resume() from the last one delivered), so memory stays
- * bounded by one batch. The queue is still served for rebalances and commit
- * results; a message that arrives anyway is held and delivered first on
- * resume. While paused a timer serves the queue every max.poll.interval.ms / 3
- * so librdkafka does not consider the worker stuck and evict it.
+ * Flow control. pause() first only stops serving the queue: librdkafka keeps
+ * prefetching up to its own bounds (queued.max.messages.kbytes), and a short
+ * pause (a flush that falls a little behind) costs nothing when it ends. A
+ * pause that lasts `pause_after` escalates: every assigned partition is
+ * paused in librdkafka (rd_kafka_pause_partitions: fetching stops, queued
+ * messages are dropped and fetched again after resume() from the last one
+ * delivered; doing that for every short pause would stall each resume for a
+ * fetch round trip), and the queue is served again for rebalances and commit
+ * results. A message served while paused is held and delivered first on
+ * resume.
+ *
+ * Liveness. librdkafka evicts a member whose application has not polled for
+ * max.poll.interval.ms (it takes that as a stuck application). An idle queue
+ * never signals the pipe, so a timer serves the queue every
+ * max.poll.interval.ms / 3 as well: it only proves the loop is alive; data
+ * never waits for it.
  *
  * Shutdown. stop() drops further messages and pauses fetching. close() waits
  * for the rebalance step in progress (a pending flush counts as done: the
@@ -95,6 +108,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "../codec/json.h"
 #include "../core/log.h"
 #include "../lib/error.h"
 #include "source.h"
@@ -118,6 +132,8 @@ struct mm_ksrc_cfg {
 	const char *start;
 	int64_t batch;
 	int64_t drain;
+	int64_t pause_after_ms;
+	int eof;
 };
 
 enum mm_kpart_state {
@@ -132,11 +148,13 @@ typedef struct mm_kpart {
 	int32_t partition;
 	int state;             /* enum mm_kpart_state */
 	int fetch_paused;      /* paused in librdkafka by us */
+	int at_eof;            /* read to its end (with the eof option) */
 	const rd_kafka_topic_t *rkt; /* last seen topic handle, for fast lookup */
 	int64_t next;          /* next offset to deliver, -1 unknown */
 	int64_t stored;        /* offset in our store when we started, -1 none */
 	int64_t acked;         /* durable in our store (ack), -1 none */
 	int64_t committed;     /* confirmed by the group coordinator, -1 unknown */
+	int64_t stored_sent;   /* last offset handed to rd_kafka_offsets_store */
 	uint64_t records;      /* delivered */
 	uint64_t rate_records; /* records at rate_ms */
 	int64_t rate_ms;       /* start of the current rate window */
@@ -181,8 +199,13 @@ struct mm_ksrc {
 	int fds[2];              /* io-event pipe: librdkafka writes, the loop reads */
 	int phase;               /* enum mm_ksrc_phase */
 	int paused;              /* pause() by the engine */
+	int fetch_stopped;       /* ... escalated to rd_kafka_pause_partitions */
+	int64_t pause_after_ms;
 	int cooperative;         /* the group uses the cooperative protocol */
 	int ever_assigned;       /* the group gave us an assignment once */
+	int eof;                 /* signal eof when every partition is read */
+	const char *start;       /* "earliest" or "latest" (static) */
+	int eof_sent;
 	int64_t poll_interval_ms; /* max.poll.interval.ms */
 	int64_t session_ms;      /* session.timeout.ms */
 
@@ -205,12 +228,6 @@ struct mm_ksrc {
 	uv_work_t work;             /* committed-offset fetch */
 	int work_busy;
 
-	/* Regular commits. */
-	int commit_busy;
-	int commit_again;
-	int commit_hold;            /* refused for a rebalance: wait for it */
-	int64_t commit_retry_ms;
-
 	/* Statistics for status(). */
 	uint64_t commits, commit_failures, rebalances, errors;
 
@@ -218,21 +235,20 @@ struct mm_ksrc {
 	int close_started;          /* rd_kafka_consumer_close_queue was called */
 	int close_waiting;          /* waiting for the first assignment */
 	int close_waited;           /* ... and gave up */
-	int keep_handle;            /* librdkafka would abort in destroy: keep it */
 	unsigned closes;
 	void (*done)(void *arg);
 	void *done_arg;
 
 	uv_poll_t poll;
 	uv_idle_t idle;
-	uv_timer_t commit_timer;    /* commit retry backoff */
 	uv_timer_t rebal_timer;     /* rebalance retries, close wait bound */
-	uv_timer_t alive_timer;     /* serves the queue while paused */
+	uv_timer_t alive_timer;     /* serves the queue every max.poll.interval.ms / 3 */
+	uv_timer_t pause_timer;     /* escalates a pause after pause_after */
 };
 
 static void mm_ksrc_rebal_next(mm_ksrc_t *ks);
 static void mm_ksrc_close_step(mm_ksrc_t *ks);
-static void mm_ksrc_commit(mm_ksrc_t *ks);
+static void mm_ksrc_store(mm_ksrc_t *ks);
 
 static int64_t mm_ksrc_now_ms(void)
 {
@@ -295,7 +311,7 @@ static mm_kpart_t *mm_ksrc_part_get(mm_ksrc_t *ks, const char *topic, int32_t pa
 	if (kp->topic == NULL)
 		return NULL;
 	kp->partition = partition;
-	kp->next = kp->stored = kp->acked = kp->committed = -1;
+	kp->next = kp->stored = kp->acked = kp->committed = kp->stored_sent = -1;
 	kp->rate_ms = mm_ksrc_now_ms();
 	ks->nparts++;
 	return kp;
@@ -336,7 +352,7 @@ static void mm_ksrc_rate(mm_kpart_t *kp, int64_t now)
 
 	if (dt < MM_KSRC_RATE_WINDOW_MS)
 		return;
-	/* After an idle window the rate is what that window saw: zero. */
+	/* A window that saw nothing gives zero. */
 	kp->rate = (double)(kp->records - kp->rate_records) * 1000.0 / (double)dt;
 	kp->rate_records = kp->records;
 	kp->rate_ms = now;
@@ -404,9 +420,10 @@ static int mm_ksrc_pos_encode(mm_ksrc_t *ks)
 
 typedef void (*mm_ksrc_pos_fn)(mm_ksrc_t *ks, mm_kpart_t *kp, int64_t offset);
 
-/* Decodes a position and calls fn for each partition in it (creating the
- * partitions it names). Returns 0, MM_ECORRUPT or MM_ENOMEM. */
-static int mm_ksrc_pos_decode(mm_ksrc_t *ks, const uint8_t *p, size_t len, mm_ksrc_pos_fn fn)
+/* Walks a position, calling fn for each partition in it (creating the
+ * partitions it names) unless fn is NULL. Returns 0, MM_ECORRUPT or
+ * MM_ENOMEM. */
+static int mm_ksrc_pos_walk(mm_ksrc_t *ks, const uint8_t *p, size_t len, mm_ksrc_pos_fn fn)
 {
 	const uint8_t *end = p + len;
 	char topic[256];
@@ -435,6 +452,8 @@ static int mm_ksrc_pos_decode(mm_ksrc_t *ks, const uint8_t *p, size_t len, mm_ks
 		p += 12;
 		if (partition < 0 || offset < 0 || memchr(topic, '\0', tlen) != NULL)
 			goto corrupt;
+		if (fn == NULL)
+			continue;
 		kp = mm_ksrc_part_get(ks, topic, partition);
 		if (kp == NULL)
 			return mm_diag_set(MM_ENOMEM, "%s: out of memory", ks->base.id);
@@ -446,6 +465,14 @@ static int mm_ksrc_pos_decode(mm_ksrc_t *ks, const uint8_t *p, size_t len, mm_ks
 corrupt:
 	return mm_diag_set(MM_ECORRUPT, "%s: position of %zu bytes is truncated or corrupt",
 			   ks->base.id, len);
+}
+
+/* Applies fn to each partition of a position, only if all of it is valid. */
+static int mm_ksrc_pos_decode(mm_ksrc_t *ks, const uint8_t *p, size_t len, mm_ksrc_pos_fn fn)
+{
+	int rc = mm_ksrc_pos_walk(ks, p, len, NULL);
+
+	return rc ? rc : mm_ksrc_pos_walk(ks, p, len, fn);
 }
 
 static void mm_ksrc_pos_stored(mm_ksrc_t *ks, mm_kpart_t *kp, int64_t offset)
@@ -476,13 +503,39 @@ static size_t mm_ksrc_utoa(char *out, uint64_t v)
 	return n;
 }
 
+/* With the eof option: every assigned partition was read to its end (as the
+ * broker last reported it), so the input ends here, like `kcat -e`. */
+static void mm_ksrc_check_eof(mm_ksrc_t *ks)
+{
+	size_t active = 0;
+
+	if (!ks->eof || ks->eof_sent || ks->phase != MM_KS_RUN || ks->rebal != NULL)
+		return;
+	for (size_t i = 0; i < ks->nparts; i++) {
+		if (ks->parts[i].state != MM_KP_ACTIVE)
+			continue;
+		if (!ks->parts[i].at_eof)
+			return;
+		active++;
+	}
+	if (active == 0)
+		return;
+	ks->eof_sent = 1;
+	ks->base.sink.eof(ks->base.sink.ctx, &ks->base);
+}
+
 /* Handles a message carrying an error instead of a record. */
 static void mm_ksrc_msg_error(mm_ksrc_t *ks, const rd_kafka_message_t *m)
 {
 	char fatal[512];
+	mm_kpart_t *kp;
 
-	if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+	if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+		kp = mm_ksrc_part_of(ks, m);
+		if (kp && kp->state == MM_KP_ACTIVE && (kp->next < 0 || m->offset >= kp->next))
+			kp->at_eof = 1;
 		return;
+	}
 	ks->errors++;
 	if (rd_kafka_fatal_error(ks->rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		mm_ksrc_fail(ks, MM_EIO, "fatal consumer error: %s", fatal);
@@ -554,17 +607,23 @@ static void mm_ksrc_deliver(mm_ksrc_t *ks, rd_kafka_message_t **msgs, size_t n)
 		r->id = (const char *)(uintptr_t)at;
 		r->id_len = (uint32_t)(ks->ids.len - at);
 		kp->next = m->offset + 1;
+		kp->at_eof = 0;
 		kp->records++;
 		ks->base.bytes += m->len;
 	}
-	if (nrec == 0)
+	if (nrec == 0) {
+		mm_ksrc_check_eof(ks);
 		return;
+	}
 	for (size_t i = 0; i < nrec; i++)
 		ks->recs[i].id = (const char *)ks->ids.p + (uintptr_t)ks->recs[i].id;
 	if (mm_ksrc_pos_encode(ks) != 0) {
 		mm_ksrc_fail(ks, MM_ENOMEM, "out of memory encoding the position");
 		return;
 	}
+	for (size_t i = 0; i < ks->nparts; i++)
+		if (ks->parts[i].state == MM_KP_ACTIVE)
+			mm_ksrc_rate(&ks->parts[i], now);
 	b.src = &ks->base;
 	b.recs = ks->recs;
 	b.n = nrec;
@@ -573,6 +632,7 @@ static void mm_ksrc_deliver(mm_ksrc_t *ks, rd_kafka_message_t **msgs, size_t n)
 	b.now_ms = now;
 	ks->base.records += nrec;
 	ks->base.sink.deliver(ks->base.sink.ctx, &b);
+	mm_ksrc_check_eof(ks);
 }
 
 static void mm_ksrc_destroy_msgs(rd_kafka_message_t **msgs, size_t n)
@@ -634,8 +694,12 @@ static void mm_ksrc_drain(mm_ksrc_t *ks)
 	if (ks->nheld && ks->phase == MM_KS_RUN && !ks->paused)
 		mm_ksrc_deliver_held(ks);
 	while (budget-- > 0 && ks->phase < MM_KS_DESTROY) {
-		ssize_t n = rd_kafka_consume_batch_queue(ks->rkqu, 0, ks->msgs, ks->batch_max);
+		ssize_t n;
 
+		/* A short pause leaves everything queued in librdkafka. */
+		if (ks->phase == MM_KS_RUN && ks->paused && !ks->fetch_stopped)
+			break;
+		n = rd_kafka_consume_batch_queue(ks->rkqu, 0, ks->msgs, ks->batch_max);
 		if (n < 0) {
 			mm_ksrc_fail(ks, MM_EIO, "cannot read the consumer queue: %s",
 				     rd_kafka_err2str(rd_kafka_last_error()));
@@ -680,14 +744,24 @@ static void mm_ksrc_on_alive(uv_timer_t *h)
 	mm_ksrc_drain(h->data);
 }
 
-/* ---- commits ---- */
-
-static int mm_ksrc_commit_refused(rd_kafka_resp_err_t err)
+/* The pause lasted pause_after: stop fetching, and serve the queue again. */
+static void mm_ksrc_on_pause_timer(uv_timer_t *h)
 {
-	return err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
-	       err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
-	       err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID;
+	mm_ksrc_t *ks = h->data;
+	rd_kafka_topic_partition_list_t *l;
+
+	if (ks->fetch_stopped || !ks->paused || ks->phase != MM_KS_RUN)
+		return;
+	ks->fetch_stopped = 1;
+	l = mm_ksrc_list(ks, MM_KP_ACTIVE);
+	mm_log(MM_LOG_INFO, "kafka", "%s: paused for %" PRId64 " ms: pausing %d partition(s)",
+	       ks->base.id, ks->pause_after_ms, l->cnt);
+	mm_ksrc_fetch_pause(ks, l, 1);
+	rd_kafka_topic_partition_list_destroy(l);
+	mm_ksrc_drain(ks);
 }
+
+/* ---- commits ---- */
 
 /* Records the partitions a commit confirmed. */
 static void mm_ksrc_committed_parts(mm_ksrc_t *ks, rd_kafka_topic_partition_list_t *offsets)
@@ -704,80 +778,60 @@ static void mm_ksrc_committed_parts(mm_ksrc_t *ks, rd_kafka_topic_partition_list
 	}
 }
 
-static void mm_ksrc_on_commit_timer(uv_timer_t *h)
-{
-	mm_ksrc_commit(h->data);
-}
-
+/* Results of librdkafka's auto-commits, served on the consumer queue. */
 static void mm_ksrc_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			      rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
 	mm_ksrc_t *ks = opaque;
 
-	ks->commit_busy = 0;
+	int64_t sum = 0;
+
 	mm_ksrc_committed_parts(ks, offsets);
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
 		ks->commits++;
-		ks->commit_retry_ms = MM_KSRC_RETRY_MIN_MS;
-	} else if (mm_ksrc_commit_refused(err)) {
-		/* Committing again before the rebalance completes would be refused
-		 * too, or make librdkafka drop the assignment. */
-		ks->commit_failures++;
-		ks->commit_hold = 1;
-		mm_log(MM_LOG_INFO, "kafka", "%s: commit refused (%s); committing after the rebalance",
-		       ks->base.id, rd_kafka_err2name(err));
-	} else {
-		ks->commit_failures++;
-		mm_log(MM_LOG_WARN, "kafka", "%s: commit failed: %s; retrying in %" PRId64 " ms",
-		       ks->base.id, rd_kafka_err2str(err), ks->commit_retry_ms);
-		if (ks->phase < MM_KS_CLOSE)
-			uv_timer_start(&ks->commit_timer, mm_ksrc_on_commit_timer,
-				       (uint64_t)ks->commit_retry_ms, 0);
-		ks->commit_retry_ms *= 2;
-		if (ks->commit_retry_ms > MM_KSRC_RETRY_MAX_MS)
-			ks->commit_retry_ms = MM_KSRC_RETRY_MAX_MS;
-		ks->commit_again = 0;
+		if (mm_log_get_level() >= MM_LOG_DEBUG) {
+			for (size_t i = 0; i < ks->nparts; i++)
+				sum += ks->parts[i].committed > 0 ? ks->parts[i].committed : 0;
+			mm_log(MM_LOG_DEBUG, "kafka", "%s: committed %d partition(s); committed offsets "
+			       "sum to %" PRId64, ks->base.id, offsets ? offsets->cnt : 0, sum);
+		}
+		return;
 	}
-	if (ks->commit_again && !ks->commit_hold) {
-		ks->commit_again = 0;
-		mm_ksrc_commit(ks);
-	}
-	if (ks->phase == MM_KS_CLOSE)
-		mm_ksrc_close_step(ks);
+	ks->commit_failures++;
+	mm_log(MM_LOG_WARN, "kafka", "%s: commit failed: %s (retried with the next auto-commit)",
+	       ks->base.id, rd_kafka_err2str(err));
 }
 
-/* Commits the durable offsets of the assigned partitions that moved since
- * their last commit. One commit is in flight at a time. */
-static void mm_ksrc_commit(mm_ksrc_t *ks)
+/* Hands the durable offsets of the assigned partitions that moved to
+ * librdkafka, which commits them. */
+static void mm_ksrc_store(mm_ksrc_t *ks)
 {
 	rd_kafka_topic_partition_list_t *l;
 	rd_kafka_resp_err_t err;
 
-	if (ks->phase >= MM_KS_CLOSE || ks->commit_hold)
+	if (ks->phase >= MM_KS_DESTROY)
 		return;
-	if (ks->commit_busy) {
-		ks->commit_again = 1;
-		return;
-	}
-	uv_timer_stop(&ks->commit_timer);
 	l = rd_kafka_topic_partition_list_new((int)ks->nparts + 1);
 	for (size_t i = 0; i < ks->nparts; i++) {
 		const mm_kpart_t *kp = &ks->parts[i];
 
-		if (kp->state == MM_KP_ACTIVE && kp->acked > kp->committed)
+		if (kp->state != MM_KP_IDLE && kp->acked > kp->stored_sent &&
+		    kp->acked > kp->committed)
 			rd_kafka_topic_partition_list_add(l, kp->topic, kp->partition)->offset =
 			    kp->acked;
 	}
 	if (l->cnt > 0) {
-		err = rd_kafka_commit_queue(ks->rk, l, ks->rkqu, mm_ksrc_on_commit, ks);
-		if (err) {
-			ks->commit_failures++;
-			mm_log(MM_LOG_WARN, "kafka", "%s: cannot commit: %s", ks->base.id,
+		err = rd_kafka_offsets_store(ks->rk, l);
+		if (err && err != RD_KAFKA_RESP_ERR__STATE)
+			mm_log(MM_LOG_WARN, "kafka", "%s: cannot store offsets: %s", ks->base.id,
 			       rd_kafka_err2str(err));
-			uv_timer_start(&ks->commit_timer, mm_ksrc_on_commit_timer,
-				       (uint64_t)ks->commit_retry_ms, 0);
-		} else {
-			ks->commit_busy = 1;
+		for (int i = 0; i < l->cnt; i++) {
+			mm_kpart_t *kp = mm_ksrc_part_find(ks, l->elems[i].topic,
+							   l->elems[i].partition);
+
+			/* __STATE: no longer assigned; the revoke committed it. */
+			if (kp && !l->elems[i].err)
+				kp->stored_sent = l->elems[i].offset;
 		}
 	}
 	rd_kafka_topic_partition_list_destroy(l);
@@ -802,7 +856,11 @@ static void mm_ksrc_rebal_done(mm_ksrc_t *ks)
 	ks->rebal_busy = 0;
 	mm_ksrc_rebal_free(op);
 	ks->rebalances++;
+	/* Partitions assigned back may carry durable offsets the group has not
+	 * seen (we crashed, or our assignment was lost, before the commit). */
+	mm_ksrc_store(ks);
 	mm_ksrc_rebal_next(ks);
+	mm_ksrc_check_eof(ks);
 	if (ks->phase == MM_KS_CLOSE)
 		mm_ksrc_close_step(ks);
 }
@@ -837,10 +895,11 @@ static void mm_ksrc_assign_apply(mm_ksrc_t *ks, mm_krebal_t *op)
 		}
 		kp->state = MM_KP_ACTIVE;
 		kp->fetch_paused = 0;
+		kp->at_eof = 0;
 		kp->next = e->offset >= 0 ? e->offset : -1;
 	}
 	/* New partitions of a paused or stopped source must not be fetched. */
-	if (ks->paused || ks->phase != MM_KS_RUN) {
+	if (ks->fetch_stopped || ks->phase != MM_KS_RUN) {
 		mine = rd_kafka_topic_partition_list_copy(op->parts);
 		mm_ksrc_fetch_pause(ks, mine, 1);
 		rd_kafka_topic_partition_list_destroy(mine);
@@ -862,11 +921,20 @@ static void mm_ksrc_assign_offsets(mm_ksrc_t *ks, mm_krebal_t *op)
 
 		if (kp)
 			kp->committed = group;
-		e->offset = start >= 0 ? start : RD_KAFKA_OFFSET_INVALID;
-		mm_log(MM_LOG_INFO, "kafka", "%s: assigned %s[%d] from %s%" PRId64
-		       " (this store: %" PRId64 ", group: %" PRId64 ")",
-		       ks->base.id, e->topic, (int)e->partition, start >= 0 ? "offset " : "",
-		       start >= 0 ? start : (int64_t)-1, ours, group);
+		/* Neither has one: the start option, not INVALID, which would make
+		 * librdkafka fetch the committed offset a second time. */
+		if (start >= 0)
+			e->offset = start;
+		else
+			e->offset = ks->start[0] == 'l' ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+		if (start < 0)
+			mm_log(MM_LOG_INFO, "kafka", "%s: assigned %s[%d] from the %s offset (no offset "
+			       "in this store or the group)", ks->base.id, e->topic, (int)e->partition,
+			       ks->start);
+		else
+			mm_log(MM_LOG_INFO, "kafka", "%s: assigned %s[%d] from offset %" PRId64
+			       " (this store: %" PRId64 ", group: %" PRId64 ")", ks->base.id, e->topic,
+			       (int)e->partition, start, ours, group);
 	}
 }
 
@@ -924,7 +992,9 @@ static void mm_ksrc_assign_fetch(mm_ksrc_t *ks)
 	ks->work.data = ks;
 	rc = uv_queue_work(ks->base.loop, &ks->work, mm_ksrc_committed_work, mm_ksrc_committed_done);
 	if (rc < 0) {
-		mm_ksrc_fail(ks, MM_EIO, "cannot queue the committed-offset fetch: %s", uv_strerror(rc));
+		mm_log(MM_LOG_WARN, "kafka", "%s: cannot queue the committed-offset fetch: %s; "
+		       "retrying", ks->base.id, uv_strerror(rc));
+		uv_timer_start(&ks->rebal_timer, mm_ksrc_on_rebal_timer, MM_KSRC_RETRY_MAX_MS, 0);
 		return;
 	}
 	ks->work_busy = 1;
@@ -1154,18 +1224,9 @@ static void mm_ksrc_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		mm_log(MM_LOG_WARN, "kafka", "%s: rebalance error: %s", ks->base.id,
 		       rd_kafka_err2str(err));
 	}
-	/* The rebalance ended: commits are accepted again. */
-	if (ks->commit_hold) {
-		ks->commit_hold = 0;
-		ks->commit_again = 1;
-	}
 	*ks->rebal_tail = op;
 	ks->rebal_tail = &op->next;
 	mm_ksrc_rebal_next(ks);
-	if (ks->commit_again && !ks->commit_busy) {
-		ks->commit_again = 0;
-		mm_ksrc_commit(ks);
-	}
 }
 
 /* ---- librdkafka callbacks ---- */
@@ -1239,9 +1300,9 @@ static void mm_ksrc_close_handles(mm_ksrc_t *ks)
 	ks->closes = 5;
 	uv_close((uv_handle_t *)&ks->poll, mm_ksrc_on_closed);
 	uv_close((uv_handle_t *)&ks->idle, mm_ksrc_on_closed);
-	uv_close((uv_handle_t *)&ks->commit_timer, mm_ksrc_on_closed);
 	uv_close((uv_handle_t *)&ks->rebal_timer, mm_ksrc_on_closed);
 	uv_close((uv_handle_t *)&ks->alive_timer, mm_ksrc_on_closed);
+	uv_close((uv_handle_t *)&ks->pause_timer, mm_ksrc_on_closed);
 }
 
 static void mm_ksrc_destroy_work(uv_work_t *req)
@@ -1267,9 +1328,9 @@ static void mm_ksrc_destroy(mm_ksrc_t *ks)
 	ks->phase = MM_KS_DESTROY;
 	uv_poll_stop(&ks->poll);
 	uv_idle_stop(&ks->idle);
-	uv_timer_stop(&ks->commit_timer);
 	uv_timer_stop(&ks->rebal_timer);
 	uv_timer_stop(&ks->alive_timer);
+	uv_timer_stop(&ks->pause_timer);
 	mm_ksrc_destroy_msgs(ks->held, ks->nheld);
 	ks->nheld = 0;
 	rd_kafka_queue_io_event_enable(ks->rkqu, -1, NULL, 0);
@@ -1280,7 +1341,6 @@ static void mm_ksrc_destroy(mm_ksrc_t *ks)
 		/* librdkafka 2.0.2 asserts in rd_kafka_destroy here (#4312). */
 		mm_log(MM_LOG_WARN, "kafka", "%s: left the group before its first assignment; "
 		       "keeping the librdkafka handle (destroying it would abort)", ks->base.id);
-		ks->keep_handle = 1;
 		ks->rk = NULL;
 		mm_ksrc_close_handles(ks);
 		return;
@@ -1303,8 +1363,8 @@ static void mm_ksrc_close_step(mm_ksrc_t *ks)
 	if (ks->phase != MM_KS_CLOSE)
 		return;
 	if (!ks->close_started) {
-		if (ks->work_busy || ks->commit_busy)
-			return; /* their callbacks call back here */
+		if (ks->work_busy)
+			return; /* its callback calls back here */
 		if (ks->rebal && ks->rebal_busy && ks->flush_wait) {
 			/* The engine will not flush again: this revoke's flush is
 			 * the last one, already done. */
@@ -1397,9 +1457,10 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 				 cfg.start);
 		goto fail;
 	}
-	if (cfg.batch < 1 || cfg.batch > MM_KSRC_BATCH_MAX || cfg.drain < 1 || cfg.drain > 1024) {
-		rc = mm_diag_set(MM_EINVAL, "kafka: 'batch' must be 1..%d and 'drain' 1..1024",
-				 MM_KSRC_BATCH_MAX);
+	if (cfg.batch < 1 || cfg.batch > MM_KSRC_BATCH_MAX || cfg.drain < 1 || cfg.drain > 1024 ||
+	    cfg.pause_after_ms < 0) {
+		rc = mm_diag_set(MM_EINVAL, "kafka: 'batch' must be 1..%d, 'drain' 1..1024 and "
+				 "'pause_after' not negative", MM_KSRC_BATCH_MAX);
 		goto fail;
 	}
 	ks = calloc(1, sizeof(*ks));
@@ -1411,7 +1472,9 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 	ks->rebal_tail = &ks->rebal;
 	ks->batch_max = (size_t)cfg.batch;
 	ks->drain_max = (size_t)cfg.drain;
-	ks->commit_retry_ms = MM_KSRC_RETRY_MIN_MS;
+	ks->pause_after_ms = cfg.pause_after_ms;
+	ks->eof = cfg.eof;
+	ks->start = strcmp(cfg.start, "latest") == 0 ? "latest" : "earliest";
 	if ((size_t)snprintf(ks->base.id, sizeof(ks->base.id), "kafka:%s/%s", cfg.group,
 			     cfg.topics) >= sizeof(ks->base.id)) {
 		rc = mm_diag_set(MM_EINVAL, "kafka: group and topic names are too long");
@@ -1435,12 +1498,15 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 
 	conf = rd_kafka_conf_new();
 	rc = mm_ksrc_conf(conf, ks->base.id, "client.id", "murmur");
-	/* librdkafka must never commit or store an offset on its own: only
-	 * durable offsets are committed, by ack(). */
-	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "enable.auto.commit", "false");
+	/* librdkafka must never store an offset on its own: only durable
+	 * offsets are stored, by ack(), and auto-committed (see the top). */
+	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "enable.auto.commit", "true");
+	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "auto.commit.interval.ms", "200");
 	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "enable.auto.offset.store", "false");
 	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "group.id", cfg.group);
 	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "auto.offset.reset", cfg.start);
+	rc = rc ? rc : mm_ksrc_conf(conf, ks->base.id, "enable.partition.eof",
+				    cfg.eof ? "true" : "false");
 	if (rc == 0 && cfg.brokers && cfg.brokers[0]) {
 		rc = mm_ksrc_conf(conf, ks->base.id, "bootstrap.servers", cfg.brokers);
 		has_bootstrap = 1;
@@ -1452,9 +1518,9 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 			continue;
 		if (strcmp(key, "enable.auto.commit") == 0 ||
 		    strcmp(key, "enable.auto.offset.store") == 0 || strcmp(key, "group.id") == 0 ||
-		    strcmp(key, "auto.offset.reset") == 0) {
+		    strcmp(key, "auto.offset.reset") == 0 || strcmp(key, "enable.partition.eof") == 0) {
 			rc = mm_diag_set(MM_EINVAL, "kafka: librdkafka property '%s' is set by murmur "
-					 "(use the group and start options)", key);
+					 "(use the group, start and eof options)", key);
 			break;
 		}
 		has_bootstrap |= strcmp(key, "bootstrap.servers") == 0 ||
@@ -1473,6 +1539,7 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 	rd_kafka_conf_set_opaque(conf, ks);
 	rd_kafka_conf_set_rebalance_cb(conf, mm_ksrc_on_rebalance);
 	rd_kafka_conf_set_error_cb(conf, mm_ksrc_on_error);
+	rd_kafka_conf_set_offset_commit_cb(conf, mm_ksrc_on_commit);
 	rd_kafka_conf_set_log_cb(conf, mm_ksrc_on_log);
 	ks->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
 	if (ks->rk == NULL) {
@@ -1482,6 +1549,9 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 	conf = NULL; /* owned by rk now */
 	ks->poll_interval_ms = mm_ksrc_conf_int(ks->rk, "max.poll.interval.ms", 300000);
 	ks->session_ms = mm_ksrc_conf_int(ks->rk, "session.timeout.ms", 45000);
+	/* A soft pause serves nothing: keep it well inside the poll interval. */
+	if (ks->pause_after_ms > ks->poll_interval_ms / 3)
+		ks->pause_after_ms = ks->poll_interval_ms / 3;
 	/* Logs, errors and commit results all arrive on the consumer queue. */
 	rd_kafka_poll_set_consumer(ks->rk);
 	ks->rkqu = rd_kafka_queue_get_consumer(ks->rk);
@@ -1496,11 +1566,11 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 	}
 	/* Nothing below may fail: the handles must be closed from here on. */
 	uv_idle_init(loop, &ks->idle);
-	uv_timer_init(loop, &ks->commit_timer);
 	uv_timer_init(loop, &ks->rebal_timer);
 	uv_timer_init(loop, &ks->alive_timer);
-	ks->poll.data = ks->idle.data = ks->commit_timer.data = ks;
-	ks->rebal_timer.data = ks->alive_timer.data = ks;
+	uv_timer_init(loop, &ks->pause_timer);
+	ks->poll.data = ks->idle.data = ks;
+	ks->rebal_timer.data = ks->alive_timer.data = ks->pause_timer.data = ks;
 	ks->base.vt = &mm_source_kafka_vtable;
 	ks->base.loop = loop;
 	ks->base.sink = *sink;
@@ -1534,6 +1604,7 @@ static int mm_ksrc_start(mm_source_t *src, const uint8_t *pos, size_t len)
 {
 	mm_ksrc_t *ks = (mm_ksrc_t *)src;
 	rd_kafka_resp_err_t err;
+	uint64_t every;
 	int rc;
 
 	if (ks->phase != MM_KS_INIT)
@@ -1557,6 +1628,8 @@ static int mm_ksrc_start(mm_source_t *src, const uint8_t *pos, size_t len)
 		return mm_diag_set(MM_EINVAL, "%s: subscribe: %s", src->id, rd_kafka_err2str(err));
 	}
 	ks->phase = MM_KS_RUN;
+	every = ks->poll_interval_ms > 3 ? (uint64_t)ks->poll_interval_ms / 3 : 1;
+	uv_timer_start(&ks->alive_timer, mm_ksrc_on_alive, every, every);
 	mm_log(MM_LOG_INFO, "kafka", "%s: joining group %s", src->id, ks->group);
 	/* Anything queued before the pipe was attached is served now. */
 	uv_idle_start(&ks->idle, mm_ksrc_on_idle);
@@ -1566,17 +1639,11 @@ static int mm_ksrc_start(mm_source_t *src, const uint8_t *pos, size_t len)
 static void mm_ksrc_pause(mm_source_t *src)
 {
 	mm_ksrc_t *ks = (mm_ksrc_t *)src;
-	rd_kafka_topic_partition_list_t *l;
-	uint64_t every;
 
 	if (ks->paused || ks->phase != MM_KS_RUN)
 		return;
 	ks->paused = 1;
-	l = mm_ksrc_list(ks, MM_KP_ACTIVE);
-	mm_ksrc_fetch_pause(ks, l, 1);
-	rd_kafka_topic_partition_list_destroy(l);
-	every = ks->poll_interval_ms > 3 ? (uint64_t)ks->poll_interval_ms / 3 : 1;
-	uv_timer_start(&ks->alive_timer, mm_ksrc_on_alive, every, every);
+	uv_timer_start(&ks->pause_timer, mm_ksrc_on_pause_timer, (uint64_t)ks->pause_after_ms, 0);
 }
 
 static void mm_ksrc_resume(mm_source_t *src)
@@ -1587,10 +1654,13 @@ static void mm_ksrc_resume(mm_source_t *src)
 	if (!ks->paused || ks->phase != MM_KS_RUN)
 		return;
 	ks->paused = 0;
-	uv_timer_stop(&ks->alive_timer);
-	l = mm_ksrc_list(ks, MM_KP_ACTIVE);
-	mm_ksrc_fetch_pause(ks, l, 0);
-	rd_kafka_topic_partition_list_destroy(l);
+	uv_timer_stop(&ks->pause_timer);
+	if (ks->fetch_stopped) {
+		ks->fetch_stopped = 0;
+		l = mm_ksrc_list(ks, MM_KP_ACTIVE);
+		mm_ksrc_fetch_pause(ks, l, 0);
+		rd_kafka_topic_partition_list_destroy(l);
+	}
 	/* Never deliver from inside the caller: continue on the loop. */
 	uv_idle_start(&ks->idle, mm_ksrc_on_idle);
 }
@@ -1603,7 +1673,7 @@ static void mm_ksrc_ack(mm_source_t *src, const uint8_t *pos, size_t len)
 		mm_log(MM_LOG_ERROR, "kafka", "%s: ack: %s", src->id, mm_diag_msg());
 		return;
 	}
-	mm_ksrc_commit(ks);
+	mm_ksrc_store(ks);
 }
 
 static void mm_ksrc_stop(mm_source_t *src)
@@ -1614,7 +1684,7 @@ static void mm_ksrc_stop(mm_source_t *src)
 	if (ks->phase != MM_KS_RUN)
 		return;
 	ks->phase = MM_KS_STOP;
-	uv_timer_stop(&ks->alive_timer);
+	uv_timer_stop(&ks->pause_timer);
 	l = mm_ksrc_list(ks, MM_KP_ACTIVE);
 	mm_ksrc_fetch_pause(ks, l, 1);
 	rd_kafka_topic_partition_list_destroy(l);
@@ -1630,7 +1700,6 @@ static void mm_ksrc_close(mm_source_t *src, void (*done)(void *arg), void *arg)
 	ks->done = done;
 	ks->done_arg = arg;
 	ks->phase = MM_KS_CLOSE;
-	uv_timer_stop(&ks->commit_timer);
 	if (uv_is_active((uv_handle_t *)&ks->poll) == 0)
 		uv_poll_start(&ks->poll, UV_READABLE, mm_ksrc_on_poll);
 	rd_kafka_queue_io_event_enable(ks->rkqu, ks->fds[1], "1", 1);
@@ -1653,34 +1722,38 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 	const char *proto = ks->rk ? rd_kafka_rebalance_protocol(ks->rk) : NULL;
 	int rc, first = 1;
 
-	rc = mm_buf_printf(out, "{\"group\":\"%s\",\"protocol\":\"%s\",\"paused\":%s,"
-			   "\"rebalances\":%" PRIu64 ",\"commits\":%" PRIu64
-			   ",\"commit_failures\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"partitions\":[",
-			   ks->group, proto ? proto : "NONE", ks->paused ? "true" : "false",
-			   ks->rebalances, ks->commits, ks->commit_failures, ks->errors);
+	rc = mm_buf_printf(out, "{\"group\":");
+	rc |= mm_json_quote(ks->group, strlen(ks->group), out);
+	rc |= mm_buf_printf(out, ",\"protocol\":\"%s\",\"paused\":%s,\"fetch_paused\":%s,"
+			    "\"rebalances\":%" PRIu64 ",\"commits\":%" PRIu64
+			    ",\"commit_failures\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"partitions\":[",
+			    proto ? proto : "NONE", ks->paused ? "true" : "false",
+			    ks->fetch_stopped ? "true" : "false", ks->rebalances, ks->commits,
+			    ks->commit_failures, ks->errors);
 	for (size_t i = 0; i < ks->nparts && rc == 0; i++) {
 		mm_kpart_t *kp = &ks->parts[i];
 		int64_t lo = -1, hi = -1;
 
 		if (kp->state == MM_KP_IDLE && kp->records == 0)
 			continue;
+		/* Closes the window of a partition that has gone quiet. */
 		mm_ksrc_rate(kp, now);
-		if (now - kp->rate_ms >= 2 * MM_KSRC_RATE_WINDOW_MS)
-			kp->rate = 0;
 		if (ks->rk)
 			rd_kafka_get_watermark_offsets(ks->rk, kp->topic, kp->partition, &lo, &hi);
-		rc = mm_buf_printf(out, "%s{\"topic\":\"%s\",\"partition\":%d,\"state\":\"%s\","
-				   "\"position\":%" PRId64 ",\"high_watermark\":%" PRId64
-				   ",\"lag\":%" PRId64 ",\"committed\":%" PRId64
-				   ",\"durable\":%" PRId64 ",\"records\":%" PRIu64
-				   ",\"records_per_s\":%.1f}",
-				   first ? "" : ",", kp->topic, (int)kp->partition, states[kp->state],
-				   kp->next, hi, hi >= 0 && kp->next >= 0 ? hi - kp->next : -1,
-				   kp->committed, mm_ksrc_part_durable(kp), kp->records, kp->rate);
+		rc |= mm_buf_printf(out, "%s{\"topic\":", first ? "" : ",");
+		rc |= mm_json_quote(kp->topic, strlen(kp->topic), out);
+		rc |= mm_buf_printf(out, ",\"partition\":%d,\"state\":\"%s\","
+				    "\"fetch_paused\":%s,\"position\":%" PRId64 ",\"high_watermark\":%" PRId64
+				    ",\"lag\":%" PRId64 ",\"committed\":%" PRId64
+				    ",\"durable\":%" PRId64 ",\"records\":%" PRIu64
+				    ",\"records_per_s\":%.1f}",
+				    (int)kp->partition, states[kp->state],
+				    kp->fetch_paused ? "true" : "false", kp->next, hi,
+				    hi >= 0 && kp->next >= 0 ? hi - kp->next : -1,
+				    kp->committed, mm_ksrc_part_durable(kp), kp->records, kp->rate);
 		first = 0;
 	}
-	if (rc == 0)
-		rc = mm_buf_printf(out, "]}");
+	rc |= mm_buf_printf(out, "]}");
 	return rc ? MM_ENOMEM : 0;
 }
 
@@ -1700,6 +1773,12 @@ static const mm_option_t mm_ksrc_options[] = {
 	 "Maximum records per batch."},
 	{MM_OPT_INT, "drain", "8", offsetof(struct mm_ksrc_cfg, drain),
 	 "Batches delivered per loop iteration before other events run."},
+	{MM_OPT_DURATION_MS, "pause_after", "1s", offsetof(struct mm_ksrc_cfg, pause_after_ms),
+	 "How long the engine's backpressure may pause the source before its partitions are "
+	 "paused in librdkafka (shorter pauses only stop reading the local queue)."},
+	{MM_OPT_BOOL, "eof", "false", offsetof(struct mm_ksrc_cfg, eof),
+	 "End the input once every assigned partition has been read to its end, like kcat -e "
+	 "(murmur run --once sets it)."},
 	{0},
 };
 

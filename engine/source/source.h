@@ -58,8 +58,8 @@ typedef struct mm_record {
 	int64_t ts_ms;       /* source timestamp (Kafka record time), 0 if none */
 	/* Valid only with MM_REC_ID (sources that never set the flag leave these
 	 * untouched): the record's identity in its source, borrowed like p
-	 * (Kafka: "topic:partition:offset"). It is the default dedup id and names
-	 * the record's origin in dead letters. */
+	 * (Kafka: "topic:partition:offset"): an event id for dedup that needs no
+	 * field, and the record's origin in dead letters. */
 	const char *id;
 	uint32_t id_len;
 } mm_record_t;

@@ -37,11 +37,23 @@ Runs every pipeline the scripts define, on one event loop.
   --once             stop at the end of the input (flush, checkpoint, exit 0)
   --store KIND       lmdb (default, durable), dynamodb (shared; doc/dynamodb.md)
                      or memory (tests; nothing persists)
+  --cache URL        keep a Valkey cache of the store, e.g. redis://127.0.0.1:6379
+                     (default $MURMUR_VALKEY_URL; doc/valkey.md)
   --log-level LEVEL  error, warn, info (default) or debug
   --stats            print the counters as JSON on stdout when stopping
   --watchdog DUR     restart the worker when it stalls this long (default 10s)
   --lua-memory SIZE  Lua heap limit of the worker (default 1g)
   --no-supervisor    run the pipelines in this process (no watchdog)
+  --kafka-brokers B  murmur.input() reads Kafka from these bootstrap brokers
+                     (host:port,...; default $MURMUR_KAFKA_BROKERS); also
+                     overrides murmur.kafka{} sources' brokers
+  --kafka-topic T    topic(s), comma-separated ($MURMUR_KAFKA_TOPIC)
+  --kafka-group G    consumer group (default $MURMUR_KAFKA_GROUP or murmur)
+  --kafka-start S    earliest (default) or latest, for partitions without an
+                     offset ($MURMUR_KAFKA_START)
+  -X KEY=VALUE       a librdkafka property, e.g. -X security.protocol=SASL_SSL
+                     (repeatable; also $MURMUR_KAFKA_PROPERTIES="k=v;k=v");
+                     see doc/kafka.md
 SIGINT/SIGTERM stop gracefully: stop reading, flush, checkpoint, exit 0.
 Saving a script (or a module it requires), SIGHUP or `murmur reload` reloads
 it without stopping; an invalid version is refused and the old one keeps
@@ -60,6 +72,8 @@ inside the retention.
   --data DIR         data directory; repeat to merge several workers' stores
   --store KIND       lmdb (default) or dynamodb (options from the script's
                      murmur.store{} and the environment, doc/dynamodb.md)
+  --cache URL        read through the Valkey cache the writers keep (default
+                     $MURMUR_VALKEY_URL; one store only; doc/valkey.md)
   --json             print JSON instead of text
   --top N            print only the first N Top-K items (default all)
 ]],
@@ -147,10 +161,18 @@ end
 -- run ---------------------------------------------------------------------
 
 local function cmd_run(args)
-  local opts, scripts = parse_args(args, {
+  -- -X key=value (librdkafka style) is --kafka-property key=value.
+  local argv = {}
+  for _, a in ipairs(args) do
+    if a == "-X" then argv[#argv + 1] = "--kafka-property"
+    elseif a:sub(1, 2) == "-X" then argv[#argv + 1] = "--kafka-property=" .. a:sub(3)
+    else argv[#argv + 1] = a end
+  end
+  local opts, scripts = parse_args(argv, {
     data = "value", input = "value", follow = "flag", once = "flag", store = "value",
-    log_level = "value", stats = "flag", watchdog = "value", lua_memory = "value",
-    no_supervisor = "flag",
+    cache = "value", log_level = "value", stats = "flag", watchdog = "value", lua_memory = "value",
+    no_supervisor = "flag", kafka_brokers = "value", kafka_topic = "value",
+    kafka_group = "value", kafka_start = "value", kafka_property = "multi",
   })
   if not opts then return usage_error("run", scripts) end
   if opts.help then io.write(HELP.run) return EXIT_OK end
@@ -188,8 +210,7 @@ local function cmd_run(args)
     eprintf("murmur run: %s\n", err)
     return EXIT_SCRIPT
   end
-  local engine, lua_specs
-  engine, lua_specs = require("murmur.runner").build(specs, opts)
+  local engine, lua_specs, hook_specs = require("murmur.runner").build(specs, opts)
   err = lua_specs
   if not engine then
     eprintf("murmur run: %s\n", err)
@@ -200,7 +221,7 @@ local function cmd_run(args)
   core.log("info", "engine", ("running %d pipeline(s): %s"):format(#specs, table.concat(names, ", ")))
   local status = require("murmur.status")
   local inst = {
-    engine = engine, lua_specs = lua_specs, specs = specs, paths = scripts, opts = opts,
+    engine = engine, lua_specs = lua_specs, hook_specs = hook_specs, specs = specs, paths = scripts, opts = opts,
     data = require("murmur.runner").data_dir(opts), modules = modules,
     started = core.format_time(core.now_ms()),
   }
@@ -259,7 +280,7 @@ local query = require("murmur.query")
 local function cmd_query(args)
   local opts, pos = parse_args(args, {
     data = "multi", window = "value", from = "value", to = "value", at = "value",
-    pipeline = "value", json = "flag", top = "value", store = "value",
+    pipeline = "value", json = "flag", top = "value", store = "value", cache = "value",
   })
   if not opts then return usage_error("query", pos) end
   if opts.help then io.write(HELP.query) return EXIT_OK end

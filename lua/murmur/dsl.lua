@@ -161,10 +161,83 @@ function M.file(opts)
 end
 function M.stdin(opts) local s = source("stdin", opts, { batch = true, read_size = true }, 2) return s end
 
+-- librdkafka properties passed through as they are (SASL, TLS, timeouts...).
+local function kafka_properties(loc, what, props)
+  local out = {}
+  if props == nil then return out end
+  if type(props) ~= "table" then fail(loc, "%s: properties must be a table of librdkafka properties", what) end
+  for k, v in pairs(props) do
+    local tv = type(v)
+    if type(k) ~= "string" or (tv ~= "string" and tv ~= "number" and tv ~= "boolean") then
+      fail(loc, "%s: properties must map librdkafka property names to strings, numbers or booleans", what)
+    end
+    out[k] = tostring(v)
+  end
+  return out
+end
+
+-- A Kafka consumer group (doc/kafka.md). brokers, topic(s), group and start
+-- may be left to --kafka-* flags or MURMUR_KAFKA_* variables, which also
+-- override what is given here.
+function M.kafka(opts)
+  local loc = where(2)
+  local s = source("kafka", opts, { brokers = true, topic = true, topics = true, group = true,
+    start = true, batch = true, properties = true }, 2)
+  local o = s.options
+  if o.topic ~= nil and o.topics ~= nil then fail(loc, "murmur.kafka: give topic or topics, not both") end
+  local topics = o.topics or o.topic
+  if type(topics) == "string" then topics = { topics } end
+  if topics ~= nil then
+    if type(topics) ~= "table" or #topics == 0 then fail(loc, "murmur.kafka: topics must be a non-empty list of topic names") end
+    for _, t in ipairs(topics) do
+      if type(t) ~= "string" or t == "" or t:find("[,%s]") then
+        fail(loc, "murmur.kafka: bad topic %s (a name, or a regular expression starting with ^, without commas or spaces)", tostring(t))
+      end
+    end
+    o.topics = table.concat(topics, ",")
+  end
+  o.topic = nil
+  for _, k in ipairs({ "brokers", "group" }) do
+    if o[k] ~= nil and (type(o[k]) ~= "string" or o[k] == "") then fail(loc, "murmur.kafka: %s must be a non-empty string", k) end
+  end
+  if o.start ~= nil and o.start ~= "earliest" and o.start ~= "latest" then
+    fail(loc, "murmur.kafka: start must be \"earliest\" or \"latest\"")
+  end
+  s.properties = kafka_properties(loc, "murmur.kafka", o.properties)
+  o.properties = nil
+  return s
+end
+
+local dead_letter_mt = { __murmur = "dead_letter" }
+
+-- A Kafka topic as a pipeline's dead-letter destination (doc/kafka.md):
+-- dead_letter = murmur.kafka_topic { topic = "events-dlq" }.
+function M.kafka_topic(opts)
+  local loc = where(2)
+  if type(opts) ~= "table" then fail(loc, "murmur.kafka_topic expects a table of options") end
+  check_options(loc, "murmur.kafka_topic", opts, { topic = true, brokers = true, format = true,
+    timeout = true, properties = true })
+  if type(opts.topic) ~= "string" or not opts.topic:match("^[%w._%-]+$") then
+    fail(loc, "murmur.kafka_topic needs a topic name (letters, digits, '.', '_', '-')")
+  end
+  if opts.brokers ~= nil and (type(opts.brokers) ~= "string" or opts.brokers == "") then
+    fail(loc, "murmur.kafka_topic: brokers must be a non-empty string")
+  end
+  if opts.format ~= nil and opts.format ~= "raw" and opts.format ~= "json" then
+    fail(loc, "murmur.kafka_topic: format must be \"raw\" or \"json\"")
+  end
+  local d = { type = "kafka", options = { topic = opts.topic, brokers = opts.brokers, format = opts.format },
+    properties = kafka_properties(loc, "murmur.kafka_topic", opts.properties) }
+  if opts.timeout ~= nil then
+    d.options.timeout = ("%dms"):format(duration(loc, "murmur.kafka_topic timeout", opts.timeout))
+  end
+  return setmetatable(d, dead_letter_mt)
+end
+
 local store_mt = { __murmur = "store" }
 function M.store(kind, opts)
-  if kind ~= "lmdb" and kind ~= "memory" and kind ~= "dynamodb" then
-    fail(where(2), "murmur.store: unknown store '%s' (expected lmdb, memory or dynamodb)", tostring(kind))
+  if kind ~= "lmdb" and kind ~= "memory" and kind ~= "dynamodb" and kind ~= "valkey" then
+    fail(where(2), "murmur.store: unknown store '%s' (expected lmdb, memory, dynamodb or valkey)", tostring(kind))
   end
   return setmetatable({ type = kind, options = opts or {} }, store_mt)
 end
@@ -174,7 +247,7 @@ end
 local PIPELINE_OPTIONS = {
   name = true, description = true, key = true, value = true, monoid = true, window = true,
   time = true, time_unit = true, dedup = true, source = true, sources = true, store = true,
-  flush = true, dead_letter = true, max_record = true,
+  flush = true, dead_letter = true, max_record = true, on_merge = true, on_merge_errors = true,
 }
 
 local function is(v, kind)
@@ -328,18 +401,25 @@ function M.bind(collector)
     parse_dedup(loc, spec, t.dedup)
     parse_flush(loc, spec, t.flush)
     spec.max_record = t.max_record and size(loc, "max_record", t.max_record) or 1048576
-    if t.dead_letter ~= nil and type(t.dead_letter) ~= "string" then
-      fail(loc, "dead_letter must be a file path")
+    if t.dead_letter ~= nil and type(t.dead_letter) ~= "string" and not is(t.dead_letter, "dead_letter") then
+      fail(loc, "dead_letter must be a file path or murmur.kafka_topic{...}")
     end
     spec.dead_letter = t.dead_letter
     local sources = t.sources or (t.source and { t.source }) or { M.input() }
     if type(sources) ~= "table" or #sources == 0 then fail(loc, "sources must be a non-empty list") end
     for i, s in ipairs(sources) do
-      if not is(s, "source") then fail(loc, "source %d must be murmur.input(), murmur.file{} or murmur.stdin()", i) end
+      if not is(s, "source") then fail(loc, "source %d must be murmur.input(), murmur.file{}, murmur.stdin() or murmur.kafka{}", i) end
     end
     spec.sources = sources
     if t.store ~= nil and not is(t.store, "store") then fail(loc, "store must be murmur.store(\"lmdb\"|\"memory\"|\"dynamodb\", {...})") end
     spec.store = t.store
+    if t.on_merge ~= nil and type(t.on_merge) ~= "function" then
+      fail(loc, "on_merge must be a function(entity, delta, bucket)")
+    end
+    if t.on_merge_errors ~= nil and t.on_merge_errors ~= "log" and t.on_merge_errors ~= "fail" then
+      fail(loc, "on_merge_errors must be \"log\" (default) or \"fail\"")
+    end
+    spec.on_merge, spec.on_merge_errors = t.on_merge, t.on_merge_errors or "log"
     spec.compat = compat_of(spec)
     collector.pipelines[#collector.pipelines + 1] = spec
     collector.by_name[spec.name] = spec

@@ -85,12 +85,14 @@ function M.run(target, entity, opts)
   local stores, meta = {}, nil
   local function close_all() for _, s in ipairs(stores) do s:close() end end
   for _, dir in ipairs(dirs) do
-    local st, serr
-    if kind == "lmdb" then
-      st, serr = core.store_open("lmdb", { path = dir .. "/store" }, true)
-    else
-      st, serr = core.store_open(kind, script_store and script_store.type == kind and script_store.options or {}, true)
+    local skind, sopts = "lmdb", { path = dir .. "/store" }
+    if kind ~= "lmdb" then
+      skind, sopts = kind, script_store and script_store.type == kind and script_store.options or {}
     end
+    -- With a cache (--cache or MURMUR_VALKEY_URL), reads go through Valkey
+    -- first; its entries belong to one store, so not when merging several.
+    if #dirs == 1 then skind, sopts = require("murmur.runner").cache_wrap(skind, sopts, opts.cache) end
+    local st, serr = core.store_open(skind, sopts, true)
     if not st then close_all() return nil, ("%s: %s"):format(dir, serr), 1 end
     stores[#stores + 1] = st
     local raw = st:meta(name)
@@ -109,6 +111,15 @@ function M.run(target, entity, opts)
   end
   local buckets, window = buckets_for(meta, opts)
   if not buckets then close_all() return nil, window, EXIT_USAGE end
+  -- An HLL window the cache holds entirely is one PFCOUNT over its buckets.
+  if meta.monoid.name == "hll" and #stores == 1 then
+    local card, nonempty = stores[1]:count(name, meta.monoid, entity, buckets)
+    if card then
+      close_all()
+      return { pipeline = name, entity = entity, monoid = "hll", window = window,
+        found = nonempty > 0, buckets_found = nonempty, result = { cardinality = card } }
+    end
+  end
   local acc = assert(core.state(meta.monoid))
   local found = 0
   for _, st in ipairs(stores) do

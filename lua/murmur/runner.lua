@@ -2,8 +2,10 @@
 --
 -- Configuration precedence for what a script leaves to its deployment:
 -- command-line flags, then environment variables (MURMUR_DATA, MURMUR_INPUT,
--- MURMUR_STORE), then defaults. murmur.input() sources read --input / MURMUR_INPUT
--- (a file path, or "-" for stdin) and follow it when --follow is given.
+-- MURMUR_STORE, MURMUR_KAFKA_*), then defaults. murmur.input() sources read
+-- Kafka when Kafka brokers are configured (--kafka-brokers, MURMUR_KAFKA_BROKERS),
+-- else --input / MURMUR_INPUT (a file path, or "-" for stdin), followed when
+-- --follow is given.
 local core = require("murmur.core")
 local runtime = require("murmur.runtime")
 
@@ -15,12 +17,68 @@ function M.data_dir(opts)
   return opts.data or os.getenv("MURMUR_DATA") or M.DEFAULT_DATA
 end
 
--- Resolves a spec's source into (backend, options table).
+-- Kafka settings from the command line, then the environment (doc/kafka.md):
+-- --kafka-brokers, --kafka-topic, --kafka-group, --kafka-start and
+-- -X key=value (librdkafka properties), or MURMUR_KAFKA_BROKERS, _TOPIC,
+-- _GROUP, _START and _PROPERTIES ("key=value;key=value"). Returns the
+-- settings table or nil, message.
+function M.kafka_settings(opts)
+  opts = opts or {}
+  local k = {
+    brokers = opts.kafka_brokers or os.getenv("MURMUR_KAFKA_BROKERS"),
+    topics = opts.kafka_topic or os.getenv("MURMUR_KAFKA_TOPIC"),
+    group = opts.kafka_group or os.getenv("MURMUR_KAFKA_GROUP"),
+    start = opts.kafka_start or os.getenv("MURMUR_KAFKA_START"),
+    properties = {},
+  }
+  local pairs_given = {}
+  for kv in (os.getenv("MURMUR_KAFKA_PROPERTIES") or ""):gmatch("[^;]+") do pairs_given[#pairs_given + 1] = kv end
+  for _, kv in ipairs(opts.kafka_property or {}) do pairs_given[#pairs_given + 1] = kv end
+  for _, kv in ipairs(pairs_given) do
+    local key, value = kv:match("^%s*([^=%s]+)%s*=(.*)$")
+    if not key then return nil, ("Kafka property '%s' is not key=value"):format(kv) end
+    k.properties[key] = value
+  end
+  if k.start and k.start ~= "earliest" and k.start ~= "latest" then
+    return nil, ("Kafka start must be earliest or latest, got '%s'"):format(k.start)
+  end
+  return k
+end
+
+-- The kafka source's options: the script's, overridden by flags/environment.
+local function kafka_options(src, opts)
+  local k, err = M.kafka_settings(opts)
+  if not k then return nil, err end
+  local o = { batch = src.options.batch, brokers = src.options.brokers, topics = src.options.topics,
+    group = src.options.group, start = src.options.start }
+  for _, name in ipairs({ "brokers", "topics", "group", "start" }) do o[name] = k[name] or o[name] end
+  o.group = o.group or "murmur"
+  -- --once: the input ends when every assigned partition is read to its end.
+  if opts.once then o.eof = "true" end
+  if not o.brokers then return nil, "Kafka needs brokers (brokers=, --kafka-brokers or MURMUR_KAFKA_BROKERS)" end
+  if not o.topics then return nil, "Kafka needs a topic (topic=, --kafka-topic or MURMUR_KAFKA_TOPIC)" end
+  for key, v in pairs(src.properties or {}) do o["rdkafka." .. key] = v end
+  for key, v in pairs(k.properties) do o["rdkafka." .. key] = v end
+  return "kafka", o
+end
+
+-- Resolves a spec's source into (backend, options table), or nil, message.
 local function source_config(src, opts)
+  if src.type == "kafka" then return kafka_options(src, opts) end
   if src.type ~= "input" then
     local o = {}
     for k, v in pairs(src.options) do o[k] = v end
     return src.type, o
+  end
+  -- murmur.input() reads Kafka when Kafka brokers are configured; a flag
+  -- beats the environment, and two inputs at the same level are an error.
+  local kafka_flag, kafka_env = opts.kafka_brokers ~= nil, os.getenv("MURMUR_KAFKA_BROKERS") ~= nil
+  if kafka_flag and opts.input then return nil, "both --input and --kafka-brokers given" end
+  if kafka_env and not kafka_flag and not opts.input and os.getenv("MURMUR_INPUT") then
+    return nil, "both MURMUR_INPUT and MURMUR_KAFKA_BROKERS are set"
+  end
+  if kafka_flag or (kafka_env and not opts.input) then
+    return kafka_options({ options = { batch = src.options.batch } }, opts)
   end
   local input = opts.input or os.getenv("MURMUR_INPUT") or "-"
   local o = { batch = src.options.batch }
@@ -56,11 +114,54 @@ local function store_config(specs, opts, data)
   end
   kind = kind or "lmdb"
   if kind == "lmdb" then options.path = options.path or (data .. "/store") end
-  return kind, options
+  if kind == "valkey" and (options.backing or "lmdb") == "lmdb" then
+    options["backing.path"] = options["backing.path"] or (data .. "/store")
+  end
+  return M.cache_wrap(kind, options, opts.cache)
 end
 
--- The engine's definition table for a spec.
-function M.cfg_of(spec, data)
+-- With a cache URL (--cache, else MURMUR_VALKEY_URL) a store is wrapped in the
+-- Valkey cache layer: (kind, options) become ("valkey", { backing = kind,
+-- url = URL, ["backing.<option>"] = ... }); MURMUR_VALKEY_PREFIX names its
+-- keys. Every writer and reader of a store must use the same cache
+-- (doc/valkey.md).
+function M.cache_wrap(kind, options, url)
+  url = url or os.getenv("MURMUR_VALKEY_URL")
+  if kind == "valkey" then
+    options.url = options.url or url
+    options.prefix = options.prefix or os.getenv("MURMUR_VALKEY_PREFIX")
+    return kind, options
+  end
+  if url == nil or url == "" then return kind, options end
+  local o = { backing = kind, url = url, prefix = os.getenv("MURMUR_VALKEY_PREFIX") }
+  for k, v in pairs(options) do o["backing." .. k] = v end
+  return "valkey", o
+end
+
+-- The dead-letter destination of a spec: (backend, options).
+local function dead_letter_config(spec, data, opts)
+  local d = spec.dead_letter
+  if type(d) ~= "table" then
+    return "file", { path = d or (data .. "/dead-letter/" .. spec.name .. ".jsonl") }
+  end
+  local k = M.kafka_settings(opts) or { properties = {} }
+  local o = { topic = d.options.topic, format = d.options.format, timeout = d.options.timeout }
+  o.brokers = d.options.brokers or k.brokers
+  for _, src in ipairs(spec.sources) do
+    if src.type == "kafka" then o.brokers = o.brokers or src.options.brokers end
+  end
+  -- The consumer's connection settings (TLS, SASL) apply to the producer too.
+  for key, v in pairs(k.properties) do
+    if key:match("^security%.") or key:match("^sasl%.") or key:match("^ssl[%._]") then o["rdkafka." .. key] = v end
+  end
+  for key, v in pairs(d.properties) do o["rdkafka." .. key] = v end
+  return "kafka", o
+end
+
+-- The engine's definition table for a spec (opts: the command-line options,
+-- for Kafka settings; the environment is used without them).
+function M.cfg_of(spec, data, opts)
+  local dl_type, dl_options = dead_letter_config(spec, data, opts)
   return {
     name = spec.name, monoid = spec.monoid, key_kind = spec.key_kind, keys = spec.keys,
     value_kind = spec.value_kind, value_field = spec.value_field, value_const = spec.value_const,
@@ -69,9 +170,8 @@ function M.cfg_of(spec, data)
     id_kind = spec.id_kind, id_field = spec.id_field, dedup_ttl_ms = spec.dedup_ttl_ms,
     max_record = spec.max_record, flush_events = spec.flush_events,
     flush_keys = spec.flush_keys, flush_interval_ms = spec.flush_interval_ms,
-    dead_letter_type = "file",
-    dead_letter_options = { path = spec.dead_letter or (data .. "/dead-letter/" .. spec.name .. ".jsonl") },
-    compat = spec.compat, meta = meta_of(spec),
+    dead_letter_type = dl_type, dead_letter_options = dl_options,
+    compat = spec.compat, meta = meta_of(spec), on_merge = spec.on_merge ~= nil,
   }
 end
 
@@ -84,10 +184,35 @@ end
 function M.attach(engine, spec, opts)
   for _, src in ipairs(spec.sources) do
     local backend, o = source_config(src, opts)
+    if not backend then return nil, ("%s: source: %s"):format(spec.where, o) end
     local ok, serr = engine:attach(spec.ptr, backend, o)
     if not ok then return nil, ("%s: source: %s"):format(spec.where, serr) end
   end
   return true
+end
+
+-- On-merge hooks run after a flush is durable, once per merged (entity,
+-- bucket): hook(entity, delta, bucket) with the delta as query output shows it.
+-- An error is logged and counted; with on_merge_errors = "fail" it also stops
+-- the engine with exit code 1 (the merge is kept: it is already durable).
+function M.merged_handler(engine, hook_specs)
+  local hook_errors = 0
+  return function(ptr, items)
+    local spec = hook_specs[ptr]
+    if not spec then return end
+    for _, it in ipairs(items) do
+      local delta = it[3] and core.json_decode(it[3])
+      local ok, err = pcall(spec.on_merge, it[1], delta, it[2])
+      if not ok then
+        hook_errors = hook_errors + 1
+        core.log("error", spec.name, ("on_merge hook failed for '%s' (bucket %d): %s"):format(it[1], it[2], tostring(err)))
+        if spec.on_merge_errors == "fail" then
+          engine:stop(1)
+          return
+        end
+      end
+    end
+  end, function() return hook_errors end
 end
 
 -- Builds the engine. Returns engine, lua_specs (pipeline pointer -> spec, the
@@ -98,17 +223,18 @@ function M.build(specs, opts)
   if not ok then return nil, merr end
   local kind, store_opts = store_config(specs, opts, data)
   if not kind then return nil, store_opts end
-  local engine, err = core.engine_open({ store = kind, store_options = store_opts, data = data })
+  local engine, err = core.engine_open({ store = kind, store_options = store_opts })
   if not engine then return nil, err end
-  local lua_specs = {}
+  local lua_specs, hook_specs = {}, {}
   for _, spec in ipairs(specs) do
-    local p, perr = engine:add_pipeline(M.cfg_of(spec, data))
+    local p, perr = engine:add_pipeline(M.cfg_of(spec, data, opts))
     if not p then
       engine:close()
       return nil, ("%s: %s"):format(spec.where, perr)
     end
     spec.ptr = p
     if M.uses_lua(spec) then lua_specs[p] = spec end
+    if spec.on_merge then hook_specs[p] = spec end
     local aok, aerr = M.attach(engine, spec, opts)
     if not aok then
       engine:close()
@@ -116,7 +242,8 @@ function M.build(specs, opts)
     end
   end
   engine:on_batch(runtime.handler(lua_specs))
-  return engine, lua_specs
+  engine:on_merged(M.merged_handler(engine, hook_specs))
+  return engine, lua_specs, hook_specs
 end
 
 return M

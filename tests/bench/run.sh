@@ -11,3 +11,16 @@ trap 'rm -rf "$dir"' EXIT
 echo "bench: $EVENTS Zipf(1.1) events over 100000 entities, $(wc -c <"$dir/events.jsonl") bytes ($(wc -c <"$dir/events-with-ids.jsonl") with event ids), $(nproc) cores"
 echo "each case: murmur run --once from a file into a fresh LMDB store (fsync'd commits); events/s is wall clock"
 MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/bench.lua "$dir" "$EVENTS"
+if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+	echo "valkey: a private redis-server on 127.0.0.1; read latency per call as murmur query issues it, warm"
+	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/valkey.lua "$dir" "$dir/events.jsonl"
+fi
+if command -v kcat >/dev/null 2>&1; then
+	echo "kafka: librdkafka's mock cluster (1 broker, its own process) fed by kcat (zstd); one worker, recently_interacted, LMDB"
+	MURMUR="$BUILD/murmur" BUILD="$BUILD" "$BUILD"/murmur lua tests/bench/kafka.lua "$dir" "$dir/events.jsonl"
+fi
+if command -v node >/dev/null 2>&1 && [ -f tests/node/node_modules/dynalite/package.json ]; then
+	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/dynamodb.lua "$dir" "$EVENTS"
+else
+	echo "dynamodb: skipped (node or tests/node/node_modules missing: make deps)"
+fi

@@ -4,7 +4,7 @@
 #   BUILD=build/fuzz FUZZ_SECONDS=20 sh tests/fuzz/run.sh tests/fuzz/fuzz_*.c
 #
 # The targets link only the engine's pure layers (engine/lib, engine/monoid,
-# engine/codec: no libuv, no Lua, no LMDB), compiled here with clang and
+# engine/codec, engine/aws: no libuv, no Lua, no LMDB), compiled here with clang and
 # coverage instrumentation into $BUILD. Each target starts from a scratch
 # copy of its seed corpus tests/fuzz/corpus/<name>/ because libFuzzer adds
 # the inputs it finds to the first corpus directory it is given, and the
@@ -33,7 +33,7 @@ CFLAGS="-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -
 mkdir -p "$BUILD/obj" "$BUILD/artifacts"
 lib="$BUILD/libmurmur_pure.a"
 objs=
-for src in $(find engine/lib engine/monoid engine/codec -name '*.c' | sort); do
+for src in $(find engine/lib engine/monoid engine/codec engine/aws -name '*.c' | sort); do
 	obj="$BUILD/obj/$(echo "$src" | tr / _ | sed 's/\.c$/.o/')"
 	# fuzzer-no-link: coverage instrumentation without libFuzzer's main.
 	# Always rebuilt: a dozen files at -O1 take seconds, and no stale

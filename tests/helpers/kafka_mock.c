@@ -31,11 +31,11 @@
  * without the RD_KAFKA_RESP_ERR_ prefix (NOT_COORDINATOR, _TRANSPORT for a
  * disconnect, ...) or its number.
  */
-#include <strings.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>

@@ -51,13 +51,23 @@ typedef struct tk {
 	uint8_t pos[4096];
 	size_t pos_len;
 	int err, closed, paused, pauses, bad, pause_every;
+	size_t long_pause_at;   /* this batch's pause lasts 400 ms */
+	int long_paused, saw_fetch_paused;
 	char detail[512];
 } tk_t;
 
 static void tk_resume_cb(uv_timer_t *h)
 {
 	tk_t *t = h->data;
+	mm_buf_t st = {0};
 
+	if (t->long_paused) {
+		/* Past pause_after: the partitions are paused in librdkafka. */
+		t->long_paused = 0;
+		if (t->vt->status(t->src, &st) == 0 && mm_buf_append(&st, "", 1) == 0)
+			t->saw_fetch_paused = strstr((char *)st.p, "\"fetch_paused\":true") != NULL;
+		mm_buf_free(&st);
+	}
 	t->paused = 0;
 	t->vt->resume(t->src);
 }
@@ -104,7 +114,8 @@ static void tk_deliver(void *ctx, mm_batch_t *b)
 		t->vt->pause(t->src);
 		t->paused = 1;
 		t->pauses++;
-		uv_timer_start(&t->resumer, tk_resume_cb, 5, 0);
+		t->long_paused = t->nbatch == t->long_pause_at;
+		uv_timer_start(&t->resumer, tk_resume_cb, t->long_paused ? 400 : 5, 0);
 	}
 }
 
@@ -326,12 +337,14 @@ static void fill_t1(void)
 /* ---- tests ---- */
 
 /* Every record once, in order per partition, with its identity, time and
- * size handling; pause/resume from inside deliver(); ack commits. */
+ * size handling; short pauses and one long enough to pause the partitions in
+ * librdkafka, from inside deliver(); ack commits. */
 TEST(consume_pause_ack_commit)
 {
-	static const char *const opts[] = {"brokers=", "topics=t1", "group=g1", "batch=500", NULL};
+	static const char *const opts[] = {"brokers=", "topics=t1", "group=g1", "batch=500",
+					   "pause_after=100ms", NULL};
 	char brokers[256];
-	const char *o[5];
+	const char *o[6];
 	int64_t next[NPART], committed[NPART];
 	size_t total = (size_t)NPART * PER_PART;
 	mm_buf_t status = {0};
@@ -342,6 +355,7 @@ TEST(consume_pause_ack_commit)
 	o[0] = brokers;
 	tk_init(&t);
 	t.pause_every = 3;
+	t.long_pause_at = 9;
 	REQUIRE(tk_open(&t, o) == 0);
 	t.src->max_record = 1000;
 	REQUIRE(t.vt->start(t.src, NULL, 0) == 0);
@@ -350,6 +364,7 @@ TEST(consume_pause_ack_commit)
 	CHECK_EQ_INT(t.nrec, total);
 	CHECK_EQ_INT(t.bad, 0);
 	CHECK(t.pauses > 3);
+	CHECK(t.saw_fetch_paused);
 	for (int p = 0; p < NPART; p++)
 		next[p] = 0;
 	for (size_t i = 0; i < t.nrec; i++) {
@@ -390,8 +405,8 @@ TEST(consume_pause_ack_commit)
 	REQUIRE(t.vt->status(t.src, &status) == 0);
 	REQUIRE(mm_buf_append(&status, "", 1) == 0);
 	CHECK(strstr((char *)status.p, "\"topic\":\"t1\",\"partition\":3,\"state\":\"assigned\","
-				       "\"position\":5000,\"high_watermark\":5000,\"lag\":0,"
-				       "\"committed\":5000") != NULL);
+				       "\"fetch_paused\":false,\"position\":5000,"
+				       "\"high_watermark\":5000,\"lag\":0,\"committed\":5000") != NULL);
 	mm_buf_free(&status);
 	CHECK_EQ_INT(tk_finish(&t), 0);
 }
