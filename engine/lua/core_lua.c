@@ -175,6 +175,22 @@ struct lua_handle {
 	lua_handle_t *next;
 };
 
+/* Pushes the bytes a synchronous store read produced: the string, nil when
+ * absent (MM_ENOTFOUND), or the failure triple. Frees b. */
+static int push_store_bytes(lua_State *L, int rc, mm_buf_t *b)
+{
+	if (rc) {
+		mm_buf_free(b);
+		if (rc != MM_ENOTFOUND)
+			return push_diag(L, rc);
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_pushlstring(L, (const char *)b->p, b->len);
+	mm_buf_free(b);
+	return 1;
+}
+
 static void engine_close_handles(void *ud);
 
 static lua_engine_t *check_engine(lua_State *L)
@@ -673,15 +689,7 @@ static int l_engine_meta(lua_State *L)
 	mm_buf_t b = {0};
 	int rc = mm_store_get_meta(e->ctx->st, luaL_checkstring(L, 2), &b);
 
-	if (rc == MM_ENOTFOUND) {
-		lua_pushnil(L);
-		return 1;
-	}
-	if (rc)
-		return push_diag(L, rc);
-	lua_pushlstring(L, (const char *)b.p, b.len);
-	mm_buf_free(&b);
-	return 1;
+	return push_store_bytes(L, rc, &b);
 }
 
 static int l_engine_close_idle_sources(lua_State *L)
@@ -1022,15 +1030,7 @@ static int l_store_meta(lua_State *L)
 	mm_buf_t b = {0};
 	int rc = mm_store_get_meta(s->st, luaL_checkstring(L, 2), &b);
 
-	if (rc == MM_ENOTFOUND) {
-		lua_pushnil(L);
-		return 1;
-	}
-	if (rc)
-		return push_diag(L, rc);
-	lua_pushlstring(L, (const char *)b.p, b.len);
-	mm_buf_free(&b);
-	return 1;
+	return push_store_bytes(L, rc, &b);
 }
 
 static int l_store_list(lua_State *L)
@@ -1059,15 +1059,7 @@ static int l_store_position(lua_State *L)
 	mm_buf_t b = {0};
 	int rc = mm_store_get_position(s->st, luaL_checkstring(L, 2), &b);
 
-	if (rc == MM_ENOTFOUND) {
-		lua_pushnil(L);
-		return 1;
-	}
-	if (rc)
-		return push_diag(L, rc);
-	lua_pushlstring(L, (const char *)b.p, b.len);
-	mm_buf_free(&b);
-	return 1;
+	return push_store_bytes(L, rc, &b);
 }
 
 static int l_store_close(lua_State *L)
