@@ -896,6 +896,8 @@ static void mm_ksrc_assign_apply(mm_ksrc_t *ks, mm_krebal_t *op)
 		kp->state = MM_KP_ACTIVE;
 		kp->fetch_paused = 0;
 		kp->at_eof = 0;
+		/* librdkafka starts the partition with no stored offset. */
+		kp->stored_sent = -1;
 		kp->next = e->offset >= 0 ? e->offset : -1;
 	}
 	/* New partitions of a paused or stopped source must not be fetched. */
@@ -1025,6 +1027,7 @@ static void mm_ksrc_unassign(mm_ksrc_t *ks)
 		if (kp) {
 			kp->state = MM_KP_IDLE;
 			kp->fetch_paused = 0;
+			kp->stored_sent = -1;
 		}
 	}
 	if (!ks->cooperative)
@@ -1732,7 +1735,7 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 			    ks->commit_failures, ks->errors);
 	for (size_t i = 0; i < ks->nparts && rc == 0; i++) {
 		mm_kpart_t *kp = &ks->parts[i];
-		int64_t lo = -1, hi = -1;
+		int64_t lo = -1, hi = -1, lag;
 
 		if (kp->state == MM_KP_IDLE && kp->records == 0)
 			continue;
@@ -1740,6 +1743,9 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 		mm_ksrc_rate(kp, now);
 		if (ks->rk)
 			rd_kafka_get_watermark_offsets(ks->rk, kp->topic, kp->partition, &lo, &hi);
+		/* Nothing read since the assignment: known only for an empty
+		 * partition. */
+		lag = hi < 0 ? -1 : kp->next >= 0 ? hi - kp->next : hi == 0 ? 0 : -1;
 		rc |= mm_buf_printf(out, "%s{\"topic\":", first ? "" : ",");
 		rc |= mm_json_quote(kp->topic, strlen(kp->topic), out);
 		rc |= mm_buf_printf(out, ",\"partition\":%d,\"state\":\"%s\","
@@ -1748,8 +1754,7 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 				    ",\"durable\":%" PRId64 ",\"records\":%" PRIu64
 				    ",\"records_per_s\":%.1f}",
 				    (int)kp->partition, states[kp->state],
-				    kp->fetch_paused ? "true" : "false", kp->next, hi,
-				    hi >= 0 && kp->next >= 0 ? hi - kp->next : -1,
+				    kp->fetch_paused ? "true" : "false", kp->next, hi, lag,
 				    kp->committed, mm_ksrc_part_durable(kp), kp->records, kp->rate);
 		first = 0;
 	}

@@ -64,8 +64,11 @@ local function stop_mock()
   os.execute(("kill -9 $(cat %s/kafka.pid) 2>/dev/null"):format(dir))
 end
 
+-- Keyed by line number: the partitions fill evenly (the mock keeps only the
+-- last 5 MB of each).
 local function produce(topic, file)
-  sh(("kcat -P -b %s -t %s -p -1 -X compression.codec=zstd -X linger.ms=20 -l %s"):format(bs, topic, file))
+  sh(("awk '{print NR \"\\t\" $0}' %s | kcat -P -b %s -t %s -K '\\t' -X compression.codec=zstd -X linger.ms=20")
+    :format(file, bs, topic))
 end
 
 local function log_ms(line)

@@ -16,7 +16,7 @@ if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>
 	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/valkey.lua "$dir" "$dir/events.jsonl"
 fi
 if command -v kcat >/dev/null 2>&1; then
-	echo "kafka: librdkafka's mock cluster (1 broker, its own process) fed by kcat (zstd); one worker, recently_interacted, LMDB"
+	echo "kafka: librdkafka's mock cluster (1 broker, its own process) fed by kcat (zstd, keyed); one worker, recently_interacted, LMDB"
 	MURMUR="$BUILD/murmur" BUILD="$BUILD" "$BUILD"/murmur lua tests/bench/kafka.lua "$dir" "$dir/events.jsonl"
 fi
 if command -v node >/dev/null 2>&1 && [ -f tests/node/node_modules/dynalite/package.json ]; then

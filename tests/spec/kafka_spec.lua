@@ -15,16 +15,21 @@ local TIMEOUTS = { "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms
   "-X", "max.poll.interval.ms=10000" }
 
 local dir, mock
+local workers = {} -- spawned and not yet stopped, killed after each spec
 
 -- ---- the broker ----------------------------------------------------------
 
-local function wait_for(what, seconds, pred)
+local status_of -- defined below; named in timeout messages
+
+local function wait_for(what, seconds, pred, datas)
   for _ = 1, math.floor(seconds * 10) do
     local v = pred()
     if v then return v end
     S.sleep(0.1)
   end
-  error("timed out after " .. seconds .. " s waiting for " .. what, 2)
+  local diag = {}
+  for _, d in ipairs(datas or {}) do diag[#diag + 1] = d .. ": " .. core.json_encode(status_of(d) or {}) end
+  error("timed out after " .. seconds .. " s waiting for " .. what .. "\n" .. table.concat(diag, "\n"), 2)
 end
 
 local function mock_start(nbrokers)
@@ -61,11 +66,29 @@ local function mock_stop()
   mock = nil
 end
 
--- Produces a JSON Lines file to a topic with kcat, zstd-compressed.
+-- Produces a JSON Lines file to a topic with kcat, zstd-compressed, keyed
+-- by line number so the partitions fill evenly (unkeyed batches go to one
+-- partition at a time, and an overfull one loses its oldest records in the
+-- mock).
 local function produce(topic, file)
-  local code, _, err = S.exec(("kcat -P -b %s -t %s -p -1 -X compression.codec=zstd -X linger.ms=20 -l %s")
-    :format(mock.bs, topic, S.quote(file)))
+  local code, _, err = S.exec(("awk '{print NR \"\\t\" $0}' %s | kcat -P -b %s -t %s -K '\\t' "
+    .. "-X compression.codec=zstd -X linger.ms=20"):format(S.quote(file), mock.bs, topic))
   assert.are.equal(0, code, err)
+end
+
+-- The topic holds all n records, from offset 0 (the mock dropped nothing).
+local function assert_retained(topic, nparts, n)
+  local q = {}
+  for p = 0, nparts - 1 do q[#q + 1] = ("-t %s:%d:-2 -t %s:%d:-1"):format(topic, p, topic, p) end
+  local code, out, err = S.exec(("kcat -Q -b %s %s"):format(mock.bs, table.concat(q, " ")))
+  assert.are.equal(0, code, err)
+  local sum = 0
+  for line in out:gmatch("[^\n]+") do
+    local off = tonumber(line:match("offset (%d+)"))
+    sum = sum + off
+  end
+  -- Beginning offsets (all 0) and end offsets, summed.
+  assert.are.equal(n, sum, out)
 end
 
 -- ---- inputs and exact answers ----------------------------------------------
@@ -134,12 +157,14 @@ local function start_worker(data, topic, group, scripts, extra, env)
   local log = data .. ".log." .. tostring(os.time()) .. math.random(1000000)
   local h = S.spawn(cmd, log)
   h.log, h.data = log, data
+  workers[h] = true
   return h
 end
 
 local function stop_worker(h, sig)
   S.kill(h, sig or "TERM")
   local code = S.wait_exit(h, 60)
+  workers[h] = nil
   assert.is_not_nil(code, "worker did not exit: " .. (S.read_file(h.log) or ""))
   return code
 end
@@ -153,6 +178,7 @@ local function kafka_status(data)
     if id:match("^kafka:") and src.status then return src.status end
   end
 end
+status_of = kafka_status
 
 -- True when the workers' assigned partitions together were read up to
 -- `total` records and every one of them is committed there.
@@ -163,12 +189,24 @@ local function caught_up(datas, total)
     if not st then return false end
     for _, p in ipairs(st.partitions) do
       if p.state == "assigned" then
-        if p.committed ~= p.position or p.lag ~= 0 then return false end
-        sum = sum + p.position
+        if p.lag ~= 0 then return false end
+        -- Position -1: nothing read since the assignment, an empty partition.
+        if p.position >= 0 then
+          if p.committed ~= p.position then return false end
+          sum = sum + p.position
+        end
       end
     end
   end
   return sum == total
+end
+
+-- True when the worker in data has read a record (kcat's partitioner fills
+-- some partitions and leaves others empty).
+local function reads(data)
+  local st = kafka_status(data)
+  for _, p in ipairs(st and st.partitions or {}) do if p.records > 0 then return true end end
+  return false
 end
 
 -- True when two workers own all 6 partitions between them, both some.
@@ -228,6 +266,16 @@ describe("#kafka source", function()
     mock_cmd("topic events 6")
     big = events(dir .. "/events.jsonl", 1000000, 7)
     produce("events", big.path)
+    assert_retained("events", 6, big.n)
+  end)
+
+  -- A failed spec leaves its workers running: stop them before the next.
+  after_each(function()
+    for h in pairs(workers) do
+      S.kill(h, "KILL")
+      S.wait_exit(h, 5)
+    end
+    workers = {}
   end)
 
   teardown(function()
@@ -269,10 +317,7 @@ describe("#kafka source", function()
     local data, script = dir .. "/b", count_script()
     local w = start_worker(data, "b", "gb", { script })
     produce("b", chunks[1])
-    wait_for("the worker to read", 60, function()
-      local st = kafka_status(data)
-      return st and #st.partitions > 0 and st.partitions[1].records > 0
-    end)
+    wait_for("the worker to read", 60, function() return reads(data) end)
     -- Killed while records keep coming.
     produce("b", chunks[2])
     produce("b", chunks[3])
@@ -299,25 +344,18 @@ describe("#kafka source", function()
     wait_for("both workers to be assigned", 60, function() return split_between(d1, d2) end)
     produce("c", chunks[1])
     produce("c", chunks[2])
-    wait_for("both workers to read", 60, function()
-      local a, b = kafka_status(d1), kafka_status(d2)
-      local function reads(st)
-        if not st then return false end
-        for _, p in ipairs(st.partitions) do if p.records > 0 then return true end end
-      end
-      return reads(a) and reads(b)
-    end)
+    wait_for("both workers to read", 60, function() return reads(d1) and reads(d2) end)
     -- Leave while records keep coming.
     S.kill(w2, "TERM")
     produce("c", chunks[3])
     assert.are.equal(0, stop_worker(w2))
     produce("c", chunks[4])
-    wait_for("the remaining worker to catch up", 90, function() return caught_up({ d1 }, 4 * per) end)
+    wait_for("the remaining worker to catch up", 90, function() return caught_up({ d1 }, 4 * per) end, { d1 })
     w2 = start_worker(d2, "c", "gc", { script })
     wait_for("the worker to rejoin", 60, function() return split_between(d1, d2) end)
     produce("c", chunks[5])
     produce("c", chunks[6])
-    wait_for("both workers to catch up", 90, function() return caught_up({ d1, d2 }, ev.n) end)
+    wait_for("both workers to catch up", 90, function() return caught_up({ d1, d2 }, ev.n) end, { d1, d2 })
     assert.are.equal(0, stop_worker(w1))
     assert.are.equal(0, stop_worker(w2))
     assert_exact({ d1, d2 }, ev)
@@ -344,12 +382,12 @@ describe("#kafka source", function()
       return n == 6
     end)
     produce("d", chunks[4])
-    wait_for("the survivor to catch up", 90, function() return caught_up({ d1 }, 4 * per) end)
+    wait_for("the survivor to catch up", 90, function() return caught_up({ d1 }, 4 * per) end, { d1 })
     w2 = start_worker(d2, "d", "gd", { script })
     wait_for("the worker to rejoin", 60, function() return split_between(d1, d2) end)
     produce("d", chunks[5])
     produce("d", chunks[6])
-    wait_for("both workers to catch up", 120, function() return caught_up({ d1, d2 }, ev.n) end)
+    wait_for("both workers to catch up", 120, function() return caught_up({ d1, d2 }, ev.n) end, { d1, d2 })
     assert.are.equal(0, stop_worker(w1))
     assert.are.equal(0, stop_worker(w2))
     local total, pages = counts({ d1, d2 }, ev)
@@ -375,19 +413,20 @@ describe("#kafka source", function()
     local data, script = dir .. "/e", count_script()
     local w = start_worker(data, "e", "ge", { script })
     produce("e", chunks[1])
-    wait_for("the worker to read", 60, function()
-      local st = kafka_status(data)
-      return st and #st.partitions > 0 and st.partitions[1].records > 0
-    end)
+    wait_for("the worker to read", 60, function() return reads(data) end)
     mock_cmd("errors Fetch NOT_LEADER_FOR_PARTITION _TRANSPORT UNKNOWN_TOPIC_OR_PART _TRANSPORT")
     produce("e", chunks[2])
     -- librdkafka retries the coordinator errors itself; the last one reaches
     -- the source, which retries the commit.
     mock_cmd("errors OffsetCommit NOT_COORDINATOR REQUEST_TIMED_OUT _TRANSPORT OFFSET_METADATA_TOO_LARGE")
-    produce("e", chunks[3])
+    -- In pieces, so that enough flushes (and commits) meet the errors.
+    for _, piece in ipairs(split({ path = chunks[3], n = 50000 }, 5)) do
+      produce("e", piece)
+      S.sleep(0.7)
+    end
     mock_cmd("coordinator group ge 2")
     produce("e", chunks[4])
-    wait_for("the worker to catch up", 90, function() return caught_up({ data }, ev.n) end)
+    wait_for("the worker to catch up", 90, function() return caught_up({ data }, ev.n) end, { data })
     local st = kafka_status(data)
     assert.is_true(st.commit_failures > 0, "no commit failure reached the source")
     assert.are.equal(0, stop_worker(w))
