@@ -234,7 +234,7 @@ function Reloader:apply(specs)
   end
   for _, s in ipairs(specs) do
     local old = self.by_name[s.name]
-    local cfg = runner.cfg_of(s, inst.data)
+    local cfg = runner.cfg_of(s, inst.data, inst.opts)
     local ok, err
     if old then
       ok, err = engine:update_pipeline(old.ptr, cfg)
