@@ -11,6 +11,7 @@
 
 #include "../lib/error.h"
 #include "../monoid/window.h"
+#include "claims.h"
 #include "log.h"
 #include "progress.h"
 
@@ -27,6 +28,9 @@ struct mm_flush_job {
 	uint64_t started_ns;
 	uint64_t records;        /* accepted records covered by this flush */
 	int attempts;
+	int claimed;             /* the claim round is over, or none was needed */
+	int built;               /* f holds the flush (after the claim round, if any) */
+	mm_claim_round_t *round; /* claims of the held records, or NULL */
 	mm_flush_waiter_t *waiters; /* told when this flush is durable */
 };
 
@@ -326,13 +330,12 @@ static void waiters_notify(mm_flush_waiter_t *w, int status)
 	}
 }
 
+static void job_unbuild(struct mm_flush_job *job);
+
 static void job_free(struct mm_flush_job *job)
 {
-	free(job->f.delta_done);
-	free(job->f.mark_done);
-	free(job->f.deltas);
-	free(job->f.marks);
-	free(job->f.purges);
+	mm_claim_round_free(job->round);
+	job_unbuild(job);
 	free(job->f.positions);
 	free(job->pos_src);
 	mm_buf_free(&job->posdata);
@@ -340,12 +343,23 @@ static void job_free(struct mm_flush_job *job)
 }
 
 static void on_flush_done(void *arg, int status, const char *detail);
+static int job_build(mm_engine_t *ctx, struct mm_flush_job *job);
+static void on_claims_done(void *arg);
 
 static void flush_submit(mm_engine_t *ctx)
 {
 	struct mm_flush_job *job = ctx->job;
 	int rc = 0;
 
+	if (!job->built) {
+		if (job_build(ctx, job) != 0) {
+			/* The generation stays with the job: retry building later. */
+			job_unbuild(job);
+			on_flush_done(job, MM_ENOMEM, mm_diag_msg());
+			return;
+		}
+		job->built = 1;
+	}
 	job->attempts++;
 	job->started_ns = uv_hrtime();
 	job->f.now_ms = mm_now_ms();
@@ -363,8 +377,18 @@ static void on_retry_timer(uv_timer_t *t)
 {
 	mm_engine_t *ctx = t->data;
 
-	if (ctx->job)
-		flush_submit(ctx);
+	struct mm_flush_job *job = ctx->job;
+
+	if (job == NULL)
+		return;
+	if (!job->claimed) {
+		/* The claim round could not start: try again before building. */
+		if (mm_claim_round_start(ctx, on_claims_done, job, &job->round) != 0)
+			on_flush_done(job, MM_ENOMEM, mm_diag_msg());
+		return;
+	}
+	mm_claim_round_renew(job->round);
+	flush_submit(ctx);
 }
 
 static void on_flush_done(void *arg, int status, const char *detail)
@@ -411,6 +435,10 @@ static void on_flush_done(void *arg, int status, const char *detail)
 		mm_agg_reset(&p->agg[!p->cur]);
 		mm_agg_reset(&p->ids[!p->cur]);
 	}
+	mm_claim_round_free(job->round);
+	job->round = NULL;
+	for (int i = 0; i < ctx->npipes; i++)
+		mm_held_reset(&ctx->pipes[i]->held[!ctx->pipes[i]->cur]);
 	for (size_t i = 0; i < job->f.npositions; i++) {
 		mm_engine_source_t *es = &ctx->srcs[job->pos_src[i]];
 
@@ -435,9 +463,54 @@ static void on_flush_done(void *arg, int status, const char *detail)
 	}
 }
 
+/* The sources' positions, taken when the generation is swapped out. */
+static int job_positions(mm_engine_t *ctx, struct mm_flush_job *job)
+{
+	size_t np = 0;
+
+	job->f.positions = calloc((size_t)ctx->nsrcs + 1, sizeof(mm_position_t));
+	job->pos_src = calloc((size_t)ctx->nsrcs + 1, sizeof(size_t));
+	if (!job->f.positions || !job->pos_src)
+		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
+	for (int i = 0; i < ctx->nsrcs; i++) {
+		mm_engine_source_t *es = &ctx->srcs[i];
+
+		if (!es->has_pos)
+			continue;
+		job->pos_src[np] = (size_t)i;
+		job->f.positions[np].source = es->src->id;
+		job->f.positions[np].len = es->pos.len;
+		/* Offsets first: posdata may move while it grows. */
+		job->f.positions[np].pos = (const uint8_t *)(uintptr_t)job->posdata.len;
+		if (mm_buf_append(&job->posdata, es->pos.p, es->pos.len))
+			return MM_ENOMEM;
+		np++;
+	}
+	for (size_t i = 0; i < np; i++)
+		job->f.positions[i].pos = job->posdata.p + (uintptr_t)job->f.positions[i].pos;
+	job->f.npositions = np;
+	return 0;
+}
+
+/* Undoes job_build after a failure, so that it can run again. */
+static void job_unbuild(struct mm_flush_job *job)
+{
+	free(job->f.delta_done);
+	free(job->f.mark_done);
+	free(job->f.deltas);
+	free(job->f.marks);
+	free(job->f.purges);
+	job->f.delta_done = job->f.mark_done = NULL;
+	job->f.deltas = NULL;
+	job->f.marks = NULL;
+	job->f.purges = NULL;
+	job->f.ndeltas = job->f.nmarks = job->f.npurges = 0;
+}
+
+/* The deltas, marks and purges of the flushing generation. */
 static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 {
-	size_t nd = 0, nm = 0, np = 0;
+	size_t nd = 0, nm = 0;
 	int64_t now = mm_now_ms();
 
 	for (int i = 0; i < ctx->npipes; i++) {
@@ -449,12 +522,10 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 	job->f.deltas = calloc(nd ? nd : 1, sizeof(mm_delta_t));
 	job->f.marks = calloc(nm ? nm : 1, sizeof(mm_mark_t));
 	job->f.purges = calloc((size_t)ctx->npipes + 1, sizeof(mm_purge_t));
-	job->f.positions = calloc((size_t)ctx->nsrcs + 1, sizeof(mm_position_t));
-	job->pos_src = calloc((size_t)ctx->nsrcs + 1, sizeof(size_t));
 	job->f.delta_done = calloc(nd ? nd : 1, 1);
 	job->f.mark_done = calloc(nm ? nm : 1, 1);
-	if (!job->f.deltas || !job->f.marks || !job->f.purges || !job->f.positions || !job->pos_src ||
-	    !job->f.delta_done || !job->f.mark_done)
+	if (!job->f.deltas || !job->f.marks || !job->f.purges || !job->f.delta_done ||
+	    !job->f.mark_done)
 		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_t *p = ctx->pipes[i];
@@ -476,8 +547,8 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 			mm_agg_entry_t *e = &ids->slots[s];
 
 			if (e->key)
-				job->f.marks[job->f.nmarks++] = (mm_mark_t){&p->ns, e->key, e->klen,
-									    e->expire_ms};
+				job->f.marks[job->f.nmarks++] = (mm_mark_t){
+					&p->ns, e->key, e->klen, e->expire_ms, ctx->st->claims};
 		}
 		if (p->cfg.gran_ms && p->cfg.retention_ms && now >= p->next_purge_ms) {
 			job->f.purges[job->f.npurges++] = (mm_purge_t){
@@ -486,31 +557,24 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 			p->next_purge_ms = now + MM_PURGE_EVERY_MS;
 		}
 	}
-	for (int i = 0; i < ctx->nsrcs; i++) {
-		mm_engine_source_t *es = &ctx->srcs[i];
-
-		if (!es->has_pos)
-			continue;
-		job->pos_src[np] = (size_t)i;
-		job->f.positions[np].source = es->src->id;
-		job->f.positions[np].len = es->pos.len;
-		/* Offsets first: posdata may move while it grows. */
-		job->f.positions[np].pos = (const uint8_t *)(uintptr_t)job->posdata.len;
-		if (mm_buf_append(&job->posdata, es->pos.p, es->pos.len))
-			return MM_ENOMEM;
-		np++;
-	}
-	for (size_t i = 0; i < np; i++)
-		job->f.positions[i].pos = job->posdata.p + (uintptr_t)job->f.positions[i].pos;
-	job->f.npositions = np;
 	return 0;
+}
+
+/* The claim round is over: the held records' effects are in the generation. */
+static void on_claims_done(void *arg)
+{
+	struct mm_flush_job *job = arg;
+
+	job->claimed = 1;
+	flush_submit(job->ctx);
 }
 
 static int engine_has_work(const mm_engine_t *ctx)
 {
 	for (int i = 0; i < ctx->npipes; i++)
 		if (ctx->pipes[i]->agg[ctx->pipes[i]->cur].count ||
-		    ctx->pipes[i]->ids[ctx->pipes[i]->cur].count)
+		    ctx->pipes[i]->ids[ctx->pipes[i]->cur].count ||
+		    ctx->pipes[i]->held[ctx->pipes[i]->cur].n)
 			return 1;
 	for (int i = 0; i < ctx->nsrcs; i++)
 		if (ctx->srcs[i].has_pos)
@@ -535,7 +599,9 @@ static void engine_start_flush(mm_engine_t *ctx)
 		job->records += p->pending_records;
 		p->pending_records = 0;
 	}
-	if (job_build(ctx, job) != 0) {
+	/* The positions are taken now, with the generation: they cover the held
+	 * records, whose effects join the flush after the claim round. */
+	if (job_positions(ctx, job) != 0) {
 		/* Nothing was handed over yet: swap back so no delta is lost. */
 		for (int i = 0; i < ctx->npipes; i++)
 			ctx->pipes[i]->cur = !ctx->pipes[i]->cur;
@@ -549,6 +615,14 @@ static void engine_start_flush(mm_engine_t *ctx)
 	job->waiters = ctx->waiters;
 	ctx->waiters = NULL;
 	ctx->job = job;
+	job->claimed = !mm_claim_round_needed(ctx);
+	if (!job->claimed) {
+		if (mm_claim_round_start(ctx, on_claims_done, job, &job->round) == 0)
+			return;
+		mm_log(MM_LOG_ERROR, "engine", "cannot claim dedup ids: %s; retrying", mm_diag_msg());
+		on_flush_done(job, MM_ENOMEM, mm_diag_msg());
+		return;
+	}
 	flush_submit(ctx);
 }
 

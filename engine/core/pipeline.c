@@ -59,6 +59,7 @@ int mm_pipeline_init(mm_pipeline_t *p, mm_engine_t *ctx, mm_pipeline_config_t *c
 	for (int g = 0; g < 2; g++) {
 		mm_agg_init(&p->agg[g], &p->cfg.monoid);
 		mm_agg_init(&p->ids[g], NULL);
+		mm_agg_init(&p->held[g].ids, NULL);
 	}
 	return 0;
 }
@@ -68,6 +69,7 @@ void mm_pipeline_free(mm_pipeline_t *p)
 	for (int g = 0; g < 2; g++) {
 		mm_agg_free(&p->agg[g]);
 		mm_agg_free(&p->ids[g]);
+		mm_held_free(&p->held[g]);
 	}
 	mm_buf_free(&p->scratch);
 	mm_pipeline_config_free(&p->cfg);
@@ -208,12 +210,34 @@ static int pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t buck
 	return rc;
 }
 
+/* On a store that takes claims: keeps the current record until its id is
+ * claimed (returns 2), or 0 when there is no record to keep. */
+static int pipe_hold(mm_pipeline_t *p, const char *id, size_t len)
+{
+	mm_batch_t *b = p->batch;
+	int rc;
+
+	if (b == NULL || p->rec < 0 || (size_t)p->rec >= b->n)
+		return 0;
+	rc = mm_held_add(&p->held[p->cur], b->src, &b->recs[p->rec], b->now_ms, id, len);
+	if (rc)
+		return rc;
+	p->stats.held++;
+	return 2;
+}
+
 static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 {
 	int rc;
 
-	if (mm_agg_find(&p->ids[p->cur], id, len, 0) || mm_agg_find(&p->ids[!p->cur], id, len, 0))
+	/* A held record's claim was won: it is new by definition. */
+	if (p->replaying)
+		return 0;
+	if (mm_agg_find(&p->ids[p->cur], id, len, 0) || mm_agg_find(&p->ids[!p->cur], id, len, 0) ||
+	    mm_held_has(&p->held[p->cur], id, len) || mm_held_has(&p->held[!p->cur], id, len))
 		return 1;
+	if (p->ctx->st->claims)
+		return pipe_hold(p, id, len);
 	rc = mm_store_seen(p->ctx->st, &p->ns, id, len, p->batch ? p->batch->now_ms : mm_now_ms());
 	return rc == MM_ENOTSUP ? 0 : rc;
 }
@@ -360,10 +384,8 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 		if (rc)
 			return rc;
 		rc = pipe_seen(p, id, idlen);
-		if (rc < 0)
+		if (rc != 0)
 			return rc;
-		if (rc == 1)
-			return 1;
 	}
 	v.ts_ms = now_ms;
 	if (c->time_kind == MM_PART_FIELD) {
@@ -442,14 +464,18 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 		int rc;
 
 		mm_progress_record(r->offset);
+		p->rec = (int)i;
 		rc = process_record(p, r, b->now_ms, &sp, &tmp);
 
-		p->stats.records++;
+		if (!p->replaying)
+			p->stats.records++;
 		if (rc == 0) {
 			p->stats.accepted++;
 			p->pending_records++;
 		} else if (rc == 1) {
 			p->stats.duplicates++;
+		} else if (rc == 2) {
+			p->pending_records++;
 		} else {
 			mm_pipeline_reject(p, r, reason_of(rc), rc, mm_diag_msg());
 		}
@@ -472,7 +498,9 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 	*len = r->len;
 	*flags = r->flags;
 	*ts_ms = r->ts_ms;
-	p->stats.records++;
+	p->rec = i;
+	if (!p->replaying)
+		p->stats.records++;
 	mm_progress_record(r->offset);
 	if (r->flags & MM_REC_POISON) {
 		mm_pipeline_reject(p, r, MM_REJ_POISON, MM_ECORRUPT,
@@ -490,7 +518,11 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 
 int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 {
-	return pipe_seen(p, id, len);
+	int rc = pipe_seen(p, id, len);
+
+	if (rc == 2)
+		p->pending_records++;
+	return rc;
 }
 
 int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, int vtype, double num,

@@ -22,6 +22,7 @@
 #include "../source/source.h"
 #include "../store/store.h"
 #include "agg.h"
+#include "held.h"
 
 enum mm_part_kind {
 	MM_PART_NONE = 0, /* value: none (count); time: processing time; id: no dedup */
@@ -52,6 +53,11 @@ typedef struct mm_pipeline_stats {
 	uint64_t records;     /* records seen */
 	uint64_t accepted;    /* records whose deltas were aggregated */
 	uint64_t duplicates;  /* records skipped by dedup */
+	uint64_t held;        /* records held until their ids were claimed (shared store) */
+	uint64_t claims;      /* ids claimed (claim calls' ids, re-asks included) */
+	uint64_t claim_duplicates; /* claims answered "already counted" */
+	uint64_t claim_busy;  /* claims answered "another worker holds it": asked again */
+	uint64_t claim_stolen; /* claims taken over from a worker whose lease ran out */
 	uint64_t rejected[MM_REJ__COUNT];
 	uint64_t deltas_flushed;
 	uint64_t dead_letters;
@@ -95,6 +101,9 @@ typedef struct mm_pipeline {
 	int uses_lua;
 	mm_agg_t agg[2];            /* pending deltas: [cur] fills, [!cur] is flushing */
 	mm_agg_t ids[2];            /* pending dedup ids, same generations */
+	mm_held_t held[2];          /* records waiting for their claims (store->claims) */
+	int replaying;              /* processing held records whose claims were won */
+	int rec;                    /* index of the record being processed in batch */
 	int cur;
 	uint64_t pending_records;   /* accepted since the last flush began */
 	mm_pipeline_stats_t stats;
@@ -109,7 +118,9 @@ int mm_pipeline_init(mm_pipeline_t *p, mm_engine_t *ctx, mm_pipeline_config_t *c
 void mm_pipeline_free(mm_pipeline_t *p);
 void mm_pipeline_config_free(mm_pipeline_config_t *cfg);
 
-/* The C fast path over a whole batch (pipelines with uses_lua == 0). */
+/* The C fast path over a whole batch (pipelines with uses_lua == 0). While
+ * p->replaying, the batch holds records whose claims were won: they are
+ * processed without a dedup check and without being counted again. */
 void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b);
 
 /* Writes one dead-letter line for record i of the current batch and counts it. */
@@ -137,7 +148,8 @@ const char *mm_reject_reason_name(int reason);
 int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, uint32_t *flags,
 		   int64_t *ts_ms);
 
-/* Dedup check for id: 1 = already seen (skip the record), 0 = new. */
+/* Dedup check for id: 1 = already seen (skip the record), 0 = new, 2 = held
+ * until its id is claimed (skip it now: the flush processes it again). */
 int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len);
 
 /* Adds one (key, value) of record i. vtype is enum mm_value_type; ts_ms ==

@@ -708,7 +708,7 @@ static int l_engine_stats(lua_State *L)
 {
 	lua_engine_t *e = check_engine(L);
 	mm_engine_t *ctx = e->ctx;
-	const char *ops[] = {"apply", "get_many", "position", "seen"};
+	const char *ops[MM_STORE_NOPS] = {"apply", "get_many", "position", "seen", "claim", "renew"};
 
 	lua_newtable(L);
 	SET_NUM("batches", ctx->stats.batches);
@@ -730,7 +730,7 @@ static int l_engine_stats(lua_State *L)
 		SET_NUM("cpu_sys_s", ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
 	}
 	lua_newtable(L);
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < MM_STORE_NOPS; i++) {
 		lua_newtable(L);
 		SET_NUM("ops", ctx->st->stats.ops[i]);
 		SET_NUM("errors", ctx->st->stats.errors[i]);
@@ -757,6 +757,13 @@ static int l_engine_stats(lua_State *L)
 		lua_newtable(L);
 		SET_NUM("ops", ctx->st->stats.ops[MM_STORE_OP_SEEN]);
 		SET_NUM("errors", ctx->st->stats.errors[MM_STORE_OP_SEEN]);
+		lua_setfield(L, -2, name);
+		snprintf(name, sizeof(name), "%s:store_claim", p->cfg.name);
+		lua_newtable(L);
+		SET_NUM("ops", p->stats.claims);
+		SET_NUM("duplicates", p->stats.claim_duplicates);
+		SET_NUM("busy", p->stats.claim_busy);
+		SET_NUM("stolen", p->stats.claim_stolen);
 		lua_setfield(L, -2, name);
 	}
 	{

@@ -126,6 +126,7 @@
 #define DDB_SK_MARK (-1)
 #define DDB_SK_META (-2)
 #define DDB_SK_POS (-3)
+#define DDB_SK_COMMIT (-4)
 #define DDB_TARGET "DynamoDB_20120810."
 #define DDB_CT "application/x-amz-json-1.0"
 #define DDB_CONTAINER_HOST "http://169.254.170.2"
@@ -147,6 +148,7 @@ typedef struct ddb_cfg {
 	int64_t request_timeout_ms;
 	int64_t connect_timeout_ms;
 	int64_t token_ttl_ms;
+	int64_t lease_ms;
 	int consistent_read;
 	int positions;
 	int create_table;
@@ -176,6 +178,10 @@ static const mm_option_t ddb_options[] = {
 	{MM_OPT_DURATION_MS, "token_ttl", "1d", offsetof(ddb_cfg_t, token_ttl_ms),
 	 "How long a writer's replay token stays on an item: the window in which a retried "
 	 "flush is recognised as already applied."},
+	{MM_OPT_DURATION_MS, "lease", "30s", offsetof(ddb_cfg_t, lease_ms),
+	 "Lease of a dedup claim: how long an event id claimed by a worker that then "
+	 "died stays blocked before another worker may take it over. Longer than the "
+	 "slowest flush (claims of a flush being retried are renewed)."},
 	{MM_OPT_BOOL, "consistent_read", "false", offsetof(ddb_cfg_t, consistent_read),
 	 "Strongly consistent reads for get_many and queries (read-merge-write always "
 	 "reads consistently)."},
@@ -203,6 +209,9 @@ enum ddb_kind {
 	K_BATCH_GET,
 	K_CLAIM,
 	K_CLAIM_GET,  /* classify a failed claim */
+	K_COMMIT,     /* the flush's commit record PutItem */
+	K_COMMIT_GET, /* is the flush of another owner's pending claim committed? */
+	K_STEAL,      /* take over a pending claim whose lease ran out */
 	K_CONFIRM,
 	K_RELEASE,
 	K_RENEW,
@@ -215,7 +224,7 @@ enum ddb_mkind { M_ADD_INT, M_ADD_UINT, M_ADD_FLOAT, M_MIN, M_MAX, M_BYTES };
 /* An apply runs in phases, each starting when the previous one is durable:
  * a mark (a confirmed dedup id) must never be durable without its effect, and
  * a position never before the records it covers. */
-enum ddb_phase { P_DELTAS, P_MARKS, P_POSITIONS, P_DONE };
+enum ddb_phase { P_DELTAS, P_COMMIT, P_MARKS, P_POSITIONS, P_DONE };
 
 typedef struct ddb_job {
 	struct ddb_job *next;
@@ -246,7 +255,7 @@ typedef struct ddb_job {
 	size_t *grp;            /* ngrp + 1 offsets into idx: runs of equal keys */
 	size_t ngrp;
 	/* claims */
-	mm_ddb_claim_t *claims;
+	mm_claim_t *claims;
 	int64_t lease_ms, ttl_ms;
 } ddb_job_t;
 
@@ -271,6 +280,9 @@ typedef struct ddb_slot {
 	/* read-merge-write */
 	int have_item, have_ver;
 	int64_t ver;
+	/* A claim held by another owner: its owner and lease, as read. */
+	int64_t held_ls;
+	int held_has_ls;
 	/* BatchGetItem: groups of the job still to fetch */
 	size_t keys[DDB_BATCH_MAX];
 	size_t nkeys;
@@ -306,6 +318,8 @@ struct mm_ddb {
 	uint64_t adds;          /* ADD requests built, to ask for every 8th item back */
 	/* flush sequence and the flush being retried */
 	uint64_t last_seq;
+	uint64_t commit_seq;    /* claims carry the tag "<writer>#<commit_seq>" of
+	                         * the flush that will commit them */
 	const mm_flush_t *retry_flush;
 	uint64_t retry_seq;
 	/* scheduling */
@@ -1063,8 +1077,9 @@ static int job_item_done(const ddb_job_t *job, size_t i)
 				return 0;
 		return 1;
 	}
+	/* Claimed marks are confirmed by the commit record. */
 	if (job->phase == P_MARKS)
-		return job->f->mark_done[i];
+		return job->f->mark_done[i] || job->f->marks[i].claimed;
 	return 0;
 }
 
@@ -1073,9 +1088,10 @@ static int job_next_phase(mm_ddb_t *st, ddb_job_t *job)
 {
 	while (++job->phase < P_DONE) {
 		job->next_item = 0;
-		job->nitems = job->phase == P_MARKS ? job->f->nmarks
-			      : st->cfg.positions ? job->f->npositions
-						  : 0;
+		job->nitems = job->phase == P_COMMIT ? (job->f->nmarks > 0)
+			      : job->phase == P_MARKS ? job->f->nmarks
+			      : job->phase == P_POSITIONS && st->cfg.positions ? job->f->npositions
+										 : 0;
 		if (job->nitems > 0)
 			return 1;
 	}
@@ -1090,6 +1106,9 @@ static void job_complete(mm_ddb_t *st, ddb_job_t *job)
 		if (job->rc == 0) {
 			job->f->writes = job->writes;
 			job->f->purged = 0;
+			/* The next flush's claims carry a new tag. */
+			if (job->f->nmarks > 0)
+				st->commit_seq++;
 			st->retry_flush = NULL;
 			st->stats.applies++;
 			hist_add(st, ns);
@@ -1229,6 +1248,57 @@ static int build_mark(mm_ddb_t *st, ddb_slot_t *sl, const mm_mark_t *mk, int64_t
 	    (rc = mm_json_quote(st->owner, strlen(st->owner), b)) || (rc = PUT(b, "},\":t\":")) ||
 	    (rc = put_n(b, ttl_of(mk->expire_ms > 0 ? mk->expire_ms : now_ms))) ||
 	    (rc = PUT(b, ",\":now\":")) || (rc = put_n(b, now_ms / 1000)))
+		return rc;
+	return PUT(b, "}}");
+}
+
+/* The partition key of the commit record of the flush tagged tag (len n). */
+static int commit_pk(mm_buf_t *pk, const char *tag, size_t n)
+{
+	int rc;
+
+	pk->len = 0;
+	if ((rc = PUT(pk, "#commit#")))
+		return rc;
+	return mm_buf_append(pk, tag, n);
+}
+
+/* The tag of this writer's next flush with dedup marks: "<writer>#<seq>". */
+static int put_tag(mm_ddb_t *st, mm_buf_t *b)
+{
+	char tag[64];
+	int n = snprintf(tag, sizeof(tag), "%s#%" PRIu64, st->writer_attr + 2, st->commit_seq);
+
+	return mm_json_quote(tag, (size_t)n, b);
+}
+
+/*
+ * The commit record of a flush whose marks were claimed: written once every
+ * delta is durable, before the marks are confirmed. A claimant that finds
+ * one of those ids still pending (the worker died while confirming, or has
+ * not confirmed yet) reads it and knows the effect is durable. It lives as
+ * long as the marks.
+ */
+static int build_commit(mm_ddb_t *st, ddb_slot_t *sl, const mm_flush_t *f)
+{
+	mm_buf_t *b = &sl->body;
+	int64_t until = f->now_ms;
+	char tag[64];
+	int n = snprintf(tag, sizeof(tag), "%s#%" PRIu64, st->writer_attr + 2, st->commit_seq);
+	int rc;
+
+	for (size_t i = 0; i < f->nmarks; i++)
+		if (f->marks[i].expire_ms > until)
+			until = f->marks[i].expire_ms;
+	if ((rc = commit_pk(&sl->pk, tag, (size_t)n)))
+		return rc;
+	b->len = 0;
+	if ((rc = PUT(b, "{\"TableName\":")) ||
+	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
+	    (rc = PUT(b, ",\"Item\":{\"pk\":{\"S\":")) ||
+	    (rc = mm_json_quote((const char *)sl->pk.p, sl->pk.len, b)) ||
+	    (rc = PUT(b, "},\"sk\":")) || (rc = put_n(b, DDB_SK_COMMIT)) ||
+	    (rc = PUT(b, ",\"ttl\":")) || (rc = put_n(b, ttl_of(until))))
 		return rc;
 	return PUT(b, "}}");
 }
@@ -1392,7 +1462,11 @@ static int start_apply_item(ddb_slot_t *sl)
 	mm_flush_t *f = job->f;
 	int rc;
 
-	if (job->phase == P_POSITIONS) {
+	if (job->phase == P_COMMIT) {
+		sl->kind = K_COMMIT;
+		sl->target = "PutItem";
+		rc = build_commit(st, sl, f);
+	} else if (job->phase == P_POSITIONS) {
 		sl->kind = K_POS;
 		sl->target = "PutItem";
 		rc = build_pos(st, sl, &f->positions[sl->item]);
@@ -1655,8 +1729,9 @@ static void apply_answer(ddb_slot_t *sl, int cond)
 		if (cond) {
 			const mm_mark_t *mk = &f->marks[sl->item];
 
-			/* Another owner holds the id: with claims wired, our lease ran out
-			 * and the record may have been counted by the new owner too. */
+			/* Another owner holds the id: our lease ran out (a flush slower
+			 * than the lease) and the record may have been counted by the
+			 * new owner too. */
 			st->stats.mark_conflicts++;
 			mm_log(MM_LOG_WARN, mk->ns->name,
 			       "dedup id of %zu bytes is held by another owner; it may be counted twice",
@@ -1665,6 +1740,7 @@ static void apply_answer(ddb_slot_t *sl, int cond)
 		slot_finish(sl, 0, NULL);
 		return;
 	case K_POS:
+	case K_COMMIT:
 		slot_finish(sl, 0, NULL);
 		return;
 	}
@@ -1941,12 +2017,13 @@ static int ddb_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *key
 static int build_claim(mm_ddb_t *st, ddb_slot_t *sl)
 {
 	ddb_job_t *job = sl->job;
-	const mm_ddb_claim_t *c = &job->claims[sl->item];
+	const mm_claim_t *c = &job->claims[sl->item];
 	mm_buf_t *b = &sl->body;
 	int64_t now = ddb_now_ms();
 	int rc;
 
-	sl->kind = K_CLAIM;
+	if (sl->kind != K_STEAL)
+		sl->kind = K_CLAIM;
 	sl->target = "PutItem";
 	if ((rc = make_pk(&sl->pk, job->ns->name, c->id, c->len)))
 		return rc;
@@ -1957,16 +2034,32 @@ static int build_claim(mm_ddb_t *st, ddb_slot_t *sl)
 	    (rc = mm_json_quote((const char *)sl->pk.p, sl->pk.len, b)) ||
 	    (rc = PUT(b, "},\"sk\":")) || (rc = put_n(b, DDB_SK_MARK)) ||
 	    (rc = PUT(b, ",\"st\":{\"S\":\"P\"},\"own\":{\"S\":")) ||
-	    (rc = mm_json_quote(st->owner, strlen(st->owner), b)) || (rc = PUT(b, "},\"ls\":")) ||
+	    (rc = mm_json_quote(st->owner, strlen(st->owner), b)) || (rc = PUT(b, "},\"fl\":{\"S\":")) ||
+	    (rc = put_tag(st, b)) || (rc = PUT(b, "},\"ls\":")) ||
 	    (rc = put_n(b, now + job->lease_ms)) || (rc = PUT(b, ",\"ttl\":")) ||
-	    (rc = put_n(b, ttl_of(now + (job->ttl_ms > job->lease_ms ? job->ttl_ms : job->lease_ms)))) ||
-	    (rc = PUT(b, "},\"ConditionExpression\":\"attribute_not_exists(pk) OR (#own = :me AND "
-			 "#st = :p) OR (#st = :p AND #ls < :now) OR #t < :nows\","
-			 "\"ExpressionAttributeNames\":{\"#own\":\"own\",\"#st\":\"st\",\"#ls\":\"ls\","
+	    (rc = put_n(b, ttl_of(now + (job->ttl_ms > job->lease_ms ? job->ttl_ms : job->lease_ms)))))
+		return rc;
+	/* A plain claim takes a free id (or ours again); a steal replaces exactly
+	 * the pending claim that was read, once its lease has run out and its
+	 * flush is known not to have committed. */
+	if (sl->kind == K_STEAL) {
+		if ((rc = PUT(b, "},\"ConditionExpression\":\"#own = :old AND #st = :p AND ")) ||
+		    (rc = sl->held_has_ls ? PUT(b, "#ls = :ls\"") : PUT(b, "attribute_not_exists(#ls)\"")) ||
+		    (rc = PUT(b, ",\"ExpressionAttributeNames\":{\"#own\":\"own\",\"#st\":\"st\","
+				 "\"#ls\":\"ls\"},\"ExpressionAttributeValues\":{\":old\":{\"S\":")) ||
+		    (rc = mm_json_quote((const char *)sl->val.p, sl->val.len, b)) ||
+		    (rc = PUT(b, "},\":p\":{\"S\":\"P\"}")) ||
+		    (sl->held_has_ls && ((rc = PUT(b, ",\":ls\":")) || (rc = put_n(b, sl->held_ls)))))
+			return rc;
+		return PUT(b, "},\"ReturnValues\":\"ALL_OLD\"}");
+	}
+	if ((rc = PUT(b, "},\"ConditionExpression\":\"attribute_not_exists(pk) OR (#own = :me AND "
+			 "#st = :p AND #fl = :fl) OR #t < :nows\","
+			 "\"ExpressionAttributeNames\":{\"#own\":\"own\",\"#st\":\"st\",\"#fl\":\"fl\","
 			 "\"#t\":\"ttl\"},\"ExpressionAttributeValues\":{\":me\":{\"S\":")) ||
 	    (rc = mm_json_quote(st->owner, strlen(st->owner), b)) ||
-	    (rc = PUT(b, "},\":p\":{\"S\":\"P\"},\":now\":")) || (rc = put_n(b, now)) ||
-	    (rc = PUT(b, ",\":nows\":")) || (rc = put_n(b, now / 1000)))
+	    (rc = PUT(b, "},\":fl\":{\"S\":")) || (rc = put_tag(st, b)) ||
+	    (rc = PUT(b, "},\":p\":{\"S\":\"P\"},\":nows\":")) || (rc = put_n(b, now / 1000)))
 		return rc;
 	return PUT(b, "},\"ReturnValues\":\"ALL_OLD\"}");
 }
@@ -1975,7 +2068,7 @@ static int build_claim(mm_ddb_t *st, ddb_slot_t *sl)
 static int build_owned(mm_ddb_t *st, ddb_slot_t *sl)
 {
 	ddb_job_t *job = sl->job;
-	const mm_ddb_claim_t *c = &job->claims[sl->item];
+	const mm_claim_t *c = &job->claims[sl->item];
 	mm_buf_t *b = &sl->body;
 	int64_t now = ddb_now_ms();
 	int rc;
@@ -2020,6 +2113,7 @@ static int start_claim_item(ddb_slot_t *sl)
 	ddb_job_t *job = sl->job;
 	int rc;
 
+	sl->kind = K_CLAIM;
 	if (job->kind == J_CLAIM)
 		rc = build_claim(sl->st, sl);
 	else
@@ -2027,14 +2121,47 @@ static int start_claim_item(ddb_slot_t *sl)
 	return rc ? rc : slot_send(sl);
 }
 
+/* Claims the slot's id again after it changed under us. */
+static void claim_retry(ddb_slot_t *sl)
+{
+	int rc;
+
+	if (++sl->conflicts > DDB_CAS_MAX) {
+		slot_finish(sl, MM_ESTORE, "the claim kept changing under us");
+		return;
+	}
+	sl->kind = K_CLAIM;
+	if ((rc = build_claim(sl->st, sl)) || (rc = slot_send(sl)))
+		slot_finish(sl, rc, NULL);
+}
+
+/* Another owner's claim whose flush has not committed: busy while its lease
+ * lasts, else taken over (conditional on it being unchanged). */
+static void claim_pending(ddb_slot_t *sl, int64_t now)
+{
+	mm_claim_t *c = &sl->job->claims[sl->item];
+	int rc;
+
+	if (sl->held_has_ls && sl->held_ls >= now) {
+		c->result = MM_CLAIM_BUSY;
+		c->lease_until_ms = sl->held_ls;
+		slot_finish(sl, 0, NULL);
+		return;
+	}
+	sl->kind = K_STEAL;
+	sl->attempts = 0;
+	if ((rc = build_claim(sl->st, sl)) || (rc = slot_send(sl)))
+		slot_finish(sl, rc, NULL);
+}
+
 static void claim_answer(ddb_slot_t *sl, int cond)
 {
 	mm_ddb_t *st = sl->st;
 	ddb_job_t *job = sl->job;
-	mm_ddb_claim_t *c = &job->claims[sl->item];
+	mm_claim_t *c = &job->claims[sl->item];
 	const mm_jnode_t *item, *own, *state;
-	int64_t now = ddb_now_ms(), ls;
-	int ok = 0, rc;
+	int64_t now = ddb_now_ms();
+	int rc;
 
 	switch (sl->kind) {
 	case K_CLAIM:
@@ -2050,45 +2177,74 @@ static void claim_answer(ddb_slot_t *sl, int cond)
 		own = attr_s(item, "own");
 		c->result = item && own && !item_expired(item, now) &&
 				    !(own->len == strlen(st->owner) && memcmp(own->s, st->owner, own->len) == 0)
-			    ? MM_DDB_STOLEN
-			    : MM_DDB_WON;
+			    ? MM_CLAIM_STOLEN
+			    : MM_CLAIM_WON;
 		slot_finish(sl, 0, NULL);
 		return;
 	case K_CLAIM_GET:
 		item = mm_jnode_get(sl->tree.root, "Item");
 		state = attr_s(item, "st");
-		ls = attr_i64(item, "ls", &ok);
-		if (item && state && !item_expired(item, now)) {
+		own = attr_s(item, "own");
+		if (item && state && own && !item_expired(item, now)) {
+			const mm_jnode_t *fl = attr_s(item, "fl");
+
 			if (state->len == 1 && state->s[0] == 'C') {
-				c->result = MM_DDB_DUPLICATE;
+				c->result = MM_CLAIM_DUPLICATE;
 				slot_finish(sl, 0, NULL);
 				return;
 			}
-			if (ok && ls >= now) {
-				c->result = MM_DDB_BUSY;
-				c->lease_until_ms = ls;
-				slot_finish(sl, 0, NULL);
+			/* Pending under another owner: remember whose, then ask
+			 * whether its flush committed (the effect is durable and
+			 * only the confirmation is missing). */
+			sl->val.len = 0;
+			sl->held_ls = attr_i64(item, "ls", &sl->held_has_ls);
+			if ((rc = mm_buf_append(&sl->val, own->s, own->len))) {
+				slot_finish(sl, rc, NULL);
 				return;
 			}
-		}
-		/* It changed under us (released, expired): claim again. */
-		if (++sl->conflicts > DDB_CAS_MAX) {
-			slot_finish(sl, MM_ESTORE, "the claim kept changing under us");
+			if (fl) {
+				sl->kind = K_COMMIT_GET;
+				sl->attempts = 0;
+				if ((rc = commit_pk(&sl->pk, fl->s, fl->len)) ||
+				    (rc = build_get(st, sl, &sl->pk, DDB_SK_COMMIT)) || (rc = slot_send(sl)))
+					slot_finish(sl, rc, NULL);
+				return;
+			}
+			claim_pending(sl, now);
 			return;
 		}
-		if ((rc = build_claim(st, sl)) || (rc = slot_send(sl)))
-			slot_finish(sl, rc, NULL);
+		/* It changed under us (released, expired): claim again. */
+		claim_retry(sl);
 		return;
+	case K_COMMIT_GET:
+		if (mm_jnode_get(sl->tree.root, "Item") != NULL) {
+			c->result = MM_CLAIM_DUPLICATE;
+			slot_finish(sl, 0, NULL);
+			return;
+		}
+		claim_pending(sl, now);
+		return;
+	case K_STEAL:
+		if (cond) {
+			/* It moved on (confirmed, renewed, taken): look again. */
+			claim_retry(sl);
+			return;
+		}
+		c->result = MM_CLAIM_STOLEN;
+		slot_finish(sl, 0, NULL);
+		return;
+	case K_COMMIT:
+		break;
 	case K_CONFIRM:
-		c->result = cond ? MM_DDB_NOT_OWNER : MM_DDB_CONFIRMED;
+		c->result = cond ? MM_CLAIM_NOT_OWNER : MM_CLAIM_CONFIRMED;
 		slot_finish(sl, 0, NULL);
 		return;
 	case K_RELEASE:
-		c->result = cond ? MM_DDB_NOT_OWNER : MM_DDB_RELEASED;
+		c->result = cond ? MM_CLAIM_NOT_OWNER : MM_CLAIM_RELEASED;
 		slot_finish(sl, 0, NULL);
 		return;
 	case K_RENEW:
-		c->result = cond ? MM_DDB_NOT_OWNER : MM_DDB_RENEWED;
+		c->result = cond ? MM_CLAIM_NOT_OWNER : MM_CLAIM_RENEWED;
 		slot_finish(sl, 0, NULL);
 		return;
 	}
@@ -2335,7 +2491,19 @@ static int ddb_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t 
 		    int64_t now_ms)
 {
 	return mm_diag_set(MM_ENOTSUP, "dynamodb: seen() is not offered; dedup on a shared store "
-				       "uses mm_ddb_claim");
+				       "uses claims");
+}
+
+static int ddb_vt_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+			int64_t ttl_ms, mm_store_cb cb, void *arg)
+{
+	return mm_ddb_claim(st, ns, ids, n, st->lease_ms, ttl_ms, cb, arg);
+}
+
+static int ddb_vt_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+			mm_store_cb cb, void *arg)
+{
+	return mm_ddb_renew(st, ns, ids, n, st->lease_ms, cb, arg);
 }
 
 /* ---- the table ---- */
@@ -2581,11 +2749,13 @@ static int ddb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_onl
 	if ((rc = mm_options_apply(ddb_options, "dynamodb", kv, nkv, &st->cfg)))
 		goto fail;
 	if (st->cfg.max_inflight < 1 || st->cfg.max_inflight > 1024 || st->cfg.max_attempts < 1 ||
-	    st->cfg.request_timeout_ms < 1 || st->cfg.token_ttl_ms < 60000) {
+	    st->cfg.request_timeout_ms < 1 || st->cfg.token_ttl_ms < 60000 || st->cfg.lease_ms < 100) {
 		rc = mm_diag_set(MM_EINVAL, "dynamodb: max_inflight must be 1..1024, max_attempts "
-					    ">= 1, request_timeout > 0 and token_ttl >= 1m");
+					    ">= 1, request_timeout > 0, token_ttl >= 1m and lease >= 100ms");
 		goto fail;
 	}
+	st->base.claims = !read_only;
+	st->base.lease_ms = st->cfg.lease_ms;
 	table = env_or(st->cfg.table, "MURMUR_DYNAMODB_TABLE", NULL);
 	region = env_or(st->cfg.region, "AWS_REGION", "AWS_DEFAULT_REGION");
 	endpoint = env_or(st->cfg.endpoint, "MURMUR_DYNAMODB_ENDPOINT", NULL);
@@ -2676,7 +2846,7 @@ static mm_ddb_t *ddb_of(const mm_store_t *base)
 	return base && base->vt == &mm_store_dynamodb_vtable ? (mm_ddb_t *)base : NULL;
 }
 
-static int claim_job(mm_store_t *base, int kind, const mm_ns_t *ns, mm_ddb_claim_t *ids,
+static int claim_job(mm_store_t *base, int kind, const mm_ns_t *ns, mm_claim_t *ids,
 		     size_t n, int64_t lease_ms, int64_t ttl_ms, mm_store_cb cb, void *arg)
 {
 	mm_ddb_t *st = ddb_of(base);
@@ -2714,25 +2884,25 @@ static int claim_job(mm_store_t *base, int kind, const mm_ns_t *ns, mm_ddb_claim
 	return 0;
 }
 
-int mm_ddb_claim(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+int mm_ddb_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		 int64_t lease_ms, int64_t ttl_ms, mm_store_cb cb, void *arg)
 {
 	return claim_job(st, J_CLAIM, ns, ids, n, lease_ms, ttl_ms, cb, arg);
 }
 
-int mm_ddb_confirm(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+int mm_ddb_confirm(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		   int64_t ttl_ms, mm_store_cb cb, void *arg)
 {
 	return claim_job(st, J_CONFIRM, ns, ids, n, 0, ttl_ms, cb, arg);
 }
 
-int mm_ddb_release(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+int mm_ddb_release(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		   mm_store_cb cb, void *arg)
 {
 	return claim_job(st, J_RELEASE, ns, ids, n, 0, 0, cb, arg);
 }
 
-int mm_ddb_renew(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+int mm_ddb_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		 int64_t lease_ms, mm_store_cb cb, void *arg)
 {
 	return claim_job(st, J_RENEW, ns, ids, n, lease_ms, 0, cb, arg);
@@ -2780,21 +2950,21 @@ static void on_admin_done(void *arg, int status, const char *detail)
 static const char *result_name(int r)
 {
 	switch (r) {
-	case MM_DDB_WON:
+	case MM_CLAIM_WON:
 		return "won";
-	case MM_DDB_STOLEN:
+	case MM_CLAIM_STOLEN:
 		return "stolen";
-	case MM_DDB_DUPLICATE:
+	case MM_CLAIM_DUPLICATE:
 		return "duplicate";
-	case MM_DDB_BUSY:
+	case MM_CLAIM_BUSY:
 		return "busy";
-	case MM_DDB_CONFIRMED:
+	case MM_CLAIM_CONFIRMED:
 		return "confirmed";
-	case MM_DDB_RELEASED:
+	case MM_CLAIM_RELEASED:
 		return "released";
-	case MM_DDB_RENEWED:
+	case MM_CLAIM_RENEWED:
 		return "renewed";
-	case MM_DDB_NOT_OWNER:
+	case MM_CLAIM_NOT_OWNER:
 		return "not_owner";
 	default:
 		return "error";
@@ -2805,7 +2975,7 @@ static const char *result_name(int r)
 static int admin_claim(mm_ddb_t *st, const char *cmd, const mm_ns_t *ns, const char *id,
 		       int64_t lease_ms, int64_t ttl_ms, mm_buf_t *out)
 {
-	mm_ddb_claim_t c = {.id = id, .len = strlen(id)};
+	mm_claim_t c = {.id = id, .len = strlen(id)};
 	admin_wait_t w = {0};
 	int rc;
 
@@ -2826,7 +2996,7 @@ static int admin_claim(mm_ddb_t *st, const char *cmd, const mm_ns_t *ns, const c
 	rc = mm_buf_printf(out, "{\"result\":\"%s\",\"owner\":", result_name(c.result));
 	if (rc == 0)
 		rc = mm_json_quote(st->owner, strlen(st->owner), out);
-	if (rc == 0 && c.result == MM_DDB_BUSY)
+	if (rc == 0 && c.result == MM_CLAIM_BUSY)
 		rc = mm_buf_printf(out, ",\"lease_until_ms\":%" PRId64, c.lease_until_ms);
 	return rc ? rc : PUT(out, "}");
 }
@@ -2969,4 +3139,7 @@ const mm_store_vtable_t mm_store_dynamodb_vtable = {
 	.put_meta = ddb_put_meta,
 	.list_meta = ddb_list_meta,
 	.close = ddb_close,
+	.claim = ddb_vt_claim,
+	.renew = ddb_vt_renew,
+	.release = mm_ddb_release,
 };

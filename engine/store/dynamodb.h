@@ -30,27 +30,7 @@
 
 #include "store.h"
 
-/* Per-id outcomes (mm_ddb_claim_t.result); negative values are MM_E* codes
- * for ids whose request failed after its retries. */
-enum mm_ddb_result {
-	MM_DDB_WON = 1,       /* claim: the id was free; the caller owns it, pending */
-	MM_DDB_STOLEN,        /* claim: taken over from an owner whose lease ran out */
-	MM_DDB_DUPLICATE,     /* claim: already confirmed, i.e. counted: skip it */
-	MM_DDB_BUSY,          /* claim: pending under another owner's live lease;
-	                       * ask again after lease_until_ms */
-	MM_DDB_CONFIRMED,     /* confirm: the id is marked seen until its ttl */
-	MM_DDB_RELEASED,      /* release: the pending claim was deleted */
-	MM_DDB_RENEWED,       /* renew: the lease was extended */
-	MM_DDB_NOT_OWNER,     /* confirm/release/renew: the id is not (or no longer) ours
-	                       * or not pending */
-};
-
-typedef struct mm_ddb_claim {
-	const char *id;         /* in: 1..1024 bytes, owned by the caller */
-	size_t len;
-	int result;             /* out: enum mm_ddb_result or a negative MM_E* */
-	int64_t lease_until_ms; /* out, BUSY: when the holder's lease ends */
-} mm_ddb_claim_t;
+/* Claims use mm_claim_t and enum mm_claim_result from store.h. */
 
 /*
  * Claims every id of ns for this store's owner, concurrently, with a lease of
@@ -60,23 +40,23 @@ typedef struct mm_ddb_claim {
  * then. Returns MM_EINVAL (not a DynamoDB store, bad arguments), MM_ENOTSUP
  * (read-only) or MM_ENOMEM without calling cb.
  */
-int mm_ddb_claim(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+int mm_ddb_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		 int64_t lease_ms, int64_t ttl_ms, mm_store_cb cb, void *arg);
 
 /* Confirms our pending claims (CONFIRMED or NOT_OWNER) and keeps each mark
  * for ttl_ms from now. Same conventions. */
-int mm_ddb_confirm(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+int mm_ddb_confirm(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		   int64_t ttl_ms, mm_store_cb cb, void *arg);
 
 /* Deletes our pending claims (RELEASED or NOT_OWNER), so the records can be
  * claimed again at once. Same conventions. */
-int mm_ddb_release(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+int mm_ddb_release(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		   mm_store_cb cb, void *arg);
 
 /* Extends the leases of our pending claims to lease_ms from now (RENEWED or
  * NOT_OWNER), for a flush that takes longer than the lease (a store outage):
  * an expired lease lets another worker take the record over and count it. */
-int mm_ddb_renew(mm_store_t *st, const mm_ns_t *ns, mm_ddb_claim_t *ids, size_t n,
+int mm_ddb_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		 int64_t lease_ms, mm_store_cb cb, void *arg);
 
 /* This store's owner id (option `owner`, else random per open). */

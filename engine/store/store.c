@@ -361,6 +361,69 @@ int mm_store_list_meta(mm_store_t *st, mm_buf_t *out)
 	return st->vt->list_meta(st, out);
 }
 
+/* claim, renew and release share their checks and their accounting. */
+static int mm_store_claim_op(mm_store_t *st, int op, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+			     int64_t ttl_ms, mm_store_cb cb, void *arg)
+{
+	uint64_t t0 = uv_hrtime();
+	mm_store_call_t *call = NULL;
+	size_t i;
+	int rc;
+
+	if (st == NULL)
+		return mm_diag_set(MM_EINVAL, "store: claim on a NULL store");
+	if (!st->claims) {
+		rc = mm_diag_set(MM_ENOTSUP, "store: %s does not take dedup claims", st->vt->name);
+		goto fail;
+	}
+	if ((n > 0 && ids == NULL) || cb == NULL || ttl_ms < 0) {
+		rc = mm_diag_set(MM_EINVAL, "store: a claim needs ids, a ttl and a callback");
+		goto fail;
+	}
+	if ((rc = mm_store_check_ns(ns)))
+		goto fail;
+	for (i = 0; i < n; i++)
+		if ((rc = mm_store_check_bytes("id", i, ids[i].id, ids[i].len)))
+			goto fail;
+	call = mm_store_call_new(st, op, t0, cb, arg);
+	if (call == NULL) {
+		rc = mm_diag_set(MM_ENOMEM, "store: cannot allocate a claim context");
+		goto fail;
+	}
+	if (op == MM_STORE_OP_CLAIM)
+		rc = st->vt->claim(st, ns, ids, n, ttl_ms, mm_store_done, call);
+	else if (ttl_ms == 0)
+		rc = st->vt->renew(st, ns, ids, n, mm_store_done, call);
+	else
+		rc = st->vt->release(st, ns, ids, n, mm_store_done, call);
+	if (rc)
+		goto fail;
+	return 0;
+fail:
+	free(call);
+	mm_store_count(st, op, t0, 1);
+	return rc;
+}
+
+int mm_store_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
+		   mm_store_cb cb, void *arg)
+{
+	return mm_store_claim_op(st, MM_STORE_OP_CLAIM, ns, ids, n, ttl_ms, cb, arg);
+}
+
+int mm_store_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, mm_store_cb cb,
+		   void *arg)
+{
+	return mm_store_claim_op(st, MM_STORE_OP_RENEW, ns, ids, n, 0, cb, arg);
+}
+
+/* Counted with renew: both hand back what a claim took. */
+int mm_store_release(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		     mm_store_cb cb, void *arg)
+{
+	return mm_store_claim_op(st, MM_STORE_OP_RENEW, ns, ids, n, 1, cb, arg);
+}
+
 void mm_store_close(mm_store_t *st)
 {
 	if (st != NULL)

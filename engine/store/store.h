@@ -76,7 +76,41 @@ typedef struct mm_mark {
 	const char *id;
 	size_t len;
 	int64_t expire_ms;
+	int claimed;            /* won through claim() for this flush: a store that
+	                         * takes claims confirms it with the flush (DynamoDB:
+	                         * the flush's commit record), not one by one */
 } mm_mark_t;
+
+/*
+ * Dedup claims, for stores shared by several workers (DynamoDB), where a
+ * synchronous seen() cannot tell whether another worker is counting the
+ * same event right now. An id is claimed (pending, owned by this store, with
+ * a lease) before its effect is aggregated, and confirmed by the flush that
+ * carries the effect (apply() writes the flush's marks as confirmed after its
+ * deltas). A pending claim whose lease ran out (its owner died) may be taken
+ * over. So an id is never skipped as a duplicate unless its effect is durable.
+ */
+enum mm_claim_result {
+	MM_CLAIM_WON = 1,     /* claim: the id was free; the caller owns it, pending */
+	MM_CLAIM_STOLEN,      /* claim: taken over from an owner whose lease ran out */
+	MM_CLAIM_DUPLICATE,   /* claim: already confirmed, i.e. counted: skip it */
+	MM_CLAIM_BUSY,        /* claim: pending under another owner's live lease;
+	                       * ask again after lease_until_ms */
+	MM_CLAIM_CONFIRMED,   /* confirm: the id is marked seen until its ttl */
+	MM_CLAIM_RELEASED,    /* release: the pending claim was deleted */
+	MM_CLAIM_RENEWED,     /* renew: the lease was extended */
+	MM_CLAIM_NOT_OWNER,   /* confirm/release/renew: the id is not (or no longer)
+	                       * ours, or not pending */
+};
+
+/* One id of a claim call; negative results are MM_E* codes for ids whose
+ * request failed after its retries. */
+typedef struct mm_claim {
+	const char *id;         /* in: 1..1024 bytes, owned by the caller */
+	size_t len;
+	int result;             /* out: enum mm_claim_result or a negative MM_E* */
+	int64_t lease_until_ms; /* out, BUSY: when the holder's lease ends */
+} mm_claim_t;
 
 /* Remove every state of ns whose bucket is in [1, before_bucket). */
 typedef struct mm_purge {
@@ -122,13 +156,21 @@ typedef struct mm_flush {
 typedef void (*mm_store_cb)(void *arg, int status, const char *detail);
 
 typedef struct mm_store_stats {
-	uint64_t ops[4];        /* apply, get_many, get_position, seen */
-	uint64_t errors[4];
-	uint64_t ns_total[4];   /* summed latency */
-	uint64_t ns_max[4];
+	uint64_t ops[6];        /* one slot per MM_STORE_OP_* */
+	uint64_t errors[6];
+	uint64_t ns_total[6];   /* summed latency */
+	uint64_t ns_max[6];
 } mm_store_stats_t;
 
-enum { MM_STORE_OP_APPLY, MM_STORE_OP_GET_MANY, MM_STORE_OP_POSITION, MM_STORE_OP_SEEN };
+enum {
+	MM_STORE_OP_APPLY,
+	MM_STORE_OP_GET_MANY,
+	MM_STORE_OP_POSITION,
+	MM_STORE_OP_SEEN,
+	MM_STORE_OP_CLAIM,      /* claim() calls */
+	MM_STORE_OP_RENEW,      /* renew() and release() calls */
+	MM_STORE_NOPS
+};
 
 typedef struct mm_store_vtable {
 	const char *name;               /* "lmdb", "memory" */
@@ -155,6 +197,22 @@ typedef struct mm_store_vtable {
 	int (*list_meta)(mm_store_t *st, mm_buf_t *out);
 	/* Closes the store; no operation may be in flight. Frees st. */
 	void (*close)(mm_store_t *st);
+	/*
+	 * Dedup claims (see mm_claim_t); NULL, or MM_ENOTSUP at run time, for
+	 * stores whose seen() answers (their marks are atomic with the flush).
+	 * A store that offers them sets `claims` in its head at open. claim()
+	 * claims every id of ns with the store's lease and a mark lifetime of
+	 * ttl_ms; renew() extends our pending claims' leases (a flush being
+	 * retried); release() deletes our pending claims (effects abandoned).
+	 * cb runs once every id has its result, with 0 or the first failure; the
+	 * array must stay valid until then.
+	 */
+	int (*claim)(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
+		     mm_store_cb cb, void *arg);
+	int (*renew)(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, mm_store_cb cb,
+		     void *arg);
+	int (*release)(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		       mm_store_cb cb, void *arg);
 } mm_store_vtable_t;
 
 /* Common head of every backend's store struct (embed as the first member). */
@@ -162,6 +220,8 @@ struct mm_store {
 	const mm_store_vtable_t *vt;
 	uv_loop_t *loop;
 	mm_store_stats_t stats;
+	int claims;             /* dedup goes through claim(), not seen() */
+	int64_t lease_ms;       /* the lease of a claim (claims only) */
 };
 
 /* The registry: NULL-terminated, in registry.c. */
@@ -179,6 +239,13 @@ int mm_store_seen(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len,
 int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out);
 int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n);
 int mm_store_list_meta(mm_store_t *st, mm_buf_t *out);
+/* Claims (see the vtable); MM_ENOTSUP when st->claims is 0. */
+int mm_store_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
+		   mm_store_cb cb, void *arg);
+int mm_store_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, mm_store_cb cb,
+		   void *arg);
+int mm_store_release(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		     mm_store_cb cb, void *arg);
 void mm_store_close(mm_store_t *st);
 
 #endif

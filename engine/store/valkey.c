@@ -3695,6 +3695,10 @@ static int vk_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only
 	st->base.loop = loop;
 	st->read_only = read_only;
 	st->dedup_valkey = strcmp(cfg.dedup, "valkey") == 0;
+	/* Claims stay the backing store's business: the cache never decides
+	 * whether an event was counted, unless dedup = valkey was asked for. */
+	st->base.claims = !st->dedup_valkey && st->backing->claims;
+	st->base.lease_ms = st->backing->lease_ms;
 	st->timeout_ms = cfg.timeout_ms;
 	st->cache_ttl_ms = cfg.cache_ttl_ms;
 	st->lease_ms = cfg.lease_ms;
@@ -3774,6 +3778,26 @@ static void vk_close(mm_store_t *base)
 	vk_unref(st);
 }
 
+/* ---- dedup claims: the backing store's ---------------------------------------------- */
+
+static int vk_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		    int64_t ttl_ms, mm_store_cb cb, void *arg)
+{
+	return mm_store_claim(((mm_valkey_t *)base)->backing, ns, ids, n, ttl_ms, cb, arg);
+}
+
+static int vk_renew(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		    mm_store_cb cb, void *arg)
+{
+	return mm_store_renew(((mm_valkey_t *)base)->backing, ns, ids, n, cb, arg);
+}
+
+static int vk_release(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		      mm_store_cb cb, void *arg)
+{
+	return mm_store_release(((mm_valkey_t *)base)->backing, ns, ids, n, cb, arg);
+}
+
 const mm_store_vtable_t mm_store_valkey_vtable = {
 	.name = "valkey",
 	.options = vk_options,
@@ -3787,4 +3811,7 @@ const mm_store_vtable_t mm_store_valkey_vtable = {
 	.put_meta = vk_put_meta,
 	.list_meta = vk_list_meta,
 	.close = vk_close,
+	.claim = vk_claim,
+	.renew = vk_renew,
+	.release = vk_release,
 };

@@ -142,6 +142,8 @@ local function process(spec, p, i, ev)
   if id then
     local seen = C.mm_pipe_seen(p, id, #id)
     if seen == 1 then C.mm_pipe_duplicate(p, i) return end
+    -- Held until the flush claims its id on a shared store; it comes back then.
+    if seen == 2 then return end
     if seen < 0 then error(failure("EIO", ffi.string(C.mm_pipe_last_error()))) end
   end
   local ts = get_time(spec, ev, tonumber(ts_p[0]))

@@ -98,7 +98,7 @@ int main(int argc, char **argv)
 	}
 	mm_monoid_init(&m, "count", &(mm_monoid_params_t){0});
 	ns = (mm_ns_t){argv[3], &m};
-	mk = (mm_mark_t){&ns, argv[4], strlen(argv[4]), now_ms() + 60000};
+	mk = (mm_mark_t){&ns, argv[4], strlen(argv[4]), now_ms() + 60000, 0};
 	if (spin(&loop, is_connected, st) != 0 || spin(&loop, file_exists, argv[5]) != 0) {
 		fprintf(stderr, "valkey_claim: not connected or never started\n");
 		goto out;

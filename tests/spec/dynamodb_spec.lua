@@ -15,30 +15,17 @@ local ffi = require("ffi")
 ffi.cdef [[ int setenv(const char *name, const char *value, int overwrite); ]]
 
 local SECRET = "spec-secret"
-local have_node = S.exec("node --version")
-  == 0 and io.open("tests/node/node_modules/dynalite/package.json") ~= nil
-
-local function wait_port(log, seconds)
-  for _ = 1, seconds * 20 do
-    local s = S.read_file(log)
-    local port = s and s:match("listening (%d+)")
-    if port then return tonumber(port) end
-    S.sleep(0.05)
-  end
-  error("service did not start: " .. (S.read_file(log) or ""))
-end
-
-local d = have_node and describe or pending
+local wait_port = S.wait_port
+local d = S.have_dynalite and describe or pending
 
 d("#dynamodb DynamoDB store against dynalite", function()
   local dir, dyn, proxy, dyn_port, proxy_port, dbpath
   local tables = 0
 
   local function start_dynalite(port)
-    local log = dir .. "/dynalite-" .. os.time() .. math.random(1e6) .. ".log"
-    dyn = S.spawn(("node tests/node/dynalite_server.js --path %s%s"):format(S.quote(dbpath),
-      port and (" --port " .. port) or ""), log)
-    return wait_port(log, 10)
+    local p
+    dyn, p = S.start_dynalite(dir, dbpath, port)
+    return p
   end
 
   local function faults(rules)
@@ -424,5 +411,90 @@ d("#dynamodb DynamoDB store against dynalite", function()
     assert.are.equal("duplicate\n", out)
     code, out = mm(t, { "ddb", "claim", "--ns", "recently_interacted", "e300" })
     assert.are.equal("won\n", out)
+  end)
+
+  -- A count of every event, deduplicated by event_id, on the shared store;
+  -- the id comes from a field (C fast path) or from a Lua function.
+  local function dedup_count(name, lua_id, store_opts)
+    return script(name .. (lua_id and "_lua" or ""), ([[
+  name = "%s", key = murmur.literal("all"), monoid = murmur.count(),
+  dedup = { id = %s },
+  flush = { events = 2000, interval = "200ms" },
+  store = murmur.store("dynamodb", { %s }),]]):format(name, lua_id and "function(ev) return ev.event_id end" or '"event_id"',
+      store_opts or ""))
+  end
+
+  local function stored_count(t, name)
+    local v = read_values(t, name, { "all" }, { 0 })
+    return v.all and v.all.value or 0
+  end
+
+  local function stats_of(err)
+    return core.json_decode(assert(err:match("\n({\"batches\"[^\n]*)"), "no --stats output: " .. err))
+  end
+
+  it("counts each event once when two workers read the same events at the same time (claims)", function()
+    local t = new_table()
+    local a, b = dir .. "/twice-a.jsonl", dir .. "/twice-b.jsonl"
+    S.gen_events(a, 6000, 300, 1.1, 21)
+    S.exec(("cp %s %s"):format(S.quote(a), S.quote(b)))
+    -- One worker on the C fast path, the other computing the id in Lua.
+    local c_path, lua_path = dedup_count("twice"), dedup_count("twice", true)
+    local env = ("env AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=%s MURMUR_DYNAMODB_TABLE=%s "
+      .. "MURMUR_DYNAMODB_ENDPOINT=%s"):format(SECRET, t, endpoint(true))
+    local w1 = S.spawn(("%s %s run --once --stats --data %s/tw1 --input %s %s"):format(env, S.quote(S.murmur),
+      dir, a, c_path), dir .. "/tw1.log")
+    local w2 = S.spawn(("%s %s run --once --stats --data %s/tw2 --input %s %s"):format(env, S.quote(S.murmur),
+      dir, b, lua_path), dir .. "/tw2.log")
+    assert.are.equal(0, S.wait_exit(w1, 300))
+    assert.are.equal(0, S.wait_exit(w2, 300))
+    assert.are.equal(6000, stored_count(t, "twice"))
+    local s1 = stats_of(S.read_file(dir .. "/tw1.log")).pipelines.twice
+    local s2 = stats_of(S.read_file(dir .. "/tw2.log")).pipelines.twice
+    print(("# two workers, same 6000 events: %d + %d accepted, %d + %d duplicates")
+      :format(s1.accepted, s2.accepted, s1.duplicates, s2.duplicates))
+    assert.are.equal(6000, s1.accepted + s2.accepted)
+    assert.are.equal(6000, s1.duplicates + s2.duplicates)
+  end)
+
+  it("counts a record whose merge failed after its claim exactly once when it is redelivered (the Go original's loss)", function()
+    local t = new_table()
+    local input = dir .. "/loss.jsonl"
+    S.gen_events(input, 1500, 100, 1.1, 22)
+    local path = dedup_count("goloss", false, 'lease = "2s", max_attempts = 2, backoff_max = "50ms"')
+    -- Every merge fails (the first UpdateItem is put_meta's registry update).
+    faults({ { op = "UpdateItem", action = "error500", after = 1 } })
+    local log = dir .. "/goloss1.log"
+    local env = ("env AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=%s MURMUR_DYNAMODB_TABLE=%s "
+      .. "MURMUR_DYNAMODB_ENDPOINT=%s"):format(SECRET, t, endpoint())
+    local w1 = S.spawn(("%s %s run --once --data %s/gl1 --input %s %s"):format(env, S.quote(S.murmur), dir,
+      input, path), log)
+    for _ = 1, 200 do
+      if (S.read_file(log) or ""):find("flush of %d+ deltas failed") then break end
+      S.sleep(0.05)
+    end
+    assert.truthy((S.read_file(log) or ""):find("flush of %d+ deltas failed"), S.read_file(log))
+    -- The worker claimed the ids, could not merge, and dies.
+    S.kill(w1, "KILL")
+    S.wait_exit(w1, 5)
+    faults()
+    assert.are.equal(0, stored_count(t, "goloss"))
+    local code, out = mm(t, { "ddb", "claim", "--ns", "goloss", "e7" })
+    assert.are.equal("busy\n", out)
+    -- Redelivered to another worker: it waits for the dead worker's leases,
+    -- takes its claims over and counts every record once.
+    local code2, out2, err = mm(t, { "run", "--once", "--stats", "--data", dir .. "/gl2", "--input", input, path })
+    assert.are.equal(0, code2, err)
+    assert.are.equal(1500, stored_count(t, "goloss"))
+    local claims = stats_of("\n" .. out2).instrumentation["goloss:store_claim"]
+    print(("# merge failed after claim: %d of 1500 claims taken over from the dead worker"):format(claims.stolen))
+    assert.is_true(claims.stolen > 0)
+    -- And a third delivery (a copy: the file source resumes from its stored
+    -- position) is a duplicate throughout.
+    S.exec(("cp %s %s.again"):format(S.quote(input), S.quote(input)))
+    code2, out2, err = mm(t, { "run", "--once", "--stats", "--data", dir .. "/gl3", "--input", input .. ".again", path })
+    assert.are.equal(0, code2, err)
+    assert.are.equal(1500, stored_count(t, "goloss"))
+    assert.are.equal(1500, stats_of("\n" .. out2).pipelines.goloss.duplicates)
   end)
 end)

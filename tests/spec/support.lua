@@ -113,4 +113,28 @@ function M.sleep(s)
   M.exec("sleep " .. s)
 end
 
+-- Waits for a service's log to say "listening <port>"; returns the port.
+function M.wait_port(log, seconds)
+  for _ = 1, seconds * 20 do
+    local s = M.read_file(log)
+    local port = s and s:match("listening (%d+)")
+    if port then return tonumber(port) end
+    M.sleep(0.05)
+  end
+  error("service did not start: " .. (M.read_file(log) or ""))
+end
+
+-- node and tests/node/node_modules (make deps) are there: dynalite can run.
+M.have_dynalite = M.exec("node --version") == 0
+  and io.open(M.root .. "/tests/node/node_modules/dynalite/package.json") ~= nil
+
+-- Starts dynalite on 127.0.0.1 with its data under dbpath (port: a fixed
+-- port to come back on after a kill, or any); returns its handle and port.
+function M.start_dynalite(dir, dbpath, port)
+  local log = dir .. "/dynalite-" .. os.time() .. math.random(1e6) .. ".log"
+  local h = M.spawn(("node %s/tests/node/dynalite_server.js --path %s%s"):format(M.root, quote(dbpath),
+    port and (" --port " .. port) or ""), log)
+  return h, M.wait_port(log, 10)
+end
+
 return M

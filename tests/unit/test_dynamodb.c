@@ -815,7 +815,7 @@ TEST(stale_tokens_are_pruned)
 static int claim_call(fx_t *x, mm_store_t *st, int op, const mm_ns_t *ns, const char *id,
 		      int64_t lease_ms)
 {
-	mm_ddb_claim_t c = {.id = id, .len = strlen(id)};
+	mm_claim_t c = {.id = id, .len = strlen(id)};
 	done_t d = {0};
 	int rc;
 
@@ -844,7 +844,7 @@ TEST(claim_protocol)
 	mm_ns_t ns = {"dd", &mcnt};
 	mm_kv_t oa = {"owner", "A"}, ob = {"owner", "B"};
 	mm_store_t *b = NULL;
-	mm_ddb_claim_t many[16];
+	mm_claim_t many[16];
 	_Alignas(16) unsigned char s[MM_STATE_MAX];
 	static flush_t fl;
 	done_t d = {0};
@@ -860,49 +860,49 @@ TEST(claim_protocol)
 		REQUIRE(mm_store_open("dynamodb", &x.loop, kv, 3, 0, &b) == 0);
 	}
 	CHECK(strcmp(mm_ddb_owner(x.st), "A") == 0 && strcmp(mm_ddb_owner(b), "B") == 0);
-	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e1", 60000), MM_DDB_WON);
-	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e1", 60000), MM_DDB_WON); /* idempotent */
-	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e1", 60000), MM_DDB_BUSY);
-	CHECK_EQ_INT(claim_call(&x, b, 1, &ns, "e1", 0), MM_DDB_NOT_OWNER);
-	CHECK_EQ_INT(claim_call(&x, x.st, 3, &ns, "e1", 120000), MM_DDB_RENEWED);
-	CHECK_EQ_INT(claim_call(&x, x.st, 1, &ns, "e1", 0), MM_DDB_CONFIRMED);
-	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e1", 60000), MM_DDB_DUPLICATE);
-	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e1", 60000), MM_DDB_DUPLICATE);
-	CHECK_EQ_INT(claim_call(&x, x.st, 2, &ns, "e1", 0), MM_DDB_NOT_OWNER); /* confirmed */
+	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e1", 60000), MM_CLAIM_WON);
+	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e1", 60000), MM_CLAIM_WON); /* idempotent */
+	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e1", 60000), MM_CLAIM_BUSY);
+	CHECK_EQ_INT(claim_call(&x, b, 1, &ns, "e1", 0), MM_CLAIM_NOT_OWNER);
+	CHECK_EQ_INT(claim_call(&x, x.st, 3, &ns, "e1", 120000), MM_CLAIM_RENEWED);
+	CHECK_EQ_INT(claim_call(&x, x.st, 1, &ns, "e1", 0), MM_CLAIM_CONFIRMED);
+	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e1", 60000), MM_CLAIM_DUPLICATE);
+	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e1", 60000), MM_CLAIM_DUPLICATE);
+	CHECK_EQ_INT(claim_call(&x, x.st, 2, &ns, "e1", 0), MM_CLAIM_NOT_OWNER); /* confirmed */
 	/* The merge failed: A releases, and B may count the record. */
-	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e2", 60000), MM_DDB_WON);
-	CHECK_EQ_INT(claim_call(&x, x.st, 2, &ns, "e2", 0), MM_DDB_RELEASED);
-	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e2", 60000), MM_DDB_WON);
+	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e2", 60000), MM_CLAIM_WON);
+	CHECK_EQ_INT(claim_call(&x, x.st, 2, &ns, "e2", 0), MM_CLAIM_RELEASED);
+	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e2", 60000), MM_CLAIM_WON);
 	/* A dies holding e3: after its lease B takes it over; A's renew fails. */
-	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e3", 1), MM_DDB_WON);
+	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e3", 1), MM_CLAIM_WON);
 	usleep(20000);
-	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e3", 60000), MM_DDB_STOLEN);
-	CHECK_EQ_INT(claim_call(&x, x.st, 3, &ns, "e3", 60000), MM_DDB_NOT_OWNER);
-	CHECK_EQ_INT(claim_call(&x, x.st, 1, &ns, "e3", 0), MM_DDB_NOT_OWNER);
+	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e3", 60000), MM_CLAIM_STOLEN);
+	CHECK_EQ_INT(claim_call(&x, x.st, 3, &ns, "e3", 60000), MM_CLAIM_NOT_OWNER);
+	CHECK_EQ_INT(claim_call(&x, x.st, 1, &ns, "e3", 0), MM_CLAIM_NOT_OWNER);
 	/* A flush's marks confirm (or create) the ids after its deltas. */
-	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e4", 60000), MM_DDB_WON);
+	CHECK_EQ_INT(claim_call(&x, x.st, 0, &ns, "e4", 60000), MM_CLAIM_WON);
 	flush_init(&fl);
 	mcnt.vt->init(&mcnt, s);
 	mcnt.vt->add(&mcnt, s, &(mm_value_t){0});
 	add_delta(&fl, &ns, "cnt", 0, 0, s);
-	fl.mk[0] = (mm_mark_t){&ns, "e4", 2, now_ms() + 3600000};
-	fl.mk[1] = (mm_mark_t){&ns, "e5", 2, now_ms() + 3600000};
+	fl.mk[0] = (mm_mark_t){&ns, "e4", 2, now_ms() + 3600000, 0};
+	fl.mk[1] = (mm_mark_t){&ns, "e5", 2, now_ms() + 3600000, 0};
 	fl.f.nmarks = 2;
 	CHECK(apply(&x, &fl.f) == 0);
 	CHECK(fl.md[0] == 1 && fl.md[1] == 1);
-	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e4", 60000), MM_DDB_DUPLICATE);
-	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e5", 60000), MM_DDB_DUPLICATE);
+	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e4", 60000), MM_CLAIM_DUPLICATE);
+	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e5", 60000), MM_CLAIM_DUPLICATE);
 	/* A batch: 16 ids at once, one of them taken. */
 	for (int i = 0; i < 16; i++)
-		many[i] = (mm_ddb_claim_t){.id = i == 5 ? "e1" : "batch", .len = i == 5 ? 2 : 5};
+		many[i] = (mm_claim_t){.id = i == 5 ? "e1" : "batch", .len = i == 5 ? 2 : 5};
 	many[3].id = "other";
 	many[3].len = 5;
 	REQUIRE(mm_ddb_claim(b, &ns, many, 16, 60000, 3600000, on_done, &d) == 0);
 	CHECK(wait_done(&x, &d) == 0);
 	for (int i = 0; i < 16; i++)
-		won += many[i].result == MM_DDB_WON;
+		won += many[i].result == MM_CLAIM_WON;
 	CHECK_EQ_INT(won, 15); /* the same owner re-claiming "batch" wins each time */
-	CHECK_EQ_INT(many[5].result, MM_DDB_DUPLICATE);
+	CHECK_EQ_INT(many[5].result, MM_CLAIM_DUPLICATE);
 	mm_store_close(b);
 	CHECK(fx_close(&x) == 0);
 }

@@ -276,7 +276,7 @@ static void add_delta(batch_t *b, const mm_ns_t *ns, const void *e, size_t len, 
 
 static void add_mark(batch_t *b, const mm_ns_t *ns, const void *id, size_t len, int64_t expire)
 {
-	b->marks[b->f.nmarks++] = (mm_mark_t){ns, id, len, expire};
+	b->marks[b->f.nmarks++] = (mm_mark_t){ns, id, len, expire, 0};
 }
 
 static void add_purge(batch_t *b, const mm_ns_t *ns, int64_t before)

@@ -843,7 +843,7 @@ TEST(dedup_marks_in_valkey)
 	CHECK(mm_store_seen(fx.st, &ns, "e1", 2, now_ms()) == 0);
 	batch_init(&b);
 	add_int(&ns, batch_delta(&b, &ns, "x", 0, 0), 0);
-	b.marks[0] = (mm_mark_t){&ns, "e1", 2, now_ms() + 60000};
+	b.marks[0] = (mm_mark_t){&ns, "e1", 2, now_ms() + 60000, 0};
 	b.f.nmarks = 1;
 	CHECK(apply(&fx, &b) == 0);
 	batch_free(&b);
@@ -873,7 +873,7 @@ TEST(claims)
 {
 	mm_monoid_t m;
 	mm_ns_t ns = {"views", &m};
-	mm_mark_t mk[2] = {{&ns, "ev-1", 4, now_ms() + 60000}, {&ns, "ev-2", 4, now_ms() + 60000}};
+	mm_mark_t mk[2] = {{&ns, "ev-1", 4, now_ms() + 60000, 0}, {&ns, "ev-2", 4, now_ms() + 60000, 0}};
 	claim_res_t a, b, c;
 	fx_t fx1, fx2;
 

@@ -1,0 +1,382 @@
+/*
+ * claims.c: the claim phase of a flush (see claims.h).
+ *
+ * The round keeps, per pipeline with held records, the held table's claim
+ * array (results land there) and a scratch array for the ids still open:
+ * the first call asks every id; later calls ask only those answered BUSY or
+ * failed. Renewals use a copy of the won ids, because a store call owns its
+ * array until its callback. Store calls may still be in flight when the
+ * engine frees the round (a renewal racing the flush's success), so the
+ * memory goes only once they have all answered and the timer has closed.
+ */
+#include "claims.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/error.h"
+#include "log.h"
+
+#define CLAIM_RETRY_MIN_MS 100
+#define CLAIM_RETRY_MAX_MS 5000
+#define CLAIM_BUSY_MIN_MS 50
+#define CLAIM_BUSY_MAX_MS 2000
+
+typedef struct round_pipe {
+	mm_claim_round_t *round;
+	mm_pipeline_t *p;
+	mm_held_t *held;
+	mm_claim_t *all;        /* the held table's claims: one per distinct id */
+	size_t n;
+	mm_claim_t *ask;        /* open ids of the call in flight */
+	size_t *ask_idx;        /* ask[k] is all[ask_idx[k]] */
+	size_t nask;
+	mm_claim_t *renew;      /* won ids of the renewal in flight */
+	size_t nrenew;
+	int renewing;
+} round_pipe_t;
+
+struct mm_claim_round {
+	mm_engine_t *ctx;
+	void (*done)(void *arg);
+	void *arg;
+	round_pipe_t *pipes;
+	int npipes;
+	int calls;              /* store calls in flight */
+	int finished;           /* done() ran */
+	int freed;              /* the engine let go; free when calls == 0 */
+	int timer_closed;
+	int64_t leased_ms;      /* when the won leases were taken or last renewed */
+	int64_t retry_ms;
+	uv_timer_t timer;
+};
+
+static void round_ask(mm_claim_round_t *r);
+
+static int is_open(int result)
+{
+	return result == 0 || result == MM_CLAIM_BUSY || result < 0;
+}
+
+static int is_won(int result)
+{
+	return result == MM_CLAIM_WON || result == MM_CLAIM_STOLEN;
+}
+
+static void round_maybe_free(mm_claim_round_t *r)
+{
+	if (!r->freed || r->calls > 0 || !r->timer_closed)
+		return;
+	for (int i = 0; i < r->npipes; i++) {
+		free(r->pipes[i].ask);
+		free(r->pipes[i].ask_idx);
+		free(r->pipes[i].renew);
+	}
+	free(r->pipes);
+	free(r);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+	mm_claim_round_t *r = h->data;
+
+	r->timer_closed = 1;
+	round_maybe_free(r);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	round_ask(t->data);
+}
+
+/* Processes one pipeline's held records whose claims were won, into the
+ * flushing generation, in arrival order and in runs of one delivered batch
+ * (same source and processing time), as they would have been at arrival. */
+static void replay_pipe(mm_engine_t *ctx, round_pipe_t *rp, mm_record_t *recs)
+{
+	mm_pipeline_t *p = rp->p;
+	mm_held_t *h = rp->held;
+	int cur = p->cur;
+	uint64_t pending = p->pending_records;
+	size_t i = 0;
+
+	p->cur = !cur;
+	p->replaying = 1;
+	while (i < h->n) {
+		mm_batch_t b = {.src = h->recs[i].src, .recs = recs, .now_ms = h->recs[i].now_ms};
+
+		for (; i < h->n && h->recs[i].src == b.src && h->recs[i].now_ms == b.now_ms; i++) {
+			if (!is_won(rp->all[h->recs[i].claim].result)) {
+				p->stats.duplicates++;
+				continue;
+			}
+			mm_held_record(h, i, &recs[b.n++]);
+		}
+		if (b.n == 0)
+			continue;
+		if (p->uses_lua && ctx->lua_batch) {
+			p->batch = &b;
+			ctx->lua_batch(ctx->lua_ud, &b, &p, 1);
+			p->batch = NULL;
+		} else {
+			mm_pipeline_process_batch(p, &b);
+		}
+	}
+	/* Every won id becomes a confirmed mark with the flush, also when its
+	 * record was rejected: a dead-lettered record has been dealt with. */
+	for (size_t k = 0; k < rp->n; k++) {
+		mm_agg_entry_t *e;
+		int created;
+
+		if (!is_won(rp->all[k].result))
+			continue;
+		e = mm_agg_upsert(&p->ids[!cur], rp->all[k].id, rp->all[k].len, 0, &created);
+		if (e == NULL) {
+			mm_log(MM_LOG_ERROR, p->cfg.name,
+			       "out of memory keeping a dedup mark; its claim stays pending");
+			continue;
+		}
+		if (created)
+			e->expire_ms = h->recs[0].now_ms + p->cfg.dedup_ttl_ms;
+	}
+	p->replaying = 0;
+	p->cur = cur;
+	p->pending_records = pending;
+}
+
+static void round_finish(mm_claim_round_t *r)
+{
+	size_t most = 0;
+	mm_record_t *recs;
+
+	for (int i = 0; i < r->npipes; i++)
+		if (r->pipes[i].held->n > most)
+			most = r->pipes[i].held->n;
+	recs = calloc(most ? most : 1, sizeof(*recs));
+	if (recs == NULL) {
+		/* Nothing was processed yet: try again shortly. */
+		mm_log(MM_LOG_ERROR, "engine", "out of memory processing claimed records; retrying");
+		uv_timer_start(&r->timer, on_timer, CLAIM_RETRY_MAX_MS, 0);
+		return;
+	}
+	for (int i = 0; i < r->npipes; i++)
+		replay_pipe(r->ctx, &r->pipes[i], recs);
+	free(recs);
+	r->finished = 1;
+	r->done(r->arg);
+}
+
+/* Schedules the next call for the ids still open, or finishes. */
+static void round_settle(mm_claim_round_t *r)
+{
+	int64_t now = mm_now_ms(), wait = -1;
+	int failed = 0;
+
+	for (int i = 0; i < r->npipes; i++) {
+		round_pipe_t *rp = &r->pipes[i];
+
+		for (size_t k = 0; k < rp->n; k++) {
+			const mm_claim_t *c = &rp->all[k];
+			int64_t w;
+
+			if (c->result < 0 || c->result == 0) {
+				failed = 1;
+			} else if (c->result == MM_CLAIM_BUSY) {
+				w = c->lease_until_ms - now;
+				w = w < CLAIM_BUSY_MIN_MS ? CLAIM_BUSY_MIN_MS
+				    : w > CLAIM_BUSY_MAX_MS ? CLAIM_BUSY_MAX_MS : w;
+				if (wait < 0 || w < wait)
+					wait = w;
+			}
+		}
+	}
+	if (failed) {
+		wait = r->retry_ms;
+		r->retry_ms = r->retry_ms * 2 > CLAIM_RETRY_MAX_MS ? CLAIM_RETRY_MAX_MS : r->retry_ms * 2;
+	}
+	if (wait < 0) {
+		round_finish(r);
+		return;
+	}
+	uv_timer_start(&r->timer, on_timer, (uint64_t)wait, 0);
+}
+
+static void on_claimed(void *arg, int status, const char *detail)
+{
+	round_pipe_t *rp = arg;
+	mm_claim_round_t *r = rp->round;
+	mm_pipeline_t *p = rp->p;
+	size_t stolen = 0;
+
+	r->calls--;
+	if (r->freed) {
+		round_maybe_free(r);
+		return;
+	}
+	p->stats.claims += rp->nask;
+	for (size_t k = 0; k < rp->nask; k++) {
+		mm_claim_t *c = &rp->all[rp->ask_idx[k]];
+
+		c->result = rp->ask[k].result;
+		c->lease_until_ms = rp->ask[k].lease_until_ms;
+		p->stats.claim_duplicates += c->result == MM_CLAIM_DUPLICATE;
+		p->stats.claim_busy += c->result == MM_CLAIM_BUSY;
+		p->stats.claim_stolen += c->result == MM_CLAIM_STOLEN;
+		stolen += c->result == MM_CLAIM_STOLEN;
+	}
+	if (stolen)
+		mm_log(MM_LOG_INFO, p->cfg.name,
+		       "took %zu event ids over from workers whose leases ran out", stolen);
+	if (status)
+		mm_log(MM_LOG_WARN, p->cfg.name,
+		       "dedup claims failed (%s: %s); the flush waits and asks again in %lld ms",
+		       mm_err_name(status), detail, (long long)r->retry_ms);
+	if (r->calls == 0)
+		round_settle(r);
+}
+
+/* One claim call per pipeline for its open ids. */
+static void round_ask(mm_claim_round_t *r)
+{
+	r->leased_ms = mm_now_ms();
+	for (int i = 0; i < r->npipes; i++) {
+		round_pipe_t *rp = &r->pipes[i];
+		int rc;
+
+		rp->nask = 0;
+		for (size_t k = 0; k < rp->n; k++)
+			if (is_open(rp->all[k].result)) {
+				rp->ask[rp->nask] = rp->all[k];
+				rp->ask_idx[rp->nask++] = k;
+			}
+		if (rp->nask == 0)
+			continue;
+		rc = mm_store_claim(r->ctx->st, &rp->p->ns, rp->ask, rp->nask, rp->p->cfg.dedup_ttl_ms,
+				    on_claimed, rp);
+		if (rc) {
+			for (size_t k = 0; k < rp->nask; k++)
+				rp->all[rp->ask_idx[k]].result = rc;
+			mm_log(MM_LOG_WARN, rp->p->cfg.name, "cannot ask for dedup claims: %s: %s",
+			       mm_err_name(rc), mm_diag_msg());
+			continue;
+		}
+		r->calls++;
+	}
+	if (r->calls == 0)
+		round_settle(r);
+}
+
+int mm_claim_round_needed(const mm_engine_t *ctx)
+{
+	for (int i = 0; i < ctx->npipes; i++)
+		if (ctx->pipes[i]->held[!ctx->pipes[i]->cur].n > 0)
+			return 1;
+	return 0;
+}
+
+int mm_claim_round_start(mm_engine_t *ctx, void (*done)(void *arg), void *arg,
+			 mm_claim_round_t **out)
+{
+	mm_claim_round_t *r = calloc(1, sizeof(*r));
+	int n = 0;
+
+	if (r == NULL || (r->pipes = calloc((size_t)ctx->npipes + 1, sizeof(*r->pipes))) == NULL)
+		goto nomem;
+	r->ctx = ctx;
+	r->done = done;
+	r->arg = arg;
+	r->retry_ms = CLAIM_RETRY_MIN_MS;
+	for (int i = 0; i < ctx->npipes; i++) {
+		mm_pipeline_t *p = ctx->pipes[i];
+		round_pipe_t *rp = &r->pipes[n];
+
+		if (p->held[!p->cur].n == 0)
+			continue;
+		rp->round = r;
+		rp->p = p;
+		rp->held = &p->held[!p->cur];
+		rp->all = mm_held_claims(rp->held, &rp->n);
+		rp->ask = calloc(rp->n, sizeof(*rp->ask));
+		rp->ask_idx = calloc(rp->n, sizeof(*rp->ask_idx));
+		rp->renew = calloc(rp->n, sizeof(*rp->renew));
+		r->npipes = ++n;
+		if (!rp->ask || !rp->ask_idx || !rp->renew)
+			goto nomem;
+		for (size_t k = 0; k < rp->n; k++)
+			rp->all[k].result = 0;
+	}
+	uv_timer_init(ctx->loop, &r->timer);
+	r->timer.data = r;
+	*out = r;
+	round_ask(r);
+	return 0;
+nomem:
+	if (r) {
+		for (int i = 0; i < r->npipes; i++) {
+			free(r->pipes[i].ask);
+			free(r->pipes[i].ask_idx);
+			free(r->pipes[i].renew);
+		}
+		free(r->pipes);
+	}
+	free(r);
+	return mm_diag_set(MM_ENOMEM, "cannot start a claim round");
+}
+
+static void on_renewed(void *arg, int status, const char *detail)
+{
+	round_pipe_t *rp = arg;
+	mm_claim_round_t *r = rp->round;
+	size_t lost = 0;
+
+	r->calls--;
+	rp->renewing = 0;
+	if (r->freed) {
+		round_maybe_free(r);
+		return;
+	}
+	for (size_t k = 0; k < rp->nrenew; k++)
+		lost += rp->renew[k].result == MM_CLAIM_NOT_OWNER;
+	if (status)
+		mm_log(MM_LOG_WARN, rp->p->cfg.name, "renewing dedup claims failed: %s: %s",
+		       mm_err_name(status), detail);
+	if (lost)
+		mm_log(MM_LOG_WARN, rp->p->cfg.name,
+		       "%zu dedup claims were taken over while the flush was retried; those "
+		       "events may be counted twice",
+		       lost);
+}
+
+void mm_claim_round_renew(mm_claim_round_t *r)
+{
+	int64_t now = mm_now_ms();
+
+	if (r == NULL || !r->finished || now - r->leased_ms < r->ctx->st->lease_ms / 3)
+		return;
+	r->leased_ms = now;
+	for (int i = 0; i < r->npipes; i++) {
+		round_pipe_t *rp = &r->pipes[i];
+
+		if (rp->renewing)
+			continue;
+		rp->nrenew = 0;
+		for (size_t k = 0; k < rp->n; k++)
+			if (is_won(rp->all[k].result))
+				rp->renew[rp->nrenew++] = rp->all[k];
+		if (rp->nrenew == 0)
+			continue;
+		if (mm_store_renew(r->ctx->st, &rp->p->ns, rp->renew, rp->nrenew, on_renewed, rp) == 0) {
+			rp->renewing = 1;
+			r->calls++;
+		}
+	}
+}
+
+void mm_claim_round_free(mm_claim_round_t *r)
+{
+	if (r == NULL)
+		return;
+	r->freed = 1;
+	uv_timer_stop(&r->timer);
+	uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+}
