@@ -788,6 +788,7 @@ static int l_engine_stats(lua_State *L)
 		SET_NUM("records", p->stats.records);
 		SET_NUM("accepted", p->stats.accepted);
 		SET_NUM("duplicates", p->stats.duplicates);
+		SET_NUM("held", p->stats.held);
 		SET_NUM("deltas_flushed", p->stats.deltas_flushed);
 		SET_NUM("dead_letters", p->stats.dead_letters);
 		SET_NUM("dead_letter_errors", p->stats.dead_letter_errors);
