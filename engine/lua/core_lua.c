@@ -704,6 +704,23 @@ static int l_engine_close_idle_sources(lua_State *L)
 		lua_setfield(L, -2, name);                \
 	} while (0)
 
+/* Sets the cache_* counters of a Valkey-wrapped store into the table on top. */
+static void push_cache_stats(lua_State *L, const mm_store_t *st)
+{
+	mm_valkey_stats_t vs;
+
+	if (mm_valkey_stats(st, &vs) != 0)
+		return;
+	for (int op = 0; op < MM_VALKEY_OP_MAX; op++) {
+		lua_newtable(L);
+		SET_NUM("ops", vs.ops[op]);
+		SET_NUM("errors", vs.errors[op]);
+		SET_NUM("ms_total", vs.ns_total[op] / 1e6);
+		SET_NUM("ms_max", vs.ns_max[op] / 1e6);
+		lua_setfield(L, -2, mm_valkey_op_name(op));
+	}
+}
+
 static int l_engine_stats(lua_State *L)
 {
 	lua_engine_t *e = check_engine(L);
@@ -766,19 +783,7 @@ static int l_engine_stats(lua_State *L)
 		SET_NUM("stolen", p->stats.claim_stolen);
 		lua_setfield(L, -2, name);
 	}
-	{
-		mm_valkey_stats_t vs;
-
-		if (ctx->st->vt == &mm_store_valkey_vtable && mm_valkey_stats(ctx->st, &vs) == 0)
-			for (int op = 0; op < MM_VALKEY_OP_MAX; op++) {
-				lua_newtable(L);
-				SET_NUM("ops", vs.ops[op]);
-				SET_NUM("errors", vs.errors[op]);
-				SET_NUM("ms_total", vs.ns_total[op] / 1e6);
-				SET_NUM("ms_max", vs.ns_max[op] / 1e6);
-				lua_setfield(L, -2, mm_valkey_op_name(op));
-			}
-	}
+	push_cache_stats(L, ctx->st);
 	lua_setfield(L, -2, "instrumentation");
 	lua_newtable(L);
 	for (int i = 0; i < ctx->npipes; i++) {
@@ -1068,6 +1073,23 @@ static int l_store_position(lua_State *L)
 	int rc = mm_store_get_position(s->st, luaL_checkstring(L, 2), &b);
 
 	return push_store_bytes(L, rc, &b);
+}
+
+/* st:stats() -> { get_many = {ops, errors, ms_total, ms_max}, cache_* = ... } */
+static int l_store_stats(lua_State *L)
+{
+	lua_store_t *s = check_store(L);
+	const mm_store_stats_t *ss = &s->st->stats;
+
+	lua_newtable(L);
+	lua_newtable(L);
+	SET_NUM("ops", ss->ops[MM_STORE_OP_GET_MANY]);
+	SET_NUM("errors", ss->errors[MM_STORE_OP_GET_MANY]);
+	SET_NUM("ms_total", ss->ns_total[MM_STORE_OP_GET_MANY] / 1e6);
+	SET_NUM("ms_max", ss->ns_max[MM_STORE_OP_GET_MANY] / 1e6);
+	lua_setfield(L, -2, "get_many");
+	push_cache_stats(L, s->st);
+	return 1;
 }
 
 static int l_store_close(lua_State *L)
@@ -1482,6 +1504,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"meta", l_store_meta},
 		{"list", l_store_list},
 		{"position", l_store_position},
+		{"stats", l_store_stats},
 		{"close", l_store_close},
 		{NULL, NULL},
 	};

@@ -1093,6 +1093,11 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 			rc = lmdb_fail(mrc, "write format version");
 			goto out;
 		}
+	} else if (mrc == MDB_NOTFOUND && stat.ms_entries == 0) {
+		/* A reader that comes while the writer is creating the store
+		 * (before its first commit) finds it empty: nothing stored yet. */
+		rc = mm_diag_set(MM_ENOTFOUND, "lmdb: '%s' holds nothing yet", path);
+		goto out;
 	} else if (mrc == MDB_NOTFOUND) {
 		rc = mm_diag_set(MM_EINCOMPAT, "lmdb: '%s' is not a murmur store", path);
 		goto out;

@@ -76,6 +76,9 @@ inside the retention.
                      $MURMUR_VALKEY_URL; one store only; doc/valkey.md)
   --json             print JSON instead of text
   --top N            print only the first N Top-K items (default all)
+  --stats            print the reads' instrumentation as JSON on stderr:
+                     PIPELINE:store_get (one bucket) or :store_get_many
+                     (a window) and the cache's cache_* commands
 ]],
   check = [[
 usage: murmur check SCRIPT...
@@ -281,6 +284,7 @@ local function cmd_query(args)
   local opts, pos = parse_args(args, {
     data = "multi", window = "value", from = "value", to = "value", at = "value",
     pipeline = "value", json = "flag", top = "value", store = "value", cache = "value",
+    stats = "flag",
   })
   if not opts then return usage_error("query", pos) end
   if opts.help then io.write(HELP.query) return EXIT_OK end
@@ -289,6 +293,10 @@ local function cmd_query(args)
   if not result then
     eprintf("murmur query: %s\n", err)
     return code or EXIT_RUNTIME
+  end
+  if result.instrumentation then
+    io.stderr:write(core.json_encode(result.instrumentation), "\n")
+    result.instrumentation = nil
   end
   if opts.json then
     io.write(core.json_encode(result), "\n")

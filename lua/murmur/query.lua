@@ -82,8 +82,29 @@ function M.run(target, entity, opts)
   -- (dynamodb) configured like `murmur run` does (script, then environment).
   local kind = opts.store or os.getenv("MURMUR_STORE") or (script_store and script_store.type) or "lmdb"
   local dirs = kind == "lmdb" and (opts.data or { require("murmur.runner").data_dir({}) }) or { kind }
-  local stores, meta = {}, nil
-  local function close_all() for _, s in ipairs(stores) do s:close() end end
+  local stores, meta, buckets = {}, nil, nil
+  -- --stats: the reads' instrumentation under the contract's names, summed
+  -- over the stores: <pipeline>:store_get for one bucket, :store_get_many
+  -- for a window, and the cache's cache_* commands.
+  local instr = opts.stats and {} or nil
+  local function add_stats(s)
+    local st = s:stats()
+    for op, v in pairs(st) do
+      if op == "get_many" then
+        op = ("%s:store_%s"):format(name, buckets and #buckets == 1 and "get" or "get_many")
+      end
+      local acc = instr[op] or { ops = 0, errors = 0, ms_total = 0, ms_max = 0 }
+      acc.ops, acc.errors, acc.ms_total = acc.ops + v.ops, acc.errors + v.errors, acc.ms_total + v.ms_total
+      acc.ms_max = math.max(acc.ms_max, v.ms_max)
+      instr[op] = acc
+    end
+  end
+  local function close_all()
+    for _, s in ipairs(stores) do
+      if instr then add_stats(s) end
+      s:close()
+    end
+  end
   for _, dir in ipairs(dirs) do
     local skind, sopts = "lmdb", { path = dir .. "/store" }
     if kind ~= "lmdb" then
@@ -109,7 +130,8 @@ function M.run(target, entity, opts)
     close_all()
     return nil, ("no pipeline '%s' in %s"):format(name, table.concat(dirs, ", ")), EXIT_NOTFOUND
   end
-  local buckets, window = buckets_for(meta, opts)
+  local window
+  buckets, window = buckets_for(meta, opts)
   if not buckets then close_all() return nil, window, EXIT_USAGE end
   -- An HLL window the cache holds entirely is one PFCOUNT over its buckets.
   if meta.monoid.name == "hll" and #stores == 1 then
@@ -117,7 +139,8 @@ function M.run(target, entity, opts)
     if card then
       close_all()
       return { pipeline = name, entity = entity, monoid = "hll", window = window,
-        found = nonempty > 0, buckets_found = nonempty, result = { cardinality = card } }
+        found = nonempty > 0, buckets_found = nonempty, result = { cardinality = card },
+        instrumentation = instr }
     end
   end
   local acc = assert(core.state(meta.monoid))
@@ -136,6 +159,7 @@ function M.run(target, entity, opts)
   return {
     pipeline = name, entity = entity, monoid = meta.monoid.name, window = window,
     found = found > 0, buckets_found = found, result = core.json_decode(assert(acc:json())),
+    instrumentation = instr,
   }
 end
 

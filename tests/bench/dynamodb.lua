@@ -7,7 +7,9 @@
 -- is not, the emulator is the limit.
 --
 -- usage: murmur lua tests/bench/dynamodb.lua DIR EVENTS
--- DIR holds events.jsonl (no ids) from run.sh.
+-- DIR holds events.jsonl (no ids) and events-with-ids.jsonl from run.sh; the
+-- dedup case reads the first 50 000 events with ids (one claim per event:
+-- the emulator's request rate decides its duration).
 local core = require("murmur.core")
 
 local dir = arg[1]
@@ -55,7 +57,8 @@ local env = ("AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench MURMUR_DYNAMOD
   :format(port)
 local cases = 0
 
-local function run_case(name, pipeline, body)
+local function run_case(name, pipeline, body, case_input)
+  case_input = case_input or input
   cases = cases + 1
   local table_name = "bench_" .. cases
   local script = ("%s/%s.lua"):format(dir, table_name)
@@ -66,7 +69,7 @@ local function run_case(name, pipeline, body)
   local errlog = dir .. "/" .. table_name .. ".log"
   local cmd = ("env %s MURMUR_DYNAMODB_TABLE=%s %s run --once --no-supervisor --stats --store dynamodb "
     .. "--log-level info --data %s/data-%s --input %s %s 2>%s"):format(env, table_name, murmur, dir,
-    table_name, input, script, errlog)
+    table_name, case_input, script, errlog)
   local d0, t0 = cpu_of(dpid), core.now_ms()
   local out = sh(cmd)
   local wall = (core.now_ms() - t0) / 1000
@@ -95,4 +98,10 @@ run_case("page_views (sum per page)", "page_views", [[
 run_case("unique_visitors (HLL per page)", "unique_visitors", [[
   key = "page_id", value = "user_id", monoid = murmur.hll {}, window = murmur.daily { retention = "90d" },
   flush = { events = 10000000, keys = 10000000, interval = "30s" },]])
+local ids = dir .. "/events-50k-ids.jsonl"
+os.execute(("head -n 50000 %s/events-with-ids.jsonl > %s"):format(dir, ids))
+run_case("recently_interacted + dedup (50k ids)", "recently_interacted_dedup", [[
+  key = murmur.literal("global"), value = "entity_id", monoid = murmur.topk { k = 32 },
+  window = murmur.daily { retention = "30d" }, dedup = { id = "event_id", ttl = "2d" },
+  flush = { events = 10000000, keys = 10000000, interval = "30s" },]], ids)
 os.execute("kill " .. dpid)

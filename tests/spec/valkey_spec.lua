@@ -299,4 +299,71 @@ describe("#valkey cache", function()
       assert.are.equal(1, won)
     end
   end)
+
+  -- The production shape: DynamoDB holds the state, Valkey caches it. The
+  -- wrapper writes through to DynamoDB and hands dedup claims to it, so two
+  -- deliveries of the same events count them once.
+  local dit = S.have_dynalite and it or pending
+  dit("caches a DynamoDB store and leaves dedup claims to DynamoDB", function()
+    local dir = S.tmpdir()
+    local dyn, dport = S.start_dynalite(dir, dir .. "/dynalite-db")
+    local env = ("env AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=spec MURMUR_STORE=dynamodb "
+      .. "MURMUR_DYNAMODB_TABLE=vk_over_ddb MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d "):format(dport)
+    local function mm(args)
+      local parts = { env, Q(S.murmur) }
+      for _, a in ipairs(args) do parts[#parts + 1] = Q(a) end
+      return S.exec(table.concat(parts, " "))
+    end
+    local ok, err = pcall(function()
+      local code, _, e = mm({ "ddb", "create-table" })
+      assert.are.equal(0, code, e)
+      local input = dir .. "/events.jsonl"
+      S.gen_events(input, 8000, 40, 1.1, 6)
+      S.exec(("cp %s %s/again.jsonl"):format(Q(input), Q(dir)))
+      local truth = truth_of(input)
+      local script = dir .. "/views.lua"
+      S.write_file(script, [[
+local murmur = require("murmur")
+murmur.pipeline { name = "views_dedup", key = "page_id", monoid = murmur.count(),
+  dedup = { id = "event_id" }, flush = { events = 2000, interval = "200ms" } }
+]])
+      local runs = {}
+      for i, file in ipairs({ input, dir .. "/again.jsonl" }) do
+        local out
+        code, out, e = mm({ "run", "--once", "--no-supervisor", "--stats", "--cache", url, "--data", dir .. "/d",
+          "--input", file, script })
+        assert.are.equal(0, code, e)
+        runs[i] = core.json_decode(out)
+      end
+      assert.are.equal(8000, runs[1].pipelines.views_dedup.accepted)
+      assert.are.equal(8000, runs[2].pipelines.views_dedup.duplicates)
+      -- The writer's cache commands are instrumented too.
+      assert.is_true(runs[1].instrumentation.cache_lease.ops > 0)
+      assert.is_true(runs[1].instrumentation["views_dedup:store_claim"].ops >= 8000)
+      -- Claims went to DynamoDB, not to Valkey (no d:* dedup keys there).
+      assert.are.equal("", redis("--scan --pattern '*d:views_dedup:*'"))
+      for _, page in ipairs(hottest(truth, 4)) do
+        local outs = {}
+        for i, extra in ipairs({ {}, { "--cache", url }, { "--cache", url } }) do
+          local args = { "query", script, page, "--json" }
+          for _, a in ipairs(extra) do args[#args + 1] = a end
+          local c, out, qe = mm(args)
+          assert.are.equal(0, c, qe)
+          outs[i] = core.json_decode(out).result.value
+        end
+        assert.are.same({ truth[page], truth[page], truth[page] }, outs)
+      end
+      -- The reads' instrumentation, under the contract's names.
+      local c, _, qerr = mm({ "query", script, hottest(truth, 1)[1], "--cache", url, "--stats" })
+      assert.are.equal(0, c, qerr)
+      local instr = core.json_decode(qerr:match("({[^\n]*})"))
+      assert.are.equal(1, instr["views_dedup:store_get"].ops)
+      assert.is_true(instr.cache_get.ops >= 1)
+      assert.is_true(cmdstat("get") + cmdstat("mget") + cmdstat("evalsha") > 0)
+    end)
+    S.kill(dyn, "TERM")
+    S.wait_exit(dyn, 5)
+    S.rm_rf(dir)
+    assert(ok, err)
+  end)
 end)

@@ -889,6 +889,10 @@ TEST(lmdb_options)
 	snprintf(path, sizeof(path), "%s", dir);
 	REQUIRE(mdb_env_create(&env) == 0);
 	REQUIRE(mdb_env_open(env, path, 0, 0644) == 0);
+	/* Still empty (a writer between creating and committing it): a reader
+	 * finds nothing stored yet rather than a foreign store. */
+	kv[0] = (mm_kv_t){"path", path};
+	CHECK_EQ_INT(mm_store_open("lmdb", &loop, kv, 1, 1, &st), MM_ENOTFOUND);
 	REQUIRE(mdb_txn_begin(env, NULL, 0, &txn) == 0);
 	REQUIRE(mdb_dbi_open(txn, NULL, 0, &dbi) == 0);
 	REQUIRE(mdb_put(txn, dbi, &key, &val, 0) == 0);
