@@ -63,10 +63,8 @@ static int is_won(int result)
 	return result == MM_CLAIM_WON || result == MM_CLAIM_STOLEN;
 }
 
-static void round_maybe_free(mm_claim_round_t *r)
+static void round_destroy(mm_claim_round_t *r)
 {
-	if (!r->freed || r->calls > 0 || !r->timer_closed)
-		return;
 	for (int i = 0; i < r->npipes; i++) {
 		free(r->pipes[i].ask);
 		free(r->pipes[i].ask_idx);
@@ -74,6 +72,12 @@ static void round_maybe_free(mm_claim_round_t *r)
 	}
 	free(r->pipes);
 	free(r);
+}
+
+static void round_maybe_free(mm_claim_round_t *r)
+{
+	if (r->freed && r->calls == 0 && r->timer_closed)
+		round_destroy(r);
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -311,15 +315,8 @@ int mm_claim_round_start(mm_engine_t *ctx, void (*done)(void *arg), void *arg,
 	round_ask(r);
 	return 0;
 nomem:
-	if (r) {
-		for (int i = 0; i < r->npipes; i++) {
-			free(r->pipes[i].ask);
-			free(r->pipes[i].ask_idx);
-			free(r->pipes[i].renew);
-		}
-		free(r->pipes);
-	}
-	free(r);
+	if (r)
+		round_destroy(r);
 	return mm_diag_set(MM_ENOMEM, "cannot start a claim round");
 }
 

@@ -92,7 +92,7 @@ static void on_deliver(void *arg, mm_batch_t *b)
 	mm_progress_batch(b->src->id);
 	if (mm_poison_count() > 0)
 		for (size_t i = 0; i < b->n; i++)
-			if (mm_poison_has(b->src->id, b->recs[i].offset))
+			if (mm_poison_has(b->src->id, &b->recs[i]))
 				b->recs[i].flags |= MM_REC_POISON;
 	for (int i = 0; i < es->npipes; i++) {
 		mm_pipeline_t *p = es->pipes[i];

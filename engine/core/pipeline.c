@@ -383,6 +383,11 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 		rc = field_string(p, &fields[sp->id], tmp, &id, &idlen, "event id");
 		if (rc)
 			return rc;
+	} else if (c->id_kind == MM_PART_SOURCE && (r->flags & MM_REC_ID)) {
+		id = r->id;
+		idlen = r->id_len;
+	}
+	if (id) {
 		rc = pipe_seen(p, id, idlen);
 		if (rc != 0)
 			return rc;
@@ -463,7 +468,7 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 		const mm_record_t *r = &b->recs[i];
 		int rc;
 
-		mm_progress_record(r->offset);
+		mm_progress_record(b->src ? b->src->id : "", r);
 		p->rec = (int)i;
 		rc = process_record(p, r, b->now_ms, &sp, &tmp);
 
@@ -501,7 +506,7 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 	p->rec = i;
 	if (!p->replaying)
 		p->stats.records++;
-	mm_progress_record(r->offset);
+	mm_progress_record(p->batch->src ? p->batch->src->id : "", r);
 	if (r->flags & MM_REC_POISON) {
 		mm_pipeline_reject(p, r, MM_REJ_POISON, MM_ECORRUPT,
 				   "the record stalled or crashed the worker twice");
@@ -512,6 +517,17 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 			    (unsigned long long)r->orig_len, (unsigned long long)p->cfg.max_record);
 		mm_pipeline_reject(p, r, MM_REJ_TOOBIG, MM_ETOOBIG, mm_diag_msg());
 		return 1;
+	}
+	/* Dedup on the source's record id needs no Lua: checked here. */
+	if (p->cfg.id_kind == MM_PART_SOURCE && (r->flags & MM_REC_ID)) {
+		int rc = mm_pipe_seen(p, r->id, r->id_len);
+
+		if (rc == 1)
+			p->stats.duplicates++;
+		if (rc < 0)
+			mm_pipeline_reject(p, r, MM_REJ_TYPE, rc, mm_diag_msg());
+		if (rc != 0)
+			return 1;
 	}
 	return 0;
 }
@@ -548,6 +564,11 @@ int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)
 {
 	p->stats.accepted++;
 	p->pending_records++;
+	if (id == NULL && p->cfg.id_kind == MM_PART_SOURCE && p->batch && i >= 0 &&
+	    (size_t)i < p->batch->n && (p->batch->recs[i].flags & MM_REC_ID)) {
+		id = p->batch->recs[i].id;
+		len = p->batch->recs[i].id_len;
+	}
 	if (id && len)
 		return pipe_remember(p, id, len, p->batch ? p->batch->now_ms : mm_now_ms());
 	return 0;

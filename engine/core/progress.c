@@ -41,10 +41,42 @@ int mm_progress_attach(void)
 	return 0;
 }
 
+/* The page's source for a record: the source id, and for records with an
+ * identity the partition part of it (up to its last ':'). */
+static int record_key(const char *source_id, const mm_record_t *r, char *out, size_t n)
+{
+	size_t plen = 0;
+
+	if (r->flags & MM_REC_ID) {
+		for (size_t i = 0; i < r->id_len; i++)
+			if (r->id[i] == ':')
+				plen = i;
+	}
+	if (plen == 0)
+		return snprintf(out, n, "%s", source_id);
+	return snprintf(out, n, "%s#%.*s", source_id, (int)plen, r->id);
+}
+
+/* What the page's source says now, to rewrite it only on a change. */
+static char page_key[256];
+
 void mm_progress_batch(const char *source_id)
 {
-	if (mm_progress)
-		snprintf(mm_progress->source, sizeof(mm_progress->source), "%s", source_id);
+	if (mm_progress) {
+		snprintf(page_key, sizeof(page_key), "%s", source_id);
+		memcpy(mm_progress->source, page_key, sizeof(page_key));
+	}
+}
+
+void mm_progress_partition(const char *source_id, const mm_record_t *r)
+{
+	char key[256];
+
+	record_key(source_id, r, key, sizeof(key));
+	if (strcmp(key, page_key) != 0) {
+		memcpy(page_key, key, sizeof(key));
+		memcpy(mm_progress->source, key, sizeof(key));
+	}
 }
 
 /* Reads lines {"source":"...","offset":N,...}; anything else is skipped. */
@@ -78,10 +110,13 @@ int mm_poison_load(const char *path)
 	return 0;
 }
 
-int mm_poison_has(const char *source_id, uint64_t offset)
+int mm_poison_has(const char *source_id, const mm_record_t *r)
 {
+	char key[256];
+
+	record_key(source_id, r, key, sizeof(key));
 	for (int i = 0; i < npoisons; i++)
-		if (poisons[i].offset == offset && strcmp(poisons[i].source, source_id) == 0)
+		if (poisons[i].offset == r->offset && strcmp(poisons[i].source, key) == 0)
 			return 1;
 	return 0;
 }

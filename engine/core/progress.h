@@ -13,11 +13,18 @@
  * Layout: fixed, versioned; single writer (the worker), single reader.
  * Plain stores are enough: the reader tolerates a torn source id, which at
  * worst blames the right offset of a garbled id and is never acted on alone.
+ *
+ * Offsets are per partition in a Kafka source, so for records that carry
+ * an identity ("topic:partition:offset") the page's source names the
+ * partition too: "<source id>#<topic:partition>". A poison entry then names
+ * exactly one record, not the same offset in every partition.
  */
 #ifndef MM_PROGRESS_H
 #define MM_PROGRESS_H
 
 #include <stdint.h>
+
+#include "../source/source.h"
 
 #define MM_PROGRESS_MAGIC 0x4d4d5047u /* "MMPG" */
 
@@ -42,10 +49,16 @@ int mm_progress_attach(void);
 /* Marks the start of a batch from source_id. */
 void mm_progress_batch(const char *source_id);
 
-static inline void mm_progress_record(uint64_t offset)
+/* Names the partition of a record with an identity on the page (see above). */
+void mm_progress_partition(const char *source_id, const mm_record_t *r);
+
+/* Marks record r of source_id (the current batch's) as being processed. */
+static inline void mm_progress_record(const char *source_id, const mm_record_t *r)
 {
 	if (mm_progress) {
-		mm_progress->offset = offset;
+		if (r->flags & MM_REC_ID)
+			mm_progress_partition(source_id, r);
+		mm_progress->offset = r->offset;
 		mm_progress->records++;
 		mm_progress->in_record = 1;
 	}
@@ -59,8 +72,8 @@ static inline void mm_progress_idle(void)
 
 /* Poison list: records that stalled or crashed a worker twice. */
 int mm_poison_load(const char *path);
-/* 1 if (source_id, offset) is on the poison list. */
-int mm_poison_has(const char *source_id, uint64_t offset);
+/* 1 if record r of source_id is on the poison list. */
+int mm_poison_has(const char *source_id, const mm_record_t *r);
 /* Number of entries loaded. */
 int mm_poison_count(void);
 

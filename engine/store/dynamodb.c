@@ -1252,6 +1252,27 @@ static int build_mark(mm_ddb_t *st, ddb_slot_t *sl, const mm_mark_t *mk, int64_t
 	return PUT(b, "}}");
 }
 
+/* Starts a PutItem body: {"TableName":T,"Item":{"pk":{"S":pk},"sk":N
+ * (the caller adds the other attributes and closes). */
+static int put_item_start(mm_ddb_t *st, mm_buf_t *b, const mm_buf_t *pk, int64_t sk)
+{
+	int rc;
+
+	b->len = 0;
+	if ((rc = PUT(b, "{\"TableName\":")) ||
+	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
+	    (rc = PUT(b, ",\"Item\":{\"pk\":{\"S\":")) ||
+	    (rc = mm_json_quote((const char *)pk->p, pk->len, b)) || (rc = PUT(b, "},\"sk\":")))
+		return rc;
+	return put_n(b, sk);
+}
+
+/* This writer's tag of its next flush with dedup claims: "<writer>#<seq>". */
+static int tag_of(const mm_ddb_t *st, char *tag, size_t n)
+{
+	return snprintf(tag, n, "%s#%" PRIu64, st->writer_attr + 2, st->commit_seq);
+}
+
 /* The partition key of the commit record of the flush tagged tag (len n). */
 static int commit_pk(mm_buf_t *pk, const char *tag, size_t n)
 {
@@ -1267,7 +1288,7 @@ static int commit_pk(mm_buf_t *pk, const char *tag, size_t n)
 static int put_tag(mm_ddb_t *st, mm_buf_t *b)
 {
 	char tag[64];
-	int n = snprintf(tag, sizeof(tag), "%s#%" PRIu64, st->writer_attr + 2, st->commit_seq);
+	int n = tag_of(st, tag, sizeof(tag));
 
 	return mm_json_quote(tag, (size_t)n, b);
 }
@@ -1284,21 +1305,15 @@ static int build_commit(mm_ddb_t *st, ddb_slot_t *sl, const mm_flush_t *f)
 	mm_buf_t *b = &sl->body;
 	int64_t until = f->now_ms;
 	char tag[64];
-	int n = snprintf(tag, sizeof(tag), "%s#%" PRIu64, st->writer_attr + 2, st->commit_seq);
+	int n = tag_of(st, tag, sizeof(tag));
 	int rc;
 
 	for (size_t i = 0; i < f->nmarks; i++)
 		if (f->marks[i].expire_ms > until)
 			until = f->marks[i].expire_ms;
-	if ((rc = commit_pk(&sl->pk, tag, (size_t)n)))
-		return rc;
-	b->len = 0;
-	if ((rc = PUT(b, "{\"TableName\":")) ||
-	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
-	    (rc = PUT(b, ",\"Item\":{\"pk\":{\"S\":")) ||
-	    (rc = mm_json_quote((const char *)sl->pk.p, sl->pk.len, b)) ||
-	    (rc = PUT(b, "},\"sk\":")) || (rc = put_n(b, DDB_SK_COMMIT)) ||
-	    (rc = PUT(b, ",\"ttl\":")) || (rc = put_n(b, ttl_of(until))))
+	if ((rc = commit_pk(&sl->pk, tag, (size_t)n)) ||
+	    (rc = put_item_start(st, b, &sl->pk, DDB_SK_COMMIT)) || (rc = PUT(b, ",\"ttl\":")) ||
+	    (rc = put_n(b, ttl_of(until))))
 		return rc;
 	return PUT(b, "}}");
 }
@@ -1312,12 +1327,7 @@ static int build_pos(mm_ddb_t *st, ddb_slot_t *sl, const mm_position_t *pos)
 	if ((rc = PUT(&sl->pk, "#pos#")) ||
 	    (rc = mm_buf_append(&sl->pk, pos->source, strlen(pos->source))))
 		return rc;
-	b->len = 0;
-	if ((rc = PUT(b, "{\"TableName\":")) ||
-	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
-	    (rc = PUT(b, ",\"Item\":{\"pk\":{\"S\":")) ||
-	    (rc = mm_json_quote((const char *)sl->pk.p, sl->pk.len, b)) ||
-	    (rc = PUT(b, "},\"sk\":")) || (rc = put_n(b, DDB_SK_POS)) ||
+	if ((rc = put_item_start(st, b, &sl->pk, DDB_SK_POS)) ||
 	    (rc = PUT(b, ",\"v\":{\"B\":\"")) ||
 	    (pos->len > 0 && (rc = mm_base64_encode(pos->pos, pos->len, b))))
 		return rc;
@@ -2022,17 +2032,10 @@ static int build_claim(mm_ddb_t *st, ddb_slot_t *sl)
 	int64_t now = ddb_now_ms();
 	int rc;
 
-	if (sl->kind != K_STEAL)
-		sl->kind = K_CLAIM;
+	/* sl->kind says which: K_CLAIM or K_STEAL (set by the caller). */
 	sl->target = "PutItem";
-	if ((rc = make_pk(&sl->pk, job->ns->name, c->id, c->len)))
-		return rc;
-	b->len = 0;
-	if ((rc = PUT(b, "{\"TableName\":")) ||
-	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
-	    (rc = PUT(b, ",\"Item\":{\"pk\":{\"S\":")) ||
-	    (rc = mm_json_quote((const char *)sl->pk.p, sl->pk.len, b)) ||
-	    (rc = PUT(b, "},\"sk\":")) || (rc = put_n(b, DDB_SK_MARK)) ||
+	if ((rc = make_pk(&sl->pk, job->ns->name, c->id, c->len)) ||
+	    (rc = put_item_start(st, b, &sl->pk, DDB_SK_MARK)) ||
 	    (rc = PUT(b, ",\"st\":{\"S\":\"P\"},\"own\":{\"S\":")) ||
 	    (rc = mm_json_quote(st->owner, strlen(st->owner), b)) || (rc = PUT(b, "},\"fl\":{\"S\":")) ||
 	    (rc = put_tag(st, b)) || (rc = PUT(b, "},\"ls\":")) ||

@@ -140,6 +140,12 @@ function M.literal(s)
   return setmetatable({ value = s }, literal_mt)
 end
 
+-- The record's identity in its source, as a dedup id: Kafka records are
+-- "topic:partition:offset", so a record delivered again after a crash or a
+-- rebalance is recognised without an id field. Sources without such an
+-- identity (files, stdin) leave their records undeduplicated.
+M.record_id = setmetatable({}, { __murmur = "record_id" })
+
 local source_mt = { __murmur = "source" }
 
 local function source(kind, opts, allowed, level)
@@ -329,10 +335,12 @@ end
 local function parse_dedup(loc, spec, dedup)
   spec.id_kind, spec.dedup_ttl_ms = "none", 86400000
   if dedup == nil then return end
-  if type(dedup) == "string" or type(dedup) == "function" then dedup = { id = dedup } end
-  if type(dedup) ~= "table" then fail(loc, "dedup must be a field name, a function or { id = ..., ttl = ... }") end
+  if type(dedup) == "string" or type(dedup) == "function" or is(dedup, "record_id") then dedup = { id = dedup } end
+  if type(dedup) ~= "table" then fail(loc, "dedup must be a field name, a function, murmur.record_id or { id = ..., ttl = ... }") end
   check_options(loc, "dedup", dedup, { id = true, ttl = true })
-  if type(dedup.id) == "function" then
+  if is(dedup.id, "record_id") then
+    spec.id_kind = "source"
+  elseif type(dedup.id) == "function" then
     spec.id_kind, spec.id_fn = "lua", dedup.id
   else
     spec.id_kind, spec.id_field = "field", field_name(loc, "dedup id", dedup.id)

@@ -129,7 +129,8 @@ local function get_keys(spec, ev)
 end
 
 local function get_id(spec, ev)
-  if spec.id_kind == "none" then return nil end
+  -- "source": the record's own id, checked in C before Lua sees the record.
+  if spec.id_kind == "none" or spec.id_kind == "source" then return nil end
   local v
   if spec.id_kind == "lua" then v = spec.id_fn(ev) else v = ev[spec.id_field] end
   if v == nil or v == null then return nil end

@@ -37,6 +37,25 @@ describe("pipeline DSL", function()
     assert.are.equal("event_id", ri.id_field)
   end)
 
+  it("takes a dedup id from a field, a function or the record's source identity", function()
+    local c = assert(loader.load(script("ids.lua", [[
+local murmur = require("murmur")
+murmur.pipeline { name = "f", key = "k", monoid = murmur.count(), dedup = "event_id" }
+murmur.pipeline { name = "l", key = "k", monoid = murmur.count(), dedup = function(ev) return ev.id end }
+murmur.pipeline { name = "r", key = "k", monoid = murmur.count(), dedup = murmur.record_id }
+murmur.pipeline { name = "t", key = "k", monoid = murmur.count(), dedup = { id = murmur.record_id, ttl = "1h" } }
+]])))
+    assert.are.same({ "field", "lua", "source", "source" },
+      { c.by_name.f.id_kind, c.by_name.l.id_kind, c.by_name.r.id_kind, c.by_name.t.id_kind })
+    assert.are.equal(3600000, c.by_name.t.dedup_ttl_ms)
+    local err, path = load_error([[
+local murmur = require("murmur")
+murmur.pipeline { name = "x", key = "k", monoid = murmur.count(), dedup = 42 }
+]])
+    assert.truthy(err:find(path .. ":2:", 1, true), err)
+    assert.truthy(err:find("murmur.record_id", 1, true), err)
+  end)
+
   it("accepts several pipelines per script, key lists and Lua functions", function()
     local c = assert(loader.load(script("multi.lua", [[
       local murmur = require("murmur")
