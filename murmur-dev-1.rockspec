@@ -32,6 +32,7 @@ build = {
       ["murmur.cli"] = "lua/murmur/cli.lua",
       ["murmur.ddb"] = "lua/murmur/ddb.lua",
       ["murmur.dsl"] = "lua/murmur/dsl.lua",
+      ["murmur.help"] = "lua/murmur/help.lua",
       ["murmur.init"] = "lua/murmur/init.lua",
       ["murmur.loader"] = "lua/murmur/loader.lua",
       ["murmur.query"] = "lua/murmur/query.lua",

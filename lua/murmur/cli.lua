@@ -8,111 +8,7 @@ local M = {}
 
 local EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SCRIPT, EXIT_NOTFOUND = 0, 1, 2, 3, 4
 
-local HELP = {
-  main = [[
-usage: murmur <command> [options]
-
-commands:
-  run SCRIPT...          run pipelines until stopped (or end of input with --once)
-  query TARGET ENTITY    print an entity's aggregate (TARGET: script or pipeline name)
-  check SCRIPT...        validate pipeline scripts without running them
-  status [--data DIR]    show a running instance's counters, reloads and sources
-  reload [--data DIR]    ask a running instance to reload its scripts (SIGHUP)
-  ddb COMMAND            DynamoDB store administration (create-table, claims)
-  test [BUSTED ARGS]     run busted specs inside murmur (murmur.core available)
-  lua FILE [ARGS]        run a Lua file inside murmur (benchmarks, tools)
-  version                print the version
-  help [COMMAND]         show help for a command
-
-Run `murmur <command> --help` for the options of a command.
-]],
-  run = [[
-usage: murmur run SCRIPT... [options]
-
-Runs every pipeline the scripts define, on one event loop.
-  --data DIR         data directory (default $MURMUR_DATA or ./murmur-data)
-  --input FILE       input of murmur.input() sources: a JSON Lines file, or - for
-                     stdin (default $MURMUR_INPUT or stdin)
-  --follow           keep reading FILE as it grows and across rotation (tail -F)
-  --once             stop at the end of the input (flush, checkpoint, exit 0)
-  --store KIND       lmdb (default, durable), dynamodb (shared; doc/dynamodb.md)
-                     or memory (tests; nothing persists)
-  --cache URL        keep a Valkey cache of the store, e.g. redis://127.0.0.1:6379
-                     (default $MURMUR_VALKEY_URL; doc/valkey.md)
-  --log-level LEVEL  error, warn, info (default) or debug
-  --stats            print the counters as JSON on stdout when stopping
-  --watchdog DUR     restart the worker when it stalls this long (default 10s)
-  --lua-memory SIZE  Lua heap limit of the worker (default 1g)
-  --no-supervisor    run the pipelines in this process (no watchdog)
-  --kafka-brokers B  murmur.input() reads Kafka from these bootstrap brokers
-                     (host:port,...; default $MURMUR_KAFKA_BROKERS); also
-                     overrides murmur.kafka{} sources' brokers
-  --kafka-topic T    topic(s), comma-separated ($MURMUR_KAFKA_TOPIC)
-  --kafka-group G    consumer group (default $MURMUR_KAFKA_GROUP or murmur)
-  --kafka-start S    earliest (default) or latest, for partitions without an
-                     offset ($MURMUR_KAFKA_START)
-  -X KEY=VALUE       a librdkafka property, e.g. -X security.protocol=SASL_SSL
-                     (repeatable; also $MURMUR_KAFKA_PROPERTIES="k=v;k=v");
-                     see doc/kafka.md
-SIGINT/SIGTERM stop gracefully: stop reading, flush, checkpoint, exit 0.
-Saving a script (or a module it requires), SIGHUP or `murmur reload` reloads
-it without stopping; an invalid version is refused and the old one keeps
-running.
-]],
-  query = [[
-usage: murmur query SCRIPT|PIPELINE ENTITY [options]
-
-Reads the store (also while `murmur run` is writing it) and prints the
-aggregate of ENTITY. For windowed pipelines the default is every bucket still
-inside the retention.
-  --window N         the last N of time, e.g. 7d = today and the 6 days before
-  --from T --to T    an inclusive range of RFC 3339 times or dates (2026-11-01)
-  --at T             evaluate windows as if now were T (default: now)
-  --pipeline NAME    which pipeline, when SCRIPT defines several
-  --data DIR         data directory; repeat to merge several workers' stores
-  --store KIND       lmdb (default) or dynamodb (options from the script's
-                     murmur.store{} and the environment, doc/dynamodb.md)
-  --cache URL        read through the Valkey cache the writers keep (default
-                     $MURMUR_VALKEY_URL; one store only; doc/valkey.md)
-  --json             print JSON instead of text
-  --top N            print only the first N Top-K items (default all)
-  --stats            print the reads' instrumentation as JSON on stderr:
-                     PIPELINE:store_get (one bucket) or :store_get_many
-                     (a window) and the cache's cache_* commands
-]],
-  check = [[
-usage: murmur check SCRIPT...
-
-Loads and validates the scripts exactly as `run` would, without reading input
-or opening the store. Prints each pipeline, or file:line and the problem.
-Exit 0 when valid, 3 otherwise.
-]],
-  test = [[
-usage: murmur test [BUSTED ARGS]
-
-Runs busted (Debian's lua-busted) inside the murmur binary, so specs can
-require("murmur.core") and the FFI symbols resolve. Arguments go to busted,
-e.g. `murmur test -o TAP tests/spec`.
-]],
-  version = "usage: murmur version\n",
-  status = [[
-usage: murmur status [--data DIR] [--json]
-
-Prints the counters of the instance running on DIR (default $MURMUR_DATA or
-./murmur-data) from DIR/status.json, which a running `murmur run` rewrites
-every second: records, accepted, duplicates, rejections by reason, dead
-letters, flushes, reloads (ok/failed/last error/script version), sources.
-Exit 0, or 4 when there is no status file.
-]],
-  reload = [[
-usage: murmur reload [--data DIR]
-
-Sends SIGHUP to the instance running on DIR (its pid is in DIR/murmur.pid),
-which reloads its scripts; the outcome shows in `murmur status`.
-Exit 0 when signalled, 4 when no instance runs there.
-]],
-  lua = "usage: murmur lua FILE [ARGS]\n\nRuns FILE with murmur.core available; `arg` holds ARGS; its return value (a number) is the exit code.\n",
-}
+local HELP = require("murmur.help")
 
 local function eprintf(fmt, ...)
   io.stderr:write(string.format(fmt, ...))
@@ -156,8 +52,10 @@ local function parse_args(args, spec)
   return opts, pos
 end
 
+-- A usage mistake: the problem and where to read the options, not the whole
+-- usage text (which would push the problem off the screen).
 local function usage_error(cmd, msg)
-  eprintf("murmur %s: %s\n%s", cmd, msg, HELP[cmd] or HELP.main)
+  eprintf("murmur %s: %s\n(run `murmur %s --help` for its options)\n", cmd, msg, cmd)
   return EXIT_USAGE
 end
 
@@ -387,8 +285,14 @@ function M.main(...)
   local cmd = table.remove(args, 1)
   if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
     local topic = cmd == "help" and args[1] or nil
-    if topic == "ddb" then io.write(require("murmur.ddb").HELP) return EXIT_OK end
-    io.write(HELP[topic or "main"] or HELP.main)
+    if topic and not HELP[topic] then
+      local names = {}
+      for name in pairs(HELP) do if name ~= "main" then names[#names + 1] = name end end
+      table.sort(names)
+      eprintf("murmur help: no command '%s' (commands: %s)\n", topic, table.concat(names, ", "))
+      return EXIT_USAGE
+    end
+    io.write(HELP[topic or "main"])
     return cmd == nil and EXIT_USAGE or EXIT_OK
   end
   if cmd == "version" or cmd == "--version" then
@@ -399,7 +303,7 @@ function M.main(...)
     status = cmd_status, reload = cmd_reload, ddb = function(a) return require("murmur.ddb").main(a) end }
   local f = commands[cmd]
   if not f then
-    eprintf("murmur: unknown command '%s'\n%s", cmd, HELP.main)
+    eprintf("murmur: unknown command '%s' (run `murmur help` for the list)\n", cmd)
     return EXIT_USAGE
   end
   return f(args)
