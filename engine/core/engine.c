@@ -136,6 +136,10 @@ static void on_source_error(void *arg, mm_source_t *src, int err, const char *de
 	mm_engine_t *ctx = arg;
 
 	mm_log(MM_LOG_ERROR, "engine", "source %s failed: %s: %s", src->id, mm_err_name(err), detail);
+	/* Failing before anything was read (a missing input file) fails the same
+	 * way after a restart: the supervisor must end the run, not retry. */
+	if (ctx->stats.records == 0)
+		mm_progress_fatal();
 	ctx->exit_code = 1;
 	mm_engine_stop(ctx);
 }

@@ -10,6 +10,11 @@
  * the worker twice is put on the poison list (a JSON Lines file the worker
  * reads at start) and rejected as a dead letter on the next run.
  *
+ * A worker whose failure a restart cannot cure (a source that fails before
+ * any record arrived: a missing input file, a refused path) sets `fatal`
+ * before it exits, and the supervisor ends the run with the worker's status
+ * instead of restarting it forever.
+ *
  * Layout: fixed, versioned; single writer (the worker), single reader.
  * Plain stores are enough: the reader tolerates a torn source id, which at
  * worst blames the right offset of a garbled id and is never acted on alone.
@@ -33,7 +38,7 @@ typedef struct mm_progress {
 	uint32_t version;                /* 1 */
 	volatile int64_t heartbeat_ms;   /* last loop-thread stamp, 0 before the first */
 	volatile int32_t in_record;      /* 1 while a record is being processed */
-	volatile int32_t pad;
+	volatile int32_t fatal;          /* 1: a restart would fail the same way */
 	volatile uint64_t offset;        /* the record's offset in its source */
 	volatile uint64_t records;       /* records started so far */
 	char source[256];                /* id of the source of the current batch */
@@ -62,6 +67,13 @@ static inline void mm_progress_record(const char *source_id, const mm_record_t *
 		mm_progress->records++;
 		mm_progress->in_record = 1;
 	}
+}
+
+/* Tells the supervisor not to restart this worker when it exits. */
+static inline void mm_progress_fatal(void)
+{
+	if (mm_progress)
+		mm_progress->fatal = 1;
 }
 
 static inline void mm_progress_idle(void)

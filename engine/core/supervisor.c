@@ -156,6 +156,16 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
 		uv_stop(&sv->loop);
 		return;
 	}
+	if (sv->page->fatal && term_signal == 0) {
+		mm_log(MM_LOG_ERROR, "supervisor",
+		       "the worker failed before reading anything (status %lld); a restart would "
+		       "fail the same way, so the run ends",
+		       (long long)status);
+		sv->exit_code = status ? (int)status : 1;
+		sv->done = 1;
+		uv_stop(&sv->loop);
+		return;
+	}
 	if (!started && (term_signal == 0 || ++sv->startup_crashes >= 5)) {
 		/* The worker failed before its loop ran (a script error, a store
 		 * that cannot be opened, ...): restarting would fail the same way. */
@@ -214,7 +224,11 @@ static void on_signal(uv_signal_t *h, int signum)
 	if (sv->running) {
 		uv_process_kill(&sv->proc, signum);
 	} else if (sv->stopping) {
-		/* Between restarts: nothing runs, so there is nothing to flush. */
+		/* Between restarts: nothing runs, so there is nothing to flush;
+		 * the run ends with the failure that caused the restart. */
+		mm_log(MM_LOG_INFO, "supervisor",
+		       "stopped while waiting to restart a failed worker; exiting with status 1");
+		sv->exit_code = 1;
 		uv_timer_stop(&sv->backoff);
 		sv->done = 1;
 		uv_stop(&sv->loop);

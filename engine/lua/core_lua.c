@@ -1354,8 +1354,12 @@ static int l_mkdir_p(lua_State *L)
 		if (buf[i] != '/' && buf[i] != '\0')
 			continue;
 		buf[i] = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return push_fail(L, MM_EIO, strerror(errno));
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+			/* Name the directory that could not be made: with a deep
+			 * --data path, "Permission denied" alone says nothing. */
+			lua_pushfstring(L, "cannot create directory '%s': %s", buf, strerror(errno));
+			return push_fail(L, MM_EIO, lua_tostring(L, -1));
+		}
 		buf[i] = path[i];
 	}
 	lua_pushboolean(L, 1);
@@ -1377,6 +1381,14 @@ static int l_hash64(lua_State *L)
 static int l_getpid(lua_State *L)
 {
 	lua_pushinteger(L, (lua_Integer)getpid());
+	return 1;
+}
+
+/* core.isatty(fd) -> true if the descriptor is a terminal (progress output
+ * redraws one line in place there, and logs lines elsewhere). */
+static int l_isatty(lua_State *L)
+{
+	lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
 	return 1;
 }
 
@@ -1537,6 +1549,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"supervise", l_supervise},
 		{"worker_init", l_worker_init},
 		{"kill", l_kill},
+		{"isatty", l_isatty},
 		{NULL, NULL},
 	};
 

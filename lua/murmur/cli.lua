@@ -10,6 +10,10 @@ local EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SCRIPT, EXIT_NOTFOUND = 0, 1, 2, 3
 
 local HELP = require("murmur.help")
 
+-- The stores --store can name (engine/store/registry.c; valkey is chosen
+-- with --cache, not --store).
+local STORE_KINDS = { lmdb = true, dynamodb = true, memory = true, valkey = true }
+
 local function eprintf(fmt, ...)
   io.stderr:write(string.format(fmt, ...))
 end
@@ -78,6 +82,9 @@ local function cmd_run(args)
   if not opts then return usage_error("run", scripts) end
   if opts.help then io.write(HELP.run) return EXIT_OK end
   if #scripts == 0 then return usage_error("run", "no pipeline script given") end
+  if opts.store and not STORE_KINDS[opts.store] then
+    return usage_error("run", ("unknown --store '%s' (expected lmdb, dynamodb or memory)"):format(opts.store))
+  end
   if opts.log_level then
     local ok, err = core.set_log_level(opts.log_level)
     if not ok then return usage_error("run", err) end
@@ -94,7 +101,7 @@ local function cmd_run(args)
     -- The supervisor: runs this same command line as a worker process and
     -- restarts it when it crashes or stalls (see engine/core/supervisor.h).
     local ok, merr = core.mkdir_p(data)
-    if not ok then eprintf("murmur run: %s\n", merr) return EXIT_RUNTIME end
+    if not ok then eprintf("murmur run: %s (choose a writable --data directory)\n", merr) return EXIT_RUNTIME end
     local status = require("murmur.status")
     status.write_atomic(status.pid_path(data), tostring(core.getpid()) .. "\n")
     local code = core.supervise(_G.arg, data, watchdog_ms)
@@ -187,6 +194,12 @@ local function cmd_query(args)
   if not opts then return usage_error("query", pos) end
   if opts.help then io.write(HELP.query) return EXIT_OK end
   if #pos ~= 2 then return usage_error("query", "expected TARGET and ENTITY") end
+  if opts.store and not STORE_KINDS[opts.store] then
+    return usage_error("query", ("unknown --store '%s' (expected lmdb or dynamodb)"):format(opts.store))
+  end
+  if opts.top and not (tonumber(opts.top) and tonumber(opts.top) >= 1 and tonumber(opts.top) % 1 == 0) then
+    return usage_error("query", ("--top must be a whole number of at least 1, got '%s'"):format(opts.top))
+  end
   local result, err, code = query.run(pos[1], pos[2], opts)
   if not result then
     eprintf("murmur query: %s\n", err)

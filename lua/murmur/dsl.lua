@@ -27,10 +27,33 @@ local function keys_of(t)
   return table.concat(ks, ", ")
 end
 
+-- The murmur.pipeline{} call being validated: its location and the file it
+-- is in, so that an unknown option is reported at its own line.
+local current = nil
+
+-- Lua keeps no line per table field, so an unknown option of the pipeline
+-- being declared is found in the script's text: the first line at or after
+-- the declaration that assigns it. Falls back to the declaration's line.
+local function option_loc(loc, key)
+  if not current or current.loc ~= loc or type(key) ~= "string" then return loc end
+  local f = io.open(current.path, "rb")
+  if not f then return loc end
+  local n, found = 0, nil
+  for line in f:lines() do
+    n = n + 1
+    if n >= current.line and line:find("%f[%w_]" .. key:gsub("%p", "%%%0") .. "%s*=[^=]") then
+      found = n
+      break
+    end
+  end
+  f:close()
+  return found and (loc:gsub(":%d+$", ":" .. found)) or loc
+end
+
 local function check_options(loc, what, given, allowed)
   for k in pairs(given) do
     if not allowed[k] then
-      fail(loc, "%s: unknown option '%s' (expected one of: %s)", what, tostring(k), keys_of(allowed))
+      fail(option_loc(loc, k), "%s: unknown option '%s' (expected one of: %s)", what, tostring(k), keys_of(allowed))
     end
   end
 end
@@ -377,9 +400,20 @@ end
 
 -- Returns a DSL module bound to a collector (each script load gets its own).
 function M.bind(collector)
-  local dsl = setmetatable({}, { __index = M })
+  -- A name the DSL does not have (murmur.average{}) is a mistake in the
+  -- script: say so at its line, with what exists, instead of letting the
+  -- call fail as "attempt to call a nil value".
+  local dsl = setmetatable({}, { __index = function(_, k)
+    local v = M[k]
+    if v ~= nil or type(k) ~= "string" or k:sub(1, 1) == "_" then return v end
+    fail(where(2), "murmur.%s does not exist (monoids: sum, count, min, max, first, last, set, hll, topk, bloom; "
+      .. "windows: minutely, hourly, daily; sources: input, file, stdin, kafka; also: literal, record_id, "
+      .. "store, kafka_topic, allow, pipeline)", k)
+  end })
   function dsl.pipeline(t)
     local loc = where(2)
+    local info = debug.getinfo(2, "Sl")
+    current = info and info.source:sub(1, 1) == "@" and { loc = loc, path = info.source:sub(2), line = info.currentline } or nil
     if type(t) ~= "table" then fail(loc, "murmur.pipeline expects a table") end
     check_options(loc, "pipeline", t, PIPELINE_OPTIONS)
     if type(t.name) ~= "string" or not t.name:match("^[%w_.-]+$") or #t.name > 128 then
@@ -431,6 +465,7 @@ function M.bind(collector)
     spec.compat = compat_of(spec)
     collector.pipelines[#collector.pipelines + 1] = spec
     collector.by_name[spec.name] = spec
+    current = nil
     return spec
   end
   -- Scripts opt in to dangerous globals explicitly: murmur.allow("io", "os").

@@ -38,6 +38,12 @@ local function resolve_name(target, opts)
   return c.pipelines[1].name, nil, nil, c.pipelines[1].store
 end
 
+local function fmt_days(ms)
+  if ms % 86400000 == 0 then return ("%dd"):format(ms / 86400000) end
+  if ms % 3600000 == 0 then return ("%dh"):format(ms / 3600000) end
+  return ("%dms"):format(ms)
+end
+
 local function buckets_for(meta, opts)
   local gran, ret = meta.granularity_ms, meta.retention_ms
   if gran == 0 then return { 0 }, nil end
@@ -59,13 +65,23 @@ local function buckets_for(meta, opts)
     if not f then return nil, "--from: " .. ferr end
     local t, terr = parse_when(opts.to)
     if not t then return nil, "--to: " .. terr end
+    if f > t then
+      return nil, ("--from %s is after --to %s: give the earlier time first"):format(opts.from, opts.to)
+    end
     lo, hi = core.bucket(gran, f), core.bucket(gran, t)
   else
     if ret == 0 then return nil, "this pipeline keeps every bucket: give --window or --from/--to" end
     hi = core.bucket(gran, now)
     lo = core.oldest_kept(gran, ret, now)
   end
-  if ret > 0 then lo = math.max(lo, core.oldest_kept(gran, ret, now)) end
+  if ret > 0 then
+    local oldest = core.oldest_kept(gran, ret, now)
+    if hi < oldest then
+      return nil, ("the range ends before %s, the oldest time this pipeline keeps (retention %s): nothing there to read")
+        :format(core.format_time(core.bucket_start(gran, oldest)), fmt_days(ret))
+    end
+    lo = math.max(lo, oldest)
+  end
   lo = math.max(lo, 1)
   if hi - lo + 1 > MAX_BUCKETS then return nil, ("the range spans more than %d buckets"):format(MAX_BUCKETS) end
   local list = {}
@@ -114,7 +130,14 @@ function M.run(target, entity, opts)
     -- first; its entries belong to one store, so not when merging several.
     if #dirs == 1 then skind, sopts = require("murmur.runner").cache_wrap(skind, sopts, opts.cache) end
     local st, serr = core.store_open(skind, sopts, true)
-    if not st then close_all() return nil, ("%s: %s"):format(dir, serr), 1 end
+    if not st then
+      close_all()
+      if kind == "lmdb" and serr:find("ENOTFOUND", 1, true) then
+        return nil, ("%s: %s\n(no store there yet: run `murmur run --data %s ...` first, or point --data at the directory it used)")
+          :format(dir, serr, dir), EXIT_NOTFOUND
+      end
+      return nil, ("%s: %s"):format(dir, serr), 1
+    end
     stores[#stores + 1] = st
     local raw = st:meta(name)
     if raw then

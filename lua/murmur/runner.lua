@@ -220,7 +220,7 @@ end
 function M.build(specs, opts)
   local data = M.data_dir(opts)
   local ok, merr = core.mkdir_p(data .. "/dead-letter")
-  if not ok then return nil, merr end
+  if not ok then return nil, merr .. " (choose a writable --data directory)" end
   local kind, store_opts = store_config(specs, opts, data)
   if not kind then return nil, store_opts end
   local engine, err = core.engine_open({ store = kind, store_options = store_opts })
