@@ -18,7 +18,7 @@ local function load_error(body)
   return err, path
 end
 
-describe("pipeline DSL", function()
+describe("#dsl pipeline DSL", function()
   setup(function() dir = S.tmpdir() end)
   teardown(function() S.rm_rf(dir) end)
 
@@ -95,7 +95,9 @@ murmur.pipeline { name = "x", key = "k", monoid = murmur.count(), dedup = 42 }
 
   it("reports syntax and runtime errors in the script with file:line", function()
     assert.matches("bad.lua:2:", (load_error("local x =\nlocal y = = 2")))
-    assert.matches("bad.lua:3: attempt to call", (load_error("local murmur = require('murmur')\n\nmurmur.nothing()")))
+    assert.matches("bad.lua:4: attempt to call", (load_error("local murmur = require('murmur')\n\nlocal f = nil\nf()")))
+    assert.matches("bad.lua:3: murmur.nothing does not exist %(monoids: ",
+      (load_error("local murmur = require('murmur')\n\nmurmur.nothing()")))
   end)
 
   it("refuses duplicate pipeline names", function()
