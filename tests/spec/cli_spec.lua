@@ -22,7 +22,7 @@ local function today(h)
   return os.date("!%Y-%m-%dT", os.time()) .. (h or "12:00:00Z")
 end
 
-describe("murmur CLI", function()
+describe("#cli murmur CLI", function()
   before_each(function() dir = S.tmpdir() end)
   after_each(function() S.rm_rf(dir) end)
 

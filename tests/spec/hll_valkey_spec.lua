@@ -79,13 +79,13 @@ local server = which("valkey-server") or which("redis-server")
 local cli = which("valkey-cli") or which("redis-cli")
 
 if not server or not cli then
-  describe("HyperLogLog against Valkey", function()
+  describe("#hll HyperLogLog against Valkey", function()
     pending("redis-server/valkey-server and its cli are not installed")
   end)
   return
 end
 
-describe("HyperLogLog against Valkey", function()
+describe("#hll HyperLogLog against Valkey", function()
   local tmp, port, pid
   local files = 0
 

@@ -4,7 +4,7 @@
 local S = require("spec.support")
 local core = require("murmur.core")
 
-describe("on_merge hooks", function()
+describe("#hooks on_merge hooks", function()
   local dir
   before_each(function() dir = S.tmpdir() end)
   after_each(function() S.rm_rf(dir) end)

@@ -36,7 +36,7 @@ local function fails(code, ...)
   return msg
 end
 
-describe("json_decode", function()
+describe("#json json_decode", function()
   it("turns objects into plain tables", function()
     local t = decode('{"entity_id":"p96284","n":12,"ok":true,"no":false}')
     assert.are.equal("p96284", t.entity_id)
@@ -155,7 +155,7 @@ describe("json_decode", function()
   end)
 end)
 
-describe("json_encode", function()
+describe("#json json_encode", function()
   it("encodes scalars", function()
     assert.are.equal("true", encode(true))
     assert.are.equal("false", encode(false))
@@ -252,7 +252,7 @@ describe("json_encode", function()
   end)
 end)
 
-describe("round trips", function()
+describe("#json round trips", function()
   it("keep [] and {} apart", function()
     local s = '{"a":[],"b":{},"c":[[],{}],"d":[{}]}'
     assert.are.equal(s, encode(decode(s)))
