@@ -3,7 +3,7 @@
 -- One Top-K (Misra-Gries, K = 32) of entity_id over every interaction, under
 -- the single key "global", in daily buckets kept 30 days. Replays of the same
 -- event (same event_id) are counted once; events without an id are counted
--- as they come. Which source feeds it (stdin, a file, later Kafka or Kinesis)
+-- as they come. Which source feeds it (stdin, a file or a Kafka topic)
 -- and which store keeps it are deployment choices made on the command line or
 -- in the environment, not here.
 local murmur = require("murmur")

@@ -3022,7 +3022,7 @@ static int admin_get(mm_ddb_t *st, const char *ns, const char *entity, int64_t b
 int mm_ddb_admin(const char *cmd, const char *const *kv, size_t nkv, char **out)
 {
 	const char *ns_name = NULL, *id = NULL, *entity = NULL;
-	int64_t lease_ms = 60000, ttl_ms = 2 * 86400000LL, bucket = 0;
+	int64_t lease_ms = 30000, ttl_ms = 2 * 86400000LL, bucket = 0; /* the store's own defaults */
 	mm_kv_t *opts = NULL;
 	size_t nopts = 0, i;
 	mm_store_t *base = NULL;

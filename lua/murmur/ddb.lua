@@ -25,7 +25,7 @@ Options (default from the environment, like `murmur run --store dynamodb`):
   --region R         $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1
   --endpoint URL     $MURMUR_DYNAMODB_ENDPOINT (e.g. a local emulator)
   --owner ID         owner of claims (default: random per process)
-  --lease D          claim lease, e.g. 30s (default 60s)
+  --lease D          claim lease (default 30s, as for `murmur run`)
   --ttl D            how long a mark is kept (default 2d)
   --option K=V       any other store option (repeatable)
   --json             print the whole JSON answer
