@@ -18,6 +18,7 @@
 #include "../lib/error.h"
 #include "../monoid/window.h"
 #include "engine.h"
+#include "explain.h"
 #include "log.h"
 #include "progress.h"
 
@@ -100,6 +101,8 @@ void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int 
 		.record_id_len = (r->flags & MM_REC_ID) ? r->id_len : 0,
 	};
 
+	if (p->explain)
+		mm_explain_note_reject(p->explain, reason, code, detail);
 	p->stats.rejected[reason]++;
 	if (p->cfg.dlq == NULL)
 		return;
@@ -207,6 +210,8 @@ static int pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t buck
 		return MM_ENOMEM;
 	e->expire_ms = expire_ms;
 	rc = p->cfg.monoid.vt->add(&p->cfg.monoid, e->state, v);
+	if (rc == 0 && p->explain)
+		mm_explain_note_key(p->explain, key, klen, bucket, v);
 	return rc;
 }
 
@@ -233,9 +238,14 @@ static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 	/* A held record's claim was won: it is new by definition. */
 	if (p->replaying)
 		return 0;
+	if (p->explain)
+		mm_explain_note_id(p->explain, id, len);
 	if (mm_agg_find(&p->ids[p->cur], id, len, 0) || mm_agg_find(&p->ids[!p->cur], id, len, 0) ||
 	    mm_held_has(&p->held[p->cur], id, len) || mm_held_has(&p->held[!p->cur], id, len))
 		return 1;
+	/* A dry run (explain.c) has no engine and no store to ask. */
+	if (p->ctx == NULL)
+		return 0;
 	if (p->ctx->st->claims)
 		return pipe_hold(p, id, len);
 	rc = mm_store_seen(p->ctx->st, &p->ns, id, len, p->batch ? p->batch->now_ms : mm_now_ms());

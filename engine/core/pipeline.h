@@ -111,6 +111,9 @@ typedef struct mm_pipeline {
 	/* The batch being processed (valid during process_batch / the Lua call). */
 	mm_batch_t *batch;
 	mm_buf_t scratch;
+	/* Set only by a dry run (explain.h): records what each record produced.
+	 * Such a pipeline has no engine (ctx == NULL). */
+	struct mm_explain *explain;
 } mm_pipeline_t;
 
 /* Takes ownership of cfg's strings. */

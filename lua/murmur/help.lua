@@ -75,11 +75,22 @@ inside the retention.
                      (a window) and the cache's cache_* commands
 ]],
   check = [[
-usage: murmur check SCRIPT...
+usage: murmur check SCRIPT... [--input FILE] [--lines N] [--json]
 
 Loads and validates the scripts exactly as `run` would, without reading input
 or opening the store. Prints each pipeline, or file:line and the problem.
-Exit 0 when valid, 3 otherwise.
+  --input FILE       also dry-run every pipeline on the first lines of FILE (- for
+                     stdin) with run's own extraction: per line and pipeline, the
+                     key(s), the value the monoid gets, the event time, the bucket
+                     and the dedup id, or the dead-letter reason and message run
+                     would give; then a summary per pipeline. Writes nothing.
+  --lines N          how many lines (default 10; empty lines are skipped as run
+                     skips them)
+  --json             one JSON object per line and pipeline on stdout (summary on
+                     stderr)
+Exit 0 when valid (and every sampled line would be accepted or skipped as a
+duplicate), 1 when some sampled line would be rejected, 2 for a usage error
+(such as an unreadable --input), 3 for an invalid script.
 ]],
   test = [[
 usage: murmur test [BUSTED ARGS]
