@@ -1024,6 +1024,29 @@ static int mm_fsrc_describe(mm_source_t *src, const mm_record_t *r, mm_buf_t *ou
 			     mm_fsrc_what(fs));
 }
 
+/* status(): where the file source is, for progress and `murmur status`:
+ * {"offset":N,"size":N,"waiting":false}. offset is the input offset of the
+ * next line to deliver (a restart resumes near it), size the open file's size
+ * now (absent while no file is open), and waiting is true while following a
+ * path that does not exist yet. fstat of an open descriptor does not block. */
+static int mm_fsrc_status(mm_source_t *src, mm_buf_t *out)
+{
+	mm_fsrc_t *fs = (mm_fsrc_t *)src;
+	uv_fs_t sreq;
+	int rc;
+
+	rc = mm_buf_printf(out, "{\"offset\":%" PRIu64, fs->buf_off + fs->head);
+	if (rc == 0 && fs->fd >= 0 && !fs->is_stdin) {
+		if (uv_fs_fstat(fs->base.loop, &sreq, fs->fd, NULL) == 0)
+			rc = mm_buf_printf(out, ",\"size\":%" PRIu64, (uint64_t)sreq.statbuf.st_size);
+		uv_fs_req_cleanup(&sreq);
+	}
+	if (rc == 0)
+		rc = mm_buf_printf(out, ",\"waiting\":%s}",
+				   fs->fd < 0 && fs->phase == MM_FSRC_WAIT ? "true" : "false");
+	return rc;
+}
+
 static const mm_option_t mm_fsrc_file_options[] = {
 	{MM_OPT_STRING, "path", NULL, offsetof(struct mm_fsrc_cfg, path),
 	 "File to read, one JSON record per line (required)."},
@@ -1056,6 +1079,7 @@ const mm_source_vtable_t mm_source_file_vtable = {
 	.stop = mm_fsrc_stop,
 	.close = mm_fsrc_close,
 	.describe = mm_fsrc_describe,
+	.status = mm_fsrc_status,
 };
 
 const mm_source_vtable_t mm_source_stdin_vtable = {

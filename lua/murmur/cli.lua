@@ -77,7 +77,7 @@ local function cmd_run(args)
     data = "value", input = "value", follow = "flag", once = "flag", store = "value",
     cache = "value", log_level = "value", stats = "flag", watchdog = "value", lua_memory = "value",
     no_supervisor = "flag", kafka_brokers = "value", kafka_topic = "value",
-    kafka_group = "value", kafka_start = "value", kafka_property = "multi",
+    kafka_group = "value", kafka_start = "value", kafka_property = "multi", progress = "value",
   })
   if not opts then return usage_error("run", scripts) end
   if opts.help then io.write(HELP.run) return EXIT_OK end
@@ -91,6 +91,9 @@ local function cmd_run(args)
   end
   local watchdog_ms = core.parse_duration(opts.watchdog or "10s")
   if not watchdog_ms or watchdog_ms < 100 then return usage_error("run", "--watchdog must be a duration of at least 100ms") end
+  local progress = require("murmur.progress")
+  local progress_ms, perr = progress.interval_ms(opts)
+  if not progress_ms then return usage_error("run", perr) end
   if opts.lua_memory then
     local n, unit = opts.lua_memory:match("^(%d+)([kKmMgG]?)$")
     if not n then return usage_error("run", "--lua-memory must be a size such as 512m or 2g") end
@@ -138,18 +141,17 @@ local function cmd_run(args)
   reloader.on_reload = function() status.write(inst, reloader) end
   engine:timer(1000, 1000, function() status.write(inst, reloader) end)
   status.write(inst, reloader)
+  progress.announce(inst)
+  local reporter = progress.new(inst, progress_ms)
+  reporter:start()
   local pidfile = status.pid_path(inst.data)
   if not os.getenv("MURMUR_SUPERVISOR_PID") then status.write_atomic(pidfile, tostring(core.getpid()) .. "\n") end
   local code = engine:run(opts.once)
+  reporter:finish()
   status.write(inst, reloader)
   if not os.getenv("MURMUR_SUPERVISOR_PID") then os.remove(pidfile) end
   local stats = engine:stats()
-  for name, p in pairs(stats.pipelines) do
-    local rejected = 0
-    for _, n in pairs(p.rejected) do rejected = rejected + n end
-    core.log("info", name, ("records %d, accepted %d, duplicates %d, rejected %d, deltas flushed %d")
-      :format(p.records, p.accepted, p.duplicates, rejected, p.deltas_flushed))
-  end
+  for name, p in pairs(stats.pipelines) do core.log("info", name, progress.summary(inst, name, p)) end
   core.log("info", "engine", ("stopped: %d flushes (%d failed), %d store writes")
     :format(stats.flushes, stats.flush_failures, stats.store_writes))
   if opts.stats then io.write(core.json_encode(stats), "\n") end
@@ -160,36 +162,14 @@ end
 -- check -------------------------------------------------------------------
 
 local function cmd_check(args)
-  local opts, scripts = parse_args(args, { input = "value", lines = "value", json = "flag" })
+  local opts, scripts = parse_args(args, {})
   if not opts then return usage_error("check", scripts) end
   if opts.help then io.write(HELP.check) return EXIT_OK end
   if #scripts == 0 then return usage_error("check", "no pipeline script given") end
-  -- With --input: a dry run of the sample lines (murmur.check); exit 1 when
-  -- some line would be rejected.
-  local check, sample = require("murmur.check"), nil
-  if not opts.input and (opts.lines or opts.json) then
-    return usage_error("check", "--lines and --json need --input FILE (the sample to dry-run)")
-  end
-  local nlines = tonumber(opts.lines or check.DEFAULT_LINES)
-  if not nlines or nlines < 1 or nlines ~= math.floor(nlines) then
-    return usage_error("check", ("--lines must be a positive whole number, got '%s'"):format(opts.lines))
-  end
-  if opts.input then
-    local serr
-    sample, serr = check.sample(opts.input, nlines)
-    if not sample then
-      return usage_error("check", ("cannot read --input %s (give a JSON Lines file, or - for stdin)"):format(serr))
-    end
-  end
   local specs, err = require("murmur.loader").load_all(scripts)
   if not specs then
     eprintf("%s\n", err)
     return EXIT_SCRIPT
-  end
-  if sample then
-    local rejected, rerr = check.run(specs, sample, opts, io.stdout, opts.json and io.stderr or io.stdout)
-    if not rejected then eprintf("murmur check: %s\n", rerr) return EXIT_SCRIPT end
-    return rejected > 0 and EXIT_RUNTIME or EXIT_OK
   end
   for _, s in ipairs(specs) do
     local window = s.granularity_ms == 0 and "all-time"
@@ -270,16 +250,25 @@ local function cmd_status(args)
   end
   local raw = f:read("*a")
   f:close()
-  if opts.json then io.write(raw, "\n") return EXIT_OK end
   local st = core.json_decode(raw)
+  -- The file outlives the process: a dead instance's last counters are shown
+  -- under a first line that says so, and the exit status is 1.
+  local state, why
+  if type(st) == "table" then state, why = status.liveness(st, data) end
+  if opts.json then
+    io.write(raw, "\n")
+    if why then eprintf("murmur status: %s\n", why) end
+    return state == "exited" and EXIT_RUNTIME or EXIT_OK
+  end
   if not st then eprintf("murmur status: unreadable %s\n", status.path(data)) return EXIT_RUNTIME end
   local sup = io.open(data .. "/supervisor.json", "rb")
   if sup then
     st.supervisor = core.json_decode(sup:read("*a"))
     sup:close()
   end
+  st.liveness = why
   io.write(status.format(st))
-  return EXIT_OK
+  return state == "exited" and EXIT_RUNTIME or EXIT_OK
 end
 
 local function cmd_reload(args)

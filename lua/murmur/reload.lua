@@ -48,6 +48,7 @@ function Reloader.new(inst)
     inst = inst,
     by_name = {},
     stats = { ok = 0, failed = 0, unchanged = 0, last_error = nil, last_ok_ms = nil,
+              previous_error = nil, fixed_ms = nil,
               last_pause_ms = nil, max_pause_ms = 0, version = nil, loaded_ms = core.now_ms() },
     watches = {},
     busy = false,
@@ -105,6 +106,16 @@ function Reloader:fail(msg)
   self.stats.last_error = msg
   self.stats.last_error_ms = core.now_ms()
   self:log("error", "reload refused, the running version keeps running: %s", msg)
+end
+
+-- A good reload after a failed one: status shows the error as the previous
+-- one, fixed at this time, not as the current state.
+function Reloader:fixed()
+  if self.stats.last_error then
+    self.stats.previous_error = self.stats.last_error
+    self.stats.fixed_ms = core.now_ms()
+    self.stats.last_error = nil
+  end
 end
 
 -- Checks the new specs against the running ones and the stored state.
@@ -167,6 +178,9 @@ function Reloader:reload(why)
   if version == self.stats.version then
     self.stats.unchanged = self.stats.unchanged + 1
     self:log("info", "scripts unchanged (version %s); nothing to do", version)
+    -- Back to the running version (e.g. a bad edit undone): that fixes it too.
+    self:fixed()
+    if self.on_reload then self.on_reload() end
     return
   end
   self:swap(specs, modules, version)
@@ -198,6 +212,7 @@ function Reloader:swap(specs, modules, version)
     else
       self.stats.ok = self.stats.ok + 1
       self.stats.last_ok_ms = core.now_ms()
+      self:fixed()
       self:log("info", "reloaded: version %s, %d pipeline(s), sources held %d ms", version, #specs, pause)
     end
     self:watch()

@@ -20,6 +20,40 @@ local function write_atomic(path, s)
 end
 M.write_atomic = write_atomic
 
+-- How often status.json is rewritten (cmd_run's timer); a file much older
+-- than this with a live pid is stale.
+M.INTERVAL_MS = 1000
+M.STALE_MS = 10000
+-- Rates are computed over at least this long, so that a rewrite right after
+-- the timer's (after a reload) does not divide by a few milliseconds.
+M.MIN_RATE_MS = 500
+
+-- Rates over the last status interval, from the previous sample kept in
+-- inst.rate_sample: records/s per pipeline, records/s and bytes/s per source.
+local function rates(inst, stats, now)
+  local cur = { ms = now, pipelines = {}, sources = {} }
+  for name, p in pairs(stats.pipelines) do cur.pipelines[name] = { records = p.records, accepted = p.accepted } end
+  for id, src in pairs(stats.sources) do cur.sources[id] = { records = src.records, bytes = src.bytes } end
+  local prev = inst.rate_sample
+  if prev and now - prev.ms < M.MIN_RATE_MS then return inst.rates end
+  inst.rate_sample = cur
+  if not prev then return nil end
+  local dt = (now - prev.ms) / 1000
+  local r = { interval_s = dt, pipelines = {}, sources = {} }
+  for name, c in pairs(cur.pipelines) do
+    local p = prev.pipelines[name] or { records = 0, accepted = 0 }
+    r.pipelines[name] = { records_per_s = math.max(c.records - p.records, 0) / dt,
+      accepted_per_s = math.max(c.accepted - p.accepted, 0) / dt }
+  end
+  for id, c in pairs(cur.sources) do
+    local p = prev.sources[id] or { records = 0, bytes = 0 }
+    r.sources[id] = { records_per_s = math.max(c.records - p.records, 0) / dt,
+      bytes_per_s = math.max(c.bytes - p.bytes, 0) / dt }
+  end
+  inst.rates = r
+  return r
+end
+
 -- Builds the status table of a running instance.
 function M.collect(inst, reloader)
   local stats = inst.engine:stats()
@@ -29,17 +63,65 @@ function M.collect(inst, reloader)
       src.status_json = nil
     end
   end
+  local now = core.now_ms()
   local scripts = {}
   for _, p in ipairs(inst.paths) do scripts[#scripts + 1] = p end
   return {
     pid = core.getpid(),
     supervisor_pid = tonumber(os.getenv("MURMUR_SUPERVISOR_PID") or ""),
-    updated = core.format_time(core.now_ms()),
+    updated = core.format_time(now),
     started = inst.started,
     scripts = scripts,
     reload = reloader and reloader.stats or nil,
     engine = stats,
+    rates = rates(inst, stats, now),
   }
+end
+
+-- Whether process pid runs: signal 0 reaches it (or it exists but is not
+-- ours), and, where /proc tells, it is a murmur process and not an unrelated
+-- one that reused the pid.
+function M.alive(pid)
+  if type(pid) ~= "number" or pid <= 0 then return false end
+  local ok, _, code = core.kill(pid, "zero")
+  if not ok and code == "ENOTFOUND" then return false end
+  local f = io.open("/proc/" .. pid .. "/cmdline", "rb")
+  if f then
+    local cmd = f:read("*a") or ""
+    f:close()
+    if cmd ~= "" and not cmd:find("murmur", 1, true) then return false end
+  end
+  return true
+end
+
+-- The state of the instance a status file describes: "running", "stale"
+-- (a live process that has not rewritten the file for a while) or "exited",
+-- with a sentence for the first line of `murmur status` (nil when running).
+-- data: the data directory (its murmur.pid names the supervisor).
+function M.liveness(st, data, now_ms)
+  local pids = { st.pid, st.supervisor_pid }
+  local f = io.open(M.pid_path(data), "rb")
+  if f then
+    pids[#pids + 1] = tonumber(f:read("*l") or "")
+    f:close()
+  end
+  local any = false
+  for _, pid in pairs(pids) do if M.alive(pid) then any = true end end
+  if not any then
+    return "exited", ("not running: murmur pid %s exited; last status written at %s")
+      :format(tostring(st.pid), tostring(st.updated))
+  end
+  local updated = st.updated and core.parse_time(st.updated)
+  local age = updated and (now_ms or core.now_ms()) - updated
+  if age and age > M.STALE_MS then
+    return "stale", ("stale: murmur pid %s is alive but last wrote its status at %s, %.0f s ago (it is rewritten every %.0f s; the worker may be stuck or restarting)")
+      :format(tostring(st.pid), tostring(st.updated), age / 1000, M.INTERVAL_MS / 1000)
+  end
+  if not M.alive(st.pid) then
+    return "stale", ("the worker pid %s exited; supervisor pid %s is restarting it")
+      :format(tostring(st.pid), tostring(st.supervisor_pid))
+  end
+  return "running"
 end
 
 function M.write(inst, reloader)
@@ -51,6 +133,7 @@ end
 function M.format(st)
   local out = {}
   local function line(...) out[#out + 1] = table.concat({ ... }) end
+  if st.liveness then line(st.liveness) end
   line(("murmur pid %s, started %s, status at %s"):format(tostring(st.pid), tostring(st.started), tostring(st.updated)))
   if st.supervisor then
     line(("supervisor: worker restarts %d (crashes %d, stalls %d), poison records %d")
@@ -62,6 +145,10 @@ function M.format(st)
   if r then
     line(("reloads: %d ok, %d failed, %d unchanged; version %s"):format(r.ok, r.failed, r.unchanged, tostring(r.version)))
     if r.last_error then line("last reload error: ", r.last_error) end
+    if r.previous_error and not r.last_error then
+      line(("previous reload error, fixed by the reload at %s: %s")
+        :format(r.fixed_ms and core.format_time(r.fixed_ms) or "?", r.previous_error))
+    end
     if r.last_pause_ms then line(("last reload held sources %d ms (max %d ms)"):format(r.last_pause_ms, r.max_pause_ms)) end
   end
   local e = st.engine or {}
@@ -75,12 +162,17 @@ function M.format(st)
     local rej = {}
     for reason, n in pairs(p.rejected) do if n > 0 then rej[#rej + 1] = reason .. "=" .. n end end
     table.sort(rej)
-    line(("pipeline %s: %d records, %d accepted, %d duplicates, %d dead letters%s")
+    local r = st.rates and st.rates.pipelines and st.rates.pipelines[name]
+    line(("pipeline %s: %d records, %d accepted, %d duplicates, %d dead letters%s%s")
       :format(name, p.records, p.accepted, p.duplicates, p.dead_letters,
-        #rej > 0 and (" (rejected: " .. table.concat(rej, ", ") .. ")") or ""))
+        #rej > 0 and (" (rejected: " .. table.concat(rej, ", ") .. ")") or "",
+        r and (", %.0f records/s"):format(r.records_per_s) or ""))
   end
   for id, s in pairs(e.sources or {}) do
-    line(("source %s: %d records, %d bytes%s"):format(id, s.records, s.bytes, s.closed and " (closed)" or ""))
+    local r = st.rates and st.rates.sources and st.rates.sources[id]
+    line(("source %s: %d records, %d bytes%s%s"):format(id, s.records, s.bytes,
+      r and (", %.0f records/s, %.2f MB/s"):format(r.records_per_s, r.bytes_per_s / 1e6) or "",
+      s.closed and " (closed)" or ""))
     if s.status then line("  ", core.json_encode(s.status)) end
   end
   return table.concat(out, "\n") .. "\n"
