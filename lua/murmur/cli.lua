@@ -162,14 +162,36 @@ end
 -- check -------------------------------------------------------------------
 
 local function cmd_check(args)
-  local opts, scripts = parse_args(args, {})
+  local opts, scripts = parse_args(args, { input = "value", lines = "value", json = "flag" })
   if not opts then return usage_error("check", scripts) end
   if opts.help then io.write(HELP.check) return EXIT_OK end
   if #scripts == 0 then return usage_error("check", "no pipeline script given") end
+  -- With --input: a dry run of the sample lines (murmur.check); exit 1 when
+  -- some line would be rejected.
+  local check, sample = require("murmur.check"), nil
+  if not opts.input and (opts.lines or opts.json) then
+    return usage_error("check", "--lines and --json need --input FILE (the sample to dry-run)")
+  end
+  local nlines = tonumber(opts.lines or check.DEFAULT_LINES)
+  if not nlines or nlines < 1 or nlines ~= math.floor(nlines) then
+    return usage_error("check", ("--lines must be a positive whole number, got '%s'"):format(opts.lines))
+  end
+  if opts.input then
+    local serr
+    sample, serr = check.sample(opts.input, nlines)
+    if not sample then
+      return usage_error("check", ("cannot read --input %s (give a JSON Lines file, or - for stdin)"):format(serr))
+    end
+  end
   local specs, err = require("murmur.loader").load_all(scripts)
   if not specs then
     eprintf("%s\n", err)
     return EXIT_SCRIPT
+  end
+  if sample then
+    local rejected, rerr = check.run(specs, sample, opts, io.stdout, opts.json and io.stderr or io.stdout)
+    if not rejected then eprintf("murmur check: %s\n", rerr) return EXIT_SCRIPT end
+    return rejected > 0 and EXIT_RUNTIME or EXIT_OK
   end
   for _, s in ipairs(specs) do
     local window = s.granularity_ms == 0 and "all-time"
