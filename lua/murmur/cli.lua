@@ -331,6 +331,8 @@ function M.main(...)
   local cmd = table.remove(args, 1)
   if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
     local topic = cmd == "help" and args[1] or nil
+    if topic == "--man" then io.write(require("murmur.manpage").render()) return EXIT_OK end
+    if topic == "--help" or topic == "-h" then topic = "help" end
     if topic and not HELP[topic] then
       local names = {}
       for name in pairs(HELP) do if name ~= "main" then names[#names + 1] = name end end
@@ -346,7 +348,8 @@ function M.main(...)
     return EXIT_OK
   end
   local commands = { run = cmd_run, check = cmd_check, query = cmd_query, test = cmd_test, lua = cmd_lua,
-    status = cmd_status, reload = cmd_reload, ddb = function(a) return require("murmur.ddb").main(a) end }
+    status = cmd_status, reload = cmd_reload, ddb = function(a) return require("murmur.ddb").main(a) end,
+    completion = function(a) return require("murmur.completion").main(a) end }
   local f = commands[cmd]
   if not f then
     eprintf("murmur: unknown command '%s' (run `murmur help` for the list)\n", cmd)

@@ -1,7 +1,8 @@
 -- murmur.help: the text `murmur help [COMMAND]` and `murmur COMMAND --help`
 -- print. It is the single source of the command-line reference: the man page
--- and the shell completions are generated from it (tools/), so they cannot
--- drift from what the binary says.
+-- (murmur.manpage, `murmur help --man`) and the shell completions
+-- (murmur.completion, `murmur completion bash|zsh`) are generated from it
+-- through murmur.helpdoc, so they cannot drift from what the binary says.
 local HELP = {
   main = [[
 usage: murmur <command> [options]
@@ -16,7 +17,8 @@ commands:
   test [BUSTED ARGS]     run busted specs inside murmur (murmur.core available)
   lua FILE [ARGS]        run a Lua file inside murmur (benchmarks, tools)
   version                print the version
-  help [COMMAND]         show help for a command
+  completion bash|zsh    print a shell completion script
+  help [COMMAND]         show help for a command (--man: the man page)
 
 Run `murmur <command> --help` for the options of a command.
 ]],
@@ -115,6 +117,24 @@ usage: murmur reload [--data DIR]
 Sends SIGHUP to the instance running on DIR (its pid is in DIR/murmur.pid),
 which reloads its scripts; the outcome shows in `murmur status`.
 Exit 0 when signalled, 4 when no instance runs there.
+]],
+  completion = [[
+usage: murmur completion bash|zsh
+
+Prints a completion script for the shell: the commands, each command's
+options and their values, and for SCRIPT arguments the shipped pipelines
+and *.lua files. It is generated from this help text. Load it with
+eval "$(murmur completion bash)" in ~/.bashrc, or install it (`make install`
+does): bash in share/bash-completion/completions/murmur, zsh as _murmur in
+a directory of $fpath.
+]],
+  help = [[
+usage: murmur help [COMMAND] [--man]
+
+Prints the list of commands, or the help of COMMAND (the same text as
+`murmur COMMAND --help`).
+  --man              print this whole reference as a man page (troff), e.g.
+                     `murmur help --man | man -l -`
 ]],
   lua = "usage: murmur lua FILE [ARGS]\n\nRuns FILE with murmur.core available; `arg` holds ARGS; its return value (a number) is the exit code.\n",
 }

@@ -100,9 +100,13 @@ local function new_env(collector, dir, loaded)
   })
 end
 
--- Loads one script. Returns the collector { pipelines = {spec...}, modules = {path...},
--- path, source } or nil, "file:line: message".
+-- Loads one script: a file, or the name of a shipped pipeline (murmur.shipped).
+-- Returns the collector { pipelines = {spec...}, modules = {path...}, path,
+-- source } or nil, "file:line: message".
 function M.load(path)
+  local found, ferr = require("murmur.shipped").resolve(path)
+  if not found then return nil, ferr end
+  path = found
   local src, err = read_file(path)
   if not src then return nil, ("%s: cannot read the script: %s"):format(path, err) end
   local collector = dsl._new_collector()
