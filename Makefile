@@ -7,7 +7,8 @@
 #   make check      the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz       build the libFuzzer targets and run each for FUZZ_SECONDS
 #   make bench      print throughput figures (events/s, ns/event, writes/event, RSS)
-#   make install    PREFIX=/usr/local (LuaRocks uses its own tree instead)
+#   make install    PREFIX=/usr/local: binary, Lua modules, shipped pipelines, man page,
+#                   bash/zsh completions (LuaRocks uses its own tree instead)
 
 CC        ?= cc
 BUILD     ?= build
@@ -15,6 +16,9 @@ SANITIZE  ?=
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
 LUADIR    ?= $(PREFIX)/share/lua/5.1
+MANDIR    ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 FUZZ_SECONDS ?= 20
 
 PKGS      := luajit libuv lmdb rdkafka hiredis libcurl
@@ -105,10 +109,29 @@ fuzz:
 bench: all
 	@BUILD=$(BUILD) sh tests/bench/run.sh
 
-install: $(BUILD)/murmur
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/murmur
+# The man page and the completions are generated from the help text by the
+# built binary (murmur help --man, murmur completion bash|zsh).
+GEN_DEPS := $(BUILD)/murmur $(wildcard lua/murmur/*.lua) $(wildcard pipelines/*.lua)
+
+$(BUILD)/share/murmur.1: $(GEN_DEPS)
+	@mkdir -p $(dir $@)
+	MURMUR_LUA_DIR=$(CURDIR)/lua $(BUILD)/murmur help --man >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/share/murmur.bash $(BUILD)/share/_murmur: $(BUILD)/share/%: $(GEN_DEPS)
+	@mkdir -p $(dir $@)
+	MURMUR_LUA_DIR=$(CURDIR)/lua $(BUILD)/murmur completion $(if $(filter _murmur,$*),zsh,bash) >$@.tmp && mv $@.tmp $@
+
+# The binary, the Lua modules, the shipped pipelines as murmur.pipelines.NAME
+# (so `murmur run NAME` finds them), murmur(1) and the bash/zsh completions.
+install: $(BUILD)/murmur $(BUILD)/share/murmur.1 $(BUILD)/share/murmur.bash $(BUILD)/share/_murmur
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/murmur/pipelines $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
 	install -m 755 $(BUILD)/murmur $(DESTDIR)$(BINDIR)/murmur
 	install -m 644 lua/murmur/*.lua $(DESTDIR)$(LUADIR)/murmur/
+	install -m 644 pipelines/*.lua $(DESTDIR)$(LUADIR)/murmur/pipelines/
+	install -m 644 $(BUILD)/share/murmur.1 $(DESTDIR)$(MANDIR)/man1/murmur.1
+	install -m 644 $(BUILD)/share/murmur.bash $(DESTDIR)$(BASHCOMPDIR)/murmur
+	install -m 644 $(BUILD)/share/_murmur $(DESTDIR)$(ZSHCOMPDIR)/_murmur
 
 format:
 	clang-format -i $$(find engine tests/unit tests/fuzz tests/helpers -name '*.[ch]')

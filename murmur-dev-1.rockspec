@@ -1,5 +1,7 @@
--- LuaRocks packaging: `luarocks make murmur-dev-1.rockspec` builds the murmur
--- binary with the Makefile and installs it with the Lua modules into the tree.
+-- LuaRocks packaging: `luarocks --lua-version=5.1 make --tree TREE
+-- murmur-dev-1.rockspec` builds the murmur binary with the Makefile and
+-- installs it with the Lua modules and the shipped pipelines (modules
+-- murmur.pipelines.NAME, so `murmur run NAME` finds them) into the tree.
 -- No rock dependencies (works offline with Debian's luarocks 3.8); the C
 -- libraries come from Debian packages (`make deps`).
 rockspec_format = "3.0"
@@ -29,17 +31,27 @@ build = {
     bin = { murmur = "build/rock/murmur" },
     lua = {
       ["murmur.cdef"] = "lua/murmur/cdef.lua",
+      ["murmur.check"] = "lua/murmur/check.lua",
       ["murmur.cli"] = "lua/murmur/cli.lua",
+      ["murmur.completion"] = "lua/murmur/completion.lua",
       ["murmur.ddb"] = "lua/murmur/ddb.lua",
       ["murmur.dsl"] = "lua/murmur/dsl.lua",
       ["murmur.help"] = "lua/murmur/help.lua",
+      ["murmur.helpdoc"] = "lua/murmur/helpdoc.lua",
       ["murmur.init"] = "lua/murmur/init.lua",
       ["murmur.loader"] = "lua/murmur/loader.lua",
+      ["murmur.manpage"] = "lua/murmur/manpage.lua",
+      ["murmur.progress"] = "lua/murmur/progress.lua",
       ["murmur.query"] = "lua/murmur/query.lua",
       ["murmur.reload"] = "lua/murmur/reload.lua",
       ["murmur.runner"] = "lua/murmur/runner.lua",
       ["murmur.runtime"] = "lua/murmur/runtime.lua",
+      ["murmur.shipped"] = "lua/murmur/shipped.lua",
       ["murmur.status"] = "lua/murmur/status.lua",
+      -- The shipped pipelines, found by name (murmur run recently_interacted).
+      ["murmur.pipelines.page_views"] = "pipelines/page_views.lua",
+      ["murmur.pipelines.recently_interacted"] = "pipelines/recently_interacted.lua",
+      ["murmur.pipelines.unique_visitors"] = "pipelines/unique_visitors.lua",
     },
   },
 }
