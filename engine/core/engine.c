@@ -3,6 +3,7 @@
  */
 #include "engine.h"
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -796,16 +797,26 @@ static void on_flush_timer(uv_timer_t *t)
 
 /* ---- lifecycle ---- */
 
+/* Signals this close together are one stop request delivered twice. */
+#define MM_SIGNAL_REPEAT_MS 250
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	mm_engine_t *ctx = h->data;
 
+	/* Ctrl-C in a terminal and systemd's stop signal the whole process
+	 * group, and the supervisor forwards the same signal: the worker sees
+	 * one stop request twice within milliseconds. Only a repeat that comes
+	 * later is a second request to exit at once. */
+	if (ctx->stopping && mm_now_ms() - ctx->signal_ms < MM_SIGNAL_REPEAT_MS)
+		return;
 	if (ctx->stopping) {
 		mm_log(MM_LOG_WARN, "engine", "second signal %d: exiting without the final flush "
 		       "(unflushed records will be read again on restart)", signum);
 		exit(130);
 	}
 	mm_log(MM_LOG_INFO, "engine", "signal %d: stopping (flush, checkpoint, exit)", signum);
+	ctx->signal_ms = mm_now_ms();
 	mm_engine_stop(ctx);
 }
 
@@ -862,6 +873,13 @@ static void engine_close_all(mm_engine_t *ctx)
 	uv_close((uv_handle_t *)&ctx->retry_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigint, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigterm, on_handle_closed);
+	/* Closing the handles restores the default action, which would kill
+	 * the process on the late copy of a stop signal (the supervisor's
+	 * forward of a process-group signal) before its last words. */
+	if (ctx->signal_ms) {
+		signal(SIGINT, SIG_IGN);
+		signal(SIGTERM, SIG_IGN);
+	}
 }
 
 static void engine_continue_stop(mm_engine_t *ctx)

@@ -84,6 +84,7 @@ struct mm_engine {
 	void (*on_stop)(void *ud); /* told when the engine closes its handles */
 	void *on_stop_ud;
 	int stopping;
+	int64_t signal_ms;      /* when the stopping signal arrived */
 	int stopped;
 	int paused;
 	int exit_code;

@@ -40,6 +40,8 @@ Runs every pipeline the scripts define, on one event loop.
   --watchdog DUR     restart the worker when it stalls this long (default 10s)
   --lua-memory SIZE  Lua heap limit of the worker (default 1g)
   --no-supervisor    run the pipelines in this process (no watchdog)
+  --progress DUR     with --once, report progress every DUR on stderr (default
+                     5s or $MURMUR_PROGRESS_INTERVAL; 0 for none)
   --kafka-brokers B  murmur.input() reads Kafka from these bootstrap brokers
                      (host:port,...; default $MURMUR_KAFKA_BROKERS); also
                      overrides murmur.kafka{} sources' brokers
@@ -109,7 +111,9 @@ Prints the counters of the instance running on DIR (default $MURMUR_DATA or
 ./murmur-data) from DIR/status.json, which a running `murmur run` rewrites
 every second: records, accepted, duplicates, rejections by reason, dead
 letters, flushes, reloads (ok/failed/last error/script version), sources.
-Exit 0, or 4 when there is no status file.
+Exit 0 while the instance runs (the text says when its file is stale), 1
+when it has exited (the last status follows "not running"), 4 when there is
+no status file.
 ]],
   reload = [[
 usage: murmur reload [--data DIR]

@@ -94,6 +94,24 @@ describe("#newcomer mistakes", function()
     assert.are.equal("", out)
   end)
 
+  it("Ctrl-C (SIGINT to the whole process group) stops once, with the final flush", function()
+    -- The terminal signals the supervisor and the worker, and the supervisor
+    -- forwards it: before, the worker took the copy for a second Ctrl-C and
+    -- exited without flushing what it had read from stdin.
+    local lines = {}
+    for i = 1, 500 do lines[i] = ('{"page_id":"p%d"}'):format(i % 5) end
+    file("in.jsonl", table.concat(lines, "\n") .. "\n")
+    for round = 1, 3 do
+      local data = dir .. "/d" .. round
+      local code, _, err = S.exec(("cd %s && bash -c 'set -m; (cat in.jsonl; sleep 30) | %s run --data %s %s & "
+        .. "sleep 1.5; kill -INT %%%%; wait $!'"):format(S.quote(dir), S.quote(S.murmur), S.quote(data), S.quote(PAGE_VIEWS)))
+      assert.are.equal(0, code, err)
+      assert.is_nil(err:find("second signal", 1, true), err)
+      local _, out = S.murmur_run({ "query", PAGE_VIEWS, "p1", "--data", data, "--json" })
+      assert.matches('"value":100', out)
+    end
+  end)
+
   it("a query without a store says where it looked and what to do", function()
     local code, _, err = S.exec(("cd %s && %s query %s a"):format(S.quote(dir), S.quote(S.murmur), S.quote(PAGE_VIEWS)))
     assert.are.equal(4, code)
