@@ -18,18 +18,12 @@ M.DEFAULT_LINES = 10
 
 local WINDOW = { [60000] = "minute", [3600000] = "hour", [86400000] = "day" }
 
--- What to look at, per rejection reason (the summary's advice).
-local HINT = {
-  json = "is the input JSON Lines (one JSON object per line)?",
-  utf8 = "the input must be UTF-8",
-  not_object = "each line must be a JSON object",
-  missing_field = "check the field names",
-  wrong_type = "check the fields' types against the monoid's values",
-  too_big = "check max_record",
-  out_of_range = "check the event times against the window and its retention",
-  lua_error = "fix the script's function at the file:line shown",
-}
+-- What to look at, per rejection reason: the same advice `run` gives in
+-- its rejection warning.
+local HINT = require("murmur.progress").HINTS
 local REASON_ORDER = { "json", "utf8", "not_object", "missing_field", "wrong_type", "too_big", "out_of_range", "lua_error" }
+local ORDERED = {}
+for _, reason in ipairs(REASON_ORDER) do ORDERED[reason] = true end
 
 -- Reads the first n records of path ("-": stdin) the way the file source
 -- splits them: a line ends at "\n", one trailing "\r" is removed, empty
@@ -147,18 +141,20 @@ function M.summary(name, n, e)
     if c.duplicate > 0 then s = s .. (", %d duplicate%s skipped"):format(c.duplicate, c.duplicate == 1 and "" or "s") end
     return s
   end
-  local by, hints = {}, {}
+  -- Every reason with its count; the advice for the most frequent one.
+  local by, top = {}, nil
   for _, reason in ipairs(REASON_ORDER) do
-    if e.reasons[reason] then
-      by[#by + 1] = ("%s %d"):format(reason, e.reasons[reason])
-      hints[#hints + 1] = HINT[reason]
+    local k = e.reasons[reason]
+    if k then
+      by[#by + 1] = ("%s %d"):format(reason, k)
+      if not top or k > e.reasons[top] then top = reason end
     end
   end
   for reason, k in pairs(e.reasons) do
-    if not HINT[reason] then by[#by + 1] = ("%s %d"):format(reason, k) end
+    if not ORDERED[reason] then by[#by + 1] = ("%s %d"):format(reason, k) end
   end
-  return ("%s: %d of %d lines rejected (%s); %s"):format(name, c.rejected, n, table.concat(by, ", "),
-    table.concat(hints, "; "))
+  return ("%s: %d of %d lines rejected (%s)%s"):format(name, c.rejected, n, table.concat(by, ", "),
+    top and HINT[top] and ("; " .. HINT[top]) or "")
 end
 
 -- Dry-runs specs on the sample; writes the report to out (a file) and the

@@ -45,6 +45,23 @@ end
 
 -- bash ----------------------------------------------------------------------
 
+-- Writes one case arm per command with positional arguments: an inner case
+-- on `selector` (the 1-based position) whose arm for each position runs
+-- action("KIND [WORDS]"); the last position of a repeating list is "*".
+local function positional_arms(w, doc, selector, action)
+  for _, c in ipairs(doc.commands) do
+    if #c.pos > 0 then
+      w(("\t%s)"):format(c.name))
+      w(("\t\tcase %s in"):format(selector))
+      for i, p in ipairs(c.pos) do
+        local last = i == #c.pos and c.repeats
+        w(("\t\t%s) %s ;;"):format(last and "*" or tostring(i), action(p.kind .. (p.words ~= "" and " " .. p.words or ""))))
+      end
+      w("\t\tesac ;;")
+    end
+  end
+end
+
 local function bash()
   local doc, names = commands()
   local out = {}
@@ -69,17 +86,7 @@ local function bash()
   w("# Prints the kind of positional argument $2 (1-based) of command $1.")
   w("_murmur_positional() {")
   w("\tcase \"$1\" in")
-  for _, c in ipairs(doc.commands) do
-    if #c.pos > 0 then
-      w(("\t%s)"):format(c.name))
-      w("\t\tcase \"$2\" in")
-      for i, p in ipairs(c.pos) do
-        local last = i == #c.pos and c.repeats
-        w(("\t\t%s) echo '%s%s' ;;"):format(last and "*" or tostring(i), p.kind, p.words ~= "" and " " .. p.words or ""))
-      end
-      w("\t\tesac ;;")
-    end
-  end
+  positional_arms(w, doc, '"$2"', function(kind) return ("echo '%s'"):format(kind) end)
   w("\tesac")
   w("}")
   w("")
@@ -232,17 +239,7 @@ local function zsh()
   w("\t\tesac")
   w("\tdone")
   w("\tcase \"$cmd\" in")
-  for _, c in ipairs(doc.commands) do
-    if #c.pos > 0 then
-      w(("\t%s)"):format(c.name))
-      w("\t\tcase $(( n + 1 )) in")
-      for i, p in ipairs(c.pos) do
-        local last = i == #c.pos and c.repeats
-        w(("\t\t%s) _murmur_complete_kind %s%s ;;"):format(last and "*" or tostring(i), p.kind, p.words ~= "" and " " .. p.words or ""))
-      end
-      w("\t\tesac ;;")
-    end
-  end
+  positional_arms(w, doc, "$(( n + 1 ))", function(kind) return "_murmur_complete_kind " .. kind end)
   w("\tesac")
   w("}")
   w("")

@@ -81,7 +81,7 @@ describe("murmur check --input #check", function()
     local n = 0
     for _ in out:gmatch("page_views: rejected  missing_field: missing key field 'pgae_id'\n") do n = n + 1 end
     assert.are.equal(10, n, out)
-    assert.matches("page_views: 10 of 10 lines rejected %(missing_field 10%); check the field names\n$", out)
+    assert.matches("page_views: 10 of 10 lines rejected %(missing_field 10%); check the field names in the script", out)
   end)
 
   it("shows keys, value, event time, daily bucket and dedup id on the C and Lua paths", function()
@@ -135,7 +135,7 @@ describe("murmur check --input #check", function()
     assert.are.equal("missing key field 'page_id'", by.fast[7].error)
     assert.are.equal("key function returned a nil", by.slow[7].error)
     assert.matches("p.lua:%d+: boom", by.slow[11].error)
-    assert.matches("fast: 7 of 12 lines rejected (json 1, utf8 1, not_object 1, missing_field 1, wrong_type 1, too_big 1, out_of_range 1); is the input JSON Lines", err, 1, true)
+    assert.matches("fast: 7 of 12 lines rejected (json 1, utf8 1, not_object 1, missing_field 1, wrong_type 1, too_big 1, out_of_range 1); the input is not JSON Lines", err, 1, true)
     assert.matches("slow: %d+ of 12 lines rejected %(json 1, utf8 1, not_object 1, wrong_type 2, too_big 1, out_of_range 1, lua_error 1%)", err)
   end)
 

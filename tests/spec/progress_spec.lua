@@ -8,19 +8,9 @@ local core = require("murmur.core")
 
 local dir, h
 
-local function status()
-  local raw = S.read_file(dir .. "/d/status.json")
-  return raw and core.json_decode(raw)
-end
+local function status() return S.status(dir .. "/d") end
 
-local function wait_for(pred, seconds, what)
-  for _ = 1, (seconds or 10) * 20 do
-    local st = status()
-    if st and pred(st) then return st end
-    S.sleep(0.05)
-  end
-  error("timed out waiting for " .. (what or "a condition"), 2)
-end
+local function wait_for(pred, seconds, what) return S.wait_status(dir .. "/d", pred, seconds, what) end
 
 local function wait_log(pattern, seconds)
   for _ = 1, (seconds or 10) * 20 do

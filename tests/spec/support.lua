@@ -124,6 +124,23 @@ function M.wait_port(log, seconds)
   error("service did not start: " .. (M.read_file(log) or ""))
 end
 
+-- The status.json a running `murmur run --data data` rewrites every second,
+-- decoded (nil until it exists).
+function M.status(data)
+  local raw = M.read_file(data .. "/status.json")
+  return raw and require("murmur.core").json_decode(raw)
+end
+
+-- Polls data's status.json until pred(status) holds, for up to `seconds`.
+function M.wait_status(data, pred, seconds, what)
+  for _ = 1, (seconds or 10) * 20 do
+    local st = M.status(data)
+    if st and pred(st) then return st end
+    M.sleep(0.05)
+  end
+  error("timed out waiting for " .. (what or "a condition"), 3)
+end
+
 -- node and tests/node/node_modules (make deps) are there: dynalite can run.
 M.have_dynalite = M.exec("node --version") == 0
   and io.open(M.root .. "/tests/node/node_modules/dynalite/package.json") ~= nil
