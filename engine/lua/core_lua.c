@@ -162,7 +162,10 @@ typedef struct lua_engine {
 /*
  * A libuv handle whose callback is a Lua function (kept in the registry).
  * Handles live in a list on the engine; all are closed when the engine stops
- * (or when Lua calls h:close()), and freed in their close callback.
+ * (or when Lua calls h:close()), and freed in their close callback. The Lua
+ * object is anchored in the registry while the handle is open and cleared
+ * when it closes, so h:close() after the engine stopped is a no-op instead
+ * of a use of freed memory.
  */
 struct lua_handle {
 	union {
@@ -172,7 +175,9 @@ struct lua_handle {
 		uv_signal_t sig;
 	} u;
 	lua_engine_t *e;
-	int ref;
+	int ref;              /* the callback */
+	int ud_ref;           /* the Lua object, anchored while open */
+	lua_handle_t **ud;    /* its pointer to this handle */
 	int closing;
 	lua_handle_t *next;
 };
@@ -479,6 +484,9 @@ static void handle_close(lua_handle_t *lh)
 		}
 	luaL_unref(e->L, LUA_REGISTRYINDEX, lh->ref);
 	lh->ref = LUA_NOREF;
+	*lh->ud = NULL;
+	luaL_unref(e->L, LUA_REGISTRYINDEX, lh->ud_ref);
+	lh->ud_ref = LUA_NOREF;
 	uv_close(&lh->u.h, handle_closed);
 }
 
@@ -510,6 +518,9 @@ static lua_handle_t *handle_new(lua_State *L, lua_engine_t *e, int fn_index)
 	*ud = lh;
 	luaL_getmetatable(L, HANDLE_MT);
 	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	lh->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lh->ud = ud;
 	return lh;
 }
 
@@ -596,10 +607,8 @@ static int l_handle_close(lua_State *L)
 {
 	lua_handle_t **ud = luaL_checkudata(L, 1, HANDLE_MT);
 
-	if (*ud) {
+	if (*ud)
 		handle_close(*ud);
-		*ud = NULL;
-	}
 	return 0;
 }
 

@@ -1722,7 +1722,10 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 	mm_ksrc_t *ks = (mm_ksrc_t *)src;
 	static const char *const states[] = {"idle", "assigned", "revoking"};
 	int64_t now = mm_ksrc_now_ms();
-	const char *proto = ks->rk ? rd_kafka_rebalance_protocol(ks->rk) : NULL;
+	/* From MM_KS_DESTROY on, rd_kafka_destroy may be running on the thread
+	 * pool: the handle must not be touched while it is torn down. */
+	rd_kafka_t *rk = ks->phase >= MM_KS_DESTROY ? NULL : ks->rk;
+	const char *proto = rk ? rd_kafka_rebalance_protocol(rk) : NULL;
 	int rc, first = 1;
 
 	rc = mm_buf_printf(out, "{\"group\":");
@@ -1741,8 +1744,8 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 			continue;
 		/* Closes the window of a partition that has gone quiet. */
 		mm_ksrc_rate(kp, now);
-		if (ks->rk)
-			rd_kafka_get_watermark_offsets(ks->rk, kp->topic, kp->partition, &lo, &hi);
+		if (rk)
+			rd_kafka_get_watermark_offsets(rk, kp->topic, kp->partition, &lo, &hi);
 		/* Nothing read since the assignment: known only for an empty
 		 * partition. */
 		lag = hi < 0 ? -1 : kp->next >= 0 ? hi - kp->next : hi == 0 ? 0 : -1;
