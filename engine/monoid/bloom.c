@@ -11,7 +11,9 @@
  * distinct elements are in, lower before, and rising quickly past capacity.
  * There are no false negatives. Both m and k follow from the parameters, so
  * two states of one monoid always have the same geometry and OR is their
- * merge; decode() rejects bytes written with another geometry.
+ * merge; decode() rejects bytes written with another geometry, and merge()
+ * refuses (MM_EINCOMPAT, dst unchanged) a state of another geometry, such as
+ * one built by a monoid with other parameters.
  *
  * Hashing (Kirsch and Mitzenmacher, "Less hashing, same performance", 2006):
  * h1 = mm_hash64(x, seed A), h2 = mm_hash64(x, seed B) | 1, and probe i sets
@@ -348,6 +350,17 @@ static int bloom_merge(const mm_monoid_t *m, void *dst, const void *src)
 		return 0;
 	if (fresh && (d = bloom_new(m)) == NULL)
 		return MM_ENOMEM;
+	/* States of another geometry (another capacity or fpr) cannot be ORed:
+	 * their bits mean other things, and the bit arrays have other lengths. */
+	if (d->m != s->m || d->k != s->k) {
+		rc = mm_diag_set(MM_EINCOMPAT,
+				 "bloom: cannot merge a filter of m=%" PRIu64 " k=%" PRIu32
+				 " into one of m=%" PRIu64 " k=%" PRIu32 " (other capacity or fpr)",
+				 s->m, s->k, d->m, d->k);
+		if (fresh)
+			bloom_free(d);
+		return rc;
+	}
 	if (d != s) {
 		/* Everything that can fail happens before d changes. */
 		rc = s->words ? bloom_materialise(d) : bloom_reserve(d, s->npairs);

@@ -318,6 +318,35 @@ TEST(merge_with_itself)
 	}
 }
 
+/* States of monoids with other parameters have other m and k: merging them
+ * must fail, never OR bit arrays of different lengths. */
+TEST(merge_other_geometry)
+{
+	mm_monoid_t small = bloom(100, 0.01), big = bloom(100000, 0.01);
+	state_t a, b, before;
+	int n[2] = {2, 400}; /* pending pairs, then the bit array */
+
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 2; j++) {
+			fill(&small, &a, n[i]);
+			fill(&big, &b, n[j]);
+			copy(&big, &before, &b);
+			CHECK_EQ_INT(big.vt->merge(&big, b.b, a.b), MM_EINCOMPAT);
+			CHECK(same(&big, &b, &before));
+			big.vt->destroy(&big, before.b);
+			copy(&small, &before, &a);
+			CHECK_EQ_INT(small.vt->merge(&small, a.b, b.b), MM_EINCOMPAT);
+			CHECK(same(&small, &a, &before));
+			small.vt->destroy(&small, before.b);
+			/* Into an identity state of the other monoid, too. */
+			small.vt->init(&small, before.b);
+			CHECK_EQ_INT(small.vt->merge(&small, before.b, b.b), MM_EINCOMPAT);
+			CHECK(small.vt->is_identity(&small, before.b));
+			small.vt->destroy(&small, a.b);
+			big.vt->destroy(&big, b.b);
+		}
+}
+
 static void accuracy(uint64_t capacity, double fpr)
 {
 	mm_monoid_t m = bloom(capacity, fpr);
@@ -501,6 +530,7 @@ int main(void)
 	RUN(forms_agree);
 	RUN(saturated_filter);
 	RUN(merge_with_itself);
+	RUN(merge_other_geometry);
 	RUN(accuracy_100k_at_1_percent);
 	RUN(accuracy_10k_at_0_1_percent);
 	RUN(decode_rejects);
