@@ -62,4 +62,14 @@ const mm_dead_letter_vtable_t *mm_dead_letter_find(const char *name);
  * backend's line and the Kafka backend's fallback value. */
 int mm_dead_letter_json(const mm_dead_letter_entry_t *e, mm_buf_t *out);
 
+/* The file backend's check of an existing file (file.c, exposed for tests
+ * and fuzzing). mm_dead_letter_file_recognise: 1 if head[0..n), the first
+ * bytes of a file (whole: all of it), is the beginning of a dead-letter
+ * file the backend wrote, else 0. mm_dead_letter_file_adopt: for the file
+ * open on fd (path names it in messages), MM_EINVAL if it is not a regular
+ * file or not recognised (the file is left untouched), else cuts a torn
+ * last line and returns 0 or MM_EIO/MM_ENOSPC. Any thread. */
+int mm_dead_letter_file_recognise(const char *head, size_t n, int whole);
+int mm_dead_letter_file_adopt(int fd, const char *path);
+
 #endif

@@ -24,6 +24,20 @@
  * line without its '\n' is truncated away first, so that the file always
  * holds whole JSON lines.
  *
+ * Only our own files. The path comes from a pipeline script, which is not
+ * trusted with the host, so the file is opened with O_NOFOLLOW (a symbolic
+ * link is refused), must be a regular file, and an existing non-empty file
+ * is used (and possibly trimmed) only if it is a dead-letter file this
+ * backend wrote: its first line starts with the fixed beginning of every
+ * entry, {"time":"<RFC 3339 time>","pipeline":", and, when that line is
+ * within the first TAIL_CHUNK * 16 bytes, is a JSON object whose time,
+ * pipeline, reason and code are strings. A file holding nothing but a torn
+ * beginning of that first line (a crash during the very first write) is
+ * ours too. Anything else is refused with an error naming the file, and is
+ * neither written nor truncated. A new file is created 0666 minus the
+ * umask, which murmur sets to 077 unless the operator relaxes it
+ * (MURMUR_UMASK), so it is private by default.
+ *
  * Delivery is at least once: a record rejected after the last commit and
  * before a crash is written again when it is read again.
  */
@@ -52,6 +66,7 @@ typedef struct file_dlq {
 	size_t done;       /* ...except its first `done` bytes (a short write) */
 	int unsynced;      /* written since the last fdatasync */
 	char *path;
+	char *refused;     /* why the file is not ours (see the design comment) */
 } file_dlq_t;
 
 extern const mm_dead_letter_vtable_t mm_dead_letter_file_vtable;
@@ -127,20 +142,115 @@ static int file_whole_lines_end(file_dlq_t *d, off_t end, off_t *out)
 	return 0;
 }
 
-/* Truncates a last line that lacks its '\n' (see the design comment). */
-static int file_trim_tail(file_dlq_t *d)
+/* The fixed beginning of every entry: {"time":"<time>","pipeline":" with
+ * up to 40 characters of [0-9:.TZ+-] as the time. Returns 1 when all of
+ * p[0..n) matches and the beginning is complete, 0 when p[0..n) matches
+ * but ends before the beginning does, -1 when it does not match. */
+static int file_signature(const char *p, size_t n)
 {
+	static const char head[] = "{\"time\":\"", tail[] = "\",\"pipeline\":\"";
+	size_t i = 0, t = 0;
+
+	for (; i < sizeof(head) - 1; i++)
+		if (i == n)
+			return 0;
+		else if (p[i] != head[i])
+			return -1;
+	while (i < n && t <= 40 && p[i] != '"') {
+		if (strchr("0123456789:.TZ+-", p[i]) == NULL || p[i] == '\0')
+			return -1;
+		i++;
+		t++;
+	}
+	if (t > 40 || (i < n && t == 0))
+		return -1;
+	for (size_t j = 0; j < sizeof(tail) - 1; j++, i++)
+		if (i == n)
+			return 0;
+		else if (p[i] != tail[j])
+			return -1;
+	return 1;
+}
+
+int mm_dead_letter_file_recognise(const char *head, size_t n, int whole)
+{
+	mm_json_field_t f[4] = {
+		{.name = "time", .name_len = 4},
+		{.name = "pipeline", .name_len = 8},
+		{.name = "reason", .name_len = 6},
+		{.name = "code", .name_len = 4},
+	};
+	const char *nl = memchr(head, '\n', n);
+	size_t line = nl ? (size_t)(nl - head) : n;
+	int sig;
+
+	if (n == 0)
+		return whole;
+	sig = file_signature(head, line);
+	if (sig < 0)
+		return 0;
+	if (sig == 0)
+		/* Only a torn first line, and nothing after it, is ours. */
+		return nl == NULL && whole;
+	if (nl == NULL)
+		return 1; /* a first line longer than what was read, or torn */
+	if (mm_json_scan(head, line, f, 4) != 0)
+		return 0;
+	for (int i = 0; i < 4; i++)
+		if (f[i].type != MM_JSON_STRING)
+			return 0;
+	return 1;
+}
+
+/* Reads the first bytes of the file (at most size) into buf. */
+static int file_read_head(int fd, const char *path, char *buf, size_t cap, off_t size,
+			  size_t *got)
+{
+	size_t want = (off_t)cap < size ? cap : (size_t)size;
+
+	*got = 0;
+	while (*got < want) {
+		ssize_t n = pread(fd, buf + *got, want - *got, (off_t)*got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return mm_diag_set(MM_EIO, "dead-letter file %s: read: %s", path,
+					   n < 0 ? strerror(errno) : "unexpected end of file");
+		*got += (size_t)n;
+	}
+	return 0;
+}
+
+int mm_dead_letter_file_adopt(int fd, const char *path)
+{
+	file_dlq_t d = {.fd = fd, .path = (char *)path};
+	char head[TAIL_CHUNK * 16];
 	struct stat st;
+	size_t got;
 	off_t keep;
 	int rc;
 
-	if (fstat(d->fd, &st) != 0)
-		return file_io_error(d, "fstat", errno);
-	if (!S_ISREG(st.st_mode) || st.st_size == 0)
+	if (fstat(fd, &st) != 0)
+		return file_io_error(&d, "fstat", errno);
+	if (!S_ISREG(st.st_mode))
+		return mm_diag_set(MM_EINVAL,
+				   "dead-letter file %s is not a regular file; refusing to use it",
+				   path);
+	if (st.st_size == 0)
 		return 0;
-	rc = file_whole_lines_end(d, st.st_size, &keep);
-	if (rc == 0 && keep != st.st_size && ftruncate(d->fd, keep) != 0)
-		rc = file_io_error(d, "truncate a partly written last line", errno);
+	if ((rc = file_read_head(fd, path, head, sizeof(head), st.st_size, &got)))
+		return rc;
+	if (!mm_dead_letter_file_recognise(head, got, (off_t)got == st.st_size))
+		return mm_diag_set(MM_EINVAL,
+				   "dead-letter file %s exists and is not a murmur dead-letter "
+				   "file (its first line is not a dead-letter entry); refusing "
+				   "to write to or truncate it",
+				   path);
+	/* Truncates a last line that lacks its '\n' (see the design comment). */
+	rc = file_whole_lines_end(&d, st.st_size, &keep);
+	if (rc == 0 && keep != st.st_size && ftruncate(fd, keep) != 0)
+		rc = file_io_error(&d, "truncate a partly written last line", errno);
 	return rc;
 }
 
@@ -186,6 +296,14 @@ static int file_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, mm_dead_let
 	return 0;
 }
 
+/* Remembers the diagnostic just set as the reason the file is refused. */
+static int file_refuse(file_dlq_t *d)
+{
+	if (d->refused == NULL)
+		d->refused = strdup(mm_diag_msg());
+	return MM_EINVAL;
+}
+
 static int file_write(mm_dead_letter_t *base, const mm_dead_letter_entry_t *e)
 {
 	file_dlq_t *d = (file_dlq_t *)base;
@@ -195,16 +313,25 @@ static int file_write(mm_dead_letter_t *base, const mm_dead_letter_entry_t *e)
 	/* A file that cannot be opened (a missing directory, no permission)
 	 * is a configuration error, not a full disk: the entry is refused, and
 	 * the pipeline counts and logs it, rather than holding up flushes. */
+	/* A refused file stays refused: it is not checked again per entry. */
+	if (d->refused)
+		return mm_diag_set(MM_EINVAL, "%s", d->refused);
 	if (d->fd < 0) {
-		d->fd = open(d->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+		d->fd = open(d->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+		if (d->fd < 0 && errno == ELOOP) {
+			mm_diag_set(MM_EINVAL,
+				    "dead-letter file %s is a symbolic link; refusing to follow it",
+				    d->path);
+			return file_refuse(d);
+		}
 		if (d->fd < 0)
 			return mm_diag_set(MM_EIO, "cannot open dead-letter file %s: %s", d->path,
 					   strerror(errno));
-		rc = file_trim_tail(d);
+		rc = mm_dead_letter_file_adopt(d->fd, d->path);
 		if (rc) {
 			close(d->fd);
 			d->fd = -1;
-			return rc;
+			return rc == MM_EINVAL ? file_refuse(d) : rc;
 		}
 	}
 	rc = mm_dead_letter_json(e, &d->pending);
@@ -249,6 +376,7 @@ static void file_close(mm_dead_letter_t *base)
 		close(d->fd);
 	}
 	mm_buf_free(&d->pending);
+	free(d->refused);
 	free(d->path);
 	free(d);
 }

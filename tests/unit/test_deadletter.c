@@ -7,8 +7,12 @@
  * crash is removed before appending; a short or failed write (a file size
  * limit stands in for a full disk) makes sync() fail with a retriable error
  * and keeps the unwritten bytes, so the sync after space returns completes
- * the cut line and loses nothing; /dev/full reports ENOSPC; a path that
- * cannot be opened refuses the entry instead of holding up flushes.
+ * the cut line and loses nothing; a path that cannot be opened refuses the
+ * entry instead of holding up flushes. Only murmur's own files are used: a
+ * symbolic link, a device (/dev/full) or an existing file whose first line
+ * is not a dead-letter entry is refused and left byte for byte as it was
+ * (a dead letter pointed at a binary once truncated it), while a file
+ * holding only a torn first entry is trimmed.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -133,10 +137,15 @@ TEST(lazy_whole_lines)
 	free(s);
 }
 
+/* An entry line as the backend writes it (without its newline). */
+#define OLD "{\"time\":\"2026-11-18T07:06:40.000Z\",\"pipeline\":\"p\",\"reason\":\"json\"," \
+	    "\"code\":\"EJSON\",\"error\":\"e\",\"source\":null,\"offset\":1,\"record\":\"{\"}"
+
 TEST(torn_tail_trimmed)
 {
-	static const char *const before[] = {"{\"old\":1}\n{\"cut\":", "{\"cut_everyth", "{\"old\":2}\n"};
-	static const size_t kept[] = {10, 0, 10};
+	static const char *const before[] = {OLD "\n{\"time\":\"2026-1", "{\"time\":\"2026-11-18T0",
+					     OLD "\n"};
+	static const size_t kept[] = {sizeof(OLD), 0, sizeof(OLD)};
 	char path[128], *s;
 	mm_dead_letter_entry_t e = entry("x", 1);
 
@@ -205,17 +214,114 @@ TEST(short_write_is_completed_by_the_next_sync)
 	free(s);
 }
 
-TEST(full_device)
+TEST(device_refused)
 {
 	mm_dead_letter_t *d = dlq_open("/dev/full");
 	mm_dead_letter_entry_t e = entry("x", 1);
 
 	REQUIRE(d != NULL);
-	CHECK_EQ_INT(d->vt->write(d, &e), 0);
-	CHECK_EQ_INT(d->vt->sync(d), MM_ENOSPC);
-	CHECK(strstr(mm_diag_msg(), "/dev/full") != NULL);
-	CHECK_EQ_INT(d->vt->sync(d), MM_ENOSPC);
+	CHECK_EQ_INT(d->vt->write(d, &e), MM_EINVAL);
+	CHECK(strstr(mm_diag_msg(), "/dev/full is not a regular file") != NULL);
+	CHECK_EQ_INT(d->vt->sync(d), 0);
 	d->vt->close(d);
+}
+
+/* Files that are not ours are refused, every time, and left as they were. */
+TEST(foreign_files_untouched)
+{
+	static const char *const foreign[] = {
+		"\x7f" "ELF\x02\x01\x01\0\0\0binary without a newline",
+		"{\"old\":1}\n{\"cut\":",
+		"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534",
+		"{\"time\":\"2026\",\"pipeline\":\"p\"}\npartial", /* no reason/code */
+		"{\"time\":\"2026-1", /* a torn entry... */
+	};
+	char path[128], *s;
+	mm_dead_letter_entry_t e = entry("x", 1);
+
+	for (int i = 0; i < 5; i++) {
+		mm_dead_letter_t *d;
+		size_t len = 0;
+
+		snprintf(path, sizeof(path), "%s/foreign%d", dir, i);
+		spit(path, foreign[i]);
+		if (i == 4) { /* ...followed by more than a torn line is not ours */
+			FILE *f = fopen(path, "ab");
+
+			REQUIRE(f != NULL);
+			fputs("\n\x7f" "ELF", f);
+			fclose(f);
+		}
+		d = dlq_open(path);
+		REQUIRE(d != NULL);
+		CHECK_EQ_INT(d->vt->write(d, &e), MM_EINVAL);
+		CHECK(strstr(mm_diag_msg(), path) != NULL);
+		CHECK(strstr(mm_diag_msg(), "not a murmur dead-letter file") != NULL);
+		CHECK_EQ_INT(d->vt->write(d, &e), MM_EINVAL);
+		CHECK_EQ_INT(d->vt->sync(d), 0);
+		d->vt->close(d);
+		s = slurp(path, &len);
+		REQUIRE(s != NULL);
+		if (i < 4) {
+			CHECK_EQ_INT(len, strlen(foreign[i]));
+			CHECK(memcmp(s, foreign[i], len) == 0);
+		} else {
+			CHECK_EQ_INT(len, strlen(foreign[i]) + 5);
+		}
+		free(s);
+	}
+}
+
+TEST(symlink_refused)
+{
+	char path[128], target[128], *s;
+	mm_dead_letter_t *d;
+	mm_dead_letter_entry_t e = entry("x", 1);
+	size_t len = 0;
+
+	snprintf(target, sizeof(target), "%s/target.jsonl", dir);
+	snprintf(path, sizeof(path), "%s/link.jsonl", dir);
+	spit(target, OLD "\n");
+	REQUIRE(symlink(target, path) == 0);
+	d = dlq_open(path);
+	REQUIRE(d != NULL);
+	CHECK_EQ_INT(d->vt->write(d, &e), MM_EINVAL);
+	CHECK(strstr(mm_diag_msg(), "symbolic link") != NULL);
+	d->vt->close(d);
+	s = slurp(target, &len);
+	REQUIRE(s != NULL);
+	CHECK_EQ_INT(len, sizeof(OLD));
+	free(s);
+}
+
+TEST(recognise)
+{
+	static const struct {
+		const char *head;
+		int whole, want;
+	} cases[] = {
+		{"", 1, 1},
+		{OLD "\n", 1, 1},
+		{OLD "\n" OLD, 1, 1},
+		{OLD, 0, 1},                    /* a first line longer than the head */
+		{"{\"time\":\"2026-11", 1, 1}, /* torn first entry */
+		{"{\"time\":\"2026-11", 0, 0},
+		{"{\"time\":\"\",\"pipeline\":\"p\"}\n", 1, 0},
+		{"{\"time\":\"2026\0\",\"pipeline\":\"", 1, 0},
+		{"{\"time\":\"2026-11-18T07:06:40.000Z\",\"pipeline\":\"p\",\"reason\":1,"
+		 "\"code\":\"E\"}\n", 1, 0},
+		{"{\"time\":\"0123456789012345678901234567890123456789X", 1, 0},
+		{"#!/bin/sh\n", 1, 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t n = strlen(cases[i].head);
+
+		if (i == 7)
+			n = 31;
+		CHECK_EQ_INT(mm_dead_letter_file_recognise(cases[i].head, n, cases[i].whole),
+			     cases[i].want);
+	}
 }
 
 TEST(unopenable_path_refuses_entries)
@@ -244,7 +350,10 @@ int main(void)
 	RUN(lazy_whole_lines);
 	RUN(torn_tail_trimmed);
 	RUN(short_write_is_completed_by_the_next_sync);
-	RUN(full_device);
+	RUN(device_refused);
+	RUN(foreign_files_untouched);
+	RUN(symlink_refused);
+	RUN(recognise);
 	RUN(unopenable_path_refuses_entries);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
