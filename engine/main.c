@@ -8,6 +8,14 @@
  * binary in a source checkout (build/murmur or build/<variant>/murmur -> lua/),
  * and in an installed
  * tree (bin/murmur -> share/lua/5.1/), then on LuaJIT's default path.
+ *
+ * File modes. Everything murmur creates (data, dead-letter and store
+ * directories, dead-letter and LMDB files, status.json, supervisor.json,
+ * murmur.pid, poison.jsonl) is created 0666/0777 minus the umask, and the
+ * umask is set here, before anything else runs, to 077: private to the
+ * user murmur runs as. The operator may relax it with MURMUR_UMASK (octal,
+ * e.g. 027 for group-readable files); scripts cannot change it. The worker
+ * the supervisor starts inherits it.
  */
 #include <lauxlib.h>
 #include <limits.h>
@@ -16,8 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "lua/alloc.h"
 #include "lua/funnel.h"
 
 int luaopen_murmur_core(lua_State *L);
@@ -65,11 +75,37 @@ static void set_package_path(lua_State *L)
 	lua_pop(L, 2);
 }
 
+/* Sets the umask: MURMUR_UMASK (octal, at most 0777) or 077. */
+static int set_umask(void)
+{
+	const char *v = getenv("MURMUR_UMASK");
+	char *end;
+	unsigned long mask = 077;
+
+	if (v != NULL && *v != '\0') {
+		mask = strtoul(v, &end, 8);
+		if (*end != '\0' || mask > 0777 || strspn(v, "01234567") != strlen(v)) {
+			fprintf(stderr,
+				"murmur: MURMUR_UMASK=%s is not an octal umask (e.g. 077, the "
+				"default, or 027)\n",
+				v);
+			return -1;
+		}
+	}
+	umask((mode_t)mask);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	lua_State *L = luaL_newstate();
+	lua_State *L;
 	int code = 2;
 
+	if (set_umask() != 0)
+		return 2;
+	/* The counting allocator enforces --lua-memory inside any one call
+	 * (engine/lua/alloc.h). */
+	L = lua_newstate(mm_lua_alloc, NULL);
 	if (L == NULL) {
 		fprintf(stderr, "murmur: cannot create a Lua state\n");
 		return 2;

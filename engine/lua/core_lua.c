@@ -28,6 +28,7 @@
 #include "../core/supervisor.h"
 #include "../store/valkey.h"
 #include "../lib/error.h"
+#include "../lib/file.h"
 #include "../lib/hash.h"
 #include "../monoid/window.h"
 #include "funnel.h"
@@ -1365,7 +1366,9 @@ static int l_mkdir_p(lua_State *L)
 		if (buf[i] != '/' && buf[i] != '\0')
 			continue;
 		buf[i] = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+		/* 0777 minus the umask: murmur's umask (077 unless MURMUR_UMASK
+		 * relaxes it, main.c) makes the directories private. */
+		if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
 			/* Name the directory that could not be made: with a deep
 			 * --data path, "Permission denied" alone says nothing. */
 			lua_pushfstring(L, "cannot create directory '%s': %s", buf, strerror(errno));
@@ -1373,6 +1376,21 @@ static int l_mkdir_p(lua_State *L)
 		}
 		buf[i] = path[i];
 	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.write_atomic(path, s) -> true | nil, err, code: replaces the file
+ * with s, never leaving a partial one (mm_file_write_atomic). */
+static int l_write_atomic(lua_State *L)
+{
+	size_t n;
+	const char *path = luaL_checkstring(L, 1);
+	const char *s = luaL_checklstring(L, 2, &n);
+	int rc = mm_file_write_atomic(path, s, n);
+
+	if (rc)
+		return push_diag(L, rc);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -1709,6 +1727,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"set_log_level", l_set_log_level},
 		{"strerror", l_strerror},
 		{"mkdir_p", l_mkdir_p},
+		{"write_atomic", l_write_atomic},
 		{"hash64", l_hash64},
 		{"getpid", l_getpid},
 		{"supervise", l_supervise},

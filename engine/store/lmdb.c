@@ -1052,7 +1052,7 @@ static int lmdb_mkdir_p(const char *path)
 		if (c != '/' && c != '\0')
 			continue;
 		dir[i] = '\0';
-		if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+		if (mkdir(dir, 0777) != 0 && errno != EEXIST) { /* minus the umask */
 			snprintf(what, sizeof(what), "cannot create directory '%s'", dir);
 			return lmdb_fail(errno, what);
 		}
@@ -1163,7 +1163,8 @@ static int lmdb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_on
 		flags |= MDB_RDONLY;
 	if (!cfg.sync)
 		flags |= MDB_NOSYNC;
-	mrc = mdb_env_open(env, cfg.path, flags, 0644);
+	/* 0666 minus murmur's umask (077 by default, engine/main.c). */
+	mrc = mdb_env_open(env, cfg.path, flags, 0666);
 	if (mrc == ENOENT) {
 		rc = mm_diag_set(MM_ENOTFOUND, "lmdb: no store at '%s'", cfg.path);
 		goto fail;

@@ -10,13 +10,11 @@ local M = {}
 function M.path(data) return data .. "/status.json" end
 function M.pid_path(data) return data .. "/murmur.pid" end
 
+-- Replaces the file at path with s: writes path.tmp, checking every write,
+-- fsyncs and closes it, then renames it over path. Any failure (a full disk)
+-- removes the temporary file and leaves path as it was: true | nil, err.
 local function write_atomic(path, s)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then return nil, err end
-  f:write(s)
-  f:close()
-  return os.rename(tmp, path)
+  return core.write_atomic(path, s)
 end
 M.write_atomic = write_atomic
 
@@ -124,9 +122,17 @@ function M.liveness(st, data, now_ms)
   return "running"
 end
 
+-- A failed write keeps the previous status.json; it is logged once until a
+-- write succeeds again.
 function M.write(inst, reloader)
   local ok, err = write_atomic(M.path(inst.data), core.json_encode(M.collect(inst, reloader)))
-  if not ok then core.log("warn", "status", "cannot write status: " .. tostring(err)) end
+  if not ok and not inst.status_write_failed then
+    inst.status_write_failed = true
+    core.log("warn", "status", "cannot write status (the previous status.json is kept): " .. tostring(err))
+  elseif ok and inst.status_write_failed then
+    inst.status_write_failed = nil
+    core.log("info", "status", "status.json is written again")
+  end
 end
 
 -- Human-readable text for `murmur status`.
