@@ -39,6 +39,7 @@ static void engine_maybe_flush(mm_engine_t *ctx, int force);
 static void engine_continue_stop(mm_engine_t *ctx);
 static void on_sink_flush(void *arg, mm_source_t *src, void (*done)(void *, int), void *done_arg);
 static void engine_close_source(mm_engine_source_t *es);
+static void engine_close_all(mm_engine_t *ctx);
 
 int64_t mm_now_ms(void)
 {
@@ -396,6 +397,39 @@ static void on_retry_timer(uv_timer_t *t)
 	flush_submit(ctx);
 }
 
+/* A flush failure no retry can fix (a corrupt stored state, an argument the
+ * store refuses) would keep the sources paused forever. Out of memory is
+ * worth retrying: memory is freed as flushes land. */
+static int flush_retriable(int status)
+{
+	return mm_err_retriable(status) || status == MM_ENOMEM;
+}
+
+/* Gives up on a flush that failed for good: its positions are never
+ * acknowledged, and nothing later is flushed either (a later flush's
+ * positions would skip this one's records). The engine stops with status 1
+ * and marks the failure fatal, so the supervisor ends the run instead of
+ * restarting into the same failure; a restart after the cause is fixed reads
+ * everything since the last checkpoint again. */
+static void engine_abandon_flush(mm_engine_t *ctx, struct mm_flush_job *job, int status,
+				 const char *detail)
+{
+	mm_log(MM_LOG_ERROR, "engine",
+	       "flush of %zu deltas failed: %s: %s; this error is not retriable: stopping "
+	       "without a checkpoint (records since the last one are read again on restart)",
+	       job->f.ndeltas, mm_err_name(status), detail);
+	ctx->job = NULL;
+	ctx->job_failed = 1;
+	ctx->exit_code = 1;
+	mm_progress_fatal();
+	engine_pause(ctx);
+	waiters_notify(job->waiters, status);
+	job->waiters = NULL;
+	job_free(job);
+	ctx->stopping = 1;
+	engine_close_all(ctx);
+}
+
 static void on_flush_done(void *arg, int status, const char *detail)
 {
 	struct mm_flush_job *job = arg;
@@ -404,6 +438,10 @@ static void on_flush_done(void *arg, int status, const char *detail)
 
 	if (status) {
 		ctx->stats.flush_failures++;
+		if (!flush_retriable(status)) {
+			engine_abandon_flush(ctx, job, status, detail);
+			return;
+		}
 		ctx->job_failed = 1;
 		engine_pause(ctx);
 		mm_log(MM_LOG_ERROR, "engine",

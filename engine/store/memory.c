@@ -20,8 +20,15 @@
  * caller's states are read when the operation runs, as with a real backend.
  * An apply is all-or-nothing like an LMDB transaction: every change to a slot
  * logs the slot's previous record, and a failure puts them back in reverse
- * order. The table grows before an apply starts, never during one, so the
+ * order. A delta the monoid cannot merge into the stored state (MM_ERANGE,
+ * e.g. an int64 sum that would overflow) is not a failure: like lmdb.c, the
+ * store marks it MM_DELTA_REJECTED, leaves its state as it was and applies
+ * the rest, and the engine dead-letters it (reason merge_failed). The table grows before an apply starts, never during one, so the
  * logged slot numbers stay valid.
+ *
+ * Error injection (tests only, compiled in when MM_ERRINJ is defined):
+ * MURMUR_ERRINJ_MEMORY_APPLY=N makes the next N applies fail with
+ * MM_ECORRUPT, a failure no retry can fix (lmdb.c injects a retriable one).
  *
  * close() frees the table at once and the struct in the timer's close
  * callback, so the loop must run once more before uv_loop_close().
@@ -399,16 +406,47 @@ static int mem_put_bytes(mm_memory_t *st, char kind, const char *name, const voi
 	return mem_put_at(st, slot, h);
 }
 
+#ifdef MM_ERRINJ
+/* Consumes one injected apply failure, if any is pending. Loop thread. */
+static int mem_errinj_apply(void)
+{
+	const char *v = getenv("MURMUR_ERRINJ_MEMORY_APPLY");
+	char left[24];
+	long n;
+
+	if (v == NULL || (n = strtol(v, NULL, 10)) <= 0)
+		return 0;
+	snprintf(left, sizeof(left), "%ld", n - 1);
+	setenv("MURMUR_ERRINJ_MEMORY_APPLY", left, 1);
+	return 1;
+}
+#endif
+
 static int mem_do_apply(mm_memory_t *st, mm_flush_t *f)
 {
 	size_t i, purged = 0;
 	int rc;
 
+#ifdef MM_ERRINJ
+	if (mem_errinj_apply())
+		return mm_diag_set(MM_ECORRUPT, "memory: injected failure (MURMUR_ERRINJ_MEMORY_APPLY)");
+#endif
 	if ((rc = mem_reserve(st, f->ndeltas + f->nmarks + f->npositions)))
 		return rc;
 	st->logging = 1;
-	for (i = 0; i < f->ndeltas && rc == 0; i++)
+	for (i = 0; i < f->ndeltas && rc == 0; i++) {
 		rc = mem_apply_delta(st, &f->deltas[i], f->now_ms);
+		if (rc == MM_ERANGE && f->delta_done) {
+			/* As in lmdb.c: the merge itself is impossible (a sum would
+			 * overflow), no retry can help, so the delta is handed back
+			 * rejected (its slot untouched) and the rest goes on. */
+			f->delta_done[i] = MM_DELTA_REJECTED;
+			if (f->rejected++ == 0)
+				snprintf(f->reject_detail, sizeof(f->reject_detail), "%s",
+					 mm_diag_msg());
+			rc = 0;
+		}
+	}
 	for (i = 0; i < f->nmarks && rc == 0; i++)
 		rc = mem_apply_mark(st, &f->marks[i]);
 	for (i = 0; i < f->npurges && rc == 0; i++)

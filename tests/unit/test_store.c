@@ -66,9 +66,17 @@ static int tsum_add(const mm_monoid_t *m, void *st, const mm_value_t *v)
 
 static int tsum_merge(const mm_monoid_t *m, void *dst, const void *src)
 {
-	int64_t a = get_i64(dst), b = get_i64(src);
+	int64_t a = get_i64(dst), b = get_i64(src), r;
 
-	set_i64(dst, a == POISON || b == POISON ? POISON : (int64_t)((uint64_t)a + (uint64_t)b));
+	if (a == POISON || b == POISON) {
+		set_i64(dst, POISON);
+		return 0;
+	}
+	/* Like the real sum: a merge that would overflow is refused. */
+	if (__builtin_add_overflow(a, b, &r))
+		return mm_diag_set(MM_ERANGE, "tsum: %lld + %lld overflows", (long long)a,
+				   (long long)b);
+	set_i64(dst, r);
 	return 0;
 }
 
@@ -673,6 +681,50 @@ static void t_corrupt(const char *backend)
 	fx_fini(&fx);
 }
 
+/* A delta the monoid cannot merge into the stored state (an overflowing sum)
+ * is handed back MM_DELTA_REJECTED with the state untouched, and the rest of
+ * the flush commits: retrying could never help. */
+static void t_rejected_delta(const char *backend)
+{
+	static batch_t b;
+	static uint8_t done[MAXD];
+	mm_buf_t out = {0};
+	int64_t v;
+	fx_t fx;
+	done_t d;
+
+	REQUIRE(fx_init(&fx, backend) == 0);
+	batch_init(&b, now_ms());
+	add_delta(&b, &NS, S("big"), 0, INT64_MAX - 5, 0);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+
+	batch_init(&b, now_ms());
+	memset(done, 0, sizeof(done));
+	b.f.delta_done = done;
+	add_delta(&b, &NS, S("fine"), 0, 1, 0);
+	add_delta(&b, &NS, S("big"), 0, 6, 0);
+	add_delta(&b, &NS, S("new"), 0, 2, 0);
+	add_pos(&b, "src", "7", 1);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	CHECK_EQ_INT(b.f.rejected, 1);
+	CHECK(strstr(b.f.reject_detail, "overflows") != NULL);
+	for (size_t i = 0; i < b.f.ndeltas; i++)
+		if (b.d[i].key.len == 3 && memcmp(b.d[i].key.entity, "big", 3) == 0)
+			CHECK_EQ_INT(done[i], MM_DELTA_REJECTED);
+		else
+			CHECK(done[i] != MM_DELTA_REJECTED);
+	CHECK_EQ_INT(get1(&fx, &NS, S("big"), 0, &v), 1);
+	CHECK_EQ_INT(v, INT64_MAX - 5);
+	CHECK_EQ_INT(get1(&fx, &NS, S("fine"), 0, &v), 1);
+	CHECK_EQ_INT(v, 1);
+	CHECK_EQ_INT(get1(&fx, &NS, S("new"), 0, &v), 1);
+	CHECK_EQ_INT(v, 2);
+	CHECK_EQ_INT(mm_store_get_position(fx.st, "src", &out), 0);
+	CHECK(out.len == 1 && out.p[0] == '7');
+	mm_buf_free(&out);
+	fx_fini(&fx);
+}
+
 /* Bad arguments fail in the call, and then no callback ever runs. */
 static void t_validation(const char *backend)
 {
@@ -786,6 +838,7 @@ BOTH(expiry)
 BOTH(meta)
 BOTH(binary_entities)
 BOTH(corrupt)
+BOTH(rejected_delta)
 BOTH(validation)
 BOTH(pipelined)
 
@@ -1316,6 +1369,8 @@ int main(void)
 	RUN(memory_binary_entities);
 	RUN(lmdb_binary_entities);
 	RUN(memory_corrupt);
+	RUN(memory_rejected_delta);
+	RUN(lmdb_rejected_delta);
 	RUN(lmdb_corrupt);
 	RUN(memory_validation);
 	RUN(lmdb_validation);

@@ -1,0 +1,90 @@
+-- Edges of the data model: numbers used as keys (one canonical text on the C
+-- and the Lua path), first/last by arrival order when times tie, unusable
+-- event ids, exact int64 query output, deltas the store cannot merge, and
+-- many Lua-path pipelines on one source. Each case failed before its fix.
+local S = require("spec.support")
+local core = require("murmur.core")
+local query = require("murmur.query")
+
+describe("data model edges #datamodel", function()
+  local dir
+
+  before_each(function() dir = S.tmpdir() end)
+  after_each(function() S.rm_rf(dir) end)
+
+  -- Runs `murmur run --once --stats` on a script and input lines; returns
+  -- the exit code, the decoded --stats and stderr.
+  local function run(body, lines, extra)
+    local p = dir .. "/k.lua"
+    S.write_file(p, body)
+    S.write_file(dir .. "/k.jsonl", table.concat(lines, "\n") .. "\n")
+    local args = { "run", "--once", "--stats", "--data", dir .. "/d", "--input", dir .. "/k.jsonl" }
+    for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+    args[#args + 1] = p
+    local code, out, err = S.murmur_run(args)
+    return code, out ~= "" and core.json_decode(out) or nil, err
+  end
+
+  local function dead_letters(name)
+    local out = {}
+    for _, l in ipairs(S.lines(dir .. "/d/dead-letter/" .. name .. ".jsonl")) do
+      out[#out + 1] = core.json_decode(l)
+    end
+    return out
+  end
+
+  describe("deltas the store cannot merge #datamodel", function()
+    it("the memory store dead-letters an overflowing sum (merge_failed) instead of stalling", function()
+      -- Each value fits, and so does each flush's delta (one event per
+      -- flush); only merging the second into the stored state overflows.
+      -- memory.c used to fail the whole apply with ERANGE, which engine.c
+      -- retried forever with the sources paused: --once never ended.
+      local p = dir .. "/k.lua"
+      S.write_file(p, [[
+        local murmur = require("murmur")
+        murmur.pipeline { name = "k", key = "k", value = "n", monoid = murmur.sum {},
+          flush = { events = 1 } }
+      ]])
+      -- Two batches (stdin, a pause between them), so two flushes.
+      S.write_file(dir .. "/1.jsonl", '{"k":"a","n":9000000000000000000}\n')
+      S.write_file(dir .. "/2.jsonl", '{"k":"a","n":9000000000000000000}\n{"k":"b","n":1}\n')
+      local h = S.spawn(("sh -c %s"):format(S.quote(("(cat %s; sleep 1; cat %s) | %s run --once --stats --store memory --data %s %s > %s")
+        :format(S.quote(dir .. "/1.jsonl"), S.quote(dir .. "/2.jsonl"), S.quote(S.murmur), S.quote(dir .. "/d"),
+          S.quote(p), S.quote(dir .. "/stats")))), dir .. "/log")
+      local rc = S.wait_exit(h, 15)
+      if rc == nil then
+        S.kill(h, "KILL")
+        S.wait_exit(h, 10)
+      end
+      assert.are.equal(0, rc, "did not finish:\n" .. (S.read_file(dir .. "/log") or ""):sub(-800))
+      local stats = core.json_decode(S.read_file(dir .. "/stats"))
+      assert.are.equal(3, stats.pipelines.k.accepted)
+      local dl = dead_letters("k")
+      assert.are.equal(1, #dl)
+      assert.are.equal("merge_failed", dl[1].reason)
+      local rec = core.json_decode(dl[1].record)
+      assert.are.equal("a", rec.entity)
+    end)
+
+    it("a flush failure no retry can fix stops the run with status 1 instead of retrying forever", function()
+      -- MURMUR_ERRINJ_MEMORY_APPLY fails the next apply with ECORRUPT
+      -- (test builds). engine.c retried every failure, retriable or not.
+      local p = dir .. "/k.lua"
+      S.write_file(p, [[
+        local murmur = require("murmur")
+        murmur.pipeline { name = "k", key = "k", monoid = murmur.count() }
+      ]])
+      S.write_file(dir .. "/k.jsonl", '{"k":"a"}\n')
+      local h = S.spawn(("env MURMUR_ERRINJ_MEMORY_APPLY=1 %s run --once --store memory --data %s --input %s %s")
+        :format(S.murmur, S.quote(dir .. "/d"), S.quote(dir .. "/k.jsonl"), S.quote(p)), dir .. "/log")
+      local rc = S.wait_exit(h, 15)
+      if rc == nil then
+        S.kill(h, "KILL")
+        S.wait_exit(h, 10)
+      end
+      local log = S.read_file(dir .. "/log") or ""
+      assert.are.equal(1, rc, "expected exit 1:\n" .. log:sub(-800))
+      assert.is_truthy(log:find("not retriable", 1, true), log:sub(-800))
+    end)
+  end)
+end)
