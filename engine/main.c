@@ -27,7 +27,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lua/alloc.h"
 #include "lua/funnel.h"
 
 int luaopen_murmur_core(lua_State *L);
@@ -103,9 +102,7 @@ int main(int argc, char **argv)
 
 	if (set_umask() != 0)
 		return 2;
-	/* The counting allocator enforces --lua-memory inside any one call
-	 * (engine/lua/alloc.h). */
-	L = lua_newstate(mm_lua_alloc, NULL);
+	L = luaL_newstate();
 	if (L == NULL) {
 		fprintf(stderr, "murmur: cannot create a Lua state\n");
 		return 2;
