@@ -84,11 +84,17 @@ static void on_deliver(void *arg, mm_batch_t *b)
 {
 	mm_engine_t *ctx = arg;
 	mm_engine_source_t *es = engine_source_of(ctx, b->src);
-	mm_pipeline_t *lua_pipes[64];
-	int nlua = 0;
+	/* Any number of Lua-path pipelines share one handler call: their list is
+	 * on the stack up to 64, on the heap beyond. */
+	mm_pipeline_t *small[64], **lua_pipes = small;
+	int nlua = 0, nomem = 0;
 
 	if (es == NULL)
 		return;
+	if (es->npipes > 64 && (lua_pipes = malloc((size_t)es->npipes * sizeof(*lua_pipes))) == NULL) {
+		lua_pipes = small;
+		nomem = 1;
+	}
 	ctx->stats.batches++;
 	ctx->stats.records += b->n;
 	mm_progress_batch(b->src->id);
@@ -99,10 +105,16 @@ static void on_deliver(void *arg, mm_batch_t *b)
 	for (int i = 0; i < es->npipes; i++) {
 		mm_pipeline_t *p = es->pipes[i];
 
-		if (p->uses_lua && nlua < 64)
-			lua_pipes[nlua++] = p;
-		else
+		if (!p->uses_lua) {
 			mm_pipeline_process_batch(p, b);
+		} else if (nomem) {
+			/* Never the C path for a Lua pipeline: its key is no field. */
+			for (size_t r = 0; r < b->n; r++)
+				mm_pipeline_reject(p, &b->recs[r], MM_REJ_LUA, MM_ENOMEM,
+						   "out of memory listing the Lua-path pipelines");
+		} else {
+			lua_pipes[nlua++] = p;
+		}
 	}
 	if (nlua && ctx->lua_batch) {
 		for (int i = 0; i < nlua; i++)
@@ -111,6 +123,8 @@ static void on_deliver(void *arg, mm_batch_t *b)
 		for (int i = 0; i < nlua; i++)
 			lua_pipes[i]->batch = NULL;
 	}
+	if (lua_pipes != small)
+		free(lua_pipes);
 	mm_progress_idle();
 	es->pos.len = 0;
 	if (mm_buf_append(&es->pos, b->end_pos, b->end_pos_len) == 0)

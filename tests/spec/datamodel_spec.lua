@@ -87,4 +87,29 @@ describe("data model edges #datamodel", function()
       assert.is_truthy(log:find("not retriable", 1, true), log:sub(-800))
     end)
   end)
+
+  describe("many Lua-path pipelines on one source #datamodel", function()
+    it("70 Lua pipelines each count their own keys (none falls to the C path under '<lua>')", function()
+      -- engine.c on_deliver kept Lua pipelines in a 64-slot array; the
+      -- 65th and later ran the C fast path, whose key for a Lua function
+      -- is the placeholder "<lua>".
+      local code, stats, err = run([[
+        local murmur = require("murmur")
+        for i = 1, 70 do
+          murmur.pipeline { name = "p" .. i, monoid = murmur.count(),
+            key = function(ev) return ev.k .. ":" .. i end }
+        end
+      ]], { '{"k":"a"}', '{"k":"b"}', '{"k":"a"}' })
+      assert.are.equal(0, code, err:sub(-1000))
+      for i = 1, 70 do
+        local name = "p" .. i
+        assert.are.equal(3, stats.pipelines[name].accepted, name)
+        local r = assert(query.run(name, "a:" .. i, { data = { dir .. "/d" } }))
+        assert.is_true(r.found, name)
+        assert.are.equal(2, r.result.value, name)
+        r = assert(query.run(name, "<lua>", { data = { dir .. "/d" } }))
+        assert.is_false(r.found, name)
+      end
+    end)
+  end)
 end)
