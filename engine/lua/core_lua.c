@@ -366,8 +366,15 @@ static void engine_lua_batch(void *ud, mm_batch_t *b, mm_pipeline_t **pipes, int
 	lua_engine_t *e = ud;
 	lua_State *L = e->L;
 
-	if (!lua_checkstack(L, n + 3))
+	if (!lua_checkstack(L, n + 3)) {
+		/* Thousands of Lua-path pipelines on one source: refuse the batch
+		 * visibly rather than drop it. */
+		for (int i = 0; i < n; i++)
+			for (size_t r = 0; r < b->n; r++)
+				mm_pipeline_reject(pipes[i], &b->recs[r], MM_REJ_LUA, MM_ENOMEM,
+						   "too many Lua-path pipelines on one source for the Lua stack");
 		return;
+	}
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->batch_ref);
 	lua_pushinteger(L, (lua_Integer)b->n);
 	for (int i = 0; i < n; i++)
