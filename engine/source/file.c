@@ -70,9 +70,10 @@
 #include <sys/stat.h>
 
 #include "../lib/error.h"
+#include "position.h"
 #include "source.h"
 
-#define MM_FSRC_FILE_POS_LEN 24
+#define MM_FSRC_FILE_POS_LEN MM_FILE_POS_LEN
 #define MM_FSRC_STDIN_POS_LEN 8
 #define MM_FSRC_BATCH_MAX (1 << 20)
 #define MM_FSRC_READ_MAX (1ULL << 30)
@@ -905,13 +906,11 @@ static int mm_fsrc_file_start(mm_source_t *src, const uint8_t *pos, size_t len)
 	if (fs->phase != MM_FSRC_INIT)
 		return mm_diag_set(MM_EINVAL, "%s: already started", src->id);
 	if (pos != NULL && len != 0) {
-		if (len != MM_FSRC_FILE_POS_LEN)
-			return mm_diag_set(MM_ECORRUPT, "%s: position has %zu bytes, expected %d",
-					   src->id, len, MM_FSRC_FILE_POS_LEN);
+		rc = mm_file_pos_decode(src->id, pos, len, &fs->want_dev, &fs->want_ino,
+					&fs->want_off);
+		if (rc)
+			return rc;
 		fs->want = 1;
-		fs->want_dev = mm_get_u64le(pos);
-		fs->want_ino = mm_get_u64le(pos + 8);
-		fs->want_off = mm_get_u64le(pos + 16);
 	}
 	mm_fsrc_limits(fs);
 	if (fs->follow) {

@@ -111,9 +111,10 @@
 #include "../codec/json.h"
 #include "../core/log.h"
 #include "../lib/error.h"
+#include "position.h"
 #include "source.h"
 
-#define MM_KSRC_POS_MAGIC 0x31504b4du /* "MKP1" */
+#define MM_KSRC_POS_MAGIC MM_KAFKA_POS_MAGIC
 #define MM_KSRC_BATCH_MAX 65536
 #define MM_KSRC_MAX_RECORD_DEFAULT (1ULL << 20)
 #define MM_KSRC_COMMITTED_TIMEOUT_MS 10000
@@ -420,51 +421,30 @@ static int mm_ksrc_pos_encode(mm_ksrc_t *ks)
 
 typedef void (*mm_ksrc_pos_fn)(mm_ksrc_t *ks, mm_kpart_t *kp, int64_t offset);
 
-/* Walks a position, calling fn for each partition in it (creating the
- * partitions it names) unless fn is NULL. Returns 0, MM_ECORRUPT or
- * MM_ENOMEM. */
+struct mm_ksrc_walk {
+	mm_ksrc_t *ks;
+	mm_ksrc_pos_fn fn;
+};
+
+static int mm_ksrc_pos_one(void *ud, const char *topic, int32_t partition, int64_t offset)
+{
+	struct mm_ksrc_walk *w = ud;
+	mm_kpart_t *kp = mm_ksrc_part_get(w->ks, topic, partition);
+
+	if (kp == NULL)
+		return mm_diag_set(MM_ENOMEM, "%s: out of memory", w->ks->base.id);
+	w->fn(w->ks, kp, offset);
+	return 0;
+}
+
+/* Walks a position (mm_kafka_pos_walk, position.c), calling fn for each
+ * partition in it (creating the partitions it names) unless fn is NULL.
+ * Returns 0, MM_ECORRUPT or MM_ENOMEM. */
 static int mm_ksrc_pos_walk(mm_ksrc_t *ks, const uint8_t *p, size_t len, mm_ksrc_pos_fn fn)
 {
-	const uint8_t *end = p + len;
-	char topic[256];
-	uint32_t count;
+	struct mm_ksrc_walk w = {ks, fn};
 
-	if (len < 8 || mm_get_u32le(p) != MM_KSRC_POS_MAGIC)
-		return mm_diag_set(MM_ECORRUPT, "%s: position is not a Kafka position", ks->base.id);
-	count = mm_get_u32le(p + 4);
-	p += 8;
-	for (uint32_t i = 0; i < count; i++) {
-		size_t tlen;
-		int32_t partition;
-		int64_t offset;
-		mm_kpart_t *kp;
-
-		if (end - p < 2)
-			goto corrupt;
-		tlen = mm_get_u16le(p);
-		if (tlen == 0 || tlen >= sizeof(topic) || (size_t)(end - p) < 2 + tlen + 12)
-			goto corrupt;
-		memcpy(topic, p + 2, tlen);
-		topic[tlen] = '\0';
-		p += 2 + tlen;
-		partition = (int32_t)mm_get_u32le(p);
-		offset = (int64_t)mm_get_u64le(p + 4);
-		p += 12;
-		if (partition < 0 || offset < 0 || memchr(topic, '\0', tlen) != NULL)
-			goto corrupt;
-		if (fn == NULL)
-			continue;
-		kp = mm_ksrc_part_get(ks, topic, partition);
-		if (kp == NULL)
-			return mm_diag_set(MM_ENOMEM, "%s: out of memory", ks->base.id);
-		fn(ks, kp, offset);
-	}
-	if (p != end)
-		goto corrupt;
-	return 0;
-corrupt:
-	return mm_diag_set(MM_ECORRUPT, "%s: position of %zu bytes is truncated or corrupt",
-			   ks->base.id, len);
+	return mm_kafka_pos_walk(ks->base.id, p, len, fn ? mm_ksrc_pos_one : NULL, &w);
 }
 
 /* Applies fn to each partition of a position, only if all of it is valid. */

@@ -3,9 +3,13 @@
 #
 #   BUILD=build/fuzz FUZZ_SECONDS=20 sh tests/fuzz/run.sh tests/fuzz/fuzz_*.c
 #
-# The targets link only the engine's pure layers (engine/lib, engine/monoid,
+# The targets link the engine's pure layers (engine/lib, engine/monoid,
 # engine/codec, engine/aws: no libuv, no Lua, no LMDB), compiled here with clang and
-# coverage instrumentation into $BUILD. Each target starts from a scratch
+# coverage instrumentation into $BUILD. A target that needs more names it in
+# one line of its own source, "fuzz-link: FILE.c... -lLIB...": those engine
+# files are compiled into it (instrumented, with the libraries' include
+# flags) and the libraries linked, e.g. engine/lua/json_lua.c -lluajit-5.1.
+# Each target starts from a scratch
 # copy of its seed corpus tests/fuzz/corpus/<name>/ because libFuzzer adds
 # the inputs it finds to the first corpus directory it is given, and the
 # committed corpus must stay as reviewed. Crash, leak and timeout
@@ -30,6 +34,9 @@ fi
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 CFLAGS="-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -fno-strict-aliasing -DMM_FUZZ -Iengine $SAN"
 
+# Include flags of the libraries a fuzz-link line may name.
+PKG_CFLAGS=$(pkg-config --cflags luajit libuv hiredis 2>/dev/null || echo "-I/usr/include/luajit-2.1")
+
 mkdir -p "$BUILD/obj" "$BUILD/artifacts"
 lib="$BUILD/libmurmur_pure.a"
 objs=
@@ -53,7 +60,11 @@ for src in "$@"; do
 	log="$BUILD/fuzz_$name.log"
 	work="$BUILD/corpus/$name"
 
-	$CLANG $CFLAGS -fsanitize=fuzzer -o "$bin" "$src" "$lib" -lm
+	extra=$(sed -n 's/.*fuzz-link: *//p' "$src" | head -n 1)
+	# shellcheck disable=SC2086 # extra is a list of words
+	$CLANG $CFLAGS $PKG_CFLAGS -fsanitize=fuzzer -o "$bin" "$src" $(for w in $extra; do
+		case $w in *.c) echo "$w" ;; esac; done) "$lib" $(for w in $extra; do
+		case $w in -l*) echo "$w" ;; esac; done) -lm
 
 	rm -rf "$work"
 	mkdir -p "$work"
@@ -87,7 +98,7 @@ for src in "$@"; do
 		# Show the report: the sanitizer or abort message and the stack.
 		grep -E -A 30 '^==[0-9]+==|runtime error|deadly signal|ERROR: libFuzzer' "$log" | head -n 60 >&2 || true
 	fi
-	line=$(printf 'fuzz_%-7s %s  execs=%s (%s/s) cov=%s ft=%s corpus=%s seeds=%s rss=%sMB' \
+	line=$(printf 'fuzz_%-10s %s  execs=%s (%s/s) cov=%s ft=%s corpus=%s seeds=%s rss=%sMB' \
 		"$name" "$verdict" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$seeds" "${rss:-?}")
 	echo "$line"
 	summary="$summary$line
