@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "../lib/error.h"
 #include "../monoid/window.h"
@@ -80,6 +81,27 @@ static void engine_resume(mm_engine_t *ctx)
 			ctx->srcs[i].src->vt->resume(ctx->srcs[i].src);
 }
 
+/* Stamps a batch's records in delivery order (mm_record_t.seq). A stamp is
+ * the wall clock in ns at delivery, or one more than the previous stamp when
+ * the clock has not moved past it, so stamps strictly increase within the
+ * process; a restarted worker starts after every stamp of the one before
+ * (unless the clock was stepped back by more than that process ran ahead).
+ * first/last break ties of event time with them. */
+static void stamp_arrivals(mm_engine_t *ctx, mm_batch_t *b)
+{
+	struct timespec ts;
+	uint64_t now;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	if (now <= ctx->arrival)
+		now = ctx->arrival + 1;
+	for (size_t i = 0; i < b->n; i++)
+		b->recs[i].seq = now + i;
+	if (b->n)
+		ctx->arrival = now + b->n - 1;
+}
+
 static void on_deliver(void *arg, mm_batch_t *b)
 {
 	mm_engine_t *ctx = arg;
@@ -97,6 +119,7 @@ static void on_deliver(void *arg, mm_batch_t *b)
 	}
 	ctx->stats.batches++;
 	ctx->stats.records += b->n;
+	stamp_arrivals(ctx, b);
 	mm_progress_batch(b->src->id);
 	if (mm_poison_count() > 0)
 		for (size_t i = 0; i < b->n; i++)

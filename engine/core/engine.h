@@ -96,6 +96,7 @@ struct mm_engine {
 	struct mm_flush_job *job; /* in flight, or NULL */
 	int flush_wanted;
 	int job_failed;         /* the flush in flight failed and waits for a retry */
+	uint64_t arrival;       /* the last arrival stamp given to a record */
 	mm_flush_waiter_t *waiters; /* for the next flush to start */
 	int64_t last_flush_ms;
 	uv_timer_t flush_timer;   /* age limit */

@@ -47,6 +47,7 @@ int mm_held_add(mm_held_t *h, mm_source_t *src, const mm_record_t *r, int64_t no
 	hr->orig_len = r->orig_len;
 	hr->offset = r->offset;
 	hr->ts_ms = r->ts_ms;
+	hr->seq = r->seq;
 	hr->now_ms = now_ms;
 	hr->claim = h->nclaims;
 	hr->off = h->data.len;
@@ -91,6 +92,7 @@ void mm_held_record(const mm_held_t *h, size_t i, mm_record_t *out)
 	out->orig_len = hr->orig_len;
 	out->offset = hr->offset;
 	out->ts_ms = hr->ts_ms;
+	out->seq = hr->seq;
 	if (hr->flags & MM_REC_ID) {
 		out->id = (const char *)h->data.p + hr->src_id_off;
 		out->id_len = hr->src_id_len;

@@ -33,6 +33,7 @@ typedef struct mm_held_rec {
 	uint32_t len, src_id_len, flags;
 	uint64_t orig_len, offset;
 	int64_t ts_ms, now_ms;
+	uint64_t seq;           /* arrival stamp, kept so a replay has it */
 } mm_held_rec_t;
 
 typedef struct mm_held {

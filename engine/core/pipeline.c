@@ -403,6 +403,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 			return rc;
 	}
 	v.ts_ms = now_ms;
+	v.seq = r->seq;
 	if (c->time_kind == MM_PART_FIELD) {
 		rc = field_time(p, &fields[sp->time], &v.ts_ms);
 		if (rc)
@@ -560,6 +561,8 @@ int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, i
 	int rc;
 
 	v.ts_ms = ts_ms == INT64_MIN ? now : ts_ms;
+	if (p->batch && p->rec >= 0 && (size_t)p->rec < p->batch->n)
+		v.seq = p->batch->recs[p->rec].seq;
 	if (vtype == MM_VAL_INT)
 		v.i = (int64_t)num;
 	rc = pipe_bucket(p, v.ts_ms, now, &bucket, &expire_ms);

@@ -2,30 +2,50 @@
  * firstlast.c: the first and last monoids, which keep the value with the
  * earliest (first) or latest (last) event time.
  *
- * Order. first keeps the smallest ts_ms, last the largest. Equal times are
- * broken by the value itself so that merge stays commutative whatever order
- * events and deltas arrive in: types order INT < DOUBLE < STRING, integers
- * and doubles by numeric value (-0.0 before +0.0), strings bytewise with a
- * prefix before its extensions. On a tie first keeps the smaller value and
- * last the larger. Two states compare equal only when their encodings are
- * identical, so the result does not depend on the order of merges.
+ * Order. Candidates are ordered by (ts_ms, seq, value): first keeps the
+ * smallest, last the largest. ts_ms is the event time (processing time when
+ * the pipeline names no time field). seq is the arrival stamp the engine
+ * gives every delivered record (engine.c: nanoseconds of the wall clock at
+ * delivery, strictly increasing within a process, record by record), so when
+ * times tie the later arrival wins for last and the earlier for first:
+ * within a batch, across batches and flushes, and after a restart (a new
+ * process starts its stamps at the current wall clock, after every stamp of
+ * the previous one unless the clock was stepped back). Stamps of different
+ * workers compare by their clocks. A state decoded from version 1 bytes
+ * (below) has seq 0: it arrived before anything stamped.
  *
- * State (inline, 24 bytes): ts, the value (int64, double, or a heap copy of
- * the string owned by the state), the string length, a set flag and a type.
- * Strings are bounded by MAX_STRING (64 KiB): a longer value is refused with
- * MM_ERANGE rather than truncated, since a cut-off string is a wrong answer.
- * Doubles must be finite; -0.0 is kept as given (it has its own bytes and
- * its own place in the order). Any int64 time is accepted; to_json clamps
- * the RFC 3339 "time" to years 0000..9999 but prints "time_ms" exactly.
+ * Equal (ts_ms, seq) pairs, e.g. states of two workers with equal stamps,
+ * are broken by the value itself so that merge stays commutative whatever
+ * order events and deltas arrive in: types order INT < DOUBLE < STRING,
+ * integers and doubles by numeric value (-0.0 before +0.0), strings bytewise
+ * with a prefix before its extensions; first keeps the smaller value, last
+ * the larger. This is a lexicographic min/max over a total order, so the
+ * monoid laws hold: identity (unset), associativity, commutativity. Two
+ * states compare equal only when their encodings are identical, so the
+ * result does not depend on the order of merges.
  *
- * Encoding (little-endian):
- *   unset:  u8 0                                          (1 byte)
- *   set:    u8 1, u8 type, i64 ts, then
- *             type 1 (int):    i64 value                  (18 bytes)
- *             type 2 (double): binary64 bits, finite      (18 bytes)
- *             type 3 (string): u32 len <= 65536, len bytes (14 + len bytes)
- * Decoding checks the flag, the type, every length and the string bound,
- * and rejects trailing bytes, so only canonical encodings are accepted.
+ * State (inline, 32 bytes): ts, seq, the value (int64, double, or a heap
+ * copy of the string owned by the state), the string length, a set flag and
+ * a type. Strings are bounded by MAX_STRING (64 KiB): a longer value is
+ * refused with MM_ERANGE rather than truncated, since a cut-off string is a
+ * wrong answer. Doubles must be finite; -0.0 is kept as given (it has its own
+ * bytes and its own place in the order). Any int64 time is accepted; to_json
+ * clamps the RFC 3339 "time" to years 0000..9999 but prints "time_ms"
+ * exactly.
+ *
+ * Encoding (little-endian). The flag byte is also the version:
+ *   unset:       u8 0                                       (1 byte)
+ *   set, v1:     u8 1, u8 type, i64 ts, then the value      (seq == 0)
+ *   set, v2:     u8 2, u8 type, i64 ts, u64 seq != 0, then the value
+ *   value:   type 1 (int):    i64 value                  (8 bytes)
+ *            type 2 (double): binary64 bits, finite      (8 bytes)
+ *            type 3 (string): u32 len <= 65536, len bytes (4 + len bytes)
+ * So v1 is 18 bytes for numbers and 14 + len for strings, v2 8 bytes more.
+ * A state with seq 0 is always written as v1 (bytes written before arrival
+ * stamps existed decode unchanged and re-encode identically); v2 with seq 0
+ * is not canonical and is rejected. Decoding checks the flag, the type,
+ * every length and the string bound, and rejects trailing bytes, so only
+ * canonical encodings are accepted.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -45,6 +65,7 @@ enum { FL_INT = 1, FL_DOUBLE = 2, FL_STRING = 3 };
 
 typedef struct fl_state {
 	int64_t ts;
+	uint64_t seq; /* arrival stamp; 0 = before every stamp */
 	union {
 		int64_t i;
 		double d;
@@ -101,6 +122,8 @@ static int wins(const fl_state_t *cand, const fl_state_t *cur, int is_last)
 		return 1;
 	if (cand->ts != cur->ts)
 		return is_last ? cand->ts > cur->ts : cand->ts < cur->ts;
+	if (cand->seq != cur->seq)
+		return is_last ? cand->seq > cur->seq : cand->seq < cur->seq;
 	c = value_cmp(cand, cur);
 	return is_last ? c > 0 : c < 0;
 }
@@ -150,7 +173,7 @@ static void fl_destroy(const mm_monoid_t *m, void *st)
 static int fl_add(const mm_monoid_t *m, void *st, const mm_value_t *v, int is_last)
 {
 	const char *name = m->vt->name;
-	fl_state_t cand = {.ts = v->ts_ms, .set = 1};
+	fl_state_t cand = {.ts = v->ts_ms, .seq = v->seq, .set = 1};
 
 	switch (v->type) {
 	case MM_VAL_INT:
@@ -189,15 +212,20 @@ static int fl_merge(void *dst, const void *src, int is_last)
 static int fl_encode(const mm_monoid_t *m, const void *st, mm_buf_t *out)
 {
 	const fl_state_t *s = st;
-	uint8_t h[18];
+	uint8_t h[26];
 	size_t n = 10;
 	int rc;
 
-	h[0] = s->set;
+	h[0] = 0;
 	if (!s->set)
 		return mm_buf_append(out, h, 1);
+	h[0] = s->seq ? 2 : 1;
 	h[1] = s->type;
 	mm_set_u64le(h + 2, (uint64_t)s->ts);
+	if (s->seq) {
+		mm_set_u64le(h + n, s->seq);
+		n += 8;
+	}
 	switch (s->type) {
 	case FL_INT:
 		mm_set_u64le(h + n, (uint64_t)s->u.i);
@@ -222,37 +250,41 @@ static int fl_decode(const mm_monoid_t *m, void *st, const uint8_t *p, size_t n)
 {
 	const char *name = m->vt->name;
 	fl_state_t v = {.set = 1};
-	size_t need;
+	size_t need, off = 10; /* where the value starts */
 	uint64_t u;
 	double d;
 
 	fl_destroy(m, st);
 	if (n == 0)
 		return mm_diag_set(MM_ECORRUPT, "%s: empty encoding", name);
-	if (p[0] > 1)
+	if (p[0] > 2)
 		return mm_diag_set(MM_ECORRUPT, "%s: bad flag %u", name, p[0]);
 	if (p[0] == 0) {
 		if (n != 1)
 			return mm_diag_set(MM_ECORRUPT, "%s: unset state has %zu bytes", name, n);
 		return 0;
 	}
-	if (n < 10)
+	if (p[0] == 2)
+		off = 18;
+	if (n < off)
 		return mm_diag_set(MM_ECORRUPT, "%s: truncated header (%zu bytes)", name, n);
 	v.type = p[1];
 	v.ts = (int64_t)mm_get_u64le(p + 2);
+	if (p[0] == 2 && (v.seq = mm_get_u64le(p + 10)) == 0)
+		return mm_diag_set(MM_ECORRUPT, "%s: version 2 state with arrival stamp 0", name);
 	switch (v.type) {
 	case FL_INT:
 	case FL_DOUBLE:
-		need = 18;
+		need = off + 8;
 		break;
 	case FL_STRING:
-		if (n < 14)
+		if (n < off + 4)
 			return mm_diag_set(MM_ECORRUPT, "%s: truncated string length", name);
-		v.len = mm_get_u32le(p + 10);
+		v.len = mm_get_u32le(p + off);
 		if (v.len > MAX_STRING)
 			return mm_diag_set(MM_ECORRUPT, "%s: string length %" PRIu32 " exceeds %u",
 					   name, v.len, MAX_STRING);
-		need = 14 + (size_t)v.len;
+		need = off + 4 + (size_t)v.len;
 		break;
 	default:
 		return mm_diag_set(MM_ECORRUPT, "%s: bad value type %u", name, v.type);
@@ -261,17 +293,17 @@ static int fl_decode(const mm_monoid_t *m, void *st, const uint8_t *p, size_t n)
 		return mm_diag_set(MM_ECORRUPT, "%s: %zu bytes, expected %zu", name, n, need);
 	switch (v.type) {
 	case FL_INT:
-		v.u.i = (int64_t)mm_get_u64le(p + 10);
+		v.u.i = (int64_t)mm_get_u64le(p + off);
 		break;
 	case FL_DOUBLE:
-		u = mm_get_u64le(p + 10);
+		u = mm_get_u64le(p + off);
 		memcpy(&d, &u, sizeof(d));
 		v.u.d = d;
 		if (!isfinite(d))
 			return mm_diag_set(MM_ECORRUPT, "%s: stored double is not finite", name);
 		break;
 	default:
-		v.u.s = (char *)(p + 14); /* borrowed: assign() copies it */
+		v.u.s = (char *)(p + off + 4); /* borrowed: assign() copies it */
 		break;
 	}
 	return assign(st, &v);

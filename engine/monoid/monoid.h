@@ -45,6 +45,10 @@ typedef struct mm_value {
 	const char *s;  /* borrowed for the duration of the add() call */
 	size_t len;
 	int64_t ts_ms;  /* event time in ms since the epoch (first/last use it) */
+	/* Arrival stamp (first/last break ties of ts_ms with it): larger means
+	 * delivered later; 0 means unknown and sorts before every stamp. The
+	 * engine stamps each delivered record (engine.c, mm_engine_t.arrival). */
+	uint64_t seq;
 } mm_value_t;
 
 /* Which value types a monoid accepts; add() returns MM_ETYPE for others. */

@@ -62,6 +62,10 @@ typedef struct mm_record {
 	 * field, and the record's origin in dead letters. */
 	const char *id;
 	uint32_t id_len;
+	/* Arrival stamp, set by the engine when the batch is delivered (sources
+	 * leave it alone): strictly increasing in delivery order, also across a
+	 * restart; first/last break ties of event time with it. */
+	uint64_t seq;
 } mm_record_t;
 
 typedef struct mm_batch {
