@@ -10,6 +10,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "../codec/json.h"
+#include "../lib/buf.h"
 #include "../lib/error.h"
 
 mm_progress_t *mm_progress;
@@ -79,35 +81,63 @@ void mm_progress_partition(const char *source_id, const mm_record_t *r)
 	}
 }
 
-/* Reads lines {"source":"...","offset":N,...}; anything else is skipped. */
+/* Reads lines {"source":"...","offset":N,...} as the supervisor writes them
+ * (the source is a JSON string: a source id may hold quotes or
+ * backslashes); any other line is skipped. A line is read whole however
+ * long it is. */
 int mm_poison_load(const char *path)
 {
-	FILE *f = fopen(path, "r");
-	char line[1024];
+	FILE *f = fopen(path, "re");
+	char *line = NULL;
+	size_t cap = 0;
+	mm_buf_t src = {0};
+	ssize_t n;
 
 	if (f == NULL)
 		return errno == ENOENT ? 0 : mm_diag_set(MM_EIO, "cannot read %s: %s", path, strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		char *s = strstr(line, "\"source\":\""), *e, *o = strstr(line, "\"offset\":");
+	while ((n = getline(&line, &cap, f)) > 0) {
+		mm_json_field_t fl[2] = {
+			{.name = "source", .name_len = 6},
+			{.name = "offset", .name_len = 6},
+		};
+		int is_int;
+		int64_t off;
+		double d;
 		poison_t *grown;
 
-		if (s == NULL || o == NULL)
+		if (line[n - 1] == '\n')
+			n--;
+		if (mm_json_scan(line, (size_t)n, fl, 2) != 0 || fl[0].type != MM_JSON_STRING ||
+		    fl[1].type != MM_JSON_NUMBER)
 			continue;
-		s += 10;
-		e = strchr(s, '"');
-		if (e == NULL)
+		src.len = 0;
+		if (mm_json_unescape(fl[0].p, fl[0].len, &src) != 0 ||
+		    (src.len && memchr(src.p, '\0', src.len) != NULL))
+			continue;
+		if (mm_json_number(fl[1].p, fl[1].len, &is_int, &off, &d) != 0 || !is_int || off < 0)
 			continue;
 		grown = realloc(poisons, sizeof(*poisons) * (size_t)(npoisons + 1));
 		if (grown == NULL)
 			break;
 		poisons = grown;
-		poisons[npoisons].source = strndup(s, (size_t)(e - s));
-		poisons[npoisons].offset = strtoull(o + 9, NULL, 10);
+		poisons[npoisons].source = strndup(src.len ? (const char *)src.p : "", src.len);
+		poisons[npoisons].offset = (uint64_t)off;
 		if (poisons[npoisons].source)
 			npoisons++;
 	}
+	free(line);
+	mm_buf_free(&src);
 	fclose(f);
 	return 0;
+}
+
+void mm_poison_clear(void)
+{
+	for (int i = 0; i < npoisons; i++)
+		free(poisons[i].source);
+	free(poisons);
+	poisons = NULL;
+	npoisons = 0;
 }
 
 int mm_poison_has(const char *source_id, const mm_record_t *r)

@@ -88,5 +88,7 @@ int mm_poison_load(const char *path);
 int mm_poison_has(const char *source_id, const mm_record_t *r);
 /* Number of entries loaded. */
 int mm_poison_count(void);
+/* Forgets every entry (tests and fuzzing). */
+void mm_poison_clear(void);
 
 #endif
