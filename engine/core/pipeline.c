@@ -252,6 +252,20 @@ static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 	return rc == MM_ENOTSUP ? 0 : rc;
 }
 
+/* Dedup ids are keys in every store, which takes 1..1024 bytes (store.c).
+ * An event whose id is empty or longer is counted without dedup, never
+ * dead-lettered for it: the id is what is unusable, not the event. */
+#define MM_ID_MAX 1024
+
+static int id_usable(mm_pipeline_t *p, size_t len)
+{
+	if (len >= 1 && len <= MM_ID_MAX)
+		return 1;
+	if (!p->replaying)
+		p->stats.dedup_skipped++;
+	return 0;
+}
+
 static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, int64_t now_ms)
 {
 	mm_agg_entry_t *e;
@@ -397,6 +411,8 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 		id = r->id;
 		idlen = r->id_len;
 	}
+	if (id && !id_usable(p, idlen))
+		id = NULL;
 	if (id) {
 		rc = pipe_seen(p, id, idlen);
 		if (rc != 0)
@@ -545,7 +561,11 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 
 int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 {
-	int rc = pipe_seen(p, id, len);
+	int rc;
+
+	if (!id_usable(p, len))
+		return 0;
+	rc = pipe_seen(p, id, len);
 
 	if (rc == 2)
 		p->pending_records++;
@@ -582,7 +602,8 @@ int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)
 		id = p->batch->recs[i].id;
 		len = p->batch->recs[i].id_len;
 	}
-	if (id && len)
+	/* An unusable id (counted by mm_pipe_seen) is not remembered either. */
+	if (id && len >= 1 && len <= MM_ID_MAX)
 		return pipe_remember(p, id, len, p->batch ? p->batch->now_ms : mm_now_ms());
 	return 0;
 }

@@ -53,6 +53,7 @@ typedef struct mm_pipeline_stats {
 	uint64_t records;     /* records seen */
 	uint64_t accepted;    /* records whose deltas were aggregated */
 	uint64_t duplicates;  /* records skipped by dedup */
+	uint64_t dedup_skipped; /* records counted without dedup: id empty or over 1024 bytes */
 	uint64_t held;        /* records held until their ids were claimed (shared store) */
 	uint64_t claims;      /* ids claimed (claim calls' ids, re-asks included) */
 	uint64_t claim_duplicates; /* claims answered "already counted" */

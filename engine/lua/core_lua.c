@@ -812,6 +812,7 @@ static int l_engine_stats(lua_State *L)
 		SET_NUM("records", p->stats.records);
 		SET_NUM("accepted", p->stats.accepted);
 		SET_NUM("duplicates", p->stats.duplicates);
+		SET_NUM("dedup_skipped", p->stats.dedup_skipped);
 		SET_NUM("held", p->stats.held);
 		SET_NUM("deltas_flushed", p->stats.deltas_flushed);
 		SET_NUM("dead_letters", p->stats.dead_letters);

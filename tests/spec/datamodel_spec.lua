@@ -165,4 +165,34 @@ describe("data model edges #datamodel", function()
       assert.are.equal("zeta", value("first_lua", "u1"))
     end)
   end)
+
+  describe("unusable event ids #datamodel", function()
+    it("an empty or over-long id counts the event without dedup, on both paths", function()
+      -- pipeline.c passed such ids to the store, which refuses ids outside
+      -- 1..1024 bytes (EINVAL): the event went to the dead letters.
+      local long = ("x"):rep(1025)
+      local lines = {}
+      for _, id in ipairs({ "", "", long, long, "ok", "ok" }) do
+        lines[#lines + 1] = ('{"k":"a","id":"%s"}'):format(id)
+      end
+      local code, stats, err = run([[
+        local murmur = require("murmur")
+        murmur.pipeline { name = "c", key = "k", monoid = murmur.count(), dedup = { id = "id" } }
+        murmur.pipeline { name = "lua", key = function(ev) return ev.k end, monoid = murmur.count(),
+          dedup = { id = "id" } }
+        murmur.pipeline { name = "lua_fn", key = "k", monoid = murmur.count(),
+          dedup = { id = function(ev) return ev.id end } }
+      ]], lines)
+      assert.are.equal(0, code, err:sub(-1000))
+      for _, name in ipairs({ "c", "lua", "lua_fn" }) do
+        local p = stats.pipelines[name]
+        assert.are.equal(5, p.accepted, name)
+        assert.are.equal(1, p.duplicates, name)
+        assert.are.equal(4, p.dedup_skipped, name)
+        assert.are.equal(0, p.dead_letters, name)
+        local r = assert(query.run(name, "a", { data = { dir .. "/d" } }))
+        assert.are.equal(5, r.result.value, name)
+      end
+    end)
+  end)
 end)
