@@ -79,11 +79,12 @@
 
 #include "../lib/error.h"
 #include "../lib/hash.h"
+#include "lmdb_format.h"
 #include "store.h"
 
 #define LMDB_FORMAT 1
 #define LMDB_FORMAT_KEY "murmur.format"
-#define LMDB_KEY_MAX 511
+#define LMDB_KEY_MAX MM_LMDB_KEY_MAX
 #define LMDB_NS_MAX 128
 #define LMDB_HASH_SEED 0x6d757275726d6462ULL /* "murmurdb" */
 #define LMDB_SWEEP_MAX 1024
@@ -227,24 +228,9 @@ static void put_u64be(uint8_t *p, uint64_t v)
 		p[i] = (uint8_t)v;
 }
 
-static uint64_t get_u64be(const uint8_t *p)
-{
-	uint64_t v = 0;
-	int i;
-
-	for (i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 static void put_bucket(uint8_t *p, int64_t bucket)
 {
 	put_u64be(p, (uint64_t)bucket ^ LMDB_SIGN);
-}
-
-static int64_t get_bucket(const uint8_t *p)
-{
-	return (int64_t)(get_u64be(p) ^ LMDB_SIGN);
 }
 
 /* Writes the namespace prefix (u8 length, name) and returns its length. */
@@ -412,21 +398,11 @@ out:
 static int state_decode(const lmdb_key_t *k, const MDB_val *val, int64_t now_ms,
 			const mm_monoid_t *m, void *state)
 {
-	size_t hdr = 8 + (k->hashed ? k->idlen : 0);
-	const uint8_t *p = val->mv_data;
 	char why[300];
-	int64_t expire;
-	int rc;
+	int rc = mm_lmdb_state_decode(val->mv_data, val->mv_size, k->hashed ? k->idlen : 0, now_ms,
+				      m, state);
 
-	if (val->mv_size < hdr)
-		return lmdb_corrupt(k, "value shorter than its header");
-	expire = (int64_t)mm_get_u64le(p);
-	if (expire != 0 && expire <= now_ms)
-		return 0;
-	rc = m->vt->decode(m, state, p + hdr, val->mv_size - hdr);
-	if (rc == 0)
-		return 1;
-	if (rc == MM_ENOMEM)
+	if (rc >= 0 || rc == MM_ENOMEM)
 		return rc;
 	snprintf(why, sizeof(why), "%s", mm_diag_msg());
 	return lmdb_corrupt(k, why);
@@ -523,22 +499,7 @@ static int apply_mark(mm_lmdb_t *st, MDB_txn *txn, const mm_mark_t *mk, mm_buf_t
  * its (namespace, identifier) prefix and its bucket. */
 static int state_key_parse(const MDB_val *key, size_t nsl, size_t *plen, int64_t *bucket)
 {
-	const uint8_t *p = key->mv_data;
-	size_t len;
-	int hashed;
-
-	if (key->mv_size < nsl + 2)
-		goto bad;
-	len = get_u16be(p + nsl);
-	hashed = ident_hashed(nsl, len, 8);
-	*plen = nsl + 2 + (hashed ? 8 : len);
-	if (key->mv_size != *plen + 8 + (hashed ? 2 : 0))
-		goto bad;
-	*bucket = get_bucket(p + *plen);
-	return 0;
-bad:
-	return mm_diag_set(MM_ECORRUPT, "lmdb: malformed state key of %zu bytes",
-			   key->mv_size);
+	return mm_lmdb_state_key_parse(key->mv_data, key->mv_size, nsl, plen, bucket);
 }
 
 /* Turns the prefix p[0..n) into the smallest key above every key that starts
