@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lua/alloc.h"
 #include "lua/funnel.h"
 
 int luaopen_murmur_core(lua_State *L);
@@ -102,7 +103,9 @@ int main(int argc, char **argv)
 
 	if (set_umask() != 0)
 		return 2;
-	L = luaL_newstate();
+	/* The counting allocator enforces --lua-memory inside any one call
+	 * (engine/lua/alloc.h). */
+	L = lua_newstate(mm_lua_alloc, NULL);
 	if (L == NULL) {
 		fprintf(stderr, "murmur: cannot create a Lua state\n");
 		return 2;

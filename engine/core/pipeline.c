@@ -24,7 +24,7 @@
 
 static const char *const reject_names[MM_REJ__COUNT] = {
 	"json", "utf8", "not_object", "missing_field", "wrong_type", "too_big", "out_of_range", "lua_error",
-	"poison", "merge_failed",
+	"poison", "merge_failed", "lua_memory",
 };
 
 const char *mm_reject_reason_name(int reason)

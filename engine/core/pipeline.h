@@ -46,6 +46,7 @@ enum mm_reject_reason {
 	MM_REJ_LUA,       /* a user function raised an error */
 	MM_REJ_POISON,    /* the record stalled or crashed the worker twice */
 	MM_REJ_MERGE,     /* a flushed delta the store could not merge (overflow) */
+	MM_REJ_MEMORY,    /* a user function took the Lua heap past --lua-memory */
 	MM_REJ__COUNT
 };
 

@@ -42,6 +42,8 @@ typedef struct mm_progress {
 	volatile uint64_t offset;        /* the record's offset in its source */
 	volatile uint64_t records;       /* records started so far */
 	char source[256];                /* id of the source of the current batch */
+	volatile int64_t alive_ms;       /* last sign of life while starting (loading,
+	                                  * waiting for a probe), before heartbeats */
 } mm_progress_t;
 
 /* The worker's page, or NULL when not supervised. Loop thread only. */

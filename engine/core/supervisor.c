@@ -53,6 +53,7 @@ typedef struct supervisor {
 	int64_t started_ms, backoff_ms;
 	uint64_t restarts, crashes, stalls, poisoned;
 	int worker_stalled;
+	int startup_stalled;     /* killed for never sending a heartbeat */
 	int startup_crashes;     /* consecutive deaths by signal before a heartbeat */
 	suspect_t suspects[SUSPECTS_MAX];
 	int nsuspects;
@@ -157,6 +158,17 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
 		uv_stop(&sv->loop);
 		return;
 	}
+	if (sv->startup_stalled) {
+		/* Nothing was read yet and a restart would hang the same way. */
+		mm_log(MM_LOG_ERROR, "supervisor",
+		       "the worker hung while starting (before its event loop ran); a restart "
+		       "would hang the same way, so the run ends with status 1");
+		sv->stalls++;
+		sv->exit_code = 1;
+		sv->done = 1;
+		uv_stop(&sv->loop);
+		return;
+	}
 	if (sv->page->fatal && term_signal == 0) {
 		mm_log(MM_LOG_ERROR, "supervisor",
 		       "the worker failed before reading anything (status %lld); a restart would "
@@ -200,13 +212,42 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
 	uv_timer_start(&sv->backoff, on_backoff, (uint64_t)sv->backoff_ms, 0);
 }
 
+/* How long a starting worker may go without a sign of life: the watchdog
+ * deadline, twice over, and never less than 5 s (a start-up opens the store
+ * and connects sources, which a loaded machine makes slow). */
+static int64_t startup_deadline_ms(const supervisor_t *sv)
+{
+	int64_t ms = sv->cfg->watchdog_ms * 2;
+
+	return ms < 5000 ? 5000 : ms;
+}
+
 static void on_watchdog(uv_timer_t *t)
 {
 	supervisor_t *sv = t->data;
 	int64_t hb = sv->page->heartbeat_ms;
 
-	if (!sv->running || hb == 0 || sv->worker_stalled)
+	if (!sv->running || sv->worker_stalled)
 		return;
+	if (hb == 0) {
+		/* Starting: loading scripts (each in a probe child with its own
+		 * limits, which stamps alive_ms while it waits), opening the store
+		 * and the sources. A worker that shows no sign of life for the
+		 * start-up deadline is stuck before its loop ever ran. */
+		int64_t since = sv->page->alive_ms > sv->started_ms ? sv->page->alive_ms : sv->started_ms;
+		int64_t limit = startup_deadline_ms(sv);
+
+		if (mm_now_ms() - since > limit) {
+			mm_log(MM_LOG_ERROR, "supervisor",
+			       "worker %d did not start: no heartbeat and no sign of life for %lld ms "
+			       "(start-up deadline %lld ms); killing it",
+			       sv->proc.pid, (long long)(mm_now_ms() - since), (long long)limit);
+			sv->startup_stalled = 1;
+			sv->worker_stalled = 1;
+			uv_process_kill(&sv->proc, SIGKILL);
+		}
+		return;
+	}
 	if (mm_now_ms() - hb > sv->cfg->watchdog_ms) {
 		mm_log(MM_LOG_ERROR, "supervisor", "worker %d stalled: no heartbeat for %lld ms; killing it",
 		       sv->proc.pid, (long long)(mm_now_ms() - hb));

@@ -28,6 +28,10 @@ int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len);
 void mm_pipe_reject(mm_pipeline_t *p, int i, int reason, int code, const char *detail);
 void mm_pipe_duplicate(mm_pipeline_t *p, int i);
 const char *mm_pipe_last_error(void);
+
+/* engine/lua/alloc.h: the Lua heap limit (per record on the Lua path). */
+uint64_t mm_lua_mem_used(void);
+uint64_t mm_lua_mem_refusals(void);
 ]]
 
 return {
@@ -37,5 +41,5 @@ return {
   VAL_NONE = 0, VAL_INT = 1, VAL_DOUBLE = 2, VAL_STRING = 3,
   -- enum mm_reject_reason
   REJ_JSON = 0, REJ_UTF8 = 1, REJ_NOTOBJ = 2, REJ_MISSING = 3, REJ_TYPE = 4,
-  REJ_TOOBIG = 5, REJ_RANGE = 6, REJ_LUA = 7, REJ_POISON = 8, REJ_MERGE = 9,
+  REJ_TOOBIG = 5, REJ_RANGE = 6, REJ_LUA = 7, REJ_POISON = 8, REJ_MERGE = 9, REJ_MEMORY = 10,
 }

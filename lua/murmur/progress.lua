@@ -44,6 +44,7 @@ M.HINTS = {
   lua_error = "a function in the script raised an error; the example shows it with file:line",
   poison = "these records crashed or stalled the worker; look at them in the dead-letter file",
   merge_failed = "the store refused a merge (e.g. an int64 sum that would overflow); consider a wider monoid",
+  lua_memory = "a function in the script took the Lua heap past --lua-memory inside one record; raise --lua-memory or bound what the function builds",
 }
 
 -- Sizes and durations for people -------------------------------------------

@@ -147,30 +147,11 @@ function Reloader:reload(why)
   end
   local paths = self.inst.paths
   self:log("info", "reloading (%s)", why or "requested")
-  local specs, err, modules = nil, nil, {}
-  do
-    local all = {}
-    for _, path in ipairs(paths) do
-      local c, lerr = loader.load(path)
-      if not c then err = lerr break end
-      for _, p in ipairs(c.modules) do modules[#modules + 1] = p end
-      for _, s in ipairs(c.pipelines) do
-        s.script = path
-        all[#all + 1] = s
-      end
-    end
-    if not err then
-      local seen = {}
-      for _, s in ipairs(all) do
-        if seen[s.name] then
-          err = ("%s: pipeline '%s' is already defined at %s"):format(s.where, s.name, seen[s.name].where)
-          break
-        end
-        seen[s.name] = s
-      end
-      specs = all
-    end
-  end
+  -- A probe child loads the new version under CPU, memory and wall-clock
+  -- limits first; this process then loads exactly the bytes it validated
+  -- (murmur.isolate). A crash or hang while loading kills only the child.
+  local specs, err, modules = require("murmur.isolate").load_all(paths)
+  modules = modules or {}
   if err then return self:fail(err) end
   local ok, verr = self:validate(specs)
   if not ok then return self:fail(verr) end
@@ -205,11 +186,11 @@ function Reloader:swap(specs, modules, version)
     local pause = core.now_ms() - t0
     self.stats.last_pause_ms = pause
     if pause > self.stats.max_pause_ms then self.stats.max_pause_ms = pause end
-    self.modules = modules
-    self.stats.version = version
     if problems then
       self:fail(problems)
     else
+      self.modules = modules
+      self.stats.version = version
       self.stats.ok = self.stats.ok + 1
       self.stats.last_ok_ms = core.now_ms()
       self:fixed()
@@ -229,53 +210,125 @@ function Reloader:swap(specs, modules, version)
   end
 end
 
--- Applies validated specs to the engine (sources are held, nothing pending).
+-- Error injection (test builds): MURMUR_ERRINJ_RELOAD_APPLY=N makes the Nth
+-- engine operation of the next swap fail (each update, add, remove and
+-- attach counts one), to test the rollback.
+local function errinj_step()
+  if not core.errinj then return false end
+  local n = tonumber(os.getenv("MURMUR_ERRINJ_RELOAD_APPLY") or "")
+  if not n then return false end
+  Reloader.errinj_ops = (Reloader.errinj_ops or 0) + 1
+  return Reloader.errinj_ops == n
+end
+
+-- Runs one engine operation, returns true or nil, message.
+local function step(what, fn, ...)
+  if errinj_step() then return nil, ("%s: injected failure (MURMUR_ERRINJ_RELOAD_APPLY)"):format(what) end
+  local ok, a, b = pcall(fn, ...)
+  if not ok then return nil, ("%s: %s"):format(what, tostring(a)) end
+  if a == nil then return nil, ("%s: %s"):format(what, tostring(b)) end
+  return a
+end
+
+-- Re-points the tables the engine's Lua handlers read (in place: the batch
+-- and on-merge handlers hold them) at the running specs.
+local function refresh_handlers(inst, running)
+  for k in pairs(inst.lua_specs) do inst.lua_specs[k] = nil end
+  for k in pairs(inst.hook_specs) do inst.hook_specs[k] = nil end
+  for _, s in pairs(running) do
+    if runner.uses_lua(s) then inst.lua_specs[s.ptr] = s end
+    if s.on_merge then inst.hook_specs[s.ptr] = s end
+  end
+end
+
+-- Applies validated specs to the engine (sources are held, nothing pending),
+-- all or nothing: every change is done with its undo recorded, and the first
+-- failure undoes the changes already made in reverse order, so the old
+-- version runs exactly as before (sources still attached to it were never
+-- closed: they keep their positions). Returns nil, or the error (and that of
+-- the rollback, if even that failed).
 function Reloader:apply(specs)
   local inst, engine = self.inst, self.inst.engine
-  local new_by_name, errors = {}, {}
+  local data, opts = inst.data, inst.opts
+  local new_by_name, undo = {}, {}
   for _, s in ipairs(specs) do new_by_name[s.name] = s end
-  for name, old in pairs(self.by_name) do
-    if not new_by_name[name] then
-      local ok, err = engine:remove_pipeline(old.ptr)
-      if ok then
-        inst.lua_specs[old.ptr] = nil
-        inst.hook_specs[old.ptr] = nil
-        self:log("info", "pipeline '%s' removed (its stored state is kept)", name)
-      else
-        errors[#errors + 1] = err
-        new_by_name[name] = old -- still running
-      end
+  Reloader.errinj_ops = 0
+
+  -- Puts an old spec back on its pipeline (after an update or removal).
+  local function restore(old, ptr)
+    if ptr then
+      local ok, err = step(("%s: restoring pipeline '%s'"):format(old.where, old.name),
+        engine.update_pipeline, engine, ptr, runner.cfg_of(old, data, opts))
+      if not ok then return nil, err end
+    else
+      local p, err = step(("%s: restoring pipeline '%s'"):format(old.where, old.name),
+        engine.add_pipeline, engine, runner.cfg_of(old, data, opts))
+      if not p then return nil, err end
+      old.ptr = p
     end
+    return runner.attach(engine, old, opts)
   end
+
+  local function rollback(err)
+    local rerrs = {}
+    Reloader.errinj_ops = -math.huge -- nothing is injected into the rollback
+    for i = #undo, 1, -1 do
+      local ok, rerr = undo[i]()
+      if not ok then rerrs[#rerrs + 1] = rerr end
+    end
+    refresh_handlers(inst, self.by_name)
+    if #rerrs > 0 then
+      self:log("error", "rollback incomplete: %s", table.concat(rerrs, "; "))
+      return ("%s; rolling back also failed, the pipelines named here may not run: %s"):format(err, table.concat(rerrs, "; "))
+    end
+    return ("%s; the swap was rolled back, the old version runs unchanged"):format(err)
+  end
+
+  -- 1. Changed pipelines are updated in place (same state, same pointer).
   for _, s in ipairs(specs) do
     local old = self.by_name[s.name]
-    local cfg = runner.cfg_of(s, inst.data, inst.opts)
-    local ok, err
     if old then
-      ok, err = engine:update_pipeline(old.ptr, cfg)
-      if ok then
-        s.ptr = old.ptr
-        inst.lua_specs[old.ptr] = nil
-      end
-    else
-      s.ptr, err = engine:add_pipeline(cfg)
-      ok = s.ptr ~= nil
-      if ok then self:log("info", "pipeline '%s' added", s.name) end
-    end
-    if ok then
-      if runner.uses_lua(s) then inst.lua_specs[s.ptr] = s end
-      inst.hook_specs[s.ptr] = s.on_merge and s or nil
-      local aok, aerr = runner.attach(engine, s, inst.opts)
-      if not aok then errors[#errors + 1] = aerr end
-    else
-      errors[#errors + 1] = ("%s: %s"):format(s.where, err)
-      if old then new_by_name[s.name] = old else new_by_name[s.name] = nil end
+      local ok, err = step(s.where, engine.update_pipeline, engine, old.ptr, runner.cfg_of(s, data, opts))
+      if not ok then return rollback(err) end
+      s.ptr = old.ptr
+      undo[#undo + 1] = function() return restore(old, old.ptr) end
+      ok, err = step(s.where .. ": source", runner.attach, engine, s, opts)
+      if not ok then return rollback(err) end
     end
   end
+  -- 2. New pipelines are added.
+  for _, s in ipairs(specs) do
+    if not self.by_name[s.name] then
+      local p, err = step(s.where, engine.add_pipeline, engine, runner.cfg_of(s, data, opts))
+      if not p then return rollback(err) end
+      s.ptr = p
+      undo[#undo + 1] = function()
+        return step(("removing pipeline '%s'"):format(s.name), engine.remove_pipeline, engine, p)
+      end
+      local ok
+      ok, err = step(s.where .. ": source", runner.attach, engine, s, opts)
+      if not ok then return rollback(err) end
+    end
+  end
+  -- 3. Pipelines the new version no longer defines are removed.
+  local removed = {}
+  for name, old in pairs(self.by_name) do
+    if not new_by_name[name] then
+      local ok, err = step(("removing pipeline '%s'"):format(name), engine.remove_pipeline, engine, old.ptr)
+      if not ok then return rollback(err) end
+      undo[#undo + 1] = function() return restore(old, nil) end
+      removed[#removed + 1] = name
+    end
+  end
+  -- Committed.
+  for _, s in ipairs(specs) do
+    if not self.by_name[s.name] then self:log("info", "pipeline '%s' added", s.name) end
+  end
+  for _, name in ipairs(removed) do self:log("info", "pipeline '%s' removed (its stored state is kept)", name) end
   self.by_name = new_by_name
+  refresh_handlers(inst, new_by_name)
   inst.specs = {}
-  for _, s in pairs(new_by_name) do inst.specs[#inst.specs + 1] = s end
-  if #errors > 0 then return table.concat(errors, "; ") end
+  for _, s in ipairs(specs) do inst.specs[#inst.specs + 1] = s end
   return nil
 end
 

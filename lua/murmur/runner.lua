@@ -193,26 +193,13 @@ end
 
 -- On-merge hooks run after a flush is durable, once per merged (entity,
 -- bucket): hook(entity, delta, bucket) with the delta as query output shows it.
--- An error is logged and counted; with on_merge_errors = "fail" it also stops
--- the engine with exit code 1 (the merge is kept: it is already durable).
-function M.merged_handler(engine, hook_specs)
-  local hook_errors = 0
-  return function(ptr, items)
-    local spec = hook_specs[ptr]
-    if not spec then return end
-    for _, it in ipairs(items) do
-      local delta = it[3] and core.json_decode(it[3])
-      local ok, err = pcall(spec.on_merge, it[1], delta, it[2])
-      if not ok then
-        hook_errors = hook_errors + 1
-        core.log("error", spec.name, ("on_merge hook failed for '%s' (bucket %d): %s"):format(it[1], it[2], tostring(err)))
-        if spec.on_merge_errors == "fail" then
-          engine:stop(1)
-          return
-        end
-      end
-    end
-  end, function() return hook_errors end
+-- Each call has a CPU-time budget and the calls of a flush are journaled in
+-- the data directory, so a call that fails or never completes is recorded
+-- (murmur.hooks). An error is logged and counted; with on_merge_errors =
+-- "fail" it also stops the engine with exit code 1 (the merge is kept: it is
+-- already durable).
+function M.merged_handler(engine, hook_specs, data)
+  return require("murmur.hooks").handler(engine, hook_specs, data or M.DEFAULT_DATA)
 end
 
 -- Builds the engine. Returns engine, lua_specs (pipeline pointer -> spec, the
@@ -242,7 +229,14 @@ function M.build(specs, opts)
     end
   end
   engine:on_batch(runtime.handler(lua_specs))
-  engine:on_merged(M.merged_handler(engine, hook_specs))
+  local hooks_state
+  engine:on_merged((function()
+    local fn, _, st = M.merged_handler(engine, hook_specs, data)
+    hooks_state = st
+    return fn
+  end)())
+  -- Calls a previous worker's hooks journal left unmade, once the loop runs.
+  engine:timer(0, 0, function() require("murmur.hooks").recover(engine, hook_specs, data, hooks_state) end)
   return engine, lua_specs, hook_specs
 end
 

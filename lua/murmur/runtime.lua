@@ -17,12 +17,20 @@ local E = core.errors
 
 local M = {}
 
--- The Lua heap a worker may use (MiB; --lua-memory): past it the worker exits
--- with EXIT_MEMORY inside the record that was running, so its supervisor
--- blames that record and restarts from the last checkpoint. LuaJIT's own
--- "not enough memory" error in a user function is handled the same way.
+-- The Lua heap a worker may use (KiB; --lua-memory). The Lua allocator
+-- enforces it inside any one call (engine/lua/alloc.h): an allocation past it
+-- fails, the user function gets "not enough memory", and the record is
+-- dead-lettered with reason lua_memory while the worker goes on. If the heap
+-- is still nearly full once that record's garbage is collected (the script
+-- keeps what it allocated, e.g. in an upvalue), no later record could run:
+-- the worker exits with EXIT_MEMORY inside the record, so its supervisor
+-- blames it and restarts from the last checkpoint (twice blamed = poison).
 M.memory_limit_kb = 1024 * 1024
 M.EXIT_MEMORY = 70
+-- Above this share of the limit the heap is collected after a record, so
+-- garbage does not make a later record's allocation fail; still above it
+-- after a refused allocation and a full collection, the worker restarts.
+M.MEMORY_HIGH = 0.8
 
 local data_p = ffi.new("const char *[1]")
 local len_p = ffi.new("uint32_t[1]")
@@ -173,6 +181,22 @@ local function traceback(e)
   return failure("ELUA", e)
 end
 
+local function heap_kb()
+  return tonumber(C.mm_lua_mem_used()) / 1024
+end
+
+-- The heap after the last full collection: a heap above MEMORY_HIGH is
+-- collected again only once half the headroom left then is used, so a script
+-- that legitimately keeps much data is not collected after every record.
+local gc_floor_kb = 0
+local function maybe_collect()
+  local used, limit = heap_kb(), M.memory_limit_kb
+  if used > limit * M.MEMORY_HIGH and used > gc_floor_kb + (limit - gc_floor_kb) / 2 then
+    collectgarbage()
+    gc_floor_kb = heap_kb()
+  end
+end
+
 function M.out_of_memory(spec)
   core.log("error", spec.name, ("the Lua heap exceeds its limit (%d MiB): the worker exits so its supervisor can restart it; the record being processed is blamed")
     :format(M.memory_limit_kb / 1024))
@@ -194,16 +218,27 @@ function M.handler(specs_by_ptr)
           elseif type(ev) ~= "table" or getmetatable(ev) == core.array_mt then
             reject(p, i, "ENOTOBJ", "JSON value is not an object")
           else
+            local refused = C.mm_lua_mem_refusals()
             local ok, e = xpcall(process, traceback, spec, p, i, ev)
-            if not ok then
-              if e.msg == "not enough memory" then M.out_of_memory(spec) end
+            if C.mm_lua_mem_refusals() ~= refused then
+              -- Over the limit inside this record, even when a pcall in
+              -- the user's function swallowed the error (the record was
+              -- then accepted as that function decided: logged only).
+              collectgarbage()
+              gc_floor_kb = heap_kb()
+              if gc_floor_kb > M.memory_limit_kb * M.MEMORY_HIGH then M.out_of_memory(spec) end
+              if ok then
+                core.log("warn", spec.name, "a user function swallowed a Lua heap limit error; the record was accepted")
+              else
+                C.mm_pipe_reject(p, i, cdef.REJ_MEMORY, E.ENOMEM,
+                  ("the Lua heap limit (--lua-memory %d MiB) was reached inside this record: %s")
+                    :format(M.memory_limit_kb / 1024, tostring(e.msg)))
+              end
+            elseif not ok then
               reject(p, i, e.code, e.msg)
             end
           end
-          if collectgarbage("count") > M.memory_limit_kb then
-            collectgarbage()
-            if collectgarbage("count") > M.memory_limit_kb then M.out_of_memory(spec) end
-          end
+          maybe_collect()
         end
       end
     end

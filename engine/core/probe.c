@@ -1,0 +1,147 @@
+/* probe.c: a child process under CPU, memory and wall-clock limits (see probe.h). */
+#define _GNU_SOURCE
+#include "probe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../lib/error.h"
+
+#define PROBE_OUT_MAX (1u << 20)
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* In the child between fork and exec: async-signal-safe calls only (the
+ * parent may have other threads, e.g. librdkafka's). */
+static void child_exec(char *const argv[], char *const envp[], const mm_probe_limits_t *lim,
+		       int wfd)
+{
+	struct rlimit rl;
+	int null_fd;
+
+	if (lim->cpu_s > 0) {
+		rl.rlim_cur = (rlim_t)lim->cpu_s;
+		rl.rlim_max = (rlim_t)lim->cpu_s + 1;
+		setrlimit(RLIMIT_CPU, &rl);
+	}
+	if (lim->as_bytes > 0) {
+		rl.rlim_cur = rl.rlim_max = (rlim_t)lim->as_bytes;
+		setrlimit(RLIMIT_AS, &rl);
+	}
+	rl.rlim_cur = rl.rlim_max = 0;
+	setrlimit(RLIMIT_CORE, &rl);
+	/* Default dispositions: the parent's ignored signals stay ignored
+	 * across exec, and SIGXCPU must be able to kill. */
+	signal(SIGXCPU, SIG_DFL);
+	signal(SIGPIPE, SIG_DFL);
+	if (wfd != 3) {
+		if (dup2(wfd, 3) < 0)
+			_exit(127);
+	} else if (fcntl(3, F_SETFD, 0) < 0) {
+		_exit(127);
+	}
+	null_fd = open("/dev/null", O_RDWR);
+	if (null_fd < 0)
+		_exit(127);
+	for (int fd = 0; fd < 3; fd++)
+		if (null_fd != fd)
+			dup2(null_fd, fd);
+	/* Nothing else is inherited: no store, socket or lock file. */
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, 4u, ~0u, 0u) != 0)
+#endif
+	{
+		long max = sysconf(_SC_OPEN_MAX);
+
+		for (long fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+			close((int)fd);
+	}
+	execve(argv[0], argv, envp);
+	_exit(127);
+}
+
+int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t *lim,
+		 void (*tick)(void *arg), void *arg, mm_probe_result_t *res)
+{
+	int fds[2], wstatus = 0, eof = 0, killed = 0;
+	int64_t deadline = lim->wall_ms > 0 ? mono_ms() + lim->wall_ms : INT64_MAX;
+	struct rusage ru = {0};
+	pid_t pid;
+
+	memset(res, 0, sizeof(*res));
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		return mm_diag_set(MM_EIO, "cannot create a pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return mm_diag_set(MM_EIO, "cannot start a child process: %s", strerror(errno));
+	}
+	if (pid == 0)
+		child_exec(argv, envp, lim, fds[1]);
+	close(fds[1]);
+	for (;;) {
+		int64_t now = mono_ms();
+		struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+		pid_t w;
+
+		if (tick)
+			tick(arg);
+		if (now >= deadline && !killed) {
+			kill(pid, SIGKILL);
+			killed = 1;
+		}
+		if (eof || killed) {
+			/* Reap; after SIGKILL this returns at once. */
+			w = wait4(pid, &wstatus, killed ? 0 : WNOHANG, &ru);
+			if (w == pid)
+				break;
+			if (w < 0 && errno != EINTR)
+				break;
+			if (!killed) {
+				struct timespec ts = {0, 20 * 1000000};
+
+				nanosleep(&ts, NULL);
+			}
+			continue;
+		}
+		if (poll(&pfd, 1, (int)(deadline - now < 100 ? deadline - now : 100)) > 0) {
+			char buf[4096];
+			ssize_t n = read(fds[0], buf, sizeof(buf));
+
+			if (n > 0 && res->out.len + (size_t)n <= PROBE_OUT_MAX)
+				mm_buf_append(&res->out, buf, (size_t)n);
+			else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+				eof = 1;
+		}
+	}
+	close(fds[0]);
+	if (killed && !(WIFEXITED(wstatus))) {
+		res->status = MM_PROBE_TIMEOUT;
+		res->signal = SIGKILL;
+	} else if (WIFSIGNALED(wstatus)) {
+		res->status = MM_PROBE_SIGNALED;
+		res->signal = WTERMSIG(wstatus);
+	} else {
+		res->status = MM_PROBE_EXITED;
+		res->code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 1;
+	}
+	res->cpu_ms = (int64_t)ru.ru_utime.tv_sec * 1000 + ru.ru_utime.tv_usec / 1000 +
+			      (int64_t)ru.ru_stime.tv_sec * 1000 + ru.ru_stime.tv_usec / 1000;
+	return 0;
+}

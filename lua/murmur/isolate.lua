@@ -1,0 +1,147 @@
+-- murmur.isolate: a script version is loaded by a child process under
+-- limits before the process that will run it (or check it) touches it.
+--
+-- The loader's instruction hook (loader.lua) stops Lua code that runs too
+-- long, but not one C call: `string.find(("a"):rep(28), ("a*"):rep(28) .. "b")`
+-- at a script's top level runs for hours inside the pattern matcher, a
+-- string.rep can allocate without bound, and some recursions crash the Lua VM
+-- (a segfault). None of those can be stopped or survived from inside the
+-- process, so `murmur check`, `murmur run` (every worker start) and every hot
+-- reload first run the same command line again as a probe child
+-- (MURMUR_LOAD_PROBE=1, engine/core/probe.h) that only loads the scripts:
+--
+--   CPU       RLIMIT_CPU of MURMUR_LOAD_TIMEOUT (default 2 s) + 1 s: SIGXCPU
+--   memory    RLIMIT_AS of the Lua heap limit (--lua-memory, default 1 GiB)
+--             + 256 MiB (MURMUR_LOAD_MEMORY overrides, in MiB)
+--   wall      max(10 s, 3 x the CPU limit): SIGKILL (a loaded machine gives
+--             the child less CPU than wall-clock time)
+--   crash     only the child dies
+--
+-- The child reports every file it read with a hash of its bytes. The caller
+-- then reads those files once and checks the hashes (a file saved again in
+-- between is probed again), and loads from these bytes only (loader.snapshot),
+-- so what runs is exactly what was validated. On any failure nothing is
+-- loaded: `check` and a starting `run` exit 3 with the reason, a reload keeps
+-- the running version.
+--
+-- The probe blocks the caller (a reload holds the loop for the probe's few
+-- tens of ms, up to the wall limit for a runaway script) and stamps the
+-- supervisor's page while it waits, so the watchdog does not count it as a
+-- stall.
+local core = require("murmur.core")
+local loader = require("murmur.loader")
+
+local M = {}
+
+M.PROBE_ENV = "MURMUR_LOAD_PROBE"
+
+local SIGXCPU, SIGKILL = 24, 9
+
+-- The limits for a probe, from the loader's time limit and the Lua heap limit.
+function M.limits()
+  local t = loader.LOAD_TIMEOUT
+  local cpu_s = math.ceil(t) + 1
+  local _, heap = core.lua_memory()
+  local heap_mb = heap > 0 and heap / 1048576 or 1024
+  return {
+    cpu_s = cpu_s,
+    as_mb = tonumber(os.getenv("MURMUR_LOAD_MEMORY") or "") or math.ceil(heap_mb + 256),
+    wall_ms = math.max(10000, 3 * cpu_s * 1000),
+  }
+end
+
+-- In the probe child: load, report on fd 3, exit. Never returns.
+local function child_main(paths)
+  local out = io.open("/proc/self/fd/3", "w")
+  if not out then os.exit(70) end
+  local files = {}
+  loader.on_read = function(path, bytes)
+    -- Named before it runs: if loading it kills this process, the parent
+    -- knows which file did.
+    out:write("reading ", path, "\n")
+    out:flush()
+    files[#files + 1] = { path = path, hash = core.hash64(bytes) }
+  end
+  local specs, err = loader.load_all(paths)
+  loader.on_read = nil
+  out:write(core.json_encode({ ok = specs ~= nil, error = err, files = files }), "\n")
+  out:close()
+  os.exit(0)
+end
+
+local function failure_text(res, file, lim)
+  local what = file or "the script"
+  if res.status == "timeout" then
+    return ("%s: loading did not finish within %gs of wall-clock time; it was stopped in a child process and not loaded (a library call the time limit cannot interrupt?)")
+      :format(what, lim.wall_ms / 1000)
+  elseif res.status == "signaled" then
+    if res.signal == SIGXCPU or (res.signal == SIGKILL and res.cpu_ms >= lim.cpu_s * 1000 - 50) then
+      return ("%s: loading used more than %ds of CPU time inside one library call (e.g. a pathological string.find pattern at the top level), which the time limit cannot interrupt; it was stopped in a child process and not loaded")
+        :format(what, lim.cpu_s)
+    end
+    return ("%s: loading crashed the Lua VM (signal %d, SIG%s) in a child process; the script was not loaded (deep recursion through a library call such as gsub?)")
+      :format(what, res.signal, res.signame or "?")
+  end
+  return ("%s: loading exited with status %d in a child process without a result (out of memory under the %d MiB limit?); the script was not loaded")
+    :format(what, res.code, lim.as_mb)
+end
+
+-- Runs the probe child for paths. Returns the table of files (path -> bytes)
+-- to load from, or nil, message.
+function M.probe(paths)
+  local lim = M.limits()
+  local argv = { "/proc/self/exe" }
+  for i = 1, #_G.arg do argv[#argv + 1] = _G.arg[i] end
+  for _ = 1, 3 do
+    local res, perr = core.probe(argv, { M.PROBE_ENV .. "=1", "MURMUR_WORKER=1" },
+      { "MURMUR_PROGRESS", "MURMUR_SUPERVISOR_PID" }, lim)
+    if not res then return nil, "cannot validate the scripts in a child process: " .. perr end
+    local last_file, result
+    for line in res.output:gmatch("[^\n]+") do
+      local f = line:match("^reading (.*)$")
+      if f then last_file = f elseif line:sub(1, 1) == "{" then result = core.json_decode(line) end
+    end
+    if res.status ~= "exited" or res.code ~= 0 or type(result) ~= "table" then
+      return nil, failure_text(res, last_file, lim)
+    end
+    if not result.ok then return nil, result.error end
+    local snapshot, changed = {}, false
+    for _, f in ipairs(result.files or {}) do
+      local h = io.open(f.path, "rb")
+      local bytes = h and h:read("*a")
+      if h then h:close() end
+      if not bytes or core.hash64(bytes) ~= f.hash then
+        changed = true
+        break
+      end
+      snapshot[f.path] = bytes
+    end
+    if not changed then return snapshot end
+    -- Saved again while the child loaded it: validate the newer bytes.
+  end
+  return nil, "the scripts kept changing while they were being validated; not loaded"
+end
+
+-- loader.load_all, after a probe child loaded the same files under limits.
+-- Returns specs, nil, modules or nil, message. In the probe child itself,
+-- loads, reports and exits.
+local started = false
+
+function M.load_all(paths)
+  if os.getenv(M.PROBE_ENV) then child_main(paths) end
+  -- Error injection (test builds): a supervised worker that hangs while
+  -- starting, before any heartbeat (the supervisor's start-up deadline).
+  if not started and core.errinj and os.getenv("MURMUR_ERRINJ_STARTUP_HANG") and os.getenv("MURMUR_PROGRESS") then
+    while true do end
+  end
+  started = true
+  local snapshot, err = M.probe(paths)
+  if not snapshot then return nil, err end
+  loader.snapshot = snapshot
+  local ok, specs, lerr, modules = pcall(loader.load_all, paths)
+  loader.snapshot = nil
+  if not ok then return nil, tostring(specs) end
+  return specs, lerr, modules
+end
+
+return M
