@@ -32,7 +32,6 @@
 #include "../lib/hash.h"
 #include "../monoid/window.h"
 #include "funnel.h"
-#include "isolate_lua.h"
 #include "json_lua.h"
 
 #define MM_VERSION "0.1.0"
@@ -1404,6 +1403,26 @@ static int l_write_atomic(lua_State *L)
 	return 1;
 }
 
+/* core.realpath(path) -> the absolute path with every symbolic link, "." and
+ * ".." resolved | nil, err, code. The sandbox checks script-named paths with
+ * it (lua/murmur/grants.lua): a link inside an allowed directory that points
+ * outside it resolves to where it points. */
+static int l_realpath(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	char *res = realpath(path, NULL);
+
+	if (res == NULL) {
+		int code = errno == ENOENT || errno == ENOTDIR ? MM_ENOTFOUND : MM_EIO;
+
+		lua_pushfstring(L, "%s: %s", path, strerror(errno));
+		return push_fail(L, code, lua_tostring(L, -1));
+	}
+	lua_pushstring(L, res);
+	free(res);
+	return 1;
+}
+
 /* core.hash64(s) -> 16 hex digits of MurmurHash64A (script versions in status). */
 static int l_hash64(lua_State *L)
 {
@@ -1736,6 +1755,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"set_log_level", l_set_log_level},
 		{"strerror", l_strerror},
 		{"mkdir_p", l_mkdir_p},
+		{"realpath", l_realpath},
 		{"write_atomic", l_write_atomic},
 		{"hash64", l_hash64},
 		{"getpid", l_getpid},
@@ -1758,7 +1778,6 @@ int luaopen_murmur_core(lua_State *L)
 	lua_newtable(L);
 	luaL_register(L, NULL, funcs);
 	mm_lua_json_register(L);
-	mm_lua_isolate_register(L);
 	lua_newtable(L);
 #define MM__ERR_FIELD(name, retriable, msg)      \
 	lua_pushinteger(L, MM_##name);            \

@@ -85,6 +85,7 @@ extern const mm_source_vtable_t mm_source_stdin_vtable;
 struct mm_fsrc_cfg {
 	const char *path;
 	int follow;
+	int nofollow;
 	int64_t batch;
 	uint64_t read_size;
 };
@@ -121,6 +122,7 @@ typedef struct mm_fsrc {
 	const char *name; /* the last component of path, for event filtering */
 	char *dir;        /* the directory watched when following, owned */
 	int follow;
+	int nofollow; /* a script named the path: no symlink as its last component */
 	int is_stdin;
 	size_t batch_max;
 	size_t read_size;
@@ -699,6 +701,11 @@ static void mm_fsrc_on_open(uv_fs_t *req)
 		mm_fsrc_wait(fs);
 		return;
 	}
+	if (rc == UV_ELOOP && fs->nofollow) {
+		mm_fsrc_fail(fs, MM_EINVAL, "open: is a symbolic link (a path a script names must "
+			     "be a regular file, not a link)");
+		return;
+	}
 	if (rc < 0) {
 		mm_fsrc_fail_uv(fs, "open", rc);
 		return;
@@ -740,7 +747,8 @@ static int mm_fsrc_open_path(mm_fsrc_t *fs)
 	fs->req.data = fs;
 	/* O_NONBLOCK keeps the open from hanging on a FIFO, which the type
 	 * check then rejects; it does not affect reads of regular files. */
-	rc = uv_fs_open(fs->base.loop, &fs->req, fs->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0,
+	rc = uv_fs_open(fs->base.loop, &fs->req, fs->path,
+			O_RDONLY | O_CLOEXEC | O_NONBLOCK | (fs->nofollow ? O_NOFOLLOW : 0), 0,
 			mm_fsrc_on_open);
 	if (rc < 0)
 		return rc;
@@ -811,6 +819,7 @@ static int mm_fsrc_create(uv_loop_t *loop, const mm_source_vtable_t *vt, const m
 	fs->is_stdin = vt == &mm_source_stdin_vtable;
 	fs->fd = fs->is_stdin ? 0 : -1;
 	fs->follow = cfg.follow;
+	fs->nofollow = cfg.nofollow;
 	fs->batch_max = (size_t)cfg.batch;
 	fs->read_size = (size_t)cfg.read_size;
 	fs->recs = malloc(fs->batch_max * sizeof(*fs->recs));
@@ -1052,6 +1061,10 @@ static const mm_option_t mm_fsrc_file_options[] = {
 	{MM_OPT_BOOL, "follow", "false", offsetof(struct mm_fsrc_cfg, follow),
 	 "Keep reading appended lines and reopen the path after rotation, like tail -F; "
 	 "when false, end of file ends the input."},
+	{MM_OPT_BOOL, "nofollow", "false", offsetof(struct mm_fsrc_cfg, nofollow),
+	 "Refuse a symbolic link as the path's last component (O_NOFOLLOW). Set for the "
+	 "paths pipeline scripts name, which the sandbox resolves and checks at load "
+	 "(doc/security.md)."},
 	{MM_OPT_INT, "batch", "4096", offsetof(struct mm_fsrc_cfg, batch),
 	 "Maximum records per batch."},
 	{MM_OPT_SIZE, "read_size", "1m", offsetof(struct mm_fsrc_cfg, read_size),

@@ -78,9 +78,12 @@ local function cmd_run(args)
     cache = "value", log_level = "value", stats = "flag", watchdog = "value", lua_memory = "value",
     no_supervisor = "flag", kafka_brokers = "value", kafka_topic = "value",
     kafka_group = "value", kafka_start = "value", kafka_property = "multi", progress = "value",
+    allow = "multi",
   })
   if not opts then return usage_error("run", scripts) end
   if opts.help then io.write(HELP.run) return EXIT_OK end
+  local gok, gerr = require("murmur.grants").set(opts.allow, require("murmur.runner").data_dir(opts), opts)
+  if not gok then return usage_error("run", gerr) end
   if #scripts == 0 then return usage_error("run", "no pipeline script given") end
   if opts.store and not STORE_KINDS[opts.store] then
     return usage_error("run", ("unknown --store '%s' (expected lmdb, dynamodb or memory)"):format(opts.store))
@@ -99,8 +102,6 @@ local function cmd_run(args)
     if not n then return usage_error("run", "--lua-memory must be a size such as 512m or 2g") end
     require("murmur.runtime").memory_limit_kb = tonumber(n) * ({ [""] = 1 / 1024, k = 1, m = 1024, g = 1048576 })[unit:lower()]
   end
-  -- Enforced by the Lua allocator, inside any one call (engine/lua/alloc.h).
-  core.lua_memory(require("murmur.runtime").memory_limit_kb * 1024)
   local data = require("murmur.runner").data_dir(opts)
   if not os.getenv("MURMUR_WORKER") and not opts.no_supervisor then
     -- The supervisor: runs this same command line as a worker process and
@@ -118,8 +119,7 @@ local function cmd_run(args)
   if npoison > 0 then
     core.log("warn", "engine", ("%d poison record(s) from earlier crashes or stalls will go to the dead-letter destination"):format(npoison))
   end
-  -- Loaded by a child under CPU, memory and wall-clock limits first (murmur.isolate).
-  local specs, err, modules = require("murmur.isolate").load_all(scripts)
+  local specs, err, modules = require("murmur.loader").load_all(scripts)
   if not specs then
     eprintf("murmur run: %s\n", err)
     return EXIT_SCRIPT
@@ -165,9 +165,11 @@ end
 -- check -------------------------------------------------------------------
 
 local function cmd_check(args)
-  local opts, scripts = parse_args(args, { input = "value", lines = "value", json = "flag" })
+  local opts, scripts = parse_args(args, { input = "value", lines = "value", json = "flag", allow = "multi" })
   if not opts then return usage_error("check", scripts) end
   if opts.help then io.write(HELP.check) return EXIT_OK end
+  local gok, gerr = require("murmur.grants").set(opts.allow, require("murmur.runner").data_dir(opts), opts)
+  if not gok then return usage_error("check", gerr) end
   if #scripts == 0 then return usage_error("check", "no pipeline script given") end
   -- With --input: a dry run of the sample lines (murmur.check); exit 1 when
   -- some line would be rejected.
@@ -186,7 +188,7 @@ local function cmd_check(args)
       return usage_error("check", ("cannot read --input %s (give a JSON Lines file, or - for stdin)"):format(serr))
     end
   end
-  local specs, err = require("murmur.isolate").load_all(scripts)
+  local specs, err = require("murmur.loader").load_all(scripts)
   if not specs then
     eprintf("%s\n", err)
     return EXIT_SCRIPT
@@ -216,10 +218,12 @@ local function cmd_query(args)
   local opts, pos = parse_args(args, {
     data = "multi", window = "value", from = "value", to = "value", at = "value",
     pipeline = "value", json = "flag", top = "value", store = "value", cache = "value",
-    stats = "flag",
+    stats = "flag", allow = "multi",
   })
   if not opts then return usage_error("query", pos) end
   if opts.help then io.write(HELP.query) return EXIT_OK end
+  local gok, gerr = require("murmur.grants").set(opts.allow, opts.data and opts.data[1], opts)
+  if not gok then return usage_error("query", gerr) end
   if #pos ~= 2 then return usage_error("query", "expected TARGET and ENTITY") end
   if opts.store and not STORE_KINDS[opts.store] then
     return usage_error("query", ("unknown --store '%s' (expected lmdb or dynamodb)"):format(opts.store))

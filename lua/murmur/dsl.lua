@@ -7,6 +7,7 @@
 -- (murmur.runner) hands to the engine; fields given as names or constants stay
 -- declarative so the engine evaluates them in C without calling Lua.
 local core = require("murmur.core")
+local grants = require("murmur.grants")
 
 local M = {}
 
@@ -186,6 +187,11 @@ function M.input(opts) local s = source("input", opts, { batch = true }, 2) retu
 function M.file(opts)
   local s = source("file", opts, { path = true, follow = true, batch = true, read_size = true }, 2)
   if type(s.options.path) ~= "string" then fail(where(2), "murmur.file needs a path") end
+  -- The sandbox: a script reads files under its directory, the data
+  -- directory or a granted path, never through a symbolic link.
+  local ok, err = grants.check_path(s.options.path, "murmur.file")
+  if not ok then fail(where(2), "%s", err) end
+  s.options.nofollow = true
   return s
 end
 function M.stdin(opts) local s = source("stdin", opts, { batch = true, read_size = true }, 2) return s end
@@ -202,6 +208,8 @@ local function kafka_properties(loc, what, props)
     end
     out[k] = tostring(v)
   end
+  local ok, err = grants.check_kafka_properties(out, what)
+  if not ok then fail(loc, "%s", err) end
   return out
 end
 
@@ -229,6 +237,12 @@ function M.kafka(opts)
   for _, k in ipairs({ "brokers", "group" }) do
     if o[k] ~= nil and (type(o[k]) ~= "string" or o[k] == "") then fail(loc, "murmur.kafka: %s must be a non-empty string", k) end
   end
+  -- Brokers the operator configured replace the script's; otherwise the
+  -- script's must be granted.
+  if o.brokers and not grants.operator_brokers() then
+    local ok, err = grants.check_brokers(o.brokers, "murmur.kafka")
+    if not ok then fail(loc, "%s", err) end
+  end
   if o.start ~= nil and o.start ~= "earliest" and o.start ~= "latest" then
     fail(loc, "murmur.kafka: start must be \"earliest\" or \"latest\"")
   end
@@ -252,6 +266,10 @@ function M.kafka_topic(opts)
   if opts.brokers ~= nil and (type(opts.brokers) ~= "string" or opts.brokers == "") then
     fail(loc, "murmur.kafka_topic: brokers must be a non-empty string")
   end
+  if opts.brokers ~= nil and opts.brokers ~= grants.operator_brokers() then
+    local ok, err = grants.check_brokers(opts.brokers, "murmur.kafka_topic")
+    if not ok then fail(loc, "%s", err) end
+  end
   if opts.format ~= nil and opts.format ~= "raw" and opts.format ~= "json" then
     fail(loc, "murmur.kafka_topic: format must be \"raw\" or \"json\"")
   end
@@ -267,6 +285,21 @@ local store_mt = { __murmur = "store" }
 function M.store(kind, opts)
   if kind ~= "lmdb" and kind ~= "memory" and kind ~= "dynamodb" and kind ~= "valkey" then
     fail(where(2), "murmur.store: unknown store '%s' (expected lmdb, memory, dynamodb or valkey)", tostring(kind))
+  end
+  -- The sandbox: paths under the allowed roots, endpoints that receive
+  -- credentials or passwords only where the operator says.
+  for k, v in pairs(type(opts) == "table" and opts or {}) do
+    local ok, err = true, nil
+    if type(k) == "string" and type(v) == "string" then
+      if k:match("path$") then
+        ok, err = grants.check_path(v, ("murmur.store: option '%s'"):format(k))
+      elseif k:match("endpoint$") then
+        ok, err = grants.check_dynamodb_endpoint(v, ("murmur.store: option '%s'"):format(k))
+      elseif k:match("url$") then
+        ok, err = grants.check_url(v, ("murmur.store: option '%s'"):format(k), grants.operator_cache())
+      end
+    end
+    if not ok then fail(where(2), "%s", err) end
   end
   return setmetatable({ type = kind, options = opts or {} }, store_mt)
 end
@@ -446,6 +479,10 @@ function M.bind(collector)
     if t.dead_letter ~= nil and type(t.dead_letter) ~= "string" and not is(t.dead_letter, "dead_letter") then
       fail(loc, "dead_letter must be a file path or murmur.kafka_topic{...}")
     end
+    if type(t.dead_letter) == "string" then
+      local ok, err = grants.check_path(t.dead_letter, "dead_letter")
+      if not ok then fail(loc, "%s", err) end
+    end
     spec.dead_letter = t.dead_letter
     local sources = t.sources or (t.source and { t.source }) or { M.input() }
     if type(sources) ~= "table" or #sources == 0 then fail(loc, "sources must be a non-empty list") end
@@ -468,15 +505,22 @@ function M.bind(collector)
     current = nil
     return spec
   end
-  -- Scripts opt in to dangerous globals explicitly: murmur.allow("io", "os").
+  -- A script asks for what it needs: murmur.allow("io", "os", "path:/srv/in").
+  -- Only the operator grants (--allow, MURMUR_ALLOW, murmur.grants); a
+  -- capability not granted fails the load here, naming the flag.
   function dsl.allow(...)
     collector.allow = collector.allow or {}
     for i = 1, select("#", ...) do
-      local lib = select(i, ...)
-      if lib ~= "io" and lib ~= "os" then fail(where(2), "murmur.allow: only \"io\" and \"os\" can be allowed") end
-      collector.allow[lib] = true
+      local cap = select(i, ...)
+      if type(cap) ~= "string" then fail(where(2), "murmur.allow expects capability names such as \"io\"") end
+      local ok, err = grants.ask(cap)
+      if not ok then fail(where(2), "%s", err) end
+      if cap == "io" or cap == "os" then collector.allow[cap] = true end
     end
   end
+  -- Each load gets its own murmur.record_id, so a script that changes the
+  -- table changes nothing for another script.
+  dsl.record_id = setmetatable({}, getmetatable(M.record_id))
   return dsl
 end
 

@@ -52,6 +52,9 @@ Runs every pipeline the scripts define, on one event loop.
   -X KEY=VALUE       a librdkafka property, e.g. -X security.protocol=SASL_SSL
                      (repeatable; also $MURMUR_KAFKA_PROPERTIES="k=v;k=v");
                      see doc/kafka.md
+  --allow CAP[,CAP]  grant the scripts a capability (repeatable; also
+                     $MURMUR_ALLOW): io, os, path:DIR, net:HOST:PORT, env:NAME,
+                     kafka:PROPERTY; see doc/security.md
 SIGINT/SIGTERM stop gracefully: stop reading, flush, checkpoint, exit 0.
 Saving a script (or a module it requires), SIGHUP or `murmur reload` reloads
 it without stopping; an invalid version is refused and the old one keeps
@@ -77,9 +80,11 @@ inside the retention.
   --stats            print the reads' instrumentation as JSON on stderr:
                      PIPELINE:store_get (one bucket) or :store_get_many
                      (a window) and the cache's cache_* commands
+  --allow CAP[,CAP]  grant SCRIPT a capability, as run does (repeatable; also
+                     $MURMUR_ALLOW; doc/security.md)
 ]],
   check = [[
-usage: murmur check SCRIPT... [--input FILE] [--lines N] [--json]
+usage: murmur check SCRIPT... [--input FILE] [--lines N] [--json] [--allow CAP]
 
 Loads and validates the scripts exactly as `run` would, without reading input
 or opening the store. Prints each pipeline, or file:line and the problem.
@@ -92,6 +97,8 @@ or opening the store. Prints each pipeline, or file:line and the problem.
                      skips them)
   --json             one JSON object per line and pipeline on stdout (summary on
                      stderr)
+  --allow CAP[,CAP]  grant the scripts a capability, as run does (repeatable;
+                     also $MURMUR_ALLOW; doc/security.md)
 Exit 0 when valid (and every sampled line would be accepted or skipped as a
 duplicate), 1 when some sampled line would be rejected, 2 for a usage error
 (such as an unreadable --input), 3 for an invalid script.

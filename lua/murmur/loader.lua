@@ -8,6 +8,7 @@
 -- "murmur" to the DSL bound to this load and other names to modules in the
 -- script's directory, loaded into the same sandbox (and re-read on every load).
 local dsl = require("murmur.dsl")
+local grants = require("murmur.grants")
 
 local M = {}
 
@@ -54,21 +55,44 @@ local function dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
 end
 
--- murmur.isolate sets M.snapshot (path -> bytes) so that a load in this
--- process reads exactly the bytes a probe child validated under limits, and
--- M.on_read(path, bytes) in the probe child to learn which files it read.
 local function read_file(path)
-  if M.snapshot then
-    local s = M.snapshot[path]
-    if s == nil then return nil, "not among the files the load was validated with" end
-    return s
-  end
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
   local s = f:read("*a")
   f:close()
-  if M.on_read then M.on_read(path, s) end
   return s
+end
+
+-- Compiles Lua source text only: LuaJIT bytecode (which starts with ESC) is
+-- refused, since a crafted bytecode file escapes any sandbox.
+local function load_text(src, path)
+  if src:byte(1) == 27 then
+    return nil, ("%s: LuaJIT bytecode is not loaded (pipeline scripts and their modules must be Lua source)"):format(path)
+  end
+  return loadstring(src, "@" .. path)
+end
+
+-- The sandbox's getmetatable. Strings share one metatable in the whole VM,
+-- and its __index is the engine's real string table: a script sees a
+-- read-only view of it instead (its own per load), so `string.format = f`
+-- through the metatable changes neither another script nor the engine. The
+-- DSL's metatables (monoids, sources...) are shared by every load too, and
+-- are shown read-only for the same reason.
+local function sandbox_getmetatable(string_view)
+  local function frozen(t, what)
+    return setmetatable({}, {
+      __index = t,
+      __newindex = function() error(what .. " is read-only in pipeline scripts", 2) end,
+      __metatable = false,
+    })
+  end
+  local string_mt = frozen({ __index = frozen(string_view, "the string library") }, "the string metatable")
+  return function(v)
+    if type(v) == "string" then return string_mt end
+    local mt = getmetatable(v)
+    if type(mt) == "table" and rawget(mt, "__murmur") ~= nil then return frozen(mt, "a murmur object's metatable") end
+    return mt
+  end
 end
 
 local function new_env(collector, dir, loaded)
@@ -77,6 +101,9 @@ local function new_env(collector, dir, loaded)
   for _, k in ipairs(SAFE_LIBS) do env[k] = copy(_G[k]) end
   local safe_os = {}
   for _, k in ipairs(SAFE_OS) do safe_os[k] = os[k] end
+  -- Secrets stay out of scripts: MURMUR_* settings and granted env:NAME only.
+  safe_os.getenv = grants.getenv
+  env.getmetatable = sandbox_getmetatable(env.string)
   local murmur = dsl.bind(collector)
   env.require = function(name)
     if type(name) ~= "string" then error("require expects a module name", 2) end
@@ -88,7 +115,7 @@ local function new_env(collector, dir, loaded)
     if not src then
       error(("module '%s' not found (pipeline scripts can require murmur and modules next to them: %s)"):format(name, path), 2)
     end
-    local chunk, err = loadstring(src, "@" .. path)
+    local chunk, err = load_text(src, path)
     if not chunk then error(err, 0) end
     setfenv(chunk, env)
     loaded[name] = true -- guards against require cycles
@@ -121,10 +148,13 @@ function M.load(path)
   local collector = dsl._new_collector()
   collector.modules, collector.path, collector.source = {}, path, src
   local chunk
-  chunk, err = loadstring(src, "@" .. path)
+  chunk, err = load_text(src, path)
   if not chunk then return nil, err end
   setfenv(chunk, new_env(collector, dirname(path), {}))
+  -- Paths the script names are checked against its directory (murmur.grants).
+  grants.begin_load(path)
   local ok, perr = run_limited(chunk, path)
+  grants.end_load()
   if not ok then return nil, perr end
   if #collector.pipelines == 0 then
     return nil, ("%s: the script defines no pipeline (call murmur.pipeline{...})"):format(path)

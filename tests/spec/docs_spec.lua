@@ -9,7 +9,9 @@
 -- An unmarked shell block fails the spec. In every block, run or not, each
 -- murmur command line is checked against the help text the binary prints:
 -- the command exists and every --option it uses is one that command takes.
--- Lua blocks marked <!-- doc-test: check --> must pass `murmur check`.
+-- Lua blocks marked <!-- doc-test: check --> must pass `murmur check`; the
+-- marker may add check's own options, e.g. <!-- doc-test: check --allow
+-- net:kafka1:9092 --> for a block that needs the operator's grant.
 --
 -- Running a block: `build/murmur` and `murmur` are the binary under test,
 -- `pipelines/` and `tests/` are the checkout's, `events.jsonl` holds sample
@@ -254,10 +256,13 @@ describe("#docs every command in README.md and doc/", function()
   it("checks every Lua block marked check with murmur check", function()
     local n = 0
     for _, b in ipairs(all) do
-      if b.lang == "lua" and b.marker == "check" then
+      if b.lang == "lua" and b.marker and b.marker:match("^check") then
         local dir = S.tmpdir()
         S.write_file(dir .. "/block.lua", table.concat(b.lines, "\n") .. "\n")
-        local code, out, err = S.murmur_run({ "check", dir .. "/block.lua" })
+        local args = { "check" }
+        for a in b.marker:sub(6):gmatch("%S+") do args[#args + 1] = a end
+        args[#args + 1] = dir .. "/block.lua"
+        local code, out, err = S.murmur_run(args)
         assert.are.equal(0, code, b.where .. ": " .. out .. err)
         S.rm_rf(dir)
         n = n + 1

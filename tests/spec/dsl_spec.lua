@@ -112,13 +112,20 @@ m.pipeline { name = "x", key = "k", monoid = m.count() }]])))
     assert.matches("attempt to call field 'exit'", (load_error("os.exit(3)")))
     assert.matches("attempt to call field 'execute'", (load_error("os.execute('true')")))
     assert.matches("loadfile", (load_error("loadfile('/etc/passwd')")))
-    local c = assert(loader.load(script("allowed.lua", [[
+    local allowed = script("allowed.lua", [[
       local murmur = require("murmur")
       murmur.allow("io")
       local f = io.open("/dev/null")
       f:close()
       murmur.pipeline { name = "ok", key = "k", monoid = murmur.count() }
-    ]])))
+    ]])
+    -- The script only asks; the operator grants (--allow io).
+    assert.matches("needs the operator's grant: run with %-%-allow io", (select(2, loader.load(allowed))))
+    local grants = require("murmur.grants")
+    assert(grants.set({ "io" }))
+    local c, err = loader.load(allowed)
+    assert(grants.set({}))
+    assert.is_truthy(c, err)
     assert.are.equal(1, #c.pipelines)
   end)
 

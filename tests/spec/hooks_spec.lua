@@ -23,7 +23,8 @@ murmur.pipeline { name = "c", key = "k", monoid = murmur.count(), on_merge_error
   end }
 ]]):format(mode, dir .. "/hook.log"))
     S.write_file(dir .. "/in.jsonl", '{"k":"a"}\n{"k":"a"}\n{"k":"bad"}\n{"k":"b"}\n')
-    return S.murmur_run({ "run", "--once", "--no-supervisor", "--data", dir .. "/d", "--input", dir .. "/in.jsonl", p })
+    -- The hook writes a file: io needs the operator's grant (doc/security.md).
+    return S.murmur_run({ "run", "--once", "--no-supervisor", "--allow", "io", "--data", dir .. "/d", "--input", dir .. "/in.jsonl", p })
   end
 
   local function value(entity)
