@@ -32,6 +32,7 @@
 #include "../lib/hash.h"
 #include "../monoid/window.h"
 #include "funnel.h"
+#include "isolate_lua.h"
 #include "json_lua.h"
 
 #define MM_VERSION "0.1.0"
@@ -1778,6 +1779,7 @@ int luaopen_murmur_core(lua_State *L)
 	lua_newtable(L);
 	luaL_register(L, NULL, funcs);
 	mm_lua_json_register(L);
+	mm_lua_isolate_register(L);
 	lua_newtable(L);
 #define MM__ERR_FIELD(name, retriable, msg)      \
 	lua_pushinteger(L, MM_##name);            \

@@ -102,6 +102,8 @@ local function cmd_run(args)
     if not n then return usage_error("run", "--lua-memory must be a size such as 512m or 2g") end
     require("murmur.runtime").memory_limit_kb = tonumber(n) * ({ [""] = 1 / 1024, k = 1, m = 1024, g = 1048576 })[unit:lower()]
   end
+  -- Enforced by the Lua allocator, inside any one call (engine/lua/alloc.h).
+  core.lua_memory(require("murmur.runtime").memory_limit_kb * 1024)
   local data = require("murmur.runner").data_dir(opts)
   if not os.getenv("MURMUR_WORKER") and not opts.no_supervisor then
     -- The supervisor: runs this same command line as a worker process and
@@ -119,7 +121,8 @@ local function cmd_run(args)
   if npoison > 0 then
     core.log("warn", "engine", ("%d poison record(s) from earlier crashes or stalls will go to the dead-letter destination"):format(npoison))
   end
-  local specs, err, modules = require("murmur.loader").load_all(scripts)
+  -- Loaded by a child under CPU, memory and wall-clock limits first (murmur.isolate).
+  local specs, err, modules = require("murmur.isolate").load_all(scripts)
   if not specs then
     eprintf("murmur run: %s\n", err)
     return EXIT_SCRIPT
@@ -188,7 +191,7 @@ local function cmd_check(args)
       return usage_error("check", ("cannot read --input %s (give a JSON Lines file, or - for stdin)"):format(serr))
     end
   end
-  local specs, err = require("murmur.loader").load_all(scripts)
+  local specs, err = require("murmur.isolate").load_all(scripts)
   if not specs then
     eprintf("%s\n", err)
     return EXIT_SCRIPT
