@@ -142,6 +142,7 @@
 #include "../lib/error.h"
 #include "../lib/hash.h"
 #include "../monoid/window.h"
+#include "valkey_format.h"
 
 #define VK_CHUNK 256          /* keys per script call */
 #define VK_READ_CHUNK 512     /* keys per MGET */
@@ -683,7 +684,7 @@ static int vk_mark_key(const mm_valkey_t *st, vk_list_t *l, const char *ns, cons
 
 static int vk_kind_of(const mm_monoid_t *m)
 {
-	if (m->vt == &mm_monoid_count_vtable || (m->vt == &mm_monoid_sum_vtable && !m->p.is_float))
+	if (mm_valkey_int_cached(m))
 		return VK_INT;
 	if (m->vt == &mm_monoid_hll_vtable)
 		return VK_HLL;
@@ -842,32 +843,10 @@ static int vk_cache_value(const vk_ns_t *vn, const uint8_t *enc, size_t n, vk_li
 }
 
 /* Decodes a cached value into state (init()ed). MM_ECORRUPT if it is not
- * what this namespace caches. */
+ * what this namespace caches (valkey_format.c). */
 static int vk_from_cache(const vk_ns_t *vn, const char *p, size_t n, void *state)
 {
-	uint8_t enc[8];
-	uint64_t mag = 0;
-	size_t i = 0;
-	int neg = 0;
-
-	if (vn->kind != VK_INT)
-		return vn->m.vt->decode(&vn->m, state, (const uint8_t *)p, n);
-	if (n > 0 && p[0] == '-' && vn->m.vt != &mm_monoid_count_vtable)
-		neg = i = 1;
-	if (i == n || n - i > 19)
-		return mm_diag_set(MM_ECORRUPT, "valkey: cached %s is not an integer",
-				   vn->m.vt->name);
-	for (; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return mm_diag_set(MM_ECORRUPT, "valkey: cached %s is not an integer",
-					   vn->m.vt->name);
-		mag = mag * 10 + (uint64_t)(p[i] - '0');
-	}
-	if (mag > (uint64_t)INT64_MAX + neg)
-		return mm_diag_set(MM_ECORRUPT, "valkey: cached %s is out of range",
-				   vn->m.vt->name);
-	mm_set_u64le(enc, neg ? 0 - mag : mag);
-	return vn->m.vt->decode(&vn->m, state, enc, sizeof(enc));
+	return mm_valkey_cache_decode(&vn->m, p, n, state);
 }
 
 /* ---- key sets -------------------------------------------------------------- */
@@ -1377,17 +1356,13 @@ static void vk_hs_script(void *ctx, redisReply *r)
 static void vk_hs_info(void *ctx, redisReply *r)
 {
 	mm_valkey_t *st = ctx;
-	const char *p;
 
 	if (r == NULL)
 		return;
-	if (r->type != REDIS_REPLY_STRING || (p = strstr(r->str, "run_id:")) == NULL ||
-	    strspn(p + 7, "0123456789abcdef") != 40) {
+	if (r->type != REDIS_REPLY_STRING || mm_valkey_run_id(r->str, st->run_id) != 0) {
 		vk_drop(st, "INFO server has no run_id");
 		return;
 	}
-	memcpy(st->run_id, p + 7, 40);
-	st->run_id[40] = '\0';
 	vk_hs_step(st);
 }
 
