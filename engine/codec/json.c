@@ -34,6 +34,7 @@
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -834,6 +835,48 @@ int mm_json_number(const char *p, size_t len, int *is_int, int64_t *i, double *d
 	if (isinf(*d))
 		return mm_diag_set(MM_ERANGE, "json: number \"%.*s\" overflows a double",
 				   (int)(len < 64 ? len : 64), p);
+	return 0;
+}
+
+size_t mm_json_double_key(double d, char *out)
+{
+	char buf[40];
+	int n = 0;
+
+	if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+		n = snprintf(buf, sizeof(buf), "%lld", (long long)d); /* -0.0 -> "0" */
+	} else {
+		for (int prec = 15; prec <= 17; prec++) {
+			n = snprintf(buf, sizeof(buf), "%.*g", prec, d);
+			/* printf follows the locale's decimal point; JSON's is a dot. */
+			for (int i = 0; i < n; i++)
+				if (buf[i] == ',')
+					buf[i] = '.';
+			if (strtod_c(buf) == d)
+				break;
+		}
+	}
+	memcpy(out, buf, (size_t)n);
+	return (size_t)n;
+}
+
+int mm_json_number_key(const char *p, size_t len, char *out, size_t *outlen)
+{
+	int is_int, rc;
+	int64_t i;
+	double d;
+
+	if ((rc = mm_json_number(p, len, &is_int, &i, &d)) != 0)
+		return rc;
+	if (is_int) {
+		char buf[24];
+		int n = snprintf(buf, sizeof(buf), "%lld", (long long)i);
+
+		memcpy(out, buf, (size_t)n);
+		*outlen = (size_t)n;
+		return 0;
+	}
+	*outlen = mm_json_double_key(d, out);
 	return 0;
 }
 

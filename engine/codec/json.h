@@ -64,6 +64,28 @@ int mm_json_unescape(const char *p, size_t len, mm_buf_t *out);
  * double (1e999). */
 int mm_json_number(const char *p, size_t len, int *is_int, int64_t *i, double *d);
 
+/*
+ * The canonical text of a JSON number used as a key, element or event id,
+ * so that numbers equal as the engine reads them name one entity whatever
+ * their spelling, on the C path and the Lua path (runtime.lua as_string
+ * implements the same rules):
+ *   - an integer token that fits int64 prints as that integer, exactly
+ *     ("-0" -> "0", "9007199254740993" stays);
+ *   - any other token is read as the nearest double; an integral double in
+ *     [-2^63, 2^63) prints as an integer ("1.0", "1e0", "10E-1" -> "1",
+ *     "1e18" -> "1000000000000000000", underflow "1e-400" -> "0");
+ *   - other doubles print in the shortest of %.15g, %.16g, %.17g that reads
+ *     back to the same double ("0.1", "1.2345678901234568e+29" for
+ *     123456789012345678901234567890: digits beyond a double are dropped);
+ *   - a number that overflows a double ("1e400") is MM_ERANGE.
+ * Writes at most MM_JSON_KEY_MAX bytes (no NUL) to out and sets *outlen.
+ */
+#define MM_JSON_KEY_MAX 32
+int mm_json_number_key(const char *p, size_t len, char *out, size_t *outlen);
+
+/* The canonical text (as above) of a finite double. Returns its length. */
+size_t mm_json_double_key(double d, char *out);
+
 /* Appends s as a JSON string literal (with quotes), escaping as needed.
  * Invalid UTF-8 bytes are emitted as \ufffd. */
 int mm_json_quote(const char *s, size_t len, mm_buf_t *out);

@@ -299,7 +299,9 @@ static void plan_add(scan_plan_t *sp, int *slot, const char *name)
 	sp->n++;
 }
 
-/* Reads a JSON scalar as a key/element string: strings unescaped, numbers as written. */
+/* Reads a JSON scalar as a key/element/id string: strings unescaped, numbers
+ * in their canonical text (mm_json_number_key), which runtime.lua gives the
+ * Lua path too, so "1", "1.0" and "1e0" name one entity on both. */
 static int field_string(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp, const char **s,
 			size_t *len, const char *what)
 {
@@ -307,8 +309,20 @@ static int field_string(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tm
 		return mm_diag_set(MM_EMISSING, "missing %s field '%.*s'", what, (int)f->name_len,
 				   f->name);
 	if (f->type == MM_JSON_NUMBER) {
-		*s = f->p;
-		*len = f->len;
+		size_t start = tmp->len, n;
+		int rc;
+
+		/* process_record reserved room for this: no reallocation. */
+		if ((rc = mm_buf_reserve(tmp, MM_JSON_KEY_MAX)) != 0)
+			return rc;
+		if ((rc = mm_json_number_key(f->p, f->len, (char *)tmp->p + start, &n)) != 0)
+			return rc == MM_ERANGE ? mm_diag_set(MM_ERANGE,
+							     "%s field '%.*s' is a number beyond a double's range",
+							     what, (int)f->name_len, f->name)
+					       : rc;
+		tmp->len += n;
+		*s = (const char *)tmp->p + start;
+		*len = n;
 		return 0;
 	}
 	if (f->type != MM_JSON_STRING)
@@ -397,10 +411,11 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	rc = mm_json_scan(r->p, r->len, fields, sp->n);
 	if (rc)
 		return rc;
-	/* Unescaped strings are never longer than the record, so reserving its
-	 * length once keeps every pointer into tmp valid for this record. */
+	/* Unescaped strings are never longer than the record, and a number's
+	 * canonical text is at most MM_JSON_KEY_MAX bytes, so reserving this once
+	 * keeps every pointer into tmp valid for this record. */
 	tmp->len = 0;
-	rc = mm_buf_reserve(tmp, r->len);
+	rc = mm_buf_reserve(tmp, r->len + (size_t)sp->n * MM_JSON_KEY_MAX);
 	if (rc)
 		return rc;
 	if (sp->id >= 0 && fields[sp->id].type != MM_JSON_ABSENT) {

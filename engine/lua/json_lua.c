@@ -141,6 +141,44 @@ static int dec_bool(void *ud, int v)
 	return dec_store(d);
 }
 
+/*
+ * Integers beyond +-2^53 have no exact Lua number: they decode to LuaJIT
+ * int64_t cdata, so that keys and ids keep every digit (9007199254740993 is
+ * not 9007199254740992). The C API cannot make cdata, so two small Lua
+ * functions do it (and print it back for the encoder), made once and kept in
+ * the registry. Pushes the function registered under which (1 = make,
+ * 2 = text).
+ */
+#define INT64_KEY "murmur.json.int64"
+static void push_int64_fn(lua_State *L, int which)
+{
+	lua_getfield(L, LUA_REGISTRYINDEX, INT64_KEY);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		if (luaL_loadstring(L, "local ffi = require('ffi') local t = ffi.typeof('int64_t') "
+				       "return { function(hi, lo) return t(hi) * 4294967296LL + lo end, "
+				       "function(v) if ffi.istype('int64_t', v) or ffi.istype('uint64_t', v) "
+				       "then return (tostring(v):gsub('U?LL$', '')) end end }") != 0)
+			lua_error(L);
+		lua_call(L, 0, 1);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, LUA_REGISTRYINDEX, INT64_KEY);
+	}
+	lua_rawgeti(L, -1, which);
+	lua_remove(L, -2);
+}
+
+static void push_int64(lua_State *L, int64_t i)
+{
+	luaL_checkstack(L, 4, "json: decoding an int64");
+	push_int64_fn(L, 1);
+	lua_pushnumber(L, (lua_Number)(int32_t)(uint32_t)((uint64_t)i >> 32));
+	lua_pushnumber(L, (lua_Number)(uint32_t)i);
+	lua_call(L, 2, 1);
+}
+
+#define EXACT_INT 9007199254740992LL /* 2^53 */
+
 static int dec_number(void *ud, const char *raw, size_t len)
 {
 	struct dec *d = ud;
@@ -154,7 +192,10 @@ static int dec_number(void *ud, const char *raw, size_t len)
 				   (int)(len < 32 ? len : 32), raw, (size_t)(raw - d->doc));
 	if (rc)
 		return rc;
-	lua_pushnumber(d->L, v);
+	if (is_int && (i > EXACT_INT || i < -EXACT_INT))
+		push_int64(d->L, i);
+	else
+		lua_pushnumber(d->L, v);
 	return dec_store(d);
 }
 
@@ -474,6 +515,18 @@ static int enc_value(struct enc *e, int idx)
 	case LUA_TLIGHTUSERDATA:
 		if (lua_touserdata(L, idx) == NULL)
 			return mm_buf_append(e->out, "null", 4);
+		return mm_diag_set(MM_ETYPE, "json: cannot encode a value of type %s",
+				   luaL_typename(L, idx));
+	case 10: /* LuaJIT's cdata (LUA_TCDATA is not in lua.h): 64-bit integers */
+		luaL_checkstack(L, 3, "json: encoding an int64");
+		push_int64_fn(L, 2);
+		lua_pushvalue(L, idx);
+		lua_call(L, 1, 1);
+		s = lua_tolstring(L, -1, &len);
+		n = s != NULL ? mm_buf_append(e->out, s, len) : 1;
+		lua_pop(L, 1);
+		if (n != 1)
+			return n;
 		/* fall through */
 	default:
 		return mm_diag_set(MM_ETYPE, "json: cannot encode a value of type %s",

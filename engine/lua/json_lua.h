@@ -6,9 +6,10 @@
  *   object -> table; array -> table whose metatable is the shared array
  *   marker (registry["murmur.json.array"], also murmur.core.array_mt), so
  *   that [] and {} survive a round trip; null -> the null sentinel (a NULL
- *   lightuserdata, murmur.core.null); number -> Lua number (a double: an
- *   integer beyond 2^53 is rounded to the nearest double); string -> string
- *   with escapes decoded (\u0000 gives an embedded NUL byte).
+ *   lightuserdata, murmur.core.null); number -> Lua number (a double), except
+ *   integers beyond +-2^53 that fit int64, which have no exact double: those
+ *   become LuaJIT int64_t cdata (9007199254740993LL), exact; string ->
+ *   string with escapes decoded (\u0000 gives an embedded NUL byte).
  * Any JSON value is accepted at the top level, not only objects.
  *
  * Encoding maps tables with the array metatable, or whose keys are exactly
@@ -16,7 +17,7 @@
  * or numbers written as JSON would write them) are sorted bytewise so the
  * output is deterministic; an empty table without the array metatable to {}.
  * Integral numbers below 2^63 in magnitude are written exactly, others with
- * %.17g; nil and the null sentinel are written as null; strings that are not
+ * %.17g; int64_t and uint64_t cdata as their exact digits; nil and the null sentinel are written as null; strings that are not
  * UTF-8 get U+FFFD for each bad sequence.
  *
  * Failures follow luv's convention: the functions return nil, "ENAME: detail",

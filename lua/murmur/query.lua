@@ -187,6 +187,9 @@ function M.run(target, entity, opts)
 end
 
 local function fmt_num(v)
+  -- Integers beyond +-2^53 (int64 sums, counts, min/max, Top-K counts) come
+  -- out of json_decode as int64 cdata: printed with every digit.
+  if type(v) == "cdata" then return (tostring(v):gsub("U?LL$", "")) end
   if type(v) ~= "number" then return tostring(v) end
   if v == math.floor(v) and math.abs(v) < 2^53 then return ("%d"):format(v) end
   return ("%.6g"):format(v)

@@ -57,14 +57,33 @@ local function reject(p, i, code_name, msg)
   C.mm_pipe_reject(p, i, REASON_OF[code_name] or cdef.REJ_JSON, E[code_name] or E.EJSON, msg)
 end
 
--- Turns a field value into the string form keys and elements use.
+local int64_t, uint64_t = ffi.typeof("int64_t"), ffi.typeof("uint64_t")
+local function is_int64(v)
+  return type(v) == "cdata" and (ffi.istype(int64_t, v) or ffi.istype(uint64_t, v))
+end
+
+-- Turns a field value into the string form keys, elements and ids use: the
+-- canonical text of a number that engine/codec/json.h (mm_json_number_key)
+-- gives the C path. Integers beyond +-2^53 arrive as int64 cdata (exact);
+-- integral doubles in [-2^63, 2^63) print as integers (-0 as 0); other
+-- doubles in the shortest of %.15g..%.17g that reads back the same.
 local function as_string(v)
   local t = type(v)
   if t == "string" then return v end
   if t == "number" then
-    if v == math.floor(v) and v > -2^53 and v < 2^53 then return ("%d"):format(v) end
-    return ("%.17g"):format(v)
+    if v ~= v or v == math.huge or v == -math.huge then return nil end
+    if v == math.floor(v) and v >= -2^63 and v < 2^63 then
+      if v == 0 then return "0" end
+      return ("%d"):format(v)
+    end
+    local s
+    for prec = 15, 17 do
+      s = ("%." .. prec .. "g"):format(v)
+      if tonumber(s) == v then break end
+    end
+    return s
   end
+  if is_int64(v) then return (tostring(v):gsub("U?LL$", "")) end
   return nil
 end
 
@@ -80,6 +99,7 @@ local function get_time(spec, ev, src_ts)
   else
     return PROCESSING_TIME
   end
+  if is_int64(v) then v = tonumber(v) end
   if type(v) == "number" then
     if spec.time_unit == "s" or (spec.time_unit == "a" and math.abs(v) < 1e11) then v = v * 1000 end
     if v ~= v or v <= -MAX_TIME_MS or v >= MAX_TIME_MS then
@@ -103,6 +123,9 @@ local function get_value(spec, ev)
     v = ev[spec.value_field]
     if v == nil then error(failure("EMISSING", "missing value field '" .. spec.value_field .. "'")) end
   end
+  -- Integers beyond +-2^53 (int64 cdata) reach the monoid as the nearest
+  -- double, as before they were decoded exactly.
+  if is_int64(v) then v = tonumber(v) end
   if type(v) == "number" then
     if v == math.floor(v) and v > -2^63 and v < 2^63 then return cdef.VAL_INT, v, nil end
     return cdef.VAL_DOUBLE, v, nil

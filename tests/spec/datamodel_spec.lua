@@ -195,4 +195,63 @@ describe("data model edges #datamodel", function()
       end
     end)
   end)
+
+  describe("numbers as keys #datamodel", function()
+    it("name the same entities on the C path and the Lua path (one canonical text)", function()
+      -- The C path used the number as written ("1.0" and "1" were two
+      -- entities), the Lua path its double through %d / %.17g: 4 spellings
+      -- of 1 made four entities on one path and one on the other, and big
+      -- integers, -0 and 1e400 differed too.
+      local nums = { "1", "1.0", "1e0", "10E-1", "123456789012345678901234567890", "-0", "1e400",
+        "9007199254740993", "0.1", "1e18", "-1.5", "12345678901234567.5" }
+      local lines = {}
+      for _, n in ipairs(nums) do lines[#lines + 1] = '{"k":' .. n .. '}' end
+      local code, stats, err = run([[
+        local murmur = require("murmur")
+        murmur.pipeline { name = "c", key = "k", monoid = murmur.count() }
+        murmur.pipeline { name = "lua", key = function(ev) return ev.k end, monoid = murmur.count() }
+        murmur.pipeline { name = "lua_field", key = "k", monoid = murmur.count(),
+          dedup = { id = function(ev) return nil end } }
+      ]], lines)
+      assert.are.equal(0, code, err:sub(-1000))
+      local want = {
+        ["1"] = 4, ["1.2345678901234568e+29"] = 1, ["0"] = 1, ["9007199254740993"] = 1, ["0.1"] = 1,
+        ["1000000000000000000"] = 1, ["-1.5"] = 1, ["12345678901234568"] = 1,
+      }
+      for _, name in ipairs({ "c", "lua", "lua_field" }) do
+        assert.are.equal(11, stats.pipelines[name].accepted, name)
+        assert.are.equal(1, stats.pipelines[name].rejected.out_of_range, name) -- 1e400
+        for entity, n in pairs(want) do
+          local r = assert(query.run(name, entity, { data = { dir .. "/d" } }))
+          assert.are.equal(n, r.found and r.result.value or 0, name .. " " .. entity)
+        end
+        for _, other in ipairs({ "1.0", "1e0", "-0", "1e400", "9007199254740992" }) do
+          local r = assert(query.run(name, other, { data = { dir .. "/d" } }))
+          assert.is_false(r.found, name .. " " .. other)
+        end
+      end
+    end)
+  end)
+
+  describe("query output of int64 values #datamodel", function()
+    it("prints int64 sums above 2^53 exactly, as text and as JSON", function()
+      -- query.lua decoded the result into doubles and printed them with
+      -- %.6g: 9007199254740993 became 9007199254740992, 12345678901234567
+      -- became 1.23457e+16.
+      local code, _, err = run([[
+        local murmur = require("murmur")
+        murmur.pipeline { name = "s", key = "k", value = "n", monoid = murmur.sum {} }
+      ]], { '{"k":"a","n":9007199254740993}', '{"k":"b","n":12345678901234567}',
+            '{"k":"c","n":-9223372036854775807}' })
+      assert.are.equal(0, code, err:sub(-1000))
+      for entity, want in pairs({ a = "9007199254740993", b = "12345678901234567", c = "-9223372036854775807" }) do
+        local c1, out = S.murmur_run({ "query", dir .. "/k.lua", entity, "--data", dir .. "/d" })
+        assert.are.equal(0, c1, out)
+        assert.is_truthy(out:find("value " .. want .. "\n", 1, true), out)
+        local c2, js = S.murmur_run({ "query", dir .. "/k.lua", entity, "--data", dir .. "/d", "--json" })
+        assert.are.equal(0, c2, js)
+        assert.is_truthy(js:find('"value":' .. want .. "}", 1, true), js)
+      end
+    end)
+  end)
 end)

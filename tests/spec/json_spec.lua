@@ -83,8 +83,15 @@ describe("#json json_decode", function()
     assert.are.equal(1e300, decode("1e300"))
     assert.are.equal(0, decode("1e-400"))
     assert.are.equal(9007199254740992, decode("9007199254740992"))
-    -- Beyond 2^53 integers round to the nearest double (documented).
-    assert.are.equal(9007199254740992, decode("9007199254740993"))
+    -- Integers beyond 2^53 that fit int64 decode exactly, as int64 cdata
+    -- (documented in json_lua.h), and encode back to the same digits;
+    -- beyond int64 they round to the nearest double.
+    local big = decode("9007199254740993")
+    assert.are.equal("cdata", type(big))
+    assert.is_true(big == 9007199254740993LL)
+    assert.are.equal("9007199254740993", encode(big))
+    assert.is_true(decode("-9223372036854775808") == -9223372036854775807LL - 1)
+    assert.are.equal('{"a":[-9007199254740993]}', encode(decode('{"a":[-9007199254740993]}')))
     assert.are.equal(2 ^ 63, decode("9223372036854775808"))
     assert.is_true(1 / decode("-0") < 0)
   end)
