@@ -171,8 +171,8 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
 	}
 	if (sv->page->fatal && term_signal == 0) {
 		mm_log(MM_LOG_ERROR, "supervisor",
-		       "the worker failed before reading anything (status %lld); a restart would "
-		       "fail the same way, so the run ends",
+		       "the worker stopped with status %lld on an error a restart would hit again "
+		       "(its message is above), so the run ends",
 		       (long long)status);
 		sv->exit_code = status ? (int)status : 1;
 		sv->done = 1;

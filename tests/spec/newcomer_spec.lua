@@ -24,7 +24,7 @@ describe("#newcomer mistakes", function()
     assert.are.equal(1, code, err)
     assert.matches("missing%.jsonl", err)
     assert.matches("no such file", err)
-    assert.matches("a restart would fail the same way", err)
+    assert.matches("an error a restart would hit again", err)
     assert.is_nil(err:find("restarting the worker", 1, true))
   end)
 
