@@ -15,7 +15,8 @@
  *     prints back to the same number;
  *   - a decoded state of another monoid re-encodes and decodes again to
  *     the same encoding;
- *   - a run id found is 40 lowercase hex digits taken from the reply.
+ *   - a run id found is the 40 lowercase hex digits after the reply's first
+ *     "run_id:".
  */
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -106,10 +107,11 @@ static void check_string(const char *p, size_t n, unsigned pick)
 	if (p[n] != '\0')
 		abort();
 	if (mm_valkey_run_id(p, id) == 0) {
-		const char *at = strstr(p, id);
+		/* The id follows the reply's first "run_id:". */
+		const char *at = strstr(p, "run_id:");
 
 		if (strlen(id) != 40 || strspn(id, "0123456789abcdef") != 40 || at == NULL ||
-		    at < p + 7 || memcmp(at - 7, "run_id:", 7) != 0)
+		    memcmp(at + 7, id, 40) != 0)
 			abort();
 	}
 }
