@@ -872,6 +872,25 @@ static void on_flush_timer(uv_timer_t *t)
 
 /* ---- lifecycle ---- */
 
+static volatile sig_atomic_t early_signal;
+
+static void on_early_signal(int signum)
+{
+	early_signal = signum;
+}
+
+void mm_engine_catch_early_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_early_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
 /* Signals this close together are one stop request delivered twice. */
 #define MM_SIGNAL_REPEAT_MS 250
 
@@ -1026,6 +1045,13 @@ int mm_engine_run(mm_engine_t *ctx, int once)
 	}
 	if (ctx->nsrcs == 0 && once)
 		mm_engine_stop(ctx);
+	if (early_signal) {
+		mm_log(MM_LOG_INFO, "engine", "signal %d while starting: stopping (flush, checkpoint, exit)",
+		       (int)early_signal);
+		early_signal = 0;
+		ctx->signal_ms = mm_now_ms();
+		mm_engine_stop(ctx);
+	}
 	uv_run(ctx->loop, UV_RUN_DEFAULT);
 	return ctx->exit_code;
 }

@@ -129,6 +129,12 @@ void mm_engine_fail(mm_engine_t *ctx, int code);
  * process exit code (0 clean, non-zero on fatal source/store errors). */
 int mm_engine_run(mm_engine_t *ctx, int once);
 
+/* Catches SIGINT/SIGTERM from process start until mm_engine_run installs the
+ * loop's handlers: a stop requested while the scripts load or the store opens
+ * then stops the engine as soon as it runs, instead of killing the process
+ * (Ctrl-C at start-up reaches the whole process group). Main thread, once. */
+void mm_engine_catch_early_signals(void);
+
 /* Asks for a graceful stop (safe to call from a callback). */
 void mm_engine_stop(mm_engine_t *ctx);
 

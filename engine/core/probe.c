@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -45,6 +46,11 @@ static void child_exec(char *const argv[], char *const envp[], const mm_probe_li
 	}
 	rl.rlim_cur = rl.rlim_max = 0;
 	setrlimit(RLIMIT_CORE, &rl);
+	/* Its own process group: Ctrl-C at start-up reaches the caller, which
+	 * decides, not the probe (whose death by SIGINT would read as a script
+	 * that crashed the VM). It dies with the caller. */
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/* Default dispositions: the parent's ignored signals stay ignored
 	 * across exec, and SIGXCPU must be able to kill. */
 	signal(SIGXCPU, SIG_DFL);

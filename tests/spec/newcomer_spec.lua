@@ -112,6 +112,22 @@ describe("#newcomer mistakes", function()
     end
   end)
 
+  it("Ctrl-C while the scripts load stops the run cleanly, not as a crashed script", function()
+    -- The top level takes a second of CPU: the signal arrives while the
+    -- probe child validates it (or while the worker loads it).
+    local p = file("slow.lua", 'local murmur = require("murmur")\n'
+      .. 'local t = os.clock() while os.clock() - t < 1 do end\n'
+      .. 'murmur.pipeline { name = "slow", key = "k", monoid = murmur.count() }\n')
+    for _, delay in ipairs({ "0.3", "1.2" }) do
+      local code, _, err = S.exec(("cd %s && bash -c 'set -m; (sleep 30) | %s run --data d %s & "
+        .. "sleep %s; kill -INT %%%%; wait $!'"):format(S.quote(dir), S.quote(S.murmur), S.quote(p), delay))
+      assert.are.equal(0, code, err)
+      assert.is_nil(err:find("crashed", 1, true), err)
+      assert.is_nil(err:find("second signal", 1, true), err)
+      assert.matches("stopping %(flush, checkpoint, exit%)", err)
+    end
+  end)
+
   it("a query without a store says where it looked and what to do", function()
     local code, _, err = S.exec(("cd %s && %s query %s a"):format(S.quote(dir), S.quote(S.murmur), S.quote(PAGE_VIEWS)))
     assert.are.equal(4, code)
