@@ -15,6 +15,10 @@
  *   core.lua_memory([limit_bytes]) -> used, limit, refusals
  *       the Lua allocator's counters (engine/lua/alloc.h); sets the limit
  *       first when given (0: none).
+ *   core.probe_exit(code)
+ *       ends a probe child at once (_exit): it has reported on fd 3 and owns
+ *       nothing to flush, and a normal exit would run exit-time checks
+ *       (LeakSanitizer in sanitized builds) over a Lua state left open.
  *   core.errinj
  *       true in builds with error-injection points (tests).
  */
@@ -24,6 +28,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/engine.h"
 #include "../core/probe.h"
@@ -155,6 +160,12 @@ static int l_probe(lua_State *L)
 	return 1;
 }
 
+static int l_probe_exit(lua_State *L)
+{
+	_exit((int)luaL_checkinteger(L, 1));
+	return 0;
+}
+
 static int l_lua_memory(lua_State *L)
 {
 	if (!lua_isnoneornil(L, 1))
@@ -171,6 +182,8 @@ void mm_lua_isolate_register(lua_State *L)
 	lua_setfield(L, -2, "probe");
 	lua_pushcfunction(L, l_heartbeat);
 	lua_setfield(L, -2, "heartbeat");
+	lua_pushcfunction(L, l_probe_exit);
+	lua_setfield(L, -2, "probe_exit");
 	lua_pushcfunction(L, l_lua_memory);
 	lua_setfield(L, -2, "lua_memory");
 #ifdef MM_ERRINJ

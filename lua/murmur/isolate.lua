@@ -53,7 +53,7 @@ end
 -- In the probe child: load, report on fd 3, exit. Never returns.
 local function child_main(paths)
   local out = io.open("/proc/self/fd/3", "w")
-  if not out then os.exit(70) end
+  if not out then core.probe_exit(70) end
   local files = {}
   loader.on_read = function(path, bytes)
     -- Named before it runs: if loading it kills this process, the parent
@@ -66,7 +66,7 @@ local function child_main(paths)
   loader.on_read = nil
   out:write(core.json_encode({ ok = specs ~= nil, error = err, files = files }), "\n")
   out:close()
-  os.exit(0)
+  core.probe_exit(0)
 end
 
 local function failure_text(res, file, lim)
