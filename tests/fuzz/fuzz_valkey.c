@@ -28,24 +28,11 @@
 #include "lib/buf.h"
 #include "lib/error.h"
 #include "monoid/monoid.h"
+#include "monoids.h"
 #include "store/valkey_format.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const mm_monoid_t monoids[] = {
-	{.vt = &mm_monoid_sum_vtable, .p = {.is_float = 0}},
-	{.vt = &mm_monoid_sum_vtable, .p = {.is_float = 1}},
-	{.vt = &mm_monoid_count_vtable},
-	{.vt = &mm_monoid_min_vtable},
-	{.vt = &mm_monoid_max_vtable},
-	{.vt = &mm_monoid_first_vtable},
-	{.vt = &mm_monoid_last_vtable},
-	{.vt = &mm_monoid_set_vtable, .p = {.max_size = 8}},
-	{.vt = &mm_monoid_hll_vtable},
-	{.vt = &mm_monoid_topk_vtable, .p = {.k = 4}},
-	{.vt = &mm_monoid_bloom_vtable, .p = {.capacity = 100, .fpr = 0.01}},
-};
-#define NMONOIDS (sizeof(monoids) / sizeof(monoids[0]))
 
 static void check_int(const mm_monoid_t *m, const char *p, size_t n, const void *state)
 {
