@@ -93,7 +93,10 @@ function M.probe(paths)
   local argv = { "/proc/self/exe" }
   for i = 1, #_G.arg do argv[#argv + 1] = _G.arg[i] end
   for _ = 1, 3 do
-    local res, perr = core.probe(argv, { M.PROBE_ENV .. "=1", "MURMUR_WORKER=1" },
+    -- A sanitized build (make check) would turn the child's fatal signal into
+    -- a report and exit 1; the signal itself says what happened.
+    local asan = "ASAN_OPTIONS=" .. (os.getenv("ASAN_OPTIONS") or "") .. ":handle_segv=0:handle_sigbus=0"
+    local res, perr = core.probe(argv, { M.PROBE_ENV .. "=1", "MURMUR_WORKER=1", asan },
       { "MURMUR_PROGRESS", "MURMUR_SUPERVISOR_PID" }, lim)
     if not res then return nil, "cannot validate the scripts in a child process: " .. perr end
     local last_file, result
