@@ -21,8 +21,11 @@ end
 -- Returns the pipeline name and, for a script, the murmur.store{} it names.
 local function resolve_name(target, opts)
   if not (target:match("%.lua$") or target:find("/", 1, true)) then return target end
-  local c, err = require("murmur.loader").load(target)
-  if not c then return nil, err, EXIT_SCRIPT end
+  -- Loaded like `run` loads it: validated first in a child under limits.
+  local specs, err = require("murmur.isolate").load_all({ target })
+  if not specs then return nil, err, EXIT_SCRIPT end
+  local c = { pipelines = specs, by_name = {} }
+  for _, spec in ipairs(specs) do c.by_name[spec.name] = spec end
   if opts.pipeline then
     if not c.by_name[opts.pipeline] then
       return nil, ("%s defines no pipeline '%s'"):format(target, opts.pipeline), EXIT_NOTFOUND

@@ -81,6 +81,13 @@ describe("#isolation", function()
       assert.matches("not loaded", err)
     end)
 
+    it("query of a script loads it the same way: a hanging top level is stopped, exit 3", function()
+      local code, _, err, secs = timed({ "query", script(SLOW_FIND), "a", "--data", dir .. "/d" }, 40)
+      assert.are.equal(3, code, err)
+      assert.is_true(secs < 25, "took " .. secs .. " s")
+      assert.matches("not loaded", err)
+    end)
+
     it("run fails at start-up with a clear message and exit 3 when loading crashes the Lua VM", function()
       S.write_file(dir .. "/in.jsonl", '{"k":"a"}\n')
       local code, _, err = timed({ "run", "--once", "--data", dir .. "/d", "--input", dir .. "/in.jsonl", script(SEGV) }, 40)
