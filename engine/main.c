@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/engine.h"
 #include "lua/alloc.h"
 #include "lua/funnel.h"
 
@@ -103,6 +104,12 @@ int main(int argc, char **argv)
 
 	if (set_umask() != 0)
 		return 2;
+	/* A worker started by the supervisor is in the terminal's (or systemd's)
+	 * process group: a stop signal can reach it before its loop runs. From
+	 * here on it stops the engine as soon as it runs instead of killing the
+	 * worker (engine.h). */
+	if (getenv("MURMUR_WORKER") != NULL)
+		mm_engine_catch_early_signals();
 	/* The counting allocator enforces --lua-memory inside any one call
 	 * (engine/lua/alloc.h). */
 	L = lua_newstate(mm_lua_alloc, NULL);

@@ -101,10 +101,11 @@ describe("#newcomer mistakes", function()
     local lines = {}
     for i = 1, 500 do lines[i] = ('{"page_id":"p%d"}'):format(i % 5) end
     file("in.jsonl", table.concat(lines, "\n") .. "\n")
-    for round = 1, 3 do
+    -- SIGTERM to the group is what systemd's default KillMode sends.
+    for round, sig in ipairs({ "INT", "INT", "TERM" }) do
       local data = dir .. "/d" .. round
       local code, _, err = S.exec(("cd %s && bash -c 'set -m; (cat in.jsonl; sleep 30) | %s run --data %s %s & "
-        .. "sleep 1.5; kill -INT %%%%; wait $!'"):format(S.quote(dir), S.quote(S.murmur), S.quote(data), S.quote(PAGE_VIEWS)))
+        .. "sleep 1.5; kill -%s %%%%; wait $!'"):format(S.quote(dir), S.quote(S.murmur), S.quote(data), S.quote(PAGE_VIEWS), sig))
       assert.are.equal(0, code, err)
       assert.is_nil(err:find("second signal", 1, true), err)
       local _, out = S.murmur_run({ "query", PAGE_VIEWS, "p1", "--data", data, "--json" })
