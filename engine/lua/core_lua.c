@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #include "../core/engine.h"
-#include "../core/explain.h"
 #include "../core/log.h"
 #include "../core/progress.h"
 #include "../core/supervisor.h"
@@ -31,6 +30,8 @@
 #include "../lib/file.h"
 #include "../lib/hash.h"
 #include "../monoid/window.h"
+#include "core_lua.h"
+#include "explain_lua.h"
 #include "funnel.h"
 #include "isolate_lua.h"
 #include "json_lua.h"
@@ -41,7 +42,6 @@
 #define ENGINE_MT "murmur.engine"
 #define STORE_MT "murmur.store"
 #define STATE_MT "murmur.state"
-#define EXPLAINER_MT "murmur.explainer"
 
 static int push_fail(lua_State *L, int err, const char *detail)
 {
@@ -51,7 +51,7 @@ static int push_fail(lua_State *L, int err, const char *detail)
 	return 3;
 }
 
-static int push_diag(lua_State *L, int err)
+int mm_lua_push_diag(lua_State *L, int err)
 {
 	return push_fail(L, err, mm_diag_code() == err ? mm_diag_msg() : mm_strerror(err));
 }
@@ -191,7 +191,7 @@ static int push_store_bytes(lua_State *L, int rc, mm_buf_t *b)
 	if (rc) {
 		mm_buf_free(b);
 		if (rc != MM_ENOTFOUND)
-			return push_diag(L, rc);
+			return mm_lua_push_diag(L, rc);
 		lua_pushnil(L);
 		return 1;
 	}
@@ -245,7 +245,7 @@ static int l_engine_open(lua_State *L)
 	if (rc) {
 		if (st)
 			mm_store_close(st);
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	}
 	return 1;
 }
@@ -266,7 +266,7 @@ static int read_pipeline_config(lua_State *L, lua_engine_t *e, mm_pipeline_confi
 	rc = read_monoid(L, lua_gettop(L), &cfg.monoid);
 	lua_pop(L, 1);
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	cfg.name = opt_strdup(L, 2, "name");
 	cfg.key_kind = part_kind(opt_string(L, 2, "key_kind", "field"));
 	lua_getfield(L, 2, "keys");
@@ -310,7 +310,7 @@ static int read_pipeline_config(lua_State *L, lua_engine_t *e, mm_pipeline_confi
 			lua_pop(L, 1);
 			if (rc) {
 				mm_pipeline_config_free(&cfg);
-				return push_diag(L, rc);
+				return mm_lua_push_diag(L, rc);
 			}
 		}
 	}
@@ -327,6 +327,11 @@ static int read_pipeline_config(lua_State *L, lua_engine_t *e, mm_pipeline_confi
 	return 0;
 }
 
+int mm_lua_read_pipeline_config(lua_State *L, mm_pipeline_config_t *c)
+{
+	return read_pipeline_config(L, NULL, c);
+}
+
 static int l_engine_add_pipeline(lua_State *L)
 {
 	lua_engine_t *e = check_engine(L);
@@ -338,7 +343,7 @@ static int l_engine_add_pipeline(lua_State *L)
 		return n;
 	rc = mm_engine_add_pipeline(e->ctx, &cfg, &p);
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_pushlightuserdata(L, p);
 	return 1;
 }
@@ -356,7 +361,7 @@ static int l_engine_attach(lua_State *L)
 	read_kv(L, 4, kv, 32, &nkv);
 	rc = mm_engine_attach_source(e->ctx, backend, kv, nkv, p);
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -657,7 +662,7 @@ static int l_engine_flush(lua_State *L)
 	if (rc) {
 		luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
 		free(w);
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	}
 	lua_pushboolean(L, 1);
 	return 1;
@@ -684,7 +689,7 @@ static int l_engine_update_pipeline(lua_State *L)
 		return n;
 	rc = mm_engine_update_pipeline(e->ctx, p, &cfg);
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -697,7 +702,7 @@ static int l_engine_remove_pipeline(lua_State *L)
 	luaL_checktype(L, 2, LUA_TLIGHTUSERDATA);
 	rc = mm_engine_remove_pipeline(e->ctx, lua_touserdata(L, 2));
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -907,7 +912,7 @@ static int l_store_open(lua_State *L)
 	s->loop_ok = 1;
 	rc = mm_store_open(backend, &s->loop, kv, nkv, ro, &s->st);
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	return 1;
 }
 
@@ -943,7 +948,7 @@ static int l_store_get(lua_State *L)
 	ns.name = luaL_checkstring(L, 2);
 	rc = read_monoid(L, 3, &m);
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	ns.m = &m;
 	entity = luaL_checklstring(L, 4, &elen);
 	luaL_checktype(L, 5, LUA_TTABLE);
@@ -971,7 +976,7 @@ static int l_store_get(lua_State *L)
 		goto done_states;
 	}
 	if (rc) {
-		nret = push_diag(L, rc);
+		nret = mm_lua_push_diag(L, rc);
 		goto done_states;
 	}
 	m.vt->init(&m, acc);
@@ -984,7 +989,7 @@ static int l_store_get(lua_State *L)
 		rc = m.vt->encode(&m, acc, &out);
 	m.vt->destroy(&m, acc);
 	if (rc) {
-		nret = push_diag(L, rc);
+		nret = mm_lua_push_diag(L, rc);
 		goto done_states;
 	}
 	if (nfound)
@@ -1024,7 +1029,7 @@ static int l_store_count(lua_State *L)
 
 	ns.name = luaL_checkstring(L, 2);
 	if ((rc = read_monoid(L, 3, &m)))
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	ns.m = &m;
 	entity = luaL_checklstring(L, 4, &elen);
 	luaL_checktype(L, 5, LUA_TTABLE);
@@ -1046,7 +1051,7 @@ static int l_store_count(lua_State *L)
 	while (rc == 0 && !w.done)
 		uv_run(&s->loop, UV_RUN_ONCE);
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	if (w.status)
 		return push_fail(L, w.status, w.detail);
 	if (!cached) {
@@ -1074,7 +1079,7 @@ static int l_store_list(lua_State *L)
 	int rc = mm_store_list_meta(s->st, &b), n = 0;
 
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_newtable(L);
 	for (size_t i = 0; i < b.len;) {
 		size_t l = strnlen((const char *)b.p + i, b.len - i);
@@ -1157,13 +1162,13 @@ static int l_state_new(lua_State *L)
 	lua_setmetatable(L, -2);
 	rc = read_monoid(L, 1, &s->m);
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	s->m.vt->init(&s->m, s->st);
 	s->live = 1;
 	if (bytes) {
 		rc = s->m.vt->decode(&s->m, s->st, (const uint8_t *)bytes, n);
 		if (rc)
-			return push_diag(L, rc);
+			return mm_lua_push_diag(L, rc);
 	}
 	return 1;
 }
@@ -1197,7 +1202,7 @@ static int l_state_add(lua_State *L)
 	}
 	rc = s->m.vt->add(&s->m, s->st, &v);
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -1211,7 +1216,7 @@ static int l_state_merge(lua_State *L)
 		return push_fail(L, MM_EINVAL, "cannot merge states of different monoids");
 	rc = a->m.vt->merge(&a->m, a->st, b->st);
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -1220,7 +1225,7 @@ static int push_buf_result(lua_State *L, int rc, mm_buf_t *b)
 {
 	if (rc) {
 		mm_buf_free(b);
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	}
 	lua_pushlstring(L, (const char *)b->p, b->len);
 	mm_buf_free(b);
@@ -1270,7 +1275,7 @@ static int l_describe_monoid(lua_State *L)
 	int rc = read_monoid(L, 1, &m);
 
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	return push_buf_result(L, mm_monoid_describe(&m, &b), &b);
 }
 
@@ -1284,7 +1289,7 @@ static int l_parse_time(lua_State *L)
 	int rc = mm_time_parse_rfc3339(s, n, &ms);
 
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_pushnumber(L, (lua_Number)ms);
 	return 1;
 }
@@ -1297,7 +1302,7 @@ static int l_parse_duration(lua_State *L)
 	int rc = mm_duration_parse(s, n, &ms);
 
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_pushnumber(L, (lua_Number)ms);
 	return 1;
 }
@@ -1399,7 +1404,7 @@ static int l_write_atomic(lua_State *L)
 	int rc = mm_file_write_atomic(path, s, n);
 
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -1519,7 +1524,7 @@ static int l_worker_init(lua_State *L)
 		rc = mm_poison_load(path);
 	}
 	if (rc)
-		return push_diag(L, rc);
+		return mm_lua_push_diag(L, rc);
 	lua_pushinteger(L, mm_poison_count());
 	return 1;
 }
@@ -1533,152 +1538,7 @@ static int l_strerror(lua_State *L)
 	return 2;
 }
 
-/* ---- explainers: dry runs for `murmur check` (engine/core/explain.h) ---- */
-
-typedef struct lua_explainer {
-	mm_explainer_t *ex;
-} lua_explainer_t;
-
-static lua_explainer_t *check_explainer(lua_State *L)
-{
-	lua_explainer_t *u = luaL_checkudata(L, 1, EXPLAINER_MT);
-
-	if (u->ex == NULL)
-		luaL_error(L, "explainer is closed");
-	return u;
-}
-
-/* core.explainer(def): def is the table runner.cfg_of builds, without a
- * dead-letter destination (a dry run writes nothing). */
-static int l_explainer_open(lua_State *L)
-{
-	mm_pipeline_config_t cfg;
-	lua_explainer_t *u;
-	int rc, n;
-
-	luaL_checktype(L, 1, LUA_TTABLE);
-	lua_getfield(L, 1, "dead_letter_type");
-	if (!lua_isnil(L, -1))
-		return luaL_argerror(L, 1, "a dry run takes no dead_letter_type");
-	lua_pop(L, 1);
-	/* read_pipeline_config reads the table at index 2 (after the engine). */
-	lua_settop(L, 1);
-	lua_pushnil(L);
-	lua_insert(L, 1);
-	n = read_pipeline_config(L, NULL, &cfg);
-	if (n)
-		return n;
-	u = lua_newuserdata(L, sizeof(*u));
-	u->ex = NULL;
-	luaL_getmetatable(L, EXPLAINER_MT);
-	lua_setmetatable(L, -2);
-	rc = mm_explainer_open(&cfg, &u->ex);
-	if (rc)
-		return push_diag(L, rc);
-	return 1;
-}
-
-static void push_explain(lua_State *L, const mm_explain_t *x)
-{
-	static const char *const outcomes[] = {"none", "accepted", "duplicate", "rejected"};
-	static const char *const vtypes[] = {"none", "int", "double", "string"};
-
-	lua_createtable(L, 0, 12);
-	lua_pushstring(L, outcomes[x->outcome]);
-	lua_setfield(L, -2, "outcome");
-	if (x->outcome == MM_EXPLAIN_REJECTED) {
-		lua_pushstring(L, mm_reject_reason_name(x->reason));
-		lua_setfield(L, -2, "reason");
-		lua_pushstring(L, mm_err_name(x->code));
-		lua_setfield(L, -2, "code");
-		lua_pushlstring(L, mm_explain_str(x, x->detail_off), x->detail_len);
-		lua_setfield(L, -2, "error");
-	}
-	lua_createtable(L, x->nkeys, 0);
-	for (int k = 0; k < x->nkeys; k++) {
-		lua_pushlstring(L, mm_explain_str(x, x->key_off[k]), x->key_len[k]);
-		lua_rawseti(L, -2, k + 1);
-	}
-	lua_setfield(L, -2, "keys");
-	if (x->have_time) {
-		lua_pushstring(L, vtypes[x->value.type & 3]);
-		lua_setfield(L, -2, "value_type");
-		if (x->value.type == MM_VAL_INT)
-			lua_pushnumber(L, (lua_Number)x->value.i);
-		else if (x->value.type == MM_VAL_DOUBLE)
-			lua_pushnumber(L, x->value.d);
-		else if (x->value.type == MM_VAL_STRING)
-			lua_pushlstring(L, mm_explain_str(x, x->value_off), x->value.len);
-		else
-			lua_pushnil(L);
-		lua_setfield(L, -2, "value");
-		lua_pushnumber(L, (lua_Number)x->ts_ms);
-		lua_setfield(L, -2, "time_ms");
-		lua_pushnumber(L, (lua_Number)x->bucket);
-		lua_setfield(L, -2, "bucket");
-	}
-	if (x->have_id) {
-		lua_pushlstring(L, mm_explain_str(x, x->id_off), x->id_len);
-		lua_setfield(L, -2, "id");
-	}
-}
-
-/* ex:record(line [, now_ms]): the C path; returns the explanation table. */
-static int l_explainer_record(lua_State *L)
-{
-	lua_explainer_t *u = check_explainer(L);
-	size_t len;
-	const char *rec = luaL_checklstring(L, 2, &len);
-	int64_t now = lua_isnoneornil(L, 3) ? mm_now_ms() : (int64_t)luaL_checknumber(L, 3);
-	const mm_explain_t *x;
-	int rc = mm_explainer_record(u->ex, rec, len, now, &x);
-
-	if (rc)
-		return push_diag(L, rc);
-	push_explain(L, x);
-	return 1;
-}
-
-/* ex:begin(line [, now_ms]) ... runtime handler(1, ex:ptr()) ... ex:finish():
- * the Lua path. */
-static int l_explainer_begin(lua_State *L)
-{
-	lua_explainer_t *u = check_explainer(L);
-	size_t len;
-	const char *rec = luaL_checklstring(L, 2, &len);
-	int64_t now = lua_isnoneornil(L, 3) ? mm_now_ms() : (int64_t)luaL_checknumber(L, 3);
-	int rc = mm_explainer_begin(u->ex, rec, len, now);
-
-	if (rc)
-		return push_diag(L, rc);
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-static int l_explainer_finish(lua_State *L)
-{
-	lua_explainer_t *u = check_explainer(L);
-
-	push_explain(L, mm_explainer_end(u->ex));
-	return 1;
-}
-
-static int l_explainer_ptr(lua_State *L)
-{
-	lua_pushlightuserdata(L, mm_explainer_pipeline(check_explainer(L)->ex));
-	return 1;
-}
-
-static int l_explainer_close(lua_State *L)
-{
-	lua_explainer_t *u = luaL_checkudata(L, 1, EXPLAINER_MT);
-
-	mm_explainer_close(u->ex);
-	u->ex = NULL;
-	return 0;
-}
-
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
+void mm_lua_new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
 {
 	luaL_newmetatable(L, name);
 	lua_newtable(L);
@@ -1725,14 +1585,6 @@ int luaopen_murmur_core(lua_State *L)
 		{"close", l_store_close},
 		{NULL, NULL},
 	};
-	static const luaL_Reg explainer_methods[] = {
-		{"record", l_explainer_record},
-		{"begin", l_explainer_begin},
-		{"finish", l_explainer_finish},
-		{"ptr", l_explainer_ptr},
-		{"close", l_explainer_close},
-		{NULL, NULL},
-	};
 	static const luaL_Reg state_methods[] = {
 		{"add", l_state_add},
 		{"merge", l_state_merge},
@@ -1745,7 +1597,6 @@ int luaopen_murmur_core(lua_State *L)
 		{"engine_open", l_engine_open},
 		{"store_open", l_store_open},
 		{"state", l_state_new},
-		{"explainer", l_explainer_open},
 		{"describe_monoid", l_describe_monoid},
 		{"parse_time", l_parse_time},
 		{"parse_duration", l_parse_duration},
@@ -1769,10 +1620,9 @@ int luaopen_murmur_core(lua_State *L)
 		{NULL, NULL},
 	};
 
-	new_class(L, ENGINE_MT, engine_methods, l_engine_close);
-	new_class(L, STORE_MT, store_methods, l_store_close);
-	new_class(L, STATE_MT, state_methods, l_state_gc);
-	new_class(L, EXPLAINER_MT, explainer_methods, l_explainer_close);
+	mm_lua_new_class(L, ENGINE_MT, engine_methods, l_engine_close);
+	mm_lua_new_class(L, STORE_MT, store_methods, l_store_close);
+	mm_lua_new_class(L, STATE_MT, state_methods, l_state_gc);
 	luaL_newmetatable(L, HANDLE_MT);
 	lua_newtable(L);
 	luaL_register(L, NULL, handle_methods);
@@ -1782,6 +1632,7 @@ int luaopen_murmur_core(lua_State *L)
 	luaL_register(L, NULL, funcs);
 	mm_lua_json_register(L);
 	mm_lua_isolate_register(L);
+	mm_lua_explain_register(L);
 	lua_newtable(L);
 #define MM__ERR_FIELD(name, retriable, msg)      \
 	lua_pushinteger(L, MM_##name);            \
