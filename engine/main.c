@@ -104,11 +104,11 @@ int main(int argc, char **argv)
 
 	if (set_umask() != 0)
 		return 2;
-	/* A worker started by the supervisor is in the terminal's (or systemd's)
-	 * process group: a stop signal can reach it before its loop runs. From
-	 * here on it stops the engine as soon as it runs instead of killing the
-	 * worker (engine.h). */
-	if (getenv("MURMUR_WORKER") != NULL)
+	/* `murmur run` (supervisor and worker alike) is in the terminal's or
+	 * systemd's process group: a stop signal can arrive before its loop
+	 * installs handlers. From here on it is a graceful stop, not a kill
+	 * that skips the final flush (engine.h). */
+	if (argc > 1 && strcmp(argv[1], "run") == 0)
 		mm_engine_catch_early_signals();
 	/* The counting allocator enforces --lua-memory inside any one call
 	 * (engine/lua/alloc.h). */

@@ -891,6 +891,14 @@ void mm_engine_catch_early_signals(void)
 	sigaction(SIGTERM, &sa, NULL);
 }
 
+int mm_engine_early_signal(void)
+{
+	int sig = early_signal;
+
+	early_signal = 0;
+	return sig;
+}
+
 /* Signals this close together are one stop request delivered twice. */
 #define MM_SIGNAL_REPEAT_MS 250
 
@@ -1001,7 +1009,7 @@ void mm_engine_stop(mm_engine_t *ctx)
 int mm_engine_run(mm_engine_t *ctx, int once)
 {
 	int64_t interval = INT64_MAX;
-	int rc;
+	int rc, signum;
 
 	ctx->once = once;
 	ctx->last_flush_ms = mm_now_ms();
@@ -1045,10 +1053,9 @@ int mm_engine_run(mm_engine_t *ctx, int once)
 	}
 	if (ctx->nsrcs == 0 && once)
 		mm_engine_stop(ctx);
-	if (early_signal) {
+	if ((signum = mm_engine_early_signal()) != 0) {
 		mm_log(MM_LOG_INFO, "engine", "signal %d while starting: stopping (flush, checkpoint, exit)",
-		       (int)early_signal);
-		early_signal = 0;
+		       signum);
 		ctx->signal_ms = mm_now_ms();
 		mm_engine_stop(ctx);
 	}

@@ -135,6 +135,10 @@ int mm_engine_run(mm_engine_t *ctx, int once);
  * (Ctrl-C at start-up reaches the whole process group). Main thread, once. */
 void mm_engine_catch_early_signals(void);
 
+/* The stop signal caught since then and not yet acted on (0: none); clears
+ * it. The supervisor asks before it starts a worker. */
+int mm_engine_early_signal(void);
+
 /* Asks for a graceful stop (safe to call from a callback). */
 void mm_engine_stop(mm_engine_t *ctx);
 

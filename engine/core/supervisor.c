@@ -338,7 +338,7 @@ int mm_supervise(const mm_supervisor_config_t *cfg)
 {
 	static const int signums[3] = {SIGINT, SIGTERM, SIGHUP};
 	supervisor_t *sv = calloc(1, sizeof(*sv));
-	int fd, code;
+	int fd, code, sig;
 
 	if (sv == NULL)
 		return 1;
@@ -371,7 +371,14 @@ int mm_supervise(const mm_supervisor_config_t *cfg)
 	}
 	uv_timer_start(&sv->watchdog, on_watchdog, (uint64_t)(cfg->watchdog_ms / 4 + 1),
 		       (uint64_t)(cfg->watchdog_ms / 4 + 1));
-	spawn_worker(sv);
+	if ((sig = mm_engine_early_signal()) != 0) {
+		/* Stopped before anything ran: there is nothing to flush. */
+		mm_log(MM_LOG_INFO, "supervisor", "signal %d before the worker started: nothing read, exiting",
+		       sig);
+		sv->done = 1;
+	} else {
+		spawn_worker(sv);
+	}
 	while (!sv->done)
 		uv_run(&sv->loop, UV_RUN_DEFAULT);
 	write_state(sv);

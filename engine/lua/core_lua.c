@@ -1502,15 +1502,13 @@ static int l_supervise(lua_State *L)
 }
 
 /* core.worker_init(data_dir) -> number of poison records | nil, err, code.
- * Catches stop signals until the engine runs; in a supervised worker also
- * maps the supervisor's progress page, dies with the supervisor and loads
- * the poison list. */
+ * Maps the supervisor's progress page, dies with the supervisor, loads the
+ * poison list. A no-op outside a supervised worker. */
 static int l_worker_init(lua_State *L)
 {
 	char path[4096];
 	int rc;
 
-	mm_engine_catch_early_signals();
 	if (getenv("MURMUR_PROGRESS") == NULL) {
 		lua_pushinteger(L, 0);
 		return 1;

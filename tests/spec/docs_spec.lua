@@ -16,9 +16,9 @@
 -- Running a block: `build/murmur` and `murmur` are the binary under test,
 -- `pipelines/` and `tests/` are the checkout's, `events.jsonl` holds sample
 -- events (with the entities the docs query: `global`, `home`), `app.log`
--- exists. A line whose comment says it "runs until SIGINT" runs for a few
--- seconds with events.jsonl on stdin and is then stopped with SIGINT, which
--- must end it with status 0. The emulator ports the docs use (8000 for
+-- exists. A line whose comment says it "runs until SIGINT" runs with
+-- events.jsonl on stdin until two seconds after it is up (its status.json
+-- exists) and is then stopped with SIGINT, which must end it with status 0. The emulator ports the docs use (8000 for
 -- dynalite, 6379 for Valkey) are replaced by free ones, and a Valkey server
 -- is started on the latter. `make` lines are what .ci/run itself runs: only
 -- their targets are checked here.
@@ -163,7 +163,10 @@ local function script_of(block, ports)
       -- The job's process group gets the SIGINT, as from a terminal; its
       -- status is the last command's, murmur's.
       out[#out + 1] = ("%s%s &"):format(code, code:find("|", 1, true) and "" or " < events.jsonl")
-      out[#out + 1] = "sleep 3; kill -INT %%; wait $!"
+      -- Stopped once it runs (its status file exists) and has had time to
+      -- read, however long start-up takes on a loaded machine.
+      out[#out + 1] = "for i in $(seq 300); do [ -e murmur-data/status.json ] && break; sleep 0.1; done"
+      out[#out + 1] = "sleep 2; kill -INT %%; wait $!"
     elseif code:match("&%s*$") then
       out[#out + 1] = code
       local port = code:match("%-%-port (%d+)")
