@@ -1494,6 +1494,7 @@ static void vk_connect_ip(mm_valkey_t *st, const char *ip)
 		return;
 	}
 	ac->data = st;
+	mm_valkey_reader_bound(ac->c.reader);
 	if (redisLibuvAttach(ac, st->base.loop) != REDIS_OK) {
 		redisAsyncFree(ac);
 		vk_connect_failed(st, "cannot attach to the loop");
@@ -3339,6 +3340,7 @@ static int vk_sync_connect(mm_valkey_t *st, uint64_t now)
 	st->sc = redisConnectWithTimeout(st->ip[0] ? st->ip : st->host, st->port, tv);
 	if (st->sc == NULL || st->sc->err || redisSetTimeout(st->sc, tv) != REDIS_OK)
 		goto fail;
+	mm_valkey_reader_bound(st->sc->reader);
 	if (st->password) {
 		argv[n++] = "AUTH";
 		if (st->user)

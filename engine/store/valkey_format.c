@@ -1,6 +1,7 @@
 /* valkey_format.c: cached values and INFO replies (valkey_format.h). */
 #include "valkey_format.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -47,4 +48,35 @@ int mm_valkey_run_id(const char *info, char out[41])
 	memcpy(out, p + 7, 40);
 	out[40] = '\0';
 	return 0;
+}
+
+/* hiredis keeps its default reply constructors private; the first reader
+ * bound lends them, and the bounded table wraps only createArray. */
+static redisReplyObjectFunctions vk_bounded_fns;
+static void *(*vk_create_array)(const redisReadTask *, int);
+static pthread_once_t vk_bounded_once = PTHREAD_ONCE_INIT;
+static const redisReplyObjectFunctions *vk_default_fns;
+
+static void *vk_bounded_array(const redisReadTask *task, int elements)
+{
+	/* NULL makes the reader fail with an out-of-memory protocol error. */
+	if (elements > MM_VALKEY_MAX_ELEMENTS)
+		return NULL;
+	return vk_create_array(task, elements);
+}
+
+static void vk_bounded_init(void)
+{
+	vk_bounded_fns = *vk_default_fns;
+	vk_create_array = vk_default_fns->createArray;
+	vk_bounded_fns.createArray = vk_bounded_array;
+}
+
+void mm_valkey_reader_bound(redisReader *r)
+{
+	if (r->fn == NULL || r->fn == &vk_bounded_fns)
+		return;
+	vk_default_fns = r->fn;
+	pthread_once(&vk_bounded_once, vk_bounded_init);
+	r->fn = &vk_bounded_fns;
 }

@@ -11,7 +11,22 @@
 
 #include <stddef.h>
 
+#include <hiredis/read.h>
+
 #include "../monoid/monoid.h"
+
+/* The longest array reply murmur accepts. Replies murmur asks for are at
+ * most one MGET chunk or one script's per-key answers (thousands). */
+#define MM_VALKEY_MAX_ELEMENTS (1 << 20)
+
+/* Bounds what reader r allocates for an array reply's header: hiredis 0.14
+ * allocates the element table when it reads "*N", before any element
+ * arrives, so a peer announcing N = 2^31 - 1 would make murmur allocate
+ * 16 GiB. An array longer than MM_VALKEY_MAX_ELEMENTS becomes a protocol
+ * error on the reader (the connection then fails and reconnects, as for any
+ * other protocol error). Call before the first byte is fed; loop thread, or
+ * any thread for a reader of its own. */
+void mm_valkey_reader_bound(redisReader *r);
 
 /* 1 if m's states are cached as a decimal integer (count, integer sum),
  * which INCRBY updates in place. */

@@ -16,7 +16,10 @@
  *   - a decoded state of another monoid re-encodes and decodes again to
  *     the same encoding;
  *   - a run id found is the 40 lowercase hex digits after the reply's first
- *     "run_id:".
+ *     "run_id:";
+ *   - a reader bounded as the connections are (mm_valkey_reader_bound)
+ *     never allocates an element table for an array announced longer than
+ *     MM_VALKEY_MAX_ELEMENTS (libFuzzer's malloc limit catches one).
  */
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -131,6 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if ((rd = redisReaderCreate()) == NULL)
 		abort();
+	mm_valkey_reader_bound(rd);
 	if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK)
 		while (replies < 64 && redisReaderGetReply(rd, &reply) == REDIS_OK && reply != NULL) {
 			walk(reply, &pick, 0);
