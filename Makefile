@@ -54,6 +54,9 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 HELPER_SRC := $(sort $(wildcard tests/helpers/*.c))
 HELPER_BIN := $(HELPER_SRC:tests/helpers/%.c=$(BUILD)/helpers/%)
 FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+# The bench's own programs: the B0 baseline and the CPU-time wrapper
+# (standalone: they link no engine code).
+BENCH_BIN  := $(BUILD)/bench/baseline $(BUILD)/bench/cpu
 
 .PHONY: all demo rock deps test check fuzz bench install clean unit spec format
 
@@ -106,8 +109,12 @@ check:
 fuzz:
 	@BUILD=build/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh $(FUZZ_SRC)
 
-bench: all
+bench: all $(BENCH_BIN)
 	@BUILD=$(BUILD) sh tests/bench/run.sh
+
+$(BUILD)/bench/%: tests/bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -o $@ $< -llmdb
 
 # The man page and the completions are generated from the help text by the
 # built binary (murmur help --man, murmur completion bash|zsh).

@@ -1,6 +1,9 @@
 #!/bin/sh
-# make bench: throughput of the shipped pipelines on generated Zipf events.
-# Prints events/s, ns/event, store writes per event and peak RSS per case.
+# make bench: CPU per event of the shipped pipelines on generated Zipf events,
+# as ratios against the B0 baseline (tests/bench/baseline.c) measured in the
+# same interleaved run, then the Valkey, Kafka and DynamoDB figures.
+# BENCH_EVENTS (default 2 000 000) and BENCH_REPS (default 5) size it.
+# doc/performance.md explains the method and lists the figures.
 set -eu
 BUILD=${BUILD:-build}
 EVENTS=${BENCH_EVENTS:-2000000}
@@ -9,8 +12,8 @@ trap 'rm -rf "$dir"' EXIT
 "$BUILD"/helpers/gen_events "$EVENTS" 100000 1.1 42 noid >"$dir/events.jsonl"
 "$BUILD"/helpers/gen_events "$EVENTS" 100000 1.1 42 >"$dir/events-with-ids.jsonl"
 echo "bench: $EVENTS Zipf(1.1) events over 100000 entities, $(wc -c <"$dir/events.jsonl") bytes ($(wc -c <"$dir/events-with-ids.jsonl") with event ids), $(nproc) cores"
-echo "each case: murmur run --once from a file into a fresh LMDB store (fsync'd commits); events/s is wall clock"
-MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/bench.lua "$dir" "$EVENTS"
+echo "each case: murmur run --once from a file into a fresh LMDB store (fsync'd commits), interleaved with B0 on the same file"
+MURMUR="$BUILD/murmur" BUILD="$BUILD" "$BUILD"/murmur lua tests/bench/bench.lua "$dir" "$EVENTS"
 if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
 	echo "valkey: a private redis-server on 127.0.0.1; read latency per call as murmur query issues it, warm"
 	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/valkey.lua "$dir" "$dir/events.jsonl"

@@ -1,0 +1,514 @@
+/*
+ * baseline.c: "B0", the speed-of-light program `make bench` measures murmur
+ * against (doc/performance.md).
+ *
+ *   baseline MODE INPUT DATADIR [FLUSH_EVENTS]
+ *
+ * MODE is one of
+ *   exact FIELD   exact counts per value of FIELD (page_views' work)
+ *   mg FIELD      one Misra-Gries Top-32 summary of FIELD (recently_interacted):
+ *                 exact counts per batch, merged into the stored summary
+ *   dedup FIELD   mg, but an event whose "event_id" was seen before (in this
+ *                 batch, or marked in LMDB by an earlier one) is skipped, and
+ *                 every new id is marked in LMDB in the batch's transaction
+ *
+ * It does the least work that gives the same durable answer as murmur on
+ * the same JSON Lines input: the file is read in 1 MiB blocks, a hand scanner
+ * finds the one field per line (no escapes, no validation), values are
+ * pre-aggregated in an open-addressing hash table, and every FLUSH_EVENTS
+ * events (default 100 000) one fsync'd LMDB write transaction adds the
+ * batch's deltas to the stored values (keys sorted first, so the B-tree is
+ * walked in order), merges the Top-K summary and records the byte offset
+ * read so far. Keys carry the day of processing time, as murmur's daily
+ * windows do. Nothing here is shared with the engine on purpose: it is the
+ * yardstick, not a second implementation.
+ *
+ * On exit it prints one JSON object on stdout: records, flushes, store
+ * writes, duplicates skipped and the summary's top item with its count, so a
+ * bench run can check both programs agree before comparing their costs.
+ */
+#define _GNU_SOURCE /* qsort_r */
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TOPK 32
+#define BLOCK (1 << 20)
+
+enum { MODE_EXACT, MODE_MG, MODE_DEDUP };
+
+/* One open-addressing table of byte strings with an int64 each; the strings
+ * live in an arena that is emptied with the table. */
+typedef struct slot {
+	uint64_t hash;
+	uint32_t off, len; /* len 0: empty slot */
+	int64_t count;
+} slot_t;
+
+typedef struct table {
+	slot_t *slots;
+	size_t cap, used;
+	char *arena;
+	size_t arena_len, arena_cap;
+} table_t;
+
+typedef struct run {
+	int mode;
+	const char *field;
+	size_t field_len;
+	long flush_events;
+	MDB_env *env;
+	MDB_dbi dbi;
+	MDB_txn *reader; /* dedup: the read transaction marks are looked up in */
+	table_t batch;   /* the batch's exact counts per value */
+	table_t seen;    /* dedup: ids first seen in this batch */
+	uint64_t offset;
+	long records, in_batch, flushes, writes, duplicates;
+	char top[256];
+	int64_t top_count;
+} run_t;
+
+static void die(const char *what, int rc)
+{
+	fprintf(stderr, "baseline: %s: %s\n", what, rc > 0 ? mdb_strerror(rc) : strerror(errno));
+	exit(1);
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return h;
+}
+
+static void table_init(table_t *t, size_t cap)
+{
+	t->slots = calloc(cap, sizeof(*t->slots));
+	t->cap = cap;
+	t->used = 0;
+	t->arena_cap = 1 << 20;
+	t->arena = malloc(t->arena_cap);
+	t->arena_len = 0;
+	if (t->slots == NULL || t->arena == NULL)
+		die("out of memory", 0);
+}
+
+static void table_clear(table_t *t)
+{
+	memset(t->slots, 0, t->cap * sizeof(*t->slots));
+	t->used = 0;
+	t->arena_len = 0;
+}
+
+static slot_t *table_probe(slot_t *slots, size_t cap, uint64_t h, const char *arena, const char *k,
+			   size_t n)
+{
+	size_t i = h & (cap - 1);
+
+	while (slots[i].len != 0 &&
+	       !(slots[i].hash == h && slots[i].len == n && memcmp(arena + slots[i].off, k, n) == 0))
+		i = (i + 1) & (cap - 1);
+	return &slots[i];
+}
+
+static void table_grow(table_t *t)
+{
+	size_t cap = t->cap * 2;
+	slot_t *s = calloc(cap, sizeof(*s));
+
+	if (s == NULL)
+		die("out of memory", 0);
+	for (size_t i = 0; i < t->cap; i++)
+		if (t->slots[i].len != 0)
+			*table_probe(s, cap, t->slots[i].hash, NULL, NULL, 0) = t->slots[i];
+	free(t->slots);
+	t->slots = s;
+	t->cap = cap;
+}
+
+/* The slot of key k, inserted with count 0 when absent if insert is set
+ * (NULL when absent and not inserted). */
+static slot_t *table_get(table_t *t, const char *k, size_t n, int insert)
+{
+	uint64_t h = hash_bytes(k, n);
+	slot_t *s = table_probe(t->slots, t->cap, h, t->arena, k, n);
+
+	if (s->len != 0 || !insert)
+		return s->len != 0 ? s : NULL;
+	if (t->arena_len + n > t->arena_cap) {
+		while (t->arena_len + n > t->arena_cap)
+			t->arena_cap *= 2;
+		t->arena = realloc(t->arena, t->arena_cap);
+		if (t->arena == NULL)
+			die("out of memory", 0);
+	}
+	memcpy(t->arena + t->arena_len, k, n);
+	s->hash = h;
+	s->off = (uint32_t)t->arena_len;
+	s->len = (uint32_t)n;
+	s->count = 0;
+	t->arena_len += n;
+	if (++t->used * 2 > t->cap) {
+		table_grow(t);
+		s = table_probe(t->slots, t->cap, h, t->arena, k, n);
+	}
+	return s;
+}
+
+/* The value of "FIELD":"..." on one line (no escapes inside); 0 if absent. */
+static size_t scan_field(const char *p, const char *end, const char *field, size_t flen,
+			 const char **out)
+{
+	while ((p = memchr(p, '"', (size_t)(end - p))) != NULL) {
+		p++;
+		if ((size_t)(end - p) > flen + 1 && memcmp(p, field, flen) == 0 && p[flen] == '"') {
+			const char *v = p + flen + 1, *q;
+
+			while (v < end && (*v == ':' || *v == ' '))
+				v++;
+			if (v >= end || *v != '"')
+				return 0;
+			v++;
+			q = memchr(v, '"', (size_t)(end - v));
+			if (q == NULL)
+				return 0;
+			*out = v;
+			return (size_t)(q - v);
+		}
+		p = memchr(p, '"', (size_t)(end - p)); /* skip the rest of this string */
+		if (p == NULL)
+			return 0;
+		p++;
+	}
+	return 0;
+}
+
+static int cmp_slot_keys(const void *a, const void *b, void *arena)
+{
+	const slot_t *x = *(slot_t *const *)a, *y = *(slot_t *const *)b;
+	size_t n = x->len < y->len ? x->len : y->len;
+	int c = memcmp((char *)arena + x->off, (char *)arena + y->off, n);
+
+	return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* The occupied slots of t, sorted by key. */
+static slot_t **sorted_slots(table_t *t)
+{
+	slot_t **v = malloc((t->used + 1) * sizeof(*v));
+	size_t n = 0;
+
+	if (v == NULL)
+		die("out of memory", 0);
+	for (size_t i = 0; i < t->cap; i++)
+		if (t->slots[i].len != 0)
+			v[n++] = &t->slots[i];
+	qsort_r(v, n, sizeof(*v), cmp_slot_keys, t->arena);
+	return v;
+}
+
+static size_t make_key(char *buf, size_t cap, const char *prefix, long day, const char *k, size_t n)
+{
+	int h = snprintf(buf, cap, "%s/%ld/", prefix, day);
+
+	if (h < 0 || (size_t)h + n > cap)
+		return 0;
+	memcpy(buf + h, k, n);
+	return (size_t)h + n;
+}
+
+/* Merges the batch's Misra-Gries counters into the stored summary (the
+ * mergeable-summaries rule: add, then subtract the (K+1)-th largest count
+ * and keep what stays positive) and writes it back. The stored form is a
+ * list of (u16 length, bytes, i64 count). */
+static void merge_topk(run_t *r, MDB_txn *txn, long day)
+{
+	table_t sum;
+	char key[64];
+	MDB_val k = {0}, v;
+	int64_t *counts, cut = 0;
+	size_t nc = 0, len = 0;
+	char *out;
+	int rc;
+
+	table_init(&sum, 1 << 16);
+	k.mv_size = (size_t)snprintf(key, sizeof(key), "topk/%ld/global", day);
+	k.mv_data = key;
+	rc = mdb_get(txn, r->dbi, &k, &v);
+	if (rc == 0) {
+		const unsigned char *p = v.mv_data, *e = p + v.mv_size;
+
+		while (p + 2 <= e) {
+			uint16_t n;
+			int64_t c;
+
+			memcpy(&n, p, 2);
+			memcpy(&c, p + 2 + n, 8);
+			table_get(&sum, (const char *)p + 2, n, 1)->count += c;
+			p += 2 + n + 8;
+		}
+	} else if (rc != MDB_NOTFOUND) {
+		die("mdb_get", rc);
+	}
+	for (size_t i = 0; i < r->batch.cap; i++)
+		if (r->batch.slots[i].len != 0)
+			table_get(&sum, r->batch.arena + r->batch.slots[i].off, r->batch.slots[i].len, 1)
+				->count += r->batch.slots[i].count;
+	if ((counts = malloc((sum.used + 1) * sizeof(*counts))) == NULL)
+		die("out of memory", 0);
+	for (size_t i = 0; i < sum.cap; i++)
+		if (sum.slots[i].len != 0)
+			counts[nc++] = sum.slots[i].count;
+	if (nc > TOPK) {
+		/* The (K+1)-th largest count, by partial selection. */
+		for (size_t i = 0; i <= TOPK; i++)
+			for (size_t j = i + 1; j < nc; j++)
+				if (counts[j] > counts[i]) {
+					int64_t t = counts[i];
+
+					counts[i] = counts[j];
+					counts[j] = t;
+				}
+		cut = counts[TOPK];
+	}
+	free(counts);
+	out = malloc(sum.arena_len + sum.used * 10 + 1);
+	if (out == NULL)
+		die("out of memory", 0);
+	r->top_count = 0;
+	for (size_t i = 0; i < sum.cap; i++) {
+		slot_t *s = &sum.slots[i];
+		uint16_t n = (uint16_t)s->len;
+		int64_t c = s->count - cut;
+
+		if (s->len == 0 || c <= 0)
+			continue;
+		memcpy(out + len, &n, 2);
+		memcpy(out + len + 2, sum.arena + s->off, n);
+		memcpy(out + len + 2 + n, &c, 8);
+		len += 2 + n + 8;
+		if (c > r->top_count && n < sizeof(r->top)) {
+			r->top_count = c;
+			memcpy(r->top, sum.arena + s->off, n);
+			r->top[n] = '\0';
+		}
+	}
+	v.mv_data = out;
+	v.mv_size = len;
+	if ((rc = mdb_put(txn, r->dbi, &k, &v, 0)) != 0)
+		die("mdb_put", rc);
+	r->writes++;
+	free(out);
+	free(sum.slots);
+	free(sum.arena);
+}
+
+static void flush(run_t *r)
+{
+	MDB_txn *txn;
+	MDB_val k, v;
+	char key[600];
+	long day = (long)(time(NULL) / 86400);
+	int rc;
+
+	if (r->reader)
+		mdb_txn_reset(r->reader);
+	if ((rc = mdb_txn_begin(r->env, NULL, 0, &txn)) != 0)
+		die("mdb_txn_begin", rc);
+	if (r->mode == MODE_EXACT) {
+		slot_t **v_slots = sorted_slots(&r->batch);
+		MDB_cursor *cur;
+
+		/* One cursor walks the sorted keys: a present key is updated
+		 * where the lookup left the cursor, without a second descent. */
+		if ((rc = mdb_cursor_open(txn, r->dbi, &cur)) != 0)
+			die("mdb_cursor_open", rc);
+		for (size_t i = 0; i < r->batch.used; i++) {
+			slot_t *s = v_slots[i];
+			int64_t sum = s->count;
+			unsigned flags = 0;
+
+			k.mv_data = key;
+			k.mv_size = make_key(key, sizeof(key), "c", day, r->batch.arena + s->off, s->len);
+			if (k.mv_size == 0)
+				continue;
+			rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+			if (rc == 0 && v.mv_size == 8) {
+				int64_t old;
+
+				memcpy(&old, v.mv_data, 8);
+				sum += old;
+				flags = MDB_CURRENT;
+			} else if (rc != 0 && rc != MDB_NOTFOUND) {
+				die("mdb_cursor_get", rc);
+			}
+			k.mv_data = key; /* MDB_SET_KEY pointed it into the map */
+			v.mv_data = &sum;
+			v.mv_size = 8;
+			if ((rc = mdb_cursor_put(cur, &k, &v, flags)) != 0)
+				die("mdb_cursor_put", rc);
+			r->writes++;
+		}
+		mdb_cursor_close(cur);
+		free(v_slots);
+	} else {
+		if (r->mode == MODE_DEDUP) {
+			slot_t **ids = sorted_slots(&r->seen);
+			int64_t expires = (int64_t)time(NULL) + 2 * 86400;
+
+			for (size_t i = 0; i < r->seen.used; i++) {
+				k.mv_data = key;
+				k.mv_size = make_key(key, sizeof(key), "d", 0, r->seen.arena + ids[i]->off,
+						     ids[i]->len);
+				if (k.mv_size == 0)
+					continue;
+				v.mv_data = &expires;
+				v.mv_size = 8;
+				if ((rc = mdb_put(txn, r->dbi, &k, &v, 0)) != 0)
+					die("mdb_put", rc);
+				r->writes++;
+			}
+			free(ids);
+			table_clear(&r->seen);
+		}
+		merge_topk(r, txn, day);
+	}
+	k.mv_data = "@offset";
+	k.mv_size = 7;
+	v.mv_data = &r->offset;
+	v.mv_size = 8;
+	if ((rc = mdb_put(txn, r->dbi, &k, &v, 0)) != 0)
+		die("mdb_put", rc);
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		die("mdb_txn_commit", rc);
+	if (r->reader && (rc = mdb_txn_renew(r->reader)) != 0)
+		die("mdb_txn_renew", rc);
+	table_clear(&r->batch);
+	r->flushes++;
+	r->in_batch = 0;
+}
+
+/* dedup: whether this event's id was seen (then it is skipped), marking it
+ * in the batch's set when it was not. */
+static int seen_before(run_t *r, const char *id, size_t n)
+{
+	char key[600];
+	MDB_val k, v;
+	int rc;
+
+	if (table_get(&r->seen, id, n, 0) != NULL)
+		return 1;
+	k.mv_data = key;
+	k.mv_size = make_key(key, sizeof(key), "d", 0, id, n);
+	rc = mdb_get(r->reader, r->dbi, &k, &v);
+	if (rc == 0)
+		return 1;
+	if (rc != MDB_NOTFOUND)
+		die("mdb_get", rc);
+	table_get(&r->seen, id, n, 1);
+	return 0;
+}
+
+static void event(run_t *r, const char *p, const char *end)
+{
+	const char *val, *id;
+	size_t n = scan_field(p, end, r->field, r->field_len, &val), idn;
+
+	r->records++;
+	if (n != 0) {
+		if (r->mode == MODE_DEDUP &&
+		    (idn = scan_field(p, end, "event_id", 8, &id)) != 0 && seen_before(r, id, idn))
+			r->duplicates++;
+		else
+			table_get(&r->batch, val, n, 1)->count++;
+	}
+	if (++r->in_batch >= r->flush_events)
+		flush(r);
+}
+
+int main(int argc, char **argv)
+{
+	static const char *modes[] = {"exact", "mg", "dedup"};
+	run_t r = {0};
+	char *buf;
+	size_t have = 0;
+	ssize_t got;
+	int fd, rc;
+
+	r.mode = -1;
+	for (int i = 0; argc > 1 && i < 3; i++)
+		if (strcmp(argv[1], modes[i]) == 0)
+			r.mode = i;
+	if (argc < 5 || r.mode < 0) {
+		fprintf(stderr, "usage: baseline exact|mg|dedup FIELD INPUT DATADIR [FLUSH_EVENTS]\n");
+		return 2;
+	}
+	r.field = argv[2];
+	r.field_len = strlen(r.field);
+	r.flush_events = argc > 5 ? atol(argv[5]) : 100000;
+	if (r.flush_events < 1)
+		r.flush_events = 100000;
+	if ((fd = open(argv[3], O_RDONLY)) < 0)
+		die(argv[3], 0);
+	if (mkdir(argv[4], 0700) != 0 && errno != EEXIST)
+		die(argv[4], 0);
+	if ((rc = mdb_env_create(&r.env)) != 0 || (rc = mdb_env_set_mapsize(r.env, 4ULL << 30)) != 0 ||
+	    (rc = mdb_env_open(r.env, argv[4], MDB_NOTLS, 0600)) != 0)
+		die("mdb_env_open", rc);
+	{
+		MDB_txn *txn;
+
+		if ((rc = mdb_txn_begin(r.env, NULL, 0, &txn)) != 0 ||
+		    (rc = mdb_dbi_open(txn, NULL, 0, &r.dbi)) != 0 || (rc = mdb_txn_commit(txn)) != 0)
+			die("mdb_dbi_open", rc);
+	}
+	if (r.mode == MODE_DEDUP) {
+		if ((rc = mdb_txn_begin(r.env, NULL, MDB_RDONLY, &r.reader)) != 0)
+			die("mdb_txn_begin", rc);
+		table_init(&r.seen, 1 << 18);
+	}
+	table_init(&r.batch, 1 << 16);
+	buf = malloc(BLOCK);
+	if (buf == NULL)
+		die("out of memory", 0);
+	while ((got = read(fd, buf + have, BLOCK - have)) > 0) {
+		char *p = buf, *end = buf + have + (size_t)got, *nl;
+
+		while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+			r.offset += (uint64_t)(nl + 1 - p);
+			event(&r, p, nl);
+			p = nl + 1;
+		}
+		have = (size_t)(end - p);
+		if (have == BLOCK) {
+			fprintf(stderr, "baseline: a line longer than %d bytes\n", BLOCK);
+			return 1;
+		}
+		memmove(buf, p, have);
+	}
+	if (got < 0)
+		die("read", 0);
+	if (r.in_batch > 0)
+		flush(&r);
+	if (r.reader)
+		mdb_txn_abort(r.reader);
+	mdb_env_close(r.env);
+	printf("{\"records\":%ld,\"flushes\":%ld,\"store_writes\":%ld,\"duplicates\":%ld,"
+	       "\"top\":\"%s\",\"top_count\":%lld}\n",
+	       r.records, r.flushes, r.writes, r.duplicates, r.top, (long long)r.top_count);
+	free(buf);
+	close(fd);
+	return 0;
+}
