@@ -47,7 +47,10 @@ LIBS      := $(PKG_LIBS) -lpthread -lm -ldl
 
 ENGINE_SRC := $(sort $(shell find engine -name '*.c' ! -name main.c))
 PURE_SRC   := $(filter engine/lib/% engine/monoid/% engine/codec/%,$(ENGINE_SRC))
-ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+# The Valkey store's server-side scripts, embedded as C arrays at build time.
+VALKEY_LUA := $(sort $(wildcard engine/store/valkey_lua/*.lua))
+GEN_OBJ    := $(BUILD)/gen/valkey_lua.o
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(GEN_OBJ)
 PURE_OBJ   := $(PURE_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -75,6 +78,14 @@ $(BUILD)/libmurmur.a: $(ENGINE_OBJ)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(MM_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/gen/valkey_lua.c: $(VALKEY_LUA) tools/embed.sh
+	@mkdir -p $(dir $@)
+	EMBED_PREFIX=mm_valkey_lua EMBED_HEADER=store/valkey_impl.h sh tools/embed.sh $(VALKEY_LUA) >$@.tmp
+	mv $@.tmp $@
+
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+	$(CC) $(MM_CFLAGS) -Iengine -MMD -MP -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmurmur.a tests/unit/unit.h
 	@mkdir -p $(dir $@)
