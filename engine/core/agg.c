@@ -95,6 +95,7 @@ static int agg_grow(mm_agg_t *a)
 	a->slots = ns;
 	a->hashes = nh;
 	a->cap = ncap;
+	a->gen++;
 	return 0;
 }
 
@@ -162,6 +163,7 @@ void mm_agg_reset(mm_agg_t *a)
 {
 	mm_agg_chunk_t *c = a->chunks;
 
+	a->gen++;
 	for (size_t i = 0; i < a->cap && a->count; i++) {
 		mm_agg_entry_t *e = &a->slots[i];
 

@@ -44,6 +44,10 @@ typedef struct mm_agg {
 	size_t count;
 	size_t key_bytes;       /* arena bytes in use */
 	mm_agg_chunk_t *chunks; /* arena */
+	/* Bumped whenever entries may move or die (grow, reset, free): an entry
+	 * pointer a caller kept stays valid while gen is unchanged, since
+	 * entries are never deleted one by one. */
+	uint64_t gen;
 } mm_agg_t;
 
 /* A zeroed struct with m set is a valid empty table; this says it in code. */

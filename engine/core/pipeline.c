@@ -62,6 +62,9 @@ int mm_pipeline_init(mm_pipeline_t *p, mm_engine_t *ctx, mm_pipeline_config_t *c
 		mm_agg_init(&p->ids[g], NULL);
 		mm_agg_init(&p->held[g].ids, NULL);
 	}
+	if (p->cfg.key_kind == MM_PART_CONST)
+		for (int k = 0; k < p->cfg.nkeys; k++)
+			p->const_klen[k] = strlen(p->cfg.keys[k]);
 	return 0;
 }
 
@@ -169,11 +172,12 @@ static int reason_of(int code)
 	}
 }
 
-/* Maps an event time to its bucket, enforcing the window and retention. */
-static int pipe_bucket(mm_pipeline_t *p, int64_t ts_ms, int64_t now_ms, int64_t *bucket,
-		       int64_t *expire_ms)
+/* pipe_bucket when the memo does not answer. */
+static __attribute__((noinline)) int pipe_bucket_slow(mm_pipeline_t *p, int64_t ts_ms, int64_t now_ms,
+						     int64_t *bucket, int64_t *expire_ms)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
+	mm_bucket_memo_t *memo = &p->bucket_memo;
 	int64_t b;
 
 	if (c->gran_ms == 0) {
@@ -194,20 +198,55 @@ static int pipe_bucket(mm_pipeline_t *p, int64_t ts_ms, int64_t now_ms, int64_t 
 		*expire_ms = 0;
 	}
 	*bucket = b;
+	/* Every time in this bucket's span maps to it and passes the same
+	 * checks at this now_ms (retention is decided per bucket). */
+	memo->valid = 1;
+	memo->now_ms = now_ms;
+	memo->lo_ms = mm_window_bucket_start_ms(c->gran_ms, b);
+	memo->hi_ms = mm_window_bucket_start_ms(c->gran_ms, b + 1);
+	memo->bucket = b;
+	memo->expire_ms = *expire_ms;
 	return 0;
 }
 
-static int pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t bucket, int64_t expire_ms,
-		    const mm_value_t *v)
+/* Maps an event time to its bucket, enforcing the window and retention. */
+static inline int pipe_bucket(mm_pipeline_t *p, int64_t ts_ms, int64_t now_ms, int64_t *bucket,
+			      int64_t *expire_ms)
 {
+	const mm_bucket_memo_t *memo = &p->bucket_memo;
+
+	if (memo->valid && memo->now_ms == now_ms && ts_ms >= memo->lo_ms && ts_ms < memo->hi_ms) {
+		*bucket = memo->bucket;
+		*expire_ms = memo->expire_ms;
+		return 0;
+	}
+	return pipe_bucket_slow(p, ts_ms, now_ms, bucket, expire_ms);
+}
+
+/* Adds v under (key, bucket). hint, for a literal key, remembers its entry
+ * (see mm_key_hint_t); NULL for keys read from the record. */
+static int pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t bucket, int64_t expire_ms,
+		    const mm_value_t *v, mm_key_hint_t *hint)
+{
+	mm_agg_t *a = &p->agg[p->cur];
 	mm_agg_entry_t *e;
 	int created, rc;
 
 	if (klen == 0 || klen > 1024)
 		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klen);
-	e = mm_agg_upsert(&p->agg[p->cur], key, klen, bucket, &created);
-	if (e == NULL)
-		return MM_ENOMEM;
+	if (hint && hint->a == a && hint->gen == a->gen && hint->e->bucket == bucket) {
+		e = hint->e;
+	} else {
+		e = mm_agg_upsert(a, key, klen, bucket, &created);
+		if (e == NULL)
+			return MM_ENOMEM;
+		if (hint) {
+			/* After the upsert: it may have grown the table. */
+			hint->a = a;
+			hint->gen = a->gen;
+			hint->e = e;
+		}
+	}
 	e->expire_ms = expire_ms;
 	rc = p->cfg.monoid.vt->add(&p->cfg.monoid, e->state, v);
 	if (rc == 0 && p->explain)
@@ -467,13 +506,14 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 			if (rc)
 				return rc;
 		} else {
-			klens[k] = strlen(keys[k]);
+			klens[k] = p->const_klen[k];
 		}
 		if (klens[k] == 0 || klens[k] > 1024)
 			return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klens[k]);
 	}
 	for (int k = 0; k < c->nkeys; k++) {
-		rc = pipe_add(p, keys[k], klens[k], bucket, expire_ms, &v);
+		rc = pipe_add(p, keys[k], klens[k], bucket, expire_ms, &v,
+			      c->key_kind == MM_PART_CONST ? &p->key_hint[k] : NULL);
 		if (rc)
 			return rc;
 	}
@@ -605,7 +645,7 @@ int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, i
 		return rc;
 	if (klen == 0 || klen > 1024)
 		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klen);
-	return pipe_add(p, key, klen, bucket, expire_ms, &v);
+	return pipe_add(p, key, klen, bucket, expire_ms, &v, NULL);
 }
 
 int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)

@@ -95,6 +95,24 @@ typedef struct mm_pipeline_config {
 
 typedef struct mm_engine mm_engine_t;
 
+/* Where a literal key's entry was last found: reused while the table is the
+ * same generation and the bucket matches, so a constant key (e.g. "global")
+ * is not hashed and probed for every event. */
+typedef struct mm_key_hint {
+	const mm_agg_t *a;
+	uint64_t gen;
+	mm_agg_entry_t *e;
+} mm_key_hint_t;
+
+/* The last event time range mapped to a bucket: [lo_ms, hi_ms) is that
+ * bucket's span, valid for the processing time now_ms it was checked at
+ * (retention depends on it). Processing time is one value per batch, and
+ * event times cluster, so most events reuse it. */
+typedef struct mm_bucket_memo {
+	int valid;
+	int64_t now_ms, lo_ms, hi_ms, bucket, expire_ms;
+} mm_bucket_memo_t;
+
 typedef struct mm_pipeline {
 	mm_engine_t *ctx;
 	mm_pipeline_config_t cfg;
@@ -110,6 +128,9 @@ typedef struct mm_pipeline {
 	uint64_t pending_records;   /* accepted since the last flush began */
 	mm_pipeline_stats_t stats;
 	int64_t next_purge_ms;
+	size_t const_klen[MM_MAX_KEYS]; /* lengths of literal keys (key_kind CONST) */
+	mm_key_hint_t key_hint[MM_MAX_KEYS];
+	mm_bucket_memo_t bucket_memo;
 	/* The batch being processed (valid during process_batch / the Lua call). */
 	mm_batch_t *batch;
 	mm_buf_t scratch;
