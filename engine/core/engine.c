@@ -500,6 +500,7 @@ static void on_flush_done(void *arg, int status, const char *detail)
 	ctx->stats.store_writes += job->f.writes;
 	ctx->stats.purged += job->f.purged;
 	ctx->stats.flush_ns_total += ns;
+	mm_histo_observe(&ctx->stats.flush_hist, ns);
 	if (ns > ctx->stats.flush_ns_max)
 		ctx->stats.flush_ns_max = ns;
 	engine_run_hooks(ctx, job);

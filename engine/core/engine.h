@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "../lib/histogram.h"
 #include "../source/source.h"
 #include "../store/store.h"
 #include "pipeline.h"
@@ -40,6 +41,7 @@ typedef struct mm_engine_stats {
 	uint64_t flush_ns_max;
 	uint64_t flush_ns_total;
 	uint64_t purged;
+	mm_histo_t flush_hist;  /* durations of successful flushes, for /metrics */
 } mm_engine_stats_t;
 
 /* Called once per batch with the Lua-path pipelines that must process it. */

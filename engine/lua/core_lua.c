@@ -23,6 +23,7 @@
 
 #include "../core/engine.h"
 #include "../core/log.h"
+#include "../core/metrics.h"
 #include "../core/progress.h"
 #include "../core/supervisor.h"
 #include "../store/valkey.h"
@@ -32,6 +33,7 @@
 #include "../monoid/window.h"
 #include "core_lua.h"
 #include "explain_lua.h"
+#include "metrics_lua.h"
 #include "funnel.h"
 #include "isolate_lua.h"
 #include "json_lua.h"
@@ -240,8 +242,11 @@ static int l_engine_open(lua_State *L)
 	rc = mm_store_open(backend, e->loop, kv, nkv, 0, &st);
 	if (rc == 0)
 		rc = mm_engine_new(st, e->loop, &e->ctx);
-	if (rc == 0)
+	if (rc == 0) {
 		mm_engine_on_stop(e->ctx, engine_close_handles, e);
+		/* /metrics renders the engine this process runs. */
+		mm_metrics_global()->engine = e->ctx;
+	}
 	if (rc) {
 		if (st)
 			mm_store_close(st);
@@ -860,6 +865,8 @@ static int l_engine_close(lua_State *L)
 
 	engine_close_handles(e);
 	if (e->ctx) {
+		if (mm_metrics_global()->engine == e->ctx)
+			mm_metrics_global()->engine = NULL;
 		mm_engine_free(e->ctx);
 		e->ctx = NULL;
 	}
@@ -1631,6 +1638,7 @@ int luaopen_murmur_core(lua_State *L)
 	mm_lua_json_register(L);
 	mm_lua_isolate_register(L);
 	mm_lua_explain_register(L);
+	mm_lua_metrics_register(L, MM_VERSION);
 	lua_newtable(L);
 #define MM__ERR_FIELD(name, retriable, msg)      \
 	lua_pushinteger(L, MM_##name);            \

@@ -1055,6 +1055,23 @@ static int mm_fsrc_status(mm_source_t *src, mm_buf_t *out)
 	return rc;
 }
 
+/* lag(): the bytes of the open file not yet delivered (its size now minus
+ * the offset of the next line), which is what a follower has to catch up. */
+static int mm_fsrc_lag(mm_source_t *src, mm_source_lag_fn fn, void *ud)
+{
+	mm_fsrc_t *fs = (mm_fsrc_t *)src;
+	uv_fs_t sreq;
+	uint64_t off = fs->buf_off + fs->head;
+
+	if (fs->fd < 0 || fs->is_stdin)
+		return 0;
+	if (uv_fs_fstat(fs->base.loop, &sreq, fs->fd, NULL) == 0)
+		fn(ud, "", "bytes",
+		   sreq.statbuf.st_size > off ? (int64_t)(sreq.statbuf.st_size - off) : 0);
+	uv_fs_req_cleanup(&sreq);
+	return 0;
+}
+
 static const mm_option_t mm_fsrc_file_options[] = {
 	{MM_OPT_STRING, "path", NULL, offsetof(struct mm_fsrc_cfg, path),
 	 "File to read, one JSON record per line (required)."},
@@ -1092,6 +1109,7 @@ const mm_source_vtable_t mm_source_file_vtable = {
 	.close = mm_fsrc_close,
 	.describe = mm_fsrc_describe,
 	.status = mm_fsrc_status,
+	.lag = mm_fsrc_lag,
 };
 
 const mm_source_vtable_t mm_source_stdin_vtable = {

@@ -1745,6 +1745,31 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 	return rc ? MM_ENOMEM : 0;
 }
 
+/* lag(): per partition read so far, the high watermark minus the next
+ * offset to read, as status() reports it; partitions whose lag is unknown
+ * (no watermark yet, nothing read since the assignment) are left out. */
+static int mm_ksrc_lag(mm_source_t *src, mm_source_lag_fn fn, void *ud)
+{
+	mm_ksrc_t *ks = (mm_ksrc_t *)src;
+	rd_kafka_t *rk = ks->phase >= MM_KS_DESTROY ? NULL : ks->rk;
+
+	for (size_t i = 0; i < ks->nparts && rk != NULL; i++) {
+		mm_kpart_t *kp = &ks->parts[i];
+		int64_t lo = -1, hi = -1, lag;
+		char name[320];
+
+		if (kp->state == MM_KP_IDLE)
+			continue;
+		rd_kafka_get_watermark_offsets(rk, kp->topic, kp->partition, &lo, &hi);
+		lag = hi < 0 ? -1 : kp->next >= 0 ? hi - kp->next : hi == 0 ? 0 : -1;
+		if (lag < 0)
+			continue;
+		snprintf(name, sizeof(name), "%s:%d", kp->topic, (int)kp->partition);
+		fn(ud, name, "records", lag);
+	}
+	return 0;
+}
+
 static const mm_option_t mm_ksrc_options[] = {
 	{MM_OPT_STRING, "brokers", NULL, offsetof(struct mm_ksrc_cfg, brokers),
 	 "Bootstrap brokers, host:port[,host:port...] (librdkafka bootstrap.servers); required "
@@ -1782,4 +1807,5 @@ const mm_source_vtable_t mm_source_kafka_vtable = {
 	.close = mm_ksrc_close,
 	.describe = mm_ksrc_describe,
 	.status = mm_ksrc_status,
+	.lag = mm_ksrc_lag,
 };

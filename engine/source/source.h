@@ -92,6 +92,10 @@ typedef struct mm_source_sink {
 	void (*flush)(void *ctx, mm_source_t *src, void (*done)(void *arg, int status), void *arg);
 } mm_source_sink_t;
 
+/* One partition's lag for the lag() call below: partition names it within
+ * the source, unit is "records" or "bytes"; both valid during the call. */
+typedef void (*mm_source_lag_fn)(void *ud, const char *partition, const char *unit, int64_t lag);
+
 typedef struct mm_source_vtable {
 	const char *name;            /* "file", "stdin" */
 	const mm_option_t *options;  /* rows for open() and docs */
@@ -114,6 +118,11 @@ typedef struct mm_source_vtable {
 	/* Optional (may be NULL): appends a JSON object with the source's own
 	 * metrics (Kafka: per-partition lag, rate, committed offset) for status. */
 	int (*status)(mm_source_t *src, mm_buf_t *out);
+	/* Optional (may be NULL): how far the source is behind its input, for
+	 * /metrics. Calls fn once per partition whose lag is known (Kafka: per
+	 * "topic:partition", in records; file: the open file, in bytes) and
+	 * returns 0. Never blocks; loop thread. */
+	int (*lag)(mm_source_t *src, mm_source_lag_fn fn, void *ud);
 } mm_source_vtable_t;
 
 /* Common head of every backend's source struct (embed as the first member). */

@@ -645,6 +645,7 @@ static void ddb_count(mm_ddb_t *st, int op, uint64_t ns)
 {
 	st->stats.requests[op]++;
 	st->stats.ns_total[op] += ns;
+	mm_histo_observe(&st->stats.hist[op], ns);
 	if (ns > st->stats.ns_max[op])
 		st->stats.ns_max[op] = ns;
 }

@@ -76,6 +76,7 @@ typedef struct mm_ddb_stats {
 	uint64_t requests[MM_DDB_NOPS];  /* HTTP requests sent, retries included */
 	uint64_t ns_total[MM_DDB_NOPS];  /* summed latency */
 	uint64_t ns_max[MM_DDB_NOPS];
+	mm_histo_t hist[MM_DDB_NOPS];    /* request latency, for /metrics */
 	uint64_t retries;          /* requests re-sent after a retriable failure */
 	uint64_t throttled;        /* ProvisionedThroughputExceeded, Throttling, RequestLimit */
 	uint64_t server_errors;    /* HTTP 5xx */

@@ -33,6 +33,7 @@
 typedef struct mm_store_call {
 	mm_store_t *st;
 	int op;
+	int hist;               /* the histogram slot (MM_STORE_HIST_GET or op) */
 	uint64_t t0;
 	mm_store_cb cb;
 	void *arg;
@@ -48,16 +49,30 @@ const mm_store_vtable_t *mm_store_find(const char *name)
 	return NULL;
 }
 
-static void mm_store_count(mm_store_t *st, int op, uint64_t t0, int failed)
+static void mm_store_count_in(mm_store_t *st, int op, int hist, uint64_t t0, int failed)
 {
 	uint64_t ns = uv_hrtime() - t0;
 
 	st->stats.ops[op]++;
-	if (failed)
+	mm_histo_observe(&st->stats.hist[hist], ns);
+	if (failed) {
 		st->stats.errors[op]++;
+		st->stats.hist_errors[hist]++;
+	}
 	st->stats.ns_total[op] += ns;
 	if (ns > st->stats.ns_max[op])
 		st->stats.ns_max[op] = ns;
+}
+
+static void mm_store_count(mm_store_t *st, int op, uint64_t t0, int failed)
+{
+	mm_store_count_in(st, op, op, t0, failed);
+}
+
+/* get_many's histogram slot: one key is the contract's store_get. */
+static int mm_store_get_hist(size_t n)
+{
+	return n == 1 ? MM_STORE_HIST_GET : MM_STORE_OP_GET_MANY;
 }
 
 static int mm_store_check_ns_name(const char *name)
@@ -219,7 +234,7 @@ static void mm_store_done(void *arg, int status, const char *detail)
 	mm_store_cb cb = call->cb;
 	void *user = call->arg;
 
-	mm_store_count(call->st, call->op, call->t0, status != 0);
+	mm_store_count_in(call->st, call->op, call->hist, call->t0, status != 0);
 	free(call);
 	cb(user, status, detail);
 }
@@ -233,6 +248,7 @@ static mm_store_call_t *mm_store_call_new(mm_store_t *st, int op, uint64_t t0, m
 		return NULL;
 	call->st = st;
 	call->op = op;
+	call->hist = op;
 	call->t0 = t0;
 	call->cb = cb;
 	call->arg = arg;
@@ -294,12 +310,13 @@ int mm_store_get_many(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, s
 		rc = mm_diag_set(MM_ENOMEM, "store: cannot allocate a get_many context");
 		goto fail;
 	}
+	call->hist = mm_store_get_hist(n);
 	if ((rc = st->vt->get_many(st, ns, keys, n, states, found, mm_store_done, call)))
 		goto fail;
 	return 0;
 fail:
 	free(call);
-	mm_store_count(st, MM_STORE_OP_GET_MANY, t0, 1);
+	mm_store_count_in(st, MM_STORE_OP_GET_MANY, mm_store_get_hist(n), t0, 1);
 	return rc;
 }
 

@@ -37,6 +37,7 @@
 #include <uv.h>
 
 #include "../lib/buf.h"
+#include "../lib/histogram.h"
 #include "../lib/options.h"
 #include "../monoid/monoid.h"
 
@@ -155,13 +156,6 @@ typedef struct mm_flush {
  * whether a retry may succeed); the diag detail was copied to `detail`. */
 typedef void (*mm_store_cb)(void *arg, int status, const char *detail);
 
-typedef struct mm_store_stats {
-	uint64_t ops[6];        /* one slot per MM_STORE_OP_* */
-	uint64_t errors[6];
-	uint64_t ns_total[6];   /* summed latency */
-	uint64_t ns_max[6];
-} mm_store_stats_t;
-
 enum {
 	MM_STORE_OP_APPLY,
 	MM_STORE_OP_GET_MANY,
@@ -171,6 +165,21 @@ enum {
 	MM_STORE_OP_RENEW,      /* renew() and release() calls */
 	MM_STORE_NOPS
 };
+
+/* The latency histograms split get_many by size: this slot holds the calls
+ * for one key (the contract's store_get), the MM_STORE_OP_GET_MANY slot the
+ * calls for several (store_get_many). */
+#define MM_STORE_HIST_GET MM_STORE_NOPS
+
+typedef struct mm_store_stats {
+	uint64_t ops[MM_STORE_NOPS];        /* one slot per MM_STORE_OP_* */
+	uint64_t errors[MM_STORE_NOPS];
+	uint64_t ns_total[MM_STORE_NOPS];   /* summed latency */
+	uint64_t ns_max[MM_STORE_NOPS];
+	mm_histo_t hist[MM_STORE_NOPS + 1]; /* latency, for /metrics */
+	uint64_t hist_errors[MM_STORE_NOPS + 1];
+} mm_store_stats_t;
+
 
 typedef struct mm_store_vtable {
 	const char *name;               /* "lmdb", "memory" */

@@ -49,6 +49,7 @@ typedef struct mm_valkey_stats {
 	uint64_t errors[MM_VALKEY_OP_MAX];
 	uint64_t ns_total[MM_VALKEY_OP_MAX];
 	uint64_t ns_max[MM_VALKEY_OP_MAX];
+	mm_histo_t hist[MM_VALKEY_OP_MAX]; /* the same latencies, for /metrics */
 	uint64_t hits;          /* get_many keys answered by the cache */
 	uint64_t misses;        /* get_many keys read from the backing store */
 	uint64_t bypassed;      /* get_many calls that went straight to the store */

@@ -100,6 +100,7 @@ static void vk_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	vk_cmd_unlink(st, cmd);
 	st->vs.ops[cmd->op]++;
 	st->vs.ns_total[cmd->op] += ns;
+	mm_histo_observe(&st->vs.hist[cmd->op], ns);
 	if (ns > st->vs.ns_max[cmd->op])
 		st->vs.ns_max[cmd->op] = ns;
 	if (r == NULL || r->type == REDIS_REPLY_ERROR)

@@ -266,6 +266,7 @@ int mm_vk_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
 	dt = uv_hrtime() - t0;
 	st->vs.ops[MM_VALKEY_OP_SEEN]++;
 	st->vs.ns_total[MM_VALKEY_OP_SEEN] += dt;
+	mm_histo_observe(&st->vs.hist[MM_VALKEY_OP_SEEN], dt);
 	if (dt > st->vs.ns_max[MM_VALKEY_OP_SEEN])
 		st->vs.ns_max[MM_VALKEY_OP_SEEN] = dt;
 	if (rc) {

@@ -125,6 +125,8 @@ end
 -- A failed write keeps the previous status.json; it is logged once until a
 -- write succeeds again.
 function M.write(inst, reloader)
+  -- /metrics renders the reload counters from C, without calling Lua.
+  if reloader then core.metrics_reload(reloader.stats) end
   local ok, err = write_atomic(M.path(inst.data), core.json_encode(M.collect(inst, reloader)))
   if not ok and not inst.status_write_failed then
     inst.status_write_failed = true
