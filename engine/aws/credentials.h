@@ -1,0 +1,79 @@
+/*
+ * credentials.h: the AWS credentials a signed client uses, found the way the
+ * AWS SDKs look for them, and kept fresh on the libuv loop.
+ *
+ * Where they come from, in order:
+ *   1. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN):
+ *      static keys that never expire (any values do for a local emulator);
+ *   2. the container endpoint (ECS, and the Lambda runtime's equivalent):
+ *      AWS_CONTAINER_CREDENTIALS_FULL_URI, or
+ *      AWS_CONTAINER_CREDENTIALS_RELATIVE_URI under http://169.254.170.2,
+ *      with AWS_CONTAINER_AUTHORIZATION_TOKEN or
+ *      AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE as its Authorization header.
+ *      The answer ({"AccessKeyId", "SecretAccessKey", "Token",
+ *      "Expiration"}) is fetched once, blocking, at init; once started, a
+ *      timer on the loop fetches it again five minutes before it expires
+ *      (retrying every 10 s on failure), so a long-running worker never signs
+ *      with an expired key.
+ *
+ * One mm_aws_creds_t per client (a DynamoDB store, a Kinesis source...),
+ * embedded in its owner. The owner reads akid/secret/token when it signs; a
+ * refresh replaces them between two loop callbacks, never during a signing.
+ * Secrets are wiped from memory when replaced or freed.
+ *
+ * Lifetime: init (blocking, no handle yet) -> start (arms the refresh timer on
+ * the loop) -> close (the timer goes; `closed` runs from its close callback)
+ * -> free. A failed or never-started init is undone with free alone.
+ *
+ * Threads: the loop thread, except init, which may run before the loop does.
+ */
+#ifndef MM_AWS_CREDENTIALS_H
+#define MM_AWS_CREDENTIALS_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "../http/http.h"
+
+typedef struct mm_aws_creds {
+	/* The current credentials (NUL-terminated; token may be NULL). */
+	char *akid, *secret, *token;
+	int64_t expires_ms;        /* epoch ms; 0 = static, never refreshed */
+	/* Private. */
+	const char *who;           /* prefix of messages, e.g. "dynamodb" */
+	char *url, *auth;          /* container endpoint and its header line */
+	mm_http_t *http;
+	uv_timer_t timer;
+	int refreshing, closing;
+	void (*closed)(void *arg);
+	void *closed_arg;
+} mm_aws_creds_t;
+
+/*
+ * Finds credentials (static keys, else the container endpoint, fetched now
+ * with a blocking request). who prefixes messages and must outlive c.
+ * Returns 0, MM_EINVAL when none is configured (the message says what to
+ * set), or the fetch's error. On failure c holds nothing that free cannot
+ * release.
+ */
+int mm_aws_creds_init(mm_aws_creds_t *c, const char *who);
+
+/* Starts refreshing expiring credentials on loop through http (which must
+ * outlive the close). Cannot fail. */
+void mm_aws_creds_start(mm_aws_creds_t *c, uv_loop_t *loop, mm_http_t *http);
+
+/*
+ * For blocking callers (start-up and administration, where the loop is not
+ * running): fetches the credentials again, blocking, when they expire within
+ * a minute. Returns 0 or the fetch's error.
+ */
+int mm_aws_creds_ensure_blocking(mm_aws_creds_t *c);
+
+/* Stops refreshing and closes the timer; closed(arg) runs from its close
+ * callback, after which c may be freed. Only after start. */
+void mm_aws_creds_close(mm_aws_creds_t *c, void (*closed)(void *arg), void *arg);
+
+/* Wipes and frees the credentials and settings (not c itself). */
+void mm_aws_creds_free(mm_aws_creds_t *c);
+
+#endif

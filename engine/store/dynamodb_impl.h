@@ -1,0 +1,291 @@
+/*
+ * dynamodb_impl.h: what the pieces of the DynamoDB store share; private to
+ * engine/store/dynamodb*.c (the public surface is dynamodb.h).
+ *
+ * The store is one mm_ddb_t (the struct below) and is split by concern:
+ *   dynamodb.c         the vtable, options, the table, open and close
+ *   dynamodb_client.c  the request client: slots, signing, error
+ *                      classification, retry with backoff, the job
+ *                      scheduler, answer dispatch, blocking calls, statistics
+ *   dynamodb_item.c    the item codec: keys, request heads, monoid values as
+ *                      attributes, attribute readers
+ *   dynamodb_apply.c   apply(): deltas, commit record, marks, positions
+ *   dynamodb_read.c    get_many and the start-up reads (positions, metadata)
+ *   dynamodb_claims.c  the claim protocol of shared dedup
+ *   dynamodb_admin.c   `murmur ddb` (mm_ddb_admin)
+ * Credentials are engine/aws/credentials.c.
+ *
+ * Work is a queue of jobs (an apply, a get_many, a claim round); the
+ * scheduler hands each free request slot the next item of the first job that
+ * has one, and the item's kind-specific starter (mm_ddb_start_*_item) builds
+ * and sends its request; answers come back through mm_ddb_*_answer. Everything
+ * here runs on the loop thread (the blocking calls on the caller's thread
+ * before or outside the loop).
+ */
+#ifndef MM_DYNAMODB_IMPL_H
+#define MM_DYNAMODB_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "../aws/awsjson.h"
+#include "../aws/credentials.h"
+#include "../aws/sigv4.h"
+#include "../http/http.h"
+#include "../lib/buf.h"
+#include "dynamodb.h"
+
+#define DDB_BATCH_MAX 100       /* keys per BatchGetItem */
+#define DDB_CAS_MAX 64          /* lost races per delta before the apply fails */
+#define DDB_PRUNE_MAX 16        /* stale tokens removed per request */
+#define DDB_PRUNE_EVERY 8       /* one ADD in 8 asks for the item, to prune */
+#define DDB_TREE_KEEP (1 << 20) /* answer trees kept per slot between requests */
+#define DDB_SK_MARK (-1)
+#define DDB_SK_META (-2)
+#define DDB_SK_POS (-3)
+#define DDB_SK_COMMIT (-4)
+#define DDB_HIST 128            /* latency histogram: bucket k covers 2^(k/4) us */
+
+extern const mm_store_vtable_t mm_store_dynamodb_vtable;
+
+/* The store options (rows in dynamodb.c). */
+typedef struct ddb_cfg {
+	const char *table;
+	const char *region;
+	const char *endpoint;
+	const char *owner;
+	int64_t max_inflight;
+	int64_t max_attempts;
+	int64_t backoff_base_ms;
+	int64_t backoff_max_ms;
+	int64_t request_timeout_ms;
+	int64_t connect_timeout_ms;
+	int64_t token_ttl_ms;
+	int64_t lease_ms;
+	int consistent_read;
+	int positions;
+	int create_table;
+} ddb_cfg_t;
+
+enum ddb_kind {
+	K_ADD,        /* sum/count UpdateItem ADD */
+	K_PRUNE,      /* conditional REMOVE of stale replay tokens */
+	K_MINMAX,     /* conditional SET */
+	K_CAS_GET,    /* read of read-merge-write */
+	K_CAS_PUT,    /* conditional write of read-merge-write */
+	K_CAS_BATCH,  /* the batched read of a chunk of read-merge-writes */
+	K_MARK,       /* flush mark: confirm-or-create */
+	K_POS,        /* position PutItem */
+	K_BATCH_GET,
+	K_CLAIM,
+	K_CLAIM_GET,  /* classify a failed claim */
+	K_COMMIT,     /* the flush's commit record PutItem */
+	K_COMMIT_GET, /* is the flush of another owner's pending claim committed? */
+	K_STEAL,      /* take over a pending claim whose lease ran out */
+	K_CONFIRM,
+	K_RELEASE,
+	K_RENEW,
+};
+
+enum ddb_job_kind { J_APPLY, J_GET, J_CLAIM, J_CONFIRM, J_RELEASE, J_RENEW };
+
+enum ddb_mkind { M_ADD_INT, M_ADD_UINT, M_ADD_FLOAT, M_MIN, M_MAX, M_BYTES };
+
+/* An apply runs in phases, each starting when the previous one is durable:
+ * a mark (a confirmed dedup id) must never be durable without its effect, and
+ * a position never before the records it covers. */
+enum ddb_phase { P_DELTAS, P_COMMIT, P_MARKS, P_POSITIONS, P_DONE };
+
+typedef struct ddb_job {
+	struct ddb_job *next;
+	int kind;
+	mm_store_cb cb;
+	void *arg;
+	uint64_t t0;
+	size_t next_item, nitems, outstanding;
+	int stop;               /* a permanent failure: start nothing more */
+	int rc;
+	char detail[400];
+	int64_t now_ms;
+	/* apply */
+	mm_flush_t *f;
+	uint64_t seq;
+	int phase;              /* enum ddb_phase */
+	size_t writes;
+	/* The deltas phase's work units: single deltas (one request chain
+	 * each), then chunks of read-merge-write deltas read together. */
+	size_t *single, nsingle;
+	size_t *cas, ncas, chunk;
+	/* get_many */
+	const mm_ns_t *ns;
+	const mm_key_t *keys;
+	void *states;
+	uint8_t *found;
+	size_t *idx;            /* key indices sorted by key */
+	size_t *grp;            /* ngrp + 1 offsets into idx: runs of equal keys */
+	size_t ngrp;
+	/* claims */
+	mm_claim_t *claims;
+	int64_t lease_ms, ttl_ms;
+} ddb_job_t;
+
+typedef struct mm_ddb mm_ddb_t;
+
+typedef struct ddb_slot {
+	mm_ddb_t *st;
+	ddb_job_t *job;         /* NULL while free */
+	struct ddb_slot *next_free;
+	uv_timer_t timer;       /* retry backoff */
+	int kind;               /* enum ddb_kind of the request in flight */
+	int op;                 /* enum mm_ddb_op, for stats */
+	const char *target;     /* "UpdateItem" */
+	size_t item;            /* delta/mark/position/claim index, or chunk */
+	int attempts;           /* retriable failures of the current request */
+	int conflicts;          /* lost races of the current item */
+	mm_buf_t body;
+	mm_buf_t pk;            /* scratch: partition key text */
+	mm_buf_t val;           /* scratch: encodings */
+	mm_buf_t hdr;           /* header lines for curl, NUL-separated */
+	mm_jtree_t tree;
+	/* read-merge-write */
+	int have_item, have_ver;
+	int64_t ver;
+	/* A claim held by another owner: its owner and lease, as read. */
+	int64_t held_ls;
+	int held_has_ls;
+	/* BatchGetItem: groups of the job still to fetch */
+	size_t keys[DDB_BATCH_MAX];
+	size_t nkeys;
+	/* A chunk of read-merge-writes: its deltas, what the batched read found
+	 * for each (kept in batch_tree while the writes go out one by one), and
+	 * the next one to write. */
+	int in_chunk;
+	size_t cas_idx[DDB_BATCH_MAX];
+	const mm_jnode_t *cas_item[DDB_BATCH_MAX];
+	uint8_t cas_read[DDB_BATCH_MAX];
+	size_t ncas, cas_pos;
+	mm_jtree_t batch_tree;
+} ddb_slot_t;
+
+struct mm_ddb {
+	mm_store_t base;
+	ddb_cfg_t cfg;
+	int read_only;
+	int closing;
+	size_t open_handles;
+	char *table, *region, *url, *host, *owner;
+	char *table_json;       /* the table name as a JSON string */
+	char writer_attr[24];   /* "w_<16 hex>" */
+	mm_aws_creds_t creds;
+	mm_sigv4_t sig;
+	mm_http_t *http;
+	uint64_t rng;
+	uint64_t adds;          /* ADD requests built, to ask for every 8th item back */
+	/* flush sequence and the flush being retried */
+	uint64_t last_seq;
+	uint64_t commit_seq;    /* claims carry the tag "<writer>#<commit_seq>" of
+	                         * the flush that will commit them */
+	const mm_flush_t *retry_flush;
+	uint64_t retry_seq;
+	/* scheduling */
+	ddb_slot_t *slots;
+	size_t nslots;
+	ddb_slot_t *free_slots;
+	ddb_job_t *jobs;
+	uv_timer_t kick;
+	/* blocking calls */
+	mm_buf_t sync_body, sync_resp, sync_hdr;
+	mm_jtree_t sync_tree;
+	char sync_err[96];      /* the __type suffix of the last failed sync call */
+	int created;            /* open() created the table */
+	const char *ttl_state;  /* what enabling TTL did: "enabled", "unsupported", ... */
+	mm_ddb_stats_t stats;
+	uint64_t hist[DDB_HIST];
+};
+
+/* ---- dynamodb.c ---- */
+
+/* st as a DynamoDB store, or NULL when it is another backend. */
+mm_ddb_t *mm_ddb_of(const mm_store_t *st);
+
+/* ---- dynamodb_item.c: keys, request heads, values ---- */
+
+#define PUT(b, lit) mm_buf_append((b), (lit), sizeof(lit) - 1)
+
+/* Windowed buckets expire; all-time ones (expire_ms 0) carry no ttl. */
+static inline int has_ttl(int64_t expire_ms)
+{
+	return expire_ms > 0;
+}
+
+/* Epoch seconds of an expiry: rounded up, so an item never expires early. */
+static inline int64_t ttl_of(int64_t expire_ms)
+{
+	return (expire_ms + 999) / 1000;
+}
+
+int mm_ddb_put_str(mm_buf_t *b, const char *s);
+int mm_ddb_put_n(mm_buf_t *b, int64_t v);
+int mm_ddb_make_pk(mm_buf_t *b, const char *ns, const char *p, size_t n);
+int mm_ddb_put_key(mm_buf_t *b, const mm_buf_t *pk, int64_t sk);
+int mm_ddb_put_head(mm_ddb_t *st, mm_buf_t *b, const mm_buf_t *pk, int64_t sk);
+int mm_ddb_put_item_start(mm_ddb_t *st, mm_buf_t *b, const mm_buf_t *pk, int64_t sk);
+int mm_ddb_build_get(mm_ddb_t *st, ddb_slot_t *sl, const mm_buf_t *pk, int64_t sk);
+int mm_ddb_mkind(const mm_monoid_t *m);
+int mm_ddb_state_number(const mm_monoid_t *m, const void *state, mm_buf_t *tmp, char *out,
+			size_t cap);
+int mm_ddb_item_state(const mm_monoid_t *m, const mm_jnode_t *item, void *state, mm_buf_t *tmp);
+int64_t mm_ddb_attr_i64(const mm_jnode_t *item, const char *name, int *ok);
+const mm_jnode_t *mm_ddb_attr_s(const mm_jnode_t *item, const char *name);
+int mm_ddb_item_expired(const mm_jnode_t *item, int64_t now_ms);
+
+/* ---- dynamodb_client.c: requests and the scheduler ---- */
+
+int64_t mm_ddb_now_ms(void);
+void mm_ddb_enqueue(mm_ddb_t *st, ddb_job_t *job);
+void mm_ddb_job_free(ddb_job_t *job);
+int mm_ddb_slot_send(ddb_slot_t *sl);
+void mm_ddb_slot_send_later(ddb_slot_t *sl, uint64_t delay_ms);
+void mm_ddb_slot_retry(ddb_slot_t *sl, const char *detail);
+void mm_ddb_slot_finish(ddb_slot_t *sl, int rc, const char *detail);
+uint64_t mm_ddb_backoff_ms(mm_ddb_t *st, int n);
+void mm_ddb_hist_add(mm_ddb_t *st, uint64_t ns);
+int mm_ddb_call_sync(mm_ddb_t *st, const char *target);
+
+/* ---- dynamodb_apply.c ---- */
+
+int mm_ddb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg);
+int mm_ddb_start_apply_item(ddb_slot_t *sl);
+void mm_ddb_apply_answer(ddb_slot_t *sl, int cond);
+int mm_ddb_apply_item_done(const ddb_job_t *job, size_t i);
+int mm_ddb_apply_next_phase(mm_ddb_t *st, ddb_job_t *job);
+void mm_ddb_apply_done(mm_ddb_t *st, ddb_job_t *job, uint64_t ns);
+
+/* ---- dynamodb_read.c ---- */
+
+int mm_ddb_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+		    void *states, uint8_t *found, mm_store_cb cb, void *arg);
+int mm_ddb_start_get_item(ddb_slot_t *sl);
+void mm_ddb_get_answer(ddb_slot_t *sl);
+int mm_ddb_sync_get_body(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk);
+int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out);
+int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out);
+int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n);
+int mm_ddb_list_meta(mm_store_t *base, mm_buf_t *out);
+
+/* ---- dynamodb_claims.c ---- */
+
+int mm_ddb_start_claim_item(ddb_slot_t *sl);
+void mm_ddb_claim_answer(ddb_slot_t *sl, int cond);
+int mm_ddb_tag_of(const mm_ddb_t *st, char *tag, size_t n);
+int mm_ddb_commit_pk(mm_buf_t *pk, const char *tag, size_t n);
+int mm_ddb_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
+		int64_t now_ms);
+int mm_ddb_vt_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		    int64_t ttl_ms, mm_store_cb cb, void *arg);
+int mm_ddb_vt_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		    mm_store_cb cb, void *arg);
+
+#endif

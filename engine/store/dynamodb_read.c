@@ -1,0 +1,322 @@
+/*
+ * dynamodb_read.c: the reads of the DynamoDB store: get_many, asynchronous,
+ * and the blocking calls of start-up (positions and pipeline metadata).
+ *
+ * get_many sorts the keys, fetches each distinct key once (duplicates in the
+ * request share the answer) with BatchGetItem in chunks of 100, chunks
+ * concurrently; UnprocessedKeys are sent again with backoff; results land in
+ * request order. An item whose ttl has passed is absent (DynamoDB deletes
+ * expired items only within days).
+ *
+ * get_position, get_meta, put_meta and list_meta block on the calling thread
+ * (mm_ddb_call_sync): they run while a pipeline is being added, before its
+ * sources start.
+ */
+#define _GNU_SOURCE /* qsort_r */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../codec/json.h"
+#include "../lib/error.h"
+#include "../lib/text.h"
+#include "dynamodb_impl.h"
+
+static int key_cmp(const void *a, const void *b, void *arg)
+{
+	const mm_key_t *keys = arg, *x = &keys[*(const size_t *)a], *y = &keys[*(const size_t *)b];
+	int c = memcmp(x->entity, y->entity, x->len < y->len ? x->len : y->len);
+
+	if (c)
+		return c;
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	return (x->bucket > y->bucket) - (x->bucket < y->bucket);
+}
+
+static int key_eq(const mm_key_t *x, const mm_key_t *y)
+{
+	return x->len == y->len && x->bucket == y->bucket && memcmp(x->entity, y->entity, x->len) == 0;
+}
+
+static int build_batch_get(mm_ddb_t *st, ddb_slot_t *sl)
+{
+	ddb_job_t *job = sl->job;
+	mm_buf_t *b = &sl->body;
+	size_t i;
+	int rc;
+
+	sl->target = "BatchGetItem";
+	b->len = 0;
+	if ((rc = PUT(b, "{\"RequestItems\":{")) ||
+	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
+	    (rc = PUT(b, ":{\"Keys\":[")))
+		return rc;
+	for (i = 0; i < sl->nkeys; i++) {
+		const mm_key_t *k = &job->keys[job->idx[job->grp[sl->keys[i]]]];
+
+		if ((i && (rc = PUT(b, ","))) ||
+		    (rc = mm_ddb_make_pk(&sl->pk, job->ns->name, k->entity, k->len)) ||
+		    (rc = mm_ddb_put_key(b, &sl->pk, k->bucket)))
+			return rc;
+	}
+	return mm_buf_printf(b, "],\"ConsistentRead\":%s}}}",
+			     st->cfg.consistent_read ? "true" : "false");
+}
+
+/* Finds which of the slot's pending groups an item or key object is. */
+static ssize_t match_group(ddb_slot_t *sl, const mm_jnode_t *obj)
+{
+	ddb_job_t *job = sl->job;
+	const mm_jnode_t *pk = mm_ddb_attr_s(obj, "pk");
+	int ok = 0;
+	int64_t sk = mm_ddb_attr_i64(obj, "sk", &ok);
+	size_t i;
+
+	if (pk == NULL || !ok)
+		return -1;
+	for (i = 0; i < sl->nkeys; i++) {
+		const mm_key_t *k = &job->keys[job->idx[job->grp[sl->keys[i]]]];
+
+		if (k->bucket != sk || mm_ddb_make_pk(&sl->pk, job->ns->name, k->entity, k->len))
+			continue;
+		if (sl->pk.len == pk->len && memcmp(sl->pk.p, pk->s, pk->len) == 0)
+			return (ssize_t)i;
+	}
+	return -1;
+}
+
+/* Decodes a returned item into every key of its group. */
+static int get_fill(ddb_slot_t *sl, size_t g, const mm_jnode_t *item)
+{
+	ddb_job_t *job = sl->job;
+	const mm_monoid_t *m = job->ns->m;
+	size_t j;
+	int rc;
+
+	if (mm_ddb_item_expired(item, job->now_ms) || mm_jnode_get(item, "v") == NULL)
+		return 0;
+	for (j = job->grp[g]; j < job->grp[g + 1]; j++) {
+		size_t i = job->idx[j];
+		void *state = (char *)job->states + i * MM_STATE_MAX;
+
+		if ((rc = mm_ddb_item_state(m, item, state, &sl->val))) {
+			char why[300];
+
+			snprintf(why, sizeof(why), "%s", mm_diag_msg());
+			return mm_diag_set(rc == MM_ENOMEM ? rc : MM_ECORRUPT,
+					   "stored %s state of '%s' bucket %" PRId64
+					   " is unreadable: %s",
+					   m->vt->name, job->ns->name, job->keys[i].bucket, why);
+		}
+		job->found[i] = 1;
+	}
+	return 0;
+}
+
+void mm_ddb_get_answer(ddb_slot_t *sl)
+{
+	mm_ddb_t *st = sl->st;
+	const mm_jnode_t *root = sl->tree.root, *items, *unproc, *it;
+	size_t keep[DDB_BATCH_MAX], nkeep = 0, before = sl->nkeys, i;
+	uint8_t got[DDB_BATCH_MAX] = {0};
+	int rc;
+
+	items = mm_jnode_get(mm_jnode_get(root, "Responses"), st->table);
+	for (it = items ? items->child : NULL; it; it = it->next) {
+		ssize_t k = match_group(sl, it);
+
+		if (k < 0) {
+			mm_ddb_slot_finish(sl, MM_ECORRUPT, "BatchGetItem returned an item that was not asked for");
+			return;
+		}
+		if ((rc = get_fill(sl, sl->keys[k], it))) {
+			mm_ddb_slot_finish(sl, rc, NULL);
+			return;
+		}
+		got[k] = 1;
+	}
+	unproc = mm_jnode_get(mm_jnode_get(mm_jnode_get(root, "UnprocessedKeys"), st->table),
+			      "Keys");
+	for (it = unproc ? unproc->child : NULL; it; it = it->next) {
+		ssize_t k = match_group(sl, it);
+
+		if (k < 0 || got[k]) {
+			mm_ddb_slot_finish(sl, MM_ECORRUPT, "BatchGetItem returned an unknown unprocessed key");
+			return;
+		}
+		got[k] = 2;
+	}
+	for (i = 0; i < sl->nkeys; i++)
+		if (got[i] == 2)
+			keep[nkeep++] = sl->keys[i];
+	if (nkeep == 0) {
+		mm_ddb_slot_finish(sl, 0, NULL);
+		return;
+	}
+	st->stats.unprocessed_keys += nkeep;
+	memcpy(sl->keys, keep, nkeep * sizeof(keep[0]));
+	sl->nkeys = nkeep;
+	if ((rc = build_batch_get(st, sl))) {
+		mm_ddb_slot_finish(sl, rc, NULL);
+		return;
+	}
+	/* Progress resets the attempt count: only a stalled batch gives up. */
+	if (nkeep < before)
+		sl->attempts = 0;
+	mm_ddb_slot_retry(sl, "BatchGetItem left keys unprocessed");
+}
+
+int mm_ddb_start_get_item(ddb_slot_t *sl)
+{
+	ddb_job_t *job = sl->job;
+	size_t first = sl->item * DDB_BATCH_MAX, i;
+	int rc;
+
+	sl->kind = K_BATCH_GET;
+	sl->nkeys = 0;
+	for (i = first; i < job->ngrp && i < first + DDB_BATCH_MAX; i++)
+		sl->keys[sl->nkeys++] = i;
+	rc = build_batch_get(sl->st, sl);
+	return rc ? rc : mm_ddb_slot_send(sl);
+}
+
+int mm_ddb_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+			void *states, uint8_t *found, mm_store_cb cb, void *arg)
+{
+	mm_ddb_t *st = (mm_ddb_t *)base;
+	ddb_job_t *job = calloc(1, sizeof(*job));
+	size_t i;
+
+	if (job == NULL || (job->idx = malloc(n * sizeof(size_t))) == NULL ||
+	    (job->grp = malloc((n + 1) * sizeof(size_t))) == NULL) {
+		if (job)
+			mm_ddb_job_free(job);
+		return mm_diag_set(MM_ENOMEM, "dynamodb: cannot allocate a get_many of %zu keys", n);
+	}
+	for (i = 0; i < n; i++)
+		job->idx[i] = i;
+	qsort_r(job->idx, n, sizeof(size_t), key_cmp, (void *)keys);
+	for (i = 0; i < n; i++)
+		if (i == 0 || !key_eq(&keys[job->idx[i]], &keys[job->idx[i - 1]]))
+			job->grp[job->ngrp++] = i;
+	job->grp[job->ngrp] = n;
+	memset(found, 0, n);
+	job->kind = J_GET;
+	job->cb = cb;
+	job->arg = arg;
+	job->t0 = uv_hrtime();
+	job->ns = ns;
+	job->keys = keys;
+	job->states = states;
+	job->found = found;
+	job->now_ms = mm_ddb_now_ms();
+	job->nitems = (job->ngrp + DDB_BATCH_MAX - 1) / DDB_BATCH_MAX;
+	mm_ddb_enqueue(st, job);
+	return 0;
+}
+
+int mm_ddb_sync_get_body(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk)
+{
+	mm_buf_t key = {.p = (uint8_t *)(uintptr_t)pk, .len = pklen, .cap = pklen};
+	int rc;
+
+	if ((rc = mm_ddb_put_head(st, &st->sync_body, &key, sk)))
+		return rc;
+	return PUT(&st->sync_body, ",\"ConsistentRead\":true}");
+}
+
+/* GetItem of (pk, sk) and appends its v (B) to out: 0, MM_ENOTFOUND or error. */
+static int sync_get_bytes(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk, mm_buf_t *out)
+{
+	const mm_jnode_t *v;
+	int rc;
+
+	if ((rc = mm_ddb_sync_get_body(st, pk, pklen, sk)) || (rc = mm_ddb_call_sync(st, "GetItem")))
+		return rc;
+	v = mm_jnode_get(mm_jnode_get(mm_jnode_get(st->sync_tree.root, "Item"), "v"), "B");
+	if (v == NULL || v->type != MM_JSON_STRING)
+		return mm_diag_set(MM_ENOTFOUND, "dynamodb: no item '%.*s'", (int)pklen, pk);
+	return mm_aws_base64_decode(v->s, v->len, out);
+}
+
+int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out)
+{
+	mm_ddb_t *st = (mm_ddb_t *)base;
+	mm_buf_t pk = {0};
+	int rc;
+
+	if (!st->cfg.positions)
+		return mm_diag_set(MM_ENOTSUP, "dynamodb: positions are off (option positions)");
+	if ((rc = mm_buf_printf(&pk, "#pos#%s", source)) == 0)
+		rc = sync_get_bytes(st, (const char *)pk.p, pk.len, DDB_SK_POS, out);
+	mm_buf_free(&pk);
+	return rc;
+}
+
+int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
+{
+	return sync_get_bytes((mm_ddb_t *)base, ns_name, strlen(ns_name), DDB_SK_META, out);
+}
+
+int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n)
+{
+	mm_ddb_t *st = (mm_ddb_t *)base;
+	mm_buf_t *b = &st->sync_body;
+	int rc;
+
+	if (st->read_only)
+		return mm_diag_set(MM_ENOTSUP, "dynamodb: put_meta on a store opened read-only");
+	b->len = 0;
+	if ((rc = PUT(b, "{\"TableName\":")) ||
+	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
+	    (rc = PUT(b, ",\"Item\":{\"pk\":{\"S\":")) ||
+	    (rc = mm_json_quote(ns_name, strlen(ns_name), b)) || (rc = PUT(b, "},\"sk\":")) ||
+	    (rc = mm_ddb_put_n(b, DDB_SK_META)) || (rc = PUT(b, ",\"v\":{\"B\":\"")) ||
+	    (n > 0 && (rc = mm_base64_encode(p, n, b))) || (rc = PUT(b, "\"}}}")) ||
+	    (rc = mm_ddb_call_sync(st, "PutItem")))
+		return rc;
+	/* Then the registry that list_meta reads: ADD to a string set. */
+	b->len = 0;
+	if ((rc = PUT(b, "{\"TableName\":")) ||
+	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
+	    (rc = PUT(b, ",\"Key\":{\"pk\":{\"S\":\"#meta\"},\"sk\":")) ||
+	    (rc = mm_ddb_put_n(b, DDB_SK_META)) ||
+	    (rc = PUT(b, "},\"UpdateExpression\":\"ADD #n :n\",\"ExpressionAttributeNames\":"
+			 "{\"#n\":\"names\"},\"ExpressionAttributeValues\":{\":n\":{\"SS\":[")) ||
+	    (rc = mm_json_quote(ns_name, strlen(ns_name), b)) || (rc = PUT(b, "]}}}")))
+		return rc;
+	return mm_ddb_call_sync(st, "UpdateItem");
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int mm_ddb_list_meta(mm_store_t *base, mm_buf_t *out)
+{
+	mm_ddb_t *st = (mm_ddb_t *)base;
+	const mm_jnode_t *ss, *n;
+	const char **names = NULL;
+	size_t count = 0, i;
+	int rc;
+
+	if ((rc = mm_ddb_sync_get_body(st, "#meta", 5, DDB_SK_META)) || (rc = mm_ddb_call_sync(st, "GetItem")))
+		return rc;
+	ss = mm_jnode_get(mm_jnode_get(mm_jnode_get(st->sync_tree.root, "Item"), "names"), "SS");
+	if (ss == NULL || ss->n == 0)
+		return 0;
+	names = malloc(ss->n * sizeof(*names));
+	if (names == NULL)
+		return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
+	for (n = ss->child; n; n = n->next)
+		if (n->type == MM_JSON_STRING)
+			names[count++] = n->s;
+	qsort(names, count, sizeof(*names), str_cmp);
+	for (i = 0; i < count && rc == 0; i++)
+		rc = mm_buf_append(out, names[i], strlen(names[i]) + 1);
+	free(names);
+	return rc;
+}
