@@ -51,6 +51,7 @@ build = {
       ["murmur.runtime"] = "lua/murmur/runtime.lua",
       ["murmur.shipped"] = "lua/murmur/shipped.lua",
       ["murmur.status"] = "lua/murmur/status.lua",
+      ["murmur.admin"] = "lua/murmur/admin.lua",
       -- The shipped pipelines, found by name (murmur run recently_interacted).
       ["murmur.pipelines.page_views"] = "pipelines/page_views.lua",
       ["murmur.pipelines.recently_interacted"] = "pipelines/recently_interacted.lua",

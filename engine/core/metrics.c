@@ -122,25 +122,31 @@ static void gauge(mm_expo_t *w, const char *name, const char *help, double v)
 	mm_expo_value(w, NULL, v);
 }
 
+uint64_t mm_metrics_rss_bytes(void)
+{
+	unsigned long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+		resident = 0;
+	fclose(f);
+	return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
 static void render_process(const mm_metrics_t *m, mm_expo_t *w)
 {
 	struct rusage ru;
-	long page = sysconf(_SC_PAGESIZE);
-	unsigned long size = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
+	uint64_t resident = mm_metrics_rss_bytes();
 	const char *const version[] = {"version", m->version ? m->version : "unknown", NULL};
 
-	if (f != NULL) {
-		if (fscanf(f, "%lu %lu", &size, &resident) != 2)
-			resident = 0;
-		fclose(f);
-	}
 	mm_expo_family(w, "murmur_build_info", MM_EXPO_GAUGE,
 		       "Always 1; the version label names the running murmur.");
 	mm_expo_value(w, version, 1);
 	if (resident > 0)
 		gauge(w, "process_resident_memory_bytes", "Resident set size in bytes.",
-		      (double)resident * (double)page);
+		      (double)resident);
 	getrusage(RUSAGE_SELF, &ru);
 	counter(w, "process_cpu_seconds", "User and system CPU time spent in seconds.",
 		(double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +

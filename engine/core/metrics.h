@@ -65,6 +65,7 @@ typedef struct mm_reload_metrics {
 	int64_t last_ok_ms;    /* 0: none yet */
 	int64_t last_error_ms; /* 0: none yet */
 	int failing;           /* 1 while the last attempt failed */
+	char last_error[1024]; /* the failure's message (file:line first), "" if none */
 } mm_reload_metrics_t;
 
 typedef struct mm_metrics {
@@ -88,6 +89,9 @@ mm_metrics_t *mm_metrics_global(void);
  * closing it. */
 int mm_metrics_add_store(mm_metrics_t *m, mm_store_t *st);
 void mm_metrics_remove_store(mm_metrics_t *m, mm_store_t *st);
+
+/* The process's resident set size in bytes (/proc/self/statm), 0 if unknown. */
+uint64_t mm_metrics_rss_bytes(void);
 
 /* Appends the exposition of everything m points to: the text format 0.0.4,
  * or OpenMetrics 1.0 when openmetrics is 1. Returns 0 or MM_ENOMEM. */

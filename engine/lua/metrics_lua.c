@@ -10,7 +10,10 @@
 #include "metrics_lua.h"
 
 #include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
 
+#include "../core/admin.h"
 #include "../core/metrics.h"
 #include "../lib/expo.h"
 #include "core_lua.h"
@@ -56,6 +59,8 @@ static int l_metrics_reload(lua_State *L)
 	m->reload.last_error_ms = (int64_t)field_num(L, 1, "last_error_ms");
 	lua_getfield(L, 1, "last_error");
 	m->reload.failing = !lua_isnil(L, -1);
+	snprintf(m->reload.last_error, sizeof(m->reload.last_error), "%s",
+		 lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
 	lua_pop(L, 1);
 	m->has_reload = 1;
 	return 0;
@@ -67,6 +72,78 @@ static int l_metrics_wants_openmetrics(lua_State *L)
 {
 	lua_pushboolean(L, mm_expo_wants_openmetrics(luaL_optstring(L, 1, "")));
 	return 1;
+}
+
+/* core.admin_publish(definitions_json, {pipeline = dead_letter_path}) */
+static int l_admin_publish(lua_State *L)
+{
+	size_t len, n = 0;
+	const char *json = luaL_checklstring(L, 1, &len);
+	const char *names[256], *paths[256];
+	int rc;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_pushnil(L);
+	while (lua_next(L, 2) != 0) {
+		if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING && n < 256) {
+			names[n] = lua_tostring(L, -2);
+			paths[n] = lua_tostring(L, -1);
+			n++;
+		}
+		lua_pop(L, 1);
+	}
+	rc = mm_admin_publish(json, len, names, paths, n);
+	if (rc)
+		return mm_lua_push_diag(L, rc);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.admin_state(mode, not_ready): mode "run" or "serve" (nil keeps it),
+ * not_ready a reason or nil once ready. */
+static int l_admin_state(lua_State *L)
+{
+	const char *mode = luaL_optstring(L, 1, NULL);
+
+	if (mode != NULL)
+		mm_admin_set_mode(strcmp(mode, "serve") == 0 ? "serve" : "run");
+	mm_admin_set_not_ready(luaL_optstring(L, 2, NULL));
+	return 0;
+}
+
+/* core.admin_status(): the /api/status document; core.admin_ready(): true,
+ * or false and the reason; core.admin_dead_letters(pipeline, n). */
+static int l_admin_status(lua_State *L)
+{
+	mm_buf_t b = {0};
+	int rc = mm_admin_status_json(&b);
+
+	if (rc == 0)
+		lua_pushlstring(L, (const char *)b.p, b.len);
+	mm_buf_free(&b);
+	return rc ? mm_lua_push_diag(L, rc) : 1;
+}
+
+static int l_admin_ready(lua_State *L)
+{
+	const char *why = mm_admin_not_ready();
+
+	lua_pushboolean(L, why == NULL);
+	if (why == NULL)
+		return 1;
+	lua_pushstring(L, why);
+	return 2;
+}
+
+static int l_admin_dead_letters(lua_State *L)
+{
+	mm_buf_t b = {0};
+	int rc = mm_admin_dead_letter_tail(luaL_checkstring(L, 1), (size_t)luaL_optinteger(L, 2, 20), &b);
+
+	if (rc == 0)
+		lua_pushlstring(L, (const char *)b.p, b.len);
+	mm_buf_free(&b);
+	return rc ? mm_lua_push_diag(L, rc) : 1;
 }
 
 void mm_lua_metrics_register(lua_State *L, const char *version)
@@ -81,4 +158,14 @@ void mm_lua_metrics_register(lua_State *L, const char *version)
 	lua_setfield(L, -2, "metrics_reload");
 	lua_pushcfunction(L, l_metrics_wants_openmetrics);
 	lua_setfield(L, -2, "metrics_wants_openmetrics");
+	lua_pushcfunction(L, l_admin_publish);
+	lua_setfield(L, -2, "admin_publish");
+	lua_pushcfunction(L, l_admin_state);
+	lua_setfield(L, -2, "admin_state");
+	lua_pushcfunction(L, l_admin_status);
+	lua_setfield(L, -2, "admin_status");
+	lua_pushcfunction(L, l_admin_ready);
+	lua_setfield(L, -2, "admin_ready");
+	lua_pushcfunction(L, l_admin_dead_letters);
+	lua_setfield(L, -2, "admin_dead_letters");
 }

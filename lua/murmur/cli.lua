@@ -144,7 +144,13 @@ local function cmd_run(args)
   }
   local reloader = require("murmur.reload").new(inst)
   reloader:watch()
-  reloader.on_reload = function() status.write(inst, reloader) end
+  -- The admin page's definitions, /readyz: published now and after reloads.
+  local admin = require("murmur.admin")
+  admin.publish(specs, opts, inst.data, "run")
+  reloader.on_reload = function()
+    admin.publish(inst.specs, opts, inst.data, "run")
+    status.write(inst, reloader)
+  end
   engine:timer(1000, 1000, function() status.write(inst, reloader) end)
   status.write(inst, reloader)
   progress.announce(inst)

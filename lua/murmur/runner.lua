@@ -158,6 +158,9 @@ local function dead_letter_config(spec, data, opts)
   return "kafka", o
 end
 
+-- For the admin page's definitions (murmur.admin).
+M.source_config, M.dead_letter_config = source_config, dead_letter_config
+
 -- The engine's definition table for a spec (opts: the command-line options,
 -- for Kafka settings; the environment is used without them).
 function M.cfg_of(spec, data, opts)
