@@ -49,7 +49,9 @@ ENGINE_SRC := $(sort $(shell find engine -name '*.c' ! -name main.c))
 PURE_SRC   := $(filter engine/lib/% engine/monoid/% engine/codec/%,$(ENGINE_SRC))
 # The Valkey store's server-side scripts, embedded as C arrays at build time.
 VALKEY_LUA := $(sort $(wildcard engine/store/valkey_lua/*.lua))
-GEN_OBJ    := $(BUILD)/gen/valkey_lua.o
+# The admin page (engine/net/admin/index.html), embedded the same way.
+ADMIN_PAGE := engine/net/admin/index.html
+GEN_OBJ    := $(BUILD)/gen/valkey_lua.o $(BUILD)/gen/admin_page.o
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(GEN_OBJ)
 PURE_OBJ   := $(PURE_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
@@ -82,6 +84,11 @@ $(BUILD)/%.o: %.c
 $(BUILD)/gen/valkey_lua.c: $(VALKEY_LUA) tools/embed.sh
 	@mkdir -p $(dir $@)
 	EMBED_PREFIX=mm_valkey_lua EMBED_HEADER=store/valkey_impl.h sh tools/embed.sh $(VALKEY_LUA) >$@.tmp
+	mv $@.tmp $@
+
+$(BUILD)/gen/admin_page.c: $(ADMIN_PAGE) tools/embed.sh
+	@mkdir -p $(dir $@)
+	EMBED_PREFIX=mm_admin_page EMBED_HEADER=net/admin.h sh tools/embed.sh $(ADMIN_PAGE) >$@.tmp
 	mv $@.tmp $@
 
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c

@@ -183,6 +183,22 @@ murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", va
     assert.are.equal(3, M.value(po, "murmur_records_total"))
   end)
 
+  it("documents every family it renders in doc/metrics.md, and renders every family documented", function()
+    local engine = run_engine()
+    core.metrics_reload({ ok = 0, failed = 0, unchanged = 0 })
+    local p = M.parse((core.metrics()))
+    engine:close()
+    local doc = S.read_file(S.root .. "/doc/metrics.md")
+    local src = S.read_file(S.root .. "/engine/core/metrics.c")
+    for _, name in ipairs(p.order) do
+      assert.is_truthy(doc:find("`" .. name .. "`", 1, true), name .. " is not in doc/metrics.md")
+    end
+    for name in doc:gmatch("| `([%w_]+)` |") do
+      local base = name:gsub("_total$", "")
+      assert.is_truthy(src:find('"' .. base .. '"', 1, true), name .. " is documented but never rendered")
+    end
+  end)
+
   it("chooses OpenMetrics only when the Accept header prefers it", function()
     assert.is_true(core.metrics_wants_openmetrics(
       "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"))
