@@ -6,7 +6,10 @@
 #   make test       C unit tests, busted specs, end-to-end specs; last line "N passed, N failed"
 #   make check      the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz       build the libFuzzer targets and run each for FUZZ_SECONDS
-#   make bench      print throughput figures (events/s, ns/event, writes/event, RSS)
+#   make bench      CPU per event of the shipped pipelines as ratios against the B0
+#                   baseline, plus rates, RSS, recovery and store figures (minutes)
+#   make perfgate   instructions per event (callgrind) against tests/bench/perf_budget.txt;
+#                   fails above budget + 10% (PERF_RECORD=1 re-records the budget)
 #   make install    PREFIX=/usr/local: binary, Lua modules, shipped pipelines, man page,
 #                   bash/zsh completions (LuaRocks uses its own tree instead)
 
@@ -60,10 +63,10 @@ HELPER_SRC := $(sort $(wildcard tests/helpers/*.c))
 HELPER_BIN := $(HELPER_SRC:tests/helpers/%.c=$(BUILD)/helpers/%)
 FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 # The bench's own programs: the B0 baseline and the CPU-time wrapper
-# (standalone: they link no engine code).
+# (standalone: they link no engine code; neither does perfgate's preload).
 BENCH_BIN  := $(BUILD)/bench/baseline $(BUILD)/bench/cpu
 
-.PHONY: all demo rock deps test check fuzz bench install clean unit spec format
+.PHONY: all demo rock deps test check fuzz bench perfgate install clean unit spec format
 
 all: $(BUILD)/murmur $(UNIT_BIN) $(HELPER_BIN)
 
@@ -129,6 +132,14 @@ fuzz:
 
 bench: all $(BENCH_BIN)
 	@BUILD=$(BUILD) sh tests/bench/run.sh
+
+perfgate: all $(BUILD)/bench/fixed_seed.so
+	@BUILD=$(BUILD) sh tests/bench/perfgate.sh
+
+# LD_PRELOADed by the gate only: a fixed seed for LuaJIT's PRNG.
+$(BUILD)/bench/fixed_seed.so: tests/bench/fixed_seed.c
+	@mkdir -p $(dir $@)
+	$(CC) $(MM_CFLAGS) -shared -fPIC -o $@ $< -ldl
 
 $(BUILD)/bench/%: tests/bench/%.c
 	@mkdir -p $(dir $@)

@@ -32,7 +32,7 @@ PKGS="build-essential pkg-config luajit libluajit-5.1-dev libuv1-dev liblmdb-dev
 librdkafka-dev libhiredis-dev libcurl4-openssl-dev lua-busted luarocks clang
 libclang-rt-14-dev kcat redis-server zsh groff-base man-db
 libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev libhttp-parser-dev chromium
-prometheus wrk"
+prometheus wrk valgrind"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,0 +1,127 @@
+#!/bin/sh
+# make perfgate: instructions per event of the shipped pipelines, counted by
+# callgrind, against the budget in tests/bench/perf_budget.txt. Wall-clock
+# time on a shared machine is noise; an instruction count is not (or almost:
+# see below), so this is the regression gate CI runs.
+#
+# Each case runs tests/bench/perfgate_run.lua (the engine as `murmur run
+# --once` builds it, without the clock-driven extras) under callgrind twice,
+# on the first N and on the first 2N events of one generated file; the
+# difference divided by N is the cost of an event, start-up and the
+# end-of-input flush cancelling out. The environment is emptied, address
+# space randomisation is turned off (setarch -R), symbols are bound at start
+# (LD_BIND_NOW), the thread pool has one thread, and LuaJIT's PRNG (which
+# places its memory and seeds its string hash) gets a fixed seed from
+# tests/bench/fixed_seed.c, so two runs do the same work. One thing is left
+# that no setting fixes: libuv spins (about 7 000 instructions a time) when
+# the thread pool signals the loop while the loop is looking, which happens a
+# varying number of times a run. So libuv's own instructions are not counted
+# (the loop machinery costs a few per 64 KiB read, nothing per event); the
+# rest repeats to within about a hundred instructions per run, far below
+# one per event.
+#
+#   PERF_RECORD=1   write the measured figures as the new budget
+#   PERF_EVENTS=N   events per run (default 20000; the budget is for 20000)
+#   PERF_SLACK=P    allowed rise above budget in percent (default 10)
+set -eu
+BUILD=${BUILD:-build}
+N=${PERF_EVENTS:-20000}
+SLACK=${PERF_SLACK:-10}
+BUDGET=tests/bench/perf_budget.txt
+ROOT=$(pwd)
+if ! command -v valgrind >/dev/null 2>&1; then
+	echo "perfgate: valgrind not found (make deps installs it)" >&2
+	exit 1
+fi
+# A fixed work directory: paths end up in strings the run hashes and
+# compares, so a random name would change the counts.
+work="$ROOT/$BUILD/perfgate"
+rm -rf "$work"
+mkdir -p "$work"
+"$BUILD"/helpers/gen_events $((2 * N)) 100000 1.1 42 noid >"$work/noid-2n.jsonl"
+"$BUILD"/helpers/gen_events $((2 * N)) 100000 1.1 42 >"$work/ids-2n.jsonl"
+head -n "$N" "$work/noid-2n.jsonl" >"$work/noid-n.jsonl"
+head -n "$N" "$work/ids-2n.jsonl" >"$work/ids-n.jsonl"
+sed 's/key = "page_id"/key = function(ev) return ev.page_id end/' pipelines/page_views.lua \
+	>"$work/page_views_lua_key.lua"
+grep -q 'key = function' "$work/page_views_lua_key.lua" || {
+	echo "perfgate: pipelines/page_views.lua no longer has key = \"page_id\"" >&2
+	exit 1
+}
+
+# Instructions of one run: count SCRIPT INPUT
+count() {
+	rm -rf "$work/data" "$work/callgrind.out"
+	if ! env -i PATH=/usr/bin:/bin HOME=/nonexistent LC_ALL=C LD_BIND_NOW=1 UV_THREADPOOL_SIZE=1 \
+		LD_PRELOAD="$ROOT/$BUILD/bench/fixed_seed.so" MURMUR_LUA_DIR="$ROOT/lua" \
+		setarch "$(uname -m)" -R valgrind --tool=callgrind --compress-strings=no --compress-pos=no \
+		--callgrind-out-file="$work/callgrind.out" \
+		"$ROOT/$BUILD/murmur" lua "$ROOT/tests/bench/perfgate_run.lua" "$work/data" "$2" "$1" \
+		>"$work/run.log" 2>&1; then
+		echo "perfgate: the run of $1 on $2 failed:" >&2
+		grep -v '^==' "$work/run.log" >&2 || true
+		exit 1
+	fi
+	# Self cost lines of every function outside libuv; the line after
+	# calls= is a call's inclusive cost, counted where it was spent.
+	awk '
+		/^ob=/ { ob = substr($0, 4); next }
+		/^calls=/ { call = 1; next }
+		/^[0-9+*-]/ { if (call) { call = 0; next } if (ob !~ /\/libuv\./) n += $NF; next }
+		END { printf "%.0f\n", n }' "$work/callgrind.out"
+}
+
+# Budgeted figure of a case, or empty.
+budget_of() {
+	[ -f "$BUDGET" ] && awk -v c="$1" '$1 == c { print $2 }' "$BUDGET" || true
+}
+
+fail=0
+results=""
+printf '%-22s %12s %12s %8s  %s\n' "case" "instr/event" "budget" "change" "verdict"
+for spec in \
+	"recently_interacted pipelines/recently_interacted.lua noid" \
+	"recently_interacted_ids pipelines/recently_interacted.lua ids" \
+	"page_views pipelines/page_views.lua noid" \
+	"page_views_lua_key $work/page_views_lua_key.lua noid" \
+	"unique_visitors pipelines/unique_visitors.lua noid"; do
+	set -- $spec
+	one=$(count "$2" "$work/$3-n.jsonl")
+	two=$(count "$2" "$work/$3-2n.jsonl")
+	per=$(( (two - one + N / 2) / N ))
+	results="$results$1 $per
+"
+	budget=$(budget_of "$1")
+	if [ -z "$budget" ]; then
+		printf '%-22s %12d %12s %8s  %s\n' "$1" "$per" "-" "-" "no budget"
+		continue
+	fi
+	change=$(awk -v a="$per" -v b="$budget" 'BEGIN { printf "%+.1f%%", (a - b) * 100 / b }')
+	if [ $((per * 100)) -gt $((budget * (100 + SLACK))) ]; then
+		verdict="FAIL (more than $SLACK% above budget)"
+		fail=1
+	elif [ $((per * 100)) -lt $((budget * (100 - SLACK))) ]; then
+		verdict="ok, well below budget: lower it (make perfgate PERF_RECORD=1)"
+	else
+		verdict="ok"
+	fi
+	printf '%-22s %12d %12d %8s  %s\n' "$1" "$per" "$budget" "$change" "$verdict"
+done
+echo "(callgrind instructions per event: runs of $N and $((2 * N)) events, difference / $N; budget $BUDGET)"
+if [ "${PERF_RECORD:-0}" = 1 ]; then
+	{
+		echo "# make perfgate budget: instructions per event, counted by callgrind (valgrind $(valgrind --version | sed 's/valgrind-//'))"
+		echo "# as the difference between runs of $N and $((2 * N)) generated events, divided by $N."
+		echo "# Recorded with 'make perfgate PERF_RECORD=1' on $(date -u +%Y-%m-%d), $(uname -m), $(cc --version | head -1)."
+		echo "# The gate fails when a case costs more than ${SLACK}% above its line. Lower a line when"
+		echo "# an optimisation lands (re-record), never raise one to let a regression through."
+		printf '%s' "$results"
+	} >"$BUDGET"
+	echo "perfgate: budget recorded in $BUDGET"
+	exit 0
+fi
+if [ "$fail" = 1 ]; then
+	echo "perfgate: FAILED (a case rose more than $SLACK% above its budget; doc/performance.md says how to look into it)"
+	exit 1
+fi
+echo "perfgate: passed"
