@@ -46,6 +46,7 @@ build = {
       ["murmur.manpage"] = "lua/murmur/manpage.lua",
       ["murmur.progress"] = "lua/murmur/progress.lua",
       ["murmur.query"] = "lua/murmur/query.lua",
+      ["murmur.serve"] = "lua/murmur/serve.lua",
       ["murmur.reload"] = "lua/murmur/reload.lua",
       ["murmur.runner"] = "lua/murmur/runner.lua",
       ["murmur.runtime"] = "lua/murmur/runtime.lua",

@@ -34,6 +34,7 @@
 #include "core_lua.h"
 #include "explain_lua.h"
 #include "metrics_lua.h"
+#include "serve_lua.h"
 #include "funnel.h"
 #include "isolate_lua.h"
 #include "json_lua.h"
@@ -99,7 +100,7 @@ static int part_kind(const char *s)
 
 /* Reads {key = value, ...} (string keys, scalar values) into a kv array. The
  * strings are kept alive by the table, which the caller keeps on the stack. */
-static int read_kv(lua_State *L, int t, mm_kv_t *kv, size_t max, size_t *n)
+int mm_lua_read_kv(lua_State *L, int t, mm_kv_t *kv, size_t max, size_t *n)
 {
 	*n = 0;
 	if (lua_isnoneornil(L, t))
@@ -225,7 +226,7 @@ static int l_engine_open(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	backend = opt_string(L, 1, "store", "lmdb");
 	lua_getfield(L, 1, "store_options");
-	read_kv(L, lua_gettop(L), kv, 32, &nkv);
+	mm_lua_read_kv(L, lua_gettop(L), kv, 32, &nkv);
 	e = lua_newuserdata(L, sizeof(*e));
 	memset(e, 0, sizeof(*e));
 	e->batch_ref = LUA_NOREF;
@@ -309,7 +310,7 @@ static int read_pipeline_config(lua_State *L, lua_engine_t *e, mm_pipeline_confi
 			size_t nkv;
 
 			lua_getfield(L, 2, "dead_letter_options");
-			read_kv(L, lua_gettop(L), kv, 32, &nkv);
+			mm_lua_read_kv(L, lua_gettop(L), kv, 32, &nkv);
 			rc = dvt ? dvt->open(e->loop, kv, nkv, &cfg.dlq)
 				 : mm_diag_set(MM_ENOTFOUND, "unknown dead-letter type '%s'", backend);
 			lua_pop(L, 1);
@@ -363,7 +364,7 @@ static int l_engine_attach(lua_State *L)
 	int rc;
 
 	luaL_checktype(L, 2, LUA_TLIGHTUSERDATA);
-	read_kv(L, 4, kv, 32, &nkv);
+	mm_lua_read_kv(L, 4, kv, 32, &nkv);
 	rc = mm_engine_attach_source(e->ctx, backend, kv, nkv, p);
 	if (rc)
 		return mm_lua_push_diag(L, rc);
@@ -909,7 +910,7 @@ static int l_store_open(lua_State *L)
 	lua_store_t *s;
 	int rc;
 
-	read_kv(L, 2, kv, 32, &nkv);
+	mm_lua_read_kv(L, 2, kv, 32, &nkv);
 	s = lua_newuserdata(L, sizeof(*s));
 	memset(s, 0, sizeof(*s));
 	luaL_getmetatable(L, STORE_MT);
@@ -1639,6 +1640,7 @@ int luaopen_murmur_core(lua_State *L)
 	mm_lua_isolate_register(L);
 	mm_lua_explain_register(L);
 	mm_lua_metrics_register(L, MM_VERSION);
+	mm_lua_serve_register(L);
 	lua_newtable(L);
 #define MM__ERR_FIELD(name, retriable, msg)      \
 	lua_pushinteger(L, MM_##name);            \

@@ -257,6 +257,25 @@ local function cmd_query(args)
   return result.found and EXIT_OK or EXIT_NOTFOUND
 end
 
+-- serve -------------------------------------------------------------------
+
+local function cmd_serve(args)
+  local opts, scripts = parse_args(args, {
+    listen = "value", data = "multi", store = "value", cache = "value", token_file = "value",
+    cors_origin = "multi", request_timeout = "value", max_connections = "value", allow = "multi",
+  })
+  if not opts then return usage_error("serve", scripts) end
+  if opts.help then io.write(HELP.serve) return EXIT_OK end
+  local gok, gerr = require("murmur.grants").set(opts.allow, opts.data and opts.data[1], opts)
+  if not gok then return usage_error("serve", gerr) end
+  if opts.store and not STORE_KINDS[opts.store] then
+    return usage_error("serve", ("unknown --store '%s' (expected lmdb or dynamodb)"):format(opts.store))
+  end
+  local cfg, cerr = require("murmur.serve").config(opts)
+  if not cfg then return usage_error("serve", cerr) end
+  return require("murmur.serve").run(scripts, opts)
+end
+
 -- test --------------------------------------------------------------------
 
 local function cmd_test(args)
@@ -363,7 +382,7 @@ function M.main(...)
     io.write(("murmur %s (%s)\n"):format(core.version, jit and jit.version or _VERSION))
     return EXIT_OK
   end
-  local commands = { run = cmd_run, check = cmd_check, query = cmd_query, test = cmd_test, lua = cmd_lua,
+  local commands = { run = cmd_run, check = cmd_check, query = cmd_query, serve = cmd_serve, test = cmd_test, lua = cmd_lua,
     status = cmd_status, reload = cmd_reload, ddb = function(a) return require("murmur.ddb").main(a) end,
     completion = function(a) return require("murmur.completion").main(a) end }
   local f = commands[cmd]

@@ -10,6 +10,7 @@ usage: murmur <command> [options]
 commands:
   run SCRIPT...          run pipelines until stopped (or end of input with --once)
   query TARGET ENTITY    print an entity's aggregate (TARGET: script or pipeline name)
+  serve [SCRIPT...]      answer queries over HTTP: Connect and gRPC (doc/query.md)
   check SCRIPT...        validate pipeline scripts without running them
   status [--data DIR]    show a running instance's counters, reloads and sources
   reload [--data DIR]    ask a running instance to reload its scripts (SIGHUP)
@@ -82,6 +83,33 @@ inside the retention.
                      (a window) and the cache's cache_* commands
   --allow CAP[,CAP]  grant SCRIPT a capability, as run does (repeatable; also
                      $MURMUR_ALLOW; doc/security.md)
+]],
+  serve = [[
+usage: murmur serve [SCRIPT...] [options]
+
+Serves the murmur.v1.QueryService (proto/murmur/v1/query.proto) over the
+Connect protocol (HTTP/1.1 and HTTP/2, JSON or binary, POST or GET) and gRPC
+(HTTP/2 cleartext), on one port, from the stores `murmur run` writes (also
+while it writes them). The SCRIPTs, if any, name the store (murmur.store{});
+every pipeline in the store is served. See doc/query.md.
+  --listen ADDR      HOST:PORT to listen on (default 127.0.0.1:8080); any
+                     address other than loopback requires a token
+  --token-file FILE  require "Authorization: Bearer TOKEN" (the file's first
+                     line; default $MURMUR_TOKEN) on every path but /healthz
+  --cors-origin O    allow browser calls from origin O (repeatable; * for any);
+                     CORS is off without it
+  --data DIR         data directory; repeat to merge several workers' stores
+  --store KIND       lmdb (default) or dynamodb (options from the script's
+                     murmur.store{} and the environment, doc/dynamodb.md)
+  --cache URL        read through the Valkey cache the writers keep (default
+                     $MURMUR_VALKEY_URL; one store only; doc/valkey.md)
+  --request-timeout DUR  close a connection whose request has not arrived
+                     whole after DUR (default 10s: slow clients)
+  --max-connections N  connections open at once (default 1024); more are
+                     closed at once
+  --allow CAP[,CAP]  grant the scripts a capability, as run does (repeatable;
+                     also $MURMUR_ALLOW; doc/security.md)
+SIGINT/SIGTERM stop it: no new connections, reads in flight finish, exit 0.
 ]],
   check = [[
 usage: murmur check SCRIPT... [--input FILE] [--lines N] [--json] [--allow CAP]

@@ -1,0 +1,103 @@
+/*
+ * arena.c: chunked bump allocation (see arena.h). A chunk is at least
+ * ARENA_CHUNK bytes; a larger request gets a chunk of its own size, so one
+ * big allocation does not waste the rest of a normal chunk.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+
+#define ARENA_CHUNK 8192
+#define ARENA_ALIGN 16
+
+struct mm_arena_chunk {
+	mm_arena_chunk_t *next;
+	size_t used, cap;
+	_Alignas(ARENA_ALIGN) unsigned char data[];
+};
+
+void *mm_arena_alloc(mm_arena_t *a, size_t n)
+{
+	mm_arena_chunk_t *c = a->chunks;
+	size_t need = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+	void *p;
+
+	if (need < n)
+		return NULL;
+	if (c == NULL || c->cap - c->used < need) {
+		size_t cap = need > ARENA_CHUNK ? need : ARENA_CHUNK;
+
+		if (cap > SIZE_MAX - sizeof(*c))
+			return NULL;
+		c = malloc(sizeof(*c) + cap);
+		if (c == NULL)
+			return NULL;
+		c->used = 0;
+		c->cap = cap;
+		/* A big private chunk goes behind the current one, which may
+		 * still have room for the small allocations that follow. */
+		if (cap > ARENA_CHUNK && a->chunks != NULL) {
+			c->next = a->chunks->next;
+			a->chunks->next = c;
+		} else {
+			c->next = a->chunks;
+			a->chunks = c;
+		}
+	}
+	p = c->data + c->used;
+	c->used += need;
+	return p;
+}
+
+void *mm_arena_calloc(mm_arena_t *a, size_t n)
+{
+	void *p = mm_arena_alloc(a, n);
+
+	if (p != NULL)
+		memset(p, 0, n);
+	return p;
+}
+
+char *mm_arena_strndup(mm_arena_t *a, const char *p, size_t n)
+{
+	char *s = n < SIZE_MAX ? mm_arena_alloc(a, n + 1) : NULL;
+
+	if (s != NULL) {
+		if (n)
+			memcpy(s, p, n);
+		s[n] = '\0';
+	}
+	return s;
+}
+
+void mm_arena_reset(mm_arena_t *a)
+{
+	mm_arena_chunk_t *keep = NULL, *c = a->chunks, *next;
+
+	for (; c != NULL; c = next) {
+		next = c->next;
+		if (keep == NULL && c->cap == ARENA_CHUNK) {
+			keep = c;
+			continue;
+		}
+		free(c);
+	}
+	if (keep != NULL) {
+		keep->used = 0;
+		keep->next = NULL;
+	}
+	a->chunks = keep;
+}
+
+void mm_arena_free(mm_arena_t *a)
+{
+	mm_arena_chunk_t *c = a->chunks, *next;
+
+	for (; c != NULL; c = next) {
+		next = c->next;
+		free(c);
+	}
+	a->chunks = NULL;
+}

@@ -1,0 +1,38 @@
+/*
+ * arena.h: a bump allocator for data that dies together, such as everything
+ * one query-server request decodes and builds (the request message, the
+ * response message, their strings and arrays).
+ *
+ * Allocations come from chunks owned by the arena and are never freed one by
+ * one; mm_arena_reset keeps the first chunk for the next use and frees the
+ * rest, mm_arena_free frees everything. A zeroed struct is an empty arena.
+ *
+ * Pure C: any thread, one thread at a time per arena.
+ */
+#ifndef MM_ARENA_H
+#define MM_ARENA_H
+
+#include <stddef.h>
+
+typedef struct mm_arena_chunk mm_arena_chunk_t;
+
+typedef struct mm_arena {
+	mm_arena_chunk_t *chunks; /* newest first */
+} mm_arena_t;
+
+/* n bytes aligned for any type, or NULL when out of memory (n may be 0). */
+void *mm_arena_alloc(mm_arena_t *a, size_t n);
+
+/* As mm_arena_alloc, zero-filled. */
+void *mm_arena_calloc(mm_arena_t *a, size_t n);
+
+/* A NUL-terminated copy of p[0..n), or NULL. */
+char *mm_arena_strndup(mm_arena_t *a, const char *p, size_t n);
+
+/* Forgets every allocation; keeps one chunk for reuse. */
+void mm_arena_reset(mm_arena_t *a);
+
+/* Frees every chunk. */
+void mm_arena_free(mm_arena_t *a);
+
+#endif

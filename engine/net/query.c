@@ -1,0 +1,946 @@
+/*
+ * query.c: the query service's methods (see query.h).
+ *
+ * A read (Get*, MightContain) becomes a job: the pipeline's descriptor
+ * (cached after the first read), the bucket range its method asks for, the
+ * keys (entity x bucket) and, per store, a states array that get_many
+ * fills. When every store has answered, each entity's states are merged
+ * with the monoid into one value and turned into a typed Result through the
+ * monoid's to_json (the same text `murmur query --json` prints, so both
+ * agree by construction). Everything a job allocates lives in the call's
+ * arena, except the monoid states' heap parts, destroyed at the end.
+ *
+ * Errors follow the issue's contract: an unknown pipeline is not_found; a
+ * window or range on an all-time pipeline (or a whole-retention Get on a
+ * pipeline that keeps every bucket) is failed_precondition; a reversed,
+ * malformed or out-of-retention range is invalid_argument; a store failure
+ * is unavailable when retrying may help, else internal.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "murmur/v1/query.pb-c.h"
+
+#include "../aws/awsjson.h"
+#include "../codec/json.h"
+#include "../core/engine.h"
+#include "../lib/error.h"
+#include "../monoid/bloom.h"
+#include "../monoid/window.h"
+#include "query.h"
+
+#define MAX_BUCKETS 100000
+#define MAX_KEYS 200000
+#define MAX_ENTITY 1024
+
+typedef struct pipe_meta {
+	char *name;
+	mm_monoid_t m;
+	char describe[96];
+	int64_t gran, ret;
+	char *script;
+	char **keys;
+	size_t nkeys;
+	struct pipe_meta *next;
+} pipe_meta_t;
+
+struct mm_query {
+	mm_store_t **stores;
+	size_t nstores;
+	pipe_meta_t *metas;
+	size_t inflight;
+};
+
+enum { RANGE_ALL, RANGE_WINDOW, RANGE_FROM_TO };
+
+typedef struct job job_t;
+
+typedef struct slot {
+	job_t *job;
+	uint8_t *states;
+	uint8_t *found;
+} slot_t;
+
+struct job {
+	mm_query_t *q;
+	mm_rpc_call_t *call;
+	const pipe_meta_t *pm;
+	mm_ns_t ns;
+	char **ents;
+	size_t nent;
+	int64_t lo, hi;             /* bucket range; 0..0 for all-time */
+	size_t nb;
+	mm_key_t *keys;
+	slot_t *slots;
+	size_t pending;
+	int status;
+	char detail[256];
+	int include_raw;
+	int bloom;                  /* MightContain */
+	char **items;
+	size_t nitems;
+};
+
+/* ---- descriptors ---- */
+
+static void meta_free(pipe_meta_t *pm)
+{
+	free(pm->name);
+	free(pm->script);
+	for (size_t i = 0; i < pm->nkeys; i++)
+		free(pm->keys[i]);
+	free(pm->keys);
+	free(pm);
+}
+
+static char *dup_node(const mm_jnode_t *n)
+{
+	return n && n->type == MM_JSON_STRING ? strndup(n->s, n->len) : NULL;
+}
+
+static double num_node(const mm_jnode_t *n)
+{
+	int is_int;
+	int64_t i;
+	double d = 0;
+
+	if (n && n->type == MM_JSON_NUMBER && mm_json_number(n->s, n->len, &is_int, &i, &d) == 0)
+		return is_int ? (double)i : d;
+	return 0;
+}
+
+/* Parses a stored descriptor "compat\n{json}" (runner.lua meta_of). */
+static int meta_parse(const char *name, const mm_buf_t *raw, pipe_meta_t **out)
+{
+	const char *nl = memchr(raw->p, '\n', raw->len);
+	mm_jtree_t t = {0};
+	pipe_meta_t *pm = calloc(1, sizeof(*pm));
+	const mm_jnode_t *mo, *keys;
+	mm_monoid_params_t p = {0};
+	char *mname = NULL;
+	mm_buf_t d = {0};
+	int rc;
+
+	if (pm == NULL)
+		return mm_diag_set(MM_ENOMEM, "query: out of memory");
+	rc = nl ? mm_jtree_parse(&t, nl + 1, raw->len - (size_t)(nl + 1 - (const char *)raw->p))
+		: mm_diag_set(MM_ECORRUPT, "pipeline '%s': descriptor without JSON", name);
+	if (rc)
+		goto fail;
+	mo = mm_jnode_get(t.root, "monoid");
+	mname = dup_node(mm_jnode_get(mo, "name"));
+	if (mname == NULL) {
+		rc = mm_diag_set(MM_ECORRUPT, "pipeline '%s': descriptor names no monoid", name);
+		goto fail;
+	}
+	{
+		const mm_jnode_t *fl = mm_jnode_get(mo, "float");
+		p.is_float = fl && fl->type == MM_JSON_TRUE;
+	}
+	p.k = (uint32_t)num_node(mm_jnode_get(mo, "k"));
+	p.max_size = (uint32_t)num_node(mm_jnode_get(mo, "max_size"));
+	p.capacity = (uint64_t)num_node(mm_jnode_get(mo, "capacity"));
+	p.fpr = num_node(mm_jnode_get(mo, "fpr"));
+	if ((rc = mm_monoid_init(&pm->m, mname, &p)) != 0)
+		goto fail;
+	if (mm_monoid_describe(&pm->m, &d) == 0)
+		snprintf(pm->describe, sizeof(pm->describe), "%.*s", (int)d.len, (const char *)d.p);
+	pm->gran = (int64_t)num_node(mm_jnode_get(t.root, "granularity_ms"));
+	pm->ret = (int64_t)num_node(mm_jnode_get(t.root, "retention_ms"));
+	pm->script = dup_node(mm_jnode_get(t.root, "script"));
+	keys = mm_jnode_get(t.root, "key");
+	if (keys && keys->type == MM_JSON_ARRAY && keys->n > 0) {
+		pm->keys = calloc(keys->n, sizeof(char *));
+		for (const mm_jnode_t *k = keys->child; pm->keys && k; k = k->next)
+			if (k->type == MM_JSON_STRING)
+				pm->keys[pm->nkeys++] = dup_node(k);
+	}
+	pm->name = strdup(name);
+	if (pm->name == NULL) {
+		rc = mm_diag_set(MM_ENOMEM, "query: out of memory");
+		goto fail;
+	}
+	*out = pm;
+	pm = NULL;
+fail:
+	if (pm)
+		meta_free(pm);
+	free(mname);
+	mm_buf_free(&d);
+	mm_jtree_free(&t);
+	return rc;
+}
+
+/* The descriptor of pipeline `name`: cached, else read from every store
+ * (which must agree on the monoid). MM_ENOTFOUND if no store has it. */
+static int meta_get(mm_query_t *q, const char *name, const pipe_meta_t **out)
+{
+	pipe_meta_t *pm = NULL;
+	mm_buf_t raw = {0};
+	int rc = 0;
+
+	for (pm = q->metas; pm != NULL; pm = pm->next)
+		if (strcmp(pm->name, name) == 0) {
+			*out = pm;
+			return 0;
+		}
+	for (size_t i = 0; i < q->nstores; i++) {
+		pipe_meta_t *other = NULL;
+
+		raw.len = 0;
+		rc = mm_store_get_meta(q->stores[i], name, &raw);
+		if (rc == MM_ENOTFOUND) {
+			rc = 0;
+			continue;
+		}
+		if (rc == 0)
+			rc = meta_parse(name, &raw, pm ? &other : &pm);
+		if (rc)
+			break;
+		if (other) {
+			int same = strcmp(other->describe, pm->describe) == 0 && other->gran == pm->gran;
+
+			meta_free(other);
+			if (!same) {
+				rc = mm_diag_set(MM_EINCOMPAT,
+						 "pipeline '%s' has different monoids or windows in different data directories",
+						 name);
+				break;
+			}
+		}
+	}
+	mm_buf_free(&raw);
+	if (rc == 0 && pm == NULL)
+		rc = mm_diag_set(MM_ENOTFOUND, "no pipeline '%s' in the store", name);
+	if (rc) {
+		if (pm)
+			meta_free(pm);
+		return rc;
+	}
+	pm->next = q->metas;
+	q->metas = pm;
+	*out = pm;
+	return 0;
+}
+
+static int code_of(int rc)
+{
+	if (rc == MM_ENOTFOUND)
+		return MM_RPC_NOT_FOUND;
+	if (rc == MM_EINCOMPAT)
+		return MM_RPC_FAILED_PRECONDITION;
+	if (rc == MM_ENOMEM)
+		return MM_RPC_RESOURCE_EXHAUSTED;
+	return mm_err_retriable(rc) ? MM_RPC_UNAVAILABLE : MM_RPC_INTERNAL;
+}
+
+/* ---- bucket ranges (lua/murmur/query.lua buckets_for) ---- */
+
+static int parse_when(const char *s, int64_t *ms)
+{
+	char tmp[40];
+	size_t n = strlen(s);
+
+	if (n == 10 && s[4] == '-' && s[7] == '-') {
+		snprintf(tmp, sizeof(tmp), "%sT00:00:00Z", s);
+		return mm_time_parse_rfc3339(tmp, strlen(tmp), ms);
+	}
+	return mm_time_parse_rfc3339(s, n, ms);
+}
+
+static void fmt_span(int64_t ms, char *out, size_t cap)
+{
+	if (ms % MM_DAY_MS == 0)
+		snprintf(out, cap, "%" PRId64 "d", (int64_t)(ms / MM_DAY_MS));
+	else if (ms % MM_HOUR_MS == 0)
+		snprintf(out, cap, "%" PRId64 "h", (int64_t)(ms / MM_HOUR_MS));
+	else
+		snprintf(out, cap, "%" PRId64 "ms", ms);
+}
+
+/* Fills j->lo/hi/nb; returns 0 or an MM_RPC code with j->detail. */
+static int plan_range(job_t *j, int mode, const char *window, const char *at, const char *from,
+		      const char *to)
+{
+	const pipe_meta_t *pm = j->pm;
+	int64_t gran = pm->gran, ret = pm->ret, now = mm_now_ms(), lo, hi, d;
+
+#define FAIL(code, ...) (snprintf(j->detail, sizeof(j->detail), __VA_ARGS__), (code))
+	if (gran == 0) {
+		if (mode != RANGE_ALL)
+			return FAIL(MM_RPC_FAILED_PRECONDITION,
+				    "pipeline '%s' has no window (it keeps all-time values): use Get",
+				    pm->name);
+		j->lo = j->hi = 0;
+		j->nb = 1;
+		return 0;
+	}
+	if (at && at[0] && parse_when(at, &now) != 0)
+		return FAIL(MM_RPC_INVALID_ARGUMENT, "at: %s", mm_diag_msg());
+	if (mode == RANGE_WINDOW) {
+		if (window == NULL || window[0] == '\0' ||
+		    mm_duration_parse(window, strlen(window), &d) != 0 || d <= 0)
+			return FAIL(MM_RPC_INVALID_ARGUMENT,
+				    "window: expected a duration such as 30d or 12h, got '%s'",
+				    window ? window : "");
+		hi = mm_window_bucket(gran, now);
+		lo = hi - (d + gran - 1) / gran + 1;
+		if (lo > hi)
+			lo = hi;
+	} else if (mode == RANGE_FROM_TO) {
+		int64_t f, t;
+
+		if (!from || !from[0] || !to || !to[0])
+			return FAIL(MM_RPC_INVALID_ARGUMENT, "from and to are both required");
+		if (parse_when(from, &f) != 0)
+			return FAIL(MM_RPC_INVALID_ARGUMENT, "from: %s", mm_diag_msg());
+		if (parse_when(to, &t) != 0)
+			return FAIL(MM_RPC_INVALID_ARGUMENT, "to: %s", mm_diag_msg());
+		if (f > t)
+			return FAIL(MM_RPC_INVALID_ARGUMENT,
+				    "from %s is after to %s: give the earlier time first", from, to);
+		lo = mm_window_bucket(gran, f);
+		hi = mm_window_bucket(gran, t);
+	} else {
+		if (ret == 0)
+			return FAIL(MM_RPC_FAILED_PRECONDITION,
+				    "pipeline '%s' keeps every bucket: use GetWindow or GetRange",
+				    pm->name);
+		hi = mm_window_bucket(gran, now);
+		lo = mm_window_oldest_kept(gran, ret, now);
+	}
+	if (ret > 0) {
+		int64_t oldest = mm_window_oldest_kept(gran, ret, now);
+
+		if (hi < oldest) {
+			char when[32], span[32];
+
+			mm_time_format(mm_window_bucket_start_ms(gran, oldest), when);
+			fmt_span(ret, span, sizeof(span));
+			return FAIL(MM_RPC_INVALID_ARGUMENT,
+				    "the range ends before %s, the oldest time this pipeline keeps "
+				    "(retention %s): nothing there to read",
+				    when, span);
+		}
+		if (lo < oldest)
+			lo = oldest;
+	}
+	if (lo < 1)
+		lo = 1;
+	if (hi < lo || hi - lo + 1 > MAX_BUCKETS)
+		return FAIL(MM_RPC_INVALID_ARGUMENT, "the range spans more than %d buckets", MAX_BUCKETS);
+	j->lo = lo;
+	j->hi = hi;
+	j->nb = (size_t)(hi - lo + 1);
+	return 0;
+#undef FAIL
+}
+
+/* ---- results ---- */
+
+#define NEW(a, T, init) ({ T *x_ = mm_arena_alloc((a), sizeof(T)); if (x_) init(x_); x_; })
+
+static char *arena_str(mm_arena_t *a, const mm_jnode_t *n)
+{
+	if (n == NULL || n->type != MM_JSON_STRING)
+		return mm_arena_strndup(a, "", 0);
+	return mm_arena_strndup(a, n->s, n->len);
+}
+
+static uint64_t u64_node(const mm_jnode_t *n)
+{
+	char tmp[32];
+
+	if (n == NULL || n->type != MM_JSON_NUMBER || n->len >= sizeof(tmp))
+		return 0;
+	memcpy(tmp, n->s, n->len);
+	tmp[n->len] = '\0';
+	return strtoull(tmp, NULL, 10);
+}
+
+/* Fills the oneof of r from the monoid's JSON (engine/monoid to_json). */
+static int fill_value(mm_arena_t *a, const pipe_meta_t *pm, const void *acc, int include_raw,
+		      Murmur__V1__Result *r)
+{
+	const char *mname = pm->m.vt->name;
+	mm_buf_t js = {0};
+	mm_jtree_t t = {0};
+	const mm_jnode_t *root;
+	int rc = pm->m.vt->to_json(&pm->m, acc, &js);
+
+	if (rc == 0)
+		rc = mm_jtree_parse(&t, (const char *)js.p, js.len);
+	if (rc)
+		goto done;
+	root = t.root;
+	rc = MM_ENOMEM;
+	if (strcmp(mname, "set") == 0) {
+		Murmur__V1__SetValue *v = NEW(a, Murmur__V1__SetValue, murmur__v1__set_value__init);
+		const mm_jnode_t *mem = mm_jnode_get(root, "members"), *tr = mm_jnode_get(root, "truncated");
+
+		if (v == NULL)
+			goto done;
+		v->size = (uint32_t)u64_node(mm_jnode_get(root, "size"));
+		v->truncated = tr && tr->type == MM_JSON_TRUE;
+		v->n_members = mem ? mem->n : 0;
+		v->members = mm_arena_alloc(a, (v->n_members + 1) * sizeof(char *));
+		if (v->members == NULL)
+			goto done;
+		size_t i = 0;
+		for (const mm_jnode_t *e = mem ? mem->child : NULL; e; e = e->next)
+			if ((v->members[i++] = arena_str(a, e)) == NULL)
+				goto done;
+		r->value_case = MURMUR__V1__RESULT__VALUE_SET;
+		r->set = v;
+	} else if (strcmp(mname, "hll") == 0) {
+		Murmur__V1__HllValue *v = NEW(a, Murmur__V1__HllValue, murmur__v1__hll_value__init);
+
+		if (v == NULL)
+			goto done;
+		v->cardinality = u64_node(mm_jnode_get(root, "cardinality"));
+		if (include_raw) {
+			js.len = 0;
+			if (pm->m.vt->encode(&pm->m, acc, &js) != 0 ||
+			    (v->raw.data = mm_arena_alloc(a, js.len ? js.len : 1)) == NULL)
+				goto done;
+			memcpy(v->raw.data, js.p, js.len);
+			v->raw.len = js.len;
+		}
+		r->value_case = MURMUR__V1__RESULT__VALUE_HLL;
+		r->hll = v;
+	} else if (strcmp(mname, "topk") == 0) {
+		Murmur__V1__TopKValue *v = NEW(a, Murmur__V1__TopKValue, murmur__v1__top_kvalue__init);
+		const mm_jnode_t *items = mm_jnode_get(root, "items");
+		size_t i = 0;
+
+		if (v == NULL)
+			goto done;
+		v->k = (uint32_t)u64_node(mm_jnode_get(root, "k"));
+		v->n = u64_node(mm_jnode_get(root, "n"));
+		v->error = u64_node(mm_jnode_get(root, "error"));
+		v->n_items = items ? items->n : 0;
+		v->items = mm_arena_alloc(a, (v->n_items + 1) * sizeof(*v->items));
+		if (v->items == NULL)
+			goto done;
+		for (const mm_jnode_t *e = items ? items->child : NULL; e; e = e->next) {
+			Murmur__V1__TopKItem *it = NEW(a, Murmur__V1__TopKItem, murmur__v1__top_kitem__init);
+
+			if (it == NULL || (it->item = arena_str(a, mm_jnode_get(e, "item"))) == NULL)
+				goto done;
+			it->count = u64_node(mm_jnode_get(e, "count"));
+			it->lower = u64_node(mm_jnode_get(e, "lower"));
+			it->upper = u64_node(mm_jnode_get(e, "upper"));
+			v->items[i++] = it;
+		}
+		r->value_case = MURMUR__V1__RESULT__VALUE_TOPK;
+		r->topk = v;
+	} else if (strcmp(mname, "bloom") == 0) {
+		Murmur__V1__BloomValue *v = NEW(a, Murmur__V1__BloomValue, murmur__v1__bloom_value__init);
+
+		if (v == NULL)
+			goto done;
+		v->bits = u64_node(mm_jnode_get(root, "bits"));
+		v->hashes = (uint32_t)u64_node(mm_jnode_get(root, "hashes"));
+		v->approx_count = u64_node(mm_jnode_get(root, "approx_count"));
+		r->value_case = MURMUR__V1__RESULT__VALUE_BLOOM;
+		r->bloom = v;
+	} else {
+		/* sum, count, min, max, first, last */
+		Murmur__V1__Scalar *v = NEW(a, Murmur__V1__Scalar, murmur__v1__scalar__init);
+		const mm_jnode_t *val = mm_jnode_get(root, "value"), *tm = mm_jnode_get(root, "time");
+		int is_int = 0;
+		int64_t i = 0;
+		double d = 0;
+
+		if (v == NULL)
+			goto done;
+		if (val && val->type == MM_JSON_NUMBER) {
+			if (mm_json_number(val->s, val->len, &is_int, &i, &d) != 0) {
+				rc = mm_diag_set(MM_ERANGE, "value out of range");
+				goto done;
+			}
+			/* A float sum stays a double even when its value is whole. */
+			if (is_int && !(strcmp(mname, "sum") == 0 && pm->m.p.is_float)) {
+				v->value_case = MURMUR__V1__SCALAR__VALUE_INT_VALUE;
+				v->int_value = i;
+			} else {
+				v->value_case = MURMUR__V1__SCALAR__VALUE_DOUBLE_VALUE;
+				v->double_value = d;
+			}
+		} else if (val && val->type == MM_JSON_STRING) {
+			v->value_case = MURMUR__V1__SCALAR__VALUE_STRING_VALUE;
+			if ((v->string_value = arena_str(a, val)) == NULL)
+				goto done;
+		}
+		if (tm && tm->type == MM_JSON_STRING && (v->time = arena_str(a, tm)) == NULL)
+			goto done;
+		r->value_case = MURMUR__V1__RESULT__VALUE_SCALAR;
+		r->scalar = v;
+	}
+	rc = 0;
+done:
+	if (rc == MM_ENOMEM)
+		mm_diag_set(MM_ENOMEM, "query: out of memory");
+	mm_buf_free(&js);
+	mm_jtree_free(&t);
+	return rc;
+}
+
+static Murmur__V1__Window *make_window(mm_arena_t *a, const job_t *j)
+{
+	Murmur__V1__Window *w;
+	char from[32], to[32];
+
+	if (j->pm->gran == 0)
+		return NULL;
+	w = NEW(a, Murmur__V1__Window, murmur__v1__window__init);
+	if (w == NULL)
+		return NULL;
+	mm_time_format(mm_window_bucket_start_ms(j->pm->gran, j->lo), from);
+	mm_time_format(mm_window_bucket_start_ms(j->pm->gran, j->hi + 1) - 1, to);
+	w->from = mm_arena_strndup(a, from, strlen(from));
+	w->to = mm_arena_strndup(a, to, strlen(to));
+	w->buckets = (int32_t)j->nb;
+	return w;
+}
+
+/* ---- jobs ---- */
+
+static void job_destroy_states(job_t *j)
+{
+	size_t n = j->nent * j->nb;
+
+	for (size_t s = 0; s < j->q->nstores; s++)
+		if (j->slots[s].states)
+			for (size_t i = 0; i < n; i++)
+				j->pm->m.vt->destroy(&j->pm->m, j->slots[s].states + i * MM_STATE_MAX);
+}
+
+/* Merges entity e's states over buckets and stores into acc; returns the
+ * number found, or a negative MM_E* code. */
+static int merge_entity(job_t *j, size_t e, void *acc)
+{
+	const mm_monoid_t *m = &j->pm->m;
+	int found = 0, rc;
+
+	for (size_t s = 0; s < j->q->nstores; s++)
+		for (size_t b = 0; b < j->nb; b++) {
+			size_t i = e * j->nb + b;
+
+			if (!j->slots[s].found[i])
+				continue;
+			found++;
+			if ((rc = m->vt->merge(m, acc, j->slots[s].states + i * MM_STATE_MAX)) != 0)
+				return rc;
+		}
+	return found;
+}
+
+static void job_finish(job_t *j)
+{
+	mm_arena_t *a = j->call->arena;
+	const mm_monoid_t *m = &j->pm->m;
+	_Alignas(16) unsigned char acc[MM_STATE_MAX];
+	Murmur__V1__Result **results;
+	Murmur__V1__Window *win = NULL;
+	int rc = 0;
+
+	j->q->inflight--;
+	if (j->status) {
+		int code = code_of(j->status);
+
+		job_destroy_states(j);
+		mm_rpc_done(j->call, NULL, code, "reading the store failed: %s", j->detail);
+		return;
+	}
+	if (j->bloom) {
+		Murmur__V1__MightContainResponse *resp =
+			NEW(a, Murmur__V1__MightContainResponse, murmur__v1__might_contain_response__init);
+		int found;
+
+		m->vt->init(m, acc);
+		found = merge_entity(j, 0, acc);
+		if (resp == NULL || (resp->results = mm_arena_alloc(a, (j->nitems + 1) *
+								       sizeof(protobuf_c_boolean))) == NULL)
+			found = MM_ENOMEM;
+		for (size_t i = 0; found >= 0 && i < j->nitems; i++) {
+			int c = mm_bloom_contains(m, acc, j->items[i], strlen(j->items[i]));
+
+			if (c < 0) {
+				found = c;
+				break;
+			}
+			resp->results[i] = c == 1;
+		}
+		m->vt->destroy(m, acc);
+		job_destroy_states(j);
+		if (found < 0) {
+			mm_rpc_done(j->call, NULL, code_of(found), "%s", mm_diag_msg());
+			return;
+		}
+		resp->n_results = j->nitems;
+		resp->found = found > 0;
+		mm_rpc_done(j->call, &resp->base, MM_RPC_OK, NULL);
+		return;
+	}
+	results = mm_arena_alloc(a, j->nent * sizeof(*results));
+	if (j->pm->gran != 0 && (win = make_window(a, j)) == NULL)
+		rc = MM_ENOMEM;
+	if (results == NULL)
+		rc = MM_ENOMEM;
+	for (size_t e = 0; rc == 0 && e < j->nent; e++) {
+		Murmur__V1__Result *r = NEW(a, Murmur__V1__Result, murmur__v1__result__init);
+		int found;
+
+		if (r == NULL) {
+			rc = MM_ENOMEM;
+			break;
+		}
+		m->vt->init(m, acc);
+		found = merge_entity(j, e, acc);
+		if (found < 0)
+			rc = found;
+		else
+			rc = fill_value(a, j->pm, acc, j->include_raw, r);
+		m->vt->destroy(m, acc);
+		r->pipeline = j->pm->name;
+		r->entity = j->ents[e];
+		r->monoid = (char *)m->vt->name;
+		r->found = found > 0;
+		r->buckets_found = found > 0 ? found : 0;
+		r->window = win;
+		results[e] = r;
+	}
+	job_destroy_states(j);
+	if (rc) {
+		mm_rpc_done(j->call, NULL, code_of(rc), "%s", mm_diag_msg());
+		return;
+	}
+	if (j->call->req->descriptor == &murmur__v1__get_request__descriptor ||
+	    j->call->req->descriptor == &murmur__v1__get_window_request__descriptor ||
+	    j->call->req->descriptor == &murmur__v1__get_range_request__descriptor) {
+		Murmur__V1__GetResponse *resp =
+			NEW(a, Murmur__V1__GetResponse, murmur__v1__get_response__init);
+
+		if (resp == NULL) {
+			mm_rpc_done(j->call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			return;
+		}
+		resp->result = results[0];
+		mm_rpc_done(j->call, &resp->base, MM_RPC_OK, NULL);
+	} else {
+		Murmur__V1__GetManyResponse *resp =
+			NEW(a, Murmur__V1__GetManyResponse, murmur__v1__get_many_response__init);
+
+		if (resp == NULL) {
+			mm_rpc_done(j->call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			return;
+		}
+		resp->n_results = j->nent;
+		resp->results = results;
+		mm_rpc_done(j->call, &resp->base, MM_RPC_OK, NULL);
+	}
+}
+
+static void on_read(void *arg, int status, const char *detail)
+{
+	slot_t *s = arg;
+	job_t *j = s->job;
+
+	if (status && !j->status) {
+		j->status = status;
+		snprintf(j->detail, sizeof(j->detail), "%s", detail ? detail : mm_strerror(status));
+	}
+	if (--j->pending == 0)
+		job_finish(j);
+}
+
+/* Starts the reads of a planned job. */
+static void job_start(job_t *j)
+{
+	mm_arena_t *a = j->call->arena;
+	const mm_monoid_t *m = &j->pm->m;
+	size_t n = j->nent * j->nb;
+
+	j->keys = mm_arena_alloc(a, n * sizeof(mm_key_t));
+	j->slots = mm_arena_calloc(a, j->q->nstores * sizeof(slot_t));
+	if (j->keys == NULL || j->slots == NULL) {
+		mm_rpc_done(j->call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	for (size_t e = 0; e < j->nent; e++)
+		for (size_t b = 0; b < j->nb; b++)
+			j->keys[e * j->nb + b] = (mm_key_t){j->ents[e], strlen(j->ents[e]),
+							    j->pm->gran ? j->lo + (int64_t)b : 0};
+	for (size_t s = 0; s < j->q->nstores; s++) {
+		slot_t *sl = &j->slots[s];
+
+		sl->job = j;
+		sl->states = mm_arena_alloc(a, n * MM_STATE_MAX);
+		sl->found = mm_arena_calloc(a, n);
+		if (sl->states == NULL || sl->found == NULL) {
+			sl->states = NULL;
+			j->status = MM_ENOMEM;
+			snprintf(j->detail, sizeof(j->detail), "out of memory");
+			break;
+		}
+		for (size_t i = 0; i < n; i++)
+			m->vt->init(m, sl->states + i * MM_STATE_MAX);
+	}
+	j->q->inflight++;
+	j->pending = 1; /* held until every read is started */
+	for (size_t s = 0; !j->status && s < j->q->nstores; s++) {
+		int rc;
+
+		j->pending++;
+		rc = mm_store_get_many(j->q->stores[s], &j->ns, j->keys, n, j->slots[s].states,
+				       j->slots[s].found, on_read, &j->slots[s]);
+		if (rc) {
+			j->pending--;
+			j->status = rc;
+			snprintf(j->detail, sizeof(j->detail), "%s", mm_diag_msg());
+		}
+	}
+	on_read(&j->slots[0], 0, NULL);
+}
+
+/* ---- methods ---- */
+
+static Murmur__V1__Pipeline *pipeline_msg(mm_arena_t *a, const pipe_meta_t *pm)
+{
+	Murmur__V1__Pipeline *p = NEW(a, Murmur__V1__Pipeline, murmur__v1__pipeline__init);
+
+	if (p == NULL)
+		return NULL;
+	p->name = pm->name;
+	p->monoid = (char *)pm->describe;
+	p->granularity_ms = pm->gran;
+	p->retention_ms = pm->ret;
+	p->script = pm->script ? pm->script : (char *)"";
+	p->n_key = pm->nkeys;
+	p->key = pm->keys;
+	return p;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void list_pipelines(mm_query_t *q, mm_rpc_call_t *call)
+{
+	mm_arena_t *a = call->arena;
+	Murmur__V1__ListPipelinesResponse *resp =
+		NEW(a, Murmur__V1__ListPipelinesResponse, murmur__v1__list_pipelines_response__init);
+	mm_buf_t names = {0};
+	char **v = NULL;
+	size_t n = 0, k = 0;
+	int rc = 0;
+
+	for (size_t s = 0; rc == 0 && s < q->nstores; s++)
+		rc = mm_store_list_meta(q->stores[s], &names);
+	for (size_t i = 0; i < names.len; i++)
+		n += names.p[i] == 0;
+	if (rc == 0 && (resp == NULL || (v = mm_arena_alloc(a, (n + 1) * sizeof(char *))) == NULL))
+		rc = mm_diag_set(MM_ENOMEM, "query: out of memory");
+	for (size_t i = 0; rc == 0 && i < names.len; i += strlen((char *)names.p + i) + 1)
+		v[k++] = (char *)names.p + i;
+	if (rc == 0) {
+		qsort(v, k, sizeof(char *), name_cmp);
+		resp->pipelines = mm_arena_alloc(a, (k + 1) * sizeof(*resp->pipelines));
+		if (resp->pipelines == NULL)
+			rc = mm_diag_set(MM_ENOMEM, "query: out of memory");
+	}
+	for (size_t i = 0; rc == 0 && i < k; i++) {
+		const pipe_meta_t *pm;
+
+		if (i > 0 && strcmp(v[i], v[i - 1]) == 0)
+			continue; /* in several data directories */
+		if ((rc = meta_get(q, v[i], &pm)) != 0)
+			break;
+		if ((resp->pipelines[resp->n_pipelines++] = pipeline_msg(a, pm)) == NULL)
+			rc = mm_diag_set(MM_ENOMEM, "query: out of memory");
+	}
+	if (rc)
+		mm_rpc_done(call, NULL, code_of(rc), "%s", mm_diag_msg());
+	else
+		mm_rpc_done(call, &resp->base, MM_RPC_OK, NULL);
+	mm_buf_free(&names);
+}
+
+static int check_name(mm_rpc_call_t *call, const char *pipeline)
+{
+	if (pipeline == NULL || pipeline[0] == '\0') {
+		mm_rpc_done(call, NULL, MM_RPC_INVALID_ARGUMENT, "pipeline is required");
+		return -1;
+	}
+	return 0;
+}
+
+static int check_entities(mm_rpc_call_t *call, char **ents, size_t n)
+{
+	if (n == 0) {
+		mm_rpc_done(call, NULL, MM_RPC_INVALID_ARGUMENT, "entity is required");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(ents[i]);
+
+		if (len == 0 || len > MAX_ENTITY) {
+			mm_rpc_done(call, NULL, MM_RPC_INVALID_ARGUMENT,
+				    "an entity has 1 to %d bytes, got %zu", MAX_ENTITY, len);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void mm_query_call(void *arg, mm_rpc_call_t *call)
+{
+	mm_query_t *q = arg;
+	const ProtobufCMessageDescriptor *d = call->req->descriptor;
+	const void *req = call->req;
+	const char *pipeline = NULL, *window = NULL, *at = NULL, *from = NULL, *to = NULL;
+	char **ents = NULL, *one = NULL;
+	size_t nent = 0;
+	int mode = RANGE_ALL, include_raw = 0, rc;
+	job_t *j;
+
+	if (d == &murmur__v1__list_pipelines_request__descriptor) {
+		list_pipelines(q, call);
+		return;
+	}
+	if (d == &murmur__v1__describe_request__descriptor) {
+		const Murmur__V1__DescribeRequest *r = req;
+		Murmur__V1__DescribeResponse *resp;
+		const pipe_meta_t *pm;
+
+		if (check_name(call, r->pipeline))
+			return;
+		if ((rc = meta_get(q, r->pipeline, &pm)) != 0) {
+			mm_rpc_done(call, NULL, code_of(rc), "%s", mm_diag_msg());
+			return;
+		}
+		resp = NEW(call->arena, Murmur__V1__DescribeResponse, murmur__v1__describe_response__init);
+		if (resp == NULL || (resp->pipeline = pipeline_msg(call->arena, pm)) == NULL) {
+			mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			return;
+		}
+		mm_rpc_done(call, &resp->base, MM_RPC_OK, NULL);
+		return;
+	}
+	j = mm_arena_calloc(call->arena, sizeof(*j));
+	if (j == NULL) {
+		mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	if (d == &murmur__v1__get_request__descriptor) {
+		const Murmur__V1__GetRequest *r = req;
+		pipeline = r->pipeline, one = r->entity, include_raw = r->include_raw;
+	} else if (d == &murmur__v1__get_many_request__descriptor) {
+		const Murmur__V1__GetManyRequest *r = req;
+		pipeline = r->pipeline, ents = r->entities, nent = r->n_entities;
+		include_raw = r->include_raw;
+	} else if (d == &murmur__v1__get_window_request__descriptor) {
+		const Murmur__V1__GetWindowRequest *r = req;
+		pipeline = r->pipeline, one = r->entity, window = r->window, at = r->at;
+		include_raw = r->include_raw, mode = RANGE_WINDOW;
+	} else if (d == &murmur__v1__get_window_many_request__descriptor) {
+		const Murmur__V1__GetWindowManyRequest *r = req;
+		pipeline = r->pipeline, ents = r->entities, nent = r->n_entities, window = r->window;
+		at = r->at, include_raw = r->include_raw, mode = RANGE_WINDOW;
+	} else if (d == &murmur__v1__get_range_request__descriptor) {
+		const Murmur__V1__GetRangeRequest *r = req;
+		pipeline = r->pipeline, one = r->entity, from = r->from, to = r->to;
+		include_raw = r->include_raw, mode = RANGE_FROM_TO;
+	} else if (d == &murmur__v1__get_range_many_request__descriptor) {
+		const Murmur__V1__GetRangeManyRequest *r = req;
+		pipeline = r->pipeline, ents = r->entities, nent = r->n_entities, from = r->from;
+		to = r->to, include_raw = r->include_raw, mode = RANGE_FROM_TO;
+	} else if (d == &murmur__v1__might_contain_request__descriptor) {
+		const Murmur__V1__MightContainRequest *r = req;
+		pipeline = r->pipeline, one = r->entity, window = r->window, at = r->at;
+		from = r->from, to = r->to;
+		mode = window && window[0] ? RANGE_WINDOW : (from && from[0]) || (to && to[0]) ? RANGE_FROM_TO : RANGE_ALL;
+		j->bloom = 1;
+		j->items = r->items;
+		j->nitems = r->n_items;
+	} else {
+		mm_rpc_done(call, NULL, MM_RPC_UNIMPLEMENTED, "method not implemented");
+		return;
+	}
+	if (one != NULL) {
+		/* The job outlives this call: the one-entity list goes in the arena. */
+		ents = mm_arena_alloc(call->arena, sizeof(char *));
+		if (ents == NULL) {
+			mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			return;
+		}
+		ents[0] = one;
+		nent = one[0] ? 1 : 0;
+	}
+	if (check_name(call, pipeline) || check_entities(call, ents, nent))
+		return;
+	j->q = q;
+	j->call = call;
+	j->ents = ents;
+	j->nent = nent;
+	j->include_raw = include_raw;
+	if ((rc = meta_get(q, pipeline, &j->pm)) != 0) {
+		mm_rpc_done(call, NULL, code_of(rc), "%s", mm_diag_msg());
+		return;
+	}
+	if (j->bloom && j->pm->m.vt != &mm_monoid_bloom_vtable) {
+		mm_rpc_done(call, NULL, MM_RPC_FAILED_PRECONDITION,
+			    "pipeline '%s' is a %s, not a bloom filter", pipeline, j->pm->m.vt->name);
+		return;
+	}
+	j->ns = (mm_ns_t){j->pm->name, &j->pm->m};
+	if ((rc = plan_range(j, mode, window, at, from, to)) != 0) {
+		mm_rpc_done(call, NULL, rc, "%s", j->detail);
+		return;
+	}
+	if (j->nent * j->nb > MAX_KEYS) {
+		mm_rpc_done(call, NULL, MM_RPC_INVALID_ARGUMENT,
+			    "%zu entities x %zu buckets is more than %d keys in one call", j->nent,
+			    j->nb, MAX_KEYS);
+		return;
+	}
+	job_start(j);
+}
+
+int mm_query_open(mm_store_t *const *stores, size_t n, mm_query_t **out)
+{
+	mm_query_t *q = calloc(1, sizeof(*q));
+
+	if (q == NULL || n == 0 || (q->stores = calloc(n, sizeof(*stores))) == NULL) {
+		free(q);
+		return mm_diag_set(n ? MM_ENOMEM : MM_EINVAL, "query: %s",
+				   n ? "out of memory" : "no store to read");
+	}
+	memcpy(q->stores, stores, n * sizeof(*stores));
+	q->nstores = n;
+	*out = q;
+	return 0;
+}
+
+size_t mm_query_inflight(const mm_query_t *q)
+{
+	return q->inflight;
+}
+
+void mm_query_close(mm_query_t *q)
+{
+	pipe_meta_t *pm, *next;
+
+	if (q == NULL)
+		return;
+	for (pm = q->metas; pm != NULL; pm = next) {
+		next = pm->next;
+		meta_free(pm);
+	}
+	free(q->stores);
+	free(q);
+}
