@@ -190,7 +190,18 @@ static int engine_start_source(mm_engine_t *ctx, mm_engine_source_t *es)
 	int rc;
 
 	es->src->max_record = es->max_record;
-	rc = mm_store_get_position(ctx->st, es->src->id, &pos);
+	rc = mm_store_get_position(ctx->st, mm_source_pos_key(es->src), &pos);
+	/* Positions stored before they were keyed by consumer are keyed by the
+	 * source id alone. A private store's (the data directory's) can only be
+	 * this reader's own: resume from it; the next flush stores the position
+	 * under the new key. A shared store's may be any reader's: never. */
+	if (rc == MM_ENOTFOUND && !ctx->st->claims && strcmp(mm_source_pos_key(es->src), es->src->id)) {
+		rc = mm_store_get_position(ctx->st, es->src->id, &pos);
+		if (rc == 0)
+			mm_log(MM_LOG_INFO, "engine", "source %s: reading its position stored before "
+			       "consumers; it moves to '%s' at the next flush", es->src->id,
+			       mm_source_pos_key(es->src));
+	}
 	if (rc == MM_ENOTFOUND || rc == MM_ENOTSUP) {
 		rc = es->src->vt->start(es->src, NULL, 0);
 	} else if (rc == 0) {
@@ -222,7 +233,8 @@ int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t
 	if (rc)
 		return rc;
 	for (int i = 0; i < ctx->nsrcs; i++)
-		if (ctx->srcs[i].src && strcmp(ctx->srcs[i].src->id, src->id) == 0)
+		if (ctx->srcs[i].src &&
+		    strcmp(mm_source_pos_key(ctx->srcs[i].src), mm_source_pos_key(src)) == 0)
 			es = &ctx->srcs[i];
 	if (es) {
 		/* Same input named twice: share the open source, drop the new one. */
@@ -559,7 +571,7 @@ static int job_positions(mm_engine_t *ctx, struct mm_flush_job *job)
 		if (!es->has_pos)
 			continue;
 		job->pos_src[np] = (size_t)i;
-		job->f.positions[np].source = es->src->id;
+		job->f.positions[np].source = mm_source_pos_key(es->src);
 		job->f.positions[np].len = es->pos.len;
 		/* Offsets first: posdata may move while it grows. */
 		job->f.positions[np].pos = (const uint8_t *)(uintptr_t)job->posdata.len;

@@ -84,6 +84,7 @@ extern const mm_source_vtable_t mm_source_stdin_vtable;
 
 struct mm_fsrc_cfg {
 	const char *path;
+	const char *consumer;
 	int follow;
 	int nofollow;
 	int64_t batch;
@@ -792,6 +793,28 @@ static void mm_fsrc_on_idle(uv_idle_t *h)
 
 /* ---- vtable ---- */
 
+/*
+ * Keys the position by the consumer reading the file: "<id>#<consumer>".
+ * A consumer name holds no '#' (the key stays unambiguous: the consumer is
+ * what follows the last '#') and no control character; none or an empty
+ * one leaves the id as the key.
+ */
+static int mm_fsrc_consumer(mm_fsrc_t *fs, const char *consumer)
+{
+	size_t i, n = consumer ? strlen(consumer) : 0;
+
+	if (n == 0)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (consumer[i] == '#' || (unsigned char)consumer[i] < 0x20)
+			return mm_diag_set(MM_EINVAL, "file: consumer '%s' may not contain '#' or "
+						      "control characters", consumer);
+	if (n > 200)
+		return mm_diag_set(MM_EINVAL, "file: consumer names are at most 200 bytes");
+	snprintf(fs->base.pos_id, sizeof(fs->base.pos_id), "%s#%s", fs->base.id, consumer);
+	return 0;
+}
+
 static int mm_fsrc_create(uv_loop_t *loop, const mm_source_vtable_t *vt, const mm_kv_t *kv,
 			  size_t nkv, const mm_source_sink_t *sink, mm_source_t **out)
 {
@@ -853,6 +876,8 @@ static int mm_fsrc_create(uv_loop_t *loop, const mm_source_vtable_t *vt, const m
 			rc = mm_diag_set(MM_EINVAL, "file: path '%s' is too long", fs->path);
 			goto fail;
 		}
+		if ((rc = mm_fsrc_consumer(fs, cfg.consumer)))
+			goto fail;
 		slash = strrchr(fs->path, '/');
 		fs->name = slash + 1;
 		fs->dir = slash == fs->path ? strdup("/") : strndup(fs->path, (size_t)(slash - fs->path));
@@ -1075,6 +1100,11 @@ static int mm_fsrc_lag(mm_source_t *src, mm_source_lag_fn fn, void *ud)
 static const mm_option_t mm_fsrc_file_options[] = {
 	{MM_OPT_STRING, "path", NULL, offsetof(struct mm_fsrc_cfg, path),
 	 "File to read, one JSON record per line (required)."},
+	{MM_OPT_STRING, "consumer", NULL, offsetof(struct mm_fsrc_cfg, consumer),
+	 "Who reads the file: its position is stored per (file, consumer), so readers "
+	 "with other names read the file for themselves, and workers with the same name "
+	 "share one position. Empty: the position is keyed by the file alone (releases "
+	 "before consumers)."},
 	{MM_OPT_BOOL, "follow", "false", offsetof(struct mm_fsrc_cfg, follow),
 	 "Keep reading appended lines and reopen the path after rotation, like tail -F; "
 	 "when false, end of file ends the input."},

@@ -130,11 +130,21 @@ struct mm_source {
 	const mm_source_vtable_t *vt;
 	uv_loop_t *loop;
 	mm_source_sink_t sink;
-	char id[512];          /* stable id used as the position key */
+	char id[512];          /* stable id of the input (logs, status, sharing) */
+	/* The key of its position in the store when the id does not name the
+	 * reader: "<id>#<consumer>" for a file read by a named consumer; empty
+	 * when the id is the key (Kafka's names its group). */
+	char pos_id[768];
 	uint64_t max_record;   /* records longer than this are delivered TOOBIG */
 	uint64_t records;      /* delivered so far (stats) */
 	uint64_t bytes;
 };
+
+/* The key of src's position in the store: whose reading it records. */
+static inline const char *mm_source_pos_key(const mm_source_t *src)
+{
+	return src->pos_id[0] ? src->pos_id : src->id;
+}
 
 extern const mm_source_vtable_t *const mm_source_registry[];
 const mm_source_vtable_t *mm_source_find(const char *name);

@@ -78,7 +78,7 @@ local function cmd_run(args)
     cache = "value", log_level = "value", stats = "flag", watchdog = "value", lua_memory = "value",
     no_supervisor = "flag", kafka_brokers = "value", kafka_topic = "value",
     kafka_group = "value", kafka_start = "value", kafka_property = "multi", progress = "value",
-    allow = "multi",
+    allow = "multi", consumer = "value",
   })
   if not opts then return usage_error("run", scripts) end
   if opts.help then io.write(HELP.run) return EXIT_OK end

@@ -185,8 +185,11 @@ end
 -- The input chosen on the command line (--input FILE, --follow), stdin by default.
 function M.input(opts) local s = source("input", opts, { batch = true }, 2) return s end
 function M.file(opts)
-  local s = source("file", opts, { path = true, follow = true, batch = true, read_size = true }, 2)
+  local s = source("file", opts, { path = true, follow = true, batch = true, read_size = true, consumer = true }, 2)
   if type(s.options.path) ~= "string" then fail(where(2), "murmur.file needs a path") end
+  if s.options.consumer ~= nil and type(s.options.consumer) ~= "string" then
+    fail(where(2), "murmur.file's consumer must be a string (the name its position is stored under)")
+  end
   -- The sandbox: a script reads files under its directory, the data
   -- directory or a granted path, never through a symbolic link.
   local ok, err = grants.check_path(s.options.path, "murmur.file")

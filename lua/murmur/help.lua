@@ -31,6 +31,9 @@ Runs every pipeline the scripts define, on one event loop.
   --input FILE       input of murmur.input() sources: a JSON Lines file, or - for
                      stdin (default $MURMUR_INPUT or stdin)
   --follow           keep reading FILE as it grows and across rotation (tail -F)
+  --consumer NAME    who reads the input files: positions are stored per file and
+                     consumer, so other names read a file for themselves (default
+                     the data directory's path; doc/dynamodb.md, "Positions")
   --once             stop at the end of the input (flush, checkpoint, exit 0)
   --store KIND       lmdb (default, durable), dynamodb (shared; doc/dynamodb.md)
                      or memory (tests; nothing persists)

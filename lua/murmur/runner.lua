@@ -62,12 +62,25 @@ local function kafka_options(src, opts)
   return "kafka", o
 end
 
+-- The consumer a file source's position is stored for (doc/dynamodb.md,
+-- "Positions"): --consumer, else the script's, else the data directory, so
+-- that pipelines run with their own data directories never share a position
+-- on a shared store, and a restarted run resumes its own. A '#' (which a
+-- consumer name may not hold) in the directory's path is written %23.
+function M.consumer(src_options, opts)
+  if opts.consumer then return opts.consumer end
+  if src_options.consumer then return src_options.consumer end
+  local data = M.data_dir(opts)
+  return ((core.realpath(data) or data):gsub("[%%#]", { ["%"] = "%25", ["#"] = "%23" }))
+end
+
 -- Resolves a spec's source into (backend, options table), or nil, message.
 local function source_config(src, opts)
   if src.type == "kafka" then return kafka_options(src, opts) end
   if src.type ~= "input" then
     local o = {}
     for k, v in pairs(src.options) do o[k] = v end
+    if src.type == "file" then o.consumer = M.consumer(src.options, opts) end
     return src.type, o
   end
   -- murmur.input() reads Kafka when Kafka brokers are configured; a flag
@@ -85,6 +98,7 @@ local function source_config(src, opts)
   if input == "-" then return "stdin", o end
   o.path = input
   o.follow = opts.follow and "true" or "false"
+  o.consumer = M.consumer({}, opts)
   return "file", o
 end
 
