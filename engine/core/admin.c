@@ -192,8 +192,6 @@ int mm_admin_status_json(mm_buf_t *out)
 			   mm_metrics_rss_bytes(), why ? "false" : "true");
 	rc |= why ? quote(out, why) : mm_buf_printf(out, "null");
 	rc |= mm_buf_printf(out, ",\"definitions\":%s", admin.definitions ? admin.definitions : "[]");
-	if (m->loop_lag_ns >= 0)
-		rc |= mm_buf_printf(out, ",\"loop_lag_ms\":%.3f", m->loop_lag_ns / 1e6);
 	if (m->has_reload) {
 		const mm_reload_metrics_t *r = &m->reload;
 

@@ -28,51 +28,6 @@
 #include "../store/valkey.h"
 #include "agg.h"
 
-/* ---- the query server's counters ---- */
-
-static void copy_name(char *dst, const char *src)
-{
-	snprintf(dst, MM_METRICS_NAME_MAX, "%s", src ? src : "");
-}
-
-void mm_req_metrics_observe(mm_req_metrics_t *m, const char *method, const char *code, uint64_t ns)
-{
-	size_t i;
-
-	for (i = 0; i < m->ncounts; i++)
-		if (strncmp(m->counts[i].method, method, MM_METRICS_NAME_MAX - 1) == 0 &&
-		    strncmp(m->counts[i].code, code, MM_METRICS_NAME_MAX - 1) == 0)
-			break;
-	if (i == m->ncounts) {
-		/* The last row is kept for "other": a full table never loses a count. */
-		if (m->ncounts < MM_METRICS_REQ_ROWS - 1) {
-			copy_name(m->counts[i].method, method);
-			copy_name(m->counts[i].code, code);
-		} else {
-			i = MM_METRICS_REQ_ROWS - 1;
-			copy_name(m->counts[i].method, "other");
-			copy_name(m->counts[i].code, "other");
-		}
-		if (i == m->ncounts)
-			m->ncounts++;
-	}
-	m->counts[i].n++;
-	for (i = 0; i < m->nlatency; i++)
-		if (strncmp(m->latency[i].method, method, MM_METRICS_NAME_MAX - 1) == 0)
-			break;
-	if (i == m->nlatency) {
-		if (m->nlatency < MM_METRICS_REQ_METHODS - 1) {
-			copy_name(m->latency[i].method, method);
-		} else {
-			i = MM_METRICS_REQ_METHODS - 1;
-			copy_name(m->latency[i].method, "other");
-		}
-		if (i == m->nlatency)
-			m->nlatency++;
-	}
-	mm_histo_observe(&m->latency[i].hist, ns);
-}
-
 /* ---- the process-wide description ---- */
 
 mm_metrics_t *mm_metrics_global(void)
@@ -82,7 +37,6 @@ mm_metrics_t *mm_metrics_global(void)
 
 	if (!init) {
 		m.start_ms = mm_now_ms();
-		m.loop_lag_ns = -1;
 		init = 1;
 	}
 	return &m;
@@ -156,10 +110,6 @@ static void render_process(const mm_metrics_t *m, mm_expo_t *w)
 	if (m->lua_errors != NULL)
 		counter(w, "murmur_lua_errors", "Errors raised by Lua code and caught by the Lua call funnel.",
 			(double)m->lua_errors());
-	if (m->loop_lag_ns >= 0)
-		gauge(w, "murmur_event_loop_lag_seconds",
-		      "How late the event loop ran the last lag probe's timer, in seconds.",
-		      (double)m->loop_lag_ns / 1e9);
 }
 
 /* Per-pipeline counters, as rows over mm_pipeline_stats_t. */
@@ -577,28 +527,6 @@ static void render_reload(const mm_reload_metrics_t *r, mm_expo_t *w)
 		      "When the last reload failed, since the Unix epoch.", (double)r->last_error_ms / 1000.0);
 }
 
-static void render_server(const mm_req_metrics_t *s, mm_expo_t *w)
-{
-	mm_expo_family(w, "murmur_query_requests", MM_EXPO_COUNTER,
-		       "Query server requests, by method and result code.");
-	for (size_t i = 0; i < s->ncounts; i++) {
-		const char *const l[] = {"method", s->counts[i].method, "code", s->counts[i].code, NULL};
-
-		mm_expo_value(w, l, (double)s->counts[i].n);
-	}
-	mm_expo_family(w, "murmur_query_request_duration_seconds", MM_EXPO_HISTOGRAM,
-		       "Query server request latency, by method.");
-	for (size_t i = 0; i < s->nlatency; i++) {
-		const char *const l[] = {"method", s->latency[i].method, NULL};
-
-		mm_expo_histogram(w, l, &s->latency[i].hist);
-	}
-	counter(w, "murmur_query_connections", "Connections the query server accepted.",
-		(double)s->connections);
-	gauge(w, "murmur_query_connections_open", "Connections open now.", (double)s->connections_open);
-	counter(w, "murmur_query_refused", "Connections or requests refused by a limit.", (double)s->refused);
-}
-
 int mm_metrics_render(const mm_metrics_t *m, int openmetrics, mm_buf_t *out)
 {
 	mm_expo_t w;
@@ -610,7 +538,7 @@ int mm_metrics_render(const mm_metrics_t *m, int openmetrics, mm_buf_t *out)
 	render_stores(m, &w);
 	if (m->has_reload)
 		render_reload(&m->reload, &w);
-	if (m->server != NULL)
-		render_server(m->server, &w);
+	if (m->render_more != NULL)
+		m->render_more(m->render_more_arg, &w);
 	return mm_expo_end(&w);
 }

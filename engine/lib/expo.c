@@ -126,26 +126,47 @@ void mm_expo_value(mm_expo_t *w, const char *const *labels, double v)
 	puts_(w, "\n");
 }
 
-void mm_expo_histogram(mm_expo_t *w, const char *const *labels, const mm_histo_t *h)
+/* Writes the buckets, then _sum (already formatted) and _count. */
+static void put_histogram(mm_expo_t *w, const char *const *labels, size_t n, const char *const *le,
+			  const uint64_t *cum, const char *sum, uint64_t count)
 {
-	uint64_t cum = 0;
-	char sum[40];
-
-	for (int i = 0; i <= MM_HISTO_BOUNDS; i++) {
-		cum += h->counts[i];
-		put_series(w, "_bucket", labels, mm_histo_bound_label(i));
-		put_number(w, (double)cum);
+	for (size_t i = 0; i < n; i++) {
+		put_series(w, "_bucket", labels, le[i]);
+		put_number(w, (double)cum[i]);
 		puts_(w, "\n");
 	}
-	/* Nanoseconds as seconds with nine decimals: exact, whatever the sum. */
-	snprintf(sum, sizeof(sum), "%llu.%09llu", (unsigned long long)(h->sum_ns / 1000000000u),
-		 (unsigned long long)(h->sum_ns % 1000000000u));
 	put_series(w, "_sum", labels, NULL);
 	puts_(w, sum);
 	puts_(w, "\n");
 	put_series(w, "_count", labels, NULL);
-	put_number(w, (double)h->count);
+	put_number(w, (double)count);
 	puts_(w, "\n");
+}
+
+void mm_expo_histogram(mm_expo_t *w, const char *const *labels, const mm_histo_t *h)
+{
+	const char *le[MM_HISTO_BOUNDS + 1];
+	uint64_t cum[MM_HISTO_BOUNDS + 1], acc = 0;
+	char sum[40];
+
+	for (int i = 0; i <= MM_HISTO_BOUNDS; i++) {
+		acc += h->counts[i];
+		cum[i] = acc;
+		le[i] = mm_histo_bound_label(i);
+	}
+	/* Nanoseconds as seconds with nine decimals: exact, whatever the sum. */
+	snprintf(sum, sizeof(sum), "%llu.%09llu", (unsigned long long)(h->sum_ns / 1000000000u),
+		 (unsigned long long)(h->sum_ns % 1000000000u));
+	put_histogram(w, labels, MM_HISTO_BOUNDS + 1, le, cum, sum, h->count);
+}
+
+void mm_expo_histogram_le(mm_expo_t *w, const char *const *labels, size_t n,
+			  const char *const *le, const uint64_t *cum, double sum_s, uint64_t count)
+{
+	char sum[40];
+
+	snprintf(sum, sizeof(sum), "%.9f", sum_s);
+	put_histogram(w, labels, n, le, cum, sum, count);
 }
 
 int mm_expo_end(mm_expo_t *w)

@@ -51,6 +51,12 @@ void mm_expo_value(mm_expo_t *w, const char *const *labels, double v);
  * current histogram family; labels as for mm_expo_value, `le` is added. */
 void mm_expo_histogram(mm_expo_t *w, const char *const *labels, const mm_histo_t *h);
 
+/* The same for a histogram kept elsewhere with its own bounds: n buckets
+ * whose `le` labels are le[0..n) (the last must be "+Inf") and cumulative
+ * counts cum[0..n), the sum in seconds and the count. */
+void mm_expo_histogram_le(mm_expo_t *w, const char *const *labels, size_t n,
+			  const char *const *le, const uint64_t *cum, double sum_s, uint64_t count);
+
 /* Ends the exposition ("# EOF" in OpenMetrics); returns 0 or w->rc. */
 int mm_expo_end(mm_expo_t *w);
 

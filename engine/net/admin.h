@@ -14,16 +14,22 @@
 #ifndef MM_NET_ADMIN_H
 #define MM_NET_ADMIN_H
 
-/* server.h's server (a repeated typedef is allowed in C11). */
+#include <stddef.h>
+
+/* server.h's server and rpc.h's layer (repeated typedefs are allowed in C11). */
 typedef struct mm_server mm_server_t;
+typedef struct mm_rpc mm_rpc_t;
+typedef struct mm_store mm_store_t;
 
 /* The admin page, NUL-terminated: generated at build time from
  * engine/net/admin/index.html by tools/embed.sh. */
 extern const char mm_admin_page_index[];
 
 /* Registers the routes above on srv, and makes /metrics render srv's
- * connection counters (until the server is closed: call with NULL first).
- * Returns 0 or the first mm_server_route error. */
-int mm_admin_routes(mm_server_t *srv);
+ * connection counters, rpc's per-method counters and the operations of the
+ * stores it reads (all borrowed: call mm_admin_routes(NULL, NULL, NULL, 0)
+ * before closing them). Returns 0, or the first mm_server_route or
+ * mm_metrics_add_store error. */
+int mm_admin_routes(mm_server_t *srv, const mm_rpc_t *rpc, mm_store_t *const *stores, size_t n);
 
 #endif

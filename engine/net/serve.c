@@ -11,6 +11,7 @@
 #include "murmur/v1/query.pb-c.h"
 
 #include "../lib/error.h"
+#include "admin.h"
 #include "serve.h"
 
 int mm_serve_start(uv_loop_t *loop, const mm_server_options_t *opt, mm_store_t *const *stores,
@@ -29,7 +30,11 @@ int mm_serve_start(uv_loop_t *loop, const mm_server_options_t *opt, mm_store_t *
 	if (rc == 0)
 		rc = mm_rpc_open(s->srv, &murmur__v1__query_service__descriptor, mm_query_call,
 				 s->query, &s->rpc);
+	/* /metrics, /healthz, /readyz, the admin page and its JSON. */
+	if (rc == 0)
+		rc = mm_admin_routes(s->srv, s->rpc, stores, n);
 	if (rc) {
+		mm_admin_routes(NULL, NULL, NULL, 0);
 		if (s->srv)
 			mm_server_close(s->srv, NULL, NULL);
 		mm_query_close(s->query);
@@ -46,6 +51,7 @@ static void on_drain_closed(uv_handle_t *h)
 	void (*done)(void *) = s->done;
 	void *arg = s->done_arg;
 
+	mm_admin_routes(NULL, NULL, NULL, 0);
 	mm_rpc_close(s->rpc);
 	mm_query_close(s->query);
 	free(s);

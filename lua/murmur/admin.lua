@@ -21,12 +21,13 @@ local function field_text(kind, fields, const)
 end
 
 -- The definitions of specs (a list), and a table pipeline -> dead-letter
--- file path for those that write dead letters to a file.
-function M.definitions(specs, opts, data)
+-- file path for those that write dead letters to a file. Sources only when
+-- with_sources: `murmur serve` reads stores and cannot know what fed them.
+function M.definitions(specs, opts, data, with_sources)
   local defs, paths = {}, {}
   for _, spec in ipairs(specs) do
     local sources = {}
-    for _, src in ipairs(spec.sources or {}) do
+    for _, src in ipairs(with_sources and spec.sources or {}) do
       local backend, o = runner.source_config(src, opts)
       local shown = {}
       for k, v in pairs(type(o) == "table" and o or {}) do
@@ -45,7 +46,7 @@ function M.definitions(specs, opts, data)
       time = field_text(spec.time_kind, { spec.time_field }),
       id = field_text(spec.id_kind, { spec.id_field }),
       granularity_ms = spec.granularity_ms or 0, retention_ms = spec.retention_ms or 0,
-      sources = sources, store = spec.store and spec.store.type or nil, dead_letter = dead_letter,
+      sources = with_sources and sources or nil, store = spec.store and spec.store.type or nil, dead_letter = dead_letter,
     }
   end
   return defs, paths
@@ -54,7 +55,7 @@ end
 -- Publishes specs' definitions for the page and marks the process ready as
 -- far as loading goes (the engine's own state is checked in C).
 function M.publish(specs, opts, data, mode)
-  local defs, paths = M.definitions(specs, opts or {}, data or runner.data_dir(opts or {}))
+  local defs, paths = M.definitions(specs, opts or {}, data or runner.data_dir(opts or {}), mode ~= "serve")
   local ok, err = core.admin_publish(#defs > 0 and core.json_encode(defs) or "[]", paths)
   if not ok then return nil, err end
   core.admin_state(mode, nil)

@@ -12,13 +12,15 @@ local M = {}
 
 local EXIT_RUNTIME, EXIT_USAGE, EXIT_SCRIPT = 1, 2, 3
 
--- The store list for core.serve, or nil, message, exit code.
-function M.stores(scripts, opts)
+-- The store list for core.serve, or nil, message, exit code. The scripts'
+-- specs go to loaded.specs when loaded is given (the admin page's definitions).
+function M.stores(scripts, opts, loaded)
   local script_store
   if #scripts > 0 then
     -- Loaded like `run` loads them: validated first in a child under limits.
     local specs, err = require("murmur.isolate").load_all(scripts)
     if not specs then return nil, err, EXIT_SCRIPT end
+    if loaded then loaded.specs = specs end
     for _, s in ipairs(specs) do script_store = script_store or s.store end
   end
   local runner = require("murmur.runner")
@@ -84,8 +86,13 @@ end
 function M.run(scripts, opts)
   local cfg, cerr = M.config(opts)
   if not cfg then io.stderr:write("murmur serve: ", cerr, "\n") return EXIT_USAGE end
-  local stores, err, code = M.stores(scripts, opts)
+  local loaded = {}
+  local stores, err, code = M.stores(scripts, opts, loaded)
   if not stores then io.stderr:write("murmur serve: ", err, "\n") return code end
+  -- The admin page's definitions; /readyz is ready once the server listens.
+  local data = opts.data and opts.data[1] or require("murmur.runner").data_dir({})
+  local pok, perr = require("murmur.admin").publish(loaded.specs or {}, { data = data }, data, "serve")
+  if not pok then io.stderr:write("murmur serve: ", perr, "\n") return EXIT_RUNTIME end
   cfg.stores = stores
   local ok, serr = core.serve(cfg)
   if not ok then

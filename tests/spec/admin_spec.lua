@@ -102,3 +102,100 @@ murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", va
     assert.are.same({}, core.json_decode(core.admin_dead_letters("none", 5)).lines)
   end)
 end)
+
+local scrape = require("spec.scrape")
+
+-- Runs tests/node/admin_page.js; returns its decoded output.
+local function drive_page(port, pipeline, entity, extra)
+  local code, out = S.exec(("node %s/tests/node/admin_page.js --url http://127.0.0.1:%d/ --pipeline %s --entity %s %s 2>&1")
+    :format(S.quote(S.root), port, S.quote(pipeline), S.quote(entity), extra or ""))
+  assert.are.equal(0, code, out)
+  return core.json_decode(out:match("([^\n]+)\n?$"))
+end
+
+describe("#admin page served by murmur serve", function()
+  local dir, h, port
+  before_each(function()
+    dir = S.tmpdir()
+    scrape.prepare(dir)
+    h, port = scrape.start_serve(dir)
+  end)
+  after_each(function()
+    if h then S.kill(h, "TERM") S.wait_exit(h, 20) h = nil end
+    S.rm_rf(dir)
+  end)
+
+  it("answers /, /api/status and /api/dead-letters", function()
+    local base = ("http://127.0.0.1:%d"):format(port)
+    local code, body, headers = scrape.http_get(base .. "/")
+    assert.are.equal(200, code)
+    assert.matches("text/html", headers["content-type"], 1, true)
+    assert.matches("frame-ancestors 'none'", headers["content-security-policy"], 1, true)
+    -- Self-contained: no external script, style sheet, image or font.
+    assert.is_nil(body:find("<script[^>]+src=") or body:find("<link[^>]+href=") or body:find("@import")
+      or body:find("https?://[%w.]+/[%w/]*%.[jc]ss?"))
+    code, body = scrape.http_get(base .. "/api/status")
+    assert.are.equal(200, code)
+    local st = core.json_decode(body)
+    assert.is_true(st.ready)
+    assert.are.equal("serve", st.mode)
+    assert.are.equal("views", st.definitions[1].name)
+    assert.are.equal("topk(k=5)", st.definitions[2].monoid)
+    assert.is_nil(st.engine)
+    code, body = scrape.http_get(base .. "/api/dead-letters?pipeline=top&lines=5")
+    assert.are.equal(200, code)
+    local dl = core.json_decode(body)
+    assert.are.equal(1, #dl.lines)
+    assert.are.equal("json", core.json_decode(dl.lines[1]).reason)
+    code = scrape.http_get(base .. "/api/dead-letters?pipeline=nope")
+    assert.are.equal(404, code)
+    code = scrape.http_get(base .. "/api/dead-letters")
+    assert.are.equal(400, code)
+  end)
+
+  it("loads in headless Chromium without console errors, lists the pipelines, draws a lookup's Top-K", function()
+    if S.exec("test -x /usr/bin/chromium") ~= 0 then
+      pending("chromium is not installed (make deps)")
+      return
+    end
+    local _, q = S.murmur_run({ "query", "top", "u1", "--json", "--data", dir .. "/d" })
+    local expected = core.json_decode(q).result.items
+    local out = drive_page(port, "top", "u1")
+    assert.are.same({}, out.console_errors)
+    assert.are.same({ "views", "top" }, out.pipelines)
+    assert.are.same({}, out.unlabelled)
+    assert.is_true(out.tab_reached_lookup)
+    assert.matches("^ready", out.ready)
+    assert.are.equal(#expected, #out.bars)
+    for i, item in ipairs(expected) do
+      assert.are.equal(item.item, out.bars[i].item)
+      assert.are.equal(item.count, out.bars[i].count)
+    end
+    -- Bars are drawn to scale: the first (largest) is the widest.
+    for i = 2, #out.bars do assert.is_true(out.bars[i].width <= out.bars[1].width) end
+    -- A windowed pipeline's lookup draws the buckets as a time series.
+    out = drive_page(port, "views", "p1", "--series 1")
+    assert.are.same({}, out.console_errors)
+    assert.are.equal(14, out.series_points)
+  end)
+
+  it("needs the bearer token for everything but /healthz and the page once one is set", function()
+    S.kill(h, "TERM")
+    S.wait_exit(h, 20)
+    S.write_file(dir .. "/token", "s3cret\n")
+    h, port = scrape.start_serve(dir, "--token-file " .. S.quote(dir .. "/token"))
+    local base = ("http://127.0.0.1:%d"):format(port)
+    assert.are.equal(200, (scrape.http_get(base .. "/healthz")))
+    assert.are.equal(200, (scrape.http_get(base .. "/")))
+    for _, path in ipairs({ "/metrics", "/readyz", "/api/status", "/api/dead-letters?pipeline=top" }) do
+      assert.are.equal(401, (scrape.http_get(base .. path)), path)
+      assert.are.equal(200, (scrape.http_get(base .. path, nil, "s3cret")), path)
+    end
+    if S.exec("test -x /usr/bin/chromium") == 0 then
+      local out = drive_page(port, "top", "u1", "--token s3cret")
+      assert.are.same({}, out.console_errors)
+      assert.are.same({ "views", "top" }, out.pipelines)
+      assert.is_true(#out.bars > 0)
+    end
+  end)
+end)

@@ -120,16 +120,7 @@ local function which(name)
   if code == 0 and out ~= "" then return (out:gsub("%s+$", "")) end
 end
 
-local function free_port()
-  for _ = 1, 50 do
-    local f = assert(io.open("/dev/urandom", "rb"))
-    local b = f:read(2)
-    f:close()
-    local port = 20000 + (b:byte(1) * 256 + b:byte(2)) % 20000
-    if S.exec(("bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null"):format(port)) ~= 0 then return port end
-  end
-  error("no free port")
-end
+local free_port = S.free_port
 
 -- A directory laid out like a fresh clone for the block's commands.
 local function fixture()

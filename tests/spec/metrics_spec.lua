@@ -5,117 +5,8 @@
 local S = require("spec.support")
 local core = require("murmur.core")
 
-local M = {}
-
--- Parses an exposition: { families = {name = {type=, help=}}, order = {...},
--- samples = { {name=, labels=table, key=, value=} } }, or raises on a line
--- that is neither a comment nor a sample.
-function M.parse(text)
-  local out = { families = {}, order = {}, samples = {} }
-  for line in text:gmatch("([^\n]*)\n") do
-    local kind, name, rest = line:match("^# (%u+) (%S+) ?(.*)$")
-    if kind == "HELP" or kind == "TYPE" then
-      local f = out.families[name]
-      if not f then
-        f = {}
-        out.families[name] = f
-        out.order[#out.order + 1] = name
-      end
-      f[kind:lower()] = rest
-    elseif line == "# EOF" then
-      out.eof = true
-    elseif line ~= "" then
-      local sname, labels, value = line:match("^([%w_:]+)(%b{}) (%S+)$")
-      if not sname then
-        labels = ""
-        sname, value = line:match("^([%w_:]+) (%S+)$")
-      end
-      assert(sname, "not a sample: " .. line)
-      local l = {}
-      for k, v in (labels or ""):gmatch('([%w_]+)="(.-[^\\]?)"') do l[k] = v end
-      out.samples[#out.samples + 1] = { name = sname, labels = l, key = sname .. (labels or ""),
-        value = tonumber(value) or (value == "+Inf" and math.huge) or value }
-    end
-  end
-  return out
-end
-
--- The family a sample belongs to, for format om (OpenMetrics) or text.
-local function family_of(p, name, om)
-  for _, suffix in ipairs({ "_bucket", "_sum", "_count", "" }) do
-    local base = suffix == "" and name or name:match("^(.*)" .. suffix .. "$")
-    if base and p.families[base] and (suffix == "" or p.families[base].type == "histogram") then return base end
-  end
-  if om then return name:match("^(.*)_total$") end
-end
-
--- What promtool does not check: every sample's family is declared before it
--- and its samples are contiguous; no series twice; histogram buckets are
--- cumulative and end with +Inf equal to _count.
-function M.check_structure(p, om)
-  local seen, done, current = {}, {}, nil
-  for _, s in ipairs(p.samples) do
-    local fam = family_of(p, s.name, om)
-    assert(fam and p.families[fam], "sample without a family: " .. s.key)
-    assert(p.families[fam].help and p.families[fam].type, "no HELP/TYPE for " .. fam)
-    if fam ~= current then
-      assert(not done[fam], "family written in two places: " .. fam)
-      if current then done[current] = true end
-      current = fam
-    end
-    assert(not seen[s.key], "duplicate series " .. s.key)
-    seen[s.key] = true
-  end
-  -- Histograms: per label set, buckets non-decreasing, +Inf == _count.
-  local hist = {}
-  for _, s in ipairs(p.samples) do
-    local base = s.name:match("^(.*)_bucket$")
-    if base then
-      local l = {}
-      for k, v in pairs(s.labels) do if k ~= "le" then l[#l + 1] = k .. "=" .. v end end
-      table.sort(l)
-      local id = base .. "{" .. table.concat(l, ",") .. "}"
-      local h = hist[id] or { last = -1 }
-      hist[id] = h
-      assert(s.value >= h.last, "buckets not cumulative in " .. id)
-      h.last = s.value
-      if s.labels.le == "+Inf" then h.inf = s.value end
-    end
-  end
-  for id, h in pairs(hist) do assert(h.inf, "no +Inf bucket in " .. id) end
-  for _, s in ipairs(p.samples) do
-    local base = s.name:match("^(.*)_count$")
-    if base and p.families[base] and p.families[base].type == "histogram" then
-      local l = {}
-      for k, v in pairs(s.labels) do l[#l + 1] = k .. "=" .. v end
-      table.sort(l)
-      local h = hist[base .. "{" .. table.concat(l, ",") .. "}"]
-      assert(h and h.inf == s.value, "+Inf bucket differs from _count for " .. s.key)
-    end
-  end
-end
-
--- The value of the series name{labels} (labels: a table, all must match).
-function M.value(p, name, labels)
-  for _, s in ipairs(p.samples) do
-    if s.name == name then
-      local ok = true
-      for k, v in pairs(labels or {}) do if s.labels[k] ~= v then ok = false end end
-      if ok then return s.value end
-    end
-  end
-end
-
--- promtool check metrics on text: exit code and output.
-function M.promtool(dir, text)
-  S.write_file(dir .. "/scrape.txt", text)
-  local f = io.popen(("promtool check metrics < %s 2>&1; echo \"rc=$?\""):format(S.quote(dir .. "/scrape.txt")))
-  local out = f:read("*a")
-  f:close()
-  return tonumber(out:match("rc=(%d+)")), out
-end
-
-M.have_promtool = S.exec("command -v promtool >/dev/null") == 0
+local M = require("spec.scrape")
+local http_get, start_serve = M.http_get, M.start_serve
 
 describe("#metrics exposition", function()
   local dir
@@ -189,7 +80,7 @@ murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", va
     local p = M.parse((core.metrics()))
     engine:close()
     local doc = S.read_file(S.root .. "/doc/metrics.md")
-    local src = S.read_file(S.root .. "/engine/core/metrics.c")
+    local src = S.read_file(S.root .. "/engine/core/metrics.c") .. (S.read_file(S.root .. "/engine/net/admin.c") or "")
     for _, name in ipairs(p.order) do
       assert.is_truthy(doc:find("`" .. name .. "`", 1, true), name .. " is not in doc/metrics.md")
     end
@@ -208,3 +99,113 @@ murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", va
   end)
 end)
 
+
+describe("#metrics served by murmur serve", function()
+  local dir, h, port
+  before_each(function()
+    dir = S.tmpdir()
+    M.prepare(dir)
+    h, port = start_serve(dir)
+  end)
+  after_each(function()
+    if h then S.kill(h, "TERM") S.wait_exit(h, 20) h = nil end
+    S.rm_rf(dir)
+  end)
+
+  it("serves /metrics that promtool accepts, OpenMetrics when asked, /healthz and /readyz", function()
+    local base = ("http://127.0.0.1:%d"):format(port)
+    -- Two reads: a one-key Get (store_get), a 30-day window (store_get_many).
+    assert.are.equal(0, S.exec(("curl -sf -H 'Content-Type: application/json' -d '%s' %s/murmur.v1.QueryService/Get >/dev/null")
+      :format('{"pipeline":"top","entity":"u1"}', base)))
+    assert.are.equal(0, S.exec(("curl -sf -H 'Content-Type: application/json' -d '%s' %s/murmur.v1.QueryService/GetWindow >/dev/null")
+      :format('{"pipeline":"views","entity":"p1","window":"30d"}', base)))
+    S.exec(("curl -s -H 'Content-Type: application/json' -d '%s' %s/murmur.v1.QueryService/Get >/dev/null")
+      :format('{"pipeline":"nope","entity":"u1"}', base))
+    local code, body, headers = http_get(base .. "/metrics")
+    assert.are.equal(200, code)
+    assert.matches("text/plain; version=0.0.4", headers["content-type"], 1, true)
+    local p = M.parse(body)
+    M.check_structure(p, false)
+    assert.are.equal(1, M.value(p, "murmur_store_operations_total", { op = "store_get" }))
+    assert.are.equal(1, M.value(p, "murmur_store_operations_total", { op = "store_get_many" }))
+    assert.are.equal(1, M.value(p, "murmur_store_operation_duration_seconds_count", { op = "store_get" }))
+    assert.are.equal(1, M.value(p, "murmur_query_requests_total", { method = "Get", code = "ok" }))
+    assert.are.equal(1, M.value(p, "murmur_query_requests_total", { method = "Get", code = "not_found" }))
+    assert.are.equal(1, M.value(p, "murmur_query_requests_total", { method = "GetWindow", code = "ok" }))
+    assert.are.equal(2, M.value(p, "murmur_query_request_duration_seconds_count", { method = "Get" }))
+    assert.is_true(M.value(p, "murmur_query_connections_total") >= 3)
+    -- No engine in murmur serve: its families are left out, not zeros.
+    assert.is_nil(p.families["murmur_records_total"])
+    if M.have_promtool then
+      local rc, out = M.promtool(dir, body)
+      assert.are.equal(0, rc, out)
+    end
+    code, body, headers = http_get(base .. "/metrics",
+      "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+    assert.are.equal(200, code)
+    assert.matches("application/openmetrics-text; version=1.0.0", headers["content-type"], 1, true)
+    assert.are.equal("# EOF\n", body:sub(-6))
+    M.check_structure(M.parse(body), true)
+    code, body = http_get(base .. "/healthz")
+    assert.are.equal(200, code)
+    assert.are.equal("ok\n", body)
+    code, body = http_get(base .. "/readyz")
+    assert.are.equal(200, code)
+    assert.are.equal("ready\n", body)
+  end)
+
+  it("is scraped by a real Prometheus server whose HTTP API returns murmur's series", function()
+    if S.exec("command -v prometheus >/dev/null") ~= 0 then
+      pending("prometheus is not installed (make deps)")
+      return
+    end
+    local pport = S.free_port()
+    S.write_file(dir .. "/prometheus.yml", ([[
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: murmur
+    static_configs:
+      - targets: ["127.0.0.1:%d"]
+]]):format(port))
+    local ph = S.spawn(("prometheus --config.file=%s --storage.tsdb.path=%s --web.listen-address=127.0.0.1:%d")
+      :format(S.quote(dir .. "/prometheus.yml"), S.quote(dir .. "/tsdb"), pport), dir .. "/prometheus.log")
+    local ok, err = pcall(function()
+      local api = ("http://127.0.0.1:%d/api/v1/query?query="):format(pport)
+      local function query(q)
+        local code, body = http_get(api .. q)
+        if code ~= 200 then return nil end
+        local r = core.json_decode(body)
+        return r and r.status == "success" and r.data.result or nil
+      end
+      local result
+      -- Three calls the scrape must then show.
+      for _ = 1, 3 do
+        S.exec(("curl -sf -H 'Content-Type: application/json' -d '%s' http://127.0.0.1:%d/murmur.v1.QueryService/Get >/dev/null")
+          :format('{"pipeline":"top","entity":"u1"}', port))
+      end
+      for _ = 1, 600 do
+        result = query("murmur_query_requests_total%7Bmethod%3D%22Get%22%7D")
+        if result and #result == 1 and tonumber(result[1].value[2]) == 3 then break end
+        S.sleep(0.1)
+      end
+      assert(result and #result == 1, "Prometheus never returned murmur's series:\n" ..
+        (S.read_file(dir .. "/prometheus.log") or ""):sub(-2000))
+      assert.are.equal(3, tonumber(result[1].value[2]))
+      assert.are.equal("murmur", result[1].metric.job)
+      assert.are.equal("ok", result[1].metric.code)
+      local up = query("up%7Bjob%3D%22murmur%22%7D")
+      assert.are.equal(1, tonumber(up[1].value[2]))
+      local h2 = query("murmur_store_operation_duration_seconds_count%7Bop%3D%22store_get%22%7D")
+      assert.are.equal(3, tonumber(h2[1].value[2]))
+      -- A histogram quantile over the scraped buckets: a number, not NaN.
+      local q = query("histogram_quantile(0.5%2C%20murmur_query_request_duration_seconds_bucket%7Bmethod%3D%22Get%22%7D)")
+      assert.is_number(tonumber(q[1].value[2]))
+      assert.is_true(tonumber(q[1].value[2]) > 0)
+    end)
+    S.kill(ph, "TERM")
+    S.wait_exit(ph, 20)
+    assert(ok, err)
+  end)
+end)

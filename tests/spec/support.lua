@@ -92,6 +92,18 @@ function M.spawn(cmd, log)
   return { pid = pid, rcfile = rcfile }
 end
 
+-- A TCP port on 127.0.0.1 nothing listens on (random, checked by connecting).
+function M.free_port()
+  for _ = 1, 50 do
+    local f = assert(io.open("/dev/urandom", "rb"))
+    local b = f:read(2)
+    f:close()
+    local port = 20000 + (b:byte(1) * 256 + b:byte(2)) % 20000
+    if M.exec(("bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null"):format(port)) ~= 0 then return port end
+  end
+  error("no free port")
+end
+
 -- Waits up to `seconds` for a spawned process; returns its exit code or nil.
 function M.wait_exit(h, seconds)
   for _ = 1, math.floor(seconds * 20) do

@@ -1,0 +1,85 @@
+// admin_page.js: drives murmur's admin page in headless Debian chromium with
+// playwright-core, for tests/spec/admin_spec.lua.
+//
+//   node tests/node/admin_page.js --url http://127.0.0.1:PORT/ --pipeline P
+//        --entity E [--token T] [--chromium /usr/bin/chromium]
+//
+// Loads the page, waits for the pipeline table, reaches the lookup form with
+// the keyboard (Tab from the top of the page), looks E up in P, and waits
+// for the result. Prints one JSON object on stdout:
+//   {"console_errors":[...], "pipelines":[names listed], "unlabelled":[ids],
+//    "tab_reached_lookup":bool, "value":"...", "bars":[{"item":..,"count":..}],
+//    "series_points":N, "reload_text":"...", "ready":"..."}
+// and exits 0; a page that never shows what is waited for exits 1 with the
+// reason on stderr. Nothing is asserted here: the spec compares the output
+// with `murmur query`.
+"use strict";
+const { chromium } = require("playwright-core");
+
+function args() {
+  const a = { chromium: "/usr/bin/chromium" };
+  const v = process.argv.slice(2);
+  for (let i = 0; i < v.length; i += 2) a[v[i].replace(/^--/, "")] = v[i + 1];
+  return a;
+}
+
+async function main() {
+  const a = args();
+  const browser = await chromium.launch({ executablePath: a.chromium, headless: true,
+    args: ["--no-sandbox", "--disable-gpu"] });
+  const out = { console_errors: [] };
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.on("console", (m) => { if (m.type() === "error") out.console_errors.push(m.text()); });
+    page.on("pageerror", (e) => out.console_errors.push(String(e)));
+    // Anything the page asks from another origin is an error: it must work offline.
+    page.on("request", (r) => {
+      if (!r.url().startsWith(a.url.replace(/\/$/, ""))) out.console_errors.push("external request: " + r.url());
+    });
+    if (a.token) await page.addInitScript((t) => sessionStorage.setItem("murmur-token", t), a.token);
+    await page.goto(a.url, { waitUntil: "load" });
+    await page.waitForSelector("#pipelines tr", { timeout: 20000 });
+    out.pipelines = await page.$$eval("#pipelines tr", (rows) => rows.map((r) => r.getAttribute("data-pipeline")));
+    out.ready = await page.textContent("#ready");
+    out.reload_text = await page.textContent("#reload");
+    // Every form control has a label.
+    out.unlabelled = await page.$$eval("input, select, button", (els) =>
+      els.filter((e) => e.tagName !== "BUTTON" ? !(e.labels && e.labels.length) : !e.textContent.trim())
+        .map((e) => e.id || e.outerHTML));
+    // Keyboard: Tab from the top reaches the lookup's pipeline select.
+    await page.focus("body");
+    out.tab_reached_lookup = false;
+    for (let i = 0; i < 40; i++) {
+      await page.keyboard.press("Tab");
+      if (await page.evaluate(() => document.activeElement && document.activeElement.id === "lk-pipeline")) {
+        out.tab_reached_lookup = true;
+        break;
+      }
+    }
+    await page.selectOption("#lk-pipeline", a.pipeline);
+    await page.keyboard.press("Tab");
+    await page.keyboard.type(a.entity);
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("#lookup-value", { timeout: 20000 });
+    out.value = await page.textContent("#lookup-value");
+    out.status = await page.textContent("#lookup-status");
+    if (await page.$("#topk-chart")) {
+      out.bars = await page.$$eval("#topk-chart g.item", (gs) => gs.map((g) => ({
+        item: g.getAttribute("data-item"),
+        count: Number(g.querySelector("title").textContent.split(": ")[1].split(" ")[0]),
+        width: Number(g.querySelector("rect").getAttribute("width")),
+      })));
+    }
+    if (a.series) {
+      await page.waitForSelector("#series-chart", { timeout: 20000 });
+      out.series_points = await page.$$eval("#series-chart circle", (c) => c.length);
+      out.series_label = await page.getAttribute("#series-chart", "aria-label");
+    }
+    process.stdout.write(JSON.stringify(out) + "\n");
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((e) => { process.stderr.write(String(e && e.stack || e) + "\n"); process.exit(1); });

@@ -1,0 +1,172 @@
+-- spec.scrape: helpers of the specs that read murmur's /metrics and admin
+-- routes (metrics_spec, admin_spec): an exposition parser, the structure
+-- checks promtool does not make, promtool itself, an HTTP GET through curl,
+-- and `murmur run --listen` started on a free port.
+local S = require("spec.support")
+local core = require("murmur.core")
+
+local M = {}
+
+-- Parses an exposition: { families = {name = {type=, help=}}, order = {...},
+-- samples = { {name=, labels=table, key=, value=} } }, or raises on a line
+-- that is neither a comment nor a sample.
+function M.parse(text)
+  local out = { families = {}, order = {}, samples = {} }
+  for line in text:gmatch("([^\n]*)\n") do
+    local kind, name, rest = line:match("^# (%u+) (%S+) ?(.*)$")
+    if kind == "HELP" or kind == "TYPE" then
+      local f = out.families[name]
+      if not f then
+        f = {}
+        out.families[name] = f
+        out.order[#out.order + 1] = name
+      end
+      f[kind:lower()] = rest
+    elseif line == "# EOF" then
+      out.eof = true
+    elseif line ~= "" then
+      local sname, labels, value = line:match("^([%w_:]+)(%b{}) (%S+)$")
+      if not sname then
+        labels = ""
+        sname, value = line:match("^([%w_:]+) (%S+)$")
+      end
+      assert(sname, "not a sample: " .. line)
+      local l = {}
+      for k, v in (labels or ""):gmatch('([%w_]+)="(.-[^\\]?)"') do l[k] = v end
+      out.samples[#out.samples + 1] = { name = sname, labels = l, key = sname .. (labels or ""),
+        value = tonumber(value) or (value == "+Inf" and math.huge) or value }
+    end
+  end
+  return out
+end
+
+-- The family a sample belongs to, for format om (OpenMetrics) or text.
+local function family_of(p, name, om)
+  for _, suffix in ipairs({ "_bucket", "_sum", "_count", "" }) do
+    local base = suffix == "" and name or name:match("^(.*)" .. suffix .. "$")
+    if base and p.families[base] and (suffix == "" or p.families[base].type == "histogram") then return base end
+  end
+  if om then return name:match("^(.*)_total$") end
+end
+
+-- What promtool does not check: every sample's family is declared before it
+-- and its samples are contiguous; no series twice; histogram buckets are
+-- cumulative and end with +Inf equal to _count.
+function M.check_structure(p, om)
+  local seen, done, current = {}, {}, nil
+  for _, s in ipairs(p.samples) do
+    local fam = family_of(p, s.name, om)
+    assert(fam and p.families[fam], "sample without a family: " .. s.key)
+    assert(p.families[fam].help and p.families[fam].type, "no HELP/TYPE for " .. fam)
+    if fam ~= current then
+      assert(not done[fam], "family written in two places: " .. fam)
+      if current then done[current] = true end
+      current = fam
+    end
+    assert(not seen[s.key], "duplicate series " .. s.key)
+    seen[s.key] = true
+  end
+  -- Histograms: per label set, buckets non-decreasing, +Inf == _count.
+  local hist = {}
+  for _, s in ipairs(p.samples) do
+    local base = s.name:match("^(.*)_bucket$")
+    if base then
+      local l = {}
+      for k, v in pairs(s.labels) do if k ~= "le" then l[#l + 1] = k .. "=" .. v end end
+      table.sort(l)
+      local id = base .. "{" .. table.concat(l, ",") .. "}"
+      local h = hist[id] or { last = -1 }
+      hist[id] = h
+      assert(s.value >= h.last, "buckets not cumulative in " .. id)
+      h.last = s.value
+      if s.labels.le == "+Inf" then h.inf = s.value end
+    end
+  end
+  for id, h in pairs(hist) do assert(h.inf, "no +Inf bucket in " .. id) end
+  for _, s in ipairs(p.samples) do
+    local base = s.name:match("^(.*)_count$")
+    if base and p.families[base] and p.families[base].type == "histogram" then
+      local l = {}
+      for k, v in pairs(s.labels) do l[#l + 1] = k .. "=" .. v end
+      table.sort(l)
+      local h = hist[base .. "{" .. table.concat(l, ",") .. "}"]
+      assert(h and h.inf == s.value, "+Inf bucket differs from _count for " .. s.key)
+    end
+  end
+end
+
+-- The value of the series name{labels} (labels: a table, all must match).
+function M.value(p, name, labels)
+  for _, s in ipairs(p.samples) do
+    if s.name == name then
+      local ok = true
+      for k, v in pairs(labels or {}) do if s.labels[k] ~= v then ok = false end end
+      if ok then return s.value end
+    end
+  end
+end
+
+-- promtool check metrics on text: exit code and output.
+function M.promtool(dir, text)
+  S.write_file(dir .. "/scrape.txt", text)
+  local f = io.popen(("promtool check metrics < %s 2>&1; echo \"rc=$?\""):format(S.quote(dir .. "/scrape.txt")))
+  local out = f:read("*a")
+  f:close()
+  return tonumber(out:match("rc=(%d+)")), out
+end
+
+M.have_promtool = S.exec("command -v promtool >/dev/null") == 0
+
+-- GET url with curl: status code, body, headers (lower-cased names).
+-- accept: the Accept header, token: a bearer token (both optional).
+local function http_get(url, accept, token)
+  local dir = S.tmpdir()
+  local code, out = S.exec(("curl -s -o %s -D %s -w '%%{http_code}' %s %s"):format(S.quote(dir .. "/body"),
+    S.quote(dir .. "/headers"), (accept and ("-H " .. S.quote("Accept: " .. accept)) or "") ..
+    (token and (" -H " .. S.quote("Authorization: Bearer " .. token)) or ""), S.quote(url)))
+  local body, hdr = S.read_file(dir .. "/body") or "", S.read_file(dir .. "/headers") or ""
+  S.rm_rf(dir)
+  local headers = {}
+  for k, v in hdr:gmatch("([%w%-]+):%s*([^\r\n]*)") do headers[k:lower()] = v end
+  return code == 0 and tonumber(out) or nil, body, headers
+end
+
+-- Writes a script of two pipelines (a windowed count, a Top-K) and an
+-- input of 30 events over three days plus one malformed line, and runs it
+-- once into dir/d.
+function M.prepare(dir)
+  S.write_file(dir .. "/p.lua", [[
+local murmur = require("murmur")
+murmur.pipeline { name = "views", monoid = murmur.count(), key = "page", time = "ts",
+                  window = murmur.daily { retention = "30d" } }
+murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", value = "page" }
+]])
+  local now = math.floor(core.now_ms() / 1000)
+  local lines = {}
+  for i = 1, 30 do
+    lines[#lines + 1] = ('{"page":"p%d","user":"u%d","ts":%d}'):format(i % 4, i % 2, now - (i % 3) * 86400)
+  end
+  lines[#lines + 1] = "{bad"
+  S.write_file(dir .. "/in.jsonl", table.concat(lines, "\n") .. "\n")
+  local code, out = S.murmur_run({ "run", "--once", "--data", dir .. "/d", "--input", dir .. "/in.jsonl", dir .. "/p.lua" })
+  assert(code == 0, out)
+end
+
+-- Starts `murmur serve` over dir/d (M.prepare's) on a free port; returns
+-- the handle and the port once it listens.
+local function start_serve(dir, extra)
+  local h = S.spawn(("%s serve %s --data %s --listen 127.0.0.1:0 %s"):format(S.murmur, S.quote(dir .. "/p.lua"),
+    S.quote(dir .. "/d"), extra or ""), dir .. "/serve.log")
+  local port
+  for _ = 1, 400 do
+    port = (S.read_file(dir .. "/serve.log") or ""):match("listening on http://[^\n]-:(%d+)")
+    if port then break end
+    S.sleep(0.05)
+  end
+  assert(port, "the server did not start: " .. (S.read_file(dir .. "/serve.log") or ""))
+  return h, tonumber(port)
+end
+M.http_get, M.start_serve = http_get, start_serve
+
+return M
+
