@@ -31,6 +31,14 @@
 #include "progress.h"
 
 #define SUSPECTS_MAX 64
+/* Restart policy: a worker that dies is restarted at once, from its last
+ * checkpoint, because one crash (a bad record, an OOM kill, an operator's
+ * kill -9) says nothing about the next worker and every millisecond of the
+ * restart is a millisecond nothing is read. Only a worker that keeps dying
+ * young (each one lived less than YOUNG_MS) is restarted after a delay, from
+ * BACKOFF_MIN_MS doubling to BACKOFF_MAX_MS, so a crash loop does not burn
+ * the machine; one worker that lives YOUNG_MS ends the streak. */
+#define YOUNG_MS 10000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
 
@@ -51,6 +59,7 @@ typedef struct supervisor {
 	char poison_path[PATH_MAX];
 	int running, stopping, exit_code, done;
 	int64_t started_ms, backoff_ms;
+	int young_deaths;        /* consecutive deaths of workers that died young */
 	uint64_t restarts, crashes, stalls, poisoned;
 	int worker_stalled;
 	int startup_stalled;     /* killed for never sending a heartbeat */
@@ -70,11 +79,13 @@ static void write_state(supervisor_t *sv)
 	snprintf(path, sizeof(path), "%s/supervisor.json", sv->cfg->data_dir);
 	if (mm_buf_printf(&b,
 			  "{\"pid\":%d,\"worker_pid\":%d,\"restarts\":%llu,\"crashes\":%llu,"
-			  "\"stalls\":%llu,\"poison\":%llu,\"watchdog_ms\":%lld}\n",
+			  "\"stalls\":%llu,\"poison\":%llu,\"watchdog_ms\":%lld,"
+			  "\"restart_delay_ms\":%lld,\"young_deaths\":%d}\n",
 			  (int)getpid(), sv->running ? sv->proc.pid : 0,
 			  (unsigned long long)sv->restarts, (unsigned long long)sv->crashes,
 			  (unsigned long long)sv->stalls, (unsigned long long)sv->poisoned,
-			  (long long)sv->cfg->watchdog_ms) == 0 &&
+			  (long long)sv->cfg->watchdog_ms, (long long)sv->backoff_ms,
+			  sv->young_deaths) == 0 &&
 	    mm_file_write_atomic(path, b.p, b.len) != 0)
 		mm_log(MM_LOG_WARN, "supervisor", "%s", mm_diag_msg());
 	mm_buf_free(&b);
@@ -132,6 +143,26 @@ static void on_backoff(uv_timer_t *t)
 
 	if (!sv->stopping)
 		spawn_worker(sv);
+}
+
+/* The delay before restarting a worker that died after living `lived` ms
+ * (the policy atop this file); counts the streak of young deaths. */
+static int64_t restart_delay(supervisor_t *sv, int64_t lived)
+{
+	int64_t ms = 0;
+
+	if (lived >= YOUNG_MS)
+		sv->young_deaths = 0;
+	if (sv->young_deaths > 0) {
+		ms = BACKOFF_MIN_MS;
+		for (int i = 1; i < sv->young_deaths && ms < BACKOFF_MAX_MS; i++)
+			ms *= 2;
+		if (ms > BACKOFF_MAX_MS)
+			ms = BACKOFF_MAX_MS;
+	}
+	if (lived < YOUNG_MS)
+		sv->young_deaths++;
+	return ms;
 }
 
 static void on_proc_closed(uv_handle_t *h)
@@ -202,12 +233,14 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
 		blame(sv, "crashed");
 	}
 	sv->restarts++;
-	/* Back off only when the worker keeps dying young. */
-	sv->backoff_ms = lived > 10000 ? BACKOFF_MIN_MS : sv->backoff_ms * 2;
-	if (sv->backoff_ms > BACKOFF_MAX_MS)
-		sv->backoff_ms = BACKOFF_MAX_MS;
-	mm_log(MM_LOG_INFO, "supervisor", "restarting the worker from its last checkpoint in %lld ms",
-	       (long long)sv->backoff_ms);
+	sv->backoff_ms = restart_delay(sv, lived);
+	if (sv->backoff_ms == 0)
+		mm_log(MM_LOG_INFO, "supervisor", "restarting the worker from its last checkpoint now");
+	else
+		mm_log(MM_LOG_WARN, "supervisor",
+		       "restarting the worker from its last checkpoint in %lld ms (%d workers in a row "
+		       "died within %d s of starting)",
+		       (long long)sv->backoff_ms, sv->young_deaths, YOUNG_MS / 1000);
 	write_state(sv);
 	uv_timer_start(&sv->backoff, on_backoff, (uint64_t)sv->backoff_ms, 0);
 }
@@ -343,7 +376,6 @@ int mm_supervise(const mm_supervisor_config_t *cfg)
 	if (sv == NULL)
 		return 1;
 	sv->cfg = cfg;
-	sv->backoff_ms = BACKOFF_MIN_MS;
 	snprintf(sv->page_path, sizeof(sv->page_path), "%s/worker.progress", cfg->data_dir);
 	snprintf(sv->poison_path, sizeof(sv->poison_path), "%s/poison.jsonl", cfg->data_dir);
 	fd = open(sv->page_path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);

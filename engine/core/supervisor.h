@@ -8,7 +8,8 @@
  * (progress.h) is older than the watchdog deadline, and a record blamed twice
  * goes on the poison list, which the next worker sends to the dead-letter
  * destination instead of processing. Restarts resume from the last checkpoint,
- * so nothing accepted is lost. Signals: SIGINT/SIGTERM/SIGHUP are forwarded;
+ * so nothing accepted is lost; the first is immediate, and only workers that
+ * keep dying young are restarted after a growing delay (supervisor.c). Signals: SIGINT/SIGTERM/SIGHUP are forwarded;
  * the supervisor exits with the worker's exit code once the worker exits
  * cleanly, or fails before its event loop runs (not retried: a script
  * error or a store that cannot be opened would fail the same way again).

@@ -177,6 +177,100 @@ do
     :format("all three (one input)", m.cpu / n * 1e9, n / m.wall, m.stats.store_writes / n, math.floor(m.rss_kb / 1024)))
 end
 
+-- Recovery (issue 14, item 4): kill -9 of a supervised worker that follows
+-- a file, to the new worker reading a record again. Each sample is a fresh
+-- `murmur run --follow`, because a second kill within 10 s of a worker's
+-- start is a worker dying young, which the supervisor backs off from on
+-- purpose. The figures come from the supervisor's progress page (the new
+-- worker's first heartbeat, its first record), polled every 0.5 ms.
+local ffi = require("ffi")
+ffi.cdef [[
+  struct mm_bench_timespec { long tv_sec; long tv_nsec; };
+  int clock_gettime(int clk, struct mm_bench_timespec *ts);
+  int usleep(unsigned int usec);
+]]
+local function mono_ms()
+  local ts = ffi.new("struct mm_bench_timespec")
+  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1e3 + tonumber(ts.tv_nsec) / 1e6
+end
+
+-- heartbeat_ms and records of the progress page (engine/core/progress.h:
+-- u32 magic, u32 version, i64 heartbeat_ms, i32, i32, u64 offset, u64 records).
+local function read_page(path)
+  local f = io.open(path, "rb")
+  if not f then return 0, 0 end
+  local b = f:read(40) or ""
+  f:close()
+  if #b < 40 then return 0, 0 end
+  local function u64(at)
+    local v = 0
+    for i = at + 7, at, -1 do v = v * 256 + b:byte(i) end
+    return v
+  end
+  return u64(9), u64(33)
+end
+
+local function recovery_case(samples)
+  local ready, reading = {}, {}
+  for i = 1, samples do
+    local data = dir .. "/data-recovery"
+    local follow = dir .. "/recovery.jsonl"
+    os.execute("head -n 1000 " .. sh_quote(input) .. " > " .. sh_quote(follow))
+    os.execute(("%s run --follow --log-level warn --data %s --input %s pipelines/page_views.lua 2>/dev/null & echo $! > %s/recovery.pid")
+      :format(murmur, sh_quote(data), sh_quote(follow), dir))
+    local sup
+    repeat
+      ffi.C.usleep(20000)
+      local f = io.open(data .. "/status.json")
+      local st = f and core.json_decode(f:read("*a"))
+      if f then f:close() end
+      local sf = io.open(data .. "/supervisor.json")
+      sup = sf and core.json_decode(sf:read("*a"))
+      if sf then sf:close() end
+    until st and st.engine.records >= 1000 and sup and sup.worker_pid == st.pid
+    local old = sup.worker_pid
+    local t0 = mono_ms()
+    core.kill(old, "kill")
+    local af = assert(io.open(follow, "a"))
+    af:write('{"page_id":"recovered","user_id":"u1"}\n')
+    af:close()
+    -- The supervisor zeroes the page when it spawns the next worker, which
+    -- then stamps its first heartbeat and counts its first record there.
+    local t_ready, reset = nil, false
+    while true do
+      ffi.C.usleep(500)
+      local hb, recs = read_page(data .. "/worker.progress")
+      if not reset then
+        reset = recs == 0
+      else
+        if hb > 0 and not t_ready then t_ready = mono_ms() end
+        if recs > 0 then
+          reading[i] = mono_ms() - t0
+          ready[i] = (t_ready or mono_ms()) - t0
+          break
+        end
+      end
+      if mono_ms() - t0 > 30000 then error("bench: the worker did not come back within 30 s") end
+    end
+    os.execute("kill $(cat " .. dir .. "/recovery.pid) 2>/dev/null")
+    local pidfile = data .. "/murmur.pid"
+    while true do
+      local pf = io.open(pidfile)
+      if not pf then break end
+      pf:close()
+      ffi.C.usleep(20000)
+    end
+    os.execute("rm -rf " .. sh_quote(data))
+  end
+  table.sort(reading)
+  print(("%-38s median %.0f ms to reading again (%.0f-%.0f ms over %d kills), of which %.0f ms until the new worker's loop runs")
+    :format("recovery after kill -9 of the worker", median(reading), reading[1], reading[#reading], samples, median(ready)))
+  print(("%s  %-58s %.0f ms"):format(median(reading) <= 100 and "PASS" or "MISS", "a killed worker reading again within 100 ms", median(reading)))
+end
+
+recovery_case(tonumber(os.getenv("BENCH_RECOVERY") or "") or 7)
+
 -- Hot reload under load: a worker follows a file that a writer keeps
 -- appending to (10 chunks of the input, 0.2 s apart) while a changed script
 -- is saved; the sources are held from the swap's flush to its end.

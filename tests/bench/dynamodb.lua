@@ -57,7 +57,20 @@ local env = ("AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench MURMUR_DYNAMOD
   :format(port)
 local cases = 0
 
-local function run_case(name, pipeline, body, case_input)
+-- murmur's CPU seconds (user + system, from --stats) for the script on the
+-- input with the memory store: the same parsing, aggregation and flush
+-- work without any request.
+local function memory_cpu(script, case_input, tag)
+  local out = sh(("%s run --once --no-supervisor --stats --store memory --log-level warn --data %s/data-mem-%s --input %s %s")
+    :format(murmur, dir, tag, case_input, script))
+  local stats = assert(core.json_decode(out), out)
+  return stats.cpu_user_s + stats.cpu_sys_s
+end
+
+-- per_request: also print murmur's CPU per DynamoDB request, the difference
+-- between this run and the same run on the memory store over the requests
+-- (issue 14, item 5: signing, request building, connection handling).
+local function run_case(name, pipeline, body, case_input, per_request)
   case_input = case_input or input
   cases = cases + 1
   local table_name = "bench_" .. cases
@@ -84,6 +97,12 @@ local function run_case(name, pipeline, body, case_input)
     .. "cpu: murmur %.1f s, dynalite %.1f s (murmur %.0f%% of the pair), wall %.1f s")
     :format(name, stats.records / wall, requests / stats.records, requests, stats.flushes, p50 or "-",
       p99 or "-", mcpu, dcpu, 100 * mcpu / math.max(mcpu + dcpu, 1e-9), wall))
+  if per_request and requests > 0 then
+    local base = memory_cpu(script, case_input, table_name)
+    local us = (mcpu - base) * 1e6 / requests
+    print(("%s  %-58s %.1f us ((%.2f s - %.2f s on the memory store) / %d requests)")
+      :format(us <= 20 and "PASS" or "MISS", "murmur CPU per DynamoDB request <= 20 us", us, mcpu, base, requests))
+  end
 end
 
 print(("dynamodb bench: dynalite 4.0.0 (in memory) on 127.0.0.1:%s, max_inflight 32, one flush per 30 s or 10M events (so one per file)")
@@ -94,7 +113,7 @@ run_case("recently_interacted (Top-K, 1 key)", "recently_interacted", [[
   flush = { events = 10000000, keys = 10000000, interval = "30s" },]])
 run_case("page_views (sum per page)", "page_views", [[
   key = "page_id", monoid = murmur.sum {}, value = 1, window = murmur.daily { retention = "90d" },
-  flush = { events = 10000000, keys = 10000000, interval = "30s" },]])
+  flush = { events = 10000000, keys = 10000000, interval = "30s" },]], nil, true)
 run_case("unique_visitors (HLL per page)", "unique_visitors", [[
   key = "page_id", value = "user_id", monoid = murmur.hll {}, window = murmur.daily { retention = "90d" },
   flush = { events = 10000000, keys = 10000000, interval = "30s" },]])

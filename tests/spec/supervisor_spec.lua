@@ -140,4 +140,50 @@ describe("#supervisor murmur run", function()
     assert.are.equal(0, code)
     assert.are.equal(300, count("a"))
   end)
+
+  it("restarts a killed worker at once, and backs off only while workers keep dying young", function()
+    local p = script([[
+      local murmur = require("murmur")
+      murmur.pipeline { name = "c", monoid = murmur.count(), key = "k" }
+    ]])
+    local data = dir .. "/d"
+    S.write_file(dir .. "/in.jsonl", string.rep('{"k":"a"}\n', 200))
+    local h = S.spawn(("%s run --follow --data %s --input %s %s"):format(S.murmur, data, dir .. "/in.jsonl", p), dir .. "/log")
+    S.wait_status(data, function(st) return st.engine.records == 200 end, 20, "the first worker reading")
+    -- Kills the running worker and waits for the supervisor to have started
+    -- the next one and for that one to be running its pipelines; returns
+    -- the supervisor's state after the restart.
+    local function kill_worker(restarts)
+      local old = supervisor_state().worker_pid
+      assert.is_true(core.kill(old, "kill"))
+      local st
+      for _ = 1, 400 do
+        st = supervisor_state()
+        if st and st.restarts == restarts and st.worker_pid ~= 0 and st.worker_pid ~= old then break end
+        S.sleep(0.05)
+      end
+      assert.are.equal(restarts, st.restarts)
+      S.wait_status(data, function(s) return s.pid == st.worker_pid end, 20, "the restarted worker running")
+      return st
+    end
+    -- A first death costs no delay; each further one within 10 s of its
+    -- worker's start doubles it from 100 ms.
+    local first = kill_worker(1)
+    assert.are.equal(0, first.restart_delay_ms)
+    assert.are.equal(1, first.young_deaths)
+    local second = kill_worker(2)
+    assert.are.equal(100, second.restart_delay_ms)
+    assert.are.equal(2, second.young_deaths)
+    local third = kill_worker(3)
+    assert.are.equal(200, third.restart_delay_ms)
+    assert.are.equal(3, third.crashes)
+    S.kill(h, "TERM")
+    assert.are.equal(0, S.wait_exit(h, 20))
+    local log = S.read_file(dir .. "/log")
+    assert.matches("restarting the worker from its last checkpoint now", log, 1, true)
+    assert.matches("in 100 ms (2 workers in a row died within 10 s of starting)", log, 1, true)
+    assert.matches("in 200 ms (3 workers in a row", log, 1, true)
+    -- Every record once: each worker resumed from the last checkpoint.
+    assert.are.equal(200, count("a"))
+  end)
 end)
