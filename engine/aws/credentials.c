@@ -15,9 +15,9 @@
 #include <time.h>
 
 #include "../codec/json.h"
-#include "../core/log.h"
+#include "../lib/log.h"
 #include "../lib/error.h"
-#include "../monoid/window.h"
+#include "../lib/time.h"
 #include "awsjson.h"
 
 #define CONTAINER_HOST "http://169.254.170.2"

@@ -18,6 +18,7 @@
 
 #include "../codec/json.h"
 #include "../lib/error.h"
+#include "../lib/time.h"
 #include "metrics.h"
 
 #define MM_ADMIN_TAIL_BYTES 65536

@@ -15,7 +15,8 @@
 #include <string.h>
 
 #include "../lib/error.h"
-#include "log.h"
+#include "../lib/log.h"
+#include "../lib/time.h"
 
 #define CLAIM_RETRY_MIN_MS 100
 #define CLAIM_RETRY_MAX_MS 5000

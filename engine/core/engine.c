@@ -1,5 +1,6 @@
 /*
- * engine.c: the loop, batch dispatch, flushes and shutdown (see engine.h).
+ * engine.c: the loop, sources, batch dispatch, pipelines, timers, signals
+ * and shutdown (see engine.h); the flush job is flush.c's.
  */
 #include "engine.h"
 
@@ -8,47 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
 #include "../lib/error.h"
-#include "../monoid/window.h"
-#include "claims.h"
-#include "log.h"
+#include "../lib/log.h"
+#include "../lib/time.h"
+#include "flush.h"
 #include "progress.h"
 
-#define MM_RETRY_MIN_MS 100
-#define MM_RETRY_MAX_MS 30000
-#define MM_PURGE_EVERY_MS 3600000
-
-/* One flush in flight: owns copies of everything the store reads. */
-struct mm_flush_job {
-	mm_engine_t *ctx;
-	mm_flush_t f;
-	mm_buf_t posdata;        /* concatenated position bytes */
-	size_t *pos_src;         /* engine source index of positions[i] */
-	uint64_t started_ns;
-	uint64_t records;        /* accepted records covered by this flush */
-	int attempts;
-	int claimed;             /* the claim round is over, or none was needed */
-	int built;               /* f holds the flush (after the claim round, if any) */
-	mm_claim_round_t *round; /* claims of the held records, or NULL */
-	mm_flush_waiter_t *waiters; /* told when this flush is durable */
-};
-
-static void engine_maybe_flush(mm_engine_t *ctx, int force);
-static void engine_continue_stop(mm_engine_t *ctx);
 static void on_sink_flush(void *arg, mm_source_t *src, void (*done)(void *, int), void *done_arg);
 static void engine_close_source(mm_engine_source_t *es);
-static void engine_close_all(mm_engine_t *ctx);
-
-int64_t mm_now_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* ---- sources ---- */
 
@@ -60,7 +30,7 @@ static mm_engine_source_t *engine_source_of(mm_engine_t *ctx, mm_source_t *src)
 	return NULL;
 }
 
-static void engine_pause(mm_engine_t *ctx)
+void mm_engine_pause_sources(mm_engine_t *ctx)
 {
 	if (ctx->paused)
 		return;
@@ -71,7 +41,7 @@ static void engine_pause(mm_engine_t *ctx)
 			ctx->srcs[i].src->vt->pause(ctx->srcs[i].src);
 }
 
-static void engine_resume(mm_engine_t *ctx)
+void mm_engine_resume_sources(mm_engine_t *ctx)
 {
 	if (!ctx->paused || ctx->stopping || ctx->holds > 0 || ctx->job_failed)
 		return;
@@ -152,7 +122,7 @@ static void on_deliver(void *arg, mm_batch_t *b)
 	es->pos.len = 0;
 	if (mm_buf_append(&es->pos, b->end_pos, b->end_pos_len) == 0)
 		es->has_pos = 1;
-	engine_maybe_flush(ctx, 0);
+	mm_flush_maybe(ctx, 0);
 }
 
 static void on_source_eof(void *arg, mm_source_t *src)
@@ -195,7 +165,8 @@ static int engine_start_source(mm_engine_t *ctx, mm_engine_source_t *es)
 	 * source id alone. A private store's (the data directory's) can only be
 	 * this reader's own: resume from it; the next flush stores the position
 	 * under the new key. A shared store's may be any reader's: never. */
-	if (rc == MM_ENOTFOUND && !ctx->st->claims && strcmp(mm_source_pos_key(es->src), es->src->id)) {
+	if (rc == MM_ENOTFOUND && !(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED) &&
+	    strcmp(mm_source_pos_key(es->src), es->src->id)) {
 		rc = mm_store_get_position(ctx->st, es->src->id, &pos);
 		if (rc == 0)
 			mm_log(MM_LOG_INFO, "engine", "source %s: reading its position stored before "
@@ -310,7 +281,7 @@ int mm_engine_add_pipeline(mm_engine_t *ctx, mm_pipeline_config_t *cfg, mm_pipel
 		goto fail;
 	}
 	ctx->pipes = grown;
-	mm_pipeline_init(p, ctx, cfg);
+	mm_pipeline_init(p, ctx->st, cfg);
 	p->index = ctx->npipes;
 	ctx->pipes[ctx->npipes++] = p;
 	*out = p;
@@ -334,429 +305,10 @@ void mm_engine_fail(mm_engine_t *ctx, int code)
 	mm_engine_stop(ctx);
 }
 
-/* Hands each hooked pipeline its durable deltas (not the rejected ones). */
-static void engine_run_hooks(mm_engine_t *ctx, struct mm_flush_job *job)
-{
-	const mm_delta_t **list = NULL;
-
-	for (int i = 0; i < ctx->npipes && ctx->merged; i++) {
-		mm_pipeline_t *p = ctx->pipes[i];
-		size_t n = 0;
-
-		if (!p->cfg.on_merge)
-			continue;
-		if (list == NULL && (list = calloc(job->f.ndeltas + 1, sizeof(*list))) == NULL) {
-			mm_log(MM_LOG_ERROR, p->cfg.name, "out of memory: on-merge hooks skipped");
-			return;
-		}
-		for (size_t d = 0; d < job->f.ndeltas; d++)
-			if (job->f.deltas[d].ns == &p->ns && job->f.delta_done[d] != MM_DELTA_REJECTED)
-				list[n++] = &job->f.deltas[d];
-		if (n)
-			ctx->merged(ctx->merged_ud, p, list, n);
-	}
-	free(list);
-}
-
 void mm_engine_set_lua_batch(mm_engine_t *ctx, mm_lua_batch_fn fn, void *ud)
 {
 	ctx->lua_batch = fn;
 	ctx->lua_ud = ud;
-}
-
-/* ---- flushing ---- */
-
-static int pipe_due(const mm_pipeline_t *p, int hard)
-{
-	uint64_t mul = hard ? 2 : 1;
-
-	return p->pending_records >= p->cfg.flush_events * mul ||
-	       p->agg[p->cur].count >= p->cfg.flush_keys * mul;
-}
-
-static void waiters_notify(mm_flush_waiter_t *w, int status)
-{
-	while (w) {
-		mm_flush_waiter_t *next = w->next;
-
-		w->done(w->arg, status);
-		free(w);
-		w = next;
-	}
-}
-
-static void job_unbuild(struct mm_flush_job *job);
-
-static void job_free(struct mm_flush_job *job)
-{
-	mm_claim_round_free(job->round);
-	job_unbuild(job);
-	free(job->f.positions);
-	free(job->pos_src);
-	mm_buf_free(&job->posdata);
-	free(job);
-}
-
-static void on_flush_done(void *arg, int status, const char *detail);
-static int job_build(mm_engine_t *ctx, struct mm_flush_job *job);
-static void on_claims_done(void *arg);
-
-static void flush_submit(mm_engine_t *ctx)
-{
-	struct mm_flush_job *job = ctx->job;
-	int rc = 0;
-
-	if (!job->built) {
-		if (job_build(ctx, job) != 0) {
-			/* The generation stays with the job: retry building later. */
-			job_unbuild(job);
-			on_flush_done(job, MM_ENOMEM, mm_diag_msg());
-			return;
-		}
-		job->built = 1;
-	}
-	job->attempts++;
-	job->started_ns = uv_hrtime();
-	job->f.now_ms = mm_now_ms();
-	for (int i = 0; i < ctx->npipes && rc == 0; i++)
-		rc = mm_pipeline_sync_dead_letters(ctx->pipes[i]);
-	if (rc == 0)
-		rc = mm_store_apply(ctx->st, &job->f, on_flush_done, job);
-	if (rc) {
-		/* A failure to submit is handled like a failed flush: retry later. */
-		on_flush_done(job, rc, mm_diag_msg());
-	}
-}
-
-static void on_retry_timer(uv_timer_t *t)
-{
-	mm_engine_t *ctx = t->data;
-
-	struct mm_flush_job *job = ctx->job;
-
-	if (job == NULL)
-		return;
-	if (!job->claimed) {
-		/* The claim round could not start: try again before building. */
-		if (mm_claim_round_start(ctx, on_claims_done, job, &job->round) != 0)
-			on_flush_done(job, MM_ENOMEM, mm_diag_msg());
-		return;
-	}
-	mm_claim_round_renew(job->round);
-	flush_submit(ctx);
-}
-
-/* A flush failure no retry can fix (a corrupt stored state, an argument the
- * store refuses) would keep the sources paused forever. Out of memory is
- * worth retrying: memory is freed as flushes land. */
-static int flush_retriable(int status)
-{
-	return mm_err_retriable(status) || status == MM_ENOMEM;
-}
-
-/* Gives up on a flush that failed for good: its positions are never
- * acknowledged, and nothing later is flushed either (a later flush's
- * positions would skip this one's records). The engine stops with status 1
- * and marks the failure fatal, so the supervisor ends the run instead of
- * restarting into the same failure; a restart after the cause is fixed reads
- * everything since the last checkpoint again. */
-static void engine_abandon_flush(mm_engine_t *ctx, struct mm_flush_job *job, int status,
-				 const char *detail)
-{
-	mm_log(MM_LOG_ERROR, "engine",
-	       "flush of %zu deltas failed: %s: %s; this error is not retriable: stopping "
-	       "without a checkpoint (records since the last one are read again on restart)",
-	       job->f.ndeltas, mm_err_name(status), detail);
-	ctx->job = NULL;
-	ctx->job_failed = 1;
-	ctx->exit_code = 1;
-	mm_progress_fatal();
-	engine_pause(ctx);
-	waiters_notify(job->waiters, status);
-	job->waiters = NULL;
-	job_free(job);
-	ctx->stopping = 1;
-	engine_close_all(ctx);
-}
-
-static void on_flush_done(void *arg, int status, const char *detail)
-{
-	struct mm_flush_job *job = arg;
-	mm_engine_t *ctx = job->ctx;
-	uint64_t ns = uv_hrtime() - job->started_ns;
-
-	if (status) {
-		ctx->stats.flush_failures++;
-		if (!flush_retriable(status)) {
-			engine_abandon_flush(ctx, job, status, detail);
-			return;
-		}
-		ctx->job_failed = 1;
-		engine_pause(ctx);
-		mm_log(MM_LOG_ERROR, "engine",
-		       "flush of %zu deltas failed (attempt %d): %s: %s; sources paused, retrying in %lld ms",
-		       job->f.ndeltas, job->attempts, mm_err_name(status), detail,
-		       (long long)ctx->retry_delay_ms);
-		uv_timer_start(&ctx->retry_timer, on_retry_timer, (uint64_t)ctx->retry_delay_ms, 0);
-		ctx->retry_delay_ms *= 2;
-		if (ctx->retry_delay_ms > MM_RETRY_MAX_MS)
-			ctx->retry_delay_ms = MM_RETRY_MAX_MS;
-		return;
-	}
-	if (job->attempts > 1)
-		mm_log(MM_LOG_INFO, "engine", "flush succeeded after %d attempts; resuming",
-		       job->attempts);
-	ctx->retry_delay_ms = MM_RETRY_MIN_MS;
-	ctx->job_failed = 0;
-	ctx->stats.flushes++;
-	ctx->stats.store_writes += job->f.writes;
-	ctx->stats.purged += job->f.purged;
-	ctx->stats.flush_ns_total += ns;
-	mm_histo_observe(&ctx->stats.flush_hist, ns);
-	if (ns > ctx->stats.flush_ns_max)
-		ctx->stats.flush_ns_max = ns;
-	engine_run_hooks(ctx, job);
-	for (size_t i = 0; i < job->f.ndeltas && job->f.rejected; i++)
-		if (job->f.delta_done[i] == MM_DELTA_REJECTED)
-			mm_pipeline_reject_delta(
-				(mm_pipeline_t *)((char *)job->f.deltas[i].ns - offsetof(mm_pipeline_t, ns)),
-				&job->f.deltas[i], job->f.reject_detail);
-	for (int i = 0; i < ctx->npipes; i++) {
-		mm_pipeline_t *p = ctx->pipes[i];
-
-		p->stats.deltas_flushed += p->agg[!p->cur].count;
-		mm_agg_reset(&p->agg[!p->cur]);
-		mm_agg_reset(&p->ids[!p->cur]);
-	}
-	mm_claim_round_free(job->round);
-	job->round = NULL;
-	for (int i = 0; i < ctx->npipes; i++)
-		mm_held_reset(&ctx->pipes[i]->held[!ctx->pipes[i]->cur]);
-	for (size_t i = 0; i < job->f.npositions; i++) {
-		mm_engine_source_t *es = &ctx->srcs[job->pos_src[i]];
-
-		if (!es->closed)
-			es->src->vt->ack(es->src, job->f.positions[i].pos, job->f.positions[i].len);
-	}
-	mm_log(MM_LOG_DEBUG, "engine", "flushed %zu deltas, %zu marks, %zu positions in %.2f ms",
-	       job->f.ndeltas, job->f.nmarks, job->f.npositions, ns / 1e6);
-	ctx->job = NULL;
-	waiters_notify(job->waiters, 0);
-	job->waiters = NULL;
-	job_free(job);
-	ctx->last_flush_ms = mm_now_ms();
-	if (ctx->stopping) {
-		engine_continue_stop(ctx);
-		return;
-	}
-	engine_resume(ctx);
-	if (ctx->flush_wanted || ctx->waiters) {
-		ctx->flush_wanted = 0;
-		engine_maybe_flush(ctx, ctx->waiters != NULL);
-	}
-}
-
-/* The sources' positions, taken when the generation is swapped out. */
-static int job_positions(mm_engine_t *ctx, struct mm_flush_job *job)
-{
-	size_t np = 0;
-
-	job->f.positions = calloc((size_t)ctx->nsrcs + 1, sizeof(mm_position_t));
-	job->pos_src = calloc((size_t)ctx->nsrcs + 1, sizeof(size_t));
-	if (!job->f.positions || !job->pos_src)
-		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
-	for (int i = 0; i < ctx->nsrcs; i++) {
-		mm_engine_source_t *es = &ctx->srcs[i];
-
-		if (!es->has_pos)
-			continue;
-		job->pos_src[np] = (size_t)i;
-		job->f.positions[np].source = mm_source_pos_key(es->src);
-		job->f.positions[np].len = es->pos.len;
-		/* Offsets first: posdata may move while it grows. */
-		job->f.positions[np].pos = (const uint8_t *)(uintptr_t)job->posdata.len;
-		if (mm_buf_append(&job->posdata, es->pos.p, es->pos.len))
-			return MM_ENOMEM;
-		np++;
-	}
-	for (size_t i = 0; i < np; i++)
-		job->f.positions[i].pos = job->posdata.p + (uintptr_t)job->f.positions[i].pos;
-	job->f.npositions = np;
-	return 0;
-}
-
-/* Undoes job_build after a failure, so that it can run again. */
-static void job_unbuild(struct mm_flush_job *job)
-{
-	free(job->f.delta_done);
-	free(job->f.mark_done);
-	free(job->f.deltas);
-	free(job->f.marks);
-	free(job->f.purges);
-	job->f.delta_done = job->f.mark_done = NULL;
-	job->f.deltas = NULL;
-	job->f.marks = NULL;
-	job->f.purges = NULL;
-	job->f.ndeltas = job->f.nmarks = job->f.npurges = 0;
-}
-
-/* The deltas, marks and purges of the flushing generation. */
-static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
-{
-	size_t nd = 0, nm = 0;
-	int64_t now = mm_now_ms();
-
-	for (int i = 0; i < ctx->npipes; i++) {
-		mm_pipeline_t *p = ctx->pipes[i];
-
-		nd += p->agg[!p->cur].count;
-		nm += p->ids[!p->cur].count;
-	}
-	job->f.deltas = calloc(nd ? nd : 1, sizeof(mm_delta_t));
-	job->f.marks = calloc(nm ? nm : 1, sizeof(mm_mark_t));
-	job->f.purges = calloc((size_t)ctx->npipes + 1, sizeof(mm_purge_t));
-	job->f.delta_done = calloc(nd ? nd : 1, 1);
-	job->f.mark_done = calloc(nm ? nm : 1, 1);
-	if (!job->f.deltas || !job->f.marks || !job->f.purges || !job->f.delta_done ||
-	    !job->f.mark_done)
-		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
-	for (int i = 0; i < ctx->npipes; i++) {
-		mm_pipeline_t *p = ctx->pipes[i];
-		mm_agg_t *a = &p->agg[!p->cur], *ids = &p->ids[!p->cur];
-
-		for (size_t s = 0; s < a->cap; s++) {
-			mm_agg_entry_t *e = &a->slots[s];
-
-			if (e->key == NULL || p->cfg.monoid.vt->is_identity(&p->cfg.monoid, e->state))
-				continue;
-			job->f.deltas[job->f.ndeltas++] = (mm_delta_t){
-				.ns = &p->ns,
-				.key = {e->key, e->klen, e->bucket},
-				.expire_ms = e->expire_ms,
-				.state = e->state,
-			};
-		}
-		for (size_t s = 0; s < ids->cap; s++) {
-			mm_agg_entry_t *e = &ids->slots[s];
-
-			if (e->key)
-				job->f.marks[job->f.nmarks++] = (mm_mark_t){
-					&p->ns, e->key, e->klen, e->expire_ms, ctx->st->claims};
-		}
-		if (p->cfg.gran_ms && p->cfg.retention_ms && now >= p->next_purge_ms) {
-			job->f.purges[job->f.npurges++] = (mm_purge_t){
-				&p->ns,
-				mm_window_oldest_kept(p->cfg.gran_ms, p->cfg.retention_ms, now)};
-			p->next_purge_ms = now + MM_PURGE_EVERY_MS;
-		}
-	}
-	return 0;
-}
-
-/* The claim round is over: the held records' effects are in the generation. */
-static void on_claims_done(void *arg)
-{
-	struct mm_flush_job *job = arg;
-
-	job->claimed = 1;
-	flush_submit(job->ctx);
-}
-
-static int engine_has_work(const mm_engine_t *ctx)
-{
-	for (int i = 0; i < ctx->npipes; i++)
-		if (ctx->pipes[i]->agg[ctx->pipes[i]->cur].count ||
-		    ctx->pipes[i]->ids[ctx->pipes[i]->cur].count ||
-		    ctx->pipes[i]->held[ctx->pipes[i]->cur].n)
-			return 1;
-	for (int i = 0; i < ctx->nsrcs; i++)
-		if (ctx->srcs[i].has_pos)
-			return 1;
-	return 0;
-}
-
-static void engine_start_flush(mm_engine_t *ctx)
-{
-	struct mm_flush_job *job = calloc(1, sizeof(*job));
-
-	if (job == NULL) {
-		mm_log(MM_LOG_ERROR, "engine", "out of memory starting a flush; pausing");
-		engine_pause(ctx);
-		return;
-	}
-	job->ctx = ctx;
-	for (int i = 0; i < ctx->npipes; i++) {
-		mm_pipeline_t *p = ctx->pipes[i];
-
-		p->cur = !p->cur;
-		job->records += p->pending_records;
-		p->pending_records = 0;
-	}
-	/* The positions are taken now, with the generation: they cover the held
-	 * records, whose effects join the flush after the claim round. */
-	if (job_positions(ctx, job) != 0) {
-		/* Nothing was handed over yet: swap back so no delta is lost. */
-		for (int i = 0; i < ctx->npipes; i++)
-			ctx->pipes[i]->cur = !ctx->pipes[i]->cur;
-		job_free(job);
-		mm_log(MM_LOG_ERROR, "engine", "cannot build a flush: %s; pausing", mm_diag_msg());
-		engine_pause(ctx);
-		return;
-	}
-	for (int i = 0; i < ctx->nsrcs; i++)
-		ctx->srcs[i].has_pos = 0;
-	job->waiters = ctx->waiters;
-	ctx->waiters = NULL;
-	ctx->job = job;
-	job->claimed = !mm_claim_round_needed(ctx);
-	if (!job->claimed) {
-		if (mm_claim_round_start(ctx, on_claims_done, job, &job->round) == 0)
-			return;
-		mm_log(MM_LOG_ERROR, "engine", "cannot claim dedup ids: %s; retrying", mm_diag_msg());
-		on_flush_done(job, MM_ENOMEM, mm_diag_msg());
-		return;
-	}
-	flush_submit(ctx);
-}
-
-static void engine_maybe_flush(mm_engine_t *ctx, int force)
-{
-	int due = force, hard = 0;
-
-	for (int i = 0; i < ctx->npipes; i++) {
-		due |= pipe_due(ctx->pipes[i], 0);
-		hard |= pipe_due(ctx->pipes[i], 1);
-	}
-	if (!due)
-		return;
-	if (ctx->job) {
-		ctx->flush_wanted = 1;
-		if (hard)
-			engine_pause(ctx);
-		return;
-	}
-	/* Waiters need a flush even when nothing is pending: its completion is
-	 * what tells them that everything before their call is durable. */
-	if (engine_has_work(ctx) || ctx->waiters)
-		engine_start_flush(ctx);
-}
-
-int mm_engine_flush(mm_engine_t *ctx, void (*done)(void *arg, int status), void *arg)
-{
-	mm_flush_waiter_t *w, **tail = &ctx->waiters;
-
-	if (ctx->stopped)
-		return mm_diag_set(MM_ECLOSED, "the engine has stopped");
-	w = calloc(1, sizeof(*w));
-	if (w == NULL)
-		return mm_diag_set(MM_ENOMEM, "out of memory queueing a flush");
-	w->done = done;
-	w->arg = arg;
-	while (*tail)
-		tail = &(*tail)->next;
-	*tail = w;
-	engine_maybe_flush(ctx, 1);
-	return 0;
 }
 
 static void on_sink_flush(void *arg, mm_source_t *src, void (*done)(void *, int), void *done_arg)
@@ -774,9 +326,9 @@ void mm_engine_hold(mm_engine_t *ctx, int on)
 {
 	if (on) {
 		ctx->holds++;
-		engine_pause(ctx);
+		mm_engine_pause_sources(ctx);
 	} else if (ctx->holds > 0 && --ctx->holds == 0) {
-		engine_resume(ctx);
+		mm_engine_resume_sources(ctx);
 	}
 }
 
@@ -879,8 +431,8 @@ static void on_flush_timer(uv_timer_t *t)
 	for (int i = 0; i < ctx->npipes; i++)
 		if (ctx->pipes[i]->cfg.flush_interval_ms < interval)
 			interval = ctx->pipes[i]->cfg.flush_interval_ms;
-	if (now - ctx->last_flush_ms >= interval && ctx->job == NULL && engine_has_work(ctx))
-		engine_start_flush(ctx);
+	if (now - ctx->last_flush_ms >= interval && ctx->job == NULL && mm_flush_has_work(ctx))
+		mm_flush_start(ctx);
 }
 
 /* ---- lifecycle ---- */
@@ -943,7 +495,7 @@ int mm_engine_new(mm_store_t *st, uv_loop_t *loop, mm_engine_t **out)
 		return mm_diag_set(MM_ENOMEM, "cannot allocate the engine");
 	ctx->loop = loop;
 	ctx->st = st;
-	ctx->retry_delay_ms = MM_RETRY_MIN_MS;
+	ctx->retry_delay_ms = MM_FLUSH_RETRY_MIN_MS;
 	*out = ctx;
 	return 0;
 }
@@ -974,7 +526,7 @@ static void engine_close_source(mm_engine_source_t *es)
 	es->src = NULL;
 }
 
-static void engine_close_all(mm_engine_t *ctx)
+void mm_engine_close_all(mm_engine_t *ctx)
 {
 	if (ctx->stopped)
 		return;
@@ -997,15 +549,15 @@ static void engine_close_all(mm_engine_t *ctx)
 	}
 }
 
-static void engine_continue_stop(mm_engine_t *ctx)
+void mm_engine_continue_stop(mm_engine_t *ctx)
 {
 	if (ctx->job)
 		return; /* on_flush_done calls back here */
-	if (engine_has_work(ctx)) {
-		engine_start_flush(ctx);
+	if (mm_flush_has_work(ctx)) {
+		mm_flush_start(ctx);
 		return;
 	}
-	engine_close_all(ctx);
+	mm_engine_close_all(ctx);
 }
 
 void mm_engine_stop(mm_engine_t *ctx)
@@ -1016,7 +568,7 @@ void mm_engine_stop(mm_engine_t *ctx)
 	for (int i = 0; i < ctx->nsrcs; i++)
 		if (ctx->srcs[i].src)
 			ctx->srcs[i].src->vt->stop(ctx->srcs[i].src);
-	engine_continue_stop(ctx);
+	mm_engine_continue_stop(ctx);
 }
 
 int mm_engine_run(mm_engine_t *ctx, int once)
@@ -1080,11 +632,7 @@ void mm_engine_free(mm_engine_t *ctx)
 {
 	if (ctx == NULL)
 		return;
-	if (ctx->job) {
-		waiters_notify(ctx->job->waiters, MM_ECLOSED);
-		job_free(ctx->job);
-	}
-	waiters_notify(ctx->waiters, MM_ECLOSED);
+	mm_flush_discard(ctx);
 	if (!ctx->stopped) {
 		/* run() was never called: the sources were opened but not started. */
 		for (int i = 0; i < ctx->nsrcs; i++)

@@ -31,6 +31,8 @@
 #include "../store/store.h"
 #include "pipeline.h"
 
+typedef struct mm_engine mm_engine_t;
+
 typedef struct mm_engine_stats {
 	uint64_t batches;
 	uint64_t records;
@@ -172,8 +174,5 @@ void mm_engine_on_stop(mm_engine_t *ctx, void (*fn)(void *ud), void *ud);
 
 /* Frees everything (after run returned, or if run was never called). */
 void mm_engine_free(mm_engine_t *ctx);
-
-/* Wall clock in ms. */
-int64_t mm_now_ms(void);
 
 #endif

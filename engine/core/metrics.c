@@ -24,6 +24,7 @@
 
 #include "../lib/error.h"
 #include "../lib/expo.h"
+#include "../lib/time.h"
 #include "../store/dynamodb.h"
 #include "../store/valkey.h"
 #include "agg.h"
@@ -175,7 +176,7 @@ static void render_pipelines(const mm_engine_t *ctx, mm_expo_t *w)
 
 		mm_expo_value(w, l, (double)p->agg[p->cur].count);
 	}
-	if (ctx->st == NULL || !ctx->st->claims)
+	if (ctx->st == NULL || !(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED))
 		return;
 	mm_expo_family(w, "murmur_pipeline_claims", MM_EXPO_COUNTER,
 		       "Event ids claimed on a shared store, re-asks included.");

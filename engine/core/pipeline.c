@@ -16,10 +16,9 @@
 
 #include "../codec/json.h"
 #include "../lib/error.h"
+#include "../lib/log.h"
 #include "../monoid/window.h"
-#include "engine.h"
 #include "explain.h"
-#include "log.h"
 #include "progress.h"
 
 static const char *const reject_names[MM_REJ__COUNT] = {
@@ -47,10 +46,10 @@ void mm_pipeline_config_free(mm_pipeline_config_t *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
-int mm_pipeline_init(mm_pipeline_t *p, mm_engine_t *ctx, mm_pipeline_config_t *cfg)
+int mm_pipeline_init(mm_pipeline_t *p, mm_store_t *st, mm_pipeline_config_t *cfg)
 {
 	memset(p, 0, sizeof(*p));
-	p->ctx = ctx;
+	p->st = st;
 	p->cfg = *cfg;
 	memset(cfg, 0, sizeof(*cfg));
 	p->ns.name = p->cfg.name;
@@ -282,12 +281,12 @@ static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 	if (mm_agg_find(&p->ids[p->cur], id, len, 0) || mm_agg_find(&p->ids[!p->cur], id, len, 0) ||
 	    mm_held_has(&p->held[p->cur], id, len) || mm_held_has(&p->held[!p->cur], id, len))
 		return 1;
-	/* A dry run (explain.c) has no engine and no store to ask. */
-	if (p->ctx == NULL)
+	/* A dry run (explain.c) has no store to ask. */
+	if (p->st == NULL)
 		return 0;
-	if (p->ctx->st->claims)
+	if (mm_store_caps(p->st) & MM_STORE_CAP_SHARED)
 		return pipe_hold(p, id, len);
-	rc = mm_store_seen(p->ctx->st, &p->ns, id, len, p->batch ? p->batch->now_ms : mm_now_ms());
+	rc = mm_store_seen(p->st, &p->ns, id, len, p->batch ? p->batch->now_ms : mm_now_ms());
 	return rc == MM_ENOTSUP ? 0 : rc;
 }
 

@@ -93,8 +93,6 @@ typedef struct mm_pipeline_config {
 	char *meta;                 /* descriptor saved in the store for queries */
 } mm_pipeline_config_t;
 
-typedef struct mm_engine mm_engine_t;
-
 /* Where a literal key's entry was last found: reused while the table is the
  * same generation and the bucket matches, so a constant key (e.g. "global")
  * is not hashed and probed for every event. */
@@ -114,14 +112,14 @@ typedef struct mm_bucket_memo {
 } mm_bucket_memo_t;
 
 typedef struct mm_pipeline {
-	mm_engine_t *ctx;
+	mm_store_t *st;             /* where dedup asks (not owned); NULL for a dry run */
 	mm_pipeline_config_t cfg;
 	mm_ns_t ns;
 	int index;                  /* position in the engine's list */
 	int uses_lua;
 	mm_agg_t agg[2];            /* pending deltas: [cur] fills, [!cur] is flushing */
 	mm_agg_t ids[2];            /* pending dedup ids, same generations */
-	mm_held_t held[2];          /* records waiting for their claims (store->claims) */
+	mm_held_t held[2];          /* records waiting for their claims (a shared store) */
 	int replaying;              /* processing held records whose claims were won */
 	int rec;                    /* index of the record being processed in batch */
 	int cur;
@@ -135,12 +133,12 @@ typedef struct mm_pipeline {
 	mm_batch_t *batch;
 	mm_buf_t scratch;
 	/* Set only by a dry run (explain.h): records what each record produced.
-	 * Such a pipeline has no engine (ctx == NULL). */
+	 * Such a pipeline has no store (st == NULL). */
 	struct mm_explain *explain;
 } mm_pipeline_t;
 
-/* Takes ownership of cfg's strings. */
-int mm_pipeline_init(mm_pipeline_t *p, mm_engine_t *ctx, mm_pipeline_config_t *cfg);
+/* Takes ownership of cfg's strings. st is the store dedup asks, or NULL. */
+int mm_pipeline_init(mm_pipeline_t *p, mm_store_t *st, mm_pipeline_config_t *cfg);
 void mm_pipeline_free(mm_pipeline_t *p);
 void mm_pipeline_config_free(mm_pipeline_config_t *cfg);
 

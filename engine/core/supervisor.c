@@ -26,8 +26,9 @@
 #include "../lib/buf.h"
 #include "../lib/error.h"
 #include "../lib/file.h"
+#include "../lib/log.h"
+#include "../lib/time.h"
 #include "engine.h"
-#include "log.h"
 #include "progress.h"
 
 #define SUSPECTS_MAX 64

@@ -53,7 +53,7 @@
 #include "../codec/json.h"
 #include "../lib/error.h"
 #include "../lib/text.h"
-#include "../monoid/window.h"
+#include "../lib/time.h"
 #include "deadletter.h"
 
 #define PENDING_HIGH_WATER (1u << 20)

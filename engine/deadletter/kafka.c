@@ -35,9 +35,9 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "../core/log.h"
 #include "../lib/error.h"
-#include "../monoid/window.h"
+#include "../lib/log.h"
+#include "../lib/time.h"
 #include "deadletter.h"
 
 #define MM_KDLQ_PREFIX "rdkafka."

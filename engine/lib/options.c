@@ -20,8 +20,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../monoid/window.h"
 #include "error.h"
+#include "time.h"
 
 static const char *const type_names[] = {
 	[MM_OPT_STRING] = "string",

@@ -22,14 +22,13 @@
 #include <unistd.h>
 
 #include "../core/engine.h"
-#include "../core/log.h"
 #include "../core/metrics.h"
 #include "../core/progress.h"
 #include "../core/supervisor.h"
-#include "../store/valkey.h"
 #include "../lib/error.h"
 #include "../lib/file.h"
 #include "../lib/hash.h"
+#include "../lib/log.h"
 #include "../monoid/window.h"
 #include "core_lua.h"
 #include "explain_lua.h"
@@ -735,21 +734,36 @@ static int l_engine_close_idle_sources(lua_State *L)
 		lua_setfield(L, -2, name);                \
 	} while (0)
 
-/* Sets the cache_* counters of a Valkey-wrapped store into the table on top. */
+/* Sets the per-command counters of a cache (cache_get, ...) into the table
+ * on top; nothing for a store without MM_STORE_CAP_CACHE. */
 static void push_cache_stats(lua_State *L, const mm_store_t *st)
 {
-	mm_valkey_stats_t vs;
+	mm_store_op_stats_t os[32];
+	size_t n = mm_store_op_stats(st, os, 32);
 
-	if (mm_valkey_stats(st, &vs) != 0)
-		return;
-	for (int op = 0; op < MM_VALKEY_OP_MAX; op++) {
+	for (size_t i = 0; i < n && i < 32; i++) {
 		lua_newtable(L);
-		SET_NUM("ops", vs.ops[op]);
-		SET_NUM("errors", vs.errors[op]);
-		SET_NUM("ms_total", vs.ns_total[op] / 1e6);
-		SET_NUM("ms_max", vs.ns_max[op] / 1e6);
-		lua_setfield(L, -2, mm_valkey_op_name(op));
+		SET_NUM("ops", os[i].ops);
+		SET_NUM("errors", os[i].errors);
+		SET_NUM("ms_total", os[i].ns_total / 1e6);
+		SET_NUM("ms_max", os[i].ns_max / 1e6);
+		lua_setfield(L, -2, os[i].name);
 	}
+}
+
+/* Sets t.caps = {"atomic", ...}: the store's capability set by name. */
+static void push_store_caps(lua_State *L, const mm_store_t *st)
+{
+	unsigned caps = mm_store_caps(st);
+	int n = 0;
+
+	lua_newtable(L);
+	for (unsigned bit = 1; bit != 0 && bit <= caps; bit <<= 1)
+		if ((caps & bit) && mm_store_cap_name(bit) != NULL) {
+			lua_pushstring(L, mm_store_cap_name(bit));
+			lua_rawseti(L, -2, ++n);
+		}
+	lua_setfield(L, -2, "caps");
 }
 
 static int l_engine_stats(lua_State *L)
@@ -786,10 +800,11 @@ static int l_engine_stats(lua_State *L)
 		SET_NUM("ms_max", ctx->st->stats.ns_max[i] / 1e6);
 		lua_setfield(L, -2, ops[i]);
 	}
+	push_store_caps(L, ctx->st);
 	lua_setfield(L, -2, "store");
 	/* The contract's instrumentation names: store operations by pipeline
 	 * (one merge_update per flushed delta, timed as part of its flush) and,
-	 * with a Valkey cache, every cache_* command kind. */
+	 * with a cache, every cache_* command kind. */
 	lua_newtable(L);
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_t *p = ctx->pipes[i];
@@ -1019,9 +1034,10 @@ done:
 
 /*
  * st:count(ns_name, spec, entity, {bucket, ...}) -> cardinality, nonempty
- * when the store is a Valkey cache that holds every bucket of an HLL
- * pipeline (answered by one PFCOUNT; nonempty = buckets with data), else
- * nil: the caller then reads with st:get, which also fills the cache.
+ * when the store counts hll buckets natively (MM_STORE_CAP_COUNT_HLL: a
+ * Valkey cache holding every bucket answers with one PFCOUNT; nonempty =
+ * buckets with data), else nil: the caller then reads with st:get, which
+ * also fills a cache.
  */
 static int l_store_count(lua_State *L)
 {
@@ -1042,7 +1058,8 @@ static int l_store_count(lua_State *L)
 	entity = luaL_checklstring(L, 4, &elen);
 	luaL_checktype(L, 5, LUA_TTABLE);
 	n = lua_objlen(L, 5);
-	if (n == 0 || strcmp(s->st->vt->name, "valkey") != 0 || m.vt != &mm_monoid_hll_vtable) {
+	if (n == 0 || !(mm_store_caps(s->st) & MM_STORE_CAP_COUNT_HLL) ||
+	    m.vt != &mm_monoid_hll_vtable) {
 		lua_pushnil(L);
 		return 1;
 	}
@@ -1054,7 +1071,7 @@ static int l_store_count(lua_State *L)
 		keys[i] = (mm_key_t){entity, elen, (int64_t)luaL_checknumber(L, -1)};
 		lua_pop(L, 1);
 	}
-	rc = mm_valkey_count(s->st, &ns, keys, n, &count, &nonempty, &cached, on_get_done, &w);
+	rc = mm_store_count_hll(s->st, &ns, keys, n, &count, &nonempty, &cached, on_get_done, &w);
 	free(keys);
 	while (rc == 0 && !w.done)
 		uv_run(&s->loop, UV_RUN_ONCE);

@@ -17,6 +17,7 @@
 #include "../core/engine.h"
 #include "../core/explain.h"
 #include "../lib/error.h"
+#include "../lib/time.h"
 #include "core_lua.h"
 
 #define EXPLAINER_MT "murmur.explainer"

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../core/log.h"
+#include "../lib/log.h"
 #include "../lib/error.h"
 
 static uint64_t lua_errors;

@@ -34,6 +34,7 @@
 #include "../core/probe.h"
 #include "../core/progress.h"
 #include "../lib/error.h"
+#include "../lib/time.h"
 #include "alloc.h"
 
 extern char **environ;

@@ -109,7 +109,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "../codec/json.h"
-#include "../core/log.h"
+#include "../lib/log.h"
 #include "../lib/error.h"
 #include "position.h"
 #include "source.h"

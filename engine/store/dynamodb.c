@@ -48,7 +48,7 @@
  * pauses the sources and retries the same flush later. Other errors
  * (validation, access) fail the apply at once.
  *
- * Not atomic (atomic_flush = 0): each delta that becomes durable is flagged in
+ * Not atomic (no MM_STORE_CAP_ATOMIC): each delta that becomes durable is flagged in
  * f->delta_done, and a retried flush skips flagged deltas. The remaining
  * hazard is a request that DynamoDB applied but whose answer was lost (a
  * timeout, a reset connection): retrying an ADD would count twice. Hence the
@@ -101,7 +101,7 @@
 #include <unistd.h>
 
 #include "../codec/json.h"
-#include "../core/log.h"
+#include "../lib/log.h"
 #include "../lib/error.h"
 #include "dynamodb_impl.h"
 
@@ -391,7 +391,6 @@ static int ddb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_onl
 					    ">= 1, request_timeout > 0, token_ttl >= 1m and lease >= 100ms");
 		goto fail;
 	}
-	st->base.claims = !read_only;
 	st->base.lease_ms = st->cfg.lease_ms;
 	table = env_or(st->cfg.table, "MURMUR_DYNAMODB_TABLE", NULL);
 	region = env_or(st->cfg.region, "AWS_REGION", "AWS_DEFAULT_REGION");
@@ -490,7 +489,7 @@ const char *mm_ddb_owner(const mm_store_t *base)
 const mm_store_vtable_t mm_store_dynamodb_vtable = {
 	.name = "dynamodb",
 	.options = ddb_options,
-	.atomic_flush = 0,
+	.caps = MM_STORE_CAP_SHARED,
 	.open = ddb_open,
 	.apply = mm_ddb_apply,
 	.get_many = mm_ddb_get_many,

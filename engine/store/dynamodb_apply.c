@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "../codec/json.h"
-#include "../core/log.h"
+#include "../lib/log.h"
 #include "../lib/error.h"
 #include "../lib/text.h"
 #include "dynamodb_impl.h"

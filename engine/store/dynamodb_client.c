@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "../codec/json.h"
-#include "../core/log.h"
+#include "../lib/log.h"
 #include "../lib/error.h"
 #include "dynamodb_impl.h"
 

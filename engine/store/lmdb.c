@@ -1177,7 +1177,7 @@ static void lmdb_close(mm_store_t *base)
 const mm_store_vtable_t mm_store_lmdb_vtable = {
 	.name = "lmdb",
 	.options = lmdb_options,
-	.atomic_flush = 1,
+	.caps = MM_STORE_CAP_ATOMIC,
 	.open = lmdb_open,
 	.apply = lmdb_apply,
 	.get_many = lmdb_get_many,

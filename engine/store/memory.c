@@ -693,7 +693,7 @@ static void mem_close(mm_store_t *base)
 const mm_store_vtable_t mm_store_memory_vtable = {
 	.name = "memory",
 	.options = mem_options,
-	.atomic_flush = 1,
+	.caps = MM_STORE_CAP_ATOMIC,
 	.open = mem_open,
 	.apply = mem_apply,
 	.get_many = mem_get_many,

@@ -389,7 +389,7 @@ static int mm_store_claim_op(mm_store_t *st, int op, const mm_ns_t *ns, mm_claim
 
 	if (st == NULL)
 		return mm_diag_set(MM_EINVAL, "store: claim on a NULL store");
-	if (!st->claims) {
+	if (!(mm_store_caps(st) & MM_STORE_CAP_SHARED)) {
 		rc = mm_diag_set(MM_ENOTSUP, "store: %s does not take dedup claims", st->vt->name);
 		goto fail;
 	}
@@ -439,6 +439,52 @@ int mm_store_release(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t 
 		     mm_store_cb cb, void *arg)
 {
 	return mm_store_claim_op(st, MM_STORE_OP_RENEW, ns, ids, n, 1, cb, arg);
+}
+
+int mm_store_count_hll(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+		       uint64_t *count, uint64_t *nonempty, int *cached, mm_store_cb cb, void *arg)
+{
+	size_t i;
+	int rc;
+
+	if (st == NULL)
+		return mm_diag_set(MM_EINVAL, "store: count_hll on a NULL store");
+	if (!(mm_store_caps(st) & MM_STORE_CAP_COUNT_HLL))
+		return mm_diag_set(MM_ENOTSUP, "store: %s has no native hll count", st->vt->name);
+	if ((rc = mm_store_check_ns(ns)))
+		return rc;
+	if (ns->m->vt != &mm_monoid_hll_vtable)
+		return mm_diag_set(MM_EINVAL, "store: count_hll needs an hll namespace");
+	if (n == 0 || keys == NULL || count == NULL || nonempty == NULL || cached == NULL ||
+	    cb == NULL)
+		return mm_diag_set(MM_EINVAL, "store: count_hll needs keys, outputs and a callback");
+	for (i = 0; i < n; i++)
+		if ((rc = mm_store_check_bytes("entity", i, keys[i].entity, keys[i].len)))
+			return rc;
+	return st->vt->count_hll(st, ns, keys, n, count, nonempty, cached, cb, arg);
+}
+
+size_t mm_store_op_stats(const mm_store_t *st, mm_store_op_stats_t *out, size_t max)
+{
+	if (st == NULL || !(mm_store_caps(st) & MM_STORE_CAP_CACHE))
+		return 0;
+	return st->vt->op_stats(st, out, max);
+}
+
+const char *mm_store_cap_name(unsigned cap)
+{
+	switch (cap) {
+	case MM_STORE_CAP_ATOMIC:
+		return "atomic";
+	case MM_STORE_CAP_SHARED:
+		return "shared";
+	case MM_STORE_CAP_COUNT_HLL:
+		return "count_hll";
+	case MM_STORE_CAP_CACHE:
+		return "cache";
+	default:
+		return NULL;
+	}
 }
 
 void mm_store_close(mm_store_t *st)

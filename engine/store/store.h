@@ -18,9 +18,16 @@
  * one apply() is in flight per store: the runtime serialises flushes so that
  * positions only move forward.
  *
+ * Capabilities. What a backend can do is one explicit set, `caps` in its
+ * vtable (enum mm_store_cap): whether apply() is atomic, whether other
+ * workers share the store (dedup then goes through claims), which native
+ * operations it offers (a multi-bucket HLL count), whether it is a cache
+ * layered over another store. The runtime asks mm_store_caps() instead of
+ * testing backend names or getting MM_ENOTSUP at run time.
+ *
  * Atomicity. An apply() is one unit: either every delta, mark, purge and
  * position in it becomes durable, or none does (LMDB: one write transaction).
- * Backends that cannot promise that (DynamoDB) say so in `atomic_flush = 0`,
+ * Backends that cannot promise that (DynamoDB) lack MM_STORE_CAP_ATOMIC,
  * and the runtime then acknowledges a source position only after every key
  * the records touched is durable.
  *
@@ -132,7 +139,7 @@ typedef struct mm_flush {
 	int64_t now_ms;         /* wall clock of the flush; expired marks may be dropped */
 	/* Per-item completion flags (ndeltas and nmarks bytes), zeroed by the
 	 * engine when the flush is built and kept across retries of the same
-	 * flush. Stores that are not atomic (atomic_flush = 0) set a flag once
+	 * flush. Stores that are not atomic (no MM_STORE_CAP_ATOMIC) set a flag once
 	 * that item is durable and skip flagged items when the flush is retried,
 	 * so a retry never applies an item twice. Atomic stores may ignore them. */
 	uint8_t *delta_done;
@@ -180,11 +187,33 @@ typedef struct mm_store_stats {
 	uint64_t hist_errors[MM_STORE_NOPS + 1];
 } mm_store_stats_t;
 
+/* The capability set of a store (mm_store_vtable_t.caps). */
+enum mm_store_cap {
+	/* apply() is all-or-nothing (else: per-item done flags, see mm_flush_t). */
+	MM_STORE_CAP_ATOMIC = 1u << 0,
+	/* Other workers write the same state: seen() cannot tell whether one of
+	 * them is counting an id right now, so dedup goes through claim(),
+	 * renew() and release(), with st->lease_ms. */
+	MM_STORE_CAP_SHARED = 1u << 1,
+	/* Native operation for hll: count_hll() answers the cardinality of a
+	 * union of buckets without moving the sketches (a Valkey PFCOUNT). */
+	MM_STORE_CAP_COUNT_HLL = 1u << 2,
+	/* A cache layered over a backing store that stays the truth; it has
+	 * per-command counters (op_stats). */
+	MM_STORE_CAP_CACHE = 1u << 3,
+};
+
+/* Per-command counters of a store beyond the mm_store_* ones (a cache's
+ * commands: "cache_get", ...). */
+typedef struct mm_store_op_stats {
+	const char *name;       /* static */
+	uint64_t ops, errors, ns_total, ns_max;
+} mm_store_op_stats_t;
 
 typedef struct mm_store_vtable {
 	const char *name;               /* "lmdb", "memory" */
 	const mm_option_t *options;     /* option rows, for open() and docs */
-	int atomic_flush;               /* 1 if apply() is all-or-nothing */
+	unsigned caps;                  /* enum mm_store_cap bits */
 	/* Opens a store. kv are the user's options (validated against `options`).
 	 * read_only: open for queries beside a running writer. */
 	int (*open)(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only,
@@ -207,9 +236,9 @@ typedef struct mm_store_vtable {
 	/* Closes the store; no operation may be in flight. Frees st. */
 	void (*close)(mm_store_t *st);
 	/*
-	 * Dedup claims (see mm_claim_t); NULL, or MM_ENOTSUP at run time, for
-	 * stores whose seen() answers (their marks are atomic with the flush).
-	 * A store that offers them sets `claims` in its head at open. claim()
+	 * Dedup claims (see mm_claim_t), for stores with MM_STORE_CAP_SHARED;
+	 * NULL for the others, whose seen() answers (their marks are atomic
+	 * with the flush). claim()
 	 * claims every id of ns with the store's lease and a mark lifetime of
 	 * ttl_ms; renew() extends our pending claims' leases (a flush being
 	 * retried); release() deletes our pending claims (effects abandoned).
@@ -222,6 +251,19 @@ typedef struct mm_store_vtable {
 		     void *arg);
 	int (*release)(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		       mm_store_cb cb, void *arg);
+	/*
+	 * MM_STORE_CAP_COUNT_HLL: the cardinality of the union of the hll states
+	 * of keys. On completion (status 0) *cached is 1 with *count and
+	 * *nonempty (keys holding a non-empty sketch) set, or 0 when the store
+	 * could not answer natively (the caller then reads the keys with
+	 * get_many and merges them). The outputs must stay valid until cb runs.
+	 */
+	int (*count_hll)(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+			 uint64_t *count, uint64_t *nonempty, int *cached, mm_store_cb cb,
+			 void *arg);
+	/* MM_STORE_CAP_CACHE: copies up to max per-command counters into out and
+	 * returns how many there are. */
+	size_t (*op_stats)(const mm_store_t *st, mm_store_op_stats_t *out, size_t max);
 } mm_store_vtable_t;
 
 /* Common head of every backend's store struct (embed as the first member). */
@@ -229,9 +271,17 @@ struct mm_store {
 	const mm_store_vtable_t *vt;
 	uv_loop_t *loop;
 	mm_store_stats_t stats;
-	int claims;             /* dedup goes through claim(), not seen() */
-	int64_t lease_ms;       /* the lease of a claim (claims only) */
+	int64_t lease_ms;       /* the lease of a claim (MM_STORE_CAP_SHARED only) */
 };
+
+/* The capability set of st (enum mm_store_cap bits). */
+static inline unsigned mm_store_caps(const mm_store_t *st)
+{
+	return st->vt->caps;
+}
+
+/* "atomic", "shared", "count_hll", "cache" for one capability bit; NULL if unknown. */
+const char *mm_store_cap_name(unsigned cap);
 
 /* The registry: NULL-terminated, in registry.c. */
 extern const mm_store_vtable_t *const mm_store_registry[];
@@ -248,13 +298,19 @@ int mm_store_seen(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len,
 int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out);
 int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n);
 int mm_store_list_meta(mm_store_t *st, mm_buf_t *out);
-/* Claims (see the vtable); MM_ENOTSUP when st->claims is 0. */
+/* Claims (see the vtable); MM_ENOTSUP without MM_STORE_CAP_SHARED. */
 int mm_store_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
 		   mm_store_cb cb, void *arg);
 int mm_store_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, mm_store_cb cb,
 		   void *arg);
 int mm_store_release(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		     mm_store_cb cb, void *arg);
+/* The native HLL count (see the vtable); MM_ENOTSUP without
+ * MM_STORE_CAP_COUNT_HLL, MM_EINVAL unless ns is an hll namespace. */
+int mm_store_count_hll(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+		       uint64_t *count, uint64_t *nonempty, int *cached, mm_store_cb cb, void *arg);
+/* The cache's per-command counters; 0 without MM_STORE_CAP_CACHE. */
+size_t mm_store_op_stats(const mm_store_t *st, mm_store_op_stats_t *out, size_t max);
 void mm_store_close(mm_store_t *st);
 
 #endif

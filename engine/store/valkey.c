@@ -45,7 +45,7 @@
  * Values. count and integer sum: the decimal integer, so INCRBY applies a
  * delta. hll: our encoding, which is Valkey's own HYLL string, so PFMERGE
  * applies a delta and PFCOUNT over several buckets answers a multi-day
- * unique count (mm_valkey_count). Everything else (top-k, set, bloom,
+ * unique count (count_hll). Everything else (top-k, set, bloom,
  * first, last, min, max, float sum): the monoid's encoding, updated by
  * compare-and-set (below). A bucket the store lacks is cached too, so that
  * windows with empty days are answered by the cache: as the identity state
@@ -506,6 +506,18 @@ int mm_valkey_stats(const mm_store_t *base, mm_valkey_stats_t *out)
 	return 0;
 }
 
+/* The per-command counters, for mm_store_op_stats. */
+static size_t vk_op_stats(const mm_store_t *base, mm_store_op_stats_t *out, size_t max)
+{
+	const mm_valkey_t *st = (const mm_valkey_t *)base;
+	size_t op;
+
+	for (op = 0; op < MM_VALKEY_OP_MAX && op < max; op++)
+		out[op] = (mm_store_op_stats_t){vk_op_names[op], st->vs.ops[op], st->vs.errors[op],
+						st->vs.ns_total[op], st->vs.ns_max[op]};
+	return MM_VALKEY_OP_MAX;
+}
+
 /* ---- open and close ------------------------------------------------------------------ */
 
 /* redis://[[user]:password@]host[:port][/db] */
@@ -699,14 +711,17 @@ static int vk_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only
 	if ((rc = mm_store_open(cfg.backing, loop, back, nback, read_only, &st->backing)))
 		goto fail;
 	st->vt = mm_store_valkey_vtable;
-	st->vt.atomic_flush = st->backing->vt->atomic_flush;
+	st->dedup_valkey = strcmp(cfg.dedup, "valkey") == 0;
+	/* Atomic if the backing store is; claims stay the backing store's
+	 * business: the cache never decides whether an event was counted,
+	 * unless dedup = valkey was asked for. */
+	st->vt.caps = MM_STORE_CAP_COUNT_HLL | MM_STORE_CAP_CACHE |
+		      (mm_store_caps(st->backing) & MM_STORE_CAP_ATOMIC);
+	if (!st->dedup_valkey)
+		st->vt.caps |= mm_store_caps(st->backing) & MM_STORE_CAP_SHARED;
 	st->base.vt = &st->vt;
 	st->base.loop = loop;
 	st->read_only = read_only;
-	st->dedup_valkey = strcmp(cfg.dedup, "valkey") == 0;
-	/* Claims stay the backing store's business: the cache never decides
-	 * whether an event was counted, unless dedup = valkey was asked for. */
-	st->base.claims = !st->dedup_valkey && st->backing->claims;
 	st->base.lease_ms = st->backing->lease_ms;
 	st->timeout_ms = cfg.timeout_ms;
 	st->cache_ttl_ms = cfg.cache_ttl_ms;
@@ -810,7 +825,7 @@ static int vk_release(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size
 const mm_store_vtable_t mm_store_valkey_vtable = {
 	.name = "valkey",
 	.options = vk_options,
-	.atomic_flush = 1,
+	.caps = MM_STORE_CAP_ATOMIC | MM_STORE_CAP_COUNT_HLL | MM_STORE_CAP_CACHE,
 	.open = vk_open,
 	.apply = mm_vk_apply,
 	.get_many = mm_vk_get_many,
@@ -823,4 +838,6 @@ const mm_store_vtable_t mm_store_valkey_vtable = {
 	.claim = vk_claim,
 	.renew = vk_renew,
 	.release = vk_release,
+	.count_hll = mm_vk_count_hll,
+	.op_stats = vk_op_stats,
 };

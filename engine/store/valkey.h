@@ -7,9 +7,13 @@
  * read cache and sketch accelerator that is never trusted and can always be
  * rebuilt. Its design, key layout and consistency protocol are described
  * atop valkey.c and in doc/valkey.md. Through mm_store_* it behaves exactly
- * like its backing store; the functions below add what the vtable cannot
- * express: the cache's counters, rebuilding entries, a cardinality answered
- * by one PFCOUNT, and dedup claims.
+ * like its backing store, plus the capabilities MM_STORE_CAP_CACHE (the
+ * cache_* counters through mm_store_op_stats) and MM_STORE_CAP_COUNT_HLL (a
+ * multi-bucket cardinality answered by one PFCOUNT through
+ * mm_store_count_hll, when the cache holds every bucket; a bucket the store
+ * lacks is cached as an empty sketch). The functions below add what the
+ * vtable cannot express: the cache's detailed counters, rebuilding entries,
+ * and dedup claims.
  *
  * Every function here takes a store opened with backend "valkey" (others are
  * refused with MM_EINVAL), runs on the loop thread, and follows store.h's
@@ -85,19 +89,6 @@ int mm_valkey_stats(const mm_store_t *st, mm_valkey_stats_t *out);
  */
 int mm_valkey_repopulate(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
 			 mm_store_cb cb, void *arg);
-
-/*
- * The cardinality of the union of the HyperLogLog states of keys, answered
- * by one PFCOUNT when the cache holds every key (a bucket the store lacks is
- * cached as an empty sketch). On completion (status 0) *cached is 1 and
- * *count and *nonempty (keys holding a non-empty sketch) are set, or *cached
- * is 0 and the caller should read the keys with get_many and merge them,
- * which also fills the cache for next time. Refused with MM_EINVAL when ns
- * is not an "hll" namespace. count, cached and nonempty must stay valid
- * until cb runs; keys are not kept.
- */
-int mm_valkey_count(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
-		    uint64_t *count, uint64_t *nonempty, int *cached, mm_store_cb cb, void *arg);
 
 /*
  * Dedup claims in Valkey, for runtimes that claim an event id before

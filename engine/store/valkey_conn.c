@@ -22,7 +22,7 @@
 
 #include <hiredis/adapters/libuv.h>
 
-#include "../core/log.h"
+#include "../lib/log.h"
 #include "../lib/error.h"
 #include "valkey_format.h"
 

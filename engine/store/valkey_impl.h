@@ -143,7 +143,7 @@ typedef struct vk_hsref {
 
 struct mm_valkey {
 	mm_store_t base;
-	mm_store_vtable_t vt;   /* per store: atomic_flush is the backing store's */
+	mm_store_vtable_t vt;   /* per store: the caps depend on the backing store */
 	mm_store_t *backing;
 	int read_only;
 	int dedup_valkey;
@@ -298,6 +298,8 @@ int mm_vk_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, si
  * Always completes through cb (MM_EAGAIN when the cache is unavailable). */
 int mm_vk_repop_start(mm_valkey_t *st, vk_ns_t *vn, const mm_key_t *keys, size_t n,
 		      mm_store_cb cb, void *arg);
+int mm_vk_count_hll(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+		    uint64_t *count, uint64_t *nonempty, int *cached, mm_store_cb cb, void *arg);
 int mm_vk_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg);
 int mm_vk_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
 	       int64_t now_ms);

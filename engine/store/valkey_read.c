@@ -4,7 +4,7 @@
  * store, answers, then fills the cache with a script that writes only if
  * the epoch is unchanged and no write lease is present (valkey.c,
  * "Consistency protocol"). Repopulating is the same read with every key
- * taken from the store. mm_valkey_count answers a multi-bucket HLL count
+ * taken from the store. count_hll answers a multi-bucket HLL count
  * with one PFCOUNT when every bucket is cached.
  */
 #include "valkey_impl.h"
@@ -537,26 +537,16 @@ static void vk_count_run(vk_op_t *op)
 	vk_count_done(op);
 }
 
-int mm_valkey_count(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+/* The store's count_hll (store.c checked the arguments). */
+int mm_vk_count_hll(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
 		    uint64_t *count, uint64_t *nonempty, int *cached, mm_store_cb cb, void *arg)
 {
-	mm_valkey_t *st = mm_vk_of(base);
+	mm_valkey_t *st = (mm_valkey_t *)base;
 	vk_count_t *c;
 	vk_ns_t *vn;
 	size_t i;
 	int rc = 0;
 
-	if (st == NULL)
-		return mm_diag_set(MM_EINVAL, "valkey: count needs a store opened as \"valkey\"");
-	if (ns == NULL || ns->name == NULL || ns->m == NULL || ns->m->vt != &mm_monoid_hll_vtable ||
-	    strlen(ns->name) > VK_NS_MAX)
-		return mm_diag_set(MM_EINVAL, "valkey: count needs an hll namespace");
-	if (n == 0 || keys == NULL || count == NULL || nonempty == NULL || cached == NULL ||
-	    cb == NULL)
-		return mm_diag_set(MM_EINVAL, "valkey: count needs keys, outputs and a callback");
-	for (i = 0; i < n; i++)
-		if (keys[i].entity == NULL || keys[i].len < 1 || keys[i].len > 1024)
-			return mm_diag_set(MM_EINVAL, "valkey: count key %zu is malformed", i);
 	if ((vn = mm_vk_ns_need(st, ns)) == NULL)
 		return MM_ENOMEM;
 	c = calloc(1, sizeof(*c));

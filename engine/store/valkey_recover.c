@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/log.h"
+#include "../lib/log.h"
 #include "../lib/error.h"
 
 /* ---- rebuilding ------------------------------------------------------------ */

@@ -484,7 +484,7 @@ static void vk_apply_stored(void *arg, int status, const char *detail)
 {
 	vk_apply_t *ap = arg;
 	mm_valkey_t *st = ap->op.st;
-	int atomic = st->backing->vt->atomic_flush;
+	int atomic = !!(mm_store_caps(st->backing) & MM_STORE_CAP_ATOMIC);
 	size_t i;
 
 	if (st->dedup_valkey)

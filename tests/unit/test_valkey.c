@@ -662,7 +662,7 @@ static int count_keys(fx_t *fx, const mm_ns_t *ns, const mm_key_t *keys, size_t 
 		      count_res_t *c)
 {
 	memset(c, 0, sizeof(*c));
-	if (mm_valkey_count(fx->st, ns, keys, n, &c->count, &c->nonempty, &c->cached, on_done,
+	if (mm_store_count_hll(fx->st, ns, keys, n, &c->count, &c->nonempty, &c->cached, on_done,
 			    &c->d))
 		return -1;
 	CHECK(c->d.calls == 0);
@@ -927,6 +927,41 @@ TEST(options)
 	CHECK(uv_loop_close(&loop) == 0);
 }
 
+/* The capability set: the wrapper takes atomicity from its backing store
+ * and adds the native HLL count and the cache counters; a store without
+ * them refuses count_hll up front and has no op_stats. */
+TEST(capabilities)
+{
+	mm_monoid_t m, hll;
+	mm_ns_t ns = {"c", &m}, hns = {"h", &hll};
+	mm_key_t key = {"k", 1, 1};
+	mm_store_op_stats_t os[16];
+	uint64_t count, nonempty;
+	int cached;
+	mm_store_t *mem = NULL;
+	size_t n;
+	fx_t fx;
+
+	monoid(&m, "count", 0);
+	monoid(&hll, "hll", 0);
+	REQUIRE(fx_init(&fx, NULL, NULL) == 0);
+	CHECK(mm_store_caps(fx.st) ==
+	      (MM_STORE_CAP_ATOMIC | MM_STORE_CAP_COUNT_HLL | MM_STORE_CAP_CACHE));
+	CHECK(strcmp(mm_store_cap_name(MM_STORE_CAP_COUNT_HLL), "count_hll") == 0);
+	n = mm_store_op_stats(fx.st, os, 16);
+	CHECK(n == MM_VALKEY_OP_MAX && strcmp(os[MM_VALKEY_OP_GET].name, "cache_get") == 0);
+	CHECK(mm_store_count_hll(fx.st, &ns, &key, 1, &count, &nonempty, &cached, on_done, NULL) ==
+	      MM_EINVAL);
+	REQUIRE(mm_store_open("memory", &fx.loop, NULL, 0, 0, &mem) == 0);
+	CHECK(mm_store_caps(mem) == MM_STORE_CAP_ATOMIC);
+	CHECK(mm_store_op_stats(mem, os, 16) == 0);
+	CHECK(mm_store_count_hll(mem, &hns, &key, 1, &count, &nonempty, &cached, on_done, NULL) ==
+	      MM_ENOTSUP);
+	mm_store_close(mem);
+	fx_fini(&fx);
+	server_clean();
+}
+
 int main(void)
 {
 	uint64_t seed = (uint64_t)getpid() * 2654435761u ^ (uint64_t)time(NULL);
@@ -951,6 +986,7 @@ int main(void)
 	RUN(unresponsive_server_keeps_a_stale_entry);
 	RUN(dedup_marks_in_valkey);
 	RUN(claims);
+	RUN(capabilities);
 	server_stop();
 	rmdir(g_tmp);
 	UNIT_DONE();

@@ -4,10 +4,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/time.h>
 #include <unistd.h>
 
-#include "../monoid/window.h"
+#include "time.h"
 
 static int log_level = MM_LOG_INFO;
 
@@ -36,15 +35,13 @@ int mm_log_parse_level(const char *s)
 void mm_log(int level, const char *scope, const char *fmt, ...)
 {
 	char line[2048];
-	struct timeval tv;
 	size_t n;
 	va_list ap;
 	int w;
 
 	if (level > log_level)
 		return;
-	gettimeofday(&tv, NULL);
-	n = mm_time_format((int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000, line);
+	n = mm_time_format(mm_now_ms(), line);
 	w = snprintf(line + n, sizeof(line) - n, " %-5s [%s] ", level_names[level],
 		     scope ? scope : "murmur");
 	if (w > 0)
