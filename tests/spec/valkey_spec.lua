@@ -193,11 +193,20 @@ describe("#valkey cache", function()
       S.exec(("cat %s >> %s"):format(Q(part), Q(input)))
       truth_of(part, truth)
       watch = watch or hottest(truth, 3)
+      -- Every watched page, not just one: a batch may be split across
+      -- flushes, so one page can be complete while another waits for the
+      -- next flush.
+      local function caught_up()
+        for _, page in ipairs(watch) do
+          -- Until the writer has created its store the query finds nothing
+          -- (exit 4, no output).
+          local r = query("page_views", page, data, false)
+          if not (r and r.result.value == truth[page]) then return false end
+        end
+        return true
+      end
       for _ = 1, 200 do
-        -- Until the writer has created its store the query finds nothing
-        -- (exit 4, no output).
-        local r = query("page_views", watch[1], data, false)
-        if r and r.result.value == truth[watch[1]] then return end
+        if caught_up() then return end
         S.sleep(0.05)
       end
       error("the writer did not catch up: " .. (S.read_file(dir .. "/log") or ""):sub(-2000))
