@@ -34,6 +34,7 @@
 #include "explain_lua.h"
 #include "metrics_lua.h"
 #include "serve_lua.h"
+#include "../net/serve.h"
 #include "funnel.h"
 #include "isolate_lua.h"
 #include "json_lua.h"
@@ -161,6 +162,7 @@ typedef struct lua_engine {
 	int batch_ref;
 	int merged_ref;
 	lua_handle_t *handles; /* timers, watchers, signals owned by Lua callbacks */
+	mm_serve_t *serve;     /* the query server of run --listen, or NULL */
 } lua_engine_t;
 
 /*
@@ -515,6 +517,33 @@ static void engine_close_handles(void *ud)
 
 	while (e->handles)
 		handle_close(e->handles);
+	/* Reads in flight finish before the loop empties and the store closes. */
+	if (e->serve)
+		mm_serve_stop(e->serve, NULL, NULL);
+	e->serve = NULL;
+}
+
+/* e:listen(cfg) -> "HOST:PORT" | nil, err: the query server (murmur serve's,
+ * cfg as core.serve's without stores) on the engine's loop and store. */
+static int l_engine_listen(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	mm_server_options_t opt;
+	const char *cors[32];
+	char addr[80];
+	int rc;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	if (e->serve)
+		return luaL_error(L, "the engine already listens");
+	mm_lua_serve_options(L, 2, &opt, cors, 32);
+	rc = mm_serve_start(e->loop, &opt, &e->ctx->st, 1, &e->serve);
+	if (rc)
+		return mm_lua_push_diag(L, rc);
+	if (mm_server_address(e->serve->srv, addr, sizeof(addr)) != 0)
+		addr[0] = '\0';
+	lua_pushstring(L, addr);
+	return 1;
 }
 
 static lua_handle_t *handle_new(lua_State *L, lua_engine_t *e, int fn_index)
@@ -1592,6 +1621,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"remove_pipeline", l_engine_remove_pipeline},
 		{"close_idle_sources", l_engine_close_idle_sources},
 		{"meta", l_engine_meta},
+		{"listen", l_engine_listen},
 		{NULL, NULL},
 	};
 	static const luaL_Reg handle_methods[] = {

@@ -70,9 +70,30 @@ static const char *opt_str(lua_State *L, int t, const char *key)
 	return v;
 }
 
+void mm_lua_serve_options(lua_State *L, int t, mm_server_options_t *opt, const char **cors,
+			  size_t max_cors)
+{
+	memset(opt, 0, sizeof(*opt));
+	opt->listen = opt_str(L, t, "listen");
+	opt->token = opt_str(L, t, "token");
+	opt->request_timeout_ms = opt_u64(L, t, "request_timeout_ms");
+	opt->idle_timeout_ms = opt_u64(L, t, "idle_timeout_ms");
+	opt->max_connections = (size_t)opt_u64(L, t, "max_connections");
+	opt->max_body_bytes = (size_t)opt_u64(L, t, "max_body");
+	lua_getfield(L, t, "cors");
+	if (lua_istable(L, -1))
+		for (size_t i = 1; i <= lua_objlen(L, -1) && opt->ncors < max_cors; i++) {
+			lua_rawgeti(L, -1, (int)i);
+			cors[opt->ncors++] = luaL_checkstring(L, -1);
+			lua_pop(L, 1);
+		}
+	lua_pop(L, 1);
+	opt->cors_origins = cors;
+}
+
 static int l_serve(lua_State *L)
 {
-	mm_server_options_t opt = {0};
+	mm_server_options_t opt;
 	const char *cors[MAX_CORS], *kinds[MAX_STORES];
 	mm_kv_t kv[MAX_STORES][32];
 	size_t nkv[MAX_STORES], nstores, nopen = 0;
@@ -83,21 +104,7 @@ static int l_serve(lua_State *L)
 	int rc, nret;
 
 	luaL_checktype(L, 1, LUA_TTABLE);
-	opt.listen = opt_str(L, 1, "listen");
-	opt.token = opt_str(L, 1, "token");
-	opt.request_timeout_ms = opt_u64(L, 1, "request_timeout_ms");
-	opt.idle_timeout_ms = opt_u64(L, 1, "idle_timeout_ms");
-	opt.max_connections = (size_t)opt_u64(L, 1, "max_connections");
-	opt.max_body_bytes = (size_t)opt_u64(L, 1, "max_body");
-	lua_getfield(L, 1, "cors");
-	if (lua_istable(L, -1))
-		for (size_t i = 1; i <= lua_objlen(L, -1) && opt.ncors < MAX_CORS; i++) {
-			lua_rawgeti(L, -1, (int)i);
-			cors[opt.ncors++] = luaL_checkstring(L, -1);
-			lua_pop(L, 1);
-		}
-	lua_pop(L, 1);
-	opt.cors_origins = cors;
+	mm_lua_serve_options(L, 1, &opt, cors, MAX_CORS);
 	/* Every option is read (and may raise) before the loop exists. */
 	lua_getfield(L, 1, "stores");
 	luaL_checktype(L, -1, LUA_TTABLE);

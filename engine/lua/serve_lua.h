@@ -4,6 +4,13 @@
 
 #include <lua.h>
 
+#include "../net/server.h"
+
 void mm_lua_serve_register(lua_State *L);
+
+/* Reads the server options of a core.serve / e:listen table at index t into
+ * opt (strings stay owned by the table; cors is filled, up to max_cors). */
+void mm_lua_serve_options(lua_State *L, int t, mm_server_options_t *opt, const char **cors,
+			  size_t max_cors);
 
 #endif

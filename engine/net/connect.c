@@ -112,7 +112,7 @@ static int read_get(const mm_net_req_t *req, mm_arena_t *a, int *json, const uin
 			return mm_diag_set(MM_RPC_INVALID_ARGUMENT, "message: invalid base64");
 		}
 		copy = mm_arena_alloc(a, b.len ? b.len : 1);
-		if (copy)
+		if (copy && b.len)
 			memcpy(copy, b.p, b.len);
 		*len = b.len;
 		mm_buf_free(&b);

@@ -170,7 +170,8 @@ static int build_request(mm_net_ex_t *ex)
 	}
 	req->headers = h;
 	req->nheaders = k;
-	memcpy(body, ex->res.body.p, ex->res.body.len);
+	if (ex->res.body.len)
+		memcpy(body, ex->res.body.p, ex->res.body.len);
 	req->body = body;
 	req->body_len = ex->res.body.len;
 	req->http2 = 1;
@@ -239,7 +240,8 @@ static ssize_t read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf, si
 	mm_net_ex_t *ex = src->ptr;
 	size_t left = ex->res.body.len - ex->sent, n = left < length ? left : length;
 
-	memcpy(buf, ex->res.body.p + ex->sent, n);
+	if (n)
+		memcpy(buf, ex->res.body.p + ex->sent, n);
 	ex->sent += n;
 	if (ex->sent == ex->res.body.len) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;

@@ -216,7 +216,8 @@ static int build_request(mm_conn_t *c, mm_net_ex_t *ex)
 	}
 	req->headers = h;
 	req->nheaders = n;
-	memcpy(body, ex->res.body.p, ex->res.body.len);
+	if (ex->res.body.len)
+		memcpy(body, ex->res.body.p, ex->res.body.len);
 	req->body = body;
 	req->body_len = ex->res.body.len;
 	ex->res.body.len = 0;

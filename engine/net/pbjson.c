@@ -420,7 +420,8 @@ static int decode_value(dec_t *dc, const ProtobufCFieldDescriptor *f, const mm_j
 		b->data = mm_arena_alloc(dc->arena, dc->tmp.len ? dc->tmp.len : 1);
 		if (b->data == NULL)
 			return mm_diag_set(MM_ENOMEM, "pbjson: out of memory");
-		memcpy(b->data, dc->tmp.p, dc->tmp.len);
+		if (dc->tmp.len)
+			memcpy(b->data, dc->tmp.p, dc->tmp.len);
 		b->len = dc->tmp.len;
 		return 0;
 	}

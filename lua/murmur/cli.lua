@@ -78,7 +78,8 @@ local function cmd_run(args)
     cache = "value", log_level = "value", stats = "flag", watchdog = "value", lua_memory = "value",
     no_supervisor = "flag", kafka_brokers = "value", kafka_topic = "value",
     kafka_group = "value", kafka_start = "value", kafka_property = "multi", progress = "value",
-    allow = "multi", consumer = "value",
+    allow = "multi", consumer = "value", listen = "value", token_file = "value", cors_origin = "multi",
+    request_timeout = "value", max_connections = "value",
   })
   if not opts then return usage_error("run", scripts) end
   if opts.help then io.write(HELP.run) return EXIT_OK end
@@ -91,6 +92,13 @@ local function cmd_run(args)
   if opts.log_level then
     local ok, err = core.set_log_level(opts.log_level)
     if not ok then return usage_error("run", err) end
+  end
+  -- --listen: the query server in the worker (murmur.serve's options).
+  local serve_cfg
+  if opts.listen then
+    local cerr
+    serve_cfg, cerr = require("murmur.serve").config(opts)
+    if not serve_cfg then return usage_error("run", cerr) end
   end
   local watchdog_ms = core.parse_duration(opts.watchdog or "10s")
   if not watchdog_ms or watchdog_ms < 100 then return usage_error("run", "--watchdog must be a duration of at least 100ms") end
@@ -136,6 +144,15 @@ local function cmd_run(args)
   local names = {}
   for _, s in ipairs(specs) do names[#names + 1] = s.name end
   core.log("info", "engine", ("running %d pipeline(s): %s"):format(#specs, table.concat(names, ", ")))
+  if serve_cfg then
+    local addr, lerr = engine:listen(serve_cfg)
+    if not addr then
+      eprintf("murmur run: --listen: %s\n", lerr)
+      engine:close()
+      return lerr:find("EINVAL", 1, true) and EXIT_USAGE or EXIT_RUNTIME
+    end
+    core.log("info", "serve", ("listening on http://%s"):format(addr))
+  end
   local status = require("murmur.status")
   local inst = {
     engine = engine, lua_specs = lua_specs, hook_specs = hook_specs, specs = specs, paths = scripts, opts = opts,

@@ -59,6 +59,12 @@ Runs every pipeline the scripts define, on one event loop.
   --allow CAP[,CAP]  grant the scripts a capability (repeatable; also
                      $MURMUR_ALLOW): io, os, path:DIR, net:HOST:PORT, env:NAME,
                      kafka:PROPERTY; see doc/security.md
+  --listen ADDR      also serve the query service, /metrics and the admin page
+                     on HOST:PORT, as murmur serve does (doc/query.md)
+  --token-file FILE  with --listen: the bearer token (default $MURMUR_TOKEN)
+  --cors-origin O    with --listen: allow browser calls from O (repeatable)
+  --request-timeout DUR  with --listen: slow-client cutoff (default 10s)
+  --max-connections N  with --listen: connections at once (default 1024)
 SIGINT/SIGTERM stop gracefully: stop reading, flush, checkpoint, exit 0.
 Saving a script (or a module it requires), SIGHUP or `murmur reload` reloads
 it without stopping; an invalid version is refused and the old one keeps

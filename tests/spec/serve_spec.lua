@@ -6,23 +6,9 @@
 local S = require("spec.support")
 local core = require("murmur.core")
 
-local NOW = os.time()
-local DAY = 86400
-
-local SCRIPT = [[
-local murmur = require("murmur")
-murmur.pipeline { name = "views", key = "page", monoid = murmur.sum {}, value = "n" }
-murmur.pipeline { name = "ratio", key = "page", monoid = murmur.sum { float = true }, value = "r" }
-murmur.pipeline { name = "daily", key = "page", monoid = murmur.count {}, time = "ts",
-  window = murmur.daily { retention = "30d" } }
-murmur.pipeline { name = "top", key = "user", monoid = murmur.topk { k = 4 }, value = "page" }
-murmur.pipeline { name = "uniq", key = "page", monoid = murmur.hll {}, value = "user" }
-murmur.pipeline { name = "members", key = "page", monoid = murmur.set {}, value = "user" }
-murmur.pipeline { name = "seen", key = "page", monoid = murmur.bloom {}, value = "user" }
-murmur.pipeline { name = "latest", key = "page", monoid = murmur.last {}, value = "user", time = "ts",
-  window = murmur.daily { retention = "30d" } }
-murmur.pipeline { name = "big", key = "page", monoid = murmur.sum {}, value = "big" }
-]]
+local SV = require("spec.serve_support")
+local NOW, DAY = SV.NOW, SV.DAY
+local start, stop, murmur_query, digits = SV.start, SV.stop, SV.murmur_query, SV.digits
 
 local function curl(args)
   local code, out, err = S.exec("curl -s -S --max-time 10 " .. args)
@@ -46,55 +32,14 @@ local function rpc(port, method, body, extra)
     :format(extra or "", S.quote(core.json_encode(body)), port, method))
 end
 
-local function start(args, log, env)
-  local parts = { S.quote(S.murmur), "serve" }
-  for _, a in ipairs(args) do parts[#parts + 1] = S.quote(a) end
-  local h = S.spawn((env or "") .. " " .. table.concat(parts, " "), log)
-  for _ = 1, 200 do
-    local s = S.read_file(log) or ""
-    local port = s:match("listening on http://[^\n]-:(%d+)")
-    if port then return h, tonumber(port) end
-    if S.read_file(h.rcfile) then error("murmur serve exited: " .. s) end
-    S.sleep(0.05)
-  end
-  error("murmur serve did not start: " .. (S.read_file(log) or ""))
-end
-
-local function stop(h)
-  S.kill(h, "TERM")
-  return S.wait_exit(h, 10)
-end
-
-local function murmur_query(data, pipeline, entity, extra)
-  local args = { "query", pipeline, entity, "--data", data, "--json" }
-  for _, a in ipairs(extra or {}) do args[#args + 1] = a end
-  local _, out = S.murmur_run(args)
-  return core.json_decode(out)
-end
-
--- A number the CLI printed (possibly int64 cdata) as the proto3 JSON string.
-local function digits(v)
-  return (tostring(v):gsub("U?LL$", ""))
-end
-
 describe("#serve murmur serve over Connect JSON", function()
   local dir, data, h, port
 
   setup(function()
     dir = S.tmpdir()
-    data = dir .. "/data"
-    S.write_file(dir .. "/p.lua", SCRIPT)
-    local ev = {}
-    for i = 1, 60 do
-      ev[#ev + 1] = core.json_encode({ page = "p" .. (i % 3), user = "u" .. (i % 7), n = i, r = i / 4,
-        ts = NOW - (i % 5) * DAY, big = 0 })
-    end
-    -- Written by hand: a Lua number cannot hold 2^53 + 1.
-    ev[#ev + 1] = ('{"page":"p1","user":"u1","n":0,"r":0,"ts":%d,"big":9007199254740993}'):format(NOW)
-    S.write_file(dir .. "/ev.jsonl", table.concat(ev, "\n") .. "\n")
-    local code, _, err = S.murmur_run({ "run", dir .. "/p.lua", "--data", data, "--input", dir .. "/ev.jsonl", "--once" })
-    assert(code == 0, err)
-    h, port = start({ dir .. "/p.lua", "--data", data, "--listen", "127.0.0.1:0" }, dir .. "/serve.log")
+    local script
+    script, data = SV.make_data(dir)
+    h, port = start({ script, "--data", data, "--listen", "127.0.0.1:0" }, dir .. "/serve.log")
   end)
 
   teardown(function()
@@ -275,11 +220,8 @@ describe("#serve security", function()
 
   setup(function()
     dir = S.tmpdir()
-    data = dir .. "/data"
-    S.write_file(dir .. "/p.lua", SCRIPT)
-    S.write_file(dir .. "/ev.jsonl", core.json_encode({ page = "p1", user = "u", n = 5, r = 1, ts = NOW, big = 1 }) .. "\n")
-    local code, _, err = S.murmur_run({ "run", dir .. "/p.lua", "--data", data, "--input", dir .. "/ev.jsonl", "--once" })
-    assert(code == 0, err)
+    local _
+    _, data = SV.make_data(dir)
   end)
 
   teardown(function() S.rm_rf(dir) end)
@@ -321,5 +263,41 @@ describe("#serve security", function()
     assert.are.equal("https://app.example", hd["access-control-allow-origin"])
     assert.truthy(hd["access-control-allow-headers"]:find("connect-protocol-version", 1, true))
     assert.are.equal(0, stop(h))
+  end)
+end)
+
+describe("#serve murmur run --listen", function()
+  it("serves the query service from the running worker, on the store it writes", function()
+    local dir = S.tmpdir()
+    local script = dir .. "/p.lua"
+    S.write_file(script, SV.SCRIPT)
+    local ev = {}
+    for i = 1, 30 do
+      ev[#ev + 1] = core.json_encode({ page = "p" .. (i % 2), user = "u" .. i, n = i, r = 1, ts = NOW, big = 0 })
+    end
+    S.write_file(dir .. "/ev.jsonl", table.concat(ev, "\n") .. "\n")
+    local log = dir .. "/run.log"
+    local h = S.spawn(("%s run %s --data %s --input %s --follow --listen 127.0.0.1:0"):format(S.quote(S.murmur),
+      S.quote(script), S.quote(dir .. "/data"), S.quote(dir .. "/ev.jsonl")), log)
+    local port
+    for _ = 1, 200 do
+      port = (S.read_file(log) or ""):match("listening on http://[^\n]-:(%d+)")
+      if port then break end
+      S.sleep(0.05)
+    end
+    assert(port, "run --listen did not start: " .. (S.read_file(log) or ""))
+    -- The first flush lands within the flush interval; poll for it.
+    local r
+    for _ = 1, 100 do
+      local status, _, body = rpc(tonumber(port), "Get", { pipeline = "views", entity = "p0" })
+      assert.are.equal(200, status, body)
+      r = core.json_decode(body).result
+      if r.found then break end
+      S.sleep(0.1)
+    end
+    assert.are.equal(tostring(2 + 4 + 6 + 8 + 10 + 12 + 14 + 16 + 18 + 20 + 22 + 24 + 26 + 28 + 30), r.scalar.intValue)
+    S.kill(h, "TERM")
+    assert.are.equal(0, S.wait_exit(h, 15))
+    S.rm_rf(dir)
   end)
 end)
