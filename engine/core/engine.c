@@ -4,6 +4,7 @@
  */
 #include "engine.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -72,6 +73,25 @@ static void stamp_arrivals(mm_engine_t *ctx, mm_batch_t *b)
 		ctx->arrival = now + b->n - 1;
 }
 
+#ifdef MM_ERRINJ
+/* Error injection (builds with MM_ERRINJ): MURMUR_ERRINJ_BLOCK_BATCH_MS=N
+ * blocks the loop N ms in every batch, as synchronous I/O would, so that
+ * tests can see it in the loop-lag probe. */
+static void errinj_block_batch(void)
+{
+	const char *v = getenv("MURMUR_ERRINJ_BLOCK_BATCH_MS");
+	long ms = v ? strtol(v, NULL, 10) : 0;
+	struct timespec ts;
+
+	if (ms <= 0)
+		return;
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+#endif
+
 static void on_deliver(void *arg, mm_batch_t *b)
 {
 	mm_engine_t *ctx = arg;
@@ -87,6 +107,9 @@ static void on_deliver(void *arg, mm_batch_t *b)
 		lua_pipes = small;
 		nomem = 1;
 	}
+#ifdef MM_ERRINJ
+	errinj_block_batch();
+#endif
 	ctx->stats.batches++;
 	ctx->stats.records += b->n;
 	stamp_arrivals(ctx, b);
@@ -540,6 +563,7 @@ void mm_engine_close_all(mm_engine_t *ctx)
 	uv_close((uv_handle_t *)&ctx->retry_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigint, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigterm, on_handle_closed);
+	mm_loop_lag_close(&ctx->lag, on_handle_closed);
 	/* Closing the handles restores the default action, which would kill
 	 * the process on the late copy of a stop signal (the supervisor's
 	 * forward of a process-group signal) before its last words. */
@@ -581,6 +605,7 @@ int mm_engine_run(mm_engine_t *ctx, int once)
 	uv_timer_init(ctx->loop, &ctx->flush_timer);
 	uv_timer_init(ctx->loop, &ctx->retry_timer);
 	uv_timer_init(ctx->loop, &ctx->heartbeat);
+	mm_loop_lag_start(&ctx->lag, ctx->loop);
 	if (mm_progress) {
 		/* The supervisor's watchdog reads this stamp: it stops when the loop
 		 * thread is stuck (in a user function that never returns). */

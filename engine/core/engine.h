@@ -29,6 +29,7 @@
 #include "../lib/histogram.h"
 #include "../source/source.h"
 #include "../store/store.h"
+#include "looplag.h"
 #include "pipeline.h"
 
 typedef struct mm_engine mm_engine_t;
@@ -108,6 +109,7 @@ struct mm_engine {
 	uv_timer_t heartbeat;     /* stamps the supervisor's progress page */
 	int64_t retry_delay_ms;
 	uv_signal_t sigint, sigterm;
+	mm_loop_lag_t lag;        /* how late the loop runs its callbacks */
 	mm_engine_stats_t stats;
 };
 

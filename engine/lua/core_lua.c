@@ -811,6 +811,10 @@ static int l_engine_stats(lua_State *L)
 	SET_NUM("purged", ctx->stats.purged);
 	SET_NUM("flush_ms_max", ctx->stats.flush_ns_max / 1e6);
 	SET_NUM("flush_ms_total", ctx->stats.flush_ns_total / 1e6);
+	/* How late the loop ran its callbacks (looplag.h): the largest lag
+	 * since start and over the recent window. */
+	SET_NUM("loop_lag_ms_max", mm_loop_lag_max_ns(&ctx->lag) / 1e6);
+	SET_NUM("loop_lag_ms_recent", mm_loop_lag_recent_ns(&ctx->lag, uv_hrtime()) / 1e6);
 	SET_NUM("lua_errors", mm_lua_errors());
 	{
 		struct rusage ru;

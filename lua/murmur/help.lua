@@ -154,7 +154,8 @@ usage: murmur status [--data DIR] [--json]
 Prints the counters of the instance running on DIR (default $MURMUR_DATA or
 ./murmur-data) from DIR/status.json, which a running `murmur run` rewrites
 every second: records, accepted, duplicates, rejections by reason, dead
-letters, flushes, reloads (ok/failed/last error/script version), sources.
+letters, flushes, the event loop's lag (largest since start and over the
+last 10 s), reloads (ok/failed/last error/script version), sources.
 Exit 0 while the instance runs (the text says when its file is stale), 1
 when it has exited (the last status follows "not running"), 4 when there is
 no status file.
