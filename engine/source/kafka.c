@@ -1697,6 +1697,20 @@ static int mm_ksrc_describe(mm_source_t *src, const mm_record_t *r, mm_buf_t *ou
 	return mm_buf_printf(out, "offset %" PRIu64 " of %s", r->offset, src->id);
 }
 
+/* A partition's lag: its high watermark (cached by librdkafka, so this
+ * never blocks; -1 if unknown or rk is NULL) minus the next offset to read,
+ * or -1 when unknown. Nothing read since the assignment: known only for an
+ * empty partition. */
+static int64_t mm_ksrc_part_lag(rd_kafka_t *rk, const mm_kpart_t *kp, int64_t *hi)
+{
+	int64_t lo = -1;
+
+	*hi = -1;
+	if (rk)
+		rd_kafka_get_watermark_offsets(rk, kp->topic, kp->partition, &lo, hi);
+	return *hi < 0 ? -1 : kp->next >= 0 ? *hi - kp->next : *hi == 0 ? 0 : -1;
+}
+
 static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 {
 	mm_ksrc_t *ks = (mm_ksrc_t *)src;
@@ -1718,17 +1732,13 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 			    ks->commit_failures, ks->errors);
 	for (size_t i = 0; i < ks->nparts && rc == 0; i++) {
 		mm_kpart_t *kp = &ks->parts[i];
-		int64_t lo = -1, hi = -1, lag;
+		int64_t hi = -1, lag;
 
 		if (kp->state == MM_KP_IDLE && kp->records == 0)
 			continue;
 		/* Closes the window of a partition that has gone quiet. */
 		mm_ksrc_rate(kp, now);
-		if (rk)
-			rd_kafka_get_watermark_offsets(rk, kp->topic, kp->partition, &lo, &hi);
-		/* Nothing read since the assignment: known only for an empty
-		 * partition. */
-		lag = hi < 0 ? -1 : kp->next >= 0 ? hi - kp->next : hi == 0 ? 0 : -1;
+		lag = mm_ksrc_part_lag(rk, kp, &hi);
 		rc |= mm_buf_printf(out, "%s{\"topic\":", first ? "" : ",");
 		rc |= mm_json_quote(kp->topic, strlen(kp->topic), out);
 		rc |= mm_buf_printf(out, ",\"partition\":%d,\"state\":\"%s\","
@@ -1745,9 +1755,9 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 	return rc ? MM_ENOMEM : 0;
 }
 
-/* lag(): per partition read so far, the high watermark minus the next
- * offset to read, as status() reports it; partitions whose lag is unknown
- * (no watermark yet, nothing read since the assignment) are left out. */
+/* lag(): per assigned partition, as status() reports it; partitions whose
+ * lag is unknown (no watermark yet, nothing read since the assignment) are
+ * left out. */
 static int mm_ksrc_lag(mm_source_t *src, mm_source_lag_fn fn, void *ud)
 {
 	mm_ksrc_t *ks = (mm_ksrc_t *)src;
@@ -1755,13 +1765,12 @@ static int mm_ksrc_lag(mm_source_t *src, mm_source_lag_fn fn, void *ud)
 
 	for (size_t i = 0; i < ks->nparts && rk != NULL; i++) {
 		mm_kpart_t *kp = &ks->parts[i];
-		int64_t lo = -1, hi = -1, lag;
+		int64_t hi, lag;
 		char name[320];
 
 		if (kp->state == MM_KP_IDLE)
 			continue;
-		rd_kafka_get_watermark_offsets(rk, kp->topic, kp->partition, &lo, &hi);
-		lag = hi < 0 ? -1 : kp->next >= 0 ? hi - kp->next : hi == 0 ? 0 : -1;
+		lag = mm_ksrc_part_lag(rk, kp, &hi);
 		if (lag < 0)
 			continue;
 		snprintf(name, sizeof(name), "%s:%d", kp->topic, (int)kp->partition);

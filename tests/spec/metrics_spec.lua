@@ -90,6 +90,35 @@ murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", va
     end
   end)
 
+  it("reports a followed file's unread bytes as source lag", function()
+    S.write_file(dir .. "/p.lua", [[
+local murmur = require("murmur")
+murmur.pipeline { name = "c", monoid = murmur.count(), key = "k" }
+]])
+    S.write_file(dir .. "/in.jsonl", '{"k":"a"}\n{"k":"b"}\n')
+    local specs = assert(require("murmur.loader").load_all({ dir .. "/p.lua" }))
+    local engine = assert(require("murmur.runner").build(specs,
+      { data = dir .. "/d", input = dir .. "/in.jsonl", follow = true }))
+    local before, after
+    local appended = '{"k":"c"}\n{"k":"d"}\n{"k":"e"}\n'
+    engine:timer(10, 10, function()
+      if before or engine:stats().records < 2 then return end
+      before = M.parse((core.metrics()))
+      -- Appended and rendered in one callback: the source cannot have read it.
+      local f = assert(io.open(dir .. "/in.jsonl", "ab"))
+      f:write(appended)
+      f:close()
+      after = M.parse((core.metrics()))
+      engine:stop()
+    end)
+    engine:run(false)
+    engine:close()
+    local src = { source = "file:" .. dir .. "/in.jsonl" }
+    assert.are.equal(0, M.value(before, "murmur_source_lag_bytes", src))
+    assert.are.equal(#appended, M.value(after, "murmur_source_lag_bytes", src))
+    assert.are.equal(2, M.value(after, "murmur_source_records_total", src))
+  end)
+
   it("chooses OpenMetrics only when the Accept header prefers it", function()
     assert.is_true(core.metrics_wants_openmetrics(
       "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"))

@@ -154,16 +154,21 @@ end
 
 -- Starts `murmur serve` over dir/d (M.prepare's) on a free port; returns
 -- the handle and the port once it listens.
+local starts = 0
 local function start_serve(dir, extra)
+  -- A log per start: a restarted server must not be found by its
+  -- predecessor's "listening" line.
+  starts = starts + 1
+  local log = ("%s/serve%d.log"):format(dir, starts)
   local h = S.spawn(("%s serve %s --data %s --listen 127.0.0.1:0 %s"):format(S.murmur, S.quote(dir .. "/p.lua"),
-    S.quote(dir .. "/d"), extra or ""), dir .. "/serve.log")
+    S.quote(dir .. "/d"), extra or ""), log)
   local port
   for _ = 1, 400 do
-    port = (S.read_file(dir .. "/serve.log") or ""):match("listening on http://[^\n]-:(%d+)")
+    port = (S.read_file(log) or ""):match("listening on http://[^\n]-:(%d+)")
     if port then break end
     S.sleep(0.05)
   end
-  assert(port, "the server did not start: " .. (S.read_file(dir .. "/serve.log") or ""))
+  assert(port, "the server did not start: " .. (S.read_file(log) or ""))
   return h, tonumber(port)
 end
 M.http_get, M.start_serve = http_get, start_serve

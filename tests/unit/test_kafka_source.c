@@ -339,6 +339,23 @@ static void fill_t1(void)
 /* Every record once, in order per partition, with its identity, time and
  * size handling; short pauses and one long enough to pause the partitions in
  * librdkafka, from inside deliver(); ack commits. */
+/* What a source's lag() reported: partitions, summed lag, "t1:3" seen in
+ * records. */
+struct lag_seen {
+	int n, part3;
+	int64_t sum;
+};
+
+static void on_lag(void *ud, const char *partition, const char *unit, int64_t lag)
+{
+	struct lag_seen *s = ud;
+
+	s->n++;
+	s->sum += lag;
+	if (strcmp(partition, "t1:3") == 0 && strcmp(unit, "records") == 0)
+		s->part3 = 1;
+}
+
 TEST(consume_pause_ack_commit)
 {
 	static const char *const opts[] = {"brokers=", "topics=t1", "group=g1", "batch=500",
@@ -408,6 +425,15 @@ TEST(consume_pause_ack_commit)
 				       "\"fetch_paused\":false,\"position\":5000,"
 				       "\"high_watermark\":5000,\"lag\":0,\"committed\":5000") != NULL);
 	mm_buf_free(&status);
+	/* /metrics' view of the same: every partition read to its end. */
+	{
+		struct lag_seen seen = {0};
+
+		REQUIRE(t.vt->lag(t.src, on_lag, &seen) == 0);
+		CHECK_EQ_INT(seen.n, NPART);
+		CHECK_EQ_INT(seen.sum, 0);
+		CHECK(seen.part3);
+	}
 	CHECK_EQ_INT(tk_finish(&t), 0);
 }
 
