@@ -132,9 +132,12 @@ static int engine_json(const mm_engine_t *ctx, mm_buf_t *out)
 	rc = mm_buf_printf(out,
 			   ",\"engine\":{\"store\":\"%s\",\"batches\":%" PRIu64 ",\"records\":%" PRIu64
 			   ",\"flushes\":%" PRIu64 ",\"flush_failures\":%" PRIu64
-			   ",\"store_writes\":%" PRIu64 ",\"paused\":%s}",
+			   ",\"store_writes\":%" PRIu64 ",\"paused\":%s,\"loop_lag_ms_recent\":%.3f"
+			   ",\"loop_lag_ms_max\":%.3f}",
 			   ctx->st ? ctx->st->vt->name : "", s->batches, s->records, s->flushes,
-			   s->flush_failures, s->store_writes, ctx->paused ? "true" : "false");
+			   s->flush_failures, s->store_writes, ctx->paused ? "true" : "false",
+			   mm_loop_lag_recent_ns(&ctx->lag, uv_hrtime()) / 1e6,
+			   mm_loop_lag_max_ns(&ctx->lag) / 1e6);
 	rc |= mm_buf_printf(out, ",\"pipelines\":{");
 	for (int i = 0; i < ctx->npipes; i++) {
 		const mm_pipeline_t *p = ctx->pipes[i];

@@ -309,6 +309,12 @@ static void render_engine(const mm_engine_t *ctx, mm_expo_t *w)
 		(double)s->pauses);
 	gauge(w, "murmur_sources_paused", "1 while the engine holds its sources paused.",
 	      ctx->paused ? 1 : 0);
+	gauge(w, "murmur_event_loop_lag_seconds",
+	      "Largest delay of the loop's lag probe timer over the last 10 s.",
+	      (double)mm_loop_lag_recent_ns(&ctx->lag, uv_hrtime()) / 1e9);
+	gauge(w, "murmur_event_loop_lag_max_seconds",
+	      "Largest delay of the loop's lag probe timer since start.",
+	      (double)mm_loop_lag_max_ns(&ctx->lag) / 1e9);
 	render_pipelines(ctx, w);
 	render_sources(ctx, w);
 }

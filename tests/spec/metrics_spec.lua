@@ -54,6 +54,9 @@ murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", va
       M.value(p, "murmur_store_operation_duration_seconds_count", { op = "store_merge_update" }))
     assert.are.equal(0, M.value(p, "murmur_store_operation_errors_total", { op = "store_merge_update" }))
     assert.is_true(M.value(p, "process_resident_memory_bytes") > 1e6)
+    -- The loop-lag probe's figures (looplag_spec checks what they measure).
+    assert.is_true(M.value(p, "murmur_event_loop_lag_seconds") >= 0)
+    assert.is_true(M.value(p, "murmur_event_loop_lag_max_seconds") >= M.value(p, "murmur_event_loop_lag_seconds"))
     assert.are.equal(1, M.value(p, "murmur_build_info", { version = core.version }))
     assert.are.equal(2, M.value(p, "murmur_reloads_total", { result = "ok" }))
     assert.are.equal(1, M.value(p, "murmur_reloads_total", { result = "failed" }))
