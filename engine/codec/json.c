@@ -25,20 +25,21 @@
  * against the wanted name, so nothing is ever allocated during a scan. A
  * requested member seen twice is an error: the event would be ambiguous.
  *
+ * mm_json_scan first tries a fast path for flat objects (scan_flat, below),
+ * which hands anything it does not handle, every error included, to the
+ * walk; mm_json_scan_reference is the walk alone, for the tests and fuzzers
+ * that compare the two. Numbers are converted in json_number.c.
+ *
  * Errors carry the byte offset of the offending byte in the diag detail, e.g.
  * "json: unexpected character 'x' at offset 17".
  */
-#define _GNU_SOURCE /* strtod_l */
 #include "json.h"
 
-#include <locale.h>
-#include <math.h>
-#include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../lib/error.h"
+#include "json_lex.h"
 
 _Static_assert(MM_JSON_MAX_DEPTH <= 64, "the container stack is one uint64_t");
 
@@ -78,6 +79,17 @@ static inline uint64_t special_mask(const unsigned char *p, uint64_t *quotes)
 	*quotes = (unsigned)_mm_movemask_epi8(q);
 	return *quotes | (unsigned)_mm_movemask_epi8(o);
 }
+
+/* special_mask without the separate quote mask. */
+static inline uint64_t any_special(const unsigned char *p)
+{
+	__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i o = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+					      _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
+				 _mm_cmpgt_epi8(_mm_set1_epi8(0x20), x));
+
+	return (unsigned)_mm_movemask_epi8(o);
+}
 #else
 #define BLOCK 8
 #define MASK_SHIFT 3
@@ -94,12 +106,14 @@ static inline uint64_t special_mask(const unsigned char *p, uint64_t *quotes)
 	*quotes = (q - ONES) & ~q & HIGHS;
 	return (*quotes | ((b - ONES) & ~b) | ((x - ONES * 0x20) & ~x) | x) & HIGHS;
 }
-#endif
 
-static inline int is_digit(unsigned char c)
+static inline uint64_t any_special(const unsigned char *p)
 {
-	return (unsigned)(c - '0') < 10;
+	uint64_t quotes;
+
+	return special_mask(p, &quotes);
 }
+#endif
 
 static inline int hex_value(unsigned char c)
 {
@@ -376,43 +390,6 @@ scan_string(const char *base, const unsigned char **pp, const unsigned char *end
 		if (p == NULL)
 			return rc;
 	}
-}
-
-/* Returns the end of the number token at p, or NULL when it is malformed (then
- * *bad is the offending position, possibly end). */
-static inline const unsigned char *scan_number(const unsigned char *p, const unsigned char *end,
-					       const unsigned char **bad)
-{
-	if (*p == '-')
-		p++;
-	if (p < end && *p == '0') {
-		p++;
-	} else if (p < end && is_digit(*p)) {
-		while (++p < end && is_digit(*p))
-			;
-	} else {
-		*bad = p;
-		return NULL;
-	}
-	if (p < end && *p == '.') {
-		if (++p == end || !is_digit(*p)) {
-			*bad = p;
-			return NULL;
-		}
-		while (++p < end && is_digit(*p))
-			;
-	}
-	if (p < end && (*p | 0x20) == 'e') {
-		if (++p < end && (*p == '+' || *p == '-'))
-			p++;
-		if (p == end || !is_digit(*p)) {
-			*bad = p;
-			return NULL;
-		}
-		while (++p < end && is_digit(*p))
-			;
-	}
-	return p;
 }
 
 /* Matches the literal lit at p; returns the end or NULL with *bad set. */
@@ -698,25 +675,241 @@ done:
 	return 0;
 }
 
-int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields)
-{
-	unsigned char first;
-	int i, rc;
+/*
+ * The flat fast path. Most events are one object whose members are strings,
+ * numbers or literals; for those, the general walk spends more on its
+ * dispatch (container stack, depth, visitor, end checks) than on the bytes.
+ * scan_flat walks exactly that shape: key, colon, scalar value, comma or
+ * closing brace, with string bodies skipped a block at a time by the same
+ * scan_string as the walk (so strings are validated by the same code). It
+ * first finds the document's last non-blank byte and requires it to be the
+ * closing brace, so every byte it reads before consuming that brace lies
+ * inside the document: no end check per byte. It returns 1 when it has
+ * validated the whole document and filled the fields, 0 for anything else
+ * (a nested value, a requested member seen twice, any error): the general
+ * walk then decides and words the error, so the fast path never rejects a
+ * document by itself.
+ */
+#define FLAT_MIN BLOCK /* tail_mask re-reads the last block */
 
-	if ((p == NULL && n > 0) || nfields < 0 || (fields == NULL && nfields > 0))
-		return mm_diag_set(MM_EINVAL, "json: bad scan arguments");
+/* skip_ws where a non-blank byte is known to lie ahead (no end check). */
+static inline const unsigned char *skip_ws_to(const unsigned char *p)
+{
+	while (*p <= ' ' && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+		p++;
+	return p;
+}
+
+/* Skips a string body starting at p (after its opening quote) and returns
+ * its closing quote, or NULL (diag set) when it is invalid. The common short
+ * plain string is settled by one block test; anything else goes through
+ * scan_string. */
+/* flat_string's slow path: the general string scan. Returns the closing
+ * quote or NULL, and sets *escaped. */
+static __attribute__((noinline)) const unsigned char *
+flat_string_rest(const char *base, const unsigned char *p, const unsigned char *end, int *escaped)
+{
+	int esc = 0;
+
+	if (scan_string(base, &p, end, &esc) != 0)
+		return NULL;
+	*escaped = esc;
+	return p;
+}
+
+/* safe is end - BLOCK: a block can be loaded at any p <= safe. */
+static inline __attribute__((always_inline)) const unsigned char *
+flat_string(const char *base, const unsigned char *p, const unsigned char *safe,
+	    const unsigned char *end, int *escaped)
+{
+	uint64_t m, quotes;
+	const unsigned char *q;
+
+	/* scan_flat runs on documents of at least a block, so the tail mask
+	 * needs no padded copy. */
+	m = __builtin_expect(p <= safe, 1) ? any_special(p) : tail_mask(base, p, end, &quotes);
+	if (m) {
+		q = p + ((unsigned)__builtin_ctzll(m) >> MASK_SHIFT);
+		if (*q == '"') {
+			*escaped = 0;
+			return q;
+		}
+	}
+	return flat_string_rest(base, p, end, escaped);
+}
+
+/* The requested field named by the key k[0..klen) (escaped or not), or -1. */
+static inline int flat_field(const mm_json_field_t *fields, int nfields, const unsigned char *k,
+			     size_t klen, int escaped)
+{
+	int i;
+
+	if (__builtin_expect(escaped, 0)) {
+		for (i = 0; i < nfields; i++)
+			if (key_equal_escaped(k, klen, fields[i].name, fields[i].name_len))
+				return i;
+		return -1;
+	}
 	for (i = 0; i < nfields; i++) {
+		/* Names of one length usually differ in their first byte. */
+		if (fields[i].name_len != klen || (klen && (unsigned char)fields[i].name[0] != k[0]))
+			continue;
+		if (mem_eq(fields[i].name, k, klen))
+			return i;
+	}
+	return -1;
+}
+
+/* The caller may have asked for the same name twice: a later field gets
+ * what the first of its name found (as the walk does). */
+static void flat_same_names(mm_json_field_t *fields, int nfields)
+{
+	for (int i = 1; i < nfields; i++) {
+		if (fields[i].type != MM_JSON_ABSENT)
+			continue;
+		for (int j = 0; j < i; j++)
+			if (fields[j].type != MM_JSON_ABSENT && fields[j].name_len == fields[i].name_len &&
+			    mem_eq(fields[j].name, fields[i].name, fields[i].name_len)) {
+				fields[i].type = fields[j].type;
+				fields[i].p = fields[j].p;
+				fields[i].len = fields[j].len;
+				fields[i].escaped = fields[j].escaped;
+				break;
+			}
+	}
+}
+
+static int scan_flat(const char *doc, size_t n, mm_json_field_t *fields, int nfields)
+{
+	const unsigned char *d = (const unsigned char *)doc, *end = d + n, *last = end - 1;
+	const unsigned char *safe = end - BLOCK, *p, *v, *bad;
+	uint64_t lens = 0;
+	size_t klen;
+	int i, cur, type, escaped;
+
+	while (last > d && *last <= ' ' &&
+	       (*last == ' ' || *last == '\n' || *last == '\r' || *last == '\t'))
+		last--;
+	if (*last != '}')
+		return 0;
+	/* Bit L % 64 of lens is set for each requested name length L: most
+	 * keys are turned away by one test. (An escaped key's length is not its
+	 * name's: those are always looked up.) */
+	for (i = 0; i < nfields; i++)
+		lens |= 1ULL << (fields[i].name_len % 64);
+	p = skip_ws_to(d);
+	if (*p != '{' || p == last)
+		return 0;
+	p = skip_ws_to(p + 1);
+	if (p == last)
+		return 1;
+	for (;;) {
+		if (*p != '"')
+			return 0;
+		v = p + 1;
+		if ((p = flat_string(doc, v, safe, end, &escaped)) == NULL)
+			return 0;
+		klen = (size_t)(p - v);
+		cur = -1;
+		if ((lens >> (klen % 64) & 1) || escaped) {
+			cur = flat_field(fields, nfields, v, klen, escaped);
+			if (cur >= 0 && fields[cur].type != MM_JSON_ABSENT)
+				return 0;
+		}
+		/* p is at the closing quote, before the brace; the common
+		 * `":"` is taken in one step. */
+		if (p[1] == ':' && p[2] == '"') {
+			p += 2;
+		} else {
+			p = skip_ws_to(p + 1);
+			if (*p != ':')
+				return 0;
+			p = skip_ws_to(p + 1);
+		}
+		v = p;
+		if (*p == '"') {
+			if ((p = flat_string(doc, p + 1, safe, end, &escaped)) == NULL)
+				return 0;
+			p++;
+			type = MM_JSON_STRING;
+		} else if (*p == '-' || is_digit(*p)) {
+			if ((p = scan_number(p, end, &bad)) == NULL)
+				return 0;
+			type = MM_JSON_NUMBER;
+		} else if (*p == 't') {
+			if ((p = scan_literal(p, end, "true", 4, &bad)) == NULL)
+				return 0;
+			type = MM_JSON_TRUE;
+		} else if (*p == 'f') {
+			if ((p = scan_literal(p, end, "false", 5, &bad)) == NULL)
+				return 0;
+			type = MM_JSON_FALSE;
+		} else if (*p == 'n') {
+			if ((p = scan_literal(p, end, "null", 4, &bad)) == NULL)
+				return 0;
+			type = MM_JSON_NULL;
+		} else {
+			return 0; /* nested values and errors: the walk's */
+		}
+		/* Here p <= last: no value takes in the closing brace. */
+		if (cur >= 0) {
+			mm_json_field_t *f = &fields[cur];
+
+			f->type = type;
+			f->p = (const char *)v + (type == MM_JSON_STRING);
+			f->len = (size_t)(p - v) - (type == MM_JSON_STRING ? 2 : 0);
+			f->escaped = type == MM_JSON_STRING && escaped;
+		}
+		if (*p != ',') {
+			p = skip_ws_to(p);
+			if (*p != ',') {
+				if (p != last)
+					return 0;
+				if (nfields > 1)
+					flat_same_names(fields, nfields);
+				return 1;
+			}
+		}
+		/* A comma is not the closing brace, so p < last. */
+		if (*++p != '"')
+			p = skip_ws_to(p);
+	}
+}
+
+static void fields_clear(mm_json_field_t *fields, int nfields)
+{
+	for (int i = 0; i < nfields; i++) {
 		fields[i].type = MM_JSON_ABSENT;
 		fields[i].p = NULL;
 		fields[i].len = 0;
 		fields[i].escaped = 0;
 	}
+}
+
+int mm_json_scan_reference(const char *p, size_t n, mm_json_field_t *fields, int nfields)
+{
+	unsigned char first;
+	int rc;
+
+	if ((p == NULL && n > 0) || nfields < 0 || (fields == NULL && nfields > 0))
+		return mm_diag_set(MM_EINVAL, "json: bad scan arguments");
+	fields_clear(fields, nfields);
 	rc = walk(p ? p : "", n, fields, nfields, NULL, NULL, NULL, &first);
 	if (rc)
 		return rc;
 	if (first != '{')
 		return mm_diag_set(MM_ENOTOBJ, "json: top-level value is not an object");
 	return 0;
+}
+
+int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields)
+{
+	if (p != NULL && n >= FLAT_MIN && nfields >= 0 && (fields != NULL || nfields == 0)) {
+		fields_clear(fields, nfields);
+		if (scan_flat(p, n, fields, nfields))
+			return 0;
+	}
+	return mm_json_scan_reference(p, n, fields, nfields);
 }
 
 int mm_json_parse_buf(const char *p, size_t n, const mm_json_visitor_t *v, void *ud,
@@ -772,111 +965,6 @@ int mm_json_unescape(const char *p, size_t len, mm_buf_t *out)
 		out->len += (size_t)r;
 		s = next;
 	}
-	return 0;
-}
-
-static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
-static locale_t c_locale;
-
-static void c_locale_init(void)
-{
-	c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-}
-
-/* strtod in the C locale, whatever setlocale() the embedding program (or a
- * Lua script through os.setlocale) chose: JSON's decimal point is always '.'. */
-static double strtod_c(const char *s)
-{
-	pthread_once(&c_locale_once, c_locale_init);
-	if (c_locale != (locale_t)0)
-		return strtod_l(s, NULL, c_locale);
-	return strtod(s, NULL);
-}
-
-int mm_json_number(const char *p, size_t len, int *is_int, int64_t *i, double *d)
-{
-	const unsigned char *s = (const unsigned char *)p, *end = s + len, *bad, *q;
-	char local[128], *copy = local;
-	uint64_t acc = 0;
-	int neg, overflow = 0;
-
-	if (p == NULL || is_int == NULL || i == NULL || d == NULL)
-		return mm_diag_set(MM_EINVAL, "json: bad number arguments");
-	*is_int = 0;
-	*i = 0;
-	*d = 0;
-	if (len == 0 || scan_number(s, end, &bad) != end)
-		return mm_diag_set(MM_EJSON, "json: invalid number \"%.*s\"",
-				   (int)(len < 64 ? len : 64), p);
-	neg = *s == '-';
-	for (q = s + neg; q < end && is_digit(*q); q++) {
-		unsigned digit = (unsigned)(*q - '0');
-
-		if (acc > (UINT64_MAX - digit) / 10)
-			overflow = 1;
-		else
-			acc = acc * 10 + digit;
-	}
-	if (q == end && !overflow && acc <= (uint64_t)INT64_MAX + neg) {
-		*is_int = 1;
-		*i = neg ? (int64_t)(0 - acc) : (int64_t)acc;
-		*d = neg && acc == 0 ? -0.0 : (double)*i;
-		return 0;
-	}
-	/* strtod needs a terminated string; the token is not. Tokens longer than
-	 * the local buffer (hundreds of digits) are legal and rare. */
-	if (len >= sizeof(local) && (copy = malloc(len + 1)) == NULL)
-		return mm_diag_set(MM_ENOMEM, "json: cannot copy a %zu-byte number", len);
-	memcpy(copy, p, len);
-	copy[len] = '\0';
-	*d = strtod_c(copy);
-	if (copy != local)
-		free(copy);
-	if (isinf(*d))
-		return mm_diag_set(MM_ERANGE, "json: number \"%.*s\" overflows a double",
-				   (int)(len < 64 ? len : 64), p);
-	return 0;
-}
-
-size_t mm_json_double_key(double d, char *out)
-{
-	char buf[40];
-	int n = 0;
-
-	if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
-		n = snprintf(buf, sizeof(buf), "%lld", (long long)d); /* -0.0 -> "0" */
-	} else {
-		for (int prec = 15; prec <= 17; prec++) {
-			n = snprintf(buf, sizeof(buf), "%.*g", prec, d);
-			/* printf follows the locale's decimal point; JSON's is a dot. */
-			for (int i = 0; i < n; i++)
-				if (buf[i] == ',')
-					buf[i] = '.';
-			if (strtod_c(buf) == d)
-				break;
-		}
-	}
-	memcpy(out, buf, (size_t)n);
-	return (size_t)n;
-}
-
-int mm_json_number_key(const char *p, size_t len, char *out, size_t *outlen)
-{
-	int is_int, rc;
-	int64_t i;
-	double d;
-
-	if ((rc = mm_json_number(p, len, &is_int, &i, &d)) != 0)
-		return rc;
-	if (is_int) {
-		char buf[24];
-		int n = snprintf(buf, sizeof(buf), "%lld", (long long)i);
-
-		memcpy(out, buf, (size_t)n);
-		*outlen = (size_t)n;
-		return 0;
-	}
-	*outlen = mm_json_double_key(d, out);
 	return 0;
 }
 

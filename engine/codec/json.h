@@ -55,6 +55,10 @@ typedef struct mm_json_field {
  */
 int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields);
 
+/* mm_json_scan without its fast path for flat objects (json.c): the same
+ * contract and results, for the tests and fuzzers that compare the two. */
+int mm_json_scan_reference(const char *p, size_t n, mm_json_field_t *fields, int nfields);
+
 /* Appends the unescaped UTF-8 of a STRING span (as returned by scan) to out.
  * Returns 0, MM_EJSON on a bad escape, MM_ENOMEM. */
 int mm_json_unescape(const char *p, size_t len, mm_buf_t *out);

@@ -444,8 +444,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 				   (unsigned long long)c->max_record);
 	mm_json_field_t *fields = sp->f;
 
-	for (int i = 0; i < sp->n; i++)
-		fields[i].type = MM_JSON_ABSENT;
+	/* mm_json_scan marks every field absent before it looks. */
 	rc = mm_json_scan(r->p, r->len, fields, sp->n);
 	if (rc)
 		return rc;

@@ -11,10 +11,16 @@
  *     unescape, numbers convert (or overflow with ERANGE);
  *   - the walk's begin/end callbacks balance and never nest past the limit;
  *   - quoting the input always yields a JSON string that scans and
- *     unescapes.
+ *     unescapes;
+ *   - the scan's fast path for flat objects agrees with the general walk
+ *     (mm_json_scan_reference) on the result, the error message and every
+ *     field, with a requested name given twice; the input is also tried
+ *     wrapped as {"entity_id":"<input>",...} so that arbitrary bytes reach
+ *     the fast path's string handling.
  */
 #define _GNU_SOURCE /* memmem */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,6 +121,31 @@ static void check_field(const mm_json_field_t *f, const uint8_t *data, size_t si
 	}
 }
 
+/* mm_json_scan and mm_json_scan_reference give the same answer. */
+static void check_fast_path(const char *doc, size_t n)
+{
+	mm_json_field_t a[4] = {
+		{.name = "entity_id", .name_len = 9},
+		{.name = "user_id", .name_len = 7},
+		{.name = "entity_id", .name_len = 9},
+		{.name = "", .name_len = 0},
+	};
+	mm_json_field_t b[4];
+	char msg[256];
+	int ra, rb, i;
+
+	memcpy(b, a, sizeof(a));
+	ra = mm_json_scan(doc, n, a, 4);
+	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
+	rb = mm_json_scan_reference(doc, n, b, 4);
+	if (ra != rb || (ra != 0 && strcmp(msg, mm_diag_msg()) != 0))
+		abort();
+	for (i = 0; ra == 0 && i < 4; i++)
+		if (a[i].type != b[i].type || a[i].p != b[i].p || a[i].len != b[i].len ||
+		    a[i].escaped != b[i].escaped)
+			abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	mm_json_field_t f[3] = {
@@ -142,6 +173,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (parse == 0 && (c.depth != 0 || c.max_depth > MM_JSON_MAX_DEPTH || c.tokens == 0))
 		abort();
+
+	check_fast_path((const char *)data, size);
+	static const char head[] = "{\"entity_id\":\"", tail[] = "\",\"user_id\":1}";
+
+	if (mm_buf_append(&q, head, sizeof(head) - 1) || mm_buf_append(&q, data, size) ||
+	    mm_buf_append(&q, tail, sizeof(tail) - 1))
+		abort();
+	check_fast_path((const char *)q.p, q.len);
+	q.len = 0;
 
 	/* Any bytes quote into a valid JSON string. */
 	if (mm_buf_append(&q, "{\"k\":", 5) || mm_json_quote((const char *)data, size, &q) ||

@@ -403,6 +403,136 @@ TEST(string_blocks)
 	CHECK_EQ_INT(bad, 0);
 }
 
+/* mm_json_scan (with its fast path for flat objects) and the general walk
+ * (mm_json_scan_reference) agree on doc: result, message and fields. Returns
+ * the result, or 99 on a disagreement (printed). */
+static int scan_agrees(const char *doc, size_t n)
+{
+	mm_json_field_t a[3] = {
+		{.name = "entity_id", .name_len = 9},
+		{.name = "user_id", .name_len = 7},
+		{.name = "entity_id", .name_len = 9},
+	};
+	mm_json_field_t b[3];
+	char msg[256];
+	int ra, rb, i;
+
+	memcpy(b, a, sizeof(a));
+	ra = mm_json_scan(doc, n, a, 3);
+	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
+	rb = mm_json_scan_reference(doc, n, b, 3);
+	if (ra != rb || (ra != 0 && strcmp(msg, mm_diag_msg()) != 0)) {
+		printf("#   fast %s (%s), walk %s (%s): %.*s\n", mm_err_name(ra), msg, mm_err_name(rb),
+		       mm_diag_msg(), (int)n, doc);
+		return 99;
+	}
+	for (i = 0; ra == 0 && i < 3; i++)
+		if (a[i].type != b[i].type || a[i].p != b[i].p || a[i].len != b[i].len ||
+		    a[i].escaped != b[i].escaped) {
+			printf("#   field %d differs: %.*s\n", i, (int)n, doc);
+			return 99;
+		}
+	return ra;
+}
+
+/*
+ * The fast path for flat objects: a special byte sequence (multibyte and
+ * invalid UTF-8, escapes, control characters, a quote escaped) at every
+ * offset of a 40-byte string, in a key and in a value, in an event-shaped
+ * object, so it falls at every offset of a 16-byte (or 8-byte) block and in
+ * the document's last block; then whitespace, literals, numbers, nested
+ * values, duplicates and every prefix of an event. Each result must be the
+ * expected one and the general walk's.
+ */
+TEST(flat_fast_path)
+{
+	static const struct {
+		const char *s;
+		size_t len;
+		int rc;
+	} specials[] = {
+#define SP(lit, rc) {lit, sizeof(lit) - 1, rc}
+		SP("\xc3\xa9", 0),         SP("\xe2\x82\xac", 0), SP("\xf0\x9f\x98\x80", 0), SP("\\n", 0),
+		SP("\\u00e9", 0),          SP("\\\"", 0),         SP("\\\\", 0),          SP("\x7f", 0),
+		SP("\xc3", MM_EUTF8),       SP("\x80", MM_EUTF8),    SP("\xff", MM_EUTF8),      SP("\xc0\xaf", MM_EUTF8),
+		SP("\xed\xa0\x80", MM_EUTF8), SP("\xe2\x82", MM_EUTF8), SP("\x1f", MM_EJSON),  SP("\t", MM_EJSON),
+		SP("\x00", MM_EJSON),       SP("\\q", MM_EJSON),    SP("\\ud800", MM_EJSON),
+#undef SP
+	};
+	static const char *const shapes[] = {
+		"{\"entity_id\":\"%s\",\"page_id\":\"p1\",\"user_id\":\"u22\",\"source\":\"kafka\"}",
+		"{\"page_id\":\"p1\",\"%s\":\"x\",\"entity_id\":\"e\"}",
+		"{\"a\":1,\"entity_id\":\"%s\"}",
+	};
+	static const char *const docs[] = {
+		" { \"entity_id\" : \"p1\" , \"user_id\" : 12 }\n",
+		"{\"entity_id\":\"p1\",\"n\":-1.5e3,\"t\":true,\"f\":false,\"z\":null}",
+		"{\"entity_id\":\"p1\",\"o\":{\"entity_id\":2},\"a\":[1,2]}",
+		"{\"entity_id\":\"p1\",\"entity_id\":\"p2\",\"x\":1}",
+		"{\"entity_id\":\"p1\",\"user_id\":\"}\"}  ",
+		"{\"entity_id\":\"p1\",\"user_id\":\"u\"}}",
+		"{\"entity_id\":\"p1\",\"user_id\":\"u\",}",
+		"{\"entity_id\":\"p1\" \"user_id\":\"u\"}",
+		"{\"entity_id\":\"p1\",\"user_id\":tru}      ",
+		"{\"entity_id\":\"p1\",\"user_id\":01}       ",
+		"{\"entity_id\":\"p1\",\"user_id\":\"u\"}x}",
+		"{\"ent\\u0069ty_id\":\"p1\",\"user_id\":\"u\"}",
+		"{\"entity_id\":\"p\\\"1\",\"user_id\":\"u\"}",
+		"{                  }",
+		"[\"entity_id\",\"p1\",\"user_id\",\"u\"]",
+		"{\"entity_id\":\"p1\"\x0b,\"user_id\":\"u\"}",
+	};
+	char doc[256];
+	size_t sp, pos, sh, i, n, cut;
+	int rc, bad = 0;
+
+	for (sp = 0; sp < sizeof(specials) / sizeof(specials[0]); sp++)
+		for (sh = 0; sh < sizeof(shapes) / sizeof(shapes[0]); sh++)
+			for (pos = 0; pos <= 40; pos++) {
+				const char *hole = strstr(shapes[sh], "%s");
+				size_t head = (size_t)(hole - shapes[sh]);
+
+				/* shape up to %s, a..a special b..b (40 bytes around it), rest */
+				memcpy(doc, shapes[sh], head);
+				n = head;
+				memset(doc + n, 'a', pos);
+				n += pos;
+				memcpy(doc + n, specials[sp].s, specials[sp].len);
+				n += specials[sp].len;
+				memset(doc + n, 'b', 40 - pos);
+				n += 40 - pos;
+				memcpy(doc + n, hole + 2, strlen(hole + 2));
+				n += strlen(hole + 2);
+				rc = scan_agrees(doc, n);
+				if (rc != specials[sp].rc && bad++ < 10)
+					printf("#   special %zu at %zu, shape %zu: %s\n", sp, pos, sh,
+					       mm_err_name(rc));
+			}
+	for (i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+		n = strlen(docs[i]);
+		/* Every prefix too: the fast path must not read past the end. */
+		for (cut = 0; cut <= n; cut++) {
+			char *copy = malloc(cut ? cut : 1);
+
+			memcpy(copy, docs[i], cut);
+			if (scan_agrees(copy, cut) == 99)
+				bad++;
+			free(copy);
+		}
+	}
+	CHECK_EQ_INT(bad, 0);
+	/* The expected answers of a few of them. */
+	CHECK_EQ_INT(scan_agrees(docs[0], strlen(docs[0])), 0);
+	CHECK_EQ_INT(scan_agrees(docs[1], strlen(docs[1])), 0);
+	CHECK_EQ_INT(scan_agrees(docs[2], strlen(docs[2])), 0);
+	CHECK_EQ_INT(scan_agrees(docs[3], strlen(docs[3])), MM_EJSON);
+	CHECK_EQ_INT(scan_agrees(docs[4], strlen(docs[4])), 0);
+	CHECK_EQ_INT(scan_agrees(docs[5], strlen(docs[5])), MM_EJSON);
+	CHECK_EQ_INT(scan_agrees(docs[11], strlen(docs[11])), 0);
+	CHECK_EQ_INT(scan_agrees(docs[13], strlen(docs[13])), 0);
+	CHECK_EQ_INT(scan_agrees(docs[14], strlen(docs[14])), MM_ENOTOBJ);
+}
+
 static int field_eq(const mm_json_field_t *f, int type, const char *raw)
 {
 	return f->type == type && f->len == strlen(raw) && memcmp(f->p, raw, f->len) == 0;
@@ -1231,6 +1361,7 @@ int main(void)
 	RUN(depth);
 	RUN(big_documents);
 	RUN(string_blocks);
+	RUN(flat_fast_path);
 	RUN(fields_basic);
 	RUN(fields_types);
 	RUN(fields_escapes);
