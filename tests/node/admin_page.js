@@ -2,12 +2,14 @@
 // playwright-core, for tests/spec/admin_spec.lua.
 //
 //   node tests/node/admin_page.js --url http://127.0.0.1:PORT/ --pipeline P
-//        --entity E [--token T] [--chromium /usr/bin/chromium]
+//        --entity E [--token T] [--records N] [--series 1] [--chromium /usr/bin/chromium]
 //
-// Loads the page, waits for the pipeline table, reaches the lookup form with
+// Loads the page, waits for the pipeline table (and, with --records, for a
+// live counter showing N), reaches the lookup form with
 // the keyboard (Tab from the top of the page), looks E up in P, and waits
 // for the result. Prints one JSON object on stdout:
-//   {"console_errors":[...], "pipelines":[names listed], "unlabelled":[ids],
+//   {"console_errors":[...], "pipelines":[names listed], "rows":{name:[cells]},
+//    "engine":"...", "sources":"...", "unlabelled":[ids],
 //    "tab_reached_lookup":bool, "value":"...", "bars":[{"item":..,"count":..}],
 //    "series_points":N, "reload_text":"...", "ready":"..."}
 // and exits 0; a page that never shows what is waited for exits 1 with the
@@ -41,6 +43,13 @@ async function main() {
     await page.goto(a.url, { waitUntil: "load" });
     await page.waitForSelector("#pipelines tr", { timeout: 20000 });
     out.pipelines = await page.$$eval("#pipelines tr", (rows) => rows.map((r) => r.getAttribute("data-pipeline")));
+    // The live counters, once a poll has filled them (murmur run --listen).
+    if (a.records) await page.waitForFunction((n) => Array.from(document.querySelectorAll("#pipelines tr td.num"))
+      .some((td) => td.textContent === n), a.records, { timeout: 20000 });
+    out.rows = await page.$$eval("#pipelines tr", (rows) => Object.fromEntries(rows.map((r) =>
+      [r.getAttribute("data-pipeline"), Array.from(r.querySelectorAll("td")).map((td) => td.textContent)])));
+    out.engine = await page.textContent("#engine");
+    out.sources = await page.textContent("#sources");
     out.ready = await page.textContent("#ready");
     out.reload_text = await page.textContent("#reload");
     // Every form control has a label.

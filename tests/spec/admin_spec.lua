@@ -199,3 +199,50 @@ describe("#admin page served by murmur serve", function()
     end
   end)
 end)
+
+describe("#admin page served by murmur run --listen", function()
+  local dir, h, port
+  before_each(function()
+    dir = S.tmpdir()
+    scrape.prepare(dir)
+    h, port = scrape.start_run(dir)
+  end)
+  after_each(function()
+    if h then S.kill(h, "TERM") S.wait_exit(h, 20) h = nil end
+    S.rm_rf(dir)
+  end)
+
+  it("shows live counters, sources and a failed reload's error with its file:line", function()
+    if S.exec("test -x /usr/bin/chromium") ~= 0 then
+      pending("chromium is not installed (make deps)")
+      return
+    end
+    scrape.feed(dir, 10)
+    local out = drive_page(port, "top", "u1", "--records 10")
+    assert.are.same({}, out.console_errors)
+    assert.are.same({ "views", "top" }, out.pipelines)
+    -- Records, accepted, rejected, duplicates, dead letters after the
+    -- nine definition cells (monoid ... store).
+    local top = out.rows.top
+    assert.are.same({ "10", "8", "2", "0", "2" }, { top[10], top[11], top[12], top[13], top[14] })
+    assert.are.equal("topk(k=5)", top[1])
+    assert.matches("in.jsonl", top[8], 1, true)
+    assert.matches("loop lag", out.engine, 1, true)
+    assert.matches("in.jsonl", out.sources, 1, true)
+    assert.matches("ready", out.ready)
+    assert.matches("The running version is the scripts' latest", out.reload_text, 1, true)
+    -- The same counts as murmur query: the Top-K drawn is the stored one.
+    local _, q = S.murmur_run({ "query", "top", "u1", "--json", "--data", dir .. "/d" })
+    local expected = core.json_decode(q).result.items
+    assert.are.equal(#expected, #out.bars)
+    for i, item in ipairs(expected) do assert.are.equal(item.count, out.bars[i].count) end
+    -- A broken edit: the reload fails, the old version keeps running.
+    S.write_file(dir .. "/p.lua", S.read_file(dir .. "/p.lua") .. "murmur.pipeline { name = 'broken', monoid = 42 }\n")
+    S.wait_status(dir .. "/d", function(st) return st.reload and st.reload.failed >= 1 end, 20, "a failed reload")
+    out = drive_page(port, "top", "u1")
+    assert.are.same({}, out.console_errors)
+    assert.matches("Last reload failed", out.reload_text, 1, true)
+    assert.matches("p.lua:5 pipeline 'broken'", out.reload_text, 1, true)
+    assert.matches("previous version keeps running", out.reload_text, 1, true)
+  end)
+end)

@@ -6,7 +6,7 @@ local S = require("spec.support")
 local core = require("murmur.core")
 
 local M = require("spec.scrape")
-local http_get, start_serve = M.http_get, M.start_serve
+local http_get, start_serve, start_run = M.http_get, M.start_serve, M.start_run
 
 describe("#metrics exposition", function()
   local dir
@@ -239,5 +239,44 @@ scrape_configs:
     S.kill(ph, "TERM")
     S.wait_exit(ph, 20)
     assert(ok, err)
+  end)
+end)
+
+describe("#metrics served by murmur run --listen", function()
+  local dir, h, port
+  before_each(function()
+    dir = S.tmpdir()
+    M.prepare(dir)
+    h, port = start_run(dir)
+  end)
+  after_each(function()
+    if h then S.kill(h, "TERM") S.wait_exit(h, 20) h = nil end
+    S.rm_rf(dir)
+  end)
+
+  it("serves the engine's counters, flush and store histograms and loop lag; promtool accepts them", function()
+    M.feed(dir, 10)
+    local base = ("http://127.0.0.1:%d"):format(port)
+    local code, body = http_get(base .. "/metrics")
+    assert.are.equal(200, code)
+    local p = M.parse(body)
+    M.check_structure(p, false)
+    assert.are.equal(10, M.value(p, "murmur_pipeline_records_total", { pipeline = "top" }))
+    assert.are.equal(8, M.value(p, "murmur_pipeline_accepted_total", { pipeline = "top" }))
+    assert.are.equal(2, M.value(p, "murmur_pipeline_rejected_total", { pipeline = "top", reason = "json" }))
+    assert.are.equal(2, M.value(p, "murmur_pipeline_dead_letters_total", { pipeline = "top" }))
+    assert.is_true(M.value(p, "murmur_flush_duration_seconds_count") >= 1)
+    assert.is_true(M.value(p, "murmur_store_operations_total", { op = "store_merge_update" }) >= 1)
+    assert.is_number(M.value(p, "murmur_event_loop_lag_seconds"))
+    assert.are.equal(0, M.value(p, "murmur_reloads_total", { result = "failed" }))
+    assert.are.equal(0, M.value(p, "murmur_source_lag_bytes"))
+    assert.is_true(M.value(p, "murmur_query_connections_total") >= 1)
+    if M.have_promtool then
+      local rc, out = M.promtool(dir, body)
+      assert.are.equal(0, rc, out)
+    end
+    code, body = http_get(base .. "/readyz")
+    assert.are.equal(200, code)
+    assert.are.equal("ready\n", body)
   end)
 end)

@@ -155,13 +155,12 @@ end
 -- Starts `murmur serve` over dir/d (M.prepare's) on a free port; returns
 -- the handle and the port once it listens.
 local starts = 0
-local function start_serve(dir, extra)
+local function start_server(dir, cmd)
   -- A log per start: a restarted server must not be found by its
   -- predecessor's "listening" line.
   starts = starts + 1
-  local log = ("%s/serve%d.log"):format(dir, starts)
-  local h = S.spawn(("%s serve %s --data %s --listen 127.0.0.1:0 %s"):format(S.murmur, S.quote(dir .. "/p.lua"),
-    S.quote(dir .. "/d"), extra or ""), log)
+  local log = ("%s/server%d.log"):format(dir, starts)
+  local h = S.spawn(cmd, log)
   local port
   for _ = 1, 400 do
     port = (S.read_file(log) or ""):match("listening on http://[^\n]-:(%d+)")
@@ -171,7 +170,37 @@ local function start_serve(dir, extra)
   assert(port, "the server did not start: " .. (S.read_file(log) or ""))
   return h, tonumber(port)
 end
-M.http_get, M.start_serve = http_get, start_serve
+
+local function start_serve(dir, extra)
+  return start_server(dir, ("%s serve %s --data %s --listen 127.0.0.1:0 %s"):format(S.murmur,
+    S.quote(dir .. "/p.lua"), S.quote(dir .. "/d"), extra or ""))
+end
+
+-- Starts `murmur run --follow --listen` over M.prepare's script and input
+-- (already run once: it resumes at the end of the input, so the counters
+-- of this process start at 0); waits for the port and the first status.
+local function start_run(dir, extra)
+  os.remove(dir .. "/d/status.json") -- the --once run's
+  local h, port = start_server(dir, ("%s run --follow --data %s --input %s %s --listen 127.0.0.1:0 %s"):format(
+    S.murmur, S.quote(dir .. "/d"), S.quote(dir .. "/in.jsonl"), S.quote(dir .. "/p.lua"), extra or ""))
+  S.wait_status(dir .. "/d", function(st) return st.engine ~= nil end, 20, "the engine's status")
+  return h, port
+end
+-- Appends n events for the running instance (every fifth malformed) and
+-- waits until its status shows them in pipeline top.
+function M.feed(dir, n)
+  local now = math.floor(core.now_ms() / 1000)
+  local f = assert(io.open(dir .. "/in.jsonl", "ab"))
+  for i = 1, n do
+    f:write(i % 5 == 0 and "{bad\n" or ('{"page":"p%d","user":"u1","ts":%d}\n'):format(i % 3, now))
+  end
+  f:close()
+  S.wait_status(dir .. "/d", function(st)
+    return st.engine.pipelines.top and st.engine.pipelines.top.records == n and st.engine.flushes >= 1
+  end, 20, "the new events")
+end
+
+M.http_get, M.start_serve, M.start_run = http_get, start_serve, start_run
 
 return M
 
