@@ -2,7 +2,7 @@
 # make bench: CPU per event of the shipped pipelines on generated Zipf events,
 # as ratios against the B0 baseline (tests/bench/baseline.c) measured in the
 # same interleaved run, then the Valkey, Kafka and DynamoDB figures.
-# BENCH_EVENTS (default 2 000 000) and BENCH_REPS (default 5) size it.
+# BENCH_EVENTS (default 2 000 000) and BENCH_REPS (default 3) size it.
 # doc/performance.md explains the method and lists the figures.
 set -eu
 BUILD=${BUILD:-build}
