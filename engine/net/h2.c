@@ -132,7 +132,7 @@ static int build_request(mm_net_ex_t *ex)
 {
 	mm_net_req_t *req = &ex->req;
 	mm_arena_t *a = &ex->arena;
-	const uint8_t *hp = ex->h2_hdrs.p, *end = hp + ex->h2_hdrs.len;
+	const uint8_t *hp = ex->h2_hdrs.p, *end = hp ? hp + ex->h2_hdrs.len : hp;
 	size_t n = 0, k = 0;
 	mm_net_header_t *h;
 	uint8_t *body;
@@ -221,7 +221,7 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
  * nghttp2 when submitted). */
 static size_t pairs_to_nv(const mm_buf_t *b, nghttp2_nv *nv, size_t max)
 {
-	const uint8_t *p = b->p, *end = p + b->len;
+	const uint8_t *p = b->p, *end = p ? p + b->len : p;
 	size_t n = 0;
 
 	while (p < end && n < max) {

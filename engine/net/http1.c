@@ -137,6 +137,10 @@ static int on_headers_complete(http_parser *p)
 		c->h1_error = 503;
 		return -1;
 	}
+	if (p->http_major != 1) {
+		c->h1_error = 505;
+		return -1;
+	}
 	if (p->content_length != ULLONG_MAX && p->content_length > c->srv->opt.max_body_bytes) {
 		c->h1_error = 413;
 		return -1;
@@ -172,7 +176,7 @@ static int build_request(mm_conn_t *c, mm_net_ex_t *ex)
 	size_t ulen = c->h1_url.len, n = 0, plen;
 	mm_net_header_t *h;
 	uint8_t *body;
-	const uint8_t *hp = c->h1_hdrs.p, *end = hp + c->h1_hdrs.len;
+	const uint8_t *hp = c->h1_hdrs.p, *end = hp ? hp + c->h1_hdrs.len : hp;
 
 	if (ulen == 0)
 		return 400;
@@ -281,6 +285,7 @@ static void refuse(mm_conn_t *c, int status)
 	const char *msg = status == 431 ? "request header fields too large"
 			  : status == 413 ? "request body too large"
 			  : status == 503 ? "server out of memory"
+			  : status == 505 ? "only HTTP/1.x and HTTP/2 are spoken here"
 					  : "malformed HTTP request";
 	int n = snprintf(head, sizeof(head),
 			 "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -342,7 +347,7 @@ void mm_http1_respond(mm_conn_t *c, mm_net_ex_t *ex)
 {
 	mm_net_res_t *res = &ex->res;
 	mm_buf_t out = {0};
-	const uint8_t *hp = res->headers.p, *end = hp + res->headers.len;
+	const uint8_t *hp = res->headers.p, *end = hp ? hp + res->headers.len : hp;
 	int no_body = res->status == 204 || res->status == 304;
 	int rc;
 

@@ -453,13 +453,15 @@ static int decode_message(dec_t *dc, const ProtobufCMessageDescriptor *d, const 
 			  ProtobufCMessage **out, int depth)
 {
 	ProtobufCMessage *msg;
+	uint8_t *seen;
 	char *base;
 	int rc;
 
 	if (depth > MM_JSON_MAX_DEPTH)
 		return mm_diag_set(MM_EINVAL, "message nested too deeply");
 	msg = mm_arena_calloc(dc->arena, d->sizeof_message);
-	if (msg == NULL)
+	seen = mm_arena_calloc(dc->arena, d->n_fields + 1);
+	if (msg == NULL || seen == NULL)
 		return mm_diag_set(MM_ENOMEM, "pbjson: out of memory");
 	d->message_init(msg);
 	base = (char *)msg;
@@ -469,6 +471,9 @@ static int decode_message(dec_t *dc, const ProtobufCMessageDescriptor *d, const 
 		if (f == NULL)
 			return mm_diag_set(MM_EINVAL, "%s has no field '%.*s'", d->name,
 					   (int)(m->key_len > 64 ? 64 : m->key_len), m->key);
+		/* A field given twice (by either of its names) is ambiguous. */
+		if (seen[f - d->fields]++)
+			return bad(f, "given more than once");
 		if (m->type == MM_JSON_NULL)
 			continue;
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {

@@ -25,7 +25,7 @@
 
 #include "../aws/awsjson.h"
 #include "../codec/json.h"
-#include "../core/engine.h"
+#include "../lib/time.h"
 #include "../lib/error.h"
 #include "../monoid/bloom.h"
 #include "../monoid/window.h"

@@ -38,6 +38,12 @@ CFLAGS="-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -
 # Include flags of the libraries a fuzz-link line may name.
 PKG_CFLAGS=$(pkg-config --cflags luajit libuv hiredis 2>/dev/null || echo "-I/usr/include/luajit-2.1")
 
+# The query service's protobuf-c code, generated as the Makefile does; a
+# fuzz-link word gen/X.c names $BUILD/gen/X.c.
+mkdir -p "$BUILD/gen"
+protoc-c --c_out="$BUILD/gen" -Iproto proto/murmur/v1/query.proto
+PKG_CFLAGS="$PKG_CFLAGS -I$BUILD/gen"
+
 mkdir -p "$BUILD/obj" "$BUILD/artifacts"
 lib="$BUILD/libmurmur_pure.a"
 objs=
@@ -64,7 +70,7 @@ for src in "$@"; do
 	extra=$(sed -n 's/.*fuzz-link: *//p' "$src" | head -n 1)
 	# shellcheck disable=SC2086 # extra is a list of words
 	$CLANG $CFLAGS $PKG_CFLAGS -fsanitize=fuzzer -o "$bin" "$src" $(for w in $extra; do
-		case $w in *.c) echo "$w" ;; esac; done) "$lib" $(for w in $extra; do
+		case $w in gen/*.c) echo "$BUILD/$w" ;; *.c) echo "$w" ;; esac; done) "$lib" $(for w in $extra; do
 		case $w in -l*) echo "$w" ;; esac; done) -lm
 
 	rm -rf "$work"

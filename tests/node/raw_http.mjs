@@ -1,0 +1,43 @@
+// Sends raw bytes to a server and prints what comes back, for the hostile
+// HTTP spec: requests no well-behaved client would send.
+//
+//   node raw_http.mjs PORT FILE [--half-close] [--trickle MS] [--hold MS]
+//
+// FILE's bytes are written at once, or one byte every MS with --trickle;
+// --half-close then shuts the write side (the server still answers);
+// --hold keeps the connection open MS more. Prints the bytes received until
+// the server closes (or 10 s pass), then "\n--closed-by-server" if it closed.
+import { connect } from "node:net";
+import { readFileSync } from "node:fs";
+
+const [port, file, ...flags] = process.argv.slice(2);
+const data = readFileSync(file);
+const opt = (name) => { const i = flags.indexOf(name); return i < 0 ? null : (flags[i + 1] ?? true); };
+const chunks = [];
+let closed = false;
+const sock = connect(Number(port), "127.0.0.1");
+sock.on("data", (d) => chunks.push(d));
+sock.on("error", () => {});
+sock.on("close", () => { closed = true; finish(); });
+const timer = setTimeout(finish, 10000);
+function finish() {
+  clearTimeout(timer);
+  process.stdout.write(Buffer.concat(chunks));
+  if (closed) process.stdout.write("\n--closed-by-server");
+  process.exit(0);
+}
+sock.on("connect", async () => {
+  const trickle = opt("--trickle");
+  if (trickle) {
+    for (const b of data) {
+      if (closed) return;
+      sock.write(Buffer.from([b]));
+      await new Promise((r) => setTimeout(r, Number(trickle)));
+    }
+  } else {
+    sock.write(data);
+  }
+  if (opt("--half-close")) sock.end();
+  const hold = opt("--hold");
+  if (hold) setTimeout(finish, Number(hold));
+});
