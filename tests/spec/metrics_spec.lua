@@ -280,3 +280,58 @@ describe("#metrics served by murmur run --listen", function()
     assert.are.equal("ready\n", body)
   end)
 end)
+
+describe("#metrics #valkey with a Valkey cache", function()
+  local dir, pid
+  after_each(function()
+    if pid then S.exec("kill " .. pid) end
+    S.rm_rf(dir)
+  end)
+
+  it("renders every cache command kind as an op, and the cache's counters", function()
+    if S.exec("command -v redis-server >/dev/null") ~= 0 then
+      pending("redis-server is not installed (make deps)")
+      return
+    end
+    dir = S.tmpdir()
+    local port = S.free_port()
+    local _, out = S.exec(("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s > %s 2>&1 & echo $!")
+      :format(port, S.quote(dir), S.quote(dir .. "/redis.log")))
+    pid = tonumber(out:match("%d+"))
+    for _ = 1, 100 do
+      if S.exec(("redis-cli -p %d PING 2>/dev/null | grep -q PONG"):format(port)) == 0 then break end
+      S.sleep(0.05)
+    end
+    S.write_file(dir .. "/p.lua", [[
+local murmur = require("murmur")
+murmur.pipeline { name = "c", monoid = murmur.count(), key = "k" }
+]])
+    S.write_file(dir .. "/in.jsonl", '{"k":"a"}\n{"k":"b"}\n{"k":"a"}\n')
+    local specs = assert(require("murmur.loader").load_all({ dir .. "/p.lua" }))
+    local engine = assert(require("murmur.runner").build(specs, { data = dir .. "/d", input = dir .. "/in.jsonl",
+      cache = ("redis://127.0.0.1:%d"):format(port) }))
+    assert.are.equal(0, engine:run(true))
+    local text = core.metrics()
+    local instr = engine:stats().instrumentation
+    engine:close()
+    local p = M.parse(text)
+    M.check_structure(p, false)
+    for _, op in ipairs({ "cache_get", "cache_fill", "cache_lease", "cache_update", "cache_invalidate",
+      "cache_count", "cache_claim", "cache_mark", "cache_seen", "cache_check" }) do
+      -- The same counts as the engine's own instrumentation (--stats).
+      assert.are.equal(instr[op].ops, M.value(p, "murmur_store_operations_total", { op = op }), op)
+      assert.are.equal(instr[op].errors, M.value(p, "murmur_store_operation_errors_total", { op = op }), op)
+      assert.are.equal(instr[op].ops, M.value(p, "murmur_store_operation_duration_seconds_count", { op = op }), op)
+    end
+    -- The handshake checks the server; the flush touches the cached entries.
+    assert.is_true(M.value(p, "murmur_store_operations_total", { op = "cache_check" }) >= 1)
+    assert.is_true(M.value(p, "murmur_store_operations_total", { op = "cache_invalidate" })
+      + M.value(p, "murmur_store_operations_total", { op = "cache_update" }) >= 1)
+    assert.are.equal(1, M.value(p, "murmur_cache_connects_total"))
+    assert.is_number(M.value(p, "murmur_cache_connected"))
+    if M.have_promtool then
+      local rc, pout = M.promtool(dir, text)
+      assert.are.equal(0, rc, pout)
+    end
+  end)
+end)
