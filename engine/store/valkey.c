@@ -111,13 +111,11 @@
  * `hot_keys`, most recent first) from the backing store.
  *
  * Dedup on Valkey (dedup = valkey): marks are kept in Valkey instead of the
- * backing store, written with SET NX PXAT once the flush is durable, and
- * seen() asks Valkey with EXISTS. seen() is synchronous in store.h, so it
- * uses a second, blocking connection with the same deadline; if Valkey does
- * not answer, ids are treated as new (duplicates may be counted). Marks are
- * lost with Valkey's data: that is the weaker guarantee doc/valkey.md
- * describes. mm_valkey_claim/release offer claim-before-effect for runtimes
- * that batch their dedup.
+ * backing store, and the store is shared (MM_STORE_CAP_SHARED): the runtime
+ * claims a flush's ids in one pipelined round (SET NX with this store's
+ * token and the lease) and the flush confirms them once durable
+ * (valkey_dedup.c); no lookup blocks the loop. Marks are lost with
+ * Valkey's data: that is the weaker guarantee doc/valkey.md describes.
  *
  * States handed to the caller are filled by decoding bytes (from the cache,
  * or re-encoded from the backing store's answer), never moved.
@@ -171,7 +169,8 @@ static const mm_option_t vk_options[] = {
 	 "staleness when a writer could not update the cache."},
 	{MM_OPT_DURATION_MS, "lease", "30s", offsetof(vk_cfg_t, lease_ms),
 	 "How long a write's lease blocks fills of its buckets; a write slower than this "
-	 "deletes its entries instead of updating them."},
+	 "deletes its entries instead of updating them. With dedup = valkey also the lease "
+	 "of a dedup claim (renewed while a flush is retried)."},
 	{MM_OPT_DURATION_MS, "check_interval", "1s", offsetof(vk_cfg_t, check_ms),
 	 "How often the generation key is checked to detect FLUSHALL and data loss."},
 	{MM_OPT_DURATION_MS, "backoff_max", "10s", offsetof(vk_cfg_t, backoff_max_ms),
@@ -179,8 +178,8 @@ static const mm_option_t vk_options[] = {
 	{MM_OPT_INT, "hot_keys", "10000", offsetof(vk_cfg_t, hot_keys),
 	 "How many of the keys used last are rebuilt after Valkey lost data (0: none)."},
 	{MM_OPT_STRING, "dedup", "store", offsetof(vk_cfg_t, dedup),
-	 "Where dedup marks live: store (with the states, exact) or valkey (SET NX with a TTL; "
-	 "lost if Valkey loses data)."},
+	 "Where dedup marks live: store (with the states, exact) or valkey (claimed with SET NX "
+	 "in one pipelined round per flush; lost if Valkey loses data)."},
 	{0},
 };
 
@@ -484,7 +483,6 @@ static const char *const vk_op_names[MM_VALKEY_OP_MAX] = {
 	[MM_VALKEY_OP_COUNT] = "cache_count",
 	[MM_VALKEY_OP_CLAIM] = "cache_claim",
 	[MM_VALKEY_OP_MARK] = "cache_mark",
-	[MM_VALKEY_OP_SEEN] = "cache_seen",
 	[MM_VALKEY_OP_CHECK] = "cache_check",
 };
 
@@ -593,7 +591,6 @@ static void vk_free(mm_valkey_t *st)
 	free(st->nss);
 	mm_vk_keyset_free(&st->hot);
 	mm_vk_keyset_free(&st->dirty);
-	mm_vk_list_free(&st->sk);
 	mm_vk_list_free(&st->sa);
 	free(st->av);
 	free(st->avl);
@@ -719,17 +716,20 @@ static int vk_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only
 		      (mm_store_caps(st->backing) & MM_STORE_CAP_ATOMIC);
 	if (!st->dedup_valkey)
 		st->vt.caps |= mm_store_caps(st->backing) & MM_STORE_CAP_SHARED;
+	else
+		st->vt.caps |= MM_STORE_CAP_SHARED;
 	st->base.vt = &st->vt;
 	st->base.loop = loop;
 	st->read_only = read_only;
-	st->base.lease_ms = st->backing->lease_ms;
+	/* The lease of a claim: the backing store's, or with dedup = valkey
+	 * this store's write lease (option lease). */
+	st->base.lease_ms = st->dedup_valkey ? cfg.lease_ms : st->backing->lease_ms;
 	st->timeout_ms = cfg.timeout_ms;
 	st->cache_ttl_ms = cfg.cache_ttl_ms;
 	st->lease_ms = cfg.lease_ms;
 	st->check_ms = cfg.check_ms;
 	st->backoff_max_ms = cfg.backoff_max_ms;
 	st->backoff_ms = VK_BACKOFF_MIN_MS;
-	st->sc_backoff_ms = VK_BACKOFF_MIN_MS;
 	st->hot.max = (size_t)cfg.hot_keys;
 	st->dirty.max = VK_DIRTY_MAX;
 	st->waiting_tail = &st->waiting;
@@ -782,10 +782,6 @@ static void vk_close(mm_store_t *base)
 	mm_valkey_t *st = (mm_valkey_t *)base;
 
 	st->closing = 1;
-	if (st->sc != NULL) {
-		redisFree(st->sc);
-		st->sc = NULL;
-	}
 	mm_vk_release_waiting(st);
 	if (st->resolving)
 		uv_cancel((uv_req_t *)&st->gai);
@@ -802,26 +798,6 @@ static void vk_close(mm_store_t *base)
 	mm_vk_unref(st);
 }
 
-/* ---- dedup claims: the backing store's ---------------------------------------------- */
-
-static int vk_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
-		    int64_t ttl_ms, mm_store_cb cb, void *arg)
-{
-	return mm_store_claim(((mm_valkey_t *)base)->backing, ns, ids, n, ttl_ms, cb, arg);
-}
-
-static int vk_renew(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
-		    mm_store_cb cb, void *arg)
-{
-	return mm_store_renew(((mm_valkey_t *)base)->backing, ns, ids, n, cb, arg);
-}
-
-static int vk_release(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
-		      mm_store_cb cb, void *arg)
-{
-	return mm_store_release(((mm_valkey_t *)base)->backing, ns, ids, n, cb, arg);
-}
-
 const mm_store_vtable_t mm_store_valkey_vtable = {
 	.name = "valkey",
 	.options = vk_options,
@@ -835,9 +811,9 @@ const mm_store_vtable_t mm_store_valkey_vtable = {
 	.put_meta = vk_put_meta,
 	.list_meta = vk_list_meta,
 	.close = vk_close,
-	.claim = vk_claim,
-	.renew = vk_renew,
-	.release = vk_release,
+	.claim = mm_vk_claim,
+	.renew = mm_vk_renew,
+	.release = mm_vk_release,
 	.count_hll = mm_vk_count_hll,
 	.op_stats = vk_op_stats,
 };

@@ -12,8 +12,10 @@
  * multi-bucket cardinality answered by one PFCOUNT through
  * mm_store_count_hll, when the cache holds every bucket; a bucket the store
  * lacks is cached as an empty sketch). The functions below add what the
- * vtable cannot express: the cache's detailed counters, rebuilding entries,
- * and dedup claims.
+ * vtable cannot express: the cache's detailed counters and rebuilding
+ * entries. With option dedup = valkey the store is shared
+ * (MM_STORE_CAP_SHARED): dedup ids are claimed in Valkey through
+ * mm_store_claim (valkey_dedup.c).
  *
  * Every function here takes a store opened with backend "valkey" (others are
  * refused with MM_EINVAL), runs on the loop thread, and follows store.h's
@@ -39,9 +41,8 @@ enum mm_valkey_op {
 	MM_VALKEY_OP_UPDATE,     /* cache_update: in-place updates after a store write */
 	MM_VALKEY_OP_INVALIDATE, /* cache_invalidate: entries deleted instead of updated */
 	MM_VALKEY_OP_COUNT,      /* cache_count: PFCOUNT over buckets */
-	MM_VALKEY_OP_CLAIM,      /* cache_claim: dedup claims and releases */
+	MM_VALKEY_OP_CLAIM,      /* cache_claim: dedup claims, renewals and releases */
 	MM_VALKEY_OP_MARK,       /* cache_mark: dedup marks written with a flush */
-	MM_VALKEY_OP_SEEN,       /* cache_seen: dedup lookups (synchronous) */
 	MM_VALKEY_OP_CHECK,      /* cache_check: handshake, generation checks, scans */
 	MM_VALKEY_OP_MAX
 };
@@ -89,22 +90,5 @@ int mm_valkey_stats(const mm_store_t *st, mm_valkey_stats_t *out);
  */
 int mm_valkey_repopulate(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
 			 mm_store_cb cb, void *arg);
-
-/*
- * Dedup claims in Valkey, for runtimes that claim an event id before
- * applying its effect: for each mark, SET NX with the mark's expiry and this
- * store's token. won[i] = 1 when this store holds the claim (it took it now,
- * or took it earlier and claims again on a retry), 0 when someone else holds
- * it. Exactly one claimant wins while Valkey keeps its data; a restart or
- * FLUSHALL forgets every claim (see doc/valkey.md). won must stay valid
- * until cb runs; MM_EAGAIN when the cache is unavailable.
- */
-int mm_valkey_claim(mm_store_t *st, const mm_mark_t *marks, size_t n, uint8_t *won,
-		    mm_store_cb cb, void *arg);
-
-/* Gives claims back (only those this store holds), e.g. when the effect of
- * the claimed events could not be made durable and they will be redelivered. */
-int mm_valkey_release(mm_store_t *st, const mm_mark_t *marks, size_t n, mm_store_cb cb,
-		      void *arg);
 
 #endif

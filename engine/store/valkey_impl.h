@@ -11,7 +11,7 @@
  *   valkey_recover.c  generation checks, data loss, dirty keys, rebuilding
  *   valkey_read.c     get_many (lookup, store read, guarded fill), PFCOUNT
  *   valkey_write.c    apply (leases, store write, in-place updates, marks)
- *   valkey_dedup.c    dedup lookups (seen) and claims in Valkey
+ *   valkey_dedup.c    dedup claims in Valkey (dedup = valkey)
  *   valkey_lua/NAME.lua  the server-side scripts, embedded at build time
  *                     (the Makefile generates their C array file)
  *
@@ -53,7 +53,7 @@ enum {
 	VK_S_COUNT,     /* count.lua: PFCOUNT over cached HLL entries */
 	VK_S_MARK,      /* mark.lua: dedup marks */
 	VK_S_CLAIM,     /* claim.lua: dedup claims */
-	VK_S_RELEASE,   /* release.lua: give claims back */
+	VK_S_RELEASE,   /* release.lua: renew or give back our claims */
 	VK_S_MAX
 };
 
@@ -191,11 +191,7 @@ struct mm_valkey {
 	/* Scratch for building one command at a time. */
 	const char **av;
 	size_t *avl, avcap;
-	vk_list_t sk, sa;
-	/* The blocking connection of seen() (dedup = valkey). */
-	redisContext *sc;
-	uint64_t sc_retry_at;
-	int64_t sc_backoff_ms;
+	vk_list_t sa;
 	/* Lifetime: one reference while open, one per open handle, address
 	 * lookup and operation in progress; the memory goes at zero. */
 	int refs;
@@ -301,6 +297,14 @@ int mm_vk_repop_start(mm_valkey_t *st, vk_ns_t *vn, const mm_key_t *keys, size_t
 int mm_vk_count_hll(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
 		    uint64_t *count, uint64_t *nonempty, int *cached, mm_store_cb cb, void *arg);
 int mm_vk_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg);
+/* Dedup through claims (valkey_dedup.c): Valkey's with dedup = valkey,
+ * else the backing store's; seen() is the backing store's. */
+int mm_vk_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
+		mm_store_cb cb, void *arg);
+int mm_vk_renew(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, mm_store_cb cb,
+		void *arg);
+int mm_vk_release(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		  mm_store_cb cb, void *arg);
 int mm_vk_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
 	       int64_t now_ms);
 

@@ -442,9 +442,10 @@ static void vk_mark_reply(void *ctx, redisReply *r)
 	vk_apply_step(ctx);
 }
 
-/* dedup = valkey: the flush is durable, its marks go to Valkey. A mark that
- * cannot be written is lost (counted as a cache_mark error): the weaker
- * guarantee of marks kept outside the store. */
+/* dedup = valkey: the flush is durable, its marks go to Valkey, confirming
+ * our claims of them (valkey_dedup.c). A mark that cannot be written is
+ * lost (counted as a cache_mark error; the claim expires with its lease):
+ * the weaker guarantee of marks kept outside the store. */
 static void vk_send_marks(vk_apply_t *ap)
 {
 	mm_valkey_t *st = ap->op.st;
@@ -458,6 +459,8 @@ static void vk_send_marks(vk_apply_t *ap)
 
 		if (mk->expire_ms <= f->now_ms)
 			continue;
+		if (a.n == 0 && (rc = mm_vk_list_str(&a, st->token)))
+			break;
 		if ((rc = mm_vk_mark_key(st, &k, mk->ns->name, mk->id, mk->len)) ||
 		    (rc = mm_vk_list_i64(&a, mk->expire_ms)))
 			break;

@@ -4,10 +4,11 @@
  *
  *   valkey_claim URL PREFIX NS ID START_FILE
  *
- * Opens the store (backing: memory), connects, then waits until START_FILE
- * exists, so that every racer claims at the same moment, claims ID in
- * namespace NS with a 60 s expiry and prints "won" or "lost". Exit 0, or 1
- * with a message on stderr when the claim could not be decided.
+ * Opens the store (backing: memory, dedup = valkey), connects, then waits
+ * until START_FILE exists, so that every racer claims at the same moment,
+ * claims ID in namespace NS through mm_store_claim and prints "won" or
+ * "lost" (another racer holds it). Exit 0, or 1 with a message on stderr
+ * when the claim could not be decided.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,14 +75,13 @@ static int is_done(void *arg)
 
 int main(int argc, char **argv)
 {
-	mm_kv_t kv[3];
+	mm_kv_t kv[4];
 	mm_monoid_t m;
 	mm_ns_t ns;
-	mm_mark_t mk;
+	mm_claim_t id;
 	mm_store_t *st = NULL;
 	uv_loop_t loop;
 	done_t d = {0};
-	uint8_t won = 0;
 	int rc = 1;
 
 	if (argc != 6) {
@@ -91,19 +91,20 @@ int main(int argc, char **argv)
 	kv[0] = (mm_kv_t){"backing", "memory"};
 	kv[1] = (mm_kv_t){"url", argv[1]};
 	kv[2] = (mm_kv_t){"prefix", argv[2]};
+	kv[3] = (mm_kv_t){"dedup", "valkey"};
 	uv_loop_init(&loop);
-	if (mm_store_open("valkey", &loop, kv, 3, 0, &st) != 0) {
+	if (mm_store_open("valkey", &loop, kv, 4, 0, &st) != 0) {
 		fprintf(stderr, "valkey_claim: %s\n", mm_diag_msg());
 		return 1;
 	}
 	mm_monoid_init(&m, "count", &(mm_monoid_params_t){0});
 	ns = (mm_ns_t){argv[3], &m};
-	mk = (mm_mark_t){&ns, argv[4], strlen(argv[4]), now_ms() + 60000, 0};
+	id = (mm_claim_t){.id = argv[4], .len = strlen(argv[4])};
 	if (spin(&loop, is_connected, st) != 0 || spin(&loop, file_exists, argv[5]) != 0) {
 		fprintf(stderr, "valkey_claim: not connected or never started\n");
 		goto out;
 	}
-	if (mm_valkey_claim(st, &mk, 1, &won, on_done, &d) != 0) {
+	if (mm_store_claim(st, &ns, &id, 1, 60000, on_done, &d) != 0) {
 		fprintf(stderr, "valkey_claim: %s\n", mm_diag_msg());
 		goto out;
 	}
@@ -111,7 +112,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "valkey_claim: %s\n", d.calls ? d.detail : "no answer");
 		goto out;
 	}
-	printf("%s\n", won ? "won" : "lost");
+	if (id.result != MM_CLAIM_WON && id.result != MM_CLAIM_BUSY) {
+		fprintf(stderr, "valkey_claim: unexpected result %d\n", id.result);
+		goto out;
+	}
+	printf("%s\n", id.result == MM_CLAIM_WON ? "won" : "lost");
 	rc = 0;
 out:
 	mm_store_close(st);

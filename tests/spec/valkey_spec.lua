@@ -276,10 +276,24 @@ describe("#valkey cache", function()
     local lines = S.read_file(events)
     S.write_file(dir .. "/in1.jsonl", lines .. lines)
     S.write_file(dir .. "/in2.jsonl", lines)
+    local runs = {}
     for _, input in ipairs({ "in1.jsonl", "in2.jsonl" }) do
-      local code, _, err = S.murmur_run({ "run", "--once", "--no-supervisor", "--cache", url, "--data", dir .. "/d",
-        "--input", dir .. "/" .. input, p })
+      local code, out, err = S.murmur_run({ "run", "--once", "--no-supervisor", "--stats", "--cache", url,
+        "--data", dir .. "/d", "--input", dir .. "/" .. input, p })
       assert.are.equal(0, code, err)
+      runs[#runs + 1] = core.json_decode(out:match("{.*}"))
+    end
+    -- The ids are claimed at the flush, VK_CHUNK (256) to a command, all of
+    -- a flush's commands sent before any answer is read: a few commands for
+    -- 3 000 ids, none per record, and nothing synchronous on the loop.
+    for i, st in ipairs(runs) do
+      local ins = st.instrumentation
+      assert.are.equal(3000, ins["dd:store_claim"].ops - ins["dd:store_claim"].busy)
+      assert.is_true(ins.cache_claim.ops >= 12 and ins.cache_claim.ops <= 3 * 12, tostring(ins.cache_claim.ops))
+      assert.are.equal(0, ins.cache_claim.errors)
+      assert.is_nil(ins.cache_seen)
+      assert.are.equal(i == 1 and 3000 or 0, st.pipelines.dd.accepted)
+      assert.are.equal(i == 1 and 0 or 3000, ins["dd:store_claim"].duplicates)
     end
     for _, page in ipairs(hottest(truth, 3)) do
       assert.are.equal(truth[page], query("dd", page, dir .. "/d", false).result.value)

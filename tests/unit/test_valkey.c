@@ -830,77 +830,83 @@ TEST(unresponsive_server_keeps_a_stale_entry)
 	server_clean();
 }
 
-/* Dedup marks in Valkey: written with the flush, seen() finds them. */
-TEST(dedup_marks_in_valkey)
-{
-	mm_monoid_t m;
-	mm_ns_t ns = {"views", &m};
-	batch_t b;
-	fx_t fx;
-
-	monoid(&m, "count", 0);
-	REQUIRE(fx_init(&fx, "dedup", "valkey") == 0);
-	CHECK(mm_store_seen(fx.st, &ns, "e1", 2, now_ms()) == 0);
-	batch_init(&b);
-	add_int(&ns, batch_delta(&b, &ns, "x", 0, 0), 0);
-	b.marks[0] = (mm_mark_t){&ns, "e1", 2, now_ms() + 60000, 0};
-	b.f.nmarks = 1;
-	CHECK(apply(&fx, &b) == 0);
-	batch_free(&b);
-	CHECK(b.f.nmarks == 1);
-	CHECK(mm_store_seen(fx.st, &ns, "e1", 2, now_ms()) == 1);
-	CHECK(mm_store_seen(fx.st, &ns, "e2", 2, now_ms()) == 0);
-	CHECK(cmd_int("PTTL %s", PREFIX "d:views:e1") > 50000);
-	/* The server drops every client: seen() reconnects at once. */
-	freeReplyObject(cmd("CLIENT KILL TYPE normal"));
-	CHECK(mm_store_seen(fx.st, &ns, "e1", 2, now_ms()) == 1);
-	/* Valkey gone: the weaker guarantee, ids count as new. */
-	server_stop();
-	CHECK(mm_store_seen(fx.st, &ns, "e1", 2, now_ms()) == 0);
-	REQUIRE(server_start() == 0);
-	wait_connected(&fx, 5000);
-	fx_fini(&fx);
-	server_clean();
-}
-
 typedef struct claim_res {
 	done_t d;
-	uint8_t won[2];
+	mm_claim_t ids[2];
 } claim_res_t;
 
-/* Claims: one holder per id; a release lets another claimant win. */
+/* Claims or releases ids (kind 'c' claim, 'r' renew, 'x' release) and
+ * waits for the answer; returns its status. */
+static int claim_ids(fx_t *fx, int kind, const mm_ns_t *ns, const char *const *ids, size_t n,
+		     claim_res_t *c)
+{
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < n; i++)
+		c->ids[i] = (mm_claim_t){.id = ids[i], .len = strlen(ids[i])};
+	if (kind == 'c')
+		rc = mm_store_claim(fx->st, ns, c->ids, n, 60000, on_done, &c->d);
+	else if (kind == 'r')
+		rc = mm_store_renew(fx->st, ns, c->ids, n, on_done, &c->d);
+	else
+		rc = mm_store_release(fx->st, ns, c->ids, n, on_done, &c->d);
+	if (rc)
+		return rc;
+	CHECK(c->d.calls == 0);
+	spin(fx, &c->d.calls, 2000);
+	return c->d.status;
+}
+
+/* Dedup on Valkey is a shared store's claims: one holder per id, a retry of
+ * the holder wins again, another store is told how long the holder's lease
+ * has left, the flush's marks confirm the claims (duplicates from then on,
+ * for the dedup window), a release lets another claimant win, and seen()
+ * is not how this store dedups. */
 TEST(claims)
 {
 	mm_monoid_t m;
 	mm_ns_t ns = {"views", &m};
-	mm_mark_t mk[2] = {{&ns, "ev-1", 4, now_ms() + 60000, 0}, {&ns, "ev-2", 4, now_ms() + 60000, 0}};
-	claim_res_t a, b, c;
+	const char *ev1[] = {"ev-1"}, *both[] = {"ev-1", "ev-2"}, *ev2[] = {"ev-2"};
+	claim_res_t a, b;
+	batch_t bt;
 	fx_t fx1, fx2;
 
 	monoid(&m, "count", 0);
-	REQUIRE(fx_init(&fx1, NULL, NULL) == 0);
-	REQUIRE(fx_init(&fx2, NULL, NULL) == 0);
-	memset(&a, 0, sizeof(a));
-	memset(&b, 0, sizeof(b));
-	memset(&c, 0, sizeof(c));
-	CHECK(mm_valkey_claim(fx1.st, mk, 1, a.won, on_done, &a.d) == 0);
-	spin(&fx1, &a.d.calls, 2000);
-	CHECK(a.d.status == 0 && a.won[0] == 1);
-	CHECK(mm_valkey_claim(fx2.st, mk, 2, b.won, on_done, &b.d) == 0);
-	spin(&fx2, &b.d.calls, 2000);
-	CHECK(b.d.status == 0 && b.won[0] == 0 && b.won[1] == 1);
-	/* Claiming again what one holds is a win (a retry). */
-	memset(&a, 0, sizeof(a));
-	CHECK(mm_valkey_claim(fx1.st, mk, 1, a.won, on_done, &a.d) == 0);
-	spin(&fx1, &a.d.calls, 2000);
-	CHECK(a.won[0] == 1);
-	CHECK(mm_valkey_release(fx1.st, mk, 1, on_done, &c.d) == 0);
-	spin(&fx1, &c.d.calls, 2000);
-	CHECK(c.d.status == 0);
-	memset(&b, 0, sizeof(b));
-	CHECK(mm_valkey_claim(fx2.st, mk, 1, b.won, on_done, &b.d) == 0);
-	spin(&fx2, &b.d.calls, 2000);
-	CHECK(b.won[0] == 1);
+	REQUIRE(fx_init(&fx1, "dedup", "valkey") == 0);
+	REQUIRE(fx_init(&fx2, "dedup", "valkey") == 0);
+	CHECK(mm_store_caps(fx1.st) & MM_STORE_CAP_SHARED);
+	CHECK(fx1.st->lease_ms == 30000);
+	CHECK(mm_store_seen(fx1.st, &ns, "e1", 2, now_ms()) == MM_ENOTSUP);
+	CHECK(claim_ids(&fx1, 'c', &ns, ev1, 1, &a) == 0 && a.ids[0].result == MM_CLAIM_WON);
+	CHECK(cmd_int("PTTL %s", PREFIX "d:views:ev-1") > 25000);
+	CHECK(claim_ids(&fx2, 'c', &ns, both, 2, &b) == 0);
+	CHECK(b.ids[0].result == MM_CLAIM_BUSY && b.ids[1].result == MM_CLAIM_WON);
+	CHECK(b.ids[0].lease_until_ms > now_ms() + 25000);
+	/* Claiming again what one holds is a win (a retry); renewing it too. */
+	CHECK(claim_ids(&fx1, 'c', &ns, ev1, 1, &a) == 0 && a.ids[0].result == MM_CLAIM_WON);
+	CHECK(claim_ids(&fx1, 'r', &ns, both, 2, &a) == 0);
+	CHECK(a.ids[0].result == MM_CLAIM_RENEWED && a.ids[1].result == MM_CLAIM_NOT_OWNER);
+	/* The flush carrying ev-1 confirms it for the dedup window. */
+	batch_init(&bt);
+	add_int(&ns, batch_delta(&bt, &ns, "x", 0, 0), 0);
+	bt.marks[0] = (mm_mark_t){&ns, "ev-1", 4, now_ms() + 3600000, 1};
+	bt.f.nmarks = 1;
+	CHECK(apply(&fx1, &bt) == 0);
+	batch_free(&bt);
+	CHECK(bt.f.nmarks == 1);
+	CHECK(cmd_int("PTTL %s", PREFIX "d:views:ev-1") > 3500000);
+	CHECK(claim_ids(&fx2, 'c', &ns, ev1, 1, &b) == 0 && b.ids[0].result == MM_CLAIM_DUPLICATE);
+	/* A release gives back only what is ours. */
+	CHECK(claim_ids(&fx1, 'x', &ns, ev2, 1, &a) == 0 && a.ids[0].result == MM_CLAIM_NOT_OWNER);
+	CHECK(claim_ids(&fx2, 'x', &ns, ev2, 1, &b) == 0 && b.ids[0].result == MM_CLAIM_RELEASED);
+	CHECK(claim_ids(&fx1, 'c', &ns, ev2, 1, &a) == 0 && a.ids[0].result == MM_CLAIM_WON);
+	/* Valkey gone: the claims fail retriably (the flush waits). */
+	server_stop();
+	CHECK(claim_ids(&fx1, 'c', &ns, ev2, 1, &a) == MM_EAGAIN && a.ids[0].result == MM_EAGAIN);
+	REQUIRE(server_start() == 0);
+	wait_connected(&fx1, 5000);
+	wait_connected(&fx2, 5000);
 	fx_fini(&fx1);
 	fx_fini(&fx2);
 	server_clean();
@@ -984,7 +990,6 @@ int main(void)
 	RUN(pfcount_over_day_buckets);
 	RUN(kill_restart_flush);
 	RUN(unresponsive_server_keeps_a_stale_entry);
-	RUN(dedup_marks_in_valkey);
 	RUN(claims);
 	RUN(capabilities);
 	server_stop();
