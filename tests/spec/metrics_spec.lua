@@ -317,7 +317,7 @@ murmur.pipeline { name = "c", monoid = murmur.count(), key = "k" }
     local p = M.parse(text)
     M.check_structure(p, false)
     for _, op in ipairs({ "cache_get", "cache_fill", "cache_lease", "cache_update", "cache_invalidate",
-      "cache_count", "cache_claim", "cache_mark", "cache_seen", "cache_check" }) do
+      "cache_count", "cache_claim", "cache_mark", "cache_check" }) do
       -- The same counts as the engine's own instrumentation (--stats).
       assert.are.equal(instr[op].ops, M.value(p, "murmur_store_operations_total", { op = op }), op)
       assert.are.equal(instr[op].errors, M.value(p, "murmur_store_operation_errors_total", { op = op }), op)
