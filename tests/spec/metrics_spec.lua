@@ -335,3 +335,62 @@ murmur.pipeline { name = "c", monoid = murmur.count(), key = "k" }
     end
   end)
 end)
+
+describe("#metrics #dynamodb with a DynamoDB store", function()
+  local dir, dyn
+  after_each(function()
+    if dyn then S.kill(dyn, "TERM") S.wait_exit(dyn, 5) dyn = nil end
+    S.rm_rf(dir)
+  end)
+
+  it("renders DynamoDB requests by operation with their latency, beside the store operations", function()
+    if not S.have_dynalite then
+      pending("node and tests/node/node_modules are not installed (make deps)")
+      return
+    end
+    dir = S.tmpdir()
+    local port
+    dyn, port = S.start_dynalite(dir, dir .. "/db")
+    local endpoint = ("http://127.0.0.1:%d"):format(port)
+    local ffi = require("ffi")
+    pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
+    pcall(ffi.cdef, "int unsetenv(const char *name);")
+    ffi.C.setenv("AWS_ACCESS_KEY_ID", "AKIDSPEC", 1)
+    ffi.C.setenv("AWS_SECRET_ACCESS_KEY", "spec-secret", 1)
+    -- The operator's endpoint: the script may name it (murmur.grants).
+    ffi.C.setenv("MURMUR_DYNAMODB_ENDPOINT", endpoint, 1)
+    finally(function() ffi.C.unsetenv("MURMUR_DYNAMODB_ENDPOINT") end)
+    local code, out = S.exec(("env MURMUR_DYNAMODB_TABLE=metrics MURMUR_DYNAMODB_ENDPOINT=%s %s ddb create-table")
+      :format(endpoint, S.quote(S.murmur)))
+    assert.are.equal(0, code, out)
+    S.write_file(dir .. "/p.lua", ([[
+local murmur = require("murmur")
+murmur.pipeline { name = "c", monoid = murmur.count(), key = "k",
+                  store = murmur.store("dynamodb", { table = "metrics", endpoint = "%s" }) }
+]]):format(endpoint))
+    S.write_file(dir .. "/in.jsonl", '{"k":"a"}\n{"k":"b"}\n{"k":"a"}\n')
+    local specs = assert(require("murmur.loader").load_all({ dir .. "/p.lua" }))
+    local engine = assert(require("murmur.runner").build(specs, { data = dir .. "/d", input = dir .. "/in.jsonl" }))
+    assert.are.equal(0, engine:run(true))
+    local text = core.metrics()
+    engine:close()
+    local p = M.parse(text)
+    M.check_structure(p, false)
+    local total = 0
+    for _, op in ipairs({ "GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "other" }) do
+      local n = M.value(p, "murmur_dynamodb_requests_total", { operation = op })
+      assert.are.equal(n, M.value(p, "murmur_dynamodb_request_duration_seconds_count", { operation = op }), op)
+      total = total + n
+    end
+    -- Two entities merged by one flush: at least one write each.
+    assert.is_true(M.value(p, "murmur_dynamodb_requests_total", { operation = "UpdateItem" })
+      + M.value(p, "murmur_dynamodb_requests_total", { operation = "PutItem" }) >= 2)
+    assert.is_true(total >= 2)
+    assert.are.equal(1, M.value(p, "murmur_store_operations_total", { op = "store_merge_update" }))
+    assert.are.equal(0, M.value(p, "murmur_dynamodb_throttled_total"))
+    if M.have_promtool then
+      local rc, pout = M.promtool(dir, text)
+      assert.are.equal(0, rc, pout)
+    end
+  end)
+end)
