@@ -19,19 +19,25 @@
 #include "core_lua.h"
 #include "funnel.h"
 
+/* Pushes b's bytes (rc 0) or the failure triple, and frees b. */
+static int push_buf(lua_State *L, int rc, mm_buf_t *b)
+{
+	if (rc == 0)
+		lua_pushlstring(L, (const char *)b->p, b->len);
+	mm_buf_free(b);
+	return rc ? mm_lua_push_diag(L, rc) : 1;
+}
+
 static int l_metrics(lua_State *L)
 {
 	int om = lua_toboolean(L, 1);
 	mm_buf_t b = {0};
 	int rc = mm_metrics_render(mm_metrics_global(), om, &b);
 
-	if (rc) {
-		mm_buf_free(&b);
-		return mm_lua_push_diag(L, rc);
-	}
-	lua_pushlstring(L, (const char *)b.p, b.len);
+	if (rc)
+		return push_buf(L, rc, &b);
+	push_buf(L, 0, &b);
 	lua_pushstring(L, mm_expo_content_type(om));
-	mm_buf_free(&b);
 	return 2;
 }
 
@@ -116,12 +122,8 @@ static int l_admin_state(lua_State *L)
 static int l_admin_status(lua_State *L)
 {
 	mm_buf_t b = {0};
-	int rc = mm_admin_status_json(&b);
 
-	if (rc == 0)
-		lua_pushlstring(L, (const char *)b.p, b.len);
-	mm_buf_free(&b);
-	return rc ? mm_lua_push_diag(L, rc) : 1;
+	return push_buf(L, mm_admin_status_json(&b), &b);
 }
 
 static int l_admin_ready(lua_State *L)
@@ -140,32 +142,25 @@ static int l_admin_dead_letters(lua_State *L)
 	mm_buf_t b = {0};
 	int rc = mm_admin_dead_letter_tail(luaL_checkstring(L, 1), (size_t)luaL_optinteger(L, 2, 20), &b);
 
-	if (rc == 0)
-		lua_pushlstring(L, (const char *)b.p, b.len);
-	mm_buf_free(&b);
-	return rc ? mm_lua_push_diag(L, rc) : 1;
+	return push_buf(L, rc, &b);
 }
 
 void mm_lua_metrics_register(lua_State *L, const char *version)
 {
+	static const luaL_Reg funcs[] = {
+		{"metrics", l_metrics},
+		{"metrics_reload", l_metrics_reload},
+		{"metrics_wants_openmetrics", l_metrics_wants_openmetrics},
+		{"admin_publish", l_admin_publish},
+		{"admin_state", l_admin_state},
+		{"admin_status", l_admin_status},
+		{"admin_ready", l_admin_ready},
+		{"admin_dead_letters", l_admin_dead_letters},
+		{NULL, NULL},
+	};
 	mm_metrics_t *m = mm_metrics_global();
 
 	m->version = version;
 	m->lua_errors = mm_lua_errors;
-	lua_pushcfunction(L, l_metrics);
-	lua_setfield(L, -2, "metrics");
-	lua_pushcfunction(L, l_metrics_reload);
-	lua_setfield(L, -2, "metrics_reload");
-	lua_pushcfunction(L, l_metrics_wants_openmetrics);
-	lua_setfield(L, -2, "metrics_wants_openmetrics");
-	lua_pushcfunction(L, l_admin_publish);
-	lua_setfield(L, -2, "admin_publish");
-	lua_pushcfunction(L, l_admin_state);
-	lua_setfield(L, -2, "admin_state");
-	lua_pushcfunction(L, l_admin_status);
-	lua_setfield(L, -2, "admin_status");
-	lua_pushcfunction(L, l_admin_ready);
-	lua_setfield(L, -2, "admin_ready");
-	lua_pushcfunction(L, l_admin_dead_letters);
-	lua_setfield(L, -2, "admin_dead_letters");
+	luaL_register(L, NULL, funcs);
 }
