@@ -57,19 +57,37 @@ static void vk_arm_deadline(mm_valkey_t *st)
 		return;
 	}
 	now = uv_hrtime();
-	due = st->cmd_head->t0 + (uint64_t)st->timeout_ms * 1000000u;
+	due = st->cmd_head->wait0 + (uint64_t)st->timeout_ms * 1000000u;
 	uv_timer_start(&st->deadline, vk_deadline_cb, due > now ? (due - now) / 1000000u + 1 : 0,
 		       0);
 }
 
+static int vk_overdue(const mm_valkey_t *st)
+{
+	return st->cmd_head != NULL &&
+	       uv_hrtime() - st->cmd_head->wait0 >= (uint64_t)st->timeout_ms * 1000000u;
+}
+
+/*
+ * The deadline is "no reply for timeout": it runs for the oldest command in
+ * flight from when it was sent or from the previous reply, whichever came
+ * later, so that a deep pipeline (a flush's claims, hundreds of scripts)
+ * is not dropped while the server keeps answering. libuv runs timers
+ * before it polls, so after the loop was busy longer than the timeout this
+ * callback can come before replies that are already in the socket: they
+ * are read first (hiredis reads without blocking), and only a command still
+ * unanswered then drops the connection.
+ */
 static void vk_deadline_cb(uv_timer_t *t)
 {
 	mm_valkey_t *st = t->data;
 	char why[64];
 
+	if (vk_overdue(st) && st->ac != NULL && (st->ac->c.flags & REDIS_CONNECTED))
+		redisAsyncHandleRead(st->ac);
 	if (st->cmd_head == NULL)
 		return;
-	if (uv_hrtime() - st->cmd_head->t0 >= (uint64_t)st->timeout_ms * 1000000u) {
+	if (vk_overdue(st)) {
 		snprintf(why, sizeof(why), "no reply within %" PRId64 " ms", st->timeout_ms);
 		mm_vk_drop(st, why);
 		return;
@@ -98,6 +116,8 @@ static void vk_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	int noscript = 0;
 
 	vk_cmd_unlink(st, cmd);
+	if (st->cmd_head != NULL && st->cmd_head->wait0 < cmd->t0 + ns)
+		st->cmd_head->wait0 = cmd->t0 + ns;
 	st->vs.ops[cmd->op]++;
 	st->vs.ns_total[cmd->op] += ns;
 	mm_histo_observe(&st->vs.hist[cmd->op], ns);
@@ -132,6 +152,7 @@ static int vk_send(mm_valkey_t *st, int op, vk_reply_fn fn, void *ctx, int argc,
 	cmd->st = st;
 	cmd->op = op;
 	cmd->t0 = uv_hrtime();
+	cmd->wait0 = cmd->t0;
 	cmd->fn = fn;
 	cmd->ctx = ctx;
 	if (redisAsyncCommandArgv(st->ac, vk_on_reply, cmd, argc, argv, argvlen) != REDIS_OK) {

@@ -131,7 +131,9 @@ typedef struct vk_cmd {
 	struct vk_cmd *prev, *next;
 	mm_valkey_t *st;
 	int op;
-	uint64_t t0;
+	uint64_t t0;            /* sent (latency is measured from here) */
+	uint64_t wait0;         /* its deadline runs from here: sent, or the
+	                         * previous reply if that came later */
 	vk_reply_fn fn;
 	void *ctx;
 } vk_cmd_t;
