@@ -46,16 +46,18 @@ typedef struct pipe_meta {
 	struct pipe_meta *next;
 } pipe_meta_t;
 
+typedef struct job job_t;
+
 struct mm_query {
 	mm_store_t **stores;
 	size_t nstores;
 	pipe_meta_t *metas;
 	size_t inflight;
+	uv_check_t *check;          /* flushes `queue` after each poll phase */
+	job_t *queue, **queue_tail; /* jobs planned in this loop iteration */
 };
 
 enum { RANGE_ALL, RANGE_WINDOW, RANGE_FROM_TO };
-
-typedef struct job job_t;
 
 typedef struct slot {
 	job_t *job;
@@ -67,7 +69,6 @@ struct job {
 	mm_query_t *q;
 	mm_rpc_call_t *call;
 	const pipe_meta_t *pm;
-	mm_ns_t ns;
 	char **ents;
 	size_t nent;
 	int64_t lo, hi;             /* bucket range; 0..0 for all-time */
@@ -81,7 +82,24 @@ struct job {
 	int bloom;                  /* MightContain */
 	char **items;
 	size_t nitems;
+	job_t *next;                /* in the query's queue, then in its batch */
 };
+
+/* The reads of every job of one pipeline queued in one loop iteration, as
+ * one get_many per store (see mm_query_call). The jobs' slots point into
+ * its arrays until they finish. */
+typedef struct batch {
+	mm_query_t *q;
+	const pipe_meta_t *pm;
+	mm_ns_t ns;                 /* read by the store until it answers */
+	job_t *jobs;
+	size_t n;                   /* keys */
+	mm_key_t *keys;
+	uint8_t **states, **found;  /* per store */
+	size_t pending;
+	int status;
+	char detail[256];
+} batch_t;
 
 /* ---- descriptors ---- */
 
@@ -644,28 +662,156 @@ static void job_finish(job_t *j)
 	}
 }
 
-static void on_read(void *arg, int status, const char *detail)
+/* Every store has answered: each job takes its part of the batch. */
+static void batch_done(batch_t *bt)
 {
-	slot_t *s = arg;
-	job_t *j = s->job;
+	job_t *j, *next;
 
-	if (status && !j->status) {
-		j->status = status;
-		snprintf(j->detail, sizeof(j->detail), "%s", detail ? detail : mm_strerror(status));
-	}
-	if (--j->pending == 0)
+	for (j = bt->jobs; j != NULL; j = next) {
+		next = j->next;
+		if (bt->status && !j->status) {
+			j->status = bt->status;
+			snprintf(j->detail, sizeof(j->detail), "%s", bt->detail);
+		}
 		job_finish(j);
+	}
+	for (size_t s = 0; s < bt->q->nstores; s++) {
+		free(bt->states[s]);
+		free(bt->found[s]);
+	}
+	free(bt->states);
+	free(bt->found);
+	free(bt->keys);
+	free(bt);
 }
 
-/* Starts the reads of a planned job. */
+static void on_batch_read(void *arg, int status, const char *detail)
+{
+	batch_t *bt = arg;
+
+	if (status && !bt->status) {
+		bt->status = status;
+		snprintf(bt->detail, sizeof(bt->detail), "%s", detail ? detail : mm_strerror(status));
+	}
+	if (--bt->pending == 0)
+		batch_done(bt);
+}
+
+/* Starts one get_many per store for jobs (a list, all of pipeline pm). */
+static void batch_start(mm_query_t *q, const pipe_meta_t *pm, job_t *jobs)
+{
+	batch_t *bt = calloc(1, sizeof(*bt));
+	const mm_monoid_t *m = &pm->m;
+	size_t off = 0;
+	job_t *j;
+
+	if (bt == NULL) {
+		for (j = jobs; j != NULL; j = jobs) {
+			jobs = j->next;
+			j->status = MM_ENOMEM;
+			snprintf(j->detail, sizeof(j->detail), "out of memory");
+			job_finish(j);
+		}
+		return;
+	}
+	bt->q = q;
+	bt->pm = pm;
+	bt->ns = (mm_ns_t){pm->name, &pm->m};
+	bt->jobs = jobs;
+	for (j = jobs; j != NULL; j = j->next)
+		bt->n += j->nent * j->nb;
+	bt->keys = malloc(bt->n * sizeof(mm_key_t));
+	bt->states = calloc(q->nstores, sizeof(uint8_t *));
+	bt->found = calloc(q->nstores, sizeof(uint8_t *));
+	bt->pending = 1; /* held until every read is started */
+	if (bt->keys == NULL || bt->states == NULL || bt->found == NULL) {
+		bt->status = MM_ENOMEM;
+		snprintf(bt->detail, sizeof(bt->detail), "out of memory");
+		if (bt->states == NULL || bt->found == NULL) {
+			/* batch_done walks them: give it empty ones. */
+			free(bt->states);
+			free(bt->found);
+			bt->states = calloc(q->nstores, sizeof(uint8_t *));
+			bt->found = calloc(q->nstores, sizeof(uint8_t *));
+			if (bt->states == NULL || bt->found == NULL)
+				abort(); /* not even a few pointers: nothing sane left to do */
+		}
+	}
+	for (size_t s = 0; !bt->status && s < q->nstores; s++) {
+		bt->states[s] = malloc(bt->n * MM_STATE_MAX);
+		bt->found[s] = calloc(bt->n ? bt->n : 1, 1);
+		if (bt->states[s] == NULL || bt->found[s] == NULL) {
+			bt->status = MM_ENOMEM;
+			snprintf(bt->detail, sizeof(bt->detail), "out of memory");
+			break;
+		}
+		for (size_t i = 0; i < bt->n; i++)
+			m->vt->init(m, bt->states[s] + i * MM_STATE_MAX);
+	}
+	for (j = jobs; j != NULL; j = j->next) {
+		size_t n = j->nent * j->nb;
+
+		for (size_t s = 0; s < q->nstores; s++) {
+			j->slots[s].states = bt->status ? NULL : bt->states[s] + off * MM_STATE_MAX;
+			j->slots[s].found = bt->status ? NULL : bt->found[s] + off;
+		}
+		if (!bt->status)
+			memcpy(bt->keys + off, j->keys, n * sizeof(mm_key_t));
+		off += n;
+	}
+	for (size_t s = 0; !bt->status && s < q->nstores; s++) {
+		int rc;
+
+		bt->pending++;
+		rc = mm_store_get_many(q->stores[s], &bt->ns, bt->keys, bt->n, bt->states[s], bt->found[s],
+				       on_batch_read, bt);
+		if (rc) {
+			bt->pending--;
+			bt->status = rc;
+			snprintf(bt->detail, sizeof(bt->detail), "%s", mm_diag_msg());
+		}
+	}
+	on_batch_read(bt, 0, NULL);
+}
+
+/* After the poll phase: the jobs of this iteration, one batch per pipeline. */
+static void on_check(uv_check_t *h)
+{
+	mm_query_t *q = h->data;
+	job_t *all = q->queue;
+
+	q->queue = NULL;
+	q->queue_tail = &q->queue;
+	uv_check_stop(h);
+	while (all != NULL) {
+		const pipe_meta_t *pm = all->pm;
+		job_t *mine = NULL, **mt = &mine, *rest = NULL, **rt = &rest, *j, *next;
+
+		for (j = all; j != NULL; j = next) {
+			next = j->next;
+			j->next = NULL;
+			if (j->pm == pm) {
+				*mt = j;
+				mt = &j->next;
+			} else {
+				*rt = j;
+				rt = &j->next;
+			}
+		}
+		batch_start(q, pm, mine);
+		all = rest;
+	}
+}
+
+/* Queues the reads of a planned job for this iteration's batch. */
 static void job_start(job_t *j)
 {
 	mm_arena_t *a = j->call->arena;
-	const mm_monoid_t *m = &j->pm->m;
+	mm_query_t *q = j->q;
 	size_t n = j->nent * j->nb;
 
 	j->keys = mm_arena_alloc(a, n * sizeof(mm_key_t));
-	j->slots = mm_arena_calloc(a, j->q->nstores * sizeof(slot_t));
+	j->slots = mm_arena_calloc(a, q->nstores * sizeof(slot_t));
 	if (j->keys == NULL || j->slots == NULL) {
 		mm_rpc_done(j->call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
 		return;
@@ -674,36 +820,13 @@ static void job_start(job_t *j)
 		for (size_t b = 0; b < j->nb; b++)
 			j->keys[e * j->nb + b] = (mm_key_t){j->ents[e], strlen(j->ents[e]),
 							    j->pm->gran ? j->lo + (int64_t)b : 0};
-	for (size_t s = 0; s < j->q->nstores; s++) {
-		slot_t *sl = &j->slots[s];
-
-		sl->job = j;
-		sl->states = mm_arena_alloc(a, n * MM_STATE_MAX);
-		sl->found = mm_arena_calloc(a, n);
-		if (sl->states == NULL || sl->found == NULL) {
-			sl->states = NULL;
-			j->status = MM_ENOMEM;
-			snprintf(j->detail, sizeof(j->detail), "out of memory");
-			break;
-		}
-		for (size_t i = 0; i < n; i++)
-			m->vt->init(m, sl->states + i * MM_STATE_MAX);
-	}
-	j->q->inflight++;
-	j->pending = 1; /* held until every read is started */
-	for (size_t s = 0; !j->status && s < j->q->nstores; s++) {
-		int rc;
-
-		j->pending++;
-		rc = mm_store_get_many(j->q->stores[s], &j->ns, j->keys, n, j->slots[s].states,
-				       j->slots[s].found, on_read, &j->slots[s]);
-		if (rc) {
-			j->pending--;
-			j->status = rc;
-			snprintf(j->detail, sizeof(j->detail), "%s", mm_diag_msg());
-		}
-	}
-	on_read(&j->slots[0], 0, NULL);
+	for (size_t s = 0; s < q->nstores; s++)
+		j->slots[s].job = j;
+	q->inflight++;
+	j->next = NULL;
+	*q->queue_tail = j;
+	q->queue_tail = &j->next;
+	uv_check_start(q->check, on_check);
 }
 
 /* ---- methods ---- */
@@ -897,7 +1020,6 @@ void mm_query_call(void *arg, mm_rpc_call_t *call)
 			    "pipeline '%s' is a %s, not a bloom filter", pipeline, j->pm->m.vt->name);
 		return;
 	}
-	j->ns = (mm_ns_t){j->pm->name, &j->pm->m};
 	if ((rc = plan_range(j, mode, window, at, from, to)) != 0) {
 		mm_rpc_done(call, NULL, rc, "%s", j->detail);
 		return;
@@ -911,17 +1033,23 @@ void mm_query_call(void *arg, mm_rpc_call_t *call)
 	job_start(j);
 }
 
-int mm_query_open(mm_store_t *const *stores, size_t n, mm_query_t **out)
+int mm_query_open(uv_loop_t *loop, mm_store_t *const *stores, size_t n, mm_query_t **out)
 {
 	mm_query_t *q = calloc(1, sizeof(*q));
 
-	if (q == NULL || n == 0 || (q->stores = calloc(n, sizeof(*stores))) == NULL) {
+	if (q == NULL || n == 0 || (q->stores = calloc(n, sizeof(*stores))) == NULL ||
+	    (q->check = calloc(1, sizeof(*q->check))) == NULL) {
+		if (q)
+			free(q->stores);
 		free(q);
 		return mm_diag_set(n ? MM_ENOMEM : MM_EINVAL, "query: %s",
 				   n ? "out of memory" : "no store to read");
 	}
 	memcpy(q->stores, stores, n * sizeof(*stores));
 	q->nstores = n;
+	q->queue_tail = &q->queue;
+	uv_check_init(loop, q->check);
+	q->check->data = q;
 	*out = q;
 	return 0;
 }
@@ -931,12 +1059,18 @@ size_t mm_query_inflight(const mm_query_t *q)
 	return q->inflight;
 }
 
+static void on_check_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
 void mm_query_close(mm_query_t *q)
 {
 	pipe_meta_t *pm, *next;
 
 	if (q == NULL)
 		return;
+	uv_close((uv_handle_t *)q->check, on_check_closed);
 	for (pm = q->metas; pm != NULL; pm = next) {
 		next = pm->next;
 		meta_free(pm);

@@ -13,6 +13,12 @@
  * reads fetch every bucket of the range with one get_many per store, and
  * several stores (data directories) are merged with the monoid.
  *
+ * Coalescing: the reads of every request planned during one loop iteration
+ * (all the requests a poll phase parsed, e.g. one per busy connection) go
+ * out after the poll phase as one get_many per pipeline and store, so
+ * concurrent requests share one store read (LMDB: one read transaction and
+ * one thread-pool round trip) instead of one each.
+ *
  * Stores are not owned and must outlive the query service; they may be the
  * stores of a running engine (`murmur run --listen`): reads run beside its
  * flushes (LMDB: a read transaction on the thread pool).
@@ -29,15 +35,16 @@
 
 typedef struct mm_query mm_query_t;
 
-/* A query service over stores[0..n) (n >= 1; the array is copied). */
-int mm_query_open(mm_store_t *const *stores, size_t n, mm_query_t **out);
+/* A query service over stores[0..n) (n >= 1; the array is copied), on loop. */
+int mm_query_open(uv_loop_t *loop, mm_store_t *const *stores, size_t n, mm_query_t **out);
 
 /* The rpc implementation (mm_rpc_impl_fn) with arg = the mm_query_t. */
 void mm_query_call(void *arg, mm_rpc_call_t *call);
 
-/* Store reads in flight; close only at 0 (run the loop until then). */
+/* Store reads queued or in flight; close only at 0 (run the loop until then). */
 size_t mm_query_inflight(const mm_query_t *q);
 
+/* Frees q; its check handle is closed, so the loop must run once more. */
 void mm_query_close(mm_query_t *q);
 
 #endif

@@ -24,7 +24,7 @@ int mm_serve_start(uv_loop_t *loop, const mm_server_options_t *opt, mm_store_t *
 	if (s == NULL)
 		return mm_diag_set(MM_ENOMEM, "serve: out of memory");
 	s->loop = loop;
-	rc = mm_query_open(stores, n, &s->query);
+	rc = mm_query_open(loop, stores, n, &s->query);
 	if (rc == 0)
 		rc = mm_server_open(loop, opt, &s->srv);
 	if (rc == 0)

@@ -27,3 +27,9 @@ if command -v node >/dev/null 2>&1 && [ -f tests/node/node_modules/dynalite/pack
 else
 	echo "dynamodb: skipped (node or tests/node/node_modules missing: make deps)"
 fi
+if command -v wrk >/dev/null 2>&1; then
+	echo "serve: murmur serve on a fresh LMDB store, wrk at 64 connections (tests/bench/serve.lua)"
+	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/serve.lua "$dir"
+else
+	echo "serve: skipped (wrk missing: make deps)"
+fi

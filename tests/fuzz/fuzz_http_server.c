@@ -114,7 +114,7 @@ static void start(void)
 	if (mm_store_open("memory", &loop, NULL, 0, 0, &st) != 0)
 		abort();
 	seed(st);
-	if (mm_query_open(&st, 1, &q) != 0 || mm_server_open(&loop, &opt, &srv) != 0 ||
+	if (mm_query_open(&loop, &st, 1, &q) != 0 || mm_server_open(&loop, &opt, &srv) != 0 ||
 	    mm_rpc_open(srv, &murmur__v1__query_service__descriptor, mm_query_call, q, &rpc) != 0 ||
 	    mm_server_address(srv, where, sizeof(where)) != 0)
 		abort();

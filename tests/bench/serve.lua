@@ -1,0 +1,106 @@
+-- The query service under load: wrk against Get and GetWindow (30 daily
+-- buckets) at 64 connections, the server pinned to one core and wrk to the
+-- other, and the per-query cost against the `murmur query` command measured
+-- in the same run. Run by tests/bench/run.sh when wrk is installed:
+--
+--   murmur lua tests/bench/serve.lua DIR
+--
+-- Data: two pipelines over 200 000 events on 1 000 entities spread over the
+-- last 30 days, written by `murmur run --once` into a fresh LMDB store. wrk
+-- rotates over the 1 000 entities (tests/bench/wrk_rotate.lua). Figures:
+-- requests/s and p99 per method; the server's CPU per request
+-- (1 / requests/s of its one core); the wall time of a whole `murmur query`
+-- process for the same Get (start-up included: what an application paid
+-- before the server existed), and the ratio of the two.
+local core = require("murmur.core")
+local ffi = require("ffi")
+
+ffi.cdef [[ uint64_t uv_hrtime(void); ]]
+
+local dir = arg[1]
+local murmur = os.getenv("MURMUR") or "build/murmur"
+local SECONDS = tonumber(os.getenv("BENCH_SERVE_SECONDS") or "10")
+local ENTITIES, EVENTS, DAY = 1000, 200000, 86400
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+local function hr() return tonumber(ffi.C.uv_hrtime()) end
+
+local function write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+write(dir .. "/serve_bench.lua", [[
+local murmur = require("murmur")
+murmur.pipeline { name = "lookups", key = "user", monoid = murmur.sum {}, value = "n" }
+murmur.pipeline { name = "daily", key = "user", monoid = murmur.count {}, time = "ts",
+  window = murmur.daily { retention = "30d" } }
+]])
+do
+  local now, f = os.time(), assert(io.open(dir .. "/serve_events.jsonl", "wb"))
+  for i = 1, EVENTS do
+    f:write(('{"user":"u%d","n":%d,"ts":%d}\n'):format(i % ENTITIES, i % 97, now - (i % 30) * DAY))
+  end
+  f:close()
+end
+local data = dir .. "/serve_data"
+assert(os.execute(("%s run --once --data %s --input %s %s/serve_bench.lua 2>/dev/null")
+  :format(murmur, data, dir .. "/serve_events.jsonl", dir)) == 0, "murmur run failed")
+
+local cores = tonumber(sh("nproc")) or 1
+local pin_server = cores >= 2 and "taskset -c 0 " or ""
+local pin_wrk = cores >= 2 and "taskset -c 1 " or ""
+local log = dir .. "/serve.log"
+local pid = sh(("%s%s serve --data %s --listen 127.0.0.1:0 > %s 2>&1 & echo $!"):format(pin_server, murmur, data, log)):match("%d+")
+local port
+for _ = 1, 200 do
+  local f = io.open(log)
+  port = f and f:read("*a"):match("listening on http://[^\n]-:(%d+)")
+  if f then f:close() end
+  if port then break end
+  os.execute("sleep 0.05")
+end
+assert(port, "murmur serve did not start")
+
+local function p99_ms(out)
+  local v, unit = out:match("\n%s+99%%%s+([%d%.]+)(%a+)")
+  if not v then return nil end
+  return tonumber(v) * ({ us = 0.001, ms = 1, s = 1000 })[unit]
+end
+
+local function run_wrk(method, body)
+  local out = sh(("BODY=%s %swrk -t1 -c64 -d%ds --latency -s tests/bench/wrk_rotate.lua http://127.0.0.1:%s/murmur.v1.QueryService/%s 2>&1")
+    :format(("'%s'"):format(body), pin_wrk, SECONDS, port, method))
+  local rps = tonumber(out:match("Requests/sec:%s+([%d%.]+)"))
+  local errors = out:match("Non%-2xx or 3xx responses: (%d+)")
+  assert(rps and not errors, "wrk: " .. out)
+  return rps, p99_ms(out)
+end
+
+-- Warm the page cache and the descriptor cache first.
+run_wrk("Get", '{"pipeline":"lookups","entity":"uENTITY"}')
+local get_rps, get_p99 = run_wrk("Get", '{"pipeline":"lookups","entity":"uENTITY"}')
+local win_rps, win_p99 = run_wrk("GetWindow", '{"pipeline":"daily","entity":"uENTITY","window":"30d"}')
+os.execute("kill -TERM " .. pid)
+
+-- The same Get as a `murmur query` process, timed whole.
+local N = 20
+local t0 = hr()
+for i = 1, N do
+  sh(("%s query lookups u%d --data %s --json"):format(murmur, i, data))
+end
+local query_us = (hr() - t0) / 1e3 / N
+
+print(("serve: Get        %8.0f req/s  p99 %6.2f ms  (64 connections, server on %s, wrk on %s)")
+  :format(get_rps, get_p99 or -1, cores >= 2 and "core 0" or "the only core", cores >= 2 and "core 1" or "it too"))
+print(("serve: GetWindow  %8.0f req/s  p99 %6.2f ms  (30 daily buckets merged per request)"):format(win_rps, win_p99 or -1))
+local per_get = 1e6 / get_rps
+print(("serve: per query: %.1f us of the server's core for a Get, %.0f us for a murmur query process: %.0fx cheaper")
+  :format(per_get, query_us, query_us / per_get))
