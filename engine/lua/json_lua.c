@@ -32,7 +32,13 @@
 #include "../lib/error.h"
 
 #define SCRATCH_MT "murmur.json.scratch_mt"
-#define SCRATCH_KEY "murmur.json.scratch"
+
+/* The upvalues of json_decode and json_encode (mm_lua_json_register): the
+ * array metatable, and the idle scratch buffer (nil while a call holds it).
+ * Upvalues rather than registry fields: a registry lookup hashes its key
+ * string on every call, and decode runs once per record on the Lua path. */
+#define UV_ARRAY_MT lua_upvalueindex(1)
+#define UV_SCRATCH lua_upvalueindex(2)
 
 /* A scratch that grew past this is freed rather than kept for the next call,
  * so one huge document does not pin its memory for the life of the state. */
@@ -57,10 +63,10 @@ static mm_buf_t *scratch_take(lua_State *L)
 {
 	mm_buf_t *b;
 
-	lua_getfield(L, LUA_REGISTRYINDEX, SCRATCH_KEY);
+	lua_pushvalue(L, UV_SCRATCH);
 	if (lua_isuserdata(L, -1)) {
 		lua_pushnil(L);
-		lua_setfield(L, LUA_REGISTRYINDEX, SCRATCH_KEY);
+		lua_replace(L, UV_SCRATCH);
 		b = lua_touserdata(L, -1);
 		b->len = 0;
 		return b;
@@ -82,7 +88,7 @@ static void scratch_give(lua_State *L, int idx, mm_buf_t *b)
 	if (b->cap > SCRATCH_KEEP)
 		mm_buf_free(b);
 	lua_pushvalue(L, idx);
-	lua_setfield(L, LUA_REGISTRYINDEX, SCRATCH_KEY);
+	lua_replace(L, UV_SCRATCH);
 }
 
 /* Pushes the array metatable, creating it on first use. */
@@ -273,8 +279,8 @@ int mm_lua_json_decode(lua_State *L)
 
 	d.doc = luaL_checklstring(L, 1, &n);
 	lua_settop(L, 1);
-	scratch = scratch_take(L); /* 2 */
-	push_array_mt(L);          /* 3 */
+	scratch = scratch_take(L);     /* 2 */
+	lua_pushvalue(L, UV_ARRAY_MT); /* 3 */
 	d.L = L;
 	d.mt = 3;
 	d.depth = 0;
@@ -542,8 +548,8 @@ int mm_lua_json_encode(lua_State *L)
 
 	luaL_checkany(L, 1);
 	lua_settop(L, 1);
-	out = scratch_take(L); /* 2 */
-	push_array_mt(L);      /* 3 */
+	out = scratch_take(L);         /* 2 */
+	lua_pushvalue(L, UV_ARRAY_MT); /* 3 */
 	e.L = L;
 	e.out = out;
 	e.mt = 3;
@@ -561,9 +567,13 @@ int mm_lua_json_encode(lua_State *L)
 
 void mm_lua_json_register(lua_State *L)
 {
-	lua_pushcfunction(L, mm_lua_json_decode);
+	push_array_mt(L);
+	lua_pushnil(L);
+	lua_pushcclosure(L, mm_lua_json_decode, 2);
 	lua_setfield(L, -2, "json_decode");
-	lua_pushcfunction(L, mm_lua_json_encode);
+	push_array_mt(L);
+	lua_pushnil(L);
+	lua_pushcclosure(L, mm_lua_json_encode, 2);
 	lua_setfield(L, -2, "json_encode");
 	mm_lua_json_push_null(L);
 	lua_setfield(L, -2, "null");

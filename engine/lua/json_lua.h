@@ -38,7 +38,8 @@
 #define MM_LUA_JSON_ARRAY_MT "murmur.json.array"
 
 /* json_decode(s): decodes the JSON text s. Returns the value, or nil, msg,
- * code. */
+ * code. It and json_encode are closures over the upvalues that
+ * mm_lua_json_register gives them: call them through that table. */
 int mm_lua_json_decode(lua_State *L);
 
 /* json_encode(v): encodes v as JSON text. Returns the string, or nil, msg,
