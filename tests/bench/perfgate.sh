@@ -16,9 +16,13 @@
 # that no setting fixes: libuv spins (about 7 000 instructions a time) when
 # the thread pool signals the loop while the loop is looking, which happens a
 # varying number of times a run. So libuv's own instructions are not counted
-# (the loop machinery costs a few per 64 KiB read, nothing per event); the
-# rest repeats to within about a hundred instructions per run, far below
-# one per event.
+# (the loop machinery costs a few per 64 KiB read, nothing per event), nor
+# two clocks' worth of work: the engine's loop-lag probe (on_lag_timer, a
+# 50 ms timer: it fires as often as the run is slow) and the latency
+# histograms (mm_histo_observe, whose cost depends on the latency it files).
+# The rest repeats to within about a hundred instructions per run, far below
+# one per event. (--collect-atstart must follow --toggle-collect, which
+# turns it off.)
 #
 #   PERF_RECORD=1   write the measured figures as the new budget
 #   PERF_EVENTS=N   events per run (default 20000; the budget is for 20000)
@@ -55,6 +59,7 @@ count() {
 	if ! env -i PATH=/usr/bin:/bin HOME=/nonexistent LC_ALL=C LD_BIND_NOW=1 UV_THREADPOOL_SIZE=1 \
 		LD_PRELOAD="$ROOT/$BUILD/bench/fixed_seed.so" MURMUR_LUA_DIR="$ROOT/lua" \
 		setarch "$(uname -m)" -R valgrind --tool=callgrind --compress-strings=no --compress-pos=no \
+		--toggle-collect=on_lag_timer --toggle-collect=mm_histo_observe --collect-atstart=yes \
 		--callgrind-out-file="$work/callgrind.out" \
 		"$ROOT/$BUILD/murmur" lua "$ROOT/tests/bench/perfgate_run.lua" "$work/data" "$2" "$1" \
 		>"$work/run.log" 2>&1; then
@@ -89,6 +94,10 @@ for spec in \
 	one=$(count "$2" "$work/$3-n.jsonl")
 	two=$(count "$2" "$work/$3-2n.jsonl")
 	per=$(( (two - one + N / 2) / N ))
+	if [ "$one" -le 0 ] || [ "$per" -le 0 ]; then
+		echo "perfgate: $1: no instructions counted ($one, $two): the measurement is broken" >&2
+		exit 1
+	fi
 	results="$results$1 $per
 "
 	budget=$(budget_of "$1")
