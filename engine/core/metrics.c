@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "../codec/json.h"
 #include "../lib/error.h"
 #include "../lib/expo.h"
 #include "../lib/time.h"
@@ -513,6 +514,38 @@ static void render_stores(const mm_metrics_t *m, mm_expo_t *w)
 	free(sum);
 }
 
+/* A supervised worker's restarts, from the supervisor's supervisor.json (the
+ * supervisor is another process: its file is the only view of its counts).
+ * A file missing or unreadable leaves the families out. */
+static void render_supervisor(const char *path, mm_expo_t *w)
+{
+	char text[1024];
+	mm_json_field_t f[] = {{.name = "restarts", .name_len = 8}, {.name = "crashes", .name_len = 7},
+			       {.name = "stalls", .name_len = 6}, {.name = "poison", .name_len = 6}};
+	double v[4];
+	FILE *fp = fopen(path, "r");
+	size_t n = fp ? fread(text, 1, sizeof(text), fp) : 0;
+
+	if (fp)
+		fclose(fp);
+	if (n == 0 || n == sizeof(text) || mm_json_scan(text, n, f, 4) != 0) {
+		mm_diag_clear();
+		return;
+	}
+	for (int i = 0; i < 4; i++) {
+		if (f[i].type != MM_JSON_NUMBER)
+			return;
+		v[i] = strtod(f[i].p, NULL);
+	}
+	counter(w, "murmur_worker_restarts", "Times the supervisor restarted the worker.", v[0]);
+	mm_expo_family(w, "murmur_worker_deaths", MM_EXPO_COUNTER,
+		       "Worker deaths the supervisor saw, by cause: crash or stall (watchdog).");
+	mm_expo_value(w, (const char *const[]){"cause", "crash", NULL}, v[1]);
+	mm_expo_value(w, (const char *const[]){"cause", "stall", NULL}, v[2]);
+	counter(w, "murmur_poison_records", "Records blamed twice for a worker's death (sent to dead letters).",
+		v[3]);
+}
+
 static void render_reload(const mm_reload_metrics_t *r, mm_expo_t *w)
 {
 	static const char *const results[] = {"ok", "failed", "unchanged"};
@@ -543,6 +576,8 @@ int mm_metrics_render(const mm_metrics_t *m, int openmetrics, mm_buf_t *out)
 	if (m->engine != NULL)
 		render_engine(m->engine, &w);
 	render_stores(m, &w);
+	if (m->supervisor_json[0])
+		render_supervisor(m->supervisor_json, &w);
 	if (m->has_reload)
 		render_reload(&m->reload, &w);
 	if (m->render_more != NULL)

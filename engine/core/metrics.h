@@ -50,6 +50,7 @@ typedef struct mm_metrics {
 	int has_reload;             /* 1 once the reload counters were set */
 	uint64_t (*lua_errors)(void); /* the Lua funnel's error count, or NULL */
 	int64_t start_ms;           /* process start (wall clock) */
+	char supervisor_json[512];  /* a supervised worker: DATA/supervisor.json, else "" */
 	const char *version;        /* static string */
 } mm_metrics_t;
 

@@ -72,6 +72,16 @@ static int l_metrics_reload(lua_State *L)
 	return 0;
 }
 
+/* core.metrics_supervisor(path): a supervised worker's supervisor.json,
+ * whose counts /metrics renders. */
+static int l_metrics_supervisor(lua_State *L)
+{
+	mm_metrics_t *m = mm_metrics_global();
+
+	snprintf(m->supervisor_json, sizeof(m->supervisor_json), "%s", luaL_checkstring(L, 1));
+	return 0;
+}
+
 /* core.metrics_wants_openmetrics(accept): the server's content negotiation,
  * for the specs. */
 static int l_metrics_wants_openmetrics(lua_State *L)
@@ -150,6 +160,7 @@ void mm_lua_metrics_register(lua_State *L, const char *version)
 	static const luaL_Reg funcs[] = {
 		{"metrics", l_metrics},
 		{"metrics_reload", l_metrics_reload},
+		{"metrics_supervisor", l_metrics_supervisor},
 		{"metrics_wants_openmetrics", l_metrics_wants_openmetrics},
 		{"admin_publish", l_admin_publish},
 		{"admin_state", l_admin_state},

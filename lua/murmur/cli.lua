@@ -164,6 +164,8 @@ local function cmd_run(args)
   -- The admin page's definitions, /readyz: published now and after reloads.
   local admin = require("murmur.admin")
   admin.publish(specs, opts, inst.data, "run")
+  -- /metrics shows the supervisor's restart counts (its supervisor.json).
+  if os.getenv("MURMUR_SUPERVISOR_PID") then core.metrics_supervisor(inst.data .. "/supervisor.json") end
   reloader.on_reload = function()
     admin.publish(inst.specs, opts, inst.data, "run")
     status.write(inst, reloader)

@@ -281,6 +281,40 @@ describe("#metrics served by murmur run --listen", function()
   end)
 end)
 
+describe("#metrics #supervisor served by a supervised worker", function()
+  local dir, h
+  after_each(function()
+    if h then S.kill(h, "TERM") S.wait_exit(h, 20) h = nil end
+    S.rm_rf(dir)
+  end)
+
+  it("shows the supervisor's restarts after the worker is killed", function()
+    dir = S.tmpdir()
+    M.prepare(dir)
+    local port
+    h, port = start_run(dir, nil, S.free_port())
+    local base = ("http://127.0.0.1:%d"):format(port)
+    local p = M.parse(select(2, http_get(base .. "/metrics")))
+    assert.are.equal(0, M.value(p, "murmur_worker_restarts_total"))
+    local worker = S.status(dir .. "/d").pid
+    assert.are.equal(0, S.exec("kill -KILL " .. worker))
+    S.wait_status(dir .. "/d", function(st) return st.pid ~= worker and st.engine ~= nil end, 30, "a new worker")
+    local code, body
+    for _ = 1, 100 do
+      code, body = http_get(base .. "/metrics")
+      if code == 200 then break end
+      S.sleep(0.1)
+    end
+    assert.are.equal(200, code)
+    p = M.parse(body)
+    M.check_structure(p, false)
+    assert.are.equal(1, M.value(p, "murmur_worker_restarts_total"))
+    assert.are.equal(1, M.value(p, "murmur_worker_deaths_total", { cause = "crash" }))
+    assert.are.equal(0, M.value(p, "murmur_worker_deaths_total", { cause = "stall" }))
+    assert.are.equal(0, M.value(p, "murmur_poison_records_total"))
+  end)
+end)
+
 describe("#metrics #valkey with a Valkey cache", function()
   local dir, pid
   after_each(function()

@@ -179,12 +179,13 @@ end
 -- Starts `murmur run --follow --listen` over M.prepare's script and input
 -- (already run once: it resumes at the end of the input, so the counters
 -- of this process start at 0); waits for the port and the first status.
-local function start_run(dir, extra)
+-- port: a fixed port (a restarted worker listens there again), default any.
+local function start_run(dir, extra, port)
   os.remove(dir .. "/d/status.json") -- the --once run's
-  local h, port = start_server(dir, ("%s run --follow --data %s --input %s %s --listen 127.0.0.1:0 %s"):format(
-    S.murmur, S.quote(dir .. "/d"), S.quote(dir .. "/in.jsonl"), S.quote(dir .. "/p.lua"), extra or ""))
+  local h, got = start_server(dir, ("%s run --follow --data %s --input %s %s --listen 127.0.0.1:%d %s"):format(
+    S.murmur, S.quote(dir .. "/d"), S.quote(dir .. "/in.jsonl"), S.quote(dir .. "/p.lua"), port or 0, extra or ""))
   S.wait_status(dir .. "/d", function(st) return st.engine ~= nil end, 20, "the engine's status")
-  return h, port
+  return h, got
 end
 -- Appends n events for the running instance (every fifth malformed) and
 -- waits until its status shows them in pipeline top.
