@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "../lib/error.h"
+#include "../lib/text.h"
 
 /* ---- SHA-256 ---- */
 
@@ -281,17 +282,6 @@ static int is_space(char c)
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Appends p[0..n) percent-encoded; '/' is kept when keep_slash. */
 static int uri_encode(mm_buf_t *out, const char *p, size_t n, int keep_slash)
 {
@@ -326,8 +316,8 @@ static int query_component(mm_buf_t *out, const char *p, size_t n)
 		int hi, lo;
 		char c = p[i];
 
-		if (c == '%' && i + 2 < n && (hi = hex_value(p[i + 1])) >= 0 &&
-		    (lo = hex_value(p[i + 2])) >= 0) {
+		if (c == '%' && i + 2 < n && (hi = mm_hex_digit((unsigned char)p[i + 1])) >= 0 &&
+		    (lo = mm_hex_digit((unsigned char)p[i + 2])) >= 0) {
 			c = (char)(hi << 4 | lo);
 			i += 2;
 		}

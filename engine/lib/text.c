@@ -72,3 +72,14 @@ int mm_base64_encode(const void *src, size_t n, mm_buf_t *out)
 	out->len += olen;
 	return 0;
 }
+
+int mm_hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

@@ -95,6 +95,9 @@ int mm_conn_write(mm_conn_t *c, const void *p, size_t n);
 void mm_conn_timer(mm_conn_t *c, uint64_t ms);  /* 0 stops it */
 void mm_conn_read(mm_conn_t *c, int on);
 mm_net_ex_t *mm_net_ex_new(mm_conn_t *c);
+/* Moves the body collected in ex->res.body into the arena as ex->req.body.
+ * Returns 0 or MM_ENOMEM. */
+int mm_net_ex_take_body(mm_net_ex_t *ex);
 void mm_net_ex_free(mm_net_ex_t *ex);
 /* Routes, checks the token and CORS, answers or hands to the handler. */
 void mm_server_dispatch(mm_server_t *srv, mm_net_ex_t *ex);

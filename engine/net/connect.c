@@ -15,6 +15,7 @@
 
 #include "../codec/json.h"
 #include "../lib/error.h"
+#include "../lib/text.h"
 #include "pbjson.h"
 #include "rpc.h"
 #include "wire.h"
@@ -36,17 +37,6 @@ static int type_is(const char *ct, const char *want)
 	return ct != NULL && strncasecmp(ct, want, n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes (and '+' as space, the form encoding) into the arena. */
 static char *unescape(mm_arena_t *a, const char *p, size_t n, size_t *outlen)
 {
@@ -56,8 +46,8 @@ static char *unescape(mm_arena_t *a, const char *p, size_t n, size_t *outlen)
 	if (s == NULL)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
-		if (p[i] == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
-			s[j++] = (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
+		if (p[i] == '%' && i + 2 < n && mm_hex_digit(p[i + 1]) >= 0 && mm_hex_digit(p[i + 2]) >= 0) {
+			s[j++] = (char)(mm_hex_digit(p[i + 1]) * 16 + mm_hex_digit(p[i + 2]));
 			i += 2;
 		} else {
 			s[j++] = p[i] == '+' ? ' ' : p[i];

@@ -135,15 +135,13 @@ static int build_request(mm_net_ex_t *ex)
 	const uint8_t *hp = ex->h2_hdrs.p, *end = hp ? hp + ex->h2_hdrs.len : hp;
 	size_t n = 0, k = 0;
 	mm_net_header_t *h;
-	uint8_t *body;
 	const char *path = NULL;
 
 	for (const uint8_t *s = hp; s < end; s++)
 		n += *s == 0;
 	n /= 2;
 	h = mm_arena_alloc(a, (n ? n : 1) * sizeof(*h));
-	body = mm_arena_alloc(a, ex->res.body.len ? ex->res.body.len : 1);
-	if (h == NULL || body == NULL)
+	if (h == NULL)
 		return -1;
 	req->method = NULL;
 	for (size_t i = 0; i < n; i++) {
@@ -170,13 +168,8 @@ static int build_request(mm_net_ex_t *ex)
 	}
 	req->headers = h;
 	req->nheaders = k;
-	if (ex->res.body.len)
-		memcpy(body, ex->res.body.p, ex->res.body.len);
-	req->body = body;
-	req->body_len = ex->res.body.len;
 	req->http2 = 1;
-	ex->res.body.len = 0;
-	return 0;
+	return mm_net_ex_take_body(ex) ? -1 : 0;
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud)

@@ -175,7 +175,6 @@ static int build_request(mm_conn_t *c, mm_net_ex_t *ex)
 	const char *url = (const char *)c->h1_url.p, *q;
 	size_t ulen = c->h1_url.len, n = 0, plen;
 	mm_net_header_t *h;
-	uint8_t *body;
 	const uint8_t *hp = c->h1_hdrs.p, *end = hp ? hp + c->h1_hdrs.len : hp;
 
 	if (ulen == 0)
@@ -205,8 +204,7 @@ static int build_request(mm_conn_t *c, mm_net_ex_t *ex)
 		n += *s == 0;
 	n /= 2;
 	h = mm_arena_alloc(a, (n ? n : 1) * sizeof(*h));
-	body = mm_arena_alloc(a, ex->res.body.len ? ex->res.body.len : 1);
-	if (req->path == NULL || req->query == NULL || h == NULL || body == NULL)
+	if (req->path == NULL || req->query == NULL || h == NULL)
 		return 503;
 	for (size_t i = 0; i < n; i++) {
 		size_t nl = strlen((const char *)hp), vl = strlen((const char *)hp + nl + 1);
@@ -220,12 +218,7 @@ static int build_request(mm_conn_t *c, mm_net_ex_t *ex)
 	}
 	req->headers = h;
 	req->nheaders = n;
-	if (ex->res.body.len)
-		memcpy(body, ex->res.body.p, ex->res.body.len);
-	req->body = body;
-	req->body_len = ex->res.body.len;
-	ex->res.body.len = 0;
-	return 0;
+	return mm_net_ex_take_body(ex) ? 503 : 0;
 }
 
 static int on_message_complete(http_parser *p)

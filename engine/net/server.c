@@ -368,6 +368,20 @@ mm_net_ex_t *mm_net_ex_new(mm_conn_t *c)
 	return ex;
 }
 
+int mm_net_ex_take_body(mm_net_ex_t *ex)
+{
+	uint8_t *body = mm_arena_alloc(&ex->arena, ex->res.body.len ? ex->res.body.len : 1);
+
+	if (body == NULL)
+		return mm_diag_set(MM_ENOMEM, "server: out of memory");
+	if (ex->res.body.len)
+		memcpy(body, ex->res.body.p, ex->res.body.len);
+	ex->req.body = body;
+	ex->req.body_len = ex->res.body.len;
+	ex->res.body.len = 0;
+	return 0;
+}
+
 void mm_net_ex_free(mm_net_ex_t *ex)
 {
 	mm_arena_free(&ex->arena);
