@@ -1,0 +1,75 @@
+-- murmur serve over the DynamoDB store (dynalite on 127.0.0.1, reached
+-- through tests/node/fault_proxy.js, which counts requests by operation):
+-- answers equal `murmur query`'s, and a GetMany of 250 entities is one
+-- BatchGetItem per 100 keys, i.e. 3 requests.
+local S = require("spec.support")
+local SV = require("spec.serve_support")
+local core = require("murmur.core")
+
+local SECRET = "spec-secret"
+local d = S.have_dynalite and describe or pending
+
+d("#serve_dynamodb murmur serve over DynamoDB", function()
+  local dir, dyn, proxy, proxy_port, h, port
+  local TABLE = ("serve_%d"):format(os.time() % 100000)
+
+  local function env()
+    return ("env AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=%s MURMUR_STORE=dynamodb MURMUR_DYNAMODB_TABLE=%s MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d")
+      :format(SECRET, TABLE, proxy_port)
+  end
+
+  local function batch_gets()
+    local _, out = S.exec(("curl -s http://127.0.0.1:%d/__stats"):format(proxy_port))
+    return core.json_decode(out).requests.BatchGetItem or 0
+  end
+
+  local function rpc(method, body)
+    local _, out = S.exec(("curl -s --max-time 20 -X POST -H 'content-type: application/json' --data-binary %s http://127.0.0.1:%d/murmur.v1.QueryService/%s")
+      :format(S.quote(core.json_encode(body)), port, method))
+    return core.json_decode(out)
+  end
+
+  setup(function()
+    dir = S.tmpdir()
+    local dyn_port
+    dyn, dyn_port = S.start_dynalite(dir, dir .. "/db")
+    proxy = S.spawn(("node tests/node/fault_proxy.js --target %d"):format(dyn_port), dir .. "/proxy.log")
+    proxy_port = S.wait_port(dir .. "/proxy.log", 10)
+    S.exec(("curl -s -X POST --data-binary %s http://127.0.0.1:%d/__faults")
+      :format(S.quote(core.json_encode({ verify_secret = SECRET, rules = {} })), proxy_port))
+    local code, _, err = S.exec(env() .. " " .. S.quote(S.murmur) .. " ddb create-table")
+    assert(code == 0, err)
+    S.write_file(dir .. "/p.lua", 'local murmur = require("murmur")\n'
+      .. 'murmur.pipeline { name = "views", key = "page", monoid = murmur.sum {}, value = "n" }\n')
+    local ev = {}
+    for i = 1, 500 do ev[#ev + 1] = ('{"page":"p%d","n":%d}'):format(i % 250, i) end
+    S.write_file(dir .. "/ev.jsonl", table.concat(ev, "\n") .. "\n")
+    code, _, err = S.exec(("%s %s run --once --input %s %s"):format(env(), S.quote(S.murmur),
+      S.quote(dir .. "/ev.jsonl"), S.quote(dir .. "/p.lua")))
+    assert(code == 0, err)
+    h, port = SV.start({ dir .. "/p.lua", "--store", "dynamodb", "--listen", "127.0.0.1:0" }, dir .. "/serve.log", env())
+  end)
+
+  teardown(function()
+    if h then SV.stop(h) end
+    if proxy then S.kill(proxy, "TERM") S.wait_exit(proxy, 5) end
+    if dyn then S.kill(dyn, "TERM") S.wait_exit(dyn, 5) end
+    S.rm_rf(dir)
+  end)
+
+  it("answers like murmur query, and reads GetMany with one BatchGetItem per 100 keys", function()
+    local r = rpc("Get", { pipeline = "views", entity = "p7" }).result
+    local _, out = S.exec(("%s %s query views p7 --json"):format(env(), S.quote(S.murmur)))
+    assert.are.equal(SV.digits(core.json_decode(out).result.value), r.scalar.intValue)
+    local entities = {}
+    for i = 0, 249 do entities[#entities + 1] = "p" .. i end
+    local before = batch_gets()
+    local rs = rpc("GetMany", { pipeline = "views", entities = entities }).results
+    assert.are.equal(3, batch_gets() - before)
+    assert.are.equal(250, #rs)
+    -- p(i) got the events i and i + 250.
+    for i = 0, 249 do
+      assert.are.equal(tostring(i == 0 and 250 + 500 or i + i + 250), rs[i + 1].scalar.intValue, "p" .. i)
+    end
+  end)
+end)
