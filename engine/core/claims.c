@@ -3,11 +3,11 @@
  *
  * The round keeps, per pipeline with held records, the held table's claim
  * array (results land there) and a scratch array for the ids still open:
- * the first call asks every id; later calls ask only those answered BUSY or
+ * the first call asks every id; later calls ask only those whose request
  * failed. Renewals use a copy of the won ids, because a store call owns its
  * array until its callback. Store calls may still be in flight when the
  * engine frees the round (a renewal racing the flush's success), so the
- * memory goes only once they have all answered and the timer has closed.
+ * memory goes only once they have all answered and both timers have closed.
  */
 #include "claims.h"
 
@@ -20,8 +20,7 @@
 
 #define CLAIM_RETRY_MIN_MS 100
 #define CLAIM_RETRY_MAX_MS 5000
-#define CLAIM_BUSY_MIN_MS 50
-#define CLAIM_BUSY_MAX_MS 2000
+#define CLAIM_RENEW_MIN_MS 30
 
 typedef struct round_pipe {
 	mm_claim_round_t *round;
@@ -35,6 +34,7 @@ typedef struct round_pipe {
 	mm_claim_t *renew;      /* won ids of the renewal in flight */
 	size_t nrenew;
 	int renewing;
+	size_t deferred;        /* records moved to the next generation */
 } round_pipe_t;
 
 struct mm_claim_round {
@@ -46,17 +46,19 @@ struct mm_claim_round {
 	int calls;              /* store calls in flight */
 	int finished;           /* done() ran */
 	int freed;              /* the engine let go; free when calls == 0 */
-	int timer_closed;
-	int64_t leased_ms;      /* when the won leases were taken or last renewed */
+	int timers_closed;
 	int64_t retry_ms;
-	uv_timer_t timer;
+	uv_timer_t timer;       /* re-asks failed ids */
+	uv_timer_t renew_timer; /* keeps the won claims' leases alive */
 };
 
 static void round_ask(mm_claim_round_t *r);
+static void on_renew_timer(uv_timer_t *t);
 
+/* Not answered yet, or the request failed: ask (again). */
 static int is_open(int result)
 {
-	return result == 0 || result == MM_CLAIM_BUSY || result < 0;
+	return result == 0 || result < 0;
 }
 
 static int is_won(int result)
@@ -77,7 +79,7 @@ static void round_destroy(mm_claim_round_t *r)
 
 static void round_maybe_free(mm_claim_round_t *r)
 {
-	if (r->freed && r->calls == 0 && r->timer_closed)
+	if (r->freed && r->calls == 0 && r->timers_closed == 2)
 		round_destroy(r);
 }
 
@@ -85,7 +87,7 @@ static void on_timer_closed(uv_handle_t *h)
 {
 	mm_claim_round_t *r = h->data;
 
-	r->timer_closed = 1;
+	r->timers_closed++;
 	round_maybe_free(r);
 }
 
@@ -111,7 +113,11 @@ static void replay_pipe(mm_engine_t *ctx, round_pipe_t *rp, mm_record_t *recs)
 		mm_batch_t b = {.src = h->recs[i].src, .recs = recs, .now_ms = h->recs[i].now_ms};
 
 		for (; i < h->n && h->recs[i].src == b.src && h->recs[i].now_ms == b.now_ms; i++) {
-			if (!is_won(rp->all[h->recs[i].claim].result)) {
+			int result = rp->all[h->recs[i].claim].result;
+
+			if (result == MM_CLAIM_BUSY)
+				continue; /* deferred */
+			if (!is_won(result)) {
 				p->stats.duplicates++;
 				continue;
 			}
@@ -149,6 +155,37 @@ static void replay_pipe(mm_engine_t *ctx, round_pipe_t *rp, mm_record_t *recs)
 	p->pending_records = pending;
 }
 
+/*
+ * Moves the records whose ids another live worker holds into the current
+ * generation, so that the next flush claims them again, once that worker
+ * has committed them (then they are duplicates) or released them. A record
+ * that cannot be moved (out of memory) stays that worker's to count: it
+ * holds the record too and never acknowledges its input past it before the
+ * record's effect is durable.
+ */
+static void defer_pipe(round_pipe_t *rp)
+{
+	mm_pipeline_t *p = rp->p;
+	mm_held_t *h = rp->held, *next = &p->held[p->cur];
+
+	for (size_t i = 0; i < h->n; i++) {
+		const mm_claim_t *c = &rp->all[h->recs[i].claim];
+		mm_record_t rec;
+
+		if (c->result != MM_CLAIM_BUSY)
+			continue;
+		mm_held_record(h, i, &rec);
+		if (mm_held_add(next, h->recs[i].src, &rec, h->recs[i].now_ms, c->id, c->len) != 0) {
+			mm_log(MM_LOG_ERROR, p->cfg.name,
+			       "out of memory deferring a record whose id another worker holds; "
+			       "that worker counts it");
+			continue;
+		}
+		rp->deferred++;
+		p->stats.claim_deferred++;
+	}
+}
+
 static void round_finish(mm_claim_round_t *r)
 {
 	size_t most = 0;
@@ -164,46 +201,30 @@ static void round_finish(mm_claim_round_t *r)
 		uv_timer_start(&r->timer, on_timer, CLAIM_RETRY_MAX_MS, 0);
 		return;
 	}
-	for (int i = 0; i < r->npipes; i++)
+	for (int i = 0; i < r->npipes; i++) {
 		replay_pipe(r->ctx, &r->pipes[i], recs);
+		defer_pipe(&r->pipes[i]);
+	}
 	free(recs);
 	r->finished = 1;
 	r->done(r->arg);
 }
 
-/* Schedules the next call for the ids still open, or finishes. */
+/* Asks again, after a backoff, for the ids whose request failed; else
+ * finishes. Ids busy at another worker are not waited for (deferred). */
 static void round_settle(mm_claim_round_t *r)
 {
-	int64_t now = mm_now_ms(), wait = -1;
 	int failed = 0;
 
-	for (int i = 0; i < r->npipes; i++) {
-		round_pipe_t *rp = &r->pipes[i];
-
-		for (size_t k = 0; k < rp->n; k++) {
-			const mm_claim_t *c = &rp->all[k];
-			int64_t w;
-
-			if (c->result < 0 || c->result == 0) {
-				failed = 1;
-			} else if (c->result == MM_CLAIM_BUSY) {
-				w = c->lease_until_ms - now;
-				w = w < CLAIM_BUSY_MIN_MS ? CLAIM_BUSY_MIN_MS
-				    : w > CLAIM_BUSY_MAX_MS ? CLAIM_BUSY_MAX_MS : w;
-				if (wait < 0 || w < wait)
-					wait = w;
-			}
-		}
-	}
-	if (failed) {
-		wait = r->retry_ms;
-		r->retry_ms = r->retry_ms * 2 > CLAIM_RETRY_MAX_MS ? CLAIM_RETRY_MAX_MS : r->retry_ms * 2;
-	}
-	if (wait < 0) {
+	for (int i = 0; i < r->npipes && !failed; i++)
+		for (size_t k = 0; k < r->pipes[i].n && !failed; k++)
+			failed = is_open(r->pipes[i].all[k].result);
+	if (!failed) {
 		round_finish(r);
 		return;
 	}
-	uv_timer_start(&r->timer, on_timer, (uint64_t)wait, 0);
+	uv_timer_start(&r->timer, on_timer, (uint64_t)r->retry_ms, 0);
+	r->retry_ms = r->retry_ms * 2 > CLAIM_RETRY_MAX_MS ? CLAIM_RETRY_MAX_MS : r->retry_ms * 2;
 }
 
 static void on_claimed(void *arg, int status, const char *detail)
@@ -243,7 +264,6 @@ static void on_claimed(void *arg, int status, const char *detail)
 /* One claim call per pipeline for its open ids. */
 static void round_ask(mm_claim_round_t *r)
 {
-	r->leased_ms = mm_now_ms();
 	for (int i = 0; i < r->npipes; i++) {
 		round_pipe_t *rp = &r->pipes[i];
 		int rc;
@@ -283,6 +303,7 @@ int mm_claim_round_start(mm_engine_t *ctx, void (*done)(void *arg), void *arg,
 			 mm_claim_round_t **out)
 {
 	mm_claim_round_t *r = calloc(1, sizeof(*r));
+	int64_t renew_ms;
 	int n = 0;
 
 	if (r == NULL || (r->pipes = calloc((size_t)ctx->npipes + 1, sizeof(*r->pipes))) == NULL)
@@ -311,8 +332,13 @@ int mm_claim_round_start(mm_engine_t *ctx, void (*done)(void *arg), void *arg,
 			rp->all[k].result = 0;
 	}
 	uv_timer_init(ctx->loop, &r->timer);
-	r->timer.data = r;
+	uv_timer_init(ctx->loop, &r->renew_timer);
+	r->timer.data = r->renew_timer.data = r;
 	*out = r;
+	/* The leases run from the first claims: renew from then on. */
+	renew_ms = ctx->st->lease_ms / 3 > CLAIM_RENEW_MIN_MS ? ctx->st->lease_ms / 3
+							     : CLAIM_RENEW_MIN_MS;
+	uv_timer_start(&r->renew_timer, on_renew_timer, (uint64_t)renew_ms, (uint64_t)renew_ms);
 	round_ask(r);
 	return 0;
 nomem:
@@ -335,23 +361,25 @@ static void on_renewed(void *arg, int status, const char *detail)
 	}
 	for (size_t k = 0; k < rp->nrenew; k++)
 		lost += rp->renew[k].result == MM_CLAIM_NOT_OWNER;
+	rp->p->stats.claim_lost += lost;
 	if (status)
 		mm_log(MM_LOG_WARN, rp->p->cfg.name, "renewing dedup claims failed: %s: %s",
 		       mm_err_name(status), detail);
 	if (lost)
 		mm_log(MM_LOG_WARN, rp->p->cfg.name,
-		       "%zu dedup claims were taken over while the flush was retried; those "
-		       "events may be counted twice",
+		       "%zu dedup claims were taken over before their flush was durable (this "
+		       "worker could not renew them for a whole lease); those events may be "
+		       "counted twice",
 		       lost);
 }
 
-void mm_claim_round_renew(mm_claim_round_t *r)
+/* Extends the leases of the won claims, every third of a lease until the
+ * round is freed (its flush is durable). A renewal still in flight is not
+ * doubled. */
+static void on_renew_timer(uv_timer_t *t)
 {
-	int64_t now = mm_now_ms();
+	mm_claim_round_t *r = t->data;
 
-	if (r == NULL || !r->finished || now - r->leased_ms < r->ctx->st->lease_ms / 3)
-		return;
-	r->leased_ms = now;
 	for (int i = 0; i < r->npipes; i++) {
 		round_pipe_t *rp = &r->pipes[i];
 
@@ -366,8 +394,21 @@ void mm_claim_round_renew(mm_claim_round_t *r)
 		if (mm_store_renew(r->ctx->st, &rp->p->ns, rp->renew, rp->nrenew, on_renewed, rp) == 0) {
 			rp->renewing = 1;
 			r->calls++;
+			rp->p->stats.claim_renewals += rp->nrenew;
+		} else {
+			mm_log(MM_LOG_WARN, rp->p->cfg.name, "cannot renew dedup claims: %s: %s",
+			       mm_err_name(mm_diag_code()), mm_diag_msg());
 		}
 	}
+}
+
+size_t mm_claim_round_deferred(const mm_claim_round_t *r)
+{
+	size_t n = 0;
+
+	for (int i = 0; r && i < r->npipes; i++)
+		n += r->pipes[i].deferred;
+	return n;
 }
 
 void mm_claim_round_free(mm_claim_round_t *r)
@@ -376,5 +417,7 @@ void mm_claim_round_free(mm_claim_round_t *r)
 		return;
 	r->freed = 1;
 	uv_timer_stop(&r->timer);
+	uv_timer_stop(&r->renew_timer);
 	uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+	uv_close((uv_handle_t *)&r->renew_timer, on_timer_closed);
 }

@@ -6,21 +6,28 @@
  * starts with a claim round over the generation it takes:
  *
  *   1. every pipeline's held ids are claimed, one batched store call per
- *      pipeline (ids the store answers BUSY, held by a worker whose lease
- *      is live, are asked again when that lease ends; ids whose request
- *      failed are asked again with backoff: the flush waits, nothing is
- *      dropped);
- *   2. the held records whose claims were won (or taken over from a dead
- *      worker) are processed into the flushing generation, through the C
- *      fast path or one Lua call per batch, exactly as if they had just
- *      arrived; records whose ids were already counted are skipped as
- *      duplicates;
- *   3. every won id joins the generation's dedup marks, which apply()
- *      writes as confirmed after the deltas, so an id is confirmed only
- *      together with its effect.
+ *      pipeline; ids whose request failed are asked again with backoff (the
+ *      flush waits, nothing is dropped);
+ *   2. the held records whose claims were won (or taken over from a worker
+ *      that stopped renewing its lease) are processed into the flushing
+ *      generation, through the C fast path or one Lua call per batch,
+ *      exactly as if they had just arrived; records whose ids were already
+ *      counted are skipped as duplicates;
+ *   3. records whose ids another live worker holds (BUSY) are deferred: they
+ *      move to the current generation and are claimed again by the next
+ *      flush, when that worker has committed (a duplicate) or released them
+ *      (ours to count). The round never waits for another worker, so two
+ *      workers holding ids the other wants cannot block each other;
+ *   4. every won id joins the generation's dedup marks, which apply()
+ *      confirms after the deltas (a commit record), so an id is confirmed
+ *      only together with its effect.
  *
- * While a flush is retried (a store outage), mm_claim_round_renew extends
- * the leases so that no other worker takes the records over meanwhile.
+ * From its first claim until the engine frees it (the flush is durable), a
+ * round renews the leases of its won claims every third of a lease on a loop
+ * timer, however long the flush takes (a slow store, an outage and its
+ * retries), so a live worker's claims are never taken over. A renewal that
+ * finds a claim taken over is counted as lost (its event may be counted
+ * twice: the worker was cut off from the store for a whole lease).
  *
  * Ownership: the engine owns the round (one per flush job); the claim arrays
  * belong to the held tables, which the engine resets after the flush.
@@ -37,14 +44,13 @@ typedef struct mm_claim_round mm_claim_round_t;
 int mm_claim_round_needed(const mm_engine_t *ctx);
 
 /* Starts the round over every pipeline's flushing generation (!cur); done
- * runs once every held record was processed or skipped. MM_ENOMEM without
+ * runs once every held record was processed, skipped or deferred. MM_ENOMEM without
  * calling done. */
 int mm_claim_round_start(mm_engine_t *ctx, void (*done)(void *arg), void *arg,
 			 mm_claim_round_t **out);
 
-/* Extends the leases of the round's won claims if a third of the lease has
- * passed since they were taken (or last renewed). */
-void mm_claim_round_renew(mm_claim_round_t *r);
+/* Records the round deferred to the next flush (ids busy at another worker). */
+size_t mm_claim_round_deferred(const mm_claim_round_t *r);
 
 /* Frees the round (its timer closes on the loop). No callback runs after. */
 void mm_claim_round_free(mm_claim_round_t *r);

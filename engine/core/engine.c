@@ -364,7 +364,7 @@ void mm_engine_on_stop(mm_engine_t *ctx, void (*fn)(void *ud), void *ud)
 static int pipe_idle(const mm_pipeline_t *p)
 {
 	return p->agg[0].count == 0 && p->agg[1].count == 0 && p->ids[0].count == 0 &&
-	       p->ids[1].count == 0;
+	       p->ids[1].count == 0 && p->held[0].n == 0 && p->held[1].n == 0;
 }
 
 static void engine_detach(mm_engine_t *ctx, mm_pipeline_t *p)
@@ -519,6 +519,7 @@ int mm_engine_new(mm_store_t *st, uv_loop_t *loop, mm_engine_t **out)
 	ctx->loop = loop;
 	ctx->st = st;
 	ctx->retry_delay_ms = MM_FLUSH_RETRY_MIN_MS;
+	ctx->defer_delay_ms = MM_DEFER_MIN_MS;
 	*out = ctx;
 	return 0;
 }

@@ -108,6 +108,7 @@ struct mm_engine {
 	uv_timer_t retry_timer;   /* backoff after a failed flush */
 	uv_timer_t heartbeat;     /* stamps the supervisor's progress page */
 	int64_t retry_delay_ms;
+	int64_t defer_delay_ms; /* stopping: pause before asking again for deferred ids */
 	uv_signal_t sigint, sigterm;
 	mm_loop_lag_t lag;        /* how late the loop runs its callbacks */
 	mm_engine_stats_t stats;

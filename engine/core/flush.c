@@ -27,6 +27,7 @@
 #include "progress.h"
 
 #define MM_RETRY_MAX_MS 30000
+#define MM_DEFER_MAX_MS 1000
 #define MM_PURGE_EVERY_MS 3600000
 
 /* One flush in flight: owns copies of everything the store reads. */
@@ -144,7 +145,6 @@ static void on_retry_timer(uv_timer_t *t)
 			on_flush_done(job, MM_ENOMEM, mm_diag_msg());
 		return;
 	}
-	mm_claim_round_renew(job->round);
 	flush_submit(ctx);
 }
 
@@ -181,11 +181,32 @@ static void engine_abandon_flush(mm_engine_t *ctx, struct mm_flush_job *job, int
 	mm_engine_close_all(ctx);
 }
 
+static void on_defer_timer(uv_timer_t *t)
+{
+	mm_engine_continue_stop(t->data);
+}
+
+/* Stopping: flushes what is left. When the last flush deferred records
+ * (their ids busy at another worker, which is committing them), the next
+ * waits a little, longer each time, instead of asking again at once. */
+static void flush_stop_after(mm_engine_t *ctx, size_t deferred)
+{
+	if (deferred == 0) {
+		ctx->defer_delay_ms = MM_DEFER_MIN_MS;
+		mm_engine_continue_stop(ctx);
+		return;
+	}
+	uv_timer_start(&ctx->retry_timer, on_defer_timer, (uint64_t)ctx->defer_delay_ms, 0);
+	ctx->defer_delay_ms = ctx->defer_delay_ms * 2 > MM_DEFER_MAX_MS ? MM_DEFER_MAX_MS
+									 : ctx->defer_delay_ms * 2;
+}
+
 static void on_flush_done(void *arg, int status, const char *detail)
 {
 	struct mm_flush_job *job = arg;
 	mm_engine_t *ctx = job->ctx;
 	uint64_t ns = uv_hrtime() - job->started_ns;
+	size_t deferred;
 
 	if (status) {
 		ctx->stats.flush_failures++;
@@ -230,6 +251,7 @@ static void on_flush_done(void *arg, int status, const char *detail)
 		mm_agg_reset(&p->agg[!p->cur]);
 		mm_agg_reset(&p->ids[!p->cur]);
 	}
+	deferred = mm_claim_round_deferred(job->round);
 	mm_claim_round_free(job->round);
 	job->round = NULL;
 	for (int i = 0; i < ctx->npipes; i++)
@@ -248,7 +270,7 @@ static void on_flush_done(void *arg, int status, const char *detail)
 	job_free(job);
 	ctx->last_flush_ms = mm_now_ms();
 	if (ctx->stopping) {
-		mm_engine_continue_stop(ctx);
+		flush_stop_after(ctx, deferred);
 		return;
 	}
 	mm_engine_resume_sources(ctx);

@@ -12,6 +12,7 @@
 
 /* The first wait after a failed flush (doubling up to 30 s). */
 #define MM_FLUSH_RETRY_MIN_MS 100
+#define MM_DEFER_MIN_MS 20     /* stopping: first pause before re-claiming deferred ids */
 
 /* ---- flush.c ---- */
 

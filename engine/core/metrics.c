@@ -146,7 +146,9 @@ static void render_pipelines(const mm_engine_t *ctx, mm_expo_t *w)
 	} claims[] = {
 		{"duplicate", offsetof(mm_pipeline_stats_t, claim_duplicates)},
 		{"busy", offsetof(mm_pipeline_stats_t, claim_busy)},
+		{"deferred", offsetof(mm_pipeline_stats_t, claim_deferred)},
 		{"stolen", offsetof(mm_pipeline_stats_t, claim_stolen)},
+		{"lost", offsetof(mm_pipeline_stats_t, claim_lost)},
 	};
 
 	for (size_t c = 0; c < sizeof(pipe_counters) / sizeof(pipe_counters[0]); c++) {
@@ -187,7 +189,8 @@ static void render_pipelines(const mm_engine_t *ctx, mm_expo_t *w)
 		mm_expo_value(w, l, (double)ctx->pipes[i]->stats.claims);
 	}
 	mm_expo_family(w, "murmur_pipeline_claim_results", MM_EXPO_COUNTER,
-		       "Claims answered other than won: duplicate, busy (asked again) or stolen.");
+		       "Claims answered other than won: duplicate, busy (the record deferred to the "
+		       "next flush: deferred), stolen; lost: won claims taken over before their flush.");
 	for (int i = 0; i < ctx->npipes; i++)
 		for (size_t c = 0; c < sizeof(claims) / sizeof(claims[0]); c++) {
 			const mm_pipeline_t *p = ctx->pipes[i];

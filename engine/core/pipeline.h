@@ -58,8 +58,11 @@ typedef struct mm_pipeline_stats {
 	uint64_t held;        /* records held until their ids were claimed (shared store) */
 	uint64_t claims;      /* ids claimed (claim calls' ids, re-asks included) */
 	uint64_t claim_duplicates; /* claims answered "already counted" */
-	uint64_t claim_busy;  /* claims answered "another worker holds it": asked again */
-	uint64_t claim_stolen; /* claims taken over from a worker whose lease ran out */
+	uint64_t claim_busy;  /* claims answered "another live worker holds it" */
+	uint64_t claim_deferred; /* records of busy ids moved to the next flush, to ask again */
+	uint64_t claim_stolen; /* claims taken over from a worker that stopped renewing */
+	uint64_t claim_renewals; /* leases of won claims extended while their flush ran */
+	uint64_t claim_lost;  /* won claims found taken over at renewal (may count twice) */
 	uint64_t rejected[MM_REJ__COUNT];
 	uint64_t deltas_flushed;
 	uint64_t dead_letters;

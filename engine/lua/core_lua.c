@@ -859,7 +859,10 @@ static int l_engine_stats(lua_State *L)
 		SET_NUM("ops", p->stats.claims);
 		SET_NUM("duplicates", p->stats.claim_duplicates);
 		SET_NUM("busy", p->stats.claim_busy);
+		SET_NUM("deferred", p->stats.claim_deferred);
 		SET_NUM("stolen", p->stats.claim_stolen);
+		SET_NUM("renewals", p->stats.claim_renewals);
+		SET_NUM("lost", p->stats.claim_lost);
 		lua_setfield(L, -2, name);
 	}
 	push_cache_stats(L, ctx->st);

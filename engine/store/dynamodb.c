@@ -130,9 +130,10 @@ static const mm_option_t ddb_options[] = {
 	 "How long a writer's replay token stays on an item: the window in which a retried "
 	 "flush is recognised as already applied."},
 	{MM_OPT_DURATION_MS, "lease", "30s", offsetof(ddb_cfg_t, lease_ms),
-	 "Lease of a dedup claim: how long an event id claimed by a worker that then "
-	 "died stays blocked before another worker may take it over. Longer than the "
-	 "slowest flush (claims of a flush being retried are renewed)."},
+	 "Lease of a dedup claim: how long the claims of a worker that stopped renewing "
+	 "its lease (it died) stay blocked before another worker may take them over. A "
+	 "live worker renews its lease every third of it while a flush with claims is in "
+	 "progress, however long the flush takes."},
 	{MM_OPT_BOOL, "consistent_read", "false", offsetof(ddb_cfg_t, consistent_read),
 	 "Strongly consistent reads for get_many and queries (read-merge-write always "
 	 "reads consistently)."},

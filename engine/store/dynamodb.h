@@ -9,11 +9,14 @@
  *  - The dedup primitives for a store shared by several workers. An event id
  *    is claimed (pending, with an owner and a lease) before its effect is
  *    aggregated, confirmed once the flush that carries the effect is durable
- *    (apply() does this for the flush's marks, after its deltas), renewed
- *    while a flush is being retried, and released when the effect is
- *    abandoned. A pending claim whose lease has run out (its owner died) may
- *    be taken over. So a record is never skipped as a duplicate unless its
- *    effect is durable (the Go original's loss: it marked ids seen before the
+ *    (apply() does this for the flush's marks, after its deltas), and
+ *    released when the effect is abandoned. The store's renew (the vtable's)
+ *    extends the owner's lease item, one request for all its claims, while a
+ *    flush with claims is in progress; mm_ddb_renew extends claims one by
+ *    one. A pending claim is taken over only when its own lease and its
+ *    owner's have run out (its owner died, or lost the store for a whole
+ *    lease). So a record is never skipped as a duplicate unless its effect
+ *    is durable (the Go original's loss: it marked ids seen before the
  *    merge, and a failed merge left the record marked and uncounted).
  *  - Per-request statistics.
  *  - Synchronous administration for `murmur ddb` (create the table, claim
@@ -53,9 +56,9 @@ int mm_ddb_confirm(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 int mm_ddb_release(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		   mm_store_cb cb, void *arg);
 
-/* Extends the leases of our pending claims to lease_ms from now (RENEWED or
- * NOT_OWNER), for a flush that takes longer than the lease (a store outage):
- * an expired lease lets another worker take the record over and count it. */
+/* Extends the leases of our pending claims, each one, to lease_ms from now
+ * (RENEWED or NOT_OWNER): `murmur ddb renew`, and how a renewal of the
+ * owner's lease item that found it lapsed learns which claims were lost. */
 int mm_ddb_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		 int64_t lease_ms, mm_store_cb cb, void *arg);
 
@@ -85,6 +88,7 @@ typedef struct mm_ddb_stats {
 	uint64_t replays_skipped;  /* deltas found already applied on a retried flush */
 	uint64_t unprocessed_keys; /* BatchGetItem keys returned unprocessed */
 	uint64_t mark_conflicts;   /* flush marks found claimed by another owner */
+	uint64_t lease_lapses;     /* owner lease renewals that found it had run out */
 	uint64_t applies;          /* completed apply() calls */
 	uint64_t apply_ns_p50;     /* apply() latency percentiles (from a histogram) */
 	uint64_t apply_ns_p99;

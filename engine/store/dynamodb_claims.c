@@ -28,15 +28,21 @@ int mm_ddb_tag_of(const mm_ddb_t *st, char *tag, size_t n)
 	return snprintf(tag, n, "%s#%" PRIu64, st->writer_attr + 2, st->commit_seq);
 }
 
-/* The partition key of the commit record of the flush tagged tag (len n). */
-int mm_ddb_commit_pk(mm_buf_t *pk, const char *tag, size_t n)
+/* A partition key of the protocol's own items: prefix, then n bytes of s. */
+static int protocol_pk(mm_buf_t *pk, const char *prefix, const char *s, size_t n)
 {
 	int rc;
 
 	pk->len = 0;
-	if ((rc = PUT(pk, "#commit#")))
+	if ((rc = mm_ddb_put_str(pk, prefix)))
 		return rc;
-	return mm_buf_append(pk, tag, n);
+	return mm_buf_append(pk, s, n);
+}
+
+/* The partition key of the commit record of the flush tagged tag (len n). */
+int mm_ddb_commit_pk(mm_buf_t *pk, const char *tag, size_t n)
+{
+	return protocol_pk(pk, "#commit#", tag, n);
 }
 
 /* The tag of this writer's next flush with dedup marks: "<writer>#<seq>". */
@@ -51,13 +57,15 @@ static int put_tag(mm_ddb_t *st, mm_buf_t *b)
 static int build_claim(mm_ddb_t *st, ddb_slot_t *sl)
 {
 	ddb_job_t *job = sl->job;
-	const mm_claim_t *c = &job->claims[sl->item];
+	mm_claim_t *c = &job->claims[sl->item];
 	mm_buf_t *b = &sl->body;
 	int64_t now = mm_ddb_now_ms();
 	int rc;
 
-	/* sl->kind says which: K_CLAIM or K_STEAL (set by the caller). */
+	/* sl->kind says which: K_CLAIM or K_STEAL (set by the caller). A won
+	 * claim's lease_until_ms is its own lease, which renewals look at. */
 	sl->target = "PutItem";
+	c->lease_until_ms = now + job->lease_ms;
 	if ((rc = mm_ddb_make_pk(&sl->pk, job->ns->name, c->id, c->len)) ||
 	    (rc = mm_ddb_put_item_start(st, b, &sl->pk, DDB_SK_MARK)) ||
 	    (rc = PUT(b, ",\"st\":{\"S\":\"P\"},\"own\":{\"S\":")) ||
@@ -135,6 +143,36 @@ static int build_owned(mm_ddb_t *st, ddb_slot_t *sl)
 	return PUT(b, "}}");
 }
 
+/* The partition key of an owner's lease item: "#owner#<owner>". */
+static int owner_pk(mm_buf_t *pk, const char *owner, size_t n)
+{
+	return protocol_pk(pk, "#owner#", owner, n);
+}
+
+/*
+ * The owner's lease item: SET ls = now + lease (and a ttl a day later, so
+ * items of workers long gone are deleted), returning what it held. One
+ * request renews every claim of the owner.
+ */
+static int build_lease(mm_ddb_t *st, ddb_slot_t *sl)
+{
+	ddb_job_t *job = sl->job;
+	mm_buf_t *b = &sl->body;
+	int64_t until = mm_ddb_now_ms() + job->lease_ms;
+	int rc;
+
+	sl->kind = K_LEASE;
+	sl->target = "UpdateItem";
+	if ((rc = owner_pk(&sl->pk, st->owner, strlen(st->owner))) ||
+	    (rc = mm_ddb_put_head(st, b, &sl->pk, DDB_SK_OWNER)) ||
+	    (rc = PUT(b, ",\"UpdateExpression\":\"SET #ls = :ls, #t = :t\",\"ExpressionAttributeNames\":"
+			 "{\"#ls\":\"ls\",\"#t\":\"ttl\"},\"ExpressionAttributeValues\":{\":ls\":")) ||
+	    (rc = mm_ddb_put_n(b, until)) || (rc = PUT(b, ",\":t\":")) ||
+	    (rc = mm_ddb_put_n(b, ttl_of(until + 86400000))))
+		return rc;
+	return PUT(b, "},\"ReturnValues\":\"ALL_OLD\"}");
+}
+
 int mm_ddb_start_claim_item(ddb_slot_t *sl)
 {
 	ddb_job_t *job = sl->job;
@@ -143,6 +181,8 @@ int mm_ddb_start_claim_item(ddb_slot_t *sl)
 	sl->kind = K_CLAIM;
 	if (job->kind == J_CLAIM)
 		rc = build_claim(sl->st, sl);
+	else if (job->kind == J_LEASE)
+		rc = build_lease(sl->st, sl);
 	else
 		rc = build_owned(sl->st, sl);
 	return rc ? rc : mm_ddb_slot_send(sl);
@@ -162,23 +202,74 @@ static void claim_retry(ddb_slot_t *sl)
 		mm_ddb_slot_finish(sl, rc, NULL);
 }
 
-/* Another owner's claim whose flush has not committed: busy while its lease
- * lasts, else taken over (conditional on it being unchanged). */
-static void claim_pending(ddb_slot_t *sl, int64_t now)
+/* Takes over the claim read into the slot: a PutItem conditional on it being
+ * exactly what was read (owner, pending, lease). */
+static void claim_steal(ddb_slot_t *sl)
 {
-	mm_claim_t *c = &sl->job->claims[sl->item];
 	int rc;
 
-	if (sl->held_has_ls && sl->held_ls >= now) {
-		c->result = MM_CLAIM_BUSY;
-		c->lease_until_ms = sl->held_ls;
-		mm_ddb_slot_finish(sl, 0, NULL);
-		return;
-	}
 	sl->kind = K_STEAL;
 	sl->attempts = 0;
 	if ((rc = build_claim(sl->st, sl)) || (rc = mm_ddb_slot_send(sl)))
 		mm_ddb_slot_finish(sl, rc, NULL);
+}
+
+static void claim_busy(ddb_slot_t *sl, int64_t until_ms)
+{
+	mm_claim_t *c = &sl->job->claims[sl->item];
+
+	c->result = MM_CLAIM_BUSY;
+	c->lease_until_ms = until_ms;
+	mm_ddb_slot_finish(sl, 0, NULL);
+}
+
+/*
+ * Another owner's claim whose flush has not committed: busy while the
+ * claim's own lease lasts; after it, busy while its owner keeps renewing its
+ * lease item (a live worker whose flush takes long); taken over only when
+ * the owner stopped renewing (it died, or lost the store for a whole lease).
+ */
+static void claim_pending(ddb_slot_t *sl, int64_t now)
+{
+	int rc;
+
+	if (sl->held_has_ls && sl->held_ls >= now) {
+		claim_busy(sl, sl->held_ls);
+		return;
+	}
+	sl->kind = K_OWNER_GET;
+	sl->attempts = 0;
+	if ((rc = owner_pk(&sl->pk, (const char *)sl->val.p, sl->val.len)) ||
+	    (rc = mm_ddb_build_get(sl->st, sl, &sl->pk, DDB_SK_OWNER)) || (rc = mm_ddb_slot_send(sl)))
+		mm_ddb_slot_finish(sl, rc, NULL);
+}
+
+/*
+ * The owner's lease was renewed. A claim could be taken over only while both
+ * its own lease and the owner's had run out: if the owner's lease was absent
+ * or over and some claim's own lease is over too, other workers may have
+ * taken claims over, and the job turns into per-claim renewals, which find
+ * out which (NOT_OWNER). Otherwise every claim is renewed.
+ */
+static void lease_answer(ddb_slot_t *sl, int64_t now)
+{
+	ddb_job_t *job = sl->job;
+	const mm_jnode_t *old = mm_jnode_get(sl->tree.root, "Attributes");
+	int ok = 0, exposed = 0;
+	int64_t ls = mm_ddb_attr_i64(old, "ls", &ok);
+
+	for (size_t i = 0; i < job->nclaims; i++)
+		exposed |= job->claims[i].lease_until_ms < now;
+	if (exposed && !(ok && ls >= now)) {
+		sl->st->stats.lease_lapses++;
+		job->kind = J_RENEW;
+		job->next_item = 0;
+		job->nitems = job->nclaims;
+	} else {
+		for (size_t i = 0; i < job->nclaims; i++)
+			job->claims[i].result = MM_CLAIM_RENEWED;
+	}
+	mm_ddb_slot_finish(sl, 0, NULL);
 }
 
 void mm_ddb_claim_answer(ddb_slot_t *sl, int cond)
@@ -251,6 +342,19 @@ void mm_ddb_claim_answer(ddb_slot_t *sl, int cond)
 		}
 		claim_pending(sl, now);
 		return;
+	case K_OWNER_GET: {
+		int ok = 0;
+		int64_t ls = mm_ddb_attr_i64(mm_jnode_get(sl->tree.root, "Item"), "ls", &ok);
+
+		if (ok && ls >= now)
+			claim_busy(sl, ls);
+		else
+			claim_steal(sl);
+		return;
+	}
+	case K_LEASE:
+		lease_answer(sl, now);
+		return;
 	case K_STEAL:
 		if (cond) {
 			/* It moved on (confirmed, renewed, taken): look again. */
@@ -296,7 +400,9 @@ static int claim_job(mm_store_t *base, int kind, const mm_ns_t *ns, mm_claim_t *
 			return mm_diag_set(MM_EINVAL, "dynamodb: claim id %zu must have 1..1024 bytes",
 					   i);
 		ids[i].result = 0;
-		ids[i].lease_until_ms = 0;
+		/* A lease renewal reads each claim's own lease (lease_answer). */
+		if (kind != J_LEASE)
+			ids[i].lease_until_ms = 0;
 	}
 	job = calloc(1, sizeof(*job));
 	if (job == NULL)
@@ -307,7 +413,9 @@ static int claim_job(mm_store_t *base, int kind, const mm_ns_t *ns, mm_claim_t *
 	job->t0 = uv_hrtime();
 	job->ns = ns;
 	job->claims = ids;
-	job->nitems = n;
+	job->nclaims = n;
+	/* A lease renewal is one request for all the ids (the owner's item). */
+	job->nitems = kind == J_LEASE ? (n > 0) : n;
 	job->lease_ms = lease_ms;
 	job->ttl_ms = ttl_ms;
 	job->now_ms = mm_ddb_now_ms();
@@ -355,5 +463,5 @@ int mm_ddb_vt_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n
 int mm_ddb_vt_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 			mm_store_cb cb, void *arg)
 {
-	return mm_ddb_renew(st, ns, ids, n, st->lease_ms, cb, arg);
+	return claim_job(st, J_LEASE, ns, ids, n, st->lease_ms, 0, cb, arg);
 }

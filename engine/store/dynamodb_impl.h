@@ -46,6 +46,7 @@
 #define DDB_SK_META (-2)
 #define DDB_SK_POS (-3)
 #define DDB_SK_COMMIT (-4)
+#define DDB_SK_OWNER (-5)
 #define DDB_HIST 128            /* latency histogram: bucket k covers 2^(k/4) us */
 
 extern const mm_store_vtable_t mm_store_dynamodb_vtable;
@@ -87,9 +88,11 @@ enum ddb_kind {
 	K_CONFIRM,
 	K_RELEASE,
 	K_RENEW,
+	K_LEASE,      /* renew this owner's lease item */
+	K_OWNER_GET,  /* is the owner of an expired claim still renewing its lease? */
 };
 
-enum ddb_job_kind { J_APPLY, J_GET, J_CLAIM, J_CONFIRM, J_RELEASE, J_RENEW };
+enum ddb_job_kind { J_APPLY, J_GET, J_CLAIM, J_CONFIRM, J_RELEASE, J_RENEW, J_LEASE };
 
 enum ddb_mkind { M_ADD_INT, M_ADD_UINT, M_ADD_FLOAT, M_MIN, M_MAX, M_BYTES };
 
@@ -128,6 +131,7 @@ typedef struct ddb_job {
 	size_t ngrp;
 	/* claims */
 	mm_claim_t *claims;
+	size_t nclaims;
 	int64_t lease_ms, ttl_ms;
 } ddb_job_t;
 

@@ -17,7 +17,9 @@
 //   GET  /creds      the credentials above: a container credentials endpoint
 //
 // A RULE is {"op":"UpdateItem"|"*", "action":A, "after":M, "count":N, "rate":R,
-// "keep":K}: past the first M matching requests (after), it applies to the
+// "keep":K, "match":S}: a request matches when its operation is op and, with
+// match, its body contains the text S (e.g. "ADD #v": the sums' merges, not
+// the other UpdateItems). Past the first M matching requests (after), it applies to the
 // next N (count), or to each with probability R (rate, from a seeded
 // generator), or to all when neither is given. Actions:
 //   throttle       400 ProvisionedThroughputExceededException
@@ -80,9 +82,10 @@ function awsError (res, status, type, message) {
   res.end(body)
 }
 
-function pickRule (op) {
+function pickRule (op, body) {
   for (const r of rules) {
     if (r.op !== '*' && r.op !== op) continue
+    if (r.match !== undefined && !body.includes(r.match)) continue
     if (r.after > 0) { r.after--; continue }
     if (r.count !== undefined) {
       if (r.count > 0) { r.count--; return r }
@@ -214,7 +217,7 @@ const server = http.createServer((req, res) => {
     if (requireToken && req.headers['x-amz-security-token'] !== requireToken) {
       return awsError(res, 400, 'UnrecognizedClientException', 'bad or missing security token')
     }
-    const rule = pickRule(op)
+    const rule = pickRule(op, body.toString())
     const action = rule ? rule.action : 'forward'
     if (rule) count(stats.injected, action)
     switch (action) {

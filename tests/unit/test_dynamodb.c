@@ -14,6 +14,8 @@
  * items and injected UnprocessedKeys; entities that are not UTF-8; metadata
  * and positions; pruning of stale replay tokens; the claim protocol (won,
  * busy, duplicate, stolen, renew, release, flush marks as confirmations);
+ * the owner's lease item (one renewal for every claim, busy while the owner
+ * renews, taken over after it stops, the lapse found);
  * container credentials with refresh; open errors. Every test ends with the
  * loop closing cleanly.
  */
@@ -907,6 +909,64 @@ TEST(claim_protocol)
 	CHECK(fx_close(&x) == 0);
 }
 
+/* The store's renew (what a claim round calls) renews the owner's lease
+ * item: one request for every claim. A claim whose own lease ran out stays
+ * busy while its owner renews, and is taken over only once the owner
+ * stopped; the owner then finds its lease lapsed and each claim it lost. */
+static int renew_call(fx_t *x, mm_store_t *st, const mm_ns_t *ns, mm_claim_t *c)
+{
+	done_t d = {0};
+	int rc = mm_store_renew(st, ns, c, 1, on_done, &d);
+
+	if (rc == 0)
+		rc = wait_done(x, &d);
+	return rc ? rc : c->result;
+}
+
+TEST(owner_lease)
+{
+	mm_monoid_t mcnt = monoid("count", (mm_monoid_params_t){0});
+	mm_ns_t ns = {"ol", &mcnt};
+	mm_kv_t oa[2] = {{"owner", "A"}, {"lease", "300ms"}};
+	mm_store_t *b = NULL;
+	mm_claim_t c1 = {.id = "e1", .len = 2}, c2 = {.id = "e2", .len = 2};
+	mm_ddb_stats_t stats;
+	done_t d = {0};
+	fx_t x;
+
+	REQUIRE(fx_open(&x, oa, 2) == 0);
+	faults("");
+	{
+		mm_kv_t kv[3] = {{"table", x.table}, {"endpoint", endpoint}, {"owner", "B"}};
+
+		REQUIRE(mm_store_open("dynamodb", &x.loop, kv, 3, 0, &b) == 0);
+	}
+	/* A claim whose own lease is long: renewing it is the owner's item alone. */
+	REQUIRE(mm_ddb_claim(x.st, &ns, &c1, 1, 60000, 3600000, on_done, &d) == 0);
+	REQUIRE(wait_done(&x, &d) == 0);
+	CHECK_EQ_INT(c1.result, MM_CLAIM_WON);
+	CHECK_EQ_INT(renew_call(&x, x.st, &ns, &c1), MM_CLAIM_RENEWED);
+	/* A claim whose own lease is over at once: busy while A renews. */
+	memset(&d, 0, sizeof(d));
+	REQUIRE(mm_ddb_claim(x.st, &ns, &c2, 1, 1, 3600000, on_done, &d) == 0);
+	REQUIRE(wait_done(&x, &d) == 0);
+	CHECK_EQ_INT(c2.result, MM_CLAIM_WON);
+	usleep(20000);
+	CHECK_EQ_INT(renew_call(&x, x.st, &ns, &c2), MM_CLAIM_RENEWED);
+	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e2", 60000), MM_CLAIM_BUSY);
+	REQUIRE(mm_ddb_get_stats(x.st, &stats) == 0);
+	CHECK(stats.lease_lapses == 0);
+	/* A stops renewing: after its lease, B takes e2 over, and A's next
+	 * renewal finds its lease lapsed and e2 lost. */
+	usleep(400000);
+	CHECK_EQ_INT(claim_call(&x, b, 0, &ns, "e2", 60000), MM_CLAIM_STOLEN);
+	CHECK_EQ_INT(renew_call(&x, x.st, &ns, &c2), MM_CLAIM_NOT_OWNER);
+	REQUIRE(mm_ddb_get_stats(x.st, &stats) == 0);
+	CHECK(stats.lease_lapses == 1);
+	mm_store_close(b);
+	CHECK(fx_close(&x) == 0);
+}
+
 static void on_wait(uv_timer_t *t)
 {
 }
@@ -1028,6 +1088,7 @@ int main(void)
 	RUN(metadata_and_positions);
 	RUN(stale_tokens_are_pruned);
 	RUN(claim_protocol);
+	RUN(owner_lease);
 	RUN(container_credentials);
 	RUN(open_errors);
 	stop(proxy_pid);
