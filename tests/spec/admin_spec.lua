@@ -115,15 +115,10 @@ end
 
 describe("#admin page served by murmur serve", function()
   local dir, h, port
-  before_each(function()
-    dir = S.tmpdir()
-    scrape.prepare(dir)
-    h, port = scrape.start_serve(dir)
-  end)
-  after_each(function()
-    if h then S.kill(h, "TERM") S.wait_exit(h, 20) h = nil end
-    S.rm_rf(dir)
-  end)
+  local set_up, tear_down = scrape.server_hooks(scrape.start_serve, function(d, hh, p) dir, h, port = d, hh, p end,
+    function() return dir, h end)
+  before_each(set_up)
+  after_each(tear_down)
 
   it("answers /, /api/status and /api/dead-letters", function()
     local base = ("http://127.0.0.1:%d"):format(port)
@@ -202,15 +197,10 @@ end)
 
 describe("#admin page served by murmur run --listen", function()
   local dir, h, port
-  before_each(function()
-    dir = S.tmpdir()
-    scrape.prepare(dir)
-    h, port = scrape.start_run(dir)
-  end)
-  after_each(function()
-    if h then S.kill(h, "TERM") S.wait_exit(h, 20) h = nil end
-    S.rm_rf(dir)
-  end)
+  local set_up, tear_down = scrape.server_hooks(scrape.start_run, function(d, hh, p) dir, h, port = d, hh, p end,
+    function() return dir, h end)
+  before_each(set_up)
+  after_each(tear_down)
 
   it("shows live counters, sources and a failed reload's error with its file:line", function()
     if S.exec("test -x /usr/bin/chromium") ~= 0 then

@@ -134,15 +134,10 @@ end)
 
 describe("#metrics served by murmur serve", function()
   local dir, h, port
-  before_each(function()
-    dir = S.tmpdir()
-    M.prepare(dir)
-    h, port = start_serve(dir)
-  end)
-  after_each(function()
-    if h then S.kill(h, "TERM") S.wait_exit(h, 20) h = nil end
-    S.rm_rf(dir)
-  end)
+  local set_up, tear_down = M.server_hooks(start_serve, function(d, hh, p) dir, h, port = d, hh, p end,
+    function() return dir, h end)
+  before_each(set_up)
+  after_each(tear_down)
 
   it("serves /metrics that promtool accepts, OpenMetrics when asked, /healthz and /readyz", function()
     local base = ("http://127.0.0.1:%d"):format(port)
@@ -244,15 +239,10 @@ end)
 
 describe("#metrics served by murmur run --listen", function()
   local dir, h, port
-  before_each(function()
-    dir = S.tmpdir()
-    M.prepare(dir)
-    h, port = start_run(dir)
-  end)
-  after_each(function()
-    if h then S.kill(h, "TERM") S.wait_exit(h, 20) h = nil end
-    S.rm_rf(dir)
-  end)
+  local set_up, tear_down = M.server_hooks(start_run, function(d, hh, p) dir, h, port = d, hh, p end,
+    function() return dir, h end)
+  before_each(set_up)
+  after_each(tear_down)
 
   it("serves the engine's counters, flush and store histograms and loop lag; promtool accepts them", function()
     M.feed(dir, 10)

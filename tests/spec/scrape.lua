@@ -187,6 +187,22 @@ local function start_run(dir, extra, port)
   S.wait_status(dir .. "/d", function(st) return st.engine ~= nil end, 20, "the engine's status")
   return h, got
 end
+-- The before_each and after_each of a describe whose tests each get a fresh
+-- directory prepared by M.prepare and a server started by start(dir):
+-- use(dir, handle, port) receives them, and held() returns the directory
+-- and the handle to stop afterwards (a test may have restarted it).
+function M.server_hooks(start, use, held)
+  return function()
+    local dir = S.tmpdir()
+    M.prepare(dir)
+    use(dir, start(dir))
+  end, function()
+    local dir, h = held()
+    if h then S.kill(h, "TERM") S.wait_exit(h, 20) end
+    S.rm_rf(dir)
+  end
+end
+
 -- Appends n events for the running instance (every fifth malformed) and
 -- waits until its status shows them in pipeline top.
 function M.feed(dir, n)
