@@ -75,6 +75,12 @@ static int mm_store_get_hist(size_t n)
 	return n == 1 ? MM_STORE_HIST_GET : MM_STORE_OP_GET_MANY;
 }
 
+/* The bytes of a namespace name, [A-Za-z0-9_.-], as a table: the name is
+ * checked on every dedup lookup, once per event with ids. */
+static const unsigned char ns_name_char[256] = {
+	['A' ... 'Z'] = 1, ['a' ... 'z'] = 1, ['0' ... '9'] = 1, ['_'] = 1, ['.'] = 1, ['-'] = 1,
+};
+
 static int mm_store_check_ns_name(const char *name)
 {
 	size_t i;
@@ -82,13 +88,10 @@ static int mm_store_check_ns_name(const char *name)
 	if (name == NULL)
 		return mm_diag_set(MM_EINVAL, "store: namespace name is NULL");
 	for (i = 0; name[i] != '\0'; i++) {
-		char c = name[i];
-
 		if (i == MM_STORE_NS_MAX)
 			return mm_diag_set(MM_EINVAL, "store: namespace name longer than %d bytes",
 					   MM_STORE_NS_MAX);
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '.' || c == '-'))
+		if (!ns_name_char[(unsigned char)name[i]])
 			return mm_diag_set(MM_EINVAL,
 					   "store: namespace name '%s' has a character outside "
 					   "[A-Za-z0-9_.-]",
