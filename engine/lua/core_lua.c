@@ -538,6 +538,10 @@ static int l_engine_listen(lua_State *L)
 		return luaL_error(L, "the engine already listens");
 	mm_lua_serve_options(L, 2, &opt, cors, 32);
 	rc = mm_serve_start(e->loop, &opt, &e->ctx->st, 1, &e->serve);
+	if (rc == 0 && (rc = mm_query_cache(e->serve->query, mm_lua_serve_cache_ms(L, 2))) != 0) {
+		mm_serve_stop(e->serve, NULL, NULL);
+		e->serve = NULL;
+	}
 	if (rc)
 		return mm_lua_push_diag(L, rc);
 	if (mm_server_address(e->serve->srv, addr, sizeof(addr)) != 0)

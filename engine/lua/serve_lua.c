@@ -91,6 +91,11 @@ void mm_lua_serve_options(lua_State *L, int t, mm_server_options_t *opt, const c
 	opt->cors_origins = cors;
 }
 
+uint64_t mm_lua_serve_cache_ms(lua_State *L, int t)
+{
+	return opt_u64(L, t, "result_cache_ms");
+}
+
 static int l_serve(lua_State *L)
 {
 	mm_server_options_t opt;
@@ -129,6 +134,8 @@ static int l_serve(lua_State *L)
 			goto fail;
 	}
 	rc = mm_serve_start(&loop, &opt, stores, nstores, &run.s);
+	if (rc == 0 && (rc = mm_query_cache(run.s->query, mm_lua_serve_cache_ms(L, 1))) != 0)
+		mm_serve_stop(run.s, NULL, NULL);
 	if (rc)
 		goto fail;
 	if (mm_server_address(run.s->srv, addr, sizeof(addr)) == 0)

@@ -13,4 +13,7 @@ void mm_lua_serve_register(lua_State *L);
 void mm_lua_serve_options(lua_State *L, int t, mm_server_options_t *opt, const char **cors,
 			  size_t max_cors);
 
+/* The table's result_cache_ms (0 if absent): see mm_query_cache. */
+uint64_t mm_lua_serve_cache_ms(lua_State *L, int t);
+
 #endif

@@ -30,6 +30,7 @@
 #include "../monoid/bloom.h"
 #include "../monoid/window.h"
 #include "query.h"
+#include "rcache.h"
 
 #define MAX_BUCKETS 100000
 #define MAX_KEYS 200000
@@ -54,6 +55,7 @@ struct mm_query {
 	pipe_meta_t *metas;
 	size_t inflight;
 	uv_check_t *check;          /* flushes `queue` after each poll phase */
+	mm_rcache_t *rcache;        /* results kept for --result-cache, or NULL */
 	job_t *queue, **queue_tail; /* jobs planned in this loop iteration */
 };
 
@@ -83,6 +85,12 @@ struct job {
 	char **items;
 	size_t nitems;
 	job_t *next;                /* in the query's queue, then in its batch */
+	int fresh;                  /* fresh_read: skip the result cache */
+	struct hit {                /* per entity, when every one was cached */
+		uint8_t *p;
+		size_t n;
+		int found;
+	} *hits;
 };
 
 /* The reads of every job of one pipeline queued in one loop iteration, as
@@ -530,18 +538,84 @@ static void job_destroy_states(job_t *j)
 {
 	size_t n = j->nent * j->nb;
 
+	if (j->slots == NULL)
+		return; /* answered from the result cache */
+
 	for (size_t s = 0; s < j->q->nstores; s++)
 		if (j->slots[s].states)
 			for (size_t i = 0; i < n; i++)
 				j->pm->m.vt->destroy(&j->pm->m, j->slots[s].states + i * MM_STATE_MAX);
 }
 
-/* Merges entity e's states over buckets and stores into acc; returns the
- * number found, or a negative MM_E* code. */
+/* The result cache's key of entity e's read: pipeline, entity, range. */
+static size_t cache_key(const job_t *j, size_t e, char *buf)
+{
+	size_t pl = strlen(j->pm->name) + 1, el = strlen(j->ents[e]) + 1;
+
+	memcpy(buf, j->pm->name, pl);
+	memcpy(buf + pl, j->ents[e], el);
+	memcpy(buf + pl + el, &j->lo, 8);
+	memcpy(buf + pl + el + 8, &j->hi, 8);
+	return pl + el + 16;
+}
+
+#define CACHE_KEY_MAX (128 + 1 + MAX_ENTITY + 1 + 16)
+
+/* Keeps entity e's merged value for the next requests (best effort: a
+ * failure only costs a later read). */
+static void cache_store(job_t *j, size_t e, const void *acc, int found)
+{
+	char key[CACHE_KEY_MAX];
+	mm_buf_t b = {0};
+
+	if (j->q->rcache == NULL || j->hits != NULL || found < 0)
+		return;
+	if (j->pm->m.vt->encode(&j->pm->m, acc, &b) == 0)
+		mm_rcache_put(j->q->rcache, key, cache_key(j, e, key), mm_now_ms(), b.p, b.len, found);
+	mm_buf_free(&b);
+}
+
+/* 1 when every entity of j is in the result cache (copied into j->hits). */
+static int cache_lookup(job_t *j)
+{
+	char key[CACHE_KEY_MAX];
+	int64_t now = mm_now_ms();
+	struct hit *hits;
+
+	if (j->q->rcache == NULL || j->fresh)
+		return 0;
+	hits = mm_arena_alloc(j->call->arena, j->nent * sizeof(*hits));
+	for (size_t e = 0; hits != NULL && e < j->nent; e++) {
+		const uint8_t *p;
+
+		if (!mm_rcache_get(j->q->rcache, key, cache_key(j, e, key), now, &p, &hits[e].n, &hits[e].found))
+			return 0;
+		if ((hits[e].p = mm_arena_alloc(j->call->arena, hits[e].n ? hits[e].n : 1)) == NULL)
+			return 0;
+		if (hits[e].n)
+			memcpy(hits[e].p, p, hits[e].n);
+	}
+	j->hits = hits;
+	return hits != NULL;
+}
+
+/* Merges entity e's states over buckets and stores into acc (or its cached
+ * value); returns the number found, or a negative MM_E* code. */
 static int merge_entity(job_t *j, size_t e, void *acc)
 {
 	const mm_monoid_t *m = &j->pm->m;
 	int found = 0, rc;
+
+	if (j->hits) {
+		_Alignas(16) unsigned char st[MM_STATE_MAX];
+
+		m->vt->init(m, st);
+		rc = m->vt->decode(m, st, j->hits[e].p, j->hits[e].n);
+		if (rc == 0)
+			rc = m->vt->merge(m, acc, st);
+		m->vt->destroy(m, st);
+		return rc ? rc : j->hits[e].found;
+	}
 
 	for (size_t s = 0; s < j->q->nstores; s++)
 		for (size_t b = 0; b < j->nb; b++) {
@@ -580,6 +654,7 @@ static void job_finish(job_t *j)
 
 		m->vt->init(m, acc);
 		found = merge_entity(j, 0, acc);
+		cache_store(j, 0, acc, found);
 		if (resp == NULL || (resp->results = mm_arena_alloc(a, (j->nitems + 1) *
 								       sizeof(protobuf_c_boolean))) == NULL)
 			found = MM_ENOMEM;
@@ -618,6 +693,7 @@ static void job_finish(job_t *j)
 		}
 		m->vt->init(m, acc);
 		found = merge_entity(j, e, acc);
+		cache_store(j, e, acc, found);
 		if (found < 0)
 			rc = found;
 		else
@@ -962,32 +1038,39 @@ void mm_query_call(void *arg, mm_rpc_call_t *call)
 	if (d == &murmur__v1__get_request__descriptor) {
 		const Murmur__V1__GetRequest *r = req;
 		pipeline = r->pipeline, one = r->entity, include_raw = r->include_raw;
+		j->fresh = r->fresh_read;
 	} else if (d == &murmur__v1__get_many_request__descriptor) {
 		const Murmur__V1__GetManyRequest *r = req;
 		pipeline = r->pipeline, ents = r->entities, nent = r->n_entities;
 		include_raw = r->include_raw;
+		j->fresh = r->fresh_read;
 	} else if (d == &murmur__v1__get_window_request__descriptor) {
 		const Murmur__V1__GetWindowRequest *r = req;
 		pipeline = r->pipeline, one = r->entity, window = r->window, at = r->at;
 		include_raw = r->include_raw, mode = RANGE_WINDOW;
+		j->fresh = r->fresh_read;
 	} else if (d == &murmur__v1__get_window_many_request__descriptor) {
 		const Murmur__V1__GetWindowManyRequest *r = req;
 		pipeline = r->pipeline, ents = r->entities, nent = r->n_entities, window = r->window;
 		at = r->at, include_raw = r->include_raw, mode = RANGE_WINDOW;
+		j->fresh = r->fresh_read;
 	} else if (d == &murmur__v1__get_range_request__descriptor) {
 		const Murmur__V1__GetRangeRequest *r = req;
 		pipeline = r->pipeline, one = r->entity, from = r->from, to = r->to;
 		include_raw = r->include_raw, mode = RANGE_FROM_TO;
+		j->fresh = r->fresh_read;
 	} else if (d == &murmur__v1__get_range_many_request__descriptor) {
 		const Murmur__V1__GetRangeManyRequest *r = req;
 		pipeline = r->pipeline, ents = r->entities, nent = r->n_entities, from = r->from;
 		to = r->to, include_raw = r->include_raw, mode = RANGE_FROM_TO;
+		j->fresh = r->fresh_read;
 	} else if (d == &murmur__v1__might_contain_request__descriptor) {
 		const Murmur__V1__MightContainRequest *r = req;
 		pipeline = r->pipeline, one = r->entity, window = r->window, at = r->at;
 		from = r->from, to = r->to;
 		mode = window && window[0] ? RANGE_WINDOW : (from && from[0]) || (to && to[0]) ? RANGE_FROM_TO : RANGE_ALL;
 		j->bloom = 1;
+		j->fresh = r->fresh_read;
 		j->items = r->items;
 		j->nitems = r->n_items;
 	} else {
@@ -1030,7 +1113,19 @@ void mm_query_call(void *arg, mm_rpc_call_t *call)
 			    j->nb, MAX_KEYS);
 		return;
 	}
+	if (cache_lookup(j)) {
+		j->q->inflight++; /* job_finish counts it out */
+		job_finish(j);
+		return;
+	}
 	job_start(j);
+}
+
+int mm_query_cache(mm_query_t *q, uint64_t ttl_ms)
+{
+	if (ttl_ms == 0 || q->rcache != NULL)
+		return 0;
+	return mm_rcache_open(ttl_ms, 100000, &q->rcache);
 }
 
 int mm_query_open(uv_loop_t *loop, mm_store_t *const *stores, size_t n, mm_query_t **out)
@@ -1071,6 +1166,7 @@ void mm_query_close(mm_query_t *q)
 	if (q == NULL)
 		return;
 	uv_close((uv_handle_t *)q->check, on_check_closed);
+	mm_rcache_close(q->rcache);
 	for (pm = q->metas; pm != NULL; pm = next) {
 		next = pm->next;
 		meta_free(pm);

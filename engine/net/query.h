@@ -41,6 +41,12 @@ int mm_query_open(uv_loop_t *loop, mm_store_t *const *stores, size_t n, mm_query
 /* The rpc implementation (mm_rpc_impl_fn) with arg = the mm_query_t. */
 void mm_query_call(void *arg, mm_rpc_call_t *call);
 
+/* Keeps results for ttl_ms (0: no cache, the default): a read of the same
+ * pipeline, entity and bucket range within that time is answered without
+ * the store, unless the request sets fresh_read. At most 100 000 results.
+ * Returns 0 or MM_ENOMEM. */
+int mm_query_cache(mm_query_t *q, uint64_t ttl_ms);
+
 /* Store reads queued or in flight; close only at 0 (run the loop until then). */
 size_t mm_query_inflight(const mm_query_t *q);
 

@@ -79,7 +79,7 @@ local function cmd_run(args)
     no_supervisor = "flag", kafka_brokers = "value", kafka_topic = "value",
     kafka_group = "value", kafka_start = "value", kafka_property = "multi", progress = "value",
     allow = "multi", consumer = "value", listen = "value", token_file = "value", cors_origin = "multi",
-    request_timeout = "value", max_connections = "value",
+    request_timeout = "value", max_connections = "value", result_cache = "value",
   })
   if not opts then return usage_error("run", scripts) end
   if opts.help then io.write(HELP.run) return EXIT_OK end
@@ -282,6 +282,7 @@ local function cmd_serve(args)
   local opts, scripts = parse_args(args, {
     listen = "value", data = "multi", store = "value", cache = "value", token_file = "value",
     cors_origin = "multi", request_timeout = "value", max_connections = "value", allow = "multi",
+    result_cache = "value",
   })
   if not opts then return usage_error("serve", scripts) end
   if opts.help then io.write(HELP.serve) return EXIT_OK end

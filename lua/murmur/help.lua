@@ -65,6 +65,7 @@ Runs every pipeline the scripts define, on one event loop.
   --cors-origin O    with --listen: allow browser calls from O (repeatable)
   --request-timeout DUR  with --listen: slow-client cutoff (default 10s)
   --max-connections N  with --listen: connections at once (default 1024)
+  --result-cache DUR with --listen: keep answers DUR (fresh_read skips it)
 SIGINT/SIGTERM stop gracefully: stop reading, flush, checkpoint, exit 0.
 Saving a script (or a module it requires), SIGHUP or `murmur reload` reloads
 it without stopping; an invalid version is refused and the old one keeps
@@ -116,6 +117,9 @@ every pipeline in the store is served. See doc/query.md.
                      whole after DUR (default 10s: slow clients)
   --max-connections N  connections open at once (default 1024); more are
                      closed at once
+  --result-cache DUR keep each answer DUR (e.g. 500ms) and serve repeats of it
+                     without reading the store; requests with fresh_read skip
+                     it (default: no cache)
   --allow CAP[,CAP]  grant the scripts a capability, as run does (repeatable;
                      also $MURMUR_ALLOW; doc/security.md)
 SIGINT/SIGTERM stop it: no new connections, reads in flight finish, exit 0.

@@ -74,6 +74,11 @@ function M.config(opts)
     if not ms or ms < 1 then return nil, "--request-timeout must be a duration such as 10s" end
     cfg.request_timeout_ms = ms
   end
+  if opts.result_cache then
+    local ms = core.parse_duration(opts.result_cache)
+    if not ms or ms < 1 then return nil, "--result-cache must be a duration such as 500ms or 2s" end
+    cfg.result_cache_ms = ms
+  end
   if opts.max_connections then
     local n = tonumber(opts.max_connections)
     if not n or n < 1 or n % 1 ~= 0 then return nil, "--max-connections must be a whole number of at least 1" end

@@ -301,3 +301,34 @@ describe("#serve murmur run --listen", function()
     S.rm_rf(dir)
   end)
 end)
+
+describe("#serve --result-cache", function()
+  it("answers repeats from the cache until fresh_read reads the store again", function()
+    local dir = S.tmpdir()
+    local script = dir .. "/p.lua"
+    S.write_file(script, SV.SCRIPT)
+    local function feed(n)
+      -- A new file each time: run resumes a file it has read at its offset.
+      local file = ("%s/ev%d.jsonl"):format(dir, n)
+      S.write_file(file, core.json_encode({ page = "p1", user = "u", n = n, r = 1, ts = NOW, big = 0 }) .. "\n")
+      local code, _, err = S.murmur_run({ "run", script, "--data", dir .. "/data", "--input", file, "--once" })
+      assert(code == 0, err)
+    end
+    feed(5)
+    local h, port = start({ "--data", dir .. "/data", "--listen", "127.0.0.1:0", "--result-cache", "10m" }, dir .. "/serve.log")
+    local function value(extra)
+      local req = { pipeline = "views", entity = "p1" }
+      for k, v in pairs(extra or {}) do req[k] = v end
+      local status, _, body = rpc(port, "Get", req)
+      assert.are.equal(200, status, body)
+      return core.json_decode(body).result.scalar.intValue
+    end
+    assert.are.equal("5", value())
+    feed(7) -- the store now holds 12
+    assert.are.equal("5", value()) -- within the TTL: the cached answer
+    assert.are.equal("12", value({ freshRead = true }))
+    assert.are.equal("12", value()) -- the fresh read refreshed the cache
+    assert.are.equal(0, stop(h))
+    S.rm_rf(dir)
+  end)
+end)
