@@ -2,7 +2,7 @@
  * baseline.c: "B0", the speed-of-light program `make bench` measures murmur
  * against (doc/performance.md).
  *
- *   baseline MODE INPUT DATADIR [FLUSH_EVENTS]
+ *   baseline MODE FIELD INPUT DATADIR [FLUSH_EVENTS]
  *
  * MODE is one of
  *   exact FIELD   exact counts per value of FIELD (page_views' work)
@@ -238,7 +238,7 @@ static void merge_topk(run_t *r, MDB_txn *txn, long day)
 	table_t sum;
 	char key[64];
 	MDB_val k = {0}, v;
-	int64_t *counts, cut = 0;
+	int64_t top[TOPK + 1], cut = 0;
 	size_t nc = 0, len = 0;
 	char *out;
 	int rc;
@@ -266,24 +266,21 @@ static void merge_topk(run_t *r, MDB_txn *txn, long day)
 		if (r->batch.slots[i].len != 0)
 			table_get(&sum, r->batch.arena + r->batch.slots[i].off, r->batch.slots[i].len, 1)
 				->count += r->batch.slots[i].count;
-	if ((counts = malloc((sum.used + 1) * sizeof(*counts))) == NULL)
-		die("out of memory", 0);
-	for (size_t i = 0; i < sum.cap; i++)
-		if (sum.slots[i].len != 0)
-			counts[nc++] = sum.slots[i].count;
-	if (nc > TOPK) {
-		/* The (K+1)-th largest count, by partial selection. */
-		for (size_t i = 0; i <= TOPK; i++)
-			for (size_t j = i + 1; j < nc; j++)
-				if (counts[j] > counts[i]) {
-					int64_t t = counts[i];
+	/* The (K+1)-th largest count: the K+1 largest kept in descending
+	 * order; on a skewed input most counts fail the first comparison. */
+	for (size_t i = 0; i < sum.cap; i++) {
+		int64_t c = sum.slots[i].count;
+		size_t j;
 
-					counts[i] = counts[j];
-					counts[j] = t;
-				}
-		cut = counts[TOPK];
+		if (sum.slots[i].len == 0 || (nc == TOPK + 1 && c <= top[TOPK]))
+			continue;
+		j = nc < TOPK + 1 ? nc++ : TOPK;
+		for (; j > 0 && top[j - 1] < c; j--)
+			top[j] = top[j - 1];
+		top[j] = c;
 	}
-	free(counts);
+	if (nc == TOPK + 1)
+		cut = top[TOPK];
 	out = malloc(sum.arena_len + sum.used * 10 + 1);
 	if (out == NULL)
 		die("out of memory", 0);
