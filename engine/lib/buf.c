@@ -41,22 +41,52 @@ int mm_buf_append(mm_buf_t *b, const void *p, size_t n)
 
 int mm_buf_printf(mm_buf_t *b, const char *fmt, ...)
 {
+	size_t room = b->cap - b->len;
 	va_list ap;
 	int n, rc;
 
+	/* Formatting straight into the spare capacity costs one pass when the
+	 * text fits, which is the common case for a reused buffer; only a
+	 * longer text is measured and formatted again. */
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	n = vsnprintf(room ? (char *)b->p + b->len : NULL, room, fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		return mm_diag_set(MM_EINVAL, "bad format string");
-	rc = mm_buf_reserve(b, (size_t)n + 1);
-	if (rc)
-		return rc;
-	va_start(ap, fmt);
-	vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
+	if ((size_t)n >= room) {
+		rc = mm_buf_reserve(b, (size_t)n + 1);
+		if (rc)
+			return rc;
+		va_start(ap, fmt);
+		vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+	}
 	b->len += (size_t)n;
 	return 0;
+}
+
+int mm_buf_put_str(mm_buf_t *b, const char *s)
+{
+	return mm_buf_append(b, s, strlen(s));
+}
+
+int mm_buf_put_dec_u64(mm_buf_t *b, uint64_t v)
+{
+	char tmp[20], *p = tmp + sizeof(tmp);
+
+	do
+		*--p = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	return mm_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+int mm_buf_put_dec_i64(mm_buf_t *b, int64_t v)
+{
+	int rc = 0;
+
+	if (v < 0)
+		rc = mm_buf_put_u8(b, '-');
+	return rc ? rc : mm_buf_put_dec_u64(b, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
 }
 
 int mm_buf_put_u8(mm_buf_t *b, uint8_t v)

@@ -27,6 +27,13 @@ int mm_buf_append(mm_buf_t *b, const void *p, size_t n);
 /* Appends a printf-formatted string (without the NUL). Returns 0 or MM_ENOMEM. */
 int mm_buf_printf(mm_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Appends a NUL-terminated string (without the NUL), or an integer in
+ * decimal ASCII: the cheap forms of the printf calls that hot paths make.
+ * Return 0 or MM_ENOMEM. */
+int mm_buf_put_str(mm_buf_t *b, const char *s);
+int mm_buf_put_dec_u64(mm_buf_t *b, uint64_t v);
+int mm_buf_put_dec_i64(mm_buf_t *b, int64_t v);
+
 /* Appends little-endian integers. Return 0 or MM_ENOMEM. */
 int mm_buf_put_u8(mm_buf_t *b, uint8_t v);
 int mm_buf_put_u16le(mm_buf_t *b, uint16_t v);

@@ -205,11 +205,11 @@ static int sum_to_json(const mm_monoid_t *m, const void *st, mm_buf_t *out)
 	const sum_state_t *s = st;
 	int rc;
 
-	if (!m->p.is_float)
-		return mm_buf_printf(out, "{\"value\":%" PRId64 "}", s->i);
+	/* Plain appends rather than printf: the query server renders a result
+	 * per request. */
 	rc = mm_buf_append(out, "{\"value\":", 9);
 	if (rc == 0)
-		rc = mm_monoid_put_double(out, s->d);
+		rc = m->p.is_float ? mm_monoid_put_double(out, s->d) : mm_buf_put_dec_i64(out, s->i);
 	if (rc == 0)
 		rc = mm_buf_put_u8(out, '}');
 	return rc;
@@ -277,7 +277,11 @@ static int count_decode(const mm_monoid_t *m, void *st, const uint8_t *p, size_t
 
 static int count_to_json(const mm_monoid_t *m, const void *st, mm_buf_t *out)
 {
-	return mm_buf_printf(out, "{\"value\":%" PRIu64 "}", *(const uint64_t *)st);
+	int rc = mm_buf_append(out, "{\"value\":", 9);
+
+	if (rc == 0)
+		rc = mm_buf_put_dec_u64(out, *(const uint64_t *)st);
+	return rc ? rc : mm_buf_put_u8(out, '}');
 }
 
 static int count_is_identity(const mm_monoid_t *m, const void *st)

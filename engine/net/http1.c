@@ -336,6 +336,18 @@ void mm_http1_input(mm_conn_t *c)
 		mm_conn_read(c, 1);
 }
 
+/* Appends "name: value\r\n". */
+static int put_header(mm_buf_t *out, const char *name, const char *value)
+{
+	int rc = mm_buf_put_str(out, name);
+
+	if (rc == 0)
+		rc = mm_buf_append(out, ": ", 2);
+	if (rc == 0)
+		rc = mm_buf_put_str(out, value);
+	return rc ? rc : mm_buf_append(out, "\r\n", 2);
+}
+
 void mm_http1_respond(mm_conn_t *c, mm_net_ex_t *ex)
 {
 	mm_net_res_t *res = &ex->res;
@@ -349,15 +361,31 @@ void mm_http1_respond(mm_conn_t *c, mm_net_ex_t *ex)
 			*pp = ex->next;
 			break;
 		}
-	rc = mm_buf_printf(&out, "HTTP/1.1 %d %s\r\n", res->status, reason(res->status));
+	/* One allocation sized for the usual head and the body, and plain
+	 * appends instead of printf: this runs once per request. */
+	rc = mm_buf_reserve(&out, 128 + res->headers.len + res->body.len);
+	if (rc == 0)
+		rc = mm_buf_append(&out, "HTTP/1.1 ", 9);
+	if (rc == 0)
+		rc = mm_buf_put_dec_u64(&out, (uint64_t)res->status);
+	if (rc == 0)
+		rc = mm_buf_put_u8(&out, ' ');
+	if (rc == 0)
+		rc = mm_buf_put_str(&out, reason(res->status));
+	if (rc == 0)
+		rc = mm_buf_append(&out, "\r\n", 2);
 	if (rc == 0 && res->content_type[0])
-		rc = mm_buf_printf(&out, "content-type: %s\r\n", res->content_type);
+		rc = put_header(&out, "content-type", res->content_type);
 	if (rc == 0 && !no_body)
-		rc = mm_buf_printf(&out, "content-length: %zu\r\n", res->body.len);
+		rc = mm_buf_append(&out, "content-length: ", 16);
+	if (rc == 0 && !no_body)
+		rc = mm_buf_put_dec_u64(&out, res->body.len);
+	if (rc == 0 && !no_body)
+		rc = mm_buf_append(&out, "\r\n", 2);
 	while (rc == 0 && hp < end) {
 		const char *name = (const char *)hp, *value = name + strlen(name) + 1;
 
-		rc = mm_buf_printf(&out, "%s: %s\r\n", name, value);
+		rc = put_header(&out, name, value);
 		hp = (const uint8_t *)value + strlen(value) + 1;
 	}
 	if (rc == 0 && c->h1_close_after)

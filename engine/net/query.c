@@ -29,6 +29,7 @@
 #include "../lib/error.h"
 #include "../monoid/bloom.h"
 #include "../monoid/window.h"
+#include "../store/keyset.h"
 #include "query.h"
 #include "rcache.h"
 
@@ -61,10 +62,13 @@ struct mm_query {
 
 enum { RANGE_ALL, RANGE_WINDOW, RANGE_FROM_TO };
 
+/* A job's view of one store's answers: key i's state and found flag are
+ * at index map[i] of states and found (index i when map is NULL). */
 typedef struct slot {
 	job_t *job;
 	uint8_t *states;
 	uint8_t *found;
+	const uint32_t *map;
 } slot_t;
 
 struct job {
@@ -94,16 +98,20 @@ struct job {
 };
 
 /* The reads of every job of one pipeline queued in one loop iteration, as
- * one get_many per store (see mm_query_call). The jobs' slots point into
- * its arrays until they finish. */
+ * one get_many per store (see mm_query_call), each distinct key read once.
+ * The jobs' slots point into its arrays until they finish; it owns the
+ * states and destroys them after the jobs. */
 typedef struct batch {
 	mm_query_t *q;
 	const pipe_meta_t *pm;
 	mm_ns_t ns;                 /* read by the store until it answers */
 	job_t *jobs;
-	size_t n;                   /* keys */
+	size_t n;                   /* keys of the jobs */
+	size_t u;                   /* distinct keys: the front of keys */
 	mm_key_t *keys;
-	uint8_t **states, **found;  /* per store */
+	uint32_t *map;              /* key i's index in keys; NULL if u == n */
+	uint8_t **states, **found;  /* per store, u each */
+	size_t ready;               /* stores whose u states are initialised */
 	size_t pending;
 	int status;
 	char detail[256];
@@ -534,19 +542,6 @@ static Murmur__V1__Window *make_window(mm_arena_t *a, const job_t *j)
 
 /* ---- jobs ---- */
 
-static void job_destroy_states(job_t *j)
-{
-	size_t n = j->nent * j->nb;
-
-	if (j->slots == NULL)
-		return; /* answered from the result cache */
-
-	for (size_t s = 0; s < j->q->nstores; s++)
-		if (j->slots[s].states)
-			for (size_t i = 0; i < n; i++)
-				j->pm->m.vt->destroy(&j->pm->m, j->slots[s].states + i * MM_STATE_MAX);
-}
-
 /* The result cache's key of entity e's read: pipeline, entity, range. */
 static size_t cache_key(const job_t *j, size_t e, char *buf)
 {
@@ -621,10 +616,13 @@ static int merge_entity(job_t *j, size_t e, void *acc)
 		for (size_t b = 0; b < j->nb; b++) {
 			size_t i = e * j->nb + b;
 
-			if (!j->slots[s].found[i])
+			const slot_t *sl = &j->slots[s];
+			size_t k = sl->map ? sl->map[i] : i;
+
+			if (!sl->found[k])
 				continue;
 			found++;
-			if ((rc = m->vt->merge(m, acc, j->slots[s].states + i * MM_STATE_MAX)) != 0)
+			if ((rc = m->vt->merge(m, acc, sl->states + k * MM_STATE_MAX)) != 0)
 				return rc;
 		}
 	return found;
@@ -643,7 +641,6 @@ static void job_finish(job_t *j)
 	if (j->status) {
 		int code = code_of(j->status);
 
-		job_destroy_states(j);
 		mm_rpc_done(j->call, NULL, code, "reading the store failed: %s", j->detail);
 		return;
 	}
@@ -668,7 +665,6 @@ static void job_finish(job_t *j)
 			resp->results[i] = c == 1;
 		}
 		m->vt->destroy(m, acc);
-		job_destroy_states(j);
 		if (found < 0) {
 			mm_rpc_done(j->call, NULL, code_of(found), "%s", mm_diag_msg());
 			return;
@@ -707,7 +703,6 @@ static void job_finish(job_t *j)
 		r->window = win;
 		results[e] = r;
 	}
-	job_destroy_states(j);
 	if (rc) {
 		mm_rpc_done(j->call, NULL, code_of(rc), "%s", mm_diag_msg());
 		return;
@@ -752,11 +747,15 @@ static void batch_done(batch_t *bt)
 		job_finish(j);
 	}
 	for (size_t s = 0; s < bt->q->nstores; s++) {
+		if (s < bt->ready)
+			for (size_t i = 0; i < bt->u; i++)
+				bt->pm->m.vt->destroy(&bt->pm->m, bt->states[s] + i * MM_STATE_MAX);
 		free(bt->states[s]);
 		free(bt->found[s]);
 	}
 	free(bt->states);
 	free(bt->found);
+	free(bt->map);
 	free(bt->keys);
 	free(bt);
 }
@@ -797,10 +796,30 @@ static void batch_start(mm_query_t *q, const pipe_meta_t *pm, job_t *jobs)
 	for (j = jobs; j != NULL; j = j->next)
 		bt->n += j->nent * j->nb;
 	bt->keys = malloc(bt->n * sizeof(mm_key_t));
+	bt->map = malloc(bt->n * sizeof(uint32_t));
 	bt->states = calloc(q->nstores, sizeof(uint8_t *));
 	bt->found = calloc(q->nstores, sizeof(uint8_t *));
 	bt->pending = 1; /* held until every read is started */
-	if (bt->keys == NULL || bt->states == NULL || bt->found == NULL) {
+	if (bt->keys != NULL && bt->map != NULL) {
+		int64_t u;
+
+		for (j = jobs; j != NULL; j = j->next) {
+			memcpy(bt->keys + off, j->keys, j->nent * j->nb * sizeof(mm_key_t));
+			off += j->nent * j->nb;
+		}
+		off = 0;
+		u = mm_keyset_fold(bt->keys, bt->n, bt->map);
+		bt->u = u < 0 ? 0 : (size_t)u;
+		if (u < 0) {
+			free(bt->keys);
+			bt->keys = NULL; /* reported as out of memory below */
+		} else if (bt->u == bt->n) {
+			free(bt->map);
+			bt->map = NULL;
+		}
+	}
+	if (bt->keys == NULL || (bt->map == NULL && bt->u != bt->n) || bt->states == NULL ||
+	    bt->found == NULL) {
 		bt->status = MM_ENOMEM;
 		snprintf(bt->detail, sizeof(bt->detail), "out of memory");
 		if (bt->states == NULL || bt->found == NULL) {
@@ -814,32 +833,34 @@ static void batch_start(mm_query_t *q, const pipe_meta_t *pm, job_t *jobs)
 		}
 	}
 	for (size_t s = 0; !bt->status && s < q->nstores; s++) {
-		bt->states[s] = malloc(bt->n * MM_STATE_MAX);
-		bt->found[s] = calloc(bt->n ? bt->n : 1, 1);
+		bt->states[s] = malloc(bt->u * MM_STATE_MAX + 1);
+		bt->found[s] = calloc(bt->u + 1, 1);
 		if (bt->states[s] == NULL || bt->found[s] == NULL) {
 			bt->status = MM_ENOMEM;
 			snprintf(bt->detail, sizeof(bt->detail), "out of memory");
 			break;
 		}
-		for (size_t i = 0; i < bt->n; i++)
+		for (size_t i = 0; i < bt->u; i++)
 			m->vt->init(m, bt->states[s] + i * MM_STATE_MAX);
+		bt->ready = s + 1;
 	}
 	for (j = jobs; j != NULL; j = j->next) {
-		size_t n = j->nent * j->nb;
-
+		/* With repeated keys every job indexes the distinct states through
+		 * its part of the map; without, it gets its own slice. */
 		for (size_t s = 0; s < q->nstores; s++) {
-			j->slots[s].states = bt->status ? NULL : bt->states[s] + off * MM_STATE_MAX;
-			j->slots[s].found = bt->status ? NULL : bt->found[s] + off;
+			slot_t *sl = &j->slots[s];
+
+			sl->states = bt->status ? NULL : bt->states[s] + (bt->map ? 0 : off * MM_STATE_MAX);
+			sl->found = bt->status ? NULL : bt->found[s] + (bt->map ? 0 : off);
+			sl->map = bt->map ? bt->map + off : NULL;
 		}
-		if (!bt->status)
-			memcpy(bt->keys + off, j->keys, n * sizeof(mm_key_t));
-		off += n;
+		off += j->nent * j->nb;
 	}
 	for (size_t s = 0; !bt->status && s < q->nstores; s++) {
 		int rc;
 
 		bt->pending++;
-		rc = mm_store_get_many(q->stores[s], &bt->ns, bt->keys, bt->n, bt->states[s], bt->found[s],
+		rc = mm_store_get_many(q->stores[s], &bt->ns, bt->keys, bt->u, bt->states[s], bt->found[s],
 				       on_batch_read, bt);
 		if (rc) {
 			bt->pending--;

@@ -181,17 +181,24 @@ void mm_conn_close(mm_conn_t *c)
 	uv_close((uv_handle_t *)&c->timer, on_conn_closed);
 }
 
+/* A write finished: a failed one, or the last one of a connection that
+ * closes after its response, closes the connection. */
+static void written(mm_conn_t *c, int status)
+{
+	if (c->closing)
+		return;
+	if (status < 0 || (c->h1_close_after && c->tcp.write_queue_size == 0 &&
+			   c->exs == NULL && !c->h1_waiting))
+		mm_conn_close(c);
+}
+
 static void on_written(uv_write_t *req, int status)
 {
 	conn_write_t *w = (conn_write_t *)req;
 	mm_conn_t *c = w->c;
 
 	free(w);
-	if (c->closing)
-		return;
-	if (status < 0 || (c->h1_close_after && c->tcp.write_queue_size == 0 &&
-			   c->exs == NULL && !c->h1_waiting))
-		mm_conn_close(c);
+	written(c, status);
 }
 
 int mm_conn_write(mm_conn_t *c, const void *p, size_t n)
@@ -202,6 +209,23 @@ int mm_conn_write(mm_conn_t *c, const void *p, size_t n)
 
 	if (c->closing || n == 0)
 		return 0;
+	/* Most responses fit the socket's send buffer: writing them at once
+	 * saves the copy, the allocation and the write request. uv_try_write
+	 * refuses while earlier writes are queued, so the order holds. */
+	b = uv_buf_init((char *)p, (unsigned)n);
+	rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+	if (rc == (int)n) {
+		written(c, 0);
+		return 0;
+	}
+	if (rc < 0 && rc != UV_EAGAIN) {
+		mm_conn_close(c);
+		return mm_diag_set(MM_EIO, "server: write: %s", uv_strerror(rc));
+	}
+	if (rc > 0) {
+		p = (const uint8_t *)p + rc;
+		n -= (size_t)rc;
+	}
 	w = malloc(sizeof(*w) + n);
 	if (w == NULL) {
 		mm_conn_close(c);

@@ -29,26 +29,12 @@ int mm_ddb_put_str(mm_buf_t *b, const char *s)
 	return mm_buf_append(b, s, strlen(s));
 }
 
-/* Appends v in decimal. */
-static int put_int(mm_buf_t *b, int64_t v)
-{
-	char tmp[24], *p = tmp + sizeof(tmp);
-	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-
-	do
-		*--p = (char)('0' + u % 10);
-	while ((u /= 10) != 0);
-	if (v < 0)
-		*--p = '-';
-	return mm_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
-}
-
 /* A DynamoDB number attribute value: {"N":"<v>"}. */
 int mm_ddb_put_n(mm_buf_t *b, int64_t v)
 {
 	int rc;
 
-	if ((rc = PUT(b, "{\"N\":\"")) || (rc = put_int(b, v)))
+	if ((rc = PUT(b, "{\"N\":\"")) || (rc = mm_buf_put_dec_i64(b, v)))
 		return rc;
 	return PUT(b, "\"}");
 }

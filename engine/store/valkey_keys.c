@@ -66,21 +66,6 @@ const char *mm_vk_list_at(const vk_list_t *l, size_t i, size_t *len)
 	return (const char *)l->b.p + start;
 }
 
-/* Appends v in decimal. Keys are built per read and write, many at a time,
- * so they are assembled with plain appends rather than printf. */
-static int vk_put_i64(mm_buf_t *b, int64_t v)
-{
-	char num[24], *p = num + sizeof(num);
-	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-
-	do
-		*--p = (char)('0' + u % 10);
-	while ((u /= 10) != 0);
-	if (v < 0)
-		*--p = '-';
-	return mm_buf_append(b, p, (size_t)(num + sizeof(num) - p));
-}
-
 /* Appends PREFIX, the kind ("s:"), NS and ':' to l's current string. */
 static int vk_key_head(const mm_valkey_t *st, vk_list_t *l, const char *kind, const char *ns)
 {
@@ -94,7 +79,7 @@ static int vk_key_head(const mm_valkey_t *st, vk_list_t *l, const char *kind, co
 
 int mm_vk_list_i64(vk_list_t *l, int64_t v)
 {
-	int rc = vk_put_i64(&l->b, v);
+	int rc = mm_buf_put_dec_i64(&l->b, v);
 
 	return rc ? rc : mm_vk_list_mark(l);
 }
@@ -105,7 +90,7 @@ int mm_vk_state_key(const mm_valkey_t *st, vk_list_t *l, const char *ns, int64_t
 {
 	int rc;
 
-	if ((rc = vk_key_head(st, l, "s:", ns)) || (rc = vk_put_i64(&l->b, bucket)) ||
+	if ((rc = vk_key_head(st, l, "s:", ns)) || (rc = mm_buf_put_dec_i64(&l->b, bucket)) ||
 	    (rc = mm_buf_put_u8(&l->b, ':')) || (rc = mm_buf_append(&l->b, entity, len)))
 		return rc;
 	return mm_vk_list_mark(l);
@@ -118,7 +103,7 @@ int mm_vk_coord_key(const mm_valkey_t *st, vk_list_t *l, char kind, const char *
 	const char k[2] = {kind, ':'};
 	int rc;
 
-	if ((rc = vk_key_head(st, l, k, ns)) || (rc = vk_put_i64(&l->b, bucket)))
+	if ((rc = vk_key_head(st, l, k, ns)) || (rc = mm_buf_put_dec_i64(&l->b, bucket)))
 		return rc;
 	return mm_vk_list_mark(l);
 }

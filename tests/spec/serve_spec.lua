@@ -131,6 +131,26 @@ describe("#serve murmur serve over Connect JSON", function()
     end
   end)
 
+  it("answers an entity asked twice in one read (read once) like one asked once", function()
+    local _, _, body = rpc(port, "GetMany", { pipeline = "views", entities = { "p1", "p0", "p1" } })
+    local rs = core.json_decode(body).results
+    local p1 = digits(murmur_query(data, "views", "p1").result.value)
+    assert.are.same({ p1, digits(murmur_query(data, "views", "p0").result.value), p1 },
+      { rs[1].scalar.intValue, rs[2].scalar.intValue, rs[3].scalar.intValue })
+    -- Heap-backed states (Top-K) shared by two answers, and windows whose
+    -- buckets repeat across entities.
+    _, _, body = rpc(port, "GetMany", { pipeline = "top", entities = { "u1", "u1" } })
+    rs = core.json_decode(body).results
+    local _, _, one = rpc(port, "Get", { pipeline = "top", entity = "u1" })
+    assert.are.same(core.json_decode(one).result, rs[1])
+    assert.are.same(rs[1], rs[2])
+    assert.is_true(rs[1].found)
+    _, _, body = rpc(port, "GetWindowMany", { pipeline = "daily", entities = { "p0", "p0" }, window = "30d" })
+    rs = core.json_decode(body).results
+    assert.are.equal(digits(murmur_query(data, "daily", "p0", { "--window", "30d" }).result.value), rs[2].scalar.intValue)
+    assert.are.same(rs[1], rs[2])
+  end)
+
   it("lists and describes pipelines", function()
     local _, _, body = rpc(port, "ListPipelines", {})
     local names = {}
