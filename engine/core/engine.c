@@ -495,9 +495,11 @@ static void on_signal(uv_signal_t *h, int signum)
 	mm_engine_t *ctx = h->data;
 
 	/* Ctrl-C in a terminal and systemd's stop signal the whole process
-	 * group, and the supervisor forwards the same signal: the worker sees
-	 * one stop request twice within milliseconds. Only a repeat that comes
-	 * later is a second request to exit at once. */
+	 * group. The supervisor does not forward its copy once the progress page
+	 * says the worker has it (mm_progress_stopping), but it may forward one
+	 * before the worker got to say so: a repeat within milliseconds is that
+	 * copy. Only a repeat that comes later is a second request to exit at
+	 * once. */
 	if (ctx->stopping && mm_now_ms() - ctx->signal_ms < MM_SIGNAL_REPEAT_MS)
 		return;
 	if (ctx->stopping) {
@@ -507,6 +509,7 @@ static void on_signal(uv_signal_t *h, int signum)
 	}
 	mm_log(MM_LOG_INFO, "engine", "signal %d: stopping (flush, checkpoint, exit)", signum);
 	ctx->signal_ms = mm_now_ms();
+	mm_progress_stopping(ctx->signal_ms);
 	mm_engine_stop(ctx);
 }
 
@@ -648,6 +651,7 @@ int mm_engine_run(mm_engine_t *ctx, int once)
 		mm_log(MM_LOG_INFO, "engine", "signal %d while starting: stopping (flush, checkpoint, exit)",
 		       signum);
 		ctx->signal_ms = mm_now_ms();
+		mm_progress_stopping(ctx->signal_ms);
 		mm_engine_stop(ctx);
 	}
 	uv_run(ctx->loop, UV_RUN_DEFAULT);

@@ -44,6 +44,9 @@ typedef struct mm_progress {
 	char source[256];                /* id of the source of the current batch */
 	volatile int64_t alive_ms;       /* last sign of life while starting (loading,
 	                                  * waiting for a probe), before heartbeats */
+	volatile int64_t stop_ms;        /* when a stop signal reached the worker, 0
+	                                  * before: the supervisor does not forward
+	                                  * its own copy of a process-group signal */
 } mm_progress_t;
 
 /* The worker's page, or NULL when not supervised. Loop thread only. */
@@ -69,6 +72,13 @@ static inline void mm_progress_record(const char *source_id, const mm_record_t *
 		mm_progress->records++;
 		mm_progress->in_record = 1;
 	}
+}
+
+/* Tells the supervisor that a stop signal reached the worker at now_ms. */
+static inline void mm_progress_stopping(int64_t now_ms)
+{
+	if (mm_progress)
+		mm_progress->stop_ms = now_ms;
 }
 
 /* Tells the supervisor not to restart this worker when it exits. */

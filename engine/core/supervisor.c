@@ -2,7 +2,7 @@
  * supervisor.c: runs and watches the worker process (see supervisor.h).
  *
  * Everything happens on a private libuv loop: uv_spawn for the worker,
- * uv_signal for forwarding, one uv_timer that checks the heartbeat every
+ * uv_signal for forwarding (see on_signal), one uv_timer that checks the heartbeat every
  * quarter of the watchdog deadline (it reads a shared page; there is nothing
  * else to wait on), and a timer for restart backoff. Bookkeeping is written
  * to DATA/supervisor.json (restarts, crashes, stalls, poison records) and the
@@ -53,7 +53,7 @@ typedef struct supervisor {
 	const mm_supervisor_config_t *cfg;
 	uv_loop_t loop;
 	uv_process_t proc;
-	uv_timer_t watchdog, backoff;
+	uv_timer_t watchdog, backoff, forward;
 	uv_signal_t sigs[3];
 	mm_progress_t *page;
 	char page_path[PATH_MAX];
@@ -64,6 +64,7 @@ typedef struct supervisor {
 	uint64_t restarts, crashes, stalls, poisoned;
 	int worker_stalled;
 	int startup_stalled;     /* killed for never sending a heartbeat */
+	int forward_sig;         /* the stop signal on_forward passes on */
 	int startup_crashes;     /* consecutive deaths by signal before a heartbeat */
 	suspect_t suspects[SUSPECTS_MAX];
 	int nsuspects;
@@ -291,14 +292,46 @@ static void on_watchdog(uv_timer_t *t)
 	}
 }
 
+/* How long a stop signal's forward waits for the worker to say it has the
+ * signal itself, and how long after the worker's stop a copy still counts as
+ * the same request. */
+#define SV_FORWARD_GRACE_MS 100
+#define SV_SAME_STOP_MS 250
+
+static void on_forward(uv_timer_t *t)
+{
+	supervisor_t *sv = t->data;
+
+	/* The signal reached the supervisor alone (kill PID, not the group). */
+	if (sv->running && sv->page->stop_ms == 0)
+		uv_process_kill(&sv->proc, sv->forward_sig);
+}
+
+/*
+ * A stop signal sent to the process group (Ctrl-C, systemd's KillMode)
+ * reaches the worker directly. Forwarding the supervisor's copy as well
+ * made the worker see the request twice, and a copy landing while the
+ * worker closed its signal handles (libuv restores the default action
+ * there) killed it after its final flush. So a stop signal is forwarded
+ * only when the worker does not say, within SV_FORWARD_GRACE_MS, that it
+ * has it; a signal after the worker's stop has begun is a second request and
+ * goes through at once. SIGHUP (reload) is always forwarded.
+ */
 static void on_signal(uv_signal_t *h, int signum)
 {
 	supervisor_t *sv = h->data;
+	int64_t stop;
 
 	if (signum != SIGHUP)
 		sv->stopping = 1;
 	if (sv->running) {
-		uv_process_kill(&sv->proc, signum);
+		stop = sv->page->stop_ms;
+		if (signum == SIGHUP || (stop != 0 && mm_now_ms() - stop >= SV_SAME_STOP_MS)) {
+			uv_process_kill(&sv->proc, signum);
+		} else if (stop == 0) {
+			sv->forward_sig = signum;
+			uv_timer_start(&sv->forward, on_forward, SV_FORWARD_GRACE_MS, 0);
+		}
 	} else if (sv->stopping) {
 		/* Between restarts: nothing runs, so there is nothing to flush;
 		 * the run ends with the failure that caused the restart. */
@@ -396,7 +429,8 @@ int mm_supervise(const mm_supervisor_config_t *cfg)
 	uv_loop_init(&sv->loop);
 	uv_timer_init(&sv->loop, &sv->watchdog);
 	uv_timer_init(&sv->loop, &sv->backoff);
-	sv->watchdog.data = sv->backoff.data = sv;
+	uv_timer_init(&sv->loop, &sv->forward);
+	sv->watchdog.data = sv->backoff.data = sv->forward.data = sv;
 	for (int i = 0; i < 3; i++) {
 		uv_signal_init(&sv->loop, &sv->sigs[i]);
 		sv->sigs[i].data = sv;
