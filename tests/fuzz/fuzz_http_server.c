@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,10 +138,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (size > (1 << 16))
 		return 0;
+	/* Connected without blocking: libFuzzer's SIGALRM (its -timeout
+	 * watchdog) interrupts a blocking connect(), which then reports EINTR
+	 * while the handshake goes on. The server's loop must turn anyway for
+	 * the handshake to be accepted, so poll() waits for it, bounded. */
 	fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
+	if (fd < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) != 0)
 		abort();
-	fcntl(fd, F_SETFL, O_NONBLOCK);
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 && errno != EINPROGRESS) {
+		fprintf(stderr, "fuzz_http_server: connect: %s\n", strerror(errno));
+		abort();
+	}
+	for (int64_t until = mm_now_ms() + 8000;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		uv_run(&loop, UV_RUN_NOWAIT);
+		if (poll(&pfd, 1, 1) == 1) {
+			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+				fprintf(stderr, "fuzz_http_server: connect: %s\n", strerror(err ? err : errno));
+				abort();
+			}
+			break;
+		}
+		if (mm_now_ms() > until) {
+			fprintf(stderr, "fuzz_http_server: connect did not complete\n");
+			abort();
+		}
+	}
+	/* Closed with a reset, so no side keeps the connection in TIME_WAIT:
+	 * tens of thousands of inputs would otherwise use up the loopback's
+	 * ephemeral ports and a later connect would fail. */
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &(struct linger){1, 0}, sizeof(struct linger));
 	/* An empty input is a client that connects and half-closes at once. */
 	if (size == 0)
 		shutdown(fd, SHUT_WR);
