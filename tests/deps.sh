@@ -3,6 +3,8 @@
 # asks apt only for what dpkg says is missing, so a second run is a no-op.
 # Then the npm packages of tests/node (dynalite for the DynamoDB tests),
 # pinned by tests/node/package-lock.json and skipped when already complete.
+# cmake, the autotools and python3 are there for npm's aws-lambda-ric, which
+# builds its native Runtime API client (curl and aws-lambda-cpp) on install.
 set -eu
 
 # tests/node/node_modules holds every package of the lock file: nothing to do.
@@ -32,7 +34,8 @@ PKGS="build-essential pkg-config luajit libluajit-5.1-dev libuv1-dev liblmdb-dev
 librdkafka-dev libhiredis-dev libcurl4-openssl-dev lua-busted luarocks clang
 libclang-rt-14-dev kcat redis-server zsh groff-base man-db
 libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev libhttp-parser-dev chromium
-prometheus wrk valgrind"
+prometheus wrk valgrind
+cmake autoconf automake libtool python3"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
