@@ -29,6 +29,8 @@ struct mm_net_ex {
 	int head;               /* HEAD: send no body */
 	int in_handler;         /* dispatched and not finished yet */
 	int refused;            /* HTTP/2: over a limit; reset, never dispatched */
+	int received;           /* HTTP/2: the client ended the stream */
+	uint64_t deadline;      /* HTTP/2: loop time by which it must be received */
 	mm_buf_t h2_hdrs;       /* HTTP/2: "name\0value\0" as received */
 	size_t h2_header_bytes;
 	mm_net_ex_t *next;      /* the connection's list of exchanges in flight */
@@ -113,5 +115,8 @@ int mm_h2_init(mm_conn_t *c);
 void mm_h2_input(mm_conn_t *c);
 void mm_h2_respond(mm_conn_t *c, mm_net_ex_t *ex);
 void mm_h2_free(mm_conn_t *c);
+/* The connection's timer fired: resets the streams that missed their
+ * deadline and returns 1 if the connection lives on, 0 if it is to close. */
+int mm_h2_timeout(mm_conn_t *c);
 
 #endif

@@ -18,7 +18,21 @@
  * Exchanges: every stream's exchange is on the connection's list from its
  * first HEADERS frame; the stream's close callback frees it, unless a
  * handler still holds it, which then finishes it into the void.
+ *
+ * Slow clients. Each stream must arrive whole (headers and body) within the
+ * request timeout of its first HEADERS frame, whatever else happens on the
+ * connection: the connection's one timer is set to the nearest such
+ * deadline, and a stream that misses it is reset with CANCEL (counted as a
+ * timeout) while the connection goes on serving the others. Opening new
+ * streams, PINGs, SETTINGS and WINDOW_UPDATEs never move a deadline, so
+ * neither a stream fed a byte at a time beside busy ones nor a connection
+ * sending only control frames can hold the server's memory: with no stream
+ * open, the timer is the idle timeout since the last stream event (before
+ * the first stream, the request timeout since the connection opened), and
+ * its expiry closes the connection. A response that the client's flow
+ * control stalls holds its stream only until that idle timeout, too.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -62,6 +76,27 @@ static void unlink_ex(mm_conn_t *c, mm_net_ex_t *ex)
 		}
 }
 
+/* Sets the connection's timer: the nearest deadline of a stream still
+ * being received; none while a handler prepares an answer (the wait is the
+ * server's, not the client's); else the idle timeout. */
+static void h2_arm(mm_conn_t *c)
+{
+	uint64_t now = uv_now(c->srv->loop), first = UINT64_MAX;
+	int busy = 0;
+
+	for (mm_net_ex_t *ex = c->exs; ex != NULL; ex = ex->next) {
+		if (ex->refused)
+			continue;
+		if (!ex->received && ex->deadline < first)
+			first = ex->deadline;
+		busy |= ex->in_handler;
+	}
+	if (first != UINT64_MAX)
+		mm_conn_timer(c, first > now ? first - now : 1);
+	else
+		mm_conn_timer(c, busy ? 0 : c->srv->opt.idle_timeout_ms);
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
 	mm_conn_t *c = ud;
@@ -76,16 +111,18 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
 	ex->next = c->exs;
 	c->exs = ex;
 	nghttp2_session_set_stream_user_data(s, frame->hd.stream_id, ex);
-	mm_conn_timer(c, c->srv->opt.request_timeout_ms);
+	ex->deadline = uv_now(c->srv->loop) + c->srv->opt.request_timeout_ms;
+	h2_arm(c);
 	return 0;
 }
 
-static void refuse_stream(nghttp2_session *s, mm_net_ex_t *ex, uint32_t code)
+/* Resets a stream the server will not answer; counter says why. */
+static void refuse_stream(nghttp2_session *s, mm_net_ex_t *ex, uint32_t code, uint64_t *counter)
 {
 	if (ex->refused)
 		return;
 	ex->refused = 1;
-	ex->conn->srv->stats.bad_requests++;
+	(*counter)++;
 	nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, ex->stream_id, code);
 }
 
@@ -100,7 +137,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
 		return 0;
 	ex->h2_header_bytes += namelen + valuelen + 32;
 	if (ex->h2_header_bytes > c->srv->opt.max_header_bytes) {
-		refuse_stream(s, ex, NGHTTP2_REFUSED_STREAM);
+		refuse_stream(s, ex, NGHTTP2_REFUSED_STREAM, &c->srv->stats.bad_requests);
 		return 0;
 	}
 	if (mm_buf_append(&ex->h2_hdrs, name, namelen) || mm_buf_put_u8(&ex->h2_hdrs, 0) ||
@@ -118,7 +155,7 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t stream_id, const u
 	if (ex == NULL || ex->refused)
 		return 0;
 	if (ex->res.body.len + len > c->srv->opt.max_body_bytes) {
-		refuse_stream(s, ex, NGHTTP2_CANCEL);
+		refuse_stream(s, ex, NGHTTP2_CANCEL, &c->srv->stats.bad_requests);
 		return 0;
 	}
 	if (mm_buf_append(&ex->res.body, data, len))
@@ -181,14 +218,16 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 	    !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		return 0;
 	ex = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-	if (ex == NULL || ex->refused || ex->in_handler)
+	if (ex == NULL || ex->refused || ex->received)
 		return 0;
+	ex->received = 1;
 	if (build_request(ex) != 0) {
-		refuse_stream(s, ex, NGHTTP2_PROTOCOL_ERROR);
+		refuse_stream(s, ex, NGHTTP2_PROTOCOL_ERROR, &c->srv->stats.bad_requests);
 		return 0;
 	}
 	ex->head = strcmp(ex->req.method, "HEAD") == 0;
 	mm_server_dispatch(c->srv, ex);
+	h2_arm(c);
 	return 0;
 }
 
@@ -205,8 +244,7 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
 		ex->conn = NULL; /* the handler's finish frees it */
 	else
 		mm_net_ex_free(ex);
-	if (c->exs == NULL)
-		mm_conn_timer(c, c->srv->opt.idle_timeout_ms);
+	h2_arm(c);
 	return 0;
 }
 
@@ -277,6 +315,7 @@ void mm_h2_respond(mm_conn_t *c, mm_net_ex_t *ex)
 		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, ex->stream_id,
 					  NGHTTP2_INTERNAL_ERROR);
 	h2_flush(c);
+	h2_arm(c);
 }
 
 int mm_h2_init(mm_conn_t *c)
@@ -320,4 +359,23 @@ void mm_h2_free(mm_conn_t *c)
 {
 	nghttp2_session_del(c->h2);
 	c->h2 = NULL;
+}
+
+int mm_h2_timeout(mm_conn_t *c)
+{
+	uint64_t now = uv_now(c->srv->loop);
+	int receiving = 0;
+
+	for (mm_net_ex_t *ex = c->exs; ex != NULL; ex = ex->next) {
+		if (ex->refused || ex->received)
+			continue;
+		receiving = 1;
+		if (ex->deadline <= now)
+			refuse_stream(c->h2, ex, NGHTTP2_CANCEL, &c->srv->stats.timeouts);
+	}
+	if (!receiving)
+		return 0;
+	h2_flush(c);
+	h2_arm(c);
+	return 1;
 }

@@ -15,7 +15,9 @@
  * request timeout, started at its first byte and not restarted by later
  * bytes, so a client trickling a byte a second is still cut off) and while
  * the connection is idle between requests (the idle timeout); it is stopped
- * while a response is being prepared.
+ * while a response is being prepared. HTTP/2 multiplexes requests, so h2.c
+ * keeps a deadline per stream and sets the timer to the nearest one
+ * (mm_h2_timeout resets the late streams and keeps the connection).
  *
  * Closing: a connection closes its socket and timer and is freed when both
  * close callbacks have run. Writes still queued are cancelled by uv_close,
@@ -248,6 +250,8 @@ static void on_timeout(uv_timer_t *t)
 {
 	mm_conn_t *c = t->data;
 
+	if (c->proto == CONN_HTTP2 && mm_h2_timeout(c))
+		return;
 	c->srv->stats.timeouts++;
 	mm_conn_close(c);
 }

@@ -1,5 +1,5 @@
 -- murmur serve under hostile HTTP: malformed requests, huge header blocks
--- and bodies, slow clients, pipelined requests with a bad one among them,
+-- and bodies, slow clients (HTTP/1.1 and HTTP/2), pipelined requests with a bad one among them,
 -- half-closed connections, invalid protobuf and JSON, HTTP/2 garbage, more
 -- connections than allowed. Each case checks the answer the bad client gets
 -- and that the server keeps answering a well-behaved client; at the end the
@@ -92,6 +92,24 @@ describe("#serve_hostile hostile HTTP", function()
     out, closed = raw(request('{"pipeline":"views","entity":"p1"}'), "--trickle 150")
     assert.is_true(closed)
     assert.are.equal("", out)
+    healthy()
+  end)
+
+  it("resets an HTTP/2 stream trickled beside busy ones, and closes a connection of control frames only", function()
+    -- Other streams on the connection open and finish all the while; they
+    -- neither extend the slow stream's --request-timeout nor lose their
+    -- answers when it is reset (CANCEL, 8).
+    local code, out, err = S.exec(("node tests/node/h2_slow.mjs %d trickle"):format(port))
+    assert(code == 0, err)
+    local r = core.json_decode(out)
+    assert.are.equal(8, r.reset, out)
+    assert.is_true(r.before > 0 and r.after > 0, out)
+    assert.is_false(r.session_closed, out)
+    -- PINGs and WINDOW_UPDATEs are not requests: the connection is closed
+    -- at the request timeout as if it were silent.
+    code, out, err = S.exec(("node tests/node/h2_slow.mjs %d control"):format(port))
+    assert(code == 0, err)
+    assert.is_true(core.json_decode(out).session_closed, out)
     healthy()
   end)
 
