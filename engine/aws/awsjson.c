@@ -1,6 +1,5 @@
 /*
- * awsjson.c: a read-only JSON tree on mm_json_parse, and base64 decoding
- * (see awsjson.h).
+ * awsjson.c: a read-only JSON tree on mm_json_parse (see awsjson.h).
  *
  * The visitor keeps a stack of open containers; every value becomes a node
  * appended to the container on top (children are linked through `next`, with
@@ -229,54 +228,4 @@ int mm_jnode_is(const mm_jnode_t *node, const char *s)
 
 	return node && node->type == MM_JSON_STRING && node->len == len &&
 	       memcmp(node->s, s, len) == 0;
-}
-
-static int b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-int mm_aws_base64_decode(const char *p, size_t n, mm_buf_t *out)
-{
-	size_t i, pad = 0;
-	int rc;
-
-	if (n % 4 != 0)
-		return mm_diag_set(MM_ECORRUPT, "base64: length %zu is not a multiple of 4", n);
-	if (n >= 1 && p[n - 1] == '=')
-		pad++;
-	if (n >= 2 && p[n - 2] == '=')
-		pad++;
-	if ((rc = mm_buf_reserve(out, n / 4 * 3)))
-		return rc;
-	for (i = 0; i < n; i += 4) {
-		int a = b64_value((unsigned char)p[i]), b = b64_value((unsigned char)p[i + 1]);
-		int c = p[i + 2] == '=' && i + 4 == n ? 0 : b64_value((unsigned char)p[i + 2]);
-		int d = p[i + 3] == '=' && i + 4 == n ? 0 : b64_value((unsigned char)p[i + 3]);
-		uint32_t v;
-
-		if (a < 0 || b < 0 || c < 0 || d < 0 || (p[i + 2] == '=' && p[i + 3] != '='))
-			return mm_diag_set(MM_ECORRUPT, "base64: bad character at offset %zu", i);
-		/* Canonical only: the bits a padded block leaves unused must be 0,
-		 * so every byte string has exactly one accepted encoding. */
-		if (i + 4 == n && ((pad == 2 && (b & 15)) || (pad == 1 && (c & 3))))
-			return mm_diag_set(MM_ECORRUPT, "base64: non-canonical padding at offset %zu", i);
-		v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
-		out->p[out->len++] = (uint8_t)(v >> 16);
-		if (i + 4 < n || pad < 2)
-			out->p[out->len++] = (uint8_t)(v >> 8);
-		if (i + 4 < n || pad < 1)
-			out->p[out->len++] = (uint8_t)v;
-	}
-	return 0;
 }

@@ -1,7 +1,7 @@
 /*
  * awsjson.h: reading AWS JSON-protocol responses (DynamoDB, and later
  * Kinesis): a small read-only tree built on the strict scanner's
- * mm_json_parse, and base64 decoding for binary ("B") attribute values.
+ * mm_json_parse (binary "B" values decode with mm_base64_decode, lib/text.h).
  *
  * AWS answers are small, nested and looked up by member name, which a tree
  * serves better than the scanner's flat top-level lookup. Nodes and the
@@ -60,10 +60,5 @@ const mm_jnode_t *mm_jnode_get(const mm_jnode_t *obj, const char *key);
 
 /* 1 if node is a STRING equal to s. */
 int mm_jnode_is(const mm_jnode_t *node, const char *s);
-
-/* Decodes standard padded base64 (RFC 4648) and appends the bytes to out.
- * Only the canonical encoding is accepted (the unused bits of a padded
- * block are zero). Returns 0, MM_ECORRUPT for anything else, or MM_ENOMEM. */
-int mm_aws_base64_decode(const char *p, size_t n, mm_buf_t *out);
 
 #endif

@@ -97,7 +97,7 @@ static int read_get(const mm_net_req_t *req, mm_arena_t *a, int *json, const uin
 		mm_buf_t b = {0};
 		uint8_t *copy;
 
-		if (mm_base64_decode_any(message, mlen, &b) != 0) {
+		if (mm_base64_decode(message, mlen, MM_BASE64_LENIENT, &b) != 0) {
 			mm_buf_free(&b);
 			return mm_diag_set(MM_RPC_INVALID_ARGUMENT, "message: invalid base64");
 		}

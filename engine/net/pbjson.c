@@ -260,45 +260,6 @@ int mm_pbjson_encode(const ProtobufCMessage *msg, mm_buf_t *out)
 
 /* ---- decoding ---- */
 
-static const int8_t B64[256] = {
-	['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,
-	['H'] = 8,  ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14,
-	['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21,
-	['V'] = 22, ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28,
-	['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35,
-	['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42,
-	['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49,
-	['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
-	['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63,
-	['/'] = 64, ['-'] = 63, ['_'] = 64,
-};
-
-int mm_base64_decode_any(const char *p, size_t n, mm_buf_t *out)
-{
-	uint32_t acc = 0;
-	int bits = 0;
-
-	while (n > 0 && p[n - 1] == '=')
-		n--;
-	if (n % 4 == 1)
-		return mm_diag_set(MM_EINVAL, "base64: bad length");
-	if (mm_buf_reserve(out, n / 4 * 3 + 3))
-		return mm_diag_set(MM_ENOMEM, "base64: out of memory");
-	for (size_t i = 0; i < n; i++) {
-		int v = B64[(unsigned char)p[i]];
-
-		if (v == 0)
-			return mm_diag_set(MM_EINVAL, "base64: invalid character at %zu", i);
-		acc = (acc << 6) | (uint32_t)(v - 1);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out->p[out->len++] = (uint8_t)(acc >> bits);
-		}
-	}
-	return 0;
-}
-
 static void *arena_alloc(void *data, size_t n)
 {
 	return mm_arena_alloc(data, n);
@@ -464,7 +425,7 @@ static int decode_value(dec_t *dc, const ProtobufCFieldDescriptor *f, const mm_j
 		if (n->type != MM_JSON_STRING)
 			return bad(f, "expected base64 in a string");
 		dc->tmp.len = 0;
-		rc = mm_base64_decode_any(n->s, n->len, &dc->tmp);
+		rc = mm_base64_decode(n->s, n->len, MM_BASE64_LENIENT, &dc->tmp);
 		if (rc)
 			return bad(f, "invalid base64");
 		b->data = mm_arena_alloc(dc->arena, dc->tmp.len ? dc->tmp.len : 1);

@@ -42,8 +42,4 @@ int mm_pbjson_decode(const ProtobufCMessageDescriptor *desc, const char *p, size
 /* A protobuf-c allocator over arena (free is a no-op). */
 ProtobufCAllocator mm_pb_allocator(mm_arena_t *arena);
 
-/* Decodes base64 in the standard or URL-safe alphabet, padding optional,
- * appending to out. Returns 0, MM_EINVAL or MM_ENOMEM. */
-int mm_base64_decode_any(const char *p, size_t n, mm_buf_t *out);
-
 #endif

@@ -236,7 +236,7 @@ int mm_ddb_item_state(const mm_monoid_t *m, const mm_jnode_t *item, void *state,
 	if (x == NULL || x->type != MM_JSON_STRING)
 		return mm_diag_set(MM_ECORRUPT, "dynamodb: item has no binary v");
 	tmp->len = 0;
-	if ((rc = mm_aws_base64_decode(x->s, x->len, tmp)))
+	if ((rc = mm_base64_decode(x->s, x->len, MM_BASE64_STRICT, tmp)))
 		return rc;
 	return m->vt->decode(m, state, tmp->p, tmp->len);
 }

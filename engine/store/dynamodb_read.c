@@ -238,7 +238,7 @@ static int sync_get_bytes(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk
 	v = mm_jnode_get(mm_jnode_get(mm_jnode_get(st->sync_tree.root, "Item"), "v"), "B");
 	if (v == NULL || v->type != MM_JSON_STRING)
 		return mm_diag_set(MM_ENOTFOUND, "dynamodb: no item '%.*s'", (int)pklen, pk);
-	return mm_aws_base64_decode(v->s, v->len, out);
+	return mm_base64_decode(v->s, v->len, MM_BASE64_STRICT, out);
 }
 
 int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out)

@@ -98,7 +98,7 @@ static void fuzz_base64(const char *p, size_t n)
 {
 	mm_buf_t dec = {0}, enc = {0};
 
-	if (mm_aws_base64_decode(p, n, &dec) == 0 && n > 0) {
+	if (mm_base64_decode(p, n, MM_BASE64_STRICT, &dec) == 0 && n > 0) {
 		if (mm_base64_encode(dec.p, dec.len, &enc) != 0)
 			abort();
 		if (enc.len != n || memcmp(enc.p, p, n) != 0)

@@ -93,7 +93,7 @@ TEST(base64_rfc4648_vectors)
 
 	for (int i = 0; i < 7; i++) {
 		b.len = 0;
-		CHECK(mm_aws_base64_decode(enc[i], strlen(enc[i]), &b) == 0);
+		CHECK(mm_base64_decode(enc[i], strlen(enc[i]), MM_BASE64_STRICT, &b) == 0);
 		CHECK(b.len == strlen(plain[i]) && (b.len == 0 || memcmp(b.p, plain[i], b.len) == 0));
 	}
 	/* Every byte value survives encode then decode. */
@@ -105,7 +105,7 @@ TEST(base64_rfc4648_vectors)
 			all[i] = (uint8_t)(255 - i);
 		REQUIRE(mm_base64_encode(all, sizeof(all), &e) == 0);
 		b.len = 0;
-		CHECK(mm_aws_base64_decode((const char *)e.p, e.len, &b) == 0);
+		CHECK(mm_base64_decode((const char *)e.p, e.len, MM_BASE64_STRICT, &b) == 0);
 		CHECK(b.len == 256 && memcmp(b.p, all, 256) == 0);
 		mm_buf_free(&e);
 	}
@@ -128,12 +128,35 @@ TEST(base64_rejects_non_canonical)
 	mm_buf_t b = {0};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		int rc = mm_aws_base64_decode(bad[i], strlen(bad[i]), &b);
+		int rc = mm_base64_decode(bad[i], strlen(bad[i]), MM_BASE64_STRICT, &b);
 
 		if (rc != MM_ECORRUPT)
 			printf("#   '%s' gave %d\n", bad[i], rc);
 		CHECK(rc == MM_ECORRUPT);
 	}
+	mm_buf_free(&b);
+}
+
+TEST(base64_lenient_accepts_both_alphabets)
+{
+	/* 0xfb 0xff 0xbf is "+/+/" in the standard alphabet, "-_-_" URL-safe. */
+	static const char *const ok[] = {"-_-_", "+/+/", "-_-_Zg", "-_-_Zg==", "Zh"};
+	static const size_t want[] = {3, 3, 4, 4, 1};
+	static const char *const bad[] = {"Z", "Zm9vY", "Zm 9", "Zg!="};
+	mm_buf_t b = {0};
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		b.len = 0;
+		CHECK(mm_base64_decode(ok[i], strlen(ok[i]), MM_BASE64_LENIENT, &b) == 0);
+		CHECK(b.len == want[i]);
+		if (i < 4)
+			CHECK(b.p[0] == 0xfb && b.p[1] == 0xff && b.p[2] == 0xbf);
+	}
+	/* The strict mode refuses the URL-safe pair and missing padding. */
+	CHECK(mm_base64_decode("-_-_", 4, MM_BASE64_STRICT, &b) == MM_ECORRUPT);
+	CHECK(mm_base64_decode("-_-_Zg", 6, MM_BASE64_STRICT, &b) == MM_ECORRUPT);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(mm_base64_decode(bad[i], strlen(bad[i]), MM_BASE64_LENIENT, &b) == MM_ECORRUPT);
 	mm_buf_free(&b);
 }
 
@@ -143,5 +166,6 @@ int main(void)
 	RUN(tree_reuse_and_errors);
 	RUN(base64_rfc4648_vectors);
 	RUN(base64_rejects_non_canonical);
+	RUN(base64_lenient_accepts_both_alphabets);
 	UNIT_DONE();
 }
