@@ -5,6 +5,7 @@
  */
 #include "admin.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,11 +124,52 @@ static int json_reply(mm_net_res_t *res)
 	return mm_net_res_header(res, "cache-control", "no-store");
 }
 
+/* Appends the query server's own live counters as the status document's
+ * "server" member (doc/metrics.md): what the page shows in both modes, and
+ * the only live counters of `murmur serve`, which runs no pipelines. */
+static int server_json(mm_buf_t *out)
+{
+	mm_server_stats_t s;
+	const mm_rpc_method_stats_t *ms;
+	const char *name;
+	uint64_t reads = 0, read_errors = 0, read_ns = 0;
+	int rc;
+
+	mm_server_get_stats(net.srv, &s);
+	for (size_t i = 0; i < net.nstores; i++) {
+		reads += net.stores[i]->stats.ops[MM_STORE_OP_GET_MANY];
+		read_errors += net.stores[i]->stats.errors[MM_STORE_OP_GET_MANY];
+		read_ns += net.stores[i]->stats.ns_total[MM_STORE_OP_GET_MANY];
+	}
+	rc = mm_buf_printf(out,
+			   ",\"server\":{\"connections_open\":%" PRIu64 ",\"connections\":%" PRIu64
+			   ",\"http_requests\":%" PRIu64 ",\"refused\":{\"max_connections\":%" PRIu64
+			   ",\"bad_request\":%" PRIu64 ",\"timeout\":%" PRIu64 ",\"unauthorized\":%" PRIu64
+			   "},\"store_reads\":%" PRIu64 ",\"store_read_errors\":%" PRIu64
+			   ",\"store_read_ns\":%" PRIu64 ",\"methods\":{",
+			   s.open, s.accepted, s.requests, s.refused, s.bad_requests, s.timeouts,
+			   s.unauthorized, reads, read_errors, read_ns);
+	for (unsigned i = 0; rc == 0 && net.rpc && (ms = mm_rpc_stats(net.rpc, i, &name)) != NULL; i++)
+		rc = mm_buf_printf(out, "%s\"%s\":{\"calls\":%" PRIu64 ",\"errors\":%" PRIu64
+					",\"ns_total\":%" PRIu64 "}",
+				   i ? "," : "", name, ms->calls, ms->calls - ms->codes[MM_RPC_OK],
+				   ms->ns_total);
+	return rc ? rc : mm_buf_printf(out, "}}");
+}
+
 static int on_status(void *arg, const mm_net_req_t *req, mm_net_res_t *res)
 {
 	int rc = json_reply(res);
 
-	return rc ? rc : mm_admin_status_json(&res->body);
+	if (rc == 0)
+		rc = mm_admin_status_json(&res->body);
+	if (rc)
+		return rc;
+	/* The core's document is one object: the server's member goes before
+	 * its closing brace. */
+	res->body.len--;
+	rc = server_json(&res->body);
+	return rc ? rc : mm_buf_printf(&res->body, "}");
 }
 
 /* The value of parameter name in a query string, percent-decoded into out

@@ -2,16 +2,19 @@
 // playwright-core, for tests/spec/admin_spec.lua.
 //
 //   node tests/node/admin_page.js --url http://127.0.0.1:PORT/ --pipeline P
-//        --entity E [--token T] [--records N] [--series 1] [--chromium /usr/bin/chromium]
+//        --entity E [--token T] [--records N] [--series 1] [--method M]
+//        [--chromium /usr/bin/chromium]
 //
 // Loads the page, waits for the pipeline table (and, with --records, for a
 // live counter showing N), reaches the lookup form with
 // the keyboard (Tab from the top of the page), looks E up in P, and waits
-// for the result. Prints one JSON object on stdout:
+// for the result; with --method, then waits for a poll to show method M's
+// calls since the lookup and their rate. Prints one JSON object on stdout:
 //   {"console_errors":[...], "pipelines":[names listed], "rows":{name:[cells]},
 //    "engine":"...", "sources":"...", "unlabelled":[ids],
 //    "tab_reached_lookup":bool, "value":"...", "bars":[{"item":..,"count":..}],
-//    "series_points":N, "reload_text":"...", "ready":"..."}
+//    "series_points":N, "reload_text":"...", "ready":"...",
+//    "server":"...", "methods":{name:[calls, errors, calls/s, mean ms]}}
 // and exits 0; a page that never shows what is waited for exits 1 with the
 // reason on stderr. Nothing is asserted here: the spec compares the output
 // with `murmur query`.
@@ -84,6 +87,21 @@ async function main() {
       await page.waitForSelector("#series-chart", { timeout: 20000 });
       out.series_points = await page.$$eval("#series-chart circle", (c) => c.length);
       out.series_label = await page.getAttribute("#series-chart", "aria-label");
+    }
+    if (a.method) {
+      // The row is redrawn every 2 s: wait for one drawn after the lookup
+      // (its calls counted) with a rate (two polls seen).
+      const before = Number(await page.evaluate((m) => {
+        const r = document.querySelector(`#methods tr[data-method="${m}"] td`);
+        return r ? r.textContent.replace(/,/g, "") : "0";
+      }, a.method));
+      await page.waitForFunction(([m, n]) => {
+        const tds = document.querySelectorAll(`#methods tr[data-method="${m}"] td`);
+        return tds.length === 4 && Number(tds[0].textContent.replace(/,/g, "")) > n && tds[2].textContent !== "";
+      }, [a.method, before], { timeout: 20000 });
+      out.server = await page.textContent("#server");
+      out.methods = await page.$$eval("#methods tr", (rows) => Object.fromEntries(rows.map((r) =>
+        [r.getAttribute("data-method"), Array.from(r.querySelectorAll("td")).map((td) => td.textContent)])));
     }
     process.stdout.write(JSON.stringify(out) + "\n");
   } finally {

@@ -137,6 +137,15 @@ describe("#admin page served by murmur serve", function()
     assert.are.equal("views", st.definitions[1].name)
     assert.are.equal("topk(k=5)", st.definitions[2].monoid)
     assert.is_nil(st.engine)
+    -- The query server's own counters, live in both modes.
+    scrape.http_get(base .. "/murmur.v1.QueryService/Get?encoding=json&message=" .. '%7B%22pipeline%22%3A%22top%22%2C%22entity%22%3A%22u1%22%7D')
+    st = core.json_decode(select(2, scrape.http_get(base .. "/api/status")))
+    assert.are.equal(1, st.server.methods.Get.calls)
+    assert.are.equal(0, st.server.methods.Get.errors)
+    assert.is_true(st.server.methods.Get.ns_total > 0)
+    assert.is_true(st.server.http_requests >= 2 and st.server.connections >= 2)
+    assert.is_true(st.server.store_reads >= 1)
+    assert.are.equal(0, st.server.refused.timeout)
     code, body = scrape.http_get(base .. "/api/dead-letters?pipeline=top&lines=5")
     assert.are.equal(200, code)
     local dl = core.json_decode(body)
@@ -168,6 +177,16 @@ describe("#admin page served by murmur serve", function()
     end
     -- Bars are drawn to scale: the first (largest) is the widest.
     for i = 2, #out.bars do assert.is_true(out.bars[i].width <= out.bars[1].width) end
+    -- The query service's live counters: the lookups above are Get calls,
+    -- shown with their rate and latency on a later poll.
+    out = drive_page(port, "top", "u1", "--method Get")
+    assert.are.same({}, out.console_errors)
+    local get = out.methods.Get
+    assert.is_true(tonumber((get[1]:gsub(",", ""))) >= 2, get[1])
+    assert.are.equal("0", get[2])
+    assert.is_true(tonumber(get[3]) ~= nil and tonumber(get[4]) > 0, table.concat(get, " | "))
+    assert.matches("connection%(s%) open", out.server)
+    assert.matches("store reads [1-9]", out.server)
     -- A windowed pipeline's lookup draws the buckets as a time series.
     out = drive_page(port, "views", "p1", "--series 1")
     assert.are.same({}, out.console_errors)
