@@ -4,7 +4,8 @@
 -- deployment would. Prints events/s (wall), store requests per event, the
 -- apply (flush) latency p50/p99 measured by the store, and how the CPU time
 -- splits between murmur and the emulator: when dynalite is busy and murmur
--- is not, the emulator is the limit.
+-- is not, the emulator is the limit. Then the query service's GetMany of 100
+-- entities: store requests per call.
 --
 -- usage: murmur lua tests/bench/dynamodb.lua DIR EVENTS
 -- DIR holds events.jsonl (no ids) and events-with-ids.jsonl from run.sh; the
@@ -40,18 +41,23 @@ local function cpu_of(pid)
   return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime, stime (clock ticks)
 end
 
+-- The port a starting process writes into its log (the first capture of
+-- pattern), waiting up to 10 s.
+local function port_in(log, pattern, what)
+  for _ = 1, 200 do
+    local port = (read(log) or ""):match(pattern)
+    if port then return port end
+    os.execute("sleep 0.05")
+  end
+  error(what .. " did not start: " .. (read(log) or ""))
+end
+
 -- dynalite on a free port, in memory.
 local dlog = dir .. "/dynalite.log"
 os.remove(dlog)
 os.execute(("node tests/node/dynalite_server.js > %s 2>&1 & echo $! > %s/dynalite.pid"):format(dlog, dir))
 local dpid = tonumber(read(dir .. "/dynalite.pid"))
-local port
-for _ = 1, 200 do
-  port = (read(dlog) or ""):match("listening (%d+)")
-  if port then break end
-  os.execute("sleep 0.05")
-end
-assert(port, "dynalite did not start: " .. (read(dlog) or ""))
+local port = port_in(dlog, "listening (%d+)", "dynalite")
 
 local env = ("AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%s")
   :format(port)
@@ -117,6 +123,61 @@ run_case("page_views (sum per page)", "page_views", [[
 run_case("unique_visitors (HLL per page)", "unique_visitors", [[
   key = "page_id", value = "user_id", monoid = murmur.hll {}, window = murmur.daily { retention = "90d" },
   flush = { events = 10000000, keys = 10000000, interval = "30s" },]])
+-- The query service's GetMany of 100 entities over this store: the store
+-- requests each call costs, counted by the server's own /metrics
+-- (murmur_dynamodb_requests_total by operation), and its latency there
+-- (murmur_query_request_duration_seconds, decode to encode). The issue's
+-- contract: one BatchGetItem per 100 keys.
+local function serve_get_many()
+  local ENTITIES, CALLS = 1000, 50
+  local table_name = "bench_serve"
+  local script = dir .. "/bench_serve.lua"
+  local ev = {}
+  for i = 1, 5 * ENTITIES do ev[i] = ('{"page":"p%d","n":%d}'):format(i % ENTITIES, i) end
+  local f = assert(io.open(dir .. "/serve_events.jsonl", "w"))
+  f:write(table.concat(ev, "\n"), "\n")
+  f:close()
+  f = assert(io.open(script, "w"))
+  f:write('local murmur = require("murmur")\n'
+    .. 'murmur.pipeline { name = "page_totals", key = "page", monoid = murmur.sum {}, value = "n" }\n')
+  f:close()
+  local tenv = ("env %s MURMUR_DYNAMODB_TABLE=%s"):format(env, table_name)
+  sh(("%s %s ddb create-table 2>&1"):format(tenv, murmur))
+  sh(("%s %s run --once --no-supervisor --store dynamodb --log-level warn --data %s/data-serve --input %s/serve_events.jsonl %s 2>&1")
+    :format(tenv, murmur, dir, dir, script))
+  local log = dir .. "/serve_dynamodb.log"
+  local pid = sh(("%s %s serve %s --store dynamodb --listen 127.0.0.1:0 > %s 2>&1 & echo $!")
+    :format(tenv, murmur, script, log)):match("%d+")
+  local sport = port_in(log, "listening on http://[^\n]-:(%d+)", "murmur serve")
+  local function metrics()
+    local m, text = {}, sh(("curl -s http://127.0.0.1:%s/metrics"):format(sport))
+    for op, v in text:gmatch('murmur_dynamodb_requests_total{operation="(%w+)"} ([%d.e+]+)') do m[op] = tonumber(v) end
+    m.ns = tonumber(text:match('murmur_query_request_duration_seconds_sum{method="GetMany"} ([%d.e+-]+)')) or 0
+    return m
+  end
+  local function call(c)
+    local ents = {}
+    for k = 1, 100 do ents[k] = '"p' .. ((c * 100 + k) % ENTITIES) .. '"' end
+    local out = sh(("curl -s -X POST -H 'content-type: application/json' -d '{\"pipeline\":\"page_totals\",\"entities\":[%s]}' http://127.0.0.1:%s/murmur.v1.QueryService/GetMany")
+      :format(table.concat(ents, ","), sport))
+    local _, found = out:gsub('"found":true', "")
+    assert(found == 100, "GetMany: " .. out:sub(1, 300))
+  end
+  call(0) -- reads the pipeline's descriptor once
+  local m0 = metrics()
+  for c = 1, CALLS do call(c) end
+  local m1 = metrics()
+  os.execute("kill -TERM " .. pid)
+  local batch, other = (m1.BatchGetItem or 0) - (m0.BatchGetItem or 0), 0
+  for op, v in pairs(m1) do
+    if op ~= "BatchGetItem" and op ~= "ns" then other = other + v - (m0[op] or 0) end
+  end
+  print(("%-34s %.2f BatchGetItem + %.2f other requests per call (%d calls), %.2f ms per call in the server")
+    :format("serve GetMany (100 entities)", batch / CALLS, other / CALLS, CALLS, (m1.ns - m0.ns) * 1e3 / CALLS))
+  print(("%s  %-58s %.2f"):format(batch == CALLS and other == 0 and "PASS" or "MISS",
+    "store requests per GetMany of 100 keys = 1 BatchGetItem", (batch + other) / CALLS))
+end
+serve_get_many()
 local ids = dir .. "/events-50k-ids.jsonl"
 os.execute(("head -n 50000 %s/events-with-ids.jsonl > %s"):format(dir, ids))
 run_case("recently_interacted + dedup (50k ids)", "recently_interacted_dedup", [[

@@ -10,9 +10,11 @@
 -- rotates over the 1 000 entities (tests/bench/wrk_rotate.lua). Figures:
 -- requests/s and p99 per method; the server's CPU per request
 -- (1 / requests/s of its one core, and its user + system time per request
--- from /proc); the wall time of a whole `murmur query` process for the
--- same Get (start-up included: what an application paid
--- before the server existed), and the ratio of the two.
+-- from /proc); the wall and CPU time of a whole `murmur query` process for
+-- the same Get (start-up included: what an application paid before the
+-- server existed, CPU from tests/bench/cpu's wait4), and the ratios; then
+-- PASS/MISS against the issue's targets (>= 50 000 Get/s, p99 <= 2 ms, at
+-- least 100 times cheaper per query than `murmur query`).
 local core = require("murmur.core")
 local ffi = require("ffi")
 
@@ -108,13 +110,29 @@ local get_rps, get_p99, get_cpu_us = run_wrk("Get", '{"pipeline":"lookups","enti
 local win_rps, win_p99 = run_wrk("GetWindow", '{"pipeline":"daily","entity":"uENTITY","window":"30d"}')
 os.execute("kill -TERM " .. pid)
 
--- The same Get as a `murmur query` process, timed whole.
+-- The same Get as a `murmur query` process, timed whole; its CPU from
+-- wait4 when the bench's cpu tool is built.
 local N = 20
+local cpu_tool = (os.getenv("BUILD") or "build") .. "/bench/cpu"
+local report = dir .. "/serve_query_cpu.txt"
+local have_cpu_tool = os.execute(("test -x %s"):format(cpu_tool)) == 0
+os.remove(report)
 local t0 = hr()
 for i = 1, N do
-  sh(("%s query lookups u%d --data %s --json"):format(murmur, i, data))
+  sh(("%s%s query lookups u%d --data %s --json"):format(have_cpu_tool and (cpu_tool .. " " .. report .. " ") or "",
+    murmur, i, data))
 end
 local query_us = (hr() - t0) / 1e3 / N
+local query_cpu_us
+if have_cpu_tool then
+  local f, total, n = io.open(report), 0, 0
+  for line in f:lines() do
+    local u, sy = line:match("^(%S+) (%S+)")
+    total, n = total + tonumber(u) + tonumber(sy), n + 1
+  end
+  f:close()
+  query_cpu_us = n == N and total * 1e6 / n or nil
+end
 
 print(("serve: Get        %8.0f req/s  p99 %6.2f ms  (64 connections, server on %s, wrk on %s)")
   :format(get_rps, get_p99 or -1, cores >= 2 and "core 0" or "the only core", cores >= 2 and "core 1" or "it too"))
@@ -127,4 +145,19 @@ if get_cpu_us then
   -- this is the CPU it used, and the ceiling that implies for one core.
   print(("serve: server CPU per Get: %.1f us (user + system), a ceiling of %.0f Get/s on one core")
     :format(get_cpu_us, 1e6 / get_cpu_us))
+end
+if get_cpu_us and query_cpu_us then
+  print(("serve: CPU per query: %.1f us per Get in the server, %.0f us per murmur query process: %.0fx cheaper")
+    :format(get_cpu_us, query_cpu_us, query_cpu_us / get_cpu_us))
+end
+local function verdict(ok, what, value)
+  print(("%s  %-58s %s"):format(ok and "PASS" or "MISS", what, value))
+end
+verdict(get_rps >= 50000, "Get >= 50 000 requests/s (64 connections, one core)", ("%.0f/s"):format(get_rps))
+verdict(get_p99 ~= nil and get_p99 <= 2, "Get p99 <= 2 ms", ("%.2f ms"):format(get_p99 or -1))
+verdict(query_us / per_get >= 100, "Get >= 100x cheaper than murmur query (core time, wall)",
+  ("%.0fx"):format(query_us / per_get))
+if get_cpu_us and query_cpu_us then
+  verdict(query_cpu_us / get_cpu_us >= 100, "Get >= 100x cheaper than murmur query (CPU)",
+    ("%.0fx"):format(query_cpu_us / get_cpu_us))
 end

@@ -3,6 +3,7 @@
 -- (with the query server) the page itself in headless Chromium.
 local S = require("spec.support")
 local core = require("murmur.core")
+local scrape = require("spec.scrape")
 
 describe("#admin status and readiness", function()
   local dir
@@ -10,20 +11,9 @@ describe("#admin status and readiness", function()
   after_each(function() S.rm_rf(dir) end)
 
   local function build()
-    S.write_file(dir .. "/p.lua", [[
-local murmur = require("murmur")
-murmur.pipeline { name = "views", monoid = murmur.count(), key = "page", time = "ts",
-                  window = murmur.daily { retention = "30d" } }
-murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", value = "page" }
-]])
     local now = math.floor(core.now_ms() / 1000)
-    S.write_file(dir .. "/in.jsonl", ('{"page":"a","user":"u1","ts":%d}\n{bad\n{"page":"b","user":"u1","ts":12}\n')
+    return scrape.build(dir, ('{"page":"a","user":"u1","ts":%d}\n{bad\n{"page":"b","user":"u1","ts":12}\n')
       :format(now))
-    local specs = assert(require("murmur.loader").load_all({ dir .. "/p.lua" }))
-    local opts = { data = dir .. "/d", input = dir .. "/in.jsonl" }
-    local engine, err = require("murmur.runner").build(specs, opts)
-    assert(engine, err)
-    return engine, specs, opts
   end
 
   it("is not ready until the pipelines are published and the sources run, and says why", function()
@@ -102,8 +92,6 @@ murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", va
     assert.are.same({}, core.json_decode(core.admin_dead_letters("none", 5)).lines)
   end)
 end)
-
-local scrape = require("spec.scrape")
 
 -- Runs tests/node/admin_page.js; returns its decoded output.
 local function drive_page(port, pipeline, entity, extra)

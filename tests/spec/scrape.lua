@@ -117,6 +117,19 @@ end
 
 M.have_promtool = S.exec("command -v promtool >/dev/null") == 0
 
+-- Parses an exposition and checks what every scrape must hold: the
+-- structure (check_structure) and, for the text format when promtool is
+-- installed, promtool's verdict. Returns the parsed exposition.
+function M.checked(dir, text, om)
+  local p = M.parse(text)
+  M.check_structure(p, om)
+  if not om and M.have_promtool then
+    local rc, out = M.promtool(dir, text)
+    assert(rc == 0, out)
+  end
+  return p
+end
+
 -- GET url with curl: status code, body, headers (lower-cased names).
 -- accept: the Accept header, token: a bearer token (both optional).
 local function http_get(url, accept, token)
@@ -131,16 +144,31 @@ local function http_get(url, accept, token)
   return code == 0 and tonumber(out) or nil, body, headers
 end
 
--- Writes a script of two pipelines (a windowed count, a Top-K) and an
--- input of 30 events over three days plus one malformed line, and runs it
--- once into dir/d.
-function M.prepare(dir)
-  S.write_file(dir .. "/p.lua", [[
+-- The script of the metrics and admin specs: two pipelines, a windowed
+-- count and a Top-K.
+M.SCRIPT = [[
 local murmur = require("murmur")
 murmur.pipeline { name = "views", monoid = murmur.count(), key = "page", time = "ts",
                   window = murmur.daily { retention = "30d" } }
 murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", value = "page" }
-]])
+]]
+
+-- Writes M.SCRIPT and the input text in dir and builds an engine over them
+-- in this process (data in dir/d); returns it and the specs and options.
+function M.build(dir, input)
+  S.write_file(dir .. "/p.lua", M.SCRIPT)
+  S.write_file(dir .. "/in.jsonl", input)
+  local specs = assert(require("murmur.loader").load_all({ dir .. "/p.lua" }))
+  local opts = { data = dir .. "/d", input = dir .. "/in.jsonl" }
+  local engine, err = require("murmur.runner").build(specs, opts)
+  assert(engine, err)
+  return engine, specs, opts
+end
+
+-- Writes M.SCRIPT and an input of 30 events over three days plus one
+-- malformed line, and runs it once into dir/d.
+function M.prepare(dir)
+  S.write_file(dir .. "/p.lua", M.SCRIPT)
   local now = math.floor(core.now_ms() / 1000)
   local lines = {}
   for i = 1, 30 do
