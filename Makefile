@@ -10,6 +10,9 @@
 #                   baseline, plus rates, RSS, recovery and store figures (minutes)
 #   make perfgate   instructions per event (callgrind) against tests/bench/perf_budget.txt;
 #                   fails above budget + 10% (PERF_RECORD=1 re-records the budget)
+#   make lambda     build/murmur-lambda.zip, the AWS Lambda deployment (provided.al2023):
+#                   bootstrap, the binary, the libraries the image lacks, Lua modules,
+#                   pipelines; prints the glibc it needs (doc/kinesis.md)
 #   make install    PREFIX=/usr/local: binary, Lua modules, shipped pipelines, man page,
 #                   bash/zsh completions (LuaRocks uses its own tree instead)
 
@@ -72,7 +75,7 @@ FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 # (standalone: they link no engine code; neither does perfgate's preload).
 BENCH_BIN  := $(BUILD)/bench/baseline $(BUILD)/bench/cpu
 
-.PHONY: all demo rock deps test check fuzz bench perfgate install clean unit spec format
+.PHONY: all demo rock deps test check fuzz bench perfgate lambda install clean unit spec format
 
 all: $(BUILD)/murmur $(UNIT_BIN) $(HELPER_BIN)
 
@@ -154,6 +157,13 @@ $(BUILD)/bench/fixed_seed.so: tests/bench/fixed_seed.c
 $(BUILD)/bench/%: tests/bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -o $@ $< -llmdb
+
+# The Lambda zip (tools/lambda_zip.sh says what it holds and why; doc/kinesis.md
+# how to deploy it). Built from this build's binary, whose libraries it bundles.
+lambda: $(BUILD)/murmur-lambda.zip
+
+$(BUILD)/murmur-lambda.zip: $(BUILD)/murmur $(wildcard lua/murmur/*.lua) $(wildcard pipelines/*.lua) tools/lambda_zip.sh
+	sh tools/lambda_zip.sh $(BUILD)/murmur $@
 
 # The man page and the completions are generated from the help text by the
 # built binary (murmur help --man, murmur completion bash|zsh).

@@ -38,7 +38,7 @@ PKGS="build-essential pkg-config luajit libluajit-5.1-dev libuv1-dev liblmdb-dev
 librdkafka-dev libhiredis-dev libcurl4-openssl-dev lua-busted luarocks clang
 libclang-rt-14-dev kcat redis-server zsh groff-base man-db
 libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev libhttp-parser-dev chromium
-prometheus wrk valgrind
+prometheus wrk valgrind zip unzip
 cmake autoconf automake libtool python3"
 missing=""
 for p in $PKGS; do

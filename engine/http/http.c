@@ -306,10 +306,21 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 
 /* ---- requests ---- */
 
-/* Options that never change for an easy handle: set once when it is made. */
+/*
+ * Options that never change for an easy handle: set once when it is made.
+ * SSL_CERT_FILE, when set, names the CA certificates that verify HTTPS
+ * servers instead of the bundle libcurl was built to read: the Lambda zip
+ * (tools/lambda_zip.sh) carries Debian's libcurl, which looks for
+ * /etc/ssl/certs/ca-certificates.crt, onto Amazon Linux, which keeps its
+ * bundle elsewhere.
+ */
 static int http_setup_handle(CURL *easy, mm_buf_t *resp, char *errbuf, long connect_timeout_ms)
 {
+	const char *ca = getenv("SSL_CERT_FILE");
 	int bad = 0;
+
+	if (ca != NULL && *ca != '\0')
+		bad |= curl_easy_setopt(easy, CURLOPT_CAINFO, ca) != CURLE_OK;
 
 	bad |= curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
 	bad |= curl_easy_setopt(easy, CURLOPT_WRITEDATA, resp) != CURLE_OK;
