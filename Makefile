@@ -11,8 +11,8 @@
 #   make perfgate   instructions per event (callgrind) against tests/bench/perf_budget.txt;
 #                   fails above budget + 10% (PERF_RECORD=1 re-records the budget)
 #   make lambda     build/murmur-lambda.zip, the AWS Lambda deployment (provided.al2023):
-#                   bootstrap, the binary, the libraries the image lacks, Lua modules,
-#                   pipelines; prints the glibc it needs (doc/kinesis.md)
+#                   bootstrap, a release binary, the libraries the image lacks, Lua
+#                   modules, pipelines; prints the glibc it needs (doc/kinesis.md)
 #   make install    PREFIX=/usr/local: binary, Lua modules, shipped pipelines, man page,
 #                   bash/zsh completions (LuaRocks uses its own tree instead)
 
@@ -159,11 +159,12 @@ $(BUILD)/bench/%: tests/bench/%.c
 	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -o $@ $< -llmdb
 
 # The Lambda zip (tools/lambda_zip.sh says what it holds and why; doc/kinesis.md
-# how to deploy it). Built from this build's binary, whose libraries it bundles.
-lambda: $(BUILD)/murmur-lambda.zip
-
-$(BUILD)/murmur-lambda.zip: $(BUILD)/murmur $(wildcard lua/murmur/*.lua) $(wildcard pipelines/*.lua) tools/lambda_zip.sh
-	sh tools/lambda_zip.sh $(BUILD)/murmur $@
+# how to deploy it). It carries a release binary, built in $(BUILD)/lambda
+# without the error-injection points (as the LuaRocks build), and bundles the
+# libraries that binary links.
+lambda:
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/lambda ERRINJ=0 $(BUILD)/lambda/murmur
+	sh tools/lambda_zip.sh $(BUILD)/lambda/murmur $(BUILD)/murmur-lambda.zip
 
 # The man page and the completions are generated from the help text by the
 # built binary (murmur help --man, murmur completion bash|zsh).
