@@ -254,6 +254,61 @@ function M.kafka(opts)
   return s
 end
 
+-- "2026-12-03T10:00:00Z" (UTC, optional fraction) as epoch milliseconds.
+local function iso_ms(s)
+  local y, mo, d, h, mi, sec, frac = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(%.?%d*)Z$")
+  if not y then return nil end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  -- Days from the civil date (Howard Hinnant's days_from_civil).
+  local yy = mo <= 2 and y - 1 or y
+  local era = math.floor(yy / 400)
+  local yoe = yy - era * 400
+  local doy = math.floor((153 * (mo + (mo > 2 and -3 or 9)) + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  local days = era * 146097 + doe - 719468
+  local ms = ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60 + tonumber(sec)
+  return ms * 1000 + math.floor((tonumber("0" .. frac) or 0) * 1000 + 0.5)
+end
+
+-- A Kinesis data stream read by polling (doc/kinesis.md, "Polling source").
+-- stream, start and endpoint may be left to --kinesis-* flags or
+-- MURMUR_KINESIS_* variables, which also override what is given here.
+function M.kinesis(opts)
+  local loc = where(2)
+  local s = source("kinesis", opts, { stream = true, start = true, endpoint = true, region = true,
+    consumer = true, limit = true, idle = true, shard_sync = true }, 2)
+  local o = s.options
+  for _, k in ipairs({ "stream", "region", "consumer" }) do
+    if o[k] ~= nil and (type(o[k]) ~= "string" or o[k] == "") then fail(loc, "murmur.kinesis: %s must be a non-empty string", k) end
+  end
+  if o.stream and not o.stream:match("^[%w_.%-]+$") then
+    fail(loc, "murmur.kinesis: bad stream name '%s' (letters, digits, '_', '.', '-')", o.stream)
+  end
+  local start = o.start
+  if start == nil or start == "trim_horizon" or start == "latest" then
+    -- as given (the C default is trim_horizon)
+  elseif type(start) == "number" and start >= 0 then
+    o.start = ("at_timestamp:%d"):format(math.floor(start * 1000 + 0.5))
+  elseif type(start) == "string" and iso_ms(start) then
+    o.start = ("at_timestamp:%d"):format(iso_ms(start))
+  else
+    fail(loc, "murmur.kinesis: start must be \"trim_horizon\", \"latest\", epoch seconds or a UTC time like \"2026-12-03T10:00:00Z\"")
+  end
+  -- An endpoint the operator configured replaces the script's; otherwise
+  -- the script's must be AWS's or granted (it receives the credentials).
+  if o.endpoint ~= nil and not grants.operator_kinesis_endpoint() then
+    local ok, err = grants.check_aws_endpoint(o.endpoint, "murmur.kinesis", "MURMUR_KINESIS_ENDPOINT")
+    if not ok then fail(loc, "%s", err) end
+  end
+  if o.limit ~= nil and (type(o.limit) ~= "number" or o.limit < 1 or o.limit > 10000 or o.limit % 1 ~= 0) then
+    fail(loc, "murmur.kinesis: limit must be an integer 1..10000 (records per GetRecords)")
+  end
+  for _, k in ipairs({ "idle", "shard_sync" }) do
+    if o[k] ~= nil then o[k] = ("%dms"):format(duration(loc, "murmur.kinesis " .. k, o[k])) end
+  end
+  return s
+end
+
 local dead_letter_mt = { __murmur = "dead_letter" }
 
 -- A Kafka topic as a pipeline's dead-letter destination (doc/kafka.md):
@@ -443,7 +498,7 @@ function M.bind(collector)
     local v = M[k]
     if v ~= nil or type(k) ~= "string" or k:sub(1, 1) == "_" then return v end
     fail(where(2), "murmur.%s does not exist (monoids: sum, count, min, max, first, last, set, hll, topk, bloom; "
-      .. "windows: minutely, hourly, daily; sources: input, file, stdin, kafka; also: literal, record_id, "
+      .. "windows: minutely, hourly, daily; sources: input, file, stdin, kafka, kinesis; also: literal, record_id, "
       .. "store, kafka_topic, allow, pipeline)", k)
   end })
   function dsl.pipeline(t)
@@ -490,7 +545,7 @@ function M.bind(collector)
     local sources = t.sources or (t.source and { t.source }) or { M.input() }
     if type(sources) ~= "table" or #sources == 0 then fail(loc, "sources must be a non-empty list") end
     for i, s in ipairs(sources) do
-      if not is(s, "source") then fail(loc, "source %d must be murmur.input(), murmur.file{}, murmur.stdin() or murmur.kafka{}", i) end
+      if not is(s, "source") then fail(loc, "source %d must be murmur.input(), murmur.file{}, murmur.stdin(), murmur.kafka{} or murmur.kinesis{}", i) end
     end
     spec.sources = sources
     if t.store ~= nil and not is(t.store, "store") then fail(loc, "store must be murmur.store(\"lmdb\"|\"memory\"|\"dynamodb\", {...})") end

@@ -13,7 +13,8 @@
 --                     data directory (sources, dead-letter files, store paths,
 --                     Kafka properties that name files)
 --   net:HOST:PORT     an endpoint a script names (Kafka brokers, a DynamoDB
---                     endpoint, a Valkey URL); net:HOST grants every port
+--                     or Kinesis endpoint, a Valkey URL); net:HOST grants
+--                     every port
 --   env:NAME          os.getenv("NAME") (never AWS credentials)
 --   kafka:PROPERTY    a librdkafka property outside the safe set (never one
 --                     that runs a command or loads code: use -X for those)
@@ -274,18 +275,28 @@ function M.url_hostport(url)
   return host:lower(), port, scheme:lower()
 end
 
--- A DynamoDB endpoint a script names receives the AWS credentials: only
--- AWS's own (https://*.amazonaws.com), the operator's MURMUR_DYNAMODB_ENDPOINT
--- or a granted net:HOST:PORT.
-function M.check_dynamodb_endpoint(url, what)
+-- An AWS endpoint a script names receives the AWS credentials: only AWS's
+-- own (https://*.amazonaws.com), the operator's (operator_url, from a flag
+-- or the variable env_name) or a granted net:HOST:PORT.
+function M.check_aws_endpoint(url, what, env_name, operator_url)
   if type(url) ~= "string" then return nil, ("%s: endpoint must be a URL"):format(what) end
   local host, port, scheme = M.url_hostport(url)
   if not host then return nil, ("%s: endpoint '%s' is not a URL"):format(what, url) end
-  if url == os.getenv("MURMUR_DYNAMODB_ENDPOINT") then return true end
+  if url == os.getenv(env_name) or (operator_url and url == operator_url) then return true end
   if scheme == "https" and (host == "amazonaws.com" or host:sub(-14) == ".amazonaws.com") then return true end
   if M.net_allowed(host .. ":" .. (port or "")) then return true end
-  return nil, ("%s: endpoint %s is chosen by the script and would receive the AWS credentials: run with --allow net:%s:%s, or set MURMUR_DYNAMODB_ENDPOINT")
-    :format(what, url, host, port or "")
+  return nil, ("%s: endpoint %s is chosen by the script and would receive the AWS credentials: run with --allow net:%s:%s, or set %s")
+    :format(what, url, host, port or "", env_name)
+end
+
+-- A DynamoDB endpoint a script names (store options, the Kinesis lease table).
+function M.check_dynamodb_endpoint(url, what)
+  return M.check_aws_endpoint(url, what, "MURMUR_DYNAMODB_ENDPOINT")
+end
+
+-- The Kinesis endpoint the operator configured (it overrides a source's).
+function M.operator_kinesis_endpoint()
+  return operator.kinesis_endpoint or os.getenv("MURMUR_KINESIS_ENDPOINT")
 end
 
 -- A Valkey URL a script names (it may carry a password the cache needs).

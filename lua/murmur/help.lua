@@ -56,6 +56,13 @@ Runs every pipeline the scripts define, on one event loop.
   -X KEY=VALUE       a librdkafka property, e.g. -X security.protocol=SASL_SSL
                      (repeatable; also $MURMUR_KAFKA_PROPERTIES="k=v;k=v");
                      see doc/kafka.md
+  --kinesis-stream S murmur.kinesis{} sources read this stream
+                     ($MURMUR_KINESIS_STREAM); see doc/kinesis.md
+  --kinesis-start S  trim_horizon (default), latest or at_timestamp:<epoch ms>,
+                     for shards without a position ($MURMUR_KINESIS_START)
+  --kinesis-endpoint URL  Kinesis endpoint, e.g. http://127.0.0.1:4567 (default
+                     $MURMUR_KINESIS_ENDPOINT, else AWS's for the region)
+  --kinesis-region R AWS region of the stream (default $AWS_REGION)
   --allow CAP[,CAP]  grant the scripts a capability (repeatable; also
                      $MURMUR_ALLOW): io, os, path:DIR, net:HOST:PORT, env:NAME,
                      kafka:PROPERTY; see doc/security.md

@@ -62,6 +62,31 @@ local function kafka_options(src, opts)
   return "kafka", o
 end
 
+-- The kinesis source's options (doc/kinesis.md, "Polling source"): the
+-- script's, overridden by --kinesis-stream / --kinesis-start /
+-- --kinesis-endpoint / --kinesis-region, then MURMUR_KINESIS_STREAM, _START,
+-- _ENDPOINT and AWS_REGION. The position is stored per consumer, like a
+-- file's (M.consumer).
+local function kinesis_options(src, opts)
+  local o = {}
+  for k, v in pairs(src.options) do o[k] = v end
+  local over = {
+    stream = opts.kinesis_stream or os.getenv("MURMUR_KINESIS_STREAM"),
+    start = opts.kinesis_start or os.getenv("MURMUR_KINESIS_START"),
+    endpoint = opts.kinesis_endpoint or os.getenv("MURMUR_KINESIS_ENDPOINT"),
+    region = opts.kinesis_region,
+  }
+  for k, v in pairs(over) do o[k] = v or o[k] end
+  if o.start and o.start ~= "trim_horizon" and o.start ~= "latest" and not tostring(o.start):match("^at_timestamp:%d+$") then
+    return nil, ("Kinesis start must be trim_horizon, latest or at_timestamp:<epoch ms>, got '%s'"):format(o.start)
+  end
+  if not o.stream then return nil, "Kinesis needs a stream (stream=, --kinesis-stream or MURMUR_KINESIS_STREAM)" end
+  o.consumer = M.consumer(src.options, opts)
+  if opts.once then o.eof = "true" end
+  for k, v in pairs(o) do o[k] = tostring(v) end
+  return "kinesis", o
+end
+
 -- The consumer a file source's position is stored for (doc/dynamodb.md,
 -- "Positions"): --consumer, else the script's, else the data directory, so
 -- that pipelines run with their own data directories never share a position
@@ -77,6 +102,7 @@ end
 -- Resolves a spec's source into (backend, options table), or nil, message.
 local function source_config(src, opts)
   if src.type == "kafka" then return kafka_options(src, opts) end
+  if src.type == "kinesis" then return kinesis_options(src, opts) end
   if src.type ~= "input" then
     local o = {}
     for k, v in pairs(src.options) do o[k] = v end

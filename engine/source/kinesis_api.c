@@ -1,0 +1,352 @@
+/*
+ * kinesis_api.c: the signed AWS JSON-protocol client of the Kinesis source
+ * (kinesis_api.h).
+ *
+ * Each call is a small heap record (kept on a list so that close can free
+ * the calls it abandons) holding the caller's callback; the body is signed
+ * with the client's signer at send time and copied by the HTTP client. The
+ * answer is parsed into the client's one tree, which is reused by every
+ * call: the callback runs before the next answer is parsed (all on the loop
+ * thread), and callers copy what they keep.
+ */
+#include "kinesis_api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../aws/credentials.h"
+#include "../aws/sigv4.h"
+#include "../http/http.h"
+#include "../lib/error.h"
+#include "../lib/log.h"
+
+#define KAPI_TREE_KEEP (4u << 20) /* a GetRecords answer may be 10 MB: trim after */
+
+typedef struct kapi_call {
+	mm_kapi_t *api;
+	mm_kapi_cb cb;
+	void *arg;
+	char op[48];
+	struct kapi_call *prev, *next;
+} kapi_call_t;
+
+struct mm_kapi {
+	uv_loop_t *loop;
+	const char *who;
+	char *service, *target, *content_type, *region, *url, *host;
+	long timeout_ms;
+	mm_aws_creds_t creds;
+	mm_sigv4_t sig;
+	mm_http_t *http;
+	mm_buf_t hdr;
+	mm_jtree_t tree;
+	kapi_call_t *calls;
+	size_t ncalls;
+	int closing;
+	void (*done)(void *arg);
+	void *done_arg;
+};
+
+static const char *env_or(const char *v, const char *a, const char *b)
+{
+	const char *e;
+
+	if (v && *v)
+		return v;
+	if (a && (e = getenv(a)) && *e)
+		return e;
+	if (b && (e = getenv(b)) && *e)
+		return e;
+	return NULL;
+}
+
+/* Splits "scheme://host[:port][/]" into the URL curl uses and the Host header. */
+static int kapi_endpoint(mm_kapi_t *api, const char *ep)
+{
+	const char *p = strstr(ep, "://"), *host, *end;
+	mm_buf_t u = {0};
+
+	if (p == NULL || !((p - ep == 4 && strncmp(ep, "http", 4) == 0) ||
+			   (p - ep == 5 && strncmp(ep, "https", 5) == 0)))
+		return mm_diag_set(MM_EINVAL, "%s: endpoint '%s' must start with http:// or https://",
+				   api->who, ep);
+	host = p + 3;
+	end = host + strcspn(host, "/?#");
+	if (end == host || (*end && strcmp(end, "/") != 0))
+		return mm_diag_set(MM_EINVAL, "%s: endpoint '%s' must be scheme://host[:port] "
+				   "without a path", api->who, ep);
+	if (mm_buf_printf(&u, "%.*s/%c", (int)(end - ep), ep, 0) ||
+	    (api->host = strndup(host, (size_t)(end - host))) == NULL) {
+		mm_buf_free(&u);
+		return mm_diag_set(MM_ENOMEM, "%s: out of memory", api->who);
+	}
+	api->url = (char *)u.p;
+	return 0;
+}
+
+static void kapi_free(mm_kapi_t *api)
+{
+	while (api->calls) {
+		kapi_call_t *c = api->calls;
+
+		api->calls = c->next;
+		free(c);
+	}
+	mm_aws_creds_free(&api->creds);
+	mm_sigv4_free(&api->sig);
+	mm_buf_free(&api->hdr);
+	mm_jtree_free(&api->tree);
+	free(api->service);
+	free(api->target);
+	free(api->content_type);
+	free(api->region);
+	free(api->url);
+	free(api->host);
+	free(api);
+}
+
+int mm_kapi_open(uv_loop_t *loop, const mm_kapi_config_t *cfg, mm_kapi_t **out)
+{
+	mm_kapi_t *api = calloc(1, sizeof(*api));
+	mm_http_options_t hopt = {.max_connections = 16};
+	const char *region, *endpoint;
+	char def[160];
+	int rc;
+
+	if (api == NULL)
+		return mm_diag_set(MM_ENOMEM, "%s: out of memory", cfg->who);
+	api->loop = loop;
+	api->who = cfg->who;
+	api->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
+	region = env_or(cfg->region, "AWS_REGION", "AWS_DEFAULT_REGION");
+	api->region = strdup(region ? region : "us-east-1");
+	api->service = strdup(cfg->service);
+	api->target = strdup(cfg->target);
+	api->content_type = strdup(cfg->content_type);
+	if (!api->region || !api->service || !api->target || !api->content_type) {
+		rc = mm_diag_set(MM_ENOMEM, "%s: out of memory", cfg->who);
+		goto fail;
+	}
+	endpoint = cfg->endpoint;
+	if (endpoint == NULL || *endpoint == '\0') {
+		snprintf(def, sizeof(def), "https://%s.%s.amazonaws.com", cfg->service, api->region);
+		endpoint = def;
+	}
+	if ((rc = kapi_endpoint(api, endpoint)))
+		goto fail;
+	if ((rc = mm_aws_creds_init(&api->creds, cfg->who)))
+		goto fail;
+	if ((rc = mm_http_open(loop, &hopt, &api->http)))
+		goto fail;
+	mm_aws_creds_start(&api->creds, loop, api->http);
+	*out = api;
+	return 0;
+fail:
+	kapi_free(api);
+	return rc;
+}
+
+/* Signs a POST of body to op; fills api->hdr with the header lines
+ * ("Name: value\0" each) and ptrs with pointers to them. Returns the count
+ * or a negative code. */
+static int kapi_sign(mm_kapi_t *api, const char *op, const void *body, size_t len,
+		     const char *ptrs[8])
+{
+	char tgt[128];
+	size_t off[8];
+	int n = 0, rc, i;
+	mm_sigv4_header_t sh[3];
+	mm_sigv4_request_t req;
+	mm_sigv4_params_t p = {
+		.access_key = api->creds.akid,
+		.secret_key = api->creds.secret,
+		.session_token = api->creds.token,
+		.region = api->region,
+		.service = api->service,
+		.time_s = (int64_t)time(NULL),
+		.normalize_path = 1,
+	};
+	size_t tlen = (size_t)snprintf(tgt, sizeof(tgt), "%s.%s", api->target, op);
+
+	sh[0] = (mm_sigv4_header_t){"host", 4, api->host, strlen(api->host)};
+	sh[1] = (mm_sigv4_header_t){"content-type", 12, api->content_type,
+				    strlen(api->content_type)};
+	sh[2] = (mm_sigv4_header_t){"x-amz-target", 12, tgt, tlen};
+	req = (mm_sigv4_request_t){.method = "POST", .path = "/", .path_len = 1, .headers = sh,
+				   .nheaders = 3, .body = body, .body_len = len};
+	if ((rc = mm_sigv4_sign_headers(&api->sig, &req, &p)))
+		return rc;
+	api->hdr.len = 0;
+	for (i = 0; i < 6; i++) {
+		static const char *const names[] = {"Host", "Content-Type", "X-Amz-Target",
+						    "X-Amz-Date", "Authorization",
+						    "X-Amz-Security-Token"};
+		const char *v[] = {api->host, api->content_type, tgt, api->sig.amz_date,
+				   (const char *)api->sig.authorization.p, api->creds.token};
+		size_t vl[] = {strlen(api->host), strlen(api->content_type), tlen,
+			       strlen(api->sig.amz_date), api->sig.authorization.len,
+			       api->creds.token ? strlen(api->creds.token) : 0};
+
+		if (v[i] == NULL)
+			continue;
+		off[n++] = api->hdr.len;
+		if ((rc = mm_buf_printf(&api->hdr, "%s: ", names[i])) ||
+		    (rc = mm_buf_append(&api->hdr, v[i], vl[i])) || (rc = mm_buf_put_u8(&api->hdr, 0)))
+			return rc;
+	}
+	for (i = 0; i < n; i++)
+		ptrs[i] = (const char *)api->hdr.p + off[i];
+	return n;
+}
+
+static void kapi_unlink(mm_kapi_t *api, kapi_call_t *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		api->calls = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	api->ncalls--;
+}
+
+/* Names the exception of a failed answer and says what it means. */
+static int kapi_classify(mm_kapi_t *api, const mm_http_response_t *res, char *err, size_t ecap,
+			 char *detail, size_t dcap)
+{
+	const mm_jnode_t *type = NULL, *msg = NULL;
+	const char *name = "";
+
+	if (res->status != 0) {
+		snprintf(err, ecap, "%s", "");
+		snprintf(detail, dcap, "%s", res->error);
+		return MM_EIO;
+	}
+	if (res->len > 0 && mm_jtree_parse(&api->tree, (const char *)res->body, res->len) == 0) {
+		type = mm_jnode_get(api->tree.root, "__type");
+		msg = mm_jnode_get(api->tree.root, "message");
+		if (msg == NULL)
+			msg = mm_jnode_get(api->tree.root, "Message");
+	}
+	if (type && type->type == MM_JSON_STRING) {
+		const char *hash = strrchr(type->s, '#');
+
+		name = hash ? hash + 1 : type->s;
+	}
+	snprintf(err, ecap, "%s", name);
+	snprintf(detail, dcap, "HTTP %ld %s%s%s", res->code, *name ? name : "(no error type)",
+		 msg && msg->type == MM_JSON_STRING ? ": " : "",
+		 msg && msg->type == MM_JSON_STRING ? msg->s : "");
+	if (strcmp(name, "ProvisionedThroughputExceededException") == 0 ||
+	    strcmp(name, "ThrottlingException") == 0 || strcmp(name, "LimitExceededException") == 0 ||
+	    strcmp(name, "RequestLimitExceeded") == 0 || res->code == 429)
+		return MM_EAGAIN;
+	if (res->code >= 500 || strcmp(name, "ExpiredTokenException") == 0 ||
+	    strcmp(name, "InternalFailure") == 0 || strcmp(name, "ServiceUnavailable") == 0)
+		return MM_EIO;
+	return MM_EINVAL;
+}
+
+static void kapi_on_response(void *arg, const mm_http_response_t *res)
+{
+	kapi_call_t *c = arg;
+	mm_kapi_t *api = c->api;
+	mm_kapi_answer_t a = {.bytes = res->len};
+	char err[96], detail[512];
+
+	kapi_unlink(api, c);
+	if (res->status == 0 && res->code == 200) {
+		if (mm_jtree_parse(&api->tree, (const char *)res->body, res->len) == 0) {
+			a.root = api->tree.root;
+			a.error = a.detail = "";
+		} else {
+			snprintf(detail, sizeof(detail), "unreadable answer: %s", mm_diag_msg());
+			a.status = MM_EIO;
+			a.error = "";
+			a.detail = detail;
+		}
+	} else {
+		a.status = kapi_classify(api, res, err, sizeof(err), detail, sizeof(detail));
+		a.error = err;
+		a.detail = detail;
+	}
+	c->cb(c->arg, &a);
+	free(c);
+	mm_jtree_trim(&api->tree, KAPI_TREE_KEEP);
+}
+
+int mm_kapi_call(mm_kapi_t *api, const char *op, const void *body, size_t len, mm_kapi_cb cb,
+		 void *arg)
+{
+	const char *hdrs[8];
+	mm_http_request_t req;
+	kapi_call_t *c;
+	int n, rc;
+
+	if (api->closing)
+		return mm_diag_set(MM_ECLOSED, "%s: client is closing", api->who);
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return mm_diag_set(MM_ENOMEM, "%s: out of memory", api->who);
+	c->api = api;
+	c->cb = cb;
+	c->arg = arg;
+	snprintf(c->op, sizeof(c->op), "%s", op);
+	if ((n = kapi_sign(api, op, body, len, hdrs)) < 0) {
+		rc = n;
+		goto fail;
+	}
+	req = (mm_http_request_t){.method = "POST", .url = api->url, .headers = hdrs,
+				  .nheaders = (size_t)n, .body = body, .body_len = len,
+				  .timeout_ms = api->timeout_ms};
+	if ((rc = mm_http_request(api->http, &req, kapi_on_response, c)))
+		goto fail;
+	c->next = api->calls;
+	if (api->calls)
+		api->calls->prev = c;
+	api->calls = c;
+	api->ncalls++;
+	return 0;
+fail:
+	free(c);
+	return rc;
+}
+
+int mm_kapi_retriable(const mm_kapi_answer_t *a)
+{
+	return a->status == MM_EIO || a->status == MM_EAGAIN;
+}
+
+size_t mm_kapi_inflight(const mm_kapi_t *api)
+{
+	return api->ncalls;
+}
+
+const char *mm_kapi_url(const mm_kapi_t *api)
+{
+	return api->url;
+}
+
+static void kapi_on_creds_closed(void *arg)
+{
+	mm_kapi_t *api = arg;
+	void (*done)(void *) = api->done;
+	void *done_arg = api->done_arg;
+
+	kapi_free(api);
+	if (done)
+		done(done_arg);
+}
+
+void mm_kapi_close(mm_kapi_t *api, void (*done)(void *arg), void *arg)
+{
+	api->closing = 1;
+	api->done = done;
+	api->done_arg = arg;
+	/* Abandons the calls in flight without their callbacks; their records
+	 * are freed with the client. */
+	mm_http_close(api->http);
+	api->http = NULL;
+	mm_aws_creds_close(&api->creds, kapi_on_creds_closed, api);
+}

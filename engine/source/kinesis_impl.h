@@ -1,0 +1,118 @@
+/*
+ * kinesis_impl.h: what the pieces of the Kinesis source share; private to
+ * engine/source/kinesis*.c. kinesis_api.c is the signed JSON client,
+ * kinesis.c the source (shards, reading, positions, the vtable).
+ *
+ * Ownership: the source owns its shards (each allocated alone, so pointers
+ * to them stay valid while the array grows), their timers and buffers, and
+ * its API client. Everything runs on the loop thread.
+ */
+#ifndef MM_KINESIS_IMPL_H
+#define MM_KINESIS_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../lib/buf.h"
+#include "kinesis_api.h"
+#include "position.h"
+#include "source.h"
+
+typedef struct mm_kin_cfg {
+	const char *stream;
+	const char *start;
+	const char *endpoint;
+	const char *region;
+	const char *consumer;
+	int64_t limit;
+	int64_t idle_ms;
+	int64_t shard_sync_ms;
+	int eof;
+} mm_kin_cfg_t;
+
+enum mm_kshard_state {
+	MM_KSH_NEW,  /* listed; waits until its parents ended */
+	MM_KSH_ITER, /* needs an iterator */
+	MM_KSH_READ, /* reading with GetRecords */
+	MM_KSH_END,  /* read to SHARD_END */
+};
+
+/* A record of a GetRecords answer, decoded and held until delivered. */
+typedef struct mm_kheld {
+	size_t off, len;      /* the data in the shard's data buffer */
+	size_t id_off;        /* "<shard>:<sequence>" in the shard's ids buffer */
+	uint32_t id_len;
+	int64_t ts_ms;
+	char seq[MM_KINESIS_SEQ_MAX + 1];
+} mm_kheld_t;
+
+typedef struct mm_kin mm_kin_t;
+
+typedef struct mm_kshard {
+	mm_kin_t *ks;
+	char id[MM_KINESIS_SHARD_MAX + 1];
+	char parent[MM_KINESIS_SHARD_MAX + 1];   /* "" when none */
+	char adjacent[MM_KINESIS_SHARD_MAX + 1]; /* a merge's second parent */
+	int state;                  /* enum mm_kshard_state */
+	int owned;                  /* this worker reads it */
+	int listed;                 /* named by the last complete ListShards */
+	uint64_t seen_list;         /* the listing that last named it */
+	int inflight, waiting;      /* a request or a timer is pending */
+	int has_held;               /* an answer waits for resume() */
+	int end_pending;            /* the held answer ends the shard */
+	int end_read, end_durable;  /* SHARD_END delivered / durable */
+	int caught_up;              /* last answer: nothing more to read now */
+	int failures;               /* consecutive failed calls */
+	uint64_t next_delay;        /* pacing after the held answer */
+	char *iter;                 /* current shard iterator (owned) */
+	char seq[MM_KINESIS_SEQ_MAX + 1];     /* last record delivered, "" none */
+	char durable[MM_KINESIS_SEQ_MAX + 1]; /* last record durable (acked) */
+	uv_timer_t timer;           /* pacing, backoff */
+	mm_kheld_t *held;
+	size_t nheld, held_cap;
+	mm_buf_t data, ids;
+	/* counters */
+	uint64_t records, calls, throttles, renewals, errors;
+	int64_t behind_ms;          /* MillisBehindLatest of the last answer, -1 unknown */
+} mm_kshard_t;
+
+enum mm_kin_phase { MM_KIN_INIT, MM_KIN_RUN, MM_KIN_STOP, MM_KIN_CLOSING, MM_KIN_CLOSED };
+enum mm_kin_start { MM_KIN_TRIM, MM_KIN_LATEST, MM_KIN_AT };
+
+struct kin_end;
+
+struct mm_kin {
+	mm_source_t base; /* first: what the engine sees */
+	mm_kin_cfg_t cfg;
+	char *stream, *endpoint, *region;   /* owned copies of the options */
+	int start_kind;                     /* enum mm_kin_start */
+	int64_t start_ms;
+	mm_kapi_t *api;
+	int phase;                          /* enum mm_kin_phase */
+	int paused, eof_sent, listing;
+	mm_kshard_t **shards;
+	size_t nshards, cap;
+	struct kin_end *ends;               /* shard ends waiting to be durable */
+	uv_timer_t list_timer;
+	uint64_t lists, list_failures, bad_data;
+	mm_record_t *recs;
+	size_t recs_cap;
+	mm_buf_t pos, body, list_body;
+	uint64_t rng;
+	size_t open_handles;
+	void (*done)(void *arg);
+	void *done_arg;
+};
+
+int64_t mm_kin_now_ms(void);
+
+/* Compares two decimal sequence numbers (-1, 0, 1). */
+int mm_kin_seq_cmp(const char *a, const char *b);
+
+mm_kshard_t *mm_kin_shard_find(mm_kin_t *ks, const char *id);
+
+/* Runs every shard's next step (after an ownership or parent change). */
+void mm_kin_kick(mm_kin_t *ks);
+
+#endif

@@ -1,0 +1,187 @@
+-- The Kinesis polling source (doc/kinesis.md, "Polling source"): murmur run
+-- reads a stream of several shards from kinesalite, resumes after its
+-- checkpoint, follows a split and a merge made while it runs, and counts
+-- every record exactly once. kinesalite is started here on 127.0.0.1 and
+-- stopped at the end; the streams, records and resharding are made with
+-- AWS's own SDK (tests/node/kinesis_tool.mjs). Pending without node.
+local S = require("spec.support")
+local core = require("murmur.core")
+
+local have = S.have_dynalite and io.open(S.root .. "/tests/node/node_modules/kinesalite/package.json") ~= nil
+local d = have and describe or pending
+
+local KEYS = 7
+
+d("#kinesis polling source over kinesalite", function()
+  local dir, kin, port, streams = nil, nil, nil, 0
+
+  setup(function()
+    dir = S.tmpdir()
+    local log = dir .. "/kinesalite.log"
+    kin = S.spawn(("node %s/tests/node/kinesalite_server.js"):format(S.root), log)
+    port = S.wait_port(log, 10)
+  end)
+
+  teardown(function()
+    if kin then S.kill(kin, "TERM") S.wait_exit(kin, 5) end
+    S.rm_rf(dir)
+  end)
+
+  local function endpoint() return ("http://127.0.0.1:%d"):format(port) end
+  local ENV = "env NODE_NO_WARNINGS=1 AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=spec-secret"
+
+  local function tool(...)
+    local args = { ... }
+    for i, a in ipairs(args) do args[i] = S.quote(a) end
+    local code, out, err = S.exec(("%s node %s/tests/node/kinesis_tool.mjs --endpoint %s %s"):format(ENV, S.root,
+      endpoint(), table.concat(args, " ")))
+    assert(code == 0, "kinesis_tool " .. table.concat(args, " ") .. ": " .. err)
+    return out
+  end
+
+  local function new_stream(shards)
+    streams = streams + 1
+    local name = ("events-%d"):format(streams)
+    tool("create", name, tostring(shards))
+    return name
+  end
+
+  -- Puts n records (keys k0..k(KEYS-1) in turn, numbered from first) and
+  -- adds them to expected.
+  local function put(stream, first, n, expected)
+    local path = ("%s/put-%d.jsonl"):format(dir, first)
+    local f = assert(io.open(path, "w"))
+    for i = first, first + n - 1 do
+      local key = "k" .. (i % KEYS)
+      f:write(('{"key":"%s","n":%d}\n'):format(key, i))
+      expected[key] = (expected[key] or 0) + 1
+    end
+    f:close()
+    assert.are.equal(("put %d\n"):format(n), tool("put", stream, path))
+  end
+
+  local function script(stream)
+    local path = ("%s/%s.lua"):format(dir, stream)
+    S.write_file(path, ([[
+local murmur = require("murmur")
+murmur.pipeline {
+  name = "counts",
+  source = murmur.kinesis { stream = "%s", idle = "50ms" },
+  key = "key", monoid = murmur.count(),
+  dedup = { id = murmur.record_id },
+  flush = { interval = "100ms" },
+}
+]]):format(stream))
+    return path
+  end
+
+  local function run_cmd(path, data, extra)
+    return ("%s %s run %s --data %s --kinesis-endpoint %s %s"):format(ENV, S.quote(S.murmur), S.quote(path),
+      S.quote(data), endpoint(), extra or "")
+  end
+
+  local function counts(data)
+    local got = {}
+    for i = 0, KEYS - 1 do
+      local code, out, err = S.murmur_run({ "query", "counts", "k" .. i, "--data", data, "--json" })
+      assert.are.equal(0, code, err)
+      got["k" .. i] = core.json_decode(out).result.value
+    end
+    return got
+  end
+
+  local function kinesis_status(data)
+    local st = S.status(data)
+    if not st or not st.engine or not st.engine.sources then return nil end
+    for id, src in pairs(st.engine.sources) do
+      if id:match("^kinesis:") and src.status then return src.status end
+    end
+  end
+
+  local function total(t)
+    local n = 0
+    for _, v in pairs(t) do n = n + v end
+    return n
+  end
+
+  it("reads every shard, then resumes after its checkpoint", function()
+    local stream, expected = new_stream(4), {}
+    put(stream, 0, 400, expected)
+    local data, path = dir .. "/several", script(stream)
+    local code, out, err = S.exec(run_cmd(path, data, "--once --stats"))
+    assert.are.equal(0, code, err)
+    assert.are.same(expected, counts(data))
+    local stats = core.json_decode(out:match("({\"batches\".*})"))
+    assert.are.equal(400, stats.sources["kinesis:" .. stream].records)
+    -- More records: the next run reads only those (AFTER_SEQUENCE_NUMBER).
+    put(stream, 400, 150, expected)
+    code, out, err = S.exec(run_cmd(path, data, "--once --stats"))
+    assert.are.equal(0, code, err)
+    stats = core.json_decode(out:match("({\"batches\".*})"))
+    assert.are.equal(150, stats.sources["kinesis:" .. stream].records)
+    assert.are.same(expected, counts(data))
+  end)
+
+  it("follows a split and a merge made while it runs, parents before children", function()
+    local stream, expected = new_stream(3), {}
+    local data, path = dir .. "/reshard", script(stream)
+    local h = S.spawn(run_cmd(path, data, "--no-supervisor"), dir .. "/reshard.log")
+    put(stream, 0, 300, expected)
+    local function read_all(n)
+      return function()
+        local st = kinesis_status(data)
+        if not st then return false end
+        local sum = 0
+        for _, sh in ipairs(st.shards) do sum = sum + sh.records end
+        return sum == n
+      end
+    end
+    S.wait_status(data, read_all(300), 60, "300 records read")
+    tool("split", stream, "shardId-000000000000")
+    put(stream, 300, 300, expected)
+    tool("merge", stream, "shardId-000000000001", "shardId-000000000002")
+    put(stream, 600, 300, expected)
+    S.wait_status(data, read_all(900), 60, "900 records read")
+    local st = kinesis_status(data)
+    S.kill(h, "TERM")
+    assert.are.equal(0, S.wait_exit(h, 30), S.read_file(dir .. "/reshard.log"))
+    assert.are.same(expected, counts(data))
+    local by_id = {}
+    for _, sh in ipairs(st.shards) do by_id[sh.shard] = sh end
+    -- The parents were read to their ends; the children, which start at
+    -- their beginnings, hold the rest.
+    for _, p in ipairs({ "shardId-000000000000", "shardId-000000000001", "shardId-000000000002" }) do
+      assert.are.equal("ended", by_id[p].state, p)
+    end
+    assert.are.equal("shardId-000000000000", by_id["shardId-000000000003"].parent)
+    assert.are.equal("shardId-000000000001", by_id["shardId-000000000005"].parent)
+    assert.are.equal("shardId-000000000002", by_id["shardId-000000000005"].adjacent_parent)
+    assert.is_true(by_id["shardId-000000000003"].records + by_id["shardId-000000000004"].records
+      + by_id["shardId-000000000005"].records > 0)
+    assert.are.equal(900, total(counts(data)))
+  end)
+
+  it("refuses an endpoint the script chooses unless it is granted", function()
+    local path = dir .. "/ungranted.lua"
+    S.write_file(path, ([[
+local murmur = require("murmur")
+murmur.pipeline {
+  name = "counts",
+  source = murmur.kinesis { stream = "x", endpoint = "http://127.0.0.1:%d" },
+  key = "key", monoid = murmur.count(),
+}
+]]):format(port))
+    local code, _, err = S.murmur_run({ "check", path })
+    assert.are_not.equal(0, code)
+    assert.matches("would receive the AWS credentials: run with %-%-allow net:127%.0%.0%.1:" .. port, err)
+    code, _, err = S.murmur_run({ "check", path, "--allow", "net:127.0.0.1:" .. port })
+    assert.are.equal(0, code, err)
+  end)
+
+  it("stops with a clear message when the stream does not exist", function()
+    local path = script("no-such-stream")
+    local code, _, err = S.exec(run_cmd(path, dir .. "/missing", "--once"))
+    assert.are_not.equal(0, code)
+    assert.matches("ResourceNotFoundException", err)
+  end)
+end)
