@@ -246,19 +246,78 @@ done:
 	return rc;
 }
 
+/* Appends "lines":[...] with the last max_lines whole lines of
+ * text[begin..len), each as a JSON string. */
+static int lines_json(const uint8_t *text, size_t begin, size_t len, size_t max_lines, mm_buf_t *out)
+{
+	size_t start = len, nlines = 0;
+	int rc, first = 1;
+
+	/* Walks back from the end over max_lines line ends. */
+	while (start > begin && nlines < max_lines) {
+		start--;
+		while (start > begin && text[start - 1] != '\n')
+			start--;
+		nlines++;
+	}
+	rc = mm_buf_printf(out, "\"lines\":[");
+	for (size_t i = start; i < len && rc == 0; i++) {
+		size_t j = i;
+
+		while (j < len && text[j] != '\n')
+			j++;
+		if (j > i) {
+			rc |= mm_buf_printf(out, "%s", first ? "" : ",");
+			rc |= mm_json_quote((const char *)text + i, j - i, out);
+			first = 0;
+		}
+		i = j;
+	}
+	return rc | mm_buf_printf(out, "]");
+}
+
+/* The pipeline of the running engine named name whose dead letters go
+ * somewhere other than a file, or NULL. */
+static const mm_pipeline_t *recent_dead_letters(const char *name)
+{
+	const mm_engine_t *ctx = mm_metrics_global()->engine;
+
+	for (int i = 0; ctx != NULL && i < ctx->npipes; i++) {
+		const mm_pipeline_t *p = ctx->pipes[i];
+
+		if (strcmp(p->cfg.name, name) == 0 && p->cfg.dlq != NULL &&
+		    strcmp(p->cfg.dlq->vt->name, "file") != 0)
+			return p;
+	}
+	return NULL;
+}
+
 int mm_admin_dead_letter_tail(const char *pipeline, size_t max_lines, mm_buf_t *out)
 {
 	const char *path = NULL;
+	const mm_pipeline_t *p;
 	mm_buf_t tail = {0};
 	uint64_t size;
 	int partial, rc;
-	size_t begin = 0, start, nlines = 0;
+	size_t begin = 0;
 
 	for (size_t i = 0; i < admin.n && path == NULL; i++)
 		if (strcmp(admin.names[i], pipeline) == 0)
 			path = admin.paths[i];
+	if (path == NULL && (p = recent_dead_letters(pipeline)) != NULL) {
+		rc = mm_buf_printf(out, "{\"pipeline\":");
+		rc |= quote(out, pipeline);
+		rc |= mm_buf_printf(out, ",\"destination\":\"%s\",\"target\":", p->cfg.dlq->vt->name);
+		rc |= quote(out, p->cfg.dlq->target);
+		rc |= mm_buf_printf(out, ",\"written\":%" PRIu64 ",", p->stats.dead_letters);
+		rc |= lines_json(p->dl_recent.p, 0, p->dl_recent.len, max_lines, out);
+		rc |= mm_buf_printf(out, "}");
+		return rc ? mm_diag_set(MM_ENOMEM, "admin: cannot build the dead-letter tail") : 0;
+	}
 	if (path == NULL)
-		return mm_diag_set(MM_ENOTFOUND, "no pipeline '%s' writing dead letters to a file",
+		return mm_diag_set(MM_ENOTFOUND,
+				   "no pipeline '%s' writing dead letters to a file, or elsewhere "
+				   "from this process",
 				   pipeline);
 	if ((rc = read_tail(path, &tail, &size, &partial)))
 		goto done;
@@ -268,32 +327,13 @@ int mm_admin_dead_letter_tail(const char *pipeline, size_t max_lines, mm_buf_t *
 			begin++;
 		begin++;
 	}
-	/* Walks back from the end over max_lines line ends. */
-	start = tail.len;
-	while (start > begin && nlines < max_lines) {
-		start--;
-		while (start > begin && tail.p[start - 1] != '\n')
-			start--;
-		nlines++;
-	}
 	rc = mm_buf_printf(out, "{\"pipeline\":");
 	rc |= quote(out, pipeline);
-	rc |= mm_buf_printf(out, ",\"path\":");
+	rc |= mm_buf_printf(out, ",\"destination\":\"file\",\"path\":");
 	rc |= quote(out, path);
-	rc |= mm_buf_printf(out, ",\"size\":%" PRIu64 ",\"lines\":[", size);
-	for (size_t i = start, first = 1; i < tail.len && rc == 0; i++) {
-		size_t j = i;
-
-		while (j < tail.len && tail.p[j] != '\n')
-			j++;
-		if (j > i) {
-			rc |= mm_buf_printf(out, "%s", first ? "" : ",");
-			rc |= mm_json_quote((const char *)tail.p + i, j - i, out);
-			first = 0;
-		}
-		i = j;
-	}
-	rc |= mm_buf_printf(out, "]}");
+	rc |= mm_buf_printf(out, ",\"size\":%" PRIu64 ",", size);
+	rc |= lines_json(tail.p, begin, tail.len, max_lines, out);
+	rc |= mm_buf_printf(out, "}");
 	if (rc)
 		rc = mm_diag_set(MM_ENOMEM, "admin: cannot build the dead-letter tail");
 done:

@@ -39,11 +39,17 @@ const char *mm_admin_not_ready(void);
  * or MM_ENOMEM. */
 int mm_admin_status_json(mm_buf_t *out);
 
-/* Appends {"pipeline":..,"path":..,"size":N,"lines":[...]} with up to
- * max_lines last lines of the pipeline's dead-letter file (at most the last
- * 64 KiB are read; lines are returned as text, not parsed). Returns 0,
- * MM_ENOTFOUND (no such pipeline, or it does not write dead letters to a
- * file), or MM_ENOMEM. A file not created yet gives no lines. */
+/* Appends {"pipeline":..,"destination":"file","path":..,"size":N,
+ * "lines":[...]} with up to max_lines last lines of the pipeline's
+ * dead-letter file (at most the last 64 KiB are read; lines are returned as
+ * text, not parsed). For a pipeline of this process's engine writing
+ * elsewhere (a Kafka topic, which is not read back: the server would need
+ * a consumer, read rights on the topic and blocking reads), the lines are
+ * the last it wrote since it started (pipeline.h's dl_recent):
+ * {"pipeline":..,"destination":"kafka","target":TOPIC,"written":N,
+ * "lines":[...]}. Returns 0, MM_ENOTFOUND (no such pipeline, or neither
+ * case holds: `murmur serve` has no engine), or MM_ENOMEM. A file not
+ * created yet gives no lines. */
 int mm_admin_dead_letter_tail(const char *pipeline, size_t max_lines, mm_buf_t *out);
 
 #endif

@@ -75,10 +75,34 @@ void mm_pipeline_free(mm_pipeline_t *p)
 		mm_held_free(&p->held[g]);
 	}
 	mm_buf_free(&p->scratch);
+	mm_buf_free(&p->dl_recent);
 	mm_pipeline_config_free(&p->cfg);
 }
 
 /* ---- dead letters ---- */
+
+/* Keeps e's JSON line in p->dl_recent (see pipeline.h); when memory runs
+ * out the tail just misses it: the dead letter itself is written. */
+static void remember_dead_letter(mm_pipeline_t *p, const mm_dead_letter_entry_t *e)
+{
+	mm_buf_t *b = &p->dl_recent;
+	size_t cut = 0;
+
+	if (mm_dead_letter_json(e, b) != 0 || mm_buf_put_u8(b, '\n') != 0) {
+		b->len = 0;
+		return;
+	}
+	if (b->len <= MM_PIPELINE_DL_RECENT)
+		return;
+	/* Drops whole lines from the front until the rest fits. */
+	while (cut < b->len && b->len - cut > MM_PIPELINE_DL_RECENT) {
+		uint8_t *nl = memchr(b->p + cut, '\n', b->len - cut);
+
+		cut = (size_t)(nl - b->p) + 1;
+	}
+	memmove(b->p, b->p + cut, b->len - cut);
+	b->len -= cut;
+}
 
 void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int code,
 			const char *detail)
@@ -115,6 +139,8 @@ void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int 
 		return;
 	}
 	p->stats.dead_letters++;
+	if (strcmp(p->cfg.dlq->vt->name, "file") != 0)
+		remember_dead_letter(p, &e);
 	mm_log(MM_LOG_DEBUG, p->cfg.name, "rejected record at offset %llu: %s",
 	       (unsigned long long)r->offset, detail);
 }

@@ -138,7 +138,14 @@ typedef struct mm_pipeline {
 	/* Set only by a dry run (explain.h): records what each record produced.
 	 * Such a pipeline has no store (st == NULL). */
 	struct mm_explain *explain;
+	/* The JSON Lines form of the last dead letters written to a destination
+	 * other than a file (a Kafka topic, which this process cannot read
+	 * back), for the admin page's tail: at most MM_PIPELINE_DL_RECENT bytes
+	 * of whole lines, the oldest dropped first. */
+	mm_buf_t dl_recent;
 } mm_pipeline_t;
+
+#define MM_PIPELINE_DL_RECENT 65536
 
 /* Takes ownership of cfg's strings. st is the store dedup asks, or NULL. */
 int mm_pipeline_init(mm_pipeline_t *p, mm_store_t *st, mm_pipeline_config_t *cfg);

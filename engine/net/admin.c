@@ -224,8 +224,8 @@ static int on_dead_letters(void *arg, const mm_net_req_t *req, mm_net_res_t *res
 	if (rc == MM_ENOTFOUND) {
 		res->status = 404;
 		res->body.len = 0;
-		rc = mm_buf_printf(&res->body, "{\"code\":\"not_found\",\"message\":\"no pipeline writing "
-					       "dead letters to a file has that name\"}");
+		rc = mm_buf_printf(&res->body, "{\"code\":\"not_found\",\"message\":\"no pipeline by that "
+					       "name writes dead letters to a file, or from this process\"}");
 	}
 	return rc;
 }

@@ -76,6 +76,43 @@ describe("#admin status and readiness", function()
     assert.matches("nope", err)
   end)
 
+  it("tails the dead letters it wrote to a Kafka topic, the last 64 KiB of them", function()
+    -- librdkafka's in-process mock cluster stands for the brokers.
+    local grants = require("murmur.grants")
+    assert(grants.set({ "kafka:test.mock.num.brokers", "net:127.0.0.1:9" }, dir .. "/d"))
+    finally(function() grants.set({}) end)
+    S.write_file(dir .. "/p.lua", [[
+local murmur = require("murmur")
+murmur.pipeline { name = "views", monoid = murmur.count(), key = "page",
+  dead_letter = murmur.kafka_topic { topic = "views_dlq", brokers = "127.0.0.1:9",
+    properties = { ["test.mock.num.brokers"] = 1 } } }
+]])
+    local lines = { '{"page":"a"}' }
+    for i = 1, 2000 do lines[#lines + 1] = ('{"page":true,"n":%d,"pad":"%s"}'):format(i, ("x"):rep(40)) end
+    S.write_file(dir .. "/in.jsonl", table.concat(lines, "\n") .. "\n")
+    local specs = assert(require("murmur.loader").load_all({ dir .. "/p.lua" }))
+    local opts = { data = dir .. "/d", input = dir .. "/in.jsonl" }
+    local engine = assert(require("murmur.runner").build(specs, opts))
+    assert(require("murmur.admin").publish(specs, opts, opts.data, "run"))
+    assert.are.equal(0, engine:run(true))
+    local tail = core.json_decode(core.admin_dead_letters("views", 1000))
+    local one = core.json_decode(core.admin_dead_letters("views", 1))
+    engine:close()
+    assert.are.equal("kafka", tail.destination)
+    assert.matches("views_dlq", tail.target, 1, true)
+    assert.are.equal(2000, tail.written)
+    -- Whole lines only, the newest last, within 64 KiB.
+    local bytes = 0
+    for _, l in ipairs(tail.lines) do bytes = bytes + #l + 1 end
+    assert.is_true(#tail.lines > 100 and #tail.lines < 2000 and bytes <= 65536, #tail.lines .. " lines")
+    for i, l in ipairs(tail.lines) do
+      local dl = core.json_decode(l)
+      assert.are.equal("wrong_type", dl.reason)
+      assert.are.equal(2000 - #tail.lines + i, core.json_decode(dl.record).n)
+    end
+    assert.are.same({ tail.lines[#tail.lines] }, one.lines)
+  end)
+
   it("tails a dead-letter file larger than the window it reads without a cut line", function()
     local path = dir .. "/dl.jsonl"
     local lines = {}
