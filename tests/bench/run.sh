@@ -1,7 +1,7 @@
 #!/bin/sh
 # make bench: CPU per event of the shipped pipelines on generated Zipf events,
 # as ratios against the B0 baseline (tests/bench/baseline.c) measured in the
-# same interleaved run, then the Valkey, Kafka and DynamoDB figures.
+# same interleaved run, then the Valkey, Kafka, Kinesis and DynamoDB figures.
 # BENCH_EVENTS (default 2 000 000) and BENCH_REPS (default 3) size it.
 # doc/performance.md explains the method and lists the figures.
 set -eu
@@ -21,6 +21,11 @@ fi
 if command -v kcat >/dev/null 2>&1; then
 	echo "kafka: librdkafka's mock cluster (1 broker, its own process) fed by kcat (zstd, keyed); one worker, recently_interacted, LMDB"
 	MURMUR="$BUILD/murmur" BUILD="$BUILD" "$BUILD"/murmur lua tests/bench/kafka.lua "$dir" "$dir/events.jsonl"
+fi
+if command -v node >/dev/null 2>&1 && [ -f tests/node/node_modules/kinesalite/package.json ]; then
+	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/kinesis.lua "$dir" "$dir/events-with-ids.jsonl"
+else
+	echo "kinesis: skipped (node or tests/node/node_modules missing: make deps)"
 fi
 if command -v node >/dev/null 2>&1 && [ -f tests/node/node_modules/dynalite/package.json ]; then
 	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/dynamodb.lua "$dir" "$EVENTS"
