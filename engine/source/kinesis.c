@@ -160,7 +160,7 @@ static mm_kshard_t *kin_shard_add(mm_kin_t *ks, const char *id)
 	snprintf(sh->id, sizeof(sh->id), "%s", id);
 	sh->ks = ks;
 	sh->state = MM_KSH_NEW;
-	sh->owned = 1;
+	sh->owned = ks->leases == NULL;
 	uv_timer_init(ks->base.loop, &sh->timer);
 	sh->timer.data = sh;
 	ks->shards[ks->nshards++] = sh;
@@ -225,6 +225,8 @@ static int kin_pos_acked(void *ud, const char *shard, const char *seq, int ended
 		snprintf(sh->durable, sizeof(sh->durable), "%s", seq);
 	if (ended)
 		sh->end_durable = 1;
+	if (ks->leases)
+		mm_klease_durable(ks->leases, sh);
 	return 0;
 }
 
@@ -371,6 +373,8 @@ static void kin_on_end_durable(void *arg, int status)
 		return;
 	sh->end_durable = 1;
 	mm_log(MM_LOG_INFO, "kinesis", "%s: %s read to its end", ks->base.id, sh->id);
+	if (ks->leases)
+		mm_klease_durable(ks->leases, sh);
 	/* Its children may start now; a split or merge also listed new shards. */
 	kin_list_shards(ks);
 }
@@ -577,7 +581,10 @@ static int kin_parent_done(mm_kin_t *ks, const char *id)
 
 	if (id[0] == '\0' || (p = mm_kin_shard_find(ks, id)) == NULL || !p->listed)
 		return 1; /* none, or past the stream's retention */
-	return p->end_durable;
+	if (p->end_durable)
+		return 1;
+	/* Another worker read it: the lease table says when it ended. */
+	return ks->leases != NULL && mm_klease_parent_ended(ks->leases, id);
 }
 
 static void kin_step(mm_kshard_t *sh)
@@ -605,6 +612,18 @@ static void kin_step(mm_kshard_t *sh)
 	}
 }
 
+void mm_kin_drop(mm_kin_t *ks, mm_kshard_t *sh)
+{
+	sh->owned = 0;
+	sh->has_held = 0;
+	sh->nheld = 0;
+	sh->end_pending = 0;
+	if (sh->state != MM_KSH_END)
+		sh->state = MM_KSH_NEW;
+	free(sh->iter);
+	sh->iter = NULL;
+}
+
 void mm_kin_kick(mm_kin_t *ks)
 {
 	for (size_t i = 0; i < ks->nshards; i++)
@@ -623,6 +642,10 @@ static void kin_check_eof(mm_kin_t *ks)
 		mm_kshard_t *sh = ks->shards[i];
 
 		if (!sh->listed)
+			continue;
+		if (!sh->owned && ks->leases && !mm_klease_settled(ks->leases, sh))
+			return;
+		if (!sh->owned && ks->leases)
 			continue;
 		if (sh->owned && !(sh->state == MM_KSH_END && sh->end_durable) &&
 		    !(sh->state == MM_KSH_READ && sh->caught_up && !sh->has_held))
@@ -711,6 +734,8 @@ static void kin_on_list(void *arg, const mm_kapi_answer_t *a)
 	ks->list_failures = 0;
 	for (size_t i = 0; i < ks->nshards; i++)
 		ks->shards[i]->listed = ks->shards[i]->seen_list == ks->lists;
+	if (ks->leases)
+		mm_klease_sync(ks->leases);
 	uv_timer_start(&ks->list_timer, kin_on_list_timer, (uint64_t)ks->cfg.shard_sync_ms, 0);
 	mm_kin_kick(ks);
 }
@@ -848,6 +873,12 @@ static int kin_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, const mm_sou
 				  .endpoint = ks->endpoint, .region = ks->region};
 	if ((rc = mm_kapi_open(loop, &acfg, &ks->api)))
 		goto fail;
+	if (ks->cfg.lease_table && ks->cfg.lease_table[0] &&
+	    (rc = mm_klease_open(ks, &ks->leases))) {
+		mm_kapi_close(ks->api, NULL, NULL);
+		ks->api = NULL;
+		goto fail;
+	}
 	uv_timer_init(loop, &ks->list_timer);
 	ks->list_timer.data = ks;
 	ks->phase = MM_KIN_INIT;
@@ -873,7 +904,10 @@ static int kin_start(mm_source_t *src, const uint8_t *pos, size_t len)
 	if (src->max_record > UINT32_MAX)
 		src->max_record = UINT32_MAX;
 	ks->phase = MM_KIN_RUN;
-	mm_log(MM_LOG_INFO, "kinesis", "%s: reading through %s", src->id, mm_kapi_url(ks->api));
+	mm_log(MM_LOG_INFO, "kinesis", "%s: reading through %s%s%s", src->id, mm_kapi_url(ks->api),
+	       ks->leases ? ", leases in " : "", ks->leases ? ks->cfg.lease_table : "");
+	if (ks->leases)
+		mm_klease_start(ks->leases);
 	kin_list_shards(ks);
 	return 0;
 }
@@ -953,6 +987,7 @@ static void kin_close_handles(void *arg)
 	mm_kin_t *ks = arg;
 
 	ks->phase = MM_KIN_CLOSED;
+	ks->leases = NULL; /* freed by now */
 	for (kin_end_t *e = ks->ends; e; e = e->next)
 		e->ks = NULL; /* the engine calls back after we are gone */
 	ks->ends = NULL;
@@ -974,7 +1009,12 @@ static void kin_close(mm_source_t *src, void (*done)(void *arg), void *arg)
 	ks->done = done;
 	ks->done_arg = arg;
 	ks->phase = MM_KIN_CLOSING;
-	kin_close_handles(ks);
+	/* The engine closes sources after its last flush: everything delivered
+	 * is durable, so the leases are checkpointed and released first. */
+	if (ks->leases)
+		mm_klease_close(ks->leases, kin_close_handles, ks);
+	else
+		kin_close_handles(ks);
 }
 
 static int kin_describe(mm_source_t *src, const mm_record_t *r, mm_buf_t *out)
@@ -1000,6 +1040,8 @@ static int kin_status(mm_source_t *src, mm_buf_t *out)
 			    ",\"list_failures\":%" PRIu64 ",\"bad_data\":%" PRIu64,
 			    ks->paused ? "true" : "false", ks->lists, ks->list_failures,
 			    ks->bad_data);
+	if (ks->leases)
+		rc |= mm_klease_status(ks->leases, out);
 	rc |= mm_buf_printf(out, ",\"shards\":[");
 	for (size_t i = 0; i < ks->nshards && rc == 0; i++) {
 		mm_kshard_t *sh = ks->shards[i];
@@ -1011,12 +1053,13 @@ static int kin_status(mm_source_t *src, mm_buf_t *out)
 				    "\"durable\":\"%s\",\"ended\":%s,\"records\":%" PRIu64
 				    ",\"get_records\":%" PRIu64 ",\"throttles\":%" PRIu64
 				    ",\"iterator_renewals\":%" PRIu64 ",\"errors\":%" PRIu64
-				    ",\"millis_behind_latest\":%" PRId64 "}",
+				    ",\"millis_behind_latest\":%" PRId64 ",\"lease_owner\":\"%s\","
+				    "\"lease_takes\":%" PRIu64 ",\"lease_losses\":%" PRIu64 "}",
 				    first ? "" : ",", sh->id, sh->parent, sh->adjacent,
 				    states[sh->state], sh->owned ? "true" : "false", sh->seq,
 				    sh->durable, sh->end_durable ? "true" : "false", sh->records,
 				    sh->calls, sh->throttles, sh->renewals, sh->errors,
-				    sh->behind_ms);
+				    sh->behind_ms, sh->l_owner, sh->lease_takes, sh->lease_losses);
 		first = 0;
 	}
 	rc |= mm_buf_printf(out, "]}");
@@ -1044,6 +1087,7 @@ static const mm_option_t kin_options[] = {
 	 "How often the shard list is read again (also at every shard's end)."},
 	{MM_OPT_BOOL, "eof", "false", offsetof(mm_kin_cfg_t, eof),
 	 "End the input once every shard is read to its end or caught up (murmur run --once)."},
+	MM_KLEASE_OPTIONS,
 	{0},
 };
 

@@ -1,7 +1,9 @@
 /*
  * kinesis_impl.h: what the pieces of the Kinesis source share; private to
  * engine/source/kinesis*.c. kinesis_api.c is the signed JSON client,
- * kinesis.c the source (shards, reading, positions, the vtable).
+ * kinesis.c the source (shards, reading, positions, the vtable),
+ * kinesis_lease.c the lease manager that shares the shards between workers
+ * through a DynamoDB table in the KCL's schema.
  *
  * Ownership: the source owns its shards (each allocated alone, so pointers
  * to them stay valid while the array grows), their timers and buffers, and
@@ -29,6 +31,11 @@ typedef struct mm_kin_cfg {
 	int64_t idle_ms;
 	int64_t shard_sync_ms;
 	int eof;
+	/* leases (kinesis_lease.c) */
+	const char *lease_table;
+	const char *lease_endpoint;
+	const char *worker;
+	int64_t lease_ms;
 } mm_kin_cfg_t;
 
 enum mm_kshard_state {
@@ -75,12 +82,23 @@ typedef struct mm_kshard {
 	/* counters */
 	uint64_t records, calls, throttles, renewals, errors;
 	int64_t behind_ms;          /* MillisBehindLatest of the last answer, -1 unknown */
+	/* Its lease, as this worker last saw it (kinesis_lease.c). */
+	int l_exists;               /* the lease table has an item */
+	int l_busy;                 /* a write of ours is in flight */
+	int l_ended;                /* its checkpoint is SHARD_END */
+	int64_t l_counter;          /* leaseCounter last read or written */
+	int64_t l_changed_ms;       /* local time the counter last changed */
+	int64_t l_renewed_ms;       /* our last successful write, when owned */
+	char l_owner[128];          /* leaseOwner, "" when none */
+	char l_checkpoint[MM_KINESIS_SEQ_MAX + 1]; /* a sequence number or sentinel */
+	uint64_t lease_takes, lease_losses;
 } mm_kshard_t;
 
 enum mm_kin_phase { MM_KIN_INIT, MM_KIN_RUN, MM_KIN_STOP, MM_KIN_CLOSING, MM_KIN_CLOSED };
 enum mm_kin_start { MM_KIN_TRIM, MM_KIN_LATEST, MM_KIN_AT };
 
 struct kin_end;
+typedef struct mm_klease mm_klease_t;
 
 struct mm_kin {
 	mm_source_t base; /* first: what the engine sees */
@@ -89,6 +107,7 @@ struct mm_kin {
 	int start_kind;                     /* enum mm_kin_start */
 	int64_t start_ms;
 	mm_kapi_t *api;
+	mm_klease_t *leases;                /* NULL: this worker reads every shard */
 	int phase;                          /* enum mm_kin_phase */
 	int paused, eof_sent, listing;
 	mm_kshard_t **shards;
@@ -114,5 +133,43 @@ mm_kshard_t *mm_kin_shard_find(mm_kin_t *ks, const char *id);
 
 /* Runs every shard's next step (after an ownership or parent change). */
 void mm_kin_kick(mm_kin_t *ks);
+
+/* This worker stops reading sh (its lease went to another worker). */
+void mm_kin_drop(mm_kin_t *ks, mm_kshard_t *sh);
+
+/* ---- kinesis_lease.c ---- */
+
+/* The option rows of the lease manager, spliced into the source's. */
+#define MM_KLEASE_OPTIONS                                                              \
+	{MM_OPT_STRING, "lease_table", NULL, offsetof(mm_kin_cfg_t, lease_table),          \
+	 "DynamoDB table of shard leases in the KCL's schema, shared by the workers of "    \
+	 "one application (created when missing). Unset: this worker reads every shard."}, \
+	{MM_OPT_STRING, "lease_endpoint", NULL, offsetof(mm_kin_cfg_t, lease_endpoint),    \
+	 "DynamoDB endpoint of the lease table. Default $MURMUR_DYNAMODB_ENDPOINT, else "   \
+	 "AWS's for the region."},                                                         \
+	{MM_OPT_STRING, "worker", NULL, offsetof(mm_kin_cfg_t, worker),                    \
+	 "This worker's leaseOwner. Default <host>:<pid>:<random>, new at every start."},  \
+	{MM_OPT_DURATION_MS, "lease_time", "10s", offsetof(mm_kin_cfg_t, lease_ms),        \
+	 "A lease whose leaseCounter has not moved for this long is taken over (the KCL's " \
+	 "failoverTimeMillis); leases are renewed every third of it."}
+
+/* Opens the lease manager of ks (its options are in ks->cfg). */
+int mm_klease_open(mm_kin_t *ks, mm_klease_t **out);
+/* Checks or creates the table, then renews, scans and takes on a timer. */
+void mm_klease_start(mm_klease_t *lm);
+/* The shard list is complete: creates the leases of new shards. */
+void mm_klease_sync(mm_klease_t *lm);
+/* sh's durable position moved (or its end is durable): checkpoint it. */
+void mm_klease_durable(mm_klease_t *lm, mm_kshard_t *sh);
+/* 1 if the lease of shard id says it was read to its end. */
+int mm_klease_parent_ended(mm_klease_t *lm, const char *id);
+/* 1 if sh, not ours, needs nothing from us for `eof` (ended, or read by a
+ * live worker). */
+int mm_klease_settled(mm_klease_t *lm, const mm_kshard_t *sh);
+/* Appends ",\"leases\":{...}" to a status object. */
+int mm_klease_status(mm_klease_t *lm, mm_buf_t *out);
+/* Checkpoints and releases the leases held (everything delivered is durable
+ * when the engine closes its sources), then frees lm and calls done(arg). */
+void mm_klease_close(mm_klease_t *lm, void (*done)(void *arg), void *arg);
 
 #endif

@@ -79,6 +79,7 @@ local function cmd_run(args)
     no_supervisor = "flag", kafka_brokers = "value", kafka_topic = "value",
     kafka_group = "value", kafka_start = "value", kafka_property = "multi", progress = "value",
     kinesis_stream = "value", kinesis_start = "value", kinesis_endpoint = "value", kinesis_region = "value",
+    kinesis_lease_table = "value",
     allow = "multi", consumer = "value", listen = "value", token_file = "value", cors_origin = "multi",
     request_timeout = "value", max_connections = "value", result_cache = "value",
   })

@@ -276,9 +276,10 @@ end
 function M.kinesis(opts)
   local loc = where(2)
   local s = source("kinesis", opts, { stream = true, start = true, endpoint = true, region = true,
-    consumer = true, limit = true, idle = true, shard_sync = true }, 2)
+    consumer = true, limit = true, idle = true, shard_sync = true, lease_table = true,
+    lease_endpoint = true, worker = true, lease_time = true }, 2)
   local o = s.options
-  for _, k in ipairs({ "stream", "region", "consumer" }) do
+  for _, k in ipairs({ "stream", "region", "consumer", "lease_table", "worker" }) do
     if o[k] ~= nil and (type(o[k]) ~= "string" or o[k] == "") then fail(loc, "murmur.kinesis: %s must be a non-empty string", k) end
   end
   if o.stream and not o.stream:match("^[%w_.%-]+$") then
@@ -303,7 +304,11 @@ function M.kinesis(opts)
   if o.limit ~= nil and (type(o.limit) ~= "number" or o.limit < 1 or o.limit > 10000 or o.limit % 1 ~= 0) then
     fail(loc, "murmur.kinesis: limit must be an integer 1..10000 (records per GetRecords)")
   end
-  for _, k in ipairs({ "idle", "shard_sync" }) do
+  if o.lease_endpoint ~= nil then
+    local ok, err = grants.check_dynamodb_endpoint(o.lease_endpoint, "murmur.kinesis: lease_endpoint")
+    if not ok then fail(loc, "%s", err) end
+  end
+  for _, k in ipairs({ "idle", "shard_sync", "lease_time" }) do
     if o[k] ~= nil then o[k] = ("%dms"):format(duration(loc, "murmur.kinesis " .. k, o[k])) end
   end
   return s

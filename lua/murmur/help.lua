@@ -63,6 +63,9 @@ Runs every pipeline the scripts define, on one event loop.
   --kinesis-endpoint URL  Kinesis endpoint, e.g. http://127.0.0.1:4567 (default
                      $MURMUR_KINESIS_ENDPOINT, else AWS's for the region)
   --kinesis-region R AWS region of the stream (default $AWS_REGION)
+  --kinesis-lease-table T  share the shards with the other workers of this
+                     DynamoDB lease table (KCL schema; endpoint
+                     $MURMUR_DYNAMODB_ENDPOINT; $MURMUR_KINESIS_LEASE_TABLE)
   --allow CAP[,CAP]  grant the scripts a capability (repeatable; also
                      $MURMUR_ALLOW): io, os, path:DIR, net:HOST:PORT, env:NAME,
                      kafka:PROPERTY; see doc/security.md

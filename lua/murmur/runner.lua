@@ -64,8 +64,8 @@ end
 
 -- The kinesis source's options (doc/kinesis.md, "Polling source"): the
 -- script's, overridden by --kinesis-stream / --kinesis-start /
--- --kinesis-endpoint / --kinesis-region, then MURMUR_KINESIS_STREAM, _START,
--- _ENDPOINT and AWS_REGION. The position is stored per consumer, like a
+-- --kinesis-endpoint / --kinesis-region / --kinesis-lease-table, then
+-- MURMUR_KINESIS_STREAM, _START, _ENDPOINT, _LEASE_TABLE and AWS_REGION. The position is stored per consumer, like a
 -- file's (M.consumer).
 local function kinesis_options(src, opts)
   local o = {}
@@ -75,6 +75,7 @@ local function kinesis_options(src, opts)
     start = opts.kinesis_start or os.getenv("MURMUR_KINESIS_START"),
     endpoint = opts.kinesis_endpoint or os.getenv("MURMUR_KINESIS_ENDPOINT"),
     region = opts.kinesis_region,
+    lease_table = opts.kinesis_lease_table or os.getenv("MURMUR_KINESIS_LEASE_TABLE"),
   }
   for k, v in pairs(over) do o[k] = v or o[k] end
   if o.start and o.start ~= "trim_horizon" and o.start ~= "latest" and not tostring(o.start):match("^at_timestamp:%d+$") then

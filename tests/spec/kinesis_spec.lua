@@ -183,6 +183,78 @@ murmur.pipeline {
     assert.are.same(expected, counts(data))
   end)
 
+  it("shares the shards between two workers through a lease table; kill -9 of one is exact", function()
+    local ddb_dir = dir .. "/dynalite"
+    local dyn, dport = S.start_dynalite(dir, ddb_dir)
+    finally(function() S.kill(dyn, "TERM") S.wait_exit(dyn, 5) end)
+    local denv = ("%s MURMUR_DYNAMODB_TABLE=kin_state MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d"):format(ENV, dport)
+    local code, _, err = S.exec(("%s %s ddb create-table"):format(denv, S.quote(S.murmur)))
+    assert.are.equal(0, code, err)
+    local stream, expected = new_stream(4), {}
+    put(stream, 0, 800, expected)
+    local path = dir .. "/leased.lua"
+    -- The store is shared and dedups by record id, so a shard read again
+    -- from its checkpoint after a worker dies counts nothing twice.
+    S.write_file(path, ([[
+local murmur = require("murmur")
+murmur.pipeline {
+  name = "counts",
+  source = murmur.kinesis { stream = "%s", idle = "50ms", lease_time = "2s", limit = 100 },
+  key = "key", monoid = murmur.count(),
+  dedup = { id = murmur.record_id },
+  flush = { interval = "100ms" },
+  store = murmur.store("dynamodb", {}),
+}
+]]):format(stream))
+    local function worker(n)
+      return S.spawn(("%s %s run %s --no-supervisor --data %s/w%d --kinesis-endpoint %s --kinesis-lease-table leases")
+        :format(denv, S.quote(S.murmur), S.quote(path), dir, n, endpoint()), ("%s/w%d.log"):format(dir, n))
+    end
+    local function leases(n)
+      local st = kinesis_status(("%s/w%d"):format(dir, n))
+      return st and st.leases
+    end
+    local function stored()
+      local got = {}
+      for i = 0, KEYS - 1 do
+        local c, out, e = S.exec(("%s %s query %s k%d --store dynamodb --json"):format(denv, S.quote(S.murmur),
+          S.quote(path), i))
+        assert.are.equal(0, c, e)
+        got["k" .. i] = core.json_decode(out).result.value
+      end
+      return got
+    end
+    local function wait_stored(what)
+      for _ = 1, 600 do
+        if total(stored()) >= total(expected) then break end
+        S.sleep(0.2)
+      end
+      assert.are.same(expected, stored(), what)
+    end
+    local w1 = worker(1)
+    S.wait_status(dir .. "/w1", function() local l = leases(1) return l and l.held == 4 end, 60, "w1 holding 4 leases")
+    local w2 = worker(2)
+    S.wait_status(dir .. "/w2", function()
+      local l1, l2 = leases(1), leases(2)
+      return l1 and l2 and l1.held == 2 and l2.held == 2
+    end, 60, "2 leases each")
+    put(stream, 800, 800, expected)
+    wait_stored("two workers")
+    -- One worker dies without a word: the other takes its leases over once
+    -- their counters stop moving for the lease time, and reads them on.
+    put(stream, 1600, 800, expected)
+    S.kill(w1, "KILL")
+    S.wait_exit(w1, 10)
+    put(stream, 2400, 800, expected)
+    S.wait_status(dir .. "/w2", function() local l = leases(2) return l and l.held == 4 end, 60, "w2 holding 4 leases")
+    wait_stored("after kill -9")
+    local l2 = leases(2)
+    assert.is_true(l2.takes >= 4 and l2.steals >= 1, core.json_encode(l2))
+    S.kill(w2, "TERM")
+    assert.are.equal(0, S.wait_exit(w2, 30), S.read_file(dir .. "/w2.log"))
+    assert.are.same(expected, stored())
+  end)
+
   it("refuses an endpoint the script chooses unless it is granted", function()
     local path = dir .. "/ungranted.lua"
     S.write_file(path, ([[
