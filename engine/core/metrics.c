@@ -201,11 +201,20 @@ static void render_pipelines(const mm_engine_t *ctx, mm_expo_t *w)
 		}
 }
 
-/* Source lag is collected first, then written as two families by unit. */
+/* Source lag is collected first, then written as one family per unit. */
+static const struct {
+	const char *unit, *family, *help;
+	double scale;
+} lag_units[] = {
+	{"records", "murmur_source_lag_records", "Records behind the high watermark, per topic:partition.", 1},
+	{"bytes", "murmur_source_lag_bytes", "Bytes of the input not yet read, per file.", 1},
+	{"ms", "murmur_source_lag_seconds", "Age of the next record to read, per Kinesis shard.", 1e-3},
+};
+
 typedef struct lag_row {
 	char source[512];
 	char partition[320];
-	int bytes;
+	size_t unit;    /* in lag_units */
 	int64_t lag;
 } lag_row_t;
 
@@ -220,6 +229,14 @@ static void on_lag(void *ud, const char *partition, const char *unit, int64_t la
 {
 	lag_list_t *ll = ud;
 	lag_row_t *r;
+	size_t u = 0;
+
+	/* A unit without a family here (a backend newer than this file) is
+	 * left out rather than mislabelled. */
+	while (u < sizeof(lag_units) / sizeof(lag_units[0]) && strcmp(lag_units[u].unit, unit) != 0)
+		u++;
+	if (u == sizeof(lag_units) / sizeof(lag_units[0]))
+		return;
 
 	if (ll->n == ll->cap) {
 		size_t cap = ll->cap ? ll->cap * 2 : 16;
@@ -235,11 +252,11 @@ static void on_lag(void *ud, const char *partition, const char *unit, int64_t la
 	r = &ll->rows[ll->n++];
 	snprintf(r->source, sizeof(r->source), "%s", ll->source);
 	snprintf(r->partition, sizeof(r->partition), "%s", partition);
-	r->bytes = strcmp(unit, "bytes") == 0;
+	r->unit = u;
 	r->lag = lag;
 }
 
-static void render_lag_family(const lag_list_t *ll, mm_expo_t *w, int bytes)
+static void render_lag_family(const lag_list_t *ll, mm_expo_t *w, size_t unit)
 {
 	int any = 0;
 
@@ -247,17 +264,14 @@ static void render_lag_family(const lag_list_t *ll, mm_expo_t *w, int bytes)
 		const lag_row_t *r = &ll->rows[i];
 		const char *const l[] = {"source", r->source, "partition", r->partition, NULL};
 
-		if (r->bytes != bytes)
+		if (r->unit != unit)
 			continue;
 		if (!any)
-			mm_expo_family(w, bytes ? "murmur_source_lag_bytes" : "murmur_source_lag_records",
-				       MM_EXPO_GAUGE,
-				       bytes ? "Bytes of the input not yet read, per file."
-					     : "Records behind the high watermark, per topic:partition.");
+			mm_expo_family(w, lag_units[unit].family, MM_EXPO_GAUGE, lag_units[unit].help);
 		any = 1;
 		/* A file source has one partition: its label is left out. */
 		mm_expo_value(w, r->partition[0] ? l : (const char *const[]){"source", r->source, NULL},
-			      (double)r->lag);
+			      (double)r->lag * lag_units[unit].scale);
 	}
 }
 
@@ -289,8 +303,8 @@ static void render_sources(const mm_engine_t *ctx, mm_expo_t *w)
 	}
 	if (ll.failed)
 		w->rc = w->rc ? w->rc : MM_ENOMEM;
-	render_lag_family(&ll, w, 0);
-	render_lag_family(&ll, w, 1);
+	for (size_t u = 0; u < sizeof(lag_units) / sizeof(lag_units[0]); u++)
+		render_lag_family(&ll, w, u);
 	free(ll.rows);
 }
 

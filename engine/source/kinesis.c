@@ -1025,6 +1025,21 @@ static int kin_describe(mm_source_t *src, const mm_record_t *r, mm_buf_t *out)
 	return mm_buf_printf(out, "record %" PRIu64 " of %s", r->offset, src->id);
 }
 
+/* The vtable's lag: MillisBehindLatest of each shard this worker reads,
+ * once GetRecords has answered it (the queue's age, in milliseconds). */
+static int kin_lag(mm_source_t *src, mm_source_lag_fn fn, void *ud)
+{
+	mm_kin_t *ks = (mm_kin_t *)src;
+
+	for (size_t i = 0; i < ks->nshards; i++) {
+		const mm_kshard_t *sh = ks->shards[i];
+
+		if (sh->owned && sh->behind_ms >= 0)
+			fn(ud, sh->id, "ms", sh->behind_ms);
+	}
+	return 0;
+}
+
 static int kin_status(mm_source_t *src, mm_buf_t *out)
 {
 	mm_kin_t *ks = (mm_kin_t *)src;
@@ -1103,4 +1118,5 @@ const mm_source_vtable_t mm_source_kinesis_vtable = {
 	.close = kin_close,
 	.describe = kin_describe,
 	.status = kin_status,
+	.lag = kin_lag,
 };

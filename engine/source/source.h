@@ -120,8 +120,9 @@ typedef struct mm_source_vtable {
 	int (*status)(mm_source_t *src, mm_buf_t *out);
 	/* Optional (may be NULL): how far the source is behind its input, for
 	 * /metrics. Calls fn once per partition whose lag is known (Kafka: per
-	 * "topic:partition", in records; file: the open file, in bytes) and
-	 * returns 0. Never blocks; loop thread. */
+	 * "topic:partition", in "records"; file: the open file, in "bytes";
+	 * Kinesis: per shard, in "ms" behind the latest record) and returns 0.
+	 * Never blocks; loop thread. */
 	int (*lag)(mm_source_t *src, mm_source_lag_fn fn, void *ud);
 } mm_source_vtable_t;
 

@@ -255,6 +255,34 @@ murmur.pipeline {
     assert.are.same(expected, stored())
   end)
 
+  it("reports each shard's lag on /metrics", function()
+    local stream = new_stream(2)
+    put(stream, 0, 100, {})
+    local data, path, http = dir .. "/lag", script(stream), S.free_port()
+    local h = S.spawn(run_cmd(path, data, "--no-supervisor --listen 127.0.0.1:" .. http), dir .. "/lag.log")
+    local shards
+    S.wait_status(data, function()
+      local st = kinesis_status(data)
+      local n = 0
+      shards = {}
+      for _, sh in ipairs(st and st.shards or {}) do
+        n = n + sh.records
+        if sh.millis_behind_latest >= 0 then shards[sh.shard] = sh.millis_behind_latest end
+      end
+      return n == 100 and next(shards) ~= nil
+    end, 60, "the records read and the lag known")
+    local _, body = S.exec(("curl -s http://127.0.0.1:%d/metrics"):format(http))
+    S.kill(h, "TERM")
+    assert.are.equal(0, S.wait_exit(h, 20))
+    local scrape = require("spec.scrape")
+    local p = scrape.checked(dir, body)
+    for shard in pairs(shards) do
+      local v = scrape.value(p, "murmur_source_lag_seconds", { source = "kinesis:" .. stream, partition = shard })
+      assert.is_number(v, shard .. ": " .. body:match("[^\n]*lag[^\n]*") or "")
+      assert.is_true(v >= 0)
+    end
+  end)
+
   it("refuses an endpoint the script chooses unless it is granted", function()
     local path = dir .. "/ungranted.lua"
     S.write_file(path, ([[
