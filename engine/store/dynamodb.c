@@ -19,7 +19,9 @@
  *                confirmed), own S (owner), ls N (lease end, ms), ttl N
  *   metadata     pk "<ns>"            sk -2   v B (the pipeline descriptor)
  *   ns registry  pk "#meta"           sk -2   names SS (namespaces with metadata)
- *   position     pk "#pos#<source>"   sk -3   v B
+ *   position     pk "#pos#<source>"   sk -3   v B, pend S (a flush intent
+ *                                     being applied: "<writer>#<seq>#<chunks>")
+ *   intent       pk "#intent#<writer>#<seq>"  sk chunk   d B, ttl N
  *
  * Namespace names are [A-Za-z0-9_.-], so "<ns>#..." never collides with
  * "<ns>" or "#...". An entity (or id) that is not valid UTF-8 cannot be a
@@ -80,6 +82,13 @@
  * get_many: BatchGetItem in chunks of 100 unique keys (duplicates in the
  * request are fetched once), chunks concurrently; UnprocessedKeys are sent
  * again with backoff; results land in request order.
+ *
+ * Flush intents (dynamodb_intent.c): before the first delta of a flush that
+ * moves a source position, the flush's deltas and positions are written as
+ * an intent and each position item points to it; whoever reads a position
+ * that points to an intent first finishes that flush with its writer's
+ * replay tokens (idempotent), so a worker killed between deltas leaves no
+ * half-applied flush behind its position.
  *
  * Synchronous calls (get_position, get_meta, put_meta, list_meta, and the
  * table check and credential fetch in open) block on mm_http_fetch. They are
@@ -280,7 +289,31 @@ static void ddb_free(mm_ddb_t *st)
 	free(st->url);
 	free(st->host);
 	free(st->owner);
+	free(st->kv);
 	free(st);
+}
+
+/* Keeps a copy of the options: a roll-forward opens a second instance with
+ * them (dynamodb_intent.c). One allocation, the strings after the array. */
+static int keep_options(mm_ddb_t *st, const mm_kv_t *kv, size_t nkv)
+{
+	size_t i, size = (nkv + 1) * sizeof(mm_kv_t);
+	char *p;
+
+	for (i = 0; i < nkv; i++)
+		size += strlen(kv[i].key) + strlen(kv[i].value) + 2;
+	if ((st->kv = malloc(size)) == NULL)
+		return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
+	p = (char *)(st->kv + nkv + 1);
+	for (i = 0; i < nkv; i++) {
+		size_t kl = strlen(kv[i].key) + 1, vl = strlen(kv[i].value) + 1;
+
+		st->kv[i].key = memcpy(p, kv[i].key, kl);
+		st->kv[i].value = memcpy(p + kl, kv[i].value, vl);
+		p += kl + vl;
+	}
+	st->nkv = nkv;
+	return 0;
 }
 
 static void ddb_handle_gone(mm_ddb_t *st)
@@ -384,7 +417,8 @@ static int ddb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_onl
 	st->base.loop = loop;
 	st->read_only = read_only;
 	st->ttl_state = "unchanged";
-	if ((rc = mm_options_apply(ddb_options, "dynamodb", kv, nkv, &st->cfg)))
+	if ((rc = mm_options_apply(ddb_options, "dynamodb", kv, nkv, &st->cfg)) ||
+	    (rc = keep_options(st, kv, nkv)))
 		goto fail;
 	if (st->cfg.max_inflight < 1 || st->cfg.max_inflight > 1024 || st->cfg.max_attempts < 1 ||
 	    st->cfg.request_timeout_ms < 1 || st->cfg.token_ttl_ms < 60000 || st->cfg.lease_ms < 100) {

@@ -89,6 +89,7 @@ typedef struct mm_ddb_stats {
 	uint64_t unprocessed_keys; /* BatchGetItem keys returned unprocessed */
 	uint64_t mark_conflicts;   /* flush marks found claimed by another owner */
 	uint64_t lease_lapses;     /* owner lease renewals that found it had run out */
+	uint64_t rolled_forward;   /* unfinished flushes of other workers finished here */
 	uint64_t applies;          /* completed apply() calls */
 	uint64_t apply_ns_p50;     /* apply() latency percentiles (from a histogram) */
 	uint64_t apply_ns_p99;

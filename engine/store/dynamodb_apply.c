@@ -4,7 +4,8 @@
  * positions (the design and guarantees are at the top of dynamodb.c).
  *
  * An apply is one job of the scheduler whose items change with its phase:
- * deltas (sums, counts, min and max one request each; the other monoids
+ * the flush intent's chunks and the positions' pointers to it
+ * (dynamodb_intent.c), deltas (sums, counts, min and max one request each; the other monoids
  * read-merge-written in chunks read with one BatchGetItem), the commit record
  * (one PutItem when the flush carries claimed ids), the marks of unclaimed
  * ids, the positions. Each phase starts when the previous one is entirely
@@ -106,14 +107,11 @@ static int build_mark(mm_ddb_t *st, ddb_slot_t *sl, const mm_mark_t *mk, int64_t
 static int build_commit(mm_ddb_t *st, ddb_slot_t *sl, const mm_flush_t *f)
 {
 	mm_buf_t *b = &sl->body;
-	int64_t until = f->now_ms;
+	int64_t until = st->rf ? st->rf_commit_until : mm_ddb_commit_until(f);
 	char tag[64];
 	int n = mm_ddb_tag_of(st, tag, sizeof(tag));
 	int rc;
 
-	for (size_t i = 0; i < f->nmarks; i++)
-		if (f->marks[i].expire_ms > until)
-			until = f->marks[i].expire_ms;
 	if ((rc = mm_ddb_commit_pk(&sl->pk, tag, (size_t)n)) ||
 	    (rc = mm_ddb_put_item_start(st, b, &sl->pk, DDB_SK_COMMIT)) || (rc = PUT(b, ",\"ttl\":")) ||
 	    (rc = mm_ddb_put_n(b, ttl_of(until))))
@@ -275,6 +273,8 @@ int mm_ddb_start_apply_item(ddb_slot_t *sl)
 	mm_flush_t *f = job->f;
 	int rc;
 
+	if (job->phase == P_INTENT || job->phase == P_PENDING)
+		return mm_ddb_start_intent_item(sl);
 	if (job->phase == P_COMMIT) {
 		sl->kind = K_COMMIT;
 		sl->target = "PutItem";
@@ -482,6 +482,7 @@ void mm_ddb_apply_answer(ddb_slot_t *sl, int cond)
 			st->stats.replays_skipped++;
 		} else {
 			job->writes++;
+			mm_ddb_errinj_delta(st);
 			if (start_prune(st, sl, mm_jnode_get(sl->tree.root, "Attributes")) == 1)
 				return;
 		}
@@ -493,6 +494,7 @@ void mm_ddb_apply_answer(ddb_slot_t *sl, int cond)
 	case K_MINMAX:
 		f->delta_done[sl->item] = 1;
 		job->writes += !cond;
+		mm_ddb_errinj_delta(st);
 		mm_ddb_slot_finish(sl, 0, NULL);
 		return;
 	case K_CAS_BATCH:
@@ -515,6 +517,7 @@ void mm_ddb_apply_answer(ddb_slot_t *sl, int cond)
 		if (!cond) {
 			f->delta_done[sl->item] = 1;
 			job->writes++;
+			mm_ddb_errinj_delta(st);
 			if (sl->in_chunk) {
 				sl->cas_pos++;
 				cas_next(sl);
@@ -554,6 +557,8 @@ void mm_ddb_apply_answer(ddb_slot_t *sl, int cond)
 		return;
 	case K_POS:
 	case K_COMMIT:
+	case K_INTENT:
+	case K_PENDING:
 		mm_ddb_slot_finish(sl, 0, NULL);
 		return;
 	}
@@ -589,7 +594,8 @@ static int apply_plan(mm_ddb_t *st, ddb_job_t *job)
 		else
 			job->single[job->nsingle++] = i;
 	}
-	job->nitems = job->nsingle + (job->chunk > 1 ? (job->ncas + job->chunk - 1) / job->chunk : 0);
+	job->delta_items =
+		job->nsingle + (job->chunk > 1 ? (job->ncas + job->chunk - 1) / job->chunk : 0);
 	return 0;
 }
 
@@ -597,6 +603,7 @@ int mm_ddb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg)
 {
 	mm_ddb_t *st = (mm_ddb_t *)base;
 	ddb_job_t *job;
+	int rc;
 
 	if (st->read_only)
 		return mm_diag_set(MM_ENOTSUP, "dynamodb: apply on a store opened read-only");
@@ -611,7 +618,9 @@ int mm_ddb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg)
 	job->t0 = uv_hrtime();
 	job->f = f;
 	job->now_ms = f->now_ms ? f->now_ms : mm_ddb_now_ms();
-	job->phase = P_DELTAS;
+	/* No items in P_START: the scheduler moves on to the first phase with
+	 * work at once. */
+	job->phase = P_START;
 	if (apply_plan(st, job)) {
 		free(job);
 		return mm_diag_set(MM_ENOMEM, "dynamodb: cannot plan an apply of %zu deltas",
@@ -624,6 +633,10 @@ int mm_ddb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg)
 
 		st->last_seq = now > st->last_seq ? now : st->last_seq + 1;
 		job->seq = st->last_seq;
+	}
+	if ((rc = mm_ddb_intent_plan(st, job))) {
+		mm_ddb_job_free(job);
+		return rc;
 	}
 	mm_ddb_enqueue(st, job);
 	return 0;
@@ -657,11 +670,31 @@ int mm_ddb_apply_item_done(const ddb_job_t *job, size_t i)
 int mm_ddb_apply_next_phase(mm_ddb_t *st, ddb_job_t *job)
 {
 	while (++job->phase < P_DONE) {
+		const mm_flush_t *f = job->f;
+
 		job->next_item = 0;
-		job->nitems = job->phase == P_COMMIT ? (job->f->nmarks > 0)
-			      : job->phase == P_MARKS ? job->f->nmarks
-			      : job->phase == P_POSITIONS && st->cfg.positions ? job->f->npositions
-										 : 0;
+		switch (job->phase) {
+		case P_INTENT:
+			job->nitems = job->want_intent ? job->nchunks : 0;
+			break;
+		case P_PENDING:
+			job->nitems = job->want_intent ? f->npositions : 0;
+			break;
+		case P_DELTAS:
+			/* The intent and its pointers are durable: a retry skips them. */
+			job->intent_durable |= job->want_intent;
+			job->nitems = job->delta_items;
+			break;
+		case P_COMMIT:
+			job->nitems = st->rf ? (size_t)st->rf_has_commit : (f->nmarks > 0);
+			break;
+		case P_MARKS:
+			job->nitems = f->nmarks;
+			break;
+		default:
+			job->nitems = st->cfg.positions ? f->npositions : 0;
+			break;
+		}
 		if (job->nitems > 0)
 			return 1;
 	}
@@ -684,5 +717,6 @@ void mm_ddb_apply_done(mm_ddb_t *st, ddb_job_t *job, uint64_t ns)
 	} else {
 		st->retry_flush = job->f;
 		st->retry_seq = job->seq;
+		st->retry_intent_durable = job->intent_durable;
 	}
 }

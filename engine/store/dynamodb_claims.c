@@ -231,8 +231,18 @@ static void claim_busy(ddb_slot_t *sl, int64_t until_ms)
  */
 static void claim_pending(ddb_slot_t *sl, int64_t now)
 {
+	mm_ddb_t *st = sl->st;
 	int rc;
 
+	/* Our own owner id on a claim of an earlier flush that never committed:
+	 * a previous run of this reader (a fixed `owner`) that died, whose
+	 * unfinished flush, if it wrote an intent, the position's roll-forward
+	 * has finished before we read. Nobody will commit it: take it back at
+	 * once instead of waiting for a lease that we renew ourselves. */
+	if (sl->val.len == strlen(st->owner) && memcmp(sl->val.p, st->owner, sl->val.len) == 0) {
+		claim_steal(sl);
+		return;
+	}
 	if (sl->held_has_ls && sl->held_ls >= now) {
 		claim_busy(sl, sl->held_ls);
 		return;

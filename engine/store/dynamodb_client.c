@@ -330,6 +330,7 @@ void mm_ddb_job_free(ddb_job_t *job)
 	free(job->grp);
 	free(job->single);
 	free(job->cas);
+	mm_buf_free(&job->intent);
 	free(job);
 }
 

@@ -10,6 +10,7 @@
  *   dynamodb_item.c    the item codec: keys, request heads, monoid values as
  *                      attributes, attribute readers
  *   dynamodb_apply.c   apply(): deltas, commit record, marks, positions
+ *   dynamodb_intent.c  write-ahead flush intents and their roll-forward
  *   dynamodb_read.c    get_many and the start-up reads (positions, metadata)
  *   dynamodb_claims.c  the claim protocol of shared dedup
  *   dynamodb_admin.c   `murmur ddb` (mm_ddb_admin)
@@ -47,6 +48,8 @@
 #define DDB_SK_POS (-3)
 #define DDB_SK_COMMIT (-4)
 #define DDB_SK_OWNER (-5)
+#define DDB_INTENT_CHUNK 300000 /* intent bytes per item: 400 KB less base64's growth
+                                 * in the request, less the other attributes */
 #define DDB_HIST 128            /* latency histogram: bucket k covers 2^(k/4) us */
 
 extern const mm_store_vtable_t mm_store_dynamodb_vtable;
@@ -90,6 +93,8 @@ enum ddb_kind {
 	K_RENEW,
 	K_LEASE,      /* renew this owner's lease item */
 	K_OWNER_GET,  /* is the owner of an expired claim still renewing its lease? */
+	K_INTENT,     /* a chunk of a flush intent PutItem */
+	K_PENDING,    /* a position's pointer to its flush intent */
 };
 
 enum ddb_job_kind { J_APPLY, J_GET, J_CLAIM, J_CONFIRM, J_RELEASE, J_RENEW, J_LEASE };
@@ -97,9 +102,11 @@ enum ddb_job_kind { J_APPLY, J_GET, J_CLAIM, J_CONFIRM, J_RELEASE, J_RENEW, J_LE
 enum ddb_mkind { M_ADD_INT, M_ADD_UINT, M_ADD_FLOAT, M_MIN, M_MAX, M_BYTES };
 
 /* An apply runs in phases, each starting when the previous one is durable:
- * a mark (a confirmed dedup id) must never be durable without its effect, and
- * a position never before the records it covers. */
-enum ddb_phase { P_DELTAS, P_COMMIT, P_MARKS, P_POSITIONS, P_DONE };
+ * the flush's intent and the positions' pointers to it before any delta (so
+ * a flush cut short can be finished by whoever reads the position next), a
+ * mark (a confirmed dedup id) never durable without its effect, and a
+ * position never before the records it covers. */
+enum ddb_phase { P_START, P_INTENT, P_PENDING, P_DELTAS, P_COMMIT, P_MARKS, P_POSITIONS, P_DONE };
 
 typedef struct ddb_job {
 	struct ddb_job *next;
@@ -121,6 +128,13 @@ typedef struct ddb_job {
 	 * each), then chunks of read-merge-write deltas read together. */
 	size_t *single, nsingle;
 	size_t *cas, ncas, chunk;
+	size_t delta_items;     /* the deltas phase's nitems */
+	/* The flush intent (dynamodb_intent.c): its encoding and chunks, whether
+	 * this apply writes it, and whether it is durable (written by this
+	 * apply, or by the failed attempt this one retries). */
+	mm_buf_t intent;
+	size_t nchunks;
+	int want_intent, intent_durable;
 	/* get_many */
 	const mm_ns_t *ns;
 	const mm_key_t *keys;
@@ -193,6 +207,17 @@ struct mm_ddb {
 	                         * the flush that will commit them */
 	const mm_flush_t *retry_flush;
 	uint64_t retry_seq;
+	int retry_intent_durable;
+	/* A second instance that rolls another writer's flush forward
+	 * (dynamodb_intent.c) writes no intent of its own and takes its commit
+	 * record from the intent. */
+	int rf, rf_has_commit;
+	int64_t rf_commit_until;
+	uint64_t errinj_deltas; /* deltas written, for MURMUR_ERRINJ_DDB_KILL_AFTER_DELTAS */
+	/* The options it was opened with (a roll-forward opens a second
+	 * instance with them): one allocation, strings after the array. */
+	mm_kv_t *kv;
+	size_t nkv;
 	/* scheduling */
 	ddb_slot_t *slots;
 	size_t nslots;
@@ -266,6 +291,16 @@ void mm_ddb_apply_answer(ddb_slot_t *sl, int cond);
 int mm_ddb_apply_item_done(const ddb_job_t *job, size_t i);
 int mm_ddb_apply_next_phase(mm_ddb_t *st, ddb_job_t *job);
 void mm_ddb_apply_done(mm_ddb_t *st, ddb_job_t *job, uint64_t ns);
+
+/* ---- dynamodb_intent.c ---- */
+
+int64_t mm_ddb_commit_until(const mm_flush_t *f);
+int mm_ddb_intent_plan(mm_ddb_t *st, ddb_job_t *job);
+int mm_ddb_start_intent_item(ddb_slot_t *sl);
+void mm_ddb_errinj_delta(mm_ddb_t *st);
+/* Finishes the flush named tag ("<writer>#<seq>#<chunks>", n bytes) that the
+ * position item pos_pk points to; blocking, on the caller's thread. */
+int mm_ddb_rollforward(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_t n);
 
 /* ---- dynamodb_read.c ---- */
 

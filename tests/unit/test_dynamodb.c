@@ -757,6 +757,100 @@ TEST(metadata_and_positions)
 	CHECK(fx_close(&x) == 0);
 }
 
+/*
+ * Flush intents: a position that points to an intent is rolled forward
+ * before it is read. The delta whose item was lost is applied again with
+ * the writer's token; the delta still carrying it is skipped (not doubled).
+ * A corrupt intent fails the read with ECORRUPT; a vanished one is dropped
+ * with an error and the stored position is answered.
+ */
+TEST(flush_intents_roll_forward)
+{
+	mm_monoid_t msum = monoid("sum", (mm_monoid_params_t){0});
+	mm_ns_t ns = {"rf", &msum};
+	_Alignas(16) unsigned char s[2][MM_STATE_MAX];
+	static flush_t fl;
+	mm_position_t pos = {"file:/tmp/rf.jsonl#c", (const uint8_t *)"P1", 2};
+	mm_buf_t b = {0}, doc = {0}, out = {0};
+	const char *name, *end;
+	char tag[96], js[64];
+	uint8_t found[2];
+	mm_key_t keys[2] = {{"a", 1, 0}, {"b", 1, 0}};
+	fx_t x;
+
+	REQUIRE(fx_open(&x, NULL, 0) == 0);
+	faults("");
+	flush_init(&fl);
+	for (int i = 0; i < 2; i++) {
+		msum.vt->init(&msum, s[i]);
+		add_int(&msum, s[i], 5 + i);
+	}
+	add_delta(&fl, &ns, "a", 0, 0, s[0]);
+	add_delta(&fl, &ns, "b", 0, 0, s[1]);
+	fl.f.positions = &pos;
+	fl.f.npositions = 1;
+	REQUIRE(apply(&x, &fl.f) == 0);
+	/* The intent's name, from a scan. */
+	mm_buf_printf(&doc, "{\"TableName\":\"%s\"}%c", x.table, 0);
+	REQUIRE(raw("Scan", (const char *)doc.p, &out) == 0);
+	name = strstr((const char *)out.p, "#intent#");
+	REQUIRE(name != NULL);
+	name += 8;
+	end = strchr(name, '"');
+	REQUIRE(end != NULL && end - name < 60);
+	snprintf(tag, sizeof(tag), "%.*s#1", (int)(end - name), name);
+	/* As if the worker died after its first delta: item b is gone, and the
+	 * position still points to the intent. */
+	doc.len = 0;
+	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Key\":{\"pk\":{\"S\":\"rf#b\"},\"sk\":{\"N\":\"0\"}}}%c",
+		      x.table, 0);
+	REQUIRE(raw("DeleteItem", (const char *)doc.p, &out) == 0);
+	doc.len = 0;
+	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Key\":{\"pk\":{\"S\":\"#pos#%s\"},\"sk\":{\"N\":\"-3\"}},"
+			    "\"UpdateExpression\":\"SET pend = :p, v = :v\",\"ExpressionAttributeValues\":"
+			    "{\":p\":{\"S\":\"%s\"},\":v\":{\"B\":\"UDA=\"}}}%c",
+		      x.table, pos.source, tag, 0);
+	REQUIRE(raw("UpdateItem", (const char *)doc.p, &out) == 0);
+	CHECK(mm_store_get_position(x.st, pos.source, &b) == 0);
+	CHECK(b.len == 2 && memcmp(b.p, "P1", 2) == 0);
+	CHECK(get_many(&x, &ns, keys, 2, s, found) == 0);
+	CHECK(found[0] && found[1]);
+	json_of(&msum, s[0], js, sizeof(js));
+	CHECK(strcmp(js, "{\"value\":5}") == 0);
+	json_of(&msum, s[1], js, sizeof(js));
+	CHECK(strcmp(js, "{\"value\":6}") == 0);
+	/* A corrupt intent. */
+	snprintf(tag, sizeof(tag), "00000000000000ab#%lld#1", (long long)now_ms());
+	doc.len = 0;
+	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Item\":{\"pk\":{\"S\":\"#intent#00000000000000ab#%.*s\"},"
+			    "\"sk\":{\"N\":\"0\"},\"d\":{\"B\":\"Z2FyYmFnZQ==\"}}}%c",
+		      x.table, (int)(strrchr(tag, '#') - strchr(tag, '#') - 1), strchr(tag, '#') + 1, 0);
+	REQUIRE(raw("PutItem", (const char *)doc.p, &out) == 0);
+	doc.len = 0;
+	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Key\":{\"pk\":{\"S\":\"#pos#%s\"},\"sk\":{\"N\":\"-3\"}},"
+			    "\"UpdateExpression\":\"SET pend = :p\",\"ExpressionAttributeValues\":"
+			    "{\":p\":{\"S\":\"%s\"}}}%c",
+		      x.table, pos.source, tag, 0);
+	REQUIRE(raw("UpdateItem", (const char *)doc.p, &out) == 0);
+	b.len = 0;
+	CHECK(mm_store_get_position(x.st, pos.source, &b) == MM_ECORRUPT);
+	/* A vanished one: dropped, the stored position answers. */
+	snprintf(tag, sizeof(tag), "00000000000000cd#%lld#1", (long long)now_ms());
+	doc.len = 0;
+	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Key\":{\"pk\":{\"S\":\"#pos#%s\"},\"sk\":{\"N\":\"-3\"}},"
+			    "\"UpdateExpression\":\"SET pend = :p\",\"ExpressionAttributeValues\":"
+			    "{\":p\":{\"S\":\"%s\"}}}%c",
+		      x.table, pos.source, tag, 0);
+	REQUIRE(raw("UpdateItem", (const char *)doc.p, &out) == 0);
+	b.len = 0;
+	CHECK(mm_store_get_position(x.st, pos.source, &b) == 0);
+	CHECK(b.len == 2 && memcmp(b.p, "P1", 2) == 0);
+	mm_buf_free(&b);
+	mm_buf_free(&doc);
+	mm_buf_free(&out);
+	CHECK(fx_close(&x) == 0);
+}
+
 /* Replay tokens of writers older than token_ttl are removed by later writes. */
 TEST(stale_tokens_are_pruned)
 {
@@ -1086,6 +1180,7 @@ int main(void)
 	RUN(get_many_chunks_duplicates_and_unprocessed_keys);
 	RUN(entities_that_are_not_utf8);
 	RUN(metadata_and_positions);
+	RUN(flush_intents_roll_forward);
 	RUN(stale_tokens_are_pruned);
 	RUN(claim_protocol);
 	RUN(owner_lease);

@@ -1,0 +1,573 @@
+/*
+ * dynamodb_intent.c: write-ahead flush intents, which close the mid-delta
+ * window of a non-atomic apply (doc/dynamodb.md, "Flush intents").
+ *
+ * Before the first delta of a flush that moves a source position, apply()
+ * writes the flush's intent: every delta (namespace, entity, bucket, expiry,
+ * the monoid's encoding of the state), every position, and the commit record
+ * that confirms its dedup claims, as one binary blob cut into chunks of
+ * DDB_INTENT_CHUNK bytes (DynamoDB's items hold at most 400 KB), each a
+ * PutItem of "#intent#<writer>#<seq>" with sk = the chunk's index. Then each
+ * position item gets a pointer to it, `pend = "<writer>#<seq>#<chunks>"`
+ * (UpdateItem, the stored position itself is unchanged), and only then are
+ * the deltas written. The flush's final position PutItem replaces the item,
+ * pointer included.
+ *
+ * A delta is idempotent per flush already: it carries its writer's replay
+ * token w_<writer> = seq, conditional on the stored token being older
+ * (dynamodb_apply.c). So a flush can be finished by anybody who knows its
+ * writer, sequence number and deltas, as many times as it takes: whoever
+ * reads a position that carries `pend` (a worker starting or taking over the
+ * source) first rolls the intent forward, applying the flush as its own
+ * writer would have (its token, its sequence number: deltas already durable
+ * fail their condition and are skipped), writes its commit record and its
+ * positions, and only then reads the position. A worker killed anywhere in
+ * its flush therefore leaves either no pointer (nothing of the flush is
+ * durable, its records are read again) or a pointer whose flush is finished
+ * before anybody reads on (none of its records is read again).
+ *
+ * The roll-forward runs inside get_position, which the store interface
+ * still makes synchronous: it opens a second instance of the store on a
+ * private loop with the writer's identity and runs an ordinary apply there.
+ *
+ * Blob (little-endian): u32 magic "MMI1", u64 seq, u64 commit_seq, u8 has
+ * commit, i64 commit until (ms); u32 namespaces { u16 name length, name,
+ * u16 monoid length, monoid, u32 is_float, u32 k, u32 max_size, u64
+ * capacity, u64 fpr (IEEE bits) }; u32 positions { u16 source length,
+ * source, u32 length, bytes }; u32 deltas { u32 namespace index, u16 entity
+ * length, entity, i64 bucket, i64 expire_ms, u32 length, state encoding }.
+ * The decoder checks every length against the blob.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../codec/json.h"
+#include "../lib/error.h"
+#include "../lib/log.h"
+#include "../lib/text.h"
+#include "dynamodb_impl.h"
+
+#define INTENT_MAGIC 0x31494d4du /* "MMI1" */
+
+/* ---- encoding ---- */
+
+static int put_str16(mm_buf_t *b, const char *s, size_t n)
+{
+	int rc = mm_buf_put_u16le(b, (uint16_t)n);
+
+	return rc ? rc : mm_buf_append(b, s, n);
+}
+
+static int put_ns(mm_buf_t *b, const mm_ns_t *ns)
+{
+	const mm_monoid_params_t *p = &ns->m->p;
+	uint64_t fpr;
+	int rc = 0;
+
+	memcpy(&fpr, &p->fpr, sizeof(fpr));
+	rc |= put_str16(b, ns->name, strlen(ns->name));
+	rc |= put_str16(b, ns->m->vt->name, strlen(ns->m->vt->name));
+	rc |= mm_buf_put_u32le(b, (uint32_t)p->is_float);
+	rc |= mm_buf_put_u32le(b, p->k);
+	rc |= mm_buf_put_u32le(b, p->max_size);
+	rc |= mm_buf_put_u64le(b, p->capacity);
+	rc |= mm_buf_put_u64le(b, fpr);
+	return rc ? MM_ENOMEM : 0;
+}
+
+/* The commit record's lifetime: as long as the flush's longest mark. */
+int64_t mm_ddb_commit_until(const mm_flush_t *f)
+{
+	int64_t until = f->now_ms;
+
+	for (size_t i = 0; i < f->nmarks; i++)
+		if (f->marks[i].expire_ms > until)
+			until = f->marks[i].expire_ms;
+	return until;
+}
+
+/* Encodes the intent of the apply job into job->intent. */
+static int intent_encode(mm_ddb_t *st, ddb_job_t *job)
+{
+	const mm_flush_t *f = job->f;
+	mm_buf_t *b = &job->intent, state = {0};
+	const mm_ns_t **nss = NULL;
+	uint32_t nns = 0;
+	size_t i;
+	int rc = 0;
+
+	nss = calloc(f->ndeltas + 1, sizeof(*nss));
+	if (nss == NULL)
+		return MM_ENOMEM;
+	b->len = 0;
+	rc |= mm_buf_put_u32le(b, INTENT_MAGIC);
+	rc |= mm_buf_put_u64le(b, job->seq);
+	rc |= mm_buf_put_u64le(b, st->commit_seq);
+	rc |= mm_buf_put_u8(b, f->nmarks > 0);
+	rc |= mm_buf_put_u64le(b, (uint64_t)mm_ddb_commit_until(f));
+	for (i = 0; i < f->ndeltas; i++) {
+		uint32_t k;
+
+		for (k = 0; k < nns && nss[k] != f->deltas[i].ns; k++)
+			;
+		if (k == nns)
+			nss[nns++] = f->deltas[i].ns;
+	}
+	rc |= mm_buf_put_u32le(b, nns);
+	for (i = 0; i < nns && rc == 0; i++)
+		rc = put_ns(b, nss[i]);
+	rc |= mm_buf_put_u32le(b, (uint32_t)f->npositions);
+	for (i = 0; i < f->npositions && rc == 0; i++) {
+		const mm_position_t *p = &f->positions[i];
+
+		rc |= put_str16(b, p->source, strlen(p->source));
+		rc |= mm_buf_put_u32le(b, (uint32_t)p->len);
+		rc |= mm_buf_append(b, p->pos, p->len);
+	}
+	rc |= mm_buf_put_u32le(b, (uint32_t)f->ndeltas);
+	for (i = 0; i < f->ndeltas && rc == 0; i++) {
+		const mm_delta_t *d = &f->deltas[i];
+		uint32_t k;
+
+		for (k = 0; nss[k] != d->ns; k++)
+			;
+		state.len = 0;
+		if ((rc = d->ns->m->vt->encode(d->ns->m, d->state, &state)))
+			break;
+		rc |= mm_buf_put_u32le(b, k);
+		rc |= put_str16(b, d->key.entity, d->key.len);
+		rc |= mm_buf_put_u64le(b, (uint64_t)d->key.bucket);
+		rc |= mm_buf_put_u64le(b, (uint64_t)d->expire_ms);
+		rc |= mm_buf_put_u32le(b, (uint32_t)state.len);
+		rc |= mm_buf_append(b, state.p, state.len);
+	}
+	free(nss);
+	mm_buf_free(&state);
+	return rc ? mm_diag_set(MM_ENOMEM, "dynamodb: cannot encode a flush intent") : 0;
+}
+
+/* Plans the intent phases of an apply: an intent when the flush moves a
+ * position and has deltas (a flush of positions alone needs none), unless
+ * this is the retry of a flush whose intent is durable already. */
+int mm_ddb_intent_plan(mm_ddb_t *st, ddb_job_t *job)
+{
+	const mm_flush_t *f = job->f;
+	int rc;
+
+	job->intent_durable = f == st->retry_flush && st->retry_intent_durable;
+	if (st->rf || !st->cfg.positions || f->npositions == 0 || f->ndeltas == 0 ||
+	    job->intent_durable)
+		return 0;
+	if ((rc = intent_encode(st, job)))
+		return rc;
+	job->want_intent = 1;
+	job->nchunks = (job->intent.len + DDB_INTENT_CHUNK - 1) / DDB_INTENT_CHUNK;
+	return 0;
+}
+
+/* "<writer hex>#<seq>": the intent's name, also its pk after "#intent#". */
+static int intent_name(const char *writer_attr, uint64_t seq, mm_buf_t *out)
+{
+	out->len = 0;
+	return mm_buf_printf(out, "#intent#%s#%" PRIu64, writer_attr + 2, seq);
+}
+
+/* Chunk k of the intent: PutItem {pk, sk k, d, ttl}. */
+static int build_chunk(mm_ddb_t *st, ddb_slot_t *sl)
+{
+	ddb_job_t *job = sl->job;
+	size_t off = sl->item * DDB_INTENT_CHUNK, n = job->intent.len - off;
+	mm_buf_t *b = &sl->body;
+	int rc;
+
+	if (n > DDB_INTENT_CHUNK)
+		n = DDB_INTENT_CHUNK;
+	sl->kind = K_INTENT;
+	sl->target = "PutItem";
+	if ((rc = intent_name(st->writer_attr, job->seq, &sl->pk)) ||
+	    (rc = mm_ddb_put_item_start(st, b, &sl->pk, (int64_t)sl->item)) ||
+	    (rc = PUT(b, ",\"d\":{\"B\":\"")) || (rc = mm_base64_encode(job->intent.p + off, n, b)) ||
+	    (rc = PUT(b, "\"},\"ttl\":")) ||
+	    (rc = mm_ddb_put_n(b, ttl_of(job->now_ms + st->cfg.token_ttl_ms))))
+		return rc;
+	return PUT(b, "}}");
+}
+
+/* The pointer on position k: SET pend = "<writer>#<seq>#<chunks>". */
+static int build_pending(mm_ddb_t *st, ddb_slot_t *sl)
+{
+	ddb_job_t *job = sl->job;
+	const mm_position_t *pos = &job->f->positions[sl->item];
+	mm_buf_t *b = &sl->body;
+	int rc;
+
+	sl->kind = K_PENDING;
+	sl->target = "UpdateItem";
+	sl->pk.len = 0;
+	if ((rc = PUT(&sl->pk, "#pos#")) ||
+	    (rc = mm_buf_append(&sl->pk, pos->source, strlen(pos->source))) ||
+	    (rc = mm_ddb_put_head(st, b, &sl->pk, DDB_SK_POS)) ||
+	    (rc = PUT(b, ",\"UpdateExpression\":\"SET #pd = :pd\",\"ExpressionAttributeNames\":"
+			 "{\"#pd\":\"pend\"},\"ExpressionAttributeValues\":{\":pd\":{\"S\":")) ||
+	    (rc = mm_buf_printf(b, "\"%s#%" PRIu64 "#%zu\"", st->writer_attr + 2, job->seq,
+				job->nchunks)))
+		return rc;
+	return PUT(b, "}}}");
+}
+
+int mm_ddb_start_intent_item(ddb_slot_t *sl)
+{
+	int rc = sl->job->phase == P_INTENT ? build_chunk(sl->st, sl) : build_pending(sl->st, sl);
+
+	return rc ? rc : mm_ddb_slot_send(sl);
+}
+
+/* ---- error injection ---- */
+
+/*
+ * Builds with MM_ERRINJ: MURMUR_ERRINJ_DDB_KILL_AFTER_DELTAS=N kills the
+ * process with SIGKILL once N deltas of its flushes are durable, between
+ * one delta and the next: the worst moment of a non-atomic flush, which the
+ * kill -9 spec aims at. A roll-forward is never killed (it would kill every
+ * restart at the same point).
+ */
+void mm_ddb_errinj_delta(mm_ddb_t *st)
+{
+#ifdef MM_ERRINJ
+	const char *v = getenv("MURMUR_ERRINJ_DDB_KILL_AFTER_DELTAS");
+
+	if (v && *v && !st->rf && ++st->errinj_deltas == strtoull(v, NULL, 10))
+		raise(SIGKILL);
+#else
+	(void)st;
+#endif
+}
+
+/* ---- decoding and the roll-forward ---- */
+
+typedef struct intent_reader {
+	const uint8_t *p, *end;
+	int bad;
+} intent_reader_t;
+
+static const uint8_t *take(intent_reader_t *r, size_t n)
+{
+	const uint8_t *p = r->p;
+
+	if (r->bad || (size_t)(r->end - r->p) < n) {
+		r->bad = 1;
+		return NULL;
+	}
+	r->p += n;
+	return p;
+}
+
+static uint64_t take_u64(intent_reader_t *r)
+{
+	const uint8_t *p = take(r, 8);
+
+	return p ? mm_get_u64le(p) : 0;
+}
+
+static uint32_t take_u32(intent_reader_t *r)
+{
+	const uint8_t *p = take(r, 4);
+
+	return p ? mm_get_u32le(p) : 0;
+}
+
+static const char *take_str16(intent_reader_t *r, size_t *n)
+{
+	const uint8_t *p = take(r, 2);
+
+	*n = p ? mm_get_u16le(p) : 0;
+	return (const char *)take(r, *n);
+}
+
+/* A decoded intent: everything points into blob or the arrays here. */
+typedef struct intent {
+	mm_buf_t blob;
+	uint64_t seq, commit_seq;
+	int has_commit;
+	int64_t commit_until;
+	mm_monoid_t *monoids;
+	mm_ns_t *nss;
+	char **names;
+	uint32_t nns;
+	char **srcs;            /* the positions' source names */
+	mm_flush_t f;
+	unsigned char *states;  /* f.ndeltas * MM_STATE_MAX, init()ed */
+	size_t ninit;           /* states init()ed so far */
+} intent_t;
+
+static void intent_free(intent_t *in)
+{
+	for (size_t i = 0; i < in->ninit; i++)
+		in->f.deltas[i].ns->m->vt->destroy(in->f.deltas[i].ns->m,
+						   in->states + i * MM_STATE_MAX);
+	for (uint32_t i = 0; in->names && i < in->nns; i++)
+		free(in->names[i]);
+	free(in->names);
+	for (size_t i = 0; in->srcs && i < in->f.npositions; i++)
+		free(in->srcs[i]);
+	free(in->srcs);
+	free(in->monoids);
+	free(in->nss);
+	free(in->states);
+	free(in->f.deltas);
+	free(in->f.delta_done);
+	free(in->f.positions);
+	mm_buf_free(&in->blob);
+}
+
+static int decode_ns(intent_reader_t *r, intent_t *in, uint32_t k)
+{
+	mm_monoid_params_t p = {0};
+	char mname[32];
+	size_t nl, ml;
+	const char *name = take_str16(r, &nl), *mon = take_str16(r, &ml);
+	uint64_t fpr;
+
+	p.is_float = (int)take_u32(r);
+	p.k = take_u32(r);
+	p.max_size = take_u32(r);
+	p.capacity = take_u64(r);
+	fpr = take_u64(r);
+	memcpy(&p.fpr, &fpr, sizeof(fpr));
+	if (r->bad || ml >= sizeof(mname) || nl == 0)
+		return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent: bad namespace %u", k);
+	memcpy(mname, mon, ml);
+	mname[ml] = '\0';
+	if ((in->names[k] = strndup(name, nl)) == NULL)
+		return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
+	if (mm_monoid_init(&in->monoids[k], mname, &p))
+		return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent: bad monoid '%s'", mname);
+	in->nss[k] = (mm_ns_t){in->names[k], &in->monoids[k]};
+	return 0;
+}
+
+static int intent_decode(intent_t *in)
+{
+	intent_reader_t r = {in->blob.p, in->blob.p + in->blob.len, 0};
+	uint32_t n;
+	int rc;
+
+	if (take_u32(&r) != INTENT_MAGIC)
+		return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent: bad magic");
+	in->seq = take_u64(&r);
+	in->commit_seq = take_u64(&r);
+	in->has_commit = (r.p < r.end && *r.p) ? 1 : 0;
+	take(&r, 1);
+	in->commit_until = (int64_t)take_u64(&r);
+	in->nns = take_u32(&r);
+	if (r.bad || in->nns > in->blob.len)
+		return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent: truncated head");
+	in->monoids = calloc(in->nns + 1, sizeof(*in->monoids));
+	in->nss = calloc(in->nns + 1, sizeof(*in->nss));
+	in->names = calloc(in->nns + 1, sizeof(*in->names));
+	if (!in->monoids || !in->nss || !in->names)
+		return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
+	for (uint32_t k = 0; k < in->nns; k++)
+		if ((rc = decode_ns(&r, in, k)))
+			return rc;
+	n = take_u32(&r);
+	if (r.bad || n > in->blob.len)
+		return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent: bad positions");
+	in->f.positions = calloc(n + 1, sizeof(*in->f.positions));
+	in->srcs = calloc(n + 1, sizeof(*in->srcs));
+	if (in->f.positions == NULL || in->srcs == NULL)
+		return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
+	for (uint32_t i = 0; i < n; i++) {
+		mm_position_t *p = &in->f.positions[i];
+		size_t sl;
+		const char *s = take_str16(&r, &sl);
+
+		p->len = take_u32(&r);
+		p->pos = take(&r, p->len);
+		if (r.bad || sl == 0 || memchr(s, 0, sl))
+			return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent: bad position %u", i);
+		if ((in->srcs[i] = strndup(s, sl)) == NULL)
+			return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
+		p->source = in->srcs[i];
+		in->f.npositions++;
+	}
+	n = take_u32(&r);
+	if (r.bad || n > in->blob.len)
+		return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent: bad deltas");
+	in->f.deltas = calloc(n + 1, sizeof(*in->f.deltas));
+	in->f.delta_done = calloc(n + 1, 1);
+	in->states = calloc(n + 1, MM_STATE_MAX);
+	if (!in->f.deltas || !in->f.delta_done || !in->states)
+		return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
+	for (uint32_t i = 0; i < n; i++) {
+		mm_delta_t *d = &in->f.deltas[i];
+		uint32_t k = take_u32(&r), len;
+		const uint8_t *enc;
+
+		d->key.entity = take_str16(&r, &d->key.len);
+		d->key.bucket = (int64_t)take_u64(&r);
+		d->expire_ms = (int64_t)take_u64(&r);
+		len = take_u32(&r);
+		enc = take(&r, len);
+		if (r.bad || k >= in->nns || d->key.len == 0)
+			return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent: bad delta %u", i);
+		d->ns = &in->nss[k];
+		d->state = in->states + (size_t)i * MM_STATE_MAX;
+		d->ns->m->vt->init(d->ns->m, d->state);
+		in->ninit = i + 1;
+		in->f.ndeltas = i + 1;
+		if ((rc = d->ns->m->vt->decode(d->ns->m, d->state, enc, len)))
+			return rc;
+	}
+	if (r.p != r.end)
+		return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent: trailing bytes");
+	return 0;
+}
+
+/* Reads the nchunks chunks of the intent named pk into out. MM_ENOTFOUND
+ * when one is gone (its ttl passed: older than token_ttl). */
+static int intent_read(mm_ddb_t *st, const mm_buf_t *pk, size_t nchunks, mm_buf_t *out)
+{
+	for (size_t k = 0; k < nchunks; k++) {
+		const mm_jnode_t *d;
+		int rc;
+
+		if ((rc = mm_ddb_sync_get_body(st, (const char *)pk->p, pk->len, (int64_t)k)) ||
+		    (rc = mm_ddb_call_sync(st, "GetItem")))
+			return rc;
+		d = mm_jnode_get(mm_jnode_get(mm_jnode_get(st->sync_tree.root, "Item"), "d"), "B");
+		if (d == NULL || d->type != MM_JSON_STRING)
+			return mm_diag_set(MM_ENOTFOUND, "dynamodb: flush intent '%.*s' chunk %zu is gone",
+					   (int)pk->len, (const char *)pk->p, k);
+		if ((rc = mm_base64_decode(d->s, d->len, MM_BASE64_STRICT, out)))
+			return rc;
+	}
+	return 0;
+}
+
+/* Removes the pointer pend = tag from the position item pos_pk (only if it
+ * still names that intent). */
+static int clear_pending(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_t n)
+{
+	mm_buf_t *b = &st->sync_body;
+	int rc;
+
+	if ((rc = mm_ddb_put_head(st, b, pos_pk, DDB_SK_POS)) ||
+	    (rc = PUT(b, ",\"UpdateExpression\":\"REMOVE #pd\",\"ConditionExpression\":\"#pd = :pd\","
+			 "\"ExpressionAttributeNames\":{\"#pd\":\"pend\"},\"ExpressionAttributeValues\":"
+			 "{\":pd\":{\"S\":")) ||
+	    (rc = mm_json_quote(tag, n, b)) || (rc = PUT(b, "}}}")))
+		return rc;
+	rc = mm_ddb_call_sync(st, "UpdateItem");
+	/* Somebody else moved the position on meanwhile: nothing to clear. */
+	return rc && strcmp(st->sync_err, "ConditionalCheckFailedException") == 0 ? 0 : rc;
+}
+
+typedef struct rf_wait {
+	int done, status;
+	char detail[400];
+} rf_wait_t;
+
+static void on_rf_done(void *arg, int status, const char *detail)
+{
+	rf_wait_t *w = arg;
+
+	w->done = 1;
+	w->status = status;
+	snprintf(w->detail, sizeof(w->detail), "%s", detail ? detail : "");
+}
+
+/* Applies the decoded intent as its writer would have, on a second instance
+ * of the store on a private loop (the caller's loop may be running). */
+static int intent_apply(mm_ddb_t *st, intent_t *in, const char *writer, size_t wlen)
+{
+	mm_store_t *pb = NULL;
+	mm_ddb_t *priv;
+	rf_wait_t w = {0};
+	uv_loop_t loop;
+	int rc;
+
+	if (uv_loop_init(&loop) != 0)
+		return mm_diag_set(MM_ENOMEM, "dynamodb: cannot create a loop to roll a flush forward");
+	if ((rc = mm_store_dynamodb_vtable.open(&loop, st->kv, st->nkv, 0, &pb)))
+		goto out;
+	priv = (mm_ddb_t *)pb;
+	snprintf(priv->writer_attr, sizeof(priv->writer_attr), "w_%.*s", (int)wlen, writer);
+	priv->rf = 1;
+	priv->rf_has_commit = in->has_commit;
+	priv->rf_commit_until = in->commit_until;
+	priv->commit_seq = in->commit_seq;
+	priv->retry_flush = &in->f;
+	priv->retry_seq = in->seq;
+	in->f.now_ms = mm_ddb_now_ms();
+	if ((rc = mm_ddb_apply(pb, &in->f, on_rf_done, &w)) == 0) {
+		while (!w.done)
+			uv_run(&loop, UV_RUN_ONCE);
+		if (w.status)
+			rc = mm_diag_set(w.status, "%s", w.detail);
+		else if (in->f.rejected)
+			mm_log(MM_LOG_ERROR, "dynamodb", "rolling a flush forward rejected %zu deltas: %s",
+			       in->f.rejected, in->f.reject_detail);
+	}
+	st->stats.rolled_forward += rc == 0;
+	pb->vt->close(pb);
+out:
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_loop_close(&loop);
+	return rc;
+}
+
+int mm_ddb_rollforward(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_t n)
+{
+	intent_t in = {0};
+	mm_buf_t pk = {0};
+	const char *h1 = memchr(tag, '#', n), *h2;
+	char num[48];
+	uint64_t seq;
+	size_t nchunks, wlen;
+	int rc;
+
+	h2 = h1 ? memchr(h1 + 1, '#', (size_t)(tag + n - h1 - 1)) : NULL;
+	wlen = h1 ? (size_t)(h1 - tag) : 0;
+	if (h2 == NULL || wlen != 16 || (size_t)(tag + n - h2) >= sizeof(num) ||
+	    (size_t)(h2 - h1) >= sizeof(num))
+		return mm_diag_set(MM_ECORRUPT, "dynamodb: position '%.*s': bad pending flush '%.*s'",
+				   (int)pos_pk->len, (const char *)pos_pk->p, (int)n, tag);
+	snprintf(num, sizeof(num), "%.*s", (int)(h2 - h1 - 1), h1 + 1);
+	seq = strtoull(num, NULL, 10);
+	snprintf(num, sizeof(num), "%.*s", (int)(tag + n - h2 - 1), h2 + 1);
+	nchunks = (size_t)strtoull(num, NULL, 10);
+	if ((rc = mm_buf_printf(&pk, "#intent#%.*s#%" PRIu64, (int)wlen, tag, seq)))
+		goto out;
+	/* Replay tokens older than token_ttl may have been pruned from the
+	 * items: applying so old a flush again could count its deltas twice. */
+	if ((int64_t)seq < mm_ddb_now_ms() - st->cfg.token_ttl_ms ||
+	    (rc = intent_read(st, &pk, nchunks, &in.blob)) == MM_ENOTFOUND) {
+		mm_log(MM_LOG_ERROR, "dynamodb",
+		       "position '%.*s' names the unfinished flush %.*s, older than token_ttl or gone: "
+		       "it is not rolled forward, and its deltas that were written before its worker "
+		       "stopped may be counted again",
+		       (int)pos_pk->len, (const char *)pos_pk->p, (int)n, tag);
+		rc = clear_pending(st, pos_pk, tag, n);
+		goto out;
+	}
+	if (rc || (rc = intent_decode(&in)))
+		goto out;
+	if (in.seq != seq) {
+		rc = mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent %.*s holds sequence %" PRIu64,
+				 (int)n, tag, in.seq);
+		goto out;
+	}
+	if ((rc = intent_apply(st, &in, tag, wlen)) == 0)
+		mm_log(MM_LOG_INFO, "dynamodb",
+		       "rolled forward the flush %.*s that its worker left unfinished: %zu deltas, "
+		       "%zu positions%s",
+		       (int)n, tag, in.f.ndeltas, in.f.npositions, in.has_commit ? ", its commit record" : "");
+out:
+	intent_free(&in);
+	mm_buf_free(&pk);
+	return rc;
+}
