@@ -10,7 +10,6 @@
 -- the truth computed here from the input. dynalite is started here on
 -- 127.0.0.1 and stopped at the end (pending without node).
 local S = require("spec.support")
-local core = require("murmur.core")
 local ffi = require("ffi")
 
 ffi.cdef [[ int setenv(const char *name, const char *value, int overwrite); ]]
@@ -96,20 +95,8 @@ d("#intents flush intents on DynamoDB: exact across kill -9", function()
     return lines, kills, rolled, inside
   end
 
-  -- The stored values of entities (all-time buckets), read in this process:
-  -- entity -> decoded JSON, or false when absent.
   local function read_values(t, pipeline, entities)
-    local st = assert(core.store_open("dynamodb", { table = t, endpoint = ("http://127.0.0.1:%d"):format(port) }, true))
-    local raw = assert(st:meta(pipeline), "no metadata for " .. pipeline)
-    local meta = core.json_decode(raw:match("\n(.*)$"))
-    local out = {}
-    for _, e in ipairs(entities) do
-      local bytes, n = st:get(pipeline, meta.monoid, e, { 0 })
-      assert(n ~= nil and type(n) == "number", tostring(n))
-      out[e] = bytes and core.json_decode(assert(core.state(meta.monoid, bytes)):json()) or false
-    end
-    st:close()
-    return out
+    return S.ddb_read_values(("http://127.0.0.1:%d"):format(port), t, pipeline, entities)
   end
 
   it("page_views, thousands of keys per flush, no event ids: every count exact", function()
@@ -174,7 +161,7 @@ murmur.pipeline {
     -- producer delivering it again): counted once.
     local function id_of(i) return i % 5 == 0 and i - 3 or i end
     local function entity(id) return (id * 31) % 20 end
-    local lines, kills, rolled, inside = kill_rounds(t, script, input, 1000,
+    local lines, kills, rolled, inside = kill_rounds(t, script, input, 800,
       function(i) local id = id_of(i) return ('{"entity_id":"e%d","event_id":"id%d"}'):format(entity(id), id) end, 3)
     local truth, seen, total = {}, {}, 0
     for i = 1, lines do

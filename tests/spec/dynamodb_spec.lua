@@ -92,18 +92,7 @@ d("#dynamodb DynamoDB store against dynalite", function()
 
   -- Reads stored values back in this process: entity -> decoded JSON.
   local function read_values(table_name, pipeline, entities, buckets, direct)
-    local st = assert(core.store_open("dynamodb", { table = table_name, endpoint = endpoint(direct) }, true))
-    local raw = assert(st:meta(pipeline), "no metadata for " .. pipeline)
-    local meta = core.json_decode(raw:match("\n(.*)$"))
-    local out = {}
-    for _, e in ipairs(entities) do
-      local b = buckets or { meta.granularity_ms == 0 and 0 or core.bucket(meta.granularity_ms, core.now_ms()) }
-      local bytes, n = st:get(pipeline, meta.monoid, e, b)
-      assert(n ~= nil and type(n) == "number", tostring(n))
-      out[e] = bytes and core.json_decode(assert(core.state(meta.monoid, bytes)):json()) or false
-    end
-    st:close()
-    return out
+    return S.ddb_read_values(endpoint(direct), table_name, pipeline, entities, buckets)
   end
 
   -- gen_events with event ids left out ("noid"), so no dedup marks are written.

@@ -153,6 +153,26 @@ function M.wait_status(data, pred, seconds, what)
   error("timed out waiting for " .. (what or "a condition"), 3)
 end
 
+-- Reads stored values of a DynamoDB table back in this process (the spec
+-- set the credentials): entity -> decoded JSON, or false when absent. The
+-- buckets default to the current one of the pipeline's window (0 when it
+-- has none).
+function M.ddb_read_values(endpoint, table_name, pipeline, entities, buckets)
+  local core = require("murmur.core")
+  local st = assert(core.store_open("dynamodb", { table = table_name, endpoint = endpoint }, true))
+  local raw = assert(st:meta(pipeline), "no metadata for " .. pipeline)
+  local meta = core.json_decode(raw:match("\n(.*)$"))
+  local out = {}
+  for _, e in ipairs(entities) do
+    local b = buckets or { meta.granularity_ms == 0 and 0 or core.bucket(meta.granularity_ms, core.now_ms()) }
+    local bytes, n = st:get(pipeline, meta.monoid, e, b)
+    assert(n ~= nil and type(n) == "number", tostring(n))
+    out[e] = bytes and core.json_decode(assert(core.state(meta.monoid, bytes)):json()) or false
+  end
+  st:close()
+  return out
+end
+
 -- node and tests/node/node_modules (make deps) are there: dynalite can run.
 M.have_dynalite = M.exec("node --version") == 0
   and io.open(M.root .. "/tests/node/node_modules/dynalite/package.json") ~= nil
