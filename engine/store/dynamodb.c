@@ -152,7 +152,10 @@ static const mm_option_t ddb_options[] = {
 	{MM_OPT_BOOL, "create_table", "false", offsetof(ddb_cfg_t, create_table),
 	 "Create the table (and enable TTL) at open when it does not exist."},
 	{MM_OPT_STRING, "owner", NULL, offsetof(ddb_cfg_t, owner),
-	 "Owner id written on dedup claims. Default: random per process."},
+	 "Owner id written on dedup claims. Default: random per process. A fixed owner per "
+	 "reader lets a restarted run take its own unfinished claims back at once instead of "
+	 "waiting out their lease; it must be unique among the workers that run at the same "
+	 "time."},
 	{0},
 };
 
