@@ -412,20 +412,39 @@ static int state_decode(const lmdb_key_t *k, const MDB_val *val, int64_t now_ms,
 	return lmdb_corrupt(k, why);
 }
 
-/* Merges one delta into its stored state. The caller's delta is only read:
- * the stored state is decoded into a scratch state that takes the merge. */
-static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, const mm_delta_t *d, int64_t now_ms,
-		       mm_buf_t *vb)
+/*
+ * Merges one delta into its stored state. The caller's delta is only read:
+ * the stored state is decoded into a scratch state that takes the merge.
+ * cur is a cursor on the state database that the flush's deltas share: they
+ * come sorted, so each lookup starts from the page the previous one left the
+ * cursor on, and a present record is rewritten where the lookup found it
+ * (MDB_CURRENT) instead of by a second descent from the root. A hashed key is
+ * looked up by lmdb_find's own walk and written by key.
+ */
+static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, const mm_delta_t *d,
+		       int64_t now_ms, mm_buf_t *vb)
 {
 	const mm_monoid_t *m = d->ns->m;
 	_Alignas(16) unsigned char scratch[MM_STATE_MAX];
 	lmdb_key_t k;
 	MDB_val key, val;
-	int found, rc, mrc;
+	unsigned flags = 0;
+	int found = 0, rc = 0, mrc;
 
 	state_key(&k, d->ns->name, &d->key);
-	if ((rc = lmdb_find(txn, st->dbi_state, &k, &val, &found)))
-		return rc;
+	if (k.hashed) {
+		if ((rc = lmdb_find(txn, st->dbi_state, &k, &val, &found)))
+			return rc;
+	} else {
+		key.mv_size = k.len;
+		key.mv_data = k.b;
+		mrc = mdb_cursor_get(cur, &key, &val, MDB_SET_KEY);
+		if (mrc == 0)
+			found = 1;
+		else if (mrc != MDB_NOTFOUND)
+			return lmdb_fail(mrc, "get state");
+		flags = found ? MDB_CURRENT : 0;
+	}
 	m->vt->init(m, scratch);
 	if (found && (rc = state_decode(&k, &val, now_ms, m, scratch)) < 0)
 		goto out;
@@ -440,7 +459,11 @@ static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, const mm_delta_t *d, int64_t
 	key.mv_data = k.b;
 	val.mv_size = vb->len;
 	val.mv_data = vb->p;
-	if ((mrc = mdb_put(txn, st->dbi_state, &key, &val, 0)))
+	if (k.hashed)
+		mrc = mdb_put(txn, st->dbi_state, &key, &val, 0);
+	else
+		mrc = mdb_cursor_put(cur, &key, &val, flags);
+	if (mrc)
 		rc = lmdb_fail(mrc, "put state");
 out:
 	m->vt->destroy(m, scratch);
@@ -719,6 +742,7 @@ static void lmdb_apply_work(uv_work_t *req)
 	mm_lmdb_t *st = w->st;
 	mm_flush_t *f = w->f;
 	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
 	mm_buf_t vb = {0};
 	size_t i, purged = 0;
 	int rc = 0, mrc;
@@ -733,8 +757,21 @@ static void lmdb_apply_work(uv_work_t *req)
 		rc = lmdb_fail(mrc, "begin write transaction");
 		goto out;
 	}
+	/* Purges go first: they then walk only what earlier flushes stored, not
+	 * the states this flush is about to write (on a fresh store, the first
+	 * flush's purge used to seek once per entity it had just inserted). A
+	 * delta of this flush for a bucket already past the retention is
+	 * expired by its expire_ms, so reads see it absent, and the next purge
+	 * takes it. */
+	for (i = 0; i < f->npurges && rc == 0; i++)
+		if ((rc = purge_states(st, txn, &f->purges[i], &purged)) == 0)
+			rc = sweep_marks(st, txn, f->purges[i].ns, f->now_ms);
+	if (rc == 0 && f->ndeltas && (mrc = mdb_cursor_open(txn, st->dbi_state, &cur))) {
+		rc = lmdb_fail(mrc, "open cursor");
+		goto out;
+	}
 	for (i = 0; i < f->ndeltas && rc == 0; i++) {
-		rc = apply_delta(st, txn, &f->deltas[i], f->now_ms, &vb);
+		rc = apply_delta(st, txn, cur, &f->deltas[i], f->now_ms, &vb);
 		if (rc == MM_ERANGE && f->delta_done) {
 			/* The merge itself is impossible (a sum would overflow): no retry
 			 * can help, so this delta is handed back rejected and the rest
@@ -745,11 +782,12 @@ static void lmdb_apply_work(uv_work_t *req)
 			rc = 0;
 		}
 	}
+	if (cur != NULL) {
+		mdb_cursor_close(cur);
+		cur = NULL;
+	}
 	for (i = 0; i < f->nmarks && rc == 0; i++)
 		rc = apply_mark(st, txn, &f->marks[i], &vb);
-	for (i = 0; i < f->npurges && rc == 0; i++)
-		if ((rc = purge_states(st, txn, &f->purges[i], &purged)) == 0)
-			rc = sweep_marks(st, txn, f->purges[i].ns, f->now_ms);
 	for (i = 0; i < f->npositions && rc == 0; i++)
 		rc = put_position(st, txn, &f->positions[i]);
 	if (rc)
@@ -763,6 +801,8 @@ static void lmdb_apply_work(uv_work_t *req)
 	f->writes = f->ndeltas;
 	f->purged = purged;
 out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
 	if (txn != NULL)
 		mdb_txn_abort(txn);
 	mm_buf_free(&vb);

@@ -176,6 +176,9 @@ target(uv <= 300, "unique_visitors <= 300 ns per event", ("%.0f ns"):format(uv))
 target(ids_own <= 2.5, "with event ids <= 2.5x murmur's own no-id cost", ("%.2fx"):format(ids_own))
 target(lua <= 2, "Lua key function <= 2x the same pipeline on the C path", ("%.2fx"):format(lua))
 
+-- BENCH_CPU_ONLY=1 stops here: the CPU-per-event table and its targets.
+if os.getenv("BENCH_CPU_ONLY") == "1" then return end
+
 -- Three pipelines on one input, once (no baseline does that work).
 do
   local m = run_murmur({ "pipelines/recently_interacted.lua", "pipelines/page_views.lua",
