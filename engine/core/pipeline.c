@@ -456,7 +456,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	const mm_pipeline_config_t *c = &p->cfg;
 	mm_value_t v = {0};
 	const char *id = NULL, *keys[MM_MAX_KEYS];
-	size_t idlen = 0, klens[MM_MAX_KEYS];
+	size_t idlen = 0, klens[MM_MAX_KEYS], need;
 	int64_t bucket, expire_ms;
 	int rc;
 
@@ -478,8 +478,9 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	 * canonical text is at most MM_JSON_KEY_MAX bytes, so reserving this once
 	 * keeps every pointer into tmp valid for this record. */
 	tmp->len = 0;
-	rc = mm_buf_reserve(tmp, r->len + (size_t)sp->n * MM_JSON_KEY_MAX);
-	if (rc)
+	need = r->len + (size_t)sp->n * MM_JSON_KEY_MAX;
+	/* Only the batch's first records (or a longer one) find it too small. */
+	if (need > tmp->cap && (rc = mm_buf_reserve(tmp, need)) != 0)
 		return rc;
 	if (sp->id >= 0 && fields[sp->id].type != MM_JSON_ABSENT) {
 		rc = field_string(p, &fields[sp->id], tmp, &id, &idlen, "event id");
