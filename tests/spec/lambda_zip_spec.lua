@@ -8,6 +8,7 @@
 -- share: glibc and libgcc_s, and no glibc newer than the one doc/kinesis.md
 -- states (the image's is 2.34).
 local S = require("spec.support")
+local core = require("murmur.core")
 
 -- The libraries a Lambda image provides itself (tools/lambda_zip.sh, from_image).
 local FROM_IMAGE = {
@@ -171,5 +172,57 @@ describe("#lambda_zip make lambda's zip", function()
     assert.truthy(missing_err:find(tls .. "/absent.pem", 1, true), missing_err)
     assert.are_not.equal(0, plain_code)
     assert.truthy(plain_err:lower():find("certificate", 1, true), plain_err)
+  end)
+
+  -- The zip as Lambda runs it: its bootstrap started by the Runtime API
+  -- emulator with only Lambda's variables and the function's own, Kinesis
+  -- batches from kinesalite, the state in dynalite.
+  it("serves Kinesis batches through its bootstrap under the Runtime API emulator", function()
+    local emulator_js = S.root .. "/tests/node/lambda_emulator.js"
+    if not (S.have_dynalite and S.read_file(emulator_js)
+        and S.read_file(S.root .. "/tests/node/node_modules/kinesalite/package.json")) then
+      pending("needs node, tests/node/node_modules and the Lambda emulator (make deps)")
+      return
+    end
+    local ddb, ddb_port = S.start_dynalite(dir, dir .. "/ddb-e2e")
+    local env = ("AWS_ACCESS_KEY_ID=k AWS_SECRET_ACCESS_KEY=s AWS_SESSION_TOKEN=t MURMUR_STORE=dynamodb "
+      .. "MURMUR_DYNAMODB_TABLE=lambda_zip MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d"):format(ddb_port)
+    local code, _, err = in_zip(env .. " bin/murmur ddb create-table")
+    assert.are.equal(0, code, err)
+    -- 12 entities (under the Top-K's 32, so the stored counts are exact),
+    -- each event id once.
+    local input = dir .. "/e2e.jsonl"
+    local f = assert(io.open(input, "w"))
+    local want = {}
+    for i = 1, 240 do
+      local ent = "ent" .. (i * 7) % 12
+      f:write(('{"event_id":"z%d","entity_id":"%s"}\n'):format(i, ent))
+      want[ent] = (want[ent] or 0) + 1
+    end
+    f:close()
+    local log = dir .. "/emulator.log"
+    local emu = S.spawn(("env -i PATH=%s NODE_NO_WARNINGS=1 %s MURMUR_DATA=%s node %s --handler "
+      .. "pipelines/recently_interacted.lua --task-root %s -- %s/bootstrap"):format(S.quote(os.getenv("PATH")), env,
+      S.quote(dir .. "/lambda-data"), S.quote(emulator_js), S.quote(root), S.quote(root)), log)
+    local port = S.wait_port(log, 10)
+    local feed_code, feed_out, feed_err = S.exec(("NODE_NO_WARNINGS=1 node %s/tests/node/kinesis_lambda_feed.mjs "
+      .. "--emulator %d --input %s --shards 1 --batch 40"):format(S.quote(S.root), port, S.quote(input)))
+    local q_code, q_out, q_err = in_zip(env .. " bin/murmur query --store dynamodb --json "
+      .. "pipelines/recently_interacted.lua global --data " .. S.quote(dir .. "/q"))
+    S.exec(("curl -s -X POST http://127.0.0.1:%d/test/stop"):format(port))
+    if not S.wait_exit(emu, 10) then S.kill(emu, "KILL") end
+    S.kill(ddb)
+    S.wait_exit(ddb, 10)
+    assert.are.equal(0, feed_code, feed_err .. (S.read_file(log) or ""))
+    local st = core.json_decode(feed_out:match("({[^\n]*})%s*$"))
+    assert.are.equal(6, st.invocations, feed_out)
+    assert.are.equal(6, st.responses, feed_out)
+    assert.are.equal(0, st.failures_reported, feed_out)
+    assert.are.equal(0, q_code, q_err)
+    local got = {}
+    for _, it in ipairs(core.json_decode(q_out).result.items) do got[it.item] = tonumber(it.count) end
+    assert.are.same(want, got)
+    -- The runtime ran from the zip: its log names the zip's handler.
+    assert.truthy((S.read_file(log) or ""):find(root .. "/pipelines/recently_interacted.lua", 1, true))
   end)
 end)
