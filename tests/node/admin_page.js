@@ -3,18 +3,20 @@
 //
 //   node tests/node/admin_page.js --url http://127.0.0.1:PORT/ --pipeline P
 //        --entity E [--token T] [--records N] [--series 1] [--method M]
-//        [--chromium /usr/bin/chromium]
+//        [--dead-letters P] [--chromium /usr/bin/chromium]
 //
 // Loads the page, waits for the pipeline table (and, with --records, for a
 // live counter showing N), reaches the lookup form with
 // the keyboard (Tab from the top of the page), looks E up in P, and waits
 // for the result; with --method, then waits for a poll to show method M's
-// calls since the lookup and their rate. Prints one JSON object on stdout:
+// calls since the lookup and their rate; with --dead-letters, then shows
+// pipeline P's dead-letter tail. Prints one JSON object on stdout:
 //   {"console_errors":[...], "pipelines":[names listed], "rows":{name:[cells]},
 //    "engine":"...", "sources":"...", "unlabelled":[ids],
 //    "tab_reached_lookup":bool, "value":"...", "bars":[{"item":..,"count":..}],
 //    "series_points":N, "reload_text":"...", "ready":"...",
-//    "server":"...", "methods":{name:[calls, errors, calls/s, mean ms]}}
+//    "server":"...", "methods":{name:[calls, errors, calls/s, mean ms]},
+//    "dl_status":"...", "dl_lines":[...]}
 // and exits 0; a page that never shows what is waited for exits 1 with the
 // reason on stderr. Nothing is asserted here: the spec compares the output
 // with `murmur query`.
@@ -102,6 +104,14 @@ async function main() {
       out.server = await page.textContent("#server");
       out.methods = await page.$$eval("#methods tr", (rows) => Object.fromEntries(rows.map((r) =>
         [r.getAttribute("data-method"), Array.from(r.querySelectorAll("td")).map((td) => td.textContent)])));
+    }
+    if (a["dead-letters"]) {
+      await page.selectOption("#dl-pipeline", a["dead-letters"]);
+      await page.click("#dl-form button");
+      await page.waitForFunction(() => !/^Reading/.test(document.getElementById("dl-status").textContent) &&
+        document.getElementById("dl-status").textContent !== "", null, { timeout: 20000 });
+      out.dl_status = await page.textContent("#dl-status");
+      out.dl_lines = (await page.textContent("#dl")).split("\n").filter((l) => l !== "");
     }
     process.stdout.write(JSON.stringify(out) + "\n");
   } finally {

@@ -270,6 +270,11 @@ describe("#admin page served by murmur run --listen", function()
     local expected = core.json_decode(q).result.items
     assert.are.equal(#expected, #out.bars)
     for i, item in ipairs(expected) do assert.are.equal(item.count, out.bars[i].count) end
+    -- The dead-letter file's tail: the two malformed lines of the feed.
+    out = drive_page(port, "top", "u1", "--dead-letters top")
+    assert.are.same({}, out.console_errors)
+    assert.matches("line%(s%) from .*top%.jsonl", out.dl_status)
+    assert.are.equal("json", core.json_decode(out.dl_lines[#out.dl_lines]).reason)
     -- A broken edit: the reload fails, the old version keeps running.
     S.write_file(dir .. "/p.lua", S.read_file(dir .. "/p.lua") .. "murmur.pipeline { name = 'broken', monoid = 42 }\n")
     S.wait_status(dir .. "/d", function(st) return st.reload and st.reload.failed >= 1 end, 20, "a failed reload")
@@ -278,5 +283,25 @@ describe("#admin page served by murmur run --listen", function()
     assert.matches("Last reload failed", out.reload_text, 1, true)
     assert.matches("p.lua:5 pipeline 'broken'", out.reload_text, 1, true)
     assert.matches("previous version keeps running", out.reload_text, 1, true)
+  end)
+
+  it("shows the dead letters the worker produced to a Kafka topic", function()
+    if S.exec("test -x /usr/bin/chromium") ~= 0 then
+      pending("chromium is not installed (make deps)")
+      return
+    end
+    S.kill(h, "TERM")
+    S.wait_exit(h, 20)
+    -- librdkafka's in-process mock cluster stands for the brokers.
+    S.write_file(dir .. "/p.lua", (S.read_file(dir .. "/p.lua"):gsub('value = "page" }', 'value = "page",\n'
+      .. '  dead_letter = murmur.kafka_topic { topic = "top_dlq", brokers = "127.0.0.1:9",\n'
+      .. '    properties = { ["test.mock.num.brokers"] = 1 } } }')))
+    h, port = scrape.start_run(dir, "--allow kafka:test.mock.num.brokers,net:127.0.0.1:9")
+    scrape.feed(dir, 10)
+    local out = drive_page(port, "top", "u1", "--dead-letters top")
+    assert.are.same({}, out.console_errors)
+    assert.matches("2 of the 2 dead letter%(s%) this process wrote to kafka topic top_dlq", out.dl_status)
+    assert.are.equal(2, #out.dl_lines)
+    for _, l in ipairs(out.dl_lines) do assert.are.equal("json", core.json_decode(l).reason) end
   end)
 end)
