@@ -1,5 +1,5 @@
-// fault_proxy.js: a fault-injecting HTTP proxy in front of dynalite, for the
-// DynamoDB specs and benchmark.
+// fault_proxy.js: a fault-injecting HTTP proxy in front of dynalite (or
+// kinesalite), for the DynamoDB and Kinesis specs and benchmark.
 //
 //   node tests/node/fault_proxy.js --target PORT [--port P] [--seed N]
 //
@@ -24,6 +24,7 @@
 // generator), or to all when neither is given. Actions:
 //   throttle       400 ProvisionedThroughputExceededException
 //   throttling     400 ThrottlingException
+//   expired_iterator  400 ExpiredIteratorException (Kinesis GetRecords)
 //   error500       500 InternalServerError (JSON)
 //   error503       503 with a plain-text body
 //   drop_response  forward the request, let dynalite apply it, then close the
@@ -225,6 +226,8 @@ const server = http.createServer((req, res) => {
         return awsError(res, 400, 'ProvisionedThroughputExceededException', 'injected by fault_proxy')
       case 'throttling':
         return awsError(res, 400, 'ThrottlingException', 'injected by fault_proxy')
+      case 'expired_iterator':
+        return awsError(res, 400, 'ExpiredIteratorException', 'injected by fault_proxy')
       case 'error500':
         return awsError(res, 500, 'InternalServerError', 'injected by fault_proxy')
       case 'error503':

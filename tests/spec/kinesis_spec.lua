@@ -283,6 +283,42 @@ murmur.pipeline {
     end
   end)
 
+  it("backs off when throttled, renews expired iterators, retries 5xx, and stays exact", function()
+    local plog = dir .. "/proxy.log"
+    local proxy = S.spawn(("node %s/tests/node/fault_proxy.js --target %d"):format(S.root, port), plog)
+    finally(function() S.kill(proxy, "TERM") S.wait_exit(proxy, 5) end)
+    local pport = S.wait_port(plog, 10)
+    local rules = core.json_encode({ rules = {
+      { op = "GetRecords", action = "throttle", rate = 0.3 },
+      { op = "GetRecords", action = "expired_iterator", after = 4, count = 3 },
+      { op = "GetRecords", action = "error500", after = 10, count = 2 },
+    } })
+    local code, out = S.exec(("curl -s -X POST --data-binary %s http://127.0.0.1:%d/__faults"):format(S.quote(rules), pport))
+    assert(code == 0 and out:find("ok"), out)
+    local stream, expected = new_stream(2), {}
+    put(stream, 0, 600, expected)
+    local data, path = dir .. "/faults", script(stream, ", limit = 40")
+    local h = S.spawn(("%s %s run %s --no-supervisor --data %s --kinesis-endpoint http://127.0.0.1:%d"):format(ENV,
+      S.quote(S.murmur), S.quote(path), data, pport), dir .. "/faults.log")
+    local st
+    S.wait_status(data, function()
+      st = kinesis_status(data)
+      local n = 0
+      for _, sh in ipairs(st and st.shards or {}) do n = n + sh.records end
+      return n == 600
+    end, 120, "600 records read through the faults")
+    S.kill(h, "TERM")
+    assert.are.equal(0, S.wait_exit(h, 30), S.read_file(dir .. "/faults.log"))
+    assert.are.same(expected, counts(data))
+    local throttles, renewals, errors = 0, 0, 0
+    for _, sh in ipairs(st.shards) do
+      throttles, renewals, errors = throttles + sh.throttles, renewals + sh.iterator_renewals, errors + sh.errors
+    end
+    assert.is_true(throttles > 0, "no throttle counted")
+    assert.are.equal(3, renewals)
+    assert.are.equal(2, errors)
+  end)
+
   it("refuses an endpoint the script chooses unless it is granted", function()
     local path = dir .. "/ungranted.lua"
     S.write_file(path, ([[
