@@ -16,8 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../aws/credentials.h"
-#include "../aws/sigv4.h"
+#include "../aws/awsrpc.h"
 #include "../http/http.h"
 #include "../lib/error.h"
 #include "../lib/log.h"
@@ -48,43 +47,6 @@ struct mm_kapi {
 	void (*done)(void *arg);
 	void *done_arg;
 };
-
-static const char *env_or(const char *v, const char *a, const char *b)
-{
-	const char *e;
-
-	if (v && *v)
-		return v;
-	if (a && (e = getenv(a)) && *e)
-		return e;
-	if (b && (e = getenv(b)) && *e)
-		return e;
-	return NULL;
-}
-
-/* Splits "scheme://host[:port][/]" into the URL curl uses and the Host header. */
-static int kapi_endpoint(mm_kapi_t *api, const char *ep)
-{
-	const char *p = strstr(ep, "://"), *host, *end;
-	mm_buf_t u = {0};
-
-	if (p == NULL || !((p - ep == 4 && strncmp(ep, "http", 4) == 0) ||
-			   (p - ep == 5 && strncmp(ep, "https", 5) == 0)))
-		return mm_diag_set(MM_EINVAL, "%s: endpoint '%s' must start with http:// or https://",
-				   api->who, ep);
-	host = p + 3;
-	end = host + strcspn(host, "/?#");
-	if (end == host || (*end && strcmp(end, "/") != 0))
-		return mm_diag_set(MM_EINVAL, "%s: endpoint '%s' must be scheme://host[:port] "
-				   "without a path", api->who, ep);
-	if (mm_buf_printf(&u, "%.*s/%c", (int)(end - ep), ep, 0) ||
-	    (api->host = strndup(host, (size_t)(end - host))) == NULL) {
-		mm_buf_free(&u);
-		return mm_diag_set(MM_ENOMEM, "%s: out of memory", api->who);
-	}
-	api->url = (char *)u.p;
-	return 0;
-}
 
 static void kapi_free(mm_kapi_t *api)
 {
@@ -120,7 +82,7 @@ int mm_kapi_open(uv_loop_t *loop, const mm_kapi_config_t *cfg, mm_kapi_t **out)
 	api->loop = loop;
 	api->who = cfg->who;
 	api->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
-	region = env_or(cfg->region, "AWS_REGION", "AWS_DEFAULT_REGION");
+	region = mm_aws_env_or(cfg->region, "AWS_REGION", "AWS_DEFAULT_REGION");
 	api->region = strdup(region ? region : "us-east-1");
 	api->service = strdup(cfg->service);
 	api->target = strdup(cfg->target);
@@ -134,7 +96,7 @@ int mm_kapi_open(uv_loop_t *loop, const mm_kapi_config_t *cfg, mm_kapi_t **out)
 		snprintf(def, sizeof(def), "https://%s.%s.amazonaws.com", cfg->service, api->region);
 		endpoint = def;
 	}
-	if ((rc = kapi_endpoint(api, endpoint)))
+	if ((rc = mm_aws_endpoint(cfg->who, endpoint, &api->url, &api->host)))
 		goto fail;
 	if ((rc = mm_aws_creds_init(&api->creds, cfg->who)))
 		goto fail;
@@ -148,57 +110,18 @@ fail:
 	return rc;
 }
 
-/* Signs a POST of body to op; fills api->hdr with the header lines
- * ("Name: value\0" each) and ptrs with pointers to them. Returns the count
- * or a negative code. */
+/* Signs a POST of body to op; fills api->hdr with the header lines and
+ * ptrs with pointers to them. Returns the count or a negative code. */
 static int kapi_sign(mm_kapi_t *api, const char *op, const void *body, size_t len,
 		     const char *ptrs[8])
 {
 	char tgt[128];
-	size_t off[8];
-	int n = 0, rc, i;
-	mm_sigv4_header_t sh[3];
-	mm_sigv4_request_t req;
-	mm_sigv4_params_t p = {
-		.access_key = api->creds.akid,
-		.secret_key = api->creds.secret,
-		.session_token = api->creds.token,
-		.region = api->region,
-		.service = api->service,
-		.time_s = (int64_t)time(NULL),
-		.normalize_path = 1,
-	};
-	size_t tlen = (size_t)snprintf(tgt, sizeof(tgt), "%s.%s", api->target, op);
+	mm_aws_rpc_t rpc = {.region = api->region, .service = api->service, .host = api->host,
+			    .content_type = api->content_type, .target = tgt,
+			    .time_s = (int64_t)time(NULL)};
 
-	sh[0] = (mm_sigv4_header_t){"host", 4, api->host, strlen(api->host)};
-	sh[1] = (mm_sigv4_header_t){"content-type", 12, api->content_type,
-				    strlen(api->content_type)};
-	sh[2] = (mm_sigv4_header_t){"x-amz-target", 12, tgt, tlen};
-	req = (mm_sigv4_request_t){.method = "POST", .path = "/", .path_len = 1, .headers = sh,
-				   .nheaders = 3, .body = body, .body_len = len};
-	if ((rc = mm_sigv4_sign_headers(&api->sig, &req, &p)))
-		return rc;
-	api->hdr.len = 0;
-	for (i = 0; i < 6; i++) {
-		static const char *const names[] = {"Host", "Content-Type", "X-Amz-Target",
-						    "X-Amz-Date", "Authorization",
-						    "X-Amz-Security-Token"};
-		const char *v[] = {api->host, api->content_type, tgt, api->sig.amz_date,
-				   (const char *)api->sig.authorization.p, api->creds.token};
-		size_t vl[] = {strlen(api->host), strlen(api->content_type), tlen,
-			       strlen(api->sig.amz_date), api->sig.authorization.len,
-			       api->creds.token ? strlen(api->creds.token) : 0};
-
-		if (v[i] == NULL)
-			continue;
-		off[n++] = api->hdr.len;
-		if ((rc = mm_buf_printf(&api->hdr, "%s: ", names[i])) ||
-		    (rc = mm_buf_append(&api->hdr, v[i], vl[i])) || (rc = mm_buf_put_u8(&api->hdr, 0)))
-			return rc;
-	}
-	for (i = 0; i < n; i++)
-		ptrs[i] = (const char *)api->hdr.p + off[i];
-	return n;
+	snprintf(tgt, sizeof(tgt), "%s.%s", api->target, op);
+	return mm_aws_rpc_sign(&api->sig, &api->creds, &rpc, body, len, &api->hdr, ptrs);
 }
 
 static void kapi_unlink(mm_kapi_t *api, kapi_call_t *c)

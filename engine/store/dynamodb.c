@@ -109,6 +109,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "../aws/awsrpc.h"
 #include "../codec/json.h"
 #include "../lib/log.h"
 #include "../lib/error.h"
@@ -223,46 +224,6 @@ static int table_create(mm_ddb_t *st, int *created, const char **ttl)
 		rc = 0;
 	}
 	return rc;
-}
-
-/* Splits "scheme://host[:port][/]" into the URL curl uses and the Host header. */
-static int parse_endpoint(mm_ddb_t *st, const char *ep)
-{
-	const char *p = strstr(ep, "://"), *host, *end;
-	mm_buf_t u = {0};
-	int rc;
-
-	if (p == NULL || !((p - ep == 4 && strncmp(ep, "http", 4) == 0) ||
-			   (p - ep == 5 && strncmp(ep, "https", 5) == 0)))
-		return mm_diag_set(MM_EINVAL, "dynamodb: endpoint '%s' must start with http:// or "
-					      "https://", ep);
-	host = p + 3;
-	end = host + strcspn(host, "/?#");
-	if (end == host || (*end && strcmp(end, "/") != 0))
-		return mm_diag_set(MM_EINVAL, "dynamodb: endpoint '%s' must be scheme://host[:port] "
-					      "without a path", ep);
-	st->host = strndup(host, (size_t)(end - host));
-	if ((rc = mm_buf_printf(&u, "%.*s/%c", (int)(end - ep), ep, 0))) {
-		mm_buf_free(&u);
-		return rc;
-	}
-	st->url = (char *)u.p;
-	if (st->host == NULL)
-		return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
-	return 0;
-}
-
-static const char *env_or(const char *v, const char *a, const char *b)
-{
-	const char *e;
-
-	if (v && *v)
-		return v;
-	if (a && (e = getenv(a)) && *e)
-		return e;
-	if (b && (e = getenv(b)) && *e)
-		return e;
-	return NULL;
 }
 
 static void ddb_free(mm_ddb_t *st)
@@ -430,9 +391,9 @@ static int ddb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_onl
 		goto fail;
 	}
 	st->base.lease_ms = st->cfg.lease_ms;
-	table = env_or(st->cfg.table, "MURMUR_DYNAMODB_TABLE", NULL);
-	region = env_or(st->cfg.region, "AWS_REGION", "AWS_DEFAULT_REGION");
-	endpoint = env_or(st->cfg.endpoint, "MURMUR_DYNAMODB_ENDPOINT", NULL);
+	table = mm_aws_env_or(st->cfg.table, "MURMUR_DYNAMODB_TABLE", NULL);
+	region = mm_aws_env_or(st->cfg.region, "AWS_REGION", "AWS_DEFAULT_REGION");
+	endpoint = mm_aws_env_or(st->cfg.endpoint, "MURMUR_DYNAMODB_ENDPOINT", NULL);
 	if (table == NULL) {
 		rc = mm_diag_set(MM_EINVAL, "dynamodb: no table: set the store option 'table' or "
 					    "MURMUR_DYNAMODB_TABLE");
@@ -449,7 +410,7 @@ static int ddb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_onl
 			goto fail;
 		endpoint = (const char *)tmp.p;
 	}
-	if (endpoint && (rc = parse_endpoint(st, endpoint)))
+	if (endpoint && (rc = mm_aws_endpoint("dynamodb", endpoint, &st->url, &st->host)))
 		goto fail;
 	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
 		rnd[0] = uv_hrtime() ^ ((uint64_t)getpid() << 32);

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../aws/awsrpc.h"
 #include "../codec/json.h"
 #include "../lib/log.h"
 #include "../lib/error.h"
@@ -116,48 +117,12 @@ static int ddb_sign(mm_ddb_t *st, const char *target, const mm_buf_t *body, mm_b
 		    const char *ptrs[8])
 {
 	char tgt[96];
-	size_t off[8];
-	int n = 0, rc, i;
-	mm_sigv4_header_t sh[3];
-	mm_sigv4_request_t req;
-	mm_sigv4_params_t p = {
-		.access_key = st->creds.akid,
-		.secret_key = st->creds.secret,
-		.session_token = st->creds.token,
-		.region = st->region,
-		.service = "dynamodb",
-		.time_s = mm_ddb_now_ms() / 1000,
-		.normalize_path = 1,
-	};
+	mm_aws_rpc_t rpc = {.region = st->region, .service = "dynamodb", .host = st->host,
+			    .content_type = DDB_CT, .target = tgt,
+			    .time_s = mm_ddb_now_ms() / 1000};
 
-	memcpy(tgt, DDB_TARGET, sizeof(DDB_TARGET) - 1);
-	snprintf(tgt + sizeof(DDB_TARGET) - 1, sizeof(tgt) - sizeof(DDB_TARGET) + 1, "%s", target);
-	sh[0] = (mm_sigv4_header_t){"host", 4, st->host, strlen(st->host)};
-	sh[1] = (mm_sigv4_header_t){"content-type", 12, DDB_CT, sizeof(DDB_CT) - 1};
-	sh[2] = (mm_sigv4_header_t){"x-amz-target", 12, tgt, strlen(tgt)};
-	req = (mm_sigv4_request_t){.method = "POST", .path = "/", .path_len = 1, .headers = sh,
-				   .nheaders = 3, .body = body->p, .body_len = body->len};
-	if ((rc = mm_sigv4_sign_headers(&st->sig, &req, &p)))
-		return rc;
-	hdr->len = 0;
-#define HLINE(name_, v_, n_)                                                       \
-	do {                                                                       \
-		off[n++] = hdr->len;                                               \
-		if ((rc = PUT(hdr, name_ ": ")) || (rc = mm_buf_append(hdr, (v_), (n_))) || \
-		    (rc = mm_buf_put_u8(hdr, 0)))                                  \
-			return rc;                                                 \
-	} while (0)
-	HLINE("Host", st->host, strlen(st->host));
-	HLINE("Content-Type", DDB_CT, sizeof(DDB_CT) - 1);
-	HLINE("X-Amz-Target", tgt, strlen(tgt));
-	HLINE("X-Amz-Date", st->sig.amz_date, strlen(st->sig.amz_date));
-	HLINE("Authorization", st->sig.authorization.p, st->sig.authorization.len);
-	if (st->creds.token)
-		HLINE("X-Amz-Security-Token", st->creds.token, strlen(st->creds.token));
-#undef HLINE
-	for (i = 0; i < n; i++)
-		ptrs[i] = (const char *)hdr->p + off[i];
-	return n;
+	snprintf(tgt, sizeof(tgt), "%s%s", DDB_TARGET, target);
+	return mm_aws_rpc_sign(&st->sig, &st->creds, &rpc, body->p, body->len, hdr, ptrs);
 }
 
 /* What a failed answer means for a retry. */
