@@ -341,8 +341,11 @@ static void klease_on_answer(void *arg, const mm_kapi_answer_t *a)
 		}
 		lm->scanning = 0;
 		lm->scans++;
-		if (!lm->closing)
+		if (!lm->closing) {
 			klease_balance(lm, now);
+			/* Children waiting for a parent another worker ended. */
+			mm_kin_kick(lm->ks);
+		}
 		break;
 	}
 	case OP_TAKE:

@@ -183,7 +183,7 @@ murmur.pipeline {
     assert.are.same(expected, counts(data))
   end)
 
-  it("shares the shards between two workers through a lease table; kill -9 of one is exact", function()
+  it("shares the shards between two workers through a lease table, across a split, a merge and kill -9 of one", function()
     local ddb_dir = dir .. "/dynalite"
     local dyn, dport = S.start_dynalite(dir, ddb_dir)
     finally(function() S.kill(dyn, "TERM") S.wait_exit(dyn, 5) end)
@@ -240,12 +240,18 @@ murmur.pipeline {
     end, 60, "2 leases each")
     put(stream, 800, 800, expected)
     wait_stored("two workers")
+    -- Resharding while both run: each child starts once its parents'
+    -- leases say SHARD_END, whichever worker read them.
+    tool("split", stream, "shardId-000000000000")
+    tool("merge", stream, "shardId-000000000001", "shardId-000000000002")
+    put(stream, 1600, 800, expected)
+    wait_stored("after a split and a merge")
     -- One worker dies without a word: the other takes its leases over once
     -- their counters stop moving for the lease time, and reads them on.
-    put(stream, 1600, 800, expected)
+    put(stream, 2400, 800, expected)
     S.kill(w1, "KILL")
     S.wait_exit(w1, 10)
-    put(stream, 2400, 800, expected)
+    put(stream, 3200, 800, expected)
     S.wait_status(dir .. "/w2", function() local l = leases(2) return l and l.held == 4 end, 60, "w2 holding 4 leases")
     wait_stored("after kill -9")
     local l2 = leases(2)
