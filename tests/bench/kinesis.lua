@@ -18,33 +18,17 @@
 -- usage: murmur lua tests/bench/kinesis.lua DIR EVENTS_FILE
 -- BENCH_KINESIS_RECORDS (default 50 000) and BENCH_REPS (default 3) size it.
 local core = require("murmur.core")
+package.path = "tests/bench/?.lua;" .. package.path
+local U = require("benchutil")
+local read, sh_out = U.read, U.sh
+
+local function median(t) return U.quantile(t, 0.5) end
 
 local dir, events = arg[1], arg[2]
 local murmur = os.getenv("MURMUR") or "build/murmur"
 local N = tonumber(os.getenv("BENCH_KINESIS_RECORDS") or "50000")
 local REPS = tonumber(os.getenv("BENCH_REPS") or "3")
 local CREDS = "AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench"
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function sh_out(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  local ok = p:close()
-  if ok ~= 0 and ok ~= true then error("bench: command failed: " .. cmd) end
-  return out
-end
-
-local function median(t)
-  table.sort(t)
-  return t[math.ceil(#t / 2)]
-end
 
 local log = dir .. "/kinesalite.log"
 os.execute(("node tests/node/kinesalite_server.js > %s 2>&1 & echo $! > %s/kinesalite.pid"):format(log, dir))
