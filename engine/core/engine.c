@@ -16,6 +16,7 @@
 #include "../lib/log.h"
 #include "../lib/time.h"
 #include "flush.h"
+#include "prepare.h"
 #include "progress.h"
 
 static void on_sink_flush(void *arg, mm_source_t *src, void (*done)(void *, int), void *done_arg);
@@ -23,7 +24,7 @@ static void engine_close_source(mm_engine_source_t *es);
 
 /* ---- sources ---- */
 
-static mm_engine_source_t *engine_source_of(mm_engine_t *ctx, mm_source_t *src)
+mm_engine_source_t *mm_engine_source_of(mm_engine_t *ctx, mm_source_t *src)
 {
 	for (int i = 0; i < ctx->nsrcs; i++)
 		if (ctx->srcs[i].src == src)
@@ -38,7 +39,7 @@ void mm_engine_pause_sources(mm_engine_t *ctx)
 	ctx->paused = 1;
 	ctx->stats.pauses++;
 	for (int i = 0; i < ctx->nsrcs; i++)
-		if (!ctx->srcs[i].closed)
+		if (!ctx->srcs[i].closed && ctx->srcs[i].started)
 			ctx->srcs[i].src->vt->pause(ctx->srcs[i].src);
 }
 
@@ -48,7 +49,7 @@ void mm_engine_resume_sources(mm_engine_t *ctx)
 		return;
 	ctx->paused = 0;
 	for (int i = 0; i < ctx->nsrcs; i++)
-		if (!ctx->srcs[i].closed)
+		if (!ctx->srcs[i].closed && ctx->srcs[i].started)
 			ctx->srcs[i].src->vt->resume(ctx->srcs[i].src);
 }
 
@@ -95,7 +96,7 @@ static void errinj_block_batch(void)
 static void on_deliver(void *arg, mm_batch_t *b)
 {
 	mm_engine_t *ctx = arg;
-	mm_engine_source_t *es = engine_source_of(ctx, b->src);
+	mm_engine_source_t *es = mm_engine_source_of(ctx, b->src);
 	/* Any number of Lua-path pipelines share one handler call: their list is
 	 * on the stack up to 64, on the heap beyond. */
 	mm_pipeline_t *small[64], **lua_pipes = small;
@@ -121,6 +122,10 @@ static void on_deliver(void *arg, mm_batch_t *b)
 	for (int i = 0; i < es->npipes; i++) {
 		mm_pipeline_t *p = es->pipes[i];
 
+		/* Held sources deliver nothing; this covers a batch already on its
+		 * way when a pipeline was added next to a running source. */
+		if (mm_prep_pending(ctx, p))
+			continue;
 		if (!p->uses_lua) {
 			mm_pipeline_process_batch(p, b);
 		} else if (nomem) {
@@ -151,7 +156,7 @@ static void on_deliver(void *arg, mm_batch_t *b)
 static void on_source_eof(void *arg, mm_source_t *src)
 {
 	mm_engine_t *ctx = arg;
-	mm_engine_source_t *es = engine_source_of(ctx, src);
+	mm_engine_source_t *es = mm_engine_source_of(ctx, src);
 	int all = 1;
 
 	if (es)
@@ -174,41 +179,6 @@ static void on_source_error(void *arg, mm_source_t *src, int err, const char *de
 		mm_progress_fatal();
 	ctx->exit_code = 1;
 	mm_engine_stop(ctx);
-}
-
-/* Starts a source after its stored position (or from the beginning). */
-static int engine_start_source(mm_engine_t *ctx, mm_engine_source_t *es)
-{
-	mm_buf_t pos = {0};
-	int rc;
-
-	es->src->max_record = es->max_record;
-	rc = mm_store_get_position(ctx->st, mm_source_pos_key(es->src), &pos);
-	/* Positions stored before they were keyed by consumer are keyed by the
-	 * source id alone. A private store's (the data directory's) can only be
-	 * this reader's own: resume from it; the next flush stores the position
-	 * under the new key. A shared store's may be any reader's: never. */
-	if (rc == MM_ENOTFOUND && !(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED) &&
-	    strcmp(mm_source_pos_key(es->src), es->src->id)) {
-		rc = mm_store_get_position(ctx->st, es->src->id, &pos);
-		if (rc == 0)
-			mm_log(MM_LOG_INFO, "engine", "source %s: reading its position stored before "
-			       "consumers; it moves to '%s' at the next flush", es->src->id,
-			       mm_source_pos_key(es->src));
-	}
-	if (rc == MM_ENOTFOUND || rc == MM_ENOTSUP) {
-		rc = es->src->vt->start(es->src, NULL, 0);
-	} else if (rc == 0) {
-		mm_log(MM_LOG_INFO, "engine", "source %s resumes from its checkpoint", es->src->id);
-		rc = es->src->vt->start(es->src, pos.p, pos.len);
-	}
-	mm_buf_free(&pos);
-	if (rc == 0) {
-		es->started = 1;
-		if (ctx->paused)
-			es->src->vt->pause(es->src);
-	}
-	return rc;
 }
 
 int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t *kv, size_t nkv,
@@ -251,8 +221,7 @@ int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t
 	es->pipes[es->npipes++] = pipe;
 	if (pipe->cfg.max_record > es->max_record)
 		es->max_record = pipe->cfg.max_record;
-	if (ctx->running && !es->started)
-		return engine_start_source(ctx, es);
+	mm_prep_start_sources(ctx);
 	return 0;
 }
 
@@ -261,8 +230,6 @@ int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t
 int mm_engine_add_pipeline(mm_engine_t *ctx, mm_pipeline_config_t *cfg, mm_pipeline_t **out)
 {
 	mm_pipeline_t *p = NULL, **grown;
-	mm_buf_t meta = {0};
-	size_t clen;
 	int rc;
 
 	for (int i = 0; i < ctx->npipes; i++)
@@ -270,30 +237,6 @@ int mm_engine_add_pipeline(mm_engine_t *ctx, mm_pipeline_config_t *cfg, mm_pipel
 			rc = mm_diag_set(MM_EEXIST, "pipeline '%s' is defined twice", cfg->name);
 			goto fail;
 		}
-	clen = strlen(cfg->compat);
-	rc = mm_store_get_meta(ctx->st, cfg->name, &meta);
-	if (rc == 0) {
-		const char *nl = memchr(meta.p, '\n', meta.len);
-		size_t old = nl ? (size_t)(nl - (const char *)meta.p) : meta.len;
-
-		if (old != clen || memcmp(meta.p, cfg->compat, clen) != 0) {
-			rc = mm_diag_set(MM_EINCOMPAT,
-					 "pipeline '%s' already has state as %.*s; this definition "
-					 "is %s (use a new pipeline name, or remove the old state)",
-					 cfg->name, (int)old, (const char *)meta.p, cfg->compat);
-			goto fail;
-		}
-	} else if (rc != MM_ENOTFOUND) {
-		goto fail;
-	}
-	meta.len = 0;
-	if (mm_buf_printf(&meta, "%s\n%s", cfg->compat, cfg->meta ? cfg->meta : "{}") != 0) {
-		rc = MM_ENOMEM;
-		goto fail;
-	}
-	rc = mm_store_put_meta(ctx->st, cfg->name, meta.p, meta.len);
-	if (rc)
-		goto fail;
 	p = calloc(1, sizeof(*p));
 	grown = realloc(ctx->pipes, sizeof(*grown) * (size_t)(ctx->npipes + 1));
 	if (p == NULL || grown == NULL) {
@@ -305,13 +248,18 @@ int mm_engine_add_pipeline(mm_engine_t *ctx, mm_pipeline_config_t *cfg, mm_pipel
 	}
 	ctx->pipes = grown;
 	mm_pipeline_init(p, ctx->st, cfg);
+	/* Its stored descriptor is checked asynchronously; p reads nothing
+	 * until then (prepare.c). */
+	if ((rc = mm_prep_pipeline(ctx, p)) != 0) {
+		mm_pipeline_free(p);
+		free(p);
+		return rc;
+	}
 	p->index = ctx->npipes;
 	ctx->pipes[ctx->npipes++] = p;
 	*out = p;
-	mm_buf_free(&meta);
 	return 0;
 fail:
-	mm_buf_free(&meta);
 	mm_pipeline_config_free(cfg);
 	return rc;
 }
@@ -416,6 +364,7 @@ int mm_engine_remove_pipeline(mm_engine_t *ctx, mm_pipeline_t *p)
 	if (ctx->job || !pipe_idle(p))
 		return mm_diag_set(MM_EAGAIN, "pipeline '%s' still has deltas to flush", p->cfg.name);
 	engine_detach(ctx, p);
+	mm_prep_forget(ctx, p);
 	for (int i = 0; i < ctx->npipes; i++)
 		if (ctx->pipes[i] != p) {
 			ctx->pipes[i]->index = n;
@@ -523,6 +472,10 @@ int mm_engine_new(mm_store_t *st, uv_loop_t *loop, mm_engine_t **out)
 	ctx->st = st;
 	ctx->retry_delay_ms = MM_FLUSH_RETRY_MIN_MS;
 	ctx->defer_delay_ms = MM_DEFER_MIN_MS;
+	ctx->prep_delay_ms = 100;
+	/* Start-up reads begin as pipelines are added, before run(). */
+	uv_timer_init(loop, &ctx->prep_timer);
+	ctx->prep_timer.data = ctx;
 	*out = ctx;
 	return 0;
 }
@@ -565,6 +518,7 @@ void mm_engine_close_all(mm_engine_t *ctx)
 	uv_close((uv_handle_t *)&ctx->flush_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->heartbeat, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->retry_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&ctx->prep_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigint, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigterm, on_handle_closed);
 	mm_loop_lag_close(&ctx->lag, on_handle_closed);
@@ -602,7 +556,7 @@ void mm_engine_stop(mm_engine_t *ctx)
 int mm_engine_run(mm_engine_t *ctx, int once)
 {
 	int64_t interval = INT64_MAX;
-	int rc, signum;
+	int signum;
 
 	ctx->once = once;
 	ctx->last_flush_ms = mm_now_ms();
@@ -631,20 +585,9 @@ int mm_engine_run(mm_engine_t *ctx, int once)
 	uv_timer_start(&ctx->flush_timer, on_flush_timer, (uint64_t)(interval / 4 + 1),
 		       (uint64_t)(interval / 4 + 1));
 	ctx->running = 1;
-	for (int i = 0; i < ctx->nsrcs; i++) {
-		mm_engine_source_t *es = &ctx->srcs[i];
-
-		if (es->closed || es->started)
-			continue;
-		rc = engine_start_source(ctx, es);
-		if (rc) {
-			mm_log(MM_LOG_ERROR, "engine", "cannot start source %s: %s", es->src->id,
-			       mm_diag_msg());
-			ctx->exit_code = 1;
-			mm_engine_stop(ctx);
-			break;
-		}
-	}
+	/* Each source starts once its pipelines' descriptors are checked and
+	 * its position is read (prepare.c), all through store callbacks. */
+	mm_prep_start_sources(ctx);
 	if (ctx->nsrcs == 0 && once)
 		mm_engine_stop(ctx);
 	if ((signum = mm_engine_early_signal()) != 0) {
@@ -664,14 +607,18 @@ void mm_engine_free(mm_engine_t *ctx)
 		return;
 	mm_flush_discard(ctx);
 	if (!ctx->stopped) {
-		/* run() was never called: the sources were opened but not started. */
+		/* run() was never called: the sources were opened but not started;
+		 * start-up reads still in flight are dropped when they answer. */
+		ctx->stopping = 1;
 		for (int i = 0; i < ctx->nsrcs; i++)
 			if (ctx->srcs[i].src)
 				ctx->srcs[i].src->vt->close(ctx->srcs[i].src, NULL, NULL);
+		uv_close((uv_handle_t *)&ctx->prep_timer, on_handle_closed);
 		uv_run(ctx->loop, UV_RUN_DEFAULT);
 	}
 	if (ctx->st)
 		mm_store_close(ctx->st);
+	mm_prep_free_all(ctx);
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_free(ctx->pipes[i]);
 		free(ctx->pipes[i]);

@@ -33,6 +33,7 @@
 #include "pipeline.h"
 
 typedef struct mm_engine mm_engine_t;
+typedef struct mm_prep mm_prep_t;
 
 typedef struct mm_engine_stats {
 	uint64_t batches;
@@ -111,15 +112,23 @@ struct mm_engine {
 	int64_t defer_delay_ms; /* stopping: pause before asking again for deferred ids */
 	uv_signal_t sigint, sigterm;
 	mm_loop_lag_t lag;        /* how late the loop runs its callbacks */
+	/* start-up reads in flight (prepare.c) */
+	struct mm_prep *preps;
+	int unready;              /* pipelines whose descriptor check is not done */
+	uv_timer_t prep_timer;    /* asks again after a store failure */
+	int64_t prep_delay_ms;
 	mm_engine_stats_t stats;
 };
 
 /* Creates an engine on loop with the given store (owned from now on). */
 int mm_engine_new(mm_store_t *st, uv_loop_t *loop, mm_engine_t **out);
 
-/* Adds a pipeline (takes ownership of cfg's strings even on failure). Checks
- * the pipeline against the state already in the store: MM_EINCOMPAT if the
- * store holds this pipeline with another monoid, parameters or window. */
+/* Adds a pipeline (takes ownership of cfg's strings even on failure). The
+ * check against the state already in the store is asynchronous: the
+ * pipeline reads nothing (its sources do not start, running sources are
+ * held) until its stored descriptor was read and matches (same monoid,
+ * parameters and window) and its own was written; a mismatch stops the
+ * engine with status 3 and cfg->where in the message (prepare.c). */
 int mm_engine_add_pipeline(mm_engine_t *ctx, mm_pipeline_config_t *cfg, mm_pipeline_t **out);
 
 /* Opens a source (or finds the open one with the same id) and attaches pipe. */

@@ -7,6 +7,15 @@
  * (per-second maxima over the last MM_LOOP_LAG_WINDOW_S seconds), for
  * `murmur status` and the engine's counters.
  *
+ * The lag also counts time the loop thread was ready to run but had no
+ * CPU (a loaded machine). The "blocked" figures subtract that: each firing
+ * reads how long the thread waited on a run queue since the previous one
+ * (the kernel's per-thread schedstat run_delay) and removes it from the
+ * lag. What remains is time the loop spent in callbacks or blocked off the
+ * CPU (a sleep, a blocking read): the measure of "nothing blocks the loop"
+ * that does not depend on the machine's load. Where schedstat cannot be
+ * read the blocked figures equal the lag.
+ *
  * The probe is embedded in its owner; its timer does not keep the loop
  * alive. Loop thread only.
  */
@@ -19,15 +28,24 @@
 #define MM_LOOP_LAG_INTERVAL_MS 50
 #define MM_LOOP_LAG_WINDOW_S 10
 
+/* The largest values of one measure: since start and per second (a ring). */
+typedef struct mm_loop_lag_series {
+	uint64_t max_ns;
+	uint64_t slot_ns[MM_LOOP_LAG_WINDOW_S];
+	uint64_t slot_sec;                      /* the second of the newest slot */
+} mm_loop_lag_series_t;
+
 typedef struct mm_loop_lag {
 	uv_timer_t timer;
 	uint64_t due_ns;                        /* when the next firing is due */
-	uint64_t max_ns;                        /* largest lag since start */
-	uint64_t slot_ns[MM_LOOP_LAG_WINDOW_S]; /* largest lag per second, a ring */
-	uint64_t slot_sec;                      /* the second of the newest slot */
+	mm_loop_lag_series_t lag;               /* lateness of the firings */
+	mm_loop_lag_series_t block;             /* the same minus run-queue waits */
+	int sched_fd;                           /* the loop thread's schedstat, or -1 */
+	uint64_t run_delay_ns;                  /* its run_delay at the last firing */
 } mm_loop_lag_t;
 
-/* Starts measuring on loop (cannot fail: a timer needs no resources). */
+/* Starts measuring on loop, from the loop thread (cannot fail: without
+ * schedstat the blocked figures are the lag). */
 void mm_loop_lag_start(mm_loop_lag_t *lag, uv_loop_t *loop);
 
 /* Closes the timer; close_cb (may be NULL) runs from the loop. The counters
@@ -38,5 +56,9 @@ void mm_loop_lag_close(mm_loop_lag_t *lag, uv_close_cb close_cb);
  * seconds before now_ns (uv_hrtime()), in ns. */
 uint64_t mm_loop_lag_max_ns(const mm_loop_lag_t *lag);
 uint64_t mm_loop_lag_recent_ns(const mm_loop_lag_t *lag, uint64_t now_ns);
+
+/* The same for the blocked figures (lag minus run-queue waits). */
+uint64_t mm_loop_block_max_ns(const mm_loop_lag_t *lag);
+uint64_t mm_loop_block_recent_ns(const mm_loop_lag_t *lag, uint64_t now_ns);
 
 #endif

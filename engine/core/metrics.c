@@ -333,6 +333,10 @@ static void render_engine(const mm_engine_t *ctx, mm_expo_t *w)
 	gauge(w, "murmur_event_loop_lag_max_seconds",
 	      "Largest delay of the loop's lag probe timer since start.",
 	      (double)mm_loop_lag_max_ns(&ctx->lag) / 1e9);
+	gauge(w, "murmur_event_loop_blocked_max_seconds",
+	      "Largest delay of the loop's lag probe timer since start, without the time the "
+	      "loop thread waited for a CPU.",
+	      (double)mm_loop_block_max_ns(&ctx->lag) / 1e9);
 	render_pipelines(ctx, w);
 	render_sources(ctx, w);
 }
@@ -399,7 +403,7 @@ static const char *const store_ops[MM_STORE_NOPS + 1] = {
 	[MM_STORE_OP_APPLY] = "store_merge_update", [MM_STORE_OP_GET_MANY] = "store_get_many",
 	[MM_STORE_OP_POSITION] = "store_get_position", [MM_STORE_OP_SEEN] = "store_seen",
 	[MM_STORE_OP_CLAIM] = "store_claim",          [MM_STORE_OP_RENEW] = "store_renew",
-	[MM_STORE_HIST_GET] = "store_get",
+	[MM_STORE_OP_META] = "store_meta",            [MM_STORE_HIST_GET] = "store_get",
 };
 
 /* Writes one family over the store and cache operations: what 0 = the

@@ -43,6 +43,7 @@ void mm_pipeline_config_free(mm_pipeline_config_t *cfg)
 		cfg->dlq->vt->close(cfg->dlq);
 	free(cfg->compat);
 	free(cfg->meta);
+	free(cfg->where);
 	memset(cfg, 0, sizeof(*cfg));
 }
 

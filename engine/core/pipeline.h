@@ -94,6 +94,7 @@ typedef struct mm_pipeline_config {
 	int on_merge;               /* the script declared an on-merge hook */
 	char *compat;               /* what must match existing state (monoid + window) */
 	char *meta;                 /* descriptor saved in the store for queries */
+	char *where;                /* file:line of the definition, for messages; may be NULL */
 } mm_pipeline_config_t;
 
 /* Where a literal key's entry was last found: reused while the table is the

@@ -95,6 +95,28 @@ static void child_exec(char *const argv[], char *const envp[], const mm_probe_li
 	_exit(127);
 }
 
+/*
+ * Waits up to ms for the child (which closed its output) to exit, without
+ * sleeping a fixed slice: hot reload runs the probe on the loop thread, and
+ * a child exits within a millisecond of closing its output. A pidfd becomes
+ * readable when the process exits; without pidfd_open (Linux < 5.3) a poll
+ * on nothing waits 5 ms between checks.
+ */
+static void wait_exit(pid_t pid, int64_t ms)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+	if (ms > 100)
+		ms = 100;
+	if (fd < 0) {
+		poll(NULL, 0, ms < 5 ? (int)ms : 5);
+		return;
+	}
+	poll(&pfd, 1, (int)ms);
+	close(fd);
+}
+
 int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t *lim,
 		 void (*tick)(void *arg), void *arg, mm_probe_result_t *res)
 {
@@ -133,11 +155,8 @@ int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t
 				break;
 			if (w < 0 && errno != EINTR)
 				break;
-			if (!killed) {
-				struct timespec ts = {0, 20 * 1000000};
-
-				nanosleep(&ts, NULL);
-			}
+			if (!killed)
+				wait_exit(pid, deadline - now);
 			continue;
 		}
 		if (poll(&pfd, 1, (int)(deadline - now < 100 ? deadline - now : 100)) > 0) {

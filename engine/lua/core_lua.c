@@ -326,6 +326,7 @@ static int read_pipeline_config(lua_State *L, lua_engine_t *e, mm_pipeline_confi
 	lua_pop(L, 1);
 	cfg.compat = opt_strdup(L, 2, "compat");
 	cfg.meta = opt_strdup(L, 2, "meta");
+	cfg.where = opt_strdup(L, 2, "where");
 	if (cfg.name == NULL || cfg.compat == NULL || cfg.nkeys == 0) {
 		mm_pipeline_config_free(&cfg);
 		return luaL_error(L, "add_pipeline: name, compat and keys are required");
@@ -745,14 +746,59 @@ static int l_engine_remove_pipeline(lua_State *L)
 	return 1;
 }
 
-/* e:meta(name) -> the stored descriptor of a pipeline, or nil */
+/* A descriptor read for Lua: the callback's reference and the answer. */
+typedef struct meta_wait {
+	lua_engine_t *e;
+	int ref;
+	mm_buf_t out;
+} meta_wait_t;
+
+static void on_lua_meta(void *arg, int status, const char *detail)
+{
+	meta_wait_t *w = arg;
+	lua_State *L = w->e->L;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+	if (status == 0) {
+		lua_pushlstring(L, (const char *)w->out.p, w->out.len);
+		lua_pushnil(L);
+	} else {
+		lua_pushnil(L);
+		if (status == MM_ENOTFOUND)
+			lua_pushnil(L);
+		else
+			lua_pushfstring(L, "%s: %s", mm_err_name(status), detail ? detail : "");
+	}
+	mm_buf_free(&w->out);
+	free(w);
+	mm_lua_call(L, 2, 0, "meta callback");
+}
+
+/* e:meta(name, fn(bytes|nil, err|nil)): reads the stored descriptor of a
+ * pipeline through the store's callback (nil, nil: none stored). */
 static int l_engine_meta(lua_State *L)
 {
 	lua_engine_t *e = check_engine(L);
-	mm_buf_t b = {0};
-	int rc = mm_store_get_meta(e->ctx->st, luaL_checkstring(L, 2), &b);
+	const char *name = luaL_checkstring(L, 2);
+	meta_wait_t *w;
+	int rc;
 
-	return push_store_bytes(L, rc, &b);
+	luaL_checktype(L, 3, LUA_TFUNCTION);
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return push_fail(L, MM_ENOMEM, "out of memory");
+	w->e = e;
+	lua_pushvalue(L, 3);
+	w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	rc = mm_store_get_meta(e->ctx->st, name, &w->out, on_lua_meta, w);
+	if (rc) {
+		luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+		free(w);
+		return mm_lua_push_diag(L, rc);
+	}
+	lua_pushboolean(L, 1);
+	return 1;
 }
 
 static int l_engine_close_idle_sources(lua_State *L)
@@ -803,7 +849,8 @@ static int l_engine_stats(lua_State *L)
 {
 	lua_engine_t *e = check_engine(L);
 	mm_engine_t *ctx = e->ctx;
-	const char *ops[MM_STORE_NOPS] = {"apply", "get_many", "position", "seen", "claim", "renew"};
+	const char *ops[MM_STORE_NOPS] = {"apply", "get_many", "position", "seen", "claim", "renew",
+					  "meta"};
 
 	lua_newtable(L);
 	SET_NUM("batches", ctx->stats.batches);
@@ -819,6 +866,10 @@ static int l_engine_stats(lua_State *L)
 	 * since start and over the recent window. */
 	SET_NUM("loop_lag_ms_max", mm_loop_lag_max_ns(&ctx->lag) / 1e6);
 	SET_NUM("loop_lag_ms_recent", mm_loop_lag_recent_ns(&ctx->lag, uv_hrtime()) / 1e6);
+	/* The same without the time the loop thread waited for a CPU: what
+	 * callbacks and blocking calls cost the loop (looplag.h). */
+	SET_NUM("loop_block_ms_max", mm_loop_block_max_ns(&ctx->lag) / 1e6);
+	SET_NUM("loop_block_ms_recent", mm_loop_block_recent_ns(&ctx->lag, uv_hrtime()) / 1e6);
 	SET_NUM("lua_errors", mm_lua_errors());
 	{
 		struct rusage ru;
@@ -1132,7 +1183,7 @@ static int l_store_meta(lua_State *L)
 {
 	lua_store_t *s = check_store(L);
 	mm_buf_t b = {0};
-	int rc = mm_store_get_meta(s->st, luaL_checkstring(L, 2), &b);
+	int rc = mm_store_get_meta_wait(s->st, luaL_checkstring(L, 2), &b);
 
 	return push_store_bytes(L, rc, &b);
 }
@@ -1161,7 +1212,7 @@ static int l_store_position(lua_State *L)
 {
 	lua_store_t *s = check_store(L);
 	mm_buf_t b = {0};
-	int rc = mm_store_get_position(s->st, luaL_checkstring(L, 2), &b);
+	int rc = mm_store_get_position_wait(s->st, luaL_checkstring(L, 2), &b);
 
 	return push_store_bytes(L, rc, &b);
 }

@@ -224,7 +224,7 @@ static int meta_get(mm_query_t *q, const char *name, const pipe_meta_t **out)
 		pipe_meta_t *other = NULL;
 
 		raw.len = 0;
-		rc = mm_store_get_meta(q->stores[i], name, &raw);
+		rc = mm_store_read_meta(q->stores[i], name, &raw);
 		if (rc == MM_ENOTFOUND) {
 			rc = 0;
 			continue;

@@ -90,10 +90,14 @@
  * replay tokens (idempotent), so a worker killed between deltas leaves no
  * half-applied flush behind its position.
  *
- * Synchronous calls (get_position, get_meta, put_meta, list_meta, and the
- * table check and credential fetch in open) block on mm_http_fetch. They are
- * start-up calls; seen() returns MM_ENOTSUP (dedup on a shared store goes
- * through the claim protocol).
+ * Positions and metadata (get_position, get_meta, put_meta) are asynchronous
+ * jobs like apply and get_many. The blocking calls (mm_http_fetch, with a
+ * sleep between retries) are those that never run on a running loop: the
+ * table check and credential fetch in open (before the engine's loop runs),
+ * `murmur ddb`, and list_meta/read_meta of tools; and the roll-forward of
+ * an intent a dead worker left, when a position read finds one.
+ * seen() returns MM_ENOTSUP (dedup on a shared store goes through the claim
+ * protocol).
  *
  * Credentials: engine/aws/credentials.c (static keys, else the container
  * endpoint, refreshed on the loop before they expire).
@@ -495,6 +499,7 @@ const mm_store_vtable_t mm_store_dynamodb_vtable = {
 	.get_position = mm_ddb_get_position,
 	.seen = mm_ddb_seen,
 	.get_meta = mm_ddb_get_meta,
+	.read_meta = mm_ddb_read_meta,
 	.put_meta = mm_ddb_put_meta,
 	.list_meta = mm_ddb_list_meta,
 	.close = ddb_close,

@@ -2,7 +2,7 @@
  * dynamodb_client.c: the request client of the DynamoDB store: a fixed set
  * of request slots, SigV4 signing, the classification of failed answers,
  * retry with backoff, the scheduler that hands slots to queued jobs, the
- * dispatch of answers, the blocking calls of start-up, and statistics.
+ * dispatch of answers, the blocking calls of tools, and statistics.
  *
  * Each of the max_inflight slots owns its buffers, answer trees and backoff
  * timer, and is reused for every request, so the steady state allocates only
@@ -200,7 +200,7 @@ void mm_ddb_slot_finish(ddb_slot_t *sl, int rc, const char *detail)
 
 	if (rc) {
 		job_fail(job, rc, sl->target, detail ? detail : mm_diag_msg());
-		if (job->kind == J_APPLY || job->kind == J_GET)
+		if (job->kind == J_APPLY || job->kind == J_GET || job->kind == J_CALL)
 			job->stop = 1;
 		else
 			job->claims[sl->item].result = rc;
@@ -291,6 +291,9 @@ static void job_complete(mm_ddb_t *st, ddb_job_t *job)
 
 void mm_ddb_job_free(ddb_job_t *job)
 {
+	for (int i = 0; i < DDB_CALL_MAX; i++)
+		mm_buf_free(&job->call_body[i]);
+	mm_buf_free(&job->call_pk);
 	free(job->idx);
 	free(job->grp);
 	free(job->single);
@@ -382,11 +385,13 @@ static void on_response(void *arg, const mm_http_response_t *res)
 	}
 	if (sl->job->kind == J_APPLY)
 		mm_ddb_apply_answer(sl, cls == R_COND);
-	else if (sl->job->kind == J_GET) {
+	else if (sl->job->kind == J_GET || sl->job->kind == J_CALL) {
 		if (cls == R_COND)
 			mm_ddb_slot_finish(sl, MM_ESTORE, detail);
-		else
+		else if (sl->job->kind == J_GET)
 			mm_ddb_get_answer(sl);
+		else
+			mm_ddb_call_answer(sl);
 	} else
 		mm_ddb_claim_answer(sl, cls == R_COND);
 out:
@@ -395,7 +400,10 @@ out:
 
 /*
  * Sends one request and waits for it, retrying throttling, 5xx and transport
- * failures like the asynchronous path (sleeping in between). On success the
+ * failures like the asynchronous path (sleeping in between). Only where no
+ * loop runs on this thread: open() (before the engine's loop starts),
+ * `murmur ddb`, and the tools' list_meta/read_meta; the engine's own calls
+ * are asynchronous. On success the
  * answer is in st->sync_tree. A DynamoDB error returns MM_ESTORE with the
  * exception name in st->sync_err (MM_ENOTFOUND for ResourceNotFoundException).
  */
@@ -460,6 +468,8 @@ static int slot_start_item(ddb_slot_t *sl)
 		return mm_ddb_start_apply_item(sl);
 	case J_GET:
 		return mm_ddb_start_get_item(sl);
+	case J_CALL:
+		return mm_ddb_start_call_item(sl);
 	default:
 		return mm_ddb_start_claim_item(sl);
 	}

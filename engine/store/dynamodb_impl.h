@@ -11,7 +11,8 @@
  *                      attributes, attribute readers
  *   dynamodb_apply.c   apply(): deltas, commit record, marks, positions
  *   dynamodb_intent.c  write-ahead flush intents and their roll-forward
- *   dynamodb_read.c    get_many and the start-up reads (positions, metadata)
+ *   dynamodb_read.c    get_many, positions and metadata (asynchronous), and
+ *                      the blocking reads of tools (list_meta, read_meta)
  *   dynamodb_claims.c  the claim protocol of shared dedup
  *   dynamodb_admin.c   `murmur ddb` (mm_ddb_admin)
  * Credentials are engine/aws/credentials.c.
@@ -20,8 +21,9 @@
  * scheduler hands each free request slot the next item of the first job that
  * has one, and the item's kind-specific starter (mm_ddb_start_*_item) builds
  * and sends its request; answers come back through mm_ddb_*_answer. Everything
- * here runs on the loop thread (the blocking calls on the caller's thread
- * before or outside the loop).
+ * here runs on the loop thread, except the blocking calls (mm_ddb_call_sync),
+ * which run only where no loop is running: open() before the engine runs,
+ * `murmur ddb`, and the tools' list_meta/read_meta.
  */
 #ifndef MM_DYNAMODB_IMPL_H
 #define MM_DYNAMODB_IMPL_H
@@ -97,7 +99,11 @@ enum ddb_kind {
 	K_PENDING,    /* a position's pointer to its flush intent */
 };
 
-enum ddb_job_kind { J_APPLY, J_GET, J_CLAIM, J_CONFIRM, J_RELEASE, J_RENEW, J_LEASE };
+/* J_CALL: one to DDB_CALL_MAX independent requests of start-up (a position
+ * or metadata read, a metadata write and its registry entry). */
+enum ddb_job_kind { J_APPLY, J_GET, J_CLAIM, J_CONFIRM, J_RELEASE, J_RENEW, J_LEASE, J_CALL };
+
+#define DDB_CALL_MAX 2
 
 enum ddb_mkind { M_ADD_INT, M_ADD_UINT, M_ADD_FLOAT, M_MIN, M_MAX, M_BYTES };
 
@@ -143,6 +149,13 @@ typedef struct ddb_job {
 	size_t *idx;            /* key indices sorted by key */
 	size_t *grp;            /* ngrp + 1 offsets into idx: runs of equal keys */
 	size_t ngrp;
+	/* a call: its requests, built when queued; a GetItem's v (B) is
+	 * decoded into call_out (owned by the caller) */
+	const char *call_target[DDB_CALL_MAX];
+	mm_buf_t call_body[DDB_CALL_MAX];
+	mm_buf_t *call_out;
+	mm_buf_t call_pk;       /* a position read: its key, for rolling forward */
+	int call_rounds;        /* intents rolled forward by this read */
 	/* claims */
 	mm_claim_t *claims;
 	size_t nclaims;
@@ -309,9 +322,15 @@ int mm_ddb_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, s
 int mm_ddb_start_get_item(ddb_slot_t *sl);
 void mm_ddb_get_answer(ddb_slot_t *sl);
 int mm_ddb_sync_get_body(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk);
-int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out);
-int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out);
-int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n);
+int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			void *arg);
+int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
+		    void *arg);
+int mm_ddb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out);
+int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
+		    mm_store_cb cb, void *arg);
+int mm_ddb_start_call_item(ddb_slot_t *sl);
+void mm_ddb_call_answer(ddb_slot_t *sl);
 int mm_ddb_list_meta(mm_store_t *base, mm_buf_t *out);
 
 /* ---- dynamodb_claims.c ---- */

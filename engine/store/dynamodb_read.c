@@ -8,9 +8,11 @@
  * request order. An item whose ttl has passed is absent (DynamoDB deletes
  * expired items only within days).
  *
- * get_position, get_meta, put_meta and list_meta block on the calling thread
- * (mm_ddb_call_sync): they run while a pipeline is being added, before its
- * sources start.
+ * get_position, get_meta and put_meta are jobs of one to two independent
+ * requests (J_CALL) on the same slots, retried on the slots' backoff timers,
+ * so a DynamoDB outage while a pipeline is added (at start-up or by a hot
+ * reload) never stalls the loop. list_meta and read_meta, for tools and the
+ * query server, block on the calling thread (mm_ddb_call_sync).
  */
 #define _GNU_SOURCE /* qsort_r */
 #include <inttypes.h>
@@ -241,6 +243,64 @@ static int sync_get_bytes(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk
 	return mm_base64_decode(v->s, v->len, MM_BASE64_STRICT, out);
 }
 
+/* Queues a call of n prepared requests. */
+static ddb_job_t *call_new(void)
+{
+	ddb_job_t *job = calloc(1, sizeof(*job));
+
+	if (job == NULL)
+		mm_diag_set(MM_ENOMEM, "dynamodb: cannot allocate a call");
+	return job;
+}
+
+static int call_queue(mm_ddb_t *st, ddb_job_t *job, size_t n, mm_store_cb cb, void *arg)
+{
+	job->kind = J_CALL;
+	job->cb = cb;
+	job->arg = arg;
+	job->t0 = uv_hrtime();
+	job->nitems = n;
+	mm_ddb_enqueue(st, job);
+	return 0;
+}
+
+/* Queues a consistent GetItem of (pk, sk) whose v (B) is appended to out;
+ * pos_pk (a position's key) makes the answer roll pending intents forward. */
+static int call_get_bytes(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk, mm_buf_t *out,
+			  const mm_buf_t *pos_pk, mm_store_cb cb, void *arg)
+{
+	mm_buf_t key = {.p = (uint8_t *)(uintptr_t)pk, .len = pklen, .cap = pklen};
+	ddb_job_t *job = call_new();
+	int rc;
+
+	if (job == NULL)
+		return MM_ENOMEM;
+	if ((rc = mm_ddb_put_head(st, &job->call_body[0], &key, sk)) ||
+	    (rc = PUT(&job->call_body[0], ",\"ConsistentRead\":true}"))) {
+		mm_ddb_job_free(job);
+		return rc;
+	}
+	job->call_target[0] = "GetItem";
+	job->call_out = out;
+	if (pos_pk && (rc = mm_buf_append(&job->call_pk, pos_pk->p, pos_pk->len))) {
+		mm_ddb_job_free(job);
+		return rc;
+	}
+	return call_queue(st, job, 1, cb, arg);
+}
+
+int mm_ddb_start_call_item(ddb_slot_t *sl)
+{
+	ddb_job_t *job = sl->job;
+	int rc;
+
+	sl->target = job->call_target[sl->item];
+	sl->body.len = 0;
+	if ((rc = mm_buf_append(&sl->body, job->call_body[sl->item].p, job->call_body[sl->item].len)))
+		return rc;
+	return mm_ddb_slot_send(sl);
+}
+
 /*
  * A position item that points to a flush intent (`pend`) belongs to a flush
  * its worker left unfinished: it is rolled forward first, which writes the
@@ -248,67 +308,104 @@ static int sync_get_bytes(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk
  * writer that keeps pointing it to new intents is alive and reading this
  * source too (a misconfiguration: two readers of one position at once);
  * after a few rounds the position is taken as it stands. A read-only store
- * (queries) does not write: it answers the position as stored.
+ * (queries) does not write: it answers the position as stored. The roll
+ * forward itself still runs blocking (mm_ddb_rollforward): only a worker
+ * that died between a flush's deltas leaves one behind.
  */
-int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out)
+static int call_pending_intent(ddb_slot_t *sl, const mm_jnode_t *item)
+{
+	ddb_job_t *job = sl->job;
+	const mm_jnode_t *pend = mm_jnode_get(mm_jnode_get(item, "pend"), "S");
+	mm_buf_t tag = {0};
+	int rc;
+
+	if (job->call_pk.len == 0 || pend == NULL || pend->type != MM_JSON_STRING ||
+	    sl->st->read_only || job->call_rounds >= 3)
+		return 0;
+	job->call_rounds++;
+	if ((rc = mm_buf_append(&tag, pend->s, pend->len)) == 0)
+		rc = mm_ddb_rollforward(sl->st, &job->call_pk, (const char *)tag.p, tag.len);
+	mm_buf_free(&tag);
+	if (rc == 0 && (rc = mm_ddb_start_call_item(sl)) == 0)
+		return 1;
+	mm_ddb_slot_finish(sl, rc, NULL);
+	return 1;
+}
+
+void mm_ddb_call_answer(ddb_slot_t *sl)
+{
+	ddb_job_t *job = sl->job;
+	const mm_jnode_t *v;
+
+	if (strcmp(sl->target, "GetItem") != 0 || job->call_out == NULL) {
+		mm_ddb_slot_finish(sl, 0, NULL);
+		return;
+	}
+	if (call_pending_intent(sl, mm_jnode_get(sl->tree.root, "Item")))
+		return;
+	v = mm_jnode_get(mm_jnode_get(mm_jnode_get(sl->tree.root, "Item"), "v"), "B");
+	if (v == NULL || v->type != MM_JSON_STRING) {
+		mm_ddb_slot_finish(sl, MM_ENOTFOUND, "no such item");
+		return;
+	}
+	mm_ddb_slot_finish(sl, mm_base64_decode(v->s, v->len, MM_BASE64_STRICT, job->call_out), NULL);
+}
+
+int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			void *arg)
 {
 	mm_ddb_t *st = (mm_ddb_t *)base;
-	mm_buf_t pk = {0}, tag = {0};
-	const mm_jnode_t *item = NULL, *pend, *v;
-	int rc, round;
+	mm_buf_t pk = {0};
+	int rc;
 
+	/* Positions off: there is never one to resume from. */
 	if (!st->cfg.positions)
-		return mm_diag_set(MM_ENOTSUP, "dynamodb: positions are off (option positions)");
-	if ((rc = mm_buf_printf(&pk, "#pos#%s", source)))
-		goto out;
-	for (round = 0;; round++) {
-		if ((rc = mm_ddb_sync_get_body(st, (const char *)pk.p, pk.len, DDB_SK_POS)) ||
-		    (rc = mm_ddb_call_sync(st, "GetItem")))
-			goto out;
-		item = mm_jnode_get(st->sync_tree.root, "Item");
-		pend = mm_jnode_get(mm_jnode_get(item, "pend"), "S");
-		if (pend == NULL || pend->type != MM_JSON_STRING || st->read_only || round == 3)
-			break;
-		tag.len = 0;
-		if ((rc = mm_buf_append(&tag, pend->s, pend->len)) ||
-		    (rc = mm_ddb_rollforward(st, &pk, (const char *)tag.p, tag.len)))
-			goto out;
-	}
-	v = mm_jnode_get(mm_jnode_get(item, "v"), "B");
-	if (v == NULL || v->type != MM_JSON_STRING)
-		rc = mm_diag_set(MM_ENOTFOUND, "dynamodb: no position for '%s'", source);
-	else
-		rc = mm_base64_decode(v->s, v->len, MM_BASE64_STRICT, out);
-out:
+		return mm_store_complete_later(base, cb, arg, MM_ENOTFOUND,
+					       "dynamodb: positions are off (option positions)");
+	if ((rc = mm_buf_printf(&pk, "#pos#%s", source)) == 0)
+		rc = call_get_bytes(st, (const char *)pk.p, pk.len, DDB_SK_POS, out, &pk, cb, arg);
 	mm_buf_free(&pk);
-	mm_buf_free(&tag);
 	return rc;
 }
 
-int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
+int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
+		    void *arg)
+{
+	return call_get_bytes((mm_ddb_t *)base, ns_name, strlen(ns_name), DDB_SK_META, out, NULL, cb,
+			      arg);
+}
+
+int mm_ddb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
 {
 	return sync_get_bytes((mm_ddb_t *)base, ns_name, strlen(ns_name), DDB_SK_META, out);
 }
 
-int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n)
+/* Two independent requests: the descriptor (PutItem) and the name in the
+ * registry that list_meta reads (ADD to a string set). Both are idempotent,
+ * so a retry of either is harmless. */
+int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
+		    mm_store_cb cb, void *arg)
 {
 	mm_ddb_t *st = (mm_ddb_t *)base;
-	mm_buf_t *b = &st->sync_body;
+	ddb_job_t *job;
+	mm_buf_t *b;
 	int rc;
 
 	if (st->read_only)
 		return mm_diag_set(MM_ENOTSUP, "dynamodb: put_meta on a store opened read-only");
-	b->len = 0;
+	if ((job = call_new()) == NULL)
+		return MM_ENOMEM;
+	b = &job->call_body[0];
+	job->call_target[0] = "PutItem";
 	if ((rc = PUT(b, "{\"TableName\":")) ||
 	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
 	    (rc = PUT(b, ",\"Item\":{\"pk\":{\"S\":")) ||
 	    (rc = mm_json_quote(ns_name, strlen(ns_name), b)) || (rc = PUT(b, "},\"sk\":")) ||
 	    (rc = mm_ddb_put_n(b, DDB_SK_META)) || (rc = PUT(b, ",\"v\":{\"B\":\"")) ||
-	    (n > 0 && (rc = mm_base64_encode(p, n, b))) || (rc = PUT(b, "\"}}}")) ||
-	    (rc = mm_ddb_call_sync(st, "PutItem")))
-		return rc;
-	/* Then the registry that list_meta reads: ADD to a string set. */
-	b->len = 0;
+	    (n > 0 && (rc = mm_base64_encode(p, n, b))) || (rc = PUT(b, "\"}}}")))
+		goto fail;
+	b = &job->call_body[1];
+	job->call_target[1] = "UpdateItem";
 	if ((rc = PUT(b, "{\"TableName\":")) ||
 	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
 	    (rc = PUT(b, ",\"Key\":{\"pk\":{\"S\":\"#meta\"},\"sk\":")) ||
@@ -316,8 +413,11 @@ int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, siz
 	    (rc = PUT(b, "},\"UpdateExpression\":\"ADD #n :n\",\"ExpressionAttributeNames\":"
 			 "{\"#n\":\"names\"},\"ExpressionAttributeValues\":{\":n\":{\"SS\":[")) ||
 	    (rc = mm_json_quote(ns_name, strlen(ns_name), b)) || (rc = PUT(b, "]}}}")))
-		return rc;
-	return mm_ddb_call_sync(st, "UpdateItem");
+		goto fail;
+	return call_queue(st, job, 2, cb, arg);
+fail:
+	mm_ddb_job_free(job);
+	return rc;
 }
 
 static int str_cmp(const void *a, const void *b)

@@ -43,10 +43,13 @@
  * Threads and transactions. The environment is opened with MDB_NOTLS, so a
  * read transaction is not tied to the thread that began it. apply() runs one
  * write transaction on a libuv pool thread (uv_queue_work) and completes on
- * the loop thread; get_many() does the same with one read transaction. The
- * synchronous calls run short transactions on the loop thread; put_meta()'s
- * write transaction waits for an apply in flight to commit, so it is meant
- * for start-up. Every apply() is one transaction: all of it commits or none.
+ * the loop thread; get_many(), get_position() and get_meta() do the same
+ * with one read transaction, put_meta() with its own write transaction
+ * (which waits for an apply in flight to commit: LMDB has one writer at a
+ * time). A read from the map is a page fault when the page is not resident,
+ * i.e. disk I/O, so nothing the engine waits for reads on the loop thread,
+ * except seen() (below) and the tools' list_meta()/read_meta(). Every apply()
+ * is one transaction: all of it commits or none.
  *
  * Durability. sync = true fsyncs every commit. sync = false (MDB_NOSYNC)
  * leaves write-back to the kernel: a process crash loses nothing committed,
@@ -138,7 +141,8 @@ typedef struct mm_lmdb {
 	int seen_live;
 } mm_lmdb_t;
 
-/* One apply() or get_many() on its way through the thread pool. */
+/* One apply(), get_many(), position or metadata call on its way through the
+ * thread pool. */
 typedef struct lmdb_work {
 	uv_work_t req;
 	mm_lmdb_t *st;
@@ -147,6 +151,11 @@ typedef struct lmdb_work {
 	mm_flush_t *f;          /* apply */
 	int inject;             /* apply: fail with an injected MM_ENOSPC */
 	const mm_ns_t *ns;      /* get_many */
+	/* get_position, get_meta (name -> out) and put_meta (name, bytes) */
+	MDB_dbi dbi;
+	const char *name, *what;
+	mm_buf_t *out;
+	const uint8_t *bytes;
 	const mm_key_t *keys;
 	size_t n;
 	void *states;
@@ -954,14 +963,49 @@ static int lmdb_get_bytes(mm_lmdb_t *st, MDB_dbi dbi, const char *name, const ch
 	return rc;
 }
 
-static int lmdb_get_position(mm_store_t *base, const char *source, mm_buf_t *out)
+static void lmdb_read_work(uv_work_t *req)
+{
+	lmdb_work_t *w = (lmdb_work_t *)req;
+
+	lmdb_work_finish(w, lmdb_get_bytes(w->st, w->dbi, w->name, w->what, w->out));
+}
+
+/* Queues a read of one record of dbi into out (the name and out stay valid
+ * until cb runs, the caller's contract). */
+static int lmdb_read(mm_lmdb_t *st, MDB_dbi dbi, const char *name, const char *what,
+		     mm_buf_t *out, mm_store_cb cb, void *arg)
+{
+	lmdb_work_t *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a read");
+	w->st = st;
+	w->cb = cb;
+	w->arg = arg;
+	w->dbi = dbi;
+	w->name = name;
+	w->what = what;
+	w->out = out;
+	return lmdb_queue(st, w, lmdb_read_work);
+}
+
+static int lmdb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			     void *arg)
 {
 	mm_lmdb_t *st = (mm_lmdb_t *)base;
 
-	return lmdb_get_bytes(st, st->dbi_pos, source, "position", out);
+	return lmdb_read(st, st->dbi_pos, source, "position", out, cb, arg);
 }
 
-static int lmdb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
+static int lmdb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
+			 void *arg)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+
+	return lmdb_read(st, st->dbi_meta, ns_name, "metadata", out, cb, arg);
+}
+
+static int lmdb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
 {
 	mm_lmdb_t *st = (mm_lmdb_t *)base;
 
@@ -1003,24 +1047,44 @@ static int lmdb_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t
 	return rc;
 }
 
-static int lmdb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n)
+/* Pool thread: one fsync'd write transaction holding the descriptor. */
+static void lmdb_put_meta_work(uv_work_t *req)
 {
-	mm_lmdb_t *st = (mm_lmdb_t *)base;
-	MDB_val key = {strlen(ns_name), (void *)ns_name}, val = {n, (void *)p};
+	lmdb_work_t *w = (lmdb_work_t *)req;
+	MDB_val key = {strlen(w->name), (void *)w->name}, val = {w->n, (void *)w->bytes};
 	MDB_txn *txn;
 	int mrc;
 
+	if ((mrc = mdb_txn_begin(w->st->env, NULL, 0, &txn))) {
+		lmdb_work_finish(w, lmdb_fail(mrc, "begin write transaction"));
+		return;
+	}
+	if ((mrc = mdb_put(txn, w->st->dbi_meta, &key, &val, 0))) {
+		mdb_txn_abort(txn);
+		lmdb_work_finish(w, lmdb_fail(mrc, "put metadata"));
+		return;
+	}
+	mrc = mdb_txn_commit(txn);
+	lmdb_work_finish(w, mrc ? lmdb_fail(mrc, "commit") : 0);
+}
+
+static int lmdb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
+			 mm_store_cb cb, void *arg)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+	lmdb_work_t *w;
+
 	if (st->read_only)
 		return mm_diag_set(MM_ENOTSUP, "lmdb: put_meta on a store opened read-only");
-	if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)))
-		return lmdb_fail(mrc, "begin write transaction");
-	if ((mrc = mdb_put(txn, st->dbi_meta, &key, &val, 0))) {
-		mdb_txn_abort(txn);
-		return lmdb_fail(mrc, "put metadata");
-	}
-	if ((mrc = mdb_txn_commit(txn)))
-		return lmdb_fail(mrc, "commit");
-	return 0;
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a put_meta");
+	w->st = st;
+	w->cb = cb;
+	w->arg = arg;
+	w->name = ns_name;
+	w->bytes = p;
+	w->n = n;
+	return lmdb_queue(st, w, lmdb_put_meta_work);
 }
 
 static int lmdb_list_meta(mm_store_t *base, mm_buf_t *out)
@@ -1243,6 +1307,7 @@ const mm_store_vtable_t mm_store_lmdb_vtable = {
 	.get_position = lmdb_get_position,
 	.seen = lmdb_seen,
 	.get_meta = lmdb_get_meta,
+	.read_meta = lmdb_read_meta,
 	.put_meta = lmdb_put_meta,
 	.list_meta = lmdb_list_meta,
 	.close = lmdb_close,

@@ -573,14 +573,33 @@ static int mem_get_bytes(mm_memory_t *st, char kind, const char *name, const cha
 	return mm_buf_append(out, r->data + r->klen, r->vlen);
 }
 
-static int mem_get_position(mm_store_t *base, const char *source, mm_buf_t *out)
+/* The store answers from memory at once; the contract still completes on a
+ * later loop iteration. A missing record is an answer, other failures are
+ * returned. */
+static int mem_answer(mm_memory_t *st, int rc, mm_store_cb cb, void *arg)
 {
-	return mem_get_bytes((mm_memory_t *)base, 'P', source, "position", out);
+	if (rc && rc != MM_ENOTFOUND)
+		return rc;
+	return mm_store_complete_later(&st->base, cb, arg, rc, rc ? mm_diag_msg() : "");
 }
 
-static int mem_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
+static int mem_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			    void *arg)
+{
+	mm_memory_t *st = (mm_memory_t *)base;
+
+	return mem_answer(st, mem_get_bytes(st, 'P', source, "position", out), cb, arg);
+}
+
+static int mem_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
 {
 	return mem_get_bytes((mm_memory_t *)base, 'M', ns_name, "metadata", out);
+}
+
+static int mem_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
+			void *arg)
+{
+	return mem_answer((mm_memory_t *)base, mem_read_meta(base, ns_name, out), cb, arg);
 }
 
 static int mem_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
@@ -601,16 +620,17 @@ static int mem_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t 
 	return (int64_t)mm_get_u64le(r->data + r->klen) > now_ms;
 }
 
-static int mem_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n)
+static int mem_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
+			mm_store_cb cb, void *arg)
 {
 	mm_memory_t *st = (mm_memory_t *)base;
 	int rc;
 
 	if (st->read_only)
 		return mm_diag_set(MM_ENOTSUP, "memory: put_meta on a store opened read-only");
-	if ((rc = mem_reserve(st, 1)))
+	if ((rc = mem_reserve(st, 1)) || (rc = mem_put_bytes(st, 'M', ns_name, p, n)))
 		return rc;
-	return mem_put_bytes(st, 'M', ns_name, p, n);
+	return mem_answer(st, 0, cb, arg);
 }
 
 static int mem_cmp_rec(const void *a, const void *b)
@@ -700,6 +720,7 @@ const mm_store_vtable_t mm_store_memory_vtable = {
 	.get_position = mem_get_position,
 	.seen = mem_seen,
 	.get_meta = mem_get_meta,
+	.read_meta = mem_read_meta,
 	.put_meta = mem_put_meta,
 	.list_meta = mem_list_meta,
 	.close = mem_close,

@@ -323,22 +323,6 @@ fail:
 	return rc;
 }
 
-int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out)
-{
-	uint64_t t0 = uv_hrtime();
-	int rc;
-
-	if (st == NULL)
-		return mm_diag_set(MM_EINVAL, "store: get_position on a NULL store");
-	if (out == NULL)
-		rc = mm_diag_set(MM_EINVAL, "store: get_position without an out buffer");
-	else if ((rc = mm_store_check_source(source)) == 0)
-		rc = st->vt->get_position(st, source, out);
-	/* A missing position is the normal state of a new source, not a failure. */
-	mm_store_count(st, MM_STORE_OP_POSITION, t0, rc != 0 && rc != MM_ENOTFOUND);
-	return rc;
-}
-
 int mm_store_seen(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len, int64_t now_ms)
 {
 	uint64_t t0 = uv_hrtime();
@@ -352,26 +336,193 @@ int mm_store_seen(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len,
 	return rc;
 }
 
-int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out)
+/* A missing position or descriptor is the normal state of a new source or
+ * pipeline, not a failure: it is not counted as an error. */
+static void mm_store_done_found(void *arg, int status, const char *detail)
 {
+	mm_store_call_t *call = arg;
+	mm_store_cb cb = call->cb;
+	void *user = call->arg;
+
+	mm_store_count_in(call->st, call->op, call->hist, call->t0,
+			  status != 0 && status != MM_ENOTFOUND);
+	free(call);
+	cb(user, status, detail);
+}
+
+/* get_position, get_meta and put_meta share their accounting. */
+static mm_store_call_t *mm_store_call_start(mm_store_t *st, int op, uint64_t t0, mm_store_cb cb,
+					    void *arg)
+{
+	mm_store_call_t *call;
+
+	if (cb == NULL) {
+		mm_diag_set(MM_EINVAL, "store: an asynchronous call needs a callback");
+		return NULL;
+	}
+	call = mm_store_call_new(st, op, t0, cb, arg);
+	if (call == NULL)
+		mm_diag_set(MM_ENOMEM, "store: cannot allocate a call context");
+	return call;
+}
+
+int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
+			  void *arg)
+{
+	uint64_t t0 = uv_hrtime();
+	mm_store_call_t *call;
+	int rc;
+
+	if (st == NULL || out == NULL)
+		return mm_diag_set(MM_EINVAL, "store: get_position needs a store and an out buffer");
+	if ((rc = mm_store_check_source(source)))
+		return rc;
+	if ((call = mm_store_call_start(st, MM_STORE_OP_POSITION, t0, cb, arg)) == NULL)
+		return mm_diag_code();
+	if ((rc = st->vt->get_position(st, source, out, mm_store_done_found, call))) {
+		free(call);
+		mm_store_count(st, MM_STORE_OP_POSITION, t0, 1);
+	}
+	return rc;
+}
+
+int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
+		      void *arg)
+{
+	uint64_t t0 = uv_hrtime();
+	mm_store_call_t *call;
 	int rc;
 
 	if (st == NULL || out == NULL)
 		return mm_diag_set(MM_EINVAL, "store: get_meta needs a store and an out buffer");
 	if ((rc = mm_store_check_ns_name(ns_name)))
 		return rc;
-	return st->vt->get_meta(st, ns_name, out);
+	if ((call = mm_store_call_start(st, MM_STORE_OP_META, t0, cb, arg)) == NULL)
+		return mm_diag_code();
+	if ((rc = st->vt->get_meta(st, ns_name, out, mm_store_done_found, call))) {
+		free(call);
+		mm_store_count(st, MM_STORE_OP_META, t0, 1);
+	}
+	return rc;
 }
 
-int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n)
+int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n,
+		      mm_store_cb cb, void *arg)
 {
+	uint64_t t0 = uv_hrtime();
+	mm_store_call_t *call;
 	int rc;
 
 	if (st == NULL || (n > 0 && p == NULL))
 		return mm_diag_set(MM_EINVAL, "store: put_meta needs a store and n bytes at p");
 	if ((rc = mm_store_check_ns_name(ns_name)))
 		return rc;
-	return st->vt->put_meta(st, ns_name, p, n);
+	if ((call = mm_store_call_start(st, MM_STORE_OP_META, t0, cb, arg)) == NULL)
+		return mm_diag_code();
+	if ((rc = st->vt->put_meta(st, ns_name, p, n, mm_store_done, call))) {
+		free(call);
+		mm_store_count(st, MM_STORE_OP_META, t0, 1);
+	}
+	return rc;
+}
+
+int mm_store_read_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out)
+{
+	int rc;
+
+	if (st == NULL || out == NULL)
+		return mm_diag_set(MM_EINVAL, "store: read_meta needs a store and an out buffer");
+	if ((rc = mm_store_check_ns_name(ns_name)))
+		return rc;
+	return st->vt->read_meta(st, ns_name, out);
+}
+
+/* ---- blocking forms (tests, the CLI's private loops) ---- */
+
+typedef struct mm_store_wait {
+	int done, status;
+} mm_store_wait_t;
+
+static void mm_store_on_wait(void *arg, int status, const char *detail)
+{
+	mm_store_wait_t *w = arg;
+
+	w->done = 1;
+	w->status = status;
+	if (status && status != MM_ENOTFOUND)
+		mm_diag_set(status, "%s", detail ? detail : "");
+	else if (status)
+		mm_diag_set(status, "%s", detail && *detail ? detail : "not found");
+}
+
+static int mm_store_wait_for(mm_store_t *st, mm_store_wait_t *w, int rc)
+{
+	while (rc == 0 && !w->done)
+		uv_run(st->loop, UV_RUN_ONCE);
+	return rc ? rc : w->status;
+}
+
+int mm_store_get_position_wait(mm_store_t *st, const char *source, mm_buf_t *out)
+{
+	mm_store_wait_t w = {0, 0};
+
+	return mm_store_wait_for(st, &w,
+				 mm_store_get_position(st, source, out, mm_store_on_wait, &w));
+}
+
+int mm_store_get_meta_wait(mm_store_t *st, const char *ns_name, mm_buf_t *out)
+{
+	mm_store_wait_t w = {0, 0};
+
+	return mm_store_wait_for(st, &w, mm_store_get_meta(st, ns_name, out, mm_store_on_wait, &w));
+}
+
+int mm_store_put_meta_wait(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n)
+{
+	mm_store_wait_t w = {0, 0};
+
+	return mm_store_wait_for(st, &w,
+				 mm_store_put_meta(st, ns_name, p, n, mm_store_on_wait, &w));
+}
+
+/* ---- completion on the next loop iteration ---- */
+
+typedef struct mm_store_later {
+	uv_timer_t timer;
+	mm_store_cb cb;
+	void *arg;
+	int status;
+	char detail[256];
+} mm_store_later_t;
+
+static void mm_store_later_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void mm_store_later_fire(uv_timer_t *t)
+{
+	mm_store_later_t *l = t->data;
+
+	l->cb(l->arg, l->status, l->detail);
+	uv_close((uv_handle_t *)&l->timer, mm_store_later_closed);
+}
+
+int mm_store_complete_later(mm_store_t *st, mm_store_cb cb, void *arg, int status,
+			    const char *detail)
+{
+	mm_store_later_t *l = malloc(sizeof(*l));
+
+	if (l == NULL)
+		return mm_diag_set(MM_ENOMEM, "store: cannot allocate a completion");
+	l->cb = cb;
+	l->arg = arg;
+	l->status = status;
+	snprintf(l->detail, sizeof(l->detail), "%s", detail ? detail : "");
+	uv_timer_init(st->loop, &l->timer);
+	l->timer.data = l;
+	uv_timer_start(&l->timer, mm_store_later_fire, 0, 0);
+	return 0;
 }
 
 int mm_store_list_meta(mm_store_t *st, mm_buf_t *out)

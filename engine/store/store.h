@@ -10,11 +10,16 @@
  * expiry) and namespace metadata (opaque bytes per namespace, the pipeline's
  * descriptor).
  *
- * Asynchrony. apply() and get_many() complete through a callback that always
- * runs later on the loop thread, never inside the call (libuv's contract); a
- * call that returns an error never calls the callback. Backends with blocking
- * I/O (LMDB) run the work on the libuv thread pool; network backends
- * (DynamoDB, Valkey) will run it on the loop through curl/hiredis. At most
+ * Asynchrony. Every call that may touch I/O (apply, get_many, positions,
+ * metadata, claims) completes through a callback that always runs later on
+ * the loop thread, never inside the call (libuv's contract); a call that
+ * returns an error never calls the callback. Backends with blocking I/O
+ * (LMDB) run the work on the libuv thread pool; network backends (DynamoDB,
+ * Valkey) run it on the loop through curl/hiredis; the memory store answers
+ * from memory and completes on the next loop iteration. Nothing sleeps on
+ * the loop thread. Left synchronous: seen() (LMDB and memory only, see
+ * lmdb.c), list_meta() and read_meta(), which only tools and the query
+ * server call. At most
  * one apply() is in flight per store: the runtime serialises flushes so that
  * positions only move forward.
  *
@@ -170,6 +175,7 @@ enum {
 	MM_STORE_OP_SEEN,
 	MM_STORE_OP_CLAIM,      /* claim() calls */
 	MM_STORE_OP_RENEW,      /* renew() and release() calls */
+	MM_STORE_OP_META,       /* get_meta() and put_meta() calls */
 	MM_STORE_NOPS
 };
 
@@ -225,12 +231,21 @@ typedef struct mm_store_vtable {
 	 * are reported as absent. */
 	int (*get_many)(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
 			void *states, uint8_t *found, mm_store_cb cb, void *arg);
-	/* Synchronous reads, used at start-up and on the embedded hot path.
-	 * Backends that cannot answer synchronously return MM_ENOTSUP. */
-	int (*get_position)(mm_store_t *st, const char *source, mm_buf_t *out); /* MM_ENOTFOUND if none */
+	/* Start-up reads and writes, asynchronous like apply(): out (appended
+	 * to) and p must stay valid until cb runs. cb's status is 0, MM_ENOTFOUND
+	 * (no such position or metadata) or a failure. get_position answers
+	 * MM_ENOTFOUND too where the store keeps no positions. */
+	int (*get_position)(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
+			    void *arg);
+	int (*get_meta)(mm_store_t *st, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
+			void *arg);
+	int (*put_meta)(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n,
+			mm_store_cb cb, void *arg);
+	/* Blocking reads for readers outside the engine (`murmur query`, the
+	 * query server's descriptor lookups, a cache's window): MM_ENOTFOUND if
+	 * none. The engine never calls them. */
+	int (*read_meta)(mm_store_t *st, const char *ns_name, mm_buf_t *out);
 	int (*seen)(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len, int64_t now_ms); /* 1 seen, 0 not */
-	int (*get_meta)(mm_store_t *st, const char *ns_name, mm_buf_t *out);    /* MM_ENOTFOUND if none */
-	int (*put_meta)(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n);
 	/* Lists namespaces that have metadata: appends "name\0name\0...". */
 	int (*list_meta)(mm_store_t *st, mm_buf_t *out);
 	/* Closes the store; no operation may be in flight. Frees st. */
@@ -293,10 +308,27 @@ int mm_store_open(const char *backend, uv_loop_t *loop, const mm_kv_t *kv, size_
 int mm_store_apply(mm_store_t *st, mm_flush_t *f, mm_store_cb cb, void *arg);
 int mm_store_get_many(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
 		      void *states, uint8_t *found, mm_store_cb cb, void *arg);
-int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out);
+int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
+			  void *arg);
 int mm_store_seen(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len, int64_t now_ms);
-int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out);
-int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n);
+int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
+		      void *arg);
+int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n,
+		      mm_store_cb cb, void *arg);
+int mm_store_read_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out);
+/*
+ * Blocking forms of the three calls above, for a caller that owns st's loop
+ * and is not inside one of its callbacks (unit tests, the CLI's store
+ * objects, which run a private loop): start the call, then run the loop
+ * until it completes. Never from a loop callback (uv_run is not reentrant).
+ */
+int mm_store_get_position_wait(mm_store_t *st, const char *source, mm_buf_t *out);
+int mm_store_get_meta_wait(mm_store_t *st, const char *ns_name, mm_buf_t *out);
+int mm_store_put_meta_wait(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n);
+/* Runs cb(arg, status, detail) on the next loop iteration, for backends that
+ * answer from memory but must still complete later (the contract). */
+int mm_store_complete_later(mm_store_t *st, mm_store_cb cb, void *arg, int status,
+			    const char *detail);
 int mm_store_list_meta(mm_store_t *st, mm_buf_t *out);
 /* Claims (see the vtable); MM_ENOTSUP without MM_STORE_CAP_SHARED. */
 int mm_store_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,

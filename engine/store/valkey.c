@@ -307,32 +307,41 @@ vk_ns_t *mm_vk_ns_need(mm_valkey_t *st, const mm_ns_t *ns)
  * namespace's metadata ("compat line\n{json}"), so fills can expire with
  * the bucket. Without it, entries live cache_ttl.
  */
-static void vk_ns_window(mm_valkey_t *st, vk_ns_t *vn)
+static void vk_ns_window_parse(vk_ns_t *vn, const uint8_t *p, size_t n)
 {
 	mm_json_field_t f[2] = {{"granularity_ms", 14, 0, NULL, 0, 0},
 				{"retention_ms", 12, 0, NULL, 0, 0}};
-	mm_buf_t meta = {0};
 	const char *json;
 	int64_t v[2];
 	double d;
 	int is_int, i;
 
 	vn->window = -1;
-	if (mm_store_get_meta(st->backing, vn->name, &meta) != 0)
-		goto out;
-	json = memchr(meta.p, '\n', meta.len);
-	json = json ? json + 1 : (const char *)meta.p;
-	if (mm_json_scan(json, meta.len - (size_t)(json - (const char *)meta.p), f, 2) != 0)
-		goto out;
+	json = n ? memchr(p, '\n', n) : NULL;
+	json = json ? json + 1 : (const char *)p;
+	if (n == 0 || mm_json_scan(json, n - (size_t)(json - (const char *)p), f, 2) != 0)
+		return;
 	for (i = 0; i < 2; i++)
 		if (f[i].type != MM_JSON_NUMBER ||
 		    mm_json_number(f[i].p, f[i].len, &is_int, &v[i], &d) != 0 || !is_int ||
 		    v[i] < 0)
-			goto out;
+			return;
 	vn->gran_ms = v[0];
 	vn->retention_ms = v[1];
 	vn->window = 1;
-out:
+}
+
+/* A namespace the runtime did not describe through this store (a query's):
+ * its descriptor is read from the backing store, blocking, once. The
+ * engine's namespaces are described by put_meta before they write. */
+static void vk_ns_window(mm_valkey_t *st, vk_ns_t *vn)
+{
+	mm_buf_t meta = {0};
+
+	if (mm_store_read_meta(st->backing, vn->name, &meta) == 0)
+		vk_ns_window_parse(vn, meta.p, meta.len);
+	else
+		vn->window = -1;
 	mm_buf_free(&meta);
 }
 
@@ -446,26 +455,35 @@ void mm_vk_release_waiting(mm_valkey_t *st)
 
 /* ---- delegated calls, stats -------------------------------------------------------- */
 
-static int vk_get_position(mm_store_t *base, const char *source, mm_buf_t *out)
+static int vk_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			   void *arg)
 {
-	return mm_store_get_position(((mm_valkey_t *)base)->backing, source, out);
+	return mm_store_get_position(((mm_valkey_t *)base)->backing, source, out, cb, arg);
 }
 
-static int vk_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
+static int vk_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
+		       void *arg)
 {
-	return mm_store_get_meta(((mm_valkey_t *)base)->backing, ns_name, out);
+	return mm_store_get_meta(((mm_valkey_t *)base)->backing, ns_name, out, cb, arg);
 }
 
-static int vk_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n)
+static int vk_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
+{
+	return mm_store_read_meta(((mm_valkey_t *)base)->backing, ns_name, out);
+}
+
+static int vk_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
+		       mm_store_cb cb, void *arg)
 {
 	mm_valkey_t *st = (mm_valkey_t *)base;
 	size_t i;
-	int rc = mm_store_put_meta(st->backing, ns_name, p, n);
+	int rc = mm_store_put_meta(st->backing, ns_name, p, n, cb, arg);
 
-	/* The window may have changed with the descriptor. */
+	/* The window may have changed with the descriptor: take it from the
+	 * bytes at hand rather than reading them back. */
 	for (i = 0; rc == 0 && i < st->nns; i++)
 		if (strcmp(st->nss[i]->name, ns_name) == 0)
-			st->nss[i]->window = 0;
+			vk_ns_window_parse(st->nss[i], p, n);
 	return rc;
 }
 
@@ -808,6 +826,7 @@ const mm_store_vtable_t mm_store_valkey_vtable = {
 	.get_position = vk_get_position,
 	.seen = mm_vk_seen,
 	.get_meta = vk_get_meta,
+	.read_meta = vk_read_meta,
 	.put_meta = vk_put_meta,
 	.list_meta = vk_list_meta,
 	.close = vk_close,

@@ -118,9 +118,40 @@ function Reloader:fixed()
   end
 end
 
--- Checks the new specs against the running ones and the stored state.
-function Reloader:validate(specs)
-  local engine = self.inst.engine
+-- Reads the stored descriptors of the pipelines the running version does
+-- not have, through the store's callbacks (the loop keeps running while the
+-- store answers), then calls done(metas) with name -> descriptor (absent:
+-- none stored), or done(nil, err).
+function Reloader:stored_metas(specs, done)
+  local engine, metas, left, failed = self.inst.engine, {}, 1, nil
+  local function one_done()
+    left = left - 1
+    if left == 0 then
+      if failed then done(nil, failed) else done(metas) end
+    end
+  end
+  for _, s in ipairs(specs) do
+    if not self.by_name[s.name] then
+      left = left + 1
+      local ok, err = engine:meta(s.name, function(bytes, merr)
+        if merr then
+          failed = failed or ("%s: reading the stored state of pipeline '%s': %s"):format(s.where, s.name, merr)
+        end
+        metas[s.name] = bytes
+        one_done()
+      end)
+      if not ok then
+        failed = failed or ("%s: %s"):format(s.where, tostring(err))
+        left = left - 1
+      end
+    end
+  end
+  one_done()
+end
+
+-- Checks the new specs against the running ones and the stored state
+-- (metas: from stored_metas).
+function Reloader:validate(specs, metas)
   for _, s in ipairs(specs) do
     local old = self.by_name[s.name]
     if old then
@@ -129,7 +160,7 @@ function Reloader:validate(specs)
           :format(s.where, s.name, old.compat, s.compat)
       end
     else
-      local meta = engine:meta(s.name)
+      local meta = metas[s.name]
       local stored = meta and meta:match("^([^\n]*)")
       if stored and stored ~= s.compat then
         return nil, ("%s: pipeline '%s' already has state as %s; the new definition is %s")
@@ -153,7 +184,20 @@ function Reloader:reload(why)
   local specs, err, modules = require("murmur.isolate").load_all(paths)
   modules = modules or {}
   if err then return self:fail(err) end
-  local ok, verr = self:validate(specs)
+  self.busy = true
+  self:stored_metas(specs, function(metas, merr)
+    self.busy = false
+    if metas then self:checked(paths, specs, modules, metas) else self:fail(merr) end
+    if not self.busy and self.again then
+      self.again = false
+      self:schedule("changed during the previous reload")
+    end
+  end)
+end
+
+-- The stored descriptors are read: validates, then swaps.
+function Reloader:checked(paths, specs, modules, metas)
+  local ok, verr = self:validate(specs, metas)
   if not ok then return self:fail(verr) end
   local version = version_of(paths, modules)
   if version == self.stats.version then

@@ -215,7 +215,7 @@ function M.cfg_of(spec, data, opts)
     max_record = spec.max_record, flush_events = spec.flush_events,
     flush_keys = spec.flush_keys, flush_interval_ms = spec.flush_interval_ms,
     dead_letter_type = dl_type, dead_letter_options = dl_options,
-    compat = spec.compat, meta = meta_of(spec), on_merge = spec.on_merge ~= nil,
+    compat = spec.compat, meta = meta_of(spec), where = spec.where, on_merge = spec.on_merge ~= nil,
   }
 end
 

@@ -164,6 +164,10 @@ function M.format(st)
     :format(e.records or 0, e.batches or 0, e.flushes or 0, e.flush_failures or 0, e.store_writes or 0, e.lua_errors or 0))
   if e.loop_lag_ms_max then
     line(("loop lag: max %.1f ms, last 10 s %.1f ms"):format(e.loop_lag_ms_max, e.loop_lag_ms_recent or 0))
+    if e.loop_block_ms_max then
+      line(("loop blocked (lag without waits for a CPU): max %.1f ms, last 10 s %.1f ms")
+        :format(e.loop_block_ms_max, e.loop_block_ms_recent or 0))
+    end
   end
   local names = {}
   for name in pairs(e.pipelines or {}) do names[#names + 1] = name end

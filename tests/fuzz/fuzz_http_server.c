@@ -82,7 +82,7 @@ static void seed(mm_store_t *st)
 
 		params.k = i == 2 ? 4 : 0;
 		if (mm_monoid_init(&m[i], p[i].monoid, &params) != 0 ||
-		    mm_store_put_meta(st, p[i].name, (const uint8_t *)p[i].meta, strlen(p[i].meta)) != 0)
+		    mm_store_put_meta_wait(st, p[i].name, (const uint8_t *)p[i].meta, strlen(p[i].meta)) != 0)
 			abort();
 		ns[i] = (mm_ns_t){p[i].name, &m[i]};
 		m[i].vt->init(&m[i], states[i]);

@@ -730,18 +730,18 @@ TEST(metadata_and_positions)
 
 	REQUIRE(fx_open(&x, NULL, 0) == 0);
 	faults("");
-	CHECK(mm_store_get_meta(x.st, "zeta", &b) == MM_ENOTFOUND);
-	CHECK(mm_store_put_meta(x.st, "zeta", (const uint8_t *)"z-meta", 6) == 0);
-	CHECK(mm_store_put_meta(x.st, "alpha", (const uint8_t *)"a\nmeta", 6) == 0);
-	CHECK(mm_store_put_meta(x.st, "alpha", (const uint8_t *)"a\nmeta2", 7) == 0);
+	CHECK(mm_store_get_meta_wait(x.st, "zeta", &b) == MM_ENOTFOUND);
+	CHECK(mm_store_put_meta_wait(x.st, "zeta", (const uint8_t *)"z-meta", 6) == 0);
+	CHECK(mm_store_put_meta_wait(x.st, "alpha", (const uint8_t *)"a\nmeta", 6) == 0);
+	CHECK(mm_store_put_meta_wait(x.st, "alpha", (const uint8_t *)"a\nmeta2", 7) == 0);
 	b.len = 0;
-	CHECK(mm_store_get_meta(x.st, "alpha", &b) == 0);
+	CHECK(mm_store_get_meta_wait(x.st, "alpha", &b) == 0);
 	CHECK(b.len == 7 && memcmp(b.p, "a\nmeta2", 7) == 0);
 	b.len = 0;
 	CHECK(mm_store_list_meta(x.st, &b) == 0);
 	CHECK(b.len == 11 && memcmp(b.p, "alpha\0zeta\0", 11) == 0);
 	b.len = 0;
-	CHECK(mm_store_get_position(x.st, pos.source, &b) == MM_ENOTFOUND);
+	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == MM_ENOTFOUND);
 	flush_init(&fl);
 	msum.vt->init(&msum, s);
 	add_int(&msum, s, 1);
@@ -750,7 +750,7 @@ TEST(metadata_and_positions)
 	fl.f.npositions = 1;
 	CHECK(apply(&x, &fl.f) == 0);
 	b.len = 0;
-	CHECK(mm_store_get_position(x.st, pos.source, &b) == 0);
+	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == 0);
 	CHECK(b.len == 4 && memcmp(b.p, pos.pos, 4) == 0);
 	CHECK(mm_store_seen(x.st, &ns, "id", 2, now_ms()) == MM_ENOTSUP);
 	mm_buf_free(&b);
@@ -811,7 +811,7 @@ TEST(flush_intents_roll_forward)
 			    "{\":p\":{\"S\":\"%s\"},\":v\":{\"B\":\"UDA=\"}}}%c",
 		      x.table, pos.source, tag, 0);
 	REQUIRE(raw("UpdateItem", (const char *)doc.p, &out) == 0);
-	CHECK(mm_store_get_position(x.st, pos.source, &b) == 0);
+	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == 0);
 	CHECK(b.len == 2 && memcmp(b.p, "P1", 2) == 0);
 	CHECK(get_many(&x, &ns, keys, 2, s, found) == 0);
 	CHECK(found[0] && found[1]);
@@ -833,7 +833,7 @@ TEST(flush_intents_roll_forward)
 		      x.table, pos.source, tag, 0);
 	REQUIRE(raw("UpdateItem", (const char *)doc.p, &out) == 0);
 	b.len = 0;
-	CHECK(mm_store_get_position(x.st, pos.source, &b) == MM_ECORRUPT);
+	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == MM_ECORRUPT);
 	/* A vanished one: dropped, the stored position answers. */
 	snprintf(tag, sizeof(tag), "00000000000000cd#%lld#1", (long long)now_ms());
 	doc.len = 0;
@@ -843,7 +843,7 @@ TEST(flush_intents_roll_forward)
 		      x.table, pos.source, tag, 0);
 	REQUIRE(raw("UpdateItem", (const char *)doc.p, &out) == 0);
 	b.len = 0;
-	CHECK(mm_store_get_position(x.st, pos.source, &b) == 0);
+	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == 0);
 	CHECK(b.len == 2 && memcmp(b.p, "P1", 2) == 0);
 	mm_buf_free(&b);
 	mm_buf_free(&doc);

@@ -386,28 +386,28 @@ static void t_positions(const char *backend)
 	done_t d;
 
 	REQUIRE(fx_init(&fx, backend) == 0);
-	CHECK_EQ_INT(mm_store_get_position(fx.st, "kafka:t:0", &out), MM_ENOTFOUND);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "kafka:t:0", &out), MM_ENOTFOUND);
 	batch_init(&b, now_ms());
 	add_pos(&b, "kafka:t:0", p1, sizeof(p1));
 	add_pos(&b, "file:/x", NULL, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
-	CHECK_EQ_INT(mm_store_get_position(fx.st, "kafka:t:0", &out), 0);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "kafka:t:0", &out), 0);
 	CHECK(out.len == sizeof(p1) && memcmp(out.p, p1, sizeof(p1)) == 0);
 	out.len = 0;
-	CHECK_EQ_INT(mm_store_get_position(fx.st, "file:/x", &out), 0);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "file:/x", &out), 0);
 	CHECK_EQ_INT(out.len, 0);
 	/* A later flush moves the position; out is appended to. */
 	batch_init(&b, now_ms());
 	add_pos(&b, "kafka:t:0", "xyz", 3);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	mm_buf_append(&out, "<", 1);
-	CHECK_EQ_INT(mm_store_get_position(fx.st, "kafka:t:0", &out), 0);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "kafka:t:0", &out), 0);
 	CHECK(out.len == 4 && memcmp(out.p, "<xyz", 4) == 0);
-	CHECK_EQ_INT(mm_store_get_position(fx.st, "kafka:t:1", &out), MM_ENOTFOUND);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "kafka:t:1", &out), MM_ENOTFOUND);
 	/* Short read transactions give their reader slot back (126 by default). */
 	for (i = 0; i < 300; i++) {
 		out.len = 0;
-		rc |= mm_store_get_position(fx.st, "kafka:t:0", &out);
+		rc |= mm_store_get_position_wait(fx.st, "kafka:t:0", &out);
 	}
 	CHECK_EQ_INT(rc, 0);
 	CHECK_EQ_INT(fx.st->stats.ops[MM_STORE_OP_POSITION], 305);
@@ -576,22 +576,22 @@ static void t_meta(const char *backend)
 	REQUIRE(fx_init(&fx, backend) == 0);
 	CHECK_EQ_INT(mm_store_list_meta(fx.st, &out), 0);
 	CHECK_EQ_INT(out.len, 0);
-	CHECK_EQ_INT(mm_store_get_meta(fx.st, "b", &out), MM_ENOTFOUND);
-	CHECK_EQ_INT(mm_store_put_meta(fx.st, "b", (const uint8_t *)"B1", 2), 0);
-	CHECK_EQ_INT(mm_store_put_meta(fx.st, "c.x", (const uint8_t *)"\0\1\2", 3), 0);
-	CHECK_EQ_INT(mm_store_put_meta(fx.st, "a", NULL, 0), 0);
-	CHECK_EQ_INT(mm_store_put_meta(fx.st, "b", (const uint8_t *)"B22", 3), 0);
-	CHECK_EQ_INT(mm_store_get_meta(fx.st, "b", &out), 0);
+	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, "b", &out), MM_ENOTFOUND);
+	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "b", (const uint8_t *)"B1", 2), 0);
+	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "c.x", (const uint8_t *)"\0\1\2", 3), 0);
+	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "a", NULL, 0), 0);
+	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "b", (const uint8_t *)"B22", 3), 0);
+	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, "b", &out), 0);
 	CHECK(out.len == 3 && memcmp(out.p, "B22", 3) == 0);
 	out.len = 0;
-	CHECK_EQ_INT(mm_store_get_meta(fx.st, "c.x", &out), 0);
+	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, "c.x", &out), 0);
 	CHECK(out.len == 3 && memcmp(out.p, "\0\1\2", 3) == 0);
 	out.len = 0;
-	CHECK_EQ_INT(mm_store_get_meta(fx.st, "a", &out), 0);
+	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, "a", &out), 0);
 	CHECK_EQ_INT(out.len, 0);
 	CHECK_EQ_INT(mm_store_list_meta(fx.st, &out), 0);
 	CHECK(out.len == 8 && memcmp(out.p, "a\0b\0c.x\0", 8) == 0);
-	CHECK_EQ_INT(mm_store_put_meta(fx.st, "bad name", (const uint8_t *)"x", 1), MM_EINVAL);
+	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "bad name", (const uint8_t *)"x", 1), MM_EINVAL);
 	mm_buf_free(&out);
 	fx_fini(&fx);
 }
@@ -674,7 +674,7 @@ static void t_corrupt(const char *backend)
 	CHECK_EQ_INT(get1(&fx, &NS, S("fresh"), 9, &v), 0);
 	CHECK_EQ_INT(get1(&fx, &NS, S("fine"), 9, &v), 1);
 	CHECK_EQ_INT(v, 1);
-	CHECK_EQ_INT(mm_store_get_position(fx.st, "src", &out), MM_ENOTFOUND);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "src", &out), MM_ENOTFOUND);
 	CHECK_EQ_INT(get1(&fx, &NS, "p\0", 2, 9, &v), MM_ECORRUPT);
 	CHECK_EQ_INT(fx.st->stats.errors[MM_STORE_OP_GET_MANY], 1);
 	mm_buf_free(&out);
@@ -719,7 +719,7 @@ static void t_rejected_delta(const char *backend)
 	CHECK_EQ_INT(v, 1);
 	CHECK_EQ_INT(get1(&fx, &NS, S("new"), 0, &v), 1);
 	CHECK_EQ_INT(v, 2);
-	CHECK_EQ_INT(mm_store_get_position(fx.st, "src", &out), 0);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "src", &out), 0);
 	CHECK(out.len == 1 && out.p[0] == '7');
 	mm_buf_free(&out);
 	fx_fini(&fx);
@@ -778,14 +778,14 @@ static void t_validation(const char *backend)
 	CHECK_EQ_INT(mm_store_get_many(fx.st, &badns, &k, 1, s, &found, on_done, &d), MM_EINVAL);
 	CHECK_EQ_INT(mm_store_get_many(fx.st, &NS, &k, 1, s, NULL, on_done, &d), MM_EINVAL);
 	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, big, 0, 0), MM_EINVAL);
-	CHECK_EQ_INT(mm_store_get_position(fx.st, NULL, &out), MM_EINVAL);
-	CHECK_EQ_INT(mm_store_get_meta(fx.st, "", &out), MM_EINVAL);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, NULL, &out), MM_EINVAL);
+	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, "", &out), MM_EINVAL);
 	memset(big, 'n', 129);
 	big[129] = '\0';
-	CHECK_EQ_INT(mm_store_get_meta(fx.st, big, &out), MM_EINVAL);
+	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, big, &out), MM_EINVAL);
 	big[128] = '\0';
-	CHECK_EQ_INT(mm_store_get_meta(fx.st, big, &out), MM_ENOTFOUND);
-	CHECK_EQ_INT(mm_store_put_meta(fx.st, "a", NULL, 1), MM_EINVAL);
+	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, big, &out), MM_ENOTFOUND);
+	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "a", NULL, 1), MM_EINVAL);
 	CHECK_EQ_INT(mm_store_list_meta(fx.st, NULL), MM_EINVAL);
 
 	/* An empty flush is valid and completes like any other. */
@@ -883,17 +883,17 @@ TEST(lmdb_reopen)
 	add_delta(&b, &NS, S("k"), 1, 41, 0);
 	add_pos(&b, "src", "p1", 2);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
-	CHECK_EQ_INT(mm_store_put_meta(fx.st, NS.name, (const uint8_t *)"m", 1), 0);
+	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, NS.name, (const uint8_t *)"m", 1), 0);
 	fx_close_store(&fx);
 
 	/* sync=false only changes durability on power loss, not what is read. */
 	REQUIRE(fx_open_with(&fx, 0, "1m", "false") == 0);
 	CHECK_EQ_INT(get1(&fx, &NS, S("k"), 1, &v), 1);
 	CHECK_EQ_INT(v, 41);
-	CHECK_EQ_INT(mm_store_get_position(fx.st, "src", &out), 0);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "src", &out), 0);
 	CHECK(out.len == 2 && memcmp(out.p, "p1", 2) == 0);
 	out.len = 0;
-	CHECK_EQ_INT(mm_store_get_meta(fx.st, NS.name, &out), 0);
+	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, NS.name, &out), 0);
 	CHECK(out.len == 1 && out.p[0] == 'm');
 	batch_init(&b, now_ms());
 	add_delta(&b, &NS, S("k"), 1, 1, 0);
@@ -907,7 +907,7 @@ TEST(lmdb_reopen)
 	batch_init(&b, now_ms());
 	add_delta(&b, &NS, S("k"), 1, 1, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), MM_ENOTSUP);
-	CHECK_EQ_INT(mm_store_put_meta(fx.st, "x", (const uint8_t *)"1", 1), MM_ENOTSUP);
+	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "x", (const uint8_t *)"1", 1), MM_ENOTSUP);
 	mm_buf_free(&out);
 	fx_fini(&fx);
 }
@@ -1049,7 +1049,7 @@ TEST(lmdb_errinj)
 	CHECK(mm_err_retriable(d.status));
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), MM_ENOSPC);
 	CHECK_EQ_INT(get1(&fx, &NS, S("k"), 0, &v), 0);
-	CHECK_EQ_INT(mm_store_get_position(fx.st, "src", &out), MM_ENOTFOUND);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "src", &out), MM_ENOTFOUND);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	CHECK(strcmp(getenv("MURMUR_ERRINJ_STORE_APPLY"), "0") == 0);
 	CHECK_EQ_INT(get1(&fx, &NS, S("k"), 0, &v), 1);
@@ -1096,7 +1096,7 @@ TEST(lmdb_map_full)
 	REQUIRE(rounds > 2);
 	for (i = 0; i < NPER; i++)
 		CHECK_EQ_INT(get1(&fx, &NS, e[rounds][i], strlen(e[rounds][i]), 0, &v), 0);
-	CHECK_EQ_INT(mm_store_get_position(fx.st, "src", &out), 0);
+	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "src", &out), 0);
 	CHECK_EQ_INT(mm_buf_put_u8(&out, 0), 0);
 	CHECK_EQ_INT(atoi((const char *)out.p), rounds - 1);
 	fx_close_store(&fx);
@@ -1346,7 +1346,7 @@ TEST(memory_read_only)
 	REQUIRE(fx_open_with(&fx, 1, NULL, NULL) == 0);
 	batch_init(&b, now_ms());
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), MM_ENOTSUP);
-	CHECK_EQ_INT(mm_store_put_meta(fx.st, "x", NULL, 0), MM_ENOTSUP);
+	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "x", NULL, 0), MM_ENOTSUP);
 	fx_fini(&fx);
 }
 

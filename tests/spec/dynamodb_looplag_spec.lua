@@ -1,0 +1,135 @@
+-- dynamodb_looplag_spec.lua (#looplag #dynamodb): the store contract is
+-- asynchronous (issue 9, item 1). While DynamoDB is stopped for 10 s, and
+-- while a hot reload adds a pipeline (with its own input) on DynamoDB during
+-- that outage, the loop keeps turning: the largest loop lag murmur measures
+-- itself (engine/core/looplag.c, in status.json) stays under 50 ms, and
+-- every record is counted once when DynamoDB is back.
+--
+-- What the bound tells apart. Before the contract was asynchronous, the
+-- descriptor and position reads of an added pipeline ran on the loop thread
+-- with the store's backoff slept in between: with DynamoDB down, the loop
+-- stopped for seconds. Now nothing on the loop waits for DynamoDB.
+--
+-- The figure asserted is murmur's "blocked" loop lag (looplag.h): the
+-- lateness of its 50 ms probe timer minus the time the loop thread waited
+-- on a run queue for a CPU, read from the kernel's schedstat. A sleep or a
+-- blocking read is time off the CPU, not such a wait, so it counts in
+-- full; a loaded machine's scheduling delay does not. On this 2-core
+-- machine at a load of 10 the plain lag reached 100-360 ms with nothing
+-- blocking (an epoll_wait of 26 ms returning after 90 ms), so a bound on
+-- it would test the machine; the blocked figure stays at the cost of the
+-- callbacks themselves (a batch of 200 small records, a flush's build, the
+-- reload's probe child) and 50 ms, the issue's bound, leaves room for that
+-- while being far below the seconds the blocking code showed. The plain lag
+-- is printed. No time taken by the test is asserted.
+--
+-- dynalite is started here on 127.0.0.1, stopped with SIGKILL for the
+-- outage, started again on the same port and data, and stopped at the end.
+local S = require("spec.support")
+local core = require("murmur.core")
+
+local SECRET = "spec-secret"
+local LAG_MAX_MS = 50
+local OUTAGE_S = 10
+
+local d = S.have_dynalite and describe or pending
+
+d("#looplag #dynamodb loop lag while DynamoDB is down", function()
+  local dir, dyn, port, h
+
+  before_each(function()
+    dir = S.tmpdir()
+    dyn, port = S.start_dynalite(dir, dir .. "/dynalite-db")
+  end)
+
+  after_each(function()
+    if h then S.kill(h, "KILL") S.wait_exit(h, 5) h = nil end
+    if dyn then S.kill(dyn, "TERM") S.wait_exit(dyn, 5) dyn = nil end
+    if os.getenv("KEEP") then print("# kept " .. dir) else S.rm_rf(dir) end
+  end)
+
+  local function env(t)
+    return ("env AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=%s MURMUR_DYNAMODB_TABLE=%s "
+      .. "MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d"):format(SECRET, t, port)
+  end
+
+  local function append(path, from, n)
+    local f = assert(io.open(path, "a"))
+    for i = from, from + n - 1 do f:write(('{"k":"x","i":%d}\n'):format(i)) end
+    f:close()
+  end
+
+  -- The store rides out the outage with its own retries (40 attempts of at
+  -- most 500 ms), so the reload's descriptor read waits for DynamoDB instead
+  -- of failing.
+  local function pipeline(name, input)
+    return ([[
+murmur.pipeline { name = "%s", monoid = murmur.count(), key = "k", source = murmur.file { path = %q, follow = true },
+  flush = { interval = "100ms" },
+  store = murmur.store("dynamodb", { max_attempts = 40, backoff_max = "500ms" }) }
+]]):format(name, input)
+  end
+
+  local function wait_for(pred, seconds, what)
+    return S.wait_status(dir .. "/d", pred, seconds, what)
+  end
+
+  it("stays under 50 ms while DynamoDB is stopped for 10 s and a reload adds a pipeline", function()
+    local t = ("lag_%d"):format(os.time() % 100000)
+    local code, _, err = S.exec(("%s %s ddb create-table"):format(env(t), S.quote(S.murmur)))
+    assert.are.equal(0, code, err)
+    local in1, in2, p = dir .. "/in1.jsonl", dir .. "/in2.jsonl", dir .. "/p.lua"
+    S.write_file(in1, "")
+    S.write_file(in2, "")
+    S.write_file(p, 'local murmur = require("murmur")\n' .. pipeline("one", in1))
+    h = S.spawn(("%s %s run --follow --data %s %s"):format(env(t), S.quote(S.murmur), dir .. "/d", p),
+      dir .. "/log")
+    append(in1, 1, 200)
+    wait_for(function(st) return st.engine and st.engine.records == 200 and st.engine.flushes >= 1 end,
+      20, "the first 200 records")
+
+    -- The outage: records keep arriving, the flush cannot complete.
+    S.kill(dyn, "KILL")
+    S.wait_exit(dyn, 5)
+    dyn = nil
+    append(in1, 201, 200)
+    S.sleep(2)
+    -- A reload adds a pipeline on its own input while DynamoDB is still down:
+    -- its descriptor and its source's position are read through callbacks.
+    append(in2, 1, 300)
+    S.write_file(p, 'local murmur = require("murmur")\n' .. pipeline("one", in1) .. pipeline("two", in2))
+    S.sleep(OUTAGE_S - 2)
+    local during = S.status(dir .. "/d")
+    dyn = select(1, S.start_dynalite(dir, dir .. "/dynalite-db", port))
+
+    wait_for(function(st) return st.reload.ok == 1 end, 60, "the reload")
+    append(in2, 301, 100)
+    wait_for(function(st)
+      return st.engine.pipelines.two ~= nil and st.engine.pipelines.two.accepted == 400
+        and st.engine.pipelines.one.accepted == 400
+    end, 60, "every record of both inputs")
+    local st = S.status(dir .. "/d")
+    S.kill(h, "TERM")
+    assert.are.equal(0, S.wait_exit(h, 60))
+    h = nil
+
+    -- The loop kept turning during the outage (the probe's figures kept
+    -- being written) and nothing blocked it for long.
+    assert.is_number(during.engine.loop_block_ms_max)
+    print(("# loop blocked: max %.1f ms during the outage, %.1f ms over the run (plain lag %.1f ms)")
+      :format(during.engine.loop_block_ms_max, st.engine.loop_block_ms_max, st.engine.loop_lag_ms_max))
+    assert.is_true(st.engine.loop_block_ms_max < LAG_MAX_MS,
+      ("largest blocked loop lag %.1f ms (bound %d ms)"):format(st.engine.loop_block_ms_max, LAG_MAX_MS))
+
+    -- Exact when DynamoDB is back: one read 400 records, two 400.
+    local values = {}
+    for _, name in ipairs({ "one", "two" }) do
+      local qcode, out, qerr = S.exec(("%s %s query --json --store dynamodb %s x"):format(env(t),
+        S.quote(S.murmur), name))
+      assert.are.equal(0, qcode, qerr)
+      values[name] = core.json_decode(out).result.value
+    end
+    assert.are.equal(400, values.one)
+    assert.are.equal(400, values.two)
+  end)
+end)
