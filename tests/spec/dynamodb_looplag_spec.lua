@@ -45,7 +45,7 @@ d("#looplag #dynamodb loop lag while DynamoDB is down", function()
   after_each(function()
     if h then S.kill(h, "KILL") S.wait_exit(h, 5) h = nil end
     if dyn then S.kill(dyn, "TERM") S.wait_exit(dyn, 5) dyn = nil end
-    if os.getenv("KEEP") then print("# kept " .. dir) else S.rm_rf(dir) end
+    S.rm_rf(dir)
   end)
 
   local function env(t)
