@@ -801,6 +801,16 @@ static int l_engine_meta(lua_State *L)
 	return 1;
 }
 
+/* e:probe(argv, set_env, unset_env, limits, fn): core.probe on the thread
+ * pool of the engine's loop (isolate_lua.c). */
+static int l_engine_probe(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+
+	lua_remove(L, 1);
+	return mm_lua_probe_async(L, e->loop);
+}
+
 static int l_engine_close_idle_sources(lua_State *L)
 {
 	mm_engine_close_idle_sources(check_engine(L)->ctx);
@@ -1683,6 +1693,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"remove_pipeline", l_engine_remove_pipeline},
 		{"close_idle_sources", l_engine_close_idle_sources},
 		{"meta", l_engine_meta},
+		{"probe", l_engine_probe},
 		{"listen", l_engine_listen},
 		{NULL, NULL},
 	};

@@ -9,6 +9,10 @@
  *       fd 3 }, or nil, err, code when it could not start. set_env is a list
  *       of "NAME=value" added to this process's environment, unset_env a list
  *       of names removed; limits = { cpu_s, as_mb, wall_ms }.
+ *   engine:probe(argv, set_env, unset_env, limits, fn(result | nil, err))
+ *       the same on the libuv thread pool, so the loop keeps turning while
+ *       the child runs (hot reload); fn runs on the loop with the result
+ *       (core_lua.c binds it, mm_lua_probe_async).
  *   core.heartbeat()
  *       tells the supervisor this worker is alive while it waits or runs
  *       bounded work outside the loop's heartbeat timer.
@@ -36,6 +40,8 @@
 #include "../lib/error.h"
 #include "../lib/time.h"
 #include "alloc.h"
+#include "funnel.h"
+#include "isolate_lua.h"
 
 extern char **environ;
 
@@ -92,72 +98,172 @@ static int env_unset(const char *entry, const char **unset, int nunset, const ch
 	return 0;
 }
 
-static int l_probe(lua_State *L)
+/* One probe: its command and environment (copies, so that a pool thread
+ * can run it), limits, result, and for an asynchronous run the Lua
+ * function to call. */
+typedef struct probe_job {
+	uv_work_t req;
+	lua_State *L;
+	int fn_ref;
+	char **argv, **envp;    /* NULL-terminated; strings owned here */
+	mm_probe_limits_t lim;
+	mm_probe_result_t res;
+	int rc;
+	char detail[256];
+} probe_job_t;
+
+static void strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static void probe_job_free(probe_job_t *j)
+{
+	strv_free(j->argv);
+	strv_free(j->envp);
+	mm_buf_free(&j->res.out);
+	free(j);
+}
+
+/* Reads (argv, set_env, unset_env, limits) at stack index 1..4 into a job;
+ * NULL when out of memory. */
+static probe_job_t *probe_job_new(lua_State *L)
 {
 	const char *argv[256], *set[32], *unset[32];
-	char **argvp, **envp;
-	int nargv, nset, nunset, rc;
+	int nargv, nset, nunset, ok = 1;
 	size_t nenv = 0, k = 0;
-	mm_probe_limits_t lim = {0};
-	mm_probe_result_t res;
+	probe_job_t *j;
 
 	nargv = read_list(L, 1, argv, 255);
 	nset = read_list(L, 2, set, 32);
 	nunset = read_list(L, 3, unset, 32);
 	luaL_argcheck(L, nargv > 0, 1, "no command");
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return NULL;
 	if (lua_istable(L, 4)) {
 		lua_getfield(L, 4, "cpu_s");
-		lim.cpu_s = (int)luaL_optinteger(L, -1, 0);
+		j->lim.cpu_s = (int)luaL_optinteger(L, -1, 0);
 		lua_getfield(L, 4, "as_mb");
-		lim.as_bytes = (uint64_t)luaL_optnumber(L, -1, 0) * 1024 * 1024;
+		j->lim.as_bytes = (uint64_t)luaL_optnumber(L, -1, 0) * 1024 * 1024;
 		lua_getfield(L, 4, "wall_ms");
-		lim.wall_ms = (int64_t)luaL_optnumber(L, -1, 0);
+		j->lim.wall_ms = (int64_t)luaL_optnumber(L, -1, 0);
 		lua_pop(L, 3);
 	}
 	while (environ[nenv])
 		nenv++;
-	argvp = calloc((size_t)nargv + 1, sizeof(*argvp));
-	envp = calloc(nenv + (size_t)nset + 1, sizeof(*envp));
-	if (argvp == NULL || envp == NULL) {
-		free(argvp);
-		free(envp);
-		return luaL_error(L, "out of memory");
-	}
-	for (int i = 0; i < nargv; i++)
-		argvp[i] = (char *)argv[i];
-	for (size_t i = 0; i < nenv; i++)
+	j->argv = calloc((size_t)nargv + 1, sizeof(*j->argv));
+	j->envp = calloc(nenv + (size_t)nset + 1, sizeof(*j->envp));
+	ok = j->argv != NULL && j->envp != NULL;
+	for (int i = 0; ok && i < nargv; i++)
+		ok = (j->argv[i] = strdup(argv[i])) != NULL;
+	for (size_t i = 0; ok && i < nenv; i++)
 		if (!env_unset(environ[i], unset, nunset, set, nset))
-			envp[k++] = environ[i];
-	for (int i = 0; i < nset; i++)
-		envp[k++] = (char *)set[i];
-	rc = mm_probe_run(argvp, envp, &lim, stamp_alive, NULL, &res);
-	free(argvp);
-	free(envp);
-	if (rc) {
-		mm_buf_free(&res.out);
+			ok = (j->envp[k++] = strdup(environ[i])) != NULL;
+	for (int i = 0; ok && i < nset; i++)
+		ok = (j->envp[k++] = strdup(set[i])) != NULL;
+	if (!ok) {
+		probe_job_free(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* Pushes the result table, or nil, err, code; returns the count. */
+static int probe_push(lua_State *L, probe_job_t *j)
+{
+	mm_probe_result_t *res = &j->res;
+
+	if (j->rc) {
 		lua_pushnil(L);
-		lua_pushfstring(L, "%s: %s", mm_err_name(rc), mm_diag_msg());
-		lua_pushstring(L, mm_err_name(rc));
+		lua_pushfstring(L, "%s: %s", mm_err_name(j->rc), j->detail);
+		lua_pushstring(L, mm_err_name(j->rc));
 		return 3;
 	}
 	lua_createtable(L, 0, 6);
-	lua_pushstring(L, res.status == MM_PROBE_EXITED     ? "exited"
-			  : res.status == MM_PROBE_SIGNALED ? "signaled"
-							    : "timeout");
+	lua_pushstring(L, res->status == MM_PROBE_EXITED     ? "exited"
+			  : res->status == MM_PROBE_SIGNALED ? "signaled"
+							     : "timeout");
 	lua_setfield(L, -2, "status");
-	lua_pushinteger(L, res.code);
+	lua_pushinteger(L, res->code);
 	lua_setfield(L, -2, "code");
-	lua_pushinteger(L, res.signal);
+	lua_pushinteger(L, res->signal);
 	lua_setfield(L, -2, "signal");
-	if (res.signal) {
-		lua_pushstring(L, sigabbrev_np(res.signal) ? sigabbrev_np(res.signal) : "?");
+	if (res->signal) {
+		lua_pushstring(L, sigabbrev_np(res->signal) ? sigabbrev_np(res->signal) : "?");
 		lua_setfield(L, -2, "signame");
 	}
-	lua_pushnumber(L, (lua_Number)res.cpu_ms);
+	lua_pushnumber(L, (lua_Number)res->cpu_ms);
 	lua_setfield(L, -2, "cpu_ms");
-	lua_pushlstring(L, res.out.p ? (const char *)res.out.p : "", res.out.len);
+	lua_pushlstring(L, res->out.p ? (const char *)res->out.p : "", res->out.len);
 	lua_setfield(L, -2, "output");
-	mm_buf_free(&res.out);
+	return 1;
+}
+
+static void probe_job_run(probe_job_t *j, void (*tick)(void *))
+{
+	j->rc = mm_probe_run(j->argv, j->envp, &j->lim, tick, NULL, &j->res);
+	if (j->rc)
+		snprintf(j->detail, sizeof(j->detail), "%s", mm_diag_msg());
+}
+
+static int l_probe(lua_State *L)
+{
+	probe_job_t *j = probe_job_new(L);
+	int n;
+
+	if (j == NULL)
+		return luaL_error(L, "out of memory");
+	probe_job_run(j, stamp_alive);
+	n = probe_push(L, j);
+	probe_job_free(j);
+	return n;
+}
+
+/* Pool thread: the child runs while the loop keeps turning (the loop's own
+ * heartbeat timer tells the supervisor this worker is alive). */
+static void probe_work(uv_work_t *req)
+{
+	probe_job_run((probe_job_t *)req, NULL);
+}
+
+static void probe_after(uv_work_t *req, int status)
+{
+	probe_job_t *j = (probe_job_t *)req;
+	lua_State *L = j->L;
+	int n;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, j->fn_ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, j->fn_ref);
+	if (status != 0) {
+		j->rc = MM_ECLOSED;
+		snprintf(j->detail, sizeof(j->detail), "the probe was cancelled");
+	}
+	n = probe_push(L, j);
+	probe_job_free(j);
+	mm_lua_call(L, n, 0, "probe callback");
+}
+
+int mm_lua_probe_async(lua_State *L, uv_loop_t *loop)
+{
+	probe_job_t *j;
+	int rc;
+
+	luaL_checktype(L, 5, LUA_TFUNCTION);
+	if ((j = probe_job_new(L)) == NULL)
+		return luaL_error(L, "out of memory");
+	j->L = L;
+	lua_pushvalue(L, 5);
+	j->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	if ((rc = uv_queue_work(loop, &j->req, probe_work, probe_after)) != 0) {
+		luaL_unref(L, LUA_REGISTRYINDEX, j->fn_ref);
+		probe_job_free(j);
+		lua_pushnil(L);
+		lua_pushfstring(L, "EIO: cannot queue the probe: %s", uv_strerror(rc));
+		return 2;
+	}
+	lua_pushboolean(L, 1);
 	return 1;
 }
 

@@ -86,50 +86,96 @@ local function failure_text(res, file, lim)
     :format(what, res.code, lim.as_mb)
 end
 
+-- The probe child's command, environment and limits.
+local function probe_args()
+  local argv = { "/proc/self/exe" }
+  for i = 1, #_G.arg do argv[#argv + 1] = _G.arg[i] end
+  -- A sanitized build (make check) would turn the child's fatal signal into
+  -- a report and exit 1; the signal itself says what happened.
+  local asan = "ASAN_OPTIONS=" .. (os.getenv("ASAN_OPTIONS") or "") .. ":handle_segv=0:handle_sigbus=0"
+  return argv, { M.PROBE_ENV .. "=1", "MURMUR_WORKER=1", asan },
+    { "MURMUR_PROGRESS", "MURMUR_SUPERVISOR_PID" }, M.limits()
+end
+
+-- What one probe run says: the snapshot (path -> bytes), or nil, message,
+-- or false when the scripts changed while the child loaded them.
+local function probe_result(res, perr, lim)
+  if not res then return nil, "cannot validate the scripts in a child process: " .. perr end
+  local last_file, result
+  for line in res.output:gmatch("[^\n]+") do
+    local f = line:match("^reading (.*)$")
+    if f then last_file = f elseif line:sub(1, 1) == "{" then result = core.json_decode(line) end
+  end
+  if res.status ~= "exited" or res.code ~= 0 or type(result) ~= "table" then
+    return nil, failure_text(res, last_file, lim)
+  end
+  if not result.ok then return nil, result.error end
+  local snapshot, changed = {}, false
+  for _, f in ipairs(result.files or {}) do
+    local h = io.open(f.path, "rb")
+    local bytes = h and h:read("*a")
+    if h then h:close() end
+    if not bytes or core.hash64(bytes) ~= f.hash then
+      changed = true
+      break
+    end
+    snapshot[f.path] = bytes
+  end
+  if not changed then return snapshot end
+  -- Saved again while the child loaded it: validate the newer bytes.
+  return false
+end
+
+local KEPT_CHANGING = "the scripts kept changing while they were being validated; not loaded"
+
 -- Runs the probe child for paths. Returns the table of files (path -> bytes)
 -- to load from, or nil, message.
 function M.probe(paths)
-  local lim = M.limits()
-  local argv = { "/proc/self/exe" }
-  for i = 1, #_G.arg do argv[#argv + 1] = _G.arg[i] end
   for _ = 1, 3 do
-    -- A sanitized build (make check) would turn the child's fatal signal into
-    -- a report and exit 1; the signal itself says what happened.
-    local asan = "ASAN_OPTIONS=" .. (os.getenv("ASAN_OPTIONS") or "") .. ":handle_segv=0:handle_sigbus=0"
-    local res, perr = core.probe(argv, { M.PROBE_ENV .. "=1", "MURMUR_WORKER=1", asan },
-      { "MURMUR_PROGRESS", "MURMUR_SUPERVISOR_PID" }, lim)
-    if not res then return nil, "cannot validate the scripts in a child process: " .. perr end
-    local last_file, result
-    for line in res.output:gmatch("[^\n]+") do
-      local f = line:match("^reading (.*)$")
-      if f then last_file = f elseif line:sub(1, 1) == "{" then result = core.json_decode(line) end
-    end
-    if res.status ~= "exited" or res.code ~= 0 or type(result) ~= "table" then
-      return nil, failure_text(res, last_file, lim)
-    end
-    if not result.ok then return nil, result.error end
-    local snapshot, changed = {}, false
-    for _, f in ipairs(result.files or {}) do
-      local h = io.open(f.path, "rb")
-      local bytes = h and h:read("*a")
-      if h then h:close() end
-      if not bytes or core.hash64(bytes) ~= f.hash then
-        changed = true
-        break
-      end
-      snapshot[f.path] = bytes
-    end
-    if not changed then return snapshot end
-    -- Saved again while the child loaded it: validate the newer bytes.
+    local argv, set, unset, lim = probe_args()
+    local res, perr = core.probe(argv, set, unset, lim)
+    local snapshot, err = probe_result(res, perr, lim)
+    if snapshot ~= false then return snapshot, err end
   end
-  return nil, "the scripts kept changing while they were being validated; not loaded"
+  return nil, KEPT_CHANGING
+end
+
+local started = false
+
+-- Loads the snapshot the probe validated (loader.load_all on its bytes).
+local function load_snapshot(paths, snapshot)
+  loader.snapshot = snapshot
+  local ok, specs, lerr, modules = pcall(loader.load_all, paths)
+  loader.snapshot = nil
+  if not ok then return nil, tostring(specs) end
+  return specs, lerr, modules
+end
+
+-- load_all for a running engine (hot reload): the probe child runs on the
+-- engine's thread pool, so the loop keeps turning while it loads; done gets
+-- what load_all returns.
+function M.load_all_async(engine, paths, done)
+  local tries = 0
+  local function try()
+    tries = tries + 1
+    local argv, set, unset, lim = probe_args()
+    local ok, qerr = engine:probe(argv, set, unset, lim, function(res, perr)
+      local snapshot, err = probe_result(res, perr, lim)
+      if snapshot == false then
+        if tries < 3 then return try() end
+        return done(nil, KEPT_CHANGING)
+      end
+      if not snapshot then return done(nil, err) end
+      done(load_snapshot(paths, snapshot))
+    end)
+    if not ok then done(nil, "cannot validate the scripts in a child process: " .. tostring(qerr)) end
+  end
+  try()
 end
 
 -- loader.load_all, after a probe child loaded the same files under limits.
 -- Returns specs, nil, modules or nil, message. In the probe child itself,
 -- loads, reports and exits.
-local started = false
-
 function M.load_all(paths)
   if os.getenv(M.PROBE_ENV) then child_main(paths) end
   -- Error injection (test builds): a supervised worker that hangs while
@@ -140,11 +186,7 @@ function M.load_all(paths)
   started = true
   local snapshot, err = M.probe(paths)
   if not snapshot then return nil, err end
-  loader.snapshot = snapshot
-  local ok, specs, lerr, modules = pcall(loader.load_all, paths)
-  loader.snapshot = nil
-  if not ok then return nil, tostring(specs) end
-  return specs, lerr, modules
+  return load_snapshot(paths, snapshot)
 end
 
 return M

@@ -181,17 +181,27 @@ function Reloader:reload(why)
   -- A probe child loads the new version under CPU, memory and wall-clock
   -- limits first; this process then loads exactly the bytes it validated
   -- (murmur.isolate). A crash or hang while loading kills only the child.
-  local specs, err, modules = require("murmur.isolate").load_all(paths)
-  modules = modules or {}
-  if err then return self:fail(err) end
+  -- The child runs on the engine's thread pool and the stored descriptors
+  -- are read through callbacks: the loop keeps turning meanwhile.
   self.busy = true
-  self:stored_metas(specs, function(metas, merr)
-    self.busy = false
-    if metas then self:checked(paths, specs, modules, metas) else self:fail(merr) end
+  local function finish()
     if not self.busy and self.again then
       self.again = false
       self:schedule("changed during the previous reload")
     end
+  end
+  require("murmur.isolate").load_all_async(self.inst.engine, paths, function(specs, err, modules)
+    modules = modules or {}
+    if err then
+      self.busy = false
+      self:fail(err)
+      return finish()
+    end
+    self:stored_metas(specs, function(metas, merr)
+      self.busy = false
+      if metas then self:checked(paths, specs, modules, metas) else self:fail(merr) end
+      finish()
+    end)
   end)
 end
 

@@ -155,11 +155,11 @@ murmur.pipeline { name = "top", monoid = murmur.topk { k = 5 }, key = "user", va
 
 -- Writes M.SCRIPT and the input text in dir and builds an engine over them
 -- in this process (data in dir/d); returns it and the specs and options.
-function M.build(dir, input)
+function M.build(dir, input, follow)
   S.write_file(dir .. "/p.lua", M.SCRIPT)
   S.write_file(dir .. "/in.jsonl", input)
   local specs = assert(require("murmur.loader").load_all({ dir .. "/p.lua" }))
-  local opts = { data = dir .. "/d", input = dir .. "/in.jsonl" }
+  local opts = { data = dir .. "/d", input = dir .. "/in.jsonl", follow = follow }
   local engine, err = require("murmur.runner").build(specs, opts)
   assert(engine, err)
   return engine, specs, opts
