@@ -665,11 +665,37 @@ static int l_handle_close(lua_State *L)
 	return 0;
 }
 
-/* Keeps a reference to the engine's flush callback until it runs. */
+/* Keeps a reference to the engine's flush callback until it runs. Every
+ * Lua callback of an engine call starts with these two members. */
 typedef struct flush_wait {
 	lua_engine_t *e;
 	int ref;
 } flush_wait_t;
+
+/* Allocates size bytes (a struct beginning like flush_wait_t) holding a
+ * reference to the function at idx; NULL when out of memory. */
+static void *lua_wait_new(lua_State *L, lua_engine_t *e, int idx, size_t size)
+{
+	flush_wait_t *w;
+
+	luaL_checktype(L, idx, LUA_TFUNCTION);
+	if ((w = calloc(1, size)) == NULL)
+		return NULL;
+	w->e = e;
+	lua_pushvalue(L, idx);
+	w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return w;
+}
+
+/* The call was refused (rc): drops the callback and pushes the failure. */
+static int lua_wait_refused(lua_State *L, void *wait, int rc)
+{
+	flush_wait_t *w = wait;
+
+	luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+	free(w);
+	return mm_lua_push_diag(L, rc);
+}
 
 static void on_lua_flush(void *arg, int status)
 {
@@ -687,22 +713,13 @@ static void on_lua_flush(void *arg, int status)
 static int l_engine_flush(lua_State *L)
 {
 	lua_engine_t *e = check_engine(L);
-	flush_wait_t *w;
+	flush_wait_t *w = lua_wait_new(L, e, 2, sizeof(*w));
 	int rc;
 
-	luaL_checktype(L, 2, LUA_TFUNCTION);
-	w = malloc(sizeof(*w));
 	if (w == NULL)
 		return push_fail(L, MM_ENOMEM, "out of memory");
-	w->e = e;
-	lua_pushvalue(L, 2);
-	w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	rc = mm_engine_flush(e->ctx, on_lua_flush, w);
-	if (rc) {
-		luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
-		free(w);
-		return mm_lua_push_diag(L, rc);
-	}
+	if ((rc = mm_engine_flush(e->ctx, on_lua_flush, w)) != 0)
+		return lua_wait_refused(L, w, rc);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -746,7 +763,8 @@ static int l_engine_remove_pipeline(lua_State *L)
 	return 1;
 }
 
-/* A descriptor read for Lua: the callback's reference and the answer. */
+/* A descriptor read for Lua: the callback's reference (as flush_wait_t)
+ * and the answer. */
 typedef struct meta_wait {
 	lua_engine_t *e;
 	int ref;
@@ -781,22 +799,13 @@ static int l_engine_meta(lua_State *L)
 {
 	lua_engine_t *e = check_engine(L);
 	const char *name = luaL_checkstring(L, 2);
-	meta_wait_t *w;
+	meta_wait_t *w = lua_wait_new(L, e, 3, sizeof(*w));
 	int rc;
 
-	luaL_checktype(L, 3, LUA_TFUNCTION);
-	w = calloc(1, sizeof(*w));
 	if (w == NULL)
 		return push_fail(L, MM_ENOMEM, "out of memory");
-	w->e = e;
-	lua_pushvalue(L, 3);
-	w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	rc = mm_store_get_meta(e->ctx->st, name, &w->out, on_lua_meta, w);
-	if (rc) {
-		luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
-		free(w);
-		return mm_lua_push_diag(L, rc);
-	}
+	if ((rc = mm_store_get_meta(e->ctx->st, name, &w->out, on_lua_meta, w)) != 0)
+		return lua_wait_refused(L, w, rc);
 	lua_pushboolean(L, 1);
 	return 1;
 }
