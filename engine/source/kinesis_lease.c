@@ -34,7 +34,7 @@
  * expired leases; if there are none and a worker holds more than the target,
  * we take one of its leases (one per scan, as the KCL steals). Leases of
  * shards read to their end (checkpoint SHARD_END) are neither counted nor
- * taken; their owner stops renewing them.
+ * taken; the SHARD_END checkpoint releases them.
  *
  * Checkpoints move only after a durable flush (ack()); the position stored
  * with the state is written first, in the store. A lease taken from a worker
@@ -178,8 +178,14 @@ static void klease_seen(mm_klease_t *lm, const mm_jnode_t *item, int64_t now)
 
 	if (key == NULL || (sh = mm_kin_shard_find(lm->ks, key)) == NULL)
 		return;
-	if (!sh->l_exists || counter != sh->l_counter)
+	/* Counters only grow: an answer older than what we know (a scan sent
+	 * before our own write answered) says nothing new. */
+	if (sh->l_exists && counter <= sh->l_counter) {
+		if (counter < sh->l_counter || sh->owned || sh->l_busy)
+			return;
+	} else {
 		sh->l_changed_ms = now;
+	}
 	sh->l_exists = 1;
 	if (sh->l_busy)
 		return; /* our own write in flight decides */
@@ -320,9 +326,12 @@ static void klease_on_answer(void *arg, const mm_kapi_answer_t *a)
 		klease_arm(lm, 100); /* describe again until ACTIVE */
 		break;
 	case OP_PUT:
-		if (a->status == 0) {
+		if (a->status == 0 && !sh->l_exists) {
 			sh->l_exists = 1;
 			sh->l_changed_ms = now;
+			sh->l_counter = 0;
+			snprintf(sh->l_checkpoint, sizeof(sh->l_checkpoint), "%s",
+				 klease_initial(lm->ks, sh));
 		}
 		break;
 	case OP_SCAN: {
@@ -371,7 +380,9 @@ static void klease_on_answer(void *arg, const mm_kapi_answer_t *a)
 				lm->checkpoints++;
 				snprintf(sh->l_checkpoint, sizeof(sh->l_checkpoint), "%s", r->cp);
 				if (strcmp(r->cp, "SHARD_END") == 0) {
-					/* Done with it: no more renewals. */
+					/* Done with it: released by that same write,
+					 * and never renewed again. */
+					sh->l_owner[0] = '\0';
 					sh->l_ended = 1;
 					sh->owned = 0;
 				}
@@ -456,13 +467,16 @@ static void klease_send(mm_klease_t *lm, int op, mm_kshard_t *sh, const char *ta
 	case OP_CHECKPOINT:
 	case OP_RELEASE:
 		snprintf(r->cp, sizeof(r->cp), "%s",
-			 sh->end_durable ? "SHARD_END" : sh->durable[0] ? sh->durable : sh->l_checkpoint);
+			 sh->end_durable ? "SHARD_END"
+			 : sh->durable[0] ? sh->durable
+			 : sh->l_checkpoint[0] ? sh->l_checkpoint : klease_initial(ks, sh));
 		rc = rc ? rc : mm_buf_printf(b, ",\"UpdateExpression\":\"SET leaseCounter = :n, "
 					     "checkpoint = :cp, checkpointSubSequenceNumber = :zero, "
 					     "ownerSwitchesSinceCheckpoint = :zero%s\","
 					     "\"ConditionExpression\":\"leaseOwner = :me AND "
 					     "leaseCounter = :c\"",
-					     op == OP_RELEASE ? " REMOVE leaseOwner" : "");
+					     op == OP_RELEASE || strcmp(r->cp, "SHARD_END") == 0
+						     ? " REMOVE leaseOwner" : "");
 		rc = rc ? rc : put_owner_values(lm, b, sh, r->counter);
 		rc = rc ? rc : mm_buf_printf(b, ",\":zero\":{\"N\":\"0\"},");
 		rc = rc ? rc : put_s(b, ":cp", r->cp);

@@ -256,9 +256,41 @@ murmur.pipeline {
     wait_stored("after kill -9")
     local l2 = leases(2)
     assert.is_true(l2.takes >= 4 and l2.steals >= 1, core.json_encode(l2))
+    -- Nothing took a lease from the worker that stayed alive.
+    assert.are.equal(0, l2.losses, core.json_encode(l2))
     S.kill(w2, "TERM")
     assert.are.equal(0, S.wait_exit(w2, 30), S.read_file(dir .. "/w2.log"))
     assert.are.same(expected, stored())
+    -- The lease table as a KCL operator reads it (dynalite checks no
+    -- signature): after the clean stop every lease is released with a
+    -- checkpoint; the parents say SHARD_END and the children name them.
+    local c, out = S.exec(("curl -s -H 'Content-Type: application/x-amz-json-1.0' "
+      .. "-H 'X-Amz-Target: DynamoDB_20120810.Scan' -H 'X-Amz-Date: 20260101T000000Z' -H 'Authorization: "
+      .. "AWS4-HMAC-SHA256 Credential=AKIDSPEC/20260101/us-east-1/dynamodb/aws4_request, "
+      .. "SignedHeaders=host;x-amz-date, Signature=00' "
+      .. "--data '{\"TableName\":\"leases\",\"ConsistentRead\":true}' http://127.0.0.1:%d/"):format(dport))
+    assert.are.equal(0, c)
+    local items = {}
+    for _, it in ipairs(core.json_decode(out).Items or error(out)) do items[it.leaseKey.S] = it end
+    for shard, it in pairs(items) do
+      assert.is_nil(it.leaseOwner, shard .. " still owned: " .. core.json_encode(it))
+      assert.matches("^%d+$", it.leaseCounter.N)
+      assert.are.equal("0", it.checkpointSubSequenceNumber.N)
+      assert.is_not_nil(it.ownerSwitchesSinceCheckpoint)
+    end
+    for _, p in ipairs({ "shardId-000000000000", "shardId-000000000001", "shardId-000000000002" }) do
+      assert.are.equal("SHARD_END", items[p].checkpoint.S, p)
+    end
+    assert.are.same({ "shardId-000000000000" }, items["shardId-000000000004"].parentShardId.SS)
+    local merged = items["shardId-000000000006"].parentShardId.SS
+    table.sort(merged)
+    assert.are.same({ "shardId-000000000001", "shardId-000000000002" }, merged)
+    for _, ch in ipairs({ "shardId-000000000003", "shardId-000000000004", "shardId-000000000005",
+      "shardId-000000000006" }) do
+      -- A sequence number, or where a child starts if no key hashed to it.
+      local cp = items[ch].checkpoint.S
+      assert.is_true(cp:match("^%d+$") ~= nil or cp == "TRIM_HORIZON", ch .. ": " .. cp)
+    end
   end)
 
   it("reports each shard's lag on /metrics", function()
