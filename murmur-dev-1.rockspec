@@ -49,6 +49,7 @@ build = {
       ["murmur.serve"] = "lua/murmur/serve.lua",
       ["murmur.reload"] = "lua/murmur/reload.lua",
       ["murmur.runner"] = "lua/murmur/runner.lua",
+      ["murmur.lambda"] = "lua/murmur/lambda.lua",
       ["murmur.runtime"] = "lua/murmur/runtime.lua",
       ["murmur.shipped"] = "lua/murmur/shipped.lua",
       ["murmur.status"] = "lua/murmur/status.lua",

@@ -181,11 +181,35 @@ static void on_source_error(void *arg, mm_source_t *src, int err, const char *de
 	mm_engine_stop(ctx);
 }
 
+/* Reads the position stored under src's current key (a source whose key
+ * changes while it runs, sink->position). */
+static int on_sink_position(void *arg, mm_source_t *src, mm_buf_t *out,
+			    void (*done)(void *, int, const char *), void *done_arg)
+{
+	mm_engine_t *ctx = arg;
+
+	return mm_store_get_position(ctx->st, mm_source_pos_key(src), out, done, done_arg);
+}
+
+/* The records of src's pipelines waiting for a later flush (deferred
+ * claims), when no flush is running. */
+static size_t on_sink_pending(void *arg, mm_source_t *src)
+{
+	mm_engine_t *ctx = arg;
+	mm_engine_source_t *es = mm_engine_source_of(ctx, src);
+	size_t n = 0;
+
+	for (int i = 0; es && i < es->npipes; i++)
+		n += es->pipes[i]->held[es->pipes[i]->cur].n + es->pipes[i]->held[!es->pipes[i]->cur].n;
+	return n;
+}
+
 int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t *kv, size_t nkv,
 			    mm_pipeline_t *pipe)
 {
 	const mm_source_vtable_t *vt = mm_source_find(backend);
-	mm_source_sink_t sink = {ctx, on_deliver, on_source_eof, on_source_error, on_sink_flush};
+	mm_source_sink_t sink = {ctx, on_deliver, on_source_eof, on_source_error, on_sink_flush,
+				 on_sink_position, on_sink_pending};
 	mm_engine_source_t *es = NULL, *grown;
 	mm_source_t *src;
 	mm_pipeline_t **pipes;

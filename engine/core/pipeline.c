@@ -463,6 +463,8 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 
 	if (r->flags & MM_REC_POISON)
 		return mm_diag_set(MM_ECORRUPT, "the record stalled or crashed the worker twice");
+	if (r->flags & MM_REC_UNDECODABLE)
+		return mm_diag_set(MM_EJSON, MM_REC_UNDECODABLE_MSG);
 	if (r->flags & MM_REC_TOOBIG)
 		return mm_diag_set(MM_ETOOBIG, "record of %llu bytes exceeds max_record %llu",
 				   (unsigned long long)r->orig_len, (unsigned long long)c->max_record);
@@ -618,6 +620,10 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 	if (r->flags & MM_REC_POISON) {
 		mm_pipeline_reject(p, r, MM_REJ_POISON, MM_ECORRUPT,
 				   "the record stalled or crashed the worker twice");
+		return 1;
+	}
+	if (r->flags & MM_REC_UNDECODABLE) {
+		mm_pipeline_reject(p, r, MM_REJ_JSON, MM_EJSON, MM_REC_UNDECODABLE_MSG);
 		return 1;
 	}
 	if (r->flags & MM_REC_TOOBIG || r->len > p->cfg.max_record) {

@@ -201,6 +201,7 @@ static void http_check_done(mm_http_t *h)
 		res.len = x->resp.len;
 		res.error = "";
 		res.ns = uv_hrtime() - x->t0;
+		res.priv = x->easy;
 		if (msg->data.result != CURLE_OK) {
 			h->stats.failures++;
 			res.status = msg->data.result == CURLE_OPERATION_TIMEDOUT ? MM_ETIMEDOUT
@@ -210,6 +211,16 @@ static void http_check_done(mm_http_t *h)
 		x->cb(x->arg, &res);
 		xfer_recycle(h, x);
 	}
+}
+
+const char *mm_http_response_header(const mm_http_response_t *res, const char *name)
+{
+	struct curl_header *hd;
+
+	if (res == NULL || res->priv == NULL ||
+	    curl_easy_header(res->priv, name, 0, CURLH_HEADER, -1, &hd) != CURLHE_OK)
+		return NULL;
+	return hd->value;
 }
 
 /* ---- libcurl callbacks ---- */

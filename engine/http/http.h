@@ -55,7 +55,13 @@ typedef struct mm_http_response {
 	size_t len;
 	const char *error;   /* transport error text, "" when status is 0 */
 	uint64_t ns;         /* from mm_http_request to completion */
+	void *priv;          /* the transfer, for mm_http_response_header */
 } mm_http_response_t;
+
+/* The value of the response's header `name` (case-insensitive; the first
+ * when it is repeated), valid during the callback only, or NULL when the
+ * response has none (the Lambda Runtime API answers in headers). */
+const char *mm_http_response_header(const mm_http_response_t *res, const char *name);
 
 typedef void (*mm_http_cb)(void *arg, const mm_http_response_t *res);
 

@@ -25,6 +25,7 @@
 #include "../core/metrics.h"
 #include "../core/progress.h"
 #include "../core/supervisor.h"
+#include "../http/http.h"
 #include "../lib/error.h"
 #include "../lib/file.h"
 #include "../lib/hash.h"
@@ -1582,6 +1583,31 @@ static int l_getpid(lua_State *L)
 	return 1;
 }
 
+/* core.http_post(url, body[, header]) -> HTTP code, body | nil, err, code.
+ * Blocking: for a runtime's start-up report (the Lambda Runtime API's
+ * /init/error) before any loop runs. */
+static int l_http_post(lua_State *L)
+{
+	size_t n;
+	const char *url = luaL_checkstring(L, 1), *body = luaL_checklstring(L, 2, &n);
+	const char *hdrs[2] = {"Content-Type: application/json", luaL_optstring(L, 3, NULL)};
+	mm_http_request_t req = {.method = "POST", .url = url, .headers = hdrs,
+				 .nheaders = hdrs[1] ? 2 : 1, .body = body, .body_len = n,
+				 .timeout_ms = 10000};
+	mm_buf_t out = {0};
+	long code = 0;
+	int rc = mm_http_fetch(&req, &code, &out);
+
+	if (rc) {
+		mm_buf_free(&out);
+		return mm_lua_push_diag(L, rc);
+	}
+	lua_pushinteger(L, (lua_Integer)code);
+	lua_pushlstring(L, out.len ? (const char *)out.p : "", out.len);
+	mm_buf_free(&out);
+	return 2;
+}
+
 /* core.isatty(fd) -> true if the descriptor is a terminal (progress output
  * redraws one line in place there, and logs lines elsewhere). */
 static int l_isatty(lua_State *L)
@@ -1752,6 +1778,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"worker_init", l_worker_init},
 		{"kill", l_kill},
 		{"isatty", l_isatty},
+		{"http_post", l_http_post},
 		{NULL, NULL},
 	};
 

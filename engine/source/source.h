@@ -44,7 +44,13 @@ enum {
 	MM_REC_POISON = 2, /* set by the engine: this record stalled or crashed
 	                    * a worker twice and goes to the dead-letter destination */
 	MM_REC_ID = 4,     /* id/id_len hold the record's identity in its source */
+	MM_REC_UNDECODABLE = 8, /* the source could not decode the record's payload
+	                         * (Lambda: kinesis.data that is not base64): p/len
+	                         * hold the raw text, and the pipelines send it to the
+	                         * dead-letter destination as malformed (reason json) */
 };
+
+#define MM_REC_UNDECODABLE_MSG "the source could not decode the record (invalid base64 or DynamoDB JSON)"
 
 #define MM_REC_PREFIX 4096
 
@@ -90,6 +96,20 @@ typedef struct mm_source_sink {
 	 * on the loop thread (never inside this call). status is 0, or an MM_E*
 	 * code if the engine is stopping before the flush could succeed. */
 	void (*flush)(void *ctx, mm_source_t *src, void (*done)(void *arg, int status), void *arg);
+	/* Reads the position stored under the source's current position key
+	 * (mm_source_pos_key) into out (appended to; it and the key must stay
+	 * unchanged until done runs), for a source whose key changes while it
+	 * runs (the Lambda runtime: one key per Kinesis shard, switched only
+	 * when nothing of the source is waiting for a flush). done(arg, status,
+	 * detail) runs later on the loop: status 0, MM_ENOTFOUND or a failure.
+	 * Returns 0, or an error and then never calls done. */
+	int (*position)(void *ctx, mm_source_t *src, mm_buf_t *out,
+			void (*done)(void *arg, int status, const char *detail), void *arg);
+	/* Records delivered and still waiting for a later flush: on a shared
+	 * store, those whose event ids another live writer holds (deferred by
+	 * the claim round, doc/dynamodb.md). A flush whose done() reported 0
+	 * made everything else durable; these are not yet. */
+	size_t (*pending)(void *ctx, mm_source_t *src);
 } mm_source_sink_t;
 
 /* One partition's lag for the lag() call below: partition names it within

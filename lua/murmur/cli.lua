@@ -405,7 +405,8 @@ function M.main(...)
     return EXIT_OK
   end
   local commands = { run = cmd_run, check = cmd_check, query = cmd_query, serve = cmd_serve, test = cmd_test, lua = cmd_lua,
-    status = cmd_status, reload = cmd_reload, ddb = function(a) return require("murmur.ddb").main(a) end,
+    status = cmd_status, reload = cmd_reload,
+    lambda = function(a) return require("murmur.lambda").main(a, parse_args, usage_error, HELP) end, ddb = function(a) return require("murmur.ddb").main(a) end,
     completion = function(a) return require("murmur.completion").main(a) end }
   local f = commands[cmd]
   if not f then

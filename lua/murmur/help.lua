@@ -11,6 +11,7 @@ commands:
   run SCRIPT...          run pipelines until stopped (or end of input with --once)
   query TARGET ENTITY    print an entity's aggregate (TARGET: script or pipeline name)
   serve [SCRIPT...]      answer queries over HTTP: Connect and gRPC (doc/query.md)
+  lambda [SCRIPT]        run as an AWS Lambda custom runtime (doc/kinesis.md)
   check SCRIPT...        validate pipeline scripts without running them
   status [--data DIR]    show a running instance's counters, reloads and sources
   reload [--data DIR]    ask a running instance to reload its scripts (SIGHUP)
@@ -80,6 +81,30 @@ SIGINT/SIGTERM stop gracefully: stop reading, flush, checkpoint, exit 0.
 Saving a script (or a module it requires), SIGHUP or `murmur reload` reloads
 it without stopping; an invalid version is refused and the old one keeps
 running.
+]],
+  lambda = [[
+usage: murmur lambda [SCRIPT] [options]
+
+Serves AWS Lambda invocations (Kinesis, SQS or DynamoDB Streams batches) with
+the pipelines of SCRIPT (default $_HANDLER, relative to $LAMBDA_TASK_ROOT),
+through the Runtime API at $AWS_LAMBDA_RUNTIME_API. The events replace the
+script's sources; each invocation's records are made durable before it is
+answered, and the records that are not are returned as batchItemFailures.
+The script, the store and its credentials ($AWS_ACCESS_KEY_ID,
+$AWS_SECRET_ACCESS_KEY, $AWS_SESSION_TOKEN) stay loaded across invocations.
+See doc/kinesis.md.
+  --store KIND       dynamodb (shared, the usual choice on Lambda), lmdb or
+                     memory (default $MURMUR_STORE or lmdb)
+  --data DIR         data directory (default $MURMUR_DATA or /tmp/murmur-data)
+  --consumer NAME    whose shard positions these are: stored as
+                     lambda:<stream ARN>/<shard>#NAME (default the function
+                     name, $AWS_LAMBDA_FUNCTION_NAME)
+  --margin DUR       time kept before the invocation's deadline: a flush still
+                     running then is reported as failed records (default 1s)
+  --cache URL        keep a Valkey cache of the store (doc/valkey.md)
+  --log-level LEVEL  error, warn, info (default) or debug
+  --stats            print the counters as JSON on stdout when stopping
+  --allow CAP[,CAP]  grant the script a capability, as run does (repeatable)
 ]],
   query = [[
 usage: murmur query SCRIPT|PIPELINE ENTITY [options]

@@ -102,6 +102,13 @@ end
 
 -- Resolves a spec's source into (backend, options table), or nil, message.
 local function source_config(src, opts)
+  -- Under `murmur lambda` the invocations are the input of every pipeline,
+  -- whatever source the script names (murmur.lambda).
+  if opts.lambda then
+    local o = {}
+    for k, v in pairs(opts.lambda) do o[k] = v end
+    return "lambda", o
+  end
   if src.type == "kafka" then return kafka_options(src, opts) end
   if src.type == "kinesis" then return kinesis_options(src, opts) end
   if src.type ~= "input" then
