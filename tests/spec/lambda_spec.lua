@@ -196,9 +196,7 @@ d("#lambda the Lambda runtime through the Runtime API emulator", function()
     local port = murmur_lambda(tbl, dir .. "/d2", "--margin 1s")
     -- Throttling and 5xx on a third of the flushes' writes, then 120 of them
     -- in an outage: longer than an invocation's 2.5 s budget, so some flushes
-    -- outlive their deadline and are reported instead of cut short. The
-    -- reads of the shard's position (GetItem) are spared: that read is still
-    -- synchronous (doc/kinesis.md, "Limits of the runtime").
+    -- outlive their deadline and are reported instead of cut short.
     local rules = {}
     for _, op in ipairs({ "UpdateItem", "PutItem" }) do
       rules[#rules + 1] = { op = op, action = "throttle", rate = 0.15 }
