@@ -1,7 +1,8 @@
 #!/bin/sh
 # make bench: CPU per event of the shipped pipelines on generated Zipf events,
 # as ratios against the B0 baseline (tests/bench/baseline.c) measured in the
-# same interleaved run, then the Valkey, Kafka, Kinesis and DynamoDB figures.
+# same interleaved run, then the Valkey, Kafka, Kinesis, Lambda and DynamoDB
+# figures.
 # BENCH_EVENTS (default 2 000 000) and BENCH_REPS (default 3) size it;
 # BENCH_CPU_ONLY=1 runs only the CPU-per-event table against B0.
 # doc/performance.md explains the method and lists the figures.
@@ -28,6 +29,12 @@ if command -v node >/dev/null 2>&1 && [ -f tests/node/node_modules/kinesalite/pa
 	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/kinesis.lua "$dir" "$dir/events-with-ids.jsonl"
 else
 	echo "kinesis: skipped (node or tests/node/node_modules missing: make deps)"
+fi
+if command -v node >/dev/null 2>&1 && [ -f tests/node/node_modules/kinesalite/package.json ] &&
+	[ -f tests/node/node_modules/dynalite/package.json ]; then
+	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/lambda.lua "$dir" "$dir/events-with-ids.jsonl"
+else
+	echo "lambda: skipped (node or tests/node/node_modules missing: make deps)"
 fi
 if command -v node >/dev/null 2>&1 && [ -f tests/node/node_modules/dynalite/package.json ]; then
 	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/dynamodb.lua "$dir" "$EVENTS"

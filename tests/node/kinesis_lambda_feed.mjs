@@ -19,7 +19,8 @@
 // --kill-at N kills the runtime (SIGKILL through the emulator) while the
 // N-th invocation is in flight. --raw FILE adds its lines as records whose
 // data is exactly the line's bytes, not base64 of them (malformed input).
-// Prints one JSON line with what happened.
+// Prints one JSON line with what happened (durations_ms: each answered
+// invocation's time in the runtime, as the emulator measured it).
 import http from 'node:http'
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
@@ -139,7 +140,7 @@ function event (shard, recs) {
 }
 
 const stats = { records: entries.length, invocations: 0, responses: 0, failures_reported: 0, partial: 0,
-  errors: 0, timeouts: 0, crashes: 0, redelivered: 0, kills: 0 }
+  errors: 0, timeouts: 0, crashes: 0, redelivered: 0, kills: 0, durations_ms: [] }
 let pendingKill = opt.killAt
 
 async function invoke (shard, recs) {
@@ -167,6 +168,7 @@ for (const shard of shards) {
     if (r.outcome === 'crash') { stats.crashes++; continue }
     if (r.outcome === 'error') { stats.errors++; continue }
     stats.responses++
+    if (r.duration_ms != null) stats.durations_ms.push(r.duration_ms)
     const failures = (JSON.parse(r.body || '{}') || {}).batchItemFailures || []
     if (failures.length > 0) {
       stats.partial++

@@ -26,15 +26,22 @@
 // Test control (what a spec calls, as Lambda's invoke path would):
 //   POST /test/invoke?timeout_ms=N   body = the event; answers when the
 //        invocation ends: {"request_id","outcome":"response"|"error"|"timeout"|
-//        "crash","body","error_type"}
+//        "crash","body","error_type","duration_ms"}, duration_ms the time from
+//        handing the event to the runtime to its answer (or the end)
 //   POST /test/kill                  SIGKILL the runtime now (it is restarted)
-//   GET  /test/state                 {"starts","invocations","init_errors":[...]}
+//   GET  /test/state                 {"starts","invocations","init_errors":[...],
+//        "ready_ms":[...],"ready_cpu_ms":[...],"ready_wait_ms":[...]}: per
+//        start of the runtime, the milliseconds from its spawn to its first
+//        /next (its cold start), and of those the CPU time its threads had and
+//        the time they waited for a CPU (Linux's /proc/PID/task/*/schedstat;
+//        null elsewhere)
 //   POST /test/stop                  stop the runtime (SIGTERM) and exit
 'use strict'
 
 const http = require('http')
 const { spawn } = require('child_process')
 const crypto = require('crypto')
+const fs = require('fs')
 
 const args = process.argv.slice(2)
 const opt = { port: 0, fn: 'murmur-spec', cmd: [], handler: null, root: null }
@@ -59,7 +66,9 @@ const MAX_RESPONSE = 6 * 1024 * 1024
 
 let child = null
 let stopping = false
-const state = { starts: 0, invocations: 0, init_errors: [], kills: 0 }
+const state = { starts: 0, invocations: 0, init_errors: [], kills: 0, ready_ms: [], ready_cpu_ms: [],
+  ready_wait_ms: [] }
+let spawnedAt = null      // when the current runtime was spawned, until its first /next
 const queue = []          // invocations waiting for a /next
 let waiting = null        // the runtime's pending /next response
 let current = null        // the invocation the runtime holds
@@ -67,13 +76,32 @@ const answered = new Set()
 
 function log (msg) { process.stderr.write(`lambda_emulator: ${msg}\n`) }
 
+// The CPU time a process's threads have had and the time they waited for a
+// CPU, in ms (the first two fields of each thread's schedstat, in ns), or
+// nulls where /proc has no schedstat.
+function schedstat (pid) {
+  try {
+    let cpu = 0
+    let wait = 0
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      const f = fs.readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')
+      cpu += Number(f[0])
+      wait += Number(f[1])
+    }
+    return { cpu: cpu / 1e6, wait: wait / 1e6 }
+  } catch (e) {
+    return { cpu: null, wait: null }
+  }
+}
+
 function finish (inv, outcome, body, errorType) {
   if (inv.done) return
   inv.done = true
   clearTimeout(inv.timer)
   answered.add(inv.id)
   if (current === inv) current = null
-  inv.reply({ request_id: inv.id, outcome, body, error_type: errorType || null })
+  const ms = inv.deliveredAt ? Number(process.hrtime.bigint() - inv.deliveredAt) / 1e6 : null
+  inv.reply({ request_id: inv.id, outcome, body, error_type: errorType || null, duration_ms: ms })
 }
 
 function startRuntime () {
@@ -90,6 +118,7 @@ function startRuntime () {
   })
   if (opt.handler) env._HANDLER = opt.handler
   if (opt.root) env.LAMBDA_TASK_ROOT = opt.root
+  spawnedAt = process.hrtime.bigint()
   child = spawn(opt.cmd[0], opt.cmd.slice(1), { env, stdio: ['ignore', 'inherit', 'inherit'] })
   const me = child
   me.on('exit', (code, sig) => {
@@ -124,6 +153,7 @@ function dispatch () {
     'Lambda-Runtime-Trace-Id': `Root=1-${Math.floor(Date.now() / 1000).toString(16)}-${crypto.randomBytes(12).toString('hex')};Parent=${crypto.randomBytes(8).toString('hex')};Sampled=0`
   })
   res.end(inv.event)
+  inv.deliveredAt = process.hrtime.bigint()
 }
 
 function readBody (req, limit, cb) {
@@ -148,6 +178,13 @@ const server = http.createServer((req, res) => {
   const path = url.pathname
   if (req.method === 'GET' && path === `${PREFIX}/invocation/next`) {
     // No time limit: Lambda freezes a runtime that waits here.
+    if (spawnedAt !== null && child) {
+      state.ready_ms.push(Number(process.hrtime.bigint() - spawnedAt) / 1e6)
+      const st = schedstat(child.pid)
+      state.ready_cpu_ms.push(st.cpu)
+      state.ready_wait_ms.push(st.wait)
+      spawnedAt = null
+    }
     waiting = { res, child }
     req.on('close', () => { if (waiting && waiting.res === res && !res.writableEnded) waiting = null })
     dispatch()
