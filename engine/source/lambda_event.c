@@ -16,6 +16,7 @@
 #include "../codec/json.h"
 #include "../lib/error.h"
 #include "../lib/text.h"
+#include "position.h"
 
 static int put_span(mm_lambda_event_t *ev, const char *p, size_t n, mm_lspan_t *out)
 {
@@ -193,6 +194,14 @@ int mm_lambda_ddb_to_json(const mm_jnode_t *map, mm_buf_t *out)
 
 /* ---- records ---- */
 
+static int all_digits(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < '0' || p[i] > '9')
+			return 0;
+	return 1;
+}
+
 static int kinesis_record(mm_lambda_event_t *ev, const mm_jnode_t *r, mm_lambda_record_t *rec)
 {
 	const mm_jnode_t *k = mm_jnode_get(r, "kinesis");
@@ -207,6 +216,16 @@ static int kinesis_record(mm_lambda_event_t *ev, const mm_jnode_t *r, mm_lambda_
 	    (colon = memchr(eid->s, ':', eid->len)) == NULL || colon == eid->s)
 		return mm_diag_set(MM_EINVAL, "kinesis event: a record lacks eventID "
 				   "\"<shard>:<sequence number>\" or kinesis.sequenceNumber");
+	/* The sequence number becomes the shard's stored position and is
+	 * compared as a decimal string: anything else (found by
+	 * fuzz_lambda_event) would store a position no later read accepts. */
+	if (seq->len > MM_KINESIS_SEQ_MAX || !all_digits(seq->s, seq->len))
+		return mm_diag_set(MM_EINVAL, "kinesis event: sequenceNumber \"%.*s\" is not a "
+				   "decimal number of at most %d digits", (int)(seq->len > 40 ? 40 : seq->len),
+				   seq->s, MM_KINESIS_SEQ_MAX);
+	if (colon - eid->s > MM_KINESIS_SHARD_MAX)
+		return mm_diag_set(MM_EINVAL, "kinesis event: the shard id of eventID is longer than %d bytes",
+				   MM_KINESIS_SHARD_MAX);
 	if ((rc = put_span(ev, eid->s, eid->len, &rec->id)))
 		return rc;
 	rec->shard = (mm_lspan_t){rec->id.off, (size_t)(colon - eid->s)};

@@ -56,6 +56,26 @@ TEST(kinesis_refuses_mixed_shards_and_unknown_events)
 	mm_lambda_event_free(&ev);
 }
 
+TEST(kinesis_refuses_sequence_numbers_that_are_not_decimal)
+{
+	/* A sequence number becomes the shard's stored position: one that is
+	 * not 1..128 decimal digits would be stored and then refused by every
+	 * later read (found by fuzz_lambda_event). */
+	static const char letters[] = "{\"Records\":[" KREC("495<03", "eyJhIjoxfQ==") "]}";
+	static const char digits129[] = "{\"Records\":[" KREC("1234567890123456789012345678901234567890"
+				"1234567890123456789012345678901234567890123456789012345678901234567890"
+				"1234567890123456789", "eyJhIjoxfQ==") "]}";
+	static const char digits128[] = "{\"Records\":[" KREC("1234567890123456789012345678901234567890"
+				"1234567890123456789012345678901234567890123456789012345678901234567890"
+				"123456789012345678", "eyJhIjoxfQ==") "]}";
+	mm_lambda_event_t ev = {0};
+
+	CHECK(mm_lambda_event_decode(&ev, letters, strlen(letters)) == MM_EINVAL);
+	CHECK(mm_lambda_event_decode(&ev, digits129, strlen(digits129)) == MM_EINVAL);
+	CHECK(mm_lambda_event_decode(&ev, digits128, strlen(digits128)) == 0 && ev.n == 1);
+	mm_lambda_event_free(&ev);
+}
+
 TEST(sqs_records)
 {
 	static const char j[] = "{\"Records\":[{\"messageId\":\"m-1\",\"body\":\"{\\\"x\\\":2}\","
@@ -111,6 +131,7 @@ int main(void)
 	RUN(kinesis_refuses_mixed_shards_and_unknown_events);
 	RUN(sqs_records);
 	RUN(dynamodb_stream_records);
+	RUN(kinesis_refuses_sequence_numbers_that_are_not_decimal);
 	RUN(sequence_number_order);
 	UNIT_DONE();
 }
