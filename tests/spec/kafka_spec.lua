@@ -23,47 +23,24 @@ local workers = {} -- spawned and not yet stopped, killed after each spec
 local status_of -- defined below; named in timeout messages
 
 local function wait_for(what, seconds, pred, datas)
-  for _ = 1, math.floor(seconds * 10) do
-    local v = pred()
-    if v then return v end
-    S.sleep(0.1)
-  end
-  local diag = {}
-  for _, d in ipairs(datas or {}) do diag[#diag + 1] = d .. ": " .. core.json_encode(status_of(d) or {}) end
-  error("timed out after " .. seconds .. " s waiting for " .. what .. "\n" .. table.concat(diag, "\n"), 2)
+  return S.wait_for(what, seconds, pred, function()
+    local diag = {}
+    for _, d in ipairs(datas or {}) do diag[#diag + 1] = d .. ": " .. core.json_encode(status_of(d) or {}) end
+    return table.concat(diag, "\n")
+  end)
 end
 
 local function mock_start(nbrokers)
-  local m = { log = dir .. "/mock.log", ctl = dir .. "/mock.ctl", seq = 0 }
-  assert(os.execute("mkfifo " .. S.quote(m.ctl)) == 0)
-  m.h = S.spawn(("%s/%s/helpers/kafka_mock %d < %s"):format(S.root, S.build, nbrokers, S.quote(m.ctl)), m.log)
-  -- Opening the FIFO waits for the helper to open its end.
-  m.w = assert(io.open(m.ctl, "w"))
-  m.bs = wait_for("the mock's bootstrap address", 10, function()
-    local s = S.read_file(m.log)
-    return s and s:match("^([%d%.:,]+)\n")
-  end)
-  return m
+  return S.kafka_mock_start(dir, nbrokers)
 end
 
--- Runs a control command (see tests/helpers/kafka_mock.c) and waits for "ok N".
 local function mock_cmd(cmd)
-  mock.seq = mock.seq + 1
-  mock.w:write(cmd, "\n")
-  mock.w:flush()
-  local seq = mock.seq
-  local answer = wait_for("mock command " .. cmd, 10, function()
-    local s = S.read_file(mock.log) or ""
-    return s:match("\n(ok " .. seq .. ")\n") or s:match("\n(error " .. seq .. ":[^\n]*)")
-  end)
-  assert.are.equal("ok " .. seq, answer, cmd)
+  S.kafka_mock_cmd(mock, cmd)
 end
 
 local function mock_stop()
   if not mock then return end
-  mock.w:close()
-  S.kill(mock.h, "KILL")
-  S.wait_exit(mock.h, 5)
+  S.kafka_mock_stop(mock)
   mock = nil
 end
 

@@ -186,4 +186,55 @@ function M.start_dynalite(dir, dbpath, port)
   return h, M.wait_port(log, 10)
 end
 
+-- Polls pred every 0.1 s for up to `seconds`; returns its first true value,
+-- or raises an error naming `what` (and diag(), when given) in the caller.
+function M.wait_for(what, seconds, pred, diag)
+  for _ = 1, math.floor(seconds * 10) do
+    local v = pred()
+    if v then return v end
+    M.sleep(0.1)
+  end
+  error("timed out after " .. seconds .. " s waiting for " .. what .. (diag and ("\n" .. diag()) or ""), 3)
+end
+
+-- librdkafka's mock cluster (build/helpers/kafka_mock, nbrokers brokers on
+-- 127.0.0.1), driven through a FIFO in dir; returns { bs = bootstrap
+-- servers, h = handle, log, w = the FIFO's write end, seq }.
+function M.kafka_mock_start(dir, nbrokers)
+  local m = { log = dir .. "/mock.log", ctl = dir .. "/mock.ctl", seq = 0 }
+  assert(os.execute("mkfifo " .. quote(m.ctl)) == 0)
+  m.h = M.spawn(("%s/%s/helpers/kafka_mock %d < %s"):format(M.root, M.build, nbrokers, quote(m.ctl)), m.log)
+  -- Opening the FIFO waits for the helper to open its end.
+  m.w = assert(io.open(m.ctl, "w"))
+  for _ = 1, 100 do
+    local s = M.read_file(m.log)
+    m.bs = s and s:match("^([%d%.:,]+)\n")
+    if m.bs then return m end
+    M.sleep(0.1)
+  end
+  error("the Kafka mock did not start: " .. (M.read_file(m.log) or ""))
+end
+
+-- Runs a mock control command (see tests/helpers/kafka_mock.c) and waits
+-- up to 10 s for its "ok N".
+function M.kafka_mock_cmd(m, cmd)
+  m.seq = m.seq + 1
+  m.w:write(cmd, "\n")
+  m.w:flush()
+  local answer
+  for _ = 1, 100 do
+    local s = M.read_file(m.log) or ""
+    answer = s:match("\n(ok " .. m.seq .. ")\n") or s:match("\n(error " .. m.seq .. ":[^\n]*)")
+    if answer then break end
+    M.sleep(0.1)
+  end
+  assert(answer == "ok " .. m.seq, cmd .. ": " .. tostring(answer or "no answer in 10 s"))
+end
+
+function M.kafka_mock_stop(m)
+  m.w:close()
+  M.kill(m.h, "KILL")
+  M.wait_exit(m.h, 5)
+end
+
 return M

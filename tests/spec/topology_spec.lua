@@ -21,14 +21,7 @@ local d = have and describe or pending
 local SCRIPT = "pipelines/recently_interacted.lua"
 local ENTITIES = 20
 
-local function wait_for(what, seconds, pred, diag)
-  for _ = 1, math.floor(seconds * 10) do
-    local v = pred()
-    if v then return v end
-    S.sleep(0.1)
-  end
-  error("timed out after " .. seconds .. " s waiting for " .. what .. (diag and ("\n" .. diag()) or ""), 2)
-end
+local wait_for = S.wait_for
 
 -- The Kafka source's status in a worker's status.json, or nil.
 local function kafka_status(data)
@@ -115,15 +108,7 @@ d("#topology Kafka worker and Lambda runtime into one DynamoDB table", function(
   end
 
   local function mock_cmd(cmd)
-    mock.seq = mock.seq + 1
-    mock.w:write(cmd, "\n")
-    mock.w:flush()
-    local seq = mock.seq
-    local answer = wait_for("mock command " .. cmd, 10, function()
-      local s = S.read_file(mock.h.log) or ""
-      return s:match("\n(ok " .. seq .. ")\n") or s:match("\n(error " .. seq .. ":[^\n]*)")
-    end)
-    assert.are.equal("ok " .. seq, answer, cmd)
+    S.kafka_mock_cmd(mock, cmd)
   end
 
   local function produce(topic, file)
@@ -146,19 +131,12 @@ d("#topology Kafka worker and Lambda runtime into one DynamoDB table", function(
       .. "MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d MURMUR_LUA_DIR=%s/lua"):format(port, S.root)
     local code, _, err = S.exec(("env %s %s ddb create-table"):format(env, S.quote(S.murmur)))
     assert.are.equal(0, code, err)
-    mock = { ctl = dir .. "/mock.ctl", seq = 0 }
-    assert(os.execute("mkfifo " .. S.quote(mock.ctl)) == 0)
-    mock.h = spawn(("%s/%s/helpers/kafka_mock 1 < %s"):format(S.root, S.build, S.quote(mock.ctl)), dir .. "/mock.log")
-    mock.w = assert(io.open(mock.ctl, "w"))
-    mock.bs = wait_for("the mock's bootstrap address", 10, function()
-      local s = S.read_file(mock.h.log)
-      return s and s:match("^([%d%.:,]+)\n")
-    end)
+    mock = S.kafka_mock_start(dir, 1)
     mock_cmd("topic topo 2")
   end)
 
   teardown(function()
-    if mock then mock.w:close() end
+    if mock then S.kafka_mock_stop(mock) end
     if eport then S.exec(("curl -s --max-time 10 -X POST http://127.0.0.1:%d/test/stop"):format(eport)) end
     for h in pairs(procs) do
       S.kill(h, "KILL")
