@@ -11,7 +11,10 @@
 -- kill -9 while both channels are busy and restarted. The events name 20
 -- entities, fewer than K = 32, so Misra-Gries is exact: the Top-K read back
 -- with `murmur query` from DynamoDB must hold every entity's exact count of
--- distinct event ids. Everything runs on 127.0.0.1 and is stopped at the end.
+-- distinct event ids. A second run, a Zipf stream over more entities than K
+-- through both channels with the same redeliveries, must stay within the
+-- Misra-Gries bounds (every true count within its reported [lower, upper],
+-- n exact). Everything runs on 127.0.0.1 and is stopped at the end.
 local S = require("spec.support")
 local core = require("murmur.core")
 
@@ -46,34 +49,42 @@ local function caught_up(data, total)
   return sum == total
 end
 
--- Draws n events from `ids` event ids (so ids repeat within a channel, as a
--- producer's retry would) and routes each by its id: id % 3 == 0 to Kafka
--- only, 1 to Kinesis only, 2 to both. A repeated id carries the same
--- entity. Returns the two files' line counts and the exact counts: each
--- event id once, whichever channel brought it first.
-local function gen(dir, n, ids, seed)
-  local kf = assert(io.open(dir .. "/kafka.jsonl", "w"))
-  local lf = assert(io.open(dir .. "/kinesis.jsonl", "w"))
+-- Routes events to the two channels by their numeric id: id % 3 == 0 to
+-- Kafka only, 1 to Kinesis only, 2 to both. `events` is a list of
+-- { id = number, entity = string, line = JSON text }. Returns the two files,
+-- their line counts and the exact counts: each event id once, whichever
+-- channel brought it first.
+local function route(dir, name, events)
+  local kafka, kinesis = ("%s/%s-kafka.jsonl"):format(dir, name), ("%s/%s-kinesis.jsonl"):format(dir, name)
+  local kf, lf = assert(io.open(kafka, "w")), assert(io.open(kinesis, "w"))
   local seen, truth, nk, nl, distinct = {}, {}, 0, 0, 0
-  local x = seed
-  for _ = 1, n do
-    x = (x * 1103515245 + 12345) % 2147483648
-    local id = math.floor(x / 65536) % ids
-    -- Entities skewed (a square of a spread of the id), so counts differ.
-    local ent = ("ent%d"):format(math.floor(((id * 7919) % ids / ids) ^ 2 * ENTITIES))
-    local line = ('{"event_id":"t%d","entity_id":"%s"}\n'):format(id, ent)
-    if id % 3 ~= 1 then kf:write(line) nk = nk + 1 end
-    if id % 3 ~= 0 then lf:write(line) nl = nl + 1 end
-    if not seen[id] then
-      seen[id] = true
-      truth[ent] = (truth[ent] or 0) + 1
+  for _, e in ipairs(events) do
+    if e.id % 3 ~= 1 then kf:write(e.line, "\n") nk = nk + 1 end
+    if e.id % 3 ~= 0 then lf:write(e.line, "\n") nl = nl + 1 end
+    if not seen[e.id] then
+      seen[e.id] = true
+      truth[e.entity] = (truth[e.entity] or 0) + 1
       distinct = distinct + 1
     end
   end
   kf:close()
   lf:close()
-  return { kafka = dir .. "/kafka.jsonl", nk = nk, kinesis = dir .. "/kinesis.jsonl", nl = nl,
-    truth = truth, distinct = distinct }
+  return { kafka = kafka, nk = nk, kinesis = kinesis, nl = nl, truth = truth, distinct = distinct }
+end
+
+-- Draws n events from `ids` event ids (so ids repeat within a channel, as a
+-- producer's retry would) over ENTITIES entities; a repeated id carries the
+-- same entity.
+local function draws(n, ids, seed)
+  local out, x = {}, seed
+  for i = 1, n do
+    x = (x * 1103515245 + 12345) % 2147483648
+    local id = math.floor(x / 65536) % ids
+    -- Entities skewed (a square of a spread of the id), so counts differ.
+    local ent = ("ent%d"):format(math.floor(((id * 7919) % ids / ids) ^ 2 * ENTITIES))
+    out[i] = { id = id, entity = ent, line = ('{"event_id":"t%d","entity_id":"%s"}'):format(id, ent) }
+  end
+  return out
 end
 
 -- Splits a file into two of consecutive lines; returns their paths.
@@ -90,7 +101,8 @@ local function halves(path, n)
 end
 
 d("#topology Kafka worker and Lambda runtime into one DynamoDB table", function()
-  local dir, dyn, mock, env, eport
+  local dir, dyn, dport, mock, env
+  local eports = {}
   local procs = {}
 
   local function spawn(cmd, log)
@@ -117,27 +129,77 @@ d("#topology Kafka worker and Lambda runtime into one DynamoDB table", function(
     assert.are.equal(0, code, err)
   end
 
-  local function worker(data, group, extra)
-    return ("env MURMUR_STORE=dynamodb %s %s run --no-supervisor --data %s --kafka-brokers %s --kafka-topic topo --kafka-group %s "
-      .. "-X session.timeout.ms=6000 -X heartbeat.interval.ms=500 %s %s")
-      :format(env, S.quote(S.murmur), S.quote(data), mock.bs, group, extra or "", SCRIPT)
+  local function worker(data, topic, group, extra)
+    return ("env MURMUR_STORE=dynamodb %s %s run --no-supervisor --data %s --kafka-brokers %s --kafka-topic %s "
+      .. "--kafka-group %s -X session.timeout.ms=6000 -X heartbeat.interval.ms=500 %s %s")
+      :format(env, S.quote(S.murmur), S.quote(data), mock.bs, topic, group, extra or "", SCRIPT)
+  end
+
+  -- A new table for a run; env names it from then on.
+  local function use_table(name)
+    env = ("AWS_ACCESS_KEY_ID=AKIDTOPO AWS_SECRET_ACCESS_KEY=topo MURMUR_DYNAMODB_TABLE=%s "
+      .. "MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d MURMUR_LUA_DIR=%s/lua"):format(name, dport, S.root)
+    local code, _, err = S.exec(("env %s %s ddb create-table"):format(env, S.quote(S.murmur)))
+    assert.are.equal(0, code, err)
+  end
+
+  -- The Lambda side: `murmur lambda` behind the emulator; returns its port.
+  local function lambda_side(name)
+    local elog = ("%s/emulator-%s.log"):format(dir, name)
+    spawn(("node %s/tests/node/lambda_emulator.js --handler %s --task-root %s -- env %s %s lambda "
+      .. "--store dynamodb --data %s"):format(S.root, SCRIPT, S.root, env, S.quote(S.murmur),
+      S.quote(dir .. "/lambda-" .. name)), elog)
+    local port = S.wait_port(elog, 10)
+    eports[#eports + 1] = port
+    return port
+  end
+
+  -- The feed in the background, redelivering a third of its successful
+  -- batches; finish_feed waits for it and returns its summary.
+  local function start_feed(port, input, stream)
+    return spawn(("node %s/tests/node/kinesis_lambda_feed.mjs --emulator %d --input %s --shards 2 --batch 25 "
+      .. "--redeliver 0.3 --seed 3 --stream %s"):format(S.root, port, S.quote(input), stream),
+      ("%s/feed-%s.log"):format(dir, stream))
+  end
+
+  local function finish_feed(h)
+    assert.is_not_nil(S.wait_exit(h, 120), "the feed did not finish: " .. (S.read_file(h.log) or ""))
+    procs[h] = nil
+    local st = core.json_decode((S.read_file(h.log) or ""):match("({[^\n]*})%s*$"))
+    assert.is_true(st.redelivered > 0, core.json_encode(st))
+    assert.are.equal(0, st.errors + st.timeouts + st.crashes, core.json_encode(st))
+    return st
+  end
+
+  -- A second consumer group reads the whole topic again: every Kafka
+  -- record is redelivered and found a duplicate.
+  local function replay_topic(topic, n)
+    local code, out, err = S.exec(worker(dir .. "/replay-" .. topic, topic, topic .. "-replay", "--once --stats"))
+    assert.are.equal(0, code, err)
+    local replay = core.json_decode(out).pipelines.recently_interacted
+    assert.are.equal(0, replay.accepted, out)
+    assert.are.equal(n, replay.duplicates, out)
+  end
+
+  -- recently_interacted's Top-K as `murmur query` reads it from the table.
+  local function stored()
+    local code, out, err = S.exec(("env %s %s query --store dynamodb --json %s global --window 30d --data %s")
+      :format(env, S.quote(S.murmur), SCRIPT, S.quote(dir .. "/q")))
+    assert.are.equal(0, code, err)
+    return core.json_decode(out).result
   end
 
   setup(function()
     dir = S.tmpdir()
-    local port
-    dyn, port = S.start_dynalite(dir, dir .. "/db")
-    env = ("AWS_ACCESS_KEY_ID=AKIDTOPO AWS_SECRET_ACCESS_KEY=topo MURMUR_DYNAMODB_TABLE=topology "
-      .. "MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d MURMUR_LUA_DIR=%s/lua"):format(port, S.root)
-    local code, _, err = S.exec(("env %s %s ddb create-table"):format(env, S.quote(S.murmur)))
-    assert.are.equal(0, code, err)
+    dyn, dport = S.start_dynalite(dir, dir .. "/db")
     mock = S.kafka_mock_start(dir, 1)
-    mock_cmd("topic topo 2")
   end)
 
   teardown(function()
     if mock then S.kafka_mock_stop(mock) end
-    if eport then S.exec(("curl -s --max-time 10 -X POST http://127.0.0.1:%d/test/stop"):format(eport)) end
+    for _, port in ipairs(eports) do
+      S.exec(("curl -s --max-time 10 -X POST http://127.0.0.1:%d/test/stop"):format(port))
+    end
     for h in pairs(procs) do
       S.kill(h, "KILL")
       S.wait_exit(h, 5)
@@ -147,26 +209,18 @@ d("#topology Kafka worker and Lambda runtime into one DynamoDB table", function(
   end)
 
   it("stores the exact Top-K with shared event ids, redeliveries on both sides and a kill -9", function()
-    local ev = gen(dir, 1500, 1000, 17)
+    use_table("topology")
+    mock_cmd("topic topo 2")
+    local ev = route(dir, "exact", draws(1500, 1000, 17))
     local k1, k2 = halves(ev.kafka, ev.nk)
     local d1 = dir .. "/w1"
-
-    -- The Lambda side: the runtime behind the emulator, and the feed in the
-    -- background, redelivering a third of its successful batches.
-    local elog = dir .. "/emulator.log"
-    spawn(("node %s/tests/node/lambda_emulator.js --handler %s --task-root %s -- env %s %s lambda "
-      .. "--store dynamodb --data %s"):format(S.root, SCRIPT, S.root, env, S.quote(S.murmur),
-      S.quote(dir .. "/lambda")), elog)
-    eport = S.wait_port(elog, 10)
-
-    local w = spawn(worker(d1, "topo1"), dir .. "/w1a.log")
+    local eport = lambda_side("exact")
+    local w = spawn(worker(d1, "topo", "topo1"), dir .. "/w1a.log")
     wait_for("the worker's assignment", 60, function()
       local st = kafka_status(d1)
       return st and #st.partitions == 2
     end)
-    local flog = dir .. "/feed.log"
-    local feed = spawn(("node %s/tests/node/kinesis_lambda_feed.mjs --emulator %d --input %s --shards 2 --batch 25 "
-      .. "--redeliver 0.3 --seed 3 --stream topo"):format(S.root, eport, S.quote(ev.kinesis)), flog)
+    local feed = start_feed(eport, ev.kinesis, "topo")
 
     -- The Kafka side, while the feed runs: half the topic, a kill -9 as soon
     -- as the worker has read some of it, the other half, and a restart that
@@ -177,30 +231,15 @@ d("#topology Kafka worker and Lambda runtime into one DynamoDB table", function(
     end)
     stop(w, "KILL")
     produce("topo", k2)
-    w = spawn(worker(d1, "topo1"), dir .. "/w1b.log")
+    w = spawn(worker(d1, "topo", "topo1"), dir .. "/w1b.log")
     -- The dead worker's claims hold their events until its lease (30 s) ends.
     wait_for("the restarted worker to catch up", 120, function() return caught_up(d1, ev.nk) end,
       function() return core.json_encode(kafka_status(d1) or {}) end)
     assert.are.equal(0, stop(w, "TERM", 60))
+    replay_topic("topo", ev.nk)
+    local st = finish_feed(feed)
 
-    -- A second consumer group reads the whole topic again: every Kafka
-    -- record redelivered.
-    local code, out, err = S.exec(worker(dir .. "/w2", "topo2", "--once --stats"))
-    assert.are.equal(0, code, err)
-    local replay = core.json_decode(out).pipelines.recently_interacted
-    assert.are.equal(0, replay.accepted, out)
-    assert.are.equal(ev.nk, replay.duplicates, out)
-
-    assert.is_not_nil(S.wait_exit(feed, 120), "the feed did not finish: " .. (S.read_file(flog) or ""))
-    procs[feed] = nil
-    local st = core.json_decode((S.read_file(flog) or ""):match("({[^\n]*})%s*$"))
-    assert.is_true(st.redelivered > 0, core.json_encode(st))
-    assert.are.equal(0, st.errors + st.timeouts + st.crashes, core.json_encode(st))
-
-    code, out, err = S.exec(("env %s %s query --store dynamodb --json %s global --window 30d --data %s")
-      :format(env, S.quote(S.murmur), SCRIPT, S.quote(dir .. "/q")))
-    assert.are.equal(0, code, err)
-    local res = core.json_decode(out).result
+    local res = stored()
     local got, bad = {}, {}
     for _, it in ipairs(res.items) do
       got[it.item] = it.count
@@ -213,5 +252,49 @@ d("#topology Kafka worker and Lambda runtime into one DynamoDB table", function(
     assert.are.same(ev.truth, got)
     assert.are.equal(ev.distinct, res.n)
     assert.are.equal(0, tonumber(res.error))
+  end)
+
+  -- More entities than K: Misra-Gries is approximate, within its bounds.
+  it("keeps a Zipf stream over more entities than K within the Misra-Gries bounds", function()
+    use_table("topology_zipf")
+    mock_cmd("topic zipf 2")
+    local path = dir .. "/zipf.jsonl"
+    S.gen_events(path, 2400, 400, 1.1, 29)
+    local events = {}
+    for line in io.lines(path) do
+      events[#events + 1] = { id = tonumber(line:match('"event_id":"e(%d+)"')),
+        entity = line:match('"entity_id":"([^"]+)"'), line = line }
+    end
+    local ev = route(dir, "zipf", events)
+    local feed = start_feed(lambda_side("zipf"), ev.kinesis, "zipf")
+    produce("zipf", ev.kafka)
+    local code, _, err = S.exec(worker(dir .. "/wz", "zipf", "zipf1", "--once"))
+    assert.are.equal(0, code, err)
+    replay_topic("zipf", ev.nk)
+    finish_feed(feed)
+
+    local res, K = stored(), 32
+    local reported, bad = {}, {}
+    for _, it in ipairs(res.items) do
+      local truth = ev.truth[it.item] or 0
+      reported[it.item] = true
+      if not (it.lower <= truth and truth <= it.upper) then
+        bad[#bad + 1] = ("%s: %d not in [%d, %d]"):format(it.item, truth, it.lower, it.upper)
+      end
+    end
+    -- An entity the summary dropped was counted at most `error` times.
+    for ent, truth in pairs(ev.truth) do
+      if not reported[ent] and truth > res.error then
+        bad[#bad + 1] = ("%s: %d, not reported, above the error %d"):format(ent, truth, res.error)
+      end
+    end
+    local distinct = 0
+    for _ in pairs(ev.truth) do distinct = distinct + 1 end
+    print(("# topology zipf: %d events over %d entities, stored n %d, error %d, %d items"):format(ev.distinct,
+      distinct, res.n, res.error, #res.items))
+    assert.is_true(distinct > K)
+    assert.are.same({}, bad)
+    assert.are.equal(ev.distinct, res.n)
+    assert.is_true(res.error <= ev.distinct / (K + 1))
   end)
 end)
