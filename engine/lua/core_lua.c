@@ -1,36 +1,28 @@
 /*
  * core_lua.c: the `murmur.core` module, murmur's classic Lua/C API tier.
  *
- * Lifecycle and asynchronous objects live here as userdata with metatables
- * (luv style): the engine (loop + store + pipelines + sources), stores opened
- * for queries, and monoid states for scripts and specs. The per-record calls
+ * Lifecycle and asynchronous objects are userdata with metatables (luv
+ * style). This file holds the engine (loop + store + pipelines + sources),
+ * the Lua-driven handles it owns (timers, watchers, signals) and the module's
+ * registration; stores opened for queries are in store_lua.c, monoid states
+ * in state_lua.c, the plain functions (time, logging, files, processes) in
+ * sys_lua.c, and core_lua.h is what they share. The per-record calls
  * of the Lua path do not come through here: lua/murmur/runtime.lua reaches
  * the mm_pipe_* functions through the FFI (see lua/murmur/cdef.lua).
  *
  * Failures are returned as `nil, "ENAME: message", "ENAME"`; raising is kept
  * for programmer errors (wrong argument types).
  */
-#include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdlib.h>
-#include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "../core/engine.h"
 #include "../core/metrics.h"
-#include "../core/progress.h"
-#include "../core/supervisor.h"
-#include "../http/http.h"
 #include "../lib/error.h"
-#include "../lib/file.h"
-#include "../lib/hash.h"
 #include "../lib/log.h"
-#include "../monoid/window.h"
 #include "core_lua.h"
 #include "explain_lua.h"
 #include "metrics_lua.h"
@@ -44,10 +36,8 @@
 /* Version of the FFI declarations in lua/murmur/cdef.lua (bump together). */
 #define MM_FFI_ABI 1
 #define ENGINE_MT "murmur.engine"
-#define STORE_MT "murmur.store"
-#define STATE_MT "murmur.state"
 
-static int push_fail(lua_State *L, int err, const char *detail)
+int mm_lua_push_fail(lua_State *L, int err, const char *detail)
 {
 	lua_pushnil(L);
 	lua_pushfstring(L, "%s: %s", mm_err_name(err), detail && *detail ? detail : mm_strerror(err));
@@ -57,7 +47,7 @@ static int push_fail(lua_State *L, int err, const char *detail)
 
 int mm_lua_push_diag(lua_State *L, int err)
 {
-	return push_fail(L, err, mm_diag_code() == err ? mm_diag_msg() : mm_strerror(err));
+	return mm_lua_push_fail(L, err, mm_diag_code() == err ? mm_diag_msg() : mm_strerror(err));
 }
 
 /* ---- helpers reading option tables ---- */
@@ -133,7 +123,7 @@ int mm_lua_read_kv(lua_State *L, int t, mm_kv_t *kv, size_t max, size_t *n)
 }
 
 /* Reads a monoid spec {name=..., k=..., capacity=..., fpr=..., max_size=..., float=...}. */
-static int read_monoid(lua_State *L, int t, mm_monoid_t *m)
+int mm_lua_read_monoid(lua_State *L, int t, mm_monoid_t *m)
 {
 	mm_monoid_params_t p = {0};
 	const char *name;
@@ -189,22 +179,6 @@ struct lua_handle {
 	lua_handle_t *next;
 };
 
-/* Pushes the bytes a synchronous store read produced: the string, nil when
- * absent (MM_ENOTFOUND), or the failure triple. Frees b. */
-static int push_store_bytes(lua_State *L, int rc, mm_buf_t *b)
-{
-	if (rc) {
-		mm_buf_free(b);
-		if (rc != MM_ENOTFOUND)
-			return mm_lua_push_diag(L, rc);
-		lua_pushnil(L);
-		return 1;
-	}
-	lua_pushlstring(L, (const char *)b->p, b->len);
-	mm_buf_free(b);
-	return 1;
-}
-
 static void engine_close_handles(void *ud);
 
 static lua_engine_t *check_engine(lua_State *L)
@@ -240,7 +214,7 @@ static int l_engine_open(lua_State *L)
 	if (e->loop == NULL || uv_loop_init(e->loop) != 0) {
 		free(e->loop);
 		e->loop = NULL;
-		return push_fail(L, MM_ENOMEM, "cannot create the event loop");
+		return mm_lua_push_fail(L, MM_ENOMEM, "cannot create the event loop");
 	}
 	rc = mm_store_open(backend, e->loop, kv, nkv, 0, &st);
 	if (rc == 0)
@@ -271,7 +245,7 @@ static int read_pipeline_config(lua_State *L, lua_engine_t *e, mm_pipeline_confi
 	luaL_checktype(L, 2, LUA_TTABLE);
 	memset(&cfg, 0, sizeof(cfg));
 	lua_getfield(L, 2, "monoid");
-	rc = read_monoid(L, lua_gettop(L), &cfg.monoid);
+	rc = mm_lua_read_monoid(L, lua_gettop(L), &cfg.monoid);
 	lua_pop(L, 1);
 	if (rc)
 		return mm_lua_push_diag(L, rc);
@@ -630,7 +604,7 @@ static int l_engine_watch(lua_State *L)
 	rc = uv_fs_event_start(&lh->u.fs, on_lua_fs_event, dir, 0);
 	if (rc) {
 		handle_close(lh);
-		return push_fail(L, MM_EIO, uv_strerror(rc));
+		return mm_lua_push_fail(L, MM_EIO, uv_strerror(rc));
 	}
 	return 1;
 }
@@ -718,7 +692,7 @@ static int l_engine_flush(lua_State *L)
 	int rc;
 
 	if (w == NULL)
-		return push_fail(L, MM_ENOMEM, "out of memory");
+		return mm_lua_push_fail(L, MM_ENOMEM, "out of memory");
 	if ((rc = mm_engine_flush(e->ctx, on_lua_flush, w)) != 0)
 		return lua_wait_refused(L, w, rc);
 	lua_pushboolean(L, 1);
@@ -804,7 +778,7 @@ static int l_engine_meta(lua_State *L)
 	int rc;
 
 	if (w == NULL)
-		return push_fail(L, MM_ENOMEM, "out of memory");
+		return mm_lua_push_fail(L, MM_ENOMEM, "out of memory");
 	if ((rc = mm_store_get_meta(e->ctx->st, name, &w->out, on_lua_meta, w)) != 0)
 		return lua_wait_refused(L, w, rc);
 	lua_pushboolean(L, 1);
@@ -827,25 +801,19 @@ static int l_engine_close_idle_sources(lua_State *L)
 	return 0;
 }
 
-#define SET_NUM(name, v)                                  \
-	do {                                              \
-		lua_pushnumber(L, (lua_Number)(v));       \
-		lua_setfield(L, -2, name);                \
-	} while (0)
-
 /* Sets the per-command counters of a cache (cache_get, ...) into the table
  * on top; nothing for a store without MM_STORE_CAP_CACHE. */
-static void push_cache_stats(lua_State *L, const mm_store_t *st)
+void mm_lua_push_cache_stats(lua_State *L, const mm_store_t *st)
 {
 	mm_store_op_stats_t os[32];
 	size_t n = mm_store_op_stats(st, os, 32);
 
 	for (size_t i = 0; i < n && i < 32; i++) {
 		lua_newtable(L);
-		SET_NUM("ops", os[i].ops);
-		SET_NUM("errors", os[i].errors);
-		SET_NUM("ms_total", os[i].ns_total / 1e6);
-		SET_NUM("ms_max", os[i].ns_max / 1e6);
+		MM_LUA_SET_NUM("ops", os[i].ops);
+		MM_LUA_SET_NUM("errors", os[i].errors);
+		MM_LUA_SET_NUM("ms_total", os[i].ns_total / 1e6);
+		MM_LUA_SET_NUM("ms_max", os[i].ns_max / 1e6);
 		lua_setfield(L, -2, os[i].name);
 	}
 }
@@ -873,39 +841,39 @@ static int l_engine_stats(lua_State *L)
 					  "meta"};
 
 	lua_newtable(L);
-	SET_NUM("batches", ctx->stats.batches);
-	SET_NUM("records", ctx->stats.records);
-	SET_NUM("flushes", ctx->stats.flushes);
-	SET_NUM("flush_failures", ctx->stats.flush_failures);
-	SET_NUM("store_writes", ctx->stats.store_writes);
-	SET_NUM("pauses", ctx->stats.pauses);
-	SET_NUM("purged", ctx->stats.purged);
-	SET_NUM("flush_ms_max", ctx->stats.flush_ns_max / 1e6);
-	SET_NUM("flush_ms_total", ctx->stats.flush_ns_total / 1e6);
+	MM_LUA_SET_NUM("batches", ctx->stats.batches);
+	MM_LUA_SET_NUM("records", ctx->stats.records);
+	MM_LUA_SET_NUM("flushes", ctx->stats.flushes);
+	MM_LUA_SET_NUM("flush_failures", ctx->stats.flush_failures);
+	MM_LUA_SET_NUM("store_writes", ctx->stats.store_writes);
+	MM_LUA_SET_NUM("pauses", ctx->stats.pauses);
+	MM_LUA_SET_NUM("purged", ctx->stats.purged);
+	MM_LUA_SET_NUM("flush_ms_max", ctx->stats.flush_ns_max / 1e6);
+	MM_LUA_SET_NUM("flush_ms_total", ctx->stats.flush_ns_total / 1e6);
 	/* How late the loop ran its callbacks (looplag.h): the largest lag
 	 * since start and over the recent window. */
-	SET_NUM("loop_lag_ms_max", mm_loop_lag_max_ns(&ctx->lag) / 1e6);
-	SET_NUM("loop_lag_ms_recent", mm_loop_lag_recent_ns(&ctx->lag, uv_hrtime()) / 1e6);
+	MM_LUA_SET_NUM("loop_lag_ms_max", mm_loop_lag_max_ns(&ctx->lag) / 1e6);
+	MM_LUA_SET_NUM("loop_lag_ms_recent", mm_loop_lag_recent_ns(&ctx->lag, uv_hrtime()) / 1e6);
 	/* The same without the time the loop thread waited for a CPU: what
 	 * callbacks and blocking calls cost the loop (looplag.h). */
-	SET_NUM("loop_block_ms_max", mm_loop_block_max_ns(&ctx->lag) / 1e6);
-	SET_NUM("loop_block_ms_recent", mm_loop_block_recent_ns(&ctx->lag, uv_hrtime()) / 1e6);
-	SET_NUM("lua_errors", mm_lua_errors());
+	MM_LUA_SET_NUM("loop_block_ms_max", mm_loop_block_max_ns(&ctx->lag) / 1e6);
+	MM_LUA_SET_NUM("loop_block_ms_recent", mm_loop_block_recent_ns(&ctx->lag, uv_hrtime()) / 1e6);
+	MM_LUA_SET_NUM("lua_errors", mm_lua_errors());
 	{
 		struct rusage ru;
 
 		getrusage(RUSAGE_SELF, &ru);
-		SET_NUM("max_rss_kb", ru.ru_maxrss);
-		SET_NUM("cpu_user_s", ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6);
-		SET_NUM("cpu_sys_s", ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
+		MM_LUA_SET_NUM("max_rss_kb", ru.ru_maxrss);
+		MM_LUA_SET_NUM("cpu_user_s", ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6);
+		MM_LUA_SET_NUM("cpu_sys_s", ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
 	}
 	lua_newtable(L);
 	for (int i = 0; i < MM_STORE_NOPS; i++) {
 		lua_newtable(L);
-		SET_NUM("ops", ctx->st->stats.ops[i]);
-		SET_NUM("errors", ctx->st->stats.errors[i]);
-		SET_NUM("ms_total", ctx->st->stats.ns_total[i] / 1e6);
-		SET_NUM("ms_max", ctx->st->stats.ns_max[i] / 1e6);
+		MM_LUA_SET_NUM("ops", ctx->st->stats.ops[i]);
+		MM_LUA_SET_NUM("errors", ctx->st->stats.errors[i]);
+		MM_LUA_SET_NUM("ms_total", ctx->st->stats.ns_total[i] / 1e6);
+		MM_LUA_SET_NUM("ms_max", ctx->st->stats.ns_max[i] / 1e6);
 		lua_setfield(L, -2, ops[i]);
 	}
 	push_store_caps(L, ctx->st);
@@ -920,44 +888,44 @@ static int l_engine_stats(lua_State *L)
 
 		snprintf(name, sizeof(name), "%s:store_merge_update", p->cfg.name);
 		lua_newtable(L);
-		SET_NUM("ops", p->stats.deltas_flushed);
-		SET_NUM("errors", p->stats.rejected[MM_REJ_MERGE]);
-		SET_NUM("flushes_ms_total", ctx->st->stats.ns_total[MM_STORE_OP_APPLY] / 1e6);
+		MM_LUA_SET_NUM("ops", p->stats.deltas_flushed);
+		MM_LUA_SET_NUM("errors", p->stats.rejected[MM_REJ_MERGE]);
+		MM_LUA_SET_NUM("flushes_ms_total", ctx->st->stats.ns_total[MM_STORE_OP_APPLY] / 1e6);
 		lua_setfield(L, -2, name);
 		snprintf(name, sizeof(name), "%s:store_seen", p->cfg.name);
 		lua_newtable(L);
-		SET_NUM("ops", ctx->st->stats.ops[MM_STORE_OP_SEEN]);
-		SET_NUM("errors", ctx->st->stats.errors[MM_STORE_OP_SEEN]);
+		MM_LUA_SET_NUM("ops", ctx->st->stats.ops[MM_STORE_OP_SEEN]);
+		MM_LUA_SET_NUM("errors", ctx->st->stats.errors[MM_STORE_OP_SEEN]);
 		lua_setfield(L, -2, name);
 		snprintf(name, sizeof(name), "%s:store_claim", p->cfg.name);
 		lua_newtable(L);
-		SET_NUM("ops", p->stats.claims);
-		SET_NUM("duplicates", p->stats.claim_duplicates);
-		SET_NUM("busy", p->stats.claim_busy);
-		SET_NUM("deferred", p->stats.claim_deferred);
-		SET_NUM("stolen", p->stats.claim_stolen);
-		SET_NUM("renewals", p->stats.claim_renewals);
-		SET_NUM("lost", p->stats.claim_lost);
+		MM_LUA_SET_NUM("ops", p->stats.claims);
+		MM_LUA_SET_NUM("duplicates", p->stats.claim_duplicates);
+		MM_LUA_SET_NUM("busy", p->stats.claim_busy);
+		MM_LUA_SET_NUM("deferred", p->stats.claim_deferred);
+		MM_LUA_SET_NUM("stolen", p->stats.claim_stolen);
+		MM_LUA_SET_NUM("renewals", p->stats.claim_renewals);
+		MM_LUA_SET_NUM("lost", p->stats.claim_lost);
 		lua_setfield(L, -2, name);
 	}
-	push_cache_stats(L, ctx->st);
+	mm_lua_push_cache_stats(L, ctx->st);
 	lua_setfield(L, -2, "instrumentation");
 	lua_newtable(L);
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_t *p = ctx->pipes[i];
 
 		lua_newtable(L);
-		SET_NUM("records", p->stats.records);
-		SET_NUM("accepted", p->stats.accepted);
-		SET_NUM("duplicates", p->stats.duplicates);
-		SET_NUM("dedup_skipped", p->stats.dedup_skipped);
-		SET_NUM("held", p->stats.held);
-		SET_NUM("deltas_flushed", p->stats.deltas_flushed);
-		SET_NUM("dead_letters", p->stats.dead_letters);
-		SET_NUM("dead_letter_errors", p->stats.dead_letter_errors);
+		MM_LUA_SET_NUM("records", p->stats.records);
+		MM_LUA_SET_NUM("accepted", p->stats.accepted);
+		MM_LUA_SET_NUM("duplicates", p->stats.duplicates);
+		MM_LUA_SET_NUM("dedup_skipped", p->stats.dedup_skipped);
+		MM_LUA_SET_NUM("held", p->stats.held);
+		MM_LUA_SET_NUM("deltas_flushed", p->stats.deltas_flushed);
+		MM_LUA_SET_NUM("dead_letters", p->stats.dead_letters);
+		MM_LUA_SET_NUM("dead_letter_errors", p->stats.dead_letter_errors);
 		lua_newtable(L);
 		for (int r = 0; r < MM_REJ__COUNT; r++)
-			SET_NUM(mm_reject_reason_name(r), p->stats.rejected[r]);
+			MM_LUA_SET_NUM(mm_reject_reason_name(r), p->stats.rejected[r]);
 		lua_setfield(L, -2, "rejected");
 		lua_setfield(L, -2, p->cfg.name);
 	}
@@ -967,8 +935,8 @@ static int l_engine_stats(lua_State *L)
 		mm_engine_source_t *es = &ctx->srcs[i];
 
 		lua_newtable(L);
-		SET_NUM("records", es->src ? es->src->records : es->records);
-		SET_NUM("bytes", es->src ? es->src->bytes : es->bytes);
+		MM_LUA_SET_NUM("records", es->src ? es->src->records : es->records);
+		MM_LUA_SET_NUM("bytes", es->src ? es->src->bytes : es->bytes);
 		lua_pushboolean(L, es->src == NULL);
 		lua_setfield(L, -2, "closed");
 		if (es->src && es->src->vt->status) {
@@ -1010,693 +978,6 @@ static int l_engine_close(lua_State *L)
 	return 0;
 }
 
-/* ---- stores for queries ---- */
-
-typedef struct lua_store {
-	mm_store_t *st;
-	uv_loop_t loop;
-	int loop_ok;
-} lua_store_t;
-
-static lua_store_t *check_store(lua_State *L)
-{
-	lua_store_t *s = luaL_checkudata(L, 1, STORE_MT);
-
-	if (s->st == NULL)
-		luaL_error(L, "store is closed");
-	return s;
-}
-
-static int l_store_open(lua_State *L)
-{
-	const char *backend = luaL_checkstring(L, 1);
-	int ro = lua_toboolean(L, 3);
-	mm_kv_t kv[32];
-	size_t nkv;
-	lua_store_t *s;
-	int rc;
-
-	mm_lua_read_kv(L, 2, kv, 32, &nkv);
-	s = lua_newuserdata(L, sizeof(*s));
-	memset(s, 0, sizeof(*s));
-	luaL_getmetatable(L, STORE_MT);
-	lua_setmetatable(L, -2);
-	if (uv_loop_init(&s->loop) != 0)
-		return push_fail(L, MM_ENOMEM, "cannot create the event loop");
-	s->loop_ok = 1;
-	rc = mm_store_open(backend, &s->loop, kv, nkv, ro, &s->st);
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	return 1;
-}
-
-struct get_wait {
-	int done, status;
-	char detail[512];
-};
-
-static void on_get_done(void *arg, int status, const char *detail)
-{
-	struct get_wait *w = arg;
-
-	w->done = 1;
-	w->status = status;
-	snprintf(w->detail, sizeof(w->detail), "%s", detail ? detail : "");
-}
-
-/* st:get(ns_name, spec, entity, {bucket, ...}) -> merged encoding or nil, nfound */
-static int l_store_get(lua_State *L)
-{
-	lua_store_t *s = check_store(L);
-	mm_ns_t ns;
-	mm_monoid_t m;
-	size_t elen, n;
-	const char *entity;
-	mm_key_t *keys = NULL;
-	unsigned char *states = NULL, acc[MM_STATE_MAX] __attribute__((aligned(16)));
-	uint8_t *found = NULL;
-	struct get_wait w = {0};
-	mm_buf_t out = {0};
-	int rc, nfound = 0, nret;
-
-	ns.name = luaL_checkstring(L, 2);
-	rc = read_monoid(L, 3, &m);
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	ns.m = &m;
-	entity = luaL_checklstring(L, 4, &elen);
-	luaL_checktype(L, 5, LUA_TTABLE);
-	n = lua_objlen(L, 5);
-	if (n == 0)
-		return luaL_error(L, "get: no buckets");
-	keys = calloc(n, sizeof(*keys));
-	states = aligned_alloc(16, n * MM_STATE_MAX);
-	found = calloc(n, 1);
-	if (!keys || !states || !found) {
-		nret = push_fail(L, MM_ENOMEM, "get: out of memory");
-		goto done;
-	}
-	for (size_t i = 0; i < n; i++) {
-		lua_rawgeti(L, 5, (int)i + 1);
-		keys[i] = (mm_key_t){entity, elen, (int64_t)luaL_checknumber(L, -1)};
-		lua_pop(L, 1);
-		m.vt->init(&m, states + i * MM_STATE_MAX);
-	}
-	rc = mm_store_get_many(s->st, &ns, keys, n, states, found, on_get_done, &w);
-	while (rc == 0 && !w.done)
-		uv_run(&s->loop, UV_RUN_ONCE);
-	if (rc == 0 && w.status) {
-		nret = push_fail(L, w.status, w.detail);
-		goto done_states;
-	}
-	if (rc) {
-		nret = mm_lua_push_diag(L, rc);
-		goto done_states;
-	}
-	m.vt->init(&m, acc);
-	for (size_t i = 0; i < n && rc == 0; i++)
-		if (found[i]) {
-			nfound++;
-			rc = m.vt->merge(&m, acc, states + i * MM_STATE_MAX);
-		}
-	if (rc == 0)
-		rc = m.vt->encode(&m, acc, &out);
-	m.vt->destroy(&m, acc);
-	if (rc) {
-		nret = mm_lua_push_diag(L, rc);
-		goto done_states;
-	}
-	if (nfound)
-		lua_pushlstring(L, (const char *)out.p, out.len);
-	else
-		lua_pushnil(L);
-	lua_pushinteger(L, nfound);
-	nret = 2;
-done_states:
-	for (size_t i = 0; i < n; i++)
-		m.vt->destroy(&m, states + i * MM_STATE_MAX);
-done:
-	mm_buf_free(&out);
-	free(keys);
-	free(states);
-	free(found);
-	return nret;
-}
-
-/*
- * st:count(ns_name, spec, entity, {bucket, ...}) -> cardinality, nonempty
- * when the store counts hll buckets natively (MM_STORE_CAP_COUNT_HLL: a
- * Valkey cache holding every bucket answers with one PFCOUNT; nonempty =
- * buckets with data), else nil: the caller then reads with st:get, which
- * also fills a cache.
- */
-static int l_store_count(lua_State *L)
-{
-	lua_store_t *s = check_store(L);
-	uint64_t count = 0, nonempty = 0;
-	struct get_wait w = {0};
-	mm_key_t *keys;
-	mm_monoid_t m;
-	mm_ns_t ns;
-	const char *entity;
-	size_t elen, n;
-	int rc, cached = 0;
-
-	ns.name = luaL_checkstring(L, 2);
-	if ((rc = read_monoid(L, 3, &m)))
-		return mm_lua_push_diag(L, rc);
-	ns.m = &m;
-	entity = luaL_checklstring(L, 4, &elen);
-	luaL_checktype(L, 5, LUA_TTABLE);
-	n = lua_objlen(L, 5);
-	if (n == 0 || !(mm_store_caps(s->st) & MM_STORE_CAP_COUNT_HLL) ||
-	    m.vt != &mm_monoid_hll_vtable) {
-		lua_pushnil(L);
-		return 1;
-	}
-	keys = calloc(n, sizeof(*keys));
-	if (keys == NULL)
-		return push_fail(L, MM_ENOMEM, "count: out of memory");
-	for (size_t i = 0; i < n; i++) {
-		lua_rawgeti(L, 5, (int)i + 1);
-		keys[i] = (mm_key_t){entity, elen, (int64_t)luaL_checknumber(L, -1)};
-		lua_pop(L, 1);
-	}
-	rc = mm_store_count_hll(s->st, &ns, keys, n, &count, &nonempty, &cached, on_get_done, &w);
-	free(keys);
-	while (rc == 0 && !w.done)
-		uv_run(&s->loop, UV_RUN_ONCE);
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	if (w.status)
-		return push_fail(L, w.status, w.detail);
-	if (!cached) {
-		lua_pushnil(L);
-		return 1;
-	}
-	lua_pushnumber(L, (lua_Number)count);
-	lua_pushnumber(L, (lua_Number)nonempty);
-	return 2;
-}
-
-static int l_store_meta(lua_State *L)
-{
-	lua_store_t *s = check_store(L);
-	mm_buf_t b = {0};
-	int rc = mm_store_get_meta_wait(s->st, luaL_checkstring(L, 2), &b);
-
-	return push_store_bytes(L, rc, &b);
-}
-
-static int l_store_list(lua_State *L)
-{
-	lua_store_t *s = check_store(L);
-	mm_buf_t b = {0};
-	int rc = mm_store_list_meta(s->st, &b), n = 0;
-
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	lua_newtable(L);
-	for (size_t i = 0; i < b.len;) {
-		size_t l = strnlen((const char *)b.p + i, b.len - i);
-
-		lua_pushlstring(L, (const char *)b.p + i, l);
-		lua_rawseti(L, -2, ++n);
-		i += l + 1;
-	}
-	mm_buf_free(&b);
-	return 1;
-}
-
-static int l_store_position(lua_State *L)
-{
-	lua_store_t *s = check_store(L);
-	mm_buf_t b = {0};
-	int rc = mm_store_get_position_wait(s->st, luaL_checkstring(L, 2), &b);
-
-	return push_store_bytes(L, rc, &b);
-}
-
-/* st:stats() -> { get_many = {ops, errors, ms_total, ms_max}, cache_* = ... } */
-static int l_store_stats(lua_State *L)
-{
-	lua_store_t *s = check_store(L);
-	const mm_store_stats_t *ss = &s->st->stats;
-
-	lua_newtable(L);
-	lua_newtable(L);
-	SET_NUM("ops", ss->ops[MM_STORE_OP_GET_MANY]);
-	SET_NUM("errors", ss->errors[MM_STORE_OP_GET_MANY]);
-	SET_NUM("ms_total", ss->ns_total[MM_STORE_OP_GET_MANY] / 1e6);
-	SET_NUM("ms_max", ss->ns_max[MM_STORE_OP_GET_MANY] / 1e6);
-	lua_setfield(L, -2, "get_many");
-	push_cache_stats(L, s->st);
-	return 1;
-}
-
-static int l_store_close(lua_State *L)
-{
-	lua_store_t *s = luaL_checkudata(L, 1, STORE_MT);
-
-	if (s->st) {
-		mm_store_close(s->st);
-		s->st = NULL;
-	}
-	if (s->loop_ok) {
-		uv_run(&s->loop, UV_RUN_DEFAULT);
-		uv_loop_close(&s->loop);
-		s->loop_ok = 0;
-	}
-	return 0;
-}
-
-/* ---- monoid states ---- */
-
-typedef struct lua_state {
-	mm_monoid_t m;
-	unsigned char st[MM_STATE_MAX] __attribute__((aligned(8))); /* Lua userdata is 8-byte aligned */
-	int live;
-} lua_state_t;
-
-static lua_state_t *check_state(lua_State *L, int i)
-{
-	return luaL_checkudata(L, i, STATE_MT);
-}
-
-/* core.state(spec [, bytes]) -> a fresh identity state, or decoded bytes. */
-static int l_state_new(lua_State *L)
-{
-	size_t n = 0;
-	const char *bytes = luaL_optlstring(L, 2, NULL, &n);
-	lua_state_t *s;
-	int rc;
-
-	luaL_checktype(L, 1, LUA_TTABLE);
-	s = lua_newuserdata(L, sizeof(*s));
-	memset(s, 0, sizeof(*s));
-	luaL_getmetatable(L, STATE_MT);
-	lua_setmetatable(L, -2);
-	rc = read_monoid(L, 1, &s->m);
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	s->m.vt->init(&s->m, s->st);
-	s->live = 1;
-	if (bytes) {
-		rc = s->m.vt->decode(&s->m, s->st, (const uint8_t *)bytes, n);
-		if (rc)
-			return mm_lua_push_diag(L, rc);
-	}
-	return 1;
-}
-
-/* s:add(value [, ts_ms]) -> true | nil, err, code */
-static int l_state_add(lua_State *L)
-{
-	lua_state_t *s = check_state(L, 1);
-	mm_value_t v = {0};
-	int rc;
-
-	v.ts_ms = (int64_t)luaL_optnumber(L, 3, 0);
-	switch (lua_type(L, 2)) {
-	case LUA_TNUMBER:
-		v.d = lua_tonumber(L, 2);
-		v.type = MM_VAL_DOUBLE;
-		if (v.d == (double)(int64_t)v.d && v.d >= -9.2e18 && v.d <= 9.2e18) {
-			v.type = MM_VAL_INT;
-			v.i = (int64_t)v.d;
-		}
-		break;
-	case LUA_TSTRING:
-		v.type = MM_VAL_STRING;
-		v.s = lua_tolstring(L, 2, &v.len);
-		break;
-	case LUA_TNONE:
-	case LUA_TNIL:
-		break;
-	default:
-		return push_fail(L, MM_ETYPE, "value must be a number, a string or nil");
-	}
-	rc = s->m.vt->add(&s->m, s->st, &v);
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-static int l_state_merge(lua_State *L)
-{
-	lua_state_t *a = check_state(L, 1), *b = check_state(L, 2);
-	int rc;
-
-	if (a->m.vt != b->m.vt)
-		return push_fail(L, MM_EINVAL, "cannot merge states of different monoids");
-	rc = a->m.vt->merge(&a->m, a->st, b->st);
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-static int push_buf_result(lua_State *L, int rc, mm_buf_t *b)
-{
-	if (rc) {
-		mm_buf_free(b);
-		return mm_lua_push_diag(L, rc);
-	}
-	lua_pushlstring(L, (const char *)b->p, b->len);
-	mm_buf_free(b);
-	return 1;
-}
-
-static int l_state_encode(lua_State *L)
-{
-	lua_state_t *s = check_state(L, 1);
-	mm_buf_t b = {0};
-
-	return push_buf_result(L, s->m.vt->encode(&s->m, s->st, &b), &b);
-}
-
-static int l_state_json(lua_State *L)
-{
-	lua_state_t *s = check_state(L, 1);
-	mm_buf_t b = {0};
-
-	return push_buf_result(L, s->m.vt->to_json(&s->m, s->st, &b), &b);
-}
-
-static int l_state_is_identity(lua_State *L)
-{
-	lua_state_t *s = check_state(L, 1);
-
-	lua_pushboolean(L, s->m.vt->is_identity(&s->m, s->st));
-	return 1;
-}
-
-static int l_state_gc(lua_State *L)
-{
-	lua_state_t *s = check_state(L, 1);
-
-	if (s->live) {
-		s->m.vt->destroy(&s->m, s->st);
-		s->live = 0;
-	}
-	return 0;
-}
-
-/* core.describe_monoid(spec) -> "topk(k=32)" */
-static int l_describe_monoid(lua_State *L)
-{
-	mm_monoid_t m;
-	mm_buf_t b = {0};
-	int rc = read_monoid(L, 1, &m);
-
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	return push_buf_result(L, mm_monoid_describe(&m, &b), &b);
-}
-
-/* ---- time and misc ---- */
-
-static int l_parse_time(lua_State *L)
-{
-	size_t n;
-	const char *s = luaL_checklstring(L, 1, &n);
-	int64_t ms;
-	int rc = mm_time_parse_rfc3339(s, n, &ms);
-
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	lua_pushnumber(L, (lua_Number)ms);
-	return 1;
-}
-
-static int l_parse_duration(lua_State *L)
-{
-	size_t n;
-	const char *s = luaL_checklstring(L, 1, &n);
-	int64_t ms;
-	int rc = mm_duration_parse(s, n, &ms);
-
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	lua_pushnumber(L, (lua_Number)ms);
-	return 1;
-}
-
-static int l_format_time(lua_State *L)
-{
-	char buf[40];
-	size_t n = mm_time_format((int64_t)luaL_checknumber(L, 1), buf);
-
-	lua_pushlstring(L, buf, n);
-	return 1;
-}
-
-static int l_bucket(lua_State *L)
-{
-	lua_pushnumber(L, (lua_Number)mm_window_bucket((int64_t)luaL_checknumber(L, 1),
-						       (int64_t)luaL_checknumber(L, 2)));
-	return 1;
-}
-
-static int l_bucket_start(lua_State *L)
-{
-	lua_pushnumber(L, (lua_Number)mm_window_bucket_start_ms((int64_t)luaL_checknumber(L, 1),
-								(int64_t)luaL_checknumber(L, 2)));
-	return 1;
-}
-
-static int l_oldest_kept(lua_State *L)
-{
-	int64_t b = mm_window_oldest_kept((int64_t)luaL_checknumber(L, 1),
-					  (int64_t)luaL_checknumber(L, 2),
-					  (int64_t)luaL_checknumber(L, 3));
-
-	lua_pushnumber(L, b == INT64_MIN ? -1 : (lua_Number)b);
-	return 1;
-}
-
-static int l_now_ms(lua_State *L)
-{
-	lua_pushnumber(L, (lua_Number)mm_now_ms());
-	return 1;
-}
-
-static int l_log(lua_State *L)
-{
-	static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
-	int level = luaL_checkoption(L, 1, "info", levels);
-
-	mm_log(level, luaL_optstring(L, 2, NULL), "%s", luaL_checkstring(L, 3));
-	return 0;
-}
-
-static int l_set_log_level(lua_State *L)
-{
-	int level = mm_log_parse_level(luaL_checkstring(L, 1));
-
-	if (level < 0)
-		return push_fail(L, MM_EINVAL, "log level must be error, warn, info or debug");
-	mm_log_set_level(level);
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-/* core.mkdir_p(path) -> true | nil, err, code: creates path and its parents. */
-static int l_mkdir_p(lua_State *L)
-{
-	size_t n;
-	const char *path = luaL_checklstring(L, 1, &n);
-	char buf[4096];
-
-	if (n == 0 || n >= sizeof(buf))
-		return push_fail(L, MM_EINVAL, "bad directory path");
-	memcpy(buf, path, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		buf[i] = '\0';
-		/* 0777 minus the umask: murmur's umask (077 unless MURMUR_UMASK
-		 * relaxes it, main.c) makes the directories private. */
-		if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-			/* Name the directory that could not be made: with a deep
-			 * --data path, "Permission denied" alone says nothing. */
-			lua_pushfstring(L, "cannot create directory '%s': %s", buf, strerror(errno));
-			return push_fail(L, MM_EIO, lua_tostring(L, -1));
-		}
-		buf[i] = path[i];
-	}
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-/* core.write_atomic(path, s) -> true | nil, err, code: replaces the file
- * with s, never leaving a partial one (mm_file_write_atomic). */
-static int l_write_atomic(lua_State *L)
-{
-	size_t n;
-	const char *path = luaL_checkstring(L, 1);
-	const char *s = luaL_checklstring(L, 2, &n);
-	int rc = mm_file_write_atomic(path, s, n);
-
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-/* core.realpath(path) -> the absolute path with every symbolic link, "." and
- * ".." resolved | nil, err, code. The sandbox checks script-named paths with
- * it (lua/murmur/grants.lua): a link inside an allowed directory that points
- * outside it resolves to where it points. */
-static int l_realpath(lua_State *L)
-{
-	const char *path = luaL_checkstring(L, 1);
-	char *res = realpath(path, NULL);
-
-	if (res == NULL) {
-		int code = errno == ENOENT || errno == ENOTDIR ? MM_ENOTFOUND : MM_EIO;
-
-		lua_pushfstring(L, "%s: %s", path, strerror(errno));
-		return push_fail(L, code, lua_tostring(L, -1));
-	}
-	lua_pushstring(L, res);
-	free(res);
-	return 1;
-}
-
-/* core.hash64(s) -> 16 hex digits of MurmurHash64A (script versions in status). */
-static int l_hash64(lua_State *L)
-{
-	size_t n;
-	const char *str = luaL_checklstring(L, 1, &n);
-	char hex[17];
-
-	snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)mm_hash64(str, n, 0));
-	lua_pushstring(L, hex);
-	return 1;
-}
-
-static int l_getpid(lua_State *L)
-{
-	lua_pushinteger(L, (lua_Integer)getpid());
-	return 1;
-}
-
-/* core.http_post(url, body[, header]) -> HTTP code, body | nil, err, code.
- * Blocking: for a runtime's start-up report (the Lambda Runtime API's
- * /init/error) before any loop runs. */
-static int l_http_post(lua_State *L)
-{
-	size_t n;
-	const char *url = luaL_checkstring(L, 1), *body = luaL_checklstring(L, 2, &n);
-	const char *hdrs[2] = {"Content-Type: application/json", luaL_optstring(L, 3, NULL)};
-	mm_http_request_t req = {.method = "POST", .url = url, .headers = hdrs,
-				 .nheaders = hdrs[1] ? 2 : 1, .body = body, .body_len = n,
-				 .timeout_ms = 10000};
-	mm_buf_t out = {0};
-	long code = 0;
-	int rc = mm_http_fetch(&req, &code, &out);
-
-	if (rc) {
-		mm_buf_free(&out);
-		return mm_lua_push_diag(L, rc);
-	}
-	lua_pushinteger(L, (lua_Integer)code);
-	lua_pushlstring(L, out.len ? (const char *)out.p : "", out.len);
-	mm_buf_free(&out);
-	return 2;
-}
-
-/* core.isatty(fd) -> true if the descriptor is a terminal (progress output
- * redraws one line in place there, and logs lines elsewhere). */
-static int l_isatty(lua_State *L)
-{
-	lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
-	return 1;
-}
-
-/* core.kill(pid, "hup"|"term"|"int"|"kill"|0) -> true | nil, err, code */
-static int l_kill(lua_State *L)
-{
-	static const char *const names[] = {"hup", "term", "int", "kill", "zero", NULL};
-	static const int nums[] = {SIGHUP, SIGTERM, SIGINT, SIGKILL, 0};
-	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
-	int sig = nums[luaL_checkoption(L, 2, "zero", names)];
-
-	if (pid <= 0)
-		return push_fail(L, MM_EINVAL, "bad pid");
-	if (kill(pid, sig) != 0)
-		return push_fail(L, errno == ESRCH ? MM_ENOTFOUND : MM_EIO, strerror(errno));
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-/* core.supervise(argv_table, data_dir, watchdog_ms) -> exit code */
-static int l_supervise(lua_State *L)
-{
-	mm_supervisor_config_t cfg;
-	int n, code;
-	char **argv;
-
-	luaL_checktype(L, 1, LUA_TTABLE);
-	n = (int)lua_objlen(L, 1);
-	argv = calloc((size_t)n + 2, sizeof(*argv));
-	if (argv == NULL)
-		return luaL_error(L, "out of memory");
-	for (int i = 0; i <= n; i++) {
-		lua_rawgeti(L, 1, i);
-		argv[i] = (char *)lua_tostring(L, -1);
-		lua_pop(L, 1);
-		if (argv[i] == NULL) {
-			free(argv);
-			return luaL_error(L, "supervise: argument %d is not a string", i);
-		}
-	}
-	cfg.argv = argv;
-	cfg.data_dir = luaL_checkstring(L, 2);
-	cfg.watchdog_ms = (int64_t)luaL_checknumber(L, 3);
-	code = mm_supervise(&cfg);
-	free(argv);
-	lua_pushinteger(L, code);
-	return 1;
-}
-
-/* core.worker_init(data_dir) -> number of poison records | nil, err, code.
- * Maps the supervisor's progress page, dies with the supervisor, loads the
- * poison list. A no-op outside a supervised worker. */
-static int l_worker_init(lua_State *L)
-{
-	char path[4096];
-	int rc;
-
-	if (getenv("MURMUR_PROGRESS") == NULL) {
-		lua_pushinteger(L, 0);
-		return 1;
-	}
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() == 1)
-		return push_fail(L, MM_ECLOSED, "the supervisor is gone");
-	rc = mm_progress_attach();
-	if (rc == 0) {
-		snprintf(path, sizeof(path), "%s/poison.jsonl", luaL_checkstring(L, 1));
-		rc = mm_poison_load(path);
-	}
-	if (rc)
-		return mm_lua_push_diag(L, rc);
-	lua_pushinteger(L, mm_poison_count());
-	return 1;
-}
-
-static int l_strerror(lua_State *L)
-{
-	int err = (int)luaL_checkinteger(L, 1);
-
-	lua_pushstring(L, mm_err_name(err));
-	lua_pushstring(L, mm_strerror(err));
-	return 2;
-}
-
 void mm_lua_new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc)
 {
 	luaL_newmetatable(L, name);
@@ -1736,55 +1017,12 @@ int luaopen_murmur_core(lua_State *L)
 		{"close", l_handle_close},
 		{NULL, NULL},
 	};
-	static const luaL_Reg store_methods[] = {
-		{"get", l_store_get},
-		{"count", l_store_count},
-		{"meta", l_store_meta},
-		{"list", l_store_list},
-		{"position", l_store_position},
-		{"stats", l_store_stats},
-		{"close", l_store_close},
-		{NULL, NULL},
-	};
-	static const luaL_Reg state_methods[] = {
-		{"add", l_state_add},
-		{"merge", l_state_merge},
-		{"encode", l_state_encode},
-		{"json", l_state_json},
-		{"is_identity", l_state_is_identity},
-		{NULL, NULL},
-	};
 	static const luaL_Reg funcs[] = {
 		{"engine_open", l_engine_open},
-		{"store_open", l_store_open},
-		{"state", l_state_new},
-		{"describe_monoid", l_describe_monoid},
-		{"parse_time", l_parse_time},
-		{"parse_duration", l_parse_duration},
-		{"format_time", l_format_time},
-		{"bucket", l_bucket},
-		{"bucket_start", l_bucket_start},
-		{"oldest_kept", l_oldest_kept},
-		{"now_ms", l_now_ms},
-		{"log", l_log},
-		{"set_log_level", l_set_log_level},
-		{"strerror", l_strerror},
-		{"mkdir_p", l_mkdir_p},
-		{"realpath", l_realpath},
-		{"write_atomic", l_write_atomic},
-		{"hash64", l_hash64},
-		{"getpid", l_getpid},
-		{"supervise", l_supervise},
-		{"worker_init", l_worker_init},
-		{"kill", l_kill},
-		{"isatty", l_isatty},
-		{"http_post", l_http_post},
 		{NULL, NULL},
 	};
 
 	mm_lua_new_class(L, ENGINE_MT, engine_methods, l_engine_close);
-	mm_lua_new_class(L, STORE_MT, store_methods, l_store_close);
-	mm_lua_new_class(L, STATE_MT, state_methods, l_state_gc);
 	luaL_newmetatable(L, HANDLE_MT);
 	lua_newtable(L);
 	luaL_register(L, NULL, handle_methods);
@@ -1792,6 +1030,9 @@ int luaopen_murmur_core(lua_State *L)
 	lua_pop(L, 1);
 	lua_newtable(L);
 	luaL_register(L, NULL, funcs);
+	mm_lua_store_register(L);
+	mm_lua_state_register(L);
+	mm_lua_sys_register(L);
 	mm_lua_json_register(L);
 	mm_lua_isolate_register(L);
 	mm_lua_explain_register(L);
