@@ -16,9 +16,15 @@
  * (AFTER_SEQUENCE_NUMBER of the last record read, else TRIM_HORIZON,
  * LATEST or AT_TIMESTAMP from `start`), then GetRecords with the iterator
  * each answer returns. The per-shard limits are kept by pacing on a timer
- * per shard: calls at least 200 ms apart (5 per second), and after an
- * answer of B bytes the next call waits B / 2 MiB seconds (2 MB/s). A shard
- * that is caught up (no records, MillisBehindLatest 0) waits `idle`.
+ * per shard, measured from the start of each GetRecords call: the next
+ * call starts at least 200 ms after it (5 calls per second), and at least
+ * D / 2 MiB seconds after it when the answer carried D bytes of record data
+ * (2 MB/s). D is the records' decoded data, which the limit counts, not the
+ * answer's JSON body (base64 inside JSON, about three times larger): pacing
+ * on the body would read at a third of the allowed rate. Counting from the
+ * call's start rather than its answer lets the answer's own travel time
+ * count toward the gap. A shard that is caught up (no records,
+ * MillisBehindLatest 0) waits `idle` after its answer.
  * ProvisionedThroughputExceededException (and other throttling, 5xx and
  * transport failures) backs off exponentially with jitter from 200 ms to
  * 5 s; ExpiredIteratorException (iterators live five minutes) gets a new
@@ -67,7 +73,7 @@
 #include "position.h"
 
 #define KIN_CALL_GAP_MS 200           /* 5 GetRecords per second per shard */
-#define KIN_BYTES_PER_S (2u << 20)    /* 2 MB/s per shard */
+#define KIN_BYTES_PER_S (2u << 20)    /* 2 MiB/s of record data per shard */
 #define KIN_BACKOFF_MIN_MS 200
 #define KIN_BACKOFF_MAX_MS 5000
 #define KIN_MAX_RECORD_DEFAULT (1ULL << 20)
@@ -398,10 +404,12 @@ static void kin_end(mm_kin_t *ks, mm_kshard_t *sh)
 	ks->base.sink.flush(ks->base.sink.ctx, &ks->base, kin_on_end_durable, e);
 }
 
-/* Delivers what the shard holds and schedules its next read. */
-static void kin_after_answer(mm_kin_t *ks, mm_kshard_t *sh, uint64_t delay_ms)
+/* Delivers what the shard holds and schedules its next read at
+ * sh->next_at (loop time). */
+static void kin_after_answer(mm_kin_t *ks, mm_kshard_t *sh)
 {
 	int ended = sh->end_pending;
+	uint64_t now;
 
 	kin_deliver(ks, sh);
 	sh->has_held = 0;
@@ -411,7 +419,10 @@ static void kin_after_answer(mm_kin_t *ks, mm_kshard_t *sh, uint64_t delay_ms)
 		kin_end(ks, sh);
 		return;
 	}
-	kin_later(sh, delay_ms);
+	/* Delivering took time too: read the clock again. */
+	uv_update_time(ks->base.loop);
+	now = uv_now(ks->base.loop);
+	kin_later(sh, sh->next_at > now ? sh->next_at - now : 0);
 	kin_check_eof(ks);
 }
 
@@ -422,7 +433,7 @@ static void kin_on_records(void *arg, const mm_kapi_answer_t *a)
 	mm_kshard_t *sh = arg;
 	mm_kin_t *ks = sh->ks;
 	const mm_jnode_t *next, *behind, *recs;
-	uint64_t delay;
+	uint64_t gap, data = 0;
 	int rc;
 
 	sh->inflight = 0;
@@ -476,18 +487,19 @@ static void kin_on_records(void *arg, const mm_kapi_answer_t *a)
 		sh->end_pending = 1;
 	}
 	sh->caught_up = sh->nheld == 0 && sh->behind_ms == 0;
-	/* Pacing: 5 calls/s, 2 MB/s, and `idle` once caught up. */
-	delay = KIN_CALL_GAP_MS;
-	if ((uint64_t)a->bytes * 1000 / KIN_BYTES_PER_S > delay)
-		delay = (uint64_t)a->bytes * 1000 / KIN_BYTES_PER_S;
-	if (sh->caught_up && (uint64_t)ks->cfg.idle_ms > delay)
-		delay = (uint64_t)ks->cfg.idle_ms;
-	sh->next_delay = delay;
+	/* Pacing from the call's start: 5 calls/s, 2 MB/s of record data,
+	 * and `idle` after the answer once caught up. */
+	for (size_t i = 0; i < sh->nheld; i++)
+		data += sh->held[i].len;
+	gap = data * 1000 / KIN_BYTES_PER_S;
+	sh->next_at = sh->call_at + (gap > KIN_CALL_GAP_MS ? gap : KIN_CALL_GAP_MS);
+	if (sh->caught_up && uv_now(ks->base.loop) + (uint64_t)ks->cfg.idle_ms > sh->next_at)
+		sh->next_at = uv_now(ks->base.loop) + (uint64_t)ks->cfg.idle_ms;
 	if (ks->paused) {
 		sh->has_held = 1;
 		return;
 	}
-	kin_after_answer(ks, sh, delay);
+	kin_after_answer(ks, sh);
 }
 
 static void kin_get_records(mm_kin_t *ks, mm_kshard_t *sh)
@@ -499,6 +511,7 @@ static void kin_get_records(mm_kin_t *ks, mm_kshard_t *sh)
 	rc = mm_buf_printf(b, "{\"ShardIterator\":");
 	rc = rc ? rc : mm_json_quote(sh->iter, strlen(sh->iter), b);
 	rc = rc ? rc : mm_buf_printf(b, ",\"Limit\":%" PRId64 "}", ks->cfg.limit);
+	sh->call_at = uv_now(ks->base.loop);
 	rc = rc ? rc : mm_kapi_call(ks->api, "GetRecords", b->p, b->len, kin_on_records, sh);
 	if (rc) {
 		sh->errors++;
@@ -930,7 +943,7 @@ static void kin_resume(mm_source_t *src)
 		mm_kshard_t *sh = ks->shards[i];
 
 		if (sh->has_held && sh->owned)
-			kin_after_answer(ks, sh, sh->next_delay);
+			kin_after_answer(ks, sh);
 	}
 	if (!ks->paused)
 		mm_kin_kick(ks);

@@ -71,7 +71,8 @@ typedef struct mm_kshard {
 	int end_read, end_durable;  /* SHARD_END delivered / durable */
 	int caught_up;              /* last answer: nothing more to read now */
 	int failures;               /* consecutive failed calls */
-	uint64_t next_delay;        /* pacing after the held answer */
+	uint64_t call_at;           /* loop time the last GetRecords started */
+	uint64_t next_at;           /* loop time the next GetRecords may start */
 	char *iter;                 /* current shard iterator (owned) */
 	char seq[MM_KINESIS_SEQ_MAX + 1];     /* last record delivered, "" none */
 	char durable[MM_KINESIS_SEQ_MAX + 1]; /* last record durable (acked) */
