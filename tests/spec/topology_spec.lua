@@ -11,12 +11,14 @@
 -- kill -9 while both channels are busy and restarted. The events name 20
 -- entities, fewer than K = 32, so Misra-Gries is exact: the Top-K read back
 -- with `murmur query` from DynamoDB must hold every entity's exact count of
--- distinct event ids. A second run, a Zipf stream over more entities than K
+-- distinct event ids, and `murmur serve` on the same table must answer the
+-- same Top-K to a Connect GetWindow. A second run, a Zipf stream over more entities than K
 -- through both channels with the same redeliveries, must stay within the
 -- Misra-Gries bounds (every true count within its reported [lower, upper],
 -- n exact). Everything runs on 127.0.0.1 and is stopped at the end.
 local S = require("spec.support")
 local core = require("murmur.core")
+local SV = require("spec.serve_support")
 
 local have = S.have_dynalite and io.open(S.root .. "/tests/node/node_modules/kinesalite/package.json") ~= nil
 local d = have and describe or pending
@@ -240,6 +242,21 @@ d("#topology Kafka worker and Lambda runtime into one DynamoDB table", function(
     local st = finish_feed(feed)
 
     local res = stored()
+    -- The query service reads the same table and answers the same Top-K.
+    local sh, sport = SV.start({ SCRIPT, "--store", "dynamodb", "--data", dir .. "/q", "--listen", "127.0.0.1:0" },
+      dir .. "/serve.log", "env " .. env)
+    procs[sh] = true
+    local _, body = S.exec(("curl -s --max-time 20 -X POST -H 'content-type: application/json' --data-binary %s "
+      .. "http://127.0.0.1:%d/murmur.v1.QueryService/GetWindow"):format(S.quote(core.json_encode(
+      { pipeline = "recently_interacted", entity = "global", window = "30d" })), sport))
+    assert.are.equal(0, stop(sh, "TERM", 10))
+    local served = core.json_decode(body).result.topk
+    assert.are.equal(SV.digits(res.n), served.n, body)
+    assert.are.equal(#res.items, #served.items, body)
+    for i, it in ipairs(res.items) do
+      assert.are.same({ item = it.item, count = SV.digits(it.count), lower = SV.digits(it.lower),
+        upper = SV.digits(it.upper) }, served.items[i])
+    end
     local got, bad = {}, {}
     for _, it in ipairs(res.items) do
       got[it.item] = it.count
