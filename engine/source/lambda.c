@@ -84,6 +84,7 @@ typedef struct mm_lsrc {
 	int handles;         /* timers not yet closed */
 	int started, stopped, paused, closing;
 	int waiting;         /* a GET /next or a POST is in flight */
+	int reading;         /* the shard's position is being read */
 	int flushing;        /* the invocation's records are not all durable yet */
 	int responded;       /* this invocation's answer is sent */
 	int has_event;       /* an event waits for delivery (arrived while paused) */
@@ -220,7 +221,20 @@ static void on_deadline(uv_timer_t *t)
 {
 	mm_lsrc_t *ls = t->data;
 
-	if (!ls->flushing || ls->responded)
+	if (ls->responded)
+		return;
+	/* The store may retry a throttled or failing position read for longer
+	 * than the invocation lasts: answer before Lambda kills the runtime.
+	 * Nothing was delivered, so the whole batch comes back; the next /next
+	 * waits for the read to end (on_position). */
+	if (ls->reading) {
+		mm_log(MM_LOG_WARN, ls->base.id, "invocation %s: the shard's position was not read "
+		       "%" PRId64 " ms before the deadline; its %zu records are reported as failures",
+		       ls->reqid, ls->margin_ms, ls->ev.n);
+		lsrc_respond(ls, 1);
+		return;
+	}
+	if (!ls->flushing)
 		return;
 	mm_log(MM_LOG_WARN, ls->base.id, "invocation %s: the flush did not finish %" PRId64
 	       " ms before the deadline; its %zu records are reported as failures and the flush "
@@ -275,6 +289,7 @@ static int lsrc_position(mm_lsrc_t *ls)
 {
 	const mm_lambda_event_t *ev = &ls->ev;
 	const mm_lambda_record_t *r0 = &ev->recs[0];
+	int64_t wait;
 	int n;
 
 	n = snprintf(ls->base.pos_id, sizeof(ls->base.pos_id), "lambda:%.*s/%.*s#%s",
@@ -286,7 +301,9 @@ static int lsrc_position(mm_lsrc_t *ls)
 	ls->pos.len = 0;
 	if (ls->base.sink.position == NULL)
 		return mm_diag_set(MM_ENOTSUP, "lambda: the engine reads no positions");
-	ls->waiting = 1;
+	wait = ls->deadline_ms - ls->margin_ms - mm_now_ms();
+	uv_timer_start(&ls->deadline, on_deadline, wait > 0 ? (uint64_t)wait : 0, 0);
+	ls->reading = 1;
 	return ls->base.sink.position(ls->base.sink.ctx, &ls->base, &ls->pos, on_position, ls);
 }
 
@@ -301,9 +318,17 @@ static void on_position(void *arg, int status, const char *detail)
 	mm_lsrc_t *ls = arg;
 	const mm_lambda_event_t *ev = &ls->ev;
 
-	ls->waiting = 0;
+	ls->reading = 0;
+	uv_timer_stop(&ls->deadline);
 	if (ls->stopped)
 		return;
+	/* The deadline answered while the read went on: the batch was reported,
+	 * and the next invocation may come now that the store is free. */
+	if (ls->responded) {
+		if (!ls->waiting)
+			lsrc_next(ls);
+		return;
+	}
 	if (status != 0 && status != MM_ENOTFOUND && status != MM_ENOTSUP) {
 		mm_log(MM_LOG_ERROR, ls->base.id, "invocation %s: cannot read the shard's position "
 		       "(%s: %s); the batch is reported as failed", ls->reqid, mm_err_name(status),
@@ -446,7 +471,7 @@ static void on_next(void *arg, const mm_http_response_t *res)
 	}
 	if (ls->ev.kind == MM_LAMBDA_KINESIS && ls->ev.n > 0) {
 		if ((rc = lsrc_position(ls))) {
-			ls->waiting = 0;
+			ls->reading = 0;
 			on_position(ls, rc, mm_diag_msg());
 		}
 		return;
@@ -465,7 +490,7 @@ static void lsrc_next(mm_lsrc_t *ls)
 	mm_http_request_t req = {.method = "GET"};
 	int rc;
 
-	if (ls->stopped || ls->waiting || ls->flushing || ls->has_event || ls->paused)
+	if (ls->stopped || ls->waiting || ls->reading || ls->flushing || ls->has_event || ls->paused)
 		return;
 	if ((rc = lsrc_url(ls, "next"))) {
 		lsrc_fail(ls, rc, mm_diag_msg());

@@ -128,7 +128,7 @@ d("#lambda the Lambda runtime through the Runtime API emulator", function()
   local function stored(tbl)
     local code, out, err = S.exec(env(tbl) .. " " .. S.quote(S.murmur) .. " query --store dynamodb --json "
       .. SCRIPT .. " global --data " .. S.quote(dir .. "/q"))
-    assert.are.equal(0, code, err)
+    assert.are.equal(0, code, (err or "") .. (out or ""))
     local got = {}
     for _, it in ipairs(core.json_decode(out).result.items) do got[it.item] = tonumber(it.count) end
     return got, core.json_decode(out).result
@@ -208,6 +208,57 @@ d("#lambda the Lambda runtime through the Runtime API emulator", function()
     faults({})
     assert.is_true(st.partial > 0, core.json_encode(st))
     assert.are.equal(0, st.timeouts, "the runtime was killed at a deadline: " .. core.json_encode(st))
+    assert_exact(tbl, input)
+  end)
+
+  it("reports the whole batch when the shard's position cannot be read, and ends exact after redelivery", function()
+    local tbl = new_table()
+    local input = dir .. "/posread.jsonl"
+    gen_events(input, 90, 70, 41)
+    local lines = S.lines(input)
+    local port = murmur_lambda(tbl, dir .. "/d4", "--margin 1s")
+    -- Three batches of 30 records (arrived now: the arrival time is the
+    -- event time of the daily buckets) of one shard of their own stream, whose
+    -- position reads (GetItem of the key naming that stream) are throttled,
+    -- answered 500, or answered 503 (an outage) each time they are sent. The
+    -- store retries the read for about 10 s, longer than the invocation's
+    -- 3 s: the runtime must answer at its deadline minus margin with every
+    -- record, not be killed by the emulator, and take the next invocation
+    -- only when the read has ended.
+    local arn = "arn:aws:kinesis:us-east-1:000000000000:stream/posfail"
+    local function batch(from)
+      local recs, seqs = {}, {}
+      for i = from, from + 29 do
+        local seq = tostring(1000 + i)
+        seqs[#seqs + 1] = { itemIdentifier = seq }
+        recs[#recs + 1] = ('{"kinesis":{"kinesisSchemaVersion":"1.0","partitionKey":"p","sequenceNumber":"%s",'
+          .. '"data":"%s","approximateArrivalTimestamp":%d.5},"eventSource":"aws:kinesis",'
+          .. '"eventVersion":"1.0","eventID":"shardId-000000000000:%s","eventName":"aws:kinesis:record",'
+          .. '"awsRegion":"us-east-1","eventSourceARN":"%s"}'):format(seq, b64(lines[i]), os.time(), seq, arn)
+      end
+      return '{"Records":[' .. table.concat(recs, ",") .. "]}", seqs
+    end
+    local function invoke(ev, timeout_ms)
+      local r = core.json_decode(curl(port, "POST", "/test/invoke?timeout_ms=" .. timeout_ms, ev))
+      assert.are.equal("response", r.outcome, core.json_encode(r))
+      return core.json_decode(r.body).batchItemFailures or {}
+    end
+    local function injected(action)
+      return core.json_decode(curl(pport, "GET", "/__stats")).injected[action] or 0
+    end
+    for n, action in ipairs({ "throttle", "error500", "error503" }) do
+      local ev, seqs = batch(1 + (n - 1) * 30)
+      local before = injected(action)
+      faults({ { op = "GetItem", match = "stream/posfail", action = action } })
+      assert.are.same(seqs, invoke(ev, 3000), action)
+      assert.is_true(injected(action) > before, action)
+      -- Lambda sends the batch again once DynamoDB answers.
+      faults({})
+      assert.are.same({}, invoke(ev, 60000), action)
+    end
+    -- The runtime answered every invocation: it was never killed or restarted.
+    local state = core.json_decode(curl(port, "GET", "/test/state"))
+    assert.are.equal(1, state.starts, core.json_encode(state))
     assert_exact(tbl, input)
   end)
 
