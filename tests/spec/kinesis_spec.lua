@@ -249,6 +249,10 @@ murmur.pipeline {
     -- One worker dies without a word: the other takes its leases over once
     -- their counters stop moving for the lease time, and reads them on.
     put(stream, 2400, 800, expected)
+    -- Balancing may have moved a lease from w2 to w1 while both lived (the
+    -- KCL's steal: after the split and merge one may hold more than its
+    -- share); once w1 is dead, nothing may take a lease from w2.
+    local losses_before = leases(2).losses
     S.kill(w1, "KILL")
     S.wait_exit(w1, 10)
     put(stream, 3200, 800, expected)
@@ -257,7 +261,7 @@ murmur.pipeline {
     local l2 = leases(2)
     assert.is_true(l2.takes >= 4 and l2.steals >= 1, core.json_encode(l2))
     -- Nothing took a lease from the worker that stayed alive.
-    assert.are.equal(0, l2.losses, core.json_encode(l2))
+    assert.are.equal(losses_before, l2.losses, core.json_encode(l2))
     S.kill(w2, "TERM")
     assert.are.equal(0, S.wait_exit(w2, 30), S.read_file(dir .. "/w2.log"))
     assert.are.same(expected, stored())
