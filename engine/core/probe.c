@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -41,10 +42,11 @@ static int64_t mono_ms(void)
 #define MM_PROBE_SANITIZED 0
 #endif
 
-/* In the child between fork and exec: async-signal-safe calls only (the
- * parent may have other threads, e.g. librdkafka's). */
-static void child_exec(char *const argv[], char *const envp[], const mm_probe_limits_t *lim,
-		       int wfd)
+/* In the child after fork: the limits, a process group of its own, fd 3 to
+ * the caller and nothing else inherited. Async-signal-safe calls only (the
+ * parent of an exec'd child may have other threads, e.g. librdkafka's).
+ * Returns 0, or -1 when the child must give up (_exit(127)). */
+static int child_setup(const mm_probe_limits_t *lim, int wfd)
 {
 	struct rlimit rl;
 	int null_fd;
@@ -66,18 +68,19 @@ static void child_exec(char *const argv[], char *const envp[], const mm_probe_li
 	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/* Default dispositions: the parent's ignored signals stay ignored
-	 * across exec, and SIGXCPU must be able to kill. */
+	 * across exec (and its handlers across fork), and SIGXCPU must be able
+	 * to kill. */
 	signal(SIGXCPU, SIG_DFL);
 	signal(SIGPIPE, SIG_DFL);
 	if (wfd != 3) {
 		if (dup2(wfd, 3) < 0)
-			_exit(127);
+			return -1;
 	} else if (fcntl(3, F_SETFD, 0) < 0) {
-		_exit(127);
+		return -1;
 	}
 	null_fd = open("/dev/null", O_RDWR);
 	if (null_fd < 0)
-		_exit(127);
+		return -1;
 	for (int fd = 0; fd < 3; fd++)
 		if (null_fd != fd)
 			dup2(null_fd, fd);
@@ -91,8 +94,7 @@ static void child_exec(char *const argv[], char *const envp[], const mm_probe_li
 		for (long fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
 			close((int)fd);
 	}
-	execve(argv[0], argv, envp);
-	_exit(127);
+	return 0;
 }
 
 /*
@@ -117,29 +119,17 @@ static void wait_exit(pid_t pid, int64_t ms)
 	close(fd);
 }
 
-int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t *lim,
-		 void (*tick)(void *arg), void *arg, mm_probe_result_t *res)
+/* Waits for the child pid writing on rfd (closed here) and fills res. */
+static void probe_wait(pid_t pid, int rfd, const mm_probe_limits_t *lim, void (*tick)(void *arg),
+		       void *arg, mm_probe_result_t *res)
 {
-	int fds[2], wstatus = 0, eof = 0, killed = 0;
+	int wstatus = 0, eof = 0, killed = 0;
 	int64_t deadline = lim->wall_ms > 0 ? mono_ms() + lim->wall_ms : INT64_MAX;
 	struct rusage ru = {0};
-	pid_t pid;
 
-	memset(res, 0, sizeof(*res));
-	if (pipe2(fds, O_CLOEXEC) != 0)
-		return mm_diag_set(MM_EIO, "cannot create a pipe: %s", strerror(errno));
-	pid = fork();
-	if (pid < 0) {
-		close(fds[0]);
-		close(fds[1]);
-		return mm_diag_set(MM_EIO, "cannot start a child process: %s", strerror(errno));
-	}
-	if (pid == 0)
-		child_exec(argv, envp, lim, fds[1]);
-	close(fds[1]);
 	for (;;) {
 		int64_t now = mono_ms();
-		struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+		struct pollfd pfd = {.fd = rfd, .events = POLLIN};
 		pid_t w;
 
 		if (tick)
@@ -161,7 +151,7 @@ int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t
 		}
 		if (poll(&pfd, 1, (int)(deadline - now < 100 ? deadline - now : 100)) > 0) {
 			char buf[4096];
-			ssize_t n = read(fds[0], buf, sizeof(buf));
+			ssize_t n = read(rfd, buf, sizeof(buf));
 
 			if (n > 0 && res->out.len + (size_t)n <= PROBE_OUT_MAX)
 				mm_buf_append(&res->out, buf, (size_t)n);
@@ -169,7 +159,7 @@ int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t
 				eof = 1;
 		}
 	}
-	close(fds[0]);
+	close(rfd);
 	if (killed && !(WIFEXITED(wstatus))) {
 		res->status = MM_PROBE_TIMEOUT;
 		res->signal = SIGKILL;
@@ -182,5 +172,77 @@ int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t
 	}
 	res->cpu_ms = (int64_t)ru.ru_utime.tv_sec * 1000 + ru.ru_utime.tv_usec / 1000 +
 			      (int64_t)ru.ru_stime.tv_sec * 1000 + ru.ru_stime.tv_usec / 1000;
+}
+
+/* Forks with a close-on-exec pipe; in the child, after child_setup, runs
+ * argv (execve) when child is NULL, else child(carg) and exits with what it
+ * returns. The parent waits (probe_wait). */
+static int probe_start(char *const argv[], char *const envp[], int (*child)(void *carg),
+		       void *carg, const mm_probe_limits_t *lim, void (*tick)(void *arg),
+		       void *arg, mm_probe_result_t *res)
+{
+	int fds[2];
+	pid_t pid;
+
+	memset(res, 0, sizeof(*res));
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		return mm_diag_set(MM_EIO, "cannot create a pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return mm_diag_set(MM_EIO, "cannot start a child process: %s", strerror(errno));
+	}
+	if (pid == 0) {
+		if (child_setup(lim, fds[1]) != 0)
+			_exit(127);
+		if (child == NULL) {
+			execve(argv[0], argv, envp);
+			_exit(127);
+		}
+		_exit(child(carg));
+	}
+	close(fds[1]);
+	probe_wait(pid, fds[0], lim, tick, arg, res);
 	return 0;
+}
+
+int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t *lim,
+		 void (*tick)(void *arg), void *arg, mm_probe_result_t *res)
+{
+	return probe_start(argv, envp, NULL, NULL, lim, tick, arg, res);
+}
+
+/* The thread count from /proc/self/stat (field 20); -1 when unreadable.
+ * The command name (field 2) may hold spaces and parentheses: field 3
+ * starts after its last ')' and one space. */
+static int thread_count(void)
+{
+	char buf[1024], *p;
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC), field = 2;
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	if ((p = strrchr(buf, ')')) == NULL)
+		return -1;
+	for (p++; *p != '\0' && field < 20; p++)
+		if (*p == ' ' && p[1] != ' ')
+			field++;
+	return field == 20 ? atoi(p) : -1;
+}
+
+int mm_probe_fork(int (*child)(void *carg), void *carg, const mm_probe_limits_t *lim,
+		  void (*tick)(void *arg), void *arg, mm_probe_result_t *res)
+{
+	memset(res, 0, sizeof(*res));
+	if (thread_count() != 1)
+		return mm_diag_set(MM_EAGAIN, "this process has other threads: a copy of it could "
+					       "inherit locks they hold");
+	return probe_start(NULL, NULL, child, carg, lim, tick, arg, res);
 }

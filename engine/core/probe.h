@@ -14,6 +14,16 @@
  * load time is not shown twice); fd 3 is a pipe to the caller; every other
  * descriptor is closed before exec, and core dumps are off.
  *
+ * Two ways to start it. mm_probe_run executes a fresh program (a second
+ * start of the whole binary: dynamic linking, LuaJIT, murmur's modules).
+ * mm_probe_fork runs a function in a forked copy of the caller instead,
+ * which is already linked and initialised: the same limits and the same
+ * separate address space, so a crash or runaway still ends only the copy,
+ * at the cost of a fork instead of an exec. A copy of a process with other
+ * threads may hold locks those threads held at the fork (malloc's aside),
+ * so mm_probe_fork refuses when the caller is not single-threaded; the
+ * caller then falls back to mm_probe_run.
+ *
  * mm_probe_run blocks its caller until the child is gone; it calls tick(arg)
  * about every 100 ms while it waits, so a supervised worker can keep its
  * watchdog informed. Any thread; not async-signal-safe.
@@ -53,5 +63,16 @@ typedef struct mm_probe_result {
  */
 int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t *lim,
 		 void (*tick)(void *arg), void *arg, mm_probe_result_t *res);
+
+/*
+ * Runs child(carg) in a forked copy of this process under lim; the copy
+ * exits with child's return value (child may also _exit itself, and must
+ * never unwind into the caller's frames). Returns 0 with *res filled,
+ * MM_EAGAIN when this process has more than one thread (nothing was
+ * started; use mm_probe_run), or MM_EIO when the copy could not be started
+ * (diagnostics set in both). res->out must be freed with mm_buf_free.
+ */
+int mm_probe_fork(int (*child)(void *carg), void *carg, const mm_probe_limits_t *lim,
+		  void (*tick)(void *arg), void *arg, mm_probe_result_t *res);
 
 #endif

@@ -9,6 +9,11 @@
  *       fd 3 }, or nil, err, code when it could not start. set_env is a list
  *       of "NAME=value" added to this process's environment, unset_env a list
  *       of names removed; limits = { cpu_s, as_mb, wall_ms }.
+ *   core.probe_fork(fn, limits) -> result table
+ *       the same with fn() run in a forked copy of this process instead of
+ *       a fresh program, the copy exiting with fn's number (70 when fn
+ *       raised an error); nil, err, "EAGAIN" when this process has other
+ *       threads and so cannot be copied safely (use core.probe).
  *   engine:probe(argv, set_env, unset_env, limits, fn(result | nil, err))
  *       the same on the libuv thread pool, so the loop keeps turning while
  *       the child runs (hot reload); fn runs on the loop with the result
@@ -127,6 +132,20 @@ static void probe_job_free(probe_job_t *j)
 	free(j);
 }
 
+/* Reads a limits table { cpu_s, as_mb, wall_ms } at index t (absent: none). */
+static void read_limits(lua_State *L, int t, mm_probe_limits_t *lim)
+{
+	if (!lua_istable(L, t))
+		return;
+	lua_getfield(L, t, "cpu_s");
+	lim->cpu_s = (int)luaL_optinteger(L, -1, 0);
+	lua_getfield(L, t, "as_mb");
+	lim->as_bytes = (uint64_t)luaL_optnumber(L, -1, 0) * 1024 * 1024;
+	lua_getfield(L, t, "wall_ms");
+	lim->wall_ms = (int64_t)luaL_optnumber(L, -1, 0);
+	lua_pop(L, 3);
+}
+
 /* Reads (argv, set_env, unset_env, limits) at stack index 1..4 into a job;
  * NULL when out of memory. */
 static probe_job_t *probe_job_new(lua_State *L)
@@ -142,15 +161,7 @@ static probe_job_t *probe_job_new(lua_State *L)
 	luaL_argcheck(L, nargv > 0, 1, "no command");
 	if ((j = calloc(1, sizeof(*j))) == NULL)
 		return NULL;
-	if (lua_istable(L, 4)) {
-		lua_getfield(L, 4, "cpu_s");
-		j->lim.cpu_s = (int)luaL_optinteger(L, -1, 0);
-		lua_getfield(L, 4, "as_mb");
-		j->lim.as_bytes = (uint64_t)luaL_optnumber(L, -1, 0) * 1024 * 1024;
-		lua_getfield(L, 4, "wall_ms");
-		j->lim.wall_ms = (int64_t)luaL_optnumber(L, -1, 0);
-		lua_pop(L, 3);
-	}
+	read_limits(L, 4, &j->lim);
 	while (environ[nenv])
 		nenv++;
 	j->argv = calloc((size_t)nargv + 1, sizeof(*j->argv));
@@ -216,6 +227,40 @@ static int l_probe(lua_State *L)
 	if (j == NULL)
 		return luaL_error(L, "out of memory");
 	probe_job_run(j, stamp_alive);
+	n = probe_push(L, j);
+	probe_job_free(j);
+	return n;
+}
+
+/* In the forked copy: calls the function at index 1 of the copied stack
+ * and exits with its number (70 when it raised an error: the copy must
+ * never unwind into its caller's frames, which would go on running the
+ * caller's code in the copy). */
+static int fork_child(void *carg)
+{
+	lua_State *L = carg;
+
+	/* The caller stamps the supervisor's page while it waits; the copy
+	 * writes nothing shared. */
+	mm_progress = NULL;
+	lua_pushvalue(L, 1);
+	if (lua_pcall(L, 0, 1, 0) != 0)
+		return 70;
+	return lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+}
+
+static int l_probe_fork(lua_State *L)
+{
+	probe_job_t *j;
+	int n;
+
+	luaL_checktype(L, 1, LUA_TFUNCTION);
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return luaL_error(L, "out of memory");
+	read_limits(L, 2, &j->lim);
+	j->rc = mm_probe_fork(fork_child, L, &j->lim, stamp_alive, NULL, &j->res);
+	if (j->rc)
+		snprintf(j->detail, sizeof(j->detail), "%s", mm_diag_msg());
 	n = probe_push(L, j);
 	probe_job_free(j);
 	return n;
@@ -287,6 +332,8 @@ void mm_lua_isolate_register(lua_State *L)
 {
 	lua_pushcfunction(L, l_probe);
 	lua_setfield(L, -2, "probe");
+	lua_pushcfunction(L, l_probe_fork);
+	lua_setfield(L, -2, "probe_fork");
 	lua_pushcfunction(L, l_heartbeat);
 	lua_setfield(L, -2, "heartbeat");
 	lua_pushcfunction(L, l_probe_exit);

@@ -7,8 +7,13 @@
 -- string.rep can allocate without bound, and some recursions crash the Lua VM
 -- (a segfault). None of those can be stopped or survived from inside the
 -- process, so `murmur check`, `murmur run` (every worker start) and every hot
--- reload first run the same command line again as a probe child
--- (MURMUR_LOAD_PROBE=1, engine/core/probe.h) that only loads the scripts:
+-- reload first load the scripts in a probe child (engine/core/probe.h) that
+-- only loads them. At start-up, while the process has one thread, the child
+-- is a forked copy of it (core.probe_fork): already linked and initialised,
+-- so the probe costs a fork instead of a second start of the binary. Where
+-- other threads run (a hot reload: the thread pool, librdkafka's) a copy
+-- could inherit their locks, so the child runs the same command line again
+-- instead (MURMUR_LOAD_PROBE=1). Either way, in its own address space:
 --
 --   CPU       RLIMIT_CPU of MURMUR_LOAD_TIMEOUT (default 2 s) + 1 s: SIGXCPU
 --   memory    RLIMIT_AS of the Lua heap limit (--lua-memory, default 1 GiB)
@@ -128,13 +133,24 @@ end
 
 local KEPT_CHANGING = "the scripts kept changing while they were being validated; not loaded"
 
+-- One probe child for paths, blocking: a forked copy of this process, or,
+-- when it has other threads, the command line again.
+local function probe_once(paths)
+  local lim = M.limits()
+  local res, perr, code = core.probe_fork(function() child_main(paths) end, lim)
+  if not res and code == "EAGAIN" then
+    local argv, set, unset
+    argv, set, unset, lim = probe_args()
+    res, perr = core.probe(argv, set, unset, lim)
+  end
+  return probe_result(res, perr, lim)
+end
+
 -- Runs the probe child for paths. Returns the table of files (path -> bytes)
 -- to load from, or nil, message.
 function M.probe(paths)
   for _ = 1, 3 do
-    local argv, set, unset, lim = probe_args()
-    local res, perr = core.probe(argv, set, unset, lim)
-    local snapshot, err = probe_result(res, perr, lim)
+    local snapshot, err = probe_once(paths)
     if snapshot ~= false then return snapshot, err end
   end
   return nil, KEPT_CHANGING
