@@ -69,9 +69,13 @@ static int child_setup(const mm_probe_limits_t *lim, int wfd)
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/* Default dispositions: the parent's ignored signals stay ignored
 	 * across exec (and its handlers across fork), and SIGXCPU must be able
-	 * to kill. */
+	 * to kill. A crash must end the child by its signal, which the caller
+	 * reports as one, even where a handler was installed (a sanitized
+	 * build's, for a forked copy). */
 	signal(SIGXCPU, SIG_DFL);
 	signal(SIGPIPE, SIG_DFL);
+	signal(SIGSEGV, SIG_DFL);
+	signal(SIGBUS, SIG_DFL);
 	if (wfd != 3) {
 		if (dup2(wfd, 3) < 0)
 			return -1;
