@@ -36,6 +36,19 @@ PKG_LIBS   := -lluajit-5.1 -luv -llmdb -lrdkafka -lhiredis -lcurl -lprotobuf-c -
 endif
 # libhttp-parser ships no pkg-config file.
 PKG_LIBS  += -lhttp_parser
+# Named first on murmur's link line, for start-up time only. Most of what the
+# dynamic linker does at each start is looking up the symbols libcrypto,
+# GnuTLS and Nettle bind to themselves (4 800 of 9 800 bindings), each search
+# walking the library list in load order, where these three come after
+# twenty others (they arrive as libcurl's and librdkafka's dependencies).
+# Named first, they are found at once: 22% fewer instructions for a whole
+# process start (callgrind of `murmur version`). No binding changes: none of
+# their symbols is defined by another library the binary loads (nm -D).
+# Each is added only when its development files are installed.
+START_LIBS := $(foreach p,libcrypto gnutls nettle,$(shell pkg-config --libs $(p) 2>/dev/null))
+ifneq ($(strip $(START_LIBS)),)
+START_LIBS := -Wl,--push-state,--no-as-needed $(START_LIBS) -Wl,--pop-state
+endif
 
 OPT       ?= -O2
 # Error-injection points (tarantool errinj style) are compiled into every
@@ -83,7 +96,7 @@ all: $(BUILD)/murmur $(UNIT_BIN) $(HELPER_BIN)
 rock: $(BUILD)/murmur
 
 $(BUILD)/murmur: $(BUILD)/engine/main.o $(BUILD)/libmurmur.a
-	$(CC) $(MM_LDFLAGS) -rdynamic -o $@ $< -Wl,--whole-archive $(BUILD)/libmurmur.a -Wl,--no-whole-archive $(LIBS)
+	$(CC) $(MM_LDFLAGS) -rdynamic -o $@ $< -Wl,--whole-archive $(BUILD)/libmurmur.a -Wl,--no-whole-archive $(START_LIBS) $(LIBS)
 
 $(BUILD)/libmurmur.a: $(ENGINE_OBJ)
 	@rm -f $@
