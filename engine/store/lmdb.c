@@ -77,7 +77,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 
 #include "../lib/error.h"
@@ -94,6 +96,7 @@
 #define LMDB_MAP_MIN (64 * 1024)
 #define LMDB_READERS_MAX 65536
 #define LMDB_SIGN (1ULL << 63)
+#define LMDB_RELEASE_EVERY 4096
 
 typedef struct lmdb_cfg {
 	const char *path;
@@ -139,6 +142,11 @@ typedef struct mm_lmdb {
 	 * it (seen_live = 0), so it never pins pages beyond the last commit. */
 	MDB_txn *seen_txn;
 	int seen_live;
+	/* Where LMDB mapped the data file and its page size, for
+	 * lmdb_map_release(); map_addr is NULL for a read-only opener, or when
+	 * the mapping could not be found. */
+	void *map_addr;
+	size_t map_len, psize;
 } mm_lmdb_t;
 
 /* One apply(), get_many(), position or metadata call on its way through the
@@ -745,6 +753,75 @@ static int cmp_mark(const void *x, const void *y)
 	return cmp_ident(a->ns->name, b->ns->name, a->id, a->len, b->id, b->len);
 }
 
+/*
+ * Drops this process's mappings of the data file's pages (madvise
+ * MADV_DONTNEED on the map). The pages stay in the kernel's page cache, and
+ * the next read of one is a minor fault that maps it again with the same
+ * bytes: the map is a read-only shared view of the file, and nothing writes a
+ * page that a transaction can still read (LMDB writes a transaction's pages,
+ * at commit or when it spills them, to pages no snapshot in use refers to).
+ *
+ * Why. An apply reads its part of the tree through the map and copies every
+ * page it changes into memory of its own, so the pages it read are dead to
+ * it once copied; and copy-on-write moves the live tree to other pages of the
+ * file at each commit, so over a few flushes every page of the file, about
+ * three times the live tree when flushes rewrite most of it, stays mapped and
+ * counted in the process's resident memory although it holds no live data.
+ * Releasing them during and after each apply bounds what the map adds to the
+ * resident memory by the pages one stretch of LMDB_RELEASE_EVERY deltas reads.
+ * Pool thread (the apply's), or wherever the write transaction runs.
+ */
+static void lmdb_map_release(mm_lmdb_t *st)
+{
+	MDB_envinfo info;
+	size_t len;
+
+	if (st->map_addr == NULL || mdb_env_info(st->env, &info))
+		return;
+	len = (info.me_last_pgno + 1) * st->psize;
+	/* A failure only leaves the pages mapped: memory, never data. */
+	(void)madvise(st->map_addr, len < st->map_len ? len : st->map_len, MADV_DONTNEED);
+}
+
+/*
+ * Finds where LMDB mapped the data file: liblmdb does not tell (its
+ * me_mapaddr is only set for MDB_FIXEDMAP), so the mapping of offset 0 of
+ * the file's device and inode is looked up in /proc/self/maps. LMDB maps the
+ * file once at open and never moves it for a writer that does not change its
+ * map size, which murmur does not do after open. Not finding it (no /proc)
+ * only leaves lmdb_map_release() a no-op.
+ */
+static void lmdb_map_find(mm_lmdb_t *st)
+{
+	char line[512];
+	struct stat sb;
+	MDB_stat stat;
+	mdb_filehandle_t fd;
+	FILE *maps;
+
+	if (mdb_env_get_fd(st->env, &fd) || fstat(fd, &sb) || mdb_env_stat(st->env, &stat))
+		return;
+	maps = fopen("/proc/self/maps", "r");
+	if (maps == NULL)
+		return;
+	while (fgets(line, sizeof(line), maps)) {
+		unsigned long lo, hi, ino;
+		unsigned long long off;
+		unsigned maj, mnr;
+
+		if (sscanf(line, "%lx-%lx %*s %llx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) ==
+			    6 &&
+		    off == 0 && ino == (unsigned long)sb.st_ino && maj == major(sb.st_dev) &&
+		    mnr == minor(sb.st_dev)) {
+			st->map_addr = (void *)lo;
+			st->map_len = hi - lo;
+			st->psize = stat.ms_psize;
+			break;
+		}
+	}
+	fclose(maps);
+}
+
 static void lmdb_apply_work(uv_work_t *req)
 {
 	lmdb_work_t *w = (lmdb_work_t *)req;
@@ -780,6 +857,8 @@ static void lmdb_apply_work(uv_work_t *req)
 		goto out;
 	}
 	for (i = 0; i < f->ndeltas && rc == 0; i++) {
+		if (i % LMDB_RELEASE_EVERY == 0)
+			lmdb_map_release(st);
 		rc = apply_delta(st, txn, cur, &f->deltas[i], f->now_ms, &vb);
 		if (rc == MM_ERANGE && f->delta_done) {
 			/* The merge itself is impossible (a sum would overflow): no retry
@@ -807,6 +886,7 @@ static void lmdb_apply_work(uv_work_t *req)
 		rc = lmdb_fail(mrc, "commit");
 		goto out;
 	}
+	lmdb_map_release(st);
 	f->writes = f->ndeltas;
 	f->purged = purged;
 out:
@@ -1274,6 +1354,8 @@ static int lmdb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_on
 	st->read_only = read_only;
 	if ((rc = lmdb_open_dbs(st, cfg.path)))
 		goto fail;
+	if (!read_only)
+		lmdb_map_find(st);
 	*out = &st->base;
 	return 0;
 fail:

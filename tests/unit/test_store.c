@@ -912,6 +912,75 @@ TEST(lmdb_reopen)
 	fx_fini(&fx);
 }
 
+/* The resident kilobytes of this process's mapping of the file at path,
+ * from /proc/self/smaps; -1 if it is not mapped. */
+static long map_rss_kb(const char *path)
+{
+	char line[512];
+	long kb = -1;
+	int in = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *nl = strchr(line, '\n');
+
+		if (nl)
+			*nl = '\0';
+		if (strchr(line, '-') && strchr(line, ':') && line[0] != ' ' &&
+		    strstr(line, "kB") == NULL)
+			in = strlen(line) >= strlen(path) &&
+			     strcmp(line + strlen(line) - strlen(path), path) == 0;
+		else if (in && sscanf(line, "Rss: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
+/* An apply leaves none of the data file's pages mapped beyond a few that
+ * reading the meta pages maps around them (the kernel maps up to 64 KiB
+ * around a fault), where a read of every record maps the whole tree. */
+TEST(lmdb_map_released)
+{
+	static batch_t b;
+	static char ent[MAXD][400];
+	_Alignas(16) static unsigned char states[MAXD][MM_STATE_MAX];
+	static mm_key_t keys[MAXD];
+	static uint8_t found[MAXD];
+	char file[160];
+	long before, after;
+	fx_t fx;
+	done_t d;
+
+	REQUIRE(fx_init(&fx, "lmdb") == 0);
+	snprintf(file, sizeof(file), "%s/data.mdb", fx.path);
+	for (int r = 0; r < 16; r++) {
+		batch_init(&b, now_ms());
+		for (int i = 0; i < MAXD; i++) {
+			memset(ent[i], 'a' + r, sizeof(ent[i]));
+			snprintf(ent[i], 16, "%03d", i);
+			add_delta(&b, &NS, ent[i], sizeof(ent[i]), 1, 1, 0);
+		}
+		CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	}
+	for (int i = 0; i < MAXD; i++)
+		keys[i] = (mm_key_t){ent[i], sizeof(ent[i]), 1};
+	CHECK_EQ_INT(get_many(&fx, &NS, keys, MAXD, states, found), 0);
+	before = map_rss_kb(file);
+	batch_init(&b, now_ms());
+	for (int i = 0; i < MAXD; i++)
+		add_delta(&b, &NS, ent[i], sizeof(ent[i]), 1, 1, 0);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	after = map_rss_kb(file);
+	CHECK(before >= 100);
+	CHECK(after >= 0 && after <= 80);
+	CHECK_EQ_INT(get_many(&fx, &NS, keys, MAXD, states, found), 0);
+	CHECK(found[0] == 1 && found[MAXD - 1] == 1 && get_i64(states[0]) == 2);
+	fx_fini(&fx);
+}
+
 TEST(lmdb_options)
 {
 	mm_kv_t kv[2];
@@ -1379,6 +1448,7 @@ int main(void)
 	RUN(memory_read_only);
 	RUN(lmdb_reopen);
 	RUN(lmdb_options);
+	RUN(lmdb_map_released);
 	RUN(lmdb_readonly_process);
 #ifdef MM_ERRINJ
 	RUN(lmdb_errinj);
