@@ -3,8 +3,8 @@
  *
  * The hash mixes the entity's MurmurHash64A with the bucket, so one entity's
  * daily buckets spread over the table. Entity bytes go to an arena of 64 KiB
- * chunks (bigger keys get a chunk of their own), which makes reset() O(slots)
- * with no per-key free.
+ * chunks (bigger keys get a chunk of their own), so reset() frees no key one
+ * by one: it destroys the states of the dense entries and clears the index.
  */
 #include "agg.h"
 
@@ -65,42 +65,56 @@ static const char *arena_copy(mm_agg_t *a, const char *key, size_t klen)
 	return dst;
 }
 
+/* Doubles the index; entries stay where they are. */
 static int agg_grow(mm_agg_t *a)
 {
 	size_t ncap = a->cap ? a->cap * 2 : 64;
-	mm_agg_entry_t *ns = malloc(ncap * sizeof(*ns));
 	uint64_t *nh = calloc(ncap, sizeof(*nh));
+	uint32_t *ni = malloc(ncap * sizeof(*ni));
 
-	if (ns == NULL || nh == NULL) {
-		free(ns);
+	if (nh == NULL || ni == NULL) {
 		free(nh);
+		free(ni);
 		return mm_diag_set(MM_ENOMEM, "aggregation table: cannot grow to %zu slots", ncap);
 	}
-	for (size_t i = 0; i < ncap; i++)
-		ns[i].key = NULL;
 	for (size_t i = 0; i < a->cap; i++) {
-		mm_agg_entry_t *e = &a->slots[i];
 		size_t j;
 
-		if (e->key == NULL)
+		if (a->hashes[i] == 0)
 			continue;
-		j = e->hash & (ncap - 1);
+		j = a->hashes[i] & (ncap - 1);
 		while (nh[j])
 			j = (j + 1) & (ncap - 1);
-		ns[j] = *e;
-		nh[j] = e->hash;
+		nh[j] = a->hashes[i];
+		ni[j] = a->index[i];
 	}
-	free(a->slots);
 	free(a->hashes);
-	a->slots = ns;
+	free(a->index);
 	a->hashes = nh;
+	a->index = ni;
 	a->cap = ncap;
+	return 0;
+}
+
+/* Doubles the room for entries, which may move them. */
+static int agg_grow_entries(mm_agg_t *a)
+{
+	size_t ncap = a->ecap ? a->ecap * 2 : 32;
+	mm_agg_entry_t *ne;
+
+	if (ncap > UINT32_MAX ||
+	    (ne = realloc(a->entries, ncap * sizeof(*ne))) == NULL)
+		return mm_diag_set(MM_ENOMEM, "aggregation table: cannot grow to %zu entries",
+				   ncap);
+	a->entries = ne;
+	a->ecap = ncap;
 	a->gen++;
 	return 0;
 }
 
-static mm_agg_entry_t *agg_probe(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
-				 uint64_t h)
+/* The slot of (key, bucket): its own, or the empty slot where it belongs. */
+static size_t agg_probe(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+			uint64_t h)
 {
 	size_t j = h & (a->cap - 1);
 
@@ -108,12 +122,12 @@ static mm_agg_entry_t *agg_probe(const mm_agg_t *a, const char *key, size_t klen
 		uint64_t sh = a->hashes[j];
 
 		if (sh == 0)
-			return &a->slots[j];
+			return j;
 		if (sh == h) {
-			mm_agg_entry_t *e = &a->slots[j];
+			const mm_agg_entry_t *e = &a->entries[a->index[j]];
 
 			if (e->bucket == bucket && e->klen == klen && memcmp(e->key, key, klen) == 0)
-				return e;
+				return j;
 		}
 		j = (j + 1) & (a->cap - 1);
 	}
@@ -121,12 +135,12 @@ static mm_agg_entry_t *agg_probe(const mm_agg_t *a, const char *key, size_t klen
 
 mm_agg_entry_t *mm_agg_find(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket)
 {
-	mm_agg_entry_t *e;
+	size_t j;
 
 	if (a->cap == 0)
 		return NULL;
-	e = agg_probe(a, key, klen, bucket, agg_hash(key, klen, bucket));
-	return e->key ? e : NULL;
+	j = agg_probe(a, key, klen, bucket, agg_hash(key, klen, bucket));
+	return a->hashes[j] ? &a->entries[a->index[j]] : NULL;
 }
 
 mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
@@ -134,27 +148,30 @@ mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t
 {
 	uint64_t h = agg_hash(key, klen, bucket);
 	mm_agg_entry_t *e;
+	size_t j;
 
 	if ((a->count + 1) * 2 > a->cap && agg_grow(a) != 0)
 		return NULL;
-	e = agg_probe(a, key, klen, bucket, h);
-	if (e->key) {
+	j = agg_probe(a, key, klen, bucket, h);
+	if (a->hashes[j]) {
 		*created = 0;
-		return e;
+		return &a->entries[a->index[j]];
 	}
+	if (a->count == a->ecap && agg_grow_entries(a) != 0)
+		return NULL;
+	e = &a->entries[a->count];
 	e->key = arena_copy(a, key, klen);
 	if (e->key == NULL) {
 		mm_diag_set(MM_ENOMEM, "aggregation table: cannot copy a %zu-byte key", klen);
 		return NULL;
 	}
 	e->klen = (uint32_t)klen;
-	e->hash = h;
-	a->hashes[e - a->slots] = h;
 	e->bucket = bucket;
 	e->expire_ms = 0;
 	if (a->m)
 		a->m->vt->init(a->m, e->state);
-	a->count++;
+	a->hashes[j] = h;
+	a->index[j] = (uint32_t)a->count++;
 	*created = 1;
 	return e;
 }
@@ -164,17 +181,11 @@ void mm_agg_reset(mm_agg_t *a)
 	mm_agg_chunk_t *c = a->chunks;
 
 	a->gen++;
-	for (size_t i = 0; i < a->cap && a->count; i++) {
-		mm_agg_entry_t *e = &a->slots[i];
-
-		if (e->key == NULL)
-			continue;
-		if (a->m)
-			a->m->vt->destroy(a->m, e->state);
-		e->key = NULL;
-		a->hashes[i] = 0;
-		a->count--;
-	}
+	if (a->m)
+		for (size_t i = 0; i < a->count; i++)
+			a->m->vt->destroy(a->m, a->entries[i].state);
+	if (a->count)
+		memset(a->hashes, 0, a->cap * sizeof(*a->hashes));
 	/* Keep one chunk for reuse; large keys were one-offs. */
 	if (c) {
 		mm_agg_chunk_t *rest = c->next;
@@ -196,10 +207,13 @@ void mm_agg_free(mm_agg_t *a)
 {
 	mm_agg_reset(a);
 	free(a->chunks);
-	free(a->slots);
+	free(a->entries);
 	free(a->hashes);
+	free(a->index);
 	a->chunks = NULL;
-	a->slots = NULL;
+	a->entries = NULL;
 	a->hashes = NULL;
+	a->index = NULL;
 	a->cap = 0;
+	a->ecap = 0;
 }

@@ -348,10 +348,10 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 		mm_pipeline_t *p = ctx->pipes[i];
 		mm_agg_t *a = &p->agg[!p->cur], *ids = &p->ids[!p->cur];
 
-		for (size_t s = 0; s < a->cap; s++) {
-			mm_agg_entry_t *e = &a->slots[s];
+		for (size_t s = 0; s < a->count; s++) {
+			mm_agg_entry_t *e = &a->entries[s];
 
-			if (e->key == NULL || p->cfg.monoid.vt->is_identity(&p->cfg.monoid, e->state))
+			if (p->cfg.monoid.vt->is_identity(&p->cfg.monoid, e->state))
 				continue;
 			job->f.deltas[job->f.ndeltas++] = (mm_delta_t){
 				.ns = &p->ns,
@@ -360,13 +360,12 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 				.state = e->state,
 			};
 		}
-		for (size_t s = 0; s < ids->cap; s++) {
-			mm_agg_entry_t *e = &ids->slots[s];
+		for (size_t s = 0; s < ids->count; s++) {
+			mm_agg_entry_t *e = &ids->entries[s];
 
-			if (e->key)
-				job->f.marks[job->f.nmarks++] = (mm_mark_t){
-					&p->ns, e->key, e->klen, e->expire_ms,
-					!!(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED)};
+			job->f.marks[job->f.nmarks++] = (mm_mark_t){
+				&p->ns, e->key, e->klen, e->expire_ms,
+				!!(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED)};
 		}
 		if (p->cfg.gran_ms && p->cfg.retention_ms && now >= p->next_purge_ms) {
 			job->f.purges[job->f.npurges++] = (mm_purge_t){

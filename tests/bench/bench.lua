@@ -188,6 +188,26 @@ do
     :format("all three (one input)", m.cpu / n * 1e9, n / m.wall, m.stats.store_writes / n, math.floor(m.rss_kb / 1024)))
 end
 
+-- Memory (issue 14, item 3): peak RSS of the whole worker, the LMDB map
+-- included, for page_views at about 1 M stored keys: 3 000 000 events
+-- uniform over 1 000 000 page ids (about 950 000 distinct, counted here), so
+-- that every flush rewrites most of the tree, the worst case for the map.
+do
+  local uniform = dir .. "/uniform.jsonl"
+  assert(os.execute(("%s/helpers/gen_events 3000000 1000000 0 42 noid > %s"):format(build, sh_quote(uniform))))
+  local p = assert(io.popen(("grep -o '\"page_id\":\"[^\"]*\"' %s | sort -u | wc -l"):format(sh_quote(uniform))))
+  local keys = assert(tonumber(p:read("*a")))
+  p:close()
+  local m = run_murmur({ "pipelines/page_views.lua" }, uniform)
+  os.remove(uniform)
+  local limit = 64e6 + 100 * keys
+  print(("%-38s %d keys, peak RSS %.0f MB (%.0f bytes per key above 64 MB), %d flushes")
+    :format("page_views, uniform keys", keys, m.rss_kb * 1024 / 1e6,
+      math.max(0, m.rss_kb * 1024 - 64e6) / keys, m.stats.flushes))
+  target(m.rss_kb * 1024 <= limit, "peak RSS <= 64 MB + 100 bytes per stored key",
+    ("%.0f MB <= %.0f MB"):format(m.rss_kb * 1024 / 1e6, limit / 1e6))
+end
+
 -- Recovery (issue 14, item 4): kill -9 of a supervised worker that follows
 -- a file, to the new worker reading a record again. Each sample is a fresh
 -- `murmur run --follow`, because a second kill within 10 s of a worker's
