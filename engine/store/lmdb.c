@@ -56,6 +56,11 @@
  * but a power loss or kernel crash loses the last commits (and LMDB only
  * promises consistency if the filesystem preserves write order).
  *
+ * Resident memory. A writer drops its mappings of the data file's pages
+ * during and after every apply (lmdb_map_release), so the stale versions of
+ * the tree that copy-on-write leaves in the file do not stay in its RSS; the
+ * page cache keeps them for the kernel to reclaim.
+ *
  * Several processes may share a store: one writer and any number of
  * read-only openers (queries), each read seeing the last committed
  * transaction. A reader maps the size the writer recorded; if the writer
