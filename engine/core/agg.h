@@ -7,7 +7,7 @@
  * at most half full maps a key's hash to its entry. A slot is 12 bytes (the
  * hash and the entry's number), so the empty half of the index costs 12 bytes
  * per slot instead of a whole 64-byte entry: with about 100 000 keys per
- * flush, 12 MB per table where slots holding the entries took 22 MB. Entity
+ * flush, 11.5 MB per table where slots holding the entries took 23 MB. Entity
  * bytes are copied into an arena owned by the table, so callers may pass
  * borrowed record memory. A table
  * built with a NULL monoid is a plain key set (used for pending dedup ids,
