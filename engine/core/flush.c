@@ -35,7 +35,9 @@ struct mm_flush_job {
 	mm_engine_t *ctx;
 	mm_flush_t f;
 	mm_buf_t posdata;        /* concatenated position bytes */
+	mm_buf_t poskeys;        /* keys of the parts of positions (pos_parts), NUL-separated */
 	size_t *pos_src;         /* engine source index of positions[i] */
+	size_t npos_cap;         /* room in f.positions and pos_src */
 	uint64_t started_ns;
 	uint64_t records;        /* accepted records covered by this flush */
 	int attempts;
@@ -97,6 +99,7 @@ static void job_free(struct mm_flush_job *job)
 	free(job->f.positions);
 	free(job->pos_src);
 	mm_buf_free(&job->posdata);
+	mm_buf_free(&job->poskeys);
 	free(job);
 }
 
@@ -280,32 +283,95 @@ static void on_flush_done(void *arg, int status, const char *detail)
 	}
 }
 
-/* The sources' positions, taken when the generation is swapped out. */
+/* Adds one position to the job: bytes p[0..n) of source index src under
+ * key, or (key NULL) under the next key in poskeys. job_positions turns the
+ * offsets kept here into pointers at its end: posdata and poskeys may move
+ * while they grow. */
+static int job_add_position(struct mm_flush_job *job, size_t src, const char *key,
+			    const uint8_t *p, size_t n)
+{
+	size_t np = job->f.npositions;
+	mm_position_t *pos;
+
+	if (np == job->npos_cap) {
+		size_t cap = job->npos_cap ? job->npos_cap * 2 : 8;
+		mm_position_t *grown = realloc(job->f.positions, cap * sizeof(*grown));
+		size_t *gsrc;
+
+		if (grown == NULL)
+			return mm_diag_set(MM_ENOMEM, "cannot build a flush");
+		job->f.positions = grown;
+		if ((gsrc = realloc(job->pos_src, cap * sizeof(*gsrc))) == NULL)
+			return mm_diag_set(MM_ENOMEM, "cannot build a flush");
+		job->pos_src = gsrc;
+		job->npos_cap = cap;
+	}
+	pos = &job->f.positions[np];
+	job->pos_src[np] = src;
+	pos->source = key;
+	pos->len = n;
+	pos->pos = (const uint8_t *)(uintptr_t)job->posdata.len;
+	if (mm_buf_append(&job->posdata, p, n))
+		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
+	job->f.npositions = np + 1;
+	return 0;
+}
+
+struct job_part_ctx {
+	struct mm_flush_job *job;
+	mm_source_t *src;
+	size_t srcidx;
+	mm_buf_t key;
+};
+
+/* One part of a source's position (vtable pos_parts): stored under its own
+ * key, which poskeys keeps (NUL-terminated) until the job ends. */
+static int job_add_part(void *ud, const char *part, const uint8_t *p, size_t n)
+{
+	struct job_part_ctx *pc = ud;
+
+	if (mm_source_part_key(pc->src, part, &pc->key) ||
+	    mm_buf_append(&pc->job->poskeys, pc->key.p, pc->key.len + 1))
+		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
+	return job_add_position(pc->job, pc->srcidx, NULL, p, n);
+}
+
+/* The sources' positions, taken when the generation is swapped out: one
+ * per source, or one per part of it that this reader owns and moved. */
 static int job_positions(mm_engine_t *ctx, struct mm_flush_job *job)
 {
-	size_t np = 0;
+	struct job_part_ctx pc = {job, NULL, 0, {0}};
+	size_t keyoff = 0;
+	int rc = 0;
 
-	job->f.positions = calloc((size_t)ctx->nsrcs + 1, sizeof(mm_position_t));
-	job->pos_src = calloc((size_t)ctx->nsrcs + 1, sizeof(size_t));
-	if (!job->f.positions || !job->pos_src)
-		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
-	for (int i = 0; i < ctx->nsrcs; i++) {
+	job->f.npositions = 0;
+	job->poskeys.len = 0;
+	for (int i = 0; i < ctx->nsrcs && rc == 0; i++) {
 		mm_engine_source_t *es = &ctx->srcs[i];
 
 		if (!es->has_pos)
 			continue;
-		job->pos_src[np] = (size_t)i;
-		job->f.positions[np].source = mm_source_pos_key(es->src);
-		job->f.positions[np].len = es->pos.len;
-		/* Offsets first: posdata may move while it grows. */
-		job->f.positions[np].pos = (const uint8_t *)(uintptr_t)job->posdata.len;
-		if (mm_buf_append(&job->posdata, es->pos.p, es->pos.len))
-			return MM_ENOMEM;
-		np++;
+		if (es->src->vt->pos_parts) {
+			pc.src = es->src;
+			pc.srcidx = (size_t)i;
+			rc = es->src->vt->pos_parts(es->src, es->pos.p, es->pos.len, job_add_part, &pc);
+		} else {
+			rc = job_add_position(job, (size_t)i, mm_source_pos_key(es->src), es->pos.p,
+					      es->pos.len);
+		}
 	}
-	for (size_t i = 0; i < np; i++)
-		job->f.positions[i].pos = job->posdata.p + (uintptr_t)job->f.positions[i].pos;
-	job->f.npositions = np;
+	mm_buf_free(&pc.key);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < job->f.npositions; i++) {
+		mm_position_t *pos = &job->f.positions[i];
+
+		pos->pos = job->posdata.p + (uintptr_t)pos->pos;
+		if (pos->source == NULL) {
+			pos->source = (const char *)job->poskeys.p + keyoff;
+			keyoff += strlen(pos->source) + 1;
+		}
+	}
 	return 0;
 }
 

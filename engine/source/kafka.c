@@ -294,6 +294,60 @@ static int mm_ksrc_pos_decode(mm_ksrc_t *ks, const uint8_t *p, size_t len, mm_ks
 	return rc ? rc : mm_ksrc_pos_walk(ks, p, len, fn);
 }
 
+struct mm_ksrc_parts {
+	mm_ksrc_t *ks;
+	int (*fn)(void *ud, const char *part, const uint8_t *p, size_t n);
+	void *ud;
+	mm_buf_t one;
+};
+
+/* One partition of a position, as a part of its own if this member owns the
+ * partition (assigned, or being revoked: the revoke's flush) and it moved. */
+static int mm_ksrc_part_one(void *ud, const char *topic, int32_t partition, int64_t offset)
+{
+	struct mm_ksrc_parts *w = ud;
+	const mm_kpart_t *kp = mm_ksrc_part_find(w->ks, topic, partition);
+	size_t tlen = strlen(topic);
+	char name[300];
+	int rc;
+
+	if (kp == NULL || kp->state == MM_KP_IDLE || offset <= mm_ksrc_part_durable(kp))
+		return 0;
+	w->one.len = 0;
+	rc = mm_buf_put_u32le(&w->one, MM_KSRC_POS_MAGIC);
+	rc |= mm_buf_put_u32le(&w->one, 1);
+	rc |= mm_buf_put_u16le(&w->one, (uint16_t)tlen);
+	rc |= mm_buf_append(&w->one, topic, tlen);
+	rc |= mm_buf_put_u32le(&w->one, (uint32_t)partition);
+	rc |= mm_buf_put_u64le(&w->one, (uint64_t)offset);
+	if (rc)
+		return mm_diag_set(MM_ENOMEM, "%s: out of memory", w->ks->base.id);
+	snprintf(name, sizeof(name), "%s/%d", topic, (int)partition);
+	return w->fn(w->ud, name, w->one.p, w->one.len);
+}
+
+/*
+ * The position in parts (vtable pos_parts): one per partition, under the key
+ * "<source key>#<topic>/<partition>", each holding a position of that one
+ * partition. A member writes only the parts of the partitions it owns, and
+ * reads a partition's part when the partition is assigned to it
+ * (kafka_rebalance.c), so members of a group sharing a store never
+ * overwrite each other's positions, and each partition's pending flush
+ * (doc/dynamodb.md, "Flush intents") is finished by its next owner.
+ */
+static int mm_ksrc_pos_parts(mm_source_t *src, const uint8_t *pos, size_t len,
+			     int (*fn)(void *ud, const char *part, const uint8_t *p, size_t n),
+			     void *ud)
+{
+	struct mm_ksrc_parts w = {(mm_ksrc_t *)src, fn, ud, {0}};
+	int rc = mm_kafka_pos_walk(src->id, pos, len, NULL, NULL);
+
+	if (rc == 0)
+		rc = mm_kafka_pos_walk(src->id, pos, len, mm_ksrc_part_one, &w);
+	mm_buf_free(&w.one);
+	return rc;
+}
+
 static void mm_ksrc_pos_stored(mm_ksrc_t *ks, mm_kpart_t *kp, int64_t offset)
 {
 	kp->stored = offset;
@@ -1185,4 +1239,5 @@ const mm_source_vtable_t mm_source_kafka_vtable = {
 	.describe = mm_ksrc_describe,
 	.status = mm_ksrc_status,
 	.lag = mm_ksrc_lag,
+	.pos_parts = mm_ksrc_pos_parts,
 };

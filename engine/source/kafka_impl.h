@@ -68,6 +68,9 @@ typedef struct mm_krebal {
 	rd_kafka_topic_partition_list_t *parts;  /* owned copy */
 	rd_kafka_resp_err_t werr;                /* committed-offset fetch result */
 	int attempts;
+	int read_next;        /* assign: next partition whose stored part to read */
+	int reading;          /* assign: the committed offsets are in, parts being read */
+	mm_buf_t key, buf;    /* assign: the part's key and its position read */
 	struct mm_krebal *next;
 } mm_krebal_t;
 
@@ -124,7 +127,7 @@ struct mm_ksrc {
 	int rebal_busy;             /* a step of the head is in progress */
 	mm_kflush_t *flush_wait;    /* the revoke's flush not yet done */
 	uv_work_t work;             /* committed-offset fetch */
-	int work_busy;
+	int work_busy;              /* it, or a read of a partition's stored position */
 
 	/* Statistics for status(). */
 	uint64_t commits, commit_failures, rebalances, errors;

@@ -55,6 +55,7 @@
 #define MM_KSRC_REVOKE_COMMIT_TRIES 5
 
 static void mm_ksrc_rebal_next(mm_ksrc_t *ks);
+static void mm_ksrc_assign_read(mm_ksrc_t *ks);
 
 /* ---- commits ---- */
 
@@ -137,6 +138,8 @@ void mm_ksrc_store(mm_ksrc_t *ks)
 void mm_ksrc_rebal_free(mm_krebal_t *op)
 {
 	rd_kafka_topic_partition_list_destroy(op->parts);
+	mm_buf_free(&op->key);
+	mm_buf_free(&op->buf);
 	free(op);
 }
 
@@ -235,6 +238,110 @@ static void mm_ksrc_assign_offsets(mm_ksrc_t *ks, mm_krebal_t *op)
 	}
 }
 
+/* Leaving the group: the offsets do not matter, nothing will be read. Ends
+ * the assignment and returns 1, or returns 0 while the source runs. */
+static int mm_ksrc_assign_leaving(mm_ksrc_t *ks, mm_krebal_t *op)
+{
+	if (ks->phase < MM_KS_CLOSE)
+		return 0;
+	for (int i = 0; i < op->parts->cnt; i++)
+		op->parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+	mm_ksrc_assign_apply(ks, op);
+	mm_ksrc_rebal_done(ks);
+	return 1;
+}
+
+/* Backs off before retrying the head assignment's step. */
+static void mm_ksrc_assign_retry(mm_ksrc_t *ks, const char *what, const char *why)
+{
+	mm_krebal_t *op = ks->rebal;
+	int64_t delay;
+
+	op->attempts++;
+	delay = MM_KSRC_RETRY_MIN_MS << (op->attempts < 6 ? op->attempts : 6);
+	if (delay > MM_KSRC_RETRY_MAX_MS)
+		delay = MM_KSRC_RETRY_MAX_MS;
+	mm_log(MM_LOG_WARN, "kafka", "%s: cannot %s: %s; retrying in %" PRId64 " ms", ks->base.id,
+	       what, why, delay);
+	uv_timer_start(&ks->rebal_timer, mm_ksrc_on_rebal_timer, (uint64_t)delay, 0);
+}
+
+/* Takes the offset of a partition's stored part as where this store has
+ * counted it to (it may be another member's work: the store is shared). */
+static int mm_ksrc_part_read_one(void *ud, const char *topic, int32_t partition, int64_t offset)
+{
+	mm_ksrc_t *ks = ud;
+	mm_kpart_t *kp = mm_ksrc_part_get(ks, topic, partition);
+
+	if (kp == NULL)
+		return mm_diag_set(MM_ENOMEM, "%s: out of memory", ks->base.id);
+	if (offset > kp->stored)
+		kp->stored = offset;
+	return 0;
+}
+
+static void mm_ksrc_on_part_read(void *arg, int status, const char *detail)
+{
+	mm_ksrc_t *ks = arg;
+	mm_krebal_t *op = ks->rebal;
+	char what[64];
+	int rc = 0;
+
+	ks->work_busy = 0;
+	if (mm_ksrc_assign_leaving(ks, op))
+		return;
+	if (status == 0 &&
+	    (rc = mm_kafka_pos_walk(ks->base.id, op->buf.p, op->buf.len, NULL, NULL)) == 0)
+		rc = mm_kafka_pos_walk(ks->base.id, op->buf.p, op->buf.len, mm_ksrc_part_read_one, ks);
+	if (rc) {
+		/* Not a Kafka position under a Kafka part's key: nothing of ours. */
+		mm_log(MM_LOG_ERROR, "kafka", "%s: ignoring the stored position %s: %s", ks->base.id,
+		       (const char *)op->key.p, mm_diag_msg());
+	} else if (status && status != MM_ENOTFOUND) {
+		snprintf(what, sizeof(what), "read the stored position of %s[%d]",
+			 op->parts->elems[op->read_next].topic,
+			 (int)op->parts->elems[op->read_next].partition);
+		mm_ksrc_assign_retry(ks, what, detail ? detail : mm_err_name(status));
+		return;
+	}
+	op->read_next++;
+	mm_ksrc_assign_read(ks);
+}
+
+/*
+ * Reads the stored position of each assigned partition, one after the
+ * other, before any of them is assigned: on a shared store (DynamoDB) the
+ * partition may have moved here from a member that died in the middle of a
+ * flush, and that read finishes the flush (its intent, doc/dynamodb.md)
+ * before this member reads the partition on from the position it moved to.
+ * Then the start offsets are chosen and the partitions assigned.
+ */
+static void mm_ksrc_assign_read(mm_ksrc_t *ks)
+{
+	mm_krebal_t *op = ks->rebal;
+	const rd_kafka_topic_partition_t *e;
+	char part[300];
+	int rc;
+
+	if (op->read_next >= op->parts->cnt || ks->base.sink.position == NULL) {
+		op->reading = 0;
+		mm_ksrc_assign_offsets(ks, op);
+		mm_ksrc_assign_apply(ks, op);
+		mm_ksrc_rebal_done(ks);
+		return;
+	}
+	e = &op->parts->elems[op->read_next];
+	snprintf(part, sizeof(part), "%s/%d", e->topic, (int)e->partition);
+	op->buf.len = 0;
+	if ((rc = mm_source_part_key(&ks->base, part, &op->key)) ||
+	    (rc = ks->base.sink.position(ks->base.sink.ctx, &ks->base, (const char *)op->key.p,
+					 &op->buf, mm_ksrc_on_part_read, ks))) {
+		mm_ksrc_assign_retry(ks, "read a partition's stored position", mm_diag_msg());
+		return;
+	}
+	ks->work_busy = 1;
+}
+
 static void mm_ksrc_committed_work(uv_work_t *req)
 {
 	mm_ksrc_t *ks = req->data;
@@ -250,31 +357,19 @@ static void mm_ksrc_committed_done(uv_work_t *req, int status)
 {
 	mm_ksrc_t *ks = req->data;
 	mm_krebal_t *op = ks->rebal;
-	int64_t delay;
 
 	ks->work_busy = 0;
-	if (ks->phase >= MM_KS_CLOSE) {
-		/* Leaving: the offsets do not matter, nothing will be read. */
-		for (int i = 0; i < op->parts->cnt; i++)
-			op->parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
-		mm_ksrc_assign_apply(ks, op);
-		mm_ksrc_rebal_done(ks);
+	if (mm_ksrc_assign_leaving(ks, op))
 		return;
-	}
 	if (status != 0 || op->werr) {
-		op->attempts++;
-		delay = MM_KSRC_RETRY_MIN_MS << (op->attempts < 6 ? op->attempts : 6);
-		if (delay > MM_KSRC_RETRY_MAX_MS)
-			delay = MM_KSRC_RETRY_MAX_MS;
-		mm_log(MM_LOG_WARN, "kafka", "%s: cannot fetch committed offsets: %s; retrying in %" PRId64
-		       " ms", ks->base.id, status ? uv_strerror(status) : rd_kafka_err2str(op->werr),
-		       delay);
-		uv_timer_start(&ks->rebal_timer, mm_ksrc_on_rebal_timer, (uint64_t)delay, 0);
+		mm_ksrc_assign_retry(ks, "fetch committed offsets",
+				     status ? uv_strerror(status) : rd_kafka_err2str(op->werr));
 		return;
 	}
-	mm_ksrc_assign_offsets(ks, op);
-	mm_ksrc_assign_apply(ks, op);
-	mm_ksrc_rebal_done(ks);
+	op->attempts = 0;
+	op->reading = 1;
+	op->read_next = 0;
+	mm_ksrc_assign_read(ks);
 }
 
 /* Fetches the group's committed offsets of op->parts on the thread pool. */
@@ -463,7 +558,9 @@ void mm_ksrc_on_rebal_timer(uv_timer_t *h)
 	}
 	if (op == NULL)
 		return;
-	if (op->kind == MM_KR_ASSIGN)
+	if (op->kind == MM_KR_ASSIGN && op->reading)
+		mm_ksrc_assign_read(ks);
+	else if (op->kind == MM_KR_ASSIGN)
 		mm_ksrc_assign_fetch(ks);
 	else if (op->kind == MM_KR_REVOKE)
 		mm_ksrc_revoke_commit(ks);

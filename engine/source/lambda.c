@@ -304,7 +304,7 @@ static int lsrc_position(mm_lsrc_t *ls)
 	wait = ls->deadline_ms - ls->margin_ms - mm_now_ms();
 	uv_timer_start(&ls->deadline, on_deadline, wait > 0 ? (uint64_t)wait : 0, 0);
 	ls->reading = 1;
-	return ls->base.sink.position(ls->base.sink.ctx, &ls->base, &ls->pos, on_position, ls);
+	return ls->base.sink.position(ls->base.sink.ctx, &ls->base, NULL, &ls->pos, on_position, ls);
 }
 
 static void lsrc_deliver(mm_lsrc_t *ls);

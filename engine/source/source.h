@@ -96,14 +96,19 @@ typedef struct mm_source_sink {
 	 * on the loop thread (never inside this call). status is 0, or an MM_E*
 	 * code if the engine is stopping before the flush could succeed. */
 	void (*flush)(void *ctx, mm_source_t *src, void (*done)(void *arg, int status), void *arg);
-	/* Reads the position stored under the source's current position key
-	 * (mm_source_pos_key) into out (appended to; it and the key must stay
-	 * unchanged until done runs), for a source whose key changes while it
-	 * runs (the Lambda runtime: one key per Kinesis shard, switched only
-	 * when nothing of the source is waiting for a flush). done(arg, status,
-	 * detail) runs later on the loop: status 0, MM_ENOTFOUND or a failure.
-	 * Returns 0, or an error and then never calls done. */
-	int (*position)(void *ctx, mm_source_t *src, mm_buf_t *out,
+	/* Reads the position stored under key, or when key is NULL under the
+	 * source's current position key (mm_source_pos_key), into out (appended
+	 * to; out and the key must stay unchanged until done runs). For a
+	 * source whose key changes while it runs (the Lambda runtime: one key
+	 * per Kinesis shard, switched only when nothing of the source is
+	 * waiting for a flush), and for one whose position is in parts
+	 * (pos_parts below: Kafka reads a partition's part, mm_source_part_key,
+	 * when the partition is assigned to it). On a shared store the read
+	 * first finishes a flush its last writer left unfinished
+	 * (doc/dynamodb.md, "Flush intents"). done(arg, status, detail) runs
+	 * later on the loop: status 0, MM_ENOTFOUND or a failure. Returns 0, or
+	 * an error and then never calls done. */
+	int (*position)(void *ctx, mm_source_t *src, const char *key, mm_buf_t *out,
 			void (*done)(void *arg, int status, const char *detail), void *arg);
 	/* Records delivered and still waiting for a later flush: on a shared
 	 * store, those whose event ids another live writer holds (deferred by
@@ -144,6 +149,19 @@ typedef struct mm_source_vtable {
 	 * Kinesis: per shard, in "ms" behind the latest record) and returns 0.
 	 * Never blocks; loop thread. */
 	int (*lag)(mm_source_t *src, mm_source_lag_fn fn, void *ud);
+	/* Optional (may be NULL): for a source whose position is the union of
+	 * parts that different readers own at different times (Kafka: one part
+	 * per partition, owned by the group member it is assigned to). The
+	 * engine then stores no position under the source's key but each part
+	 * under its own, mm_source_part_key(src, part): pos_parts calls fn once
+	 * per part of pos that this reader owns now and that moved since its
+	 * last ack, with the part's name and its position p[0..n) (valid during
+	 * the call), which ack() accepts like a whole one. So a reader never
+	 * writes the position of a part another reader owns, and reads a part's
+	 * position (sink->position) when it becomes its owner. Returns 0 or
+	 * fn's error. Loop thread. */
+	int (*pos_parts)(mm_source_t *src, const uint8_t *pos, size_t len,
+			 int (*fn)(void *ud, const char *part, const uint8_t *p, size_t n), void *ud);
 } mm_source_vtable_t;
 
 /* Common head of every backend's source struct (embed as the first member). */
@@ -165,6 +183,15 @@ struct mm_source {
 static inline const char *mm_source_pos_key(const mm_source_t *src)
 {
 	return src->pos_id[0] ? src->pos_id : src->id;
+}
+
+/* The key of one part of src's position (vtable pos_parts): "<pos key>#<part>",
+ * written into out (replacing its contents; mm_buf_printf leaves it
+ * NUL-terminated). 0 or MM_ENOMEM. */
+static inline int mm_source_part_key(const mm_source_t *src, const char *part, mm_buf_t *out)
+{
+	out->len = 0;
+	return mm_buf_printf(out, "%s#%s", mm_source_pos_key(src), part);
 }
 
 extern const mm_source_vtable_t *const mm_source_registry[];

@@ -721,3 +721,145 @@ murmur.pipeline { name = "rid_lua", key = function(ev) return "all" end, monoid 
     assert.are.equal(ev.n, stored("rid_lua"))
   end)
 end)
+
+-- Issue 9, item 4: two workers of one consumer group into DynamoDB WITHOUT
+-- event ids, with rebalances (a third worker joining and leaving) and
+-- repeated kill -9, from outside at random moments and from inside between
+-- two deltas of a flush (MURMUR_ERRINJ_DDB_KILL_AFTER_DELTAS, test builds).
+-- Positions are stored per partition, each with its own flush-intent
+-- pointer, and read (rolling a dead member's unfinished flush forward) when
+-- the partition is assigned: every stored count must equal the truth.
+dd("#kafka_ddb Kafka workers into DynamoDB without event ids", function()
+  local ffi = require("ffi")
+  local dyn, port, env
+  local TABLE, PAGES, CHUNKS, PER = "kafka_ddb", 400, 12, 5000
+
+  setup(function()
+    dir = S.tmpdir()
+    mock = mock_start(3)
+    dyn, port = S.start_dynalite(dir, dir .. "/dynalite-db")
+    ffi.cdef [[ int setenv(const char *name, const char *value, int overwrite); ]]
+    ffi.C.setenv("AWS_ACCESS_KEY_ID", "AKIDSPEC", 1)
+    ffi.C.setenv("AWS_SECRET_ACCESS_KEY", "spec", 1)
+    env = ("AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=spec MURMUR_STORE=dynamodb "
+      .. "MURMUR_DYNAMODB_TABLE=%s MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d"):format(TABLE, port)
+    local code, _, err = S.exec(("env %s %s ddb create-table"):format(env, S.quote(S.murmur)))
+    assert.are.equal(0, code, err)
+  end)
+
+  after_each(kill_workers)
+  teardown(function()
+    if dyn then S.kill(dyn, "TERM") S.wait_exit(dyn, 5) end
+    finish()
+  end)
+
+  it("counts every page exactly across rebalances and kill -9, also between deltas", function()
+    math.randomseed(9)
+    local script = dir .. "/kd.lua"
+    S.write_file(script, [[
+local murmur = require("murmur")
+murmur.pipeline { name = "kd_total", key = murmur.literal("all"), monoid = murmur.count(),
+  flush = { events = 1500, interval = "300ms" } }
+murmur.pipeline { name = "kd_pages", key = "page_id", monoid = murmur.count(),
+  flush = { events = 1500, interval = "300ms" } }
+]])
+    local chunks, truth, n = {}, {}, CHUNKS * PER
+    for c = 1, CHUNKS do
+      chunks[c] = ("%s/kd.%d.jsonl"):format(dir, c)
+      local f = assert(io.open(chunks[c], "wb"))
+      for i = 1, PER do
+        local p = "p" .. ((c * 7919 + i * 104729 + (i * i) % 97) % PAGES)
+        truth[p] = (truth[p] or 0) + 1
+        f:write(('{"page_id":"%s"}\n'):format(p))
+      end
+      f:close()
+    end
+    mock_cmd("topic kd 6")
+    local live, logs, kills, inside, joins = {}, {}, 0, 0, 0
+    local function launch(name, errinj)
+      local e = env
+      if errinj then e = e .. " MURMUR_ERRINJ_DDB_KILL_AFTER_DELTAS=" .. errinj end
+      local h = start_worker(dir .. "/" .. name, "kd", "gkd", { script }, { "--log-level", "info" }, e)
+      h.errinj = errinj
+      live[name], logs[#logs + 1] = h, h.log
+    end
+    -- Restarts the workers that died (killed from inside between deltas).
+    local function reap(errinj_ok)
+      for name, h in pairs(live) do
+        local code = S.wait_exit(h, 0.05)
+        if code ~= nil then
+          workers[h] = nil
+          assert.are.equal(137, code, S.read_file(h.log))
+          kills, inside = kills + 1, inside + 1
+          launch(name, errinj_ok and math.random() < 0.5 and math.random(20, 700) or nil)
+        end
+      end
+    end
+    local function read_values(pipeline, entities)
+      return S.ddb_read_values(("http://127.0.0.1:%d"):format(port), TABLE, pipeline, entities)
+    end
+    launch("w1", math.random(20, 700))
+    launch("w2")
+    for c = 1, CHUNKS do
+      produce("kd", chunks[c])
+      S.sleep(("%.2f"):format(0.2 + math.random() * 1.5))
+      local action = c % 4
+      if action == 1 or action == 3 then
+        -- kill -9 from outside, at whatever moment this is.
+        local name = math.random() < 0.5 and "w1" or "w2"
+        local h = live[name]
+        S.kill(h, "KILL")
+        local code = S.wait_exit(h, 10)
+        workers[h] = nil
+        if code == 137 then kills = kills + 1 end
+        launch(name, math.random() < 0.5 and math.random(20, 700) or nil)
+      elseif action == 2 and not live.w3 then
+        launch("w3")
+        joins = joins + 1
+      elseif action == 0 and live.w3 then
+        -- Leaves once it owns partitions (a member leaving before its first
+        -- assignment is another case, kafka_spec's #4312 one).
+        wait_for("the third worker to be assigned", 60, function()
+          local st = kafka_status(dir .. "/w3")
+          for _, p in ipairs(st and st.partitions or {}) do if p.state == "assigned" then return true end end
+          return false
+        end, { dir .. "/w3" })
+        local h = live.w3
+        live.w3 = nil
+        assert.are.equal(0, stop_worker(h), S.read_file(h.log))
+      end
+      reap(true)
+    end
+    local total
+    wait_for("every record to be counted", 240, function()
+      reap(false)
+      local v = read_values("kd_total", { "all" }).all
+      total = v and v.value or 0
+      return total >= n
+    end)
+    for name, h in pairs(live) do
+      live[name] = nil
+      assert.are.equal(0, stop_worker(h), S.read_file(h.log))
+    end
+    local names = {}
+    for p in pairs(truth) do names[#names + 1] = p end
+    local got, bad = read_values("kd_pages", names), {}
+    for p, want in pairs(truth) do
+      local v = got[p]
+      if not v or v.value ~= want then bad[#bad + 1] = ("%s: %s ~= %d"):format(p, v and tostring(v.value) or "absent", want) end
+    end
+    table.sort(bad)
+    while #bad > 10 do table.remove(bad) end
+    local rolled = 0
+    for _, l in ipairs(logs) do
+      for _ in (S.read_file(l) or ""):gmatch("rolled forward the flush") do rolled = rolled + 1 end
+    end
+    total = read_values("kd_total", { "all" }).all.value
+    print(("# kafka x2(+1) -> dynamodb without ids: %d records, %d kill -9 (%d between deltas), %d joins, "
+      .. "%d flushes rolled forward by a partition's next owner, total %d"):format(n, kills, inside, joins, rolled, total))
+    assert.are.same({}, bad)
+    assert.are.equal(n, total)
+    assert.is_true(inside > 0, "no worker was killed between deltas")
+    assert.is_true(rolled > 0, "no kill left a flush to roll forward")
+  end)
+end)
