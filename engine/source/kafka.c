@@ -29,9 +29,11 @@
  *   u32 magic "MKP1", u32 count, then count times
  *   { u16 topic length, topic bytes, i32 partition, i64 next offset }
  * The next offset of every partition this worker has read (assigned or not)
- * is kept, so the position stored with the state says how far this store
- * has counted each partition. Where an assigned partition starts is chosen
- * in kafka_rebalance.c.
+ * is kept in the batch's position; the engine stores it in parts, one per
+ * partition this worker owns and moved (mm_ksrc_pos_parts), so members of a
+ * group sharing a store each write their own partitions' positions. Where
+ * an assigned partition starts is chosen in kafka_rebalance.c, after its
+ * part is read.
  *
  * librdkafka 2.0.2 aborts in rd_kafka_destroy when a cooperative-sticky
  * consumer joined a group but never received its first assignment

@@ -119,8 +119,18 @@ static int build_commit(mm_ddb_t *st, ddb_slot_t *sl, const mm_flush_t *f)
 	return PUT(b, "}}");
 }
 
+/*
+ * The position PutItem, which replaces the item and so removes its pointer
+ * to the flush's intent. A flush that wrote an intent (and a roll-forward of
+ * one) writes it only while the item still points to that intent: when it
+ * does not, the position was written already by whoever finished the flush
+ * first (the writer, or another reader rolling it forward) and may have
+ * moved on since (a partition's next owner reading on), so writing it again
+ * would move it back. The answer is then ConditionalCheckFailed: done.
+ */
 static int build_pos(mm_ddb_t *st, ddb_slot_t *sl, const mm_position_t *pos)
 {
+	ddb_job_t *job = sl->job;
 	mm_buf_t *b = &sl->body;
 	int rc;
 
@@ -132,7 +142,13 @@ static int build_pos(mm_ddb_t *st, ddb_slot_t *sl, const mm_position_t *pos)
 	    (rc = PUT(b, ",\"v\":{\"B\":\"")) ||
 	    (pos->len > 0 && (rc = mm_base64_encode(pos->pos, pos->len, b))))
 		return rc;
-	return PUT(b, "\"}}}");
+	if (!st->rf && !job->want_intent && !job->intent_durable)
+		return PUT(b, "\"}}}");
+	if ((rc = PUT(b, "\"}},\"ConditionExpression\":\"begins_with(#pd, :pf)\","
+			 "\"ExpressionAttributeNames\":{\"#pd\":\"pend\"},"
+			 "\"ExpressionAttributeValues\":{\":pf\":{\"S\":")))
+		return rc;
+	return mm_buf_printf(b, "\"%s#%" PRIu64 "#\"}}}", st->writer_attr + 2, job->seq);
 }
 
 static int cas_write(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item);
