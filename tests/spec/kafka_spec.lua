@@ -603,25 +603,34 @@ end)
 -- must equal the true count: nothing lost, nothing counted twice.
 local dd = S.have_dynalite and describe or pending
 
+-- Starts the mock cluster and dynalite with the table, for a describe block:
+-- returns the dynalite handle, its port and the workers' environment.
+local function ddb_setup(table_name)
+  dir = S.tmpdir()
+  mock = mock_start(3)
+  local dyn, port = S.start_dynalite(dir, dir .. "/dynalite-db")
+  local env = ("AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=spec MURMUR_STORE=dynamodb "
+    .. "MURMUR_DYNAMODB_TABLE=%s MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d"):format(table_name, port)
+  local code, _, err = S.exec(("env %s %s ddb create-table"):format(env, S.quote(S.murmur)))
+  assert.are.equal(0, code, err)
+  return dyn, port, env
+end
+
+local function ddb_teardown(dyn)
+  if dyn then S.kill(dyn, "TERM") S.wait_exit(dyn, 5) end
+  finish()
+end
+
 dd("#kafka #dynamodb recently_interacted from Kafka into DynamoDB", function()
   local dyn, env
 
   setup(function()
-    dir = S.tmpdir()
-    mock = mock_start(3)
-    local port
-    dyn, port = S.start_dynalite(dir, dir .. "/dynalite-db")
-    env = ("AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=spec MURMUR_STORE=dynamodb "
-      .. "MURMUR_DYNAMODB_TABLE=kafka_spec MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d"):format(port)
-    local code, _, err = S.exec(("env %s %s ddb create-table"):format(env, S.quote(S.murmur)))
-    assert.are.equal(0, code, err)
+    local _
+    dyn, _, env = ddb_setup("kafka_spec")
   end)
 
   after_each(kill_workers)
-  teardown(function()
-    if dyn then S.kill(dyn, "TERM") S.wait_exit(dyn, 5) end
-    finish()
-  end)
+  teardown(function() ddb_teardown(dyn) end)
 
   it("keeps the Top-K exact when one of two workers is killed with kill -9 and restarted", function()
     local path = dir .. "/ri.jsonl"
@@ -736,23 +745,15 @@ dd("#kafka_ddb Kafka workers into DynamoDB without event ids", function()
   local TABLE, PAGES, CHUNKS, PER = "kafka_ddb", 400, 12, 5000
 
   setup(function()
-    dir = S.tmpdir()
-    mock = mock_start(3)
-    dyn, port = S.start_dynalite(dir, dir .. "/dynalite-db")
+    dyn, port, env = ddb_setup(TABLE)
+    -- ddb_read_values reads the table from this process.
     ffi.cdef [[ int setenv(const char *name, const char *value, int overwrite); ]]
     ffi.C.setenv("AWS_ACCESS_KEY_ID", "AKIDSPEC", 1)
     ffi.C.setenv("AWS_SECRET_ACCESS_KEY", "spec", 1)
-    env = ("AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=spec MURMUR_STORE=dynamodb "
-      .. "MURMUR_DYNAMODB_TABLE=%s MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d"):format(TABLE, port)
-    local code, _, err = S.exec(("env %s %s ddb create-table"):format(env, S.quote(S.murmur)))
-    assert.are.equal(0, code, err)
   end)
 
   after_each(kill_workers)
-  teardown(function()
-    if dyn then S.kill(dyn, "TERM") S.wait_exit(dyn, 5) end
-    finish()
-  end)
+  teardown(function() ddb_teardown(dyn) end)
 
   it("counts every page exactly across rebalances and kill -9, also between deltas", function()
     math.randomseed(9)
