@@ -4,8 +4,11 @@
 #   make deps       install the Debian packages murmur needs (idempotent)
 #   make demo       deps + build + run recently_interacted on sample events + query
 #   make test       C unit tests, busted specs, end-to-end specs; last line "N passed, N failed"
+#                   (TEST_JOBS=2: spec files two at a time, each printed whole)
 #   make check      the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make fuzz       build the libFuzzer targets and run each for FUZZ_SECONDS
+#   make check-build  only build what make check runs (build/asan)
+#   make fuzz       build the libFuzzer targets and run each for FUZZ_SECONDS,
+#                   FUZZ_JOBS (2) at a time
 #   make bench      CPU per event of the shipped pipelines as ratios against the B0
 #                   baseline, plus rates, RSS, recovery and store figures (minutes)
 #   make perfgate   instructions per event (callgrind) against tests/bench/perf_budget.txt;
@@ -26,6 +29,11 @@ MANDIR    ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 FUZZ_SECONDS ?= 20
+# Spec files run at a time (tests/run, MURMUR_TEST_JOBS; README "Tests"
+# says why one) and fuzz targets fuzzed at a time (tests/fuzz/run.sh: one
+# per core of a 2-core machine).
+TEST_JOBS ?= 1
+FUZZ_JOBS ?= 2
 
 PKGS      := luajit libuv lmdb rdkafka hiredis libcurl libprotobuf-c libnghttp2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -88,7 +96,7 @@ FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 # (standalone: they link no engine code; neither does perfgate's preload).
 BENCH_BIN  := $(BUILD)/bench/baseline $(BUILD)/bench/cpu
 
-.PHONY: all demo rock deps test check fuzz bench perfgate lambda install clean unit spec format
+.PHONY: all demo rock deps test check check-build fuzz bench perfgate lambda install clean unit spec format
 
 all: $(BUILD)/murmur $(UNIT_BIN) $(HELPER_BIN)
 
@@ -119,6 +127,11 @@ $(BUILD)/gen/admin_page.c: $(ADMIN_PAGE) tools/embed.sh
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(MM_CFLAGS) -Iengine -MMD -MP -c -o $@ $<
 
+# Kept: make would delete the generated .c as an intermediate file after the
+# first build, and the next make would generate it again and relink every
+# binary (CI's make test, then make check after check-build).
+.SECONDARY: $(PROTO_GEN)
+
 $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
 	@mkdir -p $(BUILD)/gen
 	protoc-c --c_out=$(BUILD)/gen -Iproto $<
@@ -142,19 +155,26 @@ demo: deps
 
 # The README's test command. tests/run prints "N passed, N failed" last.
 test: all
-	@BUILD=$(BUILD) sh tests/run
+	@BUILD=$(BUILD) MURMUR_TEST_JOBS=$(TEST_JOBS) sh tests/run
 
 unit: all
 	@BUILD=$(BUILD) sh tests/run unit
 
 spec: all
-	@BUILD=$(BUILD) sh tests/run spec
+	@BUILD=$(BUILD) MURMUR_TEST_JOBS=$(TEST_JOBS) sh tests/run spec
+
+# The sanitizer build (check-build alone builds it, so CI can compile it
+# while something else runs) and the whole suite on it.
+CHECK_VARS := BUILD=build/asan SANITIZE=address,undefined OPT=-O1
+
+check-build:
+	$(MAKE) $(CHECK_VARS) all
 
 check:
-	$(MAKE) BUILD=build/asan SANITIZE=address,undefined OPT=-O1 test
+	$(MAKE) $(CHECK_VARS) test
 
 fuzz:
-	@BUILD=build/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh $(FUZZ_SRC)
+	@BUILD=build/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) sh tests/fuzz/run.sh $(FUZZ_SRC)
 
 bench: all $(BENCH_BIN)
 	@BUILD=$(BUILD) sh tests/bench/run.sh

@@ -1,7 +1,7 @@
 #!/bin/sh
 # make fuzz: build every libFuzzer target and run each for a bounded time.
 #
-#   BUILD=build/fuzz FUZZ_SECONDS=20 sh tests/fuzz/run.sh tests/fuzz/fuzz_*.c
+#   BUILD=build/fuzz FUZZ_SECONDS=20 FUZZ_JOBS=2 sh tests/fuzz/run.sh tests/fuzz/fuzz_*.c
 #
 # The targets link the engine's pure layers (engine/lib, engine/monoid,
 # engine/codec, engine/aws without credentials.c, which fetches on the loop:
@@ -16,12 +16,19 @@
 # committed corpus must stay as reviewed. Crash, leak and timeout
 # reproducers go to $BUILD/artifacts/; any of them fails the run.
 #
+# Targets run FUZZ_JOBS at a time (default 2, one per core of the CI
+# machine), each for its full FUZZ_SECONDS on a core of its own: libFuzzer
+# runs one process per target, so two targets side by side do the fuzzing of
+# two runs in the wall time of one. Each batch's lines are printed when all
+# of it has ended, in the order the targets were given.
+#
 # One summary line per target: executions, execs/s, coverage (edges and
 # features), corpus size, peak RSS. Exit status 1 if any target failed.
 set -eu
 
 BUILD=${BUILD:-build/fuzz}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_JOBS=${FUZZ_JOBS:-2}
 CLANG=${CLANG:-clang}
 [ $# -gt 0 ] || set -- tests/fuzz/fuzz_*.c
 
@@ -58,14 +65,17 @@ done
 rm -f "$lib"
 ar rcs "$lib" $objs
 
-failed=0
-summary=
-for src in "$@"; do
+# Builds one target, then fuzzes it for FUZZ_SECONDS; its lines go to
+# $BUILD/fuzz_NAME.out (printed by the caller), the sanitizer report to
+# $BUILD/fuzz_NAME.err, and "ok" to $BUILD/fuzz_NAME.ok when it passed.
+fuzz_target() {
+	src=$1
 	name=$(basename "$src" .c)
 	name=${name#fuzz_}
 	bin="$BUILD/fuzz_$name"
 	log="$BUILD/fuzz_$name.log"
 	work="$BUILD/corpus/$name"
+	out="$BUILD/fuzz_$name.out"
 
 	extra=$(sed -n 's/.*fuzz-link: *//p' "$src" | head -n 1)
 	# shellcheck disable=SC2086 # extra is a list of words
@@ -82,7 +92,7 @@ for src in "$@"; do
 	fi
 	seeds=$(ls "$work" | wc -l)
 
-	echo "# fuzz_$name: ${FUZZ_SECONDS}s from $seeds seeds"
+	echo "# fuzz_$name: ${FUZZ_SECONDS}s from $seeds seeds" >"$out"
 	rc=0
 	"$bin" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
 		-print_final_stats=1 -artifact_prefix="$BUILD/artifacts/$name-" \
@@ -99,18 +109,51 @@ for src in "$@"; do
 	rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log")
 	if [ "$rc" -eq 0 ]; then
 		verdict=ok
+		echo ok >"$BUILD/fuzz_$name.ok"
 	else
 		verdict="FAILED (exit $rc, log $log)"
-		failed=1
 		# Show the report: the sanitizer or abort message and the stack.
-		grep -E -A 30 '^==[0-9]+==|runtime error|deadly signal|ERROR: libFuzzer' "$log" | head -n 60 >&2 || true
+		grep -E -A 30 '^==[0-9]+==|runtime error|deadly signal|ERROR: libFuzzer' "$log" | head -n 60 \
+			>"$BUILD/fuzz_$name.err" || true
 	fi
-	line=$(printf 'fuzz_%-10s %s  execs=%s (%s/s) cov=%s ft=%s corpus=%s seeds=%s rss=%sMB' \
-		"$name" "$verdict" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$seeds" "${rss:-?}")
-	echo "$line"
-	summary="$summary$line
+	printf 'fuzz_%-10s %s  execs=%s (%s/s) cov=%s ft=%s corpus=%s seeds=%s rss=%sMB\n' \
+		"$name" "$verdict" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$seeds" "${rss:-?}" >>"$out"
+}
+
+# Prints the targets of a batch in order once all have ended; a target that
+# ended without its "ok" (a build error, a crash, a leak) fails the run.
+failed=0
+summary=
+batch=
+finish_batch() {
+	wait
+	for name in $batch; do
+		cat "$BUILD/fuzz_$name.out" 2>/dev/null || echo "# fuzz_$name: did not run (see the errors above)"
+		if [ -s "$BUILD/fuzz_$name.err" ]; then cat "$BUILD/fuzz_$name.err" >&2; fi
+		if [ -e "$BUILD/fuzz_$name.ok" ]; then
+			line=$(tail -n 1 "$BUILD/fuzz_$name.out")
+		else
+			failed=1
+			line=$(tail -n 1 "$BUILD/fuzz_$name.out" 2>/dev/null | grep FAILED ||
+				printf 'fuzz_%-10s FAILED (no result: build error?)' "$name")
+		fi
+		summary="$summary$line
 "
+	done
+	batch=
+}
+
+n=0
+for src in "$@"; do
+	name=$(basename "$src" .c)
+	name=${name#fuzz_}
+	rm -f "$BUILD/fuzz_$name.out" "$BUILD/fuzz_$name.err" "$BUILD/fuzz_$name.ok"
+	fuzz_target "$src" &
+	batch="$batch $name"
+	n=$((n + 1))
+	if [ $((n % FUZZ_JOBS)) -eq 0 ]; then finish_batch; fi
 done
+finish_batch
 
 echo "# fuzz summary (${FUZZ_SECONDS}s per target):"
 printf '%s' "$summary"

@@ -11,6 +11,7 @@
 -- (MURMUR_BUILD defaults to "build"). Without a server binary the whole
 -- spec is pending rather than failing.
 
+local S = require("spec.support")
 local build = os.getenv("MURMUR_BUILD") or "build"
 local tool = build .. "/helpers/hll_tool"
 
@@ -154,18 +155,11 @@ describe("#hll HyperLogLog against Valkey", function()
     return hex:sub(9, 10)
   end
 
-  local function random_port()
-    local f = assert(io.open("/dev/urandom", "rb"))
-    local b = f:read(2)
-    f:close()
-    return 20000 + (b:byte(1) * 256 + b:byte(2)) % 20000
-  end
-
   -- Starts the server on a random port and waits until it answers as
   -- itself (INFO shows our pid), retrying other ports if the bind fails.
   local function start_server()
     for _ = 1, 10 do
-      port = random_port()
+      port = S.random_port()
       pid = tonumber(check(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no "
         .. "--daemonize no --dir %s > %s/redis.log 2>&1 & echo $!"):format(
         shquote(server), port, shquote(tmp), shquote(tmp))))

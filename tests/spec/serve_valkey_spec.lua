@@ -31,10 +31,7 @@ describe("#serve_valkey murmur serve through the Valkey cache", function()
 
   setup(function()
     dir = S.tmpdir()
-    local f = assert(io.open("/dev/urandom", "rb"))
-    local b = f:read(2)
-    f:close()
-    port = 20000 + (b:byte(1) * 256 + b:byte(2)) % 20000
+    port = S.random_port()
     local _, out = S.exec(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s > %s/redis.log 2>&1 & echo $!")
       :format(S.quote(server), port, S.quote(dir), S.quote(dir)))
     pid = tonumber(out:match("%d+"))

@@ -92,13 +92,30 @@ function M.spawn(cmd, log)
   return { pid = pid, rcfile = rcfile }
 end
 
+-- A random port for a service a spec starts on a port it chooses. Ports
+-- come from 20000 up to the start of the kernel's ephemeral range (32768 on
+-- Linux), so no outgoing connection's local port and no service listening
+-- on port 0 can hold one. tests/run running spec files at a time gives each
+-- its slot (MURMUR_TEST_SLOT of MURMUR_TEST_JOBS); each slot draws from its
+-- own part of that range, so two files never pick the same port.
+function M.random_port()
+  local f = io.open("/proc/sys/net/ipv4/ip_local_port_range", "rb")
+  local low = f and tonumber(f:read("*a"):match("%d+"))
+  if f then f:close() end
+  if not low or low < 22000 then low = 32768 end
+  local jobs = tonumber(os.getenv("MURMUR_TEST_JOBS")) or 1
+  local slot = tonumber(os.getenv("MURMUR_TEST_SLOT")) or 0
+  local width = math.floor((low - 20000) / jobs)
+  f = assert(io.open("/dev/urandom", "rb"))
+  local b = f:read(2)
+  f:close()
+  return 20000 + slot * width + (b:byte(1) * 256 + b:byte(2)) % width
+end
+
 -- A TCP port on 127.0.0.1 nothing listens on (random, checked by connecting).
 function M.free_port()
   for _ = 1, 50 do
-    local f = assert(io.open("/dev/urandom", "rb"))
-    local b = f:read(2)
-    f:close()
-    local port = 20000 + (b:byte(1) * 256 + b:byte(2)) % 20000
+    local port = M.random_port()
     if M.exec(("bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null"):format(port)) ~= 0 then return port end
   end
   error("no free port")

@@ -1,6 +1,8 @@
 -- tests/run, the runner behind `make test`: results stream as they finish,
--- every spec file carries a busted tag, an unknown tag is a usage error and a
--- run that selects no test fails.
+-- every spec file carries a busted tag, an unknown tag is a usage error, a
+-- run that selects no test fails, the unit tier and each spec file end with
+-- their seconds, and MURMUR_TEST_JOBS runs spec files at once, each in its
+-- own slot, each file's block printed whole.
 local S = require("spec.support")
 
 local function run(env, args)
@@ -60,7 +62,7 @@ describe("#stream streaming", function()
   end)
 end)
 ]]):format(go))
-    local p = assert(io.popen(("env MURMUR_BUILD= BUILD=%s MURMUR_SPECS=%s sh tests/run spec 2>&1")
+    local p = assert(io.popen(("env MURMUR_BUILD= BUILD=%s MURMUR_SPECS=%s MURMUR_TEST_JOBS=1 sh tests/run spec 2>&1")
       :format(S.quote(S.build), S.quote(dir))))
     local lines = {}
     for l in p:lines() do
@@ -73,6 +75,76 @@ end)
     assert.matches("\nok 1 %- #stream streaming first\n", out)
     assert.matches("\nok 2 %- #stream streaming second\n", out)
     assert.are.equal("2 passed, 0 failed", lines[#lines])
+    assert.matches("\n# " .. dir:gsub("%p", "%%%0") .. "/stream_spec.lua: 2 passed, 0 failed, %d+s\n", out)
+  end)
+
+  it("ends the unit tier with its counts and seconds", function()
+    -- A build directory whose unit tier is two small TAP programs.
+    S.exec("mkdir -p " .. S.quote(dir .. "/tests"))
+    S.write_file(dir .. "/tests/test_a", "#!/bin/sh\necho 'ok 1 - a'\necho 'ok 2 - b'\n")
+    S.write_file(dir .. "/tests/test_b", "#!/bin/sh\necho 'not ok 1 - c'\nexit 1\n")
+    S.exec(("chmod +x %s/tests/test_a %s/tests/test_b"):format(S.quote(dir), S.quote(dir)))
+    local code, out = S.exec(("env MURMUR_BUILD= BUILD=%s sh tests/run unit"):format(S.quote(dir)))
+    assert.are.equal(1, code, out)
+    assert.matches("\n# unit: 2 passed, 1 failed, %d+s\n2 passed, 1 failed\n$", out)
+  end)
+
+  it("runs MURMUR_TEST_JOBS spec files at once, in slots of their own, printing each file whole", function()
+    -- a_spec and b_spec each wait for the other's mark: they pass only when
+    -- both run at the same time. Each prints its slot and a random port.
+    local function spec(me, other)
+      return ([[
+local S = require("spec.support")
+describe("#%s waits", function()
+  it("marks", function() S.write_file(%q, os.getenv("MURMUR_TEST_SLOT")) end)
+  it("sees the other's mark", function()
+    print("# slot " .. os.getenv("MURMUR_TEST_SLOT") .. " port " .. S.random_port())
+    S.wait_for("the other file's mark", 30, function() return S.read_file(%q) end)
+  end)
+end)
+]]):format(me, dir .. "/" .. me, dir .. "/" .. other)
+    end
+    S.write_file(dir .. "/a_spec.lua", spec("a", "b"))
+    S.write_file(dir .. "/b_spec.lua", spec("b", "a"))
+    S.write_file(dir .. "/c_spec.lua", 'describe("#c", function() it("one", function() end) it("two", function() end) end)\n')
+    local code, out = S.exec(("env MURMUR_BUILD= BUILD=%s MURMUR_SPECS=%s MURMUR_TEST_JOBS=2 sh tests/run spec")
+      :format(S.quote(S.build), S.quote(dir)))
+    assert.are.equal(0, code, out)
+    assert.matches("\n6 passed, 0 failed\n$", out)
+    -- Each file's block is whole: its header, its own TAP lines, its summary.
+    local slots = {}
+    for _, name in ipairs({ "a", "b", "c" }) do
+      local f = (dir .. "/" .. name .. "_spec.lua"):gsub("%p", "%%%0")
+      local block = out:match("# spec: " .. f .. "\n(.-)\n# " .. f .. ": 2 passed, 0 failed, %d+s\n")
+      assert.truthy(block, name .. "'s block is not whole:\n" .. out)
+      assert.is_nil(block:find("# spec:", 1, true), out)
+      local oks = 0
+      for l in block:gmatch("[^\n]+") do
+        if l:match("^ok ") then oks = oks + 1 end
+      end
+      assert.are.equal(2, oks, block)
+      local slot, port = block:match("# slot (%d) port (%d+)")
+      if name ~= "c" then
+        slots[name] = { slot = tonumber(slot), port = tonumber(port) }
+      end
+    end
+    -- The two files ran in different slots, whose ports come from disjoint
+    -- halves of 20000 up to the kernel's ephemeral ports.
+    assert.are_not.equal(slots.a.slot, slots.b.slot)
+    local f = io.open("/proc/sys/net/ipv4/ip_local_port_range", "rb")
+    local low = f and tonumber(f:read("*a"):match("%d+")) or 32768
+    if f then f:close() end
+    local half = 20000 + math.floor((low - 20000) / 2)
+    for _, v in pairs(slots) do
+      assert.is_true(v.port >= 20000 and v.port < low, tostring(v.port))
+      assert.are.equal(v.slot == 0, v.port < half, v.slot .. " " .. v.port)
+    end
+  end)
+
+  it("refuses a MURMUR_TEST_JOBS that is not a positive number (exit 2)", function()
+    local code, _, err = run("MURMUR_TEST_JOBS=0", "spec -t testrun")
+    assert.are.equal(2, code)
+    assert.matches("MURMUR_TEST_JOBS must be a positive number", err, 1, true)
   end)
 
   it("fails a run in which busted selects no test", function()

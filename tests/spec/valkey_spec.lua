@@ -42,18 +42,11 @@ describe("#valkey cache", function()
     return code == 0 and out:match("PONG") ~= nil
   end
 
-  local function random_port()
-    local f = assert(io.open("/dev/urandom", "rb"))
-    local b = f:read(2)
-    f:close()
-    return 20000 + (b:byte(1) * 256 + b:byte(2)) % 20000
-  end
-
   -- Starts the server (on `port` if set, else a random free one) and waits
   -- until it answers.
   local function start_server(keep_port)
     for _ = 1, 10 do
-      if not keep_port then port = random_port() end
+      if not keep_port then port = S.random_port() end
       local _, out = S.exec(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s > %s/redis.log 2>&1 & echo $!")
         :format(Q(server), port, Q(tmp), Q(tmp)))
       pid = tonumber(out:match("%d+"))
