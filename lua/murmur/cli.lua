@@ -8,7 +8,10 @@ local M = {}
 
 local EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_SCRIPT, EXIT_NOTFOUND = 0, 1, 2, 3, 4
 
-local HELP = require("murmur.help")
+-- The help texts (murmur.help, which also loads murmur.ddb for its own) are
+-- parsed only when a command prints help or a usage error, not at every
+-- start of a worker or of the Lambda runtime.
+local HELP = setmetatable({}, { __index = function(_, k) return require("murmur.help")[k] end })
 
 -- The stores --store can name (engine/store/registry.c; valkey is chosen
 -- with --cache, not --store).
@@ -242,9 +245,8 @@ end
 
 -- query -------------------------------------------------------------------
 
-local query = require("murmur.query")
-
 local function cmd_query(args)
+  local query = require("murmur.query")
   local opts, pos = parse_args(args, {
     data = "multi", window = "value", from = "value", to = "value", at = "value",
     pipeline = "value", json = "flag", top = "value", store = "value", cache = "value",
@@ -392,7 +394,7 @@ function M.main(...)
     if topic == "--help" or topic == "-h" then topic = "help" end
     if topic and not HELP[topic] then
       local names = {}
-      for name in pairs(HELP) do if name ~= "main" then names[#names + 1] = name end end
+      for name in pairs(require("murmur.help")) do if name ~= "main" then names[#names + 1] = name end end
       table.sort(names)
       eprintf("murmur help: no command '%s' (commands: %s)\n", topic, table.concat(names, ", "))
       return EXIT_USAGE
