@@ -2,8 +2,9 @@
 -- under callgrind): loads the scripts, builds the engine exactly as `murmur
 -- run --once --no-supervisor` does and runs it over the input, with nothing
 -- that depends on the clock around it. The CLI's extras are left out on
--- purpose: the probe child that validates scripts (callgrind cannot follow
--- its exec of /proc/self/exe), and the status, progress and reload timers,
+-- purpose: the probe child that validates scripts (a forked copy at start-up,
+-- whose counts callgrind would write to the same output file; an exec'd one
+-- it cannot follow), and the status, progress and reload timers,
 -- whose firings would vary with the speed of the run. Flushes happen on the
 -- event count and at the end of the input only (the interval is raised to
 -- an hour), so every run does the same work.
