@@ -31,6 +31,7 @@ build = {
     bin = { murmur = "build/rock/murmur" },
     lua = {
       ["murmur.cdef"] = "lua/murmur/cdef.lua",
+      ["murmur.fieldplan"] = "lua/murmur/fieldplan.lua",
       ["murmur.check"] = "lua/murmur/check.lua",
       ["murmur.cli"] = "lua/murmur/cli.lua",
       ["murmur.completion"] = "lua/murmur/completion.lua",

@@ -739,8 +739,8 @@ flat_string(const char *base, const unsigned char *p, const unsigned char *safe,
 }
 
 /* The requested field named by the key k[0..klen) (escaped or not), or -1. */
-static inline int flat_field(const mm_json_field_t *fields, int nfields, const unsigned char *k,
-			     size_t klen, int escaped)
+static inline __attribute__((always_inline)) int
+flat_field(const mm_json_field_t *fields, int nfields, const unsigned char *k, size_t klen, int escaped)
 {
 	int i;
 
@@ -762,7 +762,7 @@ static inline int flat_field(const mm_json_field_t *fields, int nfields, const u
 
 /* The caller may have asked for the same name twice: a later field gets
  * what the first of its name found (as the walk does). */
-static void flat_same_names(mm_json_field_t *fields, int nfields)
+static inline __attribute__((always_inline)) void flat_same_names(mm_json_field_t *fields, int nfields)
 {
 	for (int i = 1; i < nfields; i++) {
 		if (fields[i].type != MM_JSON_ABSENT)
@@ -779,13 +779,30 @@ static void flat_same_names(mm_json_field_t *fields, int nfields)
 	}
 }
 
-static int scan_flat(const char *doc, size_t n, mm_json_field_t *fields, int nfields)
+/*
+ * With `whole` set (mm_json_scan_flat, for the Lua path), scan_flat also
+ * gives up on anything after which the Lua decoder would not build the same
+ * object from the fields alone: an escaped key (whose unescaped name could
+ * repeat another), a member name given twice among all the keys (the
+ * decoder refuses any duplicate, the scan only a requested one), more than
+ * FLAT_KEYS members, and a number that could overflow a double (the decoder
+ * refuses one anywhere in the document: an exponent or a token longer than
+ * any double's digits). Without it (the C path) the compiler drops those
+ * tests, as both callers pass a constant.
+ */
+#define FLAT_KEYS 32
+#define FLAT_NUMBER_MAX 300
+
+static inline __attribute__((always_inline)) int
+scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, int nfields, int whole)
 {
 	const unsigned char *d = (const unsigned char *)doc, *end = d + n, *last = end - 1;
 	const unsigned char *safe = end - BLOCK, *p, *v, *bad;
-	uint64_t lens = 0;
+	const unsigned char *kp[FLAT_KEYS];
+	size_t kl[FLAT_KEYS];
+	uint64_t lens = 0, seen = 0;
 	size_t klen;
-	int i, cur, type, escaped;
+	int i, cur, type, escaped, nkeys = 0;
 
 	while (last > d && *last <= ' ' &&
 	       (*last == ' ' || *last == '\n' || *last == '\r' || *last == '\t'))
@@ -810,6 +827,21 @@ static int scan_flat(const char *doc, size_t n, mm_json_field_t *fields, int nfi
 		if ((p = flat_string(doc, v, safe, end, &escaped)) == NULL)
 			return 0;
 		klen = (size_t)(p - v);
+		if (whole) {
+			/* A bit per (length, first and last byte) seen: the
+			 * names are compared only when one comes back. */
+			uint64_t bit = 1ULL << ((klen * 7 + (klen ? v[0] * 3u + v[klen - 1] : 0)) & 63);
+
+			if (escaped || nkeys == FLAT_KEYS)
+				return 0;
+			if (seen & bit)
+				for (i = 0; i < nkeys; i++)
+					if (kl[i] == klen && mem_eq(kp[i], v, klen))
+						return 0;
+			seen |= bit;
+			kp[nkeys] = v;
+			kl[nkeys++] = klen;
+		}
 		cur = -1;
 		if ((lens >> (klen % 64) & 1) || escaped) {
 			cur = flat_field(fields, nfields, v, klen, escaped);
@@ -834,6 +866,9 @@ static int scan_flat(const char *doc, size_t n, mm_json_field_t *fields, int nfi
 			type = MM_JSON_STRING;
 		} else if (*p == '-' || is_digit(*p)) {
 			if ((p = scan_number(p, end, &bad)) == NULL)
+				return 0;
+			if (whole && (p - v > FLAT_NUMBER_MAX || memchr(v, 'e', (size_t)(p - v)) ||
+				      memchr(v, 'E', (size_t)(p - v))))
 				return 0;
 			type = MM_JSON_NUMBER;
 		} else if (*p == 't') {
@@ -876,6 +911,11 @@ static int scan_flat(const char *doc, size_t n, mm_json_field_t *fields, int nfi
 	}
 }
 
+static int scan_flat(const char *doc, size_t n, mm_json_field_t *fields, int nfields)
+{
+	return scan_flat_impl(doc, n, fields, nfields, 0);
+}
+
 static void fields_clear(mm_json_field_t *fields, int nfields)
 {
 	for (int i = 0; i < nfields; i++) {
@@ -910,6 +950,14 @@ int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields)
 			return 0;
 	}
 	return mm_json_scan_reference(p, n, fields, nfields);
+}
+
+int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfields)
+{
+	if (p == NULL || n < FLAT_MIN || nfields < 0 || (fields == NULL && nfields > 0))
+		return 0;
+	fields_clear(fields, nfields);
+	return scan_flat_impl(p, n, fields, nfields, 1);
 }
 
 int mm_json_parse_buf(const char *p, size_t n, const mm_json_visitor_t *v, void *ud,

@@ -59,6 +59,19 @@ int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields);
  * contract and results, for the tests and fuzzers that compare the two. */
 int mm_json_scan_reference(const char *p, size_t n, mm_json_field_t *fields, int nfields);
 
+/*
+ * The Lua path's shortcut (lua/murmur/runtime.lua, through the FFI): returns
+ * 1 when p[0..n) is one object of at most 32 members, each a string, number
+ * or literal, with distinct unescaped names and no number that could
+ * overflow a double, and fills `fields` as mm_json_scan does:
+ * mm_lua_json_decode would then succeed and build exactly these members.
+ * Returns 0 for anything else, valid or not (nested values, escaped keys,
+ * short documents, every error), setting no diag and leaving `fields`
+ * meaningless: the caller then decodes the document in full, which decides
+ * and words any rejection. A requested STRING may still be `escaped`.
+ */
+int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfields);
+
 /* Appends the unescaped UTF-8 of a STRING span (as returned by scan) to out.
  * Returns 0, MM_EJSON on a bad escape, MM_ENOMEM. */
 int mm_json_unescape(const char *p, size_t len, mm_buf_t *out);

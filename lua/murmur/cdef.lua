@@ -1,7 +1,8 @@
 -- murmur.cdef: every FFI declaration murmur's Lua side uses, in one place.
 --
 -- It mirrors the FFI section of engine/core/pipeline.h (the mm_pipe_*
--- functions the Lua path calls once per record). The murmur binary exports
+-- functions the Lua path calls once per record) and the two scanner calls of
+-- engine/codec/json.h that fill a field plan (fieldplan.lua). The murmur binary exports
 -- these symbols (it is linked with -rdynamic), so they resolve through ffi.C.
 -- ABI_VERSION must change whenever a declaration below changes; the engine
 -- reports its own through murmur.core.abi_version and load fails on a mismatch
@@ -9,7 +10,7 @@
 local ffi = require("ffi")
 local core = require("murmur.core")
 
-local ABI_VERSION = 1
+local ABI_VERSION = 2
 
 if core.abi_version ~= ABI_VERSION then
   error(("murmur.cdef: ABI mismatch: Lua side %d, engine %s"):format(ABI_VERSION,
@@ -28,6 +29,18 @@ int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len);
 void mm_pipe_reject(mm_pipeline_t *p, int i, int reason, int code, const char *detail);
 void mm_pipe_duplicate(mm_pipeline_t *p, int i);
 const char *mm_pipe_last_error(void);
+
+/* engine/codec/json.h: a record's members for a field plan. */
+typedef struct mm_json_field {
+  const char *name;
+  size_t name_len;
+  int type;
+  const char *p;
+  size_t len;
+  int escaped;
+} mm_json_field_t;
+int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfields);
+int mm_json_number(const char *p, size_t len, int *is_int, int64_t *i, double *d);
 
 /* engine/lua/alloc.h: the Lua heap limit (per record on the Lua path). */
 uint64_t mm_lua_mem_used(void);

@@ -5,11 +5,15 @@
 -- batch size and the pipelines that need Lua. For each record the handler
 -- pulls the bytes through the FFI, decodes the JSON into a table (in C), runs
 -- the user's functions under pcall and hands the results back through the FFI.
+-- A pipeline whose functions only read members by constant names has a field
+-- plan (fieldplan.lua): its flat records fill one reused table with just
+-- those members, found by the C scanner, instead of being decoded in full.
 -- An error raised by a user function rejects that record (dead letter with the
 -- script's file:line) and the batch goes on.
 local ffi = require("ffi")
 local core = require("murmur.core")
 local cdef = require("murmur.cdef")
+local fieldplan = require("murmur.fieldplan")
 
 local C = cdef.C
 local json_decode, null = core.json_decode, core.null
@@ -156,7 +160,7 @@ local function get_keys(spec, ev)
   end
   local s = as_string(k)
   if s == nil then error(failure("ETYPE", "key function returned a " .. type(k))) end
-  return { s }
+  return s
 end
 
 local function get_id(spec, ev)
@@ -181,6 +185,18 @@ local function process(spec, p, i, ev)
   local ts = get_time(spec, ev, tonumber(ts_p[0]))
   local vtype, num, str = get_value(spec, ev)
   local keys = get_keys(spec, ev)
+  -- One key needs no loop: a loop of one turn per record keeps LuaJIT from
+  -- compiling the record's path as one trace.
+  if type(keys) == "string" then
+    local k = keys
+    if #k == 0 or #k > 1024 then error(failure("ERANGE", ("key is %d bytes (must be 1..1024)"):format(#k))) end
+    local rc = C.mm_pipe_add(p, k, #k, ts, vtype, num, str, str and #str or 0)
+    if rc ~= 0 then
+      error(failure(core.strerror(rc), ffi.string(C.mm_pipe_last_error())))
+    end
+    C.mm_pipe_accept(p, i, id, id and #id or 0)
+    return
+  end
   if #keys == 0 then error(failure("EMISSING", "key function returned no key")) end
   -- All keys are checked before any is added: a rejected record adds nothing.
   for _, k in ipairs(keys) do
@@ -228,14 +244,25 @@ end
 
 -- specs_by_ptr maps a pipeline's lightuserdata to its spec.
 function M.handler(specs_by_ptr)
+  -- The field plan of each spec (false: decode in full), made on first use.
+  local plans = setmetatable({}, { __mode = "k" })
   return function(n, ...)
     for j = 1, select("#", ...) do
       local lud = select(j, ...)
       local spec = specs_by_ptr[lud]
       local p = ffi.cast("mm_pipeline_t *", lud)
+      local plan = plans[spec]
+      if plan == nil then
+        plan = fieldplan.of(spec)
+        plans[spec] = plan
+      end
       for i = 0, n - 1 do
         if C.mm_pipe_record(p, i, data_p, len_p, flags_p, ts_p) == 0 then
-          local ev, err, code = json_decode(ffi.string(data_p[0], len_p[0]))
+          local ev = plan and plan.fill(data_p[0], len_p[0])
+          local err, code
+          if not ev then
+            ev, err, code = json_decode(ffi.string(data_p[0], len_p[0]))
+          end
           if ev == nil then
             reject(p, i, code, (err:gsub("^%u+: ", ""))) -- the code has its own field
           elseif type(ev) ~= "table" or getmetatable(ev) == core.array_mt then

@@ -14,6 +14,9 @@
  *     collide only as EINVAL: {"1":..} next to an array-like index), and
  *     the encoding is a fixed point: decode(encode(v)) encodes to the same
  *     text;
+ *   - whatever mm_json_scan_flat takes (the Lua path's field plans use it
+ *     in place of json_decode: lua/murmur/fieldplan.lua), json_decode
+ *     decodes into a table;
  *   - the Lua stack is balanced after every call.
  */
 #include <lauxlib.h>
@@ -68,7 +71,7 @@ static void close_state(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	int n, accepted, top;
+	int n, accepted, flat, top;
 
 	if (L == NULL) {
 		if ((L = lua_newstate(alloc, NULL)) == NULL)
@@ -83,6 +86,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	lua_pushlstring(L, (const char *)data, size);
 	n = call("json_decode", top + 1);
+	flat = mm_json_scan_flat((const char *)data, size, NULL, 0) == 1;
+	if (flat && !(n == 1 && lua_istable(L, -1)))
+		abort();
 	if (accepted && n == 3 && lua_isnil(L, -3)) {
 		/* A number a double cannot hold is refused, and so is a
 		 * duplicated member name (json_lua.c, as on the C fast path). */

@@ -403,6 +403,11 @@ TEST(string_blocks)
 	CHECK_EQ_INT(bad, 0);
 }
 
+static int fields_same(const mm_json_field_t *a, const mm_json_field_t *b)
+{
+	return a->type == b->type && a->p == b->p && a->len == b->len && a->escaped == b->escaped;
+}
+
 /* mm_json_scan (with its fast path for flat objects) and the general walk
  * (mm_json_scan_reference) agree on doc: result, message and fields. Returns
  * the result, or 99 on a disagreement (printed). */
@@ -413,11 +418,13 @@ static int scan_agrees(const char *doc, size_t n)
 		{.name = "user_id", .name_len = 7},
 		{.name = "entity_id", .name_len = 9},
 	};
-	mm_json_field_t b[3];
+	mm_json_field_t b[3], c[3];
 	char msg[256];
-	int ra, rb, i;
+	int ra, rb, rc, i;
 
 	memcpy(b, a, sizeof(a));
+	memcpy(c, a, sizeof(a));
+	rc = mm_json_scan_flat(doc, n, c, 3);
 	ra = mm_json_scan(doc, n, a, 3);
 	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
 	rb = mm_json_scan_reference(doc, n, b, 3);
@@ -426,13 +433,78 @@ static int scan_agrees(const char *doc, size_t n)
 		       mm_diag_msg(), (int)n, doc);
 		return 99;
 	}
-	for (i = 0; ra == 0 && i < 3; i++)
-		if (a[i].type != b[i].type || a[i].p != b[i].p || a[i].len != b[i].len ||
-		    a[i].escaped != b[i].escaped) {
-			printf("#   field %d differs: %.*s\n", i, (int)n, doc);
+	/* The Lua path's shortcut takes only documents the scan accepts, and
+	 * finds the same fields there. */
+	if (rc != 0 && (rc != 1 || ra != 0)) {
+		printf("#   mm_json_scan_flat %d where the scan gives %s: %.*s\n", rc, mm_err_name(ra),
+		       (int)n, doc);
+		return 99;
+	}
+	for (i = 0; i < 3; i++) {
+		const mm_json_field_t *other = ra == 0 && !fields_same(&a[i], &b[i]) ? &b[i]
+					       : rc == 1 && !fields_same(&a[i], &c[i]) ? &c[i]
+										: NULL;
+
+		if (other != NULL) {
+			printf("#   field %d differs (%s): %.*s\n", i, other == &b[i] ? "walk" : "flat",
+			       (int)n, doc);
 			return 99;
 		}
+	}
 	return ra;
+}
+
+static int field_eq(const mm_json_field_t *f, int type, const char *raw);
+
+/* mm_json_scan_flat on a NUL-terminated document, asking for entity_id. */
+static int flat_of(const char *doc, mm_json_field_t *f)
+{
+	*f = (mm_json_field_t){.name = "entity_id", .name_len = 9};
+	return mm_json_scan_flat(doc, strlen(doc), f, 1);
+}
+
+/*
+ * The Lua path's shortcut gives up (0, so the record is decoded in full) on
+ * every document after which the decoder would not build the same object
+ * from the requested fields alone, valid or not, and takes event-shaped ones.
+ */
+TEST(flat_whole)
+{
+	static const char *const refused[] = {
+		"{\"entity_id\":\"p1\",\"x\":1,\"x\":2}",         /* a duplicate not asked for */
+		"{\"entity_id\":\"p1\",\"x\\u0041\":1,\"xA\":2}", /* an escaped key */
+		"{\"entity_id\":\"p1\",\"n\":1e999}",              /* overflows a double */
+		"{\"entity_id\":\"p1\",\"n\":1E2}",                /* any exponent */
+		"{\"entity_id\":\"p1\",\"o\":{\"a\":1}}",            /* nested */
+		"{\"entity_id\":\"p1\",\"a\":[1]}",                /* nested */
+		"{\"entity_id\":\"p1\",\"user_id\":\"u\",}",        /* invalid */
+		"[\"entity_id\",\"p1\",\"user_id\",\"u\"]",          /* not an object */
+		"{\"entity_id\":1}",                                  /* shorter than a block */
+	};
+	mm_json_field_t f;
+	char many[512];
+	size_t n = 0;
+	int i;
+
+	for (i = 0; i < (int)(sizeof(refused) / sizeof(refused[0])); i++)
+		CHECK_EQ_INT(flat_of(refused[i], &f), 0);
+	CHECK_EQ_INT(flat_of("{\"entity_id\":\"p1\",\"page_id\":\"p2\",\"n\":-12.5}", &f), 1);
+	CHECK(field_eq(&f, MM_JSON_STRING, "p1"));
+	CHECK_EQ_INT(flat_of(" {\"page_id\":\"p\\n1\",\"t\":true,\"z\":null} ", &f), 1);
+	CHECK_EQ_INT(f.type, MM_JSON_ABSENT);
+	CHECK_EQ_INT(flat_of("{\"entity_id\":\"p\\n1\",\"t\":true,\"z\":null}", &f), 1);
+	CHECK_EQ_INT(f.escaped, 1);
+	/* Names alike in length and first and last byte are told apart. */
+	CHECK_EQ_INT(flat_of("{\"entity_id\":\"p1\",\"axb\":1,\"ayb\":2,\"\":3}", &f), 1);
+	CHECK_EQ_INT(flat_of("{\"entity_id\":\"p1\",\"\":1,\"axb\":2,\"\":3}", &f), 0);
+	/* 32 members are taken, 33 are not. */
+	n += (size_t)snprintf(many + n, sizeof(many) - n, "{\"entity_id\":1");
+	for (i = 1; i < 32; i++)
+		n += (size_t)snprintf(many + n, sizeof(many) - n, ",\"k%d\":%d", i, i);
+	snprintf(many + n, sizeof(many) - n, "}");
+	CHECK_EQ_INT(flat_of(many, &f), 1);
+	snprintf(many + n, sizeof(many) - n, ",\"k32\":32}");
+	CHECK_EQ_INT(flat_of(many, &f), 0);
 }
 
 /*
@@ -1362,6 +1434,7 @@ int main(void)
 	RUN(big_documents);
 	RUN(string_blocks);
 	RUN(flat_fast_path);
+	RUN(flat_whole);
 	RUN(fields_basic);
 	RUN(fields_types);
 	RUN(fields_escapes);
