@@ -148,12 +148,14 @@ murmur.pipeline {
 
   it("keeps a live worker's claims through a flush that takes several leases (renewals)", function()
     local t = new_table()
-    -- A 2 s lease; the first worker's merges fail 7 times, so its flush is
-    -- retried for about 13 s (100 ms doubling) while it holds every claim.
-    -- (Each renewal is one request per claim: 200 ids renew well inside a
-    -- third of the lease even on dynalite.)
+    -- A 4 s lease; the first worker's merges fail 7 times, so its flush is
+    -- retried for about 13 s (100 ms doubling) while it holds every claim,
+    -- three leases long. (Each renewal is one request per claim: 200 ids
+    -- renew inside a third of the lease on dynalite; with a 2 s lease, at a
+    -- load of 12 to 20 on 2 cores, renewals arrived after the lease ran out
+    -- and the other worker rightly took the claims over.)
     local n = 200
-    local path = script("slow", 5000, 'lease = "2s", max_attempts = 1')
+    local path = script("slow", 5000, 'lease = "4s", max_attempts = 1')
     local a, b = dir .. "/slow-a.jsonl", dir .. "/slow-b.jsonl"
     shuffled(a, 71, n)
     shuffled(b, 72, n)
@@ -175,7 +177,7 @@ murmur.pipeline {
     faults()
     local sa, sb = stats_of(S.read_file(alog)), stats_of(S.read_file(blog))
     local ca, cb = sa.instrumentation["slow:store_claim"], sb.instrumentation["slow:store_claim"]
-    print(("# a flush of ~13 s under a 2 s lease: %d renewals, %d deferred at the other worker, %d taken over")
+    print(("# a flush of ~13 s under a 4 s lease: %d renewals, %d deferred at the other worker, %d taken over")
       :format(ca.renewals, cb.deferred, ca.stolen + cb.stolen))
     assert.are.equal(n, stored_count(t, "slow"))
     assert.are.equal(n, sa.pipelines.slow.accepted + sb.pipelines.slow.accepted)
