@@ -549,9 +549,15 @@ TEST(batched_read_merge_write)
 	}
 	CHECK_EQ_INT(bad, 0);
 	REQUIRE(mm_ddb_get_stats(x.st, &stats) == 0);
-	/* 300 deltas in chunks of 10: about 30 batched reads, not 300 GetItems. */
+	/*
+	 * 300 deltas in chunks of 10: about 30 batched reads per round, not 300
+	 * GetItems. A key is read alone only when the batch left it unprocessed,
+	 * when it lost the race to the other writer, or after one of the 10
+	 * dropped answers; how often the writers race depends on the machine's
+	 * load, so the bound counts those causes instead of a fixed number.
+	 */
 	CHECK(stats.requests[MM_DDB_OP_BATCH_GET_ITEM] >= 60);
-	CHECK(stats.requests[MM_DDB_OP_GET_ITEM] < 300);
+	CHECK(stats.requests[MM_DDB_OP_GET_ITEM] <= stats.cas_conflicts + stats.unprocessed_keys + 10);
 	printf("#   batched: %llu BatchGetItem, %llu GetItem, %llu UpdateItem, %llu conflicts, "
 	       "%llu unprocessed, %llu replays\n",
 	       (unsigned long long)stats.requests[MM_DDB_OP_BATCH_GET_ITEM],
