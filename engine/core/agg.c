@@ -166,6 +166,7 @@ mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t
 		return NULL;
 	}
 	e->klen = (uint32_t)klen;
+	e->tag = 0;
 	e->bucket = bucket;
 	e->expire_ms = 0;
 	if (a->m)

@@ -29,7 +29,7 @@
 typedef struct mm_agg_entry {
 	const char *key;
 	uint32_t klen;
-	uint32_t pad;
+	uint32_t tag;         /* the owner's: 0 when created (a dedup id's MM_ID_COUNTED) */
 	int64_t bucket;
 	int64_t expire_ms;
 	_Alignas(16) unsigned char state[MM_STATE_MAX];

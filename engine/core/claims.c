@@ -25,8 +25,9 @@
 typedef struct round_pipe {
 	mm_claim_round_t *round;
 	mm_pipeline_t *p;
-	mm_held_t *held;
-	mm_claim_t *all;        /* the held table's claims: one per distinct id */
+	mm_held_t *held;        /* records held (a shared store), or NULL */
+	int logged;             /* else: the ids of the generation's log (oplog.h) */
+	mm_claim_t *all;        /* the held table's or the log's claims: one per distinct id */
 	size_t n;
 	mm_claim_t *ask;        /* open ids of the call in flight */
 	size_t *ask_idx;        /* ask[k] is all[ask_idx[k]] */
@@ -192,22 +193,34 @@ static void round_finish(mm_claim_round_t *r)
 	mm_record_t *recs;
 
 	for (int i = 0; i < r->npipes; i++)
-		if (r->pipes[i].held->n > most)
+		if (r->pipes[i].held && r->pipes[i].held->n > most)
 			most = r->pipes[i].held->n;
 	recs = calloc(most ? most : 1, sizeof(*recs));
-	if (recs == NULL) {
-		/* Nothing was processed yet: try again shortly. */
-		mm_log(MM_LOG_ERROR, "engine", "out of memory processing claimed records; retrying");
-		uv_timer_start(&r->timer, on_timer, CLAIM_RETRY_MAX_MS, 0);
-		return;
+	if (recs == NULL)
+		goto nomem;
+	/* Logged generations first: settling one again is harmless. */
+	for (int i = 0; i < r->npipes; i++) {
+		round_pipe_t *rp = &r->pipes[i];
+
+		if (rp->logged && mm_pipeline_settle_claims(rp->p, !rp->p->cur) != 0) {
+			free(recs);
+			goto nomem;
+		}
 	}
 	for (int i = 0; i < r->npipes; i++) {
+		if (r->pipes[i].logged)
+			continue;
 		replay_pipe(r->ctx, &r->pipes[i], recs);
 		defer_pipe(&r->pipes[i]);
 	}
 	free(recs);
 	r->finished = 1;
 	r->done(r->arg);
+	return;
+nomem:
+	/* No held record was processed yet: try again shortly. */
+	mm_log(MM_LOG_ERROR, "engine", "out of memory processing claimed records; retrying");
+	uv_timer_start(&r->timer, on_timer, CLAIM_RETRY_MAX_MS, 0);
 }
 
 /* Asks again, after a backoff, for the ids whose request failed; else
@@ -291,11 +304,28 @@ static void round_ask(mm_claim_round_t *r)
 		round_settle(r);
 }
 
+/* The ids the flushing generation of p must claim: held records' on a
+ * shared store, else the log's. */
+static mm_claim_t *pipe_claims(mm_pipeline_t *p, size_t *n)
+{
+	mm_oplog_t *l = &p->log[!p->cur];
+
+	if (!p->logs)
+		return mm_held_claims(&p->held[!p->cur], n);
+	/* The generation's last record is settled: nothing adds to it now. */
+	mm_oplog_begin(l);
+	*n = l->nclaims;
+	return l->claims;
+}
+
 int mm_claim_round_needed(const mm_engine_t *ctx)
 {
-	for (int i = 0; i < ctx->npipes; i++)
-		if (ctx->pipes[i]->held[!ctx->pipes[i]->cur].n > 0)
+	for (int i = 0; i < ctx->npipes; i++) {
+		const mm_pipeline_t *p = ctx->pipes[i];
+
+		if (p->held[!p->cur].n > 0 || p->log[!p->cur].on)
 			return 1;
+	}
 	return 0;
 }
 
@@ -316,15 +346,17 @@ int mm_claim_round_start(mm_engine_t *ctx, void (*done)(void *arg), void *arg,
 		mm_pipeline_t *p = ctx->pipes[i];
 		round_pipe_t *rp = &r->pipes[n];
 
-		if (p->held[!p->cur].n == 0)
+		if (p->held[!p->cur].n == 0 && !p->log[!p->cur].on)
 			continue;
 		rp->round = r;
 		rp->p = p;
-		rp->held = &p->held[!p->cur];
-		rp->all = mm_held_claims(rp->held, &rp->n);
-		rp->ask = calloc(rp->n, sizeof(*rp->ask));
-		rp->ask_idx = calloc(rp->n, sizeof(*rp->ask_idx));
-		rp->renew = calloc(rp->n, sizeof(*rp->renew));
+		rp->logged = p->logs;
+		rp->held = p->logs ? NULL : &p->held[!p->cur];
+		rp->all = pipe_claims(p, &rp->n);
+		/* A log may have no claim: its one new id's record was rejected. */
+		rp->ask = calloc(rp->n + 1, sizeof(*rp->ask));
+		rp->ask_idx = calloc(rp->n + 1, sizeof(*rp->ask_idx));
+		rp->renew = calloc(rp->n + 1, sizeof(*rp->renew));
 		r->npipes = ++n;
 		if (!rp->ask || !rp->ask_idx || !rp->renew)
 			goto nomem;
@@ -338,7 +370,10 @@ int mm_claim_round_start(mm_engine_t *ctx, void (*done)(void *arg), void *arg,
 	/* The leases run from the first claims: renew from then on. */
 	renew_ms = ctx->st->lease_ms / 3 > CLAIM_RENEW_MIN_MS ? ctx->st->lease_ms / 3
 							     : CLAIM_RENEW_MIN_MS;
-	uv_timer_start(&r->renew_timer, on_renew_timer, (uint64_t)renew_ms, (uint64_t)renew_ms);
+	/* A private store has no leases: nobody else could take the ids. */
+	if (mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED)
+		uv_timer_start(&r->renew_timer, on_renew_timer, (uint64_t)renew_ms,
+			       (uint64_t)renew_ms);
 	round_ask(r);
 	return 0;
 nomem:

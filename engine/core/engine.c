@@ -337,7 +337,8 @@ void mm_engine_on_stop(mm_engine_t *ctx, void (*fn)(void *ud), void *ud)
 
 static int pipe_idle(const mm_pipeline_t *p)
 {
-	return p->agg[0].count == 0 && p->agg[1].count == 0 && p->ids[0].count == 0 &&
+	return p->agg[0].count == 0 && p->agg[1].count == 0 && p->base[0].count == 0 &&
+	       p->base[1].count == 0 && p->ids[0].count == 0 &&
 	       p->ids[1].count == 0 && p->held[0].n == 0 && p->held[1].n == 0;
 }
 

@@ -75,8 +75,9 @@ static int pipe_due(const mm_pipeline_t *p, int hard)
 {
 	uint64_t mul = hard ? 2 : 1;
 
+	/* A logged generation's early adds are in its base table (oplog.h). */
 	return p->pending_records >= p->cfg.flush_events * mul ||
-	       p->agg[p->cur].count >= p->cfg.flush_keys * mul;
+	       p->agg[p->cur].count + p->base[p->cur].count >= p->cfg.flush_keys * mul;
 }
 
 static void waiters_notify(mm_flush_waiter_t *w, int status)
@@ -253,6 +254,8 @@ static void on_flush_done(void *arg, int status, const char *detail)
 		p->stats.deltas_flushed += p->agg[!p->cur].count;
 		mm_agg_reset(&p->agg[!p->cur]);
 		mm_agg_reset(&p->ids[!p->cur]);
+		mm_oplog_reset(&p->log[!p->cur]);
+		mm_agg_reset(&p->base[!p->cur]);
 	}
 	deferred = mm_claim_round_deferred(job->round);
 	mm_claim_round_free(job->round);
@@ -429,9 +432,11 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 		for (size_t s = 0; s < ids->count; s++) {
 			mm_agg_entry_t *e = &ids->entries[s];
 
-			job->f.marks[job->f.nmarks++] = (mm_mark_t){
-				&p->ns, e->key, e->klen, e->expire_ms,
-				!!(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED)};
+			/* An id its claim found counted before keeps its old mark. */
+			if (e->tag != MM_ID_COUNTED)
+				job->f.marks[job->f.nmarks++] = (mm_mark_t){
+					&p->ns, e->key, e->klen, e->expire_ms,
+					!!(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED)};
 		}
 		if (p->cfg.gran_ms && p->cfg.retention_ms && now >= p->next_purge_ms) {
 			job->f.purges[job->f.npurges++] = (mm_purge_t){
@@ -456,6 +461,7 @@ int mm_flush_has_work(const mm_engine_t *ctx)
 {
 	for (int i = 0; i < ctx->npipes; i++)
 		if (ctx->pipes[i]->agg[ctx->pipes[i]->cur].count ||
+		    ctx->pipes[i]->base[ctx->pipes[i]->cur].count ||
 		    ctx->pipes[i]->ids[ctx->pipes[i]->cur].count ||
 		    ctx->pipes[i]->held[ctx->pipes[i]->cur].n)
 			return 1;

@@ -10,32 +10,18 @@
 
 #include "../lib/error.h"
 
-static int grow(void **p, size_t *cap, size_t need, size_t size)
-{
-	size_t ncap = *cap ? *cap : 64;
-	void *np;
-
-	if (need <= *cap)
-		return 0;
-	while (ncap < need)
-		ncap *= 2;
-	np = realloc(*p, ncap * size);
-	if (np == NULL)
-		return mm_diag_set(MM_ENOMEM, "cannot hold %zu records for their dedup claims", need);
-	*p = np;
-	*cap = ncap;
-	return 0;
-}
-
 int mm_held_add(mm_held_t *h, mm_source_t *src, const mm_record_t *r, int64_t now_ms,
 		const char *id, size_t idlen)
 {
 	mm_held_rec_t *hr;
 	int created, rc;
 
-	if ((rc = grow((void **)&h->recs, &h->cap, h->n + 1, sizeof(*h->recs))) ||
-	    (rc = grow((void **)&h->claims, &h->ccap, h->nclaims + 1, sizeof(*h->claims))) ||
-	    (rc = grow((void **)&h->id_off, &h->icap, h->nclaims + 1, sizeof(*h->id_off))))
+	if ((rc = mm_array_grow((void **)&h->recs, &h->cap, h->n + 1, sizeof(*h->recs),
+				"held records")) ||
+	    (rc = mm_array_grow((void **)&h->claims, &h->ccap, h->nclaims + 1, sizeof(*h->claims),
+				"held claims")) ||
+	    (rc = mm_array_grow((void **)&h->id_off, &h->icap, h->nclaims + 1, sizeof(*h->id_off),
+				"held ids")))
 		return rc;
 	if (mm_agg_upsert(&h->ids, id, idlen, 0, &created) == NULL)
 		return MM_ENOMEM;

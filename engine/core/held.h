@@ -1,7 +1,7 @@
 /*
  * held.h: records held back until their dedup ids are claimed.
  *
- * On a store shared by several workers (store->claims, DynamoDB), a record
+ * On a store shared by several workers (MM_STORE_CAP_SHARED), a record
  * that carries an event id is not aggregated when it arrives, because
  * another worker may be counting the same event at this moment. Its bytes
  * are copied here and its id joins the generation's claim list; the flush

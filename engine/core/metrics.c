@@ -182,7 +182,7 @@ static void render_pipelines(const mm_engine_t *ctx, mm_expo_t *w)
 	if (ctx->st == NULL || !(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED))
 		return;
 	mm_expo_family(w, "murmur_pipeline_claims", MM_EXPO_COUNTER,
-		       "Event ids claimed on a shared store, re-asks included.");
+		       "Event ids claimed by flushes, re-asks included.");
 	for (int i = 0; i < ctx->npipes; i++) {
 		const char *const l[] = {"pipeline", ctx->pipes[i]->cfg.name, NULL};
 
@@ -401,7 +401,7 @@ static void sum_store(store_sum_t *sum, const mm_store_t *st)
 /* The contract's names of the store operations, by histogram slot. */
 static const char *const store_ops[MM_STORE_NOPS + 1] = {
 	[MM_STORE_OP_APPLY] = "store_merge_update", [MM_STORE_OP_GET_MANY] = "store_get_many",
-	[MM_STORE_OP_POSITION] = "store_get_position", [MM_STORE_OP_SEEN] = "store_seen",
+	[MM_STORE_OP_POSITION] = "store_get_position",
 	[MM_STORE_OP_CLAIM] = "store_claim",          [MM_STORE_OP_RENEW] = "store_renew",
 	[MM_STORE_OP_META] = "store_meta",            [MM_STORE_HIST_GET] = "store_get",
 };

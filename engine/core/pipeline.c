@@ -10,7 +10,7 @@
 #include "pipeline.h"
 
 #include <stdint.h>
-
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,9 +59,13 @@ int mm_pipeline_init(mm_pipeline_t *p, mm_store_t *st, mm_pipeline_config_t *cfg
 		      p->cfg.time_kind == MM_PART_LUA || p->cfg.id_kind == MM_PART_LUA;
 	for (int g = 0; g < 2; g++) {
 		mm_agg_init(&p->agg[g], &p->cfg.monoid);
+		mm_agg_init(&p->base[g], &p->cfg.monoid);
 		mm_agg_init(&p->ids[g], NULL);
 		mm_agg_init(&p->held[g].ids, NULL);
 	}
+	/* Dedup on a store only this worker writes: aggregate at once, log the
+	 * adds in case a claim finds an id counted before (oplog.h). */
+	p->logs = st && p->cfg.id_kind != MM_PART_NONE && !(mm_store_caps(st) & MM_STORE_CAP_SHARED);
 	if (p->cfg.key_kind == MM_PART_CONST)
 		for (int k = 0; k < p->cfg.nkeys; k++)
 			p->const_klen[k] = strlen(p->cfg.keys[k]);
@@ -74,6 +78,8 @@ void mm_pipeline_free(mm_pipeline_t *p)
 		mm_agg_free(&p->agg[g]);
 		mm_agg_free(&p->ids[g]);
 		mm_held_free(&p->held[g]);
+		mm_oplog_free(&p->log[g]);
+		mm_agg_free(&p->base[g]);
 	}
 	mm_buf_free(&p->scratch);
 	mm_buf_free(&p->dl_recent);
@@ -275,6 +281,8 @@ static int pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t buck
 	}
 	e->expire_ms = expire_ms;
 	rc = p->cfg.monoid.vt->add(&p->cfg.monoid, e->state, v);
+	if (rc == 0 && p->log[p->cur].on)
+		rc = mm_oplog_add(&p->log[p->cur], p->claiming, key, klen, bucket, expire_ms, v);
 	if (rc == 0 && p->explain)
 		mm_explain_note_key(p->explain, key, klen, bucket, v);
 	return rc;
@@ -296,10 +304,25 @@ static int pipe_hold(mm_pipeline_t *p, const char *id, size_t len)
 	return 2;
 }
 
+/* The generation's first new id: its adds so far move aside (base), the
+ * ones from here on are logged (oplog.h). A swap: entries do not move, but
+ * both tables get a generation no key hint has seen. */
+static void pipe_log_start(mm_pipeline_t *p)
+{
+	mm_agg_t *a = &p->agg[p->cur], *b = &p->base[p->cur], t;
+	uint64_t gen = (a->gen > b->gen ? a->gen : b->gen) + 1;
+
+	if (a->count) {
+		t = *a;
+		*a = *b;
+		*b = t;
+		a->gen = b->gen = gen;
+	}
+	p->log[p->cur].on = 1;
+}
+
 static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 {
-	int rc;
-
 	/* A held record's claim was won: it is new by definition. */
 	if (p->replaying)
 		return 0;
@@ -311,10 +334,20 @@ static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 	/* A dry run (explain.c) has no store to ask. */
 	if (p->st == NULL)
 		return 0;
-	if (mm_store_caps(p->st) & MM_STORE_CAP_SHARED)
+	if (!p->logs)
 		return pipe_hold(p, id, len);
-	rc = mm_store_seen(p->st, &p->ns, id, len, p->batch ? p->batch->now_ms : mm_now_ms());
-	return rc == MM_ENOTSUP ? 0 : rc;
+	if (!p->log[p->cur].on)
+		pipe_log_start(p);
+	p->claiming = 1;
+	return 0;
+}
+
+/* A record starts: the previous one's tagged adds are settled (oplog.h). */
+static inline void pipe_begin(mm_pipeline_t *p)
+{
+	p->claiming = 0;
+	if (p->logs)
+		mm_oplog_begin(&p->log[p->cur]);
 }
 
 /* Dedup ids are keys in every store, which takes 1..1024 bytes (store.c).
@@ -340,7 +373,11 @@ static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, int64_t n
 	if (e == NULL)
 		return MM_ENOMEM;
 	e->expire_ms = now_ms + p->cfg.dedup_ttl_ms;
-	return 0;
+	if (!p->claiming)
+		return 0;
+	/* The table's copy of the id lives as long as the log's generation. */
+	p->claiming = 0;
+	return mm_oplog_claim(&p->log[p->cur], e->key, len);
 }
 
 /* ---- fast path ---- */
@@ -461,6 +498,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	int64_t bucket, expire_ms;
 	int rc;
 
+	pipe_begin(p);
 	if (r->flags & MM_REC_POISON)
 		return mm_diag_set(MM_ECORRUPT, "the record stalled or crashed the worker twice");
 	if (r->flags & MM_REC_UNDECODABLE)
@@ -599,6 +637,96 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 	mm_buf_free(&tmp);
 }
 
+/* Dead-letters a logged add that its replay could not merge again. */
+static void reject_replayed(mm_pipeline_t *p, const char *key, size_t klen, int64_t bucket)
+{
+	mm_buf_t desc = {0};
+	mm_record_t r = {0};
+	char why[256];
+	int rc;
+
+	/* Copied: writing the dead letter may set the diag slot again. */
+	snprintf(why, sizeof(why), "%s", mm_diag_msg());
+	rc = mm_buf_printf(&desc, "{\"entity\":");
+
+	rc |= mm_json_quote(key, klen, &desc);
+	rc |= mm_buf_printf(&desc, ",\"bucket\":%lld}", (long long)bucket);
+	mm_log(MM_LOG_ERROR, p->cfg.name,
+	       "an add to '%.*s' could not be replayed after dedup dropped records: %s", (int)klen,
+	       key, why);
+	if (rc == 0) {
+		r.p = (const char *)desc.p;
+		r.len = (uint32_t)desc.len;
+		r.orig_len = desc.len;
+		mm_pipeline_reject(p, &r, MM_REJ_MERGE, MM_ERANGE, why);
+	}
+	mm_buf_free(&desc);
+}
+
+int mm_pipeline_settle_claims(mm_pipeline_t *p, int gen)
+{
+	mm_oplog_t *l = &p->log[gen];
+	mm_agg_t *a = &p->agg[gen];
+	size_t counted = 0, fresh = 0;
+	int rc;
+
+	for (size_t k = 0; k < l->nclaims; k++) {
+		mm_agg_entry_t *e;
+
+		if (l->claims[k].result != MM_CLAIM_DUPLICATE)
+			continue;
+		counted++;
+		e = mm_agg_find(&p->ids[gen], l->claims[k].id, l->claims[k].len, 0);
+		if (e && e->tag != MM_ID_COUNTED) {
+			e->tag = MM_ID_COUNTED;
+			fresh++;
+		}
+	}
+	/* A second call (after MM_ENOMEM) moves only what the first did not. */
+	p->stats.duplicates += fresh;
+	p->stats.accepted -= fresh < p->stats.accepted ? fresh : p->stats.accepted;
+	if (counted == 0 && p->base[gen].count == 0)
+		return 0;
+	/* The table is rebuilt: the adds from before the log, then the logged
+	 * adds that stay, in their order. */
+	mm_agg_reset(a);
+	for (size_t s = 0; s < p->base[gen].count; s++) {
+		const mm_agg_entry_t *be = &p->base[gen].entries[s];
+		mm_agg_entry_t *e;
+		int created;
+
+		e = mm_agg_upsert(a, be->key, be->klen, be->bucket, &created);
+		if (e == NULL)
+			return MM_ENOMEM;
+		e->expire_ms = be->expire_ms;
+		/* Empty here, the table takes the base's state as it is. */
+		if ((rc = p->cfg.monoid.vt->merge(&p->cfg.monoid, e->state, be->state)) == MM_ENOMEM)
+			return rc;
+		if (rc)
+			reject_replayed(p, be->key, be->klen, be->bucket);
+	}
+	for (size_t i = 0; i < l->n; i++) {
+		const mm_oplog_op_t *op = &l->ops[i];
+		const char *key = (const char *)l->data.p + op->key_off;
+		mm_agg_entry_t *e;
+		mm_value_t v;
+		int created;
+
+		if (!mm_oplog_keeps(l, i))
+			continue;
+		e = mm_agg_upsert(a, key, op->klen, op->bucket, &created);
+		if (e == NULL)
+			return MM_ENOMEM;
+		e->expire_ms = op->expire_ms;
+		mm_oplog_value(l, i, &v);
+		/* The same adds passed in this order when the records came, but
+		 * without some of them a sum may overflow midway. */
+		if (p->cfg.monoid.vt->add(&p->cfg.monoid, e->state, &v) != 0)
+			reject_replayed(p, key, op->klen, op->bucket);
+	}
+	return 0;
+}
+
 /* ---- FFI for the Lua path ---- */
 
 int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, uint32_t *flags,
@@ -614,6 +742,7 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 	*flags = r->flags;
 	*ts_ms = r->ts_ms;
 	p->rec = i;
+	pipe_begin(p);
 	if (!p->replaying)
 		p->stats.records++;
 	mm_progress_record(p->batch->src ? p->batch->src->id : "", r);

@@ -23,6 +23,7 @@
 #include "../store/store.h"
 #include "agg.h"
 #include "held.h"
+#include "oplog.h"
 
 enum mm_part_kind {
 	MM_PART_NONE = 0, /* value: none (count); time: processing time; id: no dedup */
@@ -124,6 +125,10 @@ typedef struct mm_pipeline {
 	mm_agg_t agg[2];            /* pending deltas: [cur] fills, [!cur] is flushing */
 	mm_agg_t ids[2];            /* pending dedup ids, same generations */
 	mm_held_t held[2];          /* records waiting for their claims (a shared store) */
+	mm_oplog_t log[2];          /* adds waiting for their claims (a private store) */
+	mm_agg_t base[2];           /* a generation's adds from before its log began */
+	int logs;                   /* dedup on a private store: adds go to log too */
+	int claiming;               /* the record in progress has a new id to claim */
 	int replaying;              /* processing held records whose claims were won */
 	int rec;                    /* index of the record being processed in batch */
 	int cur;
@@ -158,6 +163,18 @@ void mm_pipeline_config_free(mm_pipeline_config_t *cfg);
  * processed without a dedup check and without being counted again. */
 void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b);
 
+/* A dedup id found counted before by its claim: no mark is written for it
+ * (mm_agg_entry_t.tag in the ids tables). */
+#define MM_ID_COUNTED 1
+
+/* After the claims of generation gen's logged ids (p->logs) have answered:
+ * the ids counted before become duplicates (their marks dropped, counters
+ * moved) and the table is rebuilt without their adds, with the adds from
+ * before the log began folded back in (oplog.h). 0, or MM_ENOMEM with the
+ * table partly rebuilt: call again, the log and base stay until the flush
+ * is durable. */
+int mm_pipeline_settle_claims(mm_pipeline_t *p, int gen);
+
 /* Writes one dead-letter line for record i of the current batch and counts it. */
 void mm_pipeline_reject(mm_pipeline_t *p, const mm_record_t *r, int reason, int code,
 			const char *detail);
@@ -183,8 +200,10 @@ const char *mm_reject_reason_name(int reason);
 int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, uint32_t *flags,
 		   int64_t *ts_ms);
 
-/* Dedup check for id: 1 = already seen (skip the record), 0 = new, 2 = held
- * until its id is claimed (skip it now: the flush processes it again). */
+/* Dedup check for id: 1 = already seen (skip the record), 0 = new (not in
+ * the pending generations; the flush's claim settles it, see oplog.h), 2 =
+ * held until its id is claimed (a shared store: skip it now, the flush
+ * processes it again). */
 int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len);
 
 /* Adds one (key, value) of record i. vtype is enum mm_value_type; ts_ms ==

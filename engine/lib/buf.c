@@ -27,6 +27,22 @@ int mm_buf_reserve(mm_buf_t *b, size_t extra)
 	return 0;
 }
 
+int mm_array_grow(void **p, size_t *cap, size_t need, size_t size, const char *what)
+{
+	size_t ncap = *cap ? *cap : 64;
+	void *np;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	if (ncap > SIZE_MAX / size || (np = realloc(*p, ncap * size)) == NULL)
+		return mm_diag_set(MM_ENOMEM, "cannot grow to %zu %s", need, what);
+	*p = np;
+	*cap = ncap;
+	return 0;
+}
+
 int mm_buf_append(mm_buf_t *b, const void *p, size_t n)
 {
 	int rc = mm_buf_reserve(b, n);

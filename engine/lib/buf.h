@@ -1,5 +1,6 @@
 /*
- * buf.h: a growable byte buffer and little-endian integer helpers.
+ * buf.h: a growable byte buffer, growable arrays, and little-endian integer
+ * helpers.
  *
  * Ownership: an mm_buf_t owns its bytes; mm_buf_free releases them. A zeroed
  * struct is a valid empty buffer. Encoders append to a caller-owned buffer,
@@ -20,6 +21,11 @@ typedef struct mm_buf {
 
 /* Ensures room for `extra` more bytes. Returns 0 or MM_ENOMEM. */
 int mm_buf_reserve(mm_buf_t *b, size_t extra);
+
+/* Grows the array *p of *cap items of `size` bytes to hold at least need
+ * (doubling from 64); *p and *cap change only on success. Returns 0 or
+ * MM_ENOMEM with `what` (the items, for the message). */
+int mm_array_grow(void **p, size_t *cap, size_t need, size_t size, const char *what);
 
 /* Appends n bytes. Returns 0 or MM_ENOMEM. */
 int mm_buf_append(mm_buf_t *b, const void *p, size_t n);

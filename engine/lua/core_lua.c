@@ -837,7 +837,7 @@ static int l_engine_stats(lua_State *L)
 {
 	lua_engine_t *e = check_engine(L);
 	mm_engine_t *ctx = e->ctx;
-	const char *ops[MM_STORE_NOPS] = {"apply", "get_many", "position", "seen", "claim", "renew",
+	const char *ops[MM_STORE_NOPS] = {"apply", "get_many", "position", "claim", "renew",
 					  "meta"};
 
 	lua_newtable(L);
@@ -891,11 +891,6 @@ static int l_engine_stats(lua_State *L)
 		MM_LUA_SET_NUM("ops", p->stats.deltas_flushed);
 		MM_LUA_SET_NUM("errors", p->stats.rejected[MM_REJ_MERGE]);
 		MM_LUA_SET_NUM("flushes_ms_total", ctx->st->stats.ns_total[MM_STORE_OP_APPLY] / 1e6);
-		lua_setfield(L, -2, name);
-		snprintf(name, sizeof(name), "%s:store_seen", p->cfg.name);
-		lua_newtable(L);
-		MM_LUA_SET_NUM("ops", ctx->st->stats.ops[MM_STORE_OP_SEEN]);
-		MM_LUA_SET_NUM("errors", ctx->st->stats.errors[MM_STORE_OP_SEEN]);
 		lua_setfield(L, -2, name);
 		snprintf(name, sizeof(name), "%s:store_claim", p->cfg.name);
 		lua_newtable(L);

@@ -96,8 +96,6 @@
  * table check and credential fetch in open (before the engine's loop runs),
  * `murmur ddb`, and list_meta/read_meta of tools; and the roll-forward of
  * an intent a dead worker left, when a position read finds one.
- * seen() returns MM_ENOTSUP (dedup on a shared store goes through the claim
- * protocol).
  *
  * Credentials: engine/aws/credentials.c (static keys, else the container
  * endpoint, refreshed on the loop before they expire).
@@ -497,7 +495,6 @@ const mm_store_vtable_t mm_store_dynamodb_vtable = {
 	.apply = mm_ddb_apply,
 	.get_many = mm_ddb_get_many,
 	.get_position = mm_ddb_get_position,
-	.seen = mm_ddb_seen,
 	.get_meta = mm_ddb_get_meta,
 	.read_meta = mm_ddb_read_meta,
 	.put_meta = mm_ddb_put_meta,

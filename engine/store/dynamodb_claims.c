@@ -457,13 +457,6 @@ int mm_ddb_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 	return claim_job(st, J_RENEW, ns, ids, n, lease_ms, 0, cb, arg);
 }
 
-int mm_ddb_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
-		    int64_t now_ms)
-{
-	return mm_diag_set(MM_ENOTSUP, "dynamodb: seen() is not offered; dedup on a shared store "
-				       "uses claims");
-}
-
 int mm_ddb_vt_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 			int64_t ttl_ms, mm_store_cb cb, void *arg)
 {

@@ -339,8 +339,6 @@ int mm_ddb_start_claim_item(ddb_slot_t *sl);
 void mm_ddb_claim_answer(ddb_slot_t *sl, int cond);
 int mm_ddb_tag_of(const mm_ddb_t *st, char *tag, size_t n);
 int mm_ddb_commit_pk(mm_buf_t *pk, const char *tag, size_t n);
-int mm_ddb_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
-		int64_t now_ms);
 int mm_ddb_vt_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		    int64_t ttl_ms, mm_store_cb cb, void *arg);
 int mm_ddb_vt_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n,

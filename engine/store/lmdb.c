@@ -43,13 +43,19 @@
  * Threads and transactions. The environment is opened with MDB_NOTLS, so a
  * read transaction is not tied to the thread that began it. apply() runs one
  * write transaction on a libuv pool thread (uv_queue_work) and completes on
- * the loop thread; get_many(), get_position() and get_meta() do the same
- * with one read transaction, put_meta() with its own write transaction
- * (which waits for an apply in flight to commit: LMDB has one writer at a
- * time). A read from the map is a page fault when the page is not resident,
- * i.e. disk I/O, so nothing the engine waits for reads on the loop thread,
- * except seen() (below) and the tools' list_meta()/read_meta(). Every apply()
- * is one transaction: all of it commits or none.
+ * the loop thread; get_many(), get_position(), get_meta() and claim() do
+ * the same with one read transaction, put_meta() with its own write
+ * transaction (which waits for an apply in flight to commit: LMDB has one
+ * writer at a time). A read from the map is a page fault when the page is
+ * not resident, i.e. disk I/O, so nothing the engine waits for reads on the
+ * loop thread, except the tools' list_meta()/read_meta(). Every apply() is
+ * one transaction: all of it commits or none.
+ *
+ * Dedup. claim() looks a flush's ids up in the marks, all in one read
+ * transaction: an id with a live mark was counted (DUPLICATE), any other is
+ * WON. No other worker writes the store, so nothing can come between that
+ * read and the apply() that writes the won ids' marks in the same write
+ * transaction as the states they counted: exact across kill -9.
  *
  * Durability. sync = true fsyncs every commit. sync = false (MDB_NOSYNC)
  * leaves write-back to the kernel: a process crash loses nothing committed,
@@ -139,14 +145,6 @@ typedef struct mm_lmdb {
 	 * one) touches them, on its pool thread. */
 	mm_buf_t *sweep;
 	size_t nsweep;
-	/* The loop thread's read transaction for seen(). Only apply() writes
-	 * marks, so a snapshot stays right until an apply commits: seen() renews
-	 * the transaction on its first call after a commit and keeps it for the
-	 * calls that follow, instead of a renew and a reset around every event
-	 * (a fifth of the instructions of a deduplicated event). A commit resets
-	 * it (seen_live = 0), so it never pins pages beyond the last commit. */
-	MDB_txn *seen_txn;
-	int seen_live;
 	/* Where LMDB mapped the data file and its page size, for
 	 * lmdb_map_release(); map_addr is NULL for a read-only opener, or when
 	 * the mapping could not be found. */
@@ -163,7 +161,8 @@ typedef struct lmdb_work {
 	void *arg;
 	mm_flush_t *f;          /* apply */
 	int inject;             /* apply: fail with an injected MM_ENOSPC */
-	const mm_ns_t *ns;      /* get_many */
+	mm_claim_t *claims;     /* claim */
+	const mm_ns_t *ns;      /* get_many, claim */
 	/* get_position, get_meta (name -> out) and put_meta (name, bytes) */
 	MDB_dbi dbi;
 	const char *name, *what;
@@ -936,6 +935,41 @@ static void lmdb_get_work(uv_work_t *req)
 	lmdb_work_finish(w, rc);
 }
 
+/* A flush's claims on the embedded store: every id is looked up in one read
+ * transaction; an id whose mark is live was counted (DUPLICATE), any other
+ * is WON. No other worker writes the store, so nothing is pending between
+ * this read and the apply() that writes the won ids' marks with the states. */
+static void lmdb_claim_work(uv_work_t *req)
+{
+	lmdb_work_t *w = (lmdb_work_t *)req;
+	MDB_txn *txn;
+	size_t i;
+	int rc = 0, mrc;
+
+	if ((mrc = mdb_txn_begin(w->st->env, NULL, MDB_RDONLY, &txn))) {
+		lmdb_work_finish(w, lmdb_fail(mrc, "begin read transaction"));
+		return;
+	}
+	for (i = 0; i < w->n; i++) {
+		mm_claim_t *c = &w->claims[i];
+		lmdb_key_t k;
+		MDB_val val;
+		int found;
+
+		mark_key(&k, w->ns->name, c->id, c->len);
+		if ((rc = lmdb_find(txn, w->st->dbi_seen, &k, &val, &found)))
+			break;
+		if (found && val.mv_size < 8) {
+			rc = lmdb_corrupt(&k, "mark shorter than its expiry");
+			break;
+		}
+		c->result = found && (int64_t)mm_get_u64le(val.mv_data) > w->now_ms
+			? MM_CLAIM_DUPLICATE : MM_CLAIM_WON;
+	}
+	mdb_txn_abort(txn);
+	lmdb_work_finish(w, rc);
+}
+
 /* Loop thread: hands the result to the caller. The work item is freed first
  * thing after, as the callback may close the store. */
 static void lmdb_after_work(uv_work_t *req, int status)
@@ -943,11 +977,6 @@ static void lmdb_after_work(uv_work_t *req, int status)
 	lmdb_work_t *w = (lmdb_work_t *)req;
 
 	w->st->inflight--;
-	if (w->f != NULL && w->st->seen_live) {
-		/* An apply: its marks are visible only to a newer snapshot. */
-		mdb_txn_reset(w->st->seen_txn);
-		w->st->seen_live = 0;
-	}
 	w->cb(w->arg, w->status, w->detail);
 	free(w);
 }
@@ -1000,24 +1029,45 @@ static int lmdb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg
 	return lmdb_queue(st, w, lmdb_apply_work);
 }
 
-static int lmdb_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
-			 void *states, uint8_t *found, mm_store_cb cb, void *arg)
+/* The set-up get_many and claim share: n items of ns, read as of now. */
+static lmdb_work_t *lmdb_reader_new(mm_store_t *base, const mm_ns_t *ns, size_t n, mm_store_cb cb,
+				   void *arg)
 {
-	mm_lmdb_t *st = (mm_lmdb_t *)base;
 	lmdb_work_t *w = calloc(1, sizeof(*w));
 
 	if (w == NULL)
-		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a get_many");
-	w->st = st;
+		return NULL;
+	w->st = (mm_lmdb_t *)base;
 	w->cb = cb;
 	w->arg = arg;
 	w->ns = ns;
-	w->keys = keys;
 	w->n = n;
+	w->now_ms = lmdb_now_ms();
+	return w;
+}
+
+static int lmdb_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
+			 void *states, uint8_t *found, mm_store_cb cb, void *arg)
+{
+	lmdb_work_t *w = lmdb_reader_new(base, ns, n, cb, arg);
+
+	if (w == NULL)
+		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a get_many");
+	w->keys = keys;
 	w->states = states;
 	w->found = found;
-	w->now_ms = lmdb_now_ms();
-	return lmdb_queue(st, w, lmdb_get_work);
+	return lmdb_queue(w->st, w, lmdb_get_work);
+}
+
+static int lmdb_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		      int64_t ttl_ms, mm_store_cb cb, void *arg)
+{
+	lmdb_work_t *w = lmdb_reader_new(base, ns, n, cb, arg);
+
+	if (w == NULL)
+		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a claim");
+	w->claims = ids;
+	return lmdb_queue(w->st, w, lmdb_claim_work);
 }
 
 static int lmdb_read_begin(mm_lmdb_t *st, MDB_txn **txn)
@@ -1095,41 +1145,6 @@ static int lmdb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
 	mm_lmdb_t *st = (mm_lmdb_t *)base;
 
 	return lmdb_get_bytes(st, st->dbi_meta, ns_name, "metadata", out);
-}
-
-static int lmdb_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
-		     int64_t now_ms)
-{
-	mm_lmdb_t *st = (mm_lmdb_t *)base;
-	lmdb_key_t k;
-	MDB_txn *txn;
-	MDB_val val;
-	int found, rc, mrc;
-
-	if (st->seen_txn == NULL) {
-		if ((rc = lmdb_read_begin(st, &st->seen_txn)))
-			return rc;
-		st->seen_live = 1;
-	} else if (!st->seen_live) {
-		if ((mrc = mdb_txn_renew(st->seen_txn)))
-			return lmdb_fail(mrc, "renew read transaction");
-		st->seen_live = 1;
-	}
-	txn = st->seen_txn;
-	mark_key(&k, ns->name, id, len);
-	rc = lmdb_find(txn, st->dbi_seen, &k, &val, &found);
-	if (rc == 0 && found) {
-		if (val.mv_size < 8)
-			rc = lmdb_corrupt(&k, "mark shorter than its expiry");
-		else
-			rc = (int64_t)mm_get_u64le(val.mv_data) > now_ms;
-	}
-	if (rc < 0) {
-		/* The next call starts from a fresh snapshot. */
-		mdb_txn_reset(txn);
-		st->seen_live = 0;
-	}
-	return rc;
 }
 
 /* Pool thread: one fsync'd write transaction holding the descriptor. */
@@ -1375,8 +1390,6 @@ static void lmdb_close(mm_store_t *base)
 	size_t i;
 
 	assert(st->inflight == 0);
-	if (st->seen_txn)
-		mdb_txn_abort(st->seen_txn);
 	mdb_env_close(st->env);
 	for (i = 0; i < st->nsweep; i++)
 		mm_buf_free(&st->sweep[i]);
@@ -1392,10 +1405,10 @@ const mm_store_vtable_t mm_store_lmdb_vtable = {
 	.apply = lmdb_apply,
 	.get_many = lmdb_get_many,
 	.get_position = lmdb_get_position,
-	.seen = lmdb_seen,
 	.get_meta = lmdb_get_meta,
 	.read_meta = lmdb_read_meta,
 	.put_meta = lmdb_put_meta,
 	.list_meta = lmdb_list_meta,
 	.close = lmdb_close,
+	.claim = lmdb_claim,
 };

@@ -602,10 +602,10 @@ static int mem_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm
 	return mem_answer((mm_memory_t *)base, mem_read_meta(base, ns_name, out), cb, arg);
 }
 
-static int mem_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
-		    int64_t now_ms)
+/* A mark's state: 1 live (counted), 0 absent or expired, or an error. */
+static int mem_marked(mm_memory_t *st, const mm_ns_t *ns, const char *id, size_t len,
+		      int64_t now_ms)
 {
-	mm_memory_t *st = (mm_memory_t *)base;
 	const mem_rec_t *r;
 	size_t slot;
 	int rc;
@@ -618,6 +618,25 @@ static int mem_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t 
 	if (r->vlen < 8)
 		return mm_diag_set(MM_ECORRUPT, "memory: corrupt mark in ns '%s'", ns->name);
 	return (int64_t)mm_get_u64le(r->data + r->klen) > now_ms;
+}
+
+/* Claims as in lmdb.c: counted ids (a live mark) are DUPLICATE, the others
+ * WON; nobody else writes the store, so the marks apply() writes with the
+ * states settle them. Answered from memory, completed later. */
+static int mem_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
+		     int64_t ttl_ms, mm_store_cb cb, void *arg)
+{
+	mm_memory_t *st = (mm_memory_t *)base;
+	int64_t now = mem_now_ms();
+
+	for (size_t i = 0; i < n; i++) {
+		int rc = mem_marked(st, ns, ids[i].id, ids[i].len, now);
+
+		if (rc < 0)
+			return rc;
+		ids[i].result = rc ? MM_CLAIM_DUPLICATE : MM_CLAIM_WON;
+	}
+	return mem_answer(st, 0, cb, arg);
 }
 
 static int mem_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
@@ -718,10 +737,10 @@ const mm_store_vtable_t mm_store_memory_vtable = {
 	.apply = mem_apply,
 	.get_many = mem_get_many,
 	.get_position = mem_get_position,
-	.seen = mem_seen,
 	.get_meta = mem_get_meta,
 	.read_meta = mem_read_meta,
 	.put_meta = mem_put_meta,
 	.list_meta = mem_list_meta,
 	.close = mem_close,
+	.claim = mem_claim,
 };

@@ -323,19 +323,6 @@ fail:
 	return rc;
 }
 
-int mm_store_seen(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len, int64_t now_ms)
-{
-	uint64_t t0 = uv_hrtime();
-	int rc;
-
-	if (st == NULL)
-		return mm_diag_set(MM_EINVAL, "store: seen on a NULL store");
-	if ((rc = mm_store_check_ns(ns)) == 0 && (rc = mm_store_check_bytes("id", 0, id, len)) == 0)
-		rc = st->vt->seen(st, ns, id, len, now_ms);
-	mm_store_count(st, MM_STORE_OP_SEEN, t0, rc < 0);
-	return rc;
-}
-
 /* A missing position or descriptor is the normal state of a new source or
  * pipeline, not a failure: it is not counted as an error. */
 static void mm_store_done_found(void *arg, int status, const char *detail)
@@ -532,6 +519,16 @@ int mm_store_list_meta(mm_store_t *st, mm_buf_t *out)
 	return st->vt->list_meta(st, out);
 }
 
+/* renew() and release() of a store that keeps no pending claims (no
+ * MM_STORE_CAP_SHARED, NULL in its vtable): nothing to do, answered later. */
+static int store_claims_answer(mm_store_t *st, mm_claim_t *ids, size_t n, int result,
+			       mm_store_cb cb, void *arg)
+{
+	for (size_t i = 0; i < n; i++)
+		ids[i].result = result;
+	return mm_store_complete_later(st, cb, arg, 0, "");
+}
+
 /* claim, renew and release share their checks and their accounting. */
 static int mm_store_claim_op(mm_store_t *st, int op, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 			     int64_t ttl_ms, mm_store_cb cb, void *arg)
@@ -543,10 +540,6 @@ static int mm_store_claim_op(mm_store_t *st, int op, const mm_ns_t *ns, mm_claim
 
 	if (st == NULL)
 		return mm_diag_set(MM_EINVAL, "store: claim on a NULL store");
-	if (!(mm_store_caps(st) & MM_STORE_CAP_SHARED)) {
-		rc = mm_diag_set(MM_ENOTSUP, "store: %s does not take dedup claims", st->vt->name);
-		goto fail;
-	}
 	if ((n > 0 && ids == NULL) || cb == NULL || ttl_ms < 0) {
 		rc = mm_diag_set(MM_EINVAL, "store: a claim needs ids, a ttl and a callback");
 		goto fail;
@@ -563,6 +556,9 @@ static int mm_store_claim_op(mm_store_t *st, int op, const mm_ns_t *ns, mm_claim
 	}
 	if (op == MM_STORE_OP_CLAIM)
 		rc = st->vt->claim(st, ns, ids, n, ttl_ms, mm_store_done, call);
+	else if (st->vt->renew == NULL)
+		rc = store_claims_answer(st, ids, n, ttl_ms == 0 ? MM_CLAIM_RENEWED : MM_CLAIM_RELEASED,
+					 mm_store_done, call);
 	else if (ttl_ms == 0)
 		rc = st->vt->renew(st, ns, ids, n, mm_store_done, call);
 	else

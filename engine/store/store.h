@@ -17,9 +17,8 @@
  * (LMDB) run the work on the libuv thread pool; network backends (DynamoDB,
  * Valkey) run it on the loop through curl/hiredis; the memory store answers
  * from memory and completes on the next loop iteration. Nothing sleeps on
- * the loop thread. Left synchronous: seen() (LMDB and memory only, see
- * lmdb.c), list_meta() and read_meta(), which only tools and the query
- * server call. At most
+ * the loop thread. Left synchronous: list_meta() and read_meta(), which
+ * only tools and the query server call. At most
  * one apply() is in flight per store: the runtime serialises flushes so that
  * positions only move forward.
  *
@@ -95,13 +94,17 @@ typedef struct mm_mark {
 } mm_mark_t;
 
 /*
- * Dedup claims, for stores shared by several workers (DynamoDB), where a
- * synchronous seen() cannot tell whether another worker is counting the
- * same event right now. An id is claimed (pending, owned by this store, with
- * a lease) before its effect is aggregated, and confirmed by the flush that
+ * Dedup claims: the one way the runtime asks a store whether event ids were
+ * counted, once per flush for all the flush's new ids (engine/core/claims.c).
+ * On a store shared by several workers (MM_STORE_CAP_SHARED: DynamoDB, Valkey
+ * with dedup = valkey) an id is claimed (pending, owned by this store, with a
+ * lease) before its effect is aggregated, and confirmed by the flush that
  * carries the effect (apply() writes the flush's marks as confirmed after its
- * deltas). A pending claim whose lease ran out (its owner died) may be taken
- * over. So an id is never skipped as a duplicate unless its effect is durable.
+ * deltas); a pending claim whose lease ran out (its owner died) may be taken
+ * over. So an id is never skipped as a duplicate unless its effect is
+ * durable. A store only this worker writes (LMDB, memory) answers from its
+ * marks, WON or DUPLICATE: the marks apply() writes with the states settle
+ * the ids, and renew()/release() have nothing to do.
  */
 enum mm_claim_result {
 	MM_CLAIM_WON = 1,     /* claim: the id was free; the caller owns it, pending */
@@ -172,7 +175,6 @@ enum {
 	MM_STORE_OP_APPLY,
 	MM_STORE_OP_GET_MANY,
 	MM_STORE_OP_POSITION,
-	MM_STORE_OP_SEEN,
 	MM_STORE_OP_CLAIM,      /* claim() calls */
 	MM_STORE_OP_RENEW,      /* renew() and release() calls */
 	MM_STORE_OP_META,       /* get_meta() and put_meta() calls */
@@ -197,9 +199,9 @@ typedef struct mm_store_stats {
 enum mm_store_cap {
 	/* apply() is all-or-nothing (else: per-item done flags, see mm_flush_t). */
 	MM_STORE_CAP_ATOMIC = 1u << 0,
-	/* Other workers write the same state: seen() cannot tell whether one of
-	 * them is counting an id right now, so dedup goes through claim(),
-	 * renew() and release(), with st->lease_ms. */
+	/* Other workers write the same state: a claim may find an id busy at
+	 * one of them (pending under its lease), leases are renewed while a
+	 * flush runs (st->lease_ms), and records wait for their claims. */
 	MM_STORE_CAP_SHARED = 1u << 1,
 	/* Native operation for hll: count_hll() answers the cardinality of a
 	 * union of buckets without moving the sketches (a Valkey PFCOUNT). */
@@ -245,15 +247,14 @@ typedef struct mm_store_vtable {
 	 * query server's descriptor lookups, a cache's window): MM_ENOTFOUND if
 	 * none. The engine never calls them. */
 	int (*read_meta)(mm_store_t *st, const char *ns_name, mm_buf_t *out);
-	int (*seen)(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len, int64_t now_ms); /* 1 seen, 0 not */
 	/* Lists namespaces that have metadata: appends "name\0name\0...". */
 	int (*list_meta)(mm_store_t *st, mm_buf_t *out);
 	/* Closes the store; no operation may be in flight. Frees st. */
 	void (*close)(mm_store_t *st);
 	/*
-	 * Dedup claims (see mm_claim_t), for stores with MM_STORE_CAP_SHARED;
-	 * NULL for the others, whose seen() answers (their marks are atomic
-	 * with the flush). claim()
+	 * Dedup claims (see mm_claim_t): claim() for every store, renew() and
+	 * release() for MM_STORE_CAP_SHARED ones (NULL for the others, which
+	 * keep no pending claims: the wrappers answer RENEWED/RELEASED). claim()
 	 * claims every id of ns with the store's lease and a mark lifetime of
 	 * ttl_ms; renew() extends our pending claims' leases (a flush being
 	 * retried); release() deletes our pending claims (effects abandoned).
@@ -310,7 +311,6 @@ int mm_store_get_many(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, s
 		      void *states, uint8_t *found, mm_store_cb cb, void *arg);
 int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
 			  void *arg);
-int mm_store_seen(mm_store_t *st, const mm_ns_t *ns, const char *id, size_t len, int64_t now_ms);
 int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
 		      void *arg);
 int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n,
@@ -330,7 +330,7 @@ int mm_store_put_meta_wait(mm_store_t *st, const char *ns_name, const uint8_t *p
 int mm_store_complete_later(mm_store_t *st, mm_store_cb cb, void *arg, int status,
 			    const char *detail);
 int mm_store_list_meta(mm_store_t *st, mm_buf_t *out);
-/* Claims (see the vtable); MM_ENOTSUP without MM_STORE_CAP_SHARED. */
+/* Claims (see the vtable). */
 int mm_store_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
 		   mm_store_cb cb, void *arg);
 int mm_store_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, mm_store_cb cb,

@@ -824,7 +824,6 @@ const mm_store_vtable_t mm_store_valkey_vtable = {
 	.apply = mm_vk_apply,
 	.get_many = mm_vk_get_many,
 	.get_position = vk_get_position,
-	.seen = mm_vk_seen,
 	.get_meta = vk_get_meta,
 	.read_meta = vk_read_meta,
 	.put_meta = vk_put_meta,

@@ -244,13 +244,3 @@ int mm_vk_release(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n
 		return mm_store_release(st->backing, ns, ids, n, cb, arg);
 	return vk_claims(st, VK_C_RELEASE, ns, ids, n, cb, arg);
 }
-
-int mm_vk_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len, int64_t now_ms)
-{
-	mm_valkey_t *st = (mm_valkey_t *)base;
-
-	/* With dedup = valkey the store is shared: dedup goes through claims. */
-	if (st->dedup_valkey)
-		return mm_diag_set(MM_ENOTSUP, "valkey: dedup = valkey takes claims, not seen()");
-	return mm_store_seen(st->backing, ns, id, len, now_ms);
-}

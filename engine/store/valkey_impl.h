@@ -307,7 +307,5 @@ int mm_vk_renew(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, 
 		void *arg);
 int mm_vk_release(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
 		  mm_store_cb cb, void *arg);
-int mm_vk_seen(mm_store_t *base, const mm_ns_t *ns, const char *id, size_t len,
-	       int64_t now_ms);
 
 #endif

@@ -758,7 +758,6 @@ TEST(metadata_and_positions)
 	b.len = 0;
 	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == 0);
 	CHECK(b.len == 4 && memcmp(b.p, pos.pos, 4) == 0);
-	CHECK(mm_store_seen(x.st, &ns, "id", 2, now_ms()) == MM_ENOTSUP);
 	mm_buf_free(&b);
 	CHECK(fx_close(&x) == 0);
 }

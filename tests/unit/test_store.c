@@ -416,11 +416,34 @@ static void t_positions(const char *backend)
 	fx_fini(&fx);
 }
 
-static void t_marks_seen(const char *backend)
+/* Whether id is counted in ns, asked as the engine asks: one claim, run to
+ * completion. 1 counted (DUPLICATE), 0 new (WON), or a negative MM_E*. */
+static int marked(fx_t *fx, const mm_ns_t *ns, const char *id, size_t len)
+{
+	mm_claim_t c = {.id = id, .len = len};
+	done_t d = {0};
+	int rc = mm_store_claim(fx->st, ns, &c, 1, 60000, on_done, &d);
+
+	if (rc)
+		return rc;
+	uv_run(&fx->loop, UV_RUN_DEFAULT);
+	if (d.calls != 1 || d.status)
+		return d.status ? d.status : MM_EINVAL;
+	return c.result == MM_CLAIM_DUPLICATE;
+}
+
+/* Marks answer claims, on both private stores: a live mark makes an id
+ * counted (DUPLICATE), an expired or absent one new (WON); the answer
+ * comes later, from one call for many ids; renew and release change nothing. */
+static void t_marks_claims(const char *backend)
 {
 	static batch_t b;
 	static char long1[1024], long2[1024];
 	int64_t t = now_ms();
+	mm_claim_t c[5] = {
+		{.id = "evt-1", .len = 5}, {.id = "a\0b", .len = 3}, {.id = "gone", .len = 4},
+		{.id = "never", .len = 5}, {.id = "a\0c", .len = 3},
+	};
 	fx_t fx;
 	done_t d;
 
@@ -429,35 +452,47 @@ static void t_marks_seen(const char *backend)
 	long2[1023] = 'y';
 	REQUIRE(fx_init(&fx, backend) == 0);
 	batch_init(&b, t);
-	add_mark(&b, &NS, S("evt-1"), t + 1000);
-	add_mark(&b, &NS, "a\0b", 3, t + 1000);
-	add_mark(&b, &NS, long1, sizeof(long1), t + 2000);
+	add_mark(&b, &NS, S("evt-1"), t + 60000);
+	add_mark(&b, &NS, "a\0b", 3, t + 60000);
+	add_mark(&b, &NS, long1, sizeof(long1), t + 60000);
 	add_mark(&b, &NS, S("gone"), t - 1);
+	add_mark(&b, &NS2, S("never"), t + 60000);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, S("evt-1"), t), 1);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, S("evt-1"), t + 999), 1);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, S("evt-1"), t + 1000), 0); /* expire_ms > now */
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, "a\0b", 3, t), 1);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, "a\0c", 3, t), 0);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, "a", 1, t), 0);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, long1, sizeof(long1), t + 1500), 1);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, long2, sizeof(long2), t), 0);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, long1, 1023, t), 0);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, S("gone"), t), 0);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, S("never"), t), 0);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS2, S("evt-1"), t), 0);
+	memset(&d, 0, sizeof(d));
+	CHECK_EQ_INT(mm_store_claim(fx.st, &NS, c, 5, 60000, on_done, &d), 0);
+	CHECK(d.calls == 0);
+	uv_run(&fx.loop, UV_RUN_DEFAULT);
+	CHECK(d.calls == 1 && d.status == 0);
+	CHECK_EQ_INT(c[0].result, MM_CLAIM_DUPLICATE);
+	CHECK_EQ_INT(c[1].result, MM_CLAIM_DUPLICATE);
+	CHECK_EQ_INT(c[2].result, MM_CLAIM_WON); /* its mark expired */
+	CHECK_EQ_INT(c[3].result, MM_CLAIM_WON); /* marked in another namespace */
+	CHECK_EQ_INT(c[4].result, MM_CLAIM_WON);
+	CHECK_EQ_INT(marked(&fx, &NS, "a", 1), 0);
+	CHECK_EQ_INT(marked(&fx, &NS, long1, sizeof(long1)), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, long2, sizeof(long2)), 0);
+	CHECK_EQ_INT(marked(&fx, &NS, long1, 1023), 0);
+	CHECK_EQ_INT(marked(&fx, &NS2, S("evt-1")), 0);
 
 	/* Marking again keeps the later expiry. */
 	batch_init(&b, t);
-	add_mark(&b, &NS, S("evt-1"), t + 10);
-	add_mark(&b, &NS, long2, sizeof(long2), t + 3000);
+	add_mark(&b, &NS, S("evt-1"), t - 1);
+	add_mark(&b, &NS, long2, sizeof(long2), t + 60000);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, S("evt-1"), t + 500), 1);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, long2, sizeof(long2), t + 2500), 1);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, long1, sizeof(long1), t + 2500), 0);
-	CHECK_EQ_INT(fx.st->stats.ops[MM_STORE_OP_SEEN], 15);
-	CHECK_EQ_INT(fx.st->stats.errors[MM_STORE_OP_SEEN], 0);
+	CHECK_EQ_INT(marked(&fx, &NS, S("evt-1")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, long2, sizeof(long2)), 1);
+
+	memset(&d, 0, sizeof(d));
+	CHECK_EQ_INT(mm_store_renew(fx.st, &NS, c + 2, 3, on_done, &d), 0);
+	uv_run(&fx.loop, UV_RUN_DEFAULT);
+	CHECK(d.calls == 1 && d.status == 0 && c[2].result == MM_CLAIM_RENEWED);
+	memset(&d, 0, sizeof(d));
+	CHECK_EQ_INT(mm_store_release(fx.st, &NS, c + 2, 3, on_done, &d), 0);
+	uv_run(&fx.loop, UV_RUN_DEFAULT);
+	CHECK(d.calls == 1 && d.status == 0 && c[4].result == MM_CLAIM_RELEASED);
+	CHECK_EQ_INT(fx.st->stats.ops[MM_STORE_OP_CLAIM], 8);
+	CHECK_EQ_INT(fx.st->stats.errors[MM_STORE_OP_CLAIM], 0);
 	fx_fini(&fx);
 }
 
@@ -777,7 +812,11 @@ static void t_validation(const char *backend)
 	CHECK_EQ_INT(mm_store_get_many(fx.st, &NS, &k, 0, s, &found, on_done, &d), MM_EINVAL);
 	CHECK_EQ_INT(mm_store_get_many(fx.st, &badns, &k, 1, s, &found, on_done, &d), MM_EINVAL);
 	CHECK_EQ_INT(mm_store_get_many(fx.st, &NS, &k, 1, s, NULL, on_done, &d), MM_EINVAL);
-	CHECK_EQ_INT(mm_store_seen(fx.st, &NS, big, 0, 0), MM_EINVAL);
+	{
+		mm_claim_t c = {.id = big, .len = 0};
+
+		CHECK_EQ_INT(mm_store_claim(fx.st, &NS, &c, 1, 1000, on_done, &d), MM_EINVAL);
+	}
 	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, NULL, &out), MM_EINVAL);
 	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, "", &out), MM_EINVAL);
 	memset(big, 'n', 129);
@@ -832,7 +871,7 @@ static void t_pipelined(const char *backend)
 BOTH(apply_get)
 BOTH(merge_accumulates)
 BOTH(positions)
-BOTH(marks_seen)
+BOTH(marks_claims)
 BOTH(purge)
 BOTH(expiry)
 BOTH(meta)
@@ -1048,7 +1087,7 @@ static int reader_child(const char *path, int rfd, int wfd)
 	/* The writer committed again meanwhile: a new read sees it. */
 	if (get1(&fx, &NS, S("k"), 0, &v) != 1 || v != 3)
 		return 13;
-	if (mm_store_seen(fx.st, &NS, S("m1"), 0) != 1)
+	if (marked(&fx, &NS, S("m1")) != 1)
 		return 14;
 	mm_store_close(fx.st);
 	uv_run(&fx.loop, UV_RUN_DEFAULT);
@@ -1088,7 +1127,7 @@ TEST(lmdb_readonly_process)
 	CHECK(read(to_parent[0], &c, 1) == 1 && c == 'r');
 	batch_init(&b, now_ms());
 	add_delta(&b, &NS, S("k"), 0, 2, 0);
-	add_mark(&b, &NS, S("m1"), 100);
+	add_mark(&b, &NS, S("m1"), now_ms() + 600000);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	CHECK(write(to_child[1], "g", 1) == 1);
 	CHECK(waitpid(pid, &status, 0) == pid);
@@ -1396,7 +1435,7 @@ TEST(lmdb_sweep_marks)
 	add_purge(&b, &NS, 1);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	for (i = 0; i < 1500; i += 100)
-		CHECK_EQ_INT(mm_store_seen(fx.st, &NS, ids[i], 5, t), 1);
+		CHECK_EQ_INT(marked(&fx, &NS, ids[i], 5), 1);
 	fx_close_store(&fx);
 	/* Everything expired in NS is gone; NS2 was not purged. */
 	CHECK_EQ_INT(raw_count(fx.path, "seen"), 15 + 1);
@@ -1427,8 +1466,8 @@ int main(void)
 	RUN(lmdb_merge_accumulates);
 	RUN(memory_positions);
 	RUN(lmdb_positions);
-	RUN(memory_marks_seen);
-	RUN(lmdb_marks_seen);
+	RUN(memory_marks_claims);
+	RUN(lmdb_marks_claims);
 	RUN(memory_purge);
 	RUN(lmdb_purge);
 	RUN(memory_expiry);

@@ -877,7 +877,6 @@ TEST(claims)
 	REQUIRE(fx_init(&fx2, "dedup", "valkey") == 0);
 	CHECK(mm_store_caps(fx1.st) & MM_STORE_CAP_SHARED);
 	CHECK(fx1.st->lease_ms == 30000);
-	CHECK(mm_store_seen(fx1.st, &ns, "e1", 2, now_ms()) == MM_ENOTSUP);
 	CHECK(claim_ids(&fx1, 'c', &ns, ev1, 1, &a) == 0 && a.ids[0].result == MM_CLAIM_WON);
 	CHECK(cmd_int("PTTL %s", PREFIX "d:views:ev-1") > 25000);
 	CHECK(claim_ids(&fx2, 'c', &ns, both, 2, &b) == 0);
