@@ -5,7 +5,8 @@
 -- apply (flush) latency p50/p99 measured by the store, and how the CPU time
 -- splits between murmur and the emulator: when dynalite is busy and murmur
 -- is not, the emulator is the limit. Then the query service's GetMany of 100
--- entities: store requests per call.
+-- entities: store requests per call; and the instructions per DynamoDB
+-- request, counted by callgrind (when valgrind is installed).
 --
 -- usage: murmur lua tests/bench/dynamodb.lua DIR EVENTS
 -- DIR holds events.jsonl (no ids) and events-with-ids.jsonl from run.sh; the
@@ -179,6 +180,55 @@ local function serve_get_many()
     "store requests per GetMany of 100 keys = 1 BatchGetItem", (batch + other) / CALLS))
 end
 serve_get_many()
+
+-- Instructions per DynamoDB request, counted by callgrind: stable where the
+-- CPU seconds above wander with the machine's load. tests/bench/perfgate_run.lua
+-- (the engine as `murmur run --once` builds it, without the probe child
+-- callgrind cannot follow) runs page_views over the first 4 000 and the
+-- first 8 000 events, each into a fresh table and on the memory store: the
+-- difference between the two sizes leaves out the fixed costs (libcurl's
+-- and OpenSSL's start-up, the table check), the memory store's difference
+-- leaves out parsing and aggregation, and the rest is divided by the extra
+-- requests (the calls of mm_http_request in the profiles). Valgrind's CPU has
+-- no SHA extensions, so SHA-256 runs the portable code here: signing counts
+-- more instructions than on the machine.
+local function instr_per_request()
+  if not sh("command -v valgrind 2>/dev/null"):match("%S") then
+    print("instructions per DynamoDB request: skipped (valgrind missing: make deps)")
+    return
+  end
+  local script = dir .. "/bench_instr.lua"
+  local f = assert(io.open(script, "w"))
+  f:write('local murmur = require("murmur")\nmurmur.pipeline {\n  name = "page_views",\n'
+    .. '  key = "page_id", monoid = murmur.sum {}, value = 1, window = murmur.daily { retention = "90d" },\n}\n')
+  f:close()
+  -- Total instructions of a run over the first n events and its calls of
+  -- mm_http_request.
+  local function count(store, n)
+    local tag = store .. "-" .. n
+    local events, out, log = ("%s/events-%d.jsonl"):format(dir, n), ("%s/callgrind-%s.out"):format(dir, tag),
+      ("%s/callgrind-%s.log"):format(dir, tag)
+    local tenv = ("env %s MURMUR_DYNAMODB_TABLE=bench_instr_%d"):format(env, n)
+    os.execute(("head -n %d %s > %s"):format(n, input, events))
+    if store == "dynamodb" then sh(("%s %s ddb create-table 2>&1"):format(tenv, murmur)) end
+    local ok = os.execute(("%s MURMUR_STORE=%s valgrind --tool=callgrind --compress-strings=no "
+      .. "--callgrind-out-file=%s %s lua tests/bench/perfgate_run.lua %s/data-instr-%s %s %s >%s 2>&1")
+      :format(tenv, store, out, murmur, dir, tag, events, script, log))
+    local text = read(out)
+    if (ok ~= true and ok ~= 0) or not text then error("callgrind run on " .. tag .. " failed: " .. (read(log) or "")) end
+    local calls, total = 0, tonumber(text:match("\nsummary: (%d+)") or text:match("\ntotals: (%d+)"))
+    for c in text:gmatch("\ncfn=[^\n]*mm_http_request\ncalls=(%d+)") do calls = calls + tonumber(c) end
+    return total, calls
+  end
+  local d1, r1 = count("dynamodb", 4000)
+  local d2, r2 = count("dynamodb", 8000)
+  local m1, m2 = count("memory", 4000), count("memory", 8000)
+  if r2 <= r1 then error("callgrind: no more requests counted at 8 000 events than at 4 000") end
+  print(("%-34s %.0f instructions per request (((%.0f - %.0f) - (%.0f - %.0f) on the memory store) / (%d - %d) requests; "
+    .. "callgrind, portable SHA-256)"):format("page_views, 8 000 - 4 000 events", ((d2 - d1) - (m2 - m1)) / (r2 - r1),
+    d2, d1, m2, m1, r2, r1))
+end
+instr_per_request()
 local ids = dir .. "/events-50k-ids.jsonl"
 os.execute(("head -n 50000 %s/events-with-ids.jsonl > %s"):format(dir, ids))
 local requests, events = run_case("recently_interacted + dedup (50k ids)", "recently_interacted_dedup", [[
