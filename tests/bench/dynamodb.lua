@@ -184,7 +184,7 @@ serve_get_many()
 -- Instructions per DynamoDB request, counted by callgrind: stable where the
 -- CPU seconds above wander with the machine's load. tests/bench/perfgate_run.lua
 -- (the engine as `murmur run --once` builds it, without the probe child
--- callgrind cannot follow) runs page_views over the first 4 000 and the
+-- whose counts callgrind would add to the profile) runs page_views over the first 4 000 and the
 -- first 8 000 events, each into a fresh table and on the memory store: the
 -- difference between the two sizes leaves out the fixed costs (libcurl's
 -- and OpenSSL's start-up, the table check), the memory store's difference
