@@ -172,6 +172,17 @@ static void on_proc_closed(uv_handle_t *h)
 	(void)h;
 }
 
+/* A stop before the worker's loop ran: its sources start with the loop, so
+ * nothing was read and the stop is complete; said in the words of the
+ * worker's own stop. */
+static void log_early_stop(int signum)
+{
+	mm_log(MM_LOG_INFO, "supervisor",
+	       "signal %d before the worker started: stopping (flush, checkpoint, exit); nothing was "
+	       "read yet, so there is nothing to flush",
+	       signum);
+}
+
 static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
 {
 	supervisor_t *sv = p->data;
@@ -180,6 +191,18 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
 
 	sv->running = 0;
 	uv_close((uv_handle_t *)p, on_proc_closed);
+	if (sv->stopping && !started && (term_signal == SIGINT || term_signal == SIGTERM)) {
+		/* A stop signal to the process group (Ctrl-C) that reached the
+		 * worker between its exec and main(), where uv_spawn had reset the
+		 * default action and the early handler (engine.h) was not yet
+		 * installed. Its sources start with its loop, so nothing was read:
+		 * the stop is complete, not a crash. */
+		log_early_stop(term_signal);
+		sv->exit_code = 0;
+		sv->done = 1;
+		uv_stop(&sv->loop);
+		return;
+	}
 	if (sv->stopping || (term_signal == 0 && status == 0)) {
 		/* The poison list names records by source id and offset, which a
 		 * later run (a rotated file, new stdin) may reuse: it lives for one
@@ -440,8 +463,7 @@ int mm_supervise(const mm_supervisor_config_t *cfg)
 		       (uint64_t)(cfg->watchdog_ms / 4 + 1));
 	if ((sig = mm_engine_early_signal()) != 0) {
 		/* Stopped before anything ran: there is nothing to flush. */
-		mm_log(MM_LOG_INFO, "supervisor", "signal %d before the worker started: nothing read, exiting",
-		       sig);
+		log_early_stop(sig);
 		sv->done = 1;
 	} else {
 		spawn_worker(sv);
