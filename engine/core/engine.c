@@ -463,6 +463,11 @@ int mm_engine_early_signal(void)
 	return sig;
 }
 
+int mm_engine_stop_pending(void)
+{
+	return early_signal;
+}
+
 /* Signals this close together are one stop request delivered twice. */
 #define MM_SIGNAL_REPEAT_MS 250
 

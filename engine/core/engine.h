@@ -155,6 +155,10 @@ void mm_engine_catch_early_signals(void);
  * it. The supervisor asks before it starts a worker. */
 int mm_engine_early_signal(void);
 
+/* The same without clearing it: a blocking wait at start-up (the scripts'
+ * probe child) gives up on it, and run() then acts on it. */
+int mm_engine_stop_pending(void);
+
 /* Asks for a graceful stop (safe to call from a callback). */
 void mm_engine_stop(mm_engine_t *ctx);
 

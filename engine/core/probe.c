@@ -124,10 +124,10 @@ static void wait_exit(pid_t pid, int64_t ms)
 }
 
 /* Waits for the child pid writing on rfd (closed here) and fills res. */
-static void probe_wait(pid_t pid, int rfd, const mm_probe_limits_t *lim, void (*tick)(void *arg),
+static void probe_wait(pid_t pid, int rfd, const mm_probe_limits_t *lim, int (*tick)(void *arg),
 		       void *arg, mm_probe_result_t *res)
 {
-	int wstatus = 0, eof = 0, killed = 0;
+	int wstatus = 0, eof = 0, killed = 0, cancelled = 0;
 	int64_t deadline = lim->wall_ms > 0 ? mono_ms() + lim->wall_ms : INT64_MAX;
 	struct rusage ru = {0};
 
@@ -136,8 +136,10 @@ static void probe_wait(pid_t pid, int rfd, const mm_probe_limits_t *lim, void (*
 		struct pollfd pfd = {.fd = rfd, .events = POLLIN};
 		pid_t w;
 
-		if (tick)
-			tick(arg);
+		if (tick && tick(arg) != 0 && !killed) {
+			kill(pid, SIGKILL);
+			killed = cancelled = 1;
+		}
 		if (now >= deadline && !killed) {
 			kill(pid, SIGKILL);
 			killed = 1;
@@ -164,7 +166,10 @@ static void probe_wait(pid_t pid, int rfd, const mm_probe_limits_t *lim, void (*
 		}
 	}
 	close(rfd);
-	if (killed && !(WIFEXITED(wstatus))) {
+	if (cancelled && !WIFEXITED(wstatus)) {
+		res->status = MM_PROBE_CANCELLED;
+		res->signal = SIGKILL;
+	} else if (killed && !(WIFEXITED(wstatus))) {
 		res->status = MM_PROBE_TIMEOUT;
 		res->signal = SIGKILL;
 	} else if (WIFSIGNALED(wstatus)) {
@@ -182,7 +187,7 @@ static void probe_wait(pid_t pid, int rfd, const mm_probe_limits_t *lim, void (*
  * argv (execve) when child is NULL, else child(carg) and exits with what it
  * returns. The parent waits (probe_wait). */
 static int probe_start(char *const argv[], char *const envp[], int (*child)(void *carg),
-		       void *carg, const mm_probe_limits_t *lim, void (*tick)(void *arg),
+		       void *carg, const mm_probe_limits_t *lim, int (*tick)(void *arg),
 		       void *arg, mm_probe_result_t *res)
 {
 	int fds[2];
@@ -212,7 +217,7 @@ static int probe_start(char *const argv[], char *const envp[], int (*child)(void
 }
 
 int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t *lim,
-		 void (*tick)(void *arg), void *arg, mm_probe_result_t *res)
+		 int (*tick)(void *arg), void *arg, mm_probe_result_t *res)
 {
 	return probe_start(argv, envp, NULL, NULL, lim, tick, arg, res);
 }
@@ -242,7 +247,7 @@ static int thread_count(void)
 }
 
 int mm_probe_fork(int (*child)(void *carg), void *carg, const mm_probe_limits_t *lim,
-		  void (*tick)(void *arg), void *arg, mm_probe_result_t *res)
+		  int (*tick)(void *arg), void *arg, mm_probe_result_t *res)
 {
 	memset(res, 0, sizeof(*res));
 	if (thread_count() != 1)

@@ -26,7 +26,10 @@
  *
  * mm_probe_run blocks its caller until the child is gone; it calls tick(arg)
  * about every 100 ms while it waits, so a supervised worker can keep its
- * watchdog informed. Any thread; not async-signal-safe.
+ * watchdog informed. A tick that returns non-zero ends the wait: the child
+ * is killed and the status is MM_PROBE_CANCELLED (Ctrl-C while a starting
+ * worker's scripts load stops it at once, not after a slow load). Any
+ * thread; not async-signal-safe.
  */
 #ifndef MM_PROBE_H
 #define MM_PROBE_H
@@ -45,6 +48,7 @@ enum mm_probe_status {
 	MM_PROBE_EXITED,    /* exited by itself: code is its exit status */
 	MM_PROBE_SIGNALED,  /* killed by a signal (a crash, or SIGXCPU/SIGKILL at the CPU limit) */
 	MM_PROBE_TIMEOUT,   /* still running at the wall-clock deadline: killed */
+	MM_PROBE_CANCELLED, /* killed because the caller's tick asked to stop waiting */
 };
 
 typedef struct mm_probe_result {
@@ -62,7 +66,7 @@ typedef struct mm_probe_result {
  * mm_buf_free in both cases.
  */
 int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t *lim,
-		 void (*tick)(void *arg), void *arg, mm_probe_result_t *res);
+		 int (*tick)(void *arg), void *arg, mm_probe_result_t *res);
 
 /*
  * Runs child(carg) in a forked copy of this process under lim; the copy
@@ -73,6 +77,6 @@ int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t
  * (diagnostics set in both). res->out must be freed with mm_buf_free.
  */
 int mm_probe_fork(int (*child)(void *carg), void *carg, const mm_probe_limits_t *lim,
-		  void (*tick)(void *arg), void *arg, mm_probe_result_t *res);
+		  int (*tick)(void *arg), void *arg, mm_probe_result_t *res);
 
 #endif

@@ -5,8 +5,9 @@
  *   core.probe(argv, set_env, unset_env, limits) -> result table
  *       runs argv in a child under CPU, memory and wall-clock limits
  *       (engine/core/probe.h) and returns { status = "exited" | "signaled" |
- *       "timeout", code, signal, signame, cpu_ms, output = what it wrote on
- *       fd 3 }, or nil, err, code when it could not start. set_env is a list
+ *       "timeout" | "cancelled", code, signal, signame, cpu_ms, output = what
+ *       it wrote on fd 3 }, or nil, err, code when it could not start;
+ *       "cancelled" when a stop signal arrived while this process started. set_env is a list
  *       of "NAME=value" added to this process's environment, unset_env a list
  *       of names removed; limits = { cpu_s, as_mb, wall_ms }.
  *   core.probe_fork(fn, limits) -> result table
@@ -60,6 +61,16 @@ static void stamp_alive(void *arg)
 		if (mm_progress->heartbeat_ms != 0)
 			mm_progress->heartbeat_ms = now;
 	}
+}
+
+/* The blocking probes' tick: keeps the supervisor's watchdog informed, and
+ * ends the wait once a stop signal arrived while this process starts (the
+ * early signal of engine.h, which its loop then acts on): the child's load
+ * is not waited out for a run that is stopping. */
+static int probe_tick(void *arg)
+{
+	stamp_alive(arg);
+	return mm_engine_stop_pending() != 0;
 }
 
 static int l_heartbeat(lua_State *L)
@@ -193,9 +204,10 @@ static int probe_push(lua_State *L, probe_job_t *j)
 		return 3;
 	}
 	lua_createtable(L, 0, 6);
-	lua_pushstring(L, res->status == MM_PROBE_EXITED     ? "exited"
-			  : res->status == MM_PROBE_SIGNALED ? "signaled"
-							     : "timeout");
+	lua_pushstring(L, res->status == MM_PROBE_EXITED      ? "exited"
+			  : res->status == MM_PROBE_SIGNALED  ? "signaled"
+			  : res->status == MM_PROBE_CANCELLED ? "cancelled"
+							      : "timeout");
 	lua_setfield(L, -2, "status");
 	lua_pushinteger(L, res->code);
 	lua_setfield(L, -2, "code");
@@ -212,7 +224,7 @@ static int probe_push(lua_State *L, probe_job_t *j)
 	return 1;
 }
 
-static void probe_job_run(probe_job_t *j, void (*tick)(void *))
+static void probe_job_run(probe_job_t *j, int (*tick)(void *))
 {
 	j->rc = mm_probe_run(j->argv, j->envp, &j->lim, tick, NULL, &j->res);
 	if (j->rc)
@@ -226,7 +238,7 @@ static int l_probe(lua_State *L)
 
 	if (j == NULL)
 		return luaL_error(L, "out of memory");
-	probe_job_run(j, stamp_alive);
+	probe_job_run(j, probe_tick);
 	n = probe_push(L, j);
 	probe_job_free(j);
 	return n;
@@ -258,7 +270,7 @@ static int l_probe_fork(lua_State *L)
 	if ((j = calloc(1, sizeof(*j))) == NULL)
 		return luaL_error(L, "out of memory");
 	read_limits(L, 2, &j->lim);
-	j->rc = mm_probe_fork(fork_child, L, &j->lim, stamp_alive, NULL, &j->res);
+	j->rc = mm_probe_fork(fork_child, L, &j->lim, probe_tick, NULL, &j->res);
 	if (j->rc)
 		snprintf(j->detail, sizeof(j->detail), "%s", mm_diag_msg());
 	n = probe_push(L, j);

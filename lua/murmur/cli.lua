@@ -135,7 +135,13 @@ local function cmd_run(args)
     core.log("warn", "engine", ("%d poison record(s) from earlier crashes or stalls will go to the dead-letter destination"):format(npoison))
   end
   -- Loaded by a child under CPU, memory and wall-clock limits first (murmur.isolate).
-  local specs, err, modules = require("murmur.isolate").load_all(scripts)
+  local isolate = require("murmur.isolate")
+  local specs, err, modules = isolate.load_all(scripts)
+  if err == isolate.STOPPED then
+    -- Ctrl-C while the scripts loaded: no source was started yet.
+    core.log("info", "engine", "stop signal while the scripts loaded: stopping (flush, checkpoint, exit); nothing was read yet, so there is nothing to flush")
+    return EXIT_OK
+  end
   if not specs then
     eprintf("murmur run: %s\n", err)
     return EXIT_SCRIPT

@@ -40,6 +40,11 @@ local M = {}
 
 M.PROBE_ENV = "MURMUR_LOAD_PROBE"
 
+-- load_all's error when a stop signal (Ctrl-C) arrived while a starting
+-- process waited for its probe child: the child was killed and nothing was
+-- loaded; the caller stops cleanly instead of reporting a script failure.
+M.STOPPED = "stopped by a signal while the scripts were being validated"
+
 local SIGXCPU, SIGKILL = 24, 9
 
 -- The limits for a probe, from the loader's time limit and the Lua heap limit.
@@ -106,6 +111,7 @@ end
 -- or false when the scripts changed while the child loaded them.
 local function probe_result(res, perr, lim)
   if not res then return nil, "cannot validate the scripts in a child process: " .. perr end
+  if res.status == "cancelled" then return nil, M.STOPPED end
   local last_file, result
   for line in res.output:gmatch("[^\n]+") do
     local f = line:match("^reading (.*)$")

@@ -7,7 +7,8 @@
  * (a descriptor the caller holds is closed there); a crash is reported as
  * the signal and leaves the caller running; a copy spinning on the CPU is
  * stopped by RLIMIT_CPU (SIGXCPU or SIGKILL) and one sleeping past the
- * wall-clock limit is killed (timeout); an allocation past RLIMIT_AS fails
+ * wall-clock limit is killed (timeout), or at once when the caller's tick
+ * asks to stop waiting (cancelled); an allocation past RLIMIT_AS fails
  * in the copy only; and with a second thread running it refuses with
  * MM_EAGAIN, starting nothing. For mm_probe_run (the exec'd child that a hot
  * reload uses): a program's exit status and its output on fd 3.
@@ -128,23 +129,45 @@ static int child_sleeps(void *arg)
 
 static int ticks;
 
-static void count_tick(void *arg)
+static int count_tick(void *arg)
 {
 	(void)arg;
 	ticks++;
+	return 0;
 }
 
-TEST(fork_wall_limit)
+/* Asks to stop waiting at its third call. */
+static int cancel_tick(void *arg)
 {
-	mm_probe_limits_t lim = {.cpu_s = 1, .wall_ms = 300};
+	(void)arg;
+	return ++ticks >= 3;
+}
+
+/* Killed at the wall-clock limit (the caller's heartbeat ticking while it
+ * waited), or at once when the tick asks to stop waiting (no tick after
+ * the one that cancelled). */
+TEST(fork_wall_limit_or_cancelled)
+{
+	static const struct {
+		int (*tick)(void *arg);
+		int64_t wall_ms;
+		int status;
+	} cases[] = {
+		{count_tick, 300, MM_PROBE_TIMEOUT},
+		{cancel_tick, 60000, MM_PROBE_CANCELLED},
+	};
 	mm_probe_result_t res;
 
-	ticks = 0;
-	REQUIRE(mm_probe_fork(child_sleeps, NULL, &lim, count_tick, NULL, &res) == 0);
-	CHECK_EQ_INT(res.status, MM_PROBE_TIMEOUT);
-	CHECK_EQ_INT(res.signal, SIGKILL);
-	CHECK(ticks >= 1); /* the caller's heartbeat ran while it waited */
-	mm_buf_free(&res.out);
+	for (int i = 0; i < 2; i++) {
+		mm_probe_limits_t lim = {.cpu_s = 1, .wall_ms = cases[i].wall_ms};
+
+		ticks = 0;
+		REQUIRE(mm_probe_fork(child_sleeps, NULL, &lim, cases[i].tick, NULL, &res) == 0);
+		CHECK_EQ_INT(res.status, cases[i].status);
+		CHECK_EQ_INT(res.signal, SIGKILL);
+		CHECK(cases[i].status == MM_PROBE_TIMEOUT ? ticks >= 1 : ticks == 3);
+		mm_buf_free(&res.out);
+	}
 }
 
 /* Sanitized builds probe without RLIMIT_AS (probe.c). */
@@ -230,7 +253,7 @@ int main(void)
 	RUN(fork_inherits_only_fd3);
 	RUN(fork_crash_ends_only_the_copy);
 	RUN(fork_cpu_limit);
-	RUN(fork_wall_limit);
+	RUN(fork_wall_limit_or_cancelled);
 #if !defined(__SANITIZE_ADDRESS__)
 	RUN(fork_memory_limit);
 #endif
