@@ -300,7 +300,7 @@ int mm_vk_count_hll(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, s
 		    uint64_t *count, uint64_t *nonempty, int *cached, mm_store_cb cb, void *arg);
 int mm_vk_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg);
 /* Dedup through claims (valkey_dedup.c): Valkey's with dedup = valkey,
- * else the backing store's; seen() is the backing store's. */
+ * else the backing store's. */
 int mm_vk_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
 		mm_store_cb cb, void *arg);
 int mm_vk_renew(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, mm_store_cb cb,
