@@ -1,9 +1,10 @@
 /*
  * kafka_impl.h: what the pieces of the Kafka source share; private to
  * engine/source/kafka*.c. kafka.c is the source (loop integration, records,
- * positions, flow control, status, shutdown, the vtable), kafka_rebalance.c
- * its rebalance and commit machinery (assign, revoke, the committed-offset
- * fetch, commit results, the rebalance queue).
+ * flow control, status, shutdown, the vtable), kafka_partitions.c its
+ * partition table and positions, kafka_rebalance.c its rebalance and commit
+ * machinery (assign, revoke, the committed-offset fetch, commit results, the
+ * rebalance queue).
  *
  * Ownership: the source owns its partitions (topic names included), the
  * queued rebalances and their partition lists, its handles and the
@@ -149,22 +150,50 @@ struct mm_ksrc {
 
 /* ---- kafka.c ---- */
 
+/* The wall clock in milliseconds, 0 if it cannot be read. */
+int64_t mm_ksrc_now_ms(void);
 /* Reports a fatal error; the engine stops the source and closes it. */
 void mm_ksrc_fail(mm_ksrc_t *ks, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* The partition topic[partition], NULL if this worker never saw it. */
-mm_kpart_t *mm_ksrc_part_find(mm_ksrc_t *ks, const char *topic, int32_t partition);
-/* Finds or adds a partition; NULL when out of memory. */
-mm_kpart_t *mm_ksrc_part_get(mm_ksrc_t *ks, const char *topic, int32_t partition);
-/* The durable offset of a partition in our store, -1 if none. */
-int64_t mm_ksrc_part_durable(const mm_kpart_t *kp);
-/* Pauses (or resumes) fetching the partitions of l in librdkafka; l stays
- * the caller's. */
-void mm_ksrc_fetch_pause(mm_ksrc_t *ks, rd_kafka_topic_partition_list_t *l, int pause);
 /* With the eof option, signals eof once every assigned partition is read. */
 void mm_ksrc_check_eof(mm_ksrc_t *ks);
 /* Takes the next step of close() (called again as each wait ends). */
 void mm_ksrc_close_step(mm_ksrc_t *ks);
+
+/* ---- kafka_partitions.c ---- */
+
+/* The partition topic[partition], NULL if this worker never saw it. */
+mm_kpart_t *mm_ksrc_part_find(mm_ksrc_t *ks, const char *topic, int32_t partition);
+/* Finds or adds a partition; NULL when out of memory. */
+mm_kpart_t *mm_ksrc_part_get(mm_ksrc_t *ks, const char *topic, int32_t partition);
+/* The partition of a message, NULL if it is not in the table. */
+mm_kpart_t *mm_ksrc_part_of(mm_ksrc_t *ks, const rd_kafka_message_t *m);
+/* The durable offset of a partition in our store, -1 if none. */
+int64_t mm_ksrc_part_durable(const mm_kpart_t *kp);
+/* Updates a partition's read rate once a window has passed since the last. */
+void mm_ksrc_rate(mm_kpart_t *kp, int64_t now);
+/* A new list of the partitions in the given state (enum mm_kpart_state);
+ * the caller destroys it. */
+rd_kafka_topic_partition_list_t *mm_ksrc_list(mm_ksrc_t *ks, int state);
+/* Pauses (or resumes) fetching the partitions of l in librdkafka; l stays
+ * the caller's. */
+void mm_ksrc_fetch_pause(mm_ksrc_t *ks, rd_kafka_topic_partition_list_t *l, int pause);
+/* Encodes the next offset of every partition that has one into ks->pos;
+ * 0 or MM_ENOMEM. */
+int mm_ksrc_pos_encode(mm_ksrc_t *ks);
+typedef void (*mm_ksrc_pos_fn)(mm_ksrc_t *ks, mm_kpart_t *kp, int64_t offset);
+/* Applies fn to each partition of a position (adding the partitions it
+ * names), only if all of it is valid; 0, MM_ECORRUPT or MM_ENOMEM. */
+int mm_ksrc_pos_decode(mm_ksrc_t *ks, const uint8_t *p, size_t len, mm_ksrc_pos_fn fn);
+/* The vtable's pos_parts: fn for each partition this member owns and moved,
+ * with its part name "<topic>/<partition>" and a position of it alone. */
+int mm_ksrc_pos_parts(mm_source_t *src, const uint8_t *pos, size_t len,
+		      int (*fn)(void *ud, const char *part, const uint8_t *p, size_t n),
+		      void *ud);
+/* mm_ksrc_pos_fn for start(): the stored offset, where reading resumes. */
+void mm_ksrc_pos_stored(mm_ksrc_t *ks, mm_kpart_t *kp, int64_t offset);
+/* mm_ksrc_pos_fn for ack(): the offset is durable. */
+void mm_ksrc_pos_acked(mm_ksrc_t *ks, mm_kpart_t *kp, int64_t offset);
 
 /* ---- kafka_rebalance.c ---- */
 

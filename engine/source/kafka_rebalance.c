@@ -3,14 +3,15 @@
  * assignment (with the committed-offset fetch on the thread pool), revocation
  * (flush, commit, unassign), the results of librdkafka's auto-commits, and
  * the queue that runs rebalances one at a time. kafka.c is the rest of the
- * source; kafka_impl.h what the two share.
+ * source, kafka_partitions.c its partition table and positions;
+ * kafka_impl.h what they share.
  *
  * Start offsets. On assignment the partition's position is read from the
- * store (its part, kafka.c "Positions"; on a shared store that read first
- * finishes a flush a dead member left unfinished), and the partition starts
- * at max(offset in the store, group's committed offset): the store's is
- * larger when we crashed after a durable flush but before its commit (so
- * nothing is counted twice), the group's when another worker went further
+ * store (its part, kafka_partitions.c "Positions"; on a shared store that
+ * read first finishes a flush a dead member left unfinished), and the
+ * partition starts at max(offset in the store, group's committed offset):
+ * the store's is larger when we crashed after a durable flush but before
+ * its commit (so nothing is counted twice), the group's when another worker went further
  * meanwhile (its store has those effects). The committed offsets are
  * fetched on the thread pool (rd_kafka_committed blocks), the parts through
  * the store's asynchronous calls, and the partitions are assigned when both

@@ -2,7 +2,8 @@
  * position.h: decoding the positions the file and Kafka sources store with
  * the state (internal to engine/source; exposed so that the decoders are
  * unit-tested and fuzzed on their own). The layouts are documented where
- * they are written: kafka.c, kinesis.c and file.c ("Positions" in each).
+ * they are written: kafka_partitions.c, kinesis.c and file.c ("Positions"
+ * in each).
  *
  * A stored position comes back from the store, which may hold anything
  * (a corrupt file, another source's position under the same id), so every

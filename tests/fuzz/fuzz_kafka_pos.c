@@ -1,6 +1,6 @@
 /*
  * fuzz_kafka_pos.c: arbitrary bytes as a stored Kafka source position
- * (mm_kafka_pos_walk, engine/source/position.c; layout in kafka.c).
+ * (mm_kafka_pos_walk, engine/source/position.c; layout in kafka_partitions.c).
  *
  * fuzz-link: engine/source/position.c
  *
