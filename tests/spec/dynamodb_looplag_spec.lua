@@ -61,14 +61,16 @@ d("#looplag #dynamodb loop lag while DynamoDB is down", function()
     f:close()
   end
 
-  -- The store rides out the outage with its own retries (40 attempts of at
-  -- most 500 ms), so the reload's descriptor read waits for DynamoDB instead
-  -- of failing.
+  -- The store rides out the outage with its own retries, so the reload's
+  -- descriptor read waits for DynamoDB instead of failing. The backoff is
+  -- full jitter (a random delay up to the cap, 250 ms on average), so 200
+  -- attempts last about 50 s: 40 gave up after 8 s in one run of four, a
+  -- few seconds before dynalite was back, and the reload was refused.
   local function pipeline(name, input)
     return ([[
 murmur.pipeline { name = "%s", monoid = murmur.count(), key = "k", source = murmur.file { path = %q, follow = true },
   flush = { interval = "100ms" },
-  store = murmur.store("dynamodb", { max_attempts = 40, backoff_max = "500ms" }) }
+  store = murmur.store("dynamodb", { max_attempts = 200, backoff_max = "500ms" }) }
 ]]):format(name, input)
   end
 
