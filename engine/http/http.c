@@ -306,12 +306,8 @@ static void on_poll(uv_poll_t *handle, int status, int events)
 		sk->events = 0;
 		return;
 	}
-	if (status < 0) {
-		/* libuv stopped the poll on the error: announcing the socket
-		 * again must start it again. */
+	if (status < 0)
 		flags = CURL_CSELECT_ERR;
-		sk->events = 0;
-	}
 	if (events & UV_READABLE)
 		flags |= CURL_CSELECT_IN;
 	if (events & UV_WRITABLE)
