@@ -35,10 +35,8 @@
  * Expiry. A state with expire_ms != 0 and expire_ms <= now is absent (now is
  * the flush's now_ms for apply, the wall clock at the call for get_many):
  * reads report it missing and an apply replaces it instead of merging into
- * it. A mark is seen while expire_ms > now_ms. Purges delete old buckets;
- * expired marks of a purged namespace are swept in the same transaction, at
- * most LMDB_SWEEP_MAX looked at per purge, resuming where the previous sweep
- * of that namespace stopped.
+ * it. A mark is seen while expire_ms > now_ms; purges sweep expired marks
+ * (lmdb_dedup.c).
  *
  * Threads and transactions. The environment is opened with MDB_NOTLS, so a
  * read transaction is not tied to the thread that began it. apply() runs one
@@ -51,11 +49,10 @@
  * loop thread, except the tools' list_meta()/read_meta(). Every apply() is
  * one transaction: all of it commits or none.
  *
- * Dedup. claim() looks a flush's ids up in the marks, all in one read
- * transaction: an id with a live mark was counted (DUPLICATE), any other is
- * WON. No other worker writes the store, so nothing can come between that
- * read and the apply() that writes the won ids' marks in the same write
- * transaction as the states they counted: exact across kill -9.
+ * Dedup. claim() answers from the marks, which apply() writes in the same
+ * transaction as the states they counted: exact across kill -9
+ * (lmdb_dedup.c). The store is split along its seams; lmdb_impl.h lists the
+ * files.
  *
  * Durability. sync = true fsyncs every commit. sync = false (MDB_NOSYNC)
  * leaves write-back to the kernel: a process crash loses nothing committed,
@@ -91,22 +88,14 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <time.h>
 
 #include "../lib/error.h"
-#include "../lib/hash.h"
-#include "lmdb_format.h"
-#include "store.h"
+#include "lmdb_impl.h"
 
 #define LMDB_FORMAT 1
 #define LMDB_FORMAT_KEY "murmur.format"
-#define LMDB_KEY_MAX MM_LMDB_KEY_MAX
-#define LMDB_NS_MAX 128
-#define LMDB_HASH_SEED 0x6d757275726d6462ULL /* "murmurdb" */
-#define LMDB_SWEEP_MAX 1024
 #define LMDB_MAP_MIN (64 * 1024)
 #define LMDB_READERS_MAX 65536
-#define LMDB_SIGN (1ULL << 63)
 #define LMDB_RELEASE_EVERY 4096
 
 typedef struct lmdb_cfg {
@@ -134,286 +123,6 @@ static const mm_option_t lmdb_options[] = {
 /* Defined at the end of this file; open() stores it in the store's head. */
 extern const mm_store_vtable_t mm_store_lmdb_vtable;
 
-typedef struct mm_lmdb {
-	mm_store_t base;
-	MDB_env *env;
-	MDB_dbi dbi_state, dbi_pos, dbi_seen, dbi_meta;
-	int read_only;
-	unsigned inflight;
-	/* Per namespace, the "seen" key where the next mark sweep starts; each
-	 * begins with the namespace prefix. Only the apply in flight (at most
-	 * one) touches them, on its pool thread. */
-	mm_buf_t *sweep;
-	size_t nsweep;
-	/* Where LMDB mapped the data file and its page size, for
-	 * lmdb_map_release(); map_addr is NULL for a read-only opener, or when
-	 * the mapping could not be found. */
-	void *map_addr;
-	size_t map_len, psize;
-} mm_lmdb_t;
-
-/* One apply(), get_many(), position or metadata call on its way through the
- * thread pool. */
-typedef struct lmdb_work {
-	uv_work_t req;
-	mm_lmdb_t *st;
-	mm_store_cb cb;
-	void *arg;
-	mm_flush_t *f;          /* apply */
-	int inject;             /* apply: fail with an injected MM_ENOSPC */
-	mm_claim_t *claims;     /* claim */
-	const mm_ns_t *ns;      /* get_many, claim */
-	/* get_position, get_meta (name -> out) and put_meta (name, bytes) */
-	MDB_dbi dbi;
-	const char *name, *what;
-	mm_buf_t *out;
-	const uint8_t *bytes;
-	const mm_key_t *keys;
-	size_t n;
-	void *states;
-	uint8_t *found;
-	int64_t now_ms;
-	int status;             /* set on the pool thread, read in after_work */
-	char detail[512];
-} lmdb_work_t;
-
-/*
- * A key under construction. For a hashed identifier `len` stops before SEQ,
- * which lmdb_find appends once it knows which record is the identifier's.
- */
-typedef struct lmdb_key {
-	uint8_t b[LMDB_KEY_MAX];
-	size_t len;
-	int hashed;
-	const char *ns;         /* for messages */
-	const uint8_t *id;      /* the entity or dedup id */
-	size_t idlen;
-	int has_bucket;
-	int64_t bucket;
-} lmdb_key_t;
-
-static int lmdb_fail(int mrc, const char *what)
-{
-	int err;
-
-	switch (mrc) {
-	case MDB_MAP_FULL:
-	case ENOSPC:
-	case EDQUOT:
-		err = MM_ENOSPC;
-		break;
-	case EIO:
-		err = MM_EIO;
-		break;
-	case ENOMEM:
-		err = MM_ENOMEM;
-		break;
-	case MDB_CORRUPTED:
-	case MDB_PAGE_NOTFOUND:
-	case MDB_INVALID:
-	case MDB_VERSION_MISMATCH:
-	case MDB_INCOMPATIBLE:
-		err = MM_ECORRUPT;
-		break;
-	case MDB_READERS_FULL:
-	case MDB_MAP_RESIZED:
-		err = MM_EAGAIN;
-		break;
-	default:
-		err = MM_ESTORE;
-		break;
-	}
-	return mm_diag_set(err, "lmdb: %s: %s", what, mdb_strerror(mrc));
-}
-
-static int64_t lmdb_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void put_u16be(uint8_t *p, size_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static size_t get_u16be(const uint8_t *p)
-{
-	return (size_t)p[0] << 8 | p[1];
-}
-
-static void put_u64be(uint8_t *p, uint64_t v)
-{
-	int i;
-
-	for (i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
-static void put_bucket(uint8_t *p, int64_t bucket)
-{
-	put_u64be(p, (uint64_t)bucket ^ LMDB_SIGN);
-}
-
-/* Writes the namespace prefix (u8 length, name) and returns its length. */
-static size_t ns_prefix(uint8_t *p, const char *name)
-{
-	size_t n = strlen(name);
-
-	p[0] = (uint8_t)n;
-	memcpy(p + 1, name, n);
-	return 1 + n;
-}
-
-/* Whether an identifier of len bytes is hashed in a key whose namespace
- * prefix has nsl bytes and that ends with `tail` more bytes. */
-static int ident_hashed(size_t nsl, size_t len, size_t tail)
-{
-	return nsl + 2 + len + tail > LMDB_KEY_MAX;
-}
-
-static void key_ident(lmdb_key_t *k, const char *ns, const void *id, size_t len, size_t tail)
-{
-	size_t nsl = ns_prefix(k->b, ns);
-
-	k->ns = ns;
-	k->id = id;
-	k->idlen = len;
-	put_u16be(k->b + nsl, len);
-	k->len = nsl + 2;
-	k->hashed = ident_hashed(nsl, len, tail);
-	if (k->hashed) {
-		put_u64be(k->b + k->len, mm_hash64(id, len, LMDB_HASH_SEED));
-		k->len += 8;
-	} else {
-		memcpy(k->b + k->len, id, len);
-		k->len += len;
-	}
-}
-
-static void state_key(lmdb_key_t *k, const char *ns, const mm_key_t *key)
-{
-	key_ident(k, ns, key->entity, key->len, 8);
-	k->has_bucket = 1;
-	k->bucket = key->bucket;
-	put_bucket(k->b + k->len, key->bucket);
-	k->len += 8;
-}
-
-static void mark_key(lmdb_key_t *k, const char *ns, const char *id, size_t len)
-{
-	key_ident(k, ns, id, len, 0);
-	k->has_bucket = 0;
-}
-
-/* Names a key in messages: printable bytes as they are, others as \xHH,
- * the first 48 bytes at most. */
-static void key_describe(const lmdb_key_t *k, char *out, size_t cap)
-{
-	char esc[48 * 4 + 4];
-	size_t i, o = 0;
-
-	for (i = 0; i < k->idlen && i < 48; i++) {
-		uint8_t c = k->id[i];
-
-		if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\')
-			esc[o++] = (char)c;
-		else
-			o += (size_t)snprintf(esc + o, sizeof(esc) - o, "\\x%02x", c);
-	}
-	if (i < k->idlen)
-		o += (size_t)snprintf(esc + o, sizeof(esc) - o, "...");
-	esc[o] = '\0';
-	if (k->has_bucket)
-		snprintf(out, cap, "ns '%s' entity '%s' bucket %lld", k->ns, esc,
-			 (long long)k->bucket);
-	else
-		snprintf(out, cap, "ns '%s' id '%s'", k->ns, esc);
-}
-
-static int lmdb_corrupt(const lmdb_key_t *k, const char *why)
-{
-	char what[300];
-
-	key_describe(k, what, sizeof(what));
-	return mm_diag_set(MM_ECORRUPT, "lmdb: corrupt record for %s: %s", what, why);
-}
-
-/*
- * Looks the record of key k up in txn. A hashed key matches every record
- * whose key is k plus a SEQ; the one whose value holds the identifier right
- * after expire_ms is the identifier's. When none does, k gets the SEQ after
- * the last candidate, where a put disturbs no other identifier.
- * On return k is complete, *found tells whether val holds the record (valid
- * until the next write in txn). Returns 0 or an MM_E* code.
- */
-static int lmdb_find(MDB_txn *txn, MDB_dbi dbi, lmdb_key_t *k, MDB_val *val, int *found)
-{
-	MDB_cursor *cur = NULL;
-	MDB_val key = {k->len, k->b};
-	MDB_cursor_op op = MDB_SET_RANGE;
-	size_t next = 0;
-	int rc = 0, mrc;
-
-	*found = 0;
-	if (!k->hashed) {
-		mrc = mdb_get(txn, dbi, &key, val);
-		if (mrc == 0)
-			*found = 1;
-		else if (mrc != MDB_NOTFOUND)
-			return lmdb_fail(mrc, "get");
-		return 0;
-	}
-	put_u16be(k->b + k->len, 0);
-	key.mv_size = k->len + 2;
-	if ((mrc = mdb_cursor_open(txn, dbi, &cur)))
-		return lmdb_fail(mrc, "open cursor");
-	for (;; op = MDB_NEXT) {
-		const uint8_t *kp;
-
-		mrc = mdb_cursor_get(cur, &key, val, op);
-		if (mrc == MDB_NOTFOUND)
-			break;
-		if (mrc) {
-			rc = lmdb_fail(mrc, "cursor");
-			goto out;
-		}
-		kp = key.mv_data;
-		if (key.mv_size < k->len || memcmp(kp, k->b, k->len) != 0)
-			break;
-		if (key.mv_size != k->len + 2) {
-			rc = lmdb_corrupt(k, "hashed key of the wrong length");
-			goto out;
-		}
-		if (val->mv_size < 8 + k->idlen) {
-			rc = lmdb_corrupt(k, "value too short for a hashed identifier");
-			goto out;
-		}
-		next = get_u16be(kp + k->len) + 1;
-		if (memcmp((const uint8_t *)val->mv_data + 8, k->id, k->idlen) == 0) {
-			*found = 1;
-			break;
-		}
-	}
-	if (!*found) {
-		if (next > 0xffff) {
-			rc = mm_diag_set(MM_ERANGE,
-					 "lmdb: 65536 identifiers of ns '%s' share a hash", k->ns);
-			goto out;
-		}
-		put_u16be(k->b + k->len, next);
-	} else {
-		put_u16be(k->b + k->len, next - 1);
-	}
-	k->len += 2;
-out:
-	mdb_cursor_close(cur);
-	return rc;
-}
-
 /*
  * Decodes a stored state into state (which is init()ed). Returns 1 if it was
  * decoded, 0 if it has expired at now_ms (state stays the identity), or
@@ -430,7 +139,7 @@ static int state_decode(const lmdb_key_t *k, const MDB_val *val, int64_t now_ms,
 	if (rc >= 0 || rc == MM_ENOMEM)
 		return rc;
 	snprintf(why, sizeof(why), "%s", mm_diag_msg());
-	return lmdb_corrupt(k, why);
+	return mm_lmdb_corrupt(k, why);
 }
 
 /*
@@ -452,9 +161,9 @@ static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, const mm_de
 	unsigned flags = 0;
 	int found = 0, rc = 0, mrc;
 
-	state_key(&k, d->ns->name, &d->key);
+	mm_lmdb_state_key(&k, d->ns->name, &d->key);
 	if (k.hashed) {
-		if ((rc = lmdb_find(txn, st->dbi_state, &k, &val, &found)))
+		if ((rc = mm_lmdb_find(txn, st->dbi_state, &k, &val, &found)))
 			return rc;
 	} else {
 		key.mv_size = k.len;
@@ -463,7 +172,7 @@ static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, const mm_de
 		if (mrc == 0)
 			found = 1;
 		else if (mrc != MDB_NOTFOUND)
-			return lmdb_fail(mrc, "get state");
+			return mm_lmdb_fail(mrc, "get state");
 		flags = found ? MDB_CURRENT : 0;
 	}
 	m->vt->init(m, scratch);
@@ -485,62 +194,10 @@ static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, const mm_de
 	else
 		mrc = mdb_cursor_put(cur, &key, &val, flags);
 	if (mrc)
-		rc = lmdb_fail(mrc, "put state");
+		rc = mm_lmdb_fail(mrc, "put state");
 out:
 	m->vt->destroy(m, scratch);
 	return rc;
-}
-
-/* Stores a dedup mark, keeping the later expiry if the id is already marked. */
-static int apply_mark(mm_lmdb_t *st, MDB_txn *txn, const mm_mark_t *mk, mm_buf_t *vb)
-{
-	int64_t expire = mk->expire_ms;
-	lmdb_key_t k;
-	MDB_val key, val;
-	int found, rc, mrc;
-
-	mark_key(&k, mk->ns->name, mk->id, mk->len);
-	vb->len = 0;
-	if ((rc = mm_buf_put_u64le(vb, (uint64_t)expire)))
-		return rc;
-	key.mv_size = k.len;
-	key.mv_data = k.b;
-	if (!k.hashed) {
-		/* Most ids are new: try the insert first, so the common case walks
-		 * the B-tree once; an existing mark keeps the later expiry. */
-		val.mv_size = vb->len;
-		val.mv_data = vb->p;
-		mrc = mdb_put(txn, st->dbi_seen, &key, &val, MDB_NOOVERWRITE);
-		if (mrc == 0)
-			return 0;
-		if (mrc != MDB_KEYEXIST)
-			return lmdb_fail(mrc, "put mark");
-		if (val.mv_size < 8)
-			return lmdb_corrupt(&k, "mark shorter than its expiry");
-		if ((int64_t)mm_get_u64le(val.mv_data) >= expire)
-			return 0;
-	} else {
-		if ((rc = lmdb_find(txn, st->dbi_seen, &k, &val, &found)))
-			return rc;
-		if (found) {
-			if (val.mv_size < 8)
-				return lmdb_corrupt(&k, "mark shorter than its expiry");
-			if ((int64_t)mm_get_u64le(val.mv_data) > expire) {
-				vb->len = 0;
-				if ((rc = mm_buf_put_u64le(vb, mm_get_u64le(val.mv_data))))
-					return rc;
-			}
-		}
-		if ((rc = mm_buf_append(vb, k.id, k.idlen)))
-			return rc;
-		key.mv_size = k.len;
-		key.mv_data = k.b;
-	}
-	val.mv_size = vb->len;
-	val.mv_data = vb->p;
-	if ((mrc = mdb_put(txn, st->dbi_seen, &key, &val, 0)))
-		return lmdb_fail(mrc, "put mark");
-	return 0;
 }
 
 /* Parses a state key whose namespace prefix has nsl bytes into the length of
@@ -576,14 +233,14 @@ static int purge_states(mm_lmdb_t *st, MDB_txn *txn, const mm_purge_t *pg, size_
 		return 0;
 	nsl = ns_prefix(ns, pg->ns->name);
 	if ((mrc = mdb_cursor_open(txn, st->dbi_state, &cur)))
-		return lmdb_fail(mrc, "open cursor");
+		return mm_lmdb_fail(mrc, "open cursor");
 	key.mv_size = nsl;
 	key.mv_data = ns;
 	for (;;) {
 		mrc = mdb_cursor_get(cur, &key, &val, op);
 		if (mrc) {
 			if (mrc != MDB_NOTFOUND)
-				rc = lmdb_fail(mrc, "purge");
+				rc = mm_lmdb_fail(mrc, "purge");
 			break;
 		}
 		if (key.mv_size < nsl || memcmp(key.mv_data, ns, nsl) != 0)
@@ -594,7 +251,7 @@ static int purge_states(mm_lmdb_t *st, MDB_txn *txn, const mm_purge_t *pg, size_
 			/* After a delete the cursor already rests on the next
 			 * record, and MDB_NEXT returns that one. */
 			if ((mrc = mdb_cursor_del(cur, 0))) {
-				rc = lmdb_fail(mrc, "purge delete");
+				rc = mm_lmdb_fail(mrc, "purge delete");
 				break;
 			}
 			(*purged)++;
@@ -617,93 +274,9 @@ static int purge_states(mm_lmdb_t *st, MDB_txn *txn, const mm_purge_t *pg, size_
 	return rc;
 }
 
-/* The sweep position of a namespace, added (at the namespace's start) if new. */
-static mm_buf_t *sweep_slot(mm_lmdb_t *st, const uint8_t *ns, size_t nsl)
-{
-	mm_buf_t *slot, *grown;
-	size_t i;
-
-	for (i = 0; i < st->nsweep; i++)
-		if (st->sweep[i].len >= nsl && memcmp(st->sweep[i].p, ns, nsl) == 0)
-			return &st->sweep[i];
-	grown = realloc(st->sweep, (st->nsweep + 1) * sizeof(*grown));
-	if (grown == NULL)
-		return NULL;
-	st->sweep = grown;
-	slot = &st->sweep[st->nsweep];
-	memset(slot, 0, sizeof(*slot));
-	if (mm_buf_append(slot, ns, nsl))
-		return NULL;
-	st->nsweep++;
-	return slot;
-}
-
-/*
- * Deletes expired dedup marks of a namespace, looking at LMDB_SWEEP_MAX
- * marks at most so that a flush stays short however many marks there are;
- * the next sweep resumes after the last mark looked at and wraps around at
- * the end of the namespace.
- */
-static int sweep_marks(mm_lmdb_t *st, MDB_txn *txn, const mm_ns_t *mns, int64_t now_ms)
-{
-	uint8_t ns[1 + LMDB_NS_MAX];
-	MDB_cursor *cur;
-	MDB_cursor_op op = MDB_SET_RANGE;
-	MDB_val key, val;
-	mm_buf_t *pos;
-	size_t nsl, n;
-	int rc = 0, mrc;
-
-	nsl = ns_prefix(ns, mns->name);
-	pos = sweep_slot(st, ns, nsl);
-	if (pos == NULL)
-		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a sweep position");
-	if ((mrc = mdb_cursor_open(txn, st->dbi_seen, &cur)))
-		return lmdb_fail(mrc, "open cursor");
-	key.mv_size = pos->len;
-	key.mv_data = pos->p;
-	for (n = 0;; n++) {
-		mrc = mdb_cursor_get(cur, &key, &val, op);
-		if (mrc == MDB_NOTFOUND ||
-		    (mrc == 0 && (key.mv_size < nsl || memcmp(key.mv_data, ns, nsl) != 0))) {
-			pos->len = nsl;
-			break;
-		}
-		if (mrc) {
-			rc = lmdb_fail(mrc, "sweep");
-			break;
-		}
-		if (n == LMDB_SWEEP_MAX) {
-			pos->len = nsl;
-			rc = mm_buf_append(pos, (const uint8_t *)key.mv_data + nsl,
-					   key.mv_size - nsl);
-			break;
-		}
-		op = MDB_NEXT;
-		if (val.mv_size >= 8 && (int64_t)mm_get_u64le(val.mv_data) <= now_ms &&
-		    (mrc = mdb_cursor_del(cur, 0))) {
-			rc = lmdb_fail(mrc, "sweep delete");
-			break;
-		}
-	}
-	mdb_cursor_close(cur);
-	return rc;
-}
-
-static int put_position(mm_lmdb_t *st, MDB_txn *txn, const mm_position_t *p)
-{
-	MDB_val key = {strlen(p->source), (void *)p->source};
-	MDB_val val = {p->len, (void *)p->pos};
-	int mrc;
-
-	if ((mrc = mdb_put(txn, st->dbi_pos, &key, &val, 0)))
-		return lmdb_fail(mrc, "put position");
-	return 0;
-}
-
 /* Records the outcome of pool work; the detail is copied now because the
  * diagnostics slot belongs to the pool thread. */
-static void lmdb_work_finish(lmdb_work_t *w, int rc)
+void mm_lmdb_work_finish(lmdb_work_t *w, int rc)
 {
 	w->status = rc;
 	if (rc)
@@ -712,49 +285,15 @@ static void lmdb_work_finish(lmdb_work_t *w, int rc)
 		w->detail[0] = '\0';
 }
 
-/*
- * Deltas and marks are applied in key order (namespace, then identifier
- * length and bytes, as the keys are laid out): B-tree inserts in key order
- * touch each page once, which made a 100k-mark flush about twice as fast as
- * inserting in the runtime's hash-table order. Sorting runs here, on the pool
- * thread, so it costs the event loop nothing.
- */
-static int cmp_ident(const char *ans, const char *bns, const char *a, size_t alen, const char *b,
-		     size_t blen)
-{
-	int c;
-
-	/* A flush's items share their namespace's name: the lengths are only
-	 * worth measuring (a strlen per comparison) when the names differ. */
-	if (ans != bns) {
-		size_t anl = strlen(ans), bnl = strlen(bns);
-
-		if (anl != bnl)
-			return anl < bnl ? -1 : 1;
-		if ((c = memcmp(ans, bns, anl)) != 0)
-			return c;
-	}
-	if (alen != blen)
-		return alen < blen ? -1 : 1;
-	return memcmp(a, b, alen);
-}
-
 static int cmp_delta(const void *x, const void *y)
 {
 	const mm_delta_t *a = x, *b = y;
-	int c = cmp_ident(a->ns->name, b->ns->name, a->key.entity, a->key.len, b->key.entity,
+	int c = mm_lmdb_cmp_ident(a->ns->name, b->ns->name, a->key.entity, a->key.len, b->key.entity,
 			  b->key.len);
 
 	if (c == 0 && a->key.bucket != b->key.bucket)
 		c = a->key.bucket < b->key.bucket ? -1 : 1;
 	return c;
-}
-
-static int cmp_mark(const void *x, const void *y)
-{
-	const mm_mark_t *a = x, *b = y;
-
-	return cmp_ident(a->ns->name, b->ns->name, a->id, a->len, b->id, b->len);
 }
 
 /*
@@ -842,9 +381,9 @@ static void lmdb_apply_work(uv_work_t *req)
 		goto out;
 	}
 	qsort(f->deltas, f->ndeltas, sizeof(*f->deltas), cmp_delta);
-	qsort(f->marks, f->nmarks, sizeof(*f->marks), cmp_mark);
+	mm_lmdb_sort_marks(f->marks, f->nmarks);
 	if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn))) {
-		rc = lmdb_fail(mrc, "begin write transaction");
+		rc = mm_lmdb_fail(mrc, "begin write transaction");
 		goto out;
 	}
 	/* Purges go first: they then walk only what earlier flushes stored, not
@@ -855,9 +394,9 @@ static void lmdb_apply_work(uv_work_t *req)
 	 * takes it. */
 	for (i = 0; i < f->npurges && rc == 0; i++)
 		if ((rc = purge_states(st, txn, &f->purges[i], &purged)) == 0)
-			rc = sweep_marks(st, txn, f->purges[i].ns, f->now_ms);
+			rc = mm_lmdb_sweep_marks(st, txn, f->purges[i].ns, f->now_ms);
 	if (rc == 0 && f->ndeltas && (mrc = mdb_cursor_open(txn, st->dbi_state, &cur))) {
-		rc = lmdb_fail(mrc, "open cursor");
+		rc = mm_lmdb_fail(mrc, "open cursor");
 		goto out;
 	}
 	for (i = 0; i < f->ndeltas && rc == 0; i++) {
@@ -879,15 +418,15 @@ static void lmdb_apply_work(uv_work_t *req)
 		cur = NULL;
 	}
 	for (i = 0; i < f->nmarks && rc == 0; i++)
-		rc = apply_mark(st, txn, &f->marks[i], &vb);
+		rc = mm_lmdb_apply_mark(st, txn, &f->marks[i], &vb);
 	for (i = 0; i < f->npositions && rc == 0; i++)
-		rc = put_position(st, txn, &f->positions[i]);
+		rc = mm_lmdb_put_position(st, txn, &f->positions[i]);
 	if (rc)
 		goto out;
 	mrc = mdb_txn_commit(txn);
 	txn = NULL;
 	if (mrc) {
-		rc = lmdb_fail(mrc, "commit");
+		rc = mm_lmdb_fail(mrc, "commit");
 		goto out;
 	}
 	lmdb_map_release(st);
@@ -899,7 +438,7 @@ out:
 	if (txn != NULL)
 		mdb_txn_abort(txn);
 	mm_buf_free(&vb);
-	lmdb_work_finish(w, rc);
+	mm_lmdb_work_finish(w, rc);
 }
 
 static void lmdb_get_work(uv_work_t *req)
@@ -912,7 +451,7 @@ static void lmdb_get_work(uv_work_t *req)
 
 	memset(w->found, 0, w->n);
 	if ((mrc = mdb_txn_begin(w->st->env, NULL, MDB_RDONLY, &txn))) {
-		lmdb_work_finish(w, lmdb_fail(mrc, "begin read transaction"));
+		mm_lmdb_work_finish(w, mm_lmdb_fail(mrc, "begin read transaction"));
 		return;
 	}
 	for (i = 0; i < w->n; i++) {
@@ -920,8 +459,8 @@ static void lmdb_get_work(uv_work_t *req)
 		MDB_val val;
 		int found;
 
-		state_key(&k, w->ns->name, &w->keys[i]);
-		if ((rc = lmdb_find(txn, w->st->dbi_state, &k, &val, &found)))
+		mm_lmdb_state_key(&k, w->ns->name, &w->keys[i]);
+		if ((rc = mm_lmdb_find(txn, w->st->dbi_state, &k, &val, &found)))
 			break;
 		if (!found)
 			continue;
@@ -932,42 +471,7 @@ static void lmdb_get_work(uv_work_t *req)
 		rc = 0;
 	}
 	mdb_txn_abort(txn);
-	lmdb_work_finish(w, rc);
-}
-
-/* A flush's claims on the embedded store: every id is looked up in one read
- * transaction; an id whose mark is live was counted (DUPLICATE), any other
- * is WON. No other worker writes the store, so nothing is pending between
- * this read and the apply() that writes the won ids' marks with the states. */
-static void lmdb_claim_work(uv_work_t *req)
-{
-	lmdb_work_t *w = (lmdb_work_t *)req;
-	MDB_txn *txn;
-	size_t i;
-	int rc = 0, mrc;
-
-	if ((mrc = mdb_txn_begin(w->st->env, NULL, MDB_RDONLY, &txn))) {
-		lmdb_work_finish(w, lmdb_fail(mrc, "begin read transaction"));
-		return;
-	}
-	for (i = 0; i < w->n; i++) {
-		mm_claim_t *c = &w->claims[i];
-		lmdb_key_t k;
-		MDB_val val;
-		int found;
-
-		mark_key(&k, w->ns->name, c->id, c->len);
-		if ((rc = lmdb_find(txn, w->st->dbi_seen, &k, &val, &found)))
-			break;
-		if (found && val.mv_size < 8) {
-			rc = lmdb_corrupt(&k, "mark shorter than its expiry");
-			break;
-		}
-		c->result = found && (int64_t)mm_get_u64le(val.mv_data) > w->now_ms
-			? MM_CLAIM_DUPLICATE : MM_CLAIM_WON;
-	}
-	mdb_txn_abort(txn);
-	lmdb_work_finish(w, rc);
+	mm_lmdb_work_finish(w, rc);
 }
 
 /* Loop thread: hands the result to the caller. The work item is freed first
@@ -981,7 +485,7 @@ static void lmdb_after_work(uv_work_t *req, int status)
 	free(w);
 }
 
-static int lmdb_queue(mm_lmdb_t *st, lmdb_work_t *w, uv_work_cb work)
+int mm_lmdb_queue(mm_lmdb_t *st, lmdb_work_t *w, uv_work_cb work)
 {
 	int rc = uv_queue_work(st->base.loop, &w->req, work, lmdb_after_work);
 
@@ -1026,12 +530,12 @@ static int lmdb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg
 #ifdef MM_ERRINJ
 	w->inject = lmdb_errinj_apply();
 #endif
-	return lmdb_queue(st, w, lmdb_apply_work);
+	return mm_lmdb_queue(st, w, lmdb_apply_work);
 }
 
 /* The set-up get_many and claim share: n items of ns, read as of now. */
-static lmdb_work_t *lmdb_reader_new(mm_store_t *base, const mm_ns_t *ns, size_t n, mm_store_cb cb,
-				   void *arg)
+lmdb_work_t *mm_lmdb_reader_new(mm_store_t *base, const mm_ns_t *ns, size_t n, mm_store_cb cb,
+				void *arg)
 {
 	lmdb_work_t *w = calloc(1, sizeof(*w));
 
@@ -1042,183 +546,21 @@ static lmdb_work_t *lmdb_reader_new(mm_store_t *base, const mm_ns_t *ns, size_t 
 	w->arg = arg;
 	w->ns = ns;
 	w->n = n;
-	w->now_ms = lmdb_now_ms();
+	w->now_ms = mm_lmdb_now_ms();
 	return w;
 }
 
 static int lmdb_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
 			 void *states, uint8_t *found, mm_store_cb cb, void *arg)
 {
-	lmdb_work_t *w = lmdb_reader_new(base, ns, n, cb, arg);
+	lmdb_work_t *w = mm_lmdb_reader_new(base, ns, n, cb, arg);
 
 	if (w == NULL)
 		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a get_many");
 	w->keys = keys;
 	w->states = states;
 	w->found = found;
-	return lmdb_queue(w->st, w, lmdb_get_work);
-}
-
-static int lmdb_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n,
-		      int64_t ttl_ms, mm_store_cb cb, void *arg)
-{
-	lmdb_work_t *w = lmdb_reader_new(base, ns, n, cb, arg);
-
-	if (w == NULL)
-		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a claim");
-	w->claims = ids;
-	return lmdb_queue(w->st, w, lmdb_claim_work);
-}
-
-static int lmdb_read_begin(mm_lmdb_t *st, MDB_txn **txn)
-{
-	int mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
-
-	return mrc ? lmdb_fail(mrc, "begin read transaction") : 0;
-}
-
-/* Reads one record of dbi into out (appending); MM_ENOTFOUND if absent. */
-static int lmdb_get_bytes(mm_lmdb_t *st, MDB_dbi dbi, const char *name, const char *what,
-			  mm_buf_t *out)
-{
-	MDB_val key = {strlen(name), (void *)name}, val;
-	MDB_txn *txn;
-	int rc, mrc;
-
-	if ((rc = lmdb_read_begin(st, &txn)))
-		return rc;
-	mrc = mdb_get(txn, dbi, &key, &val);
-	if (mrc == MDB_NOTFOUND)
-		rc = mm_diag_set(MM_ENOTFOUND, "lmdb: no %s for '%s'", what, name);
-	else if (mrc)
-		rc = lmdb_fail(mrc, what);
-	else
-		rc = mm_buf_append(out, val.mv_data, val.mv_size);
-	mdb_txn_abort(txn);
-	return rc;
-}
-
-static void lmdb_read_work(uv_work_t *req)
-{
-	lmdb_work_t *w = (lmdb_work_t *)req;
-
-	lmdb_work_finish(w, lmdb_get_bytes(w->st, w->dbi, w->name, w->what, w->out));
-}
-
-/* Queues a read of one record of dbi into out (the name and out stay valid
- * until cb runs, the caller's contract). */
-static int lmdb_read(mm_lmdb_t *st, MDB_dbi dbi, const char *name, const char *what,
-		     mm_buf_t *out, mm_store_cb cb, void *arg)
-{
-	lmdb_work_t *w = calloc(1, sizeof(*w));
-
-	if (w == NULL)
-		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a read");
-	w->st = st;
-	w->cb = cb;
-	w->arg = arg;
-	w->dbi = dbi;
-	w->name = name;
-	w->what = what;
-	w->out = out;
-	return lmdb_queue(st, w, lmdb_read_work);
-}
-
-static int lmdb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
-			     void *arg)
-{
-	mm_lmdb_t *st = (mm_lmdb_t *)base;
-
-	return lmdb_read(st, st->dbi_pos, source, "position", out, cb, arg);
-}
-
-static int lmdb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
-			 void *arg)
-{
-	mm_lmdb_t *st = (mm_lmdb_t *)base;
-
-	return lmdb_read(st, st->dbi_meta, ns_name, "metadata", out, cb, arg);
-}
-
-static int lmdb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
-{
-	mm_lmdb_t *st = (mm_lmdb_t *)base;
-
-	return lmdb_get_bytes(st, st->dbi_meta, ns_name, "metadata", out);
-}
-
-/* Pool thread: one fsync'd write transaction holding the descriptor. */
-static void lmdb_put_meta_work(uv_work_t *req)
-{
-	lmdb_work_t *w = (lmdb_work_t *)req;
-	MDB_val key = {strlen(w->name), (void *)w->name}, val = {w->n, (void *)w->bytes};
-	MDB_txn *txn;
-	int mrc;
-
-	if ((mrc = mdb_txn_begin(w->st->env, NULL, 0, &txn))) {
-		lmdb_work_finish(w, lmdb_fail(mrc, "begin write transaction"));
-		return;
-	}
-	if ((mrc = mdb_put(txn, w->st->dbi_meta, &key, &val, 0))) {
-		mdb_txn_abort(txn);
-		lmdb_work_finish(w, lmdb_fail(mrc, "put metadata"));
-		return;
-	}
-	mrc = mdb_txn_commit(txn);
-	lmdb_work_finish(w, mrc ? lmdb_fail(mrc, "commit") : 0);
-}
-
-static int lmdb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
-			 mm_store_cb cb, void *arg)
-{
-	mm_lmdb_t *st = (mm_lmdb_t *)base;
-	lmdb_work_t *w;
-
-	if (st->read_only)
-		return mm_diag_set(MM_ENOTSUP, "lmdb: put_meta on a store opened read-only");
-	if ((w = calloc(1, sizeof(*w))) == NULL)
-		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a put_meta");
-	w->st = st;
-	w->cb = cb;
-	w->arg = arg;
-	w->name = ns_name;
-	w->bytes = p;
-	w->n = n;
-	return lmdb_queue(st, w, lmdb_put_meta_work);
-}
-
-static int lmdb_list_meta(mm_store_t *base, mm_buf_t *out)
-{
-	mm_lmdb_t *st = (mm_lmdb_t *)base;
-	MDB_cursor *cur = NULL;
-	MDB_cursor_op op = MDB_FIRST;
-	MDB_val key, val;
-	MDB_txn *txn;
-	int rc, mrc;
-
-	if ((rc = lmdb_read_begin(st, &txn)))
-		return rc;
-	if ((mrc = mdb_cursor_open(txn, st->dbi_meta, &cur))) {
-		rc = lmdb_fail(mrc, "open cursor");
-		goto out;
-	}
-	for (;; op = MDB_NEXT) {
-		mrc = mdb_cursor_get(cur, &key, &val, op);
-		if (mrc == MDB_NOTFOUND)
-			break;
-		if (mrc) {
-			rc = lmdb_fail(mrc, "list metadata");
-			break;
-		}
-		if ((rc = mm_buf_append(out, key.mv_data, key.mv_size)) ||
-		    (rc = mm_buf_put_u8(out, 0)))
-			break;
-	}
-out:
-	if (cur != NULL)
-		mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return rc;
+	return mm_lmdb_queue(w->st, w, lmdb_get_work);
 }
 
 /* mkdir -p: creates every missing directory of path. */
@@ -1238,7 +580,7 @@ static int lmdb_mkdir_p(const char *path)
 		dir[i] = '\0';
 		if (mkdir(dir, 0777) != 0 && errno != EEXIST) { /* minus the umask */
 			snprintf(what, sizeof(what), "cannot create directory '%s'", dir);
-			return lmdb_fail(errno, what);
+			return mm_lmdb_fail(errno, what);
 		}
 		dir[i] = c;
 	}
@@ -1263,9 +605,9 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 	int rc = 0, mrc;
 
 	if ((mrc = mdb_txn_begin(st->env, NULL, st->read_only ? MDB_RDONLY : 0, &txn)))
-		return lmdb_fail(mrc, "begin transaction");
+		return mm_lmdb_fail(mrc, "begin transaction");
 	if ((mrc = mdb_dbi_open(txn, NULL, 0, &main)) || (mrc = mdb_stat(txn, main, &stat))) {
-		rc = lmdb_fail(mrc, "open main database");
+		rc = mm_lmdb_fail(mrc, "open main database");
 		goto out;
 	}
 	mrc = mdb_get(txn, main, &key, &val);
@@ -1274,7 +616,7 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 		val.mv_size = sizeof(version);
 		val.mv_data = version;
 		if ((mrc = mdb_put(txn, main, &key, &val, 0))) {
-			rc = lmdb_fail(mrc, "write format version");
+			rc = mm_lmdb_fail(mrc, "write format version");
 			goto out;
 		}
 	} else if (mrc == MDB_NOTFOUND && stat.ms_entries == 0) {
@@ -1286,7 +628,7 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 		rc = mm_diag_set(MM_EINCOMPAT, "lmdb: '%s' is not a murmur store", path);
 		goto out;
 	} else if (mrc) {
-		rc = lmdb_fail(mrc, "read format version");
+		rc = mm_lmdb_fail(mrc, "read format version");
 		goto out;
 	} else if (val.mv_size != 4 || mm_get_u32le(val.mv_data) != LMDB_FORMAT) {
 		rc = mm_diag_set(MM_EINCOMPAT,
@@ -1297,7 +639,7 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 	for (i = 0; i < 4; i++) {
 		mrc = mdb_dbi_open(txn, names[i], st->read_only ? 0 : MDB_CREATE, dbis[i]);
 		if (mrc) {
-			rc = lmdb_fail(mrc, "open database");
+			rc = mm_lmdb_fail(mrc, "open database");
 			goto out;
 		}
 	}
@@ -1305,7 +647,7 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 	mrc = mdb_txn_commit(txn);
 	txn = NULL;
 	if (mrc)
-		rc = lmdb_fail(mrc, "commit");
+		rc = mm_lmdb_fail(mrc, "commit");
 out:
 	if (txn != NULL)
 		mdb_txn_abort(txn);
@@ -1334,13 +676,13 @@ static int lmdb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_on
 	if (!read_only && (rc = lmdb_mkdir_p(cfg.path)))
 		return rc;
 	if ((mrc = mdb_env_create(&env)))
-		return lmdb_fail(mrc, "create environment");
+		return mm_lmdb_fail(mrc, "create environment");
 	/* A read-only opener maps the size the writer recorded, so that it can
 	 * read however far the writer's map_size lets the data grow. */
 	if ((mrc = mdb_env_set_maxdbs(env, 4)) ||
 	    (!read_only && (mrc = mdb_env_set_mapsize(env, (size_t)cfg.map_size))) ||
 	    (mrc = mdb_env_set_maxreaders(env, (unsigned)cfg.max_readers))) {
-		rc = lmdb_fail(mrc, "configure environment");
+		rc = mm_lmdb_fail(mrc, "configure environment");
 		goto fail;
 	}
 	if (read_only)
@@ -1354,7 +696,7 @@ static int lmdb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_on
 		goto fail;
 	}
 	if (mrc) {
-		rc = lmdb_fail(mrc, "open environment");
+		rc = mm_lmdb_fail(mrc, "open environment");
 		goto fail;
 	}
 	if (mdb_env_get_maxkeysize(env) < LMDB_KEY_MAX) {
@@ -1387,13 +729,10 @@ fail:
 static void lmdb_close(mm_store_t *base)
 {
 	mm_lmdb_t *st = (mm_lmdb_t *)base;
-	size_t i;
 
 	assert(st->inflight == 0);
 	mdb_env_close(st->env);
-	for (i = 0; i < st->nsweep; i++)
-		mm_buf_free(&st->sweep[i]);
-	free(st->sweep);
+	mm_lmdb_sweep_free(st);
 	free(st);
 }
 
@@ -1404,11 +743,11 @@ const mm_store_vtable_t mm_store_lmdb_vtable = {
 	.open = lmdb_open,
 	.apply = lmdb_apply,
 	.get_many = lmdb_get_many,
-	.get_position = lmdb_get_position,
-	.get_meta = lmdb_get_meta,
-	.read_meta = lmdb_read_meta,
-	.put_meta = lmdb_put_meta,
-	.list_meta = lmdb_list_meta,
+	.get_position = mm_lmdb_get_position,
+	.get_meta = mm_lmdb_get_meta,
+	.read_meta = mm_lmdb_read_meta,
+	.put_meta = mm_lmdb_put_meta,
+	.list_meta = mm_lmdb_list_meta,
 	.close = lmdb_close,
-	.claim = lmdb_claim,
+	.claim = mm_lmdb_claim,
 };

@@ -1,0 +1,182 @@
+/*
+ * lmdb_impl.h: what the files of the embedded store share (private to
+ * engine/store/lmdb*.c; the store is reached through mm_store_lmdb_vtable).
+ *
+ * The store is one struct (mm_lmdb_t) that every file reads; each file owns
+ * one seam of it:
+ *   lmdb.c         the layout, options, apply (deltas, purges), get_many,
+ *                  the thread-pool work items, the map release, open/close
+ *   lmdb_key.c     key encoding, the lookup of hashed identifiers, errors
+ *   lmdb_dedup.c   dedup marks: claim(), marks written by apply(), their
+ *                  expiry
+ *   lmdb_meta.c    positions and pipeline descriptors (metadata)
+ *   lmdb_format.c  the record decoders, fuzzed on their own (lmdb_format.h)
+ *
+ * Threads: the work functions run on a libuv pool thread, everything else on
+ * the loop thread, as lmdb.c's design comment explains.
+ */
+#ifndef MM_LMDB_IMPL_H
+#define MM_LMDB_IMPL_H
+
+#include <lmdb.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "lmdb_format.h"
+#include "store.h"
+
+#define LMDB_KEY_MAX MM_LMDB_KEY_MAX
+#define LMDB_NS_MAX 128
+#define LMDB_HASH_SEED 0x6d757275726d6462ULL /* "murmurdb" */
+#define LMDB_SIGN (1ULL << 63)
+
+typedef struct mm_lmdb {
+	mm_store_t base;
+	MDB_env *env;
+	MDB_dbi dbi_state, dbi_pos, dbi_seen, dbi_meta;
+	int read_only;
+	unsigned inflight;
+	/* Per namespace, the "seen" key where the next mark sweep starts; each
+	 * begins with the namespace prefix. Only the apply in flight (at most
+	 * one) touches them, on its pool thread. */
+	mm_buf_t *sweep;
+	size_t nsweep;
+	/* Where LMDB mapped the data file and its page size, for
+	 * lmdb_map_release(); map_addr is NULL for a read-only opener, or when
+	 * the mapping could not be found. */
+	void *map_addr;
+	size_t map_len, psize;
+} mm_lmdb_t;
+
+/* One apply(), get_many(), claim(), position or metadata call on its way
+ * through the thread pool. */
+typedef struct lmdb_work {
+	uv_work_t req;
+	mm_lmdb_t *st;
+	mm_store_cb cb;
+	void *arg;
+	mm_flush_t *f;          /* apply */
+	int inject;             /* apply: fail with an injected MM_ENOSPC */
+	mm_claim_t *claims;     /* claim */
+	const mm_ns_t *ns;      /* get_many, claim */
+	/* get_position, get_meta (name -> out) and put_meta (name, bytes) */
+	MDB_dbi dbi;
+	const char *name, *what;
+	mm_buf_t *out;
+	const uint8_t *bytes;
+	const mm_key_t *keys;
+	size_t n;
+	void *states;
+	uint8_t *found;
+	int64_t now_ms;
+	int status;             /* set on the pool thread, read in after_work */
+	char detail[512];
+} lmdb_work_t;
+
+/*
+ * A key under construction. For a hashed identifier `len` stops before SEQ,
+ * which mm_lmdb_find appends once it knows which record is the identifier's.
+ */
+typedef struct lmdb_key {
+	uint8_t b[LMDB_KEY_MAX];
+	size_t len;
+	int hashed;
+	const char *ns;         /* for messages */
+	const uint8_t *id;      /* the entity or dedup id */
+	size_t idlen;
+	int has_bucket;
+	int64_t bucket;
+} lmdb_key_t;
+
+static inline void put_u16be(uint8_t *p, size_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static inline size_t get_u16be(const uint8_t *p)
+{
+	return (size_t)p[0] << 8 | p[1];
+}
+
+static inline void put_u64be(uint8_t *p, uint64_t v)
+{
+	int i;
+
+	for (i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static inline void put_bucket(uint8_t *p, int64_t bucket)
+{
+	put_u64be(p, (uint64_t)bucket ^ LMDB_SIGN);
+}
+
+/* Writes the namespace prefix (u8 length, name) and returns its length. */
+static inline size_t ns_prefix(uint8_t *p, const char *name)
+{
+	size_t n = strlen(name);
+
+	p[0] = (uint8_t)n;
+	memcpy(p + 1, name, n);
+	return 1 + n;
+}
+
+/* lmdb_key.c */
+
+/* Maps an LMDB or errno code to an MM_E* code and sets the diagnostics
+ * ("lmdb: WHAT: reason"); returns the code. */
+int mm_lmdb_fail(int mrc, const char *what);
+/* The wall clock in ms since the epoch. */
+int64_t mm_lmdb_now_ms(void);
+/* The key of a state and of a dedup mark (inline or hashed, see lmdb.c). */
+void mm_lmdb_state_key(lmdb_key_t *k, const char *ns, const mm_key_t *key);
+void mm_lmdb_mark_key(lmdb_key_t *k, const char *ns, const char *id, size_t len);
+/* MM_ECORRUPT naming the record of k and why. */
+int mm_lmdb_corrupt(const lmdb_key_t *k, const char *why);
+/* Looks k up in dbi, completing a hashed key with its SEQ: *found tells
+ * whether val holds the record (valid until the next write in txn). */
+int mm_lmdb_find(MDB_txn *txn, MDB_dbi dbi, lmdb_key_t *k, MDB_val *val, int *found);
+/* Orders identifiers as their keys sort: namespace length and bytes, then
+ * identifier length and bytes. */
+int mm_lmdb_cmp_ident(const char *ans, const char *bns, const char *a, size_t alen,
+		      const char *b, size_t blen);
+
+/* lmdb.c */
+
+/* Records the outcome of pool work (copies the diagnostics detail). */
+void mm_lmdb_work_finish(lmdb_work_t *w, int rc);
+/* Queues w (calloc'ed) on the thread pool; frees it if that fails. */
+int mm_lmdb_queue(mm_lmdb_t *st, lmdb_work_t *w, uv_work_cb work);
+/* A work item reading n items of ns as of now; NULL when out of memory. */
+lmdb_work_t *mm_lmdb_reader_new(mm_store_t *base, const mm_ns_t *ns, size_t n, mm_store_cb cb,
+				void *arg);
+
+/* lmdb_dedup.c */
+
+/* Sorts a flush's marks into key order (pool thread, before the writes). */
+void mm_lmdb_sort_marks(mm_mark_t *marks, size_t n);
+/* Stores a mark, keeping the later expiry if the id is already marked. */
+int mm_lmdb_apply_mark(mm_lmdb_t *st, MDB_txn *txn, const mm_mark_t *mk, mm_buf_t *vb);
+/* Deletes some expired marks of ns (a purge's share of the sweep). */
+int mm_lmdb_sweep_marks(mm_lmdb_t *st, MDB_txn *txn, const mm_ns_t *ns, int64_t now_ms);
+/* Frees the sweep positions (close). */
+void mm_lmdb_sweep_free(mm_lmdb_t *st);
+int mm_lmdb_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
+		  mm_store_cb cb, void *arg);
+
+/* lmdb_meta.c */
+
+/* Writes a source's position in the apply's transaction. */
+int mm_lmdb_put_position(mm_lmdb_t *st, MDB_txn *txn, const mm_position_t *p);
+int mm_lmdb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			 void *arg);
+int mm_lmdb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
+		     void *arg);
+int mm_lmdb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out);
+int mm_lmdb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
+		     mm_store_cb cb, void *arg);
+int mm_lmdb_list_meta(mm_store_t *base, mm_buf_t *out);
+
+#endif
