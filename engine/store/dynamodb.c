@@ -255,31 +255,7 @@ static void ddb_free(mm_ddb_t *st)
 	free(st->url);
 	free(st->host);
 	free(st->owner);
-	free(st->kv);
 	free(st);
-}
-
-/* Keeps a copy of the options: a roll-forward opens a second instance with
- * them (dynamodb_intent.c). One allocation, the strings after the array. */
-static int keep_options(mm_ddb_t *st, const mm_kv_t *kv, size_t nkv)
-{
-	size_t i, size = (nkv + 1) * sizeof(mm_kv_t);
-	char *p;
-
-	for (i = 0; i < nkv; i++)
-		size += strlen(kv[i].key) + strlen(kv[i].value) + 2;
-	if ((st->kv = malloc(size)) == NULL)
-		return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
-	p = (char *)(st->kv + nkv + 1);
-	for (i = 0; i < nkv; i++) {
-		size_t kl = strlen(kv[i].key) + 1, vl = strlen(kv[i].value) + 1;
-
-		st->kv[i].key = memcpy(p, kv[i].key, kl);
-		st->kv[i].value = memcpy(p + kl, kv[i].value, vl);
-		p += kl + vl;
-	}
-	st->nkv = nkv;
-	return 0;
 }
 
 static void ddb_handle_gone(mm_ddb_t *st)
@@ -383,8 +359,7 @@ static int ddb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_onl
 	st->base.loop = loop;
 	st->read_only = read_only;
 	st->ttl_state = "unchanged";
-	if ((rc = mm_options_apply(ddb_options, "dynamodb", kv, nkv, &st->cfg)) ||
-	    (rc = keep_options(st, kv, nkv)))
+	if ((rc = mm_options_apply(ddb_options, "dynamodb", kv, nkv, &st->cfg)))
 		goto fail;
 	if (st->cfg.max_inflight < 1 || st->cfg.max_inflight > 1024 || st->cfg.max_attempts < 1 ||
 	    st->cfg.request_timeout_ms < 1 || st->cfg.token_ttl_ms < 60000 || st->cfg.lease_ms < 100) {

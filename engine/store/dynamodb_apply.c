@@ -32,6 +32,7 @@
  */
 static int build_add(mm_ddb_t *st, ddb_slot_t *sl, const mm_delta_t *d, uint64_t seq)
 {
+	const ddb_job_t *job = sl->job;
 	mm_buf_t *b = &sl->body;
 	char num[64];
 	int rc, ttl = has_ttl(d->expire_ms);
@@ -43,7 +44,7 @@ static int build_add(mm_ddb_t *st, ddb_slot_t *sl, const mm_delta_t *d, uint64_t
 	    (ttl && (rc = PUT(b, ", #t = :t"))) ||
 	    (rc = PUT(b, "\",\"ConditionExpression\":\"attribute_not_exists(#w) OR #w < :s\""
 			 ",\"ExpressionAttributeNames\":{\"#v\":\"v\",\"#w\":\"")) ||
-	    (rc = mm_ddb_put_str(b, st->writer_attr)) || (rc = PUT(b, "\"")) ||
+	    (rc = mm_ddb_put_str(b, job->writer_attr)) || (rc = PUT(b, "\"")) ||
 	    (ttl && (rc = PUT(b, ",\"#t\":\"ttl\""))) ||
 	    (rc = PUT(b, "},\"ExpressionAttributeValues\":{\":d\":{\"N\":\"")) ||
 	    (rc = mm_ddb_put_str(b, num)) || (rc = PUT(b, "\"},\":s\":")) || (rc = mm_ddb_put_n(b, (int64_t)seq)))
@@ -106,10 +107,11 @@ static int build_mark(mm_ddb_t *st, ddb_slot_t *sl, const mm_mark_t *mk, int64_t
  */
 static int build_commit(mm_ddb_t *st, ddb_slot_t *sl, const mm_flush_t *f)
 {
+	const ddb_job_t *job = sl->job;
 	mm_buf_t *b = &sl->body;
-	int64_t until = st->rf ? st->rf_commit_until : mm_ddb_commit_until(f);
+	int64_t until = job->rf ? job->rf_commit_until : mm_ddb_commit_until(f);
 	char tag[64];
-	int n = mm_ddb_tag_of(st, tag, sizeof(tag));
+	int n = snprintf(tag, sizeof(tag), "%s#%" PRIu64, job->writer_attr + 2, job->commit_seq);
 	int rc;
 
 	if ((rc = mm_ddb_commit_pk(&sl->pk, tag, (size_t)n)) ||
@@ -142,13 +144,13 @@ static int build_pos(mm_ddb_t *st, ddb_slot_t *sl, const mm_position_t *pos)
 	    (rc = PUT(b, ",\"v\":{\"B\":\"")) ||
 	    (pos->len > 0 && (rc = mm_base64_encode(pos->pos, pos->len, b))))
 		return rc;
-	if (!st->rf && !job->want_intent && !job->intent_durable)
+	if (!job->rf && !job->want_intent && !job->intent_durable)
 		return PUT(b, "\"}}}");
 	if ((rc = PUT(b, "\"}},\"ConditionExpression\":\"begins_with(#pd, :pf)\","
 			 "\"ExpressionAttributeNames\":{\"#pd\":\"pend\"},"
 			 "\"ExpressionAttributeValues\":{\":pf\":{\"S\":")))
 		return rc;
-	return mm_buf_printf(b, "\"%s#%" PRIu64 "#\"}}}", st->writer_attr + 2, job->seq);
+	return mm_buf_printf(b, "\"%s#%" PRIu64 "#\"}}}", job->writer_attr + 2, job->seq);
 }
 
 static int cas_write(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item);
@@ -330,15 +332,16 @@ int mm_ddb_start_apply_item(ddb_slot_t *sl)
 	return rc ? rc : mm_ddb_slot_send(sl);
 }
 
-static int is_stale_token(mm_ddb_t *st, const mm_jnode_t *attr, int64_t now_ms)
+static int is_stale_token(const mm_ddb_t *st, const ddb_job_t *job, const mm_jnode_t *attr)
 {
+	int64_t now_ms = job->now_ms;
 	const mm_jnode_t *n;
 	int is_int = 0;
 	int64_t v = 0;
 	double d;
 
 	if (attr->key_len < 3 || memcmp(attr->key, "w_", 2) != 0 ||
-	    strcmp(attr->key, st->writer_attr) == 0)
+	    strcmp(attr->key, job->writer_attr) == 0)
 		return 0;
 	n = mm_jnode_get(attr, "N");
 	if (n == NULL || n->type != MM_JSON_STRING || mm_json_number(n->s, n->len, &is_int, &v, &d))
@@ -356,7 +359,7 @@ static int start_prune(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item)
 	int n = 0, i, rc;
 
 	for (a = item ? item->child : NULL; a && n < DDB_PRUNE_MAX; a = a->next)
-		n += is_stale_token(st, a, sl->job->now_ms);
+		n += is_stale_token(st, sl->job, a);
 	if (n == 0)
 		return 0;
 	if ((rc = mm_ddb_put_head(st, b, &sl->pk, d->key.bucket)) || (rc = PUT(b, ",\"UpdateExpression\":\"REMOVE ")))
@@ -372,7 +375,7 @@ static int start_prune(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item)
 	if ((rc = PUT(b, "\",\"ExpressionAttributeNames\":{")))
 		return rc;
 	for (a = item->child, i = 0; a && i < n; a = a->next) {
-		if (!is_stale_token(st, a, sl->job->now_ms))
+		if (!is_stale_token(st, sl->job, a))
 			continue;
 		if ((rc = mm_buf_printf(b, "%s\"#p%d\":", i ? "," : "", i)) ||
 		    (rc = mm_json_quote(a->key, a->key_len, b)))
@@ -384,7 +387,7 @@ static int start_prune(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item)
 	for (a = item->child, i = 0; a && i < n; a = a->next) {
 		const mm_jnode_t *v;
 
-		if (!is_stale_token(st, a, sl->job->now_ms))
+		if (!is_stale_token(st, sl->job, a))
 			continue;
 		v = mm_jnode_get(a, "N");
 		if ((rc = mm_buf_printf(b, "%s\":p%d\":{\"N\":", i ? "," : "", i)) ||
@@ -415,7 +418,7 @@ static int cas_write(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item)
 	mm_buf_t *b = &sl->body;
 	const mm_jnode_t *a;
 	int ok = 0, rc, ttl = has_ttl(d->expire_ms), np = 0, i;
-	int64_t token = item ? mm_ddb_attr_i64(item, st->writer_attr, &ok) : 0;
+	int64_t token = item ? mm_ddb_attr_i64(item, job->writer_attr, &ok) : 0;
 
 	if (item && ok && (uint64_t)token >= job->seq)
 		return 1;
@@ -442,7 +445,7 @@ static int cas_write(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item)
 				ttl ? ", #t = :t" : "")))
 		goto out;
 	for (a = item ? item->child : NULL; a && np < DDB_PRUNE_MAX; a = a->next) {
-		if (!is_stale_token(st, a, job->now_ms))
+		if (!is_stale_token(st, job, a))
 			continue;
 		if ((rc = mm_buf_printf(b, "%s#p%d", np ? ", " : " REMOVE ", np)))
 			goto out;
@@ -454,10 +457,10 @@ static int cas_write(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item)
 					       : "attribute_not_exists(#ver)")) ||
 	    (rc = mm_buf_printf(b, ",\"ExpressionAttributeNames\":{\"#v\":\"v\",\"#ver\":\"ver\","
 				   "\"#w\":\"%s\"%s",
-				st->writer_attr, ttl ? ",\"#t\":\"ttl\"" : "")))
+				job->writer_attr, ttl ? ",\"#t\":\"ttl\"" : "")))
 		goto out;
 	for (a = item ? item->child : NULL, i = 0; a && i < np; a = a->next) {
-		if (!is_stale_token(st, a, job->now_ms))
+		if (!is_stale_token(st, job, a))
 			continue;
 		if ((rc = mm_buf_printf(b, ",\"#p%d\":", i++)) ||
 		    (rc = mm_json_quote(a->key, a->key_len, b)))
@@ -498,7 +501,7 @@ void mm_ddb_apply_answer(ddb_slot_t *sl, int cond)
 			st->stats.replays_skipped++;
 		} else {
 			job->writes++;
-			mm_ddb_errinj_delta(st);
+			mm_ddb_errinj_delta(st, job);
 			if (start_prune(st, sl, mm_jnode_get(sl->tree.root, "Attributes")) == 1)
 				return;
 		}
@@ -510,7 +513,7 @@ void mm_ddb_apply_answer(ddb_slot_t *sl, int cond)
 	case K_MINMAX:
 		f->delta_done[sl->item] = 1;
 		job->writes += !cond;
-		mm_ddb_errinj_delta(st);
+		mm_ddb_errinj_delta(st, job);
 		mm_ddb_slot_finish(sl, 0, NULL);
 		return;
 	case K_CAS_BATCH:
@@ -533,7 +536,7 @@ void mm_ddb_apply_answer(ddb_slot_t *sl, int cond)
 		if (!cond) {
 			f->delta_done[sl->item] = 1;
 			job->writes++;
-			mm_ddb_errinj_delta(st);
+			mm_ddb_errinj_delta(st, job);
 			if (sl->in_chunk) {
 				sl->cas_pos++;
 				cas_next(sl);
@@ -615,33 +618,51 @@ static int apply_plan(mm_ddb_t *st, ddb_job_t *job)
 	return 0;
 }
 
-int mm_ddb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg)
+/* A new apply job of f for st's own writer (the caller sets seq). */
+static ddb_job_t *apply_new(mm_ddb_t *st, mm_flush_t *f, mm_store_cb cb, void *arg)
 {
-	mm_ddb_t *st = (mm_ddb_t *)base;
 	ddb_job_t *job;
-	int rc;
 
-	if (st->read_only)
-		return mm_diag_set(MM_ENOTSUP, "dynamodb: apply on a store opened read-only");
-	if ((f->ndeltas && !f->delta_done) || (f->nmarks && !f->mark_done))
-		return mm_diag_set(MM_EINVAL, "dynamodb: a flush needs delta_done and mark_done");
+	if (st->read_only) {
+		mm_diag_set(MM_ENOTSUP, "dynamodb: apply on a store opened read-only");
+		return NULL;
+	}
+	if ((f->ndeltas && !f->delta_done) || (f->nmarks && !f->mark_done)) {
+		mm_diag_set(MM_EINVAL, "dynamodb: a flush needs delta_done and mark_done");
+		return NULL;
+	}
 	job = calloc(1, sizeof(*job));
-	if (job == NULL)
-		return mm_diag_set(MM_ENOMEM, "dynamodb: cannot allocate an apply");
+	if (job == NULL) {
+		mm_diag_set(MM_ENOMEM, "dynamodb: cannot allocate an apply");
+		return NULL;
+	}
 	job->kind = J_APPLY;
 	job->cb = cb;
 	job->arg = arg;
 	job->t0 = uv_hrtime();
 	job->f = f;
 	job->now_ms = f->now_ms ? f->now_ms : mm_ddb_now_ms();
+	memcpy(job->writer_attr, st->writer_attr, sizeof(job->writer_attr));
+	job->commit_seq = st->commit_seq;
 	/* No items in P_START: the scheduler moves on to the first phase with
 	 * work at once. */
 	job->phase = P_START;
 	if (apply_plan(st, job)) {
 		free(job);
-		return mm_diag_set(MM_ENOMEM, "dynamodb: cannot plan an apply of %zu deltas",
-				   f->ndeltas);
+		mm_diag_set(MM_ENOMEM, "dynamodb: cannot plan an apply of %zu deltas", f->ndeltas);
+		return NULL;
 	}
+	return job;
+}
+
+int mm_ddb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg)
+{
+	mm_ddb_t *st = (mm_ddb_t *)base;
+	ddb_job_t *job = apply_new(st, f, cb, arg);
+	int rc;
+
+	if (job == NULL)
+		return mm_diag_code();
 	if (f == st->retry_flush) {
 		job->seq = st->retry_seq;
 	} else {
@@ -654,6 +675,24 @@ int mm_ddb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg)
 		mm_ddb_job_free(job);
 		return rc;
 	}
+	mm_ddb_enqueue(st, job);
+	return 0;
+}
+
+int mm_ddb_apply_rf(mm_ddb_t *st, mm_flush_t *f, const char *writer, uint64_t seq,
+		    uint64_t commit_seq, int has_commit, int64_t commit_until, mm_store_cb cb,
+		    void *arg)
+{
+	ddb_job_t *job = apply_new(st, f, cb, arg);
+
+	if (job == NULL)
+		return mm_diag_code();
+	snprintf(job->writer_attr, sizeof(job->writer_attr), "w_%.16s", writer);
+	job->seq = seq;
+	job->commit_seq = commit_seq;
+	job->rf = 1;
+	job->rf_has_commit = has_commit;
+	job->rf_commit_until = commit_until;
 	mm_ddb_enqueue(st, job);
 	return 0;
 }
@@ -702,7 +741,7 @@ int mm_ddb_apply_next_phase(mm_ddb_t *st, ddb_job_t *job)
 			job->nitems = job->delta_items;
 			break;
 		case P_COMMIT:
-			job->nitems = st->rf ? (size_t)st->rf_has_commit : (f->nmarks > 0);
+			job->nitems = job->rf ? (size_t)job->rf_has_commit : (f->nmarks > 0);
 			break;
 		case P_MARKS:
 			job->nitems = f->nmarks;
@@ -721,6 +760,12 @@ int mm_ddb_apply_next_phase(mm_ddb_t *st, ddb_job_t *job)
  * retry (the same mm_flush_t) reuses its sequence number. */
 void mm_ddb_apply_done(mm_ddb_t *st, ddb_job_t *job, uint64_t ns)
 {
+	/* A roll-forward is not this writer's flush: its sequence, commit
+	 * record and retry are the intent's. */
+	if (job->rf) {
+		st->stats.rolled_forward += job->rc == 0;
+		return;
+	}
 	if (job->rc == 0) {
 		job->f->writes = job->writes;
 		job->f->purged = 0;

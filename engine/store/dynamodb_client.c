@@ -192,6 +192,29 @@ static void job_fail(ddb_job_t *job, int rc, const char *what, const char *detai
 	}
 }
 
+/* The wait counts as an item in flight, so the scheduler neither completes
+ * the job nor gives it a slot for it. */
+void mm_ddb_job_wait(ddb_job_t *job)
+{
+	job->outstanding++;
+}
+
+void mm_ddb_job_resume(mm_ddb_t *st, ddb_job_t *job, int rc, const char *detail)
+{
+	job->outstanding--;
+	if (rc) {
+		/* The detail names its request already ("dynamodb: GetItem: ..."). */
+		if (job->rc == 0) {
+			job->rc = rc;
+			snprintf(job->detail, sizeof(job->detail), "%s", detail ? detail : "");
+		}
+		job->stop = 1;
+	}
+	/* Called from another job's completion, inside the pump or not: the
+	 * next turn of the pump completes or restarts this one. */
+	uv_timer_start(&st->kick, on_kick, 0, 0);
+}
+
 /* Ends the slot's item: bookkeeping only; the caller pumps. */
 void mm_ddb_slot_finish(ddb_slot_t *sl, int rc, const char *detail)
 {
@@ -294,6 +317,7 @@ void mm_ddb_job_free(ddb_job_t *job)
 	for (int i = 0; i < DDB_CALL_MAX; i++)
 		mm_buf_free(&job->call_body[i]);
 	mm_buf_free(&job->call_pk);
+	mm_ddb_rf_free(job->call_rf);
 	free(job->idx);
 	free(job->grp);
 	free(job->single);
@@ -386,7 +410,7 @@ static void on_response(void *arg, const mm_http_response_t *res)
 	if (sl->job->kind == J_APPLY)
 		mm_ddb_apply_answer(sl, cls == R_COND);
 	else if (sl->job->kind == J_GET || sl->job->kind == J_CALL) {
-		if (cls == R_COND)
+		if (cls == R_COND && !sl->job->call_cond_ok)
 			mm_ddb_slot_finish(sl, MM_ESTORE, detail);
 		else if (sl->job->kind == J_GET)
 			mm_ddb_get_answer(sl);

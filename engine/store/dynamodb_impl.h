@@ -141,6 +141,14 @@ typedef struct ddb_job {
 	mm_buf_t intent;
 	size_t nchunks;
 	int want_intent, intent_durable;
+	/* Whose flush this apply writes: this store's writer, or for a
+	 * roll-forward (rf) the intent's writer, whose replay tokens, commit
+	 * record and position condition it reproduces. A roll-forward writes no
+	 * intent of its own and takes its commit record from the intent. */
+	char writer_attr[24];   /* "w_<16 hex>" */
+	uint64_t commit_seq;
+	int rf, rf_has_commit;
+	int64_t rf_commit_until;
 	/* get_many */
 	const mm_ns_t *ns;
 	const mm_key_t *keys;
@@ -154,8 +162,11 @@ typedef struct ddb_job {
 	const char *call_target[DDB_CALL_MAX];
 	mm_buf_t call_body[DDB_CALL_MAX];
 	mm_buf_t *call_out;
+	const char *call_attr;  /* the attribute decoded: "v", or "d" of an intent */
+	int call_cond_ok;       /* ConditionalCheckFailed is an answer, not an error */
 	mm_buf_t call_pk;       /* a position read: its key, for rolling forward */
 	int call_rounds;        /* intents rolled forward by this read */
+	struct ddb_rf *call_rf; /* the roll-forward this read waits for, owned */
 	/* claims */
 	mm_claim_t *claims;
 	size_t nclaims;
@@ -221,16 +232,7 @@ struct mm_ddb {
 	const mm_flush_t *retry_flush;
 	uint64_t retry_seq;
 	int retry_intent_durable;
-	/* A second instance that rolls another writer's flush forward
-	 * (dynamodb_intent.c) writes no intent of its own and takes its commit
-	 * record from the intent. */
-	int rf, rf_has_commit;
-	int64_t rf_commit_until;
 	uint64_t errinj_deltas; /* deltas written, for MURMUR_ERRINJ_DDB_KILL_AFTER_DELTAS */
-	/* The options it was opened with (a roll-forward opens a second
-	 * instance with them): one allocation, strings after the array. */
-	mm_kv_t *kv;
-	size_t nkv;
 	/* scheduling */
 	ddb_slot_t *slots;
 	size_t nslots;
@@ -287,6 +289,11 @@ int mm_ddb_item_expired(const mm_jnode_t *item, int64_t now_ms);
 
 int64_t mm_ddb_now_ms(void);
 void mm_ddb_enqueue(mm_ddb_t *st, ddb_job_t *job);
+/* A job waits for other jobs (a position read for its roll-forward): it
+ * holds no slot and is not completed until mm_ddb_job_resume, which fails it
+ * when rc is not 0. */
+void mm_ddb_job_wait(ddb_job_t *job);
+void mm_ddb_job_resume(mm_ddb_t *st, ddb_job_t *job, int rc, const char *detail);
 void mm_ddb_job_free(ddb_job_t *job);
 int mm_ddb_slot_send(ddb_slot_t *sl);
 void mm_ddb_slot_send_later(ddb_slot_t *sl, uint64_t delay_ms);
@@ -299,6 +306,12 @@ int mm_ddb_call_sync(mm_ddb_t *st, const char *target);
 /* ---- dynamodb_apply.c ---- */
 
 int mm_ddb_apply(mm_store_t *base, mm_flush_t *f, mm_store_cb cb, void *arg);
+/* Queues the apply of another writer's flush f (a decoded intent): writer
+ * is its 16 hex digits, seq its sequence number, commit_seq the number of
+ * its commit record, written when has_commit, with the lifetime until. */
+int mm_ddb_apply_rf(mm_ddb_t *st, mm_flush_t *f, const char *writer, uint64_t seq,
+		    uint64_t commit_seq, int has_commit, int64_t commit_until, mm_store_cb cb,
+		    void *arg);
 int mm_ddb_start_apply_item(ddb_slot_t *sl);
 void mm_ddb_apply_answer(ddb_slot_t *sl, int cond);
 int mm_ddb_apply_item_done(const ddb_job_t *job, size_t i);
@@ -310,10 +323,17 @@ void mm_ddb_apply_done(mm_ddb_t *st, ddb_job_t *job, uint64_t ns);
 int64_t mm_ddb_commit_until(const mm_flush_t *f);
 int mm_ddb_intent_plan(mm_ddb_t *st, ddb_job_t *job);
 int mm_ddb_start_intent_item(ddb_slot_t *sl);
-void mm_ddb_errinj_delta(mm_ddb_t *st);
-/* Finishes the flush named tag ("<writer>#<seq>#<chunks>", n bytes) that the
- * position item pos_pk points to; blocking, on the caller's thread. */
-int mm_ddb_rollforward(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_t n);
+void mm_ddb_errinj_delta(mm_ddb_t *st, const ddb_job_t *job);
+/* Starts finishing the flush named tag ("<writer>#<seq>#<chunks>", n bytes)
+ * that the position item pos_pk points to, through jobs of st on the loop;
+ * cb(arg, rc, detail) once it is done (0 also when the intent was too old or
+ * gone and the pointer was removed). On success *out is the roll-forward,
+ * owned by the caller, who frees it with mm_ddb_rf_free once cb ran or when
+ * the store closes (then cb never runs). On error cb is never called. */
+int mm_ddb_rf_start(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_t n,
+		    mm_store_cb cb, void *arg, struct ddb_rf **out);
+void mm_ddb_rf_free(struct ddb_rf *rf);
+mm_ddb_t *mm_ddb_rf_store(const struct ddb_rf *rf);
 
 /* ---- dynamodb_read.c ---- */
 
@@ -329,6 +349,14 @@ int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_sto
 int mm_ddb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out);
 int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
 		    mm_store_cb cb, void *arg);
+/* Queues a consistent GetItem of (pk, sk) whose attribute attr (B) is
+ * appended to out (MM_ENOTFOUND when absent). */
+int mm_ddb_call_get(mm_ddb_t *st, const mm_buf_t *pk, int64_t sk, const char *attr,
+		    mm_buf_t *out, mm_store_cb cb, void *arg);
+/* Queues one request of target with body (taken over: *body is left
+ * empty) whose answer is not read; a failed condition counts as done. */
+int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, mm_store_cb cb,
+		      void *arg);
 int mm_ddb_start_call_item(ddb_slot_t *sl);
 void mm_ddb_call_answer(ddb_slot_t *sl);
 int mm_ddb_list_meta(mm_store_t *base, mm_buf_t *out);

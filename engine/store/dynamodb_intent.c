@@ -26,9 +26,12 @@
  * durable, its records are read again) or a pointer whose flush is finished
  * before anybody reads on (none of its records is read again).
  *
- * The roll-forward runs inside get_position, which the store interface
- * still makes synchronous: it opens a second instance of the store on a
- * private loop with the writer's identity and runs an ordinary apply there.
+ * The roll-forward runs on the store's own request slots, like any job: the
+ * position read that found the pointer waits (holding no slot) while the
+ * intent's chunks are read and its flush is applied as an apply job with the
+ * writer's identity (ddb_job_t.writer_attr), and reads the position again
+ * when that is done; a failed roll-forward fails the read, which the engine
+ * retries. The engine's loop is never blocked by it.
  *
  * Blob (little-endian): u32 magic "MMI1", u64 seq, u64 commit_seq, u8 has
  * commit, i64 commit until (ms); u32 namespaces { u16 name length, name,
@@ -105,7 +108,7 @@ static int intent_encode(mm_ddb_t *st, ddb_job_t *job)
 	b->len = 0;
 	rc |= mm_buf_put_u32le(b, INTENT_MAGIC);
 	rc |= mm_buf_put_u64le(b, job->seq);
-	rc |= mm_buf_put_u64le(b, st->commit_seq);
+	rc |= mm_buf_put_u64le(b, job->commit_seq);
 	rc |= mm_buf_put_u8(b, f->nmarks > 0);
 	rc |= mm_buf_put_u64le(b, (uint64_t)mm_ddb_commit_until(f));
 	for (i = 0; i < f->ndeltas; i++) {
@@ -158,7 +161,7 @@ int mm_ddb_intent_plan(mm_ddb_t *st, ddb_job_t *job)
 	int rc;
 
 	job->intent_durable = f == st->retry_flush && st->retry_intent_durable;
-	if (st->rf || !st->cfg.positions || f->npositions == 0 || f->ndeltas == 0 ||
+	if (!st->cfg.positions || f->npositions == 0 || f->ndeltas == 0 ||
 	    job->intent_durable)
 		return 0;
 	if ((rc = intent_encode(st, job)))
@@ -187,7 +190,7 @@ static int build_chunk(mm_ddb_t *st, ddb_slot_t *sl)
 		n = DDB_INTENT_CHUNK;
 	sl->kind = K_INTENT;
 	sl->target = "PutItem";
-	if ((rc = intent_name(st->writer_attr, job->seq, &sl->pk)) ||
+	if ((rc = intent_name(job->writer_attr, job->seq, &sl->pk)) ||
 	    (rc = mm_ddb_put_item_start(st, b, &sl->pk, (int64_t)sl->item)) ||
 	    (rc = PUT(b, ",\"d\":{\"B\":\"")) || (rc = mm_base64_encode(job->intent.p + off, n, b)) ||
 	    (rc = PUT(b, "\"},\"ttl\":")) ||
@@ -212,7 +215,7 @@ static int build_pending(mm_ddb_t *st, ddb_slot_t *sl)
 	    (rc = mm_ddb_put_head(st, b, &sl->pk, DDB_SK_POS)) ||
 	    (rc = PUT(b, ",\"UpdateExpression\":\"SET #pd = :pd\",\"ExpressionAttributeNames\":"
 			 "{\"#pd\":\"pend\"},\"ExpressionAttributeValues\":{\":pd\":{\"S\":")) ||
-	    (rc = mm_buf_printf(b, "\"%s#%" PRIu64 "#%zu\"", st->writer_attr + 2, job->seq,
+	    (rc = mm_buf_printf(b, "\"%s#%" PRIu64 "#%zu\"", job->writer_attr + 2, job->seq,
 				job->nchunks)))
 		return rc;
 	return PUT(b, "}}}");
@@ -234,15 +237,16 @@ int mm_ddb_start_intent_item(ddb_slot_t *sl)
  * kill -9 spec aims at. A roll-forward is never killed (it would kill every
  * restart at the same point).
  */
-void mm_ddb_errinj_delta(mm_ddb_t *st)
+void mm_ddb_errinj_delta(mm_ddb_t *st, const ddb_job_t *job)
 {
 #ifdef MM_ERRINJ
 	const char *v = getenv("MURMUR_ERRINJ_DDB_KILL_AFTER_DELTAS");
 
-	if (v && *v && !st->rf && ++st->errinj_deltas == strtoull(v, NULL, 10))
+	if (v && *v && !job->rf && ++st->errinj_deltas == strtoull(v, NULL, 10))
 		raise(SIGKILL);
 #else
 	(void)st;
+	(void)job;
 #endif
 }
 
@@ -427,147 +431,187 @@ static int intent_decode(intent_t *in)
 	return 0;
 }
 
-/* Reads the nchunks chunks of the intent named pk into out. MM_ENOTFOUND
- * when one is gone (its ttl passed: older than token_ttl). */
-static int intent_read(mm_ddb_t *st, const mm_buf_t *pk, size_t nchunks, mm_buf_t *out)
-{
-	for (size_t k = 0; k < nchunks; k++) {
-		const mm_jnode_t *d;
-		int rc;
+/*
+ * The roll-forward of one intent, a chain of jobs on the store's own slots:
+ * the chunks are read one GetItem at a time (in order, appended to the
+ * blob), the intent is decoded and applied as its writer's flush
+ * (mm_ddb_apply_rf), and cb runs when that apply is done. An intent older
+ * than token_ttl, or one whose chunk is gone, is not applied: its pointer is
+ * removed instead (an UpdateItem conditional on the pointer being unchanged)
+ * and cb runs with 0.
+ */
+struct ddb_rf {
+	mm_ddb_t *st;
+	mm_buf_t pos_pk;        /* the position item that points to the intent */
+	mm_buf_t tag;           /* the pointer: "<writer>#<seq>#<chunks>" */
+	mm_buf_t pk;            /* "#intent#<writer>#<seq>" */
+	mm_buf_t body;          /* the request that removes the pointer */
+	char writer[17];
+	uint64_t seq;
+	size_t nchunks, chunk;
+	intent_t in;
+	mm_store_cb cb;
+	void *arg;
+};
 
-		if ((rc = mm_ddb_sync_get_body(st, (const char *)pk->p, pk->len, (int64_t)k)) ||
-		    (rc = mm_ddb_call_sync(st, "GetItem")))
-			return rc;
-		d = mm_jnode_get(mm_jnode_get(mm_jnode_get(st->sync_tree.root, "Item"), "d"), "B");
-		if (d == NULL || d->type != MM_JSON_STRING)
-			return mm_diag_set(MM_ENOTFOUND, "dynamodb: flush intent '%.*s' chunk %zu is gone",
-					   (int)pk->len, (const char *)pk->p, k);
-		if ((rc = mm_base64_decode(d->s, d->len, MM_BASE64_STRICT, out)))
-			return rc;
-	}
-	return 0;
+void mm_ddb_rf_free(struct ddb_rf *rf)
+{
+	if (rf == NULL)
+		return;
+	intent_free(&rf->in);
+	mm_buf_free(&rf->pos_pk);
+	mm_buf_free(&rf->tag);
+	mm_buf_free(&rf->pk);
+	mm_buf_free(&rf->body);
+	free(rf);
 }
 
-/* Removes the pointer pend = tag from the position item pos_pk (only if it
- * still names that intent). */
-static int clear_pending(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_t n)
+mm_ddb_t *mm_ddb_rf_store(const struct ddb_rf *rf)
 {
-	mm_buf_t *b = &st->sync_body;
+	return rf->st;
+}
+
+/* The last thing a roll-forward does: the callback may free rf. */
+static void rf_finish(struct ddb_rf *rf, int rc, const char *detail)
+{
+	rf->cb(rf->arg, rc, rc ? detail : "");
+}
+
+static void rf_fail(struct ddb_rf *rf, int rc)
+{
+	char detail[400];
+
+	snprintf(detail, sizeof(detail), "%s", mm_diag_msg());
+	rf_finish(rf, rc, detail);
+}
+
+static void on_cleared(void *arg, int status, const char *detail)
+{
+	rf_finish(arg, status, detail);
+}
+
+/* Removes the pointer from the position item, only if it still names this
+ * intent: otherwise somebody else moved the position on meanwhile. */
+static int rf_clear(struct ddb_rf *rf)
+{
+	mm_ddb_t *st = rf->st;
+	mm_buf_t *b = &rf->body;
 	int rc;
 
-	if ((rc = mm_ddb_put_head(st, b, pos_pk, DDB_SK_POS)) ||
+	mm_log(MM_LOG_ERROR, "dynamodb",
+	       "position '%.*s' names the unfinished flush %.*s, older than token_ttl or gone: "
+	       "it is not rolled forward, and its deltas that were written before its worker "
+	       "stopped may be counted again",
+	       (int)rf->pos_pk.len, (const char *)rf->pos_pk.p, (int)rf->tag.len,
+	       (const char *)rf->tag.p);
+	b->len = 0;
+	if ((rc = mm_ddb_put_head(st, b, &rf->pos_pk, DDB_SK_POS)) ||
 	    (rc = PUT(b, ",\"UpdateExpression\":\"REMOVE #pd\",\"ConditionExpression\":\"#pd = :pd\","
 			 "\"ExpressionAttributeNames\":{\"#pd\":\"pend\"},\"ExpressionAttributeValues\":"
 			 "{\":pd\":{\"S\":")) ||
-	    (rc = mm_json_quote(tag, n, b)) || (rc = PUT(b, "}}}")))
+	    (rc = mm_json_quote((const char *)rf->tag.p, rf->tag.len, b)) || (rc = PUT(b, "}}}")))
 		return rc;
-	rc = mm_ddb_call_sync(st, "UpdateItem");
-	/* Somebody else moved the position on meanwhile: nothing to clear. */
-	return rc && strcmp(st->sync_err, "ConditionalCheckFailedException") == 0 ? 0 : rc;
+	return mm_ddb_call_write(st, "UpdateItem", b, on_cleared, rf);
 }
 
-typedef struct rf_wait {
-	int done, status;
-	char detail[400];
-} rf_wait_t;
-
-static void on_rf_done(void *arg, int status, const char *detail)
+static void on_applied(void *arg, int status, const char *detail)
 {
-	rf_wait_t *w = arg;
+	struct ddb_rf *rf = arg;
 
-	w->done = 1;
-	w->status = status;
-	snprintf(w->detail, sizeof(w->detail), "%s", detail ? detail : "");
+	if (status == 0) {
+		if (rf->in.f.rejected)
+			mm_log(MM_LOG_ERROR, "dynamodb", "rolling a flush forward rejected %zu deltas: %s",
+			       rf->in.f.rejected, rf->in.f.reject_detail);
+		mm_log(MM_LOG_INFO, "dynamodb",
+		       "rolled forward the flush %.*s that its worker left unfinished: %zu deltas, "
+		       "%zu positions%s",
+		       (int)rf->tag.len, (const char *)rf->tag.p, rf->in.f.ndeltas,
+		       rf->in.f.npositions, rf->in.has_commit ? ", its commit record" : "");
+	}
+	rf_finish(rf, status, detail);
 }
 
-/* Applies the decoded intent as its writer would have, on a second instance
- * of the store on a private loop (the caller's loop may be running). */
-static int intent_apply(mm_ddb_t *st, intent_t *in, const char *writer, size_t wlen)
+/* Every chunk is read: decode the intent and apply it as its writer would. */
+static int rf_apply(struct ddb_rf *rf)
 {
-	mm_store_t *pb = NULL;
-	mm_ddb_t *priv;
-	rf_wait_t w = {0};
-	uv_loop_t loop;
+	intent_t *in = &rf->in;
 	int rc;
 
-	if (uv_loop_init(&loop) != 0)
-		return mm_diag_set(MM_ENOMEM, "dynamodb: cannot create a loop to roll a flush forward");
-	if ((rc = mm_store_dynamodb_vtable.open(&loop, st->kv, st->nkv, 0, &pb)))
-		goto out;
-	priv = (mm_ddb_t *)pb;
-	snprintf(priv->writer_attr, sizeof(priv->writer_attr), "w_%.*s", (int)wlen, writer);
-	priv->rf = 1;
-	priv->rf_has_commit = in->has_commit;
-	priv->rf_commit_until = in->commit_until;
-	priv->commit_seq = in->commit_seq;
-	priv->retry_flush = &in->f;
-	priv->retry_seq = in->seq;
+	if ((rc = intent_decode(in)))
+		return rc;
+	if (in->seq != rf->seq)
+		return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent %.*s holds sequence %" PRIu64,
+				   (int)rf->tag.len, (const char *)rf->tag.p, in->seq);
 	in->f.now_ms = mm_ddb_now_ms();
-	if ((rc = mm_ddb_apply(pb, &in->f, on_rf_done, &w)) == 0) {
-		while (!w.done)
-			uv_run(&loop, UV_RUN_ONCE);
-		if (w.status)
-			rc = mm_diag_set(w.status, "%s", w.detail);
-		else if (in->f.rejected)
-			mm_log(MM_LOG_ERROR, "dynamodb", "rolling a flush forward rejected %zu deltas: %s",
-			       in->f.rejected, in->f.reject_detail);
-	}
-	st->stats.rolled_forward += rc == 0;
-	pb->vt->close(pb);
-out:
-	uv_run(&loop, UV_RUN_DEFAULT);
-	uv_loop_close(&loop);
-	return rc;
+	return mm_ddb_apply_rf(rf->st, &in->f, rf->writer, in->seq, in->commit_seq,
+			       in->has_commit, in->commit_until, on_applied, rf);
 }
 
-int mm_ddb_rollforward(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_t n)
+static void on_chunk(void *arg, int status, const char *detail);
+
+static int rf_read_chunk(struct ddb_rf *rf)
 {
-	intent_t in = {0};
-	mm_buf_t pk = {0};
+	return mm_ddb_call_get(rf->st, &rf->pk, (int64_t)rf->chunk, "d", &rf->in.blob, on_chunk, rf);
+}
+
+static void on_chunk(void *arg, int status, const char *detail)
+{
+	struct ddb_rf *rf = arg;
+	int rc;
+
+	if (status == MM_ENOTFOUND)
+		rc = rf_clear(rf);
+	else if (status) {
+		rf_finish(rf, status, detail);
+		return;
+	} else if (++rf->chunk < rf->nchunks)
+		rc = rf_read_chunk(rf);
+	else
+		rc = rf_apply(rf);
+	if (rc)
+		rf_fail(rf, rc);
+}
+
+int mm_ddb_rf_start(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_t n,
+		    mm_store_cb cb, void *arg, struct ddb_rf **out)
+{
 	const char *h1 = memchr(tag, '#', n), *h2;
+	struct ddb_rf *rf;
 	char num[48];
-	uint64_t seq;
-	size_t nchunks, wlen;
+	size_t wlen;
 	int rc;
 
 	h2 = h1 ? memchr(h1 + 1, '#', (size_t)(tag + n - h1 - 1)) : NULL;
 	wlen = h1 ? (size_t)(h1 - tag) : 0;
 	if (h2 == NULL || wlen != 16 || (size_t)(tag + n - h2) >= sizeof(num) ||
-	    (size_t)(h2 - h1) >= sizeof(num))
+	    (size_t)(h2 - h1) >= sizeof(num) || h2[1] < '1' || h2[1] > '9')
 		return mm_diag_set(MM_ECORRUPT, "dynamodb: position '%.*s': bad pending flush '%.*s'",
 				   (int)pos_pk->len, (const char *)pos_pk->p, (int)n, tag);
+	if ((rf = calloc(1, sizeof(*rf))) == NULL)
+		return mm_diag_set(MM_ENOMEM, "dynamodb: cannot allocate a roll-forward");
+	rf->st = st;
+	rf->cb = cb;
+	rf->arg = arg;
+	memcpy(rf->writer, tag, 16);
 	snprintf(num, sizeof(num), "%.*s", (int)(h2 - h1 - 1), h1 + 1);
-	seq = strtoull(num, NULL, 10);
+	rf->seq = strtoull(num, NULL, 10);
 	snprintf(num, sizeof(num), "%.*s", (int)(tag + n - h2 - 1), h2 + 1);
-	nchunks = (size_t)strtoull(num, NULL, 10);
-	if ((rc = mm_buf_printf(&pk, "#intent#%.*s#%" PRIu64, (int)wlen, tag, seq)))
-		goto out;
+	rf->nchunks = (size_t)strtoull(num, NULL, 10);
+	if ((rc = mm_buf_append(&rf->pos_pk, pos_pk->p, pos_pk->len)) ||
+	    (rc = mm_buf_append(&rf->tag, tag, n)) ||
+	    (rc = mm_buf_printf(&rf->pk, "#intent#%.16s#%" PRIu64, tag, rf->seq)))
+		goto fail;
 	/* Replay tokens older than token_ttl may have been pruned from the
 	 * items: applying so old a flush again could count its deltas twice. */
-	if ((int64_t)seq < mm_ddb_now_ms() - st->cfg.token_ttl_ms ||
-	    (rc = intent_read(st, &pk, nchunks, &in.blob)) == MM_ENOTFOUND) {
-		mm_log(MM_LOG_ERROR, "dynamodb",
-		       "position '%.*s' names the unfinished flush %.*s, older than token_ttl or gone: "
-		       "it is not rolled forward, and its deltas that were written before its worker "
-		       "stopped may be counted again",
-		       (int)pos_pk->len, (const char *)pos_pk->p, (int)n, tag);
-		rc = clear_pending(st, pos_pk, tag, n);
-		goto out;
-	}
-	if (rc || (rc = intent_decode(&in)))
-		goto out;
-	if (in.seq != seq) {
-		rc = mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent %.*s holds sequence %" PRIu64,
-				 (int)n, tag, in.seq);
-		goto out;
-	}
-	if ((rc = intent_apply(st, &in, tag, wlen)) == 0)
-		mm_log(MM_LOG_INFO, "dynamodb",
-		       "rolled forward the flush %.*s that its worker left unfinished: %zu deltas, "
-		       "%zu positions%s",
-		       (int)n, tag, in.f.ndeltas, in.f.npositions, in.has_commit ? ", its commit record" : "");
-out:
-	intent_free(&in);
-	mm_buf_free(&pk);
+	if ((int64_t)rf->seq < mm_ddb_now_ms() - st->cfg.token_ttl_ms)
+		rc = rf_clear(rf);
+	else
+		rc = rf_read_chunk(rf);
+	if (rc)
+		goto fail;
+	*out = rf;
+	return 0;
+fail:
+	mm_ddb_rf_free(rf);
 	return rc;
 }

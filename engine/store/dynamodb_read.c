@@ -264,28 +264,46 @@ static int call_queue(mm_ddb_t *st, ddb_job_t *job, size_t n, mm_store_cb cb, vo
 	return 0;
 }
 
-/* Queues a consistent GetItem of (pk, sk) whose v (B) is appended to out;
- * pos_pk (a position's key) makes the answer roll pending intents forward. */
-static int call_get_bytes(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk, mm_buf_t *out,
-			  const mm_buf_t *pos_pk, mm_store_cb cb, void *arg)
+/* Queues a consistent GetItem of (pk, sk) whose attribute attr (B) is
+ * appended to out; pos_pk (a position's key) makes the answer roll pending
+ * intents forward. */
+static int call_get_bytes(mm_ddb_t *st, const mm_buf_t *key, int64_t sk, const char *attr,
+			  mm_buf_t *out, const mm_buf_t *pos_pk, mm_store_cb cb, void *arg)
 {
-	mm_buf_t key = {.p = (uint8_t *)(uintptr_t)pk, .len = pklen, .cap = pklen};
 	ddb_job_t *job = call_new();
 	int rc;
 
 	if (job == NULL)
 		return MM_ENOMEM;
-	if ((rc = mm_ddb_put_head(st, &job->call_body[0], &key, sk)) ||
-	    (rc = PUT(&job->call_body[0], ",\"ConsistentRead\":true}"))) {
+	if ((rc = mm_ddb_put_head(st, &job->call_body[0], key, sk)) ||
+	    (rc = PUT(&job->call_body[0], ",\"ConsistentRead\":true}")) ||
+	    (pos_pk && (rc = mm_buf_append(&job->call_pk, pos_pk->p, pos_pk->len)))) {
 		mm_ddb_job_free(job);
 		return rc;
 	}
 	job->call_target[0] = "GetItem";
 	job->call_out = out;
-	if (pos_pk && (rc = mm_buf_append(&job->call_pk, pos_pk->p, pos_pk->len))) {
-		mm_ddb_job_free(job);
-		return rc;
-	}
+	job->call_attr = attr;
+	return call_queue(st, job, 1, cb, arg);
+}
+
+int mm_ddb_call_get(mm_ddb_t *st, const mm_buf_t *pk, int64_t sk, const char *attr,
+		    mm_buf_t *out, mm_store_cb cb, void *arg)
+{
+	return call_get_bytes(st, pk, sk, attr, out, NULL, cb, arg);
+}
+
+int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, mm_store_cb cb,
+		      void *arg)
+{
+	ddb_job_t *job = call_new();
+
+	if (job == NULL)
+		return MM_ENOMEM;
+	job->call_target[0] = target;
+	job->call_body[0] = *body;
+	*body = (mm_buf_t){0};
+	job->call_cond_ok = 1;
 	return call_queue(st, job, 1, cb, arg);
 }
 
@@ -301,33 +319,43 @@ int mm_ddb_start_call_item(ddb_slot_t *sl)
 	return mm_ddb_slot_send(sl);
 }
 
+/* The roll-forward a position read waited for is done: read the position
+ * again (it has moved), or fail the read, which the engine retries. */
+static void on_rolled(void *arg, int status, const char *detail)
+{
+	ddb_job_t *job = arg;
+	mm_ddb_t *st = mm_ddb_rf_store(job->call_rf);
+
+	mm_ddb_rf_free(job->call_rf);
+	job->call_rf = NULL;
+	if (status == 0)
+		job->next_item = 0;
+	mm_ddb_job_resume(st, job, status, detail);
+}
+
 /*
  * A position item that points to a flush intent (`pend`) belongs to a flush
  * its worker left unfinished: it is rolled forward first, which writes the
- * position it moves to (dynamodb_intent.c), and the item is read again. A
+ * position it moves to (dynamodb_intent.c), and the item is read again. The
+ * read gives its slot back and waits for the roll-forward's own jobs. A
  * writer that keeps pointing it to new intents is alive and reading this
  * source too (a misconfiguration: two readers of one position at once);
  * after a few rounds the position is taken as it stands. A read-only store
- * (queries) does not write: it answers the position as stored. The roll
- * forward itself still runs blocking (mm_ddb_rollforward): only a worker
- * that died between a flush's deltas leaves one behind.
+ * (queries) does not write: it answers the position as stored.
  */
 static int call_pending_intent(ddb_slot_t *sl, const mm_jnode_t *item)
 {
 	ddb_job_t *job = sl->job;
 	const mm_jnode_t *pend = mm_jnode_get(mm_jnode_get(item, "pend"), "S");
-	mm_buf_t tag = {0};
 	int rc;
 
 	if (job->call_pk.len == 0 || pend == NULL || pend->type != MM_JSON_STRING ||
 	    sl->st->read_only || job->call_rounds >= 3)
 		return 0;
 	job->call_rounds++;
-	if ((rc = mm_buf_append(&tag, pend->s, pend->len)) == 0)
-		rc = mm_ddb_rollforward(sl->st, &job->call_pk, (const char *)tag.p, tag.len);
-	mm_buf_free(&tag);
-	if (rc == 0 && (rc = mm_ddb_start_call_item(sl)) == 0)
-		return 1;
+	rc = mm_ddb_rf_start(sl->st, &job->call_pk, pend->s, pend->len, on_rolled, job, &job->call_rf);
+	if (rc == 0)
+		mm_ddb_job_wait(job);
 	mm_ddb_slot_finish(sl, rc, NULL);
 	return 1;
 }
@@ -343,7 +371,7 @@ void mm_ddb_call_answer(ddb_slot_t *sl)
 	}
 	if (call_pending_intent(sl, mm_jnode_get(sl->tree.root, "Item")))
 		return;
-	v = mm_jnode_get(mm_jnode_get(mm_jnode_get(sl->tree.root, "Item"), "v"), "B");
+	v = mm_jnode_get(mm_jnode_get(mm_jnode_get(sl->tree.root, "Item"), job->call_attr), "B");
 	if (v == NULL || v->type != MM_JSON_STRING) {
 		mm_ddb_slot_finish(sl, MM_ENOTFOUND, "no such item");
 		return;
@@ -363,7 +391,7 @@ int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_
 		return mm_store_complete_later(base, cb, arg, MM_ENOTFOUND,
 					       "dynamodb: positions are off (option positions)");
 	if ((rc = mm_buf_printf(&pk, "#pos#%s", source)) == 0)
-		rc = call_get_bytes(st, (const char *)pk.p, pk.len, DDB_SK_POS, out, &pk, cb, arg);
+		rc = call_get_bytes(st, &pk, DDB_SK_POS, "v", out, &pk, cb, arg);
 	mm_buf_free(&pk);
 	return rc;
 }
@@ -371,8 +399,10 @@ int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_
 int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
 		    void *arg)
 {
-	return call_get_bytes((mm_ddb_t *)base, ns_name, strlen(ns_name), DDB_SK_META, out, NULL, cb,
-			      arg);
+	mm_buf_t key = {.p = (uint8_t *)(uintptr_t)ns_name, .len = strlen(ns_name)};
+
+	key.cap = key.len;
+	return call_get_bytes((mm_ddb_t *)base, &key, DDB_SK_META, "v", out, NULL, cb, arg);
 }
 
 int mm_ddb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)

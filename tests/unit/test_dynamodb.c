@@ -766,8 +766,11 @@ TEST(metadata_and_positions)
  * Flush intents: a position that points to an intent is rolled forward
  * before it is read. The delta whose item was lost is applied again with
  * the writer's token; the delta still carrying it is skipped (not doubled).
- * A corrupt intent fails the read with ECORRUPT; a vanished one is dropped
- * with an error and the stored position is answered.
+ * The roll-forward runs on the store's own slots (its requests and the
+ * skipped replay are in this store's counters), and when its requests fail
+ * the position read fails and a later read finishes it. A corrupt intent
+ * fails the read with ECORRUPT; a vanished one is dropped with an error and
+ * the stored position is answered.
  */
 TEST(flush_intents_roll_forward)
 {
@@ -781,9 +784,11 @@ TEST(flush_intents_roll_forward)
 	char tag[96], js[64];
 	uint8_t found[2];
 	mm_key_t keys[2] = {{"a", 1, 0}, {"b", 1, 0}};
+	mm_kv_t few = {"max_attempts", "2"};
+	mm_ddb_stats_t before, after;
 	fx_t x;
 
-	REQUIRE(fx_open(&x, NULL, 0) == 0);
+	REQUIRE(fx_open(&x, &few, 1) == 0);
 	faults("");
 	flush_init(&fl);
 	for (int i = 0; i < 2; i++) {
@@ -816,8 +821,22 @@ TEST(flush_intents_roll_forward)
 			    "{\":p\":{\"S\":\"%s\"},\":v\":{\"B\":\"UDA=\"}}}%c",
 		      x.table, pos.source, tag, 0);
 	REQUIRE(raw("UpdateItem", (const char *)doc.p, &out) == 0);
+	/* The intent cannot be read: the position read fails, to be retried. */
+	faults("{\"op\":\"GetItem\",\"action\":\"error500\",\"match\":\"#intent#\"}");
+	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == MM_ESTORE);
+	faults("");
+	REQUIRE(mm_ddb_get_stats(x.st, &before) == 0);
+	b.len = 0;
 	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == 0);
 	CHECK(b.len == 2 && memcmp(b.p, "P1", 2) == 0);
+	REQUIRE(mm_ddb_get_stats(x.st, &after) == 0);
+	CHECK(after.rolled_forward == before.rolled_forward + 1);
+	CHECK(after.replays_skipped == before.replays_skipped + 1);
+	/* Reads of the position (twice) and of the intent's chunk; both deltas
+	 * (one skipped by its token) and the position, through this store. */
+	CHECK(after.requests[MM_DDB_OP_GET_ITEM] - before.requests[MM_DDB_OP_GET_ITEM] == 3);
+	CHECK(after.requests[MM_DDB_OP_UPDATE_ITEM] - before.requests[MM_DDB_OP_UPDATE_ITEM] >= 2);
+	CHECK(after.requests[MM_DDB_OP_PUT_ITEM] - before.requests[MM_DDB_OP_PUT_ITEM] == 1);
 	CHECK(get_many(&x, &ns, keys, 2, s, found) == 0);
 	CHECK(found[0] && found[1]);
 	json_of(&msum, s[0], js, sizeof(js));
