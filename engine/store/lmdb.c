@@ -1,18 +1,21 @@
 /*
  * lmdb.c: the embedded default store, the source of truth on one machine.
  *
- * Layout. One LMDB environment in the directory `path`, with four named
+ * Layout. One LMDB environment in the directory `path`, with five named
  * databases. Integers inside keys are big-endian so that LMDB's bytewise key
  * order is numeric order; integers inside values are little-endian like every
  * other encoding in murmur.
  *
  *   "state" key   u8 ns_len, ns, u16 BE entity_len, ENTITY, BUCKET [, SEQ]
  *           value u64 LE expire_ms (0 = never) [, entity bytes], monoid encoding
+ *   "marks" key   u32 BE partition, u32 BE SEQ
+ *           value dedup marks, 24 bytes each (lmdb_dedup.c)
  *   "seen"  key   u8 ns_len, ns, u16 BE id_len, ID [, SEQ]
  *           value u64 LE expire_ms [, id bytes]
+ *           (format 1's marks, moved to "marks" by the first apply)
  *   "pos"   key   source id (without its NUL)   value  position bytes
  *   "meta"  key   namespace name                value  metadata bytes
- *   main    key   "murmur.format"               value  u32 LE format version, 1
+ *   main    key   "murmur.format"               value  u32 LE format version, 2
  *
  * BUCKET is the bucket id as 8 big-endian bytes with the sign bit flipped, so
  * state keys sort by (ns, entity, bucket) and the buckets of one entity are
@@ -21,22 +24,22 @@
  * entity: it reads what it deletes plus one seek per entity.
  *
  * Long identifiers. LMDB keys have at most 511 bytes (MDB_MAXKEYSIZE, the
- * default that Debian's build keeps) while entities and dedup ids may have
- * 1024. An identifier whose key would be longer is stored in hashed form:
- * ENTITY/ID is mm_hash64(bytes, LMDB_HASH_SEED) as 8 big-endian bytes, and the
- * key ends (after BUCKET for states) with SEQ, a u16 BE that tells apart
- * identifiers whose hashes collide. The full identifier is kept in the value
- * right after expire_ms and compared on every lookup, so a collision costs a
- * second record and never a wrong answer. The form is a function of the
- * lengths alone (inline iff the inline key fits in 511 bytes), so an
- * identifier always takes the same form, and the two forms cannot share a key
- * because their length fields differ.
+ * default that Debian's build keeps) while entities (and format 1's dedup
+ * ids) may have 1024. An identifier whose key would be longer is stored in
+ * hashed form: ENTITY/ID is mm_hash64(bytes, LMDB_HASH_SEED) as 8 big-endian
+ * bytes, and the key ends (after BUCKET for states) with SEQ, a u16 BE that
+ * tells apart identifiers whose hashes collide. The full identifier is kept
+ * in the value right after expire_ms and compared on every lookup, so a
+ * collision costs a second record and never a wrong answer. The form is a
+ * function of the lengths alone (inline iff the inline key fits in 511
+ * bytes), so an identifier always takes the same form, and the two forms
+ * cannot share a key because their length fields differ.
  *
  * Expiry. A state with expire_ms != 0 and expire_ms <= now is absent (now is
  * the flush's now_ms for apply, the wall clock at the call for get_many):
  * reads report it missing and an apply replaces it instead of merging into
- * it. A mark is seen while expire_ms > now_ms; purges sweep expired marks
- * (lmdb_dedup.c).
+ * it. A mark is seen while expire_ms > now_ms; marks expire by whole time
+ * partitions (lmdb_dedup.c).
  *
  * Threads and transactions. The environment is opened with MDB_NOTLS, so a
  * read transaction is not tied to the thread that began it. apply() runs one
@@ -92,7 +95,7 @@
 #include "../lib/error.h"
 #include "lmdb_impl.h"
 
-#define LMDB_FORMAT 1
+#define LMDB_FORMAT 2
 #define LMDB_FORMAT_KEY "murmur.format"
 #define LMDB_MAP_MIN (64 * 1024)
 #define LMDB_READERS_MAX 65536
@@ -381,7 +384,6 @@ static void lmdb_apply_work(uv_work_t *req)
 		goto out;
 	}
 	qsort(f->deltas, f->ndeltas, sizeof(*f->deltas), cmp_delta);
-	mm_lmdb_sort_marks(f->marks, f->nmarks);
 	if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn))) {
 		rc = mm_lmdb_fail(mrc, "begin write transaction");
 		goto out;
@@ -393,8 +395,7 @@ static void lmdb_apply_work(uv_work_t *req)
 	 * expired by its expire_ms, so reads see it absent, and the next purge
 	 * takes it. */
 	for (i = 0; i < f->npurges && rc == 0; i++)
-		if ((rc = purge_states(st, txn, &f->purges[i], &purged)) == 0)
-			rc = mm_lmdb_sweep_marks(st, txn, f->purges[i].ns, f->now_ms);
+		rc = purge_states(st, txn, &f->purges[i], &purged);
 	if (rc == 0 && f->ndeltas && (mrc = mdb_cursor_open(txn, st->dbi_state, &cur))) {
 		rc = mm_lmdb_fail(mrc, "open cursor");
 		goto out;
@@ -417,8 +418,8 @@ static void lmdb_apply_work(uv_work_t *req)
 		mdb_cursor_close(cur);
 		cur = NULL;
 	}
-	for (i = 0; i < f->nmarks && rc == 0; i++)
-		rc = mm_lmdb_apply_mark(st, txn, &f->marks[i], &vb);
+	if (rc == 0)
+		rc = mm_lmdb_write_marks(st, txn, f);
 	for (i = 0; i < f->npositions && rc == 0; i++)
 		rc = mm_lmdb_put_position(st, txn, &f->positions[i]);
 	if (rc)
@@ -429,6 +430,7 @@ static void lmdb_apply_work(uv_work_t *req)
 		rc = mm_lmdb_fail(mrc, "commit");
 		goto out;
 	}
+	mm_lmdb_marks_committed(st, f->now_ms);
 	lmdb_map_release(st);
 	f->writes = f->ndeltas;
 	f->purged = purged;
@@ -588,16 +590,20 @@ static int lmdb_mkdir_p(const char *path)
 }
 
 /*
- * Opens the four databases and checks the format version. A new (empty)
+ * Opens the five databases and checks the format version. A new (empty)
  * environment gets the version; a non-empty one without it belongs to
- * something else and is left alone.
+ * something else and is left alone. A writer moves a format 1 store to
+ * format 2 (its "marks" database is created; "seen" is read until the first
+ * apply empties it, lmdb_dedup.c), which builds before it then refuse.
  */
 static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 {
-	static const char *const names[] = {"state", "pos", "seen", "meta"};
-	MDB_dbi *dbis[] = {&st->dbi_state, &st->dbi_pos, &st->dbi_seen, &st->dbi_meta};
+	static const char *const names[] = {"state", "pos", "seen", "meta", "marks"};
+	MDB_dbi *dbis[] = {&st->dbi_state, &st->dbi_pos, &st->dbi_seen, &st->dbi_meta,
+			   &st->dbi_marks};
 	MDB_val key = {sizeof(LMDB_FORMAT_KEY) - 1, LMDB_FORMAT_KEY}, val;
 	uint8_t version[4];
+	uint32_t format = 0;
 	MDB_stat stat;
 	MDB_dbi main;
 	MDB_txn *txn;
@@ -611,7 +617,10 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 		goto out;
 	}
 	mrc = mdb_get(txn, main, &key, &val);
-	if (mrc == MDB_NOTFOUND && stat.ms_entries == 0 && !st->read_only) {
+	if (mrc == 0 && val.mv_size == 4)
+		format = mm_get_u32le(val.mv_data);
+	if ((mrc == MDB_NOTFOUND && stat.ms_entries == 0 && !st->read_only) ||
+	    (format == 1 && !st->read_only)) {
 		mm_set_u32le(version, LMDB_FORMAT);
 		val.mv_size = sizeof(version);
 		val.mv_data = version;
@@ -630,19 +639,29 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 	} else if (mrc) {
 		rc = mm_lmdb_fail(mrc, "read format version");
 		goto out;
-	} else if (val.mv_size != 4 || mm_get_u32le(val.mv_data) != LMDB_FORMAT) {
+	} else if (format != 1 && format != LMDB_FORMAT) {
 		rc = mm_diag_set(MM_EINCOMPAT,
-				 "lmdb: '%s' has store format %u, this build reads %d", path,
-				 val.mv_size == 4 ? mm_get_u32le(val.mv_data) : 0, LMDB_FORMAT);
+				 "lmdb: '%s' has store format %u, this build reads 1 and %d", path,
+				 format, LMDB_FORMAT);
 		goto out;
 	}
-	for (i = 0; i < 4; i++) {
+	st->has_marks_db = 1;
+	for (i = 0; i < 5; i++) {
 		mrc = mdb_dbi_open(txn, names[i], st->read_only ? 0 : MDB_CREATE, dbis[i]);
+		if (mrc == MDB_NOTFOUND && dbis[i] == &st->dbi_marks) {
+			st->has_marks_db = 0; /* a reader of a format 1 store */
+			continue;
+		}
 		if (mrc) {
 			rc = mm_lmdb_fail(mrc, "open database");
 			goto out;
 		}
 	}
+	if ((mrc = mdb_stat(txn, st->dbi_seen, &stat))) {
+		rc = mm_lmdb_fail(mrc, "stat database");
+		goto out;
+	}
+	st->legacy = stat.ms_entries > 0;
 	/* Committing (even a read-only transaction) keeps the handles. */
 	mrc = mdb_txn_commit(txn);
 	txn = NULL;
@@ -679,7 +698,7 @@ static int lmdb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_on
 		return mm_lmdb_fail(mrc, "create environment");
 	/* A read-only opener maps the size the writer recorded, so that it can
 	 * read however far the writer's map_size lets the data grow. */
-	if ((mrc = mdb_env_set_maxdbs(env, 4)) ||
+	if ((mrc = mdb_env_set_maxdbs(env, 5)) ||
 	    (!read_only && (mrc = mdb_env_set_mapsize(env, (size_t)cfg.map_size))) ||
 	    (mrc = mdb_env_set_maxreaders(env, (unsigned)cfg.max_readers))) {
 		rc = mm_lmdb_fail(mrc, "configure environment");
@@ -716,6 +735,10 @@ static int lmdb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_on
 	st->read_only = read_only;
 	if ((rc = lmdb_open_dbs(st, cfg.path)))
 		goto fail;
+	if (uv_mutex_init(&st->marks_lock)) {
+		rc = mm_diag_set(MM_ENOMEM, "lmdb: cannot create a mutex");
+		goto fail;
+	}
 	if (!read_only)
 		lmdb_map_find(st);
 	*out = &st->base;
@@ -732,7 +755,8 @@ static void lmdb_close(mm_store_t *base)
 
 	assert(st->inflight == 0);
 	mdb_env_close(st->env);
-	mm_lmdb_sweep_free(st);
+	mm_lmdb_marks_free(st);
+	uv_mutex_destroy(&st->marks_lock);
 	free(st);
 }
 

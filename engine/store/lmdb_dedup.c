@@ -1,202 +1,417 @@
 /*
  * lmdb_dedup.c: dedup marks in the embedded store.
  *
- * claim() looks a flush's ids up in the marks, all in one read transaction
- * on the thread pool: an id with a live mark was counted (DUPLICATE), any
- * other is WON. No other worker writes the store, so nothing can come
- * between that read and the apply() that writes the won ids' marks in the
- * same write transaction as the states they counted: exact across kill -9.
+ * A mark is the 128-bit hash of (namespace, id) with its expiry
+ * (markset.h says why 128 bits stand for the id). A flush's won ids are
+ * written by apply() in the same write transaction as the states they
+ * counted, so a mark is durable exactly when its effect is: exact across
+ * kill -9. A mark is seen while its expire_ms > now_ms.
  *
- * A mark is seen while its expire_ms > now_ms. Purges delete old buckets;
- * expired marks of a purged namespace are swept in the same transaction, at
- * most LMDB_SWEEP_MAX looked at per purge, resuming where the previous sweep
- * of that namespace stopped.
+ * On disk ("marks"), marks are kept in time partitions: partition P holds
+ * the marks expiring in [P * LMDB_MARK_WINDOW_MS, (P + 1) * ...), as runs,
+ * one record per flush and partition:
+ *
+ *   key    u32 BE P, u32 BE SEQ (the partition's runs in write order)
+ *   value  N entries of 24 bytes: u64 LE h0, u64 LE h1, i64 LE expire_ms
+ *
+ * So a flush writes its marks as one record (a copy, no B-tree insert per
+ * id), and marks expire by whole partitions: each apply deletes the records
+ * of the partitions that ended by its now_ms, a seek and a delete per run
+ * instead of a delete per id.
+ *
+ * In memory, a markset holds every live mark (the hashes of the live
+ * partitions), filled from the disk on the first claim or apply after open
+ * and kept up to date by apply() after each commit; claim() answers from it
+ * alone: a live mark was counted (DUPLICATE), any other id is WON. No other
+ * worker writes the store, so nothing can come between that answer and the
+ * apply() that marks the won ids. Memory: 32 to 64 bytes per live mark.
+ * The set is a cache of what is committed: a failed commit leaves it as it
+ * was, and a set that cannot take a committed mark (out of memory) is
+ * dropped and read from the disk again by the next claim.
+ *
+ * Format 1 stores (before this layout) kept one record per id in "seen"
+ * (lmdb.c's layout). Their marks are read from there too, and the first
+ * apply() after open moves the live ones into runs and empties "seen", in
+ * its own transaction: nothing is lost whether it commits or not.
+ *
+ * Threads: claim and apply work run on pool threads; the markset and the
+ * pending entries are under st->marks_lock.
  */
 #include <stdlib.h>
 
 #include "../lib/error.h"
 #include "lmdb_impl.h"
 
-#define LMDB_SWEEP_MAX 1024
+#define LMDB_MARK_WINDOW_MS 3600000LL
+#define LMDB_MARK_SIZE 24
+#define LMDB_PREFETCH 8
 
-/* Stores a dedup mark, keeping the later expiry if the id is already marked. */
-int mm_lmdb_apply_mark(mm_lmdb_t *st, MDB_txn *txn, const mm_mark_t *mk, mm_buf_t *vb)
+static uint32_t partition_of(int64_t expire_ms)
 {
-	int64_t expire = mk->expire_ms;
-	lmdb_key_t k;
-	MDB_val key, val;
-	int found, rc, mrc;
+	return (uint32_t)(expire_ms / LMDB_MARK_WINDOW_MS);
+}
 
-	mm_lmdb_mark_key(&k, mk->ns->name, mk->id, mk->len);
-	vb->len = 0;
-	if ((rc = mm_buf_put_u64le(vb, (uint64_t)expire)))
+static uint32_t get_u32be(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_u32be(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/* Appends m to the pending entries (the marks of the apply in flight). */
+static int pend_add(mm_lmdb_t *st, const mm_markhash_t *m)
+{
+	int rc;
+
+	if (st->npend == st->pend_cap && (rc = mm_array_grow((void **)&st->pend, &st->pend_cap,
+							     st->npend + 1, sizeof(*st->pend),
+							     "dedup marks")))
 		return rc;
-	key.mv_size = k.len;
-	key.mv_data = k.b;
-	if (!k.hashed) {
-		/* Most ids are new: try the insert first, so the common case walks
-		 * the B-tree once; an existing mark keeps the later expiry. */
-		val.mv_size = vb->len;
-		val.mv_data = vb->p;
-		mrc = mdb_put(txn, st->dbi_seen, &key, &val, MDB_NOOVERWRITE);
-		if (mrc == 0)
-			return 0;
-		if (mrc != MDB_KEYEXIST)
-			return mm_lmdb_fail(mrc, "put mark");
-		if (val.mv_size < 8)
-			return mm_lmdb_corrupt(&k, "mark shorter than its expiry");
-		if ((int64_t)mm_get_u64le(val.mv_data) >= expire)
-			return 0;
-	} else {
-		if ((rc = mm_lmdb_find(txn, st->dbi_seen, &k, &val, &found)))
-			return rc;
-		if (found) {
-			if (val.mv_size < 8)
-				return mm_lmdb_corrupt(&k, "mark shorter than its expiry");
-			if ((int64_t)mm_get_u64le(val.mv_data) > expire) {
-				vb->len = 0;
-				if ((rc = mm_buf_put_u64le(vb, mm_get_u64le(val.mv_data))))
-					return rc;
-			}
-		}
-		if ((rc = mm_buf_append(vb, k.id, k.idlen)))
-			return rc;
-		key.mv_size = k.len;
-		key.mv_data = k.b;
-	}
-	val.mv_size = vb->len;
-	val.mv_data = vb->p;
-	if ((mrc = mdb_put(txn, st->dbi_seen, &key, &val, 0)))
-		return mm_lmdb_fail(mrc, "put mark");
+	st->pend[st->npend++] = *m;
 	return 0;
 }
 
-/* The sweep position of a namespace, added (at the namespace's start) if new. */
-static mm_buf_t *sweep_slot(mm_lmdb_t *st, const uint8_t *ns, size_t nsl)
-{
-	mm_buf_t *slot, *grown;
-	size_t i;
-
-	for (i = 0; i < st->nsweep; i++)
-		if (st->sweep[i].len >= nsl && memcmp(st->sweep[i].p, ns, nsl) == 0)
-			return &st->sweep[i];
-	grown = realloc(st->sweep, (st->nsweep + 1) * sizeof(*grown));
-	if (grown == NULL)
-		return NULL;
-	st->sweep = grown;
-	slot = &st->sweep[st->nsweep];
-	memset(slot, 0, sizeof(*slot));
-	if (mm_buf_append(slot, ns, nsl))
-		return NULL;
-	st->nsweep++;
-	return slot;
-}
-
 /*
- * Deletes expired dedup marks of a namespace, looking at LMDB_SWEEP_MAX
- * marks at most so that a flush stays short however many marks there are;
- * the next sweep resumes after the last mark looked at and wraps around at
- * the end of the namespace.
+ * Reads the format 1 marks of "seen" that are live at now_ms and appends
+ * them to the pending entries. A key is (u8 ns_len, ns, u16 BE id_len, ID)
+ * with the expiry in the value, or, for an id too long for a key, the id's
+ * 64-bit hash and a SEQ, the id following the expiry in the value.
  */
-int mm_lmdb_sweep_marks(mm_lmdb_t *st, MDB_txn *txn, const mm_ns_t *mns, int64_t now_ms)
+static int legacy_read(mm_lmdb_t *st, MDB_txn *txn, int64_t now_ms)
 {
-	uint8_t ns[1 + LMDB_NS_MAX];
 	MDB_cursor *cur;
-	MDB_cursor_op op = MDB_SET_RANGE;
+	MDB_cursor_op op = MDB_FIRST;
 	MDB_val key, val;
-	mm_buf_t *pos;
-	size_t nsl, n;
 	int rc = 0, mrc;
 
-	nsl = ns_prefix(ns, mns->name);
-	pos = sweep_slot(st, ns, nsl);
-	if (pos == NULL)
-		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a sweep position");
 	if ((mrc = mdb_cursor_open(txn, st->dbi_seen, &cur)))
 		return mm_lmdb_fail(mrc, "open cursor");
-	key.mv_size = pos->len;
-	key.mv_data = pos->p;
-	for (n = 0;; n++) {
+	for (;; op = MDB_NEXT) {
+		const uint8_t *kp, *id;
+		size_t nsl, idlen;
+		mm_markhash_t m;
+
 		mrc = mdb_cursor_get(cur, &key, &val, op);
-		if (mrc == MDB_NOTFOUND ||
-		    (mrc == 0 && (key.mv_size < nsl || memcmp(key.mv_data, ns, nsl) != 0))) {
-			pos->len = nsl;
-			break;
-		}
 		if (mrc) {
-			rc = mm_lmdb_fail(mrc, "sweep");
+			if (mrc != MDB_NOTFOUND)
+				rc = mm_lmdb_fail(mrc, "read format 1 marks");
 			break;
 		}
-		if (n == LMDB_SWEEP_MAX) {
-			pos->len = nsl;
-			rc = mm_buf_append(pos, (const uint8_t *)key.mv_data + nsl,
-					   key.mv_size - nsl);
+		kp = key.mv_data;
+		nsl = key.mv_size ? kp[0] : 0;
+		if (key.mv_size < 3 + nsl || val.mv_size < 8)
+			goto corrupt;
+		idlen = get_u16be(kp + 1 + nsl);
+		if (key.mv_size == 3 + nsl + idlen && 3 + nsl + idlen <= LMDB_KEY_MAX)
+			id = kp + 3 + nsl;
+		else if (key.mv_size == 3 + nsl + 10 && val.mv_size == 8 + idlen)
+			id = (const uint8_t *)val.mv_data + 8;
+		else
+			goto corrupt;
+		m.expire_ms = (int64_t)mm_get_u64le(val.mv_data);
+		if (m.expire_ms <= now_ms)
+			continue;
+		mm_markset_hash(mm_markset_ns_seed((const char *)kp + 1, nsl), id, idlen, &m);
+		if ((rc = pend_add(st, &m)))
 			break;
-		}
-		op = MDB_NEXT;
-		if (val.mv_size >= 8 && (int64_t)mm_get_u64le(val.mv_data) <= now_ms &&
-		    (mrc = mdb_cursor_del(cur, 0))) {
-			rc = mm_lmdb_fail(mrc, "sweep delete");
-			break;
-		}
 	}
 	mdb_cursor_close(cur);
 	return rc;
+corrupt:
+	mdb_cursor_close(cur);
+	return mm_diag_set(MM_ECORRUPT, "lmdb: corrupt format 1 mark (key of %zu bytes)",
+			   key.mv_size);
 }
 
-static int cmp_mark(const void *x, const void *y)
+/* Fills the markset from the disk (runs and format 1 marks) if it is not
+ * filled yet. Lock held. */
+static int marks_load(mm_lmdb_t *st, MDB_txn *txn, int64_t now_ms)
 {
-	const mm_mark_t *a = x, *b = y;
+	MDB_cursor *cur = NULL;
+	MDB_cursor_op op = MDB_FIRST;
+	MDB_val key, val;
+	size_t i, keep = st->npend;
+	int rc = 0, mrc;
 
-	return mm_lmdb_cmp_ident(a->ns->name, b->ns->name, a->id, a->len, b->id, b->len);
+	if (st->marks_loaded)
+		return 0;
+	if (st->has_marks_db) {
+		if ((mrc = mdb_cursor_open(txn, st->dbi_marks, &cur)))
+			return mm_lmdb_fail(mrc, "open cursor");
+		for (;; op = MDB_NEXT) {
+			const uint8_t *p;
+
+			mrc = mdb_cursor_get(cur, &key, &val, op);
+			if (mrc) {
+				if (mrc != MDB_NOTFOUND)
+					rc = mm_lmdb_fail(mrc, "read marks");
+				break;
+			}
+			if (key.mv_size != 8 || val.mv_size % LMDB_MARK_SIZE) {
+				rc = mm_diag_set(MM_ECORRUPT,
+						 "lmdb: corrupt marks record (key of %zu bytes, "
+						 "value of %zu)",
+						 key.mv_size, val.mv_size);
+				break;
+			}
+			for (p = val.mv_data, i = 0; i < val.mv_size / LMDB_MARK_SIZE; i++) {
+				mm_markhash_t m = {mm_get_u64le(p), mm_get_u64le(p + 8),
+						   (int64_t)mm_get_u64le(p + 16)};
+
+				p += LMDB_MARK_SIZE;
+				if (m.expire_ms > now_ms && (rc = mm_markset_add(&st->set, &m, now_ms)))
+					goto out;
+			}
+		}
+	}
+	if (rc == 0 && st->legacy && (rc = legacy_read(st, txn, now_ms)) == 0)
+		for (i = keep; i < st->npend && rc == 0; i++)
+			rc = mm_markset_add(&st->set, &st->pend[i], now_ms);
+out:
+	st->npend = keep;
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	if (rc)
+		mm_markset_free(&st->set);
+	else
+		st->marks_loaded = 1;
+	return rc;
 }
 
-void mm_lmdb_sort_marks(mm_mark_t *marks, size_t n)
+/* The next SEQ of partition part, after its last run. */
+static int next_seq(MDB_cursor *cur, uint32_t part, uint32_t *seq)
 {
-	qsort(marks, n, sizeof(*marks), cmp_mark);
+	uint8_t kb[8];
+	MDB_val key = {8, kb}, val;
+	int mrc;
+
+	put_u32be(kb, part + 1);
+	put_u32be(kb + 4, 0);
+	mrc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+	if (mrc == 0)
+		mrc = mdb_cursor_get(cur, &key, &val, MDB_PREV);
+	else if (mrc == MDB_NOTFOUND)
+		mrc = mdb_cursor_get(cur, &key, &val, MDB_LAST);
+	*seq = 0;
+	if (mrc == MDB_NOTFOUND)
+		return 0;
+	if (mrc)
+		return mm_lmdb_fail(mrc, "find the last run");
+	if (key.mv_size != 8)
+		return mm_diag_set(MM_ECORRUPT, "lmdb: corrupt marks key of %zu bytes", key.mv_size);
+	if (get_u32be(key.mv_data) == part)
+		*seq = get_u32be((const uint8_t *)key.mv_data + 4) + 1;
+	return 0;
 }
 
-void mm_lmdb_sweep_free(mm_lmdb_t *st)
+/* Writes pend[from..to), all of partition part, as one run. */
+static int write_run(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, uint32_t part, size_t from,
+		     size_t to)
+{
+	uint8_t kb[8], *p;
+	MDB_val key = {8, kb}, val = {(to - from) * LMDB_MARK_SIZE, NULL};
+	uint32_t seq;
+	size_t i;
+	int rc, mrc;
+
+	if ((rc = next_seq(cur, part, &seq)))
+		return rc;
+	put_u32be(kb, part);
+	put_u32be(kb + 4, seq);
+	if ((mrc = mdb_put(txn, st->dbi_marks, &key, &val, MDB_RESERVE)))
+		return mm_lmdb_fail(mrc, "put marks");
+	for (p = val.mv_data, i = from; i < to; i++, p += LMDB_MARK_SIZE) {
+		mm_set_u64le(p, st->pend[i].h0);
+		mm_set_u64le(p + 8, st->pend[i].h1);
+		mm_set_u64le(p + 16, (uint64_t)st->pend[i].expire_ms);
+	}
+	return 0;
+}
+
+/* Deletes the runs of every partition that ended by now_ms. */
+static int drop_expired(MDB_cursor *cur, int64_t now_ms)
+{
+	MDB_cursor_op op = MDB_FIRST;
+	MDB_val key, val;
+	int mrc;
+
+	for (;;) {
+		mrc = mdb_cursor_get(cur, &key, &val, op);
+		if (mrc == MDB_NOTFOUND)
+			return 0;
+		if (mrc)
+			return mm_lmdb_fail(mrc, "expire marks");
+		if (key.mv_size != 8)
+			return mm_diag_set(MM_ECORRUPT, "lmdb: corrupt marks key of %zu bytes",
+					   key.mv_size);
+		if (((int64_t)get_u32be(key.mv_data) + 1) * LMDB_MARK_WINDOW_MS > now_ms)
+			return 0;
+		/* After a delete the cursor rests on the next record, which
+		 * MDB_NEXT returns. */
+		if ((mrc = mdb_cursor_del(cur, 0)))
+			return mm_lmdb_fail(mrc, "expire marks");
+		op = MDB_NEXT;
+	}
+}
+
+/* Writes the pending entries as one run per partition: the entries of the
+ * first one's partition move to the front, and so on (a flush's marks
+ * expire within a flush interval of each other: one or two partitions). */
+static int write_runs(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur)
+{
+	size_t start = 0, i, j;
+	int rc;
+
+	while (start < st->npend) {
+		uint32_t part = partition_of(st->pend[start].expire_ms);
+		int64_t lo = (int64_t)part * LMDB_MARK_WINDOW_MS, hi = lo + LMDB_MARK_WINDOW_MS;
+
+		for (i = j = start; i < st->npend; i++) {
+			mm_markhash_t t;
+
+			if (st->pend[i].expire_ms < lo || st->pend[i].expire_ms >= hi)
+				continue;
+			if (i != j) {
+				t = st->pend[j];
+				st->pend[j] = st->pend[i];
+				st->pend[i] = t;
+			}
+			j++;
+		}
+		if ((rc = write_run(st, txn, cur, part, start, j)))
+			return rc;
+		start = j;
+	}
+	return 0;
+}
+
+int mm_lmdb_write_marks(mm_lmdb_t *st, MDB_txn *txn, mm_flush_t *f)
+{
+	MDB_cursor *cur = NULL;
+	const mm_ns_t *ns = NULL;
+	uint64_t seed = 0;
+	size_t i;
+	int rc, mrc;
+
+	uv_mutex_lock(&st->marks_lock);
+	st->npend = 0;
+	st->migrated = 0;
+	if ((rc = marks_load(st, txn, f->now_ms)))
+		goto out;
+	if ((mrc = mdb_cursor_open(txn, st->dbi_marks, &cur))) {
+		rc = mm_lmdb_fail(mrc, "open cursor");
+		goto out;
+	}
+	if ((rc = drop_expired(cur, f->now_ms)))
+		goto out;
+	for (i = 0; i < f->nmarks; i++) {
+		const mm_mark_t *mk = &f->marks[i];
+		mm_markhash_t m;
+
+		/* A mark expired already is absent: nothing to keep. */
+		if (mk->expire_ms <= f->now_ms)
+			continue;
+		if (mk->ns != ns) {
+			ns = mk->ns;
+			seed = mm_markset_ns_seed(ns->name, strlen(ns->name));
+		}
+		mm_markset_hash(seed, mk->id, mk->len, &m);
+		m.expire_ms = mk->expire_ms;
+		if ((rc = pend_add(st, &m)))
+			goto out;
+	}
+	if (st->legacy) {
+		if ((rc = legacy_read(st, txn, f->now_ms)))
+			goto out;
+		if ((mrc = mdb_drop(txn, st->dbi_seen, 0))) {
+			rc = mm_lmdb_fail(mrc, "empty the format 1 marks");
+			goto out;
+		}
+		st->migrated = 1;
+	}
+	rc = write_runs(st, txn, cur);
+out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	uv_mutex_unlock(&st->marks_lock);
+	return rc;
+}
+
+void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms)
 {
 	size_t i;
+	int rc = 0;
 
-	for (i = 0; i < st->nsweep; i++)
-		mm_buf_free(&st->sweep[i]);
-	free(st->sweep);
+	uv_mutex_lock(&st->marks_lock);
+	if (st->migrated)
+		st->legacy = 0;
+	for (i = 0; i < st->npend && rc == 0; i++) {
+		if (i + LMDB_PREFETCH < st->npend)
+			mm_markset_prefetch(&st->set, &st->pend[i + LMDB_PREFETCH]);
+		rc = mm_markset_add(&st->set, &st->pend[i], now_ms);
+	}
+	if (rc) {
+		/* Read again from the disk, which has every mark, by the next
+		 * claim: the set must never miss one. */
+		mm_markset_free(&st->set);
+		st->marks_loaded = 0;
+	}
+	st->npend = 0;
+	uv_mutex_unlock(&st->marks_lock);
 }
 
-/* A flush's claims on the embedded store: every id is looked up in one read
- * transaction; an id whose mark is live was counted (DUPLICATE), any other
- * is WON. No other worker writes the store, so nothing is pending between
- * this read and the apply() that writes the won ids' marks with the states. */
+void mm_lmdb_marks_free(mm_lmdb_t *st)
+{
+	mm_markset_free(&st->set);
+	free(st->pend);
+}
+
+/* A flush's claims, answered from the markset (read from the disk first if
+ * needed): the ids are hashed first, then looked up, each lookup hinting the
+ * cache about the slot of the one LMDB_PREFETCH places later (a large set
+ * does not fit in the cache, and a lookup is then a memory access). */
 static void lmdb_claim_work(uv_work_t *req)
 {
 	lmdb_work_t *w = (lmdb_work_t *)req;
+	mm_lmdb_t *st = w->st;
+	uint64_t seed = mm_markset_ns_seed(w->ns->name, strlen(w->ns->name));
+	mm_markhash_t *h = malloc((w->n + 1) * sizeof(*h));
 	MDB_txn *txn;
 	size_t i;
 	int rc = 0, mrc;
 
-	if ((mrc = mdb_txn_begin(w->st->env, NULL, MDB_RDONLY, &txn))) {
-		mm_lmdb_work_finish(w, mm_lmdb_fail(mrc, "begin read transaction"));
+	if (h == NULL) {
+		mm_lmdb_work_finish(w, mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a claim"));
 		return;
 	}
-	for (i = 0; i < w->n; i++) {
-		mm_claim_t *c = &w->claims[i];
-		lmdb_key_t k;
-		MDB_val val;
-		int found;
-
-		mm_lmdb_mark_key(&k, w->ns->name, c->id, c->len);
-		if ((rc = mm_lmdb_find(txn, w->st->dbi_seen, &k, &val, &found)))
-			break;
-		if (found && val.mv_size < 8) {
-			rc = mm_lmdb_corrupt(&k, "mark shorter than its expiry");
-			break;
+	uv_mutex_lock(&st->marks_lock);
+	if (!st->marks_loaded) {
+		if ((mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn))) {
+			rc = mm_lmdb_fail(mrc, "begin read transaction");
+			goto out;
 		}
-		c->result = found && (int64_t)mm_get_u64le(val.mv_data) > w->now_ms
+		rc = marks_load(st, txn, w->now_ms);
+		mdb_txn_abort(txn);
+		if (rc)
+			goto out;
+	}
+	for (i = 0; i < w->n; i++)
+		mm_markset_hash(seed, w->claims[i].id, w->claims[i].len, &h[i]);
+	for (i = 0; i < w->n; i++) {
+		if (i + LMDB_PREFETCH < w->n)
+			mm_markset_prefetch(&st->set, &h[i + LMDB_PREFETCH]);
+		w->claims[i].result = mm_markset_expiry(&st->set, &h[i]) > w->now_ms
 			? MM_CLAIM_DUPLICATE : MM_CLAIM_WON;
 	}
-	mdb_txn_abort(txn);
+out:
+	uv_mutex_unlock(&st->marks_lock);
+	free(h);
 	mm_lmdb_work_finish(w, rc);
 }
 

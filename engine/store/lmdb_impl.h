@@ -6,9 +6,10 @@
  * one seam of it:
  *   lmdb.c         the layout, options, apply (deltas, purges), get_many,
  *                  the thread-pool work items, the map release, open/close
- *   lmdb_key.c     key encoding, the lookup of hashed identifiers, errors
- *   lmdb_dedup.c   dedup marks: claim(), marks written by apply(), their
- *                  expiry
+ *   lmdb_key.c     state keys, the lookup of hashed identifiers, errors
+ *   lmdb_dedup.c   dedup marks: claim(), marks written by apply() as
+ *                  time-partitioned runs, their expiry, format 1's marks
+ *   markset.c      the live marks in memory, which claim() answers from
  *   lmdb_meta.c    positions and pipeline descriptors (metadata)
  *   lmdb_format.c  the record decoders, fuzzed on their own (lmdb_format.h)
  *
@@ -24,6 +25,7 @@
 #include <string.h>
 
 #include "lmdb_format.h"
+#include "markset.h"
 #include "store.h"
 
 #define LMDB_KEY_MAX MM_LMDB_KEY_MAX
@@ -34,14 +36,18 @@
 typedef struct mm_lmdb {
 	mm_store_t base;
 	MDB_env *env;
-	MDB_dbi dbi_state, dbi_pos, dbi_seen, dbi_meta;
+	MDB_dbi dbi_state, dbi_pos, dbi_seen, dbi_meta, dbi_marks;
 	int read_only;
+	int has_marks_db;       /* 0: a read-only opener of a format 1 store */
 	unsigned inflight;
-	/* Per namespace, the "seen" key where the next mark sweep starts; each
-	 * begins with the namespace prefix. Only the apply in flight (at most
-	 * one) touches them, on its pool thread. */
-	mm_buf_t *sweep;
-	size_t nsweep;
+	/* Dedup marks (lmdb_dedup.c), under marks_lock: every live mark once
+	 * loaded, the entries of the apply in flight, and whether format 1
+	 * marks are left in "seen" (legacy) or this apply moves them. */
+	uv_mutex_t marks_lock;
+	mm_markset_t set;
+	int marks_loaded, legacy, migrated;
+	mm_markhash_t *pend;
+	size_t npend, pend_cap;
 	/* Where LMDB mapped the data file and its page size, for
 	 * lmdb_map_release(); map_addr is NULL for a read-only opener, or when
 	 * the mapping could not be found. */
@@ -83,9 +89,8 @@ typedef struct lmdb_key {
 	size_t len;
 	int hashed;
 	const char *ns;         /* for messages */
-	const uint8_t *id;      /* the entity or dedup id */
+	const uint8_t *id;      /* the entity */
 	size_t idlen;
-	int has_bucket;
 	int64_t bucket;
 } lmdb_key_t;
 
@@ -130,9 +135,8 @@ static inline size_t ns_prefix(uint8_t *p, const char *name)
 int mm_lmdb_fail(int mrc, const char *what);
 /* The wall clock in ms since the epoch. */
 int64_t mm_lmdb_now_ms(void);
-/* The key of a state and of a dedup mark (inline or hashed, see lmdb.c). */
+/* The key of a state (inline or hashed, see lmdb.c). */
 void mm_lmdb_state_key(lmdb_key_t *k, const char *ns, const mm_key_t *key);
-void mm_lmdb_mark_key(lmdb_key_t *k, const char *ns, const char *id, size_t len);
 /* MM_ECORRUPT naming the record of k and why. */
 int mm_lmdb_corrupt(const lmdb_key_t *k, const char *why);
 /* Looks k up in dbi, completing a hashed key with its SEQ: *found tells
@@ -155,14 +159,13 @@ lmdb_work_t *mm_lmdb_reader_new(mm_store_t *base, const mm_ns_t *ns, size_t n, m
 
 /* lmdb_dedup.c */
 
-/* Sorts a flush's marks into key order (pool thread, before the writes). */
-void mm_lmdb_sort_marks(mm_mark_t *marks, size_t n);
-/* Stores a mark, keeping the later expiry if the id is already marked. */
-int mm_lmdb_apply_mark(mm_lmdb_t *st, MDB_txn *txn, const mm_mark_t *mk, mm_buf_t *vb);
-/* Deletes some expired marks of ns (a purge's share of the sweep). */
-int mm_lmdb_sweep_marks(mm_lmdb_t *st, MDB_txn *txn, const mm_ns_t *ns, int64_t now_ms);
-/* Frees the sweep positions (close). */
-void mm_lmdb_sweep_free(mm_lmdb_t *st);
+/* Writes the flush's marks in the apply's transaction, drops the partitions
+ * that ended by f->now_ms and moves format 1 marks over if any are left. */
+int mm_lmdb_write_marks(mm_lmdb_t *st, MDB_txn *txn, mm_flush_t *f);
+/* After the apply's commit: its marks join the markset. */
+void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms);
+/* Frees the markset and the pending entries (close). */
+void mm_lmdb_marks_free(mm_lmdb_t *st);
 int mm_lmdb_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
 		  mm_store_cb cb, void *arg);
 

@@ -1,5 +1,5 @@
 /*
- * lmdb_key.c: the keys of the embedded store (layout in lmdb.c) and the
+ * lmdb_key.c: the state keys of the embedded store (layout in lmdb.c) and the
  * lookup of a hashed identifier among the records that share its hash;
  * LMDB errors as MM_E* codes. Any thread: nothing here keeps state.
  */
@@ -82,16 +82,9 @@ static void key_ident(lmdb_key_t *k, const char *ns, const void *id, size_t len,
 void mm_lmdb_state_key(lmdb_key_t *k, const char *ns, const mm_key_t *key)
 {
 	key_ident(k, ns, key->entity, key->len, 8);
-	k->has_bucket = 1;
 	k->bucket = key->bucket;
 	put_bucket(k->b + k->len, key->bucket);
 	k->len += 8;
-}
-
-void mm_lmdb_mark_key(lmdb_key_t *k, const char *ns, const char *id, size_t len)
-{
-	key_ident(k, ns, id, len, 0);
-	k->has_bucket = 0;
 }
 
 /* Names a key in messages: printable bytes as they are, others as \xHH,
@@ -112,11 +105,7 @@ static void key_describe(const lmdb_key_t *k, char *out, size_t cap)
 	if (i < k->idlen)
 		o += (size_t)snprintf(esc + o, sizeof(esc) - o, "...");
 	esc[o] = '\0';
-	if (k->has_bucket)
-		snprintf(out, cap, "ns '%s' entity '%s' bucket %lld", k->ns, esc,
-			 (long long)k->bucket);
-	else
-		snprintf(out, cap, "ns '%s' id '%s'", k->ns, esc);
+	snprintf(out, cap, "ns '%s' entity '%s' bucket %lld", k->ns, esc, (long long)k->bucket);
 }
 
 int mm_lmdb_corrupt(const lmdb_key_t *k, const char *why)
@@ -200,10 +189,10 @@ out:
 }
 
 /*
- * Deltas and marks are applied in key order (namespace, then identifier
- * length and bytes, as the keys are laid out): B-tree inserts in key order
- * touch each page once, which made a 100k-mark flush about twice as fast as
- * inserting in the runtime's hash-table order. Sorting runs on the apply's
+ * Deltas are applied in key order (namespace, then identifier length and
+ * bytes, as the keys are laid out): B-tree inserts in key order touch each
+ * page once, which made a 100k-key flush about twice as fast as inserting in
+ * the runtime's hash-table order. Sorting runs on the apply's
  * pool thread, so it costs the event loop nothing.
  */
 int mm_lmdb_cmp_ident(const char *ans, const char *bns, const char *a, size_t alen, const char *b,

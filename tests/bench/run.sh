@@ -4,7 +4,8 @@
 # same interleaved run, then the Valkey, Kafka, Kinesis, Lambda and DynamoDB
 # figures.
 # BENCH_EVENTS (default 2 000 000) and BENCH_REPS (default 3) size it;
-# BENCH_CPU_ONLY=1 runs only the CPU-per-event table against B0.
+# BENCH_CPU_ONLY=1 runs only the CPU-per-event table against B0; BENCH_CASES=ri,ri_ids
+# only those cases of it (tests/bench/bench.lua lists the ids).
 # doc/performance.md explains the method and lists the figures.
 set -eu
 BUILD=${BUILD:-build}
@@ -16,7 +17,7 @@ trap 'rm -rf "$dir"' EXIT
 echo "bench: $EVENTS Zipf(1.1) events over 100000 entities, $(wc -c <"$dir/events.jsonl") bytes ($(wc -c <"$dir/events-with-ids.jsonl") with event ids), $(nproc) cores"
 echo "each case: murmur run --once from a file into a fresh LMDB store (fsync'd commits), interleaved with B0 on the same file"
 MURMUR="$BUILD/murmur" BUILD="$BUILD" "$BUILD"/murmur lua tests/bench/bench.lua "$dir" "$EVENTS"
-[ "${BENCH_CPU_ONLY:-0}" = 1 ] && exit 0
+[ "${BENCH_CPU_ONLY:-0}" = 1 ] || [ -n "${BENCH_CASES:-}" ] && exit 0
 if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
 	echo "valkey: a private redis-server on 127.0.0.1; read latency per call as murmur query issues it, warm"
 	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/valkey.lua "$dir" "$dir/events.jsonl"

@@ -1348,8 +1348,10 @@ TEST(lmdb_hash_collision)
 	fx_fini(&fx);
 }
 
-/* Collects the key sizes of one database, sorted. */
-static size_t raw_key_sizes(const char *path, const char *db, size_t *sizes, size_t max)
+/* Walks one database in key order: the key and value sizes of its first
+ * max records, and each key's first 4 bytes as a u32 BE (0 if shorter). */
+static size_t raw_records(const char *path, const char *db, size_t *ksizes, size_t *vsizes,
+			  uint32_t *heads, size_t max)
 {
 	MDB_cursor *cur;
 	MDB_env *env;
@@ -1361,8 +1363,15 @@ static size_t raw_key_sizes(const char *path, const char *db, size_t *sizes, siz
 
 	if (raw_open(path, &env, &txn, db, &dbi) == 0 && mdb_cursor_open(txn, dbi, &cur) == 0) {
 		for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && n < max;
-		     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-			sizes[n++] = k.mv_size;
+		     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+			const uint8_t *kp = k.mv_data;
+
+			ksizes[n] = k.mv_size;
+			vsizes[n] = v.mv_size;
+			heads[n] = k.mv_size < 4 ? 0
+						 : (uint32_t)kp[0] << 24 | (uint32_t)kp[1] << 16 |
+							   (uint32_t)kp[2] << 8 | kp[3];
+		}
 		mdb_cursor_close(cur);
 	}
 	mdb_txn_abort(txn);
@@ -1371,12 +1380,13 @@ static size_t raw_key_sizes(const char *path, const char *db, size_t *sizes, siz
 }
 
 /* The on-disk form switches to hashed exactly when the inline key would pass
- * 511 bytes: with a 10-byte namespace, at 491-byte entities and 499-byte ids. */
+ * 511 bytes: with a 10-byte namespace, at 491-byte entities. */
 TEST(lmdb_key_format)
 {
 	static batch_t b;
 	static char e[1024];
-	size_t sizes[8], n;
+	size_t sizes[8], vsizes[8], n;
+	uint32_t heads[8];
 	fx_t fx;
 	done_t d;
 
@@ -1386,60 +1396,188 @@ TEST(lmdb_key_format)
 	batch_init(&b, now_ms());
 	add_delta(&b, &NS, e, 490, 0, 1, 0);
 	add_delta(&b, &NS, e, 491, 0, 1, 0);
-	add_mark(&b, &NS, e, 498, 1);
-	add_mark(&b, &NS, e, 499, 1);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	fx_close_store(&fx);
-	n = raw_key_sizes(fx.path, "state", sizes, 8);
+	n = raw_records(fx.path, "state", sizes, vsizes, heads, 8);
 	CHECK_EQ_INT(n, 2);
 	CHECK(sizes[0] + sizes[1] == 511 + 11 + 2 + 8 + 8 + 2);
-	CHECK(sizes[0] == 511 || sizes[1] == 511);
-	n = raw_key_sizes(fx.path, "seen", sizes, 8);
-	CHECK_EQ_INT(n, 2);
-	CHECK(sizes[0] + sizes[1] == 511 + 11 + 2 + 8 + 2);
 	CHECK(sizes[0] == 511 || sizes[1] == 511);
 	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
 	fx_fini(&fx);
 }
 
-/* Purges sweep expired marks of their namespace, 1024 at most per purge,
- * resuming where the last sweep stopped. */
-TEST(lmdb_sweep_marks)
+/* The value sizes of the "marks" records, in key order, and their
+ * partitions (keys are 8 bytes: partition and SEQ). */
+static size_t raw_runs(const char *path, size_t *sizes, uint32_t *parts, size_t max)
+{
+	size_t ksizes[8], n = raw_records(path, "marks", ksizes, sizes, parts, max < 8 ? max : 8);
+
+	for (size_t i = 0; i < n; i++)
+		CHECK_EQ_INT(ksizes[i], 8);
+	return n;
+}
+
+/* A flush's marks are one record per hour of expiry (a run of 24-byte
+ * entries); a partition whose hour has ended by an apply's now is deleted
+ * whole; the marks answer claims after a reopen. */
+TEST(lmdb_mark_partitions)
 {
 	static batch_t b;
-	static char ids[1500][12];
+	static char ids[300][12];
+	const int64_t hour = 3600000;
+	int64_t t = now_ms(), h0 = (t / hour + 1) * hour; /* the next hour's start */
+	size_t sizes[8], n;
+	uint32_t parts[8];
+	fx_t fx;
+	done_t d;
+	int i;
+
+	REQUIRE(fx_init(&fx, "lmdb") == 0);
+	batch_init(&b, t);
+	for (i = 0; i < 200; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "id-%d", i);
+		/* 150 expire in the next hour, 50 in the one after. */
+		add_mark(&b, &NS, ids[i], strlen(ids[i]), i < 150 ? h0 + i : h0 + hour + i);
+	}
+	add_mark(&b, &NS, S("gone"), t - 1); /* expired already: not kept */
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	batch_init(&b, t);
+	for (i = 200; i < 300; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "id-%d", i);
+		add_mark(&b, &NS2, ids[i], strlen(ids[i]), h0 + i);
+	}
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	fx_close_store(&fx);
+	n = raw_runs(fx.path, sizes, parts, 8);
+	REQUIRE(n == 3);
+	/* Partition h0's runs (SEQ 0 and 1, the second from NS2), then the next. */
+	CHECK_EQ_INT(parts[0], (uint32_t)(h0 / hour));
+	CHECK_EQ_INT(sizes[0], 150 * 24);
+	CHECK_EQ_INT(parts[1], (uint32_t)(h0 / hour));
+	CHECK_EQ_INT(sizes[1], 100 * 24);
+	CHECK_EQ_INT(parts[2], (uint32_t)(h0 / hour + 1));
+	CHECK_EQ_INT(sizes[2], 50 * 24);
+
+	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
+	for (i = 0; i < 300; i += 7)
+		CHECK_EQ_INT(marked(&fx, i < 200 ? &NS : &NS2, ids[i], strlen(ids[i])), 1);
+	CHECK_EQ_INT(marked(&fx, &NS2, ids[0], strlen(ids[0])), 0);
+	CHECK_EQ_INT(marked(&fx, &NS, ids[250], strlen(ids[250])), 0);
+	CHECK_EQ_INT(marked(&fx, &NS, S("gone")), 0);
+	/* An apply at the end of the next hour drops its partition whole. */
+	batch_init(&b, h0 + hour);
+	add_mark(&b, &NS, S("later"), h0 + 5 * hour);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	fx_close_store(&fx);
+	n = raw_runs(fx.path, sizes, parts, 8);
+	REQUIRE(n == 2);
+	CHECK_EQ_INT(parts[0], (uint32_t)(h0 / hour + 1));
+	CHECK_EQ_INT(parts[1], (uint32_t)(h0 / hour + 5));
+	CHECK_EQ_INT(sizes[1], 24);
+	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
+	CHECK_EQ_INT(marked(&fx, &NS, ids[0], strlen(ids[0])), 0);
+	CHECK_EQ_INT(marked(&fx, &NS, ids[199], strlen(ids[199])), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, S("later")), 1);
+	fx_fini(&fx);
+}
+
+/* Puts a format 1 mark ("seen") with liblmdb: inline, or for a long id its
+ * hash and SEQ 0 with the id after the expiry. */
+static int raw_legacy_mark(MDB_txn *txn, MDB_dbi dbi, const char *ns, const char *id, size_t len,
+			   int64_t expire)
+{
+	static uint8_t v[8 + 1024];
+	uint8_t k[511], *p = k;
+	size_t nsl = strlen(ns);
+	MDB_val key, val = {8, v};
+
+	*p++ = (uint8_t)nsl;
+	memcpy(p, ns, nsl);
+	p += nsl;
+	*p++ = (uint8_t)(len >> 8);
+	*p++ = (uint8_t)len;
+	mm_set_u64le(v, (uint64_t)expire);
+	if (3 + nsl + len <= 511) {
+		memcpy(p, id, len);
+		p += len;
+	} else {
+		uint64_t h = mm_hash64(id, len, 0x6d757275726d6462ULL);
+
+		for (int i = 7; i >= 0; i--, h >>= 8)
+			p[i] = (uint8_t)h;
+		p += 8;
+		*p++ = 0;
+		*p++ = 0;
+		memcpy(v + 8, id, len);
+		val.mv_size = 8 + len;
+	}
+	key.mv_size = (size_t)(p - k);
+	key.mv_data = k;
+	return mdb_put(txn, dbi, &key, &val, 0);
+}
+
+/* A format 1 store (marks one record per id in "seen", no "marks"): its
+ * marks answer claims from the start, the first apply moves the live ones
+ * to runs and empties "seen", and the store is format 2 from then on. */
+TEST(lmdb_format1_marks)
+{
+	static batch_t b;
+	static char big[1024];
 	int64_t t = now_ms();
-	int i, j;
+	uint8_t one[4] = {1, 0, 0, 0};
+	MDB_val fk = {13, "murmur.format"}, fv = {4, one};
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi seen, marks, main_db;
+	size_t sizes[8], nruns;
+	uint32_t parts[8];
 	fx_t fx;
 	done_t d;
 
+	memset(big, 'b', sizeof(big));
 	REQUIRE(fx_init(&fx, "lmdb") == 0);
-	for (i = 0; i < 1500; i += MAXD) {
-		batch_init(&b, t);
-		for (j = i; j < i + MAXD && j < 1500; j++) {
-			snprintf(ids[j], sizeof(ids[j]), "%05d", j);
-			add_mark(&b, &NS, ids[j], 5, j % 100 == 0 ? t + 60000 : t - 1);
-		}
-		CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
-	}
-	batch_init(&b, t);
-	add_mark(&b, &NS2, S("x"), t - 1);
-	add_purge(&b, &NS, 1);
-	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	fx_close_store(&fx);
-	/* 1024 looked at: ids 0..1023, of which 11 live. */
-	CHECK_EQ_INT(raw_count(fx.path, "seen"), 1501 - 1013);
+	REQUIRE(raw_open(fx.path, &env, &txn, "seen", &seen) == 0);
+	CHECK_EQ_INT(raw_legacy_mark(txn, seen, NS.name, S("old-1"), t + 60000), 0);
+	CHECK_EQ_INT(raw_legacy_mark(txn, seen, NS.name, big, sizeof(big), t + 60000), 0);
+	CHECK_EQ_INT(raw_legacy_mark(txn, seen, NS.name, S("old-gone"), t - 1), 0);
+	CHECK_EQ_INT(raw_legacy_mark(txn, seen, NS2.name, S("old-2"), t + 60000), 0);
+	CHECK_EQ_INT(mdb_dbi_open(txn, "marks", 0, &marks), 0);
+	CHECK_EQ_INT(mdb_drop(txn, marks, 1), 0);
+	CHECK_EQ_INT(mdb_dbi_open(txn, NULL, 0, &main_db), 0);
+	CHECK_EQ_INT(mdb_put(txn, main_db, &fk, &fv, 0), 0);
+	CHECK_EQ_INT(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
 
-	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
-	batch_init(&b, t);
-	add_purge(&b, &NS, 1);
-	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
-	for (i = 0; i < 1500; i += 100)
-		CHECK_EQ_INT(marked(&fx, &NS, ids[i], 5), 1);
+	/* A reader of the format 1 store opens it as it is. */
+	REQUIRE(fx_open_with(&fx, 1, NULL, NULL) == 0);
 	fx_close_store(&fx);
-	/* Everything expired in NS is gone; NS2 was not purged. */
-	CHECK_EQ_INT(raw_count(fx.path, "seen"), 15 + 1);
 	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
+	CHECK_EQ_INT(marked(&fx, &NS, S("old-1")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, big, sizeof(big)), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, big, sizeof(big) - 1), 0);
+	CHECK_EQ_INT(marked(&fx, &NS, S("old-gone")), 0);
+	CHECK_EQ_INT(marked(&fx, &NS2, S("old-2")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS2, S("old-1")), 0);
+	batch_init(&b, t);
+	add_mark(&b, &NS, S("new-1"), t + 60000);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	fx_close_store(&fx);
+	CHECK_EQ_INT(raw_count(fx.path, "seen"), 0);
+	nruns = raw_runs(fx.path, sizes, parts, 8);
+	CHECK(nruns >= 1 && nruns <= 2);
+	CHECK_EQ_INT(sizes[0] + (nruns == 2 ? sizes[1] : 0), 4 * 24);
+	REQUIRE(raw_open(fx.path, &env, &txn, NULL, &main_db) == 0);
+	CHECK_EQ_INT(mdb_get(txn, main_db, &fk, &fv), 0);
+	CHECK(fv.mv_size == 4 && mm_get_u32le(fv.mv_data) == 2);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
+	CHECK_EQ_INT(marked(&fx, &NS, S("old-1")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, big, sizeof(big)), 1);
+	CHECK_EQ_INT(marked(&fx, &NS2, S("old-2")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, S("new-1")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, S("old-gone")), 0);
 	fx_fini(&fx);
 }
 
@@ -1496,6 +1634,7 @@ int main(void)
 	RUN(lmdb_raw_corrupt);
 	RUN(lmdb_hash_collision);
 	RUN(lmdb_key_format);
-	RUN(lmdb_sweep_marks);
+	RUN(lmdb_mark_partitions);
+	RUN(lmdb_format1_marks);
 	UNIT_DONE();
 }

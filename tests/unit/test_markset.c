@@ -1,0 +1,104 @@
+/*
+ * test_markset.c: the in-memory dedup marks of the embedded store
+ * (engine/store/markset.h): hashes that share their first 64 bits stay
+ * apart, growth keeps every live mark and drops the expired ones, a later
+ * expiry wins, prune empties what expired, and the hash of an id depends on
+ * its namespace.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store/markset.h"
+#include "unit.h"
+
+/* Marks with the same h0 (the same slot, a probe chain) and different h1:
+ * 128 bits tell ids apart, not 64. */
+TEST(same_h0)
+{
+	mm_markset_t s = {0};
+	mm_markhash_t m = {42, 0, 0};
+	uint64_t i;
+
+	for (i = 1; i <= 100; i++) {
+		m.h1 = i;
+		m.expire_ms = 1000 + (int64_t)i;
+		CHECK_EQ_INT(mm_markset_add(&s, &m, 0), 0);
+	}
+	CHECK_EQ_INT(s.count, 100);
+	for (i = 1; i <= 100; i++) {
+		m.h1 = i;
+		CHECK_EQ_INT(mm_markset_expiry(&s, &m), 1000 + (int64_t)i);
+	}
+	m.h1 = 101;
+	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
+	m.h0 = 43;
+	m.h1 = 1;
+	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
+	mm_markset_free(&s);
+}
+
+/* 100 000 marks, half of them expired by the time the table grows: every
+ * live one is found, the later expiry of a mark added twice wins, and a
+ * prune keeps only what is live. */
+TEST(grow_and_prune)
+{
+	mm_markset_t s = {0};
+	mm_markhash_t m;
+	uint64_t seed = mm_markset_ns_seed("ns", 2);
+	char id[16];
+	int i, miss = 0;
+
+	for (i = 0; i < 100000; i++) {
+		snprintf(id, sizeof(id), "e%d", i);
+		mm_markset_hash(seed, id, strlen(id), &m);
+		m.expire_ms = i % 2 ? 5000 : 500;
+		REQUIRE(mm_markset_add(&s, &m, i < 50000 ? 0 : 1000) == 0);
+	}
+	for (i = 0; i < 100000; i++) {
+		int64_t e;
+
+		snprintf(id, sizeof(id), "e%d", i);
+		mm_markset_hash(seed, id, strlen(id), &m);
+		e = mm_markset_expiry(&s, &m);
+		/* Expired marks may be gone (dropped by a growth) or still there. */
+		miss += i % 2 ? e != 5000 : e != 500 && e != 0;
+	}
+	CHECK_EQ_INT(miss, 0);
+	snprintf(id, sizeof(id), "e%d", 7);
+	mm_markset_hash(seed, id, strlen(id), &m);
+	m.expire_ms = 9000;
+	CHECK_EQ_INT(mm_markset_add(&s, &m, 1000), 0);
+	m.expire_ms = 100;
+	CHECK_EQ_INT(mm_markset_add(&s, &m, 1000), 0);
+	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 9000);
+	CHECK_EQ_INT(mm_markset_prune(&s, 1000), 0);
+	CHECK_EQ_INT(s.count, 50000);
+	CHECK(s.count * 4 <= s.cap * 3);
+	CHECK_EQ_INT(mm_markset_prune(&s, 6000), 0);
+	CHECK_EQ_INT(s.count, 1);
+	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 9000);
+	mm_markset_free(&s);
+	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
+}
+
+/* One id in two namespaces: two hashes; never the empty slot's zeros. */
+TEST(namespaces)
+{
+	mm_markhash_t a, b;
+
+	mm_markset_hash(mm_markset_ns_seed("a", 1), "id", 2, &a);
+	mm_markset_hash(mm_markset_ns_seed("b", 1), "id", 2, &b);
+	CHECK(a.h0 != b.h0 || a.h1 != b.h1);
+	CHECK((a.h0 | a.h1) != 0);
+	mm_markset_hash(mm_markset_ns_seed("a", 1), "id", 2, &b);
+	CHECK(a.h0 == b.h0 && a.h1 == b.h1);
+}
+
+int main(void)
+{
+	RUN(same_h0);
+	RUN(grow_and_prune);
+	RUN(namespaces);
+	UNIT_DONE();
+}
