@@ -1,11 +1,11 @@
 /*
  * lmdb_dedup.c: dedup marks in the embedded store.
  *
- * A mark is the 128-bit hash of (namespace, id) with its expiry
- * (markset.h says why 128 bits stand for the id). A flush's won ids are
- * written by apply() in the same write transaction as the states they
- * counted, so a mark is durable exactly when its effect is: exact across
- * kill -9. A mark is seen while its expire_ms > now_ms.
+ * A mark is the 128-bit hash of (namespace, id) with its expiry (the
+ * memory keeps 96 of the bits; markset.h says why they stand for the id).
+ * A flush's won ids are written by apply() in the same write transaction
+ * as the states they counted, so a mark is durable exactly when its effect
+ * is: exact across kill -9. A mark is seen while its expire_ms > now_ms.
  *
  * On disk ("marks"), marks are kept in time partitions: partition P holds
  * the marks expiring in [P * LMDB_MARK_WINDOW_MS, (P + 1) * ...), as runs,
@@ -24,7 +24,10 @@
  * and kept up to date by apply() after each commit; claim() answers from it
  * alone: a live mark was counted (DUPLICATE), any other id is WON. No other
  * worker writes the store, so nothing can come between that answer and the
- * apply() that marks the won ids. Memory: 32 to 64 bytes per live mark.
+ * apply() that marks the won ids. Memory: 21 to 43 bytes per live mark (96
+ * bits of each hash and its expiry; twice that while the table grows). The
+ * set is read from the disk again when its expiry offsets' base is 24 days
+ * old, and pruned when a partition ends.
  * The set is a cache of what is committed: a failed commit leaves it as it
  * was, and a set that cannot take a committed mark (out of memory) is
  * dropped and read from the disk again by the next claim.
@@ -130,7 +133,9 @@ corrupt:
 }
 
 /* Fills the markset from the disk (runs and format 1 marks) if it is not
- * filled yet. Lock held. */
+ * filled yet or its base has grown stale (markset.h). Its base is an hour
+ * before now, so that a wall clock set back a little still finds the marks
+ * it asks about. Lock held. */
 static int marks_load(mm_lmdb_t *st, MDB_txn *txn, int64_t now_ms)
 {
 	MDB_cursor *cur = NULL;
@@ -139,8 +144,10 @@ static int marks_load(mm_lmdb_t *st, MDB_txn *txn, int64_t now_ms)
 	size_t i, keep = st->npend;
 	int rc = 0, mrc;
 
-	if (st->marks_loaded)
+	if (st->marks_loaded && !mm_markset_stale(&st->set, now_ms))
 		return 0;
+	st->marks_loaded = 0;
+	mm_markset_start(&st->set, now_ms - LMDB_MARK_WINDOW_MS);
 	if (st->has_marks_db) {
 		if ((mrc = mdb_cursor_open(txn, st->dbi_marks, &cur)))
 			return mm_lmdb_fail(mrc, "open cursor");
@@ -234,8 +241,9 @@ static int write_run(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, uint32_t part
 	return 0;
 }
 
-/* Deletes the runs of every partition that ended by now_ms. */
-static int drop_expired(MDB_cursor *cur, int64_t now_ms)
+/* Deletes the runs of every partition that ended by now_ms, counting them
+ * in *dropped. */
+static int drop_expired(MDB_cursor *cur, int64_t now_ms, size_t *dropped)
 {
 	MDB_cursor_op op = MDB_FIRST;
 	MDB_val key, val;
@@ -256,6 +264,7 @@ static int drop_expired(MDB_cursor *cur, int64_t now_ms)
 		 * MDB_NEXT returns. */
 		if ((mrc = mdb_cursor_del(cur, 0)))
 			return mm_lmdb_fail(mrc, "expire marks");
+		(*dropped)++;
 		op = MDB_NEXT;
 	}
 }
@@ -302,13 +311,14 @@ int mm_lmdb_write_marks(mm_lmdb_t *st, MDB_txn *txn, mm_flush_t *f)
 	uv_mutex_lock(&st->marks_lock);
 	st->npend = 0;
 	st->migrated = 0;
+	st->dropped = 0;
 	if ((rc = marks_load(st, txn, f->now_ms)))
 		goto out;
 	if ((mrc = mdb_cursor_open(txn, st->dbi_marks, &cur))) {
 		rc = mm_lmdb_fail(mrc, "open cursor");
 		goto out;
 	}
-	if ((rc = drop_expired(cur, f->now_ms)))
+	if ((rc = drop_expired(cur, f->now_ms, &st->dropped)))
 		goto out;
 	for (i = 0; i < f->nmarks; i++) {
 		const mm_mark_t *mk = &f->marks[i];
@@ -361,6 +371,10 @@ void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms)
 		 * claim: the set must never miss one. */
 		mm_markset_free(&st->set);
 		st->marks_loaded = 0;
+	} else if (st->dropped) {
+		/* A partition ended: its marks leave the memory too (a failed
+		 * prune leaves them there, expired, which is harmless). */
+		(void)mm_markset_prune(&st->set, now_ms);
 	}
 	st->npend = 0;
 	uv_mutex_unlock(&st->marks_lock);
@@ -391,7 +405,7 @@ static void lmdb_claim_work(uv_work_t *req)
 		return;
 	}
 	uv_mutex_lock(&st->marks_lock);
-	if (!st->marks_loaded) {
+	if (!st->marks_loaded || mm_markset_stale(&st->set, w->now_ms)) {
 		if ((mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn))) {
 			rc = mm_lmdb_fail(mrc, "begin read transaction");
 			goto out;

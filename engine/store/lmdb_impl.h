@@ -48,6 +48,7 @@ typedef struct mm_lmdb {
 	int marks_loaded, legacy, migrated;
 	mm_markhash_t *pend;
 	size_t npend, pend_cap;
+	size_t dropped;         /* runs the apply in flight deleted */
 	/* Where LMDB mapped the data file and its page size, for
 	 * lmdb_map_release(); map_addr is NULL for a read-only opener, or when
 	 * the mapping could not be found. */

@@ -1,4 +1,4 @@
-/* markset.c: dedup marks as 128-bit hashes in memory (markset.h). */
+/* markset.c: dedup marks as 96-bit hashes in memory (markset.h). */
 #include "markset.h"
 
 #include <stdlib.h>
@@ -9,6 +9,7 @@
 #define MARKSET_SEED 0x6d61726b73657431ULL /* "markset1" */
 #define MARKSET_SEED2 0x9e3779b97f4a7c15ULL
 #define MARKSET_MIN 1024
+#define MARKSET_STALE_MS (1LL << 31)
 
 uint64_t mm_markset_ns_seed(const char *ns, size_t nslen)
 {
@@ -19,48 +20,58 @@ void mm_markset_hash(uint64_t ns_seed, const void *id, size_t len, mm_markhash_t
 {
 	out->h0 = mm_hash64(id, len, ns_seed);
 	out->h1 = mm_hash64(id, len, ns_seed ^ MARKSET_SEED2);
-	/* All zero is the empty slot: one hash in 2^128 moves by one. */
-	if ((out->h0 | out->h1) == 0)
-		out->h1 = 1;
+	/* All zero is the empty slot: one hash in 2^96 moves by one. */
+	if ((out->h0 | (out->h1 >> 32)) == 0)
+		out->h0 = 1;
 }
 
-static size_t slot_of(const mm_markset_t *s, const mm_markhash_t *m)
+static int is_empty(const mm_markslot_t *e)
 {
-	return (size_t)(m->h0 ^ (m->h1 >> 17)) & (s->cap - 1);
+	return (e->h0 | e->h1) == 0;
 }
 
-static mm_markhash_t *find(const mm_markset_t *s, const mm_markhash_t *m)
+static size_t slot_of(const mm_markset_t *s, uint64_t h0)
 {
-	size_t i = slot_of(s, m);
+	return (size_t)(h0 ^ (h0 >> 29)) & (s->cap - 1);
+}
+
+static mm_markslot_t *find(const mm_markset_t *s, uint64_t h0, uint32_t h1)
+{
+	size_t i = slot_of(s, h0);
 
 	for (;; i = (i + 1) & (s->cap - 1)) {
-		mm_markhash_t *e = &s->slots[i];
+		mm_markslot_t *e = &s->slots[i];
 
-		if ((e->h0 == m->h0 && e->h1 == m->h1) || (e->h0 | e->h1) == 0)
+		if ((e->h0 == h0 && e->h1 == h1) || is_empty(e))
 			return e;
 	}
 }
 
-/* Moves the marks live at now_ms (all when now_ms is INT64_MIN) into a new
- * table with room for `extra` more. */
+static int live(const mm_markset_t *s, const mm_markslot_t *e, int64_t now_ms)
+{
+	return !is_empty(e) && s->base_ms + (int64_t)e->exp > now_ms;
+}
+
+/* Moves the marks live at now_ms into a new table with room for `extra`
+ * more. */
 static int rebuild(mm_markset_t *s, int64_t now_ms, size_t extra)
 {
-	mm_markset_t t = {0};
-	size_t live = 0, i;
+	mm_markset_t t = {.base_ms = s->base_ms};
+	size_t n = 0, i;
 
 	for (i = 0; i < s->cap; i++)
-		live += (s->slots[i].h0 | s->slots[i].h1) != 0 && s->slots[i].expire_ms > now_ms;
+		n += live(s, &s->slots[i], now_ms);
 	t.cap = MARKSET_MIN;
-	while ((live + extra) * 4 > t.cap * 3)
+	while ((n + extra) * 4 > t.cap * 3)
 		t.cap *= 2;
 	t.slots = calloc(t.cap, sizeof(*t.slots));
 	if (t.slots == NULL)
 		return mm_diag_set(MM_ENOMEM, "cannot allocate %zu dedup marks", t.cap);
 	for (i = 0; i < s->cap; i++) {
-		const mm_markhash_t *e = &s->slots[i];
+		const mm_markslot_t *e = &s->slots[i];
 
-		if ((e->h0 | e->h1) != 0 && e->expire_ms > now_ms) {
-			*find(&t, e) = *e;
+		if (live(s, e, now_ms)) {
+			*find(&t, e->h0, e->h1) = *e;
 			t.count++;
 		}
 	}
@@ -69,36 +80,56 @@ static int rebuild(mm_markset_t *s, int64_t now_ms, size_t extra)
 	return 0;
 }
 
+void mm_markset_start(mm_markset_t *s, int64_t base_ms)
+{
+	mm_markset_free(s);
+	s->base_ms = base_ms;
+}
+
+int mm_markset_stale(const mm_markset_t *s, int64_t now_ms)
+{
+	return now_ms - s->base_ms >= MARKSET_STALE_MS;
+}
+
 int mm_markset_add(mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms)
 {
-	mm_markhash_t *e;
+	int64_t off = m->expire_ms - s->base_ms;
+	uint32_t exp = off > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)off;
+	mm_markslot_t *e;
 	int rc;
 
+	if (off <= 0)
+		return 0;
 	/* Growing first drops the expired marks, and doubles only if the live
 	 * ones still fill more than half of the larger table's room. */
 	if ((s->count + 1) * 4 > s->cap * 3 && (rc = rebuild(s, now_ms, s->count / 2 + 1)))
 		return rc;
-	e = find(s, m);
-	if ((e->h0 | e->h1) == 0) {
-		*e = *m;
+	e = find(s, m->h0, (uint32_t)(m->h1 >> 32));
+	if (is_empty(e)) {
+		e->h0 = m->h0;
+		e->h1 = (uint32_t)(m->h1 >> 32);
+		e->exp = exp;
 		s->count++;
-	} else if (m->expire_ms > e->expire_ms) {
-		e->expire_ms = m->expire_ms;
+	} else if (exp > e->exp) {
+		e->exp = exp;
 	}
 	return 0;
 }
 
 int64_t mm_markset_expiry(const mm_markset_t *s, const mm_markhash_t *m)
 {
+	const mm_markslot_t *e;
+
 	if (s->cap == 0)
 		return 0;
-	return find(s, m)->expire_ms;
+	e = find(s, m->h0, (uint32_t)(m->h1 >> 32));
+	return is_empty(e) ? 0 : s->base_ms + (int64_t)e->exp;
 }
 
 void mm_markset_prefetch(const mm_markset_t *s, const mm_markhash_t *m)
 {
 	if (s->cap)
-		__builtin_prefetch(&s->slots[slot_of(s, m)]);
+		__builtin_prefetch(&s->slots[slot_of(s, m->h0)]);
 }
 
 int mm_markset_prune(mm_markset_t *s, int64_t now_ms)

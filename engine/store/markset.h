@@ -1,19 +1,22 @@
 /*
- * markset.h: a set of dedup marks in memory, each a 128-bit hash of
- * (namespace, id) with the mark's expiry, for the embedded store's claims
- * (lmdb_dedup.c keeps one in front of the marks it stores).
+ * markset.h: a set of dedup marks in memory, for the embedded store's
+ * claims (lmdb_dedup.c keeps one in front of the marks it stores).
  *
- * Why 128 bits. Two different ids whose hashes are equal would make the
- * second a duplicate it is not. With h live marks, a new id collides with
- * one of them with probability h / 2^128 (about 3e-30 for 10^9 marks), so
- * the hash stands for the id: no id bytes are kept or compared.
+ * A mark is the 128-bit hash of (namespace, id) with its expiry
+ * (mm_markhash_t, as stored on disk). The set keeps 96 bits of it: two
+ * different ids whose 96 bits are equal would make the second a duplicate it
+ * is not, which happens to a new id with probability L / 2^96 where L marks
+ * are live (1.3e-20 for 10^9), so the hash stands for the id.
  *
- * The table is open addressing with linear probing over 24-byte slots
- * (h0, h1, expire_ms), at most 3/4 full; an empty slot has h0 = h1 = 0,
- * which mm_markset_hash never returns. Marks are never deleted one by one:
- * an expired mark answers as absent, and mm_markset_prune (or a growth)
- * rebuilds the table with only the live ones. Memory: 24 bytes per slot,
- * 32 to 64 bytes per live mark.
+ * The table is open addressing with linear probing over 16-byte slots (h0,
+ * the high half of h1, the expiry as milliseconds after the set's base), at
+ * most 3/4 full; an empty slot is all zero, which mm_markset_hash never
+ * gives. An expiry more than 2^32 - 1 ms after the base is kept as that
+ * much: exact as long as the set is read again (mm_markset_start with a new
+ * base) before its base is 2^31 ms (24 days) old, which mm_markset_stale
+ * tells. Marks are never deleted one by one: an expired mark answers as
+ * absent, and mm_markset_prune (or a growth) rebuilds the table with only
+ * the live ones. Memory: 16 bytes per slot, 21 to 43 bytes per live mark.
  *
  * Not thread-safe: the owner serialises calls. Pure C, any thread.
  */
@@ -28,23 +31,39 @@ typedef struct mm_markhash {
 	int64_t expire_ms;
 } mm_markhash_t;
 
+typedef struct mm_markslot {
+	uint64_t h0;
+	uint32_t h1;            /* the high half of the hash's h1 */
+	uint32_t exp;           /* expire_ms - base_ms, at most UINT32_MAX */
+} mm_markslot_t;
+
 typedef struct mm_markset {
-	mm_markhash_t *slots;
+	mm_markslot_t *slots;
 	size_t cap;             /* a power of two, or 0 */
 	size_t count;           /* used slots (live or expired) */
+	int64_t base_ms;
 } mm_markset_t;
 
 /* The seed of a namespace's hashes: computed once per call that hashes
  * several ids of one namespace. */
 uint64_t mm_markset_ns_seed(const char *ns, size_t nslen);
 
-/* The 128-bit hash of id in the namespace of ns_seed (never all zero);
- * expire_ms is left to the caller. */
+/* The 128-bit hash of id in the namespace of ns_seed (its 96 bits kept in
+ * the set never all zero); expire_ms is left to the caller. */
 void mm_markset_hash(uint64_t ns_seed, const void *id, size_t len, mm_markhash_t *out);
 
-/* Adds a mark, keeping the later expiry if its hash is there already.
- * Marks expired at now_ms may be dropped when the table grows.
- * Returns 0 or MM_ENOMEM (the set is unchanged). */
+/* Empties the set and sets its base (at most the earliest now_ms it will
+ * be asked about, e.g. the now of the read that fills it). */
+void mm_markset_start(mm_markset_t *s, int64_t base_ms);
+
+/* 1 when the set must be read again (mm_markset_start) to stay exact at
+ * now_ms: its base is 2^31 ms old. */
+int mm_markset_stale(const mm_markset_t *s, int64_t now_ms);
+
+/* Adds a mark, keeping the later expiry if its hash is there already (a
+ * mark that expires at or before the base is left out). Marks expired at
+ * now_ms may be dropped when the table grows. Returns 0 or MM_ENOMEM (the
+ * set is unchanged). */
 int mm_markset_add(mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms);
 
 /* The expiry of the mark with m's hash, or 0 if there is none. */

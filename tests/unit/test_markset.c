@@ -2,8 +2,8 @@
  * test_markset.c: the in-memory dedup marks of the embedded store
  * (engine/store/markset.h): hashes that share their first 64 bits stay
  * apart, growth keeps every live mark and drops the expired ones, a later
- * expiry wins, prune empties what expired, and the hash of an id depends on
- * its namespace.
+ * expiry wins, prune empties what expired, far expiries saturate until the
+ * set is stale, and the hash of an id depends on its namespace.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -13,27 +13,28 @@
 #include "unit.h"
 
 /* Marks with the same h0 (the same slot, a probe chain) and different h1:
- * 128 bits tell ids apart, not 64. */
+ * 96 bits tell ids apart, not 64. */
 TEST(same_h0)
 {
 	mm_markset_t s = {0};
 	mm_markhash_t m = {42, 0, 0};
 	uint64_t i;
 
+	mm_markset_start(&s, 0);
 	for (i = 1; i <= 100; i++) {
-		m.h1 = i;
+		m.h1 = i << 32;
 		m.expire_ms = 1000 + (int64_t)i;
 		CHECK_EQ_INT(mm_markset_add(&s, &m, 0), 0);
 	}
 	CHECK_EQ_INT(s.count, 100);
 	for (i = 1; i <= 100; i++) {
-		m.h1 = i;
+		m.h1 = i << 32;
 		CHECK_EQ_INT(mm_markset_expiry(&s, &m), 1000 + (int64_t)i);
 	}
-	m.h1 = 101;
+	m.h1 = 101ULL << 32;
 	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
 	m.h0 = 43;
-	m.h1 = 1;
+	m.h1 = 1ULL << 32;
 	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
 	mm_markset_free(&s);
 }
@@ -49,6 +50,7 @@ TEST(grow_and_prune)
 	char id[16];
 	int i, miss = 0;
 
+	mm_markset_start(&s, 0);
 	for (i = 0; i < 100000; i++) {
 		snprintf(id, sizeof(id), "e%d", i);
 		mm_markset_hash(seed, id, strlen(id), &m);
@@ -82,6 +84,30 @@ TEST(grow_and_prune)
 	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
 }
 
+/* Expiries are kept relative to the base: one at or before it is left out,
+ * one beyond 2^32 - 1 ms after it is kept as that much, which stays right
+ * until the set is stale (2^31 ms after its base) and read again. */
+TEST(base_and_stale)
+{
+	const int64_t base = 1700000000000LL;
+	mm_markset_t s = {0};
+	mm_markhash_t m = {7, 9ULL << 32, base};
+
+	mm_markset_start(&s, base);
+	CHECK_EQ_INT(mm_markset_add(&s, &m, base), 0);
+	CHECK_EQ_INT(s.count, 0);
+	m.expire_ms = base + (1LL << 40);
+	CHECK_EQ_INT(mm_markset_add(&s, &m, base), 0);
+	CHECK_EQ_INT(mm_markset_expiry(&s, &m), base + (int64_t)UINT32_MAX);
+	CHECK(!mm_markset_stale(&s, base + (1LL << 31) - 1));
+	CHECK(mm_markset_stale(&s, base + (1LL << 31)));
+	mm_markset_start(&s, base + (1LL << 31));
+	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
+	CHECK_EQ_INT(mm_markset_add(&s, &m, base + (1LL << 31)), 0);
+	CHECK_EQ_INT(mm_markset_expiry(&s, &m), base + (1LL << 31) + (int64_t)UINT32_MAX);
+	mm_markset_free(&s);
+}
+
 /* One id in two namespaces: two hashes; never the empty slot's zeros. */
 TEST(namespaces)
 {
@@ -90,7 +116,7 @@ TEST(namespaces)
 	mm_markset_hash(mm_markset_ns_seed("a", 1), "id", 2, &a);
 	mm_markset_hash(mm_markset_ns_seed("b", 1), "id", 2, &b);
 	CHECK(a.h0 != b.h0 || a.h1 != b.h1);
-	CHECK((a.h0 | a.h1) != 0);
+	CHECK((a.h0 | (a.h1 >> 32)) != 0);
 	mm_markset_hash(mm_markset_ns_seed("a", 1), "id", 2, &b);
 	CHECK(a.h0 == b.h0 && a.h1 == b.h1);
 }
@@ -99,6 +125,7 @@ int main(void)
 {
 	RUN(same_h0);
 	RUN(grow_and_prune);
+	RUN(base_and_stale);
 	RUN(namespaces);
 	UNIT_DONE();
 }

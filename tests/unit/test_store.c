@@ -1468,6 +1468,9 @@ TEST(lmdb_mark_partitions)
 	batch_init(&b, h0 + hour);
 	add_mark(&b, &NS, S("later"), h0 + 5 * hour);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	/* The memory forgot them too (pruned at the apply's now). */
+	CHECK_EQ_INT(marked(&fx, &NS, ids[0], strlen(ids[0])), 0);
+	CHECK_EQ_INT(marked(&fx, &NS, ids[199], strlen(ids[199])), 1);
 	fx_close_store(&fx);
 	n = raw_runs(fx.path, sizes, parts, 8);
 	REQUIRE(n == 2);
