@@ -24,6 +24,12 @@ static inline uint64_t mm_load_u64le(const uint8_t *p)
 	       ((uint64_t)p[6] << 48) | ((uint64_t)p[7] << 56);
 }
 
+static inline uint64_t mm_load_u32le(const uint8_t *p)
+{
+	return (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16) |
+	       ((uint64_t)p[3] << 24);
+}
+
 uint64_t mm_hash64(const void *key, size_t len, uint64_t seed)
 {
 	const uint8_t *data = key;
@@ -41,33 +47,26 @@ uint64_t mm_hash64(const void *key, size_t len, uint64_t seed)
 		h *= MM_MURMUR_M;
 	}
 
-	/* The tail is indexed from the start of the key rather than through
-	 * an advanced pointer, so an empty (NULL, 0) key never does pointer
-	 * arithmetic on NULL. */
-	switch (len & 7) {
-	case 7:
-		h ^= (uint64_t)data[8 * nblocks + 6] << 48;
-		/* fall through */
-	case 6:
-		h ^= (uint64_t)data[8 * nblocks + 5] << 40;
-		/* fall through */
-	case 5:
-		h ^= (uint64_t)data[8 * nblocks + 4] << 32;
-		/* fall through */
-	case 4:
-		h ^= (uint64_t)data[8 * nblocks + 3] << 24;
-		/* fall through */
-	case 3:
-		h ^= (uint64_t)data[8 * nblocks + 2] << 16;
-		/* fall through */
-	case 2:
-		h ^= (uint64_t)data[8 * nblocks + 1] << 8;
-		/* fall through */
-	case 1:
-		h ^= (uint64_t)data[8 * nblocks];
+	/* The 1..7 trailing bytes, which the reference folds in one at a time,
+	 * are XORed into distinct byte positions: assembling them into one word
+	 * with at most two loads and XORing that word is the same operation.
+	 * The loads overlap inside the tail (OR of a byte with itself), so none
+	 * reads past the key. The tail is indexed from the start of the key, so
+	 * an empty (NULL, 0) key never does pointer arithmetic on NULL. */
+	size_t r = len & 7;
+
+	if (r) {
+		const uint8_t *t = data + 8 * nblocks;
+		uint64_t tail;
+
+		if (r >= 4)
+			tail = mm_load_u32le(t) | mm_load_u32le(t + r - 4) << (8 * (r - 4));
+		else
+			tail = (uint64_t)t[0] | (uint64_t)t[r / 2] << (8 * (r / 2)) |
+			       (uint64_t)t[r - 1] << (8 * (r - 1));
+		h ^= tail;
 		h *= MM_MURMUR_M;
 	}
-
 	h ^= h >> MM_MURMUR_R;
 	h *= MM_MURMUR_M;
 	h ^= h >> MM_MURMUR_R;

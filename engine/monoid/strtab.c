@@ -12,16 +12,6 @@
 #include <string.h>
 
 #include "../lib/error.h"
-#include "../lib/hash.h"
-
-/* Distinct from the HLL and Bloom seeds so table collisions and sketch
- * collisions are unrelated. */
-#define MM_STRTAB_SEED 0x5d1e2c3b4a596877ULL
-
-uint64_t mm_strtab_hash(const void *key, size_t len)
-{
-	return mm_hash64(key, len, MM_STRTAB_SEED);
-}
 
 int mm_strtab_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen)
 {
@@ -48,7 +38,7 @@ static void strtab_reindex(mm_strtab_t *t)
 	}
 }
 
-int mm_strtab_reserve(mm_strtab_t *t, size_t entries, size_t bytes)
+int mm_strtab_grow(mm_strtab_t *t, size_t entries, size_t bytes)
 {
 	size_t need = (size_t)t->n + entries;
 	size_t kneed = t->klen + bytes;
@@ -116,21 +106,21 @@ int mm_strtab_reserve(mm_strtab_t *t, size_t entries, size_t bytes)
 	return 0;
 }
 
-mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void *key, uint32_t len,
-				  uint64_t hash)
+/* Appends key[0..len) as a new entry with val 0 at the empty slot s. */
+static mm_strtab_entry_t *strtab_append(mm_strtab_t *t, uint32_t s, const void *key, uint32_t len,
+					uint64_t hash)
 {
-	uint32_t s;
+	mm_strtab_entry_t *e = &t->e[t->n];
 
-	if (t->slot == NULL)
-		return NULL;
-	for (s = (uint32_t)hash & t->mask; t->slot[s] != MM_STRTAB_EMPTY; s = (s + 1) & t->mask) {
-		mm_strtab_entry_t *e = &t->e[t->slot[s]];
-
-		if (e->hash == hash && e->len == len &&
-		    (len == 0 || memcmp(t->keys + e->off, key, len) == 0))
-			return e;
-	}
-	return NULL;
+	e->val = 0;
+	e->hash = hash;
+	e->off = t->klen;
+	e->len = len;
+	if (len)
+		memcpy(t->keys + t->klen, key, len);
+	t->klen += len;
+	t->slot[s] = t->n++;
+	return e;
 }
 
 mm_strtab_entry_t *mm_strtab_put(mm_strtab_t *t, const void *key, uint32_t len, uint64_t hash,
@@ -141,23 +131,22 @@ mm_strtab_entry_t *mm_strtab_put(mm_strtab_t *t, const void *key, uint32_t len, 
 
 	for (s = (uint32_t)hash & t->mask; t->slot[s] != MM_STRTAB_EMPTY; s = (s + 1) & t->mask) {
 		e = &t->e[t->slot[s]];
-		if (e->hash == hash && e->len == len &&
-		    (len == 0 || memcmp(t->keys + e->off, key, len) == 0)) {
+		if (e->hash == hash && e->len == len && mm_strtab_eq(t->keys + e->off, key, len)) {
 			*created = 0;
 			return e;
 		}
 	}
-	e = &t->e[t->n];
-	e->val = 0;
-	e->hash = hash;
-	e->off = t->klen;
-	e->len = len;
-	if (len)
-		memcpy(t->keys + t->klen, key, len);
-	t->klen += len;
-	t->slot[s] = t->n++;
 	*created = 1;
-	return e;
+	return strtab_append(t, s, key, len, hash);
+}
+
+mm_strtab_entry_t *mm_strtab_insert(mm_strtab_t *t, const void *key, uint32_t len, uint64_t hash)
+{
+	uint32_t s;
+
+	for (s = (uint32_t)hash & t->mask; t->slot[s] != MM_STRTAB_EMPTY; s = (s + 1) & t->mask)
+		;
+	return strtab_append(t, s, key, len, hash);
 }
 
 void mm_strtab_compact(mm_strtab_t *t)

@@ -21,6 +21,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "../lib/hash.h"
 
 typedef struct mm_strtab_entry {
 	uint64_t val;  /* payload; 0 marks the entry for removal by compact */
@@ -44,19 +47,39 @@ typedef struct mm_strtab {
  * the index needs twice as many slots as entries). */
 #define MM_STRTAB_MAX_ENTRIES (UINT32_C(1) << 30)
 
+/* Distinct from the HLL and Bloom seeds so table collisions and sketch
+ * collisions are unrelated. */
+#define MM_STRTAB_SEED 0x5d1e2c3b4a596877ULL
+
 /* The hash a table uses for its keys (mm_hash64 with a seed of its own). */
-uint64_t mm_strtab_hash(const void *key, size_t len);
+static inline uint64_t mm_strtab_hash(const void *key, size_t len)
+{
+	return mm_hash64(key, len, MM_STRTAB_SEED);
+}
 
 /* Makes room for `entries` more entries holding `bytes` more key bytes, so
  * that the next puts of that size cannot fail. Returns 0 or MM_ENOMEM (also
  * when the table would exceed MM_STRTAB_MAX_ENTRIES); on error the table is
  * unchanged. Pointers to entries and keys are invalidated by a reserve that
  * returns 0. */
-int mm_strtab_reserve(mm_strtab_t *t, size_t entries, size_t bytes);
+static inline int mm_strtab_reserve(mm_strtab_t *t, size_t entries, size_t bytes);
+
+/* mm_strtab_reserve when the room is not there yet: the allocating part. */
+int mm_strtab_grow(mm_strtab_t *t, size_t entries, size_t bytes);
+
+static inline int mm_strtab_reserve(mm_strtab_t *t, size_t entries, size_t bytes)
+{
+	/* Inline because Top-K reserves for every new item and the room is
+	 * usually there (a grow always leaves twice cap slots). The limits'
+	 * checks are the grow's: cap never exceeds MM_STRTAB_MAX_ENTRIES. */
+	if (t->keys != NULL && entries <= (size_t)(t->cap - t->n) && bytes <= t->kcap - t->klen)
+		return 0;
+	return mm_strtab_grow(t, entries, bytes);
+}
 
 /* The entry holding key[0..len), or NULL. hash must be mm_strtab_hash(key, len). */
-mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void *key, uint32_t len,
-				  uint64_t hash);
+static inline mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void *key,
+						 uint32_t len, uint64_t hash);
 
 /* Returns the entry holding key[0..len), appending one with val 0 (and
  * setting *created to 1) when absent. The caller must have reserved room for
@@ -64,6 +87,11 @@ mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void *key, uint32_
  * key is already present. */
 mm_strtab_entry_t *mm_strtab_put(mm_strtab_t *t, const void *key, uint32_t len, uint64_t hash,
 				 int *created);
+
+/* Appends key[0..len), which the caller knows is absent (a find just
+ * missed, nothing changed since), with val 0: mm_strtab_put without the
+ * compares. Same reservation rule as mm_strtab_put. */
+mm_strtab_entry_t *mm_strtab_insert(mm_strtab_t *t, const void *key, uint32_t len, uint64_t hash);
 
 /* Removes every entry whose val is 0, keeping the others in order, and
  * rebuilds the index. Never allocates. */
@@ -81,5 +109,45 @@ int mm_strtab_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t bl
 
 /* Releases everything and zeroes the struct. */
 void mm_strtab_free(mm_strtab_t *t);
+
+/* Equality of n bytes at a and b; short keys (ids, mostly) without a call.
+ * Two overlapping loads of 4 or 8 bytes stay inside both strings. */
+static inline int mm_strtab_eq(const uint8_t *a, const uint8_t *b, uint32_t n)
+{
+	uint64_t x, y, xe, ye;
+	uint32_t x4, y4, x4e, y4e;
+
+	if (n >= 8 && n <= 16) {
+		memcpy(&x, a, 8);
+		memcpy(&y, b, 8);
+		memcpy(&xe, a + n - 8, 8);
+		memcpy(&ye, b + n - 8, 8);
+		return ((x ^ y) | (xe ^ ye)) == 0;
+	}
+	if (n >= 4 && n < 8) {
+		memcpy(&x4, a, 4);
+		memcpy(&y4, b, 4);
+		memcpy(&x4e, a + n - 4, 4);
+		memcpy(&y4e, b + n - 4, 4);
+		return ((x4 ^ y4) | (x4e ^ y4e)) == 0;
+	}
+	return n == 0 || memcmp(a, b, n) == 0;
+}
+
+static inline mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void *key,
+						 uint32_t len, uint64_t hash)
+{
+	uint32_t s;
+
+	if (t->slot == NULL)
+		return NULL;
+	for (s = (uint32_t)hash & t->mask; t->slot[s] != MM_STRTAB_EMPTY; s = (s + 1) & t->mask) {
+		mm_strtab_entry_t *e = &t->e[t->slot[s]];
+
+		if (e->hash == hash && e->len == len && mm_strtab_eq(t->keys + e->off, key, len))
+			return e;
+	}
+	return NULL;
+}
 
 #endif

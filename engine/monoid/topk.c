@@ -103,21 +103,46 @@ static uint32_t topk_limit(uint32_t k)
 	return k < 128 ? 1024 : 8 * k;
 }
 
+/* Counters below this are counted exactly by topk_threshold's histogram. */
+#define MM_TOPK_SMALL 64
+
 /* The (c+1)-th largest counter of t, which must hold more than c entries:
- * the largest x with more than c counters >= x, found by bisection over the
- * counter values so that reductions never allocate. */
+ * the largest x with more than c counters >= x. Most counters of a table
+ * being reduced are small (an item enters with 1 and every reduction takes
+ * the threshold off), so one pass counts the values below MM_TOPK_SMALL
+ * in a histogram, which answers whenever at most c counters are larger;
+ * otherwise bisection over the larger values finds it, without allocating
+ * (reductions never allocate). */
 static uint64_t topk_threshold(const mm_strtab_t *t, uint32_t c)
 {
-	uint64_t lo = 1, hi = 0;
+	uint32_t small[MM_TOPK_SMALL] = {0}, ge = 0;
+	uint64_t lo, hi = 0;
 	uint32_t i;
 
-	for (i = 0; i < t->n; i++)
-		if (t->e[i].val > hi)
-			hi = t->e[i].val;
+	for (i = 0; i < t->n; i++) {
+		uint64_t v = t->e[i].val;
+
+		if (v < MM_TOPK_SMALL)
+			small[v]++;
+		else
+			ge++;
+		if (v > hi)
+			hi = v;
+	}
+	if (ge <= c) {
+		/* ge counts the counters >= x as x goes down. */
+		for (lo = MM_TOPK_SMALL - 1; lo > 1; lo--) {
+			ge += small[lo];
+			if (ge > c)
+				return lo;
+		}
+		return 1;
+	}
+	lo = MM_TOPK_SMALL;
 	while (lo < hi) {
 		uint64_t mid = lo + (hi - lo + 1) / 2;
-		uint32_t ge = 0;
 
+		ge = 0;
 		for (i = 0; i < t->n; i++)
 			ge += t->e[i].val >= mid;
 		if (ge > c)
@@ -218,7 +243,7 @@ static int topk_add(const mm_monoid_t *m, void *st, const mm_value_t *v)
 	mm_topk_t *h = topk_get(st);
 	mm_strtab_entry_t *e;
 	uint64_t hash;
-	int created, rc;
+	int rc;
 
 	if (v->type != MM_VAL_STRING)
 		return mm_diag_set(MM_ETYPE, "topk: expects a string value");
@@ -239,7 +264,8 @@ static int topk_add(const mm_monoid_t *m, void *st, const mm_value_t *v)
 				free(h);
 			return rc;
 		}
-		e = mm_strtab_put(&h->t, v->s, (uint32_t)v->len, hash, &created);
+		/* The find just missed, and a reserve moves no key. */
+		e = mm_strtab_insert(&h->t, v->s, (uint32_t)v->len, hash);
 	}
 	e->val++;
 	h->n++;

@@ -251,6 +251,74 @@ TEST(exact_small)
 	m.vt->destroy(&m, st.b);
 }
 
+static int cmp_desc_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x > y ? -1 : x < y;
+}
+
+/* The encode-time reduction to K subtracts the (K+1)-th largest counter:
+ * checked against a sort for counters on both sides of the threshold
+ * search's histogram (values below 64) and its bisection (64 and up),
+ * ties across that boundary included. */
+TEST(reduction_threshold_is_the_k_plus_first_counter)
+{
+	static const uint64_t fixed[][8] = {
+		{5, 3, 3, 2, 1}, {200, 150, 100, 99, 64, 63, 1}, {64, 64, 64, 63},
+		{65, 64, 63, 63}, {63, 63, 63, 2}, {1000, 900, 64, 64, 64, 1},
+	};
+	static const uint32_t fixed_k[] = {2, 3, 2, 2, 2, 2};
+	uint64_t counts[64], sorted[64];
+	char name[16];
+
+	for (int round = 0; round < 300; round++) {
+		uint32_t n, k;
+		mm_monoid_t m;
+		state_t st;
+		mm_buf_t b;
+		parsed_t p;
+		uint64_t thr, total = 0;
+		uint32_t want = 0;
+
+		if (round < 6) {
+			k = fixed_k[round];
+			for (n = 0; n < 8 && fixed[round][n]; n++)
+				counts[n] = fixed[round][n];
+		} else {
+			k = 1 + (uint32_t)(xorshift64() % 8);
+			n = k + 1 + (uint32_t)(xorshift64() % 50);
+			for (uint32_t i = 0; i < n; i++)
+				counts[i] = 1 + xorshift64() % (round % 2 ? 40 : 160);
+		}
+		m = topk(k);
+		m.vt->init(&m, st.b);
+		for (uint32_t i = 0; i < n; i++) {
+			snprintf(name, sizeof(name), "i%u", i);
+			for (uint64_t c = 0; c < counts[i]; c++)
+				REQUIRE(add_str(&m, &st, name) == 0);
+			total += counts[i];
+		}
+		memcpy(sorted, counts, n * sizeof(*counts));
+		qsort(sorted, n, sizeof(*sorted), cmp_desc_u64);
+		thr = sorted[k];
+		for (uint32_t i = 0; i < n; i++)
+			want += counts[i] > thr;
+		b = enc(&m, &st);
+		parse(&b, &p);
+		CHECK_EQ_INT(p.n, total);
+		CHECK_EQ_INT(p.err, thr);
+		CHECK_EQ_INT(p.count, want);
+		for (uint32_t i = 0; i < n; i++) {
+			snprintf(name, sizeof(name), "i%u", i);
+			CHECK_EQ_INT(lower_of(&p, name), counts[i] > thr ? counts[i] - thr : 0);
+		}
+		free(p.items);
+		mm_buf_free(&b);
+		m.vt->destroy(&m, st.b);
+	}
+}
+
 TEST(json_escaping)
 {
 	mm_monoid_t m = topk(8);
@@ -797,6 +865,7 @@ int main(void)
 	RUN(params);
 	RUN(identity);
 	RUN(exact_small);
+	RUN(reduction_threshold_is_the_k_plus_first_counter);
 	RUN(json_escaping);
 	RUN(type_errors);
 	RUN(laws_without_memory_reductions);
