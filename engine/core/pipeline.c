@@ -256,16 +256,17 @@ static inline int pipe_bucket(mm_pipeline_t *p, int64_t ts_ms, int64_t now_ms, i
 }
 
 /* Adds v under (key, bucket). hint, for a literal key, remembers its entry
- * (see mm_key_hint_t); NULL for keys read from the record. */
-static int pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t bucket, int64_t expire_ms,
-		    const mm_value_t *v, mm_key_hint_t *hint)
+ * (see mm_key_hint_t); NULL for keys read from the record. Inlined into
+ * the record loop, the add's own checks folding into it. */
+static inline __attribute__((always_inline)) int
+pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t bucket, int64_t expire_ms,
+	 const mm_value_t *v, mm_key_hint_t *hint)
 {
 	mm_agg_t *a = &p->agg[p->cur];
 	mm_agg_entry_t *e;
 	int created, rc;
 
-	if (klen == 0 || klen > 1024)
-		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klen);
+	/* Both callers have checked klen (1..1024). */
 	if (hint && hint->a == a && hint->gen == a->gen && hint->e->bucket == bucket) {
 		e = hint->e;
 	} else {
@@ -403,8 +404,10 @@ static void plan_add(scan_plan_t *sp, int *slot, const char *name)
 
 /* Reads a JSON scalar as a key/element/id string: strings unescaped, numbers
  * in their canonical text (mm_json_number_key), which runtime.lua gives the
- * Lua path too, so "1", "1.0" and "1e0" name one entity on both. */
-static int field_string(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp, const char **s,
+ * Lua path too, so "1", "1.0" and "1e0" name one entity on both.
+ * field_string is the inlined common case, a string without escapes, which
+ * is read in place; field_string_slow does the rest. */
+static __attribute__((noinline)) int field_string_slow(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp, const char **s,
 			size_t *len, const char *what)
 {
 	if (f->type == MM_JSON_ABSENT)
@@ -443,6 +446,18 @@ static int field_string(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tm
 	*s = (const char *)tmp->p + start;
 	*len = tmp->len - start;
 	return 0;
+}
+
+static inline __attribute__((always_inline)) int
+field_string(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp, const char **s,
+	     size_t *len, const char *what)
+{
+	if (__builtin_expect(f->type == MM_JSON_STRING && !f->escaped, 1)) {
+		*s = f->p;
+		*len = f->len;
+		return 0;
+	}
+	return field_string_slow(p, f, tmp, s, len, what);
 }
 
 static int field_time(const mm_pipeline_t *p, const mm_json_field_t *f, int64_t *ts_ms)
@@ -488,6 +503,23 @@ static int field_value(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp
 	return field_string(p, f, tmp, &v->s, &v->len, "value");
 }
 
+/* Why process_record refuses r before reading it (the caller saw a flag
+ * or the length). */
+static __attribute__((noinline)) int record_refused(const mm_pipeline_t *p, const mm_record_t *r)
+{
+	const mm_pipeline_config_t *c = &p->cfg;
+
+	if (r->flags & MM_REC_POISON)
+		return mm_diag_set(MM_ECORRUPT, "the record stalled or crashed the worker twice");
+	if (r->flags & MM_REC_UNDECODABLE)
+		return mm_diag_set(MM_EJSON, MM_REC_UNDECODABLE_MSG);
+	if (r->flags & MM_REC_TOOBIG)
+		return mm_diag_set(MM_ETOOBIG, "record of %llu bytes exceeds max_record %llu",
+				   (unsigned long long)r->orig_len, (unsigned long long)c->max_record);
+	return mm_diag_set(MM_ETOOBIG, "record of %u bytes exceeds max_record %llu", r->len,
+			   (unsigned long long)c->max_record);
+}
+
 static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms, scan_plan_t *sp,
 			  mm_buf_t *tmp)
 {
@@ -499,16 +531,10 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	int rc;
 
 	pipe_begin(p);
-	if (r->flags & MM_REC_POISON)
-		return mm_diag_set(MM_ECORRUPT, "the record stalled or crashed the worker twice");
-	if (r->flags & MM_REC_UNDECODABLE)
-		return mm_diag_set(MM_EJSON, MM_REC_UNDECODABLE_MSG);
-	if (r->flags & MM_REC_TOOBIG)
-		return mm_diag_set(MM_ETOOBIG, "record of %llu bytes exceeds max_record %llu",
-				   (unsigned long long)r->orig_len, (unsigned long long)c->max_record);
-	if (r->len > c->max_record)
-		return mm_diag_set(MM_ETOOBIG, "record of %u bytes exceeds max_record %llu", r->len,
-				   (unsigned long long)c->max_record);
+	if (__builtin_expect((r->flags & (MM_REC_POISON | MM_REC_UNDECODABLE | MM_REC_TOOBIG)) ||
+				     r->len > c->max_record,
+			     0))
+		return record_refused(p, r);
 	mm_json_field_t *fields = sp->f;
 
 	/* mm_json_scan marks every field absent before it looks. */
