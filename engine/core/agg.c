@@ -126,7 +126,7 @@ static size_t agg_probe(const mm_agg_t *a, const char *key, size_t klen, int64_t
 		if (sh == h) {
 			const mm_agg_entry_t *e = &a->entries[a->index[j]];
 
-			if (e->bucket == bucket && e->klen == klen && memcmp(e->key, key, klen) == 0)
+			if (e->bucket == bucket && e->klen == klen && mm_key_eq(e->key, key, klen))
 				return j;
 		}
 		j = (j + 1) & (a->cap - 1);

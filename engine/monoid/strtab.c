@@ -131,7 +131,7 @@ mm_strtab_entry_t *mm_strtab_put(mm_strtab_t *t, const void *key, uint32_t len, 
 
 	for (s = (uint32_t)hash & t->mask; t->slot[s] != MM_STRTAB_EMPTY; s = (s + 1) & t->mask) {
 		e = &t->e[t->slot[s]];
-		if (e->hash == hash && e->len == len && mm_strtab_eq(t->keys + e->off, key, len)) {
+		if (e->hash == hash && e->len == len && mm_key_eq(t->keys + e->off, key, len)) {
 			*created = 0;
 			return e;
 		}

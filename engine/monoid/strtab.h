@@ -21,7 +21,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "../lib/hash.h"
 
@@ -110,30 +109,6 @@ int mm_strtab_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t bl
 /* Releases everything and zeroes the struct. */
 void mm_strtab_free(mm_strtab_t *t);
 
-/* Equality of n bytes at a and b; short keys (ids, mostly) without a call.
- * Two overlapping loads of 4 or 8 bytes stay inside both strings. */
-static inline int mm_strtab_eq(const uint8_t *a, const uint8_t *b, uint32_t n)
-{
-	uint64_t x, y, xe, ye;
-	uint32_t x4, y4, x4e, y4e;
-
-	if (n >= 8 && n <= 16) {
-		memcpy(&x, a, 8);
-		memcpy(&y, b, 8);
-		memcpy(&xe, a + n - 8, 8);
-		memcpy(&ye, b + n - 8, 8);
-		return ((x ^ y) | (xe ^ ye)) == 0;
-	}
-	if (n >= 4 && n < 8) {
-		memcpy(&x4, a, 4);
-		memcpy(&y4, b, 4);
-		memcpy(&x4e, a + n - 4, 4);
-		memcpy(&y4e, b + n - 4, 4);
-		return ((x4 ^ y4) | (x4e ^ y4e)) == 0;
-	}
-	return n == 0 || memcmp(a, b, n) == 0;
-}
-
 static inline mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void *key,
 						 uint32_t len, uint64_t hash)
 {
@@ -144,7 +119,7 @@ static inline mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void
 	for (s = (uint32_t)hash & t->mask; t->slot[s] != MM_STRTAB_EMPTY; s = (s + 1) & t->mask) {
 		mm_strtab_entry_t *e = &t->e[t->slot[s]];
 
-		if (e->hash == hash && e->len == len && mm_strtab_eq(t->keys + e->off, key, len))
+		if (e->hash == hash && e->len == len && mm_key_eq(t->keys + e->off, key, len))
 			return e;
 	}
 	return NULL;

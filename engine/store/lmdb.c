@@ -288,15 +288,36 @@ void mm_lmdb_work_finish(lmdb_work_t *w, int rc)
 		w->detail[0] = '\0';
 }
 
-static int cmp_delta(const void *x, const void *y)
+/* The order of two deltas of one namespace name: identifier length and
+ * bytes, then bucket. */
+static inline int cmp_delta_in_ns(const mm_delta_t *a, const mm_delta_t *b)
 {
-	const mm_delta_t *a = x, *b = y;
-	int c = mm_lmdb_cmp_ident(a->ns->name, b->ns->name, a->key.entity, a->key.len, b->key.entity,
-			  b->key.len);
+	int c;
 
+	if (a->key.len != b->key.len)
+		return a->key.len < b->key.len ? -1 : 1;
+	c = mm_key_cmp(a->key.entity, b->key.entity, a->key.len);
 	if (c == 0 && a->key.bucket != b->key.bucket)
 		c = a->key.bucket < b->key.bucket ? -1 : 1;
 	return c;
+}
+
+static __attribute__((noinline)) int cmp_delta_names(const mm_delta_t *a, const mm_delta_t *b)
+{
+	int c = mm_lmdb_cmp_names(a->ns->name, b->ns->name);
+
+	return c ? c : cmp_delta_in_ns(a, b);
+}
+
+/* The sort's comparison. Deltas of one namespace (a flush's usual case)
+ * compare without a call but for memcmp on keys past 16 bytes. */
+static int cmp_delta(const void *x, const void *y)
+{
+	const mm_delta_t *a = x, *b = y;
+
+	if (a->ns->name != b->ns->name)
+		return cmp_delta_names(a, b);
+	return cmp_delta_in_ns(a, b);
 }
 
 /*

@@ -195,22 +195,13 @@ out:
  * the runtime's hash-table order. Sorting runs on the apply's
  * pool thread, so it costs the event loop nothing.
  */
-int mm_lmdb_cmp_ident(const char *ans, const char *bns, const char *a, size_t alen, const char *b,
-		      size_t blen)
+int mm_lmdb_cmp_names(const char *ans, const char *bns)
 {
-	int c;
-
 	/* A flush's items share their namespace's name: the lengths are only
-	 * worth measuring (a strlen per comparison) when the names differ. */
-	if (ans != bns) {
-		size_t anl = strlen(ans), bnl = strlen(bns);
+	 * measured (a strlen per comparison) when the pointers differ. */
+	size_t anl = strlen(ans), bnl = strlen(bns);
 
-		if (anl != bnl)
-			return anl < bnl ? -1 : 1;
-		if ((c = memcmp(ans, bns, anl)) != 0)
-			return c;
-	}
-	if (alen != blen)
-		return alen < blen ? -1 : 1;
-	return memcmp(a, b, alen);
+	if (anl != bnl)
+		return anl < bnl ? -1 : 1;
+	return memcmp(ans, bns, anl);
 }

@@ -1,5 +1,6 @@
 /*
- * test_hll.c: the HyperLogLog monoid and mm_hash64.
+ * test_hll.c: the HyperLogLog monoid and lib/hash.h (mm_hash64, the key
+ * compares).
  *
  * Golden byte strings below were produced by redis-server 7.0.15 (PFADD,
  * then PFCOUNT so the cached cardinality is valid, then GET); matching them
@@ -200,6 +201,36 @@ TEST(hash_tail_matches_bytewise)
 			CHECK(mm_hash64(buf + off, len, 0x5d1e2c3b4a596877ULL) ==
 			      murmur64a_bytewise(buf + off, len, 0x5d1e2c3b4a596877ULL));
 		}
+}
+
+/* mm_key_eq and mm_key_cmp agree with memcmp at every length up to 40, for
+ * keys equal up to each position, with bytes on both sides of 0x80 (the
+ * order is unsigned). */
+TEST(key_compares_match_memcmp)
+{
+	uint8_t a[48], b[48];
+	int bad = 0;
+
+	for (size_t n = 0; n <= 40; n++)
+		for (size_t at = 0; at <= n; at++)
+			for (int v = 0; v < 4; v++) {
+				static const uint8_t vals[4] = {0x00, 0x7f, 0x80, 0xff};
+				int want, got;
+
+				for (size_t i = 0; i < sizeof(a); i++)
+					a[i] = b[i] = (uint8_t)(i * 37 + n);
+				if (at < n) {
+					a[at] = vals[v];
+					b[at] = vals[3 - v];
+				}
+				want = memcmp(a, b, n);
+				want = (want > 0) - (want < 0);
+				got = mm_key_cmp(a, b, n);
+				if (got != want || mm_key_eq(a, b, n) != (want == 0) ||
+				    mm_key_cmp(b, a, n) != -want)
+					bad++;
+			}
+	CHECK_EQ_INT(bad, 0);
 }
 
 TEST(empty)
@@ -751,6 +782,7 @@ int main(void)
 {
 	RUN(hash_properties);
 	RUN(hash_tail_matches_bytewise);
+	RUN(key_compares_match_memcmp);
 	RUN(empty);
 	RUN(single_element);
 	RUN(golden_redis_encodings);
