@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "../lib/error.h"
+#include "../lib/hash.h"
 #include "json_lex.h"
 
 _Static_assert(MM_JSON_MAX_DEPTH <= 64, "the container stack is one uint64_t");
@@ -414,33 +415,6 @@ static inline const unsigned char *skip_ws(const unsigned char *p, const unsigne
 	return p;
 }
 
-/* memcmp(a, b, n) == 0 for the short names events use, without a call:
- * two overlapping loads cover any length from 4 to 16. */
-static inline int mem_eq(const void *a, const void *b, size_t n)
-{
-	const unsigned char *x = a, *y = b;
-	uint64_t a8, b8, a8e, b8e;
-	uint32_t a4, b4, a4e, b4e;
-
-	if (n >= 8 && n <= 16) {
-		memcpy(&a8, x, 8);
-		memcpy(&b8, y, 8);
-		memcpy(&a8e, x + n - 8, 8);
-		memcpy(&b8e, y + n - 8, 8);
-		return ((a8 ^ b8) | (a8e ^ b8e)) == 0;
-	}
-	if (n >= 4 && n < 8) {
-		memcpy(&a4, x, 4);
-		memcpy(&b4, y, 4);
-		memcpy(&a4e, x + n - 4, 4);
-		memcpy(&b4e, y + n - 4, 4);
-		return ((a4 ^ b4) | (a4e ^ b4e)) == 0;
-	}
-	if (n < 4)
-		return n == 0 || (x[0] == y[0] && x[n / 2] == y[n / 2] && x[n - 1] == y[n - 1]);
-	return memcmp(x, y, n) == 0;
-}
-
 /* Compares the escaped key body k[0..klen) (already validated) with name. */
 static int key_equal_escaped(const unsigned char *k, size_t klen, const char *name, size_t nlen)
 {
@@ -612,7 +586,7 @@ next:
 		/* The caller may have asked for the same name twice. */
 		for (i = cur + 1; i < nfields; i++)
 			if (fields[i].name_len == f->name_len &&
-			    mem_eq(fields[i].name, f->name, f->name_len)) {
+			    mm_key_eq(fields[i].name, f->name, f->name_len)) {
 				fields[i].type = f->type;
 				fields[i].p = f->p;
 				fields[i].len = f->len;
@@ -651,7 +625,7 @@ key:
 
 		for (i = 0; i < nfields; i++) {
 			if (escaped ? !key_equal_escaped(tok, klen, fields[i].name, fields[i].name_len)
-				    : fields[i].name_len != klen || !mem_eq(fields[i].name, tok, klen))
+				    : fields[i].name_len != klen || !mm_key_eq(fields[i].name, tok, klen))
 				continue;
 			if (fields[i].type != MM_JSON_ABSENT)
 				return mm_diag_set(MM_EJSON,
@@ -754,7 +728,7 @@ flat_field(const mm_json_field_t *fields, int nfields, const unsigned char *k, s
 		/* Names of one length usually differ in their first byte. */
 		if (fields[i].name_len != klen || (klen && (unsigned char)fields[i].name[0] != k[0]))
 			continue;
-		if (mem_eq(fields[i].name, k, klen))
+		if (mm_key_eq(fields[i].name, k, klen))
 			return i;
 	}
 	return -1;
@@ -769,7 +743,7 @@ static inline __attribute__((always_inline)) void flat_same_names(mm_json_field_
 			continue;
 		for (int j = 0; j < i; j++)
 			if (fields[j].type != MM_JSON_ABSENT && fields[j].name_len == fields[i].name_len &&
-			    mem_eq(fields[j].name, fields[i].name, fields[i].name_len)) {
+			    mm_key_eq(fields[j].name, fields[i].name, fields[i].name_len)) {
 				fields[i].type = fields[j].type;
 				fields[i].p = fields[j].p;
 				fields[i].len = fields[j].len;
@@ -836,7 +810,7 @@ scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, int nfields, 
 				return 0;
 			if (seen & bit)
 				for (i = 0; i < nkeys; i++)
-					if (kl[i] == klen && mem_eq(kp[i], v, klen))
+					if (kl[i] == klen && mm_key_eq(kp[i], v, klen))
 						return 0;
 			seen |= bit;
 			kp[nkeys] = v;

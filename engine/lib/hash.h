@@ -19,32 +19,32 @@
 
 uint64_t mm_hash64(const void *key, size_t len, uint64_t seed);
 
-/* Equality of the n bytes at a and b, for the key compare after a hash
- * match: keys of 4 to 16 bytes (ids, mostly) without a call, by two
- * overlapping loads that stay inside both keys. */
+/* memcmp(a, b, n) == 0 for the key compare after a hash match and for the
+ * short names events use, without a call: two overlapping loads cover any
+ * length from 4 to 16, three byte compares the shorter ones. */
 static inline int mm_key_eq(const void *a, const void *b, size_t n)
 {
 	const unsigned char *x = a, *y = b;
+	uint64_t a8, b8, a8e, b8e;
+	uint32_t a4, b4, a4e, b4e;
 
 	if (n >= 8 && n <= 16) {
-		uint64_t x0, y0, x1, y1;
-
-		memcpy(&x0, x, 8);
-		memcpy(&y0, y, 8);
-		memcpy(&x1, x + n - 8, 8);
-		memcpy(&y1, y + n - 8, 8);
-		return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+		memcpy(&a8, x, 8);
+		memcpy(&b8, y, 8);
+		memcpy(&a8e, x + n - 8, 8);
+		memcpy(&b8e, y + n - 8, 8);
+		return ((a8 ^ b8) | (a8e ^ b8e)) == 0;
 	}
 	if (n >= 4 && n < 8) {
-		uint32_t x0, y0, x1, y1;
-
-		memcpy(&x0, x, 4);
-		memcpy(&y0, y, 4);
-		memcpy(&x1, x + n - 4, 4);
-		memcpy(&y1, y + n - 4, 4);
-		return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+		memcpy(&a4, x, 4);
+		memcpy(&b4, y, 4);
+		memcpy(&a4e, x + n - 4, 4);
+		memcpy(&b4e, y + n - 4, 4);
+		return ((a4 ^ b4) | (a4e ^ b4e)) == 0;
 	}
-	return n == 0 || memcmp(x, y, n) == 0;
+	if (n < 4)
+		return n == 0 || (x[0] == y[0] && x[n / 2] == y[n / 2] && x[n - 1] == y[n - 1]);
+	return memcmp(x, y, n) == 0;
 }
 
 static inline uint64_t mm_load_be32(const unsigned char *p)
