@@ -2,7 +2,9 @@
  * query.c: the query service's methods (see query.h).
  *
  * A read (Get*, MightContain) becomes a job: the pipeline's descriptor
- * (cached after the first read), the bucket range its method asks for, the
+ * (read once through get_meta, without blocking the loop, then cached;
+ * calls that name it while the read is out wait for the same read), the
+ * bucket range its method asks for, the
  * keys (entity x bucket) and, per store, a states array that get_many
  * fills. When every store has answered, each entity's states are merged
  * with the monoid into one value and turned into a typed Result through the
@@ -50,11 +52,20 @@ typedef struct pipe_meta {
 
 typedef struct job job_t;
 
+/* A call waiting for a descriptor that is not cached yet. It lives in the
+ * call's arena; fn gets the descriptor, or rc and its detail. */
+typedef struct meta_wait {
+	void (*fn)(void *arg, int rc, const char *detail, const pipe_meta_t *pm);
+	void *arg;
+	struct meta_wait *next;
+} meta_wait_t;
+
 struct mm_query {
 	mm_store_t **stores;
 	size_t nstores;
 	pipe_meta_t *metas;
-	size_t inflight;
+	struct meta_read *reading;  /* descriptor reads in flight */
+	size_t inflight;            /* store reads queued or in flight */
 	uv_check_t *check;          /* flushes `queue` after each poll phase */
 	mm_rcache_t *rcache;        /* results kept for --result-cache, or NULL */
 	job_t *queue, **queue_tail; /* jobs planned in this loop iteration */
@@ -90,6 +101,9 @@ struct job {
 	size_t nitems;
 	job_t *next;                /* in the query's queue, then in its batch */
 	int fresh;                  /* fresh_read: skip the result cache */
+	int mode;                   /* RANGE_*, with the request's strings below */
+	const char *window, *at, *from, *to;
+	meta_wait_t wait;           /* while the descriptor is read */
 	struct hit {                /* per entity, when every one was cached */
 		uint8_t *p;
 		size_t n;
@@ -207,55 +221,153 @@ fail:
 	return rc;
 }
 
-/* The descriptor of pipeline `name`: cached, else read from every store
- * (which must agree on the monoid). MM_ENOTFOUND if no store has it. */
-static int meta_get(mm_query_t *q, const char *name, const pipe_meta_t **out)
+/* The cached descriptor of pipeline `name`, or NULL. */
+static const pipe_meta_t *meta_find(const mm_query_t *q, const char *name)
 {
+	for (const pipe_meta_t *pm = q->metas; pm != NULL; pm = pm->next)
+		if (strcmp(pm->name, name) == 0)
+			return pm;
+	return NULL;
+}
+
+/* One store's answer to a descriptor read. */
+typedef struct meta_part {
+	struct meta_read *mr;
+	mm_buf_t raw;
+	int status;
+	char detail[200];
+} meta_part_t;
+
+/* A descriptor read in flight: one get_meta per store (on the loop, like
+ * get_many: over DynamoDB a request, over LMDB the thread pool), for every
+ * call that asked for the pipeline before the answer came. */
+struct meta_read {
+	mm_query_t *q;
+	char *name;
+	meta_part_t *parts;         /* per store */
+	size_t pending;
+	meta_wait_t *waiters;
+	struct meta_read *next;     /* in q->reading */
+};
+
+/* Every store has answered: parse, check that the stores agree, cache the
+ * descriptor, then answer the waiters. Errors are not cached: the next call
+ * reads again. */
+static void meta_read_done(struct meta_read *mr)
+{
+	mm_query_t *q = mr->q;
 	pipe_meta_t *pm = NULL;
-	mm_buf_t raw = {0};
+	const char *detail = NULL;
+	char msg[256];
 	int rc = 0;
 
-	for (pm = q->metas; pm != NULL; pm = pm->next)
-		if (strcmp(pm->name, name) == 0) {
-			*out = pm;
-			return 0;
-		}
-	for (size_t i = 0; i < q->nstores; i++) {
+	for (size_t i = 0; rc == 0 && i < q->nstores; i++) {
+		meta_part_t *pt = &mr->parts[i];
 		pipe_meta_t *other = NULL;
 
-		raw.len = 0;
-		rc = mm_store_read_meta(q->stores[i], name, &raw);
-		if (rc == MM_ENOTFOUND) {
-			rc = 0;
+		if (pt->status == MM_ENOTFOUND)
 			continue;
+		if ((rc = pt->status) != 0) {
+			detail = pt->detail;
+			break;
 		}
-		if (rc == 0)
-			rc = meta_parse(name, &raw, pm ? &other : &pm);
-		if (rc)
+		if ((rc = meta_parse(mr->name, &pt->raw, pm ? &other : &pm)) != 0)
 			break;
 		if (other) {
 			int same = strcmp(other->describe, pm->describe) == 0 && other->gran == pm->gran;
 
 			meta_free(other);
-			if (!same) {
+			if (!same)
 				rc = mm_diag_set(MM_EINCOMPAT,
 						 "pipeline '%s' has different monoids or windows in different data directories",
-						 name);
-				break;
-			}
+						 mr->name);
 		}
 	}
-	mm_buf_free(&raw);
 	if (rc == 0 && pm == NULL)
-		rc = mm_diag_set(MM_ENOTFOUND, "no pipeline '%s' in the store", name);
-	if (rc) {
-		if (pm)
-			meta_free(pm);
-		return rc;
+		rc = mm_diag_set(MM_ENOTFOUND, "no pipeline '%s' in the store", mr->name);
+	if (rc && detail == NULL) {
+		snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
+		detail = msg;
 	}
-	pm->next = q->metas;
-	q->metas = pm;
-	*out = pm;
+	if (rc && pm) {
+		meta_free(pm);
+		pm = NULL;
+	}
+	if (pm) {
+		pm->next = q->metas;
+		q->metas = pm;
+	}
+	for (struct meta_read **p = &q->reading; *p != NULL; p = &(*p)->next)
+		if (*p == mr) {
+			*p = mr->next;
+			break;
+		}
+	for (meta_wait_t *w = mr->waiters, *next; w != NULL; w = next) {
+		next = w->next;
+		w->fn(w->arg, rc, detail, pm);
+	}
+	q->inflight--;
+	for (size_t i = 0; i < q->nstores; i++)
+		mm_buf_free(&mr->parts[i].raw);
+	free(mr->parts);
+	free(mr->name);
+	free(mr);
+}
+
+static void on_meta_read(void *arg, int status, const char *detail)
+{
+	meta_part_t *pt = arg;
+
+	pt->status = status;
+	if (status)
+		snprintf(pt->detail, sizeof(pt->detail), "%s", detail ? detail : mm_strerror(status));
+	if (--pt->mr->pending == 0)
+		meta_read_done(pt->mr);
+}
+
+/* Reads the descriptor of pipeline `name` (not cached) from every store,
+ * without blocking the loop: w->fn runs when all have answered (before this
+ * returns only if no store could start its read). Calls asking for the same
+ * pipeline meanwhile share the read. Returns 0, or MM_ENOMEM (then w->fn is
+ * not called). */
+static int meta_read(mm_query_t *q, const char *name, meta_wait_t *w)
+{
+	struct meta_read *mr;
+
+	for (mr = q->reading; mr != NULL; mr = mr->next)
+		if (strcmp(mr->name, name) == 0) {
+			w->next = mr->waiters;
+			mr->waiters = w;
+			return 0;
+		}
+	if ((mr = calloc(1, sizeof(*mr))) == NULL || (mr->name = strdup(name)) == NULL ||
+	    (mr->parts = calloc(q->nstores, sizeof(meta_part_t))) == NULL) {
+		if (mr)
+			free(mr->name);
+		free(mr);
+		return mm_diag_set(MM_ENOMEM, "query: out of memory");
+	}
+	mr->q = q;
+	mr->waiters = w;
+	w->next = NULL;
+	mr->next = q->reading;
+	q->reading = mr;
+	q->inflight++;
+	mr->pending = 1; /* held until every read is started */
+	for (size_t i = 0; i < q->nstores; i++) {
+		meta_part_t *pt = &mr->parts[i];
+		int rc;
+
+		pt->mr = mr;
+		mr->pending++;
+		if ((rc = mm_store_get_meta(q->stores[i], name, &pt->raw, on_meta_read, pt)) != 0) {
+			mr->pending--;
+			pt->status = rc;
+			snprintf(pt->detail, sizeof(pt->detail), "%s", mm_diag_msg());
+		}
+	}
+	if (--mr->pending == 0)
+		meta_read_done(mr);
 	return 0;
 }
 
@@ -949,45 +1061,95 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* A ListPipelines call: the names, then each one's descriptor in turn. */
+typedef struct list_ctx {
+	mm_query_t *q;
+	mm_rpc_call_t *call;
+	Murmur__V1__ListPipelinesResponse *resp;
+	char **v;
+	size_t k, i;
+	meta_wait_t wait;
+} list_ctx_t;
+
+static void list_next(list_ctx_t *lc);
+
+static void on_list_meta(void *arg, int rc, const char *detail, const pipe_meta_t *pm)
+{
+	list_ctx_t *lc = arg;
+
+	if (rc) {
+		mm_rpc_done(lc->call, NULL, code_of(rc), "%s", detail);
+		return;
+	}
+	if ((lc->resp->pipelines[lc->resp->n_pipelines++] = pipeline_msg(lc->call->arena, pm)) == NULL) {
+		mm_rpc_done(lc->call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	lc->i++;
+	list_next(lc);
+}
+
+/* Adds the cached descriptors from name i on; reads the first one that is
+ * not cached and goes on from its callback. */
+static void list_next(list_ctx_t *lc)
+{
+	for (; lc->i < lc->k; lc->i++) {
+		const char *name = lc->v[lc->i];
+		const pipe_meta_t *pm;
+
+		if (lc->i > 0 && strcmp(name, lc->v[lc->i - 1]) == 0)
+			continue; /* in several data directories */
+		if ((pm = meta_find(lc->q, name)) == NULL) {
+			lc->wait = (meta_wait_t){on_list_meta, lc, NULL};
+			if (meta_read(lc->q, name, &lc->wait) != 0)
+				mm_rpc_done(lc->call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			return;
+		}
+		if ((lc->resp->pipelines[lc->resp->n_pipelines++] = pipeline_msg(lc->call->arena, pm)) == NULL) {
+			mm_rpc_done(lc->call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			return;
+		}
+	}
+	mm_rpc_done(lc->call, &lc->resp->base, MM_RPC_OK, NULL);
+}
+
+/* The names come from list_meta, which is still a blocking read (one per
+ * ListPipelines call); the descriptors are read through the loop. */
 static void list_pipelines(mm_query_t *q, mm_rpc_call_t *call)
 {
 	mm_arena_t *a = call->arena;
-	Murmur__V1__ListPipelinesResponse *resp =
-		NEW(a, Murmur__V1__ListPipelinesResponse, murmur__v1__list_pipelines_response__init);
+	list_ctx_t *lc = mm_arena_calloc(a, sizeof(*lc));
 	mm_buf_t names = {0};
-	char **v = NULL;
-	size_t n = 0, k = 0;
+	char *copy = NULL;
+	size_t n = 0;
 	int rc = 0;
 
 	for (size_t s = 0; rc == 0 && s < q->nstores; s++)
 		rc = mm_store_list_meta(q->stores[s], &names);
 	for (size_t i = 0; i < names.len; i++)
 		n += names.p[i] == 0;
-	if (rc == 0 && (resp == NULL || (v = mm_arena_alloc(a, (n + 1) * sizeof(char *))) == NULL))
+	if (rc == 0 && (lc == NULL ||
+			(lc->resp = NEW(a, Murmur__V1__ListPipelinesResponse,
+					murmur__v1__list_pipelines_response__init)) == NULL ||
+			(lc->v = mm_arena_alloc(a, (n + 1) * sizeof(char *))) == NULL ||
+			(lc->resp->pipelines = mm_arena_alloc(a, (n + 1) * sizeof(*lc->resp->pipelines))) == NULL ||
+			(copy = mm_arena_alloc(a, names.len + 1)) == NULL))
 		rc = mm_diag_set(MM_ENOMEM, "query: out of memory");
-	for (size_t i = 0; rc == 0 && i < names.len; i += strlen((char *)names.p + i) + 1)
-		v[k++] = (char *)names.p + i;
-	if (rc == 0) {
-		qsort(v, k, sizeof(char *), name_cmp);
-		resp->pipelines = mm_arena_alloc(a, (k + 1) * sizeof(*resp->pipelines));
-		if (resp->pipelines == NULL)
-			rc = mm_diag_set(MM_ENOMEM, "query: out of memory");
-	}
-	for (size_t i = 0; rc == 0 && i < k; i++) {
-		const pipe_meta_t *pm;
-
-		if (i > 0 && strcmp(v[i], v[i - 1]) == 0)
-			continue; /* in several data directories */
-		if ((rc = meta_get(q, v[i], &pm)) != 0)
-			break;
-		if ((resp->pipelines[resp->n_pipelines++] = pipeline_msg(a, pm)) == NULL)
-			rc = mm_diag_set(MM_ENOMEM, "query: out of memory");
-	}
-	if (rc)
+	if (rc) {
 		mm_rpc_done(call, NULL, code_of(rc), "%s", mm_diag_msg());
-	else
-		mm_rpc_done(call, &resp->base, MM_RPC_OK, NULL);
+		mm_buf_free(&names);
+		return;
+	}
+	/* The names outlive this call's stack: they go in the arena. */
+	if (names.len > 0)
+		memcpy(copy, names.p, names.len);
+	for (size_t i = 0; i < names.len; i += strlen(copy + i) + 1)
+		lc->v[lc->k++] = copy + i;
 	mm_buf_free(&names);
+	qsort(lc->v, lc->k, sizeof(char *), name_cmp);
+	lc->q = q;
+	lc->call = call;
+	list_next(lc);
 }
 
 static int check_name(mm_rpc_call_t *call, const char *pipeline)
@@ -1017,6 +1179,65 @@ static int check_entities(mm_rpc_call_t *call, char **ents, size_t n)
 	return 0;
 }
 
+static void on_describe_meta(void *arg, int rc, const char *detail, const pipe_meta_t *pm)
+{
+	mm_rpc_call_t *call = arg;
+	Murmur__V1__DescribeResponse *resp;
+
+	if (rc) {
+		mm_rpc_done(call, NULL, code_of(rc), "%s", detail);
+		return;
+	}
+	resp = NEW(call->arena, Murmur__V1__DescribeResponse, murmur__v1__describe_response__init);
+	if (resp == NULL || (resp->pipeline = pipeline_msg(call->arena, pm)) == NULL) {
+		mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	mm_rpc_done(call, &resp->base, MM_RPC_OK, NULL);
+}
+
+/* A read whose descriptor is known: its bucket range, then the result
+ * cache or the store. */
+static void job_plan(job_t *j)
+{
+	mm_rpc_call_t *call = j->call;
+	int rc;
+
+	if (j->bloom && j->pm->m.vt != &mm_monoid_bloom_vtable) {
+		mm_rpc_done(call, NULL, MM_RPC_FAILED_PRECONDITION,
+			    "pipeline '%s' is a %s, not a bloom filter", j->pm->name, j->pm->m.vt->name);
+		return;
+	}
+	if ((rc = plan_range(j, j->mode, j->window, j->at, j->from, j->to)) != 0) {
+		mm_rpc_done(call, NULL, rc, "%s", j->detail);
+		return;
+	}
+	if (j->nent * j->nb > MAX_KEYS) {
+		mm_rpc_done(call, NULL, MM_RPC_INVALID_ARGUMENT,
+			    "%zu entities x %zu buckets is more than %d keys in one call", j->nent,
+			    j->nb, MAX_KEYS);
+		return;
+	}
+	if (cache_lookup(j)) {
+		j->q->inflight++; /* job_finish counts it out */
+		job_finish(j);
+		return;
+	}
+	job_start(j);
+}
+
+static void on_job_meta(void *arg, int rc, const char *detail, const pipe_meta_t *pm)
+{
+	job_t *j = arg;
+
+	if (rc) {
+		mm_rpc_done(j->call, NULL, code_of(rc), "%s", detail);
+		return;
+	}
+	j->pm = pm;
+	job_plan(j);
+}
+
 void mm_query_call(void *arg, mm_rpc_call_t *call)
 {
 	mm_query_t *q = arg;
@@ -1025,7 +1246,7 @@ void mm_query_call(void *arg, mm_rpc_call_t *call)
 	const char *pipeline = NULL, *window = NULL, *at = NULL, *from = NULL, *to = NULL;
 	char **ents = NULL, *one = NULL;
 	size_t nent = 0;
-	int mode = RANGE_ALL, include_raw = 0, rc;
+	int mode = RANGE_ALL, include_raw = 0;
 	job_t *j;
 
 	if (d == &murmur__v1__list_pipelines_request__descriptor) {
@@ -1034,21 +1255,21 @@ void mm_query_call(void *arg, mm_rpc_call_t *call)
 	}
 	if (d == &murmur__v1__describe_request__descriptor) {
 		const Murmur__V1__DescribeRequest *r = req;
-		Murmur__V1__DescribeResponse *resp;
 		const pipe_meta_t *pm;
+		meta_wait_t *w;
 
 		if (check_name(call, r->pipeline))
 			return;
-		if ((rc = meta_get(q, r->pipeline, &pm)) != 0) {
-			mm_rpc_done(call, NULL, code_of(rc), "%s", mm_diag_msg());
+		if ((pm = meta_find(q, r->pipeline)) != NULL) {
+			on_describe_meta(call, 0, NULL, pm);
 			return;
 		}
-		resp = NEW(call->arena, Murmur__V1__DescribeResponse, murmur__v1__describe_response__init);
-		if (resp == NULL || (resp->pipeline = pipeline_msg(call->arena, pm)) == NULL) {
-			mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
-			return;
+		if ((w = mm_arena_alloc(call->arena, sizeof(*w))) != NULL) {
+			*w = (meta_wait_t){on_describe_meta, call, NULL};
+			if (meta_read(q, r->pipeline, w) == 0)
+				return;
 		}
-		mm_rpc_done(call, &resp->base, MM_RPC_OK, NULL);
+		mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
 	j = mm_arena_calloc(call->arena, sizeof(*j));
@@ -1115,31 +1336,15 @@ void mm_query_call(void *arg, mm_rpc_call_t *call)
 	j->ents = ents;
 	j->nent = nent;
 	j->include_raw = include_raw;
-	if ((rc = meta_get(q, pipeline, &j->pm)) != 0) {
-		mm_rpc_done(call, NULL, code_of(rc), "%s", mm_diag_msg());
+	j->mode = mode;
+	j->window = window, j->at = at, j->from = from, j->to = to;
+	if ((j->pm = meta_find(q, pipeline)) != NULL) {
+		job_plan(j);
 		return;
 	}
-	if (j->bloom && j->pm->m.vt != &mm_monoid_bloom_vtable) {
-		mm_rpc_done(call, NULL, MM_RPC_FAILED_PRECONDITION,
-			    "pipeline '%s' is a %s, not a bloom filter", pipeline, j->pm->m.vt->name);
-		return;
-	}
-	if ((rc = plan_range(j, mode, window, at, from, to)) != 0) {
-		mm_rpc_done(call, NULL, rc, "%s", j->detail);
-		return;
-	}
-	if (j->nent * j->nb > MAX_KEYS) {
-		mm_rpc_done(call, NULL, MM_RPC_INVALID_ARGUMENT,
-			    "%zu entities x %zu buckets is more than %d keys in one call", j->nent,
-			    j->nb, MAX_KEYS);
-		return;
-	}
-	if (cache_lookup(j)) {
-		j->q->inflight++; /* job_finish counts it out */
-		job_finish(j);
-		return;
-	}
-	job_start(j);
+	j->wait = (meta_wait_t){on_job_meta, j, NULL};
+	if (meta_read(q, pipeline, &j->wait) != 0)
+		mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
 }
 
 int mm_query_cache(mm_query_t *q, uint64_t ttl_ms)

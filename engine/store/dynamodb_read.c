@@ -11,8 +11,10 @@
  * get_position, get_meta and put_meta are jobs of one to two independent
  * requests (J_CALL) on the same slots, retried on the slots' backoff timers,
  * so a DynamoDB outage while a pipeline is added (at start-up or by a hot
- * reload) never stalls the loop. list_meta and read_meta, for tools and the
- * query server, block on the calling thread (mm_ddb_call_sync).
+ * reload) never stalls the loop; the query server reads descriptors through
+ * get_meta too. list_meta and read_meta, for tools (and list_meta for the
+ * query server's ListPipelines), block on the calling thread
+ * (mm_ddb_call_sync).
  */
 #define _GNU_SOURCE /* qsort_r */
 #include <inttypes.h>

@@ -15,6 +15,7 @@
 //   POST /__creds    {"AccessKeyId":..,"SecretAccessKey":..,"Token":..,"Expiration":..,
 //                     "auth":"expected Authorization header"}
 //   GET  /creds      the credentials above: a container credentials endpoint
+//   POST /__release  forwards every request a hold rule is holding
 //
 // A RULE is {"op":"UpdateItem"|"*", "action":A, "after":M, "count":N, "rate":R,
 // "keep":K, "match":S}: a request matches when its operation is op and, with
@@ -31,6 +32,8 @@
 //                  client connection without answering: a lost response
 //   unprocessed    BatchGetItem: forward only the first K keys and return the
 //                  rest as UnprocessedKeys
+//   hold           keep the request unanswered until POST /__release, then
+//                  forward it (a DynamoDB that answers only when told to)
 //
 // With verify_secret every request's SigV4 signature is recomputed here from
 // the bytes received (method, path, signed headers, body) and a mismatch is
@@ -72,6 +75,8 @@ let rules = []
 let verifySecret = null
 let requireToken = null
 let creds = null
+// Requests a hold rule keeps, each a function that forwards it.
+const held = []
 const stats = { requests: {}, injected: {}, signatures_checked: 0, forwarded: 0 }
 const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
 
@@ -183,6 +188,11 @@ function handleControl (req, body, res) {
     return json({ ok: true })
   }
   if (req.url === '/__stats') return json(stats)
+  if (req.url === '/__release' && req.method === 'POST') {
+    const n = held.length
+    for (const go of held.splice(0)) go()
+    return json({ released: n })
+  }
   if (req.url === '/__creds' && req.method === 'POST') {
     creds = JSON.parse(body.toString())
     return json({ ok: true })
@@ -233,6 +243,9 @@ const server = http.createServer((req, res) => {
       case 'error503':
         res.writeHead(503, { 'Content-Type': 'text/plain', 'Content-Length': 19 })
         return res.end('Service Unavailable')
+      case 'hold':
+        held.push(() => forward(req, body, res, (status, headers, answer) => reply(res, status, headers, answer)))
+        return
       case 'drop_response':
         return forward(req, body, res, () => res.socket.destroy())
       case 'unprocessed': {

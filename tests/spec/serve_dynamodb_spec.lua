@@ -1,7 +1,9 @@
 -- murmur serve over the DynamoDB store (dynalite on 127.0.0.1, reached
 -- through tests/node/fault_proxy.js, which counts requests by operation):
 -- answers equal `murmur query`'s, and a GetMany of 250 entities is one
--- BatchGetItem per 100 keys, i.e. 3 requests.
+-- BatchGetItem per 100 keys, i.e. 3 requests. A pipeline's first lookup
+-- reads its descriptor through the loop: while DynamoDB holds that read,
+-- the server answers other calls.
 local S = require("spec.support")
 local SV = require("spec.serve_support")
 local core = require("murmur.core")
@@ -40,7 +42,8 @@ d("#serve_dynamodb murmur serve over DynamoDB", function()
     local code, _, err = S.exec(env() .. " " .. S.quote(S.murmur) .. " ddb create-table")
     assert(code == 0, err)
     S.write_file(dir .. "/p.lua", 'local murmur = require("murmur")\n'
-      .. 'murmur.pipeline { name = "views", key = "page", monoid = murmur.sum {}, value = "n" }\n')
+      .. 'murmur.pipeline { name = "views", key = "page", monoid = murmur.sum {}, value = "n" }\n'
+      .. 'murmur.pipeline { name = "slow", key = "page", monoid = murmur.count() }\n')
     local ev = {}
     for i = 1, 500 do ev[#ev + 1] = ('{"page":"p%d","n":%d}'):format(i % 250, i) end
     S.write_file(dir .. "/ev.jsonl", table.concat(ev, "\n") .. "\n")
@@ -71,5 +74,43 @@ d("#serve_dynamodb murmur serve over DynamoDB", function()
     for i = 0, 249 do
       assert.are.equal(tostring(i == 0 and 250 + 500 or i + i + 250), rs[i + 1].scalar.intValue, "p" .. i)
     end
+  end)
+
+  -- Before, the first lookup of a pipeline was a blocking GetItem on the
+  -- loop thread: with that request unanswered, no other call was served.
+  it("serves other calls while a pipeline's descriptor read waits on DynamoDB", function()
+    local function faults(rules)
+      S.exec(("curl -s -X POST --data-binary %s http://127.0.0.1:%d/__faults")
+        :format(S.quote(core.json_encode({ verify_secret = SECRET, rules = rules })), proxy_port))
+    end
+    local function held()
+      local _, out = S.exec(("curl -s http://127.0.0.1:%d/__stats"):format(proxy_port))
+      return core.json_decode(out).injected.hold or 0
+    end
+    -- The descriptor item of "slow" only (its pk is the pipeline's name).
+    faults({ { op = "GetItem", action = "hold", match = '"S":"slow"}' } })
+    local slow_out = dir .. "/slow.json"
+    S.exec(("curl -s --max-time 120 -X POST -H 'content-type: application/json' --data-binary %s "
+      .. "http://127.0.0.1:%d/murmur.v1.QueryService/Get > %s 2>&1 &")
+      :format(S.quote(core.json_encode({ pipeline = "slow", entity = "p3" })), port, S.quote(slow_out)))
+    S.wait_for("the descriptor read to be held", 30, function() return held() >= 1 end)
+    -- The loop is free: another pipeline's call is answered meanwhile, and
+    -- the held call is still waiting.
+    local r = rpc("Get", { pipeline = "views", entity = "p7" })
+    assert.is_table(r and r.result, "no answer while the descriptor read was held")
+    assert.are.equal("264", r.result.scalar.intValue)
+    assert.are.equal("", S.read_file(slow_out) or "")
+    faults({})
+    S.exec(("curl -s -X POST http://127.0.0.1:%d/__release"):format(proxy_port))
+    local slow
+    S.wait_for("the held call's answer", 60, function()
+      local text = S.read_file(slow_out) or ""
+      slow = text:find("}%s*$") and core.json_decode(text) or nil
+      return slow ~= nil
+    end)
+    -- p3 got the events 3 and 253.
+    assert.are.equal("2", slow.result.scalar.intValue, S.read_file(slow_out))
+    -- Now cached: answered without another descriptor read.
+    assert.are.equal("2", rpc("Get", { pipeline = "slow", entity = "p3" }).result.scalar.intValue)
   end)
 end)
