@@ -18,8 +18,7 @@
  * Valkey) run it on the loop through curl/hiredis; the memory store answers
  * from memory and completes on the next loop iteration. Nothing sleeps on
  * the loop thread. Left synchronous: list_meta() and read_meta(), which
- * only tools, the query server's ListPipelines (list_meta) and a cache's
- * window lookup call. At most
+ * only tools and the query server's ListPipelines (list_meta) call. At most
  * one apply() is in flight per store: the runtime serialises flushes so that
  * positions only move forward.
  *
@@ -244,9 +243,9 @@ typedef struct mm_store_vtable {
 			void *arg);
 	int (*put_meta)(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n,
 			mm_store_cb cb, void *arg);
-	/* Blocking reads for readers outside the engine (`murmur query`, a
-	 * cache's window): MM_ENOTFOUND if none. The engine and the query
-	 * server's descriptor lookups never call them (they use get_meta). */
+	/* Blocking reads for readers outside the engine (`murmur query`):
+	 * MM_ENOTFOUND if none. The engine, the query server's descriptor
+	 * lookups and a cache's window never call them (they use get_meta). */
 	int (*read_meta)(mm_store_t *st, const char *ns_name, mm_buf_t *out);
 	/* Lists namespaces that have metadata: appends "name\0name\0...". */
 	int (*list_meta)(mm_store_t *st, mm_buf_t *out);

@@ -95,7 +95,8 @@
  *
  * Lifetimes. A fill sets the entry to expire at min(now + `cache_ttl`, the
  * bucket's retention end), the latter known from the pipeline descriptor in
- * the backing store's metadata (granularity_ms, retention_ms). Updates never
+ * the backing store's metadata (granularity_ms, retention_ms), as written
+ * (put_meta) or read (get_meta) through this store. Updates never
  * extend an entry's life (PEXPIREAT ... LT with the delta's expiry), so
  * whatever the protocol could not see (a writer that lost Valkey and never
  * came back, a misconfigured writer that bypasses the cache) is stale for at
@@ -289,6 +290,12 @@ static vk_ns_t *vk_ns_get(mm_valkey_t *st, const mm_ns_t *ns)
 	vn->ns.m = &vn->m;
 	vn->kind = vk_kind_of(&vn->m);
 	vn->negative = vk_negative_of(&vn->m);
+	for (i = 0; i < st->nseen; i++)
+		if (strcmp(st->seen[i]->name, vn->name) == 0) {
+			vn->window = st->seen[i]->window;
+			vn->gran_ms = st->seen[i]->gran_ms;
+			vn->retention_ms = st->seen[i]->retention_ms;
+		}
 	st->nss[st->nns++] = vn;
 	return vn;
 }
@@ -307,7 +314,7 @@ vk_ns_t *mm_vk_ns_need(mm_valkey_t *st, const mm_ns_t *ns)
  * namespace's metadata ("compat line\n{json}"), so fills can expire with
  * the bucket. Without it, entries live cache_ttl.
  */
-static void vk_ns_window_parse(vk_ns_t *vn, const uint8_t *p, size_t n)
+void mm_vk_ns_window_parse(vk_ns_t *vn, const uint8_t *p, size_t n)
 {
 	mm_json_field_t f[2] = {{"granularity_ms", 14, 0, NULL, 0, 0},
 				{"retention_ms", 12, 0, NULL, 0, 0}};
@@ -331,26 +338,10 @@ static void vk_ns_window_parse(vk_ns_t *vn, const uint8_t *p, size_t n)
 	vn->window = 1;
 }
 
-/* A namespace the runtime did not describe through this store (a query's):
- * its descriptor is read from the backing store, blocking, once. The
- * engine's namespaces are described by put_meta before they write. */
-static void vk_ns_window(mm_valkey_t *st, vk_ns_t *vn)
-{
-	mm_buf_t meta = {0};
-
-	if (mm_store_read_meta(st->backing, vn->name, &meta) == 0)
-		vk_ns_window_parse(vn, meta.p, meta.len);
-	else
-		vn->window = -1;
-	mm_buf_free(&meta);
-}
-
 /* When the store lets the bucket go (ms since the epoch), or 0 if unknown
  * or never. */
 int64_t mm_vk_ns_expire(mm_valkey_t *st, vk_ns_t *vn, int64_t bucket)
 {
-	if (vn->window == 0)
-		vk_ns_window(st, vn);
 	if (vn->window != 1 || bucket <= 0 || vn->gran_ms <= 0 || vn->retention_ms <= 0)
 		return 0;
 	return mm_window_bucket_start_ms(vn->gran_ms, bucket + 1) + vn->retention_ms;
@@ -461,10 +452,76 @@ static int vk_get_position(mm_store_t *base, const char *source, mm_buf_t *out, 
 	return mm_store_get_position(((mm_valkey_t *)base)->backing, source, out, cb, arg);
 }
 
+/* A descriptor read on the caller's behalf: the cache keeps its window. */
+typedef struct vk_meta_read {
+	mm_valkey_t *st;
+	char *name;
+	mm_buf_t *out;
+	size_t at;
+	mm_store_cb cb;
+	void *arg;
+} vk_meta_read_t;
+
+/* The namespace called name, known or seen (created), or NULL (no memory). */
+static vk_ns_t *vk_ns_seen(mm_valkey_t *st, const char *name)
+{
+	vk_ns_t *vn, **seen;
+	size_t i;
+
+	for (i = 0; i < st->nns; i++)
+		if (strcmp(st->nss[i]->name, name) == 0)
+			return st->nss[i];
+	for (i = 0; i < st->nseen; i++)
+		if (strcmp(st->seen[i]->name, name) == 0)
+			return st->seen[i];
+	if ((seen = realloc(st->seen, (st->nseen + 1) * sizeof(*seen))) == NULL)
+		return NULL;
+	st->seen = seen;
+	if ((vn = calloc(1, sizeof(*vn))) == NULL || (vn->name = vk_strdup(name)) == NULL) {
+		free(vn);
+		return NULL;
+	}
+	st->seen[st->nseen++] = vn;
+	return vn;
+}
+
+static void vk_meta_read_done(void *arg, int status, const char *detail)
+{
+	vk_meta_read_t *mr = arg;
+	vk_ns_t *vn;
+
+	/* Out of memory: the namespace's entries live cache_ttl. */
+	if (status == 0 && (vn = vk_ns_seen(mr->st, mr->name)) != NULL)
+		mm_vk_ns_window_parse(vn, mr->out->p + mr->at, mr->out->len - mr->at);
+	mr->cb(mr->arg, status, detail);
+	mm_vk_unref(mr->st);
+	free(mr->name);
+	free(mr);
+}
+
+/* Whoever reads a descriptor through the cache (`murmur query`, the query
+ * server) does so before it reads values: the cache keeps the window its
+ * fills need from that answer, so it never reads a descriptor itself (it
+ * used to, blocking the loop, at a namespace's first fill). */
 static int vk_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
 		       void *arg)
 {
-	return mm_store_get_meta(((mm_valkey_t *)base)->backing, ns_name, out, cb, arg);
+	mm_valkey_t *st = (mm_valkey_t *)base;
+	vk_meta_read_t *mr = calloc(1, sizeof(*mr));
+	int rc;
+
+	if (mr == NULL || (mr->name = vk_strdup(ns_name)) == NULL) {
+		free(mr);
+		return mm_diag_set(MM_ENOMEM, "valkey: out of memory");
+	}
+	*mr = (vk_meta_read_t){st, mr->name, out, out->len, cb, arg};
+	if ((rc = mm_store_get_meta(st->backing, ns_name, out, vk_meta_read_done, mr)) != 0) {
+		free(mr->name);
+		free(mr);
+		return rc;
+	}
+	st->refs++;
+	return 0;
 }
 
 static int vk_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
@@ -483,7 +540,7 @@ static int vk_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, 
 	 * bytes at hand rather than reading them back. */
 	for (i = 0; rc == 0 && i < st->nns; i++)
 		if (strcmp(st->nss[i]->name, ns_name) == 0)
-			vk_ns_window_parse(st->nss[i], p, n);
+			mm_vk_ns_window_parse(st->nss[i], p, n);
 	return rc;
 }
 
@@ -607,6 +664,11 @@ static void vk_free(mm_valkey_t *st)
 		free(st->nss[i]);
 	}
 	free(st->nss);
+	for (i = 0; i < st->nseen; i++) {
+		free(st->seen[i]->name);
+		free(st->seen[i]);
+	}
+	free(st->seen);
 	mm_vk_keyset_free(&st->hot);
 	mm_vk_keyset_free(&st->dirty);
 	mm_vk_list_free(&st->sa);

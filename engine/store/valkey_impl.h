@@ -186,6 +186,10 @@ struct mm_valkey {
 	/* Namespaces, hot and dirty keys. */
 	vk_ns_t **nss;
 	size_t nns;
+	/* Windows of namespaces whose descriptor a reader got through get_meta
+	 * before any call named them: name and window only, taken by vk_ns_get. */
+	vk_ns_t **seen;
+	size_t nseen;
 	vk_keyset_t hot, dirty;
 	uint64_t kseq;
 	mm_valkey_stats_t vs;
@@ -218,7 +222,10 @@ void mm_vk_close_deadline(mm_valkey_t *st);
 
 /* The copy of ns this store keeps, made on first sight (diag set on ENOMEM). */
 vk_ns_t *mm_vk_ns_need(mm_valkey_t *st, const mm_ns_t *ns);
-/* When the store lets the bucket go (ms since the epoch), or 0. */
+/* Sets vn's window from a stored descriptor (p, n), or marks it unknown. */
+void mm_vk_ns_window_parse(vk_ns_t *vn, const uint8_t *p, size_t n);
+/* When the store lets the bucket go (ms since the epoch), or 0 (also when
+ * no put_meta or get_meta through this store gave the window). */
 int64_t mm_vk_ns_expire(mm_valkey_t *st, vk_ns_t *vn, int64_t bucket);
 /* The INCRBY amount of a count or integer sum delta. */
 int mm_vk_int_of(const vk_ns_t *vn, const void *state, mm_buf_t *tmp, int64_t *out);

@@ -3,7 +3,8 @@
 -- answers equal `murmur query`'s, and a GetMany of 250 entities is one
 -- BatchGetItem per 100 keys, i.e. 3 requests. A pipeline's first lookup
 -- reads its descriptor through the loop: while DynamoDB holds that read,
--- the server answers other calls.
+-- the server answers other calls; a Valkey cache in front of DynamoDB takes
+-- the window its fills need from that read instead of reading it again.
 local S = require("spec.support")
 local SV = require("spec.serve_support")
 local core = require("murmur.core")
@@ -112,5 +113,66 @@ d("#serve_dynamodb murmur serve over DynamoDB", function()
     assert.are.equal("2", slow.result.scalar.intValue, S.read_file(slow_out))
     -- Now cached: answered without another descriptor read.
     assert.are.equal("2", rpc("Get", { pipeline = "slow", entity = "p3" }).result.scalar.intValue)
+  end)
+
+  -- Before, a cache's namespace that no put_meta described read its window
+  -- with a blocking GetItem at its first fill, right after the answer. Now
+  -- the cache takes the window from the descriptor the query server read
+  -- through it, and never reads it again.
+  it("serves through a Valkey cache without reading a descriptor on its own", function()
+    local function which(name)
+      local code, out = S.exec("command -v " .. name)
+      if code == 0 and out ~= "" then return (out:gsub("%s+$", "")) end
+    end
+    local server, cli = which("valkey-server") or which("redis-server"), which("valkey-cli") or which("redis-cli")
+    if not server or not cli then
+      pending("redis-server/valkey-server and its cli are not installed")
+      return
+    end
+    local vport = S.random_port()
+    local _, out = S.exec(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s > %s/redis.log 2>&1 & echo $!")
+      :format(S.quote(server), vport, S.quote(dir), S.quote(dir)))
+    local vpid = tonumber(out:match("%d+"))
+    local vh
+    local ok, err = pcall(function()
+      S.wait_for("redis-server", 10, function()
+        return select(2, S.exec(("%s -p %d PING"):format(cli, vport))):match("PONG")
+      end)
+      local url = ("redis://127.0.0.1:%d"):format(vport)
+      local vsport
+      vh, vsport = SV.start({ dir .. "/p.lua", "--store", "dynamodb", "--cache", url, "--listen", "127.0.0.1:0" },
+        dir .. "/serve-cache.log", env())
+      local function get(entity)
+        local _, o = S.exec(("curl -s --max-time 20 -X POST -H 'content-type: application/json' --data-binary %s http://127.0.0.1:%d/murmur.v1.QueryService/Get")
+          :format(S.quote(core.json_encode({ pipeline = "views", entity = entity })), vsport))
+        local r = core.json_decode(o)
+        return r and r.result and r.result.scalar.intValue
+      end
+      local function held()
+        local _, o = S.exec(("curl -s http://127.0.0.1:%d/__stats"):format(proxy_port))
+        return core.json_decode(o).injected.hold or 0
+      end
+      local function faults(rules)
+        S.exec(("curl -s -X POST --data-binary %s http://127.0.0.1:%d/__faults")
+          :format(S.quote(core.json_encode({ verify_secret = SECRET, rules = rules })), proxy_port))
+      end
+      -- The query server's descriptor read passes; any other is held.
+      local before = held()
+      faults({ { op = "GetItem", action = "hold", match = '"S":"views"}', after = 1 } })
+      -- p7 got the events 7 and 257, p8 8 and 258.
+      assert.are.equal("264", get("p7"))
+      assert.are.equal("266", get("p8"))
+      -- Cached states are the keys murmur:s:NS:BUCKET:ENTITY.
+      S.wait_for("the cache to be filled", 30, function()
+        local _, keys = S.exec(("%s -p %d --scan --pattern 'murmur:s:views:*'"):format(cli, vport))
+        return keys:find("%S") ~= nil
+      end)
+      assert.are.equal(before, held(), "the cache read the descriptor again")
+      faults({})
+      S.exec(("curl -s -X POST http://127.0.0.1:%d/__release"):format(proxy_port))
+    end)
+    if vh then SV.stop(vh) end
+    if vpid then S.exec("kill -9 " .. vpid) end
+    assert(ok, err)
   end)
 end)
