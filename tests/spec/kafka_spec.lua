@@ -644,9 +644,20 @@ dd("#kafka #dynamodb recently_interacted from Kafka into DynamoDB", function()
     local chunks, per = split({ path = path, n = n }, 6), n / 6
     mock_cmd("topic ri 6")
     local script = S.root .. "/pipelines/recently_interacted.lua"
+    -- The shipped pipeline runs unchanged; a second script's pipeline sets
+    -- the store's claim lease to 10 s instead of 30 s (one store per
+    -- process takes the options of every pipeline), so the survivor waits
+    -- 20 s less for the dead worker's claims. A live worker renews every
+    -- third of the lease while a flush holds claims.
+    local lease = dir .. "/lease.lua"
+    S.write_file(lease, [[
+local murmur = require("murmur")
+murmur.pipeline { name = "ri_lease", key = murmur.literal("all"), monoid = murmur.count(),
+  store = murmur.store("dynamodb", { lease = "10s" }) }
+]])
     local d1, d2 = dir .. "/w1", dir .. "/w2"
-    local w1 = start_worker(d1, "ri", "gri", { script }, nil, env)
-    local w2 = start_worker(d2, "ri", "gri", { script }, nil, env)
+    local w1 = start_worker(d1, "ri", "gri", { script, lease }, nil, env)
+    local w2 = start_worker(d2, "ri", "gri", { script, lease }, nil, env)
     wait_for("both workers to be assigned", 60, function() return split_between(d1, d2) end)
     produce("ri", chunks[1])
     produce("ri", chunks[2])
@@ -659,9 +670,9 @@ dd("#kafka #dynamodb recently_interacted from Kafka into DynamoDB", function()
       return k == 6
     end)
     produce("ri", chunks[4])
-    -- The dead worker's claims block their records until its lease (30 s) ends.
+    -- The dead worker's claims block their records until its lease (10 s) ends.
     wait_for("the survivor to catch up", 150, function() return caught_up({ d1 }, 4 * per) end, { d1 })
-    w2 = start_worker(d2, "ri", "gri", { script }, nil, env)
+    w2 = start_worker(d2, "ri", "gri", { script, lease }, nil, env)
     wait_for("the worker to rejoin", 60, function() return split_between(d1, d2) end)
     produce("ri", chunks[5])
     produce("ri", chunks[6])

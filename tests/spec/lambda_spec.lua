@@ -193,21 +193,30 @@ d("#lambda the Lambda runtime through the Runtime API emulator", function()
     local tbl = new_table()
     local input = dir .. "/faults.jsonl"
     gen_events(input, 400, 300, 23)
-    local port = murmur_lambda(tbl, dir .. "/d2", "--margin 1s")
-    -- Throttling and 5xx on a third of the flushes' writes, then 120 of them
-    -- in an outage: longer than an invocation's 2.5 s budget, so some flushes
-    -- outlive their deadline and are reported instead of cut short.
+    local port, log = murmur_lambda(tbl, dir .. "/d2", "--margin 1s")
+    -- Throttling and 5xx on a third of the flushes' writes, then 20 of each
+    -- operation in an outage (UpdateItem's early, there are fewer of them):
+    -- longer than an invocation's 2.5 s budget (a flush attempt gives up
+    -- after 10 requests with backoff, about 5 s), so some flushes outlive
+    -- their deadline and are reported instead of cut short, and the engine
+    -- retries a flush the store gave up on. (Outages of 60 took about 150 s,
+    -- mostly the engine's doubling backoff between more attempts of the
+    -- same kind.)
     local rules = {}
     for _, op in ipairs({ "UpdateItem", "PutItem" }) do
       rules[#rules + 1] = { op = op, action = "throttle", rate = 0.15 }
       rules[#rules + 1] = { op = op, action = "error500", rate = 0.15 }
-      rules[#rules + 1] = { op = op, action = "error503", after = 40, count = 60 }
+      rules[#rules + 1] = { op = op, action = "error503", after = op == "PutItem" and 40 or 10, count = 20 }
     end
     faults(rules)
     local st = feed(port, input, "--shards 2 --batch 20 --timeout-ms 2500 --seed 9")
     faults({})
     assert.is_true(st.partial > 0, core.json_encode(st))
     assert.are.equal(0, st.timeouts, "the runtime was killed at a deadline: " .. core.json_encode(st))
+    local text = S.read_file(log) or ""
+    assert.is_truthy(text:find("the flush did not finish", 1, true), text)
+    assert.is_truthy(text:find("flush of %d+ deltas failed %(attempt 1%)"), text)
+    assert.is_truthy(text:find("flush succeeded after", 1, true), text)
     assert_exact(tbl, input)
   end)
 
