@@ -26,6 +26,17 @@ d("#serve_dynamodb murmur serve over DynamoDB", function()
     return core.json_decode(out).requests.BatchGetItem or 0
   end
 
+  local function faults(rules)
+    S.exec(("curl -s -X POST --data-binary %s http://127.0.0.1:%d/__faults")
+      :format(S.quote(core.json_encode({ verify_secret = SECRET, rules = rules })), proxy_port))
+  end
+
+  -- Requests the proxy's hold rules have held so far.
+  local function held()
+    local _, out = S.exec(("curl -s http://127.0.0.1:%d/__stats"):format(proxy_port))
+    return core.json_decode(out).injected.hold or 0
+  end
+
   local function rpc(method, body)
     local _, out = S.exec(("curl -s --max-time 20 -X POST -H 'content-type: application/json' --data-binary %s http://127.0.0.1:%d/murmur.v1.QueryService/%s")
       :format(S.quote(core.json_encode(body)), port, method))
@@ -80,14 +91,6 @@ d("#serve_dynamodb murmur serve over DynamoDB", function()
   -- Before, the first lookup of a pipeline was a blocking GetItem on the
   -- loop thread: with that request unanswered, no other call was served.
   it("serves other calls while a pipeline's descriptor read waits on DynamoDB", function()
-    local function faults(rules)
-      S.exec(("curl -s -X POST --data-binary %s http://127.0.0.1:%d/__faults")
-        :format(S.quote(core.json_encode({ verify_secret = SECRET, rules = rules })), proxy_port))
-    end
-    local function held()
-      local _, out = S.exec(("curl -s http://127.0.0.1:%d/__stats"):format(proxy_port))
-      return core.json_decode(out).injected.hold or 0
-    end
     -- The descriptor item of "slow" only (its pk is the pipeline's name).
     faults({ { op = "GetItem", action = "hold", match = '"S":"slow"}' } })
     local slow_out = dir .. "/slow.json"
@@ -120,24 +123,13 @@ d("#serve_dynamodb murmur serve over DynamoDB", function()
   -- the cache takes the window from the descriptor the query server read
   -- through it, and never reads it again.
   it("serves through a Valkey cache without reading a descriptor on its own", function()
-    local function which(name)
-      local code, out = S.exec("command -v " .. name)
-      if code == 0 and out ~= "" then return (out:gsub("%s+$", "")) end
-    end
-    local server, cli = which("valkey-server") or which("redis-server"), which("valkey-cli") or which("redis-cli")
-    if not server or not cli then
+    local vport, vpid, cli = S.valkey_start(dir)
+    if not vport then
       pending("redis-server/valkey-server and its cli are not installed")
       return
     end
-    local vport = S.random_port()
-    local _, out = S.exec(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s > %s/redis.log 2>&1 & echo $!")
-      :format(S.quote(server), vport, S.quote(dir), S.quote(dir)))
-    local vpid = tonumber(out:match("%d+"))
     local vh
     local ok, err = pcall(function()
-      S.wait_for("redis-server", 10, function()
-        return select(2, S.exec(("%s -p %d PING"):format(cli, vport))):match("PONG")
-      end)
       local url = ("redis://127.0.0.1:%d"):format(vport)
       local vsport
       vh, vsport = SV.start({ dir .. "/p.lua", "--store", "dynamodb", "--cache", url, "--listen", "127.0.0.1:0" },
@@ -147,14 +139,6 @@ d("#serve_dynamodb murmur serve over DynamoDB", function()
           :format(S.quote(core.json_encode({ pipeline = "views", entity = entity })), vsport))
         local r = core.json_decode(o)
         return r and r.result and r.result.scalar.intValue
-      end
-      local function held()
-        local _, o = S.exec(("curl -s http://127.0.0.1:%d/__stats"):format(proxy_port))
-        return core.json_decode(o).injected.hold or 0
-      end
-      local function faults(rules)
-        S.exec(("curl -s -X POST --data-binary %s http://127.0.0.1:%d/__faults")
-          :format(S.quote(core.json_encode({ verify_secret = SECRET, rules = rules })), proxy_port))
       end
       -- The query server's descriptor read passes; any other is held.
       local before = held()

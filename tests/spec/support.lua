@@ -112,6 +112,29 @@ function M.random_port()
   return 20000 + slot * width + (b:byte(1) * 256 + b:byte(2)) % width
 end
 
+-- The path of a command on PATH, or nil.
+function M.which(name)
+  local code, out = M.exec("command -v " .. name)
+  if code == 0 and out ~= "" then return (out:gsub("%s+$", "")) end
+end
+
+-- A private valkey-server (or redis-server) on 127.0.0.1, its files in dir,
+-- answering PING: returns its port, pid and the cli's path, or nil when
+-- neither server and cli is installed. Stop it with kill -9 of the pid.
+function M.valkey_start(dir)
+  local server = M.which("valkey-server") or M.which("redis-server")
+  local cli = M.which("valkey-cli") or M.which("redis-cli")
+  if not server or not cli then return nil end
+  local port = M.random_port()
+  local _, out = M.exec(("%s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s > %s/redis.log 2>&1 & echo $!")
+    :format(M.quote(server), port, M.quote(dir), M.quote(dir)))
+  local pid = tonumber(out:match("%d+"))
+  M.wait_for("the Valkey server", 10, function()
+    return select(2, M.exec(("%s -p %d PING"):format(cli, port))):match("PONG")
+  end)
+  return port, pid, cli
+end
+
 -- A TCP port on 127.0.0.1 nothing listens on (random, checked by connecting).
 function M.free_port()
   for _ = 1, 50 do
