@@ -98,7 +98,8 @@ static void vk_fill_reply(void *ctx, redisReply *r)
 }
 
 /* Appends one key's FILL arguments (entry, epoch, lease; value, epoch
- * seen, expiry, nx). */
+ * seen, expiry, nx). Key i is miss j; the fill runs after the caller has
+ * its answer, when its keys may be gone: the bucket comes from our copy. */
 static int vk_fill_args(vk_read_t *rd, size_t i, size_t j, vk_list_t *k, vk_list_t *a)
 {
 	mm_valkey_t *st = rd->op.st;
@@ -117,7 +118,7 @@ static int vk_fill_args(vk_read_t *rd, size_t i, size_t j, vk_list_t *k, vk_list
 		return rc;
 	p = mm_vk_list_at(&rd->epochs, i, &len);
 	if ((rc = mm_vk_list_add(a, p, len)) ||
-	    (rc = mm_vk_list_i64(a, mm_vk_ns_expire(st, rd->ns, rd->keys[i].bucket))))
+	    (rc = mm_vk_list_i64(a, mm_vk_ns_expire(st, rd->ns, rd->mkeys[j].bucket))))
 		return rc;
 	return mm_vk_list_str(a, rd->repop || (rd->flags[i] & VK_R_CORRUPT) ? "0" : "1");
 }
