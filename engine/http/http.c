@@ -2,15 +2,26 @@
  * http.c: libcurl's multi interface on a libuv loop (see http.h).
  *
  * Objects and lifetimes:
- *  - http_sock_t: one per socket libcurl asks us to watch, holding its
- *    uv_poll_t. Created on the first CURLMOPT_SOCKETFUNCTION call for the
- *    socket, attached to it with curl_multi_assign, closed on CURL_POLL_REMOVE
- *    (before libcurl closes the descriptor) and freed in the poll's close
- *    callback.
+ *  - http_sock_t: one per socket we watch for libcurl, holding its
+ *    uv_poll_t. A connection's socket is made by on_open_socket (libcurl's
+ *    CURLOPT_OPENSOCKETFUNCTION) and lives until libcurl closes it through
+ *    on_close_socket, across the requests of the connection: libcurl 7.88
+ *    sends CURL_POLL_REMOVE for a kept-alive connection after every transfer
+ *    and announces the socket again for the next one, and closing and
+ *    re-creating the poll each time cost about five system calls per request
+ *    (epoll_ctl, ioctl) for nothing. Between transfers the poll keeps the
+ *    events it had (usually "readable", which an idle connection never is),
+ *    so the next transfer's announcement needs no system call; an event on
+ *    an idle connection (the server closed it) stops the poll until libcurl
+ *    takes the connection again and finds it dead. An idle connection's
+ *    poll is unreferenced: it keeps no loop running. Any other socket libcurl
+ *    announces is watched from its announcement to its CURL_POLL_REMOVE.
+ *    Freed in the poll's close callback (or at once if never polled).
  *  - http_xfer_t: one per request in flight, owning its easy handle, its
  *    header list and its response buffer. Finished transfers go back to a
- *    small pool with their easy handle reset, so a steady stream of requests
- *    allocates nothing per request beyond libcurl's own copies.
+ *    small pool with their easy handle, header nodes and buffers kept, so a
+ *    steady stream of requests allocates nothing per request beyond
+ *    libcurl's own copies.
  *  - mm_http_t: freed when the last of its libuv handles (the timer and
  *    every socket poll) has been closed after mm_http_close.
  *
@@ -27,6 +38,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "../lib/error.h"
 
@@ -37,14 +50,27 @@ typedef struct http_sock {
 	uv_poll_t poll;
 	mm_http_t *h;
 	curl_socket_t fd;
+	int polled;    /* poll initialised (a libuv handle to close) */
+	int events;    /* the UV_* events the poll watches now, 0 when stopped */
+	int watched;   /* between libcurl's announcement and its CURL_POLL_REMOVE */
+	int conn;      /* a connection's socket, kept until on_close_socket */
 	int closing;
 	struct http_sock *prev, *next;
 } http_sock_t;
 
+/* The header list of a request without a malloc per line: the lines are
+ * copied into buf and the curl_slist nodes (a public struct libcurl only
+ * reads) point into it. */
+typedef struct http_hdrs {
+	mm_buf_t buf;
+	struct curl_slist *nodes;
+	size_t cap;
+} http_hdrs_t;
+
 typedef struct http_xfer {
 	mm_http_t *h;
 	CURL *easy;
-	struct curl_slist *hdrs;
+	http_hdrs_t hdrs;
 	mm_buf_t req;           /* the request body: libcurl reads it in place */
 	mm_buf_t resp;
 	mm_http_cb cb;
@@ -60,6 +86,8 @@ struct mm_http {
 	CURLM *multi;
 	uv_timer_t timer;
 	long connect_timeout_ms;
+	int no_proxy;          /* no proxy variable set: tell libcurl, which
+	                        * otherwise reads them on every request */
 	int closing;
 	size_t open_handles;   /* libuv handles not yet closed */
 	size_t inflight;
@@ -105,6 +133,35 @@ static void on_sock_closed(uv_handle_t *handle)
 	http_maybe_free(h);
 }
 
+static http_sock_t *sock_new(mm_http_t *h, curl_socket_t fd)
+{
+	http_sock_t *sk = calloc(1, sizeof(*sk));
+
+	if (sk == NULL)
+		return NULL;
+	sk->h = h;
+	sk->fd = fd;
+	sk->poll.data = sk;
+	sk->next = h->socks;
+	if (h->socks)
+		h->socks->prev = sk;
+	h->socks = sk;
+	return sk;
+}
+
+/* The kept socket of descriptor fd, or NULL. A client holds a few dozen
+ * connections at most, so a list is enough. */
+static http_sock_t *sock_find(mm_http_t *h, curl_socket_t fd)
+{
+	http_sock_t *sk;
+
+	for (sk = h->socks; sk && sk->fd != fd; sk = sk->next)
+		;
+	return sk;
+}
+
+/* Stops watching the socket and frees it (from the poll's close callback
+ * when it was polled); the descriptor stays open. */
 static void sock_close(http_sock_t *sk)
 {
 	mm_http_t *h = sk->h;
@@ -118,7 +175,10 @@ static void sock_close(http_sock_t *sk)
 		h->socks = sk->next;
 	if (sk->next)
 		sk->next->prev = sk->prev;
-	uv_close((uv_handle_t *)&sk->poll, on_sock_closed);
+	if (sk->polled)
+		uv_close((uv_handle_t *)&sk->poll, on_sock_closed);
+	else
+		free(sk);
 }
 
 static void on_timer_closed(uv_handle_t *handle)
@@ -144,11 +204,18 @@ static void xfer_unlink(http_xfer_t *x)
 	x->prev = x->next = NULL;
 }
 
+static void hdrs_free(http_hdrs_t *l)
+{
+	mm_buf_free(&l->buf);
+	free(l->nodes);
+	*l = (http_hdrs_t){0};
+}
+
 static void xfer_free(http_xfer_t *x)
 {
 	if (x->easy)
 		curl_easy_cleanup(x->easy);
-	curl_slist_free_all(x->hdrs);
+	hdrs_free(&x->hdrs);
 	mm_buf_free(&x->req);
 	mm_buf_free(&x->resp);
 	free(x);
@@ -159,8 +226,6 @@ static void xfer_free(http_xfer_t *x)
  * request may change, so a reused handle needs no curl_easy_reset. */
 static void xfer_recycle(mm_http_t *h, http_xfer_t *x)
 {
-	curl_slist_free_all(x->hdrs);
-	x->hdrs = NULL;
 	if (h->npool >= HTTP_POOL_MAX || h->closing) {
 		xfer_free(x);
 		return;
@@ -232,8 +297,21 @@ static void on_poll(uv_poll_t *handle, int status, int events)
 	curl_socket_t fd = sk->fd;
 	int flags = 0, running;
 
-	if (status < 0)
+	if (!sk->watched) {
+		/* An idle kept-alive connection became readable: the server
+		 * closed it (or sent what nobody asked for). Stop polling, or a
+		 * closed socket would wake the loop on every turn; libcurl finds
+		 * the connection dead when it next takes it and closes it. */
+		uv_poll_stop(&sk->poll);
+		sk->events = 0;
+		return;
+	}
+	if (status < 0) {
+		/* libuv stopped the poll on the error: announcing the socket
+		 * again must start it again. */
 		flags = CURL_CSELECT_ERR;
+		sk->events = 0;
+	}
 	if (events & UV_READABLE)
 		flags |= CURL_CSELECT_IN;
 	if (events & UV_WRITABLE)
@@ -274,35 +352,73 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
 	if (what == CURL_POLL_REMOVE) {
 		if (sk) {
 			curl_multi_assign(h->multi, fd, NULL);
-			sock_close(sk);
+			sk->watched = 0;
+			if (!sk->conn)
+				sock_close(sk);
+			else if (sk->polled) /* an idle connection keeps no loop alive */
+				uv_unref((uv_handle_t *)&sk->poll);
 		}
 		return 0;
 	}
 	if (h->closing)
 		return 0;
 	if (sk == NULL) {
-		sk = calloc(1, sizeof(*sk));
-		if (sk == NULL)
+		sk = sock_find(h, fd);
+		if (sk == NULL && (sk = sock_new(h, fd)) == NULL)
 			return -1;
-		if (uv_poll_init_socket(h->loop, &sk->poll, fd) != 0) {
-			free(sk);
-			return -1;
+		if (!sk->polled) {
+			if (uv_poll_init_socket(h->loop, &sk->poll, fd) != 0) {
+				sock_close(sk);
+				return -1;
+			}
+			sk->polled = 1;
+			h->open_handles++;
 		}
-		sk->h = h;
-		sk->fd = fd;
-		sk->poll.data = sk;
-		sk->next = h->socks;
-		if (h->socks)
-			h->socks->prev = sk;
-		h->socks = sk;
-		h->open_handles++;
 		curl_multi_assign(h->multi, fd, sk);
+		uv_ref((uv_handle_t *)&sk->poll);
 	}
+	sk->watched = 1;
 	if (what & CURL_POLL_IN)
 		events |= UV_READABLE;
 	if (what & CURL_POLL_OUT)
 		events |= UV_WRITABLE;
+	if (events == sk->events)
+		return 0; /* uv_poll_start would remove and re-add the descriptor */
+	sk->events = events;
 	return uv_poll_start(&sk->poll, events, on_poll) == 0 ? 0 : -1;
+}
+
+/* A connection's socket, made here so that we know it is one and keep its
+ * poll across the connection's requests (see the top of this file). */
+static curl_socket_t on_open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	mm_http_t *h = userp;
+	http_sock_t *sk;
+	curl_socket_t fd;
+
+	if (h->closing)
+		return CURL_SOCKET_BAD;
+	fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	if (fd == CURL_SOCKET_BAD)
+		return CURL_SOCKET_BAD;
+	if ((sk = sock_new(h, fd)) == NULL) {
+		close(fd);
+		return CURL_SOCKET_BAD;
+	}
+	sk->conn = 1;
+	return fd;
+}
+
+/* libcurl closes a connection's socket: stop watching it first, so no poll
+ * is left on a descriptor that a new socket may reuse. */
+static int on_close_socket(void *userp, curl_socket_t fd)
+{
+	mm_http_t *h = userp;
+	http_sock_t *sk = sock_find(h, fd);
+
+	if (sk)
+		sock_close(sk);
+	return close(fd);
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
@@ -323,15 +439,29 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
  * servers instead of the bundle libcurl was built to read: the Lambda zip
  * (tools/lambda_zip.sh) carries Debian's libcurl, which looks for
  * /etc/ssl/certs/ca-certificates.crt, onto Amazon Linux, which keeps its
- * bundle elsewhere.
+ * bundle elsewhere. h is the client for a handle of its multi (NULL for
+ * mm_http_fetch): its sockets are made and closed by us (see the top of this
+ * file), and when no proxy variable was set at mm_http_open libcurl is told
+ * so, instead of reading six variables again for every request.
  */
-static int http_setup_handle(CURL *easy, mm_buf_t *resp, char *errbuf, long connect_timeout_ms)
+static int http_setup_handle(mm_http_t *h, CURL *easy, mm_buf_t *resp, char *errbuf,
+			     long connect_timeout_ms)
 {
 	const char *ca = getenv("SSL_CERT_FILE");
 	int bad = 0;
 
 	if (ca != NULL && *ca != '\0')
 		bad |= curl_easy_setopt(easy, CURLOPT_CAINFO, ca) != CURLE_OK;
+	if (h) {
+		bad |= curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, on_open_socket) !=
+		       CURLE_OK;
+		bad |= curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, h) != CURLE_OK;
+		bad |= curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) !=
+		       CURLE_OK;
+		bad |= curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, h) != CURLE_OK;
+		if (h->no_proxy)
+			bad |= curl_easy_setopt(easy, CURLOPT_PROXY, "") != CURLE_OK;
+	}
 
 	bad |= curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
 	bad |= curl_easy_setopt(easy, CURLOPT_WRITEDATA, resp) != CURLE_OK;
@@ -349,25 +479,43 @@ static int http_setup_handle(CURL *easy, mm_buf_t *resp, char *errbuf, long conn
  * reset): URL, headers, method, body, time limit. The body is read from
  * `body`, which must stay unchanged until the transfer ends.
  */
-static int http_setup(CURL *easy, const mm_http_request_t *req, struct curl_slist **hdrs,
+/* Fills l with the request's header lines and "Expect:" (which suppresses
+ * the header); returns the list's head or NULL when out of memory. */
+static struct curl_slist *hdrs_build(http_hdrs_t *l, const mm_http_request_t *req)
+{
+	static const char expect_off[] = "Expect:";
+	size_t i, n = req->nheaders + 1, off = 0;
+
+	if (n > l->cap) {
+		struct curl_slist *nodes = realloc(l->nodes, n * sizeof(*nodes));
+
+		if (nodes == NULL)
+			return NULL;
+		l->nodes = nodes;
+		l->cap = n;
+	}
+	l->buf.len = 0;
+	for (i = 0; i < req->nheaders; i++)
+		if (mm_buf_append(&l->buf, req->headers[i], strlen(req->headers[i]) + 1))
+			return NULL;
+	if (mm_buf_append(&l->buf, expect_off, sizeof(expect_off)))
+		return NULL;
+	/* Linked only now: the buffer may have moved while it grew. */
+	for (i = 0; i < n; i++) {
+		l->nodes[i].data = (char *)l->buf.p + off;
+		l->nodes[i].next = i + 1 < n ? &l->nodes[i + 1] : NULL;
+		off += strlen(l->nodes[i].data) + 1;
+	}
+	return l->nodes;
+}
+
+static int http_setup(CURL *easy, const mm_http_request_t *req, http_hdrs_t *hdrs,
 		      const mm_buf_t *body, char *errbuf)
 {
-	struct curl_slist *l = NULL, *next;
-	size_t i;
+	struct curl_slist *l = hdrs_build(hdrs, req);
 	int bad = 0, post = strcmp(req->method, "POST") == 0;
 
-	for (i = 0; i < req->nheaders && !bad; i++) {
-		next = curl_slist_append(l, req->headers[i]);
-		bad = next == NULL;
-		l = next ? next : l;
-	}
-	if (!bad) {
-		next = curl_slist_append(l, "Expect:");
-		bad = next == NULL;
-		l = next ? next : l;
-	}
-	*hdrs = l;
-	if (bad)
+	if (l == NULL)
 		return mm_diag_set(MM_ENOMEM, "http: cannot build the header list");
 	errbuf[0] = '\0';
 	bad |= curl_easy_setopt(easy, CURLOPT_URL, req->url) != CURLE_OK;
@@ -418,6 +566,8 @@ int mm_http_open(uv_loop_t *loop, const mm_http_options_t *opt, mm_http_t **out)
 		return mm_diag_set(MM_ENOMEM, "http: curl_multi_init failed");
 	}
 	h->loop = loop;
+	h->no_proxy = !getenv("http_proxy") && !getenv("HTTP_PROXY") && !getenv("https_proxy") &&
+		      !getenv("HTTPS_PROXY") && !getenv("all_proxy") && !getenv("ALL_PROXY");
 	h->connect_timeout_ms = opt && opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : 5000;
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
@@ -456,7 +606,8 @@ int mm_http_request(mm_http_t *h, const mm_http_request_t *req, mm_http_cb cb, v
 		}
 		x->h = h;
 		curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (char *)x);
-		if ((rc = http_setup_handle(x->easy, &x->resp, x->errbuf, h->connect_timeout_ms)))
+		if ((rc = http_setup_handle(h, x->easy, &x->resp, x->errbuf,
+					    h->connect_timeout_ms)))
 			goto fail;
 	}
 	x->req.len = 0;
@@ -521,7 +672,7 @@ void mm_http_close(mm_http_t *h)
 
 int mm_http_fetch(const mm_http_request_t *req, long *code, mm_buf_t *body)
 {
-	struct curl_slist *hdrs = NULL;
+	http_hdrs_t hdrs = {0};
 	char errbuf[CURL_ERROR_SIZE];
 	mm_buf_t reqbody;
 	CURLcode cc;
@@ -536,7 +687,7 @@ int mm_http_fetch(const mm_http_request_t *req, long *code, mm_buf_t *body)
 	if (easy == NULL)
 		return mm_diag_set(MM_ENOMEM, "http: curl_easy_init failed");
 	reqbody = (mm_buf_t){.p = (uint8_t *)(uintptr_t)req->body, .len = req->body_len};
-	if ((rc = http_setup_handle(easy, body, errbuf, 5000)) ||
+	if ((rc = http_setup_handle(NULL, easy, body, errbuf, 5000)) ||
 	    (rc = http_setup(easy, req, &hdrs, &reqbody, errbuf)))
 		goto out;
 	cc = curl_easy_perform(easy);
@@ -549,6 +700,6 @@ int mm_http_fetch(const mm_http_request_t *req, long *code, mm_buf_t *body)
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, code);
 out:
 	curl_easy_cleanup(easy);
-	curl_slist_free_all(hdrs);
+	hdrs_free(&hdrs);
 	return rc;
 }

@@ -9,6 +9,8 @@
  *   /status/NNN   that status, body "status NNN"
  *   /slow         answers after 1.5 s
  *   /drop         closes the connection without answering
+ *   /bye          200 "bye", then closes the connection without saying so
+ *                 (no "Connection: close"), as a server ends idle ones
  * Every test ends with uv_loop_close() == 0, so a leaked handle fails.
  */
 #define _GNU_SOURCE
@@ -41,6 +43,7 @@ typedef struct conn {
 	char *in;
 	size_t len, cap;
 	uv_timer_t slow;
+	uv_shutdown_t bye;
 	int handles;   /* open libuv handles: the tcp and the timer */
 } conn_t;
 
@@ -90,6 +93,11 @@ static void conn_close(conn_t *c)
 	uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
+static void on_bye(uv_shutdown_t *sd, int status)
+{
+	conn_close(sd->data);
+}
+
 static void on_slow(uv_timer_t *t)
 {
 	conn_t *c = t->data;
@@ -135,6 +143,12 @@ static void conn_process(conn_t *c)
 			conn_send(c, st, NULL, msg, strlen(msg));
 		} else if (strcmp(path, "/slow") == 0) {
 			uv_timer_start(&c->slow, on_slow, 1500, 0);
+		} else if (strcmp(path, "/bye") == 0) {
+			conn_send(c, 200, NULL, "bye", 3);
+			c->bye.data = c;
+			if (uv_shutdown(&c->bye, (uv_stream_t *)&c->tcp, on_bye) != 0)
+				conn_close(c);
+			return;
 		} else if (strcmp(path, "/drop") == 0) {
 			conn_close(c);
 			return;
@@ -384,6 +398,69 @@ TEST(status_codes_and_transport_errors)
 	srv_stop(&s);
 }
 
+/* Counts the turns of the loop while nothing is in flight. */
+static void on_turn(uv_check_t *c)
+{
+	(*(int *)c->data)++;
+}
+
+static void on_pause(uv_timer_t *t)
+{
+}
+
+/*
+ * Connections the server closes while idle: the client keeps polling a
+ * connection's socket between requests, so it must notice the close, stop
+ * polling (a closed socket is always readable: the loop would spin), and
+ * let libcurl reconnect for the next request.
+ */
+TEST(server_closes_idle_connections)
+{
+	mm_http_stats_t st;
+	mm_http_t *h;
+	srv_t s;
+	uv_loop_t loop;
+	uv_timer_t pause;
+	uv_check_t turns;
+	int n = 0;
+	mm_http_request_t req = {.method = "GET", .url = url, .timeout_ms = 5000};
+
+	srv_start(&s);
+	set_url(&s, "/bye");
+	uv_loop_init(&loop);
+	uv_timer_init(&loop, &pause);
+	uv_check_init(&loop, &turns);
+	uv_unref((uv_handle_t *)&turns); /* the pause alone keeps the loop running */
+	turns.data = &n;
+	REQUIRE(mm_http_open(&loop, NULL, &h) == 0);
+	for (int i = 0; i < 5; i++) {
+		result_t r = {0};
+
+		REQUIRE(mm_http_request(h, &req, on_result, &r) == 0);
+		uv_run(&loop, UV_RUN_DEFAULT);
+		CHECK(r.done == 1 && r.status == 0 && r.code == 200 && strcmp(r.body, "bye") == 0);
+		/* 100 ms with the closed connection idle: a few turns of the
+		 * loop, not the hundreds of thousands of a spinning one. */
+		n = 0;
+		uv_check_start(&turns, on_turn);
+		uv_timer_start(&pause, on_pause, 100, 0);
+		uv_run(&loop, UV_RUN_DEFAULT);
+		uv_check_stop(&turns);
+		CHECK(n < 50);
+	}
+	mm_http_get_stats(h, &st);
+	CHECK_EQ_INT(st.requests, 5);
+	CHECK_EQ_INT(st.failures, 0);
+	CHECK_EQ_INT(st.connects, 5);
+	CHECK_EQ_INT(srv_connections(&s), 5);
+	mm_http_close(h);
+	uv_close((uv_handle_t *)&pause, NULL);
+	uv_close((uv_handle_t *)&turns, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(uv_loop_close(&loop) == 0);
+	srv_stop(&s);
+}
+
 /* A callback that chains the next request, then closes the client from the
  * last callback while another request is still in flight. */
 typedef struct chain {
@@ -476,6 +553,7 @@ int main(void)
 {
 	RUN(concurrent_requests_share_connections);
 	RUN(status_codes_and_transport_errors);
+	RUN(server_closes_idle_connections);
 	RUN(chaining_and_close_from_callback);
 	RUN(bad_arguments_never_call_back);
 	RUN(blocking_fetch);
