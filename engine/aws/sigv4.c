@@ -9,7 +9,9 @@
  * register pair the instructions expect, each SHA256RNDS2 does two rounds,
  * and SHA256MSG1/MSG2 extend the message schedule four words at a time.
  * The choice is made once, from CPUID. HMAC follows RFC 2104 with a 64-byte
- * block (keys longer than a block are hashed first).
+ * block (keys longer than a block are hashed first); the signer keeps its
+ * signing key as the two states after the padded key, so each signature
+ * hashes the string to sign and the inner digest only.
  *
  * Canonicalisation rules, as the AWS reference and its test suite state them:
  *  - URI: with normalize_path, dot segments and empty segments are removed
@@ -218,10 +220,9 @@ void mm_sha256(const void *p, size_t n, uint8_t out[32])
 	mm_sha256_final(&c, out);
 }
 
-void mm_hmac_sha256(const void *key, size_t klen, const void *msg, size_t n, uint8_t out[32])
+void mm_hmac_sha256_key(mm_hmac_sha256_key_t *hk, const void *key, size_t klen)
 {
-	uint8_t k[64] = {0}, pad[64], inner[32];
-	mm_sha256_t c;
+	uint8_t k[64] = {0}, pad[64];
 	int i;
 
 	if (klen > 64)
@@ -230,16 +231,35 @@ void mm_hmac_sha256(const void *key, size_t klen, const void *msg, size_t n, uin
 		memcpy(k, key, klen);
 	for (i = 0; i < 64; i++)
 		pad[i] = k[i] ^ 0x36;
-	mm_sha256_init(&c);
-	mm_sha256_update(&c, pad, 64);
-	mm_sha256_update(&c, msg, n);
-	mm_sha256_final(&c, inner);
+	mm_sha256_init(&hk->inner);
+	mm_sha256_update(&hk->inner, pad, 64);
 	for (i = 0; i < 64; i++)
 		pad[i] = k[i] ^ 0x5c;
-	mm_sha256_init(&c);
-	mm_sha256_update(&c, pad, 64);
+	mm_sha256_init(&hk->outer);
+	mm_sha256_update(&hk->outer, pad, 64);
+	memset(k, 0, sizeof(k));
+	memset(pad, 0, sizeof(pad));
+}
+
+void mm_hmac_sha256_with(const mm_hmac_sha256_key_t *hk, const void *msg, size_t n,
+			 uint8_t out[32])
+{
+	mm_sha256_t c = hk->inner;
+	uint8_t inner[32];
+
+	mm_sha256_update(&c, msg, n);
+	mm_sha256_final(&c, inner);
+	c = hk->outer;
 	mm_sha256_update(&c, inner, 32);
 	mm_sha256_final(&c, out);
+}
+
+void mm_hmac_sha256(const void *key, size_t klen, const void *msg, size_t n, uint8_t out[32])
+{
+	mm_hmac_sha256_key_t hk;
+
+	mm_hmac_sha256_key(&hk, key, klen);
+	mm_hmac_sha256_with(&hk, msg, n, out);
 }
 
 void mm_hex_lower(const uint8_t *p, size_t n, char *out)
@@ -666,7 +686,9 @@ static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
 		free(kin);
 		mm_hmac_sha256(k, 32, p->region, strlen(p->region), k);
 		mm_hmac_sha256(k, 32, p->service, strlen(p->service), k);
-		mm_hmac_sha256(k, 32, "aws4_request", 12, s->key);
+		mm_hmac_sha256(k, 32, "aws4_request", 12, k);
+		mm_hmac_sha256_key(&s->key, k, 32);
+		memset(k, 0, sizeof(k));
 		snprintf(s->key_scope, sizeof(s->key_scope), "%s", scope);
 		if (s->key_secret) {
 			memset(s->key_secret, 0, strlen(s->key_secret));
@@ -675,7 +697,7 @@ static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
 		s->key_secret = copy;
 		s->key_valid = 1;
 	}
-	mm_hmac_sha256(s->key, 32, s->string_to_sign.p, s->string_to_sign.len, digest);
+	mm_hmac_sha256_with(&s->key, s->string_to_sign.p, s->string_to_sign.len, digest);
 	mm_hex_lower(digest, 32, s->signature);
 	return 0;
 }

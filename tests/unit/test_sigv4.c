@@ -94,6 +94,25 @@ TEST(hmac_rfc4231)
 	CHECK(strcmp(h, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54") == 0);
 }
 
+/* A key prepared once signs any number of messages, each as the one-shot
+ * HMAC would (RFC 4231 case 2 twice, then case 1's message). */
+TEST(hmac_key_reused)
+{
+	mm_hmac_sha256_key_t hk;
+	uint8_t d[32], once[32];
+	char h[65];
+
+	mm_hmac_sha256_key(&hk, "Jefe", 4);
+	for (int i = 0; i < 2; i++) {
+		mm_hmac_sha256_with(&hk, "what do ya want for nothing?", 28, d);
+		hex(d, 32, h);
+		CHECK(strcmp(h, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843") == 0);
+	}
+	mm_hmac_sha256_with(&hk, "Hi There", 8, d);
+	mm_hmac_sha256("Jefe", 4, "Hi There", 8, once);
+	CHECK(memcmp(d, once, 32) == 0);
+}
+
 static mm_sigv4_params_t example_params(void)
 {
 	return (mm_sigv4_params_t){
@@ -473,6 +492,7 @@ int main(void)
 	RUN(sha256_vectors);
 	RUN(sha256_streaming);
 	RUN(hmac_rfc4231);
+	RUN(hmac_key_reused);
 	RUN(key_cache_follows_inputs);
 	RUN(rejects_bad_input);
 	if (root == NULL || *root == '\0')
