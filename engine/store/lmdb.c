@@ -126,6 +126,40 @@ static const mm_option_t lmdb_options[] = {
 /* Defined at the end of this file; open() stores it in the store's head. */
 extern const mm_store_vtable_t mm_store_lmdb_vtable;
 
+/* Whether an identifier of len bytes is hashed in a key whose namespace
+ * prefix has nsl bytes and that ends with `tail` more bytes. */
+static int ident_hashed(size_t nsl, size_t len, size_t tail)
+{
+	return nsl + 2 + len + tail > LMDB_KEY_MAX;
+}
+
+static void key_ident(lmdb_key_t *k, const char *ns, const void *id, size_t len, size_t tail)
+{
+	size_t nsl = ns_prefix(k->b, ns);
+
+	k->ns = ns;
+	k->id = id;
+	k->idlen = len;
+	put_u16be(k->b + nsl, len);
+	k->len = nsl + 2;
+	k->hashed = ident_hashed(nsl, len, tail);
+	if (k->hashed) {
+		put_u64be(k->b + k->len, mm_hash64(id, len, LMDB_HASH_SEED));
+		k->len += 8;
+	} else {
+		memcpy(k->b + k->len, id, len);
+		k->len += len;
+	}
+}
+
+static void state_key(lmdb_key_t *k, const char *ns, const mm_key_t *key)
+{
+	key_ident(k, ns, key->entity, key->len, 8);
+	k->bucket = key->bucket;
+	put_bucket(k->b + k->len, key->bucket);
+	k->len += 8;
+}
+
 /*
  * Decodes a stored state into state (which is init()ed). Returns 1 if it was
  * decoded, 0 if it has expired at now_ms (state stays the identity), or
@@ -164,7 +198,7 @@ static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, const mm_de
 	unsigned flags = 0;
 	int found = 0, rc = 0, mrc;
 
-	mm_lmdb_state_key(&k, d->ns->name, &d->key);
+	state_key(&k, d->ns->name, &d->key);
 	if (k.hashed) {
 		if ((rc = mm_lmdb_find(txn, st->dbi_state, &k, &val, &found)))
 			return rc;
@@ -482,7 +516,7 @@ static void lmdb_get_work(uv_work_t *req)
 		MDB_val val;
 		int found;
 
-		mm_lmdb_state_key(&k, w->ns->name, &w->keys[i]);
+		state_key(&k, w->ns->name, &w->keys[i]);
 		if ((rc = mm_lmdb_find(txn, w->st->dbi_state, &k, &val, &found)))
 			break;
 		if (!found)

@@ -4,9 +4,10 @@
  *
  * The store is one struct (mm_lmdb_t) that every file reads; each file owns
  * one seam of it:
- *   lmdb.c         the layout, options, apply (deltas, purges), get_many,
- *                  the thread-pool work items, the map release, open/close
- *   lmdb_key.c     state keys, the lookup of hashed identifiers, errors
+ *   lmdb.c         the layout, state keys, options, apply (deltas, purges),
+ *                  get_many, the thread-pool work items, the map release,
+ *                  open/close
+ *   lmdb_key.c     the lookup of hashed identifiers, errors
  *   lmdb_dedup.c   dedup marks: claim(), marks written by apply() as
  *                  time-partitioned runs, their expiry, format 1's marks
  *   markset.c      the live marks in memory, which claim() answers from
@@ -137,8 +138,6 @@ static inline size_t ns_prefix(uint8_t *p, const char *name)
 int mm_lmdb_fail(int mrc, const char *what);
 /* The wall clock in ms since the epoch. */
 int64_t mm_lmdb_now_ms(void);
-/* The key of a state (inline or hashed, see lmdb.c). */
-void mm_lmdb_state_key(lmdb_key_t *k, const char *ns, const mm_key_t *key);
 /* MM_ECORRUPT naming the record of k and why. */
 int mm_lmdb_corrupt(const lmdb_key_t *k, const char *why);
 /* Looks k up in dbi, completing a hashed key with its SEQ: *found tells

@@ -1,14 +1,14 @@
 /*
- * lmdb_key.c: the state keys of the embedded store (layout in lmdb.c) and the
- * lookup of a hashed identifier among the records that share its hash;
- * LMDB errors as MM_E* codes. Any thread: nothing here keeps state.
+ * lmdb_key.c: the lookup of a hashed identifier of the embedded store
+ * (layout in lmdb.c) among the records that share its hash, the messages
+ * that name a record, LMDB errors as MM_E* codes, the order of namespace
+ * names. Any thread: nothing here keeps state.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <time.h>
 
 #include "../lib/error.h"
-#include "../lib/hash.h"
 #include "lmdb_impl.h"
 
 int mm_lmdb_fail(int mrc, const char *what)
@@ -51,40 +51,6 @@ int64_t mm_lmdb_now_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Whether an identifier of len bytes is hashed in a key whose namespace
- * prefix has nsl bytes and that ends with `tail` more bytes. */
-static int ident_hashed(size_t nsl, size_t len, size_t tail)
-{
-	return nsl + 2 + len + tail > LMDB_KEY_MAX;
-}
-
-static void key_ident(lmdb_key_t *k, const char *ns, const void *id, size_t len, size_t tail)
-{
-	size_t nsl = ns_prefix(k->b, ns);
-
-	k->ns = ns;
-	k->id = id;
-	k->idlen = len;
-	put_u16be(k->b + nsl, len);
-	k->len = nsl + 2;
-	k->hashed = ident_hashed(nsl, len, tail);
-	if (k->hashed) {
-		put_u64be(k->b + k->len, mm_hash64(id, len, LMDB_HASH_SEED));
-		k->len += 8;
-	} else {
-		memcpy(k->b + k->len, id, len);
-		k->len += len;
-	}
-}
-
-void mm_lmdb_state_key(lmdb_key_t *k, const char *ns, const mm_key_t *key)
-{
-	key_ident(k, ns, key->entity, key->len, 8);
-	k->bucket = key->bucket;
-	put_bucket(k->b + k->len, key->bucket);
-	k->len += 8;
 }
 
 /* Names a key in messages: printable bytes as they are, others as \xHH,
