@@ -83,61 +83,10 @@
 
 #include "../lib/error.h"
 #include "../lib/hash.h"
+#include "hll_impl.h"
 
-#define HLL_P MM_HLL_P
-#define HLL_Q (64 - HLL_P)        /* hash bits left for the rank */
-#define HLL_REGISTERS MM_HLL_REGISTERS
-#define HLL_RANK_MAX (HLL_Q + 1)  /* the sentinel bit caps the rank */
-#define HLL_HDR_SIZE 16
-#define HLL_DENSE_BODY (HLL_REGISTERS * 6 / 8)
-#define HLL_DENSE_SIZE (HLL_HDR_SIZE + HLL_DENSE_BODY)
-#define HLL_ENC_DENSE 0
-#define HLL_ENC_SPARSE 1
-#define HLL_ALPHA_INF 0.721347520444481703680 /* 1 / (2 ln 2) */
-
-#define HLL_ZERO_MAX 64
-#define HLL_XZERO_MAX 16384
-#define HLL_VAL_MAX 32
-#define HLL_VAL_RUN_MAX 4
-
-#define HLL_INLINE 6
-#define HLL_LIST_MAX 1024
-#define HLL_LIST_MIN_HEAP 16
-#define HLL_CAP_DENSE UINT32_MAX
-
-#define HLL_PAIR(idx, rank) (((uint32_t)(idx) << 8) | (rank))
-#define HLL_PAIR_IDX(pair) ((pair) >> 8)
-#define HLL_PAIR_RANK(pair) ((uint8_t)((pair) & 0xff))
-
-/*
- * cap says which form the state is in: 0 = the inline list, HLL_CAP_DENSE =
- * the register array, anything else = a heap list of that capacity. Lists
- * are sorted by register index with no duplicates and no zero ranks.
- */
-typedef struct mm_hll_state {
-	uint32_t n;
-	uint32_t cap;
-	union {
-		uint32_t inl[HLL_INLINE];
-		uint32_t *list;
-		uint8_t *regs;
-	} u;
-} mm_hll_state_t;
-
-_Static_assert(sizeof(mm_hll_state_t) <= MM_STATE_MAX, "HLL state must fit inline");
-_Static_assert(HLL_REGISTERS % 4 == 0, "dense packing works on groups of four");
-
-static int hll_is_dense(const mm_hll_state_t *s)
-{
-	return s->cap == HLL_CAP_DENSE;
-}
 
 static uint32_t *hll_list(mm_hll_state_t *s)
-{
-	return s->cap == 0 ? s->u.inl : s->u.list;
-}
-
-static const uint32_t *hll_list_c(const mm_hll_state_t *s)
 {
 	return s->cap == 0 ? s->u.inl : s->u.list;
 }
@@ -158,20 +107,23 @@ static void hll_hash(const void *p, size_t len, uint32_t *idx, uint8_t *rank)
 	*rank = (uint8_t)(__builtin_ctzll(h) + 1);
 }
 
-/* Index of the first pair whose register is >= idx. */
+/* Index of the first pair whose register is >= idx. Branch-free halving
+ * (the compiler makes the step a conditional move): register indexes are
+ * hashes, so a branch on the comparison would mispredict every other step. */
 static uint32_t hll_lower_bound(const uint32_t *list, uint32_t n, uint32_t idx)
 {
-	uint32_t lo = 0, hi = n, key = HLL_PAIR(idx, 0);
+	const uint32_t *base = list;
+	uint32_t key = HLL_PAIR(idx, 0);
 
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
+	if (n == 0)
+		return 0;
+	while (n > 1) {
+		uint32_t half = n / 2;
 
-		if (list[mid] < key)
-			lo = mid + 1;
-		else
-			hi = mid;
+		base = base[half] < key ? base + half : base;
+		n -= half;
 	}
-	return lo;
+	return (uint32_t)(base - list) + (*base < key);
 }
 
 /* Grows a list state so it can hold `want` (<= HLL_LIST_MAX) pairs. On
@@ -462,70 +414,6 @@ static uint64_t hll_estimate(const mm_hll_state_t *s)
 	return (uint64_t)llround(HLL_ALPHA_INF * m * m / z);
 }
 
-static void hll_put_header(uint8_t *p, int encoding, uint64_t card)
-{
-	memcpy(p, "HYLL", 4);
-	p[4] = (uint8_t)encoding;
-	p[5] = p[6] = p[7] = 0;
-	mm_set_u64le(p + 8, card);
-}
-
-/* A bounded writer: counts every byte but stores only those that fit, so
- * the caller can check for overflow once per run rather than per byte. */
-typedef struct hll_writer {
-	uint8_t *p;
-	size_t len, cap;
-} hll_writer_t;
-
-static void hll_put(hll_writer_t *w, uint8_t b)
-{
-	if (w->len < w->cap)
-		w->p[w->len] = b;
-	w->len++;
-}
-
-static void hll_put_zeros(hll_writer_t *w, uint32_t run)
-{
-	while (run > HLL_ZERO_MAX) {
-		uint32_t chunk = run < HLL_XZERO_MAX ? run : HLL_XZERO_MAX;
-
-		hll_put(w, (uint8_t)(0x40 | ((chunk - 1) >> 8)));
-		hll_put(w, (uint8_t)((chunk - 1) & 0xff));
-		run -= chunk;
-	}
-	if (run > 0)
-		hll_put(w, (uint8_t)(run - 1));
-}
-
-static void hll_put_vals(hll_writer_t *w, uint8_t rank, uint32_t run)
-{
-	while (run > 0) {
-		uint32_t chunk = run < HLL_VAL_RUN_MAX ? run : HLL_VAL_RUN_MAX;
-
-		hll_put(w, (uint8_t)(0x80 | ((rank - 1) << 2) | (chunk - 1)));
-		run -= chunk;
-	}
-}
-
-/* Yields the non-zero registers of s in index order; *pos starts at 0. */
-static int hll_next(const mm_hll_state_t *s, uint32_t *pos, uint32_t *idx, uint8_t *rank)
-{
-	if (hll_is_dense(s)) {
-		while (*pos < HLL_REGISTERS && s->u.regs[*pos] == 0)
-			(*pos)++;
-		if (*pos == HLL_REGISTERS)
-			return 0;
-		*idx = *pos;
-		*rank = s->u.regs[(*pos)++];
-		return 1;
-	}
-	if (*pos == s->n)
-		return 0;
-	*idx = HLL_PAIR_IDX(hll_list_c(s)[*pos]);
-	*rank = HLL_PAIR_RANK(hll_list_c(s)[*pos]);
-	(*pos)++;
-	return 1;
-}
 
 /*
  * Writes the sparse body of s into body[0..cap). Returns its length, or 0
@@ -630,17 +518,6 @@ static void hll_put_decoded(mm_hll_state_t *s, uint32_t idx, uint8_t rank)
 	s->n++;
 }
 
-/* Unpacks the four registers stored in one 3-byte group. */
-static void hll_unpack4(const uint8_t *g, uint8_t *r)
-{
-	uint32_t w = (uint32_t)g[0] | ((uint32_t)g[1] << 8) | ((uint32_t)g[2] << 16);
-
-	r[0] = (uint8_t)(w & 63);
-	r[1] = (uint8_t)((w >> 6) & 63);
-	r[2] = (uint8_t)((w >> 12) & 63);
-	r[3] = (uint8_t)(w >> 18);
-}
-
 /*
  * The counting pass is branch-free (a running maximum instead of a test per
  * register); the offending register is only looked for once the maximum
@@ -687,45 +564,18 @@ static int hll_parse_dense(const uint8_t *body, mm_hll_state_t *s, uint32_t *non
 
 static int hll_parse_sparse(const uint8_t *body, size_t n, mm_hll_state_t *s, uint32_t *nonzero)
 {
-	uint32_t done = 0, run, k;
-	size_t off = 0;
+	hll_sparse_reader_t rd = {body, n, 0, 0};
+	uint32_t idx = 0, run = 0, k;
+	uint8_t rank = 0;
+	int rc;
 
 	*nonzero = 0;
-	while (off < n) {
-		size_t at = off;
-		uint8_t op = body[off];
-		uint8_t rank = 0;
-
-		if ((op & 0xc0) == 0x00) {
-			run = (op & 0x3f) + 1u;
-			off += 1;
-		} else if ((op & 0xc0) == 0x40) {
-			if (n - off < 2)
-				return mm_diag_set(MM_ECORRUPT,
-						   "hll: sparse XZERO opcode at body offset %zu is truncated",
-						   at);
-			run = (((uint32_t)op & 0x3f) << 8 | body[off + 1]) + 1u;
-			off += 2;
-		} else {
-			rank = (uint8_t)(((op >> 2) & 0x1f) + 1);
-			run = (op & 0x3u) + 1u;
-			off += 1;
-		}
-		if (run > HLL_REGISTERS - done)
-			return mm_diag_set(MM_ECORRUPT,
-					   "hll: sparse opcode at body offset %zu runs past register %u",
-					   at, HLL_REGISTERS);
-		if (rank != 0) {
-			*nonzero += run;
-			for (k = 0; s != NULL && k < run; k++)
-				hll_put_decoded(s, done + k, rank);
-		}
-		done += run;
+	while ((rc = hll_sparse_run(&rd, &idx, &run, &rank)) > 0) {
+		*nonzero += run;
+		for (k = 0; s != NULL && k < run; k++)
+			hll_put_decoded(s, idx + k, rank);
 	}
-	if (done != HLL_REGISTERS)
-		return mm_diag_set(MM_ECORRUPT, "hll: sparse opcodes cover %u of %u registers",
-				   done, HLL_REGISTERS);
-	return 0;
+	return rc;
 }
 
 /*
@@ -734,24 +584,13 @@ static int hll_parse_sparse(const uint8_t *body, size_t n, mm_hll_state_t *s, ui
  */
 static int hll_parse(const uint8_t *p, size_t n, mm_hll_state_t *s, uint32_t *nonzero)
 {
-	if (n < HLL_HDR_SIZE)
-		return mm_diag_set(MM_ECORRUPT, "hll: %zu bytes, shorter than the %d-byte header",
-				   n, HLL_HDR_SIZE);
-	if (memcmp(p, "HYLL", 4) != 0)
-		return mm_diag_set(MM_ECORRUPT, "hll: bad magic %02x %02x %02x %02x, expected \"HYLL\"",
-				   p[0], p[1], p[2], p[3]);
-	switch (p[4]) {
-	case HLL_ENC_DENSE:
-		if (n != HLL_DENSE_SIZE)
-			return mm_diag_set(MM_ECORRUPT,
-					   "hll: dense encoding is %zu bytes, expected %d", n,
-					   HLL_DENSE_SIZE);
+	int rc = hll_check_header(p, n);
+
+	if (rc)
+		return rc;
+	if (p[4] == HLL_ENC_DENSE)
 		return hll_parse_dense(p + HLL_HDR_SIZE, s, nonzero);
-	case HLL_ENC_SPARSE:
-		return hll_parse_sparse(p + HLL_HDR_SIZE, n - HLL_HDR_SIZE, s, nonzero);
-	default:
-		return mm_diag_set(MM_ECORRUPT, "hll: unknown encoding %u", p[4]);
-	}
+	return hll_parse_sparse(p + HLL_HDR_SIZE, n - HLL_HDR_SIZE, s, nonzero);
 }
 
 static int hll_decode(const mm_monoid_t *m, void *st, const uint8_t *p, size_t n)
@@ -830,4 +669,5 @@ const mm_monoid_vtable_t mm_monoid_hll_vtable = {
 	.decode = hll_decode,
 	.to_json = hll_to_json,
 	.is_identity = hll_is_identity,
+	.merge_encoded = mm_hll_merge_encoded,
 };

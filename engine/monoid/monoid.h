@@ -96,6 +96,15 @@ typedef struct mm_monoid_vtable {
 	int (*to_json)(const mm_monoid_t *m, const void *st, mm_buf_t *out);
 	/* 1 if st is the identity (nothing was added). */
 	int (*is_identity)(const mm_monoid_t *m, const void *st);
+	/* Optional (NULL: stores decode, merge and encode). Appends to out an
+	 * encoding of decode(p[0..n)) ⊕ src, p NULL meaning the identity,
+	 * without building a state from p: for a sketch whose stored form is
+	 * large and whose delta is small, a pass over the bytes instead of three.
+	 * decode() of the result equals the decode-merge-encode value, though
+	 * the bytes may differ (see the monoid). MM_ECORRUPT (with detail) for
+	 * bytes decode() rejects, MM_ENOMEM; out then holds a partial append. */
+	int (*merge_encoded)(const mm_monoid_t *m, const uint8_t *p, size_t n, const void *src,
+			     mm_buf_t *out);
 } mm_monoid_vtable_t;
 
 struct mm_monoid {

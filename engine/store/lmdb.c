@@ -160,28 +160,40 @@ static void state_key(lmdb_key_t *k, const char *ns, const mm_key_t *key)
 	k->len += 8;
 }
 
-/*
- * Decodes a stored state into state (which is init()ed). Returns 1 if it was
- * decoded, 0 if it has expired at now_ms (state stays the identity), or
+/* An error reading the stored bytes of k: anything but MM_ENOMEM is
  * MM_ECORRUPT naming the key. A value that fails to decode is never treated
- * as absent: overwriting it would silently lose everything merged into it.
- */
-static int state_decode(const lmdb_key_t *k, const MDB_val *val, int64_t now_ms,
-			const mm_monoid_t *m, void *state)
+ * as absent: overwriting it would silently lose everything merged into it. */
+static int stored_error(const lmdb_key_t *k, int rc)
 {
 	char why[300];
-	int rc = mm_lmdb_state_decode(val->mv_data, val->mv_size, k->hashed ? k->idlen : 0, now_ms,
-				      m, state);
 
-	if (rc >= 0 || rc == MM_ENOMEM)
+	if (rc == MM_ENOMEM)
 		return rc;
 	snprintf(why, sizeof(why), "%s", mm_diag_msg());
 	return mm_lmdb_corrupt(k, why);
 }
 
 /*
- * Merges one delta into its stored state. The caller's delta is only read:
- * the stored state is decoded into a scratch state that takes the merge.
+ * Decodes a stored state into state (which is init()ed). Returns 1 if it was
+ * decoded, 0 if it has expired at now_ms (state stays the identity), or
+ * MM_ECORRUPT naming the key (stored_error).
+ */
+static int state_decode(const lmdb_key_t *k, const MDB_val *val, int64_t now_ms,
+			const mm_monoid_t *m, void *state)
+{
+	int rc = mm_lmdb_state_decode(val->mv_data, val->mv_size, k->hashed ? k->idlen : 0, now_ms,
+				      m, state);
+
+	return rc >= 0 ? rc : stored_error(k, rc);
+}
+
+/*
+ * Merges one delta into its stored state. The caller's delta is only read.
+ * A monoid with merge_encoded (HLL) merges it straight from the stored bytes
+ * into vb: a dense sketch is copied and patched, a sparse one merged as a
+ * stream, no state decoded (the old bytes are read before the put, which is
+ * what keeps them valid: LMDB promises a value only until the next write).
+ * Others decode the stored state into a scratch state that takes the merge.
  * cur is a cursor on the state database that the flush's deltas share: they
  * come sorted, so each lookup starts from the page the previous one left the
  * cursor on, and a present record is rewritten where the lookup found it
@@ -193,6 +205,8 @@ static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, const mm_de
 {
 	const mm_monoid_t *m = d->ns->m;
 	_Alignas(16) unsigned char scratch[MM_STATE_MAX];
+	const uint8_t *body = NULL;
+	size_t blen = 0;
 	lmdb_key_t k;
 	MDB_val key, val;
 	unsigned flags = 0;
@@ -213,15 +227,23 @@ static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, const mm_de
 		flags = found ? MDB_CURRENT : 0;
 	}
 	m->vt->init(m, scratch);
-	if (found && (rc = state_decode(&k, &val, now_ms, m, scratch)) < 0)
-		goto out;
-	if ((rc = m->vt->merge(m, scratch, d->state)))
-		goto out;
 	vb->len = 0;
 	if ((rc = mm_buf_put_u64le(vb, (uint64_t)d->expire_ms)) ||
-	    (k.hashed && (rc = mm_buf_append(vb, k.id, k.idlen))) ||
-	    (rc = m->vt->encode(m, scratch, vb)))
+	    (k.hashed && (rc = mm_buf_append(vb, k.id, k.idlen))))
 		goto out;
+	if (m->vt->merge_encoded != NULL) {
+		if (found && (rc = mm_lmdb_state_body(val.mv_data, val.mv_size,
+						      k.hashed ? k.idlen : 0, now_ms, &body,
+						      &blen)) < 0)
+			goto stored;
+		if ((rc = m->vt->merge_encoded(m, body, blen, d->state, vb)))
+			goto stored;
+	} else {
+		if (found && (rc = state_decode(&k, &val, now_ms, m, scratch)) < 0)
+			goto out;
+		if ((rc = m->vt->merge(m, scratch, d->state)) || (rc = m->vt->encode(m, scratch, vb)))
+			goto out;
+	}
 	key.mv_size = k.len;
 	key.mv_data = k.b;
 	val.mv_size = vb->len;
@@ -230,8 +252,10 @@ static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, const mm_de
 		mrc = mdb_put(txn, st->dbi_state, &key, &val, 0);
 	else
 		mrc = mdb_cursor_put(cur, &key, &val, flags);
-	if (mrc)
-		rc = mm_lmdb_fail(mrc, "put state");
+	rc = mrc ? mm_lmdb_fail(mrc, "put state") : 0;
+	goto out;
+stored:
+	rc = stored_error(&k, rc);
 out:
 	m->vt->destroy(m, scratch);
 	return rc;

@@ -32,18 +32,31 @@ bad:
 	return mm_diag_set(MM_ECORRUPT, "lmdb: malformed state key of %zu bytes", n);
 }
 
-int mm_lmdb_state_decode(const uint8_t *p, size_t n, size_t idlen, int64_t now_ms,
-			 const mm_monoid_t *m, void *state)
+int mm_lmdb_state_body(const uint8_t *p, size_t n, size_t idlen, int64_t now_ms,
+		       const uint8_t **body, size_t *len)
 {
 	size_t hdr = 8 + idlen;
 	int64_t expire;
-	int rc;
 
 	if (n < hdr)
 		return mm_diag_set(MM_ECORRUPT, "value shorter than its header");
 	expire = (int64_t)mm_get_u64le(p);
 	if (expire != 0 && expire <= now_ms)
 		return 0;
-	rc = m->vt->decode(m, state, p + hdr, n - hdr);
+	*body = p + hdr;
+	*len = n - hdr;
+	return 1;
+}
+
+int mm_lmdb_state_decode(const uint8_t *p, size_t n, size_t idlen, int64_t now_ms,
+			 const mm_monoid_t *m, void *state)
+{
+	const uint8_t *body;
+	size_t len;
+	int rc = mm_lmdb_state_body(p, n, idlen, now_ms, &body, &len);
+
+	if (rc <= 0)
+		return rc;
+	rc = m->vt->decode(m, state, body, len);
 	return rc ? rc : 1;
 }

@@ -21,6 +21,12 @@
 int mm_lmdb_state_key_parse(const uint8_t *p, size_t n, size_t nsl, size_t *plen,
 			    int64_t *bucket);
 
+/* Finds the monoid encoding in the state value p[0..n) (idlen as below):
+ * returns 1 with *body and *len set, 0 if the state has expired at now_ms,
+ * or MM_ECORRUPT ("value shorter than its header"). */
+int mm_lmdb_state_body(const uint8_t *p, size_t n, size_t idlen, int64_t now_ms,
+		       const uint8_t **body, size_t *len);
+
 /* Decodes the state value p[0..n) into state (init()ed by the caller). idlen
  * is the identifier's length when the key is hashed (the value then holds
  * the identifier after expire_ms), else 0. Returns 1 if decoded, 0 if it has

@@ -759,6 +759,192 @@ TEST(truncations_and_mutations)
 	mm_buf_free(&re);
 }
 
+/*
+ * merge_encoded (the LMDB store's flush path) against decode-merge-encode.
+ * The stored side is absent, sparse of every size up to the promotion
+ * boundary, or dense; the delta a list or a dense state, overlapping the
+ * stored elements or not. The registers must be equal; a result from
+ * absent or sparse bytes must be encode()'s bytes exactly, and from dense
+ * bytes dense (merge_encoded keeps the dense form), except for the cached
+ * cardinality, which merge_encoded writes stale.
+ */
+static int encoded_matches(const uint8_t *stored, size_t n, const state_t *delta, int *promoted)
+{
+	state_t want, got;
+	mm_buf_t e = {0}, g = {0};
+	int ok = 0;
+
+	hll.vt->init(&hll, &want);
+	hll.vt->init(&hll, &got);
+	if ((stored != NULL && hll.vt->decode(&hll, &want, stored, n) != 0) ||
+	    hll.vt->merge(&hll, &want, delta) != 0 || hll.vt->encode(&hll, &want, &e) != 0)
+		goto out;
+	mm_buf_put_u8(&g, 0xa5); /* merge_encoded appends: leave a byte before */
+	if (hll.vt->merge_encoded(&hll, stored, n, delta, &g) != 0 || g.p[0] != 0xa5 ||
+	    decode_exact(&got, g.p + 1, g.len - 1) != 0 || !same_registers(&want, &got))
+		goto out;
+	/* Stale: bit 7 of byte 15, the rest of the cache zero. */
+	if (memcmp(g.p + 1 + 8, "\0\0\0\0\0\0\0\x80", 8) != 0)
+		goto out;
+	if (stored != NULL && stored[4] == 0 && g.p[1 + 4] != 0)
+		goto out;
+	if (promoted != NULL)
+		*promoted += (stored == NULL || stored[4] == 1) && g.p[1 + 4] == 0;
+	if (g.p[1 + 4] == e.p[4] &&
+	    (g.len - 1 != e.len || memcmp(g.p + 1, e.p, 8) != 0 ||
+	     memcmp(g.p + 1 + HDR, e.p + HDR, e.len - HDR) != 0))
+		goto out;
+	ok = stored == NULL || stored[4] == 0 || g.p[1 + 4] == e.p[4];
+out:
+	hll.vt->destroy(&hll, &want);
+	hll.vt->destroy(&hll, &got);
+	mm_buf_free(&e);
+	mm_buf_free(&g);
+	return ok;
+}
+
+TEST(merge_encoded_matches_decode_merge_encode)
+{
+	static const unsigned stored_sizes[] = {0, 1, 3, 50, 700, 1500, 1650, 1685, 1700, 5000, 60000};
+	static const unsigned delta_sizes[] = {1, 2, 7, 90, 600, 1100, 3000};
+	mm_buf_t enc = {0};
+	int trials = 0, promoted = 0;
+	size_t i, j;
+
+	rng = 0x5eed5eed5eedULL;
+	for (i = 0; i < sizeof(stored_sizes) / sizeof(stored_sizes[0]); i++) {
+		for (j = 0; j < sizeof(delta_sizes) / sizeof(delta_sizes[0]); j++) {
+			for (int rep = 0; rep < 3; rep++) {
+				unsigned long long base = xorshift64() % 1000000;
+				/* Half the delta overlaps the stored elements. */
+				unsigned long long from = base + stored_sizes[i] / 2 + xorshift64() % 4;
+				state_t st, delta;
+
+				hll.vt->init(&hll, &st);
+				hll.vt->init(&hll, &delta);
+				add_range(&st, base, base + stored_sizes[i]);
+				add_range(&delta, from, from + delta_sizes[j]);
+				enc.len = 0;
+				REQUIRE(hll.vt->encode(&hll, &st, &enc) == 0);
+				CHECK(encoded_matches(enc.p, enc.len, &delta, &promoted));
+				if (stored_sizes[i] == 0)
+					CHECK(encoded_matches(NULL, 0, &delta, &promoted));
+				trials++;
+				hll.vt->destroy(&hll, &st);
+				hll.vt->destroy(&hll, &delta);
+			}
+		}
+	}
+	note("merge_encoded: %d trials, %d promoted from sparse to dense", trials, promoted);
+	CHECK(promoted > 0);
+	mm_buf_free(&enc);
+}
+
+/* A delta register above 32 promotes a sparse stored sketch (and the
+ * identity) to dense; registers straddling bytes and the last one patch a
+ * dense stored sketch in place of the right bits. */
+TEST(merge_encoded_high_registers)
+{
+	static const unsigned idx[] = {0, 1, 2, 3, 5, 6, 7, 8191, 16382, 16383};
+	static const unsigned val[] = {33, 51, 1, 2, 17, 40, 50, 32, 45, 51};
+	uint8_t *in = calloc(DENSE_SIZE, 1);
+	mm_buf_t enc = {0};
+	state_t delta, st;
+	int promoted = 0;
+	size_t k;
+
+	hll.vt->init(&hll, &delta);
+	hll.vt->init(&hll, &st);
+	dense_header(in);
+	for (k = 0; k < sizeof(idx) / sizeof(idx[0]); k++)
+		dense_set(in + HDR, idx[k], val[k]);
+	REQUIRE(decode_exact(&delta, in, DENSE_SIZE) == 0);
+	CHECK(encoded_matches(NULL, 0, &delta, &promoted));
+	add_range(&st, 0, 400);
+	REQUIRE(hll.vt->encode(&hll, &st, &enc) == 0);
+	REQUIRE(enc.p[4] == 1);
+	CHECK(encoded_matches(enc.p, enc.len, &delta, &promoted));
+	CHECK_EQ_INT(promoted, 2);
+	/* Dense stored: the same registers one lower than the delta's, and
+	 * others around them, patched and kept. */
+	memset(in + HDR, 0, DENSE_SIZE - HDR);
+	for (k = 0; k < sizeof(idx) / sizeof(idx[0]); k++) {
+		dense_set(in + HDR, idx[k], val[k] - 1);
+		dense_set(in + HDR, (idx[k] + 9) % MM_HLL_REGISTERS, 51);
+	}
+	CHECK(encoded_matches(in, DENSE_SIZE, &delta, NULL));
+	CHECK(encoded_matches(in, DENSE_SIZE, &st, NULL));
+	/* Every value above 51 in every position of the 8-register words the
+	 * check reads is caught, and 51 nowhere. */
+	for (k = 0; k < 16; k++) {
+		unsigned at = (unsigned)(k * 1031 % MM_HLL_REGISTERS);
+
+		for (unsigned v = 51; v < 64; v++) {
+			dense_set(in + HDR, at, v);
+			enc.len = 0;
+			CHECK_EQ_INT(hll.vt->merge_encoded(&hll, in, DENSE_SIZE, &st, &enc),
+				     v > 51 ? MM_ECORRUPT : 0);
+		}
+		dense_set(in + HDR, at, 0);
+	}
+	hll.vt->destroy(&hll, &delta);
+	hll.vt->destroy(&hll, &st);
+	mm_buf_free(&enc);
+	free(in);
+}
+
+/* Corrupt stored bytes: merge_encoded rejects exactly what decode()
+ * rejects, with MM_ECORRUPT, and never reads past the end (the bytes are
+ * copied to their own allocation for ASan). */
+TEST(merge_encoded_rejects_what_decode_rejects)
+{
+	static const unsigned sizes[] = {1, 40, 1200, 1680, 8000};
+	mm_buf_t enc = {0}, out = {0};
+	state_t src, st, delta;
+	int agreed = 0;
+	size_t k, n;
+
+	hll.vt->init(&hll, &st);
+	hll.vt->init(&hll, &delta);
+	add_range(&delta, 500, 520);
+	for (k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		hll.vt->init(&hll, &src);
+		add_range(&src, 0, sizes[k]);
+		enc.len = 0;
+		REQUIRE(hll.vt->encode(&hll, &src, &enc) == 0);
+		hll.vt->destroy(&hll, &src);
+		for (int m = 0; m < 400; m++) {
+			size_t len = enc.len;
+			uint8_t *mut;
+			int want, got;
+
+			if (m % 4 == 0)
+				len = xorshift64() % enc.len; /* a truncation */
+			mut = malloc(len ? len : 1);
+			memcpy(mut, enc.p, len);
+			for (n = 1 + xorshift64() % 3; n > 0 && len > 0 && m % 4 != 0; n--)
+				mut[xorshift64() % len] ^= (uint8_t)(1u << (xorshift64() % 8));
+			/* Now and then a dense register above 51. */
+			if (m % 7 == 1 && len == DENSE_SIZE)
+				dense_set(mut + HDR, (unsigned)(xorshift64() % MM_HLL_REGISTERS),
+					  52 + (unsigned)(xorshift64() % 12));
+			want = hll.vt->decode(&hll, &st, mut, len);
+			out.len = 0;
+			got = hll.vt->merge_encoded(&hll, mut, len, &delta, &out);
+			CHECK_EQ_INT(got, want);
+			if (want == 0)
+				CHECK(encoded_matches(mut, len, &delta, NULL));
+			agreed += got == want;
+			free(mut);
+		}
+	}
+	note("merge_encoded: %d corrupt or mutated inputs judged as decode() judges them", agreed);
+	hll.vt->destroy(&hll, &st);
+	hll.vt->destroy(&hll, &delta);
+	mm_buf_free(&enc);
+	mm_buf_free(&out);
+}
+
 TEST(accuracy)
 {
 	static const unsigned long long sizes[] = {10, 1000, 100000, 10000000};
@@ -798,6 +984,9 @@ int main(void)
 	RUN(corrupt_inputs_rejected);
 	RUN(dense_length_and_register_checks);
 	RUN(truncations_and_mutations);
+	RUN(merge_encoded_matches_decode_merge_encode);
+	RUN(merge_encoded_high_registers);
+	RUN(merge_encoded_rejects_what_decode_rejects);
 	RUN(accuracy);
 	UNIT_DONE();
 }

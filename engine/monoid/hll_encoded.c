@@ -1,0 +1,296 @@
+/*
+ * hll_encoded.c: merging an HLL state into a stored encoding without
+ * decoding it (the monoid's merge_encoded, monoid.h; format atop hll.c).
+ *
+ * Why. A store's flush merges each key's delta, most often a short list of
+ * registers, into the sketch it holds. Decoding the stored sketch into a
+ * state, merging and encoding again costs, for a dense sketch, an unpack of
+ * 16384 registers, a merge pass, an attempt at the sparse form, a pack and a
+ * histogram for the cached cardinality: several passes over 12-16 KiB per
+ * key and flush for a delta of a few registers. Here:
+ *
+ *   - A dense stored sketch is copied as it is, its registers are checked
+ *     in one pass over the packed bytes (eight six-bit registers per 48-bit
+ *     word, none above 51, which decode() would reject), and each register
+ *     of the delta is raised where it lies in the packed bits.
+ *   - A sparse stored sketch (or none) is merged as two sorted streams: its
+ *     opcodes are read run by run, the delta's registers are merged in by
+ *     index, and the result is written as opcodes by encode()'s canonical
+ *     rules, in one pass and no allocation. When the result has a register
+ *     above 32 or passes hll-sparse-max-bytes, it is written dense instead:
+ *     the stored registers are set into a zeroed body, then the delta's.
+ *
+ * Form of the result. encode()'s choice for the merged registers, with one
+ * exception: a dense stored sketch stays dense, as Valkey's own PFADD and
+ * PFMERGE keep it (encode() of the decoded state could choose the sparse
+ * form only for a dense sketch that was never dense by our rules, such as
+ * one written by the server, or in contrived register patterns).
+ *
+ * Cached cardinality. Written stale (bit 7 of byte 15 set, the other seven
+ * bytes zero), which the format provides for: the server recounts on its
+ * next PFCOUNT, and decode() ignores the cache. An estimate per key and
+ * flush would be a histogram of the registers and Ertl's series for a
+ * figure no reader of a store takes from the cache; encode() (used where
+ * the bytes go to the server to be counted) still writes it valid.
+ *
+ * Errors. The stored bytes get every check decode() makes, with its
+ * messages: header length, magic, encoding, dense length, dense registers
+ * above 51, and the sparse opcodes (a truncated XZERO, runs past the last
+ * register, too few registers covered, bytes after the last one).
+ * tests/unit/test_hll.c compares the result with decode-merge-encode on
+ * random inputs and with decode()'s verdict on corrupt ones.
+ */
+#include "hll_impl.h"
+
+#include "../lib/error.h"
+
+/* The cached cardinality's stale flag, as a little-endian u64. */
+#define HLL_CARD_STALE (1ULL << 63)
+
+/* Eight six-bit lanes of a 48-bit word: their low five bits, their high bit,
+ * and 12 in each. */
+#define HLL_LANES_LOW 0x7df7df7df7dfULL
+#define HLL_LANES_HIGH 0x820820820820ULL
+#define HLL_LANES_12 0x30c30c30c30cULL
+
+_Static_assert(HLL_RANK_MAX == 51, "the lane test below checks for registers >= 52");
+_Static_assert(HLL_DENSE_BODY % 6 == 0, "the lane test reads the body in 6-byte words");
+
+/* Raises register idx of the packed dense body to at least rank. Registers
+ * starting at bit 4 or 6 of a byte spill into the next one; the last
+ * register starts at bit 2 of the last byte, so this stays in bounds. */
+static inline void hll_body_raise(uint8_t *body, uint32_t idx, uint8_t rank)
+{
+	uint32_t bit = idx * 6, at = bit >> 3, shift = bit & 7;
+	uint32_t w = body[at];
+	uint8_t cur;
+
+	if (shift > 2)
+		w |= (uint32_t)body[at + 1] << 8;
+	cur = (uint8_t)((w >> shift) & 63);
+	if (cur >= rank)
+		return;
+	w = (w & ~(63u << shift)) | ((uint32_t)rank << shift);
+	body[at] = (uint8_t)w;
+	if (shift > 2)
+		body[at + 1] = (uint8_t)(w >> 8);
+}
+
+/* Raises the registers of the packed body to those of the state s. */
+static void hll_body_merge_state(uint8_t *body, const mm_hll_state_t *s)
+{
+	uint32_t i, k;
+
+	if (!hll_is_dense(s)) {
+		const uint32_t *list = hll_list_c(s);
+
+		for (i = 0; i < s->n; i++)
+			hll_body_raise(body, HLL_PAIR_IDX(list[i]), HLL_PAIR_RANK(list[i]));
+		return;
+	}
+	for (i = 0; i < HLL_REGISTERS; i += 4, body += 3) {
+		const uint8_t *d = s->u.regs + i;
+		uint8_t r[4];
+		uint32_t w;
+
+		hll_unpack4(body, r);
+		for (k = 0; k < 4; k++)
+			r[k] = d[k] > r[k] ? d[k] : r[k];
+		w = (uint32_t)r[0] | ((uint32_t)r[1] << 6) | ((uint32_t)r[2] << 12) |
+		    ((uint32_t)r[3] << 18);
+		body[0] = (uint8_t)w;
+		body[1] = (uint8_t)(w >> 8);
+		body[2] = (uint8_t)(w >> 16);
+	}
+}
+
+/*
+ * Checks that no register of the packed body is above 51. A lane x = 32h +
+ * l (l < 32) is above 51 when h is set and l + 12 reaches 32; l + 12 is at
+ * most 43, so adding 12 to all lanes at once carries into no other lane.
+ * Only when some lane fails is the register looked for, for the message.
+ */
+static int hll_body_check(const uint8_t *body)
+{
+	uint64_t bad = 0;
+	uint32_t i;
+
+	for (i = 0; i < HLL_DENSE_BODY; i += 6) {
+		uint64_t x = (uint64_t)body[i] | (uint64_t)body[i + 1] << 8 |
+			     (uint64_t)body[i + 2] << 16 | (uint64_t)body[i + 3] << 24 |
+			     (uint64_t)body[i + 4] << 32 | (uint64_t)body[i + 5] << 40;
+
+		bad |= (((x & HLL_LANES_LOW) + HLL_LANES_12) & x & HLL_LANES_HIGH);
+	}
+	if (bad == 0)
+		return 0;
+	for (i = 0; i < HLL_REGISTERS; i += 4) {
+		uint8_t r[4];
+
+		hll_unpack4(body + i / 4 * 3, r);
+		for (uint32_t k = 0; k < 4; k++)
+			if (r[k] > HLL_RANK_MAX)
+				return mm_diag_set(MM_ECORRUPT,
+						   "hll: dense register %u holds %u, above the maximum rank %d",
+						   i + k, r[k], HLL_RANK_MAX);
+	}
+	return 0;
+}
+
+/*
+ * The canonical sparse writer of encode(), fed runs of equal non-zero
+ * registers in index order: adjacent runs of one rank become one, and a run
+ * is written (its zero gap, then VAL opcodes) when the next one cannot
+ * extend it. over is set once the output cannot be sparse.
+ */
+typedef struct hll_emitter {
+	hll_writer_t w;
+	uint32_t done;        /* registers written so far */
+	uint32_t idx, run;    /* the pending run (run 0: none) */
+	uint8_t rank;
+	int over;
+} hll_emitter_t;
+
+static void hll_emit_flush(hll_emitter_t *e)
+{
+	if (e->run == 0)
+		return;
+	if (e->rank > HLL_VAL_MAX) {
+		e->over = 1;
+		return;
+	}
+	hll_put_zeros(&e->w, e->idx - e->done);
+	hll_put_vals(&e->w, e->rank, e->run);
+	e->over = e->w.len > e->w.cap;
+	e->done = e->idx + e->run;
+	e->run = 0;
+}
+
+static inline void hll_emit(hll_emitter_t *e, uint32_t idx, uint32_t run, uint8_t rank)
+{
+	if (e->run != 0 && idx == e->idx + e->run && rank == e->rank) {
+		e->run += run;
+		return;
+	}
+	hll_emit_flush(e);
+	e->idx = idx;
+	e->run = run;
+	e->rank = rank;
+}
+
+/*
+ * Merges the sparse body p[0..n) (p NULL: no registers) and the state s
+ * into e. Returns 0 (e->over tells whether the result fits), or
+ * MM_ECORRUPT for a bad opcode met before the output overflowed.
+ */
+static int hll_merge_sparse(hll_emitter_t *e, const uint8_t *p, size_t n,
+			    const mm_hll_state_t *s)
+{
+	hll_sparse_reader_t rd = {p, p == NULL ? 0 : n, 0, p == NULL ? HLL_REGISTERS : 0};
+	uint32_t pos = 0, didx = 0, sidx = 0, sleft = 0;
+	uint8_t drank = 0, srank = 0;
+	int dmore = hll_next(s, &pos, &didx, &drank), smore = 1, rc;
+
+	while (!e->over) {
+		if (sleft == 0 && smore) {
+			if ((rc = hll_sparse_run(&rd, &sidx, &sleft, &srank)) < 0)
+				return rc;
+			smore = rc;
+		}
+		if (!smore) {
+			if (!dmore)
+				break;
+			hll_emit(e, didx, 1, drank);
+			dmore = hll_next(s, &pos, &didx, &drank);
+		} else if (!dmore || didx >= sidx + sleft) {
+			hll_emit(e, sidx, sleft, srank);
+			sleft = 0;
+		} else if (didx < sidx) {
+			hll_emit(e, didx, 1, drank);
+			dmore = hll_next(s, &pos, &didx, &drank);
+		} else {
+			if (didx > sidx) {
+				hll_emit(e, sidx, didx - sidx, srank);
+				sleft -= didx - sidx;
+				sidx = didx;
+			}
+			hll_emit(e, sidx, 1, drank > srank ? drank : srank);
+			sidx++;
+			sleft--;
+			dmore = hll_next(s, &pos, &didx, &drank);
+		}
+	}
+	hll_emit_flush(e);
+	if (!e->over) {
+		hll_put_zeros(&e->w, HLL_REGISTERS - e->done);
+		e->over = e->w.len > e->w.cap;
+	}
+	return 0;
+}
+
+/* Sets the registers of the sparse body p[0..n) into the zeroed dense
+ * body, validating all of it. */
+static int hll_sparse_to_body(const uint8_t *p, size_t n, uint8_t *body)
+{
+	hll_sparse_reader_t rd = {p, n, 0, 0};
+	uint32_t idx = 0, run = 0;
+	uint8_t rank = 0;
+	int rc;
+
+	while ((rc = hll_sparse_run(&rd, &idx, &run, &rank)) > 0)
+		for (uint32_t k = 0; k < run; k++)
+			hll_body_raise(body, idx + k, rank);
+	return rc;
+}
+
+int mm_hll_merge_encoded(const mm_monoid_t *m, const uint8_t *p, size_t n, const void *src,
+			 mm_buf_t *out)
+{
+	const mm_hll_state_t *s = src;
+	const uint8_t *sparse = NULL;
+	size_t base = out->len;
+	hll_emitter_t e;
+	uint8_t *hdr;
+	int rc;
+
+	memset(&e, 0, sizeof(e));
+	if (p != NULL && (rc = hll_check_header(p, n)) != 0)
+		return rc;
+	if (p != NULL && p[4] == HLL_ENC_DENSE) {
+		if ((rc = mm_buf_reserve(out, HLL_DENSE_SIZE)))
+			return rc;
+		hdr = out->p + base;
+		memcpy(hdr, p, HLL_DENSE_SIZE);
+		if ((rc = hll_body_check(hdr + HLL_HDR_SIZE)))
+			return rc;
+		goto dense;
+	}
+	if (p != NULL)
+		sparse = p + HLL_HDR_SIZE;
+	if ((rc = mm_buf_reserve(out, MM_HLL_SPARSE_MAX_BYTES)))
+		return rc;
+	hdr = out->p + base;
+	e.w.p = hdr + HLL_HDR_SIZE;
+	e.w.cap = MM_HLL_SPARSE_MAX_BYTES - HLL_HDR_SIZE;
+	if ((rc = hll_merge_sparse(&e, sparse, n - (p ? HLL_HDR_SIZE : 0), s)))
+		return rc;
+	if (!e.over) {
+		hll_put_header(hdr, HLL_ENC_SPARSE, HLL_CARD_STALE);
+		out->len = base + HLL_HDR_SIZE + e.w.len;
+		return 0;
+	}
+	/* Promotion: the stored registers go into a zeroed dense body (all of
+	 * the stored opcodes read again, and validated this time to the end),
+	 * then the delta's below. */
+	if ((rc = mm_buf_reserve(out, HLL_DENSE_SIZE)))
+		return rc;
+	hdr = out->p + base;
+	memset(hdr + HLL_HDR_SIZE, 0, HLL_DENSE_BODY);
+	if (sparse != NULL && (rc = hll_sparse_to_body(sparse, n - HLL_HDR_SIZE, hdr + HLL_HDR_SIZE)))
+		return rc;
+dense:
+	hll_body_merge_state(hdr + HLL_HDR_SIZE, s);
+	hll_put_header(hdr, HLL_ENC_DENSE, HLL_CARD_STALE);
+	out->len = base + HLL_DENSE_SIZE;
+	return 0;
+}
