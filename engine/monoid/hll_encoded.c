@@ -14,9 +14,11 @@
  *     word, none above 51, which decode() would reject), and each register
  *     of the delta is raised where it lies in the packed bits.
  *   - A sparse stored sketch (or none) is merged as two sorted streams: its
- *     opcodes are read run by run, the delta's registers are merged in by
- *     index, and the result is written as opcodes by encode()'s canonical
- *     rules, in one pass and no allocation. When the result has a register
+ *     opcodes are read in order, those the delta does not touch are copied
+ *     as they are when encode() would write them so, the others are taken
+ *     apart and merged with the delta's registers by index, and the result
+ *     is written as opcodes by encode()'s canonical rules, in one pass and
+ *     no allocation. When the result has a register
  *     above 32 or passes hll-sparse-max-bytes, it is written dense instead:
  *     the stored registers are set into a zeroed body, then the delta's.
  *
@@ -178,48 +180,96 @@ static inline void hll_emit(hll_emitter_t *e, uint32_t idx, uint32_t run, uint8_
 	e->rank = rank;
 }
 
+/* What the next opcode of rd holds: -1 none, 0 zeros, else its rank. */
+static inline int hll_sparse_peek(const hll_sparse_reader_t *rd)
+{
+	uint8_t op;
+
+	if (rd->off == rd->n)
+		return -1;
+	op = rd->p[rd->off];
+	return op & 0x80 ? ((op >> 2) & 0x1f) + 1 : 0;
+}
+
+/*
+ * Whether the stored opcode op[0..size), covering registers [a, b) of value
+ * rank (0: zeros), can be copied to the output as it is: no register of the
+ * delta is in it or right after it (didx, the delta's next register, is >=
+ * a), and it is written as encode() would write it next to its neighbours.
+ * encode() writes a zero gap as one opcode (ZERO up to 64, else XZERO)
+ * between non-zero registers, and a run of equal registers in VALs of 4
+ * with the remainder last. The opcode after is next (hll_sparse_peek); the
+ * one before is judged by what the emitter did with it: an opcode that is
+ * not copied leaves a pending run (a VAL) or pending zeros (a gap) that
+ * this one would continue, so a VAL is not copied after a pending run of its
+ * rank ending at a, nor a gap after zeros the emitter has not written. When
+ * the opcode can be copied, the emitter is brought up to a.
+ */
+static int hll_copyable(hll_emitter_t *e, uint32_t a, uint32_t b, uint8_t rank, size_t size,
+			int next, uint32_t didx)
+{
+	if (rank == 0) {
+		if (didx < b || next == 0 || (b - a <= HLL_ZERO_MAX) != (size == 1))
+			return 0;
+		hll_emit_flush(e);
+		return !e->over && e->done == a;
+	}
+	if (didx <= b || (next == rank && b - a != HLL_VAL_RUN_MAX) ||
+	    (e->run != 0 && e->idx + e->run == a && e->rank == rank))
+		return 0;
+	hll_emit_flush(e);
+	hll_put_zeros(&e->w, a - e->done);
+	return !e->over;
+}
+
 /*
  * Merges the sparse body p[0..n) (p NULL: no registers) and the state s
- * into e. Returns 0 (e->over tells whether the result fits), or
- * MM_ECORRUPT for a bad opcode met before the output overflowed.
+ * into e. Stored opcodes away from the delta's registers are copied as they
+ * are (most of them: a flush's delta touches a few registers of a sketch);
+ * the others are taken apart into runs and merged register by register.
+ * Returns 0 (e->over tells whether the result fits), or MM_ECORRUPT for a
+ * bad opcode met before the output overflowed.
  */
 static int hll_merge_sparse(hll_emitter_t *e, const uint8_t *p, size_t n,
 			    const mm_hll_state_t *s)
 {
 	hll_sparse_reader_t rd = {p, p == NULL ? 0 : n, 0, p == NULL ? HLL_REGISTERS : 0};
-	uint32_t pos = 0, didx = 0, sidx = 0, sleft = 0;
-	uint8_t drank = 0, srank = 0;
-	int dmore = hll_next(s, &pos, &didx, &drank), smore = 1, rc;
+	uint32_t pos = 0, didx = 0, len = 0;
+	uint8_t drank = 0, rank = 0;
+	int dmore = hll_next(s, &pos, &didx, &drank), rc = 0;
 
 	while (!e->over) {
-		if (sleft == 0 && smore) {
-			if ((rc = hll_sparse_run(&rd, &sidx, &sleft, &srank)) < 0)
-				return rc;
-			smore = rc;
-		}
-		if (!smore) {
-			if (!dmore)
-				break;
-			hll_emit(e, didx, 1, drank);
-			dmore = hll_next(s, &pos, &didx, &drank);
-		} else if (!dmore || didx >= sidx + sleft) {
-			hll_emit(e, sidx, sleft, srank);
-			sleft = 0;
-		} else if (didx < sidx) {
-			hll_emit(e, didx, 1, drank);
-			dmore = hll_next(s, &pos, &didx, &drank);
+		size_t at = rd.off;
+		uint32_t a, b, sidx;
+
+		if ((rc = hll_sparse_op(&rd, &len, &rank)) <= 0)
+			break;
+		b = rd.done;
+		a = b - len;
+		if (hll_copyable(e, a, b, rank, rd.off - at, hll_sparse_peek(&rd),
+				 dmore ? didx : HLL_REGISTERS + 1)) {
+			for (; at < rd.off; at++)
+				hll_put(&e->w, p[at]);
+			e->over = e->w.len > e->w.cap;
+			e->done = b;
+		} else if (rank == 0) {
+			for (; dmore && didx < b; dmore = hll_next(s, &pos, &didx, &drank))
+				hll_emit(e, didx, 1, drank);
 		} else {
-			if (didx > sidx) {
-				hll_emit(e, sidx, didx - sidx, srank);
-				sleft -= didx - sidx;
-				sidx = didx;
+			for (sidx = a; dmore && didx < b; dmore = hll_next(s, &pos, &didx, &drank)) {
+				if (didx > sidx)
+					hll_emit(e, sidx, didx - sidx, rank);
+				hll_emit(e, didx, 1, drank > rank ? drank : rank);
+				sidx = didx + 1;
 			}
-			hll_emit(e, sidx, 1, drank > srank ? drank : srank);
-			sidx++;
-			sleft--;
-			dmore = hll_next(s, &pos, &didx, &drank);
+			if (sidx < b)
+				hll_emit(e, sidx, b - sidx, rank);
 		}
 	}
+	if (rc < 0)
+		return rc;
+	for (; !e->over && dmore; dmore = hll_next(s, &pos, &didx, &drank))
+		hll_emit(e, didx, 1, drank);
 	hll_emit_flush(e);
 	if (!e->over) {
 		hll_put_zeros(&e->w, HLL_REGISTERS - e->done);

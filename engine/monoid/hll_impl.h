@@ -172,50 +172,59 @@ typedef struct hll_sparse_reader {
 } hll_sparse_reader_t;
 
 /*
- * Reads opcodes up to the next run of non-zero registers: *idx is its first
- * register, *run its length (1..4), *rank their value. Returns 1, 0 once
- * the opcodes are over and cover the 16384 registers exactly, or
- * MM_ECORRUPT (with detail) for a truncated XZERO, a run past the last
- * register or too few registers covered.
+ * Reads the next opcode: it covers *len registers ending at rd->done, which
+ * hold *rank (0 for ZERO and XZERO). Returns 1, 0 once the opcodes are over
+ * and cover the 16384 registers exactly, or MM_ECORRUPT (with detail) for a
+ * truncated XZERO, a run past the last register or too few registers
+ * covered.
  */
+static inline int hll_sparse_op(hll_sparse_reader_t *rd, uint32_t *len, uint8_t *rank)
+{
+	size_t at = rd->off;
+	uint8_t op;
+
+	if (at == rd->n) {
+		if (rd->done != HLL_REGISTERS)
+			return mm_diag_set(MM_ECORRUPT, "hll: sparse opcodes cover %u of %u registers",
+					   rd->done, HLL_REGISTERS);
+		return 0;
+	}
+	op = rd->p[at];
+	*rank = 0;
+	if ((op & 0xc0) == 0x00) {
+		*len = (op & 0x3f) + 1u;
+		rd->off += 1;
+	} else if ((op & 0xc0) == 0x40) {
+		if (rd->n - at < 2)
+			return mm_diag_set(MM_ECORRUPT,
+					   "hll: sparse XZERO opcode at body offset %zu is truncated", at);
+		*len = (((uint32_t)op & 0x3f) << 8 | rd->p[at + 1]) + 1u;
+		rd->off += 2;
+	} else {
+		*len = (op & 0x3u) + 1u;
+		*rank = (uint8_t)(((op >> 2) & 0x1f) + 1);
+		rd->off += 1;
+	}
+	if (*len > HLL_REGISTERS - rd->done)
+		return mm_diag_set(MM_ECORRUPT,
+				   "hll: sparse opcode at body offset %zu runs past register %u", at,
+				   HLL_REGISTERS);
+	rd->done += *len;
+	return 1;
+}
+
+/* Reads opcodes up to the next run of non-zero registers: *idx is its first
+ * register, *run its length (1..4), *rank their value. Returns as
+ * hll_sparse_op. */
 static inline int hll_sparse_run(hll_sparse_reader_t *rd, uint32_t *idx, uint32_t *run,
 				 uint8_t *rank)
 {
-	while (rd->off < rd->n) {
-		size_t at = rd->off;
-		uint8_t op = rd->p[at];
-		uint32_t len;
+	int rc;
 
-		if ((op & 0xc0) == 0x00) {
-			len = (op & 0x3f) + 1u;
-			rd->off += 1;
-		} else if ((op & 0xc0) == 0x40) {
-			if (rd->n - at < 2)
-				return mm_diag_set(MM_ECORRUPT,
-						   "hll: sparse XZERO opcode at body offset %zu is truncated",
-						   at);
-			len = (((uint32_t)op & 0x3f) << 8 | rd->p[at + 1]) + 1u;
-			rd->off += 2;
-		} else {
-			len = (op & 0x3u) + 1u;
-			rd->off += 1;
-		}
-		if (len > HLL_REGISTERS - rd->done)
-			return mm_diag_set(MM_ECORRUPT,
-					   "hll: sparse opcode at body offset %zu runs past register %u",
-					   at, HLL_REGISTERS);
-		rd->done += len;
-		if (op & 0x80) {
-			*idx = rd->done - len;
-			*run = len;
-			*rank = (uint8_t)(((op >> 2) & 0x1f) + 1);
-			return 1;
-		}
-	}
-	if (rd->done != HLL_REGISTERS)
-		return mm_diag_set(MM_ECORRUPT, "hll: sparse opcodes cover %u of %u registers",
-				   rd->done, HLL_REGISTERS);
-	return 0;
+	while ((rc = hll_sparse_op(rd, run, rank)) > 0 && *rank == 0)
+		;
+	*idx = rd->done - *run;
+	return rc;
 }
 
 /*

@@ -893,6 +893,29 @@ TEST(merge_encoded_high_registers)
 	free(in);
 }
 
+/* Stored opcodes that encode() would write otherwise (a gap in two ZEROs,
+ * a run of four in two VALs, a short gap as XZERO: the server's in-place
+ * edits leave such sequences) are not copied as they are: the result is
+ * still encode()'s bytes. */
+TEST(merge_encoded_canonicalises)
+{
+	static const uint8_t body[] = {0x09, 0x09, 0x89, 0x89, 0x40, 0x1d, 0x90, 0x7f, 0xc8};
+	uint8_t in[HDR + sizeof(body)];
+	state_t delta;
+
+	memset(in, 0, HDR);
+	memcpy(in, "HYLL", 4);
+	in[4] = 1;
+	memcpy(in + HDR, body, sizeof(body));
+	hll.vt->init(&hll, &delta);
+	CHECK(encoded_matches(in, sizeof(in), &delta, NULL));
+	add_range(&delta, 0, 5);
+	CHECK(encoded_matches(in, sizeof(in), &delta, NULL));
+	add_range(&delta, 5, 300);
+	CHECK(encoded_matches(in, sizeof(in), &delta, NULL));
+	hll.vt->destroy(&hll, &delta);
+}
+
 /* Corrupt stored bytes: merge_encoded rejects exactly what decode()
  * rejects, with MM_ECORRUPT, and never reads past the end (the bytes are
  * copied to their own allocation for ASan). */
@@ -986,6 +1009,7 @@ int main(void)
 	RUN(truncations_and_mutations);
 	RUN(merge_encoded_matches_decode_merge_encode);
 	RUN(merge_encoded_high_registers);
+	RUN(merge_encoded_canonicalises);
 	RUN(merge_encoded_rejects_what_decode_rejects);
 	RUN(accuracy);
 	UNIT_DONE();
