@@ -39,9 +39,17 @@
  * whole encoding fits in hll-sparse-max-bytes (default 3000), else dense.
  * The server edits its sparse strings in place and may leave a longer
  * sequence for the same registers, so equal sketches are compared by
- * registers, not bytes. The cached cardinality is always written valid and
+ * registers, not bytes. encode() writes the cached cardinality valid and
  * correct (computed with the estimator below), which saves the server a
  * recount on its first PFCOUNT; decode ignores the cache in whatever state.
+ *
+ * Merging into stored bytes (hll_encoded.c, the monoid's merge_encoded,
+ * which the LMDB store's flush uses) writes the same registers without a
+ * state: encode()'s opcodes for a sparse result, a dense stored sketch
+ * patched and kept dense (as the server keeps it), and the cached
+ * cardinality stale (bit 7 of byte 15 set, the other bytes zero), which the
+ * server recounts on its next PFCOUNT. Both forms are this one format: a
+ * reader needs nothing new, and bytes written before are read as they were.
  *
  * Decode validates before it allocates: length of the header and of the
  * dense body, magic, encoding, every sparse opcode (a truncated XZERO, runs
