@@ -50,7 +50,10 @@
  * commits in the same transaction as the state, and a restart resumes each
  * shard AFTER_SEQUENCE_NUMBER of it: exactly-once, as for Kafka. Sequence
  * numbers are compared as decimal strings (longer is larger), never as
- * numbers (they exceed 64 bits).
+ * numbers (they exceed 64 bits). With a lease table the source switches to
+ * a vtable with pos_parts: the position is stored per shard, each part
+ * holding one shard in this same layout (kinesis_parts.c), so that workers
+ * sharing one store each write only the shards they hold.
  *
  * Flow control. While paused, no GetRecords starts; an answer that arrives
  * meanwhile is decoded and held in its shard, and delivered first on
@@ -79,6 +82,7 @@
 #define KIN_MAX_RECORD_DEFAULT (1ULL << 20)
 
 extern const mm_source_vtable_t mm_source_kinesis_vtable;
+static const mm_source_vtable_t kin_leased_vtable;
 
 static void kin_step(mm_kshard_t *sh);
 static void kin_list_shards(mm_kin_t *ks);
@@ -110,8 +114,7 @@ static uint64_t kin_random(mm_kin_t *ks)
 	return ks->rng * 0x2545F4914F6CDD1DULL;
 }
 
-/* Full-jitter delay for the n-th consecutive failure (1-based). */
-static uint64_t kin_backoff_ms(mm_kin_t *ks, int n)
+uint64_t mm_kin_backoff_ms(mm_kin_t *ks, int n)
 {
 	uint64_t d = KIN_BACKOFF_MIN_MS;
 
@@ -138,8 +141,7 @@ static void kin_on_timer(uv_timer_t *t)
 	kin_step(sh);
 }
 
-/* Runs the shard's next step after delay_ms. */
-static void kin_later(mm_kshard_t *sh, uint64_t delay_ms)
+void mm_kin_later(mm_kshard_t *sh, uint64_t delay_ms)
 {
 	sh->waiting = 1;
 	uv_timer_start(&sh->timer, kin_on_timer, delay_ms, 0);
@@ -178,6 +180,17 @@ nomem:
 
 /* ---- positions ---- */
 
+int mm_kin_pos_put(mm_buf_t *b, const char *shard, int ended, const char *seq)
+{
+	size_t ilen = strlen(shard), qlen = strlen(seq);
+	int rc = mm_buf_put_u16le(b, (uint16_t)ilen);
+
+	rc = rc ? rc : mm_buf_append(b, shard, ilen);
+	rc = rc ? rc : mm_buf_put_u8(b, ended ? 1 : 0);
+	rc = rc ? rc : mm_buf_put_u16le(b, (uint16_t)qlen);
+	return rc ? rc : mm_buf_append(b, seq, qlen);
+}
+
 static int kin_pos_encode(mm_kin_t *ks)
 {
 	uint32_t count = 0;
@@ -188,15 +201,10 @@ static int kin_pos_encode(mm_kin_t *ks)
 	rc = rc ? rc : mm_buf_put_u32le(&ks->pos, 0);
 	for (size_t i = 0; rc == 0 && i < ks->nshards; i++) {
 		mm_kshard_t *sh = ks->shards[i];
-		size_t ilen = strlen(sh->id), qlen = strlen(sh->seq);
 
-		if (qlen == 0 && !sh->end_read)
+		if (sh->seq[0] == '\0' && !sh->end_read)
 			continue;
-		rc = mm_buf_put_u16le(&ks->pos, (uint16_t)ilen);
-		rc = rc ? rc : mm_buf_append(&ks->pos, sh->id, ilen);
-		rc = rc ? rc : mm_buf_put_u8(&ks->pos, sh->end_read ? 1 : 0);
-		rc = rc ? rc : mm_buf_put_u16le(&ks->pos, (uint16_t)qlen);
-		rc = rc ? rc : mm_buf_append(&ks->pos, sh->seq, qlen);
+		rc = mm_kin_pos_put(&ks->pos, sh->id, sh->end_read, sh->seq);
 		count++;
 	}
 	if (rc == 0)
@@ -357,6 +365,7 @@ static void kin_deliver(mm_kin_t *ks, mm_kshard_t *sh)
 typedef struct kin_end {
 	mm_kin_t *ks; /* NULL once the source is gone */
 	char shard[MM_KINESIS_SHARD_MAX + 1];
+	int handoff;  /* a hand-over's flush, not a shard's end */
 	struct kin_end *next;
 } kin_end_t;
 
@@ -374,6 +383,11 @@ static void kin_on_end_durable(void *arg, int status)
 		;
 	*pp = e->next;
 	sh = mm_kin_shard_find(ks, e->shard);
+	if (e->handoff && sh != NULL) {
+		free(e);
+		mm_kin_part_handed(ks, sh, status);
+		return;
+	}
 	free(e);
 	if (status != 0 || sh == NULL || ks->phase != MM_KIN_RUN)
 		return;
@@ -385,23 +399,29 @@ static void kin_on_end_durable(void *arg, int status)
 	kin_list_shards(ks);
 }
 
-/* The shard was read to SHARD_END and that is delivered: make it durable
- * before the children start. */
-static void kin_end(mm_kin_t *ks, mm_kshard_t *sh)
+void mm_kin_flush_shard(mm_kin_t *ks, mm_kshard_t *sh, int handoff)
 {
 	kin_end_t *e = calloc(1, sizeof(*e));
 
-	sh->state = MM_KSH_END;
 	if (e == NULL) {
 		ks->base.sink.error(ks->base.sink.ctx, &ks->base, MM_ENOMEM,
-				    "kinesis: out of memory at a shard's end");
+				    "kinesis: out of memory flushing a shard");
 		return;
 	}
 	e->ks = ks;
+	e->handoff = handoff;
 	snprintf(e->shard, sizeof(e->shard), "%s", sh->id);
 	e->next = ks->ends;
 	ks->ends = e;
 	ks->base.sink.flush(ks->base.sink.ctx, &ks->base, kin_on_end_durable, e);
+}
+
+/* The shard was read to SHARD_END and that is delivered: make it durable
+ * before the children start. */
+static void kin_end(mm_kin_t *ks, mm_kshard_t *sh)
+{
+	sh->state = MM_KSH_END;
+	mm_kin_flush_shard(ks, sh, 0);
 }
 
 /* Delivers what the shard holds and schedules its next read at
@@ -422,7 +442,7 @@ static void kin_after_answer(mm_kin_t *ks, mm_kshard_t *sh)
 	/* Delivering took time too: read the clock again. */
 	uv_update_time(ks->base.loop);
 	now = uv_now(ks->base.loop);
-	kin_later(sh, sh->next_at > now ? sh->next_at - now : 0);
+	mm_kin_later(sh, sh->next_at > now ? sh->next_at - now : 0);
 	kin_check_eof(ks);
 }
 
@@ -437,13 +457,13 @@ static void kin_on_records(void *arg, const mm_kapi_answer_t *a)
 	int rc;
 
 	sh->inflight = 0;
-	if (ks->phase != MM_KIN_RUN || !sh->owned)
+	if (ks->phase != MM_KIN_RUN || !sh->owned || sh->handoff)
 		return;
 	if (a->status != 0) {
 		if (strcmp(a->error, "ExpiredIteratorException") == 0) {
 			sh->renewals++;
 			sh->state = MM_KSH_ITER;
-			kin_later(sh, 0);
+			mm_kin_later(sh, 0);
 			return;
 		}
 		if (a->status == MM_EAGAIN)
@@ -458,7 +478,7 @@ static void kin_on_records(void *arg, const mm_kapi_answer_t *a)
 		 * iterator: its own may be what is wrong. */
 		if (!mm_kapi_retriable(a))
 			sh->state = MM_KSH_ITER;
-		kin_later(sh, kin_backoff_ms(ks, sh->failures));
+		mm_kin_later(sh, mm_kin_backoff_ms(ks, sh->failures));
 		return;
 	}
 	sh->failures = 0;
@@ -472,7 +492,7 @@ static void kin_on_records(void *arg, const mm_kapi_answer_t *a)
 		       ks->base.id, sh->id, mm_diag_msg());
 		sh->nheld = 0;
 		sh->state = MM_KSH_ITER;
-		kin_later(sh, kin_backoff_ms(ks, ++sh->failures));
+		mm_kin_later(sh, mm_kin_backoff_ms(ks, ++sh->failures));
 		return;
 	}
 	free(sh->iter);
@@ -515,7 +535,7 @@ static void kin_get_records(mm_kin_t *ks, mm_kshard_t *sh)
 	rc = rc ? rc : mm_kapi_call(ks->api, "GetRecords", b->p, b->len, kin_on_records, sh);
 	if (rc) {
 		sh->errors++;
-		kin_later(sh, kin_backoff_ms(ks, ++sh->failures));
+		mm_kin_later(sh, mm_kin_backoff_ms(ks, ++sh->failures));
 		return;
 	}
 	sh->inflight = 1;
@@ -531,7 +551,7 @@ static void kin_on_iterator(void *arg, const mm_kapi_answer_t *a)
 	const mm_jnode_t *it;
 
 	sh->inflight = 0;
-	if (ks->phase != MM_KIN_RUN || !sh->owned)
+	if (ks->phase != MM_KIN_RUN || !sh->owned || sh->handoff)
 		return;
 	it = a->status == 0 ? mm_jnode_get(a->root, "ShardIterator") : NULL;
 	if (it == NULL || it->type != MM_JSON_STRING || it->len == 0) {
@@ -543,7 +563,7 @@ static void kin_on_iterator(void *arg, const mm_kapi_answer_t *a)
 		mm_log(a->status == MM_EAGAIN ? MM_LOG_DEBUG : MM_LOG_WARN, "kinesis",
 		       "%s: %s: GetShardIterator: %s", ks->base.id, sh->id,
 		       a->status ? a->detail : "no iterator in the answer");
-		kin_later(sh, kin_backoff_ms(ks, sh->failures));
+		mm_kin_later(sh, mm_kin_backoff_ms(ks, sh->failures));
 		return;
 	}
 	sh->failures = 0;
@@ -553,7 +573,7 @@ static void kin_on_iterator(void *arg, const mm_kapi_answer_t *a)
 		return;
 	}
 	sh->state = MM_KSH_READ;
-	kin_later(sh, 0);
+	mm_kin_later(sh, 0);
 }
 
 static void kin_get_iterator(mm_kin_t *ks, mm_kshard_t *sh)
@@ -579,7 +599,7 @@ static void kin_get_iterator(mm_kin_t *ks, mm_kshard_t *sh)
 	rc = rc ? rc : mm_kapi_call(ks->api, "GetShardIterator", b->p, b->len, kin_on_iterator, sh);
 	if (rc) {
 		sh->errors++;
-		kin_later(sh, kin_backoff_ms(ks, ++sh->failures));
+		mm_kin_later(sh, mm_kin_backoff_ms(ks, ++sh->failures));
 		return;
 	}
 	sh->inflight = 1;
@@ -604,8 +624,14 @@ static void kin_step(mm_kshard_t *sh)
 {
 	mm_kin_t *ks = sh->ks;
 
-	if (ks->phase != MM_KIN_RUN || !sh->owned || sh->inflight || sh->waiting || sh->has_held)
+	if (ks->phase != MM_KIN_RUN || !sh->owned || sh->handoff || sh->inflight || sh->waiting ||
+	    sh->has_held)
 		return;
+	if (sh->part_wait) {
+		/* Its lease was just taken: its stored position comes first. */
+		mm_kin_part_read(ks);
+		return;
+	}
 	switch (sh->state) {
 	case MM_KSH_NEW:
 		if (!kin_parent_done(ks, sh->parent) || !kin_parent_done(ks, sh->adjacent))
@@ -628,6 +654,7 @@ static void kin_step(mm_kshard_t *sh)
 void mm_kin_drop(mm_kin_t *ks, mm_kshard_t *sh)
 {
 	sh->owned = 0;
+	sh->part_wait = sh->handoff = sh->release_wanted = 0;
 	sh->has_held = 0;
 	sh->nheld = 0;
 	sh->end_pending = 0;
@@ -692,7 +719,7 @@ static void kin_list_failed(mm_kin_t *ks, const mm_kapi_answer_t *a, const char 
 	}
 	mm_log(MM_LOG_WARN, "kinesis", "%s: ListShards: %s", ks->base.id, detail);
 	uv_timer_start(&ks->list_timer, kin_on_list_timer,
-		       kin_backoff_ms(ks, (int)(ks->list_failures < 6 ? ks->list_failures : 6)), 0);
+		       mm_kin_backoff_ms(ks, ks->list_failures < 6 ? (int)ks->list_failures : 6), 0);
 }
 
 static void kin_on_list(void *arg, const mm_kapi_answer_t *a)
@@ -799,6 +826,8 @@ static void kin_free(mm_kin_t *ks)
 	mm_buf_free(&ks->pos);
 	mm_buf_free(&ks->body);
 	mm_buf_free(&ks->list_body);
+	mm_buf_free(&ks->part_key);
+	mm_buf_free(&ks->part_buf);
 	free(ks->stream);
 	free(ks->endpoint);
 	free(ks->region);
@@ -892,6 +921,8 @@ static int kin_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, const mm_sou
 		ks->api = NULL;
 		goto fail;
 	}
+	if (ks->leases)
+		ks->base.vt = &kin_leased_vtable;
 	uv_timer_init(loop, &ks->list_timer);
 	ks->list_timer.data = ks;
 	ks->phase = MM_KIN_INIT;
@@ -973,7 +1004,7 @@ static void kin_stop(mm_source_t *src)
 	}
 }
 
-static void kin_handle_gone(mm_kin_t *ks)
+void mm_kin_handle_gone(mm_kin_t *ks)
 {
 	void (*done)(void *) = ks->done;
 	void *arg = ks->done_arg;
@@ -987,12 +1018,12 @@ static void kin_handle_gone(mm_kin_t *ks)
 
 static void kin_on_closed(uv_handle_t *h)
 {
-	kin_handle_gone(h->data);
+	mm_kin_handle_gone(h->data);
 }
 
 static void kin_on_api_closed(void *arg)
 {
-	kin_handle_gone(arg);
+	mm_kin_handle_gone(arg);
 }
 
 static void kin_close_handles(void *arg)
@@ -1004,7 +1035,8 @@ static void kin_close_handles(void *arg)
 	for (kin_end_t *e = ks->ends; e; e = e->next)
 		e->ks = NULL; /* the engine calls back after we are gone */
 	ks->ends = NULL;
-	ks->open_handles = 2 + ks->nshards;
+	/* A part read in flight answers later: it holds the source too. */
+	ks->open_handles = 2 + ks->nshards + (ks->part_sh != NULL);
 	ks->list_timer.data = ks;
 	uv_close((uv_handle_t *)&ks->list_timer, kin_on_closed);
 	for (size_t i = 0; i < ks->nshards; i++) {
@@ -1106,7 +1138,9 @@ static const mm_option_t kin_options[] = {
 	{MM_OPT_STRING, "region", NULL, offsetof(mm_kin_cfg_t, region),
 	 "AWS region. Default $AWS_REGION, then $AWS_DEFAULT_REGION, then us-east-1."},
 	{MM_OPT_STRING, "consumer", NULL, offsetof(mm_kin_cfg_t, consumer),
-	 "The reader whose position is stored (the key is kinesis:<stream>#<consumer>)."},
+	 "The reader whose position is stored (the key is kinesis:<stream>#<consumer>; with a "
+	 "lease table one part per shard under it, and every worker of the table must name the "
+	 "same consumer, by default lease:<lease_table>)."},
 	{MM_OPT_INT, "limit", "10000", offsetof(mm_kin_cfg_t, limit),
 	 "Records per GetRecords call (Limit), 1..10000."},
 	{MM_OPT_DURATION_MS, "idle", "1s", offsetof(mm_kin_cfg_t, idle_ms),
@@ -1119,17 +1153,16 @@ static const mm_option_t kin_options[] = {
 	{0},
 };
 
-const mm_source_vtable_t mm_source_kinesis_vtable = {
-	.name = "kinesis",
-	.options = kin_options,
-	.open = kin_open,
-	.start = kin_start,
-	.pause = kin_pause,
-	.resume = kin_resume,
-	.ack = kin_ack,
-	.stop = kin_stop,
-	.close = kin_close,
-	.describe = kin_describe,
-	.status = kin_status,
-	.lag = kin_lag,
-};
+#define KIN_VTABLE_COMMON                                                                  \
+	.name = "kinesis", .options = kin_options, .open = kin_open, .start = kin_start,   \
+	.pause = kin_pause, .resume = kin_resume, .ack = kin_ack, .stop = kin_stop,        \
+	.close = kin_close, .describe = kin_describe, .status = kin_status, .lag = kin_lag
+
+const mm_source_vtable_t mm_source_kinesis_vtable = {KIN_VTABLE_COMMON};
+
+/* The same source once it shares a lease table (kin_open switches to it):
+ * its position is stored in parts, one per shard (kinesis_parts.c). A
+ * worker alone keeps one position, which the embedded store commits with
+ * the state. */
+static const mm_source_vtable_t kin_leased_vtable = {KIN_VTABLE_COMMON,
+						      .pos_parts = mm_kin_pos_parts};

@@ -3,7 +3,10 @@
  * engine/source/kinesis*.c. kinesis_api.c is the signed JSON client,
  * kinesis.c the source (shards, reading, positions, the vtable),
  * kinesis_lease.c the lease manager that shares the shards between workers
- * through a DynamoDB table in the KCL's schema.
+ * through a DynamoDB table in the KCL's schema, kinesis_parts.c the
+ * positions per shard that workers sharing a lease table store (one part
+ * per shard, read when its lease is taken) and the hand-over of a lease
+ * between live workers.
  *
  * Ownership: the source owns its shards (each allocated alone, so pointers
  * to them stay valid while the array grows), their timers and buffers, and
@@ -83,6 +86,10 @@ typedef struct mm_kshard {
 	/* counters */
 	uint64_t records, calls, throttles, renewals, errors;
 	int64_t behind_ms;          /* MillisBehindLatest of the last answer, -1 unknown */
+	/* Positions per shard (kinesis_parts.c), with a lease table only. */
+	int part_wait;              /* lease taken: its stored part is read first */
+	int handoff;                /* handing the lease over: no more reads */
+	int release_wanted;         /* the hand-over's flush is done: release */
 	/* Its lease, as this worker last saw it (kinesis_lease.c). */
 	int l_exists;               /* the lease table has an item */
 	int l_busy;                 /* a write of ours is in flight */
@@ -90,8 +97,10 @@ typedef struct mm_kshard {
 	int64_t l_counter;          /* leaseCounter last read or written */
 	int64_t l_changed_ms;       /* local time the counter last changed */
 	int64_t l_renewed_ms;       /* our last successful write, when owned */
+	int64_t l_handed_ms;        /* local time we handed it over, 0 never */
 	char l_owner[128];          /* leaseOwner, "" when none */
 	char l_checkpoint[MM_KINESIS_SEQ_MAX + 1]; /* a sequence number or sentinel */
+	char l_handoff[128];        /* handoffTo: a worker asking for it, "" none */
 	uint64_t lease_takes, lease_losses;
 } mm_kshard_t;
 
@@ -119,6 +128,9 @@ struct mm_kin {
 	mm_record_t *recs;
 	size_t recs_cap;
 	mm_buf_t pos, body, list_body;
+	/* The part being read (kinesis_parts.c): one read at a time. */
+	mm_kshard_t *part_sh;               /* its shard, NULL when none */
+	mm_buf_t part_key, part_buf;
 	uint64_t rng;
 	size_t open_handles;
 	void (*done)(void *arg);
@@ -137,6 +149,36 @@ void mm_kin_kick(mm_kin_t *ks);
 
 /* This worker stops reading sh (its lease went to another worker). */
 void mm_kin_drop(mm_kin_t *ks, mm_kshard_t *sh);
+
+/* Runs the shard's next step after delay_ms. */
+void mm_kin_later(mm_kshard_t *sh, uint64_t delay_ms);
+
+/* Full-jitter delay for the n-th consecutive failure (1-based). */
+uint64_t mm_kin_backoff_ms(mm_kin_t *ks, int n);
+
+/* Appends one shard's entry of a position (layout in kinesis.c). */
+int mm_kin_pos_put(mm_buf_t *b, const char *shard, int ended, const char *seq);
+
+/* Asks the engine to make everything delivered durable, then calls
+ * mm_kin_part_handed (handoff) or marks sh's end durable. */
+void mm_kin_flush_shard(mm_kin_t *ks, mm_kshard_t *sh, int handoff);
+
+/* The source's last reference is gone (a handle closed, a read answered):
+ * frees it once nothing is left. */
+void mm_kin_handle_gone(mm_kin_t *ks);
+
+/* ---- kinesis_parts.c ---- */
+
+/* The vtable's pos_parts (with a lease table): one part per shard. */
+int mm_kin_pos_parts(mm_source_t *src, const uint8_t *pos, size_t len,
+		     int (*fn)(void *ud, const char *part, const uint8_t *p, size_t n), void *ud);
+/* Reads the stored part of the next shard whose lease was just taken
+ * (part_wait), unless a read is in flight; kin_step calls it too. */
+void mm_kin_part_read(mm_kin_t *ks);
+/* Another worker asked for sh's lease: stop reading it, flush, release. */
+void mm_kin_handoff(mm_kin_t *ks, mm_kshard_t *sh);
+/* The hand-over's flush is done (status 0: sh's part is stored). */
+void mm_kin_part_handed(mm_kin_t *ks, mm_kshard_t *sh, int status);
 
 /* ---- kinesis_lease.c ---- */
 
@@ -162,6 +204,9 @@ void mm_klease_start(mm_klease_t *lm);
 void mm_klease_sync(mm_klease_t *lm);
 /* sh's durable position moved (or its end is durable): checkpoint it. */
 void mm_klease_durable(mm_klease_t *lm, mm_kshard_t *sh);
+/* sh was handed over and everything read of it is durable: release its
+ * lease (checkpoint, REMOVE leaseOwner) so that the asker takes it. */
+void mm_klease_release(mm_klease_t *lm, mm_kshard_t *sh);
 /* 1 if the lease of shard id says it was read to its end. */
 int mm_klease_parent_ended(mm_klease_t *lm, const char *id);
 /* 1 if sh, not ours, needs nothing from us for `eof` (ended, or read by a

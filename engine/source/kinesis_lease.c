@@ -13,6 +13,8 @@
  *   checkpointSubSequenceNumber (N)   0 (KPL sub-records are not split)
  *   ownerSwitchesSinceCheckpoint (N)  owners that took it since the checkpoint
  *   parentShardId (SS)                its parents, for resharding
+ *   handoffTo (S)                     murmur's own: a worker asking the owner
+ *                                     to hand the lease over (below)
  *
  * Every write is conditional, so two workers never both believe they own a
  * lease: renew sets leaseCounter to counter + 1 if leaseOwner is us and the
@@ -32,16 +34,23 @@
  * Balancing, after each scan: the workers are the owners of live leases plus
  * us; the target is ceil(open leases / workers). Below it we take free and
  * expired leases; if there are none and a worker holds more than the target,
- * we take one of its leases (one per scan, as the KCL steals). Leases of
- * shards read to their end (checkpoint SHARD_END) are neither counted nor
- * taken; the SHARD_END checkpoint releases them.
+ * we ask for one of its leases (one per scan, as the KCL steals): SET
+ * handoffTo = us, if that worker still owns it and nobody asked yet, which
+ * leaves the counter alone so that the owner's renewals go on. The owner
+ * sees the request in its next scan, stops reading the shard, flushes, and
+ * releases the lease (checkpoint, REMOVE leaseOwner and handoffTo); the
+ * lease is then free, and we take it like any free one. So a lease never
+ * moves between live workers while its owner still has records of it
+ * on the way to the store (kinesis_parts.c). A take removes handoffTo too.
+ * Leases of shards read to their end (checkpoint SHARD_END) are neither
+ * counted nor taken; the SHARD_END checkpoint releases them.
  *
- * Checkpoints move only after a durable flush (ack()); the position stored
- * with the state is written first, in the store. A lease taken from a worker
- * that died between its flush and its checkpoint is read again from the
- * checkpoint: with a shared store and dedup by record id (murmur.record_id)
- * the records read twice are recognised, so the totals stay exact; on
- * separate embedded stores they are counted by both workers.
+ * Checkpoints move only after a durable flush (ack()); the shard's position
+ * is written first, in the store. A lease taken is read from the furthest
+ * of its checkpoint and its position in the store (kinesis_parts.c), so a
+ * worker that died between its flush and its checkpoint leaves nothing to
+ * count twice on a shared store; on separate embedded stores the records
+ * after the checkpoint are counted by both workers.
  *
  * Threads: the loop thread only.
  */
@@ -58,7 +67,7 @@
 #include "kinesis_impl.h"
 
 enum klease_op { OP_DESCRIBE, OP_CREATE_TABLE, OP_PUT, OP_SCAN, OP_TAKE, OP_RENEW,
-		 OP_CHECKPOINT, OP_RELEASE };
+		 OP_CHECKPOINT, OP_RELEASE, OP_HANDOFF };
 
 typedef struct klease_req {
 	mm_klease_t *lm;
@@ -80,7 +89,7 @@ struct mm_klease {
 	size_t inflight;
 	klease_req_t *reqs;       /* in flight, freed with lm if abandoned */
 	mm_buf_t body;
-	uint64_t takes, losses, steals, renewals, checkpoints, failures, scans;
+	uint64_t takes, losses, steals, handoffs, renewals, checkpoints, failures, scans;
 	void (*done)(void *arg);
 	void *done_arg;
 };
@@ -172,12 +181,20 @@ static void klease_lost(mm_klease_t *lm, mm_kshard_t *sh, const char *why)
 static void klease_seen(mm_klease_t *lm, const mm_jnode_t *item, int64_t now)
 {
 	const char *key = attr_s(item, "leaseKey"), *owner = attr_s(item, "leaseOwner"),
-		   *cp = attr_s(item, "checkpoint");
+		   *cp = attr_s(item, "checkpoint"), *asker = attr_s(item, "handoffTo");
 	int64_t counter = attr_n(item, "leaseCounter");
 	mm_kshard_t *sh;
 
 	if (key == NULL || (sh = mm_kin_shard_find(lm->ks, key)) == NULL)
 		return;
+	/* A request to hand a lease of ours over leaves its counter alone, so
+	 * it is read whatever the counter says. */
+	if (sh->owned && asker && owner && strcmp(owner, lm->worker) == 0 &&
+	    strcmp(asker, lm->worker) != 0) {
+		snprintf(sh->l_handoff, sizeof(sh->l_handoff), "%s", asker);
+		if (sh->state != MM_KSH_END && !lm->closing)
+			mm_kin_handoff(lm->ks, sh);
+	}
 	/* Counters only grow: an answer older than what we know (a scan sent
 	 * before our own write answered) says nothing new. */
 	if (sh->l_exists && counter <= sh->l_counter) {
@@ -192,6 +209,7 @@ static void klease_seen(mm_klease_t *lm, const mm_jnode_t *item, int64_t now)
 	sh->l_counter = counter;
 	snprintf(sh->l_owner, sizeof(sh->l_owner), "%s", owner ? owner : "");
 	snprintf(sh->l_checkpoint, sizeof(sh->l_checkpoint), "%s", cp ? cp : "");
+	snprintf(sh->l_handoff, sizeof(sh->l_handoff), "%s", asker ? asker : "");
 	sh->l_ended = cp && strcmp(cp, "SHARD_END") == 0;
 	if (sh->owned && strcmp(sh->l_owner, lm->worker) != 0)
 		klease_lost(lm, sh, "another worker owns it now");
@@ -242,40 +260,48 @@ static void klease_balance(mm_klease_t *lm, int64_t now)
 	for (size_t i = 0; i < ks->nshards && mine < target; i++) {
 		mm_kshard_t *sh = ks->shards[i];
 
+		/* Not one we handed over lately: it is the asker's, which
+		 * counts as no worker here until it holds a lease. */
 		if (!sh->listed || !sh->l_exists || sh->l_ended || sh->owned || sh->l_busy ||
-		    klease_live(lm, sh, now))
+		    klease_live(lm, sh, now) ||
+		    (sh->l_handed_ms && now - sh->l_handed_ms < lm->lease_ms))
 			continue;
 		klease_send(lm, OP_TAKE, sh, "UpdateItem");
 		mine++;
 	}
 	if (mine >= target || richest == NULL || most <= target)
 		return;
-	/* Nothing free: take one lease of the worker holding the most. */
+	/* One request at a time: the lease asked for is released soon. */
+	for (size_t i = 0; i < ks->nshards; i++)
+		if (strcmp(ks->shards[i]->l_handoff, lm->worker) == 0 && !ks->shards[i]->l_ended &&
+		    ks->shards[i]->l_owner[0])
+			return;
+	/* Nothing free: ask the worker holding the most for one lease. */
 	for (size_t i = 0; i < ks->nshards; i++) {
 		mm_kshard_t *sh = ks->shards[i];
 
 		if (sh->listed && sh->l_exists && !sh->l_ended && !sh->owned && !sh->l_busy &&
-		    strcmp(sh->l_owner, richest) == 0) {
+		    sh->l_handoff[0] == '\0' && strcmp(sh->l_owner, richest) == 0) {
 			lm->steals++;
-			klease_send(lm, OP_TAKE, sh, "UpdateItem");
+			klease_send(lm, OP_HANDOFF, sh, "UpdateItem");
 			return;
 		}
 	}
 }
 
-/* A lease we now own: where its shard starts. */
+/* A lease we now own: its shard's stored position is read before the
+ * shard is (kinesis_parts.c), and it starts after the furthest of that
+ * and the checkpoint. */
 static void klease_taken(mm_klease_t *lm, mm_kshard_t *sh)
 {
 	const char *cp = sh->l_checkpoint;
 
 	sh->owned = 1;
+	sh->part_wait = 1;
 	sh->lease_takes++;
 	lm->takes++;
 	snprintf(sh->l_owner, sizeof(sh->l_owner), "%s", lm->worker);
-	/* After the checkpoint, or after what our own store has, whichever is
-	 * further: our store has the effects of what we read before. */
-	if (cp[0] >= '0' && cp[0] <= '9' && mm_kin_seq_cmp(cp, sh->seq) > 0)
-		snprintf(sh->seq, sizeof(sh->seq), "%s", cp);
+	sh->l_handoff[0] = '\0';
 	mm_log(MM_LOG_INFO, "kinesis", "%s: took the lease of %s (checkpoint %s)",
 	       lm->ks->base.id, sh->id, cp[0] ? cp : "none");
 	if (sh->state != MM_KSH_END)
@@ -361,11 +387,10 @@ static void klease_on_answer(void *arg, const mm_kapi_answer_t *a)
 		if (a->status == 0) {
 			sh->l_counter = r->counter;
 			sh->l_changed_ms = sh->l_renewed_ms = now;
+			/* The checkpoint follows once the shard's stored
+			 * position is read: it may be ahead (a crash between a
+			 * flush and its checkpoint). */
 			klease_taken(lm, sh);
-			/* Our store may be ahead of the checkpoint (a crash
-			 * between a flush and its checkpoint). */
-			if (!lm->closing)
-				klease_after_write(lm, sh);
 			mm_kin_kick(lm->ks);
 		}
 		break;
@@ -394,6 +419,28 @@ static void klease_on_answer(void *arg, const mm_kapi_answer_t *a)
 			klease_after_write(lm, sh);
 		break;
 	case OP_RELEASE:
+		if (a->status == 0 && sh->handoff) {
+			/* Handed over: the asker takes it as a free lease. */
+			sh->l_counter = r->counter;
+			sh->l_changed_ms = now;
+			sh->l_owner[0] = '\0';
+			sh->l_handoff[0] = '\0';
+			snprintf(sh->l_checkpoint, sizeof(sh->l_checkpoint), "%s", r->cp);
+			sh->l_handed_ms = now;
+			lm->handoffs++;
+			mm_log(MM_LOG_INFO, "kinesis",
+			       "%s: handed the lease of %s over (checkpoint %s)", lm->ks->base.id,
+			       sh->id, r->cp);
+			mm_kin_drop(lm->ks, sh);
+		} else if (a->status != 0 && sh->owned && cond) {
+			klease_lost(lm, sh, "a conditional write failed");
+		} else if (a->status != 0 && sh->owned && sh->handoff) {
+			sh->release_wanted = 1; /* again with the next renewal */
+		}
+		break;
+	case OP_HANDOFF:
+		if (a->status == 0)
+			snprintf(sh->l_handoff, sizeof(sh->l_handoff), "%s", lm->worker);
 		break;
 	}
 	free(r);
@@ -452,8 +499,9 @@ static void klease_send(mm_klease_t *lm, int op, mm_kshard_t *sh, const char *ta
 	case OP_TAKE:
 		rc = rc ? rc : mm_buf_printf(b, ",\"UpdateExpression\":\"SET leaseOwner = :me, "
 					     "leaseCounter = :n, ownerSwitchesSinceCheckpoint = "
-					     "if_not_exists(ownerSwitchesSinceCheckpoint, :zero) + :one\","
-					     "\"ConditionExpression\":\"leaseCounter = :c\"");
+					     "if_not_exists(ownerSwitchesSinceCheckpoint, :zero) + "
+					     ":one REMOVE handoffTo\",\"ConditionExpression\":"
+					     "\"leaseCounter = :c\"");
 		rc = rc ? rc : put_owner_values(lm, b, sh, r->counter);
 		rc = rc ? rc : mm_buf_printf(b, ",\":zero\":{\"N\":\"0\"},\":one\":{\"N\":\"1\"}}");
 		break;
@@ -476,10 +524,22 @@ static void klease_send(mm_klease_t *lm, int op, mm_kshard_t *sh, const char *ta
 					     "\"ConditionExpression\":\"leaseOwner = :me AND "
 					     "leaseCounter = :c\"",
 					     op == OP_RELEASE || strcmp(r->cp, "SHARD_END") == 0
-						     ? " REMOVE leaseOwner" : "");
+						     ? " REMOVE leaseOwner, handoffTo" : "");
 		rc = rc ? rc : put_owner_values(lm, b, sh, r->counter);
 		rc = rc ? rc : mm_buf_printf(b, ",\":zero\":{\"N\":\"0\"},");
 		rc = rc ? rc : put_s(b, ":cp", r->cp);
+		rc = rc ? rc : mm_buf_printf(b, "}");
+		break;
+	case OP_HANDOFF:
+		/* The counter is left alone: the owner renews on until it hands
+		 * the lease over. */
+		rc = rc ? rc : mm_buf_printf(b, ",\"UpdateExpression\":\"SET handoffTo = :me\","
+					     "\"ConditionExpression\":\"leaseOwner = :o AND "
+					     "attribute_not_exists(handoffTo)\","
+					     "\"ExpressionAttributeValues\":{");
+		rc = rc ? rc : put_s(b, ":me", lm->worker);
+		rc = rc ? rc : mm_buf_printf(b, ",");
+		rc = rc ? rc : put_s(b, ":o", sh->l_owner);
 		rc = rc ? rc : mm_buf_printf(b, "}");
 		break;
 	default:
@@ -536,9 +596,15 @@ static void klease_scan(mm_klease_t *lm, const mm_jnode_t *start)
 	lm->inflight++;
 }
 
-/* After a write of ours: a checkpoint that became due meanwhile. */
+/* After a write of ours: a release or a checkpoint that became due
+ * meanwhile. */
 static void klease_after_write(mm_klease_t *lm, mm_kshard_t *sh)
 {
+	if (sh->owned && !sh->l_busy && sh->release_wanted) {
+		sh->release_wanted = 0;
+		klease_send(lm, OP_RELEASE, sh, "UpdateItem");
+		return;
+	}
 	if (sh->owned && !sh->l_busy &&
 	    ((sh->end_durable && !sh->l_ended) ||
 	     (sh->durable[0] && mm_kin_seq_cmp(sh->durable, sh->l_checkpoint) != 0 &&
@@ -551,6 +617,14 @@ void mm_klease_durable(mm_klease_t *lm, mm_kshard_t *sh)
 {
 	if (lm->ready && !lm->closing)
 		klease_after_write(lm, sh);
+}
+
+void mm_klease_release(mm_klease_t *lm, mm_kshard_t *sh)
+{
+	if (!lm->ready || lm->closing || !sh->owned)
+		return;
+	sh->release_wanted = 1;
+	klease_after_write(lm, sh);
 }
 
 void mm_klease_sync(mm_klease_t *lm)
@@ -597,7 +671,9 @@ static void klease_on_timer(uv_timer_t *t)
 			klease_lost(lm, sh, "not renewed within the lease time");
 			continue;
 		}
-		if (!sh->l_busy)
+		if (!sh->l_busy && sh->release_wanted)
+			klease_after_write(lm, sh);
+		else if (!sh->l_busy)
 			klease_send(lm, OP_RENEW, sh, "UpdateItem");
 	}
 	if (!lm->scanning)
@@ -630,12 +706,13 @@ int mm_klease_status(mm_klease_t *lm, mm_buf_t *out)
 	rc = rc ? rc : mm_buf_printf(out, ",\"worker\":");
 	rc = rc ? rc : mm_json_quote(lm->worker, strlen(lm->worker), out);
 	rc = rc ? rc : mm_buf_printf(out, ",\"ready\":%s,\"held\":%zu,\"takes\":%" PRIu64
-				     ",\"steals\":%" PRIu64 ",\"losses\":%" PRIu64
+				     ",\"steals\":%" PRIu64 ",\"handoffs\":%" PRIu64
+				     ",\"losses\":%" PRIu64
 				     ",\"renewals\":%" PRIu64 ",\"checkpoints\":%" PRIu64
 				     ",\"failures\":%" PRIu64 ",\"scans\":%" PRIu64 "}",
 				     lm->ready ? "true" : "false", held, lm->takes, lm->steals,
-				     lm->losses, lm->renewals, lm->checkpoints, lm->failures,
-				     lm->scans);
+				     lm->handoffs, lm->losses, lm->renewals, lm->checkpoints,
+				     lm->failures, lm->scans);
 	return rc;
 }
 

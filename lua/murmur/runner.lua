@@ -66,7 +66,9 @@ end
 -- script's, overridden by --kinesis-stream / --kinesis-start /
 -- --kinesis-endpoint / --kinesis-region / --kinesis-lease-table, then
 -- MURMUR_KINESIS_STREAM, _START, _ENDPOINT, _LEASE_TABLE and AWS_REGION. The position is stored per consumer, like a
--- file's (M.consumer).
+-- file's (M.consumer); workers sharing a lease table are one reader, so
+-- their consumer defaults to the lease table's name rather than to each
+-- one's data directory: they read and write the same positions per shard.
 local function kinesis_options(src, opts)
   local o = {}
   for k, v in pairs(src.options) do o[k] = v end
@@ -82,7 +84,11 @@ local function kinesis_options(src, opts)
     return nil, ("Kinesis start must be trim_horizon, latest or at_timestamp:<epoch ms>, got '%s'"):format(o.start)
   end
   if not o.stream then return nil, "Kinesis needs a stream (stream=, --kinesis-stream or MURMUR_KINESIS_STREAM)" end
-  o.consumer = M.consumer(src.options, opts)
+  if o.lease_table and not opts.consumer and not src.options.consumer then
+    o.consumer = "lease:" .. o.lease_table
+  else
+    o.consumer = M.consumer(src.options, opts)
+  end
   if opts.once then o.eof = "true" end
   for k, v in pairs(o) do o[k] = tostring(v) end
   return "kinesis", o

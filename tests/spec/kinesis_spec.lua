@@ -183,13 +183,32 @@ murmur.pipeline {
     assert.are.same(expected, counts(data))
   end)
 
-  it("shares the shards between two workers through a lease table, across a split, a merge and kill -9 of one", function()
-    local ddb_dir = dir .. "/dynalite"
-    local dyn, dport = S.start_dynalite(dir, ddb_dir)
+  -- A dynalite of its own with murmur's table created: returns the
+  -- environment that points murmur at it (dynalite stops at the test's end).
+  local function ddb_store(name, table_name)
+    local dyn, dport = S.start_dynalite(dir, dir .. "/" .. name)
     finally(function() S.kill(dyn, "TERM") S.wait_exit(dyn, 5) end)
-    local denv = ("%s MURMUR_DYNAMODB_TABLE=kin_state MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d"):format(ENV, dport)
+    local denv = ("%s MURMUR_DYNAMODB_TABLE=%s MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d"):format(ENV,
+      table_name, dport)
     local code, _, err = S.exec(("%s %s ddb create-table"):format(denv, S.quote(S.murmur)))
     assert.are.equal(0, code, err)
+    return denv, dport
+  end
+
+  -- The counts of the pipeline script at path, as the store of denv holds them.
+  local function ddb_counts(denv, path)
+    local got = {}
+    for i = 0, KEYS - 1 do
+      local c, out, e = S.exec(("%s %s query %s k%d --store dynamodb --json"):format(denv, S.quote(S.murmur),
+        S.quote(path), i))
+      assert.are.equal(0, c, e)
+      got["k" .. i] = core.json_decode(out).result.value
+    end
+    return got
+  end
+
+  it("shares the shards between two workers through a lease table, across a split, a merge and kill -9 of one", function()
+    local denv, dport = ddb_store("dynalite", "kin_state")
     local stream, expected = new_stream(4), {}
     put(stream, 0, 800, expected)
     local path = dir .. "/leased.lua"
@@ -214,16 +233,7 @@ murmur.pipeline {
       local st = kinesis_status(("%s/w%d"):format(dir, n))
       return st and st.leases
     end
-    local function stored()
-      local got = {}
-      for i = 0, KEYS - 1 do
-        local c, out, e = S.exec(("%s %s query %s k%d --store dynamodb --json"):format(denv, S.quote(S.murmur),
-          S.quote(path), i))
-        assert.are.equal(0, c, e)
-        got["k" .. i] = core.json_decode(out).result.value
-      end
-      return got
-    end
+    local function stored() return ddb_counts(denv, path) end
     local function wait_stored(what)
       for _ = 1, 600 do
         if total(stored()) >= total(expected) then break end
@@ -295,6 +305,122 @@ murmur.pipeline {
       local cp = items[ch].checkpoint.S
       assert.is_true(cp:match("^%d+$") ~= nil or cp == "TRIM_HORIZON", ch .. ": " .. cp)
     end
+  end)
+
+  -- Issue 9/10: several polling workers on one DynamoDB store are exact by
+  -- positions alone, as Kafka partitions are: no event ids. Each shard's
+  -- position is its own item with its own flush-intent pointer, read when a
+  -- worker takes the shard's lease (rolling a dead worker's unfinished flush
+  -- forward) and written only by the worker holding the lease; a lease
+  -- moving between live workers is handed over after its owner's flush.
+  it("is exact without event ids when two workers share a DynamoDB store, across kill -9 and a kill between deltas", function()
+    local denv = ddb_store("dynalite-noid", "kin_noid")
+    local stream, expected = new_stream(4), {}
+    put(stream, 0, 800, expected)
+    local path = dir .. "/noid.lua"
+    S.write_file(path, ([[
+local murmur = require("murmur")
+murmur.pipeline {
+  name = "counts",
+  source = murmur.kinesis { stream = "%s", idle = "50ms", lease_time = "2s", limit = 50 },
+  key = "key", monoid = murmur.count(),
+  flush = { interval = "100ms" },
+  store = murmur.store("dynamodb", {}),
+}
+]]):format(stream))
+    local handles, logs = {}, {}
+    local function worker(n, extra_env)
+      local log = ("%s/noid-w%d-%d.log"):format(dir, n, #logs + 1)
+      logs[#logs + 1] = log
+      handles[n] = S.spawn(("%s %s %s run %s --no-supervisor --log-level info --data %s/noid-w%d --kinesis-endpoint %s "
+        .. "--kinesis-lease-table noid_leases"):format(denv, extra_env or "", S.quote(S.murmur), S.quote(path), dir, n,
+        endpoint()), log)
+      return handles[n]
+    end
+    finally(function()
+      for _, h in pairs(handles) do S.kill(h, "KILL") S.wait_exit(h, 5) end
+    end)
+    local function wstatus(n) return kinesis_status(("%s/noid-w%d"):format(dir, n)) end
+    local function read_by(n)
+      local st, r = wstatus(n), 0
+      for _, sh in ipairs(st and st.shards or {}) do r = r + sh.records end
+      return r
+    end
+    local function stored() return ddb_counts(denv, path) end
+    local function all_logs()
+      local t = {}
+      for _, l in ipairs(logs) do t[#t + 1] = l .. ":\n" .. (S.read_file(l) or "") end
+      return table.concat(t, "\n")
+    end
+    local function wait_stored(what)
+      for _ = 1, 900 do
+        if total(stored()) >= total(expected) then break end
+        S.sleep(0.2)
+      end
+      local got = stored()
+      if total(got) ~= total(expected) then print(all_logs()) end
+      assert.are.same(expected, got, what)
+    end
+    local function held(n) local st = wstatus(n) return st and st.leases and st.leases.held or 0 end
+    local function both_hold()
+      S.wait_for("both workers holding two leases", 90, function() return held(1) == 2 and held(2) == 2 end, all_logs)
+    end
+    local function wait_read(n, min, what)
+      S.wait_status(("%s/noid-w%d"):format(dir, n), function() return read_by(n) >= min end, 90, what)
+    end
+
+    -- Two workers: the second asks for its share while the first is
+    -- reading, and the first hands each lease over only after its flush
+    -- (no shard is read by both).
+    worker(1)
+    S.wait_for("w1 holding 4 leases", 60, function() return held(1) == 4 end, all_logs)
+    local before = read_by(1)
+    put(stream, 800, 3000, expected)
+    wait_read(1, before + 300, "w1 reading")
+    worker(2)
+    both_hold()
+    wait_stored("two workers sharing the shards")
+
+    -- kill -9 of a worker that is reading: its shards are taken over once
+    -- their leases expire and read on from each shard's stored position.
+    before = read_by(1)
+    put(stream, 3800, 3000, expected)
+    wait_read(1, before + 300, "w1 reading")
+    S.kill(handles[1], "KILL")
+    S.wait_exit(handles[1], 10)
+    S.wait_for("w2 holding 4 leases", 60, function() return held(2) == 4 end, all_logs)
+    wait_stored("after kill -9 of a worker")
+
+    -- Back, as a new worker, while the other is reading: it takes its
+    -- share again from a live owner.
+    before = read_by(2)
+    put(stream, 6800, 3000, expected)
+    wait_read(2, before + 300, "w2 reading")
+    worker(1)
+    both_hold()
+    wait_stored("after the killed worker came back")
+
+    -- A kill between two deltas of a flush (test builds): the worker that
+    -- takes its shards over finishes that flush before reading them on.
+    S.kill(handles[1], "TERM")
+    assert.are.equal(0, S.wait_exit(handles[1], 30), all_logs())
+    S.wait_for("w2 holding 4 leases", 60, function() return held(2) == 4 end, all_logs)
+    local inside = worker(1, "MURMUR_ERRINJ_DDB_KILL_AFTER_DELTAS=9")
+    both_hold()
+    put(stream, 9800, 3000, expected)
+    assert.are.equal(137, S.wait_exit(inside, 90), all_logs())
+    S.wait_for("w2 holding 4 leases", 60, function() return held(2) == 4 end, all_logs)
+    wait_stored("after a kill between two deltas")
+    assert.matches("rolled forward the flush", all_logs())
+    worker(1)
+    both_hold()
+    put(stream, 12800, 400, expected)
+    wait_stored("at the end")
+    for n = 1, 2 do
+      S.kill(handles[n], "TERM")
+      assert.are.equal(0, S.wait_exit(handles[n], 30), all_logs())
+    end
+    assert.are.same(expected, stored())
   end)
 
   it("reports each shard's lag on /metrics", function()
