@@ -503,6 +503,25 @@ static int field_value(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp
 	return field_string(p, f, tmp, &v->s, &v->len, "value");
 }
 
+/* Key k of the record (from its field or the literal), checked. */
+static inline __attribute__((always_inline)) int
+record_key(mm_pipeline_t *p, const mm_json_field_t *fields, mm_buf_t *tmp, int k, const char **key,
+	   size_t *klen)
+{
+	if (p->cfg.key_kind == MM_PART_FIELD) {
+		int rc = field_string(p, &fields[k], tmp, key, klen, "key");
+
+		if (rc)
+			return rc;
+	} else {
+		*key = p->cfg.keys[k];
+		*klen = p->const_klen[k];
+	}
+	if (*klen == 0 || *klen > 1024)
+		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", *klen);
+	return 0;
+}
+
 /* Why process_record refuses r before reading it (the caller saw a flag
  * or the length). */
 static __attribute__((noinline)) int record_refused(const mm_pipeline_t *p, const mm_record_t *r)
@@ -589,26 +608,29 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	}
 	if (rc)
 		return rc;
+	/* A single key (the usual pipeline) goes straight to its add: the
+	 * loops below cost more than the add itself. */
+	if (c->nkeys == 1) {
+		rc = record_key(p, fields, tmp, 0, &keys[0], &klens[0]);
+		if (rc == 0)
+			rc = pipe_add(p, keys[0], klens[0], bucket, expire_ms, &v,
+				      c->key_kind == MM_PART_CONST ? &p->key_hint[0] : NULL);
+		if (rc)
+			return rc;
+		goto added;
+	}
 	/* Every key is read and checked before any is added, so a record that
 	 * is rejected for one key adds nothing under the others. */
-	for (int k = 0; k < c->nkeys; k++) {
-		keys[k] = c->keys[k];
-		if (c->key_kind == MM_PART_FIELD) {
-			rc = field_string(p, &fields[k], tmp, &keys[k], &klens[k], "key");
-			if (rc)
-				return rc;
-		} else {
-			klens[k] = p->const_klen[k];
-		}
-		if (klens[k] == 0 || klens[k] > 1024)
-			return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klens[k]);
-	}
+	for (int k = 0; k < c->nkeys; k++)
+		if ((rc = record_key(p, fields, tmp, k, &keys[k], &klens[k])) != 0)
+			return rc;
 	for (int k = 0; k < c->nkeys; k++) {
 		rc = pipe_add(p, keys[k], klens[k], bucket, expire_ms, &v,
 			      c->key_kind == MM_PART_CONST ? &p->key_hint[k] : NULL);
 		if (rc)
 			return rc;
 	}
+added:
 	if (id) {
 		rc = pipe_remember(p, id, idlen, now_ms);
 		if (rc)
