@@ -652,14 +652,42 @@ static int prepare(mm_sigv4_t *s, const mm_sigv4_request_t *req, const mm_sigv4_
 	return mm_buf_reserve(&s->scratch, 64);
 }
 
+/* SHA-256 of p[0..n) continued from `start` (a fresh state or a key's
+ * inner state) into out, reusing *memo when p starts with the 64 bytes of
+ * `head` it was made from: the first block is then not compressed again. */
+static void hash_memo(const mm_sha256_t *start, mm_sha256_t *memo, uint8_t head[64], int *valid,
+		      const uint8_t *p, size_t n, uint8_t out[32])
+{
+	mm_sha256_t c;
+
+	if (n < 64) {
+		c = *start;
+		mm_sha256_update(&c, p, n);
+		mm_sha256_final(&c, out);
+		return;
+	}
+	if (!*valid || memcmp(head, p, 64) != 0) {
+		*memo = *start;
+		mm_sha256_update(memo, p, 64);
+		memcpy(head, p, 64);
+		*valid = 1;
+	}
+	c = *memo;
+	mm_sha256_update(&c, p + 64, n - 64);
+	mm_sha256_final(&c, out);
+}
+
 /* Canonical request -> string to sign -> signature, with the cached key. */
 static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
 {
-	uint8_t digest[32], k[32];
+	uint8_t digest[32], k[32], inner[32];
+	mm_sha256_t fresh, c;
 	char hex[65];
 	int rc;
 
-	mm_sha256(s->canonical.p, s->canonical.len, digest);
+	mm_sha256_init(&fresh);
+	hash_memo(&fresh, &s->canon_memo, s->canon_head, &s->canon_memo_valid, s->canonical.p,
+		  s->canonical.len, digest);
 	mm_hex_lower(digest, 32, hex);
 	s->string_to_sign.len = 0;
 	if ((rc = mm_buf_append(&s->string_to_sign, "AWS4-HMAC-SHA256\n", 17)) ||
@@ -696,8 +724,14 @@ static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
 		}
 		s->key_secret = copy;
 		s->key_valid = 1;
+		s->sts_memo_valid = 0;
 	}
-	mm_hmac_sha256_with(&s->key, s->string_to_sign.p, s->string_to_sign.len, digest);
+	/* HMAC (mm_hmac_sha256_with) with its inner hash memoised. */
+	hash_memo(&s->key.inner, &s->sts_memo, s->sts_head, &s->sts_memo_valid,
+		  s->string_to_sign.p, s->string_to_sign.len, inner);
+	c = s->key.outer;
+	mm_sha256_update(&c, inner, 32);
+	mm_sha256_final(&c, digest);
 	mm_hex_lower(digest, 32, s->signature);
 	return 0;
 }

@@ -119,6 +119,12 @@ typedef struct mm_sigv4 {
 	char *key_secret;           /* the secret it was derived from (a copy) */
 	mm_hmac_sha256_key_t key;   /* the signing key, ready for HMAC */
 	int key_valid;
+	/* The states after the first 64 bytes of the last canonical request
+	 * and of the last string to sign (keyed), for the next ones that start
+	 * with the same bytes: a burst of requests shares them. */
+	mm_sha256_t canon_memo, sts_memo;
+	uint8_t canon_head[64], sts_head[64];
+	int canon_memo_valid, sts_memo_valid;
 	int64_t date_time;          /* the time amz_date was formatted for */
 	int date_valid;
 } mm_sigv4_t;

@@ -151,6 +151,34 @@ TEST(key_cache_follows_inputs)
 	mm_sigv4_free(&s);
 }
 
+/* A signer reused across requests (its memoised first blocks of the
+ * canonical request and of the string to sign) signs each as a fresh one:
+ * the same long prefix with another tail, another method, another secret,
+ * another second. */
+TEST(reused_signer_matches_fresh)
+{
+	static const char *const values[] = {"DynamoDB_20120810.PutItem", "DynamoDB_20120810.GetItem"};
+	mm_sigv4_t reused = {0};
+
+	for (int i = 0; i < 8; i++) {
+		mm_sigv4_header_t h[2] = {{"Host", 4, "example.amazonaws.com", 21},
+					  {"X-Amz-Target", 12, values[i % 2], strlen(values[i % 2])}};
+		mm_sigv4_request_t req = {.method = i == 5 ? "PUT" : "POST", .path = "/", .path_len = 1,
+					  .headers = h, .nheaders = 2, .body = "{}", .body_len = 2};
+		mm_sigv4_params_t p = example_params();
+		mm_sigv4_t fresh = {0};
+
+		if (i == 3 || i == 4)
+			p.secret_key = "another-secret";
+		p.time_s += i >= 6;
+		REQUIRE(mm_sigv4_sign_headers(&reused, &req, &p) == 0);
+		REQUIRE(mm_sigv4_sign_headers(&fresh, &req, &p) == 0);
+		CHECK(strcmp(reused.signature, fresh.signature) == 0);
+		mm_sigv4_free(&fresh);
+	}
+	mm_sigv4_free(&reused);
+}
+
 TEST(rejects_bad_input)
 {
 	mm_sigv4_header_t other = {"X-Other", 7, "v", 1};
@@ -494,6 +522,7 @@ int main(void)
 	RUN(hmac_rfc4231);
 	RUN(hmac_key_reused);
 	RUN(key_cache_follows_inputs);
+	RUN(reused_signer_matches_fresh);
 	RUN(rejects_bad_input);
 	if (root == NULL || *root == '\0')
 		root = "../shared/aws-sigv4-test-suite";
