@@ -183,14 +183,16 @@ static void on_source_error(void *arg, mm_source_t *src, int err, const char *de
 
 /* Reads the position stored under key, or src's current key (a source
  * whose key changes while it runs, or whose position is in parts:
- * sink->position). */
+ * sink->position). A part (a Kafka partition, read when it is assigned) is
+ * taken: its previous owner's flushes are fenced off. */
 static int on_sink_position(void *arg, mm_source_t *src, const char *key, mm_buf_t *out,
 			    void (*done)(void *, int, const char *), void *done_arg)
 {
 	mm_engine_t *ctx = arg;
 
-	return mm_store_get_position(ctx->st, key ? key : mm_source_pos_key(src), out, done,
-				     done_arg);
+	if (key)
+		return mm_store_take_position(ctx->st, key, out, done, done_arg);
+	return mm_store_get_position(ctx->st, mm_source_pos_key(src), out, done, done_arg);
 }
 
 /* The records of src's pipelines waiting for a later flush (deferred

@@ -176,7 +176,10 @@ static void engine_abandon_flush(mm_engine_t *ctx, struct mm_flush_job *job, int
 	ctx->job = NULL;
 	ctx->job_failed = 1;
 	ctx->exit_code = 1;
-	mm_progress_fatal();
+	/* A fenced flush (another worker owns its source now) is the one such
+	 * failure a restart cures: it reads on from the store. */
+	if (status != MM_EFENCED)
+		mm_progress_fatal();
 	mm_engine_pause_sources(ctx);
 	waiters_notify(job->waiters, status);
 	job->waiters = NULL;

@@ -34,6 +34,7 @@
 	X(EEXIST, 0, "already exists")                                      \
 	X(ELUA, 0, "error in Lua code")                                     \
 	X(ECLOSED, 0, "handle is closed")                                   \
+	X(EFENCED, 0, "fenced off: another worker owns it now")             \
 	X(EIO, 1, "input/output error")                                     \
 	X(ENOSPC, 1, "no space left on device")                             \
 	X(EAGAIN, 1, "resource temporarily unavailable")                    \

@@ -470,6 +470,7 @@ const mm_store_vtable_t mm_store_dynamodb_vtable = {
 	.apply = mm_ddb_apply,
 	.get_many = mm_ddb_get_many,
 	.get_position = mm_ddb_get_position,
+	.take_position = mm_ddb_take_position,
 	.get_meta = mm_ddb_get_meta,
 	.read_meta = mm_ddb_read_meta,
 	.put_meta = mm_ddb_put_meta,

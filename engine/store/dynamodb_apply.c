@@ -122,35 +122,40 @@ static int build_commit(mm_ddb_t *st, ddb_slot_t *sl, const mm_flush_t *f)
 }
 
 /*
- * The position PutItem, which replaces the item and so removes its pointer
- * to the flush's intent. A flush that wrote an intent (and a roll-forward of
- * one) writes it only while the item still points to that intent: when it
- * does not, the position was written already by whoever finished the flush
+ * The position write: an UpdateItem that sets the position and removes the
+ * item's pointer to the flush's intent, and keeps its owner (`own`, the
+ * zombie fence). A flush that wrote an intent (and a roll-forward of one)
+ * writes it only while the item still points to that intent: when it does
+ * not, the position was written already by whoever finished the flush
  * first (the writer, or another reader rolling it forward) and may have
  * moved on since (a partition's next owner reading on), so writing it again
- * would move it back. The answer is then ConditionalCheckFailed: done.
+ * would move it back. A flush without an intent (positions alone) writes
+ * it only while no other writer took the item. Either way the answer is
+ * then ConditionalCheckFailed: done, nothing to write.
  */
 static int build_pos(mm_ddb_t *st, ddb_slot_t *sl, const mm_position_t *pos)
 {
 	ddb_job_t *job = sl->job;
 	mm_buf_t *b = &sl->body;
-	int rc;
+	int pend = job->rf || job->want_intent || job->intent_durable, rc;
 
 	sl->pk.len = 0;
 	if ((rc = PUT(&sl->pk, "#pos#")) ||
 	    (rc = mm_buf_append(&sl->pk, pos->source, strlen(pos->source))))
 		return rc;
-	if ((rc = mm_ddb_put_item_start(st, b, &sl->pk, DDB_SK_POS)) ||
-	    (rc = PUT(b, ",\"v\":{\"B\":\"")) ||
+	if ((rc = mm_ddb_put_head(st, b, &sl->pk, DDB_SK_POS)) ||
+	    (rc = PUT(b, ",\"UpdateExpression\":\"SET #v = :v REMOVE #pd\",\"ConditionExpression\":")) ||
+	    (rc = pend ? PUT(b, "\"begins_with(#pd, :pf)\"")
+		       : PUT(b, "\"attribute_not_exists(#o) OR #o = :me\"")) ||
+	    (rc = PUT(b, ",\"ExpressionAttributeNames\":{\"#v\":\"v\",\"#pd\":\"pend\"")) ||
+	    (!pend && (rc = PUT(b, ",\"#o\":\"own\""))) ||
+	    (rc = PUT(b, "},\"ExpressionAttributeValues\":{\":v\":{\"B\":\"")) ||
 	    (pos->len > 0 && (rc = mm_base64_encode(pos->pos, pos->len, b))))
 		return rc;
-	if (!job->rf && !job->want_intent && !job->intent_durable)
-		return PUT(b, "\"}}}");
-	if ((rc = PUT(b, "\"}},\"ConditionExpression\":\"begins_with(#pd, :pf)\","
-			 "\"ExpressionAttributeNames\":{\"#pd\":\"pend\"},"
-			 "\"ExpressionAttributeValues\":{\":pf\":{\"S\":")))
-		return rc;
-	return mm_buf_printf(b, "\"%s#%" PRIu64 "#\"}}}", job->writer_attr + 2, job->seq);
+	if (pend)
+		return mm_buf_printf(b, "\"},\":pf\":{\"S\":\"%s#%" PRIu64 "#\"}}}",
+				     job->writer_attr + 2, job->seq);
+	return mm_buf_printf(b, "\"},\":me\":{\"S\":\"%s\"}}}", job->writer_attr + 2);
 }
 
 static int cas_write(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item);
@@ -291,7 +296,7 @@ int mm_ddb_start_apply_item(ddb_slot_t *sl)
 	mm_flush_t *f = job->f;
 	int rc;
 
-	if (job->phase == P_INTENT || job->phase == P_PENDING)
+	if (job->phase == P_INTENT || job->phase == P_PENDING || job->phase == P_ARM)
 		return mm_ddb_start_intent_item(sl);
 	if (job->phase == P_COMMIT) {
 		sl->kind = K_COMMIT;
@@ -299,7 +304,7 @@ int mm_ddb_start_apply_item(ddb_slot_t *sl)
 		rc = build_commit(st, sl, f);
 	} else if (job->phase == P_POSITIONS) {
 		sl->kind = K_POS;
-		sl->target = "PutItem";
+		sl->target = "UpdateItem";
 		rc = build_pos(st, sl, &f->positions[sl->item]);
 	} else if (job->phase == P_MARKS) {
 		sl->kind = K_MARK;
@@ -574,10 +579,17 @@ void mm_ddb_apply_answer(ddb_slot_t *sl, int cond)
 		}
 		mm_ddb_slot_finish(sl, 0, NULL);
 		return;
+	case K_PENDING:
+	case K_ARM:
+		if (cond) {
+			mm_ddb_intent_fenced(sl);
+			return;
+		}
+		mm_ddb_slot_finish(sl, 0, NULL);
+		return;
 	case K_POS:
 	case K_COMMIT:
 	case K_INTENT:
-	case K_PENDING:
 		mm_ddb_slot_finish(sl, 0, NULL);
 		return;
 	}
@@ -734,6 +746,9 @@ int mm_ddb_apply_next_phase(mm_ddb_t *st, ddb_job_t *job)
 			break;
 		case P_PENDING:
 			job->nitems = job->want_intent ? f->npositions : 0;
+			break;
+		case P_ARM:
+			job->nitems = job->want_intent ? 1 : 0;
 			break;
 		case P_DELTAS:
 			/* The intent and its pointers are durable: a retry skips them. */

@@ -410,6 +410,8 @@ static void on_response(void *arg, const mm_http_response_t *res)
 	if (sl->job->kind == J_APPLY)
 		mm_ddb_apply_answer(sl, cls == R_COND);
 	else if (sl->job->kind == J_GET || sl->job->kind == J_CALL) {
+		if (cls == R_COND && sl->job->call_cond_failed)
+			*sl->job->call_cond_failed = 1;
 		if (cls == R_COND && !sl->job->call_cond_ok)
 			mm_ddb_slot_finish(sl, MM_ESTORE, detail);
 		else if (sl->job->kind == J_GET)

@@ -97,6 +97,7 @@ enum ddb_kind {
 	K_OWNER_GET,  /* is the owner of an expired claim still renewing its lease? */
 	K_INTENT,     /* a chunk of a flush intent PutItem */
 	K_PENDING,    /* a position's pointer to its flush intent */
+	K_ARM,        /* arming the intent once every pointer is set */
 };
 
 /* J_CALL: one to DDB_CALL_MAX independent requests of start-up (a position
@@ -112,7 +113,8 @@ enum ddb_mkind { M_ADD_INT, M_ADD_UINT, M_ADD_FLOAT, M_MIN, M_MAX, M_BYTES };
  * a flush cut short can be finished by whoever reads the position next), a
  * mark (a confirmed dedup id) never durable without its effect, and a
  * position never before the records it covers. */
-enum ddb_phase { P_START, P_INTENT, P_PENDING, P_DELTAS, P_COMMIT, P_MARKS, P_POSITIONS, P_DONE };
+enum ddb_phase { P_START, P_INTENT, P_PENDING, P_ARM, P_DELTAS, P_COMMIT, P_MARKS, P_POSITIONS,
+		 P_DONE };
 
 typedef struct ddb_job {
 	struct ddb_job *next;
@@ -164,6 +166,7 @@ typedef struct ddb_job {
 	mm_buf_t *call_out;
 	const char *call_attr;  /* the attribute decoded: "v", or "d" of an intent */
 	int call_cond_ok;       /* ConditionalCheckFailed is an answer, not an error */
+	int *call_cond_failed;  /* set to 1 when it was that answer (may be NULL) */
 	mm_buf_t call_pk;       /* a position read: its key, for rolling forward */
 	int call_rounds;        /* intents rolled forward by this read */
 	struct ddb_rf *call_rf; /* the roll-forward this read waits for, owned */
@@ -323,6 +326,7 @@ void mm_ddb_apply_done(mm_ddb_t *st, ddb_job_t *job, uint64_t ns);
 int64_t mm_ddb_commit_until(const mm_flush_t *f);
 int mm_ddb_intent_plan(mm_ddb_t *st, ddb_job_t *job);
 int mm_ddb_start_intent_item(ddb_slot_t *sl);
+void mm_ddb_intent_fenced(ddb_slot_t *sl);
 void mm_ddb_errinj_delta(mm_ddb_t *st, const ddb_job_t *job);
 /* Starts finishing the flush named tag ("<writer>#<seq>#<chunks>", n bytes)
  * that the position item pos_pk points to, through jobs of st on the loop;
@@ -344,6 +348,8 @@ void mm_ddb_get_answer(ddb_slot_t *sl);
 int mm_ddb_sync_get_body(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk);
 int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
 			void *arg);
+int mm_ddb_take_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			 void *arg);
 int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
 		    void *arg);
 int mm_ddb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out);
@@ -354,9 +360,10 @@ int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, siz
 int mm_ddb_call_get(mm_ddb_t *st, const mm_buf_t *pk, int64_t sk, const char *attr,
 		    mm_buf_t *out, mm_store_cb cb, void *arg);
 /* Queues one request of target with body (taken over: *body is left
- * empty) whose answer is not read; a failed condition counts as done. */
-int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, mm_store_cb cb,
-		      void *arg);
+ * empty) whose answer is not read; a failed condition counts as done, and
+ * sets *cond_failed (when not NULL) to 1. */
+int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, int *cond_failed,
+		      mm_store_cb cb, void *arg);
 int mm_ddb_start_call_item(ddb_slot_t *sl);
 void mm_ddb_call_answer(ddb_slot_t *sl);
 int mm_ddb_list_meta(mm_store_t *base, mm_buf_t *out);

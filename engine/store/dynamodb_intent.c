@@ -26,6 +26,15 @@
  * durable, its records are read again) or a pointer whose flush is finished
  * before anybody reads on (none of its records is read again).
  *
+ * The zombie fence (doc/dynamodb.md, "Kafka partitions"): a worker reads a
+ * Kafka partition's position by taking it (`own`, dynamodb_read.c); a
+ * pointer is set only
+ * while the item is untaken or the writer's own ("<chunks>#a" marks such a
+ * pointer), and the intent is armed (`arm` on chunk 0) once every pointer
+ * is set. A reader cancels an unarmed intent (`cx`) instead of applying it:
+ * exactly one of arming and cancelling wins, and a writer whose pointer or
+ * arming fails stops with EFENCED before any delta.
+ *
  * The roll-forward runs on the store's own request slots, like any job: the
  * position read that found the pointer waits (holding no slot) while the
  * intent's chunks are read and its flush is applied as an apply job with the
@@ -213,19 +222,59 @@ static int build_pending(mm_ddb_t *st, ddb_slot_t *sl)
 	if ((rc = PUT(&sl->pk, "#pos#")) ||
 	    (rc = mm_buf_append(&sl->pk, pos->source, strlen(pos->source))) ||
 	    (rc = mm_ddb_put_head(st, b, &sl->pk, DDB_SK_POS)) ||
-	    (rc = PUT(b, ",\"UpdateExpression\":\"SET #pd = :pd\",\"ExpressionAttributeNames\":"
-			 "{\"#pd\":\"pend\"},\"ExpressionAttributeValues\":{\":pd\":{\"S\":")) ||
-	    (rc = mm_buf_printf(b, "\"%s#%" PRIu64 "#%zu\"", job->writer_attr + 2, job->seq,
-				job->nchunks)))
+	    (rc = PUT(b, ",\"UpdateExpression\":\"SET #pd = :pd\",\"ConditionExpression\":"
+			 "\"attribute_not_exists(#o) OR #o = :me\",\"ExpressionAttributeNames\":"
+			 "{\"#pd\":\"pend\",\"#o\":\"own\"},\"ExpressionAttributeValues\":{\":pd\":{\"S\":")) ||
+	    (rc = mm_buf_printf(b, "\"%s#%" PRIu64 "#%zu#a\"},\":me\":{\"S\":\"%s\"", job->writer_attr + 2,
+				job->seq, job->nchunks, job->writer_attr + 2)))
 		return rc;
 	return PUT(b, "}}}");
 }
 
+/* Arms the intent once every pointer is set: SET arm on its chunk 0 unless
+ * a reader cancelled it (cx) first. */
+static int build_arm(mm_ddb_t *st, ddb_slot_t *sl)
+{
+	ddb_job_t *job = sl->job;
+	int rc;
+
+	sl->kind = K_ARM;
+	sl->target = "UpdateItem";
+	if ((rc = intent_name(job->writer_attr, job->seq, &sl->pk)) ||
+	    (rc = mm_ddb_put_head(st, &sl->body, &sl->pk, 0)))
+		return rc;
+	return PUT(&sl->body, ",\"UpdateExpression\":\"SET #a = :a\",\"ConditionExpression\":"
+			      "\"attribute_exists(pk) AND attribute_not_exists(#c)\","
+			      "\"ExpressionAttributeNames\":{\"#a\":\"arm\",\"#c\":\"cx\"},"
+			      "\"ExpressionAttributeValues\":{\":a\":{\"N\":\"1\"}}}");
+}
+
 int mm_ddb_start_intent_item(ddb_slot_t *sl)
 {
-	int rc = sl->job->phase == P_INTENT ? build_chunk(sl->st, sl) : build_pending(sl->st, sl);
+	int rc = sl->job->phase == P_INTENT    ? build_chunk(sl->st, sl)
+		 : sl->job->phase == P_PENDING ? build_pending(sl->st, sl)
+					       : build_arm(sl->st, sl);
 
 	return rc ? rc : mm_ddb_slot_send(sl);
+}
+
+/* A pointer or the arming of this writer's intent failed its condition:
+ * another reader took the position, or cancelled the intent. */
+void mm_ddb_intent_fenced(ddb_slot_t *sl)
+{
+	const ddb_job_t *job = sl->job;
+	char detail[300];
+
+	if (sl->kind == K_PENDING)
+		snprintf(detail, sizeof(detail),
+			 "position '%.*s' was taken by another reader: this worker lost its source or "
+			 "partition (fenced)", (int)sl->pk.len, (const char *)sl->pk.p);
+	else
+		snprintf(detail, sizeof(detail),
+			 "the intent of flush %s#%" PRIu64 " was cancelled by a reader of one of its "
+			 "positions: this worker lost its source or partition (fenced)",
+			 job->writer_attr + 2, job->seq);
+	mm_ddb_slot_finish(sl, MM_EFENCED, detail);
 }
 
 /* ---- error injection ---- */
@@ -449,6 +498,7 @@ struct ddb_rf {
 	char writer[17];
 	uint64_t seq;
 	size_t nchunks, chunk;
+	int armed;              /* armed (or gone, or of a release without arming) */
 	intent_t in;
 	mm_store_cb cb;
 	void *arg;
@@ -491,14 +541,17 @@ static void on_cleared(void *arg, int status, const char *detail)
 }
 
 /* Removes the pointer from the position item, only if it still names this
- * intent: otherwise somebody else moved the position on meanwhile. */
-static int rf_clear(struct ddb_rf *rf)
+ * intent: otherwise somebody else moved the position on meanwhile. An
+ * intent that is gone (or too old) is an error in the log; a cancelled one
+ * had none of its deltas written. */
+static int rf_clear(struct ddb_rf *rf, int gone)
 {
 	mm_ddb_t *st = rf->st;
 	mm_buf_t *b = &rf->body;
 	int rc;
 
-	mm_log(MM_LOG_ERROR, "dynamodb",
+	if (gone)
+		mm_log(MM_LOG_ERROR, "dynamodb",
 	       "position '%.*s' names the unfinished flush %.*s, older than token_ttl or gone: "
 	       "it is not rolled forward, and its deltas that were written before its worker "
 	       "stopped may be counted again",
@@ -511,7 +564,7 @@ static int rf_clear(struct ddb_rf *rf)
 			 "{\":pd\":{\"S\":")) ||
 	    (rc = mm_json_quote((const char *)rf->tag.p, rf->tag.len, b)) || (rc = PUT(b, "}}}")))
 		return rc;
-	return mm_ddb_call_write(st, "UpdateItem", b, on_cleared, rf);
+	return mm_ddb_call_write(st, "UpdateItem", b, NULL, on_cleared, rf);
 }
 
 static void on_applied(void *arg, int status, const char *detail)
@@ -560,7 +613,7 @@ static void on_chunk(void *arg, int status, const char *detail)
 	int rc;
 
 	if (status == MM_ENOTFOUND)
-		rc = rf_clear(rf);
+		rc = rf_clear(rf, 1);
 	else if (status) {
 		rf_finish(rf, status, detail);
 		return;
@@ -570,6 +623,53 @@ static void on_chunk(void *arg, int status, const char *detail)
 		rc = rf_apply(rf);
 	if (rc)
 		rf_fail(rf, rc);
+}
+
+static void on_cancel(void *arg, int status, const char *detail)
+{
+	struct ddb_rf *rf = arg;
+	int rc;
+
+	if (status) {
+		rf_finish(rf, status, detail);
+		return;
+	}
+	if (rf->armed) {
+		rc = rf_read_chunk(rf);
+	} else {
+		mm_log(MM_LOG_WARN, "dynamodb",
+		       "position '%.*s' names the flush %.*s, whose worker had not armed its intent "
+		       "(it wrote no delta): cancelled; that worker's flush is fenced off",
+		       (int)rf->pos_pk.len, (const char *)rf->pos_pk.p, (int)rf->tag.len,
+		       (const char *)rf->tag.p);
+		rc = rf_clear(rf, 0);
+	}
+	if (rc)
+		rf_fail(rf, rc);
+}
+
+/*
+ * The zombie fence's other half (doc/dynamodb.md, "Kafka partitions"): an
+ * intent is applied only once its writer armed it, after every one of its
+ * pointers was set. Before reading it, the reader cancels it unless it is
+ * armed (SET cx on chunk 0, conditional on no arm): exactly one of arming
+ * and cancelling wins, so either the writer goes on and the reader rolls
+ * the flush forward, or the writer's arming fails (it stops, fenced) and
+ * nobody applies the flush.
+ */
+static int rf_cancel(struct ddb_rf *rf)
+{
+	mm_buf_t *b = &rf->body;
+	int rc;
+
+	b->len = 0;
+	if ((rc = mm_ddb_put_head(rf->st, b, &rf->pk, 0)) ||
+	    (rc = PUT(b, ",\"UpdateExpression\":\"SET #c = :c\",\"ConditionExpression\":"
+			 "\"attribute_exists(pk) AND attribute_not_exists(#a)\","
+			 "\"ExpressionAttributeNames\":{\"#a\":\"arm\",\"#c\":\"cx\"},"
+			 "\"ExpressionAttributeValues\":{\":c\":{\"N\":\"1\"}}}")))
+		return rc;
+	return mm_ddb_call_write(rf->st, "UpdateItem", b, &rf->armed, on_cancel, rf);
 }
 
 int mm_ddb_rf_start(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_t n,
@@ -597,6 +697,9 @@ int mm_ddb_rf_start(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_
 	rf->seq = strtoull(num, NULL, 10);
 	snprintf(num, sizeof(num), "%.*s", (int)(tag + n - h2 - 1), h2 + 1);
 	rf->nchunks = (size_t)strtoull(num, NULL, 10);
+	/* "#a" after the chunks: an intent that its writer arms. Without it, an
+	 * intent of a release before the fence: applied as it is. */
+	rf->armed = memchr(h2 + 1, '#', (size_t)(tag + n - h2 - 1)) == NULL;
 	if ((rc = mm_buf_append(&rf->pos_pk, pos_pk->p, pos_pk->len)) ||
 	    (rc = mm_buf_append(&rf->tag, tag, n)) ||
 	    (rc = mm_buf_printf(&rf->pk, "#intent#%.16s#%" PRIu64, tag, rf->seq)))
@@ -604,9 +707,11 @@ int mm_ddb_rf_start(mm_ddb_t *st, const mm_buf_t *pos_pk, const char *tag, size_
 	/* Replay tokens older than token_ttl may have been pruned from the
 	 * items: applying so old a flush again could count its deltas twice. */
 	if ((int64_t)rf->seq < mm_ddb_now_ms() - st->cfg.token_ttl_ms)
-		rc = rf_clear(rf);
-	else
+		rc = rf_clear(rf, 1);
+	else if (rf->armed)
 		rc = rf_read_chunk(rf);
+	else
+		rc = rf_cancel(rf);
 	if (rc)
 		goto fail;
 	*out = rf;

@@ -295,8 +295,8 @@ int mm_ddb_call_get(mm_ddb_t *st, const mm_buf_t *pk, int64_t sk, const char *at
 	return call_get_bytes(st, pk, sk, attr, out, NULL, cb, arg);
 }
 
-int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, mm_store_cb cb,
-		      void *arg)
+int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, int *cond_failed,
+		      mm_store_cb cb, void *arg)
 {
 	ddb_job_t *job = call_new();
 
@@ -306,6 +306,7 @@ int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, mm_store
 	job->call_body[0] = *body;
 	*body = (mm_buf_t){0};
 	job->call_cond_ok = 1;
+	job->call_cond_failed = cond_failed;
 	return call_queue(st, job, 1, cb, arg);
 }
 
@@ -362,18 +363,27 @@ static int call_pending_intent(ddb_slot_t *sl, const mm_jnode_t *item)
 	return 1;
 }
 
+/* The item a read answered: a GetItem's Item, or the Attributes of the
+ * UpdateItem that takes a position (ALL_NEW). */
+static const mm_jnode_t *answer_item(const ddb_slot_t *sl)
+{
+	const mm_jnode_t *item = mm_jnode_get(sl->tree.root, "Item");
+
+	return item ? item : mm_jnode_get(sl->tree.root, "Attributes");
+}
+
 void mm_ddb_call_answer(ddb_slot_t *sl)
 {
 	ddb_job_t *job = sl->job;
 	const mm_jnode_t *v;
 
-	if (strcmp(sl->target, "GetItem") != 0 || job->call_out == NULL) {
+	if (job->call_out == NULL) {
 		mm_ddb_slot_finish(sl, 0, NULL);
 		return;
 	}
-	if (call_pending_intent(sl, mm_jnode_get(sl->tree.root, "Item")))
+	if (call_pending_intent(sl, answer_item(sl)))
 		return;
-	v = mm_jnode_get(mm_jnode_get(mm_jnode_get(sl->tree.root, "Item"), job->call_attr), "B");
+	v = mm_jnode_get(mm_jnode_get(answer_item(sl), job->call_attr), "B");
 	if (v == NULL || v->type != MM_JSON_STRING) {
 		mm_ddb_slot_finish(sl, MM_ENOTFOUND, "no such item");
 		return;
@@ -381,8 +391,42 @@ void mm_ddb_call_answer(ddb_slot_t *sl)
 	mm_ddb_slot_finish(sl, mm_base64_decode(v->s, v->len, MM_BASE64_STRICT, job->call_out), NULL);
 }
 
-int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
-			void *arg)
+/*
+ * A writer that owns a position from now on (a Kafka partition assigned to
+ * it) reads it by taking it (the zombie fence,
+ * doc/dynamodb.md "Kafka partitions"): one UpdateItem sets own = <this
+ * writer> and answers the item as it is then (ALL_NEW). From then on a
+ * flush of any other writer that would point this position to its intent
+ * fails its condition (dynamodb_intent.c), so a worker that lost the
+ * position without knowing it cannot write a flush over what this reader
+ * reads. The item is created when absent (it then holds no position).
+ */
+static int call_take_position(mm_ddb_t *st, const mm_buf_t *pk, mm_buf_t *out, mm_store_cb cb,
+			      void *arg)
+{
+	ddb_job_t *job = call_new();
+	mm_buf_t *b;
+	int rc;
+
+	if (job == NULL)
+		return MM_ENOMEM;
+	b = &job->call_body[0];
+	if ((rc = mm_ddb_put_head(st, b, pk, DDB_SK_POS)) ||
+	    (rc = PUT(b, ",\"UpdateExpression\":\"SET #o = :me\",\"ExpressionAttributeNames\":"
+			 "{\"#o\":\"own\"},\"ExpressionAttributeValues\":{\":me\":{\"S\":")) ||
+	    (rc = mm_buf_printf(b, "\"%s\"}},\"ReturnValues\":\"ALL_NEW\"}", st->writer_attr + 2)) ||
+	    (rc = mm_buf_append(&job->call_pk, pk->p, pk->len))) {
+		mm_ddb_job_free(job);
+		return rc;
+	}
+	job->call_target[0] = "UpdateItem";
+	job->call_out = out;
+	job->call_attr = "v";
+	return call_queue(st, job, 1, cb, arg);
+}
+
+static int ddb_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			void *arg, int take)
 {
 	mm_ddb_t *st = (mm_ddb_t *)base;
 	mm_buf_t pk = {0};
@@ -392,10 +436,28 @@ int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_
 	if (!st->cfg.positions)
 		return mm_store_complete_later(base, cb, arg, MM_ENOTFOUND,
 					       "dynamodb: positions are off (option positions)");
-	if ((rc = mm_buf_printf(&pk, "#pos#%s", source)) == 0)
+	if ((rc = mm_buf_printf(&pk, "#pos#%s", source)))
+		goto out;
+	if (st->read_only || !take) {
 		rc = call_get_bytes(st, &pk, DDB_SK_POS, "v", out, &pk, cb, arg);
+		goto out;
+	}
+	rc = call_take_position(st, &pk, out, cb, arg);
+out:
 	mm_buf_free(&pk);
 	return rc;
+}
+
+int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			void *arg)
+{
+	return ddb_position(base, source, out, cb, arg, 0);
+}
+
+int mm_ddb_take_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			 void *arg)
+{
+	return ddb_position(base, source, out, cb, arg, 1);
 }
 
 int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,

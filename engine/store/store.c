@@ -353,8 +353,8 @@ static mm_store_call_t *mm_store_call_start(mm_store_t *st, int op, uint64_t t0,
 	return call;
 }
 
-int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
-			  void *arg)
+static int mm_store_position(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
+			     void *arg, int take)
 {
 	uint64_t t0 = uv_hrtime();
 	mm_store_call_t *call;
@@ -366,11 +366,27 @@ int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out, mm_
 		return rc;
 	if ((call = mm_store_call_start(st, MM_STORE_OP_POSITION, t0, cb, arg)) == NULL)
 		return mm_diag_code();
-	if ((rc = st->vt->get_position(st, source, out, mm_store_done_found, call))) {
+	if (take && st->vt->take_position)
+		rc = st->vt->take_position(st, source, out, mm_store_done_found, call);
+	else
+		rc = st->vt->get_position(st, source, out, mm_store_done_found, call);
+	if (rc) {
 		free(call);
 		mm_store_count(st, MM_STORE_OP_POSITION, t0, 1);
 	}
 	return rc;
+}
+
+int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
+			  void *arg)
+{
+	return mm_store_position(st, source, out, cb, arg, 0);
+}
+
+int mm_store_take_position(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
+			   void *arg)
+{
+	return mm_store_position(st, source, out, cb, arg, 1);
 }
 
 int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out, mm_store_cb cb,

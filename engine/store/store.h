@@ -239,6 +239,12 @@ typedef struct mm_store_vtable {
 	 * MM_ENOTFOUND too where the store keeps no positions. */
 	int (*get_position)(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
 			    void *arg);
+	/* Optional: get_position by a reader that owns the position from now on
+	 * (a Kafka partition at its assignment): a shared store fences off the
+	 * flushes of its previous owner (doc/dynamodb.md, "Kafka partitions").
+	 * NULL: get_position. */
+	int (*take_position)(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
+			     void *arg);
 	int (*get_meta)(mm_store_t *st, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
 			void *arg);
 	int (*put_meta)(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n,
@@ -311,6 +317,8 @@ int mm_store_get_many(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, s
 		      void *states, uint8_t *found, mm_store_cb cb, void *arg);
 int mm_store_get_position(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
 			  void *arg);
+int mm_store_take_position(mm_store_t *st, const char *source, mm_buf_t *out, mm_store_cb cb,
+			   void *arg);
 int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
 		      void *arg);
 int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n,

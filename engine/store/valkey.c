@@ -452,6 +452,12 @@ static int vk_get_position(mm_store_t *base, const char *source, mm_buf_t *out, 
 	return mm_store_get_position(((mm_valkey_t *)base)->backing, source, out, cb, arg);
 }
 
+static int vk_take_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
+			    void *arg)
+{
+	return mm_store_take_position(((mm_valkey_t *)base)->backing, source, out, cb, arg);
+}
+
 /* A descriptor read on the caller's behalf: the cache keeps its window. */
 typedef struct vk_meta_read {
 	mm_valkey_t *st;
@@ -886,6 +892,7 @@ const mm_store_vtable_t mm_store_valkey_vtable = {
 	.apply = mm_vk_apply,
 	.get_many = mm_vk_get_many,
 	.get_position = vk_get_position,
+	.take_position = vk_take_position,
 	.get_meta = vk_get_meta,
 	.read_meta = vk_read_meta,
 	.put_meta = vk_put_meta,

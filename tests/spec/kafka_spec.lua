@@ -613,6 +613,11 @@ local function ddb_setup(table_name)
     .. "MURMUR_DYNAMODB_TABLE=%s MURMUR_DYNAMODB_ENDPOINT=http://127.0.0.1:%d"):format(table_name, port)
   local code, _, err = S.exec(("env %s %s ddb create-table"):format(env, S.quote(S.murmur)))
   assert.are.equal(0, code, err)
+  -- S.ddb_read_values reads the table from this process.
+  local ffi = require("ffi")
+  pcall(ffi.cdef, [[ int setenv(const char *name, const char *value, int overwrite); ]])
+  ffi.C.setenv("AWS_ACCESS_KEY_ID", "AKIDSPEC", 1)
+  ffi.C.setenv("AWS_SECRET_ACCESS_KEY", "spec", 1)
   return dyn, port, env
 end
 
@@ -772,16 +777,11 @@ end)
 -- pointer, and read (rolling a dead member's unfinished flush forward) when
 -- the partition is assigned: every stored count must equal the truth.
 dd("#kafka_ddb Kafka workers into DynamoDB without event ids", function()
-  local ffi = require("ffi")
   local dyn, port, env
   local TABLE, PAGES, CHUNKS, PER = "kafka_ddb", 400, 12, 5000
 
   setup(function()
     dyn, port, env = ddb_setup(TABLE)
-    -- ddb_read_values reads the table from this process.
-    ffi.cdef [[ int setenv(const char *name, const char *value, int overwrite); ]]
-    ffi.C.setenv("AWS_ACCESS_KEY_ID", "AKIDSPEC", 1)
-    ffi.C.setenv("AWS_SECRET_ACCESS_KEY", "spec", 1)
   end)
 
   after_each(kill_workers)
@@ -941,5 +941,127 @@ murmur.pipeline { name = "kd_pages", key = "page_id", monoid = murmur.count(),
     assert.are.equal(n, total)
     assert.is_true(inside > 0, "no worker was killed between deltas")
     assert.is_true(rolled > 0, "no kill left a flush to roll forward")
+  end)
+end)
+
+-- A zombie (doc/dynamodb.md, "Kafka partitions"): a worker stopped with
+-- SIGSTOP past the session timeout loses its partitions to the other
+-- worker, which counts their records from the stored positions; when the
+-- stopped worker resumes it still holds those records, unflushed, and
+-- flushes them (its lost revoke's flush). Without the fence they were
+-- counted twice; with it the zombie's flush is refused at its first
+-- pointer (the partition's item was taken by the new owner's read) or at
+-- its arming, the zombie stops without writing a delta, and a restart
+-- counts nothing twice. The zombie's script never flushes by itself (an
+-- hour's interval), so it holds its records until the revoke.
+dd("#kafka_ddb #zombie a Kafka worker that lost its partitions while stopped", function()
+  local dyn, port, env
+  local TABLE, PAGES, N = "kafka_zombie", 50, 3000
+
+  setup(function()
+    dyn, port, env = ddb_setup(TABLE)
+  end)
+
+  after_each(kill_workers)
+  teardown(function() ddb_teardown(dyn) end)
+
+  it("counts nothing twice after SIGSTOP past the session timeout and SIGCONT", function()
+    local function script(name, interval)
+      local path = ("%s/%s.lua"):format(dir, name)
+      S.write_file(path, ([[
+local murmur = require("murmur")
+murmur.pipeline { name = "kz_total", key = murmur.literal("all"), monoid = murmur.count(),
+  flush = { events = 1000000, interval = "%s" } }
+murmur.pipeline { name = "kz_pages", key = "page_id", monoid = murmur.count(),
+  flush = { events = 1000000, interval = "%s" } }
+]]):format(interval, interval))
+      return path
+    end
+    local zombie, live = script("zombie", "1h"), script("live", "300ms")
+    local truth = {}
+    local function chunk(c)
+      local path = ("%s/kz.%d.jsonl"):format(dir, c)
+      local f = assert(io.open(path, "wb"))
+      for i = 1, N do
+        local p = "p" .. ((c * 31 + i * 7) % PAGES)
+        truth[p] = (truth[p] or 0) + 1
+        f:write(('{"page_id":"%s"}\n'):format(p))
+      end
+      f:close()
+      return path
+    end
+    local function read_values(pipeline, entities)
+      return S.ddb_read_values(("http://127.0.0.1:%d"):format(port), TABLE, pipeline, entities)
+    end
+    local function total() local v = read_values("kz_total", { "all" }).all return v and v.value or 0 end
+    mock_cmd("topic kz 6")
+    local d1, d2 = dir .. "/z1", dir .. "/z2"
+    local w1 = start_worker(d1, "kz", "gkz", { zombie }, { "--log-level", "info" }, env)
+    local w2 = start_worker(d2, "kz", "gkz", { live }, { "--log-level", "info" }, env)
+    wait_for("both workers to be assigned", 60, function() return split_between(d1, d2) end, { d1, d2 })
+    produce("kz", chunk(1))
+    -- The zombie has read its share (and holds it: it never flushes by
+    -- itself); the other one has counted its own.
+    wait_for("the first chunk to be read", 60, function()
+      local st1, st2 = kafka_status(d1), kafka_status(d2)
+      if not st1 or not st2 then return false end
+      local n = 0
+      for _, st in ipairs({ st1, st2 }) do
+        for _, p in ipairs(st.partitions) do if p.state == "assigned" then n = n + p.records end end
+      end
+      return n == N and reads(d1) and total() > 0
+    end, { d1, d2 })
+    S.kill(w1, "STOP")
+    -- The session times out (6 s): the live worker takes every partition,
+    -- reads their positions and counts the zombie's share again.
+    wait_for("the live worker to count every record", 120, function() return total() >= N end, { d2 })
+    assert.are.equal(N, total())
+    S.kill(w1, "CONT")
+    -- The zombie learns of the loss and flushes what it held: with the
+    -- fence that flush is refused and the zombie stops.
+    local code
+    wait_for("the zombie to stop", 60, function()
+      code = S.wait_exit(w1, 0.05)
+      return code ~= nil or total() > N
+    end, { d1, d2 })
+    S.sleep(1)
+    assert.are.equal(N, total(), "the zombie's flush was counted: " .. (S.read_file(w1.log) or ""))
+    workers[w1] = nil
+    assert.are.equal(1, code, S.read_file(w1.log))
+    assert.is_truthy((S.read_file(w1.log) or ""):find("fenced"), S.read_file(w1.log))
+    local names = {}
+    for p in pairs(truth) do names[#names + 1] = p end
+    local got, bad = read_values("kz_pages", names), {}
+    for p, want in pairs(truth) do
+      local v = got[p]
+      if not v or v.value ~= want then bad[#bad + 1] = ("%s: %s ~= %d"):format(p, v and tostring(v.value) or "absent", want) end
+    end
+    table.sort(bad)
+    assert.are.same({}, bad)
+    -- Restarted, it reads on from the stored positions: a second chunk
+    -- shared by both is counted once, i.e. the total ends equal to the
+    -- records the topic holds (the sum of its partitions' high watermarks).
+    w1 = start_worker(d1, "kz", "gkz", { live }, { "--log-level", "info" }, env)
+    wait_for("both workers to be assigned again", 60, function() return split_between(d1, d2) end, { d1, d2 })
+    produce("kz", chunk(2))
+    local held
+    wait_for("the second chunk to be counted", 120, function()
+      local hw, n = 0, 0
+      for _, d in ipairs({ d1, d2 }) do
+        local st = kafka_status(d)
+        for _, p in ipairs(st and st.partitions or {}) do
+          if p.state == "assigned" then
+            if p.lag ~= 0 then return false end
+            hw, n = hw + p.high_watermark, n + 1
+          end
+        end
+      end
+      held = hw
+      return n == 6 and hw > N and total() == hw
+    end, { d1, d2 })
+    S.sleep(1)
+    for _, h in ipairs({ w1, w2 }) do assert.are.equal(0, stop_worker(h), S.read_file(h.log)) end
+    print(("# zombie: %d records counted once with the fence; then %d in the topic, %d counted"):format(N, held, total()))
+    assert.are.equal(held, total())
   end)
 end)

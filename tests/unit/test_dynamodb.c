@@ -762,6 +762,23 @@ TEST(metadata_and_positions)
 	CHECK(fx_close(&x) == 0);
 }
 
+/* Points the position item of source to the intent named tag, as a writer
+ * does before its deltas. */
+static int set_pend(const fx_t *x, const char *source, const char *tag)
+{
+	mm_buf_t doc = {0}, out = {0};
+	int rc;
+
+	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Key\":{\"pk\":{\"S\":\"#pos#%s\"},\"sk\":{\"N\":\"-3\"}},"
+			    "\"UpdateExpression\":\"SET pend = :p\",\"ExpressionAttributeValues\":"
+			    "{\":p\":{\"S\":\"%s\"}}}%c",
+		      x->table, source, tag, 0);
+	rc = raw("UpdateItem", (const char *)doc.p, &out);
+	mm_buf_free(&doc);
+	mm_buf_free(&out);
+	return rc;
+}
+
 /*
  * Flush intents: a position that points to an intent is rolled forward
  * before it is read. The delta whose item was lost is applied again with
@@ -808,7 +825,7 @@ TEST(flush_intents_roll_forward)
 	name += 8;
 	end = strchr(name, '"');
 	REQUIRE(end != NULL && end - name < 60);
-	snprintf(tag, sizeof(tag), "%.*s#1", (int)(end - name), name);
+	snprintf(tag, sizeof(tag), "%.*s#1#a", (int)(end - name), name);
 	/* As if the worker died after its first delta: item b is gone, and the
 	 * position still points to the intent. */
 	doc.len = 0;
@@ -832,46 +849,137 @@ TEST(flush_intents_roll_forward)
 	REQUIRE(mm_ddb_get_stats(x.st, &after) == 0);
 	CHECK(after.rolled_forward == before.rolled_forward + 1);
 	CHECK(after.replays_skipped == before.replays_skipped + 1);
-	/* Reads of the position (twice) and of the intent's chunk; both deltas
-	 * (one skipped by its token) and the position, through this store. */
+	/* The position read twice and the intent's chunk; the cancel that found
+	 * the intent armed, both deltas (one skipped by its token) and the
+	 * position, all through this store. */
 	CHECK(after.requests[MM_DDB_OP_GET_ITEM] - before.requests[MM_DDB_OP_GET_ITEM] == 3);
-	CHECK(after.requests[MM_DDB_OP_UPDATE_ITEM] - before.requests[MM_DDB_OP_UPDATE_ITEM] >= 2);
-	CHECK(after.requests[MM_DDB_OP_PUT_ITEM] - before.requests[MM_DDB_OP_PUT_ITEM] == 1);
+	CHECK(after.requests[MM_DDB_OP_UPDATE_ITEM] - before.requests[MM_DDB_OP_UPDATE_ITEM] >= 4);
+	CHECK(after.requests[MM_DDB_OP_PUT_ITEM] - before.requests[MM_DDB_OP_PUT_ITEM] == 0);
 	CHECK(get_many(&x, &ns, keys, 2, s, found) == 0);
 	CHECK(found[0] && found[1]);
 	json_of(&msum, s[0], js, sizeof(js));
 	CHECK(strcmp(js, "{\"value\":5}") == 0);
 	json_of(&msum, s[1], js, sizeof(js));
 	CHECK(strcmp(js, "{\"value\":6}") == 0);
-	/* A corrupt intent. */
-	snprintf(tag, sizeof(tag), "00000000000000ab#%lld#1", (long long)now_ms());
+	/* The same intent unarmed (its writer had not set every pointer yet):
+	 * the reader cancels it and applies nothing; the writer's arming would
+	 * now fail. */
+	doc.len = 0;
+	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Key\":{\"pk\":{\"S\":\"#intent#%.*s\"},\"sk\":{\"N\":\"0\"}},"
+			    "\"UpdateExpression\":\"REMOVE arm\"}%c",
+		      x.table, (int)(strstr(tag, "#1#a") - tag), tag, 0);
+	REQUIRE(raw("UpdateItem", (const char *)doc.p, &out) == 0);
+	doc.len = 0;
+	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Key\":{\"pk\":{\"S\":\"rf#b\"},\"sk\":{\"N\":\"0\"}}}%c",
+		      x.table, 0);
+	REQUIRE(raw("DeleteItem", (const char *)doc.p, &out) == 0);
+	REQUIRE(set_pend(&x, pos.source, tag) == 0);
+	b.len = 0;
+	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == 0);
+	CHECK(b.len == 2 && memcmp(b.p, "P1", 2) == 0);
+	CHECK(get_many(&x, &ns, keys, 2, s, found) == 0);
+	CHECK(found[0] && !found[1]);
+	doc.len = 0;
+	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Key\":{\"pk\":{\"S\":\"#intent#%.*s\"},\"sk\":{\"N\":\"0\"}}}%c",
+		      x.table, (int)(strstr(tag, "#1#a") - tag), tag, 0);
+	REQUIRE(raw("GetItem", (const char *)doc.p, &out) == 0);
+	CHECK(strstr((const char *)out.p, "\"cx\"") != NULL);
+	/* A corrupt intent (armed). */
+	snprintf(tag, sizeof(tag), "00000000000000ab#%lld#1#a", (long long)now_ms());
 	doc.len = 0;
 	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Item\":{\"pk\":{\"S\":\"#intent#00000000000000ab#%.*s\"},"
-			    "\"sk\":{\"N\":\"0\"},\"d\":{\"B\":\"Z2FyYmFnZQ==\"}}}%c",
-		      x.table, (int)(strrchr(tag, '#') - strchr(tag, '#') - 1), strchr(tag, '#') + 1, 0);
+			    "\"sk\":{\"N\":\"0\"},\"arm\":{\"N\":\"1\"},\"d\":{\"B\":\"Z2FyYmFnZQ==\"}}}%c",
+		      x.table, (int)(strstr(tag, "#1#a") - strchr(tag, '#') - 1), strchr(tag, '#') + 1, 0);
 	REQUIRE(raw("PutItem", (const char *)doc.p, &out) == 0);
-	doc.len = 0;
-	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Key\":{\"pk\":{\"S\":\"#pos#%s\"},\"sk\":{\"N\":\"-3\"}},"
-			    "\"UpdateExpression\":\"SET pend = :p\",\"ExpressionAttributeValues\":"
-			    "{\":p\":{\"S\":\"%s\"}}}%c",
-		      x.table, pos.source, tag, 0);
-	REQUIRE(raw("UpdateItem", (const char *)doc.p, &out) == 0);
+	REQUIRE(set_pend(&x, pos.source, tag) == 0);
 	b.len = 0;
 	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == MM_ECORRUPT);
 	/* A vanished one: dropped, the stored position answers. */
 	snprintf(tag, sizeof(tag), "00000000000000cd#%lld#1", (long long)now_ms());
-	doc.len = 0;
-	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Key\":{\"pk\":{\"S\":\"#pos#%s\"},\"sk\":{\"N\":\"-3\"}},"
-			    "\"UpdateExpression\":\"SET pend = :p\",\"ExpressionAttributeValues\":"
-			    "{\":p\":{\"S\":\"%s\"}}}%c",
-		      x.table, pos.source, tag, 0);
-	REQUIRE(raw("UpdateItem", (const char *)doc.p, &out) == 0);
+	REQUIRE(set_pend(&x, pos.source, tag) == 0);
 	b.len = 0;
 	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == 0);
 	CHECK(b.len == 2 && memcmp(b.p, "P1", 2) == 0);
 	mm_buf_free(&b);
 	mm_buf_free(&doc);
 	mm_buf_free(&out);
+	CHECK(fx_close(&x) == 0);
+}
+
+/* A reader that owns the position from now on reads it (a Kafka partition
+ * at its assignment). */
+static int take(fx_t *x, const char *source, mm_buf_t *out)
+{
+	done_t d = {0};
+	int rc = mm_store_take_position(x->st, source, out, on_done, &d);
+
+	return rc ? rc : wait_done(x, &d);
+}
+
+/* fl: one delta s of the entity "k" and the position pos, moved to at. */
+static void one_delta(flush_t *fl, const mm_ns_t *ns, void *s, mm_position_t *pos, const char *at)
+{
+	flush_init(fl);
+	add_delta(fl, ns, "k", 0, 0, s);
+	pos->pos = (const uint8_t *)at;
+	pos->len = strlen(at);
+	fl->f.positions = pos;
+	fl->f.npositions = 1;
+}
+
+/*
+ * The zombie fence: a reader takes a position when it reads it, so a
+ * writer that read it before (and lost it without knowing) has its next
+ * flush refused with EFENCED at its pointer, before any delta; the new
+ * owner's flushes go through.
+ */
+TEST(zombie_fence)
+{
+	mm_monoid_t msum = monoid("sum", (mm_monoid_params_t){0});
+	mm_ns_t ns = {"zf", &msum};
+	_Alignas(16) unsigned char s[MM_STATE_MAX], got[MM_STATE_MAX];
+	static flush_t fl;
+	mm_position_t pos = {"kafka:g/t#t/0", (const uint8_t *)"P1", 2};
+	mm_key_t key = {"k", 1, 0};
+	mm_buf_t b = {0};
+	uint8_t found;
+	char js[64];
+	done_t d = {0};
+	fx_t x, y;
+
+	REQUIRE(fx_open(&x, NULL, 0) == 0);
+	faults("");
+	memset(&y, 0, sizeof(y));
+	uv_loop_init(&y.loop);
+	REQUIRE(fx_open_opts(&y, x.table, NULL, 0) == 0);
+	CHECK(take(&x, pos.source, &b) == MM_ENOTFOUND);
+	msum.vt->init(&msum, s);
+	add_int(&msum, s, 1);
+	one_delta(&fl, &ns, s, &pos, "P1");
+	CHECK(apply(&x, &fl.f) == 0);
+	/* y takes the position over. */
+	b.len = 0;
+	CHECK(take(&y, pos.source, &b) == 0);
+	CHECK(b.len == 2 && memcmp(b.p, "P1", 2) == 0);
+	/* x's next flush is fenced, and writes nothing. */
+	one_delta(&fl, &ns, s, &pos, "P2");
+	REQUIRE(mm_store_apply(x.st, &fl.f, on_done, &d) == 0);
+	CHECK(wait_done(&x, &d) == MM_EFENCED);
+	CHECK(strstr(d.detail, "fenced") != NULL);
+	CHECK(get_many(&x, &ns, &key, 1, got, &found) == 0);
+	json_of(&msum, got, js, sizeof(js));
+	CHECK(found && strcmp(js, "{\"value\":1}") == 0);
+	/* y's flush goes through. */
+	one_delta(&fl, &ns, s, &pos, "P3");
+	CHECK(apply(&y, &fl.f) == 0);
+	b.len = 0;
+	CHECK(take(&y, pos.source, &b) == 0);
+	CHECK(b.len == 2 && memcmp(b.p, "P3", 2) == 0);
+	CHECK(get_many(&y, &ns, &key, 1, got, &found) == 0);
+	json_of(&msum, got, js, sizeof(js));
+	CHECK(found && strcmp(js, "{\"value\":2}") == 0);
+	mm_buf_free(&b);
+	CHECK(fx_close(&y) == 0);
 	CHECK(fx_close(&x) == 0);
 }
 
@@ -1207,6 +1315,7 @@ int main(void)
 	RUN(entities_that_are_not_utf8);
 	RUN(metadata_and_positions);
 	RUN(flush_intents_roll_forward);
+	RUN(zombie_fence);
 	RUN(stale_tokens_are_pruned);
 	RUN(claim_protocol);
 	RUN(owner_lease);
