@@ -192,7 +192,7 @@ murmur.pipeline {
       table_name, dport)
     local code, _, err = S.exec(("%s %s ddb create-table"):format(denv, S.quote(S.murmur)))
     assert.are.equal(0, code, err)
-    return denv, dport
+    return denv, dport, dyn
   end
 
   -- The counts of the pipeline script at path, as the store of denv holds them.
@@ -314,7 +314,7 @@ murmur.pipeline {
   -- forward) and written only by the worker holding the lease; a lease
   -- moving between live workers is handed over after its owner's flush.
   it("is exact without event ids when two workers share a DynamoDB store, across kill -9 and a kill between deltas", function()
-    local denv = ddb_store("dynalite-noid", "kin_noid")
+    local denv, _, dyn = ddb_store("dynalite-noid", "kin_noid")
     local stream, expected = new_stream(4), {}
     put(stream, 0, 800, expected)
     local path = dir .. "/noid.lua"
@@ -337,8 +337,11 @@ murmur.pipeline {
         endpoint()), log)
       return handles[n]
     end
+    -- A test keeps only its last finally: this one replaces ddb_store's,
+    -- so it stops dynalite too (it was left running after every run).
     finally(function()
       for _, h in pairs(handles) do S.kill(h, "KILL") S.wait_exit(h, 5) end
+      S.kill(dyn, "TERM") S.wait_exit(dyn, 5)
     end)
     local function wstatus(n) return kinesis_status(("%s/noid-w%d"):format(dir, n)) end
     local function read_by(n)
