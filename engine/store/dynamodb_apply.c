@@ -409,6 +409,24 @@ static int start_prune(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item)
 }
 
 /*
+ * Builds with MM_ERRINJ: MURMUR_ERRINJ_DDB_CAS_HOLD_MS=N holds every
+ * conditional write N ms after its read. Whether two writers' read-merge-write
+ * cycles overlap is otherwise left to the scheduler, and on a loaded machine
+ * they may never do; the hold widens the window so the concurrent-writers
+ * spec runs the conflict path however the processes are scheduled.
+ */
+static uint64_t cas_hold_ms(void)
+{
+#ifdef MM_ERRINJ
+	const char *v = getenv("MURMUR_ERRINJ_DDB_CAS_HOLD_MS");
+
+	return v && *v ? strtoull(v, NULL, 10) : 0;
+#else
+	return 0;
+#endif
+}
+
+/*
  * Read-merge-write, after the read: decides whether the delta is already in
  * (our token), merges it into what was read, and sends the conditional write.
  * Returns 0 when a write was sent, 1 when the delta turned out applied, or a
@@ -424,6 +442,7 @@ static int cas_write(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item)
 	const mm_jnode_t *a;
 	int ok = 0, rc, ttl = has_ttl(d->expire_ms), np = 0, i;
 	int64_t token = item ? mm_ddb_attr_i64(item, job->writer_attr, &ok) : 0;
+	uint64_t hold;
 
 	if (item && ok && (uint64_t)token >= job->seq)
 		return 1;
@@ -484,7 +503,10 @@ static int cas_write(mm_ddb_t *st, ddb_slot_t *sl, const mm_jnode_t *item)
 		goto out;
 	sl->kind = K_CAS_PUT;
 	sl->target = "UpdateItem";
-	rc = mm_ddb_slot_send(sl);
+	if ((hold = cas_hold_ms()) > 0)
+		mm_ddb_slot_send_later(sl, hold);
+	else
+		rc = mm_ddb_slot_send(sl);
 out:
 	m->vt->destroy(m, acc);
 	return rc;
