@@ -17,99 +17,17 @@
  * pipeline that keeps every bucket) is failed_precondition; a reversed,
  * malformed or out-of-retention range is invalid_argument; a store failure
  * is unavailable when retrying may help, else internal.
+ *
+ * This file holds the dispatch, the jobs and their batched store reads;
+ * descriptors, ranges and result messages are in the files query_impl.h
+ * lists.
  */
-#include <inttypes.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "murmur/v1/query.pb-c.h"
-
-#include "../aws/awsjson.h"
-#include "../codec/json.h"
 #include "../lib/time.h"
-#include "../lib/error.h"
 #include "../monoid/bloom.h"
-#include "../monoid/window.h"
-#include "../store/keyset.h"
-#include "query.h"
-#include "rcache.h"
-
-#define MAX_BUCKETS 100000
-#define MAX_KEYS 200000
-#define MAX_ENTITY 1024
-
-typedef struct pipe_meta {
-	char *name;
-	mm_monoid_t m;
-	char describe[96];
-	int64_t gran, ret;
-	char *script;
-	char **keys;
-	size_t nkeys;
-	struct pipe_meta *next;
-} pipe_meta_t;
-
-typedef struct job job_t;
-
-/* A call waiting for a descriptor that is not cached yet. It lives in the
- * call's arena; fn gets the descriptor, or rc and its detail. */
-typedef struct meta_wait {
-	void (*fn)(void *arg, int rc, const char *detail, const pipe_meta_t *pm);
-	void *arg;
-	struct meta_wait *next;
-} meta_wait_t;
-
-struct mm_query {
-	mm_store_t **stores;
-	size_t nstores;
-	pipe_meta_t *metas;
-	struct meta_read *reading;  /* descriptor reads in flight */
-	size_t inflight;            /* store reads queued or in flight */
-	uv_check_t *check;          /* flushes `queue` after each poll phase */
-	mm_rcache_t *rcache;        /* results kept for --result-cache, or NULL */
-	job_t *queue, **queue_tail; /* jobs planned in this loop iteration */
-};
-
-enum { RANGE_ALL, RANGE_WINDOW, RANGE_FROM_TO };
-
-/* A job's view of one store's answers: key i's state and found flag are
- * at index map[i] of states and found (index i when map is NULL). */
-typedef struct slot {
-	job_t *job;
-	uint8_t *states;
-	uint8_t *found;
-	const uint32_t *map;
-} slot_t;
-
-struct job {
-	mm_query_t *q;
-	mm_rpc_call_t *call;
-	const pipe_meta_t *pm;
-	char **ents;
-	size_t nent;
-	int64_t lo, hi;             /* bucket range; 0..0 for all-time */
-	size_t nb;
-	mm_key_t *keys;
-	slot_t *slots;
-	size_t pending;
-	int status;
-	char detail[256];
-	int include_raw;
-	int bloom;                  /* MightContain */
-	char **items;
-	size_t nitems;
-	job_t *next;                /* in the query's queue, then in its batch */
-	int fresh;                  /* fresh_read: skip the result cache */
-	int mode;                   /* RANGE_*, with the request's strings below */
-	const char *window, *at, *from, *to;
-	meta_wait_t wait;           /* while the descriptor is read */
-	struct hit {                /* per entity, when every one was cached */
-		uint8_t *p;
-		size_t n;
-		int found;
-	} *hits;
-};
+#include "query_impl.h"
 
 /* The reads of every job of one pipeline queued in one loop iteration, as
  * one get_many per store (see mm_query_call), each distinct key read once.
@@ -130,527 +48,6 @@ typedef struct batch {
 	int status;
 	char detail[256];
 } batch_t;
-
-/* ---- descriptors ---- */
-
-static void meta_free(pipe_meta_t *pm)
-{
-	free(pm->name);
-	free(pm->script);
-	for (size_t i = 0; i < pm->nkeys; i++)
-		free(pm->keys[i]);
-	free(pm->keys);
-	free(pm);
-}
-
-static char *dup_node(const mm_jnode_t *n)
-{
-	return n && n->type == MM_JSON_STRING ? strndup(n->s, n->len) : NULL;
-}
-
-static double num_node(const mm_jnode_t *n)
-{
-	int is_int;
-	int64_t i;
-	double d = 0;
-
-	if (n && n->type == MM_JSON_NUMBER && mm_json_number(n->s, n->len, &is_int, &i, &d) == 0)
-		return is_int ? (double)i : d;
-	return 0;
-}
-
-/* Parses a stored descriptor "compat\n{json}" (runner.lua meta_of). */
-static int meta_parse(const char *name, const mm_buf_t *raw, pipe_meta_t **out)
-{
-	const char *nl = memchr(raw->p, '\n', raw->len);
-	mm_jtree_t t = {0};
-	pipe_meta_t *pm = calloc(1, sizeof(*pm));
-	const mm_jnode_t *mo, *keys;
-	mm_monoid_params_t p = {0};
-	char *mname = NULL;
-	mm_buf_t d = {0};
-	int rc;
-
-	if (pm == NULL)
-		return mm_diag_set(MM_ENOMEM, "query: out of memory");
-	rc = nl ? mm_jtree_parse(&t, nl + 1, raw->len - (size_t)(nl + 1 - (const char *)raw->p))
-		: mm_diag_set(MM_ECORRUPT, "pipeline '%s': descriptor without JSON", name);
-	if (rc)
-		goto fail;
-	mo = mm_jnode_get(t.root, "monoid");
-	mname = dup_node(mm_jnode_get(mo, "name"));
-	if (mname == NULL) {
-		rc = mm_diag_set(MM_ECORRUPT, "pipeline '%s': descriptor names no monoid", name);
-		goto fail;
-	}
-	{
-		const mm_jnode_t *fl = mm_jnode_get(mo, "float");
-		p.is_float = fl && fl->type == MM_JSON_TRUE;
-	}
-	p.k = (uint32_t)num_node(mm_jnode_get(mo, "k"));
-	p.max_size = (uint32_t)num_node(mm_jnode_get(mo, "max_size"));
-	p.capacity = (uint64_t)num_node(mm_jnode_get(mo, "capacity"));
-	p.fpr = num_node(mm_jnode_get(mo, "fpr"));
-	if ((rc = mm_monoid_init(&pm->m, mname, &p)) != 0)
-		goto fail;
-	if (mm_monoid_describe(&pm->m, &d) == 0)
-		snprintf(pm->describe, sizeof(pm->describe), "%.*s", (int)d.len, (const char *)d.p);
-	pm->gran = (int64_t)num_node(mm_jnode_get(t.root, "granularity_ms"));
-	pm->ret = (int64_t)num_node(mm_jnode_get(t.root, "retention_ms"));
-	pm->script = dup_node(mm_jnode_get(t.root, "script"));
-	keys = mm_jnode_get(t.root, "key");
-	if (keys && keys->type == MM_JSON_ARRAY && keys->n > 0) {
-		pm->keys = calloc(keys->n, sizeof(char *));
-		for (const mm_jnode_t *k = keys->child; pm->keys && k; k = k->next)
-			if (k->type == MM_JSON_STRING)
-				pm->keys[pm->nkeys++] = dup_node(k);
-	}
-	pm->name = strdup(name);
-	if (pm->name == NULL) {
-		rc = mm_diag_set(MM_ENOMEM, "query: out of memory");
-		goto fail;
-	}
-	*out = pm;
-	pm = NULL;
-fail:
-	if (pm)
-		meta_free(pm);
-	free(mname);
-	mm_buf_free(&d);
-	mm_jtree_free(&t);
-	return rc;
-}
-
-/* The cached descriptor of pipeline `name`, or NULL. */
-static const pipe_meta_t *meta_find(const mm_query_t *q, const char *name)
-{
-	for (const pipe_meta_t *pm = q->metas; pm != NULL; pm = pm->next)
-		if (strcmp(pm->name, name) == 0)
-			return pm;
-	return NULL;
-}
-
-/* One store's answer to a descriptor read. */
-typedef struct meta_part {
-	struct meta_read *mr;
-	mm_buf_t raw;
-	int status;
-	char detail[200];
-} meta_part_t;
-
-/* A descriptor read in flight: one get_meta per store (on the loop, like
- * get_many: over DynamoDB a request, over LMDB the thread pool), for every
- * call that asked for the pipeline before the answer came. */
-struct meta_read {
-	mm_query_t *q;
-	char *name;
-	meta_part_t *parts;         /* per store */
-	size_t pending;
-	meta_wait_t *waiters;
-	struct meta_read *next;     /* in q->reading */
-};
-
-/* Every store has answered: parse, check that the stores agree, cache the
- * descriptor, then answer the waiters. Errors are not cached: the next call
- * reads again. */
-static void meta_read_done(struct meta_read *mr)
-{
-	mm_query_t *q = mr->q;
-	pipe_meta_t *pm = NULL;
-	const char *detail = NULL;
-	char msg[256];
-	int rc = 0;
-
-	for (size_t i = 0; rc == 0 && i < q->nstores; i++) {
-		meta_part_t *pt = &mr->parts[i];
-		pipe_meta_t *other = NULL;
-
-		if (pt->status == MM_ENOTFOUND)
-			continue;
-		if ((rc = pt->status) != 0) {
-			detail = pt->detail;
-			break;
-		}
-		if ((rc = meta_parse(mr->name, &pt->raw, pm ? &other : &pm)) != 0)
-			break;
-		if (other) {
-			int same = strcmp(other->describe, pm->describe) == 0 && other->gran == pm->gran;
-
-			meta_free(other);
-			if (!same)
-				rc = mm_diag_set(MM_EINCOMPAT,
-						 "pipeline '%s' has different monoids or windows in different data directories",
-						 mr->name);
-		}
-	}
-	if (rc == 0 && pm == NULL)
-		rc = mm_diag_set(MM_ENOTFOUND, "no pipeline '%s' in the store", mr->name);
-	if (rc && detail == NULL) {
-		snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
-		detail = msg;
-	}
-	if (rc && pm) {
-		meta_free(pm);
-		pm = NULL;
-	}
-	if (pm) {
-		pm->next = q->metas;
-		q->metas = pm;
-	}
-	for (struct meta_read **p = &q->reading; *p != NULL; p = &(*p)->next)
-		if (*p == mr) {
-			*p = mr->next;
-			break;
-		}
-	for (meta_wait_t *w = mr->waiters, *next; w != NULL; w = next) {
-		next = w->next;
-		w->fn(w->arg, rc, detail, pm);
-	}
-	q->inflight--;
-	for (size_t i = 0; i < q->nstores; i++)
-		mm_buf_free(&mr->parts[i].raw);
-	free(mr->parts);
-	free(mr->name);
-	free(mr);
-}
-
-static void on_meta_read(void *arg, int status, const char *detail)
-{
-	meta_part_t *pt = arg;
-
-	pt->status = status;
-	if (status)
-		snprintf(pt->detail, sizeof(pt->detail), "%s", detail ? detail : mm_strerror(status));
-	if (--pt->mr->pending == 0)
-		meta_read_done(pt->mr);
-}
-
-/* Reads the descriptor of pipeline `name` (not cached) from every store,
- * without blocking the loop: w->fn runs when all have answered (before this
- * returns only if no store could start its read). Calls asking for the same
- * pipeline meanwhile share the read. Returns 0, or MM_ENOMEM (then w->fn is
- * not called). */
-static int meta_read(mm_query_t *q, const char *name, meta_wait_t *w)
-{
-	struct meta_read *mr;
-
-	for (mr = q->reading; mr != NULL; mr = mr->next)
-		if (strcmp(mr->name, name) == 0) {
-			w->next = mr->waiters;
-			mr->waiters = w;
-			return 0;
-		}
-	if ((mr = calloc(1, sizeof(*mr))) == NULL || (mr->name = strdup(name)) == NULL ||
-	    (mr->parts = calloc(q->nstores, sizeof(meta_part_t))) == NULL) {
-		if (mr)
-			free(mr->name);
-		free(mr);
-		return mm_diag_set(MM_ENOMEM, "query: out of memory");
-	}
-	mr->q = q;
-	mr->waiters = w;
-	w->next = NULL;
-	mr->next = q->reading;
-	q->reading = mr;
-	q->inflight++;
-	mr->pending = 1; /* held until every read is started */
-	for (size_t i = 0; i < q->nstores; i++) {
-		meta_part_t *pt = &mr->parts[i];
-		int rc;
-
-		pt->mr = mr;
-		mr->pending++;
-		if ((rc = mm_store_get_meta(q->stores[i], name, &pt->raw, on_meta_read, pt)) != 0) {
-			mr->pending--;
-			pt->status = rc;
-			snprintf(pt->detail, sizeof(pt->detail), "%s", mm_diag_msg());
-		}
-	}
-	if (--mr->pending == 0)
-		meta_read_done(mr);
-	return 0;
-}
-
-static int code_of(int rc)
-{
-	if (rc == MM_ENOTFOUND)
-		return MM_RPC_NOT_FOUND;
-	if (rc == MM_EINCOMPAT)
-		return MM_RPC_FAILED_PRECONDITION;
-	if (rc == MM_ENOMEM)
-		return MM_RPC_RESOURCE_EXHAUSTED;
-	return mm_err_retriable(rc) ? MM_RPC_UNAVAILABLE : MM_RPC_INTERNAL;
-}
-
-/* ---- bucket ranges (lua/murmur/query.lua buckets_for) ---- */
-
-static int parse_when(const char *s, int64_t *ms)
-{
-	char tmp[40];
-	size_t n = strlen(s);
-
-	if (n == 10 && s[4] == '-' && s[7] == '-') {
-		snprintf(tmp, sizeof(tmp), "%sT00:00:00Z", s);
-		return mm_time_parse_rfc3339(tmp, strlen(tmp), ms);
-	}
-	return mm_time_parse_rfc3339(s, n, ms);
-}
-
-static void fmt_span(int64_t ms, char *out, size_t cap)
-{
-	if (ms % MM_DAY_MS == 0)
-		snprintf(out, cap, "%" PRId64 "d", (int64_t)(ms / MM_DAY_MS));
-	else if (ms % MM_HOUR_MS == 0)
-		snprintf(out, cap, "%" PRId64 "h", (int64_t)(ms / MM_HOUR_MS));
-	else
-		snprintf(out, cap, "%" PRId64 "ms", ms);
-}
-
-/* Fills j->lo/hi/nb; returns 0 or an MM_RPC code with j->detail. */
-static int plan_range(job_t *j, int mode, const char *window, const char *at, const char *from,
-		      const char *to)
-{
-	const pipe_meta_t *pm = j->pm;
-	int64_t gran = pm->gran, ret = pm->ret, now = mm_now_ms(), lo, hi, d;
-
-#define FAIL(code, ...) (snprintf(j->detail, sizeof(j->detail), __VA_ARGS__), (code))
-	if (gran == 0) {
-		if (mode != RANGE_ALL)
-			return FAIL(MM_RPC_FAILED_PRECONDITION,
-				    "pipeline '%s' has no window (it keeps all-time values): use Get",
-				    pm->name);
-		j->lo = j->hi = 0;
-		j->nb = 1;
-		return 0;
-	}
-	if (at && at[0] && parse_when(at, &now) != 0)
-		return FAIL(MM_RPC_INVALID_ARGUMENT, "at: %s", mm_diag_msg());
-	if (mode == RANGE_WINDOW) {
-		if (window == NULL || window[0] == '\0' ||
-		    mm_duration_parse(window, strlen(window), &d) != 0 || d <= 0)
-			return FAIL(MM_RPC_INVALID_ARGUMENT,
-				    "window: expected a duration such as 30d or 12h, got '%s'",
-				    window ? window : "");
-		hi = mm_window_bucket(gran, now);
-		lo = hi - (d + gran - 1) / gran + 1;
-		if (lo > hi)
-			lo = hi;
-	} else if (mode == RANGE_FROM_TO) {
-		int64_t f, t;
-
-		if (!from || !from[0] || !to || !to[0])
-			return FAIL(MM_RPC_INVALID_ARGUMENT, "from and to are both required");
-		if (parse_when(from, &f) != 0)
-			return FAIL(MM_RPC_INVALID_ARGUMENT, "from: %s", mm_diag_msg());
-		if (parse_when(to, &t) != 0)
-			return FAIL(MM_RPC_INVALID_ARGUMENT, "to: %s", mm_diag_msg());
-		if (f > t)
-			return FAIL(MM_RPC_INVALID_ARGUMENT,
-				    "from %s is after to %s: give the earlier time first", from, to);
-		lo = mm_window_bucket(gran, f);
-		hi = mm_window_bucket(gran, t);
-	} else {
-		if (ret == 0)
-			return FAIL(MM_RPC_FAILED_PRECONDITION,
-				    "pipeline '%s' keeps every bucket: use GetWindow or GetRange",
-				    pm->name);
-		hi = mm_window_bucket(gran, now);
-		lo = mm_window_oldest_kept(gran, ret, now);
-	}
-	if (ret > 0) {
-		int64_t oldest = mm_window_oldest_kept(gran, ret, now);
-
-		if (hi < oldest) {
-			char when[32], span[32];
-
-			mm_time_format(mm_window_bucket_start_ms(gran, oldest), when);
-			fmt_span(ret, span, sizeof(span));
-			return FAIL(MM_RPC_INVALID_ARGUMENT,
-				    "the range ends before %s, the oldest time this pipeline keeps "
-				    "(retention %s): nothing there to read",
-				    when, span);
-		}
-		if (lo < oldest)
-			lo = oldest;
-	}
-	if (lo < 1)
-		lo = 1;
-	if (hi < lo || hi - lo + 1 > MAX_BUCKETS)
-		return FAIL(MM_RPC_INVALID_ARGUMENT, "the range spans more than %d buckets", MAX_BUCKETS);
-	j->lo = lo;
-	j->hi = hi;
-	j->nb = (size_t)(hi - lo + 1);
-	return 0;
-#undef FAIL
-}
-
-/* ---- results ---- */
-
-#define NEW(a, T, init) ({ T *x_ = mm_arena_alloc((a), sizeof(T)); if (x_) init(x_); x_; })
-
-static char *arena_str(mm_arena_t *a, const mm_jnode_t *n)
-{
-	if (n == NULL || n->type != MM_JSON_STRING)
-		return mm_arena_strndup(a, "", 0);
-	return mm_arena_strndup(a, n->s, n->len);
-}
-
-static uint64_t u64_node(const mm_jnode_t *n)
-{
-	char tmp[32];
-
-	if (n == NULL || n->type != MM_JSON_NUMBER || n->len >= sizeof(tmp))
-		return 0;
-	memcpy(tmp, n->s, n->len);
-	tmp[n->len] = '\0';
-	return strtoull(tmp, NULL, 10);
-}
-
-/* Fills the oneof of r from the monoid's JSON (engine/monoid to_json). */
-static int fill_value(mm_arena_t *a, const pipe_meta_t *pm, const void *acc, int include_raw,
-		      Murmur__V1__Result *r)
-{
-	const char *mname = pm->m.vt->name;
-	mm_buf_t js = {0};
-	mm_jtree_t t = {0};
-	const mm_jnode_t *root;
-	int rc = pm->m.vt->to_json(&pm->m, acc, &js);
-
-	if (rc == 0)
-		rc = mm_jtree_parse(&t, (const char *)js.p, js.len);
-	if (rc)
-		goto done;
-	root = t.root;
-	rc = MM_ENOMEM;
-	if (strcmp(mname, "set") == 0) {
-		Murmur__V1__SetValue *v = NEW(a, Murmur__V1__SetValue, murmur__v1__set_value__init);
-		const mm_jnode_t *mem = mm_jnode_get(root, "members"), *tr = mm_jnode_get(root, "truncated");
-
-		if (v == NULL)
-			goto done;
-		v->size = (uint32_t)u64_node(mm_jnode_get(root, "size"));
-		v->truncated = tr && tr->type == MM_JSON_TRUE;
-		v->n_members = mem ? mem->n : 0;
-		v->members = mm_arena_alloc(a, (v->n_members + 1) * sizeof(char *));
-		if (v->members == NULL)
-			goto done;
-		size_t i = 0;
-		for (const mm_jnode_t *e = mem ? mem->child : NULL; e; e = e->next)
-			if ((v->members[i++] = arena_str(a, e)) == NULL)
-				goto done;
-		r->value_case = MURMUR__V1__RESULT__VALUE_SET;
-		r->set = v;
-	} else if (strcmp(mname, "hll") == 0) {
-		Murmur__V1__HllValue *v = NEW(a, Murmur__V1__HllValue, murmur__v1__hll_value__init);
-
-		if (v == NULL)
-			goto done;
-		v->cardinality = u64_node(mm_jnode_get(root, "cardinality"));
-		if (include_raw) {
-			js.len = 0;
-			if (pm->m.vt->encode(&pm->m, acc, &js) != 0 ||
-			    (v->raw.data = mm_arena_alloc(a, js.len ? js.len : 1)) == NULL)
-				goto done;
-			memcpy(v->raw.data, js.p, js.len);
-			v->raw.len = js.len;
-		}
-		r->value_case = MURMUR__V1__RESULT__VALUE_HLL;
-		r->hll = v;
-	} else if (strcmp(mname, "topk") == 0) {
-		Murmur__V1__TopKValue *v = NEW(a, Murmur__V1__TopKValue, murmur__v1__top_kvalue__init);
-		const mm_jnode_t *items = mm_jnode_get(root, "items");
-		size_t i = 0;
-
-		if (v == NULL)
-			goto done;
-		v->k = (uint32_t)u64_node(mm_jnode_get(root, "k"));
-		v->n = u64_node(mm_jnode_get(root, "n"));
-		v->error = u64_node(mm_jnode_get(root, "error"));
-		v->n_items = items ? items->n : 0;
-		v->items = mm_arena_alloc(a, (v->n_items + 1) * sizeof(*v->items));
-		if (v->items == NULL)
-			goto done;
-		for (const mm_jnode_t *e = items ? items->child : NULL; e; e = e->next) {
-			Murmur__V1__TopKItem *it = NEW(a, Murmur__V1__TopKItem, murmur__v1__top_kitem__init);
-
-			if (it == NULL || (it->item = arena_str(a, mm_jnode_get(e, "item"))) == NULL)
-				goto done;
-			it->count = u64_node(mm_jnode_get(e, "count"));
-			it->lower = u64_node(mm_jnode_get(e, "lower"));
-			it->upper = u64_node(mm_jnode_get(e, "upper"));
-			v->items[i++] = it;
-		}
-		r->value_case = MURMUR__V1__RESULT__VALUE_TOPK;
-		r->topk = v;
-	} else if (strcmp(mname, "bloom") == 0) {
-		Murmur__V1__BloomValue *v = NEW(a, Murmur__V1__BloomValue, murmur__v1__bloom_value__init);
-
-		if (v == NULL)
-			goto done;
-		v->bits = u64_node(mm_jnode_get(root, "bits"));
-		v->hashes = (uint32_t)u64_node(mm_jnode_get(root, "hashes"));
-		v->approx_count = u64_node(mm_jnode_get(root, "approx_count"));
-		r->value_case = MURMUR__V1__RESULT__VALUE_BLOOM;
-		r->bloom = v;
-	} else {
-		/* sum, count, min, max, first, last */
-		Murmur__V1__Scalar *v = NEW(a, Murmur__V1__Scalar, murmur__v1__scalar__init);
-		const mm_jnode_t *val = mm_jnode_get(root, "value"), *tm = mm_jnode_get(root, "time");
-		int is_int = 0;
-		int64_t i = 0;
-		double d = 0;
-
-		if (v == NULL)
-			goto done;
-		if (val && val->type == MM_JSON_NUMBER) {
-			if (mm_json_number(val->s, val->len, &is_int, &i, &d) != 0) {
-				rc = mm_diag_set(MM_ERANGE, "value out of range");
-				goto done;
-			}
-			/* A float sum stays a double even when its value is whole. */
-			if (is_int && !(strcmp(mname, "sum") == 0 && pm->m.p.is_float)) {
-				v->value_case = MURMUR__V1__SCALAR__VALUE_INT_VALUE;
-				v->int_value = i;
-			} else {
-				v->value_case = MURMUR__V1__SCALAR__VALUE_DOUBLE_VALUE;
-				v->double_value = d;
-			}
-		} else if (val && val->type == MM_JSON_STRING) {
-			v->value_case = MURMUR__V1__SCALAR__VALUE_STRING_VALUE;
-			if ((v->string_value = arena_str(a, val)) == NULL)
-				goto done;
-		}
-		if (tm && tm->type == MM_JSON_STRING && (v->time = arena_str(a, tm)) == NULL)
-			goto done;
-		r->value_case = MURMUR__V1__RESULT__VALUE_SCALAR;
-		r->scalar = v;
-	}
-	rc = 0;
-done:
-	if (rc == MM_ENOMEM)
-		mm_diag_set(MM_ENOMEM, "query: out of memory");
-	mm_buf_free(&js);
-	mm_jtree_free(&t);
-	return rc;
-}
-
-static Murmur__V1__Window *make_window(mm_arena_t *a, const job_t *j)
-{
-	Murmur__V1__Window *w;
-	char from[32], to[32];
-
-	if (j->pm->gran == 0)
-		return NULL;
-	w = NEW(a, Murmur__V1__Window, murmur__v1__window__init);
-	if (w == NULL)
-		return NULL;
-	mm_time_format(mm_window_bucket_start_ms(j->pm->gran, j->lo), from);
-	mm_time_format(mm_window_bucket_start_ms(j->pm->gran, j->hi + 1) - 1, to);
-	w->from = mm_arena_strndup(a, from, strlen(from));
-	w->to = mm_arena_strndup(a, to, strlen(to));
-	w->buckets = (int32_t)j->nb;
-	return w;
-}
 
 /* ---- jobs ---- */
 
@@ -787,7 +184,7 @@ static void job_finish(job_t *j)
 		return;
 	}
 	results = mm_arena_alloc(a, j->nent * sizeof(*results));
-	if (j->pm->gran != 0 && (win = make_window(a, j)) == NULL)
+	if (j->pm->gran != 0 && (win = mm_query_make_window(a, j)) == NULL)
 		rc = MM_ENOMEM;
 	if (results == NULL)
 		rc = MM_ENOMEM;
@@ -805,7 +202,7 @@ static void job_finish(job_t *j)
 		if (found < 0)
 			rc = found;
 		else
-			rc = fill_value(a, j->pm, acc, j->include_raw, r);
+			rc = mm_query_fill_value(a, j->pm, acc, j->include_raw, r);
 		m->vt->destroy(m, acc);
 		r->pipeline = j->pm->name;
 		r->entity = j->ents[e];
@@ -1037,120 +434,7 @@ static void job_start(job_t *j)
 	q->queue_tail = &j->next;
 	uv_check_start(q->check, on_check);
 }
-
 /* ---- methods ---- */
-
-static Murmur__V1__Pipeline *pipeline_msg(mm_arena_t *a, const pipe_meta_t *pm)
-{
-	Murmur__V1__Pipeline *p = NEW(a, Murmur__V1__Pipeline, murmur__v1__pipeline__init);
-
-	if (p == NULL)
-		return NULL;
-	p->name = pm->name;
-	p->monoid = (char *)pm->describe;
-	p->granularity_ms = pm->gran;
-	p->retention_ms = pm->ret;
-	p->script = pm->script ? pm->script : (char *)"";
-	p->n_key = pm->nkeys;
-	p->key = pm->keys;
-	return p;
-}
-
-static int name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* A ListPipelines call: the names, then each one's descriptor in turn. */
-typedef struct list_ctx {
-	mm_query_t *q;
-	mm_rpc_call_t *call;
-	Murmur__V1__ListPipelinesResponse *resp;
-	char **v;
-	size_t k, i;
-	meta_wait_t wait;
-} list_ctx_t;
-
-static void list_next(list_ctx_t *lc);
-
-static void on_list_meta(void *arg, int rc, const char *detail, const pipe_meta_t *pm)
-{
-	list_ctx_t *lc = arg;
-
-	if (rc) {
-		mm_rpc_done(lc->call, NULL, code_of(rc), "%s", detail);
-		return;
-	}
-	if ((lc->resp->pipelines[lc->resp->n_pipelines++] = pipeline_msg(lc->call->arena, pm)) == NULL) {
-		mm_rpc_done(lc->call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		return;
-	}
-	lc->i++;
-	list_next(lc);
-}
-
-/* Adds the cached descriptors from name i on; reads the first one that is
- * not cached and goes on from its callback. */
-static void list_next(list_ctx_t *lc)
-{
-	for (; lc->i < lc->k; lc->i++) {
-		const char *name = lc->v[lc->i];
-		const pipe_meta_t *pm;
-
-		if (lc->i > 0 && strcmp(name, lc->v[lc->i - 1]) == 0)
-			continue; /* in several data directories */
-		if ((pm = meta_find(lc->q, name)) == NULL) {
-			lc->wait = (meta_wait_t){on_list_meta, lc, NULL};
-			if (meta_read(lc->q, name, &lc->wait) != 0)
-				mm_rpc_done(lc->call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
-			return;
-		}
-		if ((lc->resp->pipelines[lc->resp->n_pipelines++] = pipeline_msg(lc->call->arena, pm)) == NULL) {
-			mm_rpc_done(lc->call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
-			return;
-		}
-	}
-	mm_rpc_done(lc->call, &lc->resp->base, MM_RPC_OK, NULL);
-}
-
-/* The names come from list_meta, which is still a blocking read (one per
- * ListPipelines call); the descriptors are read through the loop. */
-static void list_pipelines(mm_query_t *q, mm_rpc_call_t *call)
-{
-	mm_arena_t *a = call->arena;
-	list_ctx_t *lc = mm_arena_calloc(a, sizeof(*lc));
-	mm_buf_t names = {0};
-	char *copy = NULL;
-	size_t n = 0;
-	int rc = 0;
-
-	for (size_t s = 0; rc == 0 && s < q->nstores; s++)
-		rc = mm_store_list_meta(q->stores[s], &names);
-	for (size_t i = 0; i < names.len; i++)
-		n += names.p[i] == 0;
-	if (rc == 0 && (lc == NULL ||
-			(lc->resp = NEW(a, Murmur__V1__ListPipelinesResponse,
-					murmur__v1__list_pipelines_response__init)) == NULL ||
-			(lc->v = mm_arena_alloc(a, (n + 1) * sizeof(char *))) == NULL ||
-			(lc->resp->pipelines = mm_arena_alloc(a, (n + 1) * sizeof(*lc->resp->pipelines))) == NULL ||
-			(copy = mm_arena_alloc(a, names.len + 1)) == NULL))
-		rc = mm_diag_set(MM_ENOMEM, "query: out of memory");
-	if (rc) {
-		mm_rpc_done(call, NULL, code_of(rc), "%s", mm_diag_msg());
-		mm_buf_free(&names);
-		return;
-	}
-	/* The names outlive this call's stack: they go in the arena. */
-	if (names.len > 0)
-		memcpy(copy, names.p, names.len);
-	for (size_t i = 0; i < names.len; i += strlen(copy + i) + 1)
-		lc->v[lc->k++] = copy + i;
-	mm_buf_free(&names);
-	qsort(lc->v, lc->k, sizeof(char *), name_cmp);
-	lc->q = q;
-	lc->call = call;
-	list_next(lc);
-}
 
 static int check_name(mm_rpc_call_t *call, const char *pipeline)
 {
@@ -1179,23 +463,6 @@ static int check_entities(mm_rpc_call_t *call, char **ents, size_t n)
 	return 0;
 }
 
-static void on_describe_meta(void *arg, int rc, const char *detail, const pipe_meta_t *pm)
-{
-	mm_rpc_call_t *call = arg;
-	Murmur__V1__DescribeResponse *resp;
-
-	if (rc) {
-		mm_rpc_done(call, NULL, code_of(rc), "%s", detail);
-		return;
-	}
-	resp = NEW(call->arena, Murmur__V1__DescribeResponse, murmur__v1__describe_response__init);
-	if (resp == NULL || (resp->pipeline = pipeline_msg(call->arena, pm)) == NULL) {
-		mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
-		return;
-	}
-	mm_rpc_done(call, &resp->base, MM_RPC_OK, NULL);
-}
-
 /* A read whose descriptor is known: its bucket range, then the result
  * cache or the store. */
 static void job_plan(job_t *j)
@@ -1208,7 +475,7 @@ static void job_plan(job_t *j)
 			    "pipeline '%s' is a %s, not a bloom filter", j->pm->name, j->pm->m.vt->name);
 		return;
 	}
-	if ((rc = plan_range(j, j->mode, j->window, j->at, j->from, j->to)) != 0) {
+	if ((rc = mm_query_plan_range(j, j->mode, j->window, j->at, j->from, j->to)) != 0) {
 		mm_rpc_done(call, NULL, rc, "%s", j->detail);
 		return;
 	}
@@ -1250,26 +517,14 @@ void mm_query_call(void *arg, mm_rpc_call_t *call)
 	job_t *j;
 
 	if (d == &murmur__v1__list_pipelines_request__descriptor) {
-		list_pipelines(q, call);
+		mm_query_list(q, call);
 		return;
 	}
 	if (d == &murmur__v1__describe_request__descriptor) {
 		const Murmur__V1__DescribeRequest *r = req;
-		const pipe_meta_t *pm;
-		meta_wait_t *w;
 
-		if (check_name(call, r->pipeline))
-			return;
-		if ((pm = meta_find(q, r->pipeline)) != NULL) {
-			on_describe_meta(call, 0, NULL, pm);
-			return;
-		}
-		if ((w = mm_arena_alloc(call->arena, sizeof(*w))) != NULL) {
-			*w = (meta_wait_t){on_describe_meta, call, NULL};
-			if (meta_read(q, r->pipeline, w) == 0)
-				return;
-		}
-		mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		if (!check_name(call, r->pipeline))
+			mm_query_describe(q, call, r->pipeline);
 		return;
 	}
 	j = mm_arena_calloc(call->arena, sizeof(*j));
@@ -1338,12 +593,12 @@ void mm_query_call(void *arg, mm_rpc_call_t *call)
 	j->include_raw = include_raw;
 	j->mode = mode;
 	j->window = window, j->at = at, j->from = from, j->to = to;
-	if ((j->pm = meta_find(q, pipeline)) != NULL) {
+	if ((j->pm = mm_query_meta_find(q, pipeline)) != NULL) {
 		job_plan(j);
 		return;
 	}
 	j->wait = (meta_wait_t){on_job_meta, j, NULL};
-	if (meta_read(q, pipeline, &j->wait) != 0)
+	if (mm_query_meta_read(q, pipeline, &j->wait) != 0)
 		mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
 }
 
@@ -1395,8 +650,9 @@ void mm_query_close(mm_query_t *q)
 	mm_rcache_close(q->rcache);
 	for (pm = q->metas; pm != NULL; pm = next) {
 		next = pm->next;
-		meta_free(pm);
+		mm_query_meta_free(pm);
 	}
 	free(q->stores);
 	free(q);
 }
+

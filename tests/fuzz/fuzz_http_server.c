@@ -6,7 +6,7 @@
  * and protobuf decoding, the query service over a memory store, response
  * encoding).
  *
- * fuzz-link: engine/net/server.c engine/net/http1.c engine/net/h2.c engine/net/connect.c engine/net/grpc.c engine/net/rpc.c engine/net/pbjson.c engine/net/query.c engine/net/rcache.c engine/store/store.c engine/store/keyset.c engine/store/memory.c gen/murmur/v1/query.pb-c.c -luv -lnghttp2 -lhttp_parser -lprotobuf-c
+ * fuzz-link: engine/net/server.c engine/net/http1.c engine/net/h2.c engine/net/connect.c engine/net/grpc.c engine/net/rpc.c engine/net/pbjson.c engine/net/query.c engine/net/query_meta.c engine/net/query_range.c engine/net/query_value.c engine/net/rcache.c engine/store/store.c engine/store/keyset.c engine/store/memory.c gen/murmur/v1/query.pb-c.c -luv -lnghttp2 -lhttp_parser -lprotobuf-c
  *
  * One server (with four pipelines of different monoids seeded in the memory
  * store) serves every input. Per input: connect, write the bytes, half-close,
