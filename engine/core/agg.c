@@ -29,7 +29,7 @@ void mm_agg_init(mm_agg_t *a, const mm_monoid_t *m)
 	a->m = m;
 }
 
-static uint64_t agg_hash(const char *key, size_t klen, int64_t bucket)
+uint64_t mm_agg_hash(const char *key, size_t klen, int64_t bucket)
 {
 	uint64_t h = mm_hash64(key, klen, 0x9e3779b97f4a7c15ULL);
 
@@ -133,20 +133,29 @@ static size_t agg_probe(const mm_agg_t *a, const char *key, size_t klen, int64_t
 	}
 }
 
-mm_agg_entry_t *mm_agg_find(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket)
+mm_agg_entry_t *mm_agg_find_h(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+			      uint64_t h)
 {
 	size_t j;
 
-	if (a->cap == 0)
+	/* An empty table (the flushed generation's, most of the time) is not
+	 * probed: after a reset its index is still there, all zero. */
+	if (a->count == 0)
 		return NULL;
-	j = agg_probe(a, key, klen, bucket, agg_hash(key, klen, bucket));
+	j = agg_probe(a, key, klen, bucket, h);
 	return a->hashes[j] ? &a->entries[a->index[j]] : NULL;
 }
 
-mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
-			      int *created)
+mm_agg_entry_t *mm_agg_find(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket)
 {
-	uint64_t h = agg_hash(key, klen, bucket);
+	if (a->count == 0)
+		return NULL;
+	return mm_agg_find_h(a, key, klen, bucket, mm_agg_hash(key, klen, bucket));
+}
+
+mm_agg_entry_t *mm_agg_upsert_h(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+				uint64_t h, int *created)
+{
 	mm_agg_entry_t *e;
 	size_t j;
 
@@ -175,6 +184,12 @@ mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t
 	a->index[j] = (uint32_t)a->count++;
 	*created = 1;
 	return e;
+}
+
+mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+			      int *created)
+{
+	return mm_agg_upsert_h(a, key, klen, bucket, mm_agg_hash(key, klen, bucket), created);
 }
 
 void mm_agg_reset(mm_agg_t *a)

@@ -68,6 +68,17 @@ mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t
 /* Finds an entry without creating it; NULL if absent. */
 mm_agg_entry_t *mm_agg_find(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket);
 
+/* The hash mm_agg_upsert and mm_agg_find use for (key, bucket). */
+uint64_t mm_agg_hash(const char *key, size_t klen, int64_t bucket);
+
+/* The same with h = mm_agg_hash(key, klen, bucket) computed by the caller,
+ * who looks one key up in several tables (the pending dedup ids of both
+ * generations) and hashes it once. */
+mm_agg_entry_t *mm_agg_upsert_h(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+				uint64_t h, int *created);
+mm_agg_entry_t *mm_agg_find_h(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+			      uint64_t h);
+
 /* Destroys every state and empties the table, keeping its arrays and arena. */
 void mm_agg_reset(mm_agg_t *a);
 

@@ -322,14 +322,18 @@ static void pipe_log_start(mm_pipeline_t *p)
 	p->log[p->cur].on = 1;
 }
 
-static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
+/* 1 when the id is pending in either generation or held, else 0 (or 2:
+ * held, pipe_hold). h is the id's mm_agg_hash(id, len, 0), which the fast
+ * path computes once for this and pipe_remember. */
+static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len, uint64_t h)
 {
 	/* A held record's claim was won: it is new by definition. */
 	if (p->replaying)
 		return 0;
 	if (p->explain)
 		mm_explain_note_id(p->explain, id, len);
-	if (mm_agg_find(&p->ids[p->cur], id, len, 0) || mm_agg_find(&p->ids[!p->cur], id, len, 0) ||
+	if (mm_agg_find_h(&p->ids[p->cur], id, len, 0, h) ||
+	    mm_agg_find_h(&p->ids[!p->cur], id, len, 0, h) ||
 	    mm_held_has(&p->held[p->cur], id, len) || mm_held_has(&p->held[!p->cur], id, len))
 		return 1;
 	/* A dry run (explain.c) has no store to ask. */
@@ -365,12 +369,13 @@ static int id_usable(mm_pipeline_t *p, size_t len)
 	return 0;
 }
 
-static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, int64_t now_ms)
+static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, uint64_t h,
+			 int64_t now_ms)
 {
 	mm_agg_entry_t *e;
 	int created;
 
-	e = mm_agg_upsert(&p->ids[p->cur], id, len, 0, &created);
+	e = mm_agg_upsert_h(&p->ids[p->cur], id, len, 0, h, &created);
 	if (e == NULL)
 		return MM_ENOMEM;
 	e->expire_ms = now_ms + p->cfg.dedup_ttl_ms;
@@ -546,6 +551,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	mm_value_t v = {0};
 	const char *id = NULL, *keys[MM_MAX_KEYS];
 	size_t idlen = 0, klens[MM_MAX_KEYS], need;
+	uint64_t idh = 0;
 	int64_t bucket, expire_ms;
 	int rc;
 
@@ -579,7 +585,8 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	if (id && !id_usable(p, idlen))
 		id = NULL;
 	if (id) {
-		rc = pipe_seen(p, id, idlen);
+		idh = mm_agg_hash(id, idlen, 0);
+		rc = pipe_seen(p, id, idlen, idh);
 		if (rc != 0)
 			return rc;
 	}
@@ -632,7 +639,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	}
 added:
 	if (id) {
-		rc = pipe_remember(p, id, idlen, now_ms);
+		rc = pipe_remember(p, id, idlen, idh, now_ms);
 		if (rc)
 			return rc;
 	}
@@ -829,7 +836,7 @@ int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 
 	if (!id_usable(p, len))
 		return 0;
-	rc = pipe_seen(p, id, len);
+	rc = pipe_seen(p, id, len, mm_agg_hash(id, len, 0));
 
 	if (rc == 2)
 		p->pending_records++;
@@ -868,7 +875,8 @@ int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)
 	}
 	/* An unusable id (counted by mm_pipe_seen) is not remembered either. */
 	if (id && len >= 1 && len <= MM_ID_MAX)
-		return pipe_remember(p, id, len, p->batch ? p->batch->now_ms : mm_now_ms());
+		return pipe_remember(p, id, len, mm_agg_hash(id, len, 0),
+				     p->batch ? p->batch->now_ms : mm_now_ms());
 	return 0;
 }
 
