@@ -1,7 +1,9 @@
 /*
  * kinesis_impl.h: what the pieces of the Kinesis source share; private to
  * engine/source/kinesis*.c. kinesis_api.c is the signed JSON client,
- * kinesis.c the source (shards, reading, positions, the vtable),
+ * kinesis.c the source (the shard list, positions, the vtable),
+ * kinesis_read.c the reading of each shard (GetShardIterator, GetRecords,
+ * pacing, delivery, the end of a shard, the shard state machine),
  * kinesis_lease.c the lease manager that shares the shards between workers
  * through a DynamoDB table in the KCL's schema, kinesis_parts.c the
  * positions per shard that workers sharing a lease table store (one part
@@ -107,8 +109,16 @@ typedef struct mm_kshard {
 enum mm_kin_phase { MM_KIN_INIT, MM_KIN_RUN, MM_KIN_STOP, MM_KIN_CLOSING, MM_KIN_CLOSED };
 enum mm_kin_start { MM_KIN_TRIM, MM_KIN_LATEST, MM_KIN_AT };
 
-struct kin_end;
 typedef struct mm_klease mm_klease_t;
+
+/* A shard's end or a hand-over waiting for the engine's flush
+ * (mm_kin_flush_shard). */
+typedef struct kin_end {
+	mm_kin_t *ks; /* NULL once the source is gone */
+	char shard[MM_KINESIS_SHARD_MAX + 1];
+	int handoff;  /* a hand-over's flush, not a shard's end */
+	struct kin_end *next;
+} kin_end_t;
 
 struct mm_kin {
 	mm_source_t base; /* first: what the engine sees */
@@ -144,6 +154,24 @@ int mm_kin_seq_cmp(const char *a, const char *b);
 
 mm_kshard_t *mm_kin_shard_find(mm_kin_t *ks, const char *id);
 
+/* Full-jitter delay for the n-th consecutive failure (1-based). */
+uint64_t mm_kin_backoff_ms(mm_kin_t *ks, int n);
+
+/* Appends one shard's entry of a position (layout in kinesis.c). */
+int mm_kin_pos_put(mm_buf_t *b, const char *shard, int ended, const char *seq);
+
+/* Encodes every shard read so far into ks->pos (layout in kinesis.c). */
+int mm_kin_pos_encode(mm_kin_t *ks);
+
+/* Reads the shard list again (unless a listing is running). */
+void mm_kin_list_shards(mm_kin_t *ks);
+
+/* The source's last reference is gone (a handle closed, a read answered):
+ * frees it once nothing is left. */
+void mm_kin_handle_gone(mm_kin_t *ks);
+
+/* ---- kinesis_read.c ---- */
+
 /* Runs every shard's next step (after an ownership or parent change). */
 void mm_kin_kick(mm_kin_t *ks);
 
@@ -153,19 +181,13 @@ void mm_kin_drop(mm_kin_t *ks, mm_kshard_t *sh);
 /* Runs the shard's next step after delay_ms. */
 void mm_kin_later(mm_kshard_t *sh, uint64_t delay_ms);
 
-/* Full-jitter delay for the n-th consecutive failure (1-based). */
-uint64_t mm_kin_backoff_ms(mm_kin_t *ks, int n);
-
-/* Appends one shard's entry of a position (layout in kinesis.c). */
-int mm_kin_pos_put(mm_buf_t *b, const char *shard, int ended, const char *seq);
-
 /* Asks the engine to make everything delivered durable, then calls
  * mm_kin_part_handed (handoff) or marks sh's end durable. */
 void mm_kin_flush_shard(mm_kin_t *ks, mm_kshard_t *sh, int handoff);
 
-/* The source's last reference is gone (a handle closed, a read answered):
- * frees it once nothing is left. */
-void mm_kin_handle_gone(mm_kin_t *ks);
+/* Delivers what the shard holds and schedules its next read at
+ * sh->next_at (loop time); a shard read to its end is flushed instead. */
+void mm_kin_after_answer(mm_kin_t *ks, mm_kshard_t *sh);
 
 /* ---- kinesis_parts.c ---- */
 
