@@ -235,7 +235,7 @@ static int l_store_list(lua_State *L)
 {
 	lua_store_t *s = check_store(L);
 	mm_buf_t b = {0};
-	int rc = mm_store_list_meta(s->st, &b), n = 0;
+	int rc = mm_store_list_meta_wait(s->st, &b), n = 0;
 
 	if (rc)
 		return mm_lua_push_diag(L, rc);

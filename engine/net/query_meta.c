@@ -10,9 +10,11 @@
  * a failed read is not cached, so the next call reads again. Several stores
  * (data directories) must agree on the monoid and the window.
  *
- * ListPipelines takes the names from every store's list_meta, then each
- * name's descriptor from the cache or a read; Describe answers with one.
+ * ListPipelines takes the names from every store's list_meta (through the
+ * loop too), then each name's descriptor from the cache or a read; Describe
+ * answers with one.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -281,7 +283,8 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* A ListPipelines call: the names, then each one's descriptor in turn. */
+/* A ListPipelines call: the names of every store (one list_meta each, on
+ * the loop), then each one's descriptor in turn. */
 typedef struct list_ctx {
 	mm_query_t *q;
 	mm_rpc_call_t *call;
@@ -289,6 +292,10 @@ typedef struct list_ctx {
 	char **v;
 	size_t k, i;
 	meta_wait_t wait;
+	mm_buf_t *names;        /* per store, until every list_meta has answered */
+	size_t pending;
+	int status;             /* the first failure of a list_meta */
+	char detail[200];
 } list_ctx_t;
 
 static void list_next(list_ctx_t *lc);
@@ -333,43 +340,88 @@ static void list_next(list_ctx_t *lc)
 	mm_rpc_done(lc->call, &lc->resp->base, MM_RPC_OK, NULL);
 }
 
-/* The names come from list_meta, which is still a blocking read (one per
- * ListPipelines call); the descriptors are read through the loop. */
-void mm_query_list(mm_query_t *q, mm_rpc_call_t *call)
+/* Every store has listed its names: merge them (a name in several data
+ * directories once), then read the descriptors. */
+static void list_names_done(list_ctx_t *lc)
 {
-	mm_arena_t *a = call->arena;
-	list_ctx_t *lc = mm_arena_calloc(a, sizeof(*lc));
-	mm_buf_t names = {0};
+	mm_query_t *q = lc->q;
+	mm_arena_t *a = lc->call->arena;
+	size_t n = 0, len = 0;
 	char *copy = NULL;
-	size_t n = 0;
-	int rc = 0;
+	int rc = lc->status;
 
-	for (size_t s = 0; rc == 0 && s < q->nstores; s++)
-		rc = mm_store_list_meta(q->stores[s], &names);
-	for (size_t i = 0; i < names.len; i++)
-		n += names.p[i] == 0;
-	if (rc == 0 && (lc == NULL ||
-			(lc->resp = NEW(a, Murmur__V1__ListPipelinesResponse,
-					murmur__v1__list_pipelines_response__init)) == NULL ||
-			(lc->v = mm_arena_alloc(a, (n + 1) * sizeof(char *))) == NULL ||
+	q->inflight--;
+	for (size_t s = 0; s < q->nstores; s++) {
+		len += lc->names[s].len;
+		for (size_t i = 0; i < lc->names[s].len; i++)
+			n += lc->names[s].p[i] == 0;
+	}
+	if (rc == 0 && ((lc->v = mm_arena_alloc(a, (n + 1) * sizeof(char *))) == NULL ||
 			(lc->resp->pipelines = mm_arena_alloc(a, (n + 1) * sizeof(*lc->resp->pipelines))) == NULL ||
-			(copy = mm_arena_alloc(a, names.len + 1)) == NULL))
-		rc = mm_diag_set(MM_ENOMEM, "query: out of memory");
+			(copy = mm_arena_alloc(a, len + 1)) == NULL)) {
+		rc = MM_ENOMEM;
+		snprintf(lc->detail, sizeof(lc->detail), "query: out of memory");
+	}
+	/* The names outlive the buffers: they go in the call's arena. */
+	for (size_t s = 0; rc == 0 && s < q->nstores; s++) {
+		const mm_buf_t *b = &lc->names[s];
+
+		if (b->len > 0)
+			memcpy(copy, b->p, b->len);
+		for (size_t i = 0; i < b->len; i += strlen(copy + i) + 1)
+			lc->v[lc->k++] = copy + i;
+		copy += b->len;
+	}
+	for (size_t s = 0; s < q->nstores; s++)
+		mm_buf_free(&lc->names[s]);
+	free(lc->names);
+	lc->names = NULL;
 	if (rc) {
-		mm_rpc_done(call, NULL, code_of(rc), "%s", mm_diag_msg());
-		mm_buf_free(&names);
+		mm_rpc_done(lc->call, NULL, code_of(rc), "%s", lc->detail);
 		return;
 	}
-	/* The names outlive this call's stack: they go in the arena. */
-	if (names.len > 0)
-		memcpy(copy, names.p, names.len);
-	for (size_t i = 0; i < names.len; i += strlen(copy + i) + 1)
-		lc->v[lc->k++] = copy + i;
-	mm_buf_free(&names);
 	qsort(lc->v, lc->k, sizeof(char *), name_cmp);
+	list_next(lc);
+}
+
+static void on_list_names(void *arg, int status, const char *detail)
+{
+	list_ctx_t *lc = arg;
+
+	if (status && lc->status == 0) {
+		lc->status = status;
+		snprintf(lc->detail, sizeof(lc->detail), "%s", detail && *detail ? detail : mm_strerror(status));
+	}
+	if (--lc->pending == 0)
+		list_names_done(lc);
+}
+
+/* The names come from every store's list_meta, the descriptors from
+ * get_meta (mm_query_meta_read), all through the loop: a slow store delays
+ * this call only. */
+void mm_query_list(mm_query_t *q, mm_rpc_call_t *call)
+{
+	list_ctx_t *lc = mm_arena_calloc(call->arena, sizeof(*lc));
+
+	if (lc == NULL ||
+	    (lc->resp = NEW(call->arena, Murmur__V1__ListPipelinesResponse,
+			    murmur__v1__list_pipelines_response__init)) == NULL ||
+	    (lc->names = calloc(q->nstores ? q->nstores : 1, sizeof(mm_buf_t))) == NULL) {
+		mm_rpc_done(call, NULL, MM_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
 	lc->q = q;
 	lc->call = call;
-	list_next(lc);
+	q->inflight++;
+	lc->pending = 1; /* held until every list_meta is started */
+	for (size_t s = 0; s < q->nstores; s++) {
+		int rc;
+
+		lc->pending++;
+		if ((rc = mm_store_list_meta(q->stores[s], &lc->names[s], on_list_names, lc)) != 0)
+			on_list_names(lc, rc, mm_diag_msg());
+	}
+	on_list_names(lc, 0, NULL);
 }
 
 static void on_describe_meta(void *arg, int rc, const char *detail, const pipe_meta_t *pm)

@@ -90,12 +90,11 @@
  * replay tokens (idempotent), so a worker killed between deltas leaves no
  * half-applied flush behind its position.
  *
- * Positions and metadata (get_position, get_meta, put_meta) are asynchronous
- * jobs like apply and get_many. The blocking calls (mm_http_fetch, with a
- * sleep between retries) are those that never run on a running loop: the
- * table check and credential fetch in open (before the engine's loop runs),
- * `murmur ddb`, and list_meta/read_meta of tools; and the roll-forward of
- * an intent a dead worker left, when a position read finds one.
+ * Positions and metadata (get_position, get_meta, put_meta, list_meta) are
+ * asynchronous jobs like apply and get_many. The blocking calls
+ * (mm_http_fetch, with a sleep between retries) are those that never run on
+ * a running loop: the table check and credential fetch in open (before the
+ * engine's loop runs) and `murmur ddb`.
  *
  * Credentials: engine/aws/credentials.c (static keys, else the container
  * endpoint, refreshed on the loop before they expire).
@@ -472,7 +471,6 @@ const mm_store_vtable_t mm_store_dynamodb_vtable = {
 	.get_position = mm_ddb_get_position,
 	.take_position = mm_ddb_take_position,
 	.get_meta = mm_ddb_get_meta,
-	.read_meta = mm_ddb_read_meta,
 	.put_meta = mm_ddb_put_meta,
 	.list_meta = mm_ddb_list_meta,
 	.close = ddb_close,

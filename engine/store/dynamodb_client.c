@@ -427,9 +427,8 @@ out:
 /*
  * Sends one request and waits for it, retrying throttling, 5xx and transport
  * failures like the asynchronous path (sleeping in between). Only where no
- * loop runs on this thread: open() (before the engine's loop starts),
- * `murmur ddb`, and the tools' list_meta/read_meta; the engine's own calls
- * are asynchronous. On success the
+ * loop runs on this thread: open() (before the engine's loop starts) and
+ * `murmur ddb`; the engine's own calls are asynchronous. On success the
  * answer is in st->sync_tree. A DynamoDB error returns MM_ESTORE with the
  * exception name in st->sync_err (MM_ENOTFOUND for ResourceNotFoundException).
  */

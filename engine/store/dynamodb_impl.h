@@ -11,8 +11,7 @@
  *                      attributes, attribute readers
  *   dynamodb_apply.c   apply(): deltas, commit record, marks, positions
  *   dynamodb_intent.c  write-ahead flush intents and their roll-forward
- *   dynamodb_read.c    get_many, positions and metadata (asynchronous), and
- *                      the blocking reads of tools (list_meta, read_meta)
+ *   dynamodb_read.c    get_many, positions and metadata (asynchronous)
  *   dynamodb_claims.c  the claim protocol of shared dedup
  *   dynamodb_admin.c   `murmur ddb` (mm_ddb_admin)
  * Credentials are engine/aws/credentials.c.
@@ -23,7 +22,7 @@
  * and sends its request; answers come back through mm_ddb_*_answer. Everything
  * here runs on the loop thread, except the blocking calls (mm_ddb_call_sync),
  * which run only where no loop is running: open() before the engine runs,
- * `murmur ddb`, and the tools' list_meta/read_meta.
+ * and `murmur ddb`.
  */
 #ifndef MM_DYNAMODB_IMPL_H
 #define MM_DYNAMODB_IMPL_H
@@ -165,6 +164,7 @@ typedef struct ddb_job {
 	mm_buf_t call_body[DDB_CALL_MAX];
 	mm_buf_t *call_out;
 	const char *call_attr;  /* the attribute decoded: "v", or "d" of an intent */
+	int call_list;          /* list_meta: call_out gets the registry's names */
 	int call_cond_ok;       /* ConditionalCheckFailed is an answer, not an error */
 	int *call_cond_failed;  /* set to 1 when it was that answer (may be NULL) */
 	mm_buf_t call_pk;       /* a position read: its key, for rolling forward */
@@ -352,7 +352,6 @@ int mm_ddb_take_position(mm_store_t *base, const char *source, mm_buf_t *out, mm
 			 void *arg);
 int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
 		    void *arg);
-int mm_ddb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out);
 int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
 		    mm_store_cb cb, void *arg);
 /* Queues a consistent GetItem of (pk, sk) whose attribute attr (B) is
@@ -366,7 +365,7 @@ int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, int *con
 		      mm_store_cb cb, void *arg);
 int mm_ddb_start_call_item(ddb_slot_t *sl);
 void mm_ddb_call_answer(ddb_slot_t *sl);
-int mm_ddb_list_meta(mm_store_t *base, mm_buf_t *out);
+int mm_ddb_list_meta(mm_store_t *base, mm_buf_t *out, mm_store_cb cb, void *arg);
 
 /* ---- dynamodb_claims.c ---- */
 

@@ -1,6 +1,7 @@
 /*
  * dynamodb_read.c: the reads of the DynamoDB store: get_many, asynchronous,
- * and the blocking calls of start-up (positions and pipeline metadata).
+ * and the calls of start-up (positions and pipeline metadata), asynchronous
+ * too.
  *
  * get_many sorts the keys, fetches each distinct key once (duplicates in the
  * request share the answer) with BatchGetItem in chunks of 100, chunks
@@ -12,9 +13,8 @@
  * requests (J_CALL) on the same slots, retried on the slots' backoff timers,
  * so a DynamoDB outage while a pipeline is added (at start-up or by a hot
  * reload) never stalls the loop; the query server reads descriptors through
- * get_meta too. list_meta and read_meta, for tools (and list_meta for the
- * query server's ListPipelines), block on the calling thread
- * (mm_ddb_call_sync).
+ * get_meta too, and list_meta (its ListPipelines) is a job of one GetItem
+ * of the registry item put_meta adds names to.
  */
 #define _GNU_SOURCE /* qsort_r */
 #include <inttypes.h>
@@ -231,20 +231,6 @@ int mm_ddb_sync_get_body(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk)
 	return PUT(&st->sync_body, ",\"ConsistentRead\":true}");
 }
 
-/* GetItem of (pk, sk) and appends its v (B) to out: 0, MM_ENOTFOUND or error. */
-static int sync_get_bytes(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk, mm_buf_t *out)
-{
-	const mm_jnode_t *v;
-	int rc;
-
-	if ((rc = mm_ddb_sync_get_body(st, pk, pklen, sk)) || (rc = mm_ddb_call_sync(st, "GetItem")))
-		return rc;
-	v = mm_jnode_get(mm_jnode_get(mm_jnode_get(st->sync_tree.root, "Item"), "v"), "B");
-	if (v == NULL || v->type != MM_JSON_STRING)
-		return mm_diag_set(MM_ENOTFOUND, "dynamodb: no item '%.*s'", (int)pklen, pk);
-	return mm_base64_decode(v->s, v->len, MM_BASE64_STRICT, out);
-}
-
 /* Queues a call of n prepared requests. */
 static ddb_job_t *call_new(void)
 {
@@ -372,6 +358,34 @@ static const mm_jnode_t *answer_item(const ddb_slot_t *sl)
 	return item ? item : mm_jnode_get(sl->tree.root, "Attributes");
 }
 
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The registry item's string set of names, sorted, into out: none is an
+ * empty list, not MM_ENOTFOUND. */
+static int list_names(const mm_jnode_t *item, mm_buf_t *out)
+{
+	const mm_jnode_t *ss = mm_jnode_get(mm_jnode_get(item, "names"), "SS"), *n;
+	const char **names;
+	size_t count = 0, i;
+	int rc = 0;
+
+	if (ss == NULL || ss->n == 0)
+		return 0;
+	if ((names = malloc(ss->n * sizeof(*names))) == NULL)
+		return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
+	for (n = ss->child; n; n = n->next)
+		if (n->type == MM_JSON_STRING)
+			names[count++] = n->s;
+	qsort(names, count, sizeof(*names), str_cmp);
+	for (i = 0; i < count && rc == 0; i++)
+		rc = mm_buf_append(out, names[i], strlen(names[i]) + 1);
+	free(names);
+	return rc;
+}
+
 void mm_ddb_call_answer(ddb_slot_t *sl)
 {
 	ddb_job_t *job = sl->job;
@@ -379,6 +393,10 @@ void mm_ddb_call_answer(ddb_slot_t *sl)
 
 	if (job->call_out == NULL) {
 		mm_ddb_slot_finish(sl, 0, NULL);
+		return;
+	}
+	if (job->call_list) {
+		mm_ddb_slot_finish(sl, list_names(answer_item(sl), job->call_out), NULL);
 		return;
 	}
 	if (call_pending_intent(sl, answer_item(sl)))
@@ -469,11 +487,6 @@ int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_sto
 	return call_get_bytes((mm_ddb_t *)base, &key, DDB_SK_META, "v", out, NULL, cb, arg);
 }
 
-int mm_ddb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
-{
-	return sync_get_bytes((mm_ddb_t *)base, ns_name, strlen(ns_name), DDB_SK_META, out);
-}
-
 /* Two independent requests: the descriptor (PutItem) and the name in the
  * registry that list_meta reads (ADD to a string set). Both are idempotent,
  * so a retry of either is harmless. */
@@ -514,33 +527,22 @@ fail:
 	return rc;
 }
 
-static int str_cmp(const void *a, const void *b)
+/* One consistent GetItem of the registry item put_meta adds names to. */
+int mm_ddb_list_meta(mm_store_t *base, mm_buf_t *out, mm_store_cb cb, void *arg)
 {
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-int mm_ddb_list_meta(mm_store_t *base, mm_buf_t *out)
-{
-	mm_ddb_t *st = (mm_ddb_t *)base;
-	const mm_jnode_t *ss, *n;
-	const char **names = NULL;
-	size_t count = 0, i;
+	mm_buf_t key = {.p = (uint8_t *)(uintptr_t) "#meta", .len = 5, .cap = 5};
+	ddb_job_t *job = call_new();
 	int rc;
 
-	if ((rc = mm_ddb_sync_get_body(st, "#meta", 5, DDB_SK_META)) || (rc = mm_ddb_call_sync(st, "GetItem")))
+	if (job == NULL)
+		return MM_ENOMEM;
+	if ((rc = mm_ddb_put_head((mm_ddb_t *)base, &job->call_body[0], &key, DDB_SK_META)) ||
+	    (rc = PUT(&job->call_body[0], ",\"ConsistentRead\":true}"))) {
+		mm_ddb_job_free(job);
 		return rc;
-	ss = mm_jnode_get(mm_jnode_get(mm_jnode_get(st->sync_tree.root, "Item"), "names"), "SS");
-	if (ss == NULL || ss->n == 0)
-		return 0;
-	names = malloc(ss->n * sizeof(*names));
-	if (names == NULL)
-		return mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
-	for (n = ss->child; n; n = n->next)
-		if (n->type == MM_JSON_STRING)
-			names[count++] = n->s;
-	qsort(names, count, sizeof(*names), str_cmp);
-	for (i = 0; i < count && rc == 0; i++)
-		rc = mm_buf_append(out, names[i], strlen(names[i]) + 1);
-	free(names);
-	return rc;
+	}
+	job->call_target[0] = "GetItem";
+	job->call_out = out;
+	job->call_list = 1;
+	return call_queue((mm_ddb_t *)base, job, 1, cb, arg);
 }

@@ -45,12 +45,11 @@
  * read transaction is not tied to the thread that began it. apply() runs one
  * write transaction on a libuv pool thread (uv_queue_work) and completes on
  * the loop thread; get_many(), get_position(), get_meta() and claim() do
- * the same with one read transaction, put_meta() with its own write
- * transaction (which waits for an apply in flight to commit: LMDB has one
- * writer at a time). A read from the map is a page fault when the page is
- * not resident, i.e. disk I/O, so nothing the engine waits for reads on the
- * loop thread, except the tools' list_meta()/read_meta(). Every apply() is
- * one transaction: all of it commits or none.
+ * and list_meta() the same with one read transaction, put_meta() with its
+ * own write transaction (which waits for an apply in flight to commit: LMDB
+ * has one writer at a time). A read from the map is a page fault when the
+ * page is not resident, i.e. disk I/O, so nothing reads on the loop thread.
+ * Every apply() is one transaction: all of it commits or none.
  *
  * Dedup. claim() answers from the marks, which apply() writes in the same
  * transaction as the states they counted: exact across kill -9
@@ -848,7 +847,6 @@ const mm_store_vtable_t mm_store_lmdb_vtable = {
 	.get_many = lmdb_get_many,
 	.get_position = mm_lmdb_get_position,
 	.get_meta = mm_lmdb_get_meta,
-	.read_meta = mm_lmdb_read_meta,
 	.put_meta = mm_lmdb_put_meta,
 	.list_meta = mm_lmdb_list_meta,
 	.close = lmdb_close,

@@ -191,9 +191,8 @@ int mm_lmdb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm
 			 void *arg);
 int mm_lmdb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
 		     void *arg);
-int mm_lmdb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out);
 int mm_lmdb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
 		     mm_store_cb cb, void *arg);
-int mm_lmdb_list_meta(mm_store_t *base, mm_buf_t *out);
+int mm_lmdb_list_meta(mm_store_t *base, mm_buf_t *out, mm_store_cb cb, void *arg);
 
 #endif

@@ -2,9 +2,9 @@
  * lmdb_meta.c: source positions and pipeline descriptors (metadata) in the
  * embedded store, the "pos" and "meta" databases: one record per source id
  * or namespace name, its bytes as the caller gave them. A position is
- * written by apply() in the flush's transaction; the engine's reads and
- * put_meta() go through the thread pool, the tools' list_meta()/read_meta()
- * read on the caller's thread.
+ * written by apply() in the flush's transaction; every read and write of
+ * them (get_position, get_meta, put_meta, list_meta) goes through the
+ * thread pool.
  */
 #include <stdlib.h>
 
@@ -92,13 +92,6 @@ int mm_lmdb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_st
 	return lmdb_read(st, st->dbi_meta, ns_name, "metadata", out, cb, arg);
 }
 
-int mm_lmdb_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
-{
-	mm_lmdb_t *st = (mm_lmdb_t *)base;
-
-	return lmdb_get_bytes(st, st->dbi_meta, ns_name, "metadata", out);
-}
-
 /* Pool thread: one fsync'd write transaction holding the descriptor. */
 static void lmdb_put_meta_work(uv_work_t *req)
 {
@@ -139,9 +132,9 @@ int mm_lmdb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, si
 	return mm_lmdb_queue(st, w, lmdb_put_meta_work);
 }
 
-int mm_lmdb_list_meta(mm_store_t *base, mm_buf_t *out)
+/* Appends the name of every record of the meta database, in key order. */
+static int lmdb_list_names(mm_lmdb_t *st, mm_buf_t *out)
 {
-	mm_lmdb_t *st = (mm_lmdb_t *)base;
 	MDB_cursor *cur = NULL;
 	MDB_cursor_op op = MDB_FIRST;
 	MDB_val key, val;
@@ -171,4 +164,25 @@ out:
 		mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	return rc;
+}
+
+static void lmdb_list_work(uv_work_t *req)
+{
+	lmdb_work_t *w = (lmdb_work_t *)req;
+
+	mm_lmdb_work_finish(w, lmdb_list_names(w->st, w->out));
+}
+
+int mm_lmdb_list_meta(mm_store_t *base, mm_buf_t *out, mm_store_cb cb, void *arg)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+	lmdb_work_t *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate a list_meta");
+	w->st = st;
+	w->cb = cb;
+	w->arg = arg;
+	w->out = out;
+	return mm_lmdb_queue(st, w, lmdb_list_work);
 }

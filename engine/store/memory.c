@@ -591,15 +591,12 @@ static int mem_get_position(mm_store_t *base, const char *source, mm_buf_t *out,
 	return mem_answer(st, mem_get_bytes(st, 'P', source, "position", out), cb, arg);
 }
 
-static int mem_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
-{
-	return mem_get_bytes((mm_memory_t *)base, 'M', ns_name, "metadata", out);
-}
-
 static int mem_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
 			void *arg)
 {
-	return mem_answer((mm_memory_t *)base, mem_read_meta(base, ns_name, out), cb, arg);
+	mm_memory_t *st = (mm_memory_t *)base;
+
+	return mem_answer(st, mem_get_bytes(st, 'M', ns_name, "metadata", out), cb, arg);
 }
 
 /* A mark's state: 1 live (counted), 0 absent or expired, or an error. */
@@ -661,10 +658,9 @@ static int mem_cmp_rec(const void *a, const void *b)
 	return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
 }
 
-/* Lists names in byte order, like the LMDB store. */
-static int mem_list_meta(mm_store_t *base, mm_buf_t *out)
+/* Appends the names in byte order, like the LMDB store. */
+static int mem_list_names(mm_memory_t *st, mm_buf_t *out)
 {
-	mm_memory_t *st = (mm_memory_t *)base;
 	const mem_rec_t **recs;
 	size_t i, n = 0;
 	int rc = 0;
@@ -681,6 +677,13 @@ static int mem_list_meta(mm_store_t *base, mm_buf_t *out)
 			rc = mm_buf_put_u8(out, 0);
 	free(recs);
 	return rc;
+}
+
+static int mem_list_meta(mm_store_t *base, mm_buf_t *out, mm_store_cb cb, void *arg)
+{
+	mm_memory_t *st = (mm_memory_t *)base;
+
+	return mem_answer(st, mem_list_names(st, out), cb, arg);
 }
 
 static int mem_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only,
@@ -738,7 +741,6 @@ const mm_store_vtable_t mm_store_memory_vtable = {
 	.get_many = mem_get_many,
 	.get_position = mem_get_position,
 	.get_meta = mem_get_meta,
-	.read_meta = mem_read_meta,
 	.put_meta = mem_put_meta,
 	.list_meta = mem_list_meta,
 	.close = mem_close,

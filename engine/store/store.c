@@ -429,15 +429,21 @@ int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, siz
 	return rc;
 }
 
-int mm_store_read_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out)
+int mm_store_list_meta(mm_store_t *st, mm_buf_t *out, mm_store_cb cb, void *arg)
 {
+	uint64_t t0 = uv_hrtime();
+	mm_store_call_t *call;
 	int rc;
 
 	if (st == NULL || out == NULL)
-		return mm_diag_set(MM_EINVAL, "store: read_meta needs a store and an out buffer");
-	if ((rc = mm_store_check_ns_name(ns_name)))
-		return rc;
-	return st->vt->read_meta(st, ns_name, out);
+		return mm_diag_set(MM_EINVAL, "store: list_meta needs a store and an out buffer");
+	if ((call = mm_store_call_start(st, MM_STORE_OP_META, t0, cb, arg)) == NULL)
+		return mm_diag_code();
+	if ((rc = st->vt->list_meta(st, out, mm_store_done, call))) {
+		free(call);
+		mm_store_count(st, MM_STORE_OP_META, t0, 1);
+	}
+	return rc;
 }
 
 /* ---- blocking forms (tests, the CLI's private loops) ---- */
@@ -488,6 +494,13 @@ int mm_store_put_meta_wait(mm_store_t *st, const char *ns_name, const uint8_t *p
 				 mm_store_put_meta(st, ns_name, p, n, mm_store_on_wait, &w));
 }
 
+int mm_store_list_meta_wait(mm_store_t *st, mm_buf_t *out)
+{
+	mm_store_wait_t w = {0, 0};
+
+	return mm_store_wait_for(st, &w, mm_store_list_meta(st, out, mm_store_on_wait, &w));
+}
+
 /* ---- completion on the next loop iteration ---- */
 
 typedef struct mm_store_later {
@@ -526,13 +539,6 @@ int mm_store_complete_later(mm_store_t *st, mm_store_cb cb, void *arg, int statu
 	l->timer.data = l;
 	uv_timer_start(&l->timer, mm_store_later_fire, 0, 0);
 	return 0;
-}
-
-int mm_store_list_meta(mm_store_t *st, mm_buf_t *out)
-{
-	if (st == NULL || out == NULL)
-		return mm_diag_set(MM_EINVAL, "store: list_meta needs a store and an out buffer");
-	return st->vt->list_meta(st, out);
 }
 
 /* renew() and release() of a store that keeps no pending claims (no

@@ -11,14 +11,14 @@
  * descriptor).
  *
  * Asynchrony. Every call that may touch I/O (apply, get_many, positions,
- * metadata, claims) completes through a callback that always runs later on
- * the loop thread, never inside the call (libuv's contract); a call that
- * returns an error never calls the callback. Backends with blocking I/O
- * (LMDB) run the work on the libuv thread pool; network backends (DynamoDB,
- * Valkey) run it on the loop through curl/hiredis; the memory store answers
- * from memory and completes on the next loop iteration. Nothing sleeps on
- * the loop thread. Left synchronous: list_meta() and read_meta(), which
- * only tools and the query server's ListPipelines (list_meta) call. At most
+ * metadata and their list, claims) completes through a callback that always
+ * runs later on the loop thread, never inside the call (libuv's contract); a
+ * call that returns an error never calls the callback. Backends with
+ * blocking I/O (LMDB) run the work on the libuv thread pool; network
+ * backends (DynamoDB, Valkey) run it on the loop through curl/hiredis; the
+ * memory store answers from memory and completes on the next loop
+ * iteration. Nothing sleeps on a running loop; open() itself may block
+ * (DynamoDB checks its table) and is called before the loop runs. At most
  * one apply() is in flight per store: the runtime serialises flushes so that
  * positions only move forward.
  *
@@ -177,7 +177,7 @@ enum {
 	MM_STORE_OP_POSITION,
 	MM_STORE_OP_CLAIM,      /* claim() calls */
 	MM_STORE_OP_RENEW,      /* renew() and release() calls */
-	MM_STORE_OP_META,       /* get_meta() and put_meta() calls */
+	MM_STORE_OP_META,       /* get_meta(), put_meta() and list_meta() calls */
 	MM_STORE_NOPS
 };
 
@@ -249,12 +249,10 @@ typedef struct mm_store_vtable {
 			void *arg);
 	int (*put_meta)(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n,
 			mm_store_cb cb, void *arg);
-	/* Blocking reads for readers outside the engine (`murmur query`):
-	 * MM_ENOTFOUND if none. The engine, the query server's descriptor
-	 * lookups and a cache's window never call them (they use get_meta). */
-	int (*read_meta)(mm_store_t *st, const char *ns_name, mm_buf_t *out);
-	/* Lists namespaces that have metadata: appends "name\0name\0...". */
-	int (*list_meta)(mm_store_t *st, mm_buf_t *out);
+	/* Lists the namespaces that have metadata, asynchronously like
+	 * get_meta: appends "name\0name\0..." to out (valid until cb runs);
+	 * a store without any answers 0 and appends nothing. */
+	int (*list_meta)(mm_store_t *st, mm_buf_t *out, mm_store_cb cb, void *arg);
 	/* Closes the store; no operation may be in flight. Frees st. */
 	void (*close)(mm_store_t *st);
 	/*
@@ -323,9 +321,9 @@ int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out, mm_sto
 		      void *arg);
 int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n,
 		      mm_store_cb cb, void *arg);
-int mm_store_read_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out);
+int mm_store_list_meta(mm_store_t *st, mm_buf_t *out, mm_store_cb cb, void *arg);
 /*
- * Blocking forms of the three calls above, for a caller that owns st's loop
+ * Blocking forms of the four calls above, for a caller that owns st's loop
  * and is not inside one of its callbacks (unit tests, the CLI's store
  * objects, which run a private loop): start the call, then run the loop
  * until it completes. Never from a loop callback (uv_run is not reentrant).
@@ -333,11 +331,11 @@ int mm_store_read_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out);
 int mm_store_get_position_wait(mm_store_t *st, const char *source, mm_buf_t *out);
 int mm_store_get_meta_wait(mm_store_t *st, const char *ns_name, mm_buf_t *out);
 int mm_store_put_meta_wait(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n);
+int mm_store_list_meta_wait(mm_store_t *st, mm_buf_t *out);
 /* Runs cb(arg, status, detail) on the next loop iteration, for backends that
  * answer from memory but must still complete later (the contract). */
 int mm_store_complete_later(mm_store_t *st, mm_store_cb cb, void *arg, int status,
 			    const char *detail);
-int mm_store_list_meta(mm_store_t *st, mm_buf_t *out);
 /* Claims (see the vtable). */
 int mm_store_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
 		   mm_store_cb cb, void *arg);

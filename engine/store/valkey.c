@@ -530,11 +530,6 @@ static int vk_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_
 	return 0;
 }
 
-static int vk_read_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out)
-{
-	return mm_store_read_meta(((mm_valkey_t *)base)->backing, ns_name, out);
-}
-
 static int vk_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
 		       mm_store_cb cb, void *arg)
 {
@@ -550,9 +545,9 @@ static int vk_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, 
 	return rc;
 }
 
-static int vk_list_meta(mm_store_t *base, mm_buf_t *out)
+static int vk_list_meta(mm_store_t *base, mm_buf_t *out, mm_store_cb cb, void *arg)
 {
-	return mm_store_list_meta(((mm_valkey_t *)base)->backing, out);
+	return mm_store_list_meta(((mm_valkey_t *)base)->backing, out, cb, arg);
 }
 
 static const char *const vk_op_names[MM_VALKEY_OP_MAX] = {
@@ -894,7 +889,6 @@ const mm_store_vtable_t mm_store_valkey_vtable = {
 	.get_position = vk_get_position,
 	.take_position = vk_take_position,
 	.get_meta = vk_get_meta,
-	.read_meta = vk_read_meta,
 	.put_meta = vk_put_meta,
 	.list_meta = vk_list_meta,
 	.close = vk_close,

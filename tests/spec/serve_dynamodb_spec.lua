@@ -3,7 +3,8 @@
 -- answers equal `murmur query`'s, and a GetMany of 250 entities is one
 -- BatchGetItem per 100 keys, i.e. 3 requests. A pipeline's first lookup
 -- reads its descriptor through the loop: while DynamoDB holds that read,
--- the server answers other calls; a Valkey cache in front of DynamoDB takes
+-- the server answers other calls, and so it does while ListPipelines reads
+-- the names; a Valkey cache in front of DynamoDB takes
 -- the window its fills need from that read instead of reading it again.
 local S = require("spec.support")
 local SV = require("spec.serve_support")
@@ -88,34 +89,54 @@ d("#serve_dynamodb murmur serve over DynamoDB", function()
     end
   end)
 
+  -- Calls `method` with `body` while the fault proxy holds the GetItem
+  -- whose body matches `match`: once that request is held, another
+  -- pipeline's call must be answered (the loop is free) and the held call
+  -- still be waiting; then releases it and returns the held call's answer.
+  local function answers_while_held(what, match, method, body)
+    faults({ { op = "GetItem", action = "hold", match = match } })
+    local before, out = held(), dir .. "/held.json"
+    os.remove(out)
+    S.exec(("curl -s --max-time 120 -X POST -H 'content-type: application/json' --data-binary %s "
+      .. "http://127.0.0.1:%d/murmur.v1.QueryService/%s > %s 2>&1 &")
+      :format(S.quote(core.json_encode(body)), port, method, S.quote(out)))
+    S.wait_for(what .. " to be held", 30, function() return held() > before end)
+    local r = rpc("Get", { pipeline = "views", entity = "p7" })
+    assert.is_table(r and r.result, "no answer while " .. what .. " was held")
+    assert.are.equal("264", r.result.scalar.intValue)
+    assert.are.equal("", S.read_file(out) or "")
+    faults({})
+    S.exec(("curl -s -X POST http://127.0.0.1:%d/__release"):format(proxy_port))
+    local answer
+    S.wait_for("the held call's answer", 60, function()
+      local text = S.read_file(out) or ""
+      answer = text:find("}%s*$") and core.json_decode(text) or nil
+      return answer ~= nil
+    end)
+    return answer, S.read_file(out)
+  end
+
   -- Before, the first lookup of a pipeline was a blocking GetItem on the
   -- loop thread: with that request unanswered, no other call was served.
   it("serves other calls while a pipeline's descriptor read waits on DynamoDB", function()
     -- The descriptor item of "slow" only (its pk is the pipeline's name).
-    faults({ { op = "GetItem", action = "hold", match = '"S":"slow"}' } })
-    local slow_out = dir .. "/slow.json"
-    S.exec(("curl -s --max-time 120 -X POST -H 'content-type: application/json' --data-binary %s "
-      .. "http://127.0.0.1:%d/murmur.v1.QueryService/Get > %s 2>&1 &")
-      :format(S.quote(core.json_encode({ pipeline = "slow", entity = "p3" })), port, S.quote(slow_out)))
-    S.wait_for("the descriptor read to be held", 30, function() return held() >= 1 end)
-    -- The loop is free: another pipeline's call is answered meanwhile, and
-    -- the held call is still waiting.
-    local r = rpc("Get", { pipeline = "views", entity = "p7" })
-    assert.is_table(r and r.result, "no answer while the descriptor read was held")
-    assert.are.equal("264", r.result.scalar.intValue)
-    assert.are.equal("", S.read_file(slow_out) or "")
-    faults({})
-    S.exec(("curl -s -X POST http://127.0.0.1:%d/__release"):format(proxy_port))
-    local slow
-    S.wait_for("the held call's answer", 60, function()
-      local text = S.read_file(slow_out) or ""
-      slow = text:find("}%s*$") and core.json_decode(text) or nil
-      return slow ~= nil
-    end)
+    local slow, text = answers_while_held("the descriptor read", '"S":"slow"}', "Get",
+      { pipeline = "slow", entity = "p3" })
     -- p3 got the events 3 and 253.
-    assert.are.equal("2", slow.result.scalar.intValue, S.read_file(slow_out))
+    assert.are.equal("2", slow.result.scalar.intValue, text)
     -- Now cached: answered without another descriptor read.
     assert.are.equal("2", rpc("Get", { pipeline = "slow", entity = "p3" }).result.scalar.intValue)
+  end)
+
+  -- Before, ListPipelines read the names with a blocking GetItem (list_meta)
+  -- on the loop thread: with that request unanswered, no other call was
+  -- served.
+  it("serves other calls while ListPipelines' read of the names waits on DynamoDB", function()
+    -- The registry item put_meta adds the names to (pk "#meta").
+    local list, text = answers_while_held("the names read", '"S":"#meta"}', "ListPipelines", {})
+    local names = {}
+    for _, p in ipairs(list.pipelines or {}) do names[#names + 1] = p.name end
+    assert.are.same({ "slow", "views" }, names, text)
   end)
 
   -- Before, a cache's namespace that no put_meta described read its window

@@ -744,7 +744,7 @@ TEST(metadata_and_positions)
 	CHECK(mm_store_get_meta_wait(x.st, "alpha", &b) == 0);
 	CHECK(b.len == 7 && memcmp(b.p, "a\nmeta2", 7) == 0);
 	b.len = 0;
-	CHECK(mm_store_list_meta(x.st, &b) == 0);
+	CHECK(mm_store_list_meta_wait(x.st, &b) == 0);
 	CHECK(b.len == 11 && memcmp(b.p, "alpha\0zeta\0", 11) == 0);
 	b.len = 0;
 	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == MM_ENOTFOUND);

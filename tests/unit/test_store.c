@@ -609,7 +609,7 @@ static void t_meta(const char *backend)
 	fx_t fx;
 
 	REQUIRE(fx_init(&fx, backend) == 0);
-	CHECK_EQ_INT(mm_store_list_meta(fx.st, &out), 0);
+	CHECK_EQ_INT(mm_store_list_meta_wait(fx.st, &out), 0);
 	CHECK_EQ_INT(out.len, 0);
 	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, "b", &out), MM_ENOTFOUND);
 	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "b", (const uint8_t *)"B1", 2), 0);
@@ -624,7 +624,7 @@ static void t_meta(const char *backend)
 	out.len = 0;
 	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, "a", &out), 0);
 	CHECK_EQ_INT(out.len, 0);
-	CHECK_EQ_INT(mm_store_list_meta(fx.st, &out), 0);
+	CHECK_EQ_INT(mm_store_list_meta_wait(fx.st, &out), 0);
 	CHECK(out.len == 8 && memcmp(out.p, "a\0b\0c.x\0", 8) == 0);
 	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "bad name", (const uint8_t *)"x", 1), MM_EINVAL);
 	mm_buf_free(&out);
@@ -825,7 +825,7 @@ static void t_validation(const char *backend)
 	big[128] = '\0';
 	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, big, &out), MM_ENOTFOUND);
 	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "a", NULL, 1), MM_EINVAL);
-	CHECK_EQ_INT(mm_store_list_meta(fx.st, NULL), MM_EINVAL);
+	CHECK_EQ_INT(mm_store_list_meta_wait(fx.st, NULL), MM_EINVAL);
 
 	/* An empty flush is valid and completes like any other. */
 	batch_init(&b, now_ms());
