@@ -181,6 +181,11 @@ static int kin_pos_stored(void *ud, const char *shard, const char *seq, int ende
 	return 0;
 }
 
+int mm_kin_undurable(const mm_kshard_t *sh)
+{
+	return mm_kin_seq_cmp(sh->seq, sh->durable) > 0 || (sh->end_read && !sh->end_durable);
+}
+
 static int kin_pos_acked(void *ud, const char *shard, const char *seq, int ended)
 {
 	mm_kin_t *ks = ud;
@@ -192,6 +197,11 @@ static int kin_pos_acked(void *ud, const char *shard, const char *seq, int ended
 		snprintf(sh->durable, sizeof(sh->durable), "%s", seq);
 	if (ended)
 		sh->end_durable = 1;
+	if (sh->lost && !mm_kin_undurable(sh)) {
+		sh->lost = 0;
+		mm_log(MM_LOG_INFO, "kinesis", "%s: %s: the records read before its lease was lost "
+		       "are durable (its stored position moved with them)", ks->base.id, sh->id);
+	}
 	if (ks->leases)
 		mm_klease_durable(ks->leases, sh);
 	return 0;
@@ -611,14 +621,15 @@ static int kin_status(mm_source_t *src, mm_buf_t *out)
 		if (!sh->listed && sh->records == 0)
 			continue;
 		rc |= mm_buf_printf(out, "%s{\"shard\":\"%s\",\"parent\":\"%s\",\"adjacent_parent\":"
-				    "\"%s\",\"state\":\"%s\",\"owned\":%s,\"sequence\":\"%s\","
+				    "\"%s\",\"state\":\"%s\",\"owned\":%s,\"lost\":%s,\"sequence\":\"%s\","
 				    "\"durable\":\"%s\",\"ended\":%s,\"records\":%" PRIu64
 				    ",\"get_records\":%" PRIu64 ",\"throttles\":%" PRIu64
 				    ",\"iterator_renewals\":%" PRIu64 ",\"errors\":%" PRIu64
 				    ",\"millis_behind_latest\":%" PRId64 ",\"lease_owner\":\"%s\","
 				    "\"lease_takes\":%" PRIu64 ",\"lease_losses\":%" PRIu64 "}",
 				    first ? "" : ",", sh->id, sh->parent, sh->adjacent,
-				    states[sh->state], sh->owned ? "true" : "false", sh->seq,
+				    states[sh->state], sh->owned ? "true" : "false",
+				    sh->lost ? "true" : "false", sh->seq,
 				    sh->durable, sh->end_durable ? "true" : "false", sh->records,
 				    sh->calls, sh->throttles, sh->renewals, sh->errors,
 				    sh->behind_ms, sh->l_owner, sh->lease_takes, sh->lease_losses);

@@ -92,6 +92,11 @@ typedef struct mm_kshard {
 	int part_wait;              /* lease taken: its stored part is read first */
 	int handoff;                /* handing the lease over: no more reads */
 	int release_wanted;         /* the hand-over's flush is done: release */
+	/* Its lease was lost without a hand-over while records of it that this
+	 * worker delivered were not durable yet: its part is still named in the
+	 * flushes (the zombie fence decides whether they may count them) until
+	 * they are, and the lease is not taken again before. */
+	int lost;
 	/* Its lease, as this worker last saw it (kinesis_lease.c). */
 	int l_exists;               /* the lease table has an item */
 	int l_busy;                 /* a write of ours is in flight */
@@ -175,7 +180,11 @@ void mm_kin_handle_gone(mm_kin_t *ks);
 /* Runs every shard's next step (after an ownership or parent change). */
 void mm_kin_kick(mm_kin_t *ks);
 
-/* This worker stops reading sh (its lease went to another worker). */
+/* 1 if records of sh were delivered (to the engine) and are not durable yet. */
+int mm_kin_undurable(const mm_kshard_t *sh);
+
+/* This worker stops reading sh (its lease went to another worker); when
+ * records of it are delivered and not durable, sh is marked lost. */
 void mm_kin_drop(mm_kin_t *ks, mm_kshard_t *sh);
 
 /* Runs the shard's next step after delay_ms. */

@@ -22,8 +22,9 @@
  * checkpoint; take sets the owner if the counter is the one we saw; release
  * (clean shutdown) writes the final checkpoint and removes the owner. A
  * conditional failure on renew or checkpoint means another worker took the
- * lease: the shard is dropped at once (lease_losses). One write per lease is
- * in flight at a time.
+ * lease: the shard is dropped at once (lease_losses; records of it not yet
+ * durable keep its part in the flushes, kinesis_parts.c). One write per
+ * lease is in flight at a time.
  *
  * Expiry is read from the counter, not from clocks (as the KCL does): a
  * scan of the table every lease_time / 3 notes, per lease, the local time
@@ -261,8 +262,9 @@ static void klease_balance(mm_klease_t *lm, int64_t now)
 		mm_kshard_t *sh = ks->shards[i];
 
 		/* Not one we handed over lately: it is the asker's, which
-		 * counts as no worker here until it holds a lease. */
-		if (!sh->listed || !sh->l_exists || sh->l_ended || sh->owned || sh->l_busy ||
+		 * counts as no worker here until it holds a lease. Nor one
+		 * lost with records not durable yet (kinesis_parts.c). */
+		if (!sh->listed || !sh->l_exists || sh->l_ended || sh->owned || sh->lost || sh->l_busy ||
 		    klease_live(lm, sh, now) ||
 		    (sh->l_handed_ms && now - sh->l_handed_ms < lm->lease_ms))
 			continue;

@@ -26,9 +26,23 @@
  *   deltas without the part. So a worker below its share asks (handoffTo,
  *   kinesis_lease.c); the owner stops reading the shard, flushes (its part
  *   included), and only then releases the lease, which the asker takes
- *   like any free one. A lease lost without a hand-over (its owner could
- *   not renew it within lease_time) is the remaining hazard, as a zombie
- *   member is for Kafka.
+ *   like any free one.
+ *
+ * - A lease lost without a hand-over (its owner could not renew it within
+ *   lease_time, stalled or cut off, and another worker may have taken it)
+ *   can leave records of the shard in the engine's tables, mixed with
+ *   other shards' into the same deltas: they can be neither flushed
+ *   without the part (the next owner reads them again) nor taken out.
+ *   So the shard stays "lost" and its part stays in every flush until
+ *   they are durable: on a shared store its pointer is fenced by `own`
+ *   (doc/dynamodb.md, "Kafka partitions"). If the next owner took the
+ *   part, the flush fails with EFENCED before any delta and the worker
+ *   stops (a supervisor restarts it, reading on from the store); if
+ *   nobody took it yet, the flush writes the records with the part and
+ *   whoever takes the lease later starts after them. Either way they are
+ *   counted once. A lost shard's lease is not taken again before its
+ *   records are durable: the take would move `own` back to this worker
+ *   and reopen what the fence closed.
  *
  * Ownership: the part read in flight uses ks->part_key and ks->part_buf,
  * and ks->part_sh names its shard; the source is not freed before that
@@ -49,15 +63,16 @@ struct kin_parts {
 };
 
 /* One shard of a position, as a part of its own if this worker holds the
- * shard (handing it over included: that is the hand-over's own flush) and
- * it moved since the last ack. */
+ * shard (handing it over included: that is the hand-over's own flush), or
+ * lost its lease while records of it were not durable (below), and it
+ * moved since the last ack. */
 static int kin_part_one(void *ud, const char *shard, const char *seq, int ended)
 {
 	struct kin_parts *w = ud;
 	const mm_kshard_t *sh = mm_kin_shard_find(w->ks, shard);
 	int rc;
 
-	if (sh == NULL || !sh->owned || sh->part_wait ||
+	if (sh == NULL || !(sh->owned || sh->lost) || sh->part_wait ||
 	    (mm_kin_seq_cmp(seq, sh->durable) <= 0 && (!ended || sh->end_durable)))
 		return 0;
 	w->one.len = 0;

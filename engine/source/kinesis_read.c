@@ -464,6 +464,14 @@ static void kin_step(mm_kshard_t *sh)
 
 void mm_kin_drop(mm_kin_t *ks, mm_kshard_t *sh)
 {
+	/* A hand-over drops a shard whose records are all durable; a lease
+	 * lost otherwise may leave some in the engine's tables. */
+	if (sh->owned && mm_kin_undurable(sh)) {
+		sh->lost = 1;
+		mm_log(MM_LOG_WARN, "kinesis", "%s: %s: records read up to %s are not durable: the "
+		       "next flush names its stored position still (fenced if another worker took it)",
+		       ks->base.id, sh->id, sh->seq);
+	}
 	sh->owned = 0;
 	sh->part_wait = sh->handoff = sh->release_wanted = 0;
 	sh->has_held = 0;
