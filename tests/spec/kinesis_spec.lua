@@ -210,6 +210,40 @@ murmur.pipeline {
     return got
   end
 
+  -- Workers of the lease table <name>_leases on the DynamoDB store of denv
+  -- (dyn: its dynalite), worker n with its data in <dir>/<name>-w<n> and a
+  -- new log at each start. A test keeps only its last finally: this one
+  -- replaces ddb_store's, so it stops dynalite too, with the workers.
+  local function lease_workers(denv, dyn, name)
+    local w = { handles = {}, logs = {} }
+    function w.start(n, path, extra_env)
+      local log = ("%s/%s-w%d-%d.log"):format(dir, name, n, #w.logs + 1)
+      w.logs[#w.logs + 1] = log
+      w.handles[n] = S.spawn(("%s %s %s run %s --no-supervisor --log-level info --data %s/%s-w%d --kinesis-endpoint %s "
+        .. "--kinesis-lease-table %s_leases"):format(denv, extra_env or "", S.quote(S.murmur), S.quote(path), dir, name,
+        n, endpoint(), name), log)
+      return w.handles[n]
+    end
+    finally(function()
+      for _, h in pairs(w.handles) do S.kill(h, "KILL") S.wait_exit(h, 5) end
+      S.kill(dyn, "TERM") S.wait_exit(dyn, 5)
+    end)
+    function w.all_logs()
+      local t = {}
+      for _, l in ipairs(w.logs) do t[#t + 1] = l .. ":\n" .. (S.read_file(l) or "") end
+      return table.concat(t, "\n")
+    end
+    function w.data(n) return ("%s/%s-w%d"):format(dir, name, n) end
+    function w.status(n) return kinesis_status(w.data(n)) end
+    function w.held(n) local st = w.status(n) return st and st.leases and st.leases.held or 0 end
+    function w.read_by(n)
+      local st, r = w.status(n), 0
+      for _, sh in ipairs(st and st.shards or {}) do r = r + sh.records end
+      return r
+    end
+    return w
+  end
+
   it("shares the shards between two workers through a lease table, across a split, a merge and kill -9 of one", function()
     local denv, dport = ddb_store("dynalite", "kin_state")
     local stream, expected = new_stream(4), {}
@@ -331,33 +365,10 @@ murmur.pipeline {
   store = murmur.store("dynamodb", {}),
 }
 ]]):format(stream))
-    local handles, logs = {}, {}
-    local function worker(n, extra_env)
-      local log = ("%s/noid-w%d-%d.log"):format(dir, n, #logs + 1)
-      logs[#logs + 1] = log
-      handles[n] = S.spawn(("%s %s %s run %s --no-supervisor --log-level info --data %s/noid-w%d --kinesis-endpoint %s "
-        .. "--kinesis-lease-table noid_leases"):format(denv, extra_env or "", S.quote(S.murmur), S.quote(path), dir, n,
-        endpoint()), log)
-      return handles[n]
-    end
-    -- A test keeps only its last finally: this one replaces ddb_store's,
-    -- so it stops dynalite too (it was left running after every run).
-    finally(function()
-      for _, h in pairs(handles) do S.kill(h, "KILL") S.wait_exit(h, 5) end
-      S.kill(dyn, "TERM") S.wait_exit(dyn, 5)
-    end)
-    local function wstatus(n) return kinesis_status(("%s/noid-w%d"):format(dir, n)) end
-    local function read_by(n)
-      local st, r = wstatus(n), 0
-      for _, sh in ipairs(st and st.shards or {}) do r = r + sh.records end
-      return r
-    end
+    local w = lease_workers(denv, dyn, "noid")
+    local handles, all_logs, held, read_by = w.handles, w.all_logs, w.held, w.read_by
+    local function worker(n, extra_env) return w.start(n, path, extra_env) end
     local function stored() return ddb_counts(denv, path) end
-    local function all_logs()
-      local t = {}
-      for _, l in ipairs(logs) do t[#t + 1] = l .. ":\n" .. (S.read_file(l) or "") end
-      return table.concat(t, "\n")
-    end
     local function wait_stored(what)
       for _ = 1, 900 do
         if total(stored()) >= total(expected) then break end
@@ -367,12 +378,11 @@ murmur.pipeline {
       if total(got) ~= total(expected) then print(all_logs()) end
       assert.are.same(expected, got, what)
     end
-    local function held(n) local st = wstatus(n) return st and st.leases and st.leases.held or 0 end
     local function both_hold()
       S.wait_for("both workers holding two leases", 90, function() return held(1) == 2 and held(2) == 2 end, all_logs)
     end
     local function wait_read(n, min, what)
-      S.wait_status(("%s/noid-w%d"):format(dir, n), function() return read_by(n) >= min end, 90, what)
+      S.wait_status(w.data(n), function() return read_by(n) >= min end, 90, what)
     end
 
     -- Two workers: the second asks for its share while the first is
@@ -456,30 +466,9 @@ murmur.pipeline {
       return path
     end
     local stalled, live = pipeline("lost-stalled", "1h"), pipeline("lost-live", "100ms")
-    local handles, logs = {}, {}
-    local function worker(n, path)
-      local log = ("%s/lost-w%d-%d.log"):format(dir, n, #logs + 1)
-      logs[#logs + 1] = log
-      handles[n] = S.spawn(("%s %s run %s --no-supervisor --log-level info --data %s/lost-w%d --kinesis-endpoint %s "
-        .. "--kinesis-lease-table lost_leases"):format(denv, S.quote(S.murmur), S.quote(path), dir, n, endpoint()), log)
-      return handles[n]
-    end
-    finally(function()
-      for _, h in pairs(handles) do S.kill(h, "KILL") S.wait_exit(h, 5) end
-      S.kill(dyn, "TERM") S.wait_exit(dyn, 5)
-    end)
-    local function all_logs()
-      local t = {}
-      for _, l in ipairs(logs) do t[#t + 1] = l .. ":\n" .. (S.read_file(l) or "") end
-      return table.concat(t, "\n")
-    end
-    local function wstatus(n) return kinesis_status(("%s/lost-w%d"):format(dir, n)) end
-    local function held(n) local st = wstatus(n) return st and st.leases and st.leases.held or 0 end
-    local function read_by(n)
-      local st, r = wstatus(n), 0
-      for _, sh in ipairs(st and st.shards or {}) do r = r + sh.records end
-      return r
-    end
+    local w = lease_workers(denv, dyn, "lost")
+    local handles, logs, all_logs, held, read_by = w.handles, w.logs, w.all_logs, w.held, w.read_by
+    local worker = w.start
     local function stored() return ddb_counts(denv, live) end
 
     worker(1, stalled)
