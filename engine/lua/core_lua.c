@@ -4,7 +4,9 @@
  * Lifecycle and asynchronous objects are userdata with metatables (luv
  * style). This file holds the engine (loop + store + pipelines + sources),
  * the Lua-driven handles it owns (timers, watchers, signals) and the module's
- * registration; stores opened for queries are in store_lua.c, monoid states
+ * registration; the Lua-driven handles are in handle_lua.c and e:stats() in
+ * stats_lua.c (core_lua_impl.h is what the three share), stores opened for
+ * queries are in store_lua.c, monoid states
  * in state_lua.c, the plain functions (time, logging, files, processes) in
  * sys_lua.c, and core_lua.h is what they share. The per-record calls
  * of the Lua path do not come through here: lua/murmur/runtime.lua reaches
@@ -17,13 +19,13 @@
 #include <lua.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "../core/engine.h"
 #include "../core/metrics.h"
 #include "../lib/error.h"
 #include "../lib/log.h"
 #include "core_lua.h"
+#include "core_lua_impl.h"
 #include "explain_lua.h"
 #include "metrics_lua.h"
 #include "serve_lua.h"
@@ -35,7 +37,6 @@
 #define MM_VERSION "0.1.0"
 /* Version of the FFI declarations in lua/murmur/cdef.lua (bump together). */
 #define MM_FFI_ABI 2
-#define ENGINE_MT "murmur.engine"
 
 int mm_lua_push_fail(lua_State *L, int err, const char *detail)
 {
@@ -144,52 +145,6 @@ int mm_lua_read_monoid(lua_State *L, int t, mm_monoid_t *m)
 
 /* ---- engine ---- */
 
-typedef struct lua_handle lua_handle_t;
-
-typedef struct lua_engine {
-	mm_engine_t *ctx;
-	uv_loop_t *loop;
-	lua_State *L;
-	int batch_ref;
-	int merged_ref;
-	lua_handle_t *handles; /* timers, watchers, signals owned by Lua callbacks */
-	mm_serve_t *serve;     /* the query server of run --listen, or NULL */
-} lua_engine_t;
-
-/*
- * A libuv handle whose callback is a Lua function (kept in the registry).
- * Handles live in a list on the engine; all are closed when the engine stops
- * (or when Lua calls h:close()), and freed in their close callback. The Lua
- * object is anchored in the registry while the handle is open and cleared
- * when it closes, so h:close() after the engine stopped is a no-op instead
- * of a use of freed memory.
- */
-struct lua_handle {
-	union {
-		uv_handle_t h;
-		uv_timer_t timer;
-		uv_fs_event_t fs;
-		uv_signal_t sig;
-	} u;
-	lua_engine_t *e;
-	int ref;              /* the callback */
-	int ud_ref;           /* the Lua object, anchored while open */
-	lua_handle_t **ud;    /* its pointer to this handle */
-	int closing;
-	lua_handle_t *next;
-};
-
-static void engine_close_handles(void *ud);
-
-static lua_engine_t *check_engine(lua_State *L)
-{
-	lua_engine_t *e = luaL_checkudata(L, 1, ENGINE_MT);
-
-	if (e->ctx == NULL)
-		luaL_error(L, "engine is closed");
-	return e;
-}
-
 static int l_engine_open(lua_State *L)
 {
 	const char *backend;
@@ -220,7 +175,7 @@ static int l_engine_open(lua_State *L)
 	if (rc == 0)
 		rc = mm_engine_new(st, e->loop, &e->ctx);
 	if (rc == 0) {
-		mm_engine_on_stop(e->ctx, engine_close_handles, e);
+		mm_engine_on_stop(e->ctx, mm_lua_engine_close_handles, e);
 		/* /metrics renders the engine this process runs. */
 		mm_metrics_global()->engine = e->ctx;
 	}
@@ -456,49 +411,6 @@ static int l_engine_on_merged(lua_State *L)
 	return 0;
 }
 
-
-/* ---- Lua-driven handles (hot reload: watchers, debounce timers, SIGHUP) ---- */
-
-#define HANDLE_MT "murmur.handle"
-
-static void handle_closed(uv_handle_t *h)
-{
-	free(h->data);
-}
-
-static void handle_close(lua_handle_t *lh)
-{
-	lua_engine_t *e = lh->e;
-	lua_handle_t **pp;
-
-	if (lh->closing)
-		return;
-	lh->closing = 1;
-	for (pp = &e->handles; *pp; pp = &(*pp)->next)
-		if (*pp == lh) {
-			*pp = lh->next;
-			break;
-		}
-	luaL_unref(e->L, LUA_REGISTRYINDEX, lh->ref);
-	lh->ref = LUA_NOREF;
-	*lh->ud = NULL;
-	luaL_unref(e->L, LUA_REGISTRYINDEX, lh->ud_ref);
-	lh->ud_ref = LUA_NOREF;
-	uv_close(&lh->u.h, handle_closed);
-}
-
-static void engine_close_handles(void *ud)
-{
-	lua_engine_t *e = ud;
-
-	while (e->handles)
-		handle_close(e->handles);
-	/* Reads in flight finish before the loop empties and the store closes. */
-	if (e->serve)
-		mm_serve_stop(e->serve, NULL, NULL);
-	e->serve = NULL;
-}
-
 /* e:listen(cfg) -> "HOST:PORT" | nil, err: the query server (murmur serve's,
  * cfg as core.serve's without stores) on the engine's loop and store. */
 static int l_engine_listen(lua_State *L)
@@ -524,120 +436,6 @@ static int l_engine_listen(lua_State *L)
 		addr[0] = '\0';
 	lua_pushstring(L, addr);
 	return 1;
-}
-
-static lua_handle_t *handle_new(lua_State *L, lua_engine_t *e, int fn_index)
-{
-	lua_handle_t *lh = calloc(1, sizeof(*lh));
-	lua_handle_t **ud;
-
-	if (lh == NULL) {
-		luaL_error(L, "out of memory");
-		return NULL;
-	}
-	luaL_checktype(L, fn_index, LUA_TFUNCTION);
-	lua_pushvalue(L, fn_index);
-	lh->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	lh->e = e;
-	lh->u.h.data = lh;
-	lh->next = e->handles;
-	e->handles = lh;
-	ud = lua_newuserdata(L, sizeof(*ud));
-	*ud = lh;
-	luaL_getmetatable(L, HANDLE_MT);
-	lua_setmetatable(L, -2);
-	lua_pushvalue(L, -1);
-	lh->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	lh->ud = ud;
-	return lh;
-}
-
-/* Calls the handle's Lua function with nargs arguments already pushed. */
-static void handle_call(lua_handle_t *lh, int nargs, const char *what)
-{
-	lua_State *L = lh->e->L;
-
-	lua_rawgeti(L, LUA_REGISTRYINDEX, lh->ref);
-	lua_insert(L, -1 - nargs);
-	mm_lua_call(L, nargs, 0, what);
-}
-
-static void on_lua_timer(uv_timer_t *t)
-{
-	lua_handle_t *lh = t->data;
-
-	handle_call(lh, 0, "timer callback");
-}
-
-/* e:timer(ms, repeat_ms, fn) -> handle; repeat_ms 0 = once. */
-static int l_engine_timer(lua_State *L)
-{
-	lua_engine_t *e = check_engine(L);
-	uint64_t ms = (uint64_t)luaL_checknumber(L, 2), rep = (uint64_t)luaL_checknumber(L, 3);
-	lua_handle_t *lh = handle_new(L, e, 4);
-
-	uv_timer_init(e->loop, &lh->u.timer);
-	uv_timer_start(&lh->u.timer, on_lua_timer, ms, rep);
-	return 1;
-}
-
-static void on_lua_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
-{
-	lua_handle_t *lh = h->data;
-	lua_State *L = lh->e->L;
-
-	lua_pushstring(L, filename ? filename : "");
-	lua_pushinteger(L, status);
-	handle_call(lh, 2, "file watch callback");
-}
-
-/* e:watch(dir, fn(filename, status)) -> handle (inotify on a directory, so
- * editors' write-then-rename saves are seen too). */
-static int l_engine_watch(lua_State *L)
-{
-	lua_engine_t *e = check_engine(L);
-	const char *dir = luaL_checkstring(L, 2);
-	lua_handle_t *lh = handle_new(L, e, 3);
-	int rc;
-
-	uv_fs_event_init(e->loop, &lh->u.fs);
-	rc = uv_fs_event_start(&lh->u.fs, on_lua_fs_event, dir, 0);
-	if (rc) {
-		handle_close(lh);
-		return mm_lua_push_fail(L, MM_EIO, uv_strerror(rc));
-	}
-	return 1;
-}
-
-static void on_lua_signal(uv_signal_t *h, int signum)
-{
-	lua_handle_t *lh = h->data;
-
-	lua_pushinteger(lh->e->L, signum);
-	handle_call(lh, 1, "signal callback");
-}
-
-/* e:signal("hup", fn(signum)) -> handle */
-static int l_engine_signal(lua_State *L)
-{
-	static const char *const names[] = {"hup", "usr1", "usr2", NULL};
-	static const int nums[] = {SIGHUP, SIGUSR1, SIGUSR2};
-	lua_engine_t *e = check_engine(L);
-	int which = luaL_checkoption(L, 2, NULL, names);
-	lua_handle_t *lh = handle_new(L, e, 3);
-
-	uv_signal_init(e->loop, &lh->u.sig);
-	uv_signal_start(&lh->u.sig, on_lua_signal, nums[which]);
-	return 1;
-}
-
-static int l_handle_close(lua_State *L)
-{
-	lua_handle_t **ud = luaL_checkudata(L, 1, HANDLE_MT);
-
-	if (*ud)
-		handle_close(*ud);
-	return 0;
 }
 
 /* Keeps a reference to the engine's flush callback until it runs. Every
@@ -801,159 +599,11 @@ static int l_engine_close_idle_sources(lua_State *L)
 	return 0;
 }
 
-/* Sets the per-command counters of a cache (cache_get, ...) into the table
- * on top; nothing for a store without MM_STORE_CAP_CACHE. */
-void mm_lua_push_cache_stats(lua_State *L, const mm_store_t *st)
-{
-	mm_store_op_stats_t os[32];
-	size_t n = mm_store_op_stats(st, os, 32);
-
-	for (size_t i = 0; i < n && i < 32; i++) {
-		lua_newtable(L);
-		MM_LUA_SET_NUM("ops", os[i].ops);
-		MM_LUA_SET_NUM("errors", os[i].errors);
-		MM_LUA_SET_NUM("ms_total", os[i].ns_total / 1e6);
-		MM_LUA_SET_NUM("ms_max", os[i].ns_max / 1e6);
-		lua_setfield(L, -2, os[i].name);
-	}
-}
-
-/* Sets t.caps = {"atomic", ...}: the store's capability set by name. */
-static void push_store_caps(lua_State *L, const mm_store_t *st)
-{
-	unsigned caps = mm_store_caps(st);
-	int n = 0;
-
-	lua_newtable(L);
-	for (unsigned bit = 1; bit != 0 && bit <= caps; bit <<= 1)
-		if ((caps & bit) && mm_store_cap_name(bit) != NULL) {
-			lua_pushstring(L, mm_store_cap_name(bit));
-			lua_rawseti(L, -2, ++n);
-		}
-	lua_setfield(L, -2, "caps");
-}
-
-static int l_engine_stats(lua_State *L)
-{
-	lua_engine_t *e = check_engine(L);
-	mm_engine_t *ctx = e->ctx;
-	const char *ops[MM_STORE_NOPS] = {"apply", "get_many", "position", "claim", "renew",
-					  "meta"};
-
-	lua_newtable(L);
-	MM_LUA_SET_NUM("batches", ctx->stats.batches);
-	MM_LUA_SET_NUM("records", ctx->stats.records);
-	MM_LUA_SET_NUM("flushes", ctx->stats.flushes);
-	MM_LUA_SET_NUM("flush_failures", ctx->stats.flush_failures);
-	MM_LUA_SET_NUM("store_writes", ctx->stats.store_writes);
-	MM_LUA_SET_NUM("pauses", ctx->stats.pauses);
-	MM_LUA_SET_NUM("purged", ctx->stats.purged);
-	MM_LUA_SET_NUM("flush_ms_max", ctx->stats.flush_ns_max / 1e6);
-	MM_LUA_SET_NUM("flush_ms_total", ctx->stats.flush_ns_total / 1e6);
-	/* How late the loop ran its callbacks (looplag.h): the largest lag
-	 * since start and over the recent window. */
-	MM_LUA_SET_NUM("loop_lag_ms_max", mm_loop_lag_max_ns(&ctx->lag) / 1e6);
-	MM_LUA_SET_NUM("loop_lag_ms_recent", mm_loop_lag_recent_ns(&ctx->lag, uv_hrtime()) / 1e6);
-	/* The same without the time the loop thread waited for a CPU: what
-	 * callbacks and blocking calls cost the loop (looplag.h). */
-	MM_LUA_SET_NUM("loop_block_ms_max", mm_loop_block_max_ns(&ctx->lag) / 1e6);
-	MM_LUA_SET_NUM("loop_block_ms_recent", mm_loop_block_recent_ns(&ctx->lag, uv_hrtime()) / 1e6);
-	MM_LUA_SET_NUM("lua_errors", mm_lua_errors());
-	{
-		struct rusage ru;
-
-		getrusage(RUSAGE_SELF, &ru);
-		MM_LUA_SET_NUM("max_rss_kb", ru.ru_maxrss);
-		MM_LUA_SET_NUM("cpu_user_s", ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6);
-		MM_LUA_SET_NUM("cpu_sys_s", ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
-	}
-	lua_newtable(L);
-	for (int i = 0; i < MM_STORE_NOPS; i++) {
-		lua_newtable(L);
-		MM_LUA_SET_NUM("ops", ctx->st->stats.ops[i]);
-		MM_LUA_SET_NUM("errors", ctx->st->stats.errors[i]);
-		MM_LUA_SET_NUM("ms_total", ctx->st->stats.ns_total[i] / 1e6);
-		MM_LUA_SET_NUM("ms_max", ctx->st->stats.ns_max[i] / 1e6);
-		lua_setfield(L, -2, ops[i]);
-	}
-	push_store_caps(L, ctx->st);
-	lua_setfield(L, -2, "store");
-	/* The contract's instrumentation names: store operations by pipeline
-	 * (one merge_update per flushed delta, timed as part of its flush) and,
-	 * with a cache, every cache_* command kind. */
-	lua_newtable(L);
-	for (int i = 0; i < ctx->npipes; i++) {
-		mm_pipeline_t *p = ctx->pipes[i];
-		char name[160];
-
-		snprintf(name, sizeof(name), "%s:store_merge_update", p->cfg.name);
-		lua_newtable(L);
-		MM_LUA_SET_NUM("ops", p->stats.deltas_flushed);
-		MM_LUA_SET_NUM("errors", p->stats.rejected[MM_REJ_MERGE]);
-		MM_LUA_SET_NUM("flushes_ms_total", ctx->st->stats.ns_total[MM_STORE_OP_APPLY] / 1e6);
-		lua_setfield(L, -2, name);
-		snprintf(name, sizeof(name), "%s:store_claim", p->cfg.name);
-		lua_newtable(L);
-		MM_LUA_SET_NUM("ops", p->stats.claims);
-		MM_LUA_SET_NUM("duplicates", p->stats.claim_duplicates);
-		MM_LUA_SET_NUM("busy", p->stats.claim_busy);
-		MM_LUA_SET_NUM("deferred", p->stats.claim_deferred);
-		MM_LUA_SET_NUM("stolen", p->stats.claim_stolen);
-		MM_LUA_SET_NUM("renewals", p->stats.claim_renewals);
-		MM_LUA_SET_NUM("lost", p->stats.claim_lost);
-		lua_setfield(L, -2, name);
-	}
-	mm_lua_push_cache_stats(L, ctx->st);
-	lua_setfield(L, -2, "instrumentation");
-	lua_newtable(L);
-	for (int i = 0; i < ctx->npipes; i++) {
-		mm_pipeline_t *p = ctx->pipes[i];
-
-		lua_newtable(L);
-		MM_LUA_SET_NUM("records", p->stats.records);
-		MM_LUA_SET_NUM("accepted", p->stats.accepted);
-		MM_LUA_SET_NUM("duplicates", p->stats.duplicates);
-		MM_LUA_SET_NUM("dedup_skipped", p->stats.dedup_skipped);
-		MM_LUA_SET_NUM("held", p->stats.held);
-		MM_LUA_SET_NUM("deltas_flushed", p->stats.deltas_flushed);
-		MM_LUA_SET_NUM("dead_letters", p->stats.dead_letters);
-		MM_LUA_SET_NUM("dead_letter_errors", p->stats.dead_letter_errors);
-		lua_newtable(L);
-		for (int r = 0; r < MM_REJ__COUNT; r++)
-			MM_LUA_SET_NUM(mm_reject_reason_name(r), p->stats.rejected[r]);
-		lua_setfield(L, -2, "rejected");
-		lua_setfield(L, -2, p->cfg.name);
-	}
-	lua_setfield(L, -2, "pipelines");
-	lua_newtable(L);
-	for (int i = 0; i < ctx->nsrcs; i++) {
-		mm_engine_source_t *es = &ctx->srcs[i];
-
-		lua_newtable(L);
-		MM_LUA_SET_NUM("records", es->src ? es->src->records : es->records);
-		MM_LUA_SET_NUM("bytes", es->src ? es->src->bytes : es->bytes);
-		lua_pushboolean(L, es->src == NULL);
-		lua_setfield(L, -2, "closed");
-		if (es->src && es->src->vt->status) {
-			mm_buf_t b = {0};
-
-			if (es->src->vt->status(es->src, &b) == 0) {
-				lua_pushlstring(L, (const char *)b.p, b.len);
-				lua_setfield(L, -2, "status_json");
-			}
-			mm_buf_free(&b);
-		}
-		lua_setfield(L, -2, es->src ? es->src->id : es->id);
-	}
-	lua_setfield(L, -2, "sources");
-	return 1;
-}
-
 static int l_engine_close(lua_State *L)
 {
 	lua_engine_t *e = luaL_checkudata(L, 1, ENGINE_MT);
 
-	engine_close_handles(e);
+	mm_lua_engine_close_handles(e);
 	if (e->ctx) {
 		if (mm_metrics_global()->engine == e->ctx)
 			mm_metrics_global()->engine = NULL;
@@ -993,11 +643,11 @@ int luaopen_murmur_core(lua_State *L)
 		{"run", l_engine_run},
 		{"stop", l_engine_stop},
 		{"on_merged", l_engine_on_merged},
-		{"stats", l_engine_stats},
+		{"stats", mm_lua_engine_stats},
 		{"close", l_engine_close},
-		{"timer", l_engine_timer},
-		{"watch", l_engine_watch},
-		{"signal", l_engine_signal},
+		{"timer", mm_lua_engine_timer},
+		{"watch", mm_lua_engine_watch},
+		{"signal", mm_lua_engine_signal},
 		{"flush", l_engine_flush},
 		{"hold", l_engine_hold},
 		{"update_pipeline", l_engine_update_pipeline},
@@ -1008,21 +658,13 @@ int luaopen_murmur_core(lua_State *L)
 		{"listen", l_engine_listen},
 		{NULL, NULL},
 	};
-	static const luaL_Reg handle_methods[] = {
-		{"close", l_handle_close},
-		{NULL, NULL},
-	};
 	static const luaL_Reg funcs[] = {
 		{"engine_open", l_engine_open},
 		{NULL, NULL},
 	};
 
 	mm_lua_new_class(L, ENGINE_MT, engine_methods, l_engine_close);
-	luaL_newmetatable(L, HANDLE_MT);
-	lua_newtable(L);
-	luaL_register(L, NULL, handle_methods);
-	lua_setfield(L, -2, "__index");
-	lua_pop(L, 1);
+	mm_lua_handle_register(L);
 	lua_newtable(L);
 	luaL_register(L, NULL, funcs);
 	mm_lua_store_register(L);
@@ -1046,3 +688,4 @@ int luaopen_murmur_core(lua_State *L)
 	lua_setfield(L, -2, "abi_version");
 	return 1;
 }
+
