@@ -142,7 +142,7 @@ mm_agg_entry_t *mm_agg_find_h(const mm_agg_t *a, const char *key, size_t klen, i
 	 * probed: after a reset its index is still there, all zero. */
 	if (a->count == 0)
 		return NULL;
-	j = agg_probe(a, key, klen, bucket, h);
+	j = agg_probe(a, key, klen, bucket, h | 1);
 	return a->hashes[j] ? &a->entries[a->index[j]] : NULL;
 }
 
@@ -159,6 +159,7 @@ mm_agg_entry_t *mm_agg_upsert_h(mm_agg_t *a, const char *key, size_t klen, int64
 	mm_agg_entry_t *e;
 	size_t j;
 
+	h |= 1; /* 0 is the empty slot */
 	if ((a->count + 1) * 2 > a->cap && agg_grow(a) != 0)
 		return NULL;
 	j = agg_probe(a, key, klen, bucket, h);

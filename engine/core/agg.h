@@ -71,9 +71,11 @@ mm_agg_entry_t *mm_agg_find(const mm_agg_t *a, const char *key, size_t klen, int
 /* The hash mm_agg_upsert and mm_agg_find use for (key, bucket). */
 uint64_t mm_agg_hash(const char *key, size_t klen, int64_t bucket);
 
-/* The same with h = mm_agg_hash(key, klen, bucket) computed by the caller,
- * who looks one key up in several tables (the pending dedup ids of both
- * generations) and hashes it once. */
+/* The same with the hash h computed by the caller, who looks one key up in
+ * several tables or has its hash already (the pending dedup ids, keyed by
+ * the id's mm_id_hash). h is any 64-bit hash of (key, bucket), its low bit
+ * ignored, as long as every call on the table uses the same function:
+ * mm_agg_hash for the calls without _h. */
 mm_agg_entry_t *mm_agg_upsert_h(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
 				uint64_t h, int *created);
 mm_agg_entry_t *mm_agg_find_h(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket,

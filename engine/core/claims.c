@@ -142,7 +142,7 @@ static void replay_pipe(mm_engine_t *ctx, round_pipe_t *rp, mm_record_t *recs)
 
 		if (!is_won(rp->all[k].result))
 			continue;
-		e = mm_agg_upsert(&p->ids[!cur], rp->all[k].id, rp->all[k].len, 0, &created);
+		e = mm_pipeline_id_upsert(p, !cur, rp->all[k].id, rp->all[k].len, &created);
 		if (e == NULL) {
 			mm_log(MM_LOG_ERROR, p->cfg.name,
 			       "out of memory keeping a dedup mark; its claim stays pending");

@@ -438,8 +438,13 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 			/* An id its claim found counted before keeps its old mark. */
 			if (e->tag != MM_ID_COUNTED)
 				job->f.marks[job->f.nmarks++] = (mm_mark_t){
-					&p->ns, e->key, e->klen, e->expire_ms,
-					!!(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED)};
+					.ns = &p->ns,
+					.id = e->key,
+					.len = e->klen,
+					.expire_ms = e->expire_ms,
+					.claimed = !!(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED),
+					.hash = mm_pipeline_id_hash_of(e),
+				};
 		}
 		if (p->cfg.gran_ms && p->cfg.retention_ms && now >= p->next_purge_ms) {
 			job->f.purges[job->f.npurges++] = (mm_purge_t){

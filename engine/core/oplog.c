@@ -44,14 +44,14 @@ int mm_oplog_add(mm_oplog_t *l, int claiming, const char *key, size_t klen, int6
 	return 0;
 }
 
-int mm_oplog_claim(mm_oplog_t *l, const char *id, size_t len)
+int mm_oplog_claim(mm_oplog_t *l, const char *id, size_t len, const mm_idhash_t *h)
 {
 	int rc;
 
 	if (l->nclaims == l->ccap && (rc = mm_array_grow((void **)&l->claims, &l->ccap, l->nclaims + 1,
 							 sizeof(*l->claims), "logged claims")))
 		return rc;
-	l->claims[l->nclaims++] = (mm_claim_t){.id = id, .len = len};
+	l->claims[l->nclaims++] = (mm_claim_t){.id = id, .len = len, .hash = *h};
 	l->open = l->n;
 	return 0;
 }

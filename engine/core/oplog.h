@@ -70,9 +70,10 @@ typedef struct mm_oplog {
 int mm_oplog_add(mm_oplog_t *l, int claiming, const char *key, size_t klen, int64_t bucket,
 		 int64_t expire_ms, const mm_value_t *v);
 
-/* The record in progress was accepted with id (borrowed, see above): its
- * ops become that claim's. */
-int mm_oplog_claim(mm_oplog_t *l, const char *id, size_t len);
+/* The record in progress was accepted with id (borrowed, see above) and
+ * its mm_id_hash h (carried to the store with the claim): its ops become
+ * that claim's. */
+int mm_oplog_claim(mm_oplog_t *l, const char *id, size_t len, const mm_idhash_t *h);
 
 /* A new record starts. The ops of a record that was tagged but never
  * claimed (rejected after some of its adds, which stay aggregated) keep

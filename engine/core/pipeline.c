@@ -55,6 +55,7 @@ int mm_pipeline_init(mm_pipeline_t *p, mm_store_t *st, mm_pipeline_config_t *cfg
 	memset(cfg, 0, sizeof(*cfg));
 	p->ns.name = p->cfg.name;
 	p->ns.m = &p->cfg.monoid;
+	p->id_seed = p->ns.name ? mm_id_hash_seed(p->ns.name, strlen(p->ns.name)) : 0;
 	p->uses_lua = p->cfg.key_kind == MM_PART_LUA || p->cfg.value_kind == MM_PART_LUA ||
 		      p->cfg.time_kind == MM_PART_LUA || p->cfg.id_kind == MM_PART_LUA;
 	for (int g = 0; g < 2; g++) {
@@ -322,18 +323,47 @@ static void pipe_log_start(mm_pipeline_t *p)
 	p->log[p->cur].on = 1;
 }
 
+/* The pending-id tables' hash of an id: from its mm_id_hash, so that the
+ * hash of an id, computed once per record, serves its lookups in both
+ * generations, its insert, and then its claim and mark in the store. */
+static inline uint64_t id_slot(const mm_idhash_t *h)
+{
+	return h->h0;
+}
+
+_Static_assert(sizeof(mm_idhash_t) <= MM_STATE_MAX, "an id's hash fits in a key set's state");
+
+static mm_agg_entry_t *ids_upsert(mm_pipeline_t *p, int gen, const char *id, size_t len,
+				  const mm_idhash_t *h, int *created)
+{
+	mm_agg_entry_t *e = mm_agg_upsert_h(&p->ids[gen], id, len, 0, id_slot(h), created);
+
+	if (e && *created)
+		memcpy(e->state, h, sizeof(*h));
+	return e;
+}
+
+mm_agg_entry_t *mm_pipeline_id_upsert(mm_pipeline_t *p, int gen, const char *id, size_t len,
+				      int *created)
+{
+	mm_idhash_t h;
+
+	mm_id_hash(p->id_seed, id, len, &h);
+	return ids_upsert(p, gen, id, len, &h, created);
+}
+
 /* 1 when the id is pending in either generation or held, else 0 (or 2:
- * held, pipe_hold). h is the id's mm_agg_hash(id, len, 0), which the fast
- * path computes once for this and pipe_remember. */
-static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len, uint64_t h)
+ * held, pipe_hold). h is the id's mm_id_hash, which the fast path computes
+ * once for this and pipe_remember. */
+static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len, const mm_idhash_t *h)
 {
 	/* A held record's claim was won: it is new by definition. */
 	if (p->replaying)
 		return 0;
 	if (p->explain)
 		mm_explain_note_id(p->explain, id, len);
-	if (mm_agg_find_h(&p->ids[p->cur], id, len, 0, h) ||
-	    mm_agg_find_h(&p->ids[!p->cur], id, len, 0, h) ||
+	if (mm_agg_find_h(&p->ids[p->cur], id, len, 0, id_slot(h)) ||
+	    mm_agg_find_h(&p->ids[!p->cur], id, len, 0, id_slot(h)) ||
 	    mm_held_has(&p->held[p->cur], id, len) || mm_held_has(&p->held[!p->cur], id, len))
 		return 1;
 	/* A dry run (explain.c) has no store to ask. */
@@ -369,13 +399,13 @@ static int id_usable(mm_pipeline_t *p, size_t len)
 	return 0;
 }
 
-static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, uint64_t h,
+static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, const mm_idhash_t *h,
 			 int64_t now_ms)
 {
 	mm_agg_entry_t *e;
 	int created;
 
-	e = mm_agg_upsert_h(&p->ids[p->cur], id, len, 0, h, &created);
+	e = ids_upsert(p, p->cur, id, len, h, &created);
 	if (e == NULL)
 		return MM_ENOMEM;
 	e->expire_ms = now_ms + p->cfg.dedup_ttl_ms;
@@ -383,7 +413,7 @@ static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, uint64_t 
 		return 0;
 	/* The table's copy of the id lives as long as the log's generation. */
 	p->claiming = 0;
-	return mm_oplog_claim(&p->log[p->cur], e->key, len);
+	return mm_oplog_claim(&p->log[p->cur], e->key, len, h);
 }
 
 /* ---- fast path ---- */
@@ -551,7 +581,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	mm_value_t v = {0};
 	const char *id = NULL, *keys[MM_MAX_KEYS];
 	size_t idlen = 0, klens[MM_MAX_KEYS], need;
-	uint64_t idh = 0;
+	mm_idhash_t idh;
 	int64_t bucket, expire_ms;
 	int rc;
 
@@ -585,8 +615,8 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	if (id && !id_usable(p, idlen))
 		id = NULL;
 	if (id) {
-		idh = mm_agg_hash(id, idlen, 0);
-		rc = pipe_seen(p, id, idlen, idh);
+		mm_id_hash(p->id_seed, id, idlen, &idh);
+		rc = pipe_seen(p, id, idlen, &idh);
 		if (rc != 0)
 			return rc;
 	}
@@ -639,7 +669,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	}
 added:
 	if (id) {
-		rc = pipe_remember(p, id, idlen, idh, now_ms);
+		rc = pipe_remember(p, id, idlen, &idh, now_ms);
 		if (rc)
 			return rc;
 	}
@@ -731,7 +761,8 @@ int mm_pipeline_settle_claims(mm_pipeline_t *p, int gen)
 		if (l->claims[k].result != MM_CLAIM_DUPLICATE)
 			continue;
 		counted++;
-		e = mm_agg_find(&p->ids[gen], l->claims[k].id, l->claims[k].len, 0);
+		e = mm_agg_find_h(&p->ids[gen], l->claims[k].id, l->claims[k].len, 0,
+				  id_slot(&l->claims[k].hash));
 		if (e && e->tag != MM_ID_COUNTED) {
 			e->tag = MM_ID_COUNTED;
 			fresh++;
@@ -832,11 +863,13 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 
 int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 {
+	mm_idhash_t h;
 	int rc;
 
 	if (!id_usable(p, len))
 		return 0;
-	rc = pipe_seen(p, id, len, mm_agg_hash(id, len, 0));
+	mm_id_hash(p->id_seed, id, len, &h);
+	rc = pipe_seen(p, id, len, &h);
 
 	if (rc == 2)
 		p->pending_records++;
@@ -874,9 +907,12 @@ int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)
 		len = p->batch->recs[i].id_len;
 	}
 	/* An unusable id (counted by mm_pipe_seen) is not remembered either. */
-	if (id && len >= 1 && len <= MM_ID_MAX)
-		return pipe_remember(p, id, len, mm_agg_hash(id, len, 0),
-				     p->batch ? p->batch->now_ms : mm_now_ms());
+	if (id && len >= 1 && len <= MM_ID_MAX) {
+		mm_idhash_t h;
+
+		mm_id_hash(p->id_seed, id, len, &h);
+		return pipe_remember(p, id, len, &h, p->batch ? p->batch->now_ms : mm_now_ms());
+	}
 	return 0;
 }
 

@@ -72,3 +72,20 @@ uint64_t mm_hash64(const void *key, size_t len, uint64_t seed)
 	h ^= h >> MM_MURMUR_R;
 	return h;
 }
+
+#define MM_ID_SEED 0x6d61726b73657431ULL /* "markset1" */
+#define MM_ID_SEED2 0x9e3779b97f4a7c15ULL
+
+uint64_t mm_id_hash_seed(const char *ns, size_t nslen)
+{
+	return mm_hash64(ns, nslen, MM_ID_SEED);
+}
+
+void mm_id_hash(uint64_t seed, const void *id, size_t len, mm_idhash_t *out)
+{
+	out->h0 = mm_hash64(id, len, seed);
+	out->h1 = mm_hash64(id, len, seed ^ MM_ID_SEED2);
+	/* All zero is the empty slot: one hash in 2^96 moves by one. */
+	if ((out->h0 | (out->h1 >> 32)) == 0)
+		out->h0 = 1;
+}

@@ -19,6 +19,21 @@
 
 uint64_t mm_hash64(const void *key, size_t len, uint64_t seed);
 
+/* A dedup id's 128-bit hash in its namespace: h0 and h1 are mm_hash64 of
+ * the id under two seeds drawn from the namespace's name (mm_id_hash_seed,
+ * computed once per namespace). (h0, the high half of h1) is never all
+ * zero (the one hash in 2^96 that would be has h0 = 1), so a table of them
+ * may take zero for an empty slot. The embedded store keeps these hashes as
+ * its marks on disk (lmdb_dedup.c, markset.h): changing the function
+ * changes that store's format. The pipeline hashes an id once and hands the
+ * hash to the store with the id (mm_claim_t, mm_mark_t). */
+typedef struct mm_idhash {
+	uint64_t h0, h1;
+} mm_idhash_t;
+
+uint64_t mm_id_hash_seed(const char *ns, size_t nslen);
+void mm_id_hash(uint64_t seed, const void *id, size_t len, mm_idhash_t *out);
+
 /* memcmp(a, b, n) == 0 for the key compare after a hash match and for the
  * short names events use, without a call: two overlapping loads cover any
  * length from 4 to 16, three byte compares the shorter ones. */

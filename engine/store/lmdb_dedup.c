@@ -68,6 +68,12 @@ static void put_u32be(uint8_t *p, uint32_t v)
 }
 
 /* Appends m to the pending entries (the marks of the apply in flight). */
+/* A claim's or mark's hash came with it (mm_id_hash never gives all zero). */
+static int given(const mm_idhash_t *h)
+{
+	return (h->h0 | h->h1) != 0;
+}
+
 static int pend_add(mm_lmdb_t *st, const mm_markhash_t *m)
 {
 	int rc;
@@ -327,11 +333,16 @@ int mm_lmdb_write_marks(mm_lmdb_t *st, MDB_txn *txn, mm_flush_t *f)
 		/* A mark expired already is absent: nothing to keep. */
 		if (mk->expire_ms <= f->now_ms)
 			continue;
-		if (mk->ns != ns) {
-			ns = mk->ns;
-			seed = mm_markset_ns_seed(ns->name, strlen(ns->name));
+		if (given(&mk->hash)) {
+			m.h0 = mk->hash.h0;
+			m.h1 = mk->hash.h1;
+		} else {
+			if (mk->ns != ns) {
+				ns = mk->ns;
+				seed = mm_markset_ns_seed(ns->name, strlen(ns->name));
+			}
+			mm_markset_hash(seed, mk->id, mk->len, &m);
 		}
-		mm_markset_hash(seed, mk->id, mk->len, &m);
 		m.expire_ms = mk->expire_ms;
 		if ((rc = pend_add(st, &m)))
 			goto out;
@@ -387,7 +398,7 @@ void mm_lmdb_marks_free(mm_lmdb_t *st)
 }
 
 /* A flush's claims, answered from the markset (read from the disk first if
- * needed): the ids are hashed first, then looked up, each lookup hinting the
+ * needed): the ids are hashed first (unless the pipeline did), then looked up, each lookup hinting the
  * cache about the slot of the one LMDB_PREFETCH places later (a large set
  * does not fit in the cache, and a lookup is then a memory access). */
 static void lmdb_claim_work(uv_work_t *req)
@@ -415,8 +426,14 @@ static void lmdb_claim_work(uv_work_t *req)
 		if (rc)
 			goto out;
 	}
-	for (i = 0; i < w->n; i++)
-		mm_markset_hash(seed, w->claims[i].id, w->claims[i].len, &h[i]);
+	for (i = 0; i < w->n; i++) {
+		if (given(&w->claims[i].hash)) {
+			h[i].h0 = w->claims[i].hash.h0;
+			h[i].h1 = w->claims[i].hash.h1;
+		} else {
+			mm_markset_hash(seed, w->claims[i].id, w->claims[i].len, &h[i]);
+		}
+	}
 	for (i = 0; i < w->n; i++) {
 		if (i + LMDB_PREFETCH < w->n)
 			mm_markset_prefetch(&st->set, &h[i + LMDB_PREFETCH]);

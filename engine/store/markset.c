@@ -6,23 +6,21 @@
 #include "../lib/error.h"
 #include "../lib/hash.h"
 
-#define MARKSET_SEED 0x6d61726b73657431ULL /* "markset1" */
-#define MARKSET_SEED2 0x9e3779b97f4a7c15ULL
 #define MARKSET_MIN 1024
 #define MARKSET_STALE_MS (1LL << 31)
 
 uint64_t mm_markset_ns_seed(const char *ns, size_t nslen)
 {
-	return mm_hash64(ns, nslen, MARKSET_SEED);
+	return mm_id_hash_seed(ns, nslen);
 }
 
 void mm_markset_hash(uint64_t ns_seed, const void *id, size_t len, mm_markhash_t *out)
 {
-	out->h0 = mm_hash64(id, len, ns_seed);
-	out->h1 = mm_hash64(id, len, ns_seed ^ MARKSET_SEED2);
-	/* All zero is the empty slot: one hash in 2^96 moves by one. */
-	if ((out->h0 | (out->h1 >> 32)) == 0)
-		out->h0 = 1;
+	mm_idhash_t h;
+
+	mm_id_hash(ns_seed, id, len, &h);
+	out->h0 = h.h0;
+	out->h1 = h.h1;
 }
 
 static int is_empty(const mm_markslot_t *e)

@@ -45,11 +45,11 @@ typedef struct mm_markset {
 } mm_markset_t;
 
 /* The seed of a namespace's hashes: computed once per call that hashes
- * several ids of one namespace. */
+ * several ids of one namespace (mm_id_hash_seed). */
 uint64_t mm_markset_ns_seed(const char *ns, size_t nslen);
 
-/* The 128-bit hash of id in the namespace of ns_seed (its 96 bits kept in
- * the set never all zero); expire_ms is left to the caller. */
+/* The 128-bit hash of id in the namespace of ns_seed, mm_id_hash (its 96
+ * bits kept in the set never all zero); expire_ms is left to the caller. */
 void mm_markset_hash(uint64_t ns_seed, const void *id, size_t len, mm_markhash_t *out);
 
 /* Empties the set and sets its base (at most the earliest now_ms it will

@@ -48,6 +48,7 @@
 #include <uv.h>
 
 #include "../lib/buf.h"
+#include "../lib/hash.h"
 #include "../lib/histogram.h"
 #include "../lib/options.h"
 #include "../monoid/monoid.h"
@@ -91,6 +92,9 @@ typedef struct mm_mark {
 	int claimed;            /* won through claim() for this flush: a store that
 	                         * takes claims confirms it with the flush (DynamoDB:
 	                         * the flush's commit record), not one by one */
+	mm_idhash_t hash;       /* mm_id_hash of id in ns, or all zero: not given
+	                         * (the embedded store, whose marks are these
+	                         * hashes, then computes it) */
 } mm_mark_t;
 
 /*
@@ -126,6 +130,7 @@ typedef struct mm_claim {
 	size_t len;
 	int result;             /* out: enum mm_claim_result or a negative MM_E* */
 	int64_t lease_until_ms; /* out, BUSY: when the holder's lease ends */
+	mm_idhash_t hash;       /* in: as mm_mark_t.hash (all zero: not given) */
 } mm_claim_t;
 
 /* Remove every state of ns whose bucket is in [1, before_bucket). */

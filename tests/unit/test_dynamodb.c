@@ -1113,8 +1113,8 @@ TEST(claim_protocol)
 	mcnt.vt->init(&mcnt, s);
 	mcnt.vt->add(&mcnt, s, &(mm_value_t){0});
 	add_delta(&fl, &ns, "cnt", 0, 0, s);
-	fl.mk[0] = (mm_mark_t){&ns, "e4", 2, now_ms() + 3600000, 0};
-	fl.mk[1] = (mm_mark_t){&ns, "e5", 2, now_ms() + 3600000, 0};
+	fl.mk[0] = (mm_mark_t){&ns, "e4", 2, now_ms() + 3600000, 0, {0, 0}};
+	fl.mk[1] = (mm_mark_t){&ns, "e5", 2, now_ms() + 3600000, 0, {0, 0}};
 	fl.f.nmarks = 2;
 	CHECK(apply(&x, &fl.f) == 0);
 	CHECK(fl.md[0] == 1 && fl.md[1] == 1);

@@ -119,6 +119,10 @@ TEST(namespaces)
 	CHECK((a.h0 | (a.h1 >> 32)) != 0);
 	mm_markset_hash(mm_markset_ns_seed("a", 1), "id", 2, &b);
 	CHECK(a.h0 == b.h0 && a.h1 == b.h1);
+	/* The hashes are the embedded store's marks on disk: pinned. */
+	CHECK(a.h0 == 0x96bfcc1ff2821b9fULL && a.h1 == 0xc7c4c2d62b126b81ULL);
+	mm_markset_hash(mm_markset_ns_seed("recently_interacted", 19), "e12345", 6, &a);
+	CHECK(a.h0 == 0x03f0feb6674e4cdaULL && a.h1 == 0x7c20672ce2fc132cULL);
 }
 
 int main(void)

@@ -19,6 +19,7 @@ TEST(tags_and_results)
 {
 	mm_oplog_t l = {0};
 	mm_value_t v = str("item", 5, 7), n = {.type = MM_VAL_INT, .i = -3, .d = -3.0}, out;
+	mm_idhash_t h = {11, 12}, h3 = {31, 32};
 
 	/* Record 0: no id (untagged). Record 1: an id, two adds, claimed.
 	 * Record 2: an id, one add, then rejected: its add stays, untagged.
@@ -28,14 +29,17 @@ TEST(tags_and_results)
 	mm_oplog_begin(&l);
 	CHECK_EQ_INT(mm_oplog_add(&l, 1, "k1", 2, 3, 99, &v), 0);
 	CHECK_EQ_INT(mm_oplog_add(&l, 1, "k2", 2, 3, 99, &v), 0);
-	CHECK_EQ_INT(mm_oplog_claim(&l, "id-1", 4), 0);
+	CHECK_EQ_INT(mm_oplog_claim(&l, "id-1", 4, &h), 0);
 	mm_oplog_begin(&l);
 	CHECK_EQ_INT(mm_oplog_add(&l, 1, "k3", 2, 0, 0, &n), 0);
 	mm_oplog_begin(&l);
 	CHECK_EQ_INT(mm_oplog_add(&l, 1, "k4", 2, 0, 0, &v), 0);
-	CHECK_EQ_INT(mm_oplog_claim(&l, "id-3", 4), 0);
+	CHECK_EQ_INT(mm_oplog_claim(&l, "id-3", 4, &h3), 0);
 	mm_oplog_begin(&l);
 	CHECK(l.n == 5 && l.nclaims == 2);
+	/* Each claim carries its id's hash to the store. */
+	CHECK(l.claims[0].hash.h0 == 11 && l.claims[0].hash.h1 == 12);
+	CHECK(l.claims[1].hash.h0 == 31 && l.claims[1].hash.h1 == 32);
 	CHECK(l.ops[0].claim == MM_OPLOG_NO_CLAIM);
 	CHECK(l.ops[1].claim == 0 && l.ops[2].claim == 0);
 	CHECK(l.ops[3].claim == MM_OPLOG_NO_CLAIM);
@@ -66,6 +70,7 @@ TEST(growth_keeps_bytes)
 	mm_oplog_t l = {0};
 	char key[32], item[64];
 	mm_value_t out;
+	mm_idhash_t h = {1, 2};
 	int ok = 1;
 
 	for (int i = 0; i < 5000; i++) {
@@ -77,7 +82,7 @@ TEST(growth_keeps_bytes)
 		mm_oplog_begin(&l);
 		ok &= mm_oplog_add(&l, i % 2, key, strlen(key), i, 0, &v) == 0;
 		if (i % 2)
-			ok &= mm_oplog_claim(&l, "x", 1) == 0;
+			ok &= mm_oplog_claim(&l, "x", 1, &h) == 0;
 	}
 	CHECK(ok && l.n == 5000 && l.nclaims == 2500);
 	for (size_t i = 0; i < l.n && ok; i++) {

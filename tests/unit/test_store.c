@@ -284,7 +284,7 @@ static void add_delta(batch_t *b, const mm_ns_t *ns, const void *e, size_t len, 
 
 static void add_mark(batch_t *b, const mm_ns_t *ns, const void *id, size_t len, int64_t expire)
 {
-	b->marks[b->f.nmarks++] = (mm_mark_t){ns, id, len, expire, 0};
+	b->marks[b->f.nmarks++] = (mm_mark_t){ns, id, len, expire, 0, {0, 0}};
 }
 
 static void add_purge(batch_t *b, const mm_ns_t *ns, int64_t before)
@@ -416,11 +416,13 @@ static void t_positions(const char *backend)
 	fx_fini(&fx);
 }
 
-/* Whether id is counted in ns, asked as the engine asks: one claim, run to
+/* Whether id is counted in ns, asked as the engine asks: one claim with
+ * the id's hash h (all zero: none, the store hashes the id), run to
  * completion. 1 counted (DUPLICATE), 0 new (WON), or a negative MM_E*. */
-static int marked(fx_t *fx, const mm_ns_t *ns, const char *id, size_t len)
+static int marked_h(fx_t *fx, const mm_ns_t *ns, const char *id, size_t len,
+		    const mm_idhash_t *h)
 {
-	mm_claim_t c = {.id = id, .len = len};
+	mm_claim_t c = {.id = id, .len = len, .hash = *h};
 	done_t d = {0};
 	int rc = mm_store_claim(fx->st, ns, &c, 1, 60000, on_done, &d);
 
@@ -430,6 +432,13 @@ static int marked(fx_t *fx, const mm_ns_t *ns, const char *id, size_t len)
 	if (d.calls != 1 || d.status)
 		return d.status ? d.status : MM_EINVAL;
 	return c.result == MM_CLAIM_DUPLICATE;
+}
+
+static int marked(fx_t *fx, const mm_ns_t *ns, const char *id, size_t len)
+{
+	const mm_idhash_t none = {0, 0};
+
+	return marked_h(fx, ns, id, len, &none);
 }
 
 /* Marks answer claims, on both private stores: a live mark makes an id
@@ -1484,6 +1493,43 @@ TEST(lmdb_mark_partitions)
 	fx_fini(&fx);
 }
 
+/* The pipeline hashes an id once (mm_id_hash) and hands the hash to the
+ * store with its claim and its mark: the embedded store takes that hash as
+ * the mark, so marks and claims with and without one agree, before and
+ * after a reopen, and a given hash is what the store answers by. */
+TEST(lmdb_given_hashes)
+{
+	static batch_t b;
+	uint64_t seed = mm_id_hash_seed(NS.name, strlen(NS.name));
+	const mm_idhash_t none = {0, 0};
+	mm_idhash_t ha, hb, hz;
+	int64_t t = now_ms();
+	fx_t fx;
+	done_t d;
+
+	mm_id_hash(seed, "a", 1, &ha);
+	mm_id_hash(seed, "b", 1, &hb);
+	mm_id_hash(seed, "z", 1, &hz);
+	REQUIRE(fx_init(&fx, "lmdb") == 0);
+	batch_init(&b, t);
+	add_mark(&b, &NS, S("a"), t + 3600000);
+	b.marks[0].hash = ha;
+	add_mark(&b, &NS, S("b"), t + 3600000);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	for (int reopen = 0; reopen < 2; reopen++) {
+		CHECK_EQ_INT(marked_h(&fx, &NS, S("a"), &none), 1);
+		CHECK_EQ_INT(marked_h(&fx, &NS, S("a"), &ha), 1);
+		CHECK_EQ_INT(marked_h(&fx, &NS, S("b"), &hb), 1);
+		CHECK_EQ_INT(marked_h(&fx, &NS, S("z"), &hz), 0);
+		/* The hash given is the id as far as the store is concerned. */
+		CHECK_EQ_INT(marked_h(&fx, &NS, S("z"), &ha), 1);
+		CHECK_EQ_INT(marked_h(&fx, &NS, S("a"), &hz), 0);
+		fx_close_store(&fx);
+		REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
+	}
+	fx_fini(&fx);
+}
+
 /* Puts a format 1 mark ("seen") with liblmdb: inline, or for a long id its
  * hash and SEQ 0 with the id after the expiry. */
 static int raw_legacy_mark(MDB_txn *txn, MDB_dbi dbi, const char *ns, const char *id, size_t len,
@@ -1638,6 +1684,7 @@ int main(void)
 	RUN(lmdb_hash_collision);
 	RUN(lmdb_key_format);
 	RUN(lmdb_mark_partitions);
+	RUN(lmdb_given_hashes);
 	RUN(lmdb_format1_marks);
 	UNIT_DONE();
 }

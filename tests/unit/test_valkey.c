@@ -889,7 +889,7 @@ TEST(claims)
 	/* The flush carrying ev-1 confirms it for the dedup window. */
 	batch_init(&bt);
 	add_int(&ns, batch_delta(&bt, &ns, "x", 0, 0), 0);
-	bt.marks[0] = (mm_mark_t){&ns, "ev-1", 4, now_ms() + 3600000, 1};
+	bt.marks[0] = (mm_mark_t){&ns, "ev-1", 4, now_ms() + 3600000, 1, {0, 0}};
 	bt.f.nmarks = 1;
 	CHECK(apply(&fx1, &bt) == 0);
 	batch_free(&bt);
