@@ -372,6 +372,9 @@ void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms)
 	uv_mutex_lock(&st->marks_lock);
 	if (st->migrated)
 		st->legacy = 0;
+	/* One growth for the flush's marks, if any; should it fail, the adds
+	 * grow the table themselves. */
+	(void)mm_markset_reserve(&st->set, st->npend, now_ms);
 	for (i = 0; i < st->npend && rc == 0; i++) {
 		if (i + LMDB_PREFETCH < st->npend)
 			mm_markset_prefetch(&st->set, &st->pend[i + LMDB_PREFETCH]);

@@ -114,6 +114,13 @@ int mm_markset_add(mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms)
 	return 0;
 }
 
+int mm_markset_reserve(mm_markset_t *s, size_t n, int64_t now_ms)
+{
+	if ((s->count + n) * 4 <= s->cap * 3)
+		return 0;
+	return rebuild(s, now_ms, n + (s->count + n) / 2);
+}
+
 int64_t mm_markset_expiry(const mm_markset_t *s, const mm_markhash_t *m)
 {
 	const mm_markslot_t *e;

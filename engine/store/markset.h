@@ -66,6 +66,14 @@ int mm_markset_stale(const mm_markset_t *s, int64_t now_ms);
  * set is unchanged). */
 int mm_markset_add(mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms);
 
+/* Makes room for n more marks with one rebuild (dropping the marks expired
+ * at now_ms), so that adding them does not grow the table a doubling at a
+ * time, each growth moving every mark again; the table is then at most
+ * half full after the n adds, as after a growth. Returns 0 (also when there
+ * is room already) or MM_ENOMEM (the set is unchanged; the adds still grow
+ * it as they need). */
+int mm_markset_reserve(mm_markset_t *s, size_t n, int64_t now_ms);
+
 /* The expiry of the mark with m's hash, or 0 if there is none. */
 int64_t mm_markset_expiry(const mm_markset_t *s, const mm_markhash_t *m);
 

@@ -39,6 +39,16 @@ TEST(same_h0)
 	mm_markset_free(&s);
 }
 
+/* The mark of id "e<i>" in the namespace of seed, expiring at expire_ms. */
+static void mark_of(uint64_t seed, int i, int64_t expire_ms, mm_markhash_t *m)
+{
+	char id[16];
+
+	snprintf(id, sizeof(id), "e%d", i);
+	mm_markset_hash(seed, id, strlen(id), m);
+	m->expire_ms = expire_ms;
+}
+
 /* 100 000 marks, half of them expired by the time the table grows: every
  * live one is found, the later expiry of a mark added twice wins, and a
  * prune keeps only what is live. */
@@ -108,6 +118,40 @@ TEST(base_and_stale)
 	mm_markset_free(&s);
 }
 
+/* A reserve for n marks grows the table once: the n adds then leave it as
+ * it is, at most half full, and a reserve the table has room for changes
+ * nothing. */
+TEST(reserve)
+{
+	mm_markset_t s = {0};
+	mm_markhash_t m;
+	uint64_t seed = mm_markset_ns_seed("ns", 2);
+	mm_markslot_t *slots = NULL;
+	size_t cap = 0;
+	int i, miss = 0;
+
+	mm_markset_start(&s, 0);
+	for (i = 0; i < 31000; i++) {
+		if (i == 1000) {
+			REQUIRE(mm_markset_reserve(&s, 30000, 0) == 0);
+			cap = s.cap;
+			slots = s.slots;
+		}
+		mark_of(seed, i, 5000, &m);
+		REQUIRE(mm_markset_add(&s, &m, 0) == 0);
+	}
+	CHECK(s.cap == cap && s.slots == slots);
+	CHECK(s.count * 2 <= s.cap);
+	CHECK_EQ_INT(mm_markset_reserve(&s, 10, 0), 0);
+	CHECK(s.cap == cap && s.slots == slots);
+	for (i = 0; i < 31000; i++) {
+		mark_of(seed, i, 5000, &m);
+		miss += mm_markset_expiry(&s, &m) != 5000;
+	}
+	CHECK_EQ_INT(miss, 0);
+	mm_markset_free(&s);
+}
+
 /* One id in two namespaces: two hashes; never the empty slot's zeros. */
 TEST(namespaces)
 {
@@ -130,6 +174,7 @@ int main(void)
 	RUN(same_h0);
 	RUN(grow_and_prune);
 	RUN(base_and_stale);
+	RUN(reserve);
 	RUN(namespaces);
 	UNIT_DONE();
 }
