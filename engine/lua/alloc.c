@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-static uint64_t mem_used, mem_limit, mem_refusals;
+static mm_lua_mem_t mem;
 
 void *mm_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -14,40 +14,30 @@ void *mm_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		osize = 0;
 	if (nsize == 0) {
 		free(ptr);
-		mem_used -= osize;
+		mem.used -= osize;
 		return NULL;
 	}
 	/* Shrinking never fails (Lua relies on it). */
-	if (mem_limit && nsize > osize && mem_used + (nsize - osize) > mem_limit) {
-		mem_refusals++;
+	if (mem.limit && nsize > osize && mem.used + (nsize - osize) > mem.limit) {
+		mem.refusals++;
 		return NULL;
 	}
 	q = realloc(ptr, nsize);
 	if (q == NULL) {
 		if (nsize > osize)
-			mem_refusals++;
+			mem.refusals++;
 		return nsize <= osize ? ptr : NULL;
 	}
-	mem_used = mem_used - osize + nsize;
+	mem.used = mem.used - osize + nsize;
 	return q;
 }
 
 void mm_lua_mem_set_limit(uint64_t bytes)
 {
-	mem_limit = bytes;
+	mem.limit = bytes;
 }
 
-uint64_t mm_lua_mem_limit(void)
+const mm_lua_mem_t *mm_lua_mem(void)
 {
-	return mem_limit;
-}
-
-uint64_t mm_lua_mem_used(void)
-{
-	return mem_used;
-}
-
-uint64_t mm_lua_mem_refusals(void)
-{
-	return mem_refusals;
+	return &mem;
 }

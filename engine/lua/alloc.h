@@ -11,8 +11,8 @@
  * of memory from one whose function raised that text itself, even when a
  * pcall in the user's function swallowed the error.
  *
- * Loop thread only (the thread that owns the lua_State). The FFI functions
- * below are declared in lua/murmur/cdef.lua.
+ * Loop thread only (the thread that owns the lua_State). The FFI
+ * declarations of mm_lua_mem_t and mm_lua_mem are in lua/murmur/cdef.lua.
  */
 #ifndef MM_LUA_ALLOC_H
 #define MM_LUA_ALLOC_H
@@ -26,10 +26,17 @@ void *mm_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 /* Sets the Lua heap limit in bytes (0: no limit, the default). */
 void mm_lua_mem_set_limit(uint64_t bytes);
 
-/* The limit (0: none), the bytes the Lua heap holds now, and the number of
- * allocations refused at the limit since start-up. */
-uint64_t mm_lua_mem_limit(void);
-uint64_t mm_lua_mem_used(void);
-uint64_t mm_lua_mem_refusals(void);
+/* The allocator's counters. */
+typedef struct mm_lua_mem {
+	uint64_t used;     /* bytes the Lua heap holds now */
+	uint64_t limit;    /* the limit in bytes, 0 for none */
+	uint64_t refusals; /* allocations refused at the limit since start-up */
+} mm_lua_mem_t;
+
+/* The counters, updated in place by every allocation: the Lua path reads
+ * them through this pointer (volatile on its side) around each record, a
+ * load where a call per read would cost a compiled trace a call and its
+ * register spills. Owned by alloc.c, valid for the life of the process. */
+const mm_lua_mem_t *mm_lua_mem(void);
 
 #endif

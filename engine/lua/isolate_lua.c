@@ -334,9 +334,9 @@ static int l_lua_memory(lua_State *L)
 {
 	if (!lua_isnoneornil(L, 1))
 		mm_lua_mem_set_limit((uint64_t)luaL_checknumber(L, 1));
-	lua_pushnumber(L, (lua_Number)mm_lua_mem_used());
-	lua_pushnumber(L, (lua_Number)mm_lua_mem_limit());
-	lua_pushnumber(L, (lua_Number)mm_lua_mem_refusals());
+	lua_pushnumber(L, (lua_Number)mm_lua_mem()->used);
+	lua_pushnumber(L, (lua_Number)mm_lua_mem()->limit);
+	lua_pushnumber(L, (lua_Number)mm_lua_mem()->refusals);
 	return 3;
 }
 

@@ -10,7 +10,7 @@
 local ffi = require("ffi")
 local core = require("murmur.core")
 
-local ABI_VERSION = 2
+local ABI_VERSION = 3
 
 if core.abi_version ~= ABI_VERSION then
   error(("murmur.cdef: ABI mismatch: Lua side %d, engine %s"):format(ABI_VERSION,
@@ -42,9 +42,14 @@ typedef struct mm_json_field {
 int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfields);
 int mm_json_number(const char *p, size_t len, int *is_int, int64_t *i, double *d);
 
-/* engine/lua/alloc.h: the Lua heap limit (per record on the Lua path). */
-uint64_t mm_lua_mem_used(void);
-uint64_t mm_lua_mem_refusals(void);
+/* engine/lua/alloc.h: the Lua heap's counters, read in place around each
+   record on the Lua path (volatile: the allocator changes them under a trace). */
+typedef struct mm_lua_mem {
+  volatile uint64_t used;
+  volatile uint64_t limit;
+  volatile uint64_t refusals;
+} mm_lua_mem_t;
+const mm_lua_mem_t *mm_lua_mem(void);
 ]]
 
 return {
