@@ -64,8 +64,12 @@
  * of elements, so a state starts as a sorted list of (index << 8 | rank)
  * pairs stored inline in the 32-byte state (up to 6, no allocation), moves
  * to a heap list as it grows and becomes a plain uint8_t[16384] register
- * array past 1024 pairs (4 KiB of list, a quarter of the array; it also
- * bounds the memmove an insertion costs). `n` counts the non-zero registers
+ * array when an element would make it longer than 128 pairs (HLL_ADD_LIST_MAX:
+ * an insertion costs a binary search and a shift of half the list, and the
+ * events of a hot key, most of a Zipf stream's, land in its long list; past
+ * 128 pairs a register store is cheaper). Decode and merge, which build a
+ * list in one pass, keep lists up to 1024 pairs (4 KiB, a quarter of the
+ * array). `n` counts the non-zero registers
  * in every form, so is_identity is n == 0. The state holds a pointer, so
  * the caller's MM_STATE_MAX bytes must be pointer-aligned.
  *
@@ -93,6 +97,9 @@
 #include "../lib/hash.h"
 #include "hll_impl.h"
 
+
+/* Insertions moving at most this many pairs shift them in a loop. */
+#define HLL_SHIFT_INLINE 8
 
 static uint32_t *hll_list(mm_hll_state_t *s)
 {
@@ -209,17 +216,26 @@ static int hll_set(mm_hll_state_t *s, uint32_t idx, uint8_t rank)
 			list[pos] = HLL_PAIR(idx, rank);
 		return 0;
 	}
-	if (s->n == HLL_LIST_MAX) {
+	if (s->n >= HLL_ADD_LIST_MAX) {
 		rc = hll_to_dense(s);
 		if (rc)
 			return rc;
 		return hll_set(s, idx, rank);
 	}
-	rc = hll_list_reserve(s, s->n + 1);
-	if (rc)
-		return rc;
-	list = hll_list(s);
-	memmove(list + pos + 1, list + pos, (s->n - pos) * sizeof(*list));
+	if (s->n == hll_list_cap(s)) {
+		rc = hll_list_reserve(s, s->n + 1);
+		if (rc)
+			return rc;
+		list = hll_list(s);
+	}
+	/* Most lists are a few pairs long: a short shift is cheaper in line
+	 * than a call to memmove. */
+	if (s->n - pos <= HLL_SHIFT_INLINE) {
+		for (uint32_t k = s->n; k > pos; k--)
+			list[k] = list[k - 1];
+	} else {
+		memmove(list + pos + 1, list + pos, (s->n - pos) * sizeof(*list));
+	}
 	list[pos] = HLL_PAIR(idx, rank);
 	s->n++;
 	return 0;

@@ -15,7 +15,9 @@
  *     of the delta is raised where it lies in the packed bits.
  *   - A sparse stored sketch (or none) is merged as two sorted streams: its
  *     opcodes are read in order, those the delta does not touch are copied
- *     as they are when encode() would write them so, the others are taken
+ *     as they are when encode() would write them so (whole stretches of
+ *     them checked in a tight loop and copied with one memcpy while the
+ *     output is level with the input: hll_copy_span), the others are taken
  *     apart and merged with the delta's registers by index, and the result
  *     is written as opcodes by encode()'s canonical rules, in one pass and
  *     no allocation. When the result has a register
@@ -95,6 +97,9 @@ static void hll_body_merge_state(uint8_t *body, const mm_hll_state_t *s)
 		uint8_t r[4];
 		uint32_t w;
 
+		memcpy(&w, d, 4);
+		if (w == 0)
+			continue;
 		hll_unpack4(body, r);
 		for (k = 0; k < 4; k++)
 			r[k] = d[k] > r[k] ? d[k] : r[k];
@@ -223,6 +228,63 @@ static int hll_copyable(hll_emitter_t *e, uint32_t a, uint32_t b, uint8_t rank, 
 }
 
 /*
+ * The bulk form of hll_copyable for a stretch of stored opcodes, taken while
+ * the emitter is level with the reader (no pending run, every register
+ * before rd->done written): the opcodes from rd's position on that the
+ * per-opcode path would copy one by one, as long as each is whole and within
+ * the registers, ends before didx (the delta's next register; a VAL also
+ * not right before it) and is written as encode() would write it next to the
+ * opcode after it (a zero gap as one opcode, ZERO up to 64 registers, and
+ * not followed by another gap; a VAL short of four only when the next one is
+ * not of its rank). They are copied with one memcpy. What makes it stop is
+ * left to the per-opcode path, which also words the errors. A stored sketch
+ * of a few hundred registers is mostly such stretches between the few
+ * registers a flush's delta touches.
+ */
+static void hll_copy_span(hll_emitter_t *e, hll_sparse_reader_t *rd, uint32_t didx)
+{
+	const uint8_t *p = rd->p;
+	size_t off = rd->off, start = rd->off, n = rd->n;
+	uint32_t done = rd->done;
+
+	while (off < n) {
+		uint8_t op = p[off];
+		uint32_t len, size = 1, rank = 0;
+		int next = -1;
+
+		if (op & 0x80) {
+			len = (op & 0x3u) + 1;
+			rank = ((op >> 2) & 0x1fu) + 1;
+		} else if (op & 0x40) {
+			if (n - off < 2)
+				break;
+			len = (((uint32_t)op & 0x3f) << 8 | p[off + 1]) + 1;
+			size = 2;
+		} else {
+			len = (op & 0x3fu) + 1;
+		}
+		if (len > HLL_REGISTERS - done)
+			break;
+		if (off + size < n)
+			next = p[off + size] & 0x80 ? ((p[off + size] >> 2) & 0x1f) + 1 : 0;
+		if (rank == 0 ? didx < done + len || next == 0 || (len <= HLL_ZERO_MAX) != (size == 1)
+			      : didx <= done + len || (next == (int)rank && len != HLL_VAL_RUN_MAX))
+			break;
+		off += size;
+		done += len;
+	}
+	if (off == start)
+		return;
+	if (e->w.len + (off - start) <= e->w.cap)
+		memcpy(e->w.p + e->w.len, p + start, off - start);
+	e->w.len += off - start;
+	e->over = e->w.len > e->w.cap;
+	e->done = done;
+	rd->off = off;
+	rd->done = done;
+}
+
+/*
  * Merges the sparse body p[0..n) (p NULL: no registers) and the state s
  * into e. Stored opcodes away from the delta's registers are copied as they
  * are (most of them: a flush's delta touches a few registers of a sketch);
@@ -239,9 +301,15 @@ static int hll_merge_sparse(hll_emitter_t *e, const uint8_t *p, size_t n,
 	int dmore = hll_next(s, &pos, &didx, &drank), rc = 0;
 
 	while (!e->over) {
-		size_t at = rd.off;
+		size_t at;
 		uint32_t a, b, sidx;
 
+		if (e->run == 0 && e->done == rd.done) {
+			hll_copy_span(e, &rd, dmore ? didx : HLL_REGISTERS + 1);
+			if (e->over)
+				break;
+		}
+		at = rd.off;
 		if ((rc = hll_sparse_op(&rd, &len, &rank)) <= 0)
 			break;
 		b = rd.done;

@@ -99,6 +99,8 @@
 #define LMDB_MAP_MIN (64 * 1024)
 #define LMDB_READERS_MAX 65536
 #define LMDB_RELEASE_EVERY 4096
+/* How many deltas ahead the flush prefetches a state and its key. */
+#define LMDB_PREFETCH_AHEAD 4
 
 typedef struct lmdb_cfg {
 	const char *path;
@@ -481,6 +483,13 @@ static void lmdb_apply_work(uv_work_t *req)
 	for (i = 0; i < f->ndeltas && rc == 0; i++) {
 		if (i % LMDB_RELEASE_EVERY == 0)
 			lmdb_map_release(st);
+		/* The deltas are sorted by key, their states and key bytes lie
+		 * scattered over the aggregation table: fetch a few ahead, or each
+		 * merge starts with a wait on memory. */
+		if (i + LMDB_PREFETCH_AHEAD < f->ndeltas) {
+			__builtin_prefetch(f->deltas[i + LMDB_PREFETCH_AHEAD].state);
+			__builtin_prefetch(f->deltas[i + LMDB_PREFETCH_AHEAD].key.entity);
+		}
 		rc = apply_delta(st, txn, cur, &f->deltas[i], f->now_ms, &vb);
 		if (rc == MM_ERANGE && f->delta_done) {
 			/* The merge itself is impossible (a sum would overflow): no retry

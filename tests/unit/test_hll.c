@@ -916,6 +916,83 @@ TEST(merge_encoded_canonicalises)
 	hll.vt->destroy(&hll, &delta);
 }
 
+/* Writes to p a sparse body of random opcodes covering every register:
+ * zero gaps as ZERO, XZERO (short ones too) or several opcodes, VAL runs of
+ * every length and neighbours of one rank, the sequences the server's
+ * in-place edits leave beside encode()'s own. Returns its length (at most
+ * cap). */
+static size_t random_sparse_body(uint8_t *p, size_t cap, unsigned zero_max)
+{
+	size_t len = 0;
+	unsigned done = 0, rank = 1;
+
+	while (done < MM_HLL_REGISTERS && len + 4 <= cap) {
+		unsigned left = MM_HLL_REGISTERS - done, run, kind = (unsigned)(xorshift64() % 8);
+
+		if (kind < 3) {
+			run = 1 + (unsigned)(xorshift64() % 4);
+			run = run < left ? run : left;
+			/* Often the rank of the opcode before, to make neighbours
+			 * encode() would have joined. */
+			if (xorshift64() % 2)
+				rank = 1 + (unsigned)(xorshift64() % 32);
+			p[len++] = (uint8_t)(0x80 | ((rank - 1) << 2) | (run - 1));
+		} else if (kind < 6) {
+			run = 1 + (unsigned)(xorshift64() % 64);
+			run = run < left ? run : left;
+			p[len++] = (uint8_t)(run - 1);
+		} else {
+			run = 1 + (unsigned)(xorshift64() % zero_max);
+			run = run < left ? run : left;
+			p[len++] = (uint8_t)(0x40 | ((run - 1) >> 8));
+			p[len++] = (uint8_t)((run - 1) & 0xff);
+		}
+		done += run;
+	}
+	if (done < MM_HLL_REGISTERS) {
+		unsigned run = MM_HLL_REGISTERS - done;
+
+		p[len++] = (uint8_t)(0x40 | ((run - 1) >> 8));
+		p[len++] = (uint8_t)((run - 1) & 0xff);
+	}
+	return len;
+}
+
+/* Random opcode sequences, canonical or not, and deltas of a few registers
+ * (some right at or next to the stored runs, some dense enough to merge
+ * runs): the result is encode()'s bytes for the merged registers. This
+ * exercises the bulk copy of untouched opcodes against the per-opcode
+ * path's judgement of what encode() would write. */
+TEST(merge_encoded_random_opcodes)
+{
+	static const unsigned zero_max[] = {64, 300, 4000};
+	uint8_t in[HDR + 3000], dbody[3000];
+	int trials = 0;
+
+	rng = 0x0bc0de5eedULL;
+	memset(in, 0, HDR);
+	memcpy(in, "HYLL", 4);
+	in[4] = 1;
+	for (int t = 0; t < 3000; t++) {
+		size_t n = random_sparse_body(in + HDR, sizeof(in) - HDR, zero_max[t % 3]);
+		size_t dn = random_sparse_body(dbody, sizeof(dbody), 4000 + (unsigned)(t % 7) * 1000);
+		uint8_t denc[HDR + sizeof(dbody)];
+		state_t delta;
+
+		memcpy(denc, in, HDR);
+		memcpy(denc + HDR, dbody, dn);
+		hll.vt->init(&hll, &delta);
+		if (t % 5 == 0)
+			add_range(&delta, (unsigned long long)t, (unsigned long long)t + 3);
+		else
+			REQUIRE(decode_exact(&delta, denc, HDR + dn) == 0);
+		CHECK(encoded_matches(in, HDR + n, &delta, NULL));
+		hll.vt->destroy(&hll, &delta);
+		trials++;
+	}
+	note("merge_encoded: %d random opcode sequences", trials);
+}
+
 /* Corrupt stored bytes: merge_encoded rejects exactly what decode()
  * rejects, with MM_ECORRUPT, and never reads past the end (the bytes are
  * copied to their own allocation for ASan). */
@@ -1010,6 +1087,7 @@ int main(void)
 	RUN(merge_encoded_matches_decode_merge_encode);
 	RUN(merge_encoded_high_registers);
 	RUN(merge_encoded_canonicalises);
+	RUN(merge_encoded_random_opcodes);
 	RUN(merge_encoded_rejects_what_decode_rejects);
 	RUN(accuracy);
 	UNIT_DONE();
