@@ -129,9 +129,11 @@ static int build_commit(mm_ddb_t *st, ddb_slot_t *sl, const mm_flush_t *f)
  * not, the position was written already by whoever finished the flush
  * first (the writer, or another reader rolling it forward) and may have
  * moved on since (a partition's next owner reading on), so writing it again
- * would move it back. A flush without an intent (positions alone) writes
- * it only while no other writer took the item. Either way the answer is
- * then ConditionalCheckFailed: done, nothing to write.
+ * would move it back: ConditionalCheckFailed then means done, nothing to
+ * write. A flush without an intent (positions alone) writes it only while
+ * no other writer took the item: ConditionalCheckFailed then means this
+ * writer lost the position, and the flush fails with EFENCED like a
+ * refused pointer (mm_ddb_apply_answer).
  */
 static int build_pos(mm_ddb_t *st, ddb_slot_t *sl, const mm_position_t *pos)
 {
@@ -610,6 +612,16 @@ void mm_ddb_apply_answer(ddb_slot_t *sl, int cond)
 		mm_ddb_slot_finish(sl, 0, NULL);
 		return;
 	case K_POS:
+		/* A flush without an intent writes a position only while no
+		 * other reader took it: refused, this writer lost its source
+		 * (the zombie fence), and stops as a refused pointer does. With
+		 * an intent a refusal means the flush was finished already. */
+		if (cond && !(job->rf || job->want_intent || job->intent_durable)) {
+			mm_ddb_intent_fenced(sl);
+			return;
+		}
+		mm_ddb_slot_finish(sl, 0, NULL);
+		return;
 	case K_COMMIT:
 	case K_INTENT:
 		mm_ddb_slot_finish(sl, 0, NULL);

@@ -258,14 +258,15 @@ int mm_ddb_start_intent_item(ddb_slot_t *sl)
 	return rc ? rc : mm_ddb_slot_send(sl);
 }
 
-/* A pointer or the arming of this writer's intent failed its condition:
- * another reader took the position, or cancelled the intent. */
+/* A pointer, a position written without an intent or the arming of this
+ * writer's intent failed its condition: another reader took the position,
+ * or cancelled the intent. */
 void mm_ddb_intent_fenced(ddb_slot_t *sl)
 {
 	const ddb_job_t *job = sl->job;
 	char detail[300];
 
-	if (sl->kind == K_PENDING)
+	if (sl->kind == K_PENDING || sl->kind == K_POS)
 		snprintf(detail, sizeof(detail),
 			 "position '%.*s' was taken by another reader: this worker lost its source or "
 			 "partition (fenced)", (int)sl->pk.len, (const char *)sl->pk.p);

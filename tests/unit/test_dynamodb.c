@@ -930,8 +930,9 @@ static void one_delta(flush_t *fl, const mm_ns_t *ns, void *s, mm_position_t *po
 /*
  * The zombie fence: a reader takes a position when it reads it, so a
  * writer that read it before (and lost it without knowing) has its next
- * flush refused with EFENCED at its pointer, before any delta; the new
- * owner's flushes go through.
+ * flush refused with EFENCED at its pointer, before any delta, or at the
+ * position itself when the flush moves positions alone; the new owner's
+ * flushes go through.
  */
 TEST(zombie_fence)
 {
@@ -969,6 +970,19 @@ TEST(zombie_fence)
 	CHECK(get_many(&x, &ns, &key, 1, got, &found) == 0);
 	json_of(&msum, got, js, sizeof(js));
 	CHECK(found && strcmp(js, "{\"value\":1}") == 0);
+	/* So is a flush that moves the position alone (no deltas, no intent):
+	 * it stops the zombie too, and leaves y's position as it is. */
+	flush_init(&fl);
+	pos.pos = (const uint8_t *)"P2";
+	fl.f.positions = &pos;
+	fl.f.npositions = 1;
+	d = (done_t){0};
+	REQUIRE(mm_store_apply(x.st, &fl.f, on_done, &d) == 0);
+	CHECK(wait_done(&x, &d) == MM_EFENCED);
+	CHECK(strstr(d.detail, "fenced") != NULL);
+	b.len = 0;
+	CHECK(mm_store_get_position_wait(y.st, pos.source, &b) == 0);
+	CHECK(b.len == 2 && memcmp(b.p, "P1", 2) == 0);
 	/* y's flush goes through. */
 	one_delta(&fl, &ns, s, &pos, "P3");
 	CHECK(apply(&y, &fl.f) == 0);
