@@ -195,6 +195,20 @@ static int on_sink_position(void *arg, mm_source_t *src, const char *key, mm_buf
 	return mm_store_get_position(ctx->st, mm_source_pos_key(src), out, done, done_arg);
 }
 
+/* Whether this worker owns the stored position of src's part, as the store
+ * knows it (mm_store_position_own); -1 when the key cannot be built. */
+static int on_sink_own(void *arg, mm_source_t *src, const char *part)
+{
+	mm_engine_t *ctx = arg;
+	mm_buf_t key = {0};
+	int own = -1;
+
+	if (mm_source_part_key(src, part, &key) == 0)
+		own = mm_store_position_own(ctx->st, (const char *)key.p);
+	mm_buf_free(&key);
+	return own;
+}
+
 /* The records of src's pipelines waiting for a later flush (deferred
  * claims), when no flush is running. */
 static size_t on_sink_pending(void *arg, mm_source_t *src)
@@ -213,7 +227,7 @@ int mm_engine_attach_source(mm_engine_t *ctx, const char *backend, const mm_kv_t
 {
 	const mm_source_vtable_t *vt = mm_source_find(backend);
 	mm_source_sink_t sink = {ctx, on_deliver, on_source_eof, on_source_error, on_sink_flush,
-				 on_sink_position, on_sink_pending};
+				 on_sink_position, on_sink_pending, on_sink_own};
 	mm_engine_source_t *es = NULL, *grown;
 	mm_source_t *src;
 	mm_pipeline_t **pipes;

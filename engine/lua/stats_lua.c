@@ -48,6 +48,36 @@ static void push_store_caps(lua_State *L, const mm_store_t *st)
 	lua_setfield(L, -2, "caps");
 }
 
+struct fenced_list {
+	lua_State *L;
+	int n;
+};
+
+static void push_fenced_one(void *ud, const char *source, int own)
+{
+	struct fenced_list *fl = ud;
+
+	if (own)
+		return;
+	lua_pushstring(fl->L, source);
+	lua_rawseti(fl->L, -2, ++fl->n);
+}
+
+/* Sets t.positions_fenced = {"<position key>", ...} when a write of a
+ * position this worker took was refused by the zombie fence (another
+ * worker took it since): what a fenced worker's last status shows. */
+static void push_store_fenced(lua_State *L, const mm_store_t *st)
+{
+	struct fenced_list fl = {L, 0};
+
+	lua_newtable(L);
+	mm_store_positions_taken(st, push_fenced_one, &fl);
+	if (fl.n > 0)
+		lua_setfield(L, -2, "positions_fenced");
+	else
+		lua_pop(L, 1);
+}
+
 int mm_lua_engine_stats(lua_State *L)
 {
 	lua_engine_t *e = check_engine(L);
@@ -92,6 +122,7 @@ int mm_lua_engine_stats(lua_State *L)
 		lua_setfield(L, -2, ops[i]);
 	}
 	push_store_caps(L, ctx->st);
+	push_store_fenced(L, ctx->st);
 	lua_setfield(L, -2, "store");
 	/* The contract's instrumentation names: store operations by pipeline
 	 * (one merge_update per flushed delta, timed as part of its flush) and,

@@ -905,22 +905,29 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 	for (size_t i = 0; i < ks->nparts && rc == 0; i++) {
 		mm_kpart_t *kp = &ks->parts[i];
 		int64_t hi = -1, lag;
+		char name[300];
+		int own;
 
 		if (kp->state == MM_KP_IDLE && kp->records == 0)
 			continue;
 		/* Closes the window of a partition that has gone quiet. */
 		mm_ksrc_rate(kp, now);
 		lag = mm_ksrc_part_lag(rk, kp, &hi);
+		snprintf(name, sizeof(name), "%s/%d", kp->topic, (int)kp->partition);
+		own = kp->state == MM_KP_IDLE || ks->base.sink.own == NULL
+			      ? -1
+			      : ks->base.sink.own(ks->base.sink.ctx, &ks->base, name);
 		rc |= mm_buf_printf(out, "%s{\"topic\":", first ? "" : ",");
 		rc |= mm_json_quote(kp->topic, strlen(kp->topic), out);
 		rc |= mm_buf_printf(out, ",\"partition\":%d,\"state\":\"%s\","
 				    "\"fetch_paused\":%s,\"position\":%" PRId64 ",\"high_watermark\":%" PRId64
 				    ",\"lag\":%" PRId64 ",\"committed\":%" PRId64
 				    ",\"durable\":%" PRId64 ",\"records\":%" PRIu64
-				    ",\"records_per_s\":%.1f}",
+				    ",\"records_per_s\":%.1f,\"own\":%s}",
 				    (int)kp->partition, states[kp->state],
 				    kp->fetch_paused ? "true" : "false", kp->next, hi, lag,
-				    kp->committed, mm_ksrc_part_durable(kp), kp->records, kp->rate);
+				    kp->committed, mm_ksrc_part_durable(kp), kp->records, kp->rate,
+				    own < 0 ? "null" : own ? "true" : "false");
 		first = 0;
 	}
 	rc |= mm_buf_printf(out, "]}");

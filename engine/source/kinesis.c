@@ -617,6 +617,10 @@ static int kin_status(mm_source_t *src, mm_buf_t *out)
 	rc |= mm_buf_printf(out, ",\"shards\":[");
 	for (size_t i = 0; i < ks->nshards && rc == 0; i++) {
 		mm_kshard_t *sh = ks->shards[i];
+		/* Its part's position in the store, with a lease table. */
+		int own = ks->leases && (sh->owned || sh->lost) && ks->base.sink.own
+				  ? ks->base.sink.own(ks->base.sink.ctx, &ks->base, sh->id)
+				  : -1;
 
 		if (!sh->listed && sh->records == 0)
 			continue;
@@ -626,13 +630,14 @@ static int kin_status(mm_source_t *src, mm_buf_t *out)
 				    ",\"get_records\":%" PRIu64 ",\"throttles\":%" PRIu64
 				    ",\"iterator_renewals\":%" PRIu64 ",\"errors\":%" PRIu64
 				    ",\"millis_behind_latest\":%" PRId64 ",\"lease_owner\":\"%s\","
-				    "\"lease_takes\":%" PRIu64 ",\"lease_losses\":%" PRIu64 "}",
+				    "\"lease_takes\":%" PRIu64 ",\"lease_losses\":%" PRIu64 ",\"own\":%s}",
 				    first ? "" : ",", sh->id, sh->parent, sh->adjacent,
 				    states[sh->state], sh->owned ? "true" : "false",
 				    sh->lost ? "true" : "false", sh->seq,
 				    sh->durable, sh->end_durable ? "true" : "false", sh->records,
 				    sh->calls, sh->throttles, sh->renewals, sh->errors,
-				    sh->behind_ms, sh->l_owner, sh->lease_takes, sh->lease_losses);
+				    sh->behind_ms, sh->l_owner, sh->lease_takes, sh->lease_losses,
+				    own < 0 ? "null" : own ? "true" : "false");
 		first = 0;
 	}
 	rc |= mm_buf_printf(out, "]}");

@@ -115,6 +115,13 @@ typedef struct mm_source_sink {
 	 * the claim round, doc/dynamodb.md). A flush whose done() reported 0
 	 * made everything else durable; these are not yet. */
 	size_t (*pending)(void *ctx, mm_source_t *src);
+	/* For status, may be NULL: whether this reader owns the stored position
+	 * of its part `part` (pos_parts) as far as the store knows, without
+	 * asking it: 1 it took the position when it became the part's owner
+	 * and no write of it was refused since, 0 one was (another reader took
+	 * it: this one is a fenced zombie and stops), -1 unknown (not taken
+	 * yet, or a store without a fence: LMDB, memory). No I/O. */
+	int (*own)(void *ctx, mm_source_t *src, const char *part);
 } mm_source_sink_t;
 
 /* One partition's lag for the lag() call below: partition names it within

@@ -254,6 +254,7 @@ static void ddb_free(mm_ddb_t *st)
 	free(st->url);
 	free(st->host);
 	free(st->owner);
+	mm_ddb_taken_free(st);
 	free(st);
 }
 
@@ -470,6 +471,7 @@ const mm_store_vtable_t mm_store_dynamodb_vtable = {
 	.get_many = mm_ddb_get_many,
 	.get_position = mm_ddb_get_position,
 	.take_position = mm_ddb_take_position,
+	.positions_taken = mm_ddb_positions_taken,
 	.get_meta = mm_ddb_get_meta,
 	.put_meta = mm_ddb_put_meta,
 	.list_meta = mm_ddb_list_meta,

@@ -168,6 +168,7 @@ typedef struct ddb_job {
 	int call_cond_ok;       /* ConditionalCheckFailed is an answer, not an error */
 	int *call_cond_failed;  /* set to 1 when it was that answer (may be NULL) */
 	mm_buf_t call_pk;       /* a position read: its key, for rolling forward */
+	int call_take;          /* the read takes the position (own = this writer) */
 	int call_rounds;        /* intents rolled forward by this read */
 	struct ddb_rf *call_rf; /* the roll-forward this read waits for, owned */
 	/* claims */
@@ -250,6 +251,14 @@ struct mm_ddb {
 	const char *ttl_state;  /* what enabling TTL did: "enabled", "unsupported", ... */
 	mm_ddb_stats_t stats;
 	uint64_t hist[DDB_HIST];
+	/* Positions this writer took (take_position), each with own = 0 once a
+	 * write of it was refused by the fence since: for status (vtable
+	 * positions_taken). A few per partition or shard ever assigned. */
+	struct ddb_taken {
+		char *source;
+		int own;
+	} *taken;
+	size_t ntaken, taken_cap;
 };
 
 /* ---- dynamodb.c ---- */
@@ -350,6 +359,13 @@ int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_
 			void *arg);
 int mm_ddb_take_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
 			 void *arg);
+/* Notes whether this writer owns the position item pk ("#pos#<source>",
+ * n bytes): 1 when its take succeeded, 0 when the fence refused a write of
+ * it (vtable positions_taken). Out of memory only loses the note. */
+void mm_ddb_taken_note(mm_ddb_t *st, const char *pk, size_t n, int own);
+void mm_ddb_positions_taken(const mm_store_t *base,
+			    void (*fn)(void *ud, const char *source, int own), void *ud);
+void mm_ddb_taken_free(mm_ddb_t *st);
 int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_store_cb cb,
 		    void *arg);
 int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,

@@ -266,15 +266,17 @@ void mm_ddb_intent_fenced(ddb_slot_t *sl)
 	const ddb_job_t *job = sl->job;
 	char detail[300];
 
-	if (sl->kind == K_PENDING || sl->kind == K_POS)
+	if (sl->kind == K_PENDING || sl->kind == K_POS) {
+		mm_ddb_taken_note(sl->st, (const char *)sl->pk.p, sl->pk.len, 0);
 		snprintf(detail, sizeof(detail),
 			 "position '%.*s' was taken by another reader: this worker lost its source or "
 			 "partition (fenced)", (int)sl->pk.len, (const char *)sl->pk.p);
-	else
+	} else {
 		snprintf(detail, sizeof(detail),
 			 "the intent of flush %s#%" PRIu64 " was cancelled by a reader of one of its "
 			 "positions: this worker lost its source or partition (fenced)",
 			 job->writer_attr + 2, job->seq);
+	}
 	mm_ddb_slot_finish(sl, MM_EFENCED, detail);
 }
 

@@ -391,6 +391,9 @@ void mm_ddb_call_answer(ddb_slot_t *sl)
 	ddb_job_t *job = sl->job;
 	const mm_jnode_t *v;
 
+	if (job->call_take)
+		mm_ddb_taken_note(sl->st, (const char *)job->call_pk.p, job->call_pk.len, 1);
+
 	if (job->call_out == NULL) {
 		mm_ddb_slot_finish(sl, 0, NULL);
 		return;
@@ -440,7 +443,54 @@ static int call_take_position(mm_ddb_t *st, const mm_buf_t *pk, mm_buf_t *out, m
 	job->call_target[0] = "UpdateItem";
 	job->call_out = out;
 	job->call_attr = "v";
+	job->call_take = 1;
 	return call_queue(st, job, 1, cb, arg);
+}
+
+void mm_ddb_taken_note(mm_ddb_t *st, const char *pk, size_t n, int own)
+{
+	size_t pre = sizeof("#pos#") - 1, i;
+	char *source;
+
+	if (n <= pre || memcmp(pk, "#pos#", pre) != 0)
+		return;
+	pk += pre;
+	n -= pre;
+	for (i = 0; i < st->ntaken; i++)
+		if (strlen(st->taken[i].source) == n && memcmp(st->taken[i].source, pk, n) == 0) {
+			st->taken[i].own = own;
+			return;
+		}
+	if (st->ntaken == st->taken_cap) {
+		size_t cap = st->taken_cap ? st->taken_cap * 2 : 8;
+		struct ddb_taken *grown = realloc(st->taken, cap * sizeof(*grown));
+
+		if (grown == NULL)
+			return;
+		st->taken = grown;
+		st->taken_cap = cap;
+	}
+	if ((source = strndup(pk, n)) == NULL)
+		return;
+	st->taken[st->ntaken++] = (struct ddb_taken){source, own};
+}
+
+void mm_ddb_positions_taken(const mm_store_t *base,
+			    void (*fn)(void *ud, const char *source, int own), void *ud)
+{
+	const mm_ddb_t *st = mm_ddb_of(base);
+
+	for (size_t i = 0; st && i < st->ntaken; i++)
+		fn(ud, st->taken[i].source, st->taken[i].own);
+}
+
+void mm_ddb_taken_free(mm_ddb_t *st)
+{
+	for (size_t i = 0; i < st->ntaken; i++)
+		free(st->taken[i].source);
+	free(st->taken);
+	st->taken = NULL;
+	st->ntaken = st->taken_cap = 0;
 }
 
 static int ddb_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,

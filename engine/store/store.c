@@ -636,6 +636,34 @@ int mm_store_count_hll(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, 
 	return st->vt->count_hll(st, ns, keys, n, count, nonempty, cached, cb, arg);
 }
 
+struct store_own_find {
+	const char *source;
+	int own;
+};
+
+static void store_own_one(void *ud, const char *source, int own)
+{
+	struct store_own_find *q = ud;
+
+	if (strcmp(source, q->source) == 0)
+		q->own = own;
+}
+
+int mm_store_position_own(const mm_store_t *st, const char *source)
+{
+	struct store_own_find q = {source, -1};
+
+	mm_store_positions_taken(st, store_own_one, &q);
+	return q.own;
+}
+
+void mm_store_positions_taken(const mm_store_t *st,
+			      void (*fn)(void *ud, const char *source, int own), void *ud)
+{
+	if (st != NULL && st->vt->positions_taken)
+		st->vt->positions_taken(st, fn, ud);
+}
+
 size_t mm_store_op_stats(const mm_store_t *st, mm_store_op_stats_t *out, size_t max)
 {
 	if (st == NULL || !(mm_store_caps(st) & MM_STORE_CAP_CACHE))

@@ -289,6 +289,14 @@ typedef struct mm_store_vtable {
 	/* MM_STORE_CAP_CACHE: copies up to max per-command counters into out and
 	 * returns how many there are. */
 	size_t (*op_stats)(const mm_store_t *st, mm_store_op_stats_t *out, size_t max);
+	/* Optional, with take_position (NULL: the store has no fence): calls
+	 * fn(ud, source, own) for every position this writer took, with own 1
+	 * while no write of it was refused since the take and 0 once one was
+	 * (another reader took it after: this writer lost that partition or
+	 * shard and is a fenced zombie). What the store knows from its own
+	 * requests: it asks nothing for this. Loop thread; no I/O. */
+	void (*positions_taken)(const mm_store_t *st,
+				void (*fn)(void *ud, const char *source, int own), void *ud);
 } mm_store_vtable_t;
 
 /* Common head of every backend's store struct (embed as the first member). */
@@ -327,6 +335,15 @@ int mm_store_get_meta(mm_store_t *st, const char *ns_name, mm_buf_t *out, mm_sto
 int mm_store_put_meta(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n,
 		      mm_store_cb cb, void *arg);
 int mm_store_list_meta(mm_store_t *st, mm_buf_t *out, mm_store_cb cb, void *arg);
+/* Whether this writer owns the position stored under source (vtable
+ * positions_taken): 1 it took it and no write of it was refused since, 0 a
+ * write of it was refused (another reader took it), -1 unknown (it never
+ * took it, or the store has no fence). Loop thread; no I/O. */
+int mm_store_position_own(const mm_store_t *st, const char *source);
+/* Calls fn for every position this writer took (vtable positions_taken);
+ * nothing where the store has no fence. */
+void mm_store_positions_taken(const mm_store_t *st,
+			      void (*fn)(void *ud, const char *source, int own), void *ud);
 /*
  * Blocking forms of the four calls above, for a caller that owns st's loop
  * and is not inside one of its callbacks (unit tests, the CLI's store

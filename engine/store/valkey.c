@@ -458,6 +458,13 @@ static int vk_take_position(mm_store_t *base, const char *source, mm_buf_t *out,
 	return mm_store_take_position(((mm_valkey_t *)base)->backing, source, out, cb, arg);
 }
 
+/* The backing store took the positions: it knows which are this writer's. */
+static void vk_positions_taken(const mm_store_t *base,
+			       void (*fn)(void *ud, const char *source, int own), void *ud)
+{
+	mm_store_positions_taken(((const mm_valkey_t *)base)->backing, fn, ud);
+}
+
 /* A descriptor read on the caller's behalf: the cache keeps its window. */
 typedef struct vk_meta_read {
 	mm_valkey_t *st;
@@ -888,6 +895,7 @@ const mm_store_vtable_t mm_store_valkey_vtable = {
 	.get_many = mm_vk_get_many,
 	.get_position = vk_get_position,
 	.take_position = vk_take_position,
+	.positions_taken = vk_positions_taken,
 	.get_meta = vk_get_meta,
 	.put_meta = vk_put_meta,
 	.list_meta = vk_list_meta,

@@ -169,6 +169,10 @@ function M.format(st)
         :format(e.loop_block_ms_max, e.loop_block_ms_recent or 0))
     end
   end
+  if e.store and e.store.positions_fenced then
+    line("store: positions another worker took, whose write this one was refused (fenced): ",
+      table.concat(e.store.positions_fenced, ", "))
+  end
   local names = {}
   for name in pairs(e.pipelines or {}) do names[#names + 1] = name end
   table.sort(names)

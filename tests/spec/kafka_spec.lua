@@ -1011,6 +1011,16 @@ murmur.pipeline { name = "kz_pages", key = "page_id", monoid = murmur.count(),
       end
       return n == N and reads(d1) and total() > 0
     end, { d1, d2 })
+    -- Each worker took the stored position of every partition assigned to
+    -- it (`own` in its status).
+    wait_for("every assigned partition's position owned", 30, function()
+      for _, d in ipairs({ d1, d2 }) do
+        for _, p in ipairs(kafka_status(d).partitions) do
+          if p.state == "assigned" and p.own ~= true then return false end
+        end
+      end
+      return true
+    end, { d1, d2 })
     S.kill(w1, "STOP")
     -- The session times out (6 s): the live worker takes every partition,
     -- reads their positions and counts the zombie's share again.

@@ -483,6 +483,19 @@ murmur.pipeline {
       return share + read_by(2) == N and total(stored()) == N - share
     end, all_logs)
     assert.is_true(share > 0, "w1 read nothing")
+    -- Each worker took the stored position of every shard it holds (own).
+    for n = 1, 2 do
+      S.wait_status(w.data(n), function()
+        local owned = 0
+        for _, sh in ipairs(w.status(n).shards) do
+          if sh.owned then
+            if sh.own ~= true then return false end
+            owned = owned + 1
+          end
+        end
+        return owned == 2
+      end, 10, ("w%d's own positions"):format(n))
+    end
     S.kill(handles[1], "STOP")
     S.wait_for("w2 holding 4 leases", 60, function() return held(2) == 4 end, all_logs)
     S.wait_for("w2 counting w1's share again", 60, function() return total(stored()) >= N end, all_logs)
@@ -497,6 +510,13 @@ murmur.pipeline {
     assert.are.same(expected, stored(), all_logs())
     assert.are.equal(1, code, all_logs())
     assert.matches("fenced", S.read_file(logs[1]))
+    -- Its last status names the position it was refused (murmur status
+    -- prints it too).
+    local fenced = S.status(w.data(1)).engine.store.positions_fenced
+    assert.is_table(fenced, all_logs())
+    for _, key in ipairs(fenced) do assert.matches("#lease:lost_leases#shardId%-", key) end
+    local code_st, text = S.murmur_run({ "status", "--data", w.data(1) })
+    assert.matches("fenced%): kinesis:", text, tostring(code_st))
     -- Restarted, it reads on from the stored positions: exact again.
     worker(1, live)
     S.wait_for("both workers holding two leases", 90, function() return held(1) == 2 and held(2) == 2 end, all_logs)

@@ -154,7 +154,7 @@ static void tk_init(tk_t *t)
 /* Opens the source with the test group timeouts plus "key=value" options. */
 static int tk_open(tk_t *t, const char *const *opts)
 {
-	mm_source_sink_t sink = {t, tk_deliver, tk_eof, tk_error, tk_flush, NULL, NULL};
+	mm_source_sink_t sink = {t, tk_deliver, tk_eof, tk_error, tk_flush, NULL, NULL, NULL};
 	static const char *const base[] = {
 	    "rdkafka.session.timeout.ms=6000", "rdkafka.heartbeat.interval.ms=500",
 	    "rdkafka.max.poll.interval.ms=10000", "rdkafka.log_level=3",

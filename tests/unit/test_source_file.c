@@ -161,7 +161,7 @@ static void t_init(tsrc_t *t)
 /* Opens a source by name with "key=value" options. */
 static int t_open(tsrc_t *t, const char *name, const char *const *opts)
 {
-	mm_source_sink_t sink = {t, t_deliver, t_eof, t_error, NULL, NULL, NULL};
+	mm_source_sink_t sink = {t, t_deliver, t_eof, t_error, NULL, NULL, NULL, NULL};
 	mm_kv_t kv[8];
 	size_t n = 0;
 	static char keys[8][32];
