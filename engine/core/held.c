@@ -54,11 +54,6 @@ int mm_held_add(mm_held_t *h, mm_source_t *src, const mm_record_t *r, int64_t no
 	return 0;
 }
 
-int mm_held_has(const mm_held_t *h, const char *id, size_t idlen)
-{
-	return h->n > 0 && mm_agg_find(&h->ids, id, idlen, 0) != NULL;
-}
-
 mm_claim_t *mm_held_claims(mm_held_t *h, size_t *n)
 {
 	for (size_t i = 0; i < h->nclaims; i++)

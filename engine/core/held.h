@@ -51,8 +51,12 @@ typedef struct mm_held {
 int mm_held_add(mm_held_t *h, mm_source_t *src, const mm_record_t *r, int64_t now_ms,
 		const char *id, size_t idlen);
 
-/* 1 if id is held in h. */
-int mm_held_has(const mm_held_t *h, const char *id, size_t idlen);
+/* 1 if id is held in h. Inline: the pipeline asks it of every id, and h is
+ * empty but on a shared store. */
+static inline int mm_held_has(const mm_held_t *h, const char *id, size_t idlen)
+{
+	return h->n > 0 && mm_agg_find(&h->ids, id, idlen, 0) != NULL;
+}
 
 /* The claim list, its id pointers set; *n gets its length. */
 mm_claim_t *mm_held_claims(mm_held_t *h, size_t *n);

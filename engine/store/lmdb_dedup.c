@@ -223,14 +223,29 @@ static int next_seq(MDB_cursor *cur, uint32_t part, uint32_t *seq)
 	return 0;
 }
 
+/* Writes n entries in the run format (u64 LE h0, h1, expire_ms). */
+static void fill_run(uint8_t *dst, const mm_markhash_t *m, size_t n)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	/* The entries in memory are the run's bytes already: one copy. */
+	_Static_assert(sizeof(mm_markhash_t) == LMDB_MARK_SIZE, "a mark is 24 bytes");
+	memcpy(dst, m, n * LMDB_MARK_SIZE);
+#else
+	for (size_t i = 0; i < n; i++, dst += LMDB_MARK_SIZE) {
+		mm_set_u64le(dst, m[i].h0);
+		mm_set_u64le(dst + 8, m[i].h1);
+		mm_set_u64le(dst + 16, (uint64_t)m[i].expire_ms);
+	}
+#endif
+}
+
 /* Writes pend[from..to), all of partition part, as one run. */
 static int write_run(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, uint32_t part, size_t from,
 		     size_t to)
 {
-	uint8_t kb[8], *p;
+	uint8_t kb[8];
 	MDB_val key = {8, kb}, val = {(to - from) * LMDB_MARK_SIZE, NULL};
 	uint32_t seq;
-	size_t i;
 	int rc, mrc;
 
 	if ((rc = next_seq(cur, part, &seq)))
@@ -239,11 +254,7 @@ static int write_run(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, uint32_t part
 	put_u32be(kb + 4, seq);
 	if ((mrc = mdb_put(txn, st->dbi_marks, &key, &val, MDB_RESERVE)))
 		return mm_lmdb_fail(mrc, "put marks");
-	for (p = val.mv_data, i = from; i < to; i++, p += LMDB_MARK_SIZE) {
-		mm_set_u64le(p, st->pend[i].h0);
-		mm_set_u64le(p + 8, st->pend[i].h1);
-		mm_set_u64le(p + 16, (uint64_t)st->pend[i].expire_ms);
-	}
+	fill_run(val.mv_data, &st->pend[from], to - from);
 	return 0;
 }
 
