@@ -3,6 +3,9 @@
  *
  * A mark is the 128-bit hash of (namespace, id) with its expiry (the
  * memory keeps 96 of the bits; markset.h says why they stand for the id).
+ * The pipeline computes that hash once per id (mm_id_hash) and hands it
+ * over with the claim and the mark; an id that comes without one is hashed
+ * here.
  * A flush's won ids are written by apply() in the same write transaction
  * as the states they counted, so a mark is durable exactly when its effect
  * is: exact across kill -9. A mark is seen while its expire_ms > now_ms.
