@@ -160,15 +160,36 @@ typedef struct hll_emitter {
 
 static void hll_emit_flush(hll_emitter_t *e)
 {
+	uint32_t gap, run = e->run;
+
 	if (e->run == 0)
 		return;
 	if (e->rank > HLL_VAL_MAX) {
 		e->over = 1;
 		return;
 	}
-	hll_put_zeros(&e->w, e->idx - e->done);
-	hll_put_vals(&e->w, e->rank, e->run);
-	e->over = e->w.len > e->w.cap;
+	gap = e->idx - e->done;
+	/* A gap (below 16384 registers) is at most one XZERO and a run of n
+	 * registers ceil(n / 4) VALs: with room for both, the bytes are
+	 * written without a bounds test each. */
+	if (e->w.len + 2 + (run + HLL_VAL_RUN_MAX - 1) / HLL_VAL_RUN_MAX <= e->w.cap) {
+		uint8_t *o = e->w.p + e->w.len, val = (uint8_t)(0x80 | ((e->rank - 1) << 2));
+
+		if (gap > HLL_ZERO_MAX) {
+			*o++ = (uint8_t)(0x40 | ((gap - 1) >> 8));
+			*o++ = (uint8_t)((gap - 1) & 0xff);
+		} else if (gap > 0) {
+			*o++ = (uint8_t)(gap - 1);
+		}
+		for (; run > HLL_VAL_RUN_MAX; run -= HLL_VAL_RUN_MAX)
+			*o++ = (uint8_t)(val | (HLL_VAL_RUN_MAX - 1));
+		*o++ = (uint8_t)(val | (run - 1));
+		e->w.len = (size_t)(o - e->w.p);
+	} else {
+		hll_put_zeros(&e->w, gap);
+		hll_put_vals(&e->w, e->rank, run);
+		e->over = e->w.len > e->w.cap;
+	}
 	e->done = e->idx + e->run;
 	e->run = 0;
 }
