@@ -19,7 +19,10 @@
  *
  * mm_json_scan first tries a fast path for flat objects (scan_flat, below),
  * which hands anything it does not handle, every error included, to the
- * walk; mm_json_scan_reference is the walk alone, for the tests and fuzzers
+ * walk. What the fast path works out from the requested names alone (a
+ * bitmap of their lengths, whether two are the same name) is a plan
+ * (mm_json_plan), which the record loop makes once per batch and
+ * mm_json_scan once per call; mm_json_scan_reference is the walk alone, for the tests and fuzzers
  * that compare the two. Numbers are converted in json_number.c.
  *
  * Errors carry the byte offset of the offending byte in the diag detail, e.g.
@@ -365,26 +368,25 @@ static inline __attribute__((always_inline)) void flat_same_names(mm_json_field_
 #define FLAT_NUMBER_MAX 300
 
 static inline __attribute__((always_inline)) int
-scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, int nfields, int whole)
+scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, const mm_json_plan_t *plan,
+	       int whole)
 {
 	const unsigned char *d = (const unsigned char *)doc, *end = d + n, *last = end - 1;
 	const unsigned char *safe = end - BLOCK, *p, *v, *bad;
 	const unsigned char *kp[FLAT_KEYS];
 	size_t kl[FLAT_KEYS];
-	uint64_t lens = 0, seen = 0;
+	uint64_t lens = plan->lens, seen = 0;
 	size_t klen;
-	int i, cur, type, escaped, nkeys = 0;
+	int i, cur, type, escaped, nkeys = 0, nfields = plan->nfields;
 
 	while (last > d && *last <= ' ' &&
 	       (*last == ' ' || *last == '\n' || *last == '\r' || *last == '\t'))
 		last--;
 	if (*last != '}')
 		return 0;
-	/* Bit L % 64 of lens is set for each requested name length L: most
-	 * keys are turned away by one test. (An escaped key's length is not its
-	 * name's: those are always looked up.) */
-	for (i = 0; i < nfields; i++)
-		lens |= 1ULL << (fields[i].name_len % 64);
+	/* Most keys are turned away by one test of the plan's length bitmap.
+	 * (An escaped key's length is not its name's: those are always looked
+	 * up.) */
 	p = skip_ws_to(d);
 	if (*p != '{' || p == last)
 		return 0;
@@ -471,7 +473,7 @@ scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, int nfields, 
 			if (*p != ',') {
 				if (p != last)
 					return 0;
-				if (nfields > 1)
+				if (plan->same_names)
 					flat_same_names(fields, nfields);
 				return 1;
 			}
@@ -482,9 +484,9 @@ scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, int nfields, 
 	}
 }
 
-static int scan_flat(const char *doc, size_t n, mm_json_field_t *fields, int nfields)
+static int scan_flat(const char *doc, size_t n, mm_json_field_t *fields, const mm_json_plan_t *plan)
 {
-	return scan_flat_impl(doc, n, fields, nfields, 0);
+	return scan_flat_impl(doc, n, fields, plan, 0);
 }
 
 static void fields_clear(mm_json_field_t *fields, int nfields)
@@ -513,22 +515,50 @@ int mm_json_scan_reference(const char *p, size_t n, mm_json_field_t *fields, int
 	return 0;
 }
 
-int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields)
+void mm_json_plan(mm_json_plan_t *plan, const mm_json_field_t *fields, int nfields)
 {
+	plan->lens = 0;
+	plan->nfields = nfields;
+	plan->same_names = 0;
+	for (int i = 0; i < nfields && fields != NULL; i++) {
+		plan->lens |= 1ULL << (fields[i].name_len % 64);
+		for (int j = 0; j < i; j++)
+			if (fields[j].name_len == fields[i].name_len &&
+			    mm_key_eq(fields[j].name, fields[i].name, fields[i].name_len))
+				plan->same_names = 1;
+	}
+}
+
+int mm_json_scan_planned(const mm_json_plan_t *plan, const char *p, size_t n,
+			 mm_json_field_t *fields)
+{
+	int nfields = plan->nfields;
+
 	if (p != NULL && n >= FLAT_MIN && nfields >= 0 && (fields != NULL || nfields == 0)) {
 		fields_clear(fields, nfields);
-		if (scan_flat(p, n, fields, nfields))
+		if (scan_flat(p, n, fields, plan))
 			return 0;
 	}
 	return mm_json_scan_reference(p, n, fields, nfields);
 }
 
+int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields)
+{
+	mm_json_plan_t plan;
+
+	mm_json_plan(&plan, fields, nfields);
+	return mm_json_scan_planned(&plan, p, n, fields);
+}
+
 int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfields)
 {
+	mm_json_plan_t plan;
+
 	if (p == NULL || n < FLAT_MIN || nfields < 0 || (fields == NULL && nfields > 0))
 		return 0;
+	mm_json_plan(&plan, fields, nfields);
 	fields_clear(fields, nfields);
-	return scan_flat_impl(p, n, fields, nfields, 1);
+	return scan_flat_impl(p, n, fields, &plan, 1);
 }
 
 int mm_json_parse_buf(const char *p, size_t n, const mm_json_visitor_t *v, void *ud,

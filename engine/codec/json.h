@@ -55,6 +55,27 @@ typedef struct mm_json_field {
  */
 int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields);
 
+/*
+ * What mm_json_scan works out from the requested names before it looks at a
+ * document, worked out once for scans that all ask for the same fields (the
+ * record loop: every record of a batch). Filled by mm_json_plan; plain data,
+ * no pointer into the fields.
+ */
+typedef struct mm_json_plan {
+	uint64_t lens;   /* bit L % 64 set for each requested name length L */
+	int nfields;
+	int same_names;  /* two requested fields have the same name */
+} mm_json_plan_t;
+
+/* Makes the plan for fields[0..nfields), of which it reads only the names
+ * and name lengths (fields may be NULL when nfields is 0). */
+void mm_json_plan(mm_json_plan_t *plan, const mm_json_field_t *fields, int nfields);
+
+/* mm_json_scan(p, n, fields, plan->nfields) for fields with the names the
+ * plan was made from: the same contract and the same results. */
+int mm_json_scan_planned(const mm_json_plan_t *plan, const char *p, size_t n,
+			 mm_json_field_t *fields);
+
 /* mm_json_scan without its fast path for flat objects (json.c): the same
  * contract and results, for the tests and fuzzers that compare the two. */
 int mm_json_scan_reference(const char *p, size_t n, mm_json_field_t *fields, int nfields);

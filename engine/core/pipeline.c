@@ -425,6 +425,7 @@ typedef struct scan_plan {
 	mm_json_field_t f[MM_MAX_KEYS + 3];
 	int n;
 	int value, time, id;
+	mm_json_plan_t plan; /* for f[0..n) */
 } scan_plan_t;
 
 static const mm_json_field_t absent = {.type = MM_JSON_ABSENT};
@@ -592,8 +593,8 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 		return record_refused(p, r);
 	mm_json_field_t *fields = sp->f;
 
-	/* mm_json_scan marks every field absent before it looks. */
-	rc = mm_json_scan(r->p, r->len, fields, sp->n);
+	/* The scan marks every field absent before it looks. */
+	rc = mm_json_scan_planned(&sp->plan, r->p, r->len, fields);
 	if (rc)
 		return rc;
 	/* Unescaped strings are never longer than the record, and a number's
@@ -696,6 +697,7 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 		plan_add(&sp, &sp.time, c->time_field);
 	if (c->id_kind == MM_PART_FIELD)
 		plan_add(&sp, &sp.id, c->id_field);
+	mm_json_plan(&sp.plan, sp.f, sp.n);
 	p->batch = b;
 	for (size_t i = 0; i < b->n; i++) {
 		const mm_record_t *r = &b->recs[i];

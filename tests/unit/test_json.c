@@ -409,8 +409,10 @@ static int fields_same(const mm_json_field_t *a, const mm_json_field_t *b)
 }
 
 /* mm_json_scan (with its fast path for flat objects) and the general walk
- * (mm_json_scan_reference) agree on doc: result, message and fields. Returns
- * the result, or 99 on a disagreement (printed). */
+ * (mm_json_scan_reference) agree on doc: result, message and fields; so does
+ * a scan with a plan made once for all the documents of a test (the record
+ * loop's way, mm_json_scan_planned). Returns the result, or 99 on a
+ * disagreement (printed). */
 static int scan_agrees(const char *doc, size_t n)
 {
 	mm_json_field_t a[3] = {
@@ -418,12 +420,20 @@ static int scan_agrees(const char *doc, size_t n)
 		{.name = "user_id", .name_len = 7},
 		{.name = "entity_id", .name_len = 9},
 	};
-	mm_json_field_t b[3], c[3];
+	static mm_json_plan_t plan;
+	static int planned;
+	mm_json_field_t b[3], c[3], d[3];
 	char msg[256];
-	int ra, rb, rc, i;
+	int ra, rb, rc, rd, i;
 
 	memcpy(b, a, sizeof(a));
 	memcpy(c, a, sizeof(a));
+	memcpy(d, a, sizeof(a));
+	if (!planned) {
+		mm_json_plan(&plan, a, 3);
+		planned = 1;
+	}
+	rd = mm_json_scan_planned(&plan, doc, n, d);
 	rc = mm_json_scan_flat(doc, n, c, 3);
 	ra = mm_json_scan(doc, n, a, 3);
 	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
@@ -431,6 +441,12 @@ static int scan_agrees(const char *doc, size_t n)
 	if (ra != rb || (ra != 0 && strcmp(msg, mm_diag_msg()) != 0)) {
 		printf("#   fast %s (%s), walk %s (%s): %.*s\n", mm_err_name(ra), msg, mm_err_name(rb),
 		       mm_diag_msg(), (int)n, doc);
+		return 99;
+	}
+	if (rd != ra || (ra == 0 && (!fields_same(&d[0], &a[0]) || !fields_same(&d[1], &a[1]) ||
+				     !fields_same(&d[2], &a[2])))) {
+		printf("#   planned %s, scan %s, or their fields differ: %.*s\n", mm_err_name(rd),
+		       mm_err_name(ra), (int)n, doc);
 		return 99;
 	}
 	/* The Lua path's shortcut takes only documents the scan accepts, and
@@ -731,6 +747,55 @@ TEST(fields_nested_and_duplicates)
 	f[0].name = "a";
 	f[0].name_len = 1;
 	CHECK_EQ_INT(mm_json_scan("{\"a\":1,\"b\":01}", 14, f, 1), MM_EJSON);
+}
+
+/* A planned scan of doc succeeds and finds field i as type and raw. */
+static int planned_finds(const mm_json_plan_t *plan, mm_json_field_t *f, const char *doc, int i,
+			 int type, const char *raw)
+{
+	return mm_json_scan_planned(plan, doc, strlen(doc), f) == 0 && field_eq(&f[i], type, raw);
+}
+
+/* A plan knows the requested names' lengths and whether a name is asked
+ * twice, and one plan serves every document asked for those names. */
+TEST(planned_scan)
+{
+	mm_json_field_t f[3] = {
+		{.name = "k", .name_len = 1},
+		{.name = "xy", .name_len = 2},
+		{.name = "k", .name_len = 1},
+	};
+	mm_json_plan_t plan;
+	const char *doc;
+
+	mm_json_plan(&plan, f, 2);
+	CHECK_EQ_INT(plan.nfields, 2);
+	CHECK(plan.lens == ((1ULL << 1) | (1ULL << 2)));
+	CHECK_EQ_INT(plan.same_names, 0);
+	CHECK(planned_finds(&plan, f, "{\"xy\":\"a\",\"k\":12,\"kk\":true}", 0, MM_JSON_NUMBER, "12"));
+	CHECK(field_eq(&f[1], MM_JSON_STRING, "a"));
+	doc = "{\"kk\":1,\"xz\":\"a very long string value\"}";
+	CHECK_EQ_INT(mm_json_scan_planned(&plan, doc, strlen(doc), f), 0);
+	CHECK(f[0].type == MM_JSON_ABSENT && f[1].type == MM_JSON_ABSENT);
+	doc = "{\"k\":1,\"xy\":2,\"k\":3}";
+	CHECK_EQ_INT(mm_json_scan_planned(&plan, doc, strlen(doc), f), MM_EJSON);
+	CHECK(strstr(mm_diag_msg(), "duplicate key") != NULL);
+
+	/* A name asked twice: both fields are filled, on the fast path and
+	 * (a nested value) on the walk. */
+	mm_json_plan(&plan, f, 3);
+	CHECK_EQ_INT(plan.same_names, 1);
+	CHECK(planned_finds(&plan, f, "{\"xy\":\"a\",\"k\":\"the key's value\"}", 2, MM_JSON_STRING,
+			    "the key's value"));
+	CHECK(field_eq(&f[0], MM_JSON_STRING, "the key's value"));
+	CHECK(planned_finds(&plan, f, "{\"xy\":[1,2,3],\"k\":{\"a\":false}}", 2, MM_JSON_OBJECT,
+			    "{\"a\":false}"));
+	CHECK(field_eq(&f[1], MM_JSON_ARRAY, "[1,2,3]"));
+
+	/* Bad arguments are refused as mm_json_scan refuses them. */
+	mm_json_plan(&plan, NULL, 0);
+	CHECK_EQ_INT(mm_json_scan_planned(&plan, NULL, 2, NULL), MM_EINVAL);
+	CHECK_EQ_INT(mm_json_scan_planned(&plan, "{\"entity_id\":\"p1\"}", 18, NULL), 0);
 }
 
 static int number(const char *s, int *is_int, int64_t *i, double *d)
@@ -1439,6 +1504,7 @@ int main(void)
 	RUN(fields_types);
 	RUN(fields_escapes);
 	RUN(fields_nested_and_duplicates);
+	RUN(planned_scan);
 	RUN(numbers);
 	RUN(quote);
 	RUN(unescape);
