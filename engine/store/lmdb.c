@@ -347,38 +347,6 @@ void mm_lmdb_work_finish(lmdb_work_t *w, int rc)
 		w->detail[0] = '\0';
 }
 
-/* The order of two deltas of one namespace name: identifier length and
- * bytes, then bucket. */
-static inline int cmp_delta_in_ns(const mm_delta_t *a, const mm_delta_t *b)
-{
-	int c;
-
-	if (a->key.len != b->key.len)
-		return a->key.len < b->key.len ? -1 : 1;
-	c = mm_key_cmp(a->key.entity, b->key.entity, a->key.len);
-	if (c == 0 && a->key.bucket != b->key.bucket)
-		c = a->key.bucket < b->key.bucket ? -1 : 1;
-	return c;
-}
-
-static __attribute__((noinline)) int cmp_delta_names(const mm_delta_t *a, const mm_delta_t *b)
-{
-	int c = mm_lmdb_cmp_names(a->ns->name, b->ns->name);
-
-	return c ? c : cmp_delta_in_ns(a, b);
-}
-
-/* The sort's comparison. Deltas of one namespace (a flush's usual case)
- * compare without a call but for memcmp on keys past 16 bytes. */
-static int cmp_delta(const void *x, const void *y)
-{
-	const mm_delta_t *a = x, *b = y;
-
-	if (a->ns->name != b->ns->name)
-		return cmp_delta_names(a, b);
-	return cmp_delta_in_ns(a, b);
-}
-
 /*
  * Drops this process's mappings of the data file's pages (madvise
  * MADV_DONTNEED on the map). The pages stay in the kernel's page cache, and
@@ -463,7 +431,7 @@ static void lmdb_apply_work(uv_work_t *req)
 		rc = mm_diag_set(MM_ENOSPC, "lmdb: injected failure (MURMUR_ERRINJ_STORE_APPLY)");
 		goto out;
 	}
-	qsort(f->deltas, f->ndeltas, sizeof(*f->deltas), cmp_delta);
+	mm_lmdb_sort_deltas(f->deltas, f->ndeltas);
 	if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn))) {
 		rc = mm_lmdb_fail(mrc, "begin write transaction");
 		goto out;

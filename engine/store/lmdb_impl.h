@@ -12,6 +12,7 @@
  *                  time-partitioned runs, their expiry, format 1's marks
  *   markset.c      the live marks in memory, which claim() answers from
  *   lmdb_meta.c    positions and pipeline descriptors (metadata)
+ *   lmdb_sort.c    a flush's deltas sorted in the order of their keys
  *   lmdb_format.c  the record decoders, fuzzed on their own (lmdb_format.h)
  *
  * Threads: the work functions run on a libuv pool thread, everything else on
@@ -182,6 +183,12 @@ void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms);
 void mm_lmdb_marks_free(mm_lmdb_t *st);
 int mm_lmdb_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
 		  mm_store_cb cb, void *arg);
+
+/* lmdb_sort.c */
+
+/* Sorts d[0..n) in place in the order of their state keys: namespace name
+ * (length, then bytes), identifier (length, then bytes), bucket. */
+void mm_lmdb_sort_deltas(mm_delta_t *d, size_t n);
 
 /* lmdb_meta.c */
 
