@@ -163,12 +163,37 @@ static void arm(mm_aws_creds_t *c)
 	uv_timer_start(&c->timer, on_timer, (uint64_t)delay, 0);
 }
 
+/* The first fetch's outcome goes to its caller (mm_aws_creds_fetch). */
+static void fetch_done(mm_aws_creds_t *c, const mm_http_response_t *res, int rc)
+{
+	void (*done)(void *, int, const char *) = c->fetched;
+	char detail[256];
+
+	c->fetched = NULL;
+	if (rc == 0)
+		arm(c);
+	if (rc && res->status)
+		snprintf(detail, sizeof(detail), "%s: container credentials endpoint: %s", c->who,
+			 res->error);
+	else if (rc)
+		snprintf(detail, sizeof(detail), "%s: container credentials endpoint answered %ld",
+			 c->who, res->code);
+	if (!c->closing)
+		done(c->fetched_arg, rc, rc ? detail : "");
+}
+
 static void on_response(void *arg, const mm_http_response_t *res)
 {
 	mm_aws_creds_t *c = arg;
+	int ok;
 
 	c->refreshing = 0;
-	if (res->status == 0 && res->code == 200 && creds_parse(c, res->body, res->len) == 0) {
+	ok = res->status == 0 && res->code == 200 && creds_parse(c, res->body, res->len) == 0;
+	if (c->fetched) {
+		fetch_done(c, res, ok ? 0 : MM_EIO);
+		return;
+	}
+	if (ok) {
 		mm_log(MM_LOG_INFO, c->who, "refreshed container credentials");
 		arm(c);
 		return;
@@ -194,7 +219,7 @@ static void on_timer(uv_timer_t *t)
 		uv_timer_start(&c->timer, on_timer, RETRY_MS, 0);
 }
 
-int mm_aws_creds_init(mm_aws_creds_t *c, const char *who)
+int mm_aws_creds_find(mm_aws_creds_t *c, const char *who)
 {
 	const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
 	const char *tok = getenv("AWS_SESSION_TOKEN");
@@ -217,7 +242,32 @@ int mm_aws_creds_init(mm_aws_creds_t *c, const char *who)
 				   "AWS_SECRET_ACCESS_KEY (any values for a local emulator) or run "
 				   "where AWS_CONTAINER_CREDENTIALS_FULL_URI/_RELATIVE_URI is set",
 				   who);
-	return fetch_blocking(c);
+	return 1;
+}
+
+int mm_aws_creds_init(mm_aws_creds_t *c, const char *who)
+{
+	int rc = mm_aws_creds_find(c, who);
+
+	return rc == 1 ? fetch_blocking(c) : rc;
+}
+
+int mm_aws_creds_fetch(mm_aws_creds_t *c, void (*done)(void *arg, int status, const char *detail),
+		       void *arg)
+{
+	const char *hdrs[1] = {c->auth};
+	mm_http_request_t req = {.method = "GET", .url = c->url, .headers = hdrs,
+				 .nheaders = c->auth ? 1 : 0, .timeout_ms = FETCH_TIMEOUT_MS};
+	int rc;
+
+	if (c->url == NULL || c->refreshing)
+		return mm_diag_set(MM_EINVAL, "%s: no container credentials to fetch", c->who);
+	if ((rc = mm_http_request(c->http, &req, on_response, c)))
+		return rc;
+	c->refreshing = 1;
+	c->fetched = done;
+	c->fetched_arg = arg;
+	return 0;
 }
 
 void mm_aws_creds_start(mm_aws_creds_t *c, uv_loop_t *loop, mm_http_t *http)
@@ -226,13 +276,6 @@ void mm_aws_creds_start(mm_aws_creds_t *c, uv_loop_t *loop, mm_http_t *http)
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	arm(c);
-}
-
-int mm_aws_creds_ensure_blocking(mm_aws_creds_t *c)
-{
-	if (c->expires_ms && c->expires_ms - 60000 < now_ms())
-		return fetch_blocking(c);
-	return 0;
 }
 
 static void on_closed(uv_handle_t *h)

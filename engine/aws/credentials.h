@@ -11,7 +11,8 @@
  *      with AWS_CONTAINER_AUTHORIZATION_TOKEN or
  *      AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE as its Authorization header.
  *      The answer ({"AccessKeyId", "SecretAccessKey", "Token",
- *      "Expiration"}) is fetched once, blocking, at init; once started, a
+ *      "Expiration"}) is fetched once at start-up (blocking at init, or on
+ *      the loop with find + start + fetch); once started, a
  *      timer on the loop fetches it again five minutes before it expires
  *      (retrying every 10 s on failure), so a long-running worker never signs
  *      with an expired key.
@@ -23,7 +24,9 @@
  *
  * Lifetime: init (blocking, no handle yet) -> start (arms the refresh timer on
  * the loop) -> close (the timer goes; `closed` runs from its close callback)
- * -> free. A failed or never-started init is undone with free alone.
+ * -> free; or, without blocking, find -> start -> fetch (the first
+ * container answer, on the loop) -> close -> free. A failed or never-started
+ * init or find is undone with free alone.
  *
  * Threads: the loop thread, except init, which may run before the loop does.
  */
@@ -45,6 +48,8 @@ typedef struct mm_aws_creds {
 	mm_http_t *http;
 	uv_timer_t timer;
 	int refreshing, closing;
+	void (*fetched)(void *arg, int status, const char *detail);
+	void *fetched_arg;
 	void (*closed)(void *arg);
 	void *closed_arg;
 } mm_aws_creds_t;
@@ -58,16 +63,24 @@ typedef struct mm_aws_creds {
  */
 int mm_aws_creds_init(mm_aws_creds_t *c, const char *who);
 
+/*
+ * init without the fetch: 0 when the credentials are at hand (static keys),
+ * 1 when they come from the container endpoint and are fetched once started
+ * (mm_aws_creds_fetch), or init's errors.
+ */
+int mm_aws_creds_find(mm_aws_creds_t *c, const char *who);
+
+/*
+ * After start, for find's 1: fetches the container credentials now, on the
+ * loop; done(arg, status, detail) runs with 0 or the failure (not retried),
+ * unless c is closed first. Returns 0 or an error (done is then not called).
+ */
+int mm_aws_creds_fetch(mm_aws_creds_t *c, void (*done)(void *arg, int status, const char *detail),
+		       void *arg);
+
 /* Starts refreshing expiring credentials on loop through http (which must
  * outlive the close). Cannot fail. */
 void mm_aws_creds_start(mm_aws_creds_t *c, uv_loop_t *loop, mm_http_t *http);
-
-/*
- * For blocking callers (start-up and administration, where the loop is not
- * running): fetches the credentials again, blocking, when they expire within
- * a minute. Returns 0 or the fetch's error.
- */
-int mm_aws_creds_ensure_blocking(mm_aws_creds_t *c);
 
 /* Stops refreshing and closes the timer; closed(arg) runs from its close
  * callback, after which c may be freed. Only after start. */

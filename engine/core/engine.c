@@ -513,6 +513,7 @@ static void on_signal(uv_signal_t *h, int signum)
 int mm_engine_new(mm_store_t *st, uv_loop_t *loop, mm_engine_t **out)
 {
 	mm_engine_t *ctx = calloc(1, sizeof(*ctx));
+	int rc;
 
 	if (ctx == NULL)
 		return mm_diag_set(MM_ENOMEM, "cannot allocate the engine");
@@ -521,10 +522,26 @@ int mm_engine_new(mm_store_t *st, uv_loop_t *loop, mm_engine_t **out)
 	ctx->retry_delay_ms = MM_FLUSH_RETRY_MIN_MS;
 	ctx->defer_delay_ms = MM_DEFER_MIN_MS;
 	ctx->prep_delay_ms = 100;
-	/* Start-up reads begin as pipelines are added, before run(). */
+	/* Start-up reads begin as pipelines are added, before run(); the
+	 * store's own checks first. */
 	uv_timer_init(loop, &ctx->prep_timer);
 	ctx->prep_timer.data = ctx;
+	if ((rc = mm_prep_store(ctx)) != 0) {
+		uv_close((uv_handle_t *)&ctx->prep_timer, NULL);
+		uv_run(loop, UV_RUN_NOWAIT);
+		free(ctx);
+		return rc;
+	}
 	*out = ctx;
+	return 0;
+}
+
+int mm_engine_wait_store(mm_engine_t *ctx)
+{
+	while (ctx->store_state == 0)
+		uv_run(ctx->loop, UV_RUN_ONCE);
+	if (ctx->store_state < 0)
+		return mm_diag_set(ctx->store_state, "%s", ctx->store_detail);
 	return 0;
 }
 
@@ -633,8 +650,10 @@ int mm_engine_run(mm_engine_t *ctx, int once)
 	uv_timer_start(&ctx->flush_timer, on_flush_timer, (uint64_t)(interval / 4 + 1),
 		       (uint64_t)(interval / 4 + 1));
 	ctx->running = 1;
-	/* Each source starts once its pipelines' descriptors are checked and
-	 * its position is read (prepare.c), all through store callbacks. */
+	/* Each source starts once the store's checks passed, its pipelines'
+	 * descriptors are checked and its position is read (prepare.c), all
+	 * through store callbacks. */
+	mm_prep_check_store(ctx);
 	mm_prep_start_sources(ctx);
 	if (ctx->nsrcs == 0 && once)
 		mm_engine_stop(ctx);

@@ -112,6 +112,10 @@ struct mm_engine {
 	int64_t defer_delay_ms; /* stopping: pause before asking again for deferred ids */
 	uv_signal_t sigint, sigterm;
 	mm_loop_lag_t lag;        /* how late the loop runs its callbacks */
+	/* the store's start-up checks (mm_store_start): 0 under way, 1 passed,
+	 * or the failure's MM_E* code with its message */
+	int store_state;
+	char store_detail[400];
 	/* start-up reads in flight (prepare.c) */
 	struct mm_prep *preps;
 	int unready;              /* pipelines whose descriptor check is not done */
@@ -120,8 +124,16 @@ struct mm_engine {
 	mm_engine_stats_t stats;
 };
 
-/* Creates an engine on loop with the given store (owned from now on). */
+/* Creates an engine on loop with the given store (owned from now on) and
+ * starts the store's start-up checks (mm_store_start) on the loop: no
+ * source starts before they pass; if they fail, run() stops with status 1
+ * and their message. */
 int mm_engine_new(mm_store_t *st, uv_loop_t *loop, mm_engine_t **out);
+
+/* Before run(), for an owner that must know at once (the Lambda runtime
+ * reports it as its init error): runs the loop until the store's checks
+ * are done. 0, or their failure (message in the diag slot). */
+int mm_engine_wait_store(mm_engine_t *ctx);
 
 /* Adds a pipeline (takes ownership of cfg's strings even on failure). The
  * check against the state already in the store is asynchronous: the

@@ -11,6 +11,11 @@
  * while the engine runs (hot reload) holds every source (mm_engine_hold)
  * until its check is done, so it misses no record of a source it shares.
  *
+ * Before any of it the store runs its own start-up checks (mm_store_start:
+ * DynamoDB's credentials and table), on the loop too: no source starts
+ * before they pass, and a failure stops the engine with status 1 and the
+ * store's message (the table does not exist: create it with ...).
+ *
  * Every store call here completes through a callback on the loop thread; a
  * store that cannot answer (DynamoDB stopped) is asked again after a pause
  * (100 ms doubling to 10 s) while the loop keeps running: the other
@@ -369,9 +374,34 @@ void mm_prep_forget(mm_engine_t *ctx, const mm_pipeline_t *p)
 		}
 }
 
+/* ---- the store's start-up checks ---- */
+
+static void on_store_started(void *arg, int status, const char *detail)
+{
+	mm_engine_t *ctx = arg;
+
+	ctx->store_state = status ? status : 1;
+	snprintf(ctx->store_detail, sizeof(ctx->store_detail), "%s", status ? detail : "");
+	if (status)
+		mm_prep_check_store(ctx);
+	else
+		mm_prep_start_sources(ctx);
+}
+
+int mm_prep_store(mm_engine_t *ctx)
+{
+	return mm_store_start(ctx->st, on_store_started, ctx);
+}
+
+void mm_prep_check_store(mm_engine_t *ctx)
+{
+	if (ctx->running && !ctx->stopping && ctx->store_state < 0)
+		prep_fatal(ctx, 1, "store", ctx->store_detail);
+}
+
 void mm_prep_start_sources(mm_engine_t *ctx)
 {
-	if (!ctx->running || ctx->stopping)
+	if (!ctx->running || ctx->stopping || ctx->store_state != 1)
 		return;
 	for (int i = 0; i < ctx->nsrcs; i++) {
 		mm_engine_source_t *es = &ctx->srcs[i];

@@ -18,8 +18,15 @@ int mm_prep_pending(const mm_engine_t *ctx, const mm_pipeline_t *p);
 /* p is being removed: its check, if any, is dropped when its answer comes. */
 void mm_prep_forget(mm_engine_t *ctx, const mm_pipeline_t *p);
 
+/* Starts the store's start-up checks (mm_engine_new). 0 or an error. */
+int mm_prep_store(mm_engine_t *ctx);
+
+/* Running: a failed store check stops the engine (status 1). */
+void mm_prep_check_store(mm_engine_t *ctx);
+
 /* Reads the stored position of every source not started yet whose
- * pipelines are all ready, and starts it from there (when running). */
+ * pipelines are all ready, and starts it from there (when running and the
+ * store's checks have passed). */
 void mm_prep_start_sources(mm_engine_t *ctx);
 
 /* Frees what is left (engine_free, after the store is closed). */

@@ -355,6 +355,19 @@ static int l_engine_run(lua_State *L)
 	return 1;
 }
 
+/* e:wait_store() -> true or nil, msg, ename: runs the loop until the
+ * store's start-up checks are done (mm_engine_wait_store), before run(). */
+static int l_engine_wait_store(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	int rc = mm_engine_wait_store(e->ctx);
+
+	if (rc)
+		return mm_lua_push_diag(L, rc);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* e:stop([code]): graceful stop; run() then returns code if given. */
 static int l_engine_stop(lua_State *L)
 {
@@ -641,6 +654,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"attach", l_engine_attach},
 		{"on_batch", l_engine_on_batch},
 		{"run", l_engine_run},
+		{"wait_store", l_engine_wait_store},
 		{"stop", l_engine_stop},
 		{"on_merged", l_engine_on_merged},
 		{"stats", mm_lua_engine_stats},

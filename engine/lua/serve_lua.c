@@ -133,6 +133,11 @@ static int l_serve(lua_State *L)
 		if (rc)
 			goto fail;
 	}
+	/* The stores' start-up checks run on this loop, which has nothing else
+	 * to do until they pass: the server listens only then. */
+	for (size_t i = 0; i < nstores; i++)
+		if ((rc = mm_store_start_wait(stores[i])) != 0)
+			goto fail;
 	rc = mm_serve_start(&loop, &opt, stores, nstores, &run.s);
 	if (rc == 0 && (rc = mm_query_cache(run.s->query, mm_lua_serve_cache_ms(L, 1))) != 0)
 		mm_serve_stop(run.s, NULL, NULL);

@@ -68,6 +68,8 @@ static int l_store_open(lua_State *L)
 		return mm_lua_push_fail(L, MM_ENOMEM, "cannot create the event loop");
 	s->loop_ok = 1;
 	rc = mm_store_open(backend, &s->loop, kv, nkv, ro, &s->st);
+	if (rc == 0)
+		rc = mm_store_start_wait(s->st);
 	if (rc)
 		return mm_lua_push_diag(L, rc);
 	return 1;

@@ -91,17 +91,18 @@
  * half-applied flush behind its position.
  *
  * Positions and metadata (get_position, get_meta, put_meta, list_meta) are
- * asynchronous jobs like apply and get_many. The blocking calls
- * (mm_http_fetch, with a sleep between retries) are those that never run on
- * a running loop: the table check and credential fetch in open (before the
- * engine's loop runs) and `murmur ddb`.
+ * asynchronous jobs like apply and get_many, and so are the start-up checks
+ * (start(): container credentials, DescribeTable, with create_table
+ * CreateTable and the wait for ACTIVE on a timer; dynamodb_start.c), and
+ * `murmur ddb` drives its private loop through the same jobs: nothing here
+ * blocks or sleeps.
  *
  * Credentials: engine/aws/credentials.c (static keys, else the container
  * endpoint, refreshed on the loop before they expire).
  *
  * The code: dynamodb_impl.h lists the pieces (client, item codec, apply,
- * reads, claims, administration); this file holds the options, the table
- * checks, open and close.
+ * reads, claims, administration, start-up checks); this file holds the
+ * options, open and close.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -152,7 +153,7 @@ static const mm_option_t ddb_options[] = {
 	 "Store source positions as items after each flush, so a restarted file source "
 	 "resumes after the last durable flush."},
 	{MM_OPT_BOOL, "create_table", "false", offsetof(ddb_cfg_t, create_table),
-	 "Create the table (and enable TTL) at open when it does not exist."},
+	 "Create the table (and enable TTL) at start-up when it does not exist."},
 	{MM_OPT_STRING, "owner", NULL, offsetof(ddb_cfg_t, owner),
 	 "Owner id written on dedup claims. Default: random per process. A fixed owner per "
 	 "reader lets a restarted run take its own unfinished claims back at once instead of "
@@ -160,72 +161,6 @@ static const mm_option_t ddb_options[] = {
 	 "time."},
 	{0},
 };
-
-static int table_status(mm_ddb_t *st, char *out, size_t cap)
-{
-	const mm_jnode_t *s;
-	int rc;
-
-	st->sync_body.len = 0;
-	if ((rc = PUT(&st->sync_body, "{\"TableName\":")) ||
-	    (rc = mm_buf_append(&st->sync_body, st->table_json, strlen(st->table_json))) ||
-	    (rc = PUT(&st->sync_body, "}")) || (rc = mm_ddb_call_sync(st, "DescribeTable")))
-		return rc;
-	s = mm_jnode_get(mm_jnode_get(st->sync_tree.root, "Table"), "TableStatus");
-	snprintf(out, cap, "%s", s && s->type == MM_JSON_STRING ? s->s : "");
-	return 0;
-}
-
-/* Creates the table if needed, waits until ACTIVE, enables TTL where the
- * service has it. *created and *ttl describe what happened (for the CLI). */
-static int table_create(mm_ddb_t *st, int *created, const char **ttl)
-{
-	mm_buf_t *b = &st->sync_body;
-	char status[32];
-	int rc, i;
-
-	*created = 0;
-	*ttl = "enabled";
-	b->len = 0;
-	if ((rc = PUT(b, "{\"TableName\":")) ||
-	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
-	    (rc = PUT(b, ",\"AttributeDefinitions\":[{\"AttributeName\":\"pk\",\"AttributeType\":\"S\"},"
-			 "{\"AttributeName\":\"sk\",\"AttributeType\":\"N\"}],\"KeySchema\":["
-			 "{\"AttributeName\":\"pk\",\"KeyType\":\"HASH\"},{\"AttributeName\":\"sk\","
-			 "\"KeyType\":\"RANGE\"}],\"BillingMode\":\"PAY_PER_REQUEST\"}")))
-		return rc;
-	rc = mm_ddb_call_sync(st, "CreateTable");
-	if (rc == 0)
-		*created = 1;
-	else if (strcmp(st->sync_err, "ResourceInUseException") != 0)
-		return rc;
-	/* Real DynamoDB takes seconds to create a table. */
-	for (i = 0; i < 600; i++) {
-		if ((rc = table_status(st, status, sizeof(status))))
-			return rc;
-		if (strcmp(status, "ACTIVE") == 0)
-			break;
-		usleep(200000);
-	}
-	if (i == 600)
-		return mm_diag_set(MM_ETIMEDOUT, "dynamodb: table '%s' did not become ACTIVE",
-				   st->table);
-	b->len = 0;
-	if ((rc = PUT(b, "{\"TableName\":")) ||
-	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
-	    (rc = PUT(b, ",\"TimeToLiveSpecification\":{\"AttributeName\":\"ttl\",\"Enabled\":true}}")))
-		return rc;
-	rc = mm_ddb_call_sync(st, "UpdateTimeToLive");
-	if (rc && strcmp(st->sync_err, "UnknownOperationException") == 0) {
-		*ttl = "unsupported"; /* dynalite */
-		rc = 0;
-	} else if (rc && strcmp(st->sync_err, "ValidationException") == 0 &&
-		   strstr(mm_diag_msg(), "already enabled")) {
-		*ttl = "already enabled";
-		rc = 0;
-	}
-	return rc;
-}
 
 static void ddb_free(mm_ddb_t *st)
 {
@@ -243,10 +178,6 @@ static void ddb_free(mm_ddb_t *st)
 	}
 	free(st->slots);
 	mm_sigv4_free(&st->sig);
-	mm_buf_free(&st->sync_body);
-	mm_buf_free(&st->sync_resp);
-	mm_buf_free(&st->sync_hdr);
-	mm_jtree_free(&st->sync_tree);
 	mm_aws_creds_free(&st->creds);
 	free(st->table);
 	free(st->table_json);
@@ -287,8 +218,9 @@ static void ddb_close_handles(mm_ddb_t *st)
 	st->closing = 1;
 	mm_http_close(st->http);
 	st->http = NULL;
-	st->open_handles = 2 + st->nslots;
+	st->open_handles = 3 + st->nslots;
 	uv_close((uv_handle_t *)&st->kick, on_timer_closed);
+	uv_close((uv_handle_t *)&st->start_timer, on_timer_closed);
 	mm_aws_creds_close(&st->creds, on_creds_closed, st);
 	for (i = 0; i < st->nslots; i++)
 		uv_close((uv_handle_t *)&st->slots[i].timer, on_slot_timer_closed);
@@ -349,7 +281,6 @@ static int ddb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_onl
 	mm_buf_t tmp = {0};
 	mm_http_options_t hopt;
 	uint64_t rnd[2] = {0, 0};
-	char status[32];
 	size_t i;
 	int rc;
 
@@ -400,24 +331,11 @@ static int ddb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_onl
 		rc = mm_diag_set(MM_ENOMEM, "dynamodb: out of memory");
 		goto fail;
 	}
-	/* Start-up checks, blocking (no handle exists yet, so failing is simple). */
-	if ((rc = mm_aws_creds_init(&st->creds, "dynamodb")))
+	/* Where the credentials come from; a container's are fetched by start(),
+	 * on the loop, like the table checks. */
+	if ((rc = mm_aws_creds_find(&st->creds, "dynamodb")) < 0)
 		goto fail;
-	if (st->cfg.create_table && !read_only) {
-		if ((rc = table_create(st, &st->created, &st->ttl_state)))
-			goto fail;
-		if (st->created)
-			mm_log(MM_LOG_INFO, "dynamodb", "created table '%s' (TTL %s)", st->table,
-			       st->ttl_state);
-	} else if ((rc = table_status(st, status, sizeof(status))) == MM_ENOTFOUND) {
-		rc = mm_diag_set(MM_ENOTFOUND,
-				 "dynamodb: table '%s' does not exist at %s (create it with `murmur ddb "
-				 "create-table --table %s` or the store option create_table = true)",
-				 st->table, st->url, st->table);
-		goto fail;
-	} else if (rc) {
-		goto fail;
-	}
+	st->creds_pending = rc == 1;
 	st->nslots = (size_t)st->cfg.max_inflight;
 	st->slots = calloc(st->nslots, sizeof(*st->slots));
 	if (st->slots == NULL) {
@@ -431,6 +349,8 @@ static int ddb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_onl
 	/* From here on nothing fails: the handles need the loop to close. */
 	uv_timer_init(loop, &st->kick);
 	st->kick.data = st;
+	uv_timer_init(loop, &st->start_timer);
+	st->start_timer.data = st;
 	for (i = st->nslots; i-- > 0;) {
 		ddb_slot_t *sl = &st->slots[i];
 
@@ -467,6 +387,7 @@ const mm_store_vtable_t mm_store_dynamodb_vtable = {
 	.options = ddb_options,
 	.caps = MM_STORE_CAP_SHARED,
 	.open = ddb_open,
+	.start = mm_ddb_start,
 	.apply = mm_ddb_apply,
 	.get_many = mm_ddb_get_many,
 	.get_position = mm_ddb_get_position,

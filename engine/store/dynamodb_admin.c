@@ -86,14 +86,17 @@ static int admin_claim(mm_ddb_t *st, const char *cmd, const mm_ns_t *ns, const c
 static int admin_get(mm_ddb_t *st, const char *ns, const char *entity, int64_t bucket,
 		     mm_buf_t *out)
 {
+	admin_wait_t w = {0};
 	mm_buf_t pk = {0};
 	int rc;
 
-	if ((rc = mm_ddb_make_pk(&pk, ns, entity, strlen(entity))) == 0 &&
-	    (rc = mm_ddb_sync_get_body(st, (const char *)pk.p, pk.len, bucket)) == 0 &&
-	    (rc = mm_ddb_call_sync(st, "GetItem")) == 0)
-		rc = mm_buf_append(out, st->sync_resp.p, st->sync_resp.len);
+	if ((rc = mm_ddb_make_pk(&pk, ns, entity, strlen(entity))) == 0)
+		rc = mm_ddb_call_get(st, &pk, bucket, NULL, out, on_admin_done, &w);
+	while (rc == 0 && !w.done)
+		uv_run(st->base.loop, UV_RUN_ONCE);
 	mm_buf_free(&pk);
+	if (rc == 0 && w.status)
+		rc = mm_diag_set(w.status, "%s", w.detail);
 	return rc;
 }
 
@@ -148,7 +151,8 @@ int mm_ddb_admin(const char *cmd, const char *const *kv, size_t nkv, char **out)
 		goto out;
 	}
 	loop_ok = 1;
-	if ((rc = mm_store_open("dynamodb", &loop, opts, nopts, 0, &base)))
+	if ((rc = mm_store_open("dynamodb", &loop, opts, nopts, 0, &base)) ||
+	    (rc = mm_store_start_wait(base)))
 		goto out;
 	st = (mm_ddb_t *)base;
 	if (create) {

@@ -2,7 +2,7 @@
  * dynamodb_client.c: the request client of the DynamoDB store: a fixed set
  * of request slots, SigV4 signing, the classification of failed answers,
  * retry with backoff, the scheduler that hands slots to queued jobs, the
- * dispatch of answers, the blocking calls of tools, and statistics.
+ * dispatch of answers, and statistics.
  *
  * Each of the max_inflight slots owns its buffers, answer trees and backoff
  * timer, and is reused for every request, so the steady state allocates only
@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "../aws/awsrpc.h"
 #include "../codec/json.h"
@@ -199,6 +198,11 @@ void mm_ddb_job_wait(ddb_job_t *job)
 	job->outstanding++;
 }
 
+void mm_ddb_kick(mm_ddb_t *st)
+{
+	uv_timer_start(&st->kick, on_kick, 0, 0);
+}
+
 void mm_ddb_job_resume(mm_ddb_t *st, ddb_job_t *job, int rc, const char *detail)
 {
 	job->outstanding--;
@@ -331,6 +335,16 @@ static void ddb_pump(mm_ddb_t *st)
 	ddb_job_t *job, *next, **pp;
 
 	for (pp = &st->jobs; !st->closing && (job = *pp) != NULL;) {
+		/* start() runs first; its failure is every job's. */
+		if (st->start_state == DDB_STARTING && !job->call_start) {
+			pp = &job->next;
+			continue;
+		}
+		if (st->start_state < 0 && !job->call_start && job->rc == 0) {
+			job->rc = st->start_state;
+			snprintf(job->detail, sizeof(job->detail), "%s", st->start_detail);
+			job->stop = 1;
+		}
 		while (!job->stop && st->free_slots) {
 			ddb_slot_t *sl;
 			int rc;
@@ -403,11 +417,15 @@ static void on_response(void *arg, const mm_http_response_t *res)
 			goto out;
 		}
 		if (cls == R_FATAL) {
+			if (sl->job->kind == J_CALL && sl->job->call_err)
+				snprintf(sl->job->call_err, DDB_ERR_MAX, "%s", err);
 			mm_ddb_slot_finish(sl, MM_ESTORE, detail);
 			goto out;
 		}
 	}
-	if (sl->job->kind == J_APPLY)
+	if (sl->job->kind == J_CALL && sl->job->call_raw && cls == -1)
+		mm_ddb_slot_finish(sl, mm_buf_append(sl->job->call_out, res->body, res->len), NULL);
+	else if (sl->job->kind == J_APPLY)
 		mm_ddb_apply_answer(sl, cls == R_COND);
 	else if (sl->job->kind == J_GET || sl->job->kind == J_CALL) {
 		if (cls == R_COND && sl->job->call_cond_failed)
@@ -422,67 +440,6 @@ static void on_response(void *arg, const mm_http_response_t *res)
 		mm_ddb_claim_answer(sl, cls == R_COND);
 out:
 	ddb_pump(st);
-}
-
-/*
- * Sends one request and waits for it, retrying throttling, 5xx and transport
- * failures like the asynchronous path (sleeping in between). Only where no
- * loop runs on this thread: open() (before the engine's loop starts) and
- * `murmur ddb`; the engine's own calls are asynchronous. On success the
- * answer is in st->sync_tree. A DynamoDB error returns MM_ESTORE with the
- * exception name in st->sync_err (MM_ENOTFOUND for ResourceNotFoundException).
- */
-int mm_ddb_call_sync(mm_ddb_t *st, const char *target)
-{
-	char err[96], detail[400];
-	int attempt, n, rc = 0;
-
-	st->sync_err[0] = '\0';
-	for (attempt = 1;; attempt++) {
-		const char *hdrs[8];
-		mm_http_request_t req;
-		long code = 0;
-
-		if ((rc = mm_aws_creds_ensure_blocking(&st->creds)))
-			return rc;
-		n = ddb_sign(st, target, &st->sync_body, &st->sync_hdr, hdrs);
-		if (n < 0)
-			return n;
-		req = (mm_http_request_t){.method = "POST", .url = st->url, .headers = hdrs,
-					  .nheaders = (size_t)n, .body = st->sync_body.p,
-					  .body_len = st->sync_body.len,
-					  .timeout_ms = st->cfg.request_timeout_ms};
-		st->sync_resp.len = 0;
-		rc = mm_http_fetch(&req, &code, &st->sync_resp);
-		ddb_count(st, ddb_op_of(target), 0);
-		if (rc == 0 && code == 200) {
-			if ((rc = mm_jtree_parse(&st->sync_tree, (const char *)st->sync_resp.p,
-						 st->sync_resp.len)))
-				return mm_diag_set(MM_ESTORE, "dynamodb: %s: unreadable answer",
-						   target);
-			return 0;
-		}
-		if (rc == 0) {
-			int cls = ddb_classify(code, st->sync_resp.p, st->sync_resp.len,
-					       &st->sync_tree, err, sizeof(err), detail,
-					       sizeof(detail));
-
-			snprintf(st->sync_err, sizeof(st->sync_err), "%s", err);
-			if (cls != R_RETRY) {
-				if (strcmp(err, "ResourceNotFoundException") == 0)
-					return mm_diag_set(MM_ENOTFOUND, "dynamodb: %s: %s",
-							   target, detail);
-				return mm_diag_set(MM_ESTORE, "dynamodb: %s: %s", target, detail);
-			}
-		} else {
-			snprintf(detail, sizeof(detail), "%s", mm_diag_msg());
-		}
-		if (attempt >= st->cfg.max_attempts)
-			return mm_diag_set(MM_ESTORE, "dynamodb: %s: %s (gave up after %d attempts)",
-					   target, detail, attempt);
-		st->stats.retries++;
-		usleep((useconds_t)(mm_ddb_backoff_ms(st, attempt) * 1000));
-	}
 }
 
 /* Builds {"TableName":T,"Key":{pk,sk},"ConsistentRead":true} for a GetItem. */

@@ -3,7 +3,8 @@
  * engine/store/dynamodb*.c (the public surface is dynamodb.h).
  *
  * The store is one mm_ddb_t (the struct below) and is split by concern:
- *   dynamodb.c         the vtable, options, the table, open and close
+ *   dynamodb.c         the vtable, options, open and close
+ *   dynamodb_start.c   start(): credentials and the table, on the loop
  *   dynamodb_client.c  the request client: slots, signing, error
  *                      classification, retry with backoff, the job
  *                      scheduler, answer dispatch, blocking calls, statistics
@@ -20,9 +21,8 @@
  * scheduler hands each free request slot the next item of the first job that
  * has one, and the item's kind-specific starter (mm_ddb_start_*_item) builds
  * and sends its request; answers come back through mm_ddb_*_answer. Everything
- * here runs on the loop thread, except the blocking calls (mm_ddb_call_sync),
- * which run only where no loop is running: open() before the engine runs,
- * and `murmur ddb`.
+ * here runs on the loop thread, start-up checks (dynamodb_start.c) and
+ * `murmur ddb` included: nothing blocks or sleeps.
  */
 #ifndef MM_DYNAMODB_IMPL_H
 #define MM_DYNAMODB_IMPL_H
@@ -52,6 +52,11 @@
 #define DDB_INTENT_CHUNK 300000 /* intent bytes per item: 400 KB less base64's growth
                                  * in the request, less the other attributes */
 #define DDB_HIST 128            /* latency histogram: bucket k covers 2^(k/4) us */
+#define DDB_ERR_MAX 96          /* an exception name ("ResourceNotFoundException") */
+#define DDB_STATUS_MAX 32       /* a table status ("ACTIVE") */
+
+/* mm_ddb_t.start_state; a failed start holds its negative MM_E* code. */
+enum { DDB_UNSTARTED, DDB_STARTING, DDB_READY };
 
 extern const mm_store_vtable_t mm_store_dynamodb_vtable;
 
@@ -165,6 +170,10 @@ typedef struct ddb_job {
 	mm_buf_t *call_out;
 	const char *call_attr;  /* the attribute decoded: "v", or "d" of an intent */
 	int call_list;          /* list_meta: call_out gets the registry's names */
+	int call_raw;           /* call_out gets the answer as sent (`murmur ddb get`) */
+	int call_start;         /* a start-up check: runs while other jobs wait */
+	char *call_err;         /* a failure's exception name (DDB_ERR_MAX bytes) */
+	char *call_status;      /* DescribeTable: Table.TableStatus (DDB_STATUS_MAX bytes) */
 	int call_cond_ok;       /* ConditionalCheckFailed is an answer, not an error */
 	int *call_cond_failed;  /* set to 1 when it was that answer (may be NULL) */
 	mm_buf_t call_pk;       /* a position read: its key, for rolling forward */
@@ -243,12 +252,19 @@ struct mm_ddb {
 	ddb_slot_t *free_slots;
 	ddb_job_t *jobs;
 	uv_timer_t kick;
-	/* blocking calls */
-	mm_buf_t sync_body, sync_resp, sync_hdr;
-	mm_jtree_t sync_tree;
-	char sync_err[96];      /* the __type suffix of the last failed sync call */
-	int created;            /* open() created the table */
+	int created;            /* start() created the table */
 	const char *ttl_state;  /* what enabling TTL did: "enabled", "unsupported", ... */
+	/* start(): DDB_UNSTARTED (no checks asked for: jobs run), DDB_STARTING
+	 * (only the checks' jobs run), DDB_READY, or the failure's MM_E* code
+	 * (every job fails with start_detail) */
+	int start_state;
+	int creds_pending;      /* the container credentials are fetched by start() */
+	int start_polls;        /* DescribeTable rounds waiting for ACTIVE */
+	mm_store_cb start_cb;
+	void *start_arg;
+	uv_timer_t start_timer; /* the pause between those rounds */
+	char start_err[DDB_ERR_MAX], start_status[DDB_STATUS_MAX];
+	char start_detail[400];
 	mm_ddb_stats_t stats;
 	uint64_t hist[DDB_HIST];
 	/* Positions this writer took (take_position), each with own = 0 once a
@@ -265,6 +281,10 @@ struct mm_ddb {
 
 /* st as a DynamoDB store, or NULL when it is another backend. */
 mm_ddb_t *mm_ddb_of(const mm_store_t *st);
+
+/* ---- dynamodb_start.c ---- */
+
+int mm_ddb_start(mm_store_t *base, mm_store_cb cb, void *arg);
 
 /* ---- dynamodb_item.c: keys, request heads, values ---- */
 
@@ -307,13 +327,14 @@ void mm_ddb_enqueue(mm_ddb_t *st, ddb_job_t *job);
 void mm_ddb_job_wait(ddb_job_t *job);
 void mm_ddb_job_resume(mm_ddb_t *st, ddb_job_t *job, int rc, const char *detail);
 void mm_ddb_job_free(ddb_job_t *job);
+/* Runs the scheduler on the next loop iteration (start() is done). */
+void mm_ddb_kick(mm_ddb_t *st);
 int mm_ddb_slot_send(ddb_slot_t *sl);
 void mm_ddb_slot_send_later(ddb_slot_t *sl, uint64_t delay_ms);
 void mm_ddb_slot_retry(ddb_slot_t *sl, const char *detail);
 void mm_ddb_slot_finish(ddb_slot_t *sl, int rc, const char *detail);
 uint64_t mm_ddb_backoff_ms(mm_ddb_t *st, int n);
 void mm_ddb_hist_add(mm_ddb_t *st, uint64_t ns);
-int mm_ddb_call_sync(mm_ddb_t *st, const char *target);
 
 /* ---- dynamodb_apply.c ---- */
 
@@ -354,7 +375,6 @@ int mm_ddb_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, s
 		    void *states, uint8_t *found, mm_store_cb cb, void *arg);
 int mm_ddb_start_get_item(ddb_slot_t *sl);
 void mm_ddb_get_answer(ddb_slot_t *sl);
-int mm_ddb_sync_get_body(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk);
 int mm_ddb_get_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
 			void *arg);
 int mm_ddb_take_position(mm_store_t *base, const char *source, mm_buf_t *out, mm_store_cb cb,
@@ -371,7 +391,8 @@ int mm_ddb_get_meta(mm_store_t *base, const char *ns_name, mm_buf_t *out, mm_sto
 int mm_ddb_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, size_t n,
 		    mm_store_cb cb, void *arg);
 /* Queues a consistent GetItem of (pk, sk) whose attribute attr (B) is
- * appended to out (MM_ENOTFOUND when absent). */
+ * appended to out (MM_ENOTFOUND when absent); attr NULL: the answer as
+ * DynamoDB sent it ({"Item":{...}} or {}). */
 int mm_ddb_call_get(mm_ddb_t *st, const mm_buf_t *pk, int64_t sk, const char *attr,
 		    mm_buf_t *out, mm_store_cb cb, void *arg);
 /* Queues one request of target with body (taken over: *body is left
@@ -379,6 +400,11 @@ int mm_ddb_call_get(mm_ddb_t *st, const mm_buf_t *pk, int64_t sk, const char *at
  * sets *cond_failed (when not NULL) to 1. */
 int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, int *cond_failed,
 		      mm_store_cb cb, void *arg);
+/* Queues one request of start() (run while other jobs wait), body taken
+ * over: a failure's exception name goes to st->start_err, a DescribeTable's
+ * TableStatus to st->start_status. */
+int mm_ddb_call_check(mm_ddb_t *st, const char *target, mm_buf_t *body, mm_store_cb cb,
+		      void *arg);
 int mm_ddb_start_call_item(ddb_slot_t *sl);
 void mm_ddb_call_answer(ddb_slot_t *sl);
 int mm_ddb_list_meta(mm_store_t *base, mm_buf_t *out, mm_store_cb cb, void *arg);

@@ -221,16 +221,6 @@ int mm_ddb_get_many(mm_store_t *base, const mm_ns_t *ns, const mm_key_t *keys, s
 	return 0;
 }
 
-int mm_ddb_sync_get_body(mm_ddb_t *st, const char *pk, size_t pklen, int64_t sk)
-{
-	mm_buf_t key = {.p = (uint8_t *)(uintptr_t)pk, .len = pklen, .cap = pklen};
-	int rc;
-
-	if ((rc = mm_ddb_put_head(st, &st->sync_body, &key, sk)))
-		return rc;
-	return PUT(&st->sync_body, ",\"ConsistentRead\":true}");
-}
-
 /* Queues a call of n prepared requests. */
 static ddb_job_t *call_new(void)
 {
@@ -272,6 +262,7 @@ static int call_get_bytes(mm_ddb_t *st, const mm_buf_t *key, int64_t sk, const c
 	job->call_target[0] = "GetItem";
 	job->call_out = out;
 	job->call_attr = attr;
+	job->call_raw = attr == NULL;
 	return call_queue(st, job, 1, cb, arg);
 }
 
@@ -281,18 +272,43 @@ int mm_ddb_call_get(mm_ddb_t *st, const mm_buf_t *pk, int64_t sk, const char *at
 	return call_get_bytes(st, pk, sk, attr, out, NULL, cb, arg);
 }
 
-int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, int *cond_failed,
-		      mm_store_cb cb, void *arg)
+/* A call of one request of target whose body is taken over (*body is left
+ * empty); NULL when out of memory. */
+static ddb_job_t *call_one(const char *target, mm_buf_t *body)
 {
 	ddb_job_t *job = call_new();
 
+	if (job != NULL) {
+		job->call_target[0] = target;
+		job->call_body[0] = *body;
+		*body = (mm_buf_t){0};
+	}
+	return job;
+}
+
+int mm_ddb_call_write(mm_ddb_t *st, const char *target, mm_buf_t *body, int *cond_failed,
+		      mm_store_cb cb, void *arg)
+{
+	ddb_job_t *job = call_one(target, body);
+
 	if (job == NULL)
 		return MM_ENOMEM;
-	job->call_target[0] = target;
-	job->call_body[0] = *body;
-	*body = (mm_buf_t){0};
 	job->call_cond_ok = 1;
 	job->call_cond_failed = cond_failed;
+	return call_queue(st, job, 1, cb, arg);
+}
+
+int mm_ddb_call_check(mm_ddb_t *st, const char *target, mm_buf_t *body, mm_store_cb cb,
+		      void *arg)
+{
+	ddb_job_t *job = call_one(target, body);
+
+	if (job == NULL)
+		return MM_ENOMEM;
+	job->call_start = 1;
+	job->call_err = st->start_err;
+	job->call_status = strcmp(target, "DescribeTable") == 0 ? st->start_status : NULL;
+	st->start_err[0] = '\0';
 	return call_queue(st, job, 1, cb, arg);
 }
 
@@ -395,6 +411,11 @@ void mm_ddb_call_answer(ddb_slot_t *sl)
 		mm_ddb_taken_note(sl->st, (const char *)job->call_pk.p, job->call_pk.len, 1);
 
 	if (job->call_out == NULL) {
+		if (job->call_status) {
+			v = mm_jnode_get(mm_jnode_get(sl->tree.root, "Table"), "TableStatus");
+			snprintf(job->call_status, DDB_STATUS_MAX, "%s",
+				 v && v->type == MM_JSON_STRING ? v->s : "");
+		}
 		mm_ddb_slot_finish(sl, 0, NULL);
 		return;
 	}

@@ -258,6 +258,15 @@ static mm_store_call_t *mm_store_call_new(mm_store_t *st, int op, uint64_t t0, m
 	return call;
 }
 
+int mm_store_start(mm_store_t *st, mm_store_cb cb, void *arg)
+{
+	if (st == NULL || cb == NULL)
+		return mm_diag_set(MM_EINVAL, "store: start needs a store and a callback");
+	if (st->vt->start == NULL)
+		return mm_store_complete_later(st, cb, arg, 0, "");
+	return st->vt->start(st, cb, arg);
+}
+
 int mm_store_apply(mm_store_t *st, mm_flush_t *f, mm_store_cb cb, void *arg)
 {
 	uint64_t t0 = uv_hrtime();
@@ -492,6 +501,13 @@ int mm_store_put_meta_wait(mm_store_t *st, const char *ns_name, const uint8_t *p
 
 	return mm_store_wait_for(st, &w,
 				 mm_store_put_meta(st, ns_name, p, n, mm_store_on_wait, &w));
+}
+
+int mm_store_start_wait(mm_store_t *st)
+{
+	mm_store_wait_t w = {0, 0};
+
+	return mm_store_wait_for(st, &w, mm_store_start(st, mm_store_on_wait, &w));
 }
 
 int mm_store_list_meta_wait(mm_store_t *st, mm_buf_t *out)

@@ -17,8 +17,11 @@
  * blocking I/O (LMDB) run the work on the libuv thread pool; network
  * backends (DynamoDB, Valkey) run it on the loop through curl/hiredis; the
  * memory store answers from memory and completes on the next loop
- * iteration. Nothing sleeps on a running loop; open() itself may block
- * (DynamoDB checks its table) and is called before the loop runs. At most
+ * iteration. open() sends no request: what a store must ask a service
+ * before it serves (DynamoDB: container credentials, its table) is start(),
+ * asynchronous like the rest, and its owner waits for start's callback
+ * before it relies on the store. Nothing waits on the network or sleeps on
+ * the loop thread. At most
  * one apply() is in flight per store: the runtime serialises flushes so that
  * positions only move forward.
  *
@@ -231,6 +234,12 @@ typedef struct mm_store_vtable {
 	 * read_only: open for queries beside a running writer. */
 	int (*open)(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_only,
 		    mm_store_t **out);
+	/* Optional start-up checks, once, right after open(): cb runs with 0
+	 * once the store may serve, or with the failure that makes it useless
+	 * (the message says what to do: create the table...). Calls made
+	 * meanwhile wait for the checks; after a failure they fail with it.
+	 * NULL: nothing to check (the wrapper still completes later). */
+	int (*start)(mm_store_t *st, mm_store_cb cb, void *arg);
 	int (*apply)(mm_store_t *st, mm_flush_t *f, mm_store_cb cb, void *arg);
 	/* For each key i: decodes the stored state into states + i*MM_STATE_MAX
 	 * (which the caller has init()ed with ns->m) and sets found[i] = 1, or
@@ -323,6 +332,9 @@ const mm_store_vtable_t *mm_store_find(const char *name);
 /* Wrappers: validate, time, count, then call the backend. Same contracts. */
 int mm_store_open(const char *backend, uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 		  int read_only, mm_store_t **out);
+/* The start-up checks (see the vtable); every owner of a store calls it
+ * once after mm_store_open. */
+int mm_store_start(mm_store_t *st, mm_store_cb cb, void *arg);
 int mm_store_apply(mm_store_t *st, mm_flush_t *f, mm_store_cb cb, void *arg);
 int mm_store_get_many(mm_store_t *st, const mm_ns_t *ns, const mm_key_t *keys, size_t n,
 		      void *states, uint8_t *found, mm_store_cb cb, void *arg);
@@ -345,11 +357,12 @@ int mm_store_position_own(const mm_store_t *st, const char *source);
 void mm_store_positions_taken(const mm_store_t *st,
 			      void (*fn)(void *ud, const char *source, int own), void *ud);
 /*
- * Blocking forms of the four calls above, for a caller that owns st's loop
+ * Blocking forms of start and the four calls above, for a caller that owns st's loop
  * and is not inside one of its callbacks (unit tests, the CLI's store
  * objects, which run a private loop): start the call, then run the loop
  * until it completes. Never from a loop callback (uv_run is not reentrant).
  */
+int mm_store_start_wait(mm_store_t *st);
 int mm_store_get_position_wait(mm_store_t *st, const char *source, mm_buf_t *out);
 int mm_store_get_meta_wait(mm_store_t *st, const char *ns_name, mm_buf_t *out);
 int mm_store_put_meta_wait(mm_store_t *st, const char *ns_name, const uint8_t *p, size_t n);

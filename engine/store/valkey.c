@@ -552,6 +552,13 @@ static int vk_put_meta(mm_store_t *base, const char *ns_name, const uint8_t *p, 
 	return rc;
 }
 
+/* The backing store's checks are the cache's: it serves nothing the
+ * backing store could not. */
+static int vk_start(mm_store_t *base, mm_store_cb cb, void *arg)
+{
+	return mm_store_start(((mm_valkey_t *)base)->backing, cb, arg);
+}
+
 static int vk_list_meta(mm_store_t *base, mm_buf_t *out, mm_store_cb cb, void *arg)
 {
 	return mm_store_list_meta(((mm_valkey_t *)base)->backing, out, cb, arg);
@@ -891,6 +898,7 @@ const mm_store_vtable_t mm_store_valkey_vtable = {
 	.options = vk_options,
 	.caps = MM_STORE_CAP_ATOMIC | MM_STORE_CAP_COUNT_HLL | MM_STORE_CAP_CACHE,
 	.open = vk_open,
+	.start = vk_start,
 	.apply = mm_vk_apply,
 	.get_many = mm_vk_get_many,
 	.get_position = vk_get_position,

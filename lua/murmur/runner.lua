@@ -269,6 +269,17 @@ function M.build(specs, opts)
   if not kind then return nil, store_opts end
   local engine, err = core.engine_open({ store = kind, store_options = store_opts })
   if not engine then return nil, err end
+  -- The store checks itself on the loop (DynamoDB: its table); the engine
+  -- starts no source before they pass and stops if they fail. The Lambda
+  -- runtime must report a failure as its init error, so it waits for them
+  -- here, with nothing else on the loop yet.
+  if opts.lambda then
+    local ok, serr = engine:wait_store()
+    if not ok then
+      engine:close()
+      return nil, serr
+    end
+  end
   local lua_specs, hook_specs = {}, {}
   for _, spec in ipairs(specs) do
     local p, perr = engine:add_pipeline(M.cfg_of(spec, data, opts))

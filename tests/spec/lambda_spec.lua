@@ -140,6 +140,26 @@ d("#lambda the Lambda runtime through the Runtime API emulator", function()
     assert.are.equal(0, tonumber(res.error))
   end
 
+  -- The store's table check runs on the loop now (start()); the runtime
+  -- waits for it before its first /next and still reports its failure as
+  -- the init error, with the hint that names `murmur ddb create-table`.
+  it("reports a missing table as its init error", function()
+    faults({})
+    local tbl = ("lambda_none_%d"):format(os.time() % 100000)
+    local port, log = murmur_lambda(tbl, dir .. "/none")
+    local st
+    S.wait_for("the init error", 30, function()
+      st = core.json_decode(curl(port, "GET", "/test/state"))
+      return st and #st.init_errors > 0
+    end)
+    local e = st.init_errors[1]
+    assert.are.equal("Runtime.InitError", e.type, S.read_file(log))
+    local msg = core.json_decode(e.body).errorMessage
+    assert.matches(("table '%s' does not exist"):format(tbl), msg, 1, true)
+    assert.matches("murmur ddb create-table --table " .. tbl, msg, 1, true)
+    assert.are.equal(0, st.invocations)
+  end)
+
   it("is what AWS's runtime interface client expects (aws-lambda-ric with a Node handler)", function()
     local port = emulator("lambda_ric_handler.handler",
       ("node %s/tests/node/node_modules/aws-lambda-ric/index.mjs"):format(S.root), S.root .. "/tests/node")
