@@ -174,8 +174,11 @@ describe("#cli murmur CLI", function()
   end)
 
   it("survives kill -9 at random points with exact results (embedded store)", function()
+    -- 1.5 M events: a whole run takes over a second, so every kill below
+    -- (50-300 ms after the start) lands inside one. With 300 000 the run
+    -- got fast enough (0.3 s) to finish before its kill.
     local input = dir .. "/events.jsonl"
-    S.gen_events(input, 300000, 1000, 1.1, 3)
+    S.gen_events(input, 1500000, 1000, 1.1, 3)
     local truth = {}
     for line in io.lines(input) do
       local e = line:match('"page_id":"([^"]+)"')
@@ -202,6 +205,6 @@ describe("#cli murmur CLI", function()
       end
     end
     local _, top = query_json("recently_interacted", "global", dir .. "/d")
-    assert.are.equal(300000, top.result.n)
+    assert.are.equal(1500000, top.result.n)
   end)
 end)
