@@ -125,28 +125,6 @@ static int container_setup(mm_aws_creds_t *c)
 	return 1;
 }
 
-static int fetch_blocking(mm_aws_creds_t *c)
-{
-	const char *hdrs[1] = {c->auth};
-	mm_http_request_t req = {.method = "GET", .url = c->url, .headers = hdrs,
-				 .nheaders = c->auth ? 1 : 0, .timeout_ms = FETCH_TIMEOUT_MS};
-	mm_buf_t body = {0};
-	long code = 0;
-	int rc;
-
-	if ((rc = mm_http_fetch(&req, &code, &body)))
-		goto out;
-	if (code != 200) {
-		rc = mm_diag_set(MM_EIO, "%s: container credentials endpoint answered %ld", c->who,
-				 code);
-		goto out;
-	}
-	rc = creds_parse(c, body.p, body.len);
-out:
-	mm_buf_free(&body);
-	return rc;
-}
-
 static void on_timer(uv_timer_t *t);
 
 /* Arms the refresh five minutes before expiry (at least a second from now,
@@ -243,13 +221,6 @@ int mm_aws_creds_find(mm_aws_creds_t *c, const char *who)
 				   "where AWS_CONTAINER_CREDENTIALS_FULL_URI/_RELATIVE_URI is set",
 				   who);
 	return 1;
-}
-
-int mm_aws_creds_init(mm_aws_creds_t *c, const char *who)
-{
-	int rc = mm_aws_creds_find(c, who);
-
-	return rc == 1 ? fetch_blocking(c) : rc;
 }
 
 int mm_aws_creds_fetch(mm_aws_creds_t *c, void (*done)(void *arg, int status, const char *detail),

@@ -11,8 +11,8 @@
  *      with AWS_CONTAINER_AUTHORIZATION_TOKEN or
  *      AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE as its Authorization header.
  *      The answer ({"AccessKeyId", "SecretAccessKey", "Token",
- *      "Expiration"}) is fetched once at start-up (blocking at init, or on
- *      the loop with find + start + fetch); once started, a
+ *      "Expiration"}) is fetched on the loop (find + start + fetch), never
+ *      blocking; once started, a
  *      timer on the loop fetches it again five minutes before it expires
  *      (retrying every 10 s on failure), so a long-running worker never signs
  *      with an expired key.
@@ -22,13 +22,12 @@
  * refresh replaces them between two loop callbacks, never during a signing.
  * Secrets are wiped from memory when replaced or freed.
  *
- * Lifetime: init (blocking, no handle yet) -> start (arms the refresh timer on
- * the loop) -> close (the timer goes; `closed` runs from its close callback)
- * -> free; or, without blocking, find -> start -> fetch (the first
- * container answer, on the loop) -> close -> free. A failed or never-started
- * init or find is undone with free alone.
+ * Lifetime: find (no I/O) -> start (arms the refresh timer on the loop) ->
+ * fetch (the first container answer, on the loop; again after a failure) ->
+ * close (the timer goes; `closed` runs from its close callback) -> free. A
+ * failed or never-started find is undone with free alone.
  *
- * Threads: the loop thread, except init, which may run before the loop does.
+ * Threads: the loop thread (find may run before the loop does).
  */
 #ifndef MM_AWS_CREDENTIALS_H
 #define MM_AWS_CREDENTIALS_H
@@ -55,18 +54,11 @@ typedef struct mm_aws_creds {
 } mm_aws_creds_t;
 
 /*
- * Finds credentials (static keys, else the container endpoint, fetched now
- * with a blocking request). who prefixes messages and must outlive c.
- * Returns 0, MM_EINVAL when none is configured (the message says what to
- * set), or the fetch's error. On failure c holds nothing that free cannot
- * release.
- */
-int mm_aws_creds_init(mm_aws_creds_t *c, const char *who);
-
-/*
- * init without the fetch: 0 when the credentials are at hand (static keys),
- * 1 when they come from the container endpoint and are fetched once started
- * (mm_aws_creds_fetch), or init's errors.
+ * Finds where the credentials come from, without I/O: 0 when they are at hand
+ * (static keys), 1 when they come from the container endpoint and are fetched
+ * once started (mm_aws_creds_fetch), MM_EINVAL when none is configured (the
+ * message says what to set) or MM_ENOMEM. who prefixes messages and must
+ * outlive c. On failure c holds nothing that free cannot release.
  */
 int mm_aws_creds_find(mm_aws_creds_t *c, const char *who);
 

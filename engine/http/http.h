@@ -95,7 +95,8 @@ void mm_http_get_stats(const mm_http_t *h, mm_http_stats_t *out);
 void mm_http_close(mm_http_t *h);
 
 /*
- * Blocking helper for start-up calls (credentials, table checks): performs
+ * Blocking helper for a call made when nothing else runs (the Lambda
+ * runtime's /init/error, just before it exits): performs
  * one request on a private connection and appends the response body to body.
  * Returns 0 when a response arrived (*code holds its status), else
  * MM_ETIMEDOUT / MM_EIO with a diag detail. Any thread; blocks the caller, so

@@ -8,6 +8,15 @@
  * answer is parsed into the client's one tree, which is reused by every
  * call: the callback runs before the next answer is parsed (all on the loop
  * thread), and callers copy what they keep.
+ *
+ * Credentials from the container endpoint (ECS, Lambda) are fetched on the
+ * loop, never at open: open only finds where they come from, and the first
+ * call starts the fetch. Calls made before they arrive wait on a FIFO with a
+ * copy of their body and are sent, signed, once the answer is in; if the
+ * fetch fails they are answered with a retriable MM_EIO naming the endpoint,
+ * so each caller backs off as for any transient failure, and the next call
+ * fetches again. A client opened during a hot reload therefore never stalls
+ * the loop on a slow or failing endpoint.
  */
 #include "kinesis_api.h"
 
@@ -28,6 +37,8 @@ typedef struct kapi_call {
 	mm_kapi_cb cb;
 	void *arg;
 	char op[48];
+	void *body;             /* owned copy while waiting for credentials */
+	size_t len;
 	struct kapi_call *prev, *next;
 } kapi_call_t;
 
@@ -41,12 +52,20 @@ struct mm_kapi {
 	mm_http_t *http;
 	mm_buf_t hdr;
 	mm_jtree_t tree;
-	kapi_call_t *calls;
-	size_t ncalls;
+	kapi_call_t *calls;          /* sent, answer pending */
+	kapi_call_t *waiting, **waiting_tail; /* FIFO: waiting for credentials */
+	int creds_missing;           /* container credentials not fetched yet */
+	int fetching;                /* their fetch is in flight */
 	int closing;
 	void (*done)(void *arg);
 	void *done_arg;
 };
+
+static void kapi_call_free(kapi_call_t *c)
+{
+	free(c->body);
+	free(c);
+}
 
 static void kapi_free(mm_kapi_t *api)
 {
@@ -54,7 +73,13 @@ static void kapi_free(mm_kapi_t *api)
 		kapi_call_t *c = api->calls;
 
 		api->calls = c->next;
-		free(c);
+		kapi_call_free(c);
+	}
+	while (api->waiting) {
+		kapi_call_t *c = api->waiting;
+
+		api->waiting = c->next;
+		kapi_call_free(c);
 	}
 	mm_aws_creds_free(&api->creds);
 	mm_sigv4_free(&api->sig);
@@ -98,8 +123,10 @@ int mm_kapi_open(uv_loop_t *loop, const mm_kapi_config_t *cfg, mm_kapi_t **out)
 	}
 	if ((rc = mm_aws_endpoint(cfg->who, endpoint, &api->url, &api->host)))
 		goto fail;
-	if ((rc = mm_aws_creds_init(&api->creds, cfg->who)))
+	if ((rc = mm_aws_creds_find(&api->creds, cfg->who)) < 0)
 		goto fail;
+	api->creds_missing = rc == 1;
+	api->waiting_tail = &api->waiting;
 	if ((rc = mm_http_open(loop, &hopt, &api->http)))
 		goto fail;
 	mm_aws_creds_start(&api->creds, loop, api->http);
@@ -132,7 +159,6 @@ static void kapi_unlink(mm_kapi_t *api, kapi_call_t *c)
 		api->calls = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	api->ncalls--;
 }
 
 /* Names the exception of a failed answer and says what it means. */
@@ -196,17 +222,103 @@ static void kapi_on_response(void *arg, const mm_http_response_t *res)
 		a.detail = detail;
 	}
 	c->cb(c->arg, &a);
-	free(c);
+	kapi_call_free(c);
 	mm_jtree_trim(&api->tree, KAPI_TREE_KEEP);
+}
+
+/* Signs and sends c (its body, or c->body when it waited); on success c is
+ * on the list of calls in flight. Returns 0 or an error (c untouched). */
+static int kapi_send(mm_kapi_t *api, kapi_call_t *c, const void *body, size_t len)
+{
+	const char *hdrs[8];
+	mm_http_request_t req;
+	int n, rc;
+
+	if ((n = kapi_sign(api, c->op, body, len, hdrs)) < 0)
+		return n;
+	req = (mm_http_request_t){.method = "POST", .url = api->url, .headers = hdrs,
+				  .nheaders = (size_t)n, .body = body, .body_len = len,
+				  .timeout_ms = api->timeout_ms};
+	if ((rc = mm_http_request(api->http, &req, kapi_on_response, c)))
+		return rc;
+	c->prev = NULL;
+	c->next = api->calls;
+	if (api->calls)
+		api->calls->prev = c;
+	api->calls = c;
+	return 0;
+}
+
+/* Answers a call that could not be sent with a retriable failure. */
+static void kapi_fail(kapi_call_t *c, const char *detail)
+{
+	mm_kapi_answer_t a = {.status = MM_EIO, .error = "", .detail = detail};
+
+	c->cb(c->arg, &a);
+}
+
+/* The container credentials arrived (status 0) or could not be fetched:
+ * sends or fails every call that waited for them, oldest first. */
+static void kapi_on_creds(void *arg, int status, const char *detail)
+{
+	mm_kapi_t *api = arg;
+	kapi_call_t *c = api->waiting, *next;
+
+	api->fetching = 0;
+	api->waiting = NULL;
+	api->waiting_tail = &api->waiting;
+	if (status == 0)
+		api->creds_missing = 0;
+	else
+		mm_log(MM_LOG_WARN, api->who, "%s", detail);
+	for (; c; c = next) {
+		next = c->next;
+		/* A callback may close the client: the rest are abandoned. */
+		if (api->closing) {
+			kapi_call_free(c);
+			continue;
+		}
+		if (status) {
+			kapi_fail(c, detail);
+			kapi_call_free(c);
+		} else if (kapi_send(api, c, c->body, c->len) != 0) {
+			kapi_fail(c, mm_diag_msg());
+			kapi_call_free(c);
+		} else {
+			free(c->body);
+			c->body = NULL;
+		}
+	}
+}
+
+/* Queues c (with a copy of its body) until the credentials are fetched,
+ * starting their fetch unless it is in flight. */
+static int kapi_wait(mm_kapi_t *api, kapi_call_t *c, const void *body, size_t len)
+{
+	int rc;
+
+	if (!api->fetching) {
+		if ((rc = mm_aws_creds_fetch(&api->creds, kapi_on_creds, api)))
+			return rc;
+		api->fetching = 1;
+	}
+	if (len > 0) {
+		if ((c->body = malloc(len)) == NULL)
+			return mm_diag_set(MM_ENOMEM, "%s: out of memory", api->who);
+		memcpy(c->body, body, len);
+	}
+	c->len = len;
+	c->next = NULL;
+	*api->waiting_tail = c;
+	api->waiting_tail = &c->next;
+	return 0;
 }
 
 int mm_kapi_call(mm_kapi_t *api, const char *op, const void *body, size_t len, mm_kapi_cb cb,
 		 void *arg)
 {
-	const char *hdrs[8];
-	mm_http_request_t req;
 	kapi_call_t *c;
-	int n, rc;
+	int rc;
 
 	if (api->closing)
 		return mm_diag_set(MM_ECLOSED, "%s: client is closing", api->who);
@@ -216,34 +328,15 @@ int mm_kapi_call(mm_kapi_t *api, const char *op, const void *body, size_t len, m
 	c->cb = cb;
 	c->arg = arg;
 	snprintf(c->op, sizeof(c->op), "%s", op);
-	if ((n = kapi_sign(api, op, body, len, hdrs)) < 0) {
-		rc = n;
-		goto fail;
-	}
-	req = (mm_http_request_t){.method = "POST", .url = api->url, .headers = hdrs,
-				  .nheaders = (size_t)n, .body = body, .body_len = len,
-				  .timeout_ms = api->timeout_ms};
-	if ((rc = mm_http_request(api->http, &req, kapi_on_response, c)))
-		goto fail;
-	c->next = api->calls;
-	if (api->calls)
-		api->calls->prev = c;
-	api->calls = c;
-	api->ncalls++;
-	return 0;
-fail:
-	free(c);
+	rc = api->creds_missing ? kapi_wait(api, c, body, len) : kapi_send(api, c, body, len);
+	if (rc)
+		kapi_call_free(c);
 	return rc;
 }
 
 int mm_kapi_retriable(const mm_kapi_answer_t *a)
 {
 	return a->status == MM_EIO || a->status == MM_EAGAIN;
-}
-
-size_t mm_kapi_inflight(const mm_kapi_t *api)
-{
-	return api->ncalls;
 }
 
 const char *mm_kapi_url(const mm_kapi_t *api)

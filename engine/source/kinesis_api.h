@@ -21,8 +21,11 @@
  * never inside mm_kapi_call; a call that returns an error never calls it.
  * Closing abandons calls in flight without their callbacks.
  *
- * Threads: the loop thread, except mm_kapi_open (blocking credential fetch
- * of the container endpoint, before the loop serves anything else).
+ * Credentials from the container endpoint are fetched on the loop by the
+ * first call; calls made meanwhile wait for them, and all of them fail
+ * retriably (MM_EIO, naming the endpoint) if the fetch does.
+ *
+ * Threads: the loop thread.
  */
 #ifndef MM_KINESIS_API_H
 #define MM_KINESIS_API_H
@@ -59,22 +62,21 @@ typedef struct mm_kapi_answer {
 
 typedef void (*mm_kapi_cb)(void *arg, const mm_kapi_answer_t *a);
 
-/* Opens a client: finds the credentials (engine/aws/credentials.h) and
- * starts their refresh. Returns 0, MM_EINVAL (bad endpoint, no
- * credentials; the message says what to set) or MM_ENOMEM. */
+/* Opens a client without I/O: finds where the credentials come from
+ * (engine/aws/credentials.h) and starts their refresh. Returns 0, MM_EINVAL
+ * (bad endpoint, no credentials; the message says what to set) or
+ * MM_ENOMEM. */
 int mm_kapi_open(uv_loop_t *loop, const mm_kapi_config_t *cfg, mm_kapi_t **out);
 
-/* Signs and sends `op` with body[0..len) (copied). cb runs once with the
- * answer. Returns 0, MM_ENOMEM or MM_ECLOSED. */
+/* Signs and sends `op` with body[0..len) (copied), or queues it until the
+ * container credentials are fetched. cb runs once with the answer. Returns
+ * 0, MM_ENOMEM, MM_ECLOSED or the HTTP client's refusal. */
 int mm_kapi_call(mm_kapi_t *api, const char *op, const void *body, size_t len, mm_kapi_cb cb,
 		 void *arg);
 
 /* 1 if a failed answer may succeed when sent again (transport, 5xx,
  * throttling, an expired token). */
 int mm_kapi_retriable(const mm_kapi_answer_t *a);
-
-/* Calls in flight. */
-size_t mm_kapi_inflight(const mm_kapi_t *api);
 
 /* The endpoint URL the client sends to (for status). */
 const char *mm_kapi_url(const mm_kapi_t *api);

@@ -13,8 +13,10 @@
 //   GET  /__stats    {"requests":{"UpdateItem":N,...},"injected":{"throttle":N,...},
 //                     "signatures_checked":N}
 //   POST /__creds    {"AccessKeyId":..,"SecretAccessKey":..,"Token":..,"Expiration":..,
-//                     "auth":"expected Authorization header"}
+//                     "auth":"expected Authorization header",
+//                     "fail":N, "delay_ms":D}
 //   GET  /creds      the credentials above: a container credentials endpoint
+//                    (the first N requests get a 500, every answer waits D ms)
 //   POST /__release  forwards every request a hold rule is holding
 //
 // A RULE is {"op":"UpdateItem"|"*", "action":A, "after":M, "count":N, "rate":R,
@@ -202,10 +204,17 @@ function handleControl (req, body, res) {
       res.writeHead(401, { 'Content-Length': 0 })
       return res.end()
     }
-    const c = Object.assign({}, creds)
-    delete c.auth
     count(stats.requests, 'creds')
-    return json(c)
+    const c = Object.assign({}, creds)
+    for (const k of ['auth', 'fail', 'delay_ms']) delete c[k]
+    const failing = creds.fail > 0
+    if (failing) creds.fail--
+    setTimeout(() => {
+      if (!failing) return json(c)
+      res.writeHead(500, { 'Content-Length': 0 })
+      res.end()
+    }, creds.delay_ms || 0)
+    return
   }
   res.writeHead(404, { 'Content-Length': 0 })
   res.end()

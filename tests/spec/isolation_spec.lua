@@ -48,7 +48,14 @@ local function supervisor_state()
 end
 
 local function status() return S.status(dir .. "/d") end
-local function wait_for(pred, seconds, what) return S.wait_status(dir .. "/d", pred, seconds, what) end
+-- On a timeout the worker's log and last status go into the message: a
+-- wait that fails only on a loaded CI machine must say what the worker did.
+local function wait_for(pred, seconds, what)
+  local ok, st = pcall(S.wait_status, dir .. "/d", pred, seconds, what)
+  if ok then return st end
+  error(("%s\n-- worker log:\n%s\n-- status.json:\n%s"):format(tostring(st), S.read_file(dir .. "/log") or "",
+    S.read_file(dir .. "/d/status.json") or ""), 2)
+end
 
 -- The watchdog is far above any stall a loaded machine causes: a worker
 -- restarted by it would load the script's newest version from scratch, and
