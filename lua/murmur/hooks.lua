@@ -28,7 +28,7 @@ local core = require("murmur.core")
 local M = {}
 
 M.TIMEOUT = tonumber(os.getenv("MURMUR_HOOK_TIMEOUT") or "") or 1
-M.JOURNAL = "on_merge.journal"
+M.JOURNAL = "on_merge.journal" -- also named in murmur.runner
 M.FAILED = "on_merge.failed.jsonl"
 
 local HEADER_LEN = 40

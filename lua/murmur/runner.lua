@@ -255,9 +255,31 @@ end
 -- (murmur.hooks). An error is logged and counted; with on_merge_errors =
 -- "fail" it also stops the engine with exit code 1 (the merge is kept: it is
 -- already durable).
+--
+-- Most pipelines have no hook, so murmur.hooks is loaded only at the first
+-- merge of a pipeline that has one (a hot reload may add one: hook_specs
+-- changes in place) or when a dead worker left its journal. Returns the
+-- handler and hooks(), which loads the module and returns it with the
+-- handler's state.
 function M.merged_handler(engine, hook_specs, data)
-  return require("murmur.hooks").handler(engine, hook_specs, data or M.DEFAULT_DATA)
+  local mod, handler, state
+  local function hooks()
+    if not mod then
+      local fn, _, st = require("murmur.hooks").handler(engine, hook_specs, data or M.DEFAULT_DATA)
+      mod, handler, state = require("murmur.hooks"), fn, st
+    end
+    return mod, state
+  end
+  return function(ptr, items)
+    if not hook_specs[ptr] then return end
+    hooks()
+    return handler(ptr, items)
+  end, hooks
 end
+
+-- The journal of the calls of a flush (murmur.hooks.JOURNAL), named here so
+-- that a start without hooks need not load murmur.hooks to look for it.
+local HOOKS_JOURNAL = "on_merge.journal"
 
 -- Builds the engine. Returns engine, lua_specs (pipeline pointer -> spec, the
 -- table the Lua path reads; hot reload updates it in place) or nil, message.
@@ -297,14 +319,17 @@ function M.build(specs, opts)
     end
   end
   engine:on_batch(runtime.handler(lua_specs))
-  local hooks_state
-  engine:on_merged((function()
-    local fn, _, st = M.merged_handler(engine, hook_specs, data)
-    hooks_state = st
-    return fn
-  end)())
+  local merged, hooks = M.merged_handler(engine, hook_specs, data)
+  engine:on_merged(merged)
   -- Calls a previous worker's hooks journal left unmade, once the loop runs.
-  engine:timer(0, 0, function() require("murmur.hooks").recover(engine, hook_specs, data, hooks_state) end)
+  local journal = io.open(data .. "/" .. HOOKS_JOURNAL, "rb")
+  if journal then
+    journal:close()
+    engine:timer(0, 0, function()
+      local mod, state = hooks()
+      mod.recover(engine, hook_specs, data, state)
+    end)
+  end
   return engine, lua_specs, hook_specs
 end
 

@@ -49,6 +49,23 @@ murmur.pipeline { name = "c", key = "k", monoid = murmur.count(), on_merge_error
     assert.are.equal(2, value("a"))
   end)
 
+  it("loads murmur.hooks only for a pipeline that has a hook", function()
+    package.loaded["murmur.hooks"] = nil
+    S.write_file(dir .. "/p.lua", [[
+local murmur = require("murmur")
+murmur.pipeline { name = "c", key = "k", monoid = murmur.count() }
+]])
+    S.write_file(dir .. "/in.jsonl", '{"k":"a"}\n')
+    local specs = assert(require("murmur.loader").load_all({ dir .. "/p.lua" }))
+    local engine = assert(require("murmur.runner").build(specs, { data = dir .. "/d", input = dir .. "/in.jsonl" }))
+    assert.are.equal(0, engine:run(true))
+    engine:close()
+    assert.is_nil(package.loaded["murmur.hooks"])
+    local code, _, err = run("log")
+    assert.are.equal(0, code, err)
+    assert.are.equal(2, #S.lines(dir .. "/hook.log"))
+  end)
+
   it("refuses a hook that is not a function", function()
     S.write_file(dir .. "/x.lua", "local m = require('murmur')\nm.pipeline { name = 'x', key = 'k', monoid = m.count(), on_merge = 3 }\n")
     local code, _, err = S.murmur_run({ "check", dir .. "/x.lua" })
