@@ -365,7 +365,7 @@ describe("#kafka source", function()
       local st, n = kafka_status(d1), 0
       for _, p in ipairs(st and st.partitions or {}) do if p.state == "assigned" then n = n + 1 end end
       return n == 6
-    end)
+    end, { d1 })
     produce("d", chunks[4])
     wait_for("the survivor to catch up", 90, function() return caught_up({ d1 }, 4 * per) end, { d1 })
     w2 = start_worker(d2, "d", "gd", { script })
@@ -694,7 +694,7 @@ murmur.pipeline { name = "ri_lease", key = murmur.literal("all"), monoid = murmu
       local st, k = kafka_status(d1), 0
       for _, p in ipairs(st and st.partitions or {}) do if p.state == "assigned" then k = k + 1 end end
       return k == 6
-    end)
+    end, { d1 })
     produce("ri", chunks[4])
     -- The dead worker's claims block their records until its lease (10 s) ends.
     wait_for("the survivor to catch up", 150, function() return caught_up({ d1 }, 4 * per) end, { d1 })
