@@ -81,6 +81,24 @@ mm_agg_entry_t *mm_agg_upsert_h(mm_agg_t *a, const char *key, size_t klen, int64
 mm_agg_entry_t *mm_agg_find_h(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
 			      uint64_t h);
 
+/* Hints the cache about the slot where a lookup of hash h (as given to the
+ * _h calls) starts, and with insert, about its entry number, which an
+ * insert writes: for a caller that knows the hash a while before the lookup
+ * (the record loop reads a record ahead). Nothing for an empty table.
+ * Always inlined: GCC 12 finds a function whose only effect is a prefetch
+ * free of side effects and deletes its calls. */
+static inline __attribute__((always_inline)) void mm_agg_prefetch_h(const mm_agg_t *a, uint64_t h,
+								    int insert)
+{
+	size_t j = (h | 1) & (a->cap - 1);
+
+	if (a->count == 0)
+		return;
+	__builtin_prefetch(&a->hashes[j]);
+	if (insert)
+		__builtin_prefetch(&a->index[j], 1);
+}
+
 /* Destroys every state and empties the table, keeping its arrays and arena. */
 void mm_agg_reset(mm_agg_t *a);
 

@@ -575,49 +575,86 @@ static __attribute__((noinline)) int record_refused(const mm_pipeline_t *p, cons
 			   (unsigned long long)c->max_record);
 }
 
-static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms, scan_plan_t *sp,
-			  mm_buf_t *tmp)
+/* A record read ahead of its processing (record_read): its fields, the
+ * scratch buffer its unescaped strings live in, its event id and the id's
+ * hash. */
+typedef struct rec_read {
+	mm_json_field_t f[MM_MAX_KEYS + 3];
+	mm_buf_t tmp;
+	const char *id;
+	size_t idlen;
+	mm_idhash_t idh;
+	int rc;
+} rec_read_t;
+
+/*
+ * Reads record r: scans its fields and hashes its event id, then hints the
+ * cache about the id's slots in the pending-id tables. The record loop reads
+ * a record one ahead of the one it processes, so that those slots (an index
+ * of a flush's worth of ids, which misses the cache: doc/performance.md) are
+ * on their way while the previous record is processed. Nothing here changes
+ * the pipeline: an error is only returned, and process_batch reads the record
+ * again when it processes it, so that the diagnostics are that record's.
+ */
+static inline __attribute__((always_inline)) int
+record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_read_t *s)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
-	mm_value_t v = {0};
-	const char *id = NULL, *keys[MM_MAX_KEYS];
-	size_t idlen = 0, klens[MM_MAX_KEYS], need;
-	mm_idhash_t idh;
-	int64_t bucket, expire_ms;
+	size_t need;
 	int rc;
 
-	pipe_begin(p);
+	s->id = NULL;
+	s->idlen = 0;
 	if (__builtin_expect((r->flags & (MM_REC_POISON | MM_REC_UNDECODABLE | MM_REC_TOOBIG)) ||
 				     r->len > c->max_record,
 			     0))
 		return record_refused(p, r);
-	mm_json_field_t *fields = sp->f;
-
 	/* The scan marks every field absent before it looks. */
-	rc = mm_json_scan_planned(&sp->plan, r->p, r->len, fields);
+	rc = mm_json_scan_planned(&sp->plan, r->p, r->len, s->f);
 	if (rc)
 		return rc;
 	/* Unescaped strings are never longer than the record, and a number's
 	 * canonical text is at most MM_JSON_KEY_MAX bytes, so reserving this once
 	 * keeps every pointer into tmp valid for this record. */
-	tmp->len = 0;
+	s->tmp.len = 0;
 	need = r->len + (size_t)sp->n * MM_JSON_KEY_MAX;
 	/* Only the batch's first records (or a longer one) find it too small. */
-	if (need > tmp->cap && (rc = mm_buf_reserve(tmp, need)) != 0)
+	if (need > s->tmp.cap && (rc = mm_buf_reserve(&s->tmp, need)) != 0)
 		return rc;
-	if (sp->id >= 0 && fields[sp->id].type != MM_JSON_ABSENT) {
-		rc = field_string(p, &fields[sp->id], tmp, &id, &idlen, "event id");
+	if (sp->id >= 0 && s->f[sp->id].type != MM_JSON_ABSENT) {
+		rc = field_string(p, &s->f[sp->id], &s->tmp, &s->id, &s->idlen, "event id");
 		if (rc)
 			return rc;
 	} else if (c->id_kind == MM_PART_SOURCE && (r->flags & MM_REC_ID)) {
-		id = r->id;
-		idlen = r->id_len;
+		s->id = r->id;
+		s->idlen = r->id_len;
 	}
+	/* An unusable id is counted by process_record (id_usable). */
+	if (s->id && s->idlen >= 1 && s->idlen <= MM_ID_MAX) {
+		mm_id_hash(p->id_seed, s->id, s->idlen, &s->idh);
+		mm_agg_prefetch_h(&p->ids[p->cur], id_slot(&s->idh), 1);
+		mm_agg_prefetch_h(&p->ids[!p->cur], id_slot(&s->idh), 0);
+	}
+	return 0;
+}
+
+/* Processes record r, read by record_read into s. */
+static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms,
+			  const scan_plan_t *sp, rec_read_t *s)
+{
+	const mm_pipeline_config_t *c = &p->cfg;
+	const mm_json_field_t *fields = s->f;
+	mm_buf_t *tmp = &s->tmp;
+	mm_value_t v = {0};
+	const char *id = s->id, *keys[MM_MAX_KEYS];
+	size_t idlen = s->idlen, klens[MM_MAX_KEYS];
+	int64_t bucket, expire_ms;
+	int rc;
+
 	if (id && !id_usable(p, idlen))
 		id = NULL;
 	if (id) {
-		mm_id_hash(p->id_seed, id, idlen, &idh);
-		rc = pipe_seen(p, id, idlen, &idh);
+		rc = pipe_seen(p, id, idlen, &s->idh);
 		if (rc != 0)
 			return rc;
 	}
@@ -670,18 +707,48 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	}
 added:
 	if (id) {
-		rc = pipe_remember(p, id, idlen, &idh, now_ms);
+		rc = pipe_remember(p, id, idlen, &s->idh, now_ms);
 		if (rc)
 			return rc;
 	}
 	return 0;
 }
 
+/* Processes record i of b, read ahead into s, and counts its outcome. */
+static inline __attribute__((always_inline)) void
+record_finish(mm_pipeline_t *p, mm_batch_t *b, size_t i, const scan_plan_t *sp, rec_read_t *s)
+{
+	const mm_record_t *r = &b->recs[i];
+	int rc;
+
+	/* The progress page named the next record when it was read: it names
+	 * this one again while this one is processed. */
+	if (i + 1 < b->n)
+		mm_progress_resume(b->src ? b->src->id : "", r);
+	p->rec = (int)i;
+	pipe_begin(p);
+	rc = s->rc ? record_read(p, r, sp, s) : 0;
+	if (rc == 0)
+		rc = process_record(p, r, b->now_ms, sp, s);
+	if (!p->replaying)
+		p->stats.records++;
+	if (rc == 0) {
+		p->stats.accepted++;
+		p->pending_records++;
+	} else if (rc == 1) {
+		p->stats.duplicates++;
+	} else if (rc == 2) {
+		p->pending_records++;
+	} else {
+		mm_pipeline_reject(p, r, reason_of(rc), rc, mm_diag_msg());
+	}
+}
+
 void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
 	scan_plan_t sp;
-	mm_buf_t tmp = {0};
+	rec_read_t rd[2];
 
 	memset(&sp, 0, sizeof(sp));
 	sp.value = sp.time = sp.id = -1;
@@ -698,30 +765,22 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 	if (c->id_kind == MM_PART_FIELD)
 		plan_add(&sp, &sp.id, c->id_field);
 	mm_json_plan(&sp.plan, sp.f, sp.n);
+	memset(rd, 0, sizeof(rd));
+	memcpy(rd[0].f, sp.f, sizeof(sp.f));
+	memcpy(rd[1].f, sp.f, sizeof(sp.f));
 	p->batch = b;
-	for (size_t i = 0; i < b->n; i++) {
-		const mm_record_t *r = &b->recs[i];
-		int rc;
-
-		mm_progress_record(b->src ? b->src->id : "", r);
-		p->rec = (int)i;
-		rc = process_record(p, r, b->now_ms, &sp, &tmp);
-
-		if (!p->replaying)
-			p->stats.records++;
-		if (rc == 0) {
-			p->stats.accepted++;
-			p->pending_records++;
-		} else if (rc == 1) {
-			p->stats.duplicates++;
-		} else if (rc == 2) {
-			p->pending_records++;
-		} else {
-			mm_pipeline_reject(p, r, reason_of(rc), rc, mm_diag_msg());
+	/* Record i is read, then record i - 1 processed (record_read says why). */
+	for (size_t i = 0; i <= b->n; i++) {
+		if (i < b->n) {
+			mm_progress_record(b->src ? b->src->id : "", &b->recs[i]);
+			rd[i & 1].rc = record_read(p, &b->recs[i], &sp, &rd[i & 1]);
 		}
+		if (i > 0)
+			record_finish(p, b, i - 1, &sp, &rd[(i - 1) & 1]);
 	}
 	p->batch = NULL;
-	mm_buf_free(&tmp);
+	mm_buf_free(&rd[0].tmp);
+	mm_buf_free(&rd[1].tmp);
 }
 
 /* Dead-letters a logged add that its replay could not merge again. */

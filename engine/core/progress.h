@@ -74,6 +74,19 @@ static inline void mm_progress_record(const char *source_id, const mm_record_t *
 	}
 }
 
+/* Names record r (marked by mm_progress_record already) on the page again,
+ * without counting it: the record loop reads a record ahead of the one it
+ * processes (pipeline.c), so the page names each record while it is read
+ * and while it is processed. */
+static inline void mm_progress_resume(const char *source_id, const mm_record_t *r)
+{
+	if (mm_progress) {
+		if (r->flags & MM_REC_ID)
+			mm_progress_partition(source_id, r);
+		mm_progress->offset = r->offset;
+	}
+}
+
 /* Tells the supervisor that a stop signal reached the worker at now_ms. */
 static inline void mm_progress_stopping(int64_t now_ms)
 {

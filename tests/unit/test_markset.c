@@ -77,6 +77,9 @@ TEST(grow_and_prune)
 		miss += i % 2 ? e != 5000 : e != 500 && e != 0;
 	}
 	CHECK_EQ_INT(miss, 0);
+	/* A table of 2 MiB or more starts on a huge page's boundary (markset.c). */
+	REQUIRE(s.cap * sizeof(mm_markslot_t) >= ((size_t)2 << 20));
+	CHECK_EQ_INT((uintptr_t)s.slots & (((uintptr_t)2 << 20) - 1), 0);
 	snprintf(id, sizeof(id), "e%d", 7);
 	mm_markset_hash(seed, id, strlen(id), &m);
 	m.expire_ms = 9000;
