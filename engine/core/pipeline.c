@@ -716,7 +716,8 @@ added:
 
 /* Processes record i of b, read ahead into s, and counts its outcome. */
 static inline __attribute__((always_inline)) void
-record_finish(mm_pipeline_t *p, mm_batch_t *b, size_t i, const scan_plan_t *sp, rec_read_t *s)
+record_finish(mm_pipeline_t *p, mm_batch_t *b, size_t i, const scan_plan_t *sp, rec_read_t *s,
+	      const char *src_id)
 {
 	const mm_record_t *r = &b->recs[i];
 	int rc;
@@ -724,7 +725,7 @@ record_finish(mm_pipeline_t *p, mm_batch_t *b, size_t i, const scan_plan_t *sp, 
 	/* The progress page named the next record when it was read: it names
 	 * this one again while this one is processed. */
 	if (i + 1 < b->n)
-		mm_progress_resume(b->src ? b->src->id : "", r);
+		mm_progress_resume(src_id, r);
 	p->rec = (int)i;
 	pipe_begin(p);
 	rc = s->rc ? record_read(p, r, sp, s) : 0;
@@ -747,8 +748,9 @@ record_finish(mm_pipeline_t *p, mm_batch_t *b, size_t i, const scan_plan_t *sp, 
 void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
+	const char *src_id = b->src ? b->src->id : "";
 	scan_plan_t sp;
-	rec_read_t rd[2];
+	rec_read_t rd[2], *next = &rd[0], *cur = &rd[1];
 
 	memset(&sp, 0, sizeof(sp));
 	sp.value = sp.time = sp.id = -1;
@@ -769,14 +771,20 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 	memcpy(rd[0].f, sp.f, sizeof(sp.f));
 	memcpy(rd[1].f, sp.f, sizeof(sp.f));
 	p->batch = b;
-	/* Record i is read, then record i - 1 processed (record_read says why). */
+	/* Record i is read into next, then record i - 1 (in cur) processed:
+	 * record_read says why. */
 	for (size_t i = 0; i <= b->n; i++) {
+		rec_read_t *t;
+
 		if (i < b->n) {
-			mm_progress_record(b->src ? b->src->id : "", &b->recs[i]);
-			rd[i & 1].rc = record_read(p, &b->recs[i], &sp, &rd[i & 1]);
+			mm_progress_record(src_id, &b->recs[i]);
+			next->rc = record_read(p, &b->recs[i], &sp, next);
 		}
 		if (i > 0)
-			record_finish(p, b, i - 1, &sp, &rd[(i - 1) & 1]);
+			record_finish(p, b, i - 1, &sp, cur, src_id);
+		t = cur;
+		cur = next;
+		next = t;
 	}
 	p->batch = NULL;
 	mm_buf_free(&rd[0].tmp);
