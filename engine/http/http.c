@@ -442,7 +442,9 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
  * bundle elsewhere. h is the client for a handle of its multi (NULL for
  * mm_http_fetch): its sockets are made and closed by us (see the top of this
  * file), and when no proxy variable was set at mm_http_open libcurl is told
- * so, instead of reading six variables again for every request.
+ * so, instead of reading six variables again for every request (and the
+ * empty no-proxy list spares it no_proxy and NO_PROXY, read for every
+ * request even when the proxy is set to none).
  */
 static int http_setup_handle(mm_http_t *h, CURL *easy, mm_buf_t *resp, char *errbuf,
 			     long connect_timeout_ms)
@@ -459,8 +461,10 @@ static int http_setup_handle(mm_http_t *h, CURL *easy, mm_buf_t *resp, char *err
 		bad |= curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket) !=
 		       CURLE_OK;
 		bad |= curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, h) != CURLE_OK;
-		if (h->no_proxy)
+		if (h->no_proxy) {
 			bad |= curl_easy_setopt(easy, CURLOPT_PROXY, "") != CURLE_OK;
+			bad |= curl_easy_setopt(easy, CURLOPT_NOPROXY, "") != CURLE_OK;
+		}
 	}
 
 	bad |= curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;

@@ -246,6 +246,8 @@ struct mm_ddb {
 	uint64_t retry_seq;
 	int retry_intent_durable;
 	uint64_t errinj_deltas; /* deltas written, for MURMUR_ERRINJ_DDB_KILL_AFTER_DELTAS */
+	uint64_t errinj_kill_after; /* that variable's N (0: none), read at the first delta */
+	int errinj_read;
 	/* scheduling */
 	ddb_slot_t *slots;
 	size_t nslots;
