@@ -46,8 +46,10 @@ int mm_aws_endpoint(const char *who, const char *ep, char **url, char **host)
 int mm_aws_rpc_sign(mm_sigv4_t *sig, const mm_aws_creds_t *c, const mm_aws_rpc_t *rpc,
 		    const void *body, size_t len, mm_buf_t *hdr, const char *ptrs[8])
 {
-	static const char *const names[] = {"Host", "Content-Type", "X-Amz-Target",
-					    "X-Amz-Date", "Authorization", "X-Amz-Security-Token"};
+	/* The lines are appended, not formatted: vsnprintf cost about 600
+	 * instructions a line, five lines a request. */
+	static const char *const names[] = {"Host: ", "Content-Type: ", "X-Amz-Target: ",
+					    "X-Amz-Date: ", "Authorization: ", "X-Amz-Security-Token: "};
 	size_t off[8], hl = strlen(rpc->host), cl = strlen(rpc->content_type),
 		       tl = strlen(rpc->target);
 	mm_sigv4_header_t sh[3] = {
@@ -74,7 +76,7 @@ int mm_aws_rpc_sign(mm_sigv4_t *sig, const mm_aws_creds_t *c, const mm_aws_rpc_t
 		if (v[i] == NULL)
 			continue;
 		off[n++] = hdr->len;
-		if ((rc = mm_buf_printf(hdr, "%s: ", names[i])) ||
+		if ((rc = mm_buf_append(hdr, names[i], strlen(names[i]))) ||
 		    (rc = mm_buf_append(hdr, v[i], vl[i])) || (rc = mm_buf_put_u8(hdr, 0)))
 			return rc;
 	}

@@ -632,7 +632,7 @@ static int prepare(mm_sigv4_t *s, const mm_sigv4_request_t *req, const mm_sigv4_
 	time_t t = (time_t)p->time_s;
 	struct tm tm;
 	uint8_t digest[32];
-	int n;
+	size_t rl = strlen(p->region), sl = strlen(p->service);
 
 	/* Requests come in bursts within one second: format the date once. */
 	if (!s->date_valid || s->date_time != p->time_s) {
@@ -642,10 +642,16 @@ static int prepare(mm_sigv4_t *s, const mm_sigv4_request_t *req, const mm_sigv4_
 		s->date_time = p->time_s;
 		s->date_valid = 1;
 	}
-	n = snprintf(scope, scope_len, "%.8s/%s/%s/aws4_request", s->amz_date, p->region,
-		     p->service);
-	if (n < 0 || (size_t)n >= scope_len)
+	/* "<date>/<region>/<service>/aws4_request", copied rather than
+	 * formatted: this runs for every request. */
+	if (8 + 1 + rl + 1 + sl + 13 >= scope_len)
 		return mm_diag_set(MM_EINVAL, "sigv4: region or service name too long");
+	memcpy(scope, s->amz_date, 8);
+	scope[8] = '/';
+	memcpy(scope + 9, p->region, rl);
+	scope[9 + rl] = '/';
+	memcpy(scope + 10 + rl, p->service, sl);
+	memcpy(scope + 10 + rl + sl, "/aws4_request", 14);
 	mm_sha256(req->body_len ? req->body : "", req->body_len, digest);
 	mm_hex_lower(digest, 32, s->content_sha256);
 	/* Query parameters point into scratch, even empty ones ("?="). */

@@ -86,14 +86,24 @@ int mm_buf_put_str(mm_buf_t *b, const char *s)
 	return mm_buf_append(b, s, strlen(s));
 }
 
-int mm_buf_put_dec_u64(mm_buf_t *b, uint64_t v)
+size_t mm_dec_u64(char out[20], uint64_t v)
 {
 	char tmp[20], *p = tmp + sizeof(tmp);
+	size_t n;
 
 	do
 		*--p = (char)('0' + v % 10);
 	while ((v /= 10) != 0);
-	return mm_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+	n = (size_t)(tmp + sizeof(tmp) - p);
+	memcpy(out, p, n);
+	return n;
+}
+
+int mm_buf_put_dec_u64(mm_buf_t *b, uint64_t v)
+{
+	char tmp[20];
+
+	return mm_buf_append(b, tmp, mm_dec_u64(tmp, v));
 }
 
 int mm_buf_put_dec_i64(mm_buf_t *b, int64_t v)

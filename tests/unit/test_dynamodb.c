@@ -33,6 +33,7 @@
 #include "lib/error.h"
 #include "lib/text.h"
 #include "store/dynamodb.h"
+#include "store/dynamodb_impl.h"
 #include "store/store.h"
 #include "unit.h"
 
@@ -355,6 +356,37 @@ TEST(numeric_monoids)
 		}
 	}
 	CHECK(fx_close(&x) == 0);
+}
+
+/* The N text of integer states, which mm_ddb_state_number formats by hand:
+ * the extremes, zero and a count. */
+TEST(state_number_text)
+{
+	mm_monoid_t msum = monoid("sum", (mm_monoid_params_t){0});
+	mm_monoid_t mcnt = monoid("count", (mm_monoid_params_t){0});
+	const int64_t vals[] = {INT64_MIN, INT64_MAX, 0, -7, 1234567890123};
+	const char *expect[] = {"-9223372036854775808", "9223372036854775807", "0", "-7",
+				"1234567890123"};
+	_Alignas(16) unsigned char st[MM_STATE_MAX];
+	mm_buf_t tmp = {0};
+	char num[64];
+
+	for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+		msum.vt->init(&msum, st);
+		CHECK(add_int(&msum, st, vals[i]) == 0);
+		REQUIRE(mm_ddb_state_number(&msum, st, &tmp, num, sizeof(num)) == 0);
+		if (strcmp(num, expect[i]) != 0)
+			printf("#   sum %s: got %s\n", expect[i], num);
+		CHECK(strcmp(num, expect[i]) == 0);
+		msum.vt->destroy(&msum, st);
+	}
+	mcnt.vt->init(&mcnt, st);
+	for (int k = 0; k < 3; k++)
+		CHECK(mcnt.vt->add(&mcnt, st, &(mm_value_t){0}) == 0);
+	REQUIRE(mm_ddb_state_number(&mcnt, st, &tmp, num, sizeof(num)) == 0);
+	CHECK(strcmp(num, "3") == 0);
+	mcnt.vt->destroy(&mcnt, st);
+	mm_buf_free(&tmp);
 }
 
 TEST(sketch_monoids_read_merge_write)
@@ -1330,6 +1362,7 @@ int main(void)
 	unsetenv("MURMUR_DYNAMODB_TABLE");
 	unsetenv("MURMUR_DYNAMODB_ENDPOINT");
 	RUN(numeric_monoids);
+	RUN(state_number_text);
 	RUN(sketch_monoids_read_merge_write);
 	RUN(lost_responses_are_not_double_counted);
 	RUN(batched_read_merge_write);
