@@ -23,6 +23,10 @@
  *     no allocation. When the result has a register
  *     above 32 or passes hll-sparse-max-bytes, it is written dense instead:
  *     the stored registers are set into a zeroed body, then the delta's.
+ *   - No stored sketch and a list delta (a key's first flush in its
+ *     bucket) skip the emitter: the list is written as opcodes directly
+ *     (hll_list_to_sparse), a few instructions per register where the
+ *     emitter made a call for each.
  *
  * Form of the result. encode()'s choice for the merged registers, with one
  * exception: a dense stored sketch stays dense, as Valkey's own PFADD and
@@ -382,6 +386,55 @@ static int hll_sparse_to_body(const uint8_t *p, size_t n, uint8_t *body)
 	return rc;
 }
 
+/*
+ * The result for no stored sketch and a list state (a key's first flush in
+ * its bucket, the common case on a fresh store or a new day): the list's
+ * registers written straight as encode()'s sparse opcodes in one pass, with
+ * no emitter. A register adjacent to the one before and of its rank raises
+ * the count of the last VAL while that VAL holds fewer than four, which is
+ * encode()'s run of VALs of four with the remainder last. o has room for
+ * 3 * s->n + 2 bytes (a gap and a VAL per register, then the closing
+ * gap). Returns the bytes written, or 0 when a register above 32 makes the
+ * result dense: the general path writes it then.
+ */
+static size_t hll_list_to_sparse(const mm_hll_state_t *s, uint8_t *o)
+{
+	const uint32_t *list = hll_list_c(s);
+	uint8_t *start = o, *val = NULL;
+	uint32_t done = 0, gap, i;
+
+	for (i = 0; i < s->n; i++) {
+		uint32_t idx = HLL_PAIR_IDX(list[i]);
+		uint8_t rank = HLL_PAIR_RANK(list[i]), op = (uint8_t)(0x80 | ((rank - 1) << 2));
+
+		if (rank > HLL_VAL_MAX)
+			return 0;
+		gap = idx - done;
+		done = idx + 1;
+		if (gap == 0 && val != NULL && (*val & 0xfc) == op &&
+		    (*val & 3) != HLL_VAL_RUN_MAX - 1) {
+			(*val)++;
+			continue;
+		}
+		if (gap > HLL_ZERO_MAX) {
+			*o++ = (uint8_t)(0x40 | ((gap - 1) >> 8));
+			*o++ = (uint8_t)((gap - 1) & 0xff);
+		} else if (gap > 0) {
+			*o++ = (uint8_t)(gap - 1);
+		}
+		val = o;
+		*o++ = op;
+	}
+	gap = HLL_REGISTERS - done;
+	if (gap > HLL_ZERO_MAX) {
+		*o++ = (uint8_t)(0x40 | ((gap - 1) >> 8));
+		*o++ = (uint8_t)((gap - 1) & 0xff);
+	} else if (gap > 0) {
+		*o++ = (uint8_t)(gap - 1);
+	}
+	return (size_t)(o - start);
+}
+
 int mm_hll_merge_encoded(const mm_monoid_t *m, const uint8_t *p, size_t n, const void *src,
 			 mm_buf_t *out)
 {
@@ -390,8 +443,20 @@ int mm_hll_merge_encoded(const mm_monoid_t *m, const uint8_t *p, size_t n, const
 	size_t base = out->len;
 	hll_emitter_t e;
 	uint8_t *hdr;
+	size_t len;
 	int rc;
 
+	if (p == NULL && !hll_is_dense(s) &&
+	    3 * (size_t)s->n + 2 <= MM_HLL_SPARSE_MAX_BYTES - HLL_HDR_SIZE) {
+		if ((rc = mm_buf_reserve(out, HLL_HDR_SIZE + 3 * (size_t)s->n + 2)))
+			return rc;
+		hdr = out->p + base;
+		if ((len = hll_list_to_sparse(s, hdr + HLL_HDR_SIZE)) > 0) {
+			hll_put_header(hdr, HLL_ENC_SPARSE, HLL_CARD_STALE);
+			out->len = base + HLL_HDR_SIZE + len;
+			return 0;
+		}
+	}
 	memset(&e, 0, sizeof(e));
 	if (p != NULL && (rc = hll_check_header(p, n)) != 0)
 		return rc;

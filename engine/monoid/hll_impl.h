@@ -60,6 +60,7 @@ typedef struct mm_hll_state {
 
 _Static_assert(sizeof(mm_hll_state_t) <= MM_STATE_MAX, "HLL state must fit inline");
 _Static_assert(HLL_REGISTERS % 4 == 0, "dense packing works on groups of four");
+_Static_assert(HLL_REGISTERS % 8 == 0, "hll_next reads the registers in 8-byte words");
 
 static inline int hll_is_dense(const mm_hll_state_t *s)
 {
@@ -120,25 +121,26 @@ static inline void hll_put_vals(hll_writer_t *w, uint8_t rank, uint32_t run)
 static inline int hll_next(const mm_hll_state_t *s, uint32_t *pos, uint32_t *idx, uint8_t *rank)
 {
 	if (hll_is_dense(s)) {
-		/* Zero registers are skipped eight at a time from each aligned
-		 * word on: a flush's dense delta holds a few hundred or thousand
-		 * registers among 16384. */
-		while (*pos < HLL_REGISTERS && s->u.regs[*pos] == 0) {
-			uint64_t w;
+		/* Zero registers are skipped a word at a time (the word holding
+		 * *pos with its bytes below *pos masked off, then whole words),
+		 * and the first non-zero one found by the trailing zeros of the
+		 * little-endian word: a flush's dense delta holds a few hundred
+		 * or thousand registers among 16384. */
+		uint32_t at = *pos & ~7u;
+		uint64_t w;
 
-			if ((*pos & 7) != 0) {
-				(*pos)++;
-				continue;
-			}
-			memcpy(&w, s->u.regs + *pos, 8);
-			if (w != 0)
-				break;
-			*pos += 8;
-		}
-		while (*pos < HLL_REGISTERS && s->u.regs[*pos] == 0)
-			(*pos)++;
-		if (*pos == HLL_REGISTERS)
+		if (*pos >= HLL_REGISTERS)
 			return 0;
+		w = mm_get_u64le(s->u.regs + at) & (~0ULL << (*pos & 7) * 8);
+		while (w == 0) {
+			at += 8;
+			if (at == HLL_REGISTERS) {
+				*pos = HLL_REGISTERS;
+				return 0;
+			}
+			w = mm_get_u64le(s->u.regs + at);
+		}
+		*pos = at + (uint32_t)__builtin_ctzll(w) / 8;
 		*idx = *pos;
 		*rank = s->u.regs[(*pos)++];
 		return 1;

@@ -993,6 +993,39 @@ TEST(merge_encoded_random_opcodes)
 	note("merge_encoded: %d random opcode sequences", trials);
 }
 
+/* No stored sketch and a list delta take merge_encoded's direct writer:
+ * its bytes are encode()'s for runs of one rank longer than a VAL holds,
+ * adjacent runs of two ranks, gaps of 64 and 65 registers (the ZERO and
+ * XZERO boundary) and the last register set, and for random deltas of a
+ * few dozen registers with neighbours of one rank. */
+TEST(merge_encoded_into_nothing)
+{
+	/* Registers 0-8 rank 3, 9 rank 4, 64 zeros, 74 rank 2, 65 zeros, 140
+	 * rank 1, zeros up to 16383, which is rank 1. */
+	static const uint8_t body[] = {0x8b, 0x8b, 0x88, 0x8c, 0x3f, 0x84,
+				       0x40, 0x40, 0x80, 0x7f, 0x71, 0x80};
+	static const unsigned zero_max[] = {64, 300, 4000};
+	uint8_t in[HDR + 3000];
+	state_t delta;
+
+	dense_header(in);
+	in[4] = 1; /* sparse */
+	memcpy(in + HDR, body, sizeof(body));
+	hll.vt->init(&hll, &delta);
+	REQUIRE(decode_exact(&delta, in, HDR + sizeof(body)) == 0);
+	CHECK(encoded_matches(NULL, 0, &delta, NULL));
+	hll.vt->destroy(&hll, &delta);
+	rng = 0x1157f1e5ULL;
+	for (int t = 0; t < 3000; t++) {
+		size_t n = random_sparse_body(in + HDR, sizeof(in) - HDR, zero_max[t % 3]);
+
+		hll.vt->init(&hll, &delta);
+		REQUIRE(decode_exact(&delta, in, HDR + n) == 0);
+		CHECK(encoded_matches(NULL, 0, &delta, NULL));
+		hll.vt->destroy(&hll, &delta);
+	}
+}
+
 /* Corrupt stored bytes: merge_encoded rejects exactly what decode()
  * rejects, with MM_ECORRUPT, and never reads past the end (the bytes are
  * copied to their own allocation for ASan). */
@@ -1088,6 +1121,7 @@ int main(void)
 	RUN(merge_encoded_high_registers);
 	RUN(merge_encoded_canonicalises);
 	RUN(merge_encoded_random_opcodes);
+	RUN(merge_encoded_into_nothing);
 	RUN(merge_encoded_rejects_what_decode_rejects);
 	RUN(accuracy);
 	UNIT_DONE();
