@@ -44,7 +44,8 @@ struct mm_claim_round {
 	void *arg;
 	round_pipe_t *pipes;
 	int npipes;
-	int calls;              /* store calls in flight */
+	int calls;              /* store calls in flight: claims and renewals */
+	int asking;             /* of them, claim calls: the round settles at 0 */
 	int finished;           /* done() ran */
 	int freed;              /* the engine let go; free when calls == 0 */
 	int timers_closed;
@@ -248,6 +249,7 @@ static void on_claimed(void *arg, int status, const char *detail)
 	size_t stolen = 0;
 
 	r->calls--;
+	r->asking--;
 	if (r->freed) {
 		round_maybe_free(r);
 		return;
@@ -270,7 +272,8 @@ static void on_claimed(void *arg, int status, const char *detail)
 		mm_log(MM_LOG_WARN, p->cfg.name,
 		       "dedup claims failed (%s: %s); the flush waits and asks again in %lld ms",
 		       mm_err_name(status), detail, (long long)r->retry_ms);
-	if (r->calls == 0)
+	/* A renewal may still be in flight: it does not hold the round back. */
+	if (r->asking == 0)
 		round_settle(r);
 }
 
@@ -299,8 +302,9 @@ static void round_ask(mm_claim_round_t *r)
 			continue;
 		}
 		r->calls++;
+		r->asking++;
 	}
-	if (r->calls == 0)
+	if (r->asking == 0)
 		round_settle(r);
 }
 

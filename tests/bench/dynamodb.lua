@@ -74,6 +74,11 @@ local function memory_cpu(script, case_input, tag)
   return stats.cpu_user_s + stats.cpu_sys_s
 end
 
+-- The largest blocked loop lag (looplag.h: the probe timer's lateness less
+-- the loop thread's waits for a CPU) over the cases: issue 9, item 1 asks
+-- that nothing blocks the loop for 50 ms while the store works.
+local loop_block_max = 0
+
 -- per_request: also print murmur's CPU per DynamoDB request, the difference
 -- between this run and the same run on the memory store over the requests
 -- (issue 14, item 5: signing, request building, connection handling).
@@ -101,9 +106,12 @@ local function run_case(name, pipeline, body, case_input, per_request)
   local p50, p99 = log:match("p50 ([%d.]+) ms, p99 ([%d.]+) ms")
   local mcpu = stats.cpu_user_s + stats.cpu_sys_s
   print(("%-34s %9.0f events/s  %.6f requests/event (%d)  %3d flushes  flush p50 %s ms p99 %s ms  "
-    .. "cpu: murmur %.1f s, dynalite %.1f s (murmur %.0f%% of the pair), wall %.1f s")
+    .. "cpu: murmur %.1f s, dynalite %.1f s (murmur %.0f%% of the pair), wall %.1f s  "
+    .. "loop lag max %.1f ms (blocked %.1f ms)")
     :format(name, stats.records / wall, requests / stats.records, requests, stats.flushes, p50 or "-",
-      p99 or "-", mcpu, dcpu, 100 * mcpu / math.max(mcpu + dcpu, 1e-9), wall))
+      p99 or "-", mcpu, dcpu, 100 * mcpu / math.max(mcpu + dcpu, 1e-9), wall, stats.loop_lag_ms_max,
+      stats.loop_block_ms_max))
+  if stats.loop_block_ms_max > loop_block_max then loop_block_max = stats.loop_block_ms_max end
   if per_request and requests > 0 then
     local base = memory_cpu(script, case_input, table_name)
     local us = (mcpu - base) * 1e6 / requests
@@ -240,4 +248,6 @@ local requests, events = run_case("recently_interacted + dedup (50k ids)", "rece
 -- tests/bench/dynamodb_claim_floor.js, shows what that would take).
 print(("%s  %-58s %.4f"):format(requests / events < 0.1 and "PASS" or "MISS",
   "store requests per new event id < 0.1 (issue 9)", requests / events))
+print(("%s  %-58s %.1f ms"):format(loop_block_max < 50 and "PASS" or "MISS",
+  "blocked loop lag into DynamoDB < 50 ms (issue 9)", loop_block_max))
 os.execute("kill " .. dpid)

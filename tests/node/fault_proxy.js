@@ -17,7 +17,8 @@
 //                     "fail":N, "delay_ms":D}
 //   GET  /creds      the credentials above: a container credentials endpoint
 //                    (the first N requests get a 500, every answer waits D ms)
-//   POST /__release  forwards every request a hold rule is holding
+//   POST /__release  forwards every request a hold rule is holding (with
+//                    {"match":S}, only those whose body contains S)
 //
 // A RULE is {"op":"UpdateItem"|"*", "action":A, "after":M, "count":N, "rate":R,
 // "keep":K, "match":S}: a request matches when its operation is op and, with
@@ -191,9 +192,14 @@ function handleControl (req, body, res) {
   }
   if (req.url === '/__stats') return json(stats)
   if (req.url === '/__release' && req.method === 'POST') {
-    const n = held.length
-    for (const go of held.splice(0)) go()
-    return json({ released: n })
+    const match = body.length ? JSON.parse(body.toString()).match : undefined
+    const go = []
+    for (let i = 0; i < held.length;) {
+      if (match === undefined || held[i].body.includes(match)) go.push(held.splice(i, 1)[0])
+      else i++
+    }
+    for (const h of go) h.go()
+    return json({ released: go.length })
   }
   if (req.url === '/__creds' && req.method === 'POST') {
     creds = JSON.parse(body.toString())
@@ -253,7 +259,7 @@ const server = http.createServer((req, res) => {
         res.writeHead(503, { 'Content-Type': 'text/plain', 'Content-Length': 19 })
         return res.end('Service Unavailable')
       case 'hold':
-        held.push(() => forward(req, body, res, (status, headers, answer) => reply(res, status, headers, answer)))
+        held.push({ body, go: () => forward(req, body, res, (status, headers, answer) => reply(res, status, headers, answer)) })
         return
       case 'drop_response':
         return forward(req, body, res, () => res.socket.destroy())

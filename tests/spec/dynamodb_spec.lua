@@ -431,6 +431,69 @@ d("#dynamodb DynamoDB store against dynalite", function()
     return core.json_decode(assert(err:match("\n({\"batches\"[^\n]*)"), "no --stats output: " .. err))
   end
 
+  -- A flush's claim round asks once per pipeline and renews the leases of
+  -- the ids already won every third of a lease. Both kinds of call were
+  -- counted together, and the round settled only when that count reached
+  -- zero after a claim answer: a claim answered while a renewal was in
+  -- flight left the round waiting for ever (its flush never ran, the run
+  -- never ended; a CI run under AddressSanitizer hung so for 40 minutes).
+  -- Here "slow"'s claims and the first renewal of "fast"'s won ids are held
+  -- by the proxy, then "slow"'s claims are answered first.
+  it("finishes a claim round whose last claim is answered while a renewal is in flight", function()
+    local t = new_table()
+    local input = dir .. "/renewrace.jsonl"
+    -- Fewer ids than the store's request slots, so held claims leave room
+    -- for the renewal to be sent.
+    S.gen_events(input, 20, 5, 1.1, 31)
+    local path = dir .. "/renewrace.lua"
+    S.write_file(path, [[
+local murmur = require("murmur")
+for _, name in ipairs({ "fast", "slow" }) do
+  murmur.pipeline { name = name, key = murmur.literal("all"), monoid = murmur.count(),
+    dedup = { id = "event_id" }, flush = { events = 1000, interval = "200ms" },
+    store = murmur.store("dynamodb", { lease = "1500ms" }) }
+end
+]])
+    -- A claim's item key is <pipeline>#<event id> (the ids are e0, e1...).
+    local hold_slow = { op = "PutItem", action = "hold", match = '"S":"slow#e' }
+    faults({ hold_slow })
+    local env = ("env AWS_ACCESS_KEY_ID=AKIDSPEC AWS_SECRET_ACCESS_KEY=%s MURMUR_DYNAMODB_TABLE=%s "
+      .. "MURMUR_DYNAMODB_ENDPOINT=%s"):format(SECRET, t, endpoint())
+    local h = S.spawn(("%s %s run --once --no-supervisor --data %s/renewrace --input %s %s"):format(env,
+      S.quote(S.murmur), dir, input, path), dir .. "/renewrace.log")
+    local function release(match)
+      local _, out = S.exec(("curl -s -X POST --data-binary %s http://127.0.0.1:%d/__release")
+        :format(S.quote(match and core.json_encode({ match = match }) or ""), proxy_port))
+      return out
+    end
+    local ok, err = pcall(function()
+      -- "fast"'s 20 claims are answered, "slow"'s 20 are held.
+      S.wait_for("fast's claims answered and slow's held", 30, function()
+        local st = proxy_stats()
+        return (st.requests.PutItem or 0) >= 40 and (st.injected.hold or 0) >= 20
+      end, function() return core.json_encode(proxy_stats()) end)
+      -- The next renewal of "fast"'s won ids is held too.
+      local held = proxy_stats().injected.hold
+      faults({ hold_slow, { op = "UpdateItem", action = "hold", match = "#owner#" } })
+      S.wait_for("a held renewal", 30, function() return proxy_stats().injected.hold > held end,
+        function() return core.json_encode(proxy_stats()) end)
+      assert.matches('"released":20', release('"S":"slow#e'))
+      S.sleep(1)
+      faults()
+      release()
+      assert.are.equal(0, S.wait_exit(h, 60), S.read_file(dir .. "/renewrace.log"))
+    end)
+    if not ok then
+      S.kill(h, "KILL")
+      S.wait_exit(h, 5)
+      faults()
+      release()
+      error(err, 0)
+    end
+    assert.are.equal(20, stored_count(t, "fast"))
+    assert.are.equal(20, stored_count(t, "slow"))
+  end)
+
   it("counts each event once when two workers read the same events at the same time (claims)", function()
     local t = new_table()
     local a, b = dir .. "/twice-a.jsonl", dir .. "/twice-b.jsonl"

@@ -631,6 +631,7 @@ murmur.pipeline { name = "files", source = murmur.file { path = %q, follow = tru
       .. "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:%d/creds"):format(pport)
     local h = S.spawn(("%s %s run %s --no-supervisor --data %s --kinesis-endpoint http://127.0.0.1:%d"):format(env,
       S.quote(S.murmur), S.quote(p), data, pport), dir .. "/creds.log")
+    finally(function() S.kill(h, "KILL") S.wait_exit(h, 5) end)
     S.wait_status(data, function(st) return st.engine and st.engine.records == 1 end, 20, "the file's record")
     S.write_file(p, files .. S.read_file(script(stream)):gsub('^local murmur = require%("murmur"%)\n', ""))
     local st
