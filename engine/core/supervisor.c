@@ -442,8 +442,8 @@ static int start_worker(supervisor_t *sv)
 		 * copy of a process with threads could inherit a lock one of them
 		 * held, so this is refused rather than risked. */
 		mm_log(MM_LOG_ERROR, "supervisor",
-		       "cannot start the worker: the supervisor forks it only while it has one "
-		       "thread, and it has %d (-1: /proc/self/stat is unreadable)",
+		       "cannot start the worker: the supervisor has %d threads and forks only "
+		       "when it has one",
 		       threads);
 		sv->exit_code = 1;
 		sv->done = 1;
