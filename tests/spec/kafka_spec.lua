@@ -1055,6 +1055,10 @@ murmur.pipeline { name = "kz_pages", key = "page_id", monoid = murmur.count(),
     wait_for("both workers to be assigned again", 60, function() return split_between(d1, d2) end, { d1, d2 })
     produce("kz", chunk(2))
     local held
+    -- The high watermarks come from status.json (rewritten every second):
+    -- one taken before the last fetch is stale, so the sum must hold still
+    -- for two seconds before it is the topic's total.
+    local last_hw, since = -1, 0
     wait_for("the second chunk to be counted", 120, function()
       local hw, n = 0, 0
       for _, d in ipairs({ d1, d2 }) do
@@ -1067,7 +1071,8 @@ murmur.pipeline { name = "kz_pages", key = "page_id", monoid = murmur.count(),
         end
       end
       held = hw
-      return n == 6 and hw > N and total() == hw
+      if hw ~= last_hw then last_hw, since = hw, core.now_ms() end
+      return n == 6 and hw > N and total() == hw and core.now_ms() - since >= 2000
     end, { d1, d2 })
     S.sleep(1)
     for _, h in ipairs({ w1, w2 }) do assert.are.equal(0, stop_worker(h), S.read_file(h.log)) end
