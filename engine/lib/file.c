@@ -28,8 +28,19 @@ static size_t errinj_cap(size_t len)
 		return len;
 	return len / 2;
 }
+
+/* MURMUR_ERRINJ_WRITE_ATOMIC_SLOW_MS=N: every call takes N ms longer, as on
+ * a disk whose journal is busy with other writers' fsyncs. */
+static void errinj_slow(void)
+{
+	const char *ms = getenv("MURMUR_ERRINJ_WRITE_ATOMIC_SLOW_MS");
+
+	if (ms != NULL && *ms != '\0')
+		usleep((useconds_t)strtoul(ms, NULL, 10) * 1000);
+}
 #else
 #define errinj_cap(len) (len)
+#define errinj_slow() ((void)0)
 #endif
 
 int mm_file_write_atomic(const char *path, const void *p, size_t len)
@@ -61,6 +72,7 @@ int mm_file_write_atomic(const char *path, const void *p, size_t len)
 		at += n;
 		left -= (size_t)n;
 	}
+	errinj_slow();
 	if (rc == 0 && fsync(fd) != 0)
 		rc = file_fail(tmp, "fsync", errno);
 	/* close() reports delayed write errors (NFS) too. */

@@ -10,7 +10,8 @@
  *
  * Error injection (builds with MM_ERRINJ): while the file named by
  * MURMUR_ERRINJ_WRITE_ATOMIC exists, every call writes half of its bytes and
- * then fails as a full disk does.
+ * then fails as a full disk does; MURMUR_ERRINJ_WRITE_ATOMIC_SLOW_MS=N makes
+ * every call take N ms longer (a slow disk).
  *
  * Any thread; sets the diagnostics slot on failure.
  */

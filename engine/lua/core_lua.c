@@ -606,6 +606,37 @@ static int l_engine_probe(lua_State *L)
 	return mm_lua_probe_async(L, e->loop);
 }
 
+/*
+ * e:write_status(path, s [, sync]) -> true | nil, err, code: replaces the
+ * file at path with s (status.json) on the thread pool, so that a slow disk
+ * never stalls the loop (filewriter.h). The result is that of the last write
+ * that finished, which the caller reports once per change; with sync, s is
+ * written now and the result is its own (the last status, after run()).
+ */
+static int l_engine_write_status(lua_State *L)
+{
+	lua_engine_t *e = check_engine(L);
+	const char *path = luaL_checkstring(L, 2);
+	size_t n;
+	const char *s = luaL_checklstring(L, 3, &n);
+	char detail[256];
+	int rc;
+
+	if (e->status && strcmp(mm_fwriter_path(e->status), path) != 0) {
+		mm_fwriter_close(e->status);
+		e->status = NULL;
+	}
+	if (e->status == NULL && (rc = mm_fwriter_new(e->loop, path, &e->status)) != 0)
+		return mm_lua_push_diag(L, rc);
+	rc = lua_toboolean(L, 4) ? mm_fwriter_put_sync(e->status, s, n) : mm_fwriter_put(e->status, s, n);
+	if (rc != 0)
+		return mm_lua_push_diag(L, rc);
+	if ((rc = mm_fwriter_result(e->status, detail, sizeof(detail))) != 0)
+		return mm_lua_push_fail(L, rc, detail);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 static int l_engine_close_idle_sources(lua_State *L)
 {
 	mm_engine_close_idle_sources(check_engine(L)->ctx);
@@ -617,6 +648,9 @@ static int l_engine_close(lua_State *L)
 	lua_engine_t *e = luaL_checkudata(L, 1, ENGINE_MT);
 
 	mm_lua_engine_close_handles(e);
+	/* A write in flight frees the writer when it ends, in the run below. */
+	mm_fwriter_close(e->status);
+	e->status = NULL;
 	if (e->ctx) {
 		if (mm_metrics_global()->engine == e->ctx)
 			mm_metrics_global()->engine = NULL;
@@ -667,6 +701,7 @@ int luaopen_murmur_core(lua_State *L)
 		{"update_pipeline", l_engine_update_pipeline},
 		{"remove_pipeline", l_engine_remove_pipeline},
 		{"close_idle_sources", l_engine_close_idle_sources},
+		{"write_status", l_engine_write_status},
 		{"meta", l_engine_meta},
 		{"probe", l_engine_probe},
 		{"listen", l_engine_listen},

@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "../core/engine.h"
+#include "../core/filewriter.h"
 #include "../net/serve.h"
 
 #define ENGINE_MT "murmur.engine"
@@ -35,6 +36,7 @@ typedef struct lua_engine {
 	int merged_ref;
 	lua_handle_t *handles; /* timers, watchers, signals owned by Lua callbacks */
 	mm_serve_t *serve;     /* the query server of run --listen, or NULL */
+	mm_fwriter_t *status;  /* status.json's writer (e:write_status), or NULL */
 } lua_engine_t;
 
 /*

@@ -190,7 +190,7 @@ local function cmd_run(args)
   if not os.getenv("MURMUR_SUPERVISOR_PID") then status.write_atomic(pidfile, tostring(core.getpid()) .. "\n") end
   local code = engine:run(opts.once)
   reporter:finish()
-  status.write(inst, reloader)
+  status.write(inst, reloader, true)
   if not os.getenv("MURMUR_SUPERVISOR_PID") then os.remove(pidfile) end
   local stats = engine:stats()
   for name, p in pairs(stats.pipelines) do core.log("info", name, progress.summary(inst, name, p)) end

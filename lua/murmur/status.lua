@@ -122,12 +122,15 @@ function M.liveness(st, data, now_ms)
   return "running"
 end
 
--- A failed write keeps the previous status.json; it is logged once until a
--- write succeeds again.
-function M.write(inst, reloader)
+-- Writes status.json on the thread pool (a slow disk never stalls the
+-- loop; only the newest status is kept waiting behind a slow write), or now
+-- with final (the last status, after the engine stopped). A failed write
+-- keeps the previous status.json; it is logged once until a write succeeds
+-- again (the result seen is that of the last write that finished).
+function M.write(inst, reloader, final)
   -- /metrics renders the reload counters from C, without calling Lua.
   if reloader then core.metrics_reload(reloader.stats) end
-  local ok, err = write_atomic(M.path(inst.data), core.json_encode(M.collect(inst, reloader)))
+  local ok, err = inst.engine:write_status(M.path(inst.data), core.json_encode(M.collect(inst, reloader)), final)
   if not ok and not inst.status_write_failed then
     inst.status_write_failed = true
     core.log("warn", "status", "cannot write status (the previous status.json is kept): " .. tostring(err))
