@@ -222,10 +222,9 @@ int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t
 	return probe_start(argv, envp, NULL, NULL, lim, tick, arg, res);
 }
 
-/* The thread count from /proc/self/stat (field 20); -1 when unreadable.
- * The command name (field 2) may hold spaces and parentheses: field 3
- * starts after its last ')' and one space. */
-static int thread_count(void)
+/* Field 20 of /proc/self/stat. The command name (field 2) may hold spaces
+ * and parentheses: field 3 starts after its last ')' and one space. */
+int mm_probe_thread_count(void)
 {
 	char buf[1024], *p;
 	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC), field = 2;
@@ -250,7 +249,7 @@ int mm_probe_fork(int (*child)(void *carg), void *carg, const mm_probe_limits_t 
 		  int (*tick)(void *arg), void *arg, mm_probe_result_t *res)
 {
 	memset(res, 0, sizeof(*res));
-	if (thread_count() != 1)
+	if (mm_probe_thread_count() != 1)
 		return mm_diag_set(MM_EAGAIN, "this process has other threads: a copy of it could "
 					       "inherit locks they hold");
 	return probe_start(NULL, NULL, child, carg, lim, tick, arg, res);

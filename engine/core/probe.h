@@ -79,4 +79,9 @@ int mm_probe_run(char *const argv[], char *const envp[], const mm_probe_limits_t
 int mm_probe_fork(int (*child)(void *carg), void *carg, const mm_probe_limits_t *lim,
 		  int (*tick)(void *arg), void *arg, mm_probe_result_t *res);
 
+/* The number of threads of this process (from /proc/self/stat), -1 when
+ * it cannot be read. Any thread. The supervisor asks it before forking a
+ * worker. */
+int mm_probe_thread_count(void);
+
 #endif

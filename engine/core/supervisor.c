@@ -1,13 +1,22 @@
 /*
  * supervisor.c: runs and watches the worker process (see supervisor.h).
  *
- * Everything happens on a private libuv loop: uv_spawn for the worker,
- * uv_signal for forwarding (see on_signal), one uv_timer that checks the heartbeat every
- * quarter of the watchdog deadline (it reads a shared page; there is nothing
- * else to wait on), and a timer for restart backoff. Bookkeeping is written
- * to DATA/supervisor.json (restarts, crashes, stalls, poison records) and the
- * poison list to DATA/poison.jsonl, both read by `murmur status` and the
- * worker.
+ * Everything happens on a private libuv loop: uv_signal for forwarding (see
+ * on_signal) and for SIGCHLD (the worker's exit), one uv_timer that checks
+ * the heartbeat every quarter of the watchdog deadline (it reads a shared
+ * page; there is nothing else to wait on), and a timer for restart backoff.
+ * Bookkeeping is written to DATA/supervisor.json (restarts, crashes, stalls,
+ * poison records) and the poison list to DATA/poison.jsonl, both read by
+ * `murmur status` and the worker.
+ *
+ * The worker is a forked copy of the supervisor, not a second start of the
+ * binary (see start_worker): the supervisor has loaded no script and started
+ * no thread, so the copy is safe and already linked and initialised. The copy
+ * sheds the supervisor's loop, signal handlers and page, takes the worker's
+ * environment markers and signal state, and returns from mm_supervise into
+ * the caller's worker path, which loads the scripts afresh (a restart runs
+ * their newest version). The fork happens outside uv_run, so the copy leaves
+ * no libuv callback half-run.
  */
 #include "supervisor.h"
 
@@ -19,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -29,6 +39,7 @@
 #include "../lib/log.h"
 #include "../lib/time.h"
 #include "engine.h"
+#include "probe.h"
 #include "progress.h"
 
 #define SUSPECTS_MAX 64
@@ -52,13 +63,14 @@ typedef struct suspect {
 typedef struct supervisor {
 	const mm_supervisor_config_t *cfg;
 	uv_loop_t loop;
-	uv_process_t proc;
+	pid_t pid;               /* the worker's, while running */
 	uv_timer_t watchdog, backoff, forward;
-	uv_signal_t sigs[3];
+	uv_signal_t sigs[4];     /* SIGINT, SIGTERM, SIGHUP, SIGCHLD */
 	mm_progress_t *page;
 	char page_path[PATH_MAX];
 	char poison_path[PATH_MAX];
 	int running, stopping, exit_code, done;
+	int start_pending;       /* start a worker once uv_run returns */
 	int64_t started_ms, backoff_ms;
 	int young_deaths;        /* consecutive deaths of workers that died young */
 	uint64_t restarts, crashes, stalls, poisoned;
@@ -69,8 +81,6 @@ typedef struct supervisor {
 	suspect_t suspects[SUSPECTS_MAX];
 	int nsuspects;
 } supervisor_t;
-
-static void spawn_worker(supervisor_t *sv);
 
 /* Replaces supervisor.json; a failure (a full disk) keeps the previous one. */
 static void write_state(supervisor_t *sv)
@@ -83,7 +93,7 @@ static void write_state(supervisor_t *sv)
 			  "{\"pid\":%d,\"worker_pid\":%d,\"restarts\":%llu,\"crashes\":%llu,"
 			  "\"stalls\":%llu,\"poison\":%llu,\"watchdog_ms\":%lld,"
 			  "\"restart_delay_ms\":%lld,\"young_deaths\":%d}\n",
-			  (int)getpid(), sv->running ? sv->proc.pid : 0,
+			  (int)getpid(), sv->running ? (int)sv->pid : 0,
 			  (unsigned long long)sv->restarts, (unsigned long long)sv->crashes,
 			  (unsigned long long)sv->stalls, (unsigned long long)sv->poisoned,
 			  (long long)sv->cfg->watchdog_ms, (long long)sv->backoff_ms,
@@ -143,8 +153,10 @@ static void on_backoff(uv_timer_t *t)
 {
 	supervisor_t *sv = t->data;
 
-	if (!sv->stopping)
-		spawn_worker(sv);
+	if (!sv->stopping) {
+		sv->start_pending = 1;
+		uv_stop(&sv->loop);
+	}
 }
 
 /* The delay before restarting a worker that died after living `lived` ms
@@ -167,11 +179,6 @@ static int64_t restart_delay(supervisor_t *sv, int64_t lived)
 	return ms;
 }
 
-static void on_proc_closed(uv_handle_t *h)
-{
-	(void)h;
-}
-
 /* A stop before the worker's loop ran: its sources start with the loop, so
  * nothing was read and the stop is complete; said in the words of the
  * worker's own stop. */
@@ -183,26 +190,12 @@ static void log_early_stop(int signum)
 	       signum);
 }
 
-static void on_exit_cb(uv_process_t *p, int64_t status, int term_signal)
+static void on_worker_exit(supervisor_t *sv, int64_t status, int term_signal)
 {
-	supervisor_t *sv = p->data;
 	int started = sv->page->heartbeat_ms != 0;
 	int64_t lived = mm_now_ms() - sv->started_ms;
 
 	sv->running = 0;
-	uv_close((uv_handle_t *)p, on_proc_closed);
-	if (sv->stopping && !started && (term_signal == SIGINT || term_signal == SIGTERM)) {
-		/* A stop signal to the process group (Ctrl-C) that reached the
-		 * worker between its exec and main(), where uv_spawn had reset the
-		 * default action and the early handler (engine.h) was not yet
-		 * installed. Its sources start with its loop, so nothing was read:
-		 * the stop is complete, not a crash. */
-		log_early_stop(term_signal);
-		sv->exit_code = 0;
-		sv->done = 1;
-		uv_stop(&sv->loop);
-		return;
-	}
 	if (sv->stopping || (term_signal == 0 && status == 0)) {
 		/* The poison list names records by source id and offset, which a
 		 * later run (a rotated file, new stdin) may reuse: it lives for one
@@ -299,19 +292,19 @@ static void on_watchdog(uv_timer_t *t)
 			mm_log(MM_LOG_ERROR, "supervisor",
 			       "worker %d did not start: no heartbeat and no sign of life for %lld ms "
 			       "(start-up deadline %lld ms); killing it",
-			       sv->proc.pid, (long long)(mm_now_ms() - since), (long long)limit);
+			       (int)sv->pid, (long long)(mm_now_ms() - since), (long long)limit);
 			sv->startup_stalled = 1;
 			sv->worker_stalled = 1;
-			uv_process_kill(&sv->proc, SIGKILL);
+			kill(sv->pid, SIGKILL);
 		}
 		return;
 	}
 	if (mm_now_ms() - hb > sv->cfg->watchdog_ms) {
 		mm_log(MM_LOG_ERROR, "supervisor", "worker %d stalled: no heartbeat for %lld ms; killing it",
-		       sv->proc.pid, (long long)(mm_now_ms() - hb));
+		       (int)sv->pid, (long long)(mm_now_ms() - hb));
 		blame(sv, "stalled");
 		sv->worker_stalled = 1;
-		uv_process_kill(&sv->proc, SIGKILL);
+		kill(sv->pid, SIGKILL);
 	}
 }
 
@@ -327,7 +320,7 @@ static void on_forward(uv_timer_t *t)
 
 	/* The signal reached the supervisor alone (kill PID, not the group). */
 	if (sv->running && sv->page->stop_ms == 0)
-		uv_process_kill(&sv->proc, sv->forward_sig);
+		kill(sv->pid, sv->forward_sig);
 }
 
 /*
@@ -350,7 +343,7 @@ static void on_signal(uv_signal_t *h, int signum)
 	if (sv->running) {
 		stop = sv->page->stop_ms;
 		if (signum == SIGHUP || (stop != 0 && mm_now_ms() - stop >= SV_SAME_STOP_MS)) {
-			uv_process_kill(&sv->proc, signum);
+			kill(sv->pid, signum);
 		} else if (stop == 0) {
 			sv->forward_sig = signum;
 			uv_timer_start(&sv->forward, on_forward, SV_FORWARD_GRACE_MS, 0);
@@ -367,69 +360,132 @@ static void on_signal(uv_signal_t *h, int signum)
 	}
 }
 
-static void spawn_worker(supervisor_t *sv)
+/* SIGCHLD: reaps the worker, the supervisor's only child. */
+static void on_sigchld(uv_signal_t *h, int signum)
 {
-	static char env_progress[PATH_MAX + 32], env_sup[64];
-	uv_process_options_t o;
-	uv_stdio_container_t stdio[3];
-	extern char **environ;
-	char **env;
-	size_t n = 0;
-	int rc;
+	supervisor_t *sv = h->data;
+	int wstatus;
+	pid_t w;
 
-	while (environ[n])
-		n++;
-	env = calloc(n + 4, sizeof(*env));
-	if (env == NULL)
+	(void)signum;
+	if (!sv->running)
 		return;
-	memcpy(env, environ, n * sizeof(*env));
-	snprintf(env_progress, sizeof(env_progress), "MURMUR_PROGRESS=%s", sv->page_path);
-	snprintf(env_sup, sizeof(env_sup), "MURMUR_SUPERVISOR_PID=%d", (int)getpid());
-	env[n++] = env_progress;
-	env[n++] = env_sup;
-	env[n++] = "MURMUR_WORKER=1";
-	memset(sv->page, 0, sizeof(*sv->page));
-	sv->page->magic = MM_PROGRESS_MAGIC;
-	sv->page->version = 1;
-	memset(&o, 0, sizeof(o));
-	for (int i = 0; i < 3; i++) {
-		stdio[i].flags = UV_INHERIT_FD;
-		stdio[i].data.fd = i;
-	}
-	o.file = "/proc/self/exe";
-	o.args = sv->cfg->argv;
-	o.env = env;
-	o.stdio = stdio;
-	o.stdio_count = 3;
-	o.exit_cb = on_exit_cb;
-	sv->proc.data = sv;
-	rc = uv_spawn(&sv->loop, &sv->proc, &o);
-	free(env);
-	if (rc) {
-		mm_log(MM_LOG_ERROR, "supervisor", "cannot start the worker: %s", uv_strerror(rc));
-		sv->exit_code = 1;
-		sv->done = 1;
-		uv_close((uv_handle_t *)&sv->proc, on_proc_closed);
-		uv_stop(&sv->loop);
+	do
+		w = waitpid(sv->pid, &wstatus, WNOHANG);
+	while (w < 0 && errno == EINTR);
+	if (w != sv->pid)
 		return;
-	}
-	sv->running = 1;
-	sv->started_ms = mm_now_ms();
-	write_state(sv);
+	on_worker_exit(sv, WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0,
+		       WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
 {
+	(void)arg;
 	if (!uv_is_closing(h))
 		uv_close(h, NULL);
 }
 
-int mm_supervise(const mm_supervisor_config_t *cfg)
+/*
+ * In the forked worker, with every signal blocked: gives up the supervisor's
+ * loop (its epoll, signal pipe and eventfd are the supervisor's own until
+ * uv_loop_fork replaces them, so closing the handles cannot disturb the
+ * supervisor; closing the signal handles restores the default action of
+ * SIGINT, SIGTERM, SIGHUP and SIGCHLD), then sets up what a worker started
+ * as a new program had (uv_spawn and main()): the environment markers
+ * (cli.lua, core.worker_init), the default action for every signal the
+ * supervisor ignores (the only handlers left are a sanitizer runtime's,
+ * which a new program installs again), the early stop handler main()
+ * installs for `run` (engine.h), and an empty signal mask. Returns 0 or -1.
+ */
+static int become_worker(supervisor_t *sv, pid_t supervisor)
 {
-	static const int signums[3] = {SIGINT, SIGTERM, SIGHUP};
+	char pid[32];
+	struct sigaction sa;
+	sigset_t none;
+
+	if (uv_loop_fork(&sv->loop) != 0)
+		return -1;
+	uv_walk(&sv->loop, close_walk, NULL);
+	uv_run(&sv->loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&sv->loop) != 0)
+		return -1;
+	munmap(sv->page, sizeof(mm_progress_t));
+	snprintf(pid, sizeof(pid), "%d", (int)supervisor);
+	if (setenv("MURMUR_PROGRESS", sv->page_path, 1) != 0 ||
+	    setenv("MURMUR_SUPERVISOR_PID", pid, 1) != 0 || setenv("MURMUR_WORKER", "1", 1) != 0)
+		return -1;
+	for (int s = 1; s < NSIG; s++)
+		if (sigaction(s, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+			signal(s, SIG_DFL);
+	mm_engine_catch_early_signals();
+	sigemptyset(&none);
+	return sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/*
+ * Starts a worker: a forked copy of this process (the top of this file).
+ * Signals stay blocked from before the fork until the copy has its own
+ * handlers, so a Ctrl-C at that moment is a graceful stop of the worker,
+ * never a kill of a worker without handlers. Returns 1 in the worker, 0 in
+ * the supervisor (with the worker running, or the run ended when none could
+ * start).
+ */
+static int start_worker(supervisor_t *sv)
+{
+	pid_t supervisor = getpid(), pid;
+	sigset_t all, old;
+	int threads = mm_probe_thread_count();
+
+	if (threads != 1) {
+		/* Nothing in `murmur run` starts a thread before the worker: a
+		 * copy of a process with threads could inherit a lock one of them
+		 * held, so this is refused rather than risked. */
+		mm_log(MM_LOG_ERROR, "supervisor",
+		       "cannot start the worker: the supervisor forks it only while it has one "
+		       "thread, and it has %d (-1: /proc/self/stat is unreadable)",
+		       threads);
+		sv->exit_code = 1;
+		sv->done = 1;
+		return 0;
+	}
+	memset(sv->page, 0, sizeof(*sv->page));
+	sv->page->magic = MM_PROGRESS_MAGIC;
+	sv->page->version = 1;
+	/* Output still buffered would be written by both processes. */
+	fflush(NULL);
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	pid = fork();
+	if (pid == 0) {
+		if (become_worker(sv, supervisor) != 0) {
+			mm_log(MM_LOG_ERROR, "supervisor",
+			       "the worker could not leave the supervisor's loop: %s", strerror(errno));
+			_exit(1);
+		}
+		return 1;
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (pid < 0) {
+		mm_log(MM_LOG_ERROR, "supervisor", "cannot start the worker: %s", strerror(errno));
+		sv->exit_code = 1;
+		sv->done = 1;
+		return 0;
+	}
+	sv->pid = pid;
+	sv->running = 1;
+	sv->started_ms = mm_now_ms();
+	write_state(sv);
+	return 0;
+}
+
+int mm_supervise(const mm_supervisor_config_t *cfg, int *worker)
+{
+	static const int signums[4] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
 	supervisor_t *sv = calloc(1, sizeof(*sv));
 	int fd, code, sig;
 
+	*worker = 0;
 	if (sv == NULL)
 		return 1;
 	sv->cfg = cfg;
@@ -454,10 +510,11 @@ int mm_supervise(const mm_supervisor_config_t *cfg)
 	uv_timer_init(&sv->loop, &sv->backoff);
 	uv_timer_init(&sv->loop, &sv->forward);
 	sv->watchdog.data = sv->backoff.data = sv->forward.data = sv;
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		uv_signal_init(&sv->loop, &sv->sigs[i]);
 		sv->sigs[i].data = sv;
-		uv_signal_start(&sv->sigs[i], on_signal, signums[i]);
+		uv_signal_start(&sv->sigs[i], signums[i] == SIGCHLD ? on_sigchld : on_signal,
+				signums[i]);
 	}
 	uv_timer_start(&sv->watchdog, on_watchdog, (uint64_t)(cfg->watchdog_ms / 4 + 1),
 		       (uint64_t)(cfg->watchdog_ms / 4 + 1));
@@ -466,10 +523,23 @@ int mm_supervise(const mm_supervisor_config_t *cfg)
 		log_early_stop(sig);
 		sv->done = 1;
 	} else {
-		spawn_worker(sv);
+		sv->start_pending = 1;
 	}
-	while (!sv->done)
+	/* Workers start here, outside uv_run (on_backoff stops the loop to ask
+	 * for one), so the forked copy returns from no libuv callback. */
+	for (;;) {
+		if (sv->start_pending && !sv->done) {
+			sv->start_pending = 0;
+			if (start_worker(sv)) {
+				free(sv);
+				*worker = 1;
+				return 0;
+			}
+		}
+		if (sv->done)
+			break;
 		uv_run(&sv->loop, UV_RUN_DEFAULT);
+	}
 	write_state(sv);
 	uv_walk(&sv->loop, close_walk, NULL);
 	uv_run(&sv->loop, UV_RUN_DEFAULT);

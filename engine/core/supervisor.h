@@ -22,11 +22,17 @@
 typedef struct mm_supervisor_config {
 	const char *data_dir;     /* progress page, poison list, pid and status files */
 	int64_t watchdog_ms;      /* heartbeat age that counts as a stall */
-	char **argv;              /* the worker's command line (argv[0] is ignored:
-	                           * the worker is /proc/self/exe) */
 } mm_supervisor_config_t;
 
-/* Runs the supervisor until the worker is done; returns the exit code. */
-int mm_supervise(const mm_supervisor_config_t *cfg);
+/*
+ * Runs the supervisor until the worker is done; returns the exit code with
+ * *worker = 0. Each worker is a forked copy of the calling process (main
+ * thread, no other thread running), in which mm_supervise returns 0 with
+ * *worker = 1: the caller then runs the worker's path, with MURMUR_WORKER,
+ * MURMUR_PROGRESS and MURMUR_SUPERVISOR_PID set, the default action for every
+ * signal but SIGINT and SIGTERM (the early stop handler, engine.h) and no
+ * signal blocked. cfg is not used after mm_supervise returns.
+ */
+int mm_supervise(const mm_supervisor_config_t *cfg, int *worker);
 
 #endif

@@ -243,33 +243,20 @@ static int l_kill(lua_State *L)
 	return 1;
 }
 
-/* core.supervise(argv_table, data_dir, watchdog_ms) -> exit code */
+/* core.supervise(data_dir, watchdog_ms) -> exit code, in the supervisor once
+ * the run is over | "worker", in each forked worker (supervisor.h). */
 static int l_supervise(lua_State *L)
 {
 	mm_supervisor_config_t cfg;
-	int n, code;
-	char **argv;
+	int code, worker;
 
-	luaL_checktype(L, 1, LUA_TTABLE);
-	n = (int)lua_objlen(L, 1);
-	argv = calloc((size_t)n + 2, sizeof(*argv));
-	if (argv == NULL)
-		return luaL_error(L, "out of memory");
-	for (int i = 0; i <= n; i++) {
-		lua_rawgeti(L, 1, i);
-		argv[i] = (char *)lua_tostring(L, -1);
-		lua_pop(L, 1);
-		if (argv[i] == NULL) {
-			free(argv);
-			return luaL_error(L, "supervise: argument %d is not a string", i);
-		}
-	}
-	cfg.argv = argv;
-	cfg.data_dir = luaL_checkstring(L, 2);
-	cfg.watchdog_ms = (int64_t)luaL_checknumber(L, 3);
-	code = mm_supervise(&cfg);
-	free(argv);
-	lua_pushinteger(L, code);
+	cfg.data_dir = luaL_checkstring(L, 1);
+	cfg.watchdog_ms = (int64_t)luaL_checknumber(L, 2);
+	code = mm_supervise(&cfg, &worker);
+	if (worker)
+		lua_pushliteral(L, "worker");
+	else
+		lua_pushinteger(L, code);
 	return 1;
 }
 

@@ -119,15 +119,20 @@ local function cmd_run(args)
   core.lua_memory(require("murmur.runtime").memory_limit_kb * 1024)
   local data = require("murmur.runner").data_dir(opts)
   if not os.getenv("MURMUR_WORKER") and not opts.no_supervisor then
-    -- The supervisor: runs this same command line as a worker process and
-    -- restarts it when it crashes or stalls (see engine/core/supervisor.h).
+    -- The supervisor: runs the pipelines in a worker process, a forked copy
+    -- of this one, and restarts it when it crashes or stalls (see
+    -- engine/core/supervisor.h). In the copy, core.supervise returns
+    -- "worker" and the copy goes on below, as the worker, with this same
+    -- command line and no script loaded yet.
     local ok, merr = core.mkdir_p(data)
     if not ok then eprintf("murmur run: %s (choose a writable --data directory)\n", merr) return EXIT_RUNTIME end
     local status = require("murmur.status")
     status.write_atomic(status.pid_path(data), tostring(core.getpid()) .. "\n")
-    local code = core.supervise(_G.arg, data, watchdog_ms)
-    os.remove(status.pid_path(data))
-    return code
+    local code = core.supervise(data, watchdog_ms)
+    if code ~= "worker" then
+      os.remove(status.pid_path(data))
+      return code
+    end
   end
   local npoison, werr = core.worker_init(data)
   if not npoison then eprintf("murmur run: %s\n", werr) return EXIT_RUNTIME end

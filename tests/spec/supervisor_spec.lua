@@ -189,4 +189,50 @@ describe("#supervisor murmur run", function()
     -- Every record once: each worker resumed from the last checkpoint.
     assert.are.equal(200, count("a"))
   end)
+
+  it("starts every worker, the first and a restarted one, in the signal state and environment of a fresh process", function()
+    -- A worker is a forked copy of its supervisor (engine/core/supervisor.c),
+    -- which ignores what its shell ignored, handles SIGINT, SIGTERM, SIGHUP
+    -- and SIGCHLD on its loop, and here was given a stray MURMUR_PROGRESS.
+    local p = script([[
+      local murmur = require("murmur")
+      murmur.pipeline { name = "c", monoid = murmur.count(), key = "k" }
+    ]])
+    local bit = require("bit")
+    local data = dir .. "/d"
+    S.write_file(dir .. "/in.jsonl", string.rep('{"k":"a"}\n', 100))
+    local h = S.spawn(("sh -c 'trap \"\" QUIT PIPE; MURMUR_PROGRESS=%s/elsewhere exec %s run --follow --data %s --input %s %s'")
+      :format(dir, S.murmur, data, dir .. "/in.jsonl", p), dir .. "/log")
+    local function signal_state(pid)
+      local status = assert(S.read_file("/proc/" .. pid .. "/status"))
+      local function mask(name) return tonumber(status:match(name .. ":%s+(%x+)"):sub(-8), 16) end
+      return { ign = mask("SigIgn"), blk = mask("SigBlk"), cgt = mask("SigCgt") }
+    end
+    -- SIGINT is 2, SIGQUIT 3, SIGPIPE 13, SIGTERM 15, SIGCHLD 17: bit n - 1.
+    local INT, QUIT, PIPE, TERM, CHLD = 2, 4, 4096, 16384, 65536
+    local function check_worker(what, old)
+      local st = S.wait_status(data, function(s)
+        local sv = supervisor_state()
+        return (old or s.engine.records == 100) and s.pid == sv.worker_pid and s.pid ~= old
+      end, 20, what)
+      local w = signal_state(st.pid)
+      -- Signals 32 and 33 are glibc's own: a process cannot change them,
+      -- and this test runner ignores 32. Only the low 31 are compared.
+      assert.are.equal(0, bit.band(w.ign, 0x7fffffff), what .. ": no signal ignored")
+      assert.are.equal(0, w.blk, what .. ": no signal blocked")
+      assert.are.equal(INT + TERM, bit.band(w.cgt, INT + TERM), what .. ": its early stop handler (or its loop's) catches SIGINT and SIGTERM")
+      assert.are.equal(0, bit.band(w.cgt, CHLD), what .. ": SIGCHLD has its default action")
+      return st.pid
+    end
+    local first = check_worker("the first worker")
+    local sup = signal_state(supervisor_state().pid)
+    assert.are.equal(QUIT + PIPE, bit.band(sup.ign, QUIT + PIPE), "the supervisor ignores SIGQUIT and SIGPIPE")
+    assert.are.equal(CHLD, bit.band(sup.cgt, CHLD), "the supervisor handles SIGCHLD")
+    assert.is_true(core.kill(first, "kill"))
+    local second = check_worker("the restarted worker", first)
+    assert.are_not.equal(first, second)
+    S.kill(h, "TERM")
+    assert.are.equal(0, S.wait_exit(h, 20))
+    assert.are.equal(100, count("a"))
+  end)
 end)
