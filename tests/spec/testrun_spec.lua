@@ -147,6 +147,17 @@ end)
     assert.matches("MURMUR_TEST_JOBS must be a positive number", err, 1, true)
   end)
 
+  it("leaves out the spec files carrying a tag of MURMUR_SKIP_TAGS (make check: #rock)", function()
+    S.write_file(dir .. "/one_spec.lua", 'describe("#one", function() it("runs", function() end) end)\n')
+    S.write_file(dir .. "/two_spec.lua", 'describe("#two #big", function() it("runs", function() end) end)\n')
+    local env = "MURMUR_SPECS=" .. S.quote(dir) .. " MURMUR_SKIP_TAGS=other,big"
+    local code, out = run(env, "spec")
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("# spec: " .. dir .. "/two_spec.lua skipped (tag big in MURMUR_SKIP_TAGS)", 1, true), out)
+    assert.truthy(out:find("# spec: " .. dir .. "/one_spec.lua\n", 1, true), out)
+    assert.matches("1 passed, 0 failed\n$", out)
+  end)
+
   it("fails a run in which busted selects no test", function()
     S.write_file(dir .. "/one_spec.lua", 'describe("#one", function() it("runs", function() end) end)\n')
     local env = "MURMUR_SPECS=" .. S.quote(dir)
