@@ -667,7 +667,7 @@ dd("#kafka #dynamodb recently_interacted from Kafka into DynamoDB", function()
 
   it("keeps the Top-K exact when one of two workers is killed with kill -9 and restarted", function()
     local path = dir .. "/ri.jsonl"
-    S.gen_events(path, 60000, 30, 1.1, 23)
+    S.gen_events(path, 30000, 30, 1.1, 23)
     local truth, n = {}, 0
     for line in io.lines(path) do
       local e = line:match('"entity_id":"([^"]+)"')
