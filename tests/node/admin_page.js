@@ -3,7 +3,7 @@
 //
 //   node tests/node/admin_page.js --url http://127.0.0.1:PORT/ --pipeline P
 //        --entity E [--token T] [--records N] [--series 1] [--method M]
-//        [--dead-letters P] [--chromium /usr/bin/chromium]
+//        [--dead-letters P] [--chromium /usr/bin/chromium | --ws WS_ENDPOINT]
 //
 // Loads the page, waits for the pipeline table (and, with --records, for a
 // live counter showing N), reaches the lookup form with
@@ -19,7 +19,9 @@
 //    "dl_status":"...", "dl_lines":[...]}
 // and exits 0; a page that never shows what is waited for exits 1 with the
 // reason on stderr. Nothing is asserted here: the spec compares the output
-// with `murmur query`.
+// with `murmur query`. With --ws it connects to the browser that
+// tests/node/admin_browser.js printed the endpoint of (a new context, closed
+// when done) instead of launching chromium itself.
 "use strict";
 const { chromium } = require("playwright-core");
 
@@ -32,8 +34,8 @@ function args() {
 
 async function main() {
   const a = args();
-  const browser = await chromium.launch({ executablePath: a.chromium, headless: true,
-    args: ["--no-sandbox", "--disable-gpu"] });
+  const browser = a.ws ? await chromium.connect(a.ws) : await chromium.launch({ executablePath: a.chromium,
+    headless: true, args: ["--no-sandbox", "--disable-gpu"] });
   const out = { console_errors: [] };
   try {
     const context = await browser.newContext();

@@ -139,10 +139,36 @@ murmur.pipeline { name = "views", monoid = murmur.count(), key = "page",
   end)
 end)
 
--- Runs tests/node/admin_page.js; returns its decoded output.
+-- One chromium (tests/node/admin_browser.js) serves every page a describe
+-- block drives, each in a new browser context: a chromium start-up took
+-- 2-5 s, once per page before. Started at the first page, stopped by
+-- stop_browser in the block's teardown.
+local browser
+
+local function ws_endpoint()
+  if not browser then
+    local bdir = S.tmpdir()
+    local log = bdir .. "/browser.log"
+    browser = { dir = bdir, h = S.spawn(("node %s/tests/node/admin_browser.js"):format(S.quote(S.root)), log) }
+    browser.ws = S.wait_for("chromium's endpoint", 30, function() return (S.read_file(log) or ""):match("(ws://%S+)\n") end,
+      function() return S.read_file(log) or "" end)
+  end
+  return browser.ws
+end
+
+local function stop_browser()
+  if not browser then return end
+  S.kill(browser.h, "TERM")
+  S.wait_exit(browser.h, 10)
+  S.rm_rf(browser.dir)
+  browser = nil
+end
+
+-- Runs tests/node/admin_page.js on the shared chromium; returns its decoded
+-- output.
 local function drive_page(port, pipeline, entity, extra)
-  local code, out = S.exec(("node %s/tests/node/admin_page.js --url http://127.0.0.1:%d/ --pipeline %s --entity %s %s 2>&1")
-    :format(S.quote(S.root), port, S.quote(pipeline), S.quote(entity), extra or ""))
+  local code, out = S.exec(("node %s/tests/node/admin_page.js --ws %s --url http://127.0.0.1:%d/ --pipeline %s --entity %s %s 2>&1")
+    :format(S.quote(S.root), S.quote(ws_endpoint()), port, S.quote(pipeline), S.quote(entity), extra or ""))
   assert.are.equal(0, code, out)
   return core.json_decode(out:match("([^\n]+)\n?$"))
 end
@@ -153,6 +179,7 @@ describe("#admin page served by murmur serve", function()
     function() return dir, h end)
   before_each(set_up)
   after_each(tear_down)
+  teardown(stop_browser)
 
   it("answers /, /api/status and /api/dead-letters", function()
     local base = ("http://127.0.0.1:%d"):format(port)
@@ -254,6 +281,7 @@ describe("#admin page served by murmur run --listen", function()
     function() return dir, h end)
   before_each(set_up)
   after_each(tear_down)
+  teardown(stop_browser)
 
   it("shows live counters, sources and a failed reload's error with its file:line", function()
     if S.exec("test -x /usr/bin/chromium") ~= 0 then
