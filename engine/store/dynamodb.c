@@ -189,7 +189,7 @@ static void ddb_free(mm_ddb_t *st)
 	free(st);
 }
 
-static void ddb_handle_gone(mm_ddb_t *st)
+void mm_ddb_handle_gone(mm_ddb_t *st)
 {
 	if (--st->open_handles == 0)
 		ddb_free(st);
@@ -197,17 +197,17 @@ static void ddb_handle_gone(mm_ddb_t *st)
 
 static void on_timer_closed(uv_handle_t *h)
 {
-	ddb_handle_gone(h->data);
+	mm_ddb_handle_gone(h->data);
 }
 
 static void on_creds_closed(void *arg)
 {
-	ddb_handle_gone(arg);
+	mm_ddb_handle_gone(arg);
 }
 
 static void on_slot_timer_closed(uv_handle_t *h)
 {
-	ddb_handle_gone(((ddb_slot_t *)h->data)->st);
+	mm_ddb_handle_gone(((ddb_slot_t *)h->data)->st);
 }
 
 /* Closes every libuv handle; st is freed when the last one is closed. */
@@ -218,7 +218,8 @@ static void ddb_close_handles(mm_ddb_t *st)
 	st->closing = 1;
 	mm_http_close(st->http);
 	st->http = NULL;
-	st->open_handles = 3 + st->nslots;
+	/* An intent's encoding still on the thread pool counts too. */
+	st->open_handles = 3 + st->nslots + st->encoding;
 	uv_close((uv_handle_t *)&st->kick, on_timer_closed);
 	uv_close((uv_handle_t *)&st->start_timer, on_timer_closed);
 	mm_aws_creds_close(&st->creds, on_creds_closed, st);
@@ -268,7 +269,9 @@ static void ddb_close(mm_store_t *base)
 		ddb_job_t *job = st->jobs;
 
 		st->jobs = job->next;
-		mm_ddb_job_free(job);
+		/* The completion of an encoding in flight frees its job. */
+		if (!job->encoding)
+			mm_ddb_job_free(job);
 	}
 	ddb_close_handles(st);
 }

@@ -101,8 +101,9 @@ int64_t mm_ddb_commit_until(const mm_flush_t *f)
 	return until;
 }
 
-/* Encodes the intent of the apply job into job->intent. */
-static int intent_encode(mm_ddb_t *st, ddb_job_t *job)
+/* Encodes the intent of the apply job into job->intent. Any thread: it
+ * reads the flush, which nobody changes while the apply runs. */
+static int intent_encode(ddb_job_t *job)
 {
 	const mm_flush_t *f = job->f;
 	mm_buf_t *b = &job->intent, state = {0};
@@ -161,9 +162,44 @@ static int intent_encode(mm_ddb_t *st, ddb_job_t *job)
 	return rc ? mm_diag_set(MM_ENOMEM, "dynamodb: cannot encode a flush intent") : 0;
 }
 
+static void encode_work(uv_work_t *w)
+{
+	ddb_job_t *job = (ddb_job_t *)((char *)w - offsetof(ddb_job_t, encode));
+
+	job->encode_rc = intent_encode(job);
+	if (job->encode_rc)
+		snprintf(job->encode_detail, sizeof(job->encode_detail), "%s", mm_diag_msg());
+}
+
+static void encode_done(uv_work_t *w, int status)
+{
+	ddb_job_t *job = (ddb_job_t *)((char *)w - offsetof(ddb_job_t, encode));
+	mm_ddb_t *st = w->data;
+
+	job->encoding = 0;
+	st->encoding--;
+	if (st->closing) {
+		/* ddb_close left the job to us; the store waits for this. */
+		mm_ddb_job_free(job);
+		mm_ddb_handle_gone(st);
+		return;
+	}
+	if (status != 0 && job->encode_rc == 0) {
+		job->encode_rc = MM_EIO;
+		snprintf(job->encode_detail, sizeof(job->encode_detail),
+			 "dynamodb: the encoding of a flush intent was cancelled");
+	}
+	if (job->encode_rc == 0)
+		job->nchunks = (job->intent.len + DDB_INTENT_CHUNK - 1) / DDB_INTENT_CHUNK;
+	mm_ddb_job_resume(st, job, job->encode_rc, job->encode_detail);
+}
+
 /* Plans the intent phases of an apply: an intent when the flush moves a
  * position and has deltas (a flush of positions alone needs none), unless
- * this is the retry of a flush whose intent is durable already. */
+ * this is the retry of a flush whose intent is durable already. The intent
+ * is encoded on the thread pool (a flush of 82 000 sketches takes 90 ms to
+ * encode, which on the loop would stop every source and timer that long);
+ * the job waits in its first phase until the encoding is done. */
 int mm_ddb_intent_plan(mm_ddb_t *st, ddb_job_t *job)
 {
 	const mm_flush_t *f = job->f;
@@ -173,10 +209,14 @@ int mm_ddb_intent_plan(mm_ddb_t *st, ddb_job_t *job)
 	if (!st->cfg.positions || f->npositions == 0 || f->ndeltas == 0 ||
 	    job->intent_durable)
 		return 0;
-	if ((rc = intent_encode(st, job)))
-		return rc;
 	job->want_intent = 1;
-	job->nchunks = (job->intent.len + DDB_INTENT_CHUNK - 1) / DDB_INTENT_CHUNK;
+	job->encode.data = st;
+	if ((rc = uv_queue_work(st->base.loop, &job->encode, encode_work, encode_done)) != 0)
+		return mm_diag_set(MM_EIO, "dynamodb: cannot queue the encoding of a flush intent: %s",
+				   uv_strerror(rc));
+	job->encoding = 1;
+	st->encoding++;
+	mm_ddb_job_wait(job);
 	return 0;
 }
 
