@@ -55,6 +55,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../codec/json.h"
 #include "../lib/error.h"
@@ -162,10 +163,24 @@ static int intent_encode(ddb_job_t *job)
 	return rc ? mm_diag_set(MM_ENOMEM, "dynamodb: cannot encode a flush intent") : 0;
 }
 
+/* Builds with MM_ERRINJ: MURMUR_ERRINJ_DDB_INTENT_SLOW_MS=N makes each
+ * encoding take N ms longer (a flush of many large sketches), so that a spec
+ * can tell where it runs. */
+static void errinj_slow_encode(void)
+{
+#ifdef MM_ERRINJ
+	const char *v = getenv("MURMUR_ERRINJ_DDB_INTENT_SLOW_MS");
+
+	if (v && *v)
+		usleep((useconds_t)strtoul(v, NULL, 10) * 1000);
+#endif
+}
+
 static void encode_work(uv_work_t *w)
 {
 	ddb_job_t *job = (ddb_job_t *)((char *)w - offsetof(ddb_job_t, encode));
 
+	errinj_slow_encode();
 	job->encode_rc = intent_encode(job);
 	if (job->encode_rc)
 		snprintf(job->encode_detail, sizeof(job->encode_detail), "%s", mm_diag_msg());
