@@ -52,6 +52,7 @@ struct mm_prep {
 	int held;               /* META: holds the engine's sources (added while running) */
 	mm_pipeline_t *p;       /* META: the pipeline; NULL once it was removed */
 	mm_source_t *src;       /* POSITION: the source (looked up again on answer) */
+	char *key;              /* the name the store call in flight reads (a copy) */
 	mm_buf_t buf;           /* the answer, or the descriptor to write */
 };
 
@@ -72,6 +73,7 @@ static void prep_free(mm_engine_t *ctx, mm_prep_t *op)
 			break;
 		}
 	mm_buf_free(&op->buf);
+	free(op->key);
 	free(op);
 }
 
@@ -312,6 +314,20 @@ static void on_position(void *arg, int status, const char *detail)
 
 /* ---- issuing ---- */
 
+/*
+ * The store reads the name it is given until it answers (an LMDB read on a
+ * pool thread), and the answer may come after the pipeline was removed (a
+ * reload rolled back) or the source closed, which frees their names: the
+ * store gets the prep's own copy, freed with the prep.
+ */
+static int prep_key(mm_prep_t *op, const char *name)
+{
+	free(op->key);
+	if ((op->key = strdup(name)) == NULL)
+		return mm_diag_set(MM_ENOMEM, "cannot copy the name '%s'", name);
+	return 0;
+}
+
 static void prep_issue(mm_prep_t *op)
 {
 	mm_engine_t *ctx = op->ctx;
@@ -321,16 +337,17 @@ static void prep_issue(mm_prep_t *op)
 		return;
 	if (op->kind == PREP_META && op->stage == 0) {
 		op->buf.len = 0;
-		rc = mm_store_get_meta(ctx->st, op->p->cfg.name, &op->buf, on_meta, op);
+		if ((rc = prep_key(op, op->p->cfg.name)) == 0)
+			rc = mm_store_get_meta(ctx->st, op->key, &op->buf, on_meta, op);
 	} else if (op->kind == PREP_META) {
-		rc = mm_store_put_meta(ctx->st, op->p->cfg.name, op->buf.p, op->buf.len, on_meta, op);
+		if ((rc = prep_key(op, op->p->cfg.name)) == 0)
+			rc = mm_store_put_meta(ctx->st, op->key, op->buf.p, op->buf.len, on_meta, op);
 	} else {
 		mm_engine_source_t *es = mm_engine_source_of(ctx, op->src);
 
 		op->buf.len = 0;
-		rc = mm_store_get_position(ctx->st,
-					   op->stage ? es->src->id : mm_source_pos_key(es->src),
-					   &op->buf, on_position, op);
+		if ((rc = prep_key(op, op->stage ? es->src->id : mm_source_pos_key(es->src))) == 0)
+			rc = mm_store_get_position(ctx->st, op->key, &op->buf, on_position, op);
 	}
 	if (rc) {
 		/* Refused before it started (out of memory, a read-only store):

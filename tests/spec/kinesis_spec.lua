@@ -558,16 +558,24 @@ murmur.pipeline {
     end
   end)
 
-  it("backs off when throttled, renews expired iterators, retries 5xx, and stays exact", function()
-    local plog = dir .. "/proxy.log"
-    local proxy = S.spawn(("node %s/tests/node/fault_proxy.js --target %d"):format(S.root, port), plog)
-    local h
+  -- A fault proxy in front of kinesalite (tests/node/fault_proxy.js),
+  -- logging to log: returns its port and a table whose h is the murmur run
+  -- the case starts through it. Both are stopped at the case's end by one
+  -- finally, since busted keeps only a test's last one.
+  local function fault_proxy(log)
+    local run = {}
+    local proxy = S.spawn(("node %s/tests/node/fault_proxy.js --target %d"):format(S.root, port), log)
     finally(function()
-      if h then S.kill(h, "KILL") S.wait_exit(h, 5) end
+      if run.h then S.kill(run.h, "KILL") S.wait_exit(run.h, 5) end
       S.kill(proxy, "TERM")
       S.wait_exit(proxy, 5)
     end)
-    local pport = S.wait_port(plog, 10)
+    return S.wait_port(log, 10), run
+  end
+
+  it("backs off when throttled, renews expired iterators, retries 5xx, and stays exact", function()
+    local plog = dir .. "/proxy.log"
+    local pport, run = fault_proxy(plog)
     local rules = core.json_encode({ rules = {
       { op = "GetRecords", action = "throttle", rate = 0.3 },
       { op = "GetRecords", action = "expired_iterator", after = 4, count = 3 },
@@ -578,8 +586,9 @@ murmur.pipeline {
     local stream, expected = new_stream(2), {}
     put(stream, 0, 600, expected)
     local data, path = dir .. "/faults", script(stream, ", limit = 40")
-    h = S.spawn(("%s %s run %s --no-supervisor --data %s --kinesis-endpoint http://127.0.0.1:%d"):format(ENV,
+    local h = S.spawn(("%s %s run %s --no-supervisor --data %s --kinesis-endpoint http://127.0.0.1:%d"):format(ENV,
       S.quote(S.murmur), S.quote(path), data, pport), dir .. "/faults.log")
+    run.h = h
     local st
     S.wait_status(data, function()
       st = kinesis_status(data)
@@ -589,7 +598,7 @@ murmur.pipeline {
     end, 120, "600 records read through the faults")
     S.kill(h, "TERM")
     assert.are.equal(0, S.wait_exit(h, 30), S.read_file(dir .. "/faults.log"))
-    h = nil
+    run.h = nil
     assert.are.same(expected, counts(data))
     local throttles, renewals, errors = 0, 0, 0
     for _, sh in ipairs(st.shards) do
@@ -612,15 +621,7 @@ murmur.pipeline {
   -- secret and token, so the records counted were read with those keys.
   it("fetches container credentials on the loop, retrying a failing endpoint, during a hot reload", function()
     local plog = dir .. "/cproxy.log"
-    local proxy = S.spawn(("node %s/tests/node/fault_proxy.js --target %d"):format(S.root, port), plog)
-    -- A test keeps only its last finally: this one stops murmur too.
-    local h
-    finally(function()
-      if h then S.kill(h, "KILL") S.wait_exit(h, 5) end
-      S.kill(proxy, "TERM")
-      S.wait_exit(proxy, 5)
-    end)
-    local pport = S.wait_port(plog, 10)
+    local pport, run = fault_proxy(plog)
     local function post(path, doc)
       local code, out = S.exec(("curl -s -X POST --data-binary %s http://127.0.0.1:%d%s"):format(
         S.quote(core.json_encode(doc)), pport, path))
@@ -641,8 +642,9 @@ murmur.pipeline { name = "files", source = murmur.file { path = %q, follow = tru
     S.write_file(p, files)
     local env = ("env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN "
       .. "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:%d/creds"):format(pport)
-    h = S.spawn(("%s %s run %s --no-supervisor --data %s --kinesis-endpoint http://127.0.0.1:%d"):format(env,
+    local h = S.spawn(("%s %s run %s --no-supervisor --data %s --kinesis-endpoint http://127.0.0.1:%d"):format(env,
       S.quote(S.murmur), S.quote(p), data, pport), dir .. "/creds.log")
+    run.h = h
     S.wait_status(data, function(st) return st.engine and st.engine.records == 1 end, 20, "the file's record")
     S.write_file(p, files .. S.read_file(script(stream)):gsub('^local murmur = require%("murmur"%)\n', ""))
     local st
@@ -655,7 +657,7 @@ murmur.pipeline { name = "files", source = murmur.file { path = %q, follow = tru
     end, 90, "the reload and 300 Kinesis records")
     S.kill(h, "TERM")
     assert.are.equal(0, S.wait_exit(h, 30), S.read_file(dir .. "/creds.log"))
-    h = nil
+    run.h = nil
     assert.are.same(expected, counts(data))
     local _, out = S.exec(("curl -s http://127.0.0.1:%d/__stats"):format(pport))
     local pst = core.json_decode(out)
