@@ -6,8 +6,12 @@
  * (MM_STORE_CAP_SHARED) its pipeline holds it (held.h) instead of
  * aggregating it; on a store only this worker writes (LMDB, memory), where a
  * claim can only be won or find the id counted, the pipeline aggregates it
- * and logs its adds (oplog.h). A flush then starts with a claim round over
- * the generation it takes:
+ * and logs its adds (oplog.h); where such a store keeps its marks in memory
+ * (MM_STORE_CAP_MARKED: LMDB), the pipeline asks them when the record
+ * arrives instead, and only records that came while they could not answer
+ * yet (not read from the disk) are logged and claimed here. A flush then
+ * starts with a claim round over the generation it takes, when it has held
+ * records or logged ids:
  *
  *   1. every pipeline's new ids are claimed, one batched store call per
  *      pipeline; ids whose request failed are asked again with backoff (the

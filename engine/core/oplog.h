@@ -14,6 +14,12 @@
  * leaving out the adds of those records: the monoids have no inverse, so
  * this replay is the only way to take an add back.
  *
+ * Where the store keeps its marks in memory (MM_STORE_CAP_MARKED), the
+ * pipeline asks them when a record arrives and logs nothing, except while
+ * they cannot answer yet (the first generation after open, whose claims
+ * read them): then the record takes this log. A record settled at once in
+ * a logged generation logs its adds untagged (they stay).
+ *
  * Logging starts with a generation's first new id, so a pipeline whose
  * events carry no ids pays nothing. The adds the generation holds at that
  * moment move aside as they are (the pipeline's base table, a swap of two

@@ -64,9 +64,12 @@ int mm_pipeline_init(mm_pipeline_t *p, mm_store_t *st, mm_pipeline_config_t *cfg
 		mm_agg_init(&p->ids[g], NULL);
 		mm_agg_init(&p->held[g].ids, NULL);
 	}
-	/* Dedup on a store only this worker writes: aggregate at once, log the
-	 * adds in case a claim finds an id counted before (oplog.h). */
+	/* Dedup on a store only this worker writes: aggregate at once, and ask
+	 * the store's marks at once where it keeps them in memory; else, or
+	 * while it cannot answer yet, log the adds in case a claim finds an id
+	 * counted before (oplog.h). */
 	p->logs = st && p->cfg.id_kind != MM_PART_NONE && !(mm_store_caps(st) & MM_STORE_CAP_SHARED);
+	p->asks_marks = p->logs && (mm_store_caps(st) & MM_STORE_CAP_MARKED);
 	if (p->cfg.key_kind == MM_PART_CONST)
 		for (int k = 0; k < p->cfg.nkeys; k++)
 			p->const_klen[k] = strlen(p->cfg.keys[k]);
@@ -352,11 +355,30 @@ mm_agg_entry_t *mm_pipeline_id_upsert(mm_pipeline_t *p, int gen, const char *id,
 	return ids_upsert(p, gen, id, len, &h, created);
 }
 
-/* 1 when the id is pending in either generation or held, else 0 (or 2:
- * held, pipe_hold). h is the id's mm_id_hash, which the fast path computes
- * once for this and pipe_remember. */
-static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len, const mm_idhash_t *h)
+/* The record's claim answered at once by the store's marks in memory: 1
+ * counted before, 0 new, MM_EAGAIN while the store cannot answer. Counted
+ * as claims, which they replace. ahead: the next record's id hash, if
+ * known (the store fetches its slot meanwhile). */
+static int pipe_ask_marks(mm_pipeline_t *p, const mm_idhash_t *h, const mm_idhash_t *ahead)
 {
+	int rc = mm_store_marked(p->st, h, ahead, p->batch ? p->batch->now_ms : mm_now_ms());
+
+	if (rc < 0)
+		return rc;
+	p->stats.claims++;
+	p->stats.claim_duplicates += (uint64_t)rc;
+	return rc;
+}
+
+/* 1 when the id is pending in either generation or held, or marked in the
+ * store, else 0 (or 2: held, pipe_hold). h is the id's mm_id_hash, which the
+ * fast path computes once for this and pipe_remember; ahead is the next
+ * record's, or NULL (pipe_ask_marks). */
+static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len, const mm_idhash_t *h,
+		     const mm_idhash_t *ahead)
+{
+	int rc;
+
 	/* A held record's claim was won: it is new by definition. */
 	if (p->replaying)
 		return 0;
@@ -371,6 +393,10 @@ static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len, const mm_idha
 		return 0;
 	if (!p->logs)
 		return pipe_hold(p, id, len);
+	/* Not pending, so not in the apply in flight either: the store's marks
+	 * settle it, and its record needs no log. */
+	if (p->asks_marks && (rc = pipe_ask_marks(p, h, ahead)) != MM_EAGAIN)
+		return rc;
 	if (!p->log[p->cur].on)
 		pipe_log_start(p);
 	p->claiming = 1;
@@ -587,6 +613,12 @@ typedef struct rec_read {
 	int rc;
 } rec_read_t;
 
+/* The hash of s's event id, or NULL when it has no usable one (not hashed). */
+static inline const mm_idhash_t *read_id_hash(const rec_read_t *s)
+{
+	return s->id && s->idlen >= 1 && s->idlen <= MM_ID_MAX ? &s->idh : NULL;
+}
+
 /*
  * Reads record r: scans its fields and hashes its event id, then hints the
  * cache about the id's slots in the pending-id tables. The record loop reads
@@ -630,7 +662,7 @@ record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_r
 		s->idlen = r->id_len;
 	}
 	/* An unusable id is counted by process_record (id_usable). */
-	if (s->id && s->idlen >= 1 && s->idlen <= MM_ID_MAX) {
+	if (read_id_hash(s)) {
 		mm_id_hash(p->id_seed, s->id, s->idlen, &s->idh);
 		mm_agg_prefetch_h(&p->ids[p->cur], id_slot(&s->idh), 1);
 		mm_agg_prefetch_h(&p->ids[!p->cur], id_slot(&s->idh), 0);
@@ -638,9 +670,10 @@ record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_r
 	return 0;
 }
 
-/* Processes record r, read by record_read into s. */
+/* Processes record r, read by record_read into s; the next record, if
+ * any, is read into ahead already. */
 static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms,
-			  const scan_plan_t *sp, rec_read_t *s)
+			  const scan_plan_t *sp, rec_read_t *s, const rec_read_t *ahead)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
 	const mm_json_field_t *fields = s->f;
@@ -654,7 +687,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	if (id && !id_usable(p, idlen))
 		id = NULL;
 	if (id) {
-		rc = pipe_seen(p, id, idlen, &s->idh);
+		rc = pipe_seen(p, id, idlen, &s->idh, ahead ? read_id_hash(ahead) : NULL);
 		if (rc != 0)
 			return rc;
 	}
@@ -717,7 +750,7 @@ added:
 /* Processes record i of b, read ahead into s, and counts its outcome. */
 static inline __attribute__((always_inline)) void
 record_finish(mm_pipeline_t *p, mm_batch_t *b, size_t i, const scan_plan_t *sp, rec_read_t *s,
-	      const char *src_id)
+	      const rec_read_t *ahead, const char *src_id)
 {
 	const mm_record_t *r = &b->recs[i];
 	int rc;
@@ -730,7 +763,7 @@ record_finish(mm_pipeline_t *p, mm_batch_t *b, size_t i, const scan_plan_t *sp, 
 	pipe_begin(p);
 	rc = s->rc ? record_read(p, r, sp, s) : 0;
 	if (rc == 0)
-		rc = process_record(p, r, b->now_ms, sp, s);
+		rc = process_record(p, r, b->now_ms, sp, s, ahead);
 	if (!p->replaying)
 		p->stats.records++;
 	if (rc == 0) {
@@ -781,7 +814,7 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 			next->rc = record_read(p, &b->recs[i], &sp, next);
 		}
 		if (i > 0)
-			record_finish(p, b, i - 1, &sp, cur, src_id);
+			record_finish(p, b, i - 1, &sp, cur, i < b->n ? next : NULL, src_id);
 		t = cur;
 		cur = next;
 		next = t;
@@ -938,7 +971,7 @@ int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 	if (!id_usable(p, len))
 		return 0;
 	mm_id_hash(p->id_seed, id, len, &h);
-	rc = pipe_seen(p, id, len, &h);
+	rc = pipe_seen(p, id, len, &h, NULL);
 
 	if (rc == 2)
 		p->pending_records++;

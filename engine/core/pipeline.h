@@ -130,6 +130,9 @@ typedef struct mm_pipeline {
 	mm_oplog_t log[2];          /* adds waiting for their claims (a private store) */
 	mm_agg_t base[2];           /* a generation's adds from before its log began */
 	int logs;                   /* dedup on a private store: adds go to log too */
+	int asks_marks;             /* and its marks answer a claim at once
+	                             * (MM_STORE_CAP_MARKED): a log only while
+	                             * they cannot */
 	int claiming;               /* the record in progress has a new id to claim */
 	int replaying;              /* processing held records whose claims were won */
 	int rec;                    /* index of the record being processed in batch */
@@ -221,7 +224,8 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 		   int64_t *ts_ms);
 
 /* Dedup check for id: 1 = already seen (skip the record), 0 = new (not in
- * the pending generations; the flush's claim settles it, see oplog.h), 2 =
+ * the pending generations nor, where the store answers at once, in its
+ * marks; else the flush's claim settles it, see oplog.h), 2 =
  * held until its id is claimed (a shared store: skip it now, the flush
  * processes it again). */
 int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len);

@@ -77,7 +77,8 @@
  * Error injection (tests only, compiled in when MM_ERRINJ is defined): the
  * environment variable MURMUR_ERRINJ_STORE_APPLY=N makes the next N apply()
  * calls fail with MM_ENOSPC before any transaction begins; each injected
- * failure decrements the variable.
+ * failure decrements the variable. MURMUR_ERRINJ_LMDB_MARKS_UNREAD (set)
+ * keeps start() from reading the dedup marks (lmdb_dedup.c).
  */
 #include <assert.h>
 #include <errno.h>
@@ -794,6 +795,11 @@ static int lmdb_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, int read_on
 		rc = mm_diag_set(MM_ENOMEM, "lmdb: cannot create a mutex");
 		goto fail;
 	}
+	if (uv_mutex_init(&st->set_lock)) {
+		uv_mutex_destroy(&st->marks_lock);
+		rc = mm_diag_set(MM_ENOMEM, "lmdb: cannot create a mutex");
+		goto fail;
+	}
 	if (!read_only)
 		lmdb_map_find(st);
 	*out = &st->base;
@@ -812,14 +818,16 @@ static void lmdb_close(mm_store_t *base)
 	mdb_env_close(st->env);
 	mm_lmdb_marks_free(st);
 	uv_mutex_destroy(&st->marks_lock);
+	uv_mutex_destroy(&st->set_lock);
 	free(st);
 }
 
 const mm_store_vtable_t mm_store_lmdb_vtable = {
 	.name = "lmdb",
 	.options = lmdb_options,
-	.caps = MM_STORE_CAP_ATOMIC,
+	.caps = MM_STORE_CAP_ATOMIC | MM_STORE_CAP_MARKED,
 	.open = lmdb_open,
+	.start = mm_lmdb_start,
 	.apply = lmdb_apply,
 	.get_many = lmdb_get_many,
 	.get_position = mm_lmdb_get_position,
@@ -828,4 +836,5 @@ const mm_store_vtable_t mm_store_lmdb_vtable = {
 	.list_meta = mm_lmdb_list_meta,
 	.close = lmdb_close,
 	.claim = mm_lmdb_claim,
+	.marked = mm_lmdb_marked,
 };

@@ -23,25 +23,33 @@
  * instead of a delete per id.
  *
  * In memory, a markset holds every live mark (the hashes of the live
- * partitions), filled from the disk on the first claim or apply after open
- * and kept up to date by apply() after each commit; claim() answers from it
- * alone: a live mark was counted (DUPLICATE), any other id is WON. No other
- * worker writes the store, so nothing can come between that answer and the
- * apply() that marks the won ids. Memory: 21 to 43 bytes per live mark (96
+ * partitions), filled from the disk by start() (a writer's), else by the
+ * first claim or apply after open, and kept up to date by apply() after
+ * each commit; claim() answers from it alone: a live mark was counted
+ * (DUPLICATE), any other id is WON. No other worker writes the store, so
+ * nothing can come between that answer and the apply() that marks the won
+ * ids; and so marked() gives the same answer at once, for one record on the
+ * loop thread, once the set is filled: the pipeline then needs no claim at
+ * the flush (MM_STORE_CAP_MARKED). Memory: 21 to 43 bytes per live mark (96
  * bits of each hash and its expiry; twice that while the table grows). The
  * set is read from the disk again when its expiry offsets' base is 24 days
  * old, and pruned when a partition ends.
  * The set is a cache of what is committed: a failed commit leaves it as it
  * was, and a set that cannot take a committed mark (out of memory) is
- * dropped and read from the disk again by the next claim.
+ * dropped and read from the disk again by the next claim or apply.
  *
  * Format 1 stores (before this layout) kept one record per id in "seen"
  * (lmdb.c's layout). Their marks are read from there too, and the first
  * apply() after open moves the live ones into runs and empties "seen", in
  * its own transaction: nothing is lost whether it commits or not.
  *
- * Threads: claim and apply work run on pool threads; the markset and the
- * pending entries are under st->marks_lock.
+ * Threads: claim and apply work run on pool threads, marked() on the loop
+ * thread. The pool threads' work on the marks is serialised by
+ * st->marks_lock; marked() takes st->set_lock, which a pool thread holds
+ * only while it changes the set, never while it reads the disk or builds a
+ * table: a set read from the disk or grown for a flush's marks is built
+ * aside and swapped in, and marks added in place go in runs of
+ * LMDB_ADD_RUN, so the loop waits for a lookup, not for a rebuild.
  */
 #include <stdlib.h>
 
@@ -51,6 +59,7 @@
 #define LMDB_MARK_WINDOW_MS 3600000LL
 #define LMDB_MARK_SIZE 24
 #define LMDB_PREFETCH 8
+#define LMDB_ADD_RUN 4096
 
 static uint32_t partition_of(int64_t expire_ms)
 {
@@ -141,25 +150,42 @@ corrupt:
 			   key.mv_size);
 }
 
+/* Makes *t the markset (t NULL: none, the marks are unread), under
+ * set_lock, and frees the table it replaces after. marks_lock held. */
+static void set_replace(mm_lmdb_t *st, mm_markset_t *t)
+{
+	mm_markset_t old;
+
+	uv_mutex_lock(&st->set_lock);
+	old = st->set;
+	st->set = t ? *t : (mm_markset_t){0};
+	st->marks_loaded = t != NULL;
+	uv_mutex_unlock(&st->set_lock);
+	mm_markset_free(&old);
+}
+
 /* Fills the markset from the disk (runs and format 1 marks) if it is not
  * filled yet or its base has grown stale (markset.h). Its base is an hour
  * before now, so that a wall clock set back a little still finds the marks
- * it asks about. Lock held. */
+ * it asks about. The set is built aside and swapped in (set_replace); one
+ * that cannot be read leaves none. marks_lock held. */
 static int marks_load(mm_lmdb_t *st, MDB_txn *txn, int64_t now_ms)
 {
 	MDB_cursor *cur = NULL;
 	MDB_cursor_op op = MDB_FIRST;
 	MDB_val key, val;
+	mm_markset_t t = {0};
 	size_t i, keep = st->npend;
 	int rc = 0, mrc;
 
 	if (st->marks_loaded && !mm_markset_stale(&st->set, now_ms))
 		return 0;
-	st->marks_loaded = 0;
-	mm_markset_start(&st->set, now_ms - LMDB_MARK_WINDOW_MS);
+	mm_markset_start(&t, now_ms - LMDB_MARK_WINDOW_MS);
 	if (st->has_marks_db) {
-		if ((mrc = mdb_cursor_open(txn, st->dbi_marks, &cur)))
-			return mm_lmdb_fail(mrc, "open cursor");
+		if ((mrc = mdb_cursor_open(txn, st->dbi_marks, &cur))) {
+			rc = mm_lmdb_fail(mrc, "open cursor");
+			goto out;
+		}
 		for (;; op = MDB_NEXT) {
 			const uint8_t *p;
 
@@ -181,22 +207,21 @@ static int marks_load(mm_lmdb_t *st, MDB_txn *txn, int64_t now_ms)
 						   (int64_t)mm_get_u64le(p + 16)};
 
 				p += LMDB_MARK_SIZE;
-				if (m.expire_ms > now_ms && (rc = mm_markset_add(&st->set, &m, now_ms)))
+				if (m.expire_ms > now_ms && (rc = mm_markset_add(&t, &m, now_ms)))
 					goto out;
 			}
 		}
 	}
 	if (rc == 0 && st->legacy && (rc = legacy_read(st, txn, now_ms)) == 0)
 		for (i = keep; i < st->npend && rc == 0; i++)
-			rc = mm_markset_add(&st->set, &st->pend[i], now_ms);
+			rc = mm_markset_add(&t, &st->pend[i], now_ms);
 out:
 	st->npend = keep;
 	if (cur != NULL)
 		mdb_cursor_close(cur);
 	if (rc)
-		mm_markset_free(&st->set);
-	else
-		st->marks_loaded = 1;
+		mm_markset_free(&t);
+	set_replace(st, rc ? NULL : &t);
 	return rc;
 }
 
@@ -378,32 +403,51 @@ out:
 	return rc;
 }
 
+/* Adds pend[from..to) to t, each add hinting the cache about the slot of
+ * the one LMDB_PREFETCH places later. */
+static int add_pending(mm_lmdb_t *st, mm_markset_t *t, size_t from, size_t to, int64_t now_ms)
+{
+	int rc = 0;
+
+	for (size_t i = from; i < to && rc == 0; i++) {
+		if (i + LMDB_PREFETCH < st->npend)
+			mm_markset_prefetch(t, &st->pend[i + LMDB_PREFETCH]);
+		rc = mm_markset_add(t, &st->pend[i], now_ms);
+	}
+	return rc;
+}
+
 void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms)
 {
-	size_t i;
+	mm_markset_t t;
+	size_t i, to;
 	int rc = 0;
 
 	uv_mutex_lock(&st->marks_lock);
 	if (st->migrated)
 		st->legacy = 0;
-	/* One growth for the flush's marks, if any; should it fail, the adds
-	 * grow the table themselves. */
-	(void)mm_markset_reserve(&st->set, st->npend, now_ms);
-	for (i = 0; i < st->npend && rc == 0; i++) {
-		if (i + LMDB_PREFETCH < st->npend)
-			mm_markset_prefetch(&st->set, &st->pend[i + LMDB_PREFETCH]);
-		rc = mm_markset_add(&st->set, &st->pend[i], now_ms);
+	/* A partition ended (its marks leave the memory too) or the table must
+	 * grow: a copy, grown once for the flush's marks, takes them and then
+	 * the set's place. Else, or without the memory for a copy, they go
+	 * into the set in runs (the adds grow it themselves if they must). */
+	if ((st->dropped || !mm_markset_has_room(&st->set, st->npend)) &&
+	    mm_markset_copy(&t, &st->set, st->npend, now_ms) == 0) {
+		if ((rc = add_pending(st, &t, 0, st->npend, now_ms)) == 0)
+			set_replace(st, &t);
+		else
+			mm_markset_free(&t);
+	} else {
+		for (i = 0; i < st->npend && rc == 0; i = to) {
+			to = st->npend - i > LMDB_ADD_RUN ? i + LMDB_ADD_RUN : st->npend;
+			uv_mutex_lock(&st->set_lock);
+			rc = add_pending(st, &st->set, i, to, now_ms);
+			uv_mutex_unlock(&st->set_lock);
+		}
 	}
-	if (rc) {
-		/* Read again from the disk, which has every mark, by the next
-		 * claim: the set must never miss one. */
-		mm_markset_free(&st->set);
-		st->marks_loaded = 0;
-	} else if (st->dropped) {
-		/* A partition ended: its marks leave the memory too (a failed
-		 * prune leaves them there, expired, which is harmless). */
-		(void)mm_markset_prune(&st->set, now_ms);
-	}
+	/* Read again from the disk, which has every mark, by the next claim or
+	 * apply: the set must never miss one. */
+	if (rc)
+		set_replace(st, NULL);
 	st->npend = 0;
 	uv_mutex_unlock(&st->marks_lock);
 }
@@ -461,6 +505,69 @@ out:
 	uv_mutex_unlock(&st->marks_lock);
 	free(h);
 	mm_lmdb_work_finish(w, rc);
+}
+
+/* Reads the marks before the engine reads its first record (start), so
+ * that marked() answers from the first generation on. A read that fails
+ * leaves the set unread: the first claim or apply reads it again and reports
+ * the failure as it would have without this, and until then the records'
+ * ids wait for the flush's claims. */
+static void lmdb_start_work(uv_work_t *req)
+{
+	lmdb_work_t *w = (lmdb_work_t *)req;
+	mm_lmdb_t *st = w->st;
+	MDB_txn *txn;
+
+	uv_mutex_lock(&st->marks_lock);
+	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) == 0) {
+		(void)marks_load(st, txn, w->now_ms);
+		mdb_txn_abort(txn);
+	}
+	uv_mutex_unlock(&st->marks_lock);
+	mm_lmdb_work_finish(w, 0);
+}
+
+int mm_lmdb_start(mm_store_t *base, mm_store_cb cb, void *arg)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+	lmdb_work_t *w;
+
+	/* A reader (queries) asks no claims. */
+	if (st->read_only)
+		return mm_store_complete_later(base, cb, arg, 0, "");
+#ifdef MM_ERRINJ
+	/* Tests: the marks stay unread, as after a failed read (the claims'
+	 * path for the first generation). */
+	if (getenv("MURMUR_ERRINJ_LMDB_MARKS_UNREAD"))
+		return mm_store_complete_later(base, cb, arg, 0, "");
+#endif
+	w = mm_lmdb_reader_new(base, NULL, 0, cb, arg);
+	if (w == NULL)
+		return mm_diag_set(MM_ENOMEM, "lmdb: cannot allocate the start");
+	return mm_lmdb_queue(st, w, lmdb_start_work);
+}
+
+/* A record's claim at once (MM_STORE_CAP_MARKED), from the markset alone:
+ * the loop thread takes the lock the pool threads change it under. Until
+ * the set is read (by the first claim or apply after open, or again after
+ * it was dropped or grew stale), the ids wait for the flush's claims. */
+int mm_lmdb_marked(mm_store_t *base, const mm_idhash_t *h, const mm_idhash_t *ahead,
+		   int64_t now_ms)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+	mm_markhash_t m = {h->h0, h->h1, 0};
+	int rc;
+
+	uv_mutex_lock(&st->set_lock);
+	if (!st->marks_loaded || mm_markset_stale(&st->set, now_ms)) {
+		rc = MM_EAGAIN;
+	} else {
+		if (ahead != NULL)
+			mm_markset_prefetch(&st->set, &(mm_markhash_t){ahead->h0, ahead->h1, 0});
+		rc = mm_markset_expiry(&st->set, &m) > now_ms;
+	}
+	uv_mutex_unlock(&st->set_lock);
+	return rc;
 }
 
 int mm_lmdb_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,

@@ -43,10 +43,14 @@ typedef struct mm_lmdb {
 	int read_only;
 	int has_marks_db;       /* 0: a read-only opener of a format 1 store */
 	unsigned inflight;
-	/* Dedup marks (lmdb_dedup.c), under marks_lock: every live mark once
-	 * loaded, the entries of the apply in flight, and whether format 1
-	 * marks are left in "seen" (legacy) or this apply moves them. */
-	uv_mutex_t marks_lock;
+	/* Dedup marks (lmdb_dedup.c), under marks_lock, which serialises the
+	 * pool threads' work on them: every live mark once loaded, the entries
+	 * of the apply in flight, and whether format 1 marks are left in
+	 * "seen" (legacy) or this apply moves them. The set and marks_loaded
+	 * are also read by marked() on the loop thread, under set_lock alone:
+	 * a pool thread (holding marks_lock) takes set_lock only while it
+	 * changes them, briefly, and reads them without it. */
+	uv_mutex_t marks_lock, set_lock;
 	mm_markset_t set;
 	int marks_loaded, legacy, migrated;
 	mm_markhash_t *pend;
@@ -183,6 +187,11 @@ void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms);
 void mm_lmdb_marks_free(mm_lmdb_t *st);
 int mm_lmdb_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
 		  mm_store_cb cb, void *arg);
+/* The vtable's start(): a writer reads its marks into memory. */
+int mm_lmdb_start(mm_store_t *base, mm_store_cb cb, void *arg);
+/* The vtable's marked(): a record's claim answered from the markset. */
+int mm_lmdb_marked(mm_store_t *base, const mm_idhash_t *h, const mm_idhash_t *ahead,
+		   int64_t now_ms);
 
 /* lmdb_sort.c */
 

@@ -99,29 +99,44 @@ static int live(const mm_markset_t *s, const mm_markslot_t *e, int64_t now_ms)
 	return !is_empty(e) && s->base_ms + (int64_t)e->exp > now_ms;
 }
 
-/* Moves the marks live at now_ms into a new table with room for `extra`
- * more. */
-static int rebuild(mm_markset_t *s, int64_t now_ms, size_t extra)
+/* Copies the marks of s live at now_ms into t, a new table with room for
+ * `extra` more; s is left as it is. */
+static int rebuild_into(mm_markset_t *t, const mm_markset_t *s, int64_t now_ms, size_t extra)
 {
-	mm_markset_t t = {.base_ms = s->base_ms};
 	size_t n = 0, i;
 
+	*t = (mm_markset_t){.base_ms = s->base_ms};
 	for (i = 0; i < s->cap; i++)
 		n += live(s, &s->slots[i], now_ms);
-	t.cap = MARKSET_MIN;
-	while ((n + extra) * 4 > t.cap * 3)
-		t.cap *= 2;
-	t.slots = slots_alloc(t.cap);
-	if (t.slots == NULL)
-		return mm_diag_set(MM_ENOMEM, "cannot allocate %zu dedup marks", t.cap);
+	t->cap = MARKSET_MIN;
+	while ((n + extra) * 4 > t->cap * 3)
+		t->cap *= 2;
+	t->slots = slots_alloc(t->cap);
+	if (t->slots == NULL) {
+		n = t->cap;
+		t->cap = 0;
+		return mm_diag_set(MM_ENOMEM, "cannot allocate %zu dedup marks", n);
+	}
 	for (i = 0; i < s->cap; i++) {
 		const mm_markslot_t *e = &s->slots[i];
 
 		if (live(s, e, now_ms)) {
-			*find(&t, e->h0, e->h1) = *e;
-			t.count++;
+			*find(t, e->h0, e->h1) = *e;
+			t->count++;
 		}
 	}
+	return 0;
+}
+
+/* Moves the marks live at now_ms into a new table with room for `extra`
+ * more. */
+static int rebuild(mm_markset_t *s, int64_t now_ms, size_t extra)
+{
+	mm_markset_t t;
+	int rc = rebuild_into(&t, s, now_ms, extra);
+
+	if (rc)
+		return rc;
 	slots_free(s->slots, s->cap);
 	*s = t;
 	return 0;
@@ -163,11 +178,14 @@ int mm_markset_add(mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms)
 	return 0;
 }
 
-int mm_markset_reserve(mm_markset_t *s, size_t n, int64_t now_ms)
+int mm_markset_has_room(const mm_markset_t *s, size_t n)
 {
-	if ((s->count + n) * 4 <= s->cap * 3)
-		return 0;
-	return rebuild(s, now_ms, n + (s->count + n) / 2);
+	return (s->count + n) * 4 <= s->cap * 3;
+}
+
+int mm_markset_copy(mm_markset_t *t, const mm_markset_t *s, size_t n, int64_t now_ms)
+{
+	return rebuild_into(t, s, now_ms, n + (s->count + n) / 2);
 }
 
 int64_t mm_markset_expiry(const mm_markset_t *s, const mm_markhash_t *m)
@@ -184,11 +202,6 @@ void mm_markset_prefetch(const mm_markset_t *s, const mm_markhash_t *m)
 {
 	if (s->cap)
 		__builtin_prefetch(&s->slots[slot_of(s, m->h0)]);
-}
-
-int mm_markset_prune(mm_markset_t *s, int64_t now_ms)
-{
-	return s->cap ? rebuild(s, now_ms, 0) : 0;
 }
 
 void mm_markset_free(mm_markset_t *s)

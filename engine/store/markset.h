@@ -15,10 +15,13 @@
  * much: exact as long as the set is read again (mm_markset_start with a new
  * base) before its base is 2^31 ms (24 days) old, which mm_markset_stale
  * tells. Marks are never deleted one by one: an expired mark answers as
- * absent, and mm_markset_prune (or a growth) rebuilds the table with only
- * the live ones. Memory: 16 bytes per slot, 21 to 43 bytes per live mark.
+ * absent, and a copy (mm_markset_copy) or a growth rebuilds the table with
+ * only the live ones. Memory: 16 bytes per slot, 21 to 43 bytes per live
+ * mark.
  *
- * Not thread-safe: the owner serialises calls. Pure C, any thread.
+ * Not thread-safe: the owner serialises the calls that change a set; those
+ * that only read it (expiry, prefetch, the source of a copy) may run at
+ * once. Pure C, any thread.
  */
 #ifndef MM_MARKSET_H
 #define MM_MARKSET_H
@@ -66,23 +69,23 @@ int mm_markset_stale(const mm_markset_t *s, int64_t now_ms);
  * set is unchanged). */
 int mm_markset_add(mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms);
 
-/* Makes room for n more marks with one rebuild (dropping the marks expired
- * at now_ms), so that adding them does not grow the table a doubling at a
- * time, each growth moving every mark again; the table is then at most
- * half full after the n adds, as after a growth. Returns 0 (also when there
- * is room already) or MM_ENOMEM (the set is unchanged; the adds still grow
- * it as they need). */
-int mm_markset_reserve(mm_markset_t *s, size_t n, int64_t now_ms);
+/* 1 when n more marks can be added without a growth. */
+int mm_markset_has_room(const mm_markset_t *s, size_t n);
+
+/* Fills t with the marks of s live at now_ms, in a new table with room for
+ * n more (at most half full after the n adds, as after a growth), and
+ * leaves s as it is: its readers may go on using it while the copy is
+ * built, and the owner swaps the two after (lmdb_dedup.c). So a flush's
+ * marks go into a table grown once, not a doubling at a time with every
+ * mark moved again, and the expired marks are left behind. Returns 0 or
+ * MM_ENOMEM (t is empty). */
+int mm_markset_copy(mm_markset_t *t, const mm_markset_t *s, size_t n, int64_t now_ms);
 
 /* The expiry of the mark with m's hash, or 0 if there is none. */
 int64_t mm_markset_expiry(const mm_markset_t *s, const mm_markhash_t *m);
 
 /* Hints the cache about the slot m will probe (for a batch of lookups). */
 void mm_markset_prefetch(const mm_markset_t *s, const mm_markhash_t *m);
-
-/* Drops every mark expired at now_ms (a rebuild into a table sized for the
- * rest). Returns 0 or MM_ENOMEM (the set is unchanged). */
-int mm_markset_prune(mm_markset_t *s, int64_t now_ms);
 
 /* Forgets every mark and frees the table. */
 void mm_markset_free(mm_markset_t *s);

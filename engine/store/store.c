@@ -698,6 +698,8 @@ const char *mm_store_cap_name(unsigned cap)
 		return "count_hll";
 	case MM_STORE_CAP_CACHE:
 		return "cache";
+	case MM_STORE_CAP_MARKED:
+		return "marked";
 	default:
 		return NULL;
 	}

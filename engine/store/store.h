@@ -111,7 +111,9 @@ typedef struct mm_mark {
  * over. So an id is never skipped as a duplicate unless its effect is
  * durable. A store only this worker writes (LMDB, memory) answers from its
  * marks, WON or DUPLICATE: the marks apply() writes with the states settle
- * the ids, and renew()/release() have nothing to do.
+ * the ids, and renew()/release() have nothing to do. One that keeps every
+ * committed mark in memory (MM_STORE_CAP_MARKED) also answers a single id
+ * at once, without a claim: marked().
  */
 enum mm_claim_result {
 	MM_CLAIM_WON = 1,     /* claim: the id was free; the caller owns it, pending */
@@ -217,6 +219,10 @@ enum mm_store_cap {
 	/* A cache layered over a backing store that stays the truth; it has
 	 * per-command counters (op_stats). */
 	MM_STORE_CAP_CACHE = 1u << 3,
+	/* Only this worker writes the marks, and the store keeps every committed
+	 * one in memory: marked() answers a record's claim at once on the loop
+	 * thread, so the record needs no claim at the flush (claims.h). */
+	MM_STORE_CAP_MARKED = 1u << 4,
 };
 
 /* Per-command counters of a store beyond the mm_store_* ones (a cache's
@@ -306,6 +312,18 @@ typedef struct mm_store_vtable {
 	 * requests: it asks nothing for this. Loop thread; no I/O. */
 	void (*positions_taken)(const mm_store_t *st,
 				void (*fn)(void *ud, const char *source, int own), void *ud);
+	/* MM_STORE_CAP_MARKED: whether the id whose mm_id_hash in its namespace
+	 * is h has a committed mark live at now_ms, from memory: 1 it has (the
+	 * id was counted), 0 it has not (a claim would be won), or MM_EAGAIN,
+	 * without detail, while the marks are not in memory (not read from the
+	 * disk yet: the id then waits for the flush's claim). The marks the
+	 * apply in flight writes may or may not be there yet: the caller knows
+	 * those ids itself. ahead, if not NULL, is the hash the caller will
+	 * likely ask about next: the store may start fetching where it looks
+	 * (a large set of marks does not fit in the cache). Loop thread; no
+	 * I/O, it may wait for a pool thread updating the marks. */
+	int (*marked)(mm_store_t *st, const mm_idhash_t *h, const mm_idhash_t *ahead,
+		      int64_t now_ms);
 } mm_store_vtable_t;
 
 /* Common head of every backend's store struct (embed as the first member). */
@@ -322,7 +340,8 @@ static inline unsigned mm_store_caps(const mm_store_t *st)
 	return st->vt->caps;
 }
 
-/* "atomic", "shared", "count_hll", "cache" for one capability bit; NULL if unknown. */
+/* "atomic", "shared", "count_hll", "cache", "marked" for one capability bit; NULL
+ * if unknown. */
 const char *mm_store_cap_name(unsigned cap);
 
 /* The registry: NULL-terminated, in registry.c. */
@@ -372,6 +391,13 @@ int mm_store_list_meta_wait(mm_store_t *st, mm_buf_t *out);
 int mm_store_complete_later(mm_store_t *st, mm_store_cb cb, void *arg, int status,
 			    const char *detail);
 /* Claims (see the vtable). */
+/* The vtable's marked(), MM_STORE_CAP_MARKED only. Called per record: not
+ * timed or counted (the pipeline counts its answers as claims). */
+static inline int mm_store_marked(mm_store_t *st, const mm_idhash_t *h, const mm_idhash_t *ahead,
+				  int64_t now_ms)
+{
+	return st->vt->marked(st, h, ahead, now_ms);
+}
 int mm_store_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
 		   mm_store_cb cb, void *arg);
 int mm_store_renew(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, mm_store_cb cb,

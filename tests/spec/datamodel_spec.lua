@@ -4,6 +4,7 @@
 -- many Lua-path pipelines on one source. Each case failed before its fix.
 local S = require("spec.support")
 local core = require("murmur.core")
+local ffi = require("ffi")
 local query = require("murmur.query")
 
 describe("data model edges #datamodel", function()
@@ -196,25 +197,56 @@ describe("data model edges #datamodel", function()
     end)
   end)
 
+  -- MURMUR_ERRINJ_LMDB_MARKS_UNREAD keeps the store from reading its dedup
+  -- marks at start, as a failed read would: the records of the first flush
+  -- then take the log and the flush's claims, the later ones are answered
+  -- when they arrive. Set for the runs of fn only.
+  -- (pcall: another spec of the same run may have declared them.)
+  pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
+  pcall(ffi.cdef, "int unsetenv(const char *name);")
+  local function with_marks_unread(fn)
+    ffi.C.setenv("MURMUR_ERRINJ_LMDB_MARKS_UNREAD", "1", 1)
+    local ok, err = pcall(fn)
+    ffi.C.unsetenv("MURMUR_ERRINJ_LMDB_MARKS_UNREAD")
+    if not ok then error(err, 0) end
+  end
+
+  -- Three pipelines counting by "k" with dedup on "id": on the C path, with
+  -- a key function, and with an id function; extra goes into each.
+  local function dedup_script(extra)
+    return ([[
+      local murmur = require("murmur")
+      murmur.pipeline { name = "c", key = "k", monoid = murmur.count(), dedup = { id = "id" }%s }
+      murmur.pipeline { name = "lua", key = function(ev) return ev.k end, monoid = murmur.count(),
+        dedup = { id = "id" }%s }
+      murmur.pipeline { name = "lua_fn", key = "k", monoid = murmur.count(),
+        dedup = { id = function(ev) return ev.id end }%s }
+    ]]):format(extra, extra, extra)
+  end
+
+  -- Each of dedup_script's pipelines holds the counts of want.
+  local function assert_counts(want)
+    for _, name in ipairs({ "c", "lua", "lua_fn" }) do
+      for entity, n in pairs(want) do
+        local r = assert(query.run(name, entity, { data = { dir .. "/d" } }))
+        assert.are.equal(n, r.result.value, name .. " " .. entity)
+      end
+    end
+  end
+
   describe("ids counted by an earlier run #datamodel", function()
-    it("are duplicates found by the flush's claims, among events without ids, on both paths", function()
-      -- LMDB dedup aggregates at once and logs the adds; the flush's claims
-      -- find the ids of the first run marked and the table is rebuilt
-      -- without them, with the adds of events without ids (before and after
-      -- the first new id) kept. An id whose record was rejected is not marked.
-      local script = [[
-        local murmur = require("murmur")
-        murmur.pipeline { name = "c", key = "k", monoid = murmur.count(), dedup = { id = "id" } }
-        murmur.pipeline { name = "lua", key = function(ev) return ev.k end, monoid = murmur.count(),
-          dedup = { id = "id" } }
-        murmur.pipeline { name = "lua_fn", key = "k", monoid = murmur.count(),
-          dedup = { id = function(ev) return ev.id end } }
-      ]]
+    local function case(unread)
+      local script = dedup_script("")
       local code, stats, err = run(script, { '{"k":"a","id":"a1"}', '{"k":"a","id":"a2"}', '{"k":"a","id":"a3"}' })
       assert.are.equal(0, code, err:sub(-1000))
-      code, stats, err = run(script, { '{"k":"a"}', '{"k":"a"}', '{"k":"a","id":"a2"}', '{"k":"b","id":"b1"}',
-        '{"id":"c1"}', '{"k":"b"}', '{"k":"a","id":"a3"}', '{"k":"b","id":"b1"}' })
+      local function second()
+        code, stats, err = run(script, { '{"k":"a"}', '{"k":"a"}', '{"k":"a","id":"a2"}', '{"k":"b","id":"b1"}',
+          '{"id":"c1"}', '{"k":"b"}', '{"k":"a","id":"a3"}', '{"k":"b","id":"b1"}' })
+      end
+      if unread then with_marks_unread(second) else second() end
       assert.are.equal(0, code, err:sub(-1000))
+      -- One flush: its claims, one call per pipeline, or none.
+      assert.are.equal(unread and 3 or 0, stats.store.claim.ops)
       for _, name in ipairs({ "c", "lua", "lua_fn" }) do
         local p = stats.pipelines[name]
         assert.are.equal(4, p.accepted, name)
@@ -227,11 +259,70 @@ describe("data model edges #datamodel", function()
       for _, name in ipairs({ "c", "lua", "lua_fn" }) do
         assert.are.equal(1, stats.pipelines[name].accepted, name)
         assert.are.equal(1, stats.pipelines[name].duplicates, name)
-        for entity, n in pairs({ a = 5, b = 2, c = 1 }) do
-          local r = assert(query.run(name, entity, { data = { dir .. "/d" } }))
-          assert.are.equal(n, r.result.value, name .. " " .. entity)
+      end
+      assert_counts({ a = 5, b = 2, c = 1 })
+    end
+
+    it("are duplicates the store's marks answer when they arrive, among events without ids, on both paths", function()
+      -- LMDB reads its marks at start and answers each record's id at once
+      -- (MM_STORE_CAP_MARKED): the ids of the first run are skipped when
+      -- they come, and the flush claims nothing. An id whose record was
+      -- rejected is not marked.
+      case(false)
+    end)
+
+    it("are duplicates found by the flush's claims while the marks are unread, on both paths", function()
+      -- Until the marks are read, LMDB dedup aggregates at once and logs the
+      -- adds; the flush's claims find the ids of the first run marked and
+      -- the table is rebuilt without them, with the adds of events without
+      -- ids (before and after the first new id) kept.
+      case(true)
+    end)
+  end)
+
+  describe("ids counted in earlier flushes of the same run #datamodel", function()
+    local function case(unread)
+      local script = dedup_script(", source = murmur.input { batch = 1 }, flush = { events = 2 }")
+      local code, stats, err = run(script, { '{"k":"a","id":"a1"}', '{"k":"a","id":"a2"}', '{"k":"a","id":"a3"}' })
+      assert.are.equal(0, code, err:sub(-1000))
+      local lines, dups = {}, 0
+      for i = 1, 40 do
+        lines[#lines + 1] = ('{"k":"n","id":"n%d"}'):format(i)
+        if i % 4 == 0 then
+          lines[#lines + 1] = '{"k":"a"}'
+          lines[#lines + 1] = ('{"k":"a","id":"a%d"}'):format(i % 3 + 1)
+          lines[#lines + 1] = ('{"k":"n","id":"n%d"}'):format(i - 1 - i % 3)
+          dups = dups + 2
         end
       end
+      local function second() code, stats, err = run(script, lines) end
+      if unread then with_marks_unread(second) else second() end
+      assert.are.equal(0, code, err:sub(-1000))
+      print(("# %d flushes, %d claim calls"):format(stats.flushes, stats.store.claim.ops))
+      assert.is_true(stats.flushes >= 8, "flushes: " .. stats.flushes)
+      if unread then
+        -- The first claims read the marks, while the next generation
+        -- fills: at most two flushes claim, one call per pipeline each.
+        assert.is_true(stats.store.claim.ops >= 3 and stats.store.claim.ops <= 6,
+          "claim calls: " .. stats.store.claim.ops)
+      else
+        assert.are.equal(0, stats.store.claim.ops)
+      end
+      for _, name in ipairs({ "c", "lua", "lua_fn" }) do
+        assert.are.equal(50, stats.pipelines[name].accepted, name)
+        assert.are.equal(dups, stats.pipelines[name].duplicates, name)
+      end
+      assert_counts({ a = 13, n = 40 })
+    end
+
+    -- The ids repeat ones of the first run, of earlier flushes and of the
+    -- flush in flight, among events without ids, on both paths.
+    it("are duplicates the store's marks answer at once, with no claim", function()
+      case(false)
+    end)
+
+    it("are duplicates the claims find, then the marks once the first claims read them", function()
+      case(true)
     end)
   end)
 

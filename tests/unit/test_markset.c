@@ -2,8 +2,9 @@
  * test_markset.c: the in-memory dedup marks of the embedded store
  * (engine/store/markset.h): hashes that share their first 64 bits stay
  * apart, growth keeps every live mark and drops the expired ones, a later
- * expiry wins, prune empties what expired, far expiries saturate until the
- * set is stale, and the hash of an id depends on its namespace.
+ * expiry wins, a copy leaves out what expired (and is grown once for the
+ * marks to come), far expiries saturate until the set is stale, and the
+ * hash of an id depends on its namespace.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -51,10 +52,10 @@ static void mark_of(uint64_t seed, int i, int64_t expire_ms, mm_markhash_t *m)
 
 /* 100 000 marks, half of them expired by the time the table grows: every
  * live one is found, the later expiry of a mark added twice wins, and a
- * prune keeps only what is live. */
+ * copy keeps only what is live. */
 TEST(grow_and_prune)
 {
-	mm_markset_t s = {0};
+	mm_markset_t s = {0}, t;
 	mm_markhash_t m;
 	uint64_t seed = mm_markset_ns_seed("ns", 2);
 	char id[16];
@@ -87,10 +88,14 @@ TEST(grow_and_prune)
 	m.expire_ms = 100;
 	CHECK_EQ_INT(mm_markset_add(&s, &m, 1000), 0);
 	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 9000);
-	CHECK_EQ_INT(mm_markset_prune(&s, 1000), 0);
+	REQUIRE(mm_markset_copy(&t, &s, 0, 1000) == 0);
+	mm_markset_free(&s);
+	s = t;
 	CHECK_EQ_INT(s.count, 50000);
 	CHECK(s.count * 4 <= s.cap * 3);
-	CHECK_EQ_INT(mm_markset_prune(&s, 6000), 0);
+	REQUIRE(mm_markset_copy(&t, &s, 0, 6000) == 0);
+	mm_markset_free(&s);
+	s = t;
 	CHECK_EQ_INT(s.count, 1);
 	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 9000);
 	mm_markset_free(&s);
@@ -121,12 +126,12 @@ TEST(base_and_stale)
 	mm_markset_free(&s);
 }
 
-/* A reserve for n marks grows the table once: the n adds then leave it as
- * it is, at most half full, and a reserve the table has room for changes
- * nothing. */
-TEST(reserve)
+/* A copy for n more marks is grown once: the n adds then leave it as it
+ * is, at most half full, while the set it was copied from is unchanged;
+ * has_room tells when a table takes n more without a growth. */
+TEST(copy_for_more)
 {
-	mm_markset_t s = {0};
+	mm_markset_t s = {0}, t = {0};
 	mm_markhash_t m;
 	uint64_t seed = mm_markset_ns_seed("ns", 2);
 	mm_markslot_t *slots = NULL;
@@ -134,25 +139,31 @@ TEST(reserve)
 	int i, miss = 0;
 
 	mm_markset_start(&s, 0);
-	for (i = 0; i < 31000; i++) {
-		if (i == 1000) {
-			REQUIRE(mm_markset_reserve(&s, 30000, 0) == 0);
-			cap = s.cap;
-			slots = s.slots;
-		}
+	for (i = 0; i < 1000; i++) {
 		mark_of(seed, i, 5000, &m);
 		REQUIRE(mm_markset_add(&s, &m, 0) == 0);
 	}
-	CHECK(s.cap == cap && s.slots == slots);
-	CHECK(s.count * 2 <= s.cap);
-	CHECK_EQ_INT(mm_markset_reserve(&s, 10, 0), 0);
-	CHECK(s.cap == cap && s.slots == slots);
+	CHECK(!mm_markset_has_room(&s, 30000));
+	REQUIRE(mm_markset_copy(&t, &s, 30000, 0) == 0);
+	CHECK_EQ_INT(t.count, 1000);
+	CHECK(mm_markset_has_room(&t, 30000));
+	cap = t.cap;
+	slots = t.slots;
+	for (i = 1000; i < 31000; i++) {
+		mark_of(seed, i, 5000, &m);
+		REQUIRE(mm_markset_add(&t, &m, 0) == 0);
+	}
+	CHECK(t.cap == cap && t.slots == slots);
+	CHECK(t.count * 2 <= t.cap);
+	CHECK_EQ_INT(s.count, 1000);
 	for (i = 0; i < 31000; i++) {
 		mark_of(seed, i, 5000, &m);
-		miss += mm_markset_expiry(&s, &m) != 5000;
+		miss += mm_markset_expiry(&t, &m) != 5000;
+		miss += mm_markset_expiry(&s, &m) != (i < 1000 ? 5000 : 0);
 	}
 	CHECK_EQ_INT(miss, 0);
 	mm_markset_free(&s);
+	mm_markset_free(&t);
 }
 
 /* One id in two namespaces: two hashes; never the empty slot's zeros. */
@@ -177,7 +188,7 @@ int main(void)
 	RUN(same_h0);
 	RUN(grow_and_prune);
 	RUN(base_and_stale);
-	RUN(reserve);
+	RUN(copy_for_more);
 	RUN(namespaces);
 	UNIT_DONE();
 }

@@ -1530,6 +1530,45 @@ TEST(lmdb_given_hashes)
 	fx_fini(&fx);
 }
 
+/* marked() (MM_STORE_CAP_MARKED) answers from the marks in memory, as a
+ * claim would, once start() has read them: before, MM_EAGAIN; after an
+ * apply, its marks too; expired marks are new again; after a reopen,
+ * start() reads them from the disk. */
+TEST(lmdb_marked)
+{
+	static batch_t b;
+	uint64_t seed = mm_id_hash_seed(NS.name, strlen(NS.name));
+	mm_idhash_t h[3]; /* a, b, z */
+	int64_t t = now_ms();
+	fx_t fx;
+	done_t d;
+
+	for (int i = 0; i < 3; i++)
+		mm_id_hash(seed, &"abz"[i], 1, &h[i]);
+	REQUIRE(fx_init(&fx, "lmdb") == 0);
+	CHECK(mm_store_caps(fx.st) & MM_STORE_CAP_MARKED);
+	CHECK_EQ_INT(mm_store_marked(fx.st, &h[0], NULL, t), MM_EAGAIN);
+	REQUIRE(mm_store_start_wait(fx.st) == 0);
+	CHECK_EQ_INT(mm_store_marked(fx.st, &h[0], &h[2], t), 0);
+	batch_init(&b, t);
+	add_mark(&b, &NS, S("a"), t + 3600000);
+	add_mark(&b, &NS, S("b"), t + 1000);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	for (int reopen = 0; reopen < 2; reopen++) {
+		CHECK_EQ_INT(mm_store_marked(fx.st, &h[0], &h[1], t), 1);
+		CHECK_EQ_INT(mm_store_marked(fx.st, &h[1], NULL, t), 1);
+		CHECK_EQ_INT(mm_store_marked(fx.st, &h[1], NULL, t + 1000), 0);
+		CHECK_EQ_INT(mm_store_marked(fx.st, &h[2], NULL, t), 0);
+		/* The same answers as the claims. */
+		CHECK_EQ_INT(marked(&fx, &NS, S("a")), 1);
+		CHECK_EQ_INT(marked(&fx, &NS, S("z")), 0);
+		fx_close_store(&fx);
+		REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
+		REQUIRE(mm_store_start_wait(fx.st) == 0);
+	}
+	fx_fini(&fx);
+}
+
 /* Puts a format 1 mark ("seen") with liblmdb: inline, or for a long id its
  * hash and SEQ 0 with the id after the expiry. */
 static int raw_legacy_mark(MDB_txn *txn, MDB_dbi dbi, const char *ns, const char *id, size_t len,
@@ -1685,6 +1724,7 @@ int main(void)
 	RUN(lmdb_key_format);
 	RUN(lmdb_mark_partitions);
 	RUN(lmdb_given_hashes);
+	RUN(lmdb_marked);
 	RUN(lmdb_format1_marks);
 	UNIT_DONE();
 }
