@@ -35,25 +35,25 @@ FUZZ_SECONDS ?= 20
 TEST_JOBS ?= 1
 FUZZ_JOBS ?= 2
 
-PKGS      := luajit libuv lmdb rdkafka hiredis libcurl libprotobuf-c libnghttp2
+PKGS      := luajit libuv lmdb rdkafka hiredis libssl libcrypto libprotobuf-c libnghttp2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ifeq ($(PKG_LIBS),)
 PKG_CFLAGS := -I/usr/include/luajit-2.1
-PKG_LIBS   := -lluajit-5.1 -luv -llmdb -lrdkafka -lhiredis -lcurl -lprotobuf-c -lnghttp2
+PKG_LIBS   := -lluajit-5.1 -luv -llmdb -lrdkafka -lhiredis -lssl -lcrypto -lprotobuf-c -lnghttp2
 endif
 # libhttp-parser ships no pkg-config file.
 PKG_LIBS  += -lhttp_parser
 # Named first on murmur's link line, for start-up time only. Most of what the
-# dynamic linker does at each start is looking up the symbols libcrypto,
-# GnuTLS and Nettle bind to themselves (4 800 of 9 800 bindings), each search
-# walking the library list in load order, where these three come after
-# twenty others (they arrive as libcurl's and librdkafka's dependencies).
-# Named first, they are found at once: 22% fewer instructions for a whole
-# process start (callgrind of `murmur version`). No binding changes: none of
-# their symbols is defined by another library the binary loads (nm -D).
-# Each is added only when its development files are installed.
-START_LIBS := $(foreach p,libcrypto gnutls nettle,$(shell pkg-config --libs $(p) 2>/dev/null))
+# dynamic linker does at each start is looking up the symbols libcrypto binds
+# to itself, each search walking the library list in load order, where it
+# would come after some twenty others (it arrives as librdkafka's dependency
+# too). Named first, it is found at once: with libcurl's GnuTLS and Nettle,
+# then also named here, this saved 22% of a whole process start (callgrind
+# of `murmur version`); murmur no longer links libcurl, so they are gone. No
+# binding changes: none of its symbols is defined by another library the
+# binary loads (nm -D). Added only when its development files are installed.
+START_LIBS := $(foreach p,libcrypto,$(shell pkg-config --libs $(p) 2>/dev/null))
 ifneq ($(strip $(START_LIBS)),)
 START_LIBS := -Wl,--push-state,--no-as-needed $(START_LIBS) -Wl,--pop-state
 endif

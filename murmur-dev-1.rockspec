@@ -20,7 +20,7 @@ external_dependencies = {
   LMDB = { header = "lmdb.h", library = "lmdb" },
   RDKAFKA = { header = "librdkafka/rdkafka.h", library = "rdkafka" },
   HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
-  CURL = { library = "curl" }, -- its header is in the multiarch dir luarocks 3.8 does not search
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
 }
 build = {
   type = "make",

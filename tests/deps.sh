@@ -35,7 +35,7 @@ node_deps() {
 	(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 }
 PKGS="build-essential pkg-config luajit libluajit-5.1-dev libuv1-dev liblmdb-dev
-librdkafka-dev libhiredis-dev libcurl4-openssl-dev lua-busted luarocks clang
+librdkafka-dev libhiredis-dev libssl-dev openssl lua-busted luarocks clang
 libclang-rt-14-dev kcat redis-server zsh groff-base man-db
 libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev libhttp-parser-dev chromium
 prometheus wrk valgrind zip unzip

@@ -82,9 +82,9 @@ root=${LAMBDA_TASK_ROOT:-$(cd "$(dirname "$0")" && pwd)}
 cd "$root"
 # The libraries murmur was built with, ahead of the image's.
 export LD_LIBRARY_PATH="$root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# The bundled libcurl looks for CA certificates where the build machine keeps
-# them; murmur reads SSL_CERT_FILE instead when it is set, so point it at
-# Amazon Linux's bundle.
+# The bundled OpenSSL looks for CA certificates where the build machine keeps
+# them; it reads SSL_CERT_FILE instead when it is set, so point it at Amazon
+# Linux's bundle.
 if [ -z "${SSL_CERT_FILE:-}" ] && [ -r /etc/pki/tls/certs/ca-bundle.crt ]; then
 	export SSL_CERT_FILE=/etc/pki/tls/certs/ca-bundle.crt
 fi

@@ -2,7 +2,7 @@
  * awsrpc.h: what every client of an AWS JSON-protocol service (DynamoDB,
  * Kinesis) does the same way: split its endpoint URL, pick a setting from
  * the option or the environment, and sign a POST with its X-Amz-Target into
- * the header lines curl sends.
+ * the header lines the HTTP client sends.
  *
  * Pure C on top of the signer; any thread, one thread at a time per signer.
  */

@@ -1,19 +1,21 @@
 /*
- * http.h: an asynchronous HTTP/1.1 client on libcurl's multi interface,
- * driven by a libuv loop, plus a blocking helper for start-up calls.
+ * http.h: an asynchronous HTTP/1.1 client of murmur's own on a libuv loop
+ * (http:// and https://, TLS from OpenSSL), plus a blocking helper for
+ * start-up calls.
  *
- * One mm_http_t owns one curl multi handle. libcurl tells us which sockets to
- * watch (CURLMOPT_SOCKETFUNCTION -> one uv_poll_t per socket) and when to
- * call it back (CURLMOPT_TIMERFUNCTION -> one uv_timer_t); we hand readiness
- * back with curl_multi_socket_action (the pattern of curl's
- * docs/examples/multi-uv.c). Nothing blocks the loop: name resolution runs on
- * curl's resolver thread, connects and transfers are non-blocking. Many
- * requests may be in flight; the multi handle keeps finished connections
- * open and reuses them (HTTP keep-alive), up to max_connections per host.
+ * Nothing blocks the loop: names are resolved on libuv's thread pool
+ * (uv_getaddrinfo), connects, TLS and transfers are non-blocking. Many
+ * requests may be in flight; finished connections stay open and are reused
+ * (HTTP keep-alive), up to max_connections per host (scheme, name, port);
+ * past that, requests wait for a connection in arrival order. A request
+ * on a reused connection that the server closed before answering (it
+ * ended an idle connection just then) is sent again once on a new one.
+ * HTTPS servers are verified against the system's CA store (OpenSSL's
+ * default paths; SSL_CERT_FILE names another bundle) and the host name.
  *
- * Requests never wait for "Expect: 100-continue": the header is suppressed,
- * because every server we talk to reads the body at once and the extra round
- * trip would double the latency of each store write.
+ * Requests never wait for "Expect: 100-continue": the header is never
+ * sent, because every server we talk to reads the body at once and the
+ * extra round trip would double the latency of each store write.
  *
  * Contracts (libuv's): a request's callback runs later on the loop thread,
  * never inside mm_http_request; a call that returns an error never calls the
@@ -33,7 +35,7 @@
 typedef struct mm_http mm_http_t;
 
 typedef struct mm_http_options {
-	long max_connections;    /* per host and in the connection cache; 0 = 32 */
+	long max_connections;    /* per host; 0 = 32 */
 	long connect_timeout_ms; /* 0 = 5000 */
 } mm_http_options_t;
 
@@ -73,12 +75,15 @@ typedef struct mm_http_stats {
 	uint64_t bytes_in;     /* response bodies */
 } mm_http_stats_t;
 
-/* Creates a client on loop. opt may be NULL for the defaults. Returns 0,
- * MM_ENOMEM or MM_EIO (libcurl could not be initialised). */
+/* Creates a client on loop. opt may be NULL for the defaults. Returns 0 or
+ * MM_ENOMEM. */
 int mm_http_open(uv_loop_t *loop, const mm_http_options_t *opt, mm_http_t **out);
 
-/* Starts a request; cb(arg, response) runs when it completes. Returns 0,
- * MM_EINVAL, MM_ENOMEM, MM_ECLOSED (client closing) or MM_EIO. */
+/* Starts a request; cb(arg, response) runs when it completes. The URL is
+ * http[s]://host[:port][/path][?query]; a "Host:" line among the headers
+ * replaces the one the client would send. Returns 0, MM_EINVAL (incomplete
+ * request, bad URL or header line), MM_ENOMEM or MM_ECLOSED (client
+ * closing). */
 int mm_http_request(mm_http_t *h, const mm_http_request_t *req, mm_http_cb cb, void *arg);
 
 /* Requests started and not yet completed. */
@@ -97,7 +102,8 @@ void mm_http_close(mm_http_t *h);
 /*
  * Blocking helper for a call made when nothing else runs (the Lambda
  * runtime's /init/error, just before it exits): performs
- * one request on a private connection and appends the response body to body.
+ * one request with a client on a private loop and appends the response body
+ * to body.
  * Returns 0 when a response arrived (*code holds its status), else
  * MM_ETIMEDOUT / MM_EIO with a diag detail. Any thread; blocks the caller, so
  * never call it on the loop thread after start-up.

@@ -1,6 +1,6 @@
 /*
- * dynamodb.c: the DynamoDB store, asynchronous on the libuv loop through the
- * libcurl multi client (engine/http/http.c), signed with our SigV4
+ * dynamodb.c: the DynamoDB store, asynchronous on the libuv loop through
+ * murmur's HTTP client (engine/http/http.h), signed with our SigV4
  * (engine/aws/sigv4.c). Shared by every worker: Kafka workers and the Kinesis
  * Lambda write the same rows.
  *

@@ -5,8 +5,8 @@
  * dispatch of answers, and statistics.
  *
  * Each of the max_inflight slots owns its buffers, answer trees and backoff
- * timer, and is reused for every request, so the steady state allocates only
- * inside libcurl; a slot gives back answer trees larger than 1 MiB when it
+ * timer, and is reused for every request (and the HTTP client keeps its
+ * transfers' buffers), so the steady state allocates nothing; a slot gives back answer trees larger than 1 MiB when it
  * goes idle (batched reads of big sketches). Jobs (an apply, a get_many, a
  * claim round) queue in arrival order; the pump gives each free slot the next
  * item of the first job that has one, and completes a job when its last

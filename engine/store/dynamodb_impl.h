@@ -210,7 +210,7 @@ typedef struct ddb_slot {
 	mm_buf_t body;
 	mm_buf_t pk;            /* scratch: partition key text */
 	mm_buf_t val;           /* scratch: encodings */
-	mm_buf_t hdr;           /* header lines for curl, NUL-separated */
+	mm_buf_t hdr;           /* header lines to send, NUL-separated */
 	mm_jtree_t tree;
 	/* read-merge-write */
 	int have_item, have_ver;

@@ -15,7 +15,7 @@
  * runs later on the loop thread, never inside the call (libuv's contract); a
  * call that returns an error never calls the callback. Backends with
  * blocking I/O (LMDB) run the work on the libuv thread pool; network
- * backends (DynamoDB, Valkey) run it on the loop through curl/hiredis; the
+ * backends (DynamoDB, Valkey) run it on the loop through the HTTP client/hiredis; the
  * memory store answers from memory and completes on the next loop
  * iteration. open() sends no request: what a store must ask a service
  * before it serves (DynamoDB: container credentials, its table) is start(),

@@ -75,7 +75,7 @@ local EXIT = {
 local EXTRA_ENV = {
   MURMUR_LUA_DIR = "a directory of murmur's Lua modules, searched before the ones next to the binary",
   MURMUR_LOAD_TIMEOUT = "seconds of CPU time a script's definition may take (default 2)",
-  SSL_CERT_FILE = "a file of CA certificates that verify HTTPS servers, instead of libcurl's built-in bundle",
+  SSL_CERT_FILE = "a file of CA certificates that verify HTTPS servers, instead of OpenSSL's default store",
 }
 
 local FILES = {

@@ -194,8 +194,8 @@ serve_get_many()
 -- (the engine as `murmur run --once` builds it, without the probe child
 -- whose counts callgrind would add to the profile) runs page_views over the first 4 000 and the
 -- first 8 000 events, each into a fresh table and on the memory store: the
--- difference between the two sizes leaves out the fixed costs (libcurl's
--- and OpenSSL's start-up, the table check), the memory store's difference
+-- difference between the two sizes leaves out the fixed costs (the HTTP
+-- client's and OpenSSL's start-up, the table check), the memory store's difference
 -- leaves out parsing and aggregation, and the rest is divided by the extra
 -- requests (the calls of mm_http_request in the profiles). Valgrind's CPU has
 -- no SHA extensions, so SHA-256 runs the portable code here: signing counts

@@ -138,7 +138,7 @@ describe("#lambda_zip make lambda's zip", function()
   end)
 
   -- The bootstrap points SSL_CERT_FILE at Amazon Linux's CA bundle because the
-  -- bundled libcurl looks for Debian's. Shown here with a certificate of our
+  -- bundled OpenSSL looks for Debian's. Shown here with a certificate of our
   -- own in front of dynalite: trusted through SSL_CERT_FILE, refused without.
   it("verifies HTTPS servers against the CA certificates SSL_CERT_FILE names", function()
     if not S.have_dynalite then

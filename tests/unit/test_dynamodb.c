@@ -487,8 +487,9 @@ TEST(lost_responses_are_not_double_counted)
 	CHECK_EQ_INT(done, 21);
 	REQUIRE(mm_ddb_get_stats(x.st, &stats) == 0);
 	CHECK(stats.replays_skipped >= 1);
-	/* libcurl itself resends a request whose reused connection died
-	 * silently, so some drops never reach us; each is caught by its token. */
+	/* The HTTP client itself resends a request whose reused connection
+	 * died before answering, so some drops never reach us; each is caught
+	 * by its token. */
 	CHECK(stats.transport_errors >= 1 && stats.transport_errors <= 6);
 	for (int i = 0; i < 20; i++) {
 		mm_key_t key = {ent[i], strlen(ent[i]), 0};

@@ -1,5 +1,5 @@
 /*
- * test_http.c: the libcurl-on-libuv HTTP client against a small HTTP/1.1
+ * test_http.c: murmur's HTTP client on libuv against a small HTTP/1.1
  * server that runs on its own thread and loop in this process.
  *
  * The server keeps connections open (keep-alive) and counts them, so the
@@ -11,6 +11,12 @@
  *   /drop         closes the connection without answering
  *   /bye          200 "bye", then closes the connection without saying so
  *                 (no "Connection: close"), as a server ends idle ones
+ *   /chunked      200, a chunked body in three chunks, each written apart,
+ *                 and an X-Chunks header
+ *   /close        200 "closing" with "Connection: close", then closes
+ *   /fresh        200 "fresh" as the first request of a connection; on a
+ *                 reused one, closes it without answering (as a server does
+ *                 that ended an idle connection just as the request came)
  * Every test ends with uv_loop_close() == 0, so a leaked handle fails.
  */
 #define _GNU_SOURCE
@@ -45,6 +51,7 @@ typedef struct conn {
 	uv_timer_t slow;
 	uv_shutdown_t bye;
 	int handles;   /* open libuv handles: the tcp and the timer */
+	int served;    /* requests answered on this connection */
 } conn_t;
 
 typedef struct wreq {
@@ -72,6 +79,17 @@ static void conn_send(conn_t *c, int status, const char *extra, const char *body
 		     extra ? extra : "");
 	memcpy(r->data + n, body, blen);
 	b = uv_buf_init(r->data, (unsigned)(n + (int)blen));
+	uv_write(&r->w, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+}
+
+/* Writes raw bytes (a copy). */
+static void conn_raw(conn_t *c, const char *p)
+{
+	wreq_t *r = malloc(sizeof(*r));
+	uv_buf_t b;
+
+	r->data = strdup(p);
+	b = uv_buf_init(r->data, (unsigned)strlen(p));
 	uv_write(&r->w, (uv_stream_t *)&c->tcp, &b, 1, on_written);
 }
 
@@ -149,12 +167,30 @@ static void conn_process(conn_t *c)
 			if (uv_shutdown(&c->bye, (uv_stream_t *)&c->tcp, on_bye) != 0)
 				conn_close(c);
 			return;
+		} else if (strcmp(path, "/chunked") == 0) {
+			conn_raw(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+				    "X-Chunks: three\r\n\r\n5\r\nhello\r\n");
+			conn_raw(c, "1\r\n \r\n");
+			conn_raw(c, "5\r\nworld\r\n0\r\n\r\n");
+		} else if (strcmp(path, "/close") == 0) {
+			conn_send(c, 200, "Connection: close\r\n", "closing", 7);
+			c->bye.data = c;
+			if (uv_shutdown(&c->bye, (uv_stream_t *)&c->tcp, on_bye) != 0)
+				conn_close(c);
+			return;
+		} else if (strcmp(path, "/fresh") == 0) {
+			if (c->served > 0) {
+				conn_close(c);
+				return;
+			}
+			conn_send(c, 200, NULL, "fresh", 5);
 		} else if (strcmp(path, "/drop") == 0) {
 			conn_close(c);
 			return;
 		} else {
 			conn_send(c, 404, NULL, "", 0);
 		}
+		c->served++;
 		memmove(c->in, c->in + total, c->len - total);
 		c->len -= total;
 	}
@@ -409,10 +445,10 @@ static void on_pause(uv_timer_t *t)
 }
 
 /*
- * Connections the server closes while idle: the client keeps polling a
- * connection's socket between requests, so it must notice the close, stop
- * polling (a closed socket is always readable: the loop would spin), and
- * let libcurl reconnect for the next request.
+ * Connections the server closes while idle: the client keeps reading an
+ * idle connection, so it must notice the close, stop reading (a closed
+ * socket is always readable: the loop would spin), and connect again for
+ * the next request.
  */
 TEST(server_closes_idle_connections)
 {
@@ -507,6 +543,189 @@ TEST(chaining_and_close_from_callback)
 	srv_stop(&s);
 }
 
+/* Keeps one response header of the answer for the test to check. */
+typedef struct hdr_result {
+	result_t r;
+	const char *name;
+	char value[64];
+} hdr_result_t;
+
+static void on_hdr_result(void *arg, const mm_http_response_t *res)
+{
+	hdr_result_t *hr = arg;
+	const char *v = mm_http_response_header(res, hr->name);
+
+	snprintf(hr->value, sizeof(hr->value), "%s", v ? v : "(none)");
+	on_result(&hr->r, res);
+}
+
+/* Runs one request to path on h and the loop until it is done. */
+static void run_one(uv_loop_t *loop, mm_http_t *h, srv_t *s, const char *path, result_t *r)
+{
+	mm_http_request_t req = {.method = "GET", .url = url, .timeout_ms = 5000};
+
+	set_url(s, path);
+	memset(r, 0, sizeof(*r));
+	if (mm_http_request(h, &req, on_result, r) == 0)
+		uv_run(loop, UV_RUN_DEFAULT);
+}
+
+TEST(chunked_bodies_headers_and_connection_close)
+{
+	const char *hdrs[] = {"X-Amz-Target: DynamoDB_20120810.PutItem"};
+	mm_http_request_t req = {.method = "POST", .url = url, .headers = hdrs, .nheaders = 1,
+				 .body = "{}", .body_len = 2};
+	hdr_result_t hc = {.name = "x-chunks"}, he = {.name = "X-Seen-Target"};
+	mm_http_stats_t st;
+	mm_http_t *h;
+	srv_t s;
+	uv_loop_t loop;
+	result_t r;
+
+	srv_start(&s);
+	uv_loop_init(&loop);
+	REQUIRE(mm_http_open(&loop, NULL, &h) == 0);
+	set_url(&s, "/chunked");
+	REQUIRE(mm_http_request(h, &req, on_hdr_result, &hc) == 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(hc.r.done == 1 && hc.r.status == 0 && hc.r.code == 200);
+	CHECK(strcmp(hc.r.body, "hello world") == 0);
+	CHECK(strcmp(hc.value, "three") == 0);
+	set_url(&s, "/echo");
+	REQUIRE(mm_http_request(h, &req, on_hdr_result, &he) == 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(strcmp(he.r.body, "{}") == 0);
+	CHECK(strcmp(he.value, "DynamoDB_20120810.PutItem") == 0);
+	/* The chunked answer kept its connection; "Connection: close" does
+	 * not, so each /close needs a new one. */
+	run_one(&loop, h, &s, "/close", &r);
+	CHECK(r.done == 1 && r.code == 200 && strcmp(r.body, "closing") == 0);
+	run_one(&loop, h, &s, "/close", &r);
+	CHECK(r.done == 1 && r.code == 200);
+	run_one(&loop, h, &s, "/echo", &r);
+	CHECK(r.done == 1 && r.code == 200);
+	mm_http_get_stats(h, &st);
+	CHECK_EQ_INT(st.requests, 5);
+	CHECK_EQ_INT(st.failures, 0);
+	CHECK_EQ_INT(st.connects, 3);
+	CHECK_EQ_INT(srv_connections(&s), 3);
+	mm_http_close(h);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(uv_loop_close(&loop) == 0);
+	srv_stop(&s);
+}
+
+/* A kept-alive connection the server closes when the next request comes,
+ * before answering it: the request is sent again on a new connection,
+ * once; a request on a new connection that is dropped fails. */
+TEST(reused_connection_closed_before_the_answer)
+{
+	mm_http_options_t opt = {.max_connections = 1};
+	mm_http_stats_t st;
+	mm_http_t *h;
+	srv_t s;
+	uv_loop_t loop;
+	result_t r;
+
+	srv_start(&s);
+	uv_loop_init(&loop);
+	REQUIRE(mm_http_open(&loop, &opt, &h) == 0);
+	run_one(&loop, h, &s, "/echo", &r);
+	CHECK(r.done == 1 && r.code == 200);
+	run_one(&loop, h, &s, "/fresh", &r);
+	CHECK(r.done == 1 && r.status == 0 && r.code == 200 && strcmp(r.body, "fresh") == 0);
+	run_one(&loop, h, &s, "/fresh", &r);
+	CHECK(r.done == 1 && r.status == 0 && r.code == 200);
+	mm_http_get_stats(h, &st);
+	CHECK_EQ_INT(st.connects, 3);
+	CHECK_EQ_INT(st.failures, 0);
+	run_one(&loop, h, &s, "/drop", &r); /* first on its (reused) connection: retried, */
+	CHECK(r.done == 1 && r.status == MM_EIO); /* and dropped again on the new one */
+	mm_http_get_stats(h, &st);
+	CHECK_EQ_INT(st.connects, 4);
+	CHECK_EQ_INT(st.failures, 1);
+	mm_http_close(h);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(uv_loop_close(&loop) == 0);
+	srv_stop(&s);
+}
+
+/* With one connection per host, a request waiting behind a slow one times
+ * out in the queue; the slow one still completes. */
+TEST(queued_request_times_out)
+{
+	static char slow_url[128];
+	mm_http_options_t opt = {.max_connections = 1};
+	mm_http_t *h;
+	srv_t s;
+	uv_loop_t loop;
+	result_t rslow = {0}, rq = {0};
+	mm_http_request_t slow = {.method = "GET", .url = slow_url};
+	mm_http_request_t q = {.method = "GET", .url = url, .timeout_ms = 200};
+
+	srv_start(&s);
+	uv_loop_init(&loop);
+	REQUIRE(mm_http_open(&loop, &opt, &h) == 0);
+	snprintf(slow_url, sizeof(slow_url), "http://127.0.0.1:%d/slow", s.port);
+	set_url(&s, "/echo");
+	REQUIRE(mm_http_request(h, &slow, on_result, &rslow) == 0);
+	REQUIRE(mm_http_request(h, &q, on_result, &rq) == 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(rq.done == 1 && rq.status == MM_ETIMEDOUT);
+	CHECK(rslow.done == 1 && rslow.status == 0 && rslow.code == 200);
+	mm_http_close(h);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(uv_loop_close(&loop) == 0);
+	srv_stop(&s);
+}
+
+static void on_stop_loop(uv_timer_t *t)
+{
+	uv_stop(t->loop);
+}
+
+/* Closing with requests in every state (resolving a name, connecting,
+ * waiting for the answer, queued): no callback, no leak (ASan), no handle
+ * left open. */
+TEST(close_with_requests_in_flight)
+{
+	static char named[128];
+	mm_http_options_t opt = {.max_connections = 2};
+	mm_http_t *h;
+	srv_t s;
+	uv_loop_t loop;
+	uv_timer_t t;
+	result_t r[6] = {{0}};
+	mm_http_request_t req = {.method = "POST", .url = url, .body = "x", .body_len = 1};
+
+	srv_start(&s);
+	uv_loop_init(&loop);
+	uv_timer_init(&loop, &t);
+	snprintf(named, sizeof(named), "http://localhost:%d/slow", s.port);
+	for (int round = 0; round < 2; round++) {
+		REQUIRE(mm_http_open(&loop, &opt, &h) == 0);
+		set_url(&s, "/slow");
+		for (int i = 0; i < 5; i++)
+			REQUIRE(mm_http_request(h, &req, on_result, &r[i]) == 0);
+		req.url = named;
+		REQUIRE(mm_http_request(h, &req, on_result, &r[5]) == 0);
+		req.url = url;
+		if (round == 1) { /* let them connect and send first */
+			uv_timer_start(&t, on_stop_loop, 100, 0);
+			uv_run(&loop, UV_RUN_DEFAULT);
+		}
+		CHECK_EQ_INT(mm_http_inflight(h), 6);
+		mm_http_close(h);
+		uv_run(&loop, UV_RUN_DEFAULT);
+	}
+	for (int i = 0; i < 6; i++)
+		CHECK_EQ_INT(r[i].done, 0);
+	uv_close((uv_handle_t *)&t, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(uv_loop_close(&loop) == 0);
+	srv_stop(&s);
+}
+
 TEST(bad_arguments_never_call_back)
 {
 	mm_http_t *h;
@@ -555,6 +774,10 @@ int main(void)
 	RUN(status_codes_and_transport_errors);
 	RUN(server_closes_idle_connections);
 	RUN(chaining_and_close_from_callback);
+	RUN(chunked_bodies_headers_and_connection_close);
+	RUN(reused_connection_closed_before_the_answer);
+	RUN(queued_request_times_out);
+	RUN(close_with_requests_in_flight);
 	RUN(bad_arguments_never_call_back);
 	RUN(blocking_fetch);
 	UNIT_DONE();
