@@ -177,6 +177,8 @@ void mm_http__dispatch(http_xfer_t *x)
 	http_host_t *host = x->host;
 	http_conn_t *c = host->idle;
 
+	if (x->deadline)
+		mm_http__arm(h, x->deadline); /* again: a retry may have missed a turn */
 	/* A retry goes on a new connection when the limit allows. */
 	if (c != NULL && !(x->retried && host->nconns < h->max_connections)) {
 		host->idle = c->inext;
@@ -382,8 +384,6 @@ int mm_http_request(mm_http_t *h, const mm_http_request_t *req, mm_http_cb cb, v
 		h->xfers->prev = x;
 	h->xfers = x;
 	h->inflight++;
-	if (x->deadline)
-		mm_http__arm(h, x->deadline);
 	mm_http__dispatch(x);
 	return 0;
 fail:

@@ -11,7 +11,7 @@
  * on a reused connection that the server closed before answering (it
  * ended an idle connection just then) is sent again once on a new one.
  * HTTPS servers are verified against the system's CA store (OpenSSL's
- * default paths; SSL_CERT_FILE names another bundle) and the host name.
+ * default paths), or the bundle SSL_CERT_FILE names, and the host name.
  *
  * Requests never wait for "Expect: 100-continue": the header is never
  * sent, because every server we talk to reads the body at once and the

@@ -137,11 +137,13 @@ static void on_tls_written(uv_write_t *w, int status)
 /* Sends what TLS has for the peer. Returns 0 or a negative code. */
 static int conn_tls_flush(http_conn_t *c)
 {
-	tls_write_t *tw = calloc(1, sizeof(*tw));
+	tls_write_t *tw;
 	uv_buf_t b;
 	int rc;
 
-	if (tw == NULL)
+	if (mm_tls_out_pending(c->tls) == 0)
+		return 0;
+	if ((tw = calloc(1, sizeof(*tw))) == NULL)
 		return mm_diag_set(MM_ENOMEM, "http: TLS write");
 	if ((rc = mm_tls_take_out(c->tls, &tw->data)) || tw->data.len == 0)
 		goto out;

@@ -2,7 +2,8 @@
  * tls.c: OpenSSL behind memory BIOs (see tls.h).
  *
  * One SSL_CTX per process, made on first use: TLS 1.2 at least, peer
- * verification on, the CA store from OpenSSL's default paths. Each
+ * verification on, the CA certificates of SSL_CERT_FILE when it is set,
+ * else OpenSSL's default store. Each
  * connection gets an SSL with two memory BIOs: rbio holds what the socket
  * read and SSL has not consumed yet, wbio what SSL produced for the peer.
  * Nothing here touches a socket, so the caller's loop never blocks on TLS.
@@ -14,6 +15,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,15 +28,34 @@ struct mm_tls {
 
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 static SSL_CTX *tls_ctx;
+static char tls_ctx_err[512] = "http: cannot set up TLS (no OpenSSL context)";
 
+/* SSL_CERT_FILE, when set, is read here rather than left to OpenSSL's
+ * default paths, which skip a file they cannot read without a word: a
+ * wrong name must fail with that name, not as an untrusted server. */
 static void tls_ctx_init(void)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	const char *ca = getenv("SSL_CERT_FILE");
 
 	if (ctx == NULL)
 		return;
-	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-	    SSL_CTX_set_default_verify_paths(ctx) != 1) {
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		SSL_CTX_free(ctx);
+		return;
+	}
+	if (ca != NULL && *ca != '\0') {
+		if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+			snprintf(tls_ctx_err, sizeof(tls_ctx_err),
+				 "http: cannot read the CA certificates of SSL_CERT_FILE=%s", ca);
+			ERR_clear_error();
+			SSL_CTX_free(ctx);
+			return;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		snprintf(tls_ctx_err, sizeof(tls_ctx_err),
+			 "http: cannot read OpenSSL's default CA certificates");
+		ERR_clear_error();
 		SSL_CTX_free(ctx);
 		return;
 	}
@@ -65,7 +86,7 @@ int mm_tls_new(const char *host, size_t host_len, mm_tls_t **out)
 	*out = NULL;
 	pthread_once(&tls_once, tls_ctx_init);
 	if (tls_ctx == NULL)
-		return mm_diag_set(MM_EIO, "http: cannot set up TLS (OpenSSL context or CA store)");
+		return mm_diag_set(MM_EIO, "%s", tls_ctx_err);
 	if (host_len >= sizeof(name))
 		return mm_diag_set(MM_EINVAL, "http: host name too long for TLS");
 	memcpy(name, host, host_len);
@@ -161,6 +182,11 @@ int mm_tls_write(mm_tls_t *t, const void *p, size_t n)
 		done += w;
 	}
 	return 0;
+}
+
+size_t mm_tls_out_pending(mm_tls_t *t)
+{
+	return BIO_ctrl_pending(t->wbio);
 }
 
 int mm_tls_take_out(mm_tls_t *t, mm_buf_t *out)

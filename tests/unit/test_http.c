@@ -332,6 +332,24 @@ static void on_result(void *arg, const mm_http_response_t *res)
 
 static char url[128];
 
+/* Starts the server and a client on a new loop; returns mm_http_open's code. */
+static int client_start(srv_t *s, uv_loop_t *loop, const mm_http_options_t *opt, mm_http_t **h)
+{
+	srv_start(s);
+	uv_loop_init(loop);
+	return mm_http_open(loop, opt, h);
+}
+
+/* Closes the client, runs the loop empty (every handle closed: the loop
+ * closes) and stops the server. */
+static void client_done(mm_http_t *h, uv_loop_t *loop, srv_t *s)
+{
+	mm_http_close(h);
+	uv_run(loop, UV_RUN_DEFAULT);
+	CHECK(uv_loop_close(loop) == 0);
+	srv_stop(s);
+}
+
 static void set_url(srv_t *s, const char *path)
 {
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", s->port, path);
@@ -392,10 +410,7 @@ TEST(concurrent_requests_share_connections)
 	CHECK_EQ_INT(st.requests, N + 50);
 	CHECK_EQ_INT(st.connects, before);
 	CHECK_EQ_INT(st.failures, 0);
-	mm_http_close(h);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	CHECK(uv_loop_close(&loop) == 0);
-	srv_stop(&s);
+	client_done(h, &loop, &s);
 }
 
 TEST(status_codes_and_transport_errors)
@@ -407,9 +422,7 @@ TEST(status_codes_and_transport_errors)
 	mm_http_request_t req = {.method = "GET", .url = url};
 	char refused[64];
 
-	srv_start(&s);
-	uv_loop_init(&loop);
-	REQUIRE(mm_http_open(&loop, NULL, &h) == 0);
+	REQUIRE(client_start(&s, &loop, NULL, &h) == 0);
 	set_url(&s, "/status/503");
 	REQUIRE(mm_http_request(h, &req, on_result, &r503) == 0);
 	set_url(&s, "/drop");
@@ -428,10 +441,7 @@ TEST(status_codes_and_transport_errors)
 	CHECK(rdrop.done == 1 && rdrop.status == MM_EIO);
 	CHECK(rslow.done == 1 && rslow.status == MM_ETIMEDOUT);
 	CHECK(rrefused.done == 1 && rrefused.status == MM_EIO && rrefused.code == 0);
-	mm_http_close(h);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	CHECK(uv_loop_close(&loop) == 0);
-	srv_stop(&s);
+	client_done(h, &loop, &s);
 }
 
 /* Counts the turns of the loop while nothing is in flight. */
@@ -529,9 +539,7 @@ TEST(chaining_and_close_from_callback)
 	mm_http_request_t req = {.method = "POST", .url = url, .body = "c", .body_len = 1};
 	mm_http_request_t slow = {.method = "GET", .url = slow_url};
 
-	srv_start(&s);
-	uv_loop_init(&loop);
-	REQUIRE(mm_http_open(&loop, NULL, &c.h) == 0);
+	REQUIRE(client_start(&s, &loop, NULL, &c.h) == 0);
 	snprintf(slow_url, sizeof(slow_url), "http://127.0.0.1:%d/slow", s.port);
 	set_url(&s, "/echo");
 	REQUIRE(mm_http_request(c.h, &slow, on_result, &c.slow) == 0);
@@ -582,9 +590,7 @@ TEST(chunked_bodies_headers_and_connection_close)
 	uv_loop_t loop;
 	result_t r;
 
-	srv_start(&s);
-	uv_loop_init(&loop);
-	REQUIRE(mm_http_open(&loop, NULL, &h) == 0);
+	REQUIRE(client_start(&s, &loop, NULL, &h) == 0);
 	set_url(&s, "/chunked");
 	REQUIRE(mm_http_request(h, &req, on_hdr_result, &hc) == 0);
 	uv_run(&loop, UV_RUN_DEFAULT);
@@ -609,10 +615,7 @@ TEST(chunked_bodies_headers_and_connection_close)
 	CHECK_EQ_INT(st.failures, 0);
 	CHECK_EQ_INT(st.connects, 3);
 	CHECK_EQ_INT(srv_connections(&s), 3);
-	mm_http_close(h);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	CHECK(uv_loop_close(&loop) == 0);
-	srv_stop(&s);
+	client_done(h, &loop, &s);
 }
 
 /* A kept-alive connection the server closes when the next request comes,
@@ -627,9 +630,7 @@ TEST(reused_connection_closed_before_the_answer)
 	uv_loop_t loop;
 	result_t r;
 
-	srv_start(&s);
-	uv_loop_init(&loop);
-	REQUIRE(mm_http_open(&loop, &opt, &h) == 0);
+	REQUIRE(client_start(&s, &loop, &opt, &h) == 0);
 	run_one(&loop, h, &s, "/echo", &r);
 	CHECK(r.done == 1 && r.code == 200);
 	run_one(&loop, h, &s, "/fresh", &r);
@@ -644,10 +645,7 @@ TEST(reused_connection_closed_before_the_answer)
 	mm_http_get_stats(h, &st);
 	CHECK_EQ_INT(st.connects, 4);
 	CHECK_EQ_INT(st.failures, 1);
-	mm_http_close(h);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	CHECK(uv_loop_close(&loop) == 0);
-	srv_stop(&s);
+	client_done(h, &loop, &s);
 }
 
 /* With one connection per host, a request waiting behind a slow one times
@@ -663,9 +661,7 @@ TEST(queued_request_times_out)
 	mm_http_request_t slow = {.method = "GET", .url = slow_url};
 	mm_http_request_t q = {.method = "GET", .url = url, .timeout_ms = 200};
 
-	srv_start(&s);
-	uv_loop_init(&loop);
-	REQUIRE(mm_http_open(&loop, &opt, &h) == 0);
+	REQUIRE(client_start(&s, &loop, &opt, &h) == 0);
 	snprintf(slow_url, sizeof(slow_url), "http://127.0.0.1:%d/slow", s.port);
 	set_url(&s, "/echo");
 	REQUIRE(mm_http_request(h, &slow, on_result, &rslow) == 0);
@@ -673,10 +669,7 @@ TEST(queued_request_times_out)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	CHECK(rq.done == 1 && rq.status == MM_ETIMEDOUT);
 	CHECK(rslow.done == 1 && rslow.status == 0 && rslow.code == 200);
-	mm_http_close(h);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	CHECK(uv_loop_close(&loop) == 0);
-	srv_stop(&s);
+	client_done(h, &loop, &s);
 }
 
 static void on_stop_loop(uv_timer_t *t)
