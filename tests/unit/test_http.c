@@ -14,6 +14,8 @@
  *   /chunked      200, a chunked body in three chunks, each written apart,
  *                 and an X-Chunks header
  *   /close        200 "closing" with "Connection: close", then closes
+ *   /reset        (a POST) resets the connection as soon as the head came,
+ *                 while the client still writes the body
  *   /fresh        200 "fresh" as the first request of a connection; on a
  *                 reused one, closes it without answering (as a server does
  *                 that ended an idle connection just as the request came)
@@ -24,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "http/http.h"
@@ -123,6 +127,22 @@ static void on_slow(uv_timer_t *t)
 	conn_send(c, 200, NULL, "slow", 4);
 }
 
+/* Sends a FIN, then closes with a reset (SO_LINGER 0): a socket that got
+ * a FIN and then a reset fails its next write with EPIPE, which raises
+ * SIGPIPE unless the process ignores it. */
+static void conn_reset(conn_t *c)
+{
+	struct linger lg = {1, 0};
+	uv_os_fd_t fd;
+
+	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+		shutdown(fd, SHUT_WR);
+		usleep(50000);
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	conn_close(c);
+}
+
 /* Handles every complete request in the input buffer. */
 static void conn_process(conn_t *c)
 {
@@ -139,6 +159,10 @@ static void conn_process(conn_t *c)
 		if (cl)
 			body = strtoul(cl + 17, NULL, 10);
 		total = head + body;
+		if (strncmp(c->in, "POST /reset ", 12) == 0) {
+			conn_reset(c);
+			return;
+		}
 		if (c->len < total) {
 			c->in[head - 2] = '\r';
 			return;
@@ -719,6 +743,32 @@ TEST(close_with_requests_in_flight)
 	srv_stop(&s);
 }
 
+/* A server that sends a FIN and then resets the connection while a large
+ * body is still being written: the request fails with MM_EIO and the
+ * process lives (murmur does not ignore SIGPIPE, and a write after the FIN
+ * and the reset would raise it; the client closes the connection as soon
+ * as its read side sees the FIN, before writing again). */
+TEST(reset_while_writing_the_body)
+{
+	size_t len = (size_t)32 << 20;
+	char *big = calloc(1, len);
+	mm_http_request_t req = {.method = "POST", .url = url, .body = big, .body_len = len,
+				 .timeout_ms = 10000};
+	mm_http_t *h;
+	srv_t s;
+	uv_loop_t loop;
+	result_t r = {0};
+
+	REQUIRE(big != NULL);
+	REQUIRE(client_start(&s, &loop, NULL, &h) == 0);
+	set_url(&s, "/reset");
+	REQUIRE(mm_http_request(h, &req, on_result, &r) == 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(r.done == 1 && r.status == MM_EIO);
+	free(big);
+	client_done(h, &loop, &s);
+}
+
 TEST(bad_arguments_never_call_back)
 {
 	mm_http_t *h;
@@ -771,6 +821,7 @@ int main(void)
 	RUN(reused_connection_closed_before_the_answer);
 	RUN(queued_request_times_out);
 	RUN(close_with_requests_in_flight);
+	RUN(reset_while_writing_the_body);
 	RUN(bad_arguments_never_call_back);
 	RUN(blocking_fetch);
 	UNIT_DONE();
