@@ -318,6 +318,10 @@ static int http_check_request(const mm_http_request_t *req)
 	    (req->nheaders > 0 && req->headers == NULL) || (req->body_len > 0 && !req->body) ||
 	    req->timeout_ms < 0)
 		return mm_diag_set(MM_EINVAL, "http: incomplete request");
+	/* The method is a token: it goes into the request line as it is. */
+	for (i = 0; req->method[i]; i++)
+		if (!(req->method[i] >= 'A' && req->method[i] <= 'Z'))
+			return mm_diag_set(MM_EINVAL, "http: bad method '%s'", req->method);
 	for (i = 0; i < req->nheaders; i++)
 		if (req->headers[i] == NULL || strpbrk(req->headers[i], "\r\n"))
 			return mm_diag_set(MM_EINVAL, "http: bad header line");

@@ -2,7 +2,9 @@
  * url.c: splits an http:// or https:// URL (see url.h). Only what a client
  * needs: the scheme, the host (a name, an IPv4 literal or a bracketed IPv6
  * literal), the port and the request target. User info and fragments are
- * refused rather than half-understood.
+ * refused rather than half-understood, and so is a URL with a space or a
+ * control character: the target goes into the request line as it is, where
+ * a CR or LF would let a URL write headers of its own.
  */
 #include "url.h"
 
@@ -25,6 +27,10 @@ int mm_http_url_parse(const char *url, mm_http_url_t *out)
 	} else {
 		return mm_diag_set(MM_EINVAL, "http: '%s' is not an http:// or https:// URL", url);
 	}
+	for (end = p; *end; end++)
+		if ((unsigned char)*end <= ' ' || *end == 0x7f)
+			return mm_diag_set(MM_EINVAL, "http: a URL may not hold spaces or control "
+					   "characters (percent-encode them)");
 	end = p + strcspn(p, "/?#");
 	if (*end == '#' || memchr(p, '@', (size_t)(end - p)) != NULL || strchr(end, '#'))
 		return mm_diag_set(MM_EINVAL, "http: '%s': user info and fragments are not supported",

@@ -783,6 +783,18 @@ TEST(bad_arguments_never_call_back)
 	req.timeout_ms = -1;
 	CHECK(mm_http_request(h, &req, on_result, &r) == MM_EINVAL);
 	CHECK(mm_http_request(h, NULL, on_result, &r) == MM_EINVAL);
+	/* Nothing a caller passes may add lines to the request head. */
+	req.timeout_ms = 0;
+	req.url = "http://127.0.0.1:1/x HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET /";
+	CHECK(mm_http_request(h, &req, on_result, &r) == MM_EINVAL);
+	CHECK(strstr(mm_diag_msg(), "control characters") != NULL);
+	req.url = "http://127.0.0.1:1/a b";
+	CHECK(mm_http_request(h, &req, on_result, &r) == MM_EINVAL);
+	req.url = "http://127.0.0.1:1/";
+	req.method = "GET / HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET";
+	CHECK(mm_http_request(h, &req, on_result, &r) == MM_EINVAL);
+	req.method = "get";
+	CHECK(mm_http_request(h, &req, on_result, &r) == MM_EINVAL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	CHECK_EQ_INT(r.done, 0);
 	mm_http_close(h);
