@@ -114,7 +114,7 @@ const char *mm_http_response_header(const mm_http_response_t *res, const char *n
 	const http_xfer_t *x = res ? res->priv : NULL;
 	const char *p, *end, *v;
 
-	if (x == NULL || res->status != 0)
+	if (x == NULL || res->status != 0 || x->hdrs.len == 0)
 		return NULL;
 	p = (const char *)x->hdrs.p;
 	end = p + x->hdrs.len;

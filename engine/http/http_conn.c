@@ -187,10 +187,17 @@ static void conn_send(http_conn_t *c)
 
 /* ---- parsing ---- */
 
+/* Headers are kept as "name\0value\0" pairs; a name or value may come in
+ * several pieces, one per read. A chunked answer's trailer fields come
+ * through the same callbacks after the head: they are not headers of the
+ * answer (RFC 9110, 6.5.1) and are dropped, which also keeps the block
+ * ending with its last value's NUL for mm_http_response_header. */
 static int hdr_put(http_xfer_t *x, int state, const char *at, size_t n)
 {
 	static const char nul = '\0';
 
+	if (x->hdr_state == HDR_DONE)
+		return 0;
 	if (x->hdr_state != state && x->hdr_state != 0 && mm_buf_append(&x->hdrs, &nul, 1))
 		return -1;
 	x->hdr_state = state;
@@ -217,9 +224,13 @@ static int on_headers_complete(http_parser *p)
 	http_xfer_t *x = c->x;
 	static const char nul = '\0';
 
+	/* libhttp-parser takes one to three digits; a status code has three
+	 * (RFC 9112, 4), and a caller testing its class would misread "20". */
+	if (p->status_code < 100)
+		return -1;
 	if (x->hdr_state == 2 && mm_buf_append(&x->hdrs, &nul, 1))
 		return -1;
-	x->hdr_state = 0;
+	x->hdr_state = HDR_DONE;
 	x->code = p->status_code;
 	return 0;
 }
@@ -241,6 +252,7 @@ static int on_message_complete(http_parser *p)
 	/* A 1xx answer is followed by the real one. */
 	if (p->status_code >= 100 && p->status_code < 200) {
 		c->x->hdrs.len = 0;
+		c->x->hdr_state = 0;
 		c->x->resp.len = 0;
 		return 0;
 	}
@@ -278,6 +290,16 @@ static void conn_finish(http_conn_t *c, int keep)
 	mm_http__complete(x, 0, "");
 }
 
+/* Words a parse failure; our callbacks refuse in two cases of their own. */
+static const char *parse_error(const http_parser *p, enum http_errno e)
+{
+	if (e == HPE_CB_body)
+		return "body over 64 MiB";
+	if (e == HPE_CB_headers_complete && p->status_code < 100)
+		return "status code not of three digits";
+	return http_errno_description(e);
+}
+
 /* Parses n bytes of response (eof: the server closed after them). */
 static void conn_input(http_conn_t *c, const char *p, size_t n, int eof)
 {
@@ -302,7 +324,7 @@ static void conn_input(http_conn_t *c, const char *p, size_t n, int eof)
 	e = HTTP_PARSER_ERRNO(&c->parser);
 	if (e != HPE_OK)
 		mm_http__conn_close(c, MM_EIO, "http: bad response from %s: %s", c->host->hostport,
-				    e == HPE_CB_body ? "body over 64 MiB" : http_errno_description(e));
+				    parse_error(&c->parser, e));
 	else if (eof)
 		mm_http__conn_close(c, MM_EIO, "http: %s closed the connection %s",
 				    c->host->hostport,

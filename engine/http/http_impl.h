@@ -31,6 +31,8 @@
 typedef struct http_conn http_conn_t;
 typedef struct http_host http_host_t;
 
+enum { HDR_DONE = 3 };
+
 typedef struct http_xfer {
 	mm_http_t *h;
 	http_host_t *host;
@@ -41,7 +43,8 @@ typedef struct http_xfer {
 	mm_buf_t body;          /* the request body (a copy) */
 	mm_buf_t resp;          /* the response body */
 	mm_buf_t hdrs;          /* response headers, "name\0value\0" each */
-	int hdr_state;          /* 0 before the first header, 1 in a name, 2 in a value */
+	int hdr_state;          /* 0 before the first header, 1 in a name, 2 in a value,
+	                         * HDR_DONE after the head (trailers are dropped) */
 	int done;               /* the whole response arrived */
 	int retried;            /* sent again after a reused connection died */
 	int nomem;              /* no connection could be allocated for it */

@@ -13,6 +13,8 @@
  *                 (no "Connection: close"), as a server ends idle ones
  *   /chunked      200, a chunked body in three chunks, each written apart,
  *                 and an X-Chunks header
+ *   /trailer      200, a chunked body "ok" ending with an X-Trailer field
+ *   /two-digits   "HTTP/1.1 20 OK": a status code of two digits
  *   /close        200 "closing" with "Connection: close", then closes
  *   /reset        (a POST) resets the connection as soon as the head came,
  *                 while the client still writes the body
@@ -196,6 +198,11 @@ static void conn_process(conn_t *c)
 				    "X-Chunks: three\r\n\r\n5\r\nhello\r\n");
 			conn_raw(c, "1\r\n \r\n");
 			conn_raw(c, "5\r\nworld\r\n0\r\n\r\n");
+		} else if (strcmp(path, "/trailer") == 0) {
+			conn_raw(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Chunks: one\r\n\r\n"
+				    "2\r\nok\r\n0\r\nX-Trailer: t\r\n\r\n");
+		} else if (strcmp(path, "/two-digits") == 0) {
+			conn_raw(c, "HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n");
 		} else if (strcmp(path, "/close") == 0) {
 			conn_send(c, 200, "Connection: close\r\n", "closing", 7);
 			c->bye.data = c;
@@ -336,6 +343,7 @@ typedef struct result {
 	int done, status;
 	long code;
 	char body[128];
+	char error[200];
 	size_t len;
 	int *inside;   /* set while mm_http_request runs: the callback must not see it */
 	int reentered;
@@ -350,6 +358,7 @@ static void on_result(void *arg, const mm_http_response_t *res)
 	r->code = res->code;
 	r->len = res->len;
 	snprintf(r->body, sizeof(r->body), "%.*s", (int)res->len, (const char *)res->body);
+	snprintf(r->error, sizeof(r->error), "%s", res->error);
 	if (r->inside && *r->inside)
 		r->reentered = 1;
 }
@@ -642,6 +651,34 @@ TEST(chunked_bodies_headers_and_connection_close)
 	client_done(h, &loop, &s);
 }
 
+/* A chunked answer's trailer fields are not among its headers (and the
+ * header block stays whole for lookups), and a status code must have
+ * three digits. */
+TEST(trailers_and_short_status_codes)
+{
+	mm_http_request_t req = {.method = "GET", .url = url, .timeout_ms = 5000};
+	hdr_result_t ht = {.name = "x-trailer"}, hc = {.name = "X-CHUNKS"};
+	mm_http_t *h;
+	srv_t s;
+	uv_loop_t loop;
+	result_t r;
+
+	REQUIRE(client_start(&s, &loop, NULL, &h) == 0);
+	set_url(&s, "/trailer");
+	REQUIRE(mm_http_request(h, &req, on_hdr_result, &ht) == 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(ht.r.done == 1 && ht.r.status == 0 && ht.r.code == 200);
+	CHECK(strcmp(ht.r.body, "ok") == 0);
+	CHECK(strcmp(ht.value, "(none)") == 0);
+	REQUIRE(mm_http_request(h, &req, on_hdr_result, &hc) == 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	CHECK(strcmp(hc.value, "one") == 0);
+	run_one(&loop, h, &s, "/two-digits", &r);
+	CHECK(r.done == 1 && r.status == MM_EIO && r.code == 0);
+	CHECK(strstr(r.error, "status code not of three digits") != NULL);
+	client_done(h, &loop, &s);
+}
+
 /* A kept-alive connection the server closes when the next request comes,
  * before answering it: the request is sent again on a new connection,
  * once; a request on a new connection that is dropped fails. */
@@ -830,6 +867,7 @@ int main(void)
 	RUN(server_closes_idle_connections);
 	RUN(chaining_and_close_from_callback);
 	RUN(chunked_bodies_headers_and_connection_close);
+	RUN(trailers_and_short_status_codes);
 	RUN(reused_connection_closed_before_the_answer);
 	RUN(queued_request_times_out);
 	RUN(close_with_requests_in_flight);
