@@ -301,6 +301,8 @@ flat_string(const char *base, const unsigned char *p, const unsigned char *safe,
 
 	/* scan_flat runs on documents of at least a block, so the tail mask
 	 * needs no padded copy. */
+	int esc;
+
 	m = __builtin_expect(p <= safe, 1) ? any_special(p) : tail_mask(base, p, end, &quotes);
 	if (m) {
 		q = p + ((unsigned)__builtin_ctzll(m) >> MASK_SHIFT);
@@ -309,7 +311,11 @@ flat_string(const char *base, const unsigned char *p, const unsigned char *safe,
 			return q;
 		}
 	}
-	return flat_string_rest(base, p, end, escaped);
+	/* esc, not *escaped, has its address taken, so that the caller's flag
+	 * can stay in a register. */
+	q = flat_string_rest(base, p, end, &esc);
+	*escaped = esc;
+	return q;
 }
 
 /* The requested field named by the key k[0..klen) (escaped or not), or -1. */

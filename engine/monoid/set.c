@@ -105,7 +105,7 @@ static void set_prune(mm_set_t *h, uint32_t max, mm_set_ref_t *refs)
 	set_sort(&h->t, refs);
 	for (i = max; i < h->t.n; i++)
 		h->t.e[refs[i].idx].val = 0;
-	mm_strtab_compact(&h->t);
+	mm_strtab_compact(&h->t, 0);
 	h->truncated = 1;
 	h->cutoff = 0;
 	for (i = 1; i < h->t.n; i++)

@@ -140,6 +140,12 @@ mm_strtab_entry_t *mm_strtab_put(mm_strtab_t *t, const void *key, uint32_t len, 
 	return strtab_append(t, s, key, len, hash);
 }
 
+mm_strtab_entry_t *mm_strtab_insert_at(mm_strtab_t *t, uint32_t slot, const void *key, uint32_t len,
+				       uint64_t hash)
+{
+	return strtab_append(t, slot, key, len, hash);
+}
+
 mm_strtab_entry_t *mm_strtab_insert(mm_strtab_t *t, const void *key, uint32_t len, uint64_t hash)
 {
 	uint32_t s;
@@ -149,23 +155,28 @@ mm_strtab_entry_t *mm_strtab_insert(mm_strtab_t *t, const void *key, uint32_t le
 	return strtab_append(t, s, key, len, hash);
 }
 
-void mm_strtab_compact(mm_strtab_t *t)
+void mm_strtab_compact(mm_strtab_t *t, uint64_t sub)
 {
-	uint32_t i, n = 0;
+	/* Locals: a store through e would otherwise make the compiler reload
+	 * the table's fields on every entry (they could alias). */
+	mm_strtab_entry_t *e = t->e;
+	uint8_t *keys = t->keys;
+	uint32_t i, n = 0, count = t->n;
 	size_t klen = 0;
 
 	/* Entries are in arena order, so moving each survivor down never
 	 * overwrites bytes that a later survivor still needs. */
-	for (i = 0; i < t->n; i++) {
-		mm_strtab_entry_t e = t->e[i];
+	for (i = 0; i < count; i++) {
+		mm_strtab_entry_t x = e[i];
 
-		if (e.val == 0)
+		if (x.val <= sub)
 			continue;
-		if (e.off != klen)
-			memmove(t->keys + klen, t->keys + e.off, e.len);
-		e.off = klen;
-		klen += e.len;
-		t->e[n++] = e;
+		x.val -= sub;
+		if (x.off != klen)
+			memmove(keys + klen, keys + x.off, x.len);
+		x.off = klen;
+		klen += x.len;
+		e[n++] = x;
 	}
 	t->n = n;
 	t->klen = klen;

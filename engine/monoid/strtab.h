@@ -7,7 +7,8 @@
  * addressing index (linear probing, power-of-two size, at most half full)
  * maps a string to its entry. Keeping entries dense and ordered makes the
  * reductions both users need a single pass: mark entries dead by setting the
- * payload to 0, then mm_strtab_compact() squeezes entries and arena in place.
+ * payload to 0 (or, for Top-K, take a threshold off every payload), then
+ * mm_strtab_compact() squeezes entries and arena in place.
  *
  * Allocation happens only in mm_strtab_reserve(), all or nothing, so callers
  * can reserve room for a whole add or merge up front and then mutate without
@@ -80,6 +81,12 @@ static inline int mm_strtab_reserve(mm_strtab_t *t, size_t entries, size_t bytes
 static inline mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void *key,
 						 uint32_t len, uint64_t hash);
 
+/* mm_strtab_find that, on a miss in a reserved table, also gives the empty
+ * slot its probe ended at (for mm_strtab_insert_at); *slot is left alone
+ * otherwise. */
+static inline mm_strtab_entry_t *mm_strtab_find_slot(const mm_strtab_t *t, const void *key,
+						      uint32_t len, uint64_t hash, uint32_t *slot);
+
 /* Returns the entry holding key[0..len), appending one with val 0 (and
  * setting *created to 1) when absent. The caller must have reserved room for
  * one entry of len bytes; key must not point into t's own arena unless the
@@ -92,9 +99,16 @@ mm_strtab_entry_t *mm_strtab_put(mm_strtab_t *t, const void *key, uint32_t len, 
  * compares. Same reservation rule as mm_strtab_put. */
 mm_strtab_entry_t *mm_strtab_insert(mm_strtab_t *t, const void *key, uint32_t len, uint64_t hash);
 
-/* Removes every entry whose val is 0, keeping the others in order, and
- * rebuilds the index. Never allocates. */
-void mm_strtab_compact(mm_strtab_t *t);
+/* mm_strtab_insert at the empty slot where mm_strtab_find_slot's miss
+ * ended, which stays valid while the index is not rebuilt (a reserve that
+ * changes mask rebuilds it). */
+mm_strtab_entry_t *mm_strtab_insert_at(mm_strtab_t *t, uint32_t slot, const void *key, uint32_t len,
+				       uint64_t hash);
+
+/* Takes sub off every entry's val, removes the entries whose val was at
+ * most sub (with sub 0: those whose val is 0), keeping the others in order,
+ * and rebuilds the index. Never allocates. */
+void mm_strtab_compact(mm_strtab_t *t, uint64_t sub);
 
 /* The bytes of an entry; valid until the next reserve or compact. */
 static inline const uint8_t *mm_strtab_key(const mm_strtab_t *t, const mm_strtab_entry_t *e)
@@ -109,8 +123,8 @@ int mm_strtab_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t bl
 /* Releases everything and zeroes the struct. */
 void mm_strtab_free(mm_strtab_t *t);
 
-static inline mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void *key,
-						 uint32_t len, uint64_t hash)
+static inline mm_strtab_entry_t *mm_strtab_find_slot(const mm_strtab_t *t, const void *key,
+						      uint32_t len, uint64_t hash, uint32_t *slot)
 {
 	uint32_t s;
 
@@ -122,7 +136,16 @@ static inline mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void
 		if (e->hash == hash && e->len == len && mm_key_eq(t->keys + e->off, key, len))
 			return e;
 	}
+	*slot = s;
 	return NULL;
+}
+
+static inline mm_strtab_entry_t *mm_strtab_find(const mm_strtab_t *t, const void *key,
+						 uint32_t len, uint64_t hash)
+{
+	uint32_t s;
+
+	return mm_strtab_find_slot(t, key, len, hash, &s);
 }
 
 #endif

@@ -158,11 +158,9 @@ static uint64_t topk_threshold(const mm_strtab_t *t, uint32_t c)
 static void topk_reduce(mm_topk_t *h, uint32_t c)
 {
 	uint64_t thr = topk_threshold(&h->t, c);
-	uint32_t i;
 
-	for (i = 0; i < h->t.n; i++)
-		h->t.e[i].val = h->t.e[i].val > thr ? h->t.e[i].val - thr : 0;
-	mm_strtab_compact(&h->t);
+	/* Every counter loses thr; those at or below it go. */
+	mm_strtab_compact(&h->t, thr);
 	h->err += thr;
 }
 
@@ -243,6 +241,7 @@ static int topk_add(const mm_monoid_t *m, void *st, const mm_value_t *v)
 	mm_topk_t *h = topk_get(st);
 	mm_strtab_entry_t *e;
 	uint64_t hash;
+	uint32_t slot = 0;
 	int rc;
 
 	if (v->type != MM_VAL_STRING)
@@ -252,9 +251,10 @@ static int topk_add(const mm_monoid_t *m, void *st, const mm_value_t *v)
 	if (h && h->n == UINT64_MAX)
 		return mm_diag_set(MM_ERANGE, "topk: total count overflows");
 	hash = mm_strtab_hash(v->s, v->len);
-	e = h ? mm_strtab_find(&h->t, v->s, (uint32_t)v->len, hash) : NULL;
+	e = h ? mm_strtab_find_slot(&h->t, v->s, (uint32_t)v->len, hash, &slot) : NULL;
 	if (e == NULL) {
 		int fresh = h == NULL;
+		uint32_t mask = fresh ? 0 : h->t.mask;
 
 		if (fresh && (h = calloc(1, sizeof(*h))) == NULL)
 			return mm_diag_set(MM_ENOMEM, "topk: cannot allocate a sketch");
@@ -264,8 +264,13 @@ static int topk_add(const mm_monoid_t *m, void *st, const mm_value_t *v)
 				free(h);
 			return rc;
 		}
-		/* The find just missed, and a reserve moves no key. */
-		e = mm_strtab_insert(&h->t, v->s, (uint32_t)v->len, hash);
+		/* The find just missed, and a reserve moves no key. The slot
+		 * its probe ended at holds unless the reserve rebuilt the
+		 * index, which always changes its size. */
+		if (!fresh && h->t.mask == mask && mask != 0)
+			e = mm_strtab_insert_at(&h->t, slot, v->s, (uint32_t)v->len, hash);
+		else
+			e = mm_strtab_insert(&h->t, v->s, (uint32_t)v->len, hash);
 	}
 	e->val++;
 	h->n++;
