@@ -319,6 +319,120 @@ TEST(reduction_threshold_is_the_k_plus_first_counter)
 	}
 }
 
+/* A reference of the in-memory summary: the items in insertion order, a
+ * new one appended, and past 1 024 items (the limit for k below 128) every
+ * counter loses the 513th largest and those at or below it go. */
+typedef struct ref_item {
+	uint32_t id;
+	uint64_t count;
+} ref_item_t;
+
+static int cmp_desc_ref(const void *a, const void *b)
+{
+	uint64_t x = ((const ref_item_t *)a)->count, y = ((const ref_item_t *)b)->count;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The (c+1)-th largest count of r[0..n), n > c. */
+static uint64_t ref_threshold(const ref_item_t *r, uint32_t n, uint32_t c)
+{
+	ref_item_t *s = malloc(n * sizeof(*s));
+	uint64_t thr;
+
+	memcpy(s, r, n * sizeof(*s));
+	qsort(s, n, sizeof(*s), cmp_desc_ref);
+	thr = s[c].count;
+	free(s);
+	return thr;
+}
+
+/* Whether the encoding of st gives the reference's view: its K largest
+ * counters above the (K+1)-th, the error, the total; prints the first
+ * difference. */
+static int matches_reference(const mm_monoid_t *m, const state_t *st, const ref_item_t *ref,
+			     uint32_t n, uint64_t err, uint64_t total, uint32_t k)
+{
+	uint64_t thr = n > k ? ref_threshold(ref, n, k) : 0;
+	uint32_t want = 0, bad = 0;
+	char name[16];
+	mm_buf_t b = enc(m, st);
+	parsed_t p;
+
+	parse(&b, &p);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t got, exp = ref[i].count > thr ? ref[i].count - thr : 0;
+
+		want += exp > 0;
+		snprintf(name, sizeof(name), "e%u", ref[i].id);
+		if ((got = lower_of(&p, name)) != exp && bad++ == 0)
+			printf("#   %s: %" PRIu64 " where the reference has %" PRIu64 "\n", name, got,
+			       exp);
+	}
+	if (p.n != total || p.err != err + thr || p.count != want) {
+		printf("#   n %" PRIu64 " err %" PRIu64 " items %u; the reference: %" PRIu64
+		       " %" PRIu64 " %u\n",
+		       p.n, p.err, p.count, total, err + thr, want);
+		bad++;
+	}
+	free(p.items);
+	mm_buf_free(&b);
+	return bad == 0;
+}
+
+/*
+ * Adds of a skewed stream of 3 000 names, so that the summary's table grows
+ * its index from 32 slots to 4 096 (a reserve that rebuilds the index lands
+ * between an add's find and its insert), reduces every few hundred new
+ * items, and takes items back after they were reduced away: after every add
+ * of the first 1 100 (every growth) and every 97th after, the encoding must
+ * give the reference's counters, error and number of items. A new item goes
+ * into the slot its find ended at unless the index was rebuilt, and a
+ * reduction subtracts and compacts in one pass; this checks both against
+ * the plain algorithm, with a K as large as the view can be.
+ */
+TEST(memory_reductions_match_a_reference)
+{
+	enum { K = 127, LIMIT = 1024, ADDS = 30000 };
+	ref_item_t *ref = malloc((LIMIT + 1) * sizeof(*ref));
+	mm_monoid_t m = topk(K);
+	uint32_t n = 0, bad = 0;
+	uint64_t err = 0, total = 0;
+	char name[16];
+	state_t st;
+
+	m.vt->init(&m, st.b);
+	for (uint32_t a = 0; a < ADDS; a++) {
+		uint32_t id = (uint32_t)(xorshift64() % (1 + xorshift64() % 3000)), i;
+
+		snprintf(name, sizeof(name), "e%u", id);
+		REQUIRE(add_str(&m, &st, name) == 0);
+		total++;
+		for (i = 0; i < n && ref[i].id != id; i++)
+			;
+		if (i == n)
+			ref[n++] = (ref_item_t){id, 0};
+		ref[i].count++;
+		if (n > LIMIT) {
+			uint64_t t = ref_threshold(ref, n, LIMIT / 2);
+			uint32_t kept = 0;
+
+			for (i = 0; i < n; i++)
+				if (ref[i].count > t)
+					ref[kept++] = (ref_item_t){ref[i].id, ref[i].count - t};
+			n = kept;
+			err += t;
+		}
+		if ((a < 1100 || a % 97 == 0) && !matches_reference(&m, &st, ref, n, err, total, K) &&
+		    bad++ < 3)
+			printf("#   after add %u\n", a);
+	}
+	CHECK_EQ_INT(bad, 0);
+	CHECK(err > 0); /* the stream did reduce */
+	m.vt->destroy(&m, st.b);
+	free(ref);
+}
+
 TEST(json_escaping)
 {
 	mm_monoid_t m = topk(8);
@@ -866,6 +980,7 @@ int main(void)
 	RUN(identity);
 	RUN(exact_small);
 	RUN(reduction_threshold_is_the_k_plus_first_counter);
+	RUN(memory_reductions_match_a_reference);
 	RUN(json_escaping);
 	RUN(type_errors);
 	RUN(laws_without_memory_reductions);
