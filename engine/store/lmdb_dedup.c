@@ -30,8 +30,9 @@
  * nothing can come between that answer and the apply() that marks the won
  * ids; and so marked() gives the same answer at once, for one record on the
  * loop thread, once the set is filled: the pipeline then needs no claim at
- * the flush (MM_STORE_CAP_MARKED). Memory: 21 to 43 bytes per live mark (96
- * bits of each hash and its expiry; twice that while the table grows). The
+ * the flush (MM_STORE_CAP_MARKED). Memory: 22 to 44 bytes per live mark (96
+ * bits of each hash and its expiry, and the set's filter; twice that while
+ * the table grows). The
  * set is read from the disk again when its expiry offsets' base is 24 days
  * old, and pruned when a partition ends.
  * The set is a cache of what is committed: a failed commit leaves it as it
@@ -562,8 +563,11 @@ int mm_lmdb_marked(mm_store_t *base, const mm_idhash_t *h, const mm_idhash_t *ah
 	if (!st->marks_loaded || mm_markset_stale(&st->set, now_ms)) {
 		rc = MM_EAGAIN;
 	} else {
+		/* Most records' ids are new, which the filter's word tells
+		 * alone: the slot is read only when the word lets the id by. */
 		if (ahead != NULL)
-			mm_markset_prefetch(&st->set, &(mm_markhash_t){ahead->h0, ahead->h1, 0});
+			mm_markset_prefetch_word(&st->set,
+						 &(mm_markhash_t){ahead->h0, ahead->h1, 0});
 		rc = mm_markset_expiry(&st->set, &m) > now_ms;
 	}
 	uv_mutex_unlock(&st->set_lock);
