@@ -124,9 +124,10 @@ static uint64_t filter_mask(uint32_t h1)
 	       1ULL << (h1 >> 18 & 63);
 }
 
-static mm_markslot_t *find(const mm_markset_t *s, uint64_t h0, uint32_t h1)
+/* The slot of (h0, h1) or the empty one where it belongs, from its home. */
+static mm_markslot_t *find(const mm_markset_t *s, size_t home, uint64_t h0, uint32_t h1)
 {
-	size_t i = slot_of(s, h0);
+	size_t i = home;
 
 	for (;; i = (i + 1) & (s->cap - 1)) {
 		mm_markslot_t *e = &s->slots[i];
@@ -163,8 +164,10 @@ static int rebuild_into(mm_markset_t *t, const mm_markset_t *s, int64_t now_ms, 
 		const mm_markslot_t *e = &s->slots[i];
 
 		if (live(s, e, now_ms)) {
-			*find(t, e->h0, e->h1) = *e;
-			*filter_word(t, slot_of(t, e->h0)) |= filter_mask(e->h1);
+			size_t home = slot_of(t, e->h0);
+
+			*find(t, home, e->h0, e->h1) = *e;
+			*filter_word(t, home) |= filter_mask(e->h1);
 			if (t->count++ == 0 || e->exp < t->min_exp)
 				t->min_exp = e->exp;
 		}
@@ -202,6 +205,7 @@ int mm_markset_add(mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms)
 	int64_t off = m->expire_ms - s->base_ms;
 	uint32_t exp = off > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)off;
 	mm_markslot_t *e;
+	size_t home;
 	int rc;
 
 	if (off <= 0)
@@ -210,12 +214,13 @@ int mm_markset_add(mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms)
 	 * ones still fill more than half of the larger table's room. */
 	if ((s->count + 1) * 4 > s->cap * 3 && (rc = rebuild(s, now_ms, s->count / 2 + 1)))
 		return rc;
-	e = find(s, m->h0, (uint32_t)(m->h1 >> 32));
+	home = slot_of(s, m->h0);
+	e = find(s, home, m->h0, (uint32_t)(m->h1 >> 32));
 	if (is_empty(e)) {
 		e->h0 = m->h0;
 		e->h1 = (uint32_t)(m->h1 >> 32);
 		e->exp = exp;
-		*filter_word(s, slot_of(s, e->h0)) |= filter_mask(e->h1);
+		*filter_word(s, home) |= filter_mask(e->h1);
 		if (s->count++ == 0 || exp < s->min_exp)
 			s->min_exp = exp;
 	} else if (exp > e->exp) {
@@ -234,20 +239,30 @@ int mm_markset_copy(mm_markset_t *t, const mm_markset_t *s, size_t n, int64_t no
 	return rebuild_into(t, s, now_ms, n + (s->count + n) / 2);
 }
 
-int mm_markset_may_hold(const mm_markset_t *s, const mm_markhash_t *m)
+/* Whether the filter lets m by, m's home slot given (cap is not 0). */
+static int filter_has(const mm_markset_t *s, size_t home, const mm_markhash_t *m)
 {
 	uint64_t mask = filter_mask((uint32_t)(m->h1 >> 32));
 
-	return s->cap && (*filter_word(s, slot_of(s, m->h0)) & mask) == mask;
+	return (*filter_word(s, home) & mask) == mask;
+}
+
+int mm_markset_may_hold(const mm_markset_t *s, const mm_markhash_t *m)
+{
+	return s->cap && filter_has(s, slot_of(s, m->h0), m);
 }
 
 int64_t mm_markset_expiry(const mm_markset_t *s, const mm_markhash_t *m)
 {
 	const mm_markslot_t *e;
+	size_t home;
 
-	if (!mm_markset_may_hold(s, m))
+	if (s->cap == 0)
 		return 0;
-	e = find(s, m->h0, (uint32_t)(m->h1 >> 32));
+	home = slot_of(s, m->h0);
+	if (!filter_has(s, home, m))
+		return 0;
+	e = find(s, home, m->h0, (uint32_t)(m->h1 >> 32));
 	return is_empty(e) ? 0 : s->base_ms + (int64_t)e->exp;
 }
 
