@@ -782,6 +782,7 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
 	const char *src_id = b->src ? b->src->id : "";
+	mm_store_t *marks = p->asks_marks && !p->replaying ? p->st : NULL;
 	scan_plan_t sp;
 	rec_read_t rd[2], *next = &rd[0], *cur = &rd[1];
 
@@ -804,6 +805,10 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 	memcpy(rd[0].f, sp.f, sizeof(sp.f));
 	memcpy(rd[1].f, sp.f, sizeof(sp.f));
 	p->batch = b;
+	/* The store's marks answer the batch's ids under one hold (store.h),
+	 * not a lock per record. */
+	if (marks)
+		mm_store_marked_hold(marks, 1);
 	/* Record i is read into next, then record i - 1 (in cur) processed:
 	 * record_read says why. */
 	for (size_t i = 0; i <= b->n; i++) {
@@ -819,6 +824,8 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 		cur = next;
 		next = t;
 	}
+	if (marks)
+		mm_store_marked_hold(marks, 0);
 	p->batch = NULL;
 	mm_buf_free(&rd[0].tmp);
 	mm_buf_free(&rd[1].tmp);

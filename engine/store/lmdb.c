@@ -837,4 +837,5 @@ const mm_store_vtable_t mm_store_lmdb_vtable = {
 	.close = lmdb_close,
 	.claim = mm_lmdb_claim,
 	.marked = mm_lmdb_marked,
+	.marked_hold = mm_lmdb_marked_hold,
 };

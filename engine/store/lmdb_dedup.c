@@ -46,11 +46,13 @@
  *
  * Threads: claim and apply work run on pool threads, marked() on the loop
  * thread. The pool threads' work on the marks is serialised by
- * st->marks_lock; marked() takes st->set_lock, which a pool thread holds
+ * st->marks_lock; marked() takes st->set_lock (or the pipeline took it for
+ * a whole batch: marked_hold), which a pool thread holds
  * only while it changes the set, never while it reads the disk or builds a
  * table: a set read from the disk or grown for a flush's marks is built
  * aside and swapped in, and marks added in place go in runs of
- * LMDB_ADD_RUN, so the loop waits for a lookup, not for a rebuild.
+ * LMDB_ADD_RUN, so the loop waits for a run of adds or a swap, not for a
+ * rebuild, and a pool thread for at most a batch.
  */
 #include <stdlib.h>
 
@@ -559,7 +561,8 @@ int mm_lmdb_marked(mm_store_t *base, const mm_idhash_t *h, const mm_idhash_t *ah
 	mm_markhash_t m = {h->h0, h->h1, 0};
 	int rc;
 
-	uv_mutex_lock(&st->set_lock);
+	if (!st->set_held)
+		uv_mutex_lock(&st->set_lock);
 	if (!st->marks_loaded || mm_markset_stale(&st->set, now_ms)) {
 		rc = MM_EAGAIN;
 	} else {
@@ -570,8 +573,24 @@ int mm_lmdb_marked(mm_store_t *base, const mm_idhash_t *h, const mm_idhash_t *ah
 						 &(mm_markhash_t){ahead->h0, ahead->h1, 0});
 		rc = mm_markset_expiry(&st->set, &m) > now_ms;
 	}
-	uv_mutex_unlock(&st->set_lock);
+	if (!st->set_held)
+		uv_mutex_unlock(&st->set_lock);
 	return rc;
+}
+
+/* A batch's lookups under one lock (the vtable's marked_hold): a lock and
+ * an unlock per record cost as much as the lookup. A pool thread that
+ * changes the set meanwhile waits for the batch, as the loop waits for a
+ * run of its adds. */
+void mm_lmdb_marked_hold(mm_store_t *base, int hold)
+{
+	mm_lmdb_t *st = (mm_lmdb_t *)base;
+
+	if (hold)
+		uv_mutex_lock(&st->set_lock);
+	st->set_held = hold;
+	if (!hold)
+		uv_mutex_unlock(&st->set_lock);
 }
 
 int mm_lmdb_claim(mm_store_t *base, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,

@@ -51,6 +51,7 @@ typedef struct mm_lmdb {
 	 * a pool thread (holding marks_lock) takes set_lock only while it
 	 * changes them, briefly, and reads them without it. */
 	uv_mutex_t marks_lock, set_lock;
+	int set_held;           /* the loop thread holds set_lock (marked_hold) */
 	mm_markset_t set;
 	int marks_loaded, legacy, migrated;
 	mm_markhash_t *pend;
@@ -192,6 +193,8 @@ int mm_lmdb_start(mm_store_t *base, mm_store_cb cb, void *arg);
 /* The vtable's marked(): a record's claim answered from the markset. */
 int mm_lmdb_marked(mm_store_t *base, const mm_idhash_t *h, const mm_idhash_t *ahead,
 		   int64_t now_ms);
+/* The vtable's marked_hold(): set_lock held across a batch's lookups. */
+void mm_lmdb_marked_hold(mm_store_t *base, int hold);
 
 /* lmdb_sort.c */
 

@@ -324,6 +324,13 @@ typedef struct mm_store_vtable {
 	 * I/O, it may wait for a pool thread updating the marks. */
 	int (*marked)(mm_store_t *st, const mm_idhash_t *h, const mm_idhash_t *ahead,
 		      int64_t now_ms);
+	/* MM_STORE_CAP_MARKED, optional (NULL: nothing to hold): hold 1 before
+	 * a run of marked() calls (a batch's records), hold 0 after it; the
+	 * store may take once for the run what each call would take and give
+	 * back (LMDB: the lock its pool threads change the marks under). Calls
+	 * pair up and do not nest; between them the caller asks marked() and
+	 * nothing else of the store, and waits for no pool work. Loop thread. */
+	void (*marked_hold)(mm_store_t *st, int hold);
 } mm_store_vtable_t;
 
 /* Common head of every backend's store struct (embed as the first member). */
@@ -397,6 +404,12 @@ static inline int mm_store_marked(mm_store_t *st, const mm_idhash_t *h, const mm
 				  int64_t now_ms)
 {
 	return st->vt->marked(st, h, ahead, now_ms);
+}
+/* The vtable's marked_hold(), if the store has one (MM_STORE_CAP_MARKED). */
+static inline void mm_store_marked_hold(mm_store_t *st, int hold)
+{
+	if (st->vt->marked_hold != NULL)
+		st->vt->marked_hold(st, hold);
 }
 int mm_store_claim(mm_store_t *st, const mm_ns_t *ns, mm_claim_t *ids, size_t n, int64_t ttl_ms,
 		   mm_store_cb cb, void *arg);

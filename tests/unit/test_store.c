@@ -1533,7 +1533,9 @@ TEST(lmdb_given_hashes)
 /* marked() (MM_STORE_CAP_MARKED) answers from the marks in memory, as a
  * claim would, once start() has read them: before, MM_EAGAIN; after an
  * apply, its marks too; expired marks are new again; after a reopen,
- * start() reads them from the disk. */
+ * start() reads them from the disk. Under a hold (marked_hold, a batch's
+ * lookups) the answers are the same, and an apply that commits meanwhile
+ * adds its marks to the memory once the hold ends. */
 TEST(lmdb_marked)
 {
 	static batch_t b;
@@ -1559,6 +1561,10 @@ TEST(lmdb_marked)
 		CHECK_EQ_INT(mm_store_marked(fx.st, &h[1], NULL, t), 1);
 		CHECK_EQ_INT(mm_store_marked(fx.st, &h[1], NULL, t + 1000), 0);
 		CHECK_EQ_INT(mm_store_marked(fx.st, &h[2], NULL, t), 0);
+		mm_store_marked_hold(fx.st, 1);
+		CHECK_EQ_INT(mm_store_marked(fx.st, &h[0], &h[2], t), 1);
+		CHECK_EQ_INT(mm_store_marked(fx.st, &h[2], NULL, t), 0);
+		mm_store_marked_hold(fx.st, 0);
 		/* The same answers as the claims. */
 		CHECK_EQ_INT(marked(&fx, &NS, S("a")), 1);
 		CHECK_EQ_INT(marked(&fx, &NS, S("z")), 0);
@@ -1566,6 +1572,20 @@ TEST(lmdb_marked)
 		REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
 		REQUIRE(mm_store_start_wait(fx.st) == 0);
 	}
+	/* An apply on the pool while the loop holds: its commit waits to
+	 * change the memory, the answers stay those of before, and after the
+	 * hold the apply completes with its mark in memory. */
+	batch_init(&b, t);
+	add_mark(&b, &NS, S("z"), t + 3600000);
+	memset(&d, 0, sizeof(d));
+	mm_store_marked_hold(fx.st, 1);
+	REQUIRE(mm_store_apply(fx.st, &b.f, on_done, &d) == 0);
+	usleep(50000);
+	CHECK_EQ_INT(mm_store_marked(fx.st, &h[2], NULL, t), 0);
+	mm_store_marked_hold(fx.st, 0);
+	uv_run(&fx.loop, UV_RUN_DEFAULT);
+	CHECK(d.calls == 1 && d.status == 0);
+	CHECK_EQ_INT(mm_store_marked(fx.st, &h[2], NULL, t), 1);
 	fx_fini(&fx);
 }
 
