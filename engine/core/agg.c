@@ -36,7 +36,8 @@ uint64_t mm_agg_hash(const char *key, size_t klen, int64_t bucket)
 	return (h ^ ((uint64_t)bucket * 0xff51afd7ed558ccdULL)) | 1;
 }
 
-static const char *arena_copy(mm_agg_t *a, const char *key, size_t klen)
+static inline __attribute__((always_inline)) const char *
+arena_copy(mm_agg_t *a, const char *key, size_t klen)
 {
 	mm_agg_chunk_t *c = a->chunks;
 	char *dst;
@@ -113,7 +114,8 @@ static int agg_grow_entries(mm_agg_t *a)
 }
 
 /* The slot of (key, bucket): its own, or the empty slot where it belongs. */
-static size_t agg_probe(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+static inline __attribute__((always_inline)) size_t
+agg_probe(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
 			uint64_t h)
 {
 	size_t j = h & (a->cap - 1);
@@ -153,8 +155,10 @@ mm_agg_entry_t *mm_agg_find(const mm_agg_t *a, const char *key, size_t klen, int
 	return mm_agg_find_h(a, key, klen, bucket, mm_agg_hash(key, klen, bucket));
 }
 
-mm_agg_entry_t *mm_agg_upsert_h(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
-				uint64_t h, int *created)
+/* mm_agg_upsert_h, inlined into both upserts so that the one taking no
+ * hash does not pay a second call. */
+static inline __attribute__((always_inline)) mm_agg_entry_t *
+agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t bucket, uint64_t h, int *created)
 {
 	mm_agg_entry_t *e;
 	size_t j;
@@ -187,10 +191,16 @@ mm_agg_entry_t *mm_agg_upsert_h(mm_agg_t *a, const char *key, size_t klen, int64
 	return e;
 }
 
+mm_agg_entry_t *mm_agg_upsert_h(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
+				uint64_t h, int *created)
+{
+	return agg_upsert(a, key, klen, bucket, h, created);
+}
+
 mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
 			      int *created)
 {
-	return mm_agg_upsert_h(a, key, klen, bucket, mm_agg_hash(key, klen, bucket), created);
+	return agg_upsert(a, key, klen, bucket, mm_agg_hash(key, klen, bucket), created);
 }
 
 void mm_agg_reset(mm_agg_t *a)
