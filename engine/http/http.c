@@ -30,6 +30,7 @@ void mm_http__maybe_free(mm_http_t *h)
 {
 	if (h->closing && h->open_handles == 0) {
 		mm_buf_free(&h->plain);
+		mm_buf_free(&h->tlsout);
 		free(h);
 	}
 }

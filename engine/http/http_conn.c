@@ -2,9 +2,10 @@
  * http_conn.c: one client connection (see http_impl.h): resolve, connect,
  * TLS handshake, write a request, parse its response in place.
  *
- * A request goes out in one uv_write: the head built in one buffer by
+ * A request goes out in one write: the head built in one buffer by
  * mm_http_request and the body as a second uv_buf_t (through TLS both are
- * encrypted into one buffer first). The response is parsed where the read
+ * encrypted into one buffer first), written at once with uv_try_write and,
+ * if the socket does not take it all, the rest with uv_write. The response is parsed where the read
  * landed (libhttp-parser in HTTP_RESPONSE mode: Content-Length, chunked, or
  * until the server closes); headers and body are copied into the request as
  * they are recognised. A response that does not allow keep-alive, or bytes
@@ -134,36 +135,82 @@ static void on_tls_written(uv_write_t *w, int status)
 	free(tw);
 }
 
-/* Sends what TLS has for the peer. Returns 0 or a negative code. */
+/*
+ * Writes what the socket takes at once (uv_try_write) and leaves in b[0..*nb)
+ * what is still to send. A request that goes out whole this way costs one
+ * writev and nothing else: through uv_write, libuv would also mark the
+ * stream for POLLOUT and unmark it when the write completes, one epoll_ctl
+ * per request, although a write request on an empty queue is written at
+ * once too. uv_try_write declines (UV_EAGAIN) while an earlier write is
+ * queued, so bytes never overtake each other. Returns 0 or a libuv error.
+ */
+static int conn_try_write(http_conn_t *c, uv_buf_t *b, unsigned *nb)
+{
+	int n = uv_try_write((uv_stream_t *)&c->tcp, b, *nb);
+	unsigned i = 0;
+
+	if (n == UV_EAGAIN)
+		return 0;
+	if (n < 0)
+		return n;
+	while (i < *nb && (size_t)n >= b[i].len)
+		n -= (int)b[i++].len;
+	if (i < *nb) {
+		b[i].base += n;
+		b[i].len -= (size_t)n;
+	}
+	memmove(b, b + i, (*nb - i) * sizeof(*b));
+	*nb -= i;
+	return 0;
+}
+
+/* Sends what TLS has for the peer: through the client's scratch buffer when
+ * the socket takes it all, else what is left from a copy a write request
+ * owns. Returns 0 or a negative code. */
 static int conn_tls_flush(http_conn_t *c)
 {
+	mm_buf_t *out = &c->h->tlsout;
 	tls_write_t *tw;
+	unsigned nb = 1;
 	uv_buf_t b;
 	int rc;
 
 	if (mm_tls_out_pending(c->tls) == 0)
 		return 0;
-	if ((tw = calloc(1, sizeof(*tw))) == NULL)
+	out->len = 0;
+	if ((rc = mm_tls_take_out(c->tls, out)))
+		return mm_diag_set(rc, "http: TLS write");
+	b = uv_buf_init((char *)out->p, (unsigned)out->len);
+	rc = conn_try_write(c, &b, &nb);
+	tw = rc == 0 && nb > 0 ? calloc(1, sizeof(*tw)) : NULL;
+	if (tw && mm_buf_append(&tw->data, b.base, b.len)) {
+		free(tw);
+		tw = NULL;
+	}
+	if (out->cap > 1 << 20)
+		mm_buf_free(out); /* a big body's; requests are small */
+	if (rc != 0)
+		return mm_diag_set(MM_EIO, "http: sending to %s: %s", c->host->hostport,
+				   uv_strerror(rc));
+	if (nb == 0)
+		return 0;
+	if (tw == NULL)
 		return mm_diag_set(MM_ENOMEM, "http: TLS write");
-	if ((rc = mm_tls_take_out(c->tls, &tw->data)) || tw->data.len == 0)
-		goto out;
 	b = uv_buf_init((char *)tw->data.p, (unsigned)tw->data.len);
 	if ((rc = uv_write(&tw->w, (uv_stream_t *)&c->tcp, &b, 1, on_tls_written)) != 0) {
-		rc = mm_diag_set(MM_EIO, "http: sending to %s: %s", c->host->hostport,
-				 uv_strerror(rc));
-		goto out;
+		mm_buf_free(&tw->data);
+		free(tw);
+		return mm_diag_set(MM_EIO, "http: sending to %s: %s", c->host->hostport,
+				   uv_strerror(rc));
 	}
 	c->writing++;
 	return 0;
-out:
-	mm_buf_free(&tw->data);
-	free(tw);
-	return rc;
 }
 
 static void conn_send(http_conn_t *c)
 {
 	http_xfer_t *x = c->x;
+	unsigned nb = x->body.len ? 2 : 1;
 	uv_buf_t b[2];
 	int rc;
 
@@ -176,7 +223,11 @@ static void conn_send(http_conn_t *c)
 	}
 	b[0] = uv_buf_init((char *)x->head.p, (unsigned)x->head.len);
 	b[1] = uv_buf_init((char *)x->body.p, (unsigned)x->body.len);
-	rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, b, x->body.len ? 2 : 1, on_written);
+	rc = conn_try_write(c, b, &nb);
+	if (rc == 0 && nb == 0)
+		return;
+	if (rc == 0)
+		rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, b, nb, on_written);
 	if (rc != 0) {
 		mm_http__conn_close(c, MM_EIO, "http: sending to %s: %s", c->host->hostport,
 				    uv_strerror(rc));

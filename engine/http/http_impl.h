@@ -108,6 +108,7 @@ struct mm_http {
 	size_t npool;
 	char rbuf[65536];       /* every read lands here and is parsed at once */
 	mm_buf_t plain;         /* decrypted bytes of one read */
+	mm_buf_t tlsout;        /* encrypted bytes on their way to a socket */
 	mm_http_stats_t stats;
 };
 
