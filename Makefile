@@ -92,9 +92,10 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 HELPER_SRC := $(sort $(wildcard tests/helpers/*.c))
 HELPER_BIN := $(HELPER_SRC:tests/helpers/%.c=$(BUILD)/helpers/%)
 FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
-# The bench's own programs: the B0 baseline and the CPU-time wrapper
+# The bench's own programs: the B0 baseline, the CPU-time wrapper and the
+# minimal DynamoDB client that measures the floor of a request's CPU
 # (standalone: they link no engine code; neither does perfgate's preload).
-BENCH_BIN  := $(BUILD)/bench/baseline $(BUILD)/bench/cpu
+BENCH_BIN  := $(BUILD)/bench/baseline $(BUILD)/bench/cpu $(BUILD)/bench/dynamodb_floor
 
 .PHONY: all demo rock deps test check check-build fuzz bench perfgate lambda install clean unit spec format
 

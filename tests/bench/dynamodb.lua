@@ -117,6 +117,15 @@ local function run_case(name, pipeline, body, case_input, per_request)
     local us = (mcpu - base) * 1e6 / requests
     print(("%s  %-58s %.1f us ((%.2f s - %.2f s on the memory store) / %d requests)")
       :format(us <= 20 and "PASS" or "MISS", "murmur CPU per DynamoDB request <= 20 us", us, mcpu, base, requests))
+    -- The floor beside it: the same number of requests of the same shape
+    -- from a minimal client (tests/bench/dynamodb_floor.c: one writev and
+    -- one read each, no signing), whose system time is the kernel's share
+    -- that no client can avoid.
+    local floor = ("%s/bench/dynamodb_floor"):format(os.getenv("BUILD") or "build")
+    if sh(("test -x %s && echo yes"):format(floor)):match("yes") then
+      print(("%-34s %s"):format("floor (tests/bench/dynamodb_floor)",
+        (sh(("%s %s %s %d 32"):format(floor, port, table_name, requests)):gsub("\n$", ""))))
+    end
   end
   return requests, stats.records
 end

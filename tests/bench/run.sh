@@ -38,7 +38,7 @@ else
 	echo "lambda: skipped (node or tests/node/node_modules missing: make deps)"
 fi
 if command -v node >/dev/null 2>&1 && [ -f tests/node/node_modules/dynalite/package.json ]; then
-	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/dynamodb.lua "$dir" "$EVENTS"
+	MURMUR="$BUILD/murmur" BUILD="$BUILD" "$BUILD"/murmur lua tests/bench/dynamodb.lua "$dir" "$EVENTS"
 	node tests/bench/dynamodb_claim_floor.js
 else
 	echo "dynamodb: skipped (node or tests/node/node_modules missing: make deps)"
