@@ -52,19 +52,12 @@ int mm_aws_rpc_sign(mm_sigv4_t *sig, const mm_aws_creds_t *c, const mm_aws_rpc_t
 					    "X-Amz-Date: ", "Authorization: ", "X-Amz-Security-Token: "};
 	size_t off[8], hl = strlen(rpc->host), cl = strlen(rpc->content_type),
 		       tl = strlen(rpc->target);
-	mm_sigv4_header_t sh[3] = {
-		{"host", 4, rpc->host, hl},
-		{"content-type", 12, rpc->content_type, cl},
-		{"x-amz-target", 12, rpc->target, tl},
-	};
-	mm_sigv4_request_t req = {.method = "POST", .path = "/", .path_len = 1, .headers = sh,
-				  .nheaders = 3, .body = body, .body_len = len};
 	mm_sigv4_params_t p = {.access_key = c->akid, .secret_key = c->secret,
 			       .session_token = c->token, .region = rpc->region,
 			       .service = rpc->service, .time_s = rpc->time_s, .normalize_path = 1};
 	int n = 0, rc;
 
-	if ((rc = mm_sigv4_sign_headers(sig, &req, &p)))
+	if ((rc = mm_sigv4_sign_post(sig, rpc->content_type, rpc->host, rpc->target, body, len, &p)))
 		return rc;
 	hdr->len = 0;
 	for (int i = 0; i < 6; i++) {

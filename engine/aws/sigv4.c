@@ -659,27 +659,31 @@ static int prepare(mm_sigv4_t *s, const mm_sigv4_request_t *req, const mm_sigv4_
 }
 
 /* SHA-256 of p[0..n) continued from `start` (a fresh state or a key's
- * inner state) into out, reusing *memo when p starts with the 64 bytes of
- * `head` it was made from: the first block is then not compressed again. */
-static void hash_memo(const mm_sha256_t *start, mm_sha256_t *memo, uint8_t head[64], int *valid,
-		      const uint8_t *p, size_t n, uint8_t out[32])
+ * inner state) into out, resuming from the state *m holds after the
+ * longest run of p's first whole blocks that the last text memoised had
+ * too, and memoising p's own first blocks (up to MM_SIGV4_MEMO_BLOCKS) for
+ * the next text. A DynamoDB canonical request shares everything but its
+ * last line (the body's hash) with the one before it of the same second and
+ * operation, so only its last two blocks are compressed again. */
+static void hash_memo(const mm_sha256_t *start, mm_sigv4_memo_t *m, const uint8_t *p, size_t n,
+		      uint8_t out[32])
 {
+	size_t k = 0, full = n / 64 < MM_SIGV4_MEMO_BLOCKS ? n / 64 : MM_SIGV4_MEMO_BLOCKS;
 	mm_sha256_t c;
 
-	if (n < 64) {
-		c = *start;
-		mm_sha256_update(&c, p, n);
-		mm_sha256_final(&c, out);
-		return;
+	while (k < m->blocks && k < full && memcmp(m->head + 64 * k, p + 64 * k, 64) == 0)
+		k++;
+	c = k ? m->state[k - 1] : *start;
+	if (k < full) {
+		/* The states past the first differing block belonged to it. */
+		for (; k < full; k++) {
+			mm_sha256_update(&c, p + 64 * k, 64);
+			m->state[k] = c;
+			memcpy(m->head + 64 * k, p + 64 * k, 64);
+		}
+		m->blocks = full;
 	}
-	if (!*valid || memcmp(head, p, 64) != 0) {
-		*memo = *start;
-		mm_sha256_update(memo, p, 64);
-		memcpy(head, p, 64);
-		*valid = 1;
-	}
-	c = *memo;
-	mm_sha256_update(&c, p + 64, n - 64);
+	mm_sha256_update(&c, p + 64 * full, n - 64 * full);
 	mm_sha256_final(&c, out);
 }
 
@@ -692,8 +696,7 @@ static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
 	int rc;
 
 	mm_sha256_init(&fresh);
-	hash_memo(&fresh, &s->canon_memo, s->canon_head, &s->canon_memo_valid, s->canonical.p,
-		  s->canonical.len, digest);
+	hash_memo(&fresh, &s->canon_memo, s->canonical.p, s->canonical.len, digest);
 	mm_hex_lower(digest, 32, hex);
 	s->string_to_sign.len = 0;
 	if ((rc = mm_buf_append(&s->string_to_sign, "AWS4-HMAC-SHA256\n", 17)) ||
@@ -730,11 +733,10 @@ static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
 		}
 		s->key_secret = copy;
 		s->key_valid = 1;
-		s->sts_memo_valid = 0;
+		s->sts_memo.blocks = 0;
 	}
 	/* HMAC (mm_hmac_sha256_with) with its inner hash memoised. */
-	hash_memo(&s->key.inner, &s->sts_memo, s->sts_head, &s->sts_memo_valid,
-		  s->string_to_sign.p, s->string_to_sign.len, inner);
+	hash_memo(&s->key.inner, &s->sts_memo, s->string_to_sign.p, s->string_to_sign.len, inner);
 	c = s->key.outer;
 	mm_sha256_update(&c, inner, 32);
 	mm_sha256_final(&c, digest);
@@ -770,6 +772,22 @@ static int canonical_tail(mm_sigv4_t *s)
 
 #define HDR(n, v) ((mm_sigv4_header_t){(n), sizeof(n) - 1, (v), strlen(v)})
 
+static int authorization(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
+{
+	int rc;
+
+	s->authorization.len = 0;
+	if ((rc = mm_buf_append(&s->authorization, "AWS4-HMAC-SHA256 Credential=", 28)) ||
+	    (rc = mm_buf_append(&s->authorization, p->access_key, strlen(p->access_key))) ||
+	    (rc = mm_buf_append(&s->authorization, "/", 1)) ||
+	    (rc = mm_buf_append(&s->authorization, scope, strlen(scope))) ||
+	    (rc = mm_buf_append(&s->authorization, ", SignedHeaders=", 16)) ||
+	    (rc = mm_buf_append(&s->authorization, s->signed_headers.p, s->signed_headers.len)) ||
+	    (rc = mm_buf_append(&s->authorization, ", Signature=", 12)))
+		return rc;
+	return mm_buf_append(&s->authorization, s->signature, 64);
+}
+
 int mm_sigv4_sign_headers(mm_sigv4_t *s, const mm_sigv4_request_t *req,
 			  const mm_sigv4_params_t *p)
 {
@@ -788,18 +806,66 @@ int mm_sigv4_sign_headers(mm_sigv4_t *s, const mm_sigv4_request_t *req,
 	s->scratch.len = 0;
 	if ((rc = canonical_headers(s, req, extra, nextra)) || (rc = canonical_head(s, req, p)) ||
 	    (rc = parse_query(s, req, &np)) || (rc = emit_query(s, np, &s->canonical)) ||
-	    (rc = canonical_tail(s)) || (rc = finish(s, p, scope)))
+	    (rc = canonical_tail(s)))
 		return rc;
-	s->authorization.len = 0;
-	if ((rc = mm_buf_append(&s->authorization, "AWS4-HMAC-SHA256 Credential=", 28)) ||
-	    (rc = mm_buf_append(&s->authorization, p->access_key, strlen(p->access_key))) ||
-	    (rc = mm_buf_append(&s->authorization, "/", 1)) ||
-	    (rc = mm_buf_append(&s->authorization, scope, strlen(scope))) ||
-	    (rc = mm_buf_append(&s->authorization, ", SignedHeaders=", 16)) ||
-	    (rc = mm_buf_append(&s->authorization, s->signed_headers.p, s->signed_headers.len)) ||
-	    (rc = mm_buf_append(&s->authorization, ", Signature=", 12)))
+	if ((rc = finish(s, p, scope)))
 		return rc;
-	return mm_buf_append(&s->authorization, s->signature, 64);
+	return authorization(s, p, scope);
+}
+
+#define LIT(b, lit) mm_buf_append((b), (lit), sizeof(lit) - 1)
+
+/* 1 when v[0..n) is a header value that canonicalises to itself: no white
+ * space to trim or collapse. */
+static int plain_value(const char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (is_space(v[i]))
+			return 0;
+	return 1;
+}
+
+int mm_sigv4_sign_post(mm_sigv4_t *s, const char *content_type, const char *host,
+		       const char *target, const void *body, size_t len,
+		       const mm_sigv4_params_t *p)
+{
+	size_t cl = strlen(content_type), hl = strlen(host), tl = strlen(target);
+	mm_sigv4_header_t h[3] = {{"content-type", 12, content_type, cl},
+				  {"host", 4, host, hl},
+				  {"x-amz-target", 12, target, tl}};
+	mm_sigv4_request_t req = {.method = "POST", .path = "/", .path_len = 1, .headers = h,
+				  .nheaders = 3, .body = body, .body_len = len};
+	const char *token = p && p->session_token && *p->session_token && !p->omit_session_token
+				    ? p->session_token
+				    : NULL;
+	mm_buf_t *c = &s->canonical;
+	char scope[160];
+	int rc;
+
+	if (p == NULL || p->sign_body || !plain_value(content_type, cl) || !plain_value(host, hl) ||
+	    !plain_value(target, tl) || (token && !plain_value(token, strlen(token))))
+		return mm_sigv4_sign_headers(s, &req, p);
+	if ((rc = check_params(&req, p)) || (rc = prepare(s, &req, p, scope, sizeof(scope))))
+		return rc;
+	/* The lines in the order the general path sorts them to. */
+	s->signed_headers.len = 0;
+	c->len = 0;
+	if ((rc = LIT(&s->signed_headers, "content-type;host;x-amz-date;")) ||
+	    (token && (rc = LIT(&s->signed_headers, "x-amz-security-token;"))) ||
+	    (rc = LIT(&s->signed_headers, "x-amz-target")) ||
+	    (rc = LIT(c, "POST\n/\n\ncontent-type:")) || (rc = mm_buf_append(c, content_type, cl)) ||
+	    (rc = LIT(c, "\nhost:")) || (rc = mm_buf_append(c, host, hl)) ||
+	    (rc = LIT(c, "\nx-amz-date:")) || (rc = mm_buf_append(c, s->amz_date, 16)) ||
+	    (token && ((rc = LIT(c, "\nx-amz-security-token:")) ||
+		       (rc = mm_buf_append(c, token, strlen(token))))) ||
+	    (rc = LIT(c, "\nx-amz-target:")) || (rc = mm_buf_append(c, target, tl)) ||
+	    (rc = LIT(c, "\n\n")) ||
+	    (rc = mm_buf_append(c, s->signed_headers.p, s->signed_headers.len)) ||
+	    (rc = LIT(c, "\n")) || (rc = mm_buf_append(c, s->content_sha256, 64)))
+		return rc;
+	if ((rc = finish(s, p, scope)))
+		return rc;
+	return authorization(s, p, scope);
 }
 
 int mm_sigv4_sign_query(mm_sigv4_t *s, const mm_sigv4_request_t *req,

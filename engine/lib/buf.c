@@ -7,7 +7,7 @@
 
 #include "error.h"
 
-int mm_buf_reserve(mm_buf_t *b, size_t extra)
+int mm_buf_grow(mm_buf_t *b, size_t extra)
 {
 	size_t need = b->len + extra;
 	size_t cap = b->cap ? b->cap : 64;
@@ -40,18 +40,6 @@ int mm_array_grow(void **p, size_t *cap, size_t need, size_t size, const char *w
 		return mm_diag_set(MM_ENOMEM, "cannot grow to %zu %s", need, what);
 	*p = np;
 	*cap = ncap;
-	return 0;
-}
-
-int mm_buf_append(mm_buf_t *b, const void *p, size_t n)
-{
-	int rc = mm_buf_reserve(b, n);
-
-	if (rc)
-		return rc;
-	if (n)
-		memcpy(b->p + b->len, p, n);
-	b->len += n;
 	return 0;
 }
 

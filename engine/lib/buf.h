@@ -19,8 +19,17 @@ typedef struct mm_buf {
 	size_t cap;
 } mm_buf_t;
 
-/* Ensures room for `extra` more bytes. Returns 0 or MM_ENOMEM. */
-int mm_buf_reserve(mm_buf_t *b, size_t extra);
+/* Grows b to hold `extra` more bytes (the slow half of mm_buf_reserve).
+ * Returns 0 or MM_ENOMEM. */
+int mm_buf_grow(mm_buf_t *b, size_t extra);
+
+/* Ensures room for `extra` more bytes. Returns 0 or MM_ENOMEM. Inline, as
+ * mm_buf_append: the store's request building appends a few bytes at a
+ * time, and the call and the capacity check cost more than the copy. */
+static inline int mm_buf_reserve(mm_buf_t *b, size_t extra)
+{
+	return extra <= b->cap - b->len ? 0 : mm_buf_grow(b, extra);
+}
 
 /* Grows the array *p of *cap items of `size` bytes to hold at least need
  * (doubling from 64); *p and *cap change only on success. Returns 0 or
@@ -28,7 +37,17 @@ int mm_buf_reserve(mm_buf_t *b, size_t extra);
 int mm_array_grow(void **p, size_t *cap, size_t need, size_t size, const char *what);
 
 /* Appends n bytes. Returns 0 or MM_ENOMEM. */
-int mm_buf_append(mm_buf_t *b, const void *p, size_t n);
+static inline int mm_buf_append(mm_buf_t *b, const void *p, size_t n)
+{
+	int rc;
+
+	if (n > b->cap - b->len && (rc = mm_buf_grow(b, n)) != 0)
+		return rc;
+	if (n)
+		memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
 
 /* Appends a printf-formatted string (without the NUL). Returns 0 or MM_ENOMEM. */
 int mm_buf_printf(mm_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
