@@ -50,8 +50,10 @@ int mm_aws_rpc_sign(mm_sigv4_t *sig, const mm_aws_creds_t *c, const mm_aws_rpc_t
 	 * instructions a line, five lines a request. */
 	static const char *const names[] = {"Host: ", "Content-Type: ", "X-Amz-Target: ",
 					    "X-Amz-Date: ", "Authorization: ", "X-Amz-Security-Token: "};
-	size_t off[8], hl = strlen(rpc->host), cl = strlen(rpc->content_type),
-		       tl = strlen(rpc->target);
+	static const size_t nl[] = {6, 14, 14, 12, 15, 22};
+	const char *v[6] = {rpc->host, rpc->content_type, rpc->target, NULL, NULL, c->token};
+	size_t off[8], vl[6] = {strlen(rpc->host), strlen(rpc->content_type), strlen(rpc->target),
+				16, 0, c->token ? strlen(c->token) : 0};
 	mm_sigv4_params_t p = {.access_key = c->akid, .secret_key = c->secret,
 			       .session_token = c->token, .region = rpc->region,
 			       .service = rpc->service, .time_s = rpc->time_s, .normalize_path = 1};
@@ -59,17 +61,15 @@ int mm_aws_rpc_sign(mm_sigv4_t *sig, const mm_aws_creds_t *c, const mm_aws_rpc_t
 
 	if ((rc = mm_sigv4_sign_post(sig, rpc->content_type, rpc->host, rpc->target, body, len, &p)))
 		return rc;
+	v[3] = sig->amz_date;
+	v[4] = (const char *)sig->authorization.p;
+	vl[4] = sig->authorization.len;
 	hdr->len = 0;
 	for (int i = 0; i < 6; i++) {
-		const char *v[] = {rpc->host, rpc->content_type, rpc->target, sig->amz_date,
-				   (const char *)sig->authorization.p, c->token};
-		size_t vl[] = {hl, cl, tl, strlen(sig->amz_date), sig->authorization.len,
-			       c->token ? strlen(c->token) : 0};
-
 		if (v[i] == NULL)
 			continue;
 		off[n++] = hdr->len;
-		if ((rc = mm_buf_append(hdr, names[i], strlen(names[i]))) ||
+		if ((rc = mm_buf_append(hdr, names[i], nl[i])) ||
 		    (rc = mm_buf_append(hdr, v[i], vl[i])) || (rc = mm_buf_put_u8(hdr, 0)))
 			return rc;
 	}
