@@ -261,10 +261,11 @@ static inline int pipe_bucket(mm_pipeline_t *p, int64_t ts_ms, int64_t now_ms, i
 
 /* Adds v under (key, bucket). hint, for a literal key, remembers its entry
  * (see mm_key_hint_t); NULL for keys read from the record. Inlined into
- * the record loop, the add's own checks folding into it. */
+ * the record loop, the add's own checks folding into it. lit: the record
+ * loop's copy (record_loop), 0 outside it. */
 static inline __attribute__((always_inline)) int
 pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t bucket, int64_t expire_ms,
-	 const mm_value_t *v, mm_key_hint_t *hint)
+	 const mm_value_t *v, mm_key_hint_t *hint, int lit)
 {
 	mm_agg_t *a = &p->agg[p->cur];
 	mm_agg_entry_t *e;
@@ -288,7 +289,7 @@ pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t bucket, int64_t
 	rc = p->cfg.monoid.vt->add(&p->cfg.monoid, e->state, v);
 	if (rc == 0 && p->log[p->cur].on)
 		rc = mm_oplog_add(&p->log[p->cur], p->claiming, key, klen, bucket, expire_ms, v);
-	if (rc == 0 && p->explain)
+	if (rc == 0 && !lit && p->explain)
 		mm_explain_note_key(p->explain, key, klen, bucket, v);
 	return rc;
 }
@@ -542,10 +543,10 @@ static int field_time(const mm_pipeline_t *p, const mm_json_field_t *f, int64_t 
 			   p->cfg.time_field);
 }
 
-static int field_value(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp, mm_value_t *v)
+/* Reads the value field f as the monoid's value kind (kind). */
+static inline __attribute__((always_inline)) int
+field_value_as(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp, mm_value_t *v, int kind)
 {
-	int kind = p->cfg.monoid.vt->value_kind;
-
 	if (kind == MM_VK_NONE)
 		return 0;
 	if (f->type == MM_JSON_ABSENT)
@@ -565,12 +566,17 @@ static int field_value(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp
 	return field_string(p, f, tmp, &v->s, &v->len, "value");
 }
 
+static int field_value(mm_pipeline_t *p, const mm_json_field_t *f, mm_buf_t *tmp, mm_value_t *v)
+{
+	return field_value_as(p, f, tmp, v, p->cfg.monoid.vt->value_kind);
+}
+
 /* Key k of the record (from its field or the literal), checked. */
 static inline __attribute__((always_inline)) int
 record_key(mm_pipeline_t *p, const mm_json_field_t *fields, mm_buf_t *tmp, int k, const char **key,
-	   size_t *klen)
+	   size_t *klen, int lit)
 {
-	if (p->cfg.key_kind == MM_PART_FIELD) {
+	if (!lit && p->cfg.key_kind == MM_PART_FIELD) {
 		int rc = field_string(p, &fields[k], tmp, key, klen, "key");
 
 		if (rc)
@@ -629,7 +635,7 @@ static inline const mm_idhash_t *read_id_hash(const rec_read_t *s)
  * again when it processes it, so that the diagnostics are that record's.
  */
 static inline __attribute__((always_inline)) int
-record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_read_t *s)
+record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_read_t *s, int lit)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
 	size_t need;
@@ -657,7 +663,7 @@ record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_r
 		rc = field_string(p, &s->f[sp->id], &s->tmp, &s->id, &s->idlen, "event id");
 		if (rc)
 			return rc;
-	} else if (c->id_kind == MM_PART_SOURCE && (r->flags & MM_REC_ID)) {
+	} else if (!lit && c->id_kind == MM_PART_SOURCE && (r->flags & MM_REC_ID)) {
 		s->id = r->id;
 		s->idlen = r->id_len;
 	}
@@ -671,9 +677,10 @@ record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_r
 }
 
 /* Processes record r, read by record_read into s; the next record, if
- * any, is read into ahead already. */
-static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms,
-			  const scan_plan_t *sp, rec_read_t *s, const rec_read_t *ahead)
+ * any, is read into ahead already. lit: the loop's variant (loop_literal). */
+static inline __attribute__((always_inline)) int
+process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms, const scan_plan_t *sp,
+	       rec_read_t *s, const rec_read_t *ahead, int lit)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
 	const mm_json_field_t *fields = s->f;
@@ -693,7 +700,7 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	}
 	v.ts_ms = now_ms;
 	v.seq = r->seq;
-	if (c->time_kind == MM_PART_FIELD) {
+	if (!lit && c->time_kind == MM_PART_FIELD) {
 		rc = field_time(p, &fields[sp->time], &v.ts_ms);
 		if (rc)
 			return rc == MM_EINVAL ? MM_ETYPE : rc;
@@ -704,7 +711,9 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	rc = pipe_bucket(p, v.ts_ms, now_ms, &bucket, &expire_ms);
 	if (rc)
 		return rc;
-	if (c->value_kind == MM_PART_FIELD) {
+	if (lit) {
+		rc = field_value_as(p, &fields[sp->value], tmp, &v, MM_VK_STRING);
+	} else if (c->value_kind == MM_PART_FIELD) {
 		rc = field_value(p, sp->value >= 0 ? &fields[sp->value] : &absent, tmp, &v);
 	} else if (c->value_kind == MM_PART_CONST) {
 		v.type = MM_VAL_DOUBLE;
@@ -718,11 +727,11 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 		return rc;
 	/* A single key (the usual pipeline) goes straight to its add: the
 	 * loops below cost more than the add itself. */
-	if (c->nkeys == 1) {
-		rc = record_key(p, fields, tmp, 0, &keys[0], &klens[0]);
+	if (lit || c->nkeys == 1) {
+		rc = record_key(p, fields, tmp, 0, &keys[0], &klens[0], lit);
 		if (rc == 0)
 			rc = pipe_add(p, keys[0], klens[0], bucket, expire_ms, &v,
-				      c->key_kind == MM_PART_CONST ? &p->key_hint[0] : NULL);
+				      lit || c->key_kind == MM_PART_CONST ? &p->key_hint[0] : NULL, lit);
 		if (rc)
 			return rc;
 		goto added;
@@ -730,11 +739,11 @@ static int process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms
 	/* Every key is read and checked before any is added, so a record that
 	 * is rejected for one key adds nothing under the others. */
 	for (int k = 0; k < c->nkeys; k++)
-		if ((rc = record_key(p, fields, tmp, k, &keys[k], &klens[k])) != 0)
+		if ((rc = record_key(p, fields, tmp, k, &keys[k], &klens[k], 0)) != 0)
 			return rc;
 	for (int k = 0; k < c->nkeys; k++) {
 		rc = pipe_add(p, keys[k], klens[k], bucket, expire_ms, &v,
-			      c->key_kind == MM_PART_CONST ? &p->key_hint[k] : NULL);
+			      c->key_kind == MM_PART_CONST ? &p->key_hint[k] : NULL, 0);
 		if (rc)
 			return rc;
 	}
@@ -750,7 +759,7 @@ added:
 /* Processes record i of b, read ahead into s, and counts its outcome. */
 static inline __attribute__((always_inline)) void
 record_finish(mm_pipeline_t *p, mm_batch_t *b, size_t i, const scan_plan_t *sp, rec_read_t *s,
-	      const rec_read_t *ahead, const char *src_id)
+	      const rec_read_t *ahead, const char *src_id, int lit)
 {
 	const mm_record_t *r = &b->recs[i];
 	int rc;
@@ -761,10 +770,10 @@ record_finish(mm_pipeline_t *p, mm_batch_t *b, size_t i, const scan_plan_t *sp, 
 		mm_progress_resume(src_id, r);
 	p->rec = (int)i;
 	pipe_begin(p);
-	rc = s->rc ? record_read(p, r, sp, s) : 0;
+	rc = s->rc ? record_read(p, r, sp, s, lit) : 0;
 	if (rc == 0)
-		rc = process_record(p, r, b->now_ms, sp, s, ahead);
-	if (!p->replaying)
+		rc = process_record(p, r, b->now_ms, sp, s, ahead, lit);
+	if (lit || !p->replaying)
 		p->stats.records++;
 	if (rc == 0) {
 		p->stats.accepted++;
@@ -778,13 +787,54 @@ record_finish(mm_pipeline_t *p, mm_batch_t *b, size_t i, const scan_plan_t *sp, 
 	}
 }
 
+/*
+ * The record loop has two copies, one source: lit is a constant in each, so
+ * the configuration checks it settles fold away in its copy. lit 1 is the
+ * common configuration of a literal key (recently_interacted): one key,
+ * literal, a string monoid's value from a field, processing time, no event
+ * id or one from a field, and neither a dry run nor a replay. Every other
+ * configuration runs lit 0, which checks each part per record.
+ */
+static int loop_literal(const mm_pipeline_t *p)
+{
+	const mm_pipeline_config_t *c = &p->cfg;
+
+	return c->nkeys == 1 && c->key_kind == MM_PART_CONST && c->value_kind == MM_PART_FIELD &&
+	       c->monoid.vt->value_kind == MM_VK_STRING && c->time_kind == MM_PART_NONE &&
+	       (c->id_kind == MM_PART_NONE || c->id_kind == MM_PART_FIELD) && !p->explain &&
+	       !p->replaying;
+}
+
+/* Record i is read into next, then record i - 1 (in cur) processed:
+ * record_read says why. */
+static inline __attribute__((always_inline)) void
+record_loop(mm_pipeline_t *p, mm_batch_t *b, const scan_plan_t *sp, rec_read_t *rd,
+	    const char *src_id, int lit)
+{
+	rec_read_t *next = &rd[0], *cur = &rd[1];
+
+	for (size_t i = 0; i <= b->n; i++) {
+		rec_read_t *t;
+
+		if (i < b->n) {
+			mm_progress_record(src_id, &b->recs[i]);
+			next->rc = record_read(p, &b->recs[i], sp, next, lit);
+		}
+		if (i > 0)
+			record_finish(p, b, i - 1, sp, cur, i < b->n ? next : NULL, src_id, lit);
+		t = cur;
+		cur = next;
+		next = t;
+	}
+}
+
 void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 {
 	const mm_pipeline_config_t *c = &p->cfg;
 	const char *src_id = b->src ? b->src->id : "";
 	mm_store_t *marks = p->asks_marks && !p->replaying ? p->st : NULL;
 	scan_plan_t sp;
-	rec_read_t rd[2], *next = &rd[0], *cur = &rd[1];
+	rec_read_t rd[2];
 
 	memset(&sp, 0, sizeof(sp));
 	sp.value = sp.time = sp.id = -1;
@@ -809,21 +859,10 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 	 * not a lock per record. */
 	if (marks)
 		mm_store_marked_hold(marks, 1);
-	/* Record i is read into next, then record i - 1 (in cur) processed:
-	 * record_read says why. */
-	for (size_t i = 0; i <= b->n; i++) {
-		rec_read_t *t;
-
-		if (i < b->n) {
-			mm_progress_record(src_id, &b->recs[i]);
-			next->rc = record_read(p, &b->recs[i], &sp, next);
-		}
-		if (i > 0)
-			record_finish(p, b, i - 1, &sp, cur, i < b->n ? next : NULL, src_id);
-		t = cur;
-		cur = next;
-		next = t;
-	}
+	if (loop_literal(p))
+		record_loop(p, b, &sp, rd, src_id, 1);
+	else
+		record_loop(p, b, &sp, rd, src_id, 0);
 	if (marks)
 		mm_store_marked_hold(marks, 0);
 	p->batch = NULL;
@@ -1003,7 +1042,7 @@ int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, i
 		return rc;
 	if (klen == 0 || klen > 1024)
 		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klen);
-	return pipe_add(p, key, klen, bucket, expire_ms, &v, NULL);
+	return pipe_add(p, key, klen, bucket, expire_ms, &v, NULL, 0);
 }
 
 int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)

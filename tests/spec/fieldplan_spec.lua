@@ -149,16 +149,8 @@ describe("#fieldplan a planned pipeline and its unplanned twin", function()
       local rb = assert(query.run("unplanned", entity, { data = { dir .. "/d" } }))
       assert.are.same(rb.found and rb.result.value, ra.found and ra.result.value, entity)
     end
-    local function letters(name)
-      local out_ = {}
-      for _, l in ipairs(S.lines(dir .. "/d/dead-letter/" .. name .. ".jsonl")) do
-        local e = core.json_decode(l)
-        out_[#out_ + 1] = table.concat({ tostring(e.offset), e.reason, e.code, e.error:gsub("unplanned", "planned") }, " ")
-      end
-      return out_
-    end
-    local la = letters("planned")
+    local la = S.dead_letters(dir .. "/d", "planned", "planned")
     assert.are.equal(#lines - 8, #la)
-    assert.are.same(letters("unplanned"), la)
+    assert.are.same(S.dead_letters(dir .. "/d", "unplanned", "planned"), la)
   end)
 end)

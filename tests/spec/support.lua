@@ -69,6 +69,20 @@ function M.lines(path)
   return out
 end
 
+-- Pipeline name's dead letters in data directory dir, one string a letter
+-- ("offset reason code error"), with the pipeline's name in the error
+-- replaced by as (so that two twin pipelines' letters compare equal).
+function M.dead_letters(dir, name, as)
+  local json = require("murmur.core")
+  local out = {}
+  for _, l in ipairs(M.lines(dir .. "/dead-letter/" .. name .. ".jsonl")) do
+    local e = json.json_decode(l)
+    local msg = e.error:gsub(name, as)
+    out[#out + 1] = table.concat({ tostring(e.offset), e.reason, e.code, msg }, " ")
+  end
+  return out
+end
+
 -- Generates Zipf events with the gen_events helper.
 function M.gen_events(path, count, entities, exponent, seed)
   local cmd = ("%s/%s/helpers/gen_events %d %d %s %d > %s"):format(M.root, M.build, count,
