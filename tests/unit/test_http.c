@@ -34,6 +34,7 @@
 
 #include "http/http.h"
 #include "lib/error.h"
+#include "http_result.h"
 #include "unit.h"
 
 /* ---- the server ---- */
@@ -338,30 +339,6 @@ static int srv_connections(srv_t *s)
 }
 
 /* ---- the tests ---- */
-
-typedef struct result {
-	int done, status;
-	long code;
-	char body[128];
-	char error[200];
-	size_t len;
-	int *inside;   /* set while mm_http_request runs: the callback must not see it */
-	int reentered;
-} result_t;
-
-static void on_result(void *arg, const mm_http_response_t *res)
-{
-	result_t *r = arg;
-
-	r->done++;
-	r->status = res->status;
-	r->code = res->code;
-	r->len = res->len;
-	snprintf(r->body, sizeof(r->body), "%.*s", (int)res->len, (const char *)res->body);
-	snprintf(r->error, sizeof(r->error), "%s", res->error);
-	if (r->inside && *r->inside)
-		r->reentered = 1;
-}
 
 static char url[128];
 

@@ -20,29 +20,12 @@
 
 #include "http/http.h"
 #include "lib/error.h"
+#include "http_result.h"
 #include "unit.h"
 
 static char dir[] = "/tmp/mm_tls_XXXXXX";
 static int port;
 static pid_t server;
-
-typedef struct result {
-	int done, status;
-	long code;
-	char body[4096];
-	char error[256];
-} result_t;
-
-static void on_result(void *arg, const mm_http_response_t *res)
-{
-	result_t *r = arg;
-
-	r->done++;
-	r->status = res->status;
-	r->code = res->code;
-	snprintf(r->body, sizeof(r->body), "%.*s", (int)res->len, (const char *)res->body);
-	snprintf(r->error, sizeof(r->error), "%s", res->error);
-}
 
 /* A free port on loopback: bind to 0, read it, let it go. */
 static int free_port(void)
