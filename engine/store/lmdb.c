@@ -201,9 +201,18 @@ static int state_decode(const lmdb_key_t *k, const MDB_val *val, int64_t now_ms,
  * cursor on, and a present record is rewritten where the lookup found it
  * (MDB_CURRENT) instead of by a second descent from the root. A hashed key is
  * looked up by lmdb_find's own walk and written by key.
+ *
+ * A merged record byte for byte equal to the stored one is not written
+ * (*written stays 0): the put would dirty the record's page (and, for a
+ * dense HLL, its four overflow pages) to store the same bytes. An HLL none
+ * of whose registers the delta raises merges to the very bytes merge_encoded
+ * wrote before (a dense sketch is patched in place, a sparse one rewritten by
+ * the same canonical rules): a page whose visitors come back within the day.
+ * Bytes it did not write (a valid cached cardinality, the server's own
+ * sparse edits) differ and are written once, in its form.
  */
 static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, const mm_delta_t *d,
-		       int64_t now_ms, mm_buf_t *vb)
+		       int64_t now_ms, mm_buf_t *vb, int *written)
 {
 	const mm_monoid_t *m = d->ns->m;
 	_Alignas(16) unsigned char scratch[MM_STATE_MAX];
@@ -246,10 +255,14 @@ static int apply_delta(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, const mm_de
 		if ((rc = m->vt->merge(m, scratch, d->state)) || (rc = m->vt->encode(m, scratch, vb)))
 			goto out;
 	}
+	/* val still holds the stored record: nothing was written since the get. */
+	if (found && val.mv_size == vb->len && memcmp(val.mv_data, vb->p, vb->len) == 0)
+		goto out;
 	key.mv_size = k.len;
 	key.mv_data = k.b;
 	val.mv_size = vb->len;
 	val.mv_data = vb->p;
+	*written = 1;
 	if (k.hashed)
 		mrc = mdb_put(txn, st->dbi_state, &key, &val, 0);
 	else
@@ -425,7 +438,7 @@ static void lmdb_apply_work(uv_work_t *req)
 	MDB_txn *txn = NULL;
 	MDB_cursor *cur = NULL;
 	mm_buf_t vb = {0};
-	size_t i, purged = 0;
+	size_t i, purged = 0, writes = 0;
 	int rc = 0, mrc;
 
 	if (w->inject) {
@@ -459,7 +472,10 @@ static void lmdb_apply_work(uv_work_t *req)
 			__builtin_prefetch(f->deltas[i + LMDB_PREFETCH_AHEAD].state);
 			__builtin_prefetch(f->deltas[i + LMDB_PREFETCH_AHEAD].key.entity);
 		}
-		rc = apply_delta(st, txn, cur, &f->deltas[i], f->now_ms, &vb);
+		int written = 0;
+
+		rc = apply_delta(st, txn, cur, &f->deltas[i], f->now_ms, &vb, &written);
+		writes += (size_t)written;
 		if (rc == MM_ERANGE && f->delta_done) {
 			/* The merge itself is impossible (a sum would overflow): no retry
 			 * can help, so this delta is handed back rejected and the rest
@@ -488,7 +504,7 @@ static void lmdb_apply_work(uv_work_t *req)
 	}
 	mm_lmdb_marks_committed(st, f->now_ms);
 	lmdb_map_release(st);
-	f->writes = f->ndeltas;
+	f->writes = writes;
 	f->purged = purged;
 out:
 	if (cur != NULL)

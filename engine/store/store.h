@@ -170,7 +170,9 @@ typedef struct mm_flush {
 	size_t rejected;
 	char reject_detail[256];
 	/* Filled by the backend: */
-	size_t writes;          /* state records written (for "store writes per event") */
+	size_t writes;          /* state records written (for "store writes per event"); LMDB
+	                         * does not count (nor write) a merge that left the
+	                         * stored bytes as they were */
 	size_t purged;          /* states removed by purges */
 } mm_flush_t;
 

@@ -26,6 +26,7 @@
 
 #include "lib/error.h"
 #include "lib/hash.h"
+#include "monoid/hll.h"
 #include "store/store.h"
 #include "unit.h"
 
@@ -1497,6 +1498,104 @@ TEST(lmdb_mark_partitions)
  * store with its claim and its mark: the embedded store takes that hash as
  * the mark, so marks and claims with and without one agree, before and
  * after a reopen, and a given hash is what the store answers by. */
+/* An HLL delta of the elements "<prefix>0" .. "<prefix>n-1", in b's slot i. */
+static void hll_delta(batch_t *b, const mm_ns_t *ns, const char *entity, const char *prefix,
+		      int n)
+{
+	size_t i = b->f.ndeltas++;
+	char el[32];
+
+	ns->m->vt->init(ns->m, b->s[i]);
+	for (int k = 0; k < n; k++) {
+		mm_value_t v = {.type = MM_VAL_STRING, .s = el};
+
+		v.len = (size_t)snprintf(el, sizeof(el), "%s%d", prefix, k);
+		CHECK_EQ_INT(ns->m->vt->add(ns->m, b->s[i], &v), 0);
+	}
+	b->d[i] = (mm_delta_t){.ns = ns, .key = {entity, strlen(entity), 1}, .state = b->s[i]};
+}
+
+static void batch_destroy(batch_t *b)
+{
+	for (size_t i = 0; i < b->f.ndeltas; i++)
+		b->d[i].ns->m->vt->destroy(b->d[i].ns->m, b->s[i]);
+}
+
+/* The estimate of entity's HLL in bucket 1. */
+static uint64_t hll_stored(fx_t *fx, const mm_ns_t *ns, const char *entity)
+{
+	_Alignas(16) unsigned char s[MM_STATE_MAX];
+	mm_key_t k = {entity, strlen(entity), 1};
+	uint8_t found = 0;
+	uint64_t n = 0;
+
+	CHECK_EQ_INT(get_many(fx, ns, &k, 1, s, &found), 0);
+	CHECK(found);
+	CHECK_EQ_INT(mm_hll_count(ns->m, s, &n), 0);
+	ns->m->vt->destroy(ns->m, s);
+	return n;
+}
+
+/* A merge that leaves a record's bytes as they are writes nothing: f.writes
+ * counts the puts. A sum's zero delta, and HLL deltas that raise no stored
+ * register, sparse (a few registers) and dense (20 000 elements), through
+ * merge_encoded; the same deltas with a new register or expiry are written. */
+TEST(lmdb_unchanged_skipped)
+{
+	static const mm_monoid_t hll = {.vt = &mm_monoid_hll_vtable};
+	static const mm_ns_t HNS = {.name = "uv", .m = &hll};
+	static batch_t b;
+	uint64_t sparse, dense;
+	int64_t v = 0;
+	fx_t fx;
+	done_t d;
+
+	REQUIRE(fx_init(&fx, "lmdb") == 0);
+	batch_init(&b, now_ms());
+	add_delta(&b, &NS, S("k"), 0, 5, 0);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	CHECK_EQ_INT(b.f.writes, 1);
+	batch_init(&b, now_ms());
+	add_delta(&b, &NS, S("k"), 0, 0, 0);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	CHECK_EQ_INT(b.f.writes, 0);
+	CHECK_EQ_INT(get1(&fx, &NS, S("k"), 0, &v), 1);
+	CHECK_EQ_INT(v, 5);
+	/* The same state with another expiry is another record. */
+	batch_init(&b, now_ms());
+	add_delta(&b, &NS, S("k"), 0, 0, now_ms() + 3600000);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	CHECK_EQ_INT(b.f.writes, 1);
+
+	batch_init(&b, now_ms());
+	hll_delta(&b, &HNS, "sparse", "u", 50);
+	hll_delta(&b, &HNS, "dense", "u", 20000);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	CHECK_EQ_INT(b.f.writes, 2);
+	batch_destroy(&b);
+	sparse = hll_stored(&fx, &HNS, "sparse");
+	dense = hll_stored(&fx, &HNS, "dense");
+	CHECK(sparse >= 45 && sparse <= 55);
+	CHECK(dense >= 19000 && dense <= 21000);
+	/* The same elements again, or some of them: nothing is written. */
+	batch_init(&b, now_ms());
+	hll_delta(&b, &HNS, "sparse", "u", 50);
+	hll_delta(&b, &HNS, "dense", "u", 300);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	CHECK_EQ_INT(b.f.writes, 0);
+	batch_destroy(&b);
+	CHECK(hll_stored(&fx, &HNS, "sparse") == sparse);
+	CHECK(hll_stored(&fx, &HNS, "dense") == dense);
+	/* A new element raises a register of the small sketch. */
+	batch_init(&b, now_ms());
+	hll_delta(&b, &HNS, "sparse", "new", 1);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	CHECK_EQ_INT(b.f.writes, 1);
+	batch_destroy(&b);
+	CHECK(hll_stored(&fx, &HNS, "sparse") > sparse);
+	fx_fini(&fx);
+}
+
 TEST(lmdb_given_hashes)
 {
 	static batch_t b;
@@ -1744,6 +1843,7 @@ int main(void)
 	RUN(lmdb_key_format);
 	RUN(lmdb_mark_partitions);
 	RUN(lmdb_given_hashes);
+	RUN(lmdb_unchanged_skipped);
 	RUN(lmdb_marked);
 	RUN(lmdb_format1_marks);
 	UNIT_DONE();
