@@ -29,11 +29,14 @@ void mm_agg_init(mm_agg_t *a, const mm_monoid_t *m)
 	a->m = m;
 }
 
+uint64_t mm_agg_key_hash(const char *key, size_t klen)
+{
+	return mm_hash64(key, klen, 0x9e3779b97f4a7c15ULL);
+}
+
 uint64_t mm_agg_hash(const char *key, size_t klen, int64_t bucket)
 {
-	uint64_t h = mm_hash64(key, klen, 0x9e3779b97f4a7c15ULL);
-
-	return (h ^ ((uint64_t)bucket * 0xff51afd7ed558ccdULL)) | 1;
+	return mm_agg_hash_mix(mm_agg_key_hash(key, klen), bucket);
 }
 
 static inline __attribute__((always_inline)) const char *

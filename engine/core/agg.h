@@ -68,8 +68,19 @@ mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t
 /* Finds an entry without creating it; NULL if absent. */
 mm_agg_entry_t *mm_agg_find(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket);
 
-/* The hash mm_agg_upsert and mm_agg_find use for (key, bucket). */
+/* The hash mm_agg_upsert and mm_agg_find use for (key, bucket):
+ * mm_agg_hash_mix(mm_agg_key_hash(key, klen), bucket). */
 uint64_t mm_agg_hash(const char *key, size_t klen, int64_t bucket);
+
+/* The key's part of mm_agg_hash, for a caller that reads the key before it
+ * knows the bucket (the record loop reads a record ahead). */
+uint64_t mm_agg_key_hash(const char *key, size_t klen);
+
+/* mm_agg_hash from the key's part: one bucket's slots apart from another's. */
+static inline uint64_t mm_agg_hash_mix(uint64_t key_hash, int64_t bucket)
+{
+	return (key_hash ^ ((uint64_t)bucket * 0xff51afd7ed558ccdULL)) | 1;
+}
 
 /* The same with the hash h computed by the caller, who looks one key up in
  * several tables or has its hash already (the pending dedup ids, keyed by

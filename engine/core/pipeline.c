@@ -259,13 +259,14 @@ static inline int pipe_bucket(mm_pipeline_t *p, int64_t ts_ms, int64_t now_ms, i
 	return pipe_bucket_slow(p, ts_ms, now_ms, bucket, expire_ms);
 }
 
-/* Adds v under (key, bucket). hint, for a literal key, remembers its entry
+/* Adds v under (key, bucket). kh, when not NULL, is mm_agg_key_hash of the
+ * key (record_read's). hint, for a literal key, remembers its entry
  * (see mm_key_hint_t); NULL for keys read from the record. Inlined into
  * the record loop, the add's own checks folding into it. lit: the record
  * loop's copy (record_loop), 0 outside it. */
 static inline __attribute__((always_inline)) int
-pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t bucket, int64_t expire_ms,
-	 const mm_value_t *v, mm_key_hint_t *hint, int lit)
+pipe_add(mm_pipeline_t *p, const char *key, size_t klen, const uint64_t *kh, int64_t bucket,
+	 int64_t expire_ms, const mm_value_t *v, mm_key_hint_t *hint, int lit)
 {
 	mm_agg_t *a = &p->agg[p->cur];
 	mm_agg_entry_t *e;
@@ -275,7 +276,8 @@ pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t bucket, int64_t
 	if (hint && hint->a == a && hint->gen == a->gen && hint->e->bucket == bucket) {
 		e = hint->e;
 	} else {
-		e = mm_agg_upsert(a, key, klen, bucket, &created);
+		e = kh ? mm_agg_upsert_h(a, key, klen, bucket, mm_agg_hash_mix(*kh, bucket), &created)
+		       : mm_agg_upsert(a, key, klen, bucket, &created);
 		if (e == NULL)
 			return MM_ENOMEM;
 		if (hint) {
@@ -452,6 +454,7 @@ typedef struct scan_plan {
 	mm_json_field_t f[MM_MAX_KEYS + 3];
 	int n;
 	int value, time, id;
+	int key_hash;        /* the single key is a field: record_read hashes it */
 	mm_json_plan_t plan; /* for f[0..n) */
 } scan_plan_t;
 
@@ -609,13 +612,16 @@ static __attribute__((noinline)) int record_refused(const mm_pipeline_t *p, cons
 
 /* A record read ahead of its processing (record_read): its fields, the
  * scratch buffer its unescaped strings live in, its event id and the id's
- * hash. */
+ * hash, and for a key read from a field, the key's part of its hash in the
+ * aggregation table (kh, when has_kh). */
 typedef struct rec_read {
 	mm_json_field_t f[MM_MAX_KEYS + 3];
 	mm_buf_t tmp;
 	const char *id;
 	size_t idlen;
 	mm_idhash_t idh;
+	uint64_t kh;
+	int has_kh;
 	int rc;
 } rec_read_t;
 
@@ -630,9 +636,14 @@ static inline const mm_idhash_t *read_id_hash(const rec_read_t *s)
  * cache about the id's slots in the pending-id tables. The record loop reads
  * a record one ahead of the one it processes, so that those slots (an index
  * of a flush's worth of ids, which misses the cache: doc/performance.md) are
- * on their way while the previous record is processed. Nothing here changes
- * the pipeline: an error is only returned, and process_batch reads the record
- * again when it processes it, so that the diagnostics are that record's.
+ * on their way while the previous record is processed. A single key read
+ * from a field (unique_visitors' page_id) is hashed here too, and its slot
+ * in the aggregation table hinted the same way, for the bucket the last
+ * record mapped to (the usual one; pipe_add mixes the key's hash with the
+ * record's own bucket, so another costs only the hint). Nothing
+ * here changes the pipeline: an error is only returned, and process_batch
+ * reads the record again when it processes it, so that the diagnostics are
+ * that record's.
  */
 static inline __attribute__((always_inline)) int
 record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_read_t *s, int lit)
@@ -643,6 +654,7 @@ record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_r
 
 	s->id = NULL;
 	s->idlen = 0;
+	s->has_kh = 0;
 	if (__builtin_expect((r->flags & (MM_REC_POISON | MM_REC_UNDECODABLE | MM_REC_TOOBIG)) ||
 				     r->len > c->max_record,
 			     0))
@@ -666,6 +678,14 @@ record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_r
 	} else if (!lit && c->id_kind == MM_PART_SOURCE && (r->flags & MM_REC_ID)) {
 		s->id = r->id;
 		s->idlen = r->id_len;
+	}
+	/* An escaped key is unescaped, and any key checked, by record_key. */
+	if (!lit && sp->key_hash && s->f[0].type == MM_JSON_STRING && !s->f[0].escaped) {
+		s->kh = mm_agg_key_hash(s->f[0].p, s->f[0].len);
+		s->has_kh = 1;
+		if (p->bucket_memo.valid)
+			mm_agg_prefetch_h(&p->agg[p->cur],
+					  mm_agg_hash_mix(s->kh, p->bucket_memo.bucket), 1);
 	}
 	/* An unusable id is counted by process_record (id_usable). */
 	if (read_id_hash(s)) {
@@ -730,7 +750,8 @@ process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms, const sca
 	if (lit || c->nkeys == 1) {
 		rc = record_key(p, fields, tmp, 0, &keys[0], &klens[0], lit);
 		if (rc == 0)
-			rc = pipe_add(p, keys[0], klens[0], bucket, expire_ms, &v,
+			rc = pipe_add(p, keys[0], klens[0], s->has_kh ? &s->kh : NULL, bucket,
+				      expire_ms, &v,
 				      lit || c->key_kind == MM_PART_CONST ? &p->key_hint[0] : NULL, lit);
 		if (rc)
 			return rc;
@@ -742,7 +763,7 @@ process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms, const sca
 		if ((rc = record_key(p, fields, tmp, k, &keys[k], &klens[k], 0)) != 0)
 			return rc;
 	for (int k = 0; k < c->nkeys; k++) {
-		rc = pipe_add(p, keys[k], klens[k], bucket, expire_ms, &v,
+		rc = pipe_add(p, keys[k], klens[k], NULL, bucket, expire_ms, &v,
 			      c->key_kind == MM_PART_CONST ? &p->key_hint[k] : NULL, 0);
 		if (rc)
 			return rc;
@@ -838,6 +859,7 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 
 	memset(&sp, 0, sizeof(sp));
 	sp.value = sp.time = sp.id = -1;
+	sp.key_hash = c->key_kind == MM_PART_FIELD && c->nkeys == 1;
 	if (c->key_kind == MM_PART_FIELD)
 		for (int k = 0; k < c->nkeys; k++) {
 			int slot;
@@ -1042,7 +1064,7 @@ int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, i
 		return rc;
 	if (klen == 0 || klen > 1024)
 		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klen);
-	return pipe_add(p, key, klen, bucket, expire_ms, &v, NULL, 0);
+	return pipe_add(p, key, klen, NULL, bucket, expire_ms, &v, NULL, 0);
 }
 
 int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)

@@ -1,7 +1,8 @@
 /*
  * test_agg.c: the pre-aggregation table (engine/core/agg.c): every
  * (key, bucket) pair has one entry however many times it is added, entries
- * are found again across the index's growth, iteration yields each once in
+ * are found again across the index's growth and through the hash given
+ * in two parts (mm_agg_key_hash, mm_agg_hash_mix), iteration yields each once in
  * insertion order, kept entry pointers stay valid while gen is unchanged,
  * and reset empties the table for reuse.
  */
@@ -51,7 +52,13 @@ TEST(sum_table)
 			size_t n = key_of(i, k, &bucket);
 			mm_value_t v = {.type = MM_VAL_INT, .i = i};
 			int created = -1;
-			mm_agg_entry_t *e = mm_agg_upsert(&a, k, n, bucket, &created);
+			/* Round 2 adds as the record loop does, with the key's
+			 * hash taken apart from the bucket's: the same entries. */
+			mm_agg_entry_t *e =
+				round == 2 ? mm_agg_upsert_h(&a, k, n, bucket,
+							     mm_agg_hash_mix(mm_agg_key_hash(k, n), bucket),
+							     &created)
+					   : mm_agg_upsert(&a, k, n, bucket, &created);
 
 			REQUIRE(e != NULL);
 			CHECK_EQ_INT(created, round == 1);
