@@ -30,11 +30,12 @@
  * nothing can come between that answer and the apply() that marks the won
  * ids; and so marked() gives the same answer at once, for one record on the
  * loop thread, once the set is filled: the pipeline then needs no claim at
- * the flush (MM_STORE_CAP_MARKED). Memory: 22 to 44 bytes per live mark (96
- * bits of each hash and its expiry, and the set's filter; twice that while
- * the table grows). The
- * set is read from the disk again when its expiry offsets' base is 24 days
- * old, and pruned when a partition ends.
+ * the flush (MM_STORE_CAP_MARKED). Memory: about 18 to 21 bytes per live
+ * mark (96 bits of each hash and its expiry in sorted runs, their
+ * directories and the set's filter; more while a merge is built, and the
+ * buffers kept for the next runs: markset.h). The set is read from the disk
+ * again when its expiry offsets' base is 24 days old; its expired marks
+ * leave it at merges and with whole runs.
  * The set is a cache of what is committed: a failed commit leaves it as it
  * was, and a set that cannot take a committed mark (out of memory) is
  * dropped and read from the disk again by the next claim or apply.
@@ -48,11 +49,11 @@
  * thread. The pool threads' work on the marks is serialised by
  * st->marks_lock; marked() takes st->set_lock (or the pipeline took it for
  * a whole batch: marked_hold), which a pool thread holds
- * only while it changes the set, never while it reads the disk or builds a
- * table: a set read from the disk or grown for a flush's marks is built
- * aside and swapped in, and marks added in place go in runs of
- * LMDB_ADD_RUN, so the loop waits for a run of adds or a swap, not for a
- * rebuild, and a pool thread for at most a batch.
+ * only while it changes the set, never while it reads the disk or sorts or
+ * merges runs: a set read from the disk, or a flush's marks as a run and
+ * the merges they cause, are built aside and swapped in (mm_markset_commit:
+ * pointers, and the new run's bits in the filter), so the loop waits for a
+ * swap, and a pool thread for at most a batch.
  */
 #include <stdlib.h>
 
@@ -62,7 +63,6 @@
 #define LMDB_MARK_WINDOW_MS 3600000LL
 #define LMDB_MARK_SIZE 24
 #define LMDB_PREFETCH 8
-#define LMDB_ADD_RUN 4096
 
 static uint32_t partition_of(int64_t expire_ms)
 {
@@ -178,6 +178,7 @@ static int marks_load(mm_lmdb_t *st, MDB_txn *txn, int64_t now_ms)
 	MDB_cursor_op op = MDB_FIRST;
 	MDB_val key, val;
 	mm_markset_t t = {0};
+	mm_markbatch_t b;
 	size_t i, keep = st->npend;
 	int rc = 0, mrc;
 
@@ -210,14 +211,19 @@ static int marks_load(mm_lmdb_t *st, MDB_txn *txn, int64_t now_ms)
 						   (int64_t)mm_get_u64le(p + 16)};
 
 				p += LMDB_MARK_SIZE;
-				if (m.expire_ms > now_ms && (rc = mm_markset_add(&t, &m, now_ms)))
+				if (m.expire_ms > now_ms && (rc = pend_add(st, &m)))
 					goto out;
 			}
 		}
 	}
-	if (rc == 0 && st->legacy && (rc = legacy_read(st, txn, now_ms)) == 0)
-		for (i = keep; i < st->npend && rc == 0; i++)
-			rc = mm_markset_add(&t, &st->pend[i], now_ms);
+	if (rc == 0 && st->legacy)
+		rc = legacy_read(st, txn, now_ms);
+	/* One run of every live mark, sorted once. */
+	if (rc == 0 && (rc = mm_markset_prepare(&t, &b, st->pend + keep, st->npend - keep,
+						 now_ms, 0)) == 0) {
+		mm_markset_commit(&t, &b);
+		mm_markset_batch_done(&t, &b);
+	}
 out:
 	st->npend = keep;
 	if (cur != NULL)
@@ -406,51 +412,31 @@ out:
 	return rc;
 }
 
-/* Adds pend[from..to) to t, each add hinting the cache about the slot of
- * the one LMDB_PREFETCH places later. */
-static int add_pending(mm_lmdb_t *st, mm_markset_t *t, size_t from, size_t to, int64_t now_ms)
-{
-	int rc = 0;
-
-	for (size_t i = from; i < to && rc == 0; i++) {
-		if (i + LMDB_PREFETCH < st->npend)
-			mm_markset_prefetch(t, &st->pend[i + LMDB_PREFETCH]);
-		rc = mm_markset_add(t, &st->pend[i], now_ms);
-	}
-	return rc;
-}
-
 void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms)
 {
-	mm_markset_t t;
-	size_t i, to;
-	int rc = 0;
+	mm_markbatch_t b;
 
 	uv_mutex_lock(&st->marks_lock);
 	if (st->migrated)
 		st->legacy = 0;
-	/* A partition ended (its marks leave the memory too) or the table must
-	 * grow: a copy, grown once for the flush's marks, takes them and then
-	 * the set's place. Else, or without the memory for a copy, they go
-	 * into the set in runs (the adds grow it themselves if they must). */
-	if ((st->dropped || !mm_markset_has_room(&st->set, st->npend)) &&
-	    mm_markset_copy(&t, &st->set, st->npend, now_ms) == 0) {
-		if ((rc = add_pending(st, &t, 0, st->npend, now_ms)) == 0)
-			set_replace(st, &t);
-		else
-			mm_markset_free(&t);
-	} else {
-		for (i = 0; i < st->npend && rc == 0; i = to) {
-			to = st->npend - i > LMDB_ADD_RUN ? i + LMDB_ADD_RUN : st->npend;
+	/* The flush's marks become a run (merged with the newest runs) built
+	 * aside, beside the readers; the loop waits only for the swap. When a
+	 * partition ended on the disk, every run is merged into one of the
+	 * marks live at now_ms, so the memory forgets what the disk did (about
+	 * once an hour). A set that cannot take them is read again from the
+	 * disk, which has every mark, by the next claim or apply: it must
+	 * never miss one. */
+	if (st->marks_loaded) {
+		if (mm_markset_prepare(&st->set, &b, st->pend, st->npend, now_ms,
+				       st->dropped != 0) == 0) {
 			uv_mutex_lock(&st->set_lock);
-			rc = add_pending(st, &st->set, i, to, now_ms);
+			mm_markset_commit(&st->set, &b);
 			uv_mutex_unlock(&st->set_lock);
+			mm_markset_batch_done(&st->set, &b);
+		} else {
+			set_replace(st, NULL);
 		}
 	}
-	/* Read again from the disk, which has every mark, by the next claim or
-	 * apply: the set must never miss one. */
-	if (rc)
-		set_replace(st, NULL);
 	st->npend = 0;
 	uv_mutex_unlock(&st->marks_lock);
 }
@@ -501,7 +487,7 @@ static void lmdb_claim_work(uv_work_t *req)
 	for (i = 0; i < w->n; i++) {
 		if (i + LMDB_PREFETCH < w->n)
 			mm_markset_prefetch(&st->set, &h[i + LMDB_PREFETCH]);
-		w->claims[i].result = mm_markset_expiry(&st->set, &h[i]) > w->now_ms
+		w->claims[i].result = mm_markset_live(&st->set, &h[i], w->now_ms)
 			? MM_CLAIM_DUPLICATE : MM_CLAIM_WON;
 	}
 out:
@@ -567,11 +553,10 @@ int mm_lmdb_marked(mm_store_t *base, const mm_idhash_t *h, const mm_idhash_t *ah
 		rc = MM_EAGAIN;
 	} else {
 		/* Most records' ids are new, which the filter's word tells
-		 * alone: the slot is read only when the word lets the id by. */
+		 * alone: the runs are read only when the word lets the id by. */
 		if (ahead != NULL)
-			mm_markset_prefetch_word(&st->set,
-						 &(mm_markhash_t){ahead->h0, ahead->h1, 0});
-		rc = mm_markset_expiry(&st->set, &m) > now_ms;
+			mm_markset_prefetch(&st->set, &(mm_markhash_t){ahead->h0, ahead->h1, 0});
+		rc = mm_markset_live(&st->set, &m, now_ms);
 	}
 	if (!st->set_held)
 		uv_mutex_unlock(&st->set_lock);

@@ -1,34 +1,41 @@
 /*
- * markset.c: dedup marks as 96-bit hashes in memory (markset.h).
+ * markset.c: dedup marks as 96-bit hashes in sorted runs (markset.h).
  *
- * A table of 2 MiB or more is mapped on its own and asks for transparent
- * huge pages (madvise: the setting of most distributions leaves them to the
- * program's request). Its lookups and adds are random, one per id: with 4
- * KiB pages each also misses the TLB, which maps a few MiB of them, while a
- * 64 MiB table (2 000 000 marks) is 32 huge pages. The mapping starts on a
- * 2 MiB boundary so that every page of it can be huge; where huge pages are
- * off, it is an ordinary mapping, zeroed by the kernel as calloc's is.
+ * A run, its directory after its slots, lives in one anonymous mapping
+ * (huge pages asked for from 2 MiB on). When a run ends (merged into a
+ * larger one, or expired) its mapping is kept, up to MM_MARKSET_SPARES of
+ * them and about the set's own size in all, and the next run or merge
+ * takes the smallest one that is large enough, or grows the largest with
+ * mremap, which moves its pages (already backed, already in the cache's
+ * reach) rather than copying them. A new mapping is the last resort: on
+ * this project's VMs a fresh page cost about ten times its zeroing, and the
+ * hash table this replaced took four times the final table's size in fresh
+ * pages over a run of doublings.
  *
- * The filter (markset.h) is a Bloom filter blocked by 64-bit words: a
- * mark's word is the one of its home slot's 16 and its four bits come from
- * the 32 bits of h1 its slot keeps, so a growth or a copy rebuilds it from
- * the slots alone, in order. At 4 bits per slot and a table 3/8 to 3/4 full, a mark has
- * 5.3 to 10.7 bits: an absent one passes the filter with a probability of
- * about 1.5% to 10%, and then costs the slot's probe it cost before. The
- * filter sits after the slots in the same allocation.
+ * The filter's word of a mark is chosen by h0's top bits, the order the
+ * runs are sorted in, so filling it from a run writes its words in order;
+ * its four bits come from the kept half of h1. It is rebuilt from the runs
+ * when it holds more than 6 marks a word (at 4 a word, about 0.3% of the
+ * absent marks pass it; at 6, about 1%) or more stale bits (of dropped
+ * marks) than live ones, at a size of 2 to 4 marks a word.
  */
+#define _GNU_SOURCE
 #include "markset.h"
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "../lib/error.h"
 #include "../lib/hash.h"
 
-#define MARKSET_MIN 1024
 #define MARKSET_STALE_MS (1LL << 31)
+#define MARKSET_PAGE ((size_t)4096)
 #define MARKSET_HUGE ((size_t)2 << 20)
+#define MARKSET_FMIN 6          /* the least filter: 64 words */
+#define MARKSET_SORT_BITS 18    /* the counting sort's most buckets: 2^18 */
+#define MARKSET_FANIN 8         /* runs merged at once */
 
 uint64_t mm_markset_ns_seed(const char *ns, size_t nslen)
 {
@@ -44,78 +51,291 @@ void mm_markset_hash(uint64_t ns_seed, const void *id, size_t len, mm_markhash_t
 	out->h1 = h.h1;
 }
 
-/* The bytes of a table of cap slots: the slots, then the filter's cap / 16
- * words; a mapped one rounded up to whole huge pages. */
-static size_t table_bytes(size_t cap)
+static size_t buf_round(size_t bytes)
 {
-	size_t bytes = cap * sizeof(mm_markslot_t) + cap / 2;
+	size_t unit = bytes < MARKSET_HUGE ? MARKSET_PAGE : MARKSET_HUGE;
 
-	return bytes < MARKSET_HUGE ? bytes : (bytes + MARKSET_HUGE - 1) & ~(MARKSET_HUGE - 1);
+	return (bytes + unit - 1) & ~(unit - 1);
 }
 
-/* A zeroed table of cap slots (a power of two, at least MARKSET_MIN) and
- * its filter for s, or MM_ENOMEM. */
-static int table_alloc(mm_markset_t *s, size_t cap)
+/* A mapping of at least bytes: the smallest kept one large enough, else
+ * the largest kept one grown, else a new one. */
+static int buf_get(mm_markset_t *s, size_t bytes, mm_markbuf_t *out)
 {
-	size_t bytes = table_bytes(cap);
-	uintptr_t raw, start;
+	size_t i, fit = MM_MARKSET_SPARES, big = MM_MARKSET_SPARES;
 	void *p;
 
-	if (bytes < MARKSET_HUGE) {
-		p = calloc(1, bytes);
-		if (p == NULL)
-			return MM_ENOMEM;
-		start = (uintptr_t)p;
-	} else {
-		/* bytes is a multiple of 2 MiB: map one more and trim both ends. */
-		p = mmap(NULL, bytes + MARKSET_HUGE, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED)
-			return MM_ENOMEM;
-		raw = (uintptr_t)p;
-		start = (raw + MARKSET_HUGE - 1) & ~(uintptr_t)(MARKSET_HUGE - 1);
-		if (start > raw)
-			munmap(p, start - raw);
-		munmap((void *)(start + bytes), raw + MARKSET_HUGE - start);
-#ifdef MADV_HUGEPAGE
-		/* A refusal (no THP in this kernel) leaves small pages: still
-		 * correct. */
-		(void)madvise((void *)start, bytes, MADV_HUGEPAGE);
-#endif
+	bytes = buf_round(bytes);
+	for (i = 0; i < MM_MARKSET_SPARES; i++) {
+		const mm_markbuf_t *k = &s->spare[i];
+
+		if (k->mem == NULL)
+			continue;
+		if (k->bytes >= bytes && (fit == MM_MARKSET_SPARES || k->bytes < s->spare[fit].bytes))
+			fit = i;
+		if (big == MM_MARKSET_SPARES || k->bytes > s->spare[big].bytes)
+			big = i;
 	}
-	s->slots = (mm_markslot_t *)start;
-	s->filter = (uint64_t *)(s->slots + cap);
-	s->cap = cap;
+	if (fit != MM_MARKSET_SPARES) {
+		*out = s->spare[fit];
+		s->spare[fit] = (mm_markbuf_t){0};
+		return 0;
+	}
+	if (big != MM_MARKSET_SPARES) {
+		p = mremap(s->spare[big].mem, s->spare[big].bytes, bytes, MREMAP_MAYMOVE);
+		if (p != MAP_FAILED) {
+			s->spare[big] = (mm_markbuf_t){0};
+			goto done;
+		}
+	}
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return mm_diag_set(MM_ENOMEM, "cannot map %zu bytes of dedup marks", bytes);
+done:
+#ifdef MADV_HUGEPAGE
+	/* A refusal (no THP in this kernel) leaves small pages: still correct. */
+	if (bytes >= MARKSET_HUGE)
+		(void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+	*out = (mm_markbuf_t){p, bytes};
 	return 0;
 }
 
-static void table_free(mm_markslot_t *slots, size_t cap)
+/* Keeps b for a later buf_get, giving back the smallest of the kept ones
+ * and b while there is no free place or they would be more than the set's
+ * marks' size and 4 MiB. */
+static void buf_put(mm_markset_t *s, mm_markbuf_t b)
 {
-	if (slots == NULL)
+	size_t limit = s->count * sizeof(mm_markslot_t) + 2 * MARKSET_HUGE;
+
+	if (b.mem == NULL)
 		return;
-	if (table_bytes(cap) < MARKSET_HUGE)
-		free(slots);
-	else
-		munmap(slots, table_bytes(cap));
+	for (;;) {
+		size_t i, total = b.bytes, empty = MM_MARKSET_SPARES, small = MM_MARKSET_SPARES;
+
+		for (i = 0; i < MM_MARKSET_SPARES; i++) {
+			if (s->spare[i].mem == NULL) {
+				empty = i;
+				continue;
+			}
+			total += s->spare[i].bytes;
+			if (small == MM_MARKSET_SPARES || s->spare[i].bytes < s->spare[small].bytes)
+				small = i;
+		}
+		if (empty != MM_MARKSET_SPARES && total <= limit) {
+			s->spare[empty] = b;
+			return;
+		}
+		if (small == MM_MARKSET_SPARES || s->spare[small].bytes > b.bytes) {
+			munmap(b.mem, b.bytes);
+			return;
+		}
+		munmap(s->spare[small].mem, s->spare[small].bytes);
+		s->spare[small] = (mm_markbuf_t){0};
+	}
 }
 
-static int is_empty(const mm_markslot_t *e)
+static void run_unmap(mm_markrun_t *r)
 {
-	return (e->h0 | e->h1) == 0;
+	if (r->buf.mem != NULL)
+		munmap(r->buf.mem, r->buf.bytes);
+	*r = (mm_markrun_t){0};
 }
 
-static size_t slot_of(const mm_markset_t *s, uint64_t h0)
+static unsigned dir_bits(size_t n)
 {
-	return (size_t)(h0 ^ (h0 >> 29)) & (s->cap - 1);
+	unsigned b = 0;
+
+	while (((size_t)8 << b) <= n)
+		b++;
+	return b;
 }
 
-/* The filter's word of a mark: the one of its home slot's 16 (so that a
- * growth, walking the old table in order, writes the new filter in order
- * too), and the four bits it sets there, from the 32 bits of h1 the slot
- * keeps (the home slot is h0's). */
-static uint64_t *filter_word(const mm_markset_t *s, size_t home)
+static size_t bucket(uint64_t h0, unsigned bits)
 {
-	return &s->filter[home / 16];
+	return bits ? (size_t)(h0 >> (64 - bits)) : 0;
+}
+
+static size_t run_bytes(size_t n)
+{
+	return n * sizeof(mm_markslot_t) + (((size_t)1 << dir_bits(n)) + 1) * sizeof(uint32_t);
+}
+
+/* A run for up to n slots in a buffer of s's (its directory after the n
+ * slots). */
+static int run_alloc(mm_markset_t *s, mm_markrun_t *r, size_t n)
+{
+	int rc;
+
+	*r = (mm_markrun_t){0};
+	if (n > UINT32_MAX)
+		return mm_diag_set(MM_ENOMEM, "too many dedup marks (%zu)", n);
+	if ((rc = buf_get(s, run_bytes(n), &r->buf)))
+		return rc;
+	r->slots = r->buf.mem;
+	r->dir = (uint32_t *)(r->slots + n);
+	return 0;
+}
+
+/* Fills the directory of r's n sorted slots, and its latest expiry. */
+static void run_finish(mm_markrun_t *r)
+{
+	size_t i, b = 0, nb;
+
+	r->dbits = dir_bits(r->n);
+	nb = (size_t)1 << r->dbits;
+	r->dir[0] = 0;
+	r->max_exp = 0;
+	for (i = 0; i < r->n; i++) {
+		size_t k = bucket(r->slots[i].h0, r->dbits);
+
+		while (b < k)
+			r->dir[++b] = (uint32_t)i;
+		if (r->slots[i].exp > r->max_exp)
+			r->max_exp = r->slots[i].exp;
+	}
+	while (b < nb)
+		r->dir[++b] = (uint32_t)r->n;
+}
+
+static int slot_less(const mm_markslot_t *a, const mm_markslot_t *b)
+{
+	return a->h0 < b->h0 || (a->h0 == b->h0 && a->h1 < b->h1);
+}
+
+static int slot_same(const mm_markslot_t *a, const mm_markslot_t *b)
+{
+	return a->h0 == b->h0 && a->h1 == b->h1;
+}
+
+/* The slot of m in a set of base base_ms, 0 when it is not to be kept
+ * (expired at now_ms, or at the base). */
+static int slot_of_mark(const mm_markhash_t *m, int64_t base_ms, int64_t now_ms, mm_markslot_t *e)
+{
+	int64_t off = m->expire_ms - base_ms;
+
+	if (off <= 0 || m->expire_ms <= now_ms)
+		return 0;
+	e->h0 = m->h0;
+	e->h1 = (uint32_t)(m->h1 >> 32);
+	e->exp = off > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)off;
+	return 1;
+}
+
+/* Builds in r the run of the marks m[0..n) kept at now_ms, sorted: counted
+ * by h0's top bits, placed, then put in order within each bucket by an
+ * insertion sort (a few slots a bucket), one slot per hash (the later
+ * expiry). r has no slots (and no buffer) when none is kept. */
+static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t *m, size_t n,
+			  int64_t now_ms)
+{
+	unsigned bits = 1;
+	uint32_t *at;
+	mm_markslot_t e;
+	size_t i, j, live = 0;
+	int rc;
+
+	*r = (mm_markrun_t){0};
+	while (bits < MARKSET_SORT_BITS && ((size_t)2 << bits) <= n)
+		bits++;
+	at = calloc(((size_t)1 << bits) + 1, sizeof(*at));
+	if (at == NULL)
+		return mm_diag_set(MM_ENOMEM, "cannot sort %zu dedup marks", n);
+	for (i = 0; i < n; i++)
+		if (slot_of_mark(&m[i], s->base_ms, now_ms, &e)) {
+			at[bucket(e.h0, bits) + 1]++;
+			live++;
+		}
+	if (live == 0) {
+		free(at);
+		return 0;
+	}
+	if ((rc = run_alloc(s, r, live))) {
+		free(at);
+		return rc;
+	}
+	for (i = 1; i <= (size_t)1 << bits; i++)
+		at[i] += at[i - 1];
+	for (i = 0; i < n; i++)
+		if (slot_of_mark(&m[i], s->base_ms, now_ms, &e))
+			r->slots[at[bucket(e.h0, bits)]++] = e;
+	free(at);
+	for (i = 1; i < live; i++) {
+		e = r->slots[i];
+		for (j = i; j > 0 && slot_less(&e, &r->slots[j - 1]); j--)
+			r->slots[j] = r->slots[j - 1];
+		r->slots[j] = e;
+	}
+	for (i = 1, j = 0; i < live; i++) {
+		if (slot_same(&r->slots[i], &r->slots[j])) {
+			if (r->slots[i].exp > r->slots[j].exp)
+				r->slots[j].exp = r->slots[i].exp;
+		} else {
+			r->slots[++j] = r->slots[i];
+		}
+	}
+	r->n = j + 1;
+	run_finish(r);
+	return 0;
+}
+
+/* Merges the k runs in[] (k at most MARKSET_FANIN) into a new run,
+ * keeping the marks live at now_off (milliseconds after the base), one slot
+ * per hash (the later expiry): each slot out is the least of the runs'
+ * next ones, and equal hashes come out one after the other. */
+static int run_merge(mm_markset_t *s, mm_markrun_t *out, const mm_markrun_t *in, size_t k,
+		     int64_t now_off)
+{
+	const mm_markslot_t *at[MARKSET_FANIN], *end[MARKSET_FANIN];
+	size_t n = 0, j, best, live = 0;
+	int rc;
+
+	for (j = 0; j < k; j++)
+		n += in[j].n;
+	if ((rc = run_alloc(s, out, n)))
+		return rc;
+	/* The runs not yet at their end, first to last. */
+	for (n = j = 0; j < k; j++)
+		if (in[j].n) {
+			at[n] = in[j].slots;
+			end[n++] = in[j].slots + in[j].n;
+		}
+	for (k = n, n = 0; k > 0;) {
+		for (best = 0, j = 1; j < k; j++)
+			if (slot_less(at[j], at[best]))
+				best = j;
+		if (live && slot_same(at[best], &out->slots[n - 1])) {
+			if (at[best]->exp > out->slots[n - 1].exp)
+				out->slots[n - 1].exp = at[best]->exp;
+		} else if ((int64_t)at[best]->exp > now_off) {
+			out->slots[n++] = *at[best];
+			live = 1;
+		} else {
+			/* Expired: a later equal slot may still be live. */
+			live = 0;
+		}
+		if (++at[best] == end[best]) {
+			at[best] = at[k - 1];
+			end[best] = end[k - 1];
+			k--;
+		}
+	}
+	out->n = n;
+	/* The directory goes after the slots the buffer was sized for. */
+	run_finish(out);
+	return 0;
+}
+
+/* The size tier of a run of n slots: floor(log(n) / log(MARKSET_FANIN)). */
+static unsigned tier(size_t n)
+{
+	unsigned t = 0;
+
+	while (n >= MARKSET_FANIN) {
+		n /= MARKSET_FANIN;
+		t++;
+	}
+	return t;
 }
 
 static uint64_t filter_mask(uint32_t h1)
@@ -124,69 +344,47 @@ static uint64_t filter_mask(uint32_t h1)
 	       1ULL << (h1 >> 18 & 63);
 }
 
-/* The slot of (h0, h1) or the empty one where it belongs, from its home. */
-static mm_markslot_t *find(const mm_markset_t *s, size_t home, uint64_t h0, uint32_t h1)
+/* A zeroed filter of 1 << fbits words: from 2 MiB on, mapped on a 2 MiB
+ * boundary with huge pages asked for, since its words are read at random,
+ * one per record, and with 4 KiB pages each read also missed the TLB. */
+static uint64_t *filter_alloc(unsigned fbits)
 {
-	size_t i = home;
+	size_t bytes = ((size_t)1 << fbits) * sizeof(uint64_t);
+	uintptr_t raw, start;
+	void *p;
 
-	for (;; i = (i + 1) & (s->cap - 1)) {
-		mm_markslot_t *e = &s->slots[i];
-
-		if ((e->h0 == h0 && e->h1 == h1) || is_empty(e))
-			return e;
-	}
+	if (bytes < MARKSET_HUGE)
+		return calloc(1, bytes);
+	/* bytes is a multiple of 2 MiB: map one more and trim both ends. */
+	p = mmap(NULL, bytes + MARKSET_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		 -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	raw = (uintptr_t)p;
+	start = (raw + MARKSET_HUGE - 1) & ~(uintptr_t)(MARKSET_HUGE - 1);
+	if (start > raw)
+		munmap(p, start - raw);
+	munmap((void *)(start + bytes), raw + MARKSET_HUGE - start);
+#ifdef MADV_HUGEPAGE
+	(void)madvise((void *)start, bytes, MADV_HUGEPAGE);
+#endif
+	return (uint64_t *)start;
 }
 
-static int live(const mm_markset_t *s, const mm_markslot_t *e, int64_t now_ms)
+static void filter_free(uint64_t *filter, unsigned fbits)
 {
-	return !is_empty(e) && s->base_ms + (int64_t)e->exp > now_ms;
+	size_t bytes = ((size_t)1 << fbits) * sizeof(uint64_t);
+
+	if (bytes < MARKSET_HUGE)
+		free(filter);
+	else if (filter != NULL)
+		munmap(filter, bytes);
 }
 
-/* Copies the marks of s live at now_ms into t, a new table with room for
- * `extra` more; s is left as it is. */
-static int rebuild_into(mm_markset_t *t, const mm_markset_t *s, int64_t now_ms, size_t extra)
+static void filter_add_run(uint64_t *filter, unsigned fbits, const mm_markrun_t *r)
 {
-	size_t n = 0, i, cap;
-
-	*t = (mm_markset_t){.base_ms = s->base_ms};
-	/* The live marks are counted only when some may have expired. */
-	if (s->count && s->base_ms + (int64_t)s->min_exp > now_ms)
-		n = s->count;
-	else
-		for (i = 0; i < s->cap; i++)
-			n += live(s, &s->slots[i], now_ms);
-	cap = MARKSET_MIN;
-	while ((n + extra) * 4 > cap * 3)
-		cap *= 2;
-	if (table_alloc(t, cap))
-		return mm_diag_set(MM_ENOMEM, "cannot allocate %zu dedup marks", cap);
-	for (i = 0; i < s->cap; i++) {
-		const mm_markslot_t *e = &s->slots[i];
-
-		if (live(s, e, now_ms)) {
-			size_t home = slot_of(t, e->h0);
-
-			*find(t, home, e->h0, e->h1) = *e;
-			*filter_word(t, home) |= filter_mask(e->h1);
-			if (t->count++ == 0 || e->exp < t->min_exp)
-				t->min_exp = e->exp;
-		}
-	}
-	return 0;
-}
-
-/* Moves the marks live at now_ms into a new table with room for `extra`
- * more. */
-static int rebuild(mm_markset_t *s, int64_t now_ms, size_t extra)
-{
-	mm_markset_t t;
-	int rc = rebuild_into(&t, s, now_ms, extra);
-
-	if (rc)
-		return rc;
-	table_free(s->slots, s->cap);
-	*s = t;
-	return 0;
+	for (size_t i = 0; i < r->n; i++)
+		filter[r->slots[i].h0 >> (64 - fbits)] |= filter_mask(r->slots[i].h1);
 }
 
 void mm_markset_start(mm_markset_t *s, int64_t base_ms)
@@ -200,93 +398,155 @@ int mm_markset_stale(const mm_markset_t *s, int64_t now_ms)
 	return now_ms - s->base_ms >= MARKSET_STALE_MS;
 }
 
-int mm_markset_add(mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms)
+int mm_markset_prepare(mm_markset_t *s, mm_markbatch_t *b, const mm_markhash_t *m, size_t n,
+		       int64_t now_ms, int compact)
 {
-	int64_t off = m->expire_ms - s->base_ms;
-	uint32_t exp = off > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)off;
-	mm_markslot_t *e;
-	size_t home;
+	int64_t now_off = now_ms - s->base_ms;
+	mm_markbuf_t made[MM_MARKSET_RUNS + 1]; /* the buffers this prepare mapped */
+	size_t words, i, nmade = 0, merged = 0;
+	mm_markrun_t nr, out;
 	int rc;
 
-	if (off <= 0)
-		return 0;
-	/* Growing first drops the expired marks, and doubles only if the live
-	 * ones still fill more than half of the larger table's room. */
-	if ((s->count + 1) * 4 > s->cap * 3 && (rc = rebuild(s, now_ms, s->count / 2 + 1)))
+	memset(b, 0, sizeof(*b));
+	if ((rc = run_from_marks(s, &nr, m, n, now_ms)))
 		return rc;
-	home = slot_of(s, m->h0);
-	e = find(s, home, m->h0, (uint32_t)(m->h1 >> 32));
-	if (is_empty(e)) {
-		e->h0 = m->h0;
-		e->h1 = (uint32_t)(m->h1 >> 32);
-		e->exp = exp;
-		*filter_word(s, home) |= filter_mask(e->h1);
-		if (s->count++ == 0 || exp < s->min_exp)
-			s->min_exp = exp;
-	} else if (exp > e->exp) {
-		e->exp = exp;
+	for (i = 0; i < s->nruns; i++) {
+		if ((int64_t)s->runs[i].max_exp > now_off)
+			b->runs[b->nruns++] = s->runs[i];
+		else
+			b->gone[b->ngone++] = s->runs[i];
+	}
+	/* At most MM_MARKSET_RUNS - 1 runs after a prepare (below): room
+	 * for one more. */
+	if (nr.n) {
+		made[nmade++] = nr.buf;
+		b->runs[b->nruns++] = nr;
+		b->added = nr;
+	}
+	/* The newest MARKSET_FANIN runs are merged while they are of one size
+	 * tier (or the oldest of them of a lower one), all of them to
+	 * compact, and always before the runs could outgrow their array. */
+	for (;;) {
+		size_t k = b->nruns < MARKSET_FANIN ? b->nruns : MARKSET_FANIN;
+		mm_markrun_t *x = &b->runs[b->nruns - k];
+
+		if (k < 2 || !(compact || b->nruns >= MM_MARKSET_RUNS - 1 ||
+			       (k == MARKSET_FANIN && tier(x->n) <= tier(x[k - 1].n))))
+			break;
+		if ((rc = run_merge(s, &out, x, k, now_off)))
+			goto fail;
+		made[nmade++] = out.buf;
+		for (i = 0; i < k; i++)
+			b->gone[b->ngone++] = x[i];
+		*x = out;
+		b->nruns -= k - 1;
+		merged++;
+	}
+	/* A lone run not merged above is compacted by a merge with itself
+	 * alone. */
+	if (compact && b->nruns == 1 && !merged) {
+		if ((rc = run_merge(s, &out, &b->runs[0], 1, now_off)))
+			goto fail;
+		made[nmade++] = out.buf;
+		b->gone[b->ngone++] = b->runs[0];
+		b->runs[0] = out;
+	}
+	for (i = 0; i < b->nruns; i++)
+		b->count += b->runs[i].n;
+	words = s->filter ? (size_t)1 << s->fbits : 0;
+	if (b->count && (s->filter == NULL || b->count > 6 * words ||
+			 s->fcount + b->added.n > 2 * b->count + words)) {
+		b->fbits = MARKSET_FMIN;
+		while (((size_t)4 << b->fbits) < b->count)
+			b->fbits++;
+		b->filter = filter_alloc(b->fbits);
+		if (b->filter == NULL) {
+			rc = mm_diag_set(MM_ENOMEM, "cannot allocate a filter of %zu dedup marks",
+					 b->count);
+			goto fail;
+		}
+		for (i = 0; i < b->nruns; i++)
+			filter_add_run(b->filter, b->fbits, &b->runs[i]);
 	}
 	return 0;
+fail:
+	/* The set's own runs stay; what this prepare mapped goes. */
+	for (i = 0; i < nmade; i++)
+		munmap(made[i].mem, made[i].bytes);
+	memset(b, 0, sizeof(*b));
+	return rc;
 }
 
-int mm_markset_has_room(const mm_markset_t *s, size_t n)
+void mm_markset_commit(mm_markset_t *s, mm_markbatch_t *b)
 {
-	return (s->count + n) * 4 <= s->cap * 3;
+	if (b->filter != NULL) {
+		b->old_filter = s->filter;
+		b->old_fbits = s->fbits;
+		s->filter = b->filter;
+		s->fbits = b->fbits;
+		s->fcount = b->count;
+		b->filter = NULL;
+	} else if (b->added.n) {
+		filter_add_run(s->filter, s->fbits, &b->added);
+		s->fcount += b->added.n;
+	}
+	memcpy(s->runs, b->runs, b->nruns * sizeof(b->runs[0]));
+	s->nruns = b->nruns;
+	s->count = b->count;
 }
 
-int mm_markset_copy(mm_markset_t *t, const mm_markset_t *s, size_t n, int64_t now_ms)
+void mm_markset_batch_done(mm_markset_t *s, mm_markbatch_t *b)
 {
-	return rebuild_into(t, s, now_ms, n + (s->count + n) / 2);
-}
-
-/* Whether the filter lets m by, m's home slot given (cap is not 0). */
-static int filter_has(const mm_markset_t *s, size_t home, const mm_markhash_t *m)
-{
-	uint64_t mask = filter_mask((uint32_t)(m->h1 >> 32));
-
-	return (*filter_word(s, home) & mask) == mask;
+	for (size_t i = 0; i < b->ngone; i++)
+		buf_put(s, b->gone[i].buf);
+	filter_free(b->old_filter, b->old_fbits);
+	memset(b, 0, sizeof(*b));
 }
 
 int mm_markset_may_hold(const mm_markset_t *s, const mm_markhash_t *m)
 {
-	return s->cap && filter_has(s, slot_of(s, m->h0), m);
+	uint64_t mask = filter_mask((uint32_t)(m->h1 >> 32));
+
+	return s->filter != NULL && (s->filter[m->h0 >> (64 - s->fbits)] & mask) == mask;
 }
 
-int64_t mm_markset_expiry(const mm_markset_t *s, const mm_markhash_t *m)
+int mm_markset_live(const mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms)
 {
-	const mm_markslot_t *e;
-	size_t home;
+	int64_t now_off = now_ms - s->base_ms;
+	uint32_t h1 = (uint32_t)(m->h1 >> 32);
 
-	if (s->cap == 0)
+	if (!mm_markset_may_hold(s, m))
 		return 0;
-	home = slot_of(s, m->h0);
-	if (!filter_has(s, home, m))
-		return 0;
-	e = find(s, home, m->h0, (uint32_t)(m->h1 >> 32));
-	return is_empty(e) ? 0 : s->base_ms + (int64_t)e->exp;
+	for (size_t i = s->nruns; i-- > 0;) {
+		const mm_markrun_t *r = &s->runs[i];
+		size_t k = bucket(m->h0, r->dbits), j;
+
+		for (j = r->dir[k]; j < r->dir[k + 1] && r->slots[j].h0 <= m->h0; j++) {
+			if (r->slots[j].h0 == m->h0 && r->slots[j].h1 == h1) {
+				if ((int64_t)r->slots[j].exp > now_off)
+					return 1;
+				break;
+			}
+		}
+	}
+	return 0;
 }
 
 void mm_markset_prefetch(const mm_markset_t *s, const mm_markhash_t *m)
 {
-	if (s->cap) {
-		size_t home = slot_of(s, m->h0);
-
-		__builtin_prefetch(filter_word(s, home));
-		__builtin_prefetch(&s->slots[home]);
-	}
-}
-
-void mm_markset_prefetch_word(const mm_markset_t *s, const mm_markhash_t *m)
-{
-	if (s->cap)
-		__builtin_prefetch(filter_word(s, slot_of(s, m->h0)));
+	if (s->filter != NULL)
+		__builtin_prefetch(&s->filter[m->h0 >> (64 - s->fbits)]);
 }
 
 void mm_markset_free(mm_markset_t *s)
 {
-	table_free(s->slots, s->cap);
-	s->slots = NULL;
-	s->filter = NULL;
-	s->cap = s->count = 0;
-	s->min_exp = 0;
+	size_t i;
+
+	for (i = 0; i < s->nruns; i++)
+		run_unmap(&s->runs[i]);
+	for (i = 0; i < MM_MARKSET_SPARES; i++)
+		if (s->spare[i].mem != NULL)
+			munmap(s->spare[i].mem, s->spare[i].bytes);
+	filter_free(s->filter, s->fbits);
+	memset(s, 0, sizeof(*s));
 }

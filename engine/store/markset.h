@@ -8,29 +8,51 @@
  * is not, which happens to a new id with probability L / 2^96 where L marks
  * are live (1.3e-20 for 10^9), so the hash stands for the id.
  *
- * The table is open addressing with linear probing over 16-byte slots (h0,
- * the high half of h1, the expiry as milliseconds after the set's base), at
- * most 3/4 full; an empty slot is all zero, which mm_markset_hash never
- * gives. An expiry more than 2^32 - 1 ms after the base is kept as that
- * much: exact as long as the set is read again (mm_markset_start with a new
- * base) before its base is 2^31 ms (24 days) old, which mm_markset_stale
- * tells. Marks are never deleted one by one: an expired mark answers as
- * absent, and a copy (mm_markset_copy) or a growth rebuilds the table with
- * only the live ones.
+ * The marks are kept in runs: sorted arrays of 16-byte slots (h0, the high
+ * half of h1, the expiry as milliseconds after the set's base), each with a
+ * directory of where each range of h0's top bits starts (about 4 slots a
+ * range), like the runs of an LSM tree. A flush's marks become one new run,
+ * sorted once (a counting sort by h0's top bits, then an insertion sort of
+ * each bucket's few slots), and the newest eight runs are merged in one
+ * pass whenever they are of one size tier (tier floor(log8(n))), as in a
+ * size-tiered LSM tree: a mark is copied once per tier it climbs
+ * (log8(L / flush) times: the bench's 20 flushes of 100 000 marks move 1.6
+ * million marks in merges, where keeping one run would move 21 million),
+ * and there are at most 7 runs per tier, which a lookup that passes the
+ * filter reads newest first (a replay's duplicates are recent marks). The
+ * runs of a tier hold marks of similar ages, so the oldest runs expire
+ * whole. Nothing is ever written at a random place of a large table, and a
+ * run's memory is kept for the next run or merge rather than given back to
+ * the kernel, whose fresh pages (zeroed, and on a VM backed by the host on
+ * first touch) were the largest cost of the hash table this replaced.
  *
- * In front of the slots, a Bloom filter of 4 bits per slot (one 64-bit
- * word per mark, four bits set in it) tells most absent marks without the
- * slot: a table of two million marks is 64 MiB, its filter 2 MiB, so a
- * lookup of a new id (the common case: every record of a stream without
- * replays) reads a word that stays in the cache instead of a slot that
- * misses it. The filter holds the bits of every mark in the table (expired
- * ones too, until a growth or copy rebuilds it): it never says absent for a
- * mark that is there. Memory: 16.5 bytes per slot, 22 to 44 bytes per live
- * mark.
+ * In front of the runs, one Bloom filter for the whole set (a 64-bit word
+ * per 2 to 6 marks, the word chosen by h0's top bits, four bits of it from
+ * the kept half of h1) tells almost every absent mark with one word: a new
+ * id (the common case: every record of a stream without replays) reads that
+ * word and nothing else. A mark the filter lets by is looked up in each run,
+ * the largest first, by its directory range (a slot or two). The filter
+ * holds the bits of every mark of the runs (and of dropped ones until it is
+ * rebuilt): it never says absent for a mark that is there.
  *
- * Not thread-safe: the owner serialises the calls that change a set; those
- * that only read it (expiry, prefetch, the source of a copy) may run at
- * once. Pure C, any thread.
+ * Expired marks leave at merges (a merge keeps only the live ones) and with
+ * whole runs (a run whose latest expiry has passed is dropped). An expiry
+ * more than 2^32 - 1 ms after the base is kept as that much: exact as long as
+ * the set is read again (mm_markset_start with a new base) before its base
+ * is 2^31 ms (24 days) old, which mm_markset_stale tells.
+ *
+ * Changes go in two steps so that readers are kept waiting only for a swap
+ * of pointers: mm_markset_prepare builds the new runs and filter aside
+ * (reading the set's runs, which never change once made), and
+ * mm_markset_commit swaps them in; mm_markset_batch_done then keeps or frees
+ * what they replaced. Memory: 16 bytes per mark plus 0.25 to 0.5 for the
+ * directory and 1.3 to 4 for the filter, more while a merge's output is built
+ * beside its inputs, and the kept buffers (at most the runs' size and 4 MiB).
+ *
+ * Not thread-safe: the owner serialises prepare, commit, batch_done, start
+ * and free; the lookups (mm_markset_live, mm_markset_prefetch) only read the
+ * runs and filter and may run beside a prepare but not beside a commit.
+ * Pure C, any thread.
  */
 #ifndef MM_MARKSET_H
 #define MM_MARKSET_H
@@ -49,14 +71,55 @@ typedef struct mm_markslot {
 	uint32_t exp;           /* expire_ms - base_ms, at most UINT32_MAX */
 } mm_markslot_t;
 
-typedef struct mm_markset {
+/* A mapping the set's runs are made in (kept for reuse when a run ends). */
+typedef struct mm_markbuf {
+	void *mem;
+	size_t bytes;
+} mm_markbuf_t;
+
+/* A run: n slots sorted by (h0, h1), then its directory, (1 << dbits) + 1
+ * slot numbers: the slots whose h0 has top dbits bits b are
+ * [dir[b], dir[b + 1]). */
+typedef struct mm_markrun {
+	mm_markbuf_t buf;
 	mm_markslot_t *slots;
-	size_t cap;             /* a power of two, or 0 */
-	size_t count;           /* used slots (live or expired) */
+	uint32_t *dir;
+	size_t n;
+	unsigned dbits;
+	uint32_t max_exp;       /* the latest expiry in the run */
+} mm_markrun_t;
+
+/* Fewer than MM_MARKSET_RUNS - 1 runs after a prepare (at most 7 per size
+ * tier, and a merge forced before the array fills), and a new one. */
+#define MM_MARKSET_RUNS 64
+#define MM_MARKSET_SPARES 4
+
+typedef struct mm_markset {
+	mm_markrun_t runs[MM_MARKSET_RUNS]; /* oldest first */
+	size_t nruns;
+	size_t count;           /* marks in the runs (live or expired) */
 	int64_t base_ms;
-	uint64_t *filter;       /* cap / 16 words after the slots, same allocation */
-	uint32_t min_exp;       /* no mark expires before it (a lower bound) */
+	uint64_t *filter;       /* 1 << fbits words, or NULL with no runs */
+	unsigned fbits;
+	size_t fcount;          /* marks whose bits the filter holds */
+	/* Buffers of ended runs, for the next runs and merges (the owner's:
+	 * lookups never read them). */
+	mm_markbuf_t spare[MM_MARKSET_SPARES];
 } mm_markset_t;
+
+/* What a prepare built and what its commit replaced (mm_markset_prepare). */
+typedef struct mm_markbatch {
+	mm_markrun_t runs[MM_MARKSET_RUNS];
+	size_t nruns, count;
+	uint64_t *filter;       /* a new filter, or NULL: the run's bits are added */
+	unsigned fbits;
+	mm_markrun_t added;     /* the new run (n 0: none), whose bits a commit
+	                         * without a new filter adds */
+	mm_markrun_t gone[MM_MARKSET_RUNS * 2]; /* runs no longer in the set */
+	size_t ngone;
+	uint64_t *old_filter;
+	unsigned old_fbits;
+} mm_markbatch_t;
 
 /* The seed of a namespace's hashes: computed once per call that hashes
  * several ids of one namespace (mm_id_hash_seed). */
@@ -66,48 +129,46 @@ uint64_t mm_markset_ns_seed(const char *ns, size_t nslen);
  * bits kept in the set never all zero); expire_ms is left to the caller. */
 void mm_markset_hash(uint64_t ns_seed, const void *id, size_t len, mm_markhash_t *out);
 
-/* Empties the set and sets its base (at most the earliest now_ms it will
- * be asked about, e.g. the now of the read that fills it). */
+/* Empties the set (freeing its runs and buffers) and sets its base (at most
+ * the earliest now_ms it will be asked about, e.g. the now of the read that
+ * fills it). */
 void mm_markset_start(mm_markset_t *s, int64_t base_ms);
 
 /* 1 when the set must be read again (mm_markset_start) to stay exact at
  * now_ms: its base is 2^31 ms old. */
 int mm_markset_stale(const mm_markset_t *s, int64_t now_ms);
 
-/* Adds a mark, keeping the later expiry if its hash is there already (a
- * mark that expires at or before the base is left out). Marks expired at
- * now_ms may be dropped when the table grows. Returns 0 or MM_ENOMEM (the
- * set is unchanged). */
-int mm_markset_add(mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms);
+/* Builds in b the set that s would be with the n marks m[] added (in any
+ * order; a mark whose hash is there already keeps the later expiry), leaving
+ * out the marks expired at now_ms or at the base and dropping the runs
+ * whose marks have all expired; compact merges every run into one, which
+ * leaves out every mark expired at now_ms. s is not changed but for its
+ * kept buffers: its readers may go on. Returns 0, or MM_ENOMEM with nothing
+ * built (the caller may then mm_markset_start again and read every mark). */
+int mm_markset_prepare(mm_markset_t *s, mm_markbatch_t *b, const mm_markhash_t *m, size_t n,
+		       int64_t now_ms, int compact);
 
-/* 1 when n more marks can be added without a growth. */
-int mm_markset_has_room(const mm_markset_t *s, size_t n);
+/* Makes s the set b was prepared as; b keeps what it replaced. Cannot
+ * fail, and does nothing slow: a pointer swap, or the new run's bits set in
+ * the filter (in order, the run being sorted by the filter's word). */
+void mm_markset_commit(mm_markset_t *s, mm_markbatch_t *b);
 
-/* Fills t with the marks of s live at now_ms, in a new table with room for
- * n more (at most half full after the n adds, as after a growth), and
- * leaves s as it is: its readers may go on using it while the copy is
- * built, and the owner swaps the two after (lmdb_dedup.c). So a flush's
- * marks go into a table grown once, not a doubling at a time with every
- * mark moved again, and the expired marks are left behind. Returns 0 or
- * MM_ENOMEM (t is empty). */
-int mm_markset_copy(mm_markset_t *t, const mm_markset_t *s, size_t n, int64_t now_ms);
+/* After the commit, once no reader can be looking at the replaced runs:
+ * keeps their buffers for reuse (or frees them) and frees the old filter. */
+void mm_markset_batch_done(mm_markset_t *s, mm_markbatch_t *b);
 
-/* The expiry of the mark with m's hash, or 0 if there is none. */
-int64_t mm_markset_expiry(const mm_markset_t *s, const mm_markhash_t *m);
+/* 1 when the set holds the mark of m's hash with an expiry after now_ms. */
+int mm_markset_live(const mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms);
 
-/* 0 when the set holds no mark with m's hash, told by the filter alone
- * (one word); 1 when it may (mm_markset_expiry then looks). */
+/* 0 when the filter alone tells that the set holds no mark of m's hash
+ * (one word), 1 when it may. */
 int mm_markset_may_hold(const mm_markset_t *s, const mm_markhash_t *m);
 
-/* Hints the cache about the filter's word and the slot an add or a lookup
- * of m reads (for a batch of adds or lookups). */
+/* Hints the cache about the filter's word of m: what a lookup of an absent
+ * mark reads (for lookups that are mostly of new ids). */
 void mm_markset_prefetch(const mm_markset_t *s, const mm_markhash_t *m);
 
-/* Hints the cache about the filter's word alone: what a lookup of an
- * absent mark reads (for lookups that are mostly of new ids). */
-void mm_markset_prefetch_word(const mm_markset_t *s, const mm_markhash_t *m);
-
-/* Forgets every mark and frees the table. */
+/* Forgets every mark and frees the runs, the filter and the kept buffers. */
 void mm_markset_free(mm_markset_t *s);
 
 #endif

@@ -1,106 +1,74 @@
 /*
  * test_markset.c: the in-memory dedup marks of the embedded store
  * (engine/store/markset.h): hashes that share their first 64 bits stay
- * apart, growth keeps every live mark and drops the expired ones, a later
- * expiry wins, a copy leaves out what expired (and is grown once for the
- * marks to come), far expiries saturate until the set is stale, the filter
- * in front of the slots never turns away a mark that is there and turns
- * away most that are not, and the hash of an id depends on its namespace.
+ * apart, a later expiry wins within a flush and across runs, far expiries
+ * saturate until the set is stale, and, against a reference table over
+ * many flushes of random sizes (repeated ids, expiries that pass, runs
+ * merged, dropped and compacted, the set read again from its live marks as
+ * after a reopen), every live mark is found and no other; the runs stay few and
+ * the filter turns away most absent marks; the hash of an id depends on
+ * its namespace.
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store/markset.h"
 #include "unit.h"
 
-/* Marks with the same h0 (the same slot, a probe chain) and different h1:
- * 96 bits tell ids apart, not 64. */
+/* Adds n marks as one flush does: prepare, commit, done. */
+static int add_c(mm_markset_t *s, const mm_markhash_t *m, size_t n, int64_t now_ms, int compact)
+{
+	mm_markbatch_t b;
+	int rc = mm_markset_prepare(s, &b, m, n, now_ms, compact);
+
+	if (rc == 0) {
+		mm_markset_commit(s, &b);
+		mm_markset_batch_done(s, &b);
+	}
+	return rc;
+}
+
+static int add(mm_markset_t *s, const mm_markhash_t *m, size_t n, int64_t now_ms)
+{
+	return add_c(s, m, n, now_ms, 0);
+}
+
+/* Marks with the same h0 (the same directory range) and different h1: 96
+ * bits tell ids apart, not 64. */
 TEST(same_h0)
 {
 	mm_markset_t s = {0};
-	mm_markhash_t m = {42, 0, 0};
-	uint64_t i;
+	mm_markhash_t m[3] = {{42, 1ULL << 32, 1000}, {42, 2ULL << 32, 1000}, {43, 1ULL << 32, 1000}};
+	mm_markhash_t other = {42, 3ULL << 32, 0};
 
 	mm_markset_start(&s, 0);
-	for (i = 1; i <= 100; i++) {
-		m.h1 = i << 32;
-		m.expire_ms = 1000 + (int64_t)i;
-		CHECK_EQ_INT(mm_markset_add(&s, &m, 0), 0);
-	}
-	CHECK_EQ_INT(s.count, 100);
-	for (i = 1; i <= 100; i++) {
-		m.h1 = i << 32;
-		CHECK_EQ_INT(mm_markset_expiry(&s, &m), 1000 + (int64_t)i);
-	}
-	m.h1 = 101ULL << 32;
-	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
-	m.h0 = 43;
-	m.h1 = 1ULL << 32;
-	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
+	REQUIRE(add(&s, m, 2, 0) == 0);
+	REQUIRE(add(&s, m + 2, 1, 0) == 0);
+	CHECK(mm_markset_live(&s, &m[0], 0));
+	CHECK(mm_markset_live(&s, &m[1], 0));
+	CHECK(mm_markset_live(&s, &m[2], 999));
+	CHECK(!mm_markset_live(&s, &m[2], 1000));
+	CHECK(!mm_markset_live(&s, &other, 0));
 	mm_markset_free(&s);
 }
 
-/* The mark of id "e<i>" in the namespace of seed, expiring at expire_ms. */
-static void mark_of(uint64_t seed, int i, int64_t expire_ms, mm_markhash_t *m)
+/* One hash twice: the later expiry wins, in one flush and across two. */
+TEST(later_expiry)
 {
-	char id[16];
-
-	snprintf(id, sizeof(id), "e%d", i);
-	mm_markset_hash(seed, id, strlen(id), m);
-	m->expire_ms = expire_ms;
-}
-
-/* 100 000 marks, half of them expired by the time the table grows: every
- * live one is found, the later expiry of a mark added twice wins, and a
- * copy keeps only what is live. */
-TEST(grow_and_prune)
-{
-	mm_markset_t s = {0}, t;
-	mm_markhash_t m;
-	uint64_t seed = mm_markset_ns_seed("ns", 2);
-	char id[16];
-	int i, miss = 0;
+	mm_markset_t s = {0};
+	mm_markhash_t m[2] = {{5, 6ULL << 32, 3000}, {5, 6ULL << 32, 2000}};
 
 	mm_markset_start(&s, 0);
-	for (i = 0; i < 100000; i++) {
-		snprintf(id, sizeof(id), "e%d", i);
-		mm_markset_hash(seed, id, strlen(id), &m);
-		m.expire_ms = i % 2 ? 5000 : 500;
-		REQUIRE(mm_markset_add(&s, &m, i < 50000 ? 0 : 1000) == 0);
-	}
-	for (i = 0; i < 100000; i++) {
-		int64_t e;
-
-		snprintf(id, sizeof(id), "e%d", i);
-		mm_markset_hash(seed, id, strlen(id), &m);
-		e = mm_markset_expiry(&s, &m);
-		/* Expired marks may be gone (dropped by a growth) or still there. */
-		miss += i % 2 ? e != 5000 : e != 500 && e != 0;
-	}
-	CHECK_EQ_INT(miss, 0);
-	/* A table of 2 MiB or more starts on a huge page's boundary (markset.c). */
-	REQUIRE(s.cap * sizeof(mm_markslot_t) >= ((size_t)2 << 20));
-	CHECK_EQ_INT((uintptr_t)s.slots & (((uintptr_t)2 << 20) - 1), 0);
-	snprintf(id, sizeof(id), "e%d", 7);
-	mm_markset_hash(seed, id, strlen(id), &m);
-	m.expire_ms = 9000;
-	CHECK_EQ_INT(mm_markset_add(&s, &m, 1000), 0);
-	m.expire_ms = 100;
-	CHECK_EQ_INT(mm_markset_add(&s, &m, 1000), 0);
-	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 9000);
-	REQUIRE(mm_markset_copy(&t, &s, 0, 1000) == 0);
-	mm_markset_free(&s);
-	s = t;
-	CHECK_EQ_INT(s.count, 50000);
-	CHECK(s.count * 4 <= s.cap * 3);
-	REQUIRE(mm_markset_copy(&t, &s, 0, 6000) == 0);
-	mm_markset_free(&s);
-	s = t;
+	REQUIRE(add(&s, m, 2, 0) == 0);
 	CHECK_EQ_INT(s.count, 1);
-	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 9000);
+	CHECK(mm_markset_live(&s, &m[0], 2999));
+	m[0].expire_ms = 9000;
+	REQUIRE(add(&s, m, 1, 100) == 0);
+	CHECK(mm_markset_live(&s, &m[0], 8999));
+	CHECK(!mm_markset_live(&s, &m[0], 9000));
 	mm_markset_free(&s);
-	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
 }
 
 /* Expiries are kept relative to the base: one at or before it is left out,
@@ -113,106 +81,182 @@ TEST(base_and_stale)
 	mm_markhash_t m = {7, 9ULL << 32, base};
 
 	mm_markset_start(&s, base);
-	CHECK_EQ_INT(mm_markset_add(&s, &m, base), 0);
+	CHECK_EQ_INT(add(&s, &m, 1, base - 10), 0);
 	CHECK_EQ_INT(s.count, 0);
 	m.expire_ms = base + (1LL << 40);
-	CHECK_EQ_INT(mm_markset_add(&s, &m, base), 0);
-	CHECK_EQ_INT(mm_markset_expiry(&s, &m), base + (int64_t)UINT32_MAX);
+	CHECK_EQ_INT(add(&s, &m, 1, base), 0);
+	CHECK(mm_markset_live(&s, &m, base + (int64_t)UINT32_MAX - 1));
+	CHECK(!mm_markset_live(&s, &m, base + (int64_t)UINT32_MAX));
 	CHECK(!mm_markset_stale(&s, base + (1LL << 31) - 1));
 	CHECK(mm_markset_stale(&s, base + (1LL << 31)));
 	mm_markset_start(&s, base + (1LL << 31));
-	CHECK_EQ_INT(mm_markset_expiry(&s, &m), 0);
-	CHECK_EQ_INT(mm_markset_add(&s, &m, base + (1LL << 31)), 0);
-	CHECK_EQ_INT(mm_markset_expiry(&s, &m), base + (1LL << 31) + (int64_t)UINT32_MAX);
+	CHECK(!mm_markset_live(&s, &m, base + (1LL << 31)));
+	CHECK_EQ_INT(add(&s, &m, 1, base + (1LL << 31)), 0);
+	CHECK(mm_markset_live(&s, &m, base + (1LL << 31) + (int64_t)UINT32_MAX - 1));
 	mm_markset_free(&s);
 }
 
-/* A copy for n more marks is grown once: the n adds then leave it as it
- * is, at most half full, while the set it was copied from is unchanged;
- * has_room tells when a table takes n more without a growth. */
-TEST(copy_for_more)
+#define REF_IDS 120000
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static uint64_t rng(void)
 {
-	mm_markset_t s = {0}, t = {0};
-	mm_markhash_t m;
-	uint64_t seed = mm_markset_ns_seed("ns", 2);
-	mm_markslot_t *slots = NULL;
-	size_t cap = 0;
-	int i, miss = 0;
-
-	mm_markset_start(&s, 0);
-	for (i = 0; i < 1000; i++) {
-		mark_of(seed, i, 5000, &m);
-		REQUIRE(mm_markset_add(&s, &m, 0) == 0);
-	}
-	CHECK(!mm_markset_has_room(&s, 30000));
-	REQUIRE(mm_markset_copy(&t, &s, 30000, 0) == 0);
-	CHECK_EQ_INT(t.count, 1000);
-	CHECK(mm_markset_has_room(&t, 30000));
-	cap = t.cap;
-	slots = t.slots;
-	for (i = 1000; i < 31000; i++) {
-		mark_of(seed, i, 5000, &m);
-		REQUIRE(mm_markset_add(&t, &m, 0) == 0);
-	}
-	CHECK(t.cap == cap && t.slots == slots);
-	CHECK(t.count * 2 <= t.cap);
-	CHECK_EQ_INT(s.count, 1000);
-	for (i = 0; i < 31000; i++) {
-		mark_of(seed, i, 5000, &m);
-		miss += mm_markset_expiry(&t, &m) != 5000;
-		miss += mm_markset_expiry(&s, &m) != (i < 1000 ? 5000 : 0);
-	}
-	CHECK_EQ_INT(miss, 0);
-	mm_markset_free(&s);
-	mm_markset_free(&t);
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
 }
 
-/* The filter (markset.h): every mark added, grown or copied passes it;
- * absent ids mostly do not (about 3% to 8% at the fill levels a table goes
- * through, 10% at most), and an empty set holds nothing. */
-TEST(filter)
+static void id_mark(uint64_t seed, size_t i, mm_markhash_t *m)
 {
-	mm_markset_t s = {0}, t;
-	mm_markhash_t m;
-	uint64_t seed = mm_markset_ns_seed("ns", 2);
-	int i, j, miss, pass;
+	char id[24];
 
-	mark_of(seed, 0, 5000, &m);
-	CHECK(!mm_markset_may_hold(&s, &m));
-	mm_markset_start(&s, 0);
-	for (i = 0; i < 200000; i++) {
-		mark_of(seed, i, 5000 + i % 7, &m);
-		REQUIRE(mm_markset_add(&s, &m, 0) == 0);
-		if ((i + 1) % 50000)
-			continue;
-		miss = pass = 0;
-		for (j = 0; j <= i; j++) {
-			mark_of(seed, j, 0, &m);
-			miss += !mm_markset_may_hold(&s, &m);
-		}
-		for (j = 0; j < 20000; j++) {
-			mark_of(seed, 1000000 + j, 0, &m);
-			pass += mm_markset_may_hold(&s, &m);
-			/* The filter's verdict and the lookup's agree on absence. */
-			miss += mm_markset_expiry(&s, &m) != 0;
-		}
-		CHECK_EQ_INT(miss, 0);
-		CHECK(pass > 0 && pass < 20000 / 10);
-	}
-	/* A copy rebuilds the filter from the slots, for a larger table. */
-	REQUIRE(mm_markset_copy(&t, &s, 300000, 0) == 0);
-	CHECK(t.cap > s.cap);
-	miss = 0;
-	for (j = 0; j < 200000; j++) {
-		mark_of(seed, j, 0, &m);
-		miss += !mm_markset_may_hold(&t, &m) || mm_markset_expiry(&t, &m) != 5000 + j % 7;
-	}
-	CHECK_EQ_INT(miss, 0);
-	mm_markset_free(&s);
-	mm_markset_free(&t);
+	snprintf(id, sizeof(id), "e%zu", i);
+	mm_markset_hash(seed, id, strlen(id), m);
 }
 
-/* One id in two namespaces: two hashes; never the empty slot's zeros. */
+/* Checks every id against the reference (expiry ref[i]: live while after
+ * now), and counts the absent ids (REF_IDS and on) the filter lets by. */
+static size_t check_all(const mm_markset_t *s, uint64_t seed, const int64_t *ref, int64_t now,
+			size_t *passed)
+{
+	size_t i, wrong = 0;
+	mm_markhash_t m;
+
+	for (i = 0; i < REF_IDS; i++) {
+		id_mark(seed, i, &m);
+		wrong += mm_markset_live(s, &m, now) != (ref[i] > now);
+	}
+	*passed = 0;
+	for (i = REF_IDS; i < 2 * REF_IDS; i++) {
+		id_mark(seed, i, &m);
+		*passed += mm_markset_may_hold(s, &m);
+		wrong += mm_markset_live(s, &m, now);
+	}
+	return wrong;
+}
+
+/* Flushes of 1 to 12 000 marks of random ids (a quarter of them repeats of
+ * earlier ones, with a new expiry), the clock moving on so that marks and
+ * whole runs expire, checked after each flush against a table of each id's
+ * latest expiry; halfway, and at the end, the set is read again from its
+ * live marks (as after a reopen) and checked the same way. */
+TEST(reference)
+{
+	const int64_t base = 1700000000000LL;
+	uint64_t seed = mm_markset_ns_seed("ns", 2);
+	int64_t *ref = calloc(REF_IDS, sizeof(*ref)), now = base;
+	mm_markhash_t *batch = malloc(12000 * sizeof(*batch)), *live = NULL;
+	mm_markset_t s = {0};
+	size_t next = 0, flush, i, wrong = 0, passed = 0, most_runs = 0, nlive, expired = 0;
+
+	REQUIRE(ref != NULL && batch != NULL);
+	mm_markset_start(&s, base - 3600000);
+	for (flush = 0; flush < 80; flush++) {
+		size_t n = 1 + rng() % (flush % 7 == 0 ? 12 : 12000);
+
+		for (i = 0; i < n; i++) {
+			size_t id = next > 0 && rng() % 4 == 0 ? rng() % next
+							       : (next < REF_IDS ? next++ : rng() % next);
+
+			id_mark(seed, id, &batch[i]);
+			/* Expiries from already past to about an hour on. */
+			batch[i].expire_ms = now - 1000 + (int64_t)(rng() % 3600000);
+			if (batch[i].expire_ms > ref[id])
+				ref[id] = batch[i].expire_ms;
+		}
+		/* Every ninth flush compacts (as when a partition ended on the
+		 * disk): one run of the live marks. */
+		REQUIRE(add_c(&s, batch, n, now, flush % 9 == 8) == 0);
+		if (flush % 9 == 8) {
+			CHECK(s.nruns <= 1);
+			for (i = 0; i < (s.nruns ? s.runs[0].n : 0); i++)
+				expired += (int64_t)s.runs[0].slots[i].exp <= now - s.base_ms;
+		}
+		if (s.nruns > most_runs)
+			most_runs = s.nruns;
+		now += 60000 + (int64_t)(rng() % 120000);
+		wrong += check_all(&s, seed, ref, now, &passed);
+		if (flush == 40 || flush == 79) {
+			/* Read again: one flush of every live mark. */
+			free(live);
+			live = malloc(REF_IDS * sizeof(*live));
+			REQUIRE(live != NULL);
+			for (i = nlive = 0; i < REF_IDS; i++)
+				if (ref[i] > now) {
+					id_mark(seed, i, &live[nlive]);
+					live[nlive++].expire_ms = ref[i];
+				}
+			mm_markset_start(&s, now - 3600000);
+			REQUIRE(add(&s, live, nlive, now) == 0);
+			CHECK_EQ_INT(s.count, nlive);
+			CHECK_EQ_INT(s.nruns, nlive ? 1 : 0);
+			wrong += check_all(&s, seed, ref, now, &passed);
+		}
+	}
+	CHECK_EQ_INT(wrong, 0);
+	CHECK_EQ_INT(expired, 0);
+	/* Sizes more than double from run to run: at most log2(count) + 1. */
+	CHECK(most_runs <= 18);
+	/* At 2 to 6 marks a filter word, about 1% of absent ids pass. */
+	CHECK(passed < REF_IDS / 20);
+	printf("# %zu flushes, at most %zu runs, %zu of %d absent ids passed the filter\n", flush,
+	       most_runs, passed, REF_IDS);
+	free(live);
+	free(batch);
+	free(ref);
+	mm_markset_free(&s);
+}
+
+/* markset.c's merges: 8 runs at once, size tiers of 8x. */
+#define FANIN 8
+
+static unsigned tier(size_t n)
+{
+	unsigned t = 0;
+
+	for (; n >= FANIN; n /= FANIN)
+		t++;
+	return t;
+}
+
+/* Many flushes of new ids, all live: the set keeps every one of them, the
+ * newest eight runs merged into one whenever they are of one size tier
+ * (floor(log8(n))): at most 7 runs per tier. */
+TEST(runs_stay_few)
+{
+	uint64_t seed = mm_markset_ns_seed("ns", 2);
+	mm_markhash_t *batch = malloc(5000 * sizeof(*batch));
+	mm_markset_t s = {0};
+	size_t f, i, missing = 0, n = 0;
+
+	REQUIRE(batch != NULL);
+	mm_markset_start(&s, 0);
+	for (f = 0; f < 60; f++) {
+		for (i = 0; i < 5000; i++) {
+			id_mark(seed, n++, &batch[i]);
+			batch[i].expire_ms = 1000000;
+		}
+		REQUIRE(add(&s, batch, 5000, 0) == 0);
+		for (i = FANIN - 1; i < s.nruns; i++)
+			CHECK(tier(s.runs[i - FANIN + 1].n) > tier(s.runs[i].n));
+	}
+	/* Runs of 5 000 and 40 000 marks (tiers 4 and 5): 7 of 40 000 and 4
+	 * of 5 000 after 60 flushes. */
+	CHECK_EQ_INT(s.nruns, 11);
+	CHECK_EQ_INT(s.count, n);
+	printf("# %zu marks in %zu runs\n", n, s.nruns);
+	for (i = 0; i < n; i++) {
+		id_mark(seed, i, &batch[0]);
+		missing += !mm_markset_live(&s, &batch[0], 0);
+	}
+	CHECK_EQ_INT(missing, 0);
+	free(batch);
+	mm_markset_free(&s);
+}
+
+/* One id in two namespaces: two hashes; never all zero. */
 TEST(namespaces)
 {
 	mm_markhash_t a, b;
@@ -232,10 +276,10 @@ TEST(namespaces)
 int main(void)
 {
 	RUN(same_h0);
-	RUN(grow_and_prune);
+	RUN(later_expiry);
 	RUN(base_and_stale);
-	RUN(copy_for_more);
-	RUN(filter);
+	RUN(reference);
+	RUN(runs_stay_few);
 	RUN(namespaces);
 	UNIT_DONE();
 }
