@@ -6,11 +6,16 @@
  * mm_http_request and the body as a second uv_buf_t (through TLS both are
  * encrypted into one buffer first), written at once with uv_try_write and,
  * if the socket does not take it all, the rest with uv_write. The response is parsed where the read
- * landed (libhttp-parser in HTTP_RESPONSE mode: Content-Length, chunked, or
- * until the server closes); headers and body are copied into the request as
- * they are recognised. A response that does not allow keep-alive, or bytes
- * after the response, close the connection; otherwise it goes back to its
- * host for the next request.
+ * landed: when its first read holds a whole head of the simple shape that
+ * DynamoDB and the other AWS services send (a status line, header lines, a
+ * Content-Length), by the fast path of http_head.c, and its body is copied
+ * from that read and the next; anything else by libhttp-parser in
+ * HTTP_RESPONSE mode (Content-Length, chunked, or until the server closes),
+ * from the response's first byte, as if the fast path had not looked.
+ * Headers and body are copied into the request as they are recognised. A
+ * response that does not allow keep-alive, or bytes after the response,
+ * close the connection; otherwise it goes back to its host for the next
+ * request.
  *
  * Every failure closes the connection, and its request fails from the close
  * callback, so nothing calls back inside mm_http_request. A request on a
@@ -28,6 +33,7 @@
 #include <string.h>
 
 #include "../lib/error.h"
+#include "http_head.h"
 #include "http_impl.h"
 
 #define HTTP_BODY_MAX ((size_t)64 << 20) /* DynamoDB answers at most 16 MB */
@@ -351,28 +357,81 @@ static const char *parse_error(const http_parser *p, enum http_errno e)
 	return http_errno_description(e);
 }
 
+/*
+ * The fast path: a response whose first read holds its whole head, of the
+ * simple shape mm_http_head_parse takes, and then its Content-Length of
+ * body, from this read and the next ones. Returns 1 when it took the bytes
+ * (*used of them), 0 when libhttp-parser is to read the response from its
+ * start, or MM_ENOMEM.
+ */
+static int conn_fast(http_conn_t *c, const char *p, size_t n, size_t *used)
+{
+	http_xfer_t *x = c->x;
+	mm_http_head_t hd;
+	size_t take;
+	int rc;
+
+	*used = 0;
+	if (!c->fast) {
+		if ((rc = mm_http_head_parse(p, n, &hd, &x->hdrs)) <= 0 ||
+		    hd.body_len > HTTP_BODY_MAX) {
+			x->hdrs.len = 0;
+			return rc < 0 ? rc : 0;
+		}
+		c->fast = 1;
+		c->fast_keep = hd.keep;
+		c->body_left = hd.body_len;
+		x->code = hd.code;
+		x->hdr_state = HDR_DONE;
+		*used = hd.head_len;
+	}
+	take = n - *used < c->body_left ? n - *used : (size_t)c->body_left;
+	if (take > 0 && (rc = mm_buf_append(&x->resp, p + *used, take)) != 0)
+		return rc;
+	*used += take;
+	c->body_left -= take;
+	if (c->body_left == 0)
+		x->done = 1;
+	return 1;
+}
+
 /* Parses n bytes of response (eof: the server closed after them). */
 static void conn_input(http_conn_t *c, const char *p, size_t n, int eof)
 {
 	http_xfer_t *x = c->x;
 	size_t used = 0;
 	enum http_errno e;
+	int rc = 0;
 
 	if (x == NULL) {
 		mm_http__conn_close(c, 0, NULL);
 		return;
 	}
 	if (n > 0) {
+		if (!c->got || c->fast)
+			rc = conn_fast(c, p, n, &used);
+		if (rc < 0) {
+			mm_http__conn_close(c, rc, "http: out of memory for the response from %s",
+					    c->host->hostport);
+			return;
+		}
+		if (rc == 0 && !c->got) {
+			http_parser_init(&c->parser, HTTP_RESPONSE);
+			c->parser.data = c;
+		}
 		c->got = 1;
-		used = http_parser_execute(&c->parser, &parser_settings, p, n);
+		if (rc == 0)
+			used = http_parser_execute(&c->parser, &parser_settings, p, n);
 	}
-	if (!x->done && eof && c->got && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
+	if (!x->done && eof && c->got && !c->fast && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
 		http_parser_execute(&c->parser, &parser_settings, NULL, 0);
 	if (x->done) {
-		conn_finish(c, !eof && used == n && http_should_keep_alive(&c->parser));
+		conn_finish(c, !eof && used == n &&
+			    (c->fast ? c->fast_keep : http_should_keep_alive(&c->parser)));
 		return;
 	}
-	e = HTTP_PARSER_ERRNO(&c->parser);
+	/* libhttp-parser has a state only once it got bytes of this response. */
+	e = c->fast || !c->got ? HPE_OK : HTTP_PARSER_ERRNO(&c->parser);
 	if (e != HPE_OK)
 		mm_http__conn_close(c, MM_EIO, "http: bad response from %s: %s", c->host->hostport,
 				    parse_error(&c->parser, e));
@@ -545,8 +604,7 @@ void mm_http__conn_assign(http_conn_t *c, http_xfer_t *x)
 	c->x = x;
 	x->conn = c;
 	c->got = 0;
-	http_parser_init(&c->parser, HTTP_RESPONSE);
-	c->parser.data = c;
+	c->fast = 0;
 	uv_ref((uv_handle_t *)&c->tcp);
 	if (c->state == CONN_READY)
 		conn_send(c);

@@ -74,6 +74,10 @@ struct http_conn {
 	int closing;
 	int used;               /* responses completed on it */
 	int got;                /* bytes of the current response arrived */
+	int fast;               /* the current response is read by the fast path
+	                         * (http_head.c), not libhttp-parser */
+	int fast_keep;          /* ... and allows keep-alive */
+	uint64_t body_left;     /* ... and this much of its body is still to come */
 	uint64_t deadline;      /* uv_now ms by which it must be ready, 0 once ready */
 	int err;                /* why it closed, for its request (0: no failure) */
 	char errmsg[200];

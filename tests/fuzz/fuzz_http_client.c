@@ -5,11 +5,17 @@
  * interim 1xx answers, keep-alive, the connection pool, and the retry of a
  * request whose reused connection the server closed.
  *
- * fuzz-link: engine/http/http.c engine/http/http_conn.c engine/http/tls.c engine/http/url.c -luv -lhttp_parser -lssl -lcrypto
+ * fuzz-link: engine/http/http.c engine/http/http_conn.c engine/http/http_head.c engine/http/tls.c engine/http/url.c -luv -lhttp_parser -lssl -lcrypto
  *
  * The server runs on the client's loop. It answers each complete request
  * head with the next answer of the input, written in up to four pieces,
  * one per loop turn, so the client parses each piece from its own read.
+ *
+ * The client reads a simple answer whose head comes whole in its first
+ * read with its own fast path (engine/http/http_head.c) and everything else
+ * with libhttp-parser. In both modes, wherever the fast path takes the
+ * answer's head, its reading (code, header block, length, keep-alive) must
+ * equal libhttp-parser's (tests/unit/http_ref.h).
  *
  * Byte 0 picks the mode:
  *  - raw (bit 0 clear): the rest of the input is the answer, split at
@@ -25,7 +31,8 @@
  *    When the answer allows keep-alive, a second request must reuse the
  *    connection; with bit 1 set the server closes that connection when the
  *    second request arrives, and the request must succeed once more on a
- *    new connection.
+ *    new connection. A final answer framed by Content-Length with no
+ *    interim one before it must be one the fast path takes.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -35,6 +42,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "../unit/http_ref.h"
 #include "http/http.h"
 #include "lib/time.h"
 
@@ -352,7 +360,8 @@ typedef struct expect {
 	char body[ANSWER_MAX];
 	size_t len;
 	char name[16], value[32];
-	int keep; /* the answer allows the connection to be reused */
+	int keep;   /* the answer allows the connection to be reused */
+	int simple; /* Content-Length framing, no interim answer: the fast path's */
 } expect_t;
 
 static void build(answer_t *a, expect_t *e, reader_t *r)
@@ -385,6 +394,7 @@ static void build(answer_t *a, expect_t *e, reader_t *r)
 		puts_(a, e->name), puts_(a, ": "), puts_(a, other), puts_(a, "\r\n");
 	}
 	e->keep = framing != 2 && !(flags & 32);
+	e->simple = framing == 0 && !(flags & 1);
 	if (flags & 32)
 		puts_(a, "Connection: close\r\n");
 	e->len = take(r) % 600;
@@ -413,6 +423,23 @@ static void build(answer_t *a, expect_t *e, reader_t *r)
 		put(a, e->body, e->len);
 	}
 	cut(a, r);
+}
+
+/* The fast path's reading of the answer a, where it takes it, against
+ * libhttp-parser's; want_taken: it must take it. */
+static void check_fast(const answer_t *a, int want_taken)
+{
+	char why[200];
+	int taken = 0;
+
+	if (http_ref_compare(a->bytes, a->len, &taken, why, sizeof(why)) != NULL) {
+		fprintf(stderr, "fuzz_http_client: the fast path and libhttp-parser differ: %s\n", why);
+		abort();
+	}
+	if (want_taken && !taken) {
+		fprintf(stderr, "fuzz_http_client: the fast path left a simple answer alone\n");
+		abort();
+	}
 }
 
 static void check_built(const expect_t *e, const char *name)
@@ -476,6 +503,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (mm_http_open(&loop, NULL, &h) != 0)
 		abort();
 	request(h);
+	check_fast(&answers[0], (mode & 1) && e.simple);
 	if (mode & 1) {
 		check_built(&e, lower);
 		if (e.keep) {

@@ -21,6 +21,11 @@
  *   /fresh        200 "fresh" as the first request of a connection; on a
  *                 reused one, closes it without answering (as a server does
  *                 that ended an idle connection just as the request came)
+ *   /split/K      dynalite's answer to an UpdateItem (SPLIT_ANSWER), its
+ *                 first K bytes at once and the rest 1 ms later, so the
+ *                 client reads them apart
+ *   /plain/N      200 with a Content-Length and the Nth of PLAIN_HEADS, heads
+ *                 that libhttp-parser reads and the fast path leaves to it
  * Every test ends with uv_loop_close() == 0, so a leaked handle fails.
  */
 #define _GNU_SOURCE
@@ -50,11 +55,32 @@ typedef struct srv {
 	uv_sem_t ready;
 } srv_t;
 
+/* An answer of dynalite's shape (a status line, seven header lines, a
+ * Content-Length), which the client's fast path reads (http_head.c). */
+static const char SPLIT_ANSWER[] =
+	"HTTP/1.1 200 OK\r\nx-amzn-RequestId: 0RE32GLEDJGAGCSU1DDKWMCHBKWFTLL1P343750D99BMOJSMJAQX\r\n"
+	"x-amz-crc32: 2745614147\r\nContent-Type: application/x-amz-json-1.0\r\n"
+	"Content-Length: 16\r\nDate: Sat, 05 Dec 2026 03:22:37 GMT\r\nConnection: keep-alive\r\n"
+	"Keep-Alive: timeout=5\r\n\r\n{\"Attributes\":1}";
+
+/* Answers with a Content-Length that the fast path leaves to libhttp-parser,
+ * each with a body "body" and an X-Pad header whose value starts with "a":
+ * a length with a space after it, a folded line, a bare LF, HTTP/1.0 kept
+ * alive, a Connection header of two tokens. */
+static const char *const PLAIN_HEADS[] = {
+	"HTTP/1.1 200 OK\r\nX-Pad: a\r\nContent-Length: 4 \r\n\r\nbody",
+	"HTTP/1.1 200 OK\r\nX-Pad: a\r\n b\r\nContent-Length: 4\r\n\r\nbody",
+	"HTTP/1.1 200 OK\nX-Pad: a\nContent-Length: 4\n\nbody",
+	"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nX-Pad: a\r\nContent-Length: 4\r\n\r\nbody",
+	"HTTP/1.1 200 OK\r\nConnection: keep-alive, x\r\nX-Pad: a\r\nContent-Length: 4\r\n\r\nbody",
+};
+
 typedef struct conn {
 	uv_tcp_t tcp;
 	srv_t *s;
 	char *in;
 	size_t len, cap;
+	size_t split;  /* /split/K: the bytes of SPLIT_ANSWER already sent */
 	uv_timer_t slow;
 	uv_shutdown_t bye;
 	int handles;   /* open libuv handles: the tcp and the timer */
@@ -128,6 +154,13 @@ static void on_slow(uv_timer_t *t)
 	conn_t *c = t->data;
 
 	conn_send(c, 200, NULL, "slow", 4);
+}
+
+static void on_split_rest(uv_timer_t *t)
+{
+	conn_t *c = t->data;
+
+	conn_raw(c, SPLIT_ANSWER + c->split);
 }
 
 /* Sends a FIN, then closes with a reset (SO_LINGER 0): a socket that got
@@ -216,6 +249,19 @@ static void conn_process(conn_t *c)
 				return;
 			}
 			conn_send(c, 200, NULL, "fresh", 5);
+		} else if (strncmp(path, "/split/", 7) == 0) {
+			char first[sizeof(SPLIT_ANSWER)];
+
+			/* The rest must not wait for the acknowledgement of the first
+			 * piece (Nagle's algorithm against a delayed ACK: 40 ms). */
+			uv_tcp_nodelay(&c->tcp, 1);
+			c->split = strtoul(path + 7, NULL, 10);
+			snprintf(first, sizeof(first), "%.*s", (int)c->split, SPLIT_ANSWER);
+			if (c->split > 0)
+				conn_raw(c, first);
+			uv_timer_start(&c->slow, on_split_rest, 1, 0);
+		} else if (strncmp(path, "/plain/", 7) == 0) {
+			conn_raw(c, PLAIN_HEADS[atoi(path + 7)]);
 		} else if (strcmp(path, "/drop") == 0) {
 			conn_close(c);
 			return;
@@ -686,6 +732,52 @@ TEST(reused_connection_closed_before_the_answer)
 	client_done(h, &loop, &s);
 }
 
+/* The fast path for simple answers (http_head.c) and its hand-over to
+ * libhttp-parser: dynalite's answer cut at every byte, the head whole or
+ * not in the first read, the body's rest read after it, all on one kept
+ * connection; then heads that the fast path leaves to libhttp-parser, which
+ * must read them as before. */
+/* GETs /PREFIX/I on h and runs the loop until the answer came: 1 when it
+ * is a 200 with body `body` and a header `name` starting with `value`. */
+static int get_checked(uv_loop_t *loop, mm_http_t *h, srv_t *s, const char *prefix, size_t i,
+		       const char *name, const char *value, const char *body)
+{
+	mm_http_request_t req = {.method = "GET", .url = url, .timeout_ms = 5000};
+	hdr_result_t hr = {.name = name};
+	char path[32];
+
+	snprintf(path, sizeof(path), "/%s/%zu", prefix, i);
+	set_url(s, path);
+	if (mm_http_request(h, &req, on_hdr_result, &hr) != 0)
+		return 0;
+	uv_run(loop, UV_RUN_DEFAULT);
+	if (hr.r.done == 1 && hr.r.status == 0 && hr.r.code == 200 && strcmp(hr.r.body, body) == 0 &&
+	    strncmp(hr.value, value, strlen(value)) == 0)
+		return 1;
+	printf("#   %s: %d %d %ld \"%s\" %s: \"%s\"\n", path, hr.r.done, hr.r.status, hr.r.code,
+	       hr.r.body, name, hr.value);
+	return 0;
+}
+
+TEST(answers_split_at_every_byte)
+{
+	mm_http_stats_t st;
+	mm_http_t *h;
+	srv_t s;
+	uv_loop_t loop;
+
+	REQUIRE(client_start(&s, &loop, NULL, &h) == 0);
+	for (size_t k = 0; k <= strlen(SPLIT_ANSWER); k++)
+		CHECK(get_checked(&loop, h, &s, "split", k, "X-AMZ-CRC32", "2745614147",
+				  "{\"Attributes\":1}"));
+	for (size_t i = 0; i < sizeof(PLAIN_HEADS) / sizeof(PLAIN_HEADS[0]); i++)
+		CHECK(get_checked(&loop, h, &s, "plain", i, "x-pad", "a", "body"));
+	mm_http_get_stats(h, &st);
+	CHECK_EQ_INT(st.failures, 0);
+	CHECK_EQ_INT(st.connects, 1);
+	client_done(h, &loop, &s);
+}
+
 /* With one connection per host, a request waiting behind a slow one times
  * out in the queue; the slow one still completes. */
 TEST(queued_request_times_out)
@@ -846,6 +938,7 @@ int main(void)
 	RUN(chunked_bodies_headers_and_connection_close);
 	RUN(trailers_and_short_status_codes);
 	RUN(reused_connection_closed_before_the_answer);
+	RUN(answers_split_at_every_byte);
 	RUN(queued_request_times_out);
 	RUN(close_with_requests_in_flight);
 	RUN(reset_while_writing_the_body);
