@@ -6,7 +6,8 @@
  *
  * A request is turned into its request head at once (one buffer: request
  * line, Host unless the caller gave one, the caller's lines,
- * Content-Length), so sending it later is one write. It then takes an idle
+ * Content-Length), so sending it later is one write; the URL's split and
+ * host are those of the request before when the URL is the same. It then takes an idle
  * connection of its host, or opens one while the host has fewer than
  * max_connections, or waits in the host's queue (first come, first
  * served) for a connection to come free.
@@ -29,6 +30,7 @@
 void mm_http__maybe_free(mm_http_t *h)
 {
 	if (h->closing && h->open_handles == 0) {
+		free(h->url_memo);
 		mm_buf_free(&h->plain);
 		mm_buf_free(&h->tlsout);
 		free(h);
@@ -277,15 +279,50 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- requests ---- */
 
+/* The host and request target of url: the last request's when the URL is
+ * the same (a store sends every request to one endpoint), else parsed and
+ * kept. Returns 0, MM_EINVAL or MM_ENOMEM. */
+static int url_of(mm_http_t *h, const char *url, mm_http_url_t *u, http_host_t **host)
+{
+	char *copy;
+	int rc;
+
+	if (h->url_memo == NULL || strcmp(url, h->url_memo) != 0) {
+		if ((copy = strdup(url)) == NULL)
+			return mm_diag_set(MM_ENOMEM, "http: cannot copy the URL");
+		if ((rc = mm_http_url_parse(copy, u)) != 0) {
+			free(copy);
+			return rc;
+		}
+		if ((*host = host_get(h, u)) == NULL) {
+			free(copy);
+			return mm_diag_set(MM_ENOMEM, "http: cannot allocate a host");
+		}
+		free(h->url_memo);
+		h->url_memo = copy;
+		h->url_parsed = *u;
+		h->url_host = *host;
+	}
+	*u = h->url_parsed;
+	*host = h->url_host;
+	return 0;
+}
+
+/* Writes the request head; the header lines are checked (no CR or LF: a
+ * line may not add lines of its own) as they are copied. Returns 0,
+ * MM_EINVAL or MM_ENOMEM. */
 static int head_build(mm_buf_t *b, const mm_http_request_t *req, const mm_http_url_t *u)
 {
 	int has_host = 0, bad = 0;
-	size_t i;
+	size_t i, n;
 
 	b->len = 0;
-	for (i = 0; i < req->nheaders; i++)
-		if (strncasecmp(req->headers[i], "Host:", 5) == 0)
+	for (i = 0; i < req->nheaders; i++) {
+		if (req->headers[i] == NULL)
+			return mm_diag_set(MM_EINVAL, "http: bad header line");
+		if ((req->headers[i][0] | 0x20) == 'h' && strncasecmp(req->headers[i], "Host:", 5) == 0)
 			has_host = 1;
+	}
 	bad |= mm_buf_put_str(b, req->method);
 	bad |= mm_buf_append(b, " ", 1);
 	if (u->path[0] != '/')
@@ -298,7 +335,10 @@ static int head_build(mm_buf_t *b, const mm_http_request_t *req, const mm_http_u
 		bad |= mm_buf_append(b, "\r\n", 2);
 	}
 	for (i = 0; i < req->nheaders; i++) {
-		bad |= mm_buf_put_str(b, req->headers[i]);
+		n = strcspn(req->headers[i], "\r\n");
+		if (req->headers[i][n] != '\0')
+			return mm_diag_set(MM_EINVAL, "http: bad header line");
+		bad |= mm_buf_append(b, req->headers[i], n);
 		bad |= mm_buf_append(b, "\r\n", 2);
 	}
 	if (req->body_len > 0 || strcmp(req->method, "POST") == 0 ||
@@ -319,13 +359,11 @@ static int http_check_request(const mm_http_request_t *req)
 	    (req->nheaders > 0 && req->headers == NULL) || (req->body_len > 0 && !req->body) ||
 	    req->timeout_ms < 0)
 		return mm_diag_set(MM_EINVAL, "http: incomplete request");
-	/* The method is a token: it goes into the request line as it is. */
+	/* The method is a token: it goes into the request line as it is. The
+	 * header lines are checked as head_build copies them. */
 	for (i = 0; req->method[i]; i++)
 		if (!(req->method[i] >= 'A' && req->method[i] <= 'Z'))
 			return mm_diag_set(MM_EINVAL, "http: bad method '%s'", req->method);
-	for (i = 0; i < req->nheaders; i++)
-		if (req->headers[i] == NULL || strpbrk(req->headers[i], "\r\n"))
-			return mm_diag_set(MM_EINVAL, "http: bad header line");
 	return 0;
 }
 
@@ -350,15 +388,18 @@ int mm_http_open(uv_loop_t *loop, const mm_http_options_t *opt, mm_http_t **out)
 int mm_http_request(mm_http_t *h, const mm_http_request_t *req, mm_http_cb cb, void *arg)
 {
 	mm_http_url_t u;
+	http_host_t *host;
 	http_xfer_t *x;
 	int rc;
 
 	if (h == NULL || cb == NULL)
 		return mm_diag_set(MM_EINVAL, "http: request needs a client and a callback");
-	if ((rc = http_check_request(req)) || (rc = mm_http_url_parse(req->url, &u)))
+	if ((rc = http_check_request(req)))
 		return rc;
 	if (h->closing)
 		return mm_diag_set(MM_ECLOSED, "http: the client is closing");
+	if ((rc = url_of(h, req->url, &u, &host)))
+		return rc;
 	if (h->pool) {
 		x = h->pool;
 		h->pool = x->next;
@@ -375,10 +416,7 @@ int mm_http_request(mm_http_t *h, const mm_http_request_t *req, mm_http_cb cb, v
 	if ((rc = head_build(&x->head, req, &u)) ||
 	    (rc = mm_buf_append(&x->body, req->body, req->body_len)))
 		goto fail;
-	if ((x->host = host_get(h, &u)) == NULL) {
-		rc = mm_diag_set(MM_ENOMEM, "http: cannot allocate a host");
-		goto fail;
-	}
+	x->host = host;
 	x->cb = cb;
 	x->arg = arg;
 	x->t0 = uv_hrtime();

@@ -18,7 +18,8 @@
  *    idle ones and queues the requests waiting for one. Freed by
  *    mm_http_close.
  *  - mm_http_t: freed when the last of its libuv handles (the deadline
- *    timer and every connection) has been closed after mm_http_close.
+ *    timer and every connection) has been closed after mm_http_close. It
+ *    owns the copy of the last request's URL (url_memo).
  */
 #ifndef MM_HTTP_IMPL_H
 #define MM_HTTP_IMPL_H
@@ -27,6 +28,7 @@
 
 #include "http.h"
 #include "tls.h"
+#include "url.h"
 
 typedef struct http_conn http_conn_t;
 typedef struct http_host http_host_t;
@@ -106,6 +108,9 @@ struct mm_http {
 	size_t open_handles;    /* the timer and every connection not yet freed */
 	size_t inflight;
 	http_host_t *hosts;
+	char *url_memo;         /* the last request's URL (a copy), NULL before the first */
+	mm_http_url_t url_parsed; /* ... split (pointing into url_memo) */
+	http_host_t *url_host;  /* ... and its host */
 	http_conn_t *conns;
 	http_xfer_t *xfers;
 	http_xfer_t *pool;

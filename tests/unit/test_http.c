@@ -901,6 +901,17 @@ TEST(bad_arguments_never_call_back)
 	CHECK(mm_http_request(h, &req, on_result, &r) == MM_EINVAL);
 	req.method = "get";
 	CHECK(mm_http_request(h, &req, on_result, &r) == MM_EINVAL);
+	req.method = "GET";
+	for (int i = 0; i < 4; i++) {
+		static const char *const lines[] = {"X-A: 1\r\nX-Injected: 1", "X-A: 1\nX-B: 2",
+						    "X-A: 1\r", NULL};
+		const char *hdrs[] = {"Host: example", lines[i]};
+
+		req.headers = hdrs;
+		req.nheaders = 2;
+		CHECK(mm_http_request(h, &req, on_result, &r) == MM_EINVAL);
+		CHECK(strstr(mm_diag_msg(), "bad header line") != NULL);
+	}
 	uv_run(&loop, UV_RUN_DEFAULT);
 	CHECK_EQ_INT(r.done, 0);
 	mm_http_close(h);
