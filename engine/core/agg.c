@@ -183,7 +183,6 @@ agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t bucket, uint64_t h
 		return NULL;
 	}
 	e->klen = (uint32_t)klen;
-	e->tag = 0;
 	e->bucket = bucket;
 	e->expire_ms = 0;
 	if (a->m)

@@ -10,8 +10,8 @@
  * flush, 11.5 MB per table where slots holding the entries took 23 MB. Entity
  * bytes are copied into an arena owned by the table, so callers may pass
  * borrowed record memory. A table
- * built with a NULL monoid is a plain key set (used for pending dedup ids,
- * with the bucket field holding the mark's expiry).
+ * built with a NULL monoid is a plain key set (the held records' ids,
+ * held.h; the pending dedup ids have a set of their own, idset.h).
  *
  * Ownership: the table owns its slots, arena and every state; mm_agg_reset
  * destroys the states and forgets the keys but keeps the memory for reuse.
@@ -29,7 +29,6 @@
 typedef struct mm_agg_entry {
 	const char *key;
 	uint32_t klen;
-	uint32_t tag;         /* the owner's: 0 when created (a dedup id's MM_ID_COUNTED) */
 	int64_t bucket;
 	int64_t expire_ms;
 	_Alignas(16) unsigned char state[MM_STATE_MAX];
@@ -83,8 +82,8 @@ static inline uint64_t mm_agg_hash_mix(uint64_t key_hash, int64_t bucket)
 }
 
 /* The same with the hash h computed by the caller, who looks one key up in
- * several tables or has its hash already (the pending dedup ids, keyed by
- * the id's mm_id_hash). h is any 64-bit hash of (key, bucket), its low bit
+ * several tables or has its hash already (the record loop hashes a key a
+ * record ahead). h is any 64-bit hash of (key, bucket), its low bit
  * ignored, as long as every call on the table uses the same function:
  * mm_agg_hash for the calls without _h. */
 mm_agg_entry_t *mm_agg_upsert_h(mm_agg_t *a, const char *key, size_t klen, int64_t bucket,

@@ -138,7 +138,7 @@ static void replay_pipe(mm_engine_t *ctx, round_pipe_t *rp, mm_record_t *recs)
 	/* Every won id becomes a confirmed mark with the flush, also when its
 	 * record was rejected: a dead-lettered record has been dealt with. */
 	for (size_t k = 0; k < rp->n; k++) {
-		mm_agg_entry_t *e;
+		mm_idset_entry_t *e;
 		int created;
 
 		if (!is_won(rp->all[k].result))

@@ -256,7 +256,7 @@ static void on_flush_done(void *arg, int status, const char *detail)
 
 		p->stats.deltas_flushed += p->agg[!p->cur].count;
 		mm_agg_reset(&p->agg[!p->cur]);
-		mm_agg_reset(&p->ids[!p->cur]);
+		mm_idset_reset(&p->ids[!p->cur]);
 		mm_oplog_reset(&p->log[!p->cur]);
 		mm_agg_reset(&p->base[!p->cur]);
 	}
@@ -418,7 +418,8 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_t *p = ctx->pipes[i];
-		mm_agg_t *a = &p->agg[!p->cur], *ids = &p->ids[!p->cur];
+		mm_agg_t *a = &p->agg[!p->cur];
+		mm_idset_t *ids = &p->ids[!p->cur];
 
 		for (size_t s = 0; s < a->count; s++) {
 			mm_agg_entry_t *e = &a->entries[s];
@@ -433,17 +434,17 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 			};
 		}
 		for (size_t s = 0; s < ids->count; s++) {
-			mm_agg_entry_t *e = &ids->entries[s];
+			mm_idset_entry_t *e = &ids->entries[s];
 
 			/* An id its claim found counted before keeps its old mark. */
 			if (e->tag != MM_ID_COUNTED)
 				job->f.marks[job->f.nmarks++] = (mm_mark_t){
 					.ns = &p->ns,
-					.id = e->key,
-					.len = e->klen,
+					.id = e->id,
+					.len = e->len,
 					.expire_ms = e->expire_ms,
 					.claimed = !!(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED),
-					.hash = mm_pipeline_id_hash_of(e),
+					.hash = e->hash,
 				};
 		}
 		if (p->cfg.gran_ms && p->cfg.retention_ms && now >= p->next_purge_ms) {

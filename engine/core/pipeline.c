@@ -61,7 +61,7 @@ int mm_pipeline_init(mm_pipeline_t *p, mm_store_t *st, mm_pipeline_config_t *cfg
 	for (int g = 0; g < 2; g++) {
 		mm_agg_init(&p->agg[g], &p->cfg.monoid);
 		mm_agg_init(&p->base[g], &p->cfg.monoid);
-		mm_agg_init(&p->ids[g], NULL);
+		mm_idset_init(&p->ids[g]);
 		mm_agg_init(&p->held[g].ids, NULL);
 	}
 	/* Dedup on a store only this worker writes: aggregate at once, and ask
@@ -80,7 +80,7 @@ void mm_pipeline_free(mm_pipeline_t *p)
 {
 	for (int g = 0; g < 2; g++) {
 		mm_agg_free(&p->agg[g]);
-		mm_agg_free(&p->ids[g]);
+		mm_idset_free(&p->ids[g]);
 		mm_held_free(&p->held[g]);
 		mm_oplog_free(&p->log[g]);
 		mm_agg_free(&p->base[g]);
@@ -329,33 +329,13 @@ static void pipe_log_start(mm_pipeline_t *p)
 	p->log[p->cur].on = 1;
 }
 
-/* The pending-id tables' hash of an id: from its mm_id_hash, so that the
- * hash of an id, computed once per record, serves its lookups in both
- * generations, its insert, and then its claim and mark in the store. */
-static inline uint64_t id_slot(const mm_idhash_t *h)
-{
-	return h->h0;
-}
-
-_Static_assert(sizeof(mm_idhash_t) <= MM_STATE_MAX, "an id's hash fits in a key set's state");
-
-static mm_agg_entry_t *ids_upsert(mm_pipeline_t *p, int gen, const char *id, size_t len,
-				  const mm_idhash_t *h, int *created)
-{
-	mm_agg_entry_t *e = mm_agg_upsert_h(&p->ids[gen], id, len, 0, id_slot(h), created);
-
-	if (e && *created)
-		memcpy(e->state, h, sizeof(*h));
-	return e;
-}
-
-mm_agg_entry_t *mm_pipeline_id_upsert(mm_pipeline_t *p, int gen, const char *id, size_t len,
-				      int *created)
+mm_idset_entry_t *mm_pipeline_id_upsert(mm_pipeline_t *p, int gen, const char *id, size_t len,
+					int *created)
 {
 	mm_idhash_t h;
 
 	mm_id_hash(p->id_seed, id, len, &h);
-	return ids_upsert(p, gen, id, len, &h, created);
+	return mm_idset_upsert(&p->ids[gen], id, len, &h, created);
 }
 
 /* The record's claim answered at once by the store's marks in memory: 1
@@ -387,8 +367,8 @@ static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len, const mm_idha
 		return 0;
 	if (p->explain)
 		mm_explain_note_id(p->explain, id, len);
-	if (mm_agg_find_h(&p->ids[p->cur], id, len, 0, id_slot(h)) ||
-	    mm_agg_find_h(&p->ids[!p->cur], id, len, 0, id_slot(h)) ||
+	if (mm_idset_find(&p->ids[p->cur], id, len, h) ||
+	    mm_idset_find(&p->ids[!p->cur], id, len, h) ||
 	    mm_held_has(&p->held[p->cur], id, len) || mm_held_has(&p->held[!p->cur], id, len))
 		return 1;
 	/* A dry run (explain.c) has no store to ask. */
@@ -431,18 +411,18 @@ static int id_usable(mm_pipeline_t *p, size_t len)
 static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, const mm_idhash_t *h,
 			 int64_t now_ms)
 {
-	mm_agg_entry_t *e;
+	mm_idset_entry_t *e;
 	int created;
 
-	e = ids_upsert(p, p->cur, id, len, h, &created);
+	e = mm_idset_upsert(&p->ids[p->cur], id, len, h, &created);
 	if (e == NULL)
 		return MM_ENOMEM;
 	e->expire_ms = now_ms + p->cfg.dedup_ttl_ms;
 	if (!p->claiming)
 		return 0;
-	/* The table's copy of the id lives as long as the log's generation. */
+	/* The set's copy of the id lives as long as the log's generation. */
 	p->claiming = 0;
-	return mm_oplog_claim(&p->log[p->cur], e->key, len, h);
+	return mm_oplog_claim(&p->log[p->cur], e->id, len, h);
 }
 
 /* ---- fast path ---- */
@@ -690,8 +670,8 @@ record_read(mm_pipeline_t *p, const mm_record_t *r, const scan_plan_t *sp, rec_r
 	/* An unusable id is counted by process_record (id_usable). */
 	if (read_id_hash(s)) {
 		mm_id_hash(p->id_seed, s->id, s->idlen, &s->idh);
-		mm_agg_prefetch_h(&p->ids[p->cur], id_slot(&s->idh), 1);
-		mm_agg_prefetch_h(&p->ids[!p->cur], id_slot(&s->idh), 0);
+		mm_idset_prefetch(&p->ids[p->cur], &s->idh, 1);
+		mm_idset_prefetch(&p->ids[!p->cur], &s->idh, 0);
 	}
 	return 0;
 }
@@ -926,13 +906,13 @@ int mm_pipeline_settle_claims(mm_pipeline_t *p, int gen)
 	int rc;
 
 	for (size_t k = 0; k < l->nclaims; k++) {
-		mm_agg_entry_t *e;
+		mm_idset_entry_t *e;
 
 		if (l->claims[k].result != MM_CLAIM_DUPLICATE)
 			continue;
 		counted++;
-		e = mm_agg_find_h(&p->ids[gen], l->claims[k].id, l->claims[k].len, 0,
-				  id_slot(&l->claims[k].hash));
+		e = mm_idset_find(&p->ids[gen], l->claims[k].id, l->claims[k].len,
+				  &l->claims[k].hash);
 		if (e && e->tag != MM_ID_COUNTED) {
 			e->tag = MM_ID_COUNTED;
 			fresh++;

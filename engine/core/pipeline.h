@@ -23,6 +23,7 @@
 #include "../store/store.h"
 #include "agg.h"
 #include "held.h"
+#include "idset.h"
 #include "oplog.h"
 
 enum mm_part_kind {
@@ -123,8 +124,7 @@ typedef struct mm_pipeline {
 	int index;                  /* position in the engine's list */
 	int uses_lua;
 	mm_agg_t agg[2];            /* pending deltas: [cur] fills, [!cur] is flushing */
-	mm_agg_t ids[2];            /* pending dedup ids, same generations, keyed by
-	                             * the id's hash (mm_pipeline_id_upsert) */
+	mm_idset_t ids[2];          /* pending dedup ids, same generations (idset.h) */
 	uint64_t id_seed;           /* mm_id_hash_seed of the namespace */
 	mm_held_t held[2];          /* records waiting for their claims (a shared store) */
 	mm_oplog_t log[2];          /* adds waiting for their claims (a private store) */
@@ -169,26 +169,16 @@ void mm_pipeline_config_free(mm_pipeline_config_t *cfg);
 void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b);
 
 /* A dedup id found counted before by its claim: no mark is written for it
- * (mm_agg_entry_t.tag in the ids tables). */
+ * (mm_idset_entry_t.tag in the pending ids). */
 #define MM_ID_COUNTED 1
 
-/* Finds or adds id in the pending ids of generation gen. Those tables are
+/* Finds or adds id in the pending ids of generation gen. Those sets are
  * keyed by the id's mm_id_hash in the pipeline's namespace, which each entry
- * keeps (mm_pipeline_id_hash_of) for the flush's claim and mark: an id is
+ * keeps (mm_idset_entry_t.hash) for the flush's claim and mark: an id is
  * hashed once on its way to the store. NULL on allocation failure (diag
  * set). */
-mm_agg_entry_t *mm_pipeline_id_upsert(mm_pipeline_t *p, int gen, const char *id, size_t len,
-				      int *created);
-
-/* The mm_id_hash of a pending id (kept in the entry's state, which a key
- * set leaves free). */
-static inline mm_idhash_t mm_pipeline_id_hash_of(const mm_agg_entry_t *e)
-{
-	mm_idhash_t h;
-
-	memcpy(&h, e->state, sizeof(h));
-	return h;
-}
+mm_idset_entry_t *mm_pipeline_id_upsert(mm_pipeline_t *p, int gen, const char *id, size_t len,
+					int *created);
 
 /* After the claims of generation gen's logged ids (p->logs) have answered:
  * the ids counted before become duplicates (their marks dropped, counters

@@ -1,6 +1,6 @@
 /*
  * arena.c: chunked bump allocation (see arena.h). A chunk is at least
- * ARENA_CHUNK bytes; a larger request gets a chunk of its own size, so one
+ * the arena's chunk size (ARENA_CHUNK unless set); a larger request gets a chunk of its own size, so one
  * big allocation does not waste the rest of a normal chunk.
  */
 #include <stdint.h>
@@ -10,15 +10,9 @@
 #include "arena.h"
 
 #define ARENA_CHUNK 8192
-#define ARENA_ALIGN 16
+#define ARENA_ALIGN MM_ARENA_ALIGN
 
-struct mm_arena_chunk {
-	mm_arena_chunk_t *next;
-	size_t used, cap;
-	_Alignas(ARENA_ALIGN) unsigned char data[];
-};
-
-void *mm_arena_alloc(mm_arena_t *a, size_t n)
+void *mm_arena_alloc_slow(mm_arena_t *a, size_t n)
 {
 	mm_arena_chunk_t *c = a->chunks;
 	size_t need = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
@@ -27,7 +21,8 @@ void *mm_arena_alloc(mm_arena_t *a, size_t n)
 	if (need < n)
 		return NULL;
 	if (c == NULL || c->cap - c->used < need) {
-		size_t cap = need > ARENA_CHUNK ? need : ARENA_CHUNK;
+		size_t least = a->chunk ? a->chunk : ARENA_CHUNK;
+		size_t cap = need > least ? need : least;
 
 		if (cap > SIZE_MAX - sizeof(*c))
 			return NULL;
@@ -38,7 +33,7 @@ void *mm_arena_alloc(mm_arena_t *a, size_t n)
 		c->cap = cap;
 		/* A big private chunk goes behind the current one, which may
 		 * still have room for the small allocations that follow. */
-		if (cap > ARENA_CHUNK && a->chunks != NULL) {
+		if (cap > least && a->chunks != NULL) {
 			c->next = a->chunks->next;
 			a->chunks->next = c;
 		} else {
@@ -75,10 +70,11 @@ char *mm_arena_strndup(mm_arena_t *a, const char *p, size_t n)
 void mm_arena_reset(mm_arena_t *a)
 {
 	mm_arena_chunk_t *keep = NULL, *c = a->chunks, *next;
+	size_t least = a->chunk ? a->chunk : ARENA_CHUNK;
 
 	for (; c != NULL; c = next) {
 		next = c->next;
-		if (keep == NULL && c->cap == ARENA_CHUNK) {
+		if (keep == NULL && c->cap == least) {
 			keep = c;
 			continue;
 		}

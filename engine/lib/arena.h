@@ -18,10 +18,37 @@ typedef struct mm_arena_chunk mm_arena_chunk_t;
 
 typedef struct mm_arena {
 	mm_arena_chunk_t *chunks; /* newest first */
+	size_t chunk;             /* a chunk's least size; 0: 8 KiB. For an
+	                           * arena taking many small allocations
+	                           * between resets (the pending dedup ids) */
 } mm_arena_t;
 
-/* n bytes aligned for any type, or NULL when out of memory (n may be 0). */
-void *mm_arena_alloc(mm_arena_t *a, size_t n);
+#define MM_ARENA_ALIGN 16
+
+struct mm_arena_chunk {
+	mm_arena_chunk_t *next;
+	size_t used, cap;
+	_Alignas(MM_ARENA_ALIGN) unsigned char data[];
+};
+
+/* mm_arena_alloc when the newest chunk has no room (or any request). */
+void *mm_arena_alloc_slow(mm_arena_t *a, size_t n);
+
+/* n bytes aligned for any type, or NULL when out of memory (n may be 0).
+ * Inline while the newest chunk has room: the pending dedup ids take one
+ * allocation a record. */
+static inline void *mm_arena_alloc(mm_arena_t *a, size_t n)
+{
+	mm_arena_chunk_t *c = a->chunks;
+	size_t need = (n + MM_ARENA_ALIGN - 1) & ~(size_t)(MM_ARENA_ALIGN - 1);
+	void *p;
+
+	if (c == NULL || need < n || c->cap - c->used < need)
+		return mm_arena_alloc_slow(a, n);
+	p = c->data + c->used;
+	c->used += need;
+	return p;
+}
 
 /* As mm_arena_alloc, zero-filled. */
 void *mm_arena_calloc(mm_arena_t *a, size_t n);

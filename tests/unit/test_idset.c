@@ -1,0 +1,194 @@
+/*
+ * test_idset.c: the pending dedup ids (engine/core/idset.h). Ids whose
+ * hashes share a tag, a whole h0 or even all 128 bits stay apart (the set
+ * keeps ids exactly); a large id is kept whole beside small ones; and, against a
+ * reference set, two generations used as the pipeline uses them (ids added
+ * to the current one, looked up in both, the other reset and the roles
+ * swapped) find every id they hold and no other, keep each entry's hash,
+ * expiry and tag, and keep the id bytes of earlier entries in place while
+ * the set grows.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/idset.h"
+#include "lib/hash.h"
+#include "unit.h"
+
+TEST(colliding_hashes)
+{
+	mm_idset_t s;
+	/* Same tag, other slot; same h0, other h1; the very same hash. */
+	mm_idhash_t a = {0x1234567800000005ULL, 1}, b = {0x1234567800000006ULL, 1},
+		    c = {0x1234567800000005ULL, 2};
+	mm_idset_entry_t *ea, *eb, *ec, *ed;
+	int created;
+
+	mm_idset_init(&s);
+	CHECK(mm_idset_find(&s, "a", 1, &a) == NULL);
+	ea = mm_idset_upsert(&s, "a", 1, &a, &created);
+	REQUIRE(ea && created);
+	ea->expire_ms = 7;
+	ea->tag = 1;
+	eb = mm_idset_upsert(&s, "b", 1, &b, &created);
+	REQUIRE(eb && created);
+	ec = mm_idset_upsert(&s, "c", 1, &c, &created);
+	REQUIRE(ec && created);
+	ed = mm_idset_upsert(&s, "d", 1, &a, &created);
+	REQUIRE(ed && created);
+	CHECK_EQ_INT(s.count, 4);
+	CHECK(mm_idset_find(&s, "a", 1, &a) == &s.entries[0]);
+	CHECK(mm_idset_find(&s, "b", 1, &b) == &s.entries[1]);
+	CHECK(mm_idset_find(&s, "c", 1, &c) == &s.entries[2]);
+	CHECK(mm_idset_find(&s, "d", 1, &a) == &s.entries[3]);
+	CHECK(mm_idset_find(&s, "a", 1, &b) == NULL);
+	CHECK(mm_idset_find(&s, "ab", 2, &a) == NULL);
+	CHECK(mm_idset_upsert(&s, "a", 1, &a, &created) == &s.entries[0] && !created);
+	CHECK_EQ_INT(s.entries[0].expire_ms, 7);
+	CHECK_EQ_INT(s.entries[0].tag, 1);
+	CHECK_EQ_INT(s.entries[3].tag, 0);
+	CHECK(s.entries[2].hash.h1 == 2);
+	mm_idset_reset(&s);
+	CHECK_EQ_INT(s.count, 0);
+	CHECK(mm_idset_find(&s, "a", 1, &a) == NULL);
+	mm_idset_free(&s);
+}
+
+TEST(large_id)
+{
+	mm_idset_t s;
+	size_t big = 70000;
+	char *id = malloc(big);
+	mm_idhash_t h, hs;
+	mm_idset_entry_t *e;
+	const char *small;
+	int created;
+
+	REQUIRE(id);
+	memset(id, 'x', big);
+	mm_idset_init(&s);
+	mm_id_hash(1, "s", 1, &hs);
+	e = mm_idset_upsert(&s, "s", 1, &hs, &created);
+	REQUIRE(e);
+	small = e->id;
+	mm_id_hash(1, id, big, &h);
+	e = mm_idset_upsert(&s, id, big, &h, &created);
+	REQUIRE(e && created);
+	CHECK(e->id != id && memcmp(e->id, id, big) == 0);
+	CHECK(mm_idset_find(&s, id, big, &h) == e);
+	e = mm_idset_upsert(&s, "t", 1, &(mm_idhash_t){3, 3}, &created);
+	REQUIRE(e);
+	CHECK(e->id[0] == 't' && small[0] == 's');
+	e = mm_idset_find(&s, id, big, &h);
+	CHECK(e && memcmp(e->id, id, big) == 0);
+	mm_idset_reset(&s);
+	mm_idset_free(&s);
+	free(id);
+}
+
+/* The reference: which ids of the universe each generation holds. */
+#define UNIVERSE 3000
+
+static void id_of(unsigned n, char *buf, size_t *len)
+{
+	*len = (size_t)snprintf(buf, 32, "event-%u", n);
+}
+
+/* Half the universe is given hashes that collide on purpose (few distinct
+ * h0 values), to walk long probe runs and entries with equal hashes. */
+static void hash_of(unsigned n, mm_idhash_t *h)
+{
+	char buf[32];
+	size_t len;
+
+	id_of(n, buf, &len);
+	mm_id_hash(42, buf, len, h);
+	if (n % 2)
+		*h = (mm_idhash_t){(uint64_t)(n % 7) << 40 | (n % 5), n % 3};
+}
+
+TEST(generations_against_reference)
+{
+	mm_idset_t ids[2];
+	static unsigned char ref[2][UNIVERSE];
+	static const char *ptr[2][UNIVERSE];
+	int cur = 0;
+	uint64_t rnd = 88172645463325252ULL;
+
+	mm_idset_init(&ids[0]);
+	mm_idset_init(&ids[1]);
+	memset(ref, 0, sizeof(ref));
+	for (int round = 0; round < 40; round++) {
+		/* Rounds of very different sizes: growth, and resets of a big set. */
+		int adds = round % 5 == 0 ? 2500 : (int)(rnd % 400);
+
+		for (int k = 0; k < adds; k++) {
+			unsigned n;
+			char buf[32];
+			size_t len;
+			mm_idhash_t h;
+			mm_idset_entry_t *e;
+			int created, pending;
+
+			rnd ^= rnd << 13;
+			rnd ^= rnd >> 7;
+			rnd ^= rnd << 17;
+			n = (unsigned)(rnd % UNIVERSE);
+			id_of(n, buf, &len);
+			hash_of(n, &h);
+			pending = mm_idset_find(&ids[cur], buf, len, &h) != NULL ||
+				  mm_idset_find(&ids[!cur], buf, len, &h) != NULL;
+			CHECK_EQ_INT(pending, ref[cur][n] || ref[!cur][n]);
+			if (pending)
+				continue;
+			e = mm_idset_upsert(&ids[cur], buf, len, &h, &created);
+			REQUIRE(e && created);
+			e->expire_ms = n;
+			e->tag = n % 2;
+			ref[cur][n] = 1;
+			ptr[cur][n] = e->id;
+		}
+		/* Every id of the universe: found exactly where the reference has
+		 * it, with its hash, expiry, tag, and bytes where they were. */
+		for (int g = 0; g < 2; g++) {
+			size_t held = 0;
+
+			for (unsigned n = 0; n < UNIVERSE; n++) {
+				char buf[32];
+				size_t len;
+				mm_idhash_t h;
+				mm_idset_entry_t *e;
+
+				id_of(n, buf, &len);
+				hash_of(n, &h);
+				e = mm_idset_find(&ids[g], buf, len, &h);
+				CHECK_EQ_INT(e != NULL, ref[g][n]);
+				if (e == NULL)
+					continue;
+				held++;
+				CHECK(e->hash.h0 == h.h0 && e->hash.h1 == h.h1);
+				CHECK_EQ_INT(e->expire_ms, n);
+				CHECK_EQ_INT(e->tag, n % 2);
+				CHECK(e->id == ptr[g][n] && e->len == len && memcmp(e->id, buf, len) == 0);
+			}
+			CHECK_EQ_INT(ids[g].count, held);
+		}
+		/* The flush: the other generation's apply commits (reset), then
+		 * the current one becomes the flushing one. */
+		mm_idset_reset(&ids[!cur]);
+		memset(ref[!cur], 0, sizeof(ref[!cur]));
+		cur = !cur;
+	}
+	mm_idset_free(&ids[0]);
+	mm_idset_free(&ids[1]);
+}
+
+int main(void)
+{
+	RUN(colliding_hashes);
+	RUN(large_id);
+	RUN(generations_against_reference);
+	UNIT_DONE();
+}
