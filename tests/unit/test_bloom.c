@@ -21,14 +21,6 @@ typedef struct state {
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
-static uint64_t xorshift64(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 static mm_monoid_t bloom(uint64_t capacity, double fpr)
 {
 	mm_monoid_t m = {.vt = &mm_monoid_bloom_vtable};
@@ -182,7 +174,7 @@ static void fill(const mm_monoid_t *m, state_t *st, int n)
 
 	m->vt->init(m, st->b);
 	for (int i = 0; i < n; i++) {
-		snprintf(s, sizeof(s), "e%" PRIu64, xorshift64() % 5000);
+		snprintf(s, sizeof(s), "e%" PRIu64, unit_xorshift64(&rng) % 5000);
 		if (add_str(m, st, s) != 0)
 			abort();
 	}

@@ -43,14 +43,6 @@ static void note(const char *fmt, ...)
 	printf("\n");
 }
 
-static uint64_t xorshift64(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 static void add_str(state_t *st, const char *s)
 {
 	mm_value_t v = {.type = MM_VAL_STRING, .s = s, .len = strlen(s)};
@@ -411,9 +403,9 @@ TEST(merge_is_associative)
 	int k;
 
 	for (k = 0; k < 20; k++) {
-		unsigned na = (unsigned)(xorshift64() % 3000), nb = (unsigned)(xorshift64() % 3000),
-			 nc = (unsigned)(xorshift64() % 3000);
-		unsigned long long base = xorshift64() % 100000;
+		unsigned na = (unsigned)(unit_xorshift64(&rng) % 3000), nb = (unsigned)(unit_xorshift64(&rng) % 3000),
+			 nc = (unsigned)(unit_xorshift64(&rng) % 3000);
+		unsigned long long base = unit_xorshift64(&rng) % 100000;
 
 		hll.vt->init(&hll, &a);
 		hll.vt->init(&hll, &b);
@@ -731,12 +723,12 @@ TEST(truncations_and_mutations)
 			CHECK_EQ_INT(decode_exact(&st, enc.p, n), MM_ECORRUPT);
 		for (m = 0; m < 300; m++) {
 			uint8_t *mut = malloc(enc.len);
-			size_t flips = 1 + xorshift64() % 3, f;
+			size_t flips = 1 + unit_xorshift64(&rng) % 3, f;
 			int rc;
 
 			memcpy(mut, enc.p, enc.len);
 			for (f = 0; f < flips; f++)
-				mut[xorshift64() % enc.len] ^= (uint8_t)(1u << (xorshift64() % 8));
+				mut[unit_xorshift64(&rng) % enc.len] ^= (uint8_t)(1u << (unit_xorshift64(&rng) % 8));
 			rc = hll.vt->decode(&hll, &st, mut, enc.len);
 			free(mut);
 			if (rc != 0) {
@@ -815,9 +807,9 @@ TEST(merge_encoded_matches_decode_merge_encode)
 	for (i = 0; i < sizeof(stored_sizes) / sizeof(stored_sizes[0]); i++) {
 		for (j = 0; j < sizeof(delta_sizes) / sizeof(delta_sizes[0]); j++) {
 			for (int rep = 0; rep < 3; rep++) {
-				unsigned long long base = xorshift64() % 1000000;
+				unsigned long long base = unit_xorshift64(&rng) % 1000000;
 				/* Half the delta overlaps the stored elements. */
-				unsigned long long from = base + stored_sizes[i] / 2 + xorshift64() % 4;
+				unsigned long long from = base + stored_sizes[i] / 2 + unit_xorshift64(&rng) % 4;
 				state_t st, delta;
 
 				hll.vt->init(&hll, &st);
@@ -927,22 +919,22 @@ static size_t random_sparse_body(uint8_t *p, size_t cap, unsigned zero_max)
 	unsigned done = 0, rank = 1;
 
 	while (done < MM_HLL_REGISTERS && len + 4 <= cap) {
-		unsigned left = MM_HLL_REGISTERS - done, run, kind = (unsigned)(xorshift64() % 8);
+		unsigned left = MM_HLL_REGISTERS - done, run, kind = (unsigned)(unit_xorshift64(&rng) % 8);
 
 		if (kind < 3) {
-			run = 1 + (unsigned)(xorshift64() % 4);
+			run = 1 + (unsigned)(unit_xorshift64(&rng) % 4);
 			run = run < left ? run : left;
 			/* Often the rank of the opcode before, to make neighbours
 			 * encode() would have joined. */
-			if (xorshift64() % 2)
-				rank = 1 + (unsigned)(xorshift64() % 32);
+			if (unit_xorshift64(&rng) % 2)
+				rank = 1 + (unsigned)(unit_xorshift64(&rng) % 32);
 			p[len++] = (uint8_t)(0x80 | ((rank - 1) << 2) | (run - 1));
 		} else if (kind < 6) {
-			run = 1 + (unsigned)(xorshift64() % 64);
+			run = 1 + (unsigned)(unit_xorshift64(&rng) % 64);
 			run = run < left ? run : left;
 			p[len++] = (uint8_t)(run - 1);
 		} else {
-			run = 1 + (unsigned)(xorshift64() % zero_max);
+			run = 1 + (unsigned)(unit_xorshift64(&rng) % zero_max);
 			run = run < left ? run : left;
 			p[len++] = (uint8_t)(0x40 | ((run - 1) >> 8));
 			p[len++] = (uint8_t)((run - 1) & 0xff);
@@ -1052,15 +1044,15 @@ TEST(merge_encoded_rejects_what_decode_rejects)
 			int want, got;
 
 			if (m % 4 == 0)
-				len = xorshift64() % enc.len; /* a truncation */
+				len = unit_xorshift64(&rng) % enc.len; /* a truncation */
 			mut = malloc(len ? len : 1);
 			memcpy(mut, enc.p, len);
-			for (n = 1 + xorshift64() % 3; n > 0 && len > 0 && m % 4 != 0; n--)
-				mut[xorshift64() % len] ^= (uint8_t)(1u << (xorshift64() % 8));
+			for (n = 1 + unit_xorshift64(&rng) % 3; n > 0 && len > 0 && m % 4 != 0; n--)
+				mut[unit_xorshift64(&rng) % len] ^= (uint8_t)(1u << (unit_xorshift64(&rng) % 8));
 			/* Now and then a dense register above 51. */
 			if (m % 7 == 1 && len == DENSE_SIZE)
-				dense_set(mut + HDR, (unsigned)(xorshift64() % MM_HLL_REGISTERS),
-					  52 + (unsigned)(xorshift64() % 12));
+				dense_set(mut + HDR, (unsigned)(unit_xorshift64(&rng) % MM_HLL_REGISTERS),
+					  52 + (unsigned)(unit_xorshift64(&rng) % 12));
 			want = hll.vt->decode(&hll, &st, mut, len);
 			out.len = 0;
 			got = hll.vt->merge_encoded(&hll, mut, len, &delta, &out);

@@ -132,10 +132,7 @@ TEST(generations_against_reference)
 			mm_idset_entry_t *e;
 			int created, pending;
 
-			rnd ^= rnd << 13;
-			rnd ^= rnd >> 7;
-			rnd ^= rnd << 17;
-			n = (unsigned)(rnd % UNIVERSE);
+			n = (unsigned)(unit_xorshift64(&rnd) % UNIVERSE);
 			id_of(n, buf, &len);
 			hash_of(n, &h);
 			pending = mm_idset_find(&ids[cur], buf, len, &h) != NULL ||

@@ -959,16 +959,8 @@ TEST(unescape)
 	mm_buf_free(&b);
 }
 
-/* xorshift64: the fixed-seed generator of the random tests. */
+/* The state of the random tests' generator (unit_xorshift64). */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
 
 static size_t put_utf8(uint8_t *out, uint32_t cp)
 {
@@ -1001,16 +993,16 @@ static uint32_t rnd_cp(void)
 					 0x80,   0x7ff,  0x800,  0xd7ff,  0xe000,  0xfffd,
 					 0xffff, 0x10000, 0x10ffff, 0x2028, 0xfeff};
 
-	switch (rnd() % 4) {
+	switch (unit_xorshift64(&rng_state) % 4) {
 	case 0:
-		return edges[rnd() % (sizeof(edges) / sizeof(edges[0]))];
+		return edges[unit_xorshift64(&rng_state) % (sizeof(edges) / sizeof(edges[0]))];
 	case 1: {
-		uint32_t cp = (uint32_t)(rnd() % 0x110000);
+		uint32_t cp = (uint32_t)(unit_xorshift64(&rng_state) % 0x110000);
 
 		return cp >= 0xd800 && cp <= 0xdfff ? cp - 0x800 : cp;
 	}
 	default:
-		return (uint32_t)(0x20 + rnd() % 0x5f);
+		return (uint32_t)(0x20 + unit_xorshift64(&rng_state) % 0x5f);
 	}
 }
 
@@ -1027,11 +1019,11 @@ TEST(quote_unescape_round_trip)
 	for (iter = 0; iter < 20000 && ok; iter++) {
 		n = 0;
 		if (iter % 2 == 0) {
-			for (k = rnd() % 40; k > 0; k--)
+			for (k = unit_xorshift64(&rng_state) % 40; k > 0; k--)
 				n += put_utf8(in + n, rnd_cp());
 		} else {
-			for (k = rnd() % 64; k > 0; k--)
-				in[n++] = (uint8_t)rnd();
+			for (k = unit_xorshift64(&rng_state) % 64; k > 0; k--)
+				in[n++] = (uint8_t)unit_xorshift64(&rng_state);
 		}
 		doc.len = 0;
 		REQUIRE(mm_buf_append(&doc, "{\"k\":", 5) == 0);
@@ -1367,19 +1359,19 @@ static void gen_value(mm_buf_t *b, int depth)
 	uint8_t u[4];
 	int i, n;
 
-	mm_buf_printf(b, "%s", ws[rnd() % 6]);
-	switch (depth >= 5 ? 2 + rnd() % 5 : rnd() % 7) {
+	mm_buf_printf(b, "%s", ws[unit_xorshift64(&rng_state) % 6]);
+	switch (depth >= 5 ? 2 + unit_xorshift64(&rng_state) % 5 : unit_xorshift64(&rng_state) % 7) {
 	case 0:
 	case 1: {
-		int obj = (int)(rnd() % 2);
+		int obj = (int)(unit_xorshift64(&rng_state) % 2);
 
 		mm_buf_append(b, obj ? "{" : "[", 1);
-		n = (int)(rnd() % 5);
+		n = (int)(unit_xorshift64(&rng_state) % 5);
 		for (i = 0; i < n; i++) {
 			if (i)
 				mm_buf_append(b, ",", 1);
 			if (obj) {
-				mm_buf_printf(b, "\"k%d\"", (int)(rnd() % 4));
+				mm_buf_printf(b, "\"k%d\"", (int)(unit_xorshift64(&rng_state) % 4));
 				mm_buf_append(b, ":", 1);
 			}
 			gen_value(b, depth + 1);
@@ -1390,11 +1382,11 @@ static void gen_value(mm_buf_t *b, int depth)
 	case 2:
 	case 3:
 		mm_buf_append(b, "\"", 1);
-		for (n = (int)(rnd() % 24); n > 0; n--) {
+		for (n = (int)(unit_xorshift64(&rng_state) % 24); n > 0; n--) {
 			uint32_t cp = rnd_cp();
 
-			if (rnd() % 4 == 0) {
-				const char *e = escs[rnd() % 8];
+			if (unit_xorshift64(&rng_state) % 4 == 0) {
+				const char *e = escs[unit_xorshift64(&rng_state) % 8];
 
 				mm_buf_append(b, e, strlen(e));
 			} else if (cp >= 0x20 && cp != '"' && cp != '\\') {
@@ -1404,24 +1396,24 @@ static void gen_value(mm_buf_t *b, int depth)
 		mm_buf_append(b, "\"", 1);
 		break;
 	case 4:
-		mm_buf_printf(b, "%s", nums[rnd() % 8]);
+		mm_buf_printf(b, "%s", nums[unit_xorshift64(&rng_state) % 8]);
 		break;
 	default:
-		mm_buf_printf(b, "%s", (const char *[]){"true", "false", "null"}[rnd() % 3]);
+		mm_buf_printf(b, "%s", (const char *[]){"true", "false", "null"}[unit_xorshift64(&rng_state) % 3]);
 		break;
 	}
-	mm_buf_printf(b, "%s", ws[rnd() % 6]);
+	mm_buf_printf(b, "%s", ws[unit_xorshift64(&rng_state) % 6]);
 }
 
 static void mutate(mm_buf_t *b)
 {
 	static const char alphabet[] = "{}[]\",:\\u0123456789-+.eEtrfalsn \t\n\x80\xa0\xbf\xc0\xc3\xe0\xed\xf0\xf4\0";
-	size_t pos = b->len ? rnd() % b->len : 0;
+	size_t pos = b->len ? unit_xorshift64(&rng_state) % b->len : 0;
 
-	switch (rnd() % 4) {
+	switch (unit_xorshift64(&rng_state) % 4) {
 	case 0: /* replace a byte */
 		if (b->len)
-			b->p[pos] = (uint8_t)alphabet[rnd() % (sizeof(alphabet) - 1)];
+			b->p[pos] = (uint8_t)alphabet[unit_xorshift64(&rng_state) % (sizeof(alphabet) - 1)];
 		break;
 	case 1: /* delete a byte */
 		if (b->len) {
@@ -1432,7 +1424,7 @@ static void mutate(mm_buf_t *b)
 	case 2: /* insert a byte */
 		if (mm_buf_reserve(b, 1) == 0) {
 			memmove(b->p + pos + 1, b->p + pos, b->len - pos);
-			b->p[pos] = (uint8_t)alphabet[rnd() % (sizeof(alphabet) - 1)];
+			b->p[pos] = (uint8_t)alphabet[unit_xorshift64(&rng_state) % (sizeof(alphabet) - 1)];
 			b->len++;
 		}
 		break;
@@ -1461,7 +1453,7 @@ TEST(random_against_reference)
 		} else {
 			gen_value(&b, 0);
 		}
-		for (m = (int)(rnd() % 3); m > 0 && iter % 2; m--)
+		for (m = (int)(unit_xorshift64(&rng_state) % 3); m > 0 && iter % 2; m--)
 			mutate(&b);
 		want = ref_valid(b.p, b.len);
 		scan = mm_json_scan((char *)b.p, b.len, NULL, 0);

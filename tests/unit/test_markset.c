@@ -100,14 +100,6 @@ TEST(base_and_stale)
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
 
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
 static void id_mark(uint64_t seed, size_t i, mm_markhash_t *m)
 {
 	char id[24];
@@ -154,15 +146,15 @@ TEST(reference)
 	REQUIRE(ref != NULL && batch != NULL);
 	mm_markset_start(&s, base - 3600000);
 	for (flush = 0; flush < 80; flush++) {
-		size_t n = 1 + rng() % (flush % 7 == 0 ? 12 : 12000);
+		size_t n = 1 + unit_xorshift64(&rng_state) % (flush % 7 == 0 ? 12 : 12000);
 
 		for (i = 0; i < n; i++) {
-			size_t id = next > 0 && rng() % 4 == 0 ? rng() % next
-							       : (next < REF_IDS ? next++ : rng() % next);
+			size_t id = next > 0 && unit_xorshift64(&rng_state) % 4 == 0 ? unit_xorshift64(&rng_state) % next
+							       : (next < REF_IDS ? next++ : unit_xorshift64(&rng_state) % next);
 
 			id_mark(seed, id, &batch[i]);
 			/* Expiries from already past to about an hour on. */
-			batch[i].expire_ms = now - 1000 + (int64_t)(rng() % 3600000);
+			batch[i].expire_ms = now - 1000 + (int64_t)(unit_xorshift64(&rng_state) % 3600000);
 			if (batch[i].expire_ms > ref[id])
 				ref[id] = batch[i].expire_ms;
 		}
@@ -176,7 +168,7 @@ TEST(reference)
 		}
 		if (s.nruns > most_runs)
 			most_runs = s.nruns;
-		now += 60000 + (int64_t)(rng() % 120000);
+		now += 60000 + (int64_t)(unit_xorshift64(&rng_state) % 120000);
 		wrong += check_all(&s, seed, ref, now, &passed);
 		if (flush == 40 || flush == 79) {
 			/* Read again: one flush of every live mark. */

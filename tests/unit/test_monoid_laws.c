@@ -75,17 +75,9 @@ typedef struct law_case {
 
 static uint64_t rng;
 
-static uint64_t xorshift64(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 static size_t rnd(size_t n)
 {
-	return (size_t)(xorshift64() % n);
+	return (size_t)(unit_xorshift64(&rng) % n);
 }
 
 /* Integers, never zero (adding zero would leave the identity), some sent as

@@ -19,14 +19,6 @@ typedef struct state {
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
-static uint64_t xorshift64(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 static mm_monoid_t set(uint32_t max_size)
 {
 	mm_monoid_t m = {.vt = &mm_monoid_set_vtable};
@@ -169,7 +161,7 @@ static void fill(const mm_monoid_t *m, state_t *st, int n, uint32_t pool, model_
 	m->vt->init(m, st->b);
 	for (int i = 0; i < n; i++) {
 		/* Varying lengths make prefixes ("m1" < "m10") part of the order. */
-		snprintf(s, sizeof(s), "m%" PRIu64, xorshift64() % pool);
+		snprintf(s, sizeof(s), "m%" PRIu64, unit_xorshift64(&rng) % pool);
 		if (add_str(m, st, s) != 0)
 			abort();
 		model_add(md, s);
@@ -485,7 +477,7 @@ TEST(many_members)
 
 	m.vt->init(&m, st.b);
 	for (int i = 0; i < 200000; i++) {
-		snprintf(s, sizeof(s), "%08" PRIx64, xorshift64() & 0xffffffffu);
+		snprintf(s, sizeof(s), "%08" PRIx64, unit_xorshift64(&rng) & 0xffffffffu);
 		add_str(&m, &st, s);
 		model_add(&md, s);
 	}

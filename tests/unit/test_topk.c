@@ -21,14 +21,6 @@ typedef struct state {
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
-static uint64_t xorshift64(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 static mm_monoid_t topk(uint32_t k)
 {
 	mm_monoid_t m = {.vt = &mm_monoid_topk_vtable};
@@ -286,10 +278,10 @@ TEST(reduction_threshold_is_the_k_plus_first_counter)
 			for (n = 0; n < 8 && fixed[round][n]; n++)
 				counts[n] = fixed[round][n];
 		} else {
-			k = 1 + (uint32_t)(xorshift64() % 8);
-			n = k + 1 + (uint32_t)(xorshift64() % 50);
+			k = 1 + (uint32_t)(unit_xorshift64(&rng) % 8);
+			n = k + 1 + (uint32_t)(unit_xorshift64(&rng) % 50);
 			for (uint32_t i = 0; i < n; i++)
-				counts[i] = 1 + xorshift64() % (round % 2 ? 40 : 160);
+				counts[i] = 1 + unit_xorshift64(&rng) % (round % 2 ? 40 : 160);
 		}
 		m = topk(k);
 		m.vt->init(&m, st.b);
@@ -403,7 +395,7 @@ TEST(memory_reductions_match_a_reference)
 
 	m.vt->init(&m, st.b);
 	for (uint32_t a = 0; a < ADDS; a++) {
-		uint32_t id = (uint32_t)(xorshift64() % (1 + xorshift64() % 3000)), i;
+		uint32_t id = (uint32_t)(unit_xorshift64(&rng) % (1 + unit_xorshift64(&rng) % 3000)), i;
 
 		snprintf(name, sizeof(name), "e%u", id);
 		REQUIRE(add_str(&m, &st, name) == 0);
@@ -483,7 +475,7 @@ static void fill(const mm_monoid_t *m, state_t *st, int events, uint32_t distinc
 	m->vt->init(m, st->b);
 	for (int i = 0; i < events; i++) {
 		/* Squaring skews the draw so counters differ. */
-		uint64_t r = xorshift64() % distinct;
+		uint64_t r = unit_xorshift64(&rng) % distinct;
 		uint32_t item = (uint32_t)(r * r / distinct);
 
 		snprintf(s, sizeof(s), "i%" PRIu32, item);
@@ -692,7 +684,7 @@ TEST(adversarial_uniform_stream)
 /* Zipf(s) over `items` by inverse CDF: cdf[i] = sum of 1/(j+1)^s for j <= i. */
 static uint32_t zipf_draw(const double *cdf, uint32_t items)
 {
-	double u = (double)(xorshift64() >> 11) * 0x1.0p-53 * cdf[items - 1];
+	double u = (double)(unit_xorshift64(&rng) >> 11) * 0x1.0p-53 * cdf[items - 1];
 	uint32_t lo = 0, hi = items - 1;
 
 	while (lo < hi) {

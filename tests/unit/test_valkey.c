@@ -613,7 +613,7 @@ TEST(topk_entries_hold_the_store_bytes)
 		for (int i = 0; i < 300; i++) {
 			char item[16];
 
-			seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+			unit_xorshift64(&seed);
 			snprintf(item, sizeof(item), "i%llu",
 				 (unsigned long long)(seed % 40 % (round + 3)));
 			add_str(&ns, s, item);

@@ -14,14 +14,6 @@
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
-static uint64_t xorshift64(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 static int parse(const char *s, int64_t *ms)
 {
 	return mm_time_parse_rfc3339(s, strlen(s), ms);
@@ -78,7 +70,7 @@ TEST(buckets)
 	for (int i = 0; i < 100000; i++) {
 		static const int64_t grans[] = {MM_MINUTE_MS, MM_HOUR_MS, MM_DAY_MS, 7};
 		int64_t g = grans[i % 4];
-		int64_t t = (int64_t)(xorshift64() % 20000000000000ULL) - 10000000000000LL;
+		int64_t t = (int64_t)(unit_xorshift64(&rng) % 20000000000000ULL) - 10000000000000LL;
 		int64_t b = mm_window_bucket(g, t);
 
 		if (!(mm_window_bucket_start_ms(g, b) <= t &&
@@ -140,8 +132,8 @@ TEST(retention)
 
 	/* The definition, checked directly: b is kept iff its end > now - retention. */
 	for (int i = 0; i < 20000; i++) {
-		int64_t now = (int64_t)(xorshift64() % 4000000000000ULL);
-		int64_t ret = (int64_t)(xorshift64() % (40 * MM_DAY_MS)) + 1;
+		int64_t now = (int64_t)(unit_xorshift64(&rng) % 4000000000000ULL);
+		int64_t ret = (int64_t)(unit_xorshift64(&rng) % (40 * MM_DAY_MS)) + 1;
 		int64_t g = i % 2 ? MM_HOUR_MS : MM_DAY_MS;
 		int64_t k = mm_window_oldest_kept(g, ret, now);
 
@@ -281,11 +273,11 @@ TEST(oracle)
 
 	for (int i = 0; i < 200000; i++) {
 		struct tm tm = {0};
-		int y = (int)(xorshift64() % 10000), mo = (int)(xorshift64() % 12);
+		int y = (int)(unit_xorshift64(&rng) % 10000), mo = (int)(unit_xorshift64(&rng) % 12);
 		int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-		int d = 1 + (int)(xorshift64() % (uint64_t)(mdays[mo] + (mo == 1 && leap)));
-		int h = (int)(xorshift64() % 24), mi = (int)(xorshift64() % 60);
-		int sec = (int)(xorshift64() % 60), frac = (int)(xorshift64() % 1000);
+		int d = 1 + (int)(unit_xorshift64(&rng) % (uint64_t)(mdays[mo] + (mo == 1 && leap)));
+		int h = (int)(unit_xorshift64(&rng) % 24), mi = (int)(unit_xorshift64(&rng) % 60);
+		int sec = (int)(unit_xorshift64(&rng) % 60), frac = (int)(unit_xorshift64(&rng) % 1000);
 		int64_t want;
 
 		tm.tm_year = y - 1900;

@@ -10,6 +10,7 @@
 #ifndef MM_UNIT_H
 #define MM_UNIT_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -60,5 +61,16 @@ static int unit_failed_tests, unit_test_no, unit_cur_failed;
 		printf("1..%d\n", unit_test_no);                                    \
 		return unit_failed_tests ? 1 : 0;                                   \
 	} while (0)
+
+/* xorshift64, the fixed-seed generator of the random tests: the next value
+ * of the caller's state (never 0), so that each test file keeps its own
+ * sequence and may reseed it. */
+static inline uint64_t unit_xorshift64(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
 
 #endif
