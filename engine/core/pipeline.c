@@ -386,11 +386,14 @@ static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len, const mm_idha
 	return 0;
 }
 
-/* A record starts: the previous one's tagged adds are settled (oplog.h). */
+/* A record starts: the previous one's tagged adds are settled (oplog.h).
+ * A log that is off holds nothing to settle (it takes adds only once on,
+ * and goes off only when reset), so a dedup pipeline whose events carry no
+ * ids pays one more test here, not the settling. */
 static inline void pipe_begin(mm_pipeline_t *p)
 {
 	p->claiming = 0;
-	if (p->logs)
+	if (p->logs && p->log[p->cur].on)
 		mm_oplog_begin(&p->log[p->cur]);
 }
 
