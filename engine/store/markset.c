@@ -29,6 +29,7 @@
 
 #include "../lib/error.h"
 #include "../lib/hash.h"
+#include "../lib/hugemap.h"
 
 #define MARKSET_STALE_MS (1LL << 31)
 #define MARKSET_PAGE ((size_t)4096)
@@ -344,41 +345,17 @@ static uint64_t filter_mask(uint32_t h1)
 	       1ULL << (h1 >> 18 & 63);
 }
 
-/* A zeroed filter of 1 << fbits words: from 2 MiB on, mapped on a 2 MiB
- * boundary with huge pages asked for, since its words are read at random,
- * one per record, and with 4 KiB pages each read also missed the TLB. */
+/* A zeroed filter of 1 << fbits words: from 2 MiB on, on huge pages
+ * (lib/hugemap.h), since its words are read at random, one per record, and
+ * with 4 KiB pages each read also missed the TLB. */
 static uint64_t *filter_alloc(unsigned fbits)
 {
-	size_t bytes = ((size_t)1 << fbits) * sizeof(uint64_t);
-	uintptr_t raw, start;
-	void *p;
-
-	if (bytes < MARKSET_HUGE)
-		return calloc(1, bytes);
-	/* bytes is a multiple of 2 MiB: map one more and trim both ends. */
-	p = mmap(NULL, bytes + MARKSET_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		 -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-	raw = (uintptr_t)p;
-	start = (raw + MARKSET_HUGE - 1) & ~(uintptr_t)(MARKSET_HUGE - 1);
-	if (start > raw)
-		munmap(p, start - raw);
-	munmap((void *)(start + bytes), raw + MARKSET_HUGE - start);
-#ifdef MADV_HUGEPAGE
-	(void)madvise((void *)start, bytes, MADV_HUGEPAGE);
-#endif
-	return (uint64_t *)start;
+	return mm_huge_alloc(((size_t)1 << fbits) * sizeof(uint64_t));
 }
 
 static void filter_free(uint64_t *filter, unsigned fbits)
 {
-	size_t bytes = ((size_t)1 << fbits) * sizeof(uint64_t);
-
-	if (bytes < MARKSET_HUGE)
-		free(filter);
-	else if (filter != NULL)
-		munmap(filter, bytes);
+	mm_huge_free(filter, ((size_t)1 << fbits) * sizeof(uint64_t));
 }
 
 static void filter_add_run(uint64_t *filter, unsigned fbits, const mm_markrun_t *r)

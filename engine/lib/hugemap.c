@@ -1,0 +1,57 @@
+/*
+ * hugemap.c: see hugemap.h. A large array is mapped with one huge page to
+ * spare and both ends trimmed, which leaves it on a 2 MiB boundary, where
+ * the kernel can back it with huge pages.
+ */
+#define _GNU_SOURCE
+#include "hugemap.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* bytes rounded up to the system's page size, which munmap works in. */
+static size_t page_round(size_t bytes)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return (bytes + page - 1) & ~(page - 1);
+}
+
+void *mm_huge_alloc(size_t bytes)
+{
+	uintptr_t raw, start, end;
+	size_t total;
+	void *p;
+
+	if (bytes < MM_HUGE_PAGE)
+		return calloc(1, bytes ? bytes : 1);
+	if (bytes > SIZE_MAX / 2)
+		return NULL;
+	total = page_round(bytes + MM_HUGE_PAGE);
+	p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	raw = (uintptr_t)p;
+	start = (raw + MM_HUGE_PAGE - 1) & ~(uintptr_t)(MM_HUGE_PAGE - 1);
+	end = start + page_round(bytes);
+	if (start > raw)
+		munmap(p, start - raw);
+	if (raw + total > end)
+		munmap((void *)end, raw + total - end);
+#ifdef MADV_HUGEPAGE
+	(void)madvise((void *)start, end - start, MADV_HUGEPAGE);
+#endif
+	return (void *)start;
+}
+
+void mm_huge_free(void *p, size_t bytes)
+{
+	if (p == NULL)
+		return;
+	if (bytes < MM_HUGE_PAGE)
+		free(p);
+	else
+		munmap(p, page_round(bytes));
+}

@@ -1,0 +1,75 @@
+/*
+ * test_hugemap.c: large arrays on huge pages (engine/lib/hugemap.h). Below
+ * 2 MiB an array comes from calloc; from 2 MiB on it starts on a 2 MiB
+ * boundary; either way it is zeroed and every byte of it is writable and
+ * keeps what is written (sizes that are not a page's multiple included),
+ * and freeing it with its size releases it (ASan and the kernel would
+ * catch a wrong length: munmap of a neighbour, or a leak).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/hugemap.h"
+#include "unit.h"
+
+static void check_array(size_t bytes)
+{
+	unsigned char *p = mm_huge_alloc(bytes);
+	size_t zero = 0, kept = 0;
+
+	REQUIRE(p != NULL);
+	if (bytes >= MM_HUGE_PAGE)
+		CHECK_EQ_INT((uintptr_t)p % MM_HUGE_PAGE, 0);
+	for (size_t i = 0; i < bytes; i++)
+		zero += p[i] == 0;
+	CHECK_EQ_INT(zero, bytes);
+	for (size_t i = 0; i < bytes; i++)
+		p[i] = (unsigned char)(i * 31 + 7);
+	for (size_t i = 0; i < bytes; i++)
+		kept += p[i] == (unsigned char)(i * 31 + 7);
+	CHECK_EQ_INT(kept, bytes);
+	mm_huge_free(p, bytes);
+}
+
+TEST(sizes)
+{
+	size_t sizes[] = {0, 1, 4096, MM_HUGE_PAGE - 1, MM_HUGE_PAGE, MM_HUGE_PAGE + 100,
+			  3 * MM_HUGE_PAGE + 4097, 8 * MM_HUGE_PAGE};
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		check_array(sizes[i]);
+	mm_huge_free(NULL, MM_HUGE_PAGE);
+}
+
+/* Two arrays side by side: freeing one leaves the other whole. */
+TEST(neighbours)
+{
+	size_t bytes = MM_HUGE_PAGE + 12345;
+	unsigned char *a = mm_huge_alloc(bytes), *b = mm_huge_alloc(bytes);
+	size_t kept = 0;
+
+	REQUIRE(a && b);
+	memset(a, 0xa5, bytes);
+	memset(b, 0x5a, bytes);
+	mm_huge_free(a, bytes);
+	for (size_t i = 0; i < bytes; i++)
+		kept += b[i] == 0x5a;
+	CHECK_EQ_INT(kept, bytes);
+	mm_huge_free(b, bytes);
+}
+
+/* A size too large to map is refused with NULL, not a crash. */
+TEST(too_large)
+{
+	CHECK(mm_huge_alloc(SIZE_MAX - 4096) == NULL);
+	CHECK(mm_huge_alloc(SIZE_MAX / 2 + 1) == NULL);
+}
+
+int main(void)
+{
+	RUN(sizes);
+	RUN(neighbours);
+	RUN(too_large);
+	UNIT_DONE();
+}
