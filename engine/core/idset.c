@@ -4,8 +4,11 @@
  * A probe compares the tag in the slot, then the full hash and the id's
  * bytes in its entry (a set keeps ids exactly: two ids whose hashes match
  * stay apart). The index doubles at half full, refilled from the entries
- * read in order. Reset clears the slots and keeps one chunk of the arena
- * (lib/arena.h).
+ * read in order. Reset clears the slots and keeps the arena's chunks
+ * (lib/arena.h), as it keeps the slots and entries, so that a steady stream
+ * of ids maps no new memory after warm-up: each fresh small page cost a
+ * page fault, thousands a generation (doc/performance.md). The slots, read
+ * at random, are on huge pages once they reach 2 MiB (lib/hugemap.h).
  */
 #include "idset.h"
 
@@ -13,6 +16,7 @@
 #include <string.h>
 
 #include "../lib/error.h"
+#include "../lib/hugemap.h"
 
 /* Arena chunks for about 2 000 ids: a flush's ids take few allocations. */
 #define MM_IDSET_ARENA_CHUNK 65536
@@ -21,13 +25,18 @@ void mm_idset_init(mm_idset_t *s)
 {
 	memset(s, 0, sizeof(*s));
 	s->arena.chunk = MM_IDSET_ARENA_CHUNK;
+	/* A generation's ids take about as many chunks as the last one's. */
+	s->arena.keep = 1;
 }
 
 /* Doubles the index; entries stay where they are. */
 static int idset_grow(mm_idset_t *s)
 {
 	size_t ncap = s->cap ? s->cap * 2 : 64;
-	mm_idset_slot_t *ns = calloc(ncap, sizeof(*ns));
+	/* On huge pages from 2 MiB (262 144 slots) on: the index is read at
+	 * random, and its fresh pages took thousands of page faults a
+	 * generation as it grew (lib/hugemap.h). */
+	mm_idset_slot_t *ns = mm_huge_alloc(ncap * sizeof(*ns));
 
 	if (ns == NULL)
 		return mm_diag_set(MM_ENOMEM, "pending ids: cannot grow to %zu slots", ncap);
@@ -39,7 +48,7 @@ static int idset_grow(mm_idset_t *s)
 			j = (j + 1) & (ncap - 1);
 		ns[j] = (mm_idset_slot_t){mm_idset_tag(&s->entries[i].hash), (uint32_t)i};
 	}
-	free(s->slots);
+	mm_huge_free(s->slots, s->cap * sizeof(*s->slots));
 	s->slots = ns;
 	s->cap = ncap;
 	return 0;
@@ -99,6 +108,10 @@ mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
 		size_t ncap = s->ecap ? s->ecap * 2 : 64;
 		mm_idset_entry_t *ne;
 
+		/* realloc, not huge pages: written in order, they fault once a
+		 * small page during warm-up only (reset keeps them), while
+		 * realloc grows a large array by remapping it, without the copy
+		 * a new mapping would need (1.3 MB at 52 000 ids). */
 		if (ncap > UINT32_MAX || (ne = realloc(s->entries, ncap * sizeof(*ne))) == NULL) {
 			mm_diag_set(MM_ENOMEM, "pending ids: cannot grow to %zu entries", ncap);
 			return NULL;
@@ -132,7 +145,7 @@ void mm_idset_reset(mm_idset_t *s)
 void mm_idset_free(mm_idset_t *s)
 {
 	mm_arena_free(&s->arena);
-	free(s->slots);
+	mm_huge_free(s->slots, s->cap * sizeof(*s->slots));
 	free(s->entries);
 	mm_idset_init(s);
 }

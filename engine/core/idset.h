@@ -84,7 +84,7 @@ static inline __attribute__((always_inline)) void mm_idset_prefetch(const mm_ids
 	__builtin_prefetch(&s->slots[h->h0 & (s->cap - 1)], write);
 }
 
-/* Forgets every id, keeping the slots, entries and one chunk of arena. */
+/* Forgets every id, keeping the slots, entries and arena chunks. */
 void mm_idset_reset(mm_idset_t *s);
 
 /* Releases everything. */

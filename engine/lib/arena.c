@@ -26,9 +26,12 @@ void *mm_arena_alloc_slow(mm_arena_t *a, size_t n)
 
 		if (cap > SIZE_MAX - sizeof(*c))
 			return NULL;
-		c = malloc(sizeof(*c) + cap);
-		if (c == NULL)
+		if (cap == least && a->spare != NULL) {
+			c = a->spare;
+			a->spare = c->next;
+		} else if ((c = malloc(sizeof(*c) + cap)) == NULL) {
 			return NULL;
+		}
 		c->used = 0;
 		c->cap = cap;
 		/* A big private chunk goes behind the current one, which may
@@ -78,6 +81,11 @@ void mm_arena_reset(mm_arena_t *a)
 			keep = c;
 			continue;
 		}
+		if (a->keep && c->cap == least) {
+			c->next = a->spare;
+			a->spare = c;
+			continue;
+		}
 		free(c);
 	}
 	if (keep != NULL) {
@@ -95,5 +103,9 @@ void mm_arena_free(mm_arena_t *a)
 		next = c->next;
 		free(c);
 	}
-	a->chunks = NULL;
+	for (c = a->spare; c != NULL; c = next) {
+		next = c->next;
+		free(c);
+	}
+	a->chunks = a->spare = NULL;
 }

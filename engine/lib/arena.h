@@ -21,6 +21,12 @@ typedef struct mm_arena {
 	size_t chunk;             /* a chunk's least size; 0: 8 KiB. For an
 	                           * arena taking many small allocations
 	                           * between resets (the pending dedup ids) */
+	int keep;                 /* reset keeps every chunk of the least size
+	                           * for the allocations after it: set by an
+	                           * arena that fills about as much between
+	                           * each reset (the pending dedup ids), whose
+	                           * freed chunks were faulted in again */
+	mm_arena_chunk_t *spare;  /* those kept chunks, empty */
 } mm_arena_t;
 
 #define MM_ARENA_ALIGN 16
@@ -56,7 +62,8 @@ void *mm_arena_calloc(mm_arena_t *a, size_t n);
 /* A NUL-terminated copy of p[0..n), or NULL. */
 char *mm_arena_strndup(mm_arena_t *a, const char *p, size_t n);
 
-/* Forgets every allocation; keeps one chunk for reuse. */
+/* Forgets every allocation; keeps one chunk for reuse, or with keep set,
+ * every chunk of the least size. */
 void mm_arena_reset(mm_arena_t *a);
 
 /* Frees every chunk. */

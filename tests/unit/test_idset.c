@@ -6,7 +6,8 @@
  * to the current one, looked up in both, the other reset and the roles
  * swapped) find every id they hold and no other, keep each entry's hash,
  * expiry and tag, and keep the id bytes of earlier entries in place while
- * the set grows.
+ * the set grows, also past the sizes where its arrays move to huge pages
+ * and with generations reusing the arena chunks that reset kept.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "core/idset.h"
+#include "lib/hugemap.h"
 #include "lib/hash.h"
 #include "unit.h"
 
@@ -182,10 +184,133 @@ TEST(generations_against_reference)
 	mm_idset_free(&ids[1]);
 }
 
+/* Generations past 2 MiB of slots (131 072 ids), where they move to huge
+ * pages (lib/hugemap.h), and of entries (52 429), of ids of 4 to 200 bytes
+ * and now and then one larger than an arena chunk: against a reference of
+ * which ids each generation holds, every held id is found with its bytes
+ * where they were put, no other is, and generations of the same size
+ * after the first few reuse the arena's chunks instead of adding any. */
+#define BIG_UNIVERSE 600000
+
+/* Id n: its 4 bytes, then up to 196 more that depend on n; now and then
+ * 70 000 bytes, more than an arena chunk. */
+static size_t big_id(unsigned n, char *buf)
+{
+	size_t len = 4 + (n * 2654435761u >> 8) % 197;
+
+	if (n % 100003 == 7)
+		len = 70000;
+	memcpy(buf, &n, 4);
+	for (size_t i = 4; i < len; i++)
+		buf[i] = (char)('a' + (n >> (i % 20)) % 26);
+	return len;
+}
+
+/* The arena's chunks of the normal size, in use or kept. */
+static size_t arena_chunks(const mm_arena_t *a)
+{
+	size_t n = 0;
+
+	for (const mm_arena_chunk_t *c = a->chunks; c; c = c->next)
+		n += c->cap == a->chunk;
+	for (const mm_arena_chunk_t *c = a->spare; c; c = c->next)
+		n += c->cap == a->chunk;
+	return n;
+}
+
+TEST(huge_generations_against_reference)
+{
+	mm_idset_t ids[2];
+	unsigned char *gen = calloc(BIG_UNIVERSE, 1); /* 0: none, 1 + g: in ids[g] */
+	const char **ptr = calloc(BIG_UNIVERSE, sizeof(*ptr));
+	char *buf = malloc(70000), *buf2 = malloc(70000);
+	uint64_t rnd = 0x9E3779B97F4A7C15ULL;
+	size_t kept[2] = {0, 0}, bytes[2] = {0, 0}, last_bytes[2] = {0, 0};
+	int cur = 0;
+
+	REQUIRE(gen && ptr && buf && buf2);
+	mm_idset_init(&ids[0]);
+	mm_idset_init(&ids[1]);
+	for (int round = 0; round < 8; round++) {
+		/* 140 000 ids, a round of 20 000, then the big size again. */
+		int adds = round % 3 == 1 ? 20000 : 140000;
+
+		for (int k = 0; k < adds; k++) {
+			unsigned n = (unsigned)(unit_xorshift64(&rnd) % BIG_UNIVERSE);
+			size_t len = big_id(n, buf);
+			mm_idhash_t h;
+			mm_idset_entry_t *e;
+			int created, pending;
+
+			mm_id_hash(7, buf, len, &h);
+			pending = mm_idset_find(&ids[cur], buf, len, &h) != NULL ||
+				  mm_idset_find(&ids[!cur], buf, len, &h) != NULL;
+			if (pending != (gen[n] != 0)) {
+				CHECK_EQ_INT(pending, gen[n] != 0);
+				break;
+			}
+			if (pending)
+				continue;
+			e = mm_idset_upsert(&ids[cur], buf, len, &h, &created);
+			REQUIRE(e && created);
+			e->expire_ms = n;
+			gen[n] = (unsigned char)(1 + cur);
+			ptr[n] = e->id;
+			if (len <= 65536)
+				bytes[cur] += (len + MM_ARENA_ALIGN - 1) & ~(size_t)(MM_ARENA_ALIGN - 1);
+		}
+		for (int g = 0; g < 2; g++) {
+			size_t held = 0;
+
+			for (unsigned n = 0; n < BIG_UNIVERSE; n++) {
+				size_t len = big_id(n, buf2);
+				mm_idhash_t h;
+				mm_idset_entry_t *e;
+
+				mm_id_hash(7, buf2, len, &h);
+				e = mm_idset_find(&ids[g], buf2, len, &h);
+				if ((e != NULL) != (gen[n] == 1 + g)) {
+					CHECK_EQ_INT(e != NULL, gen[n] == 1 + g);
+					break;
+				}
+				if (e == NULL)
+					continue;
+				held++;
+				CHECK(e->id == ptr[n] && e->len == len && memcmp(e->id, buf2, len) == 0);
+				CHECK_EQ_INT(e->expire_ms, n);
+			}
+			CHECK_EQ_INT(ids[g].count, held);
+		}
+		/* A generation of fewer id bytes than the last one in the same
+		 * set needs no new chunk: it reuses those its reset kept. */
+		if (bytes[cur] < last_bytes[cur] - last_bytes[cur] / 20)
+			CHECK_EQ_INT(arena_chunks(&ids[cur].arena), kept[cur]);
+		/* The reset keeps every chunk of the normal size. */
+		kept[!cur] = arena_chunks(&ids[!cur].arena);
+		last_bytes[!cur] = bytes[!cur];
+		bytes[!cur] = 0;
+		mm_idset_reset(&ids[!cur]);
+		CHECK_EQ_INT(arena_chunks(&ids[!cur].arena), kept[!cur]);
+		for (unsigned n = 0; n < BIG_UNIVERSE; n++)
+			if (gen[n] == 1 + !cur)
+				gen[n] = 0;
+		cur = !cur;
+	}
+	CHECK(ids[0].cap * sizeof(mm_idset_slot_t) >= MM_HUGE_PAGE);
+	mm_idset_free(&ids[0]);
+	mm_idset_free(&ids[1]);
+	CHECK(ids[0].arena.chunks == NULL && ids[0].arena.spare == NULL && ids[0].slots == NULL);
+	free(gen);
+	free(ptr);
+	free(buf);
+	free(buf2);
+}
+
 int main(void)
 {
 	RUN(colliding_hashes);
 	RUN(large_id);
 	RUN(generations_against_reference);
+	RUN(huge_generations_against_reference);
 	UNIT_DONE();
 }
