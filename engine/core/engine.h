@@ -102,6 +102,13 @@ struct mm_engine {
 	struct mm_flush_job *job; /* in flight, or NULL */
 	int flush_wanted;
 	int job_failed;         /* the flush in flight failed and waits for a retry */
+	/* flush.c: the last flush's delta and mark arrays, kept for the next
+	 * one, whose fresh arrays of the same size would otherwise be fresh
+	 * pages faulted in while the loop fills them (doc/performance.md) */
+	struct mm_flush_spare {
+		void *p;                /* from mm_huge_alloc (lib/hugemap.h) */
+		size_t bytes;
+	} spare_deltas, spare_marks;
 	uint64_t arrival;       /* the last arrival stamp given to a record */
 	mm_flush_waiter_t *waiters; /* for the next flush to start */
 	int64_t last_flush_ms;

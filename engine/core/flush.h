@@ -27,7 +27,8 @@ void mm_flush_start(mm_engine_t *ctx);
 /* 1 if deltas, marks, held records or positions wait for a flush. */
 int mm_flush_has_work(const mm_engine_t *ctx);
 
-/* Frees the job in flight and tells every waiter MM_ECLOSED (engine_free). */
+/* Frees the job in flight and the spare arrays, and tells every waiter
+ * MM_ECLOSED (engine_free). */
 void mm_flush_discard(mm_engine_t *ctx);
 
 /* ---- engine.c ---- */
