@@ -152,12 +152,15 @@ static void sha256_pick(void)
 #define SHA256_BLOCKS(h, p, n) sha256_blocks_portable((h), (p), (n))
 #endif
 
+/* The state before the first byte (FIPS 180-4 section 5.3.3). */
+static const mm_sha256_t sha256_fresh = {
+	.h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+	      0x5be0cd19},
+};
+
 void mm_sha256_init(mm_sha256_t *c)
 {
-	static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-				       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-
-	memcpy(c->h, iv, sizeof(iv));
+	memcpy(c->h, sha256_fresh.h, sizeof(c->h));
 	c->total = 0;
 	c->nblock = 0;
 }
@@ -625,6 +628,38 @@ static int check_params(const mm_sigv4_request_t *req, const mm_sigv4_params_t *
 	return 0;
 }
 
+/* SHA-256 of p[0..n) continued from `start` (a fresh state or a key's
+ * inner state) into out, resuming from the state *m holds after the
+ * longest run of p's first whole blocks that the last text memoised had
+ * too, and memoising p's own first blocks (up to MM_SIGV4_MEMO_BLOCKS) for
+ * the next text. A DynamoDB canonical request shares everything but its
+ * last line (the body's hash) with the one before it of the same second and
+ * operation, so only its last two blocks are compressed again; a body
+ * shares the blocks before its key with the one before of the same shape.
+ * Equal blocks give equal states whatever follows them, so a memo never
+ * changes a digest, only the work. */
+static void hash_memo(const mm_sha256_t *start, mm_sigv4_memo_t *m, const uint8_t *p, size_t n,
+		      uint8_t out[32])
+{
+	size_t k = 0, full = n / 64 < MM_SIGV4_MEMO_BLOCKS ? n / 64 : MM_SIGV4_MEMO_BLOCKS;
+	mm_sha256_t c;
+
+	while (k < m->blocks && k < full && memcmp(m->head + 64 * k, p + 64 * k, 64) == 0)
+		k++;
+	c = k ? m->state[k - 1] : *start;
+	if (k < full) {
+		/* The states past the first differing block belonged to it. */
+		for (; k < full; k++) {
+			mm_sha256_update(&c, p + 64 * k, 64);
+			m->state[k] = c;
+			memcpy(m->head + 64 * k, p + 64 * k, 64);
+		}
+		m->blocks = full;
+	}
+	mm_sha256_update(&c, p + 64 * full, n - 64 * full);
+	mm_sha256_final(&c, out);
+}
+
 /* Sets amz_date and content_sha256, and returns the scope in scope[]. */
 static int prepare(mm_sigv4_t *s, const mm_sigv4_request_t *req, const mm_sigv4_params_t *p,
 		   char *scope, size_t scope_len)
@@ -652,51 +687,27 @@ static int prepare(mm_sigv4_t *s, const mm_sigv4_request_t *req, const mm_sigv4_
 	scope[9 + rl] = '/';
 	memcpy(scope + 10 + rl, p->service, sl);
 	memcpy(scope + 10 + rl + sl, "/aws4_request", 14);
-	mm_sha256(req->body_len ? req->body : "", req->body_len, digest);
+	/* The body's first blocks are memoised too: the store writes the
+	 * constant part of a request (table, expressions, attribute names)
+	 * before the key and the values, so a burst of writes of one shape
+	 * shares them. */
+	hash_memo(&sha256_fresh, &s->body_memo,
+		  (const uint8_t *)(req->body_len ? req->body : (const void *)""), req->body_len,
+		  digest);
 	mm_hex_lower(digest, 32, s->content_sha256);
 	/* Query parameters point into scratch, even empty ones ("?="). */
 	return mm_buf_reserve(&s->scratch, 64);
-}
-
-/* SHA-256 of p[0..n) continued from `start` (a fresh state or a key's
- * inner state) into out, resuming from the state *m holds after the
- * longest run of p's first whole blocks that the last text memoised had
- * too, and memoising p's own first blocks (up to MM_SIGV4_MEMO_BLOCKS) for
- * the next text. A DynamoDB canonical request shares everything but its
- * last line (the body's hash) with the one before it of the same second and
- * operation, so only its last two blocks are compressed again. */
-static void hash_memo(const mm_sha256_t *start, mm_sigv4_memo_t *m, const uint8_t *p, size_t n,
-		      uint8_t out[32])
-{
-	size_t k = 0, full = n / 64 < MM_SIGV4_MEMO_BLOCKS ? n / 64 : MM_SIGV4_MEMO_BLOCKS;
-	mm_sha256_t c;
-
-	while (k < m->blocks && k < full && memcmp(m->head + 64 * k, p + 64 * k, 64) == 0)
-		k++;
-	c = k ? m->state[k - 1] : *start;
-	if (k < full) {
-		/* The states past the first differing block belonged to it. */
-		for (; k < full; k++) {
-			mm_sha256_update(&c, p + 64 * k, 64);
-			m->state[k] = c;
-			memcpy(m->head + 64 * k, p + 64 * k, 64);
-		}
-		m->blocks = full;
-	}
-	mm_sha256_update(&c, p + 64 * full, n - 64 * full);
-	mm_sha256_final(&c, out);
 }
 
 /* Canonical request -> string to sign -> signature, with the cached key. */
 static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
 {
 	uint8_t digest[32], k[32], inner[32];
-	mm_sha256_t fresh, c;
+	mm_sha256_t c;
 	char hex[65];
 	int rc;
 
-	mm_sha256_init(&fresh);
-	hash_memo(&fresh, &s->canon_memo, s->canonical.p, s->canonical.len, digest);
+	hash_memo(&sha256_fresh, &s->canon_memo, s->canonical.p, s->canonical.len, digest);
 	mm_hex_lower(digest, 32, hex);
 	s->string_to_sign.len = 0;
 	if ((rc = mm_buf_append(&s->string_to_sign, "AWS4-HMAC-SHA256\n", 17)) ||

@@ -128,10 +128,11 @@ typedef struct mm_sigv4 {
 	char *key_secret;           /* the secret it was derived from (a copy) */
 	mm_hmac_sha256_key_t key;   /* the signing key, ready for HMAC */
 	int key_valid;
-	/* The states after each of the first blocks of the last canonical
-	 * request and of the last string to sign (keyed), for the next ones
-	 * that start with the same blocks: a burst of requests shares them. */
-	mm_sigv4_memo_t canon_memo, sts_memo;
+	/* The states after each of the first blocks of the last body, the
+	 * last canonical request and the last string to sign (keyed), for the
+	 * next ones that start with the same blocks: a burst of requests
+	 * shares them. */
+	mm_sigv4_memo_t body_memo, canon_memo, sts_memo;
 	int64_t date_time;          /* the time amz_date was formatted for */
 	int date_valid;
 } mm_sigv4_t;

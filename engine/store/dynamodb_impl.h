@@ -320,6 +320,7 @@ int mm_ddb_put_str(mm_buf_t *b, const char *s);
 int mm_ddb_put_n(mm_buf_t *b, int64_t v);
 int mm_ddb_make_pk(mm_buf_t *b, const char *ns, const char *p, size_t n);
 int mm_ddb_put_key(mm_buf_t *b, const mm_buf_t *pk, int64_t sk);
+int mm_ddb_put_table(mm_ddb_t *st, mm_buf_t *b);
 int mm_ddb_put_head(mm_ddb_t *st, mm_buf_t *b, const mm_buf_t *pk, int64_t sk);
 int mm_ddb_put_item_start(mm_ddb_t *st, mm_buf_t *b, const mm_buf_t *pk, int64_t sk);
 int mm_ddb_build_get(mm_ddb_t *st, ddb_slot_t *sl, const mm_buf_t *pk, int64_t sk);

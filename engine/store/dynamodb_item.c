@@ -85,15 +85,23 @@ int mm_ddb_put_key(mm_buf_t *b, const mm_buf_t *pk, int64_t sk)
 	return PUT(b, "}");
 }
 
+/* {"TableName":T -- the start of every item request's body. */
+int mm_ddb_put_table(mm_ddb_t *st, mm_buf_t *b)
+{
+	int rc;
+
+	b->len = 0;
+	if ((rc = PUT(b, "{\"TableName\":")))
+		return rc;
+	return mm_buf_append(b, st->table_json, strlen(st->table_json));
+}
+
 /* {"TableName":T,"Key":{...}, -- the common head of item requests. */
 int mm_ddb_put_head(mm_ddb_t *st, mm_buf_t *b, const mm_buf_t *pk, int64_t sk)
 {
 	int rc;
 
-	b->len = 0;
-	if ((rc = PUT(b, "{\"TableName\":")) ||
-	    (rc = mm_buf_append(b, st->table_json, strlen(st->table_json))) ||
-	    (rc = PUT(b, ",\"Key\":")))
+	if ((rc = mm_ddb_put_table(st, b)) || (rc = PUT(b, ",\"Key\":")))
 		return rc;
 	return mm_ddb_put_key(b, pk, sk);
 }
