@@ -191,9 +191,16 @@ void mm_sha256_update(mm_sha256_t *c, const void *data, size_t n)
 	c->nblock = n;
 }
 
+/* Big-endian stores, one word at a time: every signature ends four hashes. */
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+	v = __builtin_bswap32(v);
+	memcpy(p, &v, 4);
+}
+
 void mm_sha256_final(mm_sha256_t *c, uint8_t out[32])
 {
-	uint64_t bits = c->total * 8;
+	uint64_t bits = __builtin_bswap64(c->total * 8);
 	int i;
 
 	c->block[c->nblock++] = 0x80;
@@ -203,15 +210,10 @@ void mm_sha256_final(mm_sha256_t *c, uint8_t out[32])
 		c->nblock = 0;
 	}
 	memset(c->block + c->nblock, 0, 56 - c->nblock);
-	for (i = 0; i < 8; i++)
-		c->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+	memcpy(c->block + 56, &bits, 8);
 	SHA256_BLOCKS(c->h, c->block, 1);
-	for (i = 0; i < 8; i++) {
-		out[4 * i] = (uint8_t)(c->h[i] >> 24);
-		out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
-		out[4 * i + 2] = (uint8_t)(c->h[i] >> 8);
-		out[4 * i + 3] = (uint8_t)c->h[i];
-	}
+	for (i = 0; i < 8; i++)
+		put_be32(out + 4 * i, c->h[i]);
 }
 
 void mm_sha256(const void *p, size_t n, uint8_t out[32])
@@ -265,15 +267,21 @@ void mm_hmac_sha256(const void *key, size_t klen, const void *msg, size_t n, uin
 	mm_hmac_sha256_with(&hk, msg, n, out);
 }
 
+/* The two hex digits of each byte value, in order: a byte is one lookup
+ * and one two-byte store (three digests a signature). */
+#define HEX_ROW(h)                                                                          \
+	h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" h "8" h "9" h "a" h "b" h "c" h "d" \
+	h "e" h "f"
+static const char hex_pairs[] = HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("3") HEX_ROW("4")
+	HEX_ROW("5") HEX_ROW("6") HEX_ROW("7") HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b")
+		HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f");
+
 void mm_hex_lower(const uint8_t *p, size_t n, char *out)
 {
-	static const char digits[] = "0123456789abcdef";
 	size_t i;
 
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 15];
-	}
+	for (i = 0; i < n; i++)
+		memcpy(out + 2 * i, hex_pairs + 2 * p[i], 2);
 	out[2 * n] = '\0';
 }
 
@@ -826,14 +834,11 @@ int mm_sigv4_sign_headers(mm_sigv4_t *s, const mm_sigv4_request_t *req,
 
 #define LIT(b, lit) mm_buf_append((b), (lit), sizeof(lit) - 1)
 
-/* 1 when v[0..n) is a header value that canonicalises to itself: no white
- * space to trim or collapse. */
+/* 1 when v[0..n) (NUL-terminated) is a header value that canonicalises to
+ * itself: no white space to trim or collapse. */
 static int plain_value(const char *v, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (is_space(v[i]))
-			return 0;
-	return 1;
+	return strcspn(v, " \t\r\n") == n;
 }
 
 int mm_sigv4_sign_post(mm_sigv4_t *s, const char *content_type, const char *host,

@@ -28,11 +28,12 @@
  * UpdateItem ADD for sum/count. Every DDB_PRUNE_EVERY-th write (the first of
  * a store included) asks for the item back (ALL_NEW) to find stale replay
  * tokens to remove; the others need no answer, which keeps requests and
- * their parsing cheap. The members that are the same for every write of a
- * flush (table, expressions, attribute names) come first and the key and the
- * values last: the signer hashes the body, and resumes from its memo of the
- * last body's first 64-byte blocks when they are equal (three of a
- * page_views body's six).
+ * their parsing cheap. The members come in the order of how often they
+ * change: those of every write of a store (table, expressions, attribute
+ * names), then those of the flush (its sequence number, the bucket's expiry
+ * and sort key, mostly one day's), then the delta and the key's entity. The
+ * signer hashes the body and resumes from its memo of the last body's first
+ * 64-byte blocks where they are equal: four of a page_views body's six.
  */
 static int build_add(mm_ddb_t *st, ddb_slot_t *sl, const mm_delta_t *d, uint64_t seq)
 {
@@ -49,16 +50,18 @@ static int build_add(mm_ddb_t *st, ddb_slot_t *sl, const mm_delta_t *d, uint64_t
 	    (rc = PUT(b, "\",\"ConditionExpression\":\"attribute_not_exists(#w) OR #w < :s\""
 			 ",\"ExpressionAttributeNames\":{\"#v\":\"v\",\"#w\":\"")) ||
 	    (rc = mm_ddb_put_str(b, job->writer_attr)) || (rc = PUT(b, "\"")) ||
-	    (ttl && (rc = PUT(b, ",\"#t\":\"ttl\""))) || (rc = PUT(b, "},\"Key\":")) ||
-	    (rc = mm_ddb_put_key(b, &sl->pk, d->key.bucket)) ||
-	    (rc = PUT(b, ",\"ExpressionAttributeValues\":{\":d\":{\"N\":\"")) ||
-	    (rc = mm_ddb_put_str(b, num)) || (rc = PUT(b, "\"},\":s\":")) || (rc = mm_ddb_put_n(b, (int64_t)seq)))
-		return rc;
-	if (ttl && ((rc = PUT(b, ",\":t\":")) || (rc = mm_ddb_put_n(b, ttl_of(d->expire_ms)))))
+	    (ttl && (rc = PUT(b, ",\"#t\":\"ttl\""))) ||
+	    (rc = PUT(b, "},\"ExpressionAttributeValues\":{\":s\":")) ||
+	    (rc = mm_ddb_put_n(b, (int64_t)seq)) ||
+	    (ttl && ((rc = PUT(b, ",\":t\":")) || (rc = mm_ddb_put_n(b, ttl_of(d->expire_ms))))) ||
+	    (rc = PUT(b, ",\":d\":{\"N\":\"")) || (rc = mm_ddb_put_str(b, num)) ||
+	    (rc = PUT(b, "\"}},\"Key\":{\"sk\":")) || (rc = mm_ddb_put_n(b, d->key.bucket)) ||
+	    (rc = PUT(b, ",\"pk\":{\"S\":")) ||
+	    (rc = mm_json_quote((const char *)sl->pk.p, sl->pk.len, b)))
 		return rc;
 	if (st->adds++ % DDB_PRUNE_EVERY == 0)
-		return PUT(b, "},\"ReturnValues\":\"ALL_NEW\"}");
-	return PUT(b, "}}");
+		return PUT(b, "}},\"ReturnValues\":\"ALL_NEW\"}");
+	return PUT(b, "}}}");
 }
 
 /* Min/max, with the constant members first as in build_add. */
