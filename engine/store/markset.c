@@ -33,7 +33,6 @@
 
 #define MARKSET_STALE_MS (1LL << 31)
 #define MARKSET_PAGE ((size_t)4096)
-#define MARKSET_HUGE ((size_t)2 << 20)
 #define MARKSET_FMIN 6          /* the least filter: 64 words */
 #define MARKSET_SORT_BITS 18    /* the counting sort's most buckets: 2^18 */
 #define MARKSET_FANIN 8         /* runs merged at once */
@@ -54,7 +53,7 @@ void mm_markset_hash(uint64_t ns_seed, const void *id, size_t len, mm_markhash_t
 
 static size_t buf_round(size_t bytes)
 {
-	size_t unit = bytes < MARKSET_HUGE ? MARKSET_PAGE : MARKSET_HUGE;
+	size_t unit = bytes < MM_HUGE_PAGE ? MARKSET_PAGE : MM_HUGE_PAGE;
 
 	return (bytes + unit - 1) & ~(unit - 1);
 }
@@ -95,7 +94,7 @@ static int buf_get(mm_markset_t *s, size_t bytes, mm_markbuf_t *out)
 done:
 #ifdef MADV_HUGEPAGE
 	/* A refusal (no THP in this kernel) leaves small pages: still correct. */
-	if (bytes >= MARKSET_HUGE)
+	if (bytes >= MM_HUGE_PAGE)
 		(void)madvise(p, bytes, MADV_HUGEPAGE);
 #endif
 	*out = (mm_markbuf_t){p, bytes};
@@ -107,7 +106,7 @@ done:
  * marks' size and 4 MiB. */
 static void buf_put(mm_markset_t *s, mm_markbuf_t b)
 {
-	size_t limit = s->count * sizeof(mm_markslot_t) + 2 * MARKSET_HUGE;
+	size_t limit = s->count * sizeof(mm_markslot_t) + 2 * MM_HUGE_PAGE;
 
 	if (b.mem == NULL)
 		return;
