@@ -51,6 +51,8 @@
 #define DDB_SK_OWNER (-5)
 #define DDB_INTENT_CHUNK 300000 /* intent bytes per item: 400 KB less base64's growth
                                  * in the request, less the other attributes */
+#define DDB_PUMP_BYTES (256 << 10) /* request bytes one turn of the pump builds before it
+                                    * lets the loop turn (dynamodb_client.c, ddb_pump) */
 #define DDB_HIST 128            /* latency histogram: bucket k covers 2^(k/4) us */
 #define DDB_ERR_MAX 96          /* an exception name ("ResourceNotFoundException") */
 #define DDB_STATUS_MAX 32       /* a table status ("ACTIVE") */
@@ -263,6 +265,7 @@ struct mm_ddb {
 	ddb_slot_t *free_slots;
 	ddb_job_t *jobs;
 	uv_timer_t kick;
+	size_t pump_bytes;      /* request bytes built since the kick last fired */
 	int created;            /* start() created the table */
 	const char *ttl_state;  /* what enabling TTL did: "enabled", "unsupported", ... */
 	/* start(): DDB_UNSTARTED (no checks asked for: jobs run), DDB_STARTING

@@ -242,6 +242,20 @@ static int intent_name(const char *writer_attr, uint64_t seq, mm_buf_t *out)
 	return mm_buf_printf(out, "#intent#%s#%" PRIu64, writer_attr + 2, seq);
 }
 
+/* Builds with MM_ERRINJ: MURMUR_ERRINJ_DDB_CHUNK_SLOW_MS=N makes building
+ * each chunk's request take N ms longer (its base64 and signature on a
+ * slower or busier machine), so that a spec can tell how many chunks one
+ * turn of the loop builds. */
+static void errinj_slow_chunk(void)
+{
+#ifdef MM_ERRINJ
+	const char *v = getenv("MURMUR_ERRINJ_DDB_CHUNK_SLOW_MS");
+
+	if (v && *v)
+		usleep((useconds_t)strtoul(v, NULL, 10) * 1000);
+#endif
+}
+
 /* Chunk k of the intent: PutItem {pk, sk k, d, ttl}. */
 static int build_chunk(mm_ddb_t *st, ddb_slot_t *sl)
 {
@@ -252,6 +266,7 @@ static int build_chunk(mm_ddb_t *st, ddb_slot_t *sl)
 
 	if (n > DDB_INTENT_CHUNK)
 		n = DDB_INTENT_CHUNK;
+	errinj_slow_chunk();
 	sl->kind = K_INTENT;
 	sl->target = "PutItem";
 	if ((rc = intent_name(job->writer_attr, job->seq, &sl->pk)) ||
