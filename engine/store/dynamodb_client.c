@@ -16,7 +16,7 @@
  * since the kick timer last fired. A flush intent's 26 chunks of 400 KB
  * (the DynamoDB bench's unique_visitors), all started in one turn while 32
  * slots were free, took 150 ms of the loop thread's CPU and made the bench's
- * blocked loop lag 99-108 ms; one chunk a turn, it is 2-11 ms. Small
+ * blocked loop lag 98-142 ms; one chunk a turn, 1.4-17.8 ms. Small
  * requests (600 bytes) yield once per about 400 of them.
  *
  * Throttling (ProvisionedThroughputExceeded, ThrottlingException,
