@@ -373,8 +373,12 @@ static void ddb_pump(mm_ddb_t *st)
 				break;
 			if (st->pump_bytes >= DDB_PUMP_BYTES) {
 				/* Yields to the loop: in 1 ms, since libuv runs a 0 ms
-				 * timer started from a timer callback in the same pass. */
-				uv_timer_start(&st->kick, on_kick, 1, 0);
+				 * timer started from a timer callback in the same pass.
+				 * A kick already due is left as it is: restarting it on
+				 * every answer would hold new requests back for as long
+				 * as answers keep coming. */
+				if (!uv_is_active((uv_handle_t *)&st->kick))
+					uv_timer_start(&st->kick, on_kick, 1, 0);
 				return;
 			}
 			sl = st->free_slots;
