@@ -163,16 +163,21 @@ static int intent_encode(ddb_job_t *job)
 	return rc ? mm_diag_set(MM_ENOMEM, "dynamodb: cannot encode a flush intent") : 0;
 }
 
-/* Builds with MM_ERRINJ: MURMUR_ERRINJ_DDB_INTENT_SLOW_MS=N makes each
- * encoding take N ms longer (a flush of many large sketches), so that a spec
- * can tell where it runs. */
-static void errinj_slow_encode(void)
+/* Builds with MM_ERRINJ: sleeps the milliseconds the environment variable
+ * var names, so that a spec can tell on which thread, and how many to a
+ * turn of the loop, a slow step runs. MURMUR_ERRINJ_DDB_INTENT_SLOW_MS slows
+ * each encoding (a flush of many large sketches), and
+ * MURMUR_ERRINJ_DDB_CHUNK_SLOW_MS building each chunk's request (its base64
+ * and signature on a slower or busier machine). */
+static void errinj_slow(const char *var)
 {
 #ifdef MM_ERRINJ
-	const char *v = getenv("MURMUR_ERRINJ_DDB_INTENT_SLOW_MS");
+	const char *v = getenv(var);
 
 	if (v && *v)
 		usleep((useconds_t)strtoul(v, NULL, 10) * 1000);
+#else
+	(void)var;
 #endif
 }
 
@@ -180,7 +185,7 @@ static void encode_work(uv_work_t *w)
 {
 	ddb_job_t *job = (ddb_job_t *)((char *)w - offsetof(ddb_job_t, encode));
 
-	errinj_slow_encode();
+	errinj_slow("MURMUR_ERRINJ_DDB_INTENT_SLOW_MS");
 	job->encode_rc = intent_encode(job);
 	if (job->encode_rc)
 		snprintf(job->encode_detail, sizeof(job->encode_detail), "%s", mm_diag_msg());
@@ -242,20 +247,6 @@ static int intent_name(const char *writer_attr, uint64_t seq, mm_buf_t *out)
 	return mm_buf_printf(out, "#intent#%s#%" PRIu64, writer_attr + 2, seq);
 }
 
-/* Builds with MM_ERRINJ: MURMUR_ERRINJ_DDB_CHUNK_SLOW_MS=N makes building
- * each chunk's request take N ms longer (its base64 and signature on a
- * slower or busier machine), so that a spec can tell how many chunks one
- * turn of the loop builds. */
-static void errinj_slow_chunk(void)
-{
-#ifdef MM_ERRINJ
-	const char *v = getenv("MURMUR_ERRINJ_DDB_CHUNK_SLOW_MS");
-
-	if (v && *v)
-		usleep((useconds_t)strtoul(v, NULL, 10) * 1000);
-#endif
-}
-
 /* Chunk k of the intent: PutItem {pk, sk k, d, ttl}. */
 static int build_chunk(mm_ddb_t *st, ddb_slot_t *sl)
 {
@@ -266,7 +257,7 @@ static int build_chunk(mm_ddb_t *st, ddb_slot_t *sl)
 
 	if (n > DDB_INTENT_CHUNK)
 		n = DDB_INTENT_CHUNK;
-	errinj_slow_chunk();
+	errinj_slow("MURMUR_ERRINJ_DDB_CHUNK_SLOW_MS");
 	sl->kind = K_INTENT;
 	sl->target = "PutItem";
 	if ((rc = intent_name(job->writer_attr, job->seq, &sl->pk)) ||

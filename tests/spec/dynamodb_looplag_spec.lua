@@ -208,6 +208,16 @@ murmur.pipeline { name = "%s", monoid = murmur.count(), key = "k", source = murm
     assert.matches("murmur ddb create-table --table " .. t, err, 1, true)
   end)
 
+  -- murmur run --once of script p over input into table t, with errinj (an
+  -- environment assignment) set; returns its --stats.
+  local function run_once(t, errinj, input, p)
+    local code, out, err = S.exec(("%s %s %s run --once --no-supervisor --stats --store dynamodb "
+      .. "--data %s --input %s %s"):format(env(t), errinj, S.quote(S.murmur), S.quote(dir .. "/d"),
+      S.quote(input), S.quote(p)))
+    assert.are.equal(0, code, err)
+    return core.json_decode(out:match("{.*}"))
+  end
+
   -- A flush's intent (the whole flush as bytes, written before its first
   -- delta) grows with the flush: 82 370 sketches took 90 ms to encode. It is
   -- encoded on the thread pool; with every encoding slowed by 800 ms
@@ -227,12 +237,7 @@ local murmur = require("murmur")
 murmur.pipeline { name = "enc", monoid = murmur.count(), key = "k",
   flush = { interval = "60s", events = 1000000, keys = 1000000 } }
 ]])
-    local out
-    code, out, err = S.exec(("%s MURMUR_ERRINJ_DDB_INTENT_SLOW_MS=800 %s run --once --no-supervisor --stats "
-      .. "--store dynamodb --data %s --input %s %s"):format(env(t), S.quote(S.murmur), S.quote(dir .. "/d"),
-      S.quote(input), S.quote(p)))
-    assert.are.equal(0, code, err)
-    local stats = core.json_decode(out:match("{.*}"))
+    local stats = run_once(t, "MURMUR_ERRINJ_DDB_INTENT_SLOW_MS=800", input, p)
     assert.are.equal(300, stats.pipelines.enc.accepted)
     print(("# %d flush, its intent encoded for 800 ms more: loop blocked max %.1f ms (plain lag %.1f ms)")
       :format(stats.flushes, stats.loop_block_ms_max, stats.loop_lag_ms_max))
@@ -274,12 +279,7 @@ local murmur = require("murmur")
 murmur.pipeline { name = "chunks", monoid = murmur.hll {}, key = "k", value = "u",
   flush = { interval = "60s", events = 1000000, keys = 1000000 } }
 ]])
-    local out
-    code, out, err = S.exec(("%s MURMUR_ERRINJ_DDB_CHUNK_SLOW_MS=10 %s run --once --no-supervisor --stats "
-      .. "--store dynamodb --data %s --input %s %s"):format(env(t), S.quote(S.murmur), S.quote(dir .. "/d"),
-      S.quote(input), S.quote(p)))
-    assert.are.equal(0, code, err)
-    local stats = core.json_decode(out:match("{.*}"))
+    local stats = run_once(t, "MURMUR_ERRINJ_DDB_CHUNK_SLOW_MS=10", input, p)
     assert.are.equal(KEYS * USERS, stats.pipelines.chunks.accepted)
     print(("# %d flush of %d sketches, each intent chunk built 10 ms slower: loop blocked max %.1f ms "
       .. "(plain lag %.1f ms)"):format(stats.flushes, KEYS, stats.loop_block_ms_max, stats.loop_lag_ms_max))
