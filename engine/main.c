@@ -16,6 +16,10 @@
  * user murmur runs as. The operator may relax it with MURMUR_UMASK (octal,
  * e.g. 027 for group-readable files); scripts cannot change it. The worker
  * the supervisor starts inherits it.
+ *
+ * glibc malloc's thresholds are set here too, before any thread exists
+ * (lib/heap.h; MURMUR_MALLOC=default, or malloc tunables in
+ * GLIBC_TUNABLES, keep glibc's).
  */
 #include <lauxlib.h>
 #include <limits.h>
@@ -28,6 +32,7 @@
 #include <unistd.h>
 
 #include "core/engine.h"
+#include "lib/heap.h"
 #include "lua/alloc.h"
 #include "lua/funnel.h"
 
@@ -100,10 +105,15 @@ static int set_umask(void)
 int main(int argc, char **argv)
 {
 	lua_State *L;
+	char err[160];
 	int code = 2;
 
 	if (set_umask() != 0)
 		return 2;
+	if (mm_heap_tune(getenv("MURMUR_MALLOC"), getenv("GLIBC_TUNABLES"), err, sizeof(err)) < 0) {
+		fprintf(stderr, "murmur: %s\n", err);
+		return 2;
+	}
 	/* `murmur run` (supervisor and worker alike) is in the terminal's or
 	 * systemd's process group: a stop signal can arrive before its loop
 	 * installs handlers. From here on it is a graceful stop, not a kill

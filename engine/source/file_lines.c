@@ -40,7 +40,12 @@ void mm_fsrc_reset(mm_fsrc_t *fs, uint64_t off)
 
 /* Makes room for read_size more bytes. The capacity doubles (so a long
  * partial line is not copied once per read) but never beyond the most a
- * partial line plus one read can need. */
+ * partial line plus one read can need. The first buffer has room for two
+ * reads: every read after the first lands behind a partial line, and a
+ * buffer of exactly one read would be copied into a larger one at once
+ * (from the heap, where malloc's thresholds put a buffer of this size
+ * (lib/heap.h), that copy faults in every page of the new one); the
+ * second read's room is not touched until it is needed. */
 int mm_fsrc_reserve(mm_fsrc_t *fs)
 {
 	size_t need = fs->len + fs->read_size;
@@ -51,6 +56,8 @@ int mm_fsrc_reserve(mm_fsrc_t *fs)
 	if (need <= fs->cap)
 		return 0;
 	cap = fs->cap * 2 > need ? fs->cap * 2 : need;
+	if (fs->cap == 0 && cap < 2 * fs->read_size)
+		cap = 2 * fs->read_size;
 	if (cap > most)
 		cap = most > need ? most : need;
 	p = realloc(fs->buf, cap);

@@ -1,0 +1,41 @@
+/*
+ * heap.h: glibc malloc's thresholds for a long-running aggregation process.
+ *
+ * By default glibc maps every allocation above 128 KiB on its own and
+ * gives it back at free, raising that threshold as mapped chunks are freed
+ * (up to 32 MiB), and returns the top of the heap to the kernel once 128
+ * KiB of it are free. A worker's flushes allocate and free the same
+ * megabytes every 100 000 events (sort arrays, LMDB's dirty pages, the
+ * merge's sketches), so each flush first-touches fresh pages again: a page
+ * fault each, several microseconds on a virtual machine
+ * (doc/performance.md, "glibc's thresholds set by mallopt").
+ *
+ * mm_heap_tune sets a fixed mmap threshold of 4 MiB (what is smaller comes
+ * from the heap and is reused) and a trim threshold of 64 MiB (the heap
+ * keeps up to 64 MiB of free top). Both were measured: larger mmap
+ * thresholds keep freed flush buffers in the heap and raise the peak RSS
+ * past the memory target; either parameter alone turns glibc's dynamic
+ * threshold off and costs more faults than it saves.
+ *
+ * The operator keeps glibc's own behaviour with MURMUR_MALLOC=default.
+ * An operator who tunes malloc through GLIBC_TUNABLES (any glibc.malloc.
+ * tunable, e.g. glibc.malloc.hugetlb=1) is in charge of it too: mallopt
+ * would override those tunables, so nothing is set then. Called once,
+ * first thing in main, before any thread exists.
+ */
+#ifndef MM_HEAP_H
+#define MM_HEAP_H
+
+#include <stddef.h>
+
+#define MM_HEAP_MMAP_THRESHOLD ((size_t)4 << 20)
+#define MM_HEAP_TRIM_THRESHOLD ((size_t)64 << 20)
+
+/* setting is MURMUR_MALLOC's value, tunables GLIBC_TUNABLES' (either may
+ * be NULL): NULL or "" sets murmur's thresholds unless tunables names a
+ * glibc.malloc. tunable; "default" leaves glibc's. Returns 1 when the
+ * thresholds were set, 0 when glibc's were left, or MM_EINVAL for any other
+ * setting with a message for the operator in err. */
+int mm_heap_tune(const char *setting, const char *tunables, char *err, size_t errlen);
+
+#endif

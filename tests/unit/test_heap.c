@@ -1,0 +1,99 @@
+/*
+ * test_heap.c: glibc malloc's thresholds (engine/lib/heap.h). With
+ * murmur's setting a 1 MiB block comes from the heap, not a mapping of its
+ * own, and the heap keeps it after free instead of trimming it; with
+ * MURMUR_MALLOC=default (checked in a child, before this process tunes
+ * itself) the same block is a mapping of its own, as glibc does by
+ * default; malloc tunables in GLIBC_TUNABLES leave glibc's thresholds
+ * too. A sanitizer replaces malloc, so there only the settings' parsing
+ * is checked.
+ */
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lib/error.h"
+#include "lib/heap.h"
+#include "unit.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define HEAP_REAL_MALLOC 0
+#else
+#define HEAP_REAL_MALLOC 1
+#endif
+
+#define BLOCK ((size_t)1 << 20)
+
+/* Returns 1 when a fresh BLOCK is mapped on its own, 0 when the heap
+ * serves it; writes it so that it is really used. */
+static int block_is_mapped(void **out)
+{
+	size_t before = mallinfo2().hblks;
+	char *p = malloc(BLOCK);
+
+	if (p == NULL)
+		return -1;
+	memset(p, 1, BLOCK);
+	*out = p;
+	return mallinfo2().hblks > before;
+}
+
+TEST(default_keeps_glibc)
+{
+	char err[160];
+	pid_t pid;
+	int status = 0;
+
+	CHECK_EQ_INT(mm_heap_tune("default", NULL, err, sizeof(err)), 0);
+	CHECK_EQ_INT(mm_heap_tune(NULL, "glibc.malloc.hugetlb=1", err, sizeof(err)), 0);
+	CHECK_EQ_INT(mm_heap_tune("", "glibc.rtld.nns=2:glibc.malloc.trim_threshold=1", err,
+				  sizeof(err)),
+		     0);
+	if (!HEAP_REAL_MALLOC)
+		return;
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		void *p = NULL;
+
+		_exit(block_is_mapped(&p) == 1 ? 0 : 1);
+	}
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(tuned_heap_serves_and_keeps)
+{
+	char err[160];
+	void *p = NULL;
+	size_t kept;
+
+	CHECK_EQ_INT(mm_heap_tune(NULL, NULL, err, sizeof(err)), 1);
+	CHECK_EQ_INT(mm_heap_tune("", "glibc.rtld.nns=2", err, sizeof(err)), 1);
+	if (!HEAP_REAL_MALLOC)
+		return;
+	CHECK_EQ_INT(block_is_mapped(&p), 0);
+	free(p);
+	/* The freed block is the heap's top: below the trim threshold, kept. */
+	kept = mallinfo2().fordblks;
+	CHECK(kept >= BLOCK);
+}
+
+TEST(bad_setting_is_refused)
+{
+	char err[160] = "";
+
+	CHECK_EQ_INT(mm_heap_tune("glibc", NULL, err, sizeof(err)), MM_EINVAL);
+	CHECK(strstr(err, "MURMUR_MALLOC=glibc is not a setting") != NULL);
+	CHECK(strstr(err, "'default'") != NULL);
+}
+
+int main(void)
+{
+	RUN(default_keeps_glibc);
+	RUN(tuned_heap_serves_and_keeps);
+	RUN(bad_setting_is_refused);
+	UNIT_DONE();
+}
