@@ -871,14 +871,23 @@ murmur.pipeline { name = "kd_pages", key = "page_id", monoid = murmur.count(),
       h.errinj = errinj
       live[name], logs[#logs + 1] = h, h.log
     end
-    -- Restarts the workers that died (killed from inside between deltas).
+    -- Restarts the workers that died: killed from inside between deltas
+    -- (137), or fenced (status 1, EFENCED: a worker that stalled past the
+    -- session timeout on this loaded machine lost its partitions to a
+    -- rebalance, and its next flush was refused, doc/dynamodb.md).
+    local fenced = 0
     local function reap(errinj_ok)
       for name, h in pairs(live) do
         local code = S.wait_exit(h, 0.05)
         if code ~= nil then
           workers[h] = nil
-          assert.are.equal(137, code, S.read_file(h.log))
-          kills, inside = kills + 1, inside + 1
+          local log = S.read_file(h.log) or ""
+          if code == 1 and log:find("EFENCED", 1, true) then
+            fenced = fenced + 1
+          else
+            assert.are.equal(137, code, log)
+            kills, inside = kills + 1, inside + 1
+          end
           launch(name, errinj_ok and math.random() < 0.5 and math.random(20, 700) or nil)
         end
       end
@@ -949,8 +958,8 @@ murmur.pipeline { name = "kd_pages", key = "page_id", monoid = murmur.count(),
       for _ in (S.read_file(l) or ""):gmatch("rolled forward the flush") do rolled = rolled + 1 end
     end
     total = read_values("kd_total", { "all" }).all.value
-    print(("# kafka x2(+1) -> dynamodb without ids: %d records, %d kill -9 (%d between deltas), %d joins, "
-      .. "%d flushes rolled forward by a partition's next owner, %s, total %d"):format(n, kills, inside, joins, rolled,
+    print(("# kafka x2(+1) -> dynamodb without ids: %d records, %d kill -9 (%d between deltas), %d fenced, %d joins, "
+      .. "%d flushes rolled forward by a partition's next owner, %s, total %d"):format(n, kills, inside, fenced, joins, rolled,
       late > 0 and ("the last one by the final position reads (%d page counts)"):format(late)
         or "none left for the final position reads", total))
     assert.are.same({}, bad)
