@@ -84,6 +84,12 @@ ADMIN_PAGE := engine/net/admin/index.html
 # build time (build/gen, never committed), compiled into the engine.
 PROTO      := proto/murmur/v1/query.proto
 PROTO_GEN  := $(BUILD)/gen/murmur/v1/query.pb-c.c
+# murmur's own Lua modules, compiled to LuaJIT bytecode by the build tool
+# tools/lua_bytecode.c and embedded (engine/lua/modules.h: the bytecode runs
+# only while the module's source file is the one it was compiled from). In
+# the binary only, not in libmurmur.a, so that editing a module relinks
+# murmur and none of the unit tests.
+LUA_MODS   := $(sort $(wildcard lua/murmur/*.lua))
 GEN_OBJ    := $(BUILD)/gen/valkey_lua.o $(BUILD)/gen/admin_page.o $(PROTO_GEN:.c=.o)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(GEN_OBJ)
 PURE_OBJ   := $(PURE_SRC:%.c=$(BUILD)/%.o)
@@ -104,8 +110,8 @@ all: $(BUILD)/murmur $(UNIT_BIN) $(HELPER_BIN)
 # LuaRocks builds only the binary (see murmur-dev-1.rockspec).
 rock: $(BUILD)/murmur
 
-$(BUILD)/murmur: $(BUILD)/engine/main.o $(BUILD)/libmurmur.a
-	$(CC) $(MM_LDFLAGS) -rdynamic -o $@ $< -Wl,--whole-archive $(BUILD)/libmurmur.a -Wl,--no-whole-archive $(START_LIBS) $(LIBS)
+$(BUILD)/murmur: $(BUILD)/engine/main.o $(BUILD)/gen/lua_modules.o $(BUILD)/libmurmur.a
+	$(CC) $(MM_LDFLAGS) -rdynamic -o $@ $< $(BUILD)/gen/lua_modules.o -Wl,--whole-archive $(BUILD)/libmurmur.a -Wl,--no-whole-archive $(START_LIBS) $(LIBS)
 
 $(BUILD)/libmurmur.a: $(ENGINE_OBJ)
 	@rm -f $@
@@ -124,6 +130,17 @@ $(BUILD)/gen/admin_page.c: $(ADMIN_PAGE) tools/embed.sh
 	@mkdir -p $(dir $@)
 	EMBED_PREFIX=mm_admin_page EMBED_HEADER=net/admin.h sh tools/embed.sh $(ADMIN_PAGE) >$@.tmp
 	mv $@.tmp $@
+
+$(BUILD)/gen/lua_modules.c: $(LUA_MODS) $(BUILD)/tools/lua_bytecode
+	@mkdir -p $(dir $@)
+	$(BUILD)/tools/lua_bytecode $(LUA_MODS) >$@.tmp
+	mv $@.tmp $@
+
+# A build tool, run on the build machine: it links the same LuaJIT as the
+# binary, so the bytecode it writes is the one that LuaJIT loads.
+$(BUILD)/tools/lua_bytecode: tools/lua_bytecode.c engine/lib/hash.c engine/lib/hash.h engine/lua/modules.h
+	@mkdir -p $(dir $@)
+	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -Iengine -o $@ tools/lua_bytecode.c engine/lib/hash.c $(PKG_LIBS) -lm
 
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(MM_CFLAGS) -Iengine -MMD -MP -c -o $@ $<

@@ -7,7 +7,10 @@
  * Lua modules are looked up, in order, in $MURMUR_LUA_DIR, next to the
  * binary in a source checkout (build/murmur or build/<variant>/murmur -> lua/),
  * and in an installed
- * tree (bin/murmur -> share/lua/5.1/), then on LuaJIT's default path.
+ * tree (bin/murmur -> share/lua/5.1/), then on LuaJIT's default path. The
+ * file found decides what runs: murmur's own modules are loaded from the
+ * bytecode built into the binary when that file is their source as built,
+ * and parsed from the file otherwise (engine/lua/modules.h).
  *
  * File modes. Everything murmur creates (data, dead-letter and store
  * directories, dead-letter and LMDB files, status.json, supervisor.json,
@@ -35,6 +38,7 @@
 #include "lib/heap.h"
 #include "lua/alloc.h"
 #include "lua/funnel.h"
+#include "lua/modules.h"
 
 int luaopen_murmur_core(lua_State *L);
 
@@ -79,6 +83,7 @@ static void set_package_path(lua_State *L)
 	lua_pushcfunction(L, luaopen_murmur_core);
 	lua_setfield(L, -2, "murmur.core");
 	lua_pop(L, 2);
+	mm_lua_modules_install(L, mm_lua_modules, mm_lua_modules_count);
 }
 
 /* Sets the umask: MURMUR_UMASK (octal, at most 0777) or 077. */

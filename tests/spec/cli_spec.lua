@@ -55,6 +55,37 @@ describe("#cli murmur CLI", function()
     assert.matches("'default'", err, 1, true)
   end)
 
+  -- The binary embeds its modules' bytecode (engine/lua/modules.h), used
+  -- only for a file that is the source it was built from: an edited copy
+  -- on MURMUR_LUA_DIR runs as edited, errors and all, never the build's.
+  it("runs an edited copy of its modules, not the bytecode built in", function()
+    local lua = dir .. "/lua"
+    assert.are.equal(0, (S.exec(("mkdir -p %s && cp %s/lua/murmur/*.lua %s/"):format(
+      S.quote(lua .. "/murmur"), S.quote(S.root), S.quote(lua .. "/murmur")))))
+    local cli = lua .. "/murmur/cli.lua"
+    local src = S.read_file(cli)
+    local edited, n = src:gsub('io%.write%(%("murmur %%s', 'io.write(("edited murmur %%s')
+    assert.are.equal(1, n)
+    S.write_file(cli, edited)
+    local env = "MURMUR_LUA_DIR=" .. S.quote(lua) .. " "
+    local code, out = S.exec(env .. S.quote(S.murmur) .. " version")
+    assert.are.equal(0, code, out)
+    assert.matches("^edited murmur %d+%.%d+%.%d+", out)
+    -- The same size as built, one byte changed: still the file's code.
+    local same = src:gsub('io%.write%(%("murmur %%s', 'io.write(("Murmur %%s')
+    assert.are.equal(#src, #same)
+    S.write_file(cli, same)
+    code, out = S.exec(env .. S.quote(S.murmur) .. " version")
+    assert.are.equal(0, code, out)
+    assert.matches("^Murmur %d+%.%d+%.%d+", out)
+    -- A runtime error in an edited module names that file and line.
+    local status = lua .. "/murmur/status.lua"
+    S.write_file(status, 'error("broken on purpose")\n' .. S.read_file(status))
+    code, out = S.exec(env .. S.quote(S.murmur) .. " status --data " .. S.quote(dir .. "/none") .. " 2>&1")
+    assert.are_not.equal(0, code)
+    assert.is_truthy(out:find(status .. ":1: broken on purpose", 1, true), out)
+  end)
+
   it("runs a script on stdin with --once and answers queries", function()
     local input = script("in.jsonl", table.concat({
       '{"page_id":"a","n":2}', '{"page_id":"b","n":5}', '{"page_id":"a","n":3}', "",
