@@ -19,6 +19,12 @@ static size_t page_round(size_t bytes)
 	return (bytes + page - 1) & ~(page - 1);
 }
 
+/* The length of a growable array's mapping: a page at least. */
+static size_t grow_len(size_t bytes)
+{
+	return page_round(bytes ? bytes : 1);
+}
+
 void *mm_huge_alloc(size_t bytes)
 {
 	uintptr_t raw, start, end;
@@ -44,6 +50,37 @@ void *mm_huge_alloc(size_t bytes)
 	(void)madvise((void *)start, end - start, MADV_HUGEPAGE);
 #endif
 	return (void *)start;
+}
+
+void *mm_huge_grow(void *p, size_t old, size_t bytes)
+{
+	void *q;
+
+	if (bytes > SIZE_MAX / 2)
+		return NULL;
+	if (p != NULL && grow_len(bytes) <= grow_len(old))
+		return p;
+	if (p == NULL)
+		q = mmap(NULL, grow_len(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			 -1, 0);
+	else
+		q = mremap(p, grow_len(old), grow_len(bytes), MREMAP_MAYMOVE);
+	if (q == MAP_FAILED)
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	/* The kernel places a mapping of 2 MiB or more on a 2 MiB boundary
+	 * (Linux 6.18 did for every growth tried: doc/performance.md), and
+	 * moves huge pages whole; the advice stays with the mapping. */
+	if (bytes >= MM_HUGE_PAGE)
+		(void)madvise(q, grow_len(bytes), MADV_HUGEPAGE);
+#endif
+	return q;
+}
+
+void mm_huge_drop(void *p, size_t bytes)
+{
+	if (p != NULL)
+		munmap(p, grow_len(bytes));
 }
 
 void mm_huge_free(void *p, size_t bytes)

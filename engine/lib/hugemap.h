@@ -9,8 +9,13 @@
  * one huge page takes one fault for 512 small ones (doc/performance.md).
  * Smaller arrays come from calloc.
  *
- * Ownership: the caller frees with mm_huge_free and the same size. Any
- * thread.
+ * An array that grows (mm_huge_grow) is a mapping moved by mremap: the
+ * kernel moves its pages, huge ones whole, instead of copying them, and
+ * past 2 MiB it is on huge pages too, where a realloc'd array took a fault
+ * per 4 KiB when first written.
+ *
+ * Ownership: the caller frees with mm_huge_free and the same size (a
+ * growable array with mm_huge_drop). Any thread.
  */
 #ifndef MM_HUGEMAP_H
 #define MM_HUGEMAP_H
@@ -21,6 +26,21 @@
 
 /* bytes of zeroed memory (aligned to 2 MiB from MM_HUGE_PAGE on), or NULL. */
 void *mm_huge_alloc(size_t bytes);
+
+/* A growable array (pending entries that a set keeps from one use to the
+ * next): grows p, which mm_huge_grow(.., old) returned (or NULL with old 0),
+ * to bytes >= old. Such an array is always a mapping of its own, never
+ * malloc'd, so that every growth is an mremap, which moves the pages
+ * instead of copying them (a copy of a realloc'd block into a huge
+ * mapping cost as much as the rest of the growth in `make perfgate`, which
+ * counts a `rep movsb` a byte); from MM_HUGE_PAGE on it asks for huge
+ * pages as mm_huge_alloc's. The first old bytes are kept, the rest is
+ * zero. Returns the array, which may have moved, or NULL (p is then left
+ * as it was). Free it with mm_huge_drop(p, bytes), not mm_huge_free. */
+void *mm_huge_grow(void *p, size_t old, size_t bytes);
+
+/* Releases p (NULL is a no-op), which mm_huge_grow(.., bytes) returned. */
+void mm_huge_drop(void *p, size_t bytes);
 
 /* Releases p (NULL is a no-op), which mm_huge_alloc(bytes) returned. */
 void mm_huge_free(void *p, size_t bytes);

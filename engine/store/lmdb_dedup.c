@@ -58,6 +58,7 @@
 #include <stdlib.h>
 
 #include "../lib/error.h"
+#include "../lib/hugemap.h"
 #include "lmdb_impl.h"
 
 #define LMDB_MARK_WINDOW_MS 3600000LL
@@ -91,12 +92,21 @@ static int given(const mm_idhash_t *h)
 
 static int pend_add(mm_lmdb_t *st, const mm_markhash_t *m)
 {
-	int rc;
+	if (st->npend == st->pend_cap) {
+		size_t ncap = st->pend_cap ? st->pend_cap * 2 : 1024;
+		mm_markhash_t *np;
 
-	if (st->npend == st->pend_cap && (rc = mm_array_grow((void **)&st->pend, &st->pend_cap,
-							     st->npend + 1, sizeof(*st->pend),
-							     "dedup marks")))
-		return rc;
+		/* On huge pages from 2 MiB, grown by mremap: the entries are
+		 * kept from one apply to the next, but a realloc'd array's
+		 * fresh small pages cost a fault each as it grew, and its
+		 * copies more (doc/performance.md). */
+		if (ncap > SIZE_MAX / sizeof(*np) ||
+		    (np = mm_huge_grow(st->pend, st->pend_cap * sizeof(*np), ncap * sizeof(*np))) ==
+			    NULL)
+			return mm_diag_set(MM_ENOMEM, "cannot grow to %zu dedup marks", ncap);
+		st->pend = np;
+		st->pend_cap = ncap;
+	}
 	st->pend[st->npend++] = *m;
 	return 0;
 }
@@ -444,7 +454,7 @@ void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms)
 void mm_lmdb_marks_free(mm_lmdb_t *st)
 {
 	mm_markset_free(&st->set);
-	free(st->pend);
+	mm_huge_drop(st->pend, st->pend_cap * sizeof(*st->pend));
 }
 
 /* A flush's claims, answered from the markset (read from the disk first if

@@ -4,7 +4,9 @@
  * boundary; either way it is zeroed and every byte of it is writable and
  * keeps what is written (sizes that are not a page's multiple included),
  * and freeing it with its size releases it (ASan and the kernel would
- * catch a wrong length: munmap of a neighbour, or a leak).
+ * catch a wrong length: munmap of a neighbour, or a leak). A growable
+ * array keeps its bytes and is zero past them, below 2 MiB, across it and
+ * above it.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -59,6 +61,36 @@ TEST(neighbours)
 	mm_huge_free(b, bytes);
 }
 
+/* Grows one array from nothing through the sizes a growing set takes,
+ * writing each new part: every byte written is still there after each
+ * growth, every added byte is zero, and it is freed with its last size. */
+TEST(grow)
+{
+	size_t sizes[] = {0, 100, 4096, 70000, MM_HUGE_PAGE - 8, MM_HUGE_PAGE + 4100,
+			  3 * MM_HUGE_PAGE, 3 * MM_HUGE_PAGE, 7 * MM_HUGE_PAGE + 1, 16 * MM_HUGE_PAGE};
+	unsigned char *p = NULL;
+	size_t old = 0;
+
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		size_t bytes = sizes[k], kept = 0, zero = 0;
+		unsigned char *q = mm_huge_grow(p, old, bytes);
+
+		REQUIRE(q != NULL);
+		for (size_t i = 0; i < old; i++)
+			kept += q[i] == (unsigned char)(i * 31 + 7);
+		CHECK_EQ_INT(kept, old);
+		for (size_t i = old; i < bytes; i++)
+			zero += q[i] == 0;
+		CHECK_EQ_INT(zero, bytes - old);
+		for (size_t i = old; i < bytes; i++)
+			q[i] = (unsigned char)(i * 31 + 7);
+		p = q;
+		old = bytes;
+	}
+	mm_huge_drop(p, old);
+	mm_huge_drop(NULL, MM_HUGE_PAGE);
+}
+
 /* A size too large to map is refused with NULL, not a crash. */
 TEST(too_large)
 {
@@ -66,10 +98,29 @@ TEST(too_large)
 	CHECK(mm_huge_alloc(SIZE_MAX / 2 + 1) == NULL);
 }
 
+/* A growth too large is refused and leaves the array as it was. */
+TEST(grow_too_large)
+{
+	size_t sizes[] = {4096, 3 * MM_HUGE_PAGE};
+
+	for (size_t k = 0; k < 2; k++) {
+		unsigned char *p = mm_huge_grow(NULL, 0, sizes[k]);
+
+		REQUIRE(p != NULL);
+		p[sizes[k] - 1] = 42;
+		CHECK(mm_huge_grow(p, sizes[k], SIZE_MAX - 4096) == NULL);
+		CHECK(mm_huge_grow(p, sizes[k], SIZE_MAX / 2 + 1) == NULL);
+		CHECK_EQ_INT(p[sizes[k] - 1], 42);
+		mm_huge_drop(p, sizes[k]);
+	}
+}
+
 int main(void)
 {
 	RUN(sizes);
 	RUN(neighbours);
+	RUN(grow);
 	RUN(too_large);
+	RUN(grow_too_large);
 	UNIT_DONE();
 }
