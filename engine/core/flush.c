@@ -386,7 +386,7 @@ static int job_positions(mm_engine_t *ctx, struct mm_flush_job *job)
 /* An array of n items of size bytes, its contents undefined, and its size
  * in *bytes: the spare when it has room, else a new one with room for half
  * as many again (a generation holds one to two flushes' worth of records,
- * pipe_due), on huge pages from 2 MiB on. Writing a flush's 125 000 marks
+ * pipe_due), on huge pages from 1 MiB on. Writing a flush's 125 000 marks
  * (7 MB) into new memory took about 1 800 page faults on the loop thread,
  * every flush (doc/performance.md). */
 static void *spare_take(struct mm_flush_spare *sp, size_t n, size_t size, size_t *bytes)

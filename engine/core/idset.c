@@ -8,7 +8,7 @@
  * (lib/arena.h), as it keeps the slots and entries, so that a steady stream
  * of ids maps no new memory after warm-up: each fresh small page cost a
  * page fault, thousands a generation (doc/performance.md). The slots, read
- * at random, and the entries are on huge pages once they reach 2 MiB
+ * at random, are on huge pages from 1 MiB, the entries from 2 MiB
  * (lib/hugemap.h).
  */
 #include "idset.h"
@@ -33,9 +33,10 @@ void mm_idset_init(mm_idset_t *s)
 static int idset_grow(mm_idset_t *s)
 {
 	size_t ncap = s->cap ? s->cap * 2 : 64;
-	/* On huge pages from 2 MiB (262 144 slots) on: the index is read at
+	/* On huge pages from 1 MiB (131 072 slots) on: the index is read at
 	 * random, and its fresh pages took thousands of page faults a
-	 * generation as it grew (lib/hugemap.h). */
+	 * generation as it grew, two a page below that (the probes read a
+	 * fresh page before they write it: lib/hugemap.h). */
 	mm_idset_slot_t *ns = mm_huge_alloc(ncap * sizeof(*ns));
 
 	if (ns == NULL)

@@ -1,7 +1,7 @@
 /*
  * hugemap.c: see hugemap.h. A large array is mapped with one huge page to
- * spare and both ends trimmed, which leaves it on a 2 MiB boundary, where
- * the kernel can back it with huge pages.
+ * spare and both ends trimmed, which leaves it on a 2 MiB boundary and
+ * whole huge pages long, where the kernel can back it with huge pages.
  */
 #define _GNU_SOURCE
 #include "hugemap.h"
@@ -19,10 +19,19 @@ static size_t page_round(size_t bytes)
 	return (bytes + page - 1) & ~(page - 1);
 }
 
-/* The length of a growable array's mapping: a page at least. */
+/* bytes rounded up to whole huge pages: the kernel backs only a 2 MiB
+ * range that the mapping covers whole with a huge page. */
+static size_t huge_round(size_t bytes)
+{
+	return (bytes + MM_HUGE_PAGE - 1) & ~(MM_HUGE_PAGE - 1);
+}
+
+/* The length of a growable array's mapping: a page at least, whole huge
+ * pages from MM_HUGE_PAGE on (a 2 MiB range that the mapping does not
+ * cover whole stays on small pages). */
 static size_t grow_len(size_t bytes)
 {
-	return page_round(bytes ? bytes : 1);
+	return bytes < MM_HUGE_PAGE ? page_round(bytes ? bytes : 1) : huge_round(bytes);
 }
 
 void *mm_huge_alloc(size_t bytes)
@@ -31,17 +40,17 @@ void *mm_huge_alloc(size_t bytes)
 	size_t total;
 	void *p;
 
-	if (bytes < MM_HUGE_PAGE)
+	if (bytes < MM_HUGE_MIN)
 		return calloc(1, bytes ? bytes : 1);
 	if (bytes > SIZE_MAX / 2)
 		return NULL;
-	total = page_round(bytes + MM_HUGE_PAGE);
+	total = huge_round(bytes) + MM_HUGE_PAGE;
 	p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
 	raw = (uintptr_t)p;
 	start = (raw + MM_HUGE_PAGE - 1) & ~(uintptr_t)(MM_HUGE_PAGE - 1);
-	end = start + page_round(bytes);
+	end = start + huge_round(bytes);
 	if (start > raw)
 		munmap(p, start - raw);
 	if (raw + total > end)
@@ -87,8 +96,8 @@ void mm_huge_free(void *p, size_t bytes)
 {
 	if (p == NULL)
 		return;
-	if (bytes < MM_HUGE_PAGE)
+	if (bytes < MM_HUGE_MIN)
 		free(p);
 	else
-		munmap(p, page_round(bytes));
+		munmap(p, huge_round(bytes));
 }

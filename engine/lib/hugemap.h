@@ -1,12 +1,14 @@
 /*
  * hugemap.h: zeroed memory for large arrays, on transparent huge pages.
  *
- * From 2 MiB on, an array is mapped on a 2 MiB boundary with huge pages
- * asked for (madvise MADV_HUGEPAGE, which the kernel may refuse: small
- * pages are still correct). A fresh 4 KiB page costs a page fault when
- * first touched, about 6 us on the bench machine, and an array read at
- * random (a hash index, a Bloom filter) also misses the TLB on small pages;
- * one huge page takes one fault for 512 small ones (doc/performance.md).
+ * From 1 MiB on, an array is mapped on a 2 MiB boundary, in whole huge
+ * pages, with huge pages asked for (madvise MADV_HUGEPAGE, which the kernel
+ * may refuse: small pages are still correct). A fresh 4 KiB page costs a
+ * page fault when first touched, 6 to 10 us on the bench machine, and an
+ * array read at random (a hash index, a Bloom filter) also misses the TLB
+ * on small pages; one huge page takes one fault for 512 small ones and was
+ * zeroed in about 0.12 ms (doc/performance.md), so an array of 1 MiB or
+ * more is cheaper on a huge page of which it leaves up to half unused.
  * Smaller arrays come from calloc.
  *
  * An array that grows (mm_huge_grow) is a mapping moved by mremap: the
@@ -23,8 +25,9 @@
 #include <stddef.h>
 
 #define MM_HUGE_PAGE ((size_t)2 << 20)
+#define MM_HUGE_MIN (MM_HUGE_PAGE / 2) /* mm_huge_alloc maps from this size on */
 
-/* bytes of zeroed memory (aligned to 2 MiB from MM_HUGE_PAGE on), or NULL. */
+/* bytes of zeroed memory (aligned to 2 MiB from MM_HUGE_MIN on), or NULL. */
 void *mm_huge_alloc(size_t bytes);
 
 /* A growable array (pending entries that a set keeps from one use to the

@@ -355,7 +355,7 @@ static uint64_t filter_mask(uint32_t h1)
 	       1ULL << (h1 >> 18 & 63);
 }
 
-/* A zeroed filter of 1 << fbits words: from 2 MiB on, on huge pages
+/* A zeroed filter of 1 << fbits words: from 1 MiB on, on huge pages
  * (lib/hugemap.h), since its words are read at random, one per record, and
  * with 4 KiB pages each read also missed the TLB. */
 static uint64_t *filter_alloc(unsigned fbits)

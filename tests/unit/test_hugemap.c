@@ -1,6 +1,6 @@
 /*
  * test_hugemap.c: large arrays on huge pages (engine/lib/hugemap.h). Below
- * 2 MiB an array comes from calloc; from 2 MiB on it starts on a 2 MiB
+ * 1 MiB an array comes from calloc; from 1 MiB on it starts on a 2 MiB
  * boundary; either way it is zeroed and every byte of it is writable and
  * keeps what is written (sizes that are not a page's multiple included),
  * and freeing it with its size releases it (ASan and the kernel would
@@ -21,7 +21,7 @@ static void check_array(size_t bytes)
 	size_t zero = 0, kept = 0;
 
 	REQUIRE(p != NULL);
-	if (bytes >= MM_HUGE_PAGE)
+	if (bytes >= MM_HUGE_MIN)
 		CHECK_EQ_INT((uintptr_t)p % MM_HUGE_PAGE, 0);
 	for (size_t i = 0; i < bytes; i++)
 		zero += p[i] == 0;
@@ -36,7 +36,8 @@ static void check_array(size_t bytes)
 
 TEST(sizes)
 {
-	size_t sizes[] = {0, 1, 4096, MM_HUGE_PAGE - 1, MM_HUGE_PAGE, MM_HUGE_PAGE + 100,
+	size_t sizes[] = {0, 1, 4096, MM_HUGE_MIN - 1, MM_HUGE_MIN, MM_HUGE_PAGE - 1,
+			  MM_HUGE_PAGE, MM_HUGE_PAGE + 100,
 			  3 * MM_HUGE_PAGE + 4097, 8 * MM_HUGE_PAGE};
 
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
