@@ -25,5 +25,6 @@ int mm_heap_tune(const char *setting, const char *tunables, char *err, size_t er
 	 * a libc without it would not have linked. */
 	mallopt(M_MMAP_THRESHOLD, (int)MM_HEAP_MMAP_THRESHOLD);
 	mallopt(M_TRIM_THRESHOLD, (int)MM_HEAP_TRIM_THRESHOLD);
+	mallopt(M_ARENA_MAX, 1);
 	return 1;
 }

@@ -17,6 +17,17 @@
  * past the memory target; either parameter alone turns glibc's dynamic
  * threshold off and costs more faults than it saves.
  *
+ * It also keeps every thread on the one main arena (M_ARENA_MAX 1). By
+ * default each thread that allocates gets an arena of its own, and the
+ * flush runs on whichever of the pool's threads is free: each of their
+ * arenas first-touches the same megabytes (LMDB's dirty pages, the marks'
+ * runs), and holds them apart from the others. With one arena the pages
+ * one flush freed serve the next whatever thread runs it: 1 000 to 8 000
+ * fewer faults per 2 million events and a lower peak RSS (127-131 MB
+ * against 141-146 MB for page_views at 950 034 keys). Small allocations
+ * stay in each thread's tcache without the arena's lock; the loop thread
+ * and the pool's threads rarely allocate large blocks at once.
+ *
  * The operator keeps glibc's own behaviour with MURMUR_MALLOC=default.
  * An operator who tunes malloc through GLIBC_TUNABLES (any glibc.malloc.
  * tunable, e.g. glibc.malloc.hugetlb=1) is in charge of it too: mallopt

@@ -1,14 +1,17 @@
 /*
  * test_heap.c: glibc malloc's thresholds (engine/lib/heap.h). With
  * murmur's setting a 1 MiB block comes from the heap, not a mapping of its
- * own, and the heap keeps it after free instead of trimming it; with
+ * own, the heap keeps it after free instead of trimming it, and a thread
+ * allocates from the main arena instead of one of its own; with
  * MURMUR_MALLOC=default (checked in a child, before this process tunes
- * itself) the same block is a mapping of its own, as glibc does by
- * default; malloc tunables in GLIBC_TUNABLES leave glibc's thresholds
- * too. A sanitizer replaces malloc, so there only the settings' parsing
- * is checked.
+ * itself) the same block is a mapping of its own and the thread gets an
+ * arena of its own, as glibc does by default; malloc tunables in
+ * GLIBC_TUNABLES leave glibc's settings too. A sanitizer replaces malloc,
+ * so there only the settings' parsing is checked.
  */
 #include <malloc.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -40,6 +43,43 @@ static int block_is_mapped(void **out)
 	return mallinfo2().hblks > before;
 }
 
+/* A thread's allocations: with glibc's defaults they make it an arena of
+ * its own. */
+static void *thread_allocates(void *arg)
+{
+	void *blocks[64];
+
+	(void)arg;
+	for (int i = 0; i < 64; i++)
+		blocks[i] = malloc(4096 + (size_t)i);
+	for (int i = 0; i < 64; i++)
+		free(blocks[i]);
+	return NULL;
+}
+
+/* The number of arenas malloc_info reports, after a thread allocated. */
+static int arenas_after_thread(void)
+{
+	pthread_t t;
+	char *xml = NULL;
+	size_t len = 0;
+	FILE *f;
+	int n = 0;
+
+	if (pthread_create(&t, NULL, thread_allocates, NULL) != 0)
+		return -1;
+	pthread_join(t, NULL);
+	f = open_memstream(&xml, &len);
+	if (f == NULL)
+		return -1;
+	malloc_info(0, f);
+	fclose(f);
+	for (const char *p = xml; (p = strstr(p, "<heap nr=")) != NULL; p++)
+		n++;
+	free(xml);
+	return n;
+}
+
 TEST(default_keeps_glibc)
 {
 	char err[160];
@@ -58,7 +98,7 @@ TEST(default_keeps_glibc)
 	if (pid == 0) {
 		void *p = NULL;
 
-		_exit(block_is_mapped(&p) == 1 ? 0 : 1);
+		_exit(block_is_mapped(&p) == 1 && arenas_after_thread() == 2 ? 0 : 1);
 	}
 	REQUIRE(waitpid(pid, &status, 0) == pid);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -76,6 +116,8 @@ TEST(tuned_heap_serves_and_keeps)
 		return;
 	CHECK_EQ_INT(block_is_mapped(&p), 0);
 	free(p);
+	/* One arena: the thread allocated from the main one. */
+	CHECK_EQ_INT(arenas_after_thread(), 1);
 	/* The freed block is the heap's top: below the trim threshold, kept. */
 	kept = mallinfo2().fordblks;
 	CHECK(kept >= BLOCK);
