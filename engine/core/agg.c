@@ -13,6 +13,7 @@
 
 #include "../lib/error.h"
 #include "../lib/hash.h"
+#include "../lib/hugemap.h"
 
 #define MM_AGG_CHUNK 65536
 
@@ -100,14 +101,19 @@ static int agg_grow(mm_agg_t *a)
 	return 0;
 }
 
-/* Doubles the room for entries, which may move them. */
+/* Doubles the room for entries, which may move them. The entries are a
+ * growable mapping (lib/hugemap.h): the kernel moves their pages instead of
+ * realloc copying them (from the heap, where malloc's thresholds put
+ * blocks under 4 MiB, lib/heap.h), and past 2 MiB they are on huge pages.
+ * A table is reset and reused flush after flush, so it grows only while it
+ * first fills. */
 static int agg_grow_entries(mm_agg_t *a)
 {
 	size_t ncap = a->ecap ? a->ecap * 2 : 32;
 	mm_agg_entry_t *ne;
 
 	if (ncap > UINT32_MAX ||
-	    (ne = realloc(a->entries, ncap * sizeof(*ne))) == NULL)
+	    (ne = mm_huge_grow(a->entries, a->ecap * sizeof(*ne), ncap * sizeof(*ne))) == NULL)
 		return mm_diag_set(MM_ENOMEM, "aggregation table: cannot grow to %zu entries",
 				   ncap);
 	a->entries = ne;
@@ -236,7 +242,7 @@ void mm_agg_free(mm_agg_t *a)
 {
 	mm_agg_reset(a);
 	free(a->chunks);
-	free(a->entries);
+	mm_huge_drop(a->entries, a->ecap * sizeof(*a->entries));
 	free(a->hashes);
 	free(a->index);
 	a->chunks = NULL;
