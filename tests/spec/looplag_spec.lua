@@ -113,4 +113,44 @@ describe("#looplag loop-lag probe", function()
       ("loop blocked max %.1f ms with %d ms status writes"):format(st.engine.loop_block_ms_max, SLOW_MS))
     assert.is_nil(S.read_file(data .. "/status.json.tmp"))
   end)
+
+  it("resets a flushed generation's tables a slice per turn of the loop", function()
+    local RESET_SLOW_MS, KEYS = 15, 2048
+    local script, input = dir .. "/p.lua", dir .. "/in.jsonl"
+    S.write_file(script, ([[
+local murmur = require("murmur")
+murmur.pipeline { name = "c", key = "k", monoid = murmur.count(),
+  flush = { events = %d, interval = "1h" } }
+]]):format(KEYS))
+    local lines = {}
+    for i = 1, KEYS do lines[i] = ('{"k":"k%d"}'):format(i) end
+    local batch = table.concat(lines, "\n") .. "\n"
+    S.write_file(input, batch)
+    local data, log = dir .. "/d", dir .. "/log"
+    local h = S.spawn(("env MURMUR_ERRINJ_RESET_SLOW_MS=%d %s run --follow --data %s --input %s %s")
+      :format(RESET_SLOW_MS, S.quote(S.murmur), S.quote(data), S.quote(input), S.quote(script)), log)
+    local ok, e = pcall(function()
+      S.wait_status(data, function(st) return st.engine and st.engine.flushes >= 1 end, 30, "the first flush")
+      -- The reset takes 8 slices of RESET_SLOW_MS: long over after 1 s.
+      S.sleep(1)
+      local f = assert(io.open(input, "ab"))
+      f:write(batch)
+      f:close()
+      S.wait_status(data, function(st) return st.engine.flushes >= 2 end, 30, "the second flush")
+    end)
+    S.kill(h, "TERM")
+    assert.are.equal(0, S.wait_exit(h, 30), S.read_file(log))
+    assert(ok, e)
+    local st = S.status(data)
+    assert.are.equal(2 * KEYS, st.engine.pipelines.c.accepted)
+    assert.is_true(st.engine.loop_block_ms_max < 50,
+      ("loop blocked max %.1f ms with %d ms reset slices"):format(st.engine.loop_block_ms_max, RESET_SLOW_MS))
+    local store = assert(core.store_open("lmdb", { path = data .. "/store" }, true))
+    local meta = core.json_decode(store:meta("c"):match("\n(.*)$"))
+    for i = 1, KEYS, 97 do
+      local bytes = store:get("c", meta.monoid, "k" .. i, { 0 })
+      assert.are.equal(2, core.json_decode(assert(core.state(meta.monoid, bytes)):json()).value, "k" .. i)
+    end
+    store:close()
+  end)
 end)
