@@ -447,7 +447,7 @@ static void on_flush_timer(uv_timer_t *t)
 		if (ctx->pipes[i]->cfg.flush_interval_ms < interval)
 			interval = ctx->pipes[i]->cfg.flush_interval_ms;
 	if (now - ctx->last_flush_ms >= interval && ctx->job == NULL && mm_flush_has_work(ctx))
-		mm_flush_start(ctx);
+		mm_flush_maybe(ctx, 1);
 }
 
 /* ---- lifecycle ---- */
@@ -602,8 +602,8 @@ void mm_engine_close_all(mm_engine_t *ctx)
 
 void mm_engine_continue_stop(mm_engine_t *ctx)
 {
-	if (ctx->job)
-		return; /* on_flush_done calls back here */
+	if (ctx->job || mm_flush_resetting(ctx))
+		return; /* on_flush_done or the end of the reset calls back here */
 	if (mm_flush_has_work(ctx)) {
 		mm_flush_start(ctx);
 		return;

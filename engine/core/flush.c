@@ -17,8 +17,11 @@
  * The flushed generation's tables are emptied at once but their states
  * destroyed and their indexes cleared by an idle handle, about a
  * millisecond's worth per turn of the loop (agg.h): unique_visitors' 83 228
- * HyperLogLog states took 15 ms of CPU in one callback. The next flush
- * finishes what is left before it swaps the tables back in.
+ * HyperLogLog states took 15 ms of CPU in one callback. A flush due
+ * meanwhile waits for the reset (flush_wanted, as behind a flush in
+ * flight): started at once, it would swap the tables back in and finish
+ * their reset in the same callback, as it did whenever the sources had
+ * filled the next generation before the last flush was done.
  */
 #include "flush.h"
 
@@ -261,14 +264,33 @@ static int reset_slices(mm_engine_t *ctx, uint64_t ns)
 	return 1;
 }
 
+/* A flush due meanwhile waited for the reset (mm_flush_maybe): it starts
+ * now, as would the rest of a stop. */
 static void on_reset_idle(uv_idle_t *h)
 {
-	if (reset_slices(h->data, MM_RESET_TURN_NS))
-		uv_idle_stop(h);
+	mm_engine_t *ctx = h->data;
+
+	if (!reset_slices(ctx, MM_RESET_TURN_NS))
+		return;
+	uv_idle_stop(h);
+	if (ctx->job)
+		return;
+	if (ctx->stopping) {
+		mm_engine_continue_stop(ctx);
+	} else if (ctx->flush_wanted) {
+		ctx->flush_wanted = 0;
+		mm_flush_maybe(ctx, ctx->waiters != NULL);
+	}
 }
 
-/* Finishes the reset before the generation is swapped in again: what is
- * left when the next flush starts within a few turns of the loop. */
+int mm_flush_resetting(const mm_engine_t *ctx)
+{
+	return uv_is_active((const uv_handle_t *)&ctx->reset_idle);
+}
+
+/* Finishes the reset before the generation is swapped in again. Flushes
+ * wait for it (mm_flush_maybe, mm_engine_continue_stop), so this is left
+ * with work only for a flush started otherwise. */
 static void reset_finish(mm_engine_t *ctx)
 {
 	reset_slices(ctx, UINT64_MAX);
@@ -642,7 +664,10 @@ void mm_flush_maybe(mm_engine_t *ctx, int force)
 	}
 	if (!due)
 		return;
-	if (ctx->job) {
+	/* A flush in flight, or the last one's tables still being reset: the
+	 * next flush would swap them in now and finish their reset in this
+	 * callback. */
+	if (ctx->job || mm_flush_resetting(ctx)) {
 		ctx->flush_wanted = 1;
 		if (hard)
 			mm_engine_pause_sources(ctx);

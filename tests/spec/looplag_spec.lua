@@ -125,31 +125,38 @@ murmur.pipeline { name = "c", key = "k", monoid = murmur.count(),
     local lines = {}
     for i = 1, KEYS do lines[i] = ('{"k":"k%d"}'):format(i) end
     local batch = table.concat(lines, "\n") .. "\n"
-    S.write_file(input, batch)
+    -- Three flushes' worth at once: each next flush is due while the last
+    -- one's tables are still being reset, and waits for that.
+    S.write_file(input, batch:rep(3))
     local data, log = dir .. "/d", dir .. "/log"
     local h = S.spawn(("env MURMUR_ERRINJ_RESET_SLOW_MS=%d %s run --follow --data %s --input %s %s")
       :format(RESET_SLOW_MS, S.quote(S.murmur), S.quote(data), S.quote(input), S.quote(script)), log)
     local ok, e = pcall(function()
-      S.wait_status(data, function(st) return st.engine and st.engine.flushes >= 1 end, 30, "the first flush")
-      -- The reset takes 8 slices of RESET_SLOW_MS: long over after 1 s.
+      -- The sources pause at twice the limit while a flush is in flight:
+      -- the second flush is due when the first is done.
+      S.wait_status(data, function(st)
+        return st.engine and st.engine.records == 3 * KEYS and st.engine.flushes >= 2
+      end, 30, "two flushes of the first records")
+      -- Once the tables are reset (8 slices of RESET_SLOW_MS), the same
+      -- keys once more.
       S.sleep(1)
       local f = assert(io.open(input, "ab"))
       f:write(batch)
       f:close()
-      S.wait_status(data, function(st) return st.engine.flushes >= 2 end, 30, "the second flush")
+      S.wait_status(data, function(st) return st.engine.records == 4 * KEYS end, 30, "the last records")
     end)
     S.kill(h, "TERM")
     assert.are.equal(0, S.wait_exit(h, 30), S.read_file(log))
     assert(ok, e)
     local st = S.status(data)
-    assert.are.equal(2 * KEYS, st.engine.pipelines.c.accepted)
+    assert.are.equal(4 * KEYS, st.engine.pipelines.c.accepted)
     assert.is_true(st.engine.loop_block_ms_max < 50,
       ("loop blocked max %.1f ms with %d ms reset slices"):format(st.engine.loop_block_ms_max, RESET_SLOW_MS))
     local store = assert(core.store_open("lmdb", { path = data .. "/store" }, true))
     local meta = core.json_decode(store:meta("c"):match("\n(.*)$"))
     for i = 1, KEYS, 97 do
       local bytes = store:get("c", meta.monoid, "k" .. i, { 0 })
-      assert.are.equal(2, core.json_decode(assert(core.state(meta.monoid, bytes)):json()).value, "k" .. i)
+      assert.are.equal(4, core.json_decode(assert(core.state(meta.monoid, bytes)):json()).value, "k" .. i)
     end
     store:close()
   end)
