@@ -602,8 +602,8 @@ void mm_engine_close_all(mm_engine_t *ctx)
 
 void mm_engine_continue_stop(mm_engine_t *ctx)
 {
-	if (ctx->job || mm_flush_resetting(ctx))
-		return; /* on_flush_done or the end of the reset calls back here */
+	if (ctx->job)
+		return; /* on_flush_done calls back here */
 	if (mm_flush_has_work(ctx)) {
 		mm_flush_start(ctx);
 		return;

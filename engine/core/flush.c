@@ -265,7 +265,8 @@ static int reset_slices(mm_engine_t *ctx, uint64_t ns)
 }
 
 /* A flush due meanwhile waited for the reset (mm_flush_maybe): it starts
- * now, as would the rest of a stop. */
+ * now. Stopping, the engine's own steps start the flushes (after the
+ * deferred ids' pause, flush_stop_after), finishing a reset left. */
 static void on_reset_idle(uv_idle_t *h)
 {
 	mm_engine_t *ctx = h->data;
@@ -273,14 +274,10 @@ static void on_reset_idle(uv_idle_t *h)
 	if (!reset_slices(ctx, MM_RESET_TURN_NS))
 		return;
 	uv_idle_stop(h);
-	if (ctx->job)
+	if (ctx->job || ctx->stopping || !ctx->flush_wanted)
 		return;
-	if (ctx->stopping) {
-		mm_engine_continue_stop(ctx);
-	} else if (ctx->flush_wanted) {
-		ctx->flush_wanted = 0;
-		mm_flush_maybe(ctx, ctx->waiters != NULL);
-	}
+	ctx->flush_wanted = 0;
+	mm_flush_maybe(ctx, ctx->waiters != NULL);
 }
 
 int mm_flush_resetting(const mm_engine_t *ctx)
@@ -289,8 +286,8 @@ int mm_flush_resetting(const mm_engine_t *ctx)
 }
 
 /* Finishes the reset before the generation is swapped in again. Flushes
- * wait for it (mm_flush_maybe, mm_engine_continue_stop), so this is left
- * with work only for a flush started otherwise. */
+ * wait for it (mm_flush_maybe), so this is left with work only for the
+ * flushes of a stop. */
 static void reset_finish(mm_engine_t *ctx)
 {
 	reset_slices(ctx, UINT64_MAX);
