@@ -211,18 +211,17 @@ mm_agg_entry_t *mm_agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t
 	return agg_upsert(a, key, klen, bucket, mm_agg_hash(key, klen, bucket), created);
 }
 
-void mm_agg_reset_defer(mm_agg_t *a)
+void mm_agg_reset(mm_agg_t *a)
 {
 	mm_agg_chunk_t *c = a->chunks;
 
 	a->gen++;
-	/* A table with entries has no deferred reset left (it was written). */
-	if (a->count) {
-		a->dying = a->m ? a->count : 0;
-		a->dirty = a->cap;
-	}
-	/* Keep one chunk for reuse; large keys were one-offs. No state needs
-	 * its key to be destroyed. */
+	if (a->m)
+		for (size_t i = 0; i < a->count; i++)
+			a->m->vt->destroy(a->m, a->entries[i].state);
+	if (a->count)
+		memset(a->hashes, 0, a->cap * sizeof(*a->hashes));
+	/* Keep one chunk for reuse; large keys were one-offs. */
 	if (c) {
 		mm_agg_chunk_t *rest = c->next;
 
@@ -237,29 +236,6 @@ void mm_agg_reset_defer(mm_agg_t *a)
 	}
 	a->key_bytes = 0;
 	a->count = 0;
-}
-
-int mm_agg_reset_step(mm_agg_t *a, size_t budget)
-{
-	size_t n;
-
-	for (; a->dying && budget; budget--)
-		a->m->vt->destroy(a->m, a->entries[--a->dying].state);
-	if (a->dying)
-		return 0;
-	n = a->dirty;
-	if (budget < n / MM_AGG_CLEAR_PER_STATE)
-		n = budget * MM_AGG_CLEAR_PER_STATE;
-	a->dirty -= n;
-	if (n)
-		memset(a->hashes + a->dirty, 0, n * sizeof(*a->hashes));
-	return a->dirty == 0;
-}
-
-void mm_agg_reset(mm_agg_t *a)
-{
-	mm_agg_reset_defer(a);
-	mm_agg_reset_step(a, SIZE_MAX);
 }
 
 void mm_agg_free(mm_agg_t *a)

@@ -15,10 +15,6 @@
  *
  * Ownership: the table owns its slots, arena and every state; mm_agg_reset
  * destroys the states and forgets the keys but keeps the memory for reuse.
- * A flushed generation's table is reset in slices instead
- * (mm_agg_reset_defer, mm_agg_reset_step): destroying 83 228 HyperLogLog
- * states and clearing their index in one callback blocked the loop for
- * 15 ms of CPU (doc/performance.md).
  * Loop thread only, except that a detached table may be read by a store's
  * worker thread while no one writes it.
  */
@@ -58,10 +54,6 @@ typedef struct mm_agg {
 	 * free): an entry pointer a caller kept stays valid while gen is
 	 * unchanged, since entries are never deleted one by one. */
 	uint64_t gen;
-	/* A deferred reset under way: entries [0, dying) still hold states to
-	 * destroy and slots [0, dirty) of the index still need clearing. */
-	size_t dying;
-	size_t dirty;
 } mm_agg_t;
 
 /* A zeroed struct with m set is a valid empty table; this says it in code. */
@@ -117,22 +109,8 @@ static inline __attribute__((always_inline)) void mm_agg_prefetch_h(const mm_agg
 		__builtin_prefetch(&a->index[j], 1);
 }
 
-/* Destroys every state and empties the table, keeping its arrays and arena
- * (and finishes a deferred reset). */
+/* Destroys every state and empties the table, keeping its arrays and arena. */
 void mm_agg_reset(mm_agg_t *a);
-
-/* Empties the table at once (count 0) and leaves destroying its states and
- * clearing its index to mm_agg_reset_step, so that a large table is reset
- * over several turns of the loop. Until a step returned 1 (or mm_agg_reset
- * finished the reset), the table must be neither read nor written. */
-void mm_agg_reset_defer(mm_agg_t *a);
-
-/* Goes on with a deferred reset: destroys up to budget states, then clears
- * up to budget * MM_AGG_CLEAR_PER_STATE slots of the index (clearing a slot
- * is a few bytes of a memset, destroying a state a call and a free). 1 when
- * the reset is done (or none was under way), else 0. */
-#define MM_AGG_CLEAR_PER_STATE 64
-int mm_agg_reset_step(mm_agg_t *a, size_t budget);
 
 /* Releases everything. */
 void mm_agg_free(mm_agg_t *a);

@@ -447,7 +447,7 @@ static void on_flush_timer(uv_timer_t *t)
 		if (ctx->pipes[i]->cfg.flush_interval_ms < interval)
 			interval = ctx->pipes[i]->cfg.flush_interval_ms;
 	if (now - ctx->last_flush_ms >= interval && ctx->job == NULL && mm_flush_has_work(ctx))
-		mm_flush_maybe(ctx, 1);
+		mm_flush_start(ctx);
 }
 
 /* ---- lifecycle ---- */
@@ -526,11 +526,8 @@ int mm_engine_new(mm_store_t *st, uv_loop_t *loop, mm_engine_t **out)
 	 * store's own checks first. */
 	uv_timer_init(loop, &ctx->prep_timer);
 	ctx->prep_timer.data = ctx;
-	uv_idle_init(loop, &ctx->reset_idle);
-	ctx->reset_idle.data = ctx;
 	if ((rc = mm_prep_store(ctx)) != 0) {
 		uv_close((uv_handle_t *)&ctx->prep_timer, NULL);
-		uv_close((uv_handle_t *)&ctx->reset_idle, NULL);
 		uv_run(loop, UV_RUN_NOWAIT);
 		free(ctx);
 		return rc;
@@ -587,7 +584,6 @@ void mm_engine_close_all(mm_engine_t *ctx)
 	uv_close((uv_handle_t *)&ctx->heartbeat, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->retry_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->prep_timer, on_handle_closed);
-	uv_close((uv_handle_t *)&ctx->reset_idle, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigint, on_handle_closed);
 	uv_close((uv_handle_t *)&ctx->sigterm, on_handle_closed);
 	mm_loop_lag_close(&ctx->lag, on_handle_closed);
@@ -685,7 +681,6 @@ void mm_engine_free(mm_engine_t *ctx)
 			if (ctx->srcs[i].src)
 				ctx->srcs[i].src->vt->close(ctx->srcs[i].src, NULL, NULL);
 		uv_close((uv_handle_t *)&ctx->prep_timer, on_handle_closed);
-		uv_close((uv_handle_t *)&ctx->reset_idle, on_handle_closed);
 		uv_run(ctx->loop, UV_RUN_DEFAULT);
 	}
 	if (ctx->st)

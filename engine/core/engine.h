@@ -114,7 +114,6 @@ struct mm_engine {
 	int64_t last_flush_ms;
 	uv_timer_t flush_timer;   /* age limit */
 	uv_timer_t retry_timer;   /* backoff after a failed flush */
-	uv_idle_t reset_idle;     /* resets the flushed generation's tables in slices (flush.c) */
 	uv_timer_t heartbeat;     /* stamps the supervisor's progress page */
 	int64_t retry_delay_ms;
 	int64_t defer_delay_ms; /* stopping: pause before asking again for deferred ids */

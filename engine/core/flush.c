@@ -13,22 +13,12 @@
  * per-item done flags) and retries it with exponential backoff while the
  * sources stay paused, so positions never get ahead of durable state; any
  * other failure stops the engine without a checkpoint. Loop thread only.
- *
- * The flushed generation's tables are emptied at once but their states
- * destroyed and their indexes cleared by an idle handle, about a
- * millisecond's worth per turn of the loop (agg.h): unique_visitors' 83 228
- * HyperLogLog states took 15 ms of CPU in one callback. A flush due
- * meanwhile waits for the reset (flush_wanted, as behind a flush in
- * flight): started at once, it would swap the tables back in and finish
- * their reset in the same callback, as it did whenever the sources had
- * filled the next generation before the last flush was done.
  */
 #include "flush.h"
 
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../lib/error.h"
 #include "../lib/hugemap.h"
@@ -40,13 +30,6 @@
 #define MM_RETRY_MAX_MS 30000
 #define MM_DEFER_MAX_MS 1000
 #define MM_PURGE_EVERY_MS 3600000
-/* The flushed generation's reset goes in slices of MM_RESET_SLICE states
- * (or 64 times as many index slots) until MM_RESET_TURN_NS have passed in
- * one turn of the loop: a HyperLogLog state takes about 180 ns (a call and
- * a free whose header is a cache miss), so a slice is some 50 us and a turn
- * about a millisecond however costly a monoid's states are to destroy. */
-#define MM_RESET_SLICE 256
-#define MM_RESET_TURN_NS 1000000
 
 /* One flush in flight: owns copies of everything the store reads. */
 struct mm_flush_job {
@@ -227,73 +210,6 @@ static void flush_stop_after(mm_engine_t *ctx, size_t deferred)
 									 : ctx->defer_delay_ms * 2;
 }
 
-/* Error injection (builds with MM_ERRINJ): MURMUR_ERRINJ_RESET_SLOW_MS=N
- * sleeps N ms after each slice of the flushed generation's reset, as
- * destroying many costly states would take, so that a spec can tell how
- * much of the reset runs in one turn of the loop. */
-static void errinj_reset_slow(void)
-{
-#ifdef MM_ERRINJ
-	const char *v = getenv("MURMUR_ERRINJ_RESET_SLOW_MS");
-
-	if (v && *v)
-		usleep((useconds_t)strtoul(v, NULL, 10) * 1000);
-#endif
-}
-
-/* Resets the flushed generation's tables (the ones swapped out last,
- * !p->cur) slice by slice until they are all reset (1) or, after a slice,
- * ns nanoseconds have passed (0). */
-static int reset_slices(mm_engine_t *ctx, uint64_t ns)
-{
-	uint64_t t0 = uv_hrtime();
-	int i = 0;
-
-	while (i < ctx->npipes) {
-		mm_pipeline_t *p = ctx->pipes[i];
-
-		if (mm_agg_reset_step(&p->agg[!p->cur], MM_RESET_SLICE) &&
-		    mm_agg_reset_step(&p->base[!p->cur], MM_RESET_SLICE)) {
-			i++;
-			continue;
-		}
-		errinj_reset_slow();
-		if (uv_hrtime() - t0 >= ns)
-			return 0;
-	}
-	return 1;
-}
-
-/* A flush due meanwhile waited for the reset (mm_flush_maybe): it starts
- * now. Stopping, the engine's own steps start the flushes (after the
- * deferred ids' pause, flush_stop_after), finishing a reset left. */
-static void on_reset_idle(uv_idle_t *h)
-{
-	mm_engine_t *ctx = h->data;
-
-	if (!reset_slices(ctx, MM_RESET_TURN_NS))
-		return;
-	uv_idle_stop(h);
-	if (ctx->job || ctx->stopping || !ctx->flush_wanted)
-		return;
-	ctx->flush_wanted = 0;
-	mm_flush_maybe(ctx, ctx->waiters != NULL);
-}
-
-int mm_flush_resetting(const mm_engine_t *ctx)
-{
-	return uv_is_active((const uv_handle_t *)&ctx->reset_idle);
-}
-
-/* Finishes the reset before the generation is swapped in again. Flushes
- * wait for it (mm_flush_maybe), so this is left with work only for the
- * flushes of a stop. */
-static void reset_finish(mm_engine_t *ctx)
-{
-	reset_slices(ctx, UINT64_MAX);
-	uv_idle_stop(&ctx->reset_idle);
-}
-
 static void on_flush_done(void *arg, int status, const char *detail)
 {
 	struct mm_flush_job *job = arg;
@@ -341,13 +257,11 @@ static void on_flush_done(void *arg, int status, const char *detail)
 		mm_pipeline_t *p = ctx->pipes[i];
 
 		p->stats.deltas_flushed += p->agg[!p->cur].count;
-		mm_agg_reset_defer(&p->agg[!p->cur]);
+		mm_agg_reset(&p->agg[!p->cur]);
 		mm_idset_reset(&p->ids[!p->cur]);
 		mm_oplog_reset(&p->log[!p->cur]);
-		mm_agg_reset_defer(&p->base[!p->cur]);
+		mm_agg_reset(&p->base[!p->cur]);
 	}
-	if (!uv_is_closing((uv_handle_t *)&ctx->reset_idle))
-		uv_idle_start(&ctx->reset_idle, on_reset_idle);
 	deferred = mm_claim_round_deferred(job->round);
 	mm_claim_round_free(job->round);
 	job->round = NULL;
@@ -616,7 +530,6 @@ void mm_flush_start(mm_engine_t *ctx)
 		return;
 	}
 	job->ctx = ctx;
-	reset_finish(ctx);
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_t *p = ctx->pipes[i];
 
@@ -661,10 +574,7 @@ void mm_flush_maybe(mm_engine_t *ctx, int force)
 	}
 	if (!due)
 		return;
-	/* A flush in flight, or the last one's tables still being reset: the
-	 * next flush would swap them in now and finish their reset in this
-	 * callback. */
-	if (ctx->job || mm_flush_resetting(ctx)) {
+	if (ctx->job) {
 		ctx->flush_wanted = 1;
 		if (hard)
 			mm_engine_pause_sources(ctx);

@@ -17,17 +17,12 @@
 /* ---- flush.c ---- */
 
 /* Starts a flush if a pipeline reached its limits (or force, or a waiter
- * asks); with one in flight or the last one's tables still being reset,
- * notes that another is wanted and pauses the sources past twice the
- * limits. */
+ * asks); with one in flight, notes that another is wanted and pauses the
+ * sources past twice the limits. */
 void mm_flush_maybe(mm_engine_t *ctx, int force);
 
 /* Starts a flush of everything pending now (no job may be in flight). */
 void mm_flush_start(mm_engine_t *ctx);
-
-/* 1 while the last flush's tables are being reset (a slice per turn of the
- * loop): a flush starts once that is done. */
-int mm_flush_resetting(const mm_engine_t *ctx);
 
 /* 1 if deltas, marks, held records or positions wait for a flush. */
 int mm_flush_has_work(const mm_engine_t *ctx);

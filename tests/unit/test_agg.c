@@ -4,9 +4,7 @@
  * are found again across the index's growth and through the hash given
  * in two parts (mm_agg_key_hash, mm_agg_hash_mix), iteration yields each once in
  * insertion order, kept entry pointers stay valid while gen is unchanged,
- * and reset empties the table for reuse, also when it is deferred and done
- * in slices (every HyperLogLog state freed: the sanitizer build's leak
- * check sees any left).
+ * and reset empties the table for reuse.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -128,85 +126,9 @@ TEST(gen_and_reset)
 	mm_agg_free(&a);
 }
 
-/* Fills a with NKEYS HyperLogLog states, each holding one value. */
-static void fill_hll(mm_agg_t *a)
-{
-	char k[64];
-	int64_t bucket;
-
-	for (int i = 0; i < NKEYS; i++) {
-		size_t n = key_of(i, k, &bucket);
-		mm_value_t v = {.type = MM_VAL_STRING, .s = k, .len = n};
-		int created;
-		mm_agg_entry_t *e = mm_agg_upsert(a, k, n, bucket, &created);
-
-		REQUIRE(e != NULL && created == 1);
-		REQUIRE(a->m->vt->add(a->m, e->state, &v) == 0);
-	}
-}
-
-TEST(deferred_reset)
-{
-	mm_monoid_params_t p = {0};
-	mm_monoid_t m = {0};
-	mm_agg_t a;
-	char k[64];
-	int64_t bucket;
-	uint64_t gen;
-	int steps = 0, created;
-
-	REQUIRE(mm_monoid_init(&m, "hll", &p) == 0);
-	mm_agg_init(&a, &m);
-	/* Nothing to reset: the first step is the last. */
-	mm_agg_reset_defer(&a);
-	CHECK_EQ_INT(mm_agg_reset_step(&a, 1), 1);
-	fill_hll(&a);
-	gen = a.gen;
-	mm_agg_reset_defer(&a);
-	/* Empty at once, its entries dead. */
-	CHECK(a.gen != gen);
-	CHECK_EQ_INT(a.count, 0);
-	CHECK_EQ_INT(a.dying, NKEYS);
-	/* A second defer before the first is done keeps the work left. */
-	mm_agg_reset_defer(&a);
-	CHECK_EQ_INT(a.dying, NKEYS);
-	while (!mm_agg_reset_step(&a, 1000))
-		steps++;
-	/* 20 steps of states, then the index's slots 64 000 a step. */
-	CHECK(steps >= NKEYS / 1000 - 1 + (int)(a.cap / (1000 * MM_AGG_CLEAR_PER_STATE)));
-	CHECK_EQ_INT(a.dying, 0);
-	CHECK_EQ_INT(a.dirty, 0);
-	for (size_t s = 0; s < a.cap; s++)
-		if (a.hashes[s] != 0) {
-			CHECK(a.hashes[s] == 0);
-			break;
-		}
-	for (int i = 0; i < NKEYS; i++) {
-		size_t n = key_of(i, k, &bucket);
-
-		CHECK(mm_agg_find(&a, k, n, bucket) == NULL);
-	}
-	/* Reused: the same keys are new again, each once. */
-	fill_hll(&a);
-	CHECK_EQ_INT(a.count, NKEYS);
-	CHECK(mm_agg_upsert(&a, "e0", 2, 19000, &created) != NULL && created == 0);
-	/* A deferred reset left unfinished is finished by mm_agg_reset, and by
-	 * mm_agg_free. */
-	mm_agg_reset_defer(&a);
-	CHECK_EQ_INT(mm_agg_reset_step(&a, 10), 0);
-	mm_agg_reset(&a);
-	CHECK_EQ_INT(a.dying, 0);
-	CHECK_EQ_INT(a.dirty, 0);
-	fill_hll(&a);
-	mm_agg_reset_defer(&a);
-	mm_agg_free(&a);
-	CHECK(a.dying == 0 && a.entries == NULL);
-}
-
 int main(void)
 {
 	RUN(sum_table);
 	RUN(gen_and_reset);
-	RUN(deferred_reset);
 	UNIT_DONE();
 }
