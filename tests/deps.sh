@@ -5,7 +5,17 @@
 # pinned by tests/node/package-lock.json and skipped when already complete.
 # cmake, the autotools and python3 are there for npm's aws-lambda-ric, which
 # builds its native Runtime API client (curl and aws-lambda-cpp) on install.
+#   sh tests/deps.sh          both
+#   sh tests/deps.sh debian   the Debian packages only
+#   sh tests/deps.sh node     the npm packages only (node and npm must be there)
+# .ci/run installs the npm packages while murmur builds: npm ci spends most
+# of its minutes building aws-lambda-ric's native client.
 set -eu
+part=${1:-all}
+case $part in
+all | debian | node) ;;
+*) echo "tests/deps.sh: unknown part '$part' (all, debian or node)" >&2; exit 2 ;;
+esac
 
 # tests/node/node_modules holds every package of the lock file: nothing to do.
 node_modules_complete() {
@@ -40,13 +50,17 @@ libclang-rt-14-dev kcat redis-server zsh groff-base man-db
 libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev libhttp-parser-dev chromium
 prometheus wrk valgrind zip unzip
 cmake autoconf automake libtool python3"
+if [ "$part" = node ]; then
+	node_deps
+	exit 0
+fi
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -z "$missing" ]; then
 	echo "deps: all Debian packages present"
-	node_deps
+	[ "$part" = debian ] || node_deps
 	exit 0
 fi
 echo "deps: installing$missing"
@@ -54,4 +68,4 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
-node_deps
+[ "$part" = debian ] || node_deps

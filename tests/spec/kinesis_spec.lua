@@ -350,7 +350,8 @@ murmur.pipeline {
   -- worker takes the shard's lease (rolling a dead worker's unfinished flush
   -- forward) and written only by the worker holding the lease; a lease
   -- moving between live workers is handed over after its owner's flush.
-  it("is exact without event ids when two workers share a DynamoDB store, across kill -9 and a kill between deltas", function()
+  -- #long: `make check` leaves it out (the Makefile says why).
+  it("#long is exact without event ids when two workers share a DynamoDB store, across kill -9 and a kill between deltas", function()
     local denv, _, dyn = ddb_store("dynalite-noid", "kin_noid")
     local stream, expected = new_stream(4), {}
     put(stream, 0, 800, expected)

@@ -179,6 +179,22 @@ function M.sleep(s)
   M.exec("sleep " .. s)
 end
 
+-- Waits up to `seconds` until the process of h catches signal signum (its
+-- /proc status lists a handler for it) or is gone. A signal sent before
+-- then takes its default action: a sanitized binary on a loaded machine
+-- can spend a second before main installs murmur's handlers, and a TERM
+-- there ends it with status 143 instead of a clean stop.
+function M.wait_catching(h, signum, seconds)
+  local bit = 2 ^ (signum - 1)
+  for _ = 1, seconds * 20 do
+    local st = M.read_file(("/proc/%d/status"):format(h.pid))
+    local mask = st and st:match("\nSigCgt:%s*(%x+)")
+    if not mask then return end
+    if math.floor(tonumber(mask:sub(-8), 16) / bit) % 2 == 1 then return end
+    M.sleep(0.05)
+  end
+end
+
 -- Waits for a service's log to say "listening <port>"; returns the port.
 function M.wait_port(log, seconds)
   for _ = 1, seconds * 20 do
