@@ -17,6 +17,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "../lib/error.h"
 #include "file_impl.h"
@@ -76,29 +79,60 @@ static void mm_fsrc_skip(mm_fsrc_t *fs, const uint8_t *p, size_t n)
 		fs->skip_cr = p[n - 1] == '\r';
 }
 
-static void mm_fsrc_put(mm_fsrc_t *fs, size_t i, const uint8_t *p, uint64_t len, uint64_t off)
+/* Fills in a record of len bytes at p, input offset off. */
+static inline void rec_put(mm_record_t *r, const uint8_t *p, uint64_t len, uint64_t off,
+			   uint64_t max_record)
 {
-	mm_record_t *r = &fs->recs[i];
-
 	r->p = (const char *)p;
 	r->flags = 0;
 	r->orig_len = len;
 	r->offset = off;
 	r->ts_ms = 0;
-	if (len > fs->base.max_record) {
+	if (len > max_record) {
 		r->flags = MM_REC_TOOBIG;
 		len = len < MM_REC_PREFIX ? len : MM_REC_PREFIX;
 	}
 	r->len = (uint32_t)len;
-	fs->base.bytes += r->orig_len;
 }
+
+/*
+ * The newline search of mm_fsrc_collect. One memchr per line cost a call and
+ * its set-up for every record (lines here are about 80 bytes: a few vector
+ * steps of work). With SSE2, the newlines of 64 bytes at a time are taken
+ * into a bit mask instead, and each line's end is the mask's lowest bit:
+ * the bytes before win have been looked at, and bit i of mask stands for
+ * byte win - 64 + i, a newline not yet handed out. The last 63 bytes or
+ * fewer of the buffer (a window would read past its end) go through memchr,
+ * as does everything elsewhere.
+ */
+#if defined(__SSE2__)
+static inline uint64_t nl_mask64(const uint8_t *p)
+{
+	const __m128i nl = _mm_set1_epi8('\n');
+	uint64_t m0 = (unsigned)_mm_movemask_epi8(
+		_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)p), nl));
+	uint64_t m1 = (unsigned)_mm_movemask_epi8(
+		_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 16)), nl));
+	uint64_t m2 = (unsigned)_mm_movemask_epi8(
+		_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 32)), nl));
+	uint64_t m3 = (unsigned)_mm_movemask_epi8(
+		_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 48)), nl));
+
+	return m0 | m1 << 16 | m2 << 32 | m3 << 48;
+}
+#endif
 
 /* Fills recs with the next complete lines, at most batch_max, and consumes
  * them (and any empty lines among them). With fs->final set the unterminated
  * rest of the input counts as a line. Returns the number of records. */
 size_t mm_fsrc_collect(mm_fsrc_t *fs)
 {
-	size_t n = 0;
+	mm_record_t *recs = fs->recs;
+	const uint8_t *buf;
+	size_t n = 0, len, head, batch_max = fs->batch_max;
+	uint64_t bytes = 0, buf_off = fs->buf_off, max_record = fs->base.max_record;
+	size_t win;      /* the newline search: see nl_mask64 */
+	uint64_t mask = 0;
 
 	if (fs->skipping) {
 		const uint8_t *p = fs->buf + fs->head;
@@ -112,32 +146,59 @@ size_t mm_fsrc_collect(mm_fsrc_t *fs)
 		mm_fsrc_skip(fs, p, k);
 		fs->head += nl ? k + 1 : k;
 		fs->skipping = 0;
-		/* Longer than keep_max, so mm_fsrc_put marks it TOOBIG and takes
+		/* Longer than keep_max, so rec_put marks it TOOBIG and takes
 		 * MM_REC_PREFIX bytes: exactly what the prefix holds. */
-		mm_fsrc_put(fs, n++, fs->prefix, fs->skip_len - (uint64_t)fs->skip_cr, fs->skip_off);
+		rec_put(&fs->recs[n++], fs->prefix, fs->skip_len - (uint64_t)fs->skip_cr, fs->skip_off,
+			fs->base.max_record);
+		fs->base.bytes += fs->skip_len - (uint64_t)fs->skip_cr;
 	}
-	while (n < fs->batch_max && fs->head < fs->len) {
-		const uint8_t *p = fs->buf + fs->head;
-		size_t avail = fs->len - fs->head;
-		size_t from = fs->scanned > fs->head ? fs->scanned - fs->head : 0;
-		const uint8_t *nl = memchr(p + from, '\n', avail - from);
-		size_t k, used;
+	/* Lines end in order, so the search goes on from where the last one
+	 * ended; [head, scanned) is known to hold no newline. The buffer's
+	 * fields are held in locals: the records' stores could alias them
+	 * (the build has no strict aliasing), which reloaded them every line. */
+	buf = fs->buf;
+	len = fs->len;
+	head = fs->head;
+	win = fs->scanned > head ? fs->scanned : head;
+	while (n < batch_max && head < len) {
+		size_t at, k, used;
 
-		if (nl == NULL) {
-			fs->scanned = fs->len;
+#if defined(__SSE2__)
+		while (mask == 0 && len - win >= 64) {
+			mask = nl_mask64(buf + win);
+			win += 64;
+		}
+		if (mask != 0) {
+			at = win - 64 + (size_t)__builtin_ctzll(mask);
+			mask &= mask - 1;
+		} else
+#endif
+		{
+			const uint8_t *q = memchr(buf + win, '\n', len - win);
+
+			at = q ? (size_t)(q - buf) : len;
+			win = q ? at + 1 : len;
+		}
+
+		if (at == len) {
+			fs->scanned = len;
 			if (!fs->final)
 				break;
-			k = used = avail;
+			k = used = len - head;
 		} else {
-			k = (size_t)(nl - p);
+			k = at - head;
 			used = k + 1;
 		}
-		if (k > 0 && p[k - 1] == '\r')
+		if (k > 0 && buf[head + k - 1] == '\r')
 			k--;
-		if (k > 0)
-			mm_fsrc_put(fs, n++, p, k, fs->buf_off + fs->head);
-		fs->head += used;
+		if (k > 0) {
+			rec_put(&recs[n++], buf + head, k, buf_off + head, max_record);
+			bytes += k;
+		}
+		head += used;
 	}
+	fs->head = head;
+	fs->base.bytes += bytes;
 	return n;
 }
 

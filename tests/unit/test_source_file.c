@@ -397,6 +397,63 @@ TEST(lines_across_small_reads)
 	}
 }
 
+/* Lines of every length from 0 to 150 bytes (some CRLF, some empty), so
+ * that line ends fall at every place of the line split's 64-byte newline
+ * windows and of its memchr tail, read in sizes around a window and in
+ * batches that stop inside one: the records, their offsets and the bytes
+ * counted are those of the text. */
+TEST(lines_across_newline_windows)
+{
+	static const char *const sizes[] = {"read_size=1", "read_size=63", "read_size=64",
+					    "read_size=65", "read_size=100", "read_size=1m"};
+	static const char *const batches[] = {"batch=1", "batch=3", "batch=4096"};
+	mm_buf_t text = {0};
+	size_t want_off[151], want_len[151], nwant = 0, want_bytes = 0;
+	char path[128], popt[160];
+	size_t s, b, i, j;
+
+	for (i = 0; i <= 150; i++) {
+		size_t off = text.len;
+
+		for (j = 0; j < i; j++)
+			mm_buf_put_u8(&text, (uint8_t)('a' + (i + j) % 26));
+		if (i % 5 == 1)
+			mm_buf_put_u8(&text, '\r');
+		mm_buf_put_u8(&text, '\n');
+		if (i > 0) {
+			want_off[nwant] = off;
+			want_len[nwant++] = i;
+			want_bytes += i;
+		}
+	}
+	path_of(path, sizeof(path), "windows.jsonl");
+	write_file(path, (char *)text.p, text.len, O_TRUNC);
+	snprintf(popt, sizeof(popt), "path=%s", path);
+	for (s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+		for (b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
+			const char *opts[] = {popt, sizes[s], batches[b], NULL};
+			tsrc_t t;
+
+			t_init(&t);
+			REQUIRE(t_open(&t, "file", opts) == 0);
+			REQUIRE(t.vt->start(t.src, NULL, 0) == 0);
+			CHECK(t_run(&t, p_eof, 0, 5000));
+			CHECK_EQ_INT(t.err, 0);
+			CHECK_EQ_INT(t.bad, 0);
+			CHECK_EQ_INT(t.nrec, nwant);
+			for (i = 0; i < t.nrec && i < nwant; i++) {
+				CHECK_EQ_INT(t.recs[i].offset, want_off[i]);
+				CHECK_EQ_INT(t.recs[i].len, want_len[i]);
+				CHECK(memcmp(t.recs[i].p, text.p + want_off[i], want_len[i]) == 0);
+			}
+			CHECK_EQ_INT(t.src->bytes, want_bytes);
+			CHECK_EQ_INT(mm_get_u64le(t.pos + 16), text.len);
+			CHECK_EQ_INT(t_finish(&t), 0);
+		}
+	}
+	mm_buf_free(&text);
+}
+
 TEST(describe)
 {
 	char path[128], popt[160], want[4200];
@@ -1061,6 +1118,7 @@ int main(void)
 	RUN(oversized_line_not_buffered);
 	RUN(options_rejected);
 	RUN(lines_across_small_reads);
+	RUN(lines_across_newline_windows);
 	RUN(describe);
 	RUN(oversized_lines_edges);
 	RUN(batch_cap);
