@@ -7,6 +7,15 @@
  * explicit offset), pipes and terminals as libuv streams. A stream can be
  * closed while nothing is written to it, whereas a thread-pool read() on an
  * idle pipe would hold close() hostage until the writer produced something.
+ * A regular file's read is first tried on the loop thread with RWF_NOWAIT
+ * (Linux), which copies what the page cache holds and refuses (EAGAIN)
+ * instead of waiting for the disk: a cached file is then read without the
+ * thread pool's two wake-ups per read (the pool thread's and the loop's),
+ * which on a virtual machine's idle CPUs cost more than the copy. Its lines
+ * are drained from the idle handle on the loop's next iteration, as after a
+ * resume, so the loop polls between reads and nothing re-enters. A refusal,
+ * an error or the end of the file (0) takes the thread-pool read, which
+ * reports them as before.
  * After each read the complete lines are delivered in batches of at most
  * `batch` records that point into the buffer; the partial last line is moved
  * to the front and completed by the next read.
@@ -30,10 +39,12 @@
  * Every fs request callback goes through mm_fsrc_req_done first, which
  * finishes a close() that waited for the request.
  */
+#define _GNU_SOURCE /* preadv2, RWF_NOWAIT */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include "../lib/error.h"
 #include "file_impl.h"
@@ -280,6 +291,20 @@ static void mm_fsrc_on_stream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	}
 }
 
+#ifdef RWF_NOWAIT
+/* Builds with MM_ERRINJ: with MURMUR_ERRINJ_FSRC_NOWAIT_REFUSED set, every
+ * read on the loop thread is refused, as for a file the page cache does not
+ * hold, so that tests run the thread-pool read too. */
+static int mm_fsrc_nowait_refused(void)
+{
+#ifdef MM_ERRINJ
+	return getenv("MURMUR_ERRINJ_FSRC_NOWAIT_REFUSED") != NULL;
+#else
+	return 0;
+#endif
+}
+#endif
+
 /* Issues the next read, unless paused (resume will). */
 void mm_fsrc_read(mm_fsrc_t *fs)
 {
@@ -309,6 +334,20 @@ void mm_fsrc_read(mm_fsrc_t *fs)
 		return;
 	}
 	b = uv_buf_init((char *)fs->buf + fs->len, (unsigned)fs->read_size);
+#ifdef RWF_NOWAIT
+	if (!fs->is_stdin && !mm_fsrc_nowait_refused()) {
+		struct iovec iov = {.iov_base = b.base, .iov_len = b.len};
+		ssize_t n = preadv2(fs->fd, &iov, 1, (off_t)fs->read_off, RWF_NOWAIT);
+
+		if (n > 0) {
+			fs->len += (size_t)n;
+			fs->read_off += (uint64_t)n;
+			fs->phase = MM_FSRC_DRAIN;
+			uv_idle_start(&fs->idle, mm_fsrc_on_idle);
+			return;
+		}
+	}
+#endif
 	fs->req.data = fs;
 	/* stdin may be a character device: read where it stands. */
 	rc = uv_fs_read(fs->base.loop, &fs->req, fs->fd, &b, 1,

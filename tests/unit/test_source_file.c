@@ -401,7 +401,9 @@ TEST(lines_across_small_reads)
  * that line ends fall at every place of the line split's 64-byte newline
  * windows and of its memchr tail, read in sizes around a window and in
  * batches that stop inside one: the records, their offsets and the bytes
- * counted are those of the text. */
+ * counted are those of the text. Each way is read twice: on the loop thread
+ * (RWF_NOWAIT, the file being in the page cache) and with those reads
+ * refused (error injection), on the thread pool. */
 TEST(lines_across_newline_windows)
 {
 	static const char *const sizes[] = {"read_size=1", "read_size=63", "read_size=64",
@@ -429,11 +431,15 @@ TEST(lines_across_newline_windows)
 	path_of(path, sizeof(path), "windows.jsonl");
 	write_file(path, (char *)text.p, text.len, O_TRUNC);
 	snprintf(popt, sizeof(popt), "path=%s", path);
-	for (s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+	for (s = 0; s < 2 * sizeof(sizes) / sizeof(sizes[0]); s++) {
 		for (b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
-			const char *opts[] = {popt, sizes[s], batches[b], NULL};
+			const char *opts[] = {popt, sizes[s / 2], batches[b], NULL};
 			tsrc_t t;
 
+			if (s % 2)
+				setenv("MURMUR_ERRINJ_FSRC_NOWAIT_REFUSED", "1", 1);
+			else
+				unsetenv("MURMUR_ERRINJ_FSRC_NOWAIT_REFUSED");
 			t_init(&t);
 			REQUIRE(t_open(&t, "file", opts) == 0);
 			REQUIRE(t.vt->start(t.src, NULL, 0) == 0);
@@ -451,6 +457,7 @@ TEST(lines_across_newline_windows)
 			CHECK_EQ_INT(t_finish(&t), 0);
 		}
 	}
+	unsetenv("MURMUR_ERRINJ_FSRC_NOWAIT_REFUSED");
 	mm_buf_free(&text);
 }
 
