@@ -259,15 +259,28 @@ static inline int pipe_bucket(mm_pipeline_t *p, int64_t ts_ms, int64_t now_ms, i
 	return pipe_bucket_slow(p, ts_ms, now_ms, bucket, expire_ms);
 }
 
+/* Finishes the add the last record left half done, if any (p->later). */
+static inline void pipe_add_finish(mm_pipeline_t *p)
+{
+	if (p->later.pending) {
+		p->later.pending = 0;
+		p->cfg.monoid.vt->add_finish(&p->cfg.monoid, p->later_a->entries[p->later_e].state,
+					     &p->later);
+	}
+}
+
 /* Adds v under (key, bucket). kh, when not NULL, is mm_agg_key_hash of the
  * key (record_read's). hint, for a literal key, remembers its entry
  * (see mm_key_hint_t); NULL for keys read from the record. Inlined into
  * the record loop, the add's own checks folding into it. lit: the record
- * loop's copy (record_loop), 0 outside it. */
+ * loop's copy (record_loop), 0 outside it. loop: called from the record
+ * loop (either copy), whose batch ends with pipe_add_finish: the monoid may
+ * leave its add half done until the next one (p->later). */
 static inline __attribute__((always_inline)) int
 pipe_add(mm_pipeline_t *p, const char *key, size_t klen, const uint64_t *kh, int64_t bucket,
-	 int64_t expire_ms, const mm_value_t *v, mm_key_hint_t *hint, int lit)
+	 int64_t expire_ms, const mm_value_t *v, mm_key_hint_t *hint, int lit, int loop)
 {
+	const mm_monoid_t *m = &p->cfg.monoid;
 	mm_agg_t *a = &p->agg[p->cur];
 	mm_agg_entry_t *e;
 	int created, rc;
@@ -288,7 +301,17 @@ pipe_add(mm_pipeline_t *p, const char *key, size_t klen, const uint64_t *kh, int
 		}
 	}
 	e->expire_ms = expire_ms;
-	rc = p->cfg.monoid.vt->add(&p->cfg.monoid, e->state, v);
+	if (loop && m->vt->add_start) {
+		/* After the upsert, which may have moved the pending entry. */
+		pipe_add_finish(p);
+		rc = m->vt->add_start(m, e->state, v, &p->later);
+		if (p->later.pending) {
+			p->later_a = a;
+			p->later_e = (size_t)(e - a->entries);
+		}
+	} else {
+		rc = m->vt->add(m, e->state, v);
+	}
 	if (rc == 0 && p->log[p->cur].on)
 		rc = mm_oplog_add(&p->log[p->cur], p->claiming, key, klen, bucket, expire_ms, v);
 	if (rc == 0 && !lit && p->explain)
@@ -320,6 +343,8 @@ static void pipe_log_start(mm_pipeline_t *p)
 	mm_agg_t *a = &p->agg[p->cur], *b = &p->base[p->cur], t;
 	uint64_t gen = (a->gen > b->gen ? a->gen : b->gen) + 1;
 
+	/* The half-done add names a->entries, which the swap moves to b. */
+	pipe_add_finish(p);
 	if (a->count) {
 		t = *a;
 		*a = *b;
@@ -735,7 +760,8 @@ process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms, const sca
 		if (rc == 0)
 			rc = pipe_add(p, keys[0], klens[0], s->has_kh ? &s->kh : NULL, bucket,
 				      expire_ms, &v,
-				      lit || c->key_kind == MM_PART_CONST ? &p->key_hint[0] : NULL, lit);
+				      lit || c->key_kind == MM_PART_CONST ? &p->key_hint[0] : NULL, lit,
+				      1);
 		if (rc)
 			return rc;
 		goto added;
@@ -747,7 +773,7 @@ process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms, const sca
 			return rc;
 	for (int k = 0; k < c->nkeys; k++) {
 		rc = pipe_add(p, keys[k], klens[k], NULL, bucket, expire_ms, &v,
-			      c->key_kind == MM_PART_CONST ? &p->key_hint[k] : NULL, 0);
+			      c->key_kind == MM_PART_CONST ? &p->key_hint[k] : NULL, 0, 1);
 		if (rc)
 			return rc;
 	}
@@ -868,6 +894,7 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 		record_loop(p, b, &sp, rd, src_id, 1);
 	else
 		record_loop(p, b, &sp, rd, src_id, 0);
+	pipe_add_finish(p);
 	if (marks)
 		mm_store_marked_hold(marks, 0);
 	p->batch = NULL;
@@ -1047,7 +1074,7 @@ int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, i
 		return rc;
 	if (klen == 0 || klen > 1024)
 		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klen);
-	return pipe_add(p, key, klen, NULL, bucket, expire_ms, &v, NULL, 0);
+	return pipe_add(p, key, klen, NULL, bucket, expire_ms, &v, NULL, 0, 0);
 }
 
 int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)

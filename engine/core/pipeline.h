@@ -143,6 +143,14 @@ typedef struct mm_pipeline {
 	size_t const_klen[MM_MAX_KEYS]; /* lengths of literal keys (key_kind CONST) */
 	mm_key_hint_t key_hint[MM_MAX_KEYS];
 	mm_bucket_memo_t bucket_memo;
+	/* The last record's add, left half done by the monoid (add_start in
+	 * monoid.h: an HLL's register store, whose cache miss the next record's
+	 * scan and lookup then cover): finished before the next add and at the
+	 * end of the batch. later_a is its table and later_e its entry's
+	 * number, which stays while the table grows and moves its entries. */
+	mm_add_later_t later;
+	mm_agg_t *later_a;
+	size_t later_e;
 	/* The batch being processed (valid during process_batch / the Lua call). */
 	mm_batch_t *batch;
 	mm_buf_t scratch;

@@ -286,17 +286,54 @@ static void hll_destroy(const mm_monoid_t *m, void *st)
 	memset(s, 0, sizeof(*s));
 }
 
-static int hll_add(const mm_monoid_t *m, void *st, const mm_value_t *v)
+/* Checks an added value and hashes it to its register and rank. */
+static inline int hll_value(const mm_value_t *v, uint32_t *idx, uint8_t *rank)
 {
-	uint32_t idx;
-	uint8_t rank;
-
 	if (v->type != MM_VAL_STRING)
 		return mm_diag_set(MM_ETYPE, "hll: expects a string value, got value type %d", v->type);
 	if (v->s == NULL && v->len != 0)
 		return mm_diag_set(MM_EINVAL, "hll: NULL string of length %zu", v->len);
-	hll_hash(v->s, v->len, &idx, &rank);
-	return hll_set(st, idx, rank);
+	hll_hash(v->s, v->len, idx, rank);
+	return 0;
+}
+
+static int hll_add(const mm_monoid_t *m, void *st, const mm_value_t *v)
+{
+	uint32_t idx = 0;
+	uint8_t rank = 0;
+	int rc = hll_value(v, &idx, &rank);
+
+	return rc ? rc : hll_set(st, idx, rank);
+}
+
+/* add() in two halves (monoid.h): a dense state's register store, a miss
+ * into its 16 KiB array for the hot keys a flush's delta makes dense, is
+ * hinted to the cache here and done by hll_add_finish, after the caller's
+ * other work; a list state is small and near its entry, and takes the
+ * whole add here. */
+static int hll_add_start(const mm_monoid_t *m, void *st, const mm_value_t *v,
+			 mm_add_later_t *later)
+{
+	mm_hll_state_t *s = st;
+	uint32_t idx = 0;
+	uint8_t rank = 0;
+	int rc;
+
+	later->pending = 0;
+	if ((rc = hll_value(v, &idx, &rank)) != 0)
+		return rc;
+	if (!hll_is_dense(s))
+		return hll_set(s, idx, rank);
+	__builtin_prefetch(s->u.regs + idx, 1);
+	later->a = idx;
+	later->b = rank;
+	later->pending = 1;
+	return 0;
+}
+
+static void hll_add_finish(const mm_monoid_t *m, void *st, const mm_add_later_t *later)
+{
+	hll_dense_raise(st, later->a, (uint8_t)later->b);
 }
 
 /*
@@ -688,6 +725,8 @@ const mm_monoid_vtable_t mm_monoid_hll_vtable = {
 	.init = hll_init,
 	.destroy = hll_destroy,
 	.add = hll_add,
+	.add_start = hll_add_start,
+	.add_finish = hll_add_finish,
 	.merge = hll_merge,
 	.encode = hll_encode,
 	.decode = hll_decode,

@@ -70,6 +70,13 @@ typedef struct mm_monoid_params {
 
 typedef struct mm_monoid mm_monoid_t;
 
+/* The part of an add that add_start left for add_finish (the vtable below):
+ * the monoid's own words, which the caller keeps and does not read. */
+typedef struct mm_add_later {
+	uint32_t a, b;
+	int pending;  /* 1: add_finish must run on the state before anything else */
+} mm_add_later_t;
+
 typedef struct mm_monoid_vtable {
 	const char *name;  /* "sum", "count", "min", "max", "first", "last", "set", "hll", "topk", "bloom" */
 	int value_kind;    /* enum mm_value_kind */
@@ -82,6 +89,19 @@ typedef struct mm_monoid_vtable {
 	/* st = st ⊕ lift(v). MM_ETYPE if v has the wrong type, MM_ERANGE if unusable
 	 * (NaN, overflow), MM_ENOMEM. On error st is unchanged. */
 	int (*add)(const mm_monoid_t *m, void *st, const mm_value_t *v);
+	/* Optional, both or neither (NULL: add). add() in two halves, for a
+	 * caller with other work to do in between (the record loop reads the
+	 * next record and finds its state): add_start returns what add()
+	 * returns and does all of it, except that it may leave one store whose
+	 * target misses the cache for later: it then hints the cache about the
+	 * target, sets later->pending and returns 0. Otherwise later->pending
+	 * is 0 and add_finish must not be called. While a store is pending the
+	 * caller calls nothing else on st (no add, merge, encode, destroy) until
+	 * add_finish(st, later), which cannot fail; st may have moved in memory
+	 * in between (its bytes copied, as a growing table moves its entries),
+	 * so later keeps no pointer into st. Together they equal add(). */
+	int (*add_start)(const mm_monoid_t *m, void *st, const mm_value_t *v, mm_add_later_t *later);
+	void (*add_finish)(const mm_monoid_t *m, void *st, const mm_add_later_t *later);
 	/* dst = dst ⊕ src; src is not modified. MM_ENOMEM on allocation failure. */
 	int (*merge)(const mm_monoid_t *m, void *dst, const void *src);
 	/* Appends the canonical encoding of st to out. */

@@ -23,6 +23,11 @@
  *   singleton       add(x, v) == merge(x, add(init, v))
  *   identity flag   is_identity(init), the identity survives a round
  *                   trip, and !is_identity(add(init, v)) for every v
+ *   split add       for a monoid with add_start/add_finish: each state
+ *                   rebuilt by them, its bytes moved to another place
+ *                   and the old ones scribbled over between the halves
+ *                   of every add, == the state built by add (and a
+ *                   value add refuses is refused alike, nothing pending)
  *
  * "==" is per case: the canonical encodings are compared byte for byte,
  * except HLL, compared by registers (mm_hll_registers), as monoid.h allows.
@@ -499,6 +504,61 @@ static void law_singleton(ctx_t *x)
 	}
 }
 
+/* Rebuilds each built state with add_start/add_finish, the state moved
+ * (copied elsewhere, the old bytes scribbled over) between the halves, as
+ * the record loop's table may move its entries. */
+static void law_split_add(ctx_t *x)
+{
+	const mm_monoid_vtable_t *vt = x->m.vt;
+	state_t moved[2], *st;
+	mm_value_t bad = {.type = MM_VAL_NONE};
+	mm_add_later_t later;
+	size_t pending = 0;
+
+	if ((vt->add_start == NULL) != (vt->add_finish == NULL))
+		report(x, "add_start and add_finish come together");
+	if (vt->add_start == NULL)
+		return;
+	for (size_t i = 0; i < N_STATES; i++) {
+		const built_t *b = &x->s[i];
+		int at = 0;
+
+		vt->init(&x->m, &moved[0]);
+		for (size_t j = 0; j < b->n; j++) {
+			st = &moved[at];
+			memset(&later, 0xa5, sizeof(later));
+			if (vt->add_start(&x->m, st, &x->pool[b->picks[j]], &later) != 0) {
+				report(x, "add_start succeeds where add does");
+				break;
+			}
+			if (later.pending != 0 && later.pending != 1) {
+				report(x, "add_start sets later->pending to 0 or 1");
+				break;
+			}
+			if (later.pending) {
+				pending++;
+				memcpy(&moved[!at], st, sizeof(*st));
+				memset(st, 0x5a, sizeof(*st));
+				at = !at;
+				vt->add_finish(&x->m, &moved[at], &later);
+			}
+		}
+		if (!same(x, &moved[at], &b->st))
+			report(x, "add_start + add_finish, the state moved between them == add");
+		/* A value add refuses: the same code, nothing left pending. */
+		later.pending = 1;
+		if (vt->add_start(&x->m, &moved[at], &bad, &later) !=
+			    vt->add(&x->m, &moved[at], &bad) ||
+		    later.pending != 0)
+			report(x, "add_start refuses what add refuses, nothing pending");
+		vt->destroy(&x->m, &moved[at]);
+	}
+	/* The big states go dense, where the store is left for later. */
+	if (pending == 0)
+		report(x, "add_start leaves some store for add_finish");
+	printf("#   %s: split adds, %zu stores left for add_finish\n", x->c->name, pending);
+}
+
 static void run_case(const law_case_t *c)
 {
 	ctx_t *x = calloc(1, sizeof(*x));
@@ -523,6 +583,7 @@ static void run_case(const law_case_t *c)
 	law_fold(x);
 	law_round_trip(x);
 	law_singleton(x);
+	law_split_add(x);
 	if (x->skipped)
 		printf("#   %s: %zu law instances skipped by max_distinct\n", c->name, x->skipped);
 	teardown(x);
