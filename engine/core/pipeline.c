@@ -273,14 +273,15 @@ static inline void pipe_add_finish(mm_pipeline_t *p)
  * key (record_read's). hint, for a literal key, remembers its entry
  * (see mm_key_hint_t); NULL for keys read from the record. Inlined into
  * the record loop, the add's own checks folding into it. lit: the record
- * loop's copy (record_loop), 0 outside it. loop: called from the record
- * loop (either copy), whose batch ends with pipe_add_finish: the monoid may
- * leave its add half done until the next one (p->later). */
+ * loop's copy (record_loop), 0 outside it. loop: called from the general
+ * copy of the record loop, whose batch ends with pipe_add_finish: the
+ * monoid may leave its add half done until the next one (p->later). The
+ * literal-key copy does not: its one key's state stays in the cache, and
+ * the test would cost its every record. */
 static inline __attribute__((always_inline)) int
 pipe_add(mm_pipeline_t *p, const char *key, size_t klen, const uint64_t *kh, int64_t bucket,
 	 int64_t expire_ms, const mm_value_t *v, mm_key_hint_t *hint, int lit, int loop)
 {
-	const mm_monoid_t *m = &p->cfg.monoid;
 	mm_agg_t *a = &p->agg[p->cur];
 	mm_agg_entry_t *e;
 	int created, rc;
@@ -301,16 +302,16 @@ pipe_add(mm_pipeline_t *p, const char *key, size_t klen, const uint64_t *kh, int
 		}
 	}
 	e->expire_ms = expire_ms;
-	if (loop && m->vt->add_start) {
+	if (loop && p->cfg.monoid.vt->add_start) {
 		/* After the upsert, which may have moved the pending entry. */
 		pipe_add_finish(p);
-		rc = m->vt->add_start(m, e->state, v, &p->later);
+		rc = p->cfg.monoid.vt->add_start(&p->cfg.monoid, e->state, v, &p->later);
 		if (p->later.pending) {
 			p->later_a = a;
 			p->later_e = (size_t)(e - a->entries);
 		}
 	} else {
-		rc = m->vt->add(m, e->state, v);
+		rc = p->cfg.monoid.vt->add(&p->cfg.monoid, e->state, v);
 	}
 	if (rc == 0 && p->log[p->cur].on)
 		rc = mm_oplog_add(&p->log[p->cur], p->claiming, key, klen, bucket, expire_ms, v);
@@ -761,7 +762,7 @@ process_record(mm_pipeline_t *p, const mm_record_t *r, int64_t now_ms, const sca
 			rc = pipe_add(p, keys[0], klens[0], s->has_kh ? &s->kh : NULL, bucket,
 				      expire_ms, &v,
 				      lit || c->key_kind == MM_PART_CONST ? &p->key_hint[0] : NULL, lit,
-				      1);
+				      !lit);
 		if (rc)
 			return rc;
 		goto added;
