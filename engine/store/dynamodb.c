@@ -218,7 +218,7 @@ static void ddb_close_handles(mm_ddb_t *st)
 	st->closing = 1;
 	mm_http_close(st->http);
 	st->http = NULL;
-	/* An intent's encoding still on the thread pool counts too. */
+	/* An intent's encoding or decoding still on the thread pool counts too. */
 	st->open_handles = 3 + st->nslots + st->encoding;
 	uv_close((uv_handle_t *)&st->kick, on_timer_closed);
 	uv_close((uv_handle_t *)&st->start_timer, on_timer_closed);

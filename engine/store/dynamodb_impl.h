@@ -240,7 +240,7 @@ struct mm_ddb {
 	int read_only;
 	int closing;
 	size_t open_handles;
-	size_t encoding;        /* intents being encoded on the thread pool */
+	size_t encoding;        /* intents being encoded or decoded on the thread pool */
 	char *table, *region, *url, *host, *owner;
 	char *table_json;       /* the table name as a JSON string */
 	char writer_attr[24];   /* "w_<16 hex>" */

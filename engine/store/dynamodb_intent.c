@@ -40,7 +40,8 @@
  * intent's chunks are read and its flush is applied as an apply job with the
  * writer's identity (ddb_job_t.writer_attr), and reads the position again
  * when that is done; a failed roll-forward fails the read, which the engine
- * retries. The engine's loop is never blocked by it.
+ * retries. The intent is decoded on the thread pool, as it is encoded. The
+ * engine's loop is never blocked by it.
  *
  * Blob (little-endian): u32 magic "MMI1", u64 seq, u64 commit_seq, u8 has
  * commit, i64 commit until (ms); u32 namespaces { u16 name length, name,
@@ -571,18 +572,35 @@ struct ddb_rf {
 	intent_t in;
 	mm_store_cb cb;
 	void *arg;
+	uv_work_t decode;       /* intent_decode on the thread pool */
+	int decoding;           /* that work is queued or running */
+	int orphaned;           /* freed by its owner meanwhile: decode_done frees it */
+	int decode_rc;
+	char decode_detail[400];
 };
 
-void mm_ddb_rf_free(struct ddb_rf *rf)
+static void rf_free_now(struct ddb_rf *rf)
 {
-	if (rf == NULL)
-		return;
 	intent_free(&rf->in);
 	mm_buf_free(&rf->pos_pk);
 	mm_buf_free(&rf->tag);
 	mm_buf_free(&rf->pk);
 	mm_buf_free(&rf->body);
 	free(rf);
+}
+
+/* While the intent is decoded on the thread pool, the work owns rf: an
+ * owner freeing it then (its read job freed by a closing store) leaves it
+ * to decode_done. */
+void mm_ddb_rf_free(struct ddb_rf *rf)
+{
+	if (rf == NULL)
+		return;
+	if (rf->decoding) {
+		rf->orphaned = 1;
+		return;
+	}
+	rf_free_now(rf);
 }
 
 mm_ddb_t *mm_ddb_rf_store(const struct ddb_rf *rf)
@@ -653,20 +671,75 @@ static void on_applied(void *arg, int status, const char *detail)
 	rf_finish(rf, status, detail);
 }
 
-/* Every chunk is read: decode the intent and apply it as its writer would. */
+/* The intent is decoded: apply it as its writer would. */
 static int rf_apply(struct ddb_rf *rf)
 {
 	intent_t *in = &rf->in;
-	int rc;
 
-	if ((rc = intent_decode(in)))
-		return rc;
 	if (in->seq != rf->seq)
 		return mm_diag_set(MM_ECORRUPT, "dynamodb: flush intent %.*s holds sequence %" PRIu64,
 				   (int)rf->tag.len, (const char *)rf->tag.p, in->seq);
 	in->f.now_ms = mm_ddb_now_ms();
 	return mm_ddb_apply_rf(rf->st, &in->f, rf->writer, in->seq, in->commit_seq,
 			       in->has_commit, in->commit_until, on_applied, rf);
+}
+
+static void decode_work(uv_work_t *w)
+{
+	struct ddb_rf *rf = (struct ddb_rf *)((char *)w - offsetof(struct ddb_rf, decode));
+
+	errinj_slow("MURMUR_ERRINJ_DDB_RF_DECODE_SLOW_MS");
+	rf->decode_rc = intent_decode(&rf->in);
+	if (rf->decode_rc)
+		snprintf(rf->decode_detail, sizeof(rf->decode_detail), "%s", mm_diag_msg());
+}
+
+static void decode_done(uv_work_t *w, int status)
+{
+	struct ddb_rf *rf = (struct ddb_rf *)((char *)w - offsetof(struct ddb_rf, decode));
+	mm_ddb_t *st = rf->st;
+	int rc;
+
+	rf->decoding = 0;
+	st->encoding--;
+	if (rf->orphaned || st->closing) {
+		/* A closing store counted this work among what it waits for. */
+		if (rf->orphaned)
+			rf_free_now(rf);
+		if (st->closing)
+			mm_ddb_handle_gone(st);
+		return;
+	}
+	if (status != 0 && rf->decode_rc == 0) {
+		rf->decode_rc = MM_EIO;
+		snprintf(rf->decode_detail, sizeof(rf->decode_detail),
+			 "dynamodb: the decoding of a flush intent was cancelled");
+	}
+	if (rf->decode_rc) {
+		/* The callback may free rf, and with it decode_detail. */
+		char detail[sizeof(rf->decode_detail)];
+
+		memcpy(detail, rf->decode_detail, sizeof(detail));
+		rf_finish(rf, rf->decode_rc, detail);
+		return;
+	}
+	if ((rc = rf_apply(rf)))
+		rf_fail(rf, rc);
+}
+
+/* Every chunk is read: the intent is decoded on the thread pool, as it was
+ * encoded (every delta's state initialised and decoded: 86 ms of blocked
+ * loop for 82 370 sketches when it ran on the loop), then applied. */
+static int rf_decode(struct ddb_rf *rf)
+{
+	int rc;
+
+	if ((rc = uv_queue_work(rf->st->base.loop, &rf->decode, decode_work, decode_done)) != 0)
+		return mm_diag_set(MM_EIO, "dynamodb: cannot queue the decoding of a flush intent: %s",
+				   uv_strerror(rc));
+	rf->decoding = 1;
+	rf->st->encoding++;
+	return 0;
 }
 
 static void on_chunk(void *arg, int status, const char *detail);
@@ -689,7 +762,7 @@ static void on_chunk(void *arg, int status, const char *detail)
 	} else if (++rf->chunk < rf->nchunks)
 		rc = rf_read_chunk(rf);
 	else
-		rc = rf_apply(rf);
+		rc = rf_decode(rf);
 	if (rc)
 		rf_fail(rf, rc);
 }
