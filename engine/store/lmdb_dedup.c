@@ -12,15 +12,16 @@
  *
  * On disk ("marks"), marks are kept in time partitions: partition P holds
  * the marks expiring in [P * LMDB_MARK_WINDOW_MS, (P + 1) * ...), as runs,
- * one record per flush and partition:
+ * a flush's marks of a partition in one record or a few (each at most
+ * LMDB_RUN_MAX entries):
  *
  *   key    u32 BE P, u32 BE SEQ (the partition's runs in write order)
  *   value  N entries of 24 bytes: u64 LE h0, u64 LE h1, i64 LE expire_ms
  *
- * So a flush writes its marks as one record (a copy, no B-tree insert per
- * id), and marks expire by whole partitions: each apply deletes the records
- * of the partitions that ended by its now_ms, a seek and a delete per run
- * instead of a delete per id.
+ * So a flush writes its marks as a few records (a copy, no B-tree insert
+ * per id), and marks expire by whole partitions: each apply deletes the
+ * records of the partitions that ended by its now_ms, a seek and a delete
+ * per run instead of a delete per id.
  *
  * In memory, a markset holds every live mark (the hashes of the live
  * partitions), filled from the disk by start() (a writer's), else by the
@@ -63,6 +64,13 @@
 
 #define LMDB_MARK_WINDOW_MS 3600000LL
 #define LMDB_MARK_SIZE 24
+/* A run's most entries (1 MiB with LMDB's page header). LMDB copies a
+ * record of this size into pages it mallocs for the write transaction and
+ * frees at its end: below glibc's mmap threshold (lib/heap.h), so the
+ * next flush's runs reuse the heap's pages, where one record for a whole
+ * flush's marks (up to 6 MB) was a fresh mapping each time, and its copy
+ * the largest site of page faults of a run with ids (doc/performance.md). */
+#define LMDB_RUN_MAX ((((size_t)1 << 20) - 64) / LMDB_MARK_SIZE)
 #define LMDB_PREFETCH 8
 
 static uint32_t partition_of(int64_t expire_ms)
@@ -286,22 +294,28 @@ static void fill_run(uint8_t *dst, const mm_markhash_t *m, size_t n)
 #endif
 }
 
-/* Writes pend[from..to), all of partition part, as one run. */
+/* Writes pend[from..to), all of partition part, as runs of at most
+ * LMDB_RUN_MAX entries. */
 static int write_run(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, uint32_t part, size_t from,
 		     size_t to)
 {
 	uint8_t kb[8];
-	MDB_val key = {8, kb}, val = {(to - from) * LMDB_MARK_SIZE, NULL};
+	MDB_val key = {8, kb}, val;
 	uint32_t seq;
+	size_t n;
 	int rc, mrc;
 
 	if ((rc = next_seq(cur, part, &seq)))
 		return rc;
 	put_u32be(kb, part);
-	put_u32be(kb + 4, seq);
-	if ((mrc = mdb_put(txn, st->dbi_marks, &key, &val, MDB_RESERVE)))
-		return mm_lmdb_fail(mrc, "put marks");
-	fill_run(val.mv_data, &st->pend[from], to - from);
+	for (; from < to; from += n, seq++) {
+		n = to - from < LMDB_RUN_MAX ? to - from : LMDB_RUN_MAX;
+		put_u32be(kb + 4, seq);
+		val = (MDB_val){n * LMDB_MARK_SIZE, NULL};
+		if ((mrc = mdb_put(txn, st->dbi_marks, &key, &val, MDB_RESERVE)))
+			return mm_lmdb_fail(mrc, "put marks");
+		fill_run(val.mv_data, &st->pend[from], n);
+	}
 	return 0;
 }
 

@@ -1494,6 +1494,64 @@ TEST(lmdb_mark_partitions)
 	fx_fini(&fx);
 }
 
+/* A flush's marks of one partition go to records of at most 43 688
+ * entries (1 MiB values, below glibc's mmap threshold: lmdb_dedup.c), with
+ * consecutive SEQs; every mark answers after a reopen, and the next
+ * flush's run follows them. */
+TEST(lmdb_mark_pieces)
+{
+	enum { N = 100000, PIECE = ((1 << 20) - 64) / 24 };
+	static batch_t b;
+	static char ids[N][16]; /* Room for "p-" and any int (gcc -O1 checks the snprintf). */
+	const int64_t hour = 3600000;
+	int64_t t = now_ms(), h0 = (t / hour + 1) * hour;
+	uint64_t seed = mm_id_hash_seed(NS.name, strlen(NS.name));
+	mm_mark_t *marks = calloc(N, sizeof(*marks));
+	size_t sizes[8], n;
+	uint32_t parts[8];
+	mm_flush_t f;
+	fx_t fx;
+	done_t d;
+	int i;
+
+	REQUIRE(marks != NULL);
+	REQUIRE(PIECE == 43688);
+	REQUIRE(fx_init(&fx, "lmdb") == 0);
+	batch_init(&b, t);
+	f = b.f;
+	f.marks = marks;
+	for (i = 0; i < N; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "p-%d", i);
+		marks[i] = (mm_mark_t){&NS, ids[i], strlen(ids[i]), h0 + i, 0, {0, 0}};
+		/* Half given their hash, as the pipeline does, half hashed by the store. */
+		if (i % 2)
+			mm_id_hash(seed, ids[i], strlen(ids[i]), &marks[i].hash);
+	}
+	f.nmarks = N;
+	CHECK_EQ_INT(apply(&fx, &f, &d), 0);
+	batch_init(&b, t);
+	add_mark(&b, &NS, S("next"), h0 + 7);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	fx_close_store(&fx);
+	n = raw_runs(fx.path, sizes, parts, 8);
+	REQUIRE(n == 4);
+	CHECK_EQ_INT(sizes[0], PIECE * 24);
+	CHECK_EQ_INT(sizes[1], PIECE * 24);
+	CHECK_EQ_INT(sizes[2], (N - 2 * PIECE) * 24);
+	CHECK_EQ_INT(sizes[3], 24);
+	for (i = 0; i < 4; i++)
+		CHECK_EQ_INT(parts[i], (uint32_t)(h0 / hour));
+	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
+	for (i = 0; i < N; i += 97)
+		CHECK_EQ_INT(marked(&fx, &NS, ids[i], strlen(ids[i])), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, ids[N - 1], strlen(ids[N - 1])), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, S("next")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, S("p-100000")), 0);
+	CHECK_EQ_INT(marked(&fx, &NS2, ids[0], strlen(ids[0])), 0);
+	fx_fini(&fx);
+	free(marks);
+}
+
 /* The pipeline hashes an id once (mm_id_hash) and hands the hash to the
  * store with its claim and its mark: the embedded store takes that hash as
  * the mark, so marks and claims with and without one agree, before and
@@ -1842,6 +1900,7 @@ int main(void)
 	RUN(lmdb_hash_collision);
 	RUN(lmdb_key_format);
 	RUN(lmdb_mark_partitions);
+	RUN(lmdb_mark_pieces);
 	RUN(lmdb_given_hashes);
 	RUN(lmdb_unchanged_skipped);
 	RUN(lmdb_marked);
