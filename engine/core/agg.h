@@ -41,7 +41,8 @@ typedef struct mm_agg {
 	/* The index: hashes[i] is the hash of the key in slot i (0 = empty
 	 * slot; real hashes have the low bit set) and index[i] its entry's
 	 * number, so a probe walks 8-byte words and touches an entry only on a
-	 * full hash match. */
+	 * full hash match. Both arrays are one block (hashes first), on a
+	 * huge page once it passes 256 KiB (agg.c). */
 	uint64_t *hashes;
 	uint32_t *index;
 	size_t cap;             /* slots: a power of two, or 0 before the first insert */

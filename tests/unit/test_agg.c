@@ -4,13 +4,16 @@
  * are found again across the index's growth and through the hash given
  * in two parts (mm_agg_key_hash, mm_agg_hash_mix), iteration yields each once in
  * insertion order, kept entry pointers stay valid while gen is unchanged,
- * and reset empties the table for reuse.
+ * reset empties the table for reuse, and the index's slots are one block,
+ * on a 2 MiB boundary (so that the kernel can give it a huge page) once it
+ * holds 256 KiB or more.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/agg.h"
+#include "lib/hugemap.h"
 #include "lib/buf.h"
 #include "lib/error.h"
 #include "monoid/monoid.h"
@@ -126,9 +129,45 @@ TEST(gen_and_reset)
 	mm_agg_free(&a);
 }
 
+/* The index is one block, hashes then entry numbers, and from 256 KiB
+ * (32 768 slots of 12 bytes, here, up to 65 536) a mapping of its own on a
+ * huge page's boundary; every key is found at every size. */
+TEST(slots_block)
+{
+	mm_agg_t a;
+	char k[64];
+	int64_t bucket;
+	int created, huge = 0;
+	size_t cap = 0;
+
+	mm_agg_init(&a, NULL);
+	for (int i = 0; i < NKEYS; i++) {
+		size_t n = key_of(i, k, &bucket);
+
+		REQUIRE(mm_agg_upsert(&a, k, n, bucket, &created) != NULL);
+		if (a.cap == cap)
+			continue;
+		cap = a.cap;
+		CHECK((void *)a.index == (void *)(a.hashes + a.cap));
+		if (a.cap * 12 >= ((size_t)256 << 10)) {
+			CHECK_EQ_INT((uintptr_t)a.hashes % MM_HUGE_PAGE, 0);
+			huge++;
+		}
+		for (int j = 0; j <= i; j++) {
+			n = key_of(j, k, &bucket);
+			CHECK(mm_agg_find(&a, k, n, bucket) == &a.entries[j]);
+		}
+	}
+	CHECK_EQ_INT(huge, 2);
+	mm_agg_reset(&a);
+	CHECK(mm_agg_find(&a, k, key_of(0, k, &bucket), bucket) == NULL);
+	mm_agg_free(&a);
+}
+
 int main(void)
 {
 	RUN(sum_table);
 	RUN(gen_and_reset);
+	RUN(slots_block);
 	UNIT_DONE();
 }
