@@ -9,13 +9,18 @@
  *   "state" key   u8 ns_len, ns, u16 BE entity_len, ENTITY, BUCKET [, SEQ]
  *           value u64 LE expire_ms (0 = never) [, entity bytes], monoid encoding
  *   "marks" key   u32 BE partition, u32 BE SEQ
- *           value dedup marks, 24 bytes each (lmdb_dedup.c)
+ *           value dedup marks, 16 bytes each (lmdb_dedup.c; 24 in format 2)
  *   "seen"  key   u8 ns_len, ns, u16 BE id_len, ID [, SEQ]
  *           value u64 LE expire_ms [, id bytes]
  *           (format 1's marks, moved to "marks" by the first apply)
  *   "pos"   key   source id (without its NUL)   value  position bytes
  *   "meta"  key   namespace name                value  metadata bytes
- *   main    key   "murmur.format"               value  u32 LE format version, 2
+ *   main    key   "murmur.format"               value  u32 LE format version, 3
+ *
+ * Format versions: 1 kept dedup marks one record per id in "seen"; 2 moved
+ * them to runs in "marks" of 24-byte entries; 3 has 16-byte entries. A
+ * writer moves an older store to 3 when it opens it (lmdb_open_dbs); a
+ * read-only opener reads it as it is; builds before a version refuse it.
  *
  * BUCKET is the bucket id as 8 big-endian bytes with the sign bit flipped, so
  * state keys sort by (ns, entity, bucket) and the buckets of one entity are
@@ -95,7 +100,7 @@
 #include "../lib/error.h"
 #include "lmdb_impl.h"
 
-#define LMDB_FORMAT 2
+#define LMDB_FORMAT 3
 #define LMDB_FORMAT_KEY "murmur.format"
 #define LMDB_MAP_MIN (64 * 1024)
 #define LMDB_READERS_MAX 65536
@@ -661,12 +666,27 @@ static int lmdb_mkdir_p(const char *path)
 	return 0;
 }
 
+int mm_lmdb_format(mm_lmdb_t *st, MDB_txn *txn, uint32_t *format)
+{
+	MDB_val key = {sizeof(LMDB_FORMAT_KEY) - 1, LMDB_FORMAT_KEY}, val;
+	int mrc = mdb_get(txn, st->dbi_main, &key, &val);
+
+	if (mrc)
+		return mm_lmdb_fail(mrc, "read format version");
+	if (val.mv_size != 4)
+		return mm_diag_set(MM_ECORRUPT, "lmdb: format version of %zu bytes", val.mv_size);
+	*format = mm_get_u32le(val.mv_data);
+	return 0;
+}
+
 /*
  * Opens the five databases and checks the format version. A new (empty)
  * environment gets the version; a non-empty one without it belongs to
- * something else and is left alone. A writer moves a format 1 store to
- * format 2 (its "marks" database is created; "seen" is read until the first
- * apply empties it, lmdb_dedup.c), which builds before it then refuse.
+ * something else and is left alone. A writer moves an older store to
+ * format 3, which builds before it then refuse: a format 1 store gets its
+ * "marks" database ("seen" is read until the first apply empties it,
+ * lmdb_dedup.c), a format 2 store's runs are rewritten with 16-byte entries
+ * in this transaction, so a crash leaves it format 2 whole.
  */
 static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 {
@@ -676,6 +696,7 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 	MDB_val key = {sizeof(LMDB_FORMAT_KEY) - 1, LMDB_FORMAT_KEY}, val;
 	uint8_t version[4];
 	uint32_t format = 0;
+	int upgrade = 0;
 	MDB_stat stat;
 	MDB_dbi main;
 	MDB_txn *txn;
@@ -691,8 +712,8 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 	mrc = mdb_get(txn, main, &key, &val);
 	if (mrc == 0 && val.mv_size == 4)
 		format = mm_get_u32le(val.mv_data);
-	if ((mrc == MDB_NOTFOUND && stat.ms_entries == 0 && !st->read_only) ||
-	    (format == 1 && !st->read_only)) {
+	upgrade = !st->read_only && mrc == 0 && (format == 1 || format == 2);
+	if ((mrc == MDB_NOTFOUND && stat.ms_entries == 0 && !st->read_only) || upgrade) {
 		mm_set_u32le(version, LMDB_FORMAT);
 		val.mv_size = sizeof(version);
 		val.mv_data = version;
@@ -711,12 +732,14 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 	} else if (mrc) {
 		rc = mm_lmdb_fail(mrc, "read format version");
 		goto out;
-	} else if (format != 1 && format != LMDB_FORMAT) {
+	} else if (format < 1 || format > LMDB_FORMAT) {
 		rc = mm_diag_set(MM_EINCOMPAT,
-				 "lmdb: '%s' has store format %u, this build reads 1 and %d", path,
+				 "lmdb: '%s' has store format %u, this build reads 1 to %d", path,
 				 format, LMDB_FORMAT);
 		goto out;
 	}
+	st->marks_v2 = format == 2 && st->read_only;
+	st->dbi_main = main;
 	st->has_marks_db = 1;
 	for (i = 0; i < 5; i++) {
 		mrc = mdb_dbi_open(txn, names[i], st->read_only ? 0 : MDB_CREATE, dbis[i]);
@@ -734,6 +757,8 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 		goto out;
 	}
 	st->legacy = stat.ms_entries > 0;
+	if (upgrade && format == 2 && (rc = mm_lmdb_marks_upgrade(st, txn)))
+		goto out;
 	/* Committing (even a read-only transaction) keeps the handles. */
 	mrc = mdb_txn_commit(txn);
 	txn = NULL;

@@ -16,7 +16,16 @@
  * LMDB_RUN_MAX entries):
  *
  *   key    u32 BE P, u32 BE SEQ (the partition's runs in write order)
- *   value  N entries of 24 bytes: u64 LE h0, u64 LE h1, i64 LE expire_ms
+ *   value  N entries of 16 bytes: u64 LE h0, u32 LE the high half of h1,
+ *          u32 LE expire_ms - P * LMDB_MARK_WINDOW_MS
+ *
+ * which are the bits the markset keeps (markset.h), so a mark read back
+ * answers as the one written. Format 2 stores kept 24 bytes an entry (u64
+ * LE h0, h1, i64 LE expire_ms): a writer rewrites their runs when it opens
+ * the store (mm_lmdb_marks_upgrade, in the transaction that sets format 3),
+ * and a read-only opener of one reads them as they are. The page cache's
+ * copy of the runs and LMDB's copy into its pages were a large part of
+ * what ids cost (doc/performance.md): a third fewer bytes.
  *
  * So a flush writes its marks as a few records (a copy, no B-tree insert
  * per id), and marks expire by whole partitions: each apply deletes the
@@ -63,7 +72,8 @@
 #include "lmdb_impl.h"
 
 #define LMDB_MARK_WINDOW_MS 3600000LL
-#define LMDB_MARK_SIZE 24
+#define LMDB_MARK_SIZE 16
+#define LMDB_MARK_SIZE_V2 24 /* format 2's entries */
 /* A run's most entries (1 MiB with LMDB's page header). LMDB copies a
  * record of this size into pages it mallocs for the write transaction and
  * frees at its end: below glibc's mmap threshold (lib/heap.h), so the
@@ -89,6 +99,29 @@ static void put_u32be(uint8_t *p, uint32_t v)
 	p[1] = (uint8_t)(v >> 16);
 	p[2] = (uint8_t)(v >> 8);
 	p[3] = (uint8_t)v;
+}
+
+/* Decodes the run entry at p of the partition that starts at base; an
+ * expiry past the partition's end is a damaged record. */
+static int entry_get(const uint8_t *p, int64_t base, mm_markhash_t *m)
+{
+	uint32_t off = mm_get_u32le(p + 12);
+
+	if (off >= LMDB_MARK_WINDOW_MS)
+		return mm_diag_set(MM_ECORRUPT, "lmdb: corrupt mark (expiry %u ms into its hour)",
+				   off);
+	m->h0 = mm_get_u64le(p);
+	m->h1 = (uint64_t)mm_get_u32le(p + 8) << 32;
+	m->expire_ms = base + off;
+	return 0;
+}
+
+/* Decodes format 2's entry at p (u64 LE h0, h1, i64 LE expire_ms). */
+static void entry_get_v2(const uint8_t *p, mm_markhash_t *m)
+{
+	m->h0 = mm_get_u64le(p);
+	m->h1 = mm_get_u64le(p + 8);
+	m->expire_ms = (int64_t)mm_get_u64le(p + 16);
 }
 
 /* Appends m to the pending entries (the marks of the apply in flight). */
@@ -197,11 +230,21 @@ static int marks_load(mm_lmdb_t *st, MDB_txn *txn, int64_t now_ms)
 	MDB_val key, val;
 	mm_markset_t t = {0};
 	mm_markbatch_t b;
-	size_t i, keep = st->npend;
+	size_t i, keep = st->npend, size = st->marks_v2 ? LMDB_MARK_SIZE_V2 : LMDB_MARK_SIZE;
+	int64_t base;
 	int rc = 0, mrc;
 
 	if (st->marks_loaded && !mm_markset_stale(&st->set, now_ms))
 		return 0;
+	/* A reader of a format 2 store: a writer may have rewritten its runs
+	 * since the open (format 3). */
+	if (st->marks_v2) {
+		uint32_t format;
+
+		if ((rc = mm_lmdb_format(st, txn, &format)))
+			goto out;
+		st->marks_v2 = format == 2;
+	}
 	mm_markset_start(&t, now_ms - LMDB_MARK_WINDOW_MS);
 	if (st->has_marks_db) {
 		if ((mrc = mdb_cursor_open(txn, st->dbi_marks, &cur))) {
@@ -217,18 +260,21 @@ static int marks_load(mm_lmdb_t *st, MDB_txn *txn, int64_t now_ms)
 					rc = mm_lmdb_fail(mrc, "read marks");
 				break;
 			}
-			if (key.mv_size != 8 || val.mv_size % LMDB_MARK_SIZE) {
+			if (key.mv_size != 8 || val.mv_size % size) {
 				rc = mm_diag_set(MM_ECORRUPT,
 						 "lmdb: corrupt marks record (key of %zu bytes, "
 						 "value of %zu)",
 						 key.mv_size, val.mv_size);
 				break;
 			}
-			for (p = val.mv_data, i = 0; i < val.mv_size / LMDB_MARK_SIZE; i++) {
-				mm_markhash_t m = {mm_get_u64le(p), mm_get_u64le(p + 8),
-						   (int64_t)mm_get_u64le(p + 16)};
+			base = (int64_t)get_u32be(key.mv_data) * LMDB_MARK_WINDOW_MS;
+			for (p = val.mv_data, i = 0; i < val.mv_size / size; i++, p += size) {
+				mm_markhash_t m = {0};
 
-				p += LMDB_MARK_SIZE;
+				if (st->marks_v2)
+					entry_get_v2(p, &m);
+				else if ((rc = entry_get(p, base, &m)))
+					goto out;
 				if (m.expire_ms > now_ms && (rc = pend_add(st, &m)))
 					goto out;
 			}
@@ -278,20 +324,15 @@ static int next_seq(MDB_cursor *cur, uint32_t part, uint32_t *seq)
 	return 0;
 }
 
-/* Writes n entries in the run format (u64 LE h0, h1, expire_ms). */
-static void fill_run(uint8_t *dst, const mm_markhash_t *m, size_t n)
+/* Writes n entries of partition base / LMDB_MARK_WINDOW_MS in the run
+ * format (u64 LE h0, u32 LE h1 >> 32, u32 LE expire_ms - base). */
+static void fill_run(uint8_t *dst, const mm_markhash_t *m, size_t n, int64_t base)
 {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	/* The entries in memory are the run's bytes already: one copy. */
-	_Static_assert(sizeof(mm_markhash_t) == LMDB_MARK_SIZE, "a mark is 24 bytes");
-	memcpy(dst, m, n * LMDB_MARK_SIZE);
-#else
 	for (size_t i = 0; i < n; i++, dst += LMDB_MARK_SIZE) {
 		mm_set_u64le(dst, m[i].h0);
-		mm_set_u64le(dst + 8, m[i].h1);
-		mm_set_u64le(dst + 16, (uint64_t)m[i].expire_ms);
+		mm_set_u32le(dst + 8, (uint32_t)(m[i].h1 >> 32));
+		mm_set_u32le(dst + 12, (uint32_t)(m[i].expire_ms - base));
 	}
-#endif
 }
 
 /* Writes pend[from..to), all of partition part, as runs of at most
@@ -314,9 +355,78 @@ static int write_run(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, uint32_t part
 		val = (MDB_val){n * LMDB_MARK_SIZE, NULL};
 		if ((mrc = mdb_put(txn, st->dbi_marks, &key, &val, MDB_RESERVE)))
 			return mm_lmdb_fail(mrc, "put marks");
-		fill_run(val.mv_data, &st->pend[from], n);
+		fill_run(val.mv_data, &st->pend[from], n, (int64_t)part * LMDB_MARK_WINDOW_MS);
 	}
 	return 0;
+}
+
+int mm_lmdb_marks_upgrade(mm_lmdb_t *st, MDB_txn *txn)
+{
+	MDB_cursor *cur;
+	MDB_cursor_op op = MDB_FIRST;
+	MDB_val key, val, nval;
+	uint8_t kb[8], *buf = NULL;
+	size_t cap = 0, n, i;
+	int rc = 0, mrc;
+
+	if ((mrc = mdb_cursor_open(txn, st->dbi_marks, &cur)))
+		return mm_lmdb_fail(mrc, "open cursor");
+	for (;; op = MDB_NEXT) {
+		int64_t base;
+
+		mrc = mdb_cursor_get(cur, &key, &val, op);
+		if (mrc) {
+			if (mrc != MDB_NOTFOUND)
+				rc = mm_lmdb_fail(mrc, "read format 2 marks");
+			break;
+		}
+		if (key.mv_size != 8 || val.mv_size % LMDB_MARK_SIZE_V2 || val.mv_size == 0) {
+			rc = mm_diag_set(MM_ECORRUPT,
+					 "lmdb: corrupt format 2 marks record (key of %zu bytes, "
+					 "value of %zu)",
+					 key.mv_size, val.mv_size);
+			break;
+		}
+		n = val.mv_size / LMDB_MARK_SIZE_V2;
+		if (n * LMDB_MARK_SIZE > cap) {
+			uint8_t *nb = realloc(buf, n * LMDB_MARK_SIZE);
+
+			if (nb == NULL) {
+				rc = mm_diag_set(MM_ENOMEM, "lmdb: cannot rewrite %zu marks", n);
+				break;
+			}
+			buf = nb;
+			cap = n * LMDB_MARK_SIZE;
+		}
+		/* The new entries are built aside: LMDB may write the new value
+		 * over the old one's pages. */
+		base = (int64_t)get_u32be(key.mv_data) * LMDB_MARK_WINDOW_MS;
+		for (i = 0; i < n; i++) {
+			mm_markhash_t m;
+
+			entry_get_v2((const uint8_t *)val.mv_data + i * LMDB_MARK_SIZE_V2, &m);
+			if (m.expire_ms < base || m.expire_ms - base >= LMDB_MARK_WINDOW_MS) {
+				rc = mm_diag_set(MM_ECORRUPT,
+						 "lmdb: corrupt format 2 mark (expiry %lld outside "
+						 "its partition)",
+						 (long long)m.expire_ms);
+				goto out;
+			}
+			fill_run(buf + i * LMDB_MARK_SIZE, &m, 1, base);
+		}
+		/* The key too: it points into the page the put changes. */
+		memcpy(kb, key.mv_data, sizeof(kb));
+		key = (MDB_val){sizeof(kb), kb};
+		nval = (MDB_val){n * LMDB_MARK_SIZE, buf};
+		if ((mrc = mdb_cursor_put(cur, &key, &nval, MDB_CURRENT))) {
+			rc = mm_lmdb_fail(mrc, "rewrite format 2 marks");
+			break;
+		}
+	}
+out:
+	mdb_cursor_close(cur);
+	free(buf);
+	return rc;
 }
 
 /* Deletes the runs of every partition that ended by now_ms, counting them

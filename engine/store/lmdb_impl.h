@@ -39,9 +39,12 @@
 typedef struct mm_lmdb {
 	mm_store_t base;
 	MDB_env *env;
-	MDB_dbi dbi_state, dbi_pos, dbi_seen, dbi_meta, dbi_marks;
+	MDB_dbi dbi_state, dbi_pos, dbi_seen, dbi_meta, dbi_marks, dbi_main;
 	int read_only;
 	int has_marks_db;       /* 0: a read-only opener of a format 1 store */
+	int marks_v2;           /* a read-only opener of a format 2 store: runs
+				 * of 24-byte entries (lmdb_dedup.c), until a
+				 * writer moves it to format 3 */
 	unsigned inflight;
 	/* Dedup marks (lmdb_dedup.c), under marks_lock, which serialises the
 	 * pool threads' work on them: every live mark once loaded, the entries
@@ -177,11 +180,17 @@ int mm_lmdb_queue(mm_lmdb_t *st, lmdb_work_t *w, uv_work_cb work);
 lmdb_work_t *mm_lmdb_reader_new(mm_store_t *base, const mm_ns_t *ns, size_t n, mm_store_cb cb,
 				void *arg);
 
+/* The store's format version as of txn (lmdb.c). */
+int mm_lmdb_format(mm_lmdb_t *st, MDB_txn *txn, uint32_t *format);
+
 /* lmdb_dedup.c */
 
 /* Writes the flush's marks in the apply's transaction, drops the partitions
  * that ended by f->now_ms and moves format 1 marks over if any are left. */
 int mm_lmdb_write_marks(mm_lmdb_t *st, MDB_txn *txn, mm_flush_t *f);
+/* Rewrites a format 2 store's runs (24-byte entries) in format 3's 16-byte
+ * entries, in txn (a writer's, at open, which sets format 3 in it). */
+int mm_lmdb_marks_upgrade(mm_lmdb_t *st, MDB_txn *txn);
 /* After the apply's commit: its marks join the markset. */
 void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms);
 /* Frees the markset and the pending entries (close). */

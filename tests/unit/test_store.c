@@ -27,6 +27,7 @@
 #include "lib/error.h"
 #include "lib/hash.h"
 #include "monoid/hll.h"
+#include "store/markset.h"
 #include "store/store.h"
 #include "unit.h"
 
@@ -1427,7 +1428,7 @@ static size_t raw_runs(const char *path, size_t *sizes, uint32_t *parts, size_t 
 	return n;
 }
 
-/* A flush's marks are one record per hour of expiry (a run of 24-byte
+/* A flush's marks are one record per hour of expiry (a run of 16-byte
  * entries); a partition whose hour has ended by an apply's now is deleted
  * whole; the marks answer claims after a reopen. */
 TEST(lmdb_mark_partitions)
@@ -1462,11 +1463,11 @@ TEST(lmdb_mark_partitions)
 	REQUIRE(n == 3);
 	/* Partition h0's runs (SEQ 0 and 1, the second from NS2), then the next. */
 	CHECK_EQ_INT(parts[0], (uint32_t)(h0 / hour));
-	CHECK_EQ_INT(sizes[0], 150 * 24);
+	CHECK_EQ_INT(sizes[0], 150 * 16);
 	CHECK_EQ_INT(parts[1], (uint32_t)(h0 / hour));
-	CHECK_EQ_INT(sizes[1], 100 * 24);
+	CHECK_EQ_INT(sizes[1], 100 * 16);
 	CHECK_EQ_INT(parts[2], (uint32_t)(h0 / hour + 1));
-	CHECK_EQ_INT(sizes[2], 50 * 24);
+	CHECK_EQ_INT(sizes[2], 50 * 16);
 
 	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
 	for (i = 0; i < 300; i += 7)
@@ -1486,7 +1487,7 @@ TEST(lmdb_mark_partitions)
 	REQUIRE(n == 2);
 	CHECK_EQ_INT(parts[0], (uint32_t)(h0 / hour + 1));
 	CHECK_EQ_INT(parts[1], (uint32_t)(h0 / hour + 5));
-	CHECK_EQ_INT(sizes[1], 24);
+	CHECK_EQ_INT(sizes[1], 16);
 	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
 	CHECK_EQ_INT(marked(&fx, &NS, ids[0], strlen(ids[0])), 0);
 	CHECK_EQ_INT(marked(&fx, &NS, ids[199], strlen(ids[199])), 1);
@@ -1494,13 +1495,13 @@ TEST(lmdb_mark_partitions)
 	fx_fini(&fx);
 }
 
-/* A flush's marks of one partition go to records of at most 43 688
+/* A flush's marks of one partition go to records of at most 65 532
  * entries (1 MiB values, below glibc's mmap threshold: lmdb_dedup.c), with
  * consecutive SEQs; every mark answers after a reopen, and the next
  * flush's run follows them. */
 TEST(lmdb_mark_pieces)
 {
-	enum { N = 100000, PIECE = ((1 << 20) - 64) / 24 };
+	enum { N = 140000, PIECE = ((1 << 20) - 64) / 16 };
 	static batch_t b;
 	static char ids[N][16]; /* Room for "p-" and any int (gcc -O1 checks the snprintf). */
 	const int64_t hour = 3600000;
@@ -1515,7 +1516,7 @@ TEST(lmdb_mark_pieces)
 	int i;
 
 	REQUIRE(marks != NULL);
-	REQUIRE(PIECE == 43688);
+	REQUIRE(PIECE == 65532);
 	REQUIRE(fx_init(&fx, "lmdb") == 0);
 	batch_init(&b, t);
 	f = b.f;
@@ -1535,10 +1536,10 @@ TEST(lmdb_mark_pieces)
 	fx_close_store(&fx);
 	n = raw_runs(fx.path, sizes, parts, 8);
 	REQUIRE(n == 4);
-	CHECK_EQ_INT(sizes[0], PIECE * 24);
-	CHECK_EQ_INT(sizes[1], PIECE * 24);
-	CHECK_EQ_INT(sizes[2], (N - 2 * PIECE) * 24);
-	CHECK_EQ_INT(sizes[3], 24);
+	CHECK_EQ_INT(sizes[0], PIECE * 16);
+	CHECK_EQ_INT(sizes[1], PIECE * 16);
+	CHECK_EQ_INT(sizes[2], (N - 2 * PIECE) * 16);
+	CHECK_EQ_INT(sizes[3], 16);
 	for (i = 0; i < 4; i++)
 		CHECK_EQ_INT(parts[i], (uint32_t)(h0 / hour));
 	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
@@ -1546,7 +1547,7 @@ TEST(lmdb_mark_pieces)
 		CHECK_EQ_INT(marked(&fx, &NS, ids[i], strlen(ids[i])), 1);
 	CHECK_EQ_INT(marked(&fx, &NS, ids[N - 1], strlen(ids[N - 1])), 1);
 	CHECK_EQ_INT(marked(&fx, &NS, S("next")), 1);
-	CHECK_EQ_INT(marked(&fx, &NS, S("p-100000")), 0);
+	CHECK_EQ_INT(marked(&fx, &NS, S("p-140000")), 0);
 	CHECK_EQ_INT(marked(&fx, &NS2, ids[0], strlen(ids[0])), 0);
 	fx_fini(&fx);
 	free(marks);
@@ -1783,7 +1784,7 @@ static int raw_legacy_mark(MDB_txn *txn, MDB_dbi dbi, const char *ns, const char
 
 /* A format 1 store (marks one record per id in "seen", no "marks"): its
  * marks answer claims from the start, the first apply moves the live ones
- * to runs and empties "seen", and the store is format 2 from then on. */
+ * to runs and empties "seen", and the store is format 3 from then on. */
 TEST(lmdb_format1_marks)
 {
 	static batch_t b;
@@ -1831,10 +1832,10 @@ TEST(lmdb_format1_marks)
 	CHECK_EQ_INT(raw_count(fx.path, "seen"), 0);
 	nruns = raw_runs(fx.path, sizes, parts, 8);
 	CHECK(nruns >= 1 && nruns <= 2);
-	CHECK_EQ_INT(sizes[0] + (nruns == 2 ? sizes[1] : 0), 4 * 24);
+	CHECK_EQ_INT(sizes[0] + (nruns == 2 ? sizes[1] : 0), 4 * 16);
 	REQUIRE(raw_open(fx.path, &env, &txn, NULL, &main_db) == 0);
 	CHECK_EQ_INT(mdb_get(txn, main_db, &fk, &fv), 0);
-	CHECK(fv.mv_size == 4 && mm_get_u32le(fv.mv_data) == 2);
+	CHECK(fv.mv_size == 4 && mm_get_u32le(fv.mv_data) == 3);
 	mdb_txn_abort(txn);
 	mdb_env_close(env);
 	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
@@ -1843,6 +1844,162 @@ TEST(lmdb_format1_marks)
 	CHECK_EQ_INT(marked(&fx, &NS2, S("old-2")), 1);
 	CHECK_EQ_INT(marked(&fx, &NS, S("new-1")), 1);
 	CHECK_EQ_INT(marked(&fx, &NS, S("old-gone")), 0);
+	fx_fini(&fx);
+}
+
+/* Sets the store's format version (the store is closed). */
+static int raw_set_format(const char *path, uint32_t format)
+{
+	uint8_t v[4];
+	MDB_val fk = {13, "murmur.format"}, fv = {4, v};
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi main_db;
+	int rc;
+
+	mm_set_u32le(v, format);
+	if ((rc = raw_open(path, &env, &txn, NULL, &main_db)) == 0 &&
+	    (rc = mdb_put(txn, main_db, &fk, &fv, 0)) == 0)
+		rc = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return rc;
+}
+
+static uint32_t raw_format(const char *path)
+{
+	MDB_val fk = {13, "murmur.format"}, fv;
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi main_db;
+	uint32_t format = 0;
+
+	if (raw_open(path, &env, &txn, NULL, &main_db) == 0 && mdb_get(txn, main_db, &fk, &fv) == 0 &&
+	    fv.mv_size == 4)
+		format = mm_get_u32le(fv.mv_data);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return format;
+}
+
+/* Puts a format 2 run (24-byte entries: u64 LE h0, h1, i64 LE expire_ms) of
+ * ids[0..n) of ns expiring at expire[0..n), as the record (part, seq). */
+static int raw_v2_run(MDB_txn *txn, MDB_dbi dbi, const char *ns, const char *const *ids,
+		      const int64_t *expire, size_t n, uint32_t part, uint32_t seq)
+{
+	static uint8_t v[16 * 24];
+	uint8_t k[8];
+	MDB_val key = {8, k}, val = {n * 24, v};
+	uint64_t seed = mm_markset_ns_seed(ns, strlen(ns));
+
+	for (int i = 0; i < 4; i++) {
+		k[i] = (uint8_t)(part >> (24 - 8 * i));
+		k[4 + i] = (uint8_t)(seq >> (24 - 8 * i));
+	}
+	for (size_t i = 0; i < n; i++) {
+		mm_markhash_t m;
+
+		mm_markset_hash(seed, ids[i], strlen(ids[i]), &m);
+		mm_set_u64le(v + 24 * i, m.h0);
+		mm_set_u64le(v + 24 * i + 8, m.h1);
+		mm_set_u64le(v + 24 * i + 16, (uint64_t)expire[i]);
+	}
+	return mdb_put(txn, dbi, &key, &val, 0);
+}
+
+/* A format 2 store (runs of 24-byte entries): a read-only opener reads it as
+ * it is and leaves it format 2; a writer rewrites its runs with 16-byte
+ * entries in the transaction that sets format 3, and every mark answers as
+ * before, after a reopen too. A run with an entry outside its partition
+ * fails the writer's open and leaves the store as it was; a format newer
+ * than the build's is refused, as builds before format 3 refuse it. */
+TEST(lmdb_format2_marks)
+{
+	static const char *const a[] = {"v2-a", "v2-b", "v2-gone"}, *const c[] = {"v2-c"},
+				 *const dd[] = {"v2-d"}, *const bad[] = {"v2-bad"};
+	const int64_t hour = 3600000;
+	int64_t t = now_ms(), p0 = t / hour, next = (p0 + 1) * hour;
+	int64_t ea[] = {next + 5, next + hour - 1, t - 1}, ec[] = {next}, ed[] = {next + hour + 7},
+		ebad[] = {next + 2 * hour};
+	size_t sizes[8], n;
+	uint32_t parts[8];
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi marks;
+	fx_t fx;
+
+	REQUIRE(fx_init(&fx, "lmdb") == 0);
+	fx_close_store(&fx);
+	CHECK_EQ_INT(raw_format(fx.path), 3);
+	REQUIRE(raw_open(fx.path, &env, &txn, "marks", &marks) == 0);
+	/* "v2-gone" expired already, in the partition of the hour now is in. */
+	CHECK_EQ_INT(raw_v2_run(txn, marks, NS.name, a + 2, ea + 2, 1, (uint32_t)p0, 0), 0);
+	CHECK_EQ_INT(raw_v2_run(txn, marks, NS.name, a, ea, 2, (uint32_t)p0 + 1, 0), 0);
+	CHECK_EQ_INT(raw_v2_run(txn, marks, NS2.name, c, ec, 1, (uint32_t)p0 + 1, 1), 0);
+	CHECK_EQ_INT(raw_v2_run(txn, marks, NS.name, dd, ed, 1, (uint32_t)p0 + 2, 0), 0);
+	CHECK_EQ_INT(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	REQUIRE(raw_set_format(fx.path, 2) == 0);
+
+	/* A reader reads the 24-byte runs and changes nothing. */
+	REQUIRE(fx_open_with(&fx, 1, NULL, NULL) == 0);
+	CHECK_EQ_INT(marked(&fx, &NS, S("v2-a")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, S("v2-b")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS2, S("v2-c")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, S("v2-c")), 0);
+	CHECK_EQ_INT(marked(&fx, &NS, S("v2-d")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, S("v2-gone")), 0);
+	fx_close_store(&fx);
+	CHECK_EQ_INT(raw_format(fx.path), 2);
+	n = raw_runs(fx.path, sizes, parts, 8);
+	REQUIRE(n == 4);
+	CHECK(sizes[0] == 24 && sizes[1] == 2 * 24 && sizes[2] == 24 && sizes[3] == 24);
+
+	/* A writer moves it to format 3. */
+	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
+	fx_close_store(&fx);
+	CHECK_EQ_INT(raw_format(fx.path), 3);
+	n = raw_runs(fx.path, sizes, parts, 8);
+	REQUIRE(n == 4);
+	CHECK(sizes[0] == 16 && sizes[1] == 2 * 16 && sizes[2] == 16 && sizes[3] == 16);
+	CHECK(parts[0] == (uint32_t)p0 && parts[1] == (uint32_t)p0 + 1 &&
+	      parts[2] == (uint32_t)p0 + 1 && parts[3] == (uint32_t)p0 + 2);
+	for (int ro = 1; ro >= 0; ro--) {
+		REQUIRE(fx_open_with(&fx, ro, NULL, NULL) == 0);
+		CHECK_EQ_INT(marked(&fx, &NS, S("v2-a")), 1);
+		CHECK_EQ_INT(marked(&fx, &NS, S("v2-b")), 1);
+		CHECK_EQ_INT(marked(&fx, &NS2, S("v2-c")), 1);
+		CHECK_EQ_INT(marked(&fx, &NS, S("v2-c")), 0);
+		CHECK_EQ_INT(marked(&fx, &NS, S("v2-d")), 1);
+		CHECK_EQ_INT(marked(&fx, &NS, S("v2-gone")), 0);
+		CHECK_EQ_INT(marked(&fx, &NS, S("never")), 0);
+		fx_close_store(&fx);
+	}
+
+	/* A format 2 run whose entry is outside its partition: the writer's
+	 * open fails and the store stays format 2, its runs unchanged. */
+	REQUIRE(raw_set_format(fx.path, 2) == 0);
+	REQUIRE(raw_open(fx.path, &env, &txn, "marks", &marks) == 0);
+	CHECK_EQ_INT(mdb_drop(txn, marks, 0), 0);
+	CHECK_EQ_INT(raw_v2_run(txn, marks, NS.name, a, ea, 2, (uint32_t)p0 + 1, 0), 0);
+	CHECK_EQ_INT(raw_v2_run(txn, marks, NS.name, bad, ebad, 1, (uint32_t)p0 + 1, 1), 0);
+	CHECK_EQ_INT(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	CHECK_EQ_INT(fx_open_with(&fx, 0, NULL, NULL), MM_ECORRUPT);
+	CHECK(fx.st == NULL);
+	CHECK_EQ_INT(raw_format(fx.path), 2);
+	n = raw_runs(fx.path, sizes, parts, 8);
+	CHECK(n == 2 && sizes[0] == 2 * 24 && sizes[1] == 24);
+
+	/* A format this build does not know yet is refused, by writers and
+	 * readers alike. */
+	REQUIRE(raw_set_format(fx.path, 4) == 0);
+	CHECK_EQ_INT(fx_open_with(&fx, 0, NULL, NULL), MM_EINCOMPAT);
+	CHECK_EQ_INT(fx_open_with(&fx, 1, NULL, NULL), MM_EINCOMPAT);
+	CHECK(fx.st == NULL);
+	REQUIRE(raw_set_format(fx.path, 3) == 0);
+	REQUIRE(fx_open_with(&fx, 1, NULL, NULL) == 0);
 	fx_fini(&fx);
 }
 
@@ -1905,5 +2062,6 @@ int main(void)
 	RUN(lmdb_unchanged_skipped);
 	RUN(lmdb_marked);
 	RUN(lmdb_format1_marks);
+	RUN(lmdb_format2_marks);
 	UNIT_DONE();
 }
