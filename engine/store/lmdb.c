@@ -98,6 +98,7 @@
 #include <sys/sysmacros.h>
 
 #include "../lib/error.h"
+#include "../lib/log.h"
 #include "lmdb_impl.h"
 
 #define LMDB_FORMAT 3
@@ -757,8 +758,17 @@ static int lmdb_open_dbs(mm_lmdb_t *st, const char *path)
 		goto out;
 	}
 	st->legacy = stat.ms_entries > 0;
-	if (upgrade && format == 2 && (rc = mm_lmdb_marks_upgrade(st, txn)))
-		goto out;
+	if (upgrade && format == 2) {
+		/* One transaction rewrites every run: say so, as it takes a
+		 * while on a large store and makes it unreadable to older
+		 * builds. */
+		mm_log(MM_LOG_INFO, "lmdb",
+		       "upgrading '%s' from store format 2 to %d: rewriting its dedup marks "
+		       "in 16 bytes (builds before format %d will refuse the store)",
+		       path, LMDB_FORMAT, LMDB_FORMAT);
+		if ((rc = mm_lmdb_marks_upgrade(st, txn)))
+			goto out;
+	}
 	/* Committing (even a read-only transaction) keeps the handles. */
 	mrc = mdb_txn_commit(txn);
 	txn = NULL;
