@@ -195,6 +195,20 @@ function M.load_all_async(engine, paths, done)
   try()
 end
 
+-- loader.load_all in this process, without a probe child: for the Lambda
+-- runtime only (murmur.lambda), whose sandbox already is what the probe gives
+-- a long-running process. A runtime that hangs in one C call or crashes while
+-- loading fails its init phase, which Lambda bounds in time and memory and
+-- reports, and there is no running version to keep. The fork cost the
+-- runtime about a tenth of its cold start's CPU and the child 5 to 11 ms of
+-- its own (doc/performance.md, "Lambda cold start"). The loader's own limits
+-- (the instruction hook, the sandbox) apply as in the probe child. Returns
+-- what load_all returns.
+function M.load_in_process(paths)
+  started = true
+  return load_snapshot(paths, nil)
+end
+
 -- loader.load_all, after a probe child loaded the same files under limits.
 -- Returns specs, nil, modules or nil, message. In the probe child itself,
 -- loads, reports and exits.

@@ -72,7 +72,9 @@ function M.main(args, parse_args, usage_error, HELP)
     init_error(api, "Runtime.InitError", merr .. " (choose a writable --data directory)")
     return EXIT_RUNTIME
   end
-  local specs, err = require("murmur.isolate").load_all({ script })
+  -- Loaded here, not in a probe child first (murmur.isolate.load_in_process):
+  -- Lambda's sandbox bounds and reports a load that hangs or crashes.
+  local specs, err = require("murmur.isolate").load_in_process({ script })
   if not specs then
     init_error(api, "Runtime.InvalidHandler", err)
     return EXIT_SCRIPT

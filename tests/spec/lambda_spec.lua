@@ -160,6 +160,32 @@ d("#lambda the Lambda runtime through the Runtime API emulator", function()
     assert.are.equal(0, st.invocations)
   end)
 
+  -- The handler is loaded in the runtime itself, with no probe child first
+  -- (murmur.isolate.load_in_process): the loader's limits still apply, and a
+  -- script that fails or runs past its time limit while loading is the init
+  -- error, with its reason, and never reaches /next.
+  it("reports a script that fails or runs too long while loading as its init error", function()
+    local root = dir .. "/handlers"
+    S.exec("mkdir -p " .. S.quote(root))
+    S.write_file(root .. "/broken.lua", 'local murmur = require("murmur")\nerror("broken on purpose")\n')
+    S.write_file(root .. "/spin.lua", 'local murmur = require("murmur")\nwhile true do end\n')
+    for handler, reason in pairs({ ["broken.lua"] = "broken.lua:2: broken on purpose",
+      ["spin.lua"] = "took longer than 0.3s of CPU time" }) do
+      local port, log = emulator(handler, ("%s MURMUR_LOAD_TIMEOUT=0.3 %s lambda --store dynamodb --data %s")
+        :format(env("lambda_unused"), S.quote(S.murmur), S.quote(dir .. "/handlers-data")), root)
+      local st
+      S.wait_for("the init error of " .. handler, 30, function()
+        st = core.json_decode(curl(port, "GET", "/test/state"))
+        return st and #st.init_errors > 0
+      end)
+      local e = st.init_errors[1]
+      assert.are.equal("Runtime.InvalidHandler", e.type, S.read_file(log))
+      assert.matches(reason, core.json_decode(e.body).errorMessage, 1, true)
+      assert.are.equal(0, #st.ready_ms)
+      curl(port, "POST", "/test/stop")
+    end
+  end)
+
   it("is what AWS's runtime interface client expects (aws-lambda-ric with a Node handler)", function()
     local port = emulator("lambda_ric_handler.handler",
       ("node %s/tests/node/node_modules/aws-lambda-ric/index.mjs"):format(S.root), S.root .. "/tests/node")
