@@ -74,14 +74,31 @@ int mm_buf_put_str(mm_buf_t *b, const char *s)
 	return mm_buf_append(b, s, strlen(s));
 }
 
+/* "00" to "99": two digits per division by 100 halve the divisions of a
+ * long number (a DynamoDB UpdateItem writes five numbers, among them a
+ * writer's sequence of 13 digits and an expiry of 10). */
+static const char dec_pairs[201] =
+	"0001020304050607080910111213141516171819"
+	"2021222324252627282930313233343536373839"
+	"4041424344454647484950515253545556575859"
+	"6061626364656667686970717273747576777879"
+	"8081828384858687888990919293949596979899";
+
 size_t mm_dec_u64(char out[20], uint64_t v)
 {
 	char tmp[20], *p = tmp + sizeof(tmp);
 	size_t n;
 
-	do
-		*--p = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
+	for (; v >= 100; v /= 100) {
+		p -= 2;
+		memcpy(p, dec_pairs + 2 * (v % 100), 2);
+	}
+	if (v >= 10) {
+		p -= 2;
+		memcpy(p, dec_pairs + 2 * v, 2);
+	} else {
+		*--p = (char)('0' + v);
+	}
 	n = (size_t)(tmp + sizeof(tmp) - p);
 	memcpy(out, p, n);
 	return n;

@@ -1,13 +1,16 @@
 /*
  * test_scalar.c: sum, count, min, max, first and last with known values,
  * their encodings byte for byte, their error paths, and the registry
- * functions (find, init with defaults, describe). The algebraic laws are in
+ * functions (find, init with defaults, describe), and the decimal text that
+ * sums and DynamoDB numbers are written with. The algebraic laws are in
  * test_monoid_laws.c.
  */
+#include <inttypes.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "lib/buf.h"
 #include "lib/error.h"
 #include "monoid/monoid.h"
 #include "unit.h"
@@ -602,6 +605,54 @@ TEST(registry)
 	mm_buf_free(&b);
 }
 
+/* One value through mm_dec_u64 and both buffer writers, against printf. */
+static int dec_matches(uint64_t v)
+{
+	char want[48], got[20];
+	mm_buf_t b = {0};
+	size_t n = mm_dec_u64(got, v);
+	int ok = (size_t)snprintf(want, sizeof(want), "%" PRIu64, v) == n &&
+		 memcmp(got, want, n) == 0;
+
+	ok = ok && mm_buf_put_dec_u64(&b, v) == 0 && b.len == n && memcmp(b.p, want, n) == 0;
+	b.len = 0;
+	snprintf(want, sizeof(want), "%" PRId64, (int64_t)v);
+	ok = ok && mm_buf_put_dec_i64(&b, (int64_t)v) == 0 && b.len == strlen(want) &&
+	     memcmp(b.p, want, b.len) == 0;
+	mm_buf_free(&b);
+	if (!ok)
+		printf("#   decimal text of %" PRIu64 " differs from printf's\n", v);
+	return ok;
+}
+
+/* Every length from 1 to 20 digits, each side of every power of ten, the
+ * extremes of both signs, and pseudo-random values of every magnitude. */
+TEST(decimal_text)
+{
+	uint64_t p = 1, x = 0x9e3779b97f4a7c15u;
+	int i, bad = 0;
+
+	for (i = 0; i < 200; i++)
+		bad += !dec_matches((uint64_t)i);
+	for (i = 0; i < 20; i++, p *= 10) {
+		bad += !dec_matches(p - 1);
+		bad += !dec_matches(p);
+		bad += !dec_matches(p + 1);
+		bad += !dec_matches(p * 9 + p - 1);
+	}
+	bad += !dec_matches(UINT64_MAX);
+	bad += !dec_matches((uint64_t)INT64_MAX);
+	bad += !dec_matches((uint64_t)INT64_MIN);
+	bad += !dec_matches((uint64_t)-1 - 99);
+	for (i = 0; i < 100000; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		bad += !dec_matches(x >> (i % 64));
+	}
+	CHECK_EQ_INT(bad, 0);
+}
+
 int main(void)
 {
 	RUN(sum_int);
@@ -613,5 +664,6 @@ int main(void)
 	RUN(first_last_encoding);
 	RUN(first_last_arrival);
 	RUN(registry);
+	RUN(decimal_text);
 	UNIT_DONE();
 }
