@@ -6,9 +6,14 @@
  * MURMUR_MALLOC=default (checked in a child, before this process tunes
  * itself) the same block is a mapping of its own and the thread gets an
  * arena of its own, as glibc does by default; malloc tunables in
- * GLIBC_TUNABLES leave glibc's settings too. A sanitizer replaces malloc,
- * so there only the settings' parsing is checked.
+ * GLIBC_TUNABLES leave glibc's settings too. With murmur's setting the
+ * heap is also reserved on huge pages: a block the heap serves after the
+ * tuning lies in a mapping of at least MM_HEAP_HUGE_RESERVE marked
+ * MADV_HUGEPAGE ("hg" in smaps' VmFlags), and with MURMUR_MALLOC=default it
+ * is not marked (each in a child that tunes its own copy of the heap). A sanitizer
+ * replaces malloc, so there only the settings' parsing is checked.
  */
+#include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -80,6 +85,77 @@ static int arenas_after_thread(void)
 	return n;
 }
 
+/*
+ * Whether the mapping that holds addr is marked MADV_HUGEPAGE (1) or not
+ * (0), and its size in *len; -1 when smaps cannot be read or does not list
+ * it.
+ */
+static int mapping_is_huge(const void *addr, uintptr_t *len)
+{
+	char line[512];
+	uintptr_t a = (uintptr_t)addr, lo, hi;
+	int in = 0, rc = -1;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2) {
+			in = lo <= a && a < hi;
+			if (in)
+				*len = hi - lo;
+			continue;
+		}
+		if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			rc = strstr(line, " hg") != NULL;
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+/* In a child: tunes the heap with setting, takes a 2 MiB block (the heap's
+ * below the mmap threshold) and exits 0 when the mapping of its end is as
+ * expected. Its start may lie in the heap this process had before the
+ * tuning grew it (the tests before this one allocated); in murmur the
+ * tuning comes first, before any heap. */
+static int child_heap_huge(const char *setting, int want)
+{
+	char err[160];
+	uintptr_t len = 0;
+	pid_t pid = fork();
+	int status = 0;
+
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		char *p;
+		int huge;
+
+		mm_heap_tune(setting, NULL, err, sizeof(err));
+		p = malloc((size_t)2 << 20);
+		if (p == NULL)
+			_exit(2);
+		p[((size_t)2 << 20) - 1] = 1;
+		huge = mapping_is_huge(p + ((size_t)2 << 20) - 1, &len);
+		_exit(huge == want && (!want || len >= MM_HEAP_HUGE_RESERVE) ? 0 : 1);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(tuned_heap_on_huge_pages)
+{
+	/* A kernel without transparent huge pages refuses the advice: the
+	 * heap stays on small pages, as before. */
+	if (!HEAP_REAL_MALLOC || access("/sys/kernel/mm/transparent_hugepage/enabled", R_OK) != 0)
+		return;
+	CHECK_EQ_INT(child_heap_huge(NULL, 1), 0);
+	CHECK_EQ_INT(child_heap_huge("default", 0), 0);
+}
+
 TEST(default_keeps_glibc)
 {
 	char err[160];
@@ -135,6 +211,7 @@ TEST(bad_setting_is_refused)
 int main(void)
 {
 	RUN(default_keeps_glibc);
+	RUN(tuned_heap_on_huge_pages);
 	RUN(tuned_heap_serves_and_keeps);
 	RUN(bad_setting_is_refused);
 	UNIT_DONE();
