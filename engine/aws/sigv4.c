@@ -41,6 +41,10 @@
 #include "../lib/error.h"
 #include "../lib/text.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* ---- SHA-256 ---- */
 
 static const uint32_t sha256_k[64] = {
@@ -268,7 +272,7 @@ void mm_hmac_sha256(const void *key, size_t klen, const void *msg, size_t n, uin
 }
 
 /* The two hex digits of each byte value, in order: a byte is one lookup
- * and one two-byte store (three digests a signature). */
+ * and one two-byte store. The bytes short of a whole 16 take this way. */
 #define HEX_ROW(h)                                                                          \
 	h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" h "8" h "9" h "a" h "b" h "c" h "d" \
 	h "e" h "f"
@@ -276,11 +280,30 @@ static const char hex_pairs[] = HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("
 	HEX_ROW("5") HEX_ROW("6") HEX_ROW("7") HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b")
 		HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f");
 
+/* Three digests a signature are written as hex, nine instructions a byte
+ * through the table; with SSE2, sixteen bytes are split into nibbles,
+ * interleaved high before low, and each nibble n becomes '0' + n, plus
+ * 'a' - '0' - 10 where n > 9: about a tenth of the work. */
 void mm_hex_lower(const uint8_t *p, size_t n, char *out)
 {
-	size_t i;
+	size_t i = 0;
 
-	for (i = 0; i < n; i++)
+#if defined(__SSE2__)
+	const __m128i nib = _mm_set1_epi8(0x0f), nine = _mm_set1_epi8(9),
+		      zero = _mm_set1_epi8('0'), gap = _mm_set1_epi8('a' - '0' - 10);
+
+	for (; n - i >= 16; i += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+		__m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), nib), lo = _mm_and_si128(v, nib);
+		__m128i a = _mm_unpacklo_epi8(hi, lo), b = _mm_unpackhi_epi8(hi, lo);
+
+		a = _mm_add_epi8(_mm_add_epi8(a, zero), _mm_and_si128(_mm_cmpgt_epi8(a, nine), gap));
+		b = _mm_add_epi8(_mm_add_epi8(b, zero), _mm_and_si128(_mm_cmpgt_epi8(b, nine), gap));
+		_mm_storeu_si128((__m128i *)(void *)(out + 2 * i), a);
+		_mm_storeu_si128((__m128i *)(void *)(out + 2 * i + 16), b);
+	}
+#endif
+	for (; i < n; i++)
 		memcpy(out + 2 * i, hex_pairs + 2 * p[i], 2);
 	out[2 * n] = '\0';
 }
