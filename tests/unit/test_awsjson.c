@@ -96,6 +96,29 @@ TEST(base64_rfc4648_vectors)
 		CHECK(mm_base64_decode(enc[i], strlen(enc[i]), MM_BASE64_STRICT, &b) == 0);
 		CHECK(b.len == strlen(plain[i]) && (b.len == 0 || memcmp(b.p, plain[i], b.len) == 0));
 	}
+	for (int i = 0; i < 7; i++) {
+		b.len = 0;
+		CHECK(mm_base64_encode(plain[i], strlen(plain[i]), &b) == 0);
+		CHECK(b.len == strlen(enc[i]) && (b.len == 0 || memcmp(b.p, enc[i], b.len) == 0));
+	}
+	/* Every length from 0 to 300 (whole groups and both padded tails)
+	 * encodes to the canonical text the strict decoder takes back. */
+	{
+		uint8_t in[300];
+		mm_buf_t e = {0};
+
+		for (size_t i = 0; i < sizeof(in); i++)
+			in[i] = (uint8_t)(i * 37 + 11);
+		for (size_t n = 0; n <= sizeof(in); n++) {
+			e.len = 0;
+			b.len = 0;
+			CHECK(mm_base64_encode(in, n, &e) == 0);
+			CHECK(e.len == (n + 2) / 3 * 4);
+			CHECK(mm_base64_decode((const char *)e.p, e.len, MM_BASE64_STRICT, &b) == 0);
+			CHECK(b.len == n && (n == 0 || memcmp(b.p, in, n) == 0));
+		}
+		mm_buf_free(&e);
+	}
 	/* Every byte value survives encode then decode. */
 	{
 		uint8_t all[256];
