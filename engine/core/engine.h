@@ -106,7 +106,7 @@ struct mm_engine {
 	 * one, whose fresh arrays of the same size would otherwise be fresh
 	 * pages faulted in while the loop fills them (doc/performance.md) */
 	struct mm_flush_spare {
-		void *p;                /* from mm_huge_alloc (lib/hugemap.h) */
+		void *p;                /* from mm_huge_grow (lib/hugemap.h) */
 		size_t bytes;
 	} spare_deltas, spare_marks;
 	uint64_t arrival;       /* the last arrival stamp given to a record */

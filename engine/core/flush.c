@@ -384,14 +384,18 @@ static int job_positions(mm_engine_t *ctx, struct mm_flush_job *job)
 }
 
 /* An array of n items of size bytes, its contents undefined, and its size
- * in *bytes: the spare when it has room, else a new one with room for half
- * as many again (a generation holds one to two flushes' worth of records,
- * pipe_due), on huge pages from 1 MiB on. Writing a flush's 125 000 marks
+ * in *bytes: the spare when it has room, else the spare grown (or a new
+ * array) with room for half as many again (a generation holds one to two
+ * flushes' worth of records, pipe_due). Writing a flush's 125 000 marks
  * (7 MB) into new memory took about 1 800 page faults on the loop thread,
- * every flush (doc/performance.md). */
+ * every flush; and growing the spare by mremap keeps the pages it has,
+ * where a new array took fresh ones for its whole size: the bench's run
+ * with ids faulted in 8.7 and then 14 MB of marks, now 14 (doc/performance.md).
+ * A growable array (lib/hugemap.h) on huge pages from the first 1 MiB on:
+ * it starts at 2 MiB, since mremap keeps a first part on small pages. */
 static void *spare_take(struct mm_flush_spare *sp, size_t n, size_t size, size_t *bytes)
 {
-	size_t room = n + n / 2 + 1;
+	size_t room = n + n / 2 + 1, want;
 	void *p;
 
 	if (sp->p && sp->bytes / size >= n) {
@@ -402,21 +406,26 @@ static void *spare_take(struct mm_flush_spare *sp, size_t n, size_t size, size_t
 	}
 	if (room < n || room > SIZE_MAX / size)
 		return NULL;
-	if ((p = mm_huge_alloc(room * size)) != NULL)
-		*bytes = room * size;
+	want = room * size;
+	if (want >= MM_HUGE_MIN && want < MM_HUGE_PAGE)
+		want = MM_HUGE_PAGE;
+	if ((p = mm_huge_grow(sp->p, sp->bytes, want)) == NULL)
+		return NULL;
+	*sp = (struct mm_flush_spare){NULL, 0};
+	*bytes = want;
 	return p;
 }
 
-/* Keeps p (of bytes) as the spare if it is the larger, else frees it. */
+/* Keeps p (of bytes) as the spare if it is the larger, else drops it. */
 static void spare_put(struct mm_flush_spare *sp, void *p, size_t bytes)
 {
 	if (p == NULL)
 		return;
 	if (sp->p && sp->bytes >= bytes) {
-		mm_huge_free(p, bytes);
+		mm_huge_drop(p, bytes);
 		return;
 	}
-	mm_huge_free(sp->p, sp->bytes);
+	mm_huge_drop(sp->p, sp->bytes);
 	*sp = (struct mm_flush_spare){p, bytes};
 }
 
@@ -613,7 +622,7 @@ void mm_flush_discard(mm_engine_t *ctx)
 	}
 	waiters_notify(ctx->waiters, MM_ECLOSED);
 	ctx->waiters = NULL;
-	mm_huge_free(ctx->spare_deltas.p, ctx->spare_deltas.bytes);
-	mm_huge_free(ctx->spare_marks.p, ctx->spare_marks.bytes);
+	mm_huge_drop(ctx->spare_deltas.p, ctx->spare_deltas.bytes);
+	mm_huge_drop(ctx->spare_marks.p, ctx->spare_marks.bytes);
 	ctx->spare_deltas = ctx->spare_marks = (struct mm_flush_spare){NULL, 0};
 }

@@ -324,6 +324,48 @@ describe("data model edges #datamodel", function()
     it("are duplicates the claims find, then the marks once the first claims read them", function()
       case(true)
     end)
+
+    it("are all marked when the flushes' marks grow past the last flush's array and shrink again", function()
+      -- A flush's marks go to the array the last flush used, grown in place
+      -- (engine/core/flush.c, spare_take) when a flush has more: here from a
+      -- few thousand marks to 60 000 (3.4 MB, past the 2 MiB where the array
+      -- moves to huge pages) and back. Every id of the first run must be a
+      -- duplicate in the second.
+      local script = dedup_script(", flush = { events = 20000 }")
+      local lines, with_ids, counts = {}, {}, {}
+      for i = 1, 160000 do
+        local k = "k" .. i % 5
+        local sparse = i <= 40000 or i > 90000
+        local line
+        if sparse and i % 20 ~= 0 then
+          line = ('{"k":"%s"}'):format(k)
+        else
+          line = ('{"k":"%s","id":"g%d"}'):format(k, i)
+          with_ids[#with_ids + 1] = line
+        end
+        lines[#lines + 1] = line
+        counts[k] = (counts[k] or 0) + 1
+      end
+      local code, stats, err = run(script, lines, { "--log-level", "debug" })
+      assert.are.equal(0, code, err:sub(-1000))
+      local marks = {}
+      for n in err:gmatch("flushed %d+ deltas, (%d+) marks") do marks[#marks + 1] = tonumber(n) end
+      print("# marks per flush: " .. table.concat(marks, " "))
+      local most = math.max(unpack(marks))
+      assert.is_true(marks[1] <= 20000 and most >= 40000 and marks[#marks] < most,
+        "marks per flush: " .. table.concat(marks, " "))
+      for _, name in ipairs({ "c", "lua", "lua_fn" }) do
+        assert.are.equal(160000, stats.pipelines[name].accepted, name)
+        assert.are.equal(0, stats.pipelines[name].duplicates, name)
+      end
+      code, stats, err = run(script, with_ids)
+      assert.are.equal(0, code, err:sub(-1000))
+      for _, name in ipairs({ "c", "lua", "lua_fn" }) do
+        assert.are.equal(0, stats.pipelines[name].accepted, name)
+        assert.are.equal(#with_ids, stats.pipelines[name].duplicates, name)
+      end
+      assert_counts(counts)
+    end)
   end)
 
   describe("numbers as keys #datamodel", function()
