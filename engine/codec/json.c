@@ -19,7 +19,11 @@
  *
  * mm_json_scan first tries a fast path for flat objects (scan_flat, below),
  * which hands anything it does not handle, every error included, to the
- * walk. What the fast path works out from the requested names alone (a
+ * walk. In front of it, the C path (mm_json_scan_planned) takes members of
+ * the shape events have, `"key":"value"`, a whole member from one mask of a
+ * 32-byte window (json_flat.h, compiled twice: for the baseline's SSE2 and
+ * for AVX2, which the plan chooses when the CPU has it), and hands the rest
+ * of the document to scan_flat at the first member it does not take. What the fast path works out from the requested names alone (a
  * bitmap of their lengths, whether two are the same name) is a plan
  * (mm_json_plan), which the record loop makes once per batch and
  * mm_json_scan once per call; mm_json_scan_reference is the walk alone, for the tests and fuzzers
@@ -265,6 +269,14 @@ done:
  * document by itself.
  */
 #define FLAT_MIN BLOCK /* tail_mask re-reads the last block */
+/* Two bytes as memcpy reads them into a uint16_t. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define FLAT_PAIR(a, b) (uint16_t)((a) | (b) << 8)
+#else
+#define FLAT_PAIR(a, b) (uint16_t)((a) << 8 | (b))
+#endif
+/* The offset of the byte a window mask's lowest bit stands for. */
+#define WIN_AT(m) ((size_t)__builtin_ctzll(m) >> MASK_SHIFT)
 
 /* skip_ws where a non-blank byte is known to lie ahead (no end check). */
 static inline const unsigned char *skip_ws_to(const unsigned char *p)
@@ -375,7 +387,7 @@ static inline __attribute__((always_inline)) void flat_same_names(mm_json_field_
 
 static inline __attribute__((always_inline)) int
 scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, const mm_json_plan_t *plan,
-	       int whole)
+	       int whole, const unsigned char *from)
 {
 	const unsigned char *d = (const unsigned char *)doc, *end = d + n, *last = end - 1;
 	const unsigned char *safe = end - BLOCK, *p, *v, *bad;
@@ -393,12 +405,16 @@ scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, const mm_json
 	/* Most keys are turned away by one test of the plan's length bitmap.
 	 * (An escaped key's length is not its name's: those are always looked
 	 * up.) */
-	p = skip_ws_to(d);
-	if (*p != '{' || p == last)
-		return 0;
-	p = skip_ws_to(p + 1);
-	if (p == last)
-		return 1;
+	if (from == NULL) {
+		p = skip_ws_to(d);
+		if (*p != '{' || p == last)
+			return 0;
+		p = skip_ws_to(p + 1);
+		if (p == last)
+			return 1;
+	} else {
+		p = from;
+	}
 	for (;;) {
 		if (*p != '"')
 			return 0;
@@ -490,11 +506,6 @@ scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, const mm_json
 	}
 }
 
-static int scan_flat(const char *doc, size_t n, mm_json_field_t *fields, const mm_json_plan_t *plan)
-{
-	return scan_flat_impl(doc, n, fields, plan, 0);
-}
-
 static void fields_clear(mm_json_field_t *fields, int nfields)
 {
 	for (int i = 0; i < nfields; i++) {
@@ -504,6 +515,28 @@ static void fields_clear(mm_json_field_t *fields, int nfields)
 		fields[i].escaped = 0;
 	}
 }
+
+/* The rest of mm_json_scan_planned from the member at from (or from the
+ * start when NULL): scan_flat_impl, and the walk when it gives up. */
+static __attribute__((noinline)) int flat_rest(const char *doc, size_t n, mm_json_field_t *fields,
+					       const mm_json_plan_t *plan, const unsigned char *from)
+{
+	if (scan_flat_impl(doc, n, fields, plan, 0, from))
+		return 0;
+	return mm_json_scan_reference(doc, n, fields, plan->nfields);
+}
+
+/* The C path's flat walk (json_flat.h), for the baseline and for AVX2. */
+#define FLAT_NAME scan_flat
+#define FLAT_TARGET
+#define FLAT_WIN win_mask
+#include "json_flat.h"
+#ifdef MM_JSON_WIDE
+#define FLAT_NAME scan_flat_wide
+#define FLAT_TARGET __attribute__((target(MM_JSON_WIDE)))
+#define FLAT_WIN win_mask_wide
+#include "json_flat.h"
+#endif
 
 int mm_json_scan_reference(const char *p, size_t n, mm_json_field_t *fields, int nfields)
 {
@@ -526,6 +559,11 @@ void mm_json_plan(mm_json_plan_t *plan, const mm_json_field_t *fields, int nfiel
 	plan->lens = 0;
 	plan->nfields = nfields;
 	plan->same_names = 0;
+#ifdef MM_JSON_WIDE
+	plan->wide = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi");
+#else
+	plan->wide = 0;
+#endif
 	for (int i = 0; i < nfields && fields != NULL; i++) {
 		plan->lens |= 1ULL << (fields[i].name_len % 64);
 		for (int j = 0; j < i; j++)
@@ -540,12 +578,13 @@ int mm_json_scan_planned(const mm_json_plan_t *plan, const char *p, size_t n,
 {
 	int nfields = plan->nfields;
 
-	if (p != NULL && n >= FLAT_MIN && nfields >= 0 && (fields != NULL || nfields == 0)) {
-		fields_clear(fields, nfields);
-		if (scan_flat(p, n, fields, plan))
-			return 0;
-	}
-	return mm_json_scan_reference(p, n, fields, nfields);
+	if (p == NULL || n < FLAT_MIN || nfields < 0 || (fields == NULL && nfields > 0))
+		return mm_json_scan_reference(p, n, fields, nfields);
+#ifdef MM_JSON_WIDE
+	if (plan->wide)
+		return scan_flat_wide(p, n, fields, plan);
+#endif
+	return scan_flat(p, n, fields, plan);
 }
 
 int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields)
@@ -564,7 +603,7 @@ int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfie
 		return 0;
 	mm_json_plan(&plan, fields, nfields);
 	fields_clear(fields, nfields);
-	return scan_flat_impl(p, n, fields, &plan, 1);
+	return scan_flat_impl(p, n, fields, &plan, 1, NULL);
 }
 
 int mm_json_parse_buf(const char *p, size_t n, const mm_json_visitor_t *v, void *ud,

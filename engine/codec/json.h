@@ -65,6 +65,8 @@ typedef struct mm_json_plan {
 	uint64_t lens;   /* bit L % 64 set for each requested name length L */
 	int nfields;
 	int same_names;  /* two requested fields have the same name */
+	int wide;        /* the scan may use AVX2 (the CPU has it); a caller
+	                  * may clear it to have the baseline's code */
 } mm_json_plan_t;
 
 /* Makes the plan for fields[0..nfields), of which it reads only the names

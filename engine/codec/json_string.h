@@ -272,6 +272,65 @@ static int fail_escape(int why, const char *base, const unsigned char *q)
 }
 
 /*
+ * win_mask(p) flags the special bytes (as any_special does) of the WIN bytes
+ * at p, bit i << MASK_SHIFT for p[i], every one of them exactly: the flat
+ * path takes a member's key and value from the same mask, so it uses more
+ * than its lowest bit. With SSE2 a window is two blocks, 32 bytes, which
+ * holds most members of an event; the portable build tests 8 bytes with a
+ * SWAR form that has no borrow between bytes (its windows hold few members,
+ * so it mostly takes the per-string path: it exists to be correct).
+ */
+#if BLOCK == 16
+#define WIN 32
+
+static inline uint64_t win_mask(const unsigned char *p)
+{
+	return any_special(p) | any_special(p + BLOCK) << BLOCK;
+}
+#else
+#define WIN 8
+#define LOWS (ONES * 0x7f)
+
+static inline uint64_t win_mask(const unsigned char *p)
+{
+	uint64_t x, q, b, low;
+
+	memcpy(&x, p, 8);
+	low = x & LOWS;
+	/* A byte's low seven bits plus 0x7f carry into its top bit unless
+	 * they are zero, and never into the next byte. */
+	q = (x ^ (ONES * '"')) & LOWS;
+	b = (x ^ (ONES * '\\')) & LOWS;
+	q = ~((q + LOWS) | (x ^ (ONES * '"')));
+	b = ~((b + LOWS) | (x ^ (ONES * '\\')));
+	/* Below 0x20: the low bits plus 0x60 stay under 0x80. */
+	return (q | b | ~(low + ONES * 0x60) | x) & HIGHS;
+}
+#endif
+
+/*
+ * On x86-64, the flat path is also compiled for AVX2 (with BMI1's bit
+ * instructions), which tests a whole window at once; mm_json_plan chooses it
+ * when the CPU has both (MM_JSON_WIDE names the target).
+ */
+#if BLOCK == 16 && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define MM_JSON_WIDE "avx2,bmi"
+
+static inline __attribute__((always_inline, target(MM_JSON_WIDE))) uint64_t
+win_mask_wide(const unsigned char *p)
+{
+	__m256i x = _mm256_loadu_si256((const __m256i *)(const void *)p);
+	__m256i o = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(x, _mm256_set1_epi8('"')),
+						     _mm256_cmpeq_epi8(x, _mm256_set1_epi8('\\'))),
+				    _mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), x));
+
+	return (uint32_t)_mm256_movemask_epi8(o);
+}
+#endif
+
+/*
  * special_mask for the last 1..BLOCK-1 bytes of the document, p[0..end-p).
  * Bits past the end are never set, so a zero mask means the string is not
  * terminated. With SSE2 the document's last block is re-read and the bytes

@@ -14,7 +14,8 @@
  *     unescapes;
  *   - the scan's fast path for flat objects agrees with the general walk
  *     (mm_json_scan_reference) on the result, the error message and every
- *     field, with a requested name given twice; the input is also tried
+ *     field, with a requested name given twice, and so does the flat path
+ *     compiled for the baseline where the scan takes AVX2's; the input is also tried
  *     wrapped as {"entity_id":"<input>",...} so that arbitrary bytes reach
  *     the fast path's string handling.
  */
@@ -131,12 +132,19 @@ static void check_fast_path(const char *doc, size_t n)
 		{.name = "entity_id", .name_len = 9},
 		{.name = "", .name_len = 0},
 	};
-	mm_json_field_t b[4], c[4];
-	char msg[256];
-	int ra, rb, rc, i;
+	mm_json_field_t b[4], c[4], d[4];
+	mm_json_plan_t plan;
+	char msg[256], base_msg[256];
+	int ra, rb, rc, rd, i;
 
 	memcpy(b, a, sizeof(a));
 	memcpy(c, a, sizeof(a));
+	memcpy(d, a, sizeof(a));
+	/* The baseline's code where mm_json_scan may take AVX2's. */
+	mm_json_plan(&plan, d, 4);
+	plan.wide = 0;
+	rd = mm_json_scan_planned(&plan, doc, n, d);
+	snprintf(base_msg, sizeof(base_msg), "%s", mm_diag_msg());
 	rc = mm_json_scan_flat(doc, n, c, 4);
 	ra = mm_json_scan(doc, n, a, 4);
 	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
@@ -145,8 +153,11 @@ static void check_fast_path(const char *doc, size_t n)
 		abort();
 	for (i = 0; ra == 0 && i < 4; i++)
 		if (a[i].type != b[i].type || a[i].p != b[i].p || a[i].len != b[i].len ||
-		    a[i].escaped != b[i].escaped)
+		    a[i].escaped != b[i].escaped || a[i].type != d[i].type || a[i].p != d[i].p ||
+		    a[i].len != d[i].len || a[i].escaped != d[i].escaped)
 			abort();
+	if (rd != ra || (rd != 0 && strcmp(msg, base_msg) != 0))
+		abort();
 	/* The Lua path's shortcut takes only what the scan accepts, with the
 	 * same fields. */
 	if (rc != 0 && (rc != 1 || ra != 0))

@@ -420,20 +420,33 @@ static int scan_agrees(const char *doc, size_t n)
 		{.name = "user_id", .name_len = 7},
 		{.name = "entity_id", .name_len = 9},
 	};
-	static mm_json_plan_t plan;
+	static mm_json_plan_t plan, base;
 	static int planned;
-	mm_json_field_t b[3], c[3], d[3];
+	mm_json_field_t b[3], c[3], d[3], e[3];
 	char msg[256];
-	int ra, rb, rc, rd, i;
+	int ra, rb, rc, rd, re, i;
 
 	memcpy(b, a, sizeof(a));
 	memcpy(c, a, sizeof(a));
 	memcpy(d, a, sizeof(a));
+	memcpy(e, a, sizeof(a));
 	if (!planned) {
 		mm_json_plan(&plan, a, 3);
+		/* The baseline's code, where the plan would take AVX2's. */
+		base = plan;
+		base.wide = 0;
 		planned = 1;
 	}
+	re = mm_json_scan_planned(&base, doc, n, e);
+	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
 	rd = mm_json_scan_planned(&plan, doc, n, d);
+	if (re != rd || (rd != 0 && strcmp(msg, mm_diag_msg()) != 0) ||
+	    (rd == 0 && (!fields_same(&d[0], &e[0]) || !fields_same(&d[1], &e[1]) ||
+			 !fields_same(&d[2], &e[2])))) {
+		printf("#   planned %s (%s), baseline %s (%s), or their fields differ: %.*s\n",
+		       mm_err_name(rd), mm_diag_msg(), mm_err_name(re), msg, (int)n, doc);
+		return 99;
+	}
 	rc = mm_json_scan_flat(doc, n, c, 3);
 	ra = mm_json_scan(doc, n, a, 3);
 	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
@@ -619,6 +632,128 @@ TEST(flat_fast_path)
 	CHECK_EQ_INT(scan_agrees(docs[11], strlen(docs[11])), 0);
 	CHECK_EQ_INT(scan_agrees(docs[13], strlen(docs[13])), 0);
 	CHECK_EQ_INT(scan_agrees(docs[14], strlen(docs[14])), MM_ENOTOBJ);
+}
+
+/*
+ * The C path's window (engine/codec/json_flat.h), with AVX2 and with the
+ * baseline's code (scan_agrees runs both): a member of every key and value
+ * length from 0 to 40 behind a first member of 0 to 3 bytes, so that its
+ * key's end, its value's quotes and the next member fall at every offset of
+ * a 32-byte window and past it, as the last member (read from the
+ * document's last window) and before another; then a special byte at every
+ * place of such a key and value; then a requested key given twice, the
+ * second time in the same window, in a later one or after a member the
+ * window does not take.
+ */
+TEST(flat_windows)
+{
+	static const char *const specials[] = {
+		"\\n", "\\\"", "\xc3\xa9", "\xe2\x82\xac", "\x7f", "\xc3", "\xff", "\x1f", "\\q",
+	};
+	static const char *const seconds[] = {
+		"\"entity_id\":\"p2\"", "\"n\":1,\"entity_id\":\"p2\"", "\"entity_id\":2",
+		"\"ent\\u0069ty_id\":\"p2\"",
+	};
+	static const char *const openers[] = {"x", "1", "12", "t", "true", "null", "-", " ", "\\"};
+	char doc[256], key[64], val[64];
+	size_t kl, vl, pad, sp, at, i, n;
+	int last, rc, bad = 0;
+
+	for (kl = 0; kl <= 40; kl++)
+		for (vl = 0; vl <= 40; vl++)
+			for (pad = 0; pad <= 3; pad++)
+				for (last = 0; last <= 1; last++) {
+					/* entity_id is asked for: its length gets looked up. */
+					if (kl == 9)
+						memcpy(key, "entity_id", 10);
+					else
+						memset(key, 'k', kl), key[kl] = 0;
+					memset(val, 'v', vl);
+					val[vl] = 0;
+					n = (size_t)snprintf(doc, sizeof(doc), "{\"%.*s\":\"\",\"%s\":\"%s\"%s}",
+							     (int)pad, "abc", key, val,
+							     last ? "" : ",\"user_id\":\"u1\"");
+					rc = scan_agrees(doc, n);
+					if (rc != 0 && bad++ < 10)
+						printf("#   %s: %s\n", doc, mm_err_name(rc));
+				}
+	for (kl = 0; kl <= 34; kl += 17)
+		for (vl = 0; vl <= 34; vl++)
+			for (sp = 0; sp < sizeof(specials) / sizeof(specials[0]); sp++)
+				for (at = 0; at <= kl + vl; at++) {
+					size_t sl = strlen(specials[sp]);
+					int in_key = at < kl;
+
+					memset(key, 'k', kl);
+					key[kl] = 0;
+					memset(val, 'v', vl);
+					val[vl] = 0;
+					/* The special byte replaces nothing: it goes
+					 * in at offset at of the key, then of the value. */
+					if (in_key) {
+						memmove(key + at + sl, key + at, kl - at + 1);
+						memcpy(key + at, specials[sp], sl);
+					} else {
+						memmove(val + (at - kl) + sl, val + (at - kl), vl - (at - kl) + 1);
+						memcpy(val + (at - kl), specials[sp], sl);
+					}
+					for (last = 0; last <= 1; last++) {
+						n = (size_t)snprintf(doc, sizeof(doc),
+								     "{\"a\":\"\",\"%s\":\"%s\"%s}", key, val,
+								     last ? "" : ",\"user_id\":\"u1\"");
+						if (scan_agrees(doc, n) == 99)
+							bad++;
+					}
+				}
+	/* A special byte just before what would end a member: a window that
+	 * took it for the value's closing quote would accept these. */
+	for (vl = 0; vl <= 34; vl++)
+		for (sp = 0; sp < sizeof(specials) / sizeof(specials[0]); sp++)
+			for (last = 0; last <= 1; last++) {
+				memset(val, 'v', vl);
+				n = (size_t)snprintf(doc, sizeof(doc), "{\"a\":\"\",\"k\":\"%.*s%s%s}", (int)vl, val,
+						     specials[sp], last ? "" : ",\"x\":\"y\"");
+				rc = scan_agrees(doc, n);
+				if ((rc == 0 || rc == 99) && bad++ < 10)
+					printf("#   %s: %s\n", doc, mm_err_name(rc));
+			}
+	/* A value that does not open with a quote, before quotes that would
+	 * make a member of a window that did not look. */
+	for (i = 0; i < sizeof(openers) / sizeof(openers[0]); i++)
+		for (last = 0; last <= 1; last++) {
+			n = (size_t)snprintf(doc, sizeof(doc), "{\"a\":\"\",\"k\":%s\"\"%s}", openers[i],
+					     last ? "" : ",\"user_id\":\"u1\"");
+			rc = scan_agrees(doc, n);
+			if ((rc == 99 || (rc == 0) != (openers[i][0] == ' ')) && bad++ < 10)
+				printf("#   %s: %s\n", doc, mm_err_name(rc));
+		}
+	for (pad = 0; pad <= 40; pad++)
+		for (i = 0; i < sizeof(seconds) / sizeof(seconds[0]); i++) {
+			memset(val, 'v', pad);
+			val[pad] = 0;
+			n = (size_t)snprintf(doc, sizeof(doc),
+					     "{\"entity_id\":\"p1\",\"a\":\"%s\",%s,\"user_id\":\"u1\"}", val,
+					     seconds[i]);
+			rc = scan_agrees(doc, n);
+			if (rc != MM_EJSON || strstr(mm_diag_msg(), "duplicate key") == NULL) {
+				if (bad++ < 10)
+					printf("#   %s: %s (%s)\n", doc, mm_err_name(rc), mm_diag_msg());
+			}
+		}
+	CHECK_EQ_INT(bad, 0);
+}
+
+/* An empty name asked for, found in the window and seen again after it. */
+TEST(flat_empty_name)
+{
+	mm_json_field_t f[2] = {{.name = "", .name_len = 0}, {.name = "k", .name_len = 1}};
+	const char *doc = "{\"k\":\"v\",\"\":\"empty\",\"padding_key\":\"padding\"}";
+
+	CHECK_EQ_INT(mm_json_scan(doc, strlen(doc), f, 2), 0);
+	CHECK(f[0].type == MM_JSON_STRING && f[0].len == 5 && memcmp(f[0].p, "empty", 5) == 0);
+	CHECK(f[1].type == MM_JSON_STRING && f[1].len == 1);
+	doc = "{\"\":\"a\",\"padding_key\":\"padding\",\"\":\"b\"}";
+	CHECK_EQ_INT(mm_json_scan(doc, strlen(doc), f, 2), MM_EJSON);
 }
 
 static int field_eq(const mm_json_field_t *f, int type, const char *raw)
@@ -1491,6 +1626,8 @@ int main(void)
 	RUN(big_documents);
 	RUN(string_blocks);
 	RUN(flat_fast_path);
+	RUN(flat_windows);
+	RUN(flat_empty_name);
 	RUN(flat_whole);
 	RUN(fields_basic);
 	RUN(fields_types);

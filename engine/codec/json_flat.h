@@ -1,0 +1,92 @@
+/*
+ * json_flat.h: the C path's walk of an event-shaped object, included by
+ * json.c once for each instruction set it is compiled for (the baseline's,
+ * and AVX2 chosen at run time), with FLAT_NAME the function's name,
+ * FLAT_TARGET its target attribute (or nothing) and FLAT_WIN the window
+ * mask (json_string.h). Private to json.c.
+ *
+ * It takes the members of the common shape, `"key":"value"` followed by
+ * `,"` or the closing brace, each from one window mask: the key ends at the
+ * window's first special byte, the value's opening quote is its second (the
+ * colon between is plain) and the value ends at its third; all three must be
+ * quotes, so the strings hold no escape, control or non-ASCII byte. At the
+ * first member of any other shape (or one that does not fit in a window,
+ * or whose key is a long requested name), it hands the rest of the document
+ * to flat_rest (json.c), which validates it member by member with the walk's
+ * string code. So the loop makes no call and keeps its state in registers.
+ * Returns what mm_json_scan_planned returns.
+ */
+static FLAT_TARGET int FLAT_NAME(const char *doc, size_t n, mm_json_field_t *fields,
+				 const mm_json_plan_t *plan)
+{
+	const unsigned char *d = (const unsigned char *)doc, *end = d + n, *last = end - 1;
+	const unsigned char *p, *b, *q, *e;
+	uint64_t lens = plan->lens, m;
+	uint16_t pair;
+	size_t klen;
+	int i, cur, nfields = plan->nfields;
+
+	fields_clear(fields, nfields);
+	if (n < WIN || d[0] != '{' || d[1] != '"' || *last != '}')
+		return flat_rest(doc, n, fields, plan, NULL);
+	p = d + 1;
+	for (;;) {
+		/* p is at a key's opening quote, before the closing brace. */
+		b = p + 1;
+		if (__builtin_expect(b + WIN <= end, 1))
+			m = FLAT_WIN(b);
+		else
+			m = FLAT_WIN(end - WIN) >> ((WIN - (size_t)(end - b)) << MASK_SHIFT);
+		if (__builtin_expect(m == 0, 0))
+			break;
+		/* Pairs are read from a quote, which is never the last byte
+		 * ('}'), and a third byte only after a pair that is not the
+		 * end either. */
+		klen = WIN_AT(m);
+		q = b + klen;
+		memcpy(&pair, q, 2);
+		if (__builtin_expect(pair != FLAT_PAIR('"', ':') || q[2] != '"', 0))
+			break;
+		m &= m - 1;
+		m &= m - 1;
+		if (__builtin_expect(m == 0, 0))
+			break;
+		e = b + WIN_AT(m);
+		memcpy(&pair, e, 2);
+		if (__builtin_expect(pair != FLAT_PAIR('"', ',') || e[2] != '"', 0) &&
+		    (pair != FLAT_PAIR('"', '}') || e + 1 != last))
+			break;
+		/* The member is taken: its key looked up, its value filed. An
+		 * empty name or one longer than mm_key_eq's loads, and a
+		 * requested member seen again, are left to flat_rest. */
+		if (lens >> klen & 1) {
+			if (klen - 1 >= 16)
+				break;
+			for (i = 0, cur = -1; i < nfields; i++)
+				if (fields[i].name_len == klen && (unsigned char)fields[i].name[0] == b[0] &&
+				    mm_key_eq(fields[i].name, b, klen)) {
+					cur = i;
+					break;
+				}
+			if (cur >= 0) {
+				if (fields[cur].type != MM_JSON_ABSENT)
+					break;
+				fields[cur].type = MM_JSON_STRING;
+				fields[cur].p = (const char *)q + 3;
+				fields[cur].len = (size_t)(e - q) - 3;
+				fields[cur].escaped = 0;
+			}
+		}
+		p = e + 2;
+		if (p > last) {
+			if (plan->same_names)
+				flat_same_names(fields, nfields);
+			return 0;
+		}
+	}
+	return flat_rest(doc, n, fields, plan, p);
+}
+
+#undef FLAT_NAME
+#undef FLAT_TARGET
+#undef FLAT_WIN
