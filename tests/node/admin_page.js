@@ -25,6 +25,11 @@
 "use strict";
 const { chromium } = require("playwright-core");
 
+// How long the page may take to show what is waited for. A page here shows
+// it within a second; the margin is for a machine that runs the rest of the
+// suite beside this (20 s ran out once under four parallel test runs).
+const WAIT_MS = 60000;
+
 function args() {
   const a = { chromium: "/usr/bin/chromium" };
   const v = process.argv.slice(2);
@@ -47,12 +52,12 @@ async function main() {
       if (!r.url().startsWith(a.url.replace(/\/$/, ""))) out.console_errors.push("external request: " + r.url());
     });
     if (a.token) await page.addInitScript((t) => sessionStorage.setItem("murmur-token", t), a.token);
-    await page.goto(a.url, { waitUntil: "load" });
-    await page.waitForSelector("#pipelines tr", { timeout: 20000 });
+    await page.goto(a.url, { waitUntil: "load", timeout: WAIT_MS });
+    await page.waitForSelector("#pipelines tr", { timeout: WAIT_MS });
     out.pipelines = await page.$$eval("#pipelines tr", (rows) => rows.map((r) => r.getAttribute("data-pipeline")));
     // The live counters, once a poll has filled them (murmur run --listen).
     if (a.records) await page.waitForFunction((n) => Array.from(document.querySelectorAll("#pipelines tr td.num"))
-      .some((td) => td.textContent === n), a.records, { timeout: 20000 });
+      .some((td) => td.textContent === n), a.records, { timeout: WAIT_MS });
     out.rows = await page.$$eval("#pipelines tr", (rows) => Object.fromEntries(rows.map((r) =>
       [r.getAttribute("data-pipeline"), Array.from(r.querySelectorAll("td")).map((td) => td.textContent)])));
     out.engine = await page.textContent("#engine");
@@ -77,7 +82,7 @@ async function main() {
     await page.keyboard.press("Tab");
     await page.keyboard.type(a.entity);
     await page.keyboard.press("Enter");
-    await page.waitForSelector("#lookup-value", { timeout: 20000 });
+    await page.waitForSelector("#lookup-value", { timeout: WAIT_MS });
     out.value = await page.textContent("#lookup-value");
     out.status = await page.textContent("#lookup-status");
     if (await page.$("#topk-chart")) {
@@ -88,7 +93,7 @@ async function main() {
       })));
     }
     if (a.series) {
-      await page.waitForSelector("#series-chart", { timeout: 20000 });
+      await page.waitForSelector("#series-chart", { timeout: WAIT_MS });
       out.series_points = await page.$$eval("#series-chart circle", (c) => c.length);
       out.series_label = await page.getAttribute("#series-chart", "aria-label");
     }
@@ -102,7 +107,7 @@ async function main() {
       await page.waitForFunction(([m, n]) => {
         const tds = document.querySelectorAll(`#methods tr[data-method="${m}"] td`);
         return tds.length === 4 && Number(tds[0].textContent.replace(/,/g, "")) > n && tds[2].textContent !== "";
-      }, [a.method, before], { timeout: 20000 });
+      }, [a.method, before], { timeout: WAIT_MS });
       out.server = await page.textContent("#server");
       out.methods = await page.$$eval("#methods tr", (rows) => Object.fromEntries(rows.map((r) =>
         [r.getAttribute("data-method"), Array.from(r.querySelectorAll("td")).map((td) => td.textContent)])));
@@ -111,7 +116,7 @@ async function main() {
       await page.selectOption("#dl-pipeline", a["dead-letters"]);
       await page.click("#dl-form button");
       await page.waitForFunction(() => !/^Reading/.test(document.getElementById("dl-status").textContent) &&
-        document.getElementById("dl-status").textContent !== "", null, { timeout: 20000 });
+        document.getElementById("dl-status").textContent !== "", null, { timeout: WAIT_MS });
       out.dl_status = await page.textContent("#dl-status");
       out.dl_lines = (await page.textContent("#dl")).split("\n").filter((l) => l !== "");
     }

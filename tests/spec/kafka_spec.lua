@@ -904,6 +904,17 @@ murmur.pipeline { name = "kd_pages", key = "page_id", monoid = murmur.count(),
         end
       end
     end
+    -- A worker started with the kill between deltas can reach its count in
+    -- the flush its stop makes: that is the injected kill (its flush is
+    -- rolled forward like any other), not a failed stop.
+    local function stop_live(h)
+      local code = stop_worker(h)
+      if code == 137 and h.errinj then
+        kills, inside = kills + 1, inside + 1
+        return
+      end
+      assert.are.equal(0, code, S.read_file(h.log))
+    end
     local function read_values(pipeline, entities)
       return S.ddb_read_values(("http://127.0.0.1:%d"):format(port), TABLE, pipeline, entities)
     end
@@ -935,7 +946,7 @@ murmur.pipeline { name = "kd_pages", key = "page_id", monoid = murmur.count(),
         end, { dir .. "/w3" })
         local h = live.w3
         live.w3 = nil
-        assert.are.equal(0, stop_worker(h), S.read_file(h.log))
+        stop_live(h)
       end
       reap(true)
     end
@@ -948,7 +959,7 @@ murmur.pipeline { name = "kd_pages", key = "page_id", monoid = murmur.count(),
     end)
     for name, h in pairs(live) do
       live[name] = nil
-      assert.are.equal(0, stop_worker(h), S.read_file(h.log))
+      stop_live(h)
     end
     -- The total can reach n while a flush killed between its deltas (its
     -- total written, some pages not) waits for its partition's next owner
