@@ -6,7 +6,7 @@
 #   make test       C unit tests, busted specs, end-to-end specs; last line "N passed, N failed"
 #                   (TEST_JOBS=2: spec files two at a time, each printed whole)
 #   make check      the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make check-build  only build what make check runs (build/asan)
+#   make check-build  only build what make check runs (build/asan, build/portable)
 #   make fuzz       build the libFuzzer targets and run each for FUZZ_SECONDS,
 #                   FUZZ_JOBS (2) at a time
 #   make bench      CPU per event of the shipped pipelines as ratios against the B0
@@ -185,8 +185,14 @@ spec: all
 # while something else runs) and the whole suite on it.
 CHECK_VARS := BUILD=build/asan SANITIZE=address,undefined OPT=-O1
 
+# The JSON scanner's portable code (json_string.h: eight bytes at a time,
+# for CPUs without SSE2), which an x86-64 build never takes: test_json built
+# with it forced, in build/portable, and run by make check.
+PORTABLE_VARS := BUILD=build/portable CFLAGS=-DMM_JSON_PORTABLE
+
 check-build:
 	$(MAKE) $(CHECK_VARS) all
+	$(MAKE) $(PORTABLE_VARS) build/portable/tests/test_json
 
 # make check skips the #rock spec (tests/run, MURMUR_SKIP_TAGS): its 70-100 s
 # go to luarocks make building an unsanitized binary of its own and to make
@@ -196,6 +202,8 @@ check-build:
 # waiting on leases and services to run paths that other cases of its file
 # already run under the sanitizers (make test runs them all).
 check:
+	$(MAKE) $(PORTABLE_VARS) build/portable/tests/test_json
+	build/portable/tests/test_json
 	MURMUR_SKIP_TAGS=rock $(MAKE) $(CHECK_VARS) TEST_ARGS=--exclude-tags=long test
 
 fuzz:

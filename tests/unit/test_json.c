@@ -508,7 +508,10 @@ TEST(flat_whole)
 		"{\"entity_id\":\"p1\",\"a\":[1]}",                /* nested */
 		"{\"entity_id\":\"p1\",\"user_id\":\"u\",}",        /* invalid */
 		"[\"entity_id\",\"p1\",\"user_id\",\"u\"]",          /* not an object */
-		"{\"entity_id\":1}",                                  /* shorter than a block */
+#if defined(__SSE2__) && !defined(MM_JSON_PORTABLE)
+		/* Shorter than a block: 16 bytes here, 8 on the SWAR path (json_string.h). */
+		"{\"entity_id\":1}",
+#endif
 	};
 	mm_json_field_t f;
 	char many[512];
