@@ -46,7 +46,7 @@ static void heap_reserve_huge(void)
 		(void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
 }
 
-int mm_heap_tune(const char *setting, const char *tunables, char *err, size_t errlen)
+int mm_heap_tune(const char *setting, const char *tunables, int huge, char *err, size_t errlen)
 {
 	if (setting != NULL && strcmp(setting, "default") == 0)
 		return 0;
@@ -64,6 +64,7 @@ int mm_heap_tune(const char *setting, const char *tunables, char *err, size_t er
 	mallopt(M_MMAP_THRESHOLD, (int)MM_HEAP_MMAP_THRESHOLD);
 	mallopt(M_TRIM_THRESHOLD, (int)MM_HEAP_TRIM_THRESHOLD);
 	mallopt(M_ARENA_MAX, 1);
-	heap_reserve_huge();
+	if (huge)
+		heap_reserve_huge();
 	return 1;
 }

@@ -46,6 +46,12 @@
  * more peak RSS for unique_visitors (38-49 -> 42-54 MB), 2-5 MB for the
  * memory case (135 -> 138-140 MB, its limit 155).
  *
+ * Only `murmur run` (supervisor and workers) asks for the reserve: the
+ * other commands are short-lived or flush nothing, and the first touch of
+ * each huge page (2 MiB cleared at once) cost `murmur lambda`'s cold start
+ * 5-8 ms of CPU (23-30 against 31-33 ms before its first /next, alternated
+ * runs of the Lambda bench), for faults its one-batch flushes never make.
+ *
  * The operator keeps glibc's own behaviour with MURMUR_MALLOC=default.
  * An operator who tunes malloc through GLIBC_TUNABLES (any glibc.malloc.
  * tunable, e.g. glibc.malloc.hugetlb=1) is in charge of it too: mallopt
@@ -66,10 +72,11 @@ _Static_assert(MM_HEAP_HUGE_RESERVE < MM_HEAP_TRIM_THRESHOLD,
 
 /* setting is MURMUR_MALLOC's value, tunables GLIBC_TUNABLES' (either may
  * be NULL): NULL or "" sets murmur's thresholds unless tunables names a
- * glibc.malloc. tunable (and reserves the heap's huge pages then);
- * "default" leaves glibc's. Returns 1 when the thresholds were set, 0 when
- * glibc's were left, or MM_EINVAL for any other setting with a message for
- * the operator in err. */
-int mm_heap_tune(const char *setting, const char *tunables, char *err, size_t errlen);
+ * glibc.malloc. tunable (and, when huge is non-zero, reserves the heap's
+ * huge pages then); "default" leaves glibc's. Returns 1 when the thresholds
+ * were set, 0 when glibc's were left, or MM_EINVAL for any other setting
+ * with a message for the operator in err. */
+int mm_heap_tune(const char *setting, const char *tunables, int huge, char *err,
+		 size_t errlen);
 
 #endif

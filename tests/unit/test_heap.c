@@ -9,8 +9,9 @@
  * GLIBC_TUNABLES leave glibc's settings too. With murmur's setting the
  * heap is also reserved on huge pages: a block the heap serves after the
  * tuning lies in a mapping of at least MM_HEAP_HUGE_RESERVE marked
- * MADV_HUGEPAGE ("hg" in smaps' VmFlags), and with MURMUR_MALLOC=default it
- * is not marked (each in a child that tunes its own copy of the heap). A sanitizer
+ * MADV_HUGEPAGE ("hg" in smaps' VmFlags); with MURMUR_MALLOC=default, or
+ * for a command that does not ask for the reserve (all but `murmur run`),
+ * it is not marked (each in a child that tunes its own copy of the heap). A sanitizer
  * replaces malloc, so there only the settings' parsing is checked.
  */
 #include <inttypes.h>
@@ -120,7 +121,7 @@ static int mapping_is_huge(const void *addr, uintptr_t *len)
  * expected. Its start may lie in the heap this process had before the
  * tuning grew it (the tests before this one allocated); in murmur the
  * tuning comes first, before any heap. */
-static int child_heap_huge(const char *setting, int want)
+static int child_heap_huge(const char *setting, int huge_asked, int want)
 {
 	char err[160];
 	uintptr_t len = 0;
@@ -133,7 +134,7 @@ static int child_heap_huge(const char *setting, int want)
 		char *p;
 		int huge;
 
-		mm_heap_tune(setting, NULL, err, sizeof(err));
+		mm_heap_tune(setting, NULL, huge_asked, err, sizeof(err));
 		p = malloc((size_t)2 << 20);
 		if (p == NULL)
 			_exit(2);
@@ -152,8 +153,10 @@ TEST(tuned_heap_on_huge_pages)
 	 * heap stays on small pages, as before. */
 	if (!HEAP_REAL_MALLOC || access("/sys/kernel/mm/transparent_hugepage/enabled", R_OK) != 0)
 		return;
-	CHECK_EQ_INT(child_heap_huge(NULL, 1), 0);
-	CHECK_EQ_INT(child_heap_huge("default", 0), 0);
+	CHECK_EQ_INT(child_heap_huge(NULL, 1, 1), 0);
+	CHECK_EQ_INT(child_heap_huge("default", 1, 0), 0);
+	/* Commands other than `murmur run` do not ask for it. */
+	CHECK_EQ_INT(child_heap_huge(NULL, 0, 0), 0);
 }
 
 TEST(default_keeps_glibc)
@@ -162,9 +165,9 @@ TEST(default_keeps_glibc)
 	pid_t pid;
 	int status = 0;
 
-	CHECK_EQ_INT(mm_heap_tune("default", NULL, err, sizeof(err)), 0);
-	CHECK_EQ_INT(mm_heap_tune(NULL, "glibc.malloc.hugetlb=1", err, sizeof(err)), 0);
-	CHECK_EQ_INT(mm_heap_tune("", "glibc.rtld.nns=2:glibc.malloc.trim_threshold=1", err,
+	CHECK_EQ_INT(mm_heap_tune("default", NULL, 1, err, sizeof(err)), 0);
+	CHECK_EQ_INT(mm_heap_tune(NULL, "glibc.malloc.hugetlb=1", 1, err, sizeof(err)), 0);
+	CHECK_EQ_INT(mm_heap_tune("", "glibc.rtld.nns=2:glibc.malloc.trim_threshold=1", 1, err,
 				  sizeof(err)),
 		     0);
 	if (!HEAP_REAL_MALLOC)
@@ -186,8 +189,8 @@ TEST(tuned_heap_serves_and_keeps)
 	void *p = NULL;
 	size_t kept;
 
-	CHECK_EQ_INT(mm_heap_tune(NULL, NULL, err, sizeof(err)), 1);
-	CHECK_EQ_INT(mm_heap_tune("", "glibc.rtld.nns=2", err, sizeof(err)), 1);
+	CHECK_EQ_INT(mm_heap_tune(NULL, NULL, 1, err, sizeof(err)), 1);
+	CHECK_EQ_INT(mm_heap_tune("", "glibc.rtld.nns=2", 1, err, sizeof(err)), 1);
 	if (!HEAP_REAL_MALLOC)
 		return;
 	CHECK_EQ_INT(block_is_mapped(&p), 0);
@@ -203,7 +206,7 @@ TEST(bad_setting_is_refused)
 {
 	char err[160] = "";
 
-	CHECK_EQ_INT(mm_heap_tune("glibc", NULL, err, sizeof(err)), MM_EINVAL);
+	CHECK_EQ_INT(mm_heap_tune("glibc", NULL, 1, err, sizeof(err)), MM_EINVAL);
 	CHECK(strstr(err, "MURMUR_MALLOC=glibc is not a setting") != NULL);
 	CHECK(strstr(err, "'default'") != NULL);
 }
