@@ -138,7 +138,7 @@ int main(int argc, char **argv)
 
 	if (set_umask() != 0)
 		return 2;
-	/* The heap's huge pages for `murmur run` alone (heap.h says why). */
+	/* The heap's huge pages, when asked, for `murmur run` alone (heap.h). */
 	if (mm_heap_tune(getenv("MURMUR_MALLOC"), getenv("GLIBC_TUNABLES"),
 			 argc > 1 && strcmp(argv[1], "run") == 0, err, sizeof(err)) < 0) {
 		fprintf(stderr, "murmur: %s\n", err);

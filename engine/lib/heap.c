@@ -46,14 +46,16 @@ static void heap_reserve_huge(void)
 		(void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
 }
 
-int mm_heap_tune(const char *setting, const char *tunables, int huge, char *err, size_t errlen)
+int mm_heap_tune(const char *setting, const char *tunables, int run, char *err, size_t errlen)
 {
+	int huge = setting != NULL && strcmp(setting, "hugepages") == 0;
+
 	if (setting != NULL && strcmp(setting, "default") == 0)
 		return 0;
-	if (setting != NULL && *setting != '\0') {
+	if (setting != NULL && *setting != '\0' && !huge) {
 		snprintf(err, errlen,
-			 "MURMUR_MALLOC=%s is not a setting: unset it for murmur's malloc "
-			 "thresholds, or set it to 'default' for glibc's",
+			 "MURMUR_MALLOC=%s is not a setting: unset it for murmur's thresholds, "
+			 "'hugepages' adds huge pages, 'default' keeps glibc's",
 			 setting);
 		return MM_EINVAL;
 	}
@@ -64,7 +66,7 @@ int mm_heap_tune(const char *setting, const char *tunables, int huge, char *err,
 	mallopt(M_MMAP_THRESHOLD, (int)MM_HEAP_MMAP_THRESHOLD);
 	mallopt(M_TRIM_THRESHOLD, (int)MM_HEAP_TRIM_THRESHOLD);
 	mallopt(M_ARENA_MAX, 1);
-	if (huge)
+	if (huge && run)
 		heap_reserve_huge();
 	return 1;
 }

@@ -28,29 +28,27 @@
  * stay in each thread's tcache without the arena's lock; the loop thread
  * and the pool's threads rarely allocate large blocks at once.
  *
- * And it puts the heap on transparent huge pages, as glibc's tunable
- * glibc.malloc.hugetlb=1 would (a tunable is read only when a process is
- * exec'd, and the worker is forked): the heap is grown once at start by
- * MM_HEAP_HUGE_RESERVE of address space, which the pad makes glibc take in
- * one brk, and that range is marked MADV_HUGEPAGE (the kernel's default
- * mode, "madvise", gives huge pages only where asked). A worker's heap
- * then faults 2 MiB at a time instead of 4 KiB: LMDB's dirty pages, the
- * flush's sort arrays, the aggregation table's entries and dense sketches,
- * first touched while the flushes grow, cost 3 000 faults where they cost
- * 8 000 for unique_visitors (doc/performance.md, "the heap on huge
- * pages"). The reserve stays below the trim threshold, so a free never
- * gives it back; what the heap needs beyond it grows on small pages, as
- * before. The resident cost: a 2 MiB page is resident as a whole once any
- * byte of it is touched, so memory allocated and not yet written (a
- * buffer's reserve, the top of the heap) counts where it did not: 5-10 MB
- * more peak RSS for unique_visitors (38-49 -> 42-54 MB), 2-5 MB for the
- * memory case (135 -> 138-140 MB, its limit 155).
+ * On request (MURMUR_MALLOC=hugepages) it also puts `murmur run`'s heap
+ * on transparent huge pages, as glibc's tunable glibc.malloc.hugetlb=1
+ * would (a tunable is read only when a process is exec'd, and the worker
+ * is forked): the heap is grown once at start by MM_HEAP_HUGE_RESERVE of
+ * address space, which the pad makes glibc take in one brk, and that range
+ * is marked MADV_HUGEPAGE (the kernel's default mode, "madvise", gives
+ * huge pages only where asked). The heap then faults 2 MiB at a time
+ * instead of 4 KiB: 3 000 faults where unique_visitors made 8 000, and
+ * about 10% less CPU (doc/performance.md, "the heap on huge pages"). The
+ * reserve stays below the trim threshold, so a free never gives it back.
  *
- * Only `murmur run` (supervisor and workers) asks for the reserve: the
- * other commands are short-lived or flush nothing, and the first touch of
- * each huge page (2 MiB cleared at once) cost `murmur lambda`'s cold start
- * 5-8 ms of CPU (23-30 against 31-33 ms before its first /next, alternated
- * runs of the Lambda bench), for faults its one-batch flushes never make.
+ * It is not the default because each of those faults clears 2 MiB at
+ * once, on the loop thread that touched it. On a virtual machine whose
+ * memory the host backs on first touch (Firecracker, as CI's machines;
+ * any overcommitted host) that is 4-10 ms a fault, measured here, against
+ * 13 us for a small page, whatever little of the 2 MiB the heap uses: a
+ * CI run saw the loop blocked 78.7 ms (dynamodb_looplag_spec, bound 50
+ * ms), where small pages never passed 16 ms. It cost `murmur lambda`'s
+ * cold start 5-8 ms of CPU too, so only `murmur run` takes it even when
+ * asked. On a host with resident memory and a throughput-bound worker,
+ * the operator may choose it.
  *
  * The operator keeps glibc's own behaviour with MURMUR_MALLOC=default.
  * An operator who tunes malloc through GLIBC_TUNABLES (any glibc.malloc.
@@ -72,11 +70,11 @@ _Static_assert(MM_HEAP_HUGE_RESERVE < MM_HEAP_TRIM_THRESHOLD,
 
 /* setting is MURMUR_MALLOC's value, tunables GLIBC_TUNABLES' (either may
  * be NULL): NULL or "" sets murmur's thresholds unless tunables names a
- * glibc.malloc. tunable (and, when huge is non-zero, reserves the heap's
- * huge pages then); "default" leaves glibc's. Returns 1 when the thresholds
- * were set, 0 when glibc's were left, or MM_EINVAL for any other setting
- * with a message for the operator in err. */
-int mm_heap_tune(const char *setting, const char *tunables, int huge, char *err,
-		 size_t errlen);
+ * glibc.malloc. tunable; "hugepages" sets them too, and reserves the heap's
+ * huge pages when run is non-zero (the process is `murmur run`); "default"
+ * leaves glibc's. Returns 1 when the thresholds were set, 0 when glibc's
+ * were left, or MM_EINVAL for any other setting with a message for the
+ * operator in err. */
+int mm_heap_tune(const char *setting, const char *tunables, int run, char *err, size_t errlen);
 
 #endif

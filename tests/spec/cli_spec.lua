@@ -39,20 +39,24 @@ describe("#cli murmur CLI", function()
     assert.are.equal(2, (S.murmur_run({ "run", "--bogus", "x.lua" })))
   end)
 
-  it("takes MURMUR_MALLOC=default (glibc's malloc thresholds) and refuses another value", function()
+  it("takes MURMUR_MALLOC=default and =hugepages and refuses another value", function()
     local input = script("in.jsonl", '{"page_id":"p1"}\n{"page_id":"p1"}\n')
-    local data = dir .. "/d"
-    local cmd = "MURMUR_MALLOC=default " .. S.quote(S.murmur) .. " run --once --data " .. S.quote(data)
-      .. " --input " .. S.quote(input) .. " pipelines/page_views.lua"
-    local code, _, err = S.exec(cmd)
-    assert.are.equal(0, code, err)
-    local c2, out = query_json("page_views", "p1", data)
-    assert.are.equal(0, c2)
-    assert.are.equal(2, out.result.value)
+    local code, err
+    for _, setting in ipairs({ "default", "hugepages" }) do
+      local data = dir .. "/d-" .. setting
+      local cmd = "MURMUR_MALLOC=" .. setting .. " " .. S.quote(S.murmur) .. " run --once --data "
+        .. S.quote(data) .. " --input " .. S.quote(input) .. " pipelines/page_views.lua"
+      code, _, err = S.exec(cmd)
+      assert.are.equal(0, code, err)
+      local c2, out = query_json("page_views", "p1", data)
+      assert.are.equal(0, c2)
+      assert.are.equal(2, out.result.value)
+    end
     code, _, err = S.exec("MURMUR_MALLOC=glibc " .. S.quote(S.murmur) .. " version")
     assert.are.equal(2, code)
     assert.matches("MURMUR_MALLOC=glibc is not a setting", err, 1, true)
     assert.matches("'default'", err, 1, true)
+    assert.matches("'hugepages'", err, 1, true)
   end)
 
   -- The binary embeds its modules' bytecode (engine/lua/modules.h), used
