@@ -24,7 +24,8 @@
  * 32-byte window (json_flat.h, compiled twice: for the baseline's SSE2 and
  * for AVX2, which the plan chooses when the CPU has it), and hands the rest
  * of the document to scan_flat at the first member it does not take. What the fast path works out from the requested names alone (a
- * bitmap of their lengths, whether two are the same name) is a plan
+ * bitmap of their lengths, whether two are the same name, and each name's
+ * bytes placed as the window loads a key's, key_loads) is a plan
  * (mm_json_plan), which the record loop makes once per batch and
  * mm_json_scan once per call; mm_json_scan_reference is the walk alone, for the tests and fuzzers
  * that compare the two. Numbers are converted in json_number.c.
@@ -277,6 +278,34 @@ done:
 #endif
 /* The offset of the byte a window mask's lowest bit stands for. */
 #define WIN_AT(m) ((size_t)__builtin_ctzll(m) >> MASK_SHIFT)
+
+/*
+ * The two loads that match a key against the plan's names: b is the key's
+ * first byte, inside a member of the window's shape (`"key":"value"` and a
+ * ',' or '}', so b[klen + 4] is at most the last byte), klen its length.
+ * For a key of eight bytes or more they are the eight bytes from b and the
+ * eight that end with the key. A shorter key's are both the eight bytes
+ * from b - 1, the key's quote, the key and the `":"` after it, which are
+ * all known bytes from four on; below four they start at b - 2 (the '{' or
+ * ',' before the quote: inside the document, and the load ends at b[5]),
+ * and the plan's mask keeps only the key's bytes. The empty key (its mask
+ * is zero) has its load moved back from the document's end. A key longer
+ * than 16 has a middle that the loads do not hold. plan_key puts a name's
+ * bytes where these loads find a key's.
+ */
+#define KEY_HEAD_OFF(klen) ((klen) >= 8 ? 0 : (klen) >= 4 ? -1 : -2)
+#define KEY_TAIL_OFF(klen) ((klen) >= 8 ? (ptrdiff_t)(klen) - 8 : KEY_HEAD_OFF(klen))
+
+static inline __attribute__((always_inline)) void
+key_loads(const unsigned char *b, size_t klen, const unsigned char *end, uint64_t *h, uint64_t *t)
+{
+	const unsigned char *hp = b + KEY_HEAD_OFF(klen);
+
+	if (hp > end - 8)
+		hp = end - 8;
+	memcpy(h, hp, 8);
+	memcpy(t, klen >= 8 ? b + klen - 8 : hp, 8);
+}
 
 /* skip_ws where a non-blank byte is known to lie ahead (no end check). */
 static inline const unsigned char *skip_ws_to(const unsigned char *p)
@@ -572,12 +601,53 @@ static void plan_names(mm_json_plan_t *plan, const mm_json_field_t *fields, int 
 	}
 }
 
+/* A name's bytes where key_loads finds a key's: for a name shorter than
+ * eight, its quotes and colon around it, and a mask of the bytes that are
+ * not the value's or before the member's quote. */
+static void plan_key(mm_json_plan_name_t *nm, const char *name, size_t len)
+{
+	unsigned char h[8], t[8], m[8];
+	ptrdiff_t k;
+
+	for (int j = 0; j < 8; j++) {
+		k = KEY_HEAD_OFF(len) + j;
+		h[j] = k >= 0 && k < (ptrdiff_t)len ? (unsigned char)name[k]
+		       : k == -1 || k == (ptrdiff_t)len || k == (ptrdiff_t)len + 2 ? '"'
+		       : k == (ptrdiff_t)len + 1 ? ':'
+						 : 0;
+		m[j] = len > 0 && k >= -1 && k < (ptrdiff_t)len + 3 ? 0xff : 0;
+		k = KEY_TAIL_OFF(len) + j;
+		t[j] = len >= 8 ? (unsigned char)name[k] : h[j] & m[j];
+		h[j] &= m[j];
+	}
+	memcpy(&nm->head, h, 8);
+	memcpy(&nm->tail, t, 8);
+	memcpy(&nm->mask, m, 8);
+	nm->len = len;
+}
+
 void mm_json_plan(mm_json_plan_t *plan, const mm_json_field_t *fields, int nfields)
 {
 	plan_names(plan, fields, nfields);
+	for (int i = 0; i < nfields && i < MM_JSON_PLAN_NAMES && fields != NULL; i++)
+		plan_key(&plan->names[i], fields[i].name, fields[i].name_len);
 #ifdef MM_JSON_WIDE
 	plan->wide = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi");
 #endif
+}
+
+/* mm_json_scan_planned's other cases: bad arguments and short documents
+ * (the walk), and more fields than the plan has names for (the per-string
+ * path, which does not use them). */
+static __attribute__((noinline)) int scan_unplanned(const mm_json_plan_t *plan, const char *p,
+						    size_t n, mm_json_field_t *fields)
+{
+	int nfields = plan->nfields;
+
+	if (p == NULL || n < FLAT_MIN || nfields < 0 || fields == NULL)
+		return mm_json_scan_reference(p, n, fields, nfields);
+	fields_clear(fields, nfields);
+	return flat_rest(p, n, fields, plan, NULL);
 }
 
 int mm_json_scan_planned(const mm_json_plan_t *plan, const char *p, size_t n,
@@ -585,8 +655,9 @@ int mm_json_scan_planned(const mm_json_plan_t *plan, const char *p, size_t n,
 {
 	int nfields = plan->nfields;
 
-	if (p == NULL || n < FLAT_MIN || nfields < 0 || (fields == NULL && nfields > 0))
-		return mm_json_scan_reference(p, n, fields, nfields);
+	if (p == NULL || n < FLAT_MIN || (unsigned)nfields > MM_JSON_PLAN_NAMES ||
+	    (fields == NULL && nfields > 0))
+		return scan_unplanned(plan, p, n, fields);
 #ifdef MM_JSON_WIDE
 	if (plan->wide)
 		return scan_flat_wide(p, n, fields, plan);

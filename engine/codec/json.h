@@ -60,13 +60,29 @@ int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields);
  * document, worked out once for scans that all ask for the same fields (the
  * record loop: every record of a batch). Filled by mm_json_plan; plain data,
  * no pointer into the fields.
+ *
+ * For each of the first MM_JSON_PLAN_NAMES names it keeps the eight bytes
+ * the scanner loads at a key's start and at its end, as they are when the
+ * key is that name, so that a key is matched by two loads and two compares
+ * (json.c, key_loads). A scan asking for more fields does without (the
+ * per-string path). The record loop asks for at most MM_MAX_KEYS + 3.
  */
+#define MM_JSON_PLAN_NAMES 24
+
+typedef struct mm_json_plan_name {
+	uint64_t head; /* the load at the key's start */
+	uint64_t tail; /* the load that ends with the key */
+	uint64_t mask; /* the bytes of the loads that are the key's */
+	size_t len;
+} mm_json_plan_name_t;
+
 typedef struct mm_json_plan {
 	uint64_t lens;   /* bit L % 64 set for each requested name length L */
 	int nfields;
 	int same_names;  /* two requested fields have the same name */
 	int wide;        /* the scan may use AVX2 (the CPU has it); a caller
 	                  * may clear it to have the baseline's code */
+	mm_json_plan_name_t names[MM_JSON_PLAN_NAMES]; /* [0..nfields) */
 } mm_json_plan_t;
 
 /* Makes the plan for fields[0..nfields), of which it reads only the names

@@ -11,7 +11,7 @@
  * colon between is plain) and the value ends at its third; all three must be
  * quotes, so the strings hold no escape, control or non-ASCII byte. At the
  * first member of any other shape (or one that does not fit in a window,
- * or whose key is a long requested name), it hands the rest of the document
+ * or a requested member seen again), it hands the rest of the document
  * to flat_rest (json.c), which validates it member by member with the walk's
  * string code. So the loop makes no call and keeps its state in registers.
  * Returns what mm_json_scan_planned returns.
@@ -21,10 +21,11 @@ static FLAT_TARGET int FLAT_NAME(const char *doc, size_t n, mm_json_field_t *fie
 {
 	const unsigned char *d = (const unsigned char *)doc, *end = d + n, *last = end - 1;
 	const unsigned char *p, *b, *q, *e;
-	uint64_t lens = plan->lens, m;
+	uint64_t lens = plan->lens, m, h, t;
 	uint16_t pair;
+	mm_json_field_t *f;
 	size_t klen;
-	int i, cur, nfields = plan->nfields;
+	int i, nfields = plan->nfields;
 
 	fields_clear(fields, nfields);
 	if (n < WIN || d[0] != '{' || d[1] != '"' || *last != '}')
@@ -56,25 +57,27 @@ static FLAT_TARGET int FLAT_NAME(const char *doc, size_t n, mm_json_field_t *fie
 		if (__builtin_expect(pair != FLAT_PAIR('"', ',') || e[2] != '"', 0) &&
 		    (pair != FLAT_PAIR('"', '}') || e + 1 != last))
 			break;
-		/* The member is taken: its key looked up, its value filed. An
-		 * empty name or one longer than mm_key_eq's loads, and a
-		 * requested member seen again, are left to flat_rest. */
+		/* The member is taken: its key looked up by the plan's
+		 * loads (key_loads), its value filed. A requested member
+		 * seen again is left to flat_rest, and so is a key longer
+		 * than 16 bytes whose middle, which the loads do not hold,
+		 * is not the matched name's. */
 		if (lens >> klen & 1) {
-			if (klen - 1 >= 16)
-				break;
-			for (i = 0, cur = -1; i < nfields; i++)
-				if (fields[i].name_len == klen && (unsigned char)fields[i].name[0] == b[0] &&
-				    mm_key_eq(fields[i].name, b, klen)) {
-					cur = i;
+			key_loads(b, klen, end, &h, &t);
+			for (i = 0; i < nfields; i++)
+				if (((((h ^ plan->names[i].head) | (t ^ plan->names[i].tail)) &
+				      plan->names[i].mask) |
+				     (plan->names[i].len ^ klen)) == 0)
 					break;
-				}
-			if (cur >= 0) {
-				if (fields[cur].type != MM_JSON_ABSENT)
+			if (i < nfields) {
+				f = fields + i;
+				if (f->type != MM_JSON_ABSENT ||
+				    (klen > 16 && memcmp(f->name + 8, b + 8, klen - 16) != 0))
 					break;
-				fields[cur].type = MM_JSON_STRING;
-				fields[cur].p = (const char *)q + 3;
-				fields[cur].len = (size_t)(e - q) - 3;
-				fields[cur].escaped = 0;
+				f->type = MM_JSON_STRING;
+				f->p = (const char *)q + 3;
+				f->len = (size_t)(e - q) - 3;
+				f->escaped = 0;
 			}
 		}
 		p = e + 2;

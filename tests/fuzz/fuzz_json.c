@@ -17,7 +17,9 @@
  *     field, with a requested name given twice, and so does the flat path
  *     compiled for the baseline where the scan takes AVX2's; the input is also tried
  *     wrapped as {"entity_id":"<input>",...} so that arbitrary bytes reach
- *     the fast path's string handling.
+ *     the fast path's string handling;
+ *   - the planned scan agrees with the walk when asked for names taken from
+ *     the input's own strings, and for the first of them a byte shorter.
  */
 #define _GNU_SOURCE /* memmem */
 #include <stdint.h>
@@ -168,6 +170,45 @@ static void check_fast_path(const char *doc, size_t n)
 			abort();
 }
 
+/* The planned scan (AVX2's code and the baseline's) agrees with the walk
+ * when asked for names taken from the document's own strings (the bytes
+ * between its first quotes: keys, mostly, of any length), so that the
+ * plan's key compare meets keys that are and nearly are its names. */
+static void check_own_names(const char *doc, size_t n)
+{
+	mm_json_field_t a[4], b[4], c[4];
+	mm_json_plan_t plan;
+	char msg[256];
+	const char *q = doc, *end = doc + n, *close;
+	int nf = 0, ra, rb, rc, i;
+
+	while (nf < 3 && q < end && (q = memchr(q, '"', (size_t)(end - q))) != NULL &&
+	       (close = memchr(q + 1, '"', (size_t)(end - q - 1))) != NULL) {
+		a[nf++] = (mm_json_field_t){.name = q + 1, .name_len = (size_t)(close - q - 1)};
+		q = close + 1;
+	}
+	/* The first name a byte shorter: a near miss of its key. */
+	if (nf > 0 && a[0].name_len > 0)
+		a[nf++] = (mm_json_field_t){.name = a[0].name, .name_len = a[0].name_len - 1};
+	memcpy(b, a, sizeof(a));
+	memcpy(c, a, sizeof(a));
+	mm_json_plan(&plan, a, nf);
+	ra = mm_json_scan_planned(&plan, doc, n, a);
+	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
+	plan.wide = 0;
+	rb = mm_json_scan_planned(&plan, doc, n, b);
+	if (rb != ra || (ra != 0 && strcmp(msg, mm_diag_msg()) != 0))
+		abort();
+	rc = mm_json_scan_reference(doc, n, c, nf);
+	if (rc != ra || (ra != 0 && strcmp(msg, mm_diag_msg()) != 0))
+		abort();
+	for (i = 0; ra == 0 && i < nf; i++)
+		if (a[i].type != c[i].type || a[i].p != c[i].p || a[i].len != c[i].len ||
+		    a[i].escaped != c[i].escaped || b[i].type != c[i].type || b[i].p != c[i].p ||
+		    b[i].len != c[i].len || b[i].escaped != c[i].escaped)
+			abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	mm_json_field_t f[3] = {
@@ -197,6 +238,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 
 	check_fast_path((const char *)data, size);
+	check_own_names((const char *)data, size);
 	static const char head[] = "{\"entity_id\":\"", tail[] = "\",\"user_id\":1}";
 
 	if (mm_buf_append(&q, head, sizeof(head) - 1) || mm_buf_append(&q, data, size) ||

@@ -759,6 +759,145 @@ TEST(flat_empty_name)
 	CHECK_EQ_INT(mm_json_scan(doc, strlen(doc), f, 2), MM_EJSON);
 }
 
+/* The planned scan (AVX2's code and the baseline's) and the walk agree on
+ * doc asked for f[0..nf): result, message and every field. Returns the
+ * result, or 99 on a disagreement (printed). */
+static int names_agree(const char *text, size_t n, const mm_json_field_t *f, int nf)
+{
+	mm_json_field_t w[32], x[32], r[32];
+	mm_json_plan_t plan, base;
+	char msg[256], *doc = malloc(n);
+	int rw, rx, rr, i;
+
+	/* A copy of its own size, so that ASan sees a read past its end. */
+	if (doc == NULL)
+		return 99;
+	memcpy(doc, text, n);
+	memcpy(w, f, sizeof(*f) * (size_t)nf);
+	memcpy(x, f, sizeof(*f) * (size_t)nf);
+	memcpy(r, f, sizeof(*f) * (size_t)nf);
+	mm_json_plan(&plan, f, nf);
+	base = plan;
+	base.wide = 0;
+	rw = mm_json_scan_planned(&plan, doc, n, w);
+	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
+	rx = mm_json_scan_planned(&base, doc, n, x);
+	if (rx != rw || (rw != 0 && strcmp(msg, mm_diag_msg()) != 0))
+		goto differ;
+	rr = mm_json_scan_reference(doc, n, r, nf);
+	if (rr != rw || (rw != 0 && strcmp(msg, mm_diag_msg()) != 0))
+		goto differ;
+	for (i = 0; rw == 0 && i < nf; i++)
+		if (!fields_same(&w[i], &r[i]) || !fields_same(&x[i], &r[i]))
+			goto differ;
+	free(doc);
+	return rw;
+differ:
+	printf("#   planned and walk differ, asking for \"%.*s\" and %d more: %.*s\n",
+	       (int)f[0].name_len, f[0].name, nf - 1, (int)n, doc);
+	free(doc);
+	return 99;
+}
+
+/*
+ * The plan's key compare (json.c key_loads): a requested name of every
+ * length from 0 to 30 (the window holds keys of up to 29), against a key
+ * that is the name and keys that differ from it in one byte (at every
+ * place), in their length or in the bytes around them, as the first member
+ * (the load before a short key reads the '{'), a middle one and the last
+ * one with an empty value (a short key's load then ends at the document's
+ * last byte), beside another requested name of the same length; names
+ * longer than 16 that share their first and last eight bytes; and more
+ * fields than the plan has names for.
+ */
+TEST(flat_names)
+{
+	char name[40], other[40], key[40], doc[256];
+	mm_json_field_t f[2], many[MM_JSON_PLAN_NAMES + 2];
+	static char many_names[MM_JSON_PLAN_NAMES + 2][16];
+	size_t len, at, n;
+	int place, change, rc, bad = 0, found = 0;
+
+	for (len = 0; len <= 30; len++) {
+		for (at = 0; at < len; at++) {
+			name[at] = (char)('a' + (at * 7 + len) % 26);
+			other[at] = name[at];
+		}
+		if (len > 0)
+			other[len / 2] = '_';
+		f[0] = (mm_json_field_t){.name = name, .name_len = len};
+		f[1] = (mm_json_field_t){.name = other, .name_len = len};
+		/* change -1: the key is the name; 0..len-1: that byte
+		 * differs; len: a byte more; len + 1: a byte less. */
+		for (change = -1; change <= (int)len + 1; change++) {
+			size_t kl = change == (int)len ? len + 1 : change == (int)len + 1 ? len - 1 : len;
+
+			if (change == (int)len + 1 && len == 0)
+				continue;
+			memcpy(key, name, len);
+			if (change >= 0 && change < (int)len)
+				key[change] = (char)(key[change] == 'z' ? 'y' : key[change] + 1);
+			if (change == (int)len)
+				key[len] = 'q';
+			for (place = 0; place < 3; place++) {
+				if (place == 0)
+					n = (size_t)snprintf(doc, sizeof(doc),
+							     "{\"%.*s\":\"v\",\"padding\":\"padding padding\"}",
+							     (int)kl, key);
+				else if (place == 1)
+					n = (size_t)snprintf(doc, sizeof(doc),
+							     "{\"a\":\"x\",\"%.*s\":\"vv\",\"padding\":\"padding\"}",
+							     (int)kl, key);
+				else
+					n = (size_t)snprintf(doc, sizeof(doc),
+							     "{\"padding\":\"padding padding padding\",\"%.*s\":\"\"}",
+							     (int)kl, key);
+				rc = names_agree(doc, n, f, 2);
+				if (rc != 0 && bad++ < 10)
+					printf("#   %s: %s\n", doc, mm_err_name(rc));
+				found += rc == 0 && change == -1;
+			}
+		}
+	}
+	CHECK_EQ_INT(found, 31 * 3);
+	/* Two long names with the same ends, and a key that has them too. */
+	f[0] = (mm_json_field_t){.name = "abcdefgh_one_12345678", .name_len = 21};
+	f[1] = (mm_json_field_t){.name = "abcdefgh_two_12345678", .name_len = 21};
+	n = (size_t)snprintf(doc, sizeof(doc), "{\"abcdefgh_two_12345678\":\"2\",\"k\":\"v\"}");
+	CHECK_EQ_INT(names_agree(doc, n, f, 2), 0);
+	n = (size_t)snprintf(doc, sizeof(doc),
+			     "{\"abcdefgh_six_12345678\":\"6\",\"abcdefgh_one_12345678\":\"1\"}");
+	CHECK_EQ_INT(names_agree(doc, n, f, 2), 0);
+	n = (size_t)snprintf(doc, sizeof(doc),
+			     "{\"abcdefgh_one_12345678\":\"1\",\"abcdefgh_one_12345678\":\"1\"}");
+	CHECK_EQ_INT(names_agree(doc, n, f, 2), MM_EJSON);
+	/* Names of one byte repeated, whose loads are the same at every
+	 * length from eight on: the lengths tell them apart. */
+	for (len = 8; len <= 20; len++) {
+		memset(name, 'a', len + 1);
+		f[0] = (mm_json_field_t){.name = name, .name_len = len};
+		f[1] = (mm_json_field_t){.name = name, .name_len = len + 1};
+		for (int k = 0; k < 2; k++) {
+			n = (size_t)snprintf(doc, sizeof(doc), "{\"%.*s\":\"v\",\"padding\":\"padding\"}",
+					     (int)(len + (size_t)k), name);
+			rc = names_agree(doc, n, f, 2);
+			CHECK_EQ_INT(rc, 0);
+		}
+	}
+	/* More fields than the plan keeps names for: the per-string path. */
+	for (int i = 0; i < MM_JSON_PLAN_NAMES + 2; i++) {
+		snprintf(many_names[i], sizeof(many_names[i]), "f%d", i);
+		many[i] = (mm_json_field_t){.name = many_names[i], .name_len = strlen(many_names[i])};
+	}
+	n = (size_t)snprintf(doc, sizeof(doc), "{\"f0\":\"a\",\"f3\":\"b\",\"f%d\":\"c\",\"x\":\"d\"}",
+			     MM_JSON_PLAN_NAMES + 1);
+	CHECK_EQ_INT(names_agree(doc, n, many, MM_JSON_PLAN_NAMES + 2), 0);
+	CHECK_EQ_INT(mm_json_scan(doc, n, many, MM_JSON_PLAN_NAMES + 2), 0);
+	CHECK(field_eq(&many[MM_JSON_PLAN_NAMES + 1], MM_JSON_STRING, "c") &&
+	      field_eq(&many[3], MM_JSON_STRING, "b") && many[1].type == MM_JSON_ABSENT);
+	CHECK_EQ_INT(bad, 0);
+}
+
 static int field_eq(const mm_json_field_t *f, int type, const char *raw)
 {
 	return f->type == type && f->len == strlen(raw) && memcmp(f->p, raw, f->len) == 0;
@@ -929,6 +1068,36 @@ TEST(planned_scan)
 	CHECK(planned_finds(&plan, f, "{\"xy\":[1,2,3],\"k\":{\"a\":false}}", 2, MM_JSON_OBJECT,
 			    "{\"a\":false}"));
 	CHECK(field_eq(&f[1], MM_JSON_ARRAY, "[1,2,3]"));
+
+	/* Each name's bytes as the window's two loads find a key's
+	 * (json.c key_loads): a short name's with its quote before and
+	 * `":"` after, the bytes outside those masked off. */
+	{
+		static const struct {
+			const char *name, *head, *tail, *mask;
+		} layouts[] = {
+			{"", "\0\0\0\0\0\0\0\0", "\0\0\0\0\0\0\0\0", "\0\0\0\0\0\0\0\0"},
+			{"k", "\0\"k\":\"\0\0", "\0\"k\":\"\0\0", "\0\xff\xff\xff\xff\xff\0\0"},
+			{"abc", "\0\"abc\":\"", "\0\"abc\":\"", "\0\xff\xff\xff\xff\xff\xff\xff"},
+			{"ts_1", "\"ts_1\":\"", "\"ts_1\":\"", "\xff\xff\xff\xff\xff\xff\xff\xff"},
+			{"page_id", "\"page_id", "\"page_id", "\xff\xff\xff\xff\xff\xff\xff\xff"},
+			{"entity_id", "entity_i", "ntity_id", "\xff\xff\xff\xff\xff\xff\xff\xff"},
+		};
+		mm_json_field_t one;
+		unsigned char bytes[8];
+
+		for (size_t i = 0; i < sizeof(layouts) / sizeof(layouts[0]); i++) {
+			one = (mm_json_field_t){.name = layouts[i].name, .name_len = strlen(layouts[i].name)};
+			mm_json_plan(&plan, &one, 1);
+			CHECK_EQ_INT((int)plan.names[0].len, (int)one.name_len);
+			memcpy(bytes, &plan.names[0].head, 8);
+			CHECK(memcmp(bytes, layouts[i].head, 8) == 0);
+			memcpy(bytes, &plan.names[0].tail, 8);
+			CHECK(memcmp(bytes, layouts[i].tail, 8) == 0);
+			memcpy(bytes, &plan.names[0].mask, 8);
+			CHECK(memcmp(bytes, layouts[i].mask, 8) == 0);
+		}
+	}
 
 	/* Bad arguments are refused as mm_json_scan refuses them. */
 	mm_json_plan(&plan, NULL, 0);
@@ -1631,6 +1800,7 @@ int main(void)
 	RUN(flat_fast_path);
 	RUN(flat_windows);
 	RUN(flat_empty_name);
+	RUN(flat_names);
 	RUN(flat_whole);
 	RUN(fields_basic);
 	RUN(fields_types);
