@@ -850,7 +850,7 @@ TEST(flat_names)
 							     (int)kl, key);
 				else
 					n = (size_t)snprintf(doc, sizeof(doc),
-							     "{\"padding\":\"padding padding padding\",\"%.*s\":\"\"}",
+							     "{\"padding\":\"padding padding\",\"%.*s\":\"\"}",
 							     (int)kl, key);
 				rc = names_agree(doc, n, f, 2);
 				if (rc != 0 && bad++ < 10)
