@@ -72,7 +72,7 @@ int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields);
 typedef struct mm_json_plan_name {
 	uint64_t head; /* the load at the key's start */
 	uint64_t tail; /* the load that ends with the key */
-	uint64_t mask; /* the bytes of the loads that are the key's */
+	uint64_t mask; /* the bytes that are the key's, or its quotes and colon */
 	size_t len;
 } mm_json_plan_name_t;
 
