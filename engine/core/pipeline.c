@@ -634,6 +634,10 @@ typedef struct rec_read {
 	int rc;
 } rec_read_t;
 
+/* The records the record loop holds read (record_loop): it reads this many
+ * less one ahead of the one it processes. */
+#define MM_READ_RING 4
+
 /* The hash of s's event id, or NULL when it has no usable one (not hashed). */
 static inline const mm_idhash_t *read_id_hash(const rec_read_t *s)
 {
@@ -643,14 +647,14 @@ static inline const mm_idhash_t *read_id_hash(const rec_read_t *s)
 /*
  * Reads record r: scans its fields and hashes its event id, then hints the
  * cache about the id's slots in the pending-id tables. The record loop reads
- * a record one ahead of the one it processes, so that those slots (an index
- * of a flush's worth of ids, which misses the cache: doc/performance.md) are
- * on their way while the previous record is processed. A single key read
- * from a field (unique_visitors' page_id) is hashed here too, and its slot
- * in the aggregation table hinted the same way, for the bucket the last
- * record mapped to (the usual one; pipe_add mixes the key's hash with the
- * record's own bucket, so another costs only the hint). Nothing
- * here changes the pipeline: an error is only returned, and process_batch
+ * records ahead of the one it processes (record_loop), so that those slots
+ * (an index of a flush's worth of ids, which misses the cache:
+ * doc/performance.md) are on their way while the earlier records are
+ * processed. A single key read from a field (unique_visitors' page_id) is
+ * hashed here too, and its slot in the aggregation table hinted the same
+ * way, for the bucket the last record mapped to (the usual one; pipe_add
+ * mixes the key's hash with the record's own bucket, so another costs only
+ * the hint). Nothing here changes the pipeline: an error is only returned, and process_batch
  * reads the record again when it processes it, so that the diagnostics are
  * that record's.
  */
@@ -836,26 +840,39 @@ static int loop_literal(const mm_pipeline_t *p)
 	       !p->replaying;
 }
 
-/* Record i is read into next, then record i - 1 (in cur) processed:
- * record_read says why. */
+/*
+ * Record i is read into a slot of the ring rd, then record
+ * i - (MM_READ_RING - 1) processed: record_read says why. The loop reads
+ * three records ahead, not one, because a record's processing (about
+ * 150 ns with an id) is shorter than the misses it should hide: the
+ * pending-id slots and the marks' filter word are random accesses into
+ * arrays of megabytes, and on this VM each also misses the TLB under nested
+ * paging (doc/performance.md, "Dedup ids: records read three ahead").
+ * ahead, for the marks' filter, is the record read last. The processed
+ * record's slot takes the next one read, so the ring costs a pointer step a
+ * record.
+ */
 static inline __attribute__((always_inline)) void
 record_loop(mm_pipeline_t *p, mm_batch_t *b, const scan_plan_t *sp, rec_read_t *rd,
 	    const char *src_id, int lit)
 {
-	rec_read_t *next = &rd[0], *cur = &rd[1];
+	rec_read_t *end = rd + MM_READ_RING, *next = end - 1, *cur = rd;
 
-	for (size_t i = 0; i <= b->n; i++) {
-		rec_read_t *t;
-
+	/* The first records are only read. */
+	for (size_t i = 0; i < b->n && i < MM_READ_RING - 1; i++) {
+		mm_progress_record(src_id, &b->recs[i]);
+		rd[i].rc = record_read(p, &b->recs[i], sp, &rd[i], lit);
+	}
+	/* Then each record processed frees its slot for the next one read. */
+	for (size_t i = MM_READ_RING - 1; i < b->n + MM_READ_RING - 1; i++) {
 		if (i < b->n) {
 			mm_progress_record(src_id, &b->recs[i]);
 			next->rc = record_read(p, &b->recs[i], sp, next, lit);
 		}
-		if (i > 0)
-			record_finish(p, b, i - 1, sp, cur, i < b->n ? next : NULL, src_id, lit);
-		t = cur;
-		cur = next;
-		next = t;
+		record_finish(p, b, i - (MM_READ_RING - 1), sp, cur, i < b->n ? next : NULL,
+			      src_id, lit);
+		next = cur;
+		cur = cur + 1 == end ? rd : cur + 1;
 	}
 }
 
@@ -865,7 +882,7 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 	const char *src_id = b->src ? b->src->id : "";
 	mm_store_t *marks = p->asks_marks && !p->replaying ? p->st : NULL;
 	scan_plan_t sp;
-	rec_read_t rd[2];
+	rec_read_t rd[MM_READ_RING];
 
 	memset(&sp, 0, sizeof(sp));
 	sp.value = sp.time = sp.id = -1;
@@ -884,8 +901,8 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 		plan_add(&sp, &sp.id, c->id_field);
 	mm_json_plan(&sp.plan, sp.f, sp.n);
 	memset(rd, 0, sizeof(rd));
-	memcpy(rd[0].f, sp.f, sizeof(sp.f));
-	memcpy(rd[1].f, sp.f, sizeof(sp.f));
+	for (int k = 0; k < MM_READ_RING; k++)
+		memcpy(rd[k].f, sp.f, sizeof(sp.f));
 	p->batch = b;
 	/* The store's marks answer the batch's ids under one hold (store.h),
 	 * not a lock per record. */
@@ -899,8 +916,8 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b)
 	if (marks)
 		mm_store_marked_hold(marks, 0);
 	p->batch = NULL;
-	mm_buf_free(&rd[0].tmp);
-	mm_buf_free(&rd[1].tmp);
+	for (int k = 0; k < MM_READ_RING; k++)
+		mm_buf_free(&rd[k].tmp);
 }
 
 /* Dead-letters a logged add that its replay could not merge again. */

@@ -62,4 +62,59 @@ describe("#recordloop the literal-key loop and the general loop", function()
     assert.is_true(#la > 0)
     assert.are.same(S.dead_letters(dir .. "/d", "fld", "lit"), la)
   end)
+
+  -- The loop reads records several ahead of the one it processes (its
+  -- ring, record_loop): a repeated id within that distance, batches
+  -- shorter than the ring, and rejected records inside it must count as
+  -- they would one record at a time.
+  it("count ids repeated within the read-ahead the same for every batch size", function()
+    local lines, valid, rejected = {}, 0, 0
+    local function add(line, ok)
+      lines[#lines + 1] = line
+      if ok then valid = valid + 1 else rejected = rejected + 1 end
+    end
+    -- Id dD comes again D records later (D = 1..9), then once more at the end.
+    for d = 1, 9 do
+      add(('{"k":"global","v":"e%d","id":"d%d"}'):format(d % 4, d), true)
+      for j = 1, d - 1 do
+        if j == 2 then
+          add('{"k":"global","v":"e1","id":"bad"', false)
+        else
+          add(('{"k":"global","v":"e%d","id":"f%d_%d"}'):format(j % 3, d, j), true)
+        end
+      end
+      add(('{"k":"global","v":"e%d","id":"d%d"}'):format(d % 3, d), true)
+    end
+    for d = 1, 9 do add(('{"k":"global","v":"e0","id":"d%d"}'):format(d), true) end
+    local duplicates = 18
+    local input = dir .. "/in.jsonl"
+    S.write_file(input, table.concat(lines, "\n") .. "\n")
+    local first
+    for _, batch in ipairs({ 1, 2, 3, 4, 5, 7, 4096 }) do
+      local script = ("%s/p%d.lua"):format(dir, batch)
+      S.write_file(script, ([[
+        local murmur = require("murmur")
+        local src = murmur.input { batch = %d }
+        murmur.pipeline { name = "lit", key = murmur.literal("global"), value = "v", source = src,
+          monoid = murmur.topk { k = 8 }, dedup = { id = "id", ttl = "2d" } }
+        murmur.pipeline { name = "fld", key = "k", value = "v", source = src,
+          monoid = murmur.topk { k = 8 }, dedup = { id = "id", ttl = "2d" } }
+      ]]):format(batch))
+      local data = ("%s/d%d"):format(dir, batch)
+      local code, out, err = S.murmur_run({ "run", "--once", "--stats", "--data", data, "--input", input, script })
+      assert.are.equal(0, code, err:sub(-1000))
+      local stats = core.json_decode(out)
+      for _, name in ipairs({ "lit", "fld" }) do
+        local st = stats.pipelines[name]
+        assert.are.equal(valid + rejected, st.records, name .. " batch " .. batch)
+        assert.are.equal(duplicates, st.duplicates, name .. " batch " .. batch)
+        assert.are.equal(valid - duplicates, st.accepted, name .. " batch " .. batch)
+        assert.are.equal(rejected, st.rejected.json, name .. " batch " .. batch)
+        local r = assert(query.run(name, "global", { data = { data } }))
+        assert.is_true(r.found)
+        first = first or r.result.value
+        assert.are.same(first, r.result.value, name .. " batch " .. batch)
+      end
+    end
+  end)
 end)
