@@ -29,18 +29,23 @@ void mm_idset_init(mm_idset_t *s)
 	s->arena.keep = 1;
 }
 
-/* Doubles the index; entries stay where they are. */
+/* Doubles the index, refilled from the entries, which stay where they are. */
 static int idset_grow(mm_idset_t *s)
 {
 	size_t ncap = s->cap ? s->cap * 2 : 64;
 	/* On huge pages from 1 MiB (131 072 slots) on: the index is read at
 	 * random, and its fresh pages took thousands of page faults a
 	 * generation as it grew, two a page below that (the probes read a
-	 * fresh page before they write it: lib/hugemap.h). */
-	mm_idset_slot_t *ns = mm_huge_alloc(ncap * sizeof(*ns));
+	 * fresh page before they write it: lib/hugemap.h). Renewed in place
+	 * from there: the pages it has are kept, and only the growth is new
+	 * memory. */
+	mm_idset_slot_t *ns =
+		mm_huge_renew(s->slots, s->cap * sizeof(*s->slots), ncap * sizeof(*ns));
 
 	if (ns == NULL)
 		return mm_diag_set(MM_ENOMEM, "pending ids: cannot grow to %zu slots", ncap);
+	s->slots = ns;
+	s->cap = ncap;
 	/* The entries are read in order, each hash where the slot needs it. */
 	for (size_t i = 0; i < s->count; i++) {
 		size_t j = s->entries[i].hash.h0 & (ncap - 1);
@@ -49,9 +54,6 @@ static int idset_grow(mm_idset_t *s)
 			j = (j + 1) & (ncap - 1);
 		ns[j] = (mm_idset_slot_t){mm_idset_tag(&s->entries[i].hash), (uint32_t)i};
 	}
-	mm_huge_free(s->slots, s->cap * sizeof(*s->slots));
-	s->slots = ns;
-	s->cap = ncap;
 	return 0;
 }
 

@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -59,6 +60,31 @@ void *mm_huge_alloc(size_t bytes)
 	(void)madvise((void *)start, end - start, MADV_HUGEPAGE);
 #endif
 	return (void *)start;
+}
+
+void *mm_huge_renew(void *p, size_t old, size_t bytes)
+{
+	void *q;
+
+	if (p == NULL || old < MM_HUGE_MIN) {
+		if ((q = mm_huge_alloc(bytes)) != NULL)
+			mm_huge_free(p, old);
+		return q;
+	}
+	if (bytes > SIZE_MAX / 2)
+		return NULL;
+	q = p;
+	if (huge_round(bytes) > huge_round(old)) {
+		q = mremap(p, huge_round(old), huge_round(bytes), MREMAP_MAYMOVE);
+		if (q == MAP_FAILED)
+			return NULL;
+#ifdef MADV_HUGEPAGE
+		(void)madvise(q, huge_round(bytes), MADV_HUGEPAGE);
+#endif
+	}
+	/* Past the first old bytes the mapping was never written. */
+	memset(q, 0, old);
+	return q;
 }
 
 void *mm_huge_grow(void *p, size_t old, size_t bytes)

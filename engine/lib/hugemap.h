@@ -30,6 +30,18 @@
 /* bytes of zeroed memory (aligned to 2 MiB from MM_HUGE_MIN on), or NULL. */
 void *mm_huge_alloc(size_t bytes);
 
+/* Resizes p, which mm_huge_alloc(old) returned (or NULL with old 0), to
+ * bytes >= old of zeroes: the contents are not kept. A mapping (old of
+ * MM_HUGE_MIN or more) keeps its pages, moved by mremap when it must grow,
+ * and only the part past them is new memory; a smaller array is freed and
+ * bytes allocated. For an index that a set rebuilds at each doubling: a
+ * fresh mapping at every doubling made each generation's index touch new
+ * pages twice its final size, and on the bench machine a first touch costs
+ * more than the zeroing (doc/performance.md). Returns the array, which may
+ * have moved, or NULL (p is then left as it was). Free it with
+ * mm_huge_free(.., bytes). */
+void *mm_huge_renew(void *p, size_t old, size_t bytes);
+
 /* A growable array (pending entries that a set keeps from one use to the
  * next): grows p, which mm_huge_grow(.., old) returned (or NULL with old 0),
  * to bytes >= old. Such an array is always a mapping of its own, never

@@ -6,7 +6,8 @@
  * and freeing it with its size releases it (ASan and the kernel would
  * catch a wrong length: munmap of a neighbour, or a leak). A growable
  * array keeps its bytes and is zero past them, below 2 MiB, across it and
- * above it.
+ * above it. A renewed array is all zero at every size, in place while its
+ * mapping holds it.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -92,6 +93,67 @@ TEST(grow)
 	mm_huge_drop(NULL, MM_HUGE_PAGE);
 }
 
+/* Renews one array from nothing through the sizes an index takes as it
+ * doubles (calloc'd, then one huge page that holds 1 and 2 MiB, then a
+ * mapping grown by mremap), writing every byte each time: after each
+ * renewal the whole array is zero and writable, from 1 MiB on it stays on
+ * a 2 MiB boundary where the kernel keeps it there, its pages are kept
+ * when the size fits the mapping it has, and it is freed with its last
+ * size. */
+TEST(renew)
+{
+	size_t sizes[] = {0,
+			  512,
+			  65536,
+			  MM_HUGE_MIN / 2,
+			  MM_HUGE_MIN,
+			  MM_HUGE_PAGE,
+			  2 * MM_HUGE_PAGE,
+			  2 * MM_HUGE_PAGE,
+			  4 * MM_HUGE_PAGE,
+			  8 * MM_HUGE_PAGE};
+	unsigned char *p = NULL;
+	size_t old = 0;
+
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		size_t bytes = sizes[k], zero = 0, kept = 0;
+		unsigned char *q = mm_huge_renew(p, old, bytes);
+
+		REQUIRE(q != NULL);
+		/* 1 MiB takes a whole huge page, so 2 MiB reuses it in place. */
+		if (old >= MM_HUGE_MIN && bytes <= MM_HUGE_PAGE)
+			CHECK(q == p);
+		for (size_t i = 0; i < bytes; i++)
+			zero += q[i] == 0;
+		CHECK_EQ_INT(zero, bytes);
+		for (size_t i = 0; i < bytes; i++)
+			q[i] = (unsigned char)(i * 13 + k);
+		for (size_t i = 0; i < bytes; i++)
+			kept += q[i] == (unsigned char)(i * 13 + k);
+		CHECK_EQ_INT(kept, bytes);
+		p = q;
+		old = bytes;
+	}
+	mm_huge_free(p, old);
+}
+
+/* A renewal too large is refused and leaves the array as it was. */
+TEST(renew_too_large)
+{
+	size_t sizes[] = {4096, MM_HUGE_MIN, 3 * MM_HUGE_PAGE};
+
+	for (size_t k = 0; k < 3; k++) {
+		unsigned char *p = mm_huge_alloc(sizes[k]);
+
+		REQUIRE(p != NULL);
+		p[sizes[k] - 1] = 42;
+		CHECK(mm_huge_renew(p, sizes[k], SIZE_MAX - 4096) == NULL);
+		CHECK(mm_huge_renew(p, sizes[k], SIZE_MAX / 2 + 1) == NULL);
+		CHECK_EQ_INT(p[sizes[k] - 1], 42);
+		mm_huge_free(p, sizes[k]);
+	}
+}
+
 /* A size too large to map is refused with NULL, not a crash. */
 TEST(too_large)
 {
@@ -123,5 +185,7 @@ int main(void)
 	RUN(grow);
 	RUN(too_large);
 	RUN(grow_too_large);
+	RUN(renew);
+	RUN(renew_too_large);
 	UNIT_DONE();
 }
