@@ -691,9 +691,10 @@ static void hash_memo(const mm_sha256_t *start, mm_sigv4_memo_t *m, const uint8_
 	mm_sha256_final(&c, out);
 }
 
-/* Sets amz_date and content_sha256, and returns the scope in scope[]. */
+/* Sets amz_date and content_sha256, and returns the scope in scope[] and its
+ * length in *scl. */
 static int prepare(mm_sigv4_t *s, const mm_sigv4_request_t *req, const mm_sigv4_params_t *p,
-		   char *scope, size_t scope_len)
+		   char *scope, size_t scope_len, size_t *scl)
 {
 	time_t t = (time_t)p->time_s;
 	struct tm tm;
@@ -718,6 +719,7 @@ static int prepare(mm_sigv4_t *s, const mm_sigv4_request_t *req, const mm_sigv4_
 	scope[9 + rl] = '/';
 	memcpy(scope + 10 + rl, p->service, sl);
 	memcpy(scope + 10 + rl + sl, "/aws4_request", 14);
+	*scl = 10 + rl + sl + 13;
 	/* The body's first blocks are memoised too: the store writes the
 	 * constant part of a request (table, expressions, attribute names)
 	 * before the key and the values, so a burst of writes of one shape
@@ -730,24 +732,31 @@ static int prepare(mm_sigv4_t *s, const mm_sigv4_request_t *req, const mm_sigv4_
 	return mm_buf_reserve(&s->scratch, 64);
 }
 
-/* Canonical request -> string to sign -> signature, with the cached key. */
-static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
+/* Canonical request -> string to sign -> signature, with the cached key.
+ * The string to sign is "AWS4-HMAC-SHA256\n<date>\n<scope>\n<hex digest>"
+ * and only finish writes it: when the last one has this scope (the same
+ * length and text at its place), its date and digest are written over
+ * instead of the six appends. */
+static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope, size_t scl)
 {
 	uint8_t digest[32], k[32], inner[32];
+	mm_buf_t *sts = &s->string_to_sign;
 	mm_sha256_t c;
-	char hex[65];
 	int rc;
 
 	hash_memo(&sha256_fresh, &s->canon_memo, s->canonical.p, s->canonical.len, digest);
-	mm_hex_lower(digest, 32, hex);
-	s->string_to_sign.len = 0;
-	if ((rc = mm_buf_append(&s->string_to_sign, "AWS4-HMAC-SHA256\n", 17)) ||
-	    (rc = mm_buf_append(&s->string_to_sign, s->amz_date, 16)) ||
-	    (rc = mm_buf_append(&s->string_to_sign, "\n", 1)) ||
-	    (rc = mm_buf_append(&s->string_to_sign, scope, strlen(scope))) ||
-	    (rc = mm_buf_append(&s->string_to_sign, "\n", 1)) ||
-	    (rc = mm_buf_append(&s->string_to_sign, hex, 64)))
-		return rc;
+	if (sts->len != 17 + 16 + 1 + scl + 1 + 64 || memcmp(sts->p + 34, scope, scl) != 0) {
+		sts->len = 0;
+		if ((rc = mm_buf_append(sts, "AWS4-HMAC-SHA256\n", 17)) ||
+		    (rc = mm_buf_append(sts, s->amz_date, 16)) || (rc = mm_buf_append(sts, "\n", 1)) ||
+		    (rc = mm_buf_append(sts, scope, scl)) || (rc = mm_buf_append(sts, "\n", 1)) ||
+		    (rc = mm_buf_reserve(sts, 65)))
+			return rc;
+		sts->len += 64;
+	}
+	memcpy(sts->p + 17, s->amz_date, 16);
+	/* The digest's 64 digits end the text; their NUL lands in the spare byte. */
+	mm_hex_lower(digest, 32, (char *)sts->p + sts->len - 64);
 	if (!s->key_valid || strcmp(s->key_scope, scope) != 0 ||
 	    strcmp(s->key_secret, p->secret_key) != 0) {
 		size_t sl = strlen(p->secret_key);
@@ -814,7 +823,8 @@ static int canonical_tail(mm_sigv4_t *s)
 
 #define HDR(n, v) ((mm_sigv4_header_t){(n), sizeof(n) - 1, (v), strlen(v)})
 
-static int authorization(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope)
+static int authorization(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope,
+			 size_t scl)
 {
 	int rc;
 
@@ -822,7 +832,7 @@ static int authorization(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *
 	if ((rc = mm_buf_append(&s->authorization, "AWS4-HMAC-SHA256 Credential=", 28)) ||
 	    (rc = mm_buf_append(&s->authorization, p->access_key, strlen(p->access_key))) ||
 	    (rc = mm_buf_append(&s->authorization, "/", 1)) ||
-	    (rc = mm_buf_append(&s->authorization, scope, strlen(scope))) ||
+	    (rc = mm_buf_append(&s->authorization, scope, scl)) ||
 	    (rc = mm_buf_append(&s->authorization, ", SignedHeaders=", 16)) ||
 	    (rc = mm_buf_append(&s->authorization, s->signed_headers.p, s->signed_headers.len)) ||
 	    (rc = mm_buf_append(&s->authorization, ", Signature=", 12)))
@@ -836,9 +846,11 @@ int mm_sigv4_sign_headers(mm_sigv4_t *s, const mm_sigv4_request_t *req,
 	mm_sigv4_header_t extra[3];
 	size_t nextra = 0, np = 0;
 	char scope[160];
+	size_t scl;
 	int rc;
 
-	if ((rc = check_params(req, p)) || (rc = prepare(s, req, p, scope, sizeof(scope))))
+	s->post_valid = 0;
+	if ((rc = check_params(req, p)) || (rc = prepare(s, req, p, scope, sizeof(scope), &scl)))
 		return rc;
 	extra[nextra++] = HDR("x-amz-date", s->amz_date);
 	if (p->session_token && *p->session_token && !p->omit_session_token)
@@ -850,9 +862,9 @@ int mm_sigv4_sign_headers(mm_sigv4_t *s, const mm_sigv4_request_t *req,
 	    (rc = parse_query(s, req, &np)) || (rc = emit_query(s, np, &s->canonical)) ||
 	    (rc = canonical_tail(s)))
 		return rc;
-	if ((rc = finish(s, p, scope)))
+	if ((rc = finish(s, p, scope, scl)))
 		return rc;
-	return authorization(s, p, scope);
+	return authorization(s, p, scope, scl);
 }
 
 #define LIT(b, lit) mm_buf_append((b), (lit), sizeof(lit) - 1)
@@ -864,11 +876,41 @@ static int plain_value(const char *v, size_t n)
 	return strcspn(v, " \t\r\n") == n;
 }
 
+/* The length of "POST\n/\n\ncontent-type:", which opens sign_post's
+ * canonical request. */
+#define POST_HEAD 21
+
+/* 1 when the canonical request, the signed headers and the Authorization
+ * value are the ones sign_post built last for these header values (v[3]
+ * the token, NULL when none is signed): the canonical request holds them at
+ * places their lengths give, after the fixed text sign_post writes. */
+static int post_same(const mm_sigv4_t *s, const char *const v[4], const size_t l[4])
+{
+	const uint8_t *c = s->canonical.p;
+	size_t at = POST_HEAD; /* "POST\n/\n\ncontent-type:" */
+
+	if (!s->post_valid || l[0] != s->post_lens[0] || l[1] != s->post_lens[1] ||
+	    l[2] != s->post_lens[2] || l[3] != s->post_lens[3] || (v[3] == NULL) != !s->post_token ||
+	    memcmp(c + at, v[0], l[0]) != 0)
+		return 0;
+	at += l[0] + 6; /* "\nhost:" */
+	if (memcmp(c + at, v[1], l[1]) != 0)
+		return 0;
+	at += l[1] + 12 + 16; /* "\nx-amz-date:" and the date */
+	if (v[3]) {
+		at += 22; /* "\nx-amz-security-token:" */
+		if (memcmp(c + at, v[3], l[3]) != 0)
+			return 0;
+		at += l[3];
+	}
+	return memcmp(c + at + 14, v[2], l[2]) == 0; /* after "\nx-amz-target:" */
+}
+
 int mm_sigv4_sign_post(mm_sigv4_t *s, const char *content_type, const char *host,
 		       const char *target, const void *body, size_t len,
 		       const mm_sigv4_params_t *p)
 {
-	size_t cl = strlen(content_type), hl = strlen(host), tl = strlen(target);
+	size_t cl = strlen(content_type), hl = strlen(host), tl = strlen(target), scl, akl;
 	mm_sigv4_header_t h[3] = {{"content-type", 12, content_type, cl},
 				  {"host", 4, host, hl},
 				  {"x-amz-target", 12, target, tl}};
@@ -877,14 +919,39 @@ int mm_sigv4_sign_post(mm_sigv4_t *s, const char *content_type, const char *host
 	const char *token = p && p->session_token && *p->session_token && !p->omit_session_token
 				    ? p->session_token
 				    : NULL;
-	mm_buf_t *c = &s->canonical;
+	const char *v[4] = {content_type, host, target, token};
+	size_t l[4] = {cl, hl, tl, token ? strlen(token) : 0};
+	mm_buf_t *c = &s->canonical, *a = &s->authorization;
 	char scope[160];
 	int rc;
 
-	if (p == NULL || p->sign_body || !plain_value(content_type, cl) || !plain_value(host, hl) ||
-	    !plain_value(target, tl) || (token && !plain_value(token, strlen(token))))
+	if (p == NULL || p->sign_body)
 		return mm_sigv4_sign_headers(s, &req, p);
-	if ((rc = check_params(&req, p)) || (rc = prepare(s, &req, p, scope, sizeof(scope))))
+	if ((rc = check_params(&req, p)))
+		return rc;
+	if (post_same(s, v, l)) {
+		/* A store's requests differ from the last only in the date, the
+		 * body's hash and so the signature: those are written over the
+		 * last texts instead of about thirty appends. */
+		if ((rc = prepare(s, &req, p, scope, sizeof(scope), &scl)))
+			return rc;
+		memcpy(c->p + POST_HEAD + cl + 6 + hl + 12, s->amz_date, 16);
+		memcpy(c->p + c->len - 64, s->content_sha256, 64);
+		if ((rc = finish(s, p, scope, scl)))
+			return rc;
+		akl = strlen(p->access_key);
+		if (a->len != 28 + akl + 1 + scl + 16 + s->signed_headers.len + 12 + 64 ||
+		    memcmp(a->p + 28, p->access_key, akl) != 0 || a->p[28 + akl] != '/' ||
+		    memcmp(a->p + 29 + akl, scope, scl) != 0)
+			return authorization(s, p, scope, scl);
+		memcpy(a->p + a->len - 64, s->signature, 64);
+		return 0;
+	}
+	if (!plain_value(content_type, cl) || !plain_value(host, hl) || !plain_value(target, tl) ||
+	    (token && !plain_value(token, l[3])))
+		return mm_sigv4_sign_headers(s, &req, p);
+	s->post_valid = 0;
+	if ((rc = prepare(s, &req, p, scope, sizeof(scope), &scl)))
 		return rc;
 	/* The lines in the order the general path sorts them to. */
 	s->signed_headers.len = 0;
@@ -892,29 +959,34 @@ int mm_sigv4_sign_post(mm_sigv4_t *s, const char *content_type, const char *host
 	if ((rc = LIT(&s->signed_headers, "content-type;host;x-amz-date;")) ||
 	    (token && (rc = LIT(&s->signed_headers, "x-amz-security-token;"))) ||
 	    (rc = LIT(&s->signed_headers, "x-amz-target")) ||
-	    (rc = LIT(c, "POST\n/\n\ncontent-type:")) || (rc = mm_buf_append(c, content_type, cl)) ||
+	    (rc = mm_buf_append(c, "POST\n/\n\ncontent-type:", POST_HEAD)) ||
+	    (rc = mm_buf_append(c, content_type, cl)) ||
 	    (rc = LIT(c, "\nhost:")) || (rc = mm_buf_append(c, host, hl)) ||
 	    (rc = LIT(c, "\nx-amz-date:")) || (rc = mm_buf_append(c, s->amz_date, 16)) ||
 	    (token && ((rc = LIT(c, "\nx-amz-security-token:")) ||
-		       (rc = mm_buf_append(c, token, strlen(token))))) ||
+		       (rc = mm_buf_append(c, token, l[3])))) ||
 	    (rc = LIT(c, "\nx-amz-target:")) || (rc = mm_buf_append(c, target, tl)) ||
 	    (rc = LIT(c, "\n\n")) ||
 	    (rc = mm_buf_append(c, s->signed_headers.p, s->signed_headers.len)) ||
 	    (rc = LIT(c, "\n")) || (rc = mm_buf_append(c, s->content_sha256, 64)))
 		return rc;
-	if ((rc = finish(s, p, scope)))
+	if ((rc = finish(s, p, scope, scl)) || (rc = authorization(s, p, scope, scl)))
 		return rc;
-	return authorization(s, p, scope);
+	memcpy(s->post_lens, l, sizeof(l));
+	s->post_token = token != NULL;
+	s->post_valid = 1;
+	return 0;
 }
 
 int mm_sigv4_sign_query(mm_sigv4_t *s, const mm_sigv4_request_t *req,
 			const mm_sigv4_params_t *p)
 {
 	char scope[160], cred[400], expires[24];
-	size_t np = 0;
+	size_t np = 0, scl;
 	int rc;
 
-	if ((rc = check_params(req, p)) || (rc = prepare(s, req, p, scope, sizeof(scope))))
+	s->post_valid = 0;
+	if ((rc = check_params(req, p)) || (rc = prepare(s, req, p, scope, sizeof(scope), &scl)))
 		return rc;
 	if (p->expires_s < 1 || p->expires_s > 604800)
 		return mm_diag_set(MM_EINVAL, "sigv4: X-Amz-Expires must be 1..604800 seconds");
@@ -937,7 +1009,7 @@ int mm_sigv4_sign_query(mm_sigv4_t *s, const mm_sigv4_request_t *req,
 		return rc;
 	s->authorization.len = 0;
 	if ((rc = emit_query(s, np, &s->canonical)) || (rc = canonical_tail(s)) ||
-	    (rc = finish(s, p, scope)) || (rc = emit_query(s, np, &s->authorization)))
+	    (rc = finish(s, p, scope, scl)) || (rc = emit_query(s, np, &s->authorization)))
 		return rc;
 	return mm_buf_printf(&s->authorization, "&X-Amz-Signature=%s", s->signature);
 }

@@ -135,6 +135,13 @@ typedef struct mm_sigv4 {
 	mm_sigv4_memo_t body_memo, canon_memo, sts_memo;
 	int64_t date_time;          /* the time amz_date was formatted for */
 	int date_valid;
+	/* mm_sigv4_sign_post's: canonical, signed_headers and authorization
+	 * are its texts for values of these lengths (content type, host,
+	 * target, token) and with a token signed or not, so that the next call
+	 * with the same values writes only the date, the body's hash and the
+	 * signature over them. The other sign calls clear post_valid. */
+	size_t post_lens[4];
+	int post_token, post_valid;
 } mm_sigv4_t;
 
 /*

@@ -289,6 +289,98 @@ TEST(body_memo_matches_fresh)
 	mm_sigv4_free(&reused);
 }
 
+static int same_buf(const mm_buf_t *a, const mm_buf_t *b)
+{
+	return a->len == b->len && (a->len == 0 || memcmp(a->p, b->p, a->len) == 0);
+}
+
+/* sign_post writes the date, the body's hash and the signature over its
+ * last texts when the header values are those of the call before (a
+ * store's burst), and the string to sign's date and digest over the last
+ * one of the same scope. One signer reused over 3 000 calls, each value
+ * kept or changed at random to another of the same length or not (the
+ * target, host, content type, token, access key, region, secret, the
+ * second and the day), with header and query signing between them, gives
+ * every text a fresh signer gives; the memo holds after each plain call. */
+TEST(sign_post_patched_matches_fresh)
+{
+	static const char *const targets[] = {"DynamoDB_20120810.PutItem", "DynamoDB_20120810.GetItem",
+					      "DynamoDB_20120810.UpdateItem", "DynamoDB_20120810.GetIten"};
+	static const char *const hosts[] = {"127.0.0.1:8000", "127.0.0.1:8001", "dynamodb.local"};
+	static const char *const cts[] = {"application/x-amz-json-1.0", "application/x-amz-json-1.1",
+					  "application/json"};
+	static const char *const tokens[] = {NULL, "FwoGZXIvYXdzEBYaDEXAMPLETOKEN",
+					     "FwoGZXIvYXdzEBYaDEXAMPLETOKEX", "short"};
+	static const char *const akids[] = {"AKIDEXAMPLE", "AKIDEXAMPLF", "AKID"};
+	static const char *const regions[] = {"us-east-1", "us-west-1", "eu-central-1"};
+	static const char *const secrets[] = {"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "another"};
+	int pick[8] = {0}, patched = 0;
+	char body[200];
+	uint32_t r = 12345;
+	mm_sigv4_t reused = {0};
+	int64_t t = example_params().time_s;
+
+	memset(body, 'b', sizeof(body));
+	for (int i = 0; i < 3000; i++) {
+		static const int counts[8] = {4, 3, 3, 4, 3, 3, 2, 2};
+		mm_sigv4_params_t p = example_params();
+		mm_sigv4_t fresh = {0};
+		int mode, was_valid = reused.post_valid;
+		size_t bl;
+
+		for (int k = 0; k < 8; k++) {
+			r = r * 1103515245u + 12345u;
+			if ((r >> 16) % 4 == 0)
+				pick[k] = (int)((r >> 8) % (uint32_t)counts[k]);
+		}
+		r = r * 1103515245u + 12345u;
+		t += (r >> 16) % 3 == 0 ? ((r >> 20) % 8 == 0 ? 86400 : 1) : 0;
+		mode = (int)((r >> 24) % 16); /* 0: header signing, 1: query signing, else sign_post */
+		bl = (r >> 4) % sizeof(body);
+		body[(r >> 12) % sizeof(body)] ^= 1;
+		p.secret_key = secrets[pick[6]];
+		p.access_key = akids[pick[4]];
+		p.region = regions[pick[5]];
+		p.session_token = tokens[pick[3]];
+		p.omit_session_token = pick[7];
+		p.time_s = t;
+		if (mode < 2) {
+			mm_sigv4_header_t h[2] = {{"Host", 4, hosts[pick[1]], strlen(hosts[pick[1]])},
+						  {"X-Amz-Target", 12, targets[pick[0]],
+						   strlen(targets[pick[0]])}};
+			mm_sigv4_request_t req = {.method = "POST", .path = "/", .path_len = 1,
+						  .headers = h, .nheaders = 2, .body = body,
+						  .body_len = bl};
+
+			p.expires_s = 60;
+			if (mode == 0) {
+				REQUIRE(mm_sigv4_sign_headers(&reused, &req, &p) == 0);
+				REQUIRE(mm_sigv4_sign_headers(&fresh, &req, &p) == 0);
+			} else {
+				REQUIRE(mm_sigv4_sign_query(&reused, &req, &p) == 0);
+				REQUIRE(mm_sigv4_sign_query(&fresh, &req, &p) == 0);
+			}
+			CHECK(!reused.post_valid);
+		} else {
+			REQUIRE(mm_sigv4_sign_post(&reused, cts[pick[2]], hosts[pick[1]], targets[pick[0]],
+						   body, bl, &p) == 0);
+			REQUIRE(mm_sigv4_sign_post(&fresh, cts[pick[2]], hosts[pick[1]], targets[pick[0]],
+						   body, bl, &p) == 0);
+			CHECK(reused.post_valid);
+			patched += was_valid;
+		}
+		CHECK(same_buf(&reused.canonical, &fresh.canonical));
+		CHECK(same_buf(&reused.string_to_sign, &fresh.string_to_sign));
+		CHECK(same_buf(&reused.signed_headers, &fresh.signed_headers));
+		CHECK(same_buf(&reused.authorization, &fresh.authorization));
+		CHECK(strcmp(reused.signature, fresh.signature) == 0);
+		mm_sigv4_free(&fresh);
+	}
+	/* Most sign_post calls follow one with a valid memo. */
+	CHECK(patched > 1500);
+	mm_sigv4_free(&reused);
+}
+
 TEST(rejects_bad_input)
 {
 	mm_sigv4_header_t other = {"X-Other", 7, "v", 1};
@@ -636,6 +728,7 @@ int main(void)
 	RUN(reused_signer_matches_fresh);
 	RUN(sign_post_matches_general);
 	RUN(body_memo_matches_fresh);
+	RUN(sign_post_patched_matches_fresh);
 	RUN(rejects_bad_input);
 	if (root == NULL || *root == '\0')
 		root = "../shared/aws-sigv4-test-suite";
