@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "../lib/error.h"
+#include "http_head.h"
 #include "http_impl.h"
 #include "url.h"
 
@@ -54,6 +55,7 @@ static void xfer_free(http_xfer_t *x)
 	mm_buf_free(&x->body);
 	mm_buf_free(&x->resp);
 	mm_buf_free(&x->hdrs);
+	mm_buf_free(&x->raw);
 	free(x);
 }
 
@@ -115,10 +117,22 @@ void mm_http__complete(http_xfer_t *x, int status, const char *error)
 
 const char *mm_http_response_header(const mm_http_response_t *res, const char *name)
 {
-	const http_xfer_t *x = res ? res->priv : NULL;
+	http_xfer_t *x = res ? res->priv : NULL;
 	const char *p, *end, *v;
+	mm_http_head_t hd;
 
-	if (x == NULL || res->status != 0 || x->hdrs.len == 0)
+	if (x == NULL || res->status != 0)
+		return NULL;
+	/* The fast path kept the head whole (one copy instead of two a
+	 * header: few answers are asked for a header); it took these bytes
+	 * once, so it takes them again. */
+	if (x->raw.len > 0) {
+		x->hdrs.len = 0;
+		if (mm_http_head_parse((const char *)x->raw.p, x->raw.len, &hd, &x->hdrs) != 1)
+			x->hdrs.len = 0;
+		x->raw.len = 0;
+	}
+	if (x->hdrs.len == 0)
 		return NULL;
 	p = (const char *)x->hdrs.p;
 	end = p + x->hdrs.len;
@@ -422,7 +436,7 @@ int mm_http_request(mm_http_t *h, const mm_http_request_t *req, mm_http_cb cb, v
 	x->h = h;
 	x->next = x->prev = x->qnext = NULL;
 	x->conn = NULL;
-	x->body.len = x->resp.len = x->hdrs.len = 0;
+	x->body.len = x->resp.len = x->hdrs.len = x->raw.len = 0;
 	x->hdr_state = x->done = x->retried = x->nomem = 0;
 	x->code = 0;
 	if ((rc = head_build(&x->head, req, &u)) ||

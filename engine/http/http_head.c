@@ -263,6 +263,8 @@ int mm_http_head_parse(const char *p, size_t n, mm_http_head_t *out, mm_buf_t *h
 		    !framing(name, nl, v, vl, &len, &close))
 			return 0;
 		q += 2;
+		if (hdrs == NULL)
+			continue;
 		if ((rc = mm_buf_reserve(hdrs, nl + vl + 2)) != 0)
 			return rc;
 		memcpy(hdrs->p + hdrs->len, name, nl);

@@ -26,7 +26,9 @@ typedef struct mm_http_head {
 /*
  * Reads the head at the start of p[0..n). Returns 1 when it is whole and of
  * the simple shape: *out is filled and the header lines are appended to hdrs
- * as "name\0value\0" each, as libhttp-parser's callbacks give them. Returns
+ * as "name\0value\0" each, as libhttp-parser's callbacks give them (hdrs
+ * NULL: only checked; the client keeps the head as it came and splits it on
+ * the first lookup, since few answers are asked for a header). Returns
  * 0 for anything else (incomplete, another shape, malformed): then hdrs may
  * hold part of the lines and the caller empties it before libhttp-parser
  * reads the same bytes. Returns MM_ENOMEM when hdrs cannot grow.

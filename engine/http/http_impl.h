@@ -45,6 +45,8 @@ typedef struct http_xfer {
 	mm_buf_t body;          /* the request body (a copy) */
 	mm_buf_t resp;          /* the response body */
 	mm_buf_t hdrs;          /* response headers, "name\0value\0" each */
+	mm_buf_t raw;           /* the head the fast path took, as it came, until a
+	                         * header is looked up (then split into hdrs) */
 	int hdr_state;          /* 0 before the first header, 1 in a name, 2 in a value,
 	                         * HDR_DONE after the head (trailers are dropped) */
 	int done;               /* the whole response arrived */

@@ -99,15 +99,23 @@ static void http_ref_read(const char *p, size_t n, http_ref_t *r)
  */
 static const char *http_ref_compare(const char *p, size_t n, int *taken, char *why, size_t cap)
 {
-	mm_http_head_t hd;
+	mm_http_head_t hd, hd0;
 	mm_buf_t hdrs = {0};
 	http_ref_t *r = malloc(sizeof(*r));
 	int rc = mm_http_head_parse(p, n, &hd, &hdrs);
+	/* Without a buffer for the lines (the client's read of an answer) the
+	 * same head is taken or left, with the same fields. */
+	int rc0 = mm_http_head_parse(p, n, &hd0, NULL);
 	const char *out = NULL;
 
 	if (taken)
 		*taken = rc == 1;
-	if (rc == 1 && r != NULL) {
+	if (rc >= 0 && (rc0 != rc || (rc == 1 && (hd0.code != hd.code || hd0.keep != hd.keep ||
+						  hd0.head_len != hd.head_len ||
+						  hd0.body_len != hd.body_len)))) {
+		snprintf(why, cap, "taken %d without the lines' buffer, %d with it", rc0, rc);
+		out = why;
+	} else if (rc == 1 && r != NULL) {
 		http_ref_read(p, n, r);
 		if (!r->complete)
 			snprintf(why, cap, "libhttp-parser did not finish the head (%zu bytes)", r->head_len);
