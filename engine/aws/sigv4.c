@@ -32,7 +32,6 @@
  */
 #include "sigv4.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,19 +138,27 @@ __attribute__((target("sha,sse4.1,ssse3"))) static void sha256_blocks_ni(uint32_
 	_mm_storeu_si128((__m128i *)(void *)&h[4], _mm_alignr_epi8(cdgh, tmp, 8));
 }
 
-static void (*sha256_blocks)(uint32_t h[8], const uint8_t *p, size_t n) = sha256_blocks_portable;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static void sha256_blocks_first(uint32_t h[8], const uint8_t *p, size_t n);
 
-static void sha256_pick(void)
+/* The block function, chosen from CPUID at the first call: a relaxed atomic
+ * pointer that starts at sha256_blocks_first, which stores the choice and
+ * runs it. Threads that race there store the same value. (pthread_once at
+ * every call cost about 50 instructions a DynamoDB request.) */
+static void (*sha256_blocks)(uint32_t h[8], const uint8_t *p, size_t n) = sha256_blocks_first;
+
+static void sha256_blocks_first(uint32_t h[8], const uint8_t *p, size_t n)
 {
+	void (*f)(uint32_t *, const uint8_t *, size_t) = sha256_blocks_portable;
 	unsigned a, b, c, d;
 
 	/* SSSE3 and SSE4.1 (leaf 1, ECX bits 9 and 19), SHA (leaf 7, EBX bit 29). */
 	if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 9)) && (c & (1u << 19)) &&
 	    __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29)))
-		sha256_blocks = sha256_blocks_ni;
+		f = sha256_blocks_ni;
+	__atomic_store_n(&sha256_blocks, f, __ATOMIC_RELAXED);
+	f(h, p, n);
 }
-#define SHA256_BLOCKS(h, p, n) (pthread_once(&sha256_once, sha256_pick), sha256_blocks((h), (p), (n)))
+#define SHA256_BLOCKS(h, p, n) (__atomic_load_n(&sha256_blocks, __ATOMIC_RELAXED)((h), (p), (n)))
 #else
 #define SHA256_BLOCKS(h, p, n) sha256_blocks_portable((h), (p), (n))
 #endif
@@ -677,12 +684,16 @@ static void hash_memo(const mm_sha256_t *start, mm_sigv4_memo_t *m, const uint8_
 
 	while (k < m->blocks && k < full && memcmp(m->head + 64 * k, p + 64 * k, 64) == 0)
 		k++;
-	c = k ? m->state[k - 1] : *start;
+	/* start holds whole blocks (nothing buffered), and so does each state
+	 * of the memo: its hash words are all it keeps. */
+	memcpy(c.h, k ? m->h[k - 1] : start->h, sizeof(c.h));
+	c.total = start->total + 64 * full;
+	c.nblock = 0;
 	if (k < full) {
 		/* The states past the first differing block belonged to it. */
 		for (; k < full; k++) {
-			mm_sha256_update(&c, p + 64 * k, 64);
-			m->state[k] = c;
+			SHA256_BLOCKS(c.h, p + 64 * k, 1);
+			memcpy(m->h[k], c.h, sizeof(c.h));
 			memcpy(m->head + 64 * k, p + 64 * k, 64);
 		}
 		m->blocks = full;
@@ -757,7 +768,8 @@ static int finish(mm_sigv4_t *s, const mm_sigv4_params_t *p, const char *scope, 
 	memcpy(sts->p + 17, s->amz_date, 16);
 	/* The digest's 64 digits end the text; their NUL lands in the spare byte. */
 	mm_hex_lower(digest, 32, (char *)sts->p + sts->len - 64);
-	if (!s->key_valid || strcmp(s->key_scope, scope) != 0 ||
+	/* The scope's NUL is compared too: scl + 1 bytes fit in key_scope. */
+	if (!s->key_valid || memcmp(s->key_scope, scope, scl + 1) != 0 ||
 	    strcmp(s->key_secret, p->secret_key) != 0) {
 		size_t sl = strlen(p->secret_key);
 		char *kin = malloc(sl + 5), *copy = strdup(p->secret_key);

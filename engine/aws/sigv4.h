@@ -97,9 +97,9 @@ typedef struct mm_sigv4_params {
  * (head), so that a text starting with the same blocks resumes from there. */
 #define MM_SIGV4_MEMO_BLOCKS 4
 typedef struct mm_sigv4_memo {
-	mm_sha256_t state[MM_SIGV4_MEMO_BLOCKS];
+	uint32_t h[MM_SIGV4_MEMO_BLOCKS][8]; /* the hash words after each block */
 	uint8_t head[64 * MM_SIGV4_MEMO_BLOCKS];
-	size_t blocks;              /* how many of state[] and head[] hold */
+	size_t blocks;              /* how many of h[] and head[] hold */
 } mm_sigv4_memo_t;
 
 /*
