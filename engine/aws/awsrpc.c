@@ -43,37 +43,50 @@ int mm_aws_endpoint(const char *who, const char *ep, char **url, char **host)
 	return 0;
 }
 
+/* Writes "name" "value" NUL at *at and moves it past them. */
+static inline void put_line(uint8_t **at, const char *name, size_t nl, const char *v, size_t vl)
+{
+	memcpy(*at, name, nl);
+	memcpy(*at + nl, v, vl);
+	(*at)[nl + vl] = '\0';
+	*at += nl + vl + 1;
+}
+
 int mm_aws_rpc_sign(mm_sigv4_t *sig, const mm_aws_creds_t *c, const mm_aws_rpc_t *rpc,
 		    const void *body, size_t len, mm_buf_t *hdr, const char *ptrs[8])
 {
-	/* The lines are appended, not formatted: vsnprintf cost about 600
-	 * instructions a line, five lines a request. */
-	static const char *const names[] = {"Host: ", "Content-Type: ", "X-Amz-Target: ",
-					    "X-Amz-Date: ", "Authorization: ", "X-Amz-Security-Token: "};
-	static const size_t nl[] = {6, 14, 14, 12, 15, 22};
-	const char *v[6] = {rpc->host, rpc->content_type, rpc->target, NULL, NULL, c->token};
-	size_t off[8], vl[6] = {strlen(rpc->host), strlen(rpc->content_type), strlen(rpc->target),
-				16, 0, c->token ? strlen(c->token) : 0};
+	size_t hl = strlen(rpc->host), cl = strlen(rpc->content_type), tl = strlen(rpc->target),
+	       kl = c->token ? strlen(c->token) : 0, al;
 	mm_sigv4_params_t p = {.access_key = c->akid, .secret_key = c->secret,
 			       .session_token = c->token, .region = rpc->region,
 			       .service = rpc->service, .time_s = rpc->time_s, .normalize_path = 1};
-	int n = 0, rc;
+	uint8_t *at;
+	int n = 5, rc;
 
 	if ((rc = mm_sigv4_sign_post(sig, rpc->content_type, rpc->host, rpc->target, body, len, &p)))
 		return rc;
-	v[3] = sig->amz_date;
-	v[4] = (const char *)sig->authorization.p;
-	vl[4] = sig->authorization.len;
+	al = sig->authorization.len;
+	/* One reservation and the lines written in a row, with the names' lengths
+	 * known here: formatting cost about 600 instructions a line, and a loop
+	 * of appends over a table of names 400 a request. */
 	hdr->len = 0;
-	for (int i = 0; i < 6; i++) {
-		if (v[i] == NULL)
-			continue;
-		off[n++] = hdr->len;
-		if ((rc = mm_buf_append(hdr, names[i], nl[i])) ||
-		    (rc = mm_buf_append(hdr, v[i], vl[i])) || (rc = mm_buf_put_u8(hdr, 0)))
-			return rc;
+	if ((rc = mm_buf_reserve(hdr, 6 + hl + 14 + cl + 14 + tl + 12 + 16 + 15 + al + 22 + kl + 6)))
+		return rc;
+	at = hdr->p;
+	ptrs[0] = (const char *)at;
+	put_line(&at, "Host: ", 6, rpc->host, hl);
+	ptrs[1] = (const char *)at;
+	put_line(&at, "Content-Type: ", 14, rpc->content_type, cl);
+	ptrs[2] = (const char *)at;
+	put_line(&at, "X-Amz-Target: ", 14, rpc->target, tl);
+	ptrs[3] = (const char *)at;
+	put_line(&at, "X-Amz-Date: ", 12, sig->amz_date, 16);
+	ptrs[4] = (const char *)at;
+	put_line(&at, "Authorization: ", 15, (const char *)sig->authorization.p, al);
+	if (c->token) {
+		ptrs[n++] = (const char *)at;
+		put_line(&at, "X-Amz-Security-Token: ", 22, c->token, kl);
 	}
-	for (int i = 0; i < n; i++)
-		ptrs[i] = (const char *)hdr->p + off[i];
+	hdr->len = (size_t)(at - hdr->p);
 	return n;
 }

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aws/awsrpc.h"
 #include "aws/sigv4.h"
 #include "codec/json.h"
 #include "lib/error.h"
@@ -381,6 +382,50 @@ TEST(sign_post_patched_matches_fresh)
 	mm_sigv4_free(&reused);
 }
 
+/* The header lines of an AWS JSON call: Host, Content-Type, X-Amz-Target,
+ * X-Amz-Date, Authorization and the token when there is one, each
+ * "Name: value" with its NUL, the pointers at their starts; one buffer
+ * and one signer reused from call to call, with and without a token and
+ * with the Authorization's length changing. */
+TEST(rpc_lines)
+{
+	static const char *const tokens[] = {NULL, "FwoGZXIvYXdzEBYaDEXAMPLETOKEN", "", "t"};
+	static const char *const targets[] = {"DynamoDB_20120810.PutItem", "Kinesis_20131202.GetRecords"};
+	mm_sigv4_t sig = {0};
+	mm_buf_t hdr = {0};
+	char want[6][600];
+
+	for (int i = 0; i < 16; i++) {
+		mm_aws_creds_t c = {.akid = i % 5 == 4 ? "AKIDLONGEREXAMPLE" : "AKIDEXAMPLE",
+				    .secret = "secret", .token = (char *)tokens[i % 4]};
+		mm_aws_rpc_t rpc = {.region = "us-east-1", .service = "dynamodb",
+				    .host = i % 3 ? "127.0.0.1:8000" : "dynamodb.us-east-1.amazonaws.com",
+				    .content_type = "application/x-amz-json-1.0",
+				    .target = targets[i / 8], .time_s = 1440938160 + i / 3};
+		const char *ptrs[8];
+		int n = mm_aws_rpc_sign(&sig, &c, &rpc, "{}", 2, &hdr, ptrs), k = 0;
+		size_t len = 0;
+
+		snprintf(want[k++], sizeof(want[0]), "Host: %s", rpc.host);
+		snprintf(want[k++], sizeof(want[0]), "Content-Type: %s", rpc.content_type);
+		snprintf(want[k++], sizeof(want[0]), "X-Amz-Target: %s", rpc.target);
+		snprintf(want[k++], sizeof(want[0]), "X-Amz-Date: %s", sig.amz_date);
+		snprintf(want[k++], sizeof(want[0]), "Authorization: %.*s", (int)sig.authorization.len,
+			 (const char *)sig.authorization.p);
+		if (c.token)
+			snprintf(want[k++], sizeof(want[0]), "X-Amz-Security-Token: %s", c.token);
+		CHECK_EQ_INT(n, k);
+		for (int j = 0; j < k && j < n; j++) {
+			CHECK(ptrs[j] == (const char *)hdr.p + len);
+			CHECK(strcmp(ptrs[j], want[j]) == 0);
+			len += strlen(want[j]) + 1;
+		}
+		CHECK_EQ_INT(hdr.len, len);
+	}
+	mm_buf_free(&hdr);
+	mm_sigv4_free(&sig);
+}
+
 TEST(rejects_bad_input)
 {
 	mm_sigv4_header_t other = {"X-Other", 7, "v", 1};
@@ -729,6 +774,7 @@ int main(void)
 	RUN(sign_post_matches_general);
 	RUN(body_memo_matches_fresh);
 	RUN(sign_post_patched_matches_fresh);
+	RUN(rpc_lines);
 	RUN(rejects_bad_input);
 	if (root == NULL || *root == '\0')
 		root = "../shared/aws-sigv4-test-suite";
