@@ -35,24 +35,33 @@ FUZZ_SECONDS ?= 20
 TEST_JOBS ?= 1
 FUZZ_JOBS ?= 2
 
-PKGS      := luajit libuv lmdb rdkafka hiredis libssl libcrypto libprotobuf-c libnghttp2
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGS      := luajit libuv lmdb hiredis libssl libcrypto libprotobuf-c libnghttp2
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) rdkafka 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ifeq ($(PKG_LIBS),)
 PKG_CFLAGS := -I/usr/include/luajit-2.1
-PKG_LIBS   := -lluajit-5.1 -luv -llmdb -lrdkafka -lhiredis -lssl -lcrypto -lprotobuf-c -lnghttp2
+PKG_LIBS   := -lluajit-5.1 -luv -llmdb -lhiredis -lssl -lcrypto -lprotobuf-c -lnghttp2
+endif
+# librdkafka: murmur compiles against its headers but does not link it; it
+# loads the library when something first needs Kafka (engine/source/kafka_lib.h
+# says why: a start without it is about 70 page faults shorter). The unit tests
+# and helpers that drive librdkafka themselves (its mock cluster, a consumer
+# that reads back what murmur produced) link it.
+RDK_LIBS   := $(shell pkg-config --libs rdkafka 2>/dev/null)
+ifeq ($(RDK_LIBS),)
+RDK_LIBS   := -lrdkafka
 endif
 # libhttp-parser ships no pkg-config file.
 PKG_LIBS  += -lhttp_parser
 # Named first on murmur's link line, for start-up time only. Most of what the
 # dynamic linker does at each start is looking up the symbols libcrypto binds
 # to itself, each search walking the library list in load order, where it
-# would come after some twenty others (it arrives as librdkafka's dependency
-# too). Named first, it is found at once: with libcurl's GnuTLS and Nettle,
-# then also named here, this saved 22% of a whole process start (callgrind
-# of `murmur version`); murmur no longer links libcurl, so they are gone. No
-# binding changes: none of its symbols is defined by another library the
-# binary loads (nm -D). Added only when its development files are installed.
+# would come after some fifteen others. Named first, it is found at once:
+# with libcurl's GnuTLS and Nettle, then also named here, this saved 22% of
+# a whole process start (callgrind of `murmur version`); murmur no longer
+# links libcurl, so they are gone. No binding changes: none of its symbols is
+# defined by another library the binary loads (nm -D). Added only when its
+# development files are installed.
 START_LIBS := $(foreach p,libcrypto,$(shell pkg-config --libs $(p) 2>/dev/null))
 ifneq ($(strip $(START_LIBS)),)
 START_LIBS := -Wl,--push-state,--no-as-needed $(START_LIBS) -Wl,--pop-state
@@ -156,11 +165,11 @@ $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmurmur.a $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -Iengine -o $@ $< $(BUILD)/libmurmur.a $(LIBS)
+	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -Iengine -o $@ $< $(BUILD)/libmurmur.a $(LIBS) $(RDK_LIBS)
 
 $(BUILD)/helpers/%: tests/helpers/%.c $(BUILD)/libmurmur.a
 	@mkdir -p $(dir $@)
-	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -Iengine -o $@ $< $(BUILD)/libmurmur.a $(LIBS)
+	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -Iengine -o $@ $< $(BUILD)/libmurmur.a $(LIBS) $(RDK_LIBS)
 
 -include $(ENGINE_OBJ:.o=.d) $(BUILD)/engine/main.d
 

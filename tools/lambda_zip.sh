@@ -12,7 +12,12 @@
 #   pipelines/*.lua      the shipped pipelines, the handlers
 #
 # The libraries are those ldd resolves on the build machine: the transitive
-# closure, copied under their soname. The glibc family is left out because
+# closure, copied under their soname. librdkafka is not linked (murmur loads
+# it when a pipeline first needs Kafka, engine/source/kafka_lib.h), so ldd of
+# the binary does not list it; it is bundled by name with its own closure
+# (lz4, zstd, sasl2...): a Kinesis pipeline may still send its dead letters
+# to a Kafka topic. Bundled, it costs the zip about 1.5 MB and a start
+# nothing, since the runtime maps it only then. The glibc family is left out because
 # glibc's pieces must come from one build (the loader, libc and libm check
 # each other's private symbols); what the zip asks of the image's glibc is the
 # highest GLIBC_x.y version the binary and the bundled libraries reference,
@@ -51,12 +56,20 @@ strip --strip-debug -o "$stage/bin/murmur" "$bin"
 # "libfoo.so.1 => /path/libfoo.so.1 (0x...)": copy the file behind the path
 # (cp -L follows the distribution's symlinks) under the name the binary asks for.
 ldd "$bin" >"$stage/ldd.txt"
+rdk=$(PATH="$PATH:/sbin:/usr/sbin" ldconfig -p |
+	awk '$1 == "librdkafka.so.1" && $NF ~ /^\// { print $NF; exit }')
+if [ -z "$rdk" ]; then
+	echo "lambda_zip: librdkafka.so.1 is not installed (apt-get install librdkafka1)" >&2
+	exit 1
+fi
+echo "	librdkafka.so.1 => $rdk (0)" >>"$stage/ldd.txt"
+ldd "$rdk" >>"$stage/ldd.txt"
 if grep -q 'not found' "$stage/ldd.txt"; then
 	echo "lambda_zip: the binary has unresolved libraries:" >&2
 	grep 'not found' "$stage/ldd.txt" >&2
 	exit 1
 fi
-awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' "$stage/ldd.txt" |
+awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }' "$stage/ldd.txt" | sort -u |
 	while read -r name path; do
 		from_image "$name" && continue
 		cp -L "$path" "$stage/lib/$name"

@@ -24,6 +24,9 @@
  * the topic. sync() blocks the loop thread while it waits; it has work only
  * when records were rejected, and the flush could not commit earlier anyway.
  *
+ * librdkafka's functions are called through mm_rdk (source/kafka_lib.h),
+ * which open() loads first.
+ *
  * Threads: loop thread only; delivery reports are served by rd_kafka_poll and
  * rd_kafka_flush on that thread.
  */
@@ -33,11 +36,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <librdkafka/rdkafka.h>
-
 #include "../lib/error.h"
 #include "../lib/log.h"
 #include "../lib/time.h"
+#include "../source/kafka_lib.h"
 #include "deadletter.h"
 
 #define MM_KDLQ_PREFIX "rdkafka."
@@ -89,7 +91,7 @@ static void mm_kdlq_retry_free(mm_kdlq_retry_t *r)
 	free(r->value);
 	free(r->key);
 	if (r->headers)
-		rd_kafka_headers_destroy(r->headers);
+		mm_rdk.headers_destroy(r->headers);
 	free(r);
 }
 
@@ -103,7 +105,7 @@ static void mm_kdlq_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, voi
 	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		return;
 	d->failed++;
-	snprintf(d->last_error, sizeof(d->last_error), "%s", rd_kafka_err2str(m->err));
+	snprintf(d->last_error, sizeof(d->last_error), "%s", mm_rdk.err2str(m->err));
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		goto lost;
@@ -118,8 +120,8 @@ static void mm_kdlq_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, voi
 	memcpy(r->value, m->payload, m->len);
 	if (m->key_len)
 		memcpy(r->key, m->key, m->key_len);
-	if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
-		r->headers = rd_kafka_headers_copy(hdrs);
+	if (mm_rdk.message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		r->headers = mm_rdk.headers_copy(hdrs);
 	*d->retry_tail = r;
 	d->retry_tail = &r->next;
 	return;
@@ -135,30 +137,30 @@ static int mm_kdlq_produce(mm_kdlq_t *d, const void *value, size_t len, const vo
 	rd_kafka_resp_err_t err;
 
 	for (int tries = 0;; tries++) {
-		err = rd_kafka_producev(d->rk, RD_KAFKA_V_TOPIC(d->topic),
-					RD_KAFKA_V_VALUE((void *)value, len),
-					RD_KAFKA_V_KEY((void *)key, klen), RD_KAFKA_V_HEADERS(hdrs),
-					RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+		err = mm_rdk.producev(d->rk, RD_KAFKA_V_TOPIC(d->topic),
+				      RD_KAFKA_V_VALUE((void *)value, len),
+				      RD_KAFKA_V_KEY((void *)key, klen), RD_KAFKA_V_HEADERS(hdrs),
+				      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries == 1)
 			break;
 		/* The local queue is full: wait for deliveries to drain it. */
-		rd_kafka_flush(d->rk, (int)d->timeout_ms);
+		mm_rdk.flush(d->rk, (int)d->timeout_ms);
 	}
 	if (err)
 		return mm_diag_set(MM_EIO, "dead letter to Kafka topic %s: %s", d->topic,
-				   rd_kafka_err2str(err));
+				   mm_rdk.err2str(err));
 	return 0;
 }
 
 static int mm_kdlq_header(rd_kafka_headers_t *h, const char *name, const char *v, size_t n)
 {
-	return rd_kafka_header_add(h, name, -1, v, (ssize_t)n) ? -1 : 0;
+	return mm_rdk.header_add(h, name, -1, v, (ssize_t)n) ? -1 : 0;
 }
 
 static int mm_kdlq_write(mm_dead_letter_t *base, const mm_dead_letter_entry_t *e)
 {
 	mm_kdlq_t *d = (mm_kdlq_t *)base;
-	rd_kafka_headers_t *h = rd_kafka_headers_new(12);
+	rd_kafka_headers_t *h = mm_rdk.headers_new(12);
 	char num[32], ts[32];
 	const char *value = e->record;
 	size_t len = e->len;
@@ -198,15 +200,15 @@ static int mm_kdlq_write(mm_dead_letter_t *base, const mm_dead_letter_entry_t *e
 		len = d->value.len;
 	}
 	if (rc) {
-		rd_kafka_headers_destroy(h);
+		mm_rdk.headers_destroy(h);
 		return mm_diag_set(MM_ENOMEM, "dead letter to Kafka topic %s: out of memory",
 				   d->topic);
 	}
 	rc = mm_kdlq_produce(d, value, len, e->record_id, e->record_id ? e->record_id_len : 0, h);
 	if (rc)
-		rd_kafka_headers_destroy(h);
+		mm_rdk.headers_destroy(h);
 	/* Serve delivery reports that are due; never blocks. */
-	rd_kafka_poll(d->rk, 0);
+	mm_rdk.poll(d->rk, 0);
 	return rc;
 }
 
@@ -229,10 +231,10 @@ static int mm_kdlq_sync(mm_dead_letter_t *base)
 			d->retry_tail = &d->retry;
 		mm_kdlq_retry_free(r);
 	}
-	if (rd_kafka_outq_len(d->rk) == 0 && d->failed == 0)
+	if (mm_rdk.outq_len(d->rk) == 0 && d->failed == 0)
 		return 0;
 	d->failed = 0;
-	err = rd_kafka_flush(d->rk, (int)d->timeout_ms);
+	err = mm_rdk.flush(d->rk, (int)d->timeout_ms);
 	if (err)
 		return mm_diag_set(MM_ETIMEDOUT, "dead letters to Kafka topic %s not delivered "
 				   "within %" PRId64 " ms", d->topic, d->timeout_ms);
@@ -247,14 +249,14 @@ static void mm_kdlq_close(mm_dead_letter_t *base)
 	mm_kdlq_t *d = (mm_kdlq_t *)base;
 	mm_kdlq_retry_t *r, *next;
 
-	if (rd_kafka_flush(d->rk, (int)d->timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR || d->retry)
+	if (mm_rdk.flush(d->rk, (int)d->timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR || d->retry)
 		mm_log(MM_LOG_WARN, "dead-letter", "closing with undelivered dead letters for "
 		       "Kafka topic %s", d->topic);
 	for (r = d->retry; r; r = next) {
 		next = r->next;
 		mm_kdlq_retry_free(r);
 	}
-	rd_kafka_destroy(d->rk);
+	mm_rdk.destroy(d->rk);
 	mm_buf_free(&d->value);
 	free(d->topic);
 	free(d);
@@ -264,7 +266,7 @@ static int mm_kdlq_set(rd_kafka_conf_t *conf, const char *key, const char *value
 {
 	char errstr[512];
 
-	if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+	if (mm_rdk.conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
 		return mm_diag_set(MM_EINVAL, "dead letter kafka: librdkafka property '%s': %s", key,
 				   errstr);
 	return 0;
@@ -273,7 +275,7 @@ static int mm_kdlq_set(rd_kafka_conf_t *conf, const char *key, const char *value
 static void mm_kdlq_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 	mm_log(level <= 3 ? MM_LOG_ERROR : level == 4 ? MM_LOG_WARN : MM_LOG_DEBUG, "dead-letter",
-	       "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+	       "%s: %s: %s", mm_rdk.name(rk), fac, buf);
 }
 
 static int mm_kdlq_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, mm_dead_letter_t **out)
@@ -286,6 +288,10 @@ static int mm_kdlq_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, mm_dead_
 	char errstr[512];
 	int has_bootstrap = 0, rc;
 
+	/* First, so that every later step (and the cleanup) may call it. */
+	rc = mm_rdk_load();
+	if (rc)
+		return rc;
 	ours = calloc(nkv + 1, sizeof(*ours));
 	if (ours == NULL)
 		return mm_diag_set(MM_ENOMEM, "dead letter kafka: out of memory");
@@ -316,7 +322,7 @@ static int mm_kdlq_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, mm_dead_
 	d->json = strcmp(cfg.format, "json") == 0;
 	d->timeout_ms = cfg.timeout_ms;
 	d->retry_tail = &d->retry;
-	conf = rd_kafka_conf_new();
+	conf = mm_rdk.conf_new();
 	rc = mm_kdlq_set(conf, "client.id", "murmur-dead-letter");
 	/* Every dead letter must reach all in-sync replicas, once. */
 	rc = rc ? rc : mm_kdlq_set(conf, "enable.idempotence", "true");
@@ -340,10 +346,10 @@ static int mm_kdlq_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, mm_dead_
 		rc = mm_diag_set(MM_EINVAL, "dead letter kafka: 'brokers' is required");
 	if (rc)
 		goto fail;
-	rd_kafka_conf_set_opaque(conf, d);
-	rd_kafka_conf_set_dr_msg_cb(conf, mm_kdlq_on_delivery);
-	rd_kafka_conf_set_log_cb(conf, mm_kdlq_on_log);
-	d->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	mm_rdk.conf_set_opaque(conf, d);
+	mm_rdk.conf_set_dr_msg_cb(conf, mm_kdlq_on_delivery);
+	mm_rdk.conf_set_log_cb(conf, mm_kdlq_on_log);
+	d->rk = mm_rdk.new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
 	if (d->rk == NULL) {
 		rc = mm_diag_set(MM_EINVAL, "dead letter kafka: %s", errstr);
 		goto fail;
@@ -355,7 +361,7 @@ static int mm_kdlq_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv, mm_dead_
 	return 0;
 fail:
 	if (conf)
-		rd_kafka_conf_destroy(conf);
+		mm_rdk.conf_destroy(conf);
 	if (d)
 		free(d->topic);
 	free(d);

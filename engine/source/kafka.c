@@ -57,6 +57,10 @@
  * group. Once rd_kafka_consumer_closed() the handle is destroyed on the
  * thread pool, the handles are closed and done() runs.
  *
+ * librdkafka is not linked: its functions are called through mm_rdk
+ * (kafka_lib.h), which open() loads first, so a process that never opens a
+ * Kafka source or dead-letter topic never maps it.
+ *
  * Threads: the loop thread, except rd_kafka_committed and rd_kafka_destroy
  * (thread pool) and the log callback (librdkafka threads; mm_log is
  * thread-safe).
@@ -70,8 +74,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <librdkafka/rdkafka.h>
 
 #include "../codec/json.h"
 #include "../lib/log.h"
@@ -160,13 +162,13 @@ static void mm_ksrc_msg_error(mm_ksrc_t *ks, const rd_kafka_message_t *m)
 		return;
 	}
 	ks->errors++;
-	if (rd_kafka_fatal_error(ks->rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+	if (mm_rdk.fatal_error(ks->rk, fatal, sizeof(fatal)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		mm_ksrc_fail(ks, MM_EIO, "fatal consumer error: %s", fatal);
 		return;
 	}
 	mm_log(MM_LOG_WARN, "kafka", "%s: consumer error on %s[%d]: %s", ks->base.id,
-	       m->rkt ? rd_kafka_topic_name(m->rkt) : "-", (int)m->partition,
-	       rd_kafka_message_errstr(m));
+	       m->rkt ? mm_rdk.topic_name(m->rkt) : "-", (int)m->partition,
+	       mm_rdk.message_errstr(m));
 }
 
 /* Turns messages into records and delivers them as one batch. The messages
@@ -197,7 +199,7 @@ static void mm_ksrc_deliver(mm_ksrc_t *ks, rd_kafka_message_t **msgs, size_t n)
 		 * whoever gets it next: drop them. */
 		if (kp == NULL || kp->state != MM_KP_ACTIVE)
 			continue;
-		topic = rd_kafka_topic_name(m->rkt);
+		topic = mm_rdk.topic_name(m->rkt);
 		tlen = strlen(topic);
 		at = ks->ids.len;
 		if (mm_buf_reserve(&ks->ids, tlen + 2 + 11 + 20) != 0) {
@@ -224,7 +226,7 @@ static void mm_ksrc_deliver(mm_ksrc_t *ks, rd_kafka_message_t **msgs, size_t n)
 			r->len = (uint32_t)m->len;
 		}
 		r->offset = (uint64_t)m->offset;
-		ts = rd_kafka_message_timestamp(m, &tstype);
+		ts = mm_rdk.message_timestamp(m, &tstype);
 		r->ts_ms = tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE || ts < 0 ? 0 : ts;
 		/* The buffer may still move: keep the offset, fix up below. */
 		r->id = (const char *)(uintptr_t)at;
@@ -261,7 +263,7 @@ static void mm_ksrc_deliver(mm_ksrc_t *ks, rd_kafka_message_t **msgs, size_t n)
 static void mm_ksrc_destroy_msgs(rd_kafka_message_t **msgs, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		rd_kafka_message_destroy(msgs[i]);
+		mm_rdk.message_destroy(msgs[i]);
 }
 
 /* Keeps messages served while paused, to deliver them first on resume. */
@@ -322,10 +324,10 @@ static void mm_ksrc_drain(mm_ksrc_t *ks)
 		/* A short pause leaves everything queued in librdkafka. */
 		if (ks->phase == MM_KS_RUN && ks->paused && !ks->fetch_stopped)
 			break;
-		n = rd_kafka_consume_batch_queue(ks->rkqu, 0, ks->msgs, ks->batch_max);
+		n = mm_rdk.consume_batch_queue(ks->rkqu, 0, ks->msgs, ks->batch_max);
 		if (n < 0) {
 			mm_ksrc_fail(ks, MM_EIO, "cannot read the consumer queue: %s",
-				     rd_kafka_err2str(rd_kafka_last_error()));
+				     mm_rdk.err2str(mm_rdk.last_error()));
 			return;
 		}
 		if (n == 0)
@@ -380,7 +382,7 @@ static void mm_ksrc_on_pause_timer(uv_timer_t *h)
 	mm_log(MM_LOG_INFO, "kafka", "%s: paused for %" PRId64 " ms: pausing %d partition(s)",
 	       ks->base.id, ks->pause_after_ms, l->cnt);
 	mm_ksrc_fetch_pause(ks, l, 1);
-	rd_kafka_topic_partition_list_destroy(l);
+	mm_rdk.topic_partition_list_destroy(l);
 	mm_ksrc_drain(ks);
 }
 
@@ -391,7 +393,7 @@ static void mm_ksrc_on_log(const rd_kafka_t *rk, int level, const char *fac, con
 	int ours = level <= 3 ? MM_LOG_ERROR : level == 4 ? MM_LOG_WARN
 				   : level <= 6 ? MM_LOG_INFO : MM_LOG_DEBUG;
 
-	mm_log(ours, "kafka", "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+	mm_log(ours, "kafka", "%s: %s: %s", mm_rdk.name(rk), fac, buf);
 }
 
 static void mm_ksrc_on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -401,12 +403,12 @@ static void mm_ksrc_on_error(rd_kafka_t *rk, int err, const char *reason, void *
 
 	ks->errors++;
 	if (err == RD_KAFKA_RESP_ERR__FATAL) {
-		rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+		mm_rdk.fatal_error(rk, fatal, sizeof(fatal));
 		mm_ksrc_fail(ks, MM_EIO, "fatal error: %s", fatal);
 		return;
 	}
 	mm_log(MM_LOG_WARN, "kafka", "%s: %s: %s", ks->base.id,
-	       rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+	       mm_rdk.err2name((rd_kafka_resp_err_t)err), reason);
 }
 
 /* ---- shutdown ---- */
@@ -422,7 +424,7 @@ static void mm_ksrc_free(mm_ksrc_t *ks)
 	for (size_t i = 0; i < ks->nparts; i++)
 		free(ks->parts[i].topic);
 	if (ks->topics)
-		rd_kafka_topic_partition_list_destroy(ks->topics);
+		mm_rdk.topic_partition_list_destroy(ks->topics);
 	free(ks->parts);
 	free(ks->held);
 	free(ks->msgs);
@@ -464,7 +466,7 @@ static void mm_ksrc_destroy_work(uv_work_t *req)
 {
 	mm_ksrc_t *ks = req->data;
 
-	rd_kafka_destroy(ks->rk);
+	mm_rdk.destroy(ks->rk);
 }
 
 static void mm_ksrc_destroy_done(uv_work_t *req, int status)
@@ -488,10 +490,10 @@ static void mm_ksrc_destroy(mm_ksrc_t *ks)
 	uv_timer_stop(&ks->pause_timer);
 	mm_ksrc_destroy_msgs(ks->held, ks->nheld);
 	ks->nheld = 0;
-	rd_kafka_queue_io_event_enable(ks->rkqu, -1, NULL, 0);
-	rd_kafka_queue_destroy(ks->rkqu);
+	mm_rdk.queue_io_event_enable(ks->rkqu, -1, NULL, 0);
+	mm_rdk.queue_destroy(ks->rkqu);
 	ks->rkqu = NULL;
-	proto = rd_kafka_rebalance_protocol(ks->rk);
+	proto = mm_rdk.rebalance_protocol(ks->rk);
 	if (proto && strcmp(proto, "COOPERATIVE") == 0 && !ks->ever_assigned) {
 		/* librdkafka 2.0.2 asserts in rd_kafka_destroy here (#4312). */
 		mm_log(MM_LOG_WARN, "kafka", "%s: left the group before its first assignment; "
@@ -502,7 +504,7 @@ static void mm_ksrc_destroy(mm_ksrc_t *ks)
 	}
 	ks->work.data = ks;
 	if (uv_queue_work(ks->base.loop, &ks->work, mm_ksrc_destroy_work, mm_ksrc_destroy_done) < 0) {
-		rd_kafka_destroy(ks->rk);
+		mm_rdk.destroy(ks->rk);
 		ks->rk = NULL;
 		mm_ksrc_close_handles(ks);
 	}
@@ -530,7 +532,7 @@ void mm_ksrc_close_step(mm_ksrc_t *ks)
 		}
 		if (ks->rebal)
 			return;
-		proto = rd_kafka_rebalance_protocol(ks->rk);
+		proto = mm_rdk.rebalance_protocol(ks->rk);
 		if (proto && strcmp(proto, "COOPERATIVE") == 0 && !ks->ever_assigned &&
 		    !ks->close_waited) {
 			/* Wait for the first assignment (see the top). */
@@ -546,17 +548,17 @@ void mm_ksrc_close_step(mm_ksrc_t *ks)
 		uv_timer_stop(&ks->rebal_timer);
 		ks->close_waiting = 0;
 		ks->close_started = 1;
-		error = rd_kafka_consumer_close_queue(ks->rk, ks->rkqu);
+		error = mm_rdk.consumer_close_queue(ks->rk, ks->rkqu);
 		if (error) {
 			mm_log(MM_LOG_WARN, "kafka", "%s: close: %s", ks->base.id,
-			       rd_kafka_error_string(error));
-			rd_kafka_error_destroy(error);
+			       mm_rdk.error_string(error));
+			mm_rdk.error_destroy(error);
 		}
 		/* The close's events arrive on the queue; serve what is there. */
 		uv_idle_start(&ks->idle, mm_ksrc_on_idle);
 		return;
 	}
-	if (ks->rebal == NULL && !ks->work_busy && rd_kafka_consumer_closed(ks->rk))
+	if (ks->rebal == NULL && !ks->work_busy && mm_rdk.consumer_closed(ks->rk))
 		mm_ksrc_destroy(ks);
 }
 
@@ -567,7 +569,7 @@ static int mm_ksrc_conf(rd_kafka_conf_t *conf, const char *id, const char *key, 
 {
 	char errstr[512];
 
-	if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+	if (mm_rdk.conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
 		return mm_diag_set(MM_EINVAL, "%s: librdkafka property '%s': %s", id, key, errstr);
 	return 0;
 }
@@ -577,7 +579,7 @@ static int64_t mm_ksrc_conf_int(rd_kafka_t *rk, const char *key, int64_t def)
 	char buf[64];
 	size_t n = sizeof(buf);
 
-	if (rd_kafka_conf_get(rd_kafka_conf(rk), key, buf, &n) != RD_KAFKA_CONF_OK)
+	if (mm_rdk.conf_get(mm_rdk.conf(rk), key, buf, &n) != RD_KAFKA_CONF_OK)
 		return def;
 	return strtoll(buf, NULL, 10);
 }
@@ -593,6 +595,10 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 	size_t nours = 0, plen = strlen(MM_KSRC_PREFIX);
 	int has_bootstrap = 0, has_strategy = 0, rc;
 
+	/* First, so that every later step (and the cleanup) may call it. */
+	rc = mm_rdk_load();
+	if (rc)
+		return rc;
 	ours = calloc(nkv + 1, sizeof(*ours));
 	if (ours == NULL)
 		return mm_diag_set(MM_ENOMEM, "kafka: out of memory");
@@ -639,19 +645,19 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 	topics = strdup(cfg.topics);
 	ks->msgs = malloc(ks->batch_max * sizeof(*ks->msgs));
 	ks->recs = malloc(ks->batch_max * sizeof(*ks->recs));
-	ks->topics = rd_kafka_topic_partition_list_new(4);
+	ks->topics = mm_rdk.topic_partition_list_new(4);
 	if (ks->group == NULL || topics == NULL || ks->msgs == NULL || ks->recs == NULL) {
 		rc = mm_diag_set(MM_ENOMEM, "kafka: out of memory");
 		goto fail;
 	}
 	for (tok = strtok_r(topics, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
-		rd_kafka_topic_partition_list_add(ks->topics, tok, RD_KAFKA_PARTITION_UA);
+		mm_rdk.topic_partition_list_add(ks->topics, tok, RD_KAFKA_PARTITION_UA);
 	if (ks->topics->cnt == 0) {
 		rc = mm_diag_set(MM_EINVAL, "kafka: option 'topics' names no topic");
 		goto fail;
 	}
 
-	conf = rd_kafka_conf_new();
+	conf = mm_rdk.conf_new();
 	rc = mm_ksrc_conf(conf, ks->base.id, "client.id", "murmur");
 	/* librdkafka must never store an offset on its own: only durable
 	 * offsets are stored, by ack(), and auto-committed (see the top). */
@@ -691,12 +697,12 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 		rc = mm_diag_set(MM_EINVAL, "kafka: option 'brokers' is required");
 	if (rc)
 		goto fail;
-	rd_kafka_conf_set_opaque(conf, ks);
-	rd_kafka_conf_set_rebalance_cb(conf, mm_ksrc_on_rebalance);
-	rd_kafka_conf_set_error_cb(conf, mm_ksrc_on_error);
-	rd_kafka_conf_set_offset_commit_cb(conf, mm_ksrc_on_commit);
-	rd_kafka_conf_set_log_cb(conf, mm_ksrc_on_log);
-	ks->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	mm_rdk.conf_set_opaque(conf, ks);
+	mm_rdk.conf_set_rebalance_cb(conf, mm_ksrc_on_rebalance);
+	mm_rdk.conf_set_error_cb(conf, mm_ksrc_on_error);
+	mm_rdk.conf_set_offset_commit_cb(conf, mm_ksrc_on_commit);
+	mm_rdk.conf_set_log_cb(conf, mm_ksrc_on_log);
+	ks->rk = mm_rdk.new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
 	if (ks->rk == NULL) {
 		rc = mm_diag_set(MM_EINVAL, "%s: %s", ks->base.id, errstr);
 		goto fail;
@@ -708,8 +714,8 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 	if (ks->pause_after_ms > ks->poll_interval_ms / 3)
 		ks->pause_after_ms = ks->poll_interval_ms / 3;
 	/* Logs, errors and commit results all arrive on the consumer queue. */
-	rd_kafka_poll_set_consumer(ks->rk);
-	ks->rkqu = rd_kafka_queue_get_consumer(ks->rk);
+	mm_rdk.poll_set_consumer(ks->rk);
+	ks->rkqu = mm_rdk.queue_get_consumer(ks->rk);
 	if (pipe2(ks->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
 		rc = mm_diag_set(MM_EIO, "%s: pipe: %s", ks->base.id, strerror(errno));
 		goto fail;
@@ -738,12 +744,12 @@ static int mm_ksrc_open(uv_loop_t *loop, const mm_kv_t *kv, size_t nkv,
 
 fail:
 	if (conf)
-		rd_kafka_conf_destroy(conf);
+		mm_rdk.conf_destroy(conf);
 	if (ks) {
 		if (ks->rkqu)
-			rd_kafka_queue_destroy(ks->rkqu);
+			mm_rdk.queue_destroy(ks->rkqu);
 		if (ks->rk)
-			rd_kafka_destroy(ks->rk);
+			mm_rdk.destroy(ks->rk);
 		if (ks->fds[0] >= 0) {
 			close(ks->fds[0]);
 			close(ks->fds[1]);
@@ -775,12 +781,12 @@ static int mm_ksrc_start(mm_source_t *src, const uint8_t *pos, size_t len)
 	if (rc < 0)
 		return mm_diag_set(MM_EIO, "%s: uv_poll_start: %s", src->id, uv_strerror(rc));
 	/* Enabled before subscribing, so the first event already signals. */
-	rd_kafka_queue_io_event_enable(ks->rkqu, ks->fds[1], "1", 1);
-	err = rd_kafka_subscribe(ks->rk, ks->topics);
+	mm_rdk.queue_io_event_enable(ks->rkqu, ks->fds[1], "1", 1);
+	err = mm_rdk.subscribe(ks->rk, ks->topics);
 	if (err) {
-		rd_kafka_queue_io_event_enable(ks->rkqu, -1, NULL, 0);
+		mm_rdk.queue_io_event_enable(ks->rkqu, -1, NULL, 0);
 		uv_poll_stop(&ks->poll);
-		return mm_diag_set(MM_EINVAL, "%s: subscribe: %s", src->id, rd_kafka_err2str(err));
+		return mm_diag_set(MM_EINVAL, "%s: subscribe: %s", src->id, mm_rdk.err2str(err));
 	}
 	ks->phase = MM_KS_RUN;
 	every = ks->poll_interval_ms > 3 ? (uint64_t)ks->poll_interval_ms / 3 : 1;
@@ -814,7 +820,7 @@ static void mm_ksrc_resume(mm_source_t *src)
 		ks->fetch_stopped = 0;
 		l = mm_ksrc_list(ks, MM_KP_ACTIVE);
 		mm_ksrc_fetch_pause(ks, l, 0);
-		rd_kafka_topic_partition_list_destroy(l);
+		mm_rdk.topic_partition_list_destroy(l);
 	}
 	/* Never deliver from inside the caller: continue on the loop. */
 	uv_idle_start(&ks->idle, mm_ksrc_on_idle);
@@ -842,7 +848,7 @@ static void mm_ksrc_stop(mm_source_t *src)
 	uv_timer_stop(&ks->pause_timer);
 	l = mm_ksrc_list(ks, MM_KP_ACTIVE);
 	mm_ksrc_fetch_pause(ks, l, 1);
-	rd_kafka_topic_partition_list_destroy(l);
+	mm_rdk.topic_partition_list_destroy(l);
 	mm_ksrc_destroy_msgs(ks->held, ks->nheld);
 	ks->nheld = 0;
 }
@@ -857,7 +863,7 @@ static void mm_ksrc_close(mm_source_t *src, void (*done)(void *arg), void *arg)
 	ks->phase = MM_KS_CLOSE;
 	if (uv_is_active((uv_handle_t *)&ks->poll) == 0)
 		uv_poll_start(&ks->poll, UV_READABLE, mm_ksrc_on_poll);
-	rd_kafka_queue_io_event_enable(ks->rkqu, ks->fds[1], "1", 1);
+	mm_rdk.queue_io_event_enable(ks->rkqu, ks->fds[1], "1", 1);
 	mm_ksrc_close_step(ks);
 }
 
@@ -879,7 +885,7 @@ static int64_t mm_ksrc_part_lag(rd_kafka_t *rk, const mm_kpart_t *kp, int64_t *h
 
 	*hi = -1;
 	if (rk)
-		rd_kafka_get_watermark_offsets(rk, kp->topic, kp->partition, &lo, hi);
+		mm_rdk.get_watermark_offsets(rk, kp->topic, kp->partition, &lo, hi);
 	return *hi < 0 ? -1 : kp->next >= 0 ? *hi - kp->next : *hi == 0 ? 0 : -1;
 }
 
@@ -891,7 +897,7 @@ static int mm_ksrc_status(mm_source_t *src, mm_buf_t *out)
 	/* From MM_KS_DESTROY on, rd_kafka_destroy may be running on the thread
 	 * pool: the handle must not be touched while it is torn down. */
 	rd_kafka_t *rk = ks->phase >= MM_KS_DESTROY ? NULL : ks->rk;
-	const char *proto = rk ? rd_kafka_rebalance_protocol(rk) : NULL;
+	const char *proto = rk ? mm_rdk.rebalance_protocol(rk) : NULL;
 	int rc, first = 1;
 
 	rc = mm_buf_printf(out, "{\"group\":");

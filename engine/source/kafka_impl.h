@@ -18,9 +18,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include <librdkafka/rdkafka.h>
-
 #include "../lib/buf.h"
+#include "kafka_lib.h"
 #include "position.h"
 #include "source.h"
 

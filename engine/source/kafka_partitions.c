@@ -26,8 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <librdkafka/rdkafka.h>
-
 #include "../lib/error.h"
 #include "../lib/log.h"
 #include "kafka_impl.h"
@@ -87,7 +85,7 @@ mm_kpart_t *mm_ksrc_part_of(mm_ksrc_t *ks, const rd_kafka_message_t *m)
 	for (size_t i = 0; i < ks->nparts; i++) {
 		kp = &ks->parts[i];
 		if (kp->partition == m->partition &&
-		    (kp->rkt == m->rkt || strcmp(kp->topic, rd_kafka_topic_name(m->rkt)) == 0)) {
+		    (kp->rkt == m->rkt || strcmp(kp->topic, mm_rdk.topic_name(m->rkt)) == 0)) {
 			kp->rkt = m->rkt;
 			ks->last_part = i;
 			return kp;
@@ -117,12 +115,12 @@ void mm_ksrc_rate(mm_kpart_t *kp, int64_t now)
 /* Builds a list of the partitions in the given state (enum mm_kpart_state). */
 rd_kafka_topic_partition_list_t *mm_ksrc_list(mm_ksrc_t *ks, int state)
 {
-	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)ks->nparts + 1);
+	rd_kafka_topic_partition_list_t *l = mm_rdk.topic_partition_list_new((int)ks->nparts + 1);
 
 	for (size_t i = 0; i < ks->nparts; i++)
 		if (ks->parts[i].state == state)
-			rd_kafka_topic_partition_list_add(l, ks->parts[i].topic,
-							  ks->parts[i].partition);
+			mm_rdk.topic_partition_list_add(l, ks->parts[i].topic,
+							ks->parts[i].partition);
 	return l;
 }
 
@@ -133,10 +131,10 @@ void mm_ksrc_fetch_pause(mm_ksrc_t *ks, rd_kafka_topic_partition_list_t *l, int 
 
 	if (l->cnt == 0)
 		return;
-	err = pause ? rd_kafka_pause_partitions(ks->rk, l) : rd_kafka_resume_partitions(ks->rk, l);
+	err = pause ? mm_rdk.pause_partitions(ks->rk, l) : mm_rdk.resume_partitions(ks->rk, l);
 	if (err)
 		mm_log(MM_LOG_WARN, "kafka", "%s: cannot %s %d partition(s): %s", ks->base.id,
-		       pause ? "pause" : "resume", l->cnt, rd_kafka_err2str(err));
+		       pause ? "pause" : "resume", l->cnt, mm_rdk.err2str(err));
 	for (int i = 0; i < l->cnt; i++) {
 		mm_kpart_t *kp = mm_ksrc_part_find(ks, l->elems[i].topic, l->elems[i].partition);
 

@@ -99,7 +99,7 @@ void mm_ksrc_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	}
 	ks->commit_failures++;
 	mm_log(MM_LOG_WARN, "kafka", "%s: commit failed: %s (retried with the next auto-commit)",
-	       ks->base.id, rd_kafka_err2str(err));
+	       ks->base.id, mm_rdk.err2str(err));
 }
 
 /* Hands the durable offsets of the assigned partitions that moved to
@@ -111,20 +111,20 @@ void mm_ksrc_store(mm_ksrc_t *ks)
 
 	if (ks->phase >= MM_KS_DESTROY)
 		return;
-	l = rd_kafka_topic_partition_list_new((int)ks->nparts + 1);
+	l = mm_rdk.topic_partition_list_new((int)ks->nparts + 1);
 	for (size_t i = 0; i < ks->nparts; i++) {
 		const mm_kpart_t *kp = &ks->parts[i];
 
 		if (kp->state != MM_KP_IDLE && kp->acked > kp->stored_sent &&
 		    kp->acked > kp->committed)
-			rd_kafka_topic_partition_list_add(l, kp->topic, kp->partition)->offset =
+			mm_rdk.topic_partition_list_add(l, kp->topic, kp->partition)->offset =
 			    kp->acked;
 	}
 	if (l->cnt > 0) {
-		err = rd_kafka_offsets_store(ks->rk, l);
+		err = mm_rdk.offsets_store(ks->rk, l);
 		if (err && err != RD_KAFKA_RESP_ERR__STATE)
 			mm_log(MM_LOG_WARN, "kafka", "%s: cannot store offsets: %s", ks->base.id,
-			       rd_kafka_err2str(err));
+			       mm_rdk.err2str(err));
 		for (int i = 0; i < l->cnt; i++) {
 			mm_kpart_t *kp = mm_ksrc_part_find(ks, l->elems[i].topic,
 							   l->elems[i].partition);
@@ -134,14 +134,14 @@ void mm_ksrc_store(mm_ksrc_t *ks)
 				kp->stored_sent = l->elems[i].offset;
 		}
 	}
-	rd_kafka_topic_partition_list_destroy(l);
+	mm_rdk.topic_partition_list_destroy(l);
 }
 
 /* ---- rebalances ---- */
 
 void mm_ksrc_rebal_free(mm_krebal_t *op)
 {
-	rd_kafka_topic_partition_list_destroy(op->parts);
+	mm_rdk.topic_partition_list_destroy(op->parts);
 	mm_buf_free(&op->key);
 	mm_buf_free(&op->buf);
 	free(op);
@@ -175,16 +175,16 @@ static void mm_ksrc_assign_apply(mm_ksrc_t *ks, mm_krebal_t *op)
 	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
 	if (ks->cooperative)
-		error = rd_kafka_incremental_assign(ks->rk, op->parts);
+		error = mm_rdk.incremental_assign(ks->rk, op->parts);
 	else
-		err = rd_kafka_assign(ks->rk, op->parts);
+		err = mm_rdk.assign(ks->rk, op->parts);
 	if (error) {
 		mm_log(MM_LOG_ERROR, "kafka", "%s: incremental assign failed: %s", ks->base.id,
-		       rd_kafka_error_string(error));
-		rd_kafka_error_destroy(error);
+		       mm_rdk.error_string(error));
+		mm_rdk.error_destroy(error);
 	} else if (err) {
 		mm_log(MM_LOG_ERROR, "kafka", "%s: assign failed: %s", ks->base.id,
-		       rd_kafka_err2str(err));
+		       mm_rdk.err2str(err));
 	}
 	ks->ever_assigned = 1;
 	for (int i = 0; i < op->parts->cnt; i++) {
@@ -204,9 +204,9 @@ static void mm_ksrc_assign_apply(mm_ksrc_t *ks, mm_krebal_t *op)
 	}
 	/* New partitions of a paused or stopped source must not be fetched. */
 	if (ks->fetch_stopped || ks->phase != MM_KS_RUN) {
-		mine = rd_kafka_topic_partition_list_copy(op->parts);
+		mine = mm_rdk.topic_partition_list_copy(op->parts);
 		mm_ksrc_fetch_pause(ks, mine, 1);
-		rd_kafka_topic_partition_list_destroy(mine);
+		mm_rdk.topic_partition_list_destroy(mine);
 	}
 }
 
@@ -351,7 +351,7 @@ static void mm_ksrc_committed_work(uv_work_t *req)
 	mm_ksrc_t *ks = req->data;
 	mm_krebal_t *op = ks->rebal;
 
-	op->werr = rd_kafka_committed(ks->rk, op->parts, MM_KSRC_COMMITTED_TIMEOUT_MS);
+	op->werr = mm_rdk.committed(ks->rk, op->parts, MM_KSRC_COMMITTED_TIMEOUT_MS);
 	for (int i = 0; op->werr == RD_KAFKA_RESP_ERR_NO_ERROR && i < op->parts->cnt; i++)
 		if (op->parts->elems[i].err)
 			op->werr = op->parts->elems[i].err;
@@ -367,7 +367,7 @@ static void mm_ksrc_committed_done(uv_work_t *req, int status)
 		return;
 	if (status != 0 || op->werr) {
 		mm_ksrc_assign_retry(ks, "fetch committed offsets",
-				     status ? uv_strerror(status) : rd_kafka_err2str(op->werr));
+				     status ? uv_strerror(status) : mm_rdk.err2str(op->werr));
 		return;
 	}
 	op->attempts = 0;
@@ -403,16 +403,16 @@ static void mm_ksrc_unassign(mm_ksrc_t *ks)
 	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
 	if (ks->cooperative)
-		error = rd_kafka_incremental_unassign(ks->rk, op->parts);
+		error = mm_rdk.incremental_unassign(ks->rk, op->parts);
 	else
-		err = rd_kafka_assign(ks->rk, NULL);
+		err = mm_rdk.assign(ks->rk, NULL);
 	if (error) {
 		mm_log(MM_LOG_ERROR, "kafka", "%s: incremental unassign failed: %s", ks->base.id,
-		       rd_kafka_error_string(error));
-		rd_kafka_error_destroy(error);
+		       mm_rdk.error_string(error));
+		mm_rdk.error_destroy(error);
 	} else if (err) {
 		mm_log(MM_LOG_ERROR, "kafka", "%s: unassign failed: %s", ks->base.id,
-		       rd_kafka_err2str(err));
+		       mm_rdk.err2str(err));
 	}
 	for (int i = 0; i < op->parts->cnt; i++) {
 		mm_kpart_t *kp = mm_ksrc_part_find(ks, op->parts->elems[i].topic,
@@ -453,14 +453,14 @@ static void mm_ksrc_on_revoke_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	ks->commit_failures++;
 	if (retry && ++op->attempts < MM_KSRC_REVOKE_COMMIT_TRIES) {
 		mm_log(MM_LOG_WARN, "kafka", "%s: commit of revoked partitions failed: %s; retrying",
-		       ks->base.id, rd_kafka_err2str(err));
+		       ks->base.id, mm_rdk.err2str(err));
 		uv_timer_start(&ks->rebal_timer, mm_ksrc_on_rebal_timer,
 			       (uint64_t)(MM_KSRC_RETRY_MIN_MS * op->attempts), 0);
 		return;
 	}
 	mm_log(MM_LOG_WARN, "kafka", "%s: commit of revoked partitions failed: %s; releasing them "
 	       "uncommitted (their next owner replays from the previous commit)",
-	       ks->base.id, rd_kafka_err2str(err));
+	       ks->base.id, mm_rdk.err2str(err));
 	mm_ksrc_unassign(ks);
 }
 
@@ -477,22 +477,22 @@ void mm_ksrc_revoke_commit(mm_ksrc_t *ks)
 		mm_ksrc_unassign(ks);
 		return;
 	}
-	l = rd_kafka_topic_partition_list_new(op->parts->cnt + 1);
+	l = mm_rdk.topic_partition_list_new(op->parts->cnt + 1);
 	for (int i = 0; i < op->parts->cnt; i++) {
 		const mm_kpart_t *kp = mm_ksrc_part_find(ks, op->parts->elems[i].topic,
 							 op->parts->elems[i].partition);
 
 		if (kp && kp->acked > kp->committed)
-			rd_kafka_topic_partition_list_add(l, kp->topic, kp->partition)->offset =
+			mm_rdk.topic_partition_list_add(l, kp->topic, kp->partition)->offset =
 			    kp->acked;
 	}
 	if (l->cnt == 0) {
-		rd_kafka_topic_partition_list_destroy(l);
+		mm_rdk.topic_partition_list_destroy(l);
 		mm_ksrc_unassign(ks);
 		return;
 	}
-	err = rd_kafka_commit_queue(ks->rk, l, ks->rkqu, mm_ksrc_on_revoke_commit, ks);
-	rd_kafka_topic_partition_list_destroy(l);
+	err = mm_rdk.commit_queue(ks->rk, l, ks->rkqu, mm_ksrc_on_revoke_commit, ks);
+	mm_rdk.topic_partition_list_destroy(l);
 	if (err)
 		mm_ksrc_on_revoke_commit(ks->rk, err, NULL, ks);
 }
@@ -591,7 +591,7 @@ static void mm_ksrc_rebal_next(mm_ksrc_t *ks)
 		mm_ksrc_revoke_begin(ks);
 		break;
 	default:
-		rd_kafka_assign(ks->rk, NULL);
+		mm_rdk.assign(ks->rk, NULL);
 		for (size_t i = 0; i < ks->nparts; i++)
 			ks->parts[i].state = MM_KP_IDLE;
 		mm_ksrc_rebal_done(ks);
@@ -603,13 +603,13 @@ void mm_ksrc_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			  rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
 	mm_ksrc_t *ks = opaque;
-	const char *proto = rd_kafka_rebalance_protocol(rk);
+	const char *proto = mm_rdk.rebalance_protocol(rk);
 	mm_krebal_t *op = calloc(1, sizeof(*op));
 
-	if (op == NULL || (op->parts = rd_kafka_topic_partition_list_copy(parts)) == NULL) {
+	if (op == NULL || (op->parts = mm_rdk.topic_partition_list_copy(parts)) == NULL) {
 		free(op);
 		mm_ksrc_fail(ks, MM_ENOMEM, "out of memory handling a rebalance");
-		rd_kafka_assign(rk, NULL);
+		mm_rdk.assign(rk, NULL);
 		return;
 	}
 	ks->cooperative = proto != NULL && strcmp(proto, "COOPERATIVE") == 0;
@@ -617,11 +617,11 @@ void mm_ksrc_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		op->kind = MM_KR_ASSIGN;
 	} else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
 		op->kind = MM_KR_REVOKE;
-		op->lost = rd_kafka_assignment_lost(rk);
+		op->lost = mm_rdk.assignment_lost(rk);
 	} else {
 		op->kind = MM_KR_RESET;
 		mm_log(MM_LOG_WARN, "kafka", "%s: rebalance error: %s", ks->base.id,
-		       rd_kafka_err2str(err));
+		       mm_rdk.err2str(err));
 	}
 	*ks->rebal_tail = op;
 	ks->rebal_tail = &op->next;

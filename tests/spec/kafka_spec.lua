@@ -626,6 +626,55 @@ murmur.pipeline { name = "a", key = "k", monoid = murmur.count() }]])
     assert.are.equal(1, code)
     assert.is_truthy(err:find("is set by murmur", 1, true), err)
   end)
+
+  -- murmur does not link librdkafka (engine/source/kafka_lib.h): a process
+  -- maps it when something first needs Kafka. MURMUR_ERRINJ_RDKAFKA_MISSING
+  -- makes the load look for a library no system has, as on a machine
+  -- without librdkafka1.
+  it("loads librdkafka on first use only, and names the package when it is missing", function()
+    local probe = cdir .. "/maps.lua"
+    S.write_file(probe, [[
+local ffi = require("ffi")
+local function mapped()
+  local f = assert(io.open("/proc/self/maps", "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s:find("librdkafka", 1, true) ~= nil
+end
+local before = mapped()
+ffi.cdef("int mm_rdk_load(void);")
+local rc = ffi.C.mm_rdk_load()
+print(("before=%s rc=%d after=%s"):format(tostring(before), rc, tostring(mapped())))
+]])
+    local code, out, err = S.murmur_run({ "lua", probe })
+    assert.are.equal(0, code, err)
+    assert.matches("before=false rc=0 after=true", out)
+    code, out, err = S.exec(("MURMUR_ERRINJ_RDKAFKA_MISSING=1 %s lua %s"):format(S.quote(S.murmur), S.quote(probe)))
+    assert.are.equal(0, code, err)
+    assert.matches("before=false rc=%-%d+ after=false", out)
+
+    local script, events = cdir .. "/p.lua", cdir .. "/ev.jsonl"
+    S.write_file(events, '{"k":"x"}\n')
+    S.write_file(script, [[local murmur = require("murmur")
+murmur.pipeline { name = "a", key = "k", monoid = murmur.count() }]])
+    local function run(args)
+      local parts = { "MURMUR_ERRINJ_RDKAFKA_MISSING=1 MURMUR_KAFKA_BROKERS=127.0.0.1:1",
+        S.quote(S.murmur), "run", "--no-supervisor", "--data", S.quote(cdir .. "/d") }
+      for _, a in ipairs(args) do parts[#parts + 1] = S.quote(a) end
+      return S.exec(table.concat(parts, " "))
+    end
+    local want = "could not be loaded .*apt%-get install librdkafka1"
+    code, _, err = run({ "--kafka-topic", "t", script })
+    assert.are.equal(1, code, err)
+    assert.matches("source: ENOTSUP: librdkafka%-errinj%-missing%.so%.1 " .. want, err)
+    -- A Kafka dead-letter topic of a pipeline that reads a file.
+    S.write_file(script, [[local murmur = require("murmur")
+murmur.pipeline { name = "a", key = "k", monoid = murmur.count(),
+  dead_letter = murmur.kafka_topic { topic = "dlq" } }]])
+    code, _, err = run({ "--once", "--input", events, script })
+    assert.are.equal(1, code, err)
+    assert.matches("ENOTSUP: librdkafka%-errinj%-missing%.so%.1 " .. want, err)
+  end)
 end)
 
 -- Item 14 of the DynamoDB issue: the flagship pipeline fed by two workers of

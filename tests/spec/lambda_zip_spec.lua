@@ -117,6 +117,37 @@ describe("#lambda_zip make lambda's zip", function()
     end
   end)
 
+  -- murmur loads librdkafka when a pipeline first needs Kafka (a Kafka
+  -- dead-letter topic, in a Lambda), so ldd of the binary does not list it:
+  -- the zip carries it by name, and the load finds it in lib/.
+  it("carries librdkafka, which a start does not map and a first use loads from lib/", function()
+    local code, out, err = in_zip("ldd lib/librdkafka.so.1")
+    assert.are.equal(0, code, err)
+    for line in out:gmatch("[^\n]+") do
+      local name, path = line:match("^%s*(%S+) => (%S+)")
+      assert.is_nil(line:find("not found", 1, true), line)
+      if name and not FROM_IMAGE[name] then
+        assert(path:sub(1, #root + 5) == root .. "/lib/", name .. " resolves outside the zip: " .. line)
+      end
+    end
+    local probe = dir .. "/rdk_probe.lua"
+    S.write_file(probe, [[
+local ffi = require("ffi")
+local function where()
+  local f = assert(io.open("/proc/self/maps", "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s:match("(/%S*librdkafka[^%s]*)") or "none"
+end
+local before = where()
+ffi.cdef("int mm_rdk_load(void);")
+print(before, ffi.C.mm_rdk_load(), where())
+]])
+    code, out, err = in_zip("bin/murmur lua " .. S.quote(probe))
+    assert.are.equal(0, code, err)
+    assert.are.equal(("none\t0\t%s/lib/librdkafka.so.1\n"):format(root), out)
+  end)
+
   it("needs no newer glibc than doc/kinesis.md states, and states it", function()
     local doc = documented_glibc()
     assert(doc, "doc/kinesis.md does not say which glibc the zip needs ('needs glibc X.Y')")
