@@ -74,7 +74,7 @@ local ok, err = pcall(function()
   print(("lambda: the zip's bootstrap under the Runtime API emulator, Kinesis batches of one shard from kinesalite, "
     .. "recently_interacted with event ids into dynalite (in memory) through a counting proxy"))
 
-  local ready = { wall = {}, cpu = {}, wait = {} }
+  local ready = { wall = {}, cpu = {}, wait = {}, faults = {} }
   for _, batch in ipairs({ 100, 1000 }) do
     local invocations = batch == 100 and INVOCATIONS or math.max(10, math.floor(INVOCATIONS * 0.3))
     local tbl = "lambda_" .. batch
@@ -112,6 +112,7 @@ local ok, err = pcall(function()
       ready.wall[#ready.wall + 1] = st.ready_ms[i]
       ready.cpu[#ready.cpu + 1] = st.ready_cpu_ms[i]
       ready.wait[#ready.wait + 1] = st.ready_wait_ms[i]
+      ready.faults[#ready.faults + 1] = st.ready_faults[i]
     end
     keep(1)
     if batch == 1000 then
@@ -136,6 +137,10 @@ local ok, err = pcall(function()
     print(("%-44s CPU p50 %.1f ms (max %.1f), waiting for a CPU p50 %.1f ms (max %.1f)"):format(
       "  of which, in the runtime's threads", quantile(ready.cpu, 0.5), ready.cpu[#ready.cpu],
       quantile(ready.wait, 0.5), ready.wait[#ready.wait]))
+  end
+  if #ready.faults == #ready.wall then
+    print(("%-44s p50 %d (max %d)"):format("  page faults of the runtime's process",
+      quantile(ready.faults, 0.5), ready.faults[#ready.faults]))
   end
 end)
 for _, pid in ipairs(pids) do os.execute(("kill %d 2>/dev/null"):format(pid)) end

@@ -30,11 +30,12 @@
 //        handing the event to the runtime to its answer (or the end)
 //   POST /test/kill                  SIGKILL the runtime now (it is restarted)
 //   GET  /test/state                 {"starts","invocations","init_errors":[...],
-//        "ready_ms":[...],"ready_cpu_ms":[...],"ready_wait_ms":[...]}: per
-//        start of the runtime, the milliseconds from its spawn to its first
-//        /next (its cold start), and of those the CPU time its threads had and
-//        the time they waited for a CPU (Linux's /proc/PID/task/*/schedstat;
-//        null elsewhere)
+//        "ready_ms":[...],"ready_cpu_ms":[...],"ready_wait_ms":[...],
+//        "ready_faults":[...]}: per start of the runtime, the milliseconds from
+//        its spawn to its first /next (its cold start), and of those the CPU
+//        time its threads had and the time they waited for a CPU (Linux's
+//        /proc/PID/task/*/schedstat; null elsewhere), and the page faults it
+//        took (minflt of /proc/PID/stat, bootstrap's shell included)
 //   POST /test/stop                  stop the runtime (SIGTERM) and exit
 'use strict'
 
@@ -67,7 +68,7 @@ const MAX_RESPONSE = 6 * 1024 * 1024
 let child = null
 let stopping = false
 const state = { starts: 0, invocations: 0, init_errors: [], kills: 0, ready_ms: [], ready_cpu_ms: [],
-  ready_wait_ms: [] }
+  ready_wait_ms: [], ready_faults: [] }
 let spawnedAt = null      // when the current runtime was spawned, until its first /next
 const queue = []          // invocations waiting for a /next
 let waiting = null        // the runtime's pending /next response
@@ -91,6 +92,17 @@ function schedstat (pid) {
     return { cpu: cpu / 1e6, wait: wait / 1e6 }
   } catch (e) {
     return { cpu: null, wait: null }
+  }
+}
+
+// The minor page faults of a process so far (all its threads): the 10th
+// field of /proc/PID/stat, counted after the parenthesised command name.
+function minflt (pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[7])
+  } catch (e) {
+    return null
   }
 }
 
@@ -183,6 +195,7 @@ const server = http.createServer((req, res) => {
       const st = schedstat(child.pid)
       state.ready_cpu_ms.push(st.cpu)
       state.ready_wait_ms.push(st.wait)
+      state.ready_faults.push(minflt(child.pid))
       spawnedAt = null
     }
     waiting = { res, child }
