@@ -2,9 +2,10 @@
  * agg.c: pre-aggregation hash table (see agg.h).
  *
  * The hash mixes the entity's MurmurHash64A with the bucket, so one entity's
- * daily buckets spread over the table. Entity bytes go to an arena of 64 KiB
- * chunks (bigger keys get a chunk of their own), so reset() frees no key one
- * by one: it destroys the states of the dense entries and clears the index.
+ * daily buckets spread over the table. A short entity is kept in its entry;
+ * longer ones go to an arena of 64 KiB chunks (bigger keys get a chunk of
+ * their own), so reset() frees no key one by one: it destroys the states of
+ * the dense entries and clears the index.
  */
 #include "agg.h"
 
@@ -16,6 +17,12 @@
 #include "../lib/hugemap.h"
 
 #define MM_AGG_CHUNK 65536
+
+/* An entry is one cache line, its key and bucket in the line's first half,
+ * and a far key's pointer fits the last bytes of the inline ones. */
+_Static_assert(sizeof(mm_agg_entry_t) == 64, "an aggregation entry is one cache line");
+_Static_assert(MM_AGG_KEY_INLINE >= sizeof(const char *) + sizeof(uint32_t),
+	       "a far key's pointer lies after the inline key's first four bytes");
 
 struct mm_agg_chunk {
 	mm_agg_chunk_t *next;
@@ -155,7 +162,8 @@ agg_probe(const mm_agg_t *a, const char *key, size_t klen, int64_t bucket,
 		if (sh == h) {
 			const mm_agg_entry_t *e = &a->entries[a->index[j]];
 
-			if (e->bucket == bucket && e->klen == klen && mm_key_eq(e->key, key, klen))
+			if (e->bucket == bucket && e->klen == klen &&
+			    mm_key_eq(mm_agg_entry_key(e), key, klen))
 				return j;
 		}
 		j = (j + 1) & (a->cap - 1);
@@ -201,10 +209,17 @@ agg_upsert(mm_agg_t *a, const char *key, size_t klen, int64_t bucket, uint64_t h
 	if (a->count == a->ecap && agg_grow_entries(a) != 0)
 		return NULL;
 	e = &a->entries[a->count];
-	e->key = arena_copy(a, key, klen);
-	if (e->key == NULL) {
-		mm_diag_set(MM_ENOMEM, "aggregation table: cannot copy a %zu-byte key", klen);
-		return NULL;
+	if (klen <= MM_AGG_KEY_INLINE) {
+		memcpy(e->kbytes, key, klen);
+	} else {
+		const char *far = arena_copy(a, key, klen);
+
+		if (far == NULL) {
+			mm_diag_set(MM_ENOMEM, "aggregation table: cannot copy a %zu-byte key",
+				    klen);
+			return NULL;
+		}
+		memcpy(e->kbytes + MM_AGG_KEY_INLINE - sizeof(far), &far, sizeof(far));
 	}
 	e->klen = (uint32_t)klen;
 	e->bucket = bucket;

@@ -8,8 +8,8 @@
  * hash and the entry's number), so the empty half of the index costs 12 bytes
  * per slot instead of a whole 64-byte entry: with about 100 000 keys per
  * flush, 11.5 MB per table where slots holding the entries took 23 MB. Entity
- * bytes are copied into an arena owned by the table, so callers may pass
- * borrowed record memory. A table
+ * bytes are copied into the entry (up to MM_AGG_KEY_INLINE) or into an arena
+ * owned by the table, so callers may pass borrowed record memory. A table
  * built with a NULL monoid is a plain key set (the held records' ids,
  * held.h; the pending dedup ids have a set of their own, idset.h).
  *
@@ -23,16 +23,41 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../monoid/monoid.h"
 
+/* Keys of up to this many bytes are kept in their entry, beside the
+ * bucket the lookup compares first: a lookup that finds its entry then
+ * compares the key in the cache line it has just loaded, where a key in the
+ * arena was a second miss, dependent on the first (doc/performance.md,
+ * "unique_visitors: short keys in their entry"). */
+#define MM_AGG_KEY_INLINE 12
+
+/* 64 bytes, one cache line (agg.c checks it). */
 typedef struct mm_agg_entry {
-	const char *key;
 	uint32_t klen;
+	/* The key when klen <= MM_AGG_KEY_INLINE; otherwise its last 8 bytes
+	 * hold a pointer to the key in the table's arena. Read it with
+	 * mm_agg_entry_key. */
+	char kbytes[MM_AGG_KEY_INLINE];
 	int64_t bucket;
 	int64_t expire_ms;
 	_Alignas(16) unsigned char state[MM_STATE_MAX];
 } mm_agg_entry_t;
+
+/* The entry's key bytes (e->klen of them, not NUL-terminated): inside the
+ * entry for a short key, so the pointer is valid while the entry is (gen
+ * unchanged), as the arena's are until the table is reset. */
+static inline const char *mm_agg_entry_key(const mm_agg_entry_t *e)
+{
+	const char *p;
+
+	if (e->klen <= MM_AGG_KEY_INLINE)
+		return e->kbytes;
+	memcpy(&p, e->kbytes + MM_AGG_KEY_INLINE - sizeof(p), sizeof(p));
+	return p;
+}
 
 typedef struct mm_agg_chunk mm_agg_chunk_t;
 

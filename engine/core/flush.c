@@ -477,7 +477,7 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 				continue;
 			job->f.deltas[job->f.ndeltas++] = (mm_delta_t){
 				.ns = &p->ns,
-				.key = {e->key, e->klen, e->bucket},
+				.key = {mm_agg_entry_key(e), e->klen, e->bucket},
 				.expire_ms = e->expire_ms,
 				.state = e->state,
 			};

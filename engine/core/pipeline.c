@@ -979,7 +979,7 @@ int mm_pipeline_settle_claims(mm_pipeline_t *p, int gen)
 		mm_agg_entry_t *e;
 		int created;
 
-		e = mm_agg_upsert(a, be->key, be->klen, be->bucket, &created);
+		e = mm_agg_upsert(a, mm_agg_entry_key(be), be->klen, be->bucket, &created);
 		if (e == NULL)
 			return MM_ENOMEM;
 		e->expire_ms = be->expire_ms;
@@ -987,7 +987,7 @@ int mm_pipeline_settle_claims(mm_pipeline_t *p, int gen)
 		if ((rc = p->cfg.monoid.vt->merge(&p->cfg.monoid, e->state, be->state)) == MM_ENOMEM)
 			return rc;
 		if (rc)
-			reject_replayed(p, be->key, be->klen, be->bucket);
+			reject_replayed(p, mm_agg_entry_key(be), be->klen, be->bucket);
 	}
 	for (size_t i = 0; i < l->n; i++) {
 		const mm_oplog_op_t *op = &l->ops[i];

@@ -6,7 +6,8 @@
  * insertion order, kept entry pointers stay valid while gen is unchanged,
  * reset empties the table for reuse, and the index's slots are one block,
  * on a 2 MiB boundary (so that the kernel can give it a huge page) once it
- * holds 256 KiB or more.
+ * holds 256 KiB or more; keys short enough to stay in their entry and
+ * longer ones are told apart by their bytes alone.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -74,7 +75,7 @@ TEST(sum_table)
 		const mm_agg_entry_t *e = &a.entries[i];
 		size_t n = key_of((int)i, k, &bucket);
 
-		CHECK(e->klen == n && memcmp(e->key, k, n) == 0 && e->bucket == bucket);
+		CHECK(e->klen == n && memcmp(mm_agg_entry_key(e), k, n) == 0 && e->bucket == bucket);
 		CHECK_EQ_INT(sum_of(&m, e->state), 3 * (int64_t)i);
 		CHECK(mm_agg_find(&a, k, n, bucket) == e);
 	}
@@ -109,7 +110,7 @@ TEST(gen_and_reset)
 			kept = mm_agg_find(&a, "first", 5, 7);
 			REQUIRE(kept != NULL);
 		}
-		CHECK(kept == &a.entries[0] && kept->klen == 5 && memcmp(kept->key, "first", 5) == 0);
+		CHECK(kept == &a.entries[0] && kept->klen == 5 && memcmp(mm_agg_entry_key(kept), "first", 5) == 0);
 	}
 	CHECK(moved > 5);
 	CHECK(a.ecap >= a.count && a.cap >= 2 * a.count);
@@ -164,10 +165,92 @@ TEST(slots_block)
 	mm_agg_free(&a);
 }
 
+/* The byte inline_keys changes in variant v (1 to 3) of a key of n bytes. */
+static int changed_at(int n, int v)
+{
+	return v == 1 ? 0 : v == 2 ? n / 2 : n - 1;
+}
+
+/* Whether variant v of a key of n bytes differs from the variants before
+ * it: a short key's changed bytes coincide (all three for one byte), and
+ * a key of no bytes has none to change. */
+static int distinct(int n, int v)
+{
+	if (v == 0 || v == 4)
+		return 1;
+	if (n == 0)
+		return 0;
+	for (int u = 1; u < v; u++)
+		if (changed_at(n, u) == changed_at(n, v))
+			return 0;
+	return 1;
+}
+
+/* Keys of every length from 0 to 40, on both sides of MM_AGG_KEY_INLINE,
+ * each beside keys that differ from it in one byte (the first, the middle
+ * or the last), a byte shorter or longer, or in the bucket. Every key is
+ * given one and the same hash, so that only the key compare tells them
+ * apart, as it does for keys whose hashes collide. The keys are found
+ * again after the entries have grown (moving the inline bytes with them),
+ * and read back with mm_agg_entry_key. */
+TEST(inline_keys)
+{
+	enum { MAXLEN = 40, VARIANTS = 5 };
+	const uint64_t h = 0x5eed; /* one hash for all */
+	mm_agg_t a;
+	char keys[MAXLEN + 1][VARIANTS][MAXLEN + 1];
+	mm_agg_entry_t *e;
+	int created;
+
+	mm_agg_init(&a, NULL);
+	for (int n = 0; n <= MAXLEN; n++)
+		for (int v = 0; v < VARIANTS; v++) {
+			for (int i = 0; i < n; i++)
+				keys[n][v][i] = (char)('a' + (n + i) % 26);
+			/* v 0 the key itself, 1-3 one byte changed, 4 another bucket. */
+			if (n > 0 && v >= 1 && v <= 3)
+				keys[n][v][changed_at(n, v)] ^= 0x20;
+		}
+	for (int round = 0; round < 2; round++)
+		for (int n = 0; n <= MAXLEN; n++)
+			for (int v = 0; v < VARIANTS; v++) {
+				e = mm_agg_upsert_h(&a, keys[n][v], (size_t)n, v == 4 ? 2 : 1, h,
+						    &created);
+				REQUIRE(e != NULL);
+				CHECK_EQ_INT(created, round == 0 && distinct(n, v));
+			}
+	CHECK_EQ_INT(a.count, 2 + 3 + 4 + 5 * (MAXLEN - 2));
+	CHECK(a.ecap > 32); /* the entries grew at least once */
+	for (int n = 0; n <= MAXLEN; n++)
+		for (int v = 0; v < VARIANTS; v++) {
+			if (!distinct(n, v))
+				continue;
+			e = mm_agg_find_h(&a, keys[n][v], (size_t)n, v == 4 ? 2 : 1, h);
+			REQUIRE(e != NULL);
+			CHECK(e->klen == (uint32_t)n && e->bucket == (v == 4 ? 2 : 1));
+			CHECK(memcmp(mm_agg_entry_key(e), keys[n][v], (size_t)n) == 0);
+			if (n <= MM_AGG_KEY_INLINE)
+				CHECK(mm_agg_entry_key(e) == e->kbytes);
+			/* A key one byte longer than another is not it. */
+			if (n < MAXLEN)
+				CHECK(mm_agg_find_h(&a, keys[n + 1][v], (size_t)n, 3, h) == NULL);
+		}
+	/* Only the long keys took arena bytes. */
+	{
+		size_t far = 0;
+
+		for (int n = MM_AGG_KEY_INLINE + 1; n <= MAXLEN; n++)
+			far += (size_t)n * VARIANTS;
+		CHECK_EQ_INT(a.key_bytes, far);
+	}
+	mm_agg_free(&a);
+}
+
 int main(void)
 {
 	RUN(sum_table);
 	RUN(gen_and_reset);
 	RUN(slots_block);
+	RUN(inline_keys);
 	UNIT_DONE();
 }
