@@ -143,14 +143,11 @@ static void replay_pipe(mm_engine_t *ctx, round_pipe_t *rp, mm_record_t *recs)
 
 		if (!is_won(rp->all[k].result))
 			continue;
-		e = mm_pipeline_id_upsert(p, !cur, rp->all[k].id, rp->all[k].len, &created);
-		if (e == NULL) {
+		e = mm_pipeline_id_upsert(p, !cur, rp->all[k].id, rp->all[k].len,
+					  h->recs[0].now_ms + p->cfg.dedup_ttl_ms, &created);
+		if (e == NULL)
 			mm_log(MM_LOG_ERROR, p->cfg.name,
 			       "out of memory keeping a dedup mark; its claim stays pending");
-			continue;
-		}
-		if (created)
-			e->expire_ms = h->recs[0].now_ms + p->cfg.dedup_ttl_ms;
 	}
 	p->replaying = 0;
 	p->cur = cur;

@@ -489,9 +489,9 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 			if (e->tag != MM_ID_COUNTED)
 				job->f.marks[job->f.nmarks++] = (mm_mark_t){
 					.ns = &p->ns,
-					.id = e->id,
+					.id = mm_idset_id(ids, e),
 					.len = e->len,
-					.expire_ms = e->expire_ms,
+					.expire_ms = mm_idset_expiry(ids, e),
 					.claimed = !!(mm_store_caps(ctx->st) & MM_STORE_CAP_SHARED),
 					.hash = e->hash,
 				};

@@ -1,18 +1,24 @@
 /*
  * idset.c: the pending dedup ids of a pipeline generation (see idset.h).
  *
- * A probe compares the tag in the slot, then the full hash and the id's
- * bytes in its entry (a set keeps ids exactly: two ids whose hashes match
- * stay apart). The index doubles at half full, refilled from the entries
+ * A probe compares the tag in the slot, then the full hash and length in
+ * its entry and, in a set that keeps them, the id's bytes (such a set keeps
+ * ids exactly: two ids whose hashes match stay apart). The index doubles at half full, refilled from the entries
  * read in order. Reset clears the slots and keeps the arena's chunks
  * (lib/arena.h), as it keeps the slots and entries, so that a steady stream
  * of ids maps no new memory after warm-up: each fresh small page cost a
  * page fault, thousands a generation (doc/performance.md). The slots, read
- * at random, are on huge pages from 1 MiB, the entries from 2 MiB
- * (lib/hugemap.h).
+ * at random, are on huge pages from 1 MiB, the entries and id pointers from
+ * 2 MiB (lib/hugemap.h).
+ *
+ * Expiries are offsets from exp_base, which the first entry after a reset
+ * sets 2^31 ms (24.8 days) below its own expiry, so that the generation's
+ * later expiries fit either side of it. The first that does not moves every
+ * expiry into wide, exactly, and the set stays there until the reset.
  */
 #include "idset.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "../lib/error.h"
@@ -21,9 +27,13 @@
 /* Arena chunks for about 2 000 ids: a flush's ids take few allocations. */
 #define MM_IDSET_ARENA_CHUNK 65536
 
-void mm_idset_init(mm_idset_t *s)
+/* How far below a generation's first expiry its base lies. */
+#define MM_IDSET_EXP_HALF ((int64_t)1 << 31)
+
+void mm_idset_init(mm_idset_t *s, int keep)
 {
 	memset(s, 0, sizeof(*s));
+	s->keep = keep;
 	s->arena.chunk = MM_IDSET_ARENA_CHUNK;
 	/* A generation's ids take about as many chunks as the last one's. */
 	s->arena.keep = 1;
@@ -73,7 +83,7 @@ idset_probe(const mm_idset_t *s, const char *id, size_t len, const mm_idhash_t *
 			const mm_idset_entry_t *e = &s->entries[sl->entry];
 
 			if (e->hash.h0 == h->h0 && e->hash.h1 == h->h1 && e->len == len &&
-			    mm_key_eq(e->id, id, len))
+			    (!s->keep || mm_key_eq(s->ids[sl->entry], id, len)))
 				return j;
 		}
 		j = (j + 1) & (s->cap - 1);
@@ -93,50 +103,118 @@ mm_idset_entry_t *mm_idset_find(const mm_idset_t *s, const char *id, size_t len,
 	return s->slots[j].tag ? &s->entries[s->slots[j].entry] : NULL;
 }
 
+/* Room for one more entry: the entries, and the id pointers and wide
+ * expiries where the set has them, each grown to the same capacity. One
+ * that fails leaves the id pointers grown before it with their room,
+ * recorded in icap (a mapping is freed by its size), and the next try
+ * grows only what is short. */
+static int idset_grow_entries(mm_idset_t *s)
+{
+	size_t ncap = s->ecap ? (size_t)s->ecap * 2 : 64;
+
+	if (ncap > UINT32_MAX)
+		goto fail;
+	/* On huge pages from 2 MiB, grown by mremap (no copy): realloc'd, the
+	 * 10 MB of a 250 000-id generation took a fault per 4 KiB the first
+	 * time each was written, 4 500 a run of the bench (doc/performance.md),
+	 * though reset keeps them. */
+	if (s->keep && s->icap < ncap) {
+		const char **ni = mm_huge_grow(s->ids, s->icap * sizeof(*ni), ncap * sizeof(*ni));
+
+		if (ni == NULL)
+			goto fail;
+		s->ids = ni;
+		s->icap = (uint32_t)ncap;
+	}
+	if (s->wide) {
+		int64_t *nw = realloc(s->wide, ncap * sizeof(*nw));
+
+		if (nw == NULL)
+			goto fail;
+		s->wide = nw;
+	}
+	if (s->ecap < ncap) {
+		mm_idset_entry_t *ne =
+			mm_huge_grow(s->entries, s->ecap * sizeof(*ne), ncap * sizeof(*ne));
+
+		if (ne == NULL)
+			goto fail;
+		s->entries = ne;
+		s->ecap = (uint32_t)ncap;
+	}
+	return 0;
+fail:
+	return mm_diag_set(MM_ENOMEM, "pending ids: cannot grow to %zu entries", ncap);
+}
+
 mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
-				  const mm_idhash_t *h, int *created)
+				  const mm_idhash_t *h, int64_t expire_ms, int *created)
 {
 	mm_idset_entry_t *e;
-	char *copy;
 	size_t j;
 
-	if ((s->count + 1) * 2 > s->cap && idset_grow(s) != 0)
+	if (len > MM_IDSET_MAX_LEN) {
+		mm_diag_set(MM_EINVAL, "pending ids: a %zu-byte id is too long", len);
+		return NULL;
+	}
+	if (((size_t)s->count + 1) * 2 > s->cap && idset_grow(s) != 0)
 		return NULL;
 	j = idset_probe(s, id, len, h);
 	if (s->slots[j].tag) {
+		e = &s->entries[s->slots[j].entry];
 		*created = 0;
-		return &s->entries[s->slots[j].entry];
+		return mm_idset_set_expiry(s, e, expire_ms) == 0 ? e : NULL;
 	}
-	if (s->count == s->ecap) {
-		size_t ncap = s->ecap ? s->ecap * 2 : 64;
-		mm_idset_entry_t *ne;
-
-		/* On huge pages from 2 MiB, grown by mremap (no copy): realloc'd,
-		 * the 10 MB of a 250 000-id generation took a fault per 4 KiB
-		 * the first time each was written, 4 500 a run of the bench
-		 * (doc/performance.md), though reset keeps them. */
-		if (ncap > UINT32_MAX ||
-		    (ne = mm_huge_grow(s->entries, s->ecap * sizeof(*ne), ncap * sizeof(*ne))) ==
-			    NULL) {
-			mm_diag_set(MM_ENOMEM, "pending ids: cannot grow to %zu entries", ncap);
-			return NULL;
-		}
-		s->entries = ne;
-		s->ecap = ncap;
-	}
-	e = &s->entries[s->count];
-	if ((copy = mm_arena_alloc(&s->arena, len)) == NULL) {
-		mm_diag_set(MM_ENOMEM, "pending ids: cannot copy a %zu-byte id", len);
+	if (s->count == s->ecap && idset_grow_entries(s) != 0)
 		return NULL;
+	if (s->keep) {
+		const char *copy = mm_idset_copy(s, id, len);
+
+		if (copy == NULL)
+			return NULL;
+		s->ids[s->count] = copy;
 	}
-	e->id = memcpy(copy, id, len);
+	if (s->count == 0 && s->wide == NULL)
+		s->exp_base = expire_ms > INT64_MIN + MM_IDSET_EXP_HALF ? expire_ms - MM_IDSET_EXP_HALF
+									: INT64_MIN;
+	e = &s->entries[s->count];
+	e->hash = *h;
 	e->len = (uint32_t)len;
 	e->tag = 0;
-	e->expire_ms = 0;
-	e->hash = *h;
+	if (mm_idset_set_expiry(s, e, expire_ms) != 0)
+		return NULL;
 	s->slots[j] = (mm_idset_slot_t){mm_idset_tag(h), (uint32_t)s->count++};
 	*created = 1;
 	return e;
+}
+
+int mm_idset_set_wide(mm_idset_t *s, mm_idset_entry_t *e, int64_t expire_ms)
+{
+	size_t i = (size_t)(e - s->entries);
+
+	if (s->wide == NULL) {
+		/* The first expiry out of range: every entry's moves, exactly. */
+		int64_t *w = malloc(s->ecap * sizeof(*w));
+
+		if (w == NULL)
+			return mm_diag_set(MM_ENOMEM, "pending ids: cannot widen the expiries");
+		for (size_t k = 0; k < s->count; k++)
+			w[k] = s->exp_base + (int64_t)s->entries[k].expire;
+		s->wide = w;
+	}
+	s->wide[i] = expire_ms;
+	return 0;
+}
+
+const char *mm_idset_copy(mm_idset_t *s, const char *id, size_t len)
+{
+	char *copy = mm_arena_alloc(&s->arena, len);
+
+	if (copy == NULL) {
+		mm_diag_set(MM_ENOMEM, "pending ids: cannot copy a %zu-byte id", len);
+		return NULL;
+	}
+	return memcpy(copy, id, len);
 }
 
 void mm_idset_reset(mm_idset_t *s)
@@ -144,6 +222,10 @@ void mm_idset_reset(mm_idset_t *s)
 	if (s->count)
 		memset(s->slots, 0, s->cap * sizeof(*s->slots));
 	mm_arena_reset(&s->arena);
+	/* Out of range once in a long while: the next generation starts on
+	 * offsets again. */
+	free(s->wide);
+	s->wide = NULL;
 	s->count = 0;
 }
 
@@ -152,5 +234,7 @@ void mm_idset_free(mm_idset_t *s)
 	mm_arena_free(&s->arena);
 	mm_huge_free(s->slots, s->cap * sizeof(*s->slots));
 	mm_huge_drop(s->entries, s->ecap * sizeof(*s->entries));
-	mm_idset_init(s);
+	mm_huge_drop(s->ids, s->icap * sizeof(*s->ids));
+	free(s->wide);
+	mm_idset_init(s, s->keep);
 }

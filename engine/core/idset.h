@@ -14,13 +14,24 @@
  * numbers are separate arrays), 12 bytes a slot, and 64-byte entries with a
  * state a key set leaves unused.
  *
- * Entries sit densely in insertion order, holding the full hash, the id's
- * length, expiry and the owner's tag; id bytes are copied into an arena
- * (lib/arena.h), so an entry's id pointer stays valid until the next reset
- * (the oplog's claims borrow it, oplog.h) even when the entries array moves.
+ * Entries sit densely in insertion order, 24 bytes each: the full hash, the
+ * id's length, the owner's tag and the expiry as a 32-bit offset from the
+ * set's base (a generation's expiries lie within seconds of one another;
+ * one that does not fit, after a jump of the clock by weeks, moves the set's
+ * expiries to a 64-bit array of their own until the reset). The id's bytes
+ * are kept only by a set made with keep: the pipeline of a store that keeps
+ * its marks as these hashes (MM_STORE_CAP_MARKED, store.h) keys its
+ * pending ids by the 128-bit hash and length alone, as exact as the store's
+ * marks, which are the same hash, and so writes no arena and no pointer an
+ * id (an entry was 40 bytes and 16 of arena: doc/performance.md). A kept
+ * id's bytes are copied into an arena (lib/arena.h) and its pointer stays
+ * valid until the next reset (the oplog's claims borrow it, oplog.h) even
+ * when the entries array moves; a set without keep copies the bytes of the
+ * few ids a claim borrows with mm_idset_copy.
  *
- * Ownership: the set owns its slots, entries and arena; mm_idset_reset
- * forgets the ids but keeps the memory for reuse. Loop thread only.
+ * Ownership: the set owns its slots, entries, id pointers, expiries and
+ * arena; mm_idset_reset forgets the ids but keeps the memory for reuse.
+ * Loop thread only.
  */
 #ifndef MM_IDSET_H
 #define MM_IDSET_H
@@ -32,12 +43,14 @@
 #include "../lib/hash.h"
 
 typedef struct mm_idset_entry {
-	const char *id;       /* the set's copy, valid until reset or free */
-	uint32_t len;
-	uint32_t tag;         /* the owner's: 0 when created (MM_ID_COUNTED, pipeline.h) */
-	int64_t expire_ms;    /* the owner's: 0 when created (the mark's expiry) */
 	mm_idhash_t hash;
+	uint32_t expire;      /* the expiry less the set's exp_base (mm_idset_expiry) */
+	uint32_t len : 24;    /* at most MM_IDSET_MAX_LEN */
+	uint32_t tag : 8;     /* the owner's: 0 when created (MM_ID_COUNTED, pipeline.h) */
 } mm_idset_entry_t;
+
+/* The longest id a set takes (the pipeline's are at most 1 024 bytes). */
+#define MM_IDSET_MAX_LEN ((1u << 24) - 1)
 
 typedef struct mm_idset_slot {
 	uint32_t tag;         /* mm_idset_tag of the id's hash; 0: empty */
@@ -54,23 +67,66 @@ typedef struct mm_idset {
 	mm_idset_slot_t *slots;
 	size_t cap;                /* slots: a power of two, or 0 before the first insert */
 	mm_idset_entry_t *entries; /* count in use, room for ecap */
-	size_t ecap;
-	size_t count;
+	const char **ids;          /* keep: the ids' bytes by entry, room for icap; else NULL */
+	int64_t *wide;             /* the expiries by entry once one left the offsets' range
+	                            * (malloc'd, room for ecap), until reset; else NULL */
+	int64_t exp_base;          /* an entry's expiry is exp_base + expire */
+	/* 32 bits (entry numbers are, in the slots): the set is 96 bytes, and
+	 * the record loop's &p->ids[g] two instructions. */
+	uint32_t count;
+	uint32_t ecap, icap;       /* icap >= ecap where ids is in use */
+	int keep;                  /* the ids' bytes are kept and compared */
 	mm_arena_t arena;          /* the ids' bytes */
 } mm_idset_t;
 
-/* An empty set. */
-void mm_idset_init(mm_idset_t *s);
+/* An empty set; keep: it keeps each id's bytes (else ids are told apart by
+ * hash and length alone). */
+void mm_idset_init(mm_idset_t *s, int keep);
 
 /* The entry of the id of len bytes whose mm_id_hash is h, or NULL. */
 mm_idset_entry_t *mm_idset_find(const mm_idset_t *s, const char *id, size_t len,
 				const mm_idhash_t *h);
 
 /* Finds the id's entry, adding it when absent (*created tells which; a new
- * entry has tag and expire_ms 0). Entry pointers stay valid until the next
- * upsert or reset. NULL on allocation failure (diag set). */
+ * entry has tag 0), and sets its expiry to expire_ms. Entry pointers stay
+ * valid until the next upsert or reset. NULL on allocation failure or an id
+ * longer than MM_IDSET_MAX_LEN (diag set). */
 mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
-				  const mm_idhash_t *h, int *created);
+				  const mm_idhash_t *h, int64_t expire_ms, int *created);
+
+/* The expiry of entry e, in ms since the epoch. */
+static inline int64_t mm_idset_expiry(const mm_idset_t *s, const mm_idset_entry_t *e)
+{
+	return s->wide ? s->wide[e - s->entries] : s->exp_base + (int64_t)e->expire;
+}
+
+/* mm_idset_set_expiry for an expiry outside the offsets' range. */
+int mm_idset_set_wide(mm_idset_t *s, mm_idset_entry_t *e, int64_t expire_ms);
+
+/* Sets entry e's expiry. 0, or MM_ENOMEM (diag set; the expiry unchanged)
+ * when it is the first outside the offsets' range and its array cannot be
+ * made. */
+static inline int mm_idset_set_expiry(mm_idset_t *s, mm_idset_entry_t *e, int64_t expire_ms)
+{
+	uint64_t off = (uint64_t)expire_ms - (uint64_t)s->exp_base;
+
+	if (s->wide == NULL && expire_ms >= s->exp_base && off <= UINT32_MAX) {
+		e->expire = (uint32_t)off;
+		return 0;
+	}
+	return mm_idset_set_wide(s, e, expire_ms);
+}
+
+/* Entry e's id as the set keeps it (valid until reset), or NULL in a set
+ * without keep. */
+static inline const char *mm_idset_id(const mm_idset_t *s, const mm_idset_entry_t *e)
+{
+	return s->ids ? s->ids[e - s->entries] : NULL;
+}
+
+/* A copy of the len bytes of id valid until the next reset (a claim
+ * borrows it, oplog.h), or NULL when out of memory (diag set). */
+const char *mm_idset_copy(mm_idset_t *s, const char *id, size_t len);
 
 /* Hints the cache about the slot where a lookup or insert of hash h starts,
  * for a caller that knows the hash a while before (the record loop reads a

@@ -61,7 +61,6 @@ int mm_pipeline_init(mm_pipeline_t *p, mm_store_t *st, mm_pipeline_config_t *cfg
 	for (int g = 0; g < 2; g++) {
 		mm_agg_init(&p->agg[g], &p->cfg.monoid);
 		mm_agg_init(&p->base[g], &p->cfg.monoid);
-		mm_idset_init(&p->ids[g]);
 		mm_agg_init(&p->held[g].ids, NULL);
 	}
 	/* Dedup on a store only this worker writes: aggregate at once, and ask
@@ -70,6 +69,10 @@ int mm_pipeline_init(mm_pipeline_t *p, mm_store_t *st, mm_pipeline_config_t *cfg
 	 * counted before (oplog.h). */
 	p->logs = st && p->cfg.id_kind != MM_PART_NONE && !(mm_store_caps(st) & MM_STORE_CAP_SHARED);
 	p->asks_marks = p->logs && (mm_store_caps(st) & MM_STORE_CAP_MARKED);
+	/* Such a store's marks are the ids' hashes (store.h, mm_mark_t): the
+	 * pending ids are told apart as its marks are, and need no bytes. */
+	for (int g = 0; g < 2; g++)
+		mm_idset_init(&p->ids[g], !p->asks_marks);
 	if (p->cfg.key_kind == MM_PART_CONST)
 		for (int k = 0; k < p->cfg.nkeys; k++)
 			p->const_klen[k] = strlen(p->cfg.keys[k]);
@@ -356,12 +359,18 @@ static void pipe_log_start(mm_pipeline_t *p)
 }
 
 mm_idset_entry_t *mm_pipeline_id_upsert(mm_pipeline_t *p, int gen, const char *id, size_t len,
-					int *created)
+					int64_t expire_ms, int *created)
 {
 	mm_idhash_t h;
+	mm_idset_entry_t *e;
 
 	mm_id_hash(p->id_seed, id, len, &h);
-	return mm_idset_upsert(&p->ids[gen], id, len, &h, created);
+	/* An id already there keeps its expiry. */
+	if ((e = mm_idset_find(&p->ids[gen], id, len, &h)) != NULL) {
+		*created = 0;
+		return e;
+	}
+	return mm_idset_upsert(&p->ids[gen], id, len, &h, expire_ms, created);
 }
 
 /* The record's claim answered at once by the store's marks in memory: 1
@@ -440,18 +449,23 @@ static int id_usable(mm_pipeline_t *p, size_t len)
 static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, const mm_idhash_t *h,
 			 int64_t now_ms)
 {
+	mm_idset_t *s;
 	mm_idset_entry_t *e;
+	const char *copy;
 	int created;
 
-	e = mm_idset_upsert(&p->ids[p->cur], id, len, h, &created);
+	e = mm_idset_upsert(&p->ids[p->cur], id, len, h, now_ms + p->cfg.dedup_ttl_ms, &created);
 	if (e == NULL)
 		return MM_ENOMEM;
-	e->expire_ms = now_ms + p->cfg.dedup_ttl_ms;
 	if (!p->claiming)
 		return 0;
-	/* The set's copy of the id lives as long as the log's generation. */
+	/* The set's copy of the id lives as long as the log's generation; a
+	 * set that keeps no ids copies the few that claims borrow. */
 	p->claiming = 0;
-	return mm_oplog_claim(&p->log[p->cur], e->id, len, h);
+	s = &p->ids[p->cur];
+	if ((copy = s->keep ? mm_idset_id(s, e) : mm_idset_copy(s, id, len)) == NULL)
+		return MM_ENOMEM;
+	return mm_oplog_claim(&p->log[p->cur], copy, len, h);
 }
 
 /* ---- fast path ---- */

@@ -180,13 +180,13 @@ void mm_pipeline_process_batch(mm_pipeline_t *p, mm_batch_t *b);
  * (mm_idset_entry_t.tag in the pending ids). */
 #define MM_ID_COUNTED 1
 
-/* Finds or adds id in the pending ids of generation gen. Those sets are
- * keyed by the id's mm_id_hash in the pipeline's namespace, which each entry
- * keeps (mm_idset_entry_t.hash) for the flush's claim and mark: an id is
- * hashed once on its way to the store. NULL on allocation failure (diag
- * set). */
+/* Finds or adds id in the pending ids of generation gen, a new entry with
+ * expiry expire_ms (an old one keeps its own). Those sets are keyed by the
+ * id's mm_id_hash in the pipeline's namespace, which each entry keeps
+ * (mm_idset_entry_t.hash) for the flush's claim and mark: an id is hashed
+ * once on its way to the store. NULL on allocation failure (diag set). */
 mm_idset_entry_t *mm_pipeline_id_upsert(mm_pipeline_t *p, int gen, const char *id, size_t len,
-					int *created);
+					int64_t expire_ms, int *created);
 
 /* After the claims of generation gen's logged ids (p->logs) have answered:
  * the ids counted before become duplicates (their marks dropped, counters

@@ -148,8 +148,10 @@ static int mm_store_check_source(const char *source)
  * Deltas of one flush almost always share a namespace, so the last namespace
  * that passed is remembered instead of re-scanning its name per delta.
  */
-static int mm_store_check_flush(const mm_flush_t *f)
+static int mm_store_check_flush(const mm_store_t *st, const mm_flush_t *f)
 {
+	/* A store whose marks are the ids' hashes takes a mark by its hash. */
+	int by_hash = (mm_store_caps(st) & MM_STORE_CAP_MARKED) != 0;
 	const mm_ns_t *ok = NULL;
 	size_t i;
 	int rc;
@@ -178,6 +180,9 @@ static int mm_store_check_flush(const mm_flush_t *f)
 		if (mk->ns != ok && (rc = mm_store_check_ns(mk->ns)))
 			return rc;
 		ok = mk->ns;
+		if (mk->id == NULL && by_hash && (mk->hash.h0 | mk->hash.h1) != 0 && mk->len >= 1 &&
+		    mk->len <= MM_STORE_KEY_MAX)
+			continue;
 		if ((rc = mm_store_check_bytes("mark id", i, mk->id, mk->len)))
 			return rc;
 	}
@@ -279,7 +284,7 @@ int mm_store_apply(mm_store_t *st, mm_flush_t *f, mm_store_cb cb, void *arg)
 		rc = mm_diag_set(MM_EINVAL, "store: apply needs a flush and a callback");
 		goto fail;
 	}
-	if ((rc = mm_store_check_flush(f)))
+	if ((rc = mm_store_check_flush(st, f)))
 		goto fail;
 	f->writes = 0;
 	f->purged = 0;

@@ -89,7 +89,8 @@ typedef struct mm_position {
 /* A dedup mark: id seen in namespace ns, forgotten after expire_ms. */
 typedef struct mm_mark {
 	const mm_ns_t *ns;
-	const char *id;
+	const char *id;         /* NULL where hash is given and the store has
+	                         * MM_STORE_CAP_MARKED (its marks are the hashes) */
 	size_t len;
 	int64_t expire_ms;
 	int claimed;            /* won through claim() for this flush: a store that

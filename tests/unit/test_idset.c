@@ -1,13 +1,17 @@
 /*
  * test_idset.c: the pending dedup ids (engine/core/idset.h). Ids whose
- * hashes share a tag, a whole h0 or even all 128 bits stay apart (the set
- * keeps ids exactly); a large id is kept whole beside small ones; and, against a
- * reference set, two generations used as the pipeline uses them (ids added
- * to the current one, looked up in both, the other reset and the roles
- * swapped) find every id they hold and no other, keep each entry's hash,
- * expiry and tag, and keep the id bytes of earlier entries in place while
- * the set grows, also past the sizes where its arrays move to huge pages
- * and with generations reusing the arena chunks that reset kept.
+ * hashes share a tag, a whole h0 or even all 128 bits stay apart in a set
+ * that keeps ids (it keeps them exactly), and in one that does not, ids
+ * are told apart by hash and length and no bytes are copied but those
+ * asked for; a large id is kept whole beside small ones; expiries are
+ * kept exactly, on either side of the generation's first and past the
+ * 32-bit offsets' range; and, against a reference set, two generations
+ * used as the pipeline uses them (ids added to the current one, looked up
+ * in both, the other reset and the roles swapped) find every id they hold
+ * and no other, keep each entry's hash, expiry and tag, and keep the id
+ * bytes of earlier entries in place while the set grows, also past the
+ * sizes where its arrays move to huge pages and with generations reusing
+ * the arena chunks that reset kept.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -28,17 +32,16 @@ TEST(colliding_hashes)
 	mm_idset_entry_t *ea, *eb, *ec, *ed;
 	int created;
 
-	mm_idset_init(&s);
+	mm_idset_init(&s, 1);
 	CHECK(mm_idset_find(&s, "a", 1, &a) == NULL);
-	ea = mm_idset_upsert(&s, "a", 1, &a, &created);
+	ea = mm_idset_upsert(&s, "a", 1, &a, 7, &created);
 	REQUIRE(ea && created);
-	ea->expire_ms = 7;
 	ea->tag = 1;
-	eb = mm_idset_upsert(&s, "b", 1, &b, &created);
+	eb = mm_idset_upsert(&s, "b", 1, &b, 8, &created);
 	REQUIRE(eb && created);
-	ec = mm_idset_upsert(&s, "c", 1, &c, &created);
+	ec = mm_idset_upsert(&s, "c", 1, &c, 9, &created);
 	REQUIRE(ec && created);
-	ed = mm_idset_upsert(&s, "d", 1, &a, &created);
+	ed = mm_idset_upsert(&s, "d", 1, &a, 10, &created);
 	REQUIRE(ed && created);
 	CHECK_EQ_INT(s.count, 4);
 	CHECK(mm_idset_find(&s, "a", 1, &a) == &s.entries[0]);
@@ -47,8 +50,8 @@ TEST(colliding_hashes)
 	CHECK(mm_idset_find(&s, "d", 1, &a) == &s.entries[3]);
 	CHECK(mm_idset_find(&s, "a", 1, &b) == NULL);
 	CHECK(mm_idset_find(&s, "ab", 2, &a) == NULL);
-	CHECK(mm_idset_upsert(&s, "a", 1, &a, &created) == &s.entries[0] && !created);
-	CHECK_EQ_INT(s.entries[0].expire_ms, 7);
+	CHECK(mm_idset_upsert(&s, "a", 1, &a, 99, &created) == &s.entries[0] && !created);
+	CHECK_EQ_INT(mm_idset_expiry(&s, &s.entries[0]), 99);
 	CHECK_EQ_INT(s.entries[0].tag, 1);
 	CHECK_EQ_INT(s.entries[3].tag, 0);
 	CHECK(s.entries[2].hash.h1 == 2);
@@ -70,21 +73,24 @@ TEST(large_id)
 
 	REQUIRE(id);
 	memset(id, 'x', big);
-	mm_idset_init(&s);
+	mm_idset_init(&s, 1);
 	mm_id_hash(1, "s", 1, &hs);
-	e = mm_idset_upsert(&s, "s", 1, &hs, &created);
+	e = mm_idset_upsert(&s, "s", 1, &hs, 0, &created);
 	REQUIRE(e);
-	small = e->id;
+	small = mm_idset_id(&s, e);
 	mm_id_hash(1, id, big, &h);
-	e = mm_idset_upsert(&s, id, big, &h, &created);
+	e = mm_idset_upsert(&s, id, big, &h, 0, &created);
 	REQUIRE(e && created);
-	CHECK(e->id != id && memcmp(e->id, id, big) == 0);
+	CHECK(mm_idset_id(&s, e) != id && memcmp(mm_idset_id(&s, e), id, big) == 0);
 	CHECK(mm_idset_find(&s, id, big, &h) == e);
-	e = mm_idset_upsert(&s, "t", 1, &(mm_idhash_t){3, 3}, &created);
+	e = mm_idset_upsert(&s, "t", 1, &(mm_idhash_t){3, 3}, 0, &created);
 	REQUIRE(e);
-	CHECK(e->id[0] == 't' && small[0] == 's');
+	CHECK(mm_idset_id(&s, e)[0] == 't' && small[0] == 's');
 	e = mm_idset_find(&s, id, big, &h);
-	CHECK(e && memcmp(e->id, id, big) == 0);
+	CHECK(e && memcmp(mm_idset_id(&s, e), id, big) == 0);
+	/* Past the longest id a set takes: refused, nothing added. */
+	CHECK(mm_idset_upsert(&s, id, (size_t)MM_IDSET_MAX_LEN + 1, &h, 0, &created) == NULL);
+	CHECK_EQ_INT(s.count, 3);
 	mm_idset_reset(&s);
 	mm_idset_free(&s);
 	free(id);
@@ -99,8 +105,10 @@ static void id_of(unsigned n, char *buf, size_t *len)
 }
 
 /* Half the universe is given hashes that collide on purpose (few distinct
- * h0 values), to walk long probe runs and entries with equal hashes. */
-static void hash_of(unsigned n, mm_idhash_t *h)
+ * h0 values), to walk long probe runs; where the set keeps ids, entries
+ * with equal hashes too, and where it does not (ids are their hash and
+ * length), h1 tells them apart. */
+static void hash_of(unsigned n, int keep, mm_idhash_t *h)
 {
 	char buf[32];
 	size_t len;
@@ -108,10 +116,16 @@ static void hash_of(unsigned n, mm_idhash_t *h)
 	id_of(n, buf, &len);
 	mm_id_hash(42, buf, len, h);
 	if (n % 2)
-		*h = (mm_idhash_t){(uint64_t)(n % 7) << 40 | (n % 5), n % 3};
+		*h = (mm_idhash_t){(uint64_t)(n % 7) << 40 | (n % 5), keep ? n % 3 : n};
 }
 
-TEST(generations_against_reference)
+/* The expiry given to id n: either side of the first one's, far apart. */
+static int64_t expiry_of(unsigned n)
+{
+	return 1765000000000LL + ((int64_t)n - UNIVERSE / 2) * 1000003;
+}
+
+static void generations(int keep)
 {
 	mm_idset_t ids[2];
 	static unsigned char ref[2][UNIVERSE];
@@ -119,8 +133,8 @@ TEST(generations_against_reference)
 	int cur = 0;
 	uint64_t rnd = 88172645463325252ULL;
 
-	mm_idset_init(&ids[0]);
-	mm_idset_init(&ids[1]);
+	mm_idset_init(&ids[0], keep);
+	mm_idset_init(&ids[1], keep);
 	memset(ref, 0, sizeof(ref));
 	for (int round = 0; round < 40; round++) {
 		/* Rounds of very different sizes: growth, and resets of a big set. */
@@ -136,18 +150,17 @@ TEST(generations_against_reference)
 
 			n = (unsigned)(unit_xorshift64(&rnd) % UNIVERSE);
 			id_of(n, buf, &len);
-			hash_of(n, &h);
+			hash_of(n, keep, &h);
 			pending = mm_idset_find(&ids[cur], buf, len, &h) != NULL ||
 				  mm_idset_find(&ids[!cur], buf, len, &h) != NULL;
 			CHECK_EQ_INT(pending, ref[cur][n] || ref[!cur][n]);
 			if (pending)
 				continue;
-			e = mm_idset_upsert(&ids[cur], buf, len, &h, &created);
+			e = mm_idset_upsert(&ids[cur], buf, len, &h, expiry_of(n), &created);
 			REQUIRE(e && created);
-			e->expire_ms = n;
 			e->tag = n % 2;
 			ref[cur][n] = 1;
-			ptr[cur][n] = e->id;
+			ptr[cur][n] = mm_idset_id(&ids[cur], e);
 		}
 		/* Every id of the universe: found exactly where the reference has
 		 * it, with its hash, expiry, tag, and bytes where they were. */
@@ -161,18 +174,26 @@ TEST(generations_against_reference)
 				mm_idset_entry_t *e;
 
 				id_of(n, buf, &len);
-				hash_of(n, &h);
+				hash_of(n, keep, &h);
 				e = mm_idset_find(&ids[g], buf, len, &h);
 				CHECK_EQ_INT(e != NULL, ref[g][n]);
 				if (e == NULL)
 					continue;
 				held++;
 				CHECK(e->hash.h0 == h.h0 && e->hash.h1 == h.h1);
-				CHECK_EQ_INT(e->expire_ms, n);
+				CHECK(mm_idset_expiry(&ids[g], e) == expiry_of(n));
 				CHECK_EQ_INT(e->tag, n % 2);
-				CHECK(e->id == ptr[g][n] && e->len == len && memcmp(e->id, buf, len) == 0);
+				CHECK_EQ_INT(e->len, len);
+				if (keep)
+					CHECK(mm_idset_id(&ids[g], e) == ptr[g][n] &&
+					      memcmp(mm_idset_id(&ids[g], e), buf, len) == 0);
+				else
+					CHECK(mm_idset_id(&ids[g], e) == NULL);
 			}
 			CHECK_EQ_INT(ids[g].count, held);
+			/* Without keep, no id's bytes are copied. */
+			if (!keep)
+				CHECK(ids[g].arena.chunks == NULL && ids[g].ids == NULL);
 		}
 		/* The flush: the other generation's apply commits (reset), then
 		 * the current one becomes the flushing one. */
@@ -182,6 +203,93 @@ TEST(generations_against_reference)
 	}
 	mm_idset_free(&ids[0]);
 	mm_idset_free(&ids[1]);
+}
+
+TEST(generations_against_reference)
+{
+	generations(1);
+}
+
+TEST(generations_by_hash_against_reference)
+{
+	generations(0);
+}
+
+/* A set without keep: the same hash and length is the same id, whatever
+ * the bytes; another length or h1 is another; what mm_idset_copy copied
+ * stays as it was while the set grows. */
+TEST(by_hash)
+{
+	mm_idset_t s;
+	mm_idhash_t a = {0x1234567800000005ULL, 1}, c = {0x1234567800000005ULL, 2};
+	const char *copy;
+	int created;
+
+	mm_idset_init(&s, 0);
+	REQUIRE(mm_idset_upsert(&s, "ab", 2, &a, 5, &created) && created);
+	CHECK(mm_idset_find(&s, "xy", 2, &a) == &s.entries[0]);
+	CHECK(mm_idset_find(&s, "abc", 3, &a) == NULL);
+	CHECK(mm_idset_find(&s, "ab", 2, &c) == NULL);
+	CHECK(mm_idset_upsert(&s, "ab", 2, &c, 6, &created) == &s.entries[1] && created);
+	CHECK(mm_idset_id(&s, &s.entries[0]) == NULL);
+	CHECK(s.arena.chunks == NULL);
+	copy = mm_idset_copy(&s, "claimed", 7);
+	REQUIRE(copy && memcmp(copy, "claimed", 7) == 0);
+	for (uint64_t k = 0; k < 1000; k++)
+		REQUIRE(mm_idset_upsert(&s, "n", 1, &(mm_idhash_t){k * 0x9E3779B97F4A7C15ULL, k}, 7,
+					&created));
+	CHECK(memcmp(copy, "claimed", 7) == 0);
+	CHECK_EQ_INT(mm_idset_expiry(&s, &s.entries[1]), 6);
+	mm_idset_free(&s);
+}
+
+/* Expiries as offsets from the generation's first: up to 2^31 ms either
+ * side are kept as offsets; the first beyond moves them all to 64 bits,
+ * exactly, through growth and later changes, until the reset, after which
+ * the next generation starts on offsets again. */
+TEST(expiries)
+{
+	mm_idset_t s;
+	const int64_t t = 1765000000000LL, half = (int64_t)1 << 31;
+	int64_t want[300];
+	int created;
+
+	mm_idset_init(&s, 0);
+	for (int round = 0; round < 2; round++) {
+		int n = 0;
+
+		want[n++] = t;
+		want[n++] = t - half;
+		want[n++] = t + half - 1;
+		for (int k = 0; k < 3; k++)
+			REQUIRE(mm_idset_upsert(&s, "i", 1, &(mm_idhash_t){(uint64_t)k, 1}, want[k],
+						&created) && created);
+		CHECK(s.wide == NULL);
+		/* Out of range: below the base, or a year later on the second
+		 * round, and then set on an old entry. */
+		want[n++] = round ? t + 365LL * 86400000 : t - half - 1;
+		REQUIRE(mm_idset_upsert(&s, "i", 1, &(mm_idhash_t){3, 1}, want[3], &created));
+		CHECK(s.wide != NULL);
+		want[1] = INT64_MAX;
+		CHECK_EQ_INT(mm_idset_set_expiry(&s, &s.entries[1], want[1]), 0);
+		/* Growth past the first arrays: the wide expiries grow too. */
+		while (n < 300) {
+			want[n] = t + n;
+			REQUIRE(mm_idset_upsert(&s, "i", 1, &(mm_idhash_t){(uint64_t)n, 1}, want[n],
+						&created) && created);
+			n++;
+		}
+		for (int k = 0; k < n; k++)
+			CHECK(mm_idset_expiry(&s, &s.entries[k]) == want[k]);
+		mm_idset_reset(&s);
+		CHECK(s.wide == NULL);
+	}
+	/* Offsets again after the reset, from the new first expiry. */
+	REQUIRE(mm_idset_upsert(&s, "i", 1, &(mm_idhash_t){1, 1}, 5, &created));
+	REQUIRE(mm_idset_upsert(&s, "i", 1, &(mm_idhash_t){2, 1}, 6, &created));
+	CHECK(s.wide == NULL);
+	CHECK(mm_idset_expiry(&s, &s.entries[0]) == 5 && mm_idset_expiry(&s, &s.entries[1]) == 6);
+	mm_idset_free(&s);
 }
 
 /* Generations past 2 MiB of slots (131 072 ids), where they move to huge
@@ -229,8 +337,8 @@ TEST(huge_generations_against_reference)
 	int cur = 0;
 
 	REQUIRE(gen && ptr && buf && buf2);
-	mm_idset_init(&ids[0]);
-	mm_idset_init(&ids[1]);
+	mm_idset_init(&ids[0], 1);
+	mm_idset_init(&ids[1], 1);
 	for (int round = 0; round < 8; round++) {
 		/* 140 000 ids, a round of 20 000, then the big size again. */
 		int adds = round % 3 == 1 ? 20000 : 140000;
@@ -251,11 +359,10 @@ TEST(huge_generations_against_reference)
 			}
 			if (pending)
 				continue;
-			e = mm_idset_upsert(&ids[cur], buf, len, &h, &created);
+			e = mm_idset_upsert(&ids[cur], buf, len, &h, n, &created);
 			REQUIRE(e && created);
-			e->expire_ms = n;
 			gen[n] = (unsigned char)(1 + cur);
-			ptr[n] = e->id;
+			ptr[n] = mm_idset_id(&ids[cur], e);
 			if (len <= 65536)
 				bytes[cur] += (len + MM_ARENA_ALIGN - 1) & ~(size_t)(MM_ARENA_ALIGN - 1);
 		}
@@ -276,8 +383,9 @@ TEST(huge_generations_against_reference)
 				if (e == NULL)
 					continue;
 				held++;
-				CHECK(e->id == ptr[n] && e->len == len && memcmp(e->id, buf2, len) == 0);
-				CHECK_EQ_INT(e->expire_ms, n);
+				CHECK(mm_idset_id(&ids[g], e) == ptr[n] && e->len == len &&
+				      memcmp(mm_idset_id(&ids[g], e), buf2, len) == 0);
+				CHECK_EQ_INT(mm_idset_expiry(&ids[g], e), n);
 			}
 			CHECK_EQ_INT(ids[g].count, held);
 		}
@@ -311,6 +419,9 @@ int main(void)
 	RUN(colliding_hashes);
 	RUN(large_id);
 	RUN(generations_against_reference);
+	RUN(generations_by_hash_against_reference);
+	RUN(by_hash);
+	RUN(expiries);
 	RUN(huge_generations_against_reference);
 	UNIT_DONE();
 }
