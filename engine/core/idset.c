@@ -177,10 +177,11 @@ mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
 	if (s->count == 0 && s->wide == NULL)
 		s->exp_base = expire_ms > INT64_MIN + MM_IDSET_EXP_HALF ? expire_ms - MM_IDSET_EXP_HALF
 									: INT64_MIN;
+	/* The entry written whole, without reading it first: a fresh page
+	 * read before it is written (the bit fields' read-modify-write) took
+	 * two page faults instead of one. */
 	e = &s->entries[s->count];
-	e->hash = *h;
-	e->len = (uint32_t)len;
-	e->tag = 0;
+	*e = (mm_idset_entry_t){.hash = *h, .len = (uint32_t)len};
 	if (mm_idset_set_expiry(s, e, expire_ms) != 0)
 		return NULL;
 	s->slots[j] = (mm_idset_slot_t){mm_idset_tag(h), (uint32_t)s->count++};
