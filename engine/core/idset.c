@@ -3,13 +3,13 @@
  *
  * A probe compares the tag in the slot, then the full hash and length in
  * its entry and, in a set that keeps them, the id's bytes (such a set keeps
- * ids exactly: two ids whose hashes match stay apart). The index doubles at half full, refilled from the entries
- * read in order. Reset clears the slots and keeps the arena's chunks
- * (lib/arena.h), as it keeps the slots and entries, so that a steady stream
- * of ids maps no new memory after warm-up: each fresh small page cost a
- * page fault, thousands a generation (doc/performance.md). The slots, read
- * at random, are on huge pages from 1 MiB, the entries and id pointers from
- * 2 MiB (lib/hugemap.h).
+ * ids exactly: two ids whose hashes match stay apart). The index doubles at
+ * half full, refilled from the entries read in order. Reset clears the
+ * slots and keeps the arena's chunks (lib/arena.h), as it keeps the slots
+ * and entries, so that a steady stream of ids maps no new memory after
+ * warm-up: each fresh small page cost a page fault, thousands a generation
+ * (doc/performance.md). The slots, read at random, are on huge pages from
+ * 1 MiB, the entries and id pointers from 2 MiB (lib/hugemap.h).
  *
  * Expiries are offsets from exp_base, which the first entry after a reset
  * sets 2^31 ms (24.8 days) below its own expiry, so that the generation's
@@ -175,8 +175,9 @@ mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
 		s->ids[s->count] = copy;
 	}
 	if (s->count == 0 && s->wide == NULL)
-		s->exp_base = expire_ms > INT64_MIN + MM_IDSET_EXP_HALF ? expire_ms - MM_IDSET_EXP_HALF
-									: INT64_MIN;
+		s->exp_base = expire_ms > INT64_MIN + MM_IDSET_EXP_HALF
+				      ? expire_ms - MM_IDSET_EXP_HALF
+				      : INT64_MIN;
 	/* The entry written whole, without reading it first: a fresh page
 	 * read before it is written (the bit fields' read-modify-write) took
 	 * two page faults instead of one. */
