@@ -131,18 +131,7 @@ describe("#lambda_zip make lambda's zip", function()
       end
     end
     local probe = dir .. "/rdk_probe.lua"
-    S.write_file(probe, [[
-local ffi = require("ffi")
-local function where()
-  local f = assert(io.open("/proc/self/maps", "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s:match("(/%S*librdkafka[^%s]*)") or "none"
-end
-local before = where()
-ffi.cdef("int mm_rdk_load(void);")
-print(before, ffi.C.mm_rdk_load(), where())
-]])
+    S.write_rdk_probe(probe)
     code, out, err = in_zip("bin/murmur lua " .. S.quote(probe))
     assert.are.equal(0, code, err)
     assert.are.equal(("none\t0\t%s/lib/librdkafka.so.1\n"):format(root), out)

@@ -84,6 +84,25 @@ function M.dead_letters(dir, name, as)
 end
 
 -- Generates Zipf events with the gen_events helper.
+-- Writes to path a script for `murmur lua` that prints, tab-separated,
+-- where librdkafka is mapped in the process ("none" when it is not), what
+-- mm_rdk_load() returns, and where it is mapped afterwards: murmur loads it
+-- on first use only (engine/source/kafka_lib.h).
+function M.write_rdk_probe(path)
+  M.write_file(path, [[
+local ffi = require("ffi")
+local function where()
+  local f = assert(io.open("/proc/self/maps", "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s:match("(/%S*librdkafka[^%s]*)") or "none"
+end
+local before = where()
+ffi.cdef("int mm_rdk_load(void);")
+print(before, ffi.C.mm_rdk_load(), where())
+]])
+end
+
 function M.gen_events(path, count, entities, exponent, seed)
   local cmd = ("%s/%s/helpers/gen_events %d %d %s %d > %s"):format(M.root, M.build, count,
     entities or 100000, exponent or 1.1, seed or 42, quote(path))
