@@ -87,7 +87,7 @@ static inline void hll_body_raise(uint8_t *body, uint32_t idx, uint8_t rank)
 /* Raises the registers of the packed body to those of the state s. */
 static void hll_body_merge_state(uint8_t *body, const mm_hll_state_t *s)
 {
-	uint32_t i, k;
+	uint32_t i, g, k;
 
 	if (!hll_is_dense(s)) {
 		const uint32_t *list = hll_list_c(s);
@@ -96,23 +96,37 @@ static void hll_body_merge_state(uint8_t *body, const mm_hll_state_t *s)
 			hll_body_raise(body, HLL_PAIR_IDX(list[i]), HLL_PAIR_RANK(list[i]));
 		return;
 	}
-	for (i = 0; i < HLL_REGISTERS; i += 4, body += 3) {
-		const uint8_t *d = s->u.regs + i;
-		uint8_t r[4];
-		uint32_t w;
-
-		memcpy(&w, d, 4);
-		if (w == 0)
+	/* A flush's dense delta holds a few hundred or thousand registers
+	 * among 16384: its zeros are skipped eight at a time (6 bytes of the
+	 * body), then each group of four is merged unless it is zero. */
+	for (i = 0; i < HLL_REGISTERS; i += 8, body += 6) {
+		if (mm_get_u64le(s->u.regs + i) == 0)
 			continue;
-		hll_unpack4(body, r);
-		for (k = 0; k < 4; k++)
-			r[k] = d[k] > r[k] ? d[k] : r[k];
-		w = (uint32_t)r[0] | ((uint32_t)r[1] << 6) | ((uint32_t)r[2] << 12) |
-		    ((uint32_t)r[3] << 18);
-		body[0] = (uint8_t)w;
-		body[1] = (uint8_t)(w >> 8);
-		body[2] = (uint8_t)(w >> 16);
+		for (g = 0; g < 8; g += 4) {
+			const uint8_t *d = s->u.regs + i + g;
+			uint8_t *b = body + g / 4 * 3, r[4];
+			uint32_t w;
+
+			memcpy(&w, d, 4);
+			if (w == 0)
+				continue;
+			hll_unpack4(b, r);
+			for (k = 0; k < 4; k++)
+				r[k] = d[k] > r[k] ? d[k] : r[k];
+			w = (uint32_t)r[0] | ((uint32_t)r[1] << 6) | ((uint32_t)r[2] << 12) |
+			    ((uint32_t)r[3] << 18);
+			b[0] = (uint8_t)w;
+			b[1] = (uint8_t)(w >> 8);
+			b[2] = (uint8_t)(w >> 16);
+		}
 	}
+}
+
+/* The lanes of the 48-bit word x that hold a register above 51 (see
+ * hll_body_check), each as its high bit. */
+static inline uint64_t hll_lanes_over(uint64_t x)
+{
+	return ((x & HLL_LANES_LOW) + HLL_LANES_12) & x & HLL_LANES_HIGH;
 }
 
 /*
@@ -126,13 +140,13 @@ static int hll_body_check(const uint8_t *body)
 	uint64_t bad = 0;
 	uint32_t i;
 
-	for (i = 0; i < HLL_DENSE_BODY; i += 6) {
-		uint64_t x = (uint64_t)body[i] | (uint64_t)body[i + 1] << 8 |
-			     (uint64_t)body[i + 2] << 16 | (uint64_t)body[i + 3] << 24 |
-			     (uint64_t)body[i + 4] << 32 | (uint64_t)body[i + 5] << 40;
-
-		bad |= (((x & HLL_LANES_LOW) + HLL_LANES_12) & x & HLL_LANES_HIGH);
-	}
+	/* Each 6-byte word but the last is the low bytes of an 8-byte load
+	 * (one load where there were six byte loads and their shifts: every
+	 * merge into a dense sketch checks its 2048 words); the last one is
+	 * read in two parts, as the load would pass the body's end. */
+	for (i = 0; i + 8 <= HLL_DENSE_BODY; i += 6)
+		bad |= hll_lanes_over(mm_get_u64le(body + i) & 0xffffffffffffULL);
+	bad |= hll_lanes_over(mm_get_u32le(body + i) | (uint64_t)mm_get_u16le(body + i + 4) << 32);
 	if (bad == 0)
 		return 0;
 	for (i = 0; i < HLL_REGISTERS; i += 4) {
@@ -257,46 +271,52 @@ static int hll_copyable(hll_emitter_t *e, uint32_t a, uint32_t b, uint8_t rank, 
  * the emitter is level with the reader (no pending run, every register
  * before rd->done written): the opcodes from rd's position on that the
  * per-opcode path would copy one by one, as long as each is whole and within
- * the registers, ends before didx (the delta's next register; a VAL also
- * not right before it) and is written as encode() would write it next to the
- * opcode after it (a zero gap as one opcode, ZERO up to 64 registers, and
- * not followed by another gap; a VAL short of four only when the next one is
- * not of its rank). They are copied with one memcpy. What makes it stop is
- * left to the per-opcode path, which also words the errors. A stored sketch
- * of a few hundred registers is mostly such stretches between the few
- * registers a flush's delta touches.
+ * the registers, ends before didx (the delta's next register, at most
+ * HLL_REGISTERS + 1; a VAL also not right before it) and is written as
+ * encode() would write it next to the opcode after it (a zero gap as one
+ * opcode, ZERO up to 64 registers, and not followed by another gap; a VAL
+ * short of four only when the next one is not of its rank). They are copied
+ * with one memcpy. What makes it stop is left to the per-opcode path, which
+ * also words the errors. A stored sketch of a few hundred registers is mostly
+ * such stretches between the few registers a flush's delta touches, so this
+ * loop is most of a sparse merge's instructions, and its tests are on the
+ * opcodes' bytes: a VAL's rank and count are its bits 2-6 and 0-1, so a next
+ * VAL of its rank is a next byte equal to it in bits 2-7, and the opcode
+ * after a gap is a gap when its bit 7 is clear. "Within the registers" needs
+ * no test of its own: a VAL is copied only when the register after it is
+ * below didx, which is at most HLL_REGISTERS + 1, and a gap only when it ends
+ * by zlim, which is at most HLL_REGISTERS.
  */
 static void hll_copy_span(hll_emitter_t *e, hll_sparse_reader_t *rd, uint32_t didx)
 {
 	const uint8_t *p = rd->p;
 	size_t off = rd->off, start = rd->off, n = rd->n;
-	uint32_t done = rd->done;
+	uint32_t done = rd->done, end, zlim = didx < HLL_REGISTERS ? didx : HLL_REGISTERS;
 
 	while (off < n) {
 		uint8_t op = p[off];
-		uint32_t len, size = 1, rank = 0;
-		int next = -1;
 
 		if (op & 0x80) {
-			len = (op & 0x3u) + 1;
-			rank = ((op >> 2) & 0x1fu) + 1;
+			end = done + (op & 0x3u) + 1;
+			if (didx <= end || ((op & 0x3u) != HLL_VAL_RUN_MAX - 1 && off + 1 < n &&
+					    (p[off + 1] & 0xfcu) == (op & 0xfcu)))
+				break;
+			off += 1;
 		} else if (op & 0x40) {
 			if (n - off < 2)
 				break;
-			len = (((uint32_t)op & 0x3f) << 8 | p[off + 1]) + 1;
-			size = 2;
+			end = done + (((uint32_t)op & 0x3f) << 8 | p[off + 1]) + 1;
+			if (end - done <= HLL_ZERO_MAX || zlim < end ||
+			    (off + 2 < n && !(p[off + 2] & 0x80)))
+				break;
+			off += 2;
 		} else {
-			len = (op & 0x3fu) + 1;
+			end = done + (op & 0x3fu) + 1;
+			if (zlim < end || (off + 1 < n && !(p[off + 1] & 0x80)))
+				break;
+			off += 1;
 		}
-		if (len > HLL_REGISTERS - done)
-			break;
-		if (off + size < n)
-			next = p[off + size] & 0x80 ? ((p[off + size] >> 2) & 0x1f) + 1 : 0;
-		if (rank == 0 ? didx < done + len || next == 0 || (len <= HLL_ZERO_MAX) != (size == 1)
-			      : didx <= done + len || (next == (int)rank && len != HLL_VAL_RUN_MAX))
-			break;
-		off += size;
-		done += len;
+		done = end;
 	}
 	if (off == start)
 		return;
