@@ -15,6 +15,17 @@
  * its time slices. The file is opened once on the loop thread (the
  * descriptor keeps naming that thread) and read with one pread per firing,
  * every 50 ms: a few microseconds.
+ *
+ * The bound by the time out of the poll: libuv's UV_METRICS_IDLE_TIME
+ * accumulates the time its poll slept, measured before any event's
+ * callback runs. The interval between two firings less the idle time
+ * accrued in it is the time the loop thread spent out of the poll (in
+ * callbacks, blocking calls or waiting for a CPU between them); a firing
+ * cannot have been delayed by callbacks for longer than that. The metric
+ * costs libuv one epoll_wait(0) before a poll that would sleep, and two
+ * clock reads; a loop busy with events polls with a zero timeout and pays
+ * nothing. Where the metric cannot be turned on, only run_delay is
+ * subtracted.
  */
 #include "looplag.h"
 
@@ -59,10 +70,20 @@ static void on_lag_timer(uv_timer_t *t)
 	mm_loop_lag_t *lag = t->data;
 	uint64_t now = uv_hrtime(), late = now > lag->due_ns ? now - lag->due_ns : 0;
 	uint64_t rd = run_delay(lag->sched_fd), waited = rd > lag->run_delay_ns ? rd - lag->run_delay_ns : 0;
+	uint64_t block = late > waited ? late - waited : 0;
 
+	if (lag->idle_metric) {
+		uint64_t idle = uv_metrics_idle_time(t->loop), busy = now - lag->fired_ns;
+
+		busy = busy > idle - lag->idle_ns ? busy - (idle - lag->idle_ns) : 0;
+		if (block > busy)
+			block = busy;
+		lag->idle_ns = idle;
+	}
+	lag->fired_ns = now;
 	lag->run_delay_ns = rd;
 	lag_note(&lag->lag, now, late);
-	lag_note(&lag->block, now, late > waited ? late - waited : 0);
+	lag_note(&lag->block, now, block);
 	lag->due_ns = now + MM_LOOP_LAG_INTERVAL_MS * NS_PER_MS;
 }
 
@@ -74,7 +95,10 @@ void mm_loop_lag_start(mm_loop_lag_t *lag, uv_loop_t *loop)
 	lag->lag.slot_sec = lag->block.slot_sec = uv_hrtime() / NS_PER_S;
 	lag->sched_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 	lag->run_delay_ns = run_delay(lag->sched_fd);
-	lag->due_ns = uv_hrtime() + MM_LOOP_LAG_INTERVAL_MS * NS_PER_MS;
+	lag->idle_metric = uv_loop_configure(loop, UV_METRICS_IDLE_TIME) == 0;
+	lag->idle_ns = lag->idle_metric ? uv_metrics_idle_time(loop) : 0;
+	lag->fired_ns = uv_hrtime();
+	lag->due_ns = lag->fired_ns + MM_LOOP_LAG_INTERVAL_MS * NS_PER_MS;
 	uv_timer_start(&lag->timer, on_lag_timer, MM_LOOP_LAG_INTERVAL_MS, MM_LOOP_LAG_INTERVAL_MS);
 	/* Measuring must not keep a loop alive that has nothing else to do. */
 	uv_unref((uv_handle_t *)&lag->timer);

@@ -335,7 +335,7 @@ static void render_engine(const mm_engine_t *ctx, mm_expo_t *w)
 	      (double)mm_loop_lag_max_ns(&ctx->lag) / 1e9);
 	gauge(w, "murmur_event_loop_blocked_max_seconds",
 	      "Largest delay of the loop's lag probe timer since start, without the time the "
-	      "loop thread waited for a CPU.",
+	      "loop thread waited for a CPU, and at most the time the loop spent out of its poll.",
 	      (double)mm_loop_block_max_ns(&ctx->lag) / 1e9);
 	render_pipelines(ctx, w);
 	render_sources(ctx, w);
