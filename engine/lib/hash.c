@@ -30,11 +30,17 @@ static inline uint64_t mm_load_u32le(const uint8_t *p)
 	       ((uint64_t)p[3] << 24);
 }
 
-uint64_t mm_hash64(const void *key, size_t len, uint64_t seed)
+/* MurmurHash64A of key under two seeds at once, into *a and *b. The block
+ * transform and the tail's assembly do not depend on the seed, so a dedup
+ * id's two hashes (mm_id_hash) share them; mm_hash64 inlines this with *b
+ * unused, which the compiler drops, so its code is the one-seed loop. */
+static inline __attribute__((always_inline)) void
+murmur64a2(const void *key, size_t len, uint64_t seed_a, uint64_t seed_b, uint64_t *a, uint64_t *b)
 {
 	const uint8_t *data = key;
 	size_t nblocks = len / 8;
-	uint64_t h = seed ^ ((uint64_t)len * MM_MURMUR_M);
+	uint64_t ha = seed_a ^ ((uint64_t)len * MM_MURMUR_M);
+	uint64_t hb = seed_b ^ ((uint64_t)len * MM_MURMUR_M);
 	size_t i;
 
 	for (i = 0; i < nblocks; i++) {
@@ -43,8 +49,10 @@ uint64_t mm_hash64(const void *key, size_t len, uint64_t seed)
 		k *= MM_MURMUR_M;
 		k ^= k >> MM_MURMUR_R;
 		k *= MM_MURMUR_M;
-		h ^= k;
-		h *= MM_MURMUR_M;
+		ha ^= k;
+		ha *= MM_MURMUR_M;
+		hb ^= k;
+		hb *= MM_MURMUR_M;
 	}
 
 	/* The 1..7 trailing bytes, which the reference folds in one at a time,
@@ -64,17 +72,30 @@ uint64_t mm_hash64(const void *key, size_t len, uint64_t seed)
 		else
 			tail = (uint64_t)t[0] | (uint64_t)t[r / 2] << (8 * (r / 2)) |
 			       (uint64_t)t[r - 1] << (8 * (r - 1));
-		h ^= tail;
-		h *= MM_MURMUR_M;
+		ha ^= tail;
+		ha *= MM_MURMUR_M;
+		hb ^= tail;
+		hb *= MM_MURMUR_M;
 	}
-	h ^= h >> MM_MURMUR_R;
-	h *= MM_MURMUR_M;
-	h ^= h >> MM_MURMUR_R;
+	ha ^= ha >> MM_MURMUR_R;
+	ha *= MM_MURMUR_M;
+	ha ^= ha >> MM_MURMUR_R;
+	hb ^= hb >> MM_MURMUR_R;
+	hb *= MM_MURMUR_M;
+	hb ^= hb >> MM_MURMUR_R;
+	*a = ha;
+	*b = hb;
+}
+
+uint64_t mm_hash64(const void *key, size_t len, uint64_t seed)
+{
+	uint64_t h, unused;
+
+	murmur64a2(key, len, seed, seed, &h, &unused);
 	return h;
 }
 
 #define MM_ID_SEED 0x6d61726b73657431ULL /* "markset1" */
-#define MM_ID_SEED2 0x9e3779b97f4a7c15ULL
 
 uint64_t mm_id_hash_seed(const char *ns, size_t nslen)
 {
@@ -83,8 +104,7 @@ uint64_t mm_id_hash_seed(const char *ns, size_t nslen)
 
 void mm_id_hash(uint64_t seed, const void *id, size_t len, mm_idhash_t *out)
 {
-	out->h0 = mm_hash64(id, len, seed);
-	out->h1 = mm_hash64(id, len, seed ^ MM_ID_SEED2);
+	murmur64a2(id, len, seed, seed ^ MM_ID_SEED2, &out->h0, &out->h1);
 	/* All zero is the empty slot: one hash in 2^96 moves by one. */
 	if ((out->h0 | (out->h1 >> 32)) == 0)
 		out->h0 = 1;

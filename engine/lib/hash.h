@@ -26,7 +26,10 @@ uint64_t mm_hash64(const void *key, size_t len, uint64_t seed);
  * may take zero for an empty slot. The embedded store keeps these hashes as
  * its marks on disk (lmdb_dedup.c, markset.h): changing the function
  * changes that store's format. The pipeline hashes an id once and hands the
- * hash to the store with the id (mm_claim_t, mm_mark_t). */
+ * hash to the store with the id (mm_claim_t, mm_mark_t). h1's seed is
+ * h0's XOR MM_ID_SEED2; both are computed in one pass over the id. */
+#define MM_ID_SEED2 0x9e3779b97f4a7c15ULL
+
 typedef struct mm_idhash {
 	uint64_t h0, h1;
 } mm_idhash_t;

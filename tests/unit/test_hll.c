@@ -195,6 +195,28 @@ TEST(hash_tail_matches_bytewise)
 		}
 }
 
+/* A dedup id's hash is two MurmurHash64A under the namespace's seed and
+ * that seed XOR MM_ID_SEED2, as the embedded store's marks on disk were
+ * written (hash.h); mm_id_hash computes both in one pass and must equal
+ * them at every length and alignment, the all-zero fix-up aside. */
+TEST(id_hash_is_two_seeds)
+{
+	uint8_t buf[64];
+	mm_idhash_t h;
+	uint64_t seed = mm_id_hash_seed("recently_interacted", 19);
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 151 + 7);
+	for (size_t off = 0; off < 8; off++)
+		for (size_t len = 0; off + len <= 48; len++) {
+			mm_id_hash(seed, buf + off, len, &h);
+			CHECK(h.h0 == murmur64a_bytewise(buf + off, len, seed));
+			CHECK(h.h1 == murmur64a_bytewise(buf + off, len, seed ^ MM_ID_SEED2));
+		}
+	CHECK(seed == murmur64a_bytewise((const uint8_t *)"recently_interacted", 19,
+					 0x6d61726b73657431ULL));
+}
+
 /* mm_key_eq and mm_key_cmp agree with memcmp at every length up to 40, for
  * keys equal up to each position, with bytes on both sides of 0x80 (the
  * order is unsigned). */
@@ -1093,6 +1115,7 @@ int main(void)
 {
 	RUN(hash_properties);
 	RUN(hash_tail_matches_bytewise);
+	RUN(id_hash_is_two_seeds);
 	RUN(key_compares_match_memcmp);
 	RUN(empty);
 	RUN(single_element);
