@@ -17,12 +17,12 @@
 # the binary does not list it; it is bundled by name with its own closure
 # (lz4, zstd, sasl2...): a Kinesis pipeline may still send its dead letters
 # to a Kafka topic. Bundled (about 3 MB with its closure, before
-# compression), it costs a start nothing, since the runtime maps it only then. The glibc family is left out because
-# glibc's pieces must come from one build (the loader, libc and libm check
-# each other's private symbols); what the zip asks of the image's glibc is the
-# highest GLIBC_x.y version the binary and the bundled libraries reference,
-# printed last ("needs glibc X.Y") and checked against doc/kinesis.md by
-# tests/spec/lambda_zip_spec.lua.
+# compression), it costs a start nothing, since the runtime maps it only
+# then. The glibc family is left out because glibc's pieces must come from
+# one build (the loader, libc and libm check each other's private symbols);
+# what the zip asks of the image's glibc is the highest GLIBC_x.y version the
+# binary and the bundled libraries reference, printed last ("needs glibc
+# X.Y") and checked against doc/kinesis.md by tests/spec/lambda_zip_spec.lua.
 #
 #   sh tools/lambda_zip.sh BINARY OUT.zip
 # Run from the checkout's root. Needs ldd, objdump, strip and zip.
