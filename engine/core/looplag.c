@@ -73,9 +73,9 @@ static void on_lag_timer(uv_timer_t *t)
 	uint64_t block = late > waited ? late - waited : 0;
 
 	if (lag->idle_metric) {
-		uint64_t idle = uv_metrics_idle_time(t->loop), busy = now - lag->fired_ns;
+		uint64_t idle = uv_metrics_idle_time(t->loop), idled = idle - lag->idle_ns;
+		uint64_t busy = now - lag->fired_ns > idled ? now - lag->fired_ns - idled : 0;
 
-		busy = busy > idle - lag->idle_ns ? busy - (idle - lag->idle_ns) : 0;
 		if (block > busy)
 			block = busy;
 		lag->idle_ns = idle;
