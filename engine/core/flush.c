@@ -391,8 +391,8 @@ static int job_positions(mm_engine_t *ctx, struct mm_flush_job *job)
  * every flush; and growing the spare by mremap keeps the pages it has,
  * where a new array took fresh ones for its whole size: the bench's run
  * with ids faulted in 8.7 and then 14 MB of marks, now 14 (doc/performance.md).
- * A growable array (lib/hugemap.h) on huge pages from the first 1 MiB on:
- * it starts at 2 MiB, since mremap keeps a first part on small pages. */
+ * A growable array on small pages, as it is written and read in order
+ * (lib/hugemap.h); it starts at 2 MiB, the size it grows by. */
 static void *spare_take(struct mm_flush_spare *sp, size_t n, size_t size, size_t *bytes)
 {
 	size_t room = n + n / 2 + 1, want;
@@ -409,7 +409,7 @@ static void *spare_take(struct mm_flush_spare *sp, size_t n, size_t size, size_t
 	want = room * size;
 	if (want >= MM_HUGE_MIN && want < MM_HUGE_PAGE)
 		want = MM_HUGE_PAGE;
-	if ((p = mm_huge_grow(sp->p, sp->bytes, want)) == NULL)
+	if ((p = mm_seq_grow(sp->p, sp->bytes, want)) == NULL)
 		return NULL;
 	*sp = (struct mm_flush_spare){NULL, 0};
 	*bytes = want;

@@ -114,12 +114,12 @@ static int idset_grow_entries(mm_idset_t *s)
 
 	if (ncap > UINT32_MAX)
 		goto fail;
-	/* On huge pages from 2 MiB, grown by mremap (no copy): realloc'd, the
-	 * 10 MB of a 250 000-id generation took a fault per 4 KiB the first
-	 * time each was written, 4 500 a run of the bench (doc/performance.md),
-	 * though reset keeps them. */
+	/* Grown by mremap (no copy), and kept by reset; on small pages, since
+	 * the entries are written and read in order (lib/hugemap.h): on huge
+	 * pages, a generation's new pages cost the host's faults on this
+	 * project's VMs (doc/performance.md). */
 	if (s->keep && s->icap < ncap) {
-		const char **ni = mm_huge_grow(s->ids, s->icap * sizeof(*ni), ncap * sizeof(*ni));
+		const char **ni = mm_seq_grow(s->ids, s->icap * sizeof(*ni), ncap * sizeof(*ni));
 
 		if (ni == NULL)
 			goto fail;
@@ -135,7 +135,7 @@ static int idset_grow_entries(mm_idset_t *s)
 	}
 	if (s->ecap < ncap) {
 		mm_idset_entry_t *ne =
-			mm_huge_grow(s->entries, s->ecap * sizeof(*ne), ncap * sizeof(*ne));
+			mm_seq_grow(s->entries, s->ecap * sizeof(*ne), ncap * sizeof(*ne));
 
 		if (ne == NULL)
 			goto fail;

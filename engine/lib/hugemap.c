@@ -87,7 +87,9 @@ void *mm_huge_renew(void *p, size_t old, size_t bytes)
 	return q;
 }
 
-void *mm_huge_grow(void *p, size_t old, size_t bytes)
+/* mm_huge_grow and mm_seq_grow: huge pages asked for from MM_HUGE_PAGE on
+ * when huge, refused when not. */
+static void *grow(void *p, size_t old, size_t bytes, int huge)
 {
 	void *q;
 
@@ -106,10 +108,24 @@ void *mm_huge_grow(void *p, size_t old, size_t bytes)
 	/* The kernel places a mapping of 2 MiB or more on a 2 MiB boundary
 	 * (Linux 6.18 did for every growth tried: doc/performance.md), and
 	 * moves huge pages whole; the advice stays with the mapping. */
-	if (bytes >= MM_HUGE_PAGE)
+	if (huge && bytes >= MM_HUGE_PAGE)
 		(void)madvise(q, grow_len(bytes), MADV_HUGEPAGE);
+	/* Where the kernel puts every mapping on huge pages it can (THP
+	 * "always"), an array read in order is kept off them. */
+	if (!huge)
+		(void)madvise(q, grow_len(bytes), MADV_NOHUGEPAGE);
 #endif
 	return q;
+}
+
+void *mm_huge_grow(void *p, size_t old, size_t bytes)
+{
+	return grow(p, old, bytes, 1);
+}
+
+void *mm_seq_grow(void *p, size_t old, size_t bytes)
+{
+	return grow(p, old, bytes, 0);
 }
 
 void mm_huge_drop(void *p, size_t bytes)

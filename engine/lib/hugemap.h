@@ -1,20 +1,28 @@
 /*
- * hugemap.h: zeroed memory for large arrays, on transparent huge pages.
+ * hugemap.h: zeroed memory for large arrays: on transparent huge pages for
+ * arrays read at random, on small pages for arrays read in order.
  *
- * From 1 MiB on, an array is mapped on a 2 MiB boundary, in whole huge
- * pages, with huge pages asked for (madvise MADV_HUGEPAGE, which the kernel
- * may refuse: small pages are still correct). A fresh 4 KiB page costs a
- * page fault when first touched, 6 to 10 us on the bench machine, and an
- * array read at random (a hash index, a Bloom filter) also misses the TLB
- * on small pages; one huge page takes one fault for 512 small ones and was
- * zeroed in about 0.12 ms (doc/performance.md), so an array of 1 MiB or
- * more is cheaper on a huge page of which it leaves up to half unused.
- * Smaller arrays come from calloc.
+ * From 1 MiB on, an array read at random (a hash index, a Bloom filter) is
+ * mapped on a 2 MiB boundary, in whole huge pages, with huge pages asked for
+ * (madvise MADV_HUGEPAGE, which the kernel may refuse: small pages are still
+ * correct): on small pages each of its reads also missed the TLB, and one
+ * huge page takes one fault for 512 small ones. Smaller arrays come from
+ * calloc.
  *
- * An array that grows (mm_huge_grow) is a mapping moved by mremap: the
- * kernel moves its pages, huge ones whole, instead of copying them, and
- * past 2 MiB it is on huge pages too, where a realloc'd array took a fault
- * per 4 KiB when first written.
+ * A fresh huge page is not always cheap, though. On the VMs this project
+ * is measured on, the guest hands free memory of 2 MiB and more back to the
+ * host (virtio-balloon free page reporting, about two seconds after it is
+ * freed), and a huge page is always such a block: touched first, it took
+ * 5.3 ms a page (the host backing it anew), against 0.19 ms for one freed
+ * moments before and 0.9 ms for 2 MiB of small pages, which mostly come
+ * from smaller free blocks that are never handed back (doc/performance.md,
+ * "Dedup ids: arrays read in order on small pages"). So an array written
+ * and read in order, whose reads the TLB does not limit, is on small pages
+ * (mm_seq_grow).
+ *
+ * An array that grows (mm_huge_grow, mm_seq_grow) is a mapping moved by
+ * mremap: the kernel moves its pages, huge ones whole, instead of copying
+ * them, where a realloc'd array took a fault per 4 KiB when first written.
  *
  * Ownership: the caller frees with mm_huge_free and the same size (a
  * growable array with mm_huge_drop). Any thread.
@@ -54,7 +62,13 @@ void *mm_huge_renew(void *p, size_t old, size_t bytes);
  * as it was). Free it with mm_huge_drop(p, bytes), not mm_huge_free. */
 void *mm_huge_grow(void *p, size_t old, size_t bytes);
 
-/* Releases p (NULL is a no-op), which mm_huge_grow(.., bytes) returned. */
+/* mm_huge_grow for an array written and read in order (a flush's marks and
+ * deltas, pending entries): the same, on small pages. Free it with
+ * mm_huge_drop. */
+void *mm_seq_grow(void *p, size_t old, size_t bytes);
+
+/* Releases p (NULL is a no-op), which mm_huge_grow or mm_seq_grow(.., bytes)
+ * returned. */
 void mm_huge_drop(void *p, size_t bytes);
 
 /* Releases p (NULL is a no-op), which mm_huge_alloc(bytes) returned. */

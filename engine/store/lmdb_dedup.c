@@ -137,12 +137,12 @@ static int pend_add(mm_lmdb_t *st, const mm_markhash_t *m)
 		size_t ncap = st->pend_cap ? st->pend_cap * 2 : 1024;
 		mm_markhash_t *np;
 
-		/* On huge pages from 2 MiB, grown by mremap: the entries are
-		 * kept from one apply to the next, but a realloc'd array's
-		 * fresh small pages cost a fault each as it grew, and its
-		 * copies more (doc/performance.md). */
+		/* A mapping grown by mremap, on small pages (written and
+		 * read in order: lib/hugemap.h): the entries are kept from
+		 * one apply to the next, where a realloc'd array's copies
+		 * cost more than its growth (doc/performance.md). */
 		if (ncap > SIZE_MAX / sizeof(*np) ||
-		    (np = mm_huge_grow(st->pend, st->pend_cap * sizeof(*np), ncap * sizeof(*np))) ==
+		    (np = mm_seq_grow(st->pend, st->pend_cap * sizeof(*np), ncap * sizeof(*np))) ==
 			    NULL)
 			return mm_diag_set(MM_ENOMEM, "cannot grow to %zu dedup marks", ncap);
 		st->pend = np;

@@ -1,16 +1,18 @@
 /*
  * markset.c: dedup marks as 96-bit hashes in sorted runs (markset.h).
  *
- * A run, its directory after its slots, lives in one anonymous mapping
- * (huge pages asked for from 2 MiB on). When a run ends (merged into a
- * larger one, or expired) its mapping is kept, up to MM_MARKSET_SPARES of
- * them and about the set's own size in all, and the next run or merge
- * takes the smallest one that is large enough, or grows the largest with
- * mremap, which moves its pages (already backed, already in the cache's
- * reach) rather than copying them. A new mapping is the last resort: on
- * this project's VMs a fresh page cost about ten times its zeroing, and the
- * hash table this replaced took four times the final table's size in fresh
- * pages over a run of doublings.
+ * A run, its directory after its slots, lives in one anonymous mapping on
+ * small pages: a run is written and read in order (its lookups are the
+ * rare marks the filter lets by), and on this project's VMs a fresh huge
+ * page cost about six times as much as 2 MiB of small ones (lib/hugemap.h).
+ * When a run ends (merged into a larger one, or expired) its mapping is
+ * kept, up to MM_MARKSET_SPARES of them and about the set's own size in
+ * all, and the next run or merge takes the smallest one that is large
+ * enough, or grows the largest with mremap, which moves its pages (already
+ * backed, already in the cache's reach) rather than copying them. A new
+ * mapping is the last resort: a fresh page costs more than its zeroing,
+ * and the hash table this replaced took four times the final table's size
+ * in fresh pages over a run of doublings.
  *
  * The filter's word of a mark is chosen by h0's top bits, the order the
  * runs are sorted in, so filling it from a run writes its words in order;
@@ -51,11 +53,9 @@ void mm_markset_hash(uint64_t ns_seed, const void *id, size_t len, mm_markhash_t
 	out->h1 = h.h1;
 }
 
-/* A buffer's size: from 1 MiB on, whole huge pages. A flush's run of 65 000
- * to 120 000 marks (1 to 1.9 MB) on small pages took a page fault per 4 KiB
- * when its buffer was new, 2 600 to 4 500 a run of the bench at about 10 us
- * each on this project's VMs, where a huge page is zeroed in about 0.12 ms
- * (doc/performance.md); the rounding costs at most 1 MiB a run. */
+/* A buffer's size: from 1 MiB on, whole 2 MiB units, so that the buffer of
+ * one flush's run (65 000 to 120 000 marks, 1 to 1.9 MB) fits the next
+ * one's; the rounding costs at most 1 MiB a run. */
 static size_t buf_round(size_t bytes)
 {
 	size_t unit = bytes < MM_HUGE_PAGE / 2 ? MARKSET_PAGE : MM_HUGE_PAGE;
@@ -93,21 +93,14 @@ static int buf_get(mm_markset_t *s, size_t bytes, mm_markbuf_t *out)
 			goto done;
 		}
 	}
-	/* From 2 MiB, on a 2 MiB boundary, where huge pages can back it (an
-	 * mm_huge_alloc mapping, which munmap releases as any other). */
-	if (bytes >= MM_HUGE_PAGE)
-		p = mm_huge_alloc(bytes);
-	else if ((p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-			   0)) == MAP_FAILED)
-		p = NULL;
-	if (p == NULL)
+	if ((p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) ==
+	    MAP_FAILED)
 		return mm_diag_set(MM_ENOMEM, "cannot map %zu bytes of dedup marks", bytes);
-done:
-#ifdef MADV_HUGEPAGE
-	/* A refusal (no THP in this kernel) leaves small pages: still correct. */
-	if (bytes >= MM_HUGE_PAGE)
-		(void)madvise(p, bytes, MADV_HUGEPAGE);
+#ifdef MADV_NOHUGEPAGE
+	/* Small pages, even where the kernel would use huge ones unasked. */
+	(void)madvise(p, bytes, MADV_NOHUGEPAGE);
 #endif
+done:
 	*out = (mm_markbuf_t){p, bytes};
 	return 0;
 }

@@ -6,7 +6,7 @@
  * and freeing it with its size releases it (ASan and the kernel would
  * catch a wrong length: munmap of a neighbour, or a leak). A growable
  * array keeps its bytes and is zero past them, below 2 MiB, across it and
- * above it. A renewed array is all zero at every size, in place while its
+ * above it, on huge pages or (mm_seq_grow) on small ones, never huge. A renewed array is all zero at every size, in place while its
  * mapping holds it.
  */
 #include <stdint.h>
@@ -66,7 +66,7 @@ TEST(neighbours)
 /* Grows one array from nothing through the sizes a growing set takes,
  * writing each new part: every byte written is still there after each
  * growth, every added byte is zero, and it is freed with its last size. */
-TEST(grow)
+static void check_grow(void *(*grow)(void *, size_t, size_t))
 {
 	size_t sizes[] = {0, 100, 4096, 70000, MM_HUGE_PAGE - 8, MM_HUGE_PAGE + 4100,
 			  3 * MM_HUGE_PAGE, 3 * MM_HUGE_PAGE, 7 * MM_HUGE_PAGE + 1, 16 * MM_HUGE_PAGE};
@@ -75,7 +75,7 @@ TEST(grow)
 
 	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
 		size_t bytes = sizes[k], kept = 0, zero = 0;
-		unsigned char *q = mm_huge_grow(p, old, bytes);
+		unsigned char *q = grow(p, old, bytes);
 
 		REQUIRE(q != NULL);
 		for (size_t i = 0; i < old; i++)
@@ -91,6 +91,57 @@ TEST(grow)
 	}
 	mm_huge_drop(p, old);
 	mm_huge_drop(NULL, MM_HUGE_PAGE);
+}
+
+TEST(grow)
+{
+	check_grow(mm_huge_grow);
+}
+
+TEST(seq_grow)
+{
+	check_grow(mm_seq_grow);
+}
+
+/* The kB of huge pages backing the mapping that holds p (/proc/self/smaps),
+ * or -1 when it is not found. */
+static long anon_huge_kb(const void *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[256];
+	int in = 0;
+	long kb = -1;
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, ':') != NULL &&
+		    line[strspn(line, "0123456789abcdef")] == '-')
+			in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+		else if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
+/* An array read in order is never on huge pages, whatever the kernel's
+ * policy (MADV_NOHUGEPAGE): 8 MiB written whole, then grown by mremap. */
+TEST(seq_small_pages)
+{
+	size_t bytes = 4 * MM_HUGE_PAGE;
+	unsigned char *p = mm_seq_grow(NULL, 0, bytes);
+
+	REQUIRE(p != NULL);
+	memset(p, 1, bytes);
+	CHECK_EQ_INT(anon_huge_kb(p), 0);
+	p = mm_seq_grow(p, bytes, 2 * bytes);
+	REQUIRE(p != NULL);
+	memset(p, 1, 2 * bytes);
+	CHECK_EQ_INT(anon_huge_kb(p), 0);
+	mm_huge_drop(p, 2 * bytes);
 }
 
 /* Renews one array from nothing through the sizes an index takes as it
@@ -183,6 +234,8 @@ int main(void)
 	RUN(sizes);
 	RUN(neighbours);
 	RUN(grow);
+	RUN(seq_grow);
+	RUN(seq_small_pages);
 	RUN(too_large);
 	RUN(grow_too_large);
 	RUN(renew);

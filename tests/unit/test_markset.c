@@ -5,7 +5,8 @@
  * saturate until the set is stale, and, against a reference table over
  * many flushes of random sizes (repeated ids, expiries that pass, runs
  * merged, dropped and compacted, the set read again from its live marks as
- * after a reopen), every live mark is found and no other; the runs stay few and
+ * after a reopen), every live mark is found and no other, and every run is
+ * sorted with a directory that matches it; the runs stay few and
  * the filter turns away most absent marks; the hash of an id depends on
  * its namespace.
  */
@@ -33,6 +34,35 @@ static int add_c(mm_markset_t *s, const mm_markhash_t *m, size_t n, int64_t now_
 static int add(mm_markset_t *s, const mm_markhash_t *m, size_t n, int64_t now_ms)
 {
 	return add_c(s, m, n, now_ms, 0);
+}
+
+/* The number of faults in the set's runs: slots not in strictly increasing
+ * (h0, h1) order (one slot per hash), directory ranges that do not hold
+ * exactly the slots of their top bits, and a latest expiry that is not the
+ * run's. */
+static size_t run_faults(const mm_markset_t *s)
+{
+	size_t faults = 0;
+
+	for (size_t r = 0; r < s->nruns; r++) {
+		const mm_markrun_t *run = &s->runs[r];
+		size_t nb = (size_t)1 << run->dbits;
+		uint32_t most = 0;
+
+		for (size_t i = 0; i < run->n; i++) {
+			const mm_markslot_t *a = &run->slots[i];
+			size_t b = run->dbits ? (size_t)(a->h0 >> (64 - run->dbits)) : 0;
+
+			if (i > 0 && !(a[-1].h0 < a->h0 || (a[-1].h0 == a->h0 && a[-1].h1 < a->h1)))
+				faults++;
+			if (i < run->dir[b] || i >= run->dir[b + 1])
+				faults++;
+			if (a->exp > most)
+				most = a->exp;
+		}
+		faults += run->dir[0] != 0 || run->dir[nb] != run->n || most != run->max_exp;
+	}
+	return faults;
 }
 
 /* Marks with the same h0 (the same directory range) and different h1: 96
@@ -168,6 +198,7 @@ TEST(reference)
 		}
 		if (s.nruns > most_runs)
 			most_runs = s.nruns;
+		wrong += run_faults(&s);
 		now += 60000 + (int64_t)(unit_xorshift64(&rng_state) % 120000);
 		wrong += check_all(&s, seed, ref, now, &passed);
 		if (flush == 40 || flush == 79) {
@@ -231,6 +262,7 @@ TEST(runs_stay_few)
 			batch[i].expire_ms = 1000000;
 		}
 		REQUIRE(add(&s, batch, 5000, 0) == 0);
+		CHECK_EQ_INT(run_faults(&s), 0);
 		for (i = FANIN - 1; i < s.nruns; i++)
 			CHECK(tier(s.runs[i - FANIN + 1].n) > tier(s.runs[i].n));
 	}
