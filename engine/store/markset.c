@@ -181,23 +181,32 @@ static int run_alloc(mm_markset_t *s, mm_markrun_t *r, size_t n)
 	return 0;
 }
 
-/* Fills the directory of r's n sorted slots, and its latest expiry. */
-static void run_finish(mm_markrun_t *r)
+/* A run's directory is filled as its sorted slots are written
+ * (run_from_marks, run_merge), where a pass of its own after them read the
+ * whole run again: dir_open, dir_slot for each slot once it is in its place
+ * (its h0 is final there; a fold changes only its expiry), dir_close once
+ * the run has its n. The directory is sized for the slots the run was
+ * made for (run_alloc), which is more than it needs when some were folded
+ * or dropped; a lookup goes by r->dbits. */
+static void dir_open(mm_markrun_t *r, size_t made_for, size_t *b)
 {
-	size_t i, b = 0, nb;
-
-	r->dbits = dir_bits(r->n);
-	nb = (size_t)1 << r->dbits;
+	r->dbits = dir_bits(made_for);
 	r->dir[0] = 0;
-	r->max_exp = 0;
-	for (i = 0; i < r->n; i++) {
-		size_t k = bucket(r->slots[i].h0, r->dbits);
+	*b = 0;
+}
 
-		while (b < k)
-			r->dir[++b] = (uint32_t)i;
-		if (r->slots[i].exp > r->max_exp)
-			r->max_exp = r->slots[i].exp;
-	}
+static void dir_slot(mm_markrun_t *r, size_t *b, size_t i)
+{
+	size_t k = bucket(r->slots[i].h0, r->dbits);
+
+	while (*b < k)
+		r->dir[++*b] = (uint32_t)i;
+}
+
+static void dir_close(mm_markrun_t *r, size_t b)
+{
+	size_t nb = (size_t)1 << r->dbits;
+
 	while (b < nb)
 		r->dir[++b] = (uint32_t)r->n;
 }
@@ -236,7 +245,7 @@ static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t 
 	unsigned bits = 1;
 	uint32_t *at;
 	mm_markslot_t e;
-	size_t i, j, live = 0;
+	size_t i, j, d, live = 0;
 	int rc;
 
 	*r = (mm_markrun_t){0};
@@ -270,16 +279,22 @@ static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t 
 			r->slots[j] = r->slots[j - 1];
 		r->slots[j] = e;
 	}
+	dir_open(r, live, &d);
+	dir_slot(r, &d, 0);
+	r->max_exp = r->slots[0].exp;
 	for (i = 1, j = 0; i < live; i++) {
+		if (r->slots[i].exp > r->max_exp)
+			r->max_exp = r->slots[i].exp;
 		if (slot_same(&r->slots[i], &r->slots[j])) {
 			if (r->slots[i].exp > r->slots[j].exp)
 				r->slots[j].exp = r->slots[i].exp;
 		} else {
 			r->slots[++j] = r->slots[i];
+			dir_slot(r, &d, j);
 		}
 	}
 	r->n = j + 1;
-	run_finish(r);
+	dir_close(r, d);
 	return 0;
 }
 
@@ -291,13 +306,15 @@ static int run_merge(mm_markset_t *s, mm_markrun_t *out, const mm_markrun_t *in,
 		     int64_t now_off)
 {
 	const mm_markslot_t *at[MARKSET_FANIN], *end[MARKSET_FANIN];
-	size_t n = 0, j, best, live = 0;
+	size_t n = 0, j, best, d, live = 0;
 	int rc;
 
 	for (j = 0; j < k; j++)
 		n += in[j].n;
 	if ((rc = run_alloc(s, out, n)))
 		return rc;
+	dir_open(out, n, &d);
+	out->max_exp = 0;
 	/* The runs not yet at their end, first to last. */
 	for (n = j = 0; j < k; j++)
 		if (in[j].n) {
@@ -311,8 +328,13 @@ static int run_merge(mm_markset_t *s, mm_markrun_t *out, const mm_markrun_t *in,
 		if (live && slot_same(at[best], &out->slots[n - 1])) {
 			if (at[best]->exp > out->slots[n - 1].exp)
 				out->slots[n - 1].exp = at[best]->exp;
+			if (at[best]->exp > out->max_exp)
+				out->max_exp = at[best]->exp;
 		} else if ((int64_t)at[best]->exp > now_off) {
-			out->slots[n++] = *at[best];
+			out->slots[n] = *at[best];
+			dir_slot(out, &d, n++);
+			if (at[best]->exp > out->max_exp)
+				out->max_exp = at[best]->exp;
 			live = 1;
 		} else {
 			/* Expired: a later equal slot may still be live. */
@@ -325,8 +347,7 @@ static int run_merge(mm_markset_t *s, mm_markrun_t *out, const mm_markrun_t *in,
 		}
 	}
 	out->n = n;
-	/* The directory goes after the slots the buffer was sized for. */
-	run_finish(out);
+	dir_close(out, d);
 	return 0;
 }
 
