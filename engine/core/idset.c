@@ -90,16 +90,11 @@ idset_probe(const mm_idset_t *s, const char *id, size_t len, const mm_idhash_t *
 	}
 }
 
-mm_idset_entry_t *mm_idset_find(const mm_idset_t *s, const char *id, size_t len,
-				const mm_idhash_t *h)
+mm_idset_entry_t *mm_idset_find_in(const mm_idset_t *s, const char *id, size_t len,
+				   const mm_idhash_t *h)
 {
-	size_t j;
+	size_t j = idset_probe(s, id, len, h);
 
-	/* An empty set (the flushed generation's, most of the time) is not
-	 * probed. */
-	if (s->count == 0)
-		return NULL;
-	j = idset_probe(s, id, len, h);
 	return s->slots[j].tag ? &s->entries[s->slots[j].entry] : NULL;
 }
 

@@ -83,9 +83,18 @@ typedef struct mm_idset {
  * hash and length alone). */
 void mm_idset_init(mm_idset_t *s, int keep);
 
-/* The entry of the id of len bytes whose mm_id_hash is h, or NULL. */
-mm_idset_entry_t *mm_idset_find(const mm_idset_t *s, const char *id, size_t len,
-				const mm_idhash_t *h);
+/* mm_idset_find in a set that holds ids. */
+mm_idset_entry_t *mm_idset_find_in(const mm_idset_t *s, const char *id, size_t len,
+				   const mm_idhash_t *h);
+
+/* The entry of the id of len bytes whose mm_id_hash is h, or NULL. An
+ * empty set (the flushed generation's, most of the time: every record with
+ * an id asks both) is not probed, nor called. */
+static inline mm_idset_entry_t *mm_idset_find(const mm_idset_t *s, const char *id, size_t len,
+					      const mm_idhash_t *h)
+{
+	return s->count ? mm_idset_find_in(s, id, len, h) : NULL;
+}
 
 /* Finds the id's entry, adding it when absent (*created tells which; a new
  * entry has tag 0), and sets its expiry to expire_ms. Entry pointers stay

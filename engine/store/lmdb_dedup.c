@@ -124,32 +124,45 @@ static void entry_get_v2(const uint8_t *p, mm_markhash_t *m)
 	m->expire_ms = (int64_t)mm_get_u64le(p + 16);
 }
 
-/* Appends m to the pending entries (the marks of the apply in flight). */
 /* A claim's or mark's hash came with it (mm_id_hash never gives all zero). */
 static int given(const mm_idhash_t *h)
 {
 	return (h->h0 | h->h1) != 0;
 }
 
+/* Room for n more pending entries (the marks of the apply in flight). */
+static int pend_reserve(mm_lmdb_t *st, size_t n)
+{
+	size_t ncap = st->pend_cap ? st->pend_cap : 1024;
+	mm_markhash_t *np;
+
+	if (st->pend_cap - st->npend >= n)
+		return 0;
+	while (ncap - st->npend < n) {
+		if (ncap > SIZE_MAX / 2 / sizeof(*np))
+			return mm_diag_set(MM_ENOMEM, "too many dedup marks (%zu)", st->npend + n);
+		ncap *= 2;
+	}
+	/* A mapping grown by mremap, on small pages (written and read in
+	 * order: lib/hugemap.h): the entries are kept from one apply to the
+	 * next, where a realloc'd array's copies cost more than its growth
+	 * (doc/performance.md). */
+	np = mm_seq_grow(st->pend, st->pend_cap * sizeof(*np), ncap * sizeof(*np));
+	if (np == NULL)
+		return mm_diag_set(MM_ENOMEM, "cannot grow to %zu dedup marks", ncap);
+	st->pend = np;
+	st->pend_cap = ncap;
+	return 0;
+}
+
+/* Appends m to the pending entries. */
 static int pend_add(mm_lmdb_t *st, const mm_markhash_t *m)
 {
-	if (st->npend == st->pend_cap) {
-		size_t ncap = st->pend_cap ? st->pend_cap * 2 : 1024;
-		mm_markhash_t *np;
+	int rc = pend_reserve(st, 1);
 
-		/* A mapping grown by mremap, on small pages (written and
-		 * read in order: lib/hugemap.h): the entries are kept from
-		 * one apply to the next, where a realloc'd array's copies
-		 * cost more than its growth (doc/performance.md). */
-		if (ncap > SIZE_MAX / sizeof(*np) ||
-		    (np = mm_seq_grow(st->pend, st->pend_cap * sizeof(*np), ncap * sizeof(*np))) ==
-			    NULL)
-			return mm_diag_set(MM_ENOMEM, "cannot grow to %zu dedup marks", ncap);
-		st->pend = np;
-		st->pend_cap = ncap;
-	}
-	st->pend[st->npend++] = *m;
-	return 0;
+	if (rc == 0)
+		st->pend[st->npend++] = *m;
+	return rc;
 }
 
 /*
@@ -517,6 +530,10 @@ int mm_lmdb_write_marks(mm_lmdb_t *st, MDB_txn *txn, mm_flush_t *f)
 	}
 	if ((rc = drop_expired(cur, f->now_ms, &st->dropped)))
 		goto out;
+	/* Room for the flush's marks at once: an append per mark is then a
+	 * store, not a call. */
+	if ((rc = pend_reserve(st, f->nmarks)))
+		goto out;
 	for (i = 0; i < f->nmarks; i++) {
 		const mm_mark_t *mk = &f->marks[i];
 		mm_markhash_t m;
@@ -535,8 +552,7 @@ int mm_lmdb_write_marks(mm_lmdb_t *st, MDB_txn *txn, mm_flush_t *f)
 			mm_markset_hash(seed, mk->id, mk->len, &m);
 		}
 		m.expire_ms = mk->expire_ms;
-		if ((rc = pend_add(st, &m)))
-			goto out;
+		st->pend[st->npend++] = m;
 	}
 	if (st->legacy) {
 		if ((rc = legacy_read(st, txn, f->now_ms)))

@@ -33,7 +33,6 @@
 #include "../lib/hash.h"
 #include "../lib/hugemap.h"
 
-#define MARKSET_STALE_MS (1LL << 31)
 #define MARKSET_PAGE ((size_t)4096)
 #define MARKSET_FMIN 6          /* the least filter: 64 words */
 #define MARKSET_SORT_BITS 18    /* the counting sort's most buckets: 2^18 */
@@ -363,12 +362,6 @@ static unsigned tier(size_t n)
 	return t;
 }
 
-static uint64_t filter_mask(uint32_t h1)
-{
-	return 1ULL << (h1 & 63) | 1ULL << (h1 >> 6 & 63) | 1ULL << (h1 >> 12 & 63) |
-	       1ULL << (h1 >> 18 & 63);
-}
-
 /* A zeroed filter of 1 << fbits words: from 1 MiB on, on huge pages
  * (lib/hugemap.h), since its words are read at random, one per record, and
  * with 4 KiB pages each read also missed the TLB. */
@@ -385,18 +378,13 @@ static void filter_free(uint64_t *filter, unsigned fbits)
 static void filter_add_run(uint64_t *filter, unsigned fbits, const mm_markrun_t *r)
 {
 	for (size_t i = 0; i < r->n; i++)
-		filter[r->slots[i].h0 >> (64 - fbits)] |= filter_mask(r->slots[i].h1);
+		filter[r->slots[i].h0 >> (64 - fbits)] |= mm_markset_filter_mask(r->slots[i].h1);
 }
 
 void mm_markset_start(mm_markset_t *s, int64_t base_ms)
 {
 	mm_markset_free(s);
 	s->base_ms = base_ms;
-}
-
-int mm_markset_stale(const mm_markset_t *s, int64_t now_ms)
-{
-	return now_ms - s->base_ms >= MARKSET_STALE_MS;
 }
 
 int mm_markset_prepare(mm_markset_t *s, mm_markbatch_t *b, const mm_markhash_t *m, size_t n,
@@ -504,20 +492,11 @@ void mm_markset_batch_done(mm_markset_t *s, mm_markbatch_t *b)
 	memset(b, 0, sizeof(*b));
 }
 
-int mm_markset_may_hold(const mm_markset_t *s, const mm_markhash_t *m)
-{
-	uint64_t mask = filter_mask((uint32_t)(m->h1 >> 32));
-
-	return s->filter != NULL && (s->filter[m->h0 >> (64 - s->fbits)] & mask) == mask;
-}
-
-int mm_markset_live(const mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms)
+int mm_markset_live_runs(const mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms)
 {
 	int64_t now_off = now_ms - s->base_ms;
 	uint32_t h1 = (uint32_t)(m->h1 >> 32);
 
-	if (!mm_markset_may_hold(s, m))
-		return 0;
 	for (size_t i = s->nruns; i-- > 0;) {
 		const mm_markrun_t *r = &s->runs[i];
 		size_t k = bucket(m->h0, r->dbits), j;
@@ -531,12 +510,6 @@ int mm_markset_live(const mm_markset_t *s, const mm_markhash_t *m, int64_t now_m
 		}
 	}
 	return 0;
-}
-
-void mm_markset_prefetch(const mm_markset_t *s, const mm_markhash_t *m)
-{
-	if (s->filter != NULL)
-		__builtin_prefetch(&s->filter[m->h0 >> (64 - s->fbits)]);
 }
 
 void mm_markset_free(mm_markset_t *s)

@@ -136,7 +136,10 @@ void mm_markset_start(mm_markset_t *s, int64_t base_ms);
 
 /* 1 when the set must be read again (mm_markset_start) to stay exact at
  * now_ms: its base is 2^31 ms old. */
-int mm_markset_stale(const mm_markset_t *s, int64_t now_ms);
+static inline int mm_markset_stale(const mm_markset_t *s, int64_t now_ms)
+{
+	return now_ms - s->base_ms >= (int64_t)1 << 31;
+}
 
 /* Builds in b the set that s would be with the n marks m[] added (in any
  * order; a mark whose hash is there already keeps the later expiry), leaving
@@ -157,16 +160,40 @@ void mm_markset_commit(mm_markset_t *s, mm_markbatch_t *b);
  * keeps their buffers for reuse (or frees them) and frees the old filter. */
 void mm_markset_batch_done(mm_markset_t *s, mm_markbatch_t *b);
 
-/* 1 when the set holds the mark of m's hash with an expiry after now_ms. */
-int mm_markset_live(const mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms);
+/* The filter's bits of a mark: four of the 64 of its word, from the kept
+ * half of h1 (h0's top bits pick the word). */
+static inline uint64_t mm_markset_filter_mask(uint32_t h1)
+{
+	return 1ULL << (h1 & 63) | 1ULL << (h1 >> 6 & 63) | 1ULL << (h1 >> 12 & 63) |
+	       1ULL << (h1 >> 18 & 63);
+}
 
 /* 0 when the filter alone tells that the set holds no mark of m's hash
- * (one word), 1 when it may. */
-int mm_markset_may_hold(const mm_markset_t *s, const mm_markhash_t *m);
+ * (one word), 1 when it may. Inline, as the next two: a record with an id
+ * asks the set once, and most ids end here (doc/performance.md). */
+static inline int mm_markset_may_hold(const mm_markset_t *s, const mm_markhash_t *m)
+{
+	uint64_t mask = mm_markset_filter_mask((uint32_t)(m->h1 >> 32));
+
+	return s->filter != NULL && (s->filter[m->h0 >> (64 - s->fbits)] & mask) == mask;
+}
+
+/* mm_markset_live past the filter: the runs, newest first. */
+int mm_markset_live_runs(const mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms);
+
+/* 1 when the set holds the mark of m's hash with an expiry after now_ms. */
+static inline int mm_markset_live(const mm_markset_t *s, const mm_markhash_t *m, int64_t now_ms)
+{
+	return mm_markset_may_hold(s, m) && mm_markset_live_runs(s, m, now_ms);
+}
 
 /* Hints the cache about the filter's word of m: what a lookup of an absent
  * mark reads (for lookups that are mostly of new ids). */
-void mm_markset_prefetch(const mm_markset_t *s, const mm_markhash_t *m);
+static inline void mm_markset_prefetch(const mm_markset_t *s, const mm_markhash_t *m)
+{
+	if (s->filter != NULL)
+		__builtin_prefetch(&s->filter[m->h0 >> (64 - s->fbits)]);
+}
 
 /* Forgets every mark and frees the runs, the filter and the kept buffers. */
 void mm_markset_free(mm_markset_t *s);
