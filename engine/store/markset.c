@@ -21,7 +21,6 @@
  * absent marks pass it; at 6, about 1%) or more stale bits (of dropped
  * marks) than live ones, at a size of 2 to 4 marks a word.
  */
-#define _GNU_SOURCE
 #include "markset.h"
 
 #include <stdint.h>
@@ -85,21 +84,15 @@ static int buf_get(mm_markset_t *s, size_t bytes, mm_markbuf_t *out)
 		s->spare[fit] = (mm_markbuf_t){0};
 		return 0;
 	}
-	if (big != MM_MARKSET_SPARES) {
-		p = mremap(s->spare[big].mem, s->spare[big].bytes, bytes, MREMAP_MAYMOVE);
-		if (p != MAP_FAILED) {
-			s->spare[big] = (mm_markbuf_t){0};
-			goto done;
-		}
-	}
-	if ((p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) ==
-	    MAP_FAILED)
+	/* mm_seq_grow: on small pages (a run is read in order), mapped whole
+	 * at the rounded size, so that munmap of (mem, bytes) frees it; a kept
+	 * buffer grows by mremap, keeping its pages. */
+	if (big != MM_MARKSET_SPARES &&
+	    (p = mm_seq_grow(s->spare[big].mem, s->spare[big].bytes, bytes)) != NULL) {
+		s->spare[big] = (mm_markbuf_t){0};
+	} else if ((p = mm_seq_grow(NULL, 0, bytes)) == NULL) {
 		return mm_diag_set(MM_ENOMEM, "cannot map %zu bytes of dedup marks", bytes);
-#ifdef MADV_NOHUGEPAGE
-	/* Small pages, even where the kernel would use huge ones unasked. */
-	(void)madvise(p, bytes, MADV_NOHUGEPAGE);
-#endif
-done:
+	}
 	*out = (mm_markbuf_t){p, bytes};
 	return 0;
 }
