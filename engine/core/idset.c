@@ -39,7 +39,14 @@ void mm_idset_init(mm_idset_t *s, int keep)
 	s->arena.keep = 1;
 }
 
-/* Doubles the index, refilled from the entries, which stay where they are. */
+/* The bytes of the slots and filter of cap slots. */
+static size_t idset_index_bytes(size_t cap)
+{
+	return cap * sizeof(mm_idset_slot_t) + cap / MM_IDSET_FILTER_SLOTS * sizeof(uint64_t);
+}
+
+/* Doubles the index and its filter, refilled from the entries, which stay
+ * where they are. */
 static int idset_grow(mm_idset_t *s)
 {
 	size_t ncap = s->cap ? s->cap * 2 : 64;
@@ -50,7 +57,7 @@ static int idset_grow(mm_idset_t *s)
 	 * from there: the pages it has are kept, and only the growth is new
 	 * memory. */
 	mm_idset_slot_t *ns =
-		mm_huge_renew(s->slots, s->cap * sizeof(*s->slots), ncap * sizeof(*ns));
+		mm_huge_renew(s->slots, idset_index_bytes(s->cap), idset_index_bytes(ncap));
 
 	if (ns == NULL)
 		return mm_diag_set(MM_ENOMEM, "pending ids: cannot grow to %zu slots", ncap);
@@ -63,6 +70,8 @@ static int idset_grow(mm_idset_t *s)
 		while (ns[j].tag)
 			j = (j + 1) & (ncap - 1);
 		ns[j] = (mm_idset_slot_t){mm_idset_tag(&s->entries[i].hash), (uint32_t)i};
+		*mm_idset_filter_word(s, &s->entries[i].hash) |=
+			mm_idset_filter_mask(&s->entries[i].hash);
 	}
 	return 0;
 }
@@ -181,6 +190,7 @@ mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
 	if (mm_idset_set_expiry(s, e, expire_ms) != 0)
 		return NULL;
 	s->slots[j] = (mm_idset_slot_t){mm_idset_tag(h), (uint32_t)s->count++};
+	*mm_idset_filter_word(s, h) |= mm_idset_filter_mask(h);
 	*created = 1;
 	return e;
 }
@@ -217,7 +227,7 @@ const char *mm_idset_copy(mm_idset_t *s, const char *id, size_t len)
 void mm_idset_reset(mm_idset_t *s)
 {
 	if (s->count)
-		memset(s->slots, 0, s->cap * sizeof(*s->slots));
+		memset(s->slots, 0, idset_index_bytes(s->cap));
 	mm_arena_reset(&s->arena);
 	/* Out of range once in a long while: the next generation starts on
 	 * offsets again. */
@@ -229,7 +239,7 @@ void mm_idset_reset(mm_idset_t *s)
 void mm_idset_free(mm_idset_t *s)
 {
 	mm_arena_free(&s->arena);
-	mm_huge_free(s->slots, s->cap * sizeof(*s->slots));
+	mm_huge_free(s->slots, idset_index_bytes(s->cap));
 	mm_huge_drop(s->entries, s->ecap * sizeof(*s->entries));
 	mm_huge_drop(s->ids, s->icap * sizeof(*s->ids));
 	free(s->wide);

@@ -175,7 +175,7 @@ static int run_alloc(mm_markset_t *s, mm_markrun_t *r, size_t n)
 
 /* A run's directory is filled as its sorted slots are written
  * (run_from_marks, run_merge), where a pass of its own after them read the
- * whole run again: dir_open, dir_slot for each slot once it is in its place
+ * whole run again: dir_open, dir_slot for each slot (and its h0) once it is in its place
  * (its h0 is final there; a fold changes only its expiry), dir_close once
  * the run has its n. The directory is sized for the slots the run was
  * made for (run_alloc), which is more than it needs when some were folded
@@ -187,9 +187,9 @@ static void dir_open(mm_markrun_t *r, size_t made_for, size_t *b)
 	*b = 0;
 }
 
-static void dir_slot(mm_markrun_t *r, size_t *b, size_t i)
+static void dir_slot(mm_markrun_t *r, size_t *b, size_t i, uint64_t h0)
 {
-	size_t k = bucket(r->slots[i].h0, r->dbits);
+	size_t k = bucket(h0, r->dbits);
 
 	while (*b < k)
 		r->dir[++*b] = (uint32_t)i;
@@ -272,7 +272,7 @@ static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t 
 		r->slots[j] = e;
 	}
 	dir_open(r, live, &d);
-	dir_slot(r, &d, 0);
+	dir_slot(r, &d, 0, r->slots[0].h0);
 	r->max_exp = r->slots[0].exp;
 	for (i = 1, j = 0; i < live; i++) {
 		if (r->slots[i].exp > r->max_exp)
@@ -282,7 +282,7 @@ static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t 
 				r->slots[j].exp = r->slots[i].exp;
 		} else {
 			r->slots[++j] = r->slots[i];
-			dir_slot(r, &d, j);
+			dir_slot(r, &d, j, r->slots[j].h0);
 		}
 	}
 	r->n = j + 1;
@@ -290,15 +290,60 @@ static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t 
 	return 0;
 }
 
+/* Keeps in (*ka, *ia) the lesser of it and (kb, ib) (the first on a tie),
+ * by conditional moves: which run's head is least is a coin toss, and a
+ * branch on it missed about twice an output slot. */
+static inline void merge_pick(uint64_t *ka, unsigned *ia, uint64_t kb, unsigned ib)
+{
+	int lt = kb < *ka;
+
+	*ka = lt ? kb : *ka;
+	*ia = lt ? ib : *ia;
+}
+
+/* Adds slot e, whose h0 is that of out's last slot (a mark in several
+ * runs, or two hashes that share an h0), to the slots of that h0 at out's
+ * end: folded into the one of its hash (the later expiry), else put in
+ * its place by h1 if live at now_off. */
+static void merge_tie(mm_markrun_t *out, size_t *n, const mm_markslot_t *e, int64_t now_off)
+{
+	size_t j = *n;
+
+	for (; j > 0 && out->slots[j - 1].h0 == e->h0; j--) {
+		if (out->slots[j - 1].h1 == e->h1) {
+			if (e->exp > out->slots[j - 1].exp)
+				out->slots[j - 1].exp = e->exp;
+			if (e->exp > out->max_exp)
+				out->max_exp = e->exp;
+			return;
+		}
+	}
+	if ((int64_t)e->exp <= now_off)
+		return;
+	/* The slots of this h0 are out[j..n): e goes before the first of
+	 * them with a greater h1. Same h0, same directory range. */
+	for (j = *n; j > 0 && out->slots[j - 1].h0 == e->h0 && out->slots[j - 1].h1 > e->h1; j--)
+		out->slots[j] = out->slots[j - 1];
+	out->slots[j] = *e;
+	(*n)++;
+	if (e->exp > out->max_exp)
+		out->max_exp = e->exp;
+}
+
 /* Merges the k runs in[] (k at most MARKSET_FANIN) into a new run,
  * keeping the marks live at now_off (milliseconds after the base), one slot
- * per hash (the later expiry): each slot out is the least of the runs'
- * next ones, and equal hashes come out one after the other. */
+ * per hash (the later expiry). Each slot out is the least by h0 of the
+ * runs' next ones, picked by a tree of seven comparisons of 64-bit keys
+ * without a branch (runs short of eight, or at their end, have the key
+ * UINT64_MAX, which a real h0 may also be: that key takes the slow way).
+ * A slot whose h0 is the last one's is settled by merge_tie, which keeps
+ * the order by h1 and one slot per hash. */
 static int run_merge(mm_markset_t *s, mm_markrun_t *out, const mm_markrun_t *in, size_t k,
 		     int64_t now_off)
 {
 	const mm_markslot_t *at[MARKSET_FANIN], *end[MARKSET_FANIN];
-	size_t n = 0, j, best, d, live = 0;
+	uint64_t key[MARKSET_FANIN];
+	size_t n = 0, j, d;
 	int rc;
 
 	for (j = 0; j < k; j++)
@@ -307,36 +352,47 @@ static int run_merge(mm_markset_t *s, mm_markrun_t *out, const mm_markrun_t *in,
 		return rc;
 	dir_open(out, n, &d);
 	out->max_exp = 0;
-	/* The runs not yet at their end, first to last. */
-	for (n = j = 0; j < k; j++)
-		if (in[j].n) {
-			at[n] = in[j].slots;
-			end[n++] = in[j].slots + in[j].n;
+	for (j = 0; j < MARKSET_FANIN; j++) {
+		at[j] = end[j] = NULL;
+		key[j] = UINT64_MAX;
+		if (j < k && in[j].n) {
+			at[j] = in[j].slots;
+			end[j] = in[j].slots + in[j].n;
+			key[j] = at[j]->h0;
 		}
-	for (k = n, n = 0; k > 0;) {
-		for (best = 0, j = 1; j < k; j++)
-			if (slot_less(at[j], at[best]))
-				best = j;
-		if (live && slot_same(at[best], &out->slots[n - 1])) {
-			if (at[best]->exp > out->slots[n - 1].exp)
-				out->slots[n - 1].exp = at[best]->exp;
-			if (at[best]->exp > out->max_exp)
-				out->max_exp = at[best]->exp;
-		} else if ((int64_t)at[best]->exp > now_off) {
-			out->slots[n] = *at[best];
-			dir_slot(out, &d, n++);
-			if (at[best]->exp > out->max_exp)
-				out->max_exp = at[best]->exp;
-			live = 1;
-		} else {
-			/* Expired: a later equal slot may still be live. */
-			live = 0;
+	}
+	for (n = 0;;) {
+		uint64_t k0 = key[0], k2 = key[2], k4 = key[4], k6 = key[6];
+		unsigned i0 = 0, i2 = 2, i4 = 4, i6 = 6;
+		const mm_markslot_t *e;
+
+		merge_pick(&k0, &i0, key[1], 1);
+		merge_pick(&k2, &i2, key[3], 3);
+		merge_pick(&k4, &i4, key[5], 5);
+		merge_pick(&k6, &i6, key[7], 7);
+		merge_pick(&k0, &i0, k2, i2);
+		merge_pick(&k4, &i4, k6, i6);
+		merge_pick(&k0, &i0, k4, i4);
+		if (k0 == UINT64_MAX) {
+			/* Every run at its end, or a head whose h0 is all ones. */
+			for (i0 = 0; i0 < MARKSET_FANIN && at[i0] == end[i0]; i0++)
+				;
+			if (i0 == MARKSET_FANIN)
+				break;
 		}
-		if (++at[best] == end[best]) {
-			at[best] = at[k - 1];
-			end[best] = end[k - 1];
-			k--;
+		e = at[i0];
+		if (n && e->h0 == out->slots[n - 1].h0) {
+			merge_tie(out, &n, e, now_off);
+		} else if ((int64_t)e->exp > now_off) {
+			out->slots[n] = *e;
+			dir_slot(out, &d, n++, e->h0);
+			if (e->exp > out->max_exp)
+				out->max_exp = e->exp;
 		}
+		if (++at[i0] == end[i0])
+			key[i0] = UINT64_MAX;
+		else
+			key[i0] = at[i0]->h0;
 	}
 	out->n = n;
 	dir_close(out, d);

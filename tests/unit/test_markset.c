@@ -1,7 +1,8 @@
 /*
  * test_markset.c: the in-memory dedup marks of the embedded store
  * (engine/store/markset.h): hashes that share their first 64 bits stay
- * apart, a later expiry wins within a flush and across runs, far expiries
+ * apart, within a run and through merges, a later expiry wins within a
+ * flush and across runs, far expiries
  * saturate until the set is stale, and, against a reference table over
  * many flushes of random sizes (repeated ids, expiries that pass, runs
  * merged, dropped and compacted, the set read again from its live marks as
@@ -81,6 +82,52 @@ TEST(same_h0)
 	CHECK(mm_markset_live(&s, &m[2], 999));
 	CHECK(!mm_markset_live(&s, &m[2], 1000));
 	CHECK(!mm_markset_live(&s, &other, 0));
+	mm_markset_free(&s);
+}
+
+/* Merges of runs whose slots share an h0: marks of one hash in several
+ * runs fold into one slot with the latest expiry (an expired copy before a
+ * live one included), hashes that share only h0 stay apart in h1 order, and
+ * h0 = 2^64 - 1 (the merge's key for a run at its end) is kept. */
+TEST(merge_ties)
+{
+	const uint64_t top = UINT64_MAX;
+	mm_markset_t s = {0};
+	mm_markhash_t f1[] = {{10, 3ULL << 32, 5000}, {top, 1ULL << 32, 5000}};
+	mm_markhash_t f2[] = {{10, 1ULL << 32, 5000}, {10, 3ULL << 32, 9000}, {top, 2ULL << 32, 5000}};
+	mm_markhash_t f3[] = {{10, 2ULL << 32, 150}, {10, 1ULL << 32, 7000}, {5, 1ULL << 32, 5000}};
+	mm_markhash_t f4[] = {{10, 2ULL << 32, 8000}, {top, 1ULL << 32, 4000}};
+	mm_markhash_t q;
+
+	mm_markset_start(&s, 0);
+	REQUIRE(add(&s, f1, 2, 100) == 0);
+	REQUIRE(add(&s, f2, 3, 100) == 0);
+	REQUIRE(add(&s, f3, 3, 100) == 0);
+	REQUIRE(add(&s, f4, 2, 100) == 0);
+	CHECK_EQ_INT(s.nruns, 4);
+	/* One run of every hash, merged from the four at 200, when the first
+	 * (10, 2) has expired. */
+	REQUIRE(add_c(&s, NULL, 0, 200, 1) == 0);
+	CHECK_EQ_INT(s.nruns, 1);
+	CHECK_EQ_INT(s.count, 6);
+	CHECK_EQ_INT(run_faults(&s), 0);
+	q = (mm_markhash_t){10, 3ULL << 32, 0};
+	CHECK(mm_markset_live(&s, &q, 8999));
+	CHECK(!mm_markset_live(&s, &q, 9000));
+	q = (mm_markhash_t){10, 1ULL << 32, 0};
+	CHECK(mm_markset_live(&s, &q, 6999));
+	CHECK(!mm_markset_live(&s, &q, 7000));
+	q = (mm_markhash_t){10, 2ULL << 32, 0};
+	CHECK(mm_markset_live(&s, &q, 7999));
+	q = (mm_markhash_t){top, 1ULL << 32, 0};
+	CHECK(mm_markset_live(&s, &q, 4999));
+	CHECK(!mm_markset_live(&s, &q, 5000));
+	q = (mm_markhash_t){top, 2ULL << 32, 0};
+	CHECK(mm_markset_live(&s, &q, 4999));
+	q = (mm_markhash_t){5, 1ULL << 32, 0};
+	CHECK(mm_markset_live(&s, &q, 4999));
+	q = (mm_markhash_t){10, 4ULL << 32, 0};
+	CHECK(!mm_markset_live(&s, &q, 0));
 	mm_markset_free(&s);
 }
 
@@ -301,6 +348,7 @@ int main(void)
 {
 	RUN(same_h0);
 	RUN(later_expiry);
+	RUN(merge_ties);
 	RUN(base_and_stale);
 	RUN(reference);
 	RUN(runs_stay_few);
