@@ -545,6 +545,10 @@ void mm_flush_start(mm_engine_t *ctx)
 		p->cur = !p->cur;
 		job->records += p->pending_records;
 		p->pending_records = 0;
+		/* Sized for as many ids as the generation that closed; a set
+		 * that cannot be grows as it fills. */
+		if (mm_idset_reserve(&p->ids[p->cur], p->ids[!p->cur].count) != 0)
+			mm_diag_clear();
 	}
 	/* The positions are taken now, with the generation: they cover the held
 	 * records, whose effects join the flush after the claim round. */

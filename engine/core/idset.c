@@ -45,11 +45,10 @@ static size_t idset_index_bytes(size_t cap)
 	return cap * sizeof(mm_idset_slot_t) + cap / MM_IDSET_FILTER_SLOTS * sizeof(uint64_t);
 }
 
-/* Doubles the index and its filter, refilled from the entries, which stay
- * where they are. */
-static int idset_grow(mm_idset_t *s)
+/* Makes the index and its filter ncap slots (a power of two, more than
+ * cap), refilled from the entries, which stay where they are. */
+static int idset_resize(mm_idset_t *s, size_t ncap)
 {
-	size_t ncap = s->cap ? s->cap * 2 : 64;
 	/* On huge pages from 1 MiB (131 072 slots) on: the index is read at
 	 * random, and its fresh pages took thousands of page faults a
 	 * generation as it grew, two a page below that (the probes read a
@@ -161,7 +160,7 @@ mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
 		mm_diag_set(MM_EINVAL, "pending ids: a %zu-byte id is too long", len);
 		return NULL;
 	}
-	if (((size_t)s->count + 1) * 2 > s->cap && idset_grow(s) != 0)
+	if (((size_t)s->count + 1) * 2 > s->cap && idset_resize(s, s->cap ? s->cap * 2 : 64) != 0)
 		return NULL;
 	j = idset_probe(s, id, len, h);
 	if (s->slots[j].tag) {
@@ -193,6 +192,22 @@ mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
 	*mm_idset_filter_word(s, h) |= mm_idset_filter_mask(h);
 	*created = 1;
 	return e;
+}
+
+int mm_idset_reserve(mm_idset_t *s, size_t n)
+{
+	size_t ncap = s->cap ? s->cap : 64;
+
+	if (n > UINT32_MAX / 2)
+		return mm_diag_set(MM_ENOMEM, "pending ids: cannot reserve %zu entries", n);
+	while ((n + 1) * 2 > ncap)
+		ncap *= 2;
+	if (ncap > s->cap && idset_resize(s, ncap) != 0)
+		return MM_ENOMEM;
+	while (s->ecap < n)
+		if (idset_grow_entries(s) != 0)
+			return MM_ENOMEM;
+	return 0;
 }
 
 int mm_idset_set_wide(mm_idset_t *s, mm_idset_entry_t *e, int64_t expire_ms)

@@ -137,6 +137,13 @@ static inline mm_idset_entry_t *mm_idset_find(const mm_idset_t *s, const char *i
 mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
 				  const mm_idhash_t *h, int64_t expire_ms, int *created);
 
+/* Makes room for n entries without a doubling of the index on the way: a
+ * generation's ids are about as many as the last one's, and each doubling
+ * refilled the index from every entry so far (a random write each) into
+ * memory the set had not touched. 0, or MM_ENOMEM (diag set; the set
+ * still works, and grows as it fills). */
+int mm_idset_reserve(mm_idset_t *s, size_t n);
+
 /* The expiry of entry e, in ms since the epoch. */
 static inline int64_t mm_idset_expiry(const mm_idset_t *s, const mm_idset_entry_t *e)
 {

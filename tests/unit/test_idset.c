@@ -12,7 +12,8 @@
  * bytes of earlier entries in place while the set grows, also past the
  * sizes where its arrays move to huge pages and with generations reusing
  * the arena chunks that reset kept; the filter in front of the slots
- * turns away almost every absent id, at the set's fullest and emptiest.
+ * turns away almost every absent id, at the set's fullest and emptiest;
+ * a set reserved for n ids takes them without growing.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -464,6 +465,49 @@ TEST(filter)
 	mm_idset_free(&s);
 }
 
+/* A set reserved for n ids takes them without growing its index or its
+ * entries (a generation sized by the last one), keeps what it held when
+ * reserved on top of it, and finds all of them. */
+TEST(reserve)
+{
+	mm_idset_t s;
+	mm_idhash_t h;
+	char buf[32];
+	size_t len, cap, ecap;
+	int created;
+
+	mm_idset_init(&s, 1);
+	for (unsigned n = 0; n < 10; n++) {
+		id_of(n, buf, &len);
+		mm_id_hash(7, buf, len, &h);
+		REQUIRE(mm_idset_upsert(&s, buf, len, &h, 1000 + n, &created) != NULL);
+	}
+	REQUIRE(mm_idset_reserve(&s, 50000) == 0);
+	cap = s.cap;
+	ecap = s.ecap;
+	CHECK(cap >= 100002 && ecap >= 50000);
+	for (unsigned n = 10; n < 50000; n++) {
+		id_of(n, buf, &len);
+		mm_id_hash(7, buf, len, &h);
+		REQUIRE(mm_idset_upsert(&s, buf, len, &h, 1000 + n, &created) != NULL);
+	}
+	CHECK_EQ_INT(s.cap, cap);
+	CHECK_EQ_INT(s.ecap, ecap);
+	for (unsigned n = 0; n < 50000; n++) {
+		mm_idset_entry_t *e;
+
+		id_of(n, buf, &len);
+		mm_id_hash(7, buf, len, &h);
+		e = mm_idset_find(&s, buf, len, &h);
+		CHECK(e != NULL && mm_idset_expiry(&s, e) == 1000 + (int64_t)n &&
+		      memcmp(mm_idset_id(&s, e), buf, len) == 0);
+	}
+	/* Less than it has: nothing changes. */
+	REQUIRE(mm_idset_reserve(&s, 10) == 0);
+	CHECK_EQ_INT(s.cap, cap);
+	mm_idset_free(&s);
+}
+
 int main(void)
 {
 	RUN(colliding_hashes);
@@ -474,5 +518,6 @@ int main(void)
 	RUN(expiries);
 	RUN(huge_generations_against_reference);
 	RUN(filter);
+	RUN(reserve);
 	UNIT_DONE();
 }
