@@ -108,7 +108,7 @@ struct mm_engine {
 	struct mm_flush_spare {
 		void *p;                /* from mm_huge_grow (lib/hugemap.h) */
 		size_t bytes;
-	} spare_deltas, spare_marks;
+	} spare_deltas, spare_marks, spare_hashed;
 	uint64_t arrival;       /* the last arrival stamp given to a record */
 	mm_flush_waiter_t *waiters; /* for the next flush to start */
 	int64_t last_flush_ms;

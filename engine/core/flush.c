@@ -41,7 +41,7 @@ struct mm_flush_job {
 	size_t npos_cap;         /* room in f.positions and pos_src */
 	uint64_t started_ns;
 	uint64_t records;        /* accepted records covered by this flush */
-	size_t dbytes, mbytes;   /* f.deltas' and f.marks' sizes (spare_take) */
+	size_t dbytes, mbytes, hbytes; /* f.deltas', f.marks' and f.hashed's sizes (spare_take) */
 	int attempts;
 	int claimed;             /* the claim round is over, or none was needed */
 	int built;               /* f holds the flush (after the claim round, if any) */
@@ -274,7 +274,7 @@ static void on_flush_done(void *arg, int status, const char *detail)
 			es->src->vt->ack(es->src, job->f.positions[i].pos, job->f.positions[i].len);
 	}
 	mm_log(MM_LOG_DEBUG, "engine", "flushed %zu deltas, %zu marks, %zu positions in %.2f ms",
-	       job->f.ndeltas, job->f.nmarks, job->f.npositions, ns / 1e6);
+	       job->f.ndeltas, job->f.nmarks + job->f.nhashed, job->f.npositions, ns / 1e6);
 	ctx->job = NULL;
 	waiters_notify(job->waiters, 0);
 	job->waiters = NULL;
@@ -436,34 +436,40 @@ static void job_unbuild(struct mm_flush_job *job)
 	free(job->f.mark_done);
 	spare_put(&job->ctx->spare_deltas, job->f.deltas, job->dbytes);
 	spare_put(&job->ctx->spare_marks, job->f.marks, job->mbytes);
+	spare_put(&job->ctx->spare_hashed, job->f.hashed, job->hbytes);
 	free(job->f.purges);
 	job->f.delta_done = job->f.mark_done = NULL;
 	job->f.deltas = NULL;
 	job->f.marks = NULL;
+	job->f.hashed = NULL;
 	job->f.purges = NULL;
-	job->f.ndeltas = job->f.nmarks = job->f.npurges = 0;
-	job->dbytes = job->mbytes = 0;
+	job->f.ndeltas = job->f.nmarks = job->f.nhashed = job->f.npurges = 0;
+	job->dbytes = job->mbytes = job->hbytes = 0;
 }
 
-/* The deltas, marks and purges of the flushing generation. */
+/* The deltas, marks and purges of the flushing generation. A pipeline
+ * that asks the store's marks (its ids' hashes are the store's marks:
+ * MM_STORE_CAP_MARKED) hands its marks over as hashes (f.hashed), the
+ * others as mm_mark_t. */
 static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 {
-	size_t nd = 0, nm = 0;
+	size_t nd = 0, nm = 0, nh = 0;
 	int64_t now = mm_now_ms();
 
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_t *p = ctx->pipes[i];
 
 		nd += p->agg[!p->cur].count;
-		nm += p->ids[!p->cur].count;
+		*(p->asks_marks ? &nh : &nm) += p->ids[!p->cur].count;
 	}
 	job->f.deltas = spare_take(&ctx->spare_deltas, nd, sizeof(mm_delta_t), &job->dbytes);
 	job->f.marks = spare_take(&ctx->spare_marks, nm, sizeof(mm_mark_t), &job->mbytes);
+	job->f.hashed = spare_take(&ctx->spare_hashed, nh, sizeof(mm_markhash_t), &job->hbytes);
 	job->f.purges = calloc((size_t)ctx->npipes + 1, sizeof(mm_purge_t));
 	job->f.delta_done = calloc(nd ? nd : 1, 1);
 	job->f.mark_done = calloc(nm ? nm : 1, 1);
-	if (!job->f.deltas || !job->f.marks || !job->f.purges || !job->f.delta_done ||
-	    !job->f.mark_done)
+	if (!job->f.deltas || !job->f.marks || !job->f.hashed || !job->f.purges ||
+	    !job->f.delta_done || !job->f.mark_done)
 		return mm_diag_set(MM_ENOMEM, "cannot build a flush");
 	for (int i = 0; i < ctx->npipes; i++) {
 		mm_pipeline_t *p = ctx->pipes[i];
@@ -482,10 +488,17 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 				.state = e->state,
 			};
 		}
-		for (size_t s = 0; s < ids->count; s++) {
-			mm_idset_entry_t *e = &ids->entries[s];
+		for (size_t s = 0; s < ids->count && p->asks_marks; s++) {
+			const mm_idset_entry_t *e = &ids->entries[s];
 
 			/* An id its claim found counted before keeps its old mark. */
+			if (e->tag != MM_ID_COUNTED)
+				job->f.hashed[job->f.nhashed++] = (mm_markhash_t){
+					e->hash.h0, e->hash.h1, mm_idset_expiry(ids, e)};
+		}
+		for (size_t s = 0; s < ids->count && !p->asks_marks; s++) {
+			mm_idset_entry_t *e = &ids->entries[s];
+
 			if (e->tag != MM_ID_COUNTED)
 				job->f.marks[job->f.nmarks++] = (mm_mark_t){
 					.ns = &p->ns,
@@ -628,5 +641,6 @@ void mm_flush_discard(mm_engine_t *ctx)
 	ctx->waiters = NULL;
 	mm_huge_drop(ctx->spare_deltas.p, ctx->spare_deltas.bytes);
 	mm_huge_drop(ctx->spare_marks.p, ctx->spare_marks.bytes);
-	ctx->spare_deltas = ctx->spare_marks = (struct mm_flush_spare){NULL, 0};
+	mm_huge_drop(ctx->spare_hashed.p, ctx->spare_hashed.bytes);
+	ctx->spare_deltas = ctx->spare_marks = ctx->spare_hashed = (struct mm_flush_spare){NULL, 0};
 }

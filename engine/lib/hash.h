@@ -34,6 +34,15 @@ typedef struct mm_idhash {
 	uint64_t h0, h1;
 } mm_idhash_t;
 
+/* A dedup mark by hash: an id's mm_id_hash in its namespace and when the
+ * mark expires (ms since the epoch). The embedded store's marks
+ * (store/markset.h) and the flush's marks for a store that keeps its marks
+ * as these hashes (mm_flush_t.hashed, store.h). */
+typedef struct mm_markhash {
+	uint64_t h0, h1;
+	int64_t expire_ms;
+} mm_markhash_t;
+
 uint64_t mm_id_hash_seed(const char *ns, size_t nslen);
 void mm_id_hash(uint64_t seed, const void *id, size_t len, mm_idhash_t *out);
 

@@ -337,30 +337,45 @@ static int next_seq(MDB_cursor *cur, uint32_t part, uint32_t *seq)
 	return 0;
 }
 
-/* Writes n entries of partition base / LMDB_MARK_WINDOW_MS in the run
- * format (u64 LE h0, u32 LE h1 >> 32, u32 LE expire_ms - base): two
- * little-endian words, the second the two u32s. */
-static void fill_run(uint8_t *dst, const mm_markhash_t *m, size_t n, int64_t base)
+/* Writes m as the run entry at dst of the partition that starts at base
+ * (u64 LE h0, u32 LE h1 >> 32, u32 LE expire_ms - base): two little-endian
+ * words, the second the two u32s. */
+static inline void entry_put(uint8_t *dst, const mm_markhash_t *m, int64_t base)
 {
-	for (size_t i = 0; i < n; i++, dst += LMDB_MARK_SIZE) {
-		uint64_t w[2] = {m[i].h0, m[i].h1 >> 32 |
-						  (uint64_t)(uint32_t)(m[i].expire_ms - base) << 32};
+	uint64_t w[2] = {m->h0, m->h1 >> 32 | (uint64_t)(uint32_t)(m->expire_ms - base) << 32};
 
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-		/* Two stores: GCC does not merge the byte-wise setters below
-		 * here (dst may alias m), 35 instructions a mark against 13. */
-		memcpy(dst, w, sizeof(w));
+	/* Two stores: GCC does not merge the byte-wise setters below here
+	 * (dst may alias m), 35 instructions a mark against 13. */
+	memcpy(dst, w, sizeof(w));
 #else
-		mm_set_u64le(dst, w[0]);
-		mm_set_u64le(dst + 8, w[1]);
+	mm_set_u64le(dst, w[0]);
+	mm_set_u64le(dst + 8, w[1]);
 #endif
-	}
 }
 
-/* Writes pend[from..to), all of partition part, as runs of at most
- * LMDB_RUN_MAX entries. */
+/* Writes the next count marks of partition part in m[], from m[*at] on, as
+ * run entries at dst; *at is left after the last one written. */
+static void fill_run(uint8_t *dst, const mm_markhash_t *m, size_t *at, size_t count,
+		     uint32_t part)
+{
+	int64_t base = (int64_t)part * LMDB_MARK_WINDOW_MS;
+	size_t i = *at;
+
+	for (; count > 0; i++) {
+		if (partition_of(m[i].expire_ms) != part)
+			continue;
+		entry_put(dst, &m[i], base);
+		dst += LMDB_MARK_SIZE;
+		count--;
+	}
+	*at = i;
+}
+
+/* Writes the count marks of partition part among st->marks, the first at
+ * from, as runs of at most LMDB_RUN_MAX entries. */
 static int write_run(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, uint32_t part, size_t from,
-		     size_t to)
+		     size_t count)
 {
 	uint8_t kb[8];
 	MDB_val key = {8, kb}, val;
@@ -371,13 +386,13 @@ static int write_run(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur, uint32_t part
 	if ((rc = next_seq(cur, part, &seq)))
 		return rc;
 	put_u32be(kb, part);
-	for (; from < to; from += n, seq++) {
-		n = to - from < LMDB_RUN_MAX ? to - from : LMDB_RUN_MAX;
+	for (; count > 0; count -= n, seq++) {
+		n = count < LMDB_RUN_MAX ? count : LMDB_RUN_MAX;
 		put_u32be(kb + 4, seq);
 		val = (MDB_val){n * LMDB_MARK_SIZE, NULL};
 		if ((mrc = mdb_put(txn, st->dbi_marks, &key, &val, MDB_RESERVE)))
 			return mm_lmdb_fail(mrc, "put marks");
-		fill_run(val.mv_data, &st->pend[from], n, (int64_t)part * LMDB_MARK_WINDOW_MS);
+		fill_run(val.mv_data, st->marks, &from, n, part);
 	}
 	return 0;
 }
@@ -434,7 +449,7 @@ int mm_lmdb_marks_upgrade(mm_lmdb_t *st, MDB_txn *txn)
 						 (long long)m.expire_ms);
 				goto out;
 			}
-			fill_run(buf + i * LMDB_MARK_SIZE, &m, 1, base);
+			entry_put(buf + i * LMDB_MARK_SIZE, &m, base);
 		}
 		/* The key too: it points into the page the put changes. */
 		memcpy(kb, key.mv_data, sizeof(kb));
@@ -479,33 +494,46 @@ static int drop_expired(MDB_cursor *cur, int64_t now_ms, size_t *dropped)
 	}
 }
 
-/* Writes the pending entries as one run per partition: the entries of the
- * first one's partition move to the front, and so on (a flush's marks
- * expire within a flush interval of each other: one or two partitions). */
+/* Writes st->marks as one run per partition: the first mark's, then any
+ * others in ascending order, each found by a pass over the marks (a
+ * flush's marks expire within a flush interval of each other: one
+ * partition, or two). The marks stay where they are: they may be the
+ * flush's own (mm_lmdb_write_marks). */
 static int write_runs(mm_lmdb_t *st, MDB_txn *txn, MDB_cursor *cur)
 {
-	size_t start = 0, i, j;
-	int rc;
+	const mm_markhash_t *m = st->marks;
+	uint32_t part, q, next = 0;
+	size_t i, first = 0, count = 0;
+	int rc, more = 0;
 
-	while (start < st->npend) {
-		uint32_t part = partition_of(st->pend[start].expire_ms);
-		int64_t lo = (int64_t)part * LMDB_MARK_WINDOW_MS, hi = lo + LMDB_MARK_WINDOW_MS;
+	if (st->nmarks == 0)
+		return 0;
+	part = partition_of(m[0].expire_ms);
+	for (i = 0; i < st->nmarks; i++) {
+		q = partition_of(m[i].expire_ms);
+		if (q == part)
+			count++;
+		else if (!more || q < next)
+			next = q, more = 1;
+	}
+	if ((rc = write_run(st, txn, cur, part, 0, count)))
+		return rc;
+	while (more) {
+		uint32_t this = next;
 
-		for (i = j = start; i < st->npend; i++) {
-			mm_markhash_t t;
-
-			if (st->pend[i].expire_ms < lo || st->pend[i].expire_ms >= hi)
-				continue;
-			if (i != j) {
-				t = st->pend[j];
-				st->pend[j] = st->pend[i];
-				st->pend[i] = t;
+		more = 0;
+		count = 0;
+		for (i = 0; i < st->nmarks; i++) {
+			q = partition_of(m[i].expire_ms);
+			if (q == this) {
+				if (count++ == 0)
+					first = i;
+			} else if (q > this && q != part && (!more || q < next)) {
+				next = q, more = 1;
 			}
-			j++;
 		}
-		if ((rc = write_run(st, txn, cur, part, start, j)))
+		if ((rc = write_run(st, txn, cur, this, first, count)))
 			return rc;
-		start = j;
 	}
 	return 0;
 }
@@ -520,6 +548,8 @@ int mm_lmdb_write_marks(mm_lmdb_t *st, MDB_txn *txn, mm_flush_t *f)
 
 	uv_mutex_lock(&st->marks_lock);
 	st->npend = 0;
+	st->marks = NULL;
+	st->nmarks = 0;
 	st->migrated = 0;
 	st->dropped = 0;
 	if ((rc = marks_load(st, txn, f->now_ms)))
@@ -530,10 +560,22 @@ int mm_lmdb_write_marks(mm_lmdb_t *st, MDB_txn *txn, mm_flush_t *f)
 	}
 	if ((rc = drop_expired(cur, f->now_ms, &st->dropped)))
 		goto out;
+	if (f->nmarks == 0 && !st->legacy) {
+		/* The flush's hashes are the marks as they are: no copy. One
+		 * that expired before now is written with them and leaves
+		 * with its partition; the markset leaves it out. */
+		st->marks = f->hashed;
+		st->nmarks = f->nhashed;
+		rc = write_runs(st, txn, cur);
+		goto out;
+	}
 	/* Room for the flush's marks at once: an append per mark is then a
 	 * store, not a call. */
-	if ((rc = pend_reserve(st, f->nmarks)))
+	if ((rc = pend_reserve(st, f->nhashed + f->nmarks)))
 		goto out;
+	for (i = 0; i < f->nhashed; i++)
+		if (f->hashed[i].expire_ms > f->now_ms)
+			st->pend[st->npend++] = f->hashed[i];
 	for (i = 0; i < f->nmarks; i++) {
 		const mm_mark_t *mk = &f->marks[i];
 		mm_markhash_t m;
@@ -563,6 +605,8 @@ int mm_lmdb_write_marks(mm_lmdb_t *st, MDB_txn *txn, mm_flush_t *f)
 		}
 		st->migrated = 1;
 	}
+	st->marks = st->pend;
+	st->nmarks = st->npend;
 	rc = write_runs(st, txn, cur);
 out:
 	if (cur != NULL)
@@ -586,7 +630,7 @@ void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms)
 	 * disk, which has every mark, by the next claim or apply: it must
 	 * never miss one. */
 	if (st->marks_loaded) {
-		if (mm_markset_prepare(&st->set, &b, st->pend, st->npend, now_ms,
+		if (mm_markset_prepare(&st->set, &b, st->marks, st->nmarks, now_ms,
 				       st->dropped != 0) == 0) {
 			uv_mutex_lock(&st->set_lock);
 			mm_markset_commit(&st->set, &b);
@@ -597,6 +641,8 @@ void mm_lmdb_marks_committed(mm_lmdb_t *st, int64_t now_ms)
 		}
 	}
 	st->npend = 0;
+	st->marks = NULL;
+	st->nmarks = 0;
 	uv_mutex_unlock(&st->marks_lock);
 }
 

@@ -59,6 +59,10 @@ typedef struct mm_lmdb {
 	int marks_loaded, legacy, migrated;
 	mm_markhash_t *pend;
 	size_t npend, pend_cap;
+	/* The marks the apply in flight writes: pend, or the flush's hashed
+	 * marks as they are (mm_lmdb_write_marks). */
+	const mm_markhash_t *marks;
+	size_t nmarks;
 	size_t dropped;         /* runs the apply in flight deleted */
 	/* Where LMDB mapped the data file and its page size, for
 	 * lmdb_map_release(); map_addr is NULL for a read-only opener, or when

@@ -60,10 +60,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct mm_markhash {
-	uint64_t h0, h1;
-	int64_t expire_ms;
-} mm_markhash_t;
+#include "../lib/hash.h" /* mm_markhash_t */
 
 typedef struct mm_markslot {
 	uint64_t h0;

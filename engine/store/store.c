@@ -158,9 +158,13 @@ static int mm_store_check_flush(const mm_store_t *st, const mm_flush_t *f)
 
 	if ((rc = mm_store_check_array("deltas", f->deltas, f->ndeltas)) ||
 	    (rc = mm_store_check_array("marks", f->marks, f->nmarks)) ||
+	    (rc = mm_store_check_array("hashed marks", f->hashed, f->nhashed)) ||
 	    (rc = mm_store_check_array("purges", f->purges, f->npurges)) ||
 	    (rc = mm_store_check_array("positions", f->positions, f->npositions)))
 		return rc;
+	if (f->nhashed && !by_hash)
+		return mm_diag_set(MM_EINVAL, "store: %s keeps no marks by hash (%zu given)",
+				   st->vt->name, f->nhashed);
 	for (i = 0; i < f->ndeltas; i++) {
 		const mm_delta_t *d = &f->deltas[i];
 

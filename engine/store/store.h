@@ -151,6 +151,16 @@ typedef struct mm_flush {
 	size_t ndeltas;
 	mm_mark_t *marks;
 	size_t nmarks;
+	/* The marks of pipelines whose ids' hashes a store with
+	 * MM_STORE_CAP_MARKED keeps as its marks: the hash (which is of the
+	 * namespace and the id) and the expiry, 24 bytes a mark where an
+	 * mm_mark_t is 56, written by the loop and read by the store once each
+	 * a flush (doc/performance.md). A store without that capability never
+	 * gets any (mm_store_apply refuses them), and these have no completion
+	 * flags: such a store is atomic. Marks expired by now_ms may be among
+	 * them. */
+	mm_markhash_t *hashed;
+	size_t nhashed;
 	mm_purge_t *purges;
 	size_t npurges;
 	mm_position_t *positions;

@@ -1705,6 +1705,80 @@ TEST(lmdb_given_hashes)
 	fx_fini(&fx);
 }
 
+/* Marks handed over as hashes (mm_flush_t.hashed, as a pipeline that asks
+ * the store's marks does): written as they are, one run per partition
+ * whichever partition the first mark is in, and answered from memory and
+ * after a reopen; one expired already answers as absent; beside marks by
+ * id in one flush, both are kept. A store that keeps its marks by id
+ * refuses them. */
+TEST(lmdb_hashed_marks)
+{
+	static batch_t b;
+	static mm_markhash_t hm[201];
+	static char ids[200][16];
+	const int64_t hour = 3600000;
+	int64_t t = now_ms(), h0 = (t / hour + 1) * hour;
+	uint64_t seed = mm_id_hash_seed(NS.name, strlen(NS.name));
+	mm_idhash_t h, none = {0, 0};
+	size_t sizes[8], n;
+	uint32_t parts[8];
+	fx_t fx;
+	done_t d;
+	int i;
+
+	REQUIRE(fx_init(&fx, "lmdb") == 0);
+	batch_init(&b, t);
+	for (i = 0; i < 200; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "h-%d", i);
+		mm_id_hash(seed, ids[i], strlen(ids[i]), &h);
+		/* The first 50 in the hour after next, the rest in the next. */
+		hm[i] = (mm_markhash_t){h.h0, h.h1, i < 50 ? h0 + hour + i : h0 + i};
+	}
+	mm_id_hash(seed, "gone", 4, &h);
+	hm[200] = (mm_markhash_t){h.h0, h.h1, t - 1};
+	b.f.hashed = hm;
+	b.f.nhashed = 201;
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	for (int reopen = 0; reopen < 2; reopen++) {
+		for (i = 0; i < 200; i += 9)
+			CHECK_EQ_INT(marked(&fx, &NS, ids[i], strlen(ids[i])), 1);
+		CHECK_EQ_INT(marked(&fx, &NS, ids[5], strlen(ids[5])), 1);
+		CHECK_EQ_INT(marked(&fx, &NS2, ids[5], strlen(ids[5])), 0);
+		CHECK_EQ_INT(marked(&fx, &NS, S("gone")), 0);
+		fx_close_store(&fx);
+		if (reopen == 0) {
+			n = raw_runs(fx.path, sizes, parts, 8);
+			REQUIRE(n == 3);
+			/* The expired one's (this hour), the next hour's, the one after. */
+			CHECK_EQ_INT(parts[0], (uint32_t)(t / hour));
+			CHECK_EQ_INT(sizes[0], 16);
+			CHECK_EQ_INT(parts[1], (uint32_t)(h0 / hour));
+			CHECK_EQ_INT(sizes[1], 150 * 16);
+			CHECK_EQ_INT(parts[2], (uint32_t)(h0 / hour + 1));
+			CHECK_EQ_INT(sizes[2], 50 * 16);
+		}
+		REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
+	}
+	/* Hashes and ids in one flush. */
+	batch_init(&b, t);
+	mm_id_hash(seed, "x", 1, &h);
+	hm[0] = (mm_markhash_t){h.h0, h.h1, h0};
+	b.f.hashed = hm;
+	b.f.nhashed = 1;
+	add_mark(&b, &NS, S("y"), h0);
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
+	CHECK_EQ_INT(marked_h(&fx, &NS, S("x"), &none), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, S("y")), 1);
+	CHECK_EQ_INT(marked(&fx, &NS, ids[7], strlen(ids[7])), 1);
+	fx_fini(&fx);
+	REQUIRE(fx_init(&fx, "memory") == 0);
+	batch_init(&b, t);
+	b.f.hashed = hm;
+	b.f.nhashed = 1;
+	CHECK_EQ_INT(apply(&fx, &b.f, &d), MM_EINVAL);
+	fx_fini(&fx);
+}
+
 /* marked() (MM_STORE_CAP_MARKED) answers from the marks in memory, as a
  * claim would, once start() has read them: before, MM_EAGAIN; after an
  * apply, its marks too; expired marks are new again; after a reopen,
@@ -2074,6 +2148,7 @@ int main(void)
 	RUN(lmdb_mark_partitions);
 	RUN(lmdb_mark_pieces);
 	RUN(lmdb_given_hashes);
+	RUN(lmdb_hashed_marks);
 	RUN(lmdb_unchanged_skipped);
 	RUN(lmdb_marked);
 	RUN(lmdb_format1_marks);
