@@ -39,10 +39,10 @@ void mm_idset_init(mm_idset_t *s, int keep)
 	s->arena.keep = 1;
 }
 
-/* The bytes of the slots and filter of cap slots. */
-static size_t idset_index_bytes(size_t cap)
+/* The words of the filter of cap slots. */
+static size_t idset_filter_words(size_t cap)
 {
-	return cap * sizeof(mm_idset_slot_t) + cap / MM_IDSET_FILTER_SLOTS * sizeof(uint64_t);
+	return cap / MM_IDSET_FILTER_SLOTS;
 }
 
 /* Makes the index and its filter ncap slots (a power of two, more than
@@ -55,11 +55,22 @@ static int idset_resize(mm_idset_t *s, size_t ncap)
 	 * fresh page before they write it: lib/hugemap.h). Renewed in place
 	 * from there: the pages it has are kept, and only the growth is new
 	 * memory. */
-	mm_idset_slot_t *ns =
-		mm_huge_renew(s->slots, idset_index_bytes(s->cap), idset_index_bytes(ncap));
+	uint64_t *nf = calloc(idset_filter_words(ncap), sizeof(*nf));
+	mm_idset_slot_t *ns = nf ? mm_huge_renew(s->slots, s->cap * sizeof(*ns), ncap * sizeof(*ns))
+				 : NULL;
 
-	if (ns == NULL)
+	if (ns == NULL) {
+		free(nf);
 		return mm_diag_set(MM_ENOMEM, "pending ids: cannot grow to %zu slots", ncap);
+	}
+	/* Written once now, page by page: the probes below and the record
+	 * loop's read a slot before they write it, and a fresh page first
+	 * read is the zero page, copied at the first write, a second fault
+	 * (and for a huge page, a 2 MiB copy). */
+	for (size_t off = 0; off < ncap * sizeof(*ns); off += 4096)
+		((volatile char *)ns)[off] = 0;
+	free(s->filter);
+	s->filter = nf;
 	s->slots = ns;
 	s->cap = ncap;
 	s->shift = (uint8_t)(64 - __builtin_ctzll(ncap));
@@ -281,8 +292,10 @@ const char *mm_idset_copy(mm_idset_t *s, const char *id, size_t len)
 
 void mm_idset_reset(mm_idset_t *s)
 {
-	if (s->count)
-		memset(s->slots, 0, idset_index_bytes(s->cap));
+	if (s->count) {
+		memset(s->slots, 0, s->cap * sizeof(*s->slots));
+		memset(s->filter, 0, idset_filter_words(s->cap) * sizeof(*s->filter));
+	}
 	mm_arena_reset(&s->arena);
 	/* Out of range once in a long while: the next generation starts on
 	 * offsets again. */
@@ -294,7 +307,8 @@ void mm_idset_reset(mm_idset_t *s)
 void mm_idset_free(mm_idset_t *s)
 {
 	mm_arena_free(&s->arena);
-	mm_huge_free(s->slots, idset_index_bytes(s->cap));
+	mm_huge_free(s->slots, s->cap * sizeof(*s->slots));
+	free(s->filter);
 	mm_huge_drop(s->entries, s->ecap * sizeof(*s->entries));
 	mm_huge_drop(s->ids, s->icap * sizeof(*s->ids));
 	mm_huge_drop(s->order, s->ocap * sizeof(*s->order));

@@ -23,8 +23,9 @@
  * almost every absent id (95 to 99%) from one word: the record loop asks
  * both generations' sets about every id, and the flushed generation's
  * slots were a second random line of memory a record, where its filter's
- * 128 KiB (at 262 144 slots) stays in the cache. The filter lives after
- * the slots in their allocation, and is rebuilt with them at a doubling.
+ * 128 KiB (at 262 144 slots) stays in the cache. The filter is an array of
+ * its own on small pages (after the slots, it took a huge page of its own
+ * for its 128 KiB), rebuilt with the slots at a doubling.
  * The general aggregation table
  * (agg.h) took two random lines an insert (its 8-byte hashes and its entry
  * numbers are separate arrays), 12 bytes a slot, and 64-byte entries with a
@@ -73,7 +74,7 @@ typedef struct mm_idset_slot {
 	uint32_t entry;
 } mm_idset_slot_t;
 
-/* The filter's words: one per MM_IDSET_FILTER_SLOTS slots, after them. */
+/* The filter's words: one per MM_IDSET_FILTER_SLOTS slots. */
 #define MM_IDSET_FILTER_SLOTS 16
 
 /* The slot tag of a hash: h0's low half (its top bits pick the slot), never 0. */
@@ -83,7 +84,8 @@ static inline uint32_t mm_idset_tag(const mm_idhash_t *h)
 }
 
 typedef struct mm_idset {
-	mm_idset_slot_t *slots;    /* then the filter (mm_idset_filter) */
+	mm_idset_slot_t *slots;
+	uint64_t *filter;          /* cap / MM_IDSET_FILTER_SLOTS words (mm_idset_filter_word) */
 	size_t cap;                /* slots: a power of two, or 0 before the first insert */
 	mm_idset_entry_t *entries; /* count in use, room for ecap */
 	const char **ids;          /* keep: the ids' bytes by entry, room for icap; else NULL */
@@ -103,8 +105,7 @@ typedef struct mm_idset {
 /* The filter's word of hash h in a set with slots. */
 static inline uint64_t *mm_idset_filter_word(const mm_idset_t *s, const mm_idhash_t *h)
 {
-	return (uint64_t *)(s->slots + s->cap) +
-	       ((h->h0 >> s->shift) / MM_IDSET_FILTER_SLOTS);
+	return &s->filter[(h->h0 >> s->shift) / MM_IDSET_FILTER_SLOTS];
 }
 
 /* The filter's bits of hash h: three of 64, from h1 (h0 picks the word
