@@ -475,7 +475,6 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 		mm_pipeline_t *p = ctx->pipes[i];
 		mm_agg_t *a = &p->agg[!p->cur];
 		mm_idset_t *ids = &p->ids[!p->cur];
-		const uint32_t *order = NULL;
 
 		for (size_t s = 0; s < a->count; s++) {
 			mm_agg_entry_t *e = &a->entries[s];
@@ -489,16 +488,9 @@ static int job_build(mm_engine_t *ctx, struct mm_flush_job *job)
 				.state = e->state,
 			};
 		}
-		/* By hash, nearly in the order of h0 (idset.h), in which the
-		 * embedded store sorts its marks. */
-		if (p->asks_marks && (order = mm_idset_order(ids)) == NULL)
-			return MM_ENOMEM;
-		for (size_t k = 0; k < ids->count && p->asks_marks; k++) {
-			const mm_idset_entry_t *e;
+		for (size_t s = 0; s < ids->count && p->asks_marks; s++) {
+			const mm_idset_entry_t *e = &ids->entries[s];
 
-			if (k + MM_IDSET_ORDER_AHEAD < ids->count)
-				__builtin_prefetch(&ids->entries[order[k + MM_IDSET_ORDER_AHEAD]]);
-			e = &ids->entries[order[k]];
 			/* An id its claim found counted before keeps its old mark. */
 			if (e->tag != MM_ID_COUNTED)
 				job->f.hashed[job->f.nhashed++] = (mm_markhash_t){

@@ -33,7 +33,7 @@
 void mm_idset_init(mm_idset_t *s, int keep)
 {
 	memset(s, 0, sizeof(*s));
-	s->keep = keep != 0;
+	s->keep = keep;
 	s->arena.chunk = MM_IDSET_ARENA_CHUNK;
 	/* A generation's ids take about as many chunks as the last one's. */
 	s->arena.keep = 1;
@@ -73,10 +73,9 @@ static int idset_resize(mm_idset_t *s, size_t ncap)
 	s->filter = nf;
 	s->slots = ns;
 	s->cap = ncap;
-	s->shift = (uint8_t)(64 - __builtin_ctzll(ncap));
 	/* The entries are read in order, each hash where the slot needs it. */
 	for (size_t i = 0; i < s->count; i++) {
-		size_t j = s->entries[i].hash.h0 >> s->shift;
+		size_t j = s->entries[i].hash.h0 & (ncap - 1);
 
 		while (ns[j].tag)
 			j = (j + 1) & (ncap - 1);
@@ -91,7 +90,7 @@ static int idset_resize(mm_idset_t *s, size_t ncap)
 static inline __attribute__((always_inline)) size_t
 idset_probe(const mm_idset_t *s, const char *id, size_t len, const mm_idhash_t *h)
 {
-	size_t j = h->h0 >> s->shift;
+	size_t j = h->h0 & (s->cap - 1);
 	uint32_t tag = mm_idset_tag(h);
 
 	for (;;) {
@@ -240,45 +239,6 @@ int mm_idset_set_wide(mm_idset_t *s, mm_idset_entry_t *e, int64_t expire_ms)
 	return 0;
 }
 
-const uint32_t *mm_idset_order(mm_idset_t *s)
-{
-	size_t j, e0 = 0, n = 0;
-	uint32_t *o;
-
-	/* Room for one more than count: the loop below writes a slot's entry
-	 * number before it knows whether the slot is taken. */
-	if (s->ocap <= s->count) {
-		size_t ncap = (size_t)s->ecap + 1;
-
-		o = mm_seq_grow(s->order, s->ocap * sizeof(*o), ncap * sizeof(*o));
-		if (o == NULL) {
-			mm_diag_set(MM_ENOMEM, "pending ids: cannot order %u entries", s->count);
-			return NULL;
-		}
-		s->order = o;
-		s->ocap = (uint32_t)ncap;
-	}
-	o = s->order;
-	if (s->count == 0)
-		return o;
-	/* At most half full: an empty slot comes within a cluster's length. */
-	while (s->slots[e0].tag)
-		e0++;
-	for (j = 0; j < e0; j++)
-		if ((s->entries[s->slots[j].entry].hash.h0 >> s->shift) <= j)
-			o[n++] = s->slots[j].entry;
-	/* Without a branch on whether a slot is taken, which a third to a
-	 * half of them are, at random: its misses were most of the walk. */
-	for (j = e0; j < s->cap; j++) {
-		o[n] = s->slots[j].entry;
-		n += s->slots[j].tag != 0;
-	}
-	for (j = 0; j < e0; j++)
-		if ((s->entries[s->slots[j].entry].hash.h0 >> s->shift) > j)
-			o[n++] = s->slots[j].entry;
-	return o;
-}
-
 const char *mm_idset_copy(mm_idset_t *s, const char *id, size_t len)
 {
 	char *copy = mm_arena_alloc(&s->arena, len);
@@ -311,7 +271,6 @@ void mm_idset_free(mm_idset_t *s)
 	free(s->filter);
 	mm_huge_drop(s->entries, s->ecap * sizeof(*s->entries));
 	mm_huge_drop(s->ids, s->icap * sizeof(*s->ids));
-	mm_huge_drop(s->order, s->ocap * sizeof(*s->order));
 	free(s->wide);
 	mm_idset_init(s, s->keep);
 }

@@ -5,18 +5,11 @@
  * loop computes once per record for the lookups in both generations, the
  * insert, and the id's claim and mark in the store. The index is open
  * addressing with linear probing over a power-of-two array of 8-byte slots
- * kept at most half full; a slot holds a 32-bit tag from the hash's h0 (its
- * low half; the top bits pick the slot) and the number of its entry, so one
- * cache line answers a probe and an insert writes that same line: a lookup
- * reads an entry (and the id's bytes) only when the tag matches, which for
- * a new id happens once in 2^31 probed slots.
- *
- * The slot is picked by h0's top bits, the order the embedded store keeps
- * its marks in (store/markset.h), so that the slots read in order
- * (mm_idset_order) give the entries nearly sorted by h0, and a flush's
- * marks become a sorted run by a copy and an insertion sort of the few out
- * of place, where a counting sort's scatter into memory the cache did not
- * hold cost more than the gather that replaces it (doc/performance.md).
+ * kept at most half full; a slot holds a 32-bit tag from the hash's h0 (the
+ * bits that do not pick the slot) and the number of its entry, so one cache
+ * line answers a probe and an insert writes that same line: a lookup reads
+ * an entry (and the id's bytes) only when the tag matches, which for a new
+ * id happens once in 2^31 probed slots.
  *
  * In front of the slots, a filter of one 64-bit word per 16 slots (8 to
  * 16 bits an id), three bits of it set per id from the hash's h1, tells
@@ -77,10 +70,10 @@ typedef struct mm_idset_slot {
 /* The filter's words: one per MM_IDSET_FILTER_SLOTS slots. */
 #define MM_IDSET_FILTER_SLOTS 16
 
-/* The slot tag of a hash: h0's low half (its top bits pick the slot), never 0. */
+/* The slot tag of a hash: h0's high half (its low bits pick the slot), never 0. */
 static inline uint32_t mm_idset_tag(const mm_idhash_t *h)
 {
-	return (uint32_t)h->h0 | 1;
+	return (uint32_t)(h->h0 >> 32) | 1;
 }
 
 typedef struct mm_idset {
@@ -92,20 +85,17 @@ typedef struct mm_idset {
 	int64_t *wide;             /* the expiries by entry once one left the offsets' range
 	                            * (malloc'd, room for ecap), until reset; else NULL */
 	int64_t exp_base;          /* an entry's expiry is exp_base + expire */
-	/* 32 bits (entry numbers are, in the slots). */
+	/* 32 bits, as the entry numbers in the slots are. */
 	uint32_t count;
 	uint32_t ecap, icap;       /* icap >= ecap where ids is in use */
-	uint32_t ocap;             /* order: room for ocap entry numbers */
-	uint8_t keep;              /* the ids' bytes are kept and compared */
-	uint8_t shift;             /* 64 - log2(cap): h0 >> shift is a hash's home slot */
-	uint32_t *order;           /* mm_idset_order's array, or NULL */
+	int keep;                  /* the ids' bytes are kept and compared */
 	mm_arena_t arena;          /* the ids' bytes */
 } mm_idset_t;
 
 /* The filter's word of hash h in a set with slots. */
 static inline uint64_t *mm_idset_filter_word(const mm_idset_t *s, const mm_idhash_t *h)
 {
-	return &s->filter[(h->h0 >> s->shift) / MM_IDSET_FILTER_SLOTS];
+	return &s->filter[(h->h0 & (s->cap - 1)) / MM_IDSET_FILTER_SLOTS];
 }
 
 /* The filter's bits of hash h: three of 64, from h1 (h0 picks the word
@@ -200,7 +190,7 @@ static inline __attribute__((always_inline)) void mm_idset_prefetch(const mm_ids
 		return;
 	__builtin_prefetch(mm_idset_filter_word(s, h), write);
 	if (write)
-		__builtin_prefetch(&s->slots[h->h0 >> s->shift], 1);
+		__builtin_prefetch(&s->slots[h->h0 & (s->cap - 1)], 1);
 }
 
 /* Forgets every id, keeping the slots, entries and arena chunks. */
@@ -209,25 +199,6 @@ void mm_idset_reset(mm_idset_t *s);
 /* Releases everything. */
 void mm_idset_free(mm_idset_t *s);
 
-/* Iteration: for (i = 0; i < s->count; i++) s->entries[i] ..., in insertion
- * order; or through mm_idset_order, nearly in the order of the hashes' h0. */
-
-/* The numbers of the set's count entries in the order of their slots,
- * which is nearly that of their hashes' h0: linear probing moves an entry
- * only forward from its home slot (h0 >> shift), and never past an empty
- * slot, so the slots read in order give the entries sorted by home slot
- * but for the few pushed past later homes within a cluster, and for the
- * cluster that wraps from the last slot to the first, whose entries at the
- * front have their home at the end. The order starts at the first empty
- * slot e0 to put those last: first the entries before e0 at or after
- * their home, then the slots from e0 on, then the wrapped ones before e0.
- * An entry comes at most its cluster's length (a few, at most half full)
- * from its place in h0 order. The array is the set's, valid until the
- * next upsert or reset; NULL when it cannot be made (diag set). */
-const uint32_t *mm_idset_order(mm_idset_t *s);
-
-/* How far ahead a reader of the entries in that order hints the cache
- * about one (they are read at random). */
-#define MM_IDSET_ORDER_AHEAD 16
+/* Iteration: for (i = 0; i < s->count; i++) s->entries[i] ..., in insertion order. */
 
 #endif

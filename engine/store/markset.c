@@ -227,88 +227,51 @@ static int slot_of_mark(const mm_markhash_t *m, int64_t base_ms, int64_t now_ms,
 	return 1;
 }
 
-/* Puts a[0..n) in order by an insertion sort, for slots that are nearly
- * so, within at most budget moves: -1 (a[] a permutation of what it was)
- * past that, and the caller sorts another way. */
-static int sort_near(mm_markslot_t *a, size_t n, size_t budget)
-{
-	for (size_t i = 1; i < n; i++) {
-		mm_markslot_t e = a[i];
-		size_t j = i;
-
-		for (; j > 0 && slot_less(&e, &a[j - 1]); j--) {
-			if (budget-- == 0) {
-				a[j] = e;
-				return -1;
-			}
-			a[j] = a[j - 1];
-		}
-		a[j] = e;
-	}
-	return 0;
-}
-
-/* Sorts the live marks of m[0..n) into r->slots (room for live): counted
+/* Builds in r the run of the marks m[0..n) kept at now_ms, sorted: counted
  * by h0's top bits, placed, then put in order within each bucket by an
- * insertion sort (a few slots a bucket). */
-static int sort_counted(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t *m, size_t n,
-			size_t live, int64_t now_ms)
+ * insertion sort (a few slots a bucket), one slot per hash (the later
+ * expiry). r has no slots (and no buffer) when none is kept. */
+static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t *m, size_t n,
+			  int64_t now_ms)
 {
 	unsigned bits = 1;
 	uint32_t *at;
 	mm_markslot_t e;
-	size_t i;
+	size_t i, j, d, live = 0;
+	int rc;
 
-	while (bits < MARKSET_SORT_BITS && ((size_t)2 << bits) <= live)
+	*r = (mm_markrun_t){0};
+	while (bits < MARKSET_SORT_BITS && ((size_t)2 << bits) <= n)
 		bits++;
 	at = calloc(((size_t)1 << bits) + 1, sizeof(*at));
 	if (at == NULL)
 		return mm_diag_set(MM_ENOMEM, "cannot sort %zu dedup marks", n);
 	for (i = 0; i < n; i++)
-		if (slot_of_mark(&m[i], s->base_ms, now_ms, &e))
+		if (slot_of_mark(&m[i], s->base_ms, now_ms, &e)) {
 			at[bucket(e.h0, bits) + 1]++;
+			live++;
+		}
+	if (live == 0) {
+		free(at);
+		return 0;
+	}
+	if ((rc = run_alloc(s, r, live))) {
+		free(at);
+		return rc;
+	}
 	for (i = 1; i <= (size_t)1 << bits; i++)
 		at[i] += at[i - 1];
 	for (i = 0; i < n; i++)
 		if (slot_of_mark(&m[i], s->base_ms, now_ms, &e))
 			r->slots[at[bucket(e.h0, bits)]++] = e;
 	free(at);
-	sort_near(r->slots, live, SIZE_MAX);
-	return 0;
-}
-
-/* Builds in r the run of the marks m[0..n) kept at now_ms, sorted, one
- * slot per hash (the later expiry). A flush's marks come nearly sorted
- * (the pending ids' order, core/idset.h): they are copied in order and
- * put right by an insertion sort of the few out of place, passes in order
- * where a counting sort's scatter cost about 12 ns a mark. Marks in
- * another order (read from the disk, or of several pipelines) make the
- * insertion sort give up after about four moves a mark, and are sorted by
- * counting. r has no slots (and no buffer) when none is kept. */
-static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t *m, size_t n,
-			  int64_t now_ms)
-{
-	mm_markslot_t e;
-	size_t i, j, d, live = 0;
-	int rc;
-
-	*r = (mm_markrun_t){0};
-	if (n == 0)
-		return 0;
-	/* Room for all n: the expired are few (a flush's, a flush interval
-	 * late at most). */
-	if ((rc = run_alloc(s, r, n)))
-		return rc;
-	for (i = 0; i < n; i++)
-		if (slot_of_mark(&m[i], s->base_ms, now_ms, &e))
-			r->slots[live++] = e;
-	if (live == 0 || (sort_near(r->slots, live, 4 * live + 64) != 0 &&
-			  (rc = sort_counted(s, r, m, n, live, now_ms)) != 0)) {
-		buf_put(s, r->buf);
-		*r = (mm_markrun_t){0};
-		return rc;
+	for (i = 1; i < live; i++) {
+		e = r->slots[i];
+		for (j = i; j > 0 && slot_less(&e, &r->slots[j - 1]); j--)
+			r->slots[j] = r->slots[j - 1];
+		r->slots[j] = e;
 	}
-	dir_open(r, n, &d);
+	dir_open(r, live, &d);
 	dir_slot(r, &d, 0, r->slots[0].h0);
 	r->max_exp = r->slots[0].exp;
 	for (i = 1, j = 0; i < live; i++) {

@@ -13,9 +13,7 @@
  * sizes where its arrays move to huge pages and with generations reusing
  * the arena chunks that reset kept; the filter in front of the slots
  * turns away almost every absent id, at the set's fullest and emptiest;
- * a set reserved for n ids takes them without growing; its entries in
- * slot order are each entry once, nearly sorted by h0 (a cluster that
- * wraps from the last slot to the first included).
+ * a set reserved for n ids takes them without growing.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -510,74 +508,6 @@ TEST(reserve)
 	mm_idset_free(&s);
 }
 
-/* The moves an insertion sort of h[0..n) makes: the pairs out of order. */
-static size_t inversions(uint64_t *h, size_t n)
-{
-	size_t moves = 0;
-
-	for (size_t i = 1; i < n; i++) {
-		uint64_t x = h[i];
-		size_t j = i;
-
-		for (; j > 0 && h[j - 1] > x; j--, moves++)
-			h[j] = h[j - 1];
-		h[j] = x;
-	}
-	return moves;
-}
-
-/* mm_idset_order: every entry once, and so nearly in h0 order that an
- * insertion sort makes fewer than 2 moves an entry (the markset gives up
- * at 4: store/markset.c), with ids whose home is the last slots, so that
- * their cluster wraps to the first ones, and ids whose home is slot 0,
- * which come before them; also in an empty set, and after a reset. */
-TEST(order)
-{
-	enum { N = 40000 };
-	static uint64_t h0s[N];
-	static unsigned char seen[N];
-	mm_idset_t s;
-	mm_idhash_t h;
-	char buf[32];
-	size_t len, moves;
-	const uint32_t *o;
-	int created;
-
-	mm_idset_init(&s, 0);
-	o = mm_idset_order(&s);
-	CHECK(o != NULL);
-	for (int round = 0; round < 2; round++) {
-		for (unsigned n = 0; n < N; n++) {
-			id_of(n + 7u * (unsigned)round, buf, &len);
-			mm_id_hash(7, buf, len, &h);
-			/* 20 at the very end of h0's range, 10 at its start. */
-			if (n % 2000 == 1)
-				h.h0 = UINT64_MAX - n;
-			else if (n % 4000 == 2)
-				h.h0 = n;
-			REQUIRE(mm_idset_upsert(&s, buf, len, &h, 1, &created) != NULL);
-		}
-		REQUIRE(s.count == N);
-		CHECK(s.slots[0].tag != 0 && s.slots[s.cap - 1].tag != 0);
-		o = mm_idset_order(&s);
-		REQUIRE(o != NULL);
-		memset(seen, 0, sizeof(seen));
-		for (size_t k = 0; k < N; k++) {
-			REQUIRE(o[k] < N);
-			CHECK(!seen[o[k]]);
-			seen[o[k]] = 1;
-			h0s[k] = s.entries[o[k]].hash.h0;
-		}
-		CHECK(h0s[0] < 4000 && h0s[N - 1] > UINT64_MAX - N);
-		moves = inversions(h0s, N);
-		printf("# %d ids in %zu slots: %zu moves to sort their order\n", N, s.cap, moves);
-		CHECK(moves < 2 * N);
-		mm_idset_reset(&s);
-		CHECK(mm_idset_order(&s) != NULL);
-	}
-	mm_idset_free(&s);
-}
-
 int main(void)
 {
 	RUN(colliding_hashes);
@@ -589,6 +519,5 @@ int main(void)
 	RUN(huge_generations_against_reference);
 	RUN(filter);
 	RUN(reserve);
-	RUN(order);
 	UNIT_DONE();
 }

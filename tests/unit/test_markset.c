@@ -2,8 +2,7 @@
  * test_markset.c: the in-memory dedup marks of the embedded store
  * (engine/store/markset.h): hashes that share their first 64 bits stay
  * apart, within a run and through merges, a later expiry wins within a
- * flush and across runs, a flush's marks make the same run in any order
- * (nearly sorted, as a flush gives them, or not at all), far expiries
+ * flush and across runs, far expiries
  * saturate until the set is stale, and, against a reference table over
  * many flushes of random sizes (repeated ids, expiries that pass, runs
  * merged, dropped and compacted, the set read again from its live marks as
@@ -186,78 +185,6 @@ static void id_mark(uint64_t seed, size_t i, mm_markhash_t *m)
 	mm_markset_hash(seed, id, strlen(id), m);
 }
 
-static int cmp_h0(const void *a, const void *b)
-{
-	const mm_markhash_t *x = a, *y = b;
-
-	return x->h0 < y->h0 ? -1 : x->h0 > y->h0;
-}
-
-/* A flush's marks in the order a flush gives them (nearly sorted by h0:
- * sorted, then neighbours swapped), with a hash twice and one expired; the
- * same marks reversed (the insertion sort gives up, and they are sorted by
- * counting) and shuffled: every order makes a run in order, with one slot
- * per hash and the same answers. */
-TEST(input_orders)
-{
-	enum { N = 20000 };
-	uint64_t seed = mm_markset_ns_seed("ns", 2);
-	mm_markhash_t *m = malloc(N * sizeof(*m));
-	size_t i, wrong = 0;
-
-	REQUIRE(m != NULL);
-	for (int order = 0; order < 3; order++) {
-		mm_markset_t s = {0};
-
-		for (i = 0; i < N - 1; i++) {
-			id_mark(seed, i, &m[i]);
-			m[i].expire_ms = i == 7 ? 50 : 100000 + (int64_t)i;
-		}
-		m[N - 1] = m[3];
-		m[N - 1].expire_ms = 200000;
-		qsort(m, N, sizeof(*m), cmp_h0);
-		if (order == 0) {
-			for (i = 0; i + 1 < N; i += 3) {
-				mm_markhash_t t = m[i];
-
-				m[i] = m[i + 1];
-				m[i + 1] = t;
-			}
-		} else if (order == 1) {
-			for (i = 0; i < N / 2; i++) {
-				mm_markhash_t t = m[i];
-
-				m[i] = m[N - 1 - i];
-				m[N - 1 - i] = t;
-			}
-		} else {
-			for (i = N - 1; i > 0; i--) {
-				size_t j = unit_xorshift64(&rng_state) % (i + 1);
-				mm_markhash_t t = m[i];
-
-				m[i] = m[j];
-				m[j] = t;
-			}
-		}
-		mm_markset_start(&s, 0);
-		REQUIRE(add(&s, m, N, 100) == 0);
-		CHECK_EQ_INT(s.nruns, 1);
-		CHECK_EQ_INT(s.count, N - 2);
-		CHECK_EQ_INT(run_faults(&s), 0);
-		for (i = 0; i < N - 1; i++) {
-			mm_markhash_t q;
-
-			id_mark(seed, i, &q);
-			wrong += mm_markset_live(&s, &q, 100) != (i != 7);
-			if (i == 3)
-				wrong += !mm_markset_live(&s, &q, 199999) + mm_markset_live(&s, &q, 200000);
-		}
-		mm_markset_free(&s);
-	}
-	CHECK_EQ_INT(wrong, 0);
-	free(m);
-}
-
 /* Checks every id against the reference (expiry ref[i]: live while after
  * now), and counts the absent ids (REF_IDS and on) the filter lets by. */
 static size_t check_all(const mm_markset_t *s, uint64_t seed, const int64_t *ref, int64_t now,
@@ -422,7 +349,6 @@ int main(void)
 	RUN(same_h0);
 	RUN(later_expiry);
 	RUN(merge_ties);
-	RUN(input_orders);
 	RUN(base_and_stale);
 	RUN(reference);
 	RUN(runs_stay_few);
