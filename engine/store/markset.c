@@ -301,101 +301,185 @@ static inline void merge_pick(uint64_t *ka, unsigned *ia, uint64_t kb, unsigned 
 	*ia = lt ? ib : *ia;
 }
 
-/* Adds slot e, whose h0 is that of out's last slot (a mark in several
- * runs, or two hashes that share an h0), to the slots of that h0 at out's
- * end: folded into the one of its hash (the later expiry), else put in
- * its place by h1 if live at now_off. */
-static void merge_tie(mm_markrun_t *out, size_t *n, const mm_markslot_t *e, int64_t now_off)
+/* Adds slot e, whose h0 is that of the last of slots[0..*n) (a mark in
+ * several runs, or two hashes that share an h0), to the slots of that h0
+ * at the end: folded into the one of its hash (the later expiry), else put
+ * in its place by h1 if live at now_off. */
+static void merge_tie(mm_markslot_t *slots, size_t *n, uint32_t *max_exp, const mm_markslot_t *e,
+		      int64_t now_off)
 {
 	size_t j = *n;
 
-	for (; j > 0 && out->slots[j - 1].h0 == e->h0; j--) {
-		if (out->slots[j - 1].h1 == e->h1) {
-			if (e->exp > out->slots[j - 1].exp)
-				out->slots[j - 1].exp = e->exp;
-			if (e->exp > out->max_exp)
-				out->max_exp = e->exp;
+	for (; j > 0 && slots[j - 1].h0 == e->h0; j--) {
+		if (slots[j - 1].h1 == e->h1) {
+			if (e->exp > slots[j - 1].exp)
+				slots[j - 1].exp = e->exp;
+			if (e->exp > *max_exp)
+				*max_exp = e->exp;
 			return;
 		}
 	}
 	if ((int64_t)e->exp <= now_off)
 		return;
-	/* The slots of this h0 are out[j..n): e goes before the first of
+	/* The slots of this h0 are at the end: e goes before the first of
 	 * them with a greater h1. Same h0, same directory range. */
-	for (j = *n; j > 0 && out->slots[j - 1].h0 == e->h0 && out->slots[j - 1].h1 > e->h1; j--)
-		out->slots[j] = out->slots[j - 1];
-	out->slots[j] = *e;
+	for (j = *n; j > 0 && slots[j - 1].h0 == e->h0 && slots[j - 1].h1 > e->h1; j--)
+		slots[j] = slots[j - 1];
+	slots[j] = *e;
 	(*n)++;
-	if (e->exp > out->max_exp)
-		out->max_exp = e->exp;
+	if (e->exp > *max_exp)
+		*max_exp = e->exp;
+}
+
+/* How far ahead in an input run a merge step hints the cache (slots). */
+#define MERGE_AHEAD 32
+
+/* One lane of a merge: the slots of the input runs whose h0 is in one half
+ * of the hash space, merged into its own stretch of the output run. */
+typedef struct merge_lane {
+	const mm_markslot_t *at[MARKSET_FANIN], *end[MARKSET_FANIN];
+	uint64_t key[MARKSET_FANIN];
+	mm_markslot_t *out;     /* the lane's output, at index base of the run */
+	size_t base, n;         /* n slots out so far */
+	size_t d;               /* the run's directory filled up to range d */
+	uint32_t max_exp;
+} merge_lane_t;
+
+/* Puts the lane's least head out (merge_pick's tree of seven comparisons of
+ * 64-bit keys, without a branch; a run at its end has the key UINT64_MAX,
+ * which a real h0 may also be: that key takes the slow way); 0 when the
+ * lane is at its end. */
+static inline __attribute__((always_inline)) int merge_step(merge_lane_t *l, mm_markrun_t *run,
+							    int64_t now_off)
+{
+	uint64_t k0 = l->key[0], k2 = l->key[2], k4 = l->key[4], k6 = l->key[6];
+	unsigned i0 = 0, i2 = 2, i4 = 4, i6 = 6;
+	const mm_markslot_t *e;
+
+	merge_pick(&k0, &i0, l->key[1], 1);
+	merge_pick(&k2, &i2, l->key[3], 3);
+	merge_pick(&k4, &i4, l->key[5], 5);
+	merge_pick(&k6, &i6, l->key[7], 7);
+	merge_pick(&k0, &i0, k2, i2);
+	merge_pick(&k4, &i4, k6, i6);
+	merge_pick(&k0, &i0, k4, i4);
+	if (k0 == UINT64_MAX) {
+		for (i0 = 0; i0 < MARKSET_FANIN && l->at[i0] == l->end[i0]; i0++)
+			;
+		if (i0 == MARKSET_FANIN)
+			return 0;
+	}
+	e = l->at[i0];
+	if (l->n && e->h0 == l->out[l->n - 1].h0) {
+		merge_tie(l->out, &l->n, &l->max_exp, e, now_off);
+	} else if ((int64_t)e->exp > now_off) {
+		l->out[l->n] = *e;
+		dir_slot(run, &l->d, l->base + l->n++, e->h0);
+		if (e->exp > l->max_exp)
+			l->max_exp = e->exp;
+	}
+	if (++l->at[i0] == l->end[i0])
+		l->key[i0] = UINT64_MAX;
+	else
+		l->key[i0] = l->at[i0]->h0;
+	/* Sixteen streams in at once are more than the hardware's
+	 * prefetcher follows: each run's next lines are asked for here. */
+	__builtin_prefetch(l->at[i0] + MERGE_AHEAD);
+	return 1;
+}
+
+/* The first slot of run r whose h0 has its top bit set. */
+static size_t run_half(const mm_markrun_t *r)
+{
+	size_t lo = 0, hi = r->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (r->slots[mid].h0 >> 63)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
 }
 
 /* Merges the k runs in[] (k at most MARKSET_FANIN) into a new run,
  * keeping the marks live at now_off (milliseconds after the base), one slot
- * per hash (the later expiry). Each slot out is the least by h0 of the
- * runs' next ones, picked by a tree of seven comparisons of 64-bit keys
- * without a branch (runs short of eight, or at their end, have the key
- * UINT64_MAX, which a real h0 may also be: that key takes the slow way).
- * A slot whose h0 is the last one's is settled by merge_tie, which keeps
- * the order by h1 and one slot per hash. */
+ * per hash (the later expiry): each slot out is the least by h0 of the
+ * runs' next ones (merge_step), and a slot whose h0 is the last one's is
+ * settled by merge_tie, which keeps the order by h1 and one slot per hash.
+ * The hash space's two halves (h0's top bit) are merged as two lanes, a
+ * step of one then a step of the other: each step waits on the one before
+ * it (its next head), and two independent chains keep the core busy where
+ * one left it waiting. Lane 1 writes after the most lane 0 can put out;
+ * when lane 0 put out fewer (folds, expiries), lane 1's slots move down
+ * and its directory ranges with them. */
 static int run_merge(mm_markset_t *s, mm_markrun_t *out, const mm_markrun_t *in, size_t k,
 		     int64_t now_off)
 {
-	const mm_markslot_t *at[MARKSET_FANIN], *end[MARKSET_FANIN];
-	uint64_t key[MARKSET_FANIN];
-	size_t n = 0, j, d;
-	int rc;
+	merge_lane_t lane[2];
+	size_t n = 0, j, half = 0, gap, nb;
+	int rc, more0, more1;
 
 	for (j = 0; j < k; j++)
 		n += in[j].n;
 	if ((rc = run_alloc(s, out, n)))
 		return rc;
-	dir_open(out, n, &d);
-	out->max_exp = 0;
+	dir_open(out, n, &lane[0].d);
+	nb = (size_t)1 << out->dbits;
+	memset(lane, 0, sizeof(lane));
 	for (j = 0; j < MARKSET_FANIN; j++) {
-		at[j] = end[j] = NULL;
-		key[j] = UINT64_MAX;
-		if (j < k && in[j].n) {
-			at[j] = in[j].slots;
-			end[j] = in[j].slots + in[j].n;
-			key[j] = at[j]->h0;
-		}
-	}
-	for (n = 0;;) {
-		uint64_t k0 = key[0], k2 = key[2], k4 = key[4], k6 = key[6];
-		unsigned i0 = 0, i2 = 2, i4 = 4, i6 = 6;
-		const mm_markslot_t *e;
+		/* With no directory bits (a run of a few slots), one lane. */
+		size_t h = j < k ? (out->dbits ? run_half(&in[j]) : in[j].n) : 0;
 
-		merge_pick(&k0, &i0, key[1], 1);
-		merge_pick(&k2, &i2, key[3], 3);
-		merge_pick(&k4, &i4, key[5], 5);
-		merge_pick(&k6, &i6, key[7], 7);
-		merge_pick(&k0, &i0, k2, i2);
-		merge_pick(&k4, &i4, k6, i6);
-		merge_pick(&k0, &i0, k4, i4);
-		if (k0 == UINT64_MAX) {
-			/* Every run at its end, or a head whose h0 is all ones. */
-			for (i0 = 0; i0 < MARKSET_FANIN && at[i0] == end[i0]; i0++)
-				;
-			if (i0 == MARKSET_FANIN)
-				break;
+		lane[0].key[j] = lane[1].key[j] = UINT64_MAX;
+		if (j < k && h) {
+			lane[0].at[j] = in[j].slots;
+			lane[0].end[j] = in[j].slots + h;
+			lane[0].key[j] = in[j].slots[0].h0;
 		}
-		e = at[i0];
-		if (n && e->h0 == out->slots[n - 1].h0) {
-			merge_tie(out, &n, e, now_off);
-		} else if ((int64_t)e->exp > now_off) {
-			out->slots[n] = *e;
-			dir_slot(out, &d, n++, e->h0);
-			if (e->exp > out->max_exp)
-				out->max_exp = e->exp;
+		if (j < k && h < in[j].n) {
+			lane[1].at[j] = in[j].slots + h;
+			lane[1].end[j] = in[j].slots + in[j].n;
+			lane[1].key[j] = in[j].slots[h].h0;
 		}
-		if (++at[i0] == end[i0])
-			key[i0] = UINT64_MAX;
-		else
-			key[i0] = at[i0]->h0;
+		half += h;
 	}
-	out->n = n;
-	dir_close(out, d);
+	lane[0].out = out->slots;
+	lane[1].out = out->slots + half;
+	lane[1].base = half;
+	lane[1].d = nb / 2;
+	if (nb > 1)
+		out->dir[nb / 2] = (uint32_t)half;
+	do {
+		more0 = merge_step(&lane[0], out, now_off);
+		more1 = merge_step(&lane[1], out, now_off);
+	} while (more0 && more1);
+	while (more0)
+		more0 = merge_step(&lane[0], out, now_off);
+	while (more1)
+		more1 = merge_step(&lane[1], out, now_off);
+	if (nb == 1) {
+		/* One lane. */
+		out->n = lane[0].n;
+		dir_close(out, lane[0].d);
+	} else {
+		/* Lane 0's ranges up to the half, where lane 1 starts; lane
+		 * 1's to the end, then moved down with its slots. */
+		while (lane[0].d < nb / 2)
+			out->dir[++lane[0].d] = (uint32_t)lane[0].n;
+		out->n = half + lane[1].n;
+		dir_close(out, lane[1].d);
+		if ((gap = half - lane[0].n) != 0) {
+			memmove(out->slots + lane[0].n, lane[1].out,
+				lane[1].n * sizeof(*out->slots));
+			for (j = nb / 2 + 1; j <= nb; j++)
+				out->dir[j] -= (uint32_t)gap;
+			out->n -= gap;
+		}
+	}
+	out->max_exp = lane[0].max_exp > lane[1].max_exp ? lane[0].max_exp : lane[1].max_exp;
 	return 0;
 }
 

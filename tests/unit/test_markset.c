@@ -185,6 +185,63 @@ static void id_mark(uint64_t seed, size_t i, mm_markhash_t *m)
 	mm_markset_hash(seed, id, strlen(id), m);
 }
 
+/* id_mark with h0's top bit cleared (which 0), set (1) or left (2). */
+static void half_mark(uint64_t seed, int which, size_t id, mm_markhash_t *m)
+{
+	id_mark(seed, id, m);
+	if (which == 0)
+		m->h0 &= ~(1ULL << 63);
+	else if (which == 1)
+		m->h0 |= 1ULL << 63;
+}
+
+/* A merge works the two halves of the hash space (h0's top bit) side by
+ * side: marks all in the low half, all in the high half, or in both with
+ * expired and repeated ones (whose output is then shorter than its input,
+ * so that the high half's slots move down): one run in order, every mark
+ * live as the reference says. */
+TEST(merge_halves)
+{
+	enum { IDS = 3000 };
+	uint64_t seed = mm_markset_ns_seed("halves", 6);
+	static mm_markhash_t m[1000];
+	static int64_t ref[IDS];
+	size_t i, wrong = 0;
+
+	for (int which = 0; which < 3; which++) {
+		mm_markset_t s = {0};
+
+		memset(ref, 0, sizeof(ref));
+		mm_markset_start(&s, 0);
+		for (size_t f = 0; f < 3; f++) {
+			for (i = 0; i < 1000; i++) {
+				/* A tenth of the third flush repeats ids of the
+				 * first, a tenth of each expires before the merge. */
+				size_t id = f == 2 && i % 10 == 1 ? i : f * 1000 + i;
+
+				half_mark(seed, which, id, &m[i]);
+				m[i].expire_ms = i % 10 == 0 ? 500 : 10000 + (int64_t)f;
+				if (m[i].expire_ms > ref[id])
+					ref[id] = m[i].expire_ms;
+			}
+			REQUIRE(add(&s, m, 1000, 100) == 0);
+		}
+		REQUIRE(add_c(&s, NULL, 0, 1000, 1) == 0);
+		CHECK_EQ_INT(s.nruns, 1);
+		CHECK_EQ_INT(run_faults(&s), 0);
+		for (i = 0; i < IDS; i++) {
+			mm_markhash_t q;
+
+			half_mark(seed, which, i, &q);
+			wrong += mm_markset_live(&s, &q, 1000) != (ref[i] > 1000);
+			wrong += ref[i] > 1000 && (mm_markset_live(&s, &q, ref[i] - 1) != 1 ||
+						   mm_markset_live(&s, &q, ref[i]) != 0);
+		}
+		mm_markset_free(&s);
+	}
+	CHECK_EQ_INT(wrong, 0);
+}
+
 /* Checks every id against the reference (expiry ref[i]: live while after
  * now), and counts the absent ids (REF_IDS and on) the filter lets by. */
 static size_t check_all(const mm_markset_t *s, uint64_t seed, const int64_t *ref, int64_t now,
@@ -349,6 +406,7 @@ int main(void)
 	RUN(same_h0);
 	RUN(later_expiry);
 	RUN(merge_ties);
+	RUN(merge_halves);
 	RUN(base_and_stale);
 	RUN(reference);
 	RUN(runs_stay_few);
