@@ -9,7 +9,8 @@
  * and entries, so that a steady stream of ids maps no new memory after
  * warm-up: each fresh small page cost a page fault, thousands a generation
  * (doc/performance.md). The slots, read at random, are on huge pages from
- * 1 MiB, the entries and id pointers from 2 MiB (lib/hugemap.h).
+ * 1 MiB; the entries and id pointers, written and read in order, on small
+ * pages (lib/hugemap.h).
  *
  * Expiries are offsets from exp_base, which the first entry after a reset
  * sets 2^31 ms (24.8 days) below its own expiry, so that the generation's

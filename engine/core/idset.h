@@ -9,7 +9,10 @@
  * bits that do not pick the slot) and the number of its entry, so one cache
  * line answers a probe and an insert writes that same line: a lookup reads
  * an entry (and the id's bytes) only when the tag matches, which for a new
- * id happens once in 2^31 probed slots.
+ * id happens once in 2^31 probed slots. The general aggregation table
+ * (agg.h) took two random lines an insert (its 8-byte hashes and its entry
+ * numbers are separate arrays), 12 bytes a slot, and 64-byte entries with a
+ * state a key set leaves unused.
  *
  * In front of the slots, a filter of one 64-bit word per 16 slots (8 to
  * 16 bits an id), three bits of it set per id from the hash's h1, tells
@@ -17,12 +20,8 @@
  * both generations' sets about every id, and the flushed generation's
  * slots were a second random line of memory a record, where its filter's
  * 128 KiB (at 262 144 slots) stays in the cache. The filter is an array of
- * its own on small pages (after the slots, it took a huge page of its own
- * for its 128 KiB), rebuilt with the slots at a doubling.
- * The general aggregation table
- * (agg.h) took two random lines an insert (its 8-byte hashes and its entry
- * numbers are separate arrays), 12 bytes a slot, and 64-byte entries with a
- * state a key set leaves unused.
+ * its own on the heap (after the slots, it took a huge page of its own for
+ * its 128 KiB), rebuilt with the slots at a doubling.
  *
  * Entries sit densely in insertion order, 24 bytes each: the full hash, the
  * id's length, the owner's tag and the expiry as a 32-bit offset from the
@@ -39,8 +38,8 @@
  * when the entries array moves; a set without keep copies the bytes of the
  * few ids a claim borrows with mm_idset_copy.
  *
- * Ownership: the set owns its slots, entries, id pointers, expiries and
- * arena; mm_idset_reset forgets the ids but keeps the memory for reuse, all
+ * Ownership: the set owns its slots, filter, entries, id pointers,
+ * expiries and arena; mm_idset_reset forgets the ids but keeps the memory for reuse, all
  * but the wide expiries. Loop thread only.
  */
 #ifndef MM_IDSET_H
@@ -181,7 +180,7 @@ const char *mm_idset_copy(mm_idset_t *s, const char *id, size_t len);
 /* Hints the cache about what a lookup of hash h reads first, its filter
  * word, and with write (an insert follows) the slot where the insert
  * starts, for a caller that knows the hash a while before (the record loop
- * reads a record ahead). Nothing for an empty set unless write. Always
+ * reads records ahead). Nothing for an empty set unless write. Always
  * inlined, as mm_agg_prefetch_h (agg.h) is, so that it is not deleted. */
 static inline __attribute__((always_inline)) void mm_idset_prefetch(const mm_idset_t *s,
 								    const mm_idhash_t *h, int write)
