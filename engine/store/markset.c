@@ -383,8 +383,10 @@ static inline __attribute__((always_inline)) int merge_step(merge_lane_t *l, mm_
 	else
 		l->key[i0] = l->at[i0]->h0;
 	/* Sixteen streams in at once are more than the hardware's
-	 * prefetcher follows: each run's next lines are asked for here. */
-	__builtin_prefetch(l->at[i0] + MERGE_AHEAD);
+	 * prefetcher follows: each run's next lines are asked for here
+	 * (within the run: a pointer past its end is not C's to make). */
+	if (l->end[i0] - l->at[i0] > MERGE_AHEAD)
+		__builtin_prefetch(l->at[i0] + MERGE_AHEAD);
 	return 1;
 }
 
