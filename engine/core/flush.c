@@ -409,7 +409,7 @@ static void *spare_take(struct mm_flush_spare *sp, size_t n, size_t size, size_t
 	want = room * size;
 	if (want >= MM_HUGE_MIN && want < MM_HUGE_PAGE)
 		want = MM_HUGE_PAGE;
-	if ((p = mm_seq_grow(sp->p, sp->bytes, want)) == NULL)
+	if ((p = mm_small_grow(sp->p, sp->bytes, want)) == NULL)
 		return NULL;
 	*sp = (struct mm_flush_spare){NULL, 0};
 	*bytes = want;

@@ -8,9 +8,9 @@
  * slots and keeps the arena's chunks (lib/arena.h), as it keeps the slots
  * and entries, so that a steady stream of ids maps no new memory after
  * warm-up: each fresh small page cost a page fault, thousands a generation
- * (doc/performance.md). The slots, read at random, are on huge pages from
- * 1 MiB; the entries and id pointers, written and read in order, on small
- * pages (lib/hugemap.h).
+ * (doc/performance.md). The slots, read at random, are on huge pages only
+ * beyond the TLB's reach; the entries and id pointers, written and read in
+ * order, on small pages (lib/hugemap.h).
  *
  * Expiries are offsets from exp_base, which the first entry after a reset
  * sets 2^31 ms (24.8 days) below its own expiry, so that the generation's
@@ -50,14 +50,12 @@ static size_t idset_filter_words(size_t cap)
  * cap), refilled from the entries, which stay where they are. */
 static int idset_resize(mm_idset_t *s, size_t ncap)
 {
-	/* On huge pages from 1 MiB (131 072 slots) on: the index is read at
-	 * random, and its fresh pages took thousands of page faults a
-	 * generation as it grew, two a page below that (the probes read a
-	 * fresh page before they write it: lib/hugemap.h). Renewed in place
-	 * from there: the pages it has are kept, and only the growth is new
-	 * memory. */
+	/* Renewed in place: the pages it has are kept, and only the growth
+	 * is new memory. On small pages up to the TLB's reach (8 MiB, a
+	 * generation of 500 000 ids), where a fresh huge page's first touch
+	 * cost more than the TLB's misses save (lib/hugemap.h). */
 	uint64_t *nf = calloc(idset_filter_words(ncap), sizeof(*nf));
-	mm_idset_slot_t *ns = nf ? mm_huge_renew(s->slots, s->cap * sizeof(*ns), ncap * sizeof(*ns))
+	mm_idset_slot_t *ns = nf ? mm_index_renew(s->slots, s->cap * sizeof(*ns), ncap * sizeof(*ns))
 				 : NULL;
 
 	if (ns == NULL) {
@@ -134,7 +132,7 @@ static int idset_grow_entries(mm_idset_t *s)
 	 * pages, a generation's new pages cost the host's faults on this
 	 * project's VMs (doc/performance.md). */
 	if (s->keep && s->icap < ncap) {
-		const char **ni = mm_seq_grow(s->ids, s->icap * sizeof(*ni), ncap * sizeof(*ni));
+		const char **ni = mm_small_grow(s->ids, s->icap * sizeof(*ni), ncap * sizeof(*ni));
 
 		if (ni == NULL)
 			goto fail;
@@ -150,7 +148,7 @@ static int idset_grow_entries(mm_idset_t *s)
 	}
 	if (s->ecap < ncap) {
 		mm_idset_entry_t *ne =
-			mm_seq_grow(s->entries, s->ecap * sizeof(*ne), ncap * sizeof(*ne));
+			mm_small_grow(s->entries, s->ecap * sizeof(*ne), ncap * sizeof(*ne));
 
 		if (ne == NULL)
 			goto fail;
@@ -268,7 +266,7 @@ void mm_idset_reset(mm_idset_t *s)
 void mm_idset_free(mm_idset_t *s)
 {
 	mm_arena_free(&s->arena);
-	mm_huge_free(s->slots, s->cap * sizeof(*s->slots));
+	mm_huge_drop(s->slots, s->cap * sizeof(*s->slots));
 	free(s->filter);
 	mm_huge_drop(s->entries, s->ecap * sizeof(*s->entries));
 	mm_huge_drop(s->ids, s->icap * sizeof(*s->ids));

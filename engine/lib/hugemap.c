@@ -62,32 +62,7 @@ void *mm_huge_alloc(size_t bytes)
 	return (void *)start;
 }
 
-void *mm_huge_renew(void *p, size_t old, size_t bytes)
-{
-	void *q;
-
-	if (p == NULL || old < MM_HUGE_MIN) {
-		if ((q = mm_huge_alloc(bytes)) != NULL)
-			mm_huge_free(p, old);
-		return q;
-	}
-	if (bytes > SIZE_MAX / 2)
-		return NULL;
-	q = p;
-	if (huge_round(bytes) > huge_round(old)) {
-		q = mremap(p, huge_round(old), huge_round(bytes), MREMAP_MAYMOVE);
-		if (q == MAP_FAILED)
-			return NULL;
-#ifdef MADV_HUGEPAGE
-		(void)madvise(q, huge_round(bytes), MADV_HUGEPAGE);
-#endif
-	}
-	/* Past the first old bytes the mapping was never written. */
-	memset(q, 0, old);
-	return q;
-}
-
-/* mm_huge_grow and mm_seq_grow: huge pages asked for from MM_HUGE_PAGE on
+/* mm_huge_grow and mm_small_grow: huge pages asked for from MM_HUGE_PAGE on
  * when huge, refused when not. */
 static void *grow(void *p, size_t old, size_t bytes, int huge)
 {
@@ -123,9 +98,19 @@ void *mm_huge_grow(void *p, size_t old, size_t bytes)
 	return grow(p, old, bytes, 1);
 }
 
-void *mm_seq_grow(void *p, size_t old, size_t bytes)
+void *mm_small_grow(void *p, size_t old, size_t bytes)
 {
 	return grow(p, old, bytes, 0);
+}
+
+void *mm_index_renew(void *p, size_t old, size_t bytes)
+{
+	void *q = grow(p, old, bytes, bytes >= MM_HUGE_INDEX);
+
+	/* Past the first old bytes the mapping was never written. */
+	if (q != NULL)
+		memset(q, 0, old);
+	return q;
 }
 
 void mm_huge_drop(void *p, size_t bytes)

@@ -147,7 +147,7 @@ static int pend_reserve(mm_lmdb_t *st, size_t n)
 	 * order: lib/hugemap.h): the entries are kept from one apply to the
 	 * next, where a realloc'd array's copies cost more than its growth
 	 * (doc/performance.md). */
-	np = mm_seq_grow(st->pend, st->pend_cap * sizeof(*np), ncap * sizeof(*np));
+	np = mm_small_grow(st->pend, st->pend_cap * sizeof(*np), ncap * sizeof(*np));
 	if (np == NULL)
 		return mm_diag_set(MM_ENOMEM, "cannot grow to %zu dedup marks", ncap);
 	st->pend = np;

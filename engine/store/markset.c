@@ -84,13 +84,13 @@ static int buf_get(mm_markset_t *s, size_t bytes, mm_markbuf_t *out)
 		s->spare[fit] = (mm_markbuf_t){0};
 		return 0;
 	}
-	/* mm_seq_grow: on small pages (a run is read in order), mapped whole
+	/* mm_small_grow: on small pages (a run is read in order), mapped whole
 	 * at the rounded size, so that munmap of (mem, bytes) frees it; a kept
 	 * buffer grows by mremap, keeping its pages. */
 	if (big != MM_MARKSET_SPARES &&
-	    (p = mm_seq_grow(s->spare[big].mem, s->spare[big].bytes, bytes)) != NULL) {
+	    (p = mm_small_grow(s->spare[big].mem, s->spare[big].bytes, bytes)) != NULL) {
 		s->spare[big] = (mm_markbuf_t){0};
-	} else if ((p = mm_seq_grow(NULL, 0, bytes)) == NULL) {
+	} else if ((p = mm_small_grow(NULL, 0, bytes)) == NULL) {
 		return mm_diag_set(MM_ENOMEM, "cannot map %zu bytes of dedup marks", bytes);
 	}
 	*out = (mm_markbuf_t){p, bytes};
@@ -497,17 +497,18 @@ static unsigned tier(size_t n)
 	return t;
 }
 
-/* A zeroed filter of 1 << fbits words: from 1 MiB on, on huge pages
- * (lib/hugemap.h), since its words are read at random, one per record, and
- * with 4 KiB pages each read also missed the TLB. */
+/* A zeroed filter of 1 << fbits words, an index read at random, one word a
+ * record: on small pages up to the TLB's reach, where a fresh huge page's
+ * first touch cost more than the TLB's misses save, on huge pages beyond
+ * it (mm_index_renew, lib/hugemap.h). */
 static uint64_t *filter_alloc(unsigned fbits)
 {
-	return mm_huge_alloc(((size_t)1 << fbits) * sizeof(uint64_t));
+	return mm_index_renew(NULL, 0, ((size_t)1 << fbits) * sizeof(uint64_t));
 }
 
 static void filter_free(uint64_t *filter, unsigned fbits)
 {
-	mm_huge_free(filter, ((size_t)1 << fbits) * sizeof(uint64_t));
+	mm_huge_drop(filter, ((size_t)1 << fbits) * sizeof(uint64_t));
 }
 
 static void filter_add_run(uint64_t *filter, unsigned fbits, const mm_markrun_t *r)

@@ -6,8 +6,9 @@
  * and freeing it with its size releases it (ASan and the kernel would
  * catch a wrong length: munmap of a neighbour, or a leak). A growable
  * array keeps its bytes and is zero past them, below 2 MiB, across it and
- * above it, on huge pages or (mm_seq_grow) on small ones, never huge. A renewed array is all zero at every size, in place while its
- * mapping holds it.
+ * above it, on huge pages or (mm_small_grow) on small ones, never huge. A
+ * renewed array (mm_index_renew) is all zero at every size, and on small
+ * pages below MM_HUGE_INDEX.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -100,7 +101,7 @@ TEST(grow)
 
 TEST(seq_grow)
 {
-	check_grow(mm_seq_grow);
+	check_grow(mm_small_grow);
 }
 
 /* The kB of huge pages backing the mapping that holds p (/proc/self/smaps),
@@ -132,12 +133,12 @@ static long anon_huge_kb(const void *p)
 TEST(seq_small_pages)
 {
 	size_t bytes = 4 * MM_HUGE_PAGE;
-	unsigned char *p = mm_seq_grow(NULL, 0, bytes);
+	unsigned char *p = mm_small_grow(NULL, 0, bytes);
 
 	REQUIRE(p != NULL);
 	memset(p, 1, bytes);
 	CHECK_EQ_INT(anon_huge_kb(p), 0);
-	p = mm_seq_grow(p, bytes, 2 * bytes);
+	p = mm_small_grow(p, bytes, 2 * bytes);
 	REQUIRE(p != NULL);
 	memset(p, 1, 2 * bytes);
 	CHECK_EQ_INT(anon_huge_kb(p), 0);
@@ -145,12 +146,10 @@ TEST(seq_small_pages)
 }
 
 /* Renews one array from nothing through the sizes an index takes as it
- * doubles (calloc'd, then one huge page that holds 1 and 2 MiB, then a
- * mapping grown by mremap), writing every byte each time: after each
- * renewal the whole array is zero and writable, from 1 MiB on it stays on
- * a 2 MiB boundary where the kernel keeps it there, its pages are kept
- * when the size fits the mapping it has, and it is freed with its last
- * size. */
+ * doubles, writing every byte each time: after each renewal the whole
+ * array is zero and writable, it stays where it is when the size is the
+ * same, it is on small pages below MM_HUGE_INDEX (an index within the
+ * TLB's reach, hugemap.h), and it is freed with its last size. */
 TEST(renew)
 {
 	size_t sizes[] = {0,
@@ -161,18 +160,18 @@ TEST(renew)
 			  MM_HUGE_PAGE,
 			  2 * MM_HUGE_PAGE,
 			  2 * MM_HUGE_PAGE,
-			  4 * MM_HUGE_PAGE,
-			  8 * MM_HUGE_PAGE};
+			  MM_HUGE_INDEX / 2,
+			  MM_HUGE_INDEX,
+			  2 * MM_HUGE_INDEX};
 	unsigned char *p = NULL;
 	size_t old = 0;
 
 	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
 		size_t bytes = sizes[k], zero = 0, kept = 0;
-		unsigned char *q = mm_huge_renew(p, old, bytes);
+		unsigned char *q = mm_index_renew(p, old, bytes);
 
 		REQUIRE(q != NULL);
-		/* 1 MiB takes a whole huge page, so 2 MiB reuses it in place. */
-		if (old >= MM_HUGE_MIN && bytes <= MM_HUGE_PAGE)
+		if (p != NULL && bytes == old)
 			CHECK(q == p);
 		for (size_t i = 0; i < bytes; i++)
 			zero += q[i] == 0;
@@ -182,10 +181,12 @@ TEST(renew)
 		for (size_t i = 0; i < bytes; i++)
 			kept += q[i] == (unsigned char)(i * 13 + k);
 		CHECK_EQ_INT(kept, bytes);
+		if (bytes >= 2 * MM_HUGE_PAGE && bytes < MM_HUGE_INDEX)
+			CHECK_EQ_INT(anon_huge_kb(q), 0);
 		p = q;
 		old = bytes;
 	}
-	mm_huge_free(p, old);
+	mm_huge_drop(p, old);
 }
 
 /* A renewal too large is refused and leaves the array as it was. */
@@ -194,14 +195,14 @@ TEST(renew_too_large)
 	size_t sizes[] = {4096, MM_HUGE_MIN, 3 * MM_HUGE_PAGE};
 
 	for (size_t k = 0; k < 3; k++) {
-		unsigned char *p = mm_huge_alloc(sizes[k]);
+		unsigned char *p = mm_index_renew(NULL, 0, sizes[k]);
 
 		REQUIRE(p != NULL);
 		p[sizes[k] - 1] = 42;
-		CHECK(mm_huge_renew(p, sizes[k], SIZE_MAX - 4096) == NULL);
-		CHECK(mm_huge_renew(p, sizes[k], SIZE_MAX / 2 + 1) == NULL);
+		CHECK(mm_index_renew(p, sizes[k], SIZE_MAX - 4096) == NULL);
+		CHECK(mm_index_renew(p, sizes[k], SIZE_MAX / 2 + 1) == NULL);
 		CHECK_EQ_INT(p[sizes[k] - 1], 42);
-		mm_huge_free(p, sizes[k]);
+		mm_huge_drop(p, sizes[k]);
 	}
 }
 
