@@ -20,8 +20,8 @@
  * "Dedup ids: arrays read in order on small pages"). So an array written
  * and read in order, whose reads the TLB does not limit, is on small pages
  * (mm_small_grow). So too is an index read at random that fits the TLB's
- * reach on small pages (about 1 500 entries of 4 KiB: mm_index_renew below
- * MM_HUGE_INDEX): the pending ids' slots and the marks' filter, 2 and 4 MiB
+ * reach on small pages (1 500 to 3 000 entries of 4 KiB: mm_index_renew
+ * below MM_HUGE_INDEX): the pending ids' slots and the marks' filter, 2 and 4 MiB
  * in the bench, cost no measurable time on small pages in runs back to
  * back, where after an idle pause their huge pages' first touch cost 25 to
  * 69 ms of a 440 to 520 ms run with ids (doc/performance.md, "Dedup ids:
