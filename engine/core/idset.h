@@ -20,8 +20,7 @@
  * both generations' sets about every id, and the flushed generation's
  * slots were a second random line of memory a record, where its filter's
  * 128 KiB (at 262 144 slots) stays in the cache. The filter is an array of
- * its own on the heap (after the slots, it took a huge page of its own for
- * its 128 KiB), rebuilt with the slots at a doubling.
+ * its own on the heap, rebuilt with the slots at a doubling.
  *
  * Entries sit densely in insertion order, 24 bytes each: the full hash, the
  * id's length, the owner's tag and the expiry as a 32-bit offset from the

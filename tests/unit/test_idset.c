@@ -10,10 +10,11 @@
  * in both, the other reset and the roles swapped) find every id they hold
  * and no other, keep each entry's hash, expiry and tag, and keep the id
  * bytes of earlier entries in place while the set grows, also past the
- * sizes where its arrays move to huge pages and with generations reusing
- * the arena chunks that reset kept; the filter in front of the slots
- * turns away almost every absent id, at the set's fullest and emptiest;
- * a set reserved for n ids takes them without growing.
+ * sizes where its arrays are mappings grown by mremap, and with
+ * generations reusing the arena chunks that reset kept; the filter in
+ * front of the slots turns away almost every absent id, at the set's
+ * fullest and emptiest; a set reserved for n ids takes them without
+ * growing.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -294,8 +295,9 @@ TEST(expiries)
 	mm_idset_free(&s);
 }
 
-/* Generations past 2 MiB of slots (131 072 ids), where they move to huge
- * pages (lib/hugemap.h), and of entries (52 429), of ids of 4 to 200 bytes
+/* Generations past 2 MiB of slots (131 072 ids) and of entries (52 429),
+ * mappings grown by mremap (lib/hugemap.h; its own test takes an index past
+ * MM_HUGE_INDEX, onto huge pages), of ids of 4 to 200 bytes
  * and now and then one larger than an arena chunk: against a reference of
  * which ids each generation holds, every held id is found with its bytes
  * where they were put, no other is, and generations of the same size
