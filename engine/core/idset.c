@@ -52,8 +52,8 @@ static int idset_resize(mm_idset_t *s, size_t ncap)
 {
 	/* Renewed in place: the pages it has are kept, and only the growth
 	 * is new memory. On small pages up to the TLB's reach (8 MiB, a
-	 * generation of 500 000 ids), where a fresh huge page's first touch
-	 * cost more than the TLB's misses save (lib/hugemap.h). */
+	 * generation of about 500 000 ids), where a fresh huge page's first
+	 * touch cost more than the TLB's misses save (lib/hugemap.h). */
 	uint64_t *nf = calloc(idset_filter_words(ncap), sizeof(*nf));
 	mm_idset_slot_t *ns = nf ? mm_index_renew(s->slots, s->cap * sizeof(*ns), ncap * sizeof(*ns))
 				 : NULL;

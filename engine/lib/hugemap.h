@@ -21,11 +21,11 @@
  * and read in order, whose reads the TLB does not limit, is on small pages
  * (mm_small_grow). So too is an index read at random that fits the TLB's
  * reach on small pages (1 500 to 3 000 entries of 4 KiB: mm_index_renew
- * below MM_HUGE_INDEX): the pending ids' slots and the marks' filter, 2 and 4 MiB
- * in the bench, cost no measurable time on small pages in runs back to
- * back, where after an idle pause their huge pages' first touch cost 25 to
- * 69 ms of a 440 to 520 ms run with ids (doc/performance.md, "Dedup ids:
- * indexes within the TLB's reach on small pages").
+ * below MM_HUGE_INDEX): the pending ids' slots and the marks' filter, 2
+ * and 4 MiB in the bench, cost no measurable time on small pages in runs
+ * back to back, where after an idle pause their huge pages' first touch
+ * cost 25 to 69 ms of a 440 to 520 ms run with ids (doc/performance.md,
+ * "Dedup ids: indexes within the TLB's reach on small pages").
  *
  * An array that grows (mm_huge_grow, mm_small_grow) is a mapping moved by
  * mremap: the kernel moves its pages, huge ones whole, instead of copying
@@ -74,8 +74,8 @@ void *mm_small_grow(void *p, size_t old, size_t bytes);
  * (p is then left as it was). Free it with mm_huge_drop(.., bytes). */
 void *mm_index_renew(void *p, size_t old, size_t bytes);
 
-/* Releases p (NULL is a no-op), which mm_huge_grow or mm_small_grow(.., bytes)
- * returned. */
+/* Releases p (NULL is a no-op), which mm_huge_grow, mm_small_grow or
+ * mm_index_renew(.., bytes) returned. */
 void mm_huge_drop(void *p, size_t bytes);
 
 /* Releases p (NULL is a no-op), which mm_huge_alloc(bytes) returned. */

@@ -175,9 +175,9 @@ static int run_alloc(mm_markset_t *s, mm_markrun_t *r, size_t n)
 
 /* A run's directory is filled as its sorted slots are written
  * (run_from_marks, run_merge), where a pass of its own after them read the
- * whole run again: dir_open, dir_slot for each slot (and its h0) once it is in its place
- * (its h0 is final there; a fold changes only its expiry), dir_close once
- * the run has its n. The directory is sized for the slots the run was
+ * whole run again: dir_open, dir_slot for each slot (and its h0) once it is
+ * in its place (its h0 is final there; a fold changes only its expiry),
+ * dir_close once the run has its n. The directory is sized for the slots the run was
  * made for (run_alloc), which is more than it needs when some were folded
  * or dropped; a lookup goes by r->dbits. */
 static void dir_open(mm_markrun_t *r, size_t made_for, size_t *b)

@@ -99,7 +99,7 @@ TEST(grow)
 	check_grow(mm_huge_grow);
 }
 
-TEST(seq_grow)
+TEST(small_grow)
 {
 	check_grow(mm_small_grow);
 }
@@ -130,7 +130,7 @@ static long anon_huge_kb(const void *p)
 
 /* An array read in order is never on huge pages, whatever the kernel's
  * policy (MADV_NOHUGEPAGE): 8 MiB written whole, then grown by mremap. */
-TEST(seq_small_pages)
+TEST(small_grow_small_pages)
 {
 	size_t bytes = 4 * MM_HUGE_PAGE;
 	unsigned char *p = mm_small_grow(NULL, 0, bytes);
@@ -235,8 +235,8 @@ int main(void)
 	RUN(sizes);
 	RUN(neighbours);
 	RUN(grow);
-	RUN(seq_grow);
-	RUN(seq_small_pages);
+	RUN(small_grow);
+	RUN(small_grow_small_pages);
 	RUN(too_large);
 	RUN(grow_too_large);
 	RUN(renew);
