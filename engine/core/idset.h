@@ -38,8 +38,8 @@
  * few ids a claim borrows with mm_idset_copy.
  *
  * Ownership: the set owns its slots, filter, entries, id pointers,
- * expiries and arena; mm_idset_reset forgets the ids but keeps the memory for reuse, all
- * but the wide expiries. Loop thread only.
+ * expiries and arena; mm_idset_reset forgets the ids but keeps the memory
+ * for reuse, all but the wide expiries. Loop thread only.
  */
 #ifndef MM_IDSET_H
 #define MM_IDSET_H

@@ -177,9 +177,9 @@ static int run_alloc(mm_markset_t *s, mm_markrun_t *r, size_t n)
  * (run_from_marks, run_merge), where a pass of its own after them read the
  * whole run again: dir_open, dir_slot for each slot (and its h0) once it is
  * in its place (its h0 is final there; a fold changes only its expiry),
- * dir_close once the run has its n. The directory is sized for the slots the run was
- * made for (run_alloc), which is more than it needs when some were folded
- * or dropped; a lookup goes by r->dbits. */
+ * dir_close once the run has its n. The directory is sized for the slots
+ * the run was made for (run_alloc), which is more than it needs when some
+ * were folded or dropped; a lookup goes by r->dbits. */
 static void dir_open(mm_markrun_t *r, size_t made_for, size_t *b)
 {
 	r->dbits = dir_bits(made_for);
@@ -428,9 +428,9 @@ static int run_merge(mm_markset_t *s, mm_markrun_t *out, const mm_markrun_t *in,
 		n += in[j].n;
 	if ((rc = run_alloc(s, out, n)))
 		return rc;
+	memset(lane, 0, sizeof(lane));
 	dir_open(out, n, &lane[0].d);
 	nb = (size_t)1 << out->dbits;
-	memset(lane, 0, sizeof(lane));
 	for (j = 0; j < MARKSET_FANIN; j++) {
 		/* With no directory bits (a run of a few slots), one lane. */
 		size_t h = j < k ? (out->dbits ? run_half(&in[j]) : in[j].n) : 0;
