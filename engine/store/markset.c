@@ -16,10 +16,11 @@
  *
  * The filter's word of a mark is chosen by h0's top bits, the order the
  * runs are sorted in, so filling it from a run writes its words in order;
- * its four bits come from the kept half of h1. It is rebuilt from the runs
- * when it holds more than 6 marks a word (at 4 a word, about 0.3% of the
- * absent marks pass it; at 6, about 1%) or more stale bits (of dropped
- * marks) than live ones, at a size of 2 to 4 marks a word.
+ * its six bits come from the kept half of h1 and h0's low bits. It is
+ * rebuilt from the runs when it holds more than 6 marks a word (at 4 a
+ * word, about 0.1% of the absent marks pass it; at 6, about 0.6%) or more
+ * stale bits (of dropped marks) than live ones, at a size of 2 to 4 marks a
+ * word.
  */
 #include "markset.h"
 
@@ -35,7 +36,7 @@
 #define MARKSET_PAGE ((size_t)4096)
 #define MARKSET_FMIN 6          /* the least filter: 64 words */
 #define MARKSET_SORT_BITS 18    /* the counting sort's most buckets: 2^18 */
-#define MARKSET_FANIN 8         /* runs merged at once */
+#define MARKSET_FANIN 32        /* runs merged at once */
 
 uint64_t mm_markset_ns_seed(const char *ns, size_t nslen)
 {
@@ -290,198 +291,113 @@ static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t 
 	return 0;
 }
 
-/* Keeps in (*ka, *ia) the lesser of it and (kb, ib) (the first on a tie),
- * by conditional moves: which run's head is least is a coin toss, and a
- * branch on it missed about twice an output slot. */
-static inline void merge_pick(uint64_t *ka, unsigned *ia, uint64_t kb, unsigned ib)
-{
-	int lt = kb < *ka;
+/* A merge goes through the hash space in blocks, each 2^MERGE_SPAN of the
+ * output's directory ranges (256 to 512 slots): the blocks of the inputs'
+ * sorted slots are read in order, and the output is written in order. */
+#define MERGE_SPAN 6
+/* A block's counting sort: 2^MERGE_SORT_BITS buckets (1 or 2 slots each). */
+#define MERGE_SORT_BITS 8
 
-	*ka = lt ? kb : *ka;
-	*ia = lt ? ib : *ia;
+/* Where the slots of run r from at on stop being of block blk (the top bb
+ * bits of h0): from r's directory when it is as fine as the blocks, else
+ * found by reading on (a run much smaller than the merge's output). */
+static const mm_markslot_t *block_end(const mm_markrun_t *r, const mm_markslot_t *at, size_t blk,
+				      unsigned bb)
+{
+	const mm_markslot_t *end = r->slots + r->n;
+
+	if (bb == 0)
+		return end;
+	if (r->dbits >= bb)
+		return r->slots + r->dir[(blk + 1) << (r->dbits - bb)];
+	while (at < end && at->h0 >> (64 - bb) == blk)
+		at++;
+	return at;
 }
 
-/* Adds slot e, whose h0 is that of the last of slots[0..*n) (a mark in
- * several runs, or two hashes that share an h0), to the slots of that h0
- * at the end: folded into the one of its hash (the later expiry), else put
- * in its place by h1 if live at now_off. */
-static void merge_tie(mm_markslot_t *slots, size_t *n, uint32_t *max_exp, const mm_markslot_t *e,
-		      int64_t now_off)
+/* Sorts the c slots of o by (h0, h1): counted by the MERGE_SORT_BITS bits
+ * of h0 after the block's bb, placed, then put in order within each bucket
+ * by an insertion sort; from the k inputs' ranges [at[j], end[j]). */
+static void block_sort(mm_markslot_t *o, size_t c, const mm_markslot_t *const *at,
+		       const mm_markslot_t *const *end, size_t k, unsigned bb)
 {
-	size_t j = *n;
+	uint32_t pos[(1 << MERGE_SORT_BITS) + 1];
+	const mm_markslot_t *p;
+	mm_markslot_t e;
+	size_t i, j;
 
-	for (; j > 0 && slots[j - 1].h0 == e->h0; j--) {
-		if (slots[j - 1].h1 == e->h1) {
-			if (e->exp > slots[j - 1].exp)
-				slots[j - 1].exp = e->exp;
-			if (e->exp > *max_exp)
-				*max_exp = e->exp;
-			return;
-		}
+	memset(pos, 0, sizeof(pos));
+	for (j = 0; j < k; j++)
+		for (p = at[j]; p < end[j]; p++)
+			pos[((p->h0 << bb) >> (64 - MERGE_SORT_BITS)) + 1]++;
+	for (i = 1; i <= (1 << MERGE_SORT_BITS); i++)
+		pos[i] += pos[i - 1];
+	for (j = 0; j < k; j++)
+		for (p = at[j]; p < end[j]; p++)
+			o[pos[(p->h0 << bb) >> (64 - MERGE_SORT_BITS)]++] = *p;
+	for (i = 1; i < c; i++) {
+		e = o[i];
+		for (j = i; j > 0 && slot_less(&e, &o[j - 1]); j--)
+			o[j] = o[j - 1];
+		o[j] = e;
 	}
-	if ((int64_t)e->exp <= now_off)
-		return;
-	/* The slots of this h0 are at the end: e goes before the first of
-	 * them with a greater h1. Same h0, same directory range. */
-	for (j = *n; j > 0 && slots[j - 1].h0 == e->h0 && slots[j - 1].h1 > e->h1; j--)
-		slots[j] = slots[j - 1];
-	slots[j] = *e;
-	(*n)++;
-	if (e->exp > *max_exp)
-		*max_exp = e->exp;
-}
-
-/* How far ahead in an input run a merge step hints the cache (slots). */
-#define MERGE_AHEAD 32
-
-/* One lane of a merge: the slots of the input runs whose h0 is in one half
- * of the hash space, merged into its own stretch of the output run. */
-typedef struct merge_lane {
-	const mm_markslot_t *at[MARKSET_FANIN], *end[MARKSET_FANIN];
-	uint64_t key[MARKSET_FANIN];
-	mm_markslot_t *out;     /* the lane's output, at index base of the run */
-	size_t base, n;         /* n slots out so far */
-	size_t d;               /* the run's directory filled up to range d */
-	uint32_t max_exp;
-} merge_lane_t;
-
-/* Puts the lane's least head out (merge_pick's tree of seven comparisons of
- * 64-bit keys, without a branch; a run at its end has the key UINT64_MAX,
- * which a real h0 may also be: that key takes the slow way); 0 when the
- * lane is at its end. */
-static inline __attribute__((always_inline)) int merge_step(merge_lane_t *l, mm_markrun_t *run,
-							    int64_t now_off)
-{
-	uint64_t k0 = l->key[0], k2 = l->key[2], k4 = l->key[4], k6 = l->key[6];
-	unsigned i0 = 0, i2 = 2, i4 = 4, i6 = 6;
-	const mm_markslot_t *e;
-
-	merge_pick(&k0, &i0, l->key[1], 1);
-	merge_pick(&k2, &i2, l->key[3], 3);
-	merge_pick(&k4, &i4, l->key[5], 5);
-	merge_pick(&k6, &i6, l->key[7], 7);
-	merge_pick(&k0, &i0, k2, i2);
-	merge_pick(&k4, &i4, k6, i6);
-	merge_pick(&k0, &i0, k4, i4);
-	if (k0 == UINT64_MAX) {
-		for (i0 = 0; i0 < MARKSET_FANIN && l->at[i0] == l->end[i0]; i0++)
-			;
-		if (i0 == MARKSET_FANIN)
-			return 0;
-	}
-	e = l->at[i0];
-	if (l->n && e->h0 == l->out[l->n - 1].h0) {
-		merge_tie(l->out, &l->n, &l->max_exp, e, now_off);
-	} else if ((int64_t)e->exp > now_off) {
-		l->out[l->n] = *e;
-		dir_slot(run, &l->d, l->base + l->n++, e->h0);
-		if (e->exp > l->max_exp)
-			l->max_exp = e->exp;
-	}
-	if (++l->at[i0] == l->end[i0])
-		l->key[i0] = UINT64_MAX;
-	else
-		l->key[i0] = l->at[i0]->h0;
-	/* Sixteen streams in at once are more than the hardware's
-	 * prefetcher follows: each run's next lines are asked for here
-	 * (within the run: a pointer past its end is not C's to make). */
-	if (l->end[i0] - l->at[i0] > MERGE_AHEAD)
-		__builtin_prefetch(l->at[i0] + MERGE_AHEAD);
-	return 1;
-}
-
-/* The first slot of run r whose h0 has its top bit set. */
-static size_t run_half(const mm_markrun_t *r)
-{
-	size_t lo = 0, hi = r->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (r->slots[mid].h0 >> 63)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return lo;
 }
 
 /* Merges the k runs in[] (k at most MARKSET_FANIN) into a new run,
  * keeping the marks live at now_off (milliseconds after the base), one slot
- * per hash (the later expiry): each slot out is the least by h0 of the
- * runs' next ones (merge_step), and a slot whose h0 is the last one's is
- * settled by merge_tie, which keeps the order by h1 and one slot per hash.
- * The hash space's two halves (h0's top bit) are merged as two lanes, a
- * step of one then a step of the other: each step waits on the one before
- * it (its next head), and two independent chains keep the core busy where
- * one left it waiting. Lane 1 writes after the most lane 0 can put out;
- * when lane 0 put out fewer (folds, expiries), lane 1's slots move down
- * and its directory ranges with them. */
+ * per hash (the later expiry). The inputs are sorted and hashes are spread
+ * evenly, so a block of the hash space holds a few slots of each input, in
+ * a few ranges the inputs' directories tell: each block's slots are sorted
+ * in place in the output (block_sort, all within the first-level cache),
+ * then folded (one slot per hash) and written down with their directory.
+ * Every input is read in order and the output written in order. A slot
+ * costs about what it did in the merge of eight runs' heads this replaced
+ * (a tree of comparisons for each slot out), but no more with 32 inputs
+ * than with 8, which a wider tree would. */
 static int run_merge(mm_markset_t *s, mm_markrun_t *out, const mm_markrun_t *in, size_t k,
 		     int64_t now_off)
 {
-	merge_lane_t lane[2];
-	size_t n = 0, j, half = 0, gap, nb;
-	int rc, more0, more1;
+	const mm_markslot_t *at[MARKSET_FANIN], *end[MARKSET_FANIN];
+	size_t n = 0, w = 0, j, i, c, d, blk;
+	unsigned bb;
+	int rc;
 
-	for (j = 0; j < k; j++)
+	for (j = 0; j < k; j++) {
 		n += in[j].n;
+		at[j] = in[j].slots;
+	}
 	if ((rc = run_alloc(s, out, n)))
 		return rc;
-	memset(lane, 0, sizeof(lane));
-	dir_open(out, n, &lane[0].d);
-	nb = (size_t)1 << out->dbits;
-	for (j = 0; j < MARKSET_FANIN; j++) {
-		/* With no directory bits (a run of a few slots), one lane. */
-		size_t h = j < k ? (out->dbits ? run_half(&in[j]) : in[j].n) : 0;
+	dir_open(out, n, &d);
+	bb = out->dbits > MERGE_SPAN ? out->dbits - MERGE_SPAN : 0;
+	out->max_exp = 0;
+	for (blk = 0; blk < (size_t)1 << bb; blk++) {
+		mm_markslot_t *o = out->slots + w;
 
-		lane[0].key[j] = lane[1].key[j] = UINT64_MAX;
-		if (j < k && h) {
-			lane[0].at[j] = in[j].slots;
-			lane[0].end[j] = in[j].slots + h;
-			lane[0].key[j] = in[j].slots[0].h0;
+		for (j = 0, c = 0; j < k; j++) {
+			end[j] = block_end(&in[j], at[j], blk, bb);
+			c += (size_t)(end[j] - at[j]);
 		}
-		if (j < k && h < in[j].n) {
-			lane[1].at[j] = in[j].slots + h;
-			lane[1].end[j] = in[j].slots + in[j].n;
-			lane[1].key[j] = in[j].slots[h].h0;
+		block_sort(o, c, at, end, k, bb);
+		/* Written back over the block's own sorted slots, never
+		 * ahead of the one read. */
+		for (i = 0; i < c;) {
+			mm_markslot_t e = o[i];
+
+			for (i++; i < c && slot_same(&o[i], &e); i++)
+				if (o[i].exp > e.exp)
+					e.exp = o[i].exp;
+			if ((int64_t)e.exp <= now_off)
+				continue;
+			out->slots[w] = e;
+			dir_slot(out, &d, w++, e.h0);
+			if (e.exp > out->max_exp)
+				out->max_exp = e.exp;
 		}
-		half += h;
+		memcpy(at, end, k * sizeof(at[0]));
 	}
-	lane[0].out = out->slots;
-	lane[1].out = out->slots + half;
-	lane[1].base = half;
-	lane[1].d = nb / 2;
-	if (nb > 1)
-		out->dir[nb / 2] = (uint32_t)half;
-	do {
-		more0 = merge_step(&lane[0], out, now_off);
-		more1 = merge_step(&lane[1], out, now_off);
-	} while (more0 && more1);
-	while (more0)
-		more0 = merge_step(&lane[0], out, now_off);
-	while (more1)
-		more1 = merge_step(&lane[1], out, now_off);
-	if (nb == 1) {
-		/* One lane. */
-		out->n = lane[0].n;
-		dir_close(out, lane[0].d);
-	} else {
-		/* Lane 0's ranges up to the half, where lane 1 starts; lane
-		 * 1's to the end, then moved down with its slots. */
-		while (lane[0].d < nb / 2)
-			out->dir[++lane[0].d] = (uint32_t)lane[0].n;
-		out->n = half + lane[1].n;
-		dir_close(out, lane[1].d);
-		if ((gap = half - lane[0].n) != 0) {
-			memmove(out->slots + lane[0].n, lane[1].out,
-				lane[1].n * sizeof(*out->slots));
-			for (j = nb / 2 + 1; j <= nb; j++)
-				out->dir[j] -= (uint32_t)gap;
-			out->n -= gap;
-		}
-	}
-	out->max_exp = lane[0].max_exp > lane[1].max_exp ? lane[0].max_exp : lane[1].max_exp;
+	out->n = w;
+	dir_close(out, d);
 	return 0;
 }
 
@@ -514,7 +430,7 @@ static void filter_free(uint64_t *filter, unsigned fbits)
 static void filter_add_run(uint64_t *filter, unsigned fbits, const mm_markrun_t *r)
 {
 	for (size_t i = 0; i < r->n; i++)
-		filter[r->slots[i].h0 >> (64 - fbits)] |= mm_markset_filter_mask(r->slots[i].h1);
+		filter[r->slots[i].h0 >> (64 - fbits)] |= mm_markset_filter_mask(r->slots[i].h0, r->slots[i].h1);
 }
 
 void mm_markset_start(mm_markset_t *s, int64_t base_ms)
@@ -632,14 +548,29 @@ int mm_markset_live_runs(const mm_markset_t *s, const mm_markhash_t *m, int64_t 
 {
 	int64_t now_off = now_ms - s->base_ms;
 	uint32_t h1 = (uint32_t)(m->h1 >> 32);
+	uint32_t from[MM_MARKSET_RUNS], to[MM_MARKSET_RUNS];
+	size_t i, j;
 
-	for (size_t i = s->nruns; i-- > 0;) {
+	/* Each run costs two misses, its directory's range then its slots:
+	 * every run's range is asked for first, then every run's first slot,
+	 * so that the misses of all the runs overlap, where a run read after
+	 * another waited for each in turn. */
+	for (i = 0; i < s->nruns; i++)
+		__builtin_prefetch(&s->runs[i].dir[bucket(m->h0, s->runs[i].dbits)]);
+	for (i = 0; i < s->nruns; i++) {
 		const mm_markrun_t *r = &s->runs[i];
-		size_t k = bucket(m->h0, r->dbits), j;
+		size_t k = bucket(m->h0, r->dbits);
 
-		for (j = r->dir[k]; j < r->dir[k + 1] && r->slots[j].h0 <= m->h0; j++) {
-			if (r->slots[j].h0 == m->h0 && r->slots[j].h1 == h1) {
-				if ((int64_t)r->slots[j].exp > now_off)
+		from[i] = r->dir[k];
+		to[i] = r->dir[k + 1];
+		__builtin_prefetch(&r->slots[from[i]]);
+	}
+	for (i = s->nruns; i-- > 0;) {
+		const mm_markslot_t *sl = s->runs[i].slots;
+
+		for (j = from[i]; j < to[i] && sl[j].h0 <= m->h0; j++) {
+			if (sl[j].h0 == m->h0 && sl[j].h1 == h1) {
+				if ((int64_t)sl[j].exp > now_off)
 					return 1;
 				break;
 			}

@@ -13,27 +13,31 @@
  * directory of where each range of h0's top bits starts (about 4 slots a
  * range), like the runs of an LSM tree. A flush's marks become one new run,
  * sorted once (a counting sort by h0's top bits, then an insertion sort of
- * each bucket's few slots), and the newest eight runs are merged in one
- * pass whenever they are of one size tier (tier floor(log8(n))), as in a
- * size-tiered LSM tree: a mark is copied once per tier it climbs
- * (log8(L / flush) times: the bench's 20 flushes of 100 000 marks move 1.6
- * million marks in merges, where keeping one run would move 21 million),
- * and there are at most 7 runs per tier, which a lookup that passes the
- * filter reads newest first (a replay's duplicates are recent marks). The
- * runs of a tier hold marks of similar ages, so the oldest runs expire
- * whole. Nothing is ever written at a random place of a large table, and a
- * run's memory is kept for the next run or merge rather than given back to
- * the kernel, whose fresh pages (zeroed, and on a VM backed by the host on
- * first touch) were the largest cost of the hash table this replaced.
+ * each bucket's few slots), and the newest 32 runs are merged in one pass
+ * whenever they are of one size tier (tier floor(log32(n))), as in a
+ * size-tiered LSM tree: a mark is copied once per tier it climbs,
+ * log32(L / flush) times. The fan-in is wide because the filter below
+ * makes the runs cheap to have and their copies are not: a lookup past the
+ * filter (under 1% of absent marks) reads every run, but all of them at
+ * once (mm_markset_live_runs), while with 8 runs to a merge, as
+ * before, 10 million marks in flushes of 10 000 were each copied 2.5 times,
+ * which cost more than sorting them (doc/performance.md, "Dedup ids: merges
+ * of 32 runs"). There are at most 31 runs per tier, read newest first (a
+ * replay's duplicates are recent marks). The runs of a tier hold marks of
+ * similar ages, so the oldest runs expire whole. Nothing is ever written at
+ * a random place of a large table, and a run's memory is kept for the next
+ * run or merge rather than given back to the kernel, whose fresh pages
+ * (zeroed, and on a VM backed by the host on first touch) were the largest
+ * cost of the hash table this replaced.
  *
  * In front of the runs, one Bloom filter for the whole set (a 64-bit word
- * per 2 to 6 marks, the word chosen by h0's top bits, four bits of it from
- * the kept half of h1) tells almost every absent mark with one word: a new
- * id (the common case: every record of a stream without replays) reads that
- * word and nothing else. A mark the filter lets by is looked up in each run,
- * the largest first, by its directory range (a slot or two). The filter
- * holds the bits of every mark of the runs (and of dropped ones until it is
- * rebuilt): it never says absent for a mark that is there.
+ * per 2 to 6 marks, the word chosen by h0's top bits, six bits of it from
+ * the kept half of h1 and h0's low bits) tells almost every absent mark
+ * with one word: a new id (the common case: every record of a stream
+ * without replays) reads that word and nothing else. A mark the filter lets
+ * by is looked up in each run by its directory range (a slot or two). The
+ * filter holds the bits of every mark of the runs (and of dropped ones
+ * until it is rebuilt): it never says absent for a mark that is there.
  *
  * Expired marks leave at merges (a merge keeps only the live ones) and with
  * whole runs (a run whose latest expiry has passed is dropped). An expiry
@@ -86,9 +90,9 @@ typedef struct mm_markrun {
 	uint32_t max_exp;       /* the latest expiry in the run */
 } mm_markrun_t;
 
-/* Fewer than MM_MARKSET_RUNS - 1 runs after a prepare (at most 7 per size
+/* Fewer than MM_MARKSET_RUNS - 1 runs after a prepare (at most 31 per size
  * tier, and a merge forced before the array fills), and a new one. */
-#define MM_MARKSET_RUNS 64
+#define MM_MARKSET_RUNS 128
 #define MM_MARKSET_SPARES 4
 
 typedef struct mm_markset {
@@ -157,12 +161,14 @@ void mm_markset_commit(mm_markset_t *s, mm_markbatch_t *b);
  * keeps their buffers for reuse (or frees them) and frees the old filter. */
 void mm_markset_batch_done(mm_markset_t *s, mm_markbatch_t *b);
 
-/* The filter's bits of a mark: four of the 64 of its word, from the kept
- * half of h1 (h0's top bits pick the word). */
-static inline uint64_t mm_markset_filter_mask(uint32_t h1)
+/* The filter's bits of a mark: six of the 64 of its word, five from the
+ * kept half of h1 and one from h0's low bits (h0's top bits pick the word):
+ * at 4 marks a word, 0.09% of absent marks pass, where four bits let 0.24%
+ * by. */
+static inline uint64_t mm_markset_filter_mask(uint64_t h0, uint32_t h1)
 {
 	return 1ULL << (h1 & 63) | 1ULL << (h1 >> 6 & 63) | 1ULL << (h1 >> 12 & 63) |
-	       1ULL << (h1 >> 18 & 63);
+	       1ULL << (h1 >> 18 & 63) | 1ULL << (h1 >> 24 & 63) | 1ULL << (h0 & 63);
 }
 
 /* 0 when the filter alone tells that the set holds no mark of m's hash
@@ -170,7 +176,7 @@ static inline uint64_t mm_markset_filter_mask(uint32_t h1)
  * asks the set once, and most ids end here (doc/performance.md). */
 static inline int mm_markset_may_hold(const mm_markset_t *s, const mm_markhash_t *m)
 {
-	uint64_t mask = mm_markset_filter_mask((uint32_t)(m->h1 >> 32));
+	uint64_t mask = mm_markset_filter_mask(m->h0, (uint32_t)(m->h1 >> 32));
 
 	return s->filter != NULL && (s->filter[m->h0 >> (64 - s->fbits)] & mask) == mask;
 }

@@ -195,11 +195,11 @@ static void half_mark(uint64_t seed, int which, size_t id, mm_markhash_t *m)
 		m->h0 |= 1ULL << 63;
 }
 
-/* A merge works the two halves of the hash space (h0's top bit) side by
- * side: marks all in the low half, all in the high half, or in both with
- * expired and repeated ones (whose output is then shorter than its input,
- * so that the high half's slots move down): one run in order, every mark
- * live as the reference says. */
+/* A merge goes through the hash space in blocks, in order: marks all in
+ * its low half (the high half's blocks empty), all in the high half, or in
+ * both, with expired and repeated ones (so that the output is shorter than
+ * the input and each block's slots move down): one run in order, every
+ * mark live as the reference says. */
 TEST(merge_halves)
 {
 	enum { IDS = 3000 };
@@ -336,8 +336,8 @@ TEST(reference)
 	mm_markset_free(&s);
 }
 
-/* markset.c's merges: 8 runs at once, size tiers of 8x. */
-#define FANIN 8
+/* markset.c's merges: 32 runs at once, size tiers of 32x. */
+#define FANIN 32
 
 static unsigned tier(size_t n)
 {
@@ -349,8 +349,8 @@ static unsigned tier(size_t n)
 }
 
 /* Many flushes of new ids, all live: the set keeps every one of them, the
- * newest eight runs merged into one whenever they are of one size tier
- * (floor(log8(n))): at most 7 runs per tier. */
+ * newest 32 runs merged into one whenever they are of one size tier
+ * (floor(log32(n))): at most 31 runs per tier. */
 TEST(runs_stay_few)
 {
 	uint64_t seed = mm_markset_ns_seed("ns", 2);
@@ -360,7 +360,7 @@ TEST(runs_stay_few)
 
 	REQUIRE(batch != NULL);
 	mm_markset_start(&s, 0);
-	for (f = 0; f < 60; f++) {
+	for (f = 0; f < 70; f++) {
 		for (i = 0; i < 5000; i++) {
 			id_mark(seed, n++, &batch[i]);
 			batch[i].expire_ms = 1000000;
@@ -370,9 +370,9 @@ TEST(runs_stay_few)
 		for (i = FANIN - 1; i < s.nruns; i++)
 			CHECK(tier(s.runs[i - FANIN + 1].n) > tier(s.runs[i].n));
 	}
-	/* Runs of 5 000 and 40 000 marks (tiers 4 and 5): 7 of 40 000 and 4
-	 * of 5 000 after 60 flushes. */
-	CHECK_EQ_INT(s.nruns, 11);
+	/* Runs of 5 000 and 160 000 marks (tiers 2 and 3): 2 of 160 000 and 6
+	 * of 5 000 after 70 flushes. */
+	CHECK_EQ_INT(s.nruns, 8);
 	CHECK_EQ_INT(s.count, n);
 	printf("# %zu marks in %zu runs\n", n, s.nruns);
 	for (i = 0; i < n; i++) {
@@ -381,6 +381,53 @@ TEST(runs_stay_few)
 	}
 	CHECK_EQ_INT(missing, 0);
 	free(batch);
+	mm_markset_free(&s);
+}
+
+/* A merge of 32 runs of one tier (as the flushes of a long run make them),
+ * whose marks repeat one another's with later and earlier expiries and
+ * partly expire before it: after each flush, and across the merge, every
+ * live mark is found with its latest expiry and no other mark is. */
+TEST(merge_wide)
+{
+	enum { FLUSH = 2000, FLUSHES = 40, IDS = FLUSH * FLUSHES };
+	uint64_t seed = mm_markset_ns_seed("wide", 4);
+	static mm_markhash_t batch[FLUSH];
+	static int64_t ref[IDS];
+	mm_markset_t s = {0};
+	size_t f, i, next = 0, wrong = 0, merged = 0;
+	int64_t now = 0;
+
+	mm_markset_start(&s, 0);
+	for (f = 0; f < FLUSHES; f++) {
+		size_t before = s.nruns;
+
+		for (i = 0; i < FLUSH; i++) {
+			/* A fifth repeat an earlier flush's ids; a tenth expire
+			 * within the next two flushes. */
+			size_t id = next > 0 && i % 5 == 0 ? unit_xorshift64(&rng_state) % next : next++;
+
+			id_mark(seed, id, &batch[i]);
+			batch[i].expire_ms = now + (i % 10 == 3 ? 1500 : 100000 + (int64_t)(unit_xorshift64(&rng_state) % 100000));
+			if (batch[i].expire_ms > ref[id])
+				ref[id] = batch[i].expire_ms;
+		}
+		REQUIRE(add(&s, batch, FLUSH, now) == 0);
+		merged += s.nruns <= before;
+		wrong += run_faults(&s);
+		now += 1000;
+		for (i = 0; i < next; i++) {
+			mm_markhash_t q;
+
+			id_mark(seed, i, &q);
+			wrong += mm_markset_live(&s, &q, now) != (ref[i] > now);
+		}
+	}
+	CHECK_EQ_INT(wrong, 0);
+	/* Flush 32 made the 32nd run of tier 2 (1 024 to 32 767 marks): one
+	 * merge of all of them, then 8 more runs. */
+	CHECK_EQ_INT(merged, 1);
+	CHECK_EQ_INT(s.nruns, 9);
 	mm_markset_free(&s);
 }
 
@@ -410,6 +457,7 @@ int main(void)
 	RUN(base_and_stale);
 	RUN(reference);
 	RUN(runs_stay_few);
+	RUN(merge_wide);
 	RUN(namespaces);
 	UNIT_DONE();
 }
