@@ -109,8 +109,10 @@ HELPER_BIN := $(HELPER_SRC:tests/helpers/%.c=$(BUILD)/helpers/%)
 FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 # The bench's own programs: the B0 baseline, the CPU-time wrapper and the
 # minimal DynamoDB client that measures the floor of a request's CPU
-# (standalone: they link no engine code; neither does perfgate's preload).
-BENCH_BIN  := $(BUILD)/bench/baseline $(BUILD)/bench/cpu $(BUILD)/bench/dynamodb_floor
+# (standalone: they link no engine code; neither does perfgate's preload),
+# and the dedup marks' long run, which does (it measures them).
+BENCH_BIN  := $(BUILD)/bench/baseline $(BUILD)/bench/cpu $(BUILD)/bench/dynamodb_floor \
+	      $(BUILD)/bench/marks
 
 .PHONY: all demo rock deps test check check-build fuzz bench perfgate lambda install clean unit spec format
 
@@ -228,6 +230,10 @@ perfgate: all $(BUILD)/bench/fixed_seed.so
 $(BUILD)/bench/fixed_seed.so: tests/bench/fixed_seed.c
 	@mkdir -p $(dir $@)
 	$(CC) $(MM_CFLAGS) -shared -fPIC -o $@ $< -ldl
+
+$(BUILD)/bench/marks: tests/bench/marks.c $(BUILD)/libmurmur.a
+	@mkdir -p $(dir $@)
+	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -Iengine -o $@ $< $(BUILD)/libmurmur.a $(LIBS) $(RDK_LIBS)
 
 $(BUILD)/bench/%: tests/bench/%.c
 	@mkdir -p $(dir $@)

@@ -1,8 +1,8 @@
 #!/bin/sh
 # make bench: CPU per event of the shipped pipelines on generated Zipf events,
 # as ratios against the B0 baseline (tests/bench/baseline.c) measured in the
-# same interleaved run, then the Valkey, Kafka, Kinesis, Lambda and DynamoDB
-# figures.
+# same interleaved run, then the dedup marks over long runs and the Valkey,
+# Kafka, Kinesis, Lambda and DynamoDB figures.
 # BENCH_EVENTS (default 2 000 000) and BENCH_REPS (default 3) size it;
 # BENCH_CPU_ONLY=1 runs only the CPU-per-event table against B0; BENCH_CASES=ri,ri_ids
 # only those cases of it (tests/bench/bench.lua lists the ids).
@@ -18,6 +18,10 @@ echo "bench: $EVENTS Zipf(1.1) events over 100000 entities, $(wc -c <"$dir/event
 echo "each case: murmur run --once from a file into a fresh LMDB store (fsync'd commits), interleaved with B0 on the same file"
 MURMUR="$BUILD/murmur" BUILD="$BUILD" "$BUILD"/murmur lua tests/bench/bench.lua "$dir" "$EVENTS"
 [ "${BENCH_CPU_ONLY:-0}" = 1 ] || [ -n "${BENCH_CASES:-}" ] && exit 0
+echo "marks: the embedded store's dedup marks alone over long runs, a flush a second (tests/bench/marks.c)"
+"$BUILD"/bench/marks 1000 10000 0
+"$BUILD"/bench/marks 1000 10000 300
+"$BUILD"/bench/marks 10000 1000 3000
 if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
 	echo "valkey: a private redis-server on 127.0.0.1; read latency per call as murmur query issues it, warm"
 	MURMUR="$BUILD/murmur" "$BUILD"/murmur lua tests/bench/valkey.lua "$dir" "$dir/events.jsonl"
