@@ -17,10 +17,10 @@
  * The filter's word of a mark is chosen by h0's top bits, the order the
  * runs are sorted in, so filling it from a run writes its words in order;
  * its six bits come from the kept half of h1 and h0's low bits. It is
- * rebuilt from the runs when it holds more than 6 marks a word (at 4 a
- * word, about 0.1% of the absent marks pass it; at 6, about 0.6%) or more
- * stale bits (of dropped marks) than live ones, at a size of 2 to 4 marks a
- * word.
+ * rebuilt from the runs when it holds more than 6 marks a word (at 4 a word
+ * on average, about 0.4% of the absent marks pass it; at 6, about 1.4%) or
+ * more stale bits (of dropped marks) than live ones, at a size of 2 to 4
+ * marks a word.
  */
 #include "markset.h"
 

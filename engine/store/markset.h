@@ -18,11 +18,11 @@
  * size-tiered LSM tree: a mark is copied once per tier it climbs,
  * log32(L / flush) times. The fan-in is wide because the filter below
  * makes the runs cheap to have and their copies are not: a lookup past the
- * filter (under 1% of absent marks) reads every run, but all of them at
- * once (mm_markset_live_runs), while with 8 runs to a merge, as
- * before, 10 million marks in flushes of 10 000 were each copied 2.5 times,
- * which cost more than sorting them (doc/performance.md, "Dedup ids: merges
- * of 32 runs"). There are at most 31 runs per tier, read newest first (a
+ * filter (0.3% to 1.2% of absent marks) reads every run, but all of them at
+ * once (mm_markset_live_runs), while with 8 runs to a merge, as before, 10
+ * million marks in flushes of 10 000 were each copied 2.3 times, which cost
+ * more than sorting them (doc/performance.md, "Dedup ids: merges of 32
+ * runs"). There are at most 31 runs per tier, read newest first (a
  * replay's duplicates are recent marks). The runs of a tier hold marks of
  * similar ages, so the oldest runs expire whole. Nothing is ever written at
  * a random place of a large table, and a run's memory is kept for the next
@@ -163,8 +163,8 @@ void mm_markset_batch_done(mm_markset_t *s, mm_markbatch_t *b);
 
 /* The filter's bits of a mark: six of the 64 of its word, five from the
  * kept half of h1 and one from h0's low bits (h0's top bits pick the word):
- * at 4 marks a word, 0.09% of absent marks pass, where four bits let 0.24%
- * by. */
+ * at 4 marks a word on average, 0.38% of absent marks pass, where four bits
+ * let 0.52% by (a word's marks vary as a Poisson count does). */
 static inline uint64_t mm_markset_filter_mask(uint64_t h0, uint32_t h1)
 {
 	return 1ULL << (h1 & 63) | 1ULL << (h1 >> 6 & 63) | 1ULL << (h1 >> 12 & 63) |
