@@ -225,9 +225,11 @@ describe("#cli murmur CLI", function()
   end)
 
   it("survives kill -9 at random points with exact results (embedded store)", function()
-    -- 1.5 M events: a whole run takes over a second, so every kill below
-    -- (50-300 ms after the start) lands inside one. With 300 000 the run
-    -- got fast enough (0.3 s) to finish before its kill.
+    -- 1.5 M events: a whole run takes 0.3 s or more of wall time, so every
+    -- kill below (15-100 ms after the start) lands inside one. With 300 000
+    -- events the run got fast enough to finish before its kill, and later
+    -- kills as late as 300 ms did too once dedup got faster: a first run
+    -- that finishes leaves every later one nothing to do.
     local input = dir .. "/events.jsonl"
     S.gen_events(input, 1500000, 1000, 1.1, 3)
     local truth = {}
@@ -241,7 +243,7 @@ describe("#cli murmur CLI", function()
     local kills = 0
     for _ = 1, 8 do
       local h = S.spawn(args, dir .. "/log")
-      S.sleep(("%.2f"):format(0.05 + math.random() * 0.25))
+      S.sleep(("%.3f"):format(0.015 + math.random() * 0.085))
       S.kill(h, "KILL")
       local rc = S.wait_exit(h, 10)
       if rc ~= 0 then kills = kills + 1 end
