@@ -433,8 +433,11 @@ static void filter_free(uint64_t *filter, unsigned fbits)
 
 static void filter_add_run(uint64_t *filter, unsigned fbits, const mm_markrun_t *r)
 {
-	for (size_t i = 0; i < r->n; i++)
-		filter[r->slots[i].h0 >> (64 - fbits)] |= mm_markset_filter_mask(r->slots[i].h0, r->slots[i].h1);
+	for (size_t i = 0; i < r->n; i++) {
+		const mm_markslot_t *sl = &r->slots[i];
+
+		filter[sl->h0 >> (64 - fbits)] |= mm_markset_filter_mask(sl->h0, sl->h1);
+	}
 }
 
 void mm_markset_start(mm_markset_t *s, int64_t base_ms)

@@ -405,10 +405,13 @@ TEST(merge_wide)
 		for (i = 0; i < FLUSH; i++) {
 			/* A fifth repeat an earlier flush's ids; a tenth expire
 			 * within the next two flushes. */
-			size_t id = next > 0 && i % 5 == 0 ? unit_xorshift64(&rng_state) % next : next++;
+			size_t id = next > 0 && i % 5 == 0 ? unit_xorshift64(&rng_state) % next
+							   : next++;
+			int64_t life = i % 10 == 3 ? 1500
+					: 100000 + (int64_t)(unit_xorshift64(&rng_state) % 100000);
 
 			id_mark(seed, id, &batch[i]);
-			batch[i].expire_ms = now + (i % 10 == 3 ? 1500 : 100000 + (int64_t)(unit_xorshift64(&rng_state) % 100000));
+			batch[i].expire_ms = now + life;
 			if (batch[i].expire_ms > ref[id])
 				ref[id] = batch[i].expire_ms;
 		}
