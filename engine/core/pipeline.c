@@ -1088,8 +1088,8 @@ int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 	return rc;
 }
 
-int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, int vtype, double num,
-		const char *s, size_t slen)
+int mm_pipe_add(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t ts_ms, int vtype,
+		double num, const char *s, size_t slen)
 {
 	int64_t now = p->batch ? p->batch->now_ms : mm_now_ms();
 	int64_t bucket, expire_ms;
@@ -1097,8 +1097,8 @@ int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, i
 	int rc;
 
 	v.ts_ms = ts_ms == INT64_MIN ? now : ts_ms;
-	if (p->batch && p->rec >= 0 && (size_t)p->rec < p->batch->n)
-		v.seq = p->batch->recs[p->rec].seq;
+	if (p->batch && i >= 0 && (size_t)i < p->batch->n)
+		v.seq = p->batch->recs[i].seq;
 	if (vtype == MM_VAL_INT)
 		v.i = (int64_t)num;
 	rc = pipe_bucket(p, v.ts_ms, now, &bucket, &expire_ms);
@@ -1107,6 +1107,18 @@ int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, i
 	if (klen == 0 || klen > 1024)
 		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klen);
 	return pipe_add(p, key, klen, NULL, bucket, expire_ms, &v, NULL, 0, 0);
+}
+
+void mm_pipe_prefetch(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms)
+{
+	int64_t now = p->batch ? p->batch->now_ms : mm_now_ms();
+	int64_t bucket, expire_ms;
+
+	if (klen == 0 || klen > 1024 ||
+	    pipe_bucket(p, ts_ms == INT64_MIN ? now : ts_ms, now, &bucket, &expire_ms))
+		return;
+	mm_agg_prefetch_h(&p->agg[p->cur],
+			  mm_agg_hash_mix(mm_agg_key_hash(key, klen), bucket), 1);
 }
 
 int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)

@@ -231,8 +231,14 @@ int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len);
 /* Adds one (key, value) of record i. vtype is enum mm_value_type; ts_ms ==
  * INT64_MIN means processing time. Returns MM_ERANGE for a time outside the window or
  * retention, MM_ETYPE/MM_ERANGE when the monoid refuses the value. */
-int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, int vtype,
+int mm_pipe_add(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t ts_ms, int vtype,
 		double num, const char *s, size_t slen);
+
+/* Hints the cache about where a later mm_pipe_add of (key, ts_ms) starts
+ * in the aggregation table (the Lua path adds a record's keys once the
+ * next record's user functions have run: runtime.lua). Nothing for a key
+ * or time mm_pipe_add would refuse. */
+void mm_pipe_prefetch(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms);
 
 /* Record i is done: counts it accepted and remembers its dedup id (if any). */
 int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len);

@@ -36,7 +36,7 @@
 
 #define MM_VERSION "0.1.0"
 /* Version of the FFI declarations in lua/murmur/cdef.lua (bump together). */
-#define MM_FFI_ABI 3
+#define MM_FFI_ABI 4
 
 int mm_lua_push_fail(lua_State *L, int err, const char *detail)
 {

@@ -10,7 +10,7 @@
 local ffi = require("ffi")
 local core = require("murmur.core")
 
-local ABI_VERSION = 3
+local ABI_VERSION = 4
 
 if core.abi_version ~= ABI_VERSION then
   error(("murmur.cdef: ABI mismatch: Lua side %d, engine %s"):format(ABI_VERSION,
@@ -23,8 +23,9 @@ typedef struct mm_pipeline mm_pipeline_t;
 int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, uint32_t *flags,
                    int64_t *ts_ms);
 int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len);
-int mm_pipe_add(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms, int vtype,
+int mm_pipe_add(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t ts_ms, int vtype,
                 double num, const char *s, size_t slen);
+void mm_pipe_prefetch(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms);
 int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len);
 void mm_pipe_reject(mm_pipeline_t *p, int i, int reason, int code, const char *detail);
 void mm_pipe_duplicate(mm_pipeline_t *p, int i);

@@ -175,7 +175,49 @@ local function get_id(spec, ev)
   return as_string(v) or error(failure("ETYPE", "event id must be a string or a number"))
 end
 
--- Runs the user's functions for one decoded event; raises on any problem.
+local function key_checked(k)
+  if #k == 0 or #k > 1024 then error(failure("ERANGE", ("key is %d bytes (must be 1..1024)"):format(#k))) end
+  return k
+end
+
+-- Runs the user's time, value and key functions for one decoded event:
+-- returns its time, value and keys (one string, or a list of them, all
+-- checked: a rejected record adds nothing); raises on any problem.
+local function compute(spec, ev)
+  local ts = get_time(spec, ev, tonumber(ts_p[0]))
+  local vtype, num, str = get_value(spec, ev)
+  local keys = get_keys(spec, ev)
+  -- One key needs no loop: a loop of one turn per record keeps LuaJIT from
+  -- compiling the record's path as one trace.
+  if type(keys) == "string" then return ts, vtype, num, str, key_checked(keys) end
+  if #keys == 0 then error(failure("EMISSING", "key function returned no key")) end
+  for _, k in ipairs(keys) do key_checked(k) end
+  return ts, vtype, num, str, keys
+end
+
+-- Adds record i's keys and accepts it: 0, or the first add's error code
+-- (the keys before it are added).
+local function add(p, i, id, ts, vtype, num, str, keys)
+  local slen = str and #str or 0
+  if type(keys) == "string" then
+    local rc = C.mm_pipe_add(p, i, keys, #keys, ts, vtype, num, str, slen)
+    if rc ~= 0 then return rc end
+  else
+    for _, k in ipairs(keys) do
+      local rc = C.mm_pipe_add(p, i, k, #k, ts, vtype, num, str, slen)
+      if rc ~= 0 then return rc end
+    end
+  end
+  C.mm_pipe_accept(p, i, id, id and #id or 0)
+  return 0
+end
+
+local function add_failure(rc)
+  return failure(core.strerror(rc), ffi.string(C.mm_pipe_last_error()))
+end
+
+-- Runs the user's functions for one decoded event and adds it; raises on
+-- any problem.
 local function process(spec, p, i, ev)
   local id = get_id(spec, ev)
   if id then
@@ -185,33 +227,8 @@ local function process(spec, p, i, ev)
     if seen == 2 then return end
     if seen < 0 then error(failure("EIO", ffi.string(C.mm_pipe_last_error()))) end
   end
-  local ts = get_time(spec, ev, tonumber(ts_p[0]))
-  local vtype, num, str = get_value(spec, ev)
-  local keys = get_keys(spec, ev)
-  -- One key needs no loop: a loop of one turn per record keeps LuaJIT from
-  -- compiling the record's path as one trace.
-  if type(keys) == "string" then
-    local k = keys
-    if #k == 0 or #k > 1024 then error(failure("ERANGE", ("key is %d bytes (must be 1..1024)"):format(#k))) end
-    local rc = C.mm_pipe_add(p, k, #k, ts, vtype, num, str, str and #str or 0)
-    if rc ~= 0 then
-      error(failure(core.strerror(rc), ffi.string(C.mm_pipe_last_error())))
-    end
-    C.mm_pipe_accept(p, i, id, id and #id or 0)
-    return
-  end
-  if #keys == 0 then error(failure("EMISSING", "key function returned no key")) end
-  -- All keys are checked before any is added: a rejected record adds nothing.
-  for _, k in ipairs(keys) do
-    if #k == 0 or #k > 1024 then error(failure("ERANGE", ("key is %d bytes (must be 1..1024)"):format(#k))) end
-  end
-  for _, k in ipairs(keys) do
-    local rc = C.mm_pipe_add(p, k, #k, ts, vtype, num, str, str and #str or 0)
-    if rc ~= 0 then
-      error(failure(core.strerror(rc), ffi.string(C.mm_pipe_last_error())))
-    end
-  end
-  C.mm_pipe_accept(p, i, id, id and #id or 0)
+  local rc = add(p, i, id, compute(spec, ev))
+  if rc ~= 0 then error(add_failure(rc)) end
 end
 
 local function traceback(e)
@@ -245,7 +262,24 @@ function M.out_of_memory(spec)
   os.exit(M.EXIT_MEMORY, false)
 end
 
+-- Adds record i's keys (compute's results), or rejects it as process
+-- would have.
+local function add_later(p, i, ts, vtype, num, str, keys)
+  local rc = add(p, i, nil, ts, vtype, num, str, keys)
+  if rc ~= 0 then
+    local f = add_failure(rc)
+    reject(p, i, f.code, f.msg)
+  end
+end
+
 -- specs_by_ptr maps a pipeline's lightuserdata to its spec.
+--
+-- A pipeline without dedup ids adds a record's keys once the next record's
+-- user functions have run, the cache told meanwhile where they go
+-- (mm_pipe_prefetch): the aggregation table is larger than the cache, and an
+-- add at once waited for its slot (a third of the Lua key's cost beyond the C
+-- path's). With ids, an id is remembered when its record is added, before
+-- the next record's is looked up, so those add at once.
 function M.handler(specs_by_ptr)
   -- The field plan of each spec (false: decode in full), made on first use.
   local plans = setmetatable({}, { __mode = "k" })
@@ -255,6 +289,9 @@ function M.handler(specs_by_ptr)
       local spec = specs_by_ptr[lud]
       local p = ffi.cast("mm_pipeline_t *", lud)
       local plan = plans[spec]
+      local later = spec.id_kind == "none"
+      -- The record whose add waits (li >= 0), and compute's results for it.
+      local li, lts, lvtype, lnum, lstr, lkeys = -1
       if plan == nil then
         plan = fieldplan.of(spec)
         plans[spec] = plan
@@ -266,13 +303,36 @@ function M.handler(specs_by_ptr)
           if not ev then
             ev, err, code = json_decode(ffi.string(data_p[0], len_p[0]))
           end
+          -- A record rejected here waits for the add before it, so that
+          -- outcomes keep the records' order.
+          if (ev == nil or type(ev) ~= "table" or getmetatable(ev) == core.array_mt) and li >= 0 then
+            add_later(p, li, lts, lvtype, lnum, lstr, lkeys)
+            li = -1
+          end
           if ev == nil then
             reject(p, i, code, (err:gsub("^%u+: ", ""))) -- the code has its own field
           elseif type(ev) ~= "table" or getmetatable(ev) == core.array_mt then
             reject(p, i, "ENOTOBJ", "JSON value is not an object")
           else
             local refused = mem.refusals
-            local ok, e = xpcall(process, traceback, spec, p, i, ev)
+            local ok, e, vtype, num, str, keys
+            if later then
+              ok, e, vtype, num, str, keys = xpcall(compute, traceback, spec, ev)
+            else
+              ok, e = xpcall(process, traceback, spec, p, i, ev)
+            end
+            if ok and later then
+              if type(keys) == "string" then
+                C.mm_pipe_prefetch(p, keys, #keys, e)
+              else
+                for _, k in ipairs(keys) do C.mm_pipe_prefetch(p, k, #k, e) end
+              end
+              if li >= 0 then add_later(p, li, lts, lvtype, lnum, lstr, lkeys) end
+              li, lts, lvtype, lnum, lstr, lkeys = i, e, vtype, num, str, keys
+            elseif li >= 0 then
+              add_later(p, li, lts, lvtype, lnum, lstr, lkeys)
+              li = -1
+            end
             if mem.refusals ~= refused then
               -- Over the limit inside this record, even when a pcall in
               -- the user's function swallowed the error (the record was
@@ -294,6 +354,7 @@ function M.handler(specs_by_ptr)
           maybe_collect()
         end
       end
+      if li >= 0 then add_later(p, li, lts, lvtype, lnum, lstr, lkeys) end
     end
   end
 end

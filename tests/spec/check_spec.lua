@@ -3,6 +3,7 @@
 -- with the same lines (accepted counts, duplicates, dead-letter reasons).
 local S = require("spec.support")
 local core = require("murmur.core")
+local query = require("murmur.query")
 
 local dir
 
@@ -166,6 +167,65 @@ describe("murmur check --input #check", function()
       assert.is_true(#dead >= 7, name)
       assert.are.same(dead, checked[name].dead)
     end
+  end)
+
+  -- Without dedup ids the Lua path adds a record's keys once the next
+  -- record's functions have run (runtime.lua): every add-time refusal (a
+  -- time past the retention, a value the monoid refuses) must still land on
+  -- its own record, in the records' order, and every value on its key.
+  it("without ids, the Lua path accepts, rejects and stores what the C path does, in order", function()
+    local p = write("p.lua", [[
+      local murmur = require("murmur")
+      local w = murmur.daily { retention = "7d" }
+      murmur.pipeline { name = "c_sum", key = "page_id", value = "n", time = "ts", window = w,
+        monoid = murmur.sum {} }
+      murmur.pipeline { name = "lua_sum", key = function(e) return e.page_id end, value = "n",
+        time = "ts", window = w, monoid = murmur.sum {} }
+      murmur.pipeline { name = "c_last", key = "page_id", value = "n", monoid = murmur.last {} }
+      murmur.pipeline { name = "lua_last", key = function(e) return { e.page_id, "all" } end,
+        value = "n", monoid = murmur.last {} }
+    ]])
+    local lines = {}
+    for i = 1, 600 do
+      local page, n, ts = "p" .. (i % 7), tostring(i), '"' .. today() .. '"'
+      if i % 11 == 0 then ts = '"2020-01-01T00:00:00Z"' end -- past the retention: the add refuses it
+      if i % 13 == 0 then n = '"many"' end -- a string into a sum: the add refuses it
+      if i % 17 == 0 then lines[#lines + 1] = '{"page_id":' end -- not JSON: refused before any function
+      lines[#lines + 1] = ('{"page_id":"%s","n":%s,"ts":%s}'):format(page, n, ts)
+    end
+    local input = write("in.jsonl", table.concat(lines, "\n") .. "\n")
+    local data = dir .. "/data"
+    local code, out, err = S.murmur_run({ "run", "--once", "--no-supervisor", "--stats", "--data", data,
+      "--input", input, p })
+    assert.are.equal(0, code, err)
+    local st = assert(core.json_decode(out:match("[^\n]+$") or out), out).pipelines
+    assert.is_true(st.c_sum.accepted > 400)
+    for _, f in ipairs({ "records", "accepted" }) do
+      assert.are.equal(st.c_sum[f], st.lua_sum[f], f)
+      assert.are.equal(st.c_last[f], st.lua_last[f], f)
+    end
+    assert.are.same(st.c_sum.rejected, st.lua_sum.rejected)
+    -- Offset, reason and code (the two paths word a refused value apart).
+    local function refused(name)
+      local out = {}
+      for k, l in ipairs(S.dead_letters(data, name, name)) do out[k] = l:match("^%S+ %S+ %S+") end
+      return out
+    end
+    local dead = refused("lua_sum")
+    assert.is_true(#dead > 90, #dead)
+    assert.are.same(refused("c_sum"), dead)
+    for i = 0, 6 do
+      local page = "p" .. i
+      local a = assert(query.run("c_sum", page, { data = { data } }))
+      local b = assert(query.run("lua_sum", page, { data = { data } }))
+      assert.are.same(a.result.value, b.result.value, page)
+      -- The last value of each page, and of all pages, is the last record's.
+      local la = assert(query.run("c_last", page, { data = { data } }))
+      local lb = assert(query.run("lua_last", page, { data = { data } }))
+      assert.are.same(la.result.value, lb.result.value, page)
+    end
+    local all = assert(query.run("lua_last", "all", { data = { data } }))
+    assert.are.equal(600, all.result.value)
   end)
 
   it("runs a Lua-path pipeline with a Lua value and time; hourly buckets; all-time; count", function()
