@@ -673,15 +673,25 @@ int mm_json_scan(const char *p, size_t n, mm_json_field_t *fields, int nfields)
 	return mm_json_scan_planned(&plan, p, n, fields);
 }
 
+int mm_json_scan_flat_planned(const mm_json_plan_t *plan, const char *p, size_t n,
+			      mm_json_field_t *fields)
+{
+	int nfields = plan->nfields;
+
+	if (p == NULL || n < FLAT_MIN || nfields < 0 || (fields == NULL && nfields > 0))
+		return 0;
+	fields_clear(fields, nfields);
+	return scan_flat_impl(p, n, fields, plan, 1, NULL);
+}
+
 int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfields)
 {
 	mm_json_plan_t plan;
 
-	if (p == NULL || n < FLAT_MIN || nfields < 0 || (fields == NULL && nfields > 0))
+	if (nfields < 0 || (fields == NULL && nfields > 0))
 		return 0;
 	plan_names(&plan, fields, nfields);
-	fields_clear(fields, nfields);
-	return scan_flat_impl(p, n, fields, &plan, 1, NULL);
+	return mm_json_scan_flat_planned(&plan, p, n, fields);
 }
 
 int mm_json_parse_buf(const char *p, size_t n, const mm_json_visitor_t *v, void *ud,

@@ -76,6 +76,8 @@ typedef struct mm_json_plan_name {
 	size_t len;
 } mm_json_plan_name_t;
 
+/* lua/murmur/cdef.lua declares these two as well (the Lua path's field
+ * plans keep one): a change here bumps MM_FFI_ABI (engine/lua/core_lua.c). */
 typedef struct mm_json_plan {
 	uint64_t lens;   /* bit L % 64 set for each requested name length L */
 	int nfields;
@@ -110,6 +112,12 @@ int mm_json_scan_reference(const char *p, size_t n, mm_json_field_t *fields, int
  * and words any rejection. A requested STRING may still be `escaped`.
  */
 int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfields);
+
+/* mm_json_scan_flat for fields with the names plan was made from
+ * (mm_json_plan): the Lua path's plans ask for the same names record after
+ * record, as the record loop does. */
+int mm_json_scan_flat_planned(const mm_json_plan_t *plan, const char *p, size_t n,
+			      mm_json_field_t *fields);
 
 /* Appends the unescaped UTF-8 of a STRING span (as returned by scan) to out.
  * Returns 0, MM_EJSON on a bad escape, MM_ENOMEM. */

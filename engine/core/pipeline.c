@@ -1088,8 +1088,10 @@ int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len)
 	return rc;
 }
 
-int mm_pipe_add(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t ts_ms, int vtype,
-		double num, const char *s, size_t slen)
+/* mm_pipe_add, with the key's mm_agg_key_hash when kh is not NULL. */
+static int pipe_add_lua(mm_pipeline_t *p, int i, const char *key, size_t klen,
+			const uint64_t *kh, int64_t ts_ms, int vtype, double num, const char *s,
+			size_t slen)
 {
 	int64_t now = p->batch ? p->batch->now_ms : mm_now_ms();
 	int64_t bucket, expire_ms;
@@ -1106,19 +1108,41 @@ int mm_pipe_add(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t t
 		return rc;
 	if (klen == 0 || klen > 1024)
 		return mm_diag_set(MM_ERANGE, "key is %zu bytes (must be 1..1024)", klen);
-	return pipe_add(p, key, klen, NULL, bucket, expire_ms, &v, NULL, 0, 0);
+	return pipe_add(p, key, klen, kh, bucket, expire_ms, &v, NULL, 0, 0);
 }
 
-void mm_pipe_prefetch(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms)
+int mm_pipe_add(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t ts_ms, int vtype,
+		double num, const char *s, size_t slen)
+{
+	return pipe_add_lua(p, i, key, klen, NULL, ts_ms, vtype, num, s, slen);
+}
+
+int mm_pipe_unstage(mm_pipeline_t *p)
+{
+	struct mm_pipe_staged *st = &p->staged;
+	int rc;
+
+	if (!st->on)
+		return 0;
+	st->on = 0;
+	rc = pipe_add_lua(p, st->rec, st->key, st->klen, &st->kh, st->ts_ms, st->vtype, st->num,
+			  st->s, st->slen);
+	return rc ? rc : mm_pipe_accept(p, st->rec, NULL, 0);
+}
+
+int mm_pipe_stage(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t ts_ms,
+		  int vtype, double num, const char *s, size_t slen)
 {
 	int64_t now = p->batch ? p->batch->now_ms : mm_now_ms();
 	int64_t bucket, expire_ms;
+	int rc = mm_pipe_unstage(p);
 
-	if (klen == 0 || klen > 1024 ||
-	    pipe_bucket(p, ts_ms == INT64_MIN ? now : ts_ms, now, &bucket, &expire_ms))
-		return;
-	mm_agg_prefetch_h(&p->agg[p->cur],
-			  mm_agg_hash_mix(mm_agg_key_hash(key, klen), bucket), 1);
+	p->staged = (struct mm_pipe_staged){1, i, vtype, key, s, klen, slen, ts_ms, num,
+					    mm_agg_key_hash(key, klen)};
+	/* A time the add will refuse has no slot to fetch. */
+	if (pipe_bucket(p, ts_ms == INT64_MIN ? now : ts_ms, now, &bucket, &expire_ms) == 0)
+		mm_agg_prefetch_h(&p->agg[p->cur], mm_agg_hash_mix(p->staged.kh, bucket), 1);
+	return rc;
 }
 
 int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len)

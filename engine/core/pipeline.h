@@ -151,6 +151,17 @@ typedef struct mm_pipeline {
 	mm_add_later_t later;
 	mm_agg_t *later_a;
 	size_t later_e;
+	/* The Lua path's add that waits for the next record's user functions
+	 * (mm_pipe_stage): its record, key and value (Lua strings the handler
+	 * keeps alive until then) and the key's hash. */
+	struct mm_pipe_staged {
+		int on, rec, vtype;
+		const char *key, *s;
+		size_t klen, slen;
+		int64_t ts_ms;
+		double num;
+		uint64_t kh;
+	} staged;
 	/* The batch being processed (valid during process_batch / the Lua call). */
 	mm_batch_t *batch;
 	mm_buf_t scratch;
@@ -234,11 +245,19 @@ int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len);
 int mm_pipe_add(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t ts_ms, int vtype,
 		double num, const char *s, size_t slen);
 
-/* Hints the cache about where a later mm_pipe_add of (key, ts_ms) starts
- * in the aggregation table (the Lua path adds a record's keys once the
- * next record's user functions have run: runtime.lua). Nothing for a key
- * or time mm_pipe_add would refuse. */
-void mm_pipe_prefetch(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms);
+/* The Lua path's add of a one-key record without a dedup id, one record
+ * late (runtime.lua): adds and accepts the record staged before, if any,
+ * then stages record i's (key, value), whose aggregation slot the cache is
+ * told about meanwhile. key and s must stay valid until the next
+ * mm_pipe_stage or mm_pipe_unstage. Returns 0, or the staged record's add
+ * error as mm_pipe_add's (that record is then neither added nor accepted:
+ * the caller rejects it). */
+int mm_pipe_stage(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t ts_ms,
+		  int vtype, double num, const char *s, size_t slen);
+
+/* Adds and accepts the staged record, if any: 0 or its add's error, as
+ * mm_pipe_stage. */
+int mm_pipe_unstage(mm_pipeline_t *p);
 
 /* Record i is done: counts it accepted and remembers its dedup id (if any). */
 int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len);

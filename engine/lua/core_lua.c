@@ -325,7 +325,11 @@ static void engine_lua_batch(void *ud, mm_batch_t *b, mm_pipeline_t **pipes, int
 		lua_pushlightuserdata(L, pipes[i]);
 	if (mm_lua_call(L, n + 1, 0, "batch handler") != 0) {
 		/* The handler itself failed (not a user function, those are caught
-		 * per record): reject every record so none is silently lost. */
+		 * per record): reject every record so none is silently lost. An
+		 * add it staged (mm_pipe_stage) names a string it no longer
+		 * keeps, and its record is rejected here with the others. */
+		for (int i = 0; i < n; i++)
+			pipes[i]->staged.on = 0;
 		for (int i = 0; i < n; i++)
 			for (size_t r = 0; r < b->n; r++)
 				mm_pipeline_reject(pipes[i], &b->recs[r], MM_REJ_LUA, MM_ELUA,

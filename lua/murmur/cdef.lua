@@ -25,7 +25,9 @@ int mm_pipe_record(mm_pipeline_t *p, int i, const char **data, uint32_t *len, ui
 int mm_pipe_seen(mm_pipeline_t *p, const char *id, size_t len);
 int mm_pipe_add(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t ts_ms, int vtype,
                 double num, const char *s, size_t slen);
-void mm_pipe_prefetch(mm_pipeline_t *p, const char *key, size_t klen, int64_t ts_ms);
+int mm_pipe_stage(mm_pipeline_t *p, int i, const char *key, size_t klen, int64_t ts_ms,
+                  int vtype, double num, const char *s, size_t slen);
+int mm_pipe_unstage(mm_pipeline_t *p);
 int mm_pipe_accept(mm_pipeline_t *p, int i, const char *id, size_t len);
 void mm_pipe_reject(mm_pipeline_t *p, int i, int reason, int code, const char *detail);
 void mm_pipe_duplicate(mm_pipeline_t *p, int i);
@@ -40,7 +42,22 @@ typedef struct mm_json_field {
   size_t len;
   int escaped;
 } mm_json_field_t;
-int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfields);
+typedef struct mm_json_plan_name {
+  uint64_t head;
+  uint64_t tail;
+  uint64_t mask;
+  size_t len;
+} mm_json_plan_name_t;
+typedef struct mm_json_plan {
+  uint64_t lens;
+  int nfields;
+  int same_names;
+  int wide;
+  mm_json_plan_name_t names[24];
+} mm_json_plan_t;
+void mm_json_plan(mm_json_plan_t *plan, const mm_json_field_t *fields, int nfields);
+int mm_json_scan_flat_planned(const mm_json_plan_t *plan, const char *p, size_t n,
+                              mm_json_field_t *fields);
 int mm_json_number(const char *p, size_t len, int *is_int, int64_t *i, double *d);
 
 /* engine/lua/alloc.h: the Lua heap's counters, read in place around each

@@ -115,17 +115,16 @@ end
 -- must be decoded in full. It is generated per plan with one statement per
 -- member: a loop of a turn or two per record would keep LuaJIT from
 -- compiling the record's path as one trace.
-local function make_fill(names, fields, ev)
-  local src = { "local scan, value, none, fields, ev, names = ...\n" }
+local function make_fill(names, fields, jplan, ev)
+  local src = { "local scan, value, none, fields, jplan, ev, names = ...\n" }
   for k = 1, #names do src[#src + 1] = ("local name%d = names[%d]\n"):format(k, k) end
-  src[#src + 1] = ("return function(data, len)\n  if scan(data, len, fields, %d) ~= 1 then return nil end\n  local v\n")
-    :format(#names)
+  src[#src + 1] = "return function(data, len)\n  if scan(jplan, data, len, fields) ~= 1 then return nil end\n  local v\n"
   for k = 1, #names do
     src[#src + 1] = ("  v = value(fields[%d]) if v == none then return nil end ev[name%d] = v\n"):format(k - 1, k)
   end
   src[#src + 1] = "  return ev\nend\n"
   local chunk = assert(load(table.concat(src), "=fieldplan"))
-  return chunk(C.mm_json_scan_flat, value, none, fields, ev, names)
+  return chunk(C.mm_json_scan_flat_planned, value, none, fields, jplan, ev, names)
 end
 
 local field_array = ffi.typeof("mm_json_field_t[?]")
@@ -155,8 +154,12 @@ function M.of(spec)
   for k = 1, #names do
     fields[k - 1].name, fields[k - 1].name_len = names[k], #names[k]
   end
+  -- The scanner's plan of the names, made once (plain data: no pointer
+  -- into fields).
+  local jplan = ffi.new("mm_json_plan_t")
+  C.mm_json_plan(jplan, fields, #names)
   -- fields points into the name strings: the plan's names anchor them.
-  return { names = names, fields = fields, fill = make_fill(names, fields, {}) }
+  return { names = names, fields = fields, fill = make_fill(names, fields, jplan, {}) }
 end
 
 return M

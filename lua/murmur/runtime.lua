@@ -262,21 +262,30 @@ function M.out_of_memory(spec)
   os.exit(M.EXIT_MEMORY, false)
 end
 
--- Adds record i's keys (compute's results), or rejects it as process
--- would have.
-local function add_later(p, i, ts, vtype, num, str, keys)
-  local rc = add(p, i, nil, ts, vtype, num, str, keys)
-  if rc ~= 0 then
-    local f = add_failure(rc)
-    reject(p, i, f.code, f.msg)
+-- Rejects record i, whose add failed with rc, as process would have.
+local function reject_add(p, i, rc)
+  local f = add_failure(rc)
+  reject(p, i, f.code, f.msg)
+end
+
+-- The strings of the record staged (mm_pipe_stage), which C reads when it
+-- adds them: held here, in memory the collector reads, where a local that
+-- is never read again could live in a register of a compiled trace only.
+local staged_strings = {}
+
+-- Adds the record staged (mm_pipe_stage) if li names one.
+local function unstage(p, li)
+  if li >= 0 then
+    local rc = C.mm_pipe_unstage(p)
+    if rc ~= 0 then reject_add(p, li, rc) end
   end
 end
 
 -- specs_by_ptr maps a pipeline's lightuserdata to its spec.
 --
--- A pipeline without dedup ids adds a record's keys once the next record's
--- user functions have run, the cache told meanwhile where they go
--- (mm_pipe_prefetch): the aggregation table is larger than the cache, and an
+-- A pipeline without dedup ids adds a one-key record once the next
+-- record's user functions have run, the cache told meanwhile where it goes
+-- (mm_pipe_stage): the aggregation table is larger than the cache, and an
 -- add at once waited for its slot (a third of the Lua key's cost beyond the C
 -- path's). With ids, an id is remembered when its record is added, before
 -- the next record's is looked up, so those add at once.
@@ -290,8 +299,7 @@ function M.handler(specs_by_ptr)
       local p = ffi.cast("mm_pipeline_t *", lud)
       local plan = plans[spec]
       local later = spec.id_kind == "none"
-      -- The record whose add waits (li >= 0), and compute's results for it.
-      local li, lts, lvtype, lnum, lstr, lkeys = -1
+      local li = -1 -- the record staged, if any
       if plan == nil then
         plan = fieldplan.of(spec)
         plans[spec] = plan
@@ -305,8 +313,8 @@ function M.handler(specs_by_ptr)
           end
           -- A record rejected here waits for the add before it, so that
           -- outcomes keep the records' order.
-          if (ev == nil or type(ev) ~= "table" or getmetatable(ev) == core.array_mt) and li >= 0 then
-            add_later(p, li, lts, lvtype, lnum, lstr, lkeys)
+          if ev == nil or type(ev) ~= "table" or getmetatable(ev) == core.array_mt then
+            unstage(p, li)
             li = -1
           end
           if ev == nil then
@@ -321,17 +329,17 @@ function M.handler(specs_by_ptr)
             else
               ok, e = xpcall(process, traceback, spec, p, i, ev)
             end
-            if ok and later then
-              if type(keys) == "string" then
-                C.mm_pipe_prefetch(p, keys, #keys, e)
-              else
-                for _, k in ipairs(keys) do C.mm_pipe_prefetch(p, k, #k, e) end
-              end
-              if li >= 0 then add_later(p, li, lts, lvtype, lnum, lstr, lkeys) end
-              li, lts, lvtype, lnum, lstr, lkeys = i, e, vtype, num, str, keys
-            elseif li >= 0 then
-              add_later(p, li, lts, lvtype, lnum, lstr, lkeys)
+            if ok and later and type(keys) == "string" then
+              local rc = C.mm_pipe_stage(p, i, keys, #keys, e, vtype, num, str, str and #str or 0)
+              if rc ~= 0 then reject_add(p, li, rc) end
+              li, staged_strings[1], staged_strings[2] = i, keys, str
+            elseif later then
+              unstage(p, li)
               li = -1
+              if ok then
+                local rc = add(p, i, nil, e, vtype, num, str, keys)
+                if rc ~= 0 then reject_add(p, i, rc) end
+              end
             end
             if mem.refusals ~= refused then
               -- Over the limit inside this record, even when a pcall in
@@ -354,7 +362,8 @@ function M.handler(specs_by_ptr)
           maybe_collect()
         end
       end
-      if li >= 0 then add_later(p, li, lts, lvtype, lnum, lstr, lkeys) end
+      unstage(p, li)
+      staged_strings[1], staged_strings[2] = nil, nil
     end
   end
 end

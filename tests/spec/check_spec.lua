@@ -184,6 +184,15 @@ describe("murmur check --input #check", function()
       murmur.pipeline { name = "c_last", key = "page_id", value = "n", monoid = murmur.last {} }
       murmur.pipeline { name = "lua_last", key = function(e) return { e.page_id, "all" } end,
         value = "n", monoid = murmur.last {} }
+      -- A key no event holds, made by the function and dropped by it: only
+      -- the handler keeps it until its add, past the collections that the
+      -- garbage of the next records' calls brings.
+      local junk, made = {}, 0
+      murmur.pipeline { name = "lua_made", key = function(e)
+          made = made + 1
+          for k = 1, 8 do junk[k] = (e.page_id .. made):rep(512) end
+          return string.upper(e.page_id)
+        end, value = "n", time = "ts", window = w, monoid = murmur.sum {} }
     ]])
     local lines = {}
     for i = 1, 600 do
@@ -223,6 +232,8 @@ describe("murmur check --input #check", function()
       local la = assert(query.run("c_last", page, { data = { data } }))
       local lb = assert(query.run("lua_last", page, { data = { data } }))
       assert.are.same(la.result.value, lb.result.value, page)
+      local m = assert(query.run("lua_made", page:upper(), { data = { data } }))
+      assert.are.same(a.result.value, m.result.value, page)
     end
     local all = assert(query.run("lua_last", "all", { data = { data } }))
     assert.are.equal(600, all.result.value)
