@@ -4,7 +4,8 @@
 -- The engine calls the handler returned by M.handler once per batch with the
 -- batch size and the pipelines that need Lua. For each record the handler
 -- pulls the bytes through the FFI, decodes the JSON into a table (in C), runs
--- the user's functions under pcall and hands the results back through the FFI.
+-- the user's functions under pcall and hands the results back through the FFI
+-- (a pipeline without ids one record late: M.handler says why).
 -- A pipeline whose functions only read members by constant names has a field
 -- plan (fieldplan.lua): its flat records fill one reused table with just
 -- those members, found by the C scanner, instead of being decoded in full.
