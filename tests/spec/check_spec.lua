@@ -186,11 +186,12 @@ describe("murmur check --input #check", function()
         value = "n", monoid = murmur.last {} }
       -- A key no event holds, made by the function and dropped by it: only
       -- the handler keeps it until its add, past the collections that the
-      -- garbage of the next records' calls brings.
+      -- garbage of the next records' calls brings (without that, the
+      -- sanitizer build reports the add's read of a freed string).
       local junk, made = {}, 0
       murmur.pipeline { name = "lua_made", key = function(e)
           made = made + 1
-          for k = 1, 8 do junk[k] = (e.page_id .. made):rep(512) end
+          for k = 1, 64 do junk[k] = (e.page_id .. made .. k):rep(512) end
           return string.upper(e.page_id)
         end, value = "n", time = "ts", window = w, monoid = murmur.sum {} }
     ]])
