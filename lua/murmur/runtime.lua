@@ -313,7 +313,8 @@ function M.handler(specs_by_ptr)
             ev, err, code = json_decode(ffi.string(data_p[0], len_p[0]))
           end
           -- A record rejected here waits for the add before it, so that
-          -- outcomes keep the records' order.
+          -- outcomes keep the records' order (one that mm_pipe_record
+          -- refused, too big or poison, is dead-lettered before it).
           if ev == nil or type(ev) ~= "table" or getmetatable(ev) == core.array_mt then
             unstage(p, li)
             li = -1
