@@ -35,9 +35,6 @@
 
 #define MARKSET_PAGE ((size_t)4096)
 #define MARKSET_FMIN 6          /* the least filter: 64 words */
-/* The counting sort's most buckets, 2^17: their counts (512 KiB) and the
- * run they place fit the second-level cache's 1 MiB no better with more. */
-#define MARKSET_SORT_BITS 17
 #define MARKSET_FANIN 32        /* runs merged at once */
 
 uint64_t mm_markset_ns_seed(const char *ns, size_t nslen)
@@ -230,77 +227,15 @@ static int slot_of_mark(const mm_markhash_t *m, int64_t base_ms, int64_t now_ms,
 	return 1;
 }
 
-/* Builds in r the run of the marks m[0..n) kept at now_ms, sorted: counted
- * by h0's top bits, placed, then put in order within each bucket by an
- * insertion sort (0.5 to 1 mark a bucket: at 1 to 2, the sort's
- * comparisons were mispredicted more often, and a flush cost 6% more), one
- * slot per hash (the later expiry). r has no slots (and no buffer) when
- * none is kept. */
-static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t *m, size_t n,
-			  int64_t now_ms)
-{
-	unsigned bits = 1;
-	uint32_t *at;
-	mm_markslot_t e;
-	size_t i, j, d, live = 0;
-	int rc;
-
-	*r = (mm_markrun_t){0};
-	while (bits < MARKSET_SORT_BITS && ((size_t)1 << bits) <= n)
-		bits++;
-	at = calloc(((size_t)1 << bits) + 1, sizeof(*at));
-	if (at == NULL)
-		return mm_diag_set(MM_ENOMEM, "cannot sort %zu dedup marks", n);
-	for (i = 0; i < n; i++)
-		if (slot_of_mark(&m[i], s->base_ms, now_ms, &e)) {
-			at[bucket(e.h0, bits) + 1]++;
-			live++;
-		}
-	if (live == 0) {
-		free(at);
-		return 0;
-	}
-	if ((rc = run_alloc(s, r, live))) {
-		free(at);
-		return rc;
-	}
-	for (i = 1; i <= (size_t)1 << bits; i++)
-		at[i] += at[i - 1];
-	for (i = 0; i < n; i++)
-		if (slot_of_mark(&m[i], s->base_ms, now_ms, &e))
-			r->slots[at[bucket(e.h0, bits)]++] = e;
-	free(at);
-	for (i = 1; i < live; i++) {
-		e = r->slots[i];
-		for (j = i; j > 0 && slot_less(&e, &r->slots[j - 1]); j--)
-			r->slots[j] = r->slots[j - 1];
-		r->slots[j] = e;
-	}
-	dir_open(r, live, &d);
-	dir_slot(r, &d, 0, r->slots[0].h0);
-	r->max_exp = r->slots[0].exp;
-	for (i = 1, j = 0; i < live; i++) {
-		if (r->slots[i].exp > r->max_exp)
-			r->max_exp = r->slots[i].exp;
-		if (slot_same(&r->slots[i], &r->slots[j])) {
-			if (r->slots[i].exp > r->slots[j].exp)
-				r->slots[j].exp = r->slots[i].exp;
-		} else {
-			r->slots[++j] = r->slots[i];
-			dir_slot(r, &d, j, r->slots[j].h0);
-		}
-	}
-	r->n = j + 1;
-	dir_close(r, d);
-	return 0;
-}
-
 /* A merge goes through the hash space in blocks, each 2^MERGE_SPAN of the
  * output's directory ranges (256 to 512 slots): the blocks of the inputs'
  * sorted slots are read in order, and the output is written in order. */
 #define MERGE_SPAN 6
 /* A block's counting sort: 2^MERGE_SORT_BITS buckets (1 or 2 slots each). */
 #define MERGE_SORT_BITS 8
+/* The most parts a new run's marks are first placed in (run_from_marks):
+ * 1 024 streams of writes, 64 KiB of lines in the cache at once. */
+#define RUN_SPLIT_BITS 10
 
 /* Where the slots of run r from at on stop being of block blk (the top bb
  * bits of h0): from r's directory when it is as fine as the blocks, else
@@ -345,6 +280,75 @@ static void block_sort(mm_markslot_t *o, size_t c, const mm_markslot_t *const *a
 			o[j] = o[j - 1];
 		o[j] = e;
 	}
+}
+
+/* Builds in r the run of the marks m[0..n) kept at now_ms, sorted, one
+ * slot per hash (the later expiry); r has no slots (and no buffer) when none
+ * is kept. The marks are first placed by h0's top bits into parts of at most
+ * about 256 (up to 2^RUN_SPLIT_BITS of them): that scatter writes one
+ * stream per part, in order, which the cache holds, where a single counting
+ * sort into 2^17 buckets wrote every mark at a random place of the run and
+ * waited for a miss each. Each part is then copied aside and sorted back in
+ * place by block_sort, within the first-level cache. */
+static int run_from_marks(mm_markset_t *s, mm_markrun_t *r, const mm_markhash_t *m, size_t n,
+			  int64_t now_ms)
+{
+	uint32_t at[(1 << RUN_SPLIT_BITS) + 1];
+	unsigned bits = 0;
+	mm_markslot_t e, *tmp;
+	size_t i, j, d, part, big = 0, live = 0;
+	int rc;
+
+	*r = (mm_markrun_t){0};
+	while (bits < RUN_SPLIT_BITS && ((size_t)256 << bits) < n)
+		bits++;
+	memset(at, 0, (((size_t)1 << bits) + 1) * sizeof(at[0]));
+	for (i = 0; i < n; i++)
+		if (slot_of_mark(&m[i], s->base_ms, now_ms, &e)) {
+			at[bucket(e.h0, bits) + 1]++;
+			live++;
+		}
+	if (live == 0)
+		return 0;
+	for (i = 1; i <= (size_t)1 << bits; i++) {
+		if (at[i] > big)
+			big = at[i];
+		at[i] += at[i - 1];
+	}
+	if ((tmp = malloc(big * sizeof(*tmp))) == NULL)
+		return mm_diag_set(MM_ENOMEM, "cannot sort %zu dedup marks", n);
+	if ((rc = run_alloc(s, r, live))) {
+		free(tmp);
+		return rc;
+	}
+	for (i = 0; i < n; i++)
+		if (slot_of_mark(&m[i], s->base_ms, now_ms, &e))
+			r->slots[at[bucket(e.h0, bits)]++] = e;
+	/* Each at[part] is now where the next part starts. */
+	for (part = 0, i = 0; part < (size_t)1 << bits; i = at[part++]) {
+		const mm_markslot_t *from = tmp, *to = tmp + (at[part] - i);
+
+		memcpy(tmp, r->slots + i, (at[part] - i) * sizeof(*tmp));
+		block_sort(r->slots + i, at[part] - i, &from, &to, 1, bits);
+	}
+	free(tmp);
+	dir_open(r, live, &d);
+	dir_slot(r, &d, 0, r->slots[0].h0);
+	r->max_exp = r->slots[0].exp;
+	for (i = 1, j = 0; i < live; i++) {
+		if (r->slots[i].exp > r->max_exp)
+			r->max_exp = r->slots[i].exp;
+		if (slot_same(&r->slots[i], &r->slots[j])) {
+			if (r->slots[i].exp > r->slots[j].exp)
+				r->slots[j].exp = r->slots[i].exp;
+		} else {
+			r->slots[++j] = r->slots[i];
+			dir_slot(r, &d, j, r->slots[j].h0);
+		}
+	}
+	r->n = j + 1;
+	dir_close(r, d);
+	return 0;
 }
 
 /* Merges the k runs in[] (k at most MARKSET_FANIN) into a new run,
