@@ -401,30 +401,62 @@ static inline __attribute__((always_inline)) void flat_same_names(mm_json_field_
 }
 
 /*
- * With `whole` set (mm_json_scan_flat, for the Lua path), scan_flat also
- * gives up on anything after which the Lua decoder would not build the same
+ * With `keys` (mm_json_scan_flat, for the Lua path), scan_flat also gives
+ * up on anything after which the Lua decoder would not build the same
  * object from the fields alone: an escaped key (whose unescaped name could
  * repeat another), a member name given twice among all the keys (the
  * decoder refuses any duplicate, the scan only a requested one), more than
  * FLAT_KEYS members, and a number that could overflow a double (the decoder
  * refuses one anywhere in the document: an exponent or a token longer than
- * any double's digits). Without it (the C path) the compiler drops those
- * tests, as both callers pass a constant.
+ * any double's digits). Without them (the C path, keys NULL) the compiler
+ * drops those tests, as every caller passes NULL or a local's address.
  */
 #define FLAT_KEYS 32
 #define FLAT_NUMBER_MAX 300
 
+/* The keys a scan for the Lua path has taken so far: the AVX2 walk
+ * (json_flat.h) hands them on to scan_flat_impl where it gives up. */
+typedef struct flat_keys {
+	const unsigned char *p[FLAT_KEYS];
+	size_t len[FLAT_KEYS];
+	uint64_t seen; /* a bit per (length, first and last byte) taken */
+	int n;
+} flat_keys_t;
+
+static inline uint64_t flat_key_bit(const unsigned char *k, size_t len)
+{
+	return 1ULL << ((len * 7 + (len ? k[0] * 3u + k[len - 1] : 0)) & 63);
+}
+
+/* 1 when the key k of len bytes, whose flat_key_bit is bit, was taken:
+ * the names are compared only when a bit comes back. */
+static inline int flat_key_seen(const flat_keys_t *ks, const unsigned char *k, size_t len,
+				uint64_t bit)
+{
+	if (ks->seen & bit)
+		for (int i = 0; i < ks->n; i++)
+			if (ks->len[i] == len && mm_key_eq(ks->p[i], k, len))
+				return 1;
+	return 0;
+}
+
+/* Takes the key k (room checked by the caller: ks->n < FLAT_KEYS). */
+static inline void flat_key_take(flat_keys_t *ks, const unsigned char *k, size_t len, uint64_t bit)
+{
+	ks->seen |= bit;
+	ks->p[ks->n] = k;
+	ks->len[ks->n++] = len;
+}
+
 static inline __attribute__((always_inline)) int
 scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, const mm_json_plan_t *plan,
-	       int whole, const unsigned char *from)
+	       flat_keys_t *keys, const unsigned char *from)
 {
 	const unsigned char *d = (const unsigned char *)doc, *end = d + n, *last = end - 1;
 	const unsigned char *safe = end - BLOCK, *p, *v, *bad;
-	const unsigned char *kp[FLAT_KEYS];
-	size_t kl[FLAT_KEYS];
-	uint64_t lens = plan->lens, seen = 0;
+	uint64_t lens = plan->lens;
 	size_t klen;
-	int i, cur, type, escaped, nkeys = 0, nfields = plan->nfields;
+	int cur, type, escaped, whole = keys != NULL, nfields = plan->nfields;
 
 	while (last > d && *last <= ' ' &&
 	       (*last == ' ' || *last == '\n' || *last == '\r' || *last == '\t'))
@@ -452,19 +484,11 @@ scan_flat_impl(const char *doc, size_t n, mm_json_field_t *fields, const mm_json
 			return 0;
 		klen = (size_t)(p - v);
 		if (whole) {
-			/* A bit per (length, first and last byte) seen: the
-			 * names are compared only when one comes back. */
-			uint64_t bit = 1ULL << ((klen * 7 + (klen ? v[0] * 3u + v[klen - 1] : 0)) & 63);
+			uint64_t bit = flat_key_bit(v, klen);
 
-			if (escaped || nkeys == FLAT_KEYS)
+			if (escaped || keys->n == FLAT_KEYS || flat_key_seen(keys, v, klen, bit))
 				return 0;
-			if (seen & bit)
-				for (i = 0; i < nkeys; i++)
-					if (kl[i] == klen && mm_key_eq(kp[i], v, klen))
-						return 0;
-			seen |= bit;
-			kp[nkeys] = v;
-			kl[nkeys++] = klen;
+			flat_key_take(keys, v, klen, bit);
 		}
 		cur = -1;
 		if ((lens >> (klen % 64) & 1) || escaped) {
@@ -550,20 +574,43 @@ static void fields_clear(mm_json_field_t *fields, int nfields)
 static __attribute__((noinline)) int flat_rest(const char *doc, size_t n, mm_json_field_t *fields,
 					       const mm_json_plan_t *plan, const unsigned char *from)
 {
-	if (scan_flat_impl(doc, n, fields, plan, 0, from))
+	if (scan_flat_impl(doc, n, fields, plan, NULL, from))
 		return 0;
 	return mm_json_scan_reference(doc, n, fields, plan->nfields);
 }
 
-/* The C path's flat walk (json_flat.h), for the baseline and for AVX2. */
+/* The Lua path's flat scan (mm_json_scan_flat_planned) member by member,
+ * from the member at from (or from the start when NULL), with the keys
+ * taken before it. */
+static __attribute__((noinline)) int flat_whole(const char *doc, size_t n, mm_json_field_t *fields,
+						const mm_json_plan_t *plan, const unsigned char *from,
+						flat_keys_t *keys)
+{
+	return scan_flat_impl(doc, n, fields, plan, keys, from);
+}
+
+/* The flat walk (json_flat.h) of the C path and of the Lua path's field
+ * plans, each for the baseline and for AVX2. */
 #define FLAT_NAME scan_flat
 #define FLAT_TARGET
 #define FLAT_WIN win_mask
+#define FLAT_WHOLE 0
+#include "json_flat.h"
+#define FLAT_NAME scan_flat_lua
+#define FLAT_TARGET
+#define FLAT_WIN win_mask
+#define FLAT_WHOLE 1
 #include "json_flat.h"
 #ifdef MM_JSON_WIDE
 #define FLAT_NAME scan_flat_wide
 #define FLAT_TARGET __attribute__((target(MM_JSON_WIDE)))
 #define FLAT_WIN win_mask_wide
+#define FLAT_WHOLE 0
+#include "json_flat.h"
+#define FLAT_NAME scan_flat_lua_wide
+#define FLAT_TARGET __attribute__((target(MM_JSON_WIDE)))
+#define FLAT_WIN win_mask_wide
+#define FLAT_WHOLE 1
 #include "json_flat.h"
 #endif
 
@@ -680,8 +727,17 @@ int mm_json_scan_flat_planned(const mm_json_plan_t *plan, const char *p, size_t 
 
 	if (p == NULL || n < FLAT_MIN || nfields < 0 || (fields == NULL && nfields > 0))
 		return 0;
-	fields_clear(fields, nfields);
-	return scan_flat_impl(p, n, fields, plan, 1, NULL);
+	if (nfields > MM_JSON_PLAN_NAMES) {
+		flat_keys_t keys = {.n = 0, .seen = 0};
+
+		fields_clear(fields, nfields);
+		return flat_whole(p, n, fields, plan, NULL, &keys);
+	}
+#ifdef MM_JSON_WIDE
+	if (plan->wide)
+		return scan_flat_lua_wide(p, n, fields, plan);
+#endif
+	return scan_flat_lua(p, n, fields, plan);
 }
 
 int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfields)
@@ -690,7 +746,7 @@ int mm_json_scan_flat(const char *p, size_t n, mm_json_field_t *fields, int nfie
 
 	if (nfields < 0 || (fields == NULL && nfields > 0))
 		return 0;
-	plan_names(&plan, fields, nfields);
+	mm_json_plan(&plan, fields, nfields);
 	return mm_json_scan_flat_planned(&plan, p, n, fields);
 }
 

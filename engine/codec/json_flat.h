@@ -3,7 +3,8 @@
  * json.c once for each instruction set it is compiled for (the baseline's,
  * and AVX2 chosen at run time), with FLAT_NAME the function's name,
  * FLAT_TARGET its target attribute (or nothing) and FLAT_WIN the window
- * mask (json_string.h). Private to json.c.
+ * mask (json_string.h), and once more for each with FLAT_WHOLE set, for the
+ * Lua path's field plans (mm_json_scan_flat_planned). Private to json.c.
  *
  * It takes the members of the common shape, `"key":"value"` followed by
  * `,"` or the closing brace, each from one window mask: the key ends at the
@@ -15,21 +16,34 @@
  * to flat_rest (json.c), which validates it member by member with the walk's
  * string code. So the loop makes no call and keeps its state in registers.
  * Returns what mm_json_scan_planned returns.
+ *
+ * With FLAT_WHOLE, it also keeps every key it takes and gives up (to
+ * flat_whole, which starts over member by member) where scan_flat_impl's
+ * `whole` does: a key seen twice, or more than FLAT_KEYS of them. A member
+ * taken here has no escaped key and no number, the other two things
+ * `whole` turns away. It returns what mm_json_scan_flat_planned returns.
  */
 static FLAT_TARGET int FLAT_NAME(const char *doc, size_t n, mm_json_field_t *fields,
 				 const mm_json_plan_t *plan)
 {
 	const unsigned char *d = (const unsigned char *)doc, *end = d + n, *last = end - 1;
-	const unsigned char *p, *b, *q, *e;
+	const unsigned char *p = NULL, *b, *q, *e;
 	uint64_t lens = plan->lens, m, h, t;
 	uint16_t pair;
 	mm_json_field_t *f;
 	size_t klen;
 	int i, nfields = plan->nfields;
+#if FLAT_WHOLE
+	flat_keys_t keys;
+	uint64_t bit;
+
+	keys.n = 0;
+	keys.seen = 0;
+#endif
 
 	fields_clear(fields, nfields);
 	if (n < WIN || d[0] != '{' || d[1] != '"' || *last != '}')
-		return flat_rest(doc, n, fields, plan, NULL);
+		goto rest;
 	p = d + 1;
 	for (;;) {
 		/* p is at a key's opening quote, before the closing brace. */
@@ -57,6 +71,17 @@ static FLAT_TARGET int FLAT_NAME(const char *doc, size_t n, mm_json_field_t *fie
 		if (__builtin_expect(pair != FLAT_PAIR('"', ',') || e[2] != '"', 0) &&
 		    (pair != FLAT_PAIR('"', '}') || e + 1 != last))
 			break;
+#if FLAT_WHOLE
+		/* A key seen before ends the scan here; one past FLAT_KEYS,
+		 * in scan_flat_impl. This member's key is taken once the
+		 * member is, below: scan_flat_impl reads a member left to it
+		 * from its start. */
+		bit = flat_key_bit(b, klen);
+		if (flat_key_seen(&keys, b, klen, bit))
+			return 0;
+		if (keys.n == FLAT_KEYS)
+			break;
+#endif
 		/* The member is taken: its key looked up by the plan's
 		 * loads (key_loads), its value filed. A requested member
 		 * seen again is left to flat_rest, and so is a key longer
@@ -80,16 +105,25 @@ static FLAT_TARGET int FLAT_NAME(const char *doc, size_t n, mm_json_field_t *fie
 				f->escaped = 0;
 			}
 		}
+#if FLAT_WHOLE
+		flat_key_take(&keys, b, klen, bit);
+#endif
 		p = e + 2;
 		if (p > last) {
 			if (plan->same_names)
 				flat_same_names(fields, nfields);
-			return 0;
+			return FLAT_WHOLE;
 		}
 	}
+rest:
+#if FLAT_WHOLE
+	return flat_whole(doc, n, fields, plan, p, &keys);
+#else
 	return flat_rest(doc, n, fields, plan, p);
+#endif
 }
 
 #undef FLAT_NAME
+#undef FLAT_WHOLE
 #undef FLAT_TARGET
 #undef FLAT_WIN

@@ -15,7 +15,9 @@
  *   - the scan's fast path for flat objects agrees with the general walk
  *     (mm_json_scan_reference) on the result, the error message and every
  *     field, with a requested name given twice, and so does the flat path
- *     compiled for the baseline where the scan takes AVX2's; the input is also tried
+ *     compiled for the baseline where the scan takes AVX2's; the Lua
+ *     path's shortcut (mm_json_scan_flat) takes only what the scan
+ *     accepts, with its fields, and answers alike on both codes; the input is also tried
  *     wrapped as {"entity_id":"<input>",...} so that arbitrary bytes reach
  *     the fast path's string handling;
  *   - the planned scan agrees with the walk when asked for names taken from
@@ -134,20 +136,29 @@ static void check_fast_path(const char *doc, size_t n)
 		{.name = "entity_id", .name_len = 9},
 		{.name = "", .name_len = 0},
 	};
-	mm_json_field_t b[4], c[4], d[4];
+	mm_json_field_t b[4], c[4], d[4], e[4];
 	mm_json_plan_t plan;
 	char msg[256], base_msg[256];
-	int ra, rb, rc, rd, i;
+	int ra, rb, rc, rd, re, i;
 
 	memcpy(b, a, sizeof(a));
 	memcpy(c, a, sizeof(a));
 	memcpy(d, a, sizeof(a));
+	memcpy(e, a, sizeof(a));
 	/* The baseline's code where mm_json_scan may take AVX2's. */
 	mm_json_plan(&plan, d, 4);
 	plan.wide = 0;
 	rd = mm_json_scan_planned(&plan, doc, n, d);
 	snprintf(base_msg, sizeof(base_msg), "%s", mm_diag_msg());
 	rc = mm_json_scan_flat(doc, n, c, 4);
+	/* The Lua path's shortcut answers alike on the baseline's code. */
+	re = mm_json_scan_flat_planned(&plan, doc, n, e);
+	if (re != rc)
+		abort();
+	for (i = 0; rc == 1 && i < 4; i++)
+		if (c[i].type != e[i].type || c[i].p != e[i].p || c[i].len != e[i].len ||
+		    c[i].escaped != e[i].escaped)
+			abort();
 	ra = mm_json_scan(doc, n, a, 4);
 	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
 	rb = mm_json_scan_reference(doc, n, b, 4);

@@ -448,6 +448,15 @@ static int scan_agrees(const char *doc, size_t n)
 		return 99;
 	}
 	rc = mm_json_scan_flat(doc, n, c, 3);
+	/* The Lua path's shortcut answers alike on the baseline's code. */
+	memcpy(e, a, sizeof(a));
+	re = mm_json_scan_flat_planned(&base, doc, n, e);
+	if (re != rc || (rc == 1 && (!fields_same(&c[0], &e[0]) || !fields_same(&c[1], &e[1]) ||
+				     !fields_same(&c[2], &e[2])))) {
+		printf("#   mm_json_scan_flat %d, the baseline's %d, or their fields differ: %.*s\n", rc,
+		       re, (int)n, doc);
+		return 99;
+	}
 	ra = mm_json_scan(doc, n, a, 3);
 	snprintf(msg, sizeof(msg), "%s", mm_diag_msg());
 	rb = mm_json_scan_reference(doc, n, b, 3);
@@ -485,11 +494,26 @@ static int scan_agrees(const char *doc, size_t n)
 
 static int field_eq(const mm_json_field_t *f, int type, const char *raw);
 
-/* mm_json_scan_flat on a NUL-terminated document, asking for entity_id. */
+/* mm_json_scan_flat on a NUL-terminated document, asking for entity_id;
+ * -1 when the baseline's code (where the plan would take AVX2's) answers
+ * otherwise. */
 static int flat_of(const char *doc, mm_json_field_t *f)
 {
-	*f = (mm_json_field_t){.name = "entity_id", .name_len = 9};
-	return mm_json_scan_flat(doc, strlen(doc), f, 1);
+	mm_json_field_t g = {.name = "entity_id", .name_len = 9};
+	mm_json_plan_t base;
+	int rc, rb;
+
+	*f = g;
+	rc = mm_json_scan_flat(doc, strlen(doc), f, 1);
+	mm_json_plan(&base, &g, 1);
+	base.wide = 0;
+	rb = mm_json_scan_flat_planned(&base, doc, strlen(doc), &g);
+	if (rb != rc || (rc == 1 && !fields_same(f, &g))) {
+		printf("#   mm_json_scan_flat %d, the baseline's %d, or their fields differ: %s\n", rc,
+		       rb, doc);
+		return -1;
+	}
+	return rc;
 }
 
 /*
@@ -537,6 +561,30 @@ TEST(flat_whole)
 	CHECK_EQ_INT(flat_of(many, &f), 1);
 	snprintf(many + n, sizeof(many) - n, ",\"k32\":32}");
 	CHECK_EQ_INT(flat_of(many, &f), 0);
+	/* The same with string values, which the window's walk takes member by
+	 * member before anything else does. */
+	n = (size_t)snprintf(many, sizeof(many), "{\"entity_id\":\"p1\"");
+	for (i = 1; i < 32; i++)
+		n += (size_t)snprintf(many + n, sizeof(many) - n, ",\"k%d\":\"%d\"", i, i);
+	snprintf(many + n, sizeof(many) - n, "}");
+	CHECK_EQ_INT(flat_of(many, &f), 1);
+	CHECK(field_eq(&f, MM_JSON_STRING, "p1"));
+	snprintf(many + n, sizeof(many) - n, ",\"k32\":\"32\"}");
+	CHECK_EQ_INT(flat_of(many, &f), 0);
+	/* A key given twice among string members, and across the hand-off from
+	 * the window's walk to the member-by-member scan (at a number, an
+	 * escaped value, whitespace), either side of it. */
+	CHECK_EQ_INT(flat_of("{\"entity_id\":\"p1\",\"x\":\"a\",\"x\":\"b\"}", &f), 0);
+	CHECK_EQ_INT(flat_of("{\"x\":\"a\",\"entity_id\":\"p1\",\"n\":1,\"x\":\"b\"}", &f), 0);
+	CHECK_EQ_INT(flat_of("{\"x\":\"a\",\"entity_id\":\"p1\",\"e\":\"\\n\",\"x\":1}", &f), 0);
+	CHECK_EQ_INT(flat_of("{\"x\":\"a\",\"entity_id\":\"p1\", \"x\":\"b\"}", &f), 0);
+	CHECK_EQ_INT(flat_of("{\"x\":\"a\",\"n\":1,\"entity_id\":\"p1\",\"x\":\"b\"}", &f), 0);
+	CHECK_EQ_INT(flat_of("{\"x\":\"a\",\"entity_id\":\"p1\",\"n\":1,\"y\":\"b\"}", &f), 1);
+	CHECK(field_eq(&f, MM_JSON_STRING, "p1"));
+	CHECK_EQ_INT(flat_of("{\"x\":\"a\",\"n\":1,\"entity_id\":\"p\\n1\",\"y\":\"b\"}", &f), 1);
+	CHECK_EQ_INT(f.escaped, 1);
+	/* A requested member given twice, each time a string. */
+	CHECK_EQ_INT(flat_of("{\"entity_id\":\"p1\",\"entity_id\":\"p2\",\"y\":\"b\"}", &f), 0);
 }
 
 /*
