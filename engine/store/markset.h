@@ -12,8 +12,9 @@
  * half of h1, the expiry as milliseconds after the set's base), each with a
  * directory of where each range of h0's top bits starts (about 4 slots a
  * range), like the runs of an LSM tree. A flush's marks become one new run,
- * sorted once (a counting sort by h0's top bits, then an insertion sort of
- * each bucket's few slots), and the newest 32 runs are merged in one pass
+ * sorted once (placed by h0's top bits into parts of about 256, then each
+ * part by a counting sort of the next 8 bits and an insertion sort of each
+ * bucket's few slots, in the first-level cache), and the newest 32 runs are merged in one pass
  * whenever they are of one size tier (tier floor(log32(n))), as in a
  * size-tiered LSM tree: a mark is copied once per tier it climbs,
  * log32(L / flush) times. The fan-in is wide because the filter below
