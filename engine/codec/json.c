@@ -408,8 +408,8 @@ static inline __attribute__((always_inline)) void flat_same_names(mm_json_field_
  * decoder refuses any duplicate, the scan only a requested one), more than
  * FLAT_KEYS members, and a number that could overflow a double (the decoder
  * refuses one anywhere in the document: an exponent or a token longer than
- * any double's digits). Without them (the C path, keys NULL) the compiler
- * drops those tests, as every caller passes NULL or a local's address.
+ * any double's digits). Without them (the C path: flat_rest passes NULL)
+ * the compiler drops those tests.
  */
 #define FLAT_KEYS 32
 #define FLAT_NUMBER_MAX 300

@@ -17,11 +17,13 @@
  * string code. So the loop makes no call and keeps its state in registers.
  * Returns what mm_json_scan_planned returns.
  *
- * With FLAT_WHOLE, it also keeps every key it takes and gives up (to
- * flat_whole, which starts over member by member) where scan_flat_impl's
- * `whole` does: a key seen twice, or more than FLAT_KEYS of them. A member
- * taken here has no escaped key and no number, the other two things
- * `whole` turns away. It returns what mm_json_scan_flat_planned returns.
+ * With FLAT_WHOLE, it also keeps every key it takes and refuses what
+ * scan_flat_impl's `keys` refuses: a key seen twice (0 here), more than
+ * FLAT_KEYS of them (left to flat_whole). A member taken here has no
+ * escaped key and no number, the other things `keys` turns away. At the
+ * first member it does not take, flat_whole goes on member by member from
+ * there with the keys taken so far. It returns what
+ * mm_json_scan_flat_planned returns.
  */
 static FLAT_TARGET int FLAT_NAME(const char *doc, size_t n, mm_json_field_t *fields,
 				 const mm_json_plan_t *plan)
