@@ -14,13 +14,15 @@
  * numbers are separate arrays), 12 bytes a slot, and 64-byte entries with a
  * state a key set leaves unused.
  *
- * In front of the slots, a filter of one 64-bit word per 16 slots (8 to
- * 16 bits an id), three bits of it set per id from the hash's h1, tells
- * almost every absent id (95 to 99%) from one word: the record loop asks
- * both generations' sets about every id, and the flushed generation's
+ * In front of the slots, a filter of one 64-bit word per 8 slots (16 to
+ * 32 bits an id), three bits of it set per id from the hash's h1, tells
+ * almost every absent id (99.2 to 99.9%) from one word: the record loop
+ * asks both generations' sets about every id, and the flushed generation's
  * slots were a second random line of memory a record, where its filter's
- * 128 KiB (at 262 144 slots) stays in the cache. The filter is an array of
- * its own on the heap, rebuilt with the slots at a doubling.
+ * 256 KiB (at 262 144 slots) stays in the second-level cache. A word per
+ * 16 slots let 2% of a generation's absent ids by to a probe of the slots,
+ * each a random line (doc/performance.md). The filter is an array of its
+ * own on the heap, rebuilt with the slots at a doubling.
  *
  * Entries sit densely in insertion order, 24 bytes each: the full hash, the
  * id's length, the owner's tag and the expiry as a 32-bit offset from the
@@ -66,7 +68,7 @@ typedef struct mm_idset_slot {
 } mm_idset_slot_t;
 
 /* The filter's words: one per MM_IDSET_FILTER_SLOTS slots. */
-#define MM_IDSET_FILTER_SLOTS 16
+#define MM_IDSET_FILTER_SLOTS 8
 
 /* The slot tag of a hash: h0's high half (its low bits pick the slot), never 0. */
 static inline uint32_t mm_idset_tag(const mm_idhash_t *h)
