@@ -252,8 +252,15 @@ if ran("pv") then
   target(pv <= 1.4, "page_views <= 1.4x B0", ("%.2fx %s"):format(pv, spread))
 end
 if ran("uv") then
-  local uv = median(res.uv.mm) * 1e9
-  target(uv <= 300, "unique_visitors <= 300 ns per event", ("%.0f ns"):format(uv))
+  -- An absolute figure, with no pair to take a ratio in: the repetitions'
+  -- runs and BENCH_PAIRS more, back to back.
+  local t = {}
+  for i = 1, reps do t[i] = res.uv.mm[i] * 1e9 end
+  for _ = 1, extra_pairs do t[#t + 1] = cpu_per_event("uv") * 1e9 end
+  table.sort(t)
+  local uv = median(t)
+  target(uv <= 300, "unique_visitors <= 300 ns per event",
+    ("%.0f ns (median of %d runs, %.0f to %.0f)"):format(uv, #t, t[1], t[#t]))
 end
 if ran("ri") and ran("ri_ids") then
   local ids_own, spread = ratio_of("ri_ids", "ri")
