@@ -14,9 +14,9 @@
  * range), like the runs of an LSM tree. A flush's marks become one new run,
  * sorted once (placed by h0's top bits into parts of about 256, then each
  * part by a counting sort of the next 8 bits and an insertion sort of each
- * bucket's few slots, in the first-level cache), and the newest 32 runs are merged in one pass
- * whenever they are of one size tier (tier floor(log32(n))), as in a
- * size-tiered LSM tree: a mark is copied once per tier it climbs,
+ * bucket's few slots, in the first-level cache), and the newest 32 runs are
+ * merged in one pass whenever they are of one size tier (tier
+ * floor(log32(n))), as in a size-tiered LSM tree: a mark is copied once per tier it climbs,
  * log32(L / flush) times. The fan-in is wide because the filter below
  * makes the runs cheap to have and their copies are not: a lookup past the
  * filter (0.3% to 1.2% of absent marks) reads every run, but all of them at
