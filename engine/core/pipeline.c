@@ -392,8 +392,9 @@ static int pipe_ask_marks(mm_pipeline_t *p, const mm_idhash_t *h, const mm_idhas
  * store, else 0 (or 2: held, pipe_hold). h is the id's mm_id_hash, which the
  * fast path computes once for this and pipe_remember; ahead is the next
  * record's, or NULL (pipe_ask_marks). */
-static int pipe_seen(mm_pipeline_t *p, const char *id, size_t len, const mm_idhash_t *h,
-		     const mm_idhash_t *ahead)
+static inline __attribute__((always_inline)) int
+pipe_seen(mm_pipeline_t *p, const char *id, size_t len, const mm_idhash_t *h,
+	  const mm_idhash_t *ahead)
 {
 	int rc;
 
@@ -446,8 +447,10 @@ static int id_usable(mm_pipeline_t *p, size_t len)
 	return 0;
 }
 
-static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, const mm_idhash_t *h,
-			 int64_t now_ms)
+/* pipe_remember past its common case: any insert, and a claim's id. */
+static __attribute__((noinline)) int pipe_remember_slow(mm_pipeline_t *p, const char *id,
+							size_t len, const mm_idhash_t *h,
+							int64_t now_ms)
 {
 	mm_idset_t *s;
 	mm_idset_entry_t *e;
@@ -466,6 +469,19 @@ static int pipe_remember(mm_pipeline_t *p, const char *id, size_t len, const mm_
 	if ((copy = s->keep ? mm_idset_id(s, e) : mm_idset_copy(s, id, len)) == NULL)
 		return MM_ENOMEM;
 	return mm_oplog_claim(&p->log[p->cur], copy, len, h);
+}
+
+/* Adds a record's id to the current generation's pending ids: inline, as
+ * the record loop's every new id comes here, unless it is claimed at the
+ * flush (the store's marks cannot answer yet) or the set's common case
+ * does not hold (mm_idset_add_new). */
+static inline int pipe_remember(mm_pipeline_t *p, const char *id, size_t len,
+				const mm_idhash_t *h, int64_t now_ms)
+{
+	if (!p->claiming &&
+	    mm_idset_add_new(&p->ids[p->cur], len, h, now_ms + p->cfg.dedup_ttl_ms) != NULL)
+		return 0;
+	return pipe_remember_slow(p, id, len, h, now_ms);
 }
 
 /* ---- fast path ---- */

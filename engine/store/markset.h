@@ -65,6 +65,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../lib/bits.h"
 #include "../lib/hash.h" /* mm_markhash_t */
 
 typedef struct mm_markslot {
@@ -168,8 +169,13 @@ void mm_markset_batch_done(mm_markset_t *s, mm_markbatch_t *b);
  * let 0.52% by (a word's marks vary as a Poisson count does). */
 static inline uint64_t mm_markset_filter_mask(uint64_t h0, uint32_t h1)
 {
-	return 1ULL << (h1 & 63) | 1ULL << (h1 >> 6 & 63) | 1ULL << (h1 >> 12 & 63) |
-	       1ULL << (h1 >> 18 & 63) | 1ULL << (h1 >> 24 & 63) | 1ULL << (h0 & 63);
+	uint64_t m = mm_bit_or(0, h1);
+
+	m = mm_bit_or(m, h1 >> 6);
+	m = mm_bit_or(m, h1 >> 12);
+	m = mm_bit_or(m, h1 >> 18);
+	m = mm_bit_or(m, h1 >> 24);
+	return mm_bit_or(m, h0);
 }
 
 /* 0 when the filter alone tells that the set holds no mark of m's hash

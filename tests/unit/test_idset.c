@@ -14,7 +14,8 @@
  * generations reusing the arena chunks that reset kept; the filter in
  * front of the slots turns away almost every absent id, at the set's
  * fullest and emptiest; a set reserved for n ids takes them without
- * growing.
+ * growing; the record loop's inline insert adds what upsert would, or
+ * nothing.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -511,6 +512,59 @@ TEST(reserve)
 	mm_idset_free(&s);
 }
 
+/* The record loop's inline insert takes an absent id where the set's
+ * common case holds, exactly as mm_idset_upsert would, and otherwise
+ * changes nothing and says so, leaving the case to mm_idset_upsert. */
+TEST(add_new)
+{
+	mm_idset_t s, k;
+	mm_idhash_t a = {0x1234567800000005ULL, 1}, b = {0x1234567800000005ULL, 2},
+		    c = {0x00000042000000a0ULL, 3}, h;
+	mm_idset_entry_t *e;
+	char buf[32];
+	size_t len;
+	int created;
+
+	mm_idset_init(&s, 0);
+	/* Empty: the expiries' base is not set yet. */
+	CHECK(mm_idset_add_new(&s, 1, &a, 1000) == NULL);
+	CHECK_EQ_INT(s.count, 0);
+	REQUIRE(mm_idset_upsert(&s, "a", 1, &a, 1000, &created) != NULL && created);
+	REQUIRE(mm_idset_reserve(&s, 100) == 0);
+	/* A slot on its probe with its tag (here the same h0): not added. */
+	CHECK(mm_idset_add_new(&s, 1, &b, 1001) == NULL);
+	CHECK(mm_idset_add_new(&s, 1, &a, 1001) == NULL);
+	CHECK_EQ_INT(s.count, 1);
+	/* An expiry outside the offsets' range: not added. */
+	CHECK(mm_idset_add_new(&s, 1, &c, s.exp_base - 1) == NULL);
+	CHECK(mm_idset_add_new(&s, 1, &c, s.exp_base + ((int64_t)1 << 33)) == NULL);
+	CHECK(mm_idset_add_new(&s, MM_IDSET_MAX_LEN + 1, &c, 1001) == NULL);
+	CHECK_EQ_INT(s.count, 1);
+	e = mm_idset_add_new(&s, 3, &c, 1002);
+	REQUIRE(e != NULL);
+	CHECK(e->tag == 0 && e->len == 3 && e->hash.h0 == c.h0 && e->hash.h1 == c.h1 &&
+	      mm_idset_expiry(&s, e) == 1002);
+	CHECK(mm_idset_find(&s, "xyz", 3, &c) == e);
+	CHECK(mm_idset_find(&s, "xy", 2, &c) == NULL);
+	CHECK(mm_idset_find(&s, "a", 1, &a) != NULL);
+	/* Up to the fill that needs a doubling; then nothing is added. */
+	for (unsigned n = 0;; n++) {
+		id_of(n, buf, &len);
+		mm_id_hash(7, buf, len, &h);
+		if ((e = mm_idset_add_new(&s, len, &h, 2000 + n)) == NULL)
+			break;
+		CHECK(mm_idset_find(&s, buf, len, &h) == e);
+	}
+	CHECK((size_t)(s.count + 1) * 2 > s.cap || s.count == s.ecap);
+	/* A set that keeps the ids' bytes takes its inserts by upsert. */
+	mm_idset_init(&k, 1);
+	REQUIRE(mm_idset_upsert(&k, "a", 1, &a, 1000, &created) != NULL);
+	CHECK(mm_idset_add_new(&k, 3, &c, 1002) == NULL);
+	CHECK_EQ_INT(k.count, 1);
+	mm_idset_free(&k);
+	mm_idset_free(&s);
+}
+
 int main(void)
 {
 	RUN(colliding_hashes);
@@ -522,5 +576,6 @@ int main(void)
 	RUN(huge_generations_against_reference);
 	RUN(filter);
 	RUN(reserve);
+	RUN(add_new);
 	UNIT_DONE();
 }
