@@ -144,7 +144,7 @@ mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
  * room for one more without a doubling, and whose expiries fit their
  * offsets. Returns the new entry (tag 0), or NULL, having changed nothing,
  * when any of that is not so: mm_idset_upsert then does what is needed.
- * The call that it saves cost about a third of an insert's instructions
+ * The calls that it saves cost about a quarter of an insert's instructions
  * (doc/performance.md, "Dedup ids: where the cost beyond the no-id run
  * goes"). */
 static inline mm_idset_entry_t *mm_idset_add_new(mm_idset_t *s, size_t len,
