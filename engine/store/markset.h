@@ -16,20 +16,20 @@
  * part by a counting sort of the next 8 bits and an insertion sort of each
  * bucket's few slots, in the first-level cache), and the newest 32 runs are
  * merged in one pass whenever they are of one size tier (tier
- * floor(log32(n))), as in a size-tiered LSM tree: a mark is copied once per tier it climbs,
- * log32(L / flush) times. The fan-in is wide because the filter below
- * makes the runs cheap to have and their copies are not: a lookup past the
- * filter (0.3% to 1.2% of absent marks) reads every run, but all of them at
- * once (mm_markset_live_runs), while with 8 runs to a merge, as before, 10
- * million marks in flushes of 10 000 were each copied 2.3 times, which cost
- * more than sorting them (doc/performance.md, "Dedup ids: merges of 32
- * runs"). There are at most 31 runs per tier, read newest first (a
- * replay's duplicates are recent marks). The runs of a tier hold marks of
- * similar ages, so the oldest runs expire whole. Nothing is ever written at
- * a random place of a large table, and a run's memory is kept for the next
- * run or merge rather than given back to the kernel, whose fresh pages
- * (zeroed, and on a VM backed by the host on first touch) were the largest
- * cost of the hash table this replaced.
+ * floor(log32(n))), as in a size-tiered LSM tree: a mark is copied once
+ * per tier it climbs, log32(L / flush) times. The fan-in is wide because
+ * the filter below makes the runs cheap to have and their copies are not:
+ * a lookup past the filter (0.3% to 1.2% of absent marks) reads every run,
+ * but all of them at once (mm_markset_live_runs), while with 8 runs to a
+ * merge, as before, 10 million marks in flushes of 10 000 were each copied
+ * 2.3 times, which cost more than sorting them (doc/performance.md, "Dedup
+ * ids: merges of 32 runs"). There are at most 31 runs per tier, read
+ * newest first (a replay's duplicates are recent marks). The runs of a
+ * tier hold marks of similar ages, so the oldest runs expire whole.
+ * Nothing is ever written at a random place of a large table, and a run's
+ * memory is kept for the next run or merge rather than given back to the
+ * kernel, whose fresh pages (zeroed, and on a VM backed by the host on
+ * first touch) were the largest cost of the hash table this replaced.
  *
  * In front of the runs, one Bloom filter for the whole set (a 64-bit word
  * per 2 to 6 marks, the word chosen by h0's top bits, six bits of it from
