@@ -137,6 +137,9 @@ static int mm_fsrc_create(uv_loop_t *loop, const mm_source_vtable_t *vt, const m
 	if (cfg.batch < 1 || cfg.batch > MM_FSRC_BATCH_MAX)
 		return mm_diag_set(MM_EINVAL, "%s: option 'batch': must be between 1 and %d",
 				   vt->name, MM_FSRC_BATCH_MAX);
+	if (cfg.drain < 1 || cfg.drain > MM_FSRC_DRAIN_MAX)
+		return mm_diag_set(MM_EINVAL, "%s: option 'drain': must be between 1 and %d",
+				   vt->name, MM_FSRC_DRAIN_MAX);
 	if (cfg.read_size < 1 || cfg.read_size > MM_FSRC_READ_MAX)
 		return mm_diag_set(MM_EINVAL, "%s: option 'read_size': must be between 1 and 1g",
 				   vt->name);
@@ -148,6 +151,7 @@ static int mm_fsrc_create(uv_loop_t *loop, const mm_source_vtable_t *vt, const m
 	fs->follow = cfg.follow;
 	fs->nofollow = cfg.nofollow;
 	fs->batch_max = (size_t)cfg.batch;
+	fs->drain_max = (size_t)cfg.drain;
 	fs->read_size = (size_t)cfg.read_size;
 	fs->recs = malloc(fs->batch_max * sizeof(*fs->recs));
 	if (fs->recs == NULL) {
@@ -418,6 +422,8 @@ static const mm_option_t mm_fsrc_file_options[] = {
 	 "(doc/security.md)."},
 	{MM_OPT_INT, "batch", "4096", offsetof(struct mm_fsrc_cfg, batch),
 	 "Maximum records per batch."},
+	{MM_OPT_INT, "drain", "8", offsetof(struct mm_fsrc_cfg, drain),
+	 "Batches delivered per loop iteration before other events run."},
 	{MM_OPT_SIZE, "read_size", "1m", offsetof(struct mm_fsrc_cfg, read_size),
 	 "Bytes per read."},
 	{0},
@@ -426,6 +432,8 @@ static const mm_option_t mm_fsrc_file_options[] = {
 static const mm_option_t mm_fsrc_stdin_options[] = {
 	{MM_OPT_INT, "batch", "4096", offsetof(struct mm_fsrc_cfg, batch),
 	 "Maximum records per batch."},
+	{MM_OPT_INT, "drain", "8", offsetof(struct mm_fsrc_cfg, drain),
+	 "Batches delivered per loop iteration before other events run."},
 	{MM_OPT_SIZE, "read_size", "1m", offsetof(struct mm_fsrc_cfg, read_size),
 	 "Bytes per read."},
 	{0},

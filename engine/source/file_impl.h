@@ -27,6 +27,7 @@
 #define MM_FSRC_FILE_POS_LEN MM_FILE_POS_LEN
 #define MM_FSRC_STDIN_POS_LEN 8
 #define MM_FSRC_BATCH_MAX (1 << 20)
+#define MM_FSRC_DRAIN_MAX 1024
 #define MM_FSRC_READ_MAX (1ULL << 30)
 #define MM_FSRC_MAX_RECORD_DEFAULT (1ULL << 20)
 
@@ -36,6 +37,7 @@ struct mm_fsrc_cfg {
 	int follow;
 	int nofollow;
 	int64_t batch;
+	int64_t drain;
 	uint64_t read_size;
 };
 
@@ -74,6 +76,7 @@ typedef struct mm_fsrc {
 	int nofollow; /* a script named the path: no symlink as its last component */
 	int is_stdin;
 	size_t batch_max;
+	size_t drain_max; /* batches delivered per turn of the loop */
 	size_t read_size;
 	size_t keep_max; /* longer partial lines are skipped (see above) */
 
@@ -116,7 +119,7 @@ typedef struct mm_fsrc {
 	void *done_arg;
 
 	uv_fs_t req;
-	uv_idle_t idle;        /* runs resume() on the next loop iteration */
+	uv_idle_t idle;        /* continues on the next loop iteration (resume, drain) */
 	uv_fs_event_t watch;   /* initialised when following */
 	union {
 		uv_stream_t stream;
@@ -158,7 +161,9 @@ void mm_fsrc_compact(mm_fsrc_t *fs);
 /* file_read.c */
 
 /* Delivers the buffered lines until none is left or the source is paused
- * or stopped, then moves on (the next read, or what a final drain is for). */
+ * or stopped, then moves on (the next read, or what a final drain is for).
+ * After drain_max batches it lets the loop turn and goes on from the idle
+ * handle. */
 void mm_fsrc_drain(mm_fsrc_t *fs);
 /* Issues the next read, unless paused (resume will). */
 void mm_fsrc_read(mm_fsrc_t *fs);

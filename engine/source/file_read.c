@@ -18,7 +18,13 @@
  * reports them as before.
  * After each read the complete lines are delivered in batches of at most
  * `batch` records that point into the buffer; the partial last line is moved
- * to the front and completed by the next read.
+ * to the front and completed by the next read. After `drain` batches the
+ * source lets the loop turn (timers, store answers, the query service) and
+ * delivers the rest from the idle handle, so that a turn's work stays within
+ * drain x batch records whatever read_size is: 1 MiB of small records in one
+ * turn was 6 ms, 37-74 ms under AddressSanitizer, and read_size goes to 1g.
+ * A stream stops reading meanwhile: its next read lands at the buffer's end,
+ * for which mm_fsrc_read reserves room again.
  *
  * Following (follow=true). At end of file the source waits for inotify events
  * (uv_fs_event) on the file's directory that name the file; it never polls.
@@ -53,13 +59,22 @@ static void mm_fsrc_reopen(mm_fsrc_t *fs);
 
 /* Delivers the buffered lines batch by batch until the buffer holds none or
  * the source is paused or stopped (possibly by deliver() itself), then moves
- * on: the next read, or what a final drain was for. */
+ * on: the next read, or what a final drain was for. After drain_max batches
+ * it returns, and the idle handle goes on at the loop's next iteration. */
 void mm_fsrc_drain(mm_fsrc_t *fs)
 {
+	size_t left = fs->drain_max, n;
 	uv_fs_t req;
-	size_t n;
 
 	while (!fs->paused && fs->phase == MM_FSRC_DRAIN) {
+		if (left-- == 0) {
+			if (fs->reading) {
+				uv_read_stop(&fs->in.stream);
+				fs->reading = 0;
+			}
+			uv_idle_start(&fs->idle, mm_fsrc_on_idle);
+			return;
+		}
 		n = mm_fsrc_collect(fs);
 		if (n == 0)
 			break;

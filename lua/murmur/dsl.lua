@@ -183,9 +183,9 @@ local function source(kind, opts, allowed, level)
 end
 
 -- The input chosen on the command line (--input FILE, --follow), stdin by default.
-function M.input(opts) local s = source("input", opts, { batch = true }, 2) return s end
+function M.input(opts) local s = source("input", opts, { batch = true, drain = true }, 2) return s end
 function M.file(opts)
-  local s = source("file", opts, { path = true, follow = true, batch = true, read_size = true, consumer = true }, 2)
+  local s = source("file", opts, { path = true, follow = true, batch = true, drain = true, read_size = true, consumer = true }, 2)
   if type(s.options.path) ~= "string" then fail(where(2), "murmur.file needs a path") end
   if s.options.consumer ~= nil and type(s.options.consumer) ~= "string" then
     fail(where(2), "murmur.file's consumer must be a string (the name its position is stored under)")
@@ -197,7 +197,7 @@ function M.file(opts)
   s.options.nofollow = true
   return s
 end
-function M.stdin(opts) local s = source("stdin", opts, { batch = true, read_size = true }, 2) return s end
+function M.stdin(opts) local s = source("stdin", opts, { batch = true, drain = true, read_size = true }, 2) return s end
 
 -- librdkafka properties passed through as they are (SASL, TLS, timeouts...).
 local function kafka_properties(loc, what, props)
@@ -222,7 +222,7 @@ end
 function M.kafka(opts)
   local loc = where(2)
   local s = source("kafka", opts, { brokers = true, topic = true, topics = true, group = true,
-    start = true, batch = true, properties = true }, 2)
+    start = true, batch = true, drain = true, properties = true }, 2)
   local o = s.options
   if o.topic ~= nil and o.topics ~= nil then fail(loc, "murmur.kafka: give topic or topics, not both") end
   local topics = o.topics or o.topic

@@ -49,8 +49,8 @@ end
 local function kafka_options(src, opts)
   local k, err = M.kafka_settings(opts)
   if not k then return nil, err end
-  local o = { batch = src.options.batch, brokers = src.options.brokers, topics = src.options.topics,
-    group = src.options.group, start = src.options.start }
+  local o = { batch = src.options.batch, drain = src.options.drain, brokers = src.options.brokers,
+    topics = src.options.topics, group = src.options.group, start = src.options.start }
   for _, name in ipairs({ "brokers", "topics", "group", "start" }) do o[name] = k[name] or o[name] end
   o.group = o.group or "murmur"
   -- --once: the input ends when every assigned partition is read to its end.
@@ -131,10 +131,10 @@ local function source_config(src, opts)
     return nil, "both MURMUR_INPUT and MURMUR_KAFKA_BROKERS are set"
   end
   if kafka_flag or (kafka_env and not opts.input) then
-    return kafka_options({ options = { batch = src.options.batch } }, opts)
+    return kafka_options({ options = { batch = src.options.batch, drain = src.options.drain } }, opts)
   end
   local input = opts.input or os.getenv("MURMUR_INPUT") or "-"
-  local o = { batch = src.options.batch }
+  local o = { batch = src.options.batch, drain = src.options.drain }
   if input == "-" then return "stdin", o end
   o.path = input
   o.follow = opts.follow and "true" or "false"

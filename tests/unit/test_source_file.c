@@ -47,6 +47,8 @@ struct tsrc {
 	trec_t *recs;
 	size_t nrec, caprec;
 	size_t nbatch, max_batch;
+	/* Loop iterations t_run has run, and the most batches one delivered. */
+	size_t iter, iter_seen, iter_batches, max_iter_batches;
 	uint8_t pos[32];
 	size_t pos_len;
 	int eof, err, closed;
@@ -111,6 +113,12 @@ static void t_deliver(void *ctx, mm_batch_t *b)
 	t->nbatch++;
 	if (b->n > t->max_batch)
 		t->max_batch = b->n;
+	if (t->iter_seen != t->iter) {
+		t->iter_seen = t->iter;
+		t->iter_batches = 0;
+	}
+	if (++t->iter_batches > t->max_iter_batches)
+		t->max_iter_batches = t->iter_batches;
 	if (b->end_pos_len <= sizeof(t->pos)) {
 		memcpy(t->pos, b->end_pos, b->end_pos_len);
 		t->pos_len = b->end_pos_len;
@@ -191,8 +199,10 @@ static int t_run(tsrc_t *t, int (*pred)(tsrc_t *t, size_t arg), size_t arg, int 
 {
 	t->timed_out = 0;
 	uv_timer_start(&t->deadline, t_deadline_cb, (uint64_t)ms, 0);
-	while (!pred(t, arg) && !t->timed_out)
+	while (!pred(t, arg) && !t->timed_out) {
+		t->iter++;
 		uv_run(&t->loop, UV_RUN_ONCE);
+	}
 	uv_timer_stop(&t->deadline);
 	return pred(t, arg);
 }
@@ -340,6 +350,8 @@ TEST(options_rejected)
 	const char *nopath[] = {"follow=true", NULL};
 	const char *zero[] = {"path=/x", "batch=0", NULL};
 	const char *badsize[] = {"path=/x", "read_size=0", NULL};
+	const char *nodrain[] = {"path=/x", "drain=0", NULL};
+	const char *bigdrain[] = {"drain=1025", NULL};
 	const char *stdin_path[] = {"path=/x", NULL};
 
 	t_init(&t);
@@ -350,6 +362,9 @@ TEST(options_rejected)
 	CHECK_EQ_INT(t_open(&t, "file", zero), MM_EINVAL);
 	CHECK(strstr(mm_diag_msg(), "batch") != NULL);
 	CHECK_EQ_INT(t_open(&t, "file", badsize), MM_EINVAL);
+	CHECK_EQ_INT(t_open(&t, "file", nodrain), MM_EINVAL);
+	CHECK(strstr(mm_diag_msg(), "'drain': must be between 1 and 1024") != NULL);
+	CHECK_EQ_INT(t_open(&t, "stdin", bigdrain), MM_EINVAL);
 	CHECK_EQ_INT(t_open(&t, "stdin", stdin_path), MM_EINVAL);
 	t.src = NULL;
 	CHECK_EQ_INT(t_finish(&t), 0);
@@ -630,6 +645,36 @@ TEST(batch_cap)
 		CHECK(check_numbered(&t, 0, "n", 0, 10000));
 		CHECK_EQ_INT(t.max_batch, caps[s]);
 		CHECK(t.nbatch >= 10000 / caps[s]);
+		CHECK_EQ_INT(t_finish(&t), 0);
+	}
+}
+
+/* One read of 10 000 lines (read_size 1m) is 100 batches of 100: with
+ * drain=3 no turn of the loop delivers more than 3 of them, and every line
+ * arrives once, in order. The default (8) holds too. */
+TEST(drain_per_loop_turn)
+{
+	static const char *const drains[] = {"drain=3", "drain=1", NULL};
+	static const size_t most[] = {3, 1, 8};
+	char path[128], popt[160];
+	size_t len, s;
+	char *text = numbered_lines("d", 10000, &len);
+
+	path_of(path, sizeof(path), "drain.jsonl");
+	write_file(path, text, len, O_TRUNC);
+	free(text);
+	snprintf(popt, sizeof(popt), "path=%s", path);
+	for (s = 0; s < 3; s++) {
+		const char *opts[] = {popt, "batch=100", "read_size=1m", drains[s], NULL};
+		tsrc_t t;
+
+		t_init(&t);
+		REQUIRE(t_open(&t, "file", opts) == 0);
+		REQUIRE(t.vt->start(t.src, NULL, 0) == 0);
+		CHECK(t_run(&t, p_eof, 0, 10000));
+		CHECK(check_numbered(&t, 0, "d", 0, 10000));
+		CHECK_EQ_INT(t.nbatch, 100);
+		CHECK_EQ_INT(t.max_iter_batches, most[s]);
 		CHECK_EQ_INT(t_finish(&t), 0);
 	}
 }
@@ -996,9 +1041,12 @@ static void stdin_restore(int saved)
 	close(saved);
 }
 
-TEST(stdin_pipe)
+/* 20 000 lines through a pipe on fd 0, written 1 000 bytes at a time by a
+ * child; with pause_every, deliver() pauses the source every that many
+ * batches. Checks every line once and in order, and sets *most to the most
+ * batches a turn of the loop delivered. */
+static void stdin_pipe_run(const char *const *opts, int pause_every, size_t *most)
 {
-	const char *opts[] = {"batch=100", "read_size=4096", NULL};
 	int fds[2], saved, status;
 	size_t len;
 	char *text = numbered_lines("s", 20000, &len);
@@ -1027,21 +1075,41 @@ TEST(stdin_pipe)
 	t_init(&t);
 	REQUIRE(t_open(&t, "stdin", opts) == 0);
 	CHECK(strcmp(t.src->id, "stdin") == 0);
-	t.pause_every = 7;
+	t.pause_every = pause_every;
 	REQUIRE(t.vt->start(t.src, NULL, 0) == 0);
 	CHECK(t_run(&t, p_eof, 0, 10000));
 	CHECK_EQ_INT(t.err, 0);
 	CHECK_EQ_INT(t.bad, 0);
-	CHECK(t.pauses > 10);
+	CHECK(pause_every == 0 || t.pauses > 10);
 	CHECK(check_numbered(&t, 0, "s", 0, 20000));
 	CHECK_EQ_INT(t.recs[1].offset, 3);
 	CHECK_EQ_INT(t.pos_len, 8);
 	CHECK_EQ_INT(mm_get_u64le(t.pos), len);
+	*most = t.max_iter_batches;
 	CHECK_EQ_INT(t_finish(&t), 0);
 	stdin_restore(saved);
 	waitpid(pid, &status, 0);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	free(text);
+}
+
+TEST(stdin_pipe)
+{
+	const char *opts[] = {"batch=100", "read_size=4096", NULL};
+	size_t most;
+
+	stdin_pipe_run(opts, 7, &most);
+}
+
+/* Batches of 10 from reads of up to 1 MiB, one batch a turn: the stream
+ * stops reading while a read's lines are left, and nothing is lost. */
+TEST(stdin_pipe_drain)
+{
+	const char *opts[] = {"batch=10", "read_size=1m", "drain=1", NULL};
+	size_t most = 0;
+
+	stdin_pipe_run(opts, 0, &most);
+	CHECK_EQ_INT(most, 1);
 }
 
 /* A pipe whose writer stays open and silent must not hold close() up. */
@@ -1129,6 +1197,7 @@ int main(void)
 	RUN(describe);
 	RUN(oversized_lines_edges);
 	RUN(batch_cap);
+	RUN(drain_per_loop_turn);
 	RUN(restart_from_position);
 	RUN(pause_inside_deliver);
 	RUN(pause_before_first_batch);
@@ -1139,6 +1208,7 @@ int main(void)
 	RUN(follow_copytruncate);
 	RUN(follow_file_appears_later);
 	RUN(stdin_pipe);
+	RUN(stdin_pipe_drain);
 	RUN(stdin_idle_pipe_closes);
 	RUN(stdin_regular_file);
 	RUN(stdin_tty);
