@@ -622,10 +622,23 @@ TEST(oversized_line_not_buffered)
 	CHECK_EQ_INT(t_finish(&t), 0);
 }
 
-TEST(batch_cap)
+/* 10 000 lines in batches of at most `batch` records. A read of all of
+ * them (read_size 1m) in batches of 100 is 100 batches: with drain=3 no turn
+ * of the loop delivers more than 3, with drain=1 one, by default 8. Every
+ * line arrives once, in order. */
+TEST(batch_and_drain_caps)
 {
-	static const char *const batches[] = {"batch=1", "batch=100", "batch=4096"};
-	static const size_t caps[] = {1, 100, 4096};
+	static const struct {
+		const char *opt[3];
+		size_t batch, per_turn; /* per_turn 0: as many as 64 KiB reads hold */
+	} cases[] = {
+		{{"batch=1", "read_size=64k"}, 1, 0},
+		{{"batch=100", "read_size=64k"}, 100, 0},
+		{{"batch=4096", "read_size=64k"}, 4096, 0},
+		{{"batch=100", "read_size=1m", "drain=3"}, 100, 3},
+		{{"batch=100", "read_size=1m", "drain=1"}, 100, 1},
+		{{"batch=100", "read_size=1m"}, 100, 8},
+	};
 	char path[128], popt[160];
 	size_t len, s;
 	char *text = numbered_lines("n", 10000, &len);
@@ -634,8 +647,8 @@ TEST(batch_cap)
 	write_file(path, text, len, O_TRUNC);
 	free(text);
 	snprintf(popt, sizeof(popt), "path=%s", path);
-	for (s = 0; s < 3; s++) {
-		const char *opts[] = {popt, batches[s], "read_size=64k", NULL};
+	for (s = 0; s < sizeof(cases) / sizeof(cases[0]); s++) {
+		const char *opts[] = {popt, cases[s].opt[0], cases[s].opt[1], cases[s].opt[2], NULL};
 		tsrc_t t;
 
 		t_init(&t);
@@ -643,38 +656,10 @@ TEST(batch_cap)
 		REQUIRE(t.vt->start(t.src, NULL, 0) == 0);
 		CHECK(t_run(&t, p_eof, 0, 10000));
 		CHECK(check_numbered(&t, 0, "n", 0, 10000));
-		CHECK_EQ_INT(t.max_batch, caps[s]);
-		CHECK(t.nbatch >= 10000 / caps[s]);
-		CHECK_EQ_INT(t_finish(&t), 0);
-	}
-}
-
-/* One read of 10 000 lines (read_size 1m) is 100 batches of 100: with
- * drain=3 no turn of the loop delivers more than 3 of them, and every line
- * arrives once, in order. The default (8) holds too. */
-TEST(drain_per_loop_turn)
-{
-	static const char *const drains[] = {"drain=3", "drain=1", NULL};
-	static const size_t most[] = {3, 1, 8};
-	char path[128], popt[160];
-	size_t len, s;
-	char *text = numbered_lines("d", 10000, &len);
-
-	path_of(path, sizeof(path), "drain.jsonl");
-	write_file(path, text, len, O_TRUNC);
-	free(text);
-	snprintf(popt, sizeof(popt), "path=%s", path);
-	for (s = 0; s < 3; s++) {
-		const char *opts[] = {popt, "batch=100", "read_size=1m", drains[s], NULL};
-		tsrc_t t;
-
-		t_init(&t);
-		REQUIRE(t_open(&t, "file", opts) == 0);
-		REQUIRE(t.vt->start(t.src, NULL, 0) == 0);
-		CHECK(t_run(&t, p_eof, 0, 10000));
-		CHECK(check_numbered(&t, 0, "d", 0, 10000));
-		CHECK_EQ_INT(t.nbatch, 100);
-		CHECK_EQ_INT(t.max_iter_batches, most[s]);
+		CHECK_EQ_INT(t.max_batch, cases[s].batch);
+		CHECK(t.nbatch >= 10000 / cases[s].batch);
+		if (cases[s].per_turn)
+			CHECK_EQ_INT(t.max_iter_batches, cases[s].per_turn);
 		CHECK_EQ_INT(t_finish(&t), 0);
 	}
 }
@@ -1196,8 +1181,7 @@ int main(void)
 	RUN(lines_across_newline_windows);
 	RUN(describe);
 	RUN(oversized_lines_edges);
-	RUN(batch_cap);
-	RUN(drain_per_loop_turn);
+	RUN(batch_and_drain_caps);
 	RUN(restart_from_position);
 	RUN(pause_inside_deliver);
 	RUN(pause_before_first_batch);
