@@ -592,7 +592,8 @@ describe("#kafka configuration", function()
     assert.are.equal(3, code)
     assert.is_truthy((out .. err):find("murmur.kafka_topic", 1, true))
     code = check([[murmur.pipeline { name = "a", key = "k", monoid = murmur.count(),
-      source = murmur.kafka { topics = { "a", "^b.*" }, group = "g", properties = { ["fetch.wait.max.ms"] = 10 } },
+      source = murmur.kafka { topics = { "a", "^b.*" }, group = "g", batch = 1024, drain = 2,
+        properties = { ["fetch.wait.max.ms"] = 10 } },
       dead_letter = murmur.kafka_topic { topic = "a-dlq", format = "json", timeout = "5s" } }]])
     assert.are.equal(0, code)
   end)
