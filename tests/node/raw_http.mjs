@@ -1,15 +1,16 @@
 // Sends raw bytes to a server and prints what comes back, for the hostile
 // HTTP spec: requests no well-behaved client would send.
 //
-//   node raw_http.mjs PORT FILE [--half-close] [--trickle MS] [--hold MS]
+//   node raw_http.mjs PORT FILE [--half-close] [--trickle MS] [--hold MS] [--ready PATH]
 //
 // FILE's bytes are written at once, or one byte every MS with --trickle;
 // --half-close then shuts the write side (the server still answers);
-// --hold keeps the connection open MS more. Prints the bytes received until
+// --hold keeps the connection open MS more; --ready writes an empty file at
+// PATH once the connection is made, for a test to wait on. Prints the bytes received until
 // the server closes (or 10 s pass, or the hold ends when one is given), then
 // "\n--closed-by-server" if it closed.
 import { connect } from "node:net";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 
 const [port, file, ...flags] = process.argv.slice(2);
 const data = readFileSync(file);
@@ -30,6 +31,8 @@ function finish() {
   process.exit(0);
 }
 sock.on("connect", async () => {
+  const ready = opt("--ready");
+  if (ready) writeFileSync(ready, "");
   const trickle = opt("--trickle");
   if (trickle) {
     for (const b of data) {

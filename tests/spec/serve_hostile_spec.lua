@@ -176,9 +176,16 @@ describe("#serve_hostile hostile HTTP", function()
     S.write_file(d2 .. "/empty.bin", "")
     local holders = {}
     for i = 1, 2 do
-      holders[i] = S.spawn(("node %s/tests/node/raw_http.mjs %d %s --hold 90000"):format(S.root, port2, S.quote(d2 .. "/empty.bin")))
+      holders[i] = S.spawn(("node %s/tests/node/raw_http.mjs %d %s --hold 90000 --ready %s"):format(S.root, port2,
+        S.quote(d2 .. "/empty.bin"), S.quote(d2 .. "/ready" .. i)))
     end
-    -- Once both holders are connected, a third connection is closed at once.
+    -- Nothing else connects until both holders have: a probe open while a
+    -- holder connected would take its place, and the holder, refused,
+    -- would leave the probes served from then on.
+    S.wait_for("both holders to connect", 60, function()
+      return S.read_file(d2 .. "/ready1") and S.read_file(d2 .. "/ready2")
+    end)
+    -- With both holders connected, a third connection is closed at once.
     local refused, tries, last = false, 0, nil
     local deadline = os.time() + 60
     while os.time() < deadline do
