@@ -144,7 +144,11 @@ describe("#serve_hostile hostile HTTP", function()
     assert.truthy(out:find("^HTTP/1%.1 400 "), out)
     assert.truthy(out:find('"code":"invalid_argument"', 1, true), out)
     for _, body in ipairs({ '{"pipeline":', '[1,2]', '{"pipeline":{"a":1}}', '{"entity":"\xff\xfe"}', ('['):rep(5000),
-      '{"includeRaw":"yes"}', '{"pipeline":"views","entity":"p1","entity":"p2"}' }) do
+      '{"includeRaw":"yes"}', '{"pipeline":"views","entity":"p1","entity":"p2"}',
+      -- A field by both its names; names that are neither.
+      '{"pipeline":"views","entity":"p1","includeRaw":true,"include_raw":true}',
+      '{"pipeline":"views","entity":"p1","include_Raw":true}', '{"pipeline":"views","includeraw":true}',
+      '{"pipeline":"views","entity":"p1","includeRaw_":true}', '{"pipeline":"views","entity":"p1","include":true}' }) do
       out = raw(request(body, "Connection: close\r\n"))
       assert.truthy(out:find("^HTTP/1%.1 400 "), body:sub(1, 40) .. " -> " .. out)
       assert.truthy(out:find('"code":"invalid_argument"', 1, true), out)

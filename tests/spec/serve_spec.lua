@@ -90,6 +90,9 @@ describe("#serve murmur serve over Connect JSON", function()
     assert.are.equal(digits(want.result.cardinality), hll.cardinality)
     local _, magic = S.exec("printf %s " .. S.quote(hll.raw) .. " | base64 -d | head -c 4")
     assert.are.equal("HYLL", magic)
+    -- A request's field by its proto name, as proto3 JSON allows, too.
+    _, _, body = rpc(port, "Get", { pipeline = "uniq", entity = "p2", include_raw = true })
+    assert.are.equal(hll.raw, core.json_decode(body).result.hll.raw)
     want = murmur_query(data, "members", "p0")
     _, _, body = rpc(port, "Get", { pipeline = "members", entity = "p0" })
     local set = core.json_decode(body).result.set
