@@ -6,9 +6,9 @@
 // FILE's bytes are written at once, or one byte every MS with --trickle;
 // --half-close then shuts the write side (the server still answers);
 // --hold keeps the connection open MS more; --ready writes an empty file at
-// PATH once the connection is made, for a test to wait on. Prints the bytes received until
-// the server closes (or 10 s pass, or the hold ends when one is given), then
-// "\n--closed-by-server" if it closed.
+// PATH once the connection is made, for a test to wait on. Prints the bytes
+// received until the server closes (or 10 s pass, or the hold ends when one
+// is given), then "\n--closed-by-server" if it closed.
 import { connect } from "node:net";
 import { readFileSync, writeFileSync } from "node:fs";
 
