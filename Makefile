@@ -9,6 +9,8 @@
 #   make check-build  only build what make check runs (build/asan, build/portable)
 #   make fuzz       build the libFuzzer targets and run each for FUZZ_SECONDS,
 #                   FUZZ_JOBS (2) at a time
+#   make release    build/release/murmur, profile-guided (tools/release.sh: an instrumented
+#                   build, a training run on the shipped pipelines, the optimised build)
 #   make bench      CPU per event of the shipped pipelines as ratios against the B0
 #                   baseline, plus rates, RSS, recovery and store figures (minutes)
 #   make perfgate   instructions per event (callgrind) against tests/bench/perf_budget.txt;
@@ -71,11 +73,23 @@ OPT       ?= -O2
 # Error-injection points (tarantool errinj style) are compiled into every
 # build the tests use; the LuaRocks build turns them off (ERRINJ=0).
 ERRINJ    ?= 1
+# Release builds (make release, rock, lambda: tools/release.sh) are
+# profile-guided; RELEASE_PGO=0 builds them plain.
+RELEASE_PGO ?= 1
 WARN      := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
 MM_CFLAGS := -std=gnu11 $(OPT) -g $(WARN) -fno-strict-aliasing -I$(BUILD)/gen $(PKG_CFLAGS) $(CFLAGS)
 MM_LDFLAGS := $(LDFLAGS)
 ifeq ($(ERRINJ),1)
 MM_CFLAGS  += -DMM_ERRINJ
+endif
+# The two builds of a profile-guided one (tools/release.sh): gen counts
+# every branch (atomically: the thread pool's flushes run beside the loop),
+# use compiles with the counts the training wrote beside each object.
+ifeq ($(PGO),gen)
+MM_CFLAGS  += -fprofile-generate -fprofile-update=atomic
+MM_LDFLAGS += -fprofile-generate
+else ifeq ($(PGO),use)
+MM_CFLAGS  += -fprofile-use -fprofile-partial-training
 endif
 ifneq ($(SANITIZE),)
 MM_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -114,12 +128,31 @@ FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 BENCH_BIN  := $(BUILD)/bench/baseline $(BUILD)/bench/cpu $(BUILD)/bench/dynamodb_floor \
 	      $(BUILD)/bench/marks
 
-.PHONY: all demo rock deps test check check-build fuzz bench perfgate lambda install clean unit spec format
+.PHONY: all demo rock release FORCE deps test check check-build fuzz bench perfgate lambda install clean unit spec format
 
 all: $(BUILD)/murmur $(UNIT_BIN) $(HELPER_BIN)
 
-# LuaRocks builds only the binary (see murmur-dev-1.rockspec).
-rock: $(BUILD)/murmur
+# LuaRocks builds only the binary (see murmur-dev-1.rockspec), as make
+# release does.
+rock:
+	@RELEASE_PGO="$(RELEASE_PGO)" MAKE="$(MAKE)" sh tools/release.sh $(BUILD)
+
+# The release binary build/release/murmur, remade when a source it is built
+# or trained from changes, or RELEASE_PGO does (build/release.mode holds it,
+# rewritten only when it changes). The stamp stands for the binary: the
+# inner makes build it by the rules above.
+RELEASE_DEPS := $(shell find engine lua pipelines proto tools tests/helpers -type f) Makefile
+release: build/release.stamp
+
+build/release.mode: FORCE
+	@mkdir -p $(dir $@)
+	@echo "RELEASE_PGO=$(RELEASE_PGO)" | cmp -s - $@ || echo "RELEASE_PGO=$(RELEASE_PGO)" >$@
+
+build/release.stamp: $(RELEASE_DEPS) build/release.mode
+	@RELEASE_PGO="$(RELEASE_PGO)" MAKE="$(MAKE)" sh tools/release.sh build/release
+	@touch $@
+
+FORCE:
 
 $(BUILD)/murmur: $(BUILD)/engine/main.o $(BUILD)/gen/lua_modules.o $(BUILD)/libmurmur.a
 	$(CC) $(MM_LDFLAGS) -rdynamic -o $@ $< $(BUILD)/gen/lua_modules.o -Wl,--whole-archive $(BUILD)/libmurmur.a -Wl,--no-whole-archive $(START_LIBS) $(LIBS)
@@ -209,19 +242,23 @@ check-build:
 # go to luarocks make building an unsanitized binary of its own and to make
 # install, after which the sanitized binary runs one murmur check (#check
 # runs it too), so the sanitizers would see almost nothing; make test runs it.
+# The #release spec likewise only builds unsanitized binaries.
 # It also leaves out the cases tagged #long: each takes a minute or more of
 # waiting on leases and services to run paths that other cases of its file
 # already run under the sanitizers (make test runs them all).
 check:
 	$(MAKE) $(PORTABLE_VARS) build/portable/tests/test_json
 	build/portable/tests/test_json
-	MURMUR_SKIP_TAGS=rock $(MAKE) $(CHECK_VARS) TEST_ARGS=--exclude-tags=long test
+	MURMUR_SKIP_TAGS=rock,release $(MAKE) $(CHECK_VARS) TEST_ARGS=--exclude-tags=long test
 
 fuzz:
 	@BUILD=build/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) sh tests/fuzz/run.sh $(FUZZ_SRC)
 
-bench: all $(BENCH_BIN)
-	@BUILD=$(BUILD) sh tests/bench/run.sh
+# The bench measures the release binary, what LuaRocks installs (B0 is
+# built the same way); the gate counts the plain build's instructions,
+# which no training run's timing can move.
+bench: all $(BENCH_BIN) release
+	@BUILD=$(BUILD) MURMUR=build/release/murmur sh tests/bench/run.sh
 
 perfgate: all $(BUILD)/bench/fixed_seed.so
 	@BUILD=$(BUILD) sh tests/bench/perfgate.sh
@@ -235,16 +272,19 @@ $(BUILD)/bench/marks: tests/bench/marks.c $(BUILD)/libmurmur.a
 	@mkdir -p $(dir $@)
 	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -Iengine -o $@ $< $(BUILD)/libmurmur.a $(LIBS) $(RDK_LIBS)
 
+$(BUILD)/bench/baseline: tests/bench/baseline.c tests/bench/baseline_build.sh $(BUILD)/helpers/gen_events
+	@CC="$(CC) $(MM_CFLAGS) $(MM_LDFLAGS)" sh tests/bench/baseline_build.sh $(BUILD)
+
 $(BUILD)/bench/%: tests/bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(MM_CFLAGS) $(MM_LDFLAGS) -o $@ $< -llmdb
 
 # The Lambda zip (tools/lambda_zip.sh says what it holds and why; doc/kinesis.md
 # how to deploy it). It carries a release binary, built in $(BUILD)/lambda
-# without the error-injection points (as the LuaRocks build), and bundles the
-# libraries that binary links.
+# by tools/release.sh (as the LuaRocks build), and bundles the libraries that
+# binary links.
 lambda:
-	@$(MAKE) --no-print-directory BUILD=$(BUILD)/lambda ERRINJ=0 $(BUILD)/lambda/murmur
+	@RELEASE_PGO="$(RELEASE_PGO)" MAKE="$(MAKE)" sh tools/release.sh $(BUILD)/lambda
 	sh tools/lambda_zip.sh $(BUILD)/lambda/murmur $(BUILD)/murmur-lambda.zip
 
 # The man page and the completions are generated from the help text by the

@@ -118,12 +118,19 @@ static int set_umask(void)
  * (doc/performance.md), for memory the kernel takes back at once. stdio
  * is flushed first: a script's unclosed io files are C streams too.
  * Sanitizer builds close the state as other commands do, so that their leak
- * checks still see murmur's own allocations.
+ * checks still see murmur's own allocations. The release build's training
+ * run (tools/release.sh) is an instrumented build, whose counters libgcov
+ * writes from an exit handler that _exit skips: __gcov_dump, a weak
+ * reference that only such a build defines, writes them first.
  */
+extern void __gcov_dump(void) __attribute__((weak));
+
 static void end_run(int code)
 {
 #if !defined(__SANITIZE_ADDRESS__)
 	fflush(NULL);
+	if (__gcov_dump)
+		__gcov_dump();
 	_exit(code);
 #else
 	(void)code;

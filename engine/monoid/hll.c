@@ -657,7 +657,7 @@ static int hll_parse(const uint8_t *p, size_t n, mm_hll_state_t *s, uint32_t *no
 static int hll_decode(const mm_monoid_t *m, void *st, const uint8_t *p, size_t n)
 {
 	mm_hll_state_t *s = st;
-	uint32_t nonzero;
+	uint32_t nonzero = 0;
 	int rc;
 
 	hll_destroy(m, s);

@@ -51,8 +51,8 @@ int mm_lmdb_state_body(const uint8_t *p, size_t n, size_t idlen, int64_t now_ms,
 int mm_lmdb_state_decode(const uint8_t *p, size_t n, size_t idlen, int64_t now_ms,
 			 const mm_monoid_t *m, void *state)
 {
-	const uint8_t *body;
-	size_t len;
+	const uint8_t *body = NULL;
+	size_t len = 0;
 	int rc = mm_lmdb_state_body(p, n, idlen, now_ms, &body, &len);
 
 	if (rc <= 0)

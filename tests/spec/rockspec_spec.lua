@@ -44,6 +44,10 @@ describe("#rock luarocks make", function()
     local code, out, err = S.exec(("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL luarocks --lua-version=5.1 make --tree %s murmur-dev-1.rockspec")
       :format(S.quote(tree)))
     assert.are.equal(0, code, out .. err)
+    -- The rock is the release build (tools/release.sh): instrumented, trained
+    -- on the shipped pipelines, built again with the profile they wrote.
+    assert.truthy(out:find("release: 3 of 3: the build again, optimised by the training's profile", 1, true), out)
+    assert.are.equal(0, (S.exec("test -s " .. S.quote(S.root .. "/build/rock/engine/core/pipeline.gcda"))))
     local bin = tree .. "/bin/murmur"
     assert.are.equal(0, (S.exec("test -x " .. S.quote(bin))))
     assert.are.equal(0, (S.exec("test -f " .. S.quote(tree .. "/share/lua/5.1/murmur/dsl.lua"))))
