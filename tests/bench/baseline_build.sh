@@ -13,6 +13,7 @@ events=${RELEASE_PGO_EVENTS:-300000}
 work=$(mktemp -d "${TMPDIR:-/tmp}/murmur-b0-pgo.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$build/bench"
+echo "bench: B0, built with a profile of its own training run (tests/bench/baseline_build.sh)"
 # GCC names the profile after the output (BUILD/bench/baseline.gcda): both
 # compiles write the same file, and an old profile goes first.
 rm -f "$out.gcda"
