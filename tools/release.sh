@@ -12,18 +12,16 @@
 #
 # Both builds leave out the error-injection points (ERRINJ=0), as a LuaRocks
 # install does. The events are made by the gen_events helper, of the bench's
-# shape (Zipf 1.1 over 100 000 entities) with a seed and a size of their
-# own; two runs of
-# recently_interacted with event ids share a store so that the second one
-# replays ids already seen, and page_views runs once more with a Lua key
-# function, so that each path the shipped pipelines take is counted.
+# shape (Zipf 1.1 over 100 000 entities) with a seed and a size of their own;
+# two runs of recently_interacted with event ids share a store so that the
+# second one replays ids already seen, and page_views runs once more with a
+# Lua key function, so that each path the shipped pipelines take is counted.
 #
-# RELEASE_PGO=0 skips steps 1 and 2: a plain -O2 build, the same binary
-# from the same sources, where a profile also depends on the training's
-# timing. A training
-# that fails says why and falls back to the same plain build: a release
-# build never fails for want of a profile. RELEASE_PGO_EVENTS sets the
-# training's size (default 300000 events a run).
+# RELEASE_PGO=0 skips steps 1 and 2: a plain -O2 build, the same binary from
+# the same sources, where a profile also depends on the training's timing.
+# A training that fails says why and falls back to the same plain build: a
+# release build never fails for want of a profile. RELEASE_PGO_EVENTS sets
+# the training's size (default 300000 events a run).
 #
 # MAKE is the make to run (the Makefile passes its own, with its flags).
 set -eu
@@ -54,6 +52,13 @@ clean_objects() {
 	[ -d "$dir" ] || return 0
 	find "$dir" \( -name '*.o' -o -name '*.a' \) -exec rm -f {} +
 	rm -f "$dir/murmur"
+}
+
+# Removes the counts of an earlier or a failed training, which a build with
+# PGO=use would otherwise read.
+clean_profile() {
+	[ -d "$dir" ] || return 0
+	find "$dir" -name '*.gcda' -exec rm -f {} +
 }
 
 # The training run, in a directory of its own that it removes. Each step
@@ -95,14 +100,14 @@ train_run() { # DATA INPUT SCRIPT
 if [ "${RELEASE_PGO:-1}" = 0 ]; then
 	echo "release: RELEASE_PGO=0: a plain -O2 build in $dir, without a profile"
 	clean_objects
-	find "$dir" -name '*.gcda' -exec rm -f {} + 2>/dev/null || true
+	clean_profile
 	$make --no-print-directory BUILD="$dir" ERRINJ=0 PGO= "$dir/murmur"
 	exit 0
 fi
 
 echo "release: 1 of 3: an instrumented build in $dir"
 clean_objects
-find "$dir" -name '*.gcda' -exec rm -f {} + 2>/dev/null || true
+clean_profile
 $make --no-print-directory BUILD="$dir" ERRINJ=0 PGO=gen "$dir/murmur" "$dir/helpers/gen_events"
 echo "release: 2 of 3: training it: the shipped pipelines over $events generated events a run"
 if train; then
@@ -110,7 +115,7 @@ if train; then
 	echo "release: 3 of 3: the build again, optimised by the training's profile"
 else
 	pgo=
-	find "$dir" -name '*.gcda' -exec rm -f {} +
+	clean_profile
 	echo "release: the training run failed (above); building $dir/murmur without a profile" \
 		"(plain -O2). RELEASE_PGO=0 skips the training." >&2
 fi
