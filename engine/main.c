@@ -115,7 +115,7 @@ static int set_umask(void)
  * destructors. Freeing the Lua state object by object, with the
  * copy-on-write faults that the writes to memory shared with the forked
  * worker cost, took the supervisor 4 ms of CPU at the end of every run
- * (doc/performance.md), for memory the kernel takes back at once. stdio
+ * (doc/performance-journal.md), for memory the kernel takes back at once. stdio
  * is flushed first: a script's unclosed io files are C streams too.
  * Sanitizer builds close the state as other commands do, so that their leak
  * checks still see murmur's own allocations. The release build's training

@@ -83,7 +83,7 @@ arena_copy(mm_agg_t *a, const char *key, size_t klen)
  * record loop's random slot reads stay within one TLB entry instead of a
  * nested page walk each. A table of 32 768 slots (384 KiB) or more takes a
  * whole 2 MiB page, at most 1.6 MiB more than it uses; smaller ones stay on
- * the heap (doc/performance.md, "unique_visitors: the slot index on a huge
+ * the heap (doc/performance-journal.md, "unique_visitors: the slot index on a huge
  * page"). */
 #define MM_AGG_HUGE_SLOTS ((size_t)256 << 10)
 

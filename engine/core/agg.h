@@ -30,7 +30,7 @@
 /* Keys of up to this many bytes are kept in their entry, beside the
  * bucket the lookup compares first: a lookup that finds its entry then
  * compares the key in the cache line it has just loaded, where a key in the
- * arena was a second miss, dependent on the first (doc/performance.md,
+ * arena was a second miss, dependent on the first (doc/performance-journal.md,
  * "unique_visitors: short keys in their entry"). */
 #define MM_AGG_KEY_INLINE 12
 

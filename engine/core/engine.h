@@ -104,7 +104,7 @@ struct mm_engine {
 	int job_failed;         /* the flush in flight failed and waits for a retry */
 	/* flush.c: the last flush's delta and mark arrays, kept for the next
 	 * one, whose fresh arrays of the same size would otherwise be fresh
-	 * pages faulted in while the loop fills them (doc/performance.md) */
+	 * pages faulted in while the loop fills them (doc/performance-journal.md) */
 	struct mm_flush_spare {
 		void *p;                /* from mm_huge_grow (lib/hugemap.h) */
 		size_t bytes;

@@ -390,7 +390,7 @@ static int job_positions(mm_engine_t *ctx, struct mm_flush_job *job)
  * (7 MB) into new memory took about 1 800 page faults on the loop thread,
  * every flush; and growing the spare by mremap keeps the pages it has,
  * where a new array took fresh ones for its whole size: the bench's run
- * with ids faulted in 8.7 and then 14 MB of marks, now 14 (doc/performance.md).
+ * with ids faulted in 8.7 and then 14 MB of marks, now 14 (doc/performance-journal.md).
  * A growable array on small pages, as it is written and read in order
  * (lib/hugemap.h); it starts at 2 MiB, the size it grows by. */
 static void *spare_take(struct mm_flush_spare *sp, size_t n, size_t size, size_t *bytes)

@@ -8,7 +8,7 @@
  * slots and keeps the arena's chunks (lib/arena.h), as it keeps the slots
  * and entries, so that a steady stream of ids maps no new memory after
  * warm-up: each fresh small page cost a page fault, thousands a generation
- * (doc/performance.md). The slots, read at random, are on huge pages only
+ * (doc/performance-journal.md). The slots, read at random, are on huge pages only
  * beyond the TLB's reach; the entries and id pointers, written and read in
  * order, on small pages (lib/hugemap.h).
  *
@@ -130,7 +130,7 @@ static int idset_grow_entries(mm_idset_t *s)
 	/* Grown by mremap (no copy), and kept by reset; on small pages, since
 	 * the entries are written and read in order (lib/hugemap.h): on huge
 	 * pages, a generation's new pages cost the host's faults on this
-	 * project's VMs (doc/performance.md). */
+	 * project's VMs (doc/performance-journal.md). */
 	if (s->keep && s->icap < ncap) {
 		const char **ni = mm_small_grow(s->ids, s->icap * sizeof(*ni), ncap * sizeof(*ni));
 

@@ -21,7 +21,7 @@
  * slots were a second random line of memory a record, where its filter's
  * 256 KiB (at 262 144 slots) stays in the second-level cache. A word per
  * 16 slots let 2% of a generation's absent ids by to a probe of the slots,
- * each a random line (doc/performance.md). The filter is an array of its
+ * each a random line (doc/performance-journal.md). The filter is an array of its
  * own on the heap, rebuilt with the slots at a doubling.
  *
  * Entries sit densely in insertion order, 24 bytes each: the full hash, the
@@ -33,7 +33,7 @@
  * its marks as these hashes (MM_STORE_CAP_MARKED, store.h) keys its
  * pending ids by the 128-bit hash and length alone, as exact as the store's
  * marks, which are the same hash, and so writes no arena and no pointer an
- * id (an entry was 40 bytes and 16 of arena: doc/performance.md). A kept
+ * id (an entry was 40 bytes and 16 of arena: doc/performance-journal.md). A kept
  * id's bytes are copied into an arena (lib/arena.h) and its pointer stays
  * valid until the next reset (the oplog's claims borrow it, oplog.h) even
  * when the entries array moves; a set without keep copies the bytes of the
@@ -145,7 +145,7 @@ mm_idset_entry_t *mm_idset_upsert(mm_idset_t *s, const char *id, size_t len,
  * offsets. Returns the new entry (tag 0), or NULL, having changed nothing,
  * when any of that is not so: mm_idset_upsert then does what is needed.
  * The calls that it saves cost about a quarter of an insert's instructions
- * (doc/performance.md, "Dedup ids: where the cost beyond the no-id run
+ * (doc/performance-journal.md, "Dedup ids: where the cost beyond the no-id run
  * goes"). */
 static inline mm_idset_entry_t *mm_idset_add_new(mm_idset_t *s, size_t len,
 						 const mm_idhash_t *h, int64_t expire_ms)

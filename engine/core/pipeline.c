@@ -679,7 +679,7 @@ static inline const mm_idhash_t *read_id_hash(const rec_read_t *s)
  * cache about the id's slots in the pending-id tables. The record loop reads
  * records ahead of the one it processes (record_loop), so that those slots
  * (an index of a flush's worth of ids, which misses the cache:
- * doc/performance.md) are on their way while the earlier records are
+ * doc/performance-journal.md) are on their way while the earlier records are
  * processed. A single key read from a field (unique_visitors' page_id) is
  * hashed here too, and its slot in the aggregation table hinted the same
  * way, for the bucket the last record mapped to (the usual one; pipe_add
@@ -877,7 +877,7 @@ static int loop_literal(const mm_pipeline_t *p)
  * 150 ns with an id) is shorter than the misses it should hide: the
  * pending-id slots and the marks' filter word are random accesses into
  * arrays of megabytes, and on this VM each also misses the TLB under nested
- * paging (doc/performance.md, "Dedup ids: records read three ahead").
+ * paging (doc/performance-journal.md, "Dedup ids: records read three ahead").
  * ahead, for the marks' filter, is the record read last. The processed
  * record's slot takes the next one read, so the ring costs a pointer step a
  * record.

@@ -7,7 +7,7 @@
  * libhttp-parser walks such a head a byte at a time through its state
  * machine and calls back for every name and value: about 6 500 instructions
  * for dynalite's 230 bytes, the largest part of the client's own work per
- * DynamoDB request once signing is left out (doc/performance.md, "DynamoDB
+ * DynamoDB request once signing is left out (doc/performance-journal.md, "DynamoDB
  * requests: the fast path for answers"). Here each line is one loop over a
  * table of byte classes and each header one append.
  *

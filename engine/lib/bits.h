@@ -8,7 +8,7 @@
  * does not assume) to a constant load, a move of the position into %cl
  * and a shift: a six-bit mask took 28 instructions. BTS sets the bit in
  * one, and takes the position modulo 64 itself: the same mask is 16
- * (doc/performance.md, "Dedup ids: where the cost beyond the no-id run
+ * (doc/performance-journal.md, "Dedup ids: where the cost beyond the no-id run
  * goes"). Other targets get the C expression.
  */
 #ifndef MM_BITS_H

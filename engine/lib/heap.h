@@ -8,7 +8,7 @@
  * megabytes every 100 000 events (sort arrays, LMDB's dirty pages, the
  * merge's sketches), so each flush first-touches fresh pages again: a page
  * fault each, several microseconds on a virtual machine
- * (doc/performance.md, "glibc's thresholds set by mallopt").
+ * (doc/performance-journal.md, "glibc's thresholds set by mallopt").
  *
  * mm_heap_tune sets a fixed mmap threshold of 4 MiB (what is smaller comes
  * from the heap and is reused) and a trim threshold of 64 MiB (the heap
@@ -36,7 +36,7 @@
  * is marked MADV_HUGEPAGE (the kernel's default mode, "madvise", gives
  * huge pages only where asked). The heap then faults 2 MiB at a time
  * instead of 4 KiB: 3 000 faults where unique_visitors made 8 000, and
- * about 10% less CPU (doc/performance.md, "the heap on huge pages"). The
+ * about 10% less CPU (doc/performance-journal.md, "the heap on huge pages"). The
  * reserve stays below the trim threshold, so a free never gives it back.
  *
  * It is not the default because each of those faults clears 2 MiB at

@@ -81,7 +81,7 @@ static void *grow(void *p, size_t old, size_t bytes, int huge)
 		return NULL;
 #ifdef MADV_HUGEPAGE
 	/* The kernel places a mapping of 2 MiB or more on a 2 MiB boundary
-	 * (Linux 6.18 did for every growth tried: doc/performance.md), and
+	 * (Linux 6.18 did for every growth tried: doc/performance-journal.md), and
 	 * moves huge pages whole; the advice stays with the mapping. */
 	if (huge && bytes >= MM_HUGE_PAGE)
 		(void)madvise(q, grow_len(bytes), MADV_HUGEPAGE);

@@ -16,7 +16,7 @@
  * freed), and a huge page is always such a block: touched first, it took
  * 5.3 ms a page (the host backing it anew), against 0.19 ms for one freed
  * moments before and 0.9 ms for 2 MiB of small pages, which mostly come
- * from smaller free blocks that are never handed back (doc/performance.md,
+ * from smaller free blocks that are never handed back (doc/performance-journal.md,
  * "Dedup ids: arrays read in order on small pages"). So an array written
  * and read in order, whose reads the TLB does not limit, is on small pages
  * (mm_small_grow). So too is an index read at random that fits the TLB's
@@ -24,7 +24,7 @@
  * below MM_HUGE_INDEX): the pending ids' slots and the marks' filter, 2
  * and 4 MiB in the bench, cost no measurable time on small pages in runs
  * back to back, where after an idle pause their huge pages' first touch
- * cost 25 to 69 ms of a 440 to 520 ms run with ids (doc/performance.md,
+ * cost 25 to 69 ms of a 440 to 520 ms run with ids (doc/performance-journal.md,
  * "Dedup ids: indexes within the TLB's reach on small pages").
  *
  * An array that grows (mm_huge_grow, mm_small_grow) is a mapping moved by

@@ -3,7 +3,7 @@
  * build time and embedded in the binary.
  *
  * Parsing the modules in lua/murmur was most of a start's instructions (doc/
- * performance.md, "murmur's modules as embedded bytecode"). The build
+ * performance-journal.md, "murmur's modules as embedded bytecode"). The build
  * (tools/lua_bytecode.c) compiles each module with the LuaJIT library the
  * binary links, keeping its debug information (line numbers, local names),
  * and records the size and mm_hash64 of the source it compiled. The

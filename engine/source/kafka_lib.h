@@ -9,7 +9,7 @@
  * runtime, `murmur query`, the query server, `murmur version`...) then never
  * maps librdkafka and its lz4, zstd, sasl2 and zlib dependencies, whose
  * loading and relocation were about 70 page faults and 2 to 4 ms of every
- * start (doc/performance.md, "Start-up: librdkafka loaded on first use").
+ * start (doc/performance-journal.md, "Start-up: librdkafka loaded on first use").
  *
  * The types, constants and macros still come from librdkafka's own header,
  * and each pointer has the type of the function it stands for

@@ -25,7 +25,7 @@
  * the store (mm_lmdb_marks_upgrade, in the transaction that sets format 3),
  * and a read-only opener of one reads them as they are. The page cache's
  * copy of the runs and LMDB's copy into its pages were a large part of
- * what ids cost (doc/performance.md): a third fewer bytes.
+ * what ids cost (doc/performance-journal.md): a third fewer bytes.
  *
  * So a flush writes its marks as a few records (a copy, no B-tree insert
  * per id), and marks expire by whole partitions: each apply deletes the
@@ -79,7 +79,7 @@
  * frees at its end: below glibc's mmap threshold (lib/heap.h), so the
  * next flush's runs reuse the heap's pages, where one record for a whole
  * flush's marks (up to 6 MB) was a fresh mapping each time, and its copy
- * the largest site of page faults of a run with ids (doc/performance.md). */
+ * the largest site of page faults of a run with ids (doc/performance-journal.md). */
 #define LMDB_RUN_MAX ((((size_t)1 << 20) - 64) / LMDB_MARK_SIZE)
 #define LMDB_PREFETCH 8
 
@@ -146,7 +146,7 @@ static int pend_reserve(mm_lmdb_t *st, size_t n)
 	/* A mapping grown by mremap, on small pages (written and read in
 	 * order: lib/hugemap.h): the entries are kept from one apply to the
 	 * next, where a realloc'd array's copies cost more than its growth
-	 * (doc/performance.md). */
+	 * (doc/performance-journal.md). */
 	np = mm_small_grow(st->pend, st->pend_cap * sizeof(*np), ncap * sizeof(*np));
 	if (np == NULL)
 		return mm_diag_set(MM_ENOMEM, "cannot grow to %zu dedup marks", ncap);

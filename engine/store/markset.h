@@ -22,7 +22,7 @@
  * a lookup past the filter (0.3% to 1.2% of absent marks) reads every run,
  * but all of them at once (mm_markset_live_runs), while with 8 runs to a
  * merge, as before, 10 million marks in flushes of 10 000 were each copied
- * 2.3 times, which cost more than sorting them (doc/performance.md, "Dedup
+ * 2.3 times, which cost more than sorting them (doc/performance-journal.md, "Dedup
  * ids: merges of 32 runs"). There are at most 31 runs per tier, read
  * newest first (a replay's duplicates are recent marks). The runs of a
  * tier hold marks of similar ages, so the oldest runs expire whole.
@@ -180,7 +180,7 @@ static inline uint64_t mm_markset_filter_mask(uint64_t h0, uint32_t h1)
 
 /* 0 when the filter alone tells that the set holds no mark of m's hash
  * (one word), 1 when it may. Inline, as the next two: a record with an id
- * asks the set once, and most ids end here (doc/performance.md). */
+ * asks the set once, and most ids end here (doc/performance-journal.md). */
 static inline int mm_markset_may_hold(const mm_markset_t *s, const mm_markhash_t *m)
 {
 	uint64_t mask = mm_markset_filter_mask(m->h0, (uint32_t)(m->h1 >> 32));

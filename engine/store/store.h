@@ -155,7 +155,7 @@ typedef struct mm_flush {
 	 * MM_STORE_CAP_MARKED keeps as its marks: the hash (which is of the
 	 * namespace and the id) and the expiry, 24 bytes a mark where an
 	 * mm_mark_t is 56, written by the loop and read by the store once each
-	 * a flush (doc/performance.md). A store without that capability never
+	 * a flush (doc/performance-journal.md). A store without that capability never
 	 * gets any (mm_store_apply refuses them), and these have no completion
 	 * flags: such a store is atomic. Marks expired by now_ms may be among
 	 * them. */

@@ -201,7 +201,7 @@ end
 -- loading fails its init phase, which Lambda bounds in time and memory and
 -- reports, and there is no running version to keep. The fork cost the
 -- runtime about a tenth of its cold start's CPU and the child 5 to 11 ms of
--- its own (doc/performance.md, "Lambda cold start"). The loader's own limits
+-- its own (doc/performance-journal.md, "Lambda cold start"). The loader's own limits
 -- (the instruction hook, the sandbox) apply as in the probe child. Returns
 -- what load_all returns.
 function M.load_in_process(paths)

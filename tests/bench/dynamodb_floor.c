@@ -1,7 +1,7 @@
 /*
  * dynamodb_floor.c: the least CPU a client can spend per DynamoDB request
- * over loopback, to set murmur's figure against (doc/performance.md,
- * "DynamoDB requests: system calls and the floor").
+ * over loopback, to set murmur's figure against (doc/performance-journal.md,
+ * "DynamoDB requests: system calls, signing and the floor").
  *
  *   dynamodb_floor PORT TABLE [REQUESTS [CONNECTIONS]]
  *
