@@ -10,6 +10,7 @@
 -- never a failure (wall clock on a shared machine is not a gate; `make
 -- perfgate` is).
 local core = require("murmur.core")
+io.stdout:setvbuf("line") -- run.sh reads the output through a pipe: a line at a time
 
 local dir = arg[1]
 local murmur = os.getenv("MURMUR") or "build/murmur"

@@ -13,6 +13,7 @@
 -- dedup case reads the first 50 000 events with ids (one claim per event:
 -- the emulator's request rate decides its duration).
 local core = require("murmur.core")
+io.stdout:setvbuf("line") -- run.sh reads the output through a pipe: a line at a time
 
 local dir = arg[1]
 local murmur = os.getenv("MURMUR") or "build/murmur"

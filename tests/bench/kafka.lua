@@ -13,6 +13,7 @@
 -- commit with the sum of the committed offsets). Usage:
 --   murmur lua tests/bench/kafka.lua DIR EVENTS_FILE
 local core = require("murmur.core")
+io.stdout:setvbuf("line") -- run.sh reads the output through a pipe: a line at a time
 
 local dir, events = arg[1], arg[2]
 local murmur = os.getenv("MURMUR") or "build/murmur"

@@ -18,6 +18,7 @@
 -- usage: murmur lua tests/bench/kinesis.lua DIR EVENTS_FILE
 -- BENCH_KINESIS_RECORDS (default 50 000) and BENCH_REPS (default 3) size it.
 local core = require("murmur.core")
+io.stdout:setvbuf("line") -- run.sh reads the output through a pipe: a line at a time
 package.path = "tests/bench/?.lua;" .. package.path
 local U = require("benchutil")
 local read, sh_out = U.read, U.sh

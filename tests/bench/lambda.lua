@@ -22,6 +22,7 @@
 -- BENCH_LAMBDA_INVOCATIONS (default 100 batches of 100 records, and 30% as
 -- many batches of 1 000) and BENCH_LAMBDA_COLD (restarts, default 10) size it.
 local core = require("murmur.core")
+io.stdout:setvbuf("line") -- run.sh reads the output through a pipe: a line at a time
 package.path = "tests/bench/?.lua;" .. package.path
 local U = require("benchutil")
 local read, sh, quantile = U.read, U.sh, U.quantile

@@ -16,6 +16,7 @@
 -- PASS/MISS against the issue's targets (>= 50 000 Get/s, p99 <= 2 ms, at
 -- least 100 times cheaper per query than `murmur query`).
 local core = require("murmur.core")
+io.stdout:setvbuf("line") -- run.sh reads the output through a pipe: a line at a time
 local ffi = require("ffi")
 
 ffi.cdef [[ uint64_t uv_hrtime(void); ]]

@@ -11,6 +11,7 @@
 -- LMDB store and against the cache over the same LMDB store, warm. Whole
 -- `murmur query` processes are timed too (they include start-up).
 local core = require("murmur.core")
+io.stdout:setvbuf("line") -- run.sh reads the output through a pipe: a line at a time
 local ffi = require("ffi")
 
 ffi.cdef [[ uint64_t uv_hrtime(void); ]]
