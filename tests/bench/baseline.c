@@ -4,6 +4,8 @@
  *
  *   baseline MODE FIELD INPUT DATADIR [FLUSH_EVENTS]
  *
+ * (for hll, FIELD is KEY:VALUE, e.g. page_id:user_id)
+ *
  * MODE is one of
  *   exact FIELD   exact counts per value of FIELD (page_views' work)
  *   mg FIELD      one Misra-Gries Top-32 summary of FIELD (recently_interacted):
@@ -11,6 +13,9 @@
  *   dedup FIELD   mg, but an event whose "event_id" was seen before (in this
  *                 batch, or marked in LMDB by an earlier one) is skipped, and
  *                 every new id is marked in LMDB in the batch's transaction
+ *   hll KEY:VALUE one HyperLogLog of VALUE per value of KEY (unique_visitors'
+ *                 work): the batch's raised registers per key, merged into
+ *                 the key's stored registers
  *
  * It does the least work that gives the same durable answer as murmur on
  * the same JSON Lines input: the file is read in 1 MiB blocks, a hand scanner
@@ -19,9 +24,24 @@
  * events (default 100 000) one fsync'd LMDB write transaction adds the
  * batch's deltas to the stored values (keys sorted first, so the B-tree is
  * walked in order), merges the Top-K summary and records the byte offset
- * read so far. Keys carry the day of processing time, as murmur's daily
- * windows do. Nothing here is shared with the engine on purpose: it is the
- * yardstick, not a second implementation.
+ * read so far.
+ *
+ * hll's registers are those of murmur's HyperLogLog (16384 of them, the low
+ * 14 bits of a 64-bit hash of the value choosing one, the rank one more than
+ * the trailing zeros of the other 50), with this file's own hash, so the
+ * estimates are alike but not equal to murmur's. Both fields are found in
+ * one pass over the line. In the batch, a key's raised registers are an
+ * unsorted list while it is short (HLL_LIST_MAX), then a byte per register;
+ * at the flush the list is sorted and merged into the key's stored value:
+ * its non-zero registers as 3-byte entries (u16 LE register, u8 rank) in
+ * register order, or all 16384 registers a byte each once that is shorter.
+ * A key none of whose registers rose is not written. It is the least work
+ * that keeps a mergeable distinct count per key and day, without murmur's
+ * compatibility with Valkey's bytes.
+ *
+ * Keys carry the day of processing time, as murmur's daily windows do.
+ * Nothing here is shared with the engine on purpose: it is the yardstick,
+ * not a second implementation.
  *
  * On exit it prints one JSON object on stdout: records, flushes, store
  * writes, duplicates skipped and the summary's top item with its count, so a
@@ -42,7 +62,23 @@
 #define TOPK 32
 #define BLOCK (1 << 20)
 
-enum { MODE_EXACT, MODE_MG, MODE_DEDUP };
+enum { MODE_EXACT, MODE_MG, MODE_DEDUP, MODE_HLL };
+
+#define HLL_REGS 16384
+/* A stored value is dense (a byte per register) once 3-byte entries would
+ * not be shorter. */
+#define HLL_SPARSE_MAX (HLL_REGS / 3)
+
+/* A key's registers that a batch raised grow as a list of (register << 8 |
+ * rank), unsorted, up to this many, then as a byte per register. */
+#define HLL_LIST_MAX 64
+
+/* hll: the registers one key raised in the batch. */
+typedef struct regset {
+	uint32_t *list;
+	uint32_t n, cap;
+	uint8_t *dense;
+} regset_t;
 
 /* One open-addressing table of byte strings with an int64 each; the strings
  * live in an arena that is emptied with the table. */
@@ -69,6 +105,10 @@ typedef struct run {
 	MDB_txn *reader; /* dedup: the read transaction marks are looked up in */
 	table_t batch;   /* the batch's exact counts per value */
 	table_t seen;    /* dedup: ids first seen in this batch */
+	const char *value;  /* hll: the field counted distinct */
+	size_t value_len;
+	regset_t *sets;     /* hll: the batch's registers by key number */
+	size_t nkeys, keys_cap;
 	uint64_t offset;
 	long records, in_batch, flushes, writes, duplicates;
 	char top[256];
@@ -195,6 +235,41 @@ static size_t scan_field(const char *p, const char *end, const char *field, size
 	return 0;
 }
 
+/* hll: the values of "KEY":"..." and "VALUE":"..." in one pass over the
+ * line, as scan_field finds one; 0 unless both are there. */
+static int scan_fields(const char *p, const char *end, const run_t *r, const char **k, size_t *kn,
+		       const char **v, size_t *vn)
+{
+	*kn = *vn = 0;
+	while ((p = memchr(p, '"', (size_t)(end - p))) != NULL) {
+		const char *name = ++p, *q;
+		size_t nlen;
+
+		if ((p = memchr(p, '"', (size_t)(end - p))) == NULL)
+			return 0;
+		nlen = (size_t)(p - name);
+		for (p++; p < end && (*p == ':' || *p == ' '); p++)
+			;
+		if (p >= end || *p != '"')
+			continue; /* the string was a value, or its value is no string */
+		p++;
+		q = memchr(p, '"', (size_t)(end - p));
+		if (q == NULL)
+			return 0;
+		if (nlen == r->field_len && memcmp(name, r->field, nlen) == 0) {
+			*k = p;
+			*kn = (size_t)(q - p);
+		} else if (nlen == r->value_len && memcmp(name, r->value, nlen) == 0) {
+			*v = p;
+			*vn = (size_t)(q - p);
+		}
+		if (*kn != 0 && *vn != 0)
+			return 1;
+		p = q + 1;
+	}
+	return 0;
+}
+
 static int cmp_slot_keys(const void *a, const void *b, void *arena)
 {
 	const slot_t *x = *(slot_t *const *)a, *y = *(slot_t *const *)b;
@@ -312,6 +387,187 @@ static void merge_topk(run_t *r, MDB_txn *txn, long day)
 	free(sum.arena);
 }
 
+/* hll: raises register reg of set to rank. */
+static void regset_raise(regset_t *set, uint32_t reg, uint8_t rank)
+{
+	if (set->dense == NULL) {
+		for (uint32_t i = 0; i < set->n; i++) {
+			if (set->list[i] >> 8 == reg) {
+				if ((set->list[i] & 0xff) < rank)
+					set->list[i] = reg << 8 | rank;
+				return;
+			}
+		}
+		if (set->n < HLL_LIST_MAX) {
+			if (set->n == set->cap) {
+				set->cap = set->cap ? 2 * set->cap : 4;
+				set->list = realloc(set->list, set->cap * sizeof(*set->list));
+				if (set->list == NULL)
+					die("out of memory", 0);
+			}
+			set->list[set->n++] = reg << 8 | rank;
+			return;
+		}
+		set->dense = calloc(HLL_REGS, 1);
+		if (set->dense == NULL)
+			die("out of memory", 0);
+		for (uint32_t i = 0; i < set->n; i++)
+			set->dense[set->list[i] >> 8] = (uint8_t)set->list[i];
+	}
+	if (set->dense[reg] < rank)
+		set->dense[reg] = rank;
+}
+
+/* hll: the batch number of the key in slot s (table_get's count, which is
+ * the number plus one once given). */
+static uint32_t key_number(run_t *r, slot_t *s)
+{
+	if (s->count == 0) {
+		if (r->nkeys == r->keys_cap) {
+			size_t cap = r->keys_cap ? 2 * r->keys_cap : 1 << 16;
+
+			r->sets = realloc(r->sets, cap * sizeof(*r->sets));
+			if (r->sets == NULL)
+				die("out of memory", 0);
+			memset(r->sets + r->keys_cap, 0, (cap - r->keys_cap) * sizeof(*r->sets));
+			r->keys_cap = cap;
+		}
+		s->count = (int64_t)++r->nkeys;
+	}
+	return (uint32_t)(s->count - 1);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* hll: merges the registers g[0..n) (register << 8 | rank, in register
+ * order) into the stored value old (NULL: none) and writes the result to
+ * out; returns its length, or 0 when no register rose. */
+static size_t hll_merge(const uint8_t *old, size_t olen, const uint32_t *g, size_t n, uint8_t *out)
+{
+	size_t i = 0, j = 0, k = 0;
+	int rose = 0;
+
+	if (old != NULL && olen == HLL_REGS) {
+		memcpy(out, old, HLL_REGS);
+		for (i = 0; i < n; i++) {
+			uint32_t reg = g[i] >> 8;
+			uint8_t rank = (uint8_t)g[i];
+
+			if (out[reg] < rank) {
+				out[reg] = rank;
+				rose = 1;
+			}
+		}
+		return rose ? HLL_REGS : 0;
+	}
+	olen = old != NULL ? olen / 3 : 0;
+	while (i < olen || j < n) {
+		uint32_t oreg = i < olen ? (uint32_t)(old[3 * i] | old[3 * i + 1] << 8) : HLL_REGS;
+		uint32_t greg = j < n ? g[j] >> 8 : HLL_REGS;
+		uint8_t rank;
+
+		if (oreg < greg) {
+			rank = old[3 * i + 2];
+			i++;
+		} else {
+			rank = (uint8_t)g[j++];
+			if (oreg == greg) {
+				rose |= rank > old[3 * i + 2];
+				rank = rank > old[3 * i + 2] ? rank : old[3 * i + 2];
+				i++;
+			} else {
+				rose = 1;
+			}
+		}
+		out[3 * k] = (uint8_t)(oreg < greg ? oreg : greg);
+		out[3 * k + 1] = (uint8_t)((oreg < greg ? oreg : greg) >> 8);
+		out[3 * k + 2] = rank;
+		k++;
+	}
+	if (!rose)
+		return 0;
+	if (k <= HLL_SPARSE_MAX)
+		return 3 * k;
+	/* Dense from here on: a byte per register. */
+	uint8_t regs[HLL_REGS] = {0};
+
+	for (i = 0; i < k; i++)
+		regs[out[3 * i] | out[3 * i + 1] << 8] = out[3 * i + 2];
+	memcpy(out, regs, HLL_REGS);
+	return HLL_REGS;
+}
+
+/* hll: the batch's registers merged into each key's stored value, keys in
+ * order on one cursor. */
+static void flush_hll(run_t *r, MDB_txn *txn, long day)
+{
+	slot_t **keys = sorted_slots(&r->batch);
+	uint32_t *g = malloc(HLL_REGS * sizeof(*g));
+	uint8_t *out = malloc(3 * (size_t)HLL_REGS + 3);
+	char key[600];
+	MDB_cursor *cur;
+	MDB_val k, val;
+	int rc;
+
+	if (g == NULL || out == NULL)
+		die("out of memory", 0);
+	if ((rc = mdb_cursor_open(txn, r->dbi, &cur)) != 0)
+		die("mdb_cursor_open", rc);
+	for (size_t i = 0; i < r->batch.used; i++) {
+		slot_t *s = keys[i];
+		regset_t *set = &r->sets[s->count - 1];
+		const uint32_t *list = set->list;
+		size_t n = set->n, len;
+		unsigned flags = 0;
+
+		if (set->dense != NULL) {
+			n = 0;
+			for (uint32_t reg = 0; reg < HLL_REGS; reg += 8) {
+				uint64_t w;
+
+				memcpy(&w, set->dense + reg, 8);
+				for (uint32_t b = 0; w != 0 && b < 8; b++, w >>= 8)
+					if (w & 0xff)
+						g[n++] = (reg + b) << 8 | (uint32_t)(w & 0xff);
+			}
+			list = g;
+			free(set->dense);
+			set->dense = NULL;
+		} else {
+			qsort(set->list, n, sizeof(*set->list), cmp_u32);
+		}
+		set->n = 0;
+		k.mv_data = key;
+		k.mv_size = make_key(key, sizeof(key), "h", day, r->batch.arena + s->off, s->len);
+		if (k.mv_size == 0)
+			continue;
+		rc = mdb_cursor_get(cur, &k, &val, MDB_SET_KEY);
+		if (rc == 0)
+			flags = MDB_CURRENT;
+		else if (rc != MDB_NOTFOUND)
+			die("mdb_cursor_get", rc);
+		len = hll_merge(rc == 0 ? val.mv_data : NULL, rc == 0 ? val.mv_size : 0, list, n, out);
+		if (len == 0)
+			continue;
+		k.mv_data = key;
+		val.mv_data = out;
+		val.mv_size = len;
+		if ((rc = mdb_cursor_put(cur, &k, &val, flags)) != 0)
+			die("mdb_cursor_put", rc);
+		r->writes++;
+	}
+	mdb_cursor_close(cur);
+	r->nkeys = 0;
+	free(out);
+	free(g);
+	free(keys);
+}
+
 static void flush(run_t *r)
 {
 	MDB_txn *txn;
@@ -360,6 +616,8 @@ static void flush(run_t *r)
 		}
 		mdb_cursor_close(cur);
 		free(v_slots);
+	} else if (r->mode == MODE_HLL) {
+		flush_hll(r, txn, day);
 	} else {
 		if (r->mode == MODE_DEDUP) {
 			slot_t **ids = sorted_slots(&r->seen);
@@ -421,10 +679,18 @@ static int seen_before(run_t *r, const char *id, size_t n)
 static void event(run_t *r, const char *p, const char *end)
 {
 	const char *val, *id;
-	size_t n = scan_field(p, end, r->field, r->field_len, &val), idn;
+	size_t n, idn;
 
 	r->records++;
-	if (n != 0) {
+	if (r->mode == MODE_HLL) {
+		if (scan_fields(p, end, r, &val, &n, &id, &idn)) {
+			uint64_t h = hash_bytes(id, idn);
+			uint32_t kid = key_number(r, table_get(&r->batch, val, n, 1));
+
+			regset_raise(&r->sets[kid], (uint32_t)(h & (HLL_REGS - 1)),
+				     (uint8_t)(__builtin_ctzll(h >> 14 | 1ULL << 50) + 1));
+		}
+	} else if ((n = scan_field(p, end, r->field, r->field_len, &val)) != 0) {
 		if (r->mode == MODE_DEDUP &&
 		    (idn = scan_field(p, end, "event_id", 8, &id)) != 0 && seen_before(r, id, idn))
 			r->duplicates++;
@@ -437,7 +703,7 @@ static void event(run_t *r, const char *p, const char *end)
 
 int main(int argc, char **argv)
 {
-	static const char *modes[] = {"exact", "mg", "dedup"};
+	static const char *modes[] = {"exact", "mg", "dedup", "hll"};
 	run_t r = {0};
 	char *buf;
 	size_t have = 0;
@@ -445,15 +711,27 @@ int main(int argc, char **argv)
 	int fd, rc;
 
 	r.mode = -1;
-	for (int i = 0; argc > 1 && i < 3; i++)
+	for (int i = 0; argc > 1 && i < 4; i++)
 		if (strcmp(argv[1], modes[i]) == 0)
 			r.mode = i;
 	if (argc < 5 || r.mode < 0) {
-		fprintf(stderr, "usage: baseline exact|mg|dedup FIELD INPUT DATADIR [FLUSH_EVENTS]\n");
+		fprintf(stderr, "usage: baseline exact|mg|dedup FIELD INPUT DATADIR [FLUSH_EVENTS]\n"
+				"       baseline hll KEY:VALUE INPUT DATADIR [FLUSH_EVENTS]\n");
 		return 2;
 	}
 	r.field = argv[2];
 	r.field_len = strlen(r.field);
+	if (r.mode == MODE_HLL) {
+		const char *colon = strchr(r.field, ':');
+
+		if (colon == NULL || colon == r.field || colon[1] == '\0') {
+			fprintf(stderr, "baseline: hll takes KEY:VALUE, e.g. page_id:user_id\n");
+			return 2;
+		}
+		r.field_len = (size_t)(colon - r.field);
+		r.value = colon + 1;
+		r.value_len = strlen(r.value);
+	}
 	r.flush_events = argc > 5 ? atol(argv[5]) : 100000;
 	if (r.flush_events < 1)
 		r.flush_events = 100000;

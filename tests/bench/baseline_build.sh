@@ -2,7 +2,7 @@
 # tests/bench/baseline_build.sh BUILD: the B0 baseline, BUILD/bench/baseline,
 # built as tools/release.sh builds murmur's release binary: instrumented,
 # trained on generated events (the same seed, skew and size as murmur's
-# training) in each of its three modes, then compiled again with that
+# training) in each of its four modes, then compiled again with that
 # profile. make bench compares the release binary with it, so both sides of
 # every ratio are profile-guided. CC is the compiler with its flags.
 set -eu
@@ -23,4 +23,5 @@ $cc -fprofile-generate -fprofile-update=atomic -o "$out" tests/bench/baseline.c 
 "$out" mg entity_id "$work/noid.jsonl" "$work/mg" 100000 >/dev/null
 "$out" exact page_id "$work/noid.jsonl" "$work/exact" 100000 >/dev/null
 "$out" dedup entity_id "$work/ids.jsonl" "$work/dedup" 100000 >/dev/null
+"$out" hll page_id:user_id "$work/noid.jsonl" "$work/hll" 100000 >/dev/null
 $cc -fprofile-use -fprofile-partial-training -o "$out" tests/bench/baseline.c -llmdb

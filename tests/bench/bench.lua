@@ -106,7 +106,8 @@ local cases = {
     file = with_ids, b0 = { "dedup", "entity_id" } },
   { id = "pv", name = "page_views", scripts = { "pipelines/page_views.lua" }, file = input,
     b0 = { "exact", "page_id" } },
-  { id = "uv", name = "unique_visitors", scripts = { "pipelines/unique_visitors.lua" }, file = input },
+  { id = "uv", name = "unique_visitors", scripts = { "pipelines/unique_visitors.lua" }, file = input,
+    b0 = { "hll", "page_id:user_id" } },
   { id = "pv_lua", name = "page_views, key by a Lua function", scripts = { lua_key }, file = input },
 }
 
@@ -137,7 +138,8 @@ for _, c in ipairs(cases) do res[c.id] = { mm = {}, b0 = {}, ratio = {}, wall = 
 for rep = 1, reps do
   for _, c in ipairs(cases) do
     local r = res[c.id]
-    local m = run_murmur(c.scripts, c.file, rep == 1 and c.b0 and c.b0[1] ~= "exact")
+    -- The Top-K cases read murmur's top item back, to check it against B0's.
+    local m = run_murmur(c.scripts, c.file, rep == 1 and c.b0 and (c.b0[1] == "mg" or c.b0[1] == "dedup"))
     local n = m.stats.records
     r.events, r.flushes, r.writes, r.rss = n, m.stats.flushes, m.stats.store_writes / n, m.rss_kb
     r.mm[rep], r.wall[rep] = m.cpu / n, n / m.wall
@@ -184,8 +186,9 @@ local ran = function(id) return res[id] and res[id].events end
 if ran("ri") and ran("ri_ids") then
   print(("murmur and B0 name the same top item: %s without ids; %s with ids"):format(res.ri.agree, res.ri_ids.agree))
   print(("(B0: exact counts for page_views, Misra-Gries Top-32 for recently_interacted, plus per-id LMDB marks "
-    .. "with ids; rates are wall-clock events/s; start-up is murmur's whole-process CPU on an empty input, "
-    .. "included in its figure; recently_interacted: murmur flushed %d times, B0 %d times)")
+    .. "with ids, a HyperLogLog per page for unique_visitors; rates are wall-clock events/s; start-up is "
+    .. "murmur's whole-process CPU on an empty input, included in its figure; recently_interacted: murmur "
+    .. "flushed %d times, B0 %d times)")
     :format(res.ri.flushes, res.ri.b0flushes))
 end
 
@@ -262,6 +265,10 @@ if ran("uv") then
   local uv = median(t)
   target(uv <= 300, "unique_visitors <= 300 ns per event",
     ("%.0f ns (median of %d runs, %.0f to %.0f)"):format(uv, #t, t[1], t[#t]))
+  -- Not a target of the issue's: the same run's yardstick beside the
+  -- absolute figure, which moves with the host.
+  local b0, spread = b0_ratio("uv")
+  print(("      %-58s %.2fx %s"):format("unique_visitors against B0 (hll)", b0, spread))
 end
 if ran("ri") and ran("ri_ids") then
   local ids_own, spread = ratio_of("ri_ids", "ri")

@@ -71,10 +71,12 @@ measure() {
 echo "bench: the targets of this run"
 grep -E '^(PASS|MISS)  ' "$dir/out" || echo "bench: no target was measured"
 # The absolute targets (unique_visitors' ns, DynamoDB's us) move with the
-# shared host's speed, which these two lines of the run show: B0's own CPU
-# per event and the floor of a DynamoDB client that signs nothing.
+# shared host's speed, which these lines of the run show: B0's own CPU per
+# event, unique_visitors against its B0 and the floor of a DynamoDB client
+# that signs nothing.
 speed=$(sed -nE \
 	-e 's/^recently_interacted, no event ids +[0-9.]+ ns +([0-9.]+) ns.*/B0, recently_interacted without ids: \1 ns an event/p' \
+	-e 's/^ +unique_visitors against B0 \(hll\) +(.*)/unique_visitors against its B0 (hll): \1/p' \
 	-e 's/^floor \(tests\/bench\/dynamodb_floor\) +(.*)/DynamoDB floor (a client that signs nothing): \1/p' "$dir/out")
 if [ -n "$speed" ]; then
 	echo "bench: the host's speed in this run (doc/performance.md, \"Where issue 14's targets stand\")"
