@@ -44,13 +44,15 @@
  * not a second implementation.
  *
  * On exit it prints one JSON object on stdout: records, flushes, store
- * writes, duplicates skipped and the summary's top item with its count, so a
- * bench run can check both programs agree before comparing their costs.
+ * writes, duplicates skipped and the summary's top item with its count (for
+ * hll, the key with the largest estimate and that estimate), so a bench run
+ * can check both programs agree before comparing their costs.
  */
 #define _GNU_SOURCE /* qsort_r */
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -568,6 +570,66 @@ static void flush_hll(run_t *r, MDB_txn *txn, long day)
 	free(keys);
 }
 
+/* hll: the estimate of a stored value's registers (Flajolet's raw estimate,
+ * linear counting while it is below 2.5 m and registers are zero). */
+static double hll_estimate(const uint8_t *v, size_t len)
+{
+	double sum = 0, m = HLL_REGS, e;
+	size_t zeros = HLL_REGS;
+
+	if (len == HLL_REGS) {
+		zeros = 0;
+		for (size_t i = 0; i < HLL_REGS; i++) {
+			sum += ldexp(1.0, -v[i]);
+			zeros += v[i] == 0;
+		}
+	} else {
+		zeros -= len / 3;
+		for (size_t i = 0; i < len / 3; i++)
+			sum += ldexp(1.0, -v[3 * i + 2]);
+		sum += (double)zeros;
+	}
+	e = 0.7213 / (1 + 1.079 / m) * m * m / sum;
+	if (e <= 2.5 * m && zeros > 0)
+		e = m * log(m / (double)zeros);
+	return e;
+}
+
+/* hll: the key whose stored registers estimate the most distinct values,
+ * and that estimate, for the bench to check against murmur's. */
+static void hll_top(run_t *r)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k = {2, "h/"}, v;
+	double best = -1;
+	int rc;
+
+	if ((rc = mdb_txn_begin(r->env, NULL, MDB_RDONLY, &txn)) != 0 ||
+	    (rc = mdb_cursor_open(txn, r->dbi, &cur)) != 0)
+		die("mdb_txn_begin", rc);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const char *key = k.mv_data, *name;
+		double e;
+
+		if (k.mv_size < 2 || memcmp(key, "h/", 2) != 0)
+			break;
+		e = hll_estimate(v.mv_data, v.mv_size);
+		/* The key is h/DAY/NAME: the name is after the second '/'. */
+		name = memchr(key + 2, '/', k.mv_size - 2);
+		if (e > best && name != NULL && (size_t)(key + k.mv_size - name - 1) < sizeof(r->top)) {
+			best = e;
+			memcpy(r->top, name + 1, (size_t)(key + k.mv_size - name - 1));
+			r->top[key + k.mv_size - name - 1] = '\0';
+			r->top_count = llround(e);
+		}
+	}
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		die("mdb_cursor_get", rc);
+	mdb_txn_abort(txn);
+}
+
 static void flush(run_t *r)
 {
 	MDB_txn *txn;
@@ -777,6 +839,8 @@ int main(int argc, char **argv)
 		die("read", 0);
 	if (r.in_batch > 0)
 		flush(&r);
+	if (r.mode == MODE_HLL)
+		hll_top(&r);
 	if (r.reader)
 		mdb_txn_abort(r.reader);
 	mdb_env_close(r.env);

@@ -17,11 +17,11 @@ echo "bench: B0, built with a profile of its own training run (tests/bench/basel
 # GCC names the profile after the output (BUILD/bench/baseline.gcda): both
 # compiles write the same file, and an old profile goes first.
 rm -f "$out.gcda"
-$cc -fprofile-generate -fprofile-update=atomic -o "$out" tests/bench/baseline.c -llmdb
+$cc -fprofile-generate -fprofile-update=atomic -o "$out" tests/bench/baseline.c -llmdb -lm
 "$build/helpers/gen_events" "$events" 100000 1.1 7 noid >"$work/noid.jsonl"
 "$build/helpers/gen_events" "$events" 100000 1.1 7 >"$work/ids.jsonl"
 "$out" mg entity_id "$work/noid.jsonl" "$work/mg" 100000 >/dev/null
 "$out" exact page_id "$work/noid.jsonl" "$work/exact" 100000 >/dev/null
 "$out" dedup entity_id "$work/ids.jsonl" "$work/dedup" 100000 >/dev/null
 "$out" hll page_id:user_id "$work/noid.jsonl" "$work/hll" 100000 >/dev/null
-$cc -fprofile-use -fprofile-partial-training -o "$out" tests/bench/baseline.c -llmdb
+$cc -fprofile-use -fprofile-partial-training -o "$out" tests/bench/baseline.c -llmdb -lm
