@@ -107,6 +107,8 @@ typedef struct run {
 	MDB_txn *reader; /* dedup: the read transaction marks are looked up in */
 	table_t batch;   /* the batch's exact counts per value */
 	table_t seen;    /* dedup: ids first seen in this batch */
+	char mark[600];  /* dedup: the key of the mark looked up, "d/0/" + id */
+	size_t mark_head;
 	const char *value;  /* hll: the field counted distinct */
 	size_t value_len;
 	regset_t *sets;     /* hll: the batch's registers by key number */
@@ -296,14 +298,23 @@ static slot_t **sorted_slots(table_t *t)
 	return v;
 }
 
-static size_t make_key(char *buf, size_t cap, const char *prefix, long day, const char *k, size_t n)
+/* A store key is PREFIX/DAY/NAME. The PREFIX/DAY/ part is written once
+ * into the key buffer (key_head, at a flush or at start) and each name is
+ * copied after it (key_name): formatting the day per key would be printf's
+ * work on every key of every flush. */
+static size_t key_head(char *buf, size_t cap, const char *prefix, long day)
 {
 	int h = snprintf(buf, cap, "%s/%ld/", prefix, day);
 
-	if (h < 0 || (size_t)h + n > cap)
+	return h < 0 || (size_t)h >= cap ? 0 : (size_t)h;
+}
+
+static size_t key_name(char *buf, size_t cap, size_t head, const char *k, size_t n)
+{
+	if (head == 0 || head + n > cap)
 		return 0;
-	memcpy(buf + h, k, n);
-	return (size_t)h + n;
+	memcpy(buf + head, k, n);
+	return head + n;
 }
 
 /* Merges the batch's Misra-Gries counters into the stored summary (the
@@ -439,11 +450,18 @@ static uint32_t key_number(run_t *r, slot_t *s)
 	return (uint32_t)(s->count - 1);
 }
 
-static int cmp_u32(const void *a, const void *b)
+/* hll: sorts a key's list (at most HLL_LIST_MAX entries) by register, in
+ * place: an insertion sort, where qsort would call a comparison for each
+ * step. */
+static void sort_list(uint32_t *list, uint32_t n)
 {
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	for (uint32_t i = 1; i < n; i++) {
+		uint32_t x = list[i], j = i;
 
-	return (x > y) - (x < y);
+		for (; j > 0 && list[j - 1] > x; j--)
+			list[j] = list[j - 1];
+		list[j] = x;
+	}
 }
 
 /* hll: merges the registers g[0..n) (register << 8 | rank, in register
@@ -512,6 +530,7 @@ static void flush_hll(run_t *r, MDB_txn *txn, long day)
 	uint32_t *g = malloc(HLL_REGS * sizeof(*g));
 	uint8_t *out = malloc(3 * (size_t)HLL_REGS + 3);
 	char key[600];
+	size_t head = key_head(key, sizeof(key), "h", day);
 	MDB_cursor *cur;
 	MDB_val k, val;
 	int rc;
@@ -541,11 +560,11 @@ static void flush_hll(run_t *r, MDB_txn *txn, long day)
 			free(set->dense);
 			set->dense = NULL;
 		} else {
-			qsort(set->list, n, sizeof(*set->list), cmp_u32);
+			sort_list(set->list, (uint32_t)n);
 		}
 		set->n = 0;
 		k.mv_data = key;
-		k.mv_size = make_key(key, sizeof(key), "h", day, r->batch.arena + s->off, s->len);
+		k.mv_size = key_name(key, sizeof(key), head, r->batch.arena + s->off, s->len);
 		if (k.mv_size == 0)
 			continue;
 		rc = mdb_cursor_get(cur, &k, &val, MDB_SET_KEY);
@@ -649,6 +668,7 @@ static void flush(run_t *r)
 		die("mdb_txn_begin", rc);
 	if (r->mode == MODE_EXACT) {
 		slot_t **v_slots = sorted_slots(&r->batch);
+		size_t head = key_head(key, sizeof(key), "c", day);
 		MDB_cursor *cur;
 
 		/* One cursor walks the sorted keys: a present key is updated
@@ -661,7 +681,7 @@ static void flush(run_t *r)
 			unsigned flags = 0;
 
 			k.mv_data = key;
-			k.mv_size = make_key(key, sizeof(key), "c", day, r->batch.arena + s->off, s->len);
+			k.mv_size = key_name(key, sizeof(key), head, r->batch.arena + s->off, s->len);
 			if (k.mv_size == 0)
 				continue;
 			rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
@@ -688,11 +708,12 @@ static void flush(run_t *r)
 	} else {
 		if (r->mode == MODE_DEDUP) {
 			slot_t **ids = sorted_slots(&r->seen);
+			size_t head = key_head(key, sizeof(key), "d", 0);
 			int64_t expires = (int64_t)time(NULL) + 2 * 86400;
 
 			for (size_t i = 0; i < r->seen.used; i++) {
 				k.mv_data = key;
-				k.mv_size = make_key(key, sizeof(key), "d", 0, r->seen.arena + ids[i]->off,
+				k.mv_size = key_name(key, sizeof(key), head, r->seen.arena + ids[i]->off,
 						     ids[i]->len);
 				if (k.mv_size == 0)
 					continue;
@@ -726,14 +747,13 @@ static void flush(run_t *r)
  * in the batch's set when it was not. */
 static int seen_before(run_t *r, const char *id, size_t n)
 {
-	char key[600];
 	MDB_val k, v;
 	int rc;
 
 	if (table_get(&r->seen, id, n, 0) != NULL)
 		return 1;
-	k.mv_data = key;
-	k.mv_size = make_key(key, sizeof(key), "d", 0, id, n);
+	k.mv_data = r->mark;
+	k.mv_size = key_name(r->mark, sizeof(r->mark), r->mark_head, id, n);
 	rc = mdb_get(r->reader, r->dbi, &k, &v);
 	if (rc == 0)
 		return 1;
@@ -820,6 +840,7 @@ int main(int argc, char **argv)
 		if ((rc = mdb_txn_begin(r.env, NULL, MDB_RDONLY, &r.reader)) != 0)
 			die("mdb_txn_begin", rc);
 		table_init(&r.seen, 1 << 18);
+		r.mark_head = key_head(r.mark, sizeof(r.mark), "d", 0);
 	}
 	table_init(&r.batch, 1 << 16);
 	buf = malloc(BLOCK);
