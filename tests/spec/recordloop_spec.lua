@@ -1,13 +1,16 @@
--- recordloop_spec.lua: the record loop's two copies (engine/core/pipeline.c,
--- record_loop). A literal key over a string monoid with processing time
--- runs the copy specialised for it; the same pipeline with its key read from
--- a field runs the general one. Both must count, reject and dead-letter the
--- same records the same way, ids and hostile values included.
+-- recordloop_spec.lua: the record loop's three copies (engine/core/pipeline.c,
+-- record_loop and enum loop_mode). A literal key over a string monoid with
+-- processing time runs the copy specialised for it (LOOP_LITERAL); the same
+-- pipeline with its key read from a field runs the field-key copy
+-- (LOOP_FIELD), and with `dedup = murmur.record_id`, which a file's records
+-- never carry, the general one. Every copy must count, reject and
+-- dead-letter the same records the same way, ids and hostile values
+-- included.
 local S = require("spec.support")
 local core = require("murmur.core")
 local query = require("murmur.query")
 
-describe("#recordloop the literal-key loop and the general loop", function()
+describe("#recordloop the literal-key, field-key and general loops", function()
   local dir
 
   before_each(function() dir = S.tmpdir() end)
@@ -115,6 +118,70 @@ describe("#recordloop the literal-key loop and the general loop", function()
         first = first or r.result.value
         assert.are.same(first, r.result.value, name .. " batch " .. batch)
       end
+    end
+  end)
+  -- A key from a field runs LOOP_FIELD; the same pipeline deduplicated by
+  -- the source's record id runs the general copy, and a file's records carry
+  -- none, so the two must agree on every record: one pair per value path
+  -- (a string monoid's field, a constant, a number's field, HyperLogLog).
+  it("count, reject and dead-letter alike in the field-key copy and the general one", function()
+    local lines = {
+      '{"k":"a","v":"e1","n":2}',
+      '{"k":"a","v":"e2","n":3.5}',
+      '{"k":"b","v":"e1","n":-1}',
+      '{"k":"\\u0061","v":"e\\u0033","n":1}',
+      '{"k":1,"v":"e4","n":1}',
+      '{"k":1.0,"v":"e4","n":1e0}',
+      '{"k":"","v":"e1","n":1}',
+      '{"k":"' .. string.rep("k", 1025) .. '","v":"e1","n":1}',
+      '{"k":true,"v":"e1","n":1}',
+      '{"k":{"x":1},"v":"e1","n":1}',
+      '{"nok":"a","v":"e1","n":1}',
+      '{"k":"a","nov":1}',
+      '{"k":"a","v":true,"n":"2"}',
+      '{"k":"a","v":null,"n":null}',
+      '{"k":"c","v":"e\xff","n":1}',
+      '{"k":"a","v":"e1",}',
+      '["k","a"]',
+      '{"k":"a","k":"b","v":"e1","n":1}',
+      '{"k":"d","v":12,"n":1e400}',
+    }
+    local input = dir .. "/in.jsonl"
+    S.write_file(input, table.concat(lines, "\n") .. "\n")
+    local script = dir .. "/p.lua"
+    local pairs_ = {
+      top = 'value = "v", monoid = murmur.topk { k = 8 }',
+      one = "value = 1, monoid = murmur.sum()",
+      num = 'value = "n", monoid = murmur.sum()',
+      hll = 'value = "v", monoid = murmur.hll()',
+    }
+    local body = { 'local murmur = require("murmur")' }
+    for name, spec in pairs(pairs_) do
+      body[#body + 1] = ('murmur.pipeline { name = "f%s", key = "k", %s }'):format(name, spec)
+      body[#body + 1] = ('murmur.pipeline { name = "g%s", key = "k", %s, dedup = murmur.record_id }')
+        :format(name, spec)
+    end
+    S.write_file(script, table.concat(body, "\n") .. "\n")
+    local code, out, err = S.murmur_run({ "run", "--once", "--stats", "--data", dir .. "/d", "--input", input, script })
+    assert.are.equal(0, code, err:sub(-1000))
+    local stats = core.json_decode(out)
+    for name in pairs(pairs_) do
+      local f, g = stats.pipelines["f" .. name], stats.pipelines["g" .. name]
+      assert.is_true(f.accepted > 0, name)
+      assert.is_true(f.records > f.accepted, name)
+      for _, field in ipairs({ "records", "accepted", "duplicates", "dedup_skipped" }) do
+        assert.are.equal(g[field], f[field], name .. " " .. field)
+      end
+      assert.are.same(g.rejected, f.rejected, name)
+      for _, key in ipairs({ "a", "b", "1", "c", "d" }) do
+        local rf = assert(query.run("f" .. name, key, { data = { dir .. "/d" } }))
+        local rg = assert(query.run("g" .. name, key, { data = { dir .. "/d" } }))
+        assert.are.equal(rg.found, rf.found, name .. " " .. key)
+        if rf.found then assert.are.same(rg.result.value, rf.result.value, name .. " " .. key) end
+      end
+      local lf = S.dead_letters(dir .. "/d", "f" .. name, "p")
+      assert.is_true(#lf > 0, name)
+      assert.are.same(S.dead_letters(dir .. "/d", "g" .. name, "p"), lf, name)
     end
   end)
 end)
