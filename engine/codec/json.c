@@ -829,7 +829,7 @@ int mm_json_quote(const char *s, size_t len, mm_buf_t *out)
 			while (p < end && str_class[*p] == C_PLAIN)
 				p++;
 			if (p == end || str_class[*p] != C_HIGH ||
-			    (r = utf8_check(p, (size_t)(end - p))) < 0)
+			    (r = mm_utf8_seq(p, (size_t)(end - p))) < 0)
 				break;
 			p += r;
 		}
@@ -864,7 +864,7 @@ int mm_json_quote(const char *s, size_t len, mm_buf_t *out)
 			} else {
 				/* One U+FFFD per maximal ill-formed subsequence. */
 				memcpy(esc, "\\ufffd", 6);
-				p += -utf8_check(p, (size_t)(end - p));
+				p += -mm_utf8_seq(p, (size_t)(end - p));
 			}
 			elen = 6;
 			break;

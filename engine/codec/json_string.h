@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "../lib/error.h"
+#include "../lib/text.h"
 #include "json_lex.h"
 
 /* Byte classes inside a string body; 0 is "copy as is". */
@@ -109,43 +110,6 @@ static inline int hex_value(unsigned char c)
 	if ((unsigned)(c - 'a') < 6)
 		return c - 'a' + 10;
 	return -1;
-}
-
-/*
- * Checks the UTF-8 sequence starting at p (p[0] >= 0x80), with avail bytes
- * readable. Returns its length (2..4) when well formed, otherwise minus the
- * length of its maximal ill-formed prefix (the lead byte and the continuation
- * bytes that were still acceptable), which is what one U+FFFD replaces.
- */
-static int utf8_check(const unsigned char *p, size_t avail)
-{
-	unsigned c = p[0], lo = 0x80, hi = 0xbf;
-	size_t need, i;
-
-	if (c >= 0xc2 && c <= 0xdf) {
-		need = 1;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		need = 2;
-		if (c == 0xe0)
-			lo = 0xa0; /* overlong */
-		else if (c == 0xed)
-			hi = 0x9f; /* surrogates */
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		need = 3;
-		if (c == 0xf0)
-			lo = 0x90; /* overlong */
-		else if (c == 0xf4)
-			hi = 0x8f; /* above U+10FFFF */
-	} else {
-		return -1;
-	}
-	for (i = 1; i <= need; i++) {
-		if (i >= avail || p[i] < lo || p[i] > hi)
-			return -(int)i;
-		lo = 0x80;
-		hi = 0xbf;
-	}
-	return (int)need + 1;
 }
 
 static size_t utf8_put(char *out, uint32_t cp)
@@ -389,7 +353,7 @@ string_special(const char *base, const unsigned char *p, const unsigned char *en
 				  *p, (size_t)((const char *)p - base));
 		return NULL;
 	default:
-		r = utf8_check(p, (size_t)(end - p));
+		r = mm_utf8_seq(p, (size_t)(end - p));
 		if (r < 0) {
 			*rc = mm_diag_set(MM_EUTF8, "json: invalid UTF-8 at offset %zu",
 					  (size_t)((const char *)p - base));

@@ -15,41 +15,16 @@
 int mm_utf8_valid(const char *s, size_t n)
 {
 	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+	int r;
 
 	while (p < end) {
-		unsigned c = *p;
-		size_t need;
-		unsigned lo = 0x80, hi = 0xbf;
-
-		if (c < 0x80) {
+		if (*p < 0x80) {
 			p++;
 			continue;
 		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			need = 1;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			need = 2;
-			if (c == 0xe0)
-				lo = 0xa0; /* overlong */
-			else if (c == 0xed)
-				hi = 0x9f; /* surrogates */
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			need = 3;
-			if (c == 0xf0)
-				lo = 0x90; /* overlong */
-			else if (c == 0xf4)
-				hi = 0x8f; /* > U+10FFFF */
-		} else {
+		if ((r = mm_utf8_seq(p, (size_t)(end - p))) < 0)
 			return 0;
-		}
-		if ((size_t)(end - p) <= need)
-			return 0;
-		if (p[1] < lo || p[1] > hi)
-			return 0;
-		for (size_t i = 2; i <= need; i++)
-			if (p[i] < 0x80 || p[i] > 0xbf)
-				return 0;
-		p += need + 1;
+		p += r;
 	}
 	return 1;
 }

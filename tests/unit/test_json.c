@@ -16,6 +16,7 @@
 #include "codec/json.h"
 #include "lib/buf.h"
 #include "lib/error.h"
+#include "lib/text.h"
 #include "unit.h"
 
 struct doc_case {
@@ -1405,6 +1406,45 @@ struct trace {
 	int abort_on_number;
 };
 
+/* mm_utf8_valid (dead letters, DynamoDB's strings, metric labels) and the
+ * scanner's string check share one sequence rule (mm_utf8_seq): on random
+ * bytes, mostly above 0x7f, a string is valid UTF-8 exactly when the scanner
+ * takes it as a JSON string's body. Fixed cases pin the rule's edges. */
+TEST(utf8_valid_agrees_with_scanner)
+{
+	static const struct { const char *s; int valid; } fixed[] = {
+		{"", 1}, {"abc", 1}, {"\xc3\xa9", 1}, {"\xe2\x82\xac", 1}, {"\xf0\x9f\x98\x80", 1},
+		{"\xf4\x8f\xbf\xbf", 1}, {"\xc0\xaf", 0}, {"\xc1\xbf", 0}, {"\xe0\x9f\xbf", 0},
+		{"\xed\xa0\x80", 0}, {"\xf0\x8f\xbf\xbf", 0}, {"\xf4\x90\x80\x80", 0},
+		{"\xf5\x80\x80\x80", 0}, {"\xe2\x82", 0}, {"\x80", 0}, {"a\xc3", 0},
+	};
+	static const uint8_t alphabet[] = {'a', 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc2,
+					   0xdf, 0xe0, 0xe1, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff};
+	char doc[32];
+	size_t i, k, n;
+
+	for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		CHECK_EQ_INT(mm_utf8_valid(fixed[i].s, strlen(fixed[i].s)), fixed[i].valid);
+	for (i = 0; i < 200000; i++) {
+		uint8_t s[8];
+		int want;
+
+		n = unit_xorshift64(&rng_state) % 9;
+		for (k = 0; k < n; k++)
+			s[k] = alphabet[unit_xorshift64(&rng_state) % sizeof(alphabet)];
+		memcpy(doc, "{\"a\":\"", 6);
+		memcpy(doc + 6, s, n);
+		memcpy(doc + 6 + n, "\"}", 2);
+		want = mm_json_scan(doc, n + 8, NULL, 0);
+		REQUIRE(want == 0 || want == MM_EUTF8);
+		if (mm_utf8_valid((const char *)s, n) != (want == 0)) {
+			printf("# disagree on %zu bytes, first 0x%02x\n", n, n ? s[0] : 0);
+			CHECK(0);
+			return;
+		}
+	}
+}
+
 static int t_null(void *ud)
 {
 	return mm_buf_append(&((struct trace *)ud)->b, "N ", 2);
@@ -1859,6 +1899,7 @@ int main(void)
 	RUN(quote);
 	RUN(unescape);
 	RUN(quote_unescape_round_trip);
+	RUN(utf8_valid_agrees_with_scanner);
 	RUN(parse);
 	RUN(random_against_reference);
 	UNIT_DONE();
