@@ -18,37 +18,17 @@
 #include <uv.h>
 
 #include "lib/error.h"
+#include "lib/time.h"
 #include "store/valkey.h"
-
-typedef struct done {
-	int calls, status;
-	char detail[256];
-} done_t;
-
-static void on_done(void *arg, int status, const char *detail)
-{
-	done_t *d = arg;
-
-	d->calls++;
-	d->status = status;
-	snprintf(d->detail, sizeof(d->detail), "%s", detail);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "../unit/store_done.h"
 
 /* Runs the loop until the predicate holds or 10 s passed. */
 static int spin(uv_loop_t *loop, int (*pred)(void *), void *arg)
 {
-	int64_t end = now_ms() + 10000;
+	int64_t end = mm_now_ms() + 10000;
 
 	while (!pred(arg)) {
-		if (now_ms() > end)
+		if (mm_now_ms() > end)
 			return -1;
 		if (uv_run(loop, UV_RUN_NOWAIT) == 0)
 			usleep(500);

@@ -32,10 +32,12 @@
 
 #include "http/http.h"
 #include "lib/error.h"
+#include "lib/time.h"
 #include "lib/text.h"
 #include "store/dynamodb.h"
 #include "store/dynamodb_impl.h"
 #include "store/store.h"
+#include "store_done.h"
 #include "unit.h"
 
 #define SECRET "test-secret"
@@ -138,20 +140,6 @@ typedef struct fx {
 	char table[32];
 } fx_t;
 
-typedef struct done {
-	int calls, status;
-	char detail[512];
-} done_t;
-
-static void on_done(void *arg, int status, const char *detail)
-{
-	done_t *d = arg;
-
-	d->calls++;
-	d->status = status;
-	snprintf(d->detail, sizeof(d->detail), "%s", detail);
-}
-
 static int fx_open_opts(fx_t *x, const char *table, const mm_kv_t *extra, size_t nextra)
 {
 	mm_kv_t kv[12] = {{"table", table}, {"endpoint", endpoint}, {"create_table", "true"},
@@ -222,14 +210,6 @@ static int get_many(fx_t *x, const mm_ns_t *ns, const mm_key_t *keys, size_t n, 
 	return rc;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A flush of n deltas (states owned by the caller), with done flags. */
 typedef struct flush {
 	mm_flush_t f;
@@ -245,7 +225,7 @@ static void flush_init(flush_t *fl)
 	fl->f.marks = fl->mk;
 	fl->f.delta_done = fl->dd;
 	fl->f.mark_done = fl->md;
-	fl->f.now_ms = now_ms();
+	fl->f.now_ms = mm_now_ms();
 }
 
 static void add_delta(flush_t *fl, const mm_ns_t *ns, const char *entity, int64_t bucket,
@@ -314,7 +294,7 @@ TEST(numeric_monoids)
 	_Alignas(16) unsigned char s[5][MM_STATE_MAX], got[2][MM_STATE_MAX];
 	const int64_t vals[2][5] = {{-7, 0, 3, 10, 10}, {12, 0, 2, -4, 25}};
 	const double fv[2] = {0.1, 0.2};
-	int64_t exp_ms = now_ms() + 86400000;
+	int64_t exp_ms = mm_now_ms() + 86400000;
 	static flush_t fl;
 	char js[128];
 	fx_t x;
@@ -703,7 +683,7 @@ TEST(get_many_chunks_duplicates_and_unprocessed_keys)
 		msum.vt->init(&msum, s[i]);
 		add_int(&msum, s[i], i + 1);
 		/* Key 7 expired a minute ago: stored, but absent for readers. */
-		add_delta(&fl, &ns, ent[i], 30000, i == 7 ? now_ms() - 60000 : now_ms() + 3600000, s[i]);
+		add_delta(&fl, &ns, ent[i], 30000, i == 7 ? mm_now_ms() - 60000 : mm_now_ms() + 3600000, s[i]);
 	}
 	REQUIRE(apply(&x, &fl.f) == 0);
 	/* 250 keys, shuffled: 200 stored, 40 missing, 10 duplicates. */
@@ -936,7 +916,7 @@ TEST(flush_intents_roll_forward)
 	REQUIRE(raw("GetItem", (const char *)doc.p, &out) == 0);
 	CHECK(strstr((const char *)out.p, "\"cx\"") != NULL);
 	/* A corrupt intent (armed). */
-	snprintf(tag, sizeof(tag), "00000000000000ab#%lld#1#a", (long long)now_ms());
+	snprintf(tag, sizeof(tag), "00000000000000ab#%lld#1#a", (long long)mm_now_ms());
 	doc.len = 0;
 	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Item\":{\"pk\":{\"S\":\"#intent#00000000000000ab#%.*s\"},"
 			    "\"sk\":{\"N\":\"0\"},\"arm\":{\"N\":\"1\"},\"d\":{\"B\":\"Z2FyYmFnZQ==\"}}}%c",
@@ -946,7 +926,7 @@ TEST(flush_intents_roll_forward)
 	b.len = 0;
 	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == MM_ECORRUPT);
 	/* A vanished one: dropped, the stored position answers. */
-	snprintf(tag, sizeof(tag), "00000000000000cd#%lld#1", (long long)now_ms());
+	snprintf(tag, sizeof(tag), "00000000000000cd#%lld#1", (long long)mm_now_ms());
 	REQUIRE(set_pend(&x, pos.source, tag) == 0);
 	b.len = 0;
 	CHECK(mm_store_get_position_wait(x.st, pos.source, &b) == 0);
@@ -1110,7 +1090,7 @@ TEST(stale_tokens_are_pruned)
 	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Item\":{\"pk\":{\"S\":\"pr#k\"},\"sk\":{\"N\":\"0\"},"
 			    "\"v\":{\"N\":\"5\"},\"w_00000000000000aa\":{\"N\":\"1000\"},"
 			    "\"w_00000000000000bb\":{\"N\":\"%lld\"}}}%c",
-		      x.table, (long long)now_ms(), 0);
+		      x.table, (long long)mm_now_ms(), 0);
 	REQUIRE(raw("PutItem", (const char *)doc.p, &out) == 0);
 	doc.len = 0;
 	mm_buf_printf(&doc, "{\"TableName\":\"%s\",\"Item\":{\"pk\":{\"S\":\"prs#k\"},\"sk\":{\"N\":\"0\"},"
@@ -1221,8 +1201,8 @@ TEST(claim_protocol)
 	mcnt.vt->init(&mcnt, s);
 	mcnt.vt->add(&mcnt, s, &(mm_value_t){0});
 	add_delta(&fl, &ns, "cnt", 0, 0, s);
-	fl.mk[0] = (mm_mark_t){&ns, "e4", 2, now_ms() + 3600000, 0, {0, 0}};
-	fl.mk[1] = (mm_mark_t){&ns, "e5", 2, now_ms() + 3600000, 0, {0, 0}};
+	fl.mk[0] = (mm_mark_t){&ns, "e4", 2, mm_now_ms() + 3600000, 0, {0, 0}};
+	fl.mk[1] = (mm_mark_t){&ns, "e5", 2, mm_now_ms() + 3600000, 0, {0, 0}};
 	fl.f.nmarks = 2;
 	CHECK(apply(&x, &fl.f) == 0);
 	CHECK(fl.md[0] == 1 && fl.md[1] == 1);

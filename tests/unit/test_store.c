@@ -25,10 +25,12 @@
 #include <uv.h>
 
 #include "lib/error.h"
+#include "lib/time.h"
 #include "lib/hash.h"
 #include "monoid/hll.h"
 #include "store/markset.h"
 #include "store/store.h"
+#include "store_done.h"
 #include "unit.h"
 
 #define POISON INT64_MIN
@@ -134,32 +136,9 @@ typedef struct fx {
 	char path[128]; /* dir/sub/db: nested, so open must create parents */
 } fx_t;
 
-typedef struct done {
-	int calls;
-	int status;
-	char detail[512];
-} done_t;
-
-static void on_done(void *arg, int status, const char *detail)
-{
-	done_t *d = arg;
-
-	d->calls++;
-	d->status = status;
-	snprintf(d->detail, sizeof(d->detail), "%s", detail);
-}
-
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	return remove(path);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int fx_open_with(fx_t *fx, int read_only, const char *map_size, const char *sync)
@@ -315,7 +294,7 @@ static void t_apply_get(const char *backend)
 
 	REQUIRE(fx_init(&fx, backend) == 0);
 	REQUIRE(fx.st != NULL);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("alice"), 0, 3, 0);
 	add_delta(&b, &NS, S("bob"), 0, 4, 0);
 	add_delta(&b, &NS, S("alice"), 5, 10, 0);
@@ -356,14 +335,14 @@ static void t_merge_accumulates(const char *backend)
 
 	REQUIRE(fx_init(&fx, backend) == 0);
 	for (i = 1; i <= 3; i++) {
-		batch_init(&b, now_ms());
+		batch_init(&b, mm_now_ms());
 		add_delta(&b, &NS, S("k"), 7, i, 0);
 		CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	}
 	CHECK_EQ_INT(get1(&fx, &NS, S("k"), 7, &v), 1);
 	CHECK_EQ_INT(v, 6);
 	/* Twice the same key in one flush: the second merge sees the first. */
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 7, 10, 0);
 	add_delta(&b, &NS, S("k"), 7, 20, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
@@ -389,7 +368,7 @@ static void t_positions(const char *backend)
 
 	REQUIRE(fx_init(&fx, backend) == 0);
 	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "kafka:t:0", &out), MM_ENOTFOUND);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_pos(&b, "kafka:t:0", p1, sizeof(p1));
 	add_pos(&b, "file:/x", NULL, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
@@ -399,7 +378,7 @@ static void t_positions(const char *backend)
 	CHECK_EQ_INT(mm_store_get_position_wait(fx.st, "file:/x", &out), 0);
 	CHECK_EQ_INT(out.len, 0);
 	/* A later flush moves the position; out is appended to. */
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_pos(&b, "kafka:t:0", "xyz", 3);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	mm_buf_append(&out, "<", 1);
@@ -450,7 +429,7 @@ static void t_marks_claims(const char *backend)
 {
 	static batch_t b;
 	static char long1[1024], long2[1024];
-	int64_t t = now_ms();
+	int64_t t = mm_now_ms();
 	mm_claim_t c[5] = {
 		{.id = "evt-1", .len = 5}, {.id = "a\0b", .len = 3}, {.id = "gone", .len = 4},
 		{.id = "never", .len = 5}, {.id = "a\0c", .len = 3},
@@ -539,7 +518,7 @@ static void t_purge(const char *backend)
 
 	make_entities();
 	REQUIRE(fx_init(&fx, backend) == 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	for (i = 0; i < NENT; i++)
 		for (j = 0; j < nb; j++) {
 			add_delta(&b, &NS, ent_buf[i], ent_len[i], buckets[j], 100 + (int64_t)j, 0);
@@ -548,12 +527,12 @@ static void t_purge(const char *backend)
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 
 	/* before_bucket <= 1 is an empty range. */
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_purge(&b, &NS, 1);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	CHECK_EQ_INT(b.f.purged, 0);
 
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_purge(&b, &NS, 5);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	CHECK_EQ_INT(b.f.purged, NENT * 4);
@@ -567,7 +546,7 @@ static void t_purge(const char *backend)
 			CHECK_EQ_INT(get1(&fx, &NS2, ent_buf[i], ent_len[i], buckets[j], &v), 1);
 		}
 	/* Purging again finds nothing more below 5; a later purge takes 5..6. */
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_purge(&b, &NS, 5);
 	add_purge(&b, &NS2, 7);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
@@ -581,7 +560,7 @@ static void t_purge(const char *backend)
 static void t_expiry(const char *backend)
 {
 	static batch_t b;
-	int64_t t = now_ms(), v;
+	int64_t t = mm_now_ms(), v;
 	fx_t fx;
 	done_t d;
 
@@ -673,11 +652,11 @@ static void t_binary_entities(const char *backend)
 		e[n][1023] = (char)i;
 		len[n++] = 1024;
 	}
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	for (i = 0; i < n; i++)
 		add_delta(&b, &NS, e[i], len[i], 3, 1000 + (int64_t)i, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	for (i = 0; i < n; i++)
 		add_delta(&b, &NS, e[i], len[i], 3, 1, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
@@ -701,12 +680,12 @@ static void t_corrupt(const char *backend)
 	done_t d;
 
 	REQUIRE(fx_init(&fx, backend) == 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, "p\0", 2, 9, POISON, 0);
 	add_delta(&b, &NS, S("fine"), 9, 1, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("fresh"), 9, 1, 0);
 	add_delta(&b, &NS, S("fine"), 9, 1, 0);
 	add_delta(&b, &NS, "p\0", 2, 9, 1, 0);
@@ -740,11 +719,11 @@ static void t_rejected_delta(const char *backend)
 	done_t d;
 
 	REQUIRE(fx_init(&fx, backend) == 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("big"), 0, INT64_MAX - 5, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	memset(done, 0, sizeof(done));
 	b.f.delta_done = done;
 	add_delta(&b, &NS, S("fine"), 0, 1, 0);
@@ -794,7 +773,7 @@ static void t_validation(const char *backend)
 	CHECK(other == NULL);
 	CHECK(mm_store_find("lmdb") != NULL && mm_store_find("memory") != NULL);
 
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &badns, S("x"), 0, 1, 0);
 	CHECK_EQ_INT(mm_store_apply(fx.st, &b.f, on_done, &d), MM_EINVAL);
 	b.d[0].ns = &nomonoid;
@@ -808,10 +787,10 @@ static void t_validation(const char *backend)
 	b.d[0].key = (mm_key_t){big, 1024, 0};
 	b.d[0].state = NULL;
 	CHECK_EQ_INT(mm_store_apply(fx.st, &b.f, on_done, &d), MM_EINVAL);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_pos(&b, "", "1", 1);
 	CHECK_EQ_INT(mm_store_apply(fx.st, &b.f, on_done, &d), MM_EINVAL);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_mark(&b, &NS, big, 1025, 1);
 	CHECK_EQ_INT(mm_store_apply(fx.st, &b.f, on_done, &d), MM_EINVAL);
 	b.f.marks = NULL;
@@ -839,7 +818,7 @@ static void t_validation(const char *backend)
 	CHECK_EQ_INT(mm_store_list_meta_wait(fx.st, NULL), MM_EINVAL);
 
 	/* An empty flush is valid and completes like any other. */
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	uv_run(&fx.loop, UV_RUN_DEFAULT);
 	CHECK_EQ_INT(d.calls, 1);
@@ -857,11 +836,11 @@ static void t_pipelined(const char *backend)
 	fx_t fx;
 
 	REQUIRE(fx_init(&fx, backend) == 0);
-	batch_init(&b1, now_ms());
+	batch_init(&b1, mm_now_ms());
 	add_delta(&b1, &NS, S("k"), 0, 2, 0);
 	CHECK_EQ_INT(mm_store_apply(fx.st, &b1.f, on_done, &d1), 0);
 	uv_run(&fx.loop, UV_RUN_DEFAULT);
-	batch_init(&b2, now_ms());
+	batch_init(&b2, mm_now_ms());
 	add_delta(&b2, &NS, S("k"), 0, 3, 0);
 	CHECK_EQ_INT(mm_store_apply(fx.st, &b2.f, on_done, &d2), 0);
 	tsum_init(&tsum, s);
@@ -929,7 +908,7 @@ TEST(lmdb_reopen)
 	done_t d;
 
 	REQUIRE(fx_init(&fx, "lmdb") == 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 1, 41, 0);
 	add_pos(&b, "src", "p1", 2);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
@@ -945,7 +924,7 @@ TEST(lmdb_reopen)
 	out.len = 0;
 	CHECK_EQ_INT(mm_store_get_meta_wait(fx.st, NS.name, &out), 0);
 	CHECK(out.len == 1 && out.p[0] == 'm');
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 1, 1, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	fx_close_store(&fx);
@@ -954,7 +933,7 @@ TEST(lmdb_reopen)
 	CHECK_EQ_INT(get1(&fx, &NS, S("k"), 1, &v), 1);
 	CHECK_EQ_INT(v, 42);
 	/* A read-only store refuses writes in the call. */
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 1, 1, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), MM_ENOTSUP);
 	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "x", (const uint8_t *)"1", 1), MM_ENOTSUP);
@@ -1007,7 +986,7 @@ TEST(lmdb_map_released)
 	REQUIRE(fx_init(&fx, "lmdb") == 0);
 	snprintf(file, sizeof(file), "%s/data.mdb", fx.path);
 	for (int r = 0; r < 16; r++) {
-		batch_init(&b, now_ms());
+		batch_init(&b, mm_now_ms());
 		for (int i = 0; i < MAXD; i++) {
 			memset(ent[i], 'a' + r, sizeof(ent[i]));
 			snprintf(ent[i], 16, "%03d", i);
@@ -1019,7 +998,7 @@ TEST(lmdb_map_released)
 		keys[i] = (mm_key_t){ent[i], sizeof(ent[i]), 1};
 	CHECK_EQ_INT(get_many(&fx, &NS, keys, MAXD, states, found), 0);
 	before = map_rss_kb(file);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	for (int i = 0; i < MAXD; i++)
 		add_delta(&b, &NS, ent[i], sizeof(ent[i]), 1, 1, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
@@ -1117,7 +1096,7 @@ TEST(lmdb_readonly_process)
 	done_t d;
 
 	REQUIRE(fx_init(&fx, "lmdb") == 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 0, 1, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	REQUIRE(pipe(to_child) == 0 && pipe(to_parent) == 0);
@@ -1136,9 +1115,9 @@ TEST(lmdb_readonly_process)
 	close(to_child[0]);
 	close(to_parent[1]);
 	CHECK(read(to_parent[0], &c, 1) == 1 && c == 'r');
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 0, 2, 0);
-	add_mark(&b, &NS, S("m1"), now_ms() + 600000);
+	add_mark(&b, &NS, S("m1"), mm_now_ms() + 600000);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	CHECK(write(to_child[1], "g", 1) == 1);
 	CHECK(waitpid(pid, &status, 0) == pid);
@@ -1160,7 +1139,7 @@ TEST(lmdb_errinj)
 
 	REQUIRE(fx_init(&fx, "lmdb") == 0);
 	setenv("MURMUR_ERRINJ_STORE_APPLY", "2", 1);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 0, 1, 0);
 	add_pos(&b, "src", "1", 1);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), MM_ENOSPC);
@@ -1198,7 +1177,7 @@ TEST(lmdb_map_full)
 	fx_close_store(&fx);
 	REQUIRE(fx_open_with(&fx, 0, "64k", NULL) == 0);
 	for (r = 0; r < 400; r++) {
-		batch_init(&b, now_ms());
+		batch_init(&b, mm_now_ms());
 		for (i = 0; i < NPER; i++) {
 			snprintf(e[r][i], sizeof(e[r][i]), "%0*d-%d", 90, r, i);
 			add_delta(&b, &NS, e[r][i], strlen(e[r][i]), 0, r * 100 + i, 0);
@@ -1247,7 +1226,7 @@ TEST(lmdb_raw_corrupt)
 	done_t d;
 
 	REQUIRE(fx_init(&fx, "lmdb") == 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 2, 5, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	fx_close_store(&fx);
@@ -1270,7 +1249,7 @@ TEST(lmdb_raw_corrupt)
 
 	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
 	CHECK_EQ_INT(get1(&fx, &NS, S("k"), 2, &v), MM_ECORRUPT);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 2, 1, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), MM_ECORRUPT);
 	CHECK(strstr(d.detail, "entity 'k' bucket 2") != NULL);
@@ -1326,7 +1305,7 @@ TEST(lmdb_hash_collision)
 
 	REQUIRE(fx_open_with(&fx, 0, NULL, NULL) == 0);
 	CHECK_EQ_INT(get1(&fx, &NS, ea, sizeof(ea), 0, &v), 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, ea, sizeof(ea), 0, 5, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
@@ -1404,7 +1383,7 @@ TEST(lmdb_key_format)
 	memset(e, 'e', sizeof(e));
 	REQUIRE(strlen(NS.name) == 10);
 	REQUIRE(fx_init(&fx, "lmdb") == 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, e, 490, 0, 1, 0);
 	add_delta(&b, &NS, e, 491, 0, 1, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
@@ -1436,7 +1415,7 @@ TEST(lmdb_mark_partitions)
 	static batch_t b;
 	static char ids[300][16]; /* Room for "id-" and any int: gcc -O1 (make check) checks the snprintf. */
 	const int64_t hour = 3600000;
-	int64_t t = now_ms(), h0 = (t / hour + 1) * hour; /* the next hour's start */
+	int64_t t = mm_now_ms(), h0 = (t / hour + 1) * hour; /* the next hour's start */
 	size_t sizes[8], n;
 	uint32_t parts[8];
 	fx_t fx;
@@ -1505,7 +1484,7 @@ TEST(lmdb_mark_pieces)
 	static batch_t b;
 	static char ids[N][16]; /* Room for "p-" and any int (gcc -O1 checks the snprintf). */
 	const int64_t hour = 3600000;
-	int64_t t = now_ms(), h0 = (t / hour + 1) * hour;
+	int64_t t = mm_now_ms(), h0 = (t / hour + 1) * hour;
 	uint64_t seed = mm_id_hash_seed(NS.name, strlen(NS.name));
 	mm_mark_t *marks = calloc(N, sizeof(*marks));
 	size_t sizes[8], n;
@@ -1610,23 +1589,23 @@ TEST(lmdb_unchanged_skipped)
 	done_t d;
 
 	REQUIRE(fx_init(&fx, "lmdb") == 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 0, 5, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	CHECK_EQ_INT(b.f.writes, 1);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	add_delta(&b, &NS, S("k"), 0, 0, 0);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	CHECK_EQ_INT(b.f.writes, 0);
 	CHECK_EQ_INT(get1(&fx, &NS, S("k"), 0, &v), 1);
 	CHECK_EQ_INT(v, 5);
 	/* The same state with another expiry is another record. */
-	batch_init(&b, now_ms());
-	add_delta(&b, &NS, S("k"), 0, 0, now_ms() + 3600000);
+	batch_init(&b, mm_now_ms());
+	add_delta(&b, &NS, S("k"), 0, 0, mm_now_ms() + 3600000);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	CHECK_EQ_INT(b.f.writes, 1);
 
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	hll_delta(&b, &HNS, "sparse", "u", 50);
 	hll_delta(&b, &HNS, "dense", "u", 20000);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
@@ -1637,7 +1616,7 @@ TEST(lmdb_unchanged_skipped)
 	CHECK(sparse >= 45 && sparse <= 55);
 	CHECK(dense >= 19000 && dense <= 21000);
 	/* The same elements again, or some of them: nothing is written. */
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	hll_delta(&b, &HNS, "sparse", "u", 50);
 	hll_delta(&b, &HNS, "dense", "u", 300);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
@@ -1646,7 +1625,7 @@ TEST(lmdb_unchanged_skipped)
 	CHECK(hll_stored(&fx, &HNS, "sparse") == sparse);
 	CHECK(hll_stored(&fx, &HNS, "dense") == dense);
 	/* A new element raises a register of the small sketch. */
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	hll_delta(&b, &HNS, "sparse", "new", 1);
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), 0);
 	CHECK_EQ_INT(b.f.writes, 1);
@@ -1661,7 +1640,7 @@ TEST(lmdb_given_hashes)
 	uint64_t seed = mm_id_hash_seed(NS.name, strlen(NS.name));
 	const mm_idhash_t none = {0, 0};
 	mm_idhash_t ha, hb, hc, hz;
-	int64_t t = now_ms();
+	int64_t t = mm_now_ms();
 	fx_t fx;
 	done_t d;
 
@@ -1717,7 +1696,7 @@ TEST(lmdb_hashed_marks)
 	static mm_markhash_t hm[201];
 	static char ids[200][16];
 	const int64_t hour = 3600000;
-	int64_t t = now_ms(), h0 = (t / hour + 1) * hour;
+	int64_t t = mm_now_ms(), h0 = (t / hour + 1) * hour;
 	uint64_t seed = mm_id_hash_seed(NS.name, strlen(NS.name));
 	mm_idhash_t h, none = {0, 0};
 	size_t sizes[8], n;
@@ -1790,7 +1769,7 @@ TEST(lmdb_marked)
 	static batch_t b;
 	uint64_t seed = mm_id_hash_seed(NS.name, strlen(NS.name));
 	mm_idhash_t h[3]; /* a, b, z */
-	int64_t t = now_ms();
+	int64_t t = mm_now_ms();
 	fx_t fx;
 	done_t d;
 
@@ -1880,7 +1859,7 @@ TEST(lmdb_format1_marks)
 {
 	static batch_t b;
 	static char big[1024];
-	int64_t t = now_ms();
+	int64_t t = mm_now_ms();
 	uint8_t one[4] = {1, 0, 0, 0};
 	MDB_val fk = {13, "murmur.format"}, fv = {4, one};
 	MDB_env *env;
@@ -2019,7 +1998,7 @@ TEST(lmdb_format2_marks)
 	static const char *const a[] = {"v2-a", "v2-b", "v2-gone"}, *const c[] = {"v2-c"},
 				 *const dd[] = {"v2-d"}, *const bad[] = {"v2-bad"};
 	const int64_t hour = 3600000;
-	int64_t t = now_ms(), p0 = t / hour, next = (p0 + 1) * hour;
+	int64_t t = mm_now_ms(), p0 = t / hour, next = (p0 + 1) * hour;
 	int64_t ea[] = {next + 5, next + hour - 1, t - 1}, ec[] = {next}, ed[] = {next + hour + 7},
 		ebad[] = {next + 2 * hour};
 	size_t sizes[8], n;
@@ -2101,7 +2080,7 @@ TEST(memory_read_only)
 	REQUIRE(fx_init(&fx, "memory") == 0);
 	fx_close_store(&fx);
 	REQUIRE(fx_open_with(&fx, 1, NULL, NULL) == 0);
-	batch_init(&b, now_ms());
+	batch_init(&b, mm_now_ms());
 	CHECK_EQ_INT(apply(&fx, &b.f, &d), MM_ENOTSUP);
 	CHECK_EQ_INT(mm_store_put_meta_wait(fx.st, "x", NULL, 0), MM_ENOTSUP);
 	fx_fini(&fx);

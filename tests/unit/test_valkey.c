@@ -28,8 +28,10 @@
 #include <uv.h>
 
 #include "lib/error.h"
+#include "lib/time.h"
 #include "monoid/hll.h"
 #include "store/valkey.h"
+#include "store_done.h"
 #include "unit.h"
 
 #define NS_DAY 86400000LL
@@ -164,31 +166,9 @@ typedef struct fx {
 	char path[96];
 } fx_t;
 
-typedef struct done {
-	int calls, status;
-	char detail[256];
-} done_t;
-
-static void on_done(void *arg, int status, const char *detail)
-{
-	done_t *d = arg;
-
-	d->calls++;
-	d->status = status;
-	snprintf(d->detail, sizeof(d->detail), "%s", detail);
-}
-
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	return remove(path);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void on_heartbeat(uv_timer_t *t)
@@ -200,12 +180,12 @@ static void on_heartbeat(uv_timer_t *t)
  * (the cache's own background timers do not). */
 static void spin(fx_t *fx, const int *flag, int ms)
 {
-	int64_t end = now_ms() + ms;
+	int64_t end = mm_now_ms() + ms;
 	uv_timer_t beat;
 
 	uv_timer_init(&fx->loop, &beat);
 	uv_timer_start(&beat, on_heartbeat, 5, 5);
-	while (!(flag && *flag) && now_ms() < end)
+	while (!(flag && *flag) && mm_now_ms() < end)
 		uv_run(&fx->loop, UV_RUN_ONCE);
 	uv_close((uv_handle_t *)&beat, NULL);
 	uv_run(&fx->loop, UV_RUN_NOWAIT);
@@ -220,9 +200,9 @@ static int connected(fx_t *fx)
 
 static void wait_connected(fx_t *fx, int ms)
 {
-	int64_t end = now_ms() + ms;
+	int64_t end = mm_now_ms() + ms;
 
-	while (!connected(fx) && now_ms() < end)
+	while (!connected(fx) && mm_now_ms() < end)
 		spin(fx, NULL, 10);
 }
 
@@ -296,7 +276,7 @@ static void batch_init(batch_t *b)
 	b->f.marks = b->marks;
 	b->f.delta_done = b->ddone;
 	b->f.mark_done = b->mdone;
-	b->f.now_ms = now_ms();
+	b->f.now_ms = mm_now_ms();
 }
 
 /* Adds a delta holding the string values (or a count of n). */
@@ -405,7 +385,7 @@ TEST(counts_through_a_partial_cache)
 {
 	mm_monoid_t m;
 	mm_ns_t ns = {"views", &m};
-	int64_t day = now_ms() / NS_DAY, exp = (day + 31) * NS_DAY;
+	int64_t day = mm_now_ms() / NS_DAY, exp = (day + 31) * NS_DAY;
 	batch_t b;
 	fx_t fx;
 	int found;
@@ -465,7 +445,7 @@ TEST(sum_absent_buckets_are_cached_as_a_marker)
 {
 	mm_monoid_t m;
 	mm_ns_t ns = {"money", &m};
-	int64_t day = now_ms() / NS_DAY;
+	int64_t day = mm_now_ms() / NS_DAY;
 	mm_valkey_stats_t s0, s1;
 	batch_t b;
 	fx_t fx;
@@ -507,7 +487,7 @@ TEST(leases_block_fills_and_corrupt_values_are_replaced)
 {
 	mm_monoid_t m;
 	mm_ns_t ns = {"views", &m};
-	int64_t day = now_ms() / NS_DAY;
+	int64_t day = mm_now_ms() / NS_DAY;
 	batch_t b;
 	fx_t fx;
 	int found;
@@ -521,7 +501,7 @@ TEST(leases_block_fills_and_corrupt_values_are_replaced)
 	CHECK(apply(&fx, &b) == 0);
 	batch_free(&b);
 	snprintf(k, sizeof(k), PREFIX "l:views:%lld", (long long)day);
-	r = cmd("ZADD %s %lld other:1", k, (long long)now_ms() + 60000);
+	r = cmd("ZADD %s %lld other:1", k, (long long)mm_now_ms() + 60000);
 	freeReplyObject(r);
 	CHECK(read_count(&fx, &ns, "p2", day, &found) == 1 && found);
 	settle(&fx);
@@ -552,7 +532,7 @@ TEST(failed_write_leaves_the_cache_alone)
 {
 	mm_monoid_t m;
 	mm_ns_t ns = {"views", &m};
-	int64_t day = now_ms() / NS_DAY;
+	int64_t day = mm_now_ms() / NS_DAY;
 	batch_t b;
 	fx_t fx;
 	int found;
@@ -676,7 +656,7 @@ TEST(pfcount_over_day_buckets)
 {
 	mm_monoid_t m;
 	mm_ns_t ns = {"uniq", &m};
-	int64_t day = now_ms() / NS_DAY;
+	int64_t day = mm_now_ms() / NS_DAY;
 	_Alignas(16) unsigned char states[7][MM_STATE_MAX], acc[MM_STATE_MAX];
 	mm_key_t keys[7];
 	uint8_t found[7];
@@ -738,7 +718,7 @@ TEST(kill_restart_flush)
 {
 	mm_monoid_t m;
 	mm_ns_t ns = {"views", &m};
-	int64_t day = now_ms() / NS_DAY;
+	int64_t day = mm_now_ms() / NS_DAY;
 	mm_valkey_stats_t s;
 	batch_t b;
 	fx_t fx;
@@ -793,7 +773,7 @@ TEST(unresponsive_server_keeps_a_stale_entry)
 {
 	mm_monoid_t m;
 	mm_ns_t ns = {"views", &m};
-	int64_t day = now_ms() / NS_DAY;
+	int64_t day = mm_now_ms() / NS_DAY;
 	mm_valkey_stats_t s;
 	batch_t b;
 	fx_t fx;
@@ -881,7 +861,7 @@ TEST(claims)
 	CHECK(cmd_int("PTTL %s", PREFIX "d:views:ev-1") > 25000);
 	CHECK(claim_ids(&fx2, 'c', &ns, both, 2, &b) == 0);
 	CHECK(b.ids[0].result == MM_CLAIM_BUSY && b.ids[1].result == MM_CLAIM_WON);
-	CHECK(b.ids[0].lease_until_ms > now_ms() + 25000);
+	CHECK(b.ids[0].lease_until_ms > mm_now_ms() + 25000);
 	/* Claiming again what one holds is a win (a retry); renewing it too. */
 	CHECK(claim_ids(&fx1, 'c', &ns, ev1, 1, &a) == 0 && a.ids[0].result == MM_CLAIM_WON);
 	CHECK(claim_ids(&fx1, 'r', &ns, both, 2, &a) == 0);
@@ -889,7 +869,7 @@ TEST(claims)
 	/* The flush carrying ev-1 confirms it for the dedup window. */
 	batch_init(&bt);
 	add_int(&ns, batch_delta(&bt, &ns, "x", 0, 0), 0);
-	bt.marks[0] = (mm_mark_t){&ns, "ev-1", 4, now_ms() + 3600000, 1, {0, 0}};
+	bt.marks[0] = (mm_mark_t){&ns, "ev-1", 4, mm_now_ms() + 3600000, 1, {0, 0}};
 	bt.f.nmarks = 1;
 	CHECK(apply(&fx1, &bt) == 0);
 	batch_free(&bt);
