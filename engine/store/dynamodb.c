@@ -125,7 +125,7 @@ static const mm_option_t ddb_options[] = {
 	{MM_OPT_STRING, "endpoint", NULL, offsetof(ddb_cfg_t, endpoint),
 	 "Endpoint URL, e.g. http://127.0.0.1:8000 for an emulator. Default "
 	 "$MURMUR_DYNAMODB_ENDPOINT, then https://dynamodb.REGION.amazonaws.com."},
-	{MM_OPT_INT, "max_inflight", "128", offsetof(ddb_cfg_t, max_inflight),
+	{MM_OPT_INT, "max_inflight", "32", offsetof(ddb_cfg_t, max_inflight),
 	 "Requests in flight at once (1..1024); also the HTTP connections kept open."},
 	{MM_OPT_INT, "max_attempts", "10", offsetof(ddb_cfg_t, max_attempts),
 	 "Attempts per request on throttling, 5xx and transport errors before the apply "

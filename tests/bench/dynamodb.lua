@@ -156,7 +156,7 @@ local function per_request_case(reps, name, pipeline, body)
     if pr then
       runs[#runs + 1] = pr
       if has_floor then
-        local line = (sh(("%s %s %s %d 128"):format(floor, port, table_name, requests)):gsub("\n$", ""))
+        local line = (sh(("%s %s %s %d 32"):format(floor, port, table_name, requests)):gsub("\n$", ""))
         print(("%-34s %s"):format("  floor (tests/bench/dynamodb_floor)", line))
         local fu, fs = line:match("user ([%d.]+) us, system ([%d.]+) us")
         if fu then
@@ -183,7 +183,7 @@ local function per_request_case(reps, name, pipeline, body)
   end
 end
 
-print(("dynamodb bench: dynalite 4.0.0 (in memory) on 127.0.0.1:%s, max_inflight 128 (the default), one flush per 30 s or 10M events (so one per file)")
+print(("dynamodb bench: dynalite 4.0.0 (in memory) on 127.0.0.1:%s, max_inflight 32, one flush per 30 s or 10M events (so one per file)")
   :format(port))
 run_case("recently_interacted (Top-K, 1 key)", "recently_interacted", [[
   key = murmur.literal("global"), value = "entity_id", monoid = murmur.topk { k = 32 },

@@ -8,7 +8,7 @@
 //   node tests/bench/dynamodb_claim_floor.js [IDS] [FLUSHES]
 //
 // For IDS new ids (default 20 000) claimed in FLUSHES flushes (default 10),
-// 32 requests in flight (as doc/dynamodb.md's figures were taken), it prints per shape the
+// 32 requests in flight as murmur's max_inflight, it prints per shape the
 // requests per id, the write units per id that dynalite charges (it bills an
 // UpdateItem by the larger of the item before and after, as DynamoDB does),
 // the largest claim item and the ids per second. Then it races two writers

@@ -8,9 +8,8 @@
  * Sends REQUESTS (default 41 000) UpdateItem requests shaped like the
  * page_views flush's (an ADD to one of 100 000 keys with the writer
  * condition, about 400 bytes of head and 330 of body) to the DynamoDB
- * emulator on 127.0.0.1:PORT, over CONNECTIONS (default 128, the store's
- * default max_inflight) kept-alive connections, one request at a time on
- * each, as murmur's HTTP client does:
+ * emulator on 127.0.0.1:PORT, over CONNECTIONS (default 32) kept-alive
+ * connections, one request at a time on each, as murmur's HTTP client does:
  * one writev per request (head and body), one read per response, one
  * level-triggered epoll registration per connection made once, and
  * epoll_wait for whatever is ready. Nothing is signed (the emulator does not
@@ -115,7 +114,7 @@ int main(int argc, char **argv)
 	port = atoi(argv[1]);
 	table = argv[2];
 	target = argc > 3 ? atol(argv[3]) : 41000;
-	nconn = argc > 4 ? atoi(argv[4]) : 128;
+	nconn = argc > 4 ? atoi(argv[4]) : 32;
 	if (nconn < 1 || nconn > MAXCONN || target < nconn) {
 		fprintf(stderr, "dynamodb_floor: 1..%d connections, at least as many requests\n", MAXCONN);
 		return 2;
