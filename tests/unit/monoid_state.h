@@ -2,12 +2,11 @@
  * monoid_state.h: what the unit tests of the string monoids (test_bloom.c,
  * test_set.c, test_topk.c) share: a state's storage, string adds, the state
  * as the runtime sees it between flushes (its encoding, a decode of that
- * encoding, a merge into a fresh state, its JSON), and the soundness check
- * of decode with the truncation and bit-flip sweep their corruption tests
- * make, and the merge laws on three states. The
- * helpers abort where a test could not go on without their result. They are
- * static inline so that a test using some of them compiles without the
- * others.
+ * encoding, a merge into a fresh state, its JSON), the merge laws on three
+ * states, and the soundness check of decode with the truncation and
+ * bit-flip sweep of their corruption tests. The helpers abort where a test
+ * could not go on without their result. They are static inline so that a
+ * test using some of them compiles without the others.
  */
 #ifndef MM_TEST_MONOID_STATE_H
 #define MM_TEST_MONOID_STATE_H
